@@ -1,0 +1,25 @@
+# The two commands a newcomer needs:
+#   make run    the main job on embedded defaults (simulated parts)
+#   make test   every test, after installing what the tests need
+GO ?= go
+
+.PHONY: run test deps build cross
+
+run: build
+	./bin/custodian --tpm sim --data-dir "$${TMPDIR:-/tmp}/custodian-run" enroll --id demo-1 --out "$${TMPDIR:-/tmp}/custodian-run/enrollment.json"
+
+build:
+	$(GO) build -o bin/custodian ./cmd/custodian
+
+deps:
+	@sh .ci/deps
+
+test: deps
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 20m ./...
+	$(MAKE) cross
+
+# The appliance binary must build without cgo for the Pi (arm64, and armv6).
+cross:
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -o /dev/null ./cmd/custodian
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=6 $(GO) build -o /dev/null ./cmd/custodian

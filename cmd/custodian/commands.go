@@ -1,0 +1,9 @@
+package main
+
+import "github.com/spf13/cobra"
+
+// registerCommands adds every subcommand to root. Each command lives in its
+// own file and is built by a constructor taking the shared globals.
+func registerCommands(root *cobra.Command, g *globals) {
+	_ = g
+}

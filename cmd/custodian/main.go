@@ -1,0 +1,37 @@
+// Command custodian is the software of a warrant custodian appliance and the
+// tools that the people around it use: operators, the escrow authority,
+// judges, court officers, agencies and auditors.
+//
+// Every subcommand is a thin shell: it parses flags, calls one package, and
+// prints. Errors leave through main, once, as "custodian: error: ..." with
+// optional "hint: ..." lines, and a non-zero exit status.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes the command line and returns the process exit status.
+func run(args []string, stdout, stderr io.Writer) int {
+	root := newRootCommand(stdout, stderr)
+	root.SetArgs(args)
+	if err := root.Execute(); err != nil {
+		printError(stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// printError writes err for a person: one error line, then its hints.
+func printError(w io.Writer, err error) {
+	fmt.Fprintf(w, "custodian: error: %v\n", err)
+	for _, h := range hintsOf(err) {
+		fmt.Fprintf(w, "hint: %s\n", h)
+	}
+}

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// globals are the flags every subcommand shares. They live in a value built
+// per invocation, never in package variables, so tests can run the command
+// tree many times in one process.
+type globals struct {
+	dataDir string
+	tpmSpec string
+	json    bool
+
+	stdout io.Writer
+	stderr io.Writer
+}
+
+const defaultDataDir = "/var/lib/custodian"
+
+func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
+	g := &globals{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:           "custodian",
+		Short:         "Warrant custodian appliance: releases a key share only for a verified, approved warrant",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+
+	dataDir := os.Getenv("CUSTODIAN_DATA_DIR")
+	if dataDir == "" {
+		dataDir = defaultDataDir
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.dataDir, "data-dir", dataDir, "directory that holds the appliance's state (env CUSTODIAN_DATA_DIR)")
+	pf.StringVar(&g.tpmSpec, "tpm", "/dev/tpmrm0", "TPM to use: a device path, swtpm:HOST:PORT, or sim (in-process simulator)")
+	pf.BoolVar(&g.json, "json", false, "print machine-readable JSON")
+
+	registerCommands(root, g)
+	return root
+}
+
+// printJSON writes v as indented JSON to stdout.
+func (g *globals) printJSON(v any) error {
+	enc := json.NewEncoder(g.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// printf writes a line for a person to stdout.
+func (g *globals) printf(format string, args ...any) {
+	fmt.Fprintf(g.stdout, format, args...)
+}
