@@ -1,0 +1,148 @@
+package tpm
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	"github.com/google/go-tpm/tpm2"
+	"golang.org/x/crypto/cryptobyte"
+)
+
+// Blob is a secret sealed to one TPM's endorsement key and a PCR policy.
+// Everything in it is public: the secret inside is encrypted to the EK
+// and integrity-protected for the sealed object's Name.
+type Blob struct {
+	EK   *EK       // the endorsement key it was made for
+	PCRs PCRValues // the values the PCRs must hold for it to open
+
+	public    tpm2.TPMTPublic
+	duplicate []byte // TPM2B_PRIVATE contents: outer HMAC and encrypted sensitive
+	seed      []byte // TPM2B_ENCRYPTED_SECRET contents: the import seed for the EK
+}
+
+// The blob encoding, big-endian, one canonical form:
+//
+//	magic      "CUSTSEAL" (8 bytes), version 1 (1 byte)
+//	ek         uint16 length + SubjectPublicKeyInfo DER
+//	pcrs       uint8 count, then per PCR in ascending order:
+//	           uint8 index + 32-byte SHA-256 value
+//	public     uint16 length + TPMT_PUBLIC of the sealed object
+//	duplicate  uint16 length + TPM2B_PRIVATE contents
+//	seed       uint16 length + TPM2B_ENCRYPTED_SECRET contents
+const (
+	blobMagic   = "CUSTSEAL"
+	blobVersion = 1
+	maxEKDER    = 1024
+	maxTPMField = 1024
+)
+
+// ErrMalformedBlob is wrapped by every decoding error.
+var ErrMalformedBlob = errors.New("malformed sealed blob")
+
+// Marshal encodes the blob.
+func (b *Blob) Marshal() []byte {
+	var out cryptobyte.Builder
+	out.AddBytes([]byte(blobMagic))
+	out.AddUint8(blobVersion)
+	out.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) { c.AddBytes(b.EK.MarshalPKIX()) })
+	out.AddUint8(uint8(len(b.PCRs)))
+	for _, i := range b.PCRs.Indices() {
+		out.AddUint8(uint8(i))
+		out.AddBytes(b.PCRs[i])
+	}
+	for _, field := range [][]byte{tpm2.Marshal(b.public), b.duplicate, b.seed} {
+		out.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) { c.AddBytes(field) })
+	}
+	return out.BytesOrPanic()
+}
+
+// ParseBlob decodes and checks a blob: canonical encoding, a template EK,
+// a usable PCR policy, and a sealed object bound to exactly that policy.
+func ParseBlob(data []byte) (*Blob, error) {
+	b, err := parseBlob(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformedBlob, err)
+	}
+	return b, nil
+}
+
+func parseBlob(data []byte) (*Blob, error) {
+	s := cryptobyte.String(data)
+	var magic []byte
+	var version uint8
+	if !s.ReadBytes(&magic, len(blobMagic)) || string(magic) != blobMagic {
+		return nil, errors.New("not a sealed blob (bad magic)")
+	}
+	if !s.ReadUint8(&version) || version != blobVersion {
+		return nil, fmt.Errorf("unsupported version %d", version)
+	}
+	ek, err := readEK(&s)
+	if err != nil {
+		return nil, err
+	}
+	pcrs, err := readPCRs(&s)
+	if err != nil {
+		return nil, err
+	}
+	var public, duplicate, seed cryptobyte.String
+	if !s.ReadUint16LengthPrefixed(&public) || !s.ReadUint16LengthPrefixed(&duplicate) ||
+		!s.ReadUint16LengthPrefixed(&seed) {
+		return nil, errors.New("truncated")
+	}
+	if !s.Empty() {
+		return nil, errors.New("trailing data")
+	}
+	if len(public) > maxTPMField || len(duplicate) > maxTPMField || len(seed) > maxTPMField ||
+		len(duplicate) == 0 || len(seed) == 0 {
+		return nil, errors.New("a TPM field is empty or too long")
+	}
+	obj, err := tpm2.Unmarshal[tpm2.TPMTPublic](public)
+	if err != nil || !bytes.Equal(tpm2.Marshal(obj), public) {
+		return nil, errors.New("sealed object public area does not parse canonically")
+	}
+	if err := checkSealedPublic(obj, pcrs); err != nil {
+		return nil, err
+	}
+	return &Blob{EK: ek, PCRs: pcrs, public: *obj, duplicate: duplicate, seed: seed}, nil
+}
+
+func readEK(s *cryptobyte.String) (*EK, error) {
+	var der cryptobyte.String
+	if !s.ReadUint16LengthPrefixed(&der) || len(der) > maxEKDER {
+		return nil, errors.New("truncated or oversized endorsement key")
+	}
+	ek, err := ParseEK(der)
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(ek.MarshalPKIX(), der) {
+		return nil, errors.New("endorsement key is not canonically encoded")
+	}
+	return ek, nil
+}
+
+func readPCRs(s *cryptobyte.String) (PCRValues, error) {
+	var n uint8
+	if !s.ReadUint8(&n) {
+		return nil, errors.New("truncated PCR list")
+	}
+	pcrs := make(PCRValues, n)
+	last := -1
+	for range n {
+		var idx uint8
+		var val []byte
+		if !s.ReadUint8(&idx) || !s.ReadBytes(&val, 32) {
+			return nil, errors.New("truncated PCR list")
+		}
+		if int(idx) <= last {
+			return nil, errors.New("PCR indices not strictly ascending")
+		}
+		last = int(idx)
+		pcrs[int(idx)] = val
+	}
+	if err := pcrs.Check(); err != nil {
+		return nil, err
+	}
+	return pcrs, nil
+}

@@ -1,0 +1,35 @@
+// Package tpm keeps key shares safe in a TPM 2.0.
+//
+// It does four things, each with a small API:
+//
+//   - Connect: [Open] names a TPM by a spec string: a Linux device path
+//     ("/dev/tpmrm0"), swtpm's TCP data port ("swtpm:HOST:PORT"), or the
+//     in-process reference simulator ("sim", only in cgo builds). Every
+//     connection retries TPM_RC_RETRY and caps response sizes.
+//
+//   - Seal to a remote TPM: [Seal] runs anywhere, without a TPM. From an
+//     endorsement key's public key and a set of PCR values (predicted, not
+//     necessarily current) it builds a [Blob] that only that TPM can import,
+//     and whose content only that TPM can unseal, and only while its SHA-256
+//     PCRs hold exactly those values. It refuses an empty PCR selection, a
+//     PCR that was never extended (all zero), and PCRs 16 and 23, which
+//     software at locality 0 can reset.
+//
+//   - Open on the device: [Unseal] imports and unseals a Blob through one
+//     policy session salted to the endorsement key with response parameter
+//     encryption, so no plaintext crosses the bus between CPU and TPM. The
+//     endorsement key's Name is computed from the key the blob was made for,
+//     never read back from the TPM, so a substituted salt key cannot turn the
+//     encryption off. It uses nine TPM commands.
+//
+//   - Account: PCR read/extend and offline prediction ([ReadPCRs],
+//     [ExtendPCR], [PCRValues.Extend]), NV monotonic counters ([Counter]),
+//     and quotes by a restricted ECC P-256 attestation key ([Quote],
+//     [VerifyQuote]) whose tie to the endorsement key is proved by
+//     credential activation ([MakeChallenge], [ActivateChallenge]).
+//
+// Only the SHA-256 PCR bank is used. The package flushes every transient
+// object and session it loads, on success and on error, because swtpm and
+// the Pi's SLB9670 have no resource manager of their own and only three
+// transient slots.
+package tpm

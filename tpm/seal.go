@@ -1,0 +1,114 @@
+package tpm
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+
+	"github.com/google/go-tpm/tpm2"
+)
+
+// MaxSecret is the largest secret a blob can hold: the TPM's MAX_SYM_DATA
+// for sealed data objects.
+const MaxSecret = 128
+
+// Seal makes a blob that only the TPM holding ek can import, and whose
+// secret that TPM unseals only while its SHA-256 PCRs hold exactly pcrs.
+// It runs offline: pcrs are the values the device is expected to have (a
+// prediction from the image, or a recorded measurement), not read from any
+// TPM.
+//
+// The sealed object is a keyed-hash data object whose only authorization
+// is PolicyPCR(pcrs): no password, no duplication (its parent is the EK,
+// and an EK-wrapped object cannot be re-wrapped without the EK's policy).
+func Seal(ek *EK, pcrs PCRValues, secret []byte) (*Blob, error) {
+	if len(secret) == 0 || len(secret) > MaxSecret {
+		return nil, fmt.Errorf("secret is %d bytes; a sealed blob holds 1 to %d", len(secret), MaxSecret)
+	}
+	policy, err := pcrs.PolicyDigest()
+	if err != nil {
+		return nil, err
+	}
+	public, sensitive, err := sealedObject(policy, secret)
+	if err != nil {
+		return nil, err
+	}
+	name, err := tpm2.ObjectName(&public)
+	if err != nil {
+		return nil, err
+	}
+	parent, err := tpm2.ImportEncapsulationKey(&ek.public)
+	if err != nil {
+		return nil, fmt.Errorf("endorsement key cannot wrap imports: %w", err)
+	}
+	duplicate, seed, err := tpm2.CreateDuplicate(rand.Reader, parent, name.Buffer, tpm2.Marshal(sensitive))
+	if err != nil {
+		return nil, fmt.Errorf("wrapping the secret for the endorsement key: %w", err)
+	}
+	return &Blob{
+		EK:        ek,
+		PCRs:      pcrs.Clone(),
+		public:    public,
+		duplicate: duplicate,
+		seed:      seed,
+	}, nil
+}
+
+// sealedObject builds the public and sensitive areas of a sealed data
+// object holding secret, authorized only by the policy digest.
+func sealedObject(policy, secret []byte) (tpm2.TPMTPublic, tpm2.TPMTSensitive, error) {
+	// The seed obfuscates the unique field, so the public area reveals
+	// nothing about a low-entropy secret.
+	seed := make([]byte, sha256.Size)
+	if _, err := rand.Read(seed); err != nil {
+		return tpm2.TPMTPublic{}, tpm2.TPMTSensitive{}, err
+	}
+	unique := sha256.Sum256(append(append([]byte{}, seed...), secret...))
+	public := tpm2.TPMTPublic{
+		Type:    tpm2.TPMAlgKeyedHash,
+		NameAlg: tpm2.TPMAlgSHA256,
+		ObjectAttributes: tpm2.TPMAObject{
+			// Imported objects cannot be fixedTPM/fixedParent; the EK
+			// wrapping and the PCR policy are what pin it to the device.
+			UserWithAuth:    false,
+			AdminWithPolicy: true,
+			NoDA:            true,
+		},
+		AuthPolicy: tpm2.TPM2BDigest{Buffer: policy},
+		Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgKeyedHash, &tpm2.TPMSKeyedHashParms{
+			Scheme: tpm2.TPMTKeyedHashScheme{Scheme: tpm2.TPMAlgNull},
+		}),
+		Unique: tpm2.NewTPMUPublicID(tpm2.TPMAlgKeyedHash, &tpm2.TPM2BDigest{Buffer: unique[:]}),
+	}
+	sensitive := tpm2.TPMTSensitive{
+		SensitiveType: tpm2.TPMAlgKeyedHash,
+		SeedValue:     tpm2.TPM2BDigest{Buffer: seed},
+		Sensitive:     tpm2.NewTPMUSensitiveComposite(tpm2.TPMAlgKeyedHash, &tpm2.TPM2BSensitiveData{Buffer: secret}),
+	}
+	return public, sensitive, nil
+}
+
+// checkSealedPublic verifies that a public area (from a decoded blob) is
+// exactly the kind of object Seal makes, bound to pcrs. A blob whose object
+// could be opened with a password or without the PCR policy is refused
+// before it reaches the TPM.
+func checkSealedPublic(public *tpm2.TPMTPublic, pcrs PCRValues) error {
+	policy, err := pcrs.PolicyDigest()
+	if err != nil {
+		return err
+	}
+	want := tpm2.TPMAObject{AdminWithPolicy: true, NoDA: true}
+	if public.Type != tpm2.TPMAlgKeyedHash || public.NameAlg != tpm2.TPMAlgSHA256 ||
+		public.ObjectAttributes != want {
+		return errors.New("sealed object is not a policy-only SHA-256 data object")
+	}
+	params, err := public.Parameters.KeyedHashDetail()
+	if err != nil || params.Scheme.Scheme != tpm2.TPMAlgNull {
+		return errors.New("sealed object is a keyed-hash key, not sealed data")
+	}
+	if !equalBytes(public.AuthPolicy.Buffer, policy) {
+		return errors.New("sealed object's policy does not match the blob's PCR values")
+	}
+	return nil
+}

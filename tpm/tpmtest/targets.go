@@ -1,0 +1,112 @@
+package tpmtest
+
+import (
+	"errors"
+	"flag"
+	"testing"
+
+	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
+
+	"github.com/custodian-project/custodian/tpm"
+)
+
+var device = flag.String("tpm-device", "", "also run TPM tests against this hardware TPM (e.g. /dev/tpmrm0); it must be dedicated to testing")
+
+// Target is one TPM a suite runs against.
+type Target struct {
+	Name string
+	// Open connects to the TPM. Every call in one test reaches the same TPM.
+	Open func(t testing.TB) transport.TPM
+	// Swtpm is set when the target is a swtpm process (for power cycles
+	// and tpm2-tools cross-checks).
+	Swtpm *Swtpm
+}
+
+// Targets lists the TPMs every suite runs against: the in-process
+// simulator (cgo builds), a fresh swtpm per test, and the hardware TPM
+// named by -tpm-device. A target that is not available here is skipped
+// with the reason.
+func Targets() []Target {
+	return []Target{
+		{Name: "sim", Open: openSim},
+		{Name: "swtpm", Open: nil},
+		{Name: "device", Open: openDevice},
+	}
+}
+
+// Run runs f as a subtest on every target, then checks that f left no
+// transient object or session loaded.
+func Run(t *testing.T, f func(t *testing.T, target Target)) {
+	for _, target := range Targets() {
+		t.Run(target.Name, func(t *testing.T) {
+			open := target.Open
+			if target.Name == "swtpm" {
+				s := StartSwtpm(t)
+				target.Swtpm = s
+				open = func(t testing.TB) transport.TPM { return s.Open(t) }
+			}
+			// One connection per test: the simulator is a process-wide
+			// singleton, and a swtpm serves one client at a time.
+			var conn transport.TPM
+			target.Open = func(t testing.TB) transport.TPM {
+				if conn == nil {
+					conn = open(t)
+				}
+				return conn
+			}
+			target.Open(t)
+			f(t, target)
+			AssertNoLeaks(t, conn)
+		})
+	}
+}
+
+func openSim(t testing.TB) transport.TPM {
+	t.Helper()
+	conn, err := tpm.Open("sim")
+	if errors.Is(err, tpm.ErrSimulatorUnavailable) {
+		t.Skip("the in-process simulator needs a cgo build")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
+func openDevice(t testing.TB) transport.TPM {
+	t.Helper()
+	if *device == "" {
+		t.Skip("no hardware TPM named (run with -tpm-device /dev/tpmrm0 to include one)")
+	}
+	conn, err := tpm.Open(*device)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
+// AssertNoLeaks fails the test if the TPM holds any transient object or
+// any loaded or saved session.
+func AssertNoLeaks(t testing.TB, conn transport.TPM) {
+	t.Helper()
+	for _, first := range []tpm2.TPMHandle{0x80000000, 0x02000000, 0x03000000} {
+		rsp, err := tpm2.GetCapability{
+			Capability: tpm2.TPMCapHandles, Property: uint32(first), PropertyCount: 64,
+		}.Execute(conn)
+		if err != nil {
+			t.Errorf("listing handles: %v", err)
+			return
+		}
+		handles, err := rsp.CapabilityData.Data.Handles()
+		if err != nil {
+			t.Errorf("listing handles: %v", err)
+			return
+		}
+		if n := len(handles.Handle); n > 0 {
+			t.Errorf("TPM holds %d handle(s) from %#x on: %v", n, uint32(first), handles.Handle)
+		}
+	}
+}
