@@ -137,9 +137,9 @@ func TestSealRefusesPoliciesThatProtectNothing(t *testing.T) {
 		})
 	}
 	for name, pcrs := range map[string]tpm.PCRValues{
-		"PCR 24":          {24: good},
-		"short value":     {8: good[:20]},
-		"negative index":  {-1: good},
+		"PCR 24":         {24: good},
+		"short value":    {8: good[:20]},
+		"negative index": {-1: good},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := tpm.Seal(ek, pcrs, []byte("share")); err == nil {
