@@ -85,7 +85,10 @@ func (s *Swtpm) manufacture(t testing.TB) {
 func (s *Swtpm) start(t testing.TB) {
 	t.Helper()
 	for attempt := 0; attempt < 5; attempt++ {
-		s.DataPort, s.CtrlPort = freePort(t), freePort(t)
+		// tpm2-tools' swtpm TCTI expects the control port right after the
+		// data port.
+		s.DataPort = freePort(t)
+		s.CtrlPort = s.DataPort + 1
 		s.cmd = exec.Command("swtpm", "socket", "--tpm2",
 			"--tpmstate", "dir="+filepath.Join(s.Dir, "state"),
 			"--server", "type=tcp,bindaddr=127.0.0.1,port="+strconv.Itoa(s.DataPort),

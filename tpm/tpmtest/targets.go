@@ -110,3 +110,13 @@ func AssertNoLeaks(t testing.TB, conn transport.TPM) {
 		}
 	}
 }
+
+// RunSwtpm runs f against a fresh swtpm only, for tests that power-cycle
+// the TPM or cross-check with tpm2-tools.
+func RunSwtpm(t *testing.T, f func(t *testing.T, target Target)) {
+	s := StartSwtpm(t)
+	conn := s.Open(t)
+	target := Target{Name: "swtpm", Swtpm: s, Open: func(testing.TB) transport.TPM { return conn }}
+	f(t, target)
+	AssertNoLeaks(t, conn)
+}
