@@ -56,4 +56,3 @@ func TestBusRecorderCatchesUnencryptedImport(t *testing.T) {
 		t.Logf("go-tpm-tools import+unseal: %d TPM commands, secret visible on the bus", bus.Count())
 	})
 }
-

@@ -71,13 +71,17 @@ func requireTool(t *testing.T, name string) {
 // tpm2Tool runs a tpm2-tools command against a swtpm.
 func tpm2Tool(t *testing.T, sw *tpmtest.Swtpm, args ...string) []byte {
 	t.Helper()
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Env = append(os.Environ(), "TPM2TOOLS_TCTI="+sw.TCTI())
-	out, err := cmd.CombinedOutput()
+	out, err := runTool(sw, args...)
 	if err != nil {
 		t.Fatalf("%v: %v\n%s", args, err, out)
 	}
 	return out
+}
+
+func runTool(sw *tpmtest.Swtpm, args ...string) ([]byte, error) {
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Env = append(os.Environ(), "TPM2TOOLS_TCTI="+sw.TCTI())
+	return cmd.CombinedOutput()
 }
 
 // TestPCRsAndPolicyAgreeWithTPM2Tools cross-checks our PCR reads and our

@@ -1,0 +1,137 @@
+package tpm
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
+)
+
+// DefaultCounterIndex is the NV index of the appliance's release counter,
+// in the owner range (0x01800000–0x01BFFFFF) of the TCG handle registry.
+const DefaultCounterIndex tpm2.TPMHandle = 0x01800C57
+
+// Counter is a TPM NV counter: a 64-bit value that only goes up, survives
+// power loss, and cannot be written or rolled back, only incremented.
+//
+// Attributes: TPM_NT_COUNTER, AUTHREAD|AUTHWRITE with an empty
+// authorization (anyone may read or increment: increments can only make a
+// rolled-back copy of the data directory more obviously stale), NO_DA (no
+// dictionary-attack lockout from a wrong empty password), and no
+// PLATFORMCREATE. Deleting it needs the owner hierarchy; a counter defined
+// again starts at the highest value any counter of that TPM ever held
+// (TPM 2.0 Part 1, "NV Counters"), so delete-and-recreate cannot rewind it.
+type Counter struct {
+	Index tpm2.TPMHandle
+}
+
+// ErrNoCounter means the NV index is not defined.
+var ErrNoCounter = errors.New("the TPM has no NV counter at that index")
+
+func counterAttributes() tpm2.TPMANV {
+	return tpm2.TPMANV{
+		NT:        tpm2.TPMNTCounter,
+		AuthRead:  true,
+		AuthWrite: true,
+		NoDA:      true,
+	}
+}
+
+func (c Counter) public() tpm2.TPMSNVPublic {
+	return tpm2.TPMSNVPublic{
+		NVIndex:    c.Index,
+		NameAlg:    tpm2.TPMAlgSHA256,
+		Attributes: counterAttributes(),
+		DataSize:   8,
+	}
+}
+
+// Create defines the counter and increments it once, since a counter
+// cannot be read before its first increment. It returns the first value.
+// Creating needs the owner hierarchy's (empty) authorization.
+func (c Counter) Create(t transport.TPM) (uint64, error) {
+	_, err := tpm2.NVDefineSpace{
+		AuthHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)},
+		PublicInfo: tpm2.New2B(c.public()),
+	}.Execute(t)
+	if err != nil {
+		return 0, fmt.Errorf("defining NV counter %#x: %w", uint32(c.Index), err)
+	}
+	return c.Increment(t)
+}
+
+// handle names the index for a command, checking that the TPM's index is
+// the counter we define (same attributes and size), not some other NV
+// area that an attacker placed at that index.
+func (c Counter) handle(t transport.TPM) (tpm2.AuthHandle, error) {
+	rsp, err := tpm2.NVReadPublic{NVIndex: c.Index}.Execute(t)
+	if errors.Is(err, tpm2.TPMRCHandle) {
+		return tpm2.AuthHandle{}, fmt.Errorf("%w (%#x)", ErrNoCounter, uint32(c.Index))
+	}
+	if err != nil {
+		return tpm2.AuthHandle{}, fmt.Errorf("reading NV counter %#x: %w", uint32(c.Index), err)
+	}
+	unwritten, err := c.name(false)
+	if err != nil {
+		return tpm2.AuthHandle{}, err
+	}
+	written, err := c.name(true)
+	if err != nil {
+		return tpm2.AuthHandle{}, err
+	}
+	if !equalBytes(rsp.NVName.Buffer, unwritten.Buffer) && !equalBytes(rsp.NVName.Buffer, written.Buffer) {
+		return tpm2.AuthHandle{}, fmt.Errorf("NV index %#x is not a custodian counter (other attributes)", uint32(c.Index))
+	}
+	return tpm2.AuthHandle{Handle: c.Index, Name: rsp.NVName, Auth: tpm2.PasswordAuth(nil)}, nil
+}
+
+// name is the index's Name before or after its first write.
+func (c Counter) name(written bool) (tpm2.TPM2BName, error) {
+	public := c.public()
+	public.Attributes.Written = written
+	name, err := tpm2.NVName(&public)
+	if err != nil {
+		return tpm2.TPM2BName{}, err
+	}
+	return *name, nil
+}
+
+// Read returns the counter's value.
+func (c Counter) Read(t transport.TPM) (uint64, error) {
+	h, err := c.handle(t)
+	if err != nil {
+		return 0, err
+	}
+	return c.read(t, h)
+}
+
+func (c Counter) read(t transport.TPM, h tpm2.AuthHandle) (uint64, error) {
+	rsp, err := tpm2.NVRead{AuthHandle: h, NVIndex: tpm2.NamedHandle{Handle: h.Handle, Name: h.Name}, Size: 8}.Execute(t)
+	if err != nil {
+		return 0, fmt.Errorf("reading NV counter %#x: %w", uint32(c.Index), err)
+	}
+	if len(rsp.Data.Buffer) != 8 {
+		return 0, fmt.Errorf("NV counter %#x returned %d bytes", uint32(c.Index), len(rsp.Data.Buffer))
+	}
+	return binary.BigEndian.Uint64(rsp.Data.Buffer), nil
+}
+
+// Increment adds one to the counter and returns the new value: three
+// commands (NV_ReadPublic, NV_Increment, NV_Read).
+func (c Counter) Increment(t transport.TPM) (uint64, error) {
+	h, err := c.handle(t)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := (tpm2.NVIncrement{AuthHandle: h, NVIndex: tpm2.NamedHandle{Handle: h.Handle, Name: h.Name}}).Execute(t); err != nil {
+		return 0, fmt.Errorf("incrementing NV counter %#x: %w", uint32(c.Index), err)
+	}
+	// The first increment sets TPMA_NV_WRITTEN and so changes the Name.
+	h.Name, err = c.name(true)
+	if err != nil {
+		return 0, err
+	}
+	return c.read(t, h)
+}
