@@ -1,0 +1,96 @@
+// Package durable writes files so that a power cut or kill -9 at any moment
+// leaves either the old content or the new, never a mix, and so that what
+// it reports written is on disk.
+//
+// It refuses to write over anything but a regular file: a tool that
+// removes and recreates its output path would happily replace /dev/null
+// or follow an attacker's symlink.
+package durable
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// WriteFile replaces path with data: a temporary file in the same
+// directory is written, fsynced and renamed over path, then the directory
+// is fsynced so the rename itself survives a crash.
+func WriteFile(path string, data []byte, perm fs.FileMode) error {
+	if err := checkReplaceable(path); err != nil {
+		return err
+	}
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // a no-op after the rename
+	if err := writeSynced(tmp, data, perm); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	return SyncDir(dir)
+}
+
+// CreateFile writes data to a new file at path and fails if anything
+// exists there. It is for secrets: a private key is never written over
+// another one, and is created with perm from the first byte (use 0600).
+func CreateFile(path string, data []byte, perm fs.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("%s already exists; refusing to overwrite it", path)
+		}
+		return err
+	}
+	if err := writeSynced(f, data, perm); err != nil {
+		os.Remove(path)
+		return err
+	}
+	return SyncDir(filepath.Dir(path))
+}
+
+func writeSynced(f *os.File, data []byte, perm fs.FileMode) error {
+	_, err := f.Write(data)
+	if err == nil {
+		err = f.Chmod(perm)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// SyncDir fsyncs a directory so that entries created or renamed in it
+// survive a crash.
+func SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// checkReplaceable refuses a path that exists and is not a regular file.
+func checkReplaceable(path string) error {
+	info, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !info.Mode().IsRegular() {
+		return fmt.Errorf("%s exists and is not a regular file; refusing to replace it", path)
+	}
+	return nil
+}
