@@ -5,6 +5,7 @@
 package tpmtest
 
 import (
+	"crypto/x509"
 	"fmt"
 	"net"
 	"os"
@@ -168,4 +169,21 @@ func waitListening(port int) bool {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return false
+}
+
+// EKRoots returns a pool with the CA certificates that signed this swtpm's
+// EK certificates (its local root and issuing CA).
+func (s *Swtpm) EKRoots(t testing.TB) *x509.CertPool {
+	t.Helper()
+	pool := x509.NewCertPool()
+	for _, name := range []string{"swtpm-localca-rootca-cert.pem", "issuercert.pem"} {
+		data, err := os.ReadFile(filepath.Join(s.Dir, "ca", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !pool.AppendCertsFromPEM(data) {
+			t.Fatalf("no certificate in %s", name)
+		}
+	}
+	return pool
 }

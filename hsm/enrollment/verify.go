@@ -1,0 +1,193 @@
+package enrollment
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"crypto/x509"
+	"embed"
+	"encoding/asn1"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"slices"
+	"time"
+
+	"github.com/custodian-project/custodian/tpm"
+)
+
+// VerifyOptions relax or feed verification. The zero value is strictest.
+type VerifyOptions struct {
+	// Secret is the challenge secret the verifier kept. Without it the
+	// AK's binding to the EK is unproven and verification fails, unless
+	// AllowUnboundAK is set.
+	Secret         []byte
+	AllowUnboundAK bool
+	// EKRoots are the TPM vendor roots an EK certificate must chain to;
+	// nil means the vendor roots built into this binary.
+	EKRoots *x509.CertPool
+	// AllowUncertifiedEK accepts an EK without a certificate (a TPM
+	// simulator, or a device enrolled in person), trusting it on first use.
+	AllowUncertifiedEK bool
+	// Now is the time for certificate validity; zero means time.Now.
+	Now time.Time
+}
+
+// Verified is what a successful verification established.
+type Verified struct {
+	EK          *tpm.EK
+	AK          *tpm.AKPublic
+	EKCertified bool // the EK chains to a vendor root
+	AKBound     bool // the AK answered a challenge through this EK
+}
+
+// Verification errors a caller may act on.
+var (
+	ErrAKUnbound     = errors.New("the attestation key is not proven to be in this TPM")
+	ErrEKUncertified = errors.New("the endorsement key has no manufacturer certificate")
+)
+
+// Verify checks e: the EK and its certificate chain, the AK's attributes,
+// the AK's binding to the EK (through the challenge secret), and the quote
+// over the recorded PCRs and nonce.
+func (e *Enrollment) Verify(opts VerifyOptions) (*Verified, error) {
+	if err := CheckID(e.CustodianID); err != nil {
+		return nil, err
+	}
+	ek, err := tpm.ParseEK(e.EK.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	if ek.Kind().String() != e.EK.Kind {
+		return nil, fmt.Errorf("endorsement key is %s, the enrollment says %q", ek.Kind(), e.EK.Kind)
+	}
+	v := &Verified{EK: ek}
+	if v.EKCertified, err = e.verifyEKCertificate(ek, opts); err != nil {
+		return nil, err
+	}
+	if v.AK, err = tpm.ParseAKPublic(e.AK); err != nil {
+		return nil, err
+	}
+	if v.AKBound, err = e.checkBinding(opts); err != nil {
+		return nil, err
+	}
+	q := &tpm.Quote{Attest: e.Quote.Attest, Signature: e.Quote.Signature}
+	if err := tpm.VerifyQuote(v.AK, q, e.Nonce, e.PCRs); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+func (e *Enrollment) checkBinding(opts VerifyOptions) (bool, error) {
+	if opts.Secret == nil {
+		if opts.AllowUnboundAK {
+			return false, nil
+		}
+		return false, fmt.Errorf("%w: answer a challenge and verify with its secret", ErrAKUnbound)
+	}
+	if !e.Activated {
+		return false, fmt.Errorf("%w: the enrollment did not answer a challenge", ErrAKUnbound)
+	}
+	if subtle.ConstantTimeCompare(bindingNonce(opts.Secret, e.CustodianID), e.Nonce) != 1 {
+		return false, fmt.Errorf("%w: the enrollment answered another challenge", ErrAKUnbound)
+	}
+	return true, nil
+}
+
+// verifyEKCertificate checks that the certificate is for ek and chains to
+// a vendor root. It reports whether the EK is certified.
+func (e *Enrollment) verifyEKCertificate(ek *tpm.EK, opts VerifyOptions) (bool, error) {
+	if e.EK.Certificate == nil {
+		if opts.AllowUncertifiedEK {
+			return false, nil
+		}
+		return false, ErrEKUncertified
+	}
+	cert, err := x509.ParseCertificate(e.EK.Certificate)
+	if err != nil {
+		return false, fmt.Errorf("EK certificate: %w", err)
+	}
+	certKey, err := x509.MarshalPKIXPublicKey(cert.PublicKey)
+	if err != nil || !bytes.Equal(certKey, ek.MarshalPKIX()) {
+		return false, errors.New("EK certificate is for another key")
+	}
+	roots, intermediates, err := ekTrust(opts.EKRoots, e.EK.Chain)
+	if err != nil {
+		return false, err
+	}
+	now := opts.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	// EK certificates carry their subject in a critical SubjectAltName
+	// (TPM manufacturer, model, version) that Go does not interpret.
+	cert.UnhandledCriticalExtensions = slices.DeleteFunc(cert.UnhandledCriticalExtensions,
+		func(oid asn1.ObjectIdentifier) bool { return oid.Equal(oidSubjectAltName) })
+	_, err = cert.Verify(x509.VerifyOptions{
+		Roots: roots, Intermediates: intermediates, CurrentTime: now,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+	})
+	if err != nil {
+		return false, fmt.Errorf("EK certificate does not chain to a TPM vendor root: %w", err)
+	}
+	return true, nil
+}
+
+var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
+
+//go:embed ekroots/*.pem
+var vendorCerts embed.FS
+
+// ekTrust returns the roots and the intermediates (vendor intermediates
+// built in, plus those the TPM stored) for EK certificate chains.
+func ekTrust(roots *x509.CertPool, chain [][]byte) (*x509.CertPool, *x509.CertPool, error) {
+	intermediates := x509.NewCertPool()
+	for _, der := range chain {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, nil, fmt.Errorf("EK chain certificate: %w", err)
+		}
+		intermediates.AddCert(c)
+	}
+	builtinRoots, builtinIntermediates, err := VendorCertificates()
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, c := range builtinIntermediates {
+		intermediates.AddCert(c)
+	}
+	if roots == nil {
+		roots = x509.NewCertPool()
+		for _, c := range builtinRoots {
+			roots.AddCert(c)
+		}
+	}
+	return roots, intermediates, nil
+}
+
+// VendorCertificates returns the TPM vendors' EK CA certificates built into
+// the binary, split into self-signed roots and intermediates.
+func VendorCertificates() (roots, intermediates []*x509.Certificate, err error) {
+	err = fs.WalkDir(vendorCerts, "ekroots", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := vendorCerts.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for block, rest := pem.Decode(data); block != nil; block, rest = pem.Decode(rest) {
+			c, err := x509.ParseCertificate(block.Bytes)
+			if err != nil {
+				return fmt.Errorf("built-in EK CA %s: %w", path, err)
+			}
+			if bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignatureFrom(c) == nil {
+				roots = append(roots, c)
+			} else {
+				intermediates = append(intermediates, c)
+			}
+		}
+		return nil
+	})
+	return roots, intermediates, err
+}
