@@ -1,0 +1,234 @@
+package main
+
+import (
+	"encoding/hex"
+	"errors"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/custodian-project/custodian/hsm/durable"
+	"github.com/custodian-project/custodian/hsm/enrollment"
+	"github.com/custodian-project/custodian/tpm"
+)
+
+func newEnrollCommand(g *globals) *cobra.Command {
+	var id, out, challengePath, ekKind string
+	cmd := &cobra.Command{
+		Use:   "enroll --id ID --out enrollment.json",
+		Short: "Enroll this device: endorsement key, attestation key and a quote of its boot state",
+		Long: `Enroll records this device's TPM identity for the escrow authority: the
+endorsement key (EK) with its manufacturer certificate, the attestation key
+(AK), and a quote of PCRs 0-15.
+
+Proving that the AK lives in the EK's TPM takes one round trip: a verifier
+runs "custodian enroll challenge" on the first enrollment, and the device
+enrolls again with --challenge. The result verifies with the verifier's secret.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			kind, err := tpm.ParseEKKind(ekKind)
+			if err != nil {
+				return err
+			}
+			var challenge *enrollment.Challenge
+			if challengePath != "" {
+				if challenge, err = readChallenge(challengePath); err != nil {
+					return err
+				}
+			}
+			t, err := g.openTPM()
+			if err != nil {
+				return err
+			}
+			defer t.Close()
+			e, err := enrollment.Create(t, id, kind, challenge, time.Now())
+			if err != nil {
+				return err
+			}
+			if err := g.saveEnrollment(e, out); err != nil {
+				return err
+			}
+			return g.reportEnrollment(e, out)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&id, "id", "", "custodian ID of this device (e.g. court-a)")
+	f.StringVar(&out, "out", "", "file to write the enrollment to")
+	f.StringVar(&challengePath, "challenge", "", "answer this challenge from \"custodian enroll challenge\"")
+	f.StringVar(&ekKind, "ek", "rsa-2048", "endorsement key to use: rsa-2048 or ecc-p256")
+	_ = cmd.MarkFlagRequired("id")
+	_ = cmd.MarkFlagRequired("out")
+	cmd.AddCommand(newEnrollChallengeCommand(g), newEnrollVerifyCommand(g))
+	return cmd
+}
+
+// saveEnrollment writes e to out and keeps a copy in the data directory,
+// where later commands (provision, attest) find the device's identity.
+func (g *globals) saveEnrollment(e *enrollment.Enrollment, out string) error {
+	data, err := json.MarshalIndent(e, "", "  ")
+	if err != nil {
+		return err
+	}
+	data = append(data, '\n')
+	if err := os.MkdirAll(g.dataDir, 0o700); err != nil {
+		return withHint(err, "choose a writable --data-dir (env CUSTODIAN_DATA_DIR)")
+	}
+	if err := durable.WriteFile(filepath.Join(g.dataDir, "enrollment.json"), data, 0o644); err != nil {
+		return err
+	}
+	return durable.WriteFile(out, data, 0o644)
+}
+
+func (g *globals) reportEnrollment(e *enrollment.Enrollment, out string) error {
+	if g.json {
+		return g.printJSON(map[string]any{
+			"custodian_id": e.CustodianID, "out": out, "ek_kind": e.EK.Kind,
+			"ek_certificate": e.EK.Certificate != nil, "activated": e.Activated,
+		})
+	}
+	g.printf("enrolled custodian %s into %s\n", e.CustodianID, out)
+	g.printf("  endorsement key: %s, manufacturer certificate: %s\n", e.EK.Kind, yesNo(e.EK.Certificate != nil))
+	if e.Activated {
+		g.printf("  attestation key: answered the challenge; verify with its secret\n")
+	} else {
+		g.printf("  attestation key: not yet proven; next: custodian enroll challenge --in %s\n", out)
+	}
+	return nil
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func readEnrollment(path string) (*enrollment.Enrollment, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return enrollment.Parse(data)
+}
+
+func readChallenge(path string) (*enrollment.Challenge, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return enrollment.ParseChallenge(data)
+}
+
+func newEnrollChallengeCommand(g *globals) *cobra.Command {
+	var in, out, secretOut string
+	cmd := &cobra.Command{
+		Use:   "challenge --in enrollment.json --out challenge.json --secret-out challenge.secret",
+		Short: "Challenge an enrollment's attestation key (verifier side)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			e, err := readEnrollment(in)
+			if err != nil {
+				return err
+			}
+			c, secret, err := enrollment.NewChallenge(e)
+			if err != nil {
+				return err
+			}
+			if err := durable.CreateFile(secretOut, []byte(hex.EncodeToString(secret)+"\n"), 0o600); err != nil {
+				return withHint(err, "each challenge needs a new secret file")
+			}
+			data, err := json.MarshalIndent(c, "", "  ")
+			if err != nil {
+				return err
+			}
+			if err := durable.WriteFile(out, append(data, '\n'), 0o644); err != nil {
+				return err
+			}
+			g.printf("challenge for %s written to %s; keep %s to verify the answer\n", e.CustodianID, out, secretOut)
+			g.printf("next, on the device: custodian enroll --id %s --challenge %s --out enrollment.json\n", e.CustodianID, out)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&in, "in", "", "the device's enrollment")
+	f.StringVar(&out, "out", "", "file to write the challenge to (goes to the device)")
+	f.StringVar(&secretOut, "secret-out", "", "new file for the secret the verifier keeps (created 0600)")
+	for _, name := range []string{"in", "out", "secret-out"} {
+		_ = cmd.MarkFlagRequired(name)
+	}
+	return cmd
+}
+
+func newEnrollVerifyCommand(g *globals) *cobra.Command {
+	var in, secretPath, rootsPath string
+	var opts enrollment.VerifyOptions
+	cmd := &cobra.Command{
+		Use:   "verify --in enrollment.json --secret challenge.secret",
+		Short: "Verify an enrollment: EK certificate, AK binding, and quote",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			e, err := readEnrollment(in)
+			if err != nil {
+				return err
+			}
+			if secretPath != "" {
+				if opts.Secret, err = readSecret(secretPath); err != nil {
+					return err
+				}
+			}
+			if rootsPath != "" {
+				if opts.EKRoots, err = readCertPool(rootsPath); err != nil {
+					return err
+				}
+			}
+			v, err := e.Verify(opts)
+			if err != nil {
+				return verifyHint(err)
+			}
+			if g.json {
+				return g.printJSON(map[string]any{
+					"custodian_id": e.CustodianID, "verified": true,
+					"ek_certified": v.EKCertified, "ak_bound": v.AKBound,
+				})
+			}
+			g.printf("enrollment of %s verifies: EK certified: %s, AK bound to EK: %s, quote over PCRs 0-15: good\n",
+				e.CustodianID, yesNo(v.EKCertified), yesNo(v.AKBound))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&in, "in", "", "enrollment to verify")
+	f.StringVar(&secretPath, "secret", "", "the secret kept from \"custodian enroll challenge\"")
+	f.StringVar(&rootsPath, "ek-roots", "", "PEM file of EK CA certificates (default: the TPM vendor roots built in)")
+	f.BoolVar(&opts.AllowUnboundAK, "allow-unbound-ak", false, "accept an AK not proven by a challenge")
+	f.BoolVar(&opts.AllowUncertifiedEK, "allow-uncertified-ek", false, "accept an EK without a manufacturer certificate (simulators)")
+	_ = cmd.MarkFlagRequired("in")
+	return cmd
+}
+
+func verifyHint(err error) error {
+	switch {
+	case errors.Is(err, enrollment.ErrAKUnbound):
+		return withHint(err, "run custodian enroll challenge, answer it on the device, and pass --secret")
+	case errors.Is(err, enrollment.ErrEKUncertified):
+		return withHint(err, "a simulated TPM has no certificate: --allow-uncertified-ek trusts the EK as enrolled in person")
+	}
+	return err
+}
+
+func readSecret(path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	secret, err := hex.DecodeString(strings.TrimSpace(string(data)))
+	if err != nil || len(secret) == 0 {
+		return nil, fmt.Errorf("%s: not a challenge secret (hex)", path)
+	}
+	return secret, nil
+}

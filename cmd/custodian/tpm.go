@@ -1,0 +1,25 @@
+package main
+
+import (
+	"errors"
+	"io/fs"
+
+	"github.com/google/go-tpm/tpm2/transport"
+
+	"github.com/custodian-project/custodian/tpm"
+)
+
+// openTPM connects to the TPM named by --tpm, with hints for the usual
+// mistakes.
+func (g *globals) openTPM() (transport.TPMCloser, error) {
+	t, err := tpm.Open(g.tpmSpec)
+	switch {
+	case errors.Is(err, tpm.ErrSimulatorUnavailable):
+		return nil, withHint(err, "this binary was built without cgo; use --tpm swtpm:HOST:PORT, or a build with cgo")
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, withHint(err, "this machine has no TPM device; try --tpm sim (simulator) or --tpm swtpm:127.0.0.1:2321")
+	case errors.Is(err, fs.ErrPermission):
+		return nil, withHint(err, "run as the custodian user, which may use "+g.tpmSpec)
+	}
+	return t, err
+}
