@@ -1,0 +1,180 @@
+package tpm_test
+
+import (
+	"testing"
+
+	"github.com/google/go-tpm-tools/client"
+	pb "github.com/google/go-tpm-tools/proto/tpm"
+	"github.com/google/go-tpm-tools/server"
+	legacy "github.com/google/go-tpm/legacy/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
+
+	"github.com/custodian-project/custodian/tpm"
+	"github.com/custodian-project/custodian/tpm/tpmtest"
+)
+
+// Benchmarks compare each operation with go-tpm-tools' equivalent in the
+// same run, and report TPM commands per operation ("cmds/op").
+
+func BenchmarkSealToRemoteEK(b *testing.B) {
+	ek := randomEK(b)
+	pcrs := tpm.PCRValues{8: make([]byte, 32), 9: make([]byte, 32)}
+	pcrs[8][0], pcrs[9][0] = 1, 2
+	s := secret(b)
+	b.Run("ours", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := tpm.Seal(ek, pcrs, s); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("go-tpm-tools", func(b *testing.B) {
+		proto := pcrProto(pcrs)
+		for b.Loop() {
+			if _, err := server.CreateImportBlob(ek.PublicKey(), s, proto); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+func pcrProto(pcrs tpm.PCRValues) *pb.PCRs {
+	proto := &pb.PCRs{Hash: pb.HashAlgo_SHA256, Pcrs: map[uint32][]byte{}}
+	for i, v := range pcrs {
+		proto.Pcrs[uint32(i)] = v
+	}
+	return proto
+}
+
+// benchTargets opens the simulator and a swtpm for a benchmark.
+func benchTargets(b *testing.B, f func(b *testing.B, conn transport.TPM)) {
+	b.Run("sim", func(b *testing.B) {
+		conn, err := tpm.Open("sim")
+		if err != nil {
+			b.Skip(err)
+		}
+		defer conn.Close()
+		f(b, conn)
+	})
+	b.Run("swtpm", func(b *testing.B) {
+		f(b, tpmtest.StartSwtpm(b).Open(b))
+	})
+}
+
+func BenchmarkImportUnseal(b *testing.B) {
+	benchTargets(b, func(b *testing.B, conn transport.TPM) {
+		ek, err := tpm.ProvisionEK(conn, tpm.EKRSA2048)
+		if err != nil {
+			b.Fatal(err)
+		}
+		pcrs := bootedState(b, conn)
+		s := secret(b)
+		b.Run("ours", func(b *testing.B) { benchUnseal(b, conn, ek, pcrs, s) })
+		b.Run("ours-ecc-ek", func(b *testing.B) {
+			eccEK, err := tpm.ProvisionEK(conn, tpm.EKECCP256)
+			if err != nil {
+				b.Fatal(err)
+			}
+			benchUnseal(b, conn, eccEK, pcrs, s)
+		})
+		b.Run("go-tpm-tools", func(b *testing.B) {
+			bus := &tpmtest.Recorder{TPM: conn}
+			gtEK, err := client.EndorsementKeyRSA(bus.ReadWriter())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer gtEK.Close()
+			blob, err := server.CreateImportBlob(gtEK.PublicKey(), s, pcrProto(pcrs))
+			if err != nil {
+				b.Fatal(err)
+			}
+			bus.Reset()
+			for b.Loop() {
+				if _, err := gtEK.Import(blob); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(bus.Count())/float64(b.N), "cmds/op")
+		})
+	})
+}
+
+// BenchmarkImportUnsealCold measures go-tpm-tools' import as its API is
+// used per call: the EK is created, used and flushed each time.
+func BenchmarkImportUnsealCold(b *testing.B) {
+	benchTargets(b, func(b *testing.B, conn transport.TPM) {
+		pcrs := bootedState(b, conn)
+		s := secret(b)
+		bus := &tpmtest.Recorder{TPM: conn}
+		var blob *pb.ImportBlob
+		for b.Loop() {
+			gtEK, err := client.EndorsementKeyRSA(bus.ReadWriter())
+			if err != nil {
+				b.Fatal(err)
+			}
+			if blob == nil {
+				if blob, err = server.CreateImportBlob(gtEK.PublicKey(), s, pcrProto(pcrs)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			_, err = gtEK.Import(blob)
+			gtEK.Close()
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(bus.Count())/float64(b.N), "cmds/op")
+	})
+}
+
+func benchUnseal(b *testing.B, conn transport.TPM, ek *tpm.EK, pcrs tpm.PCRValues, s []byte) {
+	blob, err := tpm.Seal(ek, pcrs, s)
+	if err != nil {
+		b.Fatal(err)
+	}
+	bus := &tpmtest.Recorder{TPM: conn}
+	for b.Loop() {
+		if _, err := tpm.Unseal(bus, blob); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(bus.Count())/float64(b.N), "cmds/op")
+}
+
+func BenchmarkQuote(b *testing.B) {
+	benchTargets(b, func(b *testing.B, conn transport.TPM) {
+		bootedState(b, conn)
+		n := nonce(b)
+		b.Run("ours", func(b *testing.B) {
+			bus := &tpmtest.Recorder{TPM: conn}
+			for b.Loop() {
+				ak, err := tpm.LoadAK(bus)
+				if err != nil {
+					b.Fatal(err)
+				}
+				_, _, err = ak.Quote([]int{8, 9}, n)
+				ak.Close()
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(bus.Count())/float64(b.N), "cmds/op")
+		})
+		b.Run("go-tpm-tools", func(b *testing.B) {
+			bus := &tpmtest.Recorder{TPM: conn}
+			sel := legacy.PCRSelection{Hash: legacy.AlgSHA256, PCRs: []int{8, 9}}
+			for b.Loop() {
+				ak, err := client.AttestationKeyECC(bus.ReadWriter())
+				if err != nil {
+					b.Fatal(err)
+				}
+				_, err = ak.Quote(sel, n)
+				ak.Close()
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(bus.Count())/float64(b.N), "cmds/op")
+		})
+	})
+}
