@@ -3,7 +3,7 @@
 #   make test   every test, after installing what the tests need
 GO ?= go
 
-.PHONY: run test deps build cross
+.PHONY: run test deps build cross fuzz
 
 run: build
 	./bin/custodian --tpm sim --data-dir "$${TMPDIR:-/tmp}/custodian-run" enroll --id demo-1 --out "$${TMPDIR:-/tmp}/custodian-run/enrollment.json"
@@ -18,6 +18,11 @@ test: deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
 	$(MAKE) cross
+	$(MAKE) fuzz
+
+# Every fuzz target, a few seconds each (FUZZTIME=1m make fuzz for longer).
+fuzz:
+	@sh .ci/fuzz
 
 # The appliance binary must build without cgo for the Pi (arm64, and armv6).
 cross:

@@ -17,7 +17,7 @@ import (
 // same run, and report TPM commands per operation ("cmds/op").
 
 func BenchmarkSealToRemoteEK(b *testing.B) {
-	ek := randomEK(b)
+	ek := tpmtest.RandomEK(b)
 	pcrs := tpm.PCRValues{8: make([]byte, 32), 9: make([]byte, 32)}
 	pcrs[8][0], pcrs[9][0] = 1, 2
 	s := secret(b)
@@ -63,11 +63,7 @@ func benchTargets(b *testing.B, f func(b *testing.B, conn transport.TPM)) {
 
 func BenchmarkImportUnseal(b *testing.B) {
 	benchTargets(b, func(b *testing.B, conn transport.TPM) {
-		ek, err := tpm.ProvisionEK(conn, tpm.EKRSA2048)
-		if err != nil {
-			b.Fatal(err)
-		}
-		pcrs := bootedState(b, conn)
+		ek, pcrs := bootedDevice(b, conn)
 		s := secret(b)
 		b.Run("ours", func(b *testing.B) { benchUnseal(b, conn, ek, pcrs, s) })
 		b.Run("ours-ecc-ek", func(b *testing.B) {

@@ -130,11 +130,7 @@ func TestPCRsAndPolicyAgreeWithTPM2Tools(t *testing.T) {
 func TestBlobSurvivesRebootOnlyWithSameMeasurements(t *testing.T) {
 	tpmtest.RunSwtpm(t, func(t *testing.T, target tpmtest.Target) {
 		conn := target.Open(t)
-		ek, err := tpm.ProvisionEK(conn, tpm.EKRSA2048)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pcrs := bootedState(t, conn)
+		ek, pcrs := bootedDevice(t, conn)
 		s := secret(t)
 		blob := sealAndReparse(t, ek, pcrs, s)
 

@@ -37,6 +37,16 @@ func bootedState(t testing.TB, conn transport.TPM) tpm.PCRValues {
 	return pcrs
 }
 
+// bootedDevice gives the TPM its RSA EK and measures a boot.
+func bootedDevice(t testing.TB, conn transport.TPM) (*tpm.EK, tpm.PCRValues) {
+	t.Helper()
+	ek, err := tpm.ProvisionEK(conn, tpm.EKRSA2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ek, bootedState(t, conn)
+}
+
 func secret(t testing.TB) []byte {
 	t.Helper()
 	s := make([]byte, 32)
@@ -89,11 +99,7 @@ func TestSealUnsealRoundTrip(t *testing.T) {
 func TestInvariantNoPlaintextShareOnTPMBus(t *testing.T) {
 	tpmtest.Run(t, func(t *testing.T, target tpmtest.Target) {
 		conn := target.Open(t)
-		ek, err := tpm.ProvisionEK(conn, tpm.EKRSA2048)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pcrs := bootedState(t, conn)
+		ek, pcrs := bootedDevice(t, conn)
 		s := secret(t)
 		blob := sealAndReparse(t, ek, pcrs, s)
 
@@ -115,7 +121,7 @@ func TestInvariantNoPlaintextShareOnTPMBus(t *testing.T) {
 }
 
 func TestSealRefusesPoliciesThatProtectNothing(t *testing.T) {
-	ek := randomEK(t)
+	ek := tpmtest.RandomEK(t)
 	good := make([]byte, 32)
 	good[0] = 1
 	cases := map[string]struct {
@@ -156,19 +162,6 @@ func TestSealRefusesPoliciesThatProtectNothing(t *testing.T) {
 	}
 }
 
-func randomEK(t testing.TB) *tpm.EK {
-	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ek, err := tpm.NewEK(&key.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ek
-}
-
 func TestNewEKRefusesNonTemplateKeys(t *testing.T) {
 	small, _ := rsa.GenerateKey(rand.Reader, 1024)
 	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
@@ -186,14 +179,10 @@ func TestNewEKRefusesNonTemplateKeys(t *testing.T) {
 func TestUnsealRefuses(t *testing.T) {
 	tpmtest.Run(t, func(t *testing.T, target tpmtest.Target) {
 		conn := target.Open(t)
-		ek, err := tpm.ProvisionEK(conn, tpm.EKRSA2048)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pcrs := bootedState(t, conn)
+		ek, pcrs := bootedDevice(t, conn)
 
 		t.Run("wrong EK", func(t *testing.T) {
-			_, err := tpm.Unseal(conn, sealAndReparse(t, randomEK(t), pcrs, secret(t)))
+			_, err := tpm.Unseal(conn, sealAndReparse(t, tpmtest.RandomEK(t), pcrs, secret(t)))
 			if !errors.Is(err, tpm.ErrWrongEK) {
 				t.Fatalf("got %v, want ErrWrongEK", err)
 			}
@@ -235,7 +224,7 @@ func TestUnsealRefuses(t *testing.T) {
 func TestParseBlobRefusesDamage(t *testing.T) {
 	good := make([]byte, 32)
 	good[0] = 7
-	blob, err := tpm.Seal(randomEK(t), tpm.PCRValues{8: good}, []byte("share"))
+	blob, err := tpm.Seal(tpmtest.RandomEK(t), tpm.PCRValues{8: good}, []byte("share"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -127,7 +127,7 @@ func TestEnrollmentRefusals(t *testing.T) {
 		})
 		t.Run("challenge for another TPM", func(t *testing.T) {
 			other := *e
-			other.EK.PublicKey = otherEK(t)
+			other.EK.PublicKey = tpmtest.RandomEK(t).MarshalPKIX()
 			challenge, _, err := enrollment.NewChallenge(&other)
 			if err != nil {
 				t.Fatal(err)

@@ -1,4 +1,4 @@
-package enrollment_test
+package tpmtest
 
 import (
 	"crypto/rand"
@@ -8,7 +8,9 @@ import (
 	"github.com/custodian-project/custodian/tpm"
 )
 
-func otherEK(t *testing.T) []byte {
+// RandomEK returns an RSA-2048 endorsement key that belongs to no TPM: a
+// stand-in for "another device".
+func RandomEK(t testing.TB) *tpm.EK {
 	t.Helper()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -18,5 +20,5 @@ func otherEK(t *testing.T) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ek.MarshalPKIX()
+	return ek
 }
