@@ -1,0 +1,36 @@
+// Package ledger is the appliance's memory: an append-only,
+// tamper-evident log of every release, refusal and change of state, that
+// anyone can check without learning what a warrant said.
+//
+// Promises:
+//
+//   - Durable before done. [Ledger.Append] returns only after the entry,
+//     its Merkle hashes, its salt and its anti-replay key are committed in
+//     one fsynced bbolt transaction and the TPM NV counter is incremented.
+//     A power cut at any point leaves either the whole entry or none of it.
+//
+//   - Tamper-evident. Entries are the leaves of an RFC 6962 Merkle tree
+//     (golang.org/x/mod/sumdb/tlog). [Ledger.Checkpoint] signs the tree
+//     head as a C2SP tlog-checkpoint in a C2SP signed note (Ed25519); its
+//     signing key is sealed to the TPM under the image's PCR policy, so
+//     only the approved image can sign. Inclusion and consistency proofs
+//     are served for any size.
+//
+//   - Anchored to the TPM. Each entry consumes one value of a TPM NV
+//     counter, which only goes up. At open and before every append the
+//     ledger's counter is compared with the TPM's: a data directory
+//     restored from a copy (ledger behind), or moved to another TPM, is
+//     blocked ([ErrRolledBack], [ErrCounterAhead], [ErrOtherDevice]) until
+//     an operator resolves it ([Ledger.ResolveRollback]), which is itself
+//     an entry, and which raises the replay floor so that no warrant signed
+//     before it can be used again. A crash between the commit and the
+//     increment (ledger exactly one ahead) is finished at the next open.
+//
+//   - Anti-replay. Each entry may carry a replay key (a warrant's issuer
+//     and serial); a key is accepted once, in the same transaction as its
+//     entry, so the index and the log cannot disagree after a crash.
+//
+//   - Monotonic time. An entry older than the newest one is refused, and
+//     [Ledger.CheckClock] tells the appliance its clock runs behind its
+//     own records.
+package ledger

@@ -1,0 +1,195 @@
+package ledger
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Kind says what an entry records.
+type Kind string
+
+// The kinds of entry. Every release and every refusal is one; so is every
+// change to what the appliance trusts or holds.
+const (
+	KindInit      Kind = "init"      // the ledger was created
+	KindRelease   Kind = "release"   // a share left the appliance
+	KindRefusal   Kind = "refusal"   // a request was refused
+	KindProvision Kind = "provision" // a share bundle was stored
+	KindTrust     Kind = "trust"     // the court trust store changed
+	KindReseal    Kind = "reseal"    // shares were resealed to a new image
+	KindResolve   Kind = "resolve"   // an operator resolved a rollback
+	KindFailure   Kind = "failure"   // an operation failed after its entry
+)
+
+var kinds = map[Kind]bool{
+	KindInit: true, KindRelease: true, KindRefusal: true, KindProvision: true,
+	KindTrust: true, KindReseal: true, KindResolve: true, KindFailure: true,
+}
+
+// Entry is one record of the ledger. It is public: it holds commitments
+// to what it is about, never the contents. The salt that opens a
+// commitment stays on the appliance ([Ledger.Salt]), so a court can later
+// prove which warrant an entry was about.
+type Entry struct {
+	Time       time.Time // UTC, whole seconds
+	Kind       Kind
+	Counter    uint64 // the TPM NV counter value this entry consumed
+	Commitment []byte // SHA-256(salt || subject), or nil
+	Outcome    string // "ok" or "refused"
+	Reason     string // a refusal's code, or "" for none
+	KeyID      string // the key ID concerned, or "" for none
+}
+
+// Outcomes.
+const (
+	OutcomeOK      = "ok"
+	OutcomeRefused = "refused"
+)
+
+// The entry encoding is a fixed sequence of "name value" lines; "-" stands
+// for an empty value. It is readable by people and has one canonical form:
+//
+//	custodian ledger entry v1
+//	time 2026-11-25T12:00:00Z
+//	kind release
+//	counter 43
+//	commitment 9f86d0…(64 hex) | -
+//	outcome ok
+//	reason - | no-press
+//	key-id 2026-11 | -
+const (
+	entryHeader  = "custodian ledger entry v1"
+	maxEntrySize = 1024
+)
+
+var (
+	tokenPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{0,63}$`)
+	keyIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+)
+
+// ErrMalformedEntry wraps every entry decoding error.
+var ErrMalformedEntry = errors.New("malformed ledger entry")
+
+// Commit returns the commitment to subject under salt.
+func Commit(salt, subject []byte) []byte {
+	h := sha256.New()
+	h.Write(salt)
+	h.Write(subject)
+	return h.Sum(nil)
+}
+
+// check validates the fields an encoder would otherwise write ambiguously.
+func (e *Entry) check() error {
+	switch {
+	case !kinds[e.Kind]:
+		return fmt.Errorf("unknown kind %q", e.Kind)
+	case e.Time.IsZero() || !e.Time.Equal(e.Time.UTC().Truncate(time.Second)):
+		return errors.New("time must be whole seconds")
+	case e.Commitment != nil && len(e.Commitment) != sha256.Size:
+		return errors.New("commitment must be a SHA-256 digest")
+	case e.Outcome != OutcomeOK && e.Outcome != OutcomeRefused:
+		return fmt.Errorf("unknown outcome %q", e.Outcome)
+	case e.Reason != "" && !tokenPattern.MatchString(e.Reason):
+		return fmt.Errorf("reason %q is not a code", e.Reason)
+	case e.KeyID != "" && !keyIDPattern.MatchString(e.KeyID):
+		return fmt.Errorf("key ID %q is not valid", e.KeyID)
+	}
+	return nil
+}
+
+// Marshal encodes e. It fails only for an entry that check refuses.
+func (e *Entry) Marshal() ([]byte, error) {
+	if err := e.check(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformedEntry, err)
+	}
+	commitment := "-"
+	if e.Commitment != nil {
+		commitment = hex.EncodeToString(e.Commitment)
+	}
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "%s\ntime %s\nkind %s\ncounter %d\ncommitment %s\noutcome %s\nreason %s\nkey-id %s\n",
+		entryHeader, e.Time.UTC().Format(time.RFC3339), e.Kind, e.Counter, commitment,
+		e.Outcome, dash(e.Reason), dash(e.KeyID))
+	return b.Bytes(), nil
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func undash(s string) string {
+	if s == "-" {
+		return ""
+	}
+	return s
+}
+
+// ParseEntry decodes an entry and accepts only its canonical encoding.
+func ParseEntry(data []byte) (*Entry, error) {
+	e, err := parseEntry(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformedEntry, err)
+	}
+	return e, nil
+}
+
+var entryFields = []string{"time", "kind", "counter", "commitment", "outcome", "reason", "key-id"}
+
+func parseEntry(data []byte) (*Entry, error) {
+	if len(data) > maxEntrySize {
+		return nil, errors.New("too long")
+	}
+	lines := strings.Split(string(data), "\n")
+	if len(lines) != len(entryFields)+2 || lines[0] != entryHeader || lines[len(lines)-1] != "" {
+		return nil, errors.New("wrong header or line count")
+	}
+	values := make(map[string]string, len(entryFields))
+	for i, name := range entryFields {
+		v, ok := strings.CutPrefix(lines[i+1], name+" ")
+		if !ok || v == "" {
+			return nil, fmt.Errorf("line %d: want %q", i+2, name)
+		}
+		values[name] = v
+	}
+	e, err := entryFromValues(values)
+	if err != nil {
+		return nil, err
+	}
+	// One canonical form: re-encoding must give back the same bytes.
+	again, err := e.Marshal()
+	if err != nil || !bytes.Equal(again, data) {
+		return nil, errors.New("not in canonical form")
+	}
+	return e, nil
+}
+
+func entryFromValues(v map[string]string) (*Entry, error) {
+	t, err := time.Parse(time.RFC3339, v["time"])
+	if err != nil {
+		return nil, fmt.Errorf("time: %v", err)
+	}
+	counter, err := strconv.ParseUint(v["counter"], 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("counter: %v", err)
+	}
+	var commitment []byte
+	if c := undash(v["commitment"]); c != "" {
+		if commitment, err = hex.DecodeString(c); err != nil {
+			return nil, fmt.Errorf("commitment: %v", err)
+		}
+	}
+	return &Entry{
+		Time: t.UTC(), Kind: Kind(v["kind"]), Counter: counter, Commitment: commitment,
+		Outcome: v["outcome"], Reason: undash(v["reason"]), KeyID: undash(v["key-id"]),
+	}, nil
+}

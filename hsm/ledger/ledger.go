@@ -1,0 +1,470 @@
+package ledger
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// Counter is the monotonic counter the ledger is anchored to: on the
+// appliance, a TPM NV counter ([TPMCounter]).
+type Counter interface {
+	// Read returns the value, or an error wrapping tpm.ErrNoCounter.
+	Read() (uint64, error)
+	// Create defines the counter and returns its first value.
+	Create() (uint64, error)
+	// Increment adds one and returns the new value.
+	Increment() (uint64, error)
+}
+
+// Config is what a ledger needs besides its directory.
+type Config struct {
+	// Origin names the log in its checkpoints, e.g. "custodian/court-a".
+	Origin string
+	// Device identifies the TPM the ledger belongs to (its EK Name). A
+	// ledger opened against another device is blocked.
+	Device []byte
+	// Counter anchors the ledger against rollback.
+	Counter Counter
+	// Signer signs checkpoints. Its name must be the Origin.
+	Signer note.Signer
+}
+
+// Errors a caller acts on. Everything that blocks releases wraps
+// ErrBlocked.
+var (
+	ErrBlocked       = errors.New("ledger blocked")
+	ErrRolledBack    = fmt.Errorf("%w: the data directory is older than the TPM counter (restored from a copy?)", ErrBlocked)
+	ErrCounterAhead  = fmt.Errorf("%w: the ledger is ahead of the TPM counter (copied to another TPM, or the TPM was cleared?)", ErrBlocked)
+	ErrOtherDevice   = fmt.Errorf("%w: the ledger belongs to another TPM", ErrBlocked)
+	ErrReplay        = errors.New("warrant already used")
+	ErrClockBehind   = errors.New("the clock is behind the newest ledger entry")
+	ErrNoLedger      = errors.New("no ledger in the data directory")
+	ErrLedgerExists  = errors.New("a ledger already exists in the data directory")
+	errNotResolvable = errors.New("the ledger is not blocked; nothing to resolve")
+)
+
+// FileName is the ledger's database inside the data directory.
+const FileName = "ledger.db"
+
+var (
+	bucketMeta    = []byte("meta")
+	bucketEntries = []byte("entries")
+	bucketHashes  = []byte("hashes")
+	bucketSalts   = []byte("salts")
+	bucketReplay  = []byte("replay")
+
+	metaSize    = []byte("size")
+	metaCounter = []byte("counter")
+	metaLast    = []byte("last-time")
+	metaFloor   = []byte("replay-floor")
+	metaOrigin  = []byte("origin")
+	metaDevice  = []byte("device")
+)
+
+// Ledger is an open ledger. Its methods are safe for concurrent use.
+type Ledger struct {
+	cfg Config
+	db  *bolt.DB
+
+	mu      sync.Mutex
+	blocked error // non-nil: releases and appends are refused
+	state   state
+}
+
+// state is the ledger's metadata, kept in memory and in the meta bucket.
+type state struct {
+	size    int64
+	counter uint64 // the counter value the newest entry consumed
+	last    time.Time
+	floor   time.Time
+}
+
+// Create makes a new ledger in dir with an init entry. It refuses if one
+// exists: a missing ledger is never silently recreated, since that would
+// forget every warrant already used.
+func Create(dir string, cfg Config, now time.Time) (*Ledger, error) {
+	path := filepath.Join(dir, FileName)
+	if _, err := os.Stat(path); err == nil {
+		return nil, ErrLedgerExists
+	}
+	db, err := openDB(path)
+	if err != nil {
+		return nil, err
+	}
+	l := &Ledger{cfg: cfg, db: db}
+	counter, err := startCounter(cfg.Counter)
+	if err != nil {
+		db.Close()
+		os.Remove(path)
+		return nil, err
+	}
+	now = now.UTC().Truncate(time.Second)
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketMeta, bucketEntries, bucketHashes, bucketSalts, bucketReplay} {
+			if _, err := tx.CreateBucket(b); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		l.state = state{counter: counter, floor: now}
+		if err := meta.Put(metaOrigin, []byte(cfg.Origin)); err != nil {
+			return err
+		}
+		if err := meta.Put(metaDevice, cfg.Device); err != nil {
+			return err
+		}
+		return l.state.store(meta)
+	})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	if _, err := l.Append(Entry{Time: now, Kind: KindInit, Outcome: OutcomeOK}, nil, nil); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// startCounter returns the TPM counter's value, defining it if needed.
+func startCounter(c Counter) (uint64, error) {
+	v, err := c.Read()
+	if err == nil {
+		return v, nil
+	}
+	if !isNoCounter(err) {
+		return 0, err
+	}
+	return c.Create()
+}
+
+// Open opens the ledger in dir and checks it against the TPM. A blocked
+// ledger opens (so it can be read, proved and resolved) but refuses
+// appends; Blocked says why.
+func Open(dir string, cfg Config) (*Ledger, error) {
+	path := filepath.Join(dir, FileName)
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("%w (%s): %v", ErrNoLedger, path, err)
+	}
+	db, err := openDB(path)
+	if err != nil {
+		return nil, err
+	}
+	l := &Ledger{cfg: cfg, db: db}
+	if err := db.View(func(tx *bolt.Tx) error { return l.load(tx) }); err != nil {
+		db.Close()
+		return nil, err
+	}
+	l.blocked = l.reconcile()
+	return l, nil
+}
+
+func openDB(path string) (*bolt.DB, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("opening ledger %s: %w", path, err)
+	}
+	return db, nil
+}
+
+func (l *Ledger) load(tx *bolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil {
+		return fmt.Errorf("%w: the database has no ledger", ErrNoLedger)
+	}
+	if got := string(meta.Get(metaOrigin)); got != l.cfg.Origin {
+		return fmt.Errorf("the ledger's origin is %q, not %q", got, l.cfg.Origin)
+	}
+	if !equal(meta.Get(metaDevice), l.cfg.Device) {
+		l.blocked = ErrOtherDevice
+	}
+	return l.state.load(meta)
+}
+
+// reconcile compares the ledger's counter with the TPM's. The ledger one
+// ahead means a crash came between an entry's commit and the counter's
+// increment: the increment is finished now.
+func (l *Ledger) reconcile() error {
+	if l.blocked != nil {
+		return l.blocked
+	}
+	tpmValue, err := l.cfg.Counter.Read()
+	if err != nil {
+		if isNoCounter(err) {
+			return fmt.Errorf("%w: %v", ErrCounterAhead, err)
+		}
+		return fmt.Errorf("%w: reading the TPM counter: %v", ErrBlocked, err)
+	}
+	switch {
+	case l.state.counter == tpmValue:
+		return nil
+	case l.state.counter == tpmValue+1:
+		if _, err := l.cfg.Counter.Increment(); err != nil {
+			return fmt.Errorf("%w: finishing an interrupted counter increment: %v", ErrBlocked, err)
+		}
+		return nil
+	case l.state.counter < tpmValue:
+		return fmt.Errorf("%w (ledger at %d, TPM at %d)", ErrRolledBack, l.state.counter, tpmValue)
+	default:
+		return fmt.Errorf("%w (ledger at %d, TPM at %d)", ErrCounterAhead, l.state.counter, tpmValue)
+	}
+}
+
+// Blocked returns why the ledger refuses appends, or nil.
+func (l *Ledger) Blocked() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.blocked
+}
+
+// Close closes the database.
+func (l *Ledger) Close() error { return l.db.Close() }
+
+// Size is the number of entries.
+func (l *Ledger) Size() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.state.size
+}
+
+// ReplayFloor is the time before which no warrant may be used: when the
+// ledger was created or a rollback was last resolved. Warrants used in a
+// lost stretch of the ledger cannot be known, so none older is trusted.
+func (l *Ledger) ReplayFloor() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.state.floor
+}
+
+// CheckClock refuses a clock that is behind the newest entry.
+func (l *Ledger) CheckClock(now time.Time) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.checkClock(now)
+}
+
+func (l *Ledger) checkClock(now time.Time) error {
+	if now.Truncate(time.Second).Before(l.state.last) {
+		return fmt.Errorf("%w: now %s, newest entry %s", ErrClockBehind,
+			now.UTC().Format(time.RFC3339), l.state.last.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// Append records e. When subject is not nil the entry commits to it
+// under a fresh salt kept locally. When replayKey is not nil it is
+// registered, and an append with a key already registered is refused
+// with ErrReplay. The entry's Counter is set by the ledger. Append returns
+// the entry's index once it is durable and counted.
+func (l *Ledger) Append(e Entry, subject, replayKey []byte) (int64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.blocked != nil {
+		return 0, l.blocked
+	}
+	return l.appendLocked(e, subject, replayKey)
+}
+
+func (l *Ledger) appendLocked(e Entry, subject, replayKey []byte) (int64, error) {
+	if err := l.checkClock(e.Time); err != nil {
+		return 0, err
+	}
+	salt := make([]byte, 32)
+	if _, err := rand.Read(salt); err != nil {
+		return 0, err
+	}
+	e.Counter = l.state.counter + 1
+	if subject != nil {
+		e.Commitment = Commit(salt, subject)
+	}
+	data, err := e.Marshal()
+	if err != nil {
+		return 0, err
+	}
+	next := l.state
+	next.size++
+	next.counter = e.Counter
+	next.last = e.Time
+	err = l.db.Update(func(tx *bolt.Tx) error {
+		return writeEntry(tx, l.state.size, data, salt, replayKey, next)
+	})
+	if err != nil {
+		return 0, err
+	}
+	l.state = next
+	if err := l.countEntry(e.Counter); err != nil {
+		return 0, err
+	}
+	return next.size - 1, nil
+}
+
+// countEntry increments the TPM counter after an entry is durable. If it
+// fails, the entry stays (it was committed) and the ledger blocks until
+// reopened, when reconcile finishes the increment.
+func (l *Ledger) countEntry(want uint64) error {
+	got, err := l.cfg.Counter.Increment()
+	if err != nil {
+		l.blocked = fmt.Errorf("%w: incrementing the TPM counter failed, restart to finish it: %v", ErrBlocked, err)
+		return l.blocked
+	}
+	if got != want {
+		l.blocked = fmt.Errorf("%w: the TPM counter moved outside the ledger (now %d, want %d)", ErrCounterAhead, got, want)
+		return l.blocked
+	}
+	return nil
+}
+
+// writeEntry stores entry n and everything that depends on it in tx.
+func writeEntry(tx *bolt.Tx, n int64, data, salt, replayKey []byte, next state) error {
+	if replayKey != nil {
+		replay := tx.Bucket(bucketReplay)
+		if replay.Get(replayKey) != nil {
+			return ErrReplay
+		}
+		if err := replay.Put(replayKey, u64(uint64(n))); err != nil {
+			return err
+		}
+	}
+	hashes, err := tlog.StoredHashes(n, data, txHashReader{tx})
+	if err != nil {
+		return err
+	}
+	hb := tx.Bucket(bucketHashes)
+	first := tlog.StoredHashIndex(0, n)
+	for i, h := range hashes {
+		if err := hb.Put(u64(uint64(first+int64(i))), h[:]); err != nil {
+			return err
+		}
+	}
+	if err := tx.Bucket(bucketEntries).Put(u64(uint64(n)), data); err != nil {
+		return err
+	}
+	if err := tx.Bucket(bucketSalts).Put(u64(uint64(n)), salt); err != nil {
+		return err
+	}
+	return next.store(tx.Bucket(bucketMeta))
+}
+
+// Seen reports whether replayKey was used, and by which entry.
+func (l *Ledger) Seen(replayKey []byte) (index int64, seen bool, err error) {
+	err = l.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketReplay).Get(replayKey); v != nil {
+			index, seen = int64(binary.BigEndian.Uint64(v)), true
+		}
+		return nil
+	})
+	return index, seen, err
+}
+
+// Entry returns entry i's encoded bytes.
+func (l *Ledger) Entry(i int64) ([]byte, error) {
+	return l.get(bucketEntries, i)
+}
+
+// Salt returns the salt of entry i's commitment, for a court that needs to
+// prove which subject an entry was about.
+func (l *Ledger) Salt(i int64) ([]byte, error) {
+	return l.get(bucketSalts, i)
+}
+
+func (l *Ledger) get(bucket []byte, i int64) ([]byte, error) {
+	var out []byte
+	err := l.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucket).Get(u64(uint64(i)))
+		if v == nil {
+			return fmt.Errorf("no ledger entry %d", i)
+		}
+		out = append([]byte(nil), v...)
+		return nil
+	})
+	return out, err
+}
+
+// ResolveRollback is the operator's answer to a blocked ledger: it accepts
+// the data directory as it is, appends a resolve entry that records the
+// ledger's and the TPM's counters, and raises the replay floor to now.
+func (l *Ledger) ResolveRollback(now time.Time) (int64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.blocked == nil {
+		return 0, errNotResolvable
+	}
+	tpmValue, err := startCounter(l.cfg.Counter)
+	if err != nil {
+		return 0, err
+	}
+	now = now.UTC().Truncate(time.Second)
+	l.state.counter = tpmValue
+	l.state.floor = now
+	err = l.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if err := meta.Put(metaDevice, l.cfg.Device); err != nil {
+			return err
+		}
+		return l.state.store(meta)
+	})
+	if err != nil {
+		return 0, err
+	}
+	l.blocked = nil
+	return l.appendLocked(Entry{Time: now, Kind: KindResolve, Outcome: OutcomeOK, Reason: "rollback"}, nil, nil)
+}
+
+func (s *state) store(meta *bolt.Bucket) error {
+	for k, v := range map[string][]byte{
+		string(metaSize):    u64(uint64(s.size)),
+		string(metaCounter): u64(s.counter),
+		string(metaLast):    u64(uint64(s.last.Unix())),
+		string(metaFloor):   u64(uint64(s.floor.Unix())),
+	} {
+		if err := meta.Put([]byte(k), v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *state) load(meta *bolt.Bucket) error {
+	var vals [4]uint64
+	for i, k := range [][]byte{metaSize, metaCounter, metaLast, metaFloor} {
+		v := meta.Get(k)
+		if len(v) != 8 {
+			return fmt.Errorf("ledger metadata %q is damaged", k)
+		}
+		vals[i] = binary.BigEndian.Uint64(v)
+	}
+	s.size, s.counter = int64(vals[0]), vals[1]
+	s.last, s.floor = time.Unix(int64(vals[2]), 0).UTC(), time.Unix(int64(vals[3]), 0).UTC()
+	if vals[2] == 0 {
+		s.last = time.Time{}
+	}
+	return nil
+}
+
+func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+// txHashReader reads stored Merkle hashes inside a transaction.
+type txHashReader struct{ tx *bolt.Tx }
+
+func (r txHashReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	b := r.tx.Bucket(bucketHashes)
+	out := make([]tlog.Hash, len(indexes))
+	for i, idx := range indexes {
+		v := b.Get(u64(uint64(idx)))
+		if len(v) != tlog.HashSize {
+			return nil, fmt.Errorf("ledger hash %d is missing", idx)
+		}
+		copy(out[i][:], v)
+	}
+	return out, nil
+}
