@@ -2,7 +2,10 @@ module github.com/custodian-project/custodian
 
 go 1.26.8
 
-require github.com/spf13/cobra v1.10.2
+require (
+	github.com/github/smimesign v0.2.0
+	github.com/spf13/cobra v1.10.2
+)
 
 require (
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
