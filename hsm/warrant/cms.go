@@ -71,6 +71,33 @@ func Sign(content []byte, signers []Signer, signingTime time.Time) ([]byte, erro
 	return sd.ContentInfoDER()
 }
 
+// CoSign adds signatures to a signed warrant, for a second authority under
+// a "double lock" approval policy. The existing signatures must verify
+// against their certificates, and are kept byte for byte.
+func CoSign(p7s []byte, signers []Signer, signingTime time.Time) ([]byte, error) {
+	if len(signers) == 0 {
+		return nil, errors.New("no signers given")
+	}
+	m, err := parseMessage(p7s)
+	if err != nil {
+		return nil, err
+	}
+	ci, err := protocol.ParseContentInfo(p7s)
+	if err != nil {
+		return nil, err
+	}
+	sd, err := ci.SignedDataContent()
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range signers {
+		if err := addSigner(sd, m.content, s, signingTime.UTC().Truncate(time.Second)); err != nil {
+			return nil, err
+		}
+	}
+	return sd.ContentInfoDER()
+}
+
 func addSigner(sd *protocol.SignedData, content []byte, s Signer, signingTime time.Time) error {
 	if len(s.Chain) == 0 {
 		return errors.New("signer has no certificate")

@@ -393,3 +393,29 @@ func toIndefinite(t *testing.T, der []byte) []byte {
 	out := append([]byte{0x30, 0x80}, raw.Bytes...)
 	return append(out, 0, 0)
 }
+
+func TestCoSign(t *testing.T) {
+	f := newFixture(t)
+	if err := f.store.SetPolicy(trust.Policy{Signers: 2}); err != nil {
+		t.Fatal(err)
+	}
+	one := f.sign(t, f.content(t, f.warrant()), f.signer())
+	if _, err := f.verifier().Verify(one); ReasonOf(err) != ReasonTooFewSigners {
+		t.Fatalf("one signature: got %v", err)
+	}
+	two, err := CoSign(one, []Signer{f.signer2()}, testNow.Add(-time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := f.verifier().Verify(two)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Signers) != 2 {
+		t.Fatalf("%d signers", len(got.Signers))
+	}
+	tampered := bytes.Replace(one, []byte("fraud"), []byte("theft"), 1)
+	if _, err := CoSign(tampered, []Signer{f.signer2()}, testNow); ReasonOf(err) != ReasonDigestMismatch {
+		t.Fatalf("co-signed a tampered warrant: %v", err)
+	}
+}

@@ -1,0 +1,27 @@
+//go:build !cgo
+
+package smartcard
+
+import (
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"io"
+)
+
+// ErrNoCgo is returned by Open in builds without cgo.
+var ErrNoCgo = errors.New("smartcard signing needs a cgo build of custodian (CGO_ENABLED=1)")
+
+// Key is never returned without cgo; it exists so callers build the same.
+type Key struct{}
+
+// Open always fails without cgo.
+func Open(module string, uri URI, pin string, cert *x509.Certificate) (*Key, error) {
+	return nil, ErrNoCgo
+}
+
+func (k *Key) Public() crypto.PublicKey                                  { return nil }
+func (k *Key) Certificate() *x509.Certificate                            { return nil }
+func (k *Key) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) { return nil, ErrNoCgo }
+func (k *Key) AlwaysAuthenticate() bool                                  { return false }
+func (k *Key) Close() error                                              { return nil }
