@@ -5,5 +5,9 @@ import "github.com/spf13/cobra"
 // registerCommands adds every subcommand to root. Each command lives in its
 // own file and is built by a constructor taking the shared globals.
 func registerCommands(root *cobra.Command, g *globals) {
-	_ = g
+	root.AddCommand(
+		newAgencyCommand(g),
+		newTrustCommand(g),
+		newWarrantCommand(g),
+	)
 }

@@ -8,8 +8,8 @@
 //     SerializePublicKey output in unpadded base64url. Anything else is refused:
 //     other prefixes, unknown KEMs, padding, white space inside, wrong lengths.
 //   - The identity (private key) is one line, "CUSTODIAN-IDENTITY-V1:KEM:KEY"
-//     with SerializePrivateKey output. It is written only to a new file with
-//     mode 0600 (O_EXCL: an existing file is never overwritten).
+//     with SerializePrivateKey output. Store it like a password: the
+//     command line writes it only to a new file with mode 0600.
 //   - Sealed messages are uint16 big-endian len(enc) || enc || AEAD ciphertext,
 //     single-shot HPKE base mode with HKDF-SHA256 and ChaCha20-Poly1305. The
 //     caller's info string binds the context (warrant digest, custodian, key ID,
@@ -23,7 +23,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 )
 
@@ -183,25 +182,4 @@ func (id *Identity) Open(info, sealed []byte) ([]byte, error) {
 		return nil, errors.New("sealed message does not open with this identity and context")
 	}
 	return pt, nil
-}
-
-// WriteIdentityFile writes id to a new file at path, readable by its owner
-// only. It never replaces an existing file: losing an agency key to a typo
-// would make every share sealed to it unrecoverable.
-func WriteIdentityFile(path string, id *Identity) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.WriteString(id.String() + "\n"); err != nil {
-		f.Close()
-		os.Remove(path)
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(path)
-		return err
-	}
-	return f.Close()
 }

@@ -2,8 +2,6 @@ package recipient
 
 import (
 	"bytes"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -72,20 +70,5 @@ func TestParseRefuses(t *testing.T) {
 		if _, err := ParsePublicKey(in); err == nil {
 			t.Errorf("%s: parsed %q", name, in)
 		}
-	}
-}
-
-func TestWriteIdentityFile(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "agency.key")
-	id, _ := Generate("")
-	if err := WriteIdentityFile(path, id); err != nil {
-		t.Fatal(err)
-	}
-	fi, err := os.Stat(path)
-	if err != nil || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("mode %v, %v", fi.Mode(), err)
-	}
-	if err := WriteIdentityFile(path, id); err == nil {
-		t.Fatal("overwrote an existing identity file")
 	}
 }

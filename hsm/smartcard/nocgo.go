@@ -5,12 +5,8 @@ package smartcard
 import (
 	"crypto"
 	"crypto/x509"
-	"errors"
 	"io"
 )
-
-// ErrNoCgo is returned by Open in builds without cgo.
-var ErrNoCgo = errors.New("smartcard signing needs a cgo build of custodian (CGO_ENABLED=1)")
 
 // Key is never returned without cgo; it exists so callers build the same.
 type Key struct{}

@@ -8,9 +8,9 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/custodian-project/custodian/hsm/internal/softhsm"
-	"github.com/custodian-project/custodian/hsm/internal/testpki"
 	"github.com/custodian-project/custodian/hsm/smartcard"
+	"github.com/custodian-project/custodian/hsm/smartcard/softhsmtest"
+	"github.com/custodian-project/custodian/hsm/trust/trusttest"
 	"github.com/custodian-project/custodian/hsm/warrant"
 )
 
@@ -35,7 +35,7 @@ pkcs11 = pkcs11_section
 [pkcs11_section]
 engine_id = pkcs11
 dynamic_path = `+pkcs11Engine+`
-MODULE_PATH = `+softhsm.Module+`
+MODULE_PATH = `+softhsmtest.Module+`
 `))
 	return append(os.Environ(), "OPENSSL_CONF="+conf)
 }
@@ -54,7 +54,7 @@ func openssl(t *testing.T, env []string, args ...string) []byte {
 // TestOpenSSLSignsOnToken: a judge signs with openssl cms and the pkcs11
 // engine, the key on the SoftHSM token; our verifier accepts the result.
 func TestOpenSSLSignsOnToken(t *testing.T) {
-	tok := softhsm.New(t, "judge")
+	tok := softhsmtest.New(t, "judge")
 	dir := t.TempDir()
 	env := opensslWithEngine(t, dir)
 	c := newCourt(t)
@@ -71,7 +71,7 @@ func TestOpenSSLSignsOnToken(t *testing.T) {
 			label, id := "osslkey"+string(rune('a'+i)), "1"+string(rune('0'+i))
 			cert := tokenJudge(t, tok, c, tc.keyType, label, id, false)
 			in := writeFile(t, dir, label+".json", testWarrant(t))
-			signer := writeFile(t, dir, label+".pem", testpki.PEM(cert))
+			signer := writeFile(t, dir, label+".pem", trusttest.PEM(cert))
 			out := filepath.Join(dir, label+".p7s")
 			args := []string{"cms", "-sign", "-binary", "-nodetach", "-outform", "DER", "-md", "sha256",
 				"-engine", "pkcs11", "-keyform", "engine",
@@ -90,7 +90,7 @@ func TestOpenSSLSignsOnToken(t *testing.T) {
 // TestOpenSSLVerifiesOurs: warrants we sign on the token pass
 // openssl cms -verify with the court root and its CRL.
 func TestOpenSSLVerifiesOurs(t *testing.T) {
-	tok := softhsm.New(t, "judge")
+	tok := softhsmtest.New(t, "judge")
 	dir := t.TempDir()
 	env := opensslWithEngine(t, dir)
 	c := newCourt(t)
@@ -99,7 +99,7 @@ func TestOpenSSLVerifiesOurs(t *testing.T) {
 	rsaCert := tokenJudge(t, tok, c, "rsa:2048", "rsa", "23", false)
 	open := func(label string, cert *x509.Certificate) *smartcard.Key {
 		uri, _ := smartcard.ParseURI("pkcs11:token=judge;object=" + label)
-		k, err := smartcard.Open(softhsm.Module, uri, tok.PIN, cert)
+		k, err := smartcard.Open(softhsmtest.Module, uri, tok.PIN, cert)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -118,7 +118,7 @@ func TestOpenSSLVerifiesOurs(t *testing.T) {
 		"two signers": {{"ec", ec, false}, {"rsa", rsaCert, true}},
 	}
 	// openssl cms takes CRLs from the trust file.
-	trustFile := writeFile(t, dir, "trust.pem", append(testpki.PEM(c.root.Cert), testpki.CRLPEM(c.crl)...))
+	trustFile := writeFile(t, dir, "trust.pem", append(trusttest.PEM(c.root.Cert), trusttest.CRLPEM(c.crl)...))
 	for name, signers := range cases {
 		t.Run(name, func(t *testing.T) {
 			content := testWarrant(t)

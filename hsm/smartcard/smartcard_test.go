@@ -10,11 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/custodian-project/custodian/hsm/internal/softhsm"
-	"github.com/custodian-project/custodian/hsm/internal/testpki"
 	"github.com/custodian-project/custodian/hsm/recipient"
 	"github.com/custodian-project/custodian/hsm/smartcard"
+	"github.com/custodian-project/custodian/hsm/smartcard/softhsmtest"
 	"github.com/custodian-project/custodian/hsm/trust"
+	"github.com/custodian-project/custodian/hsm/trust/trusttest"
 	"github.com/custodian-project/custodian/hsm/warrant"
 )
 
@@ -48,15 +48,15 @@ var now = time.Now().UTC().Truncate(time.Second)
 
 // court is a test court PKI and a trust store that pins it.
 type court struct {
-	root  *testpki.CA
+	root  *trusttest.CA
 	crl   []byte
 	store *trust.Store
 }
 
 func newCourt(t *testing.T) *court {
-	c := &court{root: testpki.NewRoot(t, "Test Court Root", now), store: trust.New()}
+	c := &court{root: trusttest.NewRoot(t, "Test Court Root", now), store: trust.New()}
 	c.crl = c.root.CRL(t, now.Add(-time.Hour), now.Add(24*time.Hour))
-	if _, err := c.store.AddRoot(testpki.PEM(c.root.Cert)); err != nil {
+	if _, err := c.store.AddRoot(trusttest.PEM(c.root.Cert)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.store.SetCRL(c.crl, now); err != nil {
@@ -95,10 +95,10 @@ func testWarrant(t *testing.T) []byte {
 }
 
 // tokenJudge makes a key on the token and certifies it.
-func tokenJudge(t *testing.T, tok *softhsm.Token, c *court, keyType, label, id string, alwaysAuth bool) *x509.Certificate {
+func tokenJudge(t *testing.T, tok *softhsmtest.Token, c *court, keyType, label, id string, alwaysAuth bool) *x509.Certificate {
 	t.Helper()
 	if keyType == "EC:secp384r1" {
-		key := testpki.ECKey(t, elliptic.P384())
+		key := trusttest.ECKey(t, elliptic.P384())
 		tok.ImportKey(t, key, label, id)
 		return c.root.Judge(t, "Judge "+label, key.Public(), now)
 	}
@@ -107,7 +107,7 @@ func tokenJudge(t *testing.T, tok *softhsm.Token, c *court, keyType, label, id s
 }
 
 func TestTokenSigns(t *testing.T) {
-	tok := softhsm.New(t, "judge")
+	tok := softhsmtest.New(t, "judge")
 	c := newCourt(t)
 	cases := []struct {
 		keyType    string
@@ -128,7 +128,7 @@ func TestTokenSigns(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			key, err := smartcard.Open(softhsm.Module, uri, tok.PIN, cert)
+			key, err := smartcard.Open(softhsmtest.Module, uri, tok.PIN, cert)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -153,15 +153,15 @@ func TestTokenSigns(t *testing.T) {
 }
 
 func TestTokenCertificateAndPIN(t *testing.T) {
-	tok := softhsm.New(t, "judge")
+	tok := softhsmtest.New(t, "judge")
 	c := newCourt(t)
 	cert := tokenJudge(t, tok, c, "EC:prime256v1", "judge-key", "01", false)
 	tok.WriteCertificate(t, cert, "judge-key", "01")
 	uri, _ := smartcard.ParseURI("pkcs11:token=judge;object=judge-key")
-	if _, err := smartcard.Open(softhsm.Module, uri, "000000", nil); err == nil {
+	if _, err := smartcard.Open(softhsmtest.Module, uri, "000000", nil); err == nil {
 		t.Fatal("opened with a wrong PIN")
 	}
-	key, err := smartcard.Open(softhsm.Module, uri, tok.PIN, nil)
+	key, err := smartcard.Open(softhsmtest.Module, uri, tok.PIN, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,9 +176,9 @@ func TestTokenCertificateAndPIN(t *testing.T) {
 	c.verify(t, p7s)
 
 	// A certificate for another key is caught when signing, not later.
-	other := c.root.Judge(t, "Judge Other", testpki.ECKey(t, elliptic.P256()).Public(), now)
+	other := c.root.Judge(t, "Judge Other", trusttest.ECKey(t, elliptic.P256()).Public(), now)
 	key.Close()
-	wrong, err := smartcard.Open(softhsm.Module, uri, tok.PIN, other)
+	wrong, err := smartcard.Open(softhsmtest.Module, uri, tok.PIN, other)
 	if err != nil {
 		t.Fatal(err)
 	}

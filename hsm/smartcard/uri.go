@@ -28,6 +28,9 @@ import (
 	"golang.org/x/term"
 )
 
+// ErrNoCgo is returned by Open in builds without cgo.
+var ErrNoCgo = errors.New("smartcard signing needs a cgo build of custodian (CGO_ENABLED=1)")
+
 // URI is a parsed pkcs11: URI. Empty fields match anything.
 type URI struct {
 	Token        string

@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/custodian-project/custodian/hsm/internal/testpki"
 	"github.com/custodian-project/custodian/hsm/recipient"
 	"github.com/custodian-project/custodian/hsm/trust"
+	"github.com/custodian-project/custodian/hsm/trust/trusttest"
 	"github.com/github/smimesign/ietf-cms/oid"
 	"github.com/github/smimesign/ietf-cms/protocol"
 )
@@ -24,7 +24,7 @@ var testNow = time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
 
 // fixture is one court PKI with a fresh CRL and two judges.
 type fixture struct {
-	root      *testpki.CA
+	root      *trusttest.CA
 	judgeKey  *ecdsa.PrivateKey
 	judge     *x509.Certificate
 	judge2Key *ecdsa.PrivateKey
@@ -35,13 +35,13 @@ type fixture struct {
 
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
-	f := &fixture{root: testpki.NewRoot(t, "Test Court Root", testNow)}
-	f.judgeKey = testpki.ECKey(t, elliptic.P256())
+	f := &fixture{root: trusttest.NewRoot(t, "Test Court Root", testNow)}
+	f.judgeKey = trusttest.ECKey(t, elliptic.P256())
 	f.judge = f.root.Judge(t, "Judge Ada Lovelace", f.judgeKey.Public(), testNow)
-	f.judge2Key = testpki.ECKey(t, elliptic.P384())
+	f.judge2Key = trusttest.ECKey(t, elliptic.P384())
 	f.judge2 = f.root.Judge(t, "Clerk Grace Hopper", f.judge2Key.Public(), testNow)
 	f.store = trust.New()
-	if _, err := f.store.AddRoot(testpki.PEM(f.root.Cert)); err != nil {
+	if _, err := f.store.AddRoot(trusttest.PEM(f.root.Cert)); err != nil {
 		t.Fatal(err)
 	}
 	f.setCRL(t, f.root.CRL(t, testNow.Add(-time.Hour), testNow.Add(7*24*time.Hour)))

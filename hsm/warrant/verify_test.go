@@ -12,15 +12,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/custodian-project/custodian/hsm/internal/testpki"
 	"github.com/custodian-project/custodian/hsm/trust"
+	"github.com/custodian-project/custodian/hsm/trust/trusttest"
 	"github.com/github/smimesign/ietf-cms/oid"
 	"github.com/github/smimesign/ietf-cms/protocol"
 )
 
 func TestVerifyAccepts(t *testing.T) {
 	f := newFixture(t)
-	rsaKey := testpki.RSAKey(t, 2048)
+	rsaKey := trusttest.RSAKey(t, 2048)
 	rsaCert := f.root.Judge(t, "Judge RSA", rsaKey.Public(), testNow)
 	cases := map[string][]Signer{
 		"ecdsa p-256":    {f.signer()},
@@ -64,13 +64,13 @@ func TestVerifyDoubleLock(t *testing.T) {
 func TestVerifyIntermediate(t *testing.T) {
 	f := newFixture(t)
 	inter := f.root.Intermediate(t, "Test Court Issuing CA", testNow)
-	key := testpki.ECKey(t, elliptic.P256())
+	key := trusttest.ECKey(t, elliptic.P256())
 	cert := inter.Judge(t, "Judge Via Intermediate", key.Public(), testNow)
 	p7s := f.sign(t, f.content(t, f.warrant()), Signer{Key: key, Chain: []*x509.Certificate{cert, inter.Cert}})
 	if _, err := f.verifier().Verify(p7s); ReasonOf(err) != ReasonCRLMissing {
 		t.Fatalf("without the intermediate's CRL: got %v, want %s", err, ReasonCRLMissing)
 	}
-	crl := append(testpki.CRLPEM(inter.CRL(t, testNow.Add(-time.Hour), testNow.Add(time.Hour))), testpki.PEM(inter.Cert)...)
+	crl := append(trusttest.CRLPEM(inter.CRL(t, testNow.Add(-time.Hour), testNow.Add(time.Hour))), trusttest.PEM(inter.Cert)...)
 	f.setCRL(t, crl)
 	if _, err := f.verifier().Verify(p7s); err != nil {
 		t.Fatal(err)
@@ -101,7 +101,7 @@ func catalogue() map[string]refusal {
 	}
 	judgeWith := func(edit func(*x509.Certificate)) func(*testing.T, *fixture, *Verifier) []byte {
 		return func(t *testing.T, f *fixture, _ *Verifier) []byte {
-			key := testpki.ECKey(t, elliptic.P256())
+			key := trusttest.ECKey(t, elliptic.P256())
 			cert := f.root.Judge(t, "Judge Edited", key.Public(), testNow, edit)
 			return buildSigned(t, f.content(t, f.warrant()), []Signer{{Key: key, Chain: []*x509.Certificate{cert}}}, tweak{})
 		}
@@ -132,32 +132,32 @@ func catalogue() map[string]refusal {
 		}},
 		"missing crl": {ReasonCRLMissing, func(t *testing.T, f *fixture, v *Verifier) []byte {
 			v.Trust = trust.New()
-			if _, err := v.Trust.AddRoot(testpki.PEM(f.root.Cert)); err != nil {
+			if _, err := v.Trust.AddRoot(trusttest.PEM(f.root.Cert)); err != nil {
 				t.Fatal(err)
 			}
 			return f.sign(t, f.content(t, f.warrant()), f.signer())
 		}},
 		"crl signed by the wrong ca": {ReasonCRLMissing, func(t *testing.T, f *fixture, v *Verifier) []byte {
 			v.Trust = trust.New()
-			if _, err := v.Trust.AddRoot(testpki.PEM(f.root.Cert)); err != nil {
+			if _, err := v.Trust.AddRoot(trusttest.PEM(f.root.Cert)); err != nil {
 				t.Fatal(err)
 			}
 			// An impostor CA with the root's name signs a CRL: refused at set-crl.
-			impostor := testpki.NewRoot(t, f.root.Cert.Subject.CommonName, testNow)
+			impostor := trusttest.NewRoot(t, f.root.Cert.Subject.CommonName, testNow)
 			if _, err := v.Trust.SetCRL(impostor.CRL(t, testNow.Add(-time.Hour), testNow.Add(time.Hour)), testNow); err == nil {
 				t.Fatal("stored a CRL signed by the wrong CA")
 			}
 			return f.sign(t, f.content(t, f.warrant()), f.signer())
 		}},
 		"other root": {ReasonUntrustedChain, func(t *testing.T, f *fixture, _ *Verifier) []byte {
-			other := testpki.NewRoot(t, "Other Court Root", testNow)
-			key := testpki.ECKey(t, elliptic.P256())
+			other := trusttest.NewRoot(t, "Other Court Root", testNow)
+			key := trusttest.ECKey(t, elliptic.P256())
 			cert := other.Judge(t, "Judge Elsewhere", key.Public(), testNow)
 			return f.sign(t, f.content(t, f.warrant()), Signer{Key: key, Chain: []*x509.Certificate{cert, other.Cert}})
 		}},
 		"self-signed judge": {ReasonUntrustedChain, func(t *testing.T, f *fixture, _ *Verifier) []byte {
-			key := testpki.ECKey(t, elliptic.P256())
-			cert := testpki.SelfSigned(t, f.judge.Subject.CommonName, key, testNow)
+			key := trusttest.ECKey(t, elliptic.P256())
+			cert := trusttest.SelfSigned(t, f.judge.Subject.CommonName, key, testNow)
 			return f.sign(t, f.content(t, f.warrant()), Signer{Key: key, Chain: []*x509.Certificate{cert}})
 		}},
 		"empty trust store": {ReasonNoTrustRoots, func(t *testing.T, f *fixture, v *Verifier) []byte {
@@ -189,7 +189,7 @@ func catalogue() map[string]refusal {
 			if err := f.store.SetPolicy(trust.Policy{Signers: 2}); err != nil {
 				t.Fatal(err)
 			}
-			key := testpki.ECKey(t, elliptic.P256())
+			key := trusttest.ECKey(t, elliptic.P256())
 			cert := f.root.Judge(t, f.judge.Subject.CommonName, key.Public(), testNow)
 			return f.sign(t, f.content(t, f.warrant()), f.signer(), Signer{Key: key, Chain: []*x509.Certificate{cert}})
 		}},
@@ -219,12 +219,12 @@ func catalogue() map[string]refusal {
 		"sha-1 digest":                 {ReasonBadAlgorithm, tweaked(tweak{hash: crypto.SHA1})},
 		"signature algorithm mismatch": {ReasonBadAlgorithm, tweaked(tweak{sigID: &pkix.AlgorithmIdentifier{Algorithm: oid.SignatureAlgorithmECDSAWithSHA384}})},
 		"rsa-1024 signer": {ReasonWeakKey, func(t *testing.T, f *fixture, _ *Verifier) []byte {
-			key := testpki.RSAKey(t, 1024)
+			key := trusttest.RSAKey(t, 1024)
 			cert := f.root.Judge(t, "Judge Weak", key.Public(), testNow)
 			return buildSigned(t, f.content(t, f.warrant()), []Signer{{Key: key, Chain: []*x509.Certificate{cert}}}, tweak{})
 		}},
 		"p-521 signer": {ReasonBadAlgorithm, func(t *testing.T, f *fixture, _ *Verifier) []byte {
-			key := testpki.ECKey(t, elliptic.P521())
+			key := trusttest.ECKey(t, elliptic.P521())
 			cert := f.root.Judge(t, "Judge P521", key.Public(), testNow)
 			return buildSigned(t, f.content(t, f.warrant()), []Signer{{Key: key, Chain: []*x509.Certificate{cert}}}, tweak{hash: crypto.SHA512})
 		}},

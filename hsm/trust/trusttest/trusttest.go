@@ -1,7 +1,7 @@
-// Package testpki makes court PKIs for tests: root and intermediate CAs,
+// Package trusttest makes court PKIs for tests: root and intermediate CAs,
 // judge certificates and CRLs, all generated with crypto/x509 so the tests
 // need no fixtures that could expire.
-package testpki
+package trusttest
 
 import (
 	"crypto"

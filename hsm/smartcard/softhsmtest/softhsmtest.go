@@ -1,7 +1,7 @@
-// Package softhsm makes SoftHSM2 tokens for tests: a judge's smartcard in
+// Package softhsmtest makes SoftHSM2 tokens for tests: a judge's smartcard in
 // the test's temporary directory, with keys generated on the token by
 // OpenSC's pkcs11-tool so the private key never exists outside it.
-package softhsm
+package softhsmtest
 
 import (
 	"crypto"
