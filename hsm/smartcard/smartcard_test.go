@@ -209,3 +209,28 @@ func writeFile(t *testing.T, dir, name string, data []byte) string {
 }
 
 var _ crypto.Signer = (*smartcard.Key)(nil)
+
+// TestSecondKeyOnTokenRefused: PKCS#11 login state is per token and
+// process, so a second key on a logged-in token would skip the PIN check.
+func TestSecondKeyOnTokenRefused(t *testing.T) {
+	tok := softhsmtest.New(t, "judge")
+	c := newCourt(t)
+	a := tokenJudge(t, tok, c, "EC:prime256v1", "a", "31", false)
+	b := tokenJudge(t, tok, c, "EC:prime256v1", "b", "32", false)
+	uriA, _ := smartcard.ParseURI("pkcs11:token=judge;object=a")
+	uriB, _ := smartcard.ParseURI("pkcs11:token=judge;object=b")
+	ka, err := smartcard.Open(softhsmtest.Module, uriA, tok.PIN, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kb, err := smartcard.Open(softhsmtest.Module, uriB, "wrong-pin", b); err == nil {
+		kb.Close()
+		t.Fatal("opened a second key on a logged-in token without checking its PIN")
+	}
+	ka.Close()
+	kb, err := smartcard.Open(softhsmtest.Module, uriB, tok.PIN, b)
+	if err != nil {
+		t.Fatalf("after the first key closed: %v", err)
+	}
+	kb.Close()
+}

@@ -164,3 +164,6 @@ func SelfSigned(tb testing.TB, name string, key crypto.Signer, now time.Time) *x
 	}
 	return parse(tb, der)
 }
+
+// ECKeyP256 makes a P-256 key.
+func ECKeyP256(tb testing.TB) *ecdsa.PrivateKey { return ECKey(tb, elliptic.P256()) }
