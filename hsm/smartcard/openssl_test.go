@@ -3,6 +3,7 @@ package smartcard_test
 import (
 	"bytes"
 	"crypto/x509"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"github.com/custodian-project/custodian/hsm/smartcard/softhsmtest"
 	"github.com/custodian-project/custodian/hsm/trust/trusttest"
 	"github.com/custodian-project/custodian/hsm/warrant"
+	"github.com/github/smimesign/ietf-cms/protocol"
 )
 
 // pkcs11Engine is where Debian's libengine-pkcs11-openssl puts the engine.
@@ -65,6 +67,8 @@ func TestOpenSSLSignsOnToken(t *testing.T) {
 		{"ecdsa p-256", "EC:prime256v1", nil},
 		{"rsa pkcs1", "rsa:2048", nil},
 		{"rsa pss", "rsa:2048", []string{"-keyopt", "rsa_padding_mode:pss"}},
+		// Signer named by subject key identifier: SignerInfo version 3.
+		{"ecdsa keyid", "EC:prime256v1", []string{"-keyid"}},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -83,8 +87,21 @@ func TestOpenSSLSignsOnToken(t *testing.T) {
 				t.Fatal(err)
 			}
 			c.verify(t, p7s)
+			if tc.name == "ecdsa keyid" && signerInfoVersion(t, p7s) != 3 {
+				t.Fatal("openssl -keyid did not name the signer by subject key identifier")
+			}
 		})
 	}
+}
+
+func signerInfoVersion(t *testing.T, p7s []byte) int {
+	t.Helper()
+	ci, err1 := protocol.ParseContentInfo(p7s)
+	sd, err2 := ci.SignedDataContent()
+	if err := errors.Join(err1, err2); err != nil {
+		t.Fatal(err)
+	}
+	return sd.SignerInfos[0].Version
 }
 
 // TestOpenSSLVerifiesOurs: warrants we sign on the token pass

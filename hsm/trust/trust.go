@@ -330,7 +330,7 @@ func parseCRL(data []byte) (*x509.RevocationList, []*x509.Certificate, error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("not a CRL: %w", err)
 		}
-		return list, nil, nil
+		return list, nil, checkCRLExtensions(list)
 	}
 	var list *x509.RevocationList
 	var certs []*x509.Certificate
@@ -355,7 +355,30 @@ func parseCRL(data []byte) (*x509.RevocationList, []*x509.Certificate, error) {
 	if list == nil {
 		return nil, nil, errors.New("no X509 CRL block in the file")
 	}
-	return list, certs, nil
+	return list, certs, checkCRLExtensions(list)
+}
+
+// crlExtensionsUnderstood are the critical extensions a full CRL may carry:
+// authority key identifier and CRL number (RFC 5280 requires neither to be
+// critical, but marking them so changes nothing here).
+var crlExtensionsUnderstood = map[string]bool{"2.5.29.35": true, "2.5.29.20": true}
+
+// checkCRLExtensions refuses CRLs that cover only part of the issuer's
+// certificates. A partitioned CRL (issuing distribution point) or a delta
+// CRL does not list every revoked certificate, so a serial missing from it
+// would pass as not revoked: fail closed instead.
+func checkCRLExtensions(list *x509.RevocationList) error {
+	for _, e := range list.Extensions {
+		switch {
+		case e.Id.String() == "2.5.29.28":
+			return errors.New("the CRL is partitioned (issuing distribution point); give the issuer's full CRL")
+		case e.Id.String() == "2.5.29.27":
+			return errors.New("the CRL is a delta CRL; give the issuer's full CRL")
+		case e.Critical && !crlExtensionsUnderstood[e.Id.String()]:
+			return fmt.Errorf("the CRL has critical extension %v, which is not understood", e.Id)
+		}
+	}
+	return nil
 }
 
 // SetPolicy checks and stores the approval policy.

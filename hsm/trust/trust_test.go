@@ -1,6 +1,8 @@
 package trust_test
 
 import (
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"os"
 	"path/filepath"
 	"testing"
@@ -112,6 +114,24 @@ func TestCRLFreshness(t *testing.T) {
 	} {
 		if crl.Fresh(at) != want {
 			t.Errorf("Fresh(%v) = %v, want %v", at, !want, want)
+		}
+	}
+}
+
+// TestPartialCRLRefused: a CRL that covers only part of the issuer's
+// certificates would make a missing serial look unrevoked.
+func TestPartialCRLRefused(t *testing.T) {
+	root := trusttest.NewRoot(t, "Court Root", now)
+	s := trust.New()
+	s.AddRoot(trusttest.PEM(root.Cert))
+	// IssuingDistributionPoint with onlyContainsCACerts.
+	idp := pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 28}, Critical: true, Value: []byte{0x30, 0x03, 0x82, 0x01, 0xff}}
+	delta := pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 27}, Critical: true, Value: []byte{0x02, 0x01, 0x01}}
+	unknown := pkix.Extension{Id: asn1.ObjectIdentifier{1, 2, 3, 4}, Critical: true, Value: []byte{0x05, 0x00}}
+	for _, ext := range []pkix.Extension{idp, delta, unknown} {
+		crl := root.CRLWith(t, now.Add(-time.Hour), now.Add(time.Hour), []pkix.Extension{ext})
+		if _, err := s.SetCRL(crl, now); err == nil {
+			t.Errorf("stored a CRL with extension %v", ext.Id)
 		}
 	}
 }

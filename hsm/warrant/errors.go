@@ -57,6 +57,7 @@ const (
 	ReasonCertAtSigning    Reason = "cert_invalid_at_signing"
 	ReasonSignedInFuture   Reason = "signed_in_future"
 	ReasonKeyUsage         Reason = "key_usage"
+	ReasonSignerIsCA       Reason = "signer_is_ca"
 	ReasonExtKeyUsage      Reason = "ext_key_usage"
 	ReasonMissingPolicy    Reason = "missing_policy"
 	ReasonCRLMissing       Reason = "crl_missing"

@@ -173,6 +173,11 @@ func identityOf(s signature) Identity {
 // every certificate in the chain by a fresh CRL of its issuer.
 func (v *Verifier) checkCertificate(s signature, inter *x509.CertPool, policy trust.Policy, now time.Time) error {
 	c := s.cert
+	// A judge is a person, never a CA: a CA key signing warrants would sit
+	// outside revocation (its own issuer's CRL aside) and above the judges.
+	if c.BasicConstraintsValid && c.IsCA {
+		return refuse(ReasonSignerIsCA, "certificate of %q is a CA certificate; warrants are signed with a judge's certificate", c.Subject.CommonName)
+	}
 	if c.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
 		return refuse(ReasonKeyUsage, "certificate of %q is not for digital signatures (key usage)", c.Subject.CommonName)
 	}

@@ -177,6 +177,17 @@ func catalogue() map[string]refusal {
 			return f.sign(t, f.content(t, f.warrant()), f.signer())
 		}},
 		"signed in the future": {ReasonSignedInFuture, tweaked(tweak{signingTime: testNow.Add(time.Hour)})},
+		"signed by a ca key": {ReasonSignerIsCA, func(t *testing.T, f *fixture, _ *Verifier) []byte {
+			key := trusttest.ECKey(t, elliptic.P256())
+			cert := f.root.Judge(t, "Sub CA", key.Public(), testNow, func(c *x509.Certificate) {
+				c.IsCA, c.BasicConstraintsValid = true, true
+				c.KeyUsage |= x509.KeyUsageCertSign
+			})
+			return f.sign(t, f.content(t, f.warrant()), Signer{Key: key, Chain: []*x509.Certificate{cert}})
+		}},
+		"signed by the root itself": {ReasonSignerIsCA, func(t *testing.T, f *fixture, _ *Verifier) []byte {
+			return buildSigned(t, f.content(t, f.warrant()), []Signer{{Key: f.root.Key, Chain: []*x509.Certificate{f.root.Cert}}}, tweak{})
+		}},
 
 		// The approval policy.
 		"same signer twice under a 2-signer policy": {ReasonDuplicateSigner, func(t *testing.T, f *fixture, _ *Verifier) []byte {

@@ -9,6 +9,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -91,9 +92,15 @@ func (ca *CA) Intermediate(tb testing.TB, name string, now time.Time) *CA {
 // now+1y with digitalSignature usage; edit may change the template.
 func (ca *CA) Judge(tb testing.TB, name string, pub crypto.PublicKey, now time.Time, edit ...func(*x509.Certificate)) *x509.Certificate {
 	tb.Helper()
+	spki, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ski := sha256.Sum256(spki) // RFC 7093, method 1
 	tmpl := &x509.Certificate{
 		SerialNumber: nextSerial(),
 		Subject:      pkix.Name{CommonName: name, Organization: []string{"Test Courts"}},
+		SubjectKeyId: ski[:20],
 		NotBefore:    now.Add(-30 * 24 * time.Hour),
 		NotAfter:     now.Add(365 * 24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment,
@@ -112,6 +119,12 @@ func (ca *CA) Judge(tb testing.TB, name string, pub crypto.PublicKey, now time.T
 // CRL issues a CRL valid from thisUpdate to nextUpdate listing revoked.
 func (ca *CA) CRL(tb testing.TB, thisUpdate, nextUpdate time.Time, revoked ...*x509.Certificate) []byte {
 	tb.Helper()
+	return ca.CRLWith(tb, thisUpdate, nextUpdate, nil, revoked...)
+}
+
+// CRLWith issues a CRL with extra extensions.
+func (ca *CA) CRLWith(tb testing.TB, thisUpdate, nextUpdate time.Time, exts []pkix.Extension, revoked ...*x509.Certificate) []byte {
+	tb.Helper()
 	var entries []x509.RevocationListEntry
 	for _, c := range revoked {
 		entries = append(entries, x509.RevocationListEntry{SerialNumber: c.SerialNumber, RevocationTime: thisUpdate})
@@ -121,6 +134,7 @@ func (ca *CA) CRL(tb testing.TB, thisUpdate, nextUpdate time.Time, revoked ...*x
 		ThisUpdate:                thisUpdate,
 		NextUpdate:                nextUpdate,
 		RevokedCertificateEntries: entries,
+		ExtraExtensions:           exts,
 	}, ca.Cert, ca.Key)
 	if err != nil {
 		tb.Fatal(err)
