@@ -81,3 +81,16 @@ func BenchmarkOpenSSLVerify(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkParse is the strict JSON decoding and field checks alone,
+// including the validation of the ML-KEM recipient key.
+func BenchmarkParse(b *testing.B) {
+	f := newFixture(b)
+	content := f.content(b, f.warrant())
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Parse(content, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -13,7 +13,6 @@ import (
 	"encoding/asn1"
 	"errors"
 	"fmt"
-	"math/big"
 	"slices"
 	"time"
 
@@ -659,5 +658,5 @@ func signingTimeAttr(v asn1.RawValue) (time.Time, error) {
 
 // issuerSerial formats a certificate's issuer and serial for people.
 func issuerSerial(c *x509.Certificate) string {
-	return fmt.Sprintf("%s #%s", c.Issuer, (*big.Int)(c.SerialNumber).Text(16))
+	return fmt.Sprintf("%s #%s", c.Issuer, c.SerialNumber.Text(16))
 }

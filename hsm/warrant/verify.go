@@ -45,12 +45,12 @@ type Verified struct {
 
 // Identity is a signer as the court PKI vouches for it.
 type Identity struct {
-	Name        string // the certificate's common name: the judge's name
-	Subject     string
-	Issuer      string
-	Serial      string // hex
-	Fingerprint string // SHA-256 of the certificate, hex
-	SigningTime time.Time
+	Name        string    `json:"name"` // the certificate's common name: the judge's name
+	Subject     string    `json:"subject"`
+	Issuer      string    `json:"issuer"`
+	Serial      string    `json:"serial"`      // hex
+	Fingerprint string    `json:"fingerprint"` // SHA-256 of the certificate, hex
+	SigningTime time.Time `json:"signing_time"`
 }
 
 // Verify runs every check: signatures, chains, revocation, approval policy,

@@ -55,8 +55,8 @@ type Warrant struct {
 // refuses a key it has seen before, so re-signing a warrant does not make it
 // usable twice.
 type ReplayKey struct {
-	Issuer string
-	Serial string
+	Issuer string `json:"issuer"`
+	Serial string `json:"serial"`
 }
 
 // String is an unambiguous encoding of the key (JSON array of two strings).
@@ -107,7 +107,7 @@ func (w *Warrant) check(maxValidity time.Duration) error {
 	texts := []struct{ name, v string }{
 		{"serial", w.Serial}, {"docket", w.Docket}, {"court", w.Court}, {"agency", w.Agency},
 		{"official", w.Official}, {"offence", w.Offence}, {"not_before", w.NotBefore},
-		{"not_after", w.NotAfter}, {"recipient", w.Recipient},
+		{"not_after", w.NotAfter},
 	}
 	for _, f := range texts {
 		if err := checkText(f.name, f.v); err != nil {
@@ -125,6 +125,11 @@ func (w *Warrant) check(maxValidity time.Duration) error {
 	}
 	if err := w.checkWindow(maxValidity); err != nil {
 		return err
+	}
+	// The recipient has its own strict syntax (a prefix and base64url), so
+	// it skips the free-text checks.
+	if w.Recipient == "" {
+		return refuse(ReasonMissingField, "warrant lacks \"recipient\" or it is empty")
 	}
 	pk, err := recipient.ParsePublicKey(w.Recipient)
 	if err != nil {
@@ -169,6 +174,9 @@ func checkText(name, v string) error {
 		return refuse(ReasonBadField, "warrant field %q is not valid UTF-8", name)
 	}
 	for _, r := range v {
+		if r >= 0x20 && r < 0x7f {
+			continue // printable ASCII, the common case
+		}
 		if r == utf8.RuneError || unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
 			return refuse(ReasonBadField, "warrant field %q contains control or invisible character %U", name, r)
 		}
