@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"crypto/x509"
-	"errors"
 	"os"
 	"time"
 
@@ -22,6 +21,9 @@ func newWarrantSignCommand(g *globals) *cobra.Command {
 		Short: "Sign a warrant with a smartcard (or co-sign a signed one); the PIN comes from CUSTODIAN_PIN or a prompt",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := smartcard.Supported(); err != nil {
+				return withHint(err, "build custodian with CGO_ENABLED=1 on the judge's workstation")
+			}
 			data, err := os.ReadFile(in)
 			if err != nil {
 				return err
@@ -56,9 +58,6 @@ func newWarrantSignCommand(g *globals) *cobra.Command {
 				leaf = chain[0]
 			}
 			key, err := smartcard.Open(module, uri, pin, leaf)
-			if errors.Is(err, smartcard.ErrNoCgo) {
-				return withHint(err, "build custodian with CGO_ENABLED=1 on the judge's workstation")
-			}
 			if err != nil {
 				return err
 			}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -122,5 +123,26 @@ func TestWarrantLifecycle(t *testing.T) {
 	out, _ = cli(t, true, "--data-dir", data, "warrant", "verify", "--in", p("w2.p7s"))
 	if !strings.Contains(out, "Clerk Grace") || !strings.Contains(out, "Judge Ada") {
 		t.Errorf("co-signed verify output: %s", out)
+	}
+}
+
+// TestSignWithoutCgo: the appliance's static build has no PKCS#11 and says
+// so before asking for a PIN.
+func TestSignWithoutCgo(t *testing.T) {
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("go tool not found")
+	}
+	bin := filepath.Join(t.TempDir(), "custodian")
+	build := exec.Command(gobin, "build", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("CGO_ENABLED=0 build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "warrant", "sign", "--in", "w.json", "--module", "m.so", "--key", "pkcs11:object=k", "--out", "w.p7s")
+	cmd.Env = []string{}
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "cgo") || !strings.Contains(string(out), "hint:") {
+		t.Fatalf("want a cgo error with a hint, got %v:\n%s", err, out)
 	}
 }

@@ -72,3 +72,24 @@ func TestParseRefuses(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParsePublicKey: whatever parses must print back as the same line.
+func FuzzParsePublicKey(f *testing.F) {
+	for _, kem := range []string{"mlkem768x25519", "x25519"} {
+		id, err := Generate(kem)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(id.Public().String())
+	}
+	f.Add("custodian-recipient-v1:x25519:")
+	f.Fuzz(func(t *testing.T, s string) {
+		pk, err := ParsePublicKey(s)
+		if err != nil {
+			return
+		}
+		if pk.String() != strings.TrimSuffix(s, "\n") {
+			t.Fatalf("parsed %q but prints %q", s, pk.String())
+		}
+	})
+}

@@ -11,6 +11,9 @@ import (
 // Key is never returned without cgo; it exists so callers build the same.
 type Key struct{}
 
+// Supported reports ErrNoCgo: this build cannot load a PKCS#11 module.
+func Supported() error { return ErrNoCgo }
+
 // Open always fails without cgo.
 func Open(module string, uri URI, pin string, cert *x509.Certificate) (*Key, error) {
 	return nil, ErrNoCgo

@@ -32,6 +32,9 @@ type Key struct {
 	closed     bool
 }
 
+// Supported reports whether this build can use PKCS#11 modules: it can.
+func Supported() error { return nil }
+
 // Open logs into the token that holds the key uri names, through the
 // PKCS#11 module at path module. cert is the key's certificate; when nil,
 // the certificate stored on the token with the key's CKA_ID is used.
