@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -63,16 +64,21 @@ func TestOpenSSLSignsOnToken(t *testing.T) {
 	cases := []struct {
 		name, keyType string
 		extra         []string
+		refused       warrant.Reason
 	}{
-		{"ecdsa p-256", "EC:prime256v1", nil},
-		{"rsa pkcs1", "rsa:2048", nil},
-		{"rsa pss", "rsa:2048", []string{"-keyopt", "rsa_padding_mode:pss"}},
+		{"ecdsa p-256", "EC:prime256v1", nil, ""},
+		{"rsa pkcs1", "rsa:2048", nil, ""},
+		{"rsa pss", "rsa:2048", []string{"-keyopt", "rsa_padding_mode:pss"}, ""},
 		// Signer named by subject key identifier: SignerInfo version 3.
-		{"ecdsa keyid", "EC:prime256v1", []string{"-keyid"}},
+		{"ecdsa keyid", "EC:prime256v1", []string{"-keyid"}, ""},
+		{"ecdsa p-384 sha-384", "EC:secp384r1", []string{"-md", "sha384"}, ""},
+		// Streaming writes BER with indefinite lengths: refused, with advice.
+		{"streamed ber", "EC:prime256v1", []string{"-stream"}, warrant.ReasonNotDER},
+		{"sha-1", "EC:prime256v1", []string{"-md", "sha1"}, warrant.ReasonBadAlgorithm},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			label, id := "osslkey"+string(rune('a'+i)), "1"+string(rune('0'+i))
+			label, id := fmt.Sprintf("osslkey%d", i), fmt.Sprintf("%02x", 0x40+i)
 			cert := tokenJudge(t, tok, c, tc.keyType, label, id, false)
 			in := writeFile(t, dir, label+".json", testWarrant(t))
 			signer := writeFile(t, dir, label+".pem", trusttest.PEM(cert))
@@ -85,6 +91,13 @@ func TestOpenSSLSignsOnToken(t *testing.T) {
 			p7s, err := os.ReadFile(out)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if tc.refused != "" {
+				v := &warrant.Verifier{Trust: c.store, CustodianID: "cust-1", HeldKeyIDs: []string{"2026-11"}}
+				if _, err := v.Verify(p7s); warrant.ReasonOf(err) != tc.refused {
+					t.Fatalf("got %v, want reason %s", err, tc.refused)
+				}
+				return
 			}
 			c.verify(t, p7s)
 			if tc.name == "ecdsa keyid" && signerInfoVersion(t, p7s) != 3 {
