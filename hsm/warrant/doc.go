@@ -14,11 +14,12 @@
 //     signing-time, no unsigned attributes, SHA-256/384/512, and an ECDSA
 //     P-256/P-384 or RSA ≥ 2048 (PKCS #1 v1.5 or PSS) signature that verifies
 //     with the certificate it names;
-//   - each signer certificate has the digitalSignature key usage and the
-//     policy OIDs and EKUs the trust store requires, and chains to a pinned
-//     root; every certificate of the chain is valid now and at the signing
-//     time, and every non-root one is absent from a fresh CRL of its issuer
-//     (no CRL, or a stale one, refuses);
+//   - each signer certificate is not a CA, has the digitalSignature key
+//     usage and the policy OIDs and EKUs the trust store requires, and chains
+//     to a pinned root; every certificate of the chain is valid now and at the
+//     signing time (which is at most SigningSkew ahead of now), and every
+//     non-root one is absent from a fresh CRL of its issuer (no CRL, or a
+//     stale one, refuses); every signer must pass, not just enough of them;
 //   - the signers are distinct people with distinct keys, at least as many
 //     as the approval policy asks;
 //   - now is within [not_before, not_after), the warrant lists this

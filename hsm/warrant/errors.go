@@ -78,6 +78,64 @@ const (
 	ReasonNoHeldKeys    Reason = "no_held_keys"
 )
 
+// Reasons lists every reason, for callers that map each one to a code.
+func Reasons() []Reason {
+	return []Reason{
+		ReasonTooLarge,
+		ReasonMalformedJSON,
+		ReasonUnknownField,
+		ReasonDuplicateKey,
+		ReasonTrailingData,
+		ReasonMissingField,
+		ReasonBadVersion,
+		ReasonBadField,
+		ReasonBadTime,
+		ReasonBadWindow,
+		ReasonWindowTooLong,
+		ReasonBadRecipient,
+		ReasonDuplicateEntry,
+		ReasonMalformedCMS,
+		ReasonNotDER,
+		ReasonNotSignedData,
+		ReasonDetached,
+		ReasonWrongContentType,
+		ReasonNoSigners,
+		ReasonTooManySigners,
+		ReasonBadAlgorithm,
+		ReasonWeakKey,
+		ReasonNoSignedAttributes,
+		ReasonBadSignedAttributes,
+		ReasonContentTypeMismatch,
+		ReasonDigestMismatch,
+		ReasonNoSigningTime,
+		ReasonUnsignedAttributes,
+		ReasonSignerCertMissing,
+		ReasonBadSignature,
+		ReasonNoTrustRoots,
+		ReasonUntrustedChain,
+		ReasonCertExpired,
+		ReasonCertNotYetValid,
+		ReasonCertAtSigning,
+		ReasonSignedInFuture,
+		ReasonKeyUsage,
+		ReasonSignerIsCA,
+		ReasonExtKeyUsage,
+		ReasonMissingPolicy,
+		ReasonCRLMissing,
+		ReasonCRLStale,
+		ReasonRevoked,
+		ReasonDuplicateSigner,
+		ReasonTooFewSigners,
+		ReasonNoApprovalPolicy,
+		ReasonNotYetValid,
+		ReasonExpired,
+		ReasonNotAddressed,
+		ReasonUnknownKeyID,
+		ReasonNoCustodianID,
+		ReasonNoHeldKeys,
+	}
+}
+
 // Error is a refusal. Every refusal of this package is an *Error, so the
 // caller can log, count and report Reason without parsing messages.
 type Error struct {

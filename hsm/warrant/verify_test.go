@@ -240,6 +240,13 @@ func catalogue() map[string]refusal {
 			return buildSigned(t, f.content(t, f.warrant()), []Signer{{Key: key, Chain: []*x509.Certificate{cert}}}, tweak{hash: crypto.SHA512})
 		}},
 		"signer certificate left out": {ReasonSignerCertMissing, tweaked(tweak{noCerts: true})},
+		"nine signatures": {ReasonTooManySigners, func(t *testing.T, f *fixture, _ *Verifier) []byte {
+			signers := make([]Signer, maxSigners+1)
+			for i := range signers {
+				signers[i] = f.signer()
+			}
+			return buildSigned(t, f.content(t, f.warrant()), signers, tweak{})
+		}},
 		"no signers": {ReasonNoSigners, func(t *testing.T, f *fixture, _ *Verifier) []byte {
 			return buildSigned(t, f.content(t, f.warrant()), nil, tweak{})
 		}},
@@ -428,5 +435,30 @@ func TestCoSign(t *testing.T) {
 	tampered := bytes.Replace(one, []byte("fraud"), []byte("theft"), 1)
 	if _, err := CoSign(tampered, []Signer{f.signer2()}, testNow); ReasonOf(err) != ReasonDigestMismatch {
 		t.Fatalf("co-signed a tampered warrant: %v", err)
+	}
+}
+
+// TestEveryReasonTested keeps the catalogue complete: each reason is made
+// by a catalogue case or by a test named here.
+func TestEveryReasonTested(t *testing.T) {
+	elsewhere := map[Reason]string{
+		ReasonNoCustodianID: "TestVerifierNeedsIdentity",
+		ReasonNoHeldKeys:    "TestVerifierNeedsIdentity",
+		// trust.Store refuses such a policy; the check stays as a backstop.
+		ReasonNoApprovalPolicy: "unreachable through trust.Store",
+	}
+	covered := make(map[Reason]bool)
+	for _, c := range catalogue() {
+		covered[c.want] = true
+	}
+	seen := make(map[Reason]bool)
+	for _, r := range Reasons() {
+		if seen[r] {
+			t.Errorf("reason %q listed twice", r)
+		}
+		seen[r] = true
+		if !covered[r] && elsewhere[r] == "" {
+			t.Errorf("no test makes reason %q", r)
+		}
 	}
 }
