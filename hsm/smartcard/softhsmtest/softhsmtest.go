@@ -11,6 +11,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/custodian-project/custodian/hsm/smartcard"
 )
 
 // Module is SoftHSM2's PKCS#11 module on Debian.
@@ -24,9 +26,13 @@ type Token struct {
 }
 
 // New initializes a token labelled label and points SOFTHSM2_CONF at its
-// configuration. It skips the test when SoftHSM2 or OpenSC is missing.
+// configuration. It skips the test when SoftHSM2 or OpenSC is missing, or
+// in a build without cgo.
 func New(t *testing.T, label string) *Token {
 	t.Helper()
+	if err := smartcard.Supported(); err != nil {
+		t.Skip(err)
+	}
 	for _, tool := range []string{"softhsm2-util", "pkcs11-tool"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("%s not installed (Debian softhsm2, opensc): %v", tool, err)
