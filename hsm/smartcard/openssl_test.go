@@ -17,8 +17,11 @@ import (
 	"github.com/github/smimesign/ietf-cms/protocol"
 )
 
-// pkcs11Engine is where Debian's libengine-pkcs11-openssl puts the engine.
-const pkcs11Engine = "/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so"
+// pkcs11Engines are where Debian's libengine-pkcs11-openssl puts the engine.
+var pkcs11Engines = []string{
+	"/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so",
+	"/usr/lib/aarch64-linux-gnu/engines-3/pkcs11.so",
+}
 
 // opensslWithEngine writes an openssl configuration that loads the PKCS#11
 // engine on SoftHSM2, and skips when openssl or the engine is missing.
@@ -27,7 +30,13 @@ func opensslWithEngine(t *testing.T, dir string) []string {
 	if _, err := exec.LookPath("openssl"); err != nil {
 		t.Skip("openssl not installed")
 	}
-	if _, err := os.Stat(pkcs11Engine); err != nil {
+	engine := ""
+	for _, e := range pkcs11Engines {
+		if _, err := os.Stat(e); err == nil {
+			engine = e
+		}
+	}
+	if engine == "" {
 		t.Skip("openssl PKCS#11 engine not installed (Debian libengine-pkcs11-openssl)")
 	}
 	conf := writeFile(t, dir, "openssl.cnf", []byte(`openssl_conf = openssl_init
@@ -37,7 +46,7 @@ engines = engine_section
 pkcs11 = pkcs11_section
 [pkcs11_section]
 engine_id = pkcs11
-dynamic_path = `+pkcs11Engine+`
+dynamic_path = `+engine+`
 MODULE_PATH = `+softhsmtest.Module+`
 `))
 	return append(os.Environ(), "OPENSSL_CONF="+conf)
