@@ -7,5 +7,8 @@ import "github.com/spf13/cobra"
 func registerCommands(root *cobra.Command, g *globals) {
 	root.AddCommand(
 		newEnrollCommand(g),
+		newAgencyCommand(g),
+		newTrustCommand(g),
+		newWarrantCommand(g),
 	)
 }

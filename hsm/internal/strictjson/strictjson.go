@@ -12,10 +12,21 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 )
 
-// ErrTooLarge is returned for a document over the caller's size cap.
-var ErrTooLarge = errors.New("document too large")
+// The refusals a caller may want to tell apart. Every other refusal is a
+// malformed document.
+var (
+	// ErrTooLarge is returned for a document over the caller's size cap.
+	ErrTooLarge = errors.New("document too large")
+	// ErrDuplicateKey is returned for a key that appears twice in one object.
+	ErrDuplicateKey = errors.New("malformed JSON: duplicate key")
+	// ErrUnknownField is returned for an object field the target type lacks.
+	ErrUnknownField = errors.New("malformed JSON: unknown field")
+	// ErrTrailingData is returned for anything after the top-level value.
+	ErrTrailingData = errors.New("malformed JSON: trailing data after the document")
+)
 
 // Decode parses data into v, which must be a pointer. It refuses data longer
 // than maxSize bytes, unknown object fields, duplicate keys and anything
@@ -30,10 +41,14 @@ func Decode(data []byte, v any, maxSize int) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		// encoding/json reports an unknown field only through its message.
+		if msg, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+			return fmt.Errorf("%w %s", ErrUnknownField, msg)
+		}
 		return fmt.Errorf("malformed JSON: %w", err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("malformed JSON: trailing data after the document")
+		return ErrTrailingData
 	}
 	return nil
 }
@@ -86,7 +101,7 @@ func walkObject(dec *json.Decoder, depth int) error {
 			return errors.New("malformed JSON: object key is not a string")
 		}
 		if seen[key] {
-			return fmt.Errorf("malformed JSON: duplicate key %q", key)
+			return fmt.Errorf("%w %q", ErrDuplicateKey, key)
 		}
 		seen[key] = true
 		if err := walkValue(dec, depth+1); err != nil {

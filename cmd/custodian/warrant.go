@@ -1,0 +1,197 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/custodian-project/custodian/hsm/trust"
+	"github.com/custodian-project/custodian/hsm/warrant"
+)
+
+func newWarrantCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "warrant", Short: "Write, sign, verify and show court warrants"}
+	cmd.AddCommand(newWarrantNewCommand(g), newWarrantSignCommand(g), newWarrantVerifyCommand(g), newWarrantShowCommand(g))
+	return cmd
+}
+
+func newWarrantNewCommand(g *globals) *cobra.Command {
+	var w warrant.Warrant
+	var recipientFile, out string
+	var maxValidity time.Duration
+	cmd := &cobra.Command{
+		Use:   "new --serial S --docket D --court C --agency A --official O --offence X --target T... --key-id K... --custodian ID... --recipient agency.pub --not-before TIME --not-after TIME --out w.json",
+		Short: "Write a warrant document for a judge to sign",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if out == "" || recipientFile == "" {
+				return errors.New("--out and --recipient are required")
+			}
+			pub, err := os.ReadFile(recipientFile)
+			if err != nil {
+				return withHint(err, "--recipient names the agency.pub file from custodian agency keygen")
+			}
+			w.Version = 1
+			w.Recipient = strings.TrimSuffix(string(pub), "\n")
+			data, err := w.Marshal(maxValidity)
+			if err != nil {
+				return withHint(err, "times are RFC 3339, such as 2026-11-20T09:00:00Z")
+			}
+			if err := writeNew(out, data, 0o644); err != nil {
+				return err
+			}
+			g.printf("wrote %s; sign it with custodian warrant sign --in %s\n", out, out)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&w.Serial, "serial", "", "the court's serial number of the warrant (unique per court)")
+	f.StringVar(&w.Docket, "docket", "", "docket or case number")
+	f.StringVar(&w.Court, "court", "", "issuing court")
+	f.StringVar(&w.Agency, "agency", "", "requesting agency")
+	f.StringVar(&w.Official, "official", "", "official of the agency who executes the warrant")
+	f.StringVar(&w.Offence, "offence", "", "offence under investigation")
+	f.StringArrayVar(&w.Targets, "target", nil, "target the warrant covers (repeat)")
+	f.StringArrayVar(&w.KeyIDs, "key-id", nil, "escrow key ID (epoch) to release (repeat)")
+	f.StringArrayVar(&w.Custodians, "custodian", nil, "custodian appliance ID addressed (repeat)")
+	f.StringVar(&recipientFile, "recipient", "", "the agency's public key file (agency.pub)")
+	f.StringVar(&w.NotBefore, "not-before", "", "start of validity, RFC 3339")
+	f.StringVar(&w.NotAfter, "not-after", "", "end of validity, RFC 3339")
+	f.DurationVar(&maxValidity, "max-validity", warrant.DefaultMaxValidity, "longest validity span accepted")
+	f.StringVar(&out, "out", "", "new file for the warrant JSON")
+	return cmd
+}
+
+type verifyOutput struct {
+	Verified     bool               `json:"verified"`
+	Addressed    bool               `json:"addressing_checked"`
+	Digest       string             `json:"digest"`
+	ReplayKey    warrant.ReplayKey  `json:"replay_key"`
+	Warrant      *warrant.Warrant   `json:"warrant"`
+	Signers      []warrant.Identity `json:"signers"`
+	RefusalCode  warrant.Reason     `json:"reason,omitempty"`
+	RefusalError string             `json:"error,omitempty"`
+}
+
+func newWarrantVerifyCommand(g *globals) *cobra.Command {
+	var in, roots, custodian string
+	var crls, keyIDs []string
+	var maxValidity time.Duration
+	cmd := &cobra.Command{
+		Use:   "verify --in w.p7s [--roots F --crl F] [--custodian ID --key-id K...]",
+		Short: "Verify a signed warrant against the trust store (or given roots and CRLs)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			p7s, err := os.ReadFile(in)
+			if err != nil {
+				return err
+			}
+			store, err := verifyStore(g, roots, crls)
+			if err != nil {
+				return err
+			}
+			v := &warrant.Verifier{Trust: store, CustodianID: custodian, HeldKeyIDs: keyIDs, MaxValidity: maxValidity}
+			var res *warrant.Verified
+			if custodian != "" || len(keyIDs) != 0 {
+				res, err = v.Verify(p7s)
+			} else {
+				res, err = v.VerifySignatures(p7s)
+			}
+			if err != nil {
+				if g.json {
+					g.printJSON(verifyOutput{RefusalCode: warrant.ReasonOf(err), RefusalError: err.Error()})
+				}
+				return fmt.Errorf("warrant refused (%s): %w", warrant.ReasonOf(err), err)
+			}
+			addressed := custodian != ""
+			if g.json {
+				return g.printJSON(verifyOutput{Verified: true, Addressed: addressed, Digest: fmt.Sprintf("%x", res.Digest),
+					ReplayKey: res.Replay, Warrant: res.Warrant, Signers: res.Signers})
+			}
+			g.printf("%s", warrant.Summary(res.Warrant, res.Signers))
+			g.printf("Replay key: %s\nDigest:     %x\n", res.Replay, res.Digest)
+			if !addressed {
+				g.printf("VERIFIED (signatures, chain, revocation, policy, window); custodian and key IDs not checked: pass --custodian and --key-id\n")
+			} else {
+				g.printf("VERIFIED for custodian %s\n", custodian)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&in, "in", "", "signed warrant (CMS, DER)")
+	f.StringVar(&roots, "roots", "", "court root certificates (PEM) to use instead of the trust store")
+	f.StringArrayVar(&crls, "crl", nil, "CRL to use with --roots (repeat)")
+	f.StringVar(&custodian, "custodian", "", "check the warrant addresses this custodian ID")
+	f.StringArrayVar(&keyIDs, "key-id", nil, "key ID held (repeat); with --custodian")
+	f.DurationVar(&maxValidity, "max-validity", warrant.DefaultMaxValidity, "longest validity span accepted")
+	cmd.MarkFlagRequired("in")
+	return cmd
+}
+
+// verifyStore is the data dir's trust store, or an in-memory one made of
+// --roots and --crl.
+func verifyStore(g *globals, roots string, crls []string) (*trust.Store, error) {
+	if roots == "" {
+		if len(crls) != 0 {
+			return nil, errors.New("--crl needs --roots; the trust store has its own CRLs (custodian trust set-crl)")
+		}
+		return trust.Open(trustDir(g))
+	}
+	data, err := os.ReadFile(roots)
+	if err != nil {
+		return nil, err
+	}
+	certs, err := trust.ParseCertificates(data)
+	if err != nil {
+		return nil, err
+	}
+	s := trust.New()
+	for _, c := range certs {
+		if _, err := s.AddRoot(c.Raw); err != nil {
+			return nil, err
+		}
+	}
+	for _, path := range crls {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := s.SetCRL(data, time.Now()); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	return s, nil
+}
+
+func newWarrantShowCommand(g *globals) *cobra.Command {
+	var in string
+	cmd := &cobra.Command{
+		Use:   "show --in w.p7s",
+		Short: "Print the summary the court officer sees (no trust decision)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			p7s, err := os.ReadFile(in)
+			if err != nil {
+				return err
+			}
+			w, signers, err := warrant.Inspect(p7s)
+			if err != nil {
+				return fmt.Errorf("cannot read warrant (%s): %w", warrant.ReasonOf(err), err)
+			}
+			if g.json {
+				return g.printJSON(map[string]any{"warrant": w, "signers": signers, "trust_checked": false})
+			}
+			g.printf("%s", warrant.Summary(w, signers))
+			g.printf("NOT VERIFIED: signatures match their certificates; trust is checked by custodian warrant verify\n")
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&in, "in", "", "signed warrant (CMS, DER)")
+	cmd.MarkFlagRequired("in")
+	return cmd
+}

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"bytes"
+	"crypto/x509"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/custodian-project/custodian/hsm/smartcard"
+	"github.com/custodian-project/custodian/hsm/trust"
+	"github.com/custodian-project/custodian/hsm/warrant"
+)
+
+func newWarrantSignCommand(g *globals) *cobra.Command {
+	var in, module, keyURI, certFile, out string
+	var pss bool
+	cmd := &cobra.Command{
+		Use:   "sign --in w.json --module LIB --key PKCS11-URI [--cert judge.pem] --out w.p7s",
+		Short: "Sign a warrant with a smartcard (or co-sign a signed one); the PIN comes from CUSTODIAN_PIN or a prompt",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := smartcard.Supported(); err != nil {
+				return withHint(err, "build custodian with CGO_ENABLED=1 on the judge's workstation")
+			}
+			data, err := os.ReadFile(in)
+			if err != nil {
+				return err
+			}
+			uri, err := smartcard.ParseURI(keyURI)
+			if err != nil {
+				return err
+			}
+			if err := mustNotExist(out); err != nil {
+				return err
+			}
+			// Check the document before asking for a PIN.
+			cosign := !bytes.HasPrefix(bytes.TrimSpace(data), []byte("{"))
+			if cosign {
+				_, _, err = warrant.Inspect(data)
+			} else {
+				_, err = warrant.Parse(data, 0)
+			}
+			if err != nil {
+				return withHint(err, "write the warrant with custodian warrant new")
+			}
+			chain, err := readChain(certFile)
+			if err != nil {
+				return err
+			}
+			pin, err := smartcard.ReadPIN("PIN for " + keyURI + ": ")
+			if err != nil {
+				return err
+			}
+			var leaf *x509.Certificate
+			if len(chain) > 0 {
+				leaf = chain[0]
+			}
+			key, err := smartcard.Open(module, uri, pin, leaf)
+			if err != nil {
+				return err
+			}
+			defer key.Close()
+			if leaf == nil {
+				chain = []*x509.Certificate{key.Certificate()}
+			}
+			signers := []warrant.Signer{{Key: key, Chain: chain, PSS: pss}}
+			var p7s []byte
+			if cosign {
+				p7s, err = warrant.CoSign(data, signers, time.Now())
+			} else {
+				p7s, err = warrant.Sign(data, signers, time.Now())
+			}
+			if err != nil {
+				return err
+			}
+			if err := writeNew(out, p7s, 0o644); err != nil {
+				return err
+			}
+			g.printf("signed by %s; wrote %s\n", chain[0].Subject.CommonName, out)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&in, "in", "", "warrant JSON, or a signed warrant to co-sign")
+	f.StringVar(&module, "module", "", "PKCS#11 module: opensc-pkcs11.so for PIV cards, libsofthsm2.so for SoftHSM2")
+	f.StringVar(&keyURI, "key", "", "the key's pkcs11: URI, e.g. 'pkcs11:token=judge;object=judge-key' (PIV: object=SIGN key)")
+	f.StringVar(&certFile, "cert", "", "the judge's certificate (PEM, intermediates may follow); default: the one on the card")
+	f.BoolVar(&pss, "pss", false, "RSA keys: sign with RSASSA-PSS instead of PKCS #1 v1.5")
+	f.StringVar(&out, "out", "", "new file for the signed warrant (CMS, DER)")
+	for _, name := range []string{"in", "module", "key", "out"} {
+		cmd.MarkFlagRequired(name)
+	}
+	return cmd
+}
+
+func readChain(path string) ([]*x509.Certificate, error) {
+	if path == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return trust.ParseCertificates(data)
+}

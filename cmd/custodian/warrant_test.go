@@ -1,0 +1,148 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/custodian-project/custodian/hsm/smartcard/softhsmtest"
+	"github.com/custodian-project/custodian/hsm/trust/trusttest"
+)
+
+// cli runs the command line in-process and returns stdout and stderr.
+func cli(t *testing.T, wantOK bool, args ...string) (string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := run(args, &stdout, &stderr)
+	if (code == 0) != wantOK {
+		t.Fatalf("custodian %s: exit %d, want ok=%v\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, wantOK, stdout.String(), stderr.String())
+	}
+	return stdout.String(), stderr.String()
+}
+
+func write(t *testing.T, path string, data []byte) string {
+	t.Helper()
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestWarrantLifecycle runs the judge's, the trust admin's and the agency's
+// commands end to end on a SoftHSM2 token.
+func TestWarrantLifecycle(t *testing.T) {
+	tok := softhsmtest.New(t, "judge")
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	now := time.Now().UTC()
+	p := func(name string) string { return filepath.Join(dir, name) }
+
+	// The agency makes its recipient key.
+	cli(t, true, "agency", "keygen", "--out", p("agency.key"), "--pub", p("agency.pub"))
+	if fi, err := os.Stat(p("agency.key")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("agency.key mode %v %v", fi.Mode(), err)
+	}
+	_, stderr := cli(t, false, "agency", "keygen", "--out", p("agency.key"), "--pub", p("other.pub"))
+	if !strings.Contains(stderr, "hint:") {
+		t.Errorf("no hint for an existing key file: %s", stderr)
+	}
+
+	// The court: a root, a CRL, two judges with keys on the token.
+	root := trusttest.NewRoot(t, "Test Court Root", now)
+	judge := root.Judge(t, "Judge Ada", tok.GenerateKey(t, "EC:prime256v1", "judge-key", "01", true), now)
+	clerk := root.Judge(t, "Clerk Grace", tok.GenerateKey(t, "rsa:2048", "clerk-key", "02", false), now)
+	write(t, p("root.pem"), trusttest.PEM(root.Cert))
+	write(t, p("crl.pem"), trusttest.CRLPEM(root.CRL(t, now.Add(-time.Hour), now.Add(24*time.Hour))))
+	write(t, p("judge.pem"), trusttest.PEM(judge))
+	write(t, p("clerk.pem"), trusttest.PEM(clerk))
+
+	// An empty trust store verifies nothing; then the admin fills it.
+	cli(t, true, "--data-dir", data, "trust", "add-root", p("root.pem"))
+	impostor := trusttest.NewRoot(t, "Test Court Root", now)
+	write(t, p("bad-crl.pem"), trusttest.CRLPEM(impostor.CRL(t, now.Add(-time.Hour), now.Add(time.Hour))))
+	cli(t, false, "--data-dir", data, "trust", "set-crl", p("bad-crl.pem"))
+	cli(t, true, "--data-dir", data, "trust", "set-crl", p("crl.pem"))
+	out, _ := cli(t, true, "--data-dir", data, "--json", "trust", "list")
+	var listing trustListing
+	if err := json.Unmarshal([]byte(out), &listing); err != nil || len(listing.Roots) != 1 || len(listing.CRLs) != 1 || listing.Policy.Signers != 1 {
+		t.Fatalf("trust list: %v %s", err, out)
+	}
+
+	// The judge writes and signs.
+	cli(t, true, "warrant", "new", "--serial", "W-7", "--docket", "CR-1/2026", "--court", "Test Court",
+		"--agency", "Test Police", "--official", "Inspector Morse", "--offence", "fraud",
+		"--target", "alice@example.org", "--target", "bob@example.org", "--key-id", "2026-11",
+		"--custodian", "cust-1", "--recipient", p("agency.pub"),
+		"--not-before", now.Add(-time.Hour).Format(time.RFC3339), "--not-after", now.Add(48*time.Hour).Format(time.RFC3339),
+		"--out", p("w.json"))
+	_, stderr = cli(t, false, "warrant", "sign", "--in", p("w.json"), "--module", softhsmtest.Module,
+		"--key", "pkcs11:token=judge;object=judge-key?pin-value="+tok.PIN, "--out", p("w.p7s"))
+	if !strings.Contains(stderr, "PIN") {
+		t.Errorf("a PIN in the URI was not refused clearly: %s", stderr)
+	}
+	t.Setenv("CUSTODIAN_PIN", tok.PIN)
+	cli(t, true, "warrant", "sign", "--in", p("w.json"), "--module", softhsmtest.Module,
+		"--key", "pkcs11:token=judge;object=judge-key", "--cert", p("judge.pem"), "--out", p("w.p7s"))
+
+	// Anyone can show it; the appliance's trust store verifies it.
+	out, _ = cli(t, true, "warrant", "show", "--in", p("w.p7s"))
+	for _, want := range []string{"W-7", "bob@example.org", "Judge Ada", "NOT VERIFIED"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("show lacks %q:\n%s", want, out)
+		}
+	}
+	out, _ = cli(t, true, "--data-dir", data, "warrant", "verify", "--in", p("w.p7s"))
+	if !strings.Contains(out, "VERIFIED") {
+		t.Errorf("verify output: %s", out)
+	}
+	cli(t, true, "--data-dir", data, "warrant", "verify", "--in", p("w.p7s"), "--custodian", "cust-1", "--key-id", "2026-11")
+	cli(t, true, "warrant", "verify", "--in", p("w.p7s"), "--roots", p("root.pem"), "--crl", p("crl.pem"))
+	_, stderr = cli(t, false, "--data-dir", data, "warrant", "verify", "--in", p("w.p7s"), "--custodian", "cust-9", "--key-id", "2026-11")
+	if !strings.Contains(stderr, "not_addressed") {
+		t.Errorf("refusal lacks its reason: %s", stderr)
+	}
+	out, _ = cli(t, false, "--data-dir", filepath.Join(dir, "empty"), "--json", "warrant", "verify", "--in", p("w.p7s"))
+	if !strings.Contains(out, `"reason": "no_trust_roots"`) {
+		t.Errorf("empty trust store: %s", out)
+	}
+
+	// Double lock: one signature is not enough, a co-signature is.
+	cli(t, true, "--data-dir", data, "trust", "set-policy", "--signers", "2")
+	_, stderr = cli(t, false, "--data-dir", data, "warrant", "verify", "--in", p("w.p7s"))
+	if !strings.Contains(stderr, "too_few_signers") {
+		t.Errorf("double lock with one signer: %s", stderr)
+	}
+	t.Setenv("CUSTODIAN_PIN", tok.PIN)
+	cli(t, true, "warrant", "sign", "--in", p("w.p7s"), "--module", softhsmtest.Module, "--pss",
+		"--key", "pkcs11:token=judge;object=clerk-key", "--cert", p("clerk.pem"), "--out", p("w2.p7s"))
+	out, _ = cli(t, true, "--data-dir", data, "warrant", "verify", "--in", p("w2.p7s"))
+	if !strings.Contains(out, "Clerk Grace") || !strings.Contains(out, "Judge Ada") {
+		t.Errorf("co-signed verify output: %s", out)
+	}
+}
+
+// TestSignWithoutCgo: the appliance's static build has no PKCS#11 and says
+// so before asking for a PIN.
+func TestSignWithoutCgo(t *testing.T) {
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("go tool not found")
+	}
+	bin := filepath.Join(t.TempDir(), "custodian")
+	build := exec.Command(gobin, "build", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("CGO_ENABLED=0 build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "warrant", "sign", "--in", "w.json", "--module", "m.so", "--key", "pkcs11:object=k", "--out", "w.p7s")
+	cmd.Env = []string{}
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "cgo") || !strings.Contains(string(out), "hint:") {
+		t.Fatalf("want a cgo error with a hint, got %v:\n%s", err, out)
+	}
+}

@@ -1,0 +1,483 @@
+// Package trust is the appliance's court trust store: the pinned court root
+// certificates, one current CRL per issuing CA, and the approval policy.
+//
+// Contract:
+//   - An empty store trusts nothing. A policy that asks for fewer than one
+//     signer approves nothing.
+//   - A root must be a CA certificate (basic constraints CA, certSign usage).
+//   - A CRL is stored only after its signature verifies against a pinned root,
+//     or against an intermediate CA that chains to one (given in the same
+//     file); a CRL older than the stored one for the same issuer is refused,
+//     so a revocation cannot be rolled back. Every CRL is checked again when
+//     the store is opened.
+//   - Layout under DIR (the data dir's "trust"): roots/<sha256>.pem,
+//     crls/<issuer-id>.pem (the CRL, then its issuer's certificates),
+//     policy.json. Files are written to a temporary name, synced and renamed.
+//
+// The store only answers questions; whether a warrant verifies is decided by
+// package warrant.
+package trust
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/big"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/custodian-project/custodian/hsm/internal/strictjson"
+)
+
+// Policy is what a warrant's signers must satisfy beyond the chain.
+type Policy struct {
+	// Signers is how many distinct signers a warrant needs: 1, or 2 for a
+	// "double lock" where a judge and a second authority both sign.
+	Signers int `json:"signers"`
+	// PolicyOIDs must all appear in each signer certificate's policies.
+	PolicyOIDs []string `json:"policy_oids,omitempty"`
+	// EKUs must all appear in each signer certificate's extended key usage.
+	EKUs []string `json:"ekus,omitempty"`
+}
+
+// DefaultPolicy is used until a policy is set: one signer, no extra
+// certificate requirements.
+var DefaultPolicy = Policy{Signers: 1}
+
+// CRL is a verified certificate revocation list.
+type CRL struct {
+	List    *x509.RevocationList
+	Issuer  *x509.Certificate
+	revoked map[string]bool
+}
+
+// Revoked reports whether serial is on the list.
+func (c *CRL) Revoked(serial *big.Int) bool { return c.revoked[serial.Text(16)] }
+
+// Fresh reports whether the list is in force at now: issued no later than
+// now and not past its nextUpdate. A CRL without nextUpdate is never fresh.
+func (c *CRL) Fresh(now time.Time) bool {
+	return !now.Before(c.List.ThisUpdate) && !c.List.NextUpdate.IsZero() && now.Before(c.List.NextUpdate)
+}
+
+// Store is a trust store. Its methods are not safe for concurrent change;
+// the appliance loads it once per request.
+type Store struct {
+	dir    string // "" for a store that lives only in memory
+	roots  []*x509.Certificate
+	pool   *x509.CertPool
+	crls   map[string]*CRL
+	policy Policy
+}
+
+// New makes an in-memory store, for checking a warrant against files.
+func New() *Store {
+	return &Store{pool: x509.NewCertPool(), crls: make(map[string]*CRL), policy: DefaultPolicy}
+}
+
+// Open loads the store in dir. A missing dir is an empty store.
+func Open(dir string) (*Store, error) {
+	s := New()
+	s.dir = dir
+	if err := s.loadRoots(); err != nil {
+		return nil, err
+	}
+	if err := s.loadCRLs(); err != nil {
+		return nil, err
+	}
+	if err := s.loadPolicy(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) loadRoots() error {
+	files, err := readDir(filepath.Join(s.dir, "roots"))
+	if err != nil {
+		return err
+	}
+	for _, data := range files {
+		certs, err := ParseCertificates(data)
+		if err != nil || len(certs) != 1 {
+			return fmt.Errorf("trust store root file is damaged; remove it and add the root again: %v", err)
+		}
+		if err := s.addRoot(certs[0]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Store) loadCRLs() error {
+	files, err := readDir(filepath.Join(s.dir, "crls"))
+	if err != nil {
+		return err
+	}
+	for _, data := range files {
+		crl, err := s.verifyCRL(data)
+		if err != nil {
+			return fmt.Errorf("trust store CRL no longer verifies; set a new CRL: %w", err)
+		}
+		s.crls[IssuerID(crl.Issuer)] = crl
+	}
+	return nil
+}
+
+func (s *Store) loadPolicy() error {
+	data, err := os.ReadFile(filepath.Join(s.dir, "policy.json"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var p Policy
+	if err := strictjson.Decode(data, &p, 64<<10); err != nil {
+		return fmt.Errorf("trust store policy.json: %w", err)
+	}
+	if err := p.check(); err != nil {
+		return err
+	}
+	s.policy = p
+	return nil
+}
+
+// readDir returns the contents of the regular files in dir, in name order.
+func readDir(dir string) ([][]byte, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out [][]byte
+	for _, e := range entries {
+		if !e.Type().IsRegular() || !strings.HasSuffix(e.Name(), ".pem") {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, data)
+	}
+	return out, nil
+}
+
+// Roots returns the pinned roots.
+func (s *Store) Roots() []*x509.Certificate { return slices.Clone(s.roots) }
+
+// Pool returns the pinned roots as a pool for chain building.
+func (s *Store) Pool() *x509.CertPool { return s.pool }
+
+// Empty reports whether the store has no roots, and so trusts nothing.
+func (s *Store) Empty() bool { return len(s.roots) == 0 }
+
+// CRL returns the stored CRL issued by issuer, or nil.
+func (s *Store) CRL(issuer *x509.Certificate) *CRL { return s.crls[IssuerID(issuer)] }
+
+// CRLs returns every stored CRL.
+func (s *Store) CRLs() []*CRL {
+	out := make([]*CRL, 0, len(s.crls))
+	for _, c := range s.crls {
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b *CRL) int { return strings.Compare(a.Issuer.Subject.String(), b.Issuer.Subject.String()) })
+	return out
+}
+
+// Policy returns the approval policy.
+func (s *Store) Policy() Policy { return s.policy }
+
+// IssuerID names a CA by subject and key, so a CRL is found only for the
+// CA whose key signed it, not for another CA with the same name.
+func IssuerID(c *x509.Certificate) string {
+	h := sha256.New()
+	h.Write(c.RawSubject)
+	h.Write(c.RawSubjectPublicKeyInfo)
+	return hex.EncodeToString(h.Sum(nil))[:32]
+}
+
+// AddRoot pins a court root CA certificate (PEM or DER).
+func (s *Store) AddRoot(data []byte) (*x509.Certificate, error) {
+	certs, err := ParseCertificates(data)
+	if err != nil {
+		return nil, err
+	}
+	if len(certs) != 1 {
+		return nil, fmt.Errorf("file holds %d certificates; add one root at a time", len(certs))
+	}
+	root := certs[0]
+	if slices.ContainsFunc(s.roots, root.Equal) {
+		return root, nil
+	}
+	if err := s.addRoot(root); err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(root.Raw)
+	name := filepath.Join("roots", hex.EncodeToString(sum[:])+".pem")
+	return root, s.write(name, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: root.Raw}))
+}
+
+func (s *Store) addRoot(c *x509.Certificate) error {
+	if !c.BasicConstraintsValid || !c.IsCA {
+		return fmt.Errorf("%q is not a CA certificate; add the court's root CA", c.Subject)
+	}
+	if c.KeyUsage != 0 && c.KeyUsage&x509.KeyUsageCertSign == 0 {
+		return fmt.Errorf("%q may not sign certificates (no keyCertSign usage)", c.Subject)
+	}
+	s.roots = append(s.roots, c)
+	s.pool.AddCert(c)
+	return nil
+}
+
+// SetCRL verifies a CRL (PEM or DER; PEM may carry the issuing intermediate
+// CA certificates after the CRL) and stores it as the issuer's current list.
+func (s *Store) SetCRL(data []byte, now time.Time) (*CRL, error) {
+	crl, err := s.verifyCRL(data)
+	if err != nil {
+		return nil, err
+	}
+	if !crl.Fresh(now) {
+		return nil, fmt.Errorf("CRL of %q is not in force now (this update %v, next update %v); fetch a current CRL",
+			crl.Issuer.Subject, crl.List.ThisUpdate, crl.List.NextUpdate)
+	}
+	id := IssuerID(crl.Issuer)
+	if old := s.crls[id]; old != nil && isOlder(crl.List, old.List) {
+		return nil, fmt.Errorf("CRL of %q is older than the stored one (this update %v < %v); a CRL is never rolled back",
+			crl.Issuer.Subject, crl.List.ThisUpdate, old.List.ThisUpdate)
+	}
+	s.crls[id] = crl
+	if s.dir == "" {
+		return crl, nil
+	}
+	out := pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: crl.List.Raw})
+	for _, c := range crlChain(crl) {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	return crl, s.write(filepath.Join("crls", id+".pem"), out)
+}
+
+// crlChain returns the intermediate certificates stored with a CRL: the
+// issuer itself unless it is a pinned root.
+func crlChain(crl *CRL) []*x509.Certificate {
+	if crl.Issuer.IsCA && bytes.Equal(crl.Issuer.RawIssuer, crl.Issuer.RawSubject) {
+		return nil
+	}
+	return []*x509.Certificate{crl.Issuer}
+}
+
+// isOlder reports whether a was issued before b, by CRL number when both
+// have one, else by thisUpdate.
+func isOlder(a, b *x509.RevocationList) bool {
+	if a.Number != nil && b.Number != nil && a.Number.Cmp(b.Number) != 0 {
+		return a.Number.Cmp(b.Number) < 0
+	}
+	return a.ThisUpdate.Before(b.ThisUpdate)
+}
+
+// verifyCRL parses a CRL and finds the CA that signed it: a pinned root, or
+// an intermediate from the same file that chains to a pinned root now.
+func (s *Store) verifyCRL(data []byte) (*CRL, error) {
+	list, extra, err := parseCRL(data)
+	if err != nil {
+		return nil, err
+	}
+	for _, root := range s.roots {
+		if bytes.Equal(root.RawSubject, list.RawIssuer) && list.CheckSignatureFrom(root) == nil {
+			return newCRL(list, root), nil
+		}
+	}
+	inter := x509.NewCertPool()
+	for _, c := range extra {
+		inter.AddCert(c)
+	}
+	for _, c := range extra {
+		if !bytes.Equal(c.RawSubject, list.RawIssuer) || list.CheckSignatureFrom(c) != nil {
+			continue
+		}
+		if _, err := c.Verify(x509.VerifyOptions{Roots: s.pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			return nil, fmt.Errorf("the CRL's issuer %q does not chain to a pinned root: %w", c.Subject, err)
+		}
+		return newCRL(list, c), nil
+	}
+	return nil, fmt.Errorf("the CRL of %q is not signed by a pinned root; add the court root first, or append the issuing CA certificate to the CRL file", list.Issuer)
+}
+
+func newCRL(list *x509.RevocationList, issuer *x509.Certificate) *CRL {
+	c := &CRL{List: list, Issuer: issuer, revoked: make(map[string]bool, len(list.RevokedCertificateEntries))}
+	for _, e := range list.RevokedCertificateEntries {
+		c.revoked[e.SerialNumber.Text(16)] = true
+	}
+	return c
+}
+
+// parseCRL reads a DER CRL, or PEM with one "X509 CRL" block followed by
+// optional "CERTIFICATE" blocks.
+func parseCRL(data []byte) (*x509.RevocationList, []*x509.Certificate, error) {
+	if !bytes.HasPrefix(bytes.TrimSpace(data), []byte("-----BEGIN")) {
+		list, err := x509.ParseRevocationList(data)
+		if err != nil {
+			return nil, nil, fmt.Errorf("not a CRL: %w", err)
+		}
+		return list, nil, checkCRLExtensions(list)
+	}
+	var list *x509.RevocationList
+	var certs []*x509.Certificate
+	for block, rest := pem.Decode(data); block != nil; block, rest = pem.Decode(rest) {
+		switch {
+		case block.Type == "X509 CRL" && list == nil:
+			l, err := x509.ParseRevocationList(block.Bytes)
+			if err != nil {
+				return nil, nil, fmt.Errorf("not a CRL: %w", err)
+			}
+			list = l
+		case block.Type == "CERTIFICATE":
+			c, err := x509.ParseCertificate(block.Bytes)
+			if err != nil {
+				return nil, nil, err
+			}
+			certs = append(certs, c)
+		default:
+			return nil, nil, fmt.Errorf("unexpected PEM block %q in CRL file; give one X509 CRL and its issuer's certificates", block.Type)
+		}
+	}
+	if list == nil {
+		return nil, nil, errors.New("no X509 CRL block in the file")
+	}
+	return list, certs, checkCRLExtensions(list)
+}
+
+// crlExtensionsUnderstood are the critical extensions a full CRL may carry:
+// authority key identifier and CRL number (RFC 5280 requires neither to be
+// critical, but marking them so changes nothing here).
+var crlExtensionsUnderstood = map[string]bool{"2.5.29.35": true, "2.5.29.20": true}
+
+// checkCRLExtensions refuses CRLs that cover only part of the issuer's
+// certificates. A partitioned CRL (issuing distribution point) or a delta
+// CRL does not list every revoked certificate, so a serial missing from it
+// would pass as not revoked: fail closed instead.
+func checkCRLExtensions(list *x509.RevocationList) error {
+	for _, e := range list.Extensions {
+		switch {
+		case e.Id.String() == "2.5.29.28":
+			return errors.New("the CRL is partitioned (issuing distribution point); give the issuer's full CRL")
+		case e.Id.String() == "2.5.29.27":
+			return errors.New("the CRL is a delta CRL; give the issuer's full CRL")
+		case e.Critical && !crlExtensionsUnderstood[e.Id.String()]:
+			return fmt.Errorf("the CRL has critical extension %v, which is not understood", e.Id)
+		}
+	}
+	return nil
+}
+
+// SetPolicy checks and stores the approval policy.
+func (s *Store) SetPolicy(p Policy) error {
+	if err := p.check(); err != nil {
+		return err
+	}
+	s.policy = p
+	if s.dir == "" {
+		return nil
+	}
+	data, err := json.MarshalIndent(p, "", "  ")
+	if err != nil {
+		return err
+	}
+	return s.write("policy.json", append(data, '\n'))
+}
+
+func (p Policy) check() error {
+	if p.Signers < 1 || p.Signers > 8 {
+		return fmt.Errorf("approval policy needs 1 to 8 signers, not %d", p.Signers)
+	}
+	for _, o := range append(slices.Clone(p.PolicyOIDs), p.EKUs...) {
+		if err := checkOID(o); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkOID accepts a dotted object identifier in canonical form, such as
+// 1.3.6.1.5.5.7.3.4.
+func checkOID(s string) error {
+	o, err := x509.ParseOID(s)
+	if err != nil || o.String() != s {
+		return fmt.Errorf("%q is not a dotted OID such as 1.3.6.1.5.5.7.3.4", s)
+	}
+	return nil
+}
+
+// write stores data under the store's dir atomically and durably.
+func (s *Store) write(name string, data []byte) error {
+	if s.dir == "" {
+		return nil
+	}
+	path := filepath.Join(s.dir, name)
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// ParseCertificates reads one or more certificates, PEM or a single DER.
+func ParseCertificates(data []byte) ([]*x509.Certificate, error) {
+	if !bytes.HasPrefix(bytes.TrimSpace(data), []byte("-----BEGIN")) {
+		c, err := x509.ParseCertificate(data)
+		if err != nil {
+			return nil, fmt.Errorf("not a certificate: %w", err)
+		}
+		return []*x509.Certificate{c}, nil
+	}
+	var out []*x509.Certificate
+	for block, rest := pem.Decode(data); block != nil; block, rest = pem.Decode(rest) {
+		if block.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("unexpected PEM block %q; give certificates only", block.Type)
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no certificate in the file")
+	}
+	return out, nil
+}

@@ -1,0 +1,96 @@
+package warrant
+
+import (
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/custodian-project/custodian/hsm/trust/trusttest"
+)
+
+// BenchmarkVerify is the appliance's whole check of a P-256-signed warrant.
+func BenchmarkVerify(b *testing.B) {
+	f := newFixture(b)
+	p7s := f.sign(b, f.content(b, f.warrant()), f.signer())
+	v := f.verifier()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := v.Verify(p7s); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkFloor is what any verifier must spend on the same warrant with
+// the standard library alone: the content digest, the ECDSA signature over
+// the signed attributes, and the chain to the root. Decoding is left out.
+func BenchmarkFloor(b *testing.B) {
+	f := newFixture(b)
+	content := f.content(b, f.warrant())
+	p7s := f.sign(b, content, f.signer())
+	sd, err := decodeSignedData(p7s)
+	if err != nil {
+		b.Fatal(err)
+	}
+	si := sd.SignerInfos[0]
+	signed := append([]byte{0x31}, si.SignedAttrs.FullBytes[1:]...)
+	roots := x509.NewCertPool()
+	roots.AddCert(f.root.Cert)
+	opts := x509.VerifyOptions{Roots: roots, CurrentTime: testNow, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}
+	pub := f.judge.PublicKey.(*ecdsa.PublicKey)
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = sha256.Sum256(content)
+		digest := sha256.Sum256(signed)
+		if !ecdsa.VerifyASN1(pub, digest[:], si.Signature) {
+			b.Fatal("signature")
+		}
+		if _, err := f.judge.Verify(opts); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkOpenSSLVerify runs openssl cms -verify on the same warrant, one
+// process per warrant, as a shell script on the appliance would.
+func BenchmarkOpenSSLVerify(b *testing.B) {
+	if _, err := exec.LookPath("openssl"); err != nil {
+		b.Skip("openssl not installed")
+	}
+	f := newFixture(b)
+	dir := b.TempDir()
+	in := filepath.Join(dir, "w.p7s")
+	trustFile := filepath.Join(dir, "trust.pem")
+	crl := f.root.CRL(b, testNow.Add(-time.Hour), testNow.Add(7*24*time.Hour))
+	if err := os.WriteFile(in, f.sign(b, f.content(b, f.warrant()), f.signer()), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(trustFile, append(trusttest.PEM(f.root.Cert), trusttest.CRLPEM(crl)...), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	args := []string{"cms", "-verify", "-binary", "-inform", "DER", "-in", in, "-CAfile", trustFile,
+		"-crl_check", "-attime", "1795176000", "-out", os.DevNull}
+	for b.Loop() {
+		if out, err := exec.Command("openssl", args...).CombinedOutput(); err != nil {
+			b.Fatalf("%v: %s", err, out)
+		}
+	}
+}
+
+// BenchmarkParse is the strict JSON decoding and field checks alone,
+// including the validation of the ML-KEM recipient key.
+func BenchmarkParse(b *testing.B) {
+	f := newFixture(b)
+	content := f.content(b, f.warrant())
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Parse(content, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

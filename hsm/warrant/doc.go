@@ -1,0 +1,31 @@
+// Package warrant reads, signs and verifies court warrants.
+//
+// A warrant is a strict JSON document (see docs/warrant.md) signed as CMS
+// SignedData (RFC 5652) with the content attached, in DER. Sign makes one
+// from any crypto.Signer, such as a key on a judge's smartcard. Verifier
+// decides whether an appliance may act on one.
+//
+// Contract: Verifier.Verify accepts a warrant only if
+//   - it is DER CMS SignedData of id-data content, at most 256 KiB, whose
+//     JSON passes Parse (no unknown or duplicate keys, no trailing data, every
+//     field present and printable, at most 64 KiB, validity span capped);
+//   - every SignerInfo has signed attributes with exactly one content-type
+//     (id-data), one message-digest (equal, compared in constant time) and one
+//     signing-time, no unsigned attributes, SHA-256/384/512, and an ECDSA
+//     P-256/P-384 or RSA ≥ 2048 (PKCS #1 v1.5 or PSS) signature that verifies
+//     with the certificate it names;
+//   - each signer certificate is not a CA, has the digitalSignature key
+//     usage and the policy OIDs and EKUs the trust store requires, and chains
+//     to a pinned root; every certificate of the chain is valid now and at the
+//     signing time (which is at most SigningSkew ahead of now), and every
+//     non-root one is absent from a fresh CRL of its issuer (no CRL, or a
+//     stale one, refuses); every signer must pass, not just enough of them;
+//   - the signers are distinct people with distinct keys, at least as many
+//     as the approval policy asks;
+//   - now is within [not_before, not_after), the warrant lists this
+//     custodian, and this custodian holds every key ID it names.
+//
+// Every refusal is an *Error with a stable Reason. Replay protection is the
+// caller's: Verified.Replay is the (issuer, serial) key to check against the
+// ledger. An empty trust store or custodian ID verifies nothing.
+package warrant

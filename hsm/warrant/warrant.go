@@ -1,0 +1,247 @@
+package warrant
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/custodian-project/custodian/hsm/internal/strictjson"
+	"github.com/custodian-project/custodian/hsm/recipient"
+)
+
+const (
+	// MaxSize caps a warrant document.
+	MaxSize = 64 << 10
+	// DefaultMaxValidity caps not_after - not_before unless configured.
+	DefaultMaxValidity = 30 * 24 * time.Hour
+	// maxText caps each free-text field: the summary must fit a display.
+	maxText = 4096
+	// maxList caps each list.
+	maxList = 256
+)
+
+// idPattern is what key IDs and custodian IDs look like: short, printable,
+// unambiguous on a small display and in file names.
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$`)
+
+// Warrant is the signed document. Field order is the canonical JSON order.
+type Warrant struct {
+	Version    int      `json:"version"`
+	Serial     string   `json:"serial"`
+	Docket     string   `json:"docket"`
+	Court      string   `json:"court"`
+	Agency     string   `json:"agency"`
+	Official   string   `json:"official"`
+	Offence    string   `json:"offence"`
+	Targets    []string `json:"targets"`
+	NotBefore  string   `json:"not_before"`
+	NotAfter   string   `json:"not_after"`
+	KeyIDs     []string `json:"key_ids"`
+	Custodians []string `json:"custodians"`
+	Recipient  string   `json:"recipient"`
+
+	notBefore, notAfter time.Time
+	recipient           *recipient.PublicKey
+}
+
+// ReplayKey names a warrant for replay protection: the issuing court and the
+// court's serial number, as written in the signed document. The appliance
+// refuses a key it has seen before, so re-signing a warrant does not make it
+// usable twice.
+type ReplayKey struct {
+	Issuer string `json:"issuer"`
+	Serial string `json:"serial"`
+}
+
+// String is an unambiguous encoding of the key (JSON array of two strings).
+func (k ReplayKey) String() string {
+	b, _ := json.Marshal([2]string{k.Issuer, k.Serial})
+	return string(b)
+}
+
+// Parse reads a warrant document strictly and checks every field. A
+// maxValidity of 0 means DefaultMaxValidity. It does not check signatures
+// or whether the warrant is in force now.
+func Parse(data []byte, maxValidity time.Duration) (*Warrant, error) {
+	var w Warrant
+	if err := strictjson.Decode(data, &w, MaxSize); err != nil {
+		return nil, jsonRefusal(err)
+	}
+	if err := w.check(maxValidity); err != nil {
+		return nil, err
+	}
+	return &w, nil
+}
+
+// jsonRefusal gives each strict-decoding failure its own reason.
+func jsonRefusal(err error) error {
+	var typeErr *json.UnmarshalTypeError
+	switch {
+	case errors.Is(err, strictjson.ErrTooLarge):
+		return refuseErr(ReasonTooLarge, err, "warrant too large")
+	case errors.Is(err, strictjson.ErrUnknownField):
+		return refuseErr(ReasonUnknownField, err, "warrant has a field this version does not know")
+	case errors.Is(err, strictjson.ErrDuplicateKey):
+		return refuseErr(ReasonDuplicateKey, err, "warrant repeats a key")
+	case errors.Is(err, strictjson.ErrTrailingData):
+		return refuseErr(ReasonTrailingData, err, "warrant has data after the JSON object")
+	case errors.As(err, &typeErr) && typeErr.Field != "":
+		return refuseErr(ReasonBadField, err, "warrant field %q has the wrong type", typeErr.Field)
+	}
+	return refuseErr(ReasonMalformedJSON, err, "warrant is not a JSON object")
+}
+
+func (w *Warrant) check(maxValidity time.Duration) error {
+	if w.Version == 0 {
+		return refuse(ReasonMissingField, "warrant lacks \"version\"")
+	}
+	if w.Version != 1 {
+		return refuse(ReasonBadVersion, "warrant version %d is not supported; this software reads version 1", w.Version)
+	}
+	texts := []struct{ name, v string }{
+		{"serial", w.Serial}, {"docket", w.Docket}, {"court", w.Court}, {"agency", w.Agency},
+		{"official", w.Official}, {"offence", w.Offence}, {"not_before", w.NotBefore},
+		{"not_after", w.NotAfter},
+	}
+	for _, f := range texts {
+		if err := checkText(f.name, f.v); err != nil {
+			return err
+		}
+	}
+	if err := checkList("targets", w.Targets, nil); err != nil {
+		return err
+	}
+	if err := checkList("key_ids", w.KeyIDs, idPattern); err != nil {
+		return err
+	}
+	if err := checkList("custodians", w.Custodians, idPattern); err != nil {
+		return err
+	}
+	if err := w.checkWindow(maxValidity); err != nil {
+		return err
+	}
+	// The recipient has its own strict syntax (a prefix and base64url), so
+	// it skips the free-text checks.
+	if w.Recipient == "" {
+		return refuse(ReasonMissingField, "warrant lacks \"recipient\" or it is empty")
+	}
+	pk, err := recipient.ParsePublicKey(w.Recipient)
+	if err != nil {
+		return refuseErr(ReasonBadRecipient, err, "warrant recipient is not an agency public key")
+	}
+	w.recipient = pk
+	return nil
+}
+
+func (w *Warrant) checkWindow(maxValidity time.Duration) error {
+	if maxValidity == 0 {
+		maxValidity = DefaultMaxValidity
+	}
+	var err error
+	if w.notBefore, err = time.Parse(time.RFC3339, w.NotBefore); err != nil {
+		return refuseErr(ReasonBadTime, err, "warrant not_before is not an RFC 3339 time")
+	}
+	if w.notAfter, err = time.Parse(time.RFC3339, w.NotAfter); err != nil {
+		return refuseErr(ReasonBadTime, err, "warrant not_after is not an RFC 3339 time")
+	}
+	if !w.notAfter.After(w.notBefore) {
+		return refuse(ReasonBadWindow, "warrant not_after must be later than not_before")
+	}
+	if w.notAfter.Sub(w.notBefore) > maxValidity {
+		return refuse(ReasonWindowTooLong, "warrant is valid for %v, at most %v allowed", w.notAfter.Sub(w.notBefore), maxValidity)
+	}
+	return nil
+}
+
+// checkText refuses empty fields and characters that could make the
+// summary on the device display something other than what was signed:
+// control characters (terminal escapes, line breaks) and invisible format
+// characters (bidirectional overrides, zero-width joiners).
+func checkText(name, v string) error {
+	if v == "" {
+		return refuse(ReasonMissingField, "warrant lacks %q or it is empty", name)
+	}
+	if len(v) > maxText {
+		return refuse(ReasonBadField, "warrant field %q is longer than %d bytes", name, maxText)
+	}
+	if !utf8.ValidString(v) {
+		return refuse(ReasonBadField, "warrant field %q is not valid UTF-8", name)
+	}
+	for _, r := range v {
+		if r >= 0x20 && r < 0x7f {
+			continue // printable ASCII, the common case
+		}
+		if r == utf8.RuneError || unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
+			return refuse(ReasonBadField, "warrant field %q contains control or invisible character %U", name, r)
+		}
+	}
+	if strings.TrimSpace(v) != v {
+		return refuse(ReasonBadField, "warrant field %q has leading or trailing white space", name)
+	}
+	return nil
+}
+
+func checkList(name string, vs []string, pattern *regexp.Regexp) error {
+	if len(vs) == 0 {
+		return refuse(ReasonMissingField, "warrant needs at least one entry in %q", name)
+	}
+	if len(vs) > maxList {
+		return refuse(ReasonBadField, "warrant lists more than %d %s", maxList, name)
+	}
+	seen := make(map[string]bool, len(vs))
+	for _, v := range vs {
+		if err := checkText(name, v); err != nil {
+			return err
+		}
+		if pattern != nil && !pattern.MatchString(v) {
+			return refuse(ReasonBadField, "warrant %s entry %q is not a valid ID (letters, digits, . _ : -, at most 64)", name, v)
+		}
+		if seen[v] {
+			return refuse(ReasonDuplicateEntry, "warrant lists %q twice in %q", v, name)
+		}
+		seen[v] = true
+	}
+	return nil
+}
+
+// Marshal returns the canonical encoding: compact JSON in field order with
+// a final newline, after the same checks as Parse. New warrants are written this way; verification accepts
+// any encoding that Parse accepts, because the signature covers the bytes.
+func (w *Warrant) Marshal(maxValidity time.Duration) ([]byte, error) {
+	if err := w.check(maxValidity); err != nil {
+		return nil, err
+	}
+	return jsonMarshal(w)
+}
+
+// Window returns not_before and not_after.
+func (w *Warrant) Window() (notBefore, notAfter time.Time) { return w.notBefore, w.notAfter }
+
+// RecipientKey returns the parsed recipient public key.
+func (w *Warrant) RecipientKey() *recipient.PublicKey { return w.recipient }
+
+// ReplayKey returns the warrant's replay key.
+func (w *Warrant) ReplayKey() ReplayKey { return ReplayKey{Issuer: w.Court, Serial: w.Serial} }
+
+// Digest is the SHA-256 of the signed content bytes: what HPKE info strings
+// and ledger entries bind to.
+func Digest(content []byte) [32]byte { return sha256.Sum256(content) }
+
+func (w *Warrant) String() string {
+	return fmt.Sprintf("warrant %s of %s", w.Serial, w.Court)
+}
+
+// jsonMarshal encodes w without checking it.
+func jsonMarshal(w *Warrant) ([]byte, error) {
+	b, err := json.Marshal(w)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
