@@ -4,30 +4,19 @@ import (
 	"errors"
 	"io/fs"
 	"os"
+
+	"github.com/custodian-project/custodian/hsm/durable"
 )
 
 // writeNew writes data to a new file at path. It never replaces an existing
 // file: outputs here are keys and signed documents, and silently replacing
 // one (or a device node named by mistake) loses something that matters.
 func writeNew(path string, data []byte, perm os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	err := durable.CreateFile(path, data, perm)
 	if errors.Is(err, fs.ErrExist) {
 		return withHint(err, "remove it first or choose another --out")
 	}
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(path)
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(path)
-		return err
-	}
-	return f.Close()
+	return err
 }
 
 // mustNotExist refuses an output path early, before any work that would be

@@ -44,7 +44,7 @@ func CreateFile(path string, data []byte, perm fs.FileMode) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	if err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%s already exists; refusing to overwrite it", path)
+			return fmt.Errorf("%s already exists; refusing to overwrite it: %w", path, err)
 		}
 		return err
 	}

@@ -35,6 +35,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/custodian-project/custodian/hsm/durable"
+
 	"github.com/custodian-project/custodian/hsm/internal/strictjson"
 )
 
@@ -429,31 +431,7 @@ func (s *Store) write(name string, data []byte) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return durable.WriteFile(path, data, 0o644)
 }
 
 // ParseCertificates reads one or more certificates, PEM or a single DER.
