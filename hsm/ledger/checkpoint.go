@@ -1,0 +1,126 @@
+package ledger
+
+import (
+	"errors"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/transparency-dev/formats/log"
+)
+
+// MaxCheckpointSize caps a signed checkpoint an auditor will parse.
+const MaxCheckpointSize = 4096
+
+// Checkpoint signs the current tree head: a C2SP tlog-checkpoint (origin,
+// size, base64 root hash) in a C2SP signed note.
+func (l *Ledger) Checkpoint() ([]byte, error) {
+	if l.cfg.Signer == nil {
+		return nil, errors.New("no checkpoint signer: the signing key did not unseal")
+	}
+	var cp log.Checkpoint
+	err := l.db.View(func(tx *bolt.Tx) error {
+		n := l.sizeIn(tx)
+		h, err := tlog.TreeHash(n, txHashReader{tx})
+		cp = log.Checkpoint{Origin: l.cfg.Origin, Size: uint64(n), Hash: h[:]}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return note.Sign(&note.Note{Text: string(cp.Marshal())}, l.cfg.Signer)
+}
+
+// sizeIn reads the committed size inside a read transaction, so a proof
+// and the tree it is for are always from the same snapshot.
+func (l *Ledger) sizeIn(tx *bolt.Tx) int64 {
+	var s state
+	if err := s.load(tx.Bucket(bucketMeta)); err != nil {
+		return 0
+	}
+	return s.size
+}
+
+// InclusionProof proves that entry i is in the tree of the given size.
+func (l *Ledger) InclusionProof(i, size int64) (tlog.RecordProof, error) {
+	var p tlog.RecordProof
+	err := l.db.View(func(tx *bolt.Tx) error {
+		if err := checkRange(i, size, l.sizeIn(tx)); err != nil {
+			return err
+		}
+		var err error
+		p, err = tlog.ProveRecord(size, i, txHashReader{tx})
+		return err
+	})
+	return p, err
+}
+
+// ConsistencyProof proves that the tree of size old is a prefix of the
+// tree of size size.
+func (l *Ledger) ConsistencyProof(old, size int64) (tlog.TreeProof, error) {
+	var p tlog.TreeProof
+	err := l.db.View(func(tx *bolt.Tx) error {
+		if old < 1 {
+			return errors.New("a consistency proof needs an older tree of at least one entry")
+		}
+		if err := checkRange(old-1, size, l.sizeIn(tx)); err != nil {
+			return err
+		}
+		var err error
+		p, err = tlog.ProveTree(size, old, txHashReader{tx})
+		return err
+	})
+	return p, err
+}
+
+func checkRange(i, size, have int64) error {
+	if size < 1 || size > have {
+		return fmt.Errorf("the ledger has %d entries; no tree of size %d", have, size)
+	}
+	if i < 0 || i >= size {
+		return fmt.Errorf("entry %d is not in a tree of %d entries", i, size)
+	}
+	return nil
+}
+
+// ErrBadCheckpoint wraps every reason a checkpoint is not accepted.
+var ErrBadCheckpoint = errors.New("checkpoint does not verify")
+
+// VerifyCheckpoint checks a signed checkpoint against the appliance's
+// verifier key and returns it. The origin must be the key's name.
+func VerifyCheckpoint(signed []byte, verifierKey string) (*log.Checkpoint, error) {
+	if len(signed) > MaxCheckpointSize {
+		return nil, fmt.Errorf("%w: %d bytes", ErrBadCheckpoint, len(signed))
+	}
+	v, err := note.NewVerifier(verifierKey)
+	if err != nil {
+		return nil, fmt.Errorf("verifier key: %w", err)
+	}
+	n, err := note.Open(signed, note.VerifierList(v))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadCheckpoint, err)
+	}
+	var cp log.Checkpoint
+	rest, err := cp.Unmarshal([]byte(n.Text))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadCheckpoint, err)
+	}
+	if len(rest) != 0 || cp.Origin != v.Name() || len(cp.Hash) != tlog.HashSize {
+		return nil, fmt.Errorf("%w: not a checkpoint of %s", ErrBadCheckpoint, v.Name())
+	}
+	return &cp, nil
+}
+
+// VerifyInclusion checks that entry (its encoded bytes) is entry i of the
+// tree a checkpoint commits to.
+func VerifyInclusion(cp *log.Checkpoint, i int64, entry []byte, proof tlog.RecordProof) error {
+	return tlog.CheckRecord(proof, int64(cp.Size), tlog.Hash(cp.Hash), i, tlog.RecordHash(entry))
+}
+
+// VerifyConsistency checks that the log of old is a prefix of the log of
+// newer: the ledger only grew.
+func VerifyConsistency(old, newer *log.Checkpoint, proof tlog.TreeProof) error {
+	return tlog.CheckTree(proof, int64(newer.Size), tlog.Hash(newer.Hash), int64(old.Size), tlog.Hash(old.Hash))
+}

@@ -1,0 +1,96 @@
+package ledger_test
+
+import (
+	"crypto/sha256"
+	"testing"
+	"time"
+
+	"github.com/google/go-tpm/tpm2/transport"
+
+	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/tpm"
+)
+
+const origin = "custodian/court-a"
+
+// device is one appliance's TPM state as the ledger sees it.
+type device struct {
+	conn transport.TPM
+	ek   *tpm.EK
+	key  *ledger.SigningKey
+}
+
+// newDevice provisions the TPM's EK, measures a boot and makes the
+// checkpoint key sealed to that boot.
+func newDevice(t testing.TB, conn transport.TPM) *device {
+	t.Helper()
+	ek, err := tpm.ProvisionEK(conn, tpm.EKRSA2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range []string{"root filesystem", "custodian binary"} {
+		d := sha256.Sum256([]byte(m))
+		if err := tpm.ExtendPCR(conn, 8+i, d[:]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pcrs, err := tpm.ReadPCRs(conn, 8, 9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ledger.NewSigningKey(origin, ek, pcrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &device{conn: conn, ek: ek, key: key}
+}
+
+func (d *device) config(t testing.TB) ledger.Config {
+	t.Helper()
+	signer, err := d.key.Signer(d.conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ledger.Config{
+		Origin:  origin,
+		Device:  d.ek.Name(),
+		Counter: ledger.TPMCounter{TPM: d.conn, Counter: tpm.Counter{Index: tpm.DefaultCounterIndex}},
+		Signer:  signer,
+	}
+}
+
+var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+
+func create(t testing.TB, d *device, dir string) *ledger.Ledger {
+	t.Helper()
+	l, err := ledger.Create(dir, d.config(t), t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+func open(t testing.TB, d *device, dir string) *ledger.Ledger {
+	t.Helper()
+	l, err := ledger.Open(dir, d.config(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+// appendN appends n refusals, one second apart after t0.
+func appendN(t testing.TB, l *ledger.Ledger, n int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		e := ledger.Entry{
+			Time: t0.Add(time.Duration(l.Size()) * time.Second), Kind: ledger.KindRefusal,
+			Outcome: ledger.OutcomeRefused, Reason: "no-press", KeyID: "2026-11",
+		}
+		if _, err := l.Append(e, []byte("warrant bytes"), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

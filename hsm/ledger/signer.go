@@ -1,0 +1,100 @@
+package ledger
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/google/go-tpm/tpm2/transport"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/custodian-project/custodian/tpm"
+)
+
+// SigningKey is the checkpoint signing key as the appliance stores it: the
+// Ed25519 seed sealed to the device's EK and the image's PCR policy, so
+// that only the approved image on this TPM can sign checkpoints, and the
+// public verifier key ("name+hash+base64") that anyone may have.
+type SigningKey struct {
+	Sealed   *tpm.Blob
+	Verifier string
+}
+
+// NewSigningKey makes a checkpoint key named name (the log's origin) and
+// seals its private half to ek under pcrs.
+func NewSigningKey(name string, ek *tpm.EK, pcrs tpm.PCRValues) (*SigningKey, error) {
+	skey, vkey, err := note.GenerateKey(rand.Reader, name)
+	if err != nil {
+		return nil, err
+	}
+	seed, err := seedOf(skey)
+	if err != nil {
+		return nil, err
+	}
+	blob, err := tpm.Seal(ek, pcrs, seed)
+	if err != nil {
+		return nil, err
+	}
+	return &SigningKey{Sealed: blob, Verifier: vkey}, nil
+}
+
+// seedOf extracts the Ed25519 seed from a note private key string,
+// "PRIVATE+KEY+name+hash+base64(0x01 || seed)".
+func seedOf(skey string) ([]byte, error) {
+	// The name cannot contain '+'; the base64 key can.
+	parts := strings.SplitN(skey, "+", 5)
+	if len(parts) != 5 {
+		return nil, errors.New("unexpected note private key format")
+	}
+	raw, err := base64.StdEncoding.DecodeString(parts[4])
+	if err != nil || len(raw) != 1+ed25519.SeedSize || raw[0] != 1 {
+		return nil, errors.New("unexpected note private key format")
+	}
+	return raw[1:], nil
+}
+
+// Signer unseals the key in the TPM and returns a note signer. The seed
+// crosses the bus encrypted (tpm.Unseal) and lives only in this process.
+func (k *SigningKey) Signer(t transport.TPM) (note.Signer, error) {
+	seed, err := tpm.Unseal(t, k.Sealed)
+	if err != nil {
+		return nil, fmt.Errorf("unsealing the checkpoint key: %w", err)
+	}
+	return newSigner(k.Verifier, seed)
+}
+
+// ed25519Signer implements note.Signer with a seed and the name and key
+// hash of its public verifier key.
+type ed25519Signer struct {
+	name string
+	hash uint32
+	key  ed25519.PrivateKey
+}
+
+func newSigner(vkey string, seed []byte) (*ed25519Signer, error) {
+	if len(seed) != ed25519.SeedSize {
+		return nil, errors.New("checkpoint key seed has the wrong size")
+	}
+	v, err := note.NewVerifier(vkey)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint verifier key: %w", err)
+	}
+	key := ed25519.NewKeyFromSeed(seed)
+	want, err := note.NewEd25519VerifierKey(v.Name(), key.Public().(ed25519.PublicKey))
+	if err != nil {
+		return nil, err
+	}
+	if want != vkey {
+		return nil, errors.New("the unsealed checkpoint key does not match its verifier key")
+	}
+	return &ed25519Signer{name: v.Name(), hash: v.KeyHash(), key: key}, nil
+}
+
+func (s *ed25519Signer) Name() string    { return s.name }
+func (s *ed25519Signer) KeyHash() uint32 { return s.hash }
+func (s *ed25519Signer) Sign(msg []byte) ([]byte, error) {
+	return ed25519.Sign(s.key, msg), nil
+}
