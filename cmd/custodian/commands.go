@@ -7,6 +7,7 @@ import "github.com/spf13/cobra"
 func registerCommands(root *cobra.Command, g *globals) {
 	root.AddCommand(
 		newEnrollCommand(g),
+		newLedgerCommand(g),
 		newAgencyCommand(g),
 		newTrustCommand(g),
 		newWarrantCommand(g),

@@ -17,8 +17,13 @@ const MaxCheckpointSize = 4096
 // Checkpoint signs the current tree head: a C2SP tlog-checkpoint (origin,
 // size, base64 root hash) in a C2SP signed note.
 func (l *Ledger) Checkpoint() ([]byte, error) {
+	signed, _, err := l.signedCheckpoint()
+	return signed, err
+}
+
+func (l *Ledger) signedCheckpoint() ([]byte, *log.Checkpoint, error) {
 	if l.cfg.Signer == nil {
-		return nil, errors.New("no checkpoint signer: the signing key did not unseal")
+		return nil, nil, errors.New("no checkpoint signer: the signing key did not unseal")
 	}
 	var cp log.Checkpoint
 	err := l.db.View(func(tx *bolt.Tx) error {
@@ -28,9 +33,10 @@ func (l *Ledger) Checkpoint() ([]byte, error) {
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return note.Sign(&note.Note{Text: string(cp.Marshal())}, l.cfg.Signer)
+	signed, err := note.Sign(&note.Note{Text: string(cp.Marshal())}, l.cfg.Signer)
+	return signed, &cp, err
 }
 
 // sizeIn reads the committed size inside a read transaction, so a proof
@@ -123,4 +129,43 @@ func VerifyInclusion(cp *log.Checkpoint, i int64, entry []byte, proof tlog.Recor
 // newer: the ledger only grew.
 func VerifyConsistency(old, newer *log.Checkpoint, proof tlog.TreeProof) error {
 	return tlog.CheckTree(proof, int64(newer.Size), tlog.Hash(newer.Hash), int64(old.Size), tlog.Hash(old.Hash))
+}
+
+// Inclusion is an entry with everything an auditor needs to check it is in
+// the ledger: the signed checkpoint, and the proof for its tree size.
+type Inclusion struct {
+	Index      int64       `json:"index"`
+	Entry      string      `json:"entry"`
+	Proof      []tlog.Hash `json:"proof"`
+	Checkpoint string      `json:"checkpoint"`
+}
+
+// Prove returns entry i with an inclusion proof against a fresh checkpoint.
+func (l *Ledger) Prove(i int64) (*Inclusion, error) {
+	signed, cp, err := l.signedCheckpoint()
+	if err != nil {
+		return nil, err
+	}
+	entry, err := l.Entry(i)
+	if err != nil {
+		return nil, err
+	}
+	p, err := l.InclusionProof(i, int64(cp.Size))
+	if err != nil {
+		return nil, err
+	}
+	return &Inclusion{Index: i, Entry: string(entry), Proof: p, Checkpoint: string(signed)}, nil
+}
+
+// Check verifies an Inclusion against the appliance's verifier key and
+// returns the entry.
+func (inc *Inclusion) Check(verifierKey string) (*Entry, error) {
+	cp, err := VerifyCheckpoint([]byte(inc.Checkpoint), verifierKey)
+	if err != nil {
+		return nil, err
+	}
+	if err := VerifyInclusion(cp, inc.Index, []byte(inc.Entry), inc.Proof); err != nil {
+		return nil, err
+	}
+	return ParseEntry([]byte(inc.Entry))
 }

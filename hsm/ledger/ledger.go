@@ -339,20 +339,28 @@ func writeEntry(tx *bolt.Tx, n int64, data, salt, replayKey []byte, next state) 
 	if err != nil {
 		return err
 	}
-	hb := tx.Bucket(bucketHashes)
+	hb := appendOnly(tx, bucketHashes)
 	first := tlog.StoredHashIndex(0, n)
 	for i, h := range hashes {
 		if err := hb.Put(u64(uint64(first+int64(i))), h[:]); err != nil {
 			return err
 		}
 	}
-	if err := tx.Bucket(bucketEntries).Put(u64(uint64(n)), data); err != nil {
+	if err := appendOnly(tx, bucketEntries).Put(u64(uint64(n)), data); err != nil {
 		return err
 	}
-	if err := tx.Bucket(bucketSalts).Put(u64(uint64(n)), salt); err != nil {
+	if err := appendOnly(tx, bucketSalts).Put(u64(uint64(n)), salt); err != nil {
 		return err
 	}
 	return next.store(tx.Bucket(bucketMeta))
+}
+
+// appendOnly returns a bucket whose keys only ever grow, filled densely:
+// bbolt's default leaves pages half empty for inserts that never come.
+func appendOnly(tx *bolt.Tx, name []byte) *bolt.Bucket {
+	b := tx.Bucket(name)
+	b.FillPercent = 0.95
+	return b
 }
 
 // Seen reports whether replayKey was used, and by which entry.

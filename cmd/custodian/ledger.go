@@ -1,0 +1,210 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/custodian-project/custodian/hsm/appliance"
+	"github.com/custodian-project/custodian/hsm/ledger"
+)
+
+func newLedgerCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "ledger",
+		Short: "The appliance's public, tamper-evident record of releases and refusals",
+	}
+	cmd.AddCommand(
+		newLedgerInitCommand(g),
+		newLedgerCheckpointCommand(g),
+		newLedgerVerifyCommand(g),
+		newLedgerProveCommand(g),
+		newLedgerResolveCommand(g),
+	)
+	return cmd
+}
+
+// withAppliance opens the TPM and the data directory for the duration of f.
+func (g *globals) withAppliance(f func(a *appliance.Appliance) error) error {
+	t, err := g.openTPM()
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	a, err := appliance.Open(g.dataDir, t)
+	if errors.Is(err, appliance.ErrNotEnrolled) {
+		return withHint(err, "run custodian enroll first, with the same --data-dir")
+	}
+	if errors.Is(err, ledger.ErrNoLedger) {
+		return withHint(err, "run custodian ledger init on the device")
+	}
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	return f(a)
+}
+
+func newLedgerInitCommand(g *globals) *cobra.Command {
+	var pcrList string
+	cmd := &cobra.Command{
+		Use:   "init [--pcrs 8,9,11]",
+		Short: "Create the ledger and its checkpoint key, sealed to the current PCRs",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			pcrs, err := parsePCRList(pcrList)
+			if err != nil {
+				return err
+			}
+			t, err := g.openTPM()
+			if err != nil {
+				return err
+			}
+			defer t.Close()
+			a, err := appliance.Init(g.dataDir, t, pcrs, time.Now())
+			if err != nil {
+				return withHint(err, "the device must be enrolled and booted into the approved image (its PCRs measured)")
+			}
+			defer a.Close()
+			g.printf("ledger created for %s; checkpoint verifier key:\n%s\n", a.ID, a.VerifierKey)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&pcrList, "pcrs", "8,9,11,12", "PCRs the checkpoint key is sealed to (the image's measured PCRs)")
+	return cmd
+}
+
+func parsePCRList(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		i, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			return nil, fmt.Errorf("--pcrs %q: want a comma-separated list of PCR numbers", s)
+		}
+		out = append(out, i)
+	}
+	return out, nil
+}
+
+func newLedgerCheckpointCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "checkpoint",
+		Short: "Print the current signed checkpoint (C2SP tlog-checkpoint, signed note)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.withAppliance(func(a *appliance.Appliance) error {
+				if a.SignerErr != nil {
+					return withHint(a.SignerErr, "the checkpoint key opens only on the approved image with its PCRs measured")
+				}
+				signed, err := a.Ledger.Checkpoint()
+				if err != nil {
+					return err
+				}
+				_, err = g.stdout.Write(signed)
+				return err
+			})
+		},
+	}
+}
+
+func newLedgerVerifyCommand(g *globals) *cobra.Command {
+	var oldPath string
+	cmd := &cobra.Command{
+		Use:   "verify [--old checkpoint.txt]",
+		Short: "Re-check the whole ledger, its TPM counter, and that it only grew since an old checkpoint",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.withAppliance(func(a *appliance.Appliance) error {
+				if err := a.Ledger.Verify(); err != nil {
+					return err
+				}
+				if err := a.Ledger.Blocked(); err != nil {
+					return withHint(err, "an operator resolves this with custodian ledger resolve-rollback, which is logged")
+				}
+				if oldPath != "" {
+					if err := checkGrew(a, oldPath); err != nil {
+						return err
+					}
+				}
+				g.printf("ledger of %s verifies: %d entries, TPM counter matches\n", a.ID, a.Ledger.Size())
+				return nil
+			})
+		},
+	}
+	cmd.Flags().StringVar(&oldPath, "old", "", "an earlier signed checkpoint to prove consistency with")
+	return cmd
+}
+
+// checkGrew proves the ledger now extends the one an old checkpoint saw.
+func checkGrew(a *appliance.Appliance, oldPath string) error {
+	data, err := os.ReadFile(oldPath)
+	if err != nil {
+		return err
+	}
+	old, err := ledger.VerifyCheckpoint(data, a.VerifierKey)
+	if err != nil {
+		return err
+	}
+	signed, err := a.Ledger.Checkpoint()
+	if err != nil {
+		return err
+	}
+	now, err := ledger.VerifyCheckpoint(signed, a.VerifierKey)
+	if err != nil {
+		return err
+	}
+	p, err := a.Ledger.ConsistencyProof(int64(old.Size), int64(now.Size))
+	if err != nil {
+		return err
+	}
+	if err := ledger.VerifyConsistency(old, now, p); err != nil {
+		return fmt.Errorf("the ledger is not an extension of the old checkpoint: %w", err)
+	}
+	return nil
+}
+
+func newLedgerProveCommand(g *globals) *cobra.Command {
+	var index int64
+	cmd := &cobra.Command{
+		Use:   "prove --index N",
+		Short: "Print entry N with its inclusion proof and a signed checkpoint (JSON)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.withAppliance(func(a *appliance.Appliance) error {
+				inc, err := a.Ledger.Prove(index)
+				if err != nil {
+					return err
+				}
+				return json.NewEncoder(g.stdout).Encode(inc)
+			})
+		},
+	}
+	cmd.Flags().Int64Var(&index, "index", -1, "entry index")
+	_ = cmd.MarkFlagRequired("index")
+	return cmd
+}
+
+func newLedgerResolveCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "resolve-rollback",
+		Short: "Accept a blocked ledger as it is (logged; no warrant signed before now is accepted again)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.withAppliance(func(a *appliance.Appliance) error {
+				cause := a.Ledger.Blocked()
+				i, err := a.Ledger.ResolveRollback(time.Now())
+				if err != nil {
+					return err
+				}
+				g.printf("resolved (%v) in ledger entry %d; warrants signed before now are refused\n", cause, i)
+				return nil
+			})
+		},
+	}
+}

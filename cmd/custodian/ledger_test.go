@@ -1,0 +1,75 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/tpm"
+	"github.com/custodian-project/custodian/tpm/tpmtest"
+)
+
+// measureBoot extends the PCRs the ledger key is sealed to, through a
+// connection of its own (swtpm serves one client at a time).
+func measureBoot(t *testing.T, sw *tpmtest.Swtpm) {
+	t.Helper()
+	conn, err := tpm.Open(sw.Spec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, i := range []int{8, 9, 11, 12} {
+		d := sha256.Sum256([]byte{byte(i)})
+		if err := tpm.ExtendPCR(conn, i, d[:]); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestLedgerCommandsOnSwtpm(t *testing.T) {
+	sw := tpmtest.StartSwtpm(t)
+	dir := t.TempDir()
+	device := []string{"--tpm", sw.Spec(), "--data-dir", filepath.Join(dir, "data")}
+	dev := func(args ...string) []string { return append(append([]string{}, device...), args...) }
+
+	code, _, errOut := custodian(t, dev("ledger", "checkpoint")...)
+	if code == 0 || !strings.Contains(errOut, "hint: run custodian enroll first") {
+		t.Fatalf("before enrollment: exit %d, %q", code, errOut)
+	}
+	mustRun(t, dev("enroll", "--id", "court-a", "--out", filepath.Join(dir, "e.json"))...)
+	code, _, errOut = custodian(t, dev("ledger", "init")...)
+	if code == 0 || !strings.Contains(errOut, "never extended") {
+		t.Fatalf("init on an unmeasured boot: exit %d, %q", code, errOut)
+	}
+	measureBoot(t, sw)
+	out := mustRun(t, dev("ledger", "init")...)
+	vkey := strings.TrimSpace(out[strings.LastIndex(strings.TrimSpace(out), "\n")+1:])
+
+	old := mustRun(t, dev("ledger", "checkpoint")...)
+	if _, err := ledger.VerifyCheckpoint([]byte(old), vkey); err != nil {
+		t.Fatalf("checkpoint: %v\n%s", err, old)
+	}
+	oldPath := writeTemp(t, old)
+
+	var inc ledger.Inclusion
+	if err := json.Unmarshal([]byte(mustRun(t, dev("ledger", "prove", "--index", "0")...)), &inc); err != nil {
+		t.Fatal(err)
+	}
+	e, err := inc.Check(vkey)
+	if err != nil || e.Kind != ledger.KindInit {
+		t.Fatalf("proof of the init entry: %v, %+v", err, e)
+	}
+	mustRun(t, dev("ledger", "verify", "--old", oldPath)...)
+
+	code, _, errOut = custodian(t, dev("ledger", "resolve-rollback")...)
+	if code == 0 || !strings.Contains(errOut, "not blocked") {
+		t.Fatalf("resolving a healthy ledger: exit %d, %q", code, errOut)
+	}
+	code, _, errOut = custodian(t, dev("ledger", "init")...)
+	if code == 0 {
+		t.Fatalf("init twice succeeded: %q", errOut)
+	}
+}

@@ -1,0 +1,164 @@
+// Package appliance is a custodian's state on its device: the layout of
+// its data directory, and what it takes to open it against the TPM.
+//
+// The data directory holds:
+//
+//	enrollment.json   the device's identity, from custodian enroll
+//	ledger.db         the ledger (package ledger)
+//	ledger-key.blob   the checkpoint signing key, sealed to the EK and PCRs
+//	ledger-key.pub    its public verifier key (C2SP signed-note format)
+//	trust/            the court trust store (package trust)
+//
+// The endorsement key is taken from the enrollment, never read back from
+// the TPM: every session salted to it then proves the TPM is the enrolled
+// one.
+package appliance
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/google/go-tpm/tpm2/transport"
+
+	"github.com/custodian-project/custodian/hsm/durable"
+	"github.com/custodian-project/custodian/hsm/enrollment"
+	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/tpm"
+)
+
+// Files in the data directory.
+const (
+	EnrollmentFile = "enrollment.json"
+	LedgerKeyBlob  = "ledger-key.blob"
+	LedgerKeyPub   = "ledger-key.pub"
+)
+
+// Appliance is an opened data directory.
+type Appliance struct {
+	Dir    string
+	ID     string
+	EK     *tpm.EK
+	Ledger *ledger.Ledger
+	// VerifierKey is the public key auditors check checkpoints with.
+	VerifierKey string
+	// SignerErr says why checkpoints cannot be signed (the key did not
+	// unseal: the PCRs are not the approved image's), or nil.
+	SignerErr error
+}
+
+// Origin is the checkpoint origin of a custodian's ledger.
+func Origin(custodianID string) string { return "custodian/" + custodianID }
+
+// Init creates the ledger of an enrolled device: a checkpoint key sealed to
+// the device's EK and the current values of pcrs, and the ledger itself.
+func Init(dir string, t transport.TPM, pcrs []int, now time.Time) (*Appliance, error) {
+	id, ek, err := readIdentity(dir)
+	if err != nil {
+		return nil, err
+	}
+	values, err := tpm.ReadPCRs(t, pcrs...)
+	if err != nil {
+		return nil, err
+	}
+	key, err := ledger.NewSigningKey(Origin(id), ek, values)
+	if err != nil {
+		return nil, err
+	}
+	if err := durable.CreateFile(filepath.Join(dir, LedgerKeyBlob), key.Sealed.Marshal(), 0o600); err != nil {
+		return nil, err
+	}
+	if err := durable.WriteFile(filepath.Join(dir, LedgerKeyPub), []byte(key.Verifier+"\n"), 0o644); err != nil {
+		return nil, err
+	}
+	cfg, err := config(t, id, ek, key)
+	if err != nil {
+		return nil, err
+	}
+	l, err := ledger.Create(dir, cfg, now)
+	if err != nil {
+		return nil, err
+	}
+	return &Appliance{Dir: dir, ID: id, EK: ek, Ledger: l, VerifierKey: key.Verifier}, nil
+}
+
+// Open opens an initialized data directory. A ledger that is blocked, or a
+// checkpoint key that does not unseal, still opens (for reading and for
+// the operator to act on); Ledger.Blocked and SignerErr say so.
+func Open(dir string, t transport.TPM) (*Appliance, error) {
+	id, ek, err := readIdentity(dir)
+	if err != nil {
+		return nil, err
+	}
+	key, err := readSigningKey(dir)
+	if err != nil {
+		return nil, err
+	}
+	cfg, signerErr := config(t, id, ek, key)
+	l, err := ledger.Open(dir, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Appliance{Dir: dir, ID: id, EK: ek, Ledger: l, VerifierKey: key.Verifier, SignerErr: signerErr}, nil
+}
+
+// Close closes the ledger.
+func (a *Appliance) Close() error { return a.Ledger.Close() }
+
+func config(t transport.TPM, id string, ek *tpm.EK, key *ledger.SigningKey) (ledger.Config, error) {
+	cfg := ledger.Config{
+		Origin:  Origin(id),
+		Device:  ek.Name(),
+		Counter: ledger.TPMCounter{TPM: t, Counter: tpm.Counter{Index: tpm.DefaultCounterIndex}},
+	}
+	signer, err := key.Signer(t)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Signer = signer
+	return cfg, nil
+}
+
+// ErrNotEnrolled means the data directory has no enrollment.
+var ErrNotEnrolled = errors.New("this device is not enrolled")
+
+func readIdentity(dir string) (string, *tpm.EK, error) {
+	data, err := os.ReadFile(filepath.Join(dir, EnrollmentFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil, fmt.Errorf("%w (no %s in %s)", ErrNotEnrolled, EnrollmentFile, dir)
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	e, err := enrollment.Parse(data)
+	if err != nil {
+		return "", nil, err
+	}
+	if err := enrollment.CheckID(e.CustodianID); err != nil {
+		return "", nil, err
+	}
+	ek, err := tpm.ParseEK(e.EK.PublicKey)
+	if err != nil {
+		return "", nil, err
+	}
+	return e.CustodianID, ek, nil
+}
+
+func readSigningKey(dir string) (*ledger.SigningKey, error) {
+	blobData, err := os.ReadFile(filepath.Join(dir, LedgerKeyBlob))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ledger.ErrNoLedger, err)
+	}
+	blob, err := tpm.ParseBlob(blobData)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := os.ReadFile(filepath.Join(dir, LedgerKeyPub))
+	if err != nil {
+		return nil, err
+	}
+	return &ledger.SigningKey{Sealed: blob, Verifier: strings.TrimSpace(string(pub))}, nil
+}
