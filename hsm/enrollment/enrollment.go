@@ -25,9 +25,9 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"regexp"
 	"time"
 
+	"github.com/custodian-project/custodian/hsm/ids"
 	"github.com/custodian-project/custodian/hsm/internal/strictjson"
 	"github.com/custodian-project/custodian/tpm"
 )
@@ -74,17 +74,8 @@ type Quote struct {
 	Signature []byte `json:"signature"`
 }
 
-var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{0,62}$`)
-
-// CheckID reports whether id is a valid custodian ID: 1 to 63 characters
-// of lowercase letters, digits, dots and dashes, starting with a letter or
-// digit. IDs appear in file names, ledger origins and HPKE info strings.
-func CheckID(id string) error {
-	if !idPattern.MatchString(id) {
-		return fmt.Errorf("custodian ID %q: use 1 to 63 lowercase letters, digits, '.' and '-', starting with a letter or digit", id)
-	}
-	return nil
-}
+// CheckID reports whether id is a valid custodian ID (see package ids).
+func CheckID(id string) error { return ids.CheckCustodian(id) }
 
 // Parse decodes an enrollment strictly. It does not verify it.
 func Parse(data []byte) (*Enrollment, error) {

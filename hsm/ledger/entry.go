@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/custodian-project/custodian/hsm/ids"
 )
 
 // Kind says what an entry records.
@@ -70,8 +72,7 @@ const (
 )
 
 var (
-	tokenPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{0,63}$`)
-	keyIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+	tokenPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 )
 
 // ErrMalformedEntry wraps every entry decoding error.
@@ -98,8 +99,8 @@ func (e *Entry) check() error {
 		return fmt.Errorf("unknown outcome %q", e.Outcome)
 	case e.Reason != "" && !tokenPattern.MatchString(e.Reason):
 		return fmt.Errorf("reason %q is not a code", e.Reason)
-	case e.KeyID != "" && !keyIDPattern.MatchString(e.KeyID):
-		return fmt.Errorf("key ID %q is not valid", e.KeyID)
+	case e.KeyID != "" && ids.CheckKeyID(e.KeyID) != nil:
+		return ids.CheckKeyID(e.KeyID)
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/custodian-project/custodian/hsm/ids"
 	"github.com/custodian-project/custodian/hsm/internal/strictjson"
 	"github.com/custodian-project/custodian/hsm/recipient"
 )
@@ -25,10 +26,6 @@ const (
 	// maxList caps each list.
 	maxList = 256
 )
-
-// idPattern is what key IDs and custodian IDs look like: short, printable,
-// unambiguous on a small display and in file names.
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$`)
 
 // Warrant is the signed document. Field order is the canonical JSON order.
 type Warrant struct {
@@ -117,10 +114,10 @@ func (w *Warrant) check(maxValidity time.Duration) error {
 	if err := checkList("targets", w.Targets, nil); err != nil {
 		return err
 	}
-	if err := checkList("key_ids", w.KeyIDs, idPattern); err != nil {
+	if err := checkList("key_ids", w.KeyIDs, ids.KeyIDPattern); err != nil {
 		return err
 	}
-	if err := checkList("custodians", w.Custodians, idPattern); err != nil {
+	if err := checkList("custodians", w.Custodians, ids.CustodianPattern); err != nil {
 		return err
 	}
 	if err := w.checkWindow(maxValidity); err != nil {
