@@ -1,0 +1,99 @@
+package escrow
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/google/go-tpm/tpm2/transport"
+
+	"github.com/custodian-project/custodian/hsm/internal/strictjson"
+	"github.com/custodian-project/custodian/tpm"
+)
+
+// Bundle is what one custodian receives from a ceremony: its share sealed
+// to its TPM and the PCR policy, with the escrow file it belongs to.
+type Bundle struct {
+	Version     int    `json:"version"`
+	CustodianID string `json:"custodian_id"`
+	Index       int    `json:"index"`
+	Blob        []byte `json:"blob"` // a tpm.Blob
+	Escrow      Public `json:"escrow"`
+}
+
+// Provisioning errors a device acts on.
+var (
+	ErrOtherCustodian = errors.New("the bundle is for another custodian")
+	ErrOtherTPM       = errors.New("the bundle is sealed to another TPM")
+	ErrBadShare       = errors.New("the share does not match the escrow commitments")
+)
+
+// ParseBundle decodes a bundle strictly and checks it against its own
+// escrow file.
+func ParseBundle(data []byte) (*Bundle, error) {
+	var b Bundle
+	if err := strictjson.Decode(data, &b, maxFileSize); err != nil {
+		return nil, fmt.Errorf("bundle: %w", err)
+	}
+	if err := b.check(); err != nil {
+		return nil, fmt.Errorf("bundle: %w", err)
+	}
+	return &b, nil
+}
+
+func (b *Bundle) check() error {
+	if b.Version != Version {
+		return fmt.Errorf("unsupported version %d", b.Version)
+	}
+	if err := b.Escrow.check(); err != nil {
+		return err
+	}
+	c, ok := b.Escrow.Custodian(b.CustodianID)
+	if !ok || c.Index != b.Index {
+		return fmt.Errorf("custodian %s with share %d is not in the escrow file", b.CustodianID, b.Index)
+	}
+	blob, err := tpm.ParseBlob(b.Blob)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(blob.EK.Name(), c.EKName) {
+		return errors.New("the sealed share is for another TPM than the escrow file names")
+	}
+	if !blob.PCRs.Equal(b.Escrow.PCRs) {
+		return errors.New("the sealed share's PCR policy differs from the escrow file's")
+	}
+	return nil
+}
+
+// Marshal encodes the bundle as indented JSON.
+func (b *Bundle) Marshal() ([]byte, error) {
+	data, err := json.MarshalIndent(b, "", "  ")
+	return append(data, '\n'), err
+}
+
+// Provision checks that a bundle belongs on this device and works here: it
+// is for custodianID and for ek (the device's enrolled EK), its share opens
+// in the TPM under the current PCRs, and the share matches the escrow
+// commitments. The share is checked and forgotten; nothing is stored.
+func Provision(t transport.TPM, b *Bundle, custodianID string, ek *tpm.EK) error {
+	if b.CustodianID != custodianID {
+		return fmt.Errorf("%w (%s, this device is %s)", ErrOtherCustodian, b.CustodianID, custodianID)
+	}
+	blob, err := tpm.ParseBlob(b.Blob)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(blob.EK.Name(), ek.Name()) {
+		return ErrOtherTPM
+	}
+	share, err := tpm.Unseal(t, blob)
+	if err != nil {
+		return err
+	}
+	defer clear(share)
+	if !b.Escrow.VerifyShare(b.Index, share) {
+		return ErrBadShare
+	}
+	return nil
+}

@@ -1,0 +1,90 @@
+package escrow
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+
+	"github.com/cloudflare/circl/secretsharing"
+
+	"github.com/custodian-project/custodian/hsm/ids"
+	"github.com/custodian-project/custodian/tpm"
+)
+
+// Member is a custodian taking part in a ceremony: its ID and the
+// endorsement key from its verified enrollment.
+type Member struct {
+	ID string
+	EK *tpm.EK
+}
+
+// Ceremony makes the escrow key for keyID, splits it so that threshold of
+// the members' shares recover it, and seals each share to its member's EK
+// under pcrs. The key and the shares never leave this function unsealed.
+func Ceremony(keyID string, threshold int, pcrs tpm.PCRValues, members []Member) (*Public, []*Bundle, error) {
+	if err := checkCeremony(keyID, threshold, pcrs, members); err != nil {
+		return nil, nil, err
+	}
+	secret := g.RandomScalar(rand.Reader)
+	defer secret.SetUint64(0)
+	ss := secretsharing.New(rand.Reader, uint(threshold-1), secret)
+	shares := ss.Share(uint(len(members)))
+	pub := &Public{Version: Version, KeyID: keyID, Mode: ModeShare, Threshold: threshold, PCRs: pcrs.Clone()}
+	for _, c := range ss.CommitSecret() {
+		b, err := c.MarshalBinary()
+		if err != nil {
+			return nil, nil, err
+		}
+		pub.Commitments = append(pub.Commitments, b)
+	}
+	pub.PublicKey = pub.Commitments[0]
+	bundles := make([]*Bundle, len(members))
+	for i, m := range members {
+		index := i + 1 // circl numbers shares 1..n in order
+		pub.Custodians = append(pub.Custodians, Custodian{ID: m.ID, Index: index, EKName: m.EK.Name()})
+		value, err := shares[i].Value.MarshalBinary()
+		if err != nil {
+			return nil, nil, err
+		}
+		blob, err := tpm.Seal(m.EK, pcrs, value)
+		clear(value)
+		shares[i].Value.SetUint64(0)
+		if err != nil {
+			return nil, nil, fmt.Errorf("sealing the share of %s: %w", m.ID, err)
+		}
+		bundles[i] = &Bundle{Version: Version, CustodianID: m.ID, Index: index, Blob: blob.Marshal()}
+	}
+	if err := pub.check(); err != nil {
+		return nil, nil, fmt.Errorf("ceremony produced an inconsistent escrow file: %w", err)
+	}
+	for _, b := range bundles {
+		b.Escrow = *pub
+	}
+	return pub, bundles, nil
+}
+
+// checkCeremony refuses what would make a weak or ambiguous key: fewer
+// than two needed shares, more needed than exist, a custodian or TPM
+// twice, or a PCR policy that protects nothing.
+func checkCeremony(keyID string, threshold int, pcrs tpm.PCRValues, members []Member) error {
+	if err := ids.CheckKeyID(keyID); err != nil {
+		return err
+	}
+	if err := checkThreshold(threshold, len(members)); err != nil {
+		return err
+	}
+	if err := pcrs.Check(); err != nil {
+		return err
+	}
+	custodians := make([]Custodian, len(members))
+	for i, m := range members {
+		custodians[i] = Custodian{ID: m.ID, Index: i + 1, EKName: m.EK.Name()}
+	}
+	return checkCustodians(custodians)
+}
+
+// Marshal encodes the escrow file as indented JSON.
+func (p *Public) Marshal() ([]byte, error) {
+	data, err := json.MarshalIndent(p, "", "  ")
+	return append(data, '\n'), err
+}

@@ -1,0 +1,165 @@
+package escrow
+
+import (
+	"bytes"
+	"crypto/ecdh"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+
+	"github.com/cloudflare/circl/group"
+	"github.com/cloudflare/circl/secretsharing"
+
+	"github.com/custodian-project/custodian/hsm/ids"
+	"github.com/custodian-project/custodian/hsm/internal/strictjson"
+	"github.com/custodian-project/custodian/tpm"
+)
+
+// Version of the escrow file and bundle formats.
+const Version = 1
+
+// Modes of a key ID. Only "share" exists in this version; "scoped" (the
+// share kept in the TPM as an ECDH key) is reserved.
+const ModeShare = "share"
+
+// MaxCustodians caps n.
+const MaxCustodians = 255
+
+// maxFileSize caps escrow and bundle files.
+const maxFileSize = 1 << 20
+
+// Public is the escrow file, escrow-<key-id>.pub.json: everything public
+// about one key ID.
+type Public struct {
+	Version   int    `json:"version"`
+	KeyID     string `json:"key_id"`
+	Mode      string `json:"mode"`
+	PublicKey []byte `json:"public_key"` // s·G, uncompressed SEC1
+	Threshold int    `json:"threshold"`  // shares needed to recover
+	// Commitments are the Feldman commitments a_j·G of the sharing
+	// polynomial's coefficients, uncompressed SEC1; the first is PublicKey.
+	Commitments [][]byte      `json:"commitments"`
+	Custodians  []Custodian   `json:"custodians"`
+	PCRs        tpm.PCRValues `json:"pcrs"` // what the shares are sealed to
+}
+
+// Custodian is one holder of a share.
+type Custodian struct {
+	ID     string `json:"id"`
+	Index  int    `json:"index"`   // the share's x-coordinate, 1..n
+	EKName []byte `json:"ek_name"` // the TPM the share is sealed to
+}
+
+var g = group.P256
+
+// ParsePublic decodes an escrow file strictly and checks it is coherent.
+func ParsePublic(data []byte) (*Public, error) {
+	var p Public
+	if err := strictjson.Decode(data, &p, maxFileSize); err != nil {
+		return nil, fmt.Errorf("escrow file: %w", err)
+	}
+	if err := p.check(); err != nil {
+		return nil, fmt.Errorf("escrow file: %w", err)
+	}
+	return &p, nil
+}
+
+func (p *Public) check() error {
+	if p.Version != Version || p.Mode != ModeShare {
+		return fmt.Errorf("unsupported version %d or mode %q", p.Version, p.Mode)
+	}
+	if err := ids.CheckKeyID(p.KeyID); err != nil {
+		return err
+	}
+	n := len(p.Custodians)
+	if err := checkThreshold(p.Threshold, n); err != nil {
+		return err
+	}
+	if len(p.Commitments) != p.Threshold {
+		return fmt.Errorf("%d commitments for threshold %d", len(p.Commitments), p.Threshold)
+	}
+	if _, err := p.commitments(); err != nil {
+		return err
+	}
+	if !bytes.Equal(p.PublicKey, p.Commitments[0]) {
+		return errors.New("the public key is not the first commitment")
+	}
+	if _, err := ecdh.P256().NewPublicKey(p.PublicKey); err != nil {
+		return fmt.Errorf("public key: %w", err)
+	}
+	if err := p.PCRs.Check(); err != nil {
+		return err
+	}
+	return checkCustodians(p.Custodians)
+}
+
+func checkThreshold(t, n int) error {
+	if n < 2 || n > MaxCustodians {
+		return fmt.Errorf("%d custodians; want 2 to %d", n, MaxCustodians)
+	}
+	if t < 2 || t > n {
+		return fmt.Errorf("threshold %d: want 2 to n=%d (one custodian alone must never suffice)", t, n)
+	}
+	return nil
+}
+
+func checkCustodians(cs []Custodian) error {
+	seenID, seenIndex, seenEK := map[string]bool{}, map[int]bool{}, map[string]bool{}
+	for _, c := range cs {
+		if err := ids.CheckCustodian(c.ID); err != nil {
+			return err
+		}
+		if c.Index < 1 || c.Index > len(cs) {
+			return fmt.Errorf("custodian %s: share index %d out of 1..%d", c.ID, c.Index, len(cs))
+		}
+		if seenID[c.ID] || seenIndex[c.Index] || seenEK[string(c.EKName)] {
+			return fmt.Errorf("custodian %s: ID, share index or TPM listed twice", c.ID)
+		}
+		seenID[c.ID], seenIndex[c.Index], seenEK[string(c.EKName)] = true, true, true
+	}
+	return nil
+}
+
+// commitments decodes the Feldman commitments as group elements.
+func (p *Public) commitments() (secretsharing.SecretCommitment, error) {
+	out := make(secretsharing.SecretCommitment, len(p.Commitments))
+	for i, c := range p.Commitments {
+		e := g.NewElement()
+		if err := e.UnmarshalBinary(c); err != nil || e.IsIdentity() || len(c) != 65 {
+			return nil, fmt.Errorf("commitment %d is not an uncompressed P-256 point", i)
+		}
+		out[i] = e
+	}
+	return out, nil
+}
+
+// Custodian returns the custodian with the given ID.
+func (p *Public) Custodian(id string) (*Custodian, bool) {
+	for i := range p.Custodians {
+		if p.Custodians[i].ID == id {
+			return &p.Custodians[i], true
+		}
+	}
+	return nil, false
+}
+
+// VerifyShare checks a share value for the custodian with the given index
+// against the commitments.
+func (p *Public) VerifyShare(index int, value []byte) bool {
+	c, err := p.commitments()
+	if err != nil {
+		return false
+	}
+	v := g.NewScalar()
+	if len(value) != 32 || v.UnmarshalBinary(value) != nil {
+		return false
+	}
+	id := g.NewScalar().SetUint64(uint64(index))
+	return secretsharing.Verify(uint(p.Threshold-1), secretsharing.Share{ID: id, Value: v}, c)
+}
+
+// Fingerprint identifies an escrow file: SHA-256 of its canonical form.
+func (p *Public) Fingerprint() [32]byte {
+	data, _ := p.Marshal()
+	return sha256.Sum256(data)
+}

@@ -1,0 +1,144 @@
+package escrow
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/cloudflare/circl/secretsharing"
+
+	"github.com/custodian-project/custodian/hsm/ids"
+	"github.com/custodian-project/custodian/hsm/recipient"
+)
+
+// BadShareError names the custodians whose packages did not yield a valid
+// share, each with the reason.
+type BadShareError struct {
+	Custodians map[string]string // custodian ID → reason
+}
+
+func (e *BadShareError) Error() string {
+	var parts []string
+	for id, why := range e.Custodians {
+		parts = append(parts, fmt.Sprintf("%s: %s", id, why))
+	}
+	return "bad release from " + strings.Join(parts, "; ")
+}
+
+// ErrNotEnoughShares means fewer valid shares than the threshold.
+var ErrNotEnoughShares = errors.New("not enough valid shares to recover the key")
+
+// Recover opens the release packages with the agency's identity, checks
+// each share against the commitments, and rebuilds the escrow key. It
+// refuses packages for another key ID, from custodians not in the escrow
+// file, and two packages for one share. It succeeds when at least the
+// threshold of shares are valid, and reports the bad ones in any case.
+func Recover(id *recipient.Identity, pub *Public, releases []*Release) (*Key, error) {
+	bad := &BadShareError{Custodians: map[string]string{}}
+	var good []secretsharing.Share
+	seen := map[int]bool{}
+	for _, r := range releases {
+		c, err := checkRelease(pub, r, seen)
+		if err != nil {
+			return nil, err
+		}
+		share, err := openShare(id, pub, c, r)
+		if err != nil {
+			bad.Custodians[r.CustodianID] = err.Error()
+			continue
+		}
+		good = append(good, share)
+	}
+	if len(good) < pub.Threshold {
+		err := fmt.Errorf("%w: %d valid, %d needed", ErrNotEnoughShares, len(good), pub.Threshold)
+		if len(bad.Custodians) > 0 {
+			err = errors.Join(err, bad)
+		}
+		return nil, err
+	}
+	key, err := combine(pub, good)
+	if err != nil {
+		return nil, err
+	}
+	if len(bad.Custodians) > 0 {
+		return key, bad
+	}
+	return key, nil
+}
+
+// checkRelease refuses a package that does not belong to this recovery.
+func checkRelease(pub *Public, r *Release, seen map[int]bool) (*Custodian, error) {
+	if r.KeyID != pub.KeyID {
+		return nil, fmt.Errorf("the release from %s is for key ID %q, not %q", r.CustodianID, r.KeyID, pub.KeyID)
+	}
+	c, ok := pub.Custodian(r.CustodianID)
+	if !ok {
+		return nil, fmt.Errorf("%s is not a custodian of key ID %s", r.CustodianID, pub.KeyID)
+	}
+	if r.Index != c.Index {
+		return nil, fmt.Errorf("the release from %s claims share %d; its share is %d", r.CustodianID, r.Index, c.Index)
+	}
+	if seen[c.Index] {
+		return nil, fmt.Errorf("two releases of share %d (%s)", c.Index, c.ID)
+	}
+	seen[c.Index] = true
+	return c, nil
+}
+
+func openShare(id *recipient.Identity, pub *Public, c *Custodian, r *Release) (secretsharing.Share, error) {
+	value, err := id.Open(ShareInfo(r.WarrantDigest, c.ID, pub.KeyID, c.Index), r.SealedShare)
+	if err != nil {
+		return secretsharing.Share{}, errors.New("the package does not open with this identity")
+	}
+	defer clear(value)
+	if !pub.VerifyShare(c.Index, value) {
+		return secretsharing.Share{}, ErrBadShare
+	}
+	s := g.NewScalar()
+	if err := s.UnmarshalBinary(value); err != nil {
+		return secretsharing.Share{}, err
+	}
+	return secretsharing.Share{ID: g.NewScalar().SetUint64(uint64(c.Index)), Value: s}, nil
+}
+
+// combine interpolates the secret and checks it against the public key.
+func combine(pub *Public, shares []secretsharing.Share) (*Key, error) {
+	secret, err := secretsharing.Recover(uint(pub.Threshold-1), shares)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := secret.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	key, err := newKey(pub.KeyID, raw)
+	if err != nil {
+		return nil, err
+	}
+	if !equalPoint(key.PublicKey(), pub.PublicKey) {
+		return nil, errors.New("the recovered key does not match the escrow public key")
+	}
+	return key, nil
+}
+
+// keyPrefix starts the one-line text form of a recovered escrow key.
+const keyPrefix = "CUSTODIAN-ESCROW-KEY-V1"
+
+// ParseKey reads a recovered key file: "CUSTODIAN-ESCROW-KEY-V1:<key
+// ID>:<base64url scalar>".
+func ParseKey(s string) (*Key, error) {
+	parts := strings.Split(strings.TrimSpace(s), ":")
+	if len(parts) < 3 || parts[0] != keyPrefix {
+		return nil, errors.New("not an escrow key file")
+	}
+	keyID := strings.Join(parts[1:len(parts)-1], ":")
+	if err := ids.CheckKeyID(keyID); err != nil {
+		return nil, err
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(parts[len(parts)-1])
+	if err != nil {
+		return nil, errors.New("escrow key: bad encoding")
+	}
+	return newKey(keyID, raw)
+}
