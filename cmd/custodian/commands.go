@@ -8,6 +8,9 @@ func registerCommands(root *cobra.Command, g *globals) {
 	root.AddCommand(
 		newEnrollCommand(g),
 		newLedgerCommand(g),
+		newProvisionCommand(g),
+		newRecoverCommand(g),
+		newEscrowCommand(g),
 		newAgencyCommand(g),
 		newTrustCommand(g),
 		newWarrantCommand(g),

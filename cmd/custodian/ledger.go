@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/go-tpm/tpm2/transport"
 	"github.com/spf13/cobra"
 
 	"github.com/custodian-project/custodian/hsm/appliance"
@@ -30,8 +31,9 @@ func newLedgerCommand(g *globals) *cobra.Command {
 	return cmd
 }
 
-// withAppliance opens the TPM and the data directory for the duration of f.
-func (g *globals) withAppliance(f func(a *appliance.Appliance) error) error {
+// withAppliance opens the TPM and the data directory for the duration of
+// f. f gets the one TPM connection (swtpm serves one client at a time).
+func (g *globals) withAppliance(f func(a *appliance.Appliance, t transport.TPM) error) error {
 	t, err := g.openTPM()
 	if err != nil {
 		return err
@@ -48,7 +50,7 @@ func (g *globals) withAppliance(f func(a *appliance.Appliance) error) error {
 		return err
 	}
 	defer a.Close()
-	return f(a)
+	return f(a, t)
 }
 
 func newLedgerInitCommand(g *globals) *cobra.Command {
@@ -98,7 +100,7 @@ func newLedgerCheckpointCommand(g *globals) *cobra.Command {
 		Short: "Print the current signed checkpoint (C2SP tlog-checkpoint, signed note)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return g.withAppliance(func(a *appliance.Appliance) error {
+			return g.withAppliance(func(a *appliance.Appliance, _ transport.TPM) error {
 				if a.SignerErr != nil {
 					return withHint(a.SignerErr, "the checkpoint key opens only on the approved image with its PCRs measured")
 				}
@@ -120,7 +122,7 @@ func newLedgerVerifyCommand(g *globals) *cobra.Command {
 		Short: "Re-check the whole ledger, its TPM counter, and that it only grew since an old checkpoint",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return g.withAppliance(func(a *appliance.Appliance) error {
+			return g.withAppliance(func(a *appliance.Appliance, _ transport.TPM) error {
 				if err := a.Ledger.Verify(); err != nil {
 					return err
 				}
@@ -176,7 +178,7 @@ func newLedgerProveCommand(g *globals) *cobra.Command {
 		Short: "Print entry N with its inclusion proof and a signed checkpoint (JSON)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return g.withAppliance(func(a *appliance.Appliance) error {
+			return g.withAppliance(func(a *appliance.Appliance, _ transport.TPM) error {
 				inc, err := a.Ledger.Prove(index)
 				if err != nil {
 					return err
@@ -196,7 +198,7 @@ func newLedgerResolveCommand(g *globals) *cobra.Command {
 		Short: "Accept a blocked ledger as it is (logged; no warrant signed before now is accepted again)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return g.withAppliance(func(a *appliance.Appliance) error {
+			return g.withAppliance(func(a *appliance.Appliance, _ transport.TPM) error {
 				cause := a.Ledger.Blocked()
 				i, err := a.Ledger.ResolveRollback(time.Now())
 				if err != nil {

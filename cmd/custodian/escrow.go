@@ -1,0 +1,210 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/google/go-tpm/tpm2/transport"
+	"github.com/spf13/cobra"
+
+	"github.com/custodian-project/custodian/hsm/appliance"
+	"github.com/custodian-project/custodian/hsm/durable"
+	"github.com/custodian-project/custodian/hsm/escrow"
+	"github.com/custodian-project/custodian/hsm/recipient"
+)
+
+func newProvisionCommand(g *globals) *cobra.Command {
+	var bundlePath string
+	cmd := &cobra.Command{
+		Use:   "provision --bundle FILE",
+		Short: "Store this device's share bundle after checking it opens here and matches the commitments",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			data, err := os.ReadFile(bundlePath)
+			if err != nil {
+				return err
+			}
+			return g.withAppliance(func(a *appliance.Appliance, t transport.TPM) error {
+				b, err := a.Provision(t, data, time.Now())
+				if err != nil {
+					return provisionHint(err)
+				}
+				g.printf("provisioned share %d of key ID %s (%d of %d needed) for %s\n",
+					b.Index, b.Escrow.KeyID, b.Escrow.Threshold, len(b.Escrow.Custodians), a.ID)
+				return nil
+			})
+		},
+	}
+	cmd.Flags().StringVar(&bundlePath, "bundle", "", "the bundle from the ceremony for this custodian")
+	_ = cmd.MarkFlagRequired("bundle")
+	return cmd
+}
+
+func provisionHint(err error) error {
+	switch {
+	case errors.Is(err, escrow.ErrOtherCustodian), errors.Is(err, escrow.ErrOtherTPM):
+		return withHint(err, "each custodian gets its own bundle; check you copied the right file")
+	case errors.Is(err, escrow.ErrBadShare):
+		return withHint(err, "the bundle does not belong to its escrow file; ask the escrow authority")
+	}
+	return withHint(err, "the device must run the approved image the ceremony sealed to")
+}
+
+func newRecoverCommand(g *globals) *cobra.Command {
+	var identityPath, escrowPath, out string
+	var releasePaths []string
+	cmd := &cobra.Command{
+		Use:   "recover --identity agency.key --escrow escrow-K.pub.json --release R1 --release R2 ... --out escrow-K.key",
+		Short: "Rebuild an escrow key from released shares (agency)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			id, pub, err := readIdentityAndEscrow(identityPath, escrowPath)
+			if err != nil {
+				return err
+			}
+			var releases []*escrow.Release
+			for _, p := range releasePaths {
+				data, err := os.ReadFile(p)
+				if err != nil {
+					return err
+				}
+				r, err := escrow.ParseRelease(data)
+				if err != nil {
+					return fmt.Errorf("%s: %w", p, err)
+				}
+				releases = append(releases, r)
+			}
+			key, err := escrow.Recover(id, pub, releases)
+			var bad *escrow.BadShareError
+			if errors.As(err, &bad) && key != nil {
+				fmt.Fprintf(g.stderr, "warning: %v\n", bad)
+			} else if err != nil {
+				return err
+			}
+			if err := writeNew(out, []byte(key.String()+"\n"), 0o600); err != nil {
+				return err
+			}
+			g.printf("recovered the escrow key of %s from %d releases into %s\n", pub.KeyID, len(releases), out)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&identityPath, "identity", "", "the agency's identity file (custodian agency keygen)")
+	f.StringVar(&escrowPath, "escrow", "", "the escrow file of the key ID")
+	f.StringArrayVar(&releasePaths, "release", nil, "a release package (repeat for each custodian)")
+	f.StringVar(&out, "out", "", "new file for the recovered key (created 0600)")
+	for _, name := range []string{"identity", "escrow", "release", "out"} {
+		_ = cmd.MarkFlagRequired(name)
+	}
+	return cmd
+}
+
+func readIdentityAndEscrow(identityPath, escrowPath string) (*recipient.Identity, *escrow.Public, error) {
+	idData, err := os.ReadFile(identityPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	id, err := recipient.ParseIdentity(strings.TrimSpace(string(idData)))
+	if err != nil {
+		return nil, nil, err
+	}
+	pub, err := readEscrow(escrowPath)
+	return id, pub, err
+}
+
+func readEscrow(path string) (*escrow.Public, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return escrow.ParsePublic(data)
+}
+
+func newEscrowCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "escrow",
+		Short: "Seal messages to an escrow key, and open them with a recovered one",
+	}
+	cmd.AddCommand(newEscrowSealCommand(g), newEscrowOpenCommand(g))
+	return cmd
+}
+
+func newEscrowSealCommand(g *globals) *cobra.Command {
+	var escrowPath, target, in, out string
+	cmd := &cobra.Command{
+		Use:   "seal --escrow escrow-K.pub.json --target T --in F --out F.env",
+		Short: "Seal a file to the escrow key of a key ID, for a target",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			pub, err := readEscrow(escrowPath)
+			if err != nil {
+				return err
+			}
+			plaintext, err := os.ReadFile(in)
+			if err != nil {
+				return err
+			}
+			env, err := escrow.Seal(pub, target, plaintext)
+			if err != nil {
+				return err
+			}
+			if err := durable.WriteFile(out, env, 0o644); err != nil {
+				return err
+			}
+			g.printf("sealed %s for target %q under key ID %s into %s\n", in, target, pub.KeyID, out)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&escrowPath, "escrow", "", "the escrow file of the key ID")
+	f.StringVar(&target, "target", "", "who or what the message concerns (bound into the envelope)")
+	f.StringVar(&in, "in", "", "file to seal")
+	f.StringVar(&out, "out", "", "envelope to write")
+	for _, name := range []string{"escrow", "target", "in", "out"} {
+		_ = cmd.MarkFlagRequired(name)
+	}
+	return cmd
+}
+
+func newEscrowOpenCommand(g *globals) *cobra.Command {
+	var keyPath, in, out string
+	cmd := &cobra.Command{
+		Use:   "open --key escrow-K.key --in F.env --out F",
+		Short: "Open an envelope with a recovered escrow key",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			keyData, err := os.ReadFile(keyPath)
+			if err != nil {
+				return err
+			}
+			key, err := escrow.ParseKey(string(keyData))
+			if err != nil {
+				return err
+			}
+			data, err := os.ReadFile(in)
+			if err != nil {
+				return err
+			}
+			env, plaintext, err := escrow.Open(key, data)
+			if err != nil {
+				return err
+			}
+			if err := writeNew(out, plaintext, 0o600); err != nil {
+				return err
+			}
+			g.printf("opened the envelope for target %q (key ID %s) into %s\n", env.Target, env.KeyID, out)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&keyPath, "key", "", "the recovered escrow key file")
+	f.StringVar(&in, "in", "", "envelope to open")
+	f.StringVar(&out, "out", "", "new file for the plaintext")
+	for _, name := range []string{"key", "in", "out"} {
+		_ = cmd.MarkFlagRequired(name)
+	}
+	return cmd
+}

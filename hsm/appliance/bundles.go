@@ -1,0 +1,90 @@
+package appliance
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/google/go-tpm/tpm2/transport"
+
+	"github.com/custodian-project/custodian/hsm/durable"
+	"github.com/custodian-project/custodian/hsm/escrow"
+	"github.com/custodian-project/custodian/hsm/ids"
+	"github.com/custodian-project/custodian/hsm/ledger"
+)
+
+// BundleDir holds the provisioned bundles, one file per key ID.
+const BundleDir = "bundles"
+
+// ErrBundleExists means another bundle is already stored for the key ID.
+var ErrBundleExists = errors.New("a different bundle is already provisioned for this key ID")
+
+// Provision checks a bundle (for this custodian, this TPM, opens under the
+// current PCRs, matches the commitments), logs a provision entry, and
+// stores it. Provisioning the same bundle twice is a no-op.
+func (a *Appliance) Provision(t transport.TPM, data []byte, now time.Time) (*escrow.Bundle, error) {
+	b, err := escrow.ParseBundle(data)
+	if err != nil {
+		return nil, err
+	}
+	path := a.bundlePath(b.Escrow.KeyID)
+	if old, err := os.ReadFile(path); err == nil {
+		if bytes.Equal(old, data) {
+			return b, nil
+		}
+		return nil, fmt.Errorf("%w (%s)", ErrBundleExists, b.Escrow.KeyID)
+	}
+	if err := escrow.Provision(t, b, a.ID, a.EK); err != nil {
+		return nil, err
+	}
+	entry := ledger.Entry{Time: now.UTC().Truncate(time.Second), Kind: ledger.KindProvision,
+		Outcome: ledger.OutcomeOK, KeyID: b.Escrow.KeyID}
+	if _, err := a.Ledger.Append(entry, data, nil); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	return b, durable.WriteFile(path, data, 0o600)
+}
+
+// Bundle returns the stored bundle for keyID.
+func (a *Appliance) Bundle(keyID string) (*escrow.Bundle, error) {
+	if err := ids.CheckKeyID(keyID); err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(a.bundlePath(keyID))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("no share is provisioned for key ID %s", keyID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return escrow.ParseBundle(data)
+}
+
+// KeyIDs lists the key IDs this appliance holds a share of.
+func (a *Appliance) KeyIDs() ([]string, error) {
+	entries, err := os.ReadDir(filepath.Join(a.Dir, BundleDir))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		if name, ok := strings.CutSuffix(e.Name(), ".json"); ok && ids.CheckKeyID(name) == nil {
+			out = append(out, name)
+		}
+	}
+	return out, nil
+}
+
+func (a *Appliance) bundlePath(keyID string) string {
+	return filepath.Join(a.Dir, BundleDir, keyID+".json")
+}
