@@ -7,5 +7,7 @@ import "github.com/spf13/cobra"
 func registerCommands(root *cobra.Command, g *globals) {
 	root.AddCommand(
 		newEnrollCommand(g),
+		newImageCommand(g),
+		newMeasureBootCommand(g),
 	)
 }

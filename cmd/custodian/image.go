@@ -1,0 +1,256 @@
+package main
+
+import (
+	"crypto"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/custodian-project/custodian/hsm/bootpolicy"
+	"github.com/custodian-project/custodian/hsm/durable"
+	"github.com/custodian-project/custodian/image"
+	"github.com/custodian-project/custodian/image/bootsig"
+)
+
+func newImageCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "image",
+		Short: "Build the SD-card image, sign its boot.img, predict its PCRs",
+		Long: `The operator's image tools, run on a build host. The manifest format is in
+docs/image.md, policy.json in docs/policy.md.`,
+	}
+	cmd.AddCommand(newImageBuildCommand(g), newImageMeasureCommand(g), newImageSignCommand(g))
+	return cmd
+}
+
+func loadManifest(file string) (*image.Manifest, error) {
+	m, err := image.LoadManifest(file)
+	if err != nil {
+		return nil, withHint(err, "see docs/image.md for the manifest's keys")
+	}
+	return m, nil
+}
+
+func newImageBuildCommand(g *globals) *cobra.Command {
+	var manifest, out, keyFile, soc string
+	cmd := &cobra.Command{
+		Use:   "build --manifest M --out IMG [--key boot-key.pem]",
+		Short: "Assemble the SD-card image a manifest describes",
+		Long: `Build writes an MBR disk image: a FAT16 boot partition with boot.img (kernel,
+initramfs, device trees, config.txt, cmdline.txt, the manifest) and its
+boot.sig, and a read-only squashfs root filesystem. The same manifest and
+inputs give the same bytes.
+
+--key signs boot.img for Pi secure boot (RSA-2048 PEM); without it boot.sig
+carries only the digest and a board with SIGNED_BOOT=1 refuses to boot.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			m, err := loadManifest(manifest)
+			if err != nil {
+				return err
+			}
+			opt := image.Options{TargetSoC: soc, Progress: g.progress()}
+			if keyFile != "" {
+				if opt.Key, err = loadBootKey(keyFile); err != nil {
+					return err
+				}
+			}
+			start := time.Now()
+			if err := image.Build(m, out, opt); err != nil {
+				return withHint(err, "--out must be a regular file or a new path")
+			}
+			if keyFile == "" {
+				fmt.Fprintln(g.stderr, "custodian: warning: boot.img is unsigned; sign it (image build --key) before writing a secure-boot card")
+			}
+			info, err := os.Stat(out)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return g.printJSON(map[string]any{"image": out, "bytes": info.Size(), "signed": keyFile != ""})
+			}
+			g.printf("wrote %s (%d bytes) in %.1fs\n", out, info.Size(), time.Since(start).Seconds())
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&manifest, "manifest", "", "image manifest (TOML)")
+	f.StringVar(&out, "out", "", "image file to write")
+	f.StringVar(&keyFile, "key", "", "RSA-2048 private key (PEM) that signs boot.img for secure boot")
+	f.StringVar(&soc, "target-soc", "", "write target-soc into boot.sig: 2711 (Pi 4) or 2712 (Pi 5)")
+	_ = cmd.MarkFlagRequired("manifest")
+	_ = cmd.MarkFlagRequired("out")
+	return cmd
+}
+
+// progress draws a one-line progress bar when stderr is a terminal and
+// stays quiet otherwise, so logs and pipes get only the result.
+func (g *globals) progress() func(string, int, int) {
+	f, ok := g.stderr.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return nil
+	}
+	return func(step string, n, total int) {
+		const width = 20
+		done := width * n / total
+		bar := make([]byte, width)
+		for i := range bar {
+			bar[i] = ' '
+			if i < done {
+				bar[i] = '#'
+			}
+		}
+		fmt.Fprintf(f, "\r\033[K[%s] %d/%d %s", bar, n, total, step)
+		if n == total {
+			fmt.Fprintln(f)
+		}
+	}
+}
+
+// loadBootKey reads an RSA private key in PEM (PKCS#1, as rpi-eeprom's
+// examples make with "openssl genrsa", or PKCS#8).
+func loadBootKey(file string) (crypto.Signer, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return nil, withHint(fmt.Errorf("%s: no PEM block", file), "make a key with: openssl genrsa -out boot-key.pem 2048")
+	}
+	var key any
+	switch block.Type {
+	case "RSA PRIVATE KEY":
+		key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+	case "PRIVATE KEY":
+		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+	default:
+		err = fmt.Errorf("PEM block %q is not a private key", block.Type)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	rsaKey, ok := key.(*rsa.PrivateKey)
+	if !ok || rsaKey.N.BitLen() != 2048 {
+		return nil, withHint(fmt.Errorf("%s: not an RSA-2048 key; the Pi's bootloader verifies nothing else", file),
+			"make a key with: openssl genrsa -out boot-key.pem 2048")
+	}
+	return rsaKey, nil
+}
+
+func newImageMeasureCommand(g *globals) *cobra.Command {
+	var manifest, out string
+	cmd := &cobra.Command{
+		Use:   "measure --manifest M --out policy.json",
+		Short: "Predict the PCR values and event log the image produces at boot",
+		Long: `Measure runs the boot measurement sequence (the one measure-boot runs on the
+device) over the manifest's root filesystem, as the builder puts it into the
+image, and writes the policy: PCR values after the separator and the
+expected event log (docs/policy.md). The ceremony seals shares to it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			m, err := loadManifest(manifest)
+			if err != nil {
+				return err
+			}
+			p, err := m.Predict()
+			if err != nil {
+				return err
+			}
+			data, err := p.Marshal()
+			if err != nil {
+				return err
+			}
+			if err := durable.WriteFile(out, data, 0o644); err != nil {
+				return withHint(err, "--out must be a regular file or a new path")
+			}
+			if g.json {
+				_, err := g.stdout.Write(data)
+				return err
+			}
+			g.printf("wrote %s\n", out)
+			printPCRs(g.stdout, p)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&manifest, "manifest", "", "image manifest (TOML)")
+	f.StringVar(&out, "out", "", "policy file to write")
+	_ = cmd.MarkFlagRequired("manifest")
+	_ = cmd.MarkFlagRequired("out")
+	return cmd
+}
+
+func printPCRs(w io.Writer, p *bootpolicy.Policy) {
+	for _, i := range p.PCRs.Indices() {
+		fmt.Fprintf(w, "PCR %2d  %x\n", i, p.PCRs[i])
+	}
+}
+
+func newImageSignCommand(g *globals) *cobra.Command {
+	var in, out, keyFile, soc string
+	var ts int64
+	cmd := &cobra.Command{
+		Use:   "sign --in boot.img --key boot-key.pem --out boot.sig",
+		Short: "Write boot.sig for a boot.img, as rpi-eeprom-digest does",
+		Long: `Sign writes the boot.sig the Pi's EEPROM checks with SIGNED_BOOT=1: the
+SHA-256 of boot.img, a timestamp, and an RSASSA-PKCS1-v1_5 SHA-256
+signature by an RSA-2048 key (format: image/bootsig, after rpi-eeprom's
+rpi-eeprom-digest). The timestamp is --ts, else SOURCE_DATE_EPOCH, else now.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			key, err := loadBootKey(keyFile)
+			if err != nil {
+				return err
+			}
+			img, err := os.ReadFile(in)
+			if err != nil {
+				return err
+			}
+			if ts == 0 {
+				if ts, err = sourceDateEpoch(); err != nil {
+					return err
+				}
+			}
+			sig, err := bootsig.Sign(img, ts, soc, key)
+			if err != nil {
+				return err
+			}
+			if err := durable.WriteFile(out, sig.Marshal(), 0o644); err != nil {
+				return withHint(err, "--out must be a regular file or a new path")
+			}
+			g.printf("wrote %s for %s (sha256 %x)\n", out, in, sig.Digest)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&in, "in", "", "boot.img to sign")
+	f.StringVar(&out, "out", "", "boot.sig to write")
+	f.StringVar(&keyFile, "key", "", "RSA-2048 private key (PEM)")
+	f.StringVar(&soc, "target-soc", "", "write target-soc: 2711 (Pi 4) or 2712 (Pi 5)")
+	f.Int64Var(&ts, "ts", 0, "timestamp to write (Unix seconds)")
+	for _, name := range []string{"in", "out", "key"} {
+		_ = cmd.MarkFlagRequired(name)
+	}
+	return cmd
+}
+
+func sourceDateEpoch() (int64, error) {
+	s, ok := os.LookupEnv("SOURCE_DATE_EPOCH")
+	if !ok {
+		return time.Now().Unix(), nil
+	}
+	var ts int64
+	if _, err := fmt.Sscan(s, &ts); err != nil || ts < 0 {
+		return 0, errors.New("SOURCE_DATE_EPOCH must be a Unix time in seconds")
+	}
+	return ts, nil
+}
