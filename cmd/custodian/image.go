@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
 	"github.com/custodian-project/custodian/hsm/bootpolicy"
@@ -84,8 +85,7 @@ carries only the digest and a board with SIGNED_BOOT=1 refuses to boot.`,
 	f := cmd.Flags()
 	f.StringVar(&manifest, "manifest", "", "image manifest (TOML)")
 	f.StringVar(&out, "out", "", "image file to write")
-	f.StringVar(&keyFile, "key", "", "RSA-2048 private key (PEM) that signs boot.img for secure boot")
-	f.StringVar(&soc, "target-soc", "", "write target-soc into boot.sig: 2711 (Pi 4) or 2712 (Pi 5)")
+	bootKeyFlags(f, &keyFile, &soc)
 	_ = cmd.MarkFlagRequired("manifest")
 	_ = cmd.MarkFlagRequired("out")
 	return cmd
@@ -169,8 +169,8 @@ expected event log (docs/policy.md). The ceremony seals shares to it.`,
 			if err != nil {
 				return err
 			}
-			if err := durable.WriteFile(out, data, 0o644); err != nil {
-				return withHint(err, "--out must be a regular file or a new path")
+			if err := writeOutput(out, data); err != nil {
+				return err
 			}
 			if g.json {
 				_, err := g.stdout.Write(data)
@@ -224,8 +224,8 @@ rpi-eeprom-digest). The timestamp is --ts, else SOURCE_DATE_EPOCH, else now.`,
 			if err != nil {
 				return err
 			}
-			if err := durable.WriteFile(out, sig.Marshal(), 0o644); err != nil {
-				return withHint(err, "--out must be a regular file or a new path")
+			if err := writeOutput(out, sig.Marshal()); err != nil {
+				return err
 			}
 			g.printf("wrote %s for %s (sha256 %x)\n", out, in, sig.Digest)
 			return nil
@@ -234,13 +234,24 @@ rpi-eeprom-digest). The timestamp is --ts, else SOURCE_DATE_EPOCH, else now.`,
 	f := cmd.Flags()
 	f.StringVar(&in, "in", "", "boot.img to sign")
 	f.StringVar(&out, "out", "", "boot.sig to write")
-	f.StringVar(&keyFile, "key", "", "RSA-2048 private key (PEM)")
-	f.StringVar(&soc, "target-soc", "", "write target-soc: 2711 (Pi 4) or 2712 (Pi 5)")
+	bootKeyFlags(f, &keyFile, &soc)
 	f.Int64Var(&ts, "ts", 0, "timestamp to write (Unix seconds)")
 	for _, name := range []string{"in", "out", "key"} {
 		_ = cmd.MarkFlagRequired(name)
 	}
 	return cmd
+}
+
+// bootKeyFlags are the flags of the commands that sign boot.img.
+func bootKeyFlags(f *pflag.FlagSet, keyFile, soc *string) {
+	f.StringVar(keyFile, "key", "", "RSA-2048 private key (PEM) that signs boot.img for secure boot")
+	f.StringVar(soc, "target-soc", "", "write target-soc into boot.sig: 2711 (Pi 4) or 2712 (Pi 5)")
+}
+
+// writeOutput replaces the file --out names, durably, and refuses
+// anything there that is not a regular file.
+func writeOutput(out string, data []byte) error {
+	return withHint(durable.WriteFile(out, data, 0o644), "--out must be a regular file or a new path")
 }
 
 func sourceDateEpoch() (int64, error) {
