@@ -138,7 +138,7 @@ func run(t *testing.T, name string, args ...string) string {
 // FAT file systems (checked by fsck.vfat, listed by mtools) and the
 // squashfs root (unsquashfs), with the files, modes and times we expect.
 func TestImageReadableByStandardTools(t *testing.T) {
-	for _, tool := range [][2]string{{"sfdisk", "fdisk"}, {"fsck.vfat", "dosfstools"}, {"mdir", "mtools"}, {"unsquashfs", "squashfs-tools"}} {
+	for _, tool := range [][2]string{{"fdisk", "fdisk"}, {"fsck.vfat", "dosfstools"}, {"mdir", "mtools"}, {"unsquashfs", "squashfs-tools"}} {
 		requireTool(t, tool[0], tool[1])
 	}
 	img := build(t, imagetest.Write(t), nil)

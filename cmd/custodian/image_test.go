@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/rsa"
 	"errors"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/custodian-project/custodian/firmware/measure"
 	"github.com/custodian-project/custodian/hsm/bootpolicy"
+	"github.com/custodian-project/custodian/image/bootsig"
 	"github.com/custodian-project/custodian/image/imagetest"
 	"github.com/custodian-project/custodian/tpm"
 	"github.com/custodian-project/custodian/tpm/tpmtest"
@@ -216,5 +218,53 @@ func TestImageRefusesNonRegularOut(t *testing.T) {
 	}
 	if info, err := os.Stat("/dev/null"); err != nil || info.Mode()&os.ModeDevice == 0 {
 		t.Fatalf("/dev/null was replaced: %v %v", info, err)
+	}
+}
+
+// image sign reads keys as openssl writes them (PKCS#8 and, with
+// -traditional, PKCS#1) and writes a boot.sig that verifies; build --key
+// signs the image's boot.img the same way. Keys that are not RSA-2048 are
+// refused with advice.
+func TestImageSign(t *testing.T) {
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Skip("openssl not installed")
+	}
+	dir := t.TempDir()
+	img := filepath.Join(dir, "boot.img")
+	if err := os.WriteFile(img, []byte("boot image bytes"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"genrsa"}, {"genrsa", "-traditional"}} {
+		key := filepath.Join(t.TempDir(), "boot-key.pem")
+		out, err := exec.Command("openssl", append(args, "-out", key, "2048")...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("openssl %v: %v\n%s", args, err, out)
+		}
+		sigFile := filepath.Join(t.TempDir(), "boot.sig")
+		mustRun(t, "image", "sign", "--in", img, "--key", key, "--out", sigFile, "--ts", "1767225600", "--target-soc", "2712")
+		data, err := os.ReadFile(sigFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sig, err := bootsig.Parse(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		signer, err := loadBootKey(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		imgData, _ := os.ReadFile(img)
+		if err := sig.Verify(imgData, signer.Public().(*rsa.PublicKey)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	big := filepath.Join(dir, "big.pem")
+	if out, err := exec.Command("openssl", "genrsa", "-out", big, "3072").CombinedOutput(); err != nil {
+		t.Fatalf("openssl genrsa: %v\n%s", err, out)
+	}
+	code, _, errOut := custodian(t, "image", "sign", "--in", img, "--key", big, "--out", filepath.Join(dir, "x.sig"))
+	if code == 0 || !strings.Contains(errOut, "not an RSA-2048 key") || !strings.Contains(errOut, "hint: make a key with: openssl genrsa") {
+		t.Fatalf("RSA-3072 key: exit %d, %s", code, errOut)
 	}
 }
