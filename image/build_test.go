@@ -152,7 +152,6 @@ func TestImageReadableByStandardTools(t *testing.T) {
 	boot := filepath.Join(dir, "boot.part")
 	run(t, "dd", "if="+img, "of="+boot, "bs=1M", "skip=1", "count=24", "status=none")
 	run(t, "fsck.vfat", "-n", boot)
-	t.Setenv("MTOOLS_SKIP_CHECK", "0")
 	out = run(t, "mdir", "-i", boot, "::")
 	for _, want := range []string{" boot.img", " boot.sig", " config.txt"} {
 		if !strings.Contains(out, want) {
