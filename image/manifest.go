@@ -1,18 +1,14 @@
-// Package image builds the custodian's SD-card image from a manifest and
-// predicts the PCR values it produces at boot.
+// Package image is the custodian's SD-card image as the operator describes
+// it: the manifest, and the prediction of the PCR values the image produces
+// at boot ([Manifest.Predict], the same measurement sequence measure-boot
+// runs, from package firmware/measure). Package image/builder writes the
+// image itself; it is kept apart so that the appliance build can leave the
+// disk libraries out.
 //
 // The manifest is TOML (docs/image.md has every key), parsed strictly: an
 // unknown key, a wrong type, a file over 64 KiB, a path that leaves the
 // manifest's directory, or a measurement selection the separator does not
 // cover is refused. Paths in it are relative to the manifest's directory.
-//
-// The image is an MBR disk with two partitions: a FAT16 boot partition
-// holding boot.img (a FAT16 image with the kernel, initramfs, device trees,
-// config.txt, cmdline.txt and the manifest, which the Pi's EEPROM verifies
-// against boot.sig when SIGNED_BOOT=1), boot.sig and an outer config.txt;
-// and a read-only squashfs root filesystem. The same manifest gives the
-// same bytes: times come from source_date_epoch, owners are root, modes
-// are normalised ([NormalMode]), and the MBR disk ID is fixed.
 package image
 
 import (
@@ -23,6 +19,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 
@@ -191,3 +188,30 @@ func (m *Manifest) RootTree() fs.FS { return os.DirFS(m.path(m.RootFS.Dir)) }
 func (m *Manifest) Predict() (*bootpolicy.Policy, error) {
 	return m.Spec().Predict(m.RootTree(), NormalMode)
 }
+
+// NormalMode is the mode an entry of the root filesystem source gets in the
+// image: directories 0755, files 0755 if any execute bit is set and 0644
+// otherwise, symlinks 0777. Setuid, setgid and sticky bits are dropped;
+// the appliance needs none. image measure predicts with this function, so
+// it must stay the one the builder applies.
+func NormalMode(m fs.FileMode) fs.FileMode {
+	switch {
+	case m.IsDir():
+		return fs.ModeDir | 0o755
+	case m.Type() == fs.ModeSymlink:
+		return fs.ModeSymlink | 0o777
+	case m&0o111 != 0:
+		return 0o755
+	default:
+		return 0o644
+	}
+}
+
+// Resolve turns a manifest-relative path into a path on the build host.
+func (m *Manifest) Resolve(p string) string { return m.path(p) }
+
+// Raw is the manifest's text as read; the builder copies it into boot.img.
+func (m *Manifest) Raw() []byte { return m.raw }
+
+// Epoch is source_date_epoch as a time: every time stamp in the image.
+func (m *Manifest) Epoch() time.Time { return time.Unix(m.SourceDateEpoch, 0).UTC() }

@@ -1,4 +1,4 @@
-package image
+package builder
 
 import (
 	"encoding/binary"
@@ -15,28 +15,12 @@ import (
 	"github.com/diskfs/go-diskfs/backend"
 	"github.com/diskfs/go-diskfs/filesystem/squashfs"
 	"golang.org/x/sys/unix"
+
+	"github.com/custodian-project/custodian/image"
 )
 
-// NormalMode is the mode an entry of the root filesystem source gets in the
-// image: directories 0755, files 0755 if any execute bit is set and 0644
-// otherwise, symlinks 0777. Setuid, setgid and sticky bits are dropped;
-// the appliance needs none. image measure predicts with this function, so
-// it must stay the one the builder applies.
-func NormalMode(m fs.FileMode) fs.FileMode {
-	switch {
-	case m.IsDir():
-		return fs.ModeDir | 0o755
-	case m.Type() == fs.ModeSymlink:
-		return fs.ModeSymlink | 0o777
-	case m&0o111 != 0:
-		return 0o755
-	default:
-		return 0o644
-	}
-}
-
 // buildRoot writes the read-only root filesystem into partition 2.
-func (m *Manifest) buildRoot(diskPath string) error {
+func buildRoot(m *image.Manifest, diskPath string) error {
 	d, err := diskfs.Open(diskPath)
 	if err != nil {
 		return err
@@ -53,7 +37,7 @@ func (m *Manifest) buildRoot(diskPath string) error {
 	if err != nil {
 		return err
 	}
-	if err := stage(m.RootTree(), sq.Workspace(), m.epoch()); err != nil {
+	if err := stage(m.RootTree(), sq.Workspace(), m.Epoch()); err != nil {
 		return err
 	}
 	if err := finalize(sq); err != nil {
@@ -112,7 +96,7 @@ func stage(src fs.FS, ws string, t time.Time) error {
 			return err
 		}
 		dst := filepath.Join(ws, filepath.FromSlash(name))
-		mode := NormalMode(info.Mode())
+		mode := image.NormalMode(info.Mode())
 		switch {
 		case mode.IsDir():
 			dirs = append(dirs, dst)

@@ -1,4 +1,4 @@
-package image
+package builder
 
 import (
 	"bytes"
@@ -17,11 +17,13 @@ import (
 
 	"github.com/custodian-project/custodian/image/bootsig"
 	"github.com/custodian-project/custodian/image/imagetest"
+
+	"github.com/custodian-project/custodian/image"
 )
 
 func build(t *testing.T, manifest string, key *rsa.PrivateKey) string {
 	t.Helper()
-	m, err := LoadManifest(manifest)
+	m, err := image.LoadManifest(manifest)
 	if err != nil {
 		t.Fatal(err)
 	}

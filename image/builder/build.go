@@ -1,4 +1,13 @@
-package image
+// Package builder writes the SD-card image a manifest describes.
+//
+// The image is an MBR disk with two partitions: a FAT16 boot partition
+// holding boot.img (a FAT16 image with the kernel, initramfs, device trees,
+// config.txt, cmdline.txt and the manifest, which the Pi's EEPROM verifies
+// against boot.sig when SIGNED_BOOT=1), boot.sig and an outer config.txt;
+// and a read-only squashfs root filesystem. The same manifest gives the
+// same bytes: times come from source_date_epoch, owners are root, modes
+// are normalised ([image.NormalMode]), and the MBR disk ID is fixed.
+package builder
 
 import (
 	"bytes"
@@ -21,6 +30,7 @@ import (
 
 	"github.com/custodian-project/custodian/firmware"
 	"github.com/custodian-project/custodian/hsm/durable"
+	"github.com/custodian-project/custodian/image"
 	"github.com/custodian-project/custodian/image/bootsig"
 )
 
@@ -53,7 +63,7 @@ type Options struct {
 // (replaced atomically; an out that exists and is not a regular file is
 // refused). SOURCE_DATE_EPOCH is set for the duration, as go-diskfs reads
 // it from the environment: do not run two builds in one process at once.
-func Build(m *Manifest, out string, opt Options) error {
+func Build(m *image.Manifest, out string, opt Options) error {
 	if opt.Progress == nil {
 		opt.Progress = func(string, int, int) {}
 	}
@@ -66,7 +76,7 @@ func Build(m *Manifest, out string, opt Options) error {
 	defer os.RemoveAll(work)
 
 	opt.Progress("boot.img", 1, 4)
-	bootImg, err := m.buildBootImg(filepath.Join(work, BootImgName))
+	bootImg, err := buildBootImg(m, filepath.Join(work, BootImgName))
 	if err != nil {
 		return fmt.Errorf("building boot.img: %w", err)
 	}
@@ -76,11 +86,11 @@ func Build(m *Manifest, out string, opt Options) error {
 	}
 	opt.Progress("boot partition", 2, 4)
 	diskPath := filepath.Join(work, "disk.img")
-	if err := m.buildDisk(diskPath, bootImg, sig.Marshal()); err != nil {
+	if err := buildDisk(m, diskPath, bootImg, sig.Marshal()); err != nil {
 		return err
 	}
 	opt.Progress("root filesystem", 3, 4)
-	if err := m.buildRoot(diskPath); err != nil {
+	if err := buildRoot(m, diskPath); err != nil {
 		return fmt.Errorf("building the root filesystem: %w", err)
 	}
 	opt.Progress("writing "+out, 4, 4)
@@ -109,23 +119,21 @@ func setEnv(key, val string) func() {
 	}
 }
 
-func (m *Manifest) epoch() time.Time { return time.Unix(m.SourceDateEpoch, 0).UTC() }
-
 // bootFiles lists boot.img's content: name inside boot.img → bytes.
-func (m *Manifest) bootFiles() (map[string][]byte, error) {
-	files := map[string][]byte{ManifestName: m.raw, "config.txt": firmware.ConfigTxt, "cmdline.txt": firmware.CmdlineTxt}
+func bootFiles(m *image.Manifest) (map[string][]byte, error) {
+	files := map[string][]byte{image.ManifestName: m.Raw(), "config.txt": firmware.ConfigTxt, "cmdline.txt": firmware.CmdlineTxt}
 	for name, src := range map[string]string{"config.txt": m.Boot.Config, "cmdline.txt": m.Boot.Cmdline} {
 		if src == "" {
 			continue
 		}
-		data, err := os.ReadFile(m.path(src))
+		data, err := os.ReadFile(m.Resolve(src))
 		if err != nil {
 			return nil, err
 		}
 		files[name] = data
 	}
 	for _, f := range m.Boot.Files {
-		data, err := os.ReadFile(m.path(f.Src))
+		data, err := os.ReadFile(m.Resolve(f.Src))
 		if err != nil {
 			return nil, err
 		}
@@ -136,8 +144,8 @@ func (m *Manifest) bootFiles() (map[string][]byte, error) {
 
 // buildBootImg writes boot.img, a standalone FAT16 file system, and
 // returns its bytes.
-func (m *Manifest) buildBootImg(file string) ([]byte, error) {
-	files, err := m.bootFiles()
+func buildBootImg(m *image.Manifest, file string) ([]byte, error) {
+	files, err := bootFiles(m)
 	if err != nil {
 		return nil, err
 	}
@@ -150,7 +158,7 @@ func (m *Manifest) buildBootImg(file string) ([]byte, error) {
 		d.Close()
 		return nil, err
 	}
-	err = writeFAT(fsys, files, m.epoch())
+	err = writeFAT(fsys, files, m.Epoch())
 	if cerr := d.Close(); err == nil {
 		err = cerr
 	}
@@ -219,7 +227,7 @@ func writeFAT(fsys filesystem.FileSystem, files map[string][]byte, t time.Time) 
 }
 
 // buildDisk partitions the disk and fills the boot partition.
-func (m *Manifest) buildDisk(file string, bootImg, sig []byte) error {
+func buildDisk(m *image.Manifest, file string, bootImg, sig []byte) error {
 	d, err := diskfs.Create(file, int64(m.ImageMiB)*mib, sector)
 	if err != nil {
 		return err
@@ -242,7 +250,7 @@ func (m *Manifest) buildDisk(file string, bootImg, sig []byte) error {
 		return fmt.Errorf("boot partition: %w", err)
 	}
 	files := map[string][]byte{BootImgName: bootImg, BootSigName: sig, "config.txt": firmware.OuterConfigTxt}
-	if err := writeFAT(fsys, files, m.epoch()); err != nil {
+	if err := writeFAT(fsys, files, m.Epoch()); err != nil {
 		return fmt.Errorf("boot partition: %w", err)
 	}
 	return nil
