@@ -32,11 +32,17 @@ func build(t *testing.T, manifest string, key *rsa.PrivateKey) string {
 	if key != nil {
 		opt.Key = key
 	}
+	// A private TMPDIR shows whether the build cleans up after itself.
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
 	start := time.Now()
 	if err := Build(m, out, opt); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("built %s in %v", out, time.Since(start))
+	if left, _ := os.ReadDir(tmp); len(left) > 0 {
+		t.Errorf("the build left temporary files: %v", left)
+	}
 	return out
 }
 

@@ -37,7 +37,10 @@ func buildRoot(m *image.Manifest, diskPath string) error {
 	if err != nil {
 		return err
 	}
-	if err := stage(m.RootTree(), sq.Workspace(), m.Epoch()); err != nil {
+	// Finalize forgets the workspace without removing it, so Close would not.
+	ws := sq.Workspace()
+	defer os.RemoveAll(ws)
+	if err := stage(m.RootTree(), ws, m.Epoch()); err != nil {
 		return err
 	}
 	if err := finalize(sq); err != nil {
