@@ -43,7 +43,7 @@ const (
 const (
 	sector     = 512
 	bootStart  = 2048       // first partition at 1 MiB, as SD cards erase in such blocks
-	diskID     = 0x43555354 // fixed MBR disk identifier ("CUST"), for reproducible bytes
+	diskID     = 0x43555354 // fixed MBR disk identifier (fdisk: 0x43555354), for reproducible bytes
 	mib        = 1 << 20
 	squashSize = 128 << 10 // squashfs block size; go-diskfs would take the 512-byte sector size
 )
@@ -64,6 +64,9 @@ type Options struct {
 // refused). SOURCE_DATE_EPOCH is set for the duration, as go-diskfs reads
 // it from the environment: do not run two builds in one process at once.
 func Build(m *image.Manifest, out string, opt Options) error {
+	if err := durable.CheckReplaceable(out); err != nil {
+		return err
+	}
 	if opt.Progress == nil {
 		opt.Progress = func(string, int, int) {}
 	}
