@@ -71,21 +71,21 @@ func loadBootKey(file string) (crypto.Signer, error) {
 }
 
 func newImageMeasureCommand(g *globals) *cobra.Command {
-	var manifest, out string
+	var manifest, img, out string
 	cmd := &cobra.Command{
-		Use:   "measure --manifest M --out policy.json",
+		Use:   "measure (--manifest M | --image IMG) --out policy.json",
 		Short: "Predict the PCR values and event log the image produces at boot",
 		Long: `Measure runs the boot measurement sequence (the one measure-boot runs on the
-device) over the manifest's root filesystem, as the builder puts it into the
-image, and writes the policy: PCR values after the separator and the
-expected event log (docs/policy.md). The ceremony seals shares to it.`,
+device) and writes the policy: PCR values after the separator and the
+expected event log (docs/policy.md). The ceremony seals shares to it.
+
+With --manifest it measures the manifest's root filesystem as the builder
+puts it into the image; with --image it reads a built image instead (the
+manifest inside its boot.img and its squashfs root), so anyone holding the
+image can check the policy.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			m, err := loadManifest(manifest)
-			if err != nil {
-				return err
-			}
-			p, err := m.Predict()
+			p, err := predict(manifest, img)
 			if err != nil {
 				return err
 			}
@@ -107,10 +107,23 @@ expected event log (docs/policy.md). The ceremony seals shares to it.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&manifest, "manifest", "", "image manifest (TOML)")
+	f.StringVar(&img, "image", "", "a built image to measure instead of a manifest")
 	f.StringVar(&out, "out", "", "policy file to write")
-	_ = cmd.MarkFlagRequired("manifest")
+	cmd.MarkFlagsOneRequired("manifest", "image")
+	cmd.MarkFlagsMutuallyExclusive("manifest", "image")
 	_ = cmd.MarkFlagRequired("out")
 	return cmd
+}
+
+func predict(manifest, img string) (*bootpolicy.Policy, error) {
+	if img != "" {
+		return predictImage(img)
+	}
+	m, err := loadManifest(manifest)
+	if err != nil {
+		return nil, err
+	}
+	return m.Predict()
 }
 
 func printPCRs(w io.Writer, p *bootpolicy.Policy) {

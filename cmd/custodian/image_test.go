@@ -63,11 +63,7 @@ func extractBootManifest(t *testing.T, img string) string {
 
 func readPolicy(t *testing.T, file string) *bootpolicy.Policy {
 	t.Helper()
-	data, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := bootpolicy.Parse(data)
+	p, err := bootpolicy.Parse(readFile(t, file))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,6 +90,11 @@ func TestMeasureBootMatchesPrediction(t *testing.T) {
 	}
 	mustRun(t, "image", "measure", "--manifest", manifest, "--out", policyFile)
 	policy := readPolicy(t, policyFile)
+	fromImage := filepath.Join(dir, "policy-from-image.json")
+	mustRun(t, "image", "measure", "--image", img, "--out", fromImage)
+	if a, b := readFile(t, policyFile), readFile(t, fromImage); !bytes.Equal(a, b) {
+		t.Fatalf("image measure --image differs from --manifest:\n%s\n%s", b, a)
+	}
 	root := extractRoot(t, img)
 	bootManifest := extractBootManifest(t, img)
 
@@ -184,6 +185,15 @@ func openTPM(t *testing.T, sw *tpmtest.Swtpm) transport.TPMCloser {
 		t.Fatal(err)
 	}
 	return conn
+}
+
+func readFile(t *testing.T, file string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }
 
 func flipByte(t *testing.T, file string) {

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/custodian-project/custodian/hsm/bootpolicy"
 	"github.com/custodian-project/custodian/image/builder"
 )
 
@@ -87,3 +88,6 @@ func (g *globals) progress() func(string, int, int) {
 		}
 	}
 }
+
+// predictImage reads the policy out of a built image.
+func predictImage(file string) (*bootpolicy.Policy, error) { return builder.PredictImage(file) }

@@ -6,6 +6,8 @@ import (
 	"errors"
 
 	"github.com/spf13/cobra"
+
+	"github.com/custodian-project/custodian/hsm/bootpolicy"
 )
 
 // The appliance build (-tags appliance) leaves the image builder and its
@@ -19,4 +21,9 @@ func newImageBuildCommand(*globals) *cobra.Command {
 				"run custodian image build on the build host, with a binary built without -tags appliance")
 		},
 	}
+}
+
+func predictImage(string) (*bootpolicy.Policy, error) {
+	return nil, withHint(errors.New("this appliance binary cannot read images"),
+		"run custodian image measure --image on the build host, or use --manifest")
 }

@@ -191,11 +191,7 @@ func subtreeDigest(root fs.FS, dir string, mode ModeFunc) ([sha256.Size]byte, er
 	if !info.IsDir() {
 		return [sha256.Size]byte{}, fmt.Errorf("measuring /%s: not a directory", dir)
 	}
-	sub, err := fs.Sub(root, dir)
-	if err != nil {
-		return [sha256.Size]byte{}, err
-	}
-	d, err := TreeDigest(sub, mode)
+	d, err := treeDigest(root, dir, mode)
 	if err != nil {
 		return d, fmt.Errorf("measuring /%s: %w", path.Clean(dir), err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"strings"
 
 	"golang.org/x/crypto/cryptobyte"
 )
@@ -27,9 +28,16 @@ const maxTreeEntries = 200_000
 // SOURCE_DATE_EPOCH). Device nodes, FIFOs and sockets are refused: the
 // image has none. mode, if not nil, maps each mode first.
 func TreeDigest(root fs.FS, mode ModeFunc) ([sha256.Size]byte, error) {
+	return treeDigest(root, ".", mode)
+}
+
+// treeDigest is the tree digest of the directory dir in root, with paths
+// relative to dir. It walks root rather than an fs.Sub of it, which would
+// hide the Lstat and ReadLink that symlinks need.
+func treeDigest(root fs.FS, dir string, mode ModeFunc) ([sha256.Size]byte, error) {
 	h := sha256.New()
 	n := 0
-	err := fs.WalkDir(root, ".", func(name string, d fs.DirEntry, err error) error {
+	err := fs.WalkDir(root, dir, func(name string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -44,7 +52,7 @@ func TreeDigest(root fs.FS, mode ModeFunc) ([sha256.Size]byte, error) {
 		if mode != nil {
 			m = mode(m)
 		}
-		rec, err := treeRecord(root, name, m)
+		rec, err := treeRecord(root, name, relative(dir, name), m)
 		if err != nil {
 			return fmt.Errorf("/%s: %w", name, err)
 		}
@@ -57,7 +65,18 @@ func TreeDigest(root fs.FS, mode ModeFunc) ([sha256.Size]byte, error) {
 	return [sha256.Size]byte(h.Sum(nil)), nil
 }
 
-func treeRecord(root fs.FS, name string, m fs.FileMode) ([]byte, error) {
+// relative is name's path below dir, "." for dir itself.
+func relative(dir, name string) string {
+	switch {
+	case name == dir:
+		return "."
+	case dir == ".":
+		return name
+	}
+	return strings.TrimPrefix(name, dir+"/")
+}
+
+func treeRecord(root fs.FS, name, rel string, m fs.FileMode) ([]byte, error) {
 	var b cryptobyte.Builder
 	switch {
 	case m.IsDir():
@@ -70,7 +89,7 @@ func treeRecord(root fs.FS, name string, m fs.FileMode) ([]byte, error) {
 		return nil, errors.New("not a directory, regular file or symlink")
 	}
 	b.AddUint32(unixMode(m))
-	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(name)) })
+	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(rel)) })
 	switch {
 	case m.IsRegular():
 		d, err := hashFile(root, name)

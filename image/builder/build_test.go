@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/rsa"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -105,25 +104,13 @@ func readBootPartition(t *testing.T, img string) (bootImg, sig []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return readFATFile(t, fsys, BootImgName), readFATFile(t, fsys, BootSigName)
-}
-
-// readFATFile reads a file with go-diskfs, whose FAT ReadFile returns the
-// file's clusters rather than its length: cut it to the directory's size.
-func readFATFile(t *testing.T, fsys fs.StatFS, name string) []byte {
-	t.Helper()
-	info, err := fsys.Stat(name)
-	if err != nil {
+	if bootImg, err = readFAT(fsys, BootImgName); err != nil {
 		t.Fatal(err)
 	}
-	data, err := fs.ReadFile(fsys, name)
-	if err != nil {
+	if sig, err = readFAT(fsys, BootSigName); err != nil {
 		t.Fatal(err)
 	}
-	if int64(len(data)) < info.Size() {
-		t.Fatalf("%s: read %d bytes, directory says %d", name, len(data), info.Size())
-	}
-	return data[:info.Size()]
+	return bootImg, sig
 }
 
 func requireTool(t *testing.T, tool, pkg string) {
@@ -193,3 +180,28 @@ func TestImageReadableByStandardTools(t *testing.T) {
 
 // rootOffset is where the test image's root partition starts.
 const rootOffset = (bootStart + 24*mib/sector) * sector
+
+// The policy predicted from the built image (its boot.img manifest and its
+// squashfs, as go-diskfs reads them back) equals the one predicted from
+// the inputs: the builder puts into the image exactly what the prediction
+// assumes.
+func TestPredictImageMatchesManifest(t *testing.T) {
+	manifest := imagetest.Write(t)
+	m, err := image.LoadManifest(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := m.Predict()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := PredictImage(build(t, manifest, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := want.Marshal()
+	b, _ := got.Marshal()
+	if !bytes.Equal(a, b) {
+		t.Fatalf("prediction from the image differs from the manifest's:\n%s\n%s", b, a)
+	}
+}
