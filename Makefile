@@ -24,7 +24,9 @@ test: deps
 fuzz:
 	@sh .ci/fuzz
 
-# The appliance binary must build without cgo for the Pi (arm64, and armv6).
+# The appliance binary must build without cgo for the Pi (arm64, and armv6);
+# -tags appliance is the device's build, without the image builder.
 cross:
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -o /dev/null ./cmd/custodian
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=6 $(GO) build -o /dev/null ./cmd/custodian
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -tags appliance -o /dev/null ./cmd/custodian

@@ -14,5 +14,7 @@ func registerCommands(root *cobra.Command, g *globals) {
 		newAgencyCommand(g),
 		newTrustCommand(g),
 		newWarrantCommand(g),
+		newImageCommand(g),
+		newMeasureBootCommand(g),
 	)
 }

@@ -81,6 +81,11 @@ func SyncDir(dir string) error {
 }
 
 // checkReplaceable refuses a path that exists and is not a regular file.
+// CheckReplaceable reports whether WriteFile would accept path, so a
+// command that works for a while before writing can refuse a bad output
+// path first.
+func CheckReplaceable(path string) error { return checkReplaceable(path) }
+
 func checkReplaceable(path string) error {
 	info, err := os.Lstat(path)
 	if errors.Is(err, fs.ErrNotExist) {

@@ -1,0 +1,143 @@
+// Package bootpolicy defines the boot policy of a custodian image: the PCR
+// values a device holds after a genuine boot of that image, and the event
+// log that explains them. `custodian image measure` writes it as
+// policy.json; the ceremony seals shares to its PCRs and attestation
+// checks a device's log against its events.
+//
+// The file is JSON, at most 64 KiB, parsed strictly (unknown or duplicate
+// keys are refused):
+//
+//	{
+//	  "version": 1,
+//	  "pcrs": {"8": "<64 hex>", ...},
+//	  "events": [
+//	    {"pcr": 8, "kind": "rootfs", "name": "/", "measured": "<64 hex>", "digest": "<64 hex>"},
+//	    ...
+//	  ]
+//	}
+//
+// A policy is accepted only if it is consistent with itself: every event's
+// digest is the one its kind, name and measured value produce, replaying
+// the events from zero gives exactly pcrs, every PCR in pcrs ends with
+// exactly one separator event, and pcrs passes [tpm.PCRValues.Check].
+// So a policy can be checked by anyone without trusting its author's
+// arithmetic; what it must still be trusted for is which image it names.
+//
+// Each event is one record of the TCG Canonical Event Log that
+// measure-boot writes; see [Event.Content] for the record content.
+package bootpolicy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	"github.com/custodian-project/custodian/hsm/internal/strictjson"
+	"github.com/custodian-project/custodian/tpm"
+)
+
+// Version is the only policy format version.
+const Version = 1
+
+// Caps on what an attacker-written policy or log may make us hold.
+const (
+	maxPolicySize = 64 << 10
+	maxEvents     = 64
+	maxNameLen    = 1024
+)
+
+// Policy is a parsed, self-consistent policy.json.
+type Policy struct {
+	Version int           `json:"version"`
+	PCRs    tpm.PCRValues `json:"pcrs"`
+	Events  []Event       `json:"events"`
+}
+
+// New builds a policy from a measured event sequence, computing the PCR
+// values by replay, and checks it as [Parse] would.
+func New(events []Event) (*Policy, error) {
+	p := &Policy{Version: Version, PCRs: Replay(events), Events: events}
+	if err := p.check(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Parse reads policy.json and refuses anything but a canonical,
+// self-consistent policy.
+func Parse(data []byte) (*Policy, error) {
+	var p Policy
+	if err := strictjson.Decode(data, &p, maxPolicySize); err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	if err := p.check(); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// Marshal encodes p as indented JSON, the form Parse reads.
+func (p *Policy) Marshal() ([]byte, error) {
+	var b bytes.Buffer
+	enc := newEncoder(&b)
+	if err := enc.Encode(p); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+var errSeparator = errors.New("policy: every measured PCR must end with exactly one separator event")
+
+func (p *Policy) check() error {
+	if p.Version != Version {
+		return fmt.Errorf("policy: version %d is not supported (want %d)", p.Version, Version)
+	}
+	if len(p.Events) == 0 || len(p.Events) > maxEvents {
+		return fmt.Errorf("policy: %d events, want 1 to %d", len(p.Events), maxEvents)
+	}
+	for i, e := range p.Events {
+		if err := e.check(); err != nil {
+			return fmt.Errorf("policy: event %d: %w", i, err)
+		}
+	}
+	if err := checkSeparators(p.Events); err != nil {
+		return err
+	}
+	if err := p.PCRs.Check(); err != nil {
+		return fmt.Errorf("policy: %w", err)
+	}
+	if !Replay(p.Events).Equal(p.PCRs) {
+		return errors.New("policy: replaying the events does not give the listed PCR values")
+	}
+	return nil
+}
+
+// checkSeparators requires that each PCR the events touch gets exactly one
+// separator, as its last event. A PCR that is measured but not closed could
+// be extended further by later code and still look like a finished boot.
+func checkSeparators(events []Event) error {
+	closed := map[int]bool{}
+	for _, e := range events {
+		if closed[e.PCR] {
+			return fmt.Errorf("%w: PCR %d has events after its separator", errSeparator, e.PCR)
+		}
+		if e.Kind == KindSeparator {
+			closed[e.PCR] = true
+		}
+	}
+	for _, e := range events {
+		if !closed[e.PCR] {
+			return fmt.Errorf("%w: PCR %d has none", errSeparator, e.PCR)
+		}
+	}
+	return nil
+}
+
+// Replay returns the PCR values the events produce from all-zero PCRs.
+func Replay(events []Event) tpm.PCRValues {
+	pcrs := tpm.PCRValues{}
+	for _, e := range events {
+		pcrs = pcrs.Extend(e.PCR, e.Digest)
+	}
+	return pcrs
+}

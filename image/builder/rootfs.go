@@ -1,0 +1,161 @@
+package builder
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	diskfs "github.com/diskfs/go-diskfs"
+	"github.com/diskfs/go-diskfs/backend"
+	"github.com/diskfs/go-diskfs/filesystem/squashfs"
+	"golang.org/x/sys/unix"
+
+	"github.com/custodian-project/custodian/image"
+)
+
+// buildRoot writes the read-only root filesystem into partition 2.
+func buildRoot(m *image.Manifest, diskPath string) error {
+	d, err := diskfs.Open(diskPath)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	part, err := d.GetPartition(2)
+	if err != nil {
+		return err
+	}
+	start, size := part.GetStart(), part.GetSize()
+	// go-diskfs would pass the 512-byte sector size as the squashfs block
+	// size; create it directly with the usual 128 KiB.
+	sq, err := squashfs.Create(d.Backend, size, start, squashSize)
+	if err != nil {
+		return err
+	}
+	// Finalize forgets the workspace without removing it, so Close would not.
+	ws := sq.Workspace()
+	defer os.RemoveAll(ws)
+	if err := stage(m.RootTree(), ws, m.Epoch()); err != nil {
+		return err
+	}
+	if err := finalize(sq); err != nil {
+		return err
+	}
+	return fixSuperblock(d.Backend, start, size, m.SourceDateEpoch)
+}
+
+// finalize writes the squashfs with root-owned entries. go-diskfs reads
+// symlink targets with paths relative to the workspace but resolves them
+// against the working directory, so it runs from inside the workspace.
+func finalize(sq *squashfs.FileSystem) error {
+	wd, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	if err := os.Chdir(sq.Workspace()); err != nil {
+		return err
+	}
+	defer os.Chdir(wd)
+	root := uint32(0)
+	return sq.Finalize(squashfs.FinalizeOptions{Compression: &squashfs.CompressorGzip{}, FileUID: &root, FileGID: &root})
+}
+
+// fixSuperblock works around two go-diskfs gaps: it stamps mkfs_time (u32
+// at +8) with the current time, and it writes a file system larger than
+// its partition past the partition's end without an error, so the
+// bytes_used field (u64 at +40) is checked here.
+func fixSuperblock(b backend.Storage, start, size, epoch int64) error {
+	f, err := b.Writable()
+	if err != nil {
+		return err
+	}
+	var sb [48]byte
+	if _, err := f.ReadAt(sb[:], start); err != nil {
+		return err
+	}
+	if used := binary.LittleEndian.Uint64(sb[40:]); used > uint64(size) {
+		return fmt.Errorf("the root filesystem needs %d bytes but its partition has %d: raise image_mib", used, size)
+	}
+	binary.LittleEndian.PutUint32(sb[8:], uint32(epoch))
+	_, err = f.WriteAt(sb[8:12], start+8)
+	return err
+}
+
+// stage copies the source tree into the squashfs workspace with normalised
+// modes and fixed times (go-diskfs's own Chtimes and Symlink do nothing).
+func stage(src fs.FS, ws string, t time.Time) error {
+	var dirs []string
+	err := fs.WalkDir(src, ".", func(name string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := fs.Lstat(src, name)
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(ws, filepath.FromSlash(name))
+		mode := image.NormalMode(info.Mode())
+		switch {
+		case mode.IsDir():
+			dirs = append(dirs, dst)
+			return os.MkdirAll(dst, mode.Perm())
+		case mode.Type() == fs.ModeSymlink:
+			target, err := fs.ReadLink(src, name)
+			if err == nil {
+				err = os.Symlink(target, dst)
+			}
+			if err == nil {
+				err = unix.Lutimes(dst, []unix.Timeval{unix.NsecToTimeval(t.UnixNano()), unix.NsecToTimeval(t.UnixNano())})
+			}
+			return err
+		case info.Mode().IsRegular():
+			return stageFile(src, name, dst, mode, t)
+		}
+		return fmt.Errorf("/%s: only directories, regular files and symlinks go into the image", name)
+	})
+	if err != nil {
+		return err
+	}
+	// Directories last, deepest first: adding entries changes their times.
+	for _, dir := range slices.Backward(dirs) {
+		if err := os.Chmod(dir, 0o755); err != nil {
+			return err
+		}
+		if err := os.Chtimes(dir, t, t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func stageFile(src fs.FS, name, dst string, mode fs.FileMode, t time.Time) error {
+	in, err := src.Open(name)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode.Perm())
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(out, in)
+	if err == nil {
+		err = out.Chmod(mode.Perm()) // the umask trimmed the mode at creation
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return os.Chtimes(dst, t, t)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	return slices.Sorted(maps.Keys(m))
+}

@@ -1,0 +1,217 @@
+// Package image is the custodian's SD-card image as the operator describes
+// it: the manifest, and the prediction of the PCR values the image produces
+// at boot ([Manifest.Predict], the same measurement sequence measure-boot
+// runs, from package firmware/measure). Package image/builder writes the
+// image itself; it is kept apart so that the appliance build can leave the
+// disk libraries out.
+//
+// The manifest is TOML (docs/image.md has every key), parsed strictly: an
+// unknown key, a wrong type, a file over 64 KiB, a path that leaves the
+// manifest's directory, or a measurement selection the separator does not
+// cover is refused. Paths in it are relative to the manifest's directory.
+package image
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/custodian-project/custodian/firmware/measure"
+	"github.com/custodian-project/custodian/hsm/bootpolicy"
+)
+
+const maxManifestSize = 64 << 10
+
+// Manifest is a parsed image manifest.
+type Manifest struct {
+	Version         int   `toml:"version"`
+	SourceDateEpoch int64 `toml:"source_date_epoch"`
+	ImageMiB        int   `toml:"image_mib"`
+	BootMiB         int   `toml:"boot_mib"`
+	BootImgMiB      int   `toml:"boot_img_mib"`
+
+	Boot struct {
+		Config  string     `toml:"config"`
+		Cmdline string     `toml:"cmdline"`
+		Files   []BootFile `toml:"files"`
+	} `toml:"boot"`
+
+	RootFS struct {
+		Dir string `toml:"dir"`
+	} `toml:"rootfs"`
+
+	Measure struct {
+		Binary        string `toml:"binary"`
+		Config        string `toml:"config"`
+		TrustRoots    string `toml:"trust_roots"`
+		RootFSPCR     int    `toml:"rootfs_pcr"`
+		BinaryPCR     int    `toml:"binary_pcr"`
+		ConfigPCR     int    `toml:"config_pcr"`
+		TrustRootsPCR int    `toml:"trust_roots_pcr"`
+		SeparatorPCRs []int  `toml:"separator_pcrs"`
+	} `toml:"measure"`
+
+	dir string // the manifest's directory, for relative paths
+	raw []byte // the manifest as read, copied into boot.img
+}
+
+// BootFile is one file copied into boot.img: Src on the build host
+// (relative to the manifest), Dst its path inside boot.img.
+type BootFile struct {
+	Src string `toml:"src"`
+	Dst string `toml:"dst"`
+}
+
+// ManifestName is where the manifest sits inside boot.img, so the early
+// init reads the measurement layout from the signed boot image.
+const ManifestName = "custodian.toml"
+
+// LoadManifest reads and checks the manifest at path.
+func LoadManifest(file string) (*Manifest, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	abs, err := filepath.Abs(filepath.Dir(file))
+	if err != nil {
+		return nil, err
+	}
+	return ParseManifest(data, abs)
+}
+
+// ParseManifest parses manifest text; dir resolves its relative paths.
+func ParseManifest(data []byte, dir string) (*Manifest, error) {
+	if len(data) > maxManifestSize {
+		return nil, fmt.Errorf("manifest: %d bytes, at most %d allowed", len(data), maxManifestSize)
+	}
+	m := defaults()
+	md, err := toml.Decode(string(data), m)
+	if err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		return nil, fmt.Errorf("manifest: unknown key %q", und[0].String())
+	}
+	m.dir, m.raw = dir, data
+	if err := m.check(); err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
+	}
+	return m, nil
+}
+
+func defaults() *Manifest {
+	m := &Manifest{ImageMiB: 64, BootMiB: 24, BootImgMiB: 12}
+	s := measure.DefaultSpec()
+	m.Measure.Binary, m.Measure.Config, m.Measure.TrustRoots = s.Binary, s.Config, s.TrustRoots
+	m.Measure.RootFSPCR, m.Measure.BinaryPCR = s.RootFSPCR, s.BinaryPCR
+	m.Measure.ConfigPCR, m.Measure.TrustRootsPCR = s.ConfigPCR, s.TrustRootsPCR
+	m.Measure.SeparatorPCRs = s.SeparatorPCRs
+	return m
+}
+
+// Size limits keep the FAT16 file systems within what FAT16 and the Pi's
+// ramdisk loader accept.
+func (m *Manifest) check() error {
+	if m.Version != 1 {
+		return fmt.Errorf("version %d is not supported (want version = 1)", m.Version)
+	}
+	if m.SourceDateEpoch <= 0 || m.SourceDateEpoch > 1<<32-1 {
+		return errors.New("source_date_epoch must be a Unix time in seconds (squashfs keeps 32 bits)")
+	}
+	if m.BootImgMiB < 8 || m.BootImgMiB > 256 || m.BootMiB < m.BootImgMiB+2 || m.BootMiB > 1024 {
+		return errors.New("sizes: need 8 <= boot_img_mib <= 256 and boot_img_mib+2 <= boot_mib <= 1024")
+	}
+	if m.ImageMiB < m.BootMiB+4 || m.ImageMiB > 16<<10 {
+		return errors.New("sizes: image_mib must leave at least 4 MiB for the root filesystem, and be at most 16 GiB")
+	}
+	if m.RootFS.Dir == "" {
+		return errors.New("rootfs.dir is required")
+	}
+	for _, p := range append([]string{m.Boot.Config, m.Boot.Cmdline, m.RootFS.Dir}, m.srcs()...) {
+		if p != "" && !localPath(p) {
+			return fmt.Errorf("path %q must be relative to the manifest and stay below it", p)
+		}
+	}
+	seen := map[string]bool{"config.txt": true, "cmdline.txt": true, ManifestName: true}
+	for _, f := range m.Boot.Files {
+		dst := strings.ToLower(f.Dst)
+		if !fs.ValidPath(f.Dst) || f.Dst == "." || seen[dst] {
+			return fmt.Errorf("boot file destination %q must be a unique clean relative path", f.Dst)
+		}
+		seen[dst] = true
+	}
+	return m.Spec().Check()
+}
+
+func (m *Manifest) srcs() []string {
+	var s []string
+	for _, f := range m.Boot.Files {
+		s = append(s, f.Src)
+	}
+	return s
+}
+
+func localPath(p string) bool {
+	return filepath.IsLocal(p) && fs.ValidPath(path.Clean(filepath.ToSlash(p)))
+}
+
+// Spec is the measurement layout the manifest names.
+func (m *Manifest) Spec() measure.Spec {
+	return measure.Spec{
+		Binary:        m.Measure.Binary,
+		Config:        m.Measure.Config,
+		TrustRoots:    m.Measure.TrustRoots,
+		RootFSPCR:     m.Measure.RootFSPCR,
+		BinaryPCR:     m.Measure.BinaryPCR,
+		ConfigPCR:     m.Measure.ConfigPCR,
+		TrustRootsPCR: m.Measure.TrustRootsPCR,
+		SeparatorPCRs: m.Measure.SeparatorPCRs,
+	}
+}
+
+// path resolves a manifest-relative path.
+func (m *Manifest) path(p string) string { return filepath.Join(m.dir, filepath.FromSlash(p)) }
+
+// RootFS is the root filesystem's source tree on the build host.
+func (m *Manifest) RootTree() fs.FS { return os.DirFS(m.path(m.RootFS.Dir)) }
+
+// Predict computes the policy the image produces at boot: the measurement
+// sequence run over the root filesystem source as the builder puts it into
+// the image (modes normalised by [NormalMode]).
+func (m *Manifest) Predict() (*bootpolicy.Policy, error) {
+	return m.Spec().Predict(m.RootTree(), NormalMode)
+}
+
+// NormalMode is the mode an entry of the root filesystem source gets in the
+// image: directories 0755, files 0755 if any execute bit is set and 0644
+// otherwise, symlinks 0777. Setuid, setgid and sticky bits are dropped;
+// the appliance needs none. image measure predicts with this function, so
+// it must stay the one the builder applies.
+func NormalMode(m fs.FileMode) fs.FileMode {
+	switch {
+	case m.IsDir():
+		return fs.ModeDir | 0o755
+	case m.Type() == fs.ModeSymlink:
+		return fs.ModeSymlink | 0o777
+	case m&0o111 != 0:
+		return 0o755
+	default:
+		return 0o644
+	}
+}
+
+// Resolve turns a manifest-relative path into a path on the build host.
+func (m *Manifest) Resolve(p string) string { return m.path(p) }
+
+// Raw is the manifest's text as read; the builder copies it into boot.img.
+func (m *Manifest) Raw() []byte { return m.raw }
+
+// Epoch is source_date_epoch as a time: every time stamp in the image.
+func (m *Manifest) Epoch() time.Time { return time.Unix(m.SourceDateEpoch, 0).UTC() }

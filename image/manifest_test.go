@@ -1,0 +1,82 @@
+package image
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/custodian-project/custodian/firmware/measure"
+	"github.com/custodian-project/custodian/image/imagetest"
+)
+
+func TestManifestDefaults(t *testing.T) {
+	m, err := ParseManifest([]byte(imagetest.Manifest), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := m.Spec()
+	if got, want := s.PCRs(), []int{8, 9, 11, 12}; len(got) != len(want) {
+		t.Fatalf("PCRs %v, want %v", got, want)
+	}
+	if m.ImageMiB != 64 || s.Binary != "usr/bin/custodian" {
+		t.Fatalf("defaults not applied: %+v", m)
+	}
+}
+
+func TestManifestRefuses(t *testing.T) {
+	cases := map[string]struct{ add, want string }{
+		"unknown key":       {"colour = \"blue\"\n", "unknown key \"colour\""},
+		"unknown table key": {"[measure]\nbinary_pcrs = 9\n", "unknown key \"measure.binary_pcrs\""},
+		"wrong type":        {"image_mib = \"big\"\n", "manifest"},
+		"PCR 10":            {"[measure]\nconfig_pcr = 10\nseparator_pcrs = [8, 9, 10, 12]\n", "PCR 10 cannot"},
+		"PCR 23":            {"[measure]\nseparator_pcrs = [8, 9, 11, 12, 23]\n", "PCR 23 cannot"},
+		"uncovered PCR":     {"[measure]\nseparator_pcrs = [8, 9, 11]\n", "separator does not cover"},
+		"escaping rootfs":   {"[measure]\nbinary = \"../x\"\n", "clean path"},
+		"absolute binary":   {"[measure]\nbinary = \"/usr/bin/custodian\"\n", "clean path"},
+		"small image":       {"image_mib = 20\n", "image_mib"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			text := imagetest.Manifest
+			if strings.HasPrefix(c.add, "[") {
+				text = strings.Replace(text, "[boot]\n", c.add+"\n[boot]\n", 1)
+			} else {
+				text = strings.Replace(text, "version = 1\n", "version = 1\n"+c.add, 1)
+			}
+			_, err := ParseManifest([]byte(text), t.TempDir())
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v, want an error containing %q", err, c.want)
+			}
+		})
+	}
+	for name, text := range map[string]string{
+		"escaping rootfs dir": "version = 1\nsource_date_epoch = 1\n[rootfs]\ndir = \"../rootfs\"\n",
+		"absolute boot src":   "version = 1\nsource_date_epoch = 1\n[rootfs]\ndir = \"r\"\n[[boot.files]]\nsrc = \"/etc/shadow\"\ndst = \"x\"\n",
+		"duplicate boot dst":  "version = 1\nsource_date_epoch = 1\n[rootfs]\ndir = \"r\"\n[[boot.files]]\nsrc = \"a\"\ndst = \"Config.txt\"\n",
+		"no epoch":            "version = 1\n[rootfs]\ndir = \"r\"\n",
+		"version 2":           "version = 2\nsource_date_epoch = 1\n[rootfs]\ndir = \"r\"\n",
+	} {
+		if _, err := ParseManifest([]byte(text), t.TempDir()); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	_, err := ParseManifest([]byte("version = 1\nsource_date_epoch = 1\n[rootfs]\ndir = \"r\"\n[measure]\nseparator_pcrs = [8]\n"), "")
+	if !errors.Is(err, measure.ErrUncoveredPCR) {
+		t.Fatalf("uncovered PCR: %v", err)
+	}
+}
+
+func FuzzParseManifest(f *testing.F) {
+	f.Add([]byte(imagetest.Manifest))
+	f.Add([]byte("version = 1\nsource_date_epoch = 1\n[rootfs]\ndir = \"r\"\n[measure]\nseparator_pcrs = [8, 9, 11, 12, 13]\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := ParseManifest(data, "/nonexistent")
+		if err != nil {
+			return
+		}
+		// Whatever parses names a layout measure-boot accepts.
+		if err := m.Spec().Check(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
