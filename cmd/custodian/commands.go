@@ -8,6 +8,8 @@ func registerCommands(root *cobra.Command, g *globals) {
 	root.AddCommand(
 		newEnrollCommand(g),
 		newLedgerCommand(g),
+		newPolicyCommand(g),
+		newCeremonyCommand(g),
 		newProvisionCommand(g),
 		newRecoverCommand(g),
 		newEscrowCommand(g),

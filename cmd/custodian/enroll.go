@@ -165,8 +165,8 @@ func newEnrollChallengeCommand(g *globals) *cobra.Command {
 }
 
 func newEnrollVerifyCommand(g *globals) *cobra.Command {
-	var in, secretPath, rootsPath string
-	var opts enrollment.VerifyOptions
+	var in string
+	var checks enrollmentChecks
 	cmd := &cobra.Command{
 		Use:   "verify --in enrollment.json --secret challenge.secret",
 		Short: "Verify an enrollment: EK certificate, AK binding, and quote",
@@ -176,19 +176,9 @@ func newEnrollVerifyCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if secretPath != "" {
-				if opts.Secret, err = readSecret(secretPath); err != nil {
-					return err
-				}
-			}
-			if rootsPath != "" {
-				if opts.EKRoots, err = readCertPool(rootsPath); err != nil {
-					return err
-				}
-			}
-			v, err := e.Verify(opts)
+			v, err := checks.verify(e)
 			if err != nil {
-				return verifyHint(err)
+				return err
 			}
 			if g.json {
 				return g.printJSON(map[string]any{
@@ -201,14 +191,61 @@ func newEnrollVerifyCommand(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	f := cmd.Flags()
-	f.StringVar(&in, "in", "", "enrollment to verify")
-	f.StringVar(&secretPath, "secret", "", "the secret kept from \"custodian enroll challenge\"")
-	f.StringVar(&rootsPath, "ek-roots", "", "PEM file of EK CA certificates (default: the TPM vendor roots built in)")
-	f.BoolVar(&opts.AllowUnboundAK, "allow-unbound-ak", false, "accept an AK not proven by a challenge")
-	f.BoolVar(&opts.AllowUncertifiedEK, "allow-uncertified-ek", false, "accept an EK without a manufacturer certificate (simulators)")
+	cmd.Flags().StringVar(&in, "in", "", "enrollment to verify")
+	checks.register(cmd)
 	_ = cmd.MarkFlagRequired("in")
 	return cmd
+}
+
+// enrollmentChecks are the flags of every command that trusts an
+// enrollment: enroll verify, policy from-enrollment, ceremony.
+type enrollmentChecks struct {
+	secrets          []string // "FILE" or "ID=FILE"
+	rootsPath        string
+	allowUnbound     bool
+	allowUncertified bool
+}
+
+func (c *enrollmentChecks) register(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringArrayVar(&c.secrets, "secret", nil, "challenge secret kept from \"custodian enroll challenge\": FILE, or ID=FILE per custodian")
+	f.StringVar(&c.rootsPath, "ek-roots", "", "PEM file of EK CA certificates (default: the TPM vendor roots built in)")
+	f.BoolVar(&c.allowUnbound, "allow-unbound-ak", false, "accept an AK not proven by a challenge")
+	f.BoolVar(&c.allowUncertified, "allow-uncertified-ek", false, "accept an EK without a manufacturer certificate (simulators)")
+}
+
+// verify checks e with the secret given for its custodian (or the only
+// secret given, if it names none).
+func (c *enrollmentChecks) verify(e *enrollment.Enrollment) (*enrollment.Verified, error) {
+	opts := enrollment.VerifyOptions{AllowUnboundAK: c.allowUnbound, AllowUncertifiedEK: c.allowUncertified}
+	var err error
+	if c.rootsPath != "" {
+		if opts.EKRoots, err = readCertPool(c.rootsPath); err != nil {
+			return nil, err
+		}
+	}
+	if path := c.secretFor(e.CustodianID); path != "" {
+		if opts.Secret, err = readSecret(path); err != nil {
+			return nil, err
+		}
+	}
+	v, err := e.Verify(opts)
+	if err != nil {
+		return nil, verifyHint(fmt.Errorf("enrollment of %s: %w", e.CustodianID, err))
+	}
+	return v, nil
+}
+
+func (c *enrollmentChecks) secretFor(id string) string {
+	for _, s := range c.secrets {
+		if name, path, ok := strings.Cut(s, "="); ok && name == id {
+			return path
+		}
+	}
+	if len(c.secrets) == 1 && !strings.Contains(c.secrets[0], "=") {
+		return c.secrets[0]
+	}
+	return ""
 }
 
 func verifyHint(err error) error {

@@ -61,9 +61,9 @@ func extractBootManifest(t *testing.T, img string) string {
 	return manifest
 }
 
-func readPolicy(t *testing.T, file string) *bootpolicy.Policy {
+func mustReadPolicy(t *testing.T, file string) *bootpolicy.Policy {
 	t.Helper()
-	p, err := bootpolicy.Parse(readFile(t, file))
+	p, err := readPolicy(file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestMeasureBootMatchesPrediction(t *testing.T) {
 		t.Fatalf("image build: exit %d, stderr %q", code, errOut)
 	}
 	mustRun(t, "image", "measure", "--manifest", manifest, "--out", policyFile)
-	policy := readPolicy(t, policyFile)
+	policy := mustReadPolicy(t, policyFile)
 	fromImage := filepath.Join(dir, "policy-from-image.json")
 	mustRun(t, "image", "measure", "--image", img, "--out", fromImage)
 	if a, b := readFile(t, policyFile), readFile(t, fromImage); !bytes.Equal(a, b) {
@@ -151,7 +151,7 @@ func TestMeasureBootMatchesPrediction(t *testing.T) {
 			flipByte(t, filepath.Join(root, file))
 			changed := filepath.Join(t.TempDir(), "policy.json")
 			mustRun(t, "image", "measure", "--manifest", manifest, "--out", changed)
-			newPolicy := readPolicy(t, changed)
+			newPolicy := mustReadPolicy(t, changed)
 			if newPolicy.PCRs.Equal(policy.PCRs) {
 				t.Fatal("the prediction did not change")
 			}

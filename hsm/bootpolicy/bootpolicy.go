@@ -31,7 +31,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strings"
 
+	"github.com/custodian-project/custodian/hsm/ids"
 	"github.com/custodian-project/custodian/hsm/internal/strictjson"
 	"github.com/custodian-project/custodian/tpm"
 )
@@ -48,9 +50,29 @@ const (
 
 // Policy is a parsed, self-consistent policy.json.
 type Policy struct {
-	Version int           `json:"version"`
-	PCRs    tpm.PCRValues `json:"pcrs"`
-	Events  []Event       `json:"events"`
+	Version int `json:"version"`
+	// Source is empty for a prediction from an image. A policy recorded
+	// from a device's verified enrollment quote says so here, as
+	// "enrollment:<custodian ID>", and has no events: it pins PCR values
+	// that were measured, not explained.
+	Source string        `json:"source,omitempty"`
+	PCRs   tpm.PCRValues `json:"pcrs"`
+	Events []Event       `json:"events"`
+}
+
+// SourceEnrollment prefixes the Source of a policy recorded from an
+// enrollment.
+const SourceEnrollment = "enrollment:"
+
+// FromMeasurement makes a policy of PCR values measured on a device and
+// proven by a verified enrollment quote (`custodian policy
+// from-enrollment`). It refuses PCRs that could not protect a share.
+func FromMeasurement(custodianID string, pcrs tpm.PCRValues) (*Policy, error) {
+	p := &Policy{Version: Version, Source: SourceEnrollment + custodianID, PCRs: pcrs.Clone(), Events: []Event{}}
+	if err := p.check(); err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 // New builds a policy from a measured event sequence, computing the PCR
@@ -92,6 +114,9 @@ func (p *Policy) check() error {
 	if p.Version != Version {
 		return fmt.Errorf("policy: version %d is not supported (want %d)", p.Version, Version)
 	}
+	if p.Source != "" {
+		return p.checkMeasured()
+	}
 	if len(p.Events) == 0 || len(p.Events) > maxEvents {
 		return fmt.Errorf("policy: %d events, want 1 to %d", len(p.Events), maxEvents)
 	}
@@ -108,6 +133,27 @@ func (p *Policy) check() error {
 	}
 	if !Replay(p.Events).Equal(p.PCRs) {
 		return errors.New("policy: replaying the events does not give the listed PCR values")
+	}
+	return nil
+}
+
+// checkMeasured checks a policy recorded from an enrollment: no events,
+// and only the PCRs measure-boot may use.
+func (p *Policy) checkMeasured() error {
+	id, ok := strings.CutPrefix(p.Source, SourceEnrollment)
+	if !ok || ids.CheckCustodian(id) != nil {
+		return fmt.Errorf("policy: unknown source %q", p.Source)
+	}
+	if len(p.Events) != 0 {
+		return errors.New("policy: a policy recorded from an enrollment has no events")
+	}
+	for _, i := range p.PCRs.Indices() {
+		if err := checkPCR(i); err != nil {
+			return fmt.Errorf("policy: %w", err)
+		}
+	}
+	if err := p.PCRs.Check(); err != nil {
+		return fmt.Errorf("policy: %w", err)
 	}
 	return nil
 }

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/custodian-project/custodian/hsm/bootpolicy"
+	"github.com/custodian-project/custodian/hsm/durable"
+	"github.com/custodian-project/custodian/hsm/escrow"
+	"github.com/custodian-project/custodian/tpm"
+)
+
+func newCeremonyCommand(g *globals) *cobra.Command {
+	var keyID, policyPath, out string
+	var threshold int
+	var enrollments []string
+	var checks enrollmentChecks
+	cmd := &cobra.Command{
+		Use:   "ceremony --key-id K --threshold T --policy policy.json --enrollment E1 --enrollment E2 ... --out DIR",
+		Short: "Make the escrow key of a key ID and seal one share to each enrolled custodian (offline)",
+		Long: `The ceremony runs on the escrow authority's offline workstation. It verifies
+each enrollment, makes a P-256 escrow key, splits it so that THRESHOLD shares
+recover it (Feldman commitments), and seals each share to one custodian's TPM
+and the policy's PCR values. The key and the shares exist only in memory.
+
+It writes DIR/escrow-K.pub.json (public) and DIR/<custodian>.bundle.json
+(one per custodian, for custodian provision).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			policy, err := readPolicy(policyPath)
+			if err != nil {
+				return err
+			}
+			var members []escrow.Member
+			for _, path := range enrollments {
+				m, err := ceremonyMember(path, &checks)
+				if err != nil {
+					return err
+				}
+				members = append(members, m)
+			}
+			pub, bundles, err := escrow.Ceremony(keyID, threshold, policy.PCRs, members)
+			if err != nil {
+				return err
+			}
+			if err := writeCeremony(out, pub, bundles); err != nil {
+				return err
+			}
+			g.printf("escrow key %s: %d of %d shares needed; wrote %s and %d bundles\n",
+				keyID, threshold, len(members), filepath.Join(out, escrowFileName(keyID)), len(bundles))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&keyID, "key-id", "", "the key ID (epoch), e.g. 2026-11")
+	f.IntVar(&threshold, "threshold", 0, "shares needed to recover the key (2 to the number of custodians)")
+	f.StringVar(&policyPath, "policy", "", "policy.json the shares are sealed to (custodian image measure)")
+	f.StringArrayVar(&enrollments, "enrollment", nil, "a custodian's verified enrollment (repeat for each)")
+	f.StringVar(&out, "out", "", "directory for the escrow file and the bundles (created; must be new or empty)")
+	checks.register(cmd)
+	for _, name := range []string{"key-id", "threshold", "policy", "enrollment", "out"} {
+		_ = cmd.MarkFlagRequired(name)
+	}
+	return cmd
+}
+
+func escrowFileName(keyID string) string { return "escrow-" + keyID + ".pub.json" }
+
+func ceremonyMember(path string, checks *enrollmentChecks) (escrow.Member, error) {
+	e, err := readEnrollment(path)
+	if err != nil {
+		return escrow.Member{}, fmt.Errorf("%s: %w", path, err)
+	}
+	v, err := checks.verify(e)
+	if err != nil {
+		return escrow.Member{}, err
+	}
+	return escrow.Member{ID: e.CustodianID, EK: v.EK}, nil
+}
+
+func readPolicy(path string) (*bootpolicy.Policy, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return bootpolicy.Parse(data)
+}
+
+// writeCeremony writes the outputs into a new or empty directory, so a
+// ceremony never mixes its bundles with another one's.
+func writeCeremony(dir string, pub *escrow.Public, bundles []*escrow.Bundle) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if entries, err := os.ReadDir(dir); err != nil || len(entries) > 0 {
+		return withHint(fmt.Errorf("%s is not an empty directory", dir), "give each ceremony a new --out directory")
+	}
+	data, err := pub.Marshal()
+	if err != nil {
+		return err
+	}
+	if err := durable.CreateFile(filepath.Join(dir, escrowFileName(pub.KeyID)), data, 0o644); err != nil {
+		return err
+	}
+	for _, b := range bundles {
+		data, err := b.Marshal()
+		if err != nil {
+			return err
+		}
+		if err := durable.CreateFile(filepath.Join(dir, b.CustodianID+".bundle.json"), data, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func newPolicyCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "policy",
+		Short: "Boot policies (policy.json) the shares are sealed to",
+	}
+	cmd.AddCommand(newPolicyFromEnrollmentCommand(g))
+	return cmd
+}
+
+func newPolicyFromEnrollmentCommand(g *globals) *cobra.Command {
+	var in, pcrList, out string
+	var checks enrollmentChecks
+	cmd := &cobra.Command{
+		Use:   "from-enrollment --in enrollment.json --pcrs 8,9,11,12 --out policy.json",
+		Short: "Record a policy from the PCRs a verified enrollment quoted",
+		Long: `Without an image prediction, a policy can pin the PCR values a device
+measured when it enrolled, as its verified quote proves them. The policy says
+so ("source": "enrollment:<ID>") and carries no event log.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			indices, err := parsePCRList(pcrList)
+			if err != nil {
+				return err
+			}
+			e, err := readEnrollment(in)
+			if err != nil {
+				return err
+			}
+			if _, err := checks.verify(e); err != nil {
+				return err
+			}
+			pcrs := tpm.PCRValues{}
+			for _, i := range indices {
+				v, ok := e.PCRs[i]
+				if !ok {
+					return fmt.Errorf("the enrollment did not quote PCR %d", i)
+				}
+				pcrs[i] = v
+			}
+			p, err := bootpolicy.FromMeasurement(e.CustodianID, pcrs)
+			if err != nil {
+				return err
+			}
+			data, err := p.Marshal()
+			if err != nil {
+				return err
+			}
+			if err := durable.WriteFile(out, data, 0o644); err != nil {
+				return err
+			}
+			g.printf("policy of PCRs %s as measured by %s written to %s\n", pcrList, e.CustodianID, out)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&in, "in", "", "the device's enrollment")
+	f.StringVar(&pcrList, "pcrs", "8,9,11,12", "PCRs to pin (8, 9 or 11-15)")
+	f.StringVar(&out, "out", "", "policy file to write")
+	checks.register(cmd)
+	_ = cmd.MarkFlagRequired("in")
+	_ = cmd.MarkFlagRequired("out")
+	return cmd
+}
