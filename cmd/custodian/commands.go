@@ -13,6 +13,7 @@ func registerCommands(root *cobra.Command, g *globals) {
 		newProvisionCommand(g),
 		newRecoverCommand(g),
 		newEscrowCommand(g),
+		newAttestCommand(g),
 		newAgencyCommand(g),
 		newTrustCommand(g),
 		newWarrantCommand(g),

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/google/go-tpm/tpm2/transport"
+	"github.com/spf13/cobra"
+
+	"github.com/custodian-project/custodian/hsm/appliance"
+	"github.com/custodian-project/custodian/hsm/attest"
+	"github.com/custodian-project/custodian/hsm/durable"
+)
+
+// defaultEventLog is where measure-boot leaves the boot's event log.
+const defaultEventLog = "/run/custodian/boot.cel"
+
+func newAttestCommand(g *globals) *cobra.Command {
+	var nonceHex, out, eventLog, pcrList string
+	cmd := &cobra.Command{
+		Use:   "attest --nonce HEX --out att.json",
+		Short: "Quote this device's boot state and ledger checkpoint for a verifier's nonce",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			nonce, err := parseNonce(nonceHex)
+			if err != nil {
+				return err
+			}
+			pcrs, err := parsePCRList(pcrList)
+			if err != nil {
+				return err
+			}
+			log, err := os.ReadFile(eventLog)
+			if err != nil {
+				return withHint(err, "measure-boot writes the log at boot; pass --event-log where it is")
+			}
+			return g.withAppliance(func(a *appliance.Appliance, t transport.TPM) error {
+				att, err := createAttestation(a, t, nonce, pcrs, log)
+				if err != nil {
+					return err
+				}
+				data, err := json.MarshalIndent(att, "", "  ")
+				if err != nil {
+					return err
+				}
+				if err := durable.WriteFile(out, append(data, '\n'), 0o644); err != nil {
+					return err
+				}
+				g.printf("attestation of %s for nonce %s written to %s\n", a.ID, nonceHex, out)
+				return nil
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&nonceHex, "nonce", "", "the verifier's nonce, hex (8 to 64 bytes)")
+	f.StringVar(&out, "out", "", "file to write the attestation to")
+	f.StringVar(&eventLog, "event-log", defaultEventLog, "the boot event log (TCG CEL) measure-boot wrote")
+	f.StringVar(&pcrList, "pcrs", "8,9,11,12", "PCRs to quote (the policy's)")
+	_ = cmd.MarkFlagRequired("nonce")
+	_ = cmd.MarkFlagRequired("out")
+	cmd.AddCommand(newAttestVerifyCommand(g))
+	return cmd
+}
+
+func createAttestation(a *appliance.Appliance, t transport.TPM, nonce []byte, pcrs []int, log []byte) (*attest.Attestation, error) {
+	if a.SignerErr != nil {
+		return nil, withHint(a.SignerErr, "the checkpoint key opens only on the approved image")
+	}
+	checkpoint, err := a.Ledger.Checkpoint()
+	if err != nil {
+		return nil, err
+	}
+	return attest.Create(t, a.ID, nonce, pcrs, log, string(checkpoint), time.Now())
+}
+
+func parseNonce(s string) ([]byte, error) {
+	n, err := hex.DecodeString(s)
+	if err != nil || len(n) < 8 || len(n) > 64 {
+		return nil, fmt.Errorf("--nonce: want 8 to 64 bytes in hex")
+	}
+	return n, nil
+}
+
+func newAttestVerifyCommand(g *globals) *cobra.Command {
+	var enrollmentPath, policyPath, nonceHex, in, ledgerKey string
+	var checks enrollmentChecks
+	cmd := &cobra.Command{
+		Use:   "verify --enrollment E --policy P --nonce HEX --in att.json",
+		Short: "Check an attestation against the enrollment, the approved policy and your nonce",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			nonce, err := parseNonce(nonceHex)
+			if err != nil {
+				return err
+			}
+			e, err := readEnrollment(enrollmentPath)
+			if err != nil {
+				return err
+			}
+			if _, err := checks.verify(e); err != nil {
+				return err
+			}
+			policy, err := readPolicy(policyPath)
+			if err != nil {
+				return err
+			}
+			data, err := os.ReadFile(in)
+			if err != nil {
+				return err
+			}
+			att, err := attest.Parse(data)
+			if err != nil {
+				return err
+			}
+			key, err := readLedgerKey(ledgerKey)
+			if err != nil {
+				return err
+			}
+			r, err := att.Verify(attest.Expect{Enrollment: e, Policy: policy, Nonce: nonce, LedgerKey: key})
+			if err != nil {
+				return err
+			}
+			g.printf("attestation of %s verifies: the approved image (%d boot events checked)", att.CustodianID, r.LogEvents)
+			if key != "" {
+				g.printf(", ledger checkpoint of %d entries signed by its key", r.LedgerSize)
+			}
+			g.printf("\n")
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&enrollmentPath, "enrollment", "", "the custodian's enrollment")
+	f.StringVar(&policyPath, "policy", "", "the approved policy.json")
+	f.StringVar(&nonceHex, "nonce", "", "the nonce you sent, hex")
+	f.StringVar(&in, "in", "", "the attestation")
+	f.StringVar(&ledgerKey, "ledger-key", "", "the custodian's checkpoint verifier key, or a file holding it (checks the checkpoint)")
+	checks.register(cmd)
+	for _, name := range []string{"enrollment", "policy", "nonce", "in"} {
+		_ = cmd.MarkFlagRequired(name)
+	}
+	return cmd
+}
+
+// readLedgerKey accepts a verifier key or a file (ledger-key.pub) holding one.
+func readLedgerKey(s string) (string, error) {
+	if s == "" || strings.Contains(s, "+") {
+		return s, nil
+	}
+	data, err := os.ReadFile(s)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(data)), nil
+}
