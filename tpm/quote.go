@@ -15,8 +15,8 @@ import (
 
 // Quote is a TPM's signed statement of its PCR values, bound to a nonce.
 type Quote struct {
-	Attest    []byte // TPMS_ATTEST, as signed
-	Signature []byte // TPMT_SIGNATURE over SHA-256(Attest)
+	Attest    []byte `json:"attest"`    // TPMS_ATTEST, as signed
+	Signature []byte `json:"signature"` // TPMT_SIGNATURE over SHA-256(Attest)
 }
 
 // MaxNonce is the largest nonce a quote carries (TPM2B_DATA of SHA-256).

@@ -48,13 +48,7 @@ type Attestation struct {
 	PCRs        tpm.PCRValues `json:"pcrs"`
 	EventLog    []byte        `json:"event_log"`
 	Checkpoint  string        `json:"checkpoint"`
-	Quote       Quote         `json:"quote"`
-}
-
-// Quote is the TPM quote as stored in JSON.
-type Quote struct {
-	Attest    []byte `json:"attest"`
-	Signature []byte `json:"signature"`
+	Quote       tpm.Quote     `json:"quote"`
 }
 
 // ErrMismatch wraps every reason an attestation does not match what the
@@ -88,7 +82,7 @@ func Create(t transport.TPM, custodianID string, nonce []byte, pcrs []int, event
 	return &Attestation{
 		Version: Version, CustodianID: custodianID, Time: now.UTC().Truncate(time.Second),
 		Nonce: nonce, PCRs: values, EventLog: eventLog, Checkpoint: checkpoint,
-		Quote: Quote{Attest: q.Attest, Signature: q.Signature},
+		Quote: *q,
 	}, nil
 }
 
@@ -140,8 +134,7 @@ func (a *Attestation) verify(want Expect) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	q := &tpm.Quote{Attest: a.Quote.Attest, Signature: a.Quote.Signature}
-	if err := tpm.VerifyQuote(ak, q, qualifyingData(want.Nonce, a.Checkpoint), a.PCRs); err != nil {
+	if err := tpm.VerifyQuote(ak, &a.Quote, qualifyingData(want.Nonce, a.Checkpoint), a.PCRs); err != nil {
 		return nil, err
 	}
 	if !a.PCRs.Equal(want.Policy.PCRs) {

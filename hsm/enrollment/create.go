@@ -55,7 +55,7 @@ func Create(t transport.TPM, custodianID string, kind tpm.EKKind, challenge *Cha
 		PCRs:      pcrs,
 		Nonce:     nonce,
 		Activated: challenge != nil,
-		Quote:     Quote{Attest: q.Attest, Signature: q.Signature},
+		Quote:     *q,
 	}, nil
 }
 

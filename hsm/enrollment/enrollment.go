@@ -53,8 +53,8 @@ type Enrollment struct {
 	PCRs  tpm.PCRValues `json:"pcrs"`
 	Nonce []byte        `json:"nonce"`
 	// Activated says the nonce was derived from an answered challenge.
-	Activated bool  `json:"activated"`
-	Quote     Quote `json:"quote"`
+	Activated bool      `json:"activated"`
+	Quote     tpm.Quote `json:"quote"`
 }
 
 // EndorsementKey is the TPM's identity.
@@ -66,12 +66,6 @@ type EndorsementKey struct {
 	// the TPM has one; Chain holds any intermediates stored beside it.
 	Certificate []byte   `json:"certificate,omitempty"`
 	Chain       [][]byte `json:"chain,omitempty"`
-}
-
-// Quote is a TPM quote as stored in JSON.
-type Quote struct {
-	Attest    []byte `json:"attest"`
-	Signature []byte `json:"signature"`
 }
 
 // CheckID reports whether id is a valid custodian ID (see package ids).

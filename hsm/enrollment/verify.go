@@ -71,8 +71,7 @@ func (e *Enrollment) Verify(opts VerifyOptions) (*Verified, error) {
 	if v.AKBound, err = e.checkBinding(opts); err != nil {
 		return nil, err
 	}
-	q := &tpm.Quote{Attest: e.Quote.Attest, Signature: e.Quote.Signature}
-	if err := tpm.VerifyQuote(v.AK, q, e.Nonce, e.PCRs); err != nil {
+	if err := tpm.VerifyQuote(v.AK, &e.Quote, e.Nonce, e.PCRs); err != nil {
 		return nil, err
 	}
 	return v, nil
