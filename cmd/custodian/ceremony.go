@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -14,7 +15,7 @@ import (
 )
 
 func newCeremonyCommand(g *globals) *cobra.Command {
-	var keyID, policyPath, out string
+	var keyID, policyPath, out, updateKeyPath string
 	var threshold int
 	var enrollments []string
 	var checks enrollmentChecks
@@ -42,7 +43,15 @@ It writes DIR/escrow-K.pub.json (public) and DIR/<custodian>.bundle.json
 				}
 				members = append(members, m)
 			}
-			pub, bundles, err := escrow.Ceremony(keyID, threshold, policy.PCRs, members)
+			var opts []escrow.Option
+			if updateKeyPath != "" {
+				key, err := os.ReadFile(updateKeyPath)
+				if err != nil {
+					return err
+				}
+				opts = append(opts, escrow.WithUpdateKey(strings.TrimSpace(string(key))))
+			}
+			pub, bundles, err := escrow.Ceremony(keyID, threshold, policy.PCRs, members, opts...)
 			if err != nil {
 				return err
 			}
@@ -60,6 +69,7 @@ It writes DIR/escrow-K.pub.json (public) and DIR/<custodian>.bundle.json
 	f.StringVar(&policyPath, "policy", "", "policy.json the shares are sealed to (custodian image measure)")
 	f.StringArrayVar(&enrollments, "enrollment", nil, "a custodian's verified enrollment (repeat for each)")
 	f.StringVar(&out, "out", "", "directory for the escrow file and the bundles (created; must be new or empty)")
+	f.StringVar(&updateKeyPath, "update-key", "", "the authority's update verifier key (custodian update keygen): lets custodians reseal to approved images")
 	checks.register(cmd)
 	for _, name := range []string{"key-id", "threshold", "policy", "enrollment", "out"} {
 		_ = cmd.MarkFlagRequired(name)

@@ -14,6 +14,8 @@ func registerCommands(root *cobra.Command, g *globals) {
 		newRecoverCommand(g),
 		newEscrowCommand(g),
 		newAttestCommand(g),
+		newUpdateCommand(g),
+		newResealCommand(g),
 		newAgencyCommand(g),
 		newTrustCommand(g),
 		newWarrantCommand(g),

@@ -20,6 +20,10 @@ type Bundle struct {
 	Index       int    `json:"index"`
 	Blob        []byte `json:"blob"` // a tpm.Blob
 	Escrow      Public `json:"escrow"`
+	// Update, on a resealed bundle, is the signed update that moved its
+	// PCR policy away from the ceremony's; Escrow.PCRs is then the
+	// update's.
+	Update []byte `json:"update,omitempty"`
 }
 
 // Provisioning errors a device acts on.
@@ -48,6 +52,15 @@ func (b *Bundle) check() error {
 	}
 	if err := b.Escrow.check(); err != nil {
 		return err
+	}
+	if b.Update != nil {
+		policy, err := b.Escrow.OpenUpdate(b.Update)
+		if err != nil {
+			return err
+		}
+		if !policy.PCRs.Equal(b.Escrow.PCRs) {
+			return errors.New("the bundle's PCRs are not its update's")
+		}
 	}
 	c, ok := b.Escrow.Custodian(b.CustodianID)
 	if !ok || c.Index != b.Index {

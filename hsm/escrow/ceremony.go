@@ -21,7 +21,7 @@ type Member struct {
 // Ceremony makes the escrow key for keyID, splits it so that threshold of
 // the members' shares recover it, and seals each share to its member's EK
 // under pcrs. The key and the shares never leave this function unsealed.
-func Ceremony(keyID string, threshold int, pcrs tpm.PCRValues, members []Member) (*Public, []*Bundle, error) {
+func Ceremony(keyID string, threshold int, pcrs tpm.PCRValues, members []Member, opts ...Option) (*Public, []*Bundle, error) {
 	if err := checkCeremony(keyID, threshold, pcrs, members); err != nil {
 		return nil, nil, err
 	}
@@ -30,6 +30,9 @@ func Ceremony(keyID string, threshold int, pcrs tpm.PCRValues, members []Member)
 	ss := secretsharing.New(rand.Reader, uint(threshold-1), secret)
 	shares := ss.Share(uint(len(members)))
 	pub := &Public{Version: Version, KeyID: keyID, Mode: ModeShare, Threshold: threshold, PCRs: pcrs.Clone()}
+	for _, o := range opts {
+		o(pub)
+	}
 	for _, c := range ss.CommitSecret() {
 		b, err := c.MarshalBinary()
 		if err != nil {
@@ -61,6 +64,15 @@ func Ceremony(keyID string, threshold int, pcrs tpm.PCRValues, members []Member)
 		b.Escrow = *pub
 	}
 	return pub, bundles, nil
+}
+
+// Option sets an optional part of the escrow file.
+type Option func(*Public)
+
+// WithUpdateKey names the authority's update key (a signed-note verifier
+// key) in the escrow file.
+func WithUpdateKey(verifierKey string) Option {
+	return func(p *Public) { p.UpdateKey = verifierKey }
 }
 
 // checkCeremony refuses what would make a weak or ambiguous key: fewer

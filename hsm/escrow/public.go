@@ -9,6 +9,7 @@ import (
 
 	"github.com/cloudflare/circl/group"
 	"github.com/cloudflare/circl/secretsharing"
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/custodian-project/custodian/hsm/ids"
 	"github.com/custodian-project/custodian/hsm/internal/strictjson"
@@ -41,6 +42,10 @@ type Public struct {
 	Commitments [][]byte      `json:"commitments"`
 	Custodians  []Custodian   `json:"custodians"`
 	PCRs        tpm.PCRValues `json:"pcrs"` // what the shares are sealed to
+	// UpdateKey is the escrow authority's key (signed-note verifier key)
+	// whose signed updates let custodians reseal their shares to a new
+	// image's policy without a new ceremony. Empty: no updates.
+	UpdateKey string `json:"update_key,omitempty"`
 }
 
 // Custodian is one holder of a share.
@@ -89,6 +94,11 @@ func (p *Public) check() error {
 	}
 	if err := p.PCRs.Check(); err != nil {
 		return err
+	}
+	if p.UpdateKey != "" {
+		if _, err := note.NewVerifier(p.UpdateKey); err != nil {
+			return fmt.Errorf("update key: %w", err)
+		}
 	}
 	return checkCustodians(p.Custodians)
 }

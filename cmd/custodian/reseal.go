@@ -1,0 +1,133 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/google/go-tpm/tpm2/transport"
+	"github.com/spf13/cobra"
+
+	"github.com/custodian-project/custodian/hsm/appliance"
+	"github.com/custodian-project/custodian/hsm/durable"
+	"github.com/custodian-project/custodian/hsm/escrow"
+)
+
+func newUpdateCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "update",
+		Short: "The escrow authority's signed approvals of new images (no new ceremony needed)",
+	}
+	cmd.AddCommand(newUpdateKeygenCommand(g), newUpdateSignCommand(g))
+	return cmd
+}
+
+func newUpdateKeygenCommand(g *globals) *cobra.Command {
+	var name, out, pub string
+	cmd := &cobra.Command{
+		Use:   "keygen --name NAME --out update.key --pub update.pub",
+		Short: "Make the authority's update key (pass update.pub to custodian ceremony --update-key)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			private, verifier, err := escrow.NewUpdateKey(name)
+			if err != nil {
+				return err
+			}
+			if err := writeNew(out, []byte(private+"\n"), 0o600); err != nil {
+				return err
+			}
+			if err := writeNew(pub, []byte(verifier+"\n"), 0o644); err != nil {
+				return err
+			}
+			g.printf("update key %s: private in %s (keep offline), verifier in %s\n", name, out, pub)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&name, "name", "custodian-update", "the key's name (no spaces or '+')")
+	f.StringVar(&out, "out", "", "new file for the private key (0600)")
+	f.StringVar(&pub, "pub", "", "new file for the verifier key")
+	_ = cmd.MarkFlagRequired("out")
+	_ = cmd.MarkFlagRequired("pub")
+	return cmd
+}
+
+func newUpdateSignCommand(g *globals) *cobra.Command {
+	var keyPath, policyPath, out string
+	cmd := &cobra.Command{
+		Use:   "sign --key update.key --policy policy.json --out update.note",
+		Short: "Approve a new image's policy for resealing",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			key, err := os.ReadFile(keyPath)
+			if err != nil {
+				return err
+			}
+			policy, err := readPolicy(policyPath)
+			if err != nil {
+				return err
+			}
+			signed, err := escrow.SignUpdate(strings.TrimSpace(string(key)), policy)
+			if err != nil {
+				return err
+			}
+			if err := durable.WriteFile(out, signed, 0o644); err != nil {
+				return err
+			}
+			g.printf("update for the policy in %s signed into %s\n", policyPath, out)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&keyPath, "key", "", "the authority's private update key")
+	f.StringVar(&policyPath, "policy", "", "the new image's policy.json")
+	f.StringVar(&out, "out", "", "the signed update to write")
+	for _, name := range []string{"key", "policy", "out"} {
+		_ = cmd.MarkFlagRequired(name)
+	}
+	return cmd
+}
+
+func newResealCommand(g *globals) *cobra.Command {
+	var updatePath string
+	var finish bool
+	cmd := &cobra.Command{
+		Use:   "reseal --update update.note | --finish",
+		Short: "Reseal this device's shares to an approved new image (then reboot and --finish)",
+		Long: `On the running, approved image, "reseal --update" opens each share and the
+checkpoint key in the TPM and seals them to the new image's PCRs beside the
+current ones. After rebooting into the new image, "reseal --finish" promotes
+whatever opens there. Both steps are logged in the ledger; a forged update is
+refused and logged.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if (updatePath == "") == !finish {
+				return errors.New("give either --update FILE or --finish")
+			}
+			return g.withAppliance(func(a *appliance.Appliance, t transport.TPM) error {
+				if finish {
+					promoted, err := a.FinishReseal(t, time.Now())
+					if err != nil {
+						return withHint(err, "run --finish on the new image, after it booted and measured itself")
+					}
+					g.printf("promoted: %s\n", strings.Join(promoted, ", "))
+					return nil
+				}
+				update, err := os.ReadFile(updatePath)
+				if err != nil {
+					return err
+				}
+				keyIDs, err := a.Reseal(t, update, time.Now())
+				if err != nil {
+					return err
+				}
+				g.printf("resealed key IDs %s to the new image; reboot into it, then: custodian reseal --finish\n", strings.Join(keyIDs, ", "))
+				return nil
+			})
+		},
+	}
+	cmd.Flags().StringVar(&updatePath, "update", "", "the authority's signed update")
+	cmd.Flags().BoolVar(&finish, "finish", false, "on the new image: promote the resealed shares that open here")
+	return cmd
+}

@@ -1,0 +1,43 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/custodian-project/custodian/hsm/bootpolicy"
+	"github.com/custodian-project/custodian/hsm/escrow"
+	"github.com/custodian-project/custodian/tpm"
+)
+
+func TestUpdateKeygenAndSign(t *testing.T) {
+	dir := t.TempDir()
+	key, pub := filepath.Join(dir, "update.key"), filepath.Join(dir, "update.pub")
+	mustRun(t, "update", "keygen", "--name", "authority", "--out", key, "--pub", pub)
+	if info, err := os.Stat(key); err != nil || info.Mode().Perm() != 0o600 {
+		t.Fatalf("private key file: %v %v", info, err)
+	}
+	policy, err := bootpolicy.FromMeasurement("court-a", tpm.PCRValues{8: bytes.Repeat([]byte{9}, 32)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := policy.Marshal()
+	policyFile := filepath.Join(dir, "policy.json")
+	os.WriteFile(policyFile, data, 0o644)
+	note := filepath.Join(dir, "update.note")
+	mustRun(t, "update", "sign", "--key", key, "--policy", policyFile, "--out", note)
+
+	verifier, _ := os.ReadFile(pub)
+	signed, _ := os.ReadFile(note)
+	p := &escrow.Public{KeyID: "2026-11", UpdateKey: strings.TrimSpace(string(verifier))}
+	got, err := p.OpenUpdate(signed)
+	if err != nil || !got.PCRs.Equal(policy.PCRs) {
+		t.Fatalf("the signed update does not open with the verifier key: %v", err)
+	}
+	code, _, errOut := custodian(t, "reseal")
+	if code == 0 || !strings.Contains(errOut, "--update FILE or --finish") {
+		t.Fatalf("reseal without a mode: %d %q", code, errOut)
+	}
+}

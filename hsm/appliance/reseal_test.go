@@ -1,0 +1,128 @@
+package appliance_test
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/custodian-project/custodian/firmware/measure"
+	"github.com/custodian-project/custodian/hsm/appliance"
+	"github.com/custodian-project/custodian/hsm/enrollment"
+	"github.com/custodian-project/custodian/hsm/escrow"
+	"github.com/custodian-project/custodian/tpm"
+	"github.com/custodian-project/custodian/tpm/tpmtest"
+)
+
+func image(config string) fstest.MapFS {
+	return fstest.MapFS{
+		"usr/bin/custodian":         {Data: []byte("binary"), Mode: 0o755},
+		"etc/custodian/config.toml": {Data: []byte(config), Mode: 0o644},
+		"etc/custodian/trust/a.pem": {Data: []byte("court root"), Mode: 0o644},
+	}
+}
+
+// TestResealMovesSharesToAnApprovedImage: on the old image a signed update
+// reseals the share and the checkpoint key; after a reboot into the new
+// image they open and are promoted. A forged update is refused and logged.
+func TestResealMovesSharesToAnApprovedImage(t *testing.T) {
+	tpmtest.RunSwtpm(t, func(t *testing.T, target tpmtest.Target) {
+		conn := target.Open(t)
+		spec := measure.DefaultSpec()
+		oldPolicy, _ := spec.Predict(image("v1"), nil)
+		newPolicy, _ := spec.Predict(image("v2"), nil)
+		if _, err := measure.Boot(conn, spec, image("v1"), t.TempDir()); err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		e, err := enrollment.Create(conn, "court-a", tpm.EKRSA2048, nil, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := json.Marshal(e)
+		os.WriteFile(filepath.Join(dir, appliance.EnrollmentFile), data, 0o644)
+		a, err := appliance.Init(dir, conn, spec.PCRs(), time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		updateKey, updateVerifier, _ := escrow.NewUpdateKey("authority")
+		_, bundles, err := escrow.Ceremony("2026-11", 2, oldPolicy.PCRs,
+			[]escrow.Member{{ID: "court-a", EK: a.EK}, {ID: "court-b", EK: tpmtest.RandomEK(t)}},
+			escrow.WithUpdateKey(updateVerifier))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bundle, _ := bundles[0].Marshal()
+		if _, err := a.Provision(conn, bundle, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+
+		forgerKey, _, _ := escrow.NewUpdateKey("authority")
+		forged, _ := escrow.SignUpdate(forgerKey, newPolicy)
+		size := a.Ledger.Size()
+		if _, err := a.Reseal(conn, forged, time.Now()); !errors.Is(err, escrow.ErrBadUpdate) {
+			t.Fatalf("forged update: %v", err)
+		}
+		last, _ := a.Ledger.Entry(a.Ledger.Size() - 1)
+		if a.Ledger.Size() != size+1 || !containsAll(string(last), "kind reseal", "outcome refused", "reason update-refused") {
+			t.Fatalf("the forged update was not logged as refused: %q", last)
+		}
+
+		update, _ := escrow.SignUpdate(updateKey, newPolicy)
+		if _, err := a.Reseal(conn, update, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.FinishReseal(conn, time.Now()); err == nil {
+			t.Fatal("promoted resealed files on the old image")
+		}
+		a.Close()
+
+		target.Swtpm.PowerCycle(t, conn)
+		if _, err := measure.Boot(conn, spec, image("v2"), t.TempDir()); err != nil {
+			t.Fatal(err)
+		}
+		a, err = appliance.Open(dir, conn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.SignerErr == nil {
+			t.Fatal("the old checkpoint key opened on the new image")
+		}
+		promoted, err := a.FinishReseal(conn, time.Now())
+		if err != nil || len(promoted) != 2 {
+			t.Fatalf("promoted %v: %v", promoted, err)
+		}
+		a.Close()
+		a, err = appliance.Open(dir, conn)
+		if err != nil || a.SignerErr != nil {
+			t.Fatalf("after promotion: %v, signer %v", err, a.SignerErr)
+		}
+		defer a.Close()
+		b, err := a.Bundle("2026-11")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := escrow.Provision(conn, b, "court-a", a.EK); err != nil {
+			t.Fatalf("the resealed share does not open on the new image: %v", err)
+		}
+		if _, err := a.Ledger.Checkpoint(); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Ledger.Verify(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func containsAll(s string, parts ...string) bool {
+	for _, p := range parts {
+		if !strings.Contains(s, p) {
+			return false
+		}
+	}
+	return true
+}
