@@ -5,9 +5,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"testing/fstest"
 
 	"github.com/custodian-project/custodian/firmware/measure"
+	"github.com/custodian-project/custodian/firmware/measure/measuretest"
 	"github.com/custodian-project/custodian/tpm"
 	"github.com/custodian-project/custodian/tpm/tpmtest"
 )
@@ -16,11 +16,7 @@ func TestAttestAndVerifyOnSwtpm(t *testing.T) {
 	sw := tpmtest.StartSwtpm(t)
 	dir := t.TempDir()
 	runDir := filepath.Join(dir, "run")
-	root := fstest.MapFS{
-		"usr/bin/custodian":         {Data: []byte("binary"), Mode: 0o755},
-		"etc/custodian/config.toml": {Data: []byte("config"), Mode: 0o644},
-		"etc/custodian/trust/a.pem": {Data: []byte("court root"), Mode: 0o644},
-	}
+	root := measuretest.Root("config")
 	spec := measure.DefaultSpec()
 	policy, err := spec.Predict(root, nil)
 	if err != nil {

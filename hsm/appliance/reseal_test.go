@@ -7,24 +7,16 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"testing/fstest"
 	"time"
 
 	"github.com/custodian-project/custodian/firmware/measure"
+	"github.com/custodian-project/custodian/firmware/measure/measuretest"
 	"github.com/custodian-project/custodian/hsm/appliance"
 	"github.com/custodian-project/custodian/hsm/enrollment"
 	"github.com/custodian-project/custodian/hsm/escrow"
 	"github.com/custodian-project/custodian/tpm"
 	"github.com/custodian-project/custodian/tpm/tpmtest"
 )
-
-func image(config string) fstest.MapFS {
-	return fstest.MapFS{
-		"usr/bin/custodian":         {Data: []byte("binary"), Mode: 0o755},
-		"etc/custodian/config.toml": {Data: []byte(config), Mode: 0o644},
-		"etc/custodian/trust/a.pem": {Data: []byte("court root"), Mode: 0o644},
-	}
-}
 
 // TestResealMovesSharesToAnApprovedImage: on the old image a signed update
 // reseals the share and the checkpoint key; after a reboot into the new
@@ -33,9 +25,9 @@ func TestResealMovesSharesToAnApprovedImage(t *testing.T) {
 	tpmtest.RunSwtpm(t, func(t *testing.T, target tpmtest.Target) {
 		conn := target.Open(t)
 		spec := measure.DefaultSpec()
-		oldPolicy, _ := spec.Predict(image("v1"), nil)
-		newPolicy, _ := spec.Predict(image("v2"), nil)
-		if _, err := measure.Boot(conn, spec, image("v1"), t.TempDir()); err != nil {
+		oldPolicy, _ := spec.Predict(measuretest.Root("v1"), nil)
+		newPolicy, _ := spec.Predict(measuretest.Root("v2"), nil)
+		if _, err := measure.Boot(conn, spec, measuretest.Root("v1"), t.TempDir()); err != nil {
 			t.Fatal(err)
 		}
 		dir := t.TempDir()
@@ -82,7 +74,7 @@ func TestResealMovesSharesToAnApprovedImage(t *testing.T) {
 		a.Close()
 
 		target.Swtpm.PowerCycle(t, conn)
-		if _, err := measure.Boot(conn, spec, image("v2"), t.TempDir()); err != nil {
+		if _, err := measure.Boot(conn, spec, measuretest.Root("v2"), t.TempDir()); err != nil {
 			t.Fatal(err)
 		}
 		a, err = appliance.Open(dir, conn)

@@ -7,10 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"testing/fstest"
 	"time"
 
 	"github.com/custodian-project/custodian/firmware/measure"
+	"github.com/custodian-project/custodian/firmware/measure/measuretest"
 	"github.com/custodian-project/custodian/hsm/appliance"
 	"github.com/custodian-project/custodian/hsm/attest"
 	"github.com/custodian-project/custodian/hsm/bootpolicy"
@@ -20,26 +20,16 @@ import (
 	"github.com/custodian-project/custodian/tpm/tpmtest"
 )
 
-func rootFS(config string) fstest.MapFS {
-	return fstest.MapFS{
-		"usr/bin/custodian":          {Data: []byte("the custodian binary"), Mode: 0o755},
-		"etc/custodian/config.toml":  {Data: []byte(config), Mode: 0o644},
-		"etc/custodian/trust/a.pem":  {Data: []byte("court root"), Mode: 0o644},
-		"etc/custodian/trust/b.pem":  {Data: []byte("another court root"), Mode: 0o644},
-		"usr/share/doc/custodian/ok": {Data: []byte("docs"), Mode: 0o644},
-	}
-}
-
 func TestAttestationVerifiesAgainstEnrollmentPolicyAndLedger(t *testing.T) {
 	tpmtest.Run(t, func(t *testing.T, target tpmtest.Target) {
 		conn := target.Open(t)
 		spec := measure.DefaultSpec()
-		policy, err := spec.Predict(rootFS("listen = ':8443'"), nil)
+		policy, err := spec.Predict(measuretest.Root("listen = ':8443'"), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		runDir, dataDir := t.TempDir(), t.TempDir()
-		if _, err := measure.Boot(conn, spec, rootFS("listen = ':8443'"), runDir); err != nil {
+		if _, err := measure.Boot(conn, spec, measuretest.Root("listen = ':8443'"), runDir); err != nil {
 			t.Fatal(err)
 		}
 		eventLog, err := os.ReadFile(filepath.Join(runDir, measure.LogFile))
@@ -84,7 +74,7 @@ func TestAttestationVerifiesAgainstEnrollmentPolicyAndLedger(t *testing.T) {
 			t.Fatalf("result %+v", r)
 		}
 
-		otherPolicy, _ := spec.Predict(rootFS("listen = ':9443'"), nil)
+		otherPolicy, _ := spec.Predict(measuretest.Root("listen = ':9443'"), nil)
 		otherDevice := *e
 		otherDevice.AK = tamperedAK(t, e.AK)
 		flippedLog := bytes.Clone(eventLog)
