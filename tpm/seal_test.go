@@ -120,7 +120,7 @@ func TestInvariantNoPlaintextShareOnTPMBus(t *testing.T) {
 	})
 }
 
-func TestSealRefusesPoliciesThatProtectNothing(t *testing.T) {
+func TestInvariantSealingRefusesPoliciesThatProtectNothing(t *testing.T) {
 	ek := tpmtest.RandomEK(t)
 	good := make([]byte, 32)
 	good[0] = 1

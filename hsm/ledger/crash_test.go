@@ -62,11 +62,11 @@ func appendUntilKilled(dir, spec string) int {
 	}
 }
 
-// TestAppendSurvivesKillAtAnyPoint kills an appending process with SIGKILL
+// TestInvariantAppendSurvivesKillAtAnyPoint kills an appending process with SIGKILL
 // at random moments, 100 times. After each kill the ledger opens unblocked,
 // verifies in full, matches the TPM counter, and holds every entry whose
 // append was acknowledged.
-func TestAppendSurvivesKillAtAnyPoint(t *testing.T) {
+func TestInvariantAppendSurvivesKillAtAnyPoint(t *testing.T) {
 	sw := tpmtest.StartSwtpm(t)
 	conn, err := tpm.Open(sw.Spec())
 	if err != nil {

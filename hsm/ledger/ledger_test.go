@@ -147,7 +147,7 @@ func TestOurVerifiersCatchForgeries(t *testing.T) {
 
 // TestRollbackOfDataDirBlocksUntilResolved copies the data directory,
 // appends, and restores the copy: the ledger is behind the TPM counter.
-func TestRollbackOfDataDirBlocksUntilResolved(t *testing.T) {
+func TestInvariantRollbackOfDataDirBlocksUntilResolved(t *testing.T) {
 	tpmtest.RunSwtpm(t, func(t *testing.T, target tpmtest.Target) {
 		d := newDevice(t, target.Open(t))
 		dir, backup := t.TempDir(), t.TempDir()
@@ -189,7 +189,7 @@ func TestRollbackOfDataDirBlocksUntilResolved(t *testing.T) {
 }
 
 // TestCloneToAnotherTPMIsBlocked moves a data directory to a second swtpm.
-func TestCloneToAnotherTPMIsBlocked(t *testing.T) {
+func TestInvariantCloneToAnotherTPMIsBlocked(t *testing.T) {
 	tpmtest.RunSwtpm(t, func(t *testing.T, first tpmtest.Target) {
 		dir := t.TempDir()
 		a := newDevice(t, first.Open(t))
@@ -221,7 +221,7 @@ func TestCloneToAnotherTPMIsBlocked(t *testing.T) {
 	})
 }
 
-func TestReplayKeyIsAcceptedOnce(t *testing.T) {
+func TestInvariantReplayKeyIsAcceptedOnce(t *testing.T) {
 	tpmtest.Run(t, func(t *testing.T, target tpmtest.Target) {
 		d := newDevice(t, target.Open(t))
 		dir := t.TempDir()
@@ -275,7 +275,7 @@ func TestCommitmentOpensWithKeptSalt(t *testing.T) {
 	})
 }
 
-func TestClockBehindNewestEntryIsRefused(t *testing.T) {
+func TestInvariantClockBehindNewestEntryIsRefused(t *testing.T) {
 	tpmtest.Run(t, func(t *testing.T, target tpmtest.Target) {
 		l := create(t, newDevice(t, target.Open(t)), t.TempDir())
 		late := t0.Add(time.Hour)

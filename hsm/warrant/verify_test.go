@@ -303,7 +303,7 @@ func catalogue() map[string]refusal {
 	}
 }
 
-func TestCatalogue(t *testing.T) {
+func TestInvariantWarrantRefusalCatalogue(t *testing.T) {
 	cases := catalogue()
 	if len(cases) < 30 {
 		t.Fatalf("catalogue has %d cases, want at least 30", len(cases))
@@ -345,7 +345,7 @@ func TestSignerInfoSwapped(t *testing.T) {
 	}
 }
 
-func TestVerifierNeedsIdentity(t *testing.T) {
+func TestInvariantEmptyIdentityVerifiesNothing(t *testing.T) {
 	f := newFixture(t)
 	p7s := f.sign(t, f.content(t, f.warrant()), f.signer())
 	v := f.verifier()
