@@ -145,7 +145,7 @@ func TestOurVerifiersCatchForgeries(t *testing.T) {
 	})
 }
 
-// TestRollbackOfDataDirBlocksUntilResolved copies the data directory,
+// TestInvariantRollbackOfDataDirBlocksUntilResolved copies the data directory,
 // appends, and restores the copy: the ledger is behind the TPM counter.
 func TestInvariantRollbackOfDataDirBlocksUntilResolved(t *testing.T) {
 	tpmtest.RunSwtpm(t, func(t *testing.T, target tpmtest.Target) {

@@ -442,8 +442,8 @@ func TestCoSign(t *testing.T) {
 // by a catalogue case or by a test named here.
 func TestEveryReasonTested(t *testing.T) {
 	elsewhere := map[Reason]string{
-		ReasonNoCustodianID: "TestVerifierNeedsIdentity",
-		ReasonNoHeldKeys:    "TestVerifierNeedsIdentity",
+		ReasonNoCustodianID: "TestInvariantEmptyIdentityVerifiesNothing",
+		ReasonNoHeldKeys:    "TestInvariantEmptyIdentityVerifiesNothing",
 		// trust.Store refuses such a policy; the check stays as a backstop.
 		ReasonNoApprovalPolicy: "unreachable through trust.Store",
 	}
