@@ -3,7 +3,7 @@
 #   make test   every test, after installing what the tests need
 GO ?= go
 
-.PHONY: run test deps build cross fuzz
+.PHONY: run test deps build cross fuzz man
 
 run: build
 	./bin/custodian --tpm sim --data-dir "$${TMPDIR:-/tmp}/custodian-run" enroll --id demo-1 --out "$${TMPDIR:-/tmp}/custodian-run/enrollment.json"
@@ -30,3 +30,10 @@ cross:
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -o /dev/null ./cmd/custodian
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=6 $(GO) build -o /dev/null ./cmd/custodian
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -tags appliance -o /dev/null ./cmd/custodian
+
+# Regenerates the man pages (docs/man) and shell completions (docs/completions)
+# from the command tree; run it after adding or changing a command or flag.
+# TestCheckedInDocsAreCurrent, which make test runs, fails while they are stale.
+man:
+	$(GO) run ./cmd/custodian docs man docs/man
+	$(GO) run ./cmd/custodian docs completions docs/completions

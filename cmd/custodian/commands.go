@@ -5,6 +5,7 @@ import "github.com/spf13/cobra"
 // registerCommands adds every subcommand to root. Each command lives in its
 // own file and is built by a constructor taking the shared globals.
 func registerCommands(root *cobra.Command, g *globals) {
+	root.AddCommand(newDocsCommand(g)) // docs.go: man pages and completions
 	root.AddCommand(
 		newEnrollCommand(g),
 		newLedgerCommand(g),
