@@ -3,11 +3,14 @@ package main
 import (
 	"crypto/sha256"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/hsm/trust/trusttest"
 	"github.com/custodian-project/custodian/tpm"
 	"github.com/custodian-project/custodian/tpm/tpmtest"
 )
@@ -71,5 +74,31 @@ func TestLedgerCommandsOnSwtpm(t *testing.T) {
 	code, _, errOut = custodian(t, dev("ledger", "init")...)
 	if code == 0 {
 		t.Fatalf("init twice succeeded: %q", errOut)
+	}
+}
+
+// TestTrustChangesAreLogged: once the ledger exists, every change to the
+// court trust store is a ledger entry committing to what changed.
+func TestTrustChangesAreLogged(t *testing.T) {
+	sw := tpmtest.StartSwtpm(t)
+	dir := t.TempDir()
+	d := &device{id: "court-a", sw: sw, data: filepath.Join(dir, "data")}
+	measureBoot(t, sw)
+	mustRun(t, d.args("enroll", "--id", "court-a", "--out", filepath.Join(dir, "e.json"))...)
+	mustRun(t, d.args("ledger", "init")...)
+	now := time.Now()
+	root := trusttest.NewRoot(t, "Court Root", now)
+	rootFile := writeTemp(t, string(trusttest.PEM(root.Cert)))
+	mustRun(t, d.args("trust", "add-root", rootFile)...)
+	mustRun(t, d.args("trust", "set-crl", writeTemp(t, string(trusttest.CRLPEM(root.CRL(t, now.Add(-time.Hour), now.Add(time.Hour))))))...)
+
+	var inc ledger.Inclusion
+	if err := json.Unmarshal([]byte(mustRun(t, d.args("ledger", "prove", "--index", "2")...)), &inc); err != nil {
+		t.Fatal(err)
+	}
+	vkey, _ := os.ReadFile(filepath.Join(d.data, "ledger-key.pub"))
+	e, err := inc.Check(strings.TrimSpace(string(vkey)))
+	if err != nil || e.Kind != ledger.KindTrust || e.Commitment == nil {
+		t.Fatalf("entry 2: %+v, %v", e, err)
 	}
 }

@@ -2,13 +2,19 @@ package main
 
 import (
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/google/go-tpm/tpm2/transport"
 	"github.com/spf13/cobra"
 
+	"github.com/custodian-project/custodian/hsm/appliance"
+	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/trust"
 )
 
@@ -30,7 +36,11 @@ func newTrustAddRootCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			root, err := s.AddRoot(data)
+			var root *x509.Certificate
+			err = g.logTrustChange(data, func() (err error) {
+				root, err = s.AddRoot(data)
+				return err
+			})
 			if err != nil {
 				return err
 			}
@@ -51,7 +61,11 @@ func newTrustSetCRLCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			crl, err := s.SetCRL(data, time.Now())
+			var crl *trust.CRL
+			err = g.logTrustChange(data, func() (err error) {
+				crl, err = s.SetCRL(data, time.Now())
+				return err
+			})
 			if err != nil {
 				return err
 			}
@@ -73,7 +87,11 @@ func newTrustSetPolicyCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := s.SetPolicy(p); err != nil {
+			subject, err := json.Marshal(p)
+			if err != nil {
+				return err
+			}
+			if err := g.logTrustChange(subject, func() error { return s.SetPolicy(p) }); err != nil {
 				return err
 			}
 			g.printf("approval policy: %d signer(s)\n", p.Signers)
@@ -84,6 +102,29 @@ func newTrustSetPolicyCommand(g *globals) *cobra.Command {
 	cmd.Flags().StringSliceVar(&p.PolicyOIDs, "policy-oid", nil, "certificate policy OID every signer certificate must carry")
 	cmd.Flags().StringSliceVar(&p.EKUs, "eku", nil, "extended key usage OID every signer certificate must carry")
 	return cmd
+}
+
+// logTrustChange applies a change to the trust store and, on an appliance
+// whose ledger exists, records it there: what the appliance trusts is part
+// of its public record. A blocked ledger refuses the change; a change that
+// applied but could not be logged is reported as such.
+func (g *globals) logTrustChange(subject []byte, apply func() error) error {
+	if _, err := os.Stat(filepath.Join(g.dataDir, ledger.FileName)); err != nil {
+		return apply() // before ledger init: setting up, nothing to log to yet
+	}
+	return g.withAppliance(func(a *appliance.Appliance, _ transport.TPM) error {
+		if err := a.Ledger.Blocked(); err != nil {
+			return err
+		}
+		if err := apply(); err != nil {
+			return err
+		}
+		e := ledger.Entry{Time: time.Now().UTC().Truncate(time.Second), Kind: ledger.KindTrust, Outcome: ledger.OutcomeOK}
+		if _, err := a.Ledger.Append(e, subject, nil); err != nil {
+			return fmt.Errorf("the trust store changed, but logging it failed: %w", err)
+		}
+		return nil
+	})
 }
 
 func openStoreAndRead(g *globals, file string) (*trust.Store, []byte, error) {
