@@ -174,7 +174,7 @@ func (c *court) sign(t *testing.T, serial string, to *recipient.PublicKey, custo
 	if err != nil {
 		t.Fatal(err)
 	}
-	p7s, err := warrant.Sign(content, []warrant.Signer{{Key: c.key, Chain: []*x509.Certificate{c.judge}}}, now.Add(-time.Second))
+	p7s, err := warrant.Sign(content, []warrant.Signer{{Key: c.key, Chain: []*x509.Certificate{c.judge}}}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,370 @@
+package tests
+
+import (
+	"bytes"
+	"encoding/hex"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"periph.io/x/conn/v3/gpio"
+	"periph.io/x/conn/v3/gpio/gpiotest"
+
+	"github.com/custodian-project/custodian/firmware/button"
+	"github.com/custodian-project/custodian/hsm/appliance"
+	"github.com/custodian-project/custodian/hsm/escrow"
+	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/hsm/recipient"
+	"github.com/custodian-project/custodian/hsm/release"
+	"github.com/custodian-project/custodian/hsm/trust/trusttest"
+	"github.com/custodian-project/custodian/tpm"
+	"github.com/custodian-project/custodian/tpm/tpmtest"
+)
+
+// rig is one appliance with its daemon in this process, on swtpm, behind a
+// real HTTP server, with a gpiotest button and a clock the test can move.
+type rig struct {
+	d      *device
+	sw     *tpmtest.Swtpm
+	rec    *tpmtest.Recorder
+	tpm    *release.SerialTPM
+	a      *appliance.Appliance
+	daemon *release.Daemon
+	srv    *httptest.Server
+	c      *client
+	pin    *gpiotest.Pin
+	court  *court
+	agency *recipient.Identity
+	skew   atomic.Int64 // added to the daemon's clock
+	hook   atomic.Pointer[func(stage, keyID string)]
+}
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	now := time.Now().UTC()
+	d, _, _ := enroll(t, "court-a", t.TempDir())
+	r := &rig{d: d, sw: d.sw, court: newCourt(t, now)}
+	conn, err := tpm.Open(d.sw.Spec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	r.rec = &tpmtest.Recorder{TPM: conn}
+	r.tpm = release.Serialize(r.rec)
+	r.open(t)
+	provisionLocal(t, r.a, r.tpm, "2026-11")
+	r.agency, err = recipient.Generate("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.pin = &gpiotest.Pin{N: "GPIO17", Num: 17, EdgesChan: make(chan gpio.Level, 16)}
+	r.start(t)
+	return r
+}
+
+func (r *rig) open(t *testing.T) {
+	t.Helper()
+	a, err := appliance.Open(r.d.data, r.tpm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.a = a
+}
+
+func (r *rig) now() time.Time {
+	return time.Now().Add(time.Duration(r.skew.Load()))
+}
+
+func (r *rig) start(t *testing.T) {
+	t.Helper()
+	btn, err := button.NewGPIO(r.pin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.daemon, err = release.New(release.Config{Appliance: r.a, TPM: r.tpm, Button: btn, Window: 1500 * time.Millisecond,
+		Now: r.now, Hook: func(stage, keyID string) {
+			if h := r.hook.Load(); h != nil {
+				(*h)(stage, keyID)
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.srv = httptest.NewServer((&release.API{Daemon: r.daemon}).Handler())
+	r.c = &client{base: r.srv.URL, http: r.srv.Client()}
+}
+
+func (r *rig) stop() {
+	r.srv.Close()
+	r.daemon.Close()
+	r.a.Close()
+}
+
+func (r *rig) warrant(t *testing.T, serial string, custodians ...string) []byte {
+	t.Helper()
+	if len(custodians) == 0 {
+		custodians = []string{"court-a", "court-z"}
+	}
+	return r.court.sign(t, serial, r.agency.Public(), custodians, []string{"2026-11"}, time.Now().UTC())
+}
+
+// press presses the gpiotest button firmly and lets it go.
+func (r *rig) press() {
+	r.pin.EdgesChan <- gpio.Low
+	time.Sleep(60 * time.Millisecond)
+	r.pin.EdgesChan <- gpio.High
+}
+
+// expectRefusal submits p7s (or waits on an accepted request) and checks
+// the code, the HTTP status, and the ledger refusal entry.
+func (r *rig) expectRefusal(t *testing.T, p7s []byte, code release.Code, logged bool) {
+	t.Helper()
+	size := r.a.Ledger.Size()
+	status, st, eb := r.c.submit(t, p7s)
+	var index *int64
+	if status == http.StatusAccepted {
+		st = r.c.wait(t, st.ID)
+		if st.State != release.StateRefused || st.Code != code {
+			t.Fatalf("want refusal %s, got %+v", code, st)
+		}
+		i := st.LedgerIndices[""]
+		index = &i
+	} else {
+		if eb.Error.Code != code || status != release.HTTPStatus(code) {
+			t.Fatalf("want %s (%d), got %d %+v", code, release.HTTPStatus(code), status, eb)
+		}
+		index = eb.Error.LedgerIndex
+	}
+	if !logged {
+		if index != nil || r.a.Ledger.Size() != size {
+			t.Fatalf("%s: unexpected ledger entry", code)
+		}
+		return
+	}
+	if index == nil {
+		t.Fatalf("%s: no ledger entry", code)
+	}
+	e := r.c.entryAt(t, *index, r.a.VerifierKey)
+	if e.Kind != ledger.KindRefusal || e.Reason != string(code) || len(e.Commitment) == 0 {
+		t.Fatalf("%s: logged as %+v", code, e)
+	}
+	// The refusal entry commits to the submitted bytes.
+	salt, err := r.a.Ledger.Salt(*index)
+	if err != nil || !bytes.Equal(ledger.Commit(salt, p7s), e.Commitment) {
+		t.Fatalf("%s: the entry does not commit to the submitted warrant", code)
+	}
+	if r.a.Ledger.Size() != size+1 {
+		t.Fatalf("%s: %d entries for one refusal", code, r.a.Ledger.Size()-size)
+	}
+}
+
+// releaseOK submits, presses and returns the package.
+func (r *rig) releaseOK(t *testing.T, p7s []byte) (*release.Status, *escrow.Release) {
+	t.Helper()
+	status, st, eb := r.c.submit(t, p7s)
+	if status != http.StatusAccepted {
+		t.Fatalf("submit: %d %+v", status, eb)
+	}
+	if st.State != release.StateAwaitingPress || st.Summary == "" {
+		t.Fatalf("submit: %+v", st)
+	}
+	time.Sleep(20 * time.Millisecond)
+	r.press()
+	st = r.c.wait(t, st.ID)
+	if st.State != release.StateReleased || len(st.Packages) != 1 {
+		t.Fatalf("release: %+v", st)
+	}
+	code, data := r.c.get(t, "/v1/requests/"+st.ID+"/packages/2026-11")
+	if code != http.StatusOK {
+		t.Fatalf("package: %d %s", code, data)
+	}
+	pkg, err := escrow.ParseRelease(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &st, pkg
+}
+
+// TestInvariantShareLeavesOnlyAfterDurableLedgerEntry: when the release
+// entry is durable no package exists yet; the package that leaves is
+// HPKE-sealed to the warrant's recipient, its proof names that entry, and
+// the share never crossed the TPM bus in clear.
+func TestInvariantShareLeavesOnlyAfterDurableLedgerEntry(t *testing.T) {
+	r := newRig(t)
+	defer r.stop()
+	r.court.install(t, r.d.data, time.Now().UTC())
+	p7s := r.warrant(t, "W-1")
+
+	var atEntry struct {
+		size      int64
+		pkgExists bool
+	}
+	hook := func(stage, keyID string) {
+		if stage != "entry" {
+			return
+		}
+		atEntry.size = r.a.Ledger.Size()
+		matches, _ := filepath.Glob(filepath.Join(r.d.data, release.Dir, "*", "*.release.json"))
+		atEntry.pkgExists = len(matches) > 0
+	}
+	r.hook.Store(&hook)
+	r.rec.Reset()
+	st, pkg := r.releaseOK(t, p7s)
+	if atEntry.size == 0 || atEntry.pkgExists {
+		t.Fatalf("at the durable entry: %+v", atEntry)
+	}
+	e, err := pkg.Ledger.Check(r.a.VerifierKey)
+	if err != nil || e.Kind != ledger.KindRelease || e.KeyID != "2026-11" || pkg.Ledger.Index != st.LedgerIndices["2026-11"] {
+		t.Fatalf("proof: %v %+v", err, e)
+	}
+	if pkg.Ledger.Index >= atEntry.size {
+		t.Fatalf("the package's entry %d was not in the ledger (size %d) before the share was opened", pkg.Ledger.Index, atEntry.size)
+	}
+	digest, _ := hex.DecodeString(st.WarrantDigest)
+	share, err := r.agency.Open(escrow.ShareInfo(digest, "court-a", "2026-11", pkg.Index), pkg.SealedShare)
+	if err != nil {
+		t.Fatalf("the agency cannot open its share: %v", err)
+	}
+	if r.rec.Seen(share) {
+		t.Fatal("the share crossed the TPM bus in clear")
+	}
+	if st.Timings == nil || st.Timings.TPMCommands == 0 {
+		t.Fatalf("timings: %+v", st.Timings)
+	}
+	t.Logf("press→package: ledger %.1f ms, TPM %.1f ms, HPKE %.2f ms, proof %.1f ms, store %.1f ms, total %.1f ms; verify %.1f ms; %d TPM commands",
+		st.Timings.LedgerMS, st.Timings.TPMMS, st.Timings.HPKEMS, st.Timings.ProofMS, st.Timings.StoreMS, st.Timings.TotalMS, st.Timings.VerifyMS, st.Timings.TPMCommands)
+
+	// Fetching again returns the same bytes: one sealing per entry.
+	_, a1 := r.c.get(t, "/v1/requests/"+st.ID+"/packages/2026-11")
+	_, a2 := r.c.get(t, "/v1/requests/"+st.ID+"/packages/2026-11")
+	if !bytes.Equal(a1, a2) {
+		t.Fatal("two fetches gave two packages")
+	}
+}
+
+// TestRefusalCatalogue: each refusal has its code, its ledger refusal entry
+// (committing to the submitted bytes), and releases nothing.
+func TestRefusalCatalogue(t *testing.T) {
+	r := newRig(t)
+	now := time.Now().UTC()
+	bob := trusttest.ECKeyP256(t)
+	bobCert := r.court.root.Judge(t, "Judge Bob", bob.Public(), now)
+	r.court.install(t, r.d.data, now, bobCert)
+
+	// Snapshot the data directory for the rollback case at the end.
+	r.a.Close()
+	snapshot := filepath.Join(t.TempDir(), "snapshot")
+	copyDir(t, r.d.data, snapshot)
+	r.open(t)
+	r.daemon.Close()
+	r.srv.Close()
+	r.start(t)
+
+	releases := func() int {
+		n := 0
+		for i := int64(0); i < r.a.Ledger.Size(); i++ {
+			data, _ := r.a.Ledger.Entry(i)
+			if e, _ := ledger.ParseEntry(data); e != nil && e.Kind == ledger.KindRelease {
+				n++
+			}
+		}
+		return n
+	}
+
+	t.Run("malformed input", func(t *testing.T) {
+		r.expectRefusal(t, []byte("not a warrant"), "malformed_cms", true)
+		r.expectRefusal(t, nil, "malformed_cms", true)
+		big := bytes.Repeat([]byte{0x30}, release.MaxBody+1)
+		r.expectRefusal(t, big, release.CodeTooLarge, false)
+	})
+	t.Run("no press within the window", func(t *testing.T) {
+		r.expectRefusal(t, r.warrant(t, "W-nopress"), release.CodeNoPress, true)
+	})
+	t.Run("busy while another awaits approval", func(t *testing.T) {
+		status, first, _ := r.c.submit(t, r.warrant(t, "W-first"))
+		if status != http.StatusAccepted {
+			t.Fatalf("first: %d", status)
+		}
+		r.expectRefusal(t, r.warrant(t, "W-second"), release.CodeBusy, true)
+		if st := r.c.wait(t, first.ID); st.Code != release.CodeNoPress {
+			t.Fatalf("first: %+v", st)
+		}
+	})
+	t.Run("held button (pressed before the summary)", func(t *testing.T) {
+		r.pin.EdgesChan <- gpio.Low
+		r.expectRefusal(t, r.warrant(t, "W-held"), release.CodeButtonHeld, true)
+		r.pin.EdgesChan <- gpio.High
+	})
+	t.Run("replayed", func(t *testing.T) {
+		p7s := r.warrant(t, "W-once")
+		r.releaseOK(t, p7s)
+		r.expectRefusal(t, p7s, release.CodeReplayed, true)
+		// Re-signing the same (court, serial) does not make it new.
+		r.expectRefusal(t, r.warrant(t, "W-once"), release.CodeReplayed, true)
+	})
+	t.Run("another custodian", func(t *testing.T) {
+		r.expectRefusal(t, r.warrant(t, "W-other", "court-q"), "not_addressed", true)
+	})
+	t.Run("revoked judge", func(t *testing.T) {
+		w := &court{root: r.court.root, key: bob, judge: bobCert}
+		r.expectRefusal(t, w.sign(t, "W-bob", r.agency.Public(), []string{"court-a"}, []string{"2026-11"}, time.Now().UTC()), "revoked", true)
+	})
+	t.Run("PCR state changed", func(t *testing.T) {
+		r.sw.PowerCycle(t, r.tpm)
+		measure(t, r.tpm, "a different image")
+		r.expectRefusal(t, r.warrant(t, "W-pcr"), release.CodePCRMismatch, true)
+	})
+	t.Run("stale CRL", func(t *testing.T) {
+		r.skew.Store(int64(36 * time.Hour)) // the CRL's next update was 24 h ahead
+		r.expectRefusal(t, r.warrant(t, "W-stale"), "crl_stale", true)
+	})
+	t.Run("clock before the last entry", func(t *testing.T) {
+		r.skew.Store(0)
+		r.expectRefusal(t, r.warrant(t, "W-clock"), release.CodeClockBehind, true)
+	})
+	if n := releases(); n != 1 {
+		t.Fatalf("%d release entries, want the one approved release", n)
+	}
+	t.Run("data directory rolled back", func(t *testing.T) {
+		r.stop()
+		os.RemoveAll(r.d.data)
+		copyDir(t, snapshot, r.d.data)
+		r.open(t)
+		r.start(t)
+		defer r.stop()
+		if r.a.Ledger.Blocked() == nil {
+			t.Fatal("the rolled-back ledger is not blocked")
+		}
+		// The ledger refuses every append, so this refusal is not logged there.
+		r.expectRefusal(t, r.warrant(t, "W-rollback"), release.CodeLedgerBlocked, false)
+	})
+}
+
+func copyDir(t *testing.T, from, to string) {
+	t.Helper()
+	err := filepath.Walk(from, func(path string, info os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(from, path)
+		dst := filepath.Join(to, rel)
+		if info.IsDir() {
+			return os.MkdirAll(dst, 0o700)
+		}
+		if !info.Mode().IsRegular() {
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(dst, data, info.Mode().Perm())
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
