@@ -308,3 +308,11 @@ func waitFor(t testing.TB, what string, d time.Duration, f func() bool) {
 		}
 	}
 }
+
+func readAll(resp *http.Response) []byte {
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return data
+}
+
+func jsonUnmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
