@@ -108,7 +108,7 @@ func (d *device) args(args ...string) []string {
 
 // enroll boots a device on the "approved" image, enrolls it through the
 // challenge exchange, and creates its ledger.
-func enroll(t *testing.T, id, dir string) (*device, string, string) {
+func enroll(t testing.TB, id, dir string) (*device, string, string) {
 	t.Helper()
 	tpmtest.RequireSwtpm(t)
 	d := &device{id: id, sw: tpmtest.StartSwtpm(t), data: filepath.Join(dir, id)}
@@ -137,7 +137,7 @@ type court struct {
 	judge *x509.Certificate
 }
 
-func newCourt(t *testing.T, now time.Time) *court {
+func newCourt(t testing.TB, now time.Time) *court {
 	root := trusttest.NewRoot(t, "Test Court Root", now)
 	key := trusttest.ECKeyP256(t)
 	return &court{root: root, key: key, judge: root.Judge(t, "Judge Ada", key.Public(), now)}
@@ -145,7 +145,7 @@ func newCourt(t *testing.T, now time.Time) *court {
 
 // install puts the court root and a fresh CRL in a data directory's trust
 // store.
-func (c *court) install(t *testing.T, dataDir string, now time.Time, revoked ...*x509.Certificate) {
+func (c *court) install(t testing.TB, dataDir string, now time.Time, revoked ...*x509.Certificate) {
 	t.Helper()
 	s, err := trust.Open(filepath.Join(dataDir, "trust"))
 	if err != nil {
@@ -163,7 +163,7 @@ func (c *court) install(t *testing.T, dataDir string, now time.Time, revoked ...
 }
 
 // sign writes a warrant for custodians and key IDs, signed by the judge.
-func (c *court) sign(t *testing.T, serial string, to *recipient.PublicKey, custodians, keyIDs []string, now time.Time) []byte {
+func (c *court) sign(t testing.TB, serial string, to *recipient.PublicKey, custodians, keyIDs []string, now time.Time) []byte {
 	t.Helper()
 	w := &warrant.Warrant{Version: 1, Serial: serial, Docket: "CR-1/2026", Court: "Test Court",
 		Agency: "Test Police", Official: "Inspector Morse", Offence: "fraud",
@@ -184,7 +184,7 @@ func (c *court) sign(t *testing.T, serial string, to *recipient.PublicKey, custo
 // provisionLocal runs a 2-of-2 ceremony for keyID between the device and a
 // second (absent) custodian, and provisions the device's bundle. It uses
 // conn, the one connection to the device's swtpm.
-func provisionLocal(t *testing.T, a *appliance.Appliance, conn interface{ Send([]byte) ([]byte, error) }, keyID string) *escrow.Public {
+func provisionLocal(t testing.TB, a *appliance.Appliance, conn interface{ Send([]byte) ([]byte, error) }, keyID string) *escrow.Public {
 	t.Helper()
 	pcrs, err := tpm.ReadPCRs(conn, 8, 9, 11, 12)
 	if err != nil {
@@ -211,7 +211,7 @@ type client struct {
 	http *http.Client
 }
 
-func (c *client) submit(t *testing.T, p7s []byte) (int, release.Status, release.ErrorBody) {
+func (c *client) submit(t testing.TB, p7s []byte) (int, release.Status, release.ErrorBody) {
 	t.Helper()
 	resp, err := c.http.Post(c.base+"/v1/warrants", "application/pkcs7-mime", bytes.NewReader(p7s))
 	if err != nil {
@@ -231,7 +231,7 @@ func (c *client) submit(t *testing.T, p7s []byte) (int, release.Status, release.
 	return resp.StatusCode, st, eb
 }
 
-func (c *client) wait(t *testing.T, id string) release.Status {
+func (c *client) wait(t testing.TB, id string) release.Status {
 	t.Helper()
 	for {
 		var st release.Status
@@ -242,7 +242,7 @@ func (c *client) wait(t *testing.T, id string) release.Status {
 	}
 }
 
-func (c *client) get(t *testing.T, path string) (int, []byte) {
+func (c *client) get(t testing.TB, path string) (int, []byte) {
 	t.Helper()
 	resp, err := c.http.Get(c.base + path)
 	if err != nil {
@@ -253,7 +253,7 @@ func (c *client) get(t *testing.T, path string) (int, []byte) {
 	return resp.StatusCode, data
 }
 
-func (c *client) getJSON(t *testing.T, path string, v any) {
+func (c *client) getJSON(t testing.TB, path string, v any) {
 	t.Helper()
 	code, data := c.get(t, path)
 	if code != http.StatusOK {
@@ -266,7 +266,7 @@ func (c *client) getJSON(t *testing.T, path string, v any) {
 
 // entryAt returns ledger entry i through the API, checked against the
 // appliance's verifier key.
-func (c *client) entryAt(t *testing.T, i int64, verifier string) *ledger.Entry {
+func (c *client) entryAt(t testing.TB, i int64, verifier string) *ledger.Entry {
 	t.Helper()
 	var inc ledger.Inclusion
 	c.getJSON(t, fmt.Sprintf("/v1/entries/%d", i), &inc)

@@ -43,7 +43,7 @@ type rig struct {
 	hook   atomic.Pointer[func(stage, keyID string)]
 }
 
-func newRig(t *testing.T) *rig {
+func newRig(t testing.TB) *rig {
 	t.Helper()
 	now := time.Now().UTC()
 	d, _, _ := enroll(t, "court-a", t.TempDir())
@@ -66,7 +66,7 @@ func newRig(t *testing.T) *rig {
 	return r
 }
 
-func (r *rig) open(t *testing.T) {
+func (r *rig) open(t testing.TB) {
 	t.Helper()
 	a, err := appliance.Open(r.d.data, r.tpm)
 	if err != nil {
@@ -79,7 +79,7 @@ func (r *rig) now() time.Time {
 	return time.Now().Add(time.Duration(r.skew.Load()))
 }
 
-func (r *rig) start(t *testing.T) {
+func (r *rig) start(t testing.TB) {
 	t.Helper()
 	btn, err := button.NewGPIO(r.pin)
 	if err != nil {
@@ -104,7 +104,7 @@ func (r *rig) stop() {
 	r.a.Close()
 }
 
-func (r *rig) warrant(t *testing.T, serial string, custodians ...string) []byte {
+func (r *rig) warrant(t testing.TB, serial string, custodians ...string) []byte {
 	t.Helper()
 	if len(custodians) == 0 {
 		custodians = []string{"court-a", "court-z"}
@@ -121,7 +121,7 @@ func (r *rig) press() {
 
 // expectRefusal submits p7s (or waits on an accepted request) and checks
 // the code, the HTTP status, and the ledger refusal entry.
-func (r *rig) expectRefusal(t *testing.T, p7s []byte, code release.Code, logged bool) {
+func (r *rig) expectRefusal(t testing.TB, p7s []byte, code release.Code, logged bool) {
 	t.Helper()
 	size := r.a.Ledger.Size()
 	status, st, eb := r.c.submit(t, p7s)
@@ -163,7 +163,7 @@ func (r *rig) expectRefusal(t *testing.T, p7s []byte, code release.Code, logged 
 }
 
 // releaseOK submits, presses and returns the package.
-func (r *rig) releaseOK(t *testing.T, p7s []byte) (*release.Status, *escrow.Release) {
+func (r *rig) releaseOK(t testing.TB, p7s []byte) (*release.Status, *escrow.Release) {
 	t.Helper()
 	status, st, eb := r.c.submit(t, p7s)
 	if status != http.StatusAccepted {
@@ -344,7 +344,7 @@ func TestRefusalCatalogue(t *testing.T) {
 	})
 }
 
-func copyDir(t *testing.T, from, to string) {
+func copyDir(t testing.TB, from, to string) {
 	t.Helper()
 	err := filepath.Walk(from, func(path string, info os.FileInfo, err error) error {
 		if err != nil {

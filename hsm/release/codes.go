@@ -18,17 +18,17 @@ type Code string
 
 // The appliance's codes.
 const (
-	CodeBusy             Code = "busy"                // another warrant awaits approval
-	CodeReplayed         Code = "replayed"            // this warrant (issuer, serial) was used before
-	CodeBeforeFloor      Code = "signed_before_floor" // signed before the ledger's replay floor
-	CodeLedgerBlocked    Code = "ledger_blocked"      // rollback or clone detected
-	CodeClockBehind      Code = "clock_behind"        // the clock is behind the newest entry
-	CodeImageNotApproved Code = "image_not_approved"  // the checkpoint key does not unseal
-	CodePCRMismatch      Code = "pcr_mismatch"        // the PCRs are not the share's policy
-	CodeNoPress          Code = "no_press"            // no press within the window
-	CodeButtonHeld       Code = "button_held"         // held or stuck for the whole window
-	CodeTooLarge         Code = "too_large"           // body over 64 KiB
-	CodeRateLimited      Code = "rate_limited"        // per-client rate limit
+	CodeBusy             Code = "busy"                       // another warrant awaits approval
+	CodeReplayed         Code = "replayed"                   // this warrant (issuer, serial) was used before
+	CodeBeforeFloor      Code = "signed_before_floor"        // signed before the ledger's replay floor
+	CodeLedgerBlocked    Code = "ledger_blocked"             // rollback or clone detected
+	CodeClockBehind      Code = "clock_behind"               // the clock is behind the newest entry
+	CodeImageNotApproved Code = "image_not_approved"         // the checkpoint key does not unseal
+	CodePCRMismatch      Code = "pcr_mismatch"               // the PCRs are not the share's policy
+	CodeNoPress          Code = "no_press"                   // no press within the window
+	CodeButtonHeld       Code = "button_held"                // held or stuck for the whole window
+	CodeTooLarge              = Code(warrant.ReasonTooLarge) // body over 64 KiB: the same cause as the warrant's own cap
+	CodeRateLimited      Code = "rate_limited"               // per-client rate limit
 	CodeNotFound         Code = "not_found"
 	CodeBadRequest       Code = "bad_request"
 	CodeUnavailable      Code = "unavailable" // e.g. attestation not configured
@@ -114,7 +114,9 @@ func Codes() []Code {
 		CodeUnsealFailed, CodeSealFailed, CodeStoreFailed, CodeInterrupted, CodeLedgerFailed,
 		CodeInternal, CodeNotVerified, CodeNoShare, CodeShareUnavailable}
 	for _, r := range warrant.Reasons() {
-		out = append(out, Code(r))
+		if Code(r) != CodeTooLarge {
+			out = append(out, Code(r))
+		}
 	}
 	return out
 }
