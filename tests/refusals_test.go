@@ -295,9 +295,9 @@ func TestRefusalCatalogue(t *testing.T) {
 		}
 	})
 	t.Run("held button (pressed before the summary)", func(t *testing.T) {
-		r.pin.EdgesChan <- gpio.Low
+		r.pin.Out(gpio.Low) // held down since before the summary: no edge after it
 		r.expectRefusal(t, r.warrant(t, "W-held"), release.CodeButtonHeld, true)
-		r.pin.EdgesChan <- gpio.High
+		r.pin.Out(gpio.High)
 	})
 	t.Run("replayed", func(t *testing.T) {
 		p7s := r.warrant(t, "W-once")

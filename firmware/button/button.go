@@ -112,9 +112,14 @@ func (b *GPIO) Await(ctx context.Context, window time.Duration) error {
 }
 
 // drainEdges forgets edges that happened before the call: they belong to
-// presses that began before the summary was shown.
+// presses that began before the summary was shown. Await decides on the
+// line's level, never on an edge alone, so an edge left over here can wake
+// it but not approve anything.
 func (b *GPIO) drainEdges() {
-	for b.Pin.WaitForEdge(time.Microsecond) {
+	for range 64 {
+		if !b.Pin.WaitForEdge(time.Millisecond) {
+			return
+		}
 	}
 }
 
