@@ -42,8 +42,9 @@ const (
 // Button is an approval source.
 type Button interface {
 	// Await blocks until a press that begins after the call completes, or the
-	// window ends.
-	Await(ctx context.Context, window time.Duration) error
+	// window ends. It calls ready (if not nil) once it watches the line:
+	// from then on a press is seen.
+	Await(ctx context.Context, window time.Duration, ready func()) error
 }
 
 // GPIO is a push button between a GPIO line and ground, with the line's
@@ -63,7 +64,7 @@ func NewGPIO(pin gpio.PinIn) (*GPIO, error) {
 }
 
 // Await implements Button.
-func (b *GPIO) Await(ctx context.Context, window time.Duration) error {
+func (b *GPIO) Await(ctx context.Context, window time.Duration, ready func()) error {
 	start := time.Now()
 	deadline := start.Add(window)
 	b.drainEdges()
@@ -79,6 +80,9 @@ func (b *GPIO) Await(ctx context.Context, window time.Duration) error {
 	// level is a press that began after the summary.
 	armed := b.Pin.Read() == gpio.High
 	everReleased := armed
+	if ready != nil {
+		ready()
+	}
 	var pressedAt time.Time
 	for {
 		now := time.Now()

@@ -23,7 +23,7 @@ func newPin(t *testing.T) (*GPIO, *gpiotest.Pin) {
 
 func await(b *GPIO, window time.Duration) <-chan error {
 	done := make(chan error, 1)
-	go func() { done <- b.Await(context.Background(), window) }()
+	go func() { done <- b.Await(context.Background(), window, nil) }()
 	return done
 }
 
@@ -100,7 +100,7 @@ func TestButtonReleasedBeforeDisplayIsForgotten(t *testing.T) {
 	// A whole press (down and up) before the summary: stale edges.
 	p.EdgesChan <- gpio.Low
 	p.EdgesChan <- gpio.High
-	if err := b.Await(context.Background(), 150*time.Millisecond); !errors.Is(err, ErrTimeout) {
+	if err := b.Await(context.Background(), 150*time.Millisecond, nil); !errors.Is(err, ErrTimeout) {
 		t.Fatalf("a press before the summary counted: %v", err)
 	}
 }
@@ -108,7 +108,7 @@ func TestButtonReleasedBeforeDisplayIsForgotten(t *testing.T) {
 func TestButtonTimeout(t *testing.T) {
 	b, _ := newPin(t)
 	start := time.Now()
-	err := b.Await(context.Background(), 200*time.Millisecond)
+	err := b.Await(context.Background(), 200*time.Millisecond, nil)
 	if !errors.Is(err, ErrTimeout) || time.Since(start) < 200*time.Millisecond || time.Since(start) > time.Second {
 		t.Fatalf("timeout: %v after %v", err, time.Since(start))
 	}
@@ -118,7 +118,7 @@ func TestButtonContextCancel(t *testing.T) {
 	b, _ := newPin(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if err := b.Await(ctx, time.Minute); !errors.Is(err, context.DeadlineExceeded) {
+	if err := b.Await(ctx, time.Minute, nil); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("cancel: %v", err)
 	}
 }
@@ -131,7 +131,7 @@ func TestSimButtonOverSocket(t *testing.T) {
 	}
 	defer s.Close()
 	done := make(chan error, 1)
-	go func() { done <- s.Await(context.Background(), 2*time.Second) }()
+	go func() { done <- s.Await(context.Background(), 2*time.Second, nil) }()
 	time.Sleep(30 * time.Millisecond)
 	if err := Press(context.Background(), path, 100*time.Millisecond); err != nil {
 		t.Fatal(err)

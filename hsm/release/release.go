@@ -235,8 +235,17 @@ func (d *Daemon) Submit(p7s []byte) (*Status, error) {
 	d.wg.Add(1)
 	d.mu.Unlock()
 
+	// The summary is shown before the button is watched, so a press in
+	// between is taken for one that began before the summary (refused, the
+	// safe side); Submit answers only once the button is watched, so a
+	// client that prompts the officer never prompts too early.
 	d.show(r)
-	go d.await(r)
+	ready := make(chan struct{})
+	go d.await(r, func() { close(ready) })
+	select {
+	case <-ready:
+	case <-r.done:
+	}
 	st := d.snapshot(r)
 	return &st, nil
 }
@@ -371,14 +380,14 @@ func (d *Daemon) show(r *request) {
 }
 
 // await waits for the press and runs the release.
-func (d *Daemon) await(r *request) {
+func (d *Daemon) await(r *request, ready func()) {
 	defer d.wg.Done()
 	defer close(r.done)
 	ctx, stop := context.WithCancel(d.ctx)
 	if d.cfg.LED != nil {
 		go button.Blink(ctx, d.cfg.LED, 250*time.Millisecond)
 	}
-	err := d.cfg.Button.Await(ctx, d.cfg.Window)
+	err := d.cfg.Button.Await(ctx, d.cfg.Window, ready)
 	stop()
 	if err != nil {
 		code := CodeNoPress
