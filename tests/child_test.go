@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/custodian-project/custodian/firmware/button"
 	"github.com/custodian-project/custodian/hsm/appliance"
@@ -49,7 +50,7 @@ func runChildDaemon() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	d, err := release.New(release.Config{Appliance: a, TPM: t, Button: btn, Display: os.Stderr,
+	d, err := release.New(release.Config{Appliance: a, TPM: t, Button: btn, Display: os.Stderr, Window: 10 * time.Second,
 		Hook: func(stage, _ string) {
 			if stage == cfg.CrashAt {
 				syscall.Kill(os.Getpid(), syscall.SIGKILL)
