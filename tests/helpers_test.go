@@ -162,8 +162,14 @@ func (c *court) install(t testing.TB, dataDir string, now time.Time, revoked ...
 	}
 }
 
-// sign writes a warrant for custodians and key IDs, signed by the judge.
+// sign writes a warrant for custodians and key IDs, signed by the judge now.
 func (c *court) sign(t testing.TB, serial string, to *recipient.PublicKey, custodians, keyIDs []string, now time.Time) []byte {
+	t.Helper()
+	return c.signAt(t, serial, to, custodians, keyIDs, now, time.Now())
+}
+
+// signAt is sign with a chosen signing time.
+func (c *court) signAt(t testing.TB, serial string, to *recipient.PublicKey, custodians, keyIDs []string, now, signingTime time.Time) []byte {
 	t.Helper()
 	w := &warrant.Warrant{Version: 1, Serial: serial, Docket: "CR-1/2026", Court: "Test Court",
 		Agency: "Test Police", Official: "Inspector Morse", Offence: "fraud",
@@ -174,7 +180,7 @@ func (c *court) sign(t testing.TB, serial string, to *recipient.PublicKey, custo
 	if err != nil {
 		t.Fatal(err)
 	}
-	p7s, err := warrant.Sign(content, []warrant.Signer{{Key: c.key, Chain: []*x509.Certificate{c.judge}}}, time.Now())
+	p7s, err := warrant.Sign(content, []warrant.Signer{{Key: c.key, Chain: []*x509.Certificate{c.judge}}}, signingTime)
 	if err != nil {
 		t.Fatal(err)
 	}

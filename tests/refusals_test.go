@@ -246,9 +246,10 @@ func TestInvariantShareLeavesOnlyAfterDurableLedgerEntry(t *testing.T) {
 	}
 }
 
-// TestRefusalCatalogue: each refusal has its code, its ledger refusal entry
-// (committing to the submitted bytes), and releases nothing.
-func TestRefusalCatalogue(t *testing.T) {
+// TestInvariantEveryRefusalHasItsCodeAndLedgerEntry: each refusal has its
+// specific code, its ledger refusal entry (committing to the submitted
+// bytes), and releases nothing.
+func TestInvariantEveryRefusalHasItsCodeAndLedgerEntry(t *testing.T) {
 	r := newRig(t)
 	now := time.Now().UTC()
 	bob := trusttest.ECKeyP256(t)
@@ -305,6 +306,13 @@ func TestRefusalCatalogue(t *testing.T) {
 		r.expectRefusal(t, p7s, release.CodeReplayed, true)
 		// Re-signing the same (court, serial) does not make it new.
 		r.expectRefusal(t, r.warrant(t, "W-once"), release.CodeReplayed, true)
+	})
+	t.Run("signed before the replay floor", func(t *testing.T) {
+		// The ledger was created minutes ago: a warrant signed an hour ago
+		// may have been used in a lost stretch of ledger.
+		now := time.Now().UTC()
+		p7s := r.court.signAt(t, "W-old", r.agency.Public(), []string{"court-a"}, []string{"2026-11"}, now, now.Add(-time.Hour))
+		r.expectRefusal(t, p7s, release.CodeBeforeFloor, true)
 	})
 	t.Run("another custodian", func(t *testing.T) {
 		r.expectRefusal(t, r.warrant(t, "W-other", "court-q"), "not_addressed", true)
