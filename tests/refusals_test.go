@@ -244,6 +244,35 @@ func TestInvariantShareLeavesOnlyAfterDurableLedgerEntry(t *testing.T) {
 	if !bytes.Equal(a1, a2) {
 		t.Fatal("two fetches gave two packages")
 	}
+
+	// A warrant naming two key IDs releases each, each with its own entry.
+	provisionLocal(t, r.a, r.tpm, "2026-12")
+	p7s = r.court.sign(t, "W-two", r.agency.Public(), []string{"court-a"}, []string{"2026-11", "2026-12"}, time.Now().UTC())
+	status, two, eb := r.c.submit(t, p7s)
+	if status != http.StatusAccepted {
+		t.Fatalf("two key IDs: %d %+v", status, eb)
+	}
+	r.press()
+	if two = r.c.wait(t, two.ID); two.State != release.StateReleased || len(two.Packages) != 2 {
+		t.Fatalf("two key IDs: %+v", two)
+	}
+	for _, k := range []string{"2026-11", "2026-12"} {
+		_, data := r.c.get(t, "/v1/requests/"+two.ID+"/packages/"+k)
+		pkg, err := escrow.ParseRelease(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := pkg.Ledger.Check(r.a.VerifierKey)
+		if err != nil || e.Kind != ledger.KindRelease || e.KeyID != k || pkg.KeyID != k {
+			t.Fatalf("%s: %v %+v", k, err, e)
+		}
+	}
+	if two.LedgerIndices["2026-11"] == two.LedgerIndices["2026-12"] {
+		t.Fatal("one entry for two key IDs")
+	}
+	if _, _, eb := r.c.submit(t, p7s); eb.Error.Code != release.CodeReplayed {
+		t.Fatalf("the two-key warrant again: %+v", eb)
+	}
 }
 
 // TestInvariantEveryRefusalHasItsCodeAndLedgerEntry: each refusal has its

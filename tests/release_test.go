@@ -3,6 +3,15 @@ package tests
 import (
 	"bufio"
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
 	"io"
 	"net/http"
 	"os"
@@ -82,9 +91,9 @@ func (dm *daemon) stop() {
 
 // releaseWithPress runs custodian release against a daemon and presses the
 // simulated button once the client says to.
-func releaseWithPress(t *testing.T, d *device, dm *daemon, p7s, out string) (int, string, string) {
+func releaseWithPress(t *testing.T, d *device, dm *daemon, p7s, out string, extra ...string) (int, string, string) {
 	t.Helper()
-	cmd := exec.Command(binary, "release", "--server", dm.client.base, "--warrant", p7s, "--out", out)
+	cmd := exec.Command(binary, append([]string{"release", "--server", dm.client.base, "--warrant", p7s, "--out", out}, extra...)...)
 	stdout, stderr := &syncBuffer{}, &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	if err := cmd.Start(); err != nil {
@@ -169,11 +178,24 @@ func TestEndToEndTwoOfThreeOverHTTP(t *testing.T) {
 
 	var releases []string
 	daemons := map[string]*daemon{}
+	// court-c serves HTTPS; the officer's client pins its CA.
+	certFile, keyFile, pool := tlsFiles(t, dir)
 	for _, d := range devices[1:] {
-		dm := startDaemon(t, d)
+		var serveArgs, clientArgs []string
+		if d.id == "court-c" {
+			serveArgs = []string{"--tls-cert", certFile, "--tls-key", keyFile}
+			clientArgs = []string{"--ca", certFile}
+		}
+		dm := startDaemon(t, d, serveArgs...)
+		if d.id == "court-c" {
+			if !strings.HasPrefix(dm.client.base, "https://") {
+				t.Fatalf("court-c serves %s", dm.client.base)
+			}
+			dm.client.http.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+		}
 		daemons[d.id] = dm
 		out := p(d.id + ".release.json")
-		code, stdout, stderr := releaseWithPress(t, d, dm, p("w.p7s"), out)
+		code, stdout, stderr := releaseWithPress(t, d, dm, p("w.p7s"), out, clientArgs...)
 		if code != 0 {
 			t.Fatalf("release from %s: exit %d\n%s%s\ndaemon:\n%s%s", d.id, code, stdout, stderr, dm.out, dm.errOut)
 		}
@@ -210,6 +232,31 @@ func TestEndToEndTwoOfThreeOverHTTP(t *testing.T) {
 	if _, err := os.Stat(p("again.json")); err == nil {
 		t.Fatal("a replayed warrant produced a package")
 	}
+}
+
+// tlsFiles makes a self-signed server certificate for 127.0.0.1.
+func tlsFiles(t *testing.T, dir string) (string, string, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "custodian test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, BasicConstraintsValid: true, IsCA: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pkcs8, _ := x509.MarshalPKCS8PrivateKey(key)
+	certFile, keyFile := filepath.Join(dir, "tls.pem"), filepath.Join(dir, "tls.key")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}), 0o600)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
 }
 
 // checkPackage checks a saved package: its ledger proof verifies against the
