@@ -161,8 +161,8 @@ func TestEndToEndTwoOfThreeOverHTTP(t *testing.T) {
 	os.WriteFile(p("crl.pem"), trusttest.CRLPEM(root.CRL(t, now.Add(-time.Hour), now.Add(24*time.Hour))), 0o644)
 	os.WriteFile(p("judge.pem"), trusttest.PEM(judge), 0o644)
 	for _, d := range devices {
-		mustCLI(t, "--data-dir", d.data, "trust", "add-root", p("root.pem"))
-		mustCLI(t, "--data-dir", d.data, "trust", "set-crl", p("crl.pem"))
+		mustCLI(t, d.args("trust", "add-root", p("root.pem"))...)
+		mustCLI(t, d.args("trust", "set-crl", p("crl.pem"))...)
 	}
 
 	mustCLI(t, "agency", "keygen", "--out", p("agency.key"), "--pub", p("agency.pub"))
