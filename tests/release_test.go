@@ -232,6 +232,32 @@ func TestEndToEndTwoOfThreeOverHTTP(t *testing.T) {
 	if _, err := os.Stat(p("again.json")); err == nil {
 		t.Fatal("a replayed warrant produced a package")
 	}
+
+	// An auditor reads court-c's ledger over HTTPS, checked against the
+	// pinned verifier key.
+	cc := devices[2]
+	remote := []string{"--server", daemons[cc.id].client.base, "--ca", certFile, "--verifier-key", filepath.Join(cc.data, "ledger-key.pub")}
+	cp := mustCLI(t, append([]string{"ledger", "checkpoint"}, remote...)...)
+	os.WriteFile(p("cp-c.txt"), []byte(cp), 0o644)
+	if !strings.HasPrefix(cp, "custodian/court-c\n") {
+		t.Fatalf("checkpoint: %q", cp)
+	}
+	proof := mustCLI(t, append([]string{"ledger", "prove", "--index", "1"}, remote...)...)
+	if !strings.Contains(proof, `"checkpoint"`) {
+		t.Fatalf("prove: %s", proof)
+	}
+	out := mustCLI(t, append([]string{"ledger", "verify", "--old", p("cp-c.txt")}, remote...)...)
+	if !strings.Contains(out, "extends the old checkpoint") {
+		t.Fatalf("verify: %s", out)
+	}
+	// Another appliance's key does not verify court-c's ledger; no key is no check.
+	wrong := []string{"--server", daemons[cc.id].client.base, "--ca", certFile, "--verifier-key", filepath.Join(b.data, "ledger-key.pub")}
+	if code, _, stderr := cli(t, append([]string{"ledger", "checkpoint"}, wrong...)...); code == 0 || !strings.Contains(stderr, "does not verify") {
+		t.Fatalf("wrong key: %d %s", code, stderr)
+	}
+	if code, _, stderr := cli(t, "ledger", "checkpoint", "--server", daemons[cc.id].client.base); code == 0 || !strings.Contains(stderr, "--verifier-key") {
+		t.Fatalf("no key: %d %s", code, stderr)
+	}
 }
 
 // tlsFiles makes a self-signed server certificate for 127.0.0.1.
