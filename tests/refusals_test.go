@@ -221,6 +221,9 @@ func TestInvariantShareLeavesOnlyAfterDurableLedgerEntry(t *testing.T) {
 	if err != nil || e.Kind != ledger.KindRelease || e.KeyID != "2026-11" || pkg.Ledger.Index != st.LedgerIndices["2026-11"] {
 		t.Fatalf("proof: %v %+v", err, e)
 	}
+	if salt, err := r.a.Ledger.Salt(pkg.Ledger.Index); err != nil || !bytes.Equal(ledger.Commit(salt, p7s), e.Commitment) {
+		t.Fatal("the release entry does not commit to the submitted warrant")
+	}
 	if pkg.Ledger.Index >= atEntry.size {
 		t.Fatalf("the package's entry %d was not in the ledger (size %d) before the share was opened", pkg.Ledger.Index, atEntry.size)
 	}

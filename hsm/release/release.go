@@ -25,11 +25,12 @@
 //     share index), and the package — with the entry's inclusion proof and a
 //     signed checkpoint — is written durably under releases/<request-id>/.
 //
-// Every refusal is a *Refusal with a stable Code, and is logged as a refusal
-// entry committing to the submitted bytes — except when the ledger itself
-// refuses appends (blocked), and for refusals at the HTTP edge (body too
-// large, rate limited), which would let anyone burn the TPM's NV counter;
-// those go to the daemon's log. A refusal after approval (no press, held
+// Every entry about a request (release, refusal, failure) commits to the
+// submitted signed warrant bytes under a salt kept on the appliance. Every
+// refusal is a *Refusal with a stable Code, and is logged as a refusal
+// entry — except when the ledger itself refuses appends (blocked), and for
+// refusals at the HTTP edge (body too large, rate limited), which would let
+// anyone burn the TPM's NV counter; those go to the daemon's log. A refusal after approval (no press, held
 // button) is logged the same way. Any failure after a release entry is logged
 // as a failure entry. A request interrupted after its entries (power loss,
 // kill -9) is finished at the next start: key IDs with a stored package are

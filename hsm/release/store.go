@@ -19,7 +19,7 @@ import (
 // entry so that a restart knows which key IDs were approved.
 type record struct {
 	ID            string           `json:"id"`
-	Warrant       []byte           `json:"warrant"` // the signed content, for failure entries' commitments
+	Warrant       []byte           `json:"warrant"` // the submitted signed warrant, for failure entries' commitments
 	WarrantDigest string           `json:"warrant_digest"`
 	KeyIDs        []string         `json:"key_ids"`
 	Approved      time.Time        `json:"approved"`
@@ -82,13 +82,17 @@ func (d *Daemon) releaseAll(r *request) {
 	start := time.Now()
 	cmds := d.cfg.TPM.Commands()
 	v := r.v
-	rec := &record{ID: r.status.ID, Warrant: v.Content, WarrantDigest: r.status.WarrantDigest,
+	rec := &record{ID: r.status.ID, Warrant: r.p7s, WarrantDigest: r.status.WarrantDigest,
 		KeyIDs: v.Warrant.KeyIDs, Approved: d.now(), LedgerIndices: map[string]int64{}, Failed: map[string]Code{}}
 	tm := r.status.Timings
-	if err := os.MkdirAll(d.requestDir(rec.ID), 0o700); err != nil || d.writeRecord(rec) != nil {
+	err := os.MkdirAll(d.requestDir(rec.ID), 0o700)
+	if err == nil {
+		err = d.writeRecord(rec)
+	}
+	if err != nil {
 		// Nothing was appended: the approval is lost, no share left. The
 		// request is refused like an I/O failure before any entry.
-		ref := d.refuse(r.p7s, CodeInternal, fmt.Errorf("cannot store the request record: %v", err))
+		ref := d.refuse(r.p7s, CodeInternal, fmt.Errorf("cannot store the request record: %w", err))
 		d.finish(r, func(s *Status) { s.State, s.Code, s.Message = StateRefused, CodeInternal, ref.Err.Error() })
 		return
 	}
@@ -138,7 +142,7 @@ func (d *Daemon) releaseOne(r *request, keyID string, replay []byte, tm *Timings
 	}
 
 	t0 := time.Now()
-	index, err := d.appendEntry(ledger.KindRelease, ledger.OutcomeOK, "", keyID, v.Content, replay)
+	index, err := d.appendEntry(ledger.KindRelease, ledger.OutcomeOK, "", keyID, r.p7s, replay)
 	tm.LedgerMS += ms(time.Since(t0))
 	if err != nil {
 		code := CodeLedgerFailed
@@ -150,7 +154,7 @@ func (d *Daemon) releaseOne(r *request, keyID string, replay []byte, tm *Timings
 	d.cfg.Hook("entry", keyID)
 
 	fail := func(code Code, err error) (int64, Code, error) {
-		if _, lerr := d.appendEntry(ledger.KindFailure, ledger.OutcomeRefused, code, keyID, v.Content, nil); lerr != nil {
+		if _, lerr := d.appendEntry(ledger.KindFailure, ledger.OutcomeRefused, code, keyID, r.p7s, nil); lerr != nil {
 			d.cfg.Log.Error("failure entry not logged", "key_id", keyID, "code", code, "err", lerr)
 		}
 		return index, code, err
