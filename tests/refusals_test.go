@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -94,7 +95,8 @@ func (r *rig) start(t testing.TB) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.srv = httptest.NewServer((&release.API{Daemon: r.daemon}).Handler())
+	// A generous limit: these tests are about refusals, not rate limits.
+	r.srv = httptest.NewServer((&release.API{Daemon: r.daemon, Limit: release.NewLimiter(1000, 1000)}).Handler())
 	r.c = &client{base: r.srv.URL, http: r.srv.Client()}
 }
 
@@ -276,6 +278,30 @@ func TestInvariantShareLeavesOnlyAfterDurableLedgerEntry(t *testing.T) {
 	if _, _, eb := r.c.submit(t, p7s); eb.Error.Code != release.CodeReplayed {
 		t.Fatalf("the two-key warrant again: %+v", eb)
 	}
+
+	// The API's edges answer with codes, never a crash.
+	for path, want := range map[string]int{
+		"/v1/requests/" + strings.Repeat("0", 32):                  http.StatusNotFound,
+		"/v1/requests/../../etc/passwd":                            http.StatusNotFound,
+		"/v1/requests/" + two.ID + "/packages/..%2f..%2fledger.db": http.StatusNotFound,
+		"/v1/requests/" + two.ID + "/packages/2027-01":             http.StatusNotFound,
+		"/v1/requests/" + two.ID + "?wait=9999":                    http.StatusBadRequest,
+		"/v1/entries/99999":                                        http.StatusNotFound,
+		"/v1/entries/-1":                                           http.StatusNotFound,
+		"/v1/consistency?old=5&size=2":                             http.StatusBadRequest,
+		"/v1/consistency?old=1&size=2":                             http.StatusOK,
+		"/v1/checkpoint":                                           http.StatusOK,
+		"/v1/health":                                               http.StatusOK,
+	} {
+		if code, body := r.c.get(t, path); code != want {
+			t.Errorf("GET %s: %d %s, want %d", path, code, body, want)
+		}
+	}
+	resp, err := r.c.http.Post(r.c.base+"/v1/attest", "application/json", strings.NewReader(`{"nonce":"00112233445566778899"}`))
+	if err != nil || resp.StatusCode != http.StatusNotImplemented {
+		t.Errorf("attest: %v %v", resp.StatusCode, err)
+	}
+	resp.Body.Close()
 }
 
 // TestInvariantEveryRefusalHasItsCodeAndLedgerEntry: each refusal has its

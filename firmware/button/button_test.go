@@ -154,3 +154,22 @@ func TestParseSpec(t *testing.T) {
 		}
 	}
 }
+
+func TestLEDBlinksUntilDoneThenOff(t *testing.T) {
+	led := &gpiotest.Pin{N: "GPIO27", Num: 27}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { Blink(ctx, led, 5*time.Millisecond); close(done) }()
+	seen := map[gpio.Level]bool{}
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline) && len(seen) < 2; time.Sleep(time.Millisecond) {
+		seen[led.Read()] = true
+	}
+	cancel()
+	<-done
+	if len(seen) != 2 {
+		t.Fatalf("the LED did not blink: %v", seen)
+	}
+	if led.Read() != gpio.Low {
+		t.Fatal("the LED stayed on")
+	}
+}
