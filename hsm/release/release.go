@@ -424,6 +424,8 @@ func (d *Daemon) finish(r *request, f func(*Status)) {
 	if d.pending == r {
 		d.pending = nil
 	}
+	// Remembered requests keep only their status, not the warrant.
+	r.v, r.p7s = nil, nil
 }
 
 func (d *Daemon) remember(r *request) {
