@@ -3,7 +3,9 @@ package button
 import (
 	"context"
 	"errors"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -171,5 +173,20 @@ func TestLEDBlinksUntilDoneThenOff(t *testing.T) {
 	}
 	if led.Read() != gpio.Low {
 		t.Fatal("the LED stayed on")
+	}
+}
+
+// TestInvariantApplianceBuildHasNoSimulatedButton: the device's binary
+// (-tags appliance) cannot be approved by software.
+func TestInvariantApplianceBuildHasNoSimulatedButton(t *testing.T) {
+	out, err := exec.Command("go", "list", "-tags", "appliance", "-deps", "github.com/custodian-project/custodian/cmd/custodian").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "periph.io/x/conn/v3/gpio/gpiotest") {
+		t.Fatal("the appliance build contains the simulated button's software pin")
+	}
+	if !strings.Contains(string(out), "periph.io/x/host/v3/gpioioctl") {
+		t.Fatal("the appliance build lacks the GPIO driver")
 	}
 }

@@ -1,3 +1,5 @@
+//go:build !appliance
+
 package button
 
 import (
@@ -11,17 +13,12 @@ import (
 	"strings"
 	"time"
 
-	"periph.io/x/conn/v3/driver/driverreg"
 	"periph.io/x/conn/v3/gpio"
-	"periph.io/x/conn/v3/gpio/gpioreg"
 	"periph.io/x/conn/v3/gpio/gpiotest"
-	_ "periph.io/x/host/v3/gpioioctl" // the Linux GPIO character device driver (Pi 4/5)
 )
 
-// SimSocket is the simulated button's socket in the data directory.
-const SimSocket = "button.sock"
-
-// Sim is a simulated button for the demo and tests: a software GPIO line
+// Sim is a simulated button for the demo and tests (not in the appliance
+// build, -tags appliance): a software GPIO line
 // driven by "custodian button press" through a unix socket that only the
 // daemon's user can reach (mode 0600). It runs the same Await logic as the
 // real button, so a simulated hold is refused like a real one.
@@ -103,28 +100,4 @@ func Press(ctx context.Context, path string, hold time.Duration) error {
 		return errors.New(strings.TrimSpace(reply))
 	}
 	return nil
-}
-
-// OpenPin finds a GPIO line by name (e.g. "GPIO17") through the Linux GPIO
-// character device.
-func OpenPin(name string) (gpio.PinIO, error) {
-	if _, err := driverreg.Init(); err != nil {
-		return nil, fmt.Errorf("gpio: %w", err)
-	}
-	p := gpioreg.ByName(name)
-	if p == nil {
-		return nil, fmt.Errorf("no GPIO line named %s (is /dev/gpiochip0 present and readable?)", name)
-	}
-	return p, nil
-}
-
-// ParseSpec reads a --button or --led value: "sim", or "gpio:NAME".
-func ParseSpec(spec string) (sim bool, name string, err error) {
-	if spec == "sim" {
-		return true, "", nil
-	}
-	if n, ok := strings.CutPrefix(spec, "gpio:"); ok && n != "" {
-		return false, n, nil
-	}
-	return false, "", fmt.Errorf("unknown button %q: use gpio:NAME (e.g. gpio:GPIO17) or sim", spec)
 }
