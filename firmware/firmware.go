@@ -31,3 +31,9 @@ var OuterConfigTxt []byte
 //
 //go:embed eeprom/boot.conf
 var BootConf []byte
+
+// ServiceUnit is the systemd unit that runs custodian serve on the device,
+// as a dedicated user with only the TPM, the GPIO chip and the console.
+//
+//go:embed systemd/custodian.service
+var ServiceUnit []byte

@@ -1,6 +1,9 @@
 package firmware
 
 import (
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -54,6 +57,31 @@ func TestCmdlineTxt(t *testing.T) {
 	for _, want := range []string{"root=/dev/mmcblk0p2", "rootfstype=squashfs", " ro "} {
 		if !strings.Contains(" "+line+" ", want) {
 			t.Errorf("cmdline.txt lacks %q", want)
+		}
+	}
+}
+
+func TestServiceUnitIsHardened(t *testing.T) {
+	unit := string(ServiceUnit)
+	for _, want := range []string{
+		"User=custodian", "NoNewPrivileges=yes", "ProtectSystem=strict", "ReadWritePaths=/var/lib/custodian",
+		"DevicePolicy=closed", "DeviceAllow=/dev/tpmrm0 rw", "DeviceAllow=/dev/gpiochip0 rw", "CapabilityBoundingSet=\n",
+		"--button gpio:GPIO17", "MemoryDenyWriteExecute=yes",
+	} {
+		if !strings.Contains(unit, want) {
+			t.Errorf("custodian.service lacks %q", want)
+		}
+	}
+	if strings.Contains(unit, "--button sim") {
+		t.Error("the device's unit must not use the simulated button")
+	}
+	if path, err := exec.LookPath("systemd-analyze"); err == nil {
+		f := filepath.Join(t.TempDir(), "custodian.service")
+		os.WriteFile(f, ServiceUnit, 0o644)
+		out, err := exec.Command(path, "verify", "--man=no", f).CombinedOutput()
+		// verify also checks that ExecStart exists, which it does not here.
+		if err != nil && !strings.Contains(string(out), "/usr/bin/custodian") {
+			t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 		}
 	}
 }

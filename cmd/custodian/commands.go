@@ -22,5 +22,8 @@ func registerCommands(root *cobra.Command, g *globals) {
 		newWarrantCommand(g),
 		newImageCommand(g),
 		newMeasureBootCommand(g),
+		newServeCommand(g),
+		newButtonCommand(g),
+		newReleaseCommand(g),
 	)
 }

@@ -95,11 +95,20 @@ func parsePCRList(s string) ([]int, error) {
 }
 
 func newLedgerCheckpointCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var remote remoteLedger
+	cmd := &cobra.Command{
 		Use:   "checkpoint",
 		Short: "Print the current signed checkpoint (C2SP tlog-checkpoint, signed note)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if remote.enabled() {
+				signed, _, err := remote.checkpoint(cmd.Context())
+				if err != nil {
+					return err
+				}
+				_, err = g.stdout.Write(signed)
+				return err
+			}
 			return g.withAppliance(func(a *appliance.Appliance, _ transport.TPM) error {
 				if a.SignerErr != nil {
 					return withHint(a.SignerErr, "the checkpoint key opens only on the approved image with its PCRs measured")
@@ -113,15 +122,23 @@ func newLedgerCheckpointCommand(g *globals) *cobra.Command {
 			})
 		},
 	}
+	remote.flags(cmd)
+	return cmd
 }
 
 func newLedgerVerifyCommand(g *globals) *cobra.Command {
 	var oldPath string
+	var remote remoteLedger
 	cmd := &cobra.Command{
 		Use:   "verify [--old checkpoint.txt]",
 		Short: "Re-check the whole ledger, its TPM counter, and that it only grew since an old checkpoint",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if remote.enabled() {
+				// Remotely, only the signed checkpoint and growth can be
+				// checked; re-hashing and the TPM counter need the device.
+				return remote.verify(cmd.Context(), g, oldPath)
+			}
 			return g.withAppliance(func(a *appliance.Appliance, _ transport.TPM) error {
 				if err := a.Ledger.Verify(); err != nil {
 					return err
@@ -140,6 +157,7 @@ func newLedgerVerifyCommand(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&oldPath, "old", "", "an earlier signed checkpoint to prove consistency with")
+	remote.flags(cmd)
 	return cmd
 }
 
@@ -173,11 +191,19 @@ func checkGrew(a *appliance.Appliance, oldPath string) error {
 
 func newLedgerProveCommand(g *globals) *cobra.Command {
 	var index int64
+	var remote remoteLedger
 	cmd := &cobra.Command{
 		Use:   "prove --index N",
 		Short: "Print entry N with its inclusion proof and a signed checkpoint (JSON)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if remote.enabled() {
+				inc, err := remote.prove(cmd.Context(), index)
+				if err != nil {
+					return err
+				}
+				return json.NewEncoder(g.stdout).Encode(inc)
+			}
 			return g.withAppliance(func(a *appliance.Appliance, _ transport.TPM) error {
 				inc, err := a.Ledger.Prove(index)
 				if err != nil {
@@ -189,6 +215,7 @@ func newLedgerProveCommand(g *globals) *cobra.Command {
 	}
 	cmd.Flags().Int64Var(&index, "index", -1, "entry index")
 	_ = cmd.MarkFlagRequired("index")
+	remote.flags(cmd)
 	return cmd
 }
 

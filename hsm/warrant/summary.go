@@ -60,3 +60,14 @@ func shortKey(s string) string {
 	}
 	return k
 }
+
+// Content returns the signed JSON of a warrant, with no check of its
+// signatures or of the document: for a client to compute the Digest that a
+// release package must carry.
+func Content(p7s []byte) ([]byte, error) {
+	m, err := parseMessage(p7s)
+	if err != nil {
+		return nil, err
+	}
+	return m.content, nil
+}

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/custodian-project/custodian/hsm/ledger"
+)
+
+// remoteLedger is an auditor's view of a running appliance's ledger: every
+// answer is checked against the verifier key the auditor pinned, never
+// against a key the server offers.
+type remoteLedger struct {
+	server, ca, key string
+}
+
+func (r *remoteLedger) flags(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&r.server, "server", "", "read the ledger of a running appliance (custodian serve) instead of the local data directory")
+	cmd.Flags().StringVar(&r.ca, "ca", "", "with --server: PEM certificate(s) the server's TLS certificate chains to")
+	cmd.Flags().StringVar(&r.key, "verifier-key", "", "with --server: the appliance's pinned checkpoint verifier key, or a file holding it (ledger-key.pub)")
+}
+
+func (r *remoteLedger) enabled() bool { return r.server != "" }
+
+// verifier returns the pinned key; with --server it is required, since an
+// unverified checkpoint proves nothing.
+func (r *remoteLedger) verifier() (string, error) {
+	if r.key == "" {
+		return "", withHint(errors.New("--server needs --verifier-key"), "pin the appliance's key from its ledger-key.pub (published by its operator)")
+	}
+	if strings.HasPrefix(r.key, "custodian/") {
+		return r.key, nil
+	}
+	data, err := os.ReadFile(r.key)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(data)), nil
+}
+
+func (r *remoteLedger) client() (*apiClient, string, error) {
+	key, err := r.verifier()
+	if err != nil {
+		return nil, "", err
+	}
+	c, err := newAPIClient(r.server, r.ca)
+	return c, key, err
+}
+
+// checkpoint fetches and verifies the current checkpoint.
+func (r *remoteLedger) checkpoint(ctx context.Context) ([]byte, string, error) {
+	c, key, err := r.client()
+	if err != nil {
+		return nil, "", err
+	}
+	var signed []byte
+	if err := c.do(ctx, http.MethodGet, "/v1/checkpoint", nil, &signed); err != nil {
+		return nil, "", err
+	}
+	if len(signed) > ledger.MaxCheckpointSize {
+		return nil, "", errors.New("the server's checkpoint is too large")
+	}
+	if _, err := ledger.VerifyCheckpoint(signed, key); err != nil {
+		return nil, "", fmt.Errorf("the server's checkpoint does not verify with the pinned key: %w", err)
+	}
+	return signed, key, nil
+}
+
+func (r *remoteLedger) prove(ctx context.Context, index int64) (*ledger.Inclusion, error) {
+	c, key, err := r.client()
+	if err != nil {
+		return nil, err
+	}
+	var inc ledger.Inclusion
+	if err := c.do(ctx, http.MethodGet, fmt.Sprintf("/v1/entries/%d", index), nil, &inc); err != nil {
+		return nil, err
+	}
+	if inc.Index != index {
+		return nil, fmt.Errorf("the server answered entry %d for %d", inc.Index, index)
+	}
+	if _, err := inc.Check(key); err != nil {
+		return nil, fmt.Errorf("the server's proof does not verify: %w", err)
+	}
+	return &inc, nil
+}
+
+// verify checks the current checkpoint and, given an old one, that the
+// ledger only grew since.
+func (r *remoteLedger) verify(ctx context.Context, g *globals, oldPath string) error {
+	signed, key, err := r.checkpoint(ctx)
+	if err != nil {
+		return err
+	}
+	now, _ := ledger.VerifyCheckpoint(signed, key)
+	if oldPath != "" {
+		data, err := os.ReadFile(oldPath)
+		if err != nil {
+			return err
+		}
+		old, err := ledger.VerifyCheckpoint(data, key)
+		if err != nil {
+			return fmt.Errorf("--old: %w", err)
+		}
+		if old.Size > now.Size {
+			return fmt.Errorf("the ledger shrank: the old checkpoint has %d entries, the server's %d", old.Size, now.Size)
+		}
+		var resp struct {
+			Proof tlog.TreeProof `json:"proof"`
+		}
+		c, _, _ := r.client()
+		if err := c.do(ctx, http.MethodGet, fmt.Sprintf("/v1/consistency?old=%d&size=%d", old.Size, now.Size), nil, &resp); err != nil {
+			return err
+		}
+		if err := ledger.VerifyConsistency(old, now, resp.Proof); err != nil {
+			return fmt.Errorf("the ledger is not an extension of the old checkpoint: %w", err)
+		}
+	}
+	g.printf("ledger %s at %d entries: checkpoint verifies with the pinned key", now.Origin, now.Size)
+	if oldPath != "" {
+		g.printf(", and extends the old checkpoint")
+	}
+	g.printf("\n")
+	return nil
+}

@@ -1,0 +1,230 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/custodian-project/custodian/hsm/durable"
+	"github.com/custodian-project/custodian/hsm/escrow"
+	"github.com/custodian-project/custodian/hsm/release"
+	"github.com/custodian-project/custodian/hsm/warrant"
+)
+
+func newReleaseCommand(g *globals) *cobra.Command {
+	var server, warrantPath, out, caPath string
+	cmd := &cobra.Command{
+		Use:   "release --server URL --warrant w.p7s --out release.json",
+		Short: "Submit a warrant to a custodian and save its release package after the officer presses the button",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			p7s, err := os.ReadFile(warrantPath)
+			if err != nil {
+				return err
+			}
+			if err := durable.CheckReplaceable(out); err != nil {
+				return err
+			}
+			c, err := newAPIClient(server, caPath)
+			if err != nil {
+				return err
+			}
+			return g.release(cmd.Context(), c, p7s, out)
+		},
+	}
+	cmd.Flags().StringVar(&server, "server", "", "the custodian's API, e.g. https://custodian-a.court.example:8443")
+	cmd.Flags().StringVar(&warrantPath, "warrant", "", "the signed warrant (DER CMS)")
+	cmd.Flags().StringVar(&out, "out", "", "where to save the package; with several key IDs, one file per key ID (NAME.KEY-ID.json)")
+	cmd.Flags().StringVar(&caPath, "ca", "", "PEM certificate(s) that the server's TLS certificate chains to (default: the system's)")
+	for _, f := range []string{"server", "warrant", "out"} {
+		_ = cmd.MarkFlagRequired(f)
+	}
+	return cmd
+}
+
+type apiClient struct {
+	base *url.URL
+	http *http.Client
+}
+
+func newAPIClient(server, caPath string) (*apiClient, error) {
+	u, err := url.Parse(server)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, withHint(fmt.Errorf("bad --server %q", server), "give a URL such as https://custodian-a:8443")
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if caPath != "" {
+		pem, err := os.ReadFile(caPath)
+		if err != nil {
+			return nil, err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("no certificate in %s", caPath)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}
+	}
+	return &apiClient{base: u, http: &http.Client{Transport: tr, Timeout: 150 * time.Second}}, nil
+}
+
+// apiError is a refusal the custodian sent.
+type apiError struct {
+	code    release.Code
+	message string
+	index   *int64
+}
+
+func (e *apiError) Error() string {
+	s := fmt.Sprintf("the custodian refused: %s: %s", e.code, e.message)
+	if e.index != nil {
+		s += fmt.Sprintf(" (logged as ledger entry %d)", *e.index)
+	}
+	return s
+}
+
+func (c *apiClient) do(ctx context.Context, method, path string, body []byte, out any) error {
+	path, query, _ := strings.Cut(path, "?")
+	u := c.base.JoinPath(path)
+	u.RawQuery = query
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/pkcs7-mime")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return withHint(err, "check --server and that custodian serve runs there")
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 300 {
+		var eb release.ErrorBody
+		if json.Unmarshal(data, &eb) != nil || eb.Error.Code == "" {
+			return fmt.Errorf("the custodian answered %s", resp.Status)
+		}
+		return &apiError{code: eb.Error.Code, message: eb.Error.Message, index: eb.Error.LedgerIndex}
+	}
+	if raw, ok := out.(*[]byte); ok {
+		*raw = data
+		return nil
+	}
+	return json.Unmarshal(data, out)
+}
+
+func (g *globals) release(ctx context.Context, c *apiClient, p7s []byte, out string) error {
+	w, _, err := warrant.Inspect(p7s)
+	if err != nil {
+		return withHint(err, "--warrant must be a signed warrant (custodian warrant sign)")
+	}
+	var st release.Status
+	if err := c.do(ctx, http.MethodPost, "/v1/warrants", p7s, &st); err != nil {
+		return releaseHint(err)
+	}
+	g.printf("%s\n\nwarrant digest %s\npress the button on the custodian (request %s)\n", st.Summary, st.WarrantDigest, st.ID)
+	for st.State == release.StateAwaitingPress || st.State == release.StateReleasing {
+		left := time.Until(st.Deadline).Round(time.Second)
+		if st.State == release.StateAwaitingPress && left > 0 {
+			g.printf("waiting for the button: %s left\n", left)
+		}
+		if err := c.do(ctx, http.MethodGet, "/v1/requests/"+st.ID+"?wait=5", nil, &st); err != nil {
+			return releaseHint(err)
+		}
+	}
+	if st.State == release.StateRefused {
+		return releaseHint(&apiError{code: st.Code, message: st.Message, index: indexOf(st.LedgerIndices, "")})
+	}
+	digest := warrant.Digest(contentOf(p7s))
+	saved := 0
+	for _, k := range st.Packages {
+		var data []byte
+		if err := c.do(ctx, http.MethodGet, "/v1/requests/"+st.ID+"/packages/"+url.PathEscape(k), nil, &data); err != nil {
+			return err
+		}
+		r, err := escrow.ParseRelease(data)
+		if err != nil {
+			return fmt.Errorf("the package for key ID %s is malformed: %w", k, err)
+		}
+		if r.KeyID != k || !bytes.Equal(r.WarrantDigest, digest[:]) || r.Recipient != w.Recipient {
+			return fmt.Errorf("the package for key ID %s is not for this warrant", k)
+		}
+		path := out
+		if len(w.KeyIDs) > 1 {
+			path = strings.TrimSuffix(out, filepath.Ext(out)) + "." + k + ".json"
+		}
+		if err := durable.WriteFile(path, data, 0o644); err != nil {
+			return err
+		}
+		g.printf("released key ID %s by custodian %s (ledger entry %d): saved %s\n", k, r.CustodianID, st.LedgerIndices[k], path)
+		saved++
+	}
+	if len(st.Failed) > 0 {
+		return withHint(fmt.Errorf("%d of %d key IDs failed after the approval: %v", len(st.Failed), len(st.KeyIDs), st.Failed),
+			"the failures are logged in the custodian's ledger; ask the court for a new warrant for those key IDs")
+	}
+	if saved == 0 {
+		return errors.New("the custodian released nothing")
+	}
+	return nil
+}
+
+// contentOf returns the signed JSON of a warrant that Inspect accepted.
+func contentOf(p7s []byte) []byte {
+	c, _ := warrant.Content(p7s)
+	return c
+}
+
+func indexOf(m map[string]int64, k string) *int64 {
+	if i, ok := m[k]; ok {
+		return &i
+	}
+	return nil
+}
+
+func releaseHint(err error) error {
+	var e *apiError
+	if !errors.As(err, &e) {
+		return err
+	}
+	hints := map[release.Code]string{
+		release.CodeBusy:                           "another warrant awaits approval on this custodian; wait for it and try again",
+		release.CodeReplayed:                       "a warrant is used once; ask the court for a new warrant (new serial)",
+		release.CodeNoPress:                        "nobody pressed the button in time; submit again with the officer at the device",
+		release.CodeButtonHeld:                     "the button was held or is stuck; release it, then submit again and press once",
+		release.CodeLedgerBlocked:                  "the appliance detected a rollback or clone; its operator must resolve it (custodian ledger resolve-rollback)",
+		release.CodeClockBehind:                    "the appliance's clock is behind its ledger; its operator must set the clock",
+		release.CodePCRMismatch:                    "the appliance did not boot the approved image; its operator must restore it",
+		release.CodeImageNotApproved:               "the appliance did not boot the approved image; its operator must restore it",
+		release.CodeRateLimited:                    "wait a moment and try again",
+		release.CodeBeforeFloor:                    "ask the court to sign the warrant again",
+		release.Code(warrant.ReasonRevoked):        "a signer's certificate is revoked; the court must sign with a valid certificate",
+		release.Code(warrant.ReasonCRLStale):       "the appliance's CRL is out of date; its trust admin must install a fresh one (custodian trust set-crl)",
+		release.Code(warrant.ReasonCRLMissing):     "the appliance has no CRL for the signer's CA; its trust admin must install one",
+		release.Code(warrant.ReasonNotAddressed):   "the warrant does not name this custodian; submit it to a custodian it names",
+		release.Code(warrant.ReasonUnknownKeyID):   "this custodian holds no share of a key ID the warrant names",
+		release.Code(warrant.ReasonExpired):        "the warrant has expired; ask the court for a new one",
+		release.Code(warrant.ReasonNotYetValid):    "the warrant is not in force yet",
+		release.Code(warrant.ReasonUntrustedChain): "the signer does not chain to a court root this custodian trusts",
+	}
+	if h, ok := hints[e.code]; ok {
+		return withHint(err, h)
+	}
+	return err
+}

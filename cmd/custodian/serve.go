@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"periph.io/x/conn/v3/gpio"
+
+	"github.com/custodian-project/custodian/firmware/button"
+	"github.com/custodian-project/custodian/hsm/appliance"
+	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/hsm/release"
+)
+
+type serveFlags struct {
+	listen, button, led, display string
+	tlsCert, tlsKey              string
+	window                       time.Duration
+}
+
+func newServeCommand(g *globals) *cobra.Command {
+	var f serveFlags
+	cmd := &cobra.Command{
+		Use:   "serve --listen ADDR --button gpio:GPIO17|sim [--led gpio:GPIO27] [--display PATH]",
+		Short: "Run the appliance daemon: verify warrants, show them, release a share after a button press",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return g.serve(ctx, f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.listen, "listen", "", "address to serve the API on, e.g. 0.0.0.0:8443 or 127.0.0.1:0")
+	fl.StringVar(&f.button, "button", "", "approval button: gpio:NAME (e.g. gpio:GPIO17) or sim (custodian button press; demo and tests only)")
+	fl.StringVar(&f.led, "led", "", "LED that blinks while a warrant awaits approval: gpio:NAME")
+	fl.StringVar(&f.display, "display", "", "where the summary is shown (default: the console; /dev/tty1 on the Pi)")
+	fl.StringVar(&f.tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM), with --tls-key")
+	fl.StringVar(&f.tlsKey, "tls-key", "", "the certificate's private key (PEM)")
+	fl.DurationVar(&f.window, "window", release.DefaultWindow, "how long the officer has to press the button")
+	_ = cmd.MarkFlagRequired("listen")
+	_ = cmd.MarkFlagRequired("button")
+	return cmd
+}
+
+func (g *globals) serve(ctx context.Context, f serveFlags) error {
+	if f.window < 5*time.Second || f.window > 10*time.Minute {
+		return withHint(fmt.Errorf("approval window %s out of range", f.window), "use --window between 5s and 10m")
+	}
+	if (f.tlsCert == "") != (f.tlsKey == "") {
+		return withHint(errors.New("--tls-cert and --tls-key go together"), "give both, or neither for plain HTTP")
+	}
+	log := slog.New(slog.NewTextHandler(g.stderr, nil))
+
+	btn, closeButton, err := g.openButton(f.button)
+	if err != nil {
+		return err
+	}
+	defer closeButton()
+	var led gpio.PinOut
+	if f.led != "" {
+		sim, name, err := button.ParseSpec(f.led)
+		if err != nil || sim {
+			return withHint(fmt.Errorf("unknown LED %q", f.led), "use --led gpio:NAME, or leave it out")
+		}
+		if led, err = button.OpenPin(name); err != nil {
+			return err
+		}
+	}
+	display := g.stdout
+	if f.display != "" {
+		file, err := os.OpenFile(f.display, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			return withHint(err, "the display is a terminal device such as /dev/tty1, or a file that exists")
+		}
+		defer file.Close()
+		display = file
+	}
+	var tlsCfg *tls.Config
+	if f.tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
+		if err != nil {
+			return err
+		}
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
+	}
+
+	conn, err := g.openTPM()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	t := release.Serialize(conn)
+	a, err := appliance.Open(g.dataDir, t)
+	switch {
+	case errors.Is(err, appliance.ErrNotEnrolled):
+		return withHint(err, "run custodian enroll first, with the same --data-dir")
+	case errors.Is(err, ledger.ErrNoLedger):
+		return withHint(err, "run custodian ledger init on the device")
+	case err != nil:
+		return err
+	}
+	defer a.Close()
+	if err := a.Ledger.Blocked(); err != nil {
+		log.Error("the ledger is blocked: every warrant will be refused until an operator runs custodian ledger resolve-rollback", "err", err)
+	}
+	if a.SignerErr != nil {
+		log.Error("the ledger key does not unseal: this is not the approved image; every warrant will be refused", "err", a.SignerErr)
+	}
+
+	d, err := release.New(release.Config{Appliance: a, TPM: t, Button: btn, LED: led, Display: display,
+		Window: f.window, Log: log})
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	api := &release.API{Daemon: d}
+	srv := api.Server(tlsCfg)
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return err
+	}
+	scheme := "http"
+	if tlsCfg != nil {
+		scheme = "https"
+		ln = tls.NewListener(ln, tlsCfg)
+	}
+	g.printf("custodian %s serving on %s://%s\n", a.ID, scheme, ln.Addr())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(shutdown)
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func (g *globals) openButton(spec string) (button.Button, func(), error) {
+	sim, name, err := button.ParseSpec(spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	if sim {
+		s, err := button.ListenSim(filepath.Join(g.dataDir, button.SimSocket))
+		if err != nil {
+			return nil, nil, err
+		}
+		fmt.Fprintln(g.stderr, "warning: simulated button: anyone who can run custodian button press as this user approves releases")
+		return s, func() { s.Close() }, nil
+	}
+	pin, err := button.OpenPin(name)
+	if err != nil {
+		return nil, nil, withHint(err, "the custodian user needs access to /dev/gpiochip0 (the systemd unit allows it)")
+	}
+	b, err := button.NewGPIO(pin)
+	if err != nil {
+		return nil, nil, err
+	}
+	return b, func() {}, nil
+}
+
+func newButtonCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "button",
+		Short: "The simulated approval button (serve --button sim)",
+	}
+	var hold time.Duration
+	press := &cobra.Command{
+		Use:   "press [--hold DURATION]",
+		Short: "Press the simulated button of the daemon using this --data-dir",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if hold < 0 || hold > time.Hour {
+				return errors.New("--hold must be between 0 and 1h")
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), hold+10*time.Second)
+			defer cancel()
+			if err := button.Press(ctx, filepath.Join(g.dataDir, button.SimSocket), hold); err != nil {
+				return withHint(err, "start custodian serve --button sim with the same --data-dir")
+			}
+			g.printf("pressed\n")
+			return nil
+		},
+	}
+	press.Flags().DurationVar(&hold, "hold", 200*time.Millisecond, "how long the button is held down")
+	cmd.AddCommand(press)
+	return cmd
+}

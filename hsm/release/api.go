@@ -1,0 +1,274 @@
+package release
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// MaxBody caps every request body.
+const MaxBody = 64 << 10
+
+// API serves the daemon over HTTP (docs/api.md):
+//
+//	POST /v1/warrants                           submit a signed warrant (DER CMS)
+//	GET  /v1/requests/{id}[?wait=SECONDS]       a request's state
+//	GET  /v1/requests/{id}/packages/{key_id}    a release package
+//	GET  /v1/checkpoint                         the signed checkpoint
+//	GET  /v1/entries/{index}                    an entry with its inclusion proof
+//	GET  /v1/consistency?old=N&size=M           a consistency proof
+//	POST /v1/attest                             {"nonce":"hex"}: a TPM quote
+//	GET  /v1/health
+type API struct {
+	Daemon *Daemon
+	// Attest answers an attestation request; nil answers "unavailable".
+	Attest func(nonce []byte) (any, error)
+	// Limit is the per-client rate limit (nil: DefaultLimit).
+	Limit *Limiter
+	// Verify caps concurrent warrant verifications (0: 2): a flood of
+	// submissions queues here instead of taking every core.
+	Verify int
+
+	once sync.Once
+	sem  chan struct{}
+}
+
+// Handler returns the API's routes.
+func (a *API) Handler() http.Handler {
+	a.once.Do(func() {
+		if a.Limit == nil {
+			a.Limit = NewLimiter(DefaultRate, DefaultBurst)
+		}
+		if a.Verify <= 0 {
+			a.Verify = 2
+		}
+		a.sem = make(chan struct{}, a.Verify)
+	})
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/warrants", a.submit)
+	mux.HandleFunc("GET /v1/requests/{id}", a.status)
+	mux.HandleFunc("GET /v1/requests/{id}/packages/{key}", a.pkg)
+	mux.HandleFunc("GET /v1/checkpoint", a.checkpoint)
+	mux.HandleFunc("GET /v1/entries/{index}", a.entry)
+	mux.HandleFunc("GET /v1/consistency", a.consistency)
+	mux.HandleFunc("POST /v1/attest", a.attest)
+	mux.HandleFunc("GET /v1/health", a.health)
+	return a.limit(mux)
+}
+
+// Server returns an http.Server with the timeouts and caps the appliance
+// uses. tlsCfg may be nil (plain HTTP, for a loopback or a closed network).
+func (a *API) Server(tlsCfg *tls.Config) *http.Server {
+	return &http.Server{
+		Handler:           a.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      150 * time.Second, // a waiting status poll lasts up to 120 s
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    8 << 10,
+		TLSConfig:         tlsCfg,
+	}
+}
+
+// ErrorBody is every error response.
+type ErrorBody struct {
+	Error struct {
+		Code        Code   `json:"code"`
+		Message     string `json:"message"`
+		LedgerIndex *int64 `json:"ledger_index,omitempty"`
+	} `json:"error"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	var ref *Refusal
+	if !errors.As(err, &ref) {
+		ref = &Refusal{Code: CodeInternal, Err: err, LedgerIndex: -1}
+	}
+	var body ErrorBody
+	body.Error.Code = ref.Code
+	body.Error.Message = ref.Err.Error()
+	if ref.LedgerIndex >= 0 {
+		i := ref.LedgerIndex
+		body.Error.LedgerIndex = &i
+	}
+	writeJSON(w, ref.Status(), body)
+}
+
+func refusal(code Code, format string, args ...any) *Refusal {
+	return &Refusal{Code: code, Err: fmt.Errorf(format, args...), LedgerIndex: -1}
+}
+
+func (a *API) limit(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if err != nil {
+			host = r.RemoteAddr
+		}
+		if !a.Limit.Allow(host) {
+			w.Header().Set("Retry-After", "1")
+			writeError(w, refusal(CodeRateLimited, "too many requests from %s; slow down", host))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (a *API) submit(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, refusal(CodeTooLarge, "the warrant is larger than %d bytes", MaxBody))
+			return
+		}
+		writeError(w, refusal(CodeBadRequest, "reading the request: %v", err))
+		return
+	}
+	select {
+	case a.sem <- struct{}{}:
+	case <-r.Context().Done():
+		return
+	}
+	st, err := a.Daemon.Submit(body)
+	<-a.sem
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, st)
+}
+
+func (a *API) status(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if ws := r.URL.Query().Get("wait"); ws != "" {
+		secs, err := strconv.Atoi(ws)
+		if err != nil || secs < 0 || secs > 130 {
+			writeError(w, refusal(CodeBadRequest, "wait must be 0..130 seconds"))
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), time.Duration(secs)*time.Second)
+		defer cancel()
+		st, err := a.Daemon.Wait(ctx, id)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, st)
+		return
+	}
+	st, err := a.Daemon.Status(id)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+func (a *API) pkg(w http.ResponseWriter, r *http.Request) {
+	data, err := a.Daemon.Package(r.PathValue("id"), r.PathValue("key"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Write(data)
+}
+
+func (a *API) checkpoint(w http.ResponseWriter, r *http.Request) {
+	cp, err := a.Daemon.cfg.Appliance.Ledger.Checkpoint()
+	if err != nil {
+		writeError(w, refusal(CodeImageNotApproved, "cannot sign a checkpoint: %v", err))
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write(cp)
+}
+
+func (a *API) entry(w http.ResponseWriter, r *http.Request) {
+	i, err := strconv.ParseInt(r.PathValue("index"), 10, 64)
+	l := a.Daemon.cfg.Appliance.Ledger
+	if err != nil || i < 0 || i >= l.Size() {
+		writeError(w, refusal(CodeNotFound, "no entry %q (the ledger has %d)", r.PathValue("index"), l.Size()))
+		return
+	}
+	inc, err := l.Prove(i)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, inc)
+}
+
+func (a *API) consistency(w http.ResponseWriter, r *http.Request) {
+	l := a.Daemon.cfg.Appliance.Ledger
+	old, err1 := strconv.ParseInt(r.URL.Query().Get("old"), 10, 64)
+	size, err2 := strconv.ParseInt(r.URL.Query().Get("size"), 10, 64)
+	if err1 != nil || err2 != nil || old < 1 || old > size || size > l.Size() {
+		writeError(w, refusal(CodeBadRequest, "need 1 <= old <= size <= %d", l.Size()))
+		return
+	}
+	proof, err := l.ConsistencyProof(old, size)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"old": old, "size": size, "proof": proof})
+}
+
+func (a *API) attest(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Nonce string `json:"nonce"`
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, refusal(CodeBadRequest, "expected {\"nonce\":\"hex\"}: %v", err))
+		return
+	}
+	nonce, err := hex.DecodeString(req.Nonce)
+	if err != nil || len(nonce) < 8 || len(nonce) > 32 {
+		writeError(w, refusal(CodeBadRequest, "the nonce must be 8 to 32 bytes of hex"))
+		return
+	}
+	if a.Attest == nil {
+		writeError(w, refusal(CodeUnavailable, "attestation is not configured on this appliance"))
+		return
+	}
+	out, err := a.Attest(nonce)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *API) health(w http.ResponseWriter, r *http.Request) {
+	app := a.Daemon.cfg.Appliance
+	h := map[string]any{"custodian_id": app.ID, "ledger_size": app.Ledger.Size(), "ok": true}
+	if err := app.Ledger.Blocked(); err != nil {
+		h["ok"], h["blocked"] = false, err.Error()
+	}
+	if app.SignerErr != nil {
+		h["ok"], h["image_not_approved"] = false, app.SignerErr.Error()
+	}
+	writeJSON(w, http.StatusOK, h)
+}

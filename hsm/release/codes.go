@@ -1,0 +1,122 @@
+package release
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/hsm/warrant"
+)
+
+// Code is the stable, machine-readable cause of a refusal or failure. It is
+// the "code" of an API error and the Reason of the ledger entry that logs it.
+// Warrant refusals use the warrant package's Reason unchanged (e.g.
+// "revoked", "crl_stale", "not_addressed"); the codes below are the
+// appliance's own. A code is never renamed or reused.
+type Code string
+
+// The appliance's codes.
+const (
+	CodeBusy             Code = "busy"                       // another warrant awaits approval
+	CodeReplayed         Code = "replayed"                   // this warrant (issuer, serial) was used before
+	CodeBeforeFloor      Code = "signed_before_floor"        // signed before the ledger's replay floor
+	CodeLedgerBlocked    Code = "ledger_blocked"             // rollback or clone detected
+	CodeClockBehind      Code = "clock_behind"               // the clock is behind the newest entry
+	CodeImageNotApproved Code = "image_not_approved"         // the checkpoint key does not unseal
+	CodePCRMismatch      Code = "pcr_mismatch"               // the PCRs are not the share's policy
+	CodeNoPress          Code = "no_press"                   // no press within the window
+	CodeButtonHeld       Code = "button_held"                // held or stuck for the whole window
+	CodeTooLarge              = Code(warrant.ReasonTooLarge) // body over 64 KiB: the same cause as the warrant's own cap
+	CodeRateLimited      Code = "rate_limited"               // per-client rate limit
+	CodeNotFound         Code = "not_found"
+	CodeBadRequest       Code = "bad_request"
+	CodeUnavailable      Code = "unavailable" // e.g. attestation not configured
+	CodeShuttingDown     Code = "shutting_down"
+	CodeUnsealFailed     Code = "unseal_failed" // failure after the ledger entry
+	CodeSealFailed       Code = "seal_failed"   // failure after the ledger entry
+	CodeStoreFailed      Code = "store_failed"  // failure after the ledger entry
+	CodeInterrupted      Code = "interrupted"   // the daemon stopped after the entry
+	CodeLedgerFailed     Code = "ledger_failed" // the release entry could not be appended
+	CodeInternal         Code = "internal"      // a bug or an I/O error before any entry
+	CodeNotVerified      Code = "not_verified"  // a warrant error without a reason (never expected)
+	CodeNoShare          Code = "no_share"      // a key ID with no readable bundle
+	CodeShareUnavailable Code = "share_unavailable"
+)
+
+// Refusal is an error with its code, the HTTP status it maps to, and the
+// ledger index of the entry that logged it (-1 if none could be written).
+type Refusal struct {
+	Code        Code
+	Err         error
+	LedgerIndex int64
+}
+
+func (r *Refusal) Error() string { return fmt.Sprintf("%s: %v", r.Code, r.Err) }
+func (r *Refusal) Unwrap() error { return r.Err }
+
+// Status is the HTTP status for the refusal's code.
+func (r *Refusal) Status() int { return HTTPStatus(r.Code) }
+
+// HTTPStatus maps a code to its HTTP status.
+func HTTPStatus(c Code) int {
+	switch c {
+	case CodeBusy:
+		return http.StatusConflict
+	case CodeReplayed:
+		return http.StatusConflict
+	case CodeLedgerBlocked, CodeClockBehind, CodeImageNotApproved, CodePCRMismatch, CodeShuttingDown, CodeNoShare:
+		return http.StatusServiceUnavailable
+	case CodeTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case CodeRateLimited:
+		return http.StatusTooManyRequests
+	case CodeNotFound:
+		return http.StatusNotFound
+	case CodeBadRequest:
+		return http.StatusBadRequest
+	case CodeUnavailable:
+		return http.StatusNotImplemented
+	case CodeNoPress, CodeButtonHeld:
+		return http.StatusForbidden
+	case CodeInternal, CodeUnsealFailed, CodeSealFailed, CodeStoreFailed, CodeInterrupted, CodeLedgerFailed, CodeShareUnavailable:
+		return http.StatusInternalServerError
+	}
+	// Every warrant refusal: the request was understood and refused.
+	return http.StatusUnprocessableEntity
+}
+
+// codeOf maps an error from verification or the ledger to its code.
+func codeOf(err error) Code {
+	if r := warrant.ReasonOf(err); r != "" {
+		return Code(r)
+	}
+	var ref *Refusal
+	switch {
+	case errors.As(err, &ref):
+		return ref.Code
+	case errors.Is(err, ledger.ErrBlocked):
+		return CodeLedgerBlocked
+	case errors.Is(err, ledger.ErrClockBehind):
+		return CodeClockBehind
+	case errors.Is(err, ledger.ErrReplay):
+		return CodeReplayed
+	}
+	return CodeNotVerified
+}
+
+// Codes lists every code the appliance can return, warrant reasons
+// included, for documentation and for clients that map each one.
+func Codes() []Code {
+	out := []Code{CodeBusy, CodeReplayed, CodeBeforeFloor, CodeLedgerBlocked, CodeClockBehind,
+		CodeImageNotApproved, CodePCRMismatch, CodeNoPress, CodeButtonHeld, CodeTooLarge,
+		CodeRateLimited, CodeNotFound, CodeBadRequest, CodeUnavailable, CodeShuttingDown,
+		CodeUnsealFailed, CodeSealFailed, CodeStoreFailed, CodeInterrupted, CodeLedgerFailed,
+		CodeInternal, CodeNotVerified, CodeNoShare, CodeShareUnavailable}
+	for _, r := range warrant.Reasons() {
+		if Code(r) != CodeTooLarge {
+			out = append(out, Code(r))
+		}
+	}
+	return out
+}

@@ -1,0 +1,69 @@
+package release
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/hsm/warrant"
+)
+
+// TestEveryCodeIsALedgerReason: each code can be logged as it is returned.
+func TestEveryCodeIsALedgerReason(t *testing.T) {
+	seen := map[Code]bool{}
+	for _, c := range Codes() {
+		if seen[c] {
+			t.Errorf("code %q used twice", c)
+		}
+		seen[c] = true
+		e := ledger.Entry{Time: time.Unix(1e9, 0).UTC(), Kind: ledger.KindRefusal, Outcome: ledger.OutcomeRefused, Reason: string(c)}
+		if _, err := e.Marshal(); err != nil {
+			t.Errorf("code %q is not a ledger reason: %v", c, err)
+		}
+		if s := HTTPStatus(c); s < 400 || s > 599 {
+			t.Errorf("code %q maps to %d", c, s)
+		}
+	}
+}
+
+func TestWarrantRefusalsAreUnprocessable(t *testing.T) {
+	for _, r := range warrant.Reasons() {
+		if s := HTTPStatus(Code(r)); s != http.StatusUnprocessableEntity && Code(r) != CodeTooLarge {
+			t.Errorf("%s → %d", r, s)
+		}
+		if got := codeOf(&warrant.Error{Reason: r}); got != Code(r) {
+			t.Errorf("codeOf(%s) = %s", r, got)
+		}
+	}
+	if codeOf(ledger.ErrRolledBack) != CodeLedgerBlocked || codeOf(ledger.ErrClockBehind) != CodeClockBehind || codeOf(ledger.ErrReplay) != CodeReplayed {
+		t.Error("ledger errors are not mapped")
+	}
+}
+
+func TestLimiter(t *testing.T) {
+	now := time.Unix(0, 0)
+	l := NewLimiter(1, 3)
+	l.now = func() time.Time { return now }
+	for i := range 3 {
+		if !l.Allow("a") {
+			t.Fatalf("burst request %d refused", i)
+		}
+	}
+	if l.Allow("a") {
+		t.Fatal("over the burst")
+	}
+	if !l.Allow("b") {
+		t.Fatal("another client was limited")
+	}
+	now = now.Add(time.Second)
+	if !l.Allow("a") || l.Allow("a") {
+		t.Fatal("refill is not one per second")
+	}
+	for i := range maxClients + 10 {
+		l.Allow(string(rune(i)))
+	}
+	if len(l.buckets) > maxClients {
+		t.Fatalf("%d buckets", len(l.buckets))
+	}
+}

@@ -1,0 +1,58 @@
+package release
+
+import (
+	"sync"
+	"time"
+)
+
+// Default per-client rate: enough for an officer's client polling a request,
+// far too little to burn the TPM's NV counter with refusal entries.
+const (
+	DefaultRate  = 5  // requests per second, sustained
+	DefaultBurst = 20 // requests at once
+	maxClients   = 4096
+)
+
+// Limiter is a token bucket per client address. Its memory is bounded: when
+// it tracks maxClients addresses it forgets them all (every client then
+// starts with a full bucket, which favours availability over a perfect
+// limit).
+type Limiter struct {
+	mu      sync.Mutex
+	rate    float64
+	burst   float64
+	buckets map[string]*bucket
+	now     func() time.Time
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+// NewLimiter allows rate requests per second per client, with bursts.
+func NewLimiter(rate, burst float64) *Limiter {
+	return &Limiter{rate: rate, burst: burst, buckets: map[string]*bucket{}, now: time.Now}
+}
+
+// Allow takes a token for client.
+func (l *Limiter) Allow(client string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	b, ok := l.buckets[client]
+	if !ok {
+		if len(l.buckets) >= maxClients {
+			clear(l.buckets)
+		}
+		b = &bucket{tokens: l.burst, last: now}
+		l.buckets[client] = b
+	}
+	b.tokens = min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.rate)
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}

@@ -1,0 +1,539 @@
+// Package release is the appliance's reason to exist: the state machine that
+// turns a verified warrant and a court officer's button press into release
+// packages, each logged in the ledger before it exists.
+//
+// The life of a request (Daemon.Submit):
+//
+//  1. Appliance checks: the ledger is not blocked (rollback, clone), the clock
+//     is not behind the newest entry, the checkpoint key unsealed (the PCRs
+//     are the approved image's).
+//  2. The warrant verifies (package warrant) against the trust store, this
+//     custodian's ID and the key IDs it holds; it was not used before (the
+//     ledger's replay index), and every signature is younger than the ledger's
+//     replay floor; the PCRs hold the values each named share is sealed to.
+//  3. One warrant awaits approval at a time: a second verified warrant is
+//     refused as "busy" (not queued: the officer at the device must know which
+//     warrant a press approves).
+//  4. The summary goes to the display, the LED blinks, and the button must be
+//     pressed — a press that begins after the summary was shown, within the
+//     window (default 120 s).
+//  5. Then, per key ID, in this order: the request record is stored, a release
+//     entry is appended to the ledger (durable, NV counter incremented; the
+//     first carries the warrant's replay key), the share is unsealed in the
+//     TPM (salted, response-encrypted session), sealed with HPKE to the
+//     warrant's recipient (info binds warrant digest, custodian, key ID,
+//     share index), and the package — with the entry's inclusion proof and a
+//     signed checkpoint — is written durably under releases/<request-id>/.
+//
+// Every entry about a request (release, refusal, failure) commits to the
+// submitted signed warrant bytes under a salt kept on the appliance. Every
+// refusal is a *Refusal with a stable Code, and is logged as a refusal
+// entry — except when the ledger itself refuses appends (blocked), and for
+// refusals at the HTTP edge (body too large, rate limited), which would let
+// anyone burn the TPM's NV counter; those go to the daemon's log. A refusal after approval (no press, held
+// button) is logged the same way. Any failure after a release entry is logged
+// as a failure entry. A request interrupted after its entries (power loss,
+// kill -9) is finished at the next start: key IDs with a stored package are
+// served; the others are logged as failed ("interrupted"). Nothing is
+// released twice: the replay key is in the same ledger transaction as the
+// first release entry, and a package is sealed once per entry.
+package release
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"periph.io/x/conn/v3/gpio"
+
+	"github.com/custodian-project/custodian/firmware/button"
+	"github.com/custodian-project/custodian/hsm/appliance"
+	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/hsm/trust"
+	"github.com/custodian-project/custodian/hsm/warrant"
+	"github.com/custodian-project/custodian/tpm"
+)
+
+// DefaultWindow is how long the officer has to press the button.
+const DefaultWindow = 120 * time.Second
+
+// Dir holds request records and packages inside the data directory.
+const Dir = "releases"
+
+// States of a request.
+const (
+	StateAwaitingPress = "awaiting_press"
+	StateReleasing     = "releasing"
+	StateReleased      = "released"
+	StateRefused       = "refused"
+	StateFailed        = "failed" // some or all key IDs failed after their entry
+)
+
+// Config is what a daemon needs.
+type Config struct {
+	Appliance *appliance.Appliance // opened on TPM
+	TPM       *SerialTPM
+	Button    button.Button
+	LED       gpio.PinOut // nil: no LED
+	Display   io.Writer   // where the summary is shown
+	Window    time.Duration
+	// MaxValidity caps a warrant's not_after - not_before (0: the default).
+	MaxValidity time.Duration
+	Now         func() time.Time
+	Log         *slog.Logger
+	// Hook, when set, is called at named points of a release ("entry" after
+	// a release entry is durable, "stored" after its package is): tests use
+	// it to kill the process there.
+	Hook func(stage, keyID string)
+}
+
+// Daemon runs requests. Its methods are safe for concurrent use.
+type Daemon struct {
+	cfg Config
+
+	mu       sync.Mutex
+	pending  *request            // awaiting press or releasing
+	requests map[string]*request // recent requests, by ID
+	order    []string            // IDs in arrival order, to bound requests
+	closed   bool
+	wg       sync.WaitGroup
+	cancel   context.CancelFunc
+	ctx      context.Context
+}
+
+// maxRemembered bounds the requests kept in memory; records of released
+// requests stay on disk.
+const maxRemembered = 256
+
+// New makes a daemon and finishes requests a previous run left interrupted.
+func New(cfg Config) (*Daemon, error) {
+	if cfg.Window <= 0 {
+		cfg.Window = DefaultWindow
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.Display == nil {
+		cfg.Display = io.Discard
+	}
+	if cfg.Hook == nil {
+		cfg.Hook = func(string, string) {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &Daemon{cfg: cfg, requests: map[string]*request{}, ctx: ctx, cancel: cancel}
+	if err := os.MkdirAll(filepath.Join(cfg.Appliance.Dir, Dir), 0o700); err != nil {
+		cancel()
+		return nil, err
+	}
+	if err := d.recover(); err != nil {
+		cancel()
+		return nil, err
+	}
+	return d, nil
+}
+
+// Close stops awaiting presses (a pending request is refused as no_press
+// would be, with code shutting_down) and waits for a running release.
+func (d *Daemon) Close() {
+	d.mu.Lock()
+	d.closed = true
+	d.mu.Unlock()
+	d.cancel()
+	d.wg.Wait()
+}
+
+// Status is what the API reports about a request.
+type Status struct {
+	ID            string    `json:"id"`
+	State         string    `json:"state"`
+	Summary       string    `json:"summary,omitempty"`
+	WarrantDigest string    `json:"warrant_digest,omitempty"` // hex
+	KeyIDs        []string  `json:"key_ids,omitempty"`
+	Deadline      time.Time `json:"deadline,omitzero"`
+	// Packages lists the key IDs whose package can be fetched.
+	Packages []string `json:"packages,omitempty"`
+	// Failed maps key IDs that failed after their entry to the code.
+	Failed  map[string]Code `json:"failed,omitempty"`
+	Code    Code            `json:"code,omitempty"`
+	Message string          `json:"message,omitempty"`
+	// LedgerIndices maps key IDs to their release entries; for a refusal,
+	// "" maps to the refusal entry.
+	LedgerIndices map[string]int64 `json:"ledger_indices,omitempty"`
+	Timings       *Timings         `json:"timings,omitempty"`
+}
+
+// Timings splits a release's cost, from the press to the last package.
+type Timings struct {
+	VerifyMS    float64 `json:"verify_ms"`    // before the summary (not after the press)
+	LedgerMS    float64 `json:"ledger_ms"`    // release entries (fsync + NV increment)
+	TPMMS       float64 `json:"tpm_ms"`       // unseal
+	HPKEMS      float64 `json:"hpke_ms"`      // seal to the recipient
+	ProofMS     float64 `json:"proof_ms"`     // inclusion proof and signed checkpoint
+	StoreMS     float64 `json:"store_ms"`     // durable package write
+	TotalMS     float64 `json:"total_ms"`     // press to last package stored
+	TPMCommands int64   `json:"tpm_commands"` // during the release
+}
+
+type request struct {
+	status Status
+	v      *warrant.Verified
+	p7s    []byte
+	done   chan struct{}
+}
+
+func (d *Daemon) now() time.Time { return d.cfg.Now().UTC() }
+
+func newID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Submit runs steps 1–4 of the package contract for a signed warrant. It
+// returns once the summary is shown (the request then awaits a press in the
+// background), or with a *Refusal.
+func (d *Daemon) Submit(p7s []byte) (*Status, error) {
+	start := time.Now()
+	v, ref := d.check(p7s)
+	if ref != nil {
+		return nil, ref
+	}
+	verifyTime := time.Since(start)
+
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil, &Refusal{Code: CodeShuttingDown, Err: errors.New("the appliance is shutting down"), LedgerIndex: -1}
+	}
+	if d.pending != nil {
+		d.mu.Unlock()
+		return nil, d.refuse(p7s, CodeBusy, errors.New("another warrant awaits approval on this custodian; try again when it is released or refused"))
+	}
+	r := &request{v: v, p7s: p7s, done: make(chan struct{})}
+	r.status = Status{
+		ID:            newID(),
+		State:         StateAwaitingPress,
+		Summary:       warrant.Summary(v.Warrant, v.Signers),
+		WarrantDigest: hex.EncodeToString(v.Digest[:]),
+		KeyIDs:        v.Warrant.KeyIDs,
+		Deadline:      d.now().Add(d.cfg.Window).Truncate(time.Second),
+		Timings:       &Timings{VerifyMS: ms(verifyTime)},
+	}
+	d.pending = r
+	d.remember(r)
+	d.wg.Add(1)
+	d.mu.Unlock()
+
+	// The summary is shown before the button is watched, so a press in
+	// between is taken for one that began before the summary (refused, the
+	// safe side); Submit answers only once the button is watched, so a
+	// client that prompts the officer never prompts too early.
+	d.show(r)
+	ready := make(chan struct{})
+	go d.await(r, func() { close(ready) })
+	select {
+	case <-ready:
+	case <-r.done:
+	}
+	st := d.snapshot(r)
+	return &st, nil
+}
+
+// check runs every refusal before the summary.
+func (d *Daemon) check(p7s []byte) (*warrant.Verified, *Refusal) {
+	a := d.cfg.Appliance
+	if err := a.Ledger.Blocked(); err != nil {
+		// The ledger refuses every append: this refusal goes to the log only.
+		d.cfg.Log.Warn("refused", "code", CodeLedgerBlocked, "err", err)
+		return nil, &Refusal{Code: CodeLedgerBlocked, Err: err, LedgerIndex: -1}
+	}
+	now := d.now()
+	if err := a.Ledger.CheckClock(now); err != nil {
+		return nil, d.refuse(p7s, CodeClockBehind, fmt.Errorf("%w; set the clock (the RTC) and try again", err))
+	}
+	if a.SignerErr != nil {
+		return nil, d.refuse(p7s, CodeImageNotApproved, fmt.Errorf("the ledger key does not unseal: this is not the approved image (%v)", a.SignerErr))
+	}
+	held, err := a.KeyIDs()
+	if err != nil {
+		return nil, d.refuse(p7s, CodeInternal, err)
+	}
+	store, err := trust.Open(filepath.Join(a.Dir, "trust"))
+	if err != nil {
+		return nil, d.refuse(p7s, CodeInternal, fmt.Errorf("trust store: %w", err))
+	}
+	verifier := &warrant.Verifier{Trust: store, CustodianID: a.ID, HeldKeyIDs: held,
+		Now: func() time.Time { return now }, MaxValidity: d.cfg.MaxValidity}
+	v, err := verifier.Verify(p7s)
+	if err != nil {
+		return nil, d.refuse(p7s, codeOf(err), err)
+	}
+	floor := a.Ledger.ReplayFloor()
+	for _, s := range v.Signers {
+		if s.SigningTime.Before(floor) {
+			return nil, d.refuse(p7s, CodeBeforeFloor, fmt.Errorf("signed at %s, before this ledger's replay floor %s (ledger created or rollback resolved): ask the court for a fresh signature",
+				s.SigningTime.UTC().Format(time.RFC3339), floor.UTC().Format(time.RFC3339)))
+		}
+	}
+	if i, seen, err := a.Ledger.Seen([]byte(v.Replay.String())); err != nil {
+		return nil, d.refuse(p7s, CodeInternal, err)
+	} else if seen {
+		return nil, d.refuse(p7s, CodeReplayed, fmt.Errorf("warrant %s was already used (ledger entry %d)", v.Replay, i))
+	}
+	if ref := d.checkPCRs(p7s, v.Warrant.KeyIDs); ref != nil {
+		return nil, ref
+	}
+	return v, nil
+}
+
+// checkPCRs refuses before the summary when a share could not open: the
+// officer must not approve a release the TPM will refuse.
+func (d *Daemon) checkPCRs(p7s []byte, keyIDs []string) *Refusal {
+	for _, k := range keyIDs {
+		b, err := d.cfg.Appliance.Bundle(k)
+		if err != nil {
+			return d.refuse(p7s, CodeNoShare, err)
+		}
+		blob, err := tpm.ParseBlob(b.Blob)
+		if err != nil {
+			return d.refuse(p7s, CodeNoShare, err)
+		}
+		now, err := tpm.ReadPCRs(d.cfg.TPM, blob.PCRs.Indices()...)
+		if err != nil {
+			return d.refuse(p7s, CodeInternal, fmt.Errorf("reading PCRs: %w", err))
+		}
+		if !now.Equal(blob.PCRs) {
+			return d.refuse(p7s, CodePCRMismatch, fmt.Errorf("%w (key ID %s): the device did not boot the approved image", tpm.ErrPCRMismatch, k))
+		}
+	}
+	return nil
+}
+
+// refuse logs a refusal entry committing to the submitted bytes.
+func (d *Daemon) refuse(p7s []byte, code Code, err error) *Refusal {
+	index, lerr := d.logRefusal(p7s, code, "")
+	if lerr != nil {
+		d.cfg.Log.Error("refusal not logged", "code", code, "err", lerr)
+	}
+	d.cfg.Log.Info("refused", "code", code, "err", err, "ledger_index", index)
+	return &Refusal{Code: code, Err: err, LedgerIndex: index}
+}
+
+func (d *Daemon) logRefusal(subject []byte, code Code, keyID string) (int64, error) {
+	return d.appendEntry(ledger.KindRefusal, ledger.OutcomeRefused, code, keyID, subject, nil)
+}
+
+func (d *Daemon) appendEntry(kind ledger.Kind, outcome string, code Code, keyID string, subject, replay []byte) (int64, error) {
+	l := d.cfg.Appliance.Ledger
+	t := d.now().Truncate(time.Second)
+	// A clock behind the ledger cannot stamp an entry with its own time:
+	// the refusal is stamped with the newest entry's time instead, the
+	// earliest time the ledger allows.
+	if newest, ok := d.newest(); ok && t.Before(newest) {
+		t = newest
+	}
+	if subject == nil {
+		subject = []byte{}
+	}
+	e := ledger.Entry{Time: t, Kind: kind, Outcome: outcome, Reason: string(code), KeyID: keyID}
+	if outcome == ledger.OutcomeOK {
+		e.Reason = ""
+	}
+	i, err := l.Append(e, subject, replay)
+	if err != nil {
+		return -1, err
+	}
+	return i, nil
+}
+
+func (d *Daemon) newest() (time.Time, bool) {
+	l := d.cfg.Appliance.Ledger
+	n := l.Size()
+	if n == 0 {
+		return time.Time{}, false
+	}
+	data, err := l.Entry(n - 1)
+	if err != nil {
+		return time.Time{}, false
+	}
+	e, err := ledger.ParseEntry(data)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return e.Time, true
+}
+
+func (d *Daemon) show(r *request) {
+	fmt.Fprintf(d.cfg.Display, "\n==== WARRANT AWAITING APPROVAL (request %s) ====\n%s\nwarrant digest: %s…\npress the button before %s to release; do nothing to refuse\n",
+		r.status.ID[:8], r.status.Summary, r.status.WarrantDigest[:16], r.status.Deadline.Format(time.RFC3339))
+}
+
+// await waits for the press and runs the release.
+func (d *Daemon) await(r *request, ready func()) {
+	defer d.wg.Done()
+	defer close(r.done)
+	ctx, stop := context.WithCancel(d.ctx)
+	if d.cfg.LED != nil {
+		go button.Blink(ctx, d.cfg.LED, 250*time.Millisecond)
+	}
+	err := d.cfg.Button.Await(ctx, d.cfg.Window, ready)
+	stop()
+	if err != nil {
+		code := CodeNoPress
+		switch {
+		case errors.Is(err, button.ErrHeld):
+			code = CodeButtonHeld
+		case d.ctx.Err() != nil:
+			code = CodeShuttingDown
+		}
+		ref := d.refuse(r.p7s, code, err)
+		fmt.Fprintf(d.cfg.Display, "request %s refused: %s\n", r.status.ID[:8], code)
+		d.finish(r, func(s *Status) {
+			s.State, s.Code, s.Message = StateRefused, code, err.Error()
+			s.LedgerIndices = map[string]int64{"": ref.LedgerIndex}
+		})
+		return
+	}
+	d.update(r, func(s *Status) { s.State = StateReleasing })
+	d.releaseAll(r)
+}
+
+func (d *Daemon) update(r *request, f func(*Status)) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	f(&r.status)
+}
+
+// finish records the final state and frees the approval slot.
+func (d *Daemon) finish(r *request, f func(*Status)) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	f(&r.status)
+	if d.pending == r {
+		d.pending = nil
+	}
+	// Remembered requests keep only their status, not the warrant.
+	r.v, r.p7s = nil, nil
+}
+
+func (d *Daemon) remember(r *request) {
+	d.requests[r.status.ID] = r
+	d.order = append(d.order, r.status.ID)
+	for len(d.order) > maxRemembered {
+		old := d.order[0]
+		if d.requests[old] == d.pending {
+			break
+		}
+		delete(d.requests, old)
+		d.order = d.order[1:]
+	}
+}
+
+func (d *Daemon) snapshot(r *request) Status {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return copyStatus(r.status)
+}
+
+func copyStatus(s Status) Status {
+	c := s
+	c.Packages = append([]string(nil), s.Packages...)
+	if s.Failed != nil {
+		c.Failed = map[string]Code{}
+		for k, v := range s.Failed {
+			c.Failed[k] = v
+		}
+	}
+	if s.LedgerIndices != nil {
+		c.LedgerIndices = map[string]int64{}
+		for k, v := range s.LedgerIndices {
+			c.LedgerIndices[k] = v
+		}
+	}
+	if s.Timings != nil {
+		t := *s.Timings
+		c.Timings = &t
+	}
+	return c
+}
+
+// Status returns the state of a request: from memory, or from its record on
+// disk for a release made before the last restart.
+func (d *Daemon) Status(id string) (*Status, error) {
+	if !validID(id) {
+		return nil, &Refusal{Code: CodeNotFound, Err: errors.New("no such request"), LedgerIndex: -1}
+	}
+	d.mu.Lock()
+	r, ok := d.requests[id]
+	d.mu.Unlock()
+	if ok {
+		s := d.snapshot(r)
+		return &s, nil
+	}
+	rec, err := d.readRecord(id)
+	if err != nil {
+		return nil, &Refusal{Code: CodeNotFound, Err: errors.New("no such request"), LedgerIndex: -1}
+	}
+	s := rec.status()
+	return &s, nil
+}
+
+// Wait blocks until the request leaves the approval and release steps, or
+// ctx ends, and returns its status.
+func (d *Daemon) Wait(ctx context.Context, id string) (*Status, error) {
+	d.mu.Lock()
+	r, ok := d.requests[id]
+	d.mu.Unlock()
+	if ok {
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+		}
+	}
+	return d.Status(id)
+}
+
+// Package returns the stored release package of a request for keyID. The
+// same bytes are returned each time: fetching again hands out no new
+// release (see docs/api.md).
+func (d *Daemon) Package(id, keyID string) ([]byte, error) {
+	if !validID(id) {
+		return nil, &Refusal{Code: CodeNotFound, Err: errors.New("no such request"), LedgerIndex: -1}
+	}
+	data, err := os.ReadFile(d.packagePath(id, keyID))
+	if err != nil {
+		return nil, &Refusal{Code: CodeNotFound, Err: fmt.Errorf("no package for key ID %q in request %s", keyID, id), LedgerIndex: -1}
+	}
+	return data, nil
+}
+
+func validID(id string) bool {
+	if len(id) != 32 {
+		return false
+	}
+	_, err := hex.DecodeString(id)
+	return err == nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

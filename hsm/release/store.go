@@ -1,0 +1,250 @@
+package release
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/custodian-project/custodian/hsm/durable"
+	"github.com/custodian-project/custodian/hsm/escrow"
+	"github.com/custodian-project/custodian/hsm/ids"
+	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/tpm"
+)
+
+// record is a request's durable state, written before its first release
+// entry so that a restart knows which key IDs were approved.
+type record struct {
+	ID            string           `json:"id"`
+	Warrant       []byte           `json:"warrant"` // the submitted signed warrant, for failure entries' commitments
+	WarrantDigest string           `json:"warrant_digest"`
+	KeyIDs        []string         `json:"key_ids"`
+	Approved      time.Time        `json:"approved"`
+	Done          bool             `json:"done"`
+	LedgerIndices map[string]int64 `json:"ledger_indices,omitempty"`
+	Failed        map[string]Code  `json:"failed,omitempty"`
+	Packages      []string         `json:"packages,omitempty"`
+}
+
+func (rec *record) status() Status {
+	s := Status{ID: rec.ID, State: StateReleased, WarrantDigest: rec.WarrantDigest, KeyIDs: rec.KeyIDs,
+		Packages: rec.Packages, Failed: rec.Failed, LedgerIndices: rec.LedgerIndices}
+	if len(rec.Failed) > 0 {
+		s.State = StateFailed
+		s.Code = rec.Failed[sortedKeys(rec.Failed)[0]]
+		s.Message = "some key IDs failed after their ledger entry; see failed"
+	}
+	if !rec.Done {
+		s.State = StateReleasing
+	}
+	return s
+}
+
+func (d *Daemon) requestDir(id string) string {
+	return filepath.Join(d.cfg.Appliance.Dir, Dir, id)
+}
+
+func (d *Daemon) packagePath(id, keyID string) string {
+	if ids.CheckKeyID(keyID) != nil {
+		return filepath.Join(d.requestDir(id), "invalid")
+	}
+	return filepath.Join(d.requestDir(id), keyID+".release.json")
+}
+
+func (d *Daemon) writeRecord(rec *record) error {
+	data, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		return err
+	}
+	return durable.WriteFile(filepath.Join(d.requestDir(rec.ID), "request.json"), data, 0o600)
+}
+
+func (d *Daemon) readRecord(id string) (*record, error) {
+	data, err := os.ReadFile(filepath.Join(d.requestDir(id), "request.json"))
+	if err != nil {
+		return nil, err
+	}
+	var rec record
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return nil, err
+	}
+	if rec.ID != id {
+		return nil, errors.New("request record names another request")
+	}
+	return &rec, nil
+}
+
+// releaseAll runs step 5 for every key ID of an approved request.
+func (d *Daemon) releaseAll(r *request) {
+	start := time.Now()
+	cmds := d.cfg.TPM.Commands()
+	v := r.v
+	rec := &record{ID: r.status.ID, Warrant: r.p7s, WarrantDigest: r.status.WarrantDigest,
+		KeyIDs: v.Warrant.KeyIDs, Approved: d.now(), LedgerIndices: map[string]int64{}, Failed: map[string]Code{}}
+	tm := r.status.Timings
+	err := os.MkdirAll(d.requestDir(rec.ID), 0o700)
+	if err == nil {
+		err = d.writeRecord(rec)
+	}
+	if err != nil {
+		// Nothing was appended: the approval is lost, no share left. The
+		// request is refused like an I/O failure before any entry.
+		ref := d.refuse(r.p7s, CodeInternal, fmt.Errorf("cannot store the request record: %w", err))
+		d.finish(r, func(s *Status) { s.State, s.Code, s.Message = StateRefused, CodeInternal, ref.Err.Error() })
+		return
+	}
+	replay := []byte(v.Replay.String())
+	for _, k := range v.Warrant.KeyIDs {
+		index, code, err := d.releaseOne(r, k, replay, tm)
+		if index >= 0 {
+			rec.LedgerIndices[k] = index
+			replay = nil // registered with the first entry
+		}
+		if err != nil {
+			rec.Failed[k] = code
+			d.cfg.Log.Error("release failed", "request", rec.ID, "key_id", k, "code", code, "err", err)
+			if index < 0 && code == CodeReplayed {
+				break
+			}
+			continue
+		}
+		rec.Packages = append(rec.Packages, k)
+	}
+	rec.Done = true
+	if err := d.writeRecord(rec); err != nil {
+		d.cfg.Log.Error("request record not updated", "request", rec.ID, "err", err)
+	}
+	tm.TotalMS = ms(time.Since(start))
+	tm.TPMCommands = d.cfg.TPM.Commands() - cmds
+	st := rec.status()
+	fmt.Fprintf(d.cfg.Display, "request %s: %s\n", rec.ID[:8], st.State)
+	d.finish(r, func(s *Status) {
+		s.State, s.Packages, s.Failed, s.LedgerIndices, s.Code, s.Message = st.State, st.Packages, st.Failed, st.LedgerIndices, st.Code, st.Message
+	})
+}
+
+// releaseOne releases one key ID. It returns the release entry's index (-1
+// if none was appended) and, on failure, the code. Any failure after the
+// entry is logged as a failure entry.
+func (d *Daemon) releaseOne(r *request, keyID string, replay []byte, tm *Timings) (int64, Code, error) {
+	v := r.v
+	a := d.cfg.Appliance
+	b, err := a.Bundle(keyID)
+	if err != nil {
+		return -1, CodeNoShare, err
+	}
+	blob, err := tpm.ParseBlob(b.Blob)
+	if err != nil {
+		return -1, CodeNoShare, err
+	}
+
+	t0 := time.Now()
+	index, err := d.appendEntry(ledger.KindRelease, ledger.OutcomeOK, "", keyID, r.p7s, replay)
+	tm.LedgerMS += ms(time.Since(t0))
+	if err != nil {
+		code := CodeLedgerFailed
+		if errors.Is(err, ledger.ErrReplay) {
+			code = CodeReplayed
+		}
+		return -1, code, err
+	}
+	d.cfg.Hook("entry", keyID)
+
+	fail := func(code Code, err error) (int64, Code, error) {
+		if _, lerr := d.appendEntry(ledger.KindFailure, ledger.OutcomeRefused, code, keyID, r.p7s, nil); lerr != nil {
+			d.cfg.Log.Error("failure entry not logged", "key_id", keyID, "code", code, "err", lerr)
+		}
+		return index, code, err
+	}
+
+	t0 = time.Now()
+	share, err := tpm.Unseal(d.cfg.TPM, blob)
+	tm.TPMMS += ms(time.Since(t0))
+	if err != nil {
+		code := CodeUnsealFailed
+		if errors.Is(err, tpm.ErrPCRMismatch) {
+			code = CodePCRMismatch
+		}
+		return fail(code, err)
+	}
+	t0 = time.Now()
+	pkg, err := escrow.SealShare(v.Warrant.RecipientKey(), v.Digest[:], a.ID, keyID, b.Index, share)
+	clear(share)
+	tm.HPKEMS += ms(time.Since(t0))
+	if err != nil {
+		return fail(CodeSealFailed, err)
+	}
+	t0 = time.Now()
+	inc, err := a.Ledger.Prove(index)
+	tm.ProofMS += ms(time.Since(t0))
+	if err != nil {
+		return fail(CodeStoreFailed, fmt.Errorf("inclusion proof: %w", err))
+	}
+	pkg.Ledger = inc
+	data, err := pkg.Marshal()
+	if err != nil {
+		return fail(CodeStoreFailed, err)
+	}
+	t0 = time.Now()
+	err = durable.CreateFile(d.packagePath(r.status.ID, keyID), data, 0o644)
+	tm.StoreMS += ms(time.Since(t0))
+	if err != nil {
+		return fail(CodeStoreFailed, err)
+	}
+	d.cfg.Hook("stored", keyID)
+	return index, "", nil
+}
+
+// recover finishes requests a previous run left between their record and
+// their last package: key IDs with a stored package are served; every other
+// approved key ID is logged as failed, since its release entry may already be
+// in the ledger and its share must not be sealed a second time.
+func (d *Daemon) recover() error {
+	entries, err := os.ReadDir(filepath.Join(d.cfg.Appliance.Dir, Dir))
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if !validID(e.Name()) {
+			continue
+		}
+		rec, err := d.readRecord(e.Name())
+		if err != nil {
+			d.cfg.Log.Error("unreadable request record", "request", e.Name(), "err", err)
+			continue
+		}
+		if rec.Done {
+			continue
+		}
+		if err := d.recoverOne(rec); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *Daemon) recoverOne(rec *record) error {
+	if rec.Failed == nil {
+		rec.Failed = map[string]Code{}
+	}
+	rec.Packages = nil
+	for _, k := range rec.KeyIDs {
+		if _, err := os.Stat(d.packagePath(rec.ID, k)); err == nil {
+			rec.Packages = append(rec.Packages, k)
+			continue
+		}
+		if _, ok := rec.Failed[k]; ok {
+			continue
+		}
+		if _, err := d.appendEntry(ledger.KindFailure, ledger.OutcomeRefused, CodeInterrupted, k, rec.Warrant, nil); err != nil {
+			return fmt.Errorf("logging interrupted release %s/%s: %w", rec.ID, k, err)
+		}
+		rec.Failed[k] = CodeInterrupted
+	}
+	rec.Done = true
+	d.cfg.Log.Warn("finished an interrupted release", "request", rec.ID, "packages", rec.Packages, "failed", rec.Failed)
+	return d.writeRecord(rec)
+}

@@ -1,0 +1,154 @@
+package tests
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/custodian-project/custodian/firmware/button"
+	"github.com/custodian-project/custodian/hsm/appliance"
+	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/hsm/recipient"
+	"github.com/custodian-project/custodian/hsm/release"
+	"github.com/custodian-project/custodian/tpm"
+)
+
+// startChild runs the test binary as a daemon that kills itself at crashAt.
+func startChild(t *testing.T, d *device, crashAt string) (*exec.Cmd, *client) {
+	t.Helper()
+	cfg, _ := json.Marshal(childConfig{TPM: d.sw.Spec(), Data: d.data, CrashAt: crashAt})
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"="+string(cfg))
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	m := servingRE.FindStringSubmatch(line)
+	if err != nil || m == nil {
+		cmd.Wait()
+		t.Fatalf("child daemon: %q %v\n%s", line, err, stderr)
+	}
+	go io.Copy(io.Discard, stdout)
+	return cmd, &client{base: m[1], http: &http.Client{Timeout: 30 * time.Second}}
+}
+
+// TestKillNineBetweenLedgerEntryAndResponse kills the daemon with SIGKILL
+// right after the release entry is durable, and again right after the
+// package is stored but before any response. After each restart the
+// release is retrievable (the same bytes, each time) or logged as failed,
+// and the warrant is never released twice.
+func TestKillNineBetweenLedgerEntryAndResponse(t *testing.T) {
+	now := time.Now().UTC()
+	d, _, _ := enroll(t, "court-a", t.TempDir())
+	c := newCourt(t, now)
+	c.install(t, d.data, now)
+	conn, err := tpm.Open(d.sw.Spec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := appliance.Open(d.data, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	provisionLocal(t, a, conn, "2026-11")
+	a.Close()
+	conn.Close()
+	agency, _ := recipient.Generate("")
+	socket := filepath.Join(d.data, button.SimSocket)
+
+	var running *exec.Cmd // the restarted daemon; swtpm serves one client
+	stopRunning := func() {
+		if running != nil {
+			running.Process.Kill()
+			running.Wait()
+			running = nil
+		}
+	}
+	crash := func(stage, serial string) (release.Status, *client, []byte) {
+		stopRunning()
+		p7s := c.sign(t, serial, agency.Public(), []string{"court-a"}, []string{"2026-11"}, time.Now().UTC())
+		child, cl := startChild(t, d, stage)
+		status, st, eb := cl.submit(t, p7s)
+		if status != http.StatusAccepted {
+			t.Fatalf("%s: submit %d %+v", stage, status, eb)
+		}
+		// The daemon may die while the button is still down: no answer then.
+		_ = button.Press(context.Background(), socket, 100*time.Millisecond)
+		err := child.Wait()
+		if ws, ok := child.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+			t.Fatalf("%s: the daemon was not killed: %v", stage, err)
+		}
+		running, cl = startChild(t, d, "")
+		var after release.Status
+		cl.getJSON(t, "/v1/requests/"+st.ID, &after)
+		return after, cl, p7s
+	}
+
+	countKinds := func(cl *client) map[ledger.Kind]int {
+		n := map[ledger.Kind]int{}
+		var health struct {
+			LedgerSize int64 `json:"ledger_size"`
+		}
+		cl.getJSON(t, "/v1/health", &health)
+		verifier, _ := os.ReadFile(filepath.Join(d.data, "ledger-key.pub"))
+		for i := int64(0); i < health.LedgerSize; i++ {
+			n[cl.entryAt(t, i, string(bytes.TrimSpace(verifier))).Kind]++
+		}
+		return n
+	}
+
+	// Killed after the entry, before the share was sealed: logged as failed.
+	st, cl, p7s := crash("entry", "W-kill-1")
+	if st.State != release.StateFailed || st.Failed["2026-11"] != release.CodeInterrupted || len(st.Packages) != 0 {
+		t.Fatalf("after a kill at the entry: %+v", st)
+	}
+	if code, _ := cl.get(t, "/v1/requests/"+st.ID+"/packages/2026-11"); code != http.StatusNotFound {
+		t.Fatalf("a package appeared for a failed release: %d", code)
+	}
+	if status, _, eb := cl.submit(t, p7s); eb.Error.Code != release.CodeReplayed {
+		t.Fatalf("resubmitted after the kill: %d %+v", status, eb)
+	}
+	kinds := countKinds(cl)
+	if kinds[ledger.KindRelease] != 1 || kinds[ledger.KindFailure] != 1 {
+		t.Fatalf("ledger after the first kill: %v", kinds)
+	}
+
+	// Killed after the package was stored, before the response: retrievable.
+	st, cl, p7s = crash("stored", "W-kill-2")
+	if st.State != release.StateReleased || len(st.Packages) != 1 {
+		t.Fatalf("after a kill at the store: %+v", st)
+	}
+	c1, one := cl.get(t, "/v1/requests/"+st.ID+"/packages/2026-11")
+	c2, two := cl.get(t, "/v1/requests/"+st.ID+"/packages/2026-11")
+	if c1 != http.StatusOK || c2 != http.StatusOK || !bytes.Equal(one, two) {
+		t.Fatalf("package fetches: %d %d equal=%v", c1, c2, bytes.Equal(one, two))
+	}
+	if _, _, eb := cl.submit(t, p7s); eb.Error.Code != release.CodeReplayed {
+		t.Fatalf("resubmitted after the kill: %+v", eb)
+	}
+	kinds = countKinds(cl)
+	if kinds[ledger.KindRelease] != 2 || kinds[ledger.KindFailure] != 1 {
+		t.Fatalf("ledger after the second kill: %v", kinds)
+	}
+}

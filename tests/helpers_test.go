@@ -1,0 +1,324 @@
+// Package tests runs the appliance end to end on real parts: swtpm for the
+// TPM, SoftHSM2 for the judge's smartcard, real files and sockets, the
+// custodian binary built from this tree. Only the GPIO pins are fake
+// (periph's gpiotest, or the daemon's simulated button).
+package tests
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/custodian-project/custodian/hsm/appliance"
+	"github.com/custodian-project/custodian/hsm/escrow"
+	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/hsm/recipient"
+	"github.com/custodian-project/custodian/hsm/release"
+	"github.com/custodian-project/custodian/hsm/trust"
+	"github.com/custodian-project/custodian/hsm/trust/trusttest"
+	"github.com/custodian-project/custodian/hsm/warrant"
+	"github.com/custodian-project/custodian/tpm"
+	"github.com/custodian-project/custodian/tpm/tpmtest"
+)
+
+// binary is the custodian command built from this tree, once per run.
+var binary string
+
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) != "" {
+		os.Exit(runChildDaemon())
+	}
+	dir, err := os.MkdirTemp("", "custodian-tests")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "custodian")
+	build := exec.Command("go", "build", "-o", binary, "github.com/custodian-project/custodian/cmd/custodian")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building custodian:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// cli runs the binary and returns its exit status and output.
+func cli(t testing.TB, args ...string) (int, string, string) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if err != nil {
+		code = -1
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+	}
+	return code, stdout.String(), stderr.String()
+}
+
+func mustCLI(t testing.TB, args ...string) string {
+	t.Helper()
+	code, out, errOut := cli(t, args...)
+	if code != 0 {
+		t.Fatalf("custodian %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errOut)
+	}
+	return out
+}
+
+// measure extends the PCRs an image's early init would, with a digest
+// derived from label: the same label is the same image.
+func measure(t testing.TB, conn interface{ Send([]byte) ([]byte, error) }, label string) {
+	t.Helper()
+	for _, i := range []int{8, 9, 11, 12} {
+		d := sha256.Sum256([]byte(fmt.Sprintf("%s/%d", label, i)))
+		if err := tpm.ExtendPCR(conn, i, d[:]); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// device is one appliance: its swtpm and data directory.
+type device struct {
+	id   string
+	sw   *tpmtest.Swtpm
+	data string
+}
+
+func (d *device) args(args ...string) []string {
+	return append([]string{"--tpm", d.sw.Spec(), "--data-dir", d.data}, args...)
+}
+
+// enroll boots a device on the "approved" image, enrolls it through the
+// challenge exchange, and creates its ledger.
+func enroll(t testing.TB, id, dir string) (*device, string, string) {
+	t.Helper()
+	tpmtest.RequireSwtpm(t)
+	d := &device{id: id, sw: tpmtest.StartSwtpm(t), data: filepath.Join(dir, id)}
+	conn, err := tpm.Open(d.sw.Spec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	measure(t, conn, "approved")
+	conn.Close()
+	request := filepath.Join(dir, id+".request.json")
+	final := filepath.Join(dir, id+".enrollment.json")
+	challenge := filepath.Join(dir, id+".challenge.json")
+	secret := filepath.Join(dir, id+".secret")
+	mustCLI(t, d.args("enroll", "--id", id, "--out", request)...)
+	mustCLI(t, "enroll", "challenge", "--in", request, "--out", challenge, "--secret-out", secret)
+	mustCLI(t, d.args("enroll", "--id", id, "--challenge", challenge, "--out", final)...)
+	mustCLI(t, d.args("ledger", "init")...)
+	return d, final, secret
+}
+
+// court is a court PKI with one judge whose key is in memory (the refusal
+// tests; the end-to-end test signs on a SoftHSM2 token).
+type court struct {
+	root  *trusttest.CA
+	key   crypto.Signer
+	judge *x509.Certificate
+}
+
+func newCourt(t testing.TB, now time.Time) *court {
+	root := trusttest.NewRoot(t, "Test Court Root", now)
+	key := trusttest.ECKeyP256(t)
+	return &court{root: root, key: key, judge: root.Judge(t, "Judge Ada", key.Public(), now)}
+}
+
+// install puts the court root and a fresh CRL in a data directory's trust
+// store.
+func (c *court) install(t testing.TB, dataDir string, now time.Time, revoked ...*x509.Certificate) {
+	t.Helper()
+	s, err := trust.Open(filepath.Join(dataDir, "trust"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Roots()) == 0 {
+		if _, err := s.AddRoot(trusttest.PEM(c.root.Cert)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	crl := trusttest.CRLPEM(c.root.CRL(t, now.Add(-time.Minute), now.Add(24*time.Hour), revoked...))
+	if _, err := s.SetCRL(crl, now); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// sign writes a warrant for custodians and key IDs, signed by the judge now.
+func (c *court) sign(t testing.TB, serial string, to *recipient.PublicKey, custodians, keyIDs []string, now time.Time) []byte {
+	t.Helper()
+	return c.signAt(t, serial, to, custodians, keyIDs, now, time.Now())
+}
+
+// signAt is sign with a chosen signing time.
+func (c *court) signAt(t testing.TB, serial string, to *recipient.PublicKey, custodians, keyIDs []string, now, signingTime time.Time) []byte {
+	t.Helper()
+	w := &warrant.Warrant{Version: 1, Serial: serial, Docket: "CR-1/2026", Court: "Test Court",
+		Agency: "Test Police", Official: "Inspector Morse", Offence: "fraud",
+		Targets: []string{"alice@example.org"}, KeyIDs: keyIDs, Custodians: custodians,
+		NotBefore: now.Add(-time.Hour).Format(time.RFC3339), NotAfter: now.Add(7 * 24 * time.Hour).Format(time.RFC3339),
+		Recipient: to.String()}
+	content, err := w.Marshal(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p7s, err := warrant.Sign(content, []warrant.Signer{{Key: c.key, Chain: []*x509.Certificate{c.judge}}}, signingTime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p7s
+}
+
+// provisionLocal runs a 2-of-2 ceremony for keyID between the device and a
+// second (absent) custodian, and provisions the device's bundle. It uses
+// conn, the one connection to the device's swtpm.
+func provisionLocal(t testing.TB, a *appliance.Appliance, conn interface{ Send([]byte) ([]byte, error) }, keyID string) *escrow.Public {
+	t.Helper()
+	pcrs, err := tpm.ReadPCRs(conn, 8, 9, 11, 12)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, bundles, err := escrow.Ceremony(keyID, 2, pcrs, []escrow.Member{
+		{ID: a.ID, EK: a.EK}, {ID: "court-z", EK: tpmtest.RandomEK(t)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := bundles[0].Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Provision(conn, data, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	return pub
+}
+
+// client is an API client for tests.
+type client struct {
+	base string
+	http *http.Client
+}
+
+func (c *client) submit(t testing.TB, p7s []byte) (int, release.Status, release.ErrorBody) {
+	t.Helper()
+	resp, err := c.http.Post(c.base+"/v1/warrants", "application/pkcs7-mime", bytes.NewReader(p7s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	var st release.Status
+	var eb release.ErrorBody
+	if resp.StatusCode == http.StatusAccepted {
+		if err := json.Unmarshal(data, &st); err != nil {
+			t.Fatalf("status: %v %s", err, data)
+		}
+	} else if err := json.Unmarshal(data, &eb); err != nil {
+		t.Fatalf("error body: %v %s", err, data)
+	}
+	return resp.StatusCode, st, eb
+}
+
+func (c *client) wait(t testing.TB, id string) release.Status {
+	t.Helper()
+	for {
+		var st release.Status
+		c.getJSON(t, "/v1/requests/"+id+"?wait=10", &st)
+		if st.State != release.StateAwaitingPress && st.State != release.StateReleasing {
+			return st
+		}
+	}
+}
+
+func (c *client) get(t testing.TB, path string) (int, []byte) {
+	t.Helper()
+	resp, err := c.http.Get(c.base + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, data
+}
+
+func (c *client) getJSON(t testing.TB, path string, v any) {
+	t.Helper()
+	code, data := c.get(t, path)
+	if code != http.StatusOK {
+		t.Fatalf("GET %s: %d %s", path, code, data)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+}
+
+// entryAt returns ledger entry i through the API, checked against the
+// appliance's verifier key.
+func (c *client) entryAt(t testing.TB, i int64, verifier string) *ledger.Entry {
+	t.Helper()
+	var inc ledger.Inclusion
+	c.getJSON(t, fmt.Sprintf("/v1/entries/%d", i), &inc)
+	e, err := inc.Check(verifier)
+	if err != nil {
+		t.Fatalf("entry %d: %v", i, err)
+	}
+	return e
+}
+
+// syncBuffer is a goroutine-safe output buffer.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// waitFor polls until f is true or the deadline passes.
+func waitFor(t testing.TB, what string, d time.Duration, f func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	for !f() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out waiting for %s", what)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func readAll(resp *http.Response) []byte {
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return data
+}
+
+func jsonUnmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
