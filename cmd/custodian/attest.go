@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -20,9 +22,9 @@ import (
 const defaultEventLog = "/run/custodian/boot.cel"
 
 func newAttestCommand(g *globals) *cobra.Command {
-	var nonceHex, out, eventLog, pcrList string
+	var nonceHex, out, eventLog, pcrList, server, caPath string
 	cmd := &cobra.Command{
-		Use:   "attest --nonce HEX --out att.json",
+		Use:   "attest [--server URL] --nonce HEX --out att.json",
 		Short: "Quote this device's boot state and ledger checkpoint for a verifier's nonce",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -33,6 +35,17 @@ func newAttestCommand(g *globals) *cobra.Command {
 			pcrs, err := parsePCRList(pcrList)
 			if err != nil {
 				return err
+			}
+			if server != "" {
+				data, err := fetchAttestation(cmd.Context(), server, caPath, nonce)
+				if err != nil {
+					return err
+				}
+				if err := durable.WriteFile(out, data, 0o644); err != nil {
+					return err
+				}
+				g.printf("attestation from %s for nonce %s written to %s\n", server, nonceHex, out)
+				return nil
 			}
 			log, err := os.ReadFile(eventLog)
 			if err != nil {
@@ -60,6 +73,8 @@ func newAttestCommand(g *globals) *cobra.Command {
 	f.StringVar(&out, "out", "", "file to write the attestation to")
 	f.StringVar(&eventLog, "event-log", defaultEventLog, "the boot event log (TCG CEL) measure-boot wrote")
 	f.StringVar(&pcrList, "pcrs", "8,9,11,12", "PCRs to quote (the policy's)")
+	f.StringVar(&server, "server", "", "ask a running appliance (custodian serve) instead of this device's TPM")
+	f.StringVar(&caPath, "ca", "", "CA certificate (PEM) to trust for an HTTPS --server")
 	_ = cmd.MarkFlagRequired("nonce")
 	_ = cmd.MarkFlagRequired("out")
 	cmd.AddCommand(newAttestVerifyCommand(g))
@@ -75,6 +90,42 @@ func createAttestation(a *appliance.Appliance, t transport.TPM, nonce []byte, pc
 		return nil, err
 	}
 	return attest.Create(t, a.ID, nonce, pcrs, log, string(checkpoint), time.Now())
+}
+
+// attester answers the API's attestation requests. The boot's event log is
+// read once: it does not change after measure-boot.
+func attester(a *appliance.Appliance, t transport.TPM, eventLog, pcrList string) (func([]byte) (any, error), error) {
+	pcrs, err := parsePCRList(pcrList)
+	if err != nil {
+		return nil, err
+	}
+	log, err := os.ReadFile(eventLog)
+	if err != nil {
+		return nil, err
+	}
+	return func(nonce []byte) (any, error) {
+		return createAttestation(a, t, nonce, pcrs, log)
+	}, nil
+}
+
+// fetchAttestation asks a running appliance for an attestation.
+func fetchAttestation(ctx context.Context, server, caPath string, nonce []byte) ([]byte, error) {
+	c, err := newAPIClient(server, caPath)
+	if err != nil {
+		return nil, err
+	}
+	body, err := json.Marshal(map[string]string{"nonce": hex.EncodeToString(nonce)})
+	if err != nil {
+		return nil, err
+	}
+	var data []byte
+	if err := c.do(ctx, http.MethodPost, "/v1/attest", body, &data); err != nil {
+		return nil, err
+	}
+	if _, err := attest.Parse(data); err != nil {
+		return nil, fmt.Errorf("the custodian's answer: %w", err)
+	}
+	return data, nil
 }
 
 func parseNonce(s string) ([]byte, error) {

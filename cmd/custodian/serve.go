@@ -27,6 +27,7 @@ type serveFlags struct {
 	listen, button, led, display string
 	tlsCert, tlsKey              string
 	window                       time.Duration
+	eventLog, attestPCRs         string
 }
 
 func newServeCommand(g *globals) *cobra.Command {
@@ -49,6 +50,8 @@ func newServeCommand(g *globals) *cobra.Command {
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM), with --tls-key")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "the certificate's private key (PEM)")
 	fl.DurationVar(&f.window, "window", release.DefaultWindow, "how long the officer has to press the button")
+	fl.StringVar(&f.eventLog, "event-log", defaultEventLog, "the boot event log measure-boot wrote, for attestation")
+	fl.StringVar(&f.attestPCRs, "attest-pcrs", "8,9,11,12", "PCRs an attestation quotes (the policy's)")
 	_ = cmd.MarkFlagRequired("listen")
 	_ = cmd.MarkFlagRequired("button")
 	return cmd
@@ -126,6 +129,9 @@ func (g *globals) serve(ctx context.Context, f serveFlags) error {
 	}
 	defer d.Close()
 	api := &release.API{Daemon: d}
+	if api.Attest, err = attester(a, t, f.eventLog, f.attestPCRs); err != nil {
+		log.Warn("attestation is unavailable", "err", err)
+	}
 	srv := api.Server(tlsCfg)
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
