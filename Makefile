@@ -1,12 +1,13 @@
 # The two commands a newcomer needs:
-#   make run    the main job on embedded defaults (simulated parts)
+#   make run    the whole story on this machine (custodian demo, on swtpm)
 #   make test   every test, after installing what the tests need
 GO ?= go
 
 .PHONY: run test deps build cross fuzz man
 
-run: build
-	./bin/custodian --tpm sim --data-dir "$${TMPDIR:-/tmp}/custodian-run" enroll --id demo-1 --out "$${TMPDIR:-/tmp}/custodian-run/enrollment.json"
+# The demo runs three custodians on swtpm, which deps installs when missing.
+run: deps build
+	./bin/custodian demo
 
 build:
 	$(GO) build -o bin/custodian ./cmd/custodian

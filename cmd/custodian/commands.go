@@ -25,5 +25,6 @@ func registerCommands(root *cobra.Command, g *globals) {
 		newServeCommand(g),
 		newButtonCommand(g),
 		newReleaseCommand(g),
+		newDemoCommand(g),
 	)
 }

@@ -2,23 +2,13 @@
 
 package main
 
-import (
-	"errors"
-
-	"github.com/spf13/cobra"
-)
+import "github.com/spf13/cobra"
 
 // The appliance build (-tags appliance) leaves the documentation generator
 // and its Markdown and YAML libraries out of the binary that runs on the
 // device.
 func newDocsCommand(*globals) *cobra.Command {
-	return &cobra.Command{
-		Use:    "docs",
-		Short:  "Not in the appliance build: generate the man pages on a workstation",
-		Hidden: true,
-		RunE: func(*cobra.Command, []string) error {
-			return withHint(errors.New("this appliance binary has no documentation generator"),
-				"run custodian docs on a workstation, with a binary built without -tags appliance")
-		},
-	}
+	return notInAppliance("docs", "Not in the appliance build: generate the man pages on a workstation", true,
+		"this appliance binary has no documentation generator",
+		"run custodian docs on a workstation, with a binary built without -tags appliance")
 }

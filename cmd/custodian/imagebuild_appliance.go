@@ -13,14 +13,9 @@ import (
 // The appliance build (-tags appliance) leaves the image builder and its
 // disk libraries out of the binary that runs on the device.
 func newImageBuildCommand(*globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "build",
-		Short: "Not in the appliance build: build images on the build host",
-		RunE: func(*cobra.Command, []string) error {
-			return withHint(errors.New("this appliance binary has no image builder"),
-				"run custodian image build on the build host, with a binary built without -tags appliance")
-		},
-	}
+	return notInAppliance("build", "Not in the appliance build: build images on the build host", false,
+		"this appliance binary has no image builder",
+		"run custodian image build on the build host, with a binary built without -tags appliance")
 }
 
 func predictImage(string) (*bootpolicy.Policy, error) {
