@@ -15,11 +15,9 @@ import (
 	"time"
 
 	"github.com/custodian-project/custodian/firmware/button"
-	"github.com/custodian-project/custodian/hsm/appliance"
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/recipient"
 	"github.com/custodian-project/custodian/hsm/release"
-	"github.com/custodian-project/custodian/tpm"
 )
 
 // startChild runs the test binary as a daemon that kills itself at crashAt.
@@ -60,20 +58,7 @@ func startChild(t *testing.T, d *device, crashAt string) (*exec.Cmd, *client) {
 // and the warrant is never released twice.
 func TestKillNineBetweenLedgerEntryAndResponse(t *testing.T) {
 	now := time.Now().UTC()
-	d, _, _ := enroll(t, "court-a", t.TempDir())
-	c := newCourt(t, now)
-	c.install(t, d.data, now)
-	conn, err := tpm.Open(d.sw.Spec())
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := appliance.Open(d.data, conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	provisionLocal(t, a, conn, "2026-11")
-	a.Close()
-	conn.Close()
+	d, c := readyDevice(t, now, "2026-11")
 	agency, _ := recipient.Generate("")
 	socket := filepath.Join(d.data, button.SimSocket)
 

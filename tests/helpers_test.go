@@ -211,6 +211,27 @@ func provisionLocal(t testing.TB, a *appliance.Appliance, conn interface{ Send([
 	return pub
 }
 
+// readyDevice enrolls court-a, installs a court's trust store on it and
+// provisions a share of keyID: an appliance ready to serve.
+func readyDevice(t testing.TB, now time.Time, keyID string) (*device, *court) {
+	t.Helper()
+	d, _, _ := enroll(t, "court-a", t.TempDir())
+	c := newCourt(t, now)
+	c.install(t, d.data, now)
+	conn, err := tpm.Open(d.sw.Spec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	a, err := appliance.Open(d.data, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	provisionLocal(t, a, conn, keyID)
+	return d, c
+}
+
 // client is an API client for tests.
 type client struct {
 	base string

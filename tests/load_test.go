@@ -14,10 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/custodian-project/custodian/hsm/appliance"
 	"github.com/custodian-project/custodian/hsm/recipient"
 	"github.com/custodian-project/custodian/hsm/release"
-	"github.com/custodian-project/custodian/tpm"
 )
 
 // rssKiB reads a field (VmRSS, VmHWM) of a process's status in KiB.
@@ -46,20 +44,7 @@ func TestLoadThousandConcurrentInvalidSubmissions(t *testing.T) {
 		t.Skip("load test")
 	}
 	now := time.Now().UTC()
-	d, _, _ := enroll(t, "court-a", t.TempDir())
-	c := newCourt(t, now)
-	c.install(t, d.data, now)
-	conn, err := tpm.Open(d.sw.Spec())
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := appliance.Open(d.data, conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	provisionLocal(t, a, conn, "2026-11")
-	a.Close()
-	conn.Close()
+	d, c := readyDevice(t, now, "2026-11")
 	agency, _ := recipient.Generate("")
 	dir := t.TempDir()
 	agencyPub := filepath.Join(dir, "agency.pub")

@@ -39,18 +39,25 @@ func (g *globals) withAppliance(f func(a *appliance.Appliance, t transport.TPM) 
 		return err
 	}
 	defer t.Close()
-	a, err := appliance.Open(g.dataDir, t)
-	if errors.Is(err, appliance.ErrNotEnrolled) {
-		return withHint(err, "run custodian enroll first, with the same --data-dir")
-	}
-	if errors.Is(err, ledger.ErrNoLedger) {
-		return withHint(err, "run custodian ledger init on the device")
-	}
+	a, err := g.openAppliance(t)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
 	return f(a, t)
+}
+
+// openAppliance opens the data directory, with hints for a device that is
+// not set up yet.
+func (g *globals) openAppliance(t transport.TPM) (*appliance.Appliance, error) {
+	a, err := appliance.Open(g.dataDir, t)
+	switch {
+	case errors.Is(err, appliance.ErrNotEnrolled):
+		return nil, withHint(err, "run custodian enroll first, with the same --data-dir")
+	case errors.Is(err, ledger.ErrNoLedger):
+		return nil, withHint(err, "run custodian ledger init on the device")
+	}
+	return a, err
 }
 
 func newLedgerInitCommand(g *globals) *cobra.Command {

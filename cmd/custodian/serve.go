@@ -18,8 +18,6 @@ import (
 	"periph.io/x/conn/v3/gpio"
 
 	"github.com/custodian-project/custodian/firmware/button"
-	"github.com/custodian-project/custodian/hsm/appliance"
-	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/release"
 )
 
@@ -105,13 +103,8 @@ func (g *globals) serve(ctx context.Context, f serveFlags) error {
 	}
 	defer conn.Close()
 	t := release.Serialize(conn)
-	a, err := appliance.Open(g.dataDir, t)
-	switch {
-	case errors.Is(err, appliance.ErrNotEnrolled):
-		return withHint(err, "run custodian enroll first, with the same --data-dir")
-	case errors.Is(err, ledger.ErrNoLedger):
-		return withHint(err, "run custodian ledger init on the device")
-	case err != nil:
+	a, err := g.openAppliance(t)
+	if err != nil {
 		return err
 	}
 	defer a.Close()
