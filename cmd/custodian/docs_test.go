@@ -217,7 +217,12 @@ func checkCommandLine(root *cobra.Command, line string) error {
 		}
 		if strings.HasPrefix(w, "--") {
 			name, _, hasValue := strings.Cut(strings.TrimPrefix(w, "--"), "=")
+			// Cobra merges persistent flags into Flags() lazily, so ask
+			// each set: the result must not depend on what ran before.
 			f := cmd.Flags().Lookup(name)
+			if f == nil {
+				f = cmd.PersistentFlags().Lookup(name)
+			}
 			if f == nil {
 				f = cmd.InheritedFlags().Lookup(name)
 			}
