@@ -16,9 +16,7 @@ type Blob struct {
 	EK   *EK       // the endorsement key it was made for
 	PCRs PCRValues // the values the PCRs must hold for it to open
 
-	public    tpm2.TPMTPublic
-	duplicate []byte // TPM2B_PRIVATE contents: outer HMAC and encrypted sensitive
-	seed      []byte // TPM2B_ENCRYPTED_SECRET contents: the import seed for the EK
+	wrapped // the sealed data object
 }
 
 // The blob encoding, big-endian, one canonical form:
@@ -85,26 +83,17 @@ func parseBlob(data []byte) (*Blob, error) {
 	if err != nil {
 		return nil, err
 	}
-	var public, duplicate, seed cryptobyte.String
-	if !s.ReadUint16LengthPrefixed(&public) || !s.ReadUint16LengthPrefixed(&duplicate) ||
-		!s.ReadUint16LengthPrefixed(&seed) {
-		return nil, errors.New("truncated")
+	w, err := readWrapped(&s)
+	if err != nil {
+		return nil, err
 	}
 	if !s.Empty() {
 		return nil, errors.New("trailing data")
 	}
-	if len(public) > maxTPMField || len(duplicate) > maxTPMField || len(seed) > maxTPMField ||
-		len(duplicate) == 0 || len(seed) == 0 {
-		return nil, errors.New("a TPM field is empty or too long")
-	}
-	obj, err := tpm2.Unmarshal[tpm2.TPMTPublic](public)
-	if err != nil || !bytes.Equal(tpm2.Marshal(obj), public) {
-		return nil, errors.New("sealed object public area does not parse canonically")
-	}
-	if err := checkSealedPublic(obj, pcrs); err != nil {
+	if err := checkSealedPublic(&w.public, pcrs); err != nil {
 		return nil, err
 	}
-	return &Blob{EK: ek, PCRs: pcrs, public: *obj, duplicate: duplicate, seed: seed}, nil
+	return &Blob{EK: ek, PCRs: pcrs, wrapped: *w}, nil
 }
 
 func readEK(s *cryptobyte.String) (*EK, error) {

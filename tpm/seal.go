@@ -34,25 +34,11 @@ func Seal(ek *EK, pcrs PCRValues, secret []byte) (*Blob, error) {
 	if err != nil {
 		return nil, err
 	}
-	name, err := tpm2.ObjectName(&public)
+	w, err := wrap(ek, public, sensitive)
 	if err != nil {
 		return nil, err
 	}
-	parent, err := tpm2.ImportEncapsulationKey(&ek.public)
-	if err != nil {
-		return nil, fmt.Errorf("endorsement key cannot wrap imports: %w", err)
-	}
-	duplicate, seed, err := tpm2.CreateDuplicate(rand.Reader, parent, name.Buffer, tpm2.Marshal(sensitive))
-	if err != nil {
-		return nil, fmt.Errorf("wrapping the secret for the endorsement key: %w", err)
-	}
-	return &Blob{
-		EK:        ek,
-		PCRs:      pcrs.Clone(),
-		public:    public,
-		duplicate: duplicate,
-		seed:      seed,
-	}, nil
+	return &Blob{EK: ek, PCRs: pcrs.Clone(), wrapped: *w}, nil
 }
 
 // sealedObject builds the public and sensitive areas of a sealed data

@@ -33,47 +33,40 @@ func Unseal(t transport.TPM, b *Blob) ([]byte, error) {
 		tpm2.Salted(b.EK.handle(), b.EK.public),
 		tpm2.AESEncryption(128, tpm2.EncryptOut))
 	if err != nil {
-		return nil, diagnose(t, b, fmt.Errorf("starting a session salted to the endorsement key: %w", err))
+		return nil, diagnose(t, b.EK, fmt.Errorf("starting a session salted to the endorsement key: %w", err))
 	}
 	defer closeSession()
 
-	private, err := importBlob(t, sess, b)
+	private, err := importWrapped(t, sess, b.EK, &b.wrapped)
 	if err != nil {
-		return nil, diagnose(t, b, err)
+		return nil, diagnose(t, b.EK, err)
 	}
 	return loadAndUnseal(t, sess, b, private)
 }
 
-// importBlob re-wraps the blob's object under the EK. The result is only
+// importWrapped re-wraps an object under the EK. The result is only
 // usable on this TPM.
-func importBlob(t transport.TPM, sess tpm2.Session, b *Blob) (tpm2.TPM2BPrivate, error) {
+func importWrapped(t transport.TPM, sess tpm2.Session, ek *EK, w *wrapped) (tpm2.TPM2BPrivate, error) {
 	if err := endorsementPolicy(t, sess); err != nil {
 		return tpm2.TPM2BPrivate{}, err
 	}
 	rsp, err := tpm2.Import{
-		ParentHandle: b.EK.authHandle(sess),
-		ObjectPublic: tpm2.New2B(b.public),
-		Duplicate:    tpm2.TPM2BPrivate{Buffer: b.duplicate},
-		InSymSeed:    tpm2.TPM2BEncryptedSecret{Buffer: b.seed},
+		ParentHandle: ek.authHandle(sess),
+		ObjectPublic: tpm2.New2B(w.public),
+		Duplicate:    tpm2.TPM2BPrivate{Buffer: w.duplicate},
+		InSymSeed:    tpm2.TPM2BEncryptedSecret{Buffer: w.seed},
 		Symmetric:    tpm2.TPMTSymDef{Algorithm: tpm2.TPMAlgNull},
 	}.Execute(t)
 	if err != nil {
-		return tpm2.TPM2BPrivate{}, fmt.Errorf("importing the sealed blob: %w", err)
+		return tpm2.TPM2BPrivate{}, fmt.Errorf("importing the wrapped object: %w", err)
 	}
 	return rsp.OutPrivate, nil
 }
 
 func loadAndUnseal(t transport.TPM, sess tpm2.Session, b *Blob, private tpm2.TPM2BPrivate) ([]byte, error) {
-	if err := endorsementPolicy(t, sess); err != nil {
-		return nil, err
-	}
-	loaded, err := tpm2.Load{
-		ParentHandle: b.EK.authHandle(sess),
-		InPrivate:    private,
-		InPublic:     tpm2.New2B(b.public),
-	}.Execute(t)
+	loaded, err := loadImported(t, sess, b.EK, &b.wrapped, private)
 	if err != nil {
-		return nil, fmt.Errorf("loading the sealed object: %w", err)
+		return nil, err
 	}
 	defer flush(t, loaded.ObjectHandle)
 
@@ -100,6 +93,22 @@ func loadAndUnseal(t transport.TPM, sess tpm2.Session, b *Blob, private tpm2.TPM
 	return rsp.OutData.Buffer, nil
 }
 
+// loadImported loads an object imported under the EK.
+func loadImported(t transport.TPM, sess tpm2.Session, ek *EK, w *wrapped, private tpm2.TPM2BPrivate) (*tpm2.LoadResponse, error) {
+	if err := endorsementPolicy(t, sess); err != nil {
+		return nil, err
+	}
+	loaded, err := tpm2.Load{
+		ParentHandle: ek.authHandle(sess),
+		InPrivate:    private,
+		InPublic:     tpm2.New2B(w.public),
+	}.Execute(t)
+	if err != nil {
+		return nil, fmt.Errorf("loading the imported object: %w", err)
+	}
+	return loaded, nil
+}
+
 // endorsementPolicy satisfies the EK's policy, PolicySecret(endorsement),
 // in sess. The endorsement hierarchy's authorization is empty on the
 // appliance; a TPM whose owner set one will refuse here.
@@ -116,12 +125,12 @@ func endorsementPolicy(t transport.TPM, sess tpm2.Session) error {
 
 // diagnose turns a failure to start or import into a specific error. It
 // runs only on the failure path, so the happy path stays at nine commands.
-func diagnose(t transport.TPM, b *Blob, cause error) error {
-	ek, err := ReadEK(t, b.EK.Kind())
+func diagnose(t transport.TPM, want *EK, cause error) error {
+	ek, err := ReadEK(t, want.Kind())
 	switch {
 	case errors.Is(err, ErrNoEK):
 		return fmt.Errorf("%w: %v", ErrNoEK, cause)
-	case err == nil && !equalBytes(ek.Name(), b.EK.Name()):
+	case err == nil && !equalBytes(ek.Name(), want.Name()):
 		return ErrWrongEK
 	case errors.Is(cause, tpm2.TPMRCIntegrity), errors.Is(cause, tpm2.TPMRCValue),
 		errors.Is(cause, tpm2.TPMRCSize), errors.Is(cause, tpm2.TPMRCInsufficient):

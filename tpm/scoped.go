@@ -1,0 +1,311 @@
+package tpm
+
+import (
+	"bytes"
+	"crypto/ecdh"
+	"crypto/rand"
+	"errors"
+	"fmt"
+
+	"github.com/google/go-tpm/tpm2"
+	"golang.org/x/crypto/cryptobyte"
+)
+
+// ScopedKey is a share kept as a TPM key that computes with it but never
+// reveals it: a P-256 ECDH key usable only for TPM2_ECDH_ZGen, and its twin,
+// an ECDAA signing key with the same scalar usable only for TPM2_Commit and
+// TPM2_Sign (the proofs). Both are wrapped offline for one TPM's EK, and
+// both are authorized only by a policy that starts with PolicyPCR, so they
+// work only on the approved image.
+//
+// The TPM refuses one key with both sign and decrypt under an ECDAA scheme,
+// hence two objects.
+type ScopedKey struct {
+	EK   *EK       // the endorsement key it was made for
+	PCRs PCRValues // the values the PCRs must hold for it to work
+
+	zgen, twin wrapped
+}
+
+// wrapped is an object duplicated for import under an EK.
+type wrapped struct {
+	public    tpm2.TPMTPublic
+	duplicate []byte // TPM2B_PRIVATE contents
+	seed      []byte // TPM2B_ENCRYPTED_SECRET contents
+}
+
+// SealScoped wraps the share scalar (32 bytes, big-endian) for the TPM
+// holding ek, usable only while its PCRs hold pcrs. It runs offline.
+func SealScoped(ek *EK, pcrs PCRValues, share []byte) (*ScopedKey, error) {
+	priv, err := ecdh.P256().NewPrivateKey(share)
+	if err != nil {
+		return nil, fmt.Errorf("a share is a nonzero P-256 scalar of 32 bytes: %w", err)
+	}
+	if err := pcrs.Check(); err != nil {
+		return nil, err
+	}
+	k := &ScopedKey{EK: ek, PCRs: pcrs.Clone()}
+	for _, role := range []scopedRole{roleZGen, roleTwin} {
+		public, err := scopedPublic(role, pcrs, priv.PublicKey().Bytes())
+		if err != nil {
+			return nil, err
+		}
+		w, err := wrap(ek, public, scopedSensitive(share))
+		if err != nil {
+			return nil, err
+		}
+		*k.object(role) = *w
+	}
+	return k, nil
+}
+
+func scopedSensitive(share []byte) tpm2.TPMTSensitive {
+	return tpm2.TPMTSensitive{
+		SensitiveType: tpm2.TPMAlgECC,
+		Sensitive:     tpm2.NewTPMUSensitiveComposite(tpm2.TPMAlgECC, &tpm2.TPM2BECCParameter{Buffer: share}),
+	}
+}
+
+// wrap duplicates an object for import under ek.
+func wrap(ek *EK, public tpm2.TPMTPublic, sensitive tpm2.TPMTSensitive) (*wrapped, error) {
+	name, err := tpm2.ObjectName(&public)
+	if err != nil {
+		return nil, err
+	}
+	parent, err := tpm2.ImportEncapsulationKey(&ek.public)
+	if err != nil {
+		return nil, fmt.Errorf("endorsement key cannot wrap imports: %w", err)
+	}
+	duplicate, seed, err := tpm2.CreateDuplicate(rand.Reader, parent, name.Buffer, tpm2.Marshal(sensitive))
+	if err != nil {
+		return nil, fmt.Errorf("wrapping for the endorsement key: %w", err)
+	}
+	return &wrapped{public: public, duplicate: duplicate, seed: seed}, nil
+}
+
+type scopedRole int
+
+const (
+	roleZGen scopedRole = iota
+	roleTwin
+)
+
+func (k *ScopedKey) object(r scopedRole) *wrapped {
+	if r == roleZGen {
+		return &k.zgen
+	}
+	return &k.twin
+}
+
+// PublicKey is the share's public value s·G, uncompressed.
+func (k *ScopedKey) PublicKey() []byte {
+	ecc, _ := k.zgen.public.Unique.ECC()
+	out, _ := uncompressed(ecc.X.Buffer, ecc.Y.Buffer)
+	return out
+}
+
+// scopedPublic is the exact public area of each role. Imported objects
+// cannot be fixedTPM or fixedParent; userWithAuth is clear, so no password
+// works, and the policy ends in command codes, so the ZGen key does
+// nothing but ZGen and the twin nothing but Commit and Sign — not even
+// TPM2_Duplicate, whose policy would need its own command code.
+func scopedPublic(role scopedRole, pcrs PCRValues, point []byte) (tpm2.TPMTPublic, error) {
+	policy, err := scopedPolicy(role, pcrs)
+	if err != nil {
+		return tpm2.TPMTPublic{}, err
+	}
+	attrs := tpm2.TPMAObject{AdminWithPolicy: true, NoDA: true}
+	scheme := tpm2.TPMTECCScheme{Scheme: tpm2.TPMAlgNull}
+	if role == roleZGen {
+		attrs.Decrypt = true
+	} else {
+		attrs.SignEncrypt = true
+		scheme = tpm2.TPMTECCScheme{
+			Scheme:  tpm2.TPMAlgECDAA,
+			Details: tpm2.NewTPMUAsymScheme(tpm2.TPMAlgECDAA, &tpm2.TPMSSchemeECDAA{HashAlg: tpm2.TPMAlgSHA256}),
+		}
+	}
+	return tpm2.TPMTPublic{
+		Type:             tpm2.TPMAlgECC,
+		NameAlg:          tpm2.TPMAlgSHA256,
+		ObjectAttributes: attrs,
+		AuthPolicy:       tpm2.TPM2BDigest{Buffer: policy},
+		Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgECC, &tpm2.TPMSECCParms{
+			Symmetric: tpm2.TPMTSymDefObject{Algorithm: tpm2.TPMAlgNull},
+			Scheme:    scheme,
+			CurveID:   tpm2.TPMECCNistP256,
+			KDF:       tpm2.TPMTKDFScheme{Scheme: tpm2.TPMAlgNull},
+		}),
+		Unique: tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{
+			X: tpm2.TPM2BECCParameter{Buffer: point[1:33]},
+			Y: tpm2.TPM2BECCParameter{Buffer: point[33:]},
+		}),
+	}, nil
+}
+
+// scopedPolicy: ZGen key PolicyPCR · PolicyCommandCode(ECDH_ZGen); twin
+// PolicyOR of PolicyPCR · PolicyCommandCode(Commit) and the same for Sign.
+func scopedPolicy(role scopedRole, pcrs PCRValues) ([]byte, error) {
+	if role == roleZGen {
+		return pcrCommandPolicy(pcrs, tpm2.TPMCCECDHZGen)
+	}
+	branches, err := twinBranches(pcrs)
+	if err != nil {
+		return nil, err
+	}
+	calc, err := tpm2.NewPolicyCalculator(tpm2.TPMAlgSHA256)
+	if err != nil {
+		return nil, err
+	}
+	if err := (tpm2.PolicyOr{PHashList: branches}).Update(calc); err != nil {
+		return nil, err
+	}
+	return calc.Hash().Digest, nil
+}
+
+func twinBranches(pcrs PCRValues) (tpm2.TPMLDigest, error) {
+	var list tpm2.TPMLDigest
+	for _, cc := range []tpm2.TPMCC{tpm2.TPMCCCommit, tpm2.TPMCCSign} {
+		d, err := pcrCommandPolicy(pcrs, cc)
+		if err != nil {
+			return list, err
+		}
+		list.Digests = append(list.Digests, tpm2.TPM2BDigest{Buffer: d})
+	}
+	return list, nil
+}
+
+func pcrCommandPolicy(pcrs PCRValues, cc tpm2.TPMCC) ([]byte, error) {
+	if err := pcrs.Check(); err != nil {
+		return nil, err
+	}
+	calc, err := tpm2.NewPolicyCalculator(tpm2.TPMAlgSHA256)
+	if err != nil {
+		return nil, err
+	}
+	steps := []tpm2.PolicyCommand{
+		tpm2.PolicyPCR{PcrDigest: tpm2.TPM2BDigest{Buffer: pcrs.digest()}, Pcrs: pcrs.selection()},
+		tpm2.PolicyCommandCode{Code: cc},
+	}
+	for _, s := range steps {
+		if err := s.Update(calc); err != nil {
+			return nil, err
+		}
+	}
+	return calc.Hash().Digest, nil
+}
+
+// The scoped key encoding, big-endian, one canonical form:
+//
+//	magic      "CUSTSCOP" (8 bytes), version 1 (1 byte)
+//	ek, pcrs   as in a Blob
+//	then for the ZGen key and then its twin:
+//	public     uint16 length + TPMT_PUBLIC
+//	duplicate  uint16 length + TPM2B_PRIVATE contents
+//	seed       uint16 length + TPM2B_ENCRYPTED_SECRET contents
+const scopedMagic = "CUSTSCOP"
+
+// Marshal encodes the key.
+func (k *ScopedKey) Marshal() []byte {
+	var out cryptobyte.Builder
+	out.AddBytes([]byte(scopedMagic))
+	out.AddUint8(blobVersion)
+	out.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) { c.AddBytes(k.EK.MarshalPKIX()) })
+	out.AddUint8(uint8(len(k.PCRs)))
+	for _, i := range k.PCRs.Indices() {
+		out.AddUint8(uint8(i))
+		out.AddBytes(k.PCRs[i])
+	}
+	for _, w := range []*wrapped{&k.zgen, &k.twin} {
+		for _, field := range [][]byte{tpm2.Marshal(w.public), w.duplicate, w.seed} {
+			out.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) { c.AddBytes(field) })
+		}
+	}
+	return out.BytesOrPanic()
+}
+
+// ParseScopedKey decodes and checks a scoped key: canonical encoding, a
+// template EK, a usable PCR policy, and two objects that are exactly what
+// SealScoped makes for that policy, with the same public point.
+func ParseScopedKey(data []byte) (*ScopedKey, error) {
+	k, err := parseScopedKey(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformedBlob, err)
+	}
+	return k, nil
+}
+
+// IsScopedKey says whether data is meant as a scoped key (by its magic).
+func IsScopedKey(data []byte) bool { return bytes.HasPrefix(data, []byte(scopedMagic)) }
+
+func parseScopedKey(data []byte) (*ScopedKey, error) {
+	s := cryptobyte.String(data)
+	var magic []byte
+	var version uint8
+	if !s.ReadBytes(&magic, len(scopedMagic)) || string(magic) != scopedMagic {
+		return nil, errors.New("not a scoped key (bad magic)")
+	}
+	if !s.ReadUint8(&version) || version != blobVersion {
+		return nil, fmt.Errorf("unsupported version %d", version)
+	}
+	ek, err := readEK(&s)
+	if err != nil {
+		return nil, err
+	}
+	pcrs, err := readPCRs(&s)
+	if err != nil {
+		return nil, err
+	}
+	k := &ScopedKey{EK: ek, PCRs: pcrs}
+	for _, role := range []scopedRole{roleZGen, roleTwin} {
+		w, err := readWrapped(&s)
+		if err != nil {
+			return nil, err
+		}
+		*k.object(role) = *w
+	}
+	if !s.Empty() {
+		return nil, errors.New("trailing data")
+	}
+	return k, k.checkObjects()
+}
+
+func readWrapped(s *cryptobyte.String) (*wrapped, error) {
+	var public, duplicate, seed cryptobyte.String
+	if !s.ReadUint16LengthPrefixed(&public) || !s.ReadUint16LengthPrefixed(&duplicate) ||
+		!s.ReadUint16LengthPrefixed(&seed) {
+		return nil, errors.New("truncated")
+	}
+	if len(public) > maxTPMField || len(duplicate) > maxTPMField || len(seed) > maxTPMField ||
+		len(duplicate) == 0 || len(seed) == 0 {
+		return nil, errors.New("a TPM field is empty or too long")
+	}
+	obj, err := tpm2.Unmarshal[tpm2.TPMTPublic](public)
+	if err != nil || !bytes.Equal(tpm2.Marshal(obj), public) {
+		return nil, errors.New("public area does not parse canonically")
+	}
+	return &wrapped{public: *obj, duplicate: duplicate, seed: seed}, nil
+}
+
+// checkObjects refuses objects that could be used with a password, without
+// the PCR policy, for other commands, or that hold different keys.
+func (k *ScopedKey) checkObjects() error {
+	ecc, err := k.zgen.public.Unique.ECC()
+	if err != nil {
+		return errors.New("the ZGen object is not an ECC key")
+	}
+	point, err := uncompressed(ecc.X.Buffer, ecc.Y.Buffer)
+	if err != nil {
+		return fmt.Errorf("the ZGen key's public point: %v", err)
+	}
+	for _, role := range []scopedRole{roleZGen, roleTwin} {
+		want, err := scopedPublic(role, k.PCRs, point)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(tpm2.Marshal(want), tpm2.Marshal(k.object(role).public)) {
+			return errors.New("a scoped object is not the policy-only key SealScoped makes for these PCRs")
+		}
+	}
+	return nil
+}

@@ -1,0 +1,274 @@
+package tpm_test
+
+import (
+	"bytes"
+	"crypto/ecdh"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"testing"
+
+	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
+
+	"github.com/custodian-project/custodian/tpm"
+	"github.com/custodian-project/custodian/tpm/tpmtest"
+)
+
+// scopedShare makes a share scalar, its key sealed for ek under pcrs (round
+// tripped through its encoding) and its proof key K = s·B.
+func scopedShare(t testing.TB, ek *tpm.EK, pcrs tpm.PCRValues) ([]byte, *tpm.ScopedKey, []byte) {
+	t.Helper()
+	priv, err := ecdh.P256().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := priv.Bytes()
+	k, err := tpm.SealScoped(ek, pcrs, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, err := tpm.ParseScopedKey(k.Marshal())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(parsed.Marshal(), k.Marshal()) {
+		t.Fatal("a scoped key does not re-encode to the same bytes")
+	}
+	proofKey, err := tpm.ProofKey(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, parsed, proofKey
+}
+
+func randomPoint(t testing.TB) []byte {
+	t.Helper()
+	k, err := ecdh.P256().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.PublicKey().Bytes()
+}
+
+// mulPoint is s·R computed in software, the value a partial must equal.
+func mulPoint(t testing.TB, s, r []byte) []byte {
+	t.Helper()
+	priv, err := ecdh.P256().NewPrivateKey(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := ecdh.P256().NewPublicKey(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := priv.ECDH(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return x // the x-coordinate
+}
+
+func TestScopedPartialIsShareTimesPointAndItsProofVerifies(t *testing.T) {
+	tpmtest.Run(t, func(t *testing.T, target tpmtest.Target) {
+		for _, kind := range []tpm.EKKind{tpm.EKRSA2048, tpm.EKECCP256} {
+			t.Run(kind.String(), func(t *testing.T) {
+				conn := target.Open(t)
+				ek, err := tpm.ProvisionEK(conn, kind)
+				if err != nil {
+					t.Fatal(err)
+				}
+				s, key, proofKey := scopedShare(t, ek, bootedState(t, conn))
+				points := [][]byte{randomPoint(t), randomPoint(t)}
+				partials, err := tpm.Partials(conn, key, points)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i, p := range partials {
+					if !bytes.Equal(p.Point[1:33], mulPoint(t, s, points[i])) {
+						t.Fatalf("partial %d is not s·R", i)
+					}
+					if err := tpm.VerifyPartial(proofKey, points[i], &p); err != nil {
+						t.Fatalf("partial %d: %v", i, err)
+					}
+				}
+				tpmtest.AssertNoLeaks(t, conn)
+			})
+		}
+	})
+}
+
+// TestInvariantScopedShareNeverOnTPMBus: over import, ZGen and the proofs,
+// no command or response holds the share scalar, and every ECDH_ZGen asks
+// the TPM to encrypt its response.
+func TestInvariantScopedShareNeverOnTPMBus(t *testing.T) {
+	tpmtest.Run(t, func(t *testing.T, target tpmtest.Target) {
+		conn := target.Open(t)
+		ek, pcrs := bootedDevice(t, conn)
+		s, key, proofKey := scopedShare(t, ek, pcrs)
+		bus := &tpmtest.Recorder{TPM: conn}
+		r := randomPoint(t)
+		partials, err := tpm.Partials(bus, key, [][]byte{r})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tpm.VerifyPartial(proofKey, r, &partials[0]); err != nil {
+			t.Fatal(err)
+		}
+		if bus.Seen(s) {
+			t.Fatal("the share scalar crossed the TPM bus")
+		}
+		zgens := 0
+		for _, e := range bus.Exchanges() {
+			if commandCode(e.Command) != tpm2.TPMCCECDHZGen {
+				continue
+			}
+			zgens++
+			if !asksResponseEncryption(t, e.Command, 1) {
+				t.Error("an ECDH_ZGen command does not ask for response encryption")
+			}
+			if bytes.Contains(e.Response, partials[0].Point[1:33]) {
+				t.Error("the partial crossed the bus in the clear")
+			}
+		}
+		if zgens != 1 {
+			t.Errorf("saw %d ECDH_ZGen commands, want 1", zgens)
+		}
+	})
+}
+
+func commandCode(cmd []byte) tpm2.TPMCC {
+	if len(cmd) < 10 {
+		return 0
+	}
+	return tpm2.TPMCC(binary.BigEndian.Uint32(cmd[6:10]))
+}
+
+// asksResponseEncryption reads the authorization area of a command with
+// the given number of handles and reports whether a session has the
+// encrypt attribute (TPM encrypts the response's first parameter).
+func asksResponseEncryption(t *testing.T, cmd []byte, handles int) bool {
+	t.Helper()
+	if binary.BigEndian.Uint16(cmd[0:2]) != uint16(tpm2.TPMSTSessions) {
+		return false
+	}
+	area := cmd[10+4*handles:]
+	size := int(binary.BigEndian.Uint32(area))
+	sessions := area[4 : 4+size]
+	for len(sessions) > 0 {
+		nonce := int(binary.BigEndian.Uint16(sessions[4:]))
+		attrs := sessions[6+nonce]
+		if attrs&0x40 != 0 {
+			return true
+		}
+		hmac := int(binary.BigEndian.Uint16(sessions[7+nonce:]))
+		sessions = sessions[9+nonce+hmac:]
+	}
+	return false
+}
+
+// TestWrongPartialIsCaughtByItsProof: a partial that is not s·R does not
+// verify, whether it was altered, made with another share, or proved for
+// another point.
+func TestWrongPartialIsCaughtByItsProof(t *testing.T) {
+	tpmtest.Run(t, func(t *testing.T, target tpmtest.Target) {
+		conn := target.Open(t)
+		ek, pcrs := bootedDevice(t, conn)
+		_, key, proofKey := scopedShare(t, ek, pcrs)
+		_, other, otherProofKey := scopedShare(t, ek, pcrs)
+		r, r2 := randomPoint(t), randomPoint(t)
+		got, err := tpm.Partials(conn, key, [][]byte{r, r2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		theirs, err := tpm.Partials(conn, other, [][]byte{r})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tpm.VerifyPartial(otherProofKey, r, &theirs[0]); err != nil {
+			t.Fatalf("the other share's own partial: %v", err)
+		}
+		flipped := got[0]
+		flipped.Point = bytes.Clone(flipped.Point)
+		flipped.Point[40] ^= 1
+		badS := got[0]
+		badS.S = bytes.Clone(badS.S)
+		badS.S[31] ^= 1
+		swapped := theirs[0]
+		cases := map[string]struct {
+			r []byte
+			p *tpm.Partial
+		}{
+			"a bit flipped in the point": {r, &flipped},
+			"a bit flipped in S":         {r, &badS},
+			"another share's partial":    {r, &swapped},
+			"the proof of another point": {r, &got[1]},
+		}
+		for name, c := range cases {
+			if err := tpm.VerifyPartial(proofKey, c.r, c.p); !errors.Is(err, tpm.ErrBadProof) {
+				t.Errorf("%s: got %v, want ErrBadProof", name, err)
+			}
+		}
+	})
+}
+
+// TestInvariantScopedKeyWorksOnlyUnderItsPolicy: after a PCR extend the
+// TPM refuses ZGen; a password cannot authorize either object; neither can
+// be duplicated, even in a session that satisfies its PCR policy.
+func TestInvariantScopedKeyWorksOnlyUnderItsPolicy(t *testing.T) {
+	tpmtest.Run(t, func(t *testing.T, target tpmtest.Target) {
+		conn := target.Open(t)
+		ek, pcrs := bootedDevice(t, conn)
+		_, key, _ := scopedShare(t, ek, pcrs)
+		r := randomPoint(t)
+		for _, twin := range []bool{false, true} {
+			obj, err := tpm.LoadScopedObject(conn, key, twin)
+			if err != nil {
+				t.Fatal(err)
+			}
+			handle := func(auth tpm2.Session) tpm2.AuthHandle {
+				return tpm2.AuthHandle{Handle: obj.ObjectHandle, Name: obj.Name, Auth: auth}
+			}
+			_, err = tpm2.ECDHZGen{KeyHandle: handle(tpm2.PasswordAuth(nil)), InPoint: tpm2.New2B(ecPoint(r))}.Execute(conn)
+			if !errors.Is(err, tpm2.TPMRCAuthUnavailable) {
+				t.Errorf("twin=%v: ECDH_ZGen with a password: got %v, want TPM_RC_AUTH_UNAVAILABLE", twin, err)
+			}
+			if err := duplicateUnderPolicy(conn, handle, pcrs); !errors.Is(err, tpm2.TPMRCPolicyFail) {
+				t.Errorf("twin=%v: TPM2_Duplicate: got %v, want TPM_RC_POLICY_FAIL", twin, err)
+			}
+			flushHandle(conn, obj.ObjectHandle)
+		}
+		measure(t, conn, 9, "an unapproved binary")
+		if _, err := tpm.Partials(conn, key, [][]byte{r}); !errors.Is(err, tpm.ErrPCRMismatch) {
+			t.Fatalf("ZGen after a PCR extend: got %v, want ErrPCRMismatch", err)
+		}
+		tpmtest.AssertNoLeaks(t, conn)
+	})
+}
+
+// duplicateUnderPolicy tries TPM2_Duplicate in a session holding the
+// object's PCR policy and the Duplicate command code.
+func duplicateUnderPolicy(conn transport.TPM, handle func(tpm2.Session) tpm2.AuthHandle, pcrs tpm.PCRValues) error {
+	sess, closeSession, err := tpm2.PolicySession(conn, tpm2.TPMAlgSHA256, 16)
+	if err != nil {
+		return err
+	}
+	defer closeSession()
+	if err := tpm.PolicyPCRCommand(conn, sess, pcrs, tpm2.TPMCCDuplicate); err != nil {
+		return err
+	}
+	_, err = tpm2.Duplicate{
+		ObjectHandle:    handle(sess),
+		NewParentHandle: tpm2.TPMRHNull,
+		Symmetric:       tpm2.TPMTSymDef{Algorithm: tpm2.TPMAlgNull},
+	}.Execute(conn)
+	return err
+}
+
+func ecPoint(p []byte) tpm2.TPMSECCPoint {
+	return tpm2.TPMSECCPoint{X: tpm2.TPM2BECCParameter{Buffer: p[1:33]}, Y: tpm2.TPM2BECCParameter{Buffer: p[33:]}}
+}
+
+func flushHandle(conn transport.TPM, h tpm2.TPMHandle) {
+	_, _ = tpm2.FlushContext{FlushHandle: h}.Execute(conn)
+}
