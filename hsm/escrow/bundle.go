@@ -66,17 +66,42 @@ func (b *Bundle) check() error {
 	if !ok || c.Index != b.Index {
 		return fmt.Errorf("custodian %s with share %d is not in the escrow file", b.CustodianID, b.Index)
 	}
-	blob, err := tpm.ParseBlob(b.Blob)
+	ek, pcrs, err := b.sealedTo()
 	if err != nil {
 		return err
 	}
-	if !bytes.Equal(blob.EK.Name(), c.EKName) {
+	if !bytes.Equal(ek.Name(), c.EKName) {
 		return errors.New("the sealed share is for another TPM than the escrow file names")
 	}
-	if !blob.PCRs.Equal(b.Escrow.PCRs) {
+	if !pcrs.Equal(b.Escrow.PCRs) {
 		return errors.New("the sealed share's PCR policy differs from the escrow file's")
 	}
 	return nil
+}
+
+// sealedTo parses the blob as the escrow file's mode says and returns the
+// EK and PCR values it is sealed to. A scoped key's public point must be
+// the share's commitment.
+func (b *Bundle) sealedTo() (*tpm.EK, tpm.PCRValues, error) {
+	if b.Escrow.Mode != ModeScoped {
+		blob, err := tpm.ParseBlob(b.Blob)
+		if err != nil {
+			return nil, nil, err
+		}
+		return blob.EK, blob.PCRs, nil
+	}
+	k, err := tpm.ParseScopedKey(b.Blob)
+	if err != nil {
+		return nil, nil, err
+	}
+	want, err := b.Escrow.ShareCommitment(b.Index)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !equalPoint(k.PublicKey(), want) {
+		return nil, nil, errors.New("the scoped key is not the share the escrow file commits to")
+	}
+	return k.EK, k.PCRs, nil
 }
 
 // Marshal encodes the bundle as indented JSON.
@@ -87,18 +112,26 @@ func (b *Bundle) Marshal() ([]byte, error) {
 
 // Provision checks that a bundle belongs on this device and works here: it
 // is for custodianID and for ek (the device's enrolled EK), its share opens
-// in the TPM under the current PCRs, and the share matches the escrow
-// commitments. The share is checked and forgotten; nothing is stored.
+// in the TPM under the current PCRs (for a scoped key: computes and proves
+// a partial), and the share matches the escrow commitments. The share is
+// checked and forgotten; nothing is stored.
 func Provision(t transport.TPM, b *Bundle, custodianID string, ek *tpm.EK) error {
 	if b.CustodianID != custodianID {
 		return fmt.Errorf("%w (%s, this device is %s)", ErrOtherCustodian, b.CustodianID, custodianID)
 	}
-	blob, err := tpm.ParseBlob(b.Blob)
+	sealedEK, _, err := b.sealedTo()
 	if err != nil {
 		return err
 	}
-	if !bytes.Equal(blob.EK.Name(), ek.Name()) {
+	if !bytes.Equal(sealedEK.Name(), ek.Name()) {
 		return ErrOtherTPM
+	}
+	if b.Escrow.Mode == ModeScoped {
+		return provisionScoped(t, b)
+	}
+	blob, err := tpm.ParseBlob(b.Blob)
+	if err != nil {
+		return err
 	}
 	share, err := tpm.Unseal(t, blob)
 	if err != nil {
@@ -106,6 +139,34 @@ func Provision(t transport.TPM, b *Bundle, custodianID string, ek *tpm.EK) error
 	}
 	defer clear(share)
 	if !b.Escrow.VerifyShare(b.Index, share) {
+		return ErrBadShare
+	}
+	return nil
+}
+
+// provisionScoped has the TPM compute the partial of G, which must be the
+// share's commitment s_i·G, with a proof against the escrow file's proof
+// key: the key works here and is the share the escrow file names.
+func provisionScoped(t transport.TPM, b *Bundle) error {
+	k, err := tpm.ParseScopedKey(b.Blob)
+	if err != nil {
+		return err
+	}
+	c, _ := b.Escrow.Custodian(b.CustodianID)
+	want, err := b.Escrow.ShareCommitment(b.Index)
+	if err != nil {
+		return err
+	}
+	gen := g.Generator()
+	point, err := gen.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	partials, err := tpm.Partials(t, k, [][]byte{point})
+	if err != nil {
+		return err
+	}
+	if !equalPoint(partials[0].Point, want) || tpm.VerifyPartial(c.ProofKey, point, &partials[0]) != nil {
 		return ErrBadShare
 	}
 	return nil

@@ -20,7 +20,8 @@ type Member struct {
 
 // Ceremony makes the escrow key for keyID, splits it so that threshold of
 // the members' shares recover it, and seals each share to its member's EK
-// under pcrs. The key and the shares never leave this function unsealed.
+// under pcrs — as sealed data, or in scoped mode (WithMode) as a TPM key.
+// The key and the shares never leave this function unsealed.
 func Ceremony(keyID string, threshold int, pcrs tpm.PCRValues, members []Member, opts ...Option) (*Public, []*Bundle, error) {
 	if err := checkCeremony(keyID, threshold, pcrs, members); err != nil {
 		return nil, nil, err
@@ -49,13 +50,14 @@ func Ceremony(keyID string, threshold int, pcrs tpm.PCRValues, members []Member,
 		if err != nil {
 			return nil, nil, err
 		}
-		blob, err := tpm.Seal(m.EK, pcrs, value)
+		blob, proofKey, err := sealShare(pub.Mode, m.EK, pcrs, value)
 		clear(value)
 		shares[i].Value.SetUint64(0)
 		if err != nil {
 			return nil, nil, fmt.Errorf("sealing the share of %s: %w", m.ID, err)
 		}
-		bundles[i] = &Bundle{Version: Version, CustodianID: m.ID, Index: index, Blob: blob.Marshal()}
+		pub.Custodians[i].ProofKey = proofKey
+		bundles[i] = &Bundle{Version: Version, CustodianID: m.ID, Index: index, Blob: blob}
 	}
 	if err := pub.check(); err != nil {
 		return nil, nil, fmt.Errorf("ceremony produced an inconsistent escrow file: %w", err)
@@ -66,8 +68,32 @@ func Ceremony(keyID string, threshold int, pcrs tpm.PCRValues, members []Member,
 	return pub, bundles, nil
 }
 
+// sealShare seals a share for one TPM: in share mode as sealed data
+// (tpm.Seal), in scoped mode as a key that never leaves the TPM
+// (tpm.SealScoped), with the proof key its partials are checked against.
+func sealShare(mode string, ek *tpm.EK, pcrs tpm.PCRValues, value []byte) (blob, proofKey []byte, err error) {
+	if mode == ModeScoped {
+		k, err := tpm.SealScoped(ek, pcrs, value)
+		if err != nil {
+			return nil, nil, err
+		}
+		proofKey, err := tpm.ProofKey(value)
+		return k.Marshal(), proofKey, err
+	}
+	b, err := tpm.Seal(ek, pcrs, value)
+	if err != nil {
+		return nil, nil, err
+	}
+	return b.Marshal(), nil, nil
+}
+
 // Option sets an optional part of the escrow file.
 type Option func(*Public)
+
+// WithMode sets the key ID's mode, ModeShare (the default) or ModeScoped.
+func WithMode(mode string) Option {
+	return func(p *Public) { p.Mode = mode }
+}
 
 // WithUpdateKey names the authority's update key (a signed-note verifier
 // key) in the escrow file.

@@ -19,9 +19,14 @@ import (
 // Version of the escrow file and bundle formats.
 const Version = 1
 
-// Modes of a key ID. Only "share" exists in this version; "scoped" (the
-// share kept in the TPM as an ECDH key) is reserved.
-const ModeShare = "share"
+// Modes of a key ID. In share mode a release hands out the custodian's
+// share: whoever recovers t of them holds the key ID's whole escrow key. In
+// scoped mode each share is a TPM key that never leaves the TPM, and a
+// release is a partial decryption of each envelope the warrant names.
+const (
+	ModeShare  = "share"
+	ModeScoped = "scoped"
+)
 
 // MaxCustodians caps n.
 const MaxCustodians = 255
@@ -53,6 +58,9 @@ type Custodian struct {
 	ID     string `json:"id"`
 	Index  int    `json:"index"`   // the share's x-coordinate, 1..n
 	EKName []byte `json:"ek_name"` // the TPM the share is sealed to
+	// ProofKey, in scoped mode only, is s_i·B (tpm.ProofKey): what the
+	// proofs of this custodian's partial decryptions are checked against.
+	ProofKey []byte `json:"proof_key,omitempty"`
 }
 
 var g = group.P256
@@ -70,8 +78,11 @@ func ParsePublic(data []byte) (*Public, error) {
 }
 
 func (p *Public) check() error {
-	if p.Version != Version || p.Mode != ModeShare {
+	if p.Version != Version || (p.Mode != ModeShare && p.Mode != ModeScoped) {
 		return fmt.Errorf("unsupported version %d or mode %q", p.Version, p.Mode)
+	}
+	if err := p.checkProofKeys(); err != nil {
+		return err
 	}
 	if err := ids.CheckKeyID(p.KeyID); err != nil {
 		return err
@@ -101,6 +112,41 @@ func (p *Public) check() error {
 		}
 	}
 	return checkCustodians(p.Custodians)
+}
+
+// checkProofKeys: every custodian of a scoped key has a proof key, and
+// no custodian of a share-mode key has one.
+func (p *Public) checkProofKeys() error {
+	for _, c := range p.Custodians {
+		switch {
+		case p.Mode == ModeShare && c.ProofKey != nil:
+			return fmt.Errorf("custodian %s: a proof key in share mode", c.ID)
+		case p.Mode == ModeScoped && !validPoint(c.ProofKey):
+			return fmt.Errorf("custodian %s: the proof key is not an uncompressed P-256 point", c.ID)
+		}
+	}
+	return nil
+}
+
+func validPoint(b []byte) bool {
+	e := g.NewElement()
+	return len(b) == 65 && e.UnmarshalBinary(b) == nil && !e.IsIdentity()
+}
+
+// ShareCommitment is the public value s_i·G of the share with the given
+// index: the Feldman commitments evaluated at the index.
+func (p *Public) ShareCommitment(index int) ([]byte, error) {
+	cs, err := p.commitments()
+	if err != nil {
+		return nil, err
+	}
+	x := g.NewScalar().SetUint64(uint64(index))
+	acc := g.Identity()
+	for j := len(cs) - 1; j >= 0; j-- { // Horner: ((C_{t-1}·x + C_{t-2})·x + …) + C_0
+		acc = g.NewElement().Mul(acc, x)
+		acc.Add(acc, cs[j])
+	}
+	return acc.MarshalBinary()
 }
 
 func checkThreshold(t, n int) error {

@@ -72,6 +72,9 @@ func checkRelease(pub *Public, r *Release, seen map[int]bool) (*Custodian, error
 	if r.KeyID != pub.KeyID {
 		return nil, fmt.Errorf("the release from %s is for key ID %q, not %q", r.CustodianID, r.KeyID, pub.KeyID)
 	}
+	if r.Mode != pub.Mode {
+		return nil, fmt.Errorf("the release from %s is a %s-mode release; key ID %s is in %s mode", r.CustodianID, r.Mode, pub.KeyID, pub.Mode)
+	}
 	c, ok := pub.Custodian(r.CustodianID)
 	if !ok {
 		return nil, fmt.Errorf("%s is not a custodian of key ID %s", r.CustodianID, pub.KeyID)

@@ -11,22 +11,30 @@ import (
 	"github.com/custodian-project/custodian/hsm/internal/strictjson"
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/recipient"
+	"github.com/custodian-project/custodian/tpm"
 )
 
 // Release is the package an appliance hands out for one key ID of a
-// warrant: its share, sealed with HPKE to the recipient the warrant names,
-// and the proof that the release is in the appliance's ledger.
+// warrant: its share (share mode) or its partial decryptions of the
+// envelopes the warrant names (scoped mode), sealed with HPKE to the
+// recipient the warrant names, and the proof that the release is in the
+// appliance's ledger.
 type Release struct {
-	Version       int    `json:"version"`
-	Mode          string `json:"mode"`
-	KeyID         string `json:"key_id"`
-	CustodianID   string `json:"custodian_id"`
-	Index         int    `json:"index"`
-	WarrantDigest []byte `json:"warrant_digest"` // SHA-256 of the signed warrant
-	Recipient     string `json:"recipient"`
-	SealedShare   []byte `json:"sealed_share"`
-	// Ledger proves the release entry is in the custodian's ledger.
+	Version        int    `json:"version"`
+	Mode           string `json:"mode"`
+	KeyID          string `json:"key_id"`
+	CustodianID    string `json:"custodian_id"`
+	Index          int    `json:"index"`
+	WarrantDigest  []byte `json:"warrant_digest"` // SHA-256 of the signed warrant
+	Recipient      string `json:"recipient"`
+	SealedShare    []byte `json:"sealed_share,omitempty"`    // share mode
+	SealedPartials []byte `json:"sealed_partials,omitempty"` // scoped mode: JSON []EnvelopePartial
+	// Ledger proves the release entry is in the custodian's ledger (in
+	// scoped mode, the first partial's entry).
 	Ledger *ledger.Inclusion `json:"ledger,omitempty"`
+	// Entries, in scoped mode, prove each partial's own release entry, in
+	// the order of the partials.
+	Entries []*ledger.Inclusion `json:"entries,omitempty"`
 }
 
 // ShareInfo is the HPKE info a released share is sealed under. It binds the
@@ -41,6 +49,36 @@ func ShareInfo(warrantDigest []byte, custodianID, keyID string, index int) []byt
 		b.WriteString(s)
 	}
 	return b.Bytes()
+}
+
+// EnvelopePartial is a custodian's partial decryption of one envelope.
+type EnvelopePartial struct {
+	Enc []byte `json:"enc"` // the envelope's encapsulated key R
+	tpm.Partial
+}
+
+// PartialsInfo is the HPKE info a scoped release's partials are sealed
+// under; it binds what ShareInfo binds, under its own label. Partials are
+// sealed although they are not shares: t of them open the envelope.
+func PartialsInfo(warrantDigest []byte, custodianID, keyID string, index int) []byte {
+	info := ShareInfo(warrantDigest, custodianID, keyID, index)
+	return append([]byte("custodian partials v1\x00"), info...)
+}
+
+// SealPartials makes the release package of a scoped key ID.
+func SealPartials(to *recipient.PublicKey, warrantDigest []byte, custodianID, keyID string, index int, partials []EnvelopePartial) (*Release, error) {
+	data, err := json.Marshal(partials)
+	if err != nil {
+		return nil, err
+	}
+	sealed, err := to.Seal(PartialsInfo(warrantDigest, custodianID, keyID, index), data)
+	if err != nil {
+		return nil, err
+	}
+	return &Release{
+		Version: Version, Mode: ModeScoped, KeyID: keyID, CustodianID: custodianID, Index: index,
+		WarrantDigest: warrantDigest, Recipient: to.String(), SealedPartials: sealed,
+	}, nil
 }
 
 // SealShare makes the release package for a share.
@@ -61,8 +99,11 @@ func ParseRelease(data []byte) (*Release, error) {
 	if err := strictjson.Decode(data, &r, maxFileSize); err != nil {
 		return nil, fmt.Errorf("release package: %w", err)
 	}
-	if r.Version != Version || r.Mode != ModeShare {
+	if r.Version != Version || (r.Mode != ModeShare && r.Mode != ModeScoped) {
 		return nil, fmt.Errorf("release package: unsupported version %d or mode %q", r.Version, r.Mode)
+	}
+	if (r.Mode == ModeShare) != (len(r.SealedShare) > 0) || (r.Mode == ModeScoped) != (len(r.SealedPartials) > 0) {
+		return nil, fmt.Errorf("release package: a %s release carries exactly its own sealed content", r.Mode)
 	}
 	if err := ids.CheckKeyID(r.KeyID); err != nil {
 		return nil, fmt.Errorf("release package: %w", err)

@@ -82,11 +82,18 @@ func (p *Public) openUpdate(signed []byte) (*bootpolicy.Policy, error) {
 	return bootpolicy.Parse([]byte(body))
 }
 
+// ErrScopedReseal: a scoped key's share never leaves the TPM, so the
+// device cannot seal it again to a new image's policy.
+var ErrScopedReseal = errors.New("a scoped key cannot be resealed on the device (its share never leaves the TPM); the escrow authority runs a new ceremony for the new image")
+
 // Reseal opens the share of b in the TPM (under the current PCRs: the
 // approved image) and seals it again, to the same TPM, under the PCRs of
 // the policy in update. It returns the bundle for the new image, which
 // carries the update as its authority.
 func Reseal(t transport.TPM, b *Bundle, update []byte) (*Bundle, error) {
+	if b.Escrow.Mode == ModeScoped {
+		return nil, ErrScopedReseal
+	}
 	policy, err := b.Escrow.OpenUpdate(update)
 	if err != nil {
 		return nil, err
