@@ -1,14 +1,17 @@
 package main
 
 import (
+	"crypto/ecdh"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/custodian-project/custodian/hsm/escrow"
 	"github.com/custodian-project/custodian/hsm/trust"
 	"github.com/custodian-project/custodian/hsm/warrant"
 )
@@ -22,9 +25,10 @@ func newWarrantCommand(g *globals) *cobra.Command {
 func newWarrantNewCommand(g *globals) *cobra.Command {
 	var w warrant.Warrant
 	var recipientFile, out string
+	var envelopes []string
 	var maxValidity time.Duration
 	cmd := &cobra.Command{
-		Use:   "new --serial S --docket D --court C --agency A --official O --offence X --target T... --key-id K... --custodian ID... --recipient agency.pub --not-before TIME --not-after TIME --out w.json",
+		Use:   "new --serial S --docket D --court C --agency A --official O --offence X --target T... --key-id K... [--envelope F.env...] --custodian ID... --recipient agency.pub --not-before TIME --not-after TIME --out w.json",
 		Short: "Write a warrant document for a judge to sign",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -35,11 +39,14 @@ func newWarrantNewCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return withHint(err, "--recipient names the agency.pub file from custodian agency keygen")
 			}
+			if err := addEnvelopes(&w, envelopes); err != nil {
+				return err
+			}
 			w.Version = 1
 			w.Recipient = strings.TrimSuffix(string(pub), "\n")
 			data, err := w.Marshal(maxValidity)
 			if err != nil {
-				return withHint(err, "times are RFC 3339, such as 2026-11-20T09:00:00Z")
+				return newWarrantRefused(err)
 			}
 			if err := writeNew(out, data, 0o644); err != nil {
 				return err
@@ -57,6 +64,7 @@ func newWarrantNewCommand(g *globals) *cobra.Command {
 	f.StringVar(&w.Offence, "offence", "", "offence under investigation")
 	f.StringArrayVar(&w.Targets, "target", nil, "target the warrant covers (repeat)")
 	f.StringArrayVar(&w.KeyIDs, "key-id", nil, "escrow key ID (epoch) to release (repeat)")
+	f.StringArrayVar(&envelopes, "envelope", nil, "escrow envelope a scoped release covers; adds its key ID and target (repeat)")
 	f.StringArrayVar(&w.Custodians, "custodian", nil, "custodian appliance ID addressed (repeat)")
 	f.StringVar(&recipientFile, "recipient", "", "the agency's public key file (agency.pub)")
 	f.StringVar(&w.NotBefore, "not-before", "", "start of validity, RFC 3339")
@@ -64,6 +72,57 @@ func newWarrantNewCommand(g *globals) *cobra.Command {
 	f.DurationVar(&maxValidity, "max-validity", warrant.DefaultMaxValidity, "longest validity span accepted")
 	f.StringVar(&out, "out", "", "new file for the warrant JSON")
 	return cmd
+}
+
+// newWarrantRefused adds advice on the times to a refusal of them.
+func newWarrantRefused(err error) error {
+	switch warrant.ReasonOf(err) {
+	case warrant.ReasonBadTime, warrant.ReasonBadWindow, warrant.ReasonWindowTooLong:
+		return withHint(err, "times are RFC 3339, such as 2026-11-20T09:00:00Z")
+	}
+	return err
+}
+
+// addEnvelopes names each envelope file in w, and its key ID and target
+// where --key-id and --target did not.
+func addEnvelopes(w *warrant.Warrant, paths []string) error {
+	first := make(map[string]string, len(paths)) // key ID and enc → file
+	for _, path := range paths {
+		ref, err := readEnvelopeRef(path)
+		if err != nil {
+			return err
+		}
+		k := ref.KeyID + "\x00" + string(ref.Enc)
+		if prev, ok := first[k]; ok {
+			return fmt.Errorf("%s: the same envelope as %s", path, prev)
+		}
+		first[k] = path
+		w.Envelopes = append(w.Envelopes, ref)
+		if !slices.Contains(w.KeyIDs, ref.KeyID) {
+			w.KeyIDs = append(w.KeyIDs, ref.KeyID)
+		}
+		if !slices.Contains(w.Targets, ref.Target) {
+			w.Targets = append(w.Targets, ref.Target)
+		}
+	}
+	return nil
+}
+
+// readEnvelopeRef reads the header of an envelope file. Its errors name
+// the file.
+func readEnvelopeRef(path string) (warrant.EnvelopeRef, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return warrant.EnvelopeRef{}, err
+	}
+	env, err := escrow.ParseEnvelope(data)
+	if err != nil {
+		return warrant.EnvelopeRef{}, fmt.Errorf("%s: %w", path, err)
+	}
+	if _, err := ecdh.P256().NewPublicKey(env.Enc); err != nil {
+		return warrant.EnvelopeRef{}, fmt.Errorf("%s: %w: its encapsulated key is not a P-256 point", path, escrow.ErrEnvelope)
+	}
+	return warrant.EnvelopeRef{KeyID: env.KeyID, Target: env.Target, Enc: env.Enc}, nil
 }
 
 type verifyOutput struct {

@@ -2,16 +2,22 @@ package main
 
 import (
 	"bytes"
+	"crypto/ecdh"
+	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/custodian-project/custodian/hsm/escrow"
 	"github.com/custodian-project/custodian/hsm/smartcard/softhsmtest"
 	"github.com/custodian-project/custodian/hsm/trust/trusttest"
+	"github.com/custodian-project/custodian/hsm/warrant"
 )
 
 // cli runs the command line in-process and returns stdout and stderr.
@@ -124,6 +130,89 @@ func TestWarrantLifecycle(t *testing.T) {
 	if !strings.Contains(out, "Clerk Grace") || !strings.Contains(out, "Judge Ada") {
 		t.Errorf("co-signed verify output: %s", out)
 	}
+}
+
+// sealEnvelope writes an envelope for keyID and target to path and returns
+// its header.
+func sealEnvelope(t *testing.T, path, keyID, target string) *escrow.Envelope {
+	t.Helper()
+	priv, err := ecdh.P256().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := escrow.Seal(&escrow.Public{KeyID: keyID, PublicKey: priv.PublicKey().Bytes()}, target, []byte("intercepted message"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, path, env)
+	h, err := escrow.ParseEnvelope(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// TestWarrantNewEnvelopes: --envelope names each envelope and adds its key
+// ID and target to those given, in order of first appearance.
+func TestWarrantNewEnvelopes(t *testing.T) {
+	dir := t.TempDir()
+	p := func(name string) string { return filepath.Join(dir, name) }
+	cli(t, true, "agency", "keygen", "--out", p("agency.key"), "--pub", p("agency.pub"))
+	a := sealEnvelope(t, p("a.env"), "2026-11", "alice@example.org")
+	b := sealEnvelope(t, p("b.env"), "2026-12", "bob@example.org")
+	now := time.Now().UTC()
+	newWarrant := func(ok bool, out string, args ...string) string {
+		args = append([]string{"warrant", "new", "--serial", "W-8", "--docket", "CR-2/2026", "--court", "Test Court",
+			"--agency", "Test Police", "--official", "Inspector Morse", "--offence", "fraud",
+			"--custodian", "cust-1", "--recipient", p("agency.pub"),
+			"--not-before", now.Format(time.RFC3339), "--not-after", now.Add(24 * time.Hour).Format(time.RFC3339),
+			"--out", p(out)}, args...)
+		_, stderr := cli(t, ok, args...)
+		return stderr
+	}
+
+	newWarrant(true, "w.json", "--target", "bob@example.org", "--key-id", "2026-11", "--envelope", p("a.env"), "--envelope", p("b.env"))
+	w := readWarrant(t, p("w.json"))
+	if got := fmt.Sprint(w.KeyIDs, w.Targets); got != "[2026-11 2026-12] [bob@example.org alice@example.org]" {
+		t.Errorf("key IDs and targets: %s", got)
+	}
+	want := []warrant.EnvelopeRef{{KeyID: a.KeyID, Target: a.Target, Enc: a.Enc}, {KeyID: b.KeyID, Target: b.Target, Enc: b.Enc}}
+	if !reflect.DeepEqual(w.Envelopes, want) {
+		t.Errorf("envelopes %+v, want %+v", w.Envelopes, want)
+	}
+
+	newWarrant(true, "alone.json", "--envelope", p("a.env"))
+	w = readWarrant(t, p("alone.json"))
+	if got := fmt.Sprint(w.KeyIDs, w.Targets, len(w.Envelopes)); got != "[2026-11] [alice@example.org] 1" {
+		t.Errorf("key IDs, targets and envelopes from --envelope alone: %s", got)
+	}
+
+	if stderr := newWarrant(false, "twice.json", "--envelope", p("a.env"), "--envelope", p("b.env"), "--envelope", p("a.env")); !strings.Contains(stderr, p("a.env")+": the same envelope as "+p("a.env")) {
+		t.Errorf("an envelope given twice: %s", stderr)
+	}
+	write(t, p("junk.env"), []byte("not an envelope at all"))
+	if stderr := newWarrant(false, "junk.json", "--envelope", p("a.env"), "--envelope", p("junk.env")); !strings.Contains(stderr, p("junk.env")+":") {
+		t.Errorf("a bad envelope file is not named: %s", stderr)
+	}
+	if _, err := os.Stat(p("junk.json")); !os.IsNotExist(err) {
+		t.Errorf("wrote a warrant despite a bad envelope: %v", err)
+	}
+	if stderr := newWarrant(false, "late.json", "--envelope", p("a.env"), "--not-after", "tomorrow"); !strings.Contains(stderr, "hint: times are RFC 3339") {
+		t.Errorf("a bad time without its hint: %s", stderr)
+	}
+}
+
+func readWarrant(t *testing.T, path string) *warrant.Warrant {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := warrant.Parse(data, 0)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return w
 }
 
 // TestSignWithoutCgo: the appliance's static build has no PKCS#11 and says

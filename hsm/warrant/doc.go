@@ -8,7 +8,9 @@
 // Contract: Verifier.Verify accepts a warrant only if
 //   - it is DER CMS SignedData of id-data content, at most 256 KiB, whose
 //     JSON passes Parse (no unknown or duplicate keys, no trailing data, every
-//     field present and printable, at most 64 KiB, validity span capped);
+//     required field present and printable, at most 64 KiB, validity span
+//     capped, each envelope listed once, for one of its key IDs and
+//     targets, with an uncompressed P-256 point as its encapsulated key);
 //   - every SignerInfo has signed attributes with exactly one content-type
 //     (id-data), one message-digest (equal, compared in constant time) and one
 //     signing-time, no unsigned attributes, SHA-256/384/512, and an ECDSA
@@ -24,6 +26,11 @@
 //     as the approval policy asks;
 //   - now is within [not_before, not_after), the warrant lists this
 //     custodian, and this custodian holds every key ID it names.
+//
+// Envelopes are optional: they scope a release to the escrow envelopes they
+// name. Whether a key ID is released in scoped mode, and so whether its
+// envelopes are required or refused, is the appliance's to check: this
+// package checks only that the warrant is coherent.
 //
 // Every refusal is an *Error with a stable Reason. Replay protection is the
 // caller's: Verified.Replay is the (issuer, serial) key to check against the

@@ -25,6 +25,7 @@ const (
 	ReasonWindowTooLong  Reason = "window_too_long"
 	ReasonBadRecipient   Reason = "bad_recipient"
 	ReasonDuplicateEntry Reason = "duplicate_entry"
+	ReasonBadEnvelope    Reason = "bad_envelope"
 )
 
 // CMS refusals: the signed envelope.
@@ -94,6 +95,7 @@ func Reasons() []Reason {
 		ReasonWindowTooLong,
 		ReasonBadRecipient,
 		ReasonDuplicateEntry,
+		ReasonBadEnvelope,
 		ReasonMalformedCMS,
 		ReasonNotDER,
 		ReasonNotSignedData,

@@ -2,6 +2,7 @@ package warrant
 
 import (
 	"bytes"
+	"reflect"
 	"testing"
 )
 
@@ -11,6 +12,7 @@ func FuzzParse(f *testing.F) {
 	fx := newFixture(f)
 	good := fx.content(f, fx.warrant())
 	f.Add(good)
+	f.Add(fx.content(f, scopedWarrant(fx)))
 	f.Add([]byte(`{"version":1}`))
 	f.Add([]byte(`{"version":1,"version":1}`))
 	f.Add(append(bytes.Clone(good), '{', '}'))
@@ -28,7 +30,7 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("accepted warrant does not marshal: %v", err)
 		}
 		w2, err := Parse(again, 0)
-		if err != nil || w2.ReplayKey() != w.ReplayKey() || w2.Recipient != w.Recipient {
+		if err != nil || w2.ReplayKey() != w.ReplayKey() || w2.Recipient != w.Recipient || !reflect.DeepEqual(w2.Envelopes, w.Envelopes) {
 			t.Fatalf("round trip changed the warrant: %v", err)
 		}
 	})

@@ -26,8 +26,10 @@ func Inspect(p7s []byte) (*Warrant, []Identity, error) {
 
 // Summary is the text the court officer reads on the device before pressing
 // the button: every field that decides what is released, to whom, and who
-// signed. Fields were checked by Parse to hold no control or invisible
-// characters, so the text shows what was signed.
+// signed. A warrant naming envelopes gets an "Envelopes" line with their
+// number per target; one without (a release of whole shares) does not.
+// Fields were checked by Parse to hold no control or invisible characters,
+// so the text shows what was signed.
 func Summary(w *Warrant, signers []Identity) string {
 	var b strings.Builder
 	line := func(label, value string) { fmt.Fprintf(&b, "%-11s %s\n", label+":", value) }
@@ -42,12 +44,31 @@ func Summary(w *Warrant, signers []Identity) string {
 	}
 	line("Valid", w.NotBefore+" to "+w.NotAfter)
 	line("Key IDs", strings.Join(w.KeyIDs, ", "))
+	if len(w.Envelopes) != 0 {
+		line("Envelopes", envelopeCounts(w))
+	}
 	line("Custodians", strings.Join(w.Custodians, ", "))
 	line("Recipient", w.RecipientKey().KEM()+" key "+shortKey(w.Recipient))
 	for _, s := range signers {
 		line("Signed by", fmt.Sprintf("%s (%s) at %s", s.Name, s.Issuer, s.SigningTime.UTC().Format("2006-01-02 15:04:05Z")))
 	}
 	return b.String()
+}
+
+// envelopeCounts is "3 (alice@example.org: 2, bob: 1)": the number of
+// envelopes, then per target in the order of the warrant's targets.
+func envelopeCounts(w *Warrant) string {
+	n := make(map[string]int, len(w.Targets))
+	for _, e := range w.Envelopes {
+		n[e.Target]++
+	}
+	var per []string
+	for _, t := range w.Targets {
+		if n[t] != 0 {
+			per = append(per, fmt.Sprintf("%s: %d", t, n[t]))
+		}
+	}
+	return fmt.Sprintf("%d (%s)", len(w.Envelopes), strings.Join(per, ", "))
 }
 
 // shortKey abbreviates a recipient key for the display; the full key is in

@@ -300,6 +300,32 @@ func catalogue() map[string]refusal {
 		"json array":          {ReasonMalformedJSON, signedRaw(func(*fixture) string { return `[1,2]` })},
 		"truncated json":      {ReasonMalformedJSON, signedRaw(func(f *fixture) string { s := addField(f, ""); return s[:len(s)-3] })},
 		"oversize warrant":    {ReasonTooLarge, signedRaw(func(f *fixture) string { return addField(f, `"x":"`+strings.Repeat("a", MaxSize)+`"`) })},
+
+		// Its envelopes.
+		"envelope of a key id not named": {ReasonBadEnvelope, signed(func(w *Warrant) {
+			w.Envelopes = []EnvelopeRef{{KeyID: "2026-12", Target: "alice@example.org", Enc: testEnc(1)}}
+		})},
+		"envelope of a target not named": {ReasonBadEnvelope, signed(func(w *Warrant) {
+			w.Envelopes = []EnvelopeRef{{KeyID: "2026-11", Target: "bob@example.org", Enc: testEnc(1)}}
+		})},
+		"envelope enc off the curve": {ReasonBadEnvelope, signed(func(w *Warrant) {
+			enc := testEnc(1)
+			enc[64] ^= 1
+			w.Envelopes = []EnvelopeRef{{KeyID: "2026-11", Target: "alice@example.org", Enc: enc}}
+		})},
+		"envelope enc compressed": {ReasonBadEnvelope, signed(func(w *Warrant) {
+			enc := testEnc(1)
+			w.Envelopes = []EnvelopeRef{{KeyID: "2026-11", Target: "alice@example.org", Enc: append([]byte{2 + enc[64]&1}, enc[1:33]...)}}
+		})},
+		"envelope enc not base64": {ReasonBadEnvelope, signedRaw(func(f *fixture) string {
+			return addField(f, `"envelopes":[{"key_id":"2026-11","target":"alice@example.org","enc":"not base64!"}]`)
+		})},
+		"envelope listed twice": {ReasonDuplicateEntry, signed(func(w *Warrant) {
+			e := EnvelopeRef{KeyID: "2026-11", Target: "alice@example.org", Enc: testEnc(1)}
+			w.Envelopes = []EnvelopeRef{e, {KeyID: "2026-11", Target: "+15550100", Enc: testEnc(2)}, e}
+		})},
+		"too many envelopes":    {ReasonBadField, signed(func(w *Warrant) { w.Envelopes = testEnvelopes(maxList + 1) })},
+		"empty envelopes array": {ReasonMissingField, signedRaw(func(f *fixture) string { return addField(f, `"envelopes":[]`) })},
 	}
 }
 

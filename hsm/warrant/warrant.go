@@ -1,11 +1,14 @@
 package warrant
 
 import (
+	"crypto/ecdh"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -42,9 +45,21 @@ type Warrant struct {
 	KeyIDs     []string `json:"key_ids"`
 	Custodians []string `json:"custodians"`
 	Recipient  string   `json:"recipient"`
+	// Envelopes, when present, are the escrow envelopes a scoped release
+	// covers. A warrant without them encodes as it did before the field.
+	Envelopes []EnvelopeRef `json:"envelopes,omitempty"`
 
 	notBefore, notAfter time.Time
 	recipient           *recipient.PublicKey
+}
+
+// EnvelopeRef names one escrow envelope: its key ID and target, which must
+// be among the warrant's, and its HPKE encapsulated key, an uncompressed
+// P-256 point that identifies the envelope.
+type EnvelopeRef struct {
+	KeyID  string `json:"key_id"`
+	Target string `json:"target"`
+	Enc    []byte `json:"enc"`
 }
 
 // ReplayKey names a warrant for replay protection: the issuing court and the
@@ -79,6 +94,7 @@ func Parse(data []byte, maxValidity time.Duration) (*Warrant, error) {
 // jsonRefusal gives each strict-decoding failure its own reason.
 func jsonRefusal(err error) error {
 	var typeErr *json.UnmarshalTypeError
+	var b64Err base64.CorruptInputError
 	switch {
 	case errors.Is(err, strictjson.ErrTooLarge):
 		return refuseErr(ReasonTooLarge, err, "warrant too large")
@@ -90,6 +106,9 @@ func jsonRefusal(err error) error {
 		return refuseErr(ReasonTrailingData, err, "warrant has data after the JSON object")
 	case errors.As(err, &typeErr) && typeErr.Field != "":
 		return refuseErr(ReasonBadField, err, "warrant field %q has the wrong type", typeErr.Field)
+	case errors.As(err, &b64Err):
+		// enc is the only byte string of a warrant.
+		return refuseErr(ReasonBadEnvelope, err, "warrant envelope enc is not base64")
 	}
 	return refuseErr(ReasonMalformedJSON, err, "warrant is not a JSON object")
 }
@@ -133,7 +152,61 @@ func (w *Warrant) check(maxValidity time.Duration) error {
 		return refuseErr(ReasonBadRecipient, err, "warrant recipient is not an agency public key")
 	}
 	w.recipient = pk
+	return w.checkEnvelopes()
+}
+
+// checkEnvelopes checks that the envelopes are coherent with the rest of
+// the warrant. Whether a key ID is scoped is the appliance's to check.
+func (w *Warrant) checkEnvelopes() error {
+	if w.Envelopes == nil {
+		return nil
+	}
+	if len(w.Envelopes) == 0 {
+		return refuse(ReasonMissingField, "warrant \"envelopes\" is present but empty; leave it out instead")
+	}
+	if len(w.Envelopes) > maxList {
+		return refuse(ReasonBadField, "warrant lists more than %d envelopes", maxList)
+	}
+	seen := make(map[string]bool, len(w.Envelopes))
+	for i, e := range w.Envelopes {
+		if err := w.checkEnvelope(i, e); err != nil {
+			return err
+		}
+		k := e.KeyID + "\x00" + string(e.Enc)
+		if seen[k] {
+			return refuse(ReasonDuplicateEntry, "warrant envelope %d repeats an earlier envelope of key ID %q", i+1, e.KeyID)
+		}
+		seen[k] = true
+	}
 	return nil
+}
+
+func (w *Warrant) checkEnvelope(i int, e EnvelopeRef) error {
+	if !slices.Contains(w.KeyIDs, e.KeyID) {
+		return refuse(ReasonBadEnvelope, "warrant envelope %d is for key ID %q, which is not in \"key_ids\"", i+1, e.KeyID)
+	}
+	if !slices.Contains(w.Targets, e.Target) {
+		return refuse(ReasonBadEnvelope, "warrant envelope %d is for target %q, which is not in \"targets\"", i+1, e.Target)
+	}
+	if len(e.Enc) != 65 {
+		return refuse(ReasonBadEnvelope, "warrant envelope %d enc is %d bytes, want 65 (an uncompressed P-256 point)", i+1, len(e.Enc))
+	}
+	if _, err := ecdh.P256().NewPublicKey(e.Enc); err != nil {
+		return refuseErr(ReasonBadEnvelope, err, "warrant envelope %d enc is not a P-256 point", i+1)
+	}
+	return nil
+}
+
+// EnvelopesFor returns the envelopes the warrant names for keyID, in the
+// warrant's order, or nil if it names none.
+func (w *Warrant) EnvelopesFor(keyID string) []EnvelopeRef {
+	var out []EnvelopeRef
+	for _, e := range w.Envelopes {
+		if e.KeyID == keyID {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 func (w *Warrant) checkWindow(maxValidity time.Duration) error {

@@ -1,0 +1,180 @@
+package warrant
+
+import (
+	"bytes"
+	"crypto/ecdh"
+	"encoding/base64"
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// testEnc is a valid encapsulated key: the P-256 point (i+1)·G.
+func testEnc(i int) []byte {
+	scalar := make([]byte, 32)
+	scalar[29], scalar[30], scalar[31] = byte((i+1)>>16), byte((i+1)>>8), byte(i+1)
+	k, err := ecdh.P256().NewPrivateKey(scalar)
+	if err != nil {
+		panic(err)
+	}
+	return k.PublicKey().Bytes()
+}
+
+// testEnvelopes are n distinct envelopes of key ID "2026-11" for the
+// fixture's first target.
+func testEnvelopes(n int) []EnvelopeRef {
+	out := make([]EnvelopeRef, n)
+	for i := range out {
+		out[i] = EnvelopeRef{KeyID: "2026-11", Target: "alice@example.org", Enc: testEnc(i)}
+	}
+	return out
+}
+
+// scopedWarrant names two key IDs and three envelopes, listed in another
+// order than the targets.
+func scopedWarrant(f *fixture) *Warrant {
+	w := f.warrant()
+	w.KeyIDs = []string{"2026-11", "2026-12"}
+	w.Envelopes = []EnvelopeRef{
+		{KeyID: "2026-11", Target: "+15550100", Enc: testEnc(1)},
+		{KeyID: "2026-12", Target: "alice@example.org", Enc: testEnc(2)},
+		{KeyID: "2026-11", Target: "alice@example.org", Enc: testEnc(3)},
+	}
+	return w
+}
+
+func TestEnvelopesRoundTrip(t *testing.T) {
+	f := newFixture(t)
+	w := scopedWarrant(f)
+	content := f.content(t, w)
+	wantTail := `"recipient":"` + f.recipient + `","envelopes":[{"key_id":"2026-11","target":"+15550100","enc":"` +
+		base64.StdEncoding.EncodeToString(testEnc(1)) + `"},`
+	if !strings.Contains(string(content), wantTail) {
+		t.Fatalf("envelopes not encoded after the recipient as key_id, target, base64 enc:\n%s", content)
+	}
+	got, err := Parse(content, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got.Envelopes, w.Envelopes) {
+		t.Fatalf("envelopes after the round trip: %+v", got.Envelopes)
+	}
+	again, err := got.Marshal(0)
+	if err != nil || !bytes.Equal(again, content) {
+		t.Fatalf("second encoding differs (%v):\n%s\n%s", err, content, again)
+	}
+	if e := got.EnvelopesFor("2026-11"); len(e) != 2 || !bytes.Equal(e[0].Enc, testEnc(1)) || !bytes.Equal(e[1].Enc, testEnc(3)) {
+		t.Errorf("EnvelopesFor(2026-11) = %+v", e)
+	}
+	if e := got.EnvelopesFor("2026-12"); len(e) != 1 || e[0].Target != "alice@example.org" {
+		t.Errorf("EnvelopesFor(2026-12) = %+v", e)
+	}
+	if e := got.EnvelopesFor("2027-01"); e != nil {
+		t.Errorf("EnvelopesFor of a key ID without envelopes = %+v", e)
+	}
+}
+
+// warrantBeforeEnvelopes is the warrant type as it was before envelopes.
+type warrantBeforeEnvelopes struct {
+	Version    int      `json:"version"`
+	Serial     string   `json:"serial"`
+	Docket     string   `json:"docket"`
+	Court      string   `json:"court"`
+	Agency     string   `json:"agency"`
+	Official   string   `json:"official"`
+	Offence    string   `json:"offence"`
+	Targets    []string `json:"targets"`
+	NotBefore  string   `json:"not_before"`
+	NotAfter   string   `json:"not_after"`
+	KeyIDs     []string `json:"key_ids"`
+	Custodians []string `json:"custodians"`
+	Recipient  string   `json:"recipient"`
+}
+
+// TestNoEnvelopesEncodesAsBefore: warrants signed before envelopes existed
+// keep their bytes, so their signatures keep verifying.
+func TestNoEnvelopesEncodesAsBefore(t *testing.T) {
+	f := newFixture(t)
+	w := f.warrant()
+	old := warrantBeforeEnvelopes{w.Version, w.Serial, w.Docket, w.Court, w.Agency, w.Official, w.Offence,
+		w.Targets, w.NotBefore, w.NotAfter, w.KeyIDs, w.Custodians, w.Recipient}
+	want, err := json.Marshal(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, '\n')
+	got := f.content(t, w)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("a warrant without envelopes encodes differently:\n got %s\nwant %s", got, want)
+	}
+	parsed, err := Parse(want, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if parsed.Envelopes != nil || parsed.EnvelopesFor("2026-11") != nil {
+		t.Fatalf("envelopes from nowhere: %+v", parsed.Envelopes)
+	}
+	if again, err := parsed.Marshal(0); err != nil || !bytes.Equal(again, want) {
+		t.Fatalf("re-encoding changed the bytes (%v): %s", err, again)
+	}
+}
+
+func TestEnvelopeLimits(t *testing.T) {
+	f := newFixture(t)
+	w := f.warrant()
+	w.Envelopes = testEnvelopes(maxList)
+	content := f.content(t, w)
+	if len(content) > MaxSize {
+		t.Fatalf("%d envelopes make a %d-byte warrant, over MaxSize", maxList, len(content))
+	}
+	if _, err := Parse(content, 0); err != nil {
+		t.Fatalf("%d envelopes: %v", maxList, err)
+	}
+	w.Envelopes = testEnvelopes(maxList + 1)
+	if _, err := w.Marshal(0); ReasonOf(err) != ReasonBadField {
+		t.Fatalf("%d envelopes: got %v, want %s", maxList+1, err, ReasonBadField)
+	}
+}
+
+// TestEnvelopeDuplicateIsPerKeyID: a duplicate is the same encapsulated key
+// twice under one key ID, whatever the targets say; under two key IDs the
+// same point names two different envelopes.
+func TestEnvelopeDuplicateIsPerKeyID(t *testing.T) {
+	f := newFixture(t)
+	w := f.warrant()
+	w.KeyIDs = []string{"2026-11", "2026-12"}
+	w.Envelopes = []EnvelopeRef{
+		{KeyID: "2026-11", Target: "alice@example.org", Enc: testEnc(1)},
+		{KeyID: "2026-12", Target: "alice@example.org", Enc: testEnc(1)},
+	}
+	if _, err := w.Marshal(0); err != nil {
+		t.Fatalf("same point under two key IDs: %v", err)
+	}
+	w.Envelopes[1] = EnvelopeRef{KeyID: "2026-11", Target: "+15550100", Enc: testEnc(1)}
+	if _, err := w.Marshal(0); ReasonOf(err) != ReasonDuplicateEntry {
+		t.Fatalf("same point under one key ID for two targets: got %v, want %s", err, ReasonDuplicateEntry)
+	}
+}
+
+func TestSummaryEnvelopes(t *testing.T) {
+	f := newFixture(t)
+	w, err := Parse(f.content(t, scopedWarrant(f)), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := Summary(w, nil)
+	want := "Key IDs:    2026-11, 2026-12\nEnvelopes:  3 (alice@example.org: 2, +15550100: 1)\nCustodians: "
+	if !strings.Contains(s, want) {
+		t.Fatalf("summary lacks\n%s\n in\n%s", want, s)
+	}
+
+	plain, err := Parse(f.content(t, f.warrant()), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = Summary(plain, nil)
+	if strings.Contains(s, "Envelopes") || !strings.Contains(s, "Key IDs:    2026-11\nCustodians: ") {
+		t.Fatalf("summary of a warrant without envelopes changed:\n%s", s)
+	}
+}
