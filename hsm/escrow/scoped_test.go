@@ -1,0 +1,184 @@
+package escrow_test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"testing"
+
+	"github.com/custodian-project/custodian/hsm/escrow"
+	"github.com/custodian-project/custodian/hsm/recipient"
+	"github.com/custodian-project/custodian/tpm"
+)
+
+// scopedFleet runs a 2-of-3 scoped ceremony on three swtpm custodians and
+// provisions every bundle.
+func scopedFleet(t *testing.T) ([]*custodian, *escrow.Public, []*escrow.Bundle) {
+	t.Helper()
+	cs, pcrs := fleet(t, 3)
+	pub, bundles, err := escrow.Ceremony("2026-11", 2, pcrs, members(cs), escrow.WithMode(escrow.ModeScoped))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := pub.Marshal()
+	if pub, err = escrow.ParsePublic(data); err != nil {
+		t.Fatal(err)
+	}
+	bundles = reparseBundles(t, bundles)
+	for i, b := range bundles {
+		if err := escrow.Provision(cs[i].conn, b, cs[i].id, cs[i].ek); err != nil {
+			t.Fatalf("provisioning %s: %v", cs[i].id, err)
+		}
+	}
+	return cs, pub, bundles
+}
+
+// releasePartials does what an appliance does for an approved warrant
+// naming envelopes: the TPM computes and proves each partial, and the
+// package is sealed to the agency.
+func releasePartials(t *testing.T, c *custodian, b *escrow.Bundle, to *recipient.PublicKey, envelopes ...[]byte) *escrow.Release {
+	t.Helper()
+	key, err := tpm.ParseScopedKey(b.Blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var points [][]byte
+	for _, e := range envelopes {
+		env, err := escrow.ParseEnvelope(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		points = append(points, env.Enc)
+	}
+	partials, err := tpm.Partials(c.conn, key, points)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var eps []escrow.EnvelopePartial
+	for i, p := range partials {
+		eps = append(eps, escrow.EnvelopePartial{Enc: points[i], Partial: p})
+	}
+	digest := sha256.Sum256([]byte("warrant"))
+	r, err := escrow.SealPartials(to, digest[:], c.id, b.Escrow.KeyID, b.Index, eps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := r.Marshal()
+	if r, err = escrow.ParseRelease(data); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func agency(t *testing.T) *recipient.Identity {
+	t.Helper()
+	id, err := recipient.Generate(recipient.DefaultKEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func seal(t *testing.T, pub *escrow.Public, target, msg string) []byte {
+	t.Helper()
+	env, err := escrow.Seal(pub, target, []byte(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
+}
+
+// TestScopedReleaseOpensOnlyTheNamedEnvelope: releases naming envelope A
+// open A; envelope B of the same key ID and target stays closed.
+func TestScopedReleaseOpensOnlyTheNamedEnvelope(t *testing.T) {
+	cs, pub, bundles := scopedFleet(t)
+	id := agency(t)
+	a := seal(t, pub, "alice@example.org", "message A")
+	b := seal(t, pub, "alice@example.org", "message B")
+	releases := []*escrow.Release{
+		releasePartials(t, cs[0], bundles[0], id.Public(), a),
+		releasePartials(t, cs[2], bundles[2], id.Public(), a),
+	}
+	_, pt, err := escrow.OpenScoped(id, pub, releases, a)
+	if err != nil || string(pt) != "message A" {
+		t.Fatalf("envelope A: %q, %v", pt, err)
+	}
+	_, pt, err = escrow.OpenScoped(id, pub, releases, b)
+	var bad *escrow.BadShareError
+	if !errors.Is(err, escrow.ErrNotEnoughShares) || !errors.As(err, &bad) || len(bad.Custodians) != 2 || pt != nil {
+		t.Fatalf("envelope B opened or failed for another reason: %q, %v", pt, err)
+	}
+	if _, err := escrow.Recover(id, pub, releases); err == nil {
+		t.Fatal("Recover rebuilt a key from scoped releases")
+	}
+}
+
+// TestScopedWrongPartialIsNamed: a custodian whose partial is altered is
+// named, and the envelope still opens from the honest ones.
+func TestScopedWrongPartialIsNamed(t *testing.T) {
+	cs, pub, bundles := scopedFleet(t)
+	id := agency(t)
+	env := seal(t, pub, "bob", "hello")
+	honest := releasePartials(t, cs[0], bundles[0], id.Public(), env)
+	alsoHonest := releasePartials(t, cs[2], bundles[2], id.Public(), env)
+	liar := lyingRelease(t, cs[1], bundles[1], id, env)
+	_, pt, err := escrow.OpenScoped(id, pub, []*escrow.Release{honest, liar, alsoHonest}, env)
+	var bad *escrow.BadShareError
+	if string(pt) != "hello" || !errors.As(err, &bad) || len(bad.Custodians) != 1 || bad.Custodians[cs[1].id] == "" {
+		t.Fatalf("got %q, %v; want the plaintext and %s named", pt, err, cs[1].id)
+	}
+	if _, _, err := escrow.OpenScoped(id, pub, []*escrow.Release{honest, liar}, env); !errors.Is(err, escrow.ErrNotEnoughShares) {
+		t.Fatalf("one honest partial and a liar: %v", err)
+	}
+}
+
+// lyingRelease is c's release with its partial replaced by another point
+// (the partial of 2·R), keeping the TPM's proof.
+func lyingRelease(t *testing.T, c *custodian, b *escrow.Bundle, id *recipient.Identity, envelope []byte) *escrow.Release {
+	t.Helper()
+	key, err := tpm.ParseScopedKey(b.Blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, _ := escrow.ParseEnvelope(envelope)
+	other := seal(t, &b.Escrow, "bob", "other")
+	otherEnv, _ := escrow.ParseEnvelope(other)
+	partials, err := tpm.Partials(c.conn, key, [][]byte{env.Enc, otherEnv.Enc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong := partials[0]
+	wrong.Point = partials[1].Point
+	digest := sha256.Sum256([]byte("warrant"))
+	r, err := escrow.SealPartials(id.Public(), digest[:], c.id, b.Escrow.KeyID, b.Index,
+		[]escrow.EnvelopePartial{{Enc: env.Enc, Partial: wrong}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// TestScopedKeyRefusesMisuse: a scoped bundle is refused on another TPM,
+// does not work after a PCR change, cannot be resealed on the device, and
+// its releases are not share releases.
+func TestScopedKeyRefusesMisuse(t *testing.T) {
+	cs, pub, bundles := scopedFleet(t)
+	if err := escrow.Provision(cs[1].conn, bundles[0], cs[0].id, cs[1].ek); !errors.Is(err, escrow.ErrOtherTPM) {
+		t.Fatalf("bundle on another TPM: %v", err)
+	}
+	if _, err := escrow.Reseal(cs[0].conn, bundles[0], []byte("any update")); !errors.Is(err, escrow.ErrScopedReseal) {
+		t.Fatalf("reseal of a scoped bundle: %v", err)
+	}
+	boot(t, cs[0].conn, "another image")
+	if err := escrow.Provision(cs[0].conn, bundles[0], cs[0].id, cs[0].ek); !errors.Is(err, tpm.ErrPCRMismatch) {
+		t.Fatalf("after a PCR change: %v", err)
+	}
+	for _, c := range pub.Custodians {
+		if len(c.ProofKey) != 65 {
+			t.Fatalf("custodian %s has no proof key", c.ID)
+		}
+	}
+	if bytes.Contains(bundles[0].Blob, []byte("CUSTSEAL")) {
+		t.Fatal("a scoped bundle holds a sealed-data blob")
+	}
+}
