@@ -15,17 +15,24 @@ import (
 )
 
 func newCeremonyCommand(g *globals) *cobra.Command {
-	var keyID, policyPath, out, updateKeyPath string
+	var keyID, policyPath, out, updateKeyPath, mode string
 	var threshold int
 	var enrollments []string
 	var checks enrollmentChecks
 	cmd := &cobra.Command{
-		Use:   "ceremony --key-id K --threshold T --policy policy.json --enrollment E1 --enrollment E2 ... --out DIR",
+		Use:   "ceremony --key-id K --threshold T --policy policy.json --enrollment E1 --enrollment E2 ... [--mode share|scoped] --out DIR",
 		Short: "Make the escrow key of a key ID and seal one share to each enrolled custodian (offline)",
 		Long: `The ceremony runs on the escrow authority's offline workstation. It verifies
 each enrollment, makes a P-256 escrow key, splits it so that THRESHOLD shares
 recover it (Feldman commitments), and seals each share to one custodian's TPM
 and the policy's PCR values. The key and the shares exist only in memory.
+
+--mode share seals each share as data the device opens to release it: an
+agency that recovers t shares holds the key ID's whole escrow key.
+--mode scoped seals each share as a TPM key that never leaves the TPM: a
+release is a partial decryption of each envelope the warrant names, so a
+warrant opens those envelopes and no other. A scoped key ID cannot be
+resealed to a new image; see docs/escrow.md.
 
 It writes DIR/escrow-K.pub.json (public) and DIR/<custodian>.bundle.json
 (one per custodian, for custodian provision).`,
@@ -43,7 +50,10 @@ It writes DIR/escrow-K.pub.json (public) and DIR/<custodian>.bundle.json
 				}
 				members = append(members, m)
 			}
-			var opts []escrow.Option
+			if mode != escrow.ModeShare && mode != escrow.ModeScoped {
+				return withHint(fmt.Errorf("--mode %q", mode), "the mode is share or scoped")
+			}
+			opts := []escrow.Option{escrow.WithMode(mode)}
 			if updateKeyPath != "" {
 				key, err := os.ReadFile(updateKeyPath)
 				if err != nil {
@@ -58,8 +68,8 @@ It writes DIR/escrow-K.pub.json (public) and DIR/<custodian>.bundle.json
 			if err := writeCeremony(out, pub, bundles); err != nil {
 				return err
 			}
-			g.printf("escrow key %s: %d of %d shares needed; wrote %s and %d bundles\n",
-				keyID, threshold, len(members), filepath.Join(out, escrowFileName(keyID)), len(bundles))
+			g.printf("escrow key %s (%s mode): %d of %d shares needed; wrote %s and %d bundles\n",
+				keyID, mode, threshold, len(members), filepath.Join(out, escrowFileName(keyID)), len(bundles))
 			return nil
 		},
 	}
@@ -69,6 +79,7 @@ It writes DIR/escrow-K.pub.json (public) and DIR/<custodian>.bundle.json
 	f.StringVar(&policyPath, "policy", "", "policy.json the shares are sealed to (custodian image measure)")
 	f.StringArrayVar(&enrollments, "enrollment", nil, "a custodian's verified enrollment (repeat for each)")
 	f.StringVar(&out, "out", "", "directory for the escrow file and the bundles (created; must be new or empty)")
+	f.StringVar(&mode, "mode", escrow.ModeShare, "share (a release hands out the share) or scoped (a release opens only the envelopes the warrant names)")
 	f.StringVar(&updateKeyPath, "update-key", "", "the authority's update verifier key (custodian update keygen): lets custodians reseal to approved images")
 	checks.register(cmd)
 	for _, name := range []string{"key-id", "threshold", "policy", "enrollment", "out"} {

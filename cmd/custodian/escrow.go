@@ -65,17 +65,9 @@ func newRecoverCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var releases []*escrow.Release
-			for _, p := range releasePaths {
-				data, err := os.ReadFile(p)
-				if err != nil {
-					return err
-				}
-				r, err := escrow.ParseRelease(data)
-				if err != nil {
-					return fmt.Errorf("%s: %w", p, err)
-				}
-				releases = append(releases, r)
+			releases, err := readReleases(releasePaths)
+			if err != nil {
+				return err
 			}
 			key, err := escrow.Recover(id, pub, releases)
 			var bad *escrow.BadShareError
@@ -170,25 +162,33 @@ func newEscrowSealCommand(g *globals) *cobra.Command {
 }
 
 func newEscrowOpenCommand(g *globals) *cobra.Command {
-	var keyPath, in, out string
+	var keyPath, identityPath, escrowPath, in, out string
+	var releasePaths []string
 	cmd := &cobra.Command{
-		Use:   "open --key escrow-K.key --in F.env --out F",
-		Short: "Open an envelope with a recovered escrow key",
-		Args:  cobra.NoArgs,
+		Use:   "open (--key escrow-K.key | --identity agency.key --escrow escrow-K.pub.json --release R1 --release R2 ...) --in F.env --out F",
+		Short: "Open an envelope with a recovered escrow key, or with scoped releases",
+		Long: `With --key, open an envelope of a share-mode key ID with the key custodian
+recover rebuilt. With --identity, --escrow and --release, open an envelope of a
+scoped key ID from the custodians' release packages: each custodian's partial
+decryption is checked against its proof, custodians whose partial fails are
+named, and t valid partials open the envelope. Only envelopes the warrant
+named can be opened this way.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			keyData, err := os.ReadFile(keyPath)
-			if err != nil {
-				return err
-			}
-			key, err := escrow.ParseKey(string(keyData))
-			if err != nil {
-				return err
-			}
 			data, err := os.ReadFile(in)
 			if err != nil {
 				return err
 			}
-			env, plaintext, err := escrow.Open(key, data)
+			var env *escrow.Envelope
+			var plaintext []byte
+			switch {
+			case keyPath != "" && len(releasePaths) == 0:
+				env, plaintext, err = openWithKey(keyPath, data)
+			case keyPath == "" && len(releasePaths) > 0:
+				env, plaintext, err = openScoped(g, identityPath, escrowPath, releasePaths, data)
+			default:
+				return withHint(errors.New("give either --key or --release"), "--key for a share-mode key ID (after custodian recover); --identity, --escrow and --release for a scoped one")
+			}
 			if err != nil {
 				return err
 			}
@@ -200,11 +200,63 @@ func newEscrowOpenCommand(g *globals) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&keyPath, "key", "", "the recovered escrow key file")
+	f.StringVar(&keyPath, "key", "", "the recovered escrow key file (share mode)")
+	f.StringVar(&identityPath, "identity", "", "the agency's identity file (scoped mode)")
+	f.StringVar(&escrowPath, "escrow", "", "the escrow file of the key ID (scoped mode)")
+	f.StringArrayVar(&releasePaths, "release", nil, "a release package of a scoped key ID (repeat for each custodian)")
 	f.StringVar(&in, "in", "", "envelope to open")
 	f.StringVar(&out, "out", "", "new file for the plaintext")
-	for _, name := range []string{"key", "in", "out"} {
+	for _, name := range []string{"in", "out"} {
 		_ = cmd.MarkFlagRequired(name)
 	}
 	return cmd
+}
+
+func openWithKey(keyPath string, data []byte) (*escrow.Envelope, []byte, error) {
+	keyData, err := os.ReadFile(keyPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	key, err := escrow.ParseKey(string(keyData))
+	if err != nil {
+		return nil, nil, err
+	}
+	return escrow.Open(key, data)
+}
+
+func openScoped(g *globals, identityPath, escrowPath string, releasePaths []string, data []byte) (*escrow.Envelope, []byte, error) {
+	id, pub, err := readIdentityAndEscrow(identityPath, escrowPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	releases, err := readReleases(releasePaths)
+	if err != nil {
+		return nil, nil, err
+	}
+	env, plaintext, err := escrow.OpenScoped(id, pub, releases, data)
+	var bad *escrow.BadShareError
+	if errors.As(err, &bad) && plaintext != nil {
+		fmt.Fprintf(g.stderr, "warning: %v\n", bad)
+		return env, plaintext, nil
+	}
+	if errors.Is(err, escrow.ErrNotEnoughShares) {
+		return nil, nil, withHint(err, "a scoped release opens only the envelopes its warrant named, and needs the threshold of custodians")
+	}
+	return env, plaintext, err
+}
+
+func readReleases(paths []string) ([]*escrow.Release, error) {
+	var releases []*escrow.Release
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		r, err := escrow.ParseRelease(data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p, err)
+		}
+		releases = append(releases, r)
+	}
+	return releases, nil
 }

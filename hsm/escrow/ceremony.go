@@ -50,6 +50,9 @@ func Ceremony(keyID string, threshold int, pcrs tpm.PCRValues, members []Member,
 		if err != nil {
 			return nil, nil, err
 		}
+		if testHookShare != nil {
+			testHookShare(index, value)
+		}
 		blob, proofKey, err := sealShare(pub.Mode, m.EK, pcrs, value)
 		clear(value)
 		shares[i].Value.SetUint64(0)
@@ -86,6 +89,10 @@ func sealShare(mode string, ek *tpm.EK, pcrs tpm.PCRValues, value []byte) (blob,
 	}
 	return b.Marshal(), nil, nil
 }
+
+// testHookShare, set only by tests, sees each share value so that a test
+// can search the TPM bus for it.
+var testHookShare func(index int, value []byte)
 
 // Option sets an optional part of the escrow file.
 type Option func(*Public)

@@ -6,9 +6,12 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/google/go-tpm/tpm2"
+
 	"github.com/custodian-project/custodian/hsm/escrow"
 	"github.com/custodian-project/custodian/hsm/recipient"
 	"github.com/custodian-project/custodian/tpm"
+	"github.com/custodian-project/custodian/tpm/tpmtest"
 )
 
 // scopedFleet runs a 2-of-3 scoped ceremony on three swtpm custodians and
@@ -180,5 +183,46 @@ func TestScopedKeyRefusesMisuse(t *testing.T) {
 	}
 	if bytes.Contains(bundles[0].Blob, []byte("CUSTSEAL")) {
 		t.Fatal("a scoped bundle holds a sealed-data blob")
+	}
+}
+
+// TestInvariantScopedShareNeverOnTPMBus: over a scoped key's whole life —
+// ceremony, provisioning, release — a probe on each custodian's TPM bus
+// sees no command or response holding its share, and every ECDH_ZGen asks
+// for response encryption.
+func TestInvariantScopedShareNeverOnTPMBus(t *testing.T) {
+	cs, pcrs := fleet(t, 3)
+	buses := make([]*tpmtest.Recorder, len(cs))
+	for i, c := range cs {
+		buses[i] = &tpmtest.Recorder{TPM: c.conn}
+		c.conn = buses[i]
+	}
+	shares := map[int][]byte{}
+	stop := escrow.ObserveShares(func(index int, value []byte) { shares[index] = bytes.Clone(value) })
+	pub, bundles, err := escrow.Ceremony("2026-11", 2, pcrs, members(cs), escrow.WithMode(escrow.ModeScoped))
+	stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := agency(t)
+	env := seal(t, pub, "carol", "message")
+	for i, b := range bundles {
+		if err := escrow.Provision(cs[i].conn, b, cs[i].id, cs[i].ek); err != nil {
+			t.Fatal(err)
+		}
+		releasePartials(t, cs[i], b, id.Public(), env)
+	}
+	if len(shares) != 3 {
+		t.Fatalf("observed %d shares, want 3", len(shares))
+	}
+	for i, bus := range buses {
+		share := shares[bundles[i].Index]
+		if bus.Count() == 0 || bus.Seen(share) || bus.Seen(share[:16]) || bus.Seen(share[16:]) {
+			t.Errorf("%s: the share (or half of it) crossed the TPM bus, or nothing was recorded", cs[i].id)
+		}
+		// One ZGen at provisioning (of G), one for the envelope.
+		if n, inClear := bus.EncryptedResponses(tpm2.TPMCCECDHZGen, 1); n != 2 || inClear != 0 {
+			t.Errorf("%s: %d ECDH_ZGen, %d without response encryption; want 2 and 0", cs[i].id, n, inClear)
+		}
 	}
 }

@@ -42,6 +42,9 @@ const (
 	CodeNotVerified      Code = "not_verified"  // a warrant error without a reason (never expected)
 	CodeNoShare          Code = "no_share"      // a key ID with no readable bundle
 	CodeShareUnavailable Code = "share_unavailable"
+	CodeNoEnvelopes      Code = "no_envelopes"         // a scoped key ID the warrant names no envelope of
+	CodeNotScoped        Code = "envelopes_not_scoped" // envelopes named for a share-mode key ID
+	CodePartialFailed    Code = "partial_failed"       // failure after the ledger entry (scoped mode)
 )
 
 // Refusal is an error with its code, the HTTP status it maps to, and the

@@ -10,7 +10,8 @@
 //  2. The warrant verifies (package warrant) against the trust store, this
 //     custodian's ID and the key IDs it holds; it was not used before (the
 //     ledger's replay index), and every signature is younger than the ledger's
-//     replay floor; the PCRs hold the values each named share is sealed to.
+//     replay floor; the PCRs hold the values each named share is sealed to;
+//     a scoped key ID has envelopes named, a share-mode key ID none.
 //  3. One warrant awaits approval at a time: a second verified warrant is
 //     refused as "busy" (not queued: the officer at the device must know which
 //     warrant a press approves).
@@ -24,6 +25,11 @@
 //     warrant's recipient (info binds warrant digest, custodian, key ID,
 //     share index), and the package — with the entry's inclusion proof and a
 //     signed checkpoint — is written durably under releases/<request-id>/.
+//     A scoped key ID (escrow mode "scoped") releases no share: it appends
+//     one release entry per envelope the warrant names (each committing to
+//     the warrant and the envelope), then the TPM computes each partial
+//     decryption and its proof (tpm.Partials), and the package holds the
+//     partials, sealed the same way, with every entry's inclusion proof.
 //
 // Every entry about a request (release, refusal, failure) commits to the
 // submitted signed warrant bytes under a salt kept on the appliance. Every
@@ -57,6 +63,7 @@ import (
 
 	"github.com/custodian-project/custodian/firmware/button"
 	"github.com/custodian-project/custodian/hsm/appliance"
+	"github.com/custodian-project/custodian/hsm/escrow"
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/trust"
 	"github.com/custodian-project/custodian/hsm/warrant"
@@ -292,29 +299,36 @@ func (d *Daemon) check(p7s []byte) (*warrant.Verified, *Refusal) {
 	} else if seen {
 		return nil, d.refuse(p7s, CodeReplayed, fmt.Errorf("warrant %s was already used (ledger entry %d)", v.Replay, i))
 	}
-	if ref := d.checkPCRs(p7s, v.Warrant.KeyIDs); ref != nil {
+	if ref := d.checkBundles(p7s, v.Warrant); ref != nil {
 		return nil, ref
 	}
 	return v, nil
 }
 
-// checkPCRs refuses before the summary when a share could not open: the
-// officer must not approve a release the TPM will refuse.
-func (d *Daemon) checkPCRs(p7s []byte, keyIDs []string) *Refusal {
-	for _, k := range keyIDs {
+// checkBundles refuses before the summary when a release could not
+// happen: a share that could not open (the officer must not approve a
+// release the TPM will refuse), or a warrant whose envelopes do not fit
+// the key IDs' modes — a scoped key ID releases only the envelopes the
+// warrant names, so it needs at least one; a share-mode key ID releases
+// the whole share, so naming envelopes for it would misstate the release.
+func (d *Daemon) checkBundles(p7s []byte, w *warrant.Warrant) *Refusal {
+	for _, k := range w.KeyIDs {
 		b, err := d.cfg.Appliance.Bundle(k)
 		if err != nil {
 			return d.refuse(p7s, CodeNoShare, err)
 		}
-		blob, err := tpm.ParseBlob(b.Blob)
-		if err != nil {
-			return d.refuse(p7s, CodeNoShare, err)
+		named := len(w.EnvelopesFor(k))
+		switch {
+		case b.Escrow.Mode == escrow.ModeScoped && named == 0:
+			return d.refuse(p7s, CodeNoEnvelopes, fmt.Errorf("key ID %s is scoped: the warrant must name the envelopes it covers", k))
+		case b.Escrow.Mode != escrow.ModeScoped && named > 0:
+			return d.refuse(p7s, CodeNotScoped, fmt.Errorf("key ID %s is in share mode: a release would open every envelope, not only the %d named", k, named))
 		}
-		now, err := tpm.ReadPCRs(d.cfg.TPM, blob.PCRs.Indices()...)
+		now, err := tpm.ReadPCRs(d.cfg.TPM, b.Escrow.PCRs.Indices()...)
 		if err != nil {
 			return d.refuse(p7s, CodeInternal, fmt.Errorf("reading PCRs: %w", err))
 		}
-		if !now.Equal(blob.PCRs) {
+		if !now.Equal(b.Escrow.PCRs) {
 			return d.refuse(p7s, CodePCRMismatch, fmt.Errorf("%w (key ID %s): the device did not boot the approved image", tpm.ErrPCRMismatch, k))
 		}
 	}

@@ -126,76 +126,163 @@ func (d *Daemon) releaseAll(r *request) {
 	})
 }
 
-// releaseOne releases one key ID. It returns the release entry's index (-1
-// if none was appended) and, on failure, the code. Any failure after the
-// entry is logged as a failure entry.
+// releaseOne releases one key ID. It returns the (first) release entry's
+// index (-1 if none was appended) and, on failure, the code. Any failure
+// after the entry is logged as a failure entry.
 func (d *Daemon) releaseOne(r *request, keyID string, replay []byte, tm *Timings) (int64, Code, error) {
-	v := r.v
-	a := d.cfg.Appliance
-	b, err := a.Bundle(keyID)
+	b, err := d.cfg.Appliance.Bundle(keyID)
 	if err != nil {
 		return -1, CodeNoShare, err
 	}
-	blob, err := tpm.ParseBlob(b.Blob)
-	if err != nil {
-		return -1, CodeNoShare, err
-	}
-
-	t0 := time.Now()
-	index, err := d.appendEntry(ledger.KindRelease, ledger.OutcomeOK, "", keyID, r.p7s, replay)
-	tm.LedgerMS += ms(time.Since(t0))
-	if err != nil {
-		code := CodeLedgerFailed
-		if errors.Is(err, ledger.ErrReplay) {
-			code = CodeReplayed
+	// One release entry per share, or per partial in scoped mode, each
+	// committing to what it releases: the warrant, and the envelope.
+	subjects := [][]byte{r.p7s}
+	if b.Escrow.Mode == escrow.ModeScoped {
+		subjects = subjects[:0]
+		for _, e := range r.v.Warrant.EnvelopesFor(keyID) {
+			subjects = append(subjects, partialSubject(r.p7s, e.Enc))
 		}
+	}
+	t0 := time.Now()
+	indices, code, err := d.appendReleases(keyID, subjects, replay)
+	tm.LedgerMS += ms(time.Since(t0))
+	if len(indices) == 0 {
 		return -1, code, err
 	}
 	d.cfg.Hook("entry", keyID)
-
 	fail := func(code Code, err error) (int64, Code, error) {
 		if _, lerr := d.appendEntry(ledger.KindFailure, ledger.OutcomeRefused, code, keyID, r.p7s, nil); lerr != nil {
 			d.cfg.Log.Error("failure entry not logged", "key_id", keyID, "code", code, "err", lerr)
 		}
-		return index, code, err
+		return indices[0], code, err
 	}
-
-	t0 = time.Now()
-	share, err := tpm.Unseal(d.cfg.TPM, blob)
-	tm.TPMMS += ms(time.Since(t0))
 	if err != nil {
-		code := CodeUnsealFailed
-		if errors.Is(err, tpm.ErrPCRMismatch) {
-			code = CodePCRMismatch
-		}
 		return fail(code, err)
 	}
-	t0 = time.Now()
-	pkg, err := escrow.SealShare(v.Warrant.RecipientKey(), v.Digest[:], a.ID, keyID, b.Index, share)
-	clear(share)
-	tm.HPKEMS += ms(time.Since(t0))
-	if err != nil {
-		return fail(CodeSealFailed, err)
+	var pkg *escrow.Release
+	if b.Escrow.Mode == escrow.ModeScoped {
+		pkg, code, err = d.sealPartials(r, b, tm)
+	} else {
+		pkg, code, err = d.sealShare(r, b, tm)
 	}
-	t0 = time.Now()
-	inc, err := a.Ledger.Prove(index)
-	tm.ProofMS += ms(time.Since(t0))
 	if err != nil {
-		return fail(CodeStoreFailed, fmt.Errorf("inclusion proof: %w", err))
+		return fail(code, err)
 	}
-	pkg.Ledger = inc
-	data, err := pkg.Marshal()
-	if err != nil {
-		return fail(CodeStoreFailed, err)
-	}
-	t0 = time.Now()
-	err = durable.CreateFile(d.packagePath(r.status.ID, keyID), data, 0o644)
-	tm.StoreMS += ms(time.Since(t0))
-	if err != nil {
+	if err := d.storePackage(r, pkg, indices, tm); err != nil {
 		return fail(CodeStoreFailed, err)
 	}
 	d.cfg.Hook("stored", keyID)
-	return index, "", nil
+	return indices[0], "", nil
+}
+
+// partialSubject is what a partial's release entry commits to.
+func partialSubject(p7s, enc []byte) []byte {
+	return append(append(append([]byte{}, p7s...), "\x00envelope\x00"...), enc...)
+}
+
+// appendReleases appends one release entry per subject; the first carries
+// the replay key. It returns the indices appended so far: when an entry
+// after the first fails, the earlier ones stand and the caller logs the
+// failure.
+func (d *Daemon) appendReleases(keyID string, subjects [][]byte, replay []byte) ([]int64, Code, error) {
+	var indices []int64
+	for _, subject := range subjects {
+		index, err := d.appendEntry(ledger.KindRelease, ledger.OutcomeOK, "", keyID, subject, replay)
+		if err != nil {
+			if errors.Is(err, ledger.ErrReplay) {
+				return indices, CodeReplayed, err
+			}
+			return indices, CodeLedgerFailed, err
+		}
+		indices = append(indices, index)
+		replay = nil
+	}
+	return indices, "", nil
+}
+
+// sealShare unseals the share in the TPM and seals it to the recipient.
+func (d *Daemon) sealShare(r *request, b *escrow.Bundle, tm *Timings) (*escrow.Release, Code, error) {
+	blob, err := tpm.ParseBlob(b.Blob)
+	if err != nil {
+		return nil, CodeUnsealFailed, err
+	}
+	t0 := time.Now()
+	share, err := tpm.Unseal(d.cfg.TPM, blob)
+	tm.TPMMS += ms(time.Since(t0))
+	if err != nil {
+		if errors.Is(err, tpm.ErrPCRMismatch) {
+			return nil, CodePCRMismatch, err
+		}
+		return nil, CodeUnsealFailed, err
+	}
+	t0 = time.Now()
+	defer func() { tm.HPKEMS += ms(time.Since(t0)) }()
+	pkg, err := escrow.SealShare(r.v.Warrant.RecipientKey(), r.v.Digest[:], d.cfg.Appliance.ID, b.Escrow.KeyID, b.Index, share)
+	clear(share)
+	if err != nil {
+		return nil, CodeSealFailed, err
+	}
+	return pkg, "", nil
+}
+
+// sealPartials has the TPM compute and prove the partial of each envelope
+// the warrant names for the key ID, and seals them to the recipient.
+func (d *Daemon) sealPartials(r *request, b *escrow.Bundle, tm *Timings) (*escrow.Release, Code, error) {
+	key, err := tpm.ParseScopedKey(b.Blob)
+	if err != nil {
+		return nil, CodePartialFailed, err
+	}
+	var points [][]byte
+	for _, e := range r.v.Warrant.EnvelopesFor(b.Escrow.KeyID) {
+		points = append(points, e.Enc)
+	}
+	t0 := time.Now()
+	partials, err := tpm.Partials(d.cfg.TPM, key, points)
+	tm.TPMMS += ms(time.Since(t0))
+	if err != nil {
+		if errors.Is(err, tpm.ErrPCRMismatch) {
+			return nil, CodePCRMismatch, err
+		}
+		return nil, CodePartialFailed, err
+	}
+	eps := make([]escrow.EnvelopePartial, len(partials))
+	for i, p := range partials {
+		eps[i] = escrow.EnvelopePartial{Enc: points[i], Partial: p}
+	}
+	t0 = time.Now()
+	defer func() { tm.HPKEMS += ms(time.Since(t0)) }()
+	pkg, err := escrow.SealPartials(r.v.Warrant.RecipientKey(), r.v.Digest[:], d.cfg.Appliance.ID, b.Escrow.KeyID, b.Index, eps)
+	if err != nil {
+		return nil, CodeSealFailed, err
+	}
+	return pkg, "", nil
+}
+
+// storePackage adds the entries' inclusion proofs and a signed checkpoint
+// to the package and writes it durably.
+func (d *Daemon) storePackage(r *request, pkg *escrow.Release, indices []int64, tm *Timings) error {
+	t0 := time.Now()
+	for _, index := range indices {
+		inc, err := d.cfg.Appliance.Ledger.Prove(index)
+		if err != nil {
+			return fmt.Errorf("inclusion proof: %w", err)
+		}
+		if pkg.Ledger == nil {
+			pkg.Ledger = inc
+		}
+		if pkg.Mode == escrow.ModeScoped {
+			pkg.Entries = append(pkg.Entries, inc)
+		}
+	}
+	tm.ProofMS += ms(time.Since(t0))
+	data, err := pkg.Marshal()
+	if err != nil {
+		return err
+	}
+	t0 = time.Now()
+	err = durable.CreateFile(d.packagePath(r.status.ID, pkg.KeyID), data, 0o644)
+	tm.StoreMS += ms(time.Since(t0))
+	return err
 }
 
 // recover finishes requests a previous run left between their record and

@@ -2,9 +2,11 @@ package tpmtest
 
 import (
 	"bytes"
+	"encoding/binary"
 	"io"
 	"sync"
 
+	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 )
 
@@ -58,6 +60,51 @@ func (r *Recorder) Seen(secret []byte) bool {
 		if bytes.Contains(e.Command, secret) || bytes.Contains(e.Response, secret) {
 			return true
 		}
+	}
+	return false
+}
+
+// EncryptedResponses counts the recorded commands with code cc (which has
+// the given number of handles) and, of those, the ones that did not ask
+// the TPM to encrypt the response's first parameter (no session with the
+// encrypt attribute).
+func (r *Recorder) EncryptedResponses(cc tpm2.TPMCC, handles int) (n, inClear int) {
+	for _, e := range r.Exchanges() {
+		if len(e.Command) < 10 || tpm2.TPMCC(binary.BigEndian.Uint32(e.Command[6:10])) != cc {
+			continue
+		}
+		n++
+		if !asksResponseEncryption(e.Command, handles) {
+			inClear++
+		}
+	}
+	return n, inClear
+}
+
+// asksResponseEncryption reads a command's authorization area.
+func asksResponseEncryption(cmd []byte, handles int) bool {
+	if binary.BigEndian.Uint16(cmd[0:2]) != uint16(tpm2.TPMSTSessions) || len(cmd) < 14+4*handles {
+		return false
+	}
+	area := cmd[10+4*handles:]
+	size := int(binary.BigEndian.Uint32(area))
+	if len(area) < 4+size {
+		return false
+	}
+	sessions := area[4 : 4+size]
+	for len(sessions) >= 9 {
+		nonce := int(binary.BigEndian.Uint16(sessions[4:]))
+		if len(sessions) < 9+nonce {
+			return false
+		}
+		if sessions[6+nonce]&0x40 != 0 { // TPMA_SESSION encrypt
+			return true
+		}
+		hmac := int(binary.BigEndian.Uint16(sessions[7+nonce:]))
+		if len(sessions) < 9+nonce+hmac {
+			return false
+		}
+		sessions = sessions[9+nonce+hmac:]
 	}
 	return false
 }
