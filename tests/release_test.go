@@ -125,26 +125,8 @@ func TestEndToEndTwoOfThreeOverHTTP(t *testing.T) {
 	p := func(name string) string { return filepath.Join(dir, name) }
 	now := time.Now().UTC()
 
-	var devices []*device
-	var ceremony []string
-	var roots []byte
-	for _, id := range []string{"court-a", "court-b", "court-c"} {
-		d, enrollment, secret := enroll(t, id, dir)
-		devices = append(devices, d)
-		ceremony = append(ceremony, "--enrollment", enrollment, "--secret", id+"="+secret)
-		for _, name := range []string{"swtpm-localca-rootca-cert.pem", "issuercert.pem"} {
-			pem, err := os.ReadFile(filepath.Join(d.sw.Dir, "ca", name))
-			if err != nil {
-				t.Fatal(err)
-			}
-			roots = append(roots, pem...)
-		}
-	}
-	os.WriteFile(p("ek-cas.pem"), roots, 0o644)
-	mustCLI(t, "policy", "from-enrollment", "--in", p("court-a.enrollment.json"), "--secret", p("court-a.secret"),
-		"--ek-roots", p("ek-cas.pem"), "--out", p("policy.json"))
-	mustCLI(t, append([]string{"ceremony", "--key-id", "2026-11", "--threshold", "2", "--policy", p("policy.json"),
-		"--ek-roots", p("ek-cas.pem"), "--out", p("ceremony")}, ceremony...)...)
+	devices, ceremony := enrolledFleet(t, dir)
+	mustCLI(t, append([]string{"ceremony", "--key-id", "2026-11", "--threshold", "2", "--out", p("ceremony")}, ceremony...)...)
 	for _, d := range devices {
 		mustCLI(t, d.args("provision", "--bundle", p("ceremony/"+d.id+".bundle.json"))...)
 	}
@@ -153,18 +135,7 @@ func TestEndToEndTwoOfThreeOverHTTP(t *testing.T) {
 	os.WriteFile(p("message.txt"), secretMessage, 0o600)
 	mustCLI(t, "escrow", "seal", "--escrow", escrowFile, "--target", "alice@example.org", "--in", p("message.txt"), "--out", p("message.env"))
 
-	// The court: a judge's key on a SoftHSM2 token; each appliance trusts the root.
-	tok := softhsmtest.New(t, "judge")
-	root := trusttest.NewRoot(t, "Test Court Root", now)
-	judge := root.Judge(t, "Judge Ada", tok.GenerateKey(t, "EC:prime256v1", "judge-key", "01", false), now)
-	os.WriteFile(p("root.pem"), trusttest.PEM(root.Cert), 0o644)
-	os.WriteFile(p("crl.pem"), trusttest.CRLPEM(root.CRL(t, now.Add(-time.Hour), now.Add(24*time.Hour))), 0o644)
-	os.WriteFile(p("judge.pem"), trusttest.PEM(judge), 0o644)
-	for _, d := range devices {
-		mustCLI(t, d.args("trust", "add-root", p("root.pem"))...)
-		mustCLI(t, d.args("trust", "set-crl", p("crl.pem"))...)
-	}
-
+	sign := courtFor(t, dir, devices, now)
 	mustCLI(t, "agency", "keygen", "--out", p("agency.key"), "--pub", p("agency.pub"))
 	mustCLI(t, "warrant", "new", "--serial", "W-2026-0042", "--docket", "CR-1/2026", "--court", "Test Court",
 		"--agency", "Test Police", "--official", "Inspector Morse", "--offence", "fraud",
@@ -172,9 +143,7 @@ func TestEndToEndTwoOfThreeOverHTTP(t *testing.T) {
 		"--custodian", "court-a", "--custodian", "court-b", "--custodian", "court-c", "--recipient", p("agency.pub"),
 		"--not-before", now.Add(-time.Hour).Format(time.RFC3339), "--not-after", now.Add(48*time.Hour).Format(time.RFC3339),
 		"--out", p("w.json"))
-	t.Setenv("CUSTODIAN_PIN", tok.PIN)
-	mustCLI(t, "warrant", "sign", "--in", p("w.json"), "--module", softhsmtest.Module,
-		"--key", "pkcs11:token=judge;object=judge-key", "--cert", p("judge.pem"), "--out", p("w.p7s"))
+	sign(p("w.json"), p("w.p7s"))
 
 	var releases []string
 	daemons := map[string]*daemon{}
@@ -257,6 +226,57 @@ func TestEndToEndTwoOfThreeOverHTTP(t *testing.T) {
 	}
 	if code, _, stderr := cli(t, "ledger", "checkpoint", "--server", daemons[cc.id].client.base); code == 0 || !strings.Contains(stderr, "--verifier-key") {
 		t.Fatalf("no key: %d %s", code, stderr)
+	}
+}
+
+// enrolledFleet enrolls three appliances, each on its own swtpm, writes
+// their EK vendor roots to ek-cas.pem and a policy.json from court-a's
+// enrollment, and returns the devices with the enrollment arguments of a
+// ceremony.
+func enrolledFleet(t *testing.T, dir string) ([]*device, []string) {
+	t.Helper()
+	p := func(name string) string { return filepath.Join(dir, name) }
+	var devices []*device
+	var ceremony []string
+	var roots []byte
+	for _, id := range []string{"court-a", "court-b", "court-c"} {
+		d, enrollment, secret := enroll(t, id, dir)
+		devices = append(devices, d)
+		ceremony = append(ceremony, "--enrollment", enrollment, "--secret", id+"="+secret)
+		for _, name := range []string{"swtpm-localca-rootca-cert.pem", "issuercert.pem"} {
+			pem, err := os.ReadFile(filepath.Join(d.sw.Dir, "ca", name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			roots = append(roots, pem...)
+		}
+	}
+	os.WriteFile(p("ek-cas.pem"), roots, 0o644)
+	mustCLI(t, "policy", "from-enrollment", "--in", p("court-a.enrollment.json"), "--secret", p("court-a.secret"),
+		"--ek-roots", p("ek-cas.pem"), "--out", p("policy.json"))
+	return devices, append(ceremony, "--policy", p("policy.json"), "--ek-roots", p("ek-cas.pem"))
+}
+
+// courtFor makes a court whose judge signs on a SoftHSM2 token, has every
+// device trust its root and CRL, and returns the judge's signing step.
+func courtFor(t *testing.T, dir string, devices []*device, now time.Time) (sign func(in, out string)) {
+	t.Helper()
+	p := func(name string) string { return filepath.Join(dir, name) }
+	tok := softhsmtest.New(t, "judge")
+	root := trusttest.NewRoot(t, "Test Court Root", now)
+	judge := root.Judge(t, "Judge Ada", tok.GenerateKey(t, "EC:prime256v1", "judge-key", "01", false), now)
+	os.WriteFile(p("root.pem"), trusttest.PEM(root.Cert), 0o644)
+	os.WriteFile(p("crl.pem"), trusttest.CRLPEM(root.CRL(t, now.Add(-time.Hour), now.Add(24*time.Hour))), 0o644)
+	os.WriteFile(p("judge.pem"), trusttest.PEM(judge), 0o644)
+	for _, d := range devices {
+		mustCLI(t, d.args("trust", "add-root", p("root.pem"))...)
+		mustCLI(t, d.args("trust", "set-crl", p("crl.pem"))...)
+	}
+	t.Setenv("CUSTODIAN_PIN", tok.PIN)
+	return func(in, out string) {
+		t.Helper()
+		mustCLI(t, "warrant", "sign", "--in", in, "--module", softhsmtest.Module,
+			"--key", "pkcs11:token=judge;object=judge-key", "--cert", p("judge.pem"), "--out", out)
 	}
 }
 

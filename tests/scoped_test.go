@@ -1,0 +1,140 @@
+package tests
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/custodian-project/custodian/hsm/escrow"
+	"github.com/custodian-project/custodian/hsm/ledger"
+)
+
+// TestEndToEndScopedAndShareKeysOnOneFleet: three appliances hold a
+// share-mode key ID (2026-11) and a scoped one (2026-12). One warrant names
+// 2026-11 and envelope A of 2026-12; two custodians release over HTTP after
+// presses. The agency recovers 2026-11's key and opens its envelope, opens
+// A from the scoped partials, and cannot open envelope B (same key ID,
+// same target) with the same releases. Warrants whose envelopes do not fit
+// the modes are refused before the summary.
+func TestEndToEndScopedAndShareKeysOnOneFleet(t *testing.T) {
+	dir := t.TempDir()
+	p := func(name string) string { return filepath.Join(dir, name) }
+	now := time.Now().UTC()
+
+	devices, ceremony := enrolledFleet(t, dir)
+	mustCLI(t, append([]string{"ceremony", "--key-id", "2026-11", "--threshold", "2", "--mode", "share", "--out", p("share")}, ceremony...)...)
+	out := mustCLI(t, append([]string{"ceremony", "--key-id", "2026-12", "--threshold", "2", "--mode", "scoped", "--out", p("scoped")}, ceremony...)...)
+	if !strings.Contains(out, "scoped mode") {
+		t.Fatalf("ceremony: %s", out)
+	}
+	for _, d := range devices {
+		mustCLI(t, d.args("provision", "--bundle", p("share/"+d.id+".bundle.json"))...)
+		mustCLI(t, d.args("provision", "--bundle", p("scoped/"+d.id+".bundle.json"))...)
+	}
+	shareEscrow, scopedEscrow := p("share/escrow-2026-11.pub.json"), p("scoped/escrow-2026-12.pub.json")
+	messages := map[string]string{"old": "from november", "a": "envelope A", "b": "envelope B"}
+	for name, msg := range messages {
+		escrowFile := scopedEscrow
+		if name == "old" {
+			escrowFile = shareEscrow
+		}
+		os.WriteFile(p(name+".txt"), []byte(msg), 0o600)
+		mustCLI(t, "escrow", "seal", "--escrow", escrowFile, "--target", "alice@example.org", "--in", p(name+".txt"), "--out", p(name+".env"))
+	}
+
+	sign := courtFor(t, dir, devices, now)
+	mustCLI(t, "agency", "keygen", "--out", p("agency.key"), "--pub", p("agency.pub"))
+	newWarrant := func(serial string, extra ...string) string {
+		args := append([]string{"warrant", "new", "--serial", serial, "--docket", "CR-9/2026", "--court", "Test Court",
+			"--agency", "Test Police", "--official", "Inspector Morse", "--offence", "fraud",
+			"--custodian", "court-a", "--custodian", "court-b", "--custodian", "court-c", "--recipient", p("agency.pub"),
+			"--not-before", now.Add(-time.Hour).Format(time.RFC3339), "--not-after", now.Add(48*time.Hour).Format(time.RFC3339),
+			"--out", p(serial+".json")}, extra...)
+		mustCLI(t, args...)
+		sign(p(serial+".json"), p(serial+".p7s"))
+		return p(serial + ".p7s")
+	}
+	mixed := newWarrant("W-1", "--target", "alice@example.org", "--key-id", "2026-11", "--envelope", p("a.env"))
+
+	var shareReleases, scopedReleases []string
+	for _, d := range devices[:2] {
+		dm := startDaemon(t, d)
+		code, stdout, stderr := releaseWithPress(t, d, dm, mixed, p(d.id+".json"))
+		if code != 0 {
+			t.Fatalf("release from %s: exit %d\n%s%s\ndaemon:\n%s%s", d.id, code, stdout, stderr, dm.out, dm.errOut)
+		}
+		if !strings.Contains(dm.out.String(), "Envelopes:  1 (alice@example.org: 1)") {
+			t.Errorf("the display did not say which envelopes:\n%s", dm.out)
+		}
+		checkPackage(t, d, p(d.id+".2026-11.json"))
+		checkScopedPackage(t, d, p(d.id+".2026-12.json"), 1)
+		shareReleases = append(shareReleases, "--release", p(d.id+".2026-11.json"))
+		scopedReleases = append(scopedReleases, "--release", p(d.id+".2026-12.json"))
+		refuseMisfits(t, dm, newWarrant, p)
+		dm.stop()
+	}
+
+	mustCLI(t, append([]string{"recover", "--identity", p("agency.key"), "--escrow", shareEscrow, "--out", p("2026-11.key")}, shareReleases...)...)
+	mustCLI(t, "escrow", "open", "--key", p("2026-11.key"), "--in", p("old.env"), "--out", p("old.out"))
+	scopedOpen := append([]string{"escrow", "open", "--identity", p("agency.key"), "--escrow", scopedEscrow}, scopedReleases...)
+	mustCLI(t, append(scopedOpen, "--in", p("a.env"), "--out", p("a.out"))...)
+	for name, want := range map[string]string{"old": messages["old"], "a": messages["a"]} {
+		if got, _ := os.ReadFile(p(name + ".out")); !bytes.Equal(got, []byte(want)) {
+			t.Errorf("opened %s: %q", name, got)
+		}
+	}
+	code, _, stderr := cli(t, append(scopedOpen, "--in", p("b.env"), "--out", p("b.out"))...)
+	if code == 0 || !strings.Contains(stderr, "did not name it") {
+		t.Fatalf("envelope B with A's releases: exit %d\n%s", code, stderr)
+	}
+	if _, err := os.Stat(p("b.out")); err == nil {
+		t.Fatal("envelope B was written out")
+	}
+	code, _, stderr = cli(t, append([]string{"recover", "--identity", p("agency.key"), "--escrow", scopedEscrow, "--out", p("2026-12.key")}, scopedReleases...)...)
+	if code == 0 || !strings.Contains(stderr, "never rebuilt") {
+		t.Fatalf("recover of a scoped key ID: exit %d\n%s", code, stderr)
+	}
+}
+
+// refuseMisfits submits warrants whose envelopes do not fit the key IDs'
+// modes: each is refused with its code before the summary, and logged.
+func refuseMisfits(t *testing.T, dm *daemon, newWarrant func(string, ...string) string, p func(string) string) {
+	t.Helper()
+	suffix := strings.TrimPrefix(dm.client.base, "http://127.0.0.1:")
+	cases := map[string][]string{
+		"no_envelopes":         {"--target", "alice@example.org", "--key-id", "2026-12"},
+		"envelopes_not_scoped": {"--envelope", p("old.env")},
+	}
+	for code, args := range cases {
+		w := newWarrant("W-"+code+"-"+suffix, args...)
+		exit, _, stderr := cli(t, "release", "--server", dm.client.base, "--warrant", w, "--out", p("misfit.json"))
+		if exit == 0 || !strings.Contains(stderr, code) {
+			t.Errorf("%s: exit %d\n%s", code, exit, stderr)
+		}
+	}
+}
+
+// checkScopedPackage checks a scoped package: one inclusion proof per
+// partial, each a release entry of the key ID in d's ledger.
+func checkScopedPackage(t *testing.T, d *device, path string, partials int) {
+	t.Helper()
+	checkPackage(t, d, path)
+	data, _ := os.ReadFile(path)
+	r, err := escrow.ParseRelease(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Mode != escrow.ModeScoped || len(r.Entries) != partials || len(r.SealedShare) != 0 {
+		t.Fatalf("package %s: mode %s, %d entries, share %d bytes", path, r.Mode, len(r.Entries), len(r.SealedShare))
+	}
+	verifier, _ := os.ReadFile(filepath.Join(d.data, "ledger-key.pub"))
+	for _, inc := range r.Entries {
+		e, err := inc.Check(strings.TrimSpace(string(verifier)))
+		if err != nil || e.Kind != ledger.KindRelease || e.KeyID != r.KeyID {
+			t.Fatalf("entry proof: %+v, %v", e, err)
+		}
+	}
+}
