@@ -51,8 +51,8 @@ func TestEndToEndScopedAndShareKeysOnOneFleet(t *testing.T) {
 		args := append([]string{"warrant", "new", "--serial", serial, "--docket", "CR-9/2026", "--court", "Test Court",
 			"--agency", "Test Police", "--official", "Inspector Morse", "--offence", "fraud",
 			"--custodian", "court-a", "--custodian", "court-b", "--custodian", "court-c", "--recipient", p("agency.pub"),
-			"--not-before", now.Add(-time.Hour).Format(time.RFC3339), "--not-after", now.Add(48*time.Hour).Format(time.RFC3339),
-			"--out", p(serial+".json")}, extra...)
+			"--not-before", now.Add(-time.Hour).Format(time.RFC3339), "--not-after", now.Add(48 * time.Hour).Format(time.RFC3339),
+			"--out", p(serial + ".json")}, extra...)
 		mustCLI(t, args...)
 		sign(p(serial+".json"), p(serial+".p7s"))
 		return p(serial + ".p7s")
