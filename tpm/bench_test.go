@@ -1,12 +1,16 @@
 package tpm_test
 
 import (
+	"encoding/binary"
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/google/go-tpm-tools/client"
 	pb "github.com/google/go-tpm-tools/proto/tpm"
 	"github.com/google/go-tpm-tools/server"
 	legacy "github.com/google/go-tpm/legacy/tpm2"
+	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/custodian-project/custodian/tpm"
@@ -173,4 +177,73 @@ func BenchmarkQuote(b *testing.B) {
 			b.ReportMetric(float64(bus.Count())/float64(b.N), "cmds/op")
 		})
 	})
+}
+
+// BenchmarkScopedPartial measures scoped releases beside the share-mode
+// release's TPM step (import + unseal) in the same run: one envelope per
+// call (cold: session, both imports and loads, one partial and its proof)
+// and sixteen per call, whose marginal cost is a warm partial. Metrics
+// split each call by command: zgen-ms (PolicyPCR, PolicyCommandCode,
+// ECDH_ZGen), proof-ms (the policies, Commit and Sign), setup-ms (the
+// rest).
+func BenchmarkScopedPartial(b *testing.B) {
+	benchTargets(b, func(b *testing.B, conn transport.TPM) {
+		ek, pcrs := bootedDevice(b, conn)
+		b.Run("share-unseal", func(b *testing.B) { benchUnseal(b, conn, ek, pcrs, secret(b)) })
+		_, key, _ := scopedShare(b, ek, pcrs)
+		for _, n := range []int{1, 16} {
+			points := make([][]byte, n)
+			for i := range points {
+				points[i] = randomPoint(b)
+			}
+			b.Run(fmt.Sprintf("partials=%d", n), func(b *testing.B) {
+				clock := &commandClock{TPM: conn}
+				for b.Loop() {
+					if _, err := tpm.Partials(clock, key, points); err != nil {
+						b.Fatal(err)
+					}
+				}
+				clock.report(b)
+			})
+		}
+	})
+}
+
+// commandClock is a transport that times each command and books a policy
+// command's time to the command it authorizes (the next non-policy one).
+type commandClock struct {
+	TPM     transport.TPM
+	pending time.Duration
+	booked  map[string]time.Duration
+	cmds    int
+}
+
+func (c *commandClock) Send(cmd []byte) ([]byte, error) {
+	start := time.Now()
+	rsp, err := c.TPM.Send(cmd)
+	d := time.Since(start)
+	c.cmds++
+	if c.booked == nil {
+		c.booked = map[string]time.Duration{}
+	}
+	switch tpm2.TPMCC(binary.BigEndian.Uint32(cmd[6:10])) {
+	case tpm2.TPMCCPolicyPCR, tpm2.TPMCCPolicyCommandCode, tpm2.TPMCCPolicyOR, tpm2.TPMCCPolicySecret:
+		c.pending += d
+		return rsp, err
+	case tpm2.TPMCCECDHZGen:
+		c.booked["zgen-ms"] += d + c.pending
+	case tpm2.TPMCCCommit, tpm2.TPMCCSign:
+		c.booked["proof-ms"] += d + c.pending
+	default:
+		c.booked["setup-ms"] += d + c.pending
+	}
+	c.pending = 0
+	return rsp, err
+}
+
+func (c *commandClock) report(b *testing.B) {
+	for name, d := range c.booked {
+		b.ReportMetric(float64(d.Microseconds())/1000/float64(b.N), name)
+	}
+	b.ReportMetric(float64(c.cmds)/float64(b.N), "cmds/op")
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/custodian-project/custodian/hsm/recipient"
 	"github.com/custodian-project/custodian/tpm"
+	"github.com/custodian-project/custodian/tpm/tpmtest"
 )
 
 // benchMembers makes n custodians with RSA-2048 EKs that belong to no TPM.
@@ -104,6 +105,115 @@ func BenchmarkRecover(b *testing.B) {
 					}
 				}
 				if _, err := secretsharing.Recover(uint(t-1), shares); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// benchKey splits a fresh escrow key t-of-t and returns its escrow file in
+// the given mode (with proof keys in scoped mode) and the share values.
+func benchKey(b *testing.B, mode string, t int) (*Public, [][]byte) {
+	b.Helper()
+	ss := secretsharing.New(rand.Reader, uint(t-1), g.RandomScalar(rand.Reader))
+	pub := &Public{Version: Version, KeyID: "2026-11", Mode: mode, Threshold: t, PCRs: benchPCRs}
+	for _, c := range ss.CommitSecret() {
+		data, _ := c.MarshalBinary()
+		pub.Commitments = append(pub.Commitments, data)
+	}
+	pub.PublicKey = pub.Commitments[0]
+	var values [][]byte
+	for i, s := range ss.Share(uint(t)) {
+		value, _ := s.Value.MarshalBinary()
+		c := Custodian{ID: fmt.Sprintf("court-%d", i), Index: i + 1, EKName: []byte{byte(i)}}
+		if mode == ModeScoped {
+			pk, err := tpm.ProofKey(value)
+			if err != nil {
+				b.Fatal(err)
+			}
+			c.ProofKey = pk
+		}
+		pub.Custodians = append(pub.Custodians, c)
+		values = append(values, value)
+	}
+	if err := pub.check(); err != nil {
+		b.Fatal(err)
+	}
+	return pub, values
+}
+
+// BenchmarkAgencyOpen measures what the agency does to open one envelope:
+// in scoped mode, open t packages, check t proofs, combine and decrypt
+// ("scoped"), and the proofs, combination and decryption alone
+// ("verify-combine"); in share mode, in the same run, recover the key from
+// t packages and decrypt ("share").
+func BenchmarkAgencyOpen(b *testing.B) {
+	agency, err := recipient.Generate("")
+	if err != nil {
+		b.Fatal(err)
+	}
+	digest := sha256.Sum256([]byte("warrant"))
+	for _, t := range []int{2, 5, 20} {
+		pub, values := benchKey(b, ModeScoped, t)
+		envelope, err := Seal(pub, "alice", []byte("message"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		env, _ := ParseEnvelope(envelope)
+		var releases []*Release
+		var partials []tpm.Partial
+		for i, v := range values {
+			p := tpmtest.SoftwarePartial(b, v, env.Enc)
+			partials = append(partials, p)
+			r, err := SealPartials(agency.Public(), digest[:], pub.Custodians[i].ID, pub.KeyID, i+1, []EnvelopePartial{{Enc: env.Enc, Partial: p}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			releases = append(releases, r)
+		}
+		b.Run(fmt.Sprintf("scoped/t=%d", t), func(b *testing.B) {
+			for b.Loop() {
+				if _, _, err := OpenScoped(agency, pub, releases, envelope); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("verify-combine/t=%d", t), func(b *testing.B) {
+			for b.Loop() {
+				var good []PartialShare
+				for i, p := range partials {
+					if err := tpm.VerifyPartial(pub.Custodians[i].ProofKey, env.Enc, &p); err != nil {
+						b.Fatal(err)
+					}
+					good = append(good, PartialShare{Index: i + 1, Point: p.Point})
+				}
+				dh, err := CombinePartials(good)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, _, err := OpenWithDH(pub, envelope, dh); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		sharePub, shareValues := benchKey(b, ModeShare, t)
+		shareEnvelope, _ := Seal(sharePub, "alice", []byte("message"))
+		var shareReleases []*Release
+		for i, v := range shareValues {
+			r, err := SealShare(agency.Public(), digest[:], sharePub.Custodians[i].ID, sharePub.KeyID, i+1, v)
+			if err != nil {
+				b.Fatal(err)
+			}
+			shareReleases = append(shareReleases, r)
+		}
+		b.Run(fmt.Sprintf("share/t=%d", t), func(b *testing.B) {
+			for b.Loop() {
+				key, err := Recover(agency, sharePub, shareReleases)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, _, err := Open(key, shareEnvelope); err != nil {
 					b.Fatal(err)
 				}
 			}
