@@ -214,6 +214,8 @@ func releaseHint(err error) error {
 		release.CodeImageNotApproved:               "the appliance did not boot the approved image; its operator must restore it",
 		release.CodeRateLimited:                    "wait a moment and try again",
 		release.CodeBeforeFloor:                    "ask the court to sign the warrant again",
+		release.CodeNoEnvelopes:                    "a scoped key ID releases only named envelopes; the court lists them (custodian warrant new --envelope)",
+		release.CodeNotScoped:                      "a share-mode key ID releases its whole share; the court drops the envelopes or that key ID",
 		release.Code(warrant.ReasonRevoked):        "a signer's certificate is revoked; the court must sign with a valid certificate",
 		release.Code(warrant.ReasonCRLStale):       "the appliance's CRL is out of date; its trust admin must install a fresh one (custodian trust set-crl)",
 		release.Code(warrant.ReasonCRLMissing):     "the appliance has no CRL for the signer's CA; its trust admin must install one",

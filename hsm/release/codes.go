@@ -82,7 +82,7 @@ func HTTPStatus(c Code) int {
 		return http.StatusNotImplemented
 	case CodeNoPress, CodeButtonHeld:
 		return http.StatusForbidden
-	case CodeInternal, CodeUnsealFailed, CodeSealFailed, CodeStoreFailed, CodeInterrupted, CodeLedgerFailed, CodeShareUnavailable:
+	case CodeInternal, CodeUnsealFailed, CodeSealFailed, CodeStoreFailed, CodeInterrupted, CodeLedgerFailed, CodeShareUnavailable, CodePartialFailed:
 		return http.StatusInternalServerError
 	}
 	// Every warrant refusal: the request was understood and refused.

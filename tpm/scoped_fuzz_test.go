@@ -1,0 +1,384 @@
+package tpm_test
+
+import (
+	"bytes"
+	"crypto/ecdh"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"math/big"
+	"testing"
+
+	"github.com/cloudflare/circl/group"
+
+	"github.com/custodian-project/custodian/tpm"
+	"github.com/custodian-project/custodian/tpm/tpmtest"
+)
+
+func FuzzParseScopedKey(f *testing.F) {
+	pcrs := tpm.PCRValues{8: bytes.Repeat([]byte{7}, 32), 9: bytes.Repeat([]byte{9}, 32)}
+	eccKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		f.Fatal(err)
+	}
+	eccEK, err := tpm.NewEK(&eccKey.PublicKey)
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, ek := range []*tpm.EK{tpmtest.RandomEK(f), eccEK} {
+		share, err := ecdh.P256().GenerateKey(rand.Reader)
+		if err != nil {
+			f.Fatal(err)
+		}
+		k, err := tpm.SealScoped(ek, pcrs, share.Bytes())
+		if err != nil {
+			f.Fatal(err)
+		}
+		data := k.Marshal()
+		parsed, err := tpm.ParseScopedKey(data)
+		if err != nil {
+			f.Fatalf("%s EK: a sealed scoped key does not parse: %v", ek.Kind(), err)
+		}
+		if !bytes.Equal(parsed.PublicKey(), share.PublicKey().Bytes()) {
+			f.Fatalf("%s EK: the parsed key's public point is not s·G", ek.Kind())
+		}
+		f.Add(data)
+		f.Add(data[:len(data)-1])
+		f.Add(data[:len(data)/2])
+		f.Add(append(bytes.Clone(data), 0))
+	}
+	f.Add([]byte("CUSTSCOP\x01"))
+	f.Add([]byte("CUSTSEAL\x01"))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		k, err := tpm.ParseScopedKey(data)
+		if err != nil {
+			if !errors.Is(err, tpm.ErrMalformedBlob) {
+				t.Fatalf("refused without ErrMalformedBlob: %v", err)
+			}
+			return
+		}
+		// One canonical form: whatever parses re-encodes to the same bytes.
+		if !bytes.Equal(k.Marshal(), data) {
+			t.Fatal("a parsed scoped key re-encodes differently")
+		}
+		if !tpm.IsScopedKey(data) {
+			t.Fatal("parsed a scoped key without its magic")
+		}
+		pub := k.PublicKey()
+		if _, err := ecdh.P256().NewPublicKey(pub); err != nil || len(pub) != 65 {
+			t.Fatalf("public key %x is not an uncompressed P-256 point: %v", pub, err)
+		}
+	})
+}
+
+// FuzzVerifyPartial feeds VerifyPartial arbitrary inputs, around a valid
+// proof made by proofModel and around well-formed but unrelated points. It
+// must never panic, must wrap ErrBadProof in every refusal, and must
+// accept exactly what relationHolds accepts.
+func FuzzVerifyPartial(f *testing.F) {
+	m := newProofModel(f)
+	r := modelRandomPoint(f)
+	valid := m.prove(f, r, modelNonce(f, 32))
+	shortNonce := modelNonce(f, 32)
+	shortNonce[0] = 0
+	stripped := m.prove(f, r, shortNonce[1:])
+	for _, p := range []*tpm.Partial{valid, stripped} {
+		if err := tpm.VerifyPartial(m.proofKey, r, p); err != nil {
+			f.Fatalf("the model's proof does not verify: %v", err)
+		}
+		f.Add(joinPartialFields(m.proofKey, r, p))
+	}
+
+	other, err := ecdh.P256().GenerateKey(rand.Reader)
+	if err != nil {
+		f.Fatal(err)
+	}
+	otherKey, err := tpm.ProofKey(other.Bytes())
+	if err != nil {
+		f.Fatal(err)
+	}
+	random := &tpm.Partial{
+		Point:  modelRandomPoint(f),
+		E:      modelRandomPoint(f),
+		L:      modelRandomPoint(f),
+		NonceK: modelNonce(f, 32),
+		S:      modelRandomScalar(f).FillBytes(make([]byte, 32)),
+	}
+	zeroS := *random
+	zeroS.S = make([]byte, 32)
+	orderS := *random
+	orderS.S = curveOrder.FillBytes(make([]byte, 32))
+	longNonce := *valid
+	longNonce.NonceK = modelNonce(f, 33)
+	noNonce := *valid
+	noNonce.NonceK = nil
+	shortS := *valid
+	shortS.S = valid.S[1:]
+	compressed := *valid
+	compressed.Point = compress(f, valid.Point)
+	identity := *valid
+	identity.E = []byte{0}
+	for _, p := range []*tpm.Partial{random, &zeroS, &orderS, &longNonce, &noNonce, &shortS, &compressed, &identity} {
+		f.Add(joinPartialFields(otherKey, r, p))
+		f.Add(joinPartialFields(m.proofKey, r, p))
+	}
+	f.Add(joinPartialFields(m.proofKey, compress(f, r), valid))
+	f.Add([]byte{})
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		proofKey, r, p := partialFields(data)
+		err := tpm.VerifyPartial(proofKey, r, p)
+		if err != nil && !errors.Is(err, tpm.ErrBadProof) {
+			t.Fatalf("refused without ErrBadProof: %v", err)
+		}
+		if err == nil && bytes.Equal(p.S, make([]byte, 32)) {
+			t.Fatal("accepted a proof whose S is zero")
+		}
+		if holds := relationHolds(proofKey, r, p); (err == nil) != holds {
+			t.Fatalf("VerifyPartial says %v; the relation holds: %v", err, holds)
+		}
+	})
+}
+
+// TestVerifyPartialAcceptsOnlyTheRelation checks VerifyPartial against
+// proofModel, a software model of what the TPM computes with a scoped key:
+// a proof the model makes for P = s·R verifies, including one made over a
+// nonce whose leading zero byte the TPM stripped, and no other statement
+// verifies with that proof.
+func TestVerifyPartialAcceptsOnlyTheRelation(t *testing.T) {
+	m := newProofModel(t)
+	r := modelRandomPoint(t)
+	nonceK := modelNonce(t, 32)
+	nonceK[0] |= 1 // a TPM returns 32 bytes only when the first is not zero
+	p := m.prove(t, r, nonceK)
+	if err := tpm.VerifyPartial(m.proofKey, r, p); err != nil {
+		t.Fatalf("the relation: %v", err)
+	}
+
+	padded := modelNonce(t, 32)
+	padded[0] = 0
+	stripped := m.prove(t, r, padded[1:])
+	if err := tpm.VerifyPartial(m.proofKey, r, stripped); err != nil {
+		t.Fatalf("a proof over a 31-byte nonce: %v", err)
+	}
+
+	sPlusOne := new(big.Int).Add(m.s, big.NewInt(1))
+	wrongPoint := *p
+	wrongPoint.Point = modelMul(t, r, sPlusOne)
+	wrongKey := modelMul(t, tpm.ProofBase(), sPlusOne)
+	wrongS := *p
+	wrongS.S = new(big.Int).Mod(new(big.Int).Add(new(big.Int).SetBytes(p.S), big.NewInt(1)), curveOrder).FillBytes(make([]byte, 32))
+	paddedNonce := *stripped
+	paddedNonce.NonceK = padded
+	otherR := modelRandomPoint(t)
+	for name, c := range map[string]struct {
+		proofKey, r []byte
+		p           *tpm.Partial
+	}{
+		"P = (s+1)·R with the proof of s·R":                 {m.proofKey, r, &wrongPoint},
+		"the proof key of s+1":                              {wrongKey, r, p},
+		"the proof for another R":                           {m.proofKey, otherR, p},
+		"S + 1":                                             {m.proofKey, r, &wrongS},
+		"the nonce padded back to 32 bytes after the proof": {m.proofKey, r, &paddedNonce},
+	} {
+		if err := tpm.VerifyPartial(c.proofKey, c.r, c.p); !errors.Is(err, tpm.ErrBadProof) {
+			t.Errorf("%s: got %v, want ErrBadProof", name, err)
+		}
+	}
+}
+
+var curveOrder = elliptic.P256().Params().N
+
+// proofModel is a software model of what a TPM computes with a scoped key's
+// share s for a point R (see dleq.go), so the verifier can be tested
+// without a TPM:
+//
+//   - TPM2_ECDH_ZGen returns P = s·R;
+//   - TPM2_Commit(P1 = R, s2) draws r and returns E = r·R, L = r·B and
+//     K = s·B, B being tpm.ProofBase();
+//   - TPM2_Sign (ECDAA) over d = SHA-256(label ‖ B ‖ K ‖ R ‖ P ‖ E ‖ L)
+//     draws nonceK and returns it with S = r + c·s mod n, where
+//     c = SHA-256(nonceK ‖ d) mod n.
+//
+// nonceK is taken from the caller as the TPM returns it: a TPM2B, which
+// drops leading zero bytes, hashed as returned.
+type proofModel struct {
+	s        *big.Int
+	proofKey []byte // K = tpm.ProofKey(s)
+}
+
+func newProofModel(tb testing.TB) *proofModel {
+	tb.Helper()
+	s := modelRandomScalar(tb)
+	k, err := tpm.ProofKey(s.FillBytes(make([]byte, 32)))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if !bytes.Equal(k, modelMul(tb, tpm.ProofBase(), s)) {
+		tb.Fatal("tpm.ProofKey(s) is not s·B")
+	}
+	return &proofModel{s: s, proofKey: k}
+}
+
+// prove returns the partial s·R and its proof, made over nonceK.
+func (m *proofModel) prove(tb testing.TB, r, nonceK []byte) *tpm.Partial {
+	tb.Helper()
+	k := modelRandomScalar(tb)
+	p := &tpm.Partial{
+		Point:  modelMul(tb, r, m.s),
+		E:      modelMul(tb, r, k),
+		L:      modelMul(tb, tpm.ProofBase(), k),
+		NonceK: bytes.Clone(nonceK),
+	}
+	c := modelChallenge(p.NonceK, modelDigest(m.proofKey, r, p.Point, p.E, p.L))
+	s := new(big.Int).Mul(c, m.s)
+	s.Add(s, k).Mod(s, curveOrder)
+	p.S = s.FillBytes(make([]byte, 32))
+	return p
+}
+
+// relationHolds is the statement VerifyPartial decides, checked on its
+// own: five points that crypto/ecdh takes as uncompressed P-256 points
+// (so not the identity), S a 32-byte scalar below n, a nonce of 1 to 32
+// bytes, and S·B = L + c·K and S·R = E + c·P for c = SHA-256(nonceK ‖ d).
+func relationHolds(proofKey, r []byte, p *tpm.Partial) bool {
+	for _, pt := range [][]byte{proofKey, r, p.Point, p.E, p.L} {
+		if _, err := ecdh.P256().NewPublicKey(pt); err != nil {
+			return false
+		}
+	}
+	if len(p.S) != 32 || new(big.Int).SetBytes(p.S).Cmp(curveOrder) >= 0 {
+		return false
+	}
+	if len(p.NonceK) == 0 || len(p.NonceK) > 32 {
+		return false
+	}
+	c := modelChallenge(p.NonceK, modelDigest(proofKey, r, p.Point, p.E, p.L))
+	s := new(big.Int).SetBytes(p.S)
+	return schnorrEquation(tpm.ProofBase(), proofKey, p.L, s, c) && schnorrEquation(r, p.Point, p.E, s, c)
+}
+
+// schnorrEquation says whether s·base = commit + c·pub.
+func schnorrEquation(base, pub, commit []byte, s, c *big.Int) bool {
+	lhs, err1 := mulElement(base, s)
+	cPub, err2 := mulElement(pub, c)
+	com, err3 := element(commit)
+	if err1 != nil || err2 != nil || err3 != nil {
+		return false
+	}
+	return lhs.IsEqual(group.P256.NewElement().Add(cPub, com))
+}
+
+func modelDigest(k, r, p, e, l []byte) []byte {
+	h := sha256.New()
+	h.Write([]byte("custodian scoped partial v1\x00"))
+	h.Write(tpm.ProofBase())
+	for _, pt := range [][]byte{k, r, p, e, l} {
+		h.Write(pt)
+	}
+	return h.Sum(nil)
+}
+
+func modelChallenge(nonceK, digest []byte) *big.Int {
+	h := sha256.Sum256(append(bytes.Clone(nonceK), digest...))
+	return new(big.Int).Mod(new(big.Int).SetBytes(h[:]), curveOrder)
+}
+
+func element(b []byte) (group.Element, error) {
+	e := group.P256.NewElement()
+	return e, e.UnmarshalBinary(b)
+}
+
+func mulElement(point []byte, k *big.Int) (group.Element, error) {
+	e, err := element(point)
+	if err != nil {
+		return nil, err
+	}
+	// SetBigInt reduces its argument in place: give it a copy.
+	return group.P256.NewElement().Mul(e, group.P256.NewScalar().SetBigInt(new(big.Int).Set(k))), nil
+}
+
+// modelMul is k·point, uncompressed.
+func modelMul(tb testing.TB, point []byte, k *big.Int) []byte {
+	tb.Helper()
+	e, err := mulElement(point, k)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	out, err := e.MarshalBinary()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}
+
+// modelRandomScalar is uniform in 1..n-1.
+func modelRandomScalar(tb testing.TB) *big.Int {
+	tb.Helper()
+	k, err := ecdh.P256().GenerateKey(rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return new(big.Int).SetBytes(k.Bytes())
+}
+
+func modelRandomPoint(tb testing.TB) []byte {
+	tb.Helper()
+	k, err := ecdh.P256().GenerateKey(rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return k.PublicKey().Bytes()
+}
+
+func modelNonce(tb testing.TB, n int) []byte {
+	tb.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+func compress(tb testing.TB, point []byte) []byte {
+	tb.Helper()
+	e, err := element(point)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	out, err := e.MarshalBinaryCompress()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}
+
+// partialFields splits a fuzz input into VerifyPartial's seven inputs, in
+// the order proof key, R, P, E, L, nonceK, S: each is a length byte and
+// then that many bytes (fewer where the input ends); fields past the end
+// are empty and bytes after the seventh are ignored.
+func partialFields(data []byte) (proofKey, r []byte, p *tpm.Partial) {
+	var f [7][]byte
+	for i := range f {
+		if len(data) == 0 {
+			break
+		}
+		n := min(int(data[0]), len(data)-1)
+		f[i], data = data[1:1+n], data[1+n:]
+	}
+	return f[0], f[1], &tpm.Partial{Point: f[2], E: f[3], L: f[4], NonceK: f[5], S: f[6]}
+}
+
+// joinPartialFields is the inverse of partialFields for fields of at most
+// 255 bytes.
+func joinPartialFields(proofKey, r []byte, p *tpm.Partial) []byte {
+	var out []byte
+	for _, b := range [][]byte{proofKey, r, p.Point, p.E, p.L, p.NonceK, p.S} {
+		out = append(out, byte(len(b)))
+		out = append(out, b...)
+	}
+	return out
+}
