@@ -33,7 +33,7 @@ func TestDemoTellsTheWholeStory(t *testing.T) {
 		"operator:          booted court-a on its own swtpm",
 		"operator:          predicted the image's policy",
 		"escrow authority:  verified court-c's enrollment: EK certified: yes, AK answered the challenge: yes",
-		"escrow authority:  ran the ceremony for key ID",
+		"escrow authority:  ran the scoped ceremony for key ID",
 		"custodian court-b: provisioned its share",
 		"agency:            made its recipient key pair",
 		"court trust admin: made the court root CA",
@@ -43,9 +43,10 @@ func TestDemoTellsTheWholeStory(t *testing.T) {
 		"court officer:     presses the button on court-b",
 		"custodian court-a: logged release entry",
 		"custodian court-a: refused the same warrant submitted again: replayed (logged as ledger entry",
-		"agency:            opened the envelope for alice@example.org",
+		"agency:            checked 2 partial decryptions against their TPM proofs and opened the envelope for alice@example.org",
+		"agency:            the same releases do not open other.env",
 		"auditor:           verified court-a's signed checkpoint",
-		"demo:              the recovered message equals the original",
+		"demo:              the opened message equals the original",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the demo's output lacks %q:\n%s", want, out)

@@ -197,7 +197,7 @@ func provisionLocal(t testing.TB, a *appliance.Appliance, conn interface{ Send([
 		t.Fatal(err)
 	}
 	pub, bundles, err := escrow.Ceremony(keyID, 2, pcrs, []escrow.Member{
-		{ID: a.ID, EK: a.EK}, {ID: "court-z", EK: tpmtest.RandomEK(t)}})
+		{ID: a.ID, EK: a.EK}, {ID: "court-z", EK: tpmtest.RandomEK(t)}}, escrow.WithMode(escrow.ModeShare))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -126,7 +126,7 @@ func TestEndToEndTwoOfThreeOverHTTP(t *testing.T) {
 	now := time.Now().UTC()
 
 	devices, ceremony := enrolledFleet(t, dir)
-	mustCLI(t, append([]string{"ceremony", "--key-id", "2026-11", "--threshold", "2", "--out", p("ceremony")}, ceremony...)...)
+	mustCLI(t, append([]string{"ceremony", "--key-id", "2026-11", "--threshold", "2", "--mode", "share", "--out", p("ceremony")}, ceremony...)...)
 	for _, d := range devices {
 		mustCLI(t, d.args("provision", "--bundle", p("ceremony/"+d.id+".bundle.json"))...)
 	}

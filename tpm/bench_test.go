@@ -199,7 +199,7 @@ func BenchmarkScopedPartial(b *testing.B) {
 			b.Run(fmt.Sprintf("partials=%d", n), func(b *testing.B) {
 				clock := &commandClock{TPM: conn}
 				for b.Loop() {
-					if _, err := tpm.Partials(clock, key, points); err != nil {
+					if _, err := tpm.Partials(clock, key, points, nil); err != nil {
 						b.Fatal(err)
 					}
 				}

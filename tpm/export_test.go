@@ -21,4 +21,10 @@ func LoadScopedObject(t transport.TPM, k *ScopedKey, twin bool) (*tpm2.LoadRespo
 }
 
 // PolicyPCRCommand satisfies PolicyPCR(pcrs) · PolicyCommandCode(cc).
-var PolicyPCRCommand = pcrCommandSession
+func PolicyPCRCommand(t transport.TPM, sess tpm2.Session, pcrs PCRValues, cc tpm2.TPMCC) error {
+	if err := policyPCR(t, sess, pcrs); err != nil {
+		return err
+	}
+	_, err := tpm2.PolicyCommandCode{PolicySession: sess.Handle(), Code: cc}.Execute(t)
+	return err
+}

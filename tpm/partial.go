@@ -13,22 +13,27 @@ const MaxPartials = 256
 
 // Partials computes, inside the TPM, the partial decryption s·R of each
 // point R with the scoped key k, and the TPM's proof of each ([Partial],
-// [VerifyPartial]). It fails with ErrPCRMismatch unless the PCRs hold the
-// key's values.
+// [VerifyPartial]). Without an approval the PCRs must hold the key's own
+// values; with one (for a key that names an approver), the approval's. It
+// fails with ErrPCRMismatch otherwise, and with ErrBadApproval if the TPM
+// does not accept the approval.
 //
 // Both objects are imported and loaded once, in a policy session salted to
 // the EK with response encryption; every ZGen runs in that session, so its
 // result crosses the bus encrypted. Commit and Sign run in a second policy
 // session without encryption: a signature is not a parameter the TPM can
-// encrypt, and neither output is secret. Per point: PolicyPCR ·
-// PolicyCommandCode · ECDH_ZGen, then (PolicyPCR · PolicyCommandCode ·
-// PolicyOR) before Commit and before Sign.
-func Partials(t transport.TPM, k *ScopedKey, points [][]byte) ([]Partial, error) {
+// encrypt, and neither output is secret. Per point: the gate (PolicyPCR,
+// and PolicyAuthorize with an approval) · PolicyCommandCode [· PolicyOR] ·
+// ECDH_ZGen, then the same before Commit and before Sign.
+func Partials(t transport.TPM, k *ScopedKey, points [][]byte, approval *Approval) ([]Partial, error) {
 	if len(points) == 0 || len(points) > MaxPartials {
 		return nil, fmt.Errorf("%d points; one call computes 1 to %d partials", len(points), MaxPartials)
 	}
 	if _, err := decodeAll(points); err != nil {
 		return nil, err
+	}
+	if approval != nil && k.Approver == nil {
+		return nil, errors.New("an approval was given for a scoped key without an approver")
 	}
 	sess, closeSession, err := tpm2.PolicySession(t, tpm2.TPMAlgSHA256, 16,
 		tpm2.Salted(k.EK.handle(), k.EK.public),
@@ -52,14 +57,18 @@ func Partials(t transport.TPM, k *ScopedKey, points [][]byte) ([]Partial, error)
 		return nil, fmt.Errorf("starting the proof session: %w", err)
 	}
 	defer closeProof()
+	g, err := k.openGate(t, approval)
+	if err != nil {
+		return nil, err
+	}
 
 	out := make([]Partial, len(points))
 	for i, r := range points {
-		p, err := zgenPoint(t, sess, k.PCRs, zgen, r)
+		p, err := zgenPoint(t, sess, g, zgen, r)
 		if err != nil {
 			return nil, err
 		}
-		proof, err := prove(t, proofSess, k.PCRs, twin, r, p)
+		proof, err := prove(t, proofSess, g, twin, r, p)
 		if err != nil {
 			return nil, err
 		}
@@ -100,8 +109,8 @@ func loadScoped(t transport.TPM, sess tpm2.Session, k *ScopedKey, w *wrapped) (*
 }
 
 // zgenPoint returns s·R.
-func zgenPoint(t transport.TPM, sess tpm2.Session, pcrs PCRValues, key *tpm2.LoadResponse, r []byte) ([]byte, error) {
-	if err := pcrCommandSession(t, sess, pcrs, tpm2.TPMCCECDHZGen); err != nil {
+func zgenPoint(t transport.TPM, sess tpm2.Session, g *openGate, key *tpm2.LoadResponse, r []byte) ([]byte, error) {
+	if err := g.pass(t, sess, roleZGen, tpm2.TPMCCECDHZGen); err != nil {
 		return nil, err
 	}
 	rsp, err := tpm2.ECDHZGen{
@@ -115,9 +124,9 @@ func zgenPoint(t transport.TPM, sess tpm2.Session, pcrs PCRValues, key *tpm2.Loa
 }
 
 // prove makes the TPM's Chaum–Pedersen proof that p = s·r (see dleq.go).
-func prove(t transport.TPM, sess tpm2.Session, pcrs PCRValues, twin *tpm2.LoadResponse, r, p []byte) (*Partial, error) {
+func prove(t transport.TPM, sess tpm2.Session, g *openGate, twin *tpm2.LoadResponse, r, p []byte) (*Partial, error) {
 	key := tpm2.AuthHandle{Handle: twin.ObjectHandle, Name: twin.Name, Auth: sess}
-	if err := twinSession(t, sess, pcrs, tpm2.TPMCCCommit); err != nil {
+	if err := g.pass(t, sess, roleTwin, tpm2.TPMCCCommit); err != nil {
 		return nil, err
 	}
 	base := baseOnce()
@@ -137,7 +146,7 @@ func prove(t transport.TPM, sess tpm2.Session, pcrs PCRValues, twin *tpm2.LoadRe
 		}
 	}
 	k, l, e := pts[0], pts[1], pts[2]
-	if err := twinSession(t, sess, pcrs, tpm2.TPMCCSign); err != nil {
+	if err := g.pass(t, sess, roleTwin, tpm2.TPMCCSign); err != nil {
 		return nil, err
 	}
 	sig, err := tpm2.Sign{
@@ -164,8 +173,8 @@ func prove(t transport.TPM, sess tpm2.Session, pcrs PCRValues, twin *tpm2.LoadRe
 	return &Partial{Point: p, E: e, L: l, NonceK: ecc.SignatureR.Buffer, S: s}, nil
 }
 
-// pcrCommandSession satisfies PolicyPCR · PolicyCommandCode(cc) in sess.
-func pcrCommandSession(t transport.TPM, sess tpm2.Session, pcrs PCRValues, cc tpm2.TPMCC) error {
+// policyPCR runs PolicyPCR(pcrs) in sess.
+func policyPCR(t transport.TPM, sess tpm2.Session, pcrs PCRValues) error {
 	_, err := tpm2.PolicyPCR{
 		PolicySession: sess.Handle(),
 		PcrDigest:     tpm2.TPM2BDigest{Buffer: pcrs.digest()},
@@ -177,23 +186,74 @@ func pcrCommandSession(t transport.TPM, sess tpm2.Session, pcrs PCRValues, cc tp
 	if err != nil {
 		return fmt.Errorf("checking PCRs: %w", err)
 	}
-	if _, err := (tpm2.PolicyCommandCode{PolicySession: sess.Handle(), Code: cc}).Execute(t); err != nil {
-		return fmt.Errorf("PolicyCommandCode: %w", err)
-	}
 	return nil
 }
 
-// twinSession satisfies one branch of the twin's PolicyOR.
-func twinSession(t transport.TPM, sess tpm2.Session, pcrs PCRValues, cc tpm2.TPMCC) error {
-	if err := pcrCommandSession(t, sess, pcrs, cc); err != nil {
+// openGate is the gate a Partials call goes through: the key's own PCRs,
+// or an approval's PCRs with the TPM's ticket for its signature.
+type openGate struct {
+	key    *ScopedKey
+	pcrs   PCRValues
+	ticket *tpm2.TPMTTKVerified // nil: the key's own PCR branch
+}
+
+func (k *ScopedKey) openGate(t transport.TPM, a *Approval) (*openGate, error) {
+	if a == nil {
+		return &openGate{key: k, pcrs: k.PCRs}, nil
+	}
+	if err := a.PCRs.Check(); err != nil {
+		return nil, err
+	}
+	ticket, err := approvalTicket(t, k.Approver, a)
+	if err != nil {
+		return nil, err
+	}
+	return &openGate{key: k, pcrs: a.PCRs, ticket: ticket}, nil
+}
+
+// pass satisfies, in sess, the branch of role's policy for cc through
+// this gate: PolicyPCR [· PolicyAuthorize] · PolicyCommandCode, then
+// PolicyOR when the policy has several branches.
+func (g *openGate) pass(t transport.TPM, sess tpm2.Session, role scopedRole, cc tpm2.TPMCC) error {
+	if err := policyPCR(t, sess, g.pcrs); err != nil {
 		return err
 	}
-	branches, err := twinBranches(pcrs)
-	if err != nil {
+	if g.ticket != nil {
+		if err := g.authorize(t, sess); err != nil {
+			return err
+		}
+	}
+	if _, err := (tpm2.PolicyCommandCode{PolicySession: sess.Handle(), Code: cc}).Execute(t); err != nil {
+		return fmt.Errorf("PolicyCommandCode: %w", err)
+	}
+	branches, err := policyBranches(role, g.key.gates())
+	if err != nil || len(branches.Digests) == 1 {
 		return err
 	}
 	if _, err := (tpm2.PolicyOr{PolicySession: sess.Handle(), PHashList: branches}).Execute(t); err != nil {
 		return fmt.Errorf("PolicyOR: %w", err)
+	}
+	return nil
+}
+
+func (g *openGate) authorize(t transport.TPM, sess tpm2.Session) error {
+	approved, err := g.pcrs.PolicyDigest()
+	if err != nil {
+		return err
+	}
+	name, err := approverName(g.key.Approver)
+	if err != nil {
+		return err
+	}
+	_, err = tpm2.PolicyAuthorize{
+		PolicySession:  sess.Handle(),
+		ApprovedPolicy: tpm2.TPM2BDigest{Buffer: approved},
+		PolicyRef:      tpm2.TPM2BDigest{Buffer: []byte(approvalRef)},
+		KeySign:        name,
+		CheckTicket:    *g.ticket,
+	}.Execute(t)
+	if err != nil {
+		return fmt.Errorf("%w: PolicyAuthorize: %v", ErrBadApproval, err)
 	}
 	return nil
 }

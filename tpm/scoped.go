@@ -3,7 +3,10 @@ package tpm
 import (
 	"bytes"
 	"crypto/ecdh"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
 	"errors"
 	"fmt"
 
@@ -15,14 +18,19 @@ import (
 // reveals it: a P-256 ECDH key usable only for TPM2_ECDH_ZGen, and its twin,
 // an ECDAA signing key with the same scalar usable only for TPM2_Commit and
 // TPM2_Sign (the proofs). Both are wrapped offline for one TPM's EK, and
-// both are authorized only by a policy that starts with PolicyPCR, so they
-// work only on the approved image.
+// both work only on an approved image: while the PCRs hold the values the
+// key was sealed to, or — when the key names an approver — the values of an
+// [Approval] the approver signed (PolicyAuthorize), so that an approved
+// image update needs no new key.
 //
 // The TPM refuses one key with both sign and decrypt under an ECDAA scheme,
 // hence two objects.
 type ScopedKey struct {
 	EK   *EK       // the endorsement key it was made for
-	PCRs PCRValues // the values the PCRs must hold for it to work
+	PCRs PCRValues // the values it works under without an approval
+	// Approver, if not nil, is the escrow authority's P-256 key whose
+	// approvals of other PCR values the key also accepts.
+	Approver *ecdsa.PublicKey
 
 	zgen, twin wrapped
 }
@@ -36,7 +44,7 @@ type wrapped struct {
 
 // SealScoped wraps the share scalar (32 bytes, big-endian) for the TPM
 // holding ek, usable only while its PCRs hold pcrs. It runs offline.
-func SealScoped(ek *EK, pcrs PCRValues, share []byte) (*ScopedKey, error) {
+func SealScoped(ek *EK, pcrs PCRValues, share []byte, approver *ecdsa.PublicKey) (*ScopedKey, error) {
 	priv, err := ecdh.P256().NewPrivateKey(share)
 	if err != nil {
 		return nil, fmt.Errorf("a share is a nonzero P-256 scalar of 32 bytes: %w", err)
@@ -44,9 +52,12 @@ func SealScoped(ek *EK, pcrs PCRValues, share []byte) (*ScopedKey, error) {
 	if err := pcrs.Check(); err != nil {
 		return nil, err
 	}
-	k := &ScopedKey{EK: ek, PCRs: pcrs.Clone()}
+	if approver != nil && approver.Curve != elliptic.P256() {
+		return nil, errors.New("the approver's key is not P-256")
+	}
+	k := &ScopedKey{EK: ek, PCRs: pcrs.Clone(), Approver: approver}
 	for _, role := range []scopedRole{roleZGen, roleTwin} {
-		public, err := scopedPublic(role, pcrs, priv.PublicKey().Bytes())
+		public, err := scopedPublic(role, k.gates(), priv.PublicKey().Bytes())
 		if err != nil {
 			return nil, err
 		}
@@ -106,11 +117,11 @@ func (k *ScopedKey) PublicKey() []byte {
 
 // scopedPublic is the exact public area of each role. Imported objects
 // cannot be fixedTPM or fixedParent; userWithAuth is clear, so no password
-// works, and the policy ends in command codes, so the ZGen key does
-// nothing but ZGen and the twin nothing but Commit and Sign — not even
+// works, and every policy branch ends in a command code, so the ZGen key
+// does nothing but ZGen and the twin nothing but Commit and Sign — not even
 // TPM2_Duplicate, whose policy would need its own command code.
-func scopedPublic(role scopedRole, pcrs PCRValues, point []byte) (tpm2.TPMTPublic, error) {
-	policy, err := scopedPolicy(role, pcrs)
+func scopedPublic(role scopedRole, gates []gate, point []byte) (tpm2.TPMTPublic, error) {
+	policy, err := scopedPolicy(role, gates)
 	if err != nil {
 		return tpm2.TPMTPublic{}, err
 	}
@@ -143,15 +154,40 @@ func scopedPublic(role scopedRole, pcrs PCRValues, point []byte) (tpm2.TPMTPubli
 	}, nil
 }
 
-// scopedPolicy: ZGen key PolicyPCR · PolicyCommandCode(ECDH_ZGen); twin
-// PolicyOR of PolicyPCR · PolicyCommandCode(Commit) and the same for Sign.
-func scopedPolicy(role scopedRole, pcrs PCRValues) ([]byte, error) {
-	if role == roleZGen {
-		return pcrCommandPolicy(pcrs, tpm2.TPMCCECDHZGen)
+// A gate is how a policy branch checks the image: PolicyPCR of fixed
+// values, or PolicyAuthorize by the approver (which then requires
+// PolicyPCR of values it signed).
+type gate struct {
+	pcrs     PCRValues        // PolicyPCR of these values, or
+	approver *ecdsa.PublicKey // PolicyAuthorize by this key
+}
+
+// gates are the key's ways in: its PCRs, and its approver if any.
+func (k *ScopedKey) gates() []gate {
+	gs := []gate{{pcrs: k.PCRs}}
+	if k.Approver != nil {
+		gs = append(gs, gate{approver: k.Approver})
 	}
-	branches, err := twinBranches(pcrs)
+	return gs
+}
+
+// commands are what each role may run.
+func (r scopedRole) commands() []tpm2.TPMCC {
+	if r == roleZGen {
+		return []tpm2.TPMCC{tpm2.TPMCCECDHZGen}
+	}
+	return []tpm2.TPMCC{tpm2.TPMCCCommit, tpm2.TPMCCSign}
+}
+
+// scopedPolicy is the role's authPolicy: one branch per gate and command
+// (gate · PolicyCommandCode), joined by PolicyOR when there are several.
+func scopedPolicy(role scopedRole, gates []gate) ([]byte, error) {
+	branches, err := policyBranches(role, gates)
 	if err != nil {
 		return nil, err
+	}
+	if len(branches.Digests) == 1 {
+		return branches.Digests[0].Buffer, nil
 	}
 	calc, err := tpm2.NewPolicyCalculator(tpm2.TPMAlgSHA256)
 	if err != nil {
@@ -163,32 +199,41 @@ func scopedPolicy(role scopedRole, pcrs PCRValues) ([]byte, error) {
 	return calc.Hash().Digest, nil
 }
 
-func twinBranches(pcrs PCRValues) (tpm2.TPMLDigest, error) {
+func policyBranches(role scopedRole, gates []gate) (tpm2.TPMLDigest, error) {
 	var list tpm2.TPMLDigest
-	for _, cc := range []tpm2.TPMCC{tpm2.TPMCCCommit, tpm2.TPMCCSign} {
-		d, err := pcrCommandPolicy(pcrs, cc)
-		if err != nil {
-			return list, err
+	for _, g := range gates {
+		for _, cc := range role.commands() {
+			d, err := g.policy(cc)
+			if err != nil {
+				return list, err
+			}
+			list.Digests = append(list.Digests, tpm2.TPM2BDigest{Buffer: d})
 		}
-		list.Digests = append(list.Digests, tpm2.TPM2BDigest{Buffer: d})
 	}
 	return list, nil
 }
 
-func pcrCommandPolicy(pcrs PCRValues, cc tpm2.TPMCC) ([]byte, error) {
-	if err := pcrs.Check(); err != nil {
-		return nil, err
-	}
+// policy is the digest of the branch gate · PolicyCommandCode(cc).
+func (g gate) policy(cc tpm2.TPMCC) ([]byte, error) {
 	calc, err := tpm2.NewPolicyCalculator(tpm2.TPMAlgSHA256)
 	if err != nil {
 		return nil, err
 	}
-	steps := []tpm2.PolicyCommand{
-		tpm2.PolicyPCR{PcrDigest: tpm2.TPM2BDigest{Buffer: pcrs.digest()}, Pcrs: pcrs.selection()},
-		tpm2.PolicyCommandCode{Code: cc},
+	var first tpm2.PolicyCommand
+	if g.approver != nil {
+		name, err := approverName(g.approver)
+		if err != nil {
+			return nil, err
+		}
+		first = tpm2.PolicyAuthorize{KeySign: name, PolicyRef: tpm2.TPM2BDigest{Buffer: []byte(approvalRef)}}
+	} else {
+		if err := g.pcrs.Check(); err != nil {
+			return nil, err
+		}
+		first = tpm2.PolicyPCR{PcrDigest: tpm2.TPM2BDigest{Buffer: g.pcrs.digest()}, Pcrs: g.pcrs.selection()}
 	}
-	for _, s := range steps {
-		if err := s.Update(calc); err != nil {
+	for _, step := range []tpm2.PolicyCommand{first, tpm2.PolicyCommandCode{Code: cc}} {
+		if err := step.Update(calc); err != nil {
 			return nil, err
 		}
 	}
@@ -199,6 +244,7 @@ func pcrCommandPolicy(pcrs PCRValues, cc tpm2.TPMCC) ([]byte, error) {
 //
 //	magic      "CUSTSCOP" (8 bytes), version 1 (1 byte)
 //	ek, pcrs   as in a Blob
+//	approver   uint16 length + SubjectPublicKeyInfo DER, or length 0
 //	then for the ZGen key and then its twin:
 //	public     uint16 length + TPMT_PUBLIC
 //	duplicate  uint16 length + TPM2B_PRIVATE contents
@@ -216,6 +262,15 @@ func (k *ScopedKey) Marshal() []byte {
 		out.AddUint8(uint8(i))
 		out.AddBytes(k.PCRs[i])
 	}
+	out.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) {
+		if k.Approver != nil {
+			der, err := x509.MarshalPKIXPublicKey(k.Approver)
+			if err != nil {
+				c.SetError(err)
+			}
+			c.AddBytes(der)
+		}
+	})
 	for _, w := range []*wrapped{&k.zgen, &k.twin} {
 		for _, field := range [][]byte{tpm2.Marshal(w.public), w.duplicate, w.seed} {
 			out.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) { c.AddBytes(field) })
@@ -256,7 +311,11 @@ func parseScopedKey(data []byte) (*ScopedKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := &ScopedKey{EK: ek, PCRs: pcrs}
+	approver, err := readApprover(&s)
+	if err != nil {
+		return nil, err
+	}
+	k := &ScopedKey{EK: ek, PCRs: pcrs, Approver: approver}
 	for _, role := range []scopedRole{roleZGen, roleTwin} {
 		w, err := readWrapped(&s)
 		if err != nil {
@@ -268,6 +327,24 @@ func parseScopedKey(data []byte) (*ScopedKey, error) {
 		return nil, errors.New("trailing data")
 	}
 	return k, k.checkObjects()
+}
+
+func readApprover(s *cryptobyte.String) (*ecdsa.PublicKey, error) {
+	var der cryptobyte.String
+	if !s.ReadUint16LengthPrefixed(&der) || len(der) > maxEKDER {
+		return nil, errors.New("truncated or oversized approver key")
+	}
+	if len(der) == 0 {
+		return nil, nil
+	}
+	key, err := ParseApprover(der)
+	if err != nil {
+		return nil, err
+	}
+	if canonical, _ := x509.MarshalPKIXPublicKey(key); !bytes.Equal(canonical, der) {
+		return nil, errors.New("approver key is not canonically encoded")
+	}
+	return key, nil
 }
 
 func readWrapped(s *cryptobyte.String) (*wrapped, error) {
@@ -299,7 +376,7 @@ func (k *ScopedKey) checkObjects() error {
 		return fmt.Errorf("the ZGen key's public point: %v", err)
 	}
 	for _, role := range []scopedRole{roleZGen, roleTwin} {
-		want, err := scopedPublic(role, k.PCRs, point)
+		want, err := scopedPublic(role, k.gates(), point)
 		if err != nil {
 			return err
 		}

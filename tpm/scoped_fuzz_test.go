@@ -27,27 +27,33 @@ func FuzzParseScopedKey(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	approver, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		f.Fatal(err)
+	}
 	for _, ek := range []*tpm.EK{tpmtest.RandomEK(f), eccEK} {
-		share, err := ecdh.P256().GenerateKey(rand.Reader)
-		if err != nil {
-			f.Fatal(err)
+		for _, a := range []*ecdsa.PublicKey{nil, &approver.PublicKey} {
+			share, err := ecdh.P256().GenerateKey(rand.Reader)
+			if err != nil {
+				f.Fatal(err)
+			}
+			k, err := tpm.SealScoped(ek, pcrs, share.Bytes(), a)
+			if err != nil {
+				f.Fatal(err)
+			}
+			data := k.Marshal()
+			parsed, err := tpm.ParseScopedKey(data)
+			if err != nil {
+				f.Fatalf("%s EK, approver %v: a sealed scoped key does not parse: %v", ek.Kind(), a != nil, err)
+			}
+			if !bytes.Equal(parsed.PublicKey(), share.PublicKey().Bytes()) {
+				f.Fatalf("%s EK, approver %v: the parsed key's public point is not s·G", ek.Kind(), a != nil)
+			}
+			f.Add(data)
+			f.Add(data[:len(data)-1])
+			f.Add(data[:len(data)/2])
+			f.Add(append(bytes.Clone(data), 0))
 		}
-		k, err := tpm.SealScoped(ek, pcrs, share.Bytes())
-		if err != nil {
-			f.Fatal(err)
-		}
-		data := k.Marshal()
-		parsed, err := tpm.ParseScopedKey(data)
-		if err != nil {
-			f.Fatalf("%s EK: a sealed scoped key does not parse: %v", ek.Kind(), err)
-		}
-		if !bytes.Equal(parsed.PublicKey(), share.PublicKey().Bytes()) {
-			f.Fatalf("%s EK: the parsed key's public point is not s·G", ek.Kind())
-		}
-		f.Add(data)
-		f.Add(data[:len(data)-1])
-		f.Add(data[:len(data)/2])
-		f.Add(append(bytes.Clone(data), 0))
 	}
 	f.Add([]byte("CUSTSCOP\x01"))
 	f.Add([]byte("CUSTSEAL\x01"))
@@ -71,13 +77,17 @@ func FuzzParseScopedKey(f *testing.F) {
 		if _, err := ecdh.P256().NewPublicKey(pub); err != nil || len(pub) != 65 {
 			t.Fatalf("public key %x is not an uncompressed P-256 point: %v", pub, err)
 		}
+		if k.Approver != nil && k.Approver.Curve != elliptic.P256() {
+			t.Fatal("parsed an approver that is not a P-256 key")
+		}
 	})
 }
 
 // FuzzVerifyPartial feeds VerifyPartial arbitrary inputs, around a valid
-// proof made by proofModel and around well-formed but unrelated points. It
+// proof made by proofModel, around proofs of a wrong point that satisfy
+// one of the two equations, and around well-formed but unrelated points. It
 // must never panic, must wrap ErrBadProof in every refusal, and must
-// accept exactly what relationHolds accepts.
+// accept exactly what modelRelationHolds accepts.
 func FuzzVerifyPartial(f *testing.F) {
 	m := newProofModel(f)
 	r := modelRandomPoint(f)
@@ -110,7 +120,7 @@ func FuzzVerifyPartial(f *testing.F) {
 	zeroS := *random
 	zeroS.S = make([]byte, 32)
 	orderS := *random
-	orderS.S = curveOrder.FillBytes(make([]byte, 32))
+	orderS.S = modelOrder.FillBytes(make([]byte, 32))
 	longNonce := *valid
 	longNonce.NonceK = modelNonce(f, 33)
 	noNonce := *valid
@@ -118,14 +128,29 @@ func FuzzVerifyPartial(f *testing.F) {
 	shortS := *valid
 	shortS.S = valid.S[1:]
 	compressed := *valid
-	compressed.Point = compress(f, valid.Point)
+	compressed.Point = modelCompress(f, valid.Point)
 	identity := *valid
 	identity.E = []byte{0}
 	for _, p := range []*tpm.Partial{random, &zeroS, &orderS, &longNonce, &noNonce, &shortS, &compressed, &identity} {
 		f.Add(joinPartialFields(otherKey, r, p))
 		f.Add(joinPartialFields(m.proofKey, r, p))
 	}
-	f.Add(joinPartialFields(m.proofKey, compress(f, r), valid))
+	f.Add(joinPartialFields(m.proofKey, modelCompress(f, r), valid))
+	wrongPoint := modelMul(f, r, new(big.Int).Add(m.s, big.NewInt(1)))
+	forger := &proofModel{s: new(big.Int).Add(m.s, big.NewInt(1))}
+	lyingHost := m.proveStatement(f, m.proofKey, r, wrongPoint, modelNonce(f, 32))
+	forged := forger.proveStatement(f, m.proofKey, r, wrongPoint, modelNonce(f, 32))
+	if onB, onR := modelEquations(m.proofKey, r, lyingHost); !onB || onR {
+		f.Fatal("the lying host's proof should satisfy the equation on B only")
+	}
+	if onB, onR := modelEquations(m.proofKey, r, forged); onB || !onR {
+		f.Fatal("the forged proof should satisfy the equation on R only")
+	}
+	f.Add(joinPartialFields(m.proofKey, r, lyingHost))
+	f.Add(joinPartialFields(m.proofKey, r, forged))
+	// Proofs over nonces no TPM returns: the equations hold, the format not.
+	f.Add(joinPartialFields(m.proofKey, r, m.prove(f, r, nil)))
+	f.Add(joinPartialFields(m.proofKey, r, m.prove(f, r, modelNonce(f, 33))))
 	f.Add([]byte{})
 
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -137,7 +162,7 @@ func FuzzVerifyPartial(f *testing.F) {
 		if err == nil && bytes.Equal(p.S, make([]byte, 32)) {
 			t.Fatal("accepted a proof whose S is zero")
 		}
-		if holds := relationHolds(proofKey, r, p); (err == nil) != holds {
+		if holds := modelRelationHolds(proofKey, r, p); (err == nil) != holds {
 			t.Fatalf("VerifyPartial says %v; the relation holds: %v", err, holds)
 		}
 	})
@@ -146,8 +171,9 @@ func FuzzVerifyPartial(f *testing.F) {
 // TestVerifyPartialAcceptsOnlyTheRelation checks VerifyPartial against
 // proofModel, a software model of what the TPM computes with a scoped key:
 // a proof the model makes for P = s·R verifies, including one made over a
-// nonce whose leading zero byte the TPM stripped, and no other statement
-// verifies with that proof.
+// nonce whose leading zero byte the TPM stripped; no other statement
+// verifies with that proof, and no proof verifies for P = (s+1)·R, whether
+// the TPM holding s signs it or someone who knows s+1 but not s makes it.
 func TestVerifyPartialAcceptsOnlyTheRelation(t *testing.T) {
 	m := newProofModel(t)
 	r := modelRandomPoint(t)
@@ -170,19 +196,28 @@ func TestVerifyPartialAcceptsOnlyTheRelation(t *testing.T) {
 	wrongPoint.Point = modelMul(t, r, sPlusOne)
 	wrongKey := modelMul(t, tpm.ProofBase(), sPlusOne)
 	wrongS := *p
-	wrongS.S = new(big.Int).Mod(new(big.Int).Add(new(big.Int).SetBytes(p.S), big.NewInt(1)), curveOrder).FillBytes(make([]byte, 32))
+	wrongS.S = new(big.Int).Mod(new(big.Int).Add(new(big.Int).SetBytes(p.S), big.NewInt(1)), modelOrder).FillBytes(make([]byte, 32))
 	paddedNonce := *stripped
 	paddedNonce.NonceK = padded
 	otherR := modelRandomPoint(t)
+	// The TPM signs whatever digest its host computes: a host that wants
+	// another point accepted has the TPM prove the statement with it.
+	lyingHost := m.proveStatement(t, m.proofKey, r, wrongPoint.Point, nonceK)
+	// Without the TPM, whoever picks x can prove P = x·R for x, but not
+	// under the proof key of s.
+	forger := &proofModel{s: sPlusOne}
+	forged := forger.proveStatement(t, m.proofKey, r, wrongPoint.Point, nonceK)
 	for name, c := range map[string]struct {
 		proofKey, r []byte
 		p           *tpm.Partial
 	}{
-		"P = (s+1)·R with the proof of s·R":                 {m.proofKey, r, &wrongPoint},
-		"the proof key of s+1":                              {wrongKey, r, p},
-		"the proof for another R":                           {m.proofKey, otherR, p},
-		"S + 1":                                             {m.proofKey, r, &wrongS},
-		"the nonce padded back to 32 bytes after the proof": {m.proofKey, r, &paddedNonce},
+		"P = (s+1)·R with the proof of s·R": {m.proofKey, r, &wrongPoint},
+		"the proof key of s+1":              {wrongKey, r, p},
+		"the proof for another R":           {m.proofKey, otherR, p},
+		"S + 1":                             {m.proofKey, r, &wrongS},
+		"the TPM's proof of P = (s+1)·R":    {m.proofKey, r, lyingHost},
+		"a proof of P = (s+1)·R for s+1":    {m.proofKey, r, forged},
+		"the nonce zero-padded":             {m.proofKey, r, &paddedNonce},
 	} {
 		if err := tpm.VerifyPartial(c.proofKey, c.r, c.p); !errors.Is(err, tpm.ErrBadProof) {
 			t.Errorf("%s: got %v, want ErrBadProof", name, err)
@@ -190,7 +225,7 @@ func TestVerifyPartialAcceptsOnlyTheRelation(t *testing.T) {
 	}
 }
 
-var curveOrder = elliptic.P256().Params().N
+var modelOrder = elliptic.P256().Params().N
 
 // proofModel is a software model of what a TPM computes with a scoped key's
 // share s for a point R (see dleq.go), so the verifier can be tested
@@ -226,46 +261,60 @@ func newProofModel(tb testing.TB) *proofModel {
 // prove returns the partial s·R and its proof, made over nonceK.
 func (m *proofModel) prove(tb testing.TB, r, nonceK []byte) *tpm.Partial {
 	tb.Helper()
+	return m.proveStatement(tb, m.proofKey, r, modelMul(tb, r, m.s), nonceK)
+}
+
+// proveStatement is what the TPM returns, computing with s, when its host
+// hands it the digest of another statement: proof key proofKey and partial
+// point. It is the honest proof for proofKey = s·B and point = s·R.
+func (m *proofModel) proveStatement(tb testing.TB, proofKey, r, point, nonceK []byte) *tpm.Partial {
+	tb.Helper()
 	k := modelRandomScalar(tb)
 	p := &tpm.Partial{
-		Point:  modelMul(tb, r, m.s),
+		Point:  bytes.Clone(point),
 		E:      modelMul(tb, r, k),
 		L:      modelMul(tb, tpm.ProofBase(), k),
 		NonceK: bytes.Clone(nonceK),
 	}
-	c := modelChallenge(p.NonceK, modelDigest(m.proofKey, r, p.Point, p.E, p.L))
+	c := modelChallenge(p.NonceK, modelDigest(proofKey, r, p.Point, p.E, p.L))
 	s := new(big.Int).Mul(c, m.s)
-	s.Add(s, k).Mod(s, curveOrder)
+	s.Add(s, k).Mod(s, modelOrder)
 	p.S = s.FillBytes(make([]byte, 32))
 	return p
 }
 
-// relationHolds is the statement VerifyPartial decides, checked on its
+// modelRelationHolds is the statement VerifyPartial decides, checked on its
 // own: five points that crypto/ecdh takes as uncompressed P-256 points
 // (so not the identity), S a 32-byte scalar below n, a nonce of 1 to 32
 // bytes, and S·B = L + c·K and S·R = E + c·P for c = SHA-256(nonceK ‖ d).
-func relationHolds(proofKey, r []byte, p *tpm.Partial) bool {
+func modelRelationHolds(proofKey, r []byte, p *tpm.Partial) bool {
 	for _, pt := range [][]byte{proofKey, r, p.Point, p.E, p.L} {
 		if _, err := ecdh.P256().NewPublicKey(pt); err != nil {
 			return false
 		}
 	}
-	if len(p.S) != 32 || new(big.Int).SetBytes(p.S).Cmp(curveOrder) >= 0 {
+	if len(p.S) != 32 || new(big.Int).SetBytes(p.S).Cmp(modelOrder) >= 0 {
 		return false
 	}
 	if len(p.NonceK) == 0 || len(p.NonceK) > 32 {
 		return false
 	}
+	onB, onR := modelEquations(proofKey, r, p)
+	return onB && onR
+}
+
+// modelEquations says whether S·B = L + c·K and whether S·R = E + c·P.
+func modelEquations(proofKey, r []byte, p *tpm.Partial) (onB, onR bool) {
 	c := modelChallenge(p.NonceK, modelDigest(proofKey, r, p.Point, p.E, p.L))
 	s := new(big.Int).SetBytes(p.S)
-	return schnorrEquation(tpm.ProofBase(), proofKey, p.L, s, c) && schnorrEquation(r, p.Point, p.E, s, c)
+	return modelSchnorr(tpm.ProofBase(), proofKey, p.L, s, c), modelSchnorr(r, p.Point, p.E, s, c)
 }
 
 // schnorrEquation says whether s·base = commit + c·pub.
-func schnorrEquation(base, pub, commit []byte, s, c *big.Int) bool {
-	lhs, err1 := mulElement(base, s)
-	cPub, err2 := mulElement(pub, c)
-	com, err3 := element(commit)
+func modelSchnorr(base, pub, commit []byte, s, c *big.Int) bool {
+	lhs, err1 := modelMulElement(base, s)
+	cPub, err2 := modelMulElement(pub, c)
+	com, err3 := modelElement(commit)
 	if err1 != nil || err2 != nil || err3 != nil {
 		return false
 	}
@@ -284,16 +333,16 @@ func modelDigest(k, r, p, e, l []byte) []byte {
 
 func modelChallenge(nonceK, digest []byte) *big.Int {
 	h := sha256.Sum256(append(bytes.Clone(nonceK), digest...))
-	return new(big.Int).Mod(new(big.Int).SetBytes(h[:]), curveOrder)
+	return new(big.Int).Mod(new(big.Int).SetBytes(h[:]), modelOrder)
 }
 
-func element(b []byte) (group.Element, error) {
+func modelElement(b []byte) (group.Element, error) {
 	e := group.P256.NewElement()
 	return e, e.UnmarshalBinary(b)
 }
 
-func mulElement(point []byte, k *big.Int) (group.Element, error) {
-	e, err := element(point)
+func modelMulElement(point []byte, k *big.Int) (group.Element, error) {
+	e, err := modelElement(point)
 	if err != nil {
 		return nil, err
 	}
@@ -304,7 +353,7 @@ func mulElement(point []byte, k *big.Int) (group.Element, error) {
 // modelMul is k·point, uncompressed.
 func modelMul(tb testing.TB, point []byte, k *big.Int) []byte {
 	tb.Helper()
-	e, err := mulElement(point, k)
+	e, err := modelMulElement(point, k)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -343,9 +392,9 @@ func modelNonce(tb testing.TB, n int) []byte {
 	return b
 }
 
-func compress(tb testing.TB, point []byte) []byte {
+func modelCompress(tb testing.TB, point []byte) []byte {
 	tb.Helper()
-	e, err := element(point)
+	e, err := modelElement(point)
 	if err != nil {
 		tb.Fatal(err)
 	}

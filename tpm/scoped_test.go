@@ -3,6 +3,8 @@ package tpm_test
 import (
 	"bytes"
 	"crypto/ecdh"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"errors"
 	"testing"
@@ -23,7 +25,7 @@ func scopedShare(t testing.TB, ek *tpm.EK, pcrs tpm.PCRValues) ([]byte, *tpm.Sco
 		t.Fatal(err)
 	}
 	s := priv.Bytes()
-	k, err := tpm.SealScoped(ek, pcrs, s)
+	k, err := tpm.SealScoped(ek, pcrs, s, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +81,7 @@ func TestScopedPartialIsShareTimesPointAndItsProofVerifies(t *testing.T) {
 				}
 				s, key, proofKey := scopedShare(t, ek, bootedState(t, conn))
 				points := [][]byte{randomPoint(t), randomPoint(t)}
-				partials, err := tpm.Partials(conn, key, points)
+				partials, err := tpm.Partials(conn, key, points, nil)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -107,7 +109,7 @@ func TestInvariantScopedShareNeverOnTPMBus(t *testing.T) {
 		s, key, proofKey := scopedShare(t, ek, pcrs)
 		bus := &tpmtest.Recorder{TPM: conn}
 		r := randomPoint(t)
-		partials, err := tpm.Partials(bus, key, [][]byte{r})
+		partials, err := tpm.Partials(bus, key, [][]byte{r}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -138,11 +140,11 @@ func TestWrongPartialIsCaughtByItsProof(t *testing.T) {
 		_, key, proofKey := scopedShare(t, ek, pcrs)
 		_, other, otherProofKey := scopedShare(t, ek, pcrs)
 		r, r2 := randomPoint(t), randomPoint(t)
-		got, err := tpm.Partials(conn, key, [][]byte{r, r2})
+		got, err := tpm.Partials(conn, key, [][]byte{r, r2}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		theirs, err := tpm.Partials(conn, other, [][]byte{r})
+		theirs, err := tpm.Partials(conn, other, [][]byte{r}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -200,7 +202,7 @@ func TestInvariantScopedKeyWorksOnlyUnderItsPolicy(t *testing.T) {
 			flushHandle(conn, obj.ObjectHandle)
 		}
 		measure(t, conn, 9, "an unapproved binary")
-		if _, err := tpm.Partials(conn, key, [][]byte{r}); !errors.Is(err, tpm.ErrPCRMismatch) {
+		if _, err := tpm.Partials(conn, key, [][]byte{r}, nil); !errors.Is(err, tpm.ErrPCRMismatch) {
 			t.Fatalf("ZGen after a PCR extend: got %v, want ErrPCRMismatch", err)
 		}
 		tpmtest.AssertNoLeaks(t, conn)
@@ -232,4 +234,67 @@ func ecPoint(p []byte) tpm2.TPMSECCPoint {
 
 func flushHandle(conn transport.TPM, h tpm2.TPMHandle) {
 	_, _ = tpm2.FlushContext{FlushHandle: h}.Execute(conn)
+}
+
+// TestScopedKeyFollowsAnApprovedImage: a key that names an approver works
+// under its own PCRs, and after the PCRs change only with the approver's
+// signature of the new values, checked by the TPM.
+func TestScopedKeyFollowsAnApprovedImage(t *testing.T) {
+	tpmtest.Run(t, func(t *testing.T, target tpmtest.Target) {
+		conn := target.Open(t)
+		ek, pcrs := bootedDevice(t, conn)
+		approver, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		impostor, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		s, _, proofKey := scopedShare(t, ek, pcrs)
+		sealed, err := tpm.SealScoped(ek, pcrs, s, &approver.PublicKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, err := tpm.ParseScopedKey(sealed.Marshal())
+		if err != nil || !key.Approver.Equal(&approver.PublicKey) {
+			t.Fatalf("re-parsed approver: %v", err)
+		}
+		r := randomPoint(t)
+		partial := func(a *tpm.Approval) error {
+			got, err := tpm.Partials(conn, key, [][]byte{r}, a)
+			if err != nil {
+				return err
+			}
+			return tpm.VerifyPartial(proofKey, r, &got[0])
+		}
+		if err := partial(nil); err != nil {
+			t.Fatalf("under its own PCRs: %v", err)
+		}
+		measure(t, conn, 9, "custodian v2")
+		now, err := tpm.ReadPCRs(conn, 8, 9)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := partial(nil); !errors.Is(err, tpm.ErrPCRMismatch) {
+			t.Fatalf("new image, no approval: %v", err)
+		}
+		if err := partial(approve(t, impostor, now)); !errors.Is(err, tpm.ErrBadApproval) {
+			t.Fatalf("approval by another key: %v", err)
+		}
+		if err := partial(approve(t, approver, pcrs)); !errors.Is(err, tpm.ErrPCRMismatch) {
+			t.Fatalf("approval of the old PCRs on the new image: %v", err)
+		}
+		if err := partial(approve(t, approver, now)); err != nil {
+			t.Fatalf("approved new image: %v", err)
+		}
+		tpmtest.AssertNoLeaks(t, conn)
+	})
+}
+
+func approve(t *testing.T, key *ecdsa.PrivateKey, pcrs tpm.PCRValues) *tpm.Approval {
+	t.Helper()
+	digest, err := tpm.ApprovalDigest(pcrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := ecdsa.SignASN1(rand.Reader, key, digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tpm.Approval{PCRs: pcrs, Signature: sig}
 }

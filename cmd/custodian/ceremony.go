@@ -79,7 +79,7 @@ It writes DIR/escrow-K.pub.json (public) and DIR/<custodian>.bundle.json
 	f.StringVar(&policyPath, "policy", "", "policy.json the shares are sealed to (custodian image measure)")
 	f.StringArrayVar(&enrollments, "enrollment", nil, "a custodian's verified enrollment (repeat for each)")
 	f.StringVar(&out, "out", "", "directory for the escrow file and the bundles (created; must be new or empty)")
-	f.StringVar(&mode, "mode", escrow.ModeShare, "share (a release hands out the share) or scoped (a release opens only the envelopes the warrant names)")
+	f.StringVar(&mode, "mode", escrow.DefaultMode, "share (a release hands out the share) or scoped (a release opens only the envelopes the warrant names)")
 	f.StringVar(&updateKeyPath, "update-key", "", "the authority's update verifier key (custodian update keygen): lets custodians reseal to approved images")
 	checks.register(cmd)
 	for _, name := range []string{"key-id", "threshold", "policy", "enrollment", "out"} {

@@ -41,17 +41,20 @@ func newDemoCommand(g *globals) *cobra.Command {
 	var keep, tpmKind string
 	cmd := &cobra.Command{
 		Use:   "demo [--keep DIR] [--tpm-kind swtpm]",
-		Short: "Run the whole story on this machine: three custodians, a warrant, two releases, recovery",
+		Short: "Run the whole story on this machine: three custodians, a warrant, two releases, the named envelope opened",
 		Long: `Demo plays every role on this machine, in about ten seconds, and prints one
 line per step naming who did it: the operator measures a boot and predicts the
 policy; three custodians (court-a, court-b, court-c, each on its own swtpm)
-enroll and create their ledgers; the escrow authority runs a 2-of-3 ceremony
-and the custodians provision their shares; a message is sealed in an escrow
-envelope; the court trust admin installs a court root and CRL; the judge
-signs a warrant (a software key here; a PIV card through PKCS#11 in
+enroll and create their ledgers; the escrow authority runs a 2-of-3 scoped
+ceremony (each share a key inside one TPM) and the custodians provision their
+shares; two messages for one target are sealed in escrow envelopes; the court
+trust admin installs a court root and CRL; the judge signs a warrant naming
+the first envelope (a software key here; a PIV card through PKCS#11 in
 production); the court officer submits it to court-a and court-b and presses
-each simulated button; a replay is refused; the agency recovers the key and
-opens the envelope; the auditor checks a checkpoint and an inclusion proof.
+each simulated button, and each TPM computes and proves its partial
+decryption of that envelope; a replay is refused; the agency checks the
+proofs and opens the named envelope, and the same releases do not open the
+other; the auditor checks a checkpoint and an inclusion proof.
 
 It exits 0 only if the opened envelope equals the original message. Every
 file stays in --keep DIR for inspection; without it a temporary directory is
@@ -83,7 +86,8 @@ type demo struct {
 	policy     *bootpolicy.Policy
 	escrow     *escrow.Public
 	agency     *recipient.Identity
-	envelope   []byte
+	envelope   []byte // named in the warrant
+	other      []byte // same key ID and target, not named
 	court      *demoCourt
 	p7s        []byte
 	packages   []*escrow.Release
@@ -105,7 +109,7 @@ func (g *globals) demo(ctx context.Context, keep string) error {
 	if err := d.run(ctx); err != nil {
 		return err
 	}
-	d.say("demo", "the recovered message equals the original: done in %.1fs", time.Since(start).Seconds())
+	d.say("demo", "the opened message equals the original: done in %.1fs", time.Since(start).Seconds())
 	if keep != "" {
 		d.say("demo", "every file is kept in %s", dir)
 	}
@@ -149,7 +153,7 @@ func (d *demo) run(ctx context.Context) error {
 		d.serveCustodians,
 		d.releaseShares,
 		d.replay,
-		d.recover,
+		d.openEnvelope,
 		d.audit,
 	}
 	for _, step := range steps {
@@ -242,8 +246,8 @@ func (d *demo) runCeremony(context.Context) error {
 	if err := writeCeremony(dir, pub, bundles); err != nil {
 		return err
 	}
-	d.say("escrow authority", "ran the ceremony for key ID %s: %d of %d shares recover it, each sealed to one TPM and the policy; the key is gone",
-		d.keyID, demoThreshold, len(members))
+	d.say("escrow authority", "ran the %s ceremony for key ID %s: %d of %d custodians open an envelope together; each share is a key inside one TPM, under the policy; the key is gone",
+		pub.Mode, d.keyID, demoThreshold, len(members))
 	return nil
 }
 
@@ -258,7 +262,7 @@ func (d *demo) provision(context.Context) error {
 		if _, err := c.app.Provision(c.conn, data, time.Now()); err != nil {
 			return fmt.Errorf("provisioning %s: %w", c.id, err)
 		}
-		d.say("custodian "+c.id, "provisioned its share of %s (opened in its TPM, checked against the commitments, logged)", d.keyID)
+		d.say("custodian "+c.id, "provisioned its share of %s (its TPM proved a partial decryption against the commitments; logged)", d.keyID)
 	}
 	return nil
 }
@@ -272,7 +276,7 @@ func (d *demo) agencyKeygen(context.Context) error {
 	if err := d.write("agency.key", []byte(id.String()+"\n"), 0o600); err != nil {
 		return err
 	}
-	d.say("agency", "made its recipient key pair (agency.key, agency.pub): released shares are sealed to it")
+	d.say("agency", "made its recipient key pair (agency.key, agency.pub): releases are sealed to it")
 	return d.write("agency.pub", []byte(id.Public().String()+"\n"), 0o644)
 }
 
@@ -288,7 +292,14 @@ func (d *demo) sealEnvelope(context.Context) error {
 		return err
 	}
 	d.say("messaging service", "sealed a %d-byte message for %s under key ID %s (message.env)", len(demoMessage), demoTarget, d.keyID)
-	return d.write("message.env", env, 0o644)
+	if err := d.write("message.env", env, 0o644); err != nil {
+		return err
+	}
+	if d.other, err = escrow.Seal(d.escrow, demoTarget, []byte("another conversation\n")); err != nil {
+		return err
+	}
+	d.say("messaging service", "sealed another message for %s under the same key ID (other.env)", demoTarget)
+	return d.write("other.env", d.other, 0o644)
 }
 
 // signWarrant is the judge's act. The key is in memory here; in production
@@ -299,6 +310,11 @@ func (d *demo) signWarrant(context.Context) error {
 		Targets: []string{demoTarget}, KeyIDs: []string{d.keyID}, Custodians: demoCustodianIDs,
 		NotBefore: d.now.Add(-time.Hour).Format(time.RFC3339), NotAfter: d.now.Add(7 * 24 * time.Hour).Format(time.RFC3339),
 		Recipient: d.agency.Public().String()}
+	env, err := escrow.ParseEnvelope(d.envelope)
+	if err != nil {
+		return err
+	}
+	w.Envelopes = []warrant.EnvelopeRef{{KeyID: env.KeyID, Target: env.Target, Enc: env.Enc}}
 	content, err := w.Marshal(0)
 	if err != nil {
 		return err
@@ -311,23 +327,16 @@ func (d *demo) signWarrant(context.Context) error {
 	if err := d.write("warrant.json", content, 0o644); err != nil {
 		return err
 	}
-	d.say("judge", "signed warrant %s for %s, key ID %s, custodians %s, to the agency's key (software key; SoftHSM2/PIV in production)",
+	d.say("judge", "signed warrant %s for %s, key ID %s, naming message.env only, custodians %s, to the agency's key (software key; SoftHSM2/PIV in production)",
 		w.Serial, demoTarget, d.keyID, strings.Join(demoCustodianIDs, ","))
 	return d.write("warrant.p7s", p7s, 0o644)
 }
 
-// recover is the agency's side: two packages rebuild the key, which opens
-// the envelope; the demo succeeds only if the bytes are the original's.
-func (d *demo) recover(context.Context) error {
-	key, err := escrow.Recover(d.agency, d.escrow, d.packages)
-	if err != nil {
-		return err
-	}
-	if err := d.write("escrow-"+d.keyID+".key", []byte(key.String()+"\n"), 0o600); err != nil {
-		return err
-	}
-	d.say("agency", "recovered the escrow key of %s from %d release packages (each share checked against the commitments)", d.keyID, len(d.packages))
-	env, opened, err := escrow.Open(key, d.envelope)
+// openEnvelope is the agency's side: the proofs of two packages' partials
+// are checked and the named envelope opens; the demo succeeds only if the
+// bytes are the original's, and only if the other envelope stays closed.
+func (d *demo) openEnvelope(context.Context) error {
+	env, opened, err := escrow.OpenScoped(d.agency, d.escrow, d.packages, d.envelope)
 	if err != nil {
 		return err
 	}
@@ -337,7 +346,12 @@ func (d *demo) recover(context.Context) error {
 	if !bytes.Equal(opened, demoMessage) {
 		return errors.New("the opened envelope differs from the original message")
 	}
-	d.say("agency", "opened the envelope for %s: %q", env.Target, strings.TrimSpace(string(opened)))
+	d.say("agency", "checked %d partial decryptions against their TPM proofs and opened the envelope for %s: %q",
+		len(d.packages), env.Target, strings.TrimSpace(string(opened)))
+	if _, _, err := escrow.OpenScoped(d.agency, d.escrow, d.packages, d.other); !errors.Is(err, escrow.ErrNotEnoughShares) {
+		return fmt.Errorf("the releases opened, or failed otherwise on, an envelope the warrant did not name: %v", err)
+	}
+	d.say("agency", "the same releases do not open other.env: the warrant did not name it")
 	return nil
 }
 

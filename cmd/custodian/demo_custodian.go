@@ -261,7 +261,7 @@ func (d *demo) releaseFrom(ctx context.Context, c *demoCustodian) error {
 	if err != nil {
 		return err
 	}
-	d.say("custodian "+c.id, "logged release entry %d, then sealed its share to the agency's key (%s.release.json)",
+	d.say("custodian "+c.id, "logged release entry %d, then its TPM computed and proved its partial decryption of message.env, sealed to the agency's key (%s.release.json)",
 		st.LedgerIndices[d.keyID], c.id)
 	return d.write(c.id+".release.json", data, 0o644)
 }

@@ -103,7 +103,7 @@ func TestEscrowStoryOnTheCommandLine(t *testing.T) {
 		"--secret", filepath.Join(dir, "court-a.secret"), "--ek-roots", rootsFile, "--out", policy)
 
 	out := filepath.Join(dir, "ceremony")
-	mustRun(t, append([]string{"ceremony", "--key-id", "2026-11", "--threshold", "2", "--policy", policy,
+	mustRun(t, append([]string{"ceremony", "--key-id", "2026-11", "--threshold", "2", "--mode", "share", "--policy", policy,
 		"--ek-roots", rootsFile, "--out", out}, ceremonyArgs...)...)
 	code, _, errOut := custodian(t, append([]string{"ceremony", "--key-id", "2026-11", "--threshold", "4",
 		"--policy", policy, "--ek-roots", rootsFile, "--out", filepath.Join(dir, "c2")}, ceremonyArgs...)...)

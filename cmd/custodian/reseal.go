@@ -30,24 +30,24 @@ func newUpdateKeygenCommand(g *globals) *cobra.Command {
 		Short: "Make the authority's update key (pass update.pub to custodian ceremony --update-key)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			private, verifier, err := escrow.NewUpdateKey(name)
+			private, public, err := escrow.NewUpdateKey(name)
 			if err != nil {
 				return err
 			}
 			if err := writeNew(out, []byte(private+"\n"), 0o600); err != nil {
 				return err
 			}
-			if err := writeNew(pub, []byte(verifier+"\n"), 0o644); err != nil {
+			if err := writeNew(pub, []byte(public), 0o644); err != nil {
 				return err
 			}
-			g.printf("update key %s: private in %s (keep offline), verifier in %s\n", name, out, pub)
+			g.printf("update key %s: private in %s (keep offline), public in %s (verifier and approval key)\n", name, out, pub)
 			return nil
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&name, "name", "custodian-update", "the key's name (no spaces or '+')")
 	f.StringVar(&out, "out", "", "new file for the private key (0600)")
-	f.StringVar(&pub, "pub", "", "new file for the verifier key")
+	f.StringVar(&pub, "pub", "", "new file for the public part: the verifier key and the approval key for scoped key IDs")
 	_ = cmd.MarkFlagRequired("out")
 	_ = cmd.MarkFlagRequired("pub")
 	return cmd

@@ -29,12 +29,23 @@ func TestUpdateKeygenAndSign(t *testing.T) {
 	note := filepath.Join(dir, "update.note")
 	mustRun(t, "update", "sign", "--key", key, "--policy", policyFile, "--out", note)
 
-	verifier, _ := os.ReadFile(pub)
+	public, _ := os.ReadFile(pub)
 	signed, _ := os.ReadFile(note)
-	p := &escrow.Public{KeyID: "2026-11", UpdateKey: strings.TrimSpace(string(verifier))}
-	got, err := p.OpenUpdate(signed)
+	verifier, approvalKey, err := escrow.ParseUpdatePublic(string(public))
+	if err != nil || approvalKey == nil {
+		t.Fatalf("update.pub: %v, approval key %x", err, approvalKey)
+	}
+	p := &escrow.Public{KeyID: "2026-11", UpdateKey: verifier}
+	got, approval, err := p.OpenUpdate(signed)
 	if err != nil || !got.PCRs.Equal(policy.PCRs) {
 		t.Fatalf("the signed update does not open with the verifier key: %v", err)
+	}
+	p.Mode, p.ApprovalKey = escrow.ModeScoped, approvalKey
+	if err := p.CheckApproval(got.PCRs, approval); err != nil {
+		t.Fatalf("the update's approval: %v", err)
+	}
+	if p.CheckApproval(tpm.PCRValues{8: bytes.Repeat([]byte{7}, 32)}, approval) == nil {
+		t.Fatal("the approval of one policy's PCRs also approves others")
 	}
 	code, _, errOut := custodian(t, "reseal")
 	if code == 0 || !strings.Contains(errOut, "--update FILE or --finish") {

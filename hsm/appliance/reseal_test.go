@@ -19,8 +19,10 @@ import (
 )
 
 // TestResealMovesSharesToAnApprovedImage: on the old image a signed update
-// reseals the share and the checkpoint key; after a reboot into the new
-// image they open and are promoted. A forged update is refused and logged.
+// reseals the share and the checkpoint key, and approves the new image for
+// the scoped key beside them; after a reboot into the new image they open
+// (the scoped key through the TPM-checked approval) and are promoted. A
+// forged update is refused and logged.
 func TestResealMovesSharesToAnApprovedImage(t *testing.T) {
 	tpmtest.RunSwtpm(t, func(t *testing.T, target tpmtest.Target) {
 		conn := target.Open(t)
@@ -44,11 +46,21 @@ func TestResealMovesSharesToAnApprovedImage(t *testing.T) {
 		updateKey, updateVerifier, _ := escrow.NewUpdateKey("authority")
 		_, bundles, err := escrow.Ceremony("2026-11", 2, oldPolicy.PCRs,
 			[]escrow.Member{{ID: "court-a", EK: a.EK}, {ID: "court-b", EK: tpmtest.RandomEK(t)}},
-			escrow.WithUpdateKey(updateVerifier))
+			escrow.WithMode(escrow.ModeShare), escrow.WithUpdateKey(updateVerifier))
 		if err != nil {
 			t.Fatal(err)
 		}
 		bundle, _ := bundles[0].Marshal()
+		if _, err := a.Provision(conn, bundle, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		_, scoped, err := escrow.Ceremony("2026-12", 2, oldPolicy.PCRs,
+			[]escrow.Member{{ID: "court-a", EK: a.EK}, {ID: "court-b", EK: tpmtest.RandomEK(t)}},
+			escrow.WithMode(escrow.ModeScoped), escrow.WithUpdateKey(updateVerifier))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bundle, _ = scoped[0].Marshal()
 		if _, err := a.Provision(conn, bundle, time.Now()); err != nil {
 			t.Fatal(err)
 		}
@@ -85,7 +97,7 @@ func TestResealMovesSharesToAnApprovedImage(t *testing.T) {
 			t.Fatal("the old checkpoint key opened on the new image")
 		}
 		promoted, err := a.FinishReseal(conn, time.Now())
-		if err != nil || len(promoted) != 2 {
+		if err != nil || len(promoted) != 3 {
 			t.Fatalf("promoted %v: %v", promoted, err)
 		}
 		a.Close()
@@ -94,12 +106,14 @@ func TestResealMovesSharesToAnApprovedImage(t *testing.T) {
 			t.Fatalf("after promotion: %v, signer %v", err, a.SignerErr)
 		}
 		defer a.Close()
-		b, err := a.Bundle("2026-11")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := escrow.Provision(conn, b, "court-a", a.EK); err != nil {
-			t.Fatalf("the resealed share does not open on the new image: %v", err)
+		for _, keyID := range []string{"2026-11", "2026-12"} {
+			b, err := a.Bundle(keyID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := escrow.Provision(conn, b, "court-a", a.EK); err != nil {
+				t.Fatalf("%s does not work on the new image: %v", keyID, err)
+			}
 		}
 		if _, err := a.Ledger.Checkpoint(); err != nil {
 			t.Fatal(err)

@@ -43,7 +43,7 @@ func BenchmarkCeremony(b *testing.B) {
 		t := n/2 + 1
 		b.Run(fmt.Sprintf("ceremony/n=%d", n), func(b *testing.B) {
 			for b.Loop() {
-				if _, _, err := Ceremony("2026-11", t, benchPCRs, ms); err != nil {
+				if _, _, err := Ceremony("2026-11", t, benchPCRs, ms, WithMode(ModeShare)); err != nil {
 					b.Fatal(err)
 				}
 			}

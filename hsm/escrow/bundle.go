@@ -2,6 +2,7 @@ package escrow
 
 import (
 	"bytes"
+	"crypto/ecdsa"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,6 +25,9 @@ type Bundle struct {
 	// PCR policy away from the ceremony's; Escrow.PCRs is then the
 	// update's.
 	Update []byte `json:"update,omitempty"`
+	// Approval, on a scoped bundle that followed an update, is the
+	// approval key's signature of Escrow.PCRs (tpm.Approval).
+	Approval []byte `json:"approval,omitempty"`
 }
 
 // Provisioning errors a device acts on.
@@ -54,13 +58,18 @@ func (b *Bundle) check() error {
 		return err
 	}
 	if b.Update != nil {
-		policy, err := b.Escrow.OpenUpdate(b.Update)
+		policy, approval, err := b.Escrow.OpenUpdate(b.Update)
 		if err != nil {
 			return err
 		}
 		if !policy.PCRs.Equal(b.Escrow.PCRs) {
 			return errors.New("the bundle's PCRs are not its update's")
 		}
+		if b.Escrow.Mode == ModeScoped && !bytes.Equal(approval, b.Approval) {
+			return errors.New("the bundle's approval is not its update's")
+		}
+	} else if b.Approval != nil {
+		return errors.New("an approval without the update it came with")
 	}
 	c, ok := b.Escrow.Custodian(b.CustodianID)
 	if !ok || c.Index != b.Index {
@@ -73,10 +82,21 @@ func (b *Bundle) check() error {
 	if !bytes.Equal(ek.Name(), c.EKName) {
 		return errors.New("the sealed share is for another TPM than the escrow file names")
 	}
-	if !pcrs.Equal(b.Escrow.PCRs) {
+	// A scoped key keeps the ceremony's PCRs; after an update the bundle's
+	// approval (checked with the update) carries the new ones.
+	if !pcrs.Equal(b.Escrow.PCRs) && b.Approval == nil {
 		return errors.New("the sealed share's PCR policy differs from the escrow file's")
 	}
 	return nil
+}
+
+// ScopedApproval is the approval a scoped bundle's key works under, or nil
+// for the key's own PCRs.
+func (b *Bundle) ScopedApproval() *tpm.Approval {
+	if b.Approval == nil {
+		return nil
+	}
+	return &tpm.Approval{PCRs: b.Escrow.PCRs, Signature: b.Approval}
 }
 
 // sealedTo parses the blob as the escrow file's mode says and returns the
@@ -93,6 +113,9 @@ func (b *Bundle) sealedTo() (*tpm.EK, tpm.PCRValues, error) {
 	k, err := tpm.ParseScopedKey(b.Blob)
 	if err != nil {
 		return nil, nil, err
+	}
+	if !equalApprover(k.Approver, b.Escrow.approver()) {
+		return nil, nil, errors.New("the scoped key's approver is not the escrow file's approval key")
 	}
 	want, err := b.Escrow.ShareCommitment(b.Index)
 	if err != nil {
@@ -162,7 +185,7 @@ func provisionScoped(t transport.TPM, b *Bundle) error {
 	if err != nil {
 		return err
 	}
-	partials, err := tpm.Partials(t, k, [][]byte{point})
+	partials, err := tpm.Partials(t, k, [][]byte{point}, b.ScopedApproval())
 	if err != nil {
 		return err
 	}
@@ -170,4 +193,11 @@ func provisionScoped(t transport.TPM, b *Bundle) error {
 		return ErrBadShare
 	}
 	return nil
+}
+
+func equalApprover(a, b *ecdsa.PublicKey) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Equal(b)
 }

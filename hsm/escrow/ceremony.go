@@ -20,7 +20,8 @@ type Member struct {
 
 // Ceremony makes the escrow key for keyID, splits it so that threshold of
 // the members' shares recover it, and seals each share to its member's EK
-// under pcrs — as sealed data, or in scoped mode (WithMode) as a TPM key.
+// under pcrs — in scoped mode (the default) as a TPM key, in share mode
+// (WithMode) as sealed data.
 // The key and the shares never leave this function unsealed.
 func Ceremony(keyID string, threshold int, pcrs tpm.PCRValues, members []Member, opts ...Option) (*Public, []*Bundle, error) {
 	if err := checkCeremony(keyID, threshold, pcrs, members); err != nil {
@@ -30,9 +31,12 @@ func Ceremony(keyID string, threshold int, pcrs tpm.PCRValues, members []Member,
 	defer secret.SetUint64(0)
 	ss := secretsharing.New(rand.Reader, uint(threshold-1), secret)
 	shares := ss.Share(uint(len(members)))
-	pub := &Public{Version: Version, KeyID: keyID, Mode: ModeShare, Threshold: threshold, PCRs: pcrs.Clone()}
+	pub := &Public{Version: Version, KeyID: keyID, Mode: DefaultMode, Threshold: threshold, PCRs: pcrs.Clone()}
 	for _, o := range opts {
 		o(pub)
+	}
+	if pub.Mode != ModeScoped {
+		pub.ApprovalKey = nil // the update key alone serves share mode
 	}
 	for _, c := range ss.CommitSecret() {
 		b, err := c.MarshalBinary()
@@ -53,7 +57,7 @@ func Ceremony(keyID string, threshold int, pcrs tpm.PCRValues, members []Member,
 		if testHookShare != nil {
 			testHookShare(index, value)
 		}
-		blob, proofKey, err := sealShare(pub.Mode, m.EK, pcrs, value)
+		blob, proofKey, err := sealShare(pub, m.EK, value)
 		clear(value)
 		shares[i].Value.SetUint64(0)
 		if err != nil {
@@ -74,16 +78,16 @@ func Ceremony(keyID string, threshold int, pcrs tpm.PCRValues, members []Member,
 // sealShare seals a share for one TPM: in share mode as sealed data
 // (tpm.Seal), in scoped mode as a key that never leaves the TPM
 // (tpm.SealScoped), with the proof key its partials are checked against.
-func sealShare(mode string, ek *tpm.EK, pcrs tpm.PCRValues, value []byte) (blob, proofKey []byte, err error) {
-	if mode == ModeScoped {
-		k, err := tpm.SealScoped(ek, pcrs, value)
+func sealShare(pub *Public, ek *tpm.EK, value []byte) (blob, proofKey []byte, err error) {
+	if pub.Mode == ModeScoped {
+		k, err := tpm.SealScoped(ek, pub.PCRs, value, pub.approver())
 		if err != nil {
 			return nil, nil, err
 		}
 		proofKey, err := tpm.ProofKey(value)
 		return k.Marshal(), proofKey, err
 	}
-	b, err := tpm.Seal(ek, pcrs, value)
+	b, err := tpm.Seal(ek, pub.PCRs, value)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -97,15 +101,25 @@ var testHookShare func(index int, value []byte)
 // Option sets an optional part of the escrow file.
 type Option func(*Public)
 
-// WithMode sets the key ID's mode, ModeShare (the default) or ModeScoped.
+// WithMode sets the key ID's mode, ModeScoped (DefaultMode) or ModeShare.
 func WithMode(mode string) Option {
 	return func(p *Public) { p.Mode = mode }
 }
 
-// WithUpdateKey names the authority's update key (a signed-note verifier
-// key) in the escrow file.
-func WithUpdateKey(verifierKey string) Option {
-	return func(p *Public) { p.UpdateKey = verifierKey }
+// WithUpdateKey names the authority's update key in the escrow file: the
+// public part NewUpdateKey returns (or a bare signed-note verifier key).
+// A scoped key ID also takes its approval key, so that its keys can
+// follow approved updates. A malformed key makes the escrow file fail its
+// check.
+func WithUpdateKey(public string) Option {
+	return func(p *Public) {
+		verifier, approvalKey, err := ParseUpdatePublic(public)
+		if err != nil {
+			p.UpdateKey = public // refused by check, with its reason
+			return
+		}
+		p.UpdateKey, p.ApprovalKey = verifier, approvalKey
+	}
 }
 
 // checkCeremony refuses what would make a weak or ambiguous key: fewer

@@ -129,7 +129,7 @@ func TestCeremonyProvisionRecover(t *testing.T) {
 	for _, tc := range []struct{ threshold, n int }{{2, 3}, {3, 5}} {
 		t.Run(fmt.Sprintf("%d-of-%d", tc.threshold, tc.n), func(t *testing.T) {
 			cs, pcrs := fleet(t, tc.n)
-			pub, bundles, err := escrow.Ceremony("2026-11", tc.threshold, pcrs, members(cs))
+			pub, bundles, err := escrow.Ceremony("2026-11", tc.threshold, pcrs, members(cs), escrow.WithMode(escrow.ModeShare))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -178,7 +178,7 @@ func TestCeremonyProvisionRecover(t *testing.T) {
 
 func TestProvisionRefusesWrongPlaceOrState(t *testing.T) {
 	cs, pcrs := fleet(t, 3)
-	_, bundles, err := escrow.Ceremony("2026-11", 2, pcrs, members(cs))
+	_, bundles, err := escrow.Ceremony("2026-11", 2, pcrs, members(cs), escrow.WithMode(escrow.ModeShare))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +202,7 @@ func TestProvisionRefusesWrongPlaceOrState(t *testing.T) {
 
 func TestRecoverNamesBadCustodianAndRefusesDuplicates(t *testing.T) {
 	cs, pcrs := fleet(t, 3)
-	pub, bundles, err := escrow.Ceremony("2026-11", 2, pcrs, members(cs))
+	pub, bundles, err := escrow.Ceremony("2026-11", 2, pcrs, members(cs), escrow.WithMode(escrow.ModeShare))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +248,7 @@ func TestRecoverNamesBadCustodianAndRefusesDuplicates(t *testing.T) {
 // encoding.
 func TestNoSecretOnDisk(t *testing.T) {
 	cs, pcrs := fleet(t, 3)
-	pub, bundles, err := escrow.Ceremony("2026-11", 2, pcrs, members(cs))
+	pub, bundles, err := escrow.Ceremony("2026-11", 2, pcrs, members(cs), escrow.WithMode(escrow.ModeShare))
 	if err != nil {
 		t.Fatal(err)
 	}

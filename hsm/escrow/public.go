@@ -3,6 +3,7 @@ package escrow
 import (
 	"bytes"
 	"crypto/ecdh"
+	"crypto/ecdsa"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -26,6 +27,9 @@ const Version = 1
 const (
 	ModeShare  = "share"
 	ModeScoped = "scoped"
+	// DefaultMode is what a ceremony makes unless told otherwise: the
+	// mode whose releases cannot reach beyond the envelopes a warrant names.
+	DefaultMode = ModeScoped
 )
 
 // MaxCustodians caps n.
@@ -51,6 +55,11 @@ type Public struct {
 	// whose signed updates let custodians reseal their shares to a new
 	// image's policy without a new ceremony. Empty: no updates.
 	UpdateKey string `json:"update_key,omitempty"`
+	// ApprovalKey, in scoped mode only, is the P-256 key (PKIX DER,
+	// derived from the update key) whose approvals of an update's PCRs
+	// the scoped keys' TPM policies accept. Without it a scoped key works
+	// only under PCRs.
+	ApprovalKey []byte `json:"approval_key,omitempty"`
 }
 
 // Custodian is one holder of a share.
@@ -111,7 +120,35 @@ func (p *Public) check() error {
 			return fmt.Errorf("update key: %w", err)
 		}
 	}
+	if err := p.checkApprovalKey(); err != nil {
+		return err
+	}
 	return checkCustodians(p.Custodians)
+}
+
+// checkApprovalKey: an approval key only for a scoped key ID with an
+// update key, and a P-256 one.
+func (p *Public) checkApprovalKey() error {
+	if p.ApprovalKey == nil {
+		return nil
+	}
+	if p.Mode != ModeScoped || p.UpdateKey == "" {
+		return errors.New("an approval key belongs only to a scoped key ID with an update key")
+	}
+	_, err := tpm.ParseApprover(p.ApprovalKey)
+	return err
+}
+
+// approver is the parsed approval key, or nil.
+func (p *Public) approver() *ecdsa.PublicKey {
+	if p.ApprovalKey == nil {
+		return nil
+	}
+	key, err := tpm.ParseApprover(p.ApprovalKey)
+	if err != nil {
+		return nil
+	}
+	return key
 }
 
 // checkProofKeys: every custodian of a scoped key has a proof key, and

@@ -53,7 +53,7 @@ func releasePartials(t *testing.T, c *custodian, b *escrow.Bundle, to *recipient
 		}
 		points = append(points, env.Enc)
 	}
-	partials, err := tpm.Partials(c.conn, key, points)
+	partials, err := tpm.Partials(c.conn, key, points, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +146,7 @@ func lyingRelease(t *testing.T, c *custodian, b *escrow.Bundle, id *recipient.Id
 	env, _ := escrow.ParseEnvelope(envelope)
 	other := seal(t, &b.Escrow, "bob", "other")
 	otherEnv, _ := escrow.ParseEnvelope(other)
-	partials, err := tpm.Partials(c.conn, key, [][]byte{env.Enc, otherEnv.Enc})
+	partials, err := tpm.Partials(c.conn, key, [][]byte{env.Enc, otherEnv.Enc}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,11 @@ package escrow
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
@@ -18,12 +22,20 @@ import (
 // C2SP signed note whose text is
 //
 //	custodian update v1
+//	approval <base64 ASN.1 ECDSA signature>
 //	<the new image's policy.json>
 //
 // signed with the update key named in the escrow file. A custodian running
-// the approved image reseals its share to the new policy's PCRs inside
-// its own TPM session; the share is never written in the clear.
-const updateHeader = "custodian update v1\n"
+// the approved image reseals a share-mode share to the new policy's PCRs
+// inside its own TPM session; the share is never written in the clear. A
+// scoped key is not resealed: the approval line, the update key's P-256
+// approval key signing the new PCRs (tpm.ApprovalDigest), lets the TPM
+// accept the new image for it (tpm.Approval). Notes without the line are
+// accepted for share-mode keys.
+const (
+	updateHeader   = "custodian update v1\n"
+	approvalPrefix = "approval "
+)
 
 // maxUpdateSize caps an update note.
 const maxUpdateSize = 128 << 10
@@ -32,12 +44,72 @@ const maxUpdateSize = 128 << 10
 var ErrBadUpdate = errors.New("update refused")
 
 // NewUpdateKey makes an update signing key named name; the private key
-// stays with the escrow authority, the verifier key goes in escrow files.
-func NewUpdateKey(name string) (private, verifier string, err error) {
-	return note.GenerateKey(rand.Reader, name)
+// stays with the escrow authority. The public part, for ceremonies, is two
+// lines: the signed-note verifier key and the approval key derived from
+// the same secret ("approval-key <base64 PKIX>").
+func NewUpdateKey(name string) (private, public string, err error) {
+	private, verifier, err := note.GenerateKey(rand.Reader, name)
+	if err != nil {
+		return "", "", err
+	}
+	approver, err := approvalKey(private)
+	if err != nil {
+		return "", "", err
+	}
+	der, err := x509.MarshalPKIXPublicKey(&approver.PublicKey)
+	if err != nil {
+		return "", "", err
+	}
+	return private, verifier + "\napproval-key " + base64.StdEncoding.EncodeToString(der) + "\n", nil
 }
 
-// SignUpdate signs a new policy with the authority's private update key.
+// ParseUpdatePublic reads the public part of an update key: the verifier
+// key, and the approval key (PKIX DER) if the file has one.
+func ParseUpdatePublic(text string) (verifier string, approvalKeyDER []byte, err error) {
+	lines := strings.Split(strings.TrimSpace(text), "\n")
+	if len(lines) > 2 {
+		return "", nil, errors.New("update key: more than two lines")
+	}
+	if _, err := note.NewVerifier(lines[0]); err != nil {
+		return "", nil, fmt.Errorf("update key: %w", err)
+	}
+	if len(lines) == 1 {
+		return lines[0], nil, nil
+	}
+	b64, ok := strings.CutPrefix(lines[1], "approval-key ")
+	der, err := base64.StdEncoding.DecodeString(b64)
+	if !ok || err != nil {
+		return "", nil, errors.New("update key: the second line is not an approval key")
+	}
+	if _, err := tpm.ParseApprover(der); err != nil {
+		return "", nil, err
+	}
+	return lines[0], der, nil
+}
+
+// approvalKey derives the P-256 approval key from the update key's secret,
+// so that one secret signs both the note and the TPM's approvals.
+func approvalKey(privateKey string) (*ecdsa.PrivateKey, error) {
+	fields := strings.SplitN(privateKey, "+", 5)
+	if len(fields) != 5 || fields[0] != "PRIVATE" || fields[1] != "KEY" {
+		return nil, errors.New("not a signed-note private key")
+	}
+	raw, err := base64.StdEncoding.DecodeString(fields[4])
+	if err != nil || len(raw) != 33 {
+		return nil, errors.New("not an Ed25519 signed-note private key")
+	}
+	d := g.HashToScalar(raw[1:], []byte("custodian scoped approval key v1"))
+	defer d.SetUint64(0)
+	scalar, err := d.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	defer clear(scalar)
+	return ecdsa.ParseRawPrivateKey(elliptic.P256(), scalar)
+}
+
+// SignUpdate signs a new policy with the authority's private update key,
+// with the approval of its PCRs for scoped keys.
 func SignUpdate(privateKey string, p *bootpolicy.Policy) ([]byte, error) {
 	signer, err := note.NewSigner(privateKey)
 	if err != nil {
@@ -47,44 +119,96 @@ func SignUpdate(privateKey string, p *bootpolicy.Policy) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return note.Sign(&note.Note{Text: updateHeader + string(data)}, signer)
-}
-
-// OpenUpdate checks an update against the escrow file's update key and
-// returns the new policy.
-func (p *Public) OpenUpdate(signed []byte) (*bootpolicy.Policy, error) {
-	policy, err := p.openUpdate(signed)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadUpdate, err)
-	}
-	return policy, nil
-}
-
-func (p *Public) openUpdate(signed []byte) (*bootpolicy.Policy, error) {
-	if p.UpdateKey == "" {
-		return nil, fmt.Errorf("key ID %s has no update key; a new ceremony is needed", p.KeyID)
-	}
-	if len(signed) > maxUpdateSize {
-		return nil, errors.New("too large")
-	}
-	v, err := note.NewVerifier(p.UpdateKey)
+	approver, err := approvalKey(privateKey)
 	if err != nil {
 		return nil, err
 	}
+	digest, err := tpm.ApprovalDigest(p.PCRs)
+	if err != nil {
+		return nil, err
+	}
+	sig, err := ecdsa.SignASN1(rand.Reader, approver, digest)
+	if err != nil {
+		return nil, err
+	}
+	text := updateHeader + approvalPrefix + base64.StdEncoding.EncodeToString(sig) + "\n" + string(data)
+	return note.Sign(&note.Note{Text: text}, signer)
+}
+
+// OpenUpdate checks an update against the escrow file's update key and
+// returns the new policy and its approval signature (nil if the note has
+// none; for a scoped key with an approval key, one that verifies is
+// required).
+func (p *Public) OpenUpdate(signed []byte) (*bootpolicy.Policy, []byte, error) {
+	policy, approval, err := p.openUpdate(signed)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrBadUpdate, err)
+	}
+	return policy, approval, nil
+}
+
+func (p *Public) openUpdate(signed []byte) (*bootpolicy.Policy, []byte, error) {
+	if p.UpdateKey == "" {
+		return nil, nil, fmt.Errorf("key ID %s has no update key; a new ceremony is needed", p.KeyID)
+	}
+	if len(signed) > maxUpdateSize {
+		return nil, nil, errors.New("too large")
+	}
+	v, err := note.NewVerifier(p.UpdateKey)
+	if err != nil {
+		return nil, nil, err
+	}
 	n, err := note.Open(signed, note.VerifierList(v))
 	if err != nil {
-		return nil, fmt.Errorf("not signed by the update key of %s: %v", p.KeyID, err)
+		return nil, nil, fmt.Errorf("not signed by the update key of %s: %v", p.KeyID, err)
 	}
 	body, ok := strings.CutPrefix(n.Text, updateHeader)
 	if !ok {
-		return nil, errors.New("not a custodian update")
+		return nil, nil, errors.New("not a custodian update")
 	}
-	return bootpolicy.Parse([]byte(body))
+	var approval []byte
+	if line, rest, ok := strings.Cut(body, "\n"); ok && strings.HasPrefix(line, approvalPrefix) {
+		if approval, err = base64.StdEncoding.DecodeString(strings.TrimPrefix(line, approvalPrefix)); err != nil {
+			return nil, nil, errors.New("the approval line is not base64")
+		}
+		body = rest
+	}
+	policy, err := bootpolicy.Parse([]byte(body))
+	if err != nil {
+		return nil, nil, err
+	}
+	if p.ApprovalKey != nil {
+		if err := p.CheckApproval(policy.PCRs, approval); err != nil {
+			return nil, nil, err
+		}
+	}
+	return policy, approval, nil
 }
 
-// ErrScopedReseal: a scoped key's share never leaves the TPM, so the
-// device cannot seal it again to a new image's policy.
-var ErrScopedReseal = errors.New("a scoped key cannot be resealed on the device (its share never leaves the TPM); the escrow authority runs a new ceremony for the new image")
+// CheckApproval checks, in software, that sig is the escrow file's
+// approval key's approval of pcrs (the TPM checks it again before use).
+func (p *Public) CheckApproval(pcrs tpm.PCRValues, sig []byte) error {
+	if p.ApprovalKey == nil {
+		return errors.New("the escrow file names no approval key")
+	}
+	key, err := tpm.ParseApprover(p.ApprovalKey)
+	if err != nil {
+		return err
+	}
+	digest, err := tpm.ApprovalDigest(pcrs)
+	if err != nil {
+		return err
+	}
+	if !ecdsa.VerifyASN1(key, digest, sig) {
+		return errors.New("the approval of the new PCRs does not verify with the escrow file's approval key")
+	}
+	return nil
+}
+
+// ErrScopedReseal: a scoped key without an approval key cannot follow an
+// update: its share never leaves the TPM, and its policy names only the
+// ceremony's PCRs.
+var ErrScopedReseal = errors.New("this scoped key names no approval key, so it cannot follow an image update (its share never leaves the TPM); the escrow authority runs a new ceremony for the new image")
 
 // Reseal opens the share of b in the TPM (under the current PCRs: the
 // approved image) and seals it again, to the same TPM, under the PCRs of
@@ -92,9 +216,9 @@ var ErrScopedReseal = errors.New("a scoped key cannot be resealed on the device 
 // carries the update as its authority.
 func Reseal(t transport.TPM, b *Bundle, update []byte) (*Bundle, error) {
 	if b.Escrow.Mode == ModeScoped {
-		return nil, ErrScopedReseal
+		return approveScoped(b, update)
 	}
-	policy, err := b.Escrow.OpenUpdate(update)
+	policy, _, err := b.Escrow.OpenUpdate(update)
 	if err != nil {
 		return nil, err
 	}
@@ -117,6 +241,23 @@ func Reseal(t transport.TPM, b *Bundle, update []byte) (*Bundle, error) {
 	out := *b
 	out.Escrow.PCRs = policy.PCRs.Clone()
 	out.Blob = next.Marshal()
+	out.Update = bytes.Clone(update)
+	return &out, nil
+}
+
+// approveScoped moves a scoped bundle to an update's PCRs: the key in the
+// TPM is unchanged; the bundle carries the approval the TPM will check.
+func approveScoped(b *Bundle, update []byte) (*Bundle, error) {
+	if b.Escrow.ApprovalKey == nil {
+		return nil, ErrScopedReseal
+	}
+	policy, approval, err := b.Escrow.OpenUpdate(update)
+	if err != nil {
+		return nil, err
+	}
+	out := *b
+	out.Escrow.PCRs = policy.PCRs.Clone()
+	out.Approval = approval
 	out.Update = bytes.Clone(update)
 	return &out, nil
 }

@@ -237,7 +237,7 @@ func (d *Daemon) sealPartials(r *request, b *escrow.Bundle, tm *Timings) (*escro
 		points = append(points, e.Enc)
 	}
 	t0 := time.Now()
-	partials, err := tpm.Partials(d.cfg.TPM, key, points)
+	partials, err := tpm.Partials(d.cfg.TPM, key, points, b.ScopedApproval())
 	tm.TPMMS += ms(time.Since(t0))
 	if err != nil {
 		if errors.Is(err, tpm.ErrPCRMismatch) {

@@ -1,0 +1,151 @@
+package tpm
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/sha256"
+	"crypto/x509"
+	"errors"
+	"fmt"
+
+	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
+	"golang.org/x/crypto/cryptobyte"
+	"golang.org/x/crypto/cryptobyte/asn1"
+)
+
+// Approval is the approver's signature allowing a scoped key to work while
+// the PCRs hold PCRs: how a key follows an approved image update without
+// leaving the TPM. The TPM checks it (TPM2_VerifySignature, then
+// TPM2_PolicyAuthorize); no software on the device can forge it.
+type Approval struct {
+	PCRs      PCRValues
+	Signature []byte // ASN.1 ECDSA P-256 over ApprovalDigest(PCRs)
+}
+
+// approvalRef is PolicyAuthorize's policyRef: it keeps the approver's
+// signatures for scoped keys apart from anything else the key signs.
+const approvalRef = "custodian scoped approval v1"
+
+// ErrBadApproval: the TPM refused the approval's signature.
+var ErrBadApproval = errors.New("the approval is not signed by the scoped key's approver")
+
+// ApprovalDigest is what the approver signs to approve pcrs: the TPM's
+// aHash, SHA-256(PolicyPCR digest ‖ policyRef).
+func ApprovalDigest(pcrs PCRValues) ([]byte, error) {
+	policy, err := pcrs.PolicyDigest()
+	if err != nil {
+		return nil, err
+	}
+	h := sha256.New()
+	h.Write(policy)
+	h.Write([]byte(approvalRef))
+	return h.Sum(nil), nil
+}
+
+// ParseApprover decodes an approver's P-256 public key (PKIX DER).
+func ParseApprover(der []byte) (*ecdsa.PublicKey, error) {
+	key, err := x509.ParsePKIXPublicKey(der)
+	if err != nil {
+		return nil, fmt.Errorf("approver key: %w", err)
+	}
+	ec, ok := key.(*ecdsa.PublicKey)
+	if !ok || ec.Curve != elliptic.P256() {
+		return nil, errors.New("approver key: not an ECDSA P-256 key")
+	}
+	return ec, nil
+}
+
+// approverPublic is the public area the TPM loads the approver as; its
+// Name is what the scoped keys' policies name.
+func approverPublic(key *ecdsa.PublicKey) (tpm2.TPMTPublic, error) {
+	ecdhKey, err := key.ECDH()
+	if err != nil {
+		return tpm2.TPMTPublic{}, err
+	}
+	point := ecdhKey.Bytes()
+	return tpm2.TPMTPublic{
+		Type:             tpm2.TPMAlgECC,
+		NameAlg:          tpm2.TPMAlgSHA256,
+		ObjectAttributes: tpm2.TPMAObject{SignEncrypt: true, UserWithAuth: true},
+		Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgECC, &tpm2.TPMSECCParms{
+			Symmetric: tpm2.TPMTSymDefObject{Algorithm: tpm2.TPMAlgNull},
+			Scheme:    tpm2.TPMTECCScheme{Scheme: tpm2.TPMAlgNull},
+			CurveID:   tpm2.TPMECCNistP256,
+			KDF:       tpm2.TPMTKDFScheme{Scheme: tpm2.TPMAlgNull},
+		}),
+		Unique: tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{
+			X: tpm2.TPM2BECCParameter{Buffer: point[1:33]},
+			Y: tpm2.TPM2BECCParameter{Buffer: point[33:]},
+		}),
+	}, nil
+}
+
+func approverName(key *ecdsa.PublicKey) (tpm2.TPM2BName, error) {
+	pub, err := approverPublic(key)
+	if err != nil {
+		return tpm2.TPM2BName{}, err
+	}
+	name, err := tpm2.ObjectName(&pub)
+	if err != nil {
+		return tpm2.TPM2BName{}, err
+	}
+	return *name, nil
+}
+
+// approvalTicket has the TPM check the approval's signature with the
+// approver's public key, and returns the ticket PolicyAuthorize needs.
+func approvalTicket(t transport.TPM, approver *ecdsa.PublicKey, a *Approval) (*tpm2.TPMTTKVerified, error) {
+	digest, err := ApprovalDigest(a.PCRs)
+	if err != nil {
+		return nil, err
+	}
+	sig, err := tpmSignature(a.Signature)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadApproval, err)
+	}
+	pub, err := approverPublic(approver)
+	if err != nil {
+		return nil, err
+	}
+	loaded, err := tpm2.LoadExternal{InPublic: tpm2.New2B(pub), Hierarchy: tpm2.TPMRHOwner}.Execute(t)
+	if err != nil {
+		return nil, fmt.Errorf("loading the approver's key: %w", err)
+	}
+	defer flush(t, loaded.ObjectHandle)
+	rsp, err := tpm2.VerifySignature{
+		KeyHandle: tpm2.NamedHandle{Handle: loaded.ObjectHandle, Name: loaded.Name},
+		Digest:    tpm2.TPM2BDigest{Buffer: digest},
+		Signature: sig,
+	}.Execute(t)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadApproval, err)
+	}
+	return &rsp.Validation, nil
+}
+
+// tpmSignature converts an ASN.1 ECDSA signature for the TPM.
+func tpmSignature(der []byte) (tpm2.TPMTSignature, error) {
+	var r, s []byte
+	in := cryptobyte.String(der)
+	var seq cryptobyte.String
+	if !in.ReadASN1(&seq, asn1.SEQUENCE) || !in.Empty() ||
+		!seq.ReadASN1Integer(&r) || !seq.ReadASN1Integer(&s) || !seq.Empty() {
+		return tpm2.TPMTSignature{}, errors.New("not an ASN.1 ECDSA signature")
+	}
+	return tpm2.TPMTSignature{
+		SigAlg: tpm2.TPMAlgECDSA,
+		Signature: tpm2.NewTPMUSignature(tpm2.TPMAlgECDSA, &tpm2.TPMSSignatureECC{
+			Hash:       tpm2.TPMAlgSHA256,
+			SignatureR: tpm2.TPM2BECCParameter{Buffer: trimZero(r)},
+			SignatureS: tpm2.TPM2BECCParameter{Buffer: trimZero(s)},
+		}),
+	}, nil
+}
+
+func trimZero(b []byte) []byte {
+	for len(b) > 1 && b[0] == 0 {
+		b = b[1:]
+	}
+	return b
+}
