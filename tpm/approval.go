@@ -63,22 +63,8 @@ func approverPublic(key *ecdsa.PublicKey) (tpm2.TPMTPublic, error) {
 	if err != nil {
 		return tpm2.TPMTPublic{}, err
 	}
-	point := ecdhKey.Bytes()
-	return tpm2.TPMTPublic{
-		Type:             tpm2.TPMAlgECC,
-		NameAlg:          tpm2.TPMAlgSHA256,
-		ObjectAttributes: tpm2.TPMAObject{SignEncrypt: true, UserWithAuth: true},
-		Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgECC, &tpm2.TPMSECCParms{
-			Symmetric: tpm2.TPMTSymDefObject{Algorithm: tpm2.TPMAlgNull},
-			Scheme:    tpm2.TPMTECCScheme{Scheme: tpm2.TPMAlgNull},
-			CurveID:   tpm2.TPMECCNistP256,
-			KDF:       tpm2.TPMTKDFScheme{Scheme: tpm2.TPMAlgNull},
-		}),
-		Unique: tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{
-			X: tpm2.TPM2BECCParameter{Buffer: point[1:33]},
-			Y: tpm2.TPM2BECCParameter{Buffer: point[33:]},
-		}),
-	}, nil
+	attrs := tpm2.TPMAObject{SignEncrypt: true, UserWithAuth: true}
+	return p256Public(attrs, tpm2.TPMTECCScheme{Scheme: tpm2.TPMAlgNull}, nil, ecdhKey.Bytes()), nil
 }
 
 func approverName(key *ecdsa.PublicKey) (tpm2.TPM2BName, error) {

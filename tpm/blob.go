@@ -41,14 +41,7 @@ var ErrMalformedBlob = errors.New("malformed sealed blob")
 // Marshal encodes the blob.
 func (b *Blob) Marshal() []byte {
 	var out cryptobyte.Builder
-	out.AddBytes([]byte(blobMagic))
-	out.AddUint8(blobVersion)
-	out.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) { c.AddBytes(b.EK.MarshalPKIX()) })
-	out.AddUint8(uint8(len(b.PCRs)))
-	for _, i := range b.PCRs.Indices() {
-		out.AddUint8(uint8(i))
-		out.AddBytes(b.PCRs[i])
-	}
+	addHeader(&out, blobMagic, b.EK, b.PCRs)
 	for _, field := range [][]byte{tpm2.Marshal(b.public), b.duplicate, b.seed} {
 		out.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) { c.AddBytes(field) })
 	}
@@ -67,19 +60,7 @@ func ParseBlob(data []byte) (*Blob, error) {
 
 func parseBlob(data []byte) (*Blob, error) {
 	s := cryptobyte.String(data)
-	var magic []byte
-	var version uint8
-	if !s.ReadBytes(&magic, len(blobMagic)) || string(magic) != blobMagic {
-		return nil, errors.New("not a sealed blob (bad magic)")
-	}
-	if !s.ReadUint8(&version) || version != blobVersion {
-		return nil, fmt.Errorf("unsupported version %d", version)
-	}
-	ek, err := readEK(&s)
-	if err != nil {
-		return nil, err
-	}
-	pcrs, err := readPCRs(&s)
+	ek, pcrs, err := readHeader(&s, blobMagic, "a sealed blob")
 	if err != nil {
 		return nil, err
 	}
@@ -94,6 +75,40 @@ func parseBlob(data []byte) (*Blob, error) {
 		return nil, err
 	}
 	return &Blob{EK: ek, PCRs: pcrs, wrapped: *w}, nil
+}
+
+// addHeader writes what both blob formats start with: magic, version, EK
+// and PCR values.
+func addHeader(out *cryptobyte.Builder, magic string, ek *EK, pcrs PCRValues) {
+	out.AddBytes([]byte(magic))
+	out.AddUint8(blobVersion)
+	out.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) { c.AddBytes(ek.MarshalPKIX()) })
+	out.AddUint8(uint8(len(pcrs)))
+	for _, i := range pcrs.Indices() {
+		out.AddUint8(uint8(i))
+		out.AddBytes(pcrs[i])
+	}
+}
+
+// readHeader reads what addHeader wrote, for the format with this magic.
+func readHeader(s *cryptobyte.String, magic, what string) (*EK, PCRValues, error) {
+	var got []byte
+	var version uint8
+	if !s.ReadBytes(&got, len(magic)) || string(got) != magic {
+		return nil, nil, fmt.Errorf("not %s (bad magic)", what)
+	}
+	if !s.ReadUint8(&version) || version != blobVersion {
+		return nil, nil, fmt.Errorf("unsupported version %d", version)
+	}
+	ek, err := readEK(s)
+	if err != nil {
+		return nil, nil, err
+	}
+	pcrs, err := readPCRs(s)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ek, pcrs, nil
 }
 
 func readEK(s *cryptobyte.String) (*EK, error) {

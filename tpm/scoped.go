@@ -136,6 +136,12 @@ func scopedPublic(role scopedRole, gates []gate, point []byte) (tpm2.TPMTPublic,
 			Details: tpm2.NewTPMUAsymScheme(tpm2.TPMAlgECDAA, &tpm2.TPMSSchemeECDAA{HashAlg: tpm2.TPMAlgSHA256}),
 		}
 	}
+	return p256Public(attrs, scheme, policy, point), nil
+}
+
+// p256Public is the public area of a P-256 key with SHA-256 names, no
+// symmetric part and no KDF: the scoped objects and the approver.
+func p256Public(attrs tpm2.TPMAObject, scheme tpm2.TPMTECCScheme, policy, point []byte) tpm2.TPMTPublic {
 	return tpm2.TPMTPublic{
 		Type:             tpm2.TPMAlgECC,
 		NameAlg:          tpm2.TPMAlgSHA256,
@@ -151,7 +157,7 @@ func scopedPublic(role scopedRole, gates []gate, point []byte) (tpm2.TPMTPublic,
 			X: tpm2.TPM2BECCParameter{Buffer: point[1:33]},
 			Y: tpm2.TPM2BECCParameter{Buffer: point[33:]},
 		}),
-	}, nil
+	}
 }
 
 // A gate is how a policy branch checks the image: PolicyPCR of fixed
@@ -254,14 +260,7 @@ const scopedMagic = "CUSTSCOP"
 // Marshal encodes the key.
 func (k *ScopedKey) Marshal() []byte {
 	var out cryptobyte.Builder
-	out.AddBytes([]byte(scopedMagic))
-	out.AddUint8(blobVersion)
-	out.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) { c.AddBytes(k.EK.MarshalPKIX()) })
-	out.AddUint8(uint8(len(k.PCRs)))
-	for _, i := range k.PCRs.Indices() {
-		out.AddUint8(uint8(i))
-		out.AddBytes(k.PCRs[i])
-	}
+	addHeader(&out, scopedMagic, k.EK, k.PCRs)
 	out.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) {
 		if k.Approver != nil {
 			der, err := x509.MarshalPKIXPublicKey(k.Approver)
@@ -295,19 +294,7 @@ func IsScopedKey(data []byte) bool { return bytes.HasPrefix(data, []byte(scopedM
 
 func parseScopedKey(data []byte) (*ScopedKey, error) {
 	s := cryptobyte.String(data)
-	var magic []byte
-	var version uint8
-	if !s.ReadBytes(&magic, len(scopedMagic)) || string(magic) != scopedMagic {
-		return nil, errors.New("not a scoped key (bad magic)")
-	}
-	if !s.ReadUint8(&version) || version != blobVersion {
-		return nil, fmt.Errorf("unsupported version %d", version)
-	}
-	ek, err := readEK(&s)
-	if err != nil {
-		return nil, err
-	}
-	pcrs, err := readPCRs(&s)
+	ek, pcrs, err := readHeader(&s, scopedMagic, "a scoped key")
 	if err != nil {
 		return nil, err
 	}
