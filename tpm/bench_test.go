@@ -1,6 +1,9 @@
 package tpm_test
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"encoding/binary"
 	"fmt"
 	"testing"
@@ -190,23 +193,33 @@ func BenchmarkScopedPartial(b *testing.B) {
 	benchTargets(b, func(b *testing.B, conn transport.TPM) {
 		ek, pcrs := bootedDevice(b, conn)
 		b.Run("share-unseal", func(b *testing.B) { benchUnseal(b, conn, ek, pcrs, secret(b)) })
-		_, key, _ := scopedShare(b, ek, pcrs)
+		s, key, _ := scopedShare(b, ek, pcrs)
+		approver, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		approvable, err := tpm.SealScoped(ek, pcrs, s, &approver.PublicKey)
+		if err != nil {
+			b.Fatal(err)
+		}
+		approval := approve(b, approver, pcrs)
 		for _, n := range []int{1, 16} {
 			points := make([][]byte, n)
 			for i := range points {
 				points[i] = randomPoint(b)
 			}
-			b.Run(fmt.Sprintf("partials=%d", n), func(b *testing.B) {
-				clock := &commandClock{TPM: conn}
-				for b.Loop() {
-					if _, err := tpm.Partials(clock, key, points, nil); err != nil {
-						b.Fatal(err)
-					}
-				}
-				clock.report(b)
-			})
+			b.Run(fmt.Sprintf("partials=%d", n), func(b *testing.B) { benchPartials(b, conn, key, points, nil) })
+			b.Run(fmt.Sprintf("approved/partials=%d", n), func(b *testing.B) { benchPartials(b, conn, approvable, points, approval) })
 		}
 	})
+}
+
+// benchPartials measures Partials, split by commandClock.
+func benchPartials(b *testing.B, conn transport.TPM, key *tpm.ScopedKey, points [][]byte, approval *tpm.Approval) {
+	clock := &commandClock{TPM: conn}
+	for b.Loop() {
+		if _, err := tpm.Partials(clock, key, points, approval); err != nil {
+			b.Fatal(err)
+		}
+	}
+	clock.report(b)
 }
 
 // commandClock is a transport that times each command and books a policy
@@ -227,7 +240,7 @@ func (c *commandClock) Send(cmd []byte) ([]byte, error) {
 		c.booked = map[string]time.Duration{}
 	}
 	switch tpm2.TPMCC(binary.BigEndian.Uint32(cmd[6:10])) {
-	case tpm2.TPMCCPolicyPCR, tpm2.TPMCCPolicyCommandCode, tpm2.TPMCCPolicyOR, tpm2.TPMCCPolicySecret:
+	case tpm2.TPMCCPolicyPCR, tpm2.TPMCCPolicyCommandCode, tpm2.TPMCCPolicyOR, tpm2.TPMCCPolicySecret, tpm2.TPMCCPolicyAuthorize:
 		c.pending += d
 		return rsp, err
 	case tpm2.TPMCCECDHZGen:

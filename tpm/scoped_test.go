@@ -286,7 +286,7 @@ func TestScopedKeyFollowsAnApprovedImage(t *testing.T) {
 	})
 }
 
-func approve(t *testing.T, key *ecdsa.PrivateKey, pcrs tpm.PCRValues) *tpm.Approval {
+func approve(t testing.TB, key *ecdsa.PrivateKey, pcrs tpm.PCRValues) *tpm.Approval {
 	t.Helper()
 	digest, err := tpm.ApprovalDigest(pcrs)
 	if err != nil {
