@@ -29,7 +29,7 @@ func Partials(t transport.TPM, k *ScopedKey, points [][]byte, approval *Approval
 	if len(points) == 0 || len(points) > MaxPartials {
 		return nil, fmt.Errorf("%d points; one call computes 1 to %d partials", len(points), MaxPartials)
 	}
-	if _, err := decodeAll(points); err != nil {
+	if err := checkPoints(points); err != nil {
 		return nil, err
 	}
 	if approval != nil && k.Approver == nil {
@@ -42,6 +42,12 @@ func Partials(t transport.TPM, k *ScopedKey, points [][]byte, approval *Approval
 		return nil, diagnose(t, k.EK, fmt.Errorf("starting a session salted to the endorsement key: %w", err))
 	}
 	defer closeSession()
+	// The approval is checked first, while no scoped object is loaded: a
+	// TPM without a resource manager has three transient slots.
+	g, err := k.openGate(t, approval)
+	if err != nil {
+		return nil, err
+	}
 	zgen, err := loadScoped(t, sess, k, &k.zgen)
 	if err != nil {
 		return nil, err
@@ -57,10 +63,6 @@ func Partials(t transport.TPM, k *ScopedKey, points [][]byte, approval *Approval
 		return nil, fmt.Errorf("starting the proof session: %w", err)
 	}
 	defer closeProof()
-	g, err := k.openGate(t, approval)
-	if err != nil {
-		return nil, err
-	}
 
 	out := make([]Partial, len(points))
 	for i, r := range points {
@@ -77,15 +79,13 @@ func Partials(t transport.TPM, k *ScopedKey, points [][]byte, approval *Approval
 	return out, nil
 }
 
-func decodeAll(points [][]byte) ([]tpm2.TPMSECCPoint, error) {
-	out := make([]tpm2.TPMSECCPoint, len(points))
+func checkPoints(points [][]byte) error {
 	for i, p := range points {
 		if _, err := decodePoints(map[string][]byte{"point": p}); err != nil {
-			return nil, fmt.Errorf("point %d: %v", i, err)
+			return fmt.Errorf("point %d: %v", i, err)
 		}
-		out[i] = tpmPoint(p)
 	}
-	return out, nil
+	return nil
 }
 
 func tpmPoint(p []byte) tpm2.TPMSECCPoint {

@@ -142,6 +142,7 @@ func scopedPublic(role scopedRole, gates []gate, point []byte) (tpm2.TPMTPublic,
 // p256Public is the public area of a P-256 key with SHA-256 names, no
 // symmetric part and no KDF: the scoped objects and the approver.
 func p256Public(attrs tpm2.TPMAObject, scheme tpm2.TPMTECCScheme, policy, point []byte) tpm2.TPMTPublic {
+	unique := tpmPoint(point)
 	return tpm2.TPMTPublic{
 		Type:             tpm2.TPMAlgECC,
 		NameAlg:          tpm2.TPMAlgSHA256,
@@ -153,10 +154,7 @@ func p256Public(attrs tpm2.TPMAObject, scheme tpm2.TPMTECCScheme, policy, point 
 			CurveID:   tpm2.TPMECCNistP256,
 			KDF:       tpm2.TPMTKDFScheme{Scheme: tpm2.TPMAlgNull},
 		}),
-		Unique: tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{
-			X: tpm2.TPM2BECCParameter{Buffer: point[1:33]},
-			Y: tpm2.TPM2BECCParameter{Buffer: point[33:]},
-		}),
+		Unique: tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &unique),
 	}
 }
 
