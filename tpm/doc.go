@@ -1,6 +1,6 @@
 // Package tpm keeps key shares safe in a TPM 2.0.
 //
-// It does four things, each with a small API:
+// It does five things, each with a small API:
 //
 //   - Connect: [Open] names a TPM by a spec string: a Linux device path
 //     ("/dev/tpmrm0"), swtpm's TCP data port ("swtpm:HOST:PORT"), or the
@@ -21,6 +21,14 @@
 //     endorsement key's Name is computed from the key the blob was made for,
 //     never read back from the TPM, so a substituted salt key cannot turn the
 //     encryption off. It uses nine TPM commands.
+//
+//   - Hold a share that never leaves: [SealScoped] wraps a share offline as
+//     two TPM keys usable only under the PCR policy (or an approval the
+//     authority signed, checked by the TPM with PolicyAuthorize): one that
+//     only runs ECDH_ZGen, and its ECDAA twin that only runs Commit and Sign.
+//     [Partials] returns s·R for each point R with the TPM's own proof that
+//     it is correct, which [VerifyPartial] checks anywhere (dleq.go says why
+//     the proof is sound).
 //
 //   - Account: PCR read/extend and offline prediction ([ReadPCRs],
 //     [ExtendPCR], [PCRValues.Extend]), NV monotonic counters ([Counter]),
