@@ -3,6 +3,7 @@ package tpm
 import (
 	"bytes"
 	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -32,18 +33,28 @@ import (
 // A custodian that returns another point than s·R cannot make a proof
 // that verifies, whatever it does with its TPM.
 //
+// The device blinds each point before the TPM sees it: it draws ρ and has
+// the TPM work on R' = ρ·R, and the partial carries ρ (sealed to the
+// recipient with the rest). The proof's values cross the bus in the clear
+// (a signature is not a parameter the TPM can encrypt), and from E, S and
+// c anyone can compute the point the proof is about, (S·R' − E)/c; blinded,
+// that is s·ρ·R, worth nothing without ρ, which never reaches the TPM.
+//
 // K ties the proof to the share: the escrow ceremony, which knows s,
 // publishes K = s·B beside the Feldman commitment s·G, and the device
 // checks both at provisioning by proving a partial of R = G. So a
 // verified partial is the share times R, and nothing else.
 
-// Partial is a partial decryption and the TPM's proof that it is s·R.
+// Partial is a partial decryption and the TPM's proof of it. With a blind
+// ρ, the TPM computed on R' = ρ·R and the partial s·R is ρ⁻¹·Point; without
+// one, R' = R. [VerifyPartial] returns s·R.
 type Partial struct {
-	Point  []byte `json:"point"`   // P = s·R, uncompressed SEC1
-	E      []byte `json:"e"`       // r·R
-	L      []byte `json:"l"`       // r·B
-	NonceK []byte `json:"nonce_k"` // the TPM's ECDAA nonce, as returned
-	S      []byte `json:"s"`       // r + c·s mod n
+	Point  []byte `json:"point"`           // s·R', uncompressed SEC1
+	E      []byte `json:"e"`               // r·R'
+	L      []byte `json:"l"`               // r·B
+	NonceK []byte `json:"nonce_k"`         // the TPM's ECDAA nonce, as returned
+	S      []byte `json:"s"`               // r + c·s mod n
+	Blind  []byte `json:"blind,omitempty"` // ρ, a nonzero scalar
 }
 
 // ErrBadProof is wrapped by every reason a partial does not verify.
@@ -119,26 +130,60 @@ func proofDigest(k, r, p, e, l []byte) []byte {
 	return h.Sum(nil)
 }
 
-// VerifyPartial checks that p is s·R for the scalar s with K = s·B, where
-// proofKey is K as the escrow file publishes it.
-func VerifyPartial(proofKey, r []byte, p *Partial) error {
+// VerifyPartial checks p against R and proofKey (K as the escrow file
+// publishes it) and returns the partial decryption s·R, for the scalar s
+// with K = s·B.
+func VerifyPartial(proofKey, r []byte, p *Partial) ([]byte, error) {
 	pts, err := decodePoints(map[string][]byte{"proof key": proofKey, "R": r, "point": p.Point, "E": p.E, "L": p.L})
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrBadProof, err)
+		return nil, fmt.Errorf("%w: %v", ErrBadProof, err)
 	}
 	s := p256.NewScalar()
 	if len(p.S) != 32 || s.UnmarshalBinary(p.S) != nil {
-		return fmt.Errorf("%w: S is not a scalar", ErrBadProof)
+		return nil, fmt.Errorf("%w: S is not a scalar", ErrBadProof)
 	}
 	if len(p.NonceK) == 0 || len(p.NonceK) > 32 {
-		return fmt.Errorf("%w: nonce of %d bytes", ErrBadProof, len(p.NonceK))
+		return nil, fmt.Errorf("%w: nonce of %d bytes", ErrBadProof, len(p.NonceK))
 	}
-	c := challenge(p.NonceK, proofDigest(proofKey, r, p.Point, p.E, p.L))
+	blind, blinded, err := blindPoint(p.Blind, pts["R"])
+	if err != nil {
+		return nil, err
+	}
+	c := challenge(p.NonceK, proofDigest(proofKey, blinded, p.Point, p.E, p.L))
 	B := baseOnce().point
-	if !schnorrHolds(B, pts["proof key"], pts["L"], s, c) || !schnorrHolds(pts["R"], pts["point"], pts["E"], s, c) {
-		return ErrBadProof
+	R := p256.NewElement()
+	if R.UnmarshalBinary(blinded) != nil {
+		return nil, ErrBadProof
 	}
-	return nil
+	if !schnorrHolds(B, pts["proof key"], pts["L"], s, c) || !schnorrHolds(R, pts["point"], pts["E"], s, c) {
+		return nil, ErrBadProof
+	}
+	return p256.NewElement().Mul(pts["point"], p256.NewScalar().Inv(blind)).MarshalBinary()
+}
+
+// blindPoint decodes ρ (nil means 1) and returns it with ρ·R encoded.
+func blindPoint(rho []byte, r group.Element) (group.Scalar, []byte, error) {
+	blind := p256.NewScalar().SetUint64(1)
+	if rho != nil && (len(rho) != 32 || blind.UnmarshalBinary(rho) != nil || blind.IsZero()) {
+		return nil, nil, fmt.Errorf("%w: the blind is not a nonzero scalar", ErrBadProof)
+	}
+	enc, err := p256.NewElement().Mul(r, blind).MarshalBinary()
+	return blind, enc, err
+}
+
+// newBlind draws ρ and returns it with ρ·R.
+func newBlind(r []byte) (rho, blinded []byte, err error) {
+	R := p256.NewElement()
+	if err := R.UnmarshalBinary(r); err != nil {
+		return nil, nil, err
+	}
+	k := p256.RandomNonZeroScalar(rand.Reader)
+	defer k.SetUint64(0)
+	if rho, err = k.MarshalBinary(); err != nil {
+		return nil, nil, err
+	}
+	blinded, err = p256.NewElement().Mul(R, k).MarshalBinary()
+	return rho, blinded, err
 }
 
 // schnorrHolds checks S·base = commit + c·pub.

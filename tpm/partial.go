@@ -22,7 +22,8 @@ const MaxPartials = 256
 // the EK with response encryption; every ZGen runs in that session, so its
 // result crosses the bus encrypted. Commit and Sign run in a second policy
 // session without encryption: a signature is not a parameter the TPM can
-// encrypt, and neither output is secret. Per point: the gate (PolicyPCR,
+// encrypt; each point is blinded first, so what crosses the bus is worth
+// nothing without the blind (dleq.go). Per point: the gate (PolicyPCR,
 // and PolicyAuthorize with an approval) · PolicyCommandCode [· PolicyOR] ·
 // ECDH_ZGen, then the same before Commit and before Sign.
 func Partials(t transport.TPM, k *ScopedKey, points [][]byte, approval *Approval) ([]Partial, error) {
@@ -66,14 +67,19 @@ func Partials(t transport.TPM, k *ScopedKey, points [][]byte, approval *Approval
 
 	out := make([]Partial, len(points))
 	for i, r := range points {
-		p, err := zgenPoint(t, sess, g, zgen, r)
+		rho, blinded, err := newBlind(r)
 		if err != nil {
 			return nil, err
 		}
-		proof, err := prove(t, proofSess, g, twin, r, p)
+		p, err := zgenPoint(t, sess, g, zgen, blinded)
 		if err != nil {
 			return nil, err
 		}
+		proof, err := prove(t, proofSess, g, twin, blinded, p)
+		if err != nil {
+			return nil, err
+		}
+		proof.Blind = rho
 		out[i] = *proof
 	}
 	return out, nil

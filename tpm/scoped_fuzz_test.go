@@ -96,7 +96,7 @@ func FuzzVerifyPartial(f *testing.F) {
 	shortNonce[0] = 0
 	stripped := m.prove(f, r, shortNonce[1:])
 	for _, p := range []*tpm.Partial{valid, stripped} {
-		if err := tpm.VerifyPartial(m.proofKey, r, p); err != nil {
+		if _, err := tpm.VerifyPartial(m.proofKey, r, p); err != nil {
 			f.Fatalf("the model's proof does not verify: %v", err)
 		}
 		f.Add(joinPartialFields(m.proofKey, r, p))
@@ -155,7 +155,7 @@ func FuzzVerifyPartial(f *testing.F) {
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		proofKey, r, p := partialFields(data)
-		err := tpm.VerifyPartial(proofKey, r, p)
+		_, err := tpm.VerifyPartial(proofKey, r, p)
 		if err != nil && !errors.Is(err, tpm.ErrBadProof) {
 			t.Fatalf("refused without ErrBadProof: %v", err)
 		}
@@ -180,14 +180,14 @@ func TestVerifyPartialAcceptsOnlyTheRelation(t *testing.T) {
 	nonceK := modelNonce(t, 32)
 	nonceK[0] |= 1 // a TPM returns 32 bytes only when the first is not zero
 	p := m.prove(t, r, nonceK)
-	if err := tpm.VerifyPartial(m.proofKey, r, p); err != nil {
+	if _, err := tpm.VerifyPartial(m.proofKey, r, p); err != nil {
 		t.Fatalf("the relation: %v", err)
 	}
 
 	padded := modelNonce(t, 32)
 	padded[0] = 0
 	stripped := m.prove(t, r, padded[1:])
-	if err := tpm.VerifyPartial(m.proofKey, r, stripped); err != nil {
+	if _, err := tpm.VerifyPartial(m.proofKey, r, stripped); err != nil {
 		t.Fatalf("a proof over a 31-byte nonce: %v", err)
 	}
 
@@ -219,7 +219,7 @@ func TestVerifyPartialAcceptsOnlyTheRelation(t *testing.T) {
 		"a proof of P = (s+1)·R for s+1":    {m.proofKey, r, forged},
 		"the nonce zero-padded":             {m.proofKey, r, &paddedNonce},
 	} {
-		if err := tpm.VerifyPartial(c.proofKey, c.r, c.p); !errors.Is(err, tpm.ErrBadProof) {
+		if _, err := tpm.VerifyPartial(c.proofKey, c.r, c.p); !errors.Is(err, tpm.ErrBadProof) {
 			t.Errorf("%s: got %v, want ErrBadProof", name, err)
 		}
 	}

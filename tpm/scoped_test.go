@@ -86,11 +86,15 @@ func TestScopedPartialIsShareTimesPointAndItsProofVerifies(t *testing.T) {
 					t.Fatal(err)
 				}
 				for i, p := range partials {
-					if !bytes.Equal(p.Point[1:33], mulPoint(t, s, points[i])) {
+					got, err := tpm.VerifyPartial(proofKey, points[i], &p)
+					if err != nil {
+						t.Fatalf("partial %d: %v", i, err)
+					}
+					if !bytes.Equal(got[1:33], mulPoint(t, s, points[i])) {
 						t.Fatalf("partial %d is not s·R", i)
 					}
-					if err := tpm.VerifyPartial(proofKey, points[i], &p); err != nil {
-						t.Fatalf("partial %d: %v", i, err)
+					if bytes.Equal(p.Point, got) || len(p.Blind) != 32 {
+						t.Fatalf("partial %d was not blinded", i)
 					}
 				}
 				tpmtest.AssertNoLeaks(t, conn)
@@ -100,8 +104,10 @@ func TestScopedPartialIsShareTimesPointAndItsProofVerifies(t *testing.T) {
 }
 
 // TestInvariantScopedShareNeverOnTPMBus: over import, ZGen and the proofs,
-// no command or response holds the share scalar, and every ECDH_ZGen asks
-// the TPM to encrypt its response.
+// no command or response holds the share scalar; every ECDH_ZGen asks the
+// TPM to encrypt its response; and neither the envelope's point R nor the
+// partial s·R crosses the bus, so the proof's values (sent in the clear)
+// cannot be turned into the partial: the TPM only sees a blinded point.
 func TestInvariantScopedShareNeverOnTPMBus(t *testing.T) {
 	tpmtest.Run(t, func(t *testing.T, target tpmtest.Target) {
 		conn := target.Open(t)
@@ -113,7 +119,8 @@ func TestInvariantScopedShareNeverOnTPMBus(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := tpm.VerifyPartial(proofKey, r, &partials[0]); err != nil {
+		partial, err := tpm.VerifyPartial(proofKey, r, &partials[0])
+		if err != nil {
 			t.Fatal(err)
 		}
 		if bus.Seen(s) {
@@ -122,10 +129,8 @@ func TestInvariantScopedShareNeverOnTPMBus(t *testing.T) {
 		if n, clear := bus.EncryptedResponses(tpm2.TPMCCECDHZGen, 1); n != 1 || clear != 0 {
 			t.Errorf("saw %d ECDH_ZGen commands, %d without response encryption; want 1 and 0", n, clear)
 		}
-		for _, e := range bus.Exchanges() {
-			if bytes.Contains(e.Response, partials[0].Point[1:33]) {
-				t.Error("the partial crossed the bus in the clear")
-			}
+		if bus.Seen(r[1:33]) || bus.Seen(partial[1:33]) {
+			t.Error("the envelope's point or its partial crossed the bus: the proof's values would give the partial away")
 		}
 	})
 }
@@ -148,7 +153,7 @@ func TestWrongPartialIsCaughtByItsProof(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := tpm.VerifyPartial(otherProofKey, r, &theirs[0]); err != nil {
+		if _, err := tpm.VerifyPartial(otherProofKey, r, &theirs[0]); err != nil {
 			t.Fatalf("the other share's own partial: %v", err)
 		}
 		flipped := got[0]
@@ -168,7 +173,7 @@ func TestWrongPartialIsCaughtByItsProof(t *testing.T) {
 			"the proof of another point": {r, &got[1]},
 		}
 		for name, c := range cases {
-			if err := tpm.VerifyPartial(proofKey, c.r, c.p); !errors.Is(err, tpm.ErrBadProof) {
+			if _, err := tpm.VerifyPartial(proofKey, c.r, c.p); !errors.Is(err, tpm.ErrBadProof) {
 				t.Errorf("%s: got %v, want ErrBadProof", name, err)
 			}
 		}
@@ -260,7 +265,8 @@ func TestScopedKeyFollowsAnApprovedImage(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			return tpm.VerifyPartial(proofKey, r, &got[0])
+			_, err = tpm.VerifyPartial(proofKey, r, &got[0])
+			return err
 		}
 		if err := partial(nil); err != nil {
 			t.Fatalf("under its own PCRs: %v", err)

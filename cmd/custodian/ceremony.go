@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -54,12 +53,19 @@ It writes DIR/escrow-K.pub.json (public) and DIR/<custodian>.bundle.json
 				return withHint(fmt.Errorf("--mode %q", mode), "the mode is share or scoped")
 			}
 			opts := []escrow.Option{escrow.WithMode(mode)}
+			if mode == escrow.ModeScoped && updateKeyPath == "" {
+				fmt.Fprintf(g.stderr, "warning: no --update-key: the scoped keys of %s will work only on the image of %s\n", keyID, policyPath)
+			}
 			if updateKeyPath != "" {
 				key, err := os.ReadFile(updateKeyPath)
 				if err != nil {
 					return err
 				}
-				opts = append(opts, escrow.WithUpdateKey(strings.TrimSpace(string(key))))
+				verifier, approvalKey, err := escrow.ParseUpdatePublic(string(key))
+				if err != nil {
+					return withHint(fmt.Errorf("%s: %w", updateKeyPath, err), "--update-key takes the update.pub that custodian update keygen wrote")
+				}
+				opts = append(opts, escrow.WithUpdateKey(verifier, approvalKey))
 			}
 			pub, bundles, err := escrow.Ceremony(keyID, threshold, policy.PCRs, members, opts...)
 			if err != nil {
@@ -80,7 +86,7 @@ It writes DIR/escrow-K.pub.json (public) and DIR/<custodian>.bundle.json
 	f.StringArrayVar(&enrollments, "enrollment", nil, "a custodian's verified enrollment (repeat for each)")
 	f.StringVar(&out, "out", "", "directory for the escrow file and the bundles (created; must be new or empty)")
 	f.StringVar(&mode, "mode", escrow.DefaultMode, "share (a release hands out the share) or scoped (a release opens only the envelopes the warrant names)")
-	f.StringVar(&updateKeyPath, "update-key", "", "the authority's update verifier key (custodian update keygen): lets custodians reseal to approved images")
+	f.StringVar(&updateKeyPath, "update-key", "", "the authority's update.pub (custodian update keygen): lets custodians follow approved images (share mode: reseal; scoped mode: the TPM accepts signed approvals)")
 	checks.register(cmd)
 	for _, name := range []string{"key-id", "threshold", "policy", "enrollment", "out"} {
 		_ = cmd.MarkFlagRequired(name)

@@ -37,11 +37,11 @@ func TestUpdateKeygenAndSign(t *testing.T) {
 	}
 	p := &escrow.Public{KeyID: "2026-11", UpdateKey: verifier}
 	got, approval, err := p.OpenUpdate(signed)
-	if err != nil || !got.PCRs.Equal(policy.PCRs) {
-		t.Fatalf("the signed update does not open with the verifier key: %v", err)
+	if err != nil || !got.PCRs.Equal(policy.PCRs) || approval != nil {
+		t.Fatalf("the signed update does not open with the verifier key, or gave an approval to a file without an approval key: %v", err)
 	}
 	p.Mode, p.ApprovalKey = escrow.ModeScoped, approvalKey
-	if err := p.CheckApproval(got.PCRs, approval); err != nil {
+	if got, approval, err = p.OpenUpdate(signed); err != nil || approval == nil {
 		t.Fatalf("the update's approval: %v", err)
 	}
 	if p.CheckApproval(tpm.PCRValues{8: bytes.Repeat([]byte{7}, 32)}, approval) == nil {

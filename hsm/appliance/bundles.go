@@ -64,7 +64,14 @@ func (a *Appliance) Bundle(keyID string) (*escrow.Bundle, error) {
 	if err != nil {
 		return nil, err
 	}
-	return escrow.ParseBundle(data)
+	b, err := escrow.ParseBundle(data)
+	if err != nil {
+		return nil, err
+	}
+	if b.Escrow.KeyID != keyID || b.CustodianID != a.ID {
+		return nil, fmt.Errorf("the bundle stored for key ID %s is for key ID %s of %s", keyID, b.Escrow.KeyID, b.CustodianID)
+	}
+	return b, nil
 }
 
 // KeyIDs lists the key IDs this appliance holds a share of.

@@ -43,10 +43,14 @@ func TestResealMovesSharesToAnApprovedImage(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		updateKey, updateVerifier, _ := escrow.NewUpdateKey("authority")
+		updateKey, updatePublic, _ := escrow.NewUpdateKey("authority")
+		verifier, approvalKey, err := escrow.ParseUpdatePublic(updatePublic)
+		if err != nil || approvalKey == nil {
+			t.Fatalf("update key: %v", err)
+		}
 		_, bundles, err := escrow.Ceremony("2026-11", 2, oldPolicy.PCRs,
 			[]escrow.Member{{ID: "court-a", EK: a.EK}, {ID: "court-b", EK: tpmtest.RandomEK(t)}},
-			escrow.WithMode(escrow.ModeShare), escrow.WithUpdateKey(updateVerifier))
+			escrow.WithMode(escrow.ModeShare), escrow.WithUpdateKey(verifier, approvalKey))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -56,7 +60,7 @@ func TestResealMovesSharesToAnApprovedImage(t *testing.T) {
 		}
 		_, scoped, err := escrow.Ceremony("2026-12", 2, oldPolicy.PCRs,
 			[]escrow.Member{{ID: "court-a", EK: a.EK}, {ID: "court-b", EK: tpmtest.RandomEK(t)}},
-			escrow.WithMode(escrow.ModeScoped), escrow.WithUpdateKey(updateVerifier))
+			escrow.WithMode(escrow.ModeScoped), escrow.WithUpdateKey(verifier, approvalKey))
 		if err != nil {
 			t.Fatal(err)
 		}

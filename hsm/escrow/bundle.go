@@ -71,6 +71,9 @@ func (b *Bundle) check() error {
 	} else if b.Approval != nil {
 		return errors.New("an approval without the update it came with")
 	}
+	if b.Approval != nil && (b.Escrow.Mode != ModeScoped || b.Escrow.ApprovalKey == nil) {
+		return errors.New("an approval belongs only to a scoped bundle whose escrow file names an approval key")
+	}
 	c, ok := b.Escrow.Custodian(b.CustodianID)
 	if !ok || c.Index != b.Index {
 		return fmt.Errorf("custodian %s with share %d is not in the escrow file", b.CustodianID, b.Index)
@@ -84,7 +87,7 @@ func (b *Bundle) check() error {
 	}
 	// A scoped key keeps the ceremony's PCRs; after an update the bundle's
 	// approval (checked with the update) carries the new ones.
-	if !pcrs.Equal(b.Escrow.PCRs) && b.Approval == nil {
+	if !pcrs.Equal(b.Escrow.PCRs) && (b.Escrow.Mode != ModeScoped || b.Approval == nil) {
 		return errors.New("the sealed share's PCR policy differs from the escrow file's")
 	}
 	return nil
@@ -189,7 +192,8 @@ func provisionScoped(t transport.TPM, b *Bundle) error {
 	if err != nil {
 		return err
 	}
-	if !equalPoint(partials[0].Point, want) || tpm.VerifyPartial(c.ProofKey, point, &partials[0]) != nil {
+	got, err := tpm.VerifyPartial(c.ProofKey, point, &partials[0])
+	if err != nil || !equalPoint(got, want) {
 		return ErrBadShare
 	}
 	return nil

@@ -3,6 +3,7 @@ package escrow
 import (
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/cloudflare/circl/secretsharing"
@@ -37,6 +38,9 @@ func Ceremony(keyID string, threshold int, pcrs tpm.PCRValues, members []Member,
 	}
 	if pub.Mode != ModeScoped {
 		pub.ApprovalKey = nil // the update key alone serves share mode
+	}
+	if pub.Mode == ModeScoped && pub.UpdateKey != "" && pub.ApprovalKey == nil {
+		return nil, nil, ErrNoApprovalKey
 	}
 	for _, c := range ss.CommitSecret() {
 		b, err := c.MarshalBinary()
@@ -94,6 +98,10 @@ func sealShare(pub *Public, ek *tpm.EK, value []byte) (blob, proofKey []byte, er
 	return b.Marshal(), nil, nil
 }
 
+// ErrNoApprovalKey: a scoped ceremony was given an update key without an
+// approval key, so its keys could never follow that key's updates.
+var ErrNoApprovalKey = errors.New("the update key names no approval key, so scoped keys could not follow its updates; make a new one with custodian update keygen")
+
 // testHookShare, set only by tests, sees each share value so that a test
 // can search the TPM bus for it.
 var testHookShare func(index int, value []byte)
@@ -106,20 +114,11 @@ func WithMode(mode string) Option {
 	return func(p *Public) { p.Mode = mode }
 }
 
-// WithUpdateKey names the authority's update key in the escrow file: the
-// public part NewUpdateKey returns (or a bare signed-note verifier key).
-// A scoped key ID also takes its approval key, so that its keys can
-// follow approved updates. A malformed key makes the escrow file fail its
-// check.
-func WithUpdateKey(public string) Option {
-	return func(p *Public) {
-		verifier, approvalKey, err := ParseUpdatePublic(public)
-		if err != nil {
-			p.UpdateKey = public // refused by check, with its reason
-			return
-		}
-		p.UpdateKey, p.ApprovalKey = verifier, approvalKey
-	}
+// WithUpdateKey names the authority's update key in the escrow file, as
+// ParseUpdatePublic reads it: the signed-note verifier key, and the
+// approval key through which a scoped key ID's keys follow its updates.
+func WithUpdateKey(verifier string, approvalKey []byte) Option {
+	return func(p *Public) { p.UpdateKey, p.ApprovalKey = verifier, approvalKey }
 }
 
 // checkCeremony refuses what would make a weak or ambiguous key: fewer

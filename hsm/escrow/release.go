@@ -102,7 +102,8 @@ func ParseRelease(data []byte) (*Release, error) {
 	if r.Version != Version || (r.Mode != ModeShare && r.Mode != ModeScoped) {
 		return nil, fmt.Errorf("release package: unsupported version %d or mode %q", r.Version, r.Mode)
 	}
-	if (r.Mode == ModeShare) != (len(r.SealedShare) > 0) || (r.Mode == ModeScoped) != (len(r.SealedPartials) > 0) {
+	if (r.Mode == ModeShare) != (len(r.SealedShare) > 0) || (r.Mode == ModeScoped) != (len(r.SealedPartials) > 0) ||
+		(r.Mode == ModeShare && r.Entries != nil) {
 		return nil, fmt.Errorf("release package: a %s release carries exactly its own sealed content", r.Mode)
 	}
 	if err := ids.CheckKeyID(r.KeyID); err != nil {

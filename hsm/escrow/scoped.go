@@ -80,10 +80,7 @@ func openPartial(id *recipient.Identity, pub *Public, c *Custodian, r *Release, 
 		if !bytes.Equal(p.Enc, enc) {
 			continue
 		}
-		if err := tpm.VerifyPartial(c.ProofKey, enc, &p.Partial); err != nil {
-			return nil, err
-		}
-		return p.Point, nil
+		return tpm.VerifyPartial(c.ProofKey, enc, &p.Partial)
 	}
 	return nil, ErrNotNamed
 }

@@ -201,7 +201,7 @@ type scopedModelShare struct {
 func (m *scopedModelShare) prove(tb testing.TB, enc []byte) *tpm.Partial {
 	tb.Helper()
 	p := m.proveStatement(tb, m.proofKey, enc, scalarMulModel(tb, enc, m.s))
-	if err := tpm.VerifyPartial(m.proofKey, enc, p); err != nil {
+	if _, err := tpm.VerifyPartial(m.proofKey, enc, p); err != nil {
 		tb.Fatalf("the model's partial does not verify: %v", err)
 	}
 	return p

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/google/go-tpm/tpm2"
 
+	"github.com/custodian-project/custodian/hsm/bootpolicy"
 	"github.com/custodian-project/custodian/hsm/escrow"
 	"github.com/custodian-project/custodian/hsm/recipient"
 	"github.com/custodian-project/custodian/tpm"
@@ -223,6 +225,67 @@ func TestInvariantScopedShareNeverOnTPMBus(t *testing.T) {
 		// One ZGen at provisioning (of G), one for the envelope.
 		if n, inClear := bus.EncryptedResponses(tpm2.TPMCCECDHZGen, 1); n != 2 || inClear != 0 {
 			t.Errorf("%s: %d ECDH_ZGen, %d without response encryption; want 2 and 0", cs[i].id, n, inClear)
+		}
+	}
+}
+
+// TestUpdateKeysAndApprovalsAreStrict: the approval key in update.pub is
+// signed by the update key; a scoped ceremony refuses an update key without
+// one; an approval rides only on a scoped bundle whose escrow file names an
+// approval key.
+func TestUpdateKeysAndApprovalsAreStrict(t *testing.T) {
+	private, public, err := escrow.NewUpdateKey("authority")
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifier, approvalKey, err := escrow.ParseUpdatePublic(public)
+	if err != nil || approvalKey == nil {
+		t.Fatalf("update.pub: %v", err)
+	}
+	_, otherPublic, _ := escrow.NewUpdateKey("authority")
+	_, rest, _ := strings.Cut(otherPublic, "\n")
+	if _, _, err := escrow.ParseUpdatePublic(verifier + "\n" + rest); err == nil {
+		t.Fatal("an approval key signed by another update key was accepted")
+	}
+	ms := []escrow.Member{{ID: "court-a", EK: tpmtest.RandomEK(t)}, {ID: "court-b", EK: tpmtest.RandomEK(t)}}
+	pcrs := tpm.PCRValues{8: bytes.Repeat([]byte{1}, 32)}
+	if _, _, err := escrow.Ceremony("2026-11", 2, pcrs, ms, escrow.WithUpdateKey(verifier, nil)); !errors.Is(err, escrow.ErrNoApprovalKey) {
+		t.Fatalf("scoped ceremony with an update key lacking an approval key: %v", err)
+	}
+
+	newPCRs := tpm.PCRValues{8: bytes.Repeat([]byte{2}, 32)}
+	policy, _ := bootpolicy.FromMeasurement("court-a", newPCRs)
+	update, err := escrow.SignUpdate(private, policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []string{escrow.ModeShare, escrow.ModeScoped} {
+		_, bundles, err := escrow.Ceremony("2026-11", 2, pcrs, ms, escrow.WithMode(mode), escrow.WithUpdateKey(verifier, approvalKey))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := *bundles[0]
+		b.Escrow.PCRs, b.Update, b.Approval = newPCRs, update, []byte("junk")
+		data, _ := b.Marshal()
+		if _, err := escrow.ParseBundle(data); err == nil {
+			t.Errorf("%s: a bundle with an approval that is not its update's was accepted", mode)
+		}
+		b.Approval = nil
+		if mode == escrow.ModeShare {
+			// The blob is still sealed to the old PCRs: not this update's bundle.
+			data, _ = b.Marshal()
+			if _, err := escrow.ParseBundle(data); err == nil {
+				t.Error("share: a bundle whose blob is not sealed to its PCRs was accepted")
+			}
+			continue
+		}
+		next, err := escrow.Reseal(nil, bundles[0], update)
+		if err != nil {
+			t.Fatalf("approving a scoped bundle: %v", err)
+		}
+		data, _ = next.Marshal()
+		if _, err := escrow.ParseBundle(data); err != nil {
+			t.Fatalf("the approved scoped bundle: %v", err)
 		}
 	}
 }

@@ -44,9 +44,14 @@ const maxUpdateSize = 128 << 10
 var ErrBadUpdate = errors.New("update refused")
 
 // NewUpdateKey makes an update signing key named name; the private key
-// stays with the escrow authority. The public part, for ceremonies, is two
-// lines: the signed-note verifier key and the approval key derived from
-// the same secret ("approval-key <base64 PKIX>").
+// stays with the escrow authority. The public part, for ceremonies, is the
+// signed-note verifier key on its first line, then a note signed by the
+// same key that names the approval key derived from the same secret:
+//
+//	custodian approval key v1
+//	<base64 PKIX P-256 key>
+//
+// so that the approval key cannot be swapped without the update key.
 func NewUpdateKey(name string) (private, public string, err error) {
 	private, verifier, err := note.GenerateKey(rand.Reader, name)
 	if err != nil {
@@ -60,31 +65,44 @@ func NewUpdateKey(name string) (private, public string, err error) {
 	if err != nil {
 		return "", "", err
 	}
-	return private, verifier + "\napproval-key " + base64.StdEncoding.EncodeToString(der) + "\n", nil
+	signer, err := note.NewSigner(private)
+	if err != nil {
+		return "", "", err
+	}
+	signed, err := note.Sign(&note.Note{Text: approvalKeyHeader + base64.StdEncoding.EncodeToString(der) + "\n"}, signer)
+	if err != nil {
+		return "", "", err
+	}
+	return private, verifier + "\n" + string(signed), nil
 }
 
+const approvalKeyHeader = "custodian approval key v1\n"
+
 // ParseUpdatePublic reads the public part of an update key: the verifier
-// key, and the approval key (PKIX DER) if the file has one.
+// key, and the approval key (PKIX DER) if the file names one, checked
+// against the verifier key's signature.
 func ParseUpdatePublic(text string) (verifier string, approvalKeyDER []byte, err error) {
-	lines := strings.Split(strings.TrimSpace(text), "\n")
-	if len(lines) > 2 {
-		return "", nil, errors.New("update key: more than two lines")
-	}
-	if _, err := note.NewVerifier(lines[0]); err != nil {
+	verifier, signed, _ := strings.Cut(strings.TrimSpace(text)+"\n", "\n")
+	v, err := note.NewVerifier(verifier)
+	if err != nil {
 		return "", nil, fmt.Errorf("update key: %w", err)
 	}
-	if len(lines) == 1 {
-		return lines[0], nil, nil
+	if signed == "" {
+		return verifier, nil, nil
 	}
-	b64, ok := strings.CutPrefix(lines[1], "approval-key ")
-	der, err := base64.StdEncoding.DecodeString(b64)
+	n, err := note.Open([]byte(signed), note.VerifierList(v))
+	if err != nil {
+		return "", nil, fmt.Errorf("update key: the approval key is not signed by the update key: %v", err)
+	}
+	b64, ok := strings.CutPrefix(n.Text, approvalKeyHeader)
+	der, err := base64.StdEncoding.DecodeString(strings.TrimSuffix(b64, "\n"))
 	if !ok || err != nil {
-		return "", nil, errors.New("update key: the second line is not an approval key")
+		return "", nil, errors.New("update key: the signed note does not name an approval key")
 	}
 	if _, err := tpm.ParseApprover(der); err != nil {
 		return "", nil, err
 	}
-	return lines[0], der, nil
+	return verifier, der, nil
 }
 
 // approvalKey derives the P-256 approval key from the update key's secret,
@@ -95,7 +113,7 @@ func approvalKey(privateKey string) (*ecdsa.PrivateKey, error) {
 		return nil, errors.New("not a signed-note private key")
 	}
 	raw, err := base64.StdEncoding.DecodeString(fields[4])
-	if err != nil || len(raw) != 33 {
+	if err != nil || len(raw) != 33 || raw[0] != 1 { // 1: Ed25519
 		return nil, errors.New("not an Ed25519 signed-note private key")
 	}
 	d := g.HashToScalar(raw[1:], []byte("custodian scoped approval key v1"))
@@ -136,9 +154,8 @@ func SignUpdate(privateKey string, p *bootpolicy.Policy) ([]byte, error) {
 }
 
 // OpenUpdate checks an update against the escrow file's update key and
-// returns the new policy and its approval signature (nil if the note has
-// none; for a scoped key with an approval key, one that verifies is
-// required).
+// returns the new policy and, for an escrow file with an approval key, the
+// note's approval of the new PCRs, which must verify (nil otherwise).
 func (p *Public) OpenUpdate(signed []byte) (*bootpolicy.Policy, []byte, error) {
 	policy, approval, err := p.openUpdate(signed)
 	if err != nil {
@@ -177,10 +194,11 @@ func (p *Public) openUpdate(signed []byte) (*bootpolicy.Policy, []byte, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if p.ApprovalKey != nil {
-		if err := p.CheckApproval(policy.PCRs, approval); err != nil {
-			return nil, nil, err
-		}
+	if p.ApprovalKey == nil {
+		return policy, nil, nil // nothing here can use or check an approval
+	}
+	if err := p.CheckApproval(policy.PCRs, approval); err != nil {
+		return nil, nil, err
 	}
 	return policy, approval, nil
 }

@@ -143,6 +143,10 @@ func (d *Daemon) releaseOne(r *request, keyID string, replay []byte, tm *Timings
 			subjects = append(subjects, partialSubject(r.p7s, e.Enc))
 		}
 	}
+	if len(subjects) == 0 {
+		// checkBundles refused this before the summary; the bundle changed since.
+		return -1, CodeNoEnvelopes, fmt.Errorf("key ID %s is scoped and the warrant names none of its envelopes", keyID)
+	}
 	t0 := time.Now()
 	indices, code, err := d.appendReleases(keyID, subjects, replay)
 	tm.LedgerMS += ms(time.Since(t0))
@@ -245,8 +249,14 @@ func (d *Daemon) sealPartials(r *request, b *escrow.Bundle, tm *Timings) (*escro
 		}
 		return nil, CodePartialFailed, err
 	}
+	// The device checks its TPM's work before it ships: a fault shows here,
+	// not at the agency.
+	c, _ := b.Escrow.Custodian(b.CustodianID)
 	eps := make([]escrow.EnvelopePartial, len(partials))
 	for i, p := range partials {
+		if _, err := tpm.VerifyPartial(c.ProofKey, points[i], &p); err != nil {
+			return nil, CodePartialFailed, fmt.Errorf("the TPM's partial %d does not verify: %w", i, err)
+		}
 		eps[i] = escrow.EnvelopePartial{Enc: points[i], Partial: p}
 	}
 	t0 = time.Now()
