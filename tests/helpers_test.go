@@ -171,11 +171,21 @@ func (c *court) sign(t testing.TB, serial string, to *recipient.PublicKey, custo
 // signAt is sign with a chosen signing time.
 func (c *court) signAt(t testing.TB, serial string, to *recipient.PublicKey, custodians, keyIDs []string, now, signingTime time.Time) []byte {
 	t.Helper()
-	w := &warrant.Warrant{Version: 1, Serial: serial, Docket: "CR-1/2026", Court: "Test Court",
+	return c.signDocument(t, draftWarrant(serial, to, custodians, keyIDs, now), signingTime)
+}
+
+// draftWarrant is the warrant sign signs, for a test to amend first.
+func draftWarrant(serial string, to *recipient.PublicKey, custodians, keyIDs []string, now time.Time) *warrant.Warrant {
+	return &warrant.Warrant{Version: 1, Serial: serial, Docket: "CR-1/2026", Court: "Test Court",
 		Agency: "Test Police", Official: "Inspector Morse", Offence: "fraud",
 		Targets: []string{"alice@example.org"}, KeyIDs: keyIDs, Custodians: custodians,
 		NotBefore: now.Add(-time.Hour).Format(time.RFC3339), NotAfter: now.Add(7 * 24 * time.Hour).Format(time.RFC3339),
 		Recipient: to.String()}
+}
+
+// signDocument has the judge sign w at signingTime.
+func (c *court) signDocument(t testing.TB, w *warrant.Warrant, signingTime time.Time) []byte {
+	t.Helper()
 	content, err := w.Marshal(0)
 	if err != nil {
 		t.Fatal(err)
@@ -188,16 +198,17 @@ func (c *court) signAt(t testing.TB, serial string, to *recipient.PublicKey, cus
 }
 
 // provisionLocal runs a 2-of-2 ceremony for keyID between the device and a
-// second (absent) custodian, and provisions the device's bundle. It uses
-// conn, the one connection to the device's swtpm.
-func provisionLocal(t testing.TB, a *appliance.Appliance, conn interface{ Send([]byte) ([]byte, error) }, keyID string) *escrow.Public {
+// second (absent) custodian, in share mode unless opts say otherwise, and
+// provisions the device's bundle. It uses conn, the one connection to the
+// device's swtpm.
+func provisionLocal(t testing.TB, a *appliance.Appliance, conn interface{ Send([]byte) ([]byte, error) }, keyID string, opts ...escrow.Option) *escrow.Public {
 	t.Helper()
 	pcrs, err := tpm.ReadPCRs(conn, 8, 9, 11, 12)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pub, bundles, err := escrow.Ceremony(keyID, 2, pcrs, []escrow.Member{
-		{ID: a.ID, EK: a.EK}, {ID: "court-z", EK: tpmtest.RandomEK(t)}}, escrow.WithMode(escrow.ModeShare))
+		{ID: a.ID, EK: a.EK}, {ID: "court-z", EK: tpmtest.RandomEK(t)}}, append([]escrow.Option{escrow.WithMode(escrow.ModeShare)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

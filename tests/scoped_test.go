@@ -2,14 +2,22 @@ package tests
 
 import (
 	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-tpm/tpm2"
+
 	"github.com/custodian-project/custodian/hsm/escrow"
 	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/hsm/release"
+	"github.com/custodian-project/custodian/hsm/warrant"
+	"github.com/custodian-project/custodian/tpm"
 )
 
 // TestEndToEndScopedAndShareKeysOnOneFleet: three appliances hold a
@@ -135,6 +143,100 @@ func checkScopedPackage(t *testing.T, d *device, path string, partials int) {
 		e, err := inc.Check(strings.TrimSpace(string(verifier)))
 		if err != nil || e.Kind != ledger.KindRelease || e.KeyID != r.KeyID {
 			t.Fatalf("entry proof: %+v, %v", e, err)
+		}
+	}
+}
+
+// TestInvariantPartialsLeaveOnlyAfterDurableLedgerEntries: for a scoped key
+// ID, every named envelope's release entry is durable before the TPM
+// computes any partial; each entry commits to the warrant and its
+// envelope; and neither an envelope's point nor its partial crosses the
+// TPM bus of the running daemon.
+func TestInvariantPartialsLeaveOnlyAfterDurableLedgerEntries(t *testing.T) {
+	r := newRig(t)
+	defer r.stop()
+	r.court.install(t, r.d.data, time.Now().UTC())
+	pub := provisionLocal(t, r.a, r.tpm, "2026-12", escrow.WithMode(escrow.ModeScoped))
+	var envs []*escrow.Envelope
+	w := draftWarrant("W-scoped", r.agency.Public(), []string{"court-a", "court-z"}, []string{"2026-12"}, time.Now().UTC())
+	for _, msg := range []string{"first", "second"} {
+		data, err := escrow.Seal(pub, "alice@example.org", []byte(msg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		env, _ := escrow.ParseEnvelope(data)
+		envs = append(envs, env)
+		w.Envelopes = append(w.Envelopes, warrant.EnvelopeRef{KeyID: env.KeyID, Target: env.Target, Enc: env.Enc})
+	}
+	p7s := r.court.signDocument(t, w, time.Now())
+
+	var atEntry struct {
+		size      int64
+		zgens     int
+		pkgExists bool
+	}
+	hook := func(stage, keyID string) {
+		if stage != "entry" {
+			return
+		}
+		atEntry.size = r.a.Ledger.Size()
+		atEntry.zgens, _ = r.rec.EncryptedResponses(tpm2.TPMCCECDHZGen, 1)
+		matches, _ := filepath.Glob(filepath.Join(r.d.data, release.Dir, "*", "*.release.json"))
+		atEntry.pkgExists = len(matches) > 0
+	}
+	r.hook.Store(&hook)
+	r.rec.Reset()
+	status, st, eb := r.c.submit(t, p7s)
+	if status != http.StatusAccepted {
+		t.Fatalf("submit: %d %+v", status, eb)
+	}
+	if !strings.Contains(st.Summary, "Envelopes:  2 (alice@example.org: 2)") {
+		t.Errorf("the summary does not say which envelopes:\n%s", st.Summary)
+	}
+	time.Sleep(20 * time.Millisecond)
+	r.press()
+	st = r.c.wait(t, st.ID)
+	if st.State != release.StateReleased {
+		t.Fatalf("release: %+v", st)
+	}
+	if atEntry.size == 0 || atEntry.zgens != 0 || atEntry.pkgExists {
+		t.Fatalf("at the durable entries: %+v (no partial may exist yet)", atEntry)
+	}
+	code, data := r.c.get(t, "/v1/requests/"+st.ID+"/packages/2026-12")
+	if code != http.StatusOK {
+		t.Fatalf("package: %d %s", code, data)
+	}
+	pkg, err := escrow.ParseRelease(data)
+	if err != nil || len(pkg.Entries) != len(envs) {
+		t.Fatalf("package: %v, %d entries", err, len(pkg.Entries))
+	}
+	for i, inc := range pkg.Entries {
+		e, err := inc.Check(r.a.VerifierKey)
+		if err != nil || e.Kind != ledger.KindRelease || e.KeyID != "2026-12" || inc.Index >= atEntry.size {
+			t.Fatalf("entry %d: %v %+v (ledger held %d entries when the TPM began)", i, err, e, atEntry.size)
+		}
+		subject := append(append(bytes.Clone(p7s), "\x00envelope\x00"...), envs[i].Enc...)
+		if salt, err := r.a.Ledger.Salt(inc.Index); err != nil || !bytes.Equal(ledger.Commit(salt, subject), e.Commitment) {
+			t.Fatalf("entry %d does not commit to the warrant and its envelope", i)
+		}
+	}
+	digest, _ := hex.DecodeString(st.WarrantDigest)
+	sealed, err := r.agency.Open(escrow.PartialsInfo(digest, "court-a", "2026-12", pkg.Index), pkg.SealedPartials)
+	if err != nil {
+		t.Fatalf("the agency cannot open the partials: %v", err)
+	}
+	var partials []escrow.EnvelopePartial
+	if err := json.Unmarshal(sealed, &partials); err != nil || len(partials) != len(envs) {
+		t.Fatalf("partials: %v", err)
+	}
+	c, _ := pub.Custodian("court-a")
+	for i, p := range partials {
+		point, err := tpm.VerifyPartial(c.ProofKey, envs[i].Enc, &p.Partial)
+		if err != nil {
+			t.Fatalf("partial %d: %v", i, err)
+		}
+		if r.rec.Seen(envs[i].Enc[1:33]) || r.rec.Seen(point[1:33]) {
+			t.Fatalf("envelope %d's point or partial crossed the TPM bus", i)
 		}
 	}
 }
