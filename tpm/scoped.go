@@ -287,9 +287,6 @@ func ParseScopedKey(data []byte) (*ScopedKey, error) {
 	return k, nil
 }
 
-// IsScopedKey says whether data is meant as a scoped key (by its magic).
-func IsScopedKey(data []byte) bool { return bytes.HasPrefix(data, []byte(scopedMagic)) }
-
 func parseScopedKey(data []byte) (*ScopedKey, error) {
 	s := cryptobyte.String(data)
 	ek, pcrs, err := readHeader(&s, scopedMagic, "a scoped key")
