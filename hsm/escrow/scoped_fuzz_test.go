@@ -20,6 +20,7 @@ import (
 	"github.com/custodian-project/custodian/hsm/escrow"
 	"github.com/custodian-project/custodian/hsm/recipient"
 	"github.com/custodian-project/custodian/tpm"
+	"github.com/custodian-project/custodian/tpm/tpmtest"
 )
 
 // FuzzOpenScopedPartials fuzzes what is sealed inside a scoped release.
@@ -211,24 +212,9 @@ func (m *scopedModelShare) prove(tb testing.TB, enc []byte) *tpm.Partial {
 // and partial point), as a TPM does when its host hands it that digest.
 func (m *scopedModelShare) proveStatement(tb testing.TB, proofKey, enc, point []byte) *tpm.Partial {
 	tb.Helper()
-	r := new(big.Int).SetBytes(randomModelScalar(tb))
-	p := &tpm.Partial{
-		Point:  bytes.Clone(point),
-		E:      scalarMulModel(tb, enc, r),
-		L:      scalarMulModel(tb, tpm.ProofBase(), r),
-		NonceK: randomModelScalar(tb),
-	}
-	h := sha256.New()
-	h.Write([]byte("custodian scoped partial v1\x00"))
-	h.Write(tpm.ProofBase())
-	for _, pt := range [][]byte{proofKey, enc, p.Point, p.E, p.L} {
-		h.Write(pt)
-	}
-	c := sha256.Sum256(append(bytes.Clone(p.NonceK), h.Sum(nil)...))
-	sv := new(big.Int).Mul(new(big.Int).SetBytes(c[:]), m.s)
-	sv.Add(sv, r).Mod(sv, scopedModelOrder)
-	p.S = sv.FillBytes(make([]byte, 32))
-	return p
+	share := new(big.Int).Mod(m.s, scopedModelOrder).FillBytes(make([]byte, 32))
+	p := tpmtest.SoftwareProof(tb, share, proofKey, enc, point)
+	return &p
 }
 
 func scalarMulModel(tb testing.TB, point []byte, k *big.Int) []byte {

@@ -12,31 +12,33 @@ import (
 )
 
 // SoftwarePartial computes s·R and its proof in software, as a TPM's
-// ECDH_ZGen, Commit and ECDAA Sign would (see tpm/dleq.go): for tests and
-// benchmarks of the verifier that need many custodians without a TPM each.
+// ECDH_ZGen, Commit and ECDAA Sign would (see tpm/dleq.go), without a
+// blind: for tests and benchmarks of the verifier that need many
+// custodians without a TPM each.
 func SoftwarePartial(t testing.TB, share, r []byte) tpm.Partial {
 	t.Helper()
-	g := group.P256
-	s, k := g.NewScalar(), g.RandomNonZeroScalar(rand.Reader)
-	R, B := g.NewElement(), g.NewElement()
-	if s.UnmarshalBinary(share) != nil || R.UnmarshalBinary(r) != nil || B.UnmarshalBinary(tpm.ProofBase()) != nil {
-		t.Fatal("SoftwarePartial: bad share or point")
-	}
-	enc := func(e group.Element) []byte {
-		b, err := e.MarshalBinary()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
-	P, E, L := enc(g.NewElement().Mul(R, s)), enc(g.NewElement().Mul(R, k)), enc(g.NewElement().Mul(B, k))
 	proofKey, err := tpm.ProofKey(share)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return SoftwareProof(t, share, proofKey, r, mul(t, r, share))
+}
+
+// SoftwareProof is what a TPM holding share signs when its host hands it
+// the digest of any statement (proof key, R, point): an honest partial
+// when the statement is true, the best a lying custodian can do otherwise.
+func SoftwareProof(t testing.TB, share, proofKey, r, point []byte) tpm.Partial {
+	t.Helper()
+	g := group.P256
+	s, k := g.NewScalar(), g.RandomNonZeroScalar(rand.Reader)
+	if s.UnmarshalBinary(share) != nil {
+		t.Fatal("SoftwareProof: the share is not a scalar")
+	}
+	kb, _ := k.MarshalBinary()
+	E, L := mul(t, r, kb), mul(t, tpm.ProofBase(), kb)
 	d := sha256.New()
 	d.Write([]byte("custodian scoped partial v1\x00"))
-	for _, pt := range [][]byte{tpm.ProofBase(), proofKey, r, P, E, L} {
+	for _, pt := range [][]byte{tpm.ProofBase(), proofKey, r, point, E, L} {
 		d.Write(pt)
 	}
 	nonce := make([]byte, 32)
@@ -47,5 +49,20 @@ func SoftwarePartial(t testing.TB, share, r []byte) tpm.Partial {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return tpm.Partial{Point: P, E: E, L: L, NonceK: nonce, S: S}
+	return tpm.Partial{Point: append([]byte{}, point...), E: E, L: L, NonceK: nonce, S: S}
+}
+
+// mul is scalar·point, both encoded.
+func mul(t testing.TB, point, scalar []byte) []byte {
+	t.Helper()
+	g := group.P256
+	e, s := g.NewElement(), g.NewScalar()
+	if e.UnmarshalBinary(point) != nil || s.UnmarshalBinary(scalar) != nil {
+		t.Fatal("tpmtest: not a point and a scalar")
+	}
+	out, err := g.NewElement().Mul(e, s).MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
