@@ -150,8 +150,8 @@ func checkScopedPackage(t *testing.T, d *device, path string, partials int) {
 // TestInvariantPartialsLeaveOnlyAfterDurableLedgerEntries: for a scoped key
 // ID, every named envelope's release entry is durable before the TPM
 // computes any partial; each entry commits to the warrant and its
-// envelope; and neither an envelope's point nor its partial crosses the
-// TPM bus of the running daemon.
+// envelope; neither an envelope's point nor its partial crosses the TPM
+// bus of the running daemon; and the warrant is not accepted twice.
 func TestInvariantPartialsLeaveOnlyAfterDurableLedgerEntries(t *testing.T) {
 	r := newRig(t)
 	defer r.stop()
@@ -239,4 +239,5 @@ func TestInvariantPartialsLeaveOnlyAfterDurableLedgerEntries(t *testing.T) {
 			t.Fatalf("envelope %d's point or partial crossed the TPM bus", i)
 		}
 	}
+	r.expectRefusal(t, p7s, release.CodeReplayed, true)
 }

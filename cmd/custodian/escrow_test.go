@@ -152,6 +152,19 @@ func TestEscrowStoryOnTheCommandLine(t *testing.T) {
 	if code == 0 || !strings.Contains(errOut, "not enough valid shares") {
 		t.Fatalf("one release: exit %d, %q", code, errOut)
 	}
+
+	// escrow open takes a key or releases, not both and not neither, and
+	// writes nothing when it refuses.
+	for _, args := range [][]string{
+		{"--key", key, releases[0], releases[1]},
+		{},
+	} {
+		out := filepath.Join(dir, "not-written.txt")
+		code, _, errOut = custodian(t, append([]string{"escrow", "open", "--in", message + ".env", "--out", out}, args...)...)
+		if _, err := os.Stat(out); code == 0 || err == nil || !strings.Contains(errOut, "give either --key or --release") {
+			t.Fatalf("escrow open %v: exit %d, %q", args, code, errOut)
+		}
+	}
 }
 
 // TestProvisionAfterPCRChangeIsRefused boots a changed image before
