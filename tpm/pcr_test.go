@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/custodian-project/custodian/tests/need"
 	"github.com/custodian-project/custodian/tpm"
 	"github.com/custodian-project/custodian/tpm/tpmtest"
 )
@@ -63,9 +64,7 @@ func TestReadPCRsBeyondOneCommand(t *testing.T) {
 
 func requireTool(t *testing.T, name string) {
 	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		t.Skipf("%s not installed (make test installs Debian's tpm2-tools)", name)
-	}
+	need.Command(t, name, "tpm2-tools")
 }
 
 // tpm2Tool runs a tpm2-tools command against a swtpm.

@@ -17,6 +17,7 @@ import (
 	"github.com/custodian-project/custodian/hsm/bootpolicy"
 	"github.com/custodian-project/custodian/image/bootsig"
 	"github.com/custodian-project/custodian/image/imagetest"
+	"github.com/custodian-project/custodian/tests/need"
 	"github.com/custodian-project/custodian/tpm"
 	"github.com/custodian-project/custodian/tpm/tpmtest"
 )
@@ -30,9 +31,7 @@ const rootPartitionOffset = 25 << 20
 // booting this image would mount.
 func extractRoot(t *testing.T, img string) string {
 	t.Helper()
-	if _, err := exec.LookPath("unsquashfs"); err != nil {
-		t.Skip("unsquashfs not installed (Debian package squashfs-tools; make test installs it)")
-	}
+	need.Command(t, "unsquashfs", "squashfs-tools")
 	dir := filepath.Join(t.TempDir(), "root")
 	out, err := exec.Command("unsquashfs", "-no-xattrs", "-o", strconv.Itoa(rootPartitionOffset), "-d", dir, img).CombinedOutput()
 	if err != nil {
@@ -45,9 +44,7 @@ func extractRoot(t *testing.T, img string) string {
 // with mtools, as the early init finds it on the device.
 func extractBootManifest(t *testing.T, img string) string {
 	t.Helper()
-	if _, err := exec.LookPath("mcopy"); err != nil {
-		t.Skip("mcopy not installed (Debian package mtools; make test installs it)")
-	}
+	need.Command(t, "mcopy", "mtools")
 	dir := t.TempDir()
 	bootImg, manifest := filepath.Join(dir, "boot.img"), filepath.Join(dir, "custodian.toml")
 	for _, args := range [][]string{
@@ -261,9 +258,7 @@ func TestImageRefusesNonRegularOut(t *testing.T) {
 // signs the image's boot.img the same way. Keys that are not RSA-2048 are
 // refused with advice.
 func TestImageSign(t *testing.T) {
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("openssl not installed")
-	}
+	need.Command(t, "openssl", "openssl")
 	dir := t.TempDir()
 	img := filepath.Join(dir, "boot.img")
 	if err := os.WriteFile(img, []byte("boot image bytes"), 0o644); err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/custodian-project/custodian/hsm/smartcard/softhsmtest"
 	"github.com/custodian-project/custodian/hsm/trust/trusttest"
 	"github.com/custodian-project/custodian/hsm/warrant"
+	"github.com/custodian-project/custodian/tests/need"
 	"github.com/github/smimesign/ietf-cms/protocol"
 )
 
@@ -27,9 +28,7 @@ var pkcs11Engines = []string{
 // engine on SoftHSM2, and skips when openssl or the engine is missing.
 func opensslWithEngine(t *testing.T, dir string) []string {
 	t.Helper()
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("openssl not installed")
-	}
+	need.Command(t, "openssl", "openssl")
 	engine := ""
 	for _, e := range pkcs11Engines {
 		if _, err := os.Stat(e); err == nil {
@@ -37,7 +36,7 @@ func opensslWithEngine(t *testing.T, dir string) []string {
 		}
 	}
 	if engine == "" {
-		t.Skip("openssl PKCS#11 engine not installed (Debian libengine-pkcs11-openssl)")
+		need.Missing(t, "openssl PKCS#11 engine not installed (Debian libengine-pkcs11-openssl)")
 	}
 	conf := writeFile(t, dir, "openssl.cnf", []byte(`openssl_conf = openssl_init
 [openssl_init]

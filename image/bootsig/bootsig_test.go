@@ -6,6 +6,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
+	"github.com/custodian-project/custodian/tests/need"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -88,9 +89,7 @@ func TestParseRefuses(t *testing.T) {
 // openssl verifies our signature over boot.img with the public key, the
 // way rpi-eeprom-digest -v does (openssl dgst -sha256 -verify).
 func TestOpenSSLVerifies(t *testing.T) {
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("openssl not installed")
-	}
+	need.Command(t, "openssl", "openssl")
 	dir := t.TempDir()
 	img := bytes.Repeat([]byte("boot"), 1000)
 	s, err := Sign(img, 1, "", testKey)

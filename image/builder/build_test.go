@@ -18,6 +18,7 @@ import (
 	"github.com/custodian-project/custodian/image/imagetest"
 
 	"github.com/custodian-project/custodian/image"
+	"github.com/custodian-project/custodian/tests/need"
 )
 
 func build(t *testing.T, manifest string, key *rsa.PrivateKey) string {
@@ -115,9 +116,7 @@ func readBootPartition(t *testing.T, img string) (bootImg, sig []byte) {
 
 func requireTool(t *testing.T, tool, pkg string) {
 	t.Helper()
-	if _, err := exec.LookPath(tool); err != nil {
-		t.Skipf("%s not installed (Debian package %s; make test installs it)", tool, pkg)
-	}
+	need.Command(t, tool, pkg)
 }
 
 func run(t *testing.T, name string, args ...string) string {

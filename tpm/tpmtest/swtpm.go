@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 
+	"github.com/custodian-project/custodian/tests/need"
 	"github.com/custodian-project/custodian/tpm"
 	"github.com/custodian-project/custodian/tpm/swtpm"
 )
@@ -27,7 +28,7 @@ type Swtpm struct {
 func RequireSwtpm(t testing.TB) {
 	t.Helper()
 	if err := swtpm.Installed(); err != nil {
-		t.Skipf("%v (make test installs it from Debian's swtpm and swtpm-tools)", err)
+		need.Missing(t, "%v (make test installs it from Debian's swtpm and swtpm-tools)", err)
 	}
 }
 

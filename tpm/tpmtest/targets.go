@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 
+	"github.com/custodian-project/custodian/tests/need"
 	"github.com/custodian-project/custodian/tpm"
 )
 
@@ -66,7 +67,7 @@ func openSim(t testing.TB) transport.TPM {
 	t.Helper()
 	conn, err := tpm.Open("sim")
 	if errors.Is(err, tpm.ErrSimulatorUnavailable) {
-		t.Skip("the in-process simulator needs a cgo build")
+		need.Missing(t, "the in-process simulator needs a cgo build (a C compiler: Debian gcc)")
 	}
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/custodian-project/custodian/hsm/smartcard"
+	"github.com/custodian-project/custodian/tests/need"
 )
 
 // Module is SoftHSM2's PKCS#11 module on Debian.
@@ -31,15 +32,15 @@ type Token struct {
 func New(t *testing.T, label string) *Token {
 	t.Helper()
 	if err := smartcard.Supported(); err != nil {
-		t.Skip(err)
+		need.Missing(t, "%v", err)
 	}
 	for _, tool := range []string{"softhsm2-util", "pkcs11-tool"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (Debian softhsm2, opensc): %v", tool, err)
+			need.Missing(t, "%s not installed (Debian softhsm2, opensc): %v", tool, err)
 		}
 	}
 	if _, err := os.Stat(Module); err != nil {
-		t.Skipf("SoftHSM2 module missing: %v", err)
+		need.Missing(t, "SoftHSM2 module missing: %v", err)
 	}
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "softhsm2.conf")
