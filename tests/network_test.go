@@ -159,7 +159,7 @@ func TestInvariantAuditorsReadWithoutAClientCertificate(t *testing.T) {
 // TestInvariantClientsTalkOnlyToThePinnedServerOverTLS: a client sends
 // nothing to a server whose certificate is not from the CA it pinned with
 // --ca (or, without --ca, from the system's roots), nor to an http://
-// server unless told --insecure-http.
+// server unless told --insecure-http, nor where a redirect points.
 func TestInvariantClientsTalkOnlyToThePinnedServerOverTLS(t *testing.T) {
 	var requests atomic.Int64
 	count := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -174,6 +174,11 @@ func TestInvariantClientsTalkOnlyToThePinnedServerOverTLS(t *testing.T) {
 	defer srv.Close()
 	plain := httptest.NewServer(count)
 	defer plain.Close()
+	// The pinned server itself may not send the warrant elsewhere.
+	redirect := httptest.NewUnstartedServer(http.RedirectHandler(plain.URL+"/v1/warrants", http.StatusTemporaryRedirect))
+	redirect.TLS = tlsCfg
+	redirect.StartTLS()
+	defer redirect.Close()
 
 	dir := t.TempDir()
 	w := filepath.Join(dir, "w.p7s")
@@ -193,6 +198,7 @@ func TestInvariantClientsTalkOnlyToThePinnedServerOverTLS(t *testing.T) {
 		"ledger, another CA": {[]string{"ledger", "checkpoint", "--server", srv.URL, "--ca", other.ServerCA, "--verifier-key", "custodian/x+1+AAAA"}, "not from the CA you pinned"},
 		"attest, another CA": {[]string{"attest", "--server", srv.URL, "--ca", other.ServerCA, "--nonce", "0011223344556677", "--out", out}, "not from the CA you pinned"},
 		"plain, unasked":     {[]string{"release", "--server", plain.URL, "--warrant", w, "--out", out}, "refusing plain HTTP"},
+		"redirected":         {[]string{"release", "--server", redirect.URL, "--warrant", w, "--out", out, "--ca", s.ServerCA}, "redirect"},
 	} {
 		code, _, stderr := cli(t, c.args...)
 		if code == 0 || !strings.Contains(stderr, c.want) {

@@ -124,7 +124,11 @@ func (g *globals) serve(ctx context.Context, f serveFlags) error {
 	if api.Attest, err = attester(a, t, f.eventLog, f.attestPCRs); err != nil {
 		log.Warn("attestation is unavailable", "err", err)
 	}
+	if tlsCfg != nil && officers == nil {
+		log.Warn("no --client-ca: anyone who reaches this daemon may submit warrants (each still needs the court's signatures and the press)")
+	}
 	srv := api.Server(tlsCfg)
+	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn) // failed TLS handshakes, in the daemon's log format
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return err

@@ -155,7 +155,7 @@ func (g *globals) apiClient(server string, c clientTLS) (*apiClient, error) {
 			return nil, withHint(errors.New("--client-cert needs an https:// --server"), "use the custodian's https:// address")
 		}
 		fmt.Fprintln(g.stderr, "warning: "+plainHTTPWarning)
-		return &apiClient{base: u, http: &http.Client{Transport: tr, Timeout: 150 * time.Second}}, nil
+		return &apiClient{base: u, http: newHTTPClient(tr)}, nil
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS13}
 	if c.ca != "" {
@@ -174,7 +174,16 @@ func (g *globals) apiClient(server string, c clientTLS) (*apiClient, error) {
 		cfg.Certificates = []tls.Certificate{pair}
 	}
 	tr.TLSClientConfig = cfg
-	return &apiClient{base: u, http: &http.Client{Transport: tr, Timeout: 150 * time.Second}}, nil
+	return &apiClient{base: u, http: newHTTPClient(tr)}, nil
+}
+
+// newHTTPClient follows no redirect: the API never sends one, and following
+// it would hand the warrant to an address nobody checked.
+func newHTTPClient(tr *http.Transport) *http.Client {
+	return &http.Client{Transport: tr, Timeout: 150 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return errors.New("the server answered with a redirect, which the custodian API never sends; check --server")
+		}}
 }
 
 // transportHint explains a TLS failure of a client in terms of its flags.
