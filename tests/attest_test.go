@@ -54,7 +54,7 @@ func TestAttestationOverHTTP(t *testing.T) {
 
 	dm := startDaemon(t, d, "--event-log", filepath.Join(p("run"), bootmeasure.LogFile))
 	nonce := "0123456789abcdef0123456789abcdef"
-	mustCLI(t, "attest", "--server", dm.client.base, "--nonce", nonce, "--out", p("att.json"))
+	mustCLI(t, append([]string{"attest", "--server", dm.client.base, "--nonce", nonce, "--out", p("att.json")}, dm.auditorArgs()...)...)
 	verify := []string{"attest", "verify", "--enrollment", p("enrollment.json"), "--policy", p("policy.json"),
 		"--in", p("att.json"), "--secret", p("secret"), "--ek-roots", p("ek-ca.pem"),
 		"--ledger-key", filepath.Join(d.data, "ledger-key.pub")}

@@ -1,10 +1,10 @@
 package tests
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -24,6 +24,10 @@ type childConfig struct {
 	TPM     string `json:"tpm"`
 	Data    string `json:"data"`
 	CrashAt string `json:"crash_at"` // a release.Config.Hook stage, or ""
+	// The site's files (tlstest.PKI): the child serves TLS as serve does.
+	ServerCert string `json:"server_cert"`
+	ServerKey  string `json:"server_key"`
+	OfficerCA  string `json:"officer_ca"`
 }
 
 // runChildDaemon is custodian serve --button sim, wired the same way, with a
@@ -61,14 +65,26 @@ func runChildDaemon() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	pair, err := tls.LoadX509KeyPair(cfg.ServerCert, cfg.ServerKey)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	fmt.Printf("custodian %s serving on http://%s\n", a.ID, ln.Addr())
-	api := &release.API{Daemon: d}
-	err = http.Serve(ln, api.Handler())
+	pem, err := os.ReadFile(cfg.OfficerCA)
+	officers := x509.NewCertPool()
+	if err != nil || !officers.AppendCertsFromPEM(pem) {
+		fmt.Fprintln(os.Stderr, "officers' CA:", err)
+		return 2
+	}
+	tlsCfg := release.ServerTLS(pair, officers)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", tlsCfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	fmt.Printf("custodian %s serving on https://%s\n", a.ID, ln.Addr())
+	api := &release.API{Daemon: d, Officers: officers}
+	err = api.Server(tlsCfg).Serve(ln)
 	fmt.Fprintln(os.Stderr, err)
 	return 1
 }

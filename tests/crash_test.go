@@ -23,7 +23,9 @@ import (
 // startChild runs the test binary as a daemon that kills itself at crashAt.
 func startChild(t *testing.T, d *device, crashAt string) (*exec.Cmd, *client) {
 	t.Helper()
-	cfg, _ := json.Marshal(childConfig{TPM: d.sw.Spec(), Data: d.data, CrashAt: crashAt})
+	s := newSite(t)
+	cfg, _ := json.Marshal(childConfig{TPM: d.sw.Spec(), Data: d.data, CrashAt: crashAt,
+		ServerCert: s.ServerCert, ServerKey: s.ServerKey, OfficerCA: s.OfficerCA})
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+string(cfg))
 	stdout, err := cmd.StdoutPipe()
@@ -48,7 +50,7 @@ func startChild(t *testing.T, d *device, crashAt string) (*exec.Cmd, *client) {
 		t.Fatalf("child daemon: %q %v\n%s", line, err, stderr)
 	}
 	go io.Copy(io.Discard, stdout)
-	return cmd, &client{base: m[1], http: &http.Client{Timeout: 30 * time.Second}}
+	return cmd, &client{base: m[1], http: s.httpClient(true)}
 }
 
 // TestKillNineBetweenLedgerEntryAndResponse kills the daemon with SIGKILL

@@ -39,13 +39,16 @@ func TestDemoTellsTheWholeStory(t *testing.T) {
 		"court trust admin: made the court root CA",
 		"judge:             signed warrant",
 		"software key; SoftHSM2/PIV in production",
+		"court:             made the court officers' CA and the officer's client certificate",
+		"custodian court-a: serving TLS 1.3 on https://127.0.0.1:",
 		"court officer:     presses the button on court-a",
 		"court officer:     presses the button on court-b",
 		"custodian court-a: logged release entry",
 		"custodian court-a: refused the same warrant submitted again: replayed (logged as ledger entry",
+		"custodian court-a: refused a submission without a court officer's certificate: client_cert_required",
 		"agency:            checked 2 partial decryptions against their TPM proofs and opened the envelope for alice@example.org",
 		"agency:            the same releases do not open other.env",
-		"auditor:           verified court-a's signed checkpoint",
+		"auditor:           fetched court-a's signed checkpoint over TLS without a client certificate, verified it",
 		"demo:              the opened message equals the original",
 	} {
 		if !strings.Contains(out, want) {
@@ -69,7 +72,7 @@ func checkKept(t *testing.T, dir string) {
 	t.Helper()
 	for _, name := range []string{"policy.json", "court-a.enrollment.json", "ceremony/court-c.bundle.json",
 		"warrant.p7s", "judge.pem", "agency.key", "court-a.release.json", "court-b.release.json",
-		"court-a/data/ledger.db", "court-a/display.txt", "court-a.checkpoint"} {
+		"court-a/data/ledger.db", "court-a/display.txt", "court-a.checkpoint", "tls/server-ca.pem", "tls/officer.pem"} {
 		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
 			t.Errorf("--keep lacks %s: %v", name, err)
 		}

@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
@@ -27,6 +28,7 @@ import (
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/recipient"
 	"github.com/custodian-project/custodian/hsm/release"
+	"github.com/custodian-project/custodian/hsm/release/tlstest"
 	"github.com/custodian-project/custodian/hsm/trust"
 	"github.com/custodian-project/custodian/hsm/trust/trusttest"
 	"github.com/custodian-project/custodian/hsm/warrant"
@@ -354,3 +356,72 @@ func readAll(resp *http.Response) []byte {
 }
 
 func jsonUnmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
+
+// site is the TLS PKI of one daemon (tlstest): its server certificate,
+// the court officers' CA and one officer's client certificate, as files
+// for the command line and as configurations for Go clients.
+type site struct {
+	*tlstest.PKI
+	roots   *x509.CertPool
+	officer tls.Certificate
+}
+
+func newSite(t testing.TB) *site {
+	t.Helper()
+	pki, err := tlstest.Write(t.TempDir(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &site{PKI: pki, roots: readPool(t, pki.ServerCA)}
+	if s.officer, err = tls.LoadX509KeyPair(pki.Cert, pki.Key); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func readPool(t testing.TB, path string) *x509.CertPool {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		t.Fatalf("%s: no certificate", path)
+	}
+	return pool
+}
+
+// serveArgs are custodian serve's TLS flags for this site.
+func (s *site) serveArgs() []string {
+	return []string{"--tls-cert", s.ServerCert, "--tls-key", s.ServerKey, "--client-ca", s.OfficerCA}
+}
+
+// serverTLS is the daemon's TLS configuration, as serve builds it.
+func (s *site) serverTLS(t testing.TB) (*tls.Config, *x509.CertPool) {
+	t.Helper()
+	pair, err := tls.LoadX509KeyPair(s.ServerCert, s.ServerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	officers := readPool(t, s.OfficerCA)
+	return release.ServerTLS(pair, officers), officers
+}
+
+// officerArgs are what a court officer's client passes; auditorArgs what
+// anyone else's does.
+func (s *site) officerArgs() []string {
+	return []string{"--ca", s.ServerCA, "--client-cert", s.Cert, "--client-key", s.Key}
+}
+
+func (s *site) auditorArgs() []string { return []string{"--ca", s.ServerCA} }
+
+// httpClient trusts the site's server CA and, for an officer, presents
+// the officer's certificate.
+func (s *site) httpClient(officer bool) *http.Client {
+	cfg := &tls.Config{RootCAs: s.roots, MinVersion: tls.VersionTLS13}
+	if officer {
+		cfg.Certificates = []tls.Certificate{s.officer}
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 30 * time.Second}
+}

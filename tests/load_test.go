@@ -68,7 +68,8 @@ func TestLoadThousandConcurrentInvalidSubmissions(t *testing.T) {
 	start := time.Now()
 	for i := range 1000 {
 		src := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i%10))}
-		tr := &http.Transport{DialContext: (&net.Dialer{LocalAddr: src}).DialContext, DisableKeepAlives: true}
+		tr := &http.Transport{DialContext: (&net.Dialer{LocalAddr: src}).DialContext, DisableKeepAlives: true,
+			TLSClientConfig: dm.client.http.Transport.(*http.Transport).TLSClientConfig}
 		hc := &http.Client{Transport: tr, Timeout: 60 * time.Second}
 		body := junk
 		if i%10 == 0 {

@@ -96,8 +96,13 @@ func (r *rig) start(t testing.TB) {
 		t.Fatal(err)
 	}
 	// A generous limit: these tests are about refusals, not rate limits.
-	r.srv = httptest.NewServer((&release.API{Daemon: r.daemon, Limit: release.NewLimiter(1000, 1000)}).Handler())
-	r.c = &client{base: r.srv.URL, http: r.srv.Client()}
+	// Over TLS with a court officer's certificate, as serve runs.
+	s := newSite(t)
+	tlsCfg, officers := s.serverTLS(t)
+	r.srv = httptest.NewUnstartedServer((&release.API{Daemon: r.daemon, Limit: release.NewLimiter(1000, 1000), Officers: officers}).Handler())
+	r.srv.TLS = tlsCfg
+	r.srv.StartTLS()
+	r.c = &client{base: r.srv.URL, http: s.httpClient(true)}
 }
 
 func (r *rig) stop() {

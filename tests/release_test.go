@@ -3,21 +3,13 @@ package tests
 import (
 	"bufio"
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -32,16 +24,24 @@ import (
 // daemon is a running custodian serve.
 type daemon struct {
 	cmd    *exec.Cmd
-	client *client
+	client *client // the court officer's
+	site   *site   // nil with --insecure-http
 	out    *syncBuffer
 	errOut *syncBuffer
 }
 
 var servingRE = regexp.MustCompile(`serving on (https?://\S+)`)
 
-// startDaemon runs custodian serve for d with the simulated button.
+// startDaemon runs custodian serve for d with the simulated button, over
+// TLS with its own site's certificates and officers' CA, unless extra
+// says --insecure-http.
 func startDaemon(t *testing.T, d *device, extra ...string) *daemon {
 	t.Helper()
+	var s *site
+	if !slices.Contains(extra, "--insecure-http") {
+		s = newSite(t)
+		extra = append(s.serveArgs(), extra...)
+	}
 	args := d.args(append([]string{"serve", "--listen", "127.0.0.1:0", "--button", "sim", "--window", "30s"}, extra...)...)
 	cmd := exec.Command(binary, args...)
 	out, errOut := &syncBuffer{}, &syncBuffer{}
@@ -51,7 +51,7 @@ func startDaemon(t *testing.T, d *device, extra ...string) *daemon {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	dm := &daemon{cmd: cmd, out: out, errOut: errOut}
+	dm := &daemon{cmd: cmd, site: s, out: out, errOut: errOut}
 	t.Cleanup(func() { dm.stop() })
 	addr := make(chan string, 1)
 	go func() {
@@ -67,6 +67,9 @@ func startDaemon(t *testing.T, d *device, extra ...string) *daemon {
 	select {
 	case a := <-addr:
 		dm.client = &client{base: a, http: &http.Client{Timeout: 30 * time.Second}}
+		if s != nil {
+			dm.client.http = s.httpClient(true)
+		}
 	case <-time.After(30 * time.Second):
 		t.Fatalf("daemon did not start:\n%s%s", out, errOut)
 	}
@@ -89,10 +92,37 @@ func (dm *daemon) stop() {
 	}
 }
 
-// releaseWithPress runs custodian release against a daemon and presses the
-// simulated button once the client says to.
+// officerArgs are the client flags of a court officer of dm's site, or
+// --insecure-http for a plain daemon.
+func (dm *daemon) officerArgs() []string {
+	if dm.site == nil {
+		return []string{"--insecure-http"}
+	}
+	return dm.site.officerArgs()
+}
+
+// auditorArgs are the client flags of anyone else.
+func (dm *daemon) auditorArgs() []string {
+	if dm.site == nil {
+		return []string{"--insecure-http"}
+	}
+	return dm.site.auditorArgs()
+}
+
+// release runs custodian release against dm as its court officer.
+func (dm *daemon) release(t *testing.T, p7s, out string) (int, string, string) {
+	t.Helper()
+	return cli(t, append([]string{"release", "--server", dm.client.base, "--warrant", p7s, "--out", out}, dm.officerArgs()...)...)
+}
+
+// releaseWithPress runs custodian release against a daemon as its court
+// officer (extra replaces the officer's client flags when given) and
+// presses the simulated button once the client says to.
 func releaseWithPress(t *testing.T, d *device, dm *daemon, p7s, out string, extra ...string) (int, string, string) {
 	t.Helper()
+	if len(extra) == 0 {
+		extra = dm.officerArgs()
+	}
 	cmd := exec.Command(binary, append([]string{"release", "--server", dm.client.base, "--warrant", p7s, "--out", out}, extra...)...)
 	stdout, stderr := &syncBuffer{}, &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
@@ -115,12 +145,14 @@ func releaseWithPress(t *testing.T, d *device, dm *daemon, p7s, out string, extr
 	}
 }
 
-// TestEndToEndTwoOfThreeOverHTTP: three appliances, each on its own swtpm;
-// a 2-of-3 ceremony; a warrant signed on a SoftHSM2 token; releases from two
-// daemons over HTTP with simulated presses; recovery; an envelope sealed
-// before opens to the same bytes. The same warrant is then refused as
-// replayed, also after a daemon restart.
-func TestEndToEndTwoOfThreeOverHTTP(t *testing.T) {
+// TestEndToEndTwoOfThreeOverTLSWithOfficerCertificates: three appliances,
+// each on its own swtpm; a 2-of-3 ceremony; a warrant signed on a SoftHSM2
+// token; releases from two daemons over TLS 1.3, each requiring a court
+// officer's client certificate, with simulated presses; recovery; an
+// envelope sealed before opens to the same bytes. The same warrant is then
+// refused as replayed, also after a daemon restart; an auditor reads and
+// checks a ledger without a client certificate.
+func TestEndToEndTwoOfThreeOverTLSWithOfficerCertificates(t *testing.T) {
 	dir := t.TempDir()
 	p := func(name string) string { return filepath.Join(dir, name) }
 	now := time.Now().UTC()
@@ -147,24 +179,14 @@ func TestEndToEndTwoOfThreeOverHTTP(t *testing.T) {
 
 	var releases []string
 	daemons := map[string]*daemon{}
-	// court-c serves HTTPS; the officer's client pins its CA.
-	certFile, keyFile, pool := tlsFiles(t, dir)
 	for _, d := range devices[1:] {
-		var serveArgs, clientArgs []string
-		if d.id == "court-c" {
-			serveArgs = []string{"--tls-cert", certFile, "--tls-key", keyFile}
-			clientArgs = []string{"--ca", certFile}
-		}
-		dm := startDaemon(t, d, serveArgs...)
-		if d.id == "court-c" {
-			if !strings.HasPrefix(dm.client.base, "https://") {
-				t.Fatalf("court-c serves %s", dm.client.base)
-			}
-			dm.client.http.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+		dm := startDaemon(t, d)
+		if !strings.HasPrefix(dm.client.base, "https://") {
+			t.Fatalf("%s serves %s", d.id, dm.client.base)
 		}
 		daemons[d.id] = dm
 		out := p(d.id + ".release.json")
-		code, stdout, stderr := releaseWithPress(t, d, dm, p("w.p7s"), out, clientArgs...)
+		code, stdout, stderr := releaseWithPress(t, d, dm, p("w.p7s"), out)
 		if code != 0 {
 			t.Fatalf("release from %s: exit %d\n%s%s\ndaemon:\n%s%s", d.id, code, stdout, stderr, dm.out, dm.errOut)
 		}
@@ -188,13 +210,13 @@ func TestEndToEndTwoOfThreeOverHTTP(t *testing.T) {
 
 	// Replayed: refused with its code, logged, and again after a restart.
 	b := devices[1]
-	code, _, stderr := cli(t, "release", "--server", daemons[b.id].client.base, "--warrant", p("w.p7s"), "--out", p("again.json"))
+	code, _, stderr := daemons[b.id].release(t, p("w.p7s"), p("again.json"))
 	if code == 0 || !strings.Contains(stderr, "replayed") || !strings.Contains(stderr, "hint: ") {
 		t.Fatalf("replay: exit %d %s", code, stderr)
 	}
 	daemons[b.id].stop()
 	dm := startDaemon(t, b)
-	code, _, stderr = cli(t, "release", "--server", dm.client.base, "--warrant", p("w.p7s"), "--out", p("again.json"))
+	code, _, stderr = dm.release(t, p("w.p7s"), p("again.json"))
 	if code == 0 || !strings.Contains(stderr, "replayed") || !regexp.MustCompile(`ledger entry \d+`).MatchString(stderr) {
 		t.Fatalf("replay after restart: exit %d %s", code, stderr)
 	}
@@ -202,10 +224,10 @@ func TestEndToEndTwoOfThreeOverHTTP(t *testing.T) {
 		t.Fatal("a replayed warrant produced a package")
 	}
 
-	// An auditor reads court-c's ledger over HTTPS, checked against the
-	// pinned verifier key.
+	// An auditor reads court-c's ledger over TLS without a client
+	// certificate, checked against the pinned verifier key.
 	cc := devices[2]
-	remote := []string{"--server", daemons[cc.id].client.base, "--ca", certFile, "--verifier-key", filepath.Join(cc.data, "ledger-key.pub")}
+	remote := append([]string{"--server", daemons[cc.id].client.base, "--verifier-key", filepath.Join(cc.data, "ledger-key.pub")}, daemons[cc.id].auditorArgs()...)
 	cp := mustCLI(t, append([]string{"ledger", "checkpoint"}, remote...)...)
 	os.WriteFile(p("cp-c.txt"), []byte(cp), 0o644)
 	if !strings.HasPrefix(cp, "custodian/court-c\n") {
@@ -220,11 +242,11 @@ func TestEndToEndTwoOfThreeOverHTTP(t *testing.T) {
 		t.Fatalf("verify: %s", out)
 	}
 	// Another appliance's key does not verify court-c's ledger; no key is no check.
-	wrong := []string{"--server", daemons[cc.id].client.base, "--ca", certFile, "--verifier-key", filepath.Join(b.data, "ledger-key.pub")}
+	wrong := append([]string{"--server", daemons[cc.id].client.base, "--verifier-key", filepath.Join(b.data, "ledger-key.pub")}, daemons[cc.id].auditorArgs()...)
 	if code, _, stderr := cli(t, append([]string{"ledger", "checkpoint"}, wrong...)...); code == 0 || !strings.Contains(stderr, "does not verify") {
 		t.Fatalf("wrong key: %d %s", code, stderr)
 	}
-	if code, _, stderr := cli(t, "ledger", "checkpoint", "--server", daemons[cc.id].client.base); code == 0 || !strings.Contains(stderr, "--verifier-key") {
+	if code, _, stderr := cli(t, append([]string{"ledger", "checkpoint", "--server", daemons[cc.id].client.base}, daemons[cc.id].auditorArgs()...)...); code == 0 || !strings.Contains(stderr, "--verifier-key") {
 		t.Fatalf("no key: %d %s", code, stderr)
 	}
 }
@@ -278,31 +300,6 @@ func courtFor(t *testing.T, dir string, devices []*device, now time.Time) (sign 
 		mustCLI(t, "warrant", "sign", "--in", in, "--module", softhsmtest.Module,
 			"--key", "pkcs11:token=judge;object=judge-key", "--cert", p("judge.pem"), "--out", out)
 	}
-}
-
-// tlsFiles makes a self-signed server certificate for 127.0.0.1.
-func tlsFiles(t *testing.T, dir string) (string, string, *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "custodian test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, BasicConstraintsValid: true, IsCA: true}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pkcs8, _ := x509.MarshalPKCS8PrivateKey(key)
-	certFile, keyFile := filepath.Join(dir, "tls.pem"), filepath.Join(dir, "tls.key")
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}), 0o600)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return certFile, keyFile, pool
 }
 
 // checkPackage checks a saved package: its ledger proof verifies against the

@@ -111,14 +111,14 @@ func TestEndToEndScopedAndShareKeysOnOneFleet(t *testing.T) {
 // modes: each is refused with its code before the summary, and logged.
 func refuseMisfits(t *testing.T, dm *daemon, newWarrant func(string, ...string) string, p func(string) string) {
 	t.Helper()
-	suffix := strings.TrimPrefix(dm.client.base, "http://127.0.0.1:")
+	suffix := strings.TrimPrefix(dm.client.base, "https://127.0.0.1:")
 	cases := map[string][]string{
 		"no_envelopes":         {"--target", "alice@example.org", "--key-id", "2026-12"},
 		"envelopes_not_scoped": {"--envelope", p("old.env")},
 	}
 	for code, args := range cases {
 		w := newWarrant("W-"+code+"-"+suffix, args...)
-		exit, _, stderr := cli(t, "release", "--server", dm.client.base, "--warrant", w, "--out", p("misfit.json"))
+		exit, _, stderr := dm.release(t, w, p("misfit.json"))
 		if exit == 0 || !strings.Contains(stderr, code) {
 			t.Errorf("%s: exit %d\n%s", code, exit, stderr)
 		}

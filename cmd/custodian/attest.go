@@ -22,7 +22,8 @@ import (
 const defaultEventLog = "/run/custodian/boot.cel"
 
 func newAttestCommand(g *globals) *cobra.Command {
-	var nonceHex, out, eventLog, pcrList, server, caPath string
+	var nonceHex, out, eventLog, pcrList, server string
+	var network clientTLS
 	cmd := &cobra.Command{
 		Use:   "attest [--server URL] --nonce HEX --out att.json",
 		Short: "Quote this device's boot state and ledger checkpoint for a verifier's nonce",
@@ -37,7 +38,7 @@ func newAttestCommand(g *globals) *cobra.Command {
 				return err
 			}
 			if server != "" {
-				data, err := fetchAttestation(cmd.Context(), server, caPath, nonce)
+				data, err := g.fetchAttestation(cmd.Context(), server, network, nonce)
 				if err != nil {
 					return err
 				}
@@ -74,7 +75,7 @@ func newAttestCommand(g *globals) *cobra.Command {
 	f.StringVar(&eventLog, "event-log", defaultEventLog, "the boot event log (TCG CEL) measure-boot wrote")
 	f.StringVar(&pcrList, "pcrs", "8,9,11,12", "PCRs to quote (the policy's)")
 	f.StringVar(&server, "server", "", "ask a running appliance (custodian serve) instead of this device's TPM")
-	f.StringVar(&caPath, "ca", "", "CA certificate (PEM) to trust for an HTTPS --server")
+	network.register(cmd, false)
 	_ = cmd.MarkFlagRequired("nonce")
 	_ = cmd.MarkFlagRequired("out")
 	cmd.AddCommand(newAttestVerifyCommand(g))
@@ -109,8 +110,8 @@ func attester(a *appliance.Appliance, t transport.TPM, eventLog, pcrList string)
 }
 
 // fetchAttestation asks a running appliance for an attestation.
-func fetchAttestation(ctx context.Context, server, caPath string, nonce []byte) ([]byte, error) {
-	c, err := newAPIClient(server, caPath)
+func (g *globals) fetchAttestation(ctx context.Context, server string, network clientTLS, nonce []byte) ([]byte, error) {
+	c, err := g.apiClient(server, network)
 	if err != nil {
 		return nil, err
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/custodian-project/custodian/hsm/bootpolicy"
 	"github.com/custodian-project/custodian/hsm/escrow"
 	"github.com/custodian-project/custodian/hsm/recipient"
+	"github.com/custodian-project/custodian/hsm/release/tlstest"
 	"github.com/custodian-project/custodian/hsm/warrant"
 	"github.com/custodian-project/custodian/tpm/swtpm"
 )
@@ -50,9 +51,12 @@ ceremony (each share a key inside one TPM) and the custodians provision their
 shares; two messages for one target are sealed in escrow envelopes; the court
 trust admin installs a court root and CRL; the judge signs a warrant naming
 the first envelope (a software key here; a PIV card through PKCS#11 in
-production); the court officer submits it to court-a and court-b and presses
-each simulated button, and each TPM computes and proves its partial
-decryption of that envelope; a replay is refused; the agency checks the
+production); the operator makes the custodians' TLS certificate and the
+court its officers' CA and an officer's client certificate; the court officer
+submits the warrant over TLS 1.3 with that certificate to court-a and court-b
+and presses each simulated button, and each TPM computes and proves its
+partial decryption of that envelope; a replay is refused, and so is a
+submission without an officer's certificate; the agency checks the
 proofs and opens the named envelope, and the same releases do not open the
 other; the auditor checks a checkpoint and an inclusion proof.
 
@@ -89,6 +93,7 @@ type demo struct {
 	envelope   []byte // named in the warrant
 	other      []byte // same key ID and target, not named
 	court      *demoCourt
+	pki        *tlstest.PKI
 	p7s        []byte
 	packages   []*escrow.Release
 }
@@ -150,9 +155,11 @@ func (d *demo) run(ctx context.Context) error {
 		d.sealEnvelope,
 		d.installTrust,
 		d.signWarrant,
+		d.makeTLS,
 		d.serveCustodians,
 		d.releaseShares,
 		d.replay,
+		d.stranger,
 		d.openEnvelope,
 		d.audit,
 	}
@@ -330,6 +337,24 @@ func (d *demo) signWarrant(context.Context) error {
 	d.say("judge", "signed warrant %s for %s, key ID %s, naming message.env only, custodians %s, to the agency's key (software key; SoftHSM2/PIV in production)",
 		w.Serial, demoTarget, d.keyID, strings.Join(demoCustodianIDs, ","))
 	return d.write("warrant.p7s", p7s, 0o644)
+}
+
+// makeTLS is the operator's and the court's TLS work: a server
+// certificate for the custodians (here one, for the loopback address) and
+// the court officers' CA with one officer's client certificate.
+func (d *demo) makeTLS(context.Context) error {
+	dir := d.path("tls")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return err
+	}
+	pki, err := tlstest.Write(dir, d.now)
+	if err != nil {
+		return err
+	}
+	d.pki = pki
+	d.say("operator", "made the custodians' TLS server certificate (ECDSA P-256, under tls/server-ca.pem, which clients pin)")
+	d.say("court", "made the court officers' CA and the officer's client certificate (tls/officer.pem)")
+	return nil
 }
 
 // openEnvelope is the agency's side: the proofs of two packages' partials

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +27,7 @@ import (
 	"github.com/custodian-project/custodian/hsm/escrow"
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/release"
+	"github.com/custodian-project/custodian/hsm/release/tlstest"
 	"github.com/custodian-project/custodian/tpm"
 	"github.com/custodian-project/custodian/tpm/swtpm"
 )
@@ -164,17 +166,19 @@ func (d *demo) serveCustodians(context.Context) error {
 		if !slices.Contains(demoReleasers, c.id) {
 			continue
 		}
-		if err := c.serve(); err != nil {
+		if err := c.serve(d.g, d.pki); err != nil {
 			return fmt.Errorf("starting the daemon of %s: %w", c.id, err)
 		}
-		d.say("custodian "+c.id, "serving on %s with a simulated button (summary on display.txt, log in daemon.log)", c.client.base)
+		d.say("custodian "+c.id, "serving TLS 1.3 on %s, warrants only from court officers' certificates, with a simulated button (summary on display.txt, log in daemon.log)", c.client.base)
 	}
 	return nil
 }
 
 // serve reopens the appliance on a serialized TPM connection (the daemon's
-// goroutines share it) and serves the API on a loopback port.
-func (c *demoCustodian) serve() error {
+// goroutines share it) and serves the API on a loopback port over TLS, as
+// custodian serve --tls-cert --tls-key --client-ca does; its client is the
+// officer's, as custodian release --ca --client-cert --client-key.
+func (c *demoCustodian) serve(g *globals, pki *tlstest.PKI) error {
 	if err := c.app.Close(); err != nil {
 		return err
 	}
@@ -201,7 +205,7 @@ func (c *demoCustodian) serve() error {
 	if err != nil {
 		return err
 	}
-	return c.listen()
+	return c.listen(g, pki)
 }
 
 // create opens a file in the custodian's directory, closed at stop.
@@ -213,14 +217,19 @@ func (c *demoCustodian) create(name string) (*os.File, error) {
 	return f, err
 }
 
-func (c *demoCustodian) listen() error {
+func (c *demoCustodian) listen(g *globals, pki *tlstest.PKI) error {
+	network := serverTLS{cert: pki.ServerCert, key: pki.ServerKey, clientCA: pki.OfficerCA}
+	tlsCfg, officers, err := network.load(time.Now())
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
-	c.srv = (&release.API{Daemon: c.daemon}).Server(nil)
-	go func() { _ = c.srv.Serve(ln) }()
-	c.client, err = newAPIClient("http://"+ln.Addr().String(), "")
+	c.srv = (&release.API{Daemon: c.daemon, Officers: officers}).Server(tlsCfg)
+	go func() { _ = c.srv.Serve(tls.NewListener(ln, tlsCfg)) }()
+	c.client, err = g.apiClient("https://"+ln.Addr().String(), clientTLS{ca: pki.ServerCA, cert: pki.Cert, key: pki.Key})
 	return err
 }
 
@@ -306,6 +315,24 @@ func (d *demo) replay(ctx context.Context) error {
 	return nil
 }
 
+// stranger submits the warrant over TLS without an officer's certificate:
+// the custodian refuses it before reading it, and keeps serving.
+func (d *demo) stranger(ctx context.Context) error {
+	c := d.custodian(demoReleasers[0])
+	anyone, err := d.g.apiClient(c.client.base.String(), clientTLS{ca: d.pki.ServerCA})
+	if err != nil {
+		return err
+	}
+	var st release.Status
+	err = anyone.do(ctx, http.MethodPost, "/v1/warrants", d.p7s, &st)
+	var refused *apiError
+	if !errors.As(err, &refused) || refused.code != release.CodeClientCertRequired {
+		return fmt.Errorf("a submission without an officer's certificate was not refused as %s (got %v)", release.CodeClientCertRequired, err)
+	}
+	d.say("custodian "+c.id, "refused a submission without a court officer's certificate: %s (not logged in the ledger: nobody accountable sent it)", refused.code)
+	return nil
+}
+
 // audit is what anyone can check with a custodian's public verifier key:
 // its signed checkpoint, and that a release is in its ledger.
 func (d *demo) audit(ctx context.Context) error {
@@ -315,8 +342,12 @@ func (d *demo) audit(ctx context.Context) error {
 		return err
 	}
 	verifier := strings.TrimSpace(string(data))
+	auditor, err := d.g.apiClient(c.client.base.String(), clientTLS{ca: d.pki.ServerCA})
+	if err != nil {
+		return err
+	}
 	var signed []byte
-	if err := c.client.do(ctx, http.MethodGet, "/v1/checkpoint", nil, &signed); err != nil {
+	if err := auditor.do(ctx, http.MethodGet, "/v1/checkpoint", nil, &signed); err != nil {
 		return err
 	}
 	cp, err := ledger.VerifyCheckpoint(signed, verifier)
@@ -331,7 +362,7 @@ func (d *demo) audit(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("the inclusion proof of %s's release: %w", c.id, err)
 	}
-	d.say("auditor", "verified %s's signed checkpoint (%d entries) and the inclusion proof of entry %d (%s, key ID %s)",
+	d.say("auditor", "fetched %s's signed checkpoint over TLS without a client certificate, verified it (%d entries) and the inclusion proof of entry %d (%s, key ID %s)",
 		c.id, cp.Size, inc.Index, e.Kind, e.KeyID)
 	return nil
 }

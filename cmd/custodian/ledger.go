@@ -102,7 +102,7 @@ func parsePCRList(s string) ([]int, error) {
 }
 
 func newLedgerCheckpointCommand(g *globals) *cobra.Command {
-	var remote remoteLedger
+	remote := remoteLedger{g: g}
 	cmd := &cobra.Command{
 		Use:   "checkpoint",
 		Short: "Print the current signed checkpoint (C2SP tlog-checkpoint, signed note)",
@@ -135,7 +135,7 @@ func newLedgerCheckpointCommand(g *globals) *cobra.Command {
 
 func newLedgerVerifyCommand(g *globals) *cobra.Command {
 	var oldPath string
-	var remote remoteLedger
+	remote := remoteLedger{g: g}
 	cmd := &cobra.Command{
 		Use:   "verify [--old checkpoint.txt]",
 		Short: "Re-check the whole ledger, its TPM counter, and that it only grew since an old checkpoint",
@@ -198,7 +198,7 @@ func checkGrew(a *appliance.Appliance, oldPath string) error {
 
 func newLedgerProveCommand(g *globals) *cobra.Command {
 	var index int64
-	var remote remoteLedger
+	remote := remoteLedger{g: g}
 	cmd := &cobra.Command{
 		Use:   "prove --index N",
 		Short: "Print entry N with its inclusion proof and a signed checkpoint (JSON)",

@@ -18,12 +18,15 @@ import (
 // answer is checked against the verifier key the auditor pinned, never
 // against a key the server offers.
 type remoteLedger struct {
-	server, ca, key string
+	g           *globals
+	server, key string
+	network     clientTLS
+	c           *apiClient // made once: a plain-HTTP warning is printed once
 }
 
 func (r *remoteLedger) flags(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&r.server, "server", "", "read the ledger of a running appliance (custodian serve) instead of the local data directory")
-	cmd.Flags().StringVar(&r.ca, "ca", "", "with --server: PEM certificate(s) the server's TLS certificate chains to")
+	r.network.register(cmd, false)
 	cmd.Flags().StringVar(&r.key, "verifier-key", "", "with --server: the appliance's pinned checkpoint verifier key, or a file holding it (ledger-key.pub)")
 }
 
@@ -50,8 +53,12 @@ func (r *remoteLedger) client() (*apiClient, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	c, err := newAPIClient(r.server, r.ca)
-	return c, key, err
+	if r.c == nil {
+		if r.c, err = r.g.apiClient(r.server, r.network); err != nil {
+			return nil, "", err
+		}
+	}
+	return r.c, key, nil
 }
 
 // checkpoint fetches and verifies the current checkpoint.

@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,7 +23,8 @@ import (
 )
 
 func newReleaseCommand(g *globals) *cobra.Command {
-	var server, warrantPath, out, caPath string
+	var server, warrantPath, out string
+	var network clientTLS
 	cmd := &cobra.Command{
 		Use:   "release --server URL --warrant w.p7s --out release.json",
 		Short: "Submit a warrant to a custodian and save its release package after the officer presses the button",
@@ -38,7 +37,7 @@ func newReleaseCommand(g *globals) *cobra.Command {
 			if err := durable.CheckReplaceable(out); err != nil {
 				return err
 			}
-			c, err := newAPIClient(server, caPath)
+			c, err := g.apiClient(server, network)
 			if err != nil {
 				return err
 			}
@@ -48,7 +47,7 @@ func newReleaseCommand(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&server, "server", "", "the custodian's API, e.g. https://custodian-a.court.example:8443")
 	cmd.Flags().StringVar(&warrantPath, "warrant", "", "the signed warrant (DER CMS)")
 	cmd.Flags().StringVar(&out, "out", "", "where to save the package; with several key IDs, one file per key ID (NAME.KEY-ID.json)")
-	cmd.Flags().StringVar(&caPath, "ca", "", "PEM certificate(s) that the server's TLS certificate chains to (default: the system's)")
+	network.register(cmd, true)
 	for _, f := range []string{"server", "warrant", "out"} {
 		_ = cmd.MarkFlagRequired(f)
 	}
@@ -58,26 +57,6 @@ func newReleaseCommand(g *globals) *cobra.Command {
 type apiClient struct {
 	base *url.URL
 	http *http.Client
-}
-
-func newAPIClient(server, caPath string) (*apiClient, error) {
-	u, err := url.Parse(server)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, withHint(fmt.Errorf("bad --server %q", server), "give a URL such as https://custodian-a:8443")
-	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	if caPath != "" {
-		pem, err := os.ReadFile(caPath)
-		if err != nil {
-			return nil, err
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("no certificate in %s", caPath)
-		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}
-	}
-	return &apiClient{base: u, http: &http.Client{Transport: tr, Timeout: 150 * time.Second}}, nil
 }
 
 // apiError is a refusal the custodian sent.
@@ -108,7 +87,7 @@ func (c *apiClient) do(ctx context.Context, method, path string, body []byte, ou
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return withHint(err, "check --server and that custodian serve runs there")
+		return transportHint(err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -216,6 +195,8 @@ func releaseHint(err error) error {
 		release.CodeBeforeFloor:                    "ask the court to sign the warrant again",
 		release.CodeNoEnvelopes:                    "a scoped key ID releases only named envelopes; the court lists them (custodian warrant new --envelope)",
 		release.CodeNotScoped:                      "a share-mode key ID releases its whole share; the court drops the envelopes or that key ID",
+		release.CodeClientCertRequired:             "this custodian takes warrants only from court officers: give --client-cert and --client-key (your officer certificate from the court)",
+		release.CodeClientCertUntrusted:            "your --client-cert is not from the court officers' CA this custodian trusts, or it expired; ask the court for a current officer certificate",
 		release.Code(warrant.ReasonRevoked):        "a signer's certificate is revoked; the court must sign with a valid certificate",
 		release.Code(warrant.ReasonCRLStale):       "the appliance's CRL is out of date; its trust admin must install a fresh one (custodian trust set-crl)",
 		release.Code(warrant.ReasonCRLMissing):     "the appliance has no CRL for the signer's CA; its trust admin must install one",

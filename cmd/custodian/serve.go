@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -23,7 +25,7 @@ import (
 
 type serveFlags struct {
 	listen, button, led, display string
-	tlsCert, tlsKey              string
+	network                      serverTLS
 	window                       time.Duration
 	eventLog, attestPCRs         string
 }
@@ -31,7 +33,7 @@ type serveFlags struct {
 func newServeCommand(g *globals) *cobra.Command {
 	var f serveFlags
 	cmd := &cobra.Command{
-		Use:   "serve --listen ADDR --button gpio:GPIO17|sim [--led gpio:GPIO27] [--display PATH]",
+		Use:   "serve --listen ADDR --tls-cert FILE --tls-key FILE [--client-ca FILE] --button gpio:GPIO17|sim [--led gpio:GPIO27] [--display PATH]",
 		Short: "Run the appliance daemon: verify warrants, show them, release a share after a button press",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -45,8 +47,7 @@ func newServeCommand(g *globals) *cobra.Command {
 	fl.StringVar(&f.button, "button", "", "approval button: gpio:NAME (e.g. gpio:GPIO17) or sim (custodian button press; demo and tests only)")
 	fl.StringVar(&f.led, "led", "", "LED that blinks while a warrant awaits approval: gpio:NAME")
 	fl.StringVar(&f.display, "display", "", "where the summary is shown (default: the console; /dev/tty1 on the Pi)")
-	fl.StringVar(&f.tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM), with --tls-key")
-	fl.StringVar(&f.tlsKey, "tls-key", "", "the certificate's private key (PEM)")
+	f.network.register(cmd)
 	fl.DurationVar(&f.window, "window", release.DefaultWindow, "how long the officer has to press the button")
 	fl.StringVar(&f.eventLog, "event-log", defaultEventLog, "the boot event log measure-boot wrote, for attestation")
 	fl.StringVar(&f.attestPCRs, "attest-pcrs", "8,9,11,12", "PCRs an attestation quotes (the policy's)")
@@ -59,8 +60,9 @@ func (g *globals) serve(ctx context.Context, f serveFlags) error {
 	if f.window < 5*time.Second || f.window > 10*time.Minute {
 		return withHint(fmt.Errorf("approval window %s out of range", f.window), "use --window between 5s and 10m")
 	}
-	if (f.tlsCert == "") != (f.tlsKey == "") {
-		return withHint(errors.New("--tls-cert and --tls-key go together"), "give both, or neither for plain HTTP")
+	tlsCfg, officers, err := f.network.load(time.Now())
+	if err != nil {
+		return err
 	}
 	log := slog.New(slog.NewTextHandler(g.stderr, nil))
 
@@ -88,13 +90,10 @@ func (g *globals) serve(ctx context.Context, f serveFlags) error {
 		defer file.Close()
 		display = file
 	}
-	var tlsCfg *tls.Config
-	if f.tlsCert != "" {
-		cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
-		if err != nil {
-			return err
-		}
-		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
+	if tlsCfg == nil {
+		log.Warn("serving " + plainHTTPWarning)
+		display = plainHTTPDisplay{display}
+		fmt.Fprintf(display, "custodian: serving without TLS\n")
 	}
 
 	conn, err := g.openTPM()
@@ -121,11 +120,15 @@ func (g *globals) serve(ctx context.Context, f serveFlags) error {
 		return err
 	}
 	defer d.Close()
-	api := &release.API{Daemon: d}
+	api := &release.API{Daemon: d, Officers: officers}
 	if api.Attest, err = attester(a, t, f.eventLog, f.attestPCRs); err != nil {
 		log.Warn("attestation is unavailable", "err", err)
 	}
+	if tlsCfg != nil && officers == nil {
+		log.Warn("no --client-ca: anyone who reaches this daemon may submit warrants (each still needs the court's signatures and the press)")
+	}
 	srv := api.Server(tlsCfg)
+	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn) // failed TLS handshakes, in the daemon's log format
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return err
@@ -135,7 +138,7 @@ func (g *globals) serve(ctx context.Context, f serveFlags) error {
 		scheme = "https"
 		ln = tls.NewListener(ln, tlsCfg)
 	}
-	g.printf("custodian %s serving on %s://%s\n", a.ID, scheme, ln.Addr())
+	g.printf("custodian %s serving on %s://%s%s\n", a.ID, scheme, ln.Addr(), officerNote(officers))
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -150,6 +153,25 @@ func (g *globals) serve(ctx context.Context, f serveFlags) error {
 		return err
 	}
 	return nil
+}
+
+func officerNote(officers *x509.CertPool) string {
+	if officers == nil {
+		return ""
+	}
+	return " (warrants only from court officers' client certificates)"
+}
+
+// plainHTTPDisplay repeats the plain-HTTP warning after everything the
+// display shows, so the officer reading a summary sees it beside it.
+type plainHTTPDisplay struct{ w io.Writer }
+
+func (d plainHTTPDisplay) Write(p []byte) (int, error) {
+	n, err := d.w.Write(p)
+	if err == nil {
+		_, err = fmt.Fprintf(d.w, "WARNING: %s\n", plainHTTPWarning)
+	}
+	return n, err
 }
 
 func (g *globals) openButton(spec string) (button.Button, func(), error) {

@@ -13,15 +13,14 @@ func TestServeButtonReleaseFlagErrors(t *testing.T) {
 		args []string
 		want []string
 	}{
-		"unknown button":  {[]string{"--data-dir", dir, "serve", "--listen", "127.0.0.1:0", "--button", "GPIO17"}, []string{"unknown button", "gpio:NAME"}},
+		"unknown button":  {[]string{"--data-dir", dir, "serve", "--listen", "127.0.0.1:0", "--insecure-http", "--button", "GPIO17"}, []string{"unknown button", "gpio:NAME"}},
 		"no default":      {[]string{"--data-dir", dir, "serve", "--listen", "127.0.0.1:0"}, []string{`"button" not set`}},
 		"short window":    {[]string{"--data-dir", dir, "serve", "--listen", "127.0.0.1:0", "--button", "sim", "--window", "1s"}, []string{"out of range", "hint: "}},
-		"half TLS":        {[]string{"--data-dir", dir, "serve", "--listen", "127.0.0.1:0", "--button", "sim", "--tls-cert", "c.pem"}, []string{"go together"}},
-		"unknown LED":     {[]string{"--data-dir", dir, "serve", "--listen", "127.0.0.1:0", "--button", "sim", "--led", "sim"}, []string{"unknown LED"}},
+		"unknown LED":     {[]string{"--data-dir", dir, "serve", "--listen", "127.0.0.1:0", "--button", "sim", "--insecure-http", "--led", "sim"}, []string{"unknown LED"}},
 		"no sim button":   {[]string{"--data-dir", dir, "button", "press"}, []string{"no simulated button", "hint: start custodian serve --button sim"}},
 		"bad server":      {[]string{"release", "--server", "custodian-a:8443", "--warrant", w, "--out", filepath.Join(dir, "r.json")}, []string{"bad --server"}},
-		"not a warrant":   {[]string{"release", "--server", "http://127.0.0.1:1", "--warrant", w, "--out", filepath.Join(dir, "r.json")}, []string{"hint: --warrant must be a signed warrant"}},
-		"release outfile": {[]string{"release", "--server", "http://127.0.0.1:1", "--warrant", w, "--out", "/dev/null"}, []string{"regular file"}},
+		"not a warrant":   {[]string{"release", "--server", "https://127.0.0.1:1", "--warrant", w, "--out", filepath.Join(dir, "r.json")}, []string{"hint: --warrant must be a signed warrant"}},
+		"release outfile": {[]string{"release", "--server", "https://127.0.0.1:1", "--warrant", w, "--out", "/dev/null"}, []string{"regular file"}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			code, out, errOut := custodian(t, c.args...)

@@ -3,6 +3,7 @@ package release
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -28,6 +29,11 @@ const MaxBody = 64 << 10
 //	GET  /v1/consistency?old=N&size=M           a consistency proof
 //	POST /v1/attest                             {"nonce":"hex"}: a TPM quote
 //	GET  /v1/health
+//
+// The three request routes (submit, status, packages) are the court
+// officer's; with Officers set they need a client certificate that chains
+// to one of its CAs. The ledger routes, attestation and health are the
+// auditors' and stay open to anyone.
 type API struct {
 	Daemon *Daemon
 	// Attest answers an attestation request; nil answers "unavailable".
@@ -37,6 +43,12 @@ type API struct {
 	// Verify caps concurrent warrant verifications (0: 2): a flood of
 	// submissions queues here instead of taking every core.
 	Verify int
+	// Officers, when set, holds the CAs of the court officers' client
+	// certificates (ServerTLS asks the client for one). A request route
+	// without a certificate is refused with client_cert_required, with one
+	// that does not chain to Officers for client authentication with
+	// client_cert_untrusted; neither reaches the daemon.
+	Officers *x509.CertPool
 
 	once sync.Once
 	sem  chan struct{}
@@ -54,9 +66,9 @@ func (a *API) Handler() http.Handler {
 		a.sem = make(chan struct{}, a.Verify)
 	})
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/warrants", a.submit)
-	mux.HandleFunc("GET /v1/requests/{id}", a.status)
-	mux.HandleFunc("GET /v1/requests/{id}/packages/{key}", a.pkg)
+	mux.HandleFunc("POST /v1/warrants", a.officer(a.submit))
+	mux.HandleFunc("GET /v1/requests/{id}", a.officer(a.status))
+	mux.HandleFunc("GET /v1/requests/{id}/packages/{key}", a.officer(a.pkg))
 	mux.HandleFunc("GET /v1/checkpoint", a.checkpoint)
 	mux.HandleFunc("GET /v1/entries/{index}", a.entry)
 	mux.HandleFunc("GET /v1/consistency", a.consistency)
@@ -65,8 +77,60 @@ func (a *API) Handler() http.Handler {
 	return a.limit(mux)
 }
 
+// ServerTLS is the appliance's TLS configuration: TLS 1.3 only (every
+// suite is an AEAD, every key exchange ephemeral), serving cert. With
+// officers set, it asks the client for a certificate without judging it:
+// the officer check runs per route (API.Officers), so an auditor's read
+// needs none and a wrong one gets a specific refusal instead of a
+// handshake alert. crypto/tls still makes a client that sends a
+// certificate prove it holds the certificate's key.
+func ServerTLS(cert tls.Certificate, officers *x509.CertPool) *tls.Config {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}}
+	if officers != nil {
+		cfg.ClientAuth = tls.RequestClientCert
+	}
+	return cfg
+}
+
+// CheckOfficer returns nil if the connection presented a client
+// certificate that chains to officers for client authentication at now,
+// and a client_cert_required or client_cert_untrusted refusal otherwise.
+func CheckOfficer(state *tls.ConnectionState, officers *x509.CertPool, now time.Time) *Refusal {
+	if state == nil || len(state.PeerCertificates) == 0 {
+		return refusal(CodeClientCertRequired, "this custodian takes warrants only from a court officer's client certificate, and none was presented")
+	}
+	leaf := state.PeerCertificates[0]
+	inter := x509.NewCertPool()
+	for _, c := range state.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	_, err := leaf.Verify(x509.VerifyOptions{Roots: officers, Intermediates: inter, CurrentTime: now,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	if err != nil {
+		return refusal(CodeClientCertUntrusted, "the client certificate %q is not a court officer's of this custodian: %v", leaf.Subject.CommonName, err)
+	}
+	return nil
+}
+
+// officer guards a request route when Officers is set. The refusal goes to
+// the caller and the daemon's log, not the ledger: it is unauthenticated
+// traffic, and an entry per request would let anyone write the TPM's NV.
+func (a *API) officer(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if a.Officers != nil {
+			if ref := CheckOfficer(r.TLS, a.Officers, a.Daemon.now()); ref != nil {
+				a.Daemon.cfg.Log.Info("refused", "code", ref.Code, "remote", r.RemoteAddr, "err", ref.Err)
+				writeError(w, ref)
+				return
+			}
+		}
+		next(w, r)
+	}
+}
+
 // Server returns an http.Server with the timeouts and caps the appliance
-// uses. tlsCfg may be nil (plain HTTP, for a loopback or a closed network).
+// uses. tlsCfg is ServerTLS's, or nil for plain HTTP (serve
+// --insecure-http: a loopback or a closed test network).
 func (a *API) Server(tlsCfg *tls.Config) *http.Server {
 	return &http.Server{
 		Handler:           a.Handler(),

@@ -45,6 +45,10 @@ const (
 	CodeNoEnvelopes      Code = "no_envelopes"         // a scoped key ID the warrant names no envelope of
 	CodeNotScoped        Code = "envelopes_not_scoped" // envelopes named for a share-mode key ID
 	CodePartialFailed    Code = "partial_failed"       // failure after the ledger entry (scoped mode)
+	// With officers' CAs configured (API.Officers), a request route needs a
+	// client certificate that chains to one of them.
+	CodeClientCertRequired  Code = "client_cert_required"
+	CodeClientCertUntrusted Code = "client_cert_untrusted"
 )
 
 // Refusal is an error with its code, the HTTP status it maps to, and the
@@ -80,7 +84,7 @@ func HTTPStatus(c Code) int {
 		return http.StatusBadRequest
 	case CodeUnavailable:
 		return http.StatusNotImplemented
-	case CodeNoPress, CodeButtonHeld:
+	case CodeNoPress, CodeButtonHeld, CodeClientCertRequired, CodeClientCertUntrusted:
 		return http.StatusForbidden
 	case CodeInternal, CodeUnsealFailed, CodeSealFailed, CodeStoreFailed, CodeInterrupted, CodeLedgerFailed, CodeShareUnavailable, CodePartialFailed:
 		return http.StatusInternalServerError
@@ -115,7 +119,8 @@ func Codes() []Code {
 		CodeImageNotApproved, CodePCRMismatch, CodeNoPress, CodeButtonHeld, CodeTooLarge,
 		CodeRateLimited, CodeNotFound, CodeBadRequest, CodeUnavailable, CodeShuttingDown,
 		CodeUnsealFailed, CodeSealFailed, CodeStoreFailed, CodeInterrupted, CodeLedgerFailed,
-		CodeInternal, CodeNotVerified, CodeNoShare, CodeShareUnavailable}
+		CodeInternal, CodeNotVerified, CodeNoShare, CodeShareUnavailable,
+		CodeClientCertRequired, CodeClientCertUntrusted}
 	for _, r := range warrant.Reasons() {
 		if Code(r) != CodeTooLarge {
 			out = append(out, Code(r))

@@ -1,0 +1,203 @@
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/custodian-project/custodian/hsm/release"
+)
+
+// The network between an officer or auditor and an appliance is not
+// trusted: the daemon serves TLS 1.3 only (release.ServerTLS), and every
+// client refuses plain HTTP unless --insecure-http says the person meant
+// it. This file is the one place both ends set up their transport.
+
+// plainHTTPWarning is what the daemon logs and shows, and what a client
+// prints, when a connection is not protected.
+const plainHTTPWarning = "plain HTTP (--insecure-http): warrants, summaries and packages cross the network in clear and anyone on the path can read or change them"
+
+// serverTLS are serve's transport flags.
+type serverTLS struct {
+	cert, key, clientCA string
+	insecureHTTP        bool
+}
+
+func (s *serverTLS) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&s.cert, "tls-cert", "", "the appliance's TLS certificate chain (PEM; ECDSA P-256/P-384 or RSA >= 2048), with --tls-key")
+	fl.StringVar(&s.key, "tls-key", "", "the certificate's private key (PEM; no access for other users)")
+	fl.StringVar(&s.clientCA, "client-ca", "", "court officers' CA certificate(s) (PEM): submitting a warrant and reading a request then need an officer's client certificate")
+	fl.BoolVar(&s.insecureHTTP, "insecure-http", false, "serve plain HTTP without TLS (loopback or a closed test network only; logged and shown on the display)")
+}
+
+// load checks the flags and returns the daemon's TLS configuration (nil
+// with --insecure-http) and the officers' CAs (nil without --client-ca).
+func (s *serverTLS) load(now time.Time) (*tls.Config, *x509.CertPool, error) {
+	switch {
+	case s.insecureHTTP && (s.cert != "" || s.key != "" || s.clientCA != ""):
+		return nil, nil, withHint(errors.New("--insecure-http serves without TLS; it cannot go with --tls-cert, --tls-key or --client-ca"),
+			"drop --insecure-http to serve TLS")
+	case s.insecureHTTP:
+		return nil, nil, nil
+	case s.cert == "" && s.key == "":
+		return nil, nil, withHint(errors.New("serve needs TLS: give --tls-cert and --tls-key"),
+			"docs/operator.md (section 8) shows how to make a server certificate with openssl",
+			"--insecure-http serves plain HTTP instead, for a loopback or a closed test network only")
+	case s.cert == "" || s.key == "":
+		return nil, nil, withHint(errors.New("--tls-cert and --tls-key go together"), "give both")
+	}
+	if err := checkKeyFile(s.key); err != nil {
+		return nil, nil, err
+	}
+	cert, err := tls.LoadX509KeyPair(s.cert, s.key)
+	if err != nil {
+		return nil, nil, withHint(fmt.Errorf("the TLS certificate: %w", err), "--tls-cert is the PEM certificate chain, --tls-key its PEM private key")
+	}
+	if err := checkServerCert(cert.Leaf, now); err != nil {
+		return nil, nil, withHint(fmt.Errorf("--tls-cert %s: %w", s.cert, err), "docs/operator.md (section 8) shows how to make one with openssl")
+	}
+	var officers *x509.CertPool
+	if s.clientCA != "" {
+		if officers, err = readCertPool(s.clientCA); err != nil {
+			return nil, nil, withHint(err, "--client-ca is the court officers' CA certificate, PEM")
+		}
+	}
+	return release.ServerTLS(cert, officers), officers, nil
+}
+
+// checkServerCert refuses a certificate the clients would refuse anyway,
+// or that is weaker than the rest of the appliance's cryptography.
+func checkServerCert(c *x509.Certificate, now time.Time) error {
+	switch k := c.PublicKey.(type) {
+	case *ecdsa.PublicKey:
+		if k.Curve != elliptic.P256() && k.Curve != elliptic.P384() {
+			return fmt.Errorf("an ECDSA key on %s; use P-256 or P-384", k.Curve.Params().Name)
+		}
+	case *rsa.PublicKey:
+		if k.N.BitLen() < 2048 {
+			return fmt.Errorf("an RSA key of %d bits; use 2048 or more", k.N.BitLen())
+		}
+	default:
+		return fmt.Errorf("a %T key; use ECDSA P-256 or RSA >= 2048", k)
+	}
+	if now.Before(c.NotBefore) || now.After(c.NotAfter) {
+		return fmt.Errorf("valid from %s to %s, not now (%s)", c.NotBefore.Format(time.RFC3339), c.NotAfter.Format(time.RFC3339), now.Format(time.RFC3339))
+	}
+	if len(c.ExtKeyUsage) > 0 && !slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageServerAuth) && !slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageAny) {
+		return errors.New("not for TLS servers (its extended key usage lacks serverAuth)")
+	}
+	return nil
+}
+
+// checkKeyFile refuses a private key file that other users may read or
+// replace. The group may read it (root:custodian 0640 on the device).
+func checkKeyFile(path string) error {
+	info, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if info.Mode().Perm()&0o007 != 0 {
+		return withHint(fmt.Errorf("%s is open to other users (mode %04o): a private key must not be", path, info.Mode().Perm()),
+			"chmod 600 "+path)
+	}
+	return nil
+}
+
+// clientTLS are a client's transport flags.
+type clientTLS struct {
+	ca, cert, key string
+	insecureHTTP  bool
+}
+
+// register adds the flags; officer adds the client certificate flags of
+// the commands that submit.
+func (c *clientTLS) register(cmd *cobra.Command, officer bool) {
+	fl := cmd.Flags()
+	fl.StringVar(&c.ca, "ca", "", "with --server: trust only this CA certificate (PEM) for the server's TLS certificate, not the system's roots")
+	fl.BoolVar(&c.insecureHTTP, "insecure-http", false, "allow an http:// --server (a daemon run with --insecure-http): nothing is protected on the way")
+	if officer {
+		fl.StringVar(&c.cert, "client-cert", "", "your court officer's client certificate (PEM), for a custodian that requires one (serve --client-ca)")
+		fl.StringVar(&c.key, "client-key", "", "its private key (PEM; no access for other users)")
+	}
+}
+
+// apiClient returns a client for server, with TLS 1.3 and the pinned CA,
+// or plain HTTP only when --insecure-http allows it.
+func (g *globals) apiClient(server string, c clientTLS) (*apiClient, error) {
+	u, err := url.Parse(server)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, withHint(fmt.Errorf("bad --server %q", server), "give a URL such as https://custodian-a:8443")
+	}
+	if (c.cert == "") != (c.key == "") {
+		return nil, withHint(errors.New("--client-cert and --client-key go together"), "give both")
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = nil // a proxy would be one more party on the path
+	if u.Scheme == "http" {
+		if !c.insecureHTTP {
+			return nil, withHint(fmt.Errorf("refusing plain HTTP to %s: the warrant and the answers would cross the network in clear", u.Host),
+				"use the https:// address of the custodian (custodian serve requires TLS)",
+				"only for a daemon run with --insecure-http on a closed test network: add --insecure-http")
+		}
+		if c.cert != "" {
+			return nil, withHint(errors.New("--client-cert needs an https:// --server"), "use the custodian's https:// address")
+		}
+		fmt.Fprintln(g.stderr, "warning: "+plainHTTPWarning)
+		return &apiClient{base: u, http: newHTTPClient(tr)}, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS13}
+	if c.ca != "" {
+		if cfg.RootCAs, err = readCertPool(c.ca); err != nil {
+			return nil, withHint(err, "--ca is the PEM certificate of the CA that issued the custodian's TLS certificate")
+		}
+	}
+	if c.cert != "" {
+		if err := checkKeyFile(c.key); err != nil {
+			return nil, err
+		}
+		pair, err := tls.LoadX509KeyPair(c.cert, c.key)
+		if err != nil {
+			return nil, withHint(fmt.Errorf("the client certificate: %w", err), "--client-cert is your PEM certificate, --client-key its PEM private key")
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	tr.TLSClientConfig = cfg
+	return &apiClient{base: u, http: newHTTPClient(tr)}, nil
+}
+
+// newHTTPClient follows no redirect: the API never sends one, and following
+// it would hand the warrant to an address nobody checked.
+func newHTTPClient(tr *http.Transport) *http.Client {
+	return &http.Client{Transport: tr, Timeout: 150 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return errors.New("the server answered with a redirect, which the custodian API never sends; check --server")
+		}}
+}
+
+// transportHint explains a TLS failure of a client in terms of its flags.
+func transportHint(err error) error {
+	var unknown x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	switch {
+	case errors.As(err, &unknown):
+		return withHint(err, "the server's certificate is not from the CA you pinned: check --server and --ca (the custodian's operator publishes its CA certificate)")
+	case errors.As(err, &hostname):
+		return withHint(err, "the certificate is for another name: use the address its operator publishes")
+	case errors.As(err, &invalid):
+		return withHint(err, "the server's certificate is expired or not for a TLS server; tell its operator")
+	}
+	return withHint(err, "check --server and that custodian serve runs there")
+}
