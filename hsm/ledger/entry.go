@@ -79,14 +79,16 @@ const (
 //	key-id 2026-11 | -
 //
 // An unverified entry (and only one) has one more line, its tally, reasons
-// in byte order, at least one and at most maxCounts:
+// in byte order, at least one and at most [MaxCounts]:
 //
 //	counts bad_signature=3 busy=12 malformed_cms=4
 const (
 	entryHeader  = "custodian ledger entry v1"
 	maxEntrySize = 4096
-	maxCounts    = 64
 )
+
+// MaxCounts is the most reasons one unverified entry counts.
+const MaxCounts = 64
 
 var (
 	tokenPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
@@ -129,8 +131,8 @@ func (e *Entry) check() error {
 }
 
 func checkCounts(counts map[string]uint64) error {
-	if len(counts) == 0 || len(counts) > maxCounts {
-		return fmt.Errorf("an unverified entry counts 1 to %d reasons, not %d", maxCounts, len(counts))
+	if len(counts) == 0 || len(counts) > MaxCounts {
+		return fmt.Errorf("an unverified entry counts 1 to %d reasons, not %d", MaxCounts, len(counts))
 	}
 	for reason, n := range counts {
 		if !tokenPattern.MatchString(reason) {
@@ -159,8 +161,8 @@ func countsLine(counts map[string]uint64) string {
 
 func parseCounts(line string) (map[string]uint64, error) {
 	words := strings.Split(line, " ")
-	if len(words) > maxCounts {
-		return nil, fmt.Errorf("more than %d counted reasons", maxCounts)
+	if len(words) > MaxCounts {
+		return nil, fmt.Errorf("more than %d counted reasons", MaxCounts)
 	}
 	counts := make(map[string]uint64, len(words))
 	for _, w := range words {

@@ -45,6 +45,9 @@ const (
 	CodeNoEnvelopes      Code = "no_envelopes"         // a scoped key ID the warrant names no envelope of
 	CodeNotScoped        Code = "envelopes_not_scoped" // envelopes named for a share-mode key ID
 	CodePartialFailed    Code = "partial_failed"       // failure after the ledger entry (scoped mode)
+	// CodeChangedAfterApproval: the warrant verified at submission and no
+	// longer did after the press (revoked, expired, replayed meanwhile…).
+	CodeChangedAfterApproval Code = "changed_after_approval"
 )
 
 // Refusal is an error with its code, the HTTP status it maps to, and the
@@ -80,7 +83,7 @@ func HTTPStatus(c Code) int {
 		return http.StatusBadRequest
 	case CodeUnavailable:
 		return http.StatusNotImplemented
-	case CodeNoPress, CodeButtonHeld:
+	case CodeNoPress, CodeButtonHeld, CodeChangedAfterApproval:
 		return http.StatusForbidden
 	case CodeInternal, CodeUnsealFailed, CodeSealFailed, CodeStoreFailed, CodeInterrupted, CodeLedgerFailed, CodeShareUnavailable, CodePartialFailed:
 		return http.StatusInternalServerError
@@ -115,7 +118,7 @@ func Codes() []Code {
 		CodeImageNotApproved, CodePCRMismatch, CodeNoPress, CodeButtonHeld, CodeTooLarge,
 		CodeRateLimited, CodeNotFound, CodeBadRequest, CodeUnavailable, CodeShuttingDown,
 		CodeUnsealFailed, CodeSealFailed, CodeStoreFailed, CodeInterrupted, CodeLedgerFailed,
-		CodeInternal, CodeNotVerified, CodeNoShare, CodeShareUnavailable}
+		CodeInternal, CodeNotVerified, CodeNoShare, CodeShareUnavailable, CodeChangedAfterApproval}
 	for _, r := range warrant.Reasons() {
 		if Code(r) != CodeTooLarge {
 			out = append(out, Code(r))
