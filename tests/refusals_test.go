@@ -103,7 +103,7 @@ func (r *rig) start(t testing.TB) {
 		t.Fatal(err)
 	}
 	// A generous limit: these tests are about refusals, not rate limits.
-	r.srv = httptest.NewServer((&release.API{Daemon: r.daemon, Limit: release.NewLimiter(1000, 1000)}).Handler())
+	r.srv = httptest.NewServer((&release.API{Daemon: r.daemon, Limit: release.NewLimiter(1000, 1000), Global: release.NewLimiter(1000, 1000)}).Handler())
 	r.c = &client{base: r.srv.URL, http: r.srv.Client()}
 }
 
