@@ -12,7 +12,7 @@ import (
 
 // DefaultTallyInterval is how often counted refusals are written to the
 // ledger, as one unverified entry.
-const DefaultTallyInterval = time.Hour
+const DefaultTallyInterval = 6 * time.Hour
 
 // maxLoggedRefusals bounds the refusals remembered as logged, so that a
 // warrant refused again for the same reason is counted, not logged again.
