@@ -34,7 +34,9 @@ func TestUnverifiedEntryHasOneCanonicalForm(t *testing.T) {
 		t.Fatalf("parsed counts %v", got.Counts)
 	}
 	for name, edit := range map[string]func(string) string{
-		"unsorted":          func(s string) string { return strings.Replace(s, "bad_signature=3 busy=12", "busy=12 bad_signature=3", 1) },
+		"unsorted": func(s string) string {
+			return strings.Replace(s, "bad_signature=3 busy=12", "busy=12 bad_signature=3", 1)
+		},
 		"leading zero":      func(s string) string { return strings.Replace(s, "busy=12", "busy=012", 1) },
 		"zero count":        func(s string) string { return strings.Replace(s, "busy=12", "busy=0", 1) },
 		"duplicate reason":  func(s string) string { return strings.Replace(s, "busy=12", "busy=12 busy=12", 1) },

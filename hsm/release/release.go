@@ -46,7 +46,7 @@
 // consumes a TPM NV write, and nobody outside the appliance may cause one.
 // Everything else (malformed or unverifiable submissions, busy, body too
 // large, rate limited, the same refusal again) is counted in memory by
-// code and written as one unverified entry per interval (default an hour,
+// code and written as one unverified entry per interval (default 6 hours,
 // and at Close), only if something was counted. The ledger blocked
 // (rollback, clone) refuses every append: those refusals go to the
 // daemon's log. Any failure after a release entry is logged as a failure
@@ -249,7 +249,7 @@ func (d *Daemon) Submit(p7s []byte) (*Status, error) {
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
-		return nil, &Refusal{Code: CodeShuttingDown, Err: errors.New("the appliance is shutting down"), LedgerIndex: -1}
+		return nil, d.count(CodeShuttingDown, errors.New("the appliance is shutting down"))
 	}
 	if d.pending != nil {
 		d.mu.Unlock()
