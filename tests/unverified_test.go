@@ -140,10 +140,19 @@ func TestInvariantNothingOutsideCanMakeItWriteTPMNV(t *testing.T) {
 	}
 	want[string(release.CodeNoPress)]++
 
-	// A verified warrant refused: its own entry, once.
-	other := r.warrant(t, "W-elsewhere", "court-q")
+	// A verified warrant refused: its own entry, once. The same content
+	// in other CMS bytes (here signed again: an ECDSA signature differs
+	// each time) is the same warrant: counted.
+	draft := draftWarrant("W-elsewhere", r.agency.Public(), []string{"court-q"}, []string{"2026-11"}, time.Now().UTC())
+	signedAt := time.Now()
+	other := r.court.signDocument(t, draft, signedAt)
 	r.expectRefusal(t, other, "not_addressed", true)
 	counted(r.c, other)
+	if again := r.court.signDocument(t, draft, signedAt); bytes.Equal(again, other) {
+		t.Fatal("two signatures gave the same bytes")
+	} else {
+		counted(r.c, again)
+	}
 	if got := r.a.Ledger.Size(); got != size0+2 {
 		t.Fatalf("%d entries, want the two of verified warrants", got-size0)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/hsm/warrant"
 )
 
 // DefaultTallyInterval is how often counted refusals are written to the
@@ -39,14 +40,22 @@ func (t *tally) add(code Code) {
 	t.counts[string(code)]++
 }
 
-// firstTime reports whether the refusal of p7s for code is the first one
-// since the daemon started, and remembers it. Memory is bounded: when full
-// it forgets everything (a warrant may then be logged once more).
+// firstTime reports whether the refusal of a warrant for code is the first
+// one since the daemon started, and remembers it. A warrant is known by its
+// signed content, not by the submitted bytes: the CMS wrapping has parts
+// nobody signs (the certificate set, an ECDSA signature's sign), so one
+// copy could otherwise be turned into many "new" warrants. Memory is
+// bounded: when full it forgets everything (a warrant may then be logged
+// once more).
 func (t *tally) firstTime(p7s []byte, code Code) bool {
+	signed := p7s
+	if content, err := warrant.Content(p7s); err == nil {
+		signed = content
+	}
 	h := sha256.New()
 	h.Write([]byte(code))
 	h.Write([]byte{0})
-	h.Write(p7s)
+	h.Write(signed)
 	key := [32]byte(h.Sum(nil))
 	t.mu.Lock()
 	defer t.mu.Unlock()
