@@ -112,8 +112,7 @@ type Config struct {
 	// TallyInterval is how often counted refusals are written as one
 	// unverified entry (0: DefaultTallyInterval).
 	TallyInterval time.Duration
-	// Hook, when set, is called at named points of a release ("pressed"
-	// after the press, before the check that follows it; "entry" after
+	// Hook, when set, is called at named points of a release ("entry" after
 	// a release entry is durable, "stored" after its package is): tests use
 	// it to kill the process there.
 	Hook func(stage, keyID string)
@@ -501,7 +500,6 @@ func (d *Daemon) await(r *request, ready func()) {
 		d.refused(r, code, "", err)
 		return
 	}
-	d.cfg.Hook("pressed", "")
 	if cause, err := d.recheck(r); err != nil {
 		d.refused(r, CodeChangedAfterApproval, cause, err)
 		return
