@@ -375,8 +375,10 @@ func TestInvariantEveryRefusalHasItsCodeAndLedgerEntry(t *testing.T) {
 		p7s := r.warrant(t, "W-once")
 		r.releaseOK(t, p7s)
 		r.expectRefusal(t, p7s, release.CodeReplayed, true)
-		// Re-signing the same (court, serial) does not make it new.
-		r.expectRefusal(t, r.warrant(t, "W-once"), release.CodeReplayed, true)
+		// A new document with the same (court, serial) is not new either.
+		w := draftWarrant("W-once", r.agency.Public(), []string{"court-a", "court-z"}, []string{"2026-11"}, time.Now().UTC())
+		w.Docket = "CR-2/2026"
+		r.expectRefusal(t, r.court.signDocument(t, w, time.Now()), release.CodeReplayed, true)
 	})
 	t.Run("signed before the replay floor", func(t *testing.T) {
 		// The ledger was created minutes ago: a warrant signed an hour ago
