@@ -108,13 +108,32 @@ func (c *apiClient) do(ctx context.Context, method, path string, body []byte, ou
 	return json.Unmarshal(data, out)
 }
 
+// submit posts the warrant, and again while the custodian answers that it
+// is rate limited (it is then under a flood of submissions, and counts,
+// never logs, each one refused) for up to a minute.
+func (c *apiClient) submit(ctx context.Context, p7s []byte, st *release.Status) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		err := c.do(ctx, http.MethodPost, "/v1/warrants", p7s, st)
+		var e *apiError
+		if !errors.As(err, &e) || e.code != release.CodeRateLimited || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Second):
+		}
+	}
+}
+
 func (g *globals) release(ctx context.Context, c *apiClient, p7s []byte, out string) error {
 	w, _, err := warrant.Inspect(p7s)
 	if err != nil {
 		return withHint(err, "--warrant must be a signed warrant (custodian warrant sign)")
 	}
 	var st release.Status
-	if err := c.do(ctx, http.MethodPost, "/v1/warrants", p7s, &st); err != nil {
+	if err := c.submit(ctx, p7s, &st); err != nil {
 		return releaseHint(err)
 	}
 	g.printf("%s\n\nwarrant digest %s\npress the button on the custodian (request %s)\n", st.Summary, st.WarrantDigest, st.ID)
@@ -192,6 +211,7 @@ func releaseHint(err error) error {
 		release.CodePCRMismatch:                    "the appliance did not boot the approved image; its operator must restore it",
 		release.CodeImageNotApproved:               "the appliance did not boot the approved image; its operator must restore it",
 		release.CodeRateLimited:                    "wait a moment and try again",
+		release.CodeChangedAfterApproval:           "the warrant stopped verifying while the device waited for the press (see the cause); nothing was released",
 		release.CodeBeforeFloor:                    "ask the court to sign the warrant again",
 		release.CodeNoEnvelopes:                    "a scoped key ID releases only named envelopes; the court lists them (custodian warrant new --envelope)",
 		release.CodeNotScoped:                      "a share-mode key ID releases its whole share; the court drops the envelopes or that key ID",

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -28,11 +29,18 @@ const (
 	KindReseal    Kind = "reseal"    // shares were resealed to a new image
 	KindResolve   Kind = "resolve"   // an operator resolved a rollback
 	KindFailure   Kind = "failure"   // an operation failed after its entry
+	// KindUnverified counts, by reason, the requests refused over an
+	// interval before anyone accountable was known to stand behind them
+	// (malformed, unsigned or unverifiable submissions, busy, rate
+	// limited): they get no entry of their own, so that nobody outside the
+	// appliance can make it write its TPM's NV.
+	KindUnverified Kind = "unverified"
 )
 
 var kinds = map[Kind]bool{
 	KindInit: true, KindRelease: true, KindRefusal: true, KindProvision: true,
 	KindTrust: true, KindReseal: true, KindResolve: true, KindFailure: true,
+	KindUnverified: true,
 }
 
 // Entry is one record of the ledger. It is public: it holds commitments
@@ -47,6 +55,9 @@ type Entry struct {
 	Outcome    string // "ok" or "refused"
 	Reason     string // a refusal's code, or "" for none
 	KeyID      string // the key ID concerned, or "" for none
+	// Counts is a KindUnverified entry's tally: refusals by reason (each
+	// a code, each count at least 1). Every other kind has none.
+	Counts map[string]uint64
 }
 
 // Outcomes.
@@ -66,10 +77,18 @@ const (
 //	outcome ok
 //	reason - | no-press
 //	key-id 2026-11 | -
+//
+// An unverified entry (and only one) has one more line, its tally, reasons
+// in byte order, at least one and at most [MaxCounts]:
+//
+//	counts bad_signature=3 busy=12 malformed_cms=4
 const (
 	entryHeader  = "custodian ledger entry v1"
-	maxEntrySize = 1024
+	maxEntrySize = 4096
 )
+
+// MaxCounts is the most reasons one unverified entry counts.
+const MaxCounts = 64
 
 var (
 	tokenPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
@@ -101,8 +120,66 @@ func (e *Entry) check() error {
 		return fmt.Errorf("reason %q is not a code", e.Reason)
 	case e.KeyID != "" && ids.CheckKeyID(e.KeyID) != nil:
 		return ids.CheckKeyID(e.KeyID)
+	case e.Kind != KindUnverified && e.Counts != nil:
+		return fmt.Errorf("a %s entry has no counts", e.Kind)
+	case e.Kind == KindUnverified && (e.Commitment != nil || e.Outcome != OutcomeRefused || e.Reason != "" || e.KeyID != ""):
+		return errors.New("an unverified entry has outcome refused and no commitment, reason or key ID: its reasons are in its counts")
+	case e.Kind == KindUnverified:
+		return checkCounts(e.Counts)
 	}
 	return nil
+}
+
+func checkCounts(counts map[string]uint64) error {
+	if len(counts) == 0 || len(counts) > MaxCounts {
+		return fmt.Errorf("an unverified entry counts 1 to %d reasons, not %d", MaxCounts, len(counts))
+	}
+	for reason, n := range counts {
+		if !tokenPattern.MatchString(reason) {
+			return fmt.Errorf("counted reason %q is not a code", reason)
+		}
+		if n == 0 {
+			return fmt.Errorf("counted reason %q has a zero count", reason)
+		}
+	}
+	return nil
+}
+
+// countsLine encodes a tally as "reason=n" words in byte order.
+func countsLine(counts map[string]uint64) string {
+	reasons := make([]string, 0, len(counts))
+	for r := range counts {
+		reasons = append(reasons, r)
+	}
+	slices.Sort(reasons)
+	words := make([]string, len(reasons))
+	for i, r := range reasons {
+		words[i] = r + "=" + strconv.FormatUint(counts[r], 10)
+	}
+	return strings.Join(words, " ")
+}
+
+func parseCounts(line string) (map[string]uint64, error) {
+	words := strings.Split(line, " ")
+	if len(words) > MaxCounts {
+		return nil, fmt.Errorf("more than %d counted reasons", MaxCounts)
+	}
+	counts := make(map[string]uint64, len(words))
+	for _, w := range words {
+		reason, n, ok := strings.Cut(w, "=")
+		if !ok {
+			return nil, fmt.Errorf("count %q is not reason=n", w)
+		}
+		v, err := strconv.ParseUint(n, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("count of %q: %v", reason, err)
+		}
+		if _, dup := counts[reason]; dup {
+			return nil, fmt.Errorf("reason %q counted twice", reason)
+		}
+		counts[reason] = v
+	}
+	return counts, nil
 }
 
 // Marshal encodes e. It fails only for an entry that check refuses.
@@ -118,6 +195,12 @@ func (e *Entry) Marshal() ([]byte, error) {
 	fmt.Fprintf(&b, "%s\ntime %s\nkind %s\ncounter %d\ncommitment %s\noutcome %s\nreason %s\nkey-id %s\n",
 		entryHeader, e.Time.UTC().Format(time.RFC3339), e.Kind, e.Counter, commitment,
 		e.Outcome, dash(e.Reason), dash(e.KeyID))
+	if e.Kind == KindUnverified {
+		fmt.Fprintf(&b, "counts %s\n", countsLine(e.Counts))
+	}
+	if b.Len() > maxEntrySize {
+		return nil, fmt.Errorf("%w: longer than %d bytes", ErrMalformedEntry, maxEntrySize)
+	}
 	return b.Bytes(), nil
 }
 
@@ -144,18 +227,25 @@ func ParseEntry(data []byte) (*Entry, error) {
 	return e, nil
 }
 
-var entryFields = []string{"time", "kind", "counter", "commitment", "outcome", "reason", "key-id"}
+var (
+	entryFields      = []string{"time", "kind", "counter", "commitment", "outcome", "reason", "key-id"}
+	unverifiedFields = append(slices.Clip(entryFields), "counts")
+)
 
 func parseEntry(data []byte) (*Entry, error) {
 	if len(data) > maxEntrySize {
 		return nil, errors.New("too long")
 	}
 	lines := strings.Split(string(data), "\n")
-	if len(lines) != len(entryFields)+2 || lines[0] != entryHeader || lines[len(lines)-1] != "" {
+	fields := entryFields
+	if len(lines) > 3 && lines[2] == "kind "+string(KindUnverified) {
+		fields = unverifiedFields
+	}
+	if len(lines) != len(fields)+2 || lines[0] != entryHeader || lines[len(lines)-1] != "" {
 		return nil, errors.New("wrong header or line count")
 	}
-	values := make(map[string]string, len(entryFields))
-	for i, name := range entryFields {
+	values := make(map[string]string, len(fields))
+	for i, name := range fields {
 		v, ok := strings.CutPrefix(lines[i+1], name+" ")
 		if !ok || v == "" {
 			return nil, fmt.Errorf("line %d: want %q", i+2, name)
@@ -189,8 +279,14 @@ func entryFromValues(v map[string]string) (*Entry, error) {
 			return nil, fmt.Errorf("commitment: %v", err)
 		}
 	}
-	return &Entry{
+	e := &Entry{
 		Time: t.UTC(), Kind: Kind(v["kind"]), Counter: counter, Commitment: commitment,
 		Outcome: v["outcome"], Reason: undash(v["reason"]), KeyID: undash(v["key-id"]),
-	}, nil
+	}
+	if c, ok := v["counts"]; ok {
+		if e.Counts, err = parseCounts(c); err != nil {
+			return nil, fmt.Errorf("counts: %v", err)
+		}
+	}
+	return e, nil
 }

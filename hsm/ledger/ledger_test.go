@@ -373,6 +373,9 @@ func FuzzParseEntry(f *testing.F) {
 		Outcome: ledger.OutcomeOK, KeyID: "2026-11"}
 	good, _ := e.Marshal()
 	f.Add(good)
+	u := unverifiedEntry()
+	tally, _ := u.Marshal()
+	f.Add(tally)
 	f.Add([]byte("custodian ledger entry v1\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		e, err := ledger.ParseEntry(data)

@@ -38,8 +38,12 @@ type API struct {
 	Daemon *Daemon
 	// Attest answers an attestation request; nil answers "unavailable".
 	Attest func(nonce []byte) (any, error)
-	// Limit is the per-client rate limit (nil: DefaultLimit).
+	// Limit is the per-client rate limit, on every route (nil:
+	// DefaultRate, DefaultBurst).
 	Limit *Limiter
+	// Global limits warrant submissions from all clients together (nil:
+	// DefaultGlobalRate, DefaultGlobalBurst).
+	Global *Limiter
 	// Verify caps concurrent warrant verifications (0: 2): a flood of
 	// submissions queues here instead of taking every core.
 	Verify int
@@ -59,6 +63,9 @@ func (a *API) Handler() http.Handler {
 	a.once.Do(func() {
 		if a.Limit == nil {
 			a.Limit = NewLimiter(DefaultRate, DefaultBurst)
+		}
+		if a.Global == nil {
+			a.Global = NewLimiter(DefaultGlobalRate, DefaultGlobalBurst)
 		}
 		if a.Verify <= 0 {
 			a.Verify = 2
@@ -187,12 +194,22 @@ func (a *API) limit(next http.Handler) http.Handler {
 			host = r.RemoteAddr
 		}
 		if !a.Limit.Allow(host) {
-			w.Header().Set("Retry-After", "1")
-			writeError(w, refusal(CodeRateLimited, "too many requests from %s; slow down", host))
+			a.rateLimited(w, "too many requests from %s; slow down", host)
+			return
+		}
+		if r.Method == http.MethodPost && r.URL.Path == "/v1/warrants" && !a.Global.Allow("") {
+			a.rateLimited(w, "too many warrant submissions to this custodian; try again in a moment")
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// rateLimited refuses with 429: counted in memory, nothing written.
+func (a *API) rateLimited(w http.ResponseWriter, format string, args ...any) {
+	a.Daemon.tally.add(CodeRateLimited)
+	w.Header().Set("Retry-After", "1")
+	writeError(w, refusal(CodeRateLimited, format, args...))
 }
 
 func (a *API) submit(w http.ResponseWriter, r *http.Request) {
@@ -200,10 +217,10 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			writeError(w, refusal(CodeTooLarge, "the warrant is larger than %d bytes", MaxBody))
+			writeError(w, a.Daemon.count(CodeTooLarge, fmt.Errorf("the warrant is larger than %d bytes", MaxBody)))
 			return
 		}
-		writeError(w, refusal(CodeBadRequest, "reading the request: %v", err))
+		writeError(w, a.Daemon.count(CodeBadRequest, fmt.Errorf("reading the request: %v", err)))
 		return
 	}
 	select {
@@ -327,7 +344,7 @@ func (a *API) attest(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) health(w http.ResponseWriter, r *http.Request) {
 	app := a.Daemon.cfg.Appliance
-	h := map[string]any{"custodian_id": app.ID, "ledger_size": app.Ledger.Size(), "ok": true}
+	h := map[string]any{"custodian_id": app.ID, "ledger_size": app.Ledger.Size(), "ok": true, "counted": a.Daemon.Counted()}
 	if err := app.Ledger.Blocked(); err != nil {
 		h["ok"], h["blocked"] = false, err.Error()
 	}

@@ -49,6 +49,9 @@ const (
 	// client certificate that chains to one of them.
 	CodeClientCertRequired  Code = "client_cert_required"
 	CodeClientCertUntrusted Code = "client_cert_untrusted"
+	// CodeChangedAfterApproval: the warrant verified at submission and no
+	// longer did after the press (revoked, expired, replayed meanwhile…).
+	CodeChangedAfterApproval Code = "changed_after_approval"
 )
 
 // Refusal is an error with its code, the HTTP status it maps to, and the
@@ -84,7 +87,7 @@ func HTTPStatus(c Code) int {
 		return http.StatusBadRequest
 	case CodeUnavailable:
 		return http.StatusNotImplemented
-	case CodeNoPress, CodeButtonHeld, CodeClientCertRequired, CodeClientCertUntrusted:
+	case CodeNoPress, CodeButtonHeld, CodeClientCertRequired, CodeClientCertUntrusted, CodeChangedAfterApproval:
 		return http.StatusForbidden
 	case CodeInternal, CodeUnsealFailed, CodeSealFailed, CodeStoreFailed, CodeInterrupted, CodeLedgerFailed, CodeShareUnavailable, CodePartialFailed:
 		return http.StatusInternalServerError
@@ -120,7 +123,7 @@ func Codes() []Code {
 		CodeRateLimited, CodeNotFound, CodeBadRequest, CodeUnavailable, CodeShuttingDown,
 		CodeUnsealFailed, CodeSealFailed, CodeStoreFailed, CodeInterrupted, CodeLedgerFailed,
 		CodeInternal, CodeNotVerified, CodeNoShare, CodeShareUnavailable,
-		CodeClientCertRequired, CodeClientCertUntrusted}
+		CodeClientCertRequired, CodeClientCertUntrusted, CodeChangedAfterApproval}
 	for _, r := range warrant.Reasons() {
 		if Code(r) != CodeTooLarge {
 			out = append(out, Code(r))

@@ -5,12 +5,16 @@ import (
 	"time"
 )
 
-// Default per-client rate: enough for an officer's client polling a request,
-// far too little to burn the TPM's NV counter with refusal entries.
+// Default rates. Per client: enough for an officer's client polling a
+// request. For all submissions together: what a court could need, far
+// below what the verifier sustains. A request over either limit is
+// refused with 429 and only counted in memory (no disk, no TPM NV write).
 const (
-	DefaultRate  = 5  // requests per second, sustained
-	DefaultBurst = 20 // requests at once
-	maxClients   = 4096
+	DefaultRate        = 5  // requests per second per client, sustained
+	DefaultBurst       = 20 // requests at once per client
+	DefaultGlobalRate  = 10 // submissions per second from all clients
+	DefaultGlobalBurst = 30
+	maxClients         = 4096
 )
 
 // Limiter is a token bucket per client address. Its memory is bounded: when

@@ -18,7 +18,13 @@
 //  4. The summary goes to the display, the LED blinks, and the button must be
 //     pressed — a press that begins after the summary was shown, within the
 //     window (default 120 s).
-//  5. Then, per key ID, in this order: the request record is stored, a release
+//  5. After the press, the whole verification of steps 1–2 runs again — the
+//     trust store read again from disk, CRL freshness, the warrant's
+//     window, addressing and key IDs, the replay index, the PCRs — so a
+//     judge revoked, a window closed or a warrant used elsewhere while
+//     the device waited refuses the release ("changed_after_approval",
+//     with the cause).
+//  6. Then, per key ID, in this order: the request record is stored, a release
 //     entry is appended to the ledger (durable, NV counter incremented; the
 //     first carries the warrant's replay key), the share is unsealed in the
 //     TPM (salted, response-encrypted session), sealed with HPKE to the
@@ -33,12 +39,18 @@
 //
 // Every entry about a request (release, refusal, failure) commits to the
 // submitted signed warrant bytes under a salt kept on the appliance. Every
-// refusal is a *Refusal with a stable Code, and is logged as a refusal
-// entry — except when the ledger itself refuses appends (blocked), and for
-// refusals at the HTTP edge (body too large, rate limited), which would let
-// anyone burn the TPM's NV counter; those go to the daemon's log. A refusal after approval (no press, held
-// button) is logged the same way. Any failure after a release entry is logged
-// as a failure entry. A request interrupted after its entries (power loss,
+// refusal is a *Refusal with a stable Code. Only a request someone
+// accountable stands behind — a warrant whose signatures verified against
+// the trust store — gets a refusal entry of its own (e.g. not_addressed,
+// expired, replayed, no_press), once per warrant and code: every entry
+// consumes a TPM NV write, and nobody outside the appliance may cause one.
+// Everything else (malformed or unverifiable submissions, busy, body too
+// large, rate limited, the same refusal again) is counted in memory by
+// code and written as one unverified entry per interval (default 6 hours,
+// and at Close), only if something was counted. The ledger blocked
+// (rollback, clone) refuses every append: those refusals go to the
+// daemon's log. Any failure after a release entry is logged as a failure
+// entry. A request interrupted after its entries (power loss,
 // kill -9) is finished at the next start: key IDs with a stored package are
 // served; the others are logged as failed ("interrupted"). Nothing is
 // released twice: the replay key is in the same ledger transaction as the
@@ -97,6 +109,9 @@ type Config struct {
 	MaxValidity time.Duration
 	Now         func() time.Time
 	Log         *slog.Logger
+	// TallyInterval is how often counted refusals are written as one
+	// unverified entry (0: DefaultTallyInterval).
+	TallyInterval time.Duration
 	// Hook, when set, is called at named points of a release ("entry" after
 	// a release entry is durable, "stored" after its package is): tests use
 	// it to kill the process there.
@@ -115,6 +130,7 @@ type Daemon struct {
 	wg       sync.WaitGroup
 	cancel   context.CancelFunc
 	ctx      context.Context
+	tally    *tally
 }
 
 // maxRemembered bounds the requests kept in memory; records of released
@@ -138,8 +154,11 @@ func New(cfg Config) (*Daemon, error) {
 	if cfg.Hook == nil {
 		cfg.Hook = func(string, string) {}
 	}
+	if cfg.TallyInterval <= 0 {
+		cfg.TallyInterval = DefaultTallyInterval
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &Daemon{cfg: cfg, requests: map[string]*request{}, ctx: ctx, cancel: cancel}
+	d := &Daemon{cfg: cfg, requests: map[string]*request{}, ctx: ctx, cancel: cancel, tally: newTally(cfg.Now())}
 	if err := os.MkdirAll(filepath.Join(cfg.Appliance.Dir, Dir), 0o700); err != nil {
 		cancel()
 		return nil, err
@@ -148,17 +167,21 @@ func New(cfg Config) (*Daemon, error) {
 		cancel()
 		return nil, err
 	}
+	d.wg.Add(1)
+	go d.tallyLoop()
 	return d, nil
 }
 
 // Close stops awaiting presses (a pending request is refused as no_press
-// would be, with code shutting_down) and waits for a running release.
+// would be, with code shutting_down), waits for a running release, and
+// writes what was counted since the last unverified entry.
 func (d *Daemon) Close() {
 	d.mu.Lock()
 	d.closed = true
 	d.mu.Unlock()
 	d.cancel()
 	d.wg.Wait()
+	d.writeTally(true)
 }
 
 // Status is what the API reports about a request.
@@ -172,9 +195,12 @@ type Status struct {
 	// Packages lists the key IDs whose package can be fetched.
 	Packages []string `json:"packages,omitempty"`
 	// Failed maps key IDs that failed after their entry to the code.
-	Failed  map[string]Code `json:"failed,omitempty"`
-	Code    Code            `json:"code,omitempty"`
-	Message string          `json:"message,omitempty"`
+	Failed map[string]Code `json:"failed,omitempty"`
+	Code   Code            `json:"code,omitempty"`
+	// Cause is, for changed_after_approval, the code the warrant's
+	// verification gave after the press.
+	Cause   Code   `json:"cause,omitempty"`
+	Message string `json:"message,omitempty"`
 	// LedgerIndices maps key IDs to their release entries; for a refusal,
 	// "" maps to the refusal entry.
 	LedgerIndices map[string]int64 `json:"ledger_indices,omitempty"`
@@ -222,11 +248,13 @@ func (d *Daemon) Submit(p7s []byte) (*Status, error) {
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
-		return nil, &Refusal{Code: CodeShuttingDown, Err: errors.New("the appliance is shutting down"), LedgerIndex: -1}
+		return nil, d.count(CodeShuttingDown, errors.New("the appliance is shutting down"))
 	}
 	if d.pending != nil {
 		d.mu.Unlock()
-		return nil, d.refuse(p7s, CodeBusy, errors.New("another warrant awaits approval on this custodian; try again when it is released or refused"))
+		// The device's state, not the warrant, refuses: counted, like any
+		// other refusal anyone can cause at will.
+		return nil, d.count(CodeBusy, errors.New("another warrant awaits approval on this custodian; try again when it is released or refused"))
 	}
 	r := &request{v: v, p7s: p7s, done: make(chan struct{})}
 	r.status = Status{
@@ -258,51 +286,99 @@ func (d *Daemon) Submit(p7s []byte) (*Status, error) {
 	return &st, nil
 }
 
-// check runs every refusal before the summary.
+// check runs every refusal before the summary, and logs or counts it.
 func (d *Daemon) check(p7s []byte) (*warrant.Verified, *Refusal) {
+	v, signed, code, err := d.vet(p7s)
+	switch {
+	case err == nil:
+		return v, nil
+	case code == CodeLedgerBlocked:
+		// The ledger refuses every append: this refusal goes to the log only.
+		d.cfg.Log.Warn("refused", "code", code, "err", err)
+		return nil, &Refusal{Code: code, Err: err, LedgerIndex: -1}
+	case signed:
+		return nil, d.refuse(p7s, code, err)
+	}
+	return nil, d.count(code, err)
+}
+
+// vet runs every check of steps 1–2, logging nothing. signed reports
+// whether someone accountable stands behind the warrant — its signatures
+// verified against the trust store — whatever refused it then.
+func (d *Daemon) vet(p7s []byte) (v *warrant.Verified, signed bool, code Code, err error) {
 	a := d.cfg.Appliance
 	if err := a.Ledger.Blocked(); err != nil {
-		// The ledger refuses every append: this refusal goes to the log only.
-		d.cfg.Log.Warn("refused", "code", CodeLedgerBlocked, "err", err)
-		return nil, &Refusal{Code: CodeLedgerBlocked, Err: err, LedgerIndex: -1}
+		return nil, false, CodeLedgerBlocked, err
 	}
 	now := d.now()
+	// The appliance's own state refuses first, but the warrant is still
+	// verified, so that the refusal is logged or counted as the warrant
+	// deserves.
+	var stateCode Code
+	var stateErr error
 	if err := a.Ledger.CheckClock(now); err != nil {
-		return nil, d.refuse(p7s, CodeClockBehind, fmt.Errorf("%w; set the clock (the RTC) and try again", err))
+		stateCode, stateErr = CodeClockBehind, fmt.Errorf("%w; set the clock (the RTC) and try again", err)
+	} else if a.SignerErr != nil {
+		stateCode, stateErr = CodeImageNotApproved, fmt.Errorf("the ledger key does not unseal: this is not the approved image (%v)", a.SignerErr)
 	}
-	if a.SignerErr != nil {
-		return nil, d.refuse(p7s, CodeImageNotApproved, fmt.Errorf("the ledger key does not unseal: this is not the approved image (%v)", a.SignerErr))
+	v, signed, code, err = d.verify(p7s, now)
+	switch {
+	case stateErr != nil:
+		return nil, signed, stateCode, stateErr
+	case err != nil:
+		return nil, signed, code, err
 	}
+	if code, err := d.checkBundles(v.Warrant); err != nil {
+		return nil, true, code, err
+	}
+	return v, true, "", nil
+}
+
+// verify verifies the warrant as of now against the trust store read from
+// disk, this custodian's ID and held key IDs, the replay floor and the
+// replay index. signed is as for vet.
+func (d *Daemon) verify(p7s []byte, now time.Time) (v *warrant.Verified, signed bool, code Code, err error) {
+	a := d.cfg.Appliance
 	held, err := a.KeyIDs()
 	if err != nil {
-		return nil, d.refuse(p7s, CodeInternal, err)
+		return nil, false, CodeInternal, err
 	}
 	store, err := trust.Open(filepath.Join(a.Dir, "trust"))
 	if err != nil {
-		return nil, d.refuse(p7s, CodeInternal, fmt.Errorf("trust store: %w", err))
+		return nil, false, CodeInternal, fmt.Errorf("trust store: %w", err)
 	}
 	verifier := &warrant.Verifier{Trust: store, CustodianID: a.ID, HeldKeyIDs: held,
 		Now: func() time.Time { return now }, MaxValidity: d.cfg.MaxValidity}
-	v, err := verifier.Verify(p7s)
+	v, err = verifier.Verify(p7s)
 	if err != nil {
-		return nil, d.refuse(p7s, codeOf(err), err)
+		code := codeOf(err)
+		return nil, signaturesVerified(code), code, err
 	}
 	floor := a.Ledger.ReplayFloor()
 	for _, s := range v.Signers {
 		if s.SigningTime.Before(floor) {
-			return nil, d.refuse(p7s, CodeBeforeFloor, fmt.Errorf("signed at %s, before this ledger's replay floor %s (ledger created or rollback resolved): ask the court for a fresh signature",
-				s.SigningTime.UTC().Format(time.RFC3339), floor.UTC().Format(time.RFC3339)))
+			return nil, true, CodeBeforeFloor, fmt.Errorf("signed at %s, before this ledger's replay floor %s (ledger created or rollback resolved): ask the court for a fresh signature",
+				s.SigningTime.UTC().Format(time.RFC3339), floor.UTC().Format(time.RFC3339))
 		}
 	}
 	if i, seen, err := a.Ledger.Seen([]byte(v.Replay.String())); err != nil {
-		return nil, d.refuse(p7s, CodeInternal, err)
+		return nil, true, CodeInternal, err
 	} else if seen {
-		return nil, d.refuse(p7s, CodeReplayed, fmt.Errorf("warrant %s was already used (ledger entry %d)", v.Replay, i))
+		return nil, true, CodeReplayed, fmt.Errorf("warrant %s was already used (ledger entry %d)", v.Replay, i)
 	}
-	if ref := d.checkBundles(p7s, v.Warrant); ref != nil {
-		return nil, ref
+	return v, true, "", nil
+}
+
+// signaturesVerified reports whether a warrant refusal comes after its
+// signatures verified: the checks of where and when a verified warrant
+// may be used. Any other refusal, including a reason added later, is
+// treated as unverified: counted, never logged alone.
+func signaturesVerified(code Code) bool {
+	switch warrant.Reason(code) {
+	case warrant.ReasonNotYetValid, warrant.ReasonExpired, warrant.ReasonNotAddressed, warrant.ReasonUnknownKeyID:
+		return true
 	}
-	return v, nil
+	return false
 }
 
 // checkBundles refuses before the summary when a release could not
@@ -311,32 +387,37 @@ func (d *Daemon) check(p7s []byte) (*warrant.Verified, *Refusal) {
 // the key IDs' modes — a scoped key ID releases only the envelopes the
 // warrant names, so it needs at least one; a share-mode key ID releases
 // the whole share, so naming envelopes for it would misstate the release.
-func (d *Daemon) checkBundles(p7s []byte, w *warrant.Warrant) *Refusal {
+func (d *Daemon) checkBundles(w *warrant.Warrant) (Code, error) {
 	for _, k := range w.KeyIDs {
 		b, err := d.cfg.Appliance.Bundle(k)
 		if err != nil {
-			return d.refuse(p7s, CodeNoShare, err)
+			return CodeNoShare, err
 		}
 		named := len(w.EnvelopesFor(k))
 		switch {
 		case b.Escrow.Mode == escrow.ModeScoped && named == 0:
-			return d.refuse(p7s, CodeNoEnvelopes, fmt.Errorf("key ID %s is scoped: the warrant must name the envelopes it covers", k))
+			return CodeNoEnvelopes, fmt.Errorf("key ID %s is scoped: the warrant must name the envelopes it covers", k)
 		case b.Escrow.Mode != escrow.ModeScoped && named > 0:
-			return d.refuse(p7s, CodeNotScoped, fmt.Errorf("key ID %s is in share mode: a release would open every envelope, not only the %d named", k, named))
+			return CodeNotScoped, fmt.Errorf("key ID %s is in share mode: a release would open every envelope, not only the %d named", k, named)
 		}
 		now, err := tpm.ReadPCRs(d.cfg.TPM, b.Escrow.PCRs.Indices()...)
 		if err != nil {
-			return d.refuse(p7s, CodeInternal, fmt.Errorf("reading PCRs: %w", err))
+			return CodeInternal, fmt.Errorf("reading PCRs: %w", err)
 		}
 		if !now.Equal(b.Escrow.PCRs) {
-			return d.refuse(p7s, CodePCRMismatch, fmt.Errorf("%w (key ID %s): the device did not boot the approved image", tpm.ErrPCRMismatch, k))
+			return CodePCRMismatch, fmt.Errorf("%w (key ID %s): the device did not boot the approved image", tpm.ErrPCRMismatch, k)
 		}
 	}
-	return nil
+	return "", nil
 }
 
-// refuse logs a refusal entry committing to the submitted bytes.
+// refuse logs a refusal entry committing to the submitted bytes, for a
+// warrant someone accountable signed. The same warrant refused again for
+// the same code is counted instead: resubmitting a copy costs no NV write.
 func (d *Daemon) refuse(p7s []byte, code Code, err error) *Refusal {
+	if !d.tally.firstTime(p7s, code) {
+		return d.count(code, fmt.Errorf("%w (refused before for the same reason; counted)", err))
+	}
 	index, lerr := d.logRefusal(p7s, code, "")
 	if lerr != nil {
 		d.cfg.Log.Error("refusal not logged", "code", code, "err", lerr)
@@ -351,17 +432,10 @@ func (d *Daemon) logRefusal(subject []byte, code Code, keyID string) (int64, err
 
 func (d *Daemon) appendEntry(kind ledger.Kind, outcome string, code Code, keyID string, subject, replay []byte) (int64, error) {
 	l := d.cfg.Appliance.Ledger
-	t := d.now().Truncate(time.Second)
-	// A clock behind the ledger cannot stamp an entry with its own time:
-	// the refusal is stamped with the newest entry's time instead, the
-	// earliest time the ledger allows.
-	if newest, ok := d.newest(); ok && t.Before(newest) {
-		t = newest
-	}
 	if subject == nil {
 		subject = []byte{}
 	}
-	e := ledger.Entry{Time: t, Kind: kind, Outcome: outcome, Reason: string(code), KeyID: keyID}
+	e := ledger.Entry{Time: d.stamp(), Kind: kind, Outcome: outcome, Reason: string(code), KeyID: keyID}
 	if outcome == ledger.OutcomeOK {
 		e.Reason = ""
 	}
@@ -370,6 +444,17 @@ func (d *Daemon) appendEntry(kind ledger.Kind, outcome string, code Code, keyID 
 		return -1, err
 	}
 	return i, nil
+}
+
+// stamp is the time of a new entry: now, or, on a clock behind the ledger,
+// the newest entry's time, the earliest time the ledger allows (a refusal
+// for that very reason must still be logged).
+func (d *Daemon) stamp() time.Time {
+	t := d.now().Truncate(time.Second)
+	if newest, ok := d.newest(); ok && t.Before(newest) {
+		t = newest
+	}
+	return t
 }
 
 func (d *Daemon) newest() (time.Time, bool) {
@@ -412,16 +497,39 @@ func (d *Daemon) await(r *request, ready func()) {
 		case d.ctx.Err() != nil:
 			code = CodeShuttingDown
 		}
-		ref := d.refuse(r.p7s, code, err)
-		fmt.Fprintf(d.cfg.Display, "request %s refused: %s\n", r.status.ID[:8], code)
-		d.finish(r, func(s *Status) {
-			s.State, s.Code, s.Message = StateRefused, code, err.Error()
-			s.LedgerIndices = map[string]int64{"": ref.LedgerIndex}
-		})
+		d.refused(r, code, "", err)
+		return
+	}
+	if cause, err := d.recheck(r); err != nil {
+		d.refused(r, CodeChangedAfterApproval, cause, err)
 		return
 	}
 	d.update(r, func(s *Status) { s.State = StateReleasing })
 	d.releaseAll(r)
+}
+
+// recheck runs the whole verification again right before the first
+// release entry: the warrant approved minutes ago must still verify now
+// (trust store read again, CRL fresh, not revoked, window open, addressed
+// here, key IDs held, replay key unused, PCRs). It returns the code that
+// refused it.
+func (d *Daemon) recheck(r *request) (Code, error) {
+	v, _, code, err := d.vet(r.p7s)
+	if err != nil {
+		return code, fmt.Errorf("the warrant no longer verifies after the press (%s): %w; nothing was released", code, err)
+	}
+	r.v = v
+	return "", nil
+}
+
+// refused ends a request that awaited the press with a logged refusal.
+func (d *Daemon) refused(r *request, code, cause Code, err error) {
+	ref := d.refuse(r.p7s, code, err)
+	fmt.Fprintf(d.cfg.Display, "request %s refused: %s\n", r.status.ID[:8], code)
+	d.finish(r, func(s *Status) {
+		s.State, s.Code, s.Cause, s.Message = StateRefused, code, cause, err.Error()
+		s.LedgerIndices = map[string]int64{"": ref.LedgerIndex}
+	})
 }
 
 func (d *Daemon) update(r *request, f func(*Status)) {
