@@ -193,7 +193,7 @@ func TestCheckCommandLine(t *testing.T) {
 	for line, ok := range map[string]bool{
 		"custodian --json trust list": true,
 		"custodian warrant sign --in w.json --key 'pkcs11:token=a;object=b' --out w.p7s": true,
-		"custodian trust add-root court-root.pem":                                        true,
+		"custodian trust add-root court-root.pem --court 'District Court of Testing'":    true,
 		"custodian release --server URL":                                                 true, // coming
 		"custodian ledger prove --index 7 > entry-7.json":                                true,
 		"custodian ledger frobnicate":                                                    false,
