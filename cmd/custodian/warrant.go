@@ -164,7 +164,7 @@ func newWarrantVerifyCommand(g *globals) *cobra.Command {
 				if g.json {
 					g.printJSON(verifyOutput{RefusalCode: warrant.ReasonOf(err), RefusalError: err.Error()})
 				}
-				return fmt.Errorf("warrant refused (%s): %w", warrant.ReasonOf(err), err)
+				return signerHint(fmt.Errorf("warrant refused (%s): %w", warrant.ReasonOf(err), err))
 			}
 			addressed := custodian != ""
 			if g.json {

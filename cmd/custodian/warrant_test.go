@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/custodian-project/custodian/hsm/escrow"
+	"github.com/custodian-project/custodian/hsm/release"
 	"github.com/custodian-project/custodian/hsm/smartcard/softhsmtest"
 	"github.com/custodian-project/custodian/hsm/trust/trusttest"
 	"github.com/custodian-project/custodian/hsm/warrant"
@@ -118,7 +119,7 @@ func TestWarrantLifecycle(t *testing.T) {
 	cli(t, true, "--data-dir", data, "warrant", "verify", "--in", p("w.p7s"), "--custodian", "cust-1", "--key-id", "2026-11")
 	cli(t, true, "warrant", "verify", "--in", p("w.p7s"), "--roots", p("root.pem"), "--court", "Test Court", "--crl", p("crl.pem"))
 	_, stderr = cli(t, false, "warrant", "verify", "--in", p("w.p7s"), "--roots", p("root.pem"), "--court", "Other Court", "--crl", p("crl.pem"))
-	if !strings.Contains(stderr, "court_mismatch") {
+	if !strings.Contains(stderr, "court_mismatch") || !strings.Contains(stderr, "hint: ") {
 		t.Errorf("a warrant of another court than its root's: %s", stderr)
 	}
 	_, stderr = cli(t, false, "--data-dir", data, "warrant", "verify", "--in", p("w.p7s"), "--custodian", "cust-9", "--key-id", "2026-11")
@@ -250,5 +251,19 @@ func TestSignWithoutCgo(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "cgo") || !strings.Contains(string(out), "hint:") {
 		t.Fatalf("want a cgo error with a hint, got %v:\n%s", err, out)
+	}
+}
+
+// TestSignerRefusalsHaveHints: the refusals of a warrant's signers that
+// the court or the trust admin must act on come with advice, from the
+// custodian (release) and from warrant verify.
+func TestSignerRefusalsHaveHints(t *testing.T) {
+	for _, r := range []warrant.Reason{warrant.ReasonCourtMismatch, warrant.ReasonExtKeyUsage, warrant.ReasonMissingPolicy, warrant.ReasonNameConstraints} {
+		if len(hintsOf(releaseHint(&apiError{code: release.Code(r), message: "refused"}))) == 0 {
+			t.Errorf("release refusal %s has no hint", r)
+		}
+		if len(hintsOf(signerHint(&warrant.Error{Reason: r}))) == 0 {
+			t.Errorf("verify refusal %s has no hint", r)
+		}
 	}
 }
