@@ -121,7 +121,7 @@ func (d *demo) installTrust(context.Context) error {
 			return fmt.Errorf("trust store of %s: %w", c.id, err)
 		}
 	}
-	d.say("court trust admin", "made the court root CA and %s's certificate; installed the root and a fresh CRL on every custodian", demoJudge)
+	d.say("court trust admin", "made the court root CA and %s's certificate (for document signing); pinned the root for %q and installed a fresh CRL on every custodian", demoJudge, demoCourtName)
 	return nil
 }
 
