@@ -213,11 +213,12 @@ func parse(tb testing.TB, der []byte) *x509.Certificate {
 func SelfSigned(tb testing.TB, name string, key crypto.Signer, now time.Time) *x509.Certificate {
 	tb.Helper()
 	tmpl := &x509.Certificate{
-		SerialNumber: nextSerial(),
-		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
+		SerialNumber:       nextSerial(),
+		Subject:            pkix.Name{CommonName: name},
+		NotBefore:          now.Add(-time.Hour),
+		NotAfter:           now.Add(time.Hour),
+		KeyUsage:           x509.KeyUsageDigitalSignature,
+		UnknownExtKeyUsage: []asn1.ObjectIdentifier{OIDDocumentSigning},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
