@@ -131,6 +131,9 @@ func enroll(t testing.TB, id, dir string) (*device, string, string) {
 	return d, final, secret
 }
 
+// testCourt is the court the tests' court root is pinned for.
+const testCourt = "Test Court"
+
 // court is a court PKI with one judge whose key is in memory (the refusal
 // tests; the end-to-end test signs on a SoftHSM2 token).
 type court struct {
@@ -154,7 +157,7 @@ func (c *court) install(t testing.TB, dataDir string, now time.Time, revoked ...
 		t.Fatal(err)
 	}
 	if len(s.Roots()) == 0 {
-		if _, err := s.AddRoot(trusttest.PEM(c.root.Cert)); err != nil {
+		if _, err := s.AddRoot(trusttest.PEM(c.root.Cert), testCourt); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -178,7 +181,7 @@ func (c *court) signAt(t testing.TB, serial string, to *recipient.PublicKey, cus
 
 // draftWarrant is the warrant sign signs, for a test to amend first.
 func draftWarrant(serial string, to *recipient.PublicKey, custodians, keyIDs []string, now time.Time) *warrant.Warrant {
-	return &warrant.Warrant{Version: 1, Serial: serial, Docket: "CR-1/2026", Court: "Test Court",
+	return &warrant.Warrant{Version: 1, Serial: serial, Docket: "CR-1/2026", Court: testCourt,
 		Agency: "Test Police", Official: "Inspector Morse", Offence: "fraud",
 		Targets: []string{"alice@example.org"}, KeyIDs: keyIDs, Custodians: custodians,
 		NotBefore: now.Add(-time.Hour).Format(time.RFC3339), NotAfter: now.Add(7 * 24 * time.Hour).Format(time.RFC3339),

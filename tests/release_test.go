@@ -291,7 +291,7 @@ func courtFor(t *testing.T, dir string, devices []*device, now time.Time) (sign 
 	os.WriteFile(p("crl.pem"), trusttest.CRLPEM(root.CRL(t, now.Add(-time.Hour), now.Add(24*time.Hour))), 0o644)
 	os.WriteFile(p("judge.pem"), trusttest.PEM(judge), 0o644)
 	for _, d := range devices {
-		mustCLI(t, d.args("trust", "add-root", p("root.pem"))...)
+		mustCLI(t, d.args("trust", "add-root", p("root.pem"), "--court", "Test Court")...)
 		mustCLI(t, d.args("trust", "set-crl", p("crl.pem"))...)
 	}
 	t.Setenv("CUSTODIAN_PIN", tok.PIN)

@@ -313,7 +313,7 @@ func (d *demo) sealEnvelope(context.Context) error {
 // it is on the judge's PIV card and never leaves it.
 func (d *demo) signWarrant(context.Context) error {
 	w := &warrant.Warrant{Version: 1, Serial: "W-" + d.keyID + "-0001", Docket: "CR-17/" + d.now.Format("2006"),
-		Court: "District Court", Agency: "Harbour Police", Official: "Inspector Morse", Offence: "smuggling",
+		Court: demoCourtName, Agency: "Harbour Police", Official: "Inspector Morse", Offence: "smuggling",
 		Targets: []string{demoTarget}, KeyIDs: []string{d.keyID}, Custodians: demoCustodianIDs,
 		NotBefore: d.now.Add(-time.Hour).Format(time.RFC3339), NotAfter: d.now.Add(7 * 24 * time.Hour).Format(time.RFC3339),
 		Recipient: d.agency.Public().String()}

@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -30,7 +31,12 @@ type demoCourt struct {
 	judge    *x509.Certificate
 }
 
-const demoJudge = "Judge Ada Lovelace"
+const (
+	demoJudge = "Judge Ada Lovelace"
+	// demoCourtName is the court the demo's root is pinned for, as its
+	// warrants name it.
+	demoCourtName = "District Court"
+)
 
 func newDemoCourt(now time.Time) (*demoCourt, error) {
 	c := &demoCourt{}
@@ -54,15 +60,16 @@ func newDemoCourt(now time.Time) (*demoCourt, error) {
 }
 
 // judgeTemplate is a signing certificate as a court issues it to a judge's
-// card: not a CA, digitalSignature and nonRepudiation.
+// card: not a CA, digitalSignature and nonRepudiation, for signing documents
+// (id-kp-documentSigning, RFC 9336).
 func judgeTemplate(pub *ecdsa.PublicKey, now time.Time) *x509.Certificate {
 	spki, _ := x509.MarshalPKIXPublicKey(pub)
 	ski := sha256.Sum256(spki)
 	return &x509.Certificate{
 		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: demoJudge, Organization: []string{"District Court"}},
 		SubjectKeyId: ski[:20], NotBefore: now.Add(-time.Hour), NotAfter: now.AddDate(1, 0, 0),
-		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection},
+		KeyUsage:           x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment,
+		UnknownExtKeyUsage: []asn1.ObjectIdentifier{{1, 3, 6, 1, 5, 5, 7, 3, 36}},
 	}
 }
 
@@ -114,7 +121,7 @@ func (d *demo) installTrust(context.Context) error {
 			return fmt.Errorf("trust store of %s: %w", c.id, err)
 		}
 	}
-	d.say("court trust admin", "made the court root CA and %s's certificate; installed the root and a fresh CRL on every custodian", demoJudge)
+	d.say("court trust admin", "made the court root CA and %s's certificate (for document signing); pinned the root for %q and installed a fresh CRL on every custodian", demoJudge, demoCourtName)
 	return nil
 }
 
@@ -123,7 +130,7 @@ func installCourt(dataDir string, root *x509.Certificate, crl []byte, now time.T
 	if err != nil {
 		return err
 	}
-	if _, err := s.AddRoot(certPEM(root)); err != nil {
+	if _, err := s.AddRoot(certPEM(root), demoCourtName); err != nil {
 		return err
 	}
 	_, err = s.SetCRL(crl, now)

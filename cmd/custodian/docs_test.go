@@ -189,6 +189,7 @@ func TestCheckCommandLine(t *testing.T) {
 	for line, ok := range map[string]bool{
 		"custodian --json trust list": true,
 		"custodian warrant sign --in w.json --key 'pkcs11:token=a;object=b' --out w.p7s": true,
+		"custodian trust add-root court-root.pem --court 'District Court of Testing'":    true,
 		"custodian trust add-root court-root.pem":                                        true,
 		"custodian release --server URL":                                                 true,
 		"custodian serve --listen :8443 --tls-cert c.pem --tls-key k.pem":                true,

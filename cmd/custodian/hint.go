@@ -1,6 +1,10 @@
 package main
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/custodian-project/custodian/hsm/warrant"
+)
 
 // hinted is an error that carries advice for the person at the terminal.
 // Packages return plain errors; only the command layer knows what the user
@@ -33,4 +37,26 @@ func hintsOf(err error) []string {
 		err = h.err
 	}
 	return out
+}
+
+// signerHints advise on refusals of who signed a warrant, for the court
+// officer (release) and the judge or trust admin (warrant verify) alike.
+var signerHints = map[warrant.Reason]string{
+	warrant.ReasonCourtMismatch: "the warrant's court must be exactly the court its signers' root is pinned for " +
+		"(custodian trust list shows each root's court); the court signs a warrant that names it as pinned",
+	warrant.ReasonExtKeyUsage: "a signer's certificate, or a CA above it, is not for signing documents: " +
+		"the court issues judges certificates with documentSigning (1.3.6.1.5.5.7.3.36) or emailProtection, " +
+		"or the trust admin accepts the court's purpose (custodian trust set-policy --eku)",
+	warrant.ReasonMissingPolicy: "every certificate between the judge and the root must carry the certificate policies " +
+		"the approval policy requires (custodian trust list)",
+	warrant.ReasonNameConstraints: "a CA of the signer's chain has a name constraint this appliance cannot check " +
+		"(such as a directoryName); the court issues judges' certificates under a CA without one",
+}
+
+// signerHint attaches the advice for err's refusal reason, if any.
+func signerHint(err error) error {
+	if h, ok := signerHints[warrant.ReasonOf(err)]; ok {
+		return withHint(err, h)
+	}
+	return err
 }

@@ -89,7 +89,7 @@ func TestTrustChangesAreLogged(t *testing.T) {
 	now := time.Now()
 	root := trusttest.NewRoot(t, "Court Root", now)
 	rootFile := writeTemp(t, string(trusttest.PEM(root.Cert)))
-	mustRun(t, d.args("trust", "add-root", rootFile)...)
+	mustRun(t, d.args("trust", "add-root", rootFile, "--court", "Test Court")...)
 	mustRun(t, d.args("trust", "set-crl", writeTemp(t, string(trusttest.CRLPEM(root.CRL(t, now.Add(-time.Hour), now.Add(time.Hour))))))...)
 
 	var inc ledger.Inclusion

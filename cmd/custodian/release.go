@@ -229,5 +229,8 @@ func releaseHint(err error) error {
 	if h, ok := hints[e.code]; ok {
 		return withHint(err, h)
 	}
+	if h, ok := signerHints[warrant.Reason(e.code)]; ok {
+		return withHint(err, h)
+	}
 	return err
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/custodian-project/custodian/hsm/appliance"
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/trust"
+	"github.com/custodian-project/custodian/hsm/warrant"
 )
 
 func trustDir(g *globals) string { return filepath.Join(g.dataDir, "trust") }
@@ -27,28 +28,45 @@ func newTrustCommand(g *globals) *cobra.Command {
 }
 
 func newTrustAddRootCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "add-root FILE",
-		Short: "Pin a court root CA certificate (PEM or DER)",
-		Args:  cobra.ExactArgs(1),
+	var court string
+	cmd := &cobra.Command{
+		Use:   "add-root FILE --court NAME",
+		Short: "Pin a court root CA certificate (PEM or DER) for the court whose warrants it signs",
+		Long: "Pin a court root CA certificate for one court. A warrant is accepted only when its \"court\" field is\n" +
+			"exactly the court its signers' root is pinned for, so write NAME as the court's warrants write it.\n" +
+			"A root key belongs to one court and a court has one root key.",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := warrant.CheckCourtName(court); err != nil {
+				return withHint(fmt.Errorf("--court: %w", err), `give the court's name exactly as its warrants write it, e.g. --court "District Court of Testing"`)
+			}
 			s, data, err := openStoreAndRead(g, args[0])
 			if err != nil {
 				return err
 			}
 			var root *x509.Certificate
-			err = g.logTrustChange(data, func() (err error) {
-				root, err = s.AddRoot(data)
+			subject, err := json.Marshal(struct {
+				Court string `json:"court"`
+				Root  []byte `json:"root"`
+			}{court, data})
+			if err != nil {
+				return err
+			}
+			err = g.logTrustChange(subject, func() (err error) {
+				root, err = s.AddRoot(data, court)
 				return err
 			})
 			if err != nil {
 				return err
 			}
 			sum := sha256.Sum256(root.Raw)
-			g.printf("pinned root %s (sha256 %s)\n", root.Subject, hex.EncodeToString(sum[:]))
+			g.printf("pinned root %s (sha256 %s) for court %q\n", root.Subject, hex.EncodeToString(sum[:]), court)
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&court, "court", "", "the court this root signs for, exactly as its warrants name it (required)")
+	cmd.MarkFlagRequired("court")
+	return cmd
 }
 
 func newTrustSetCRLCommand(g *globals) *cobra.Command {
@@ -80,7 +98,7 @@ func newTrustSetPolicyCommand(g *globals) *cobra.Command {
 	var p trust.Policy
 	cmd := &cobra.Command{
 		Use:   "set-policy --signers N [--policy-oid OID...] [--eku OID...]",
-		Short: "Set how many distinct signers a warrant needs and what their certificates must carry",
+		Short: "Set how many distinct signers a warrant needs, the certificate policies their chains must carry and the signing purposes accepted",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			s, err := trust.Open(trustDir(g))
@@ -94,13 +112,13 @@ func newTrustSetPolicyCommand(g *globals) *cobra.Command {
 			if err := g.logTrustChange(subject, func() error { return s.SetPolicy(p) }); err != nil {
 				return err
 			}
-			g.printf("approval policy: %d signer(s)\n", p.Signers)
+			g.printf("approval policy: %d signer(s), policy OIDs %v, accepted EKUs %v\n", p.Signers, p.PolicyOIDs, p.EKUs)
 			return nil
 		},
 	}
 	cmd.Flags().IntVar(&p.Signers, "signers", 1, "distinct signers a warrant needs (2 for a judge plus a second authority)")
 	cmd.Flags().StringSliceVar(&p.PolicyOIDs, "policy-oid", nil, "certificate policy OID every signer certificate must carry")
-	cmd.Flags().StringSliceVar(&p.EKUs, "eku", nil, "extended key usage OID every signer certificate must carry")
+	cmd.Flags().StringSliceVar(&p.EKUs, "eku", trust.DefaultEKUs(), "accepted signing purpose (extended key usage OID): a signer certificate carries one, and its CAs allow it; replaces the default list")
 	return cmd
 }
 
@@ -146,6 +164,8 @@ type trustListing struct {
 }
 
 type rootListing struct {
+	Court    string    `json:"court"`
+	KeyID    string    `json:"key_id"` // the court's replay namespace
 	Subject  string    `json:"subject"`
 	SHA256   string    `json:"sha256"`
 	NotAfter time.Time `json:"not_after"`
@@ -174,10 +194,10 @@ func newTrustListCommand(g *globals) *cobra.Command {
 				return g.printJSON(l)
 			}
 			if len(l.Roots) == 0 {
-				g.printf("no roots: this store verifies nothing (custodian trust add-root FILE)\n")
+				g.printf("no roots: this store verifies nothing (custodian trust add-root FILE --court NAME)\n")
 			}
 			for _, r := range l.Roots {
-				g.printf("root  %s  sha256 %s  until %s\n", r.Subject, r.SHA256, r.NotAfter.Format(time.RFC3339))
+				g.printf("root  %q  %s  sha256 %s  until %s\n", r.Court, r.Subject, r.SHA256, r.NotAfter.Format(time.RFC3339))
 			}
 			for _, c := range l.CRLs {
 				state := "fresh"
@@ -186,7 +206,7 @@ func newTrustListCommand(g *globals) *cobra.Command {
 				}
 				g.printf("crl   %s  %d revoked  next update %s  %s\n", c.Issuer, c.Revoked, c.NextUpdate.Format(time.RFC3339), state)
 			}
-			g.printf("policy  %d signer(s)  policy OIDs %v  EKUs %v\n", l.Policy.Signers, l.Policy.PolicyOIDs, l.Policy.EKUs)
+			g.printf("policy  %d signer(s)  policy OIDs %v  accepted EKUs %v\n", l.Policy.Signers, l.Policy.PolicyOIDs, l.Policy.EKUs)
 			return nil
 		},
 	}
@@ -195,8 +215,9 @@ func newTrustListCommand(g *globals) *cobra.Command {
 func listTrust(s *trust.Store, now time.Time) trustListing {
 	l := trustListing{Roots: []rootListing{}, CRLs: []crlListing{}, Policy: s.Policy()}
 	for _, r := range s.Roots() {
-		sum := sha256.Sum256(r.Raw)
-		l.Roots = append(l.Roots, rootListing{Subject: r.Subject.String(), SHA256: hex.EncodeToString(sum[:]), NotAfter: r.NotAfter.UTC()})
+		sum := sha256.Sum256(r.Cert.Raw)
+		l.Roots = append(l.Roots, rootListing{Court: r.Court, KeyID: trust.RootKeyID(r.Cert), Subject: r.Cert.Subject.String(),
+			SHA256: hex.EncodeToString(sum[:]), NotAfter: r.Cert.NotAfter.UTC()})
 	}
 	for _, c := range s.CRLs() {
 		l.CRLs = append(l.CRLs, crlListing{

@@ -137,11 +137,11 @@ type verifyOutput struct {
 }
 
 func newWarrantVerifyCommand(g *globals) *cobra.Command {
-	var in, roots, custodian string
+	var in, roots, court, custodian string
 	var crls, keyIDs []string
 	var maxValidity time.Duration
 	cmd := &cobra.Command{
-		Use:   "verify --in w.p7s [--roots F --crl F] [--custodian ID --key-id K...]",
+		Use:   "verify --in w.p7s [--roots F --court NAME --crl F] [--custodian ID --key-id K...]",
 		Short: "Verify a signed warrant against the trust store (or given roots and CRLs)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -149,7 +149,7 @@ func newWarrantVerifyCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			store, err := verifyStore(g, roots, crls)
+			store, err := verifyStore(g, roots, court, crls)
 			if err != nil {
 				return err
 			}
@@ -164,7 +164,7 @@ func newWarrantVerifyCommand(g *globals) *cobra.Command {
 				if g.json {
 					g.printJSON(verifyOutput{RefusalCode: warrant.ReasonOf(err), RefusalError: err.Error()})
 				}
-				return fmt.Errorf("warrant refused (%s): %w", warrant.ReasonOf(err), err)
+				return signerHint(fmt.Errorf("warrant refused (%s): %w", warrant.ReasonOf(err), err))
 			}
 			addressed := custodian != ""
 			if g.json {
@@ -184,6 +184,7 @@ func newWarrantVerifyCommand(g *globals) *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&in, "in", "", "signed warrant (CMS, DER)")
 	f.StringVar(&roots, "roots", "", "court root certificates (PEM) to use instead of the trust store")
+	f.StringVar(&court, "court", "", "with --roots: the court those roots are pinned for")
 	f.StringArrayVar(&crls, "crl", nil, "CRL to use with --roots (repeat)")
 	f.StringVar(&custodian, "custodian", "", "check the warrant addresses this custodian ID")
 	f.StringArrayVar(&keyIDs, "key-id", nil, "key ID held (repeat); with --custodian")
@@ -193,13 +194,17 @@ func newWarrantVerifyCommand(g *globals) *cobra.Command {
 }
 
 // verifyStore is the data dir's trust store, or an in-memory one made of
-// --roots and --crl.
-func verifyStore(g *globals, roots string, crls []string) (*trust.Store, error) {
+// --roots, pinned for --court, and --crl.
+func verifyStore(g *globals, roots, court string, crls []string) (*trust.Store, error) {
 	if roots == "" {
-		if len(crls) != 0 {
-			return nil, errors.New("--crl needs --roots; the trust store has its own CRLs (custodian trust set-crl)")
+		if len(crls) != 0 || court != "" {
+			return nil, errors.New("--crl and --court need --roots; the trust store has its own CRLs and courts (custodian trust list)")
 		}
 		return trust.Open(trustDir(g))
+	}
+	if court == "" {
+		return nil, withHint(errors.New("--roots needs --court: a root verifies only the warrants of the court it is pinned for"),
+			`add --court "NAME" as the court's warrants write it`)
 	}
 	data, err := os.ReadFile(roots)
 	if err != nil {
@@ -211,7 +216,7 @@ func verifyStore(g *globals, roots string, crls []string) (*trust.Store, error) 
 	}
 	s := trust.New()
 	for _, c := range certs {
-		if _, err := s.AddRoot(c.Raw); err != nil {
+		if _, err := s.AddRoot(c.Raw, court); err != nil {
 			return nil, err
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/custodian-project/custodian/hsm/escrow"
+	"github.com/custodian-project/custodian/hsm/release"
 	"github.com/custodian-project/custodian/hsm/smartcard/softhsmtest"
 	"github.com/custodian-project/custodian/hsm/trust/trusttest"
 	"github.com/custodian-project/custodian/hsm/warrant"
@@ -68,14 +69,23 @@ func TestWarrantLifecycle(t *testing.T) {
 	write(t, p("clerk.pem"), trusttest.PEM(clerk))
 
 	// An empty trust store verifies nothing; then the admin fills it.
-	cli(t, true, "--data-dir", data, "trust", "add-root", p("root.pem"))
+	_, stderr = cli(t, false, "--data-dir", data, "trust", "add-root", p("root.pem"))
+	if !strings.Contains(stderr, "court") {
+		t.Errorf("add-root without --court: %s", stderr)
+	}
+	_, stderr = cli(t, false, "--data-dir", data, "trust", "add-root", p("root.pem"), "--court", "Test\u202eCourt")
+	if !strings.Contains(stderr, "hint:") {
+		t.Errorf("add-root with a bidi court name: %s", stderr)
+	}
+	cli(t, true, "--data-dir", data, "trust", "add-root", p("root.pem"), "--court", "Test Court")
 	impostor := trusttest.NewRoot(t, "Test Court Root", now)
 	write(t, p("bad-crl.pem"), trusttest.CRLPEM(impostor.CRL(t, now.Add(-time.Hour), now.Add(time.Hour))))
 	cli(t, false, "--data-dir", data, "trust", "set-crl", p("bad-crl.pem"))
 	cli(t, true, "--data-dir", data, "trust", "set-crl", p("crl.pem"))
 	out, _ := cli(t, true, "--data-dir", data, "--json", "trust", "list")
 	var listing trustListing
-	if err := json.Unmarshal([]byte(out), &listing); err != nil || len(listing.Roots) != 1 || len(listing.CRLs) != 1 || listing.Policy.Signers != 1 {
+	if err := json.Unmarshal([]byte(out), &listing); err != nil || len(listing.Roots) != 1 || listing.Roots[0].Court != "Test Court" ||
+		len(listing.CRLs) != 1 || listing.Policy.Signers != 1 || len(listing.Policy.EKUs) != 2 {
 		t.Fatalf("trust list: %v %s", err, out)
 	}
 
@@ -107,7 +117,11 @@ func TestWarrantLifecycle(t *testing.T) {
 		t.Errorf("verify output: %s", out)
 	}
 	cli(t, true, "--data-dir", data, "warrant", "verify", "--in", p("w.p7s"), "--custodian", "cust-1", "--key-id", "2026-11")
-	cli(t, true, "warrant", "verify", "--in", p("w.p7s"), "--roots", p("root.pem"), "--crl", p("crl.pem"))
+	cli(t, true, "warrant", "verify", "--in", p("w.p7s"), "--roots", p("root.pem"), "--court", "Test Court", "--crl", p("crl.pem"))
+	_, stderr = cli(t, false, "warrant", "verify", "--in", p("w.p7s"), "--roots", p("root.pem"), "--court", "Other Court", "--crl", p("crl.pem"))
+	if !strings.Contains(stderr, "court_mismatch") || !strings.Contains(stderr, "hint: ") {
+		t.Errorf("a warrant of another court than its root's: %s", stderr)
+	}
 	_, stderr = cli(t, false, "--data-dir", data, "warrant", "verify", "--in", p("w.p7s"), "--custodian", "cust-9", "--key-id", "2026-11")
 	if !strings.Contains(stderr, "not_addressed") {
 		t.Errorf("refusal lacks its reason: %s", stderr)
@@ -118,6 +132,10 @@ func TestWarrantLifecycle(t *testing.T) {
 	}
 
 	// Double lock: one signature is not enough, a co-signature is.
+	_, stderr = cli(t, false, "--data-dir", data, "trust", "set-policy", "--signers", "2", "--eku=")
+	if !strings.Contains(stderr, "extended key usage") {
+		t.Errorf("set-policy accepted an empty EKU list: %s", stderr)
+	}
 	cli(t, true, "--data-dir", data, "trust", "set-policy", "--signers", "2")
 	_, stderr = cli(t, false, "--data-dir", data, "warrant", "verify", "--in", p("w.p7s"))
 	if !strings.Contains(stderr, "too_few_signers") {
@@ -233,5 +251,19 @@ func TestSignWithoutCgo(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "cgo") || !strings.Contains(string(out), "hint:") {
 		t.Fatalf("want a cgo error with a hint, got %v:\n%s", err, out)
+	}
+}
+
+// TestSignerRefusalsHaveHints: the refusals of a warrant's signers that
+// the court or the trust admin must act on come with advice, from the
+// custodian (release) and from warrant verify.
+func TestSignerRefusalsHaveHints(t *testing.T) {
+	for _, r := range []warrant.Reason{warrant.ReasonCourtMismatch, warrant.ReasonExtKeyUsage, warrant.ReasonMissingPolicy, warrant.ReasonNameConstraints} {
+		if len(hintsOf(releaseHint(&apiError{code: release.Code(r), message: "refused"}))) == 0 {
+			t.Errorf("release refusal %s has no hint", r)
+		}
+		if len(hintsOf(signerHint(&warrant.Error{Reason: r}))) == 0 {
+			t.Errorf("verify refusal %s has no hint", r)
+		}
 	}
 }

@@ -26,9 +26,10 @@
 //     before it can be used again. A crash between the commit and the
 //     increment (ledger exactly one ahead) is finished at the next open.
 //
-//   - Anti-replay. Each entry may carry a replay key (a warrant's issuer
-//     and serial); a key is accepted once, in the same transaction as its
-//     entry, so the index and the log cannot disagree after a crash.
+//   - Anti-replay. Each entry may carry a replay key (a warrant's court
+//     root key, court and serial); a key is accepted once, in the same
+//     transaction as its entry, so the index and the log cannot disagree
+//     after a crash.
 //
 //   - Monotonic time. An entry older than the newest one is refused, and
 //     [Ledger.CheckClock] tells the appliance its clock runs behind its

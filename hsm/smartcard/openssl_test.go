@@ -125,8 +125,9 @@ func signerInfoVersion(t *testing.T, p7s []byte) int {
 	return sd.SignerInfos[0].Version
 }
 
-// TestOpenSSLVerifiesOurs: warrants we sign on the token pass
-// openssl cms -verify with the court root and its CRL.
+// TestOpenSSLVerifiesOurs: warrants we sign on the token, with a
+// documentSigning certificate, pass openssl cms -verify with the court root
+// and its CRL.
 func TestOpenSSLVerifiesOurs(t *testing.T) {
 	tok := softhsmtest.New(t, "judge")
 	dir := t.TempDir()
@@ -178,8 +179,10 @@ func TestOpenSSLVerifiesOurs(t *testing.T) {
 			}
 			in := writeFile(t, t.TempDir(), "w.p7s", p7s)
 			out := filepath.Join(t.TempDir(), "w.json")
+			// The judges' certificates are for documentSigning (RFC 9336),
+			// which openssl's default S/MIME purpose check does not know.
 			openssl(t, env, "cms", "-verify", "-binary", "-inform", "DER", "-in", in,
-				"-CAfile", trustFile, "-crl_check", "-out", out)
+				"-CAfile", trustFile, "-crl_check", "-purpose", "any", "-out", out)
 			got, err := os.ReadFile(out)
 			if err != nil || !bytes.Equal(got, content) {
 				t.Fatalf("openssl returned other content: %v", err)

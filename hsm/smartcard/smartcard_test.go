@@ -56,7 +56,7 @@ type court struct {
 func newCourt(t *testing.T) *court {
 	c := &court{root: trusttest.NewRoot(t, "Test Court Root", now), store: trust.New()}
 	c.crl = c.root.CRL(t, now.Add(-time.Hour), now.Add(24*time.Hour))
-	if _, err := c.store.AddRoot(trusttest.PEM(c.root.Cert)); err != nil {
+	if _, err := c.store.AddRoot(trusttest.PEM(c.root.Cert), "Test Court"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.store.SetCRL(c.crl, now); err != nil {

@@ -1,18 +1,31 @@
 // Package trust is the appliance's court trust store: the pinned court root
-// certificates, one current CRL per issuing CA, and the approval policy.
+// certificates, each bound to the name of its court, one current CRL per
+// issuing CA, and the approval policy.
 //
 // Contract:
 //   - An empty store trusts nothing. A policy that asks for fewer than one
-//     signer approves nothing.
-//   - A root must be a CA certificate (basic constraints CA, certSign usage).
+//     signer approves nothing; a policy never accepts "any" extended key
+//     usage by leaving the list empty (empty is refused when set, and an
+//     absent list reads as DefaultEKUs).
+//   - A root must be a CA certificate (basic constraints CA, certSign usage)
+//     without a name constraint the verifier cannot evaluate
+//     (CheckNameConstraints), and is pinned for exactly one court: a root
+//     key belongs to one court and a court has one root key, so the court
+//     a warrant names and the root its signers chain to agree or the
+//     warrant is refused, and the replay namespace of a court is its root
+//     key (RootKeyID).
 //   - A CRL is stored only after its signature verifies against a pinned root,
 //     or against an intermediate CA that chains to one (given in the same
 //     file); a CRL older than the stored one for the same issuer is refused,
 //     so a revocation cannot be rolled back. Every CRL is checked again when
 //     the store is opened.
-//   - Layout under DIR (the data dir's "trust"): roots/<sha256>.pem,
+//   - Layout under DIR (the data dir's "trust"): roots/<sha256>.json (a
+//     versioned root file: court and certificate, see rootFile),
 //     crls/<issuer-id>.pem (the CRL, then its issuer's certificates),
-//     policy.json. Files are written to a temporary name, synced and renamed.
+//     policy.json (versioned). Files are written to a temporary name, synced
+//     and renamed. A store of an older format (roots/*.pem, roots pinned
+//     without a court; policy.json without a version) is refused as a whole
+//     with advice to set it up again, never read half.
 //
 // The store only answers questions; whether a warrant verifies is decided by
 // package warrant.
@@ -23,7 +36,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -36,24 +48,7 @@ import (
 	"time"
 
 	"github.com/custodian-project/custodian/hsm/durable"
-
-	"github.com/custodian-project/custodian/hsm/internal/strictjson"
 )
-
-// Policy is what a warrant's signers must satisfy beyond the chain.
-type Policy struct {
-	// Signers is how many distinct signers a warrant needs: 1, or 2 for a
-	// "double lock" where a judge and a second authority both sign.
-	Signers int `json:"signers"`
-	// PolicyOIDs must all appear in each signer certificate's policies.
-	PolicyOIDs []string `json:"policy_oids,omitempty"`
-	// EKUs must all appear in each signer certificate's extended key usage.
-	EKUs []string `json:"ekus,omitempty"`
-}
-
-// DefaultPolicy is used until a policy is set: one signer, no extra
-// certificate requirements.
-var DefaultPolicy = Policy{Signers: 1}
 
 // CRL is a verified certificate revocation list.
 type CRL struct {
@@ -75,7 +70,8 @@ func (c *CRL) Fresh(now time.Time) bool {
 // the appliance loads it once per request.
 type Store struct {
 	dir    string // "" for a store that lives only in memory
-	roots  []*x509.Certificate
+	roots  []Root
+	courts map[string]string // RootKeyID → court
 	pool   *x509.CertPool
 	crls   map[string]*CRL
 	policy Policy
@@ -83,7 +79,7 @@ type Store struct {
 
 // New makes an in-memory store, for checking a warrant against files.
 func New() *Store {
-	return &Store{pool: x509.NewCertPool(), crls: make(map[string]*CRL), policy: DefaultPolicy}
+	return &Store{pool: x509.NewCertPool(), courts: make(map[string]string), crls: make(map[string]*CRL), policy: DefaultPolicy()}
 }
 
 // Open loads the store in dir. A missing dir is an empty store.
@@ -102,23 +98,6 @@ func Open(dir string) (*Store, error) {
 	return s, nil
 }
 
-func (s *Store) loadRoots() error {
-	files, err := readDir(filepath.Join(s.dir, "roots"))
-	if err != nil {
-		return err
-	}
-	for _, data := range files {
-		certs, err := ParseCertificates(data)
-		if err != nil || len(certs) != 1 {
-			return fmt.Errorf("trust store root file is damaged; remove it and add the root again: %v", err)
-		}
-		if err := s.addRoot(certs[0]); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 func (s *Store) loadCRLs() error {
 	files, err := readDir(filepath.Join(s.dir, "crls"))
 	if err != nil {
@@ -131,25 +110,6 @@ func (s *Store) loadCRLs() error {
 		}
 		s.crls[IssuerID(crl.Issuer)] = crl
 	}
-	return nil
-}
-
-func (s *Store) loadPolicy() error {
-	data, err := os.ReadFile(filepath.Join(s.dir, "policy.json"))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	var p Policy
-	if err := strictjson.Decode(data, &p, 64<<10); err != nil {
-		return fmt.Errorf("trust store policy.json: %w", err)
-	}
-	if err := p.check(); err != nil {
-		return err
-	}
-	s.policy = p
 	return nil
 }
 
@@ -176,8 +136,9 @@ func readDir(dir string) ([][]byte, error) {
 	return out, nil
 }
 
-// Roots returns the pinned roots.
-func (s *Store) Roots() []*x509.Certificate { return slices.Clone(s.roots) }
+// Roots returns the pinned roots with their courts, in the order pinned
+// (on disk: by file name).
+func (s *Store) Roots() []Root { return slices.Clone(s.roots) }
 
 // Pool returns the pinned roots as a pool for chain building.
 func (s *Store) Pool() *x509.CertPool { return s.pool }
@@ -199,7 +160,11 @@ func (s *Store) CRLs() []*CRL {
 }
 
 // Policy returns the approval policy.
-func (s *Store) Policy() Policy { return s.policy }
+func (s *Store) Policy() Policy {
+	p := s.policy
+	p.EKUs, p.PolicyOIDs = slices.Clone(p.EKUs), slices.Clone(p.PolicyOIDs)
+	return p
+}
 
 // IssuerID names a CA by subject and key, so a CRL is found only for the
 // CA whose key signed it, not for another CA with the same name.
@@ -208,39 +173,6 @@ func IssuerID(c *x509.Certificate) string {
 	h.Write(c.RawSubject)
 	h.Write(c.RawSubjectPublicKeyInfo)
 	return hex.EncodeToString(h.Sum(nil))[:32]
-}
-
-// AddRoot pins a court root CA certificate (PEM or DER).
-func (s *Store) AddRoot(data []byte) (*x509.Certificate, error) {
-	certs, err := ParseCertificates(data)
-	if err != nil {
-		return nil, err
-	}
-	if len(certs) != 1 {
-		return nil, fmt.Errorf("file holds %d certificates; add one root at a time", len(certs))
-	}
-	root := certs[0]
-	if slices.ContainsFunc(s.roots, root.Equal) {
-		return root, nil
-	}
-	if err := s.addRoot(root); err != nil {
-		return nil, err
-	}
-	sum := sha256.Sum256(root.Raw)
-	name := filepath.Join("roots", hex.EncodeToString(sum[:])+".pem")
-	return root, s.write(name, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: root.Raw}))
-}
-
-func (s *Store) addRoot(c *x509.Certificate) error {
-	if !c.BasicConstraintsValid || !c.IsCA {
-		return fmt.Errorf("%q is not a CA certificate; add the court's root CA", c.Subject)
-	}
-	if c.KeyUsage != 0 && c.KeyUsage&x509.KeyUsageCertSign == 0 {
-		return fmt.Errorf("%q may not sign certificates (no keyCertSign usage)", c.Subject)
-	}
-	s.roots = append(s.roots, c)
-	s.pool.AddCert(c)
-	return nil
 }
 
 // SetCRL verifies a CRL (PEM or DER; PEM may carry the issuing intermediate
@@ -295,7 +227,8 @@ func (s *Store) verifyCRL(data []byte) (*CRL, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, root := range s.roots {
+	for _, r := range s.roots {
+		root := r.Cert
 		if bytes.Equal(root.RawSubject, list.RawIssuer) && list.CheckSignatureFrom(root) == nil {
 			return newCRL(list, root), nil
 		}
@@ -379,44 +312,6 @@ func checkCRLExtensions(list *x509.RevocationList) error {
 		case e.Critical && !crlExtensionsUnderstood[e.Id.String()]:
 			return fmt.Errorf("the CRL has critical extension %v, which is not understood", e.Id)
 		}
-	}
-	return nil
-}
-
-// SetPolicy checks and stores the approval policy.
-func (s *Store) SetPolicy(p Policy) error {
-	if err := p.check(); err != nil {
-		return err
-	}
-	s.policy = p
-	if s.dir == "" {
-		return nil
-	}
-	data, err := json.MarshalIndent(p, "", "  ")
-	if err != nil {
-		return err
-	}
-	return s.write("policy.json", append(data, '\n'))
-}
-
-func (p Policy) check() error {
-	if p.Signers < 1 || p.Signers > 8 {
-		return fmt.Errorf("approval policy needs 1 to 8 signers, not %d", p.Signers)
-	}
-	for _, o := range append(slices.Clone(p.PolicyOIDs), p.EKUs...) {
-		if err := checkOID(o); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// checkOID accepts a dotted object identifier in canonical form, such as
-// 1.3.6.1.5.5.7.3.4.
-func checkOID(s string) error {
-	o, err := x509.ParseOID(s)
-	if err != nil || o.String() != s {
-		return fmt.Errorf("%q is not a dotted OID such as 1.3.6.1.5.5.7.3.4", s)
 	}
 	return nil
 }

@@ -21,20 +21,21 @@ func TestStorePersists(t *testing.T) {
 	if err != nil || !s.Empty() || s.Policy().Signers != 1 {
 		t.Fatalf("new store: %v empty=%v policy=%+v", err, s.Empty(), s.Policy())
 	}
-	if _, err := s.AddRoot(trusttest.PEM(root.Cert)); err != nil {
+	if _, err := s.AddRoot(trusttest.PEM(root.Cert), "Court"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.SetCRL(root.CRL(t, now.Add(-time.Hour), now.Add(time.Hour)), now); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SetPolicy(trust.Policy{Signers: 2, PolicyOIDs: []string{"1.2.3.4"}}); err != nil {
+	if err := s.SetPolicy(trust.Policy{Signers: 2, PolicyOIDs: []string{"1.2.3.4"}, EKUs: []string{trust.OIDDocumentSigning}}); err != nil {
 		t.Fatal(err)
 	}
 	again, err := trust.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(again.Roots()) != 1 || again.CRL(root.Cert) == nil || again.Policy().Signers != 2 {
+	if len(again.Roots()) != 1 || again.Roots()[0].Court != "Court" || again.CRL(root.Cert) == nil || again.Policy().Signers != 2 ||
+		len(again.Policy().EKUs) != 1 || again.CourtOf(root.Cert) != "Court" {
 		t.Fatalf("reloaded store lost state: roots %d policy %+v", len(again.Roots()), again.Policy())
 	}
 }
@@ -44,16 +45,16 @@ func TestStoreRefuses(t *testing.T) {
 	judgeKey := trusttest.ECKeyP256(t)
 	judge := root.Judge(t, "Judge", judgeKey.Public(), now)
 	s := trust.New()
-	if _, err := s.AddRoot(trusttest.PEM(judge)); err == nil {
+	if _, err := s.AddRoot(trusttest.PEM(judge), "Court"); err == nil {
 		t.Error("pinned a certificate that is not a CA")
 	}
-	if _, err := s.AddRoot([]byte("not a certificate")); err == nil {
+	if _, err := s.AddRoot([]byte("not a certificate"), "Court"); err == nil {
 		t.Error("pinned garbage")
 	}
 	if _, err := s.SetCRL(root.CRL(t, now.Add(-time.Hour), now.Add(time.Hour)), now); err == nil {
 		t.Error("stored a CRL of a root that is not pinned")
 	}
-	if _, err := s.AddRoot(trusttest.PEM(root.Cert)); err != nil {
+	if _, err := s.AddRoot(trusttest.PEM(root.Cert), "Court"); err != nil {
 		t.Fatal(err)
 	}
 	impostor := trusttest.NewRoot(t, "Court Root", now)
@@ -69,7 +70,8 @@ func TestStoreRefuses(t *testing.T) {
 	if _, err := s.SetCRL(root.CRL(t, now.Add(-2*time.Hour), now.Add(time.Hour)), now); err == nil {
 		t.Error("rolled a CRL back to an older one")
 	}
-	for _, p := range []trust.Policy{{Signers: 0}, {Signers: 9}, {Signers: 1, EKUs: []string{"not-an-oid"}}, {Signers: 1, PolicyOIDs: []string{"1.02.3"}}} {
+	for _, p := range []trust.Policy{{Signers: 0}, {Signers: 9}, {Signers: 1, EKUs: []string{"not-an-oid"}},
+		{Signers: 1, PolicyOIDs: []string{"1.02.3"}, EKUs: trust.DefaultEKUs()}, {Signers: 1}, {Signers: 1, EKUs: []string{}}} {
 		if err := s.SetPolicy(p); err == nil {
 			t.Errorf("accepted policy %+v", p)
 		}
@@ -82,7 +84,7 @@ func TestOpenRechecksCRLs(t *testing.T) {
 	dir := t.TempDir()
 	root := trusttest.NewRoot(t, "Court Root", now)
 	s, _ := trust.Open(dir)
-	if _, err := s.AddRoot(trusttest.PEM(root.Cert)); err != nil {
+	if _, err := s.AddRoot(trusttest.PEM(root.Cert), "Court"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.SetCRL(root.CRL(t, now.Add(-time.Hour), now.Add(time.Hour)), now); err != nil {
@@ -104,7 +106,7 @@ func TestOpenRechecksCRLs(t *testing.T) {
 func TestCRLFreshness(t *testing.T) {
 	root := trusttest.NewRoot(t, "Court Root", now)
 	s := trust.New()
-	s.AddRoot(trusttest.PEM(root.Cert))
+	s.AddRoot(trusttest.PEM(root.Cert), "Court")
 	crl, err := s.SetCRL(root.CRL(t, now.Add(-time.Hour), now.Add(time.Hour)), now)
 	if err != nil {
 		t.Fatal(err)
@@ -123,7 +125,7 @@ func TestCRLFreshness(t *testing.T) {
 func TestPartialCRLRefused(t *testing.T) {
 	root := trusttest.NewRoot(t, "Court Root", now)
 	s := trust.New()
-	s.AddRoot(trusttest.PEM(root.Cert))
+	s.AddRoot(trusttest.PEM(root.Cert), "Court")
 	// IssuingDistributionPoint with onlyContainsCACerts.
 	idp := pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 28}, Critical: true, Value: []byte{0x30, 0x03, 0x82, 0x01, 0xff}}
 	delta := pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 27}, Critical: true, Value: []byte{0x02, 0x01, 0x01}}

@@ -17,11 +17,17 @@
 //     P-256/P-384 or RSA ≥ 2048 (PKCS #1 v1.5 or PSS) signature that verifies
 //     with the certificate it names;
 //   - each signer certificate is not a CA, has the digitalSignature key
-//     usage and the policy OIDs and EKUs the trust store requires, and chains
-//     to a pinned root; every certificate of the chain is valid now and at the
-//     signing time (which is at most SigningSkew ahead of now), and every
-//     non-root one is absent from a fresh CRL of its issuer (no CRL, or a
-//     stale one, refuses); every signer must pass, not just enough of them;
+//     usage, and chains to the root the trust store pins for the warrant's
+//     court (so every signer is of that court); it carries one of the
+//     policy's accepted signing EKUs, which every CA of the chain with an EKU
+//     extension allows; every certificate below the root asserts each
+//     required certificate policy (an intermediate may assert anyPolicy);
+//     no certificate the warrant carries, nor any of the chain, has a name
+//     constraint crypto/x509 would skip (trust.CheckNameConstraints); every
+//     certificate of the chain is valid now and at the signing time (which
+//     is at most SigningSkew ahead of now), and every non-root one is absent
+//     from a fresh CRL of its issuer (no CRL, or a stale one, refuses);
+//     every signer must pass, not just enough of them;
 //   - the signers are distinct people with distinct keys, at least as many
 //     as the approval policy asks;
 //   - now is within [not_before, not_after), the warrant lists this
@@ -33,6 +39,7 @@
 // package checks only that the warrant is coherent.
 //
 // Every refusal is an *Error with a stable Reason. Replay protection is the
-// caller's: Verified.Replay is the (issuer, serial) key to check against the
-// ledger. An empty trust store or custodian ID verifies nothing.
+// caller's: Verified.Replay is the (court root key, court, serial) key to
+// check against the ledger. An empty trust store or custodian ID verifies
+// nothing.
 package warrant

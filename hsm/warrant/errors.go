@@ -67,6 +67,8 @@ const (
 	ReasonDuplicateSigner  Reason = "duplicate_signer"
 	ReasonTooFewSigners    Reason = "too_few_signers"
 	ReasonNoApprovalPolicy Reason = "no_approval_policy"
+	ReasonNameConstraints  Reason = "unsupported_name_constraint"
+	ReasonCourtMismatch    Reason = "court_mismatch"
 )
 
 // Addressing refusals: whether this appliance may act on the warrant now.
@@ -129,6 +131,8 @@ func Reasons() []Reason {
 		ReasonDuplicateSigner,
 		ReasonTooFewSigners,
 		ReasonNoApprovalPolicy,
+		ReasonNameConstraints,
+		ReasonCourtMismatch,
 		ReasonNotYetValid,
 		ReasonExpired,
 		ReasonNotAddressed,

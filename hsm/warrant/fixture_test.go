@@ -19,6 +19,9 @@ import (
 	"github.com/github/smimesign/ietf-cms/protocol"
 )
 
+// testCourt is the court the fixture's root is pinned for.
+const testCourt = "District Court of Testing"
+
 // testNow is the appliance clock in these tests.
 var testNow = time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
 
@@ -41,7 +44,7 @@ func newFixture(t testing.TB) *fixture {
 	f.judge2Key = trusttest.ECKey(t, elliptic.P384())
 	f.judge2 = f.root.Judge(t, "Clerk Grace Hopper", f.judge2Key.Public(), testNow)
 	f.store = trust.New()
-	if _, err := f.store.AddRoot(trusttest.PEM(f.root.Cert)); err != nil {
+	if _, err := f.store.AddRoot(trusttest.PEM(f.root.Cert), testCourt); err != nil {
 		t.Fatal(err)
 	}
 	f.setCRL(t, f.root.CRL(t, testNow.Add(-time.Hour), testNow.Add(7*24*time.Hour)))
@@ -64,7 +67,7 @@ func (f *fixture) setCRL(t testing.TB, der []byte) {
 // "2026-11", in force from an hour ago for a week.
 func (f *fixture) warrant() *Warrant {
 	return &Warrant{
-		Version: 1, Serial: "W-2026-0042", Docket: "CR-17/2026", Court: "District Court of Testing",
+		Version: 1, Serial: "W-2026-0042", Docket: "CR-17/2026", Court: testCourt,
 		Agency: "Test Police", Official: "Inspector Morse", Offence: "fraud",
 		Targets:   []string{"alice@example.org", "+15550100"},
 		NotBefore: testNow.Add(-time.Hour).Format(time.RFC3339),
@@ -216,4 +219,62 @@ func replaceAttr(typ asn1.ObjectIdentifier, val any) func(protocol.Attributes) p
 		}
 		return out
 	}
+}
+
+// oidTestPolicy is the certificate policy requirePolicy asks for.
+const oidTestPolicy = "1.3.6.1.4.1.99999.1.1"
+
+// withPolicy makes a certificate assert oidTestPolicy.
+func withPolicy(c *x509.Certificate) {
+	o, err := x509.ParseOID(oidTestPolicy)
+	if err != nil {
+		panic(err)
+	}
+	c.Policies = append(c.Policies, o)
+}
+
+// requirePolicy sets a policy that requires oidTestPolicy.
+func (f *fixture) requirePolicy(t testing.TB) {
+	t.Helper()
+	if err := f.store.SetPolicy(trust.Policy{Signers: 1, PolicyOIDs: []string{oidTestPolicy}, EKUs: trust.DefaultEKUs()}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// signedUnder signs w by a judge under a new intermediate CA of the
+// fixture's root, whose CRL is stored; interEdit and judgeEdit change the
+// two certificates (nil: unchanged).
+func (f *fixture) signedUnder(t testing.TB, w *Warrant, interEdit, judgeEdit func(*x509.Certificate)) []byte {
+	t.Helper()
+	s := f.underIntermediate(t, interEdit, judgeEdit)
+	return f.sign(t, f.content(t, w), s)
+}
+
+func (f *fixture) underIntermediate(t testing.TB, interEdit, judgeEdit func(*x509.Certificate)) Signer {
+	t.Helper()
+	var ie, je []func(*x509.Certificate)
+	if interEdit != nil {
+		ie = append(ie, interEdit)
+	}
+	if judgeEdit != nil {
+		je = append(je, judgeEdit)
+	}
+	inter := f.root.Intermediate(t, "Test Court Issuing CA", testNow, ie...)
+	f.setCRL(t, append(trusttest.CRLPEM(inter.CRL(t, testNow.Add(-time.Hour), testNow.Add(time.Hour))), trusttest.PEM(inter.Cert)...))
+	key := trusttest.ECKey(t, elliptic.P256())
+	cert := inter.Judge(t, "Judge Via Intermediate", key.Public(), testNow, je...)
+	return Signer{Key: key, Chain: []*x509.Certificate{cert, inter.Cert}}
+}
+
+// otherCourt pins a second court's root, with a fresh CRL, and returns a
+// judge of that court.
+func (f *fixture) otherCourt(t testing.TB, court string) Signer {
+	t.Helper()
+	root := trusttest.NewRoot(t, court+" Root", testNow)
+	if _, err := f.store.AddRoot(trusttest.PEM(root.Cert), court); err != nil {
+		t.Fatal(err)
+	}
+	f.setCRL(t, root.CRL(t, testNow.Add(-time.Hour), testNow.Add(7*24*time.Hour)))
+	key := trusttest.ECKey(t, elliptic.P256())
+	return Signer{Key: key, Chain: []*x509.Certificate{root.Judge(t, "Judge of "+court, key.Public(), testNow)}}
 }

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"slices"
 	"time"
@@ -17,7 +19,12 @@ import (
 // clock: the judge's workstation and the appliance keep separate clocks.
 const SigningSkew = 5 * time.Minute
 
-var oidExtKeyUsage = asn1.ObjectIdentifier{2, 5, 29, 37}
+var (
+	oidExtKeyUsage    = asn1.ObjectIdentifier{2, 5, 29, 37}
+	oidEmailAddress   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 1}
+	oidAnyPolicy      = "2.5.29.32.0"
+	oidAnyExtKeyUsage = trust.OIDAnyExtKeyUsage
+)
 
 // Verifier checks signed warrants for one appliance.
 type Verifier struct {
@@ -42,6 +49,30 @@ type Verified struct {
 	Replay  ReplayKey
 	Signers []Identity
 }
+
+// ReplayKey names a warrant for replay protection: the key of the court
+// root its signers chain to (trust.RootKeyID), the court bound to that
+// root, and the court's serial number as written in the signed document.
+// The appliance refuses a key it has seen before, so re-signing a warrant
+// does not make it usable twice, and a judge under one court's root cannot
+// use up another court's serials: the root is part of the key, and a
+// warrant's court must be its root's.
+type ReplayKey struct {
+	Root   string `json:"root"`
+	Court  string `json:"court"`
+	Serial string `json:"serial"`
+}
+
+// String is an unambiguous encoding of the key (JSON array of three
+// strings): the bytes the ledger's replay index holds.
+func (k ReplayKey) String() string {
+	b, _ := json.Marshal([3]string{k.Root, k.Court, k.Serial})
+	return string(b)
+}
+
+// CheckCourtName checks a court name as the warrant's court field is
+// checked, for binding a court root to it (custodian trust add-root).
+func CheckCourtName(name string) error { return checkText("court", name) }
 
 // Identity is a signer as the court PKI vouches for it.
 type Identity struct {
@@ -103,14 +134,15 @@ func (v *Verifier) VerifySignatures(p7s []byte) (*Verified, error) {
 	if err != nil {
 		return nil, err
 	}
-	ids, err := v.checkSigners(m, policy, now)
+	root, ids, err := v.checkSigners(m, w.Court, policy, now)
 	if err != nil {
 		return nil, err
 	}
 	if err := checkWindowNow(w, now); err != nil {
 		return nil, err
 	}
-	return &Verified{Warrant: w, Content: m.content, Digest: Digest(m.content), Replay: w.ReplayKey(), Signers: ids}, nil
+	replay := ReplayKey{Root: trust.RootKeyID(root), Court: w.Court, Serial: w.Serial}
+	return &Verified{Warrant: w, Content: m.content, Digest: Digest(m.content), Replay: replay, Signers: ids}, nil
 }
 
 func checkWindowNow(w *Warrant, now time.Time) error {
@@ -125,31 +157,46 @@ func checkWindowNow(w *Warrant, now time.Time) error {
 }
 
 // checkSigners checks each signature's certificate and that enough
-// distinct people signed.
-func (v *Verifier) checkSigners(m *message, policy trust.Policy, now time.Time) ([]Identity, error) {
+// distinct people signed, all under the root of court. It returns that
+// root.
+func (v *Verifier) checkSigners(m *message, court string, policy trust.Policy, now time.Time) (*x509.Certificate, []Identity, error) {
 	inter := x509.NewCertPool()
 	for _, c := range m.certs {
+		// A constraint Go would skip (or, marked critical, reject without
+		// saying why) is refused here by name, whatever the chain.
+		if err := trust.CheckNameConstraints(c); err != nil {
+			return nil, nil, refuseErr(ReasonNameConstraints, err, "the warrant carries a certificate whose name constraints cannot be checked")
+		}
 		inter.AddCert(c)
 	}
+	var root *x509.Certificate
 	var ids []Identity
 	var keys, subjects [][]byte
 	for _, s := range m.signers {
-		if err := v.checkCertificate(s, inter, policy, now); err != nil {
-			return nil, err
+		r, err := v.checkCertificate(s, inter, court, policy, now)
+		if err != nil {
+			return nil, nil, err
 		}
+		// A court has one root key (package trust), so this holds whenever
+		// each signer's root is the court's; it is checked again because
+		// the replay key names one root.
+		if root != nil && trust.RootKeyID(r) != trust.RootKeyID(root) {
+			return nil, nil, refuse(ReasonCourtMismatch, "the signers of the warrant chain to different court roots; all must chain to the root of %q", court)
+		}
+		root = r
 		// Two signatures count as two signers only if both the person
 		// (subject) and the key differ: a judge with two cards is one judge.
 		if containsBytes(keys, s.cert.RawSubjectPublicKeyInfo) || containsBytes(subjects, s.cert.RawSubject) {
-			return nil, refuse(ReasonDuplicateSigner, "%q signed twice; the approval policy counts distinct signers", s.cert.Subject.CommonName)
+			return nil, nil, refuse(ReasonDuplicateSigner, "%q signed twice; the approval policy counts distinct signers", s.cert.Subject.CommonName)
 		}
 		keys = append(keys, s.cert.RawSubjectPublicKeyInfo)
 		subjects = append(subjects, s.cert.RawSubject)
 		ids = append(ids, identityOf(s))
 	}
 	if len(ids) < policy.Signers {
-		return nil, refuse(ReasonTooFewSigners, "warrant has %d distinct signer(s); the approval policy needs %d", len(ids), policy.Signers)
+		return nil, nil, refuse(ReasonTooFewSigners, "warrant has %d distinct signer(s); the approval policy needs %d", len(ids), policy.Signers)
 	}
-	return ids, nil
+	return root, ids, nil
 }
 
 func containsBytes(list [][]byte, b []byte) bool {
@@ -168,59 +215,97 @@ func identityOf(s signature) Identity {
 	}
 }
 
-// checkCertificate checks one signer's certificate: usage, policies, a
-// chain to a pinned root valid now and at signing time, and revocation of
-// every certificate in the chain by a fresh CRL of its issuer.
-func (v *Verifier) checkCertificate(s signature, inter *x509.CertPool, policy trust.Policy, now time.Time) error {
+// checkCertificate checks one signer's certificate: usage, a chain to the
+// root of court valid now and at signing time, a signing purpose and the
+// required certificate policies along it, name constraints the verifier
+// can evaluate, and revocation of every certificate in the chain by a
+// fresh CRL of its issuer. It returns the chain's root.
+func (v *Verifier) checkCertificate(s signature, inter *x509.CertPool, court string, policy trust.Policy, now time.Time) (*x509.Certificate, error) {
 	c := s.cert
 	// A judge is a person, never a CA: a CA key signing warrants would sit
 	// outside revocation (its own issuer's CRL aside) and above the judges.
 	if c.BasicConstraintsValid && c.IsCA {
-		return refuse(ReasonSignerIsCA, "certificate of %q is a CA certificate; warrants are signed with a judge's certificate", c.Subject.CommonName)
+		return nil, refuse(ReasonSignerIsCA, "certificate of %q is a CA certificate; warrants are signed with a judge's certificate", c.Subject.CommonName)
 	}
 	if c.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
-		return refuse(ReasonKeyUsage, "certificate of %q is not for digital signatures (key usage)", c.Subject.CommonName)
-	}
-	if err := checkCertPolicies(c, policy); err != nil {
-		return err
+		return nil, refuse(ReasonKeyUsage, "certificate of %q is not for digital signatures (key usage)", c.Subject.CommonName)
 	}
 	if now.Before(c.NotBefore) {
-		return refuse(ReasonCertNotYetValid, "certificate of %q is not valid before %v", c.Subject.CommonName, c.NotBefore)
+		return nil, refuse(ReasonCertNotYetValid, "certificate of %q is not valid before %v", c.Subject.CommonName, c.NotBefore)
 	}
 	if now.After(c.NotAfter) {
-		return refuse(ReasonCertExpired, "certificate of %q expired at %v", c.Subject.CommonName, c.NotAfter)
+		return nil, refuse(ReasonCertExpired, "certificate of %q expired at %v", c.Subject.CommonName, c.NotAfter)
 	}
 	if s.signingTime.After(now.Add(SigningSkew)) {
-		return refuse(ReasonSignedInFuture, "signing time %v is in the future; check the clocks", s.signingTime)
+		return nil, refuse(ReasonSignedInFuture, "signing time %v is in the future; check the clocks", s.signingTime)
 	}
-	chains, err := c.Verify(x509.VerifyOptions{
-		Roots:         v.Trust.Pool(),
-		Intermediates: inter,
-		CurrentTime:   now,
-		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
-	})
+	chains, err := v.chains(c, inter, policy, now)
 	if err != nil {
-		var invalid x509.CertificateInvalidError
-		if errors.As(err, &invalid) && invalid.Reason == x509.Expired {
-			return refuseErr(ReasonCertExpired, err, "a certificate in the chain of %q is not valid now", c.Subject.CommonName)
-		}
-		return refuseErr(ReasonUntrustedChain, err, "certificate of %q does not chain to a pinned court root", c.Subject.CommonName)
+		return nil, err
 	}
 	// Any chain that passes every check will do; report the first failure.
 	var first error
 	for _, chain := range chains {
-		err := v.checkChain(chain, s.signingTime, now)
+		err := v.checkChain(chain, court, policy, s.signingTime, now)
 		if err == nil {
-			return nil
+			return chain[len(chain)-1], nil
 		}
 		if first == nil {
 			first = err
 		}
 	}
-	return first
+	return nil, first
 }
 
-func (v *Verifier) checkChain(chain []*x509.Certificate, signingTime, now time.Time) error {
+// chains builds the chains from c to a pinned root, with RFC 5280 policy
+// processing for the required policies. Go's verifier never requires a
+// policy (its initial-explicit-policy is fixed to false) and does not know
+// documentSigning, so checkChain checks both along each chain itself.
+func (v *Verifier) chains(c *x509.Certificate, inter *x509.CertPool, policy trust.Policy, now time.Time) ([][]*x509.Certificate, error) {
+	opts := x509.VerifyOptions{
+		Roots:         v.Trust.Pool(),
+		Intermediates: inter,
+		CurrentTime:   now,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+	}
+	for _, o := range policy.PolicyOIDs {
+		oid, err := x509.ParseOID(o)
+		if err != nil {
+			return nil, refuseErr(ReasonNoApprovalPolicy, err, "the approval policy names a malformed policy OID")
+		}
+		opts.CertificatePolicies = append(opts.CertificatePolicies, oid)
+	}
+	chains, err := c.Verify(opts)
+	if err == nil {
+		return chains, nil
+	}
+	var invalid x509.CertificateInvalidError
+	if errors.As(err, &invalid) && invalid.Reason == x509.Expired {
+		return nil, refuseErr(ReasonCertExpired, err, "a certificate in the chain of %q is not valid now", c.Subject.CommonName)
+	}
+	if len(opts.CertificatePolicies) != 0 {
+		opts.CertificatePolicies = nil
+		if _, again := c.Verify(opts); again == nil {
+			return nil, refuseErr(ReasonMissingPolicy, err, "the chain of %q fails certificate policy processing for %v", c.Subject.CommonName, policy.PolicyOIDs)
+		}
+	}
+	return nil, refuseErr(ReasonUntrustedChain, err, "certificate of %q does not chain to a pinned court root", c.Subject.CommonName)
+}
+
+func (v *Verifier) checkChain(chain []*x509.Certificate, court string, policy trust.Policy, signingTime, now time.Time) error {
+	leaf, root := chain[0], chain[len(chain)-1]
+	if bound := v.Trust.CourtOf(root); bound != court {
+		return refuse(ReasonCourtMismatch, "the warrant names court %q, but %q chains to the root pinned for court %q", court, leaf.Subject.CommonName, bound)
+	}
+	if err := checkPurpose(chain, policy.EKUs); err != nil {
+		return err
+	}
+	if err := checkPolicies(chain, policy.PolicyOIDs); err != nil {
+		return err
+	}
+	if err := checkNameConstraints(chain); err != nil {
+		return err
+	}
 	for i, c := range chain {
 		if signingTime.Before(c.NotBefore) || signingTime.After(c.NotAfter) {
 			return refuse(ReasonCertAtSigning, "certificate %q was not valid at the signing time %v", c.Subject, signingTime)
@@ -242,41 +327,102 @@ func (v *Verifier) checkChain(chain []*x509.Certificate, signingTime, now time.T
 	return nil
 }
 
-// checkCertPolicies requires every policy OID and EKU the policy names.
-func checkCertPolicies(c *x509.Certificate, policy trust.Policy) error {
-	for _, want := range policy.PolicyOIDs {
-		if !slices.ContainsFunc(c.Policies, func(o x509.OID) bool { return o.String() == want }) {
-			return refuse(ReasonMissingPolicy, "certificate of %q lacks the required policy %s", c.Subject.CommonName, want)
+// checkPurpose requires the signer's certificate to carry one of the
+// accepted extended key usages, and every CA certificate above it that
+// has an EKU extension to allow that usage. anyExtendedKeyUsage counts in
+// the signer's certificate only when accepted is listed; in a CA
+// certificate it allows everything, as an absent extension does.
+func checkPurpose(chain []*x509.Certificate, accepted []string) error {
+	leaf := chain[0]
+	have, _ := extKeyUsages(leaf)
+	usable := slices.DeleteFunc(slices.Clone(accepted), func(o string) bool { return !slices.Contains(have, o) })
+	if len(usable) == 0 {
+		return refuse(ReasonExtKeyUsage, "certificate of %q has no signing purpose accepted here (extended key usages %v; accepted: %v)", leaf.Subject.CommonName, have, accepted)
+	}
+	for _, ca := range chain[1:] {
+		allowed, present := extKeyUsages(ca)
+		if !present || slices.Contains(allowed, oidAnyExtKeyUsage) {
+			continue
 		}
-	}
-	if len(policy.EKUs) == 0 {
-		return nil
-	}
-	ekus := extKeyUsages(c)
-	for _, want := range policy.EKUs {
-		if !slices.Contains(ekus, want) {
-			return refuse(ReasonExtKeyUsage, "certificate of %q lacks the required extended key usage %s", c.Subject.CommonName, want)
+		usable = slices.DeleteFunc(usable, func(o string) bool { return !slices.Contains(allowed, o) })
+		if len(usable) == 0 {
+			return refuse(ReasonExtKeyUsage, "CA certificate %q does not allow the signing purpose of %q (its extended key usages: %v)", ca.Subject, leaf.Subject.CommonName, allowed)
 		}
 	}
 	return nil
 }
 
-// extKeyUsages reads the EKU extension as dotted OIDs; x509 turns known
-// ones into constants, which would need a table to map back.
-func extKeyUsages(c *x509.Certificate) []string {
+// checkPolicies requires every policy OID in required along the path: the
+// signer's certificate and each intermediate assert it, or an intermediate
+// asserts anyPolicy while no certificate of the chain inhibits anyPolicy.
+// Policy mapping is refused while policies are required: a mapped policy
+// has another OID below the mapping, which this literal check would
+// misread. The pinned root is the trust anchor; its policies are not part
+// of the path (RFC 5280, 6.1).
+func checkPolicies(chain []*x509.Certificate, required []string) error {
+	if len(required) == 0 {
+		return nil
+	}
+	anyAllowed := !slices.ContainsFunc(chain, func(c *x509.Certificate) bool { return c.InhibitAnyPolicy > 0 || c.InhibitAnyPolicyZero })
+	for i, c := range chain[:len(chain)-1] {
+		if len(c.PolicyMappings) != 0 {
+			return refuse(ReasonMissingPolicy, "CA certificate %q maps certificate policies, which is not accepted while policies are required", c.Subject)
+		}
+		asserted := func(o string) bool {
+			return slices.ContainsFunc(c.Policies, func(p x509.OID) bool { return p.String() == o })
+		}
+		if i > 0 && anyAllowed && asserted(oidAnyPolicy) {
+			continue
+		}
+		for _, want := range required {
+			if !asserted(want) {
+				return refuse(ReasonMissingPolicy, "certificate %q in the chain of %q lacks the required policy %s", c.Subject, chain[0].Subject.CommonName, want)
+			}
+		}
+	}
+	return nil
+}
+
+// checkNameConstraints refuses what Go's verifier would skip: a name
+// constraint form it does not evaluate, on any certificate of the chain
+// (the pinned root was checked when pinned, and is checked again here),
+// and an rfc822Name constraint over a certificate below it that carries an
+// e-mail address in its subject, to which RFC 5280 applies the constraint
+// and Go does not.
+func checkNameConstraints(chain []*x509.Certificate) error {
+	for i, ca := range chain {
+		if err := trust.CheckNameConstraints(ca); err != nil {
+			return refuseErr(ReasonNameConstraints, err, "the chain of %q has a name constraint that cannot be checked", chain[0].Subject.CommonName)
+		}
+		if len(ca.PermittedEmailAddresses) == 0 && len(ca.ExcludedEmailAddresses) == 0 {
+			continue
+		}
+		for _, c := range chain[:i] {
+			if slices.ContainsFunc(c.Subject.Names, func(a pkix.AttributeTypeAndValue) bool { return a.Type.Equal(oidEmailAddress) }) {
+				return refuse(ReasonNameConstraints, "%q constrains e-mail addresses and %q has one in its subject name, which the verifier does not check", ca.Subject, c.Subject)
+			}
+		}
+	}
+	return nil
+}
+
+// extKeyUsages reads the EKU extension as dotted OIDs, and whether the
+// certificate has one; x509 turns known ones into constants and leaves
+// documentSigning among the unknown, which would need a table to merge.
+func extKeyUsages(c *x509.Certificate) (oids []string, present bool) {
 	for _, e := range c.Extensions {
 		if !e.Id.Equal(oidExtKeyUsage) {
 			continue
 		}
-		var oids []asn1.ObjectIdentifier
-		if rest, err := asn1.Unmarshal(e.Value, &oids); err != nil || len(rest) != 0 {
-			return nil
+		var list []asn1.ObjectIdentifier
+		if rest, err := asn1.Unmarshal(e.Value, &list); err != nil || len(rest) != 0 {
+			return nil, true // x509 parsed it; should it not, nothing is allowed
 		}
-		out := make([]string, len(oids))
-		for i, o := range oids {
+		out := make([]string, len(list))
+		for i, o := range list {
 			out[i] = o.String()
 		}
-		return out
+		return out, true
 	}
-	return nil
+	return nil, false
 }

@@ -40,7 +40,7 @@ func TestVerifyAccepts(t *testing.T) {
 			if !bytes.Equal(got.Content, content) || got.Digest != Digest(content) {
 				t.Error("content or digest differs from what was signed")
 			}
-			if got.Replay != (ReplayKey{Issuer: w.Court, Serial: w.Serial}) {
+			if got.Replay != (ReplayKey{Root: trust.RootKeyID(f.root.Cert), Court: w.Court, Serial: w.Serial}) {
 				t.Errorf("replay key %v", got.Replay)
 			}
 			if len(got.Signers) != len(signers) || got.Signers[0].Name != signers[0].Chain[0].Subject.CommonName {
@@ -52,7 +52,7 @@ func TestVerifyAccepts(t *testing.T) {
 
 func TestVerifyDoubleLock(t *testing.T) {
 	f := newFixture(t)
-	if err := f.store.SetPolicy(trust.Policy{Signers: 2}); err != nil {
+	if err := f.store.SetPolicy(trust.Policy{Signers: 2, EKUs: trust.DefaultEKUs()}); err != nil {
 		t.Fatal(err)
 	}
 	content := f.content(t, f.warrant())
@@ -132,14 +132,14 @@ func catalogue() map[string]refusal {
 		}},
 		"missing crl": {ReasonCRLMissing, func(t *testing.T, f *fixture, v *Verifier) []byte {
 			v.Trust = trust.New()
-			if _, err := v.Trust.AddRoot(trusttest.PEM(f.root.Cert)); err != nil {
+			if _, err := v.Trust.AddRoot(trusttest.PEM(f.root.Cert), testCourt); err != nil {
 				t.Fatal(err)
 			}
 			return f.sign(t, f.content(t, f.warrant()), f.signer())
 		}},
 		"crl signed by the wrong ca": {ReasonCRLMissing, func(t *testing.T, f *fixture, v *Verifier) []byte {
 			v.Trust = trust.New()
-			if _, err := v.Trust.AddRoot(trusttest.PEM(f.root.Cert)); err != nil {
+			if _, err := v.Trust.AddRoot(trusttest.PEM(f.root.Cert), testCourt); err != nil {
 				t.Fatal(err)
 			}
 			// An impostor CA with the root's name signs a CRL: refused at set-crl.
@@ -165,7 +165,7 @@ func catalogue() map[string]refusal {
 			return f.sign(t, f.content(t, f.warrant()), f.signer())
 		}},
 		"required policy oid missing": {ReasonMissingPolicy, func(t *testing.T, f *fixture, _ *Verifier) []byte {
-			if err := f.store.SetPolicy(trust.Policy{Signers: 1, PolicyOIDs: []string{"1.3.6.1.4.1.99999.1"}}); err != nil {
+			if err := f.store.SetPolicy(trust.Policy{Signers: 1, PolicyOIDs: []string{"1.3.6.1.4.1.99999.1"}, EKUs: trust.DefaultEKUs()}); err != nil {
 				t.Fatal(err)
 			}
 			return f.sign(t, f.content(t, f.warrant()), f.signer())
@@ -175,6 +175,29 @@ func catalogue() map[string]refusal {
 				t.Fatal(err)
 			}
 			return f.sign(t, f.content(t, f.warrant()), f.signer())
+		}},
+		"tls server certificate signs": {ReasonExtKeyUsage, judgeWith(func(c *x509.Certificate) {
+			c.ExtKeyUsage, c.UnknownExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, nil
+		})},
+		"intermediate allows only tls": {ReasonExtKeyUsage, func(t *testing.T, f *fixture, _ *Verifier) []byte {
+			return f.signedUnder(t, f.warrant(), func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth} }, nil)
+		}},
+		"required policy missing at an intermediate": {ReasonMissingPolicy, func(t *testing.T, f *fixture, _ *Verifier) []byte {
+			f.requirePolicy(t)
+			return f.signedUnder(t, f.warrant(), nil, withPolicy)
+		}},
+		"directoryName constraint on an intermediate": {ReasonNameConstraints, func(t *testing.T, f *fixture, _ *Verifier) []byte {
+			return f.signedUnder(t, f.warrant(), func(c *x509.Certificate) {
+				c.ExtraExtensions = append(c.ExtraExtensions, trusttest.DirectoryNameConstraint(t, false, c.Subject))
+			}, nil)
+		}},
+		"another court's name": {ReasonCourtMismatch, signed(func(w *Warrant) { w.Court = "Supreme Court of Elsewhere" })},
+		"signers of two courts": {ReasonCourtMismatch, func(t *testing.T, f *fixture, _ *Verifier) []byte {
+			if err := f.store.SetPolicy(trust.Policy{Signers: 2, EKUs: trust.DefaultEKUs()}); err != nil {
+				t.Fatal(err)
+			}
+			other := f.otherCourt(t, "Supreme Court of Elsewhere")
+			return f.sign(t, f.content(t, f.warrant()), f.signer(), other)
 		}},
 		"signed in the future": {ReasonSignedInFuture, tweaked(tweak{signingTime: testNow.Add(time.Hour)})},
 		"signed by a ca key": {ReasonSignerIsCA, func(t *testing.T, f *fixture, _ *Verifier) []byte {
@@ -191,13 +214,13 @@ func catalogue() map[string]refusal {
 
 		// The approval policy.
 		"same signer twice under a 2-signer policy": {ReasonDuplicateSigner, func(t *testing.T, f *fixture, _ *Verifier) []byte {
-			if err := f.store.SetPolicy(trust.Policy{Signers: 2}); err != nil {
+			if err := f.store.SetPolicy(trust.Policy{Signers: 2, EKUs: trust.DefaultEKUs()}); err != nil {
 				t.Fatal(err)
 			}
 			return buildSigned(t, f.content(t, f.warrant()), []Signer{f.signer(), f.signer()}, tweak{})
 		}},
 		"same judge with a second card": {ReasonDuplicateSigner, func(t *testing.T, f *fixture, _ *Verifier) []byte {
-			if err := f.store.SetPolicy(trust.Policy{Signers: 2}); err != nil {
+			if err := f.store.SetPolicy(trust.Policy{Signers: 2, EKUs: trust.DefaultEKUs()}); err != nil {
 				t.Fatal(err)
 			}
 			key := trusttest.ECKey(t, elliptic.P256())
@@ -205,7 +228,7 @@ func catalogue() map[string]refusal {
 			return f.sign(t, f.content(t, f.warrant()), f.signer(), Signer{Key: key, Chain: []*x509.Certificate{cert}})
 		}},
 		"one signer under a 2-signer policy": {ReasonTooFewSigners, func(t *testing.T, f *fixture, _ *Verifier) []byte {
-			if err := f.store.SetPolicy(trust.Policy{Signers: 2}); err != nil {
+			if err := f.store.SetPolicy(trust.Policy{Signers: 2, EKUs: trust.DefaultEKUs()}); err != nil {
 				t.Fatal(err)
 			}
 			return f.sign(t, f.content(t, f.warrant()), f.signer())
@@ -440,7 +463,7 @@ func toIndefinite(t *testing.T, der []byte) []byte {
 
 func TestCoSign(t *testing.T) {
 	f := newFixture(t)
-	if err := f.store.SetPolicy(trust.Policy{Signers: 2}); err != nil {
+	if err := f.store.SetPolicy(trust.Policy{Signers: 2, EKUs: trust.DefaultEKUs()}); err != nil {
 		t.Fatal(err)
 	}
 	one := f.sign(t, f.content(t, f.warrant()), f.signer())

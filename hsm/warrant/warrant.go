@@ -62,21 +62,6 @@ type EnvelopeRef struct {
 	Enc    []byte `json:"enc"`
 }
 
-// ReplayKey names a warrant for replay protection: the issuing court and the
-// court's serial number, as written in the signed document. The appliance
-// refuses a key it has seen before, so re-signing a warrant does not make it
-// usable twice.
-type ReplayKey struct {
-	Issuer string `json:"issuer"`
-	Serial string `json:"serial"`
-}
-
-// String is an unambiguous encoding of the key (JSON array of two strings).
-func (k ReplayKey) String() string {
-	b, _ := json.Marshal([2]string{k.Issuer, k.Serial})
-	return string(b)
-}
-
 // Parse reads a warrant document strictly and checks every field. A
 // maxValidity of 0 means DefaultMaxValidity. It does not check signatures
 // or whether the warrant is in force now.
@@ -295,9 +280,6 @@ func (w *Warrant) Window() (notBefore, notAfter time.Time) { return w.notBefore,
 
 // RecipientKey returns the parsed recipient public key.
 func (w *Warrant) RecipientKey() *recipient.PublicKey { return w.recipient }
-
-// ReplayKey returns the warrant's replay key.
-func (w *Warrant) ReplayKey() ReplayKey { return ReplayKey{Issuer: w.Court, Serial: w.Serial} }
 
 // Digest is the SHA-256 of the signed content bytes: what HPKE info strings
 // and ledger entries bind to.

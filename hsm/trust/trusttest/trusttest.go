@@ -12,10 +12,14 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"math/big"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
 // CA is a certificate authority with its key in memory.
@@ -53,16 +57,31 @@ func RSAKey(tb testing.TB, bits int) *rsa.PrivateKey {
 	return k
 }
 
-// NewRoot makes a self-signed root CA valid from now-1y to now+10y.
-func NewRoot(tb testing.TB, name string, now time.Time) *CA {
+// OIDDocumentSigning is id-kp-documentSigning (RFC 9336), the signing
+// purpose judges' certificates carry here.
+var OIDDocumentSigning = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 3, 36}
+
+// NewRoot makes a self-signed root CA valid from now-1y to now+10y; edit
+// may change the template.
+func NewRoot(tb testing.TB, name string, now time.Time, edit ...func(*x509.Certificate)) *CA {
 	tb.Helper()
 	key := ECKey(tb, elliptic.P256())
+	return &CA{Cert: NewRootWithKey(tb, name, now, key, edit...), Key: key}
+}
+
+// NewRootWithKey makes a self-signed root CA certificate for key, as a
+// court re-issues its root with the same key.
+func NewRootWithKey(tb testing.TB, name string, now time.Time, key crypto.Signer, edit ...func(*x509.Certificate)) *x509.Certificate {
+	tb.Helper()
 	tmpl := caTemplate(name, now)
+	for _, e := range edit {
+		e(tmpl)
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return &CA{Cert: parse(tb, der), Key: key}
+	return parse(tb, der)
 }
 
 func caTemplate(name string, now time.Time) *x509.Certificate {
@@ -77,11 +96,16 @@ func caTemplate(name string, now time.Time) *x509.Certificate {
 	}
 }
 
-// Intermediate makes a CA certificate issued by ca.
-func (ca *CA) Intermediate(tb testing.TB, name string, now time.Time) *CA {
+// Intermediate makes a CA certificate issued by ca; edit may change the
+// template.
+func (ca *CA) Intermediate(tb testing.TB, name string, now time.Time, edit ...func(*x509.Certificate)) *CA {
 	tb.Helper()
 	key := ECKey(tb, elliptic.P256())
-	der, err := x509.CreateCertificate(rand.Reader, caTemplate(name, now), ca.Cert, key.Public(), ca.Key)
+	tmpl := caTemplate(name, now)
+	for _, e := range edit {
+		e(tmpl)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -89,7 +113,8 @@ func (ca *CA) Intermediate(tb testing.TB, name string, now time.Time) *CA {
 }
 
 // Judge issues a signing certificate for pub, valid from now-30d to
-// now+1y with digitalSignature usage; edit may change the template.
+// now+1y with digitalSignature usage and the documentSigning extended key
+// usage; edit may change the template.
 func (ca *CA) Judge(tb testing.TB, name string, pub crypto.PublicKey, now time.Time, edit ...func(*x509.Certificate)) *x509.Certificate {
 	tb.Helper()
 	spki, err := x509.MarshalPKIXPublicKey(pub)
@@ -98,13 +123,13 @@ func (ca *CA) Judge(tb testing.TB, name string, pub crypto.PublicKey, now time.T
 	}
 	ski := sha256.Sum256(spki) // RFC 7093, method 1
 	tmpl := &x509.Certificate{
-		SerialNumber: nextSerial(),
-		Subject:      pkix.Name{CommonName: name, Organization: []string{"Test Courts"}},
-		SubjectKeyId: ski[:20],
-		NotBefore:    now.Add(-30 * 24 * time.Hour),
-		NotAfter:     now.Add(365 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection},
+		SerialNumber:       nextSerial(),
+		Subject:            pkix.Name{CommonName: name, Organization: []string{"Test Courts"}},
+		SubjectKeyId:       ski[:20],
+		NotBefore:          now.Add(-30 * 24 * time.Hour),
+		NotAfter:           now.Add(365 * 24 * time.Hour),
+		KeyUsage:           x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment,
+		UnknownExtKeyUsage: []asn1.ObjectIdentifier{OIDDocumentSigning},
 	}
 	for _, e := range edit {
 		e(tmpl)
@@ -142,6 +167,28 @@ func (ca *CA) CRLWith(tb testing.TB, thisUpdate, nextUpdate time.Time, exts []pk
 	return der
 }
 
+// DirectoryNameConstraint is a name constraints extension whose one
+// permitted subtree is a directoryName: a form crypto/x509 does not
+// evaluate.
+func DirectoryNameConstraint(tb testing.TB, critical bool, name pkix.Name) pkix.Extension {
+	tb.Helper()
+	dn, err := asn1.Marshal(name.ToRDNSequence())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var b cryptobyte.Builder
+	b.AddASN1(cbasn1.SEQUENCE, func(nc *cryptobyte.Builder) {
+		nc.AddASN1(cbasn1.Tag(0).ContextSpecific().Constructed(), func(subtrees *cryptobyte.Builder) {
+			subtrees.AddASN1(cbasn1.SEQUENCE, func(subtree *cryptobyte.Builder) {
+				subtree.AddASN1(cbasn1.Tag(4).ContextSpecific().Constructed(), func(base *cryptobyte.Builder) {
+					base.AddBytes(dn)
+				})
+			})
+		})
+	})
+	return pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 30}, Critical: critical, Value: b.BytesOrPanic()}
+}
+
 // PEM encodes a certificate.
 func PEM(c *x509.Certificate) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
@@ -166,11 +213,12 @@ func parse(tb testing.TB, der []byte) *x509.Certificate {
 func SelfSigned(tb testing.TB, name string, key crypto.Signer, now time.Time) *x509.Certificate {
 	tb.Helper()
 	tmpl := &x509.Certificate{
-		SerialNumber: nextSerial(),
-		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
+		SerialNumber:       nextSerial(),
+		Subject:            pkix.Name{CommonName: name},
+		NotBefore:          now.Add(-time.Hour),
+		NotAfter:           now.Add(time.Hour),
+		KeyUsage:           x509.KeyUsageDigitalSignature,
+		UnknownExtKeyUsage: []asn1.ObjectIdentifier{OIDDocumentSigning},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
