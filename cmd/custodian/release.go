@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -111,13 +110,13 @@ func (c *apiClient) do(ctx context.Context, method, path string, body []byte, ou
 		return withHint(err, "check --server and that custodian serve runs there")
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	data, err := io.ReadAll(io.LimitReader(resp.Body, release.MaxResponse+1))
 	if err != nil {
 		return err
 	}
 	if resp.StatusCode >= 300 {
 		var eb release.ErrorBody
-		if json.Unmarshal(data, &eb) != nil || eb.Error.Code == "" {
+		if release.DecodeResponse(data, &eb) != nil || eb.Error.Code == "" {
 			return fmt.Errorf("the custodian answered %s", resp.Status)
 		}
 		return &apiError{code: eb.Error.Code, message: eb.Error.Message, index: eb.Error.LedgerIndex}
@@ -126,7 +125,7 @@ func (c *apiClient) do(ctx context.Context, method, path string, body []byte, ou
 		*raw = data
 		return nil
 	}
-	return json.Unmarshal(data, out)
+	return release.DecodeResponse(data, out)
 }
 
 func (g *globals) release(ctx context.Context, c *apiClient, p7s []byte, out string) error {

@@ -93,7 +93,7 @@ func Parse(data []byte, maxValidity time.Duration) (*Warrant, error) {
 
 // jsonRefusal gives each strict-decoding failure its own reason.
 func jsonRefusal(err error) error {
-	var typeErr *json.UnmarshalTypeError
+	var fieldErr *strictjson.FieldError
 	var b64Err base64.CorruptInputError
 	switch {
 	case errors.Is(err, strictjson.ErrTooLarge):
@@ -104,11 +104,11 @@ func jsonRefusal(err error) error {
 		return refuseErr(ReasonDuplicateKey, err, "warrant repeats a key")
 	case errors.Is(err, strictjson.ErrTrailingData):
 		return refuseErr(ReasonTrailingData, err, "warrant has data after the JSON object")
-	case errors.As(err, &typeErr) && typeErr.Field != "":
-		return refuseErr(ReasonBadField, err, "warrant field %q has the wrong type", typeErr.Field)
 	case errors.As(err, &b64Err):
 		// enc is the only byte string of a warrant.
 		return refuseErr(ReasonBadEnvelope, err, "warrant envelope enc is not base64")
+	case errors.As(err, &fieldErr) && fieldErr.Field != "":
+		return refuseErr(ReasonBadField, err, "warrant field %q has the wrong type", fieldErr.Field)
 	}
 	return refuseErr(ReasonMalformedJSON, err, "warrant is not a JSON object")
 }
