@@ -223,6 +223,7 @@ func releaseHint(err error) error {
 		release.Code(warrant.ReasonExpired):        "the warrant has expired; ask the court for a new one",
 		release.Code(warrant.ReasonNotYetValid):    "the warrant is not in force yet",
 		release.Code(warrant.ReasonUntrustedChain): "the signer does not chain to a court root this custodian trusts",
+		release.Code(warrant.ReasonBadText):        "a field holds a character the display cannot show as it is; the court must write it in plain text and sign again",
 	}
 	if h, ok := hints[e.code]; ok {
 		return withHint(err, h)

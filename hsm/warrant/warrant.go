@@ -9,10 +9,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
-	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/custodian-project/custodian/hsm/ids"
 	"github.com/custodian-project/custodian/hsm/internal/strictjson"
@@ -229,10 +226,8 @@ func (w *Warrant) checkWindow(maxValidity time.Duration) error {
 	return nil
 }
 
-// checkText refuses empty fields and characters that could make the
-// summary on the device display something other than what was signed:
-// control characters (terminal escapes, line breaks) and invisible format
-// characters (bidirectional overrides, zero-width joiners).
+// checkText refuses empty and oversized fields and any field the display
+// could show as something other than what was signed (text.go).
 func checkText(name, v string) error {
 	if v == "" {
 		return refuse(ReasonMissingField, "warrant lacks %q or it is empty", name)
@@ -240,19 +235,8 @@ func checkText(name, v string) error {
 	if len(v) > maxText {
 		return refuse(ReasonBadField, "warrant field %q is longer than %d bytes", name, maxText)
 	}
-	if !utf8.ValidString(v) {
-		return refuse(ReasonBadField, "warrant field %q is not valid UTF-8", name)
-	}
-	for _, r := range v {
-		if r >= 0x20 && r < 0x7f {
-			continue // printable ASCII, the common case
-		}
-		if r == utf8.RuneError || unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
-			return refuse(ReasonBadField, "warrant field %q contains control or invisible character %U", name, r)
-		}
-	}
-	if strings.TrimSpace(v) != v {
-		return refuse(ReasonBadField, "warrant field %q has leading or trailing white space", name)
+	if err := checkDisplayText(name, v); err != nil {
+		return refuseErr(ReasonBadText, err, "the display would not show the warrant as signed")
 	}
 	return nil
 }
