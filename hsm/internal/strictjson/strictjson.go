@@ -17,8 +17,9 @@
 // escaped and the plain spelling in one object are a duplicate.
 //
 // Decoding is github.com/go-json-experiment/json, the module form of Go's
-// encoding/json/v2, with case-sensitive names, unknown members rejected and
-// duplicate names rejected. A field type with its own UnmarshalJSON gets
+// encoding/json/v2 (which Go 1.26 has only behind GOEXPERIMENT), with
+// case-sensitive names, unknown members rejected and duplicate names
+// rejected; the options below move unchanged to encoding/json/v2. A field type with its own UnmarshalJSON gets
 // bytes that already passed the duplicate, UTF-8 and depth checks; it must
 // match any object keys of its own exactly too.
 package strictjson
@@ -142,7 +143,7 @@ func semanticRefusal(err error) error {
 func wrongType(serr *json.SemanticError) string {
 	kinds := map[jsontext.Kind]string{'n': "null", 'f': "a boolean", 't': "a boolean", '"': "a string", '0': "a number", '{': "an object", '[': "an array"}
 	if k, ok := kinds[serr.JSONKind]; ok {
-		return "wrong type: " + k + " is not allowed here"
+		return k + " is not allowed here"
 	}
-	return "wrong type"
+	return "the value does not fit the field"
 }
