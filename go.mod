@@ -7,6 +7,7 @@ require (
 	github.com/cloudflare/circl v1.6.3
 	github.com/diskfs/go-diskfs v1.9.4
 	github.com/github/smimesign v0.2.0
+	github.com/go-json-experiment/json v1.27.2
 	github.com/google/go-eventlog v0.0.3-0.20260617163629-883cc5652c69
 	github.com/google/go-tpm v0.9.8
 	github.com/google/go-tpm-tools v0.4.10
@@ -20,6 +21,7 @@ require (
 	golang.org/x/mod v0.43.0
 	golang.org/x/sys v0.50.0
 	golang.org/x/term v0.48.0
+	golang.org/x/text v0.44.0
 	periph.io/x/conn/v3 v3.7.3
 	periph.io/x/host/v3 v3.8.5
 )

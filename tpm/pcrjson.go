@@ -3,9 +3,11 @@ package tpm
 import (
 	"bytes"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"strconv"
+
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // MarshalJSON writes PCR values as an object from decimal index to
@@ -27,8 +29,10 @@ func (v PCRValues) MarshalJSON() ([]byte, error) {
 // decimal indices 0..23 and 64 lowercase hex digits per value. It does not
 // judge the values; [PCRValues.Check] does that for sealing policies.
 func (v *PCRValues) UnmarshalJSON(data []byte) error {
+	// Decoded with the rules of hsm's strict formats: a repeated index
+	// is refused, not overwritten.
 	var raw map[string]string
-	if err := json.Unmarshal(data, &raw); err != nil {
+	if err := jsonv2.Unmarshal(data, &raw, jsontext.AllowDuplicateNames(false), jsontext.AllowInvalidUTF8(false)); err != nil {
 		return fmt.Errorf("PCR values: %w", err)
 	}
 	out := make(PCRValues, len(raw))

@@ -119,11 +119,16 @@ func (r *remoteLedger) verify(ctx context.Context, g *globals, oldPath string) e
 			return fmt.Errorf("the ledger shrank: the old checkpoint has %d entries, the server's %d", old.Size, now.Size)
 		}
 		var resp struct {
+			Old   uint64         `json:"old"`
+			Size  uint64         `json:"size"`
 			Proof tlog.TreeProof `json:"proof"`
 		}
 		c, _, _ := r.client()
 		if err := c.do(ctx, http.MethodGet, fmt.Sprintf("/v1/consistency?old=%d&size=%d", old.Size, now.Size), nil, &resp); err != nil {
 			return err
+		}
+		if resp.Old != old.Size || resp.Size != now.Size {
+			return fmt.Errorf("the server answered a proof from %d to %d entries for %d to %d", resp.Old, resp.Size, old.Size, now.Size)
 		}
 		if err := ledger.VerifyConsistency(old, now, resp.Proof); err != nil {
 			return fmt.Errorf("the ledger is not an extension of the old checkpoint: %w", err)

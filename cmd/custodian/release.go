@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -90,13 +89,13 @@ func (c *apiClient) do(ctx context.Context, method, path string, body []byte, ou
 		return transportHint(err)
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	data, err := io.ReadAll(io.LimitReader(resp.Body, release.MaxResponse+1))
 	if err != nil {
 		return err
 	}
 	if resp.StatusCode >= 300 {
 		var eb release.ErrorBody
-		if json.Unmarshal(data, &eb) != nil || eb.Error.Code == "" {
+		if release.DecodeResponse(data, &eb) != nil || eb.Error.Code == "" {
 			return fmt.Errorf("the custodian answered %s", resp.Status)
 		}
 		return &apiError{code: eb.Error.Code, message: eb.Error.Message, index: eb.Error.LedgerIndex}
@@ -105,7 +104,7 @@ func (c *apiClient) do(ctx context.Context, method, path string, body []byte, ou
 		*raw = data
 		return nil
 	}
-	return json.Unmarshal(data, out)
+	return release.DecodeResponse(data, out)
 }
 
 // submit posts the warrant, and again while the custodian answers that it
@@ -225,6 +224,7 @@ func releaseHint(err error) error {
 		release.Code(warrant.ReasonExpired):        "the warrant has expired; ask the court for a new one",
 		release.Code(warrant.ReasonNotYetValid):    "the warrant is not in force yet",
 		release.Code(warrant.ReasonUntrustedChain): "the signer does not chain to a court root this custodian trusts",
+		release.Code(warrant.ReasonBadText):        "a field holds a character the display cannot show as it is; the court must write it in plain text and sign again",
 	}
 	if h, ok := hints[e.code]; ok {
 		return withHint(err, h)

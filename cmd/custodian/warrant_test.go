@@ -267,3 +267,26 @@ func TestSignerRefusalsHaveHints(t *testing.T) {
 		}
 	}
 }
+
+// TestInvariantWarrantNewRefusesInvisibleText: the judge's own tool names
+// the field and the character before anything is signed.
+func TestInvariantWarrantNewRefusesInvisibleText(t *testing.T) {
+	dir := t.TempDir()
+	p := func(name string) string { return filepath.Join(dir, name) }
+	cli(t, true, "agency", "keygen", "--out", p("agency.key"), "--pub", p("agency.pub"))
+	now := time.Now().UTC()
+	args := func(court string) []string {
+		return []string{"warrant", "new", "--serial", "W-9", "--docket", "CR-3/2026", "--court", court,
+			"--agency", "Test Police", "--official", "Inspector Morse", "--offence", "fraud",
+			"--target", "alice@example.org", "--key-id", "2026-11", "--custodian", "cust-1", "--recipient", p("agency.pub"),
+			"--not-before", now.Format(time.RFC3339), "--not-after", now.Add(time.Hour).Format(time.RFC3339), "--out", p("w.json")}
+	}
+	_, stderr := cli(t, false, args("District\u3164Court")...)
+	if !strings.Contains(stderr, "court: U+3164 HANGUL FILLER is not allowed (invisible)") {
+		t.Errorf("stderr: %s", stderr)
+	}
+	if _, err := os.Stat(p("w.json")); err == nil {
+		t.Error("wrote the refused warrant")
+	}
+	cli(t, true, args("Landgericht Düsseldorf")...)
+}

@@ -13,6 +13,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/go-eventlog/cel"
+
+	"github.com/custodian-project/custodian/hsm/internal/strictjson"
 )
 
 // Kind says what an event measured.
@@ -55,7 +57,7 @@ func (k Kind) MarshalJSON() ([]byte, error) {
 // UnmarshalJSON accepts only the names of known kinds.
 func (k *Kind) UnmarshalJSON(data []byte) error {
 	var s string
-	if err := json.Unmarshal(data, &s); err != nil {
+	if err := strictjson.Decode(data, &s, len(data)); err != nil {
 		return err
 	}
 	for kind, name := range kindNames {
@@ -180,7 +182,7 @@ func (d Digest) MarshalJSON() ([]byte, error) { return json.Marshal(hex.EncodeTo
 // UnmarshalJSON accepts exactly 64 lowercase hex digits.
 func (d *Digest) UnmarshalJSON(data []byte) error {
 	var s string
-	if err := json.Unmarshal(data, &s); err != nil {
+	if err := strictjson.Decode(data, &s, len(data)); err != nil {
 		return err
 	}
 	b, err := hex.DecodeString(s)

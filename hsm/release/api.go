@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/custodian-project/custodian/hsm/internal/strictjson"
 )
 
 // MaxBody caps every request body.
@@ -319,9 +321,11 @@ func (a *API) attest(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Nonce string `json:"nonce"`
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<10))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAttestBody))
+	if err == nil {
+		err = strictjson.Decode(body, &req, maxAttestBody)
+	}
+	if err != nil {
 		writeError(w, refusal(CodeBadRequest, "expected {\"nonce\":\"hex\"}: %v", err))
 		return
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/custodian-project/custodian/hsm/durable"
 	"github.com/custodian-project/custodian/hsm/escrow"
 	"github.com/custodian-project/custodian/hsm/ids"
+	"github.com/custodian-project/custodian/hsm/internal/strictjson"
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/tpm"
 )
@@ -68,7 +69,7 @@ func (d *Daemon) readRecord(id string) (*record, error) {
 		return nil, err
 	}
 	var rec record
-	if err := json.Unmarshal(data, &rec); err != nil {
+	if err := strictjson.Decode(data, &rec, maxRecord); err != nil {
 		return nil, err
 	}
 	if rec.ID != id {

@@ -20,6 +20,7 @@ const (
 	ReasonMissingField   Reason = "missing_field"
 	ReasonBadVersion     Reason = "bad_version"
 	ReasonBadField       Reason = "bad_field"
+	ReasonBadText        Reason = "bad_text" // a character the display cannot show as signed
 	ReasonBadTime        Reason = "bad_time"
 	ReasonBadWindow      Reason = "bad_window"
 	ReasonWindowTooLong  Reason = "window_too_long"
@@ -92,6 +93,7 @@ func Reasons() []Reason {
 		ReasonMissingField,
 		ReasonBadVersion,
 		ReasonBadField,
+		ReasonBadText,
 		ReasonBadTime,
 		ReasonBadWindow,
 		ReasonWindowTooLong,

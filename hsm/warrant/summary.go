@@ -28,8 +28,9 @@ func Inspect(p7s []byte) (*Warrant, []Identity, error) {
 // the button: every field that decides what is released, to whom, and who
 // signed. A warrant naming envelopes gets an "Envelopes" line with their
 // number per target; one without (a release of whole shares) does not.
-// Fields were checked by Parse to hold no control or invisible characters,
-// so the text shows what was signed.
+// Warrant fields passed the display rules in Parse (text.go), so they are
+// shown as signed; names from certificates are shown escaped when they
+// break those rules (displayName).
 func Summary(w *Warrant, signers []Identity) string {
 	var b strings.Builder
 	line := func(label, value string) { fmt.Fprintf(&b, "%-11s %s\n", label+":", value) }
@@ -50,7 +51,7 @@ func Summary(w *Warrant, signers []Identity) string {
 	line("Custodians", strings.Join(w.Custodians, ", "))
 	line("Recipient", w.RecipientKey().KEM()+" key "+shortKey(w.Recipient))
 	for _, s := range signers {
-		line("Signed by", fmt.Sprintf("%s (%s) at %s", s.Name, s.Issuer, s.SigningTime.UTC().Format("2006-01-02 15:04:05Z")))
+		line("Signed by", fmt.Sprintf("%s (%s) at %s", displayName(s.Name), displayName(s.Issuer), s.SigningTime.UTC().Format("2006-01-02 15:04:05Z")))
 	}
 	return b.String()
 }

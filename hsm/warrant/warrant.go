@@ -9,10 +9,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
-	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/custodian-project/custodian/hsm/ids"
 	"github.com/custodian-project/custodian/hsm/internal/strictjson"
@@ -78,7 +75,7 @@ func Parse(data []byte, maxValidity time.Duration) (*Warrant, error) {
 
 // jsonRefusal gives each strict-decoding failure its own reason.
 func jsonRefusal(err error) error {
-	var typeErr *json.UnmarshalTypeError
+	var fieldErr *strictjson.FieldError
 	var b64Err base64.CorruptInputError
 	switch {
 	case errors.Is(err, strictjson.ErrTooLarge):
@@ -89,11 +86,11 @@ func jsonRefusal(err error) error {
 		return refuseErr(ReasonDuplicateKey, err, "warrant repeats a key")
 	case errors.Is(err, strictjson.ErrTrailingData):
 		return refuseErr(ReasonTrailingData, err, "warrant has data after the JSON object")
-	case errors.As(err, &typeErr) && typeErr.Field != "":
-		return refuseErr(ReasonBadField, err, "warrant field %q has the wrong type", typeErr.Field)
 	case errors.As(err, &b64Err):
 		// enc is the only byte string of a warrant.
 		return refuseErr(ReasonBadEnvelope, err, "warrant envelope enc is not base64")
+	case errors.As(err, &fieldErr) && fieldErr.Field != "":
+		return refuseErr(ReasonBadField, err, "warrant field %q has the wrong type", fieldErr.Field)
 	}
 	return refuseErr(ReasonMalformedJSON, err, "warrant is not a JSON object")
 }
@@ -214,10 +211,8 @@ func (w *Warrant) checkWindow(maxValidity time.Duration) error {
 	return nil
 }
 
-// checkText refuses empty fields and characters that could make the
-// summary on the device display something other than what was signed:
-// control characters (terminal escapes, line breaks) and invisible format
-// characters (bidirectional overrides, zero-width joiners).
+// checkText refuses empty and oversized fields and any field the display
+// could show as something other than what was signed (text.go).
 func checkText(name, v string) error {
 	if v == "" {
 		return refuse(ReasonMissingField, "warrant lacks %q or it is empty", name)
@@ -225,19 +220,8 @@ func checkText(name, v string) error {
 	if len(v) > maxText {
 		return refuse(ReasonBadField, "warrant field %q is longer than %d bytes", name, maxText)
 	}
-	if !utf8.ValidString(v) {
-		return refuse(ReasonBadField, "warrant field %q is not valid UTF-8", name)
-	}
-	for _, r := range v {
-		if r >= 0x20 && r < 0x7f {
-			continue // printable ASCII, the common case
-		}
-		if r == utf8.RuneError || unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
-			return refuse(ReasonBadField, "warrant field %q contains control or invisible character %U", name, r)
-		}
-	}
-	if strings.TrimSpace(v) != v {
-		return refuse(ReasonBadField, "warrant field %q has leading or trailing white space", name)
+	if err := checkDisplayText(name, v); err != nil {
+		return refuseErr(ReasonBadText, err, "the display would not show the warrant as signed")
 	}
 	return nil
 }

@@ -1,18 +1,38 @@
 // Package strictjson decodes JSON documents that an attacker may have
-// written. It accepts one canonical shape and refuses everything else:
-// documents over a size cap, unknown fields, duplicate keys at any depth,
-// and trailing data after the top-level value. encoding/json alone accepts
-// duplicate keys (last wins), which would let two parsers of the same
-// signed document disagree about what it says.
+// written. It accepts one meaning per document and refuses everything
+// else: documents over a size cap, invalid UTF-8, nesting deeper than 64
+// levels, duplicate keys at any depth, trailing data after the top-level
+// value, and any object key that is not exactly a field name of the target
+// type.
+//
+// Exact means byte for byte after JSON unescaping. encoding/json matches
+// keys without regard to letter case and with Unicode simple folding
+// ("Recipient", "RECIPIENT", "recipient" with U+017F for the "s"), so a
+// document with "recipient" and "Recipient" means the second to Go while
+// jq or Python show the first; here the second is an unknown field.
+//
+// Escaped keys are allowed: "recip\u0069ent" unescapes to "recipient" in
+// every JSON parser, so it names the recipient field and nothing else. The
+// duplicate check and the field match both see the unescaped key, so the
+// escaped and the plain spelling in one object are a duplicate.
+//
+// Decoding is github.com/go-json-experiment/json, the module form of Go's
+// encoding/json/v2 (which Go 1.26 has only behind GOEXPERIMENT), with
+// case-sensitive names, unknown members rejected and duplicate names
+// rejected; the options below move unchanged to encoding/json/v2. A field type with its own UnmarshalJSON gets
+// bytes that already passed the duplicate, UTF-8 and depth checks; it must
+// match any object keys of its own exactly too.
 package strictjson
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // The refusals a caller may want to tell apart. Every other refusal is a
@@ -22,99 +42,108 @@ var (
 	ErrTooLarge = errors.New("document too large")
 	// ErrDuplicateKey is returned for a key that appears twice in one object.
 	ErrDuplicateKey = errors.New("malformed JSON: duplicate key")
-	// ErrUnknownField is returned for an object field the target type lacks.
+	// ErrUnknownField is returned for an object key that is not exactly a
+	// field name of the target type.
 	ErrUnknownField = errors.New("malformed JSON: unknown field")
 	// ErrTrailingData is returned for anything after the top-level value.
 	ErrTrailingData = errors.New("malformed JSON: trailing data after the document")
 )
 
+// A FieldError is a value its field cannot hold: a wrong JSON type, or a
+// value the field's own decoder refused.
+type FieldError struct {
+	// Field is the value's JSON Pointer (RFC 6901) without the leading
+	// slash, e.g. "version" or "envelopes/0/enc".
+	Field string
+	Err   error
+}
+
+func (e *FieldError) Error() string {
+	return fmt.Sprintf("malformed JSON: field %q: %v", e.Field, e.Err)
+}
+
+func (e *FieldError) Unwrap() error { return e.Err }
+
+// maxDepth bounds nesting: no format needs more, and a hostile document
+// should not make the decoder work through thousands of levels.
+const maxDepth = 64
+
+// options are the decoder's rules; the defaults are restated so that the
+// contract does not hang on a library default.
+var options = json.JoinOptions(
+	json.RejectUnknownMembers(true),
+	json.MatchCaseInsensitiveNames(false),
+	jsontext.AllowDuplicateNames(false),
+	jsontext.AllowInvalidUTF8(false),
+)
+
 // Decode parses data into v, which must be a pointer. It refuses data longer
-// than maxSize bytes, unknown object fields, duplicate keys and anything
-// after the top-level value other than white space.
+// than maxSize bytes and everything the package documentation lists.
 func Decode(data []byte, v any, maxSize int) error {
 	if len(data) > maxSize {
 		return fmt.Errorf("%w: %d bytes, at most %d allowed", ErrTooLarge, len(data), maxSize)
 	}
-	if err := checkNoDuplicateKeys(data); err != nil {
+	if err := checkSyntax(data); err != nil {
 		return err
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		// encoding/json reports an unknown field only through its message.
-		if msg, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-			return fmt.Errorf("%w %s", ErrUnknownField, msg)
-		}
-		return fmt.Errorf("malformed JSON: %w", err)
+	if err := json.Unmarshal(data, v, options); err != nil {
+		return semanticRefusal(err)
 	}
-	if _, err := dec.Token(); err != io.EOF {
+	return nil
+}
+
+// checkSyntax reads data token by token: one JSON value, valid UTF-8, no
+// duplicate keys, at most maxDepth levels, then only white space.
+func checkSyntax(data []byte) error {
+	dec := jsontext.NewDecoder(bytes.NewReader(data), options)
+	for {
+		if _, err := dec.ReadToken(); err != nil {
+			return syntaxRefusal(err)
+		}
+		if dec.StackDepth() > maxDepth {
+			return fmt.Errorf("malformed JSON: nested deeper than %d levels", maxDepth)
+		}
+		if dec.StackDepth() == 0 {
+			break
+		}
+	}
+	if _, err := dec.ReadToken(); err != io.EOF {
 		return ErrTrailingData
 	}
 	return nil
 }
 
-// checkNoDuplicateKeys walks every object in data and refuses a key that
-// appears twice in the same object.
-func checkNoDuplicateKeys(data []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	if err := walkValue(dec, 0); err != nil {
-		return err
+func syntaxRefusal(err error) error {
+	var serr *jsontext.SyntacticError
+	if errors.Is(err, jsontext.ErrDuplicateName) && errors.As(err, &serr) {
+		return fmt.Errorf("%w %q", ErrDuplicateKey, serr.JSONPointer.LastToken())
 	}
-	return nil
+	if err == io.EOF {
+		return errors.New("malformed JSON: the document is empty")
+	}
+	return fmt.Errorf("malformed JSON: %w", err)
 }
 
-// maxDepth bounds nesting so a hostile document cannot exhaust the stack.
-const maxDepth = 64
-
-func walkValue(dec *json.Decoder, depth int) error {
-	if depth > maxDepth {
-		return fmt.Errorf("malformed JSON: nested deeper than %d levels", maxDepth)
-	}
-	tok, err := dec.Token()
-	if err != nil {
+func semanticRefusal(err error) error {
+	var serr *json.SemanticError
+	if !errors.As(err, &serr) {
 		return fmt.Errorf("malformed JSON: %w", err)
 	}
-	switch tok {
-	case json.Delim('{'):
-		return walkObject(dec, depth)
-	case json.Delim('['):
-		for dec.More() {
-			if err := walkValue(dec, depth+1); err != nil {
-				return err
-			}
-		}
-		return closeToken(dec)
+	if errors.Is(err, json.ErrUnknownName) {
+		return fmt.Errorf("%w %q: field names must match exactly, letter case included", ErrUnknownField, serr.JSONPointer.LastToken())
 	}
-	return nil
+	field := strings.TrimPrefix(string(serr.JSONPointer), "/")
+	if serr.Err != nil {
+		return &FieldError{Field: field, Err: serr.Err}
+	}
+	return &FieldError{Field: field, Err: errors.New(wrongType(serr))}
 }
 
-func walkObject(dec *json.Decoder, depth int) error {
-	seen := make(map[string]bool)
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return fmt.Errorf("malformed JSON: %w", err)
-		}
-		key, ok := tok.(string)
-		if !ok {
-			return errors.New("malformed JSON: object key is not a string")
-		}
-		if seen[key] {
-			return fmt.Errorf("%w %q", ErrDuplicateKey, key)
-		}
-		seen[key] = true
-		if err := walkValue(dec, depth+1); err != nil {
-			return err
-		}
+// wrongType describes a type mismatch without the library's Go type names.
+func wrongType(serr *json.SemanticError) string {
+	kinds := map[jsontext.Kind]string{'n': "null", 'f': "a boolean", 't': "a boolean", '"': "a string", '0': "a number", '{': "an object", '[': "an array"}
+	if k, ok := kinds[serr.JSONKind]; ok {
+		return k + " is not allowed here"
 	}
-	return closeToken(dec)
-}
-
-// closeToken consumes the ']' or '}' that ends the current value.
-func closeToken(dec *json.Decoder) error {
-	if _, err := dec.Token(); err != nil {
-		return fmt.Errorf("malformed JSON: %w", err)
-	}
-	return nil
+	return "the value does not fit the field"
 }
