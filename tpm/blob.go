@@ -31,7 +31,7 @@ type Blob struct {
 //	duplicate  uint16 length + TPM2B_PRIVATE contents
 //	seed       uint16 length + TPM2B_ENCRYPTED_SECRET contents
 const (
-	blobMagic   = "CUSTSEAL"
+	blobMagic = "CUSTSEAL"
 	// blobVersion 2 added the security version; version 1 blobs, whose
 	// policies have no floor term, are refused.
 	blobVersion = 2
