@@ -254,7 +254,7 @@ func TestUpdateKeysAndApprovalsAreStrict(t *testing.T) {
 	}
 
 	newPCRs := tpm.PCRValues{8: bytes.Repeat([]byte{2}, 32)}
-	policy, _ := bootpolicy.FromMeasurement("court-a", newPCRs)
+	policy, _ := bootpolicy.FromMeasurement("court-a", newPCRs, 1)
 	update, err := escrow.SignUpdate(private, policy)
 	if err != nil {
 		t.Fatal(err)
