@@ -28,11 +28,13 @@ const (
 	KindReseal    Kind = "reseal"    // shares were resealed to a new image
 	KindResolve   Kind = "resolve"   // an operator resolved a rollback
 	KindFailure   Kind = "failure"   // an operation failed after its entry
+	KindFloor     Kind = "floor"     // the TPM's security version floor was raised
 )
 
 var kinds = map[Kind]bool{
 	KindInit: true, KindRelease: true, KindRefusal: true, KindProvision: true,
 	KindTrust: true, KindReseal: true, KindResolve: true, KindFailure: true,
+	KindFloor: true,
 }
 
 // Entry is one record of the ledger. It is public: it holds commitments
