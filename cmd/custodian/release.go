@@ -212,6 +212,7 @@ func releaseHint(err error) error {
 		release.CodeClockBehind:                    "the appliance's clock is behind its ledger; its operator must set the clock",
 		release.CodePCRMismatch:                    "the appliance did not boot the approved image; its operator must restore it",
 		release.CodeImageNotApproved:               "the appliance did not boot the approved image; its operator must restore it",
+		release.CodeDowngrade:                      "the appliance booted an image older than its security version floor; its operator must boot the current approved image",
 		release.CodeRateLimited:                    "wait a moment and try again",
 		release.CodeBeforeFloor:                    "ask the court to sign the warrant again",
 		release.CodeNoEnvelopes:                    "a scoped key ID releases only named envelopes; the court lists them (custodian warrant new --envelope)",

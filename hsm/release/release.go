@@ -270,6 +270,9 @@ func (d *Daemon) check(p7s []byte) (*warrant.Verified, *Refusal) {
 	if err := a.Ledger.CheckClock(now); err != nil {
 		return nil, d.refuse(p7s, CodeClockBehind, fmt.Errorf("%w; set the clock (the RTC) and try again", err))
 	}
+	if errors.Is(a.SignerErr, tpm.ErrDowngrade) {
+		return nil, d.refuse(p7s, CodeDowngrade, fmt.Errorf("the ledger key does not open: %w", a.SignerErr))
+	}
 	if a.SignerErr != nil {
 		return nil, d.refuse(p7s, CodeImageNotApproved, fmt.Errorf("the ledger key does not unseal: this is not the approved image (%v)", a.SignerErr))
 	}
@@ -330,6 +333,9 @@ func (d *Daemon) checkBundles(p7s []byte, w *warrant.Warrant) *Refusal {
 		}
 		if !now.Equal(b.Escrow.PCRs) {
 			return d.refuse(p7s, CodePCRMismatch, fmt.Errorf("%w (key ID %s): the device did not boot the approved image", tpm.ErrPCRMismatch, k))
+		}
+		if err := belowFloor(d, b); err != nil {
+			return d.refuse(p7s, CodeDowngrade, fmt.Errorf("key ID %s: %w", k, err))
 		}
 	}
 	return nil
