@@ -202,3 +202,17 @@ func floorRig(t testing.TB, d *device, c *court, conn *release.SerialTPM, a *app
 	r.start(t)
 	return r
 }
+
+// TestDowngradeRefusedBeforeTheSummary: when the floor rose above the
+// share's image while the daemon runs, the warrant is refused before the
+// officer is asked to press, with the downgrade code and its own ledger
+// entry, and no release entry is written.
+func TestDowngradeRefusedBeforeTheSummary(t *testing.T) {
+	r := newRig(t)
+	defer r.stop()
+	r.court.install(t, r.d.data, time.Now().UTC())
+	if floor, err := tpm.RaiseFloor(r.tpm, 2); err != nil || floor != 2 {
+		t.Fatalf("raising the floor: %d, %v", floor, err)
+	}
+	r.expectRefusal(t, r.warrant(t, "W-floor"), release.CodeDowngrade, true)
+}
