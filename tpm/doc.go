@@ -1,6 +1,6 @@
 // Package tpm keeps key shares safe in a TPM 2.0.
 //
-// It does five things, each with a small API:
+// It does six things, each with a small API:
 //
 //   - Connect: [Open] names a TPM by a spec string: a Linux device path
 //     ("/dev/tpmrm0"), swtpm's TCP data port ("swtpm:HOST:PORT"), or the
