@@ -134,7 +134,8 @@ func TestInvariantNoDowngradeSharesAndKeysOpenOnlyAboveTheFloor(t *testing.T) {
 // TestRaiseFloorResealsTheCheckpointKeyOfTheSameImage: ledger init seals
 // the checkpoint key at the floor of the day; on a device whose shares
 // were sealed for a higher version of the same image, raising the floor
-// seals the key again for it, so it keeps opening.
+// seals the key again for it, so it keeps opening. Without a share, no
+// one vouches for the image's version, and the floor stays.
 func TestRaiseFloorResealsTheCheckpointKeyOfTheSameImage(t *testing.T) {
 	tpmtest.RunSwtpm(t, func(t *testing.T, target tpmtest.Target) {
 		conn := target.Open(t)
@@ -144,6 +145,10 @@ func TestRaiseFloorResealsTheCheckpointKeyOfTheSameImage(t *testing.T) {
 		bootInto(t, conn, v3, "v3")
 		a := enrolledAppliance(t, conn, t.TempDir())
 		defer a.Close()
+		if _, _, err := a.RaiseFloor(conn, 0, time.Now()); !errors.Is(err, appliance.ErrFloorNotOpen) {
+			t.Fatalf("raising with no share to vouch for the image: %v", err)
+		}
+		wantLastEntry(t, a, "kind floor", "outcome refused", "reason floor-not-open")
 		_, bundles, err := escrow.Ceremony("2026-11", 2, policy.PCRs,
 			[]escrow.Member{{ID: "court-a", EK: a.EK}, {ID: "court-b", EK: tpmtest.RandomEK(t)}},
 			escrow.WithMode(escrow.ModeShare), escrow.WithSecurityVersion(3))
