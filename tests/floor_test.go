@@ -65,7 +65,9 @@ func TestInvariantNoDowngradeSharesAndKeysOpenOnlyWhileTheFloorAllows(t *testing
 	data, _ := p.Marshal()
 	os.WriteFile(newPolicy, data, 0o644)
 	note := filepath.Join(dir, "update.note")
-	mustCLI(t, "update", "sign", "--key", keyFile, "--policy", newPolicy, "--out", note)
+	if out := mustCLI(t, "update", "sign", "--key", keyFile, "--policy", newPolicy, "--out", note); !strings.Contains(out, "(security version 2)") {
+		t.Fatalf("update sign: %s", out)
+	}
 	mustCLI(t, d.args("reseal", "--update", note)...)
 	reboot(t, d, "v2")
 	mustCLI(t, d.args("reseal", "--finish")...)
