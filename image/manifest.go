@@ -33,9 +33,13 @@ const maxManifestSize = 64 << 10
 type Manifest struct {
 	Version         int   `toml:"version"`
 	SourceDateEpoch int64 `toml:"source_date_epoch"`
-	ImageMiB        int   `toml:"image_mib"`
-	BootMiB         int   `toml:"boot_mib"`
-	BootImgMiB      int   `toml:"boot_img_mib"`
+	// SecurityVersion is the image's security version: raise it with every
+	// image that fixes a flaw, so that the devices' floor can lock out the
+	// older ones. It is measured at boot and carried into policy.json.
+	SecurityVersion uint64 `toml:"security_version"`
+	ImageMiB        int    `toml:"image_mib"`
+	BootMiB         int    `toml:"boot_mib"`
+	BootImgMiB      int    `toml:"boot_img_mib"`
 
 	Boot struct {
 		Config  string     `toml:"config"`
@@ -122,6 +126,9 @@ func (m *Manifest) check() error {
 	if m.Version != 1 {
 		return fmt.Errorf("version %d is not supported (want version = 1)", m.Version)
 	}
+	if m.SecurityVersion == 0 {
+		return errors.New("security_version is required: 1 for a first image, raised by one with every image that fixes a flaw")
+	}
 	if m.SourceDateEpoch <= 0 || m.SourceDateEpoch > 1<<32-1 {
 		return errors.New("source_date_epoch must be a Unix time in seconds (squashfs keeps 32 bits)")
 	}
@@ -165,14 +172,15 @@ func localPath(p string) bool {
 // Spec is the measurement layout the manifest names.
 func (m *Manifest) Spec() measure.Spec {
 	return measure.Spec{
-		Binary:        m.Measure.Binary,
-		Config:        m.Measure.Config,
-		TrustRoots:    m.Measure.TrustRoots,
-		RootFSPCR:     m.Measure.RootFSPCR,
-		BinaryPCR:     m.Measure.BinaryPCR,
-		ConfigPCR:     m.Measure.ConfigPCR,
-		TrustRootsPCR: m.Measure.TrustRootsPCR,
-		SeparatorPCRs: m.Measure.SeparatorPCRs,
+		Binary:          m.Measure.Binary,
+		Config:          m.Measure.Config,
+		TrustRoots:      m.Measure.TrustRoots,
+		RootFSPCR:       m.Measure.RootFSPCR,
+		BinaryPCR:       m.Measure.BinaryPCR,
+		ConfigPCR:       m.Measure.ConfigPCR,
+		TrustRootsPCR:   m.Measure.TrustRootsPCR,
+		SeparatorPCRs:   m.Measure.SeparatorPCRs,
+		SecurityVersion: m.SecurityVersion,
 	}
 }
 

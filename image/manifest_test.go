@@ -50,17 +50,20 @@ func TestManifestRefuses(t *testing.T) {
 		})
 	}
 	for name, text := range map[string]string{
-		"escaping rootfs dir": "version = 1\nsource_date_epoch = 1\n[rootfs]\ndir = \"../rootfs\"\n",
-		"absolute boot src":   "version = 1\nsource_date_epoch = 1\n[rootfs]\ndir = \"r\"\n[[boot.files]]\nsrc = \"/etc/shadow\"\ndst = \"x\"\n",
-		"duplicate boot dst":  "version = 1\nsource_date_epoch = 1\n[rootfs]\ndir = \"r\"\n[[boot.files]]\nsrc = \"a\"\ndst = \"Config.txt\"\n",
-		"no epoch":            "version = 1\n[rootfs]\ndir = \"r\"\n",
-		"version 2":           "version = 2\nsource_date_epoch = 1\n[rootfs]\ndir = \"r\"\n",
+		"escaping rootfs dir":   "version = 1\nsource_date_epoch = 1\nsecurity_version = 1\n[rootfs]\ndir = \"../rootfs\"\n",
+		"absolute boot src":     "version = 1\nsource_date_epoch = 1\nsecurity_version = 1\n[rootfs]\ndir = \"r\"\n[[boot.files]]\nsrc = \"/etc/shadow\"\ndst = \"x\"\n",
+		"duplicate boot dst":    "version = 1\nsource_date_epoch = 1\nsecurity_version = 1\n[rootfs]\ndir = \"r\"\n[[boot.files]]\nsrc = \"a\"\ndst = \"Config.txt\"\n",
+		"no epoch":              "version = 1\n[rootfs]\ndir = \"r\"\n",
+		"no security_version":   "version = 1\nsource_date_epoch = 1\n[rootfs]\ndir = \"r\"\n",
+		"security_version 0":    "version = 1\nsource_date_epoch = 1\nsecurity_version = 0\n[rootfs]\ndir = \"r\"\n",
+		"huge security_version": "version = 1\nsource_date_epoch = 1\nsecurity_version = 70000\n[rootfs]\ndir = \"r\"\n",
+		"version 2":             "version = 2\nsource_date_epoch = 1\nsecurity_version = 1\n[rootfs]\ndir = \"r\"\n",
 	} {
 		if _, err := ParseManifest([]byte(text), t.TempDir()); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
-	_, err := ParseManifest([]byte("version = 1\nsource_date_epoch = 1\n[rootfs]\ndir = \"r\"\n[measure]\nseparator_pcrs = [8]\n"), "")
+	_, err := ParseManifest([]byte("version = 1\nsource_date_epoch = 1\nsecurity_version = 1\n[rootfs]\ndir = \"r\"\n[measure]\nseparator_pcrs = [8]\n"), "")
 	if !errors.Is(err, measure.ErrUncoveredPCR) {
 		t.Fatalf("uncovered PCR: %v", err)
 	}
@@ -68,7 +71,7 @@ func TestManifestRefuses(t *testing.T) {
 
 func FuzzParseManifest(f *testing.F) {
 	f.Add([]byte(imagetest.Manifest))
-	f.Add([]byte("version = 1\nsource_date_epoch = 1\n[rootfs]\ndir = \"r\"\n[measure]\nseparator_pcrs = [8, 9, 11, 12, 13]\n"))
+	f.Add([]byte("version = 1\nsource_date_epoch = 1\nsecurity_version = 1\n[rootfs]\ndir = \"r\"\n[measure]\nseparator_pcrs = [8, 9, 11, 12, 13]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := ParseManifest(data, "/nonexistent")
 		if err != nil {

@@ -275,7 +275,7 @@ func enrolledFleet(t *testing.T, dir string) ([]*device, []string) {
 	}
 	os.WriteFile(p("ek-cas.pem"), roots, 0o644)
 	mustCLI(t, "policy", "from-enrollment", "--in", p("court-a.enrollment.json"), "--secret", p("court-a.secret"),
-		"--ek-roots", p("ek-cas.pem"), "--out", p("policy.json"))
+		"--ek-roots", p("ek-cas.pem"), "--security-version", "1", "--out", p("policy.json"))
 	return devices, append(ceremony, "--policy", p("policy.json"), "--ek-roots", p("ek-cas.pem"))
 }
 

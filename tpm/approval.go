@@ -15,25 +15,32 @@ import (
 )
 
 // Approval is the approver's signature allowing a scoped key to work while
-// the PCRs hold PCRs: how a key follows an approved image update without
-// leaving the TPM. The TPM checks it (TPM2_VerifySignature, then
-// TPM2_PolicyAuthorize); no software on the device can forge it.
+// the PCRs hold PCRs and the floor is at most Version: how a key follows
+// an approved image update without leaving the TPM. The TPM checks it
+// (TPM2_VerifySignature, then TPM2_PolicyAuthorize); no software on the
+// device can forge it. Because the approved policy carries the floor
+// term, an approval of an older image stops working once the floor rises
+// above its version.
 type Approval struct {
 	PCRs      PCRValues
-	Signature []byte // ASN.1 ECDSA P-256 over ApprovalDigest(PCRs)
+	Version   uint64 // the approved image's security version
+	Signature []byte // ASN.1 ECDSA P-256 over ApprovalDigest(PCRs, Version)
 }
 
 // approvalRef is PolicyAuthorize's policyRef: it keeps the approver's
-// signatures for scoped keys apart from anything else the key signs.
-const approvalRef = "custodian scoped approval v1"
+// signatures for scoped keys apart from anything else the key signs. v2
+// approvals sign a policy with the floor term; a v1 approval (PCRs only)
+// does not satisfy a key that names v2, so it cannot skip the floor.
+const approvalRef = "custodian scoped approval v2"
 
 // ErrBadApproval: the TPM refused the approval's signature.
 var ErrBadApproval = errors.New("the approval is not signed by the scoped key's approver")
 
-// ApprovalDigest is what the approver signs to approve pcrs: the TPM's
-// aHash, SHA-256(PolicyPCR digest ‖ policyRef).
-func ApprovalDigest(pcrs PCRValues) ([]byte, error) {
-	policy, err := pcrs.PolicyDigest()
+// ApprovalDigest is what the approver signs to approve the image with
+// pcrs and security version: the TPM's aHash, SHA-256(policy ‖ policyRef)
+// where policy is [ImagePolicyDigest] (PolicyPCR · PolicyNV(floor)).
+func ApprovalDigest(pcrs PCRValues, version uint64) ([]byte, error) {
+	policy, err := ImagePolicyDigest(pcrs, version)
 	if err != nil {
 		return nil, err
 	}
@@ -82,7 +89,7 @@ func approverName(key *ecdsa.PublicKey) (tpm2.TPM2BName, error) {
 // approvalTicket has the TPM check the approval's signature with the
 // approver's public key, and returns the ticket PolicyAuthorize needs.
 func approvalTicket(t transport.TPM, approver *ecdsa.PublicKey, a *Approval) (*tpm2.TPMTTKVerified, error) {
-	digest, err := ApprovalDigest(a.PCRs)
+	digest, err := ApprovalDigest(a.PCRs, a.Version)
 	if err != nil {
 		return nil, err
 	}

@@ -30,7 +30,7 @@ func BenchmarkSealToRemoteEK(b *testing.B) {
 	s := secret(b)
 	b.Run("ours", func(b *testing.B) {
 		for b.Loop() {
-			if _, err := tpm.Seal(ek, pcrs, s); err != nil {
+			if _, err := tpm.Seal(ek, pcrs, testVersion, s); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -73,6 +73,7 @@ func BenchmarkImportUnseal(b *testing.B) {
 		ek, pcrs := bootedDevice(b, conn)
 		s := secret(b)
 		b.Run("ours", func(b *testing.B) { benchUnseal(b, conn, ek, pcrs, s) })
+		b.Run("floor-term", func(b *testing.B) { benchFloorTerm(b, conn) })
 		b.Run("ours-ecc-ek", func(b *testing.B) {
 			eccEK, err := tpm.ProvisionEK(conn, tpm.EKECCP256)
 			if err != nil {
@@ -131,13 +132,30 @@ func BenchmarkImportUnsealCold(b *testing.B) {
 }
 
 func benchUnseal(b *testing.B, conn transport.TPM, ek *tpm.EK, pcrs tpm.PCRValues, s []byte) {
-	blob, err := tpm.Seal(ek, pcrs, s)
+	blob, err := tpm.Seal(ek, pcrs, testVersion, s)
 	if err != nil {
 		b.Fatal(err)
 	}
 	bus := &tpmtest.Recorder{TPM: conn}
 	for b.Loop() {
 		if _, err := tpm.Unseal(bus, blob); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(bus.Count())/float64(b.N), "cmds/op")
+}
+
+// benchFloorTerm measures what the version floor adds to each unseal (and
+// to each gate of a scoped key): one PolicyNV in a policy session.
+func benchFloorTerm(b *testing.B, conn transport.TPM) {
+	sess, closeSession, err := tpm2.PolicySession(conn, tpm2.TPMAlgSHA256, 16)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer closeSession()
+	bus := &tpmtest.Recorder{TPM: conn}
+	for b.Loop() {
+		if err := tpm.PolicyFloor(bus, sess, testVersion); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -195,7 +213,7 @@ func BenchmarkScopedPartial(b *testing.B) {
 		b.Run("share-unseal", func(b *testing.B) { benchUnseal(b, conn, ek, pcrs, secret(b)) })
 		s, key, _ := scopedShare(b, ek, pcrs)
 		approver, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		approvable, err := tpm.SealScoped(ek, pcrs, s, &approver.PublicKey)
+		approvable, err := tpm.SealScoped(ek, pcrs, testVersion, s, &approver.PublicKey)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -240,7 +258,7 @@ func (c *commandClock) Send(cmd []byte) ([]byte, error) {
 		c.booked = map[string]time.Duration{}
 	}
 	switch tpm2.TPMCC(binary.BigEndian.Uint32(cmd[6:10])) {
-	case tpm2.TPMCCPolicyPCR, tpm2.TPMCCPolicyCommandCode, tpm2.TPMCCPolicyOR, tpm2.TPMCCPolicySecret, tpm2.TPMCCPolicyAuthorize:
+	case tpm2.TPMCCPolicyPCR, tpm2.TPMCCPolicyNV, tpm2.TPMCCPolicyCommandCode, tpm2.TPMCCPolicyOR, tpm2.TPMCCPolicySecret, tpm2.TPMCCPolicyAuthorize:
 		c.pending += d
 		return rsp, err
 	case tpm2.TPMCCECDHZGen:

@@ -9,28 +9,32 @@ import (
 	"golang.org/x/crypto/cryptobyte"
 )
 
-// Blob is a secret sealed to one TPM's endorsement key and a PCR policy.
-// Everything in it is public: the secret inside is encrypted to the EK
-// and integrity-protected for the sealed object's Name.
+// Blob is a secret sealed to one TPM's endorsement key, a PCR policy and
+// a security version. Everything in it is public: the secret inside is
+// encrypted to the EK and integrity-protected for the sealed object's Name.
 type Blob struct {
-	EK   *EK       // the endorsement key it was made for
-	PCRs PCRValues // the values the PCRs must hold for it to open
+	EK      *EK       // the endorsement key it was made for
+	PCRs    PCRValues // the values the PCRs must hold for it to open
+	Version uint64    // its image's security version: opens while the floor <= Version
 
 	wrapped // the sealed data object
 }
 
 // The blob encoding, big-endian, one canonical form:
 //
-//	magic      "CUSTSEAL" (8 bytes), version 1 (1 byte)
+//	magic      "CUSTSEAL" (8 bytes), version 2 (1 byte)
 //	ek         uint16 length + SubjectPublicKeyInfo DER
 //	pcrs       uint8 count, then per PCR in ascending order:
 //	           uint8 index + 32-byte SHA-256 value
+//	security   uint32: the image's security version, 1..MaxSecurityVersion
 //	public     uint16 length + TPMT_PUBLIC of the sealed object
 //	duplicate  uint16 length + TPM2B_PRIVATE contents
 //	seed       uint16 length + TPM2B_ENCRYPTED_SECRET contents
 const (
-	blobMagic   = "CUSTSEAL"
-	blobVersion = 1
+	blobMagic = "CUSTSEAL"
+	// blobVersion 2 added the security version; version 1 blobs, whose
+	// policies have no floor term, are refused.
+	blobVersion = 2
 	maxEKDER    = 1024
 	maxTPMField = 1024
 )
@@ -41,7 +45,7 @@ var ErrMalformedBlob = errors.New("malformed sealed blob")
 // Marshal encodes the blob.
 func (b *Blob) Marshal() []byte {
 	var out cryptobyte.Builder
-	addHeader(&out, blobMagic, b.EK, b.PCRs)
+	addHeader(&out, blobMagic, b.EK, b.PCRs, b.Version)
 	for _, field := range [][]byte{tpm2.Marshal(b.public), b.duplicate, b.seed} {
 		out.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) { c.AddBytes(field) })
 	}
@@ -60,7 +64,7 @@ func ParseBlob(data []byte) (*Blob, error) {
 
 func parseBlob(data []byte) (*Blob, error) {
 	s := cryptobyte.String(data)
-	ek, pcrs, err := readHeader(&s, blobMagic, "a sealed blob")
+	ek, pcrs, version, err := readHeader(&s, blobMagic, "a sealed blob")
 	if err != nil {
 		return nil, err
 	}
@@ -71,15 +75,15 @@ func parseBlob(data []byte) (*Blob, error) {
 	if !s.Empty() {
 		return nil, errors.New("trailing data")
 	}
-	if err := checkSealedPublic(&w.public, pcrs); err != nil {
+	if err := checkSealedPublic(&w.public, pcrs, version); err != nil {
 		return nil, err
 	}
-	return &Blob{EK: ek, PCRs: pcrs, wrapped: *w}, nil
+	return &Blob{EK: ek, PCRs: pcrs, Version: version, wrapped: *w}, nil
 }
 
-// addHeader writes what both blob formats start with: magic, version, EK
-// and PCR values.
-func addHeader(out *cryptobyte.Builder, magic string, ek *EK, pcrs PCRValues) {
+// addHeader writes what both blob formats start with: magic, format
+// version, EK, PCR values and security version.
+func addHeader(out *cryptobyte.Builder, magic string, ek *EK, pcrs PCRValues, security uint64) {
 	out.AddBytes([]byte(magic))
 	out.AddUint8(blobVersion)
 	out.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) { c.AddBytes(ek.MarshalPKIX()) })
@@ -88,27 +92,35 @@ func addHeader(out *cryptobyte.Builder, magic string, ek *EK, pcrs PCRValues) {
 		out.AddUint8(uint8(i))
 		out.AddBytes(pcrs[i])
 	}
+	out.AddUint32(uint32(security))
 }
 
 // readHeader reads what addHeader wrote, for the format with this magic.
-func readHeader(s *cryptobyte.String, magic, what string) (*EK, PCRValues, error) {
+func readHeader(s *cryptobyte.String, magic, what string) (*EK, PCRValues, uint64, error) {
 	var got []byte
 	var version uint8
 	if !s.ReadBytes(&got, len(magic)) || string(got) != magic {
-		return nil, nil, fmt.Errorf("not %s (bad magic)", what)
+		return nil, nil, 0, fmt.Errorf("not %s (bad magic)", what)
 	}
 	if !s.ReadUint8(&version) || version != blobVersion {
-		return nil, nil, fmt.Errorf("unsupported version %d", version)
+		return nil, nil, 0, fmt.Errorf("unsupported version %d (version 1, without a security version, must be sealed again)", version)
 	}
 	ek, err := readEK(s)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	pcrs, err := readPCRs(s)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
-	return ek, pcrs, nil
+	var security uint32
+	if !s.ReadUint32(&security) {
+		return nil, nil, 0, errors.New("truncated security version")
+	}
+	if err := CheckSecurityVersion(uint64(security)); err != nil {
+		return nil, nil, 0, err
+	}
+	return ek, pcrs, uint64(security), nil
 }
 
 func readEK(s *cryptobyte.String) (*EK, error) {

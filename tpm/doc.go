@@ -1,6 +1,6 @@
 // Package tpm keeps key shares safe in a TPM 2.0.
 //
-// It does five things, each with a small API:
+// It does six things, each with a small API:
 //
 //   - Connect: [Open] names a TPM by a spec string: a Linux device path
 //     ("/dev/tpmrm0"), swtpm's TCP data port ("swtpm:HOST:PORT"), or the
@@ -20,7 +20,7 @@
 //     encryption, so no plaintext crosses the bus between CPU and TPM. The
 //     endorsement key's Name is computed from the key the blob was made for,
 //     never read back from the TPM, so a substituted salt key cannot turn the
-//     encryption off. It uses nine TPM commands.
+//     encryption off. It uses ten TPM commands.
 //
 //   - Hold a share that never leaves: [SealScoped] wraps a share offline as
 //     two TPM keys usable only under the PCR policy (or an approval the
@@ -29,6 +29,12 @@
 //     [Partials] returns s·R for each point R with the TPM's own proof that
 //     it is correct, which [VerifyPartial] checks anywhere (dleq.go says why
 //     the proof is sound).
+//
+//   - Refuse downgrades: every secret carries its image's security version
+//     and opens only while the TPM's version floor ([FloorIndex], an NV
+//     counter that only rises) is at most that version, a PolicyNV term
+//     the TPM enforces. [RaiseFloor] moves the floor up; nothing moves it
+//     down.
 //
 //   - Account: PCR read/extend and offline prediction ([ReadPCRs],
 //     [ExtendPCR], [PCRValues.Extend]), NV monotonic counters ([Counter]),

@@ -20,11 +20,17 @@ func LoadScopedObject(t transport.TPM, k *ScopedKey, twin bool) (*tpm2.LoadRespo
 	return loadScoped(t, sess, k, w)
 }
 
-// PolicyPCRCommand satisfies PolicyPCR(pcrs) · PolicyCommandCode(cc).
-func PolicyPCRCommand(t transport.TPM, sess tpm2.Session, pcrs PCRValues, cc tpm2.TPMCC) error {
-	if err := policyPCR(t, sess, pcrs); err != nil {
+// PolicyPCRCommand satisfies PolicyPCR(pcrs) · PolicyNV(floor <= version)
+// · PolicyCommandCode(cc).
+func PolicyPCRCommand(t transport.TPM, sess tpm2.Session, pcrs PCRValues, version uint64, cc tpm2.TPMCC) error {
+	if err := passImage(t, sess, pcrs, version); err != nil {
 		return err
 	}
 	_, err := tpm2.PolicyCommandCode{PolicySession: sess.Handle(), Code: cc}.Execute(t)
 	return err
+}
+
+// PolicyFloor runs the floor term for version in sess.
+func PolicyFloor(t transport.TPM, sess tpm2.Session, version uint64) error {
+	return checkFloor(t, sess, version)
 }

@@ -14,17 +14,19 @@ const MaxPartials = 256
 // Partials computes, inside the TPM, the partial decryption s·R of each
 // point R with the scoped key k, and the TPM's proof of each ([Partial],
 // [VerifyPartial]). Without an approval the PCRs must hold the key's own
-// values; with one (for a key that names an approver), the approval's. It
-// fails with ErrPCRMismatch otherwise, and with ErrBadApproval if the TPM
-// does not accept the approval.
+// values and the floor be at most its version; with one (for a key that
+// names an approver), the approval's. It fails with ErrPCRMismatch or a
+// [DowngradeError] otherwise, and with ErrBadApproval if the TPM does not
+// accept the approval.
 //
 // Both objects are imported and loaded once, in a policy session salted to
 // the EK with response encryption; every ZGen runs in that session, so its
 // result crosses the bus encrypted. Commit and Sign run in a second policy
 // session without encryption: a signature is not a parameter the TPM can
 // encrypt; each point is blinded first, so what crosses the bus is worth
-// nothing without the blind (dleq.go). Per point: the gate (PolicyPCR,
-// and PolicyAuthorize with an approval) · PolicyCommandCode [· PolicyOR] ·
+// nothing without the blind (dleq.go). Per point: the gate (PolicyPCR ·
+// PolicyNV(floor), and PolicyAuthorize with an approval) ·
+// PolicyCommandCode [· PolicyOR] ·
 // ECDH_ZGen, then the same before Commit and before Sign.
 func Partials(t transport.TPM, k *ScopedKey, points [][]byte, approval *Approval) ([]Partial, error) {
 	if len(points) == 0 || len(points) > MaxPartials {
@@ -195,33 +197,37 @@ func policyPCR(t transport.TPM, sess tpm2.Session, pcrs PCRValues) error {
 	return nil
 }
 
-// openGate is the gate a Partials call goes through: the key's own PCRs,
-// or an approval's PCRs with the TPM's ticket for its signature.
+// openGate is the gate a Partials call goes through: the key's own PCRs
+// and version, or an approval's with the TPM's ticket for its signature.
 type openGate struct {
-	key    *ScopedKey
-	pcrs   PCRValues
-	ticket *tpm2.TPMTTKVerified // nil: the key's own PCR branch
+	key     *ScopedKey
+	pcrs    PCRValues
+	version uint64
+	ticket  *tpm2.TPMTTKVerified // nil: the key's own PCR branch
 }
 
 func (k *ScopedKey) openGate(t transport.TPM, a *Approval) (*openGate, error) {
 	if a == nil {
-		return &openGate{key: k, pcrs: k.PCRs}, nil
+		return &openGate{key: k, pcrs: k.PCRs, version: k.Version}, nil
 	}
 	if err := a.PCRs.Check(); err != nil {
+		return nil, err
+	}
+	if err := CheckSecurityVersion(a.Version); err != nil {
 		return nil, err
 	}
 	ticket, err := approvalTicket(t, k.Approver, a)
 	if err != nil {
 		return nil, err
 	}
-	return &openGate{key: k, pcrs: a.PCRs, ticket: ticket}, nil
+	return &openGate{key: k, pcrs: a.PCRs, version: a.Version, ticket: ticket}, nil
 }
 
 // pass satisfies, in sess, the branch of role's policy for cc through
-// this gate: PolicyPCR [· PolicyAuthorize] · PolicyCommandCode, then
-// PolicyOR when the policy has several branches.
+// this gate: PolicyPCR · PolicyNV(floor) [· PolicyAuthorize] ·
+// PolicyCommandCode, then PolicyOR when the policy has several branches.
 func (g *openGate) pass(t transport.TPM, sess tpm2.Session, role scopedRole, cc tpm2.TPMCC) error {
-	if err := policyPCR(t, sess, g.pcrs); err != nil {
+	if err := passImage(t, sess, g.pcrs, g.version); err != nil {
 		return err
 	}
 	if g.ticket != nil {
@@ -243,7 +249,7 @@ func (g *openGate) pass(t transport.TPM, sess tpm2.Session, role scopedRole, cc 
 }
 
 func (g *openGate) authorize(t transport.TPM, sess tpm2.Session) error {
-	approved, err := g.pcrs.PolicyDigest()
+	approved, err := ImagePolicyDigest(g.pcrs, g.version)
 	if err != nil {
 		return err
 	}

@@ -28,6 +28,9 @@ import (
 type ScopedKey struct {
 	EK   *EK       // the endorsement key it was made for
 	PCRs PCRValues // the values it works under without an approval
+	// Version is the ceremony image's security version: without an
+	// approval the key works only while the floor is at most Version.
+	Version uint64
 	// Approver, if not nil, is the escrow authority's P-256 key whose
 	// approvals of other PCR values the key also accepts.
 	Approver *ecdsa.PublicKey
@@ -43,8 +46,9 @@ type wrapped struct {
 }
 
 // SealScoped wraps the share scalar (32 bytes, big-endian) for the TPM
-// holding ek, usable only while its PCRs hold pcrs. It runs offline.
-func SealScoped(ek *EK, pcrs PCRValues, share []byte, approver *ecdsa.PublicKey) (*ScopedKey, error) {
+// holding ek, usable only while its PCRs hold pcrs and its floor is at
+// most version (or under an approval). It runs offline.
+func SealScoped(ek *EK, pcrs PCRValues, version uint64, share []byte, approver *ecdsa.PublicKey) (*ScopedKey, error) {
 	priv, err := ecdh.P256().NewPrivateKey(share)
 	if err != nil {
 		return nil, fmt.Errorf("a share is a nonzero P-256 scalar of 32 bytes: %w", err)
@@ -52,10 +56,13 @@ func SealScoped(ek *EK, pcrs PCRValues, share []byte, approver *ecdsa.PublicKey)
 	if err := pcrs.Check(); err != nil {
 		return nil, err
 	}
+	if err := CheckSecurityVersion(version); err != nil {
+		return nil, err
+	}
 	if approver != nil && approver.Curve != elliptic.P256() {
 		return nil, errors.New("the approver's key is not P-256")
 	}
-	k := &ScopedKey{EK: ek, PCRs: pcrs.Clone(), Approver: approver}
+	k := &ScopedKey{EK: ek, PCRs: pcrs.Clone(), Version: version, Approver: approver}
 	for _, role := range []scopedRole{roleZGen, roleTwin} {
 		public, err := scopedPublic(role, k.gates(), priv.PublicKey().Bytes())
 		if err != nil {
@@ -159,16 +166,18 @@ func p256Public(attrs tpm2.TPMAObject, scheme tpm2.TPMTECCScheme, policy, point 
 }
 
 // A gate is how a policy branch checks the image: PolicyPCR of fixed
-// values, or PolicyAuthorize by the approver (which then requires
-// PolicyPCR of values it signed).
+// values and the floor term of a fixed version, or PolicyAuthorize by the
+// approver (which then requires PolicyPCR and the floor term of values it
+// signed).
 type gate struct {
-	pcrs     PCRValues        // PolicyPCR of these values, or
+	pcrs     PCRValues        // PolicyPCR of these values · PolicyNV(floor <= version), or
+	version  uint64           //
 	approver *ecdsa.PublicKey // PolicyAuthorize by this key
 }
 
-// gates are the key's ways in: its PCRs, and its approver if any.
+// gates are the key's ways in: its PCRs and version, and its approver if any.
 func (k *ScopedKey) gates() []gate {
-	gs := []gate{{pcrs: k.PCRs}}
+	gs := []gate{{pcrs: k.PCRs, version: k.Version}}
 	if k.Approver != nil {
 		gs = append(gs, gate{approver: k.Approver})
 	}
@@ -223,31 +232,37 @@ func (g gate) policy(cc tpm2.TPMCC) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	var first tpm2.PolicyCommand
 	if g.approver != nil {
 		name, err := approverName(g.approver)
 		if err != nil {
 			return nil, err
 		}
-		first = tpm2.PolicyAuthorize{KeySign: name, PolicyRef: tpm2.TPM2BDigest{Buffer: []byte(approvalRef)}}
+		err = tpm2.PolicyAuthorize{KeySign: name, PolicyRef: tpm2.TPM2BDigest{Buffer: []byte(approvalRef)}}.Update(calc)
+		if err != nil {
+			return nil, err
+		}
 	} else {
 		if err := g.pcrs.Check(); err != nil {
 			return nil, err
 		}
-		first = tpm2.PolicyPCR{PcrDigest: tpm2.TPM2BDigest{Buffer: g.pcrs.digest()}, Pcrs: g.pcrs.selection()}
-	}
-	for _, step := range []tpm2.PolicyCommand{first, tpm2.PolicyCommandCode{Code: cc}} {
-		if err := step.Update(calc); err != nil {
+		if err := CheckSecurityVersion(g.version); err != nil {
 			return nil, err
 		}
+		if err := imageSteps(calc, g.pcrs, g.version); err != nil {
+			return nil, err
+		}
+	}
+	if err := (tpm2.PolicyCommandCode{Code: cc}).Update(calc); err != nil {
+		return nil, err
 	}
 	return calc.Hash().Digest, nil
 }
 
 // The scoped key encoding, big-endian, one canonical form:
 //
-//	magic      "CUSTSCOP" (8 bytes), version 1 (1 byte)
-//	ek, pcrs   as in a Blob
+//	magic      "CUSTSCOP" (8 bytes), version 2 (1 byte)
+//	ek, pcrs,  as in a Blob
+//	security
 //	approver   uint16 length + SubjectPublicKeyInfo DER, or length 0
 //	then for the ZGen key and then its twin:
 //	public     uint16 length + TPMT_PUBLIC
@@ -258,7 +273,7 @@ const scopedMagic = "CUSTSCOP"
 // Marshal encodes the key.
 func (k *ScopedKey) Marshal() []byte {
 	var out cryptobyte.Builder
-	addHeader(&out, scopedMagic, k.EK, k.PCRs)
+	addHeader(&out, scopedMagic, k.EK, k.PCRs, k.Version)
 	out.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) {
 		if k.Approver != nil {
 			der, err := x509.MarshalPKIXPublicKey(k.Approver)
@@ -289,7 +304,7 @@ func ParseScopedKey(data []byte) (*ScopedKey, error) {
 
 func parseScopedKey(data []byte) (*ScopedKey, error) {
 	s := cryptobyte.String(data)
-	ek, pcrs, err := readHeader(&s, scopedMagic, "a scoped key")
+	ek, pcrs, version, err := readHeader(&s, scopedMagic, "a scoped key")
 	if err != nil {
 		return nil, err
 	}
@@ -297,7 +312,7 @@ func parseScopedKey(data []byte) (*ScopedKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := &ScopedKey{EK: ek, PCRs: pcrs, Approver: approver}
+	k := &ScopedKey{EK: ek, PCRs: pcrs, Version: version, Approver: approver}
 	for _, role := range []scopedRole{roleZGen, roleTwin} {
 		w, err := readWrapped(&s)
 		if err != nil {

@@ -37,7 +37,7 @@ func FuzzParseScopedKey(f *testing.F) {
 			if err != nil {
 				f.Fatal(err)
 			}
-			k, err := tpm.SealScoped(ek, pcrs, share.Bytes(), a)
+			k, err := tpm.SealScoped(ek, pcrs, 1, share.Bytes(), a)
 			if err != nil {
 				f.Fatal(err)
 			}
@@ -55,8 +55,8 @@ func FuzzParseScopedKey(f *testing.F) {
 			f.Add(append(bytes.Clone(data), 0))
 		}
 	}
-	f.Add([]byte("CUSTSCOP\x01"))
-	f.Add([]byte("CUSTSEAL\x01"))
+	f.Add([]byte("CUSTSCOP\x02"))
+	f.Add([]byte("CUSTSEAL\x02"))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		k, err := tpm.ParseScopedKey(data)

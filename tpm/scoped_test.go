@@ -25,7 +25,7 @@ func scopedShare(t testing.TB, ek *tpm.EK, pcrs tpm.PCRValues) ([]byte, *tpm.Sco
 		t.Fatal(err)
 	}
 	s := priv.Bytes()
-	k, err := tpm.SealScoped(ek, pcrs, s, nil)
+	k, err := tpm.SealScoped(ek, pcrs, testVersion, s, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +222,7 @@ func duplicateUnderPolicy(conn transport.TPM, handle func(tpm2.Session) tpm2.Aut
 		return err
 	}
 	defer closeSession()
-	if err := tpm.PolicyPCRCommand(conn, sess, pcrs, tpm2.TPMCCDuplicate); err != nil {
+	if err := tpm.PolicyPCRCommand(conn, sess, pcrs, testVersion, tpm2.TPMCCDuplicate); err != nil {
 		return err
 	}
 	_, err = tpm2.Duplicate{
@@ -251,7 +251,7 @@ func TestScopedKeyFollowsAnApprovedImage(t *testing.T) {
 		approver, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		impostor, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		s, _, proofKey := scopedShare(t, ek, pcrs)
-		sealed, err := tpm.SealScoped(ek, pcrs, s, &approver.PublicKey)
+		sealed, err := tpm.SealScoped(ek, pcrs, testVersion, s, &approver.PublicKey)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -294,13 +294,5 @@ func TestScopedKeyFollowsAnApprovedImage(t *testing.T) {
 
 func approve(t testing.TB, key *ecdsa.PrivateKey, pcrs tpm.PCRValues) *tpm.Approval {
 	t.Helper()
-	digest, err := tpm.ApprovalDigest(pcrs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sig, err := ecdsa.SignASN1(rand.Reader, key, digest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tpm.Approval{PCRs: pcrs, Signature: sig}
+	return approveAt(t, key, pcrs, testVersion)
 }

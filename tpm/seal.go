@@ -14,19 +14,21 @@ import (
 const MaxSecret = 128
 
 // Seal makes a blob that only the TPM holding ek can import, and whose
-// secret that TPM unseals only while its SHA-256 PCRs hold exactly pcrs.
-// It runs offline: pcrs are the values the device is expected to have (a
-// prediction from the image, or a recorded measurement), not read from any
-// TPM.
+// secret that TPM unseals only while its SHA-256 PCRs hold exactly pcrs
+// and its security version floor is at most version (the image's
+// security version, see [FloorIndex]). It runs offline: pcrs are the
+// values the device is expected to have (a prediction from the image, or
+// a recorded measurement), not read from any TPM.
 //
 // The sealed object is a keyed-hash data object whose only authorization
-// is PolicyPCR(pcrs): no password, no duplication (its parent is the EK,
-// and an EK-wrapped object cannot be re-wrapped without the EK's policy).
-func Seal(ek *EK, pcrs PCRValues, secret []byte) (*Blob, error) {
+// is PolicyPCR(pcrs) · PolicyNV(floor <= version): no password, no
+// duplication (its parent is the EK, and an EK-wrapped object cannot be
+// re-wrapped without the EK's policy).
+func Seal(ek *EK, pcrs PCRValues, version uint64, secret []byte) (*Blob, error) {
 	if len(secret) == 0 || len(secret) > MaxSecret {
 		return nil, fmt.Errorf("secret is %d bytes; a sealed blob holds 1 to %d", len(secret), MaxSecret)
 	}
-	policy, err := pcrs.PolicyDigest()
+	policy, err := ImagePolicyDigest(pcrs, version)
 	if err != nil {
 		return nil, err
 	}
@@ -38,7 +40,7 @@ func Seal(ek *EK, pcrs PCRValues, secret []byte) (*Blob, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Blob{EK: ek, PCRs: pcrs.Clone(), wrapped: *w}, nil
+	return &Blob{EK: ek, PCRs: pcrs.Clone(), Version: version, wrapped: *w}, nil
 }
 
 // sealedObject builds the public and sensitive areas of a sealed data
@@ -76,11 +78,11 @@ func sealedObject(policy, secret []byte) (tpm2.TPMTPublic, tpm2.TPMTSensitive, e
 }
 
 // checkSealedPublic verifies that a public area (from a decoded blob) is
-// exactly the kind of object Seal makes, bound to pcrs. A blob whose object
-// could be opened with a password or without the PCR policy is refused
-// before it reaches the TPM.
-func checkSealedPublic(public *tpm2.TPMTPublic, pcrs PCRValues) error {
-	policy, err := pcrs.PolicyDigest()
+// exactly the kind of object Seal makes, bound to pcrs and version. A blob
+// whose object could be opened with a password, without the PCR policy or
+// without the floor is refused before it reaches the TPM.
+func checkSealedPublic(public *tpm2.TPMTPublic, pcrs PCRValues, version uint64) error {
+	policy, err := ImagePolicyDigest(pcrs, version)
 	if err != nil {
 		return err
 	}
@@ -94,7 +96,7 @@ func checkSealedPublic(public *tpm2.TPMTPublic, pcrs PCRValues) error {
 		return errors.New("sealed object is a keyed-hash key, not sealed data")
 	}
 	if !equalBytes(public.AuthPolicy.Buffer, policy) {
-		return errors.New("sealed object's policy does not match the blob's PCR values")
+		return errors.New("sealed object's policy does not match the blob's PCR values and security version")
 	}
 	return nil
 }

@@ -25,9 +25,17 @@ func measure(t testing.TB, conn transport.TPM, i int, data string) {
 	}
 }
 
-// bootedState measures a boot into PCRs 8 and 9 and returns their values.
+// testVersion is the security version tests seal at when the floor is
+// not what they test: above any floor a test TPM starts at.
+const testVersion = 32
+
+// bootedState defines the version floor, measures a boot into PCRs 8 and
+// 9 and returns their values.
 func bootedState(t testing.TB, conn transport.TPM) tpm.PCRValues {
 	t.Helper()
+	if floor := tpmtest.Floor(t, conn); floor > testVersion {
+		t.Fatalf("the test TPM's floor is %d, above the tests' version %d", floor, testVersion)
+	}
 	measure(t, conn, 8, "root filesystem")
 	measure(t, conn, 9, "custodian binary")
 	pcrs, err := tpm.ReadPCRs(conn, 8, 9)
@@ -60,7 +68,7 @@ func secret(t testing.TB) []byte {
 // as a blob travels from the ceremony to the device.
 func sealAndReparse(t testing.TB, ek *tpm.EK, pcrs tpm.PCRValues, s []byte) *tpm.Blob {
 	t.Helper()
-	blob, err := tpm.Seal(ek, pcrs, s)
+	blob, err := tpm.Seal(ek, pcrs, testVersion, s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,8 +122,8 @@ func TestInvariantNoPlaintextShareOnTPMBus(t *testing.T) {
 		if bus.Seen(s) {
 			t.Fatal("the secret crossed the TPM bus in the clear")
 		}
-		if n := bus.Count(); n != 9 {
-			t.Errorf("import+unseal took %d TPM commands, want 9", n)
+		if n := bus.Count(); n != 10 { // nine, and PolicyNV for the floor
+			t.Errorf("import+unseal took %d TPM commands, want 10", n)
 		}
 	})
 }
@@ -136,7 +144,7 @@ func TestInvariantSealingRefusesPoliciesThatProtectNothing(t *testing.T) {
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
-			_, err := tpm.Seal(ek, c.pcrs, []byte("share"))
+			_, err := tpm.Seal(ek, c.pcrs, 1, []byte("share"))
 			if !errors.Is(err, c.want) {
 				t.Fatalf("got %v, want %v", err, c.want)
 			}
@@ -148,14 +156,14 @@ func TestInvariantSealingRefusesPoliciesThatProtectNothing(t *testing.T) {
 		"negative index": {-1: good},
 	} {
 		t.Run(name, func(t *testing.T) {
-			if _, err := tpm.Seal(ek, pcrs, []byte("share")); err == nil {
+			if _, err := tpm.Seal(ek, pcrs, 1, []byte("share")); err == nil {
 				t.Fatal("sealed to an invalid PCR selection")
 			}
 		})
 	}
 	for name, s := range map[string][]byte{"empty secret": nil, "oversize secret": make([]byte, tpm.MaxSecret+1)} {
 		t.Run(name, func(t *testing.T) {
-			if _, err := tpm.Seal(ek, tpm.PCRValues{8: good}, s); err == nil {
+			if _, err := tpm.Seal(ek, tpm.PCRValues{8: good}, 1, s); err == nil {
 				t.Fatal("sealed an out-of-range secret")
 			}
 		})
@@ -224,7 +232,7 @@ func TestUnsealRefuses(t *testing.T) {
 func TestParseBlobRefusesDamage(t *testing.T) {
 	good := make([]byte, 32)
 	good[0] = 7
-	blob, err := tpm.Seal(tpmtest.RandomEK(t), tpm.PCRValues{8: good}, []byte("share"))
+	blob, err := tpm.Seal(tpmtest.RandomEK(t), tpm.PCRValues{8: good}, 1, []byte("share"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,12 +260,12 @@ func FuzzParseBlob(f *testing.F) {
 	good[0] = 7
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	ek, _ := tpm.NewEK(&key.PublicKey)
-	blob, err := tpm.Seal(ek, tpm.PCRValues{8: good, 9: good}, []byte("share"))
+	blob, err := tpm.Seal(ek, tpm.PCRValues{8: good, 9: good}, 1, []byte("share"))
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Add(blob.Marshal())
-	f.Add([]byte("CUSTSEAL\x01"))
+	f.Add([]byte("CUSTSEAL\x02"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		b, err := tpm.ParseBlob(data)
 		if err != nil {

@@ -17,13 +17,16 @@ var (
 )
 
 // Unseal imports b under the TPM's persistent endorsement key and returns
-// its secret, if the TPM's PCRs hold the blob's values.
+// its secret, if the TPM's PCRs hold the blob's values and its security
+// version floor is at most the blob's version. A blob below the floor
+// fails with a [DowngradeError] (errors.Is ErrDowngrade).
 //
-// All nine commands run in one policy session salted to the EK, with
+// All ten commands run in one policy session salted to the EK, with
 // response parameter encryption:
 //
 //	StartAuthSession(salt → EK) · PolicySecret(endorsement) · Import ·
-//	PolicySecret(endorsement) · Load · PolicyPCR · Unseal · Flush · Flush
+//	PolicySecret(endorsement) · Load · PolicyPCR · PolicyNV(floor) ·
+//	Unseal · Flush · Flush
 //
 // so the secret crosses the bus only encrypted under a session key that
 // needs the EK's private key to derive. The policy session is reused: a
@@ -70,16 +73,8 @@ func loadAndUnseal(t transport.TPM, sess tpm2.Session, b *Blob, private tpm2.TPM
 	}
 	defer flush(t, loaded.ObjectHandle)
 
-	_, err = tpm2.PolicyPCR{
-		PolicySession: sess.Handle(),
-		PcrDigest:     tpm2.TPM2BDigest{Buffer: b.PCRs.digest()},
-		Pcrs:          b.PCRs.selection(),
-	}.Execute(t)
-	if errors.Is(err, tpm2.TPMRCValue) {
-		return nil, ErrPCRMismatch
-	}
-	if err != nil {
-		return nil, fmt.Errorf("checking PCRs: %w", err)
+	if err := passImage(t, sess, b.PCRs, b.Version); err != nil {
+		return nil, err
 	}
 	rsp, err := tpm2.Unseal{
 		ItemHandle: tpm2.AuthHandle{Handle: loaded.ObjectHandle, Name: loaded.Name, Auth: sess},
@@ -124,7 +119,7 @@ func endorsementPolicy(t transport.TPM, sess tpm2.Session) error {
 }
 
 // diagnose turns a failure to start or import into a specific error. It
-// runs only on the failure path, so the happy path stays at nine commands.
+// runs only on the failure path, so the happy path stays at ten commands.
 func diagnose(t transport.TPM, want *EK, cause error) error {
 	ek, err := ReadEK(t, want.Kind())
 	switch {

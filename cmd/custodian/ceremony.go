@@ -52,7 +52,7 @@ It writes DIR/escrow-K.pub.json (public) and DIR/<custodian>.bundle.json
 			if mode != escrow.ModeShare && mode != escrow.ModeScoped {
 				return withHint(fmt.Errorf("--mode %q", mode), "the mode is share or scoped")
 			}
-			opts := []escrow.Option{escrow.WithMode(mode)}
+			opts := []escrow.Option{escrow.WithMode(mode), escrow.WithSecurityVersion(policy.SecurityVersion)}
 			if mode == escrow.ModeScoped && updateKeyPath == "" {
 				fmt.Fprintf(g.stderr, "warning: no --update-key: the scoped keys of %s will work only on the image of %s\n", keyID, policyPath)
 			}
@@ -155,13 +155,15 @@ func newPolicyCommand(g *globals) *cobra.Command {
 
 func newPolicyFromEnrollmentCommand(g *globals) *cobra.Command {
 	var in, pcrList, out string
+	var securityVersion uint64
 	var checks enrollmentChecks
 	cmd := &cobra.Command{
-		Use:   "from-enrollment --in enrollment.json --pcrs 8,9,11,12 --out policy.json",
+		Use:   "from-enrollment --in enrollment.json --pcrs 8,9,11,12 --security-version N --out policy.json",
 		Short: "Record a policy from the PCRs a verified enrollment quoted",
 		Long: `Without an image prediction, a policy can pin the PCR values a device
 measured when it enrolled, as its verified quote proves them. The policy says
-so ("source": "enrollment:<ID>") and carries no event log.`,
+so ("source": "enrollment:<ID>") and carries no event log; the security version
+of the image the device runs is stated with --security-version.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			indices, err := parsePCRList(pcrList)
@@ -183,7 +185,7 @@ so ("source": "enrollment:<ID>") and carries no event log.`,
 				}
 				pcrs[i] = v
 			}
-			p, err := bootpolicy.FromMeasurement(e.CustodianID, pcrs)
+			p, err := bootpolicy.FromMeasurement(e.CustodianID, pcrs, securityVersion)
 			if err != nil {
 				return err
 			}
@@ -201,6 +203,8 @@ so ("source": "enrollment:<ID>") and carries no event log.`,
 	f := cmd.Flags()
 	f.StringVar(&in, "in", "", "the device's enrollment")
 	f.StringVar(&pcrList, "pcrs", "8,9,11,12", "PCRs to pin (8, 9 or 11-15)")
+	f.Uint64Var(&securityVersion, "security-version", 0, "the security version of the image the device runs (its manifest's security_version)")
+	_ = cmd.MarkFlagRequired("security-version")
 	f.StringVar(&out, "out", "", "policy file to write")
 	checks.register(cmd)
 	_ = cmd.MarkFlagRequired("in")

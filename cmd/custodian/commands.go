@@ -17,6 +17,7 @@ func registerCommands(root *cobra.Command, g *globals) {
 		newAttestCommand(g),
 		newUpdateCommand(g),
 		newResealCommand(g),
+		newFloorCommand(g),
 		newAgencyCommand(g),
 		newTrustCommand(g),
 		newWarrantCommand(g),

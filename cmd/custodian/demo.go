@@ -244,7 +244,7 @@ func (d *demo) runCeremony(context.Context) error {
 	for _, c := range d.custodians {
 		members = append(members, escrow.Member{ID: c.id, EK: c.ek})
 	}
-	pub, bundles, err := escrow.Ceremony(d.keyID, demoThreshold, d.policy.PCRs, members)
+	pub, bundles, err := escrow.Ceremony(d.keyID, demoThreshold, d.policy.PCRs, members, escrow.WithSecurityVersion(d.policy.SecurityVersion))
 	if err != nil {
 		return err
 	}

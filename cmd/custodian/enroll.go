@@ -53,7 +53,11 @@ enrolls again with --challenge. The result verifies with the verifier's secret.`
 			if err := g.saveEnrollment(e, out); err != nil {
 				return err
 			}
-			return g.reportEnrollment(e, out)
+			floor, err := tpm.ReadFloor(t)
+			if err != nil {
+				return err
+			}
+			return g.reportEnrollment(e, out, floor)
 		},
 	}
 	f := cmd.Flags()
@@ -84,15 +88,19 @@ func (g *globals) saveEnrollment(e *enrollment.Enrollment, out string) error {
 	return durable.WriteFile(out, data, 0o644)
 }
 
-func (g *globals) reportEnrollment(e *enrollment.Enrollment, out string) error {
+func (g *globals) reportEnrollment(e *enrollment.Enrollment, out string, floor uint64) error {
 	if g.json {
 		return g.printJSON(map[string]any{
 			"custodian_id": e.CustodianID, "out": out, "ek_kind": e.EK.Kind,
-			"ek_certificate": e.EK.Certificate != nil, "activated": e.Activated,
+			"ek_certificate": e.EK.Certificate != nil, "activated": e.Activated, "floor": floor,
 		})
 	}
 	g.printf("enrolled custodian %s into %s\n", e.CustodianID, out)
 	g.printf("  endorsement key: %s, manufacturer certificate: %s\n", e.EK.Kind, yesNo(e.EK.Certificate != nil))
+	g.printf("  security version floor: %d\n", floor)
+	if floor > 1 {
+		fmt.Fprintf(g.stderr, "warning: this TPM's floor starts at %d (it held counters before); only images with security_version >= %d open here\n", floor, floor)
+	}
 	if e.Activated {
 		g.printf("  attestation key: answered the challenge; verify with its secret\n")
 	} else {

@@ -14,6 +14,7 @@ import (
 	"github.com/custodian-project/custodian/hsm/durable"
 	"github.com/custodian-project/custodian/hsm/escrow"
 	"github.com/custodian-project/custodian/hsm/recipient"
+	"github.com/custodian-project/custodian/tpm"
 )
 
 func newProvisionCommand(g *globals) *cobra.Command {
@@ -49,6 +50,8 @@ func provisionHint(err error) error {
 		return withHint(err, "each custodian gets its own bundle; check you copied the right file")
 	case errors.Is(err, escrow.ErrBadShare):
 		return withHint(err, "the bundle does not belong to its escrow file; ask the escrow authority")
+	case errors.Is(err, tpm.ErrDowngrade):
+		return floorHint(err)
 	}
 	return withHint(err, "the device must run the approved image the ceremony sealed to")
 }

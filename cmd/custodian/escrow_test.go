@@ -100,7 +100,7 @@ func TestEscrowStoryOnTheCommandLine(t *testing.T) {
 	os.WriteFile(rootsFile, roots, 0o644)
 	policy := filepath.Join(dir, "policy.json")
 	mustRun(t, "policy", "from-enrollment", "--in", filepath.Join(dir, "court-a.enrollment.json"),
-		"--secret", filepath.Join(dir, "court-a.secret"), "--ek-roots", rootsFile, "--out", policy)
+		"--secret", filepath.Join(dir, "court-a.secret"), "--ek-roots", rootsFile, "--security-version", "1", "--out", policy)
 
 	out := filepath.Join(dir, "ceremony")
 	mustRun(t, append([]string{"ceremony", "--key-id", "2026-11", "--threshold", "2", "--mode", "share", "--policy", policy,
@@ -182,7 +182,7 @@ func TestProvisionAfterPCRChangeIsRefused(t *testing.T) {
 	more, _ := os.ReadFile(rootsB)
 	os.WriteFile(roots, append(both, more...), 0o644)
 	common := []string{"--ek-roots", roots}
-	mustRun(t, append([]string{"policy", "from-enrollment", "--in", ea, "--secret", sa, "--out", policy}, common...)...)
+	mustRun(t, append([]string{"policy", "from-enrollment", "--in", ea, "--secret", sa, "--security-version", "1", "--out", policy}, common...)...)
 	out := filepath.Join(dir, "ceremony")
 	mustRun(t, append([]string{"ceremony", "--key-id", "k1", "--threshold", "2", "--policy", policy, "--out", out,
 		"--enrollment", ea, "--secret", "court-a=" + sa, "--enrollment", eb, "--secret", "court-b=" + sb}, common...)...)

@@ -120,8 +120,11 @@ func TestMeasureBootMatchesPrediction(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if floor := tpmtest.Floor(t, conn); floor > policy.SecurityVersion {
+		t.Fatalf("a fresh TPM's floor is %d", floor)
+	}
 	share := []byte("share sealed to the approved image")
-	blob, err := tpm.Seal(ek, policy.PCRs, share)
+	blob, err := tpm.Seal(ek, policy.PCRs, policy.SecurityVersion, share)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/custodian-project/custodian/hsm/appliance"
 	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/tpm"
 )
 
 func newLedgerCommand(g *globals) *cobra.Command {
@@ -117,6 +118,9 @@ func newLedgerCheckpointCommand(g *globals) *cobra.Command {
 				return err
 			}
 			return g.withAppliance(func(a *appliance.Appliance, _ transport.TPM) error {
+				if errors.Is(a.SignerErr, tpm.ErrDowngrade) {
+					return floorHint(a.SignerErr)
+				}
 				if a.SignerErr != nil {
 					return withHint(a.SignerErr, "the checkpoint key opens only on the approved image with its PCRs measured")
 				}

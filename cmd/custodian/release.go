@@ -209,6 +209,7 @@ func releaseHint(err error) error {
 		release.CodeClockBehind:                    "the appliance's clock is behind its ledger; its operator must set the clock",
 		release.CodePCRMismatch:                    "the appliance did not boot the approved image; its operator must restore it",
 		release.CodeImageNotApproved:               "the appliance did not boot the approved image; its operator must restore it",
+		release.CodeDowngrade:                      "the appliance booted an image older than its security version floor; its operator must boot the current approved image",
 		release.CodeRateLimited:                    "wait a moment and try again",
 		release.CodeChangedAfterApproval:           "the warrant stopped verifying while the device waited for the press (see the cause); nothing was released",
 		release.CodeBeforeFloor:                    "ask the court to sign the warrant again",

@@ -75,7 +75,7 @@ func newUpdateSignCommand(g *globals) *cobra.Command {
 			if err := durable.WriteFile(out, signed, 0o644); err != nil {
 				return err
 			}
-			g.printf("update for the policy in %s signed into %s\n", policyPath, out)
+			g.printf("update for the policy in %s (security version %d) signed into %s\n", policyPath, policy.SecurityVersion, out)
 			return nil
 		},
 	}

@@ -19,7 +19,7 @@ func TestUpdateKeygenAndSign(t *testing.T) {
 	if info, err := os.Stat(key); err != nil || info.Mode().Perm() != 0o600 {
 		t.Fatalf("private key file: %v %v", info, err)
 	}
-	policy, err := bootpolicy.FromMeasurement("court-a", tpm.PCRValues{8: bytes.Repeat([]byte{9}, 32)})
+	policy, err := bootpolicy.FromMeasurement("court-a", tpm.PCRValues{8: bytes.Repeat([]byte{9}, 32)}, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,8 +44,11 @@ func TestUpdateKeygenAndSign(t *testing.T) {
 	if got, approval, err = p.OpenUpdate(signed); err != nil || approval == nil {
 		t.Fatalf("the update's approval: %v", err)
 	}
-	if p.CheckApproval(tpm.PCRValues{8: bytes.Repeat([]byte{7}, 32)}, approval) == nil {
+	if p.CheckApproval(tpm.PCRValues{8: bytes.Repeat([]byte{7}, 32)}, 1, approval) == nil {
 		t.Fatal("the approval of one policy's PCRs also approves others")
+	}
+	if p.CheckApproval(policy.PCRs, 2, approval) == nil {
+		t.Fatal("the approval of one security version also approves another")
 	}
 	code, _, errOut := custodian(t, "reseal")
 	if code == 0 || !strings.Contains(errOut, "--update FILE or --finish") {

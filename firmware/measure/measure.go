@@ -8,7 +8,10 @@
 //
 //  1. rootfs: the tree digest of R (see [TreeDigest]) into S.RootFSPCR
 //  2. binary: SHA-256 of the file S.Binary into S.BinaryPCR
-//  3. config: SHA-256 of the file S.Config into S.ConfigPCR
+//  3. config: SHA-256 of the file S.Config into S.ConfigPCR, then
+//     security-version: S.SecurityVersion (the manifest's
+//     security_version) into S.ConfigPCR, so the version shares and keys
+//     are sealed for is part of the measured boot
 //  4. trust-roots: the tree digest of the directory S.TrustRoots into
 //     S.TrustRootsPCR
 //  5. one separator event into each PCR of S.SeparatorPCRs, ascending
@@ -41,6 +44,7 @@ import (
 	"slices"
 
 	"github.com/custodian-project/custodian/hsm/bootpolicy"
+	"github.com/custodian-project/custodian/tpm"
 )
 
 // Spec says where the measured parts live in the root filesystem and which
@@ -54,20 +58,24 @@ type Spec struct {
 	ConfigPCR     int
 	TrustRootsPCR int
 	SeparatorPCRs []int
+	// SecurityVersion is the image's security version (1 and up), measured
+	// into ConfigPCR after the configuration.
+	SecurityVersion uint64
 }
 
 // DefaultSpec is the layout of the custodian image: rootfs in PCR 8, the
 // binary in 9, configuration in 11, trust roots in 12 (10 is IMA's).
 func DefaultSpec() Spec {
 	return Spec{
-		Binary:        "usr/bin/custodian",
-		Config:        "etc/custodian/config.toml",
-		TrustRoots:    "etc/custodian/trust",
-		RootFSPCR:     8,
-		BinaryPCR:     9,
-		ConfigPCR:     11,
-		TrustRootsPCR: 12,
-		SeparatorPCRs: []int{8, 9, 11, 12},
+		Binary:          "usr/bin/custodian",
+		Config:          "etc/custodian/config.toml",
+		TrustRoots:      "etc/custodian/trust",
+		RootFSPCR:       8,
+		BinaryPCR:       9,
+		ConfigPCR:       11,
+		TrustRootsPCR:   12,
+		SeparatorPCRs:   []int{8, 9, 11, 12},
+		SecurityVersion: 1,
 	}
 }
 
@@ -78,6 +86,9 @@ var ErrUncoveredPCR = errors.New("the separator does not cover a measured PCR")
 // Check refuses PCRs outside 8–15 or 10, paths that are not clean
 // relative paths, and a separator selection that misses a measured PCR.
 func (s Spec) Check() error {
+	if err := tpm.CheckSecurityVersion(s.SecurityVersion); err != nil {
+		return err
+	}
 	for _, p := range []string{s.Binary, s.Config, s.TrustRoots} {
 		if !fs.ValidPath(p) || p == "." {
 			return fmt.Errorf("measured path %q must be a clean path relative to the root, without a leading /", p)
@@ -140,6 +151,7 @@ func (s Spec) Events(root fs.FS, mode ModeFunc) ([]bootpolicy.Event, error) {
 		bootpolicy.NewEvent(s.RootFSPCR, bootpolicy.KindRootFS, "/", rootDigest),
 		bootpolicy.NewEvent(s.BinaryPCR, bootpolicy.KindBinary, "/"+s.Binary, bin),
 		bootpolicy.NewEvent(s.ConfigPCR, bootpolicy.KindConfig, "/"+s.Config, cfg),
+		bootpolicy.NewSecurityVersion(s.ConfigPCR, s.SecurityVersion),
 		bootpolicy.NewEvent(s.TrustRootsPCR, bootpolicy.KindTrustRoots, "/"+s.TrustRoots, trust),
 	}
 	for _, i := range slices.Sorted(slices.Values(s.SeparatorPCRs)) {

@@ -104,7 +104,7 @@ func TestSpecCheck(t *testing.T) {
 	}
 }
 
-// Events gives the documented order: the four measurements, then the
+// Events gives the documented order: the five measurements, then the
 // separators in ascending PCR order, and a consistent policy.
 func TestEventsOrder(t *testing.T) {
 	p, err := DefaultSpec().Predict(testRoot(), nil)
@@ -115,7 +115,7 @@ func TestEventsOrder(t *testing.T) {
 	for _, e := range p.Events {
 		kinds = append(kinds, e.Kind.String()+"@"+strconv.Itoa(e.PCR))
 	}
-	want := "rootfs@8 binary@9 config@11 trust-roots@12 separator@8 separator@9 separator@11 separator@12"
+	want := "rootfs@8 binary@9 config@11 security-version@11 trust-roots@12 separator@8 separator@9 separator@11 separator@12"
 	if got := strings.Join(kinds, " "); got != want {
 		t.Fatalf("order %s, want %s", got, want)
 	}

@@ -5,7 +5,7 @@
 //
 //	enrollment.json   the device's identity, from custodian enroll
 //	ledger.db         the ledger (package ledger)
-//	ledger-key.blob   the checkpoint signing key, sealed to the EK and PCRs
+//	ledger-key.blob   the checkpoint signing key, sealed to the EK, PCRs and a security version
 //	ledger-key.pub    its public verifier key (C2SP signed-note format)
 //	trust/            the court trust store (package trust)
 //
@@ -64,7 +64,15 @@ func Init(dir string, t transport.TPM, pcrs []int, now time.Time) (*Appliance, e
 	if err != nil {
 		return nil, err
 	}
-	key, err := ledger.NewSigningKey(Origin(id), ek, values)
+	// The key is sealed at the current floor (defined here if enrollment
+	// did not, before the ledger's counter): it opens until the floor
+	// rises past it. Resealing for an update moves it to the new image's
+	// version, and RaiseFloor moves it to the running image's.
+	floor, err := tpm.DefineFloor(t)
+	if err != nil {
+		return nil, err
+	}
+	key, err := ledger.NewSigningKey(Origin(id), ek, values, floor)
 	if err != nil {
 		return nil, err
 	}

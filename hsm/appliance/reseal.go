@@ -37,16 +37,16 @@ func (a *Appliance) Reseal(t transport.TPM, update []byte, now time.Time) ([]str
 	if len(keyIDs) == 0 {
 		return nil, errors.New("no share is provisioned; nothing to reseal")
 	}
-	var pcrs tpm.PCRValues
+	var image *escrow.Public
 	for _, keyID := range keyIDs {
 		next, err := a.resealBundle(t, keyID, update)
 		if err != nil {
 			a.logReseal(now, keyID, update, err)
 			return nil, fmt.Errorf("key ID %s: %w", keyID, err)
 		}
-		pcrs = next.Escrow.PCRs
+		image = &next.Escrow
 	}
-	if err := a.resealLedgerKey(t, pcrs); err != nil {
+	if err := a.resealLedgerKey(t, image.PCRs, image.SecurityVersion); err != nil {
 		return nil, err
 	}
 	for _, keyID := range keyIDs {
@@ -73,8 +73,9 @@ func (a *Appliance) resealBundle(t transport.TPM, keyID string, update []byte) (
 	return next, durable.WriteFile(a.bundlePath(keyID)+nextSuffix, data, 0o600)
 }
 
-// resealLedgerKey seals the checkpoint key's seed to the new PCRs.
-func (a *Appliance) resealLedgerKey(t transport.TPM, pcrs tpm.PCRValues) error {
+// resealLedgerKey seals the checkpoint key's seed to the new PCRs and
+// security version, as the "next" file.
+func (a *Appliance) resealLedgerKey(t transport.TPM, pcrs tpm.PCRValues, version uint64) error {
 	key, err := readSigningKey(a.Dir)
 	if err != nil {
 		return err
@@ -84,7 +85,7 @@ func (a *Appliance) resealLedgerKey(t transport.TPM, pcrs tpm.PCRValues) error {
 		return fmt.Errorf("opening the checkpoint key: %w", err)
 	}
 	defer clear(seed)
-	next, err := tpm.Seal(a.EK, pcrs, seed)
+	next, err := tpm.Seal(a.EK, pcrs, version, seed)
 	if err != nil {
 		return err
 	}

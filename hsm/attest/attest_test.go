@@ -102,7 +102,7 @@ func TestAttestationVerifiesAgainstEnrollmentPolicyAndLedger(t *testing.T) {
 
 		// A policy recorded from a measurement has no events; the log must
 		// still replay to the quoted PCRs.
-		measured, err := bootpolicy.FromMeasurement("court-a", att.PCRs)
+		measured, err := bootpolicy.FromMeasurement("court-a", att.PCRs, 1)
 		if err != nil {
 			t.Fatal(err)
 		}

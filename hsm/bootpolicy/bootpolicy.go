@@ -9,6 +9,7 @@
 //
 //	{
 //	  "version": 1,
+//	  "security_version": 3,
 //	  "pcrs": {"8": "<64 hex>", ...},
 //	  "events": [
 //	    {"pcr": 8, "kind": "rootfs", "name": "/", "measured": "<64 hex>", "digest": "<64 hex>"},
@@ -19,7 +20,11 @@
 // A policy is accepted only if it is consistent with itself: every event's
 // digest is the one its kind, name and measured value produce, replaying
 // the events from zero gives exactly pcrs, every PCR in pcrs ends with
-// exactly one separator event, and pcrs passes [tpm.PCRValues.Check].
+// exactly one separator event, exactly one security-version event measures
+// security_version (1 to tpm.MaxSecurityVersion), and pcrs passes
+// [tpm.PCRValues.Check]. The security version is what shares and keys
+// sealed to the policy carry: they open only while the device's version
+// floor is at most it (package tpm).
 // So a policy can be checked by anyone without trusting its author's
 // arithmetic; what it must still be trusted for is which image it names.
 //
@@ -55,9 +60,13 @@ type Policy struct {
 	// from a device's verified enrollment quote says so here, as
 	// "enrollment:<custodian ID>", and has no events: it pins PCR values
 	// that were measured, not explained.
-	Source string        `json:"source,omitempty"`
-	PCRs   tpm.PCRValues `json:"pcrs"`
-	Events []Event       `json:"events"`
+	Source string `json:"source,omitempty"`
+	// SecurityVersion is the image's security version, measured at boot
+	// (a security-version event) in a predicted policy, and stated by the
+	// authority in a recorded one.
+	SecurityVersion uint64        `json:"security_version"`
+	PCRs            tpm.PCRValues `json:"pcrs"`
+	Events          []Event       `json:"events"`
 }
 
 // SourceEnrollment prefixes the Source of a policy recorded from an
@@ -66,9 +75,11 @@ const SourceEnrollment = "enrollment:"
 
 // FromMeasurement makes a policy of PCR values measured on a device and
 // proven by a verified enrollment quote (`custodian policy
-// from-enrollment`). It refuses PCRs that could not protect a share.
-func FromMeasurement(custodianID string, pcrs tpm.PCRValues) (*Policy, error) {
-	p := &Policy{Version: Version, Source: SourceEnrollment + custodianID, PCRs: pcrs.Clone(), Events: []Event{}}
+// from-enrollment`), for an image of the given security version. It
+// refuses PCRs that could not protect a share.
+func FromMeasurement(custodianID string, pcrs tpm.PCRValues, securityVersion uint64) (*Policy, error) {
+	p := &Policy{Version: Version, Source: SourceEnrollment + custodianID, SecurityVersion: securityVersion,
+		PCRs: pcrs.Clone(), Events: []Event{}}
 	if err := p.check(); err != nil {
 		return nil, err
 	}
@@ -76,9 +87,15 @@ func FromMeasurement(custodianID string, pcrs tpm.PCRValues) (*Policy, error) {
 }
 
 // New builds a policy from a measured event sequence, computing the PCR
-// values by replay, and checks it as [Parse] would.
+// values by replay and taking the security version from its event, and
+// checks it as [Parse] would.
 func New(events []Event) (*Policy, error) {
 	p := &Policy{Version: Version, PCRs: Replay(events), Events: events}
+	for _, e := range events {
+		if e.Kind == KindSecurityVersion {
+			p.SecurityVersion, _ = e.securityVersion() // check reports a bad one
+		}
+	}
 	if err := p.check(); err != nil {
 		return nil, err
 	}
@@ -128,6 +145,9 @@ func (p *Policy) check() error {
 	if err := checkSeparators(p.Events); err != nil {
 		return err
 	}
+	if err := p.checkSecurityVersion(); err != nil {
+		return err
+	}
 	if err := p.PCRs.Check(); err != nil {
 		return fmt.Errorf("policy: %w", err)
 	}
@@ -147,6 +167,9 @@ func (p *Policy) checkMeasured() error {
 	if len(p.Events) != 0 {
 		return errors.New("policy: a policy recorded from an enrollment has no events")
 	}
+	if err := tpm.CheckSecurityVersion(p.SecurityVersion); err != nil {
+		return fmt.Errorf("policy: security_version: %w", err)
+	}
 	for _, i := range p.PCRs.Indices() {
 		if err := checkPCR(i); err != nil {
 			return fmt.Errorf("policy: %w", err)
@@ -154,6 +177,29 @@ func (p *Policy) checkMeasured() error {
 	}
 	if err := p.PCRs.Check(); err != nil {
 		return fmt.Errorf("policy: %w", err)
+	}
+	return nil
+}
+
+// checkSecurityVersion requires exactly one security-version event, and
+// that it measures the policy's security_version: the version a share is
+// sealed for is then the one the device measured at boot.
+func (p *Policy) checkSecurityVersion() error {
+	var found []uint64
+	for _, e := range p.Events {
+		if e.Kind == KindSecurityVersion {
+			v, err := e.securityVersion()
+			if err != nil {
+				return fmt.Errorf("policy: %w", err)
+			}
+			found = append(found, v)
+		}
+	}
+	if len(found) != 1 {
+		return fmt.Errorf("policy: %d security-version events, want exactly one", len(found))
+	}
+	if found[0] != p.SecurityVersion {
+		return fmt.Errorf("policy: security_version %d is not the measured version %d", p.SecurityVersion, found[0])
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ func testEvents() []Event {
 		NewEvent(8, KindRootFS, "/", sha256.Sum256([]byte("root"))),
 		NewEvent(9, KindBinary, "/usr/bin/custodian", sha256.Sum256([]byte("binary"))),
 		NewEvent(11, KindConfig, "/etc/custodian/config.toml", sha256.Sum256([]byte("config"))),
+		NewSecurityVersion(11, 2),
 		NewEvent(12, KindTrustRoots, "/etc/custodian/trust", sha256.Sum256([]byte("trust"))),
 		NewSeparator(8), NewSeparator(9), NewSeparator(11), NewSeparator(12),
 	}
@@ -45,7 +46,7 @@ func TestPolicyRoundTrip(t *testing.T) {
 	if !bytes.Equal(data, again) {
 		t.Fatalf("re-encoding changed the policy:\n%s\n%s", data, again)
 	}
-	if len(p.PCRs) != 4 || len(p.Events) != 8 {
+	if len(p.PCRs) != 4 || len(p.Events) != 9 || p.SecurityVersion != 2 {
 		t.Fatalf("parsed %d PCRs and %d events", len(p.PCRs), len(p.Events))
 	}
 }
@@ -55,7 +56,7 @@ func TestPolicyRefuses(t *testing.T) {
 	valid := string(testPolicy(t))
 	p, _ := New(testEvents())
 	pcr8 := hex.EncodeToString(p.PCRs[8])
-	sep := hex.EncodeToString(p.Events[4].Digest)
+	sep := hex.EncodeToString(p.Events[5].Digest)
 	cases := map[string]struct{ from, to, want string }{
 		"unknown key":       {`"version": 1,`, `"version": 1, "comment": "x",`, "unknown field"},
 		"duplicate key":     {`"version": 1,`, `"version": 1, "version": 1,`, "duplicate key"},
@@ -68,6 +69,10 @@ func TestPolicyRefuses(t *testing.T) {
 		"unknown kind":      {`"kind": "config"`, `"kind": "kernel"`, "unknown event kind"},
 		"trailing data":     {"\n}\n", "\n}\n{}", "trailing data"},
 		"renamed separator": {`"name": "separator"`, `"name": "separator2"`, "fixed separator"},
+		"other version":     {`"security_version": 2,`, `"security_version": 3,`, "not the measured version 2"},
+		"version 0":         {`"security_version": 2,`, `"security_version": 0,`, "not the measured version 2"},
+		"no version":        {`"security_version": 2,`, ``, "not the measured version 2"},
+		"version as name":   {`"name": "2"`, `"name": "02"`, "not a decimal version"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -95,6 +100,20 @@ func TestPolicyRequiresSeparators(t *testing.T) {
 	}
 	if _, err := New(append(testEvents(), NewSeparator(8))); err == nil {
 		t.Fatal("a second separator was accepted")
+	}
+}
+
+// The security version a share is sealed for must be the one measured at
+// boot: exactly one security-version event, before its PCR's separator.
+func TestPolicyRequiresOneMeasuredSecurityVersion(t *testing.T) {
+	events := testEvents()
+	without := append(append([]Event{}, events[:3]...), events[4:]...)
+	if _, err := New(without); err == nil || !strings.Contains(err.Error(), "0 security-version events") {
+		t.Fatalf("no security-version event: %v", err)
+	}
+	twice := append(append(append([]Event{}, events[:4]...), NewSecurityVersion(9, 7)), events[4:]...)
+	if _, err := New(twice); err == nil || !strings.Contains(err.Error(), "2 security-version events") {
+		t.Fatalf("two security-version events: %v", err)
 	}
 }
 

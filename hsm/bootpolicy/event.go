@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-eventlog/cel"
 
 	"github.com/custodian-project/custodian/hsm/internal/strictjson"
+	"github.com/custodian-project/custodian/tpm"
 )
 
 // Kind says what an event measured.
@@ -23,19 +24,24 @@ type Kind uint8
 // The kinds measure-boot records. The numbers are part of the event log
 // format; never reuse one.
 const (
-	KindRootFS     Kind = 1   // content digest of the root filesystem tree
-	KindBinary     Kind = 2   // SHA-256 of the custodian binary
-	KindConfig     Kind = 3   // SHA-256 of the appliance configuration
-	KindTrustRoots Kind = 4   // content digest of the court trust roots tree
-	KindSeparator  Kind = 255 // end of the boot measurements in this PCR
+	KindRootFS     Kind = 1 // content digest of the root filesystem tree
+	KindBinary     Kind = 2 // SHA-256 of the custodian binary
+	KindConfig     Kind = 3 // SHA-256 of the appliance configuration
+	KindTrustRoots Kind = 4 // content digest of the court trust roots tree
+	// KindSecurityVersion is the image's security version (the manifest's
+	// security_version): its name is the version in decimal, its measured
+	// value [SecurityVersionMeasured] of it.
+	KindSecurityVersion Kind = 5
+	KindSeparator       Kind = 255 // end of the boot measurements in this PCR
 )
 
 var kindNames = map[Kind]string{
-	KindRootFS:     "rootfs",
-	KindBinary:     "binary",
-	KindConfig:     "config",
-	KindTrustRoots: "trust-roots",
-	KindSeparator:  "separator",
+	KindRootFS:          "rootfs",
+	KindBinary:          "binary",
+	KindConfig:          "config",
+	KindTrustRoots:      "trust-roots",
+	KindSecurityVersion: "security-version",
+	KindSeparator:       "separator",
 }
 
 func (k Kind) String() string {
@@ -102,6 +108,35 @@ func NewSeparator(pcr int) Event {
 	return NewEvent(pcr, KindSeparator, SeparatorName, [sha256.Size]byte(SeparatorMeasured))
 }
 
+// NewSecurityVersion builds the event that measures the image's security
+// version v into pcr.
+func NewSecurityVersion(pcr int, v uint64) Event {
+	return NewEvent(pcr, KindSecurityVersion, strconv.FormatUint(v, 10), SecurityVersionMeasured(v))
+}
+
+// SecurityVersionMeasured is the measured value of security version v: a
+// hash of a label and the decimal version, so that no file's digest can
+// pass for it.
+func SecurityVersionMeasured(v uint64) [sha256.Size]byte {
+	return sha256.Sum256([]byte("custodian security version " + strconv.FormatUint(v, 10)))
+}
+
+// securityVersion reads a security-version event's version, which must be
+// canonical decimal in range, with the measured value it implies.
+func (e Event) securityVersion() (uint64, error) {
+	v, err := strconv.ParseUint(e.Name, 10, 64)
+	if err != nil || strconv.FormatUint(v, 10) != e.Name {
+		return 0, errors.New("security-version event's name is not a decimal version")
+	}
+	if err := tpm.CheckSecurityVersion(v); err != nil {
+		return 0, err
+	}
+	if want := SecurityVersionMeasured(v); !bytes.Equal(e.Measured, want[:]) {
+		return 0, errors.New("security-version event's measured value is not its version's")
+	}
+	return v, nil
+}
+
 // Measurable PCRs: 8–15, the ones the Pi's firmware leaves to the OS,
 // except 10, which the kernel's IMA extends.
 func checkPCR(i int) error {
@@ -126,6 +161,11 @@ func (e Event) check() error {
 	}
 	if e.Kind == KindSeparator && (e.Name != SeparatorName || !bytes.Equal(e.Measured, SeparatorMeasured)) {
 		return errors.New("separator event has other content than the fixed separator")
+	}
+	if e.Kind == KindSecurityVersion {
+		if _, err := e.securityVersion(); err != nil {
+			return err
+		}
 	}
 	if !bytes.Equal(e.Digest, e.contentDigest()) {
 		return errors.New("digest does not match the event's content")

@@ -9,7 +9,7 @@ import (
 
 func TestPolicyFromMeasurement(t *testing.T) {
 	v := bytes.Repeat([]byte{3}, 32)
-	p, err := FromMeasurement("court-a", tpm.PCRValues{8: v, 9: v})
+	p, err := FromMeasurement("court-a", tpm.PCRValues{8: v, 9: v}, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -18,7 +18,7 @@ func TestPolicyFromMeasurement(t *testing.T) {
 		t.Fatal(err)
 	}
 	again, err := Parse(data)
-	if err != nil || !again.PCRs.Equal(p.PCRs) || again.Source != "enrollment:court-a" {
+	if err != nil || !again.PCRs.Equal(p.PCRs) || again.Source != "enrollment:court-a" || again.SecurityVersion != 3 {
 		t.Fatalf("round trip: %v\n%s", err, data)
 	}
 	for name, pcrs := range map[string]tpm.PCRValues{
@@ -27,11 +27,14 @@ func TestPolicyFromMeasurement(t *testing.T) {
 		"never extended": {8: make([]byte, 32)},
 		"empty":          {},
 	} {
-		if _, err := FromMeasurement("court-a", pcrs); err == nil {
+		if _, err := FromMeasurement("court-a", pcrs, 3); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
-	if _, err := FromMeasurement("Court A", tpm.PCRValues{8: v}); err == nil {
+	if _, err := FromMeasurement("court-a", tpm.PCRValues{8: v}, 0); err == nil {
+		t.Error("security version 0 accepted")
+	}
+	if _, err := FromMeasurement("Court A", tpm.PCRValues{8: v}, 3); err == nil {
 		t.Error("bad custodian ID accepted")
 	}
 	withEvents := bytes.Replace(data, []byte(`"events": []`), []byte(`"events": [{"pcr": 8, "kind": "separator", "name": "separator", "measured": "00", "digest": "00"}]`), 1)

@@ -26,6 +26,11 @@ func Create(t transport.TPM, custodianID string, kind tpm.EKKind, challenge *Cha
 	if err != nil {
 		return nil, err
 	}
+	// The version floor is defined before the ledger's counter exists;
+	// see tpm.FloorIndex.
+	if _, err := tpm.DefineFloor(t); err != nil {
+		return nil, fmt.Errorf("defining the security version floor: %w", err)
+	}
 	cert, chain, err := tpm.ReadEKCertificate(t, kind)
 	if err != nil {
 		return nil, err

@@ -72,7 +72,7 @@ func BenchmarkRecover(b *testing.B) {
 		secret := g.RandomScalar(rand.Reader)
 		ss := secretsharing.New(rand.Reader, uint(t-1), secret)
 		shares := ss.Share(uint(n))
-		pub := &Public{Version: Version, KeyID: "2026-11", Mode: ModeShare, Threshold: t, PCRs: benchPCRs}
+		pub := &Public{Version: Version, KeyID: "2026-11", Mode: ModeShare, Threshold: t, PCRs: benchPCRs, SecurityVersion: 1}
 		for _, c := range ss.CommitSecret() {
 			data, _ := c.MarshalBinary()
 			pub.Commitments = append(pub.Commitments, data)
@@ -117,7 +117,7 @@ func BenchmarkRecover(b *testing.B) {
 func benchKey(b *testing.B, mode string, t int) (*Public, [][]byte) {
 	b.Helper()
 	ss := secretsharing.New(rand.Reader, uint(t-1), g.RandomScalar(rand.Reader))
-	pub := &Public{Version: Version, KeyID: "2026-11", Mode: mode, Threshold: t, PCRs: benchPCRs}
+	pub := &Public{Version: Version, KeyID: "2026-11", Mode: mode, Threshold: t, PCRs: benchPCRs, SecurityVersion: 1}
 	for _, c := range ss.CommitSecret() {
 		data, _ := c.MarshalBinary()
 		pub.Commitments = append(pub.Commitments, data)

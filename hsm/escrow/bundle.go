@@ -62,8 +62,8 @@ func (b *Bundle) check() error {
 		if err != nil {
 			return err
 		}
-		if !policy.PCRs.Equal(b.Escrow.PCRs) {
-			return errors.New("the bundle's PCRs are not its update's")
+		if !policy.PCRs.Equal(b.Escrow.PCRs) || policy.SecurityVersion != b.Escrow.SecurityVersion {
+			return errors.New("the bundle's PCRs or security version are not its update's")
 		}
 		if b.Escrow.Mode == ModeScoped && !bytes.Equal(approval, b.Approval) {
 			return errors.New("the bundle's approval is not its update's")
@@ -78,17 +78,18 @@ func (b *Bundle) check() error {
 	if !ok || c.Index != b.Index {
 		return fmt.Errorf("custodian %s with share %d is not in the escrow file", b.CustodianID, b.Index)
 	}
-	ek, pcrs, err := b.sealedTo()
+	ek, pcrs, version, err := b.sealedTo()
 	if err != nil {
 		return err
 	}
 	if !bytes.Equal(ek.Name(), c.EKName) {
 		return errors.New("the sealed share is for another TPM than the escrow file names")
 	}
-	// A scoped key keeps the ceremony's PCRs; after an update the bundle's
-	// approval (checked with the update) carries the new ones.
-	if !pcrs.Equal(b.Escrow.PCRs) && (b.Escrow.Mode != ModeScoped || b.Approval == nil) {
-		return errors.New("the sealed share's PCR policy differs from the escrow file's")
+	// A scoped key keeps the ceremony's PCRs and version; after an update
+	// the bundle's approval (checked with the update) carries the new ones.
+	same := pcrs.Equal(b.Escrow.PCRs) && version == b.Escrow.SecurityVersion
+	if !same && (b.Escrow.Mode != ModeScoped || b.Approval == nil) {
+		return errors.New("the sealed share's PCR policy or security version differs from the escrow file's")
 	}
 	return nil
 }
@@ -99,35 +100,35 @@ func (b *Bundle) ScopedApproval() *tpm.Approval {
 	if b.Approval == nil {
 		return nil
 	}
-	return &tpm.Approval{PCRs: b.Escrow.PCRs, Signature: b.Approval}
+	return &tpm.Approval{PCRs: b.Escrow.PCRs, Version: b.Escrow.SecurityVersion, Signature: b.Approval}
 }
 
 // sealedTo parses the blob as the escrow file's mode says and returns the
-// EK and PCR values it is sealed to. A scoped key's public point must be
-// the share's commitment.
-func (b *Bundle) sealedTo() (*tpm.EK, tpm.PCRValues, error) {
+// EK, PCR values and security version it is sealed to. A scoped key's
+// public point must be the share's commitment.
+func (b *Bundle) sealedTo() (*tpm.EK, tpm.PCRValues, uint64, error) {
 	if b.Escrow.Mode != ModeScoped {
 		blob, err := tpm.ParseBlob(b.Blob)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, 0, err
 		}
-		return blob.EK, blob.PCRs, nil
+		return blob.EK, blob.PCRs, blob.Version, nil
 	}
 	k, err := tpm.ParseScopedKey(b.Blob)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	if !equalApprover(k.Approver, b.Escrow.approver()) {
-		return nil, nil, errors.New("the scoped key's approver is not the escrow file's approval key")
+		return nil, nil, 0, errors.New("the scoped key's approver is not the escrow file's approval key")
 	}
 	want, err := b.Escrow.ShareCommitment(b.Index)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	if !equalPoint(k.PublicKey(), want) {
-		return nil, nil, errors.New("the scoped key is not the share the escrow file commits to")
+		return nil, nil, 0, errors.New("the scoped key is not the share the escrow file commits to")
 	}
-	return k.EK, k.PCRs, nil
+	return k.EK, k.PCRs, k.Version, nil
 }
 
 // Marshal encodes the bundle as indented JSON.
@@ -145,7 +146,7 @@ func Provision(t transport.TPM, b *Bundle, custodianID string, ek *tpm.EK) error
 	if b.CustodianID != custodianID {
 		return fmt.Errorf("%w (%s, this device is %s)", ErrOtherCustodian, b.CustodianID, custodianID)
 	}
-	sealedEK, _, err := b.sealedTo()
+	sealedEK, _, _, err := b.sealedTo()
 	if err != nil {
 		return err
 	}

@@ -21,7 +21,8 @@ type Member struct {
 
 // Ceremony makes the escrow key for keyID, splits it so that threshold of
 // the members' shares recover it, and seals each share to its member's EK
-// under pcrs — in scoped mode (the default) as a TPM key, in share mode
+// under pcrs and the image's security version (WithSecurityVersion, 1 by
+// default) — in scoped mode (the default) as a TPM key, in share mode
 // (WithMode) as sealed data.
 // The key and the shares never leave this function unsealed.
 func Ceremony(keyID string, threshold int, pcrs tpm.PCRValues, members []Member, opts ...Option) (*Public, []*Bundle, error) {
@@ -32,9 +33,12 @@ func Ceremony(keyID string, threshold int, pcrs tpm.PCRValues, members []Member,
 	defer secret.SetUint64(0)
 	ss := secretsharing.New(rand.Reader, uint(threshold-1), secret)
 	shares := ss.Share(uint(len(members)))
-	pub := &Public{Version: Version, KeyID: keyID, Mode: DefaultMode, Threshold: threshold, PCRs: pcrs.Clone()}
+	pub := &Public{Version: Version, KeyID: keyID, Mode: DefaultMode, Threshold: threshold, PCRs: pcrs.Clone(), SecurityVersion: 1}
 	for _, o := range opts {
 		o(pub)
+	}
+	if err := tpm.CheckSecurityVersion(pub.SecurityVersion); err != nil {
+		return nil, nil, err
 	}
 	if pub.Mode != ModeScoped {
 		pub.ApprovalKey = nil // the update key alone serves share mode
@@ -84,14 +88,14 @@ func Ceremony(keyID string, threshold int, pcrs tpm.PCRValues, members []Member,
 // (tpm.SealScoped), with the proof key its partials are checked against.
 func sealShare(pub *Public, ek *tpm.EK, value []byte) (blob, proofKey []byte, err error) {
 	if pub.Mode == ModeScoped {
-		k, err := tpm.SealScoped(ek, pub.PCRs, value, pub.approver())
+		k, err := tpm.SealScoped(ek, pub.PCRs, pub.SecurityVersion, value, pub.approver())
 		if err != nil {
 			return nil, nil, err
 		}
 		proofKey, err := tpm.ProofKey(value)
 		return k.Marshal(), proofKey, err
 	}
-	b, err := tpm.Seal(ek, pub.PCRs, value)
+	b, err := tpm.Seal(ek, pub.PCRs, pub.SecurityVersion, value)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -112,6 +116,12 @@ type Option func(*Public)
 // WithMode sets the key ID's mode, ModeScoped (DefaultMode) or ModeShare.
 func WithMode(mode string) Option {
 	return func(p *Public) { p.Mode = mode }
+}
+
+// WithSecurityVersion sets the security version of the image the shares
+// are sealed to (policy.json's security_version).
+func WithSecurityVersion(v uint64) Option {
+	return func(p *Public) { p.SecurityVersion = v }
 }
 
 // WithUpdateKey names the authority's update key in the escrow file, as

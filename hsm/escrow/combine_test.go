@@ -24,7 +24,7 @@ func splitKey(tb testing.TB, keyID string, threshold, n int) (*Public, []secrets
 	tb.Helper()
 	ss := secretsharing.New(rand.Reader, uint(threshold-1), g.RandomNonZeroScalar(rand.Reader))
 	pub := &Public{Version: Version, KeyID: keyID, Mode: ModeShare, Threshold: threshold,
-		PCRs: tpm.PCRValues{8: bytes.Repeat([]byte{1}, 32)}}
+		PCRs: tpm.PCRValues{8: bytes.Repeat([]byte{1}, 32)}, SecurityVersion: 1}
 	for _, c := range ss.CommitSecret() {
 		b, err := c.MarshalBinary()
 		if err != nil {

@@ -53,6 +53,7 @@ func fleet(t *testing.T, n int) ([]*custodian, tpm.PCRValues) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		tpmtest.Floor(t, conn)
 		pcrs = boot(t, conn, "custodian v1")
 		cs = append(cs, &custodian{id: fmt.Sprintf("court-%c", 'a'+i), conn: conn, ek: ek})
 	}

@@ -51,6 +51,9 @@ type Public struct {
 	Commitments [][]byte      `json:"commitments"`
 	Custodians  []Custodian   `json:"custodians"`
 	PCRs        tpm.PCRValues `json:"pcrs"` // what the shares are sealed to
+	// SecurityVersion is the security version of the image PCRs belong
+	// to: the shares open only while the device's floor is at most it.
+	SecurityVersion uint64 `json:"security_version"`
 	// UpdateKey is the escrow authority's key (signed-note verifier key)
 	// whose signed updates let custodians reseal their shares to a new
 	// image's policy without a new ceremony. Empty: no updates.
@@ -113,6 +116,9 @@ func (p *Public) check() error {
 		return fmt.Errorf("public key: %w", err)
 	}
 	if err := p.PCRs.Check(); err != nil {
+		return err
+	}
+	if err := tpm.CheckSecurityVersion(p.SecurityVersion); err != nil {
 		return err
 	}
 	if p.UpdateKey != "" {

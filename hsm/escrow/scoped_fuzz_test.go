@@ -107,7 +107,7 @@ func newScopedFuzzSetup(tb testing.TB) *scopedFuzzSetup {
 	g := group.P256
 	ss := secretsharing.New(rand.Reader, 1, g.RandomNonZeroScalar(rand.Reader))
 	pub := &escrow.Public{Version: escrow.Version, KeyID: "2026-11", Mode: escrow.ModeScoped, Threshold: 2,
-		PCRs: tpm.PCRValues{8: bytes.Repeat([]byte{1}, 32)}}
+		PCRs: tpm.PCRValues{8: bytes.Repeat([]byte{1}, 32)}, SecurityVersion: 1}
 	for _, c := range ss.CommitSecret() {
 		b, err := c.MarshalBinary()
 		if err != nil {

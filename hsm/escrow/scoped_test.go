@@ -254,7 +254,7 @@ func TestUpdateKeysAndApprovalsAreStrict(t *testing.T) {
 	}
 
 	newPCRs := tpm.PCRValues{8: bytes.Repeat([]byte{2}, 32)}
-	policy, _ := bootpolicy.FromMeasurement("court-a", newPCRs)
+	policy, _ := bootpolicy.FromMeasurement("court-a", newPCRs, 1)
 	update, err := escrow.SignUpdate(private, policy)
 	if err != nil {
 		t.Fatal(err)
@@ -287,5 +287,41 @@ func TestUpdateKeysAndApprovalsAreStrict(t *testing.T) {
 		if _, err := escrow.ParseBundle(data); err != nil {
 			t.Fatalf("the approved scoped bundle: %v", err)
 		}
+	}
+}
+
+// TestInvariantNoDowngradeBundlesAndUpdatesKeepTheirVersion: a bundle
+// whose escrow file claims another security version than its sealed key
+// or its update is refused, and no update moves a share to an image of a
+// lower security version.
+func TestInvariantNoDowngradeBundlesAndUpdatesKeepTheirVersion(t *testing.T) {
+	private, public, _ := escrow.NewUpdateKey("authority")
+	verifier, approvalKey, _ := escrow.ParseUpdatePublic(public)
+	ms := []escrow.Member{{ID: "court-a", EK: tpmtest.RandomEK(t)}, {ID: "court-b", EK: tpmtest.RandomEK(t)}}
+	pcrs := tpm.PCRValues{8: bytes.Repeat([]byte{1}, 32)}
+	older, _ := bootpolicy.FromMeasurement("court-a", tpm.PCRValues{8: bytes.Repeat([]byte{2}, 32)}, 1)
+	update, err := escrow.SignUpdate(private, older)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []string{escrow.ModeShare, escrow.ModeScoped} {
+		_, bundles, err := escrow.Ceremony("2026-11", 2, pcrs, ms, escrow.WithMode(mode),
+			escrow.WithUpdateKey(verifier, approvalKey), escrow.WithSecurityVersion(2))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := *bundles[0]
+		b.Escrow.SecurityVersion = 3
+		data, _ := b.Marshal()
+		if _, err := escrow.ParseBundle(data); err == nil {
+			t.Errorf("%s: a bundle claiming another security version than its key was accepted", mode)
+		}
+		// Refused before any TPM command (there is no TPM here).
+		if _, err := escrow.Reseal(nil, bundles[0], update); !errors.Is(err, escrow.ErrOlderUpdate) || !errors.Is(err, escrow.ErrBadUpdate) {
+			t.Errorf("%s: an update back to version 1: %v", mode, err)
+		}
+	}
+	if _, _, err := escrow.Ceremony("2026-11", 2, pcrs, ms, escrow.WithSecurityVersion(0)); err == nil {
+		t.Error("a ceremony for security version 0 was accepted")
 	}
 }

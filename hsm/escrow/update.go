@@ -29,9 +29,11 @@ import (
 // the approved image reseals a share-mode share to the new policy's PCRs
 // inside its own TPM session; the share is never written in the clear. A
 // scoped key is not resealed: the approval line, the update key's P-256
-// approval key signing the new PCRs (tpm.ApprovalDigest), lets the TPM
-// accept the new image for it (tpm.Approval). Notes without the line are
-// accepted for share-mode keys.
+// approval key signing the new PCRs and security version
+// (tpm.ApprovalDigest), lets the TPM accept the new image for it
+// (tpm.Approval). Notes without the line are accepted for share-mode keys.
+// The policy's security_version is the version the share or approval is
+// bound to; an update to a lower version than a bundle's is refused.
 const (
 	updateHeader   = "custodian update v1\n"
 	approvalPrefix = "approval "
@@ -141,7 +143,7 @@ func SignUpdate(privateKey string, p *bootpolicy.Policy) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	digest, err := tpm.ApprovalDigest(p.PCRs)
+	digest, err := tpm.ApprovalDigest(p.PCRs, p.SecurityVersion)
 	if err != nil {
 		return nil, err
 	}
@@ -197,15 +199,16 @@ func (p *Public) openUpdate(signed []byte) (*bootpolicy.Policy, []byte, error) {
 	if p.ApprovalKey == nil {
 		return policy, nil, nil // nothing here can use or check an approval
 	}
-	if err := p.CheckApproval(policy.PCRs, approval); err != nil {
+	if err := p.CheckApproval(policy.PCRs, policy.SecurityVersion, approval); err != nil {
 		return nil, nil, err
 	}
 	return policy, approval, nil
 }
 
 // CheckApproval checks, in software, that sig is the escrow file's
-// approval key's approval of pcrs (the TPM checks it again before use).
-func (p *Public) CheckApproval(pcrs tpm.PCRValues, sig []byte) error {
+// approval key's approval of pcrs and version (the TPM checks it again
+// before use).
+func (p *Public) CheckApproval(pcrs tpm.PCRValues, version uint64, sig []byte) error {
 	if p.ApprovalKey == nil {
 		return errors.New("the escrow file names no approval key")
 	}
@@ -213,12 +216,12 @@ func (p *Public) CheckApproval(pcrs tpm.PCRValues, sig []byte) error {
 	if err != nil {
 		return err
 	}
-	digest, err := tpm.ApprovalDigest(pcrs)
+	digest, err := tpm.ApprovalDigest(pcrs, version)
 	if err != nil {
 		return err
 	}
 	if !ecdsa.VerifyASN1(key, digest, sig) {
-		return errors.New("the approval of the new PCRs does not verify with the escrow file's approval key")
+		return errors.New("the approval of the new PCRs and security version does not verify with the escrow file's approval key")
 	}
 	return nil
 }
@@ -228,15 +231,33 @@ func (p *Public) CheckApproval(pcrs tpm.PCRValues, sig []byte) error {
 // ceremony's PCRs.
 var ErrScopedReseal = errors.New("this scoped key names no approval key, so it cannot follow an image update (its share never leaves the TPM); the escrow authority runs a new ceremony for the new image")
 
+// ErrOlderUpdate: the update's image has a lower security version than
+// the bundle's: following it would be a downgrade.
+var ErrOlderUpdate = errors.New("the update's image has a lower security version than this share's; an update never goes back to an older image")
+
+// openNewer opens an update for b and refuses one whose security version
+// is below b's.
+func (b *Bundle) openNewer(update []byte) (*bootpolicy.Policy, []byte, error) {
+	policy, approval, err := b.Escrow.OpenUpdate(update)
+	if err != nil {
+		return nil, nil, err
+	}
+	if policy.SecurityVersion < b.Escrow.SecurityVersion {
+		return nil, nil, fmt.Errorf("%w: %w (version %d, the share's %d)", ErrBadUpdate, ErrOlderUpdate,
+			policy.SecurityVersion, b.Escrow.SecurityVersion)
+	}
+	return policy, approval, nil
+}
+
 // Reseal opens the share of b in the TPM (under the current PCRs: the
-// approved image) and seals it again, to the same TPM, under the PCRs of
-// the policy in update. It returns the bundle for the new image, which
-// carries the update as its authority.
+// approved image) and seals it again, to the same TPM, under the PCRs and
+// security version of the policy in update. It returns the bundle for the
+// new image, which carries the update as its authority.
 func Reseal(t transport.TPM, b *Bundle, update []byte) (*Bundle, error) {
 	if b.Escrow.Mode == ModeScoped {
 		return approveScoped(b, update)
 	}
-	policy, _, err := b.Escrow.OpenUpdate(update)
+	policy, _, err := b.openNewer(update)
 	if err != nil {
 		return nil, err
 	}
@@ -252,12 +273,13 @@ func Reseal(t transport.TPM, b *Bundle, update []byte) (*Bundle, error) {
 	if !b.Escrow.VerifyShare(b.Index, share) {
 		return nil, ErrBadShare
 	}
-	next, err := tpm.Seal(blob.EK, policy.PCRs, share)
+	next, err := tpm.Seal(blob.EK, policy.PCRs, policy.SecurityVersion, share)
 	if err != nil {
 		return nil, err
 	}
 	out := *b
 	out.Escrow.PCRs = policy.PCRs.Clone()
+	out.Escrow.SecurityVersion = policy.SecurityVersion
 	out.Blob = next.Marshal()
 	out.Update = bytes.Clone(update)
 	return &out, nil
@@ -269,12 +291,13 @@ func approveScoped(b *Bundle, update []byte) (*Bundle, error) {
 	if b.Escrow.ApprovalKey == nil {
 		return nil, ErrScopedReseal
 	}
-	policy, approval, err := b.Escrow.OpenUpdate(update)
+	policy, approval, err := b.openNewer(update)
 	if err != nil {
 		return nil, err
 	}
 	out := *b
 	out.Escrow.PCRs = policy.PCRs.Clone()
+	out.Escrow.SecurityVersion = policy.SecurityVersion
 	out.Approval = approval
 	out.Update = bytes.Clone(update)
 	return &out, nil

@@ -29,6 +29,7 @@ const (
 	KindReseal    Kind = "reseal"    // shares were resealed to a new image
 	KindResolve   Kind = "resolve"   // an operator resolved a rollback
 	KindFailure   Kind = "failure"   // an operation failed after its entry
+	KindFloor     Kind = "floor"     // the TPM's security version floor was raised
 	// KindUnverified counts, by reason, the requests refused over an
 	// interval before anyone accountable was known to stand behind them
 	// (malformed, unsigned or unverifiable submissions, busy, rate
@@ -40,7 +41,7 @@ const (
 var kinds = map[Kind]bool{
 	KindInit: true, KindRelease: true, KindRefusal: true, KindProvision: true,
 	KindTrust: true, KindReseal: true, KindResolve: true, KindFailure: true,
-	KindUnverified: true,
+	KindUnverified: true, KindFloor: true,
 }
 
 // Entry is one record of the ledger. It is public: it holds commitments

@@ -9,6 +9,7 @@ import (
 
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/tpm"
+	"github.com/custodian-project/custodian/tpm/tpmtest"
 )
 
 const origin = "custodian/court-a"
@@ -38,7 +39,7 @@ func newDevice(t testing.TB, conn transport.TPM) *device {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := ledger.NewSigningKey(origin, ek, pcrs)
+	key, err := ledger.NewSigningKey(origin, ek, pcrs, tpmtest.Floor(t, conn))
 	if err != nil {
 		t.Fatal(err)
 	}

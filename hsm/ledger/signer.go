@@ -15,17 +15,18 @@ import (
 )
 
 // SigningKey is the checkpoint signing key as the appliance stores it: the
-// Ed25519 seed sealed to the device's EK and the image's PCR policy, so
-// that only the approved image on this TPM can sign checkpoints, and the
-// public verifier key ("name+hash+base64") that anyone may have.
+// Ed25519 seed sealed to the device's EK, the image's PCR policy and its
+// security version, so that only the approved image on this TPM, while
+// the TPM's version floor allows it, can sign checkpoints; and the public
+// verifier key ("name+hash+base64") that anyone may have.
 type SigningKey struct {
 	Sealed   *tpm.Blob
 	Verifier string
 }
 
 // NewSigningKey makes a checkpoint key named name (the log's origin) and
-// seals its private half to ek under pcrs.
-func NewSigningKey(name string, ek *tpm.EK, pcrs tpm.PCRValues) (*SigningKey, error) {
+// seals its private half to ek under pcrs and security version.
+func NewSigningKey(name string, ek *tpm.EK, pcrs tpm.PCRValues, version uint64) (*SigningKey, error) {
 	skey, vkey, err := note.GenerateKey(rand.Reader, name)
 	if err != nil {
 		return nil, err
@@ -34,7 +35,7 @@ func NewSigningKey(name string, ek *tpm.EK, pcrs tpm.PCRValues) (*SigningKey, er
 	if err != nil {
 		return nil, err
 	}
-	blob, err := tpm.Seal(ek, pcrs, seed)
+	blob, err := tpm.Seal(ek, pcrs, version, seed)
 	if err != nil {
 		return nil, err
 	}

@@ -25,6 +25,7 @@ const (
 	CodeClockBehind      Code = "clock_behind"               // the clock is behind the newest entry
 	CodeImageNotApproved Code = "image_not_approved"         // the checkpoint key does not unseal
 	CodePCRMismatch      Code = "pcr_mismatch"               // the PCRs are not the share's policy
+	CodeDowngrade        Code = "downgrade"                  // the image's security version is below the TPM's floor
 	CodeNoPress          Code = "no_press"                   // no press within the window
 	CodeButtonHeld       Code = "button_held"                // held or stuck for the whole window
 	CodeTooLarge              = Code(warrant.ReasonTooLarge) // body over 64 KiB: the same cause as the warrant's own cap
@@ -75,7 +76,7 @@ func HTTPStatus(c Code) int {
 		return http.StatusConflict
 	case CodeReplayed:
 		return http.StatusConflict
-	case CodeLedgerBlocked, CodeClockBehind, CodeImageNotApproved, CodePCRMismatch, CodeShuttingDown, CodeNoShare:
+	case CodeLedgerBlocked, CodeClockBehind, CodeImageNotApproved, CodePCRMismatch, CodeDowngrade, CodeShuttingDown, CodeNoShare:
 		return http.StatusServiceUnavailable
 	case CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
@@ -119,7 +120,7 @@ func codeOf(err error) Code {
 // included, for documentation and for clients that map each one.
 func Codes() []Code {
 	out := []Code{CodeBusy, CodeReplayed, CodeBeforeFloor, CodeLedgerBlocked, CodeClockBehind,
-		CodeImageNotApproved, CodePCRMismatch, CodeNoPress, CodeButtonHeld, CodeTooLarge,
+		CodeImageNotApproved, CodePCRMismatch, CodeDowngrade, CodeNoPress, CodeButtonHeld, CodeTooLarge,
 		CodeRateLimited, CodeNotFound, CodeBadRequest, CodeUnavailable, CodeShuttingDown,
 		CodeUnsealFailed, CodeSealFailed, CodeStoreFailed, CodeInterrupted, CodeLedgerFailed,
 		CodeInternal, CodeNotVerified, CodeNoShare, CodeShareUnavailable,

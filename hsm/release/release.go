@@ -318,6 +318,8 @@ func (d *Daemon) vet(p7s []byte) (v *warrant.Verified, signed bool, code Code, e
 	var stateErr error
 	if err := a.Ledger.CheckClock(now); err != nil {
 		stateCode, stateErr = CodeClockBehind, fmt.Errorf("%w; set the clock (the RTC) and try again", err)
+	} else if errors.Is(a.SignerErr, tpm.ErrDowngrade) {
+		stateCode, stateErr = CodeDowngrade, fmt.Errorf("the ledger key does not open: %w", a.SignerErr)
 	} else if a.SignerErr != nil {
 		stateCode, stateErr = CodeImageNotApproved, fmt.Errorf("the ledger key does not unseal: this is not the approved image (%v)", a.SignerErr)
 	}
@@ -406,6 +408,9 @@ func (d *Daemon) checkBundles(w *warrant.Warrant) (Code, error) {
 		}
 		if !now.Equal(b.Escrow.PCRs) {
 			return CodePCRMismatch, fmt.Errorf("%w (key ID %s): the device did not boot the approved image", tpm.ErrPCRMismatch, k)
+		}
+		if err := belowFloor(d, b); err != nil {
+			return CodeDowngrade, fmt.Errorf("key ID %s: %w", k, err)
 		}
 	}
 	return "", nil

@@ -215,10 +215,7 @@ func (d *Daemon) sealShare(r *request, b *escrow.Bundle, tm *Timings) (*escrow.R
 	share, err := tpm.Unseal(d.cfg.TPM, blob)
 	tm.TPMMS += ms(time.Since(t0))
 	if err != nil {
-		if errors.Is(err, tpm.ErrPCRMismatch) {
-			return nil, CodePCRMismatch, err
-		}
-		return nil, CodeUnsealFailed, err
+		return nil, tpmCode(err, CodeUnsealFailed), err
 	}
 	t0 = time.Now()
 	defer func() { tm.HPKEMS += ms(time.Since(t0)) }()
@@ -245,10 +242,7 @@ func (d *Daemon) sealPartials(r *request, b *escrow.Bundle, tm *Timings) (*escro
 	partials, err := tpm.Partials(d.cfg.TPM, key, points, b.ScopedApproval())
 	tm.TPMMS += ms(time.Since(t0))
 	if err != nil {
-		if errors.Is(err, tpm.ErrPCRMismatch) {
-			return nil, CodePCRMismatch, err
-		}
-		return nil, CodePartialFailed, err
+		return nil, tpmCode(err, CodePartialFailed), err
 	}
 	// The device checks its TPM's work before it ships: a fault shows here,
 	// not at the agency.
@@ -345,4 +339,29 @@ func (d *Daemon) recoverOne(rec *record) error {
 	rec.Done = true
 	d.cfg.Log.Warn("finished an interrupted release", "request", rec.ID, "packages", rec.Packages, "failed", rec.Failed)
 	return d.writeRecord(rec)
+}
+
+// tpmCode is the code of a TPM refusal to open a share or key: the PCRs
+// or the version floor, or otherwise the step's failure code.
+func tpmCode(err error, otherwise Code) Code {
+	switch {
+	case errors.Is(err, tpm.ErrPCRMismatch):
+		return CodePCRMismatch
+	case errors.Is(err, tpm.ErrDowngrade), errors.Is(err, tpm.ErrNoFloor):
+		return CodeDowngrade
+	}
+	return otherwise
+}
+
+// belowFloor refuses, before the summary, a share whose image the TPM's
+// version floor no longer admits: the TPM would refuse it after the entry.
+func belowFloor(d *Daemon, b *escrow.Bundle) error {
+	floor, err := tpm.ReadFloor(d.cfg.TPM)
+	if err != nil {
+		return err
+	}
+	if floor > b.Escrow.SecurityVersion {
+		return &tpm.DowngradeError{Version: b.Escrow.SecurityVersion, Floor: floor}
+	}
+	return nil
 }

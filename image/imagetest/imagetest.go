@@ -12,6 +12,7 @@ import (
 // Manifest is the test manifest; its paths are relative to its directory.
 const Manifest = `version = 1
 source_date_epoch = 1767225600
+security_version = 1
 
 [boot]
 files = [

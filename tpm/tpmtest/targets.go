@@ -121,3 +121,16 @@ func RunSwtpm(t *testing.T, f func(t *testing.T, target Target)) {
 	f(t, target)
 	AssertNoLeaks(t, conn)
 }
+
+// Floor defines the TPM's security version floor if it has none and
+// returns its value: the version a test seals at, so that its secrets
+// open on a simulator whose earlier tests deleted counters (a new counter
+// starts above every deleted one).
+func Floor(t testing.TB, conn transport.TPM) uint64 {
+	t.Helper()
+	v, err := tpm.DefineFloor(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
