@@ -2,6 +2,7 @@ package ledger_test
 
 import (
 	"bufio"
+	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -11,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/tpm"
@@ -34,15 +37,12 @@ func appendUntilKilled(dir, spec string) int {
 		fmt.Println("error", err)
 		return 2
 	}
-	ek, err := tpm.ReadEK(conn, tpm.EKRSA2048)
+	cfg, err := crashConfig(conn)
 	if err != nil {
 		fmt.Println("error", err)
 		return 2
 	}
-	l, err := ledger.Open(dir, ledger.Config{
-		Origin: origin, Device: ek.Name(),
-		Counter: ledger.TPMCounter{TPM: conn, Counter: tpm.Counter{Index: tpm.DefaultCounterIndex}},
-	})
+	l, err := ledger.Open(dir, cfg)
 	if err == nil {
 		err = l.Blocked()
 	}
@@ -75,6 +75,7 @@ func TestInvariantAppendSurvivesKillAtAnyPoint(t *testing.T) {
 	d := newDevice(t, conn)
 	dir := t.TempDir()
 	create(t, d, dir).Close()
+	shareKey(t, d)
 	// swtpm serves one client at a time: the appender gets it alone.
 	conn.Close()
 
@@ -95,6 +96,42 @@ func TestInvariantAppendSurvivesKillAtAnyPoint(t *testing.T) {
 	t.Logf("100 kills; %d entries acknowledged", acked+1)
 }
 
+// shareKey hands the device's sealed ledger key to the crashing process,
+// which unseals it on the same TPM as the appliance does.
+func shareKey(t *testing.T, d *device) {
+	t.Setenv("CRASH_KEY_BLOB", hex.EncodeToString(d.key.Sealed.Marshal()))
+	t.Setenv("CRASH_KEY_PUB", d.key.Verifier)
+}
+
+// crashConfig is the ledger configuration of the crashing process.
+func crashConfig(conn transport.TPM) (ledger.Config, error) {
+	ek, err := tpm.ReadEK(conn, tpm.EKRSA2048)
+	if err != nil {
+		return ledger.Config{}, err
+	}
+	raw, err := hex.DecodeString(os.Getenv("CRASH_KEY_BLOB"))
+	if err != nil {
+		return ledger.Config{}, err
+	}
+	blob, err := tpm.ParseBlob(raw)
+	if err != nil {
+		return ledger.Config{}, err
+	}
+	key := ledger.SigningKey{Sealed: blob, Verifier: os.Getenv("CRASH_KEY_PUB")}
+	signer, stateKey, err := key.Open(conn)
+	if err != nil {
+		return ledger.Config{}, err
+	}
+	cfg := ledger.Config{
+		Origin: origin, Device: ek.Name(), Signer: signer, StateKey: stateKey,
+		Counter: ledger.TPMCounter{TPM: conn, Counter: tpm.Counter{Index: tpm.DefaultCounterIndex}},
+	}
+	if dir := os.Getenv("CRASH_BOUND_DIR"); dir != "" {
+		cfg.Bound = []ledger.BoundDir{{Name: "trust", Path: dir}}
+	}
+	return cfg, nil
+}
+
 // checkAfterCrash opens the ledger as the restarted appliance would.
 func checkAfterCrash(t *testing.T, sw *tpmtest.Swtpm, dir string, acked int64, round int) {
 	t.Helper()
@@ -103,12 +140,13 @@ func checkAfterCrash(t *testing.T, sw *tpmtest.Swtpm, dir string, acked int64, r
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	ek, err := tpm.ReadEK(conn, tpm.EKRSA2048)
+	tpmtest.FlushAll(t, conn) // what the resource manager does for the killed process
+	counter := tpm.Counter{Index: tpm.DefaultCounterIndex}
+	cfg, err := crashConfig(conn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	counter := tpm.Counter{Index: tpm.DefaultCounterIndex}
-	l, err := ledger.Open(dir, ledger.Config{Origin: origin, Device: ek.Name(), Counter: ledger.TPMCounter{TPM: conn, Counter: counter}})
+	l, err := ledger.Open(dir, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

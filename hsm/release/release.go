@@ -263,8 +263,9 @@ func (d *Daemon) check(p7s []byte) (*warrant.Verified, *Refusal) {
 	a := d.cfg.Appliance
 	if err := a.Ledger.Blocked(); err != nil {
 		// The ledger refuses every append: this refusal goes to the log only.
-		d.cfg.Log.Warn("refused", "code", CodeLedgerBlocked, "err", err)
-		return nil, &Refusal{Code: CodeLedgerBlocked, Err: err, LedgerIndex: -1}
+		code := codeOf(err)
+		d.cfg.Log.Warn("refused", "code", code, "err", err)
+		return nil, &Refusal{Code: code, Err: err, LedgerIndex: -1}
 	}
 	now := d.now()
 	if err := a.Ledger.CheckClock(now); err != nil {
