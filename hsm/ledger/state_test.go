@@ -84,7 +84,6 @@ func TestInvariantStartupStateIsBoundToTPMPaddedCopyIsBlocked(t *testing.T) {
 	if _, err := l.Append(release, []byte("warrant"), []byte("court-a/W-1")); err != nil {
 		t.Fatal(err)
 	}
-	appendN(t, l, 2)
 	l.Close()
 	target := tpmCounter(t, d)
 
@@ -246,8 +245,8 @@ func TestInvariantStartupStateIsBoundToTPMBoundDirectoryIsBound(t *testing.T) {
 }
 
 // TestInvariantStartupStateIsBoundToTPMChangeSurvivesACrash takes the
-// disk as a crash would leave it at each step of a Change (everything
-// before it was fsynced), and opens it: before the write, nothing changed
+// disk and the TPM counter as a crash would leave them at each step of a
+// Change (everything before it was fsynced), and opens them: before the write, nothing changed
 // and the change closes by itself; with only a temporary file, the same;
 // after the write and before the entry, ErrChangeInterrupted until an
 // operator accepts it; after the entry, unblocked with the change.
@@ -255,9 +254,11 @@ func TestInvariantStartupStateIsBoundToTPMChangeSurvivesACrash(t *testing.T) {
 	d, dir, trustDir := boundDevice(t)
 	l := create(t, d, dir)
 	crl := filepath.Join(trustDir, "crl.pem")
+	counters := map[string]uint64{}
 	snap := func(name string) string {
 		to := filepath.Join(t.TempDir(), name)
 		copyTree(t, dir, to)
+		counters[to] = tpmCounter(t, d)
 		return to
 	}
 	var beforeWrite, afterWrite string
@@ -278,9 +279,17 @@ func TestInvariantStartupStateIsBoundToTPMChangeSurvivesACrash(t *testing.T) {
 	l.Close()
 	done := snap("after-entry")
 
+	// The TPM counter is as it was at the crash; the key is the device's.
 	reopen := func(t *testing.T, from string) *ledger.Ledger {
 		copyTree(t, from, dir)
-		return open(t, d, dir)
+		cfg := d.config(t)
+		cfg.Counter = &fakeCounter{v: counters[from]}
+		l, err := ledger.Open(dir, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		return l
 	}
 	t.Run("before the write", func(t *testing.T) {
 		l := reopen(t, beforeWrite)
@@ -289,10 +298,12 @@ func TestInvariantStartupStateIsBoundToTPMChangeSurvivesACrash(t *testing.T) {
 		}
 	})
 	t.Run("temporary file only", func(t *testing.T) {
-		copyTree(t, beforeWrite, dir)
-		os.MkdirAll(trustDir, 0o700)
-		os.WriteFile(filepath.Join(trustDir, ".crl.pem.tmp123456"), []byte("half"), 0o600)
-		l := open(t, d, dir)
+		withTemp := filepath.Join(t.TempDir(), "temp")
+		copyTree(t, beforeWrite, withTemp)
+		counters[withTemp] = counters[beforeWrite]
+		os.MkdirAll(filepath.Join(withTemp, "trust"), 0o700)
+		os.WriteFile(filepath.Join(withTemp, "trust", ".crl.pem.tmp123456"), []byte("half"), 0o600)
+		l := reopen(t, withTemp)
 		if err := l.Blocked(); err != nil {
 			t.Fatalf("blocked by a leftover temporary file: %v", err)
 		}
@@ -301,9 +312,11 @@ func TestInvariantStartupStateIsBoundToTPMChangeSurvivesACrash(t *testing.T) {
 		}
 	})
 	t.Run("temporary file without a change under way", func(t *testing.T) {
-		copyTree(t, done, dir)
-		os.WriteFile(filepath.Join(trustDir, ".crl.pem.tmp123456"), []byte("planted"), 0o600)
-		if err := open(t, d, dir).Blocked(); !errors.Is(err, ledger.ErrStateMismatch) {
+		planted := filepath.Join(t.TempDir(), "planted")
+		copyTree(t, done, planted)
+		counters[planted] = counters[done]
+		os.WriteFile(filepath.Join(planted, "trust", ".crl.pem.tmp123456"), []byte("planted"), 0o600)
+		if err := reopen(t, planted).Blocked(); !errors.Is(err, ledger.ErrStateMismatch) {
 			t.Fatalf("Blocked() = %v, want ErrStateMismatch", err)
 		}
 	})
@@ -316,7 +329,14 @@ func TestInvariantStartupStateIsBoundToTPMChangeSurvivesACrash(t *testing.T) {
 			t.Fatal(err)
 		}
 		l.Close()
-		if err := open(t, d, dir).Blocked(); err != nil {
+		cfg := d.config(t)
+		cfg.Counter = &fakeCounter{v: counters[afterWrite] + 1}
+		again, err := ledger.Open(dir, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer again.Close()
+		if err := again.Blocked(); err != nil {
 			t.Fatalf("blocked after the resolve: %v", err)
 		}
 		if data, _ := os.ReadFile(crl); string(data) != "new crl" {
