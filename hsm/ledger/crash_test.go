@@ -2,11 +2,13 @@ package ledger_test
 
 import (
 	"bufio"
+	"errors"
 	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/google/go-tpm/tpm2/transport"
 
+	"github.com/custodian-project/custodian/hsm/durable"
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/tpm"
 	"github.com/custodian-project/custodian/tpm/tpmtest"
@@ -53,7 +56,15 @@ func appendUntilKilled(dir, spec string) int {
 	for {
 		e := ledger.Entry{Time: t0.Add(time.Duration(l.Size()) * time.Second), Kind: ledger.KindRefusal,
 			Outcome: ledger.OutcomeRefused, Reason: "crash-test"}
-		i, err := l.Append(e, []byte("subject"), []byte("key-"+strconv.FormatInt(l.Size(), 10)))
+		var i int64
+		if len(cfg.Bound) == 0 {
+			i, err = l.Append(e, []byte("subject"), []byte("key-"+strconv.FormatInt(l.Size(), 10)))
+		} else {
+			// A change of the bound directory: one new file per entry.
+			e.Kind, e.Outcome, e.Reason = ledger.KindTrust, ledger.OutcomeOK, ""
+			path := filepath.Join(cfg.Bound[0].Path, fmt.Sprintf("crl-%d.pem", l.Size()))
+			i, err = l.Change("trust", e, []byte(path), func() error { return durable.WriteFile(path, []byte(path), 0o600) })
+		}
 		if err != nil {
 			fmt.Println("error", err)
 			return 4
@@ -94,6 +105,85 @@ func TestInvariantAppendSurvivesKillAtAnyPoint(t *testing.T) {
 		t.Fatalf("only %d entries acknowledged over 100 rounds: the kills did not land during appends", acked+1)
 	}
 	t.Logf("100 kills; %d entries acknowledged", acked+1)
+}
+
+// TestInvariantStartupStateIsBoundToTPMChangeSurvivesKill kills a process
+// changing a bound directory with SIGKILL at random moments, 60 times.
+// After each kill the ledger opens either unblocked, or (killed between
+// the file's rename and its entry) blocked with ErrChangeInterrupted until
+// the operator's resolve; never anything else. Every acknowledged change's
+// file is there, and the ledger verifies against the TPM counter.
+func TestInvariantStartupStateIsBoundToTPMChangeSurvivesKill(t *testing.T) {
+	sw := tpmtest.StartSwtpm(t)
+	conn, err := tpm.Open(sw.Spec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newDevice(t, conn)
+	dir := t.TempDir()
+	bound := filepath.Join(dir, "trust")
+	if err := os.Mkdir(bound, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	d.bound = []ledger.BoundDir{{Name: "trust", Path: bound}}
+	create(t, d, dir).Close()
+	conn.Close()
+	shareKey(t, d)
+	t.Setenv("CRASH_BOUND_DIR", bound)
+
+	rng := rand.New(rand.NewPCG(3, 4))
+	acked, interrupted := int64(-1), 0
+	for round := 0; round < 60; round++ {
+		delay := time.Duration(rng.IntN(40)) * time.Millisecond
+		if got := crashRound(t, dir, sw.Spec(), false, delay); got > acked {
+			acked = got
+		}
+		if resolveInterrupted(t, sw, dir) {
+			interrupted++
+		}
+		checkAfterCrash(t, sw, dir, acked, round)
+		for i := int64(1); i <= acked; i++ {
+			if _, err := os.Stat(filepath.Join(bound, fmt.Sprintf("crl-%d.pem", i))); err != nil {
+				t.Fatalf("round %d: change %d was acknowledged but its file is gone: %v", round, i, err)
+			}
+		}
+	}
+	if acked < 60 {
+		t.Fatalf("only %d changes acknowledged over 60 rounds: the kills did not land during changes", acked)
+	}
+	t.Logf("60 kills; %d changes acknowledged; %d left a change for the operator", acked, interrupted)
+}
+
+// resolveInterrupted opens the ledger after a kill: it must be unblocked
+// or blocked only by an interrupted change, which the operator accepts.
+func resolveInterrupted(t *testing.T, sw *tpmtest.Swtpm, dir string) bool {
+	t.Helper()
+	conn, err := tpm.Open(sw.Spec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	tpmtest.FlushAll(t, conn)
+	cfg, err := crashConfig(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := ledger.Open(dir, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	err = l.Blocked()
+	if err == nil {
+		return false
+	}
+	if !errors.Is(err, ledger.ErrChangeInterrupted) {
+		t.Fatalf("after a kill: %v, want unblocked or ErrChangeInterrupted", err)
+	}
+	if _, err := l.ResolveRollback(t0.Add(time.Duration(l.Size()) * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	return true
 }
 
 // shareKey hands the device's sealed ledger key to the crashing process,
