@@ -2,8 +2,8 @@ package ledger_test
 
 import (
 	"bufio"
-	"errors"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
