@@ -3,6 +3,7 @@ package tests
 import (
 	"bytes"
 	"encoding/hex"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -198,7 +199,7 @@ func (r *rig) releaseOK(t testing.TB, p7s []byte) (*release.Status, *escrow.Rele
 func TestInvariantShareLeavesOnlyAfterDurableLedgerEntry(t *testing.T) {
 	r := newRig(t)
 	defer r.stop()
-	r.court.install(t, r.d.data, time.Now().UTC())
+	r.court.install(t, r.a, time.Now().UTC())
 	p7s := r.warrant(t, "W-1")
 
 	var atEntry struct {
@@ -312,7 +313,7 @@ func TestInvariantEveryRefusalHasItsCodeAndLedgerEntry(t *testing.T) {
 	now := time.Now().UTC()
 	bob := trusttest.ECKeyP256(t)
 	bobCert := r.court.root.Judge(t, "Judge Bob", bob.Public(), now)
-	r.court.install(t, r.d.data, now, bobCert)
+	r.court.install(t, r.a, now, bobCert)
 
 	// Snapshot the data directory for the rollback case at the end.
 	r.a.Close()
@@ -399,6 +400,9 @@ func TestInvariantEveryRefusalHasItsCodeAndLedgerEntry(t *testing.T) {
 		r.stop()
 		os.RemoveAll(r.d.data)
 		copyDir(t, snapshot, r.d.data)
+		// Back on the approved image, which alone can check the directory.
+		r.sw.PowerCycle(t, r.tpm)
+		measure(t, r.tpm, "approved")
 		r.open(t)
 		r.start(t)
 		defer r.stop()
@@ -432,5 +436,52 @@ func copyDir(t testing.TB, from, to string) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestInvariantStartupStateIsBoundToTPMDaemonRefusesWithItsCode: a daemon
+// started on a data directory whose trust store was restored alone (an
+// older CRL, still in force, that does not revoke Bob) or whose
+// provisioned bundle was removed refuses every warrant with the state's
+// own code, logs nothing, and reports it in its health; the operator's
+// resolve and a fresh CRL bring it back.
+func TestInvariantStartupStateIsBoundToTPMDaemonRefusesWithItsCode(t *testing.T) {
+	r := newRig(t)
+	now := time.Now().UTC()
+	r.court.install(t, r.a, now)
+	trustDir := filepath.Join(r.d.data, appliance.TrustDir)
+	older := filepath.Join(t.TempDir(), "trust")
+	copyDir(t, trustDir, older)
+	bob := r.court.root.Judge(t, "Judge Bob", trusttest.ECKeyP256(t).Public(), now)
+	r.court.install(t, r.a, now, bob)
+	r.stop()
+	current := filepath.Join(t.TempDir(), "trust-current")
+	copyDir(t, trustDir, current)
+
+	for name, tamper := range map[string]func(){
+		"trust store restored": func() { os.RemoveAll(trustDir); copyDir(t, older, trustDir) },
+		"bundle removed":       func() { os.Remove(filepath.Join(r.d.data, appliance.BundleDir, "2026-11.json")) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			tamper()
+			r.open(t)
+			r.start(t)
+			defer r.stop()
+			var health struct {
+				OK      bool   `json:"ok"`
+				Blocked string `json:"blocked"`
+			}
+			code, body := r.c.get(t, "/v1/health")
+			if err := json.Unmarshal(body, &health); err != nil || code != http.StatusOK || health.OK || !strings.Contains(health.Blocked, "not the state this TPM recorded") {
+				t.Fatalf("health: %d %s", code, body)
+			}
+			r.expectRefusal(t, r.warrant(t, "W-state-"+name[:5]), release.CodeStateMismatch, false)
+			// The operator: accept what is there (logged), then set the
+			// current CRL again.
+			if _, err := r.a.Ledger.ResolveRollback(time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			r.court.install(t, r.a, time.Now().UTC(), bob)
+		})
 	}
 }

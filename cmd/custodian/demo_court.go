@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/custodian-project/custodian/hsm/appliance"
 	"github.com/custodian-project/custodian/hsm/trust"
 	"github.com/custodian-project/custodian/hsm/warrant"
 )
@@ -110,7 +111,7 @@ func (d *demo) installTrust(context.Context) error {
 		return err
 	}
 	for _, c := range d.custodians {
-		if err := installCourt(c.data, court.root, crl, d.now); err != nil {
+		if err := installCourt(c.app, court.root, crl, d.now); err != nil {
 			return fmt.Errorf("trust store of %s: %w", c.id, err)
 		}
 	}
@@ -118,16 +119,18 @@ func (d *demo) installTrust(context.Context) error {
 	return nil
 }
 
-func installCourt(dataDir string, root *x509.Certificate, crl []byte, now time.Time) error {
-	s, err := trust.Open(filepath.Join(dataDir, "trust"))
+// installCourt pins the court root and sets its CRL, each change logged
+// and bound to the TPM as custodian trust does.
+func installCourt(a *appliance.Appliance, root *x509.Certificate, crl []byte, now time.Time) error {
+	s, err := trust.Open(filepath.Join(a.Dir, appliance.TrustDir))
 	if err != nil {
 		return err
 	}
-	if _, err := s.AddRoot(certPEM(root)); err != nil {
+	rootPEM := certPEM(root)
+	if err := a.ChangeTrust(rootPEM, now, func() error { _, err := s.AddRoot(rootPEM); return err }); err != nil {
 		return err
 	}
-	_, err = s.SetCRL(crl, now)
-	return err
+	return a.ChangeTrust(crl, now, func() error { _, err := s.SetCRL(crl, now); return err })
 }
 
 // writeCourtFiles keeps the PKI for inspection: certificates, the CRL, and
