@@ -153,12 +153,12 @@ func (c *court) install(t testing.TB, a *appliance.Appliance, now time.Time, rev
 	}
 	if len(s.Roots()) == 0 {
 		root := trusttest.PEM(c.root.Cert)
-		if err := a.ChangeTrust(root, now, func() error { _, err := s.AddRoot(root); return err }); err != nil {
+		if err := a.ChangeTrust(root, time.Now(), func() error { _, err := s.AddRoot(root); return err }); err != nil {
 			t.Fatal(err)
 		}
 	}
 	crl := trusttest.CRLPEM(c.root.CRL(t, now.Add(-time.Minute), now.Add(24*time.Hour), revoked...))
-	if err := a.ChangeTrust(crl, now, func() error { _, err := s.SetCRL(crl, now); return err }); err != nil {
+	if err := a.ChangeTrust(crl, time.Now(), func() error { _, err := s.SetCRL(crl, now); return err }); err != nil {
 		t.Fatal(err)
 	}
 }

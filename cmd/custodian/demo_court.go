@@ -127,10 +127,10 @@ func installCourt(a *appliance.Appliance, root *x509.Certificate, crl []byte, no
 		return err
 	}
 	rootPEM := certPEM(root)
-	if err := a.ChangeTrust(rootPEM, now, func() error { _, err := s.AddRoot(rootPEM); return err }); err != nil {
+	if err := a.ChangeTrust(rootPEM, time.Now(), func() error { _, err := s.AddRoot(rootPEM); return err }); err != nil {
 		return err
 	}
-	return a.ChangeTrust(crl, now, func() error { _, err := s.SetCRL(crl, now); return err })
+	return a.ChangeTrust(crl, time.Now(), func() error { _, err := s.SetCRL(crl, now); return err })
 }
 
 // writeCourtFiles keeps the PKI for inspection: certificates, the CRL, and
