@@ -338,6 +338,11 @@ func cmpU64(a, b uint64) int {
 // directory digests as an empty one. Anything but directories and regular
 // files (a symlink, a device) is refused: the appliance writes neither.
 func DigestDir(root string) ([sha256.Size]byte, error) {
+	// WalkDir does not follow a symlinked root: it would digest as empty
+	// while the readers follow it.
+	if info, err := os.Lstat(root); err == nil && !info.IsDir() {
+		return [sha256.Size]byte{}, fmt.Errorf("%s is a %s, not a directory; remove it", root, info.Mode().Type())
+	}
 	var b cryptobyte.Builder
 	b.AddBytes([]byte("custodian directory v1\n"))
 	err := filepath.WalkDir(root, func(path string, e fs.DirEntry, err error) error {

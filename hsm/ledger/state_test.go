@@ -205,6 +205,12 @@ func TestInvariantStartupStateIsBoundToTPMBoundDirectoryIsBound(t *testing.T) {
 		"empty dir added":     func() error { return os.Mkdir(filepath.Join(trustDir, "extra"), 0o700) },
 		"symlink":             func() error { return os.Symlink("/etc/passwd", filepath.Join(trustDir, "roots/c.pem")) },
 		"whole dir removed":   func() error { return os.RemoveAll(trustDir) },
+		"dir made a symlink": func() error {
+			elsewhere := t.TempDir()
+			os.CopyFS(elsewhere, os.DirFS(trustDir))
+			os.RemoveAll(trustDir)
+			return os.Symlink(elsewhere, trustDir)
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			copyTree(t, good, trustDir)
@@ -440,5 +446,23 @@ func TestInvariantStartupStateIsBoundToTPMHonestReopenStaysOpen(t *testing.T) {
 	l = open(t, d, dir)
 	if err := l.Blocked(); err != nil {
 		t.Fatalf("blocked after a power cycle: %v", err)
+	}
+}
+
+// TestInvariantStartupStateIsBoundToTPMSymlinkedDirIsRefused: a bound
+// directory that was empty (or missing) when bound, replaced by a symlink
+// to a directory of the attacker's, is refused: the readers would follow
+// it.
+func TestInvariantStartupStateIsBoundToTPMSymlinkedDirIsRefused(t *testing.T) {
+	d, dir, trustDir := boundDevice(t)
+	create(t, d, dir).Close()
+	elsewhere := t.TempDir()
+	os.WriteFile(filepath.Join(elsewhere, "root.pem"), []byte("the attacker's root"), 0o600)
+	if err := os.Symlink(elsewhere, trustDir); err != nil {
+		t.Fatal(err)
+	}
+	err := open(t, d, dir).Blocked()
+	if !errors.Is(err, ledger.ErrStateMismatch) || !strings.Contains(err.Error(), "not a directory") {
+		t.Fatalf("Blocked() = %v, want ErrStateMismatch for the symlink", err)
 	}
 }
