@@ -22,6 +22,7 @@ import (
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/recipient"
 	"github.com/custodian-project/custodian/hsm/release"
+	"github.com/custodian-project/custodian/hsm/trust"
 	"github.com/custodian-project/custodian/hsm/trust/trusttest"
 	"github.com/custodian-project/custodian/tpm"
 	"github.com/custodian-project/custodian/tpm/tpmtest"
@@ -441,10 +442,11 @@ func copyDir(t testing.TB, from, to string) {
 
 // TestInvariantStartupStateIsBoundToTPMDaemonRefusesWithItsCode: a daemon
 // started on a data directory whose trust store was restored alone (an
-// older CRL, still in force, that does not revoke Bob) or whose
-// provisioned bundle was removed refuses every warrant with the state's
-// own code, logs nothing, and reports it in its health; the operator's
-// resolve and a fresh CRL bring it back.
+// older CRL, still in force, that does not revoke Bob), whose provisioned
+// bundle was removed, or that a power cut left between a CRL's write and
+// its entry, refuses every warrant with the state's own code, logs
+// nothing, and reports it in its health; the operator's resolve and a
+// fresh CRL bring it back.
 func TestInvariantStartupStateIsBoundToTPMDaemonRefusesWithItsCode(t *testing.T) {
 	r := newRig(t)
 	now := time.Now().UTC()
@@ -454,16 +456,35 @@ func TestInvariantStartupStateIsBoundToTPMDaemonRefusesWithItsCode(t *testing.T)
 	copyDir(t, trustDir, older)
 	bob := r.court.root.Judge(t, "Judge Bob", trusttest.ECKeyP256(t).Public(), now)
 	r.court.install(t, r.a, now, bob)
+	// The disk as a power cut leaves it between a CRL's write and its entry.
+	interrupted := filepath.Join(t.TempDir(), "interrupted")
+	store, err := trust.Open(trustDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crl := trusttest.CRLPEM(r.court.root.CRL(t, now, now.Add(24*time.Hour), bob))
+	err = r.a.ChangeTrust(crl, time.Now(), func() error {
+		_, err := store.SetCRL(crl, now)
+		copyDir(t, r.d.data, interrupted)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	r.stop()
-	current := filepath.Join(t.TempDir(), "trust-current")
-	copyDir(t, trustDir, current)
 
-	for name, tamper := range map[string]func(){
-		"trust store restored": func() { os.RemoveAll(trustDir); copyDir(t, older, trustDir) },
-		"bundle removed":       func() { os.Remove(filepath.Join(r.d.data, appliance.BundleDir, "2026-11.json")) },
+	for _, c := range []struct {
+		name   string
+		tamper func()
+		code   release.Code
+	}{
+		{"trust store restored", func() { os.RemoveAll(trustDir); copyDir(t, older, trustDir) }, release.CodeStateMismatch},
+		{"bundle removed", func() { os.Remove(filepath.Join(r.d.data, appliance.BundleDir, "2026-11.json")) }, release.CodeStateMismatch},
+		{"trust change interrupted", func() { os.RemoveAll(r.d.data); copyDir(t, interrupted, r.d.data) }, release.CodeStateInterrupt},
 	} {
+		name := c.name
 		t.Run(name, func(t *testing.T) {
-			tamper()
+			c.tamper()
 			r.open(t)
 			r.start(t)
 			defer r.stop()
@@ -472,16 +493,21 @@ func TestInvariantStartupStateIsBoundToTPMDaemonRefusesWithItsCode(t *testing.T)
 				Blocked string `json:"blocked"`
 			}
 			code, body := r.c.get(t, "/v1/health")
-			if err := json.Unmarshal(body, &health); err != nil || code != http.StatusOK || health.OK || !strings.Contains(health.Blocked, "not the state this TPM recorded") {
+			if err := json.Unmarshal(body, &health); err != nil || code != http.StatusOK || health.OK || !strings.Contains(health.Blocked, "data directory") {
 				t.Fatalf("health: %d %s", code, body)
 			}
-			r.expectRefusal(t, r.warrant(t, "W-state-"+name[:5]), release.CodeStateMismatch, false)
+			r.expectRefusal(t, r.warrant(t, "W-state-"+name[:5]), c.code, false)
 			// The operator: accept what is there (logged), then set the
-			// current CRL again.
+			// current CRL again, unless the interrupted change was that.
 			if _, err := r.a.Ledger.ResolveRollback(time.Now()); err != nil {
 				t.Fatal(err)
 			}
-			r.court.install(t, r.a, time.Now().UTC(), bob)
+			if c.code == release.CodeStateMismatch {
+				r.court.install(t, r.a, time.Now().UTC(), bob)
+			}
+			if err := r.a.Ledger.Blocked(); err != nil {
+				t.Fatalf("still blocked after the operator: %v", err)
+			}
 		})
 	}
 }

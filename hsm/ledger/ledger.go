@@ -211,6 +211,11 @@ func (l *Ledger) load(tx *bolt.Tx) error {
 	if meta == nil {
 		return fmt.Errorf("%w: the database has no ledger", ErrNoLedger)
 	}
+	for _, name := range [][]byte{bucketEntries, bucketHashes, bucketSalts, bucketReplay} {
+		if tx.Bucket(name) == nil {
+			return fmt.Errorf("the ledger database is damaged (no %s bucket); restore its newest copy", name)
+		}
+	}
 	if got := string(meta.Get(metaOrigin)); got != l.cfg.Origin {
 		return fmt.Errorf("the ledger's origin is %q, not %q", got, l.cfg.Origin)
 	}

@@ -466,3 +466,21 @@ func TestInvariantStartupStateIsBoundToTPMSymlinkedDirIsRefused(t *testing.T) {
 		t.Fatalf("Blocked() = %v, want ErrStateMismatch for the symlink", err)
 	}
 }
+
+// TestOpenRefusesADatabaseWithoutItsBuckets: a database with a bucket
+// deleted is refused with a clear error, not a crash.
+func TestOpenRefusesADatabaseWithoutItsBuckets(t *testing.T) {
+	d, dir, _ := boundDevice(t)
+	create(t, d, dir).Close()
+	db, err := bolt.Open(filepath.Join(dir, ledger.FileName), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.DeleteBucket([]byte("replay")) }); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if _, err := ledger.Open(dir, d.config(t)); err == nil || !strings.Contains(err.Error(), "damaged") {
+		t.Fatalf("Open = %v, want a damaged-database error", err)
+	}
+}
