@@ -193,6 +193,9 @@ func (l *Ledger) check() error {
 		return l.blocked
 	}
 	if err := l.checkState(); err != nil {
+		if !errors.Is(err, ErrBlocked) { // an I/O error: still nothing is trusted
+			err = fmt.Errorf("%w: checking the data directory: %v", ErrBlocked, err)
+		}
 		return err
 	}
 	return l.reconcile()
