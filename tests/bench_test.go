@@ -18,7 +18,7 @@ import (
 //	go test -run '^$' -bench PressToPackage -benchtime 10x ./tests
 func BenchmarkPressToPackage(b *testing.B) {
 	r := newRig(b)
-	r.court.install(b, r.d.data, time.Now().UTC())
+	r.court.install(b, r.a, time.Now().UTC())
 	defer r.stop()
 
 	// Baseline: unseal alone, through the same connection.

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/custodian-project/custodian/hsm/appliance"
 	"github.com/custodian-project/custodian/hsm/release"
 	"github.com/custodian-project/custodian/hsm/trust"
 	"github.com/custodian-project/custodian/hsm/trust/trusttest"
@@ -21,17 +22,19 @@ func TestInvariantReplayNamespacedByCourtRoot(t *testing.T) {
 	r := newRig(t)
 	defer r.stop()
 	now := time.Now().UTC()
-	r.court.install(t, r.d.data, now)
+	r.court.install(t, r.a, now)
 	const otherName = "Other Court"
 	other := newCourt(t, now)
-	s, err := trust.Open(filepath.Join(r.d.data, "trust"))
+	s, err := trust.Open(filepath.Join(r.a.Dir, appliance.TrustDir))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.AddRoot(trusttest.PEM(other.root.Cert), otherName); err != nil {
+	otherRoot := trusttest.PEM(other.root.Cert)
+	if err := r.a.ChangeTrust(otherRoot, now, func() error { _, err := s.AddRoot(otherRoot, otherName); return err }); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.SetCRL(trusttest.CRLPEM(other.root.CRL(t, now.Add(-time.Minute), now.Add(24*time.Hour))), now); err != nil {
+	otherCRL := trusttest.CRLPEM(other.root.CRL(t, now.Add(-time.Minute), now.Add(24*time.Hour)))
+	if err := r.a.ChangeTrust(otherCRL, now, func() error { _, err := s.SetCRL(otherCRL, now); return err }); err != nil {
 		t.Fatal(err)
 	}
 	signAs := func(c *court, courtName, serial string) []byte {

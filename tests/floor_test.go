@@ -37,7 +37,7 @@ func TestInvariantNoDowngradeSharesAndKeysOpenOnlyWhileTheFloorAllows(t *testing
 	dir := t.TempDir()
 	d, _, _ := enroll(t, "court-a", dir) // boots "approved": image v1
 	c := newCourt(t, now)
-	c.install(t, d.data, now)
+	c.installOn(t, d, now)
 	updateKey, updatePublic, err := escrow.NewUpdateKey("authority")
 	if err != nil {
 		t.Fatal(err)
@@ -212,7 +212,7 @@ func floorRig(t testing.TB, d *device, c *court, conn *release.SerialTPM, a *app
 func TestDowngradeRefusedBeforeTheSummary(t *testing.T) {
 	r := newRig(t)
 	defer r.stop()
-	r.court.install(t, r.d.data, time.Now().UTC())
+	r.court.install(t, r.a, time.Now().UTC())
 	if floor, err := tpm.RaiseFloor(r.tpm, 2); err != nil || floor != 2 {
 		t.Fatalf("raising the floor: %d, %v", floor, err)
 	}

@@ -148,23 +148,41 @@ func newCourt(t testing.TB, now time.Time) *court {
 	return &court{root: root, key: key, judge: root.Judge(t, "Judge Ada", key.Public(), now)}
 }
 
-// install puts the court root and a fresh CRL in a data directory's trust
-// store.
-func (c *court) install(t testing.TB, dataDir string, now time.Time, revoked ...*x509.Certificate) {
+// install puts the court root and a fresh CRL in an appliance's trust
+// store, each change logged and bound as custodian trust does.
+func (c *court) install(t testing.TB, a *appliance.Appliance, now time.Time, revoked ...*x509.Certificate) {
 	t.Helper()
-	s, err := trust.Open(filepath.Join(dataDir, "trust"))
+	s, err := trust.Open(filepath.Join(a.Dir, appliance.TrustDir))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(s.Roots()) == 0 {
-		if _, err := s.AddRoot(trusttest.PEM(c.root.Cert), testCourt); err != nil {
+		root := trusttest.PEM(c.root.Cert)
+		if err := a.ChangeTrust(root, time.Now(), func() error { _, err := s.AddRoot(root, testCourt); return err }); err != nil {
 			t.Fatal(err)
 		}
 	}
 	crl := trusttest.CRLPEM(c.root.CRL(t, now.Add(-time.Minute), now.Add(24*time.Hour), revoked...))
-	if _, err := s.SetCRL(crl, now); err != nil {
+	if err := a.ChangeTrust(crl, time.Now(), func() error { _, err := s.SetCRL(crl, now); return err }); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// installOn installs the court's trust store on a device whose TPM no
+// daemon holds.
+func (c *court) installOn(t testing.TB, d *device, now time.Time) {
+	t.Helper()
+	conn, err := tpm.Open(d.sw.Spec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	a, err := appliance.Open(d.data, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	c.install(t, a, now)
 }
 
 // sign writes a warrant for custodians and key IDs, signed by the judge now.
@@ -233,7 +251,6 @@ func readyDevice(t testing.TB, now time.Time, keyID string) (*device, *court) {
 	t.Helper()
 	d, _, _ := enroll(t, "court-a", t.TempDir())
 	c := newCourt(t, now)
-	c.install(t, d.data, now)
 	conn, err := tpm.Open(d.sw.Spec())
 	if err != nil {
 		t.Fatal(err)
@@ -244,6 +261,7 @@ func readyDevice(t testing.TB, now time.Time, keyID string) (*device, *court) {
 		t.Fatal(err)
 	}
 	defer a.Close()
+	c.install(t, a, now)
 	provisionLocal(t, a, conn, keyID)
 	return d, c
 }

@@ -27,7 +27,7 @@ import (
 func TestInvariantVerificationRunsAgainRightBeforeTheFirstReleaseEntry(t *testing.T) {
 	r := newRig(t)
 	defer r.stop()
-	r.court.install(t, r.d.data, time.Now().UTC())
+	r.court.install(t, r.a, time.Now().UTC())
 
 	// pressAfter submits p7s, runs meanwhile while the device waits for
 	// the press, presses, and checks the refusal.
@@ -71,7 +71,7 @@ func TestInvariantVerificationRunsAgainRightBeforeTheFirstReleaseEntry(t *testin
 	})
 	t.Run("judge revoked during the wait", func(t *testing.T) {
 		p7s := r.court.sign(t, "W-revoked", r.agency.Public(), []string{"court-a"}, []string{"2026-11"}, r.now().UTC())
-		pressAfter(t, p7s, func() { r.court.install(t, r.d.data, r.now().UTC(), r.court.judge) }, release.Code(warrant.ReasonRevoked))
+		pressAfter(t, p7s, func() { r.court.install(t, r.a, r.now().UTC(), r.court.judge) }, release.Code(warrant.ReasonRevoked))
 	})
 }
 

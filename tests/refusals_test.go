@@ -3,6 +3,7 @@ package tests
 import (
 	"bytes"
 	"encoding/hex"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -21,6 +22,7 @@ import (
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/recipient"
 	"github.com/custodian-project/custodian/hsm/release"
+	"github.com/custodian-project/custodian/hsm/trust"
 	"github.com/custodian-project/custodian/hsm/trust/trusttest"
 	"github.com/custodian-project/custodian/tpm"
 	"github.com/custodian-project/custodian/tpm/tpmtest"
@@ -215,7 +217,7 @@ func (r *rig) releaseOK(t testing.TB, p7s []byte) (*release.Status, *escrow.Rele
 func TestInvariantShareLeavesOnlyAfterDurableLedgerEntry(t *testing.T) {
 	r := newRig(t)
 	defer r.stop()
-	r.court.install(t, r.d.data, time.Now().UTC())
+	r.court.install(t, r.a, time.Now().UTC())
 	p7s := r.warrant(t, "W-1")
 
 	var atEntry struct {
@@ -330,7 +332,7 @@ func TestInvariantEveryRefusalHasItsCodeAndLedgerEntry(t *testing.T) {
 	now := time.Now().UTC()
 	bob := trusttest.ECKeyP256(t)
 	bobCert := r.court.root.Judge(t, "Judge Bob", bob.Public(), now)
-	r.court.install(t, r.d.data, now, bobCert)
+	r.court.install(t, r.a, now, bobCert)
 
 	// Snapshot the data directory for the rollback case at the end.
 	r.a.Close()
@@ -425,6 +427,9 @@ func TestInvariantEveryRefusalHasItsCodeAndLedgerEntry(t *testing.T) {
 		r.stop()
 		os.RemoveAll(r.d.data)
 		copyDir(t, snapshot, r.d.data)
+		// Back on the approved image, which alone can check the directory.
+		r.sw.PowerCycle(t, r.tpm)
+		measure(t, r.tpm, "approved")
 		r.open(t)
 		r.start(t)
 		defer r.stop()
@@ -458,5 +463,77 @@ func copyDir(t testing.TB, from, to string) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestInvariantStartupStateIsBoundToTPMDaemonRefusesWithItsCode: a daemon
+// started on a data directory whose trust store was restored alone (an
+// older CRL, still in force, that does not revoke Bob), whose provisioned
+// bundle was removed, or that a power cut left between a CRL's write and
+// its entry, refuses every warrant with the state's own code, logs
+// nothing, and reports it in its health; the operator's resolve and a
+// fresh CRL bring it back.
+func TestInvariantStartupStateIsBoundToTPMDaemonRefusesWithItsCode(t *testing.T) {
+	r := newRig(t)
+	now := time.Now().UTC()
+	r.court.install(t, r.a, now)
+	trustDir := filepath.Join(r.d.data, appliance.TrustDir)
+	older := filepath.Join(t.TempDir(), "trust")
+	copyDir(t, trustDir, older)
+	bob := r.court.root.Judge(t, "Judge Bob", trusttest.ECKeyP256(t).Public(), now)
+	r.court.install(t, r.a, now, bob)
+	// The disk as a power cut leaves it between a CRL's write and its entry.
+	interrupted := filepath.Join(t.TempDir(), "interrupted")
+	store, err := trust.Open(trustDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crl := trusttest.CRLPEM(r.court.root.CRL(t, now, now.Add(24*time.Hour), bob))
+	err = r.a.ChangeTrust(crl, time.Now(), func() error {
+		_, err := store.SetCRL(crl, now)
+		copyDir(t, r.d.data, interrupted)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.stop()
+
+	for _, c := range []struct {
+		name   string
+		tamper func()
+		code   release.Code
+	}{
+		{"trust store restored", func() { os.RemoveAll(trustDir); copyDir(t, older, trustDir) }, release.CodeStateMismatch},
+		{"bundle removed", func() { os.Remove(filepath.Join(r.d.data, appliance.BundleDir, "2026-11.json")) }, release.CodeStateMismatch},
+		{"trust change interrupted", func() { os.RemoveAll(r.d.data); copyDir(t, interrupted, r.d.data) }, release.CodeStateInterrupt},
+	} {
+		name := c.name
+		t.Run(name, func(t *testing.T) {
+			c.tamper()
+			r.open(t)
+			r.start(t)
+			defer r.stop()
+			var health struct {
+				OK      bool   `json:"ok"`
+				Blocked string `json:"blocked"`
+			}
+			code, body := r.c.get(t, "/v1/health")
+			if err := json.Unmarshal(body, &health); err != nil || code != http.StatusOK || health.OK || !strings.Contains(health.Blocked, "data directory") {
+				t.Fatalf("health: %d %s", code, body)
+			}
+			r.expectRefusal(t, r.warrant(t, "W-state-"+name[:5]), c.code, false)
+			// The operator: accept what is there (logged), then set the
+			// current CRL again, unless the interrupted change was that.
+			if _, err := r.a.Ledger.ResolveRollback(time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			if c.code == release.CodeStateMismatch {
+				r.court.install(t, r.a, time.Now().UTC(), bob)
+			}
+			if err := r.a.Ledger.Blocked(); err != nil {
+				t.Fatalf("still blocked after the operator: %v", err)
+			}
+		})
 	}
 }

@@ -155,7 +155,7 @@ func checkScopedPackage(t *testing.T, d *device, path string, partials int) {
 func TestInvariantPartialsLeaveOnlyAfterDurableLedgerEntries(t *testing.T) {
 	r := newRig(t)
 	defer r.stop()
-	r.court.install(t, r.d.data, time.Now().UTC())
+	r.court.install(t, r.a, time.Now().UTC())
 	pub := provisionLocal(t, r.a, r.tpm, "2026-12", escrow.WithMode(escrow.ModeScoped))
 	var envs []*escrow.Envelope
 	w := draftWarrant("W-scoped", r.agency.Public(), []string{"court-a", "court-z"}, []string{"2026-12"}, time.Now().UTC())

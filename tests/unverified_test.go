@@ -33,7 +33,7 @@ import (
 // bytes again are counted.
 func TestInvariantNothingOutsideCanMakeItWriteTPMNV(t *testing.T) {
 	r := newRig(t)
-	r.court.install(t, r.d.data, time.Now().UTC())
+	r.court.install(t, r.a, time.Now().UTC())
 	r.srv.Close()
 	r.daemon.Close()
 	r.tally = time.Hour // moved past with the rig's clock, not waited for

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/custodian-project/custodian/hsm/appliance"
 	"github.com/custodian-project/custodian/hsm/trust"
 	"github.com/custodian-project/custodian/hsm/warrant"
 )
@@ -117,7 +118,7 @@ func (d *demo) installTrust(context.Context) error {
 		return err
 	}
 	for _, c := range d.custodians {
-		if err := installCourt(c.data, court.root, crl, d.now); err != nil {
+		if err := installCourt(c.app, court.root, crl, d.now); err != nil {
 			return fmt.Errorf("trust store of %s: %w", c.id, err)
 		}
 	}
@@ -125,16 +126,18 @@ func (d *demo) installTrust(context.Context) error {
 	return nil
 }
 
-func installCourt(dataDir string, root *x509.Certificate, crl []byte, now time.Time) error {
-	s, err := trust.Open(filepath.Join(dataDir, "trust"))
+// installCourt pins the court root and sets its CRL, each change logged
+// and bound to the TPM as custodian trust does.
+func installCourt(a *appliance.Appliance, root *x509.Certificate, crl []byte, now time.Time) error {
+	s, err := trust.Open(filepath.Join(a.Dir, appliance.TrustDir))
 	if err != nil {
 		return err
 	}
-	if _, err := s.AddRoot(certPEM(root), demoCourtName); err != nil {
+	rootPEM := certPEM(root)
+	if err := a.ChangeTrust(rootPEM, time.Now(), func() error { _, err := s.AddRoot(rootPEM, demoCourtName); return err }); err != nil {
 		return err
 	}
-	_, err = s.SetCRL(crl, now)
-	return err
+	return a.ChangeTrust(crl, time.Now(), func() error { _, err := s.SetCRL(crl, now); return err })
 }
 
 // writeCourtFiles keeps the PKI for inspection: certificates, the CRL, and

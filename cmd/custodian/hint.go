@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 
+	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/warrant"
 )
 
@@ -57,6 +58,19 @@ var signerHints = map[warrant.Reason]string{
 func signerHint(err error) error {
 	if h, ok := signerHints[warrant.ReasonOf(err)]; ok {
 		return withHint(err, h)
+	}
+	return err
+}
+
+// blockedHint says how an operator resolves a blocked ledger.
+func blockedHint(err error) error {
+	switch {
+	case errors.Is(err, ledger.ErrStateUnauthenticated):
+		return withHint(err, "boot the approved image: only it can check and bind the data directory")
+	case errors.Is(err, ledger.ErrStateMismatch), errors.Is(err, ledger.ErrChangeInterrupted):
+		return withHint(err, "restore the data directory from its newest state if you can; otherwise check trust/ and bundles/ (custodian trust list), accept them with custodian ledger resolve-rollback (logged), then set the current CRL and roots again")
+	case errors.Is(err, ledger.ErrBlocked):
+		return withHint(err, "an operator resolves this with custodian ledger resolve-rollback, which is logged")
 	}
 	return err
 }

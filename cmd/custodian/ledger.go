@@ -155,14 +155,14 @@ func newLedgerVerifyCommand(g *globals) *cobra.Command {
 					return err
 				}
 				if err := a.Ledger.Blocked(); err != nil {
-					return withHint(err, "an operator resolves this with custodian ledger resolve-rollback, which is logged")
+					return blockedHint(err)
 				}
 				if oldPath != "" {
 					if err := checkGrew(a, oldPath); err != nil {
 						return err
 					}
 				}
-				g.printf("ledger of %s verifies: %d entries, TPM counter matches\n", a.ID, a.Ledger.Size())
+				g.printf("ledger of %s verifies: %d entries, TPM counter and bound state match\n", a.ID, a.Ledger.Size())
 				return nil
 			})
 		},
@@ -240,7 +240,7 @@ func newLedgerResolveCommand(g *globals) *cobra.Command {
 				cause := a.Ledger.Blocked()
 				i, err := a.Ledger.ResolveRollback(time.Now())
 				if err != nil {
-					return err
+					return blockedHint(err)
 				}
 				g.printf("resolved (%v) in ledger entry %d; warrants signed before now are refused\n", cause, i)
 				return nil

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/custodian-project/custodian/hsm/enrollment"
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/trust/trusttest"
 	"github.com/custodian-project/custodian/tpm"
@@ -101,4 +102,74 @@ func TestTrustChangesAreLogged(t *testing.T) {
 	if err != nil || e.Kind != ledger.KindTrust || e.Commitment == nil {
 		t.Fatalf("entry 2: %+v, %v", e, err)
 	}
+}
+
+// forgerCounter is an offline forger's counter: whatever the forger needs.
+type forgerCounter struct{ v uint64 }
+
+func (c *forgerCounter) Read() (uint64, error)      { return c.v, nil }
+func (c *forgerCounter) Create() (uint64, error)    { return c.v, nil }
+func (c *forgerCounter) Increment() (uint64, error) { c.v++; return c.v, nil }
+
+// TestInvariantStartupStateIsBoundToTPMLedgerVerifyRefusesPaddedCopy: a
+// copy of the data directory from before two trust changes, padded offline
+// with the ledger package and a fake counter until it matches the TPM, is
+// not "healthy" to custodian ledger verify, which says how to resolve it;
+// the operator's resolve-rollback (logged) brings it back.
+func TestInvariantStartupStateIsBoundToTPMLedgerVerifyRefusesPaddedCopy(t *testing.T) {
+	sw := tpmtest.StartSwtpm(t)
+	dir := t.TempDir()
+	d := &device{id: "court-a", sw: sw, data: filepath.Join(dir, "data")}
+	measureBoot(t, sw)
+	mustRun(t, d.args("enroll", "--id", "court-a", "--out", filepath.Join(dir, "e.json"))...)
+	mustRun(t, d.args("ledger", "init")...)
+	snapshot := filepath.Join(dir, "copy")
+	if err := os.CopyFS(snapshot, os.DirFS(d.data)); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	root := trusttest.NewRoot(t, "Court Root", now)
+	mustRun(t, d.args("trust", "add-root", writeTemp(t, string(trusttest.PEM(root.Cert))))...)
+	mustRun(t, d.args("trust", "set-crl", writeTemp(t, string(trusttest.CRLPEM(root.CRL(t, now.Add(-time.Hour), now.Add(time.Hour))))))...)
+
+	// The forger restores the copy and pads it to the TPM's counter (3:
+	// init and two trust entries), with a state key of its own.
+	os.RemoveAll(d.data)
+	if err := os.CopyFS(d.data, os.DirFS(snapshot)); err != nil {
+		t.Fatal(err)
+	}
+	e, err := enrollment.Parse(readFile(t, filepath.Join(d.data, "enrollment.json")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ek, err := tpm.ParseEK(e.EK.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := &forgerCounter{v: 1}
+	l, err := ledger.Open(d.data, ledger.Config{Origin: "custodian/court-a", Device: ek.Name(), Counter: fake,
+		StateKey: make([]byte, ledger.StateKeySize)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.ResolveRollback(now); err != nil {
+		t.Fatal(err)
+	}
+	for fake.v < 3 {
+		if _, err := l.Append(ledger.Entry{Time: now.UTC().Truncate(time.Second), Kind: ledger.KindTrust, Outcome: ledger.OutcomeOK}, []byte("made up"), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Close()
+
+	code, _, errOut := custodian(t, d.args("ledger", "verify")...)
+	if code == 0 || !strings.Contains(errOut, "not the state this TPM recorded") || !strings.Contains(errOut, "hint: ") {
+		t.Fatalf("ledger verify on a padded copy: exit %d, %q", code, errOut)
+	}
+	mustRun(t, d.args("trust", "list")...)
+	out := mustRun(t, d.args("ledger", "resolve-rollback")...)
+	if !strings.Contains(out, "resolved") {
+		t.Fatalf("resolve-rollback: %q", out)
+	}
+	mustRun(t, d.args("ledger", "verify")...)
 }

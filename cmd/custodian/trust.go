@@ -19,7 +19,7 @@ import (
 	"github.com/custodian-project/custodian/hsm/warrant"
 )
 
-func trustDir(g *globals) string { return filepath.Join(g.dataDir, "trust") }
+func trustDir(g *globals) string { return filepath.Join(g.dataDir, appliance.TrustDir) }
 
 func newTrustCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "trust", Short: "Court trust store: pinned root CAs, CRLs and the approval policy"}
@@ -123,25 +123,15 @@ func newTrustSetPolicyCommand(g *globals) *cobra.Command {
 }
 
 // logTrustChange applies a change to the trust store and, on an appliance
-// whose ledger exists, records it there: what the appliance trusts is part
-// of its public record. A blocked ledger refuses the change; a change that
-// applied but could not be logged is reported as such.
+// whose ledger exists, records it there in the same step as the ledger
+// binds the new store to the TPM: what the appliance trusts is part of its
+// public record. A blocked ledger refuses the change.
 func (g *globals) logTrustChange(subject []byte, apply func() error) error {
 	if _, err := os.Stat(filepath.Join(g.dataDir, ledger.FileName)); err != nil {
-		return apply() // before ledger init: setting up, nothing to log to yet
+		return apply() // before ledger init: setting up; init binds the store
 	}
 	return g.withAppliance(func(a *appliance.Appliance, _ transport.TPM) error {
-		if err := a.Ledger.Blocked(); err != nil {
-			return err
-		}
-		if err := apply(); err != nil {
-			return err
-		}
-		e := ledger.Entry{Time: time.Now().UTC().Truncate(time.Second), Kind: ledger.KindTrust, Outcome: ledger.OutcomeOK}
-		if _, err := a.Ledger.Append(e, subject, nil); err != nil {
-			return fmt.Errorf("the trust store changed, but logging it failed: %w", err)
-		}
-		return nil
+		return blockedHint(a.ChangeTrust(subject, time.Now(), apply))
 	})
 }
 

@@ -8,6 +8,11 @@
 //	ledger-key.blob   the checkpoint signing key, sealed to the EK, PCRs and a security version
 //	ledger-key.pub    its public verifier key (C2SP signed-note format)
 //	trust/            the court trust store (package trust)
+//	bundles/          the provisioned share bundles, one per key ID
+//
+// The ledger binds the trust store and the bundles to the TPM with the
+// rest of its state (ledger.Config.Bound): they change only through
+// Ledger.Change, and a copy of either restored alone blocks releases.
 //
 // The endorsement key is taken from the enrollment, never read back from
 // the TPM: every session salted to it then proves the TPM is the enrolled
@@ -33,6 +38,7 @@ import (
 // Files in the data directory.
 const (
 	EnrollmentFile = "enrollment.json"
+	TrustDir       = "trust"
 	LedgerKeyBlob  = "ledger-key.blob"
 	LedgerKeyPub   = "ledger-key.pub"
 )
@@ -82,7 +88,7 @@ func Init(dir string, t transport.TPM, pcrs []int, now time.Time) (*Appliance, e
 	if err := durable.WriteFile(filepath.Join(dir, LedgerKeyPub), []byte(key.Verifier+"\n"), 0o644); err != nil {
 		return nil, err
 	}
-	cfg, err := config(t, id, ek, key)
+	cfg, err := config(t, dir, id, ek, key)
 	if err != nil {
 		return nil, err
 	}
@@ -105,7 +111,7 @@ func Open(dir string, t transport.TPM) (*Appliance, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg, signerErr := config(t, id, ek, key)
+	cfg, signerErr := config(t, dir, id, ek, key)
 	l, err := ledger.Open(dir, cfg)
 	if err != nil {
 		return nil, err
@@ -116,18 +122,48 @@ func Open(dir string, t transport.TPM) (*Appliance, error) {
 // Close closes the ledger.
 func (a *Appliance) Close() error { return a.Ledger.Close() }
 
-func config(t transport.TPM, id string, ek *tpm.EK, key *ledger.SigningKey) (ledger.Config, error) {
+func config(t transport.TPM, dir, id string, ek *tpm.EK, key *ledger.SigningKey) (ledger.Config, error) {
 	cfg := ledger.Config{
 		Origin:  Origin(id),
 		Device:  ek.Name(),
 		Counter: ledger.TPMCounter{TPM: t, Counter: tpm.Counter{Index: tpm.DefaultCounterIndex}},
+		Bound: []ledger.BoundDir{
+			{Name: TrustDir, Path: filepath.Join(dir, TrustDir)},
+			{Name: BundleDir, Path: filepath.Join(dir, BundleDir)},
+		},
 	}
-	signer, err := key.Signer(t)
+	signer, stateKey, err := key.Open(t)
 	if err != nil {
 		return cfg, err
 	}
-	cfg.Signer = signer
+	cfg.Signer, cfg.StateKey = signer, stateKey
 	return cfg, nil
+}
+
+// ChangeTrust applies a change to the trust store and logs it as one
+// trust entry committing to subject; see ledger.Ledger.Change.
+func (a *Appliance) ChangeTrust(subject []byte, now time.Time, apply func() error) error {
+	e := ledger.Entry{Time: now.UTC().Truncate(time.Second), Kind: ledger.KindTrust, Outcome: ledger.OutcomeOK}
+	_, err := a.Ledger.Change(TrustDir, e, subject, apply)
+	return err
+}
+
+// reopen opens the ledger again, after the checkpoint key was replaced.
+func (a *Appliance) reopen(t transport.TPM) error {
+	key, err := readSigningKey(a.Dir)
+	if err != nil {
+		return err
+	}
+	cfg, signerErr := config(t, a.Dir, a.ID, a.EK, key)
+	if err := a.Ledger.Close(); err != nil {
+		return err
+	}
+	l, err := ledger.Open(a.Dir, cfg)
+	if err != nil {
+		return err
+	}
+	a.Ledger, a.SignerErr = l, signerErr
+	return nil
 }
 
 // ErrNotEnrolled means the data directory has no enrollment.

@@ -24,8 +24,9 @@ const BundleDir = "bundles"
 var ErrBundleExists = errors.New("a different bundle is already provisioned for this key ID")
 
 // Provision checks a bundle (for this custodian, this TPM, opens under the
-// current PCRs, matches the commitments), logs a provision entry, and
-// stores it. Provisioning the same bundle twice is a no-op.
+// current PCRs, matches the commitments), and stores it with a provision
+// entry that binds the new bundles directory (ledger.Ledger.Change).
+// Provisioning the same bundle twice is a no-op.
 func (a *Appliance) Provision(t transport.TPM, data []byte, now time.Time) (*escrow.Bundle, error) {
 	b, err := escrow.ParseBundle(data)
 	if err != nil {
@@ -43,13 +44,16 @@ func (a *Appliance) Provision(t transport.TPM, data []byte, now time.Time) (*esc
 	}
 	entry := ledger.Entry{Time: now.UTC().Truncate(time.Second), Kind: ledger.KindProvision,
 		Outcome: ledger.OutcomeOK, KeyID: b.Escrow.KeyID}
-	if _, err := a.Ledger.Append(entry, data, nil); err != nil {
+	_, err = a.Ledger.Change(BundleDir, entry, data, func() error {
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return err
+		}
+		return durable.WriteFile(path, data, 0o600)
+	})
+	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, err
-	}
-	return b, durable.WriteFile(path, data, 0o600)
+	return b, nil
 }
 
 // Bundle returns the stored bundle for keyID.

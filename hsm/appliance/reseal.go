@@ -39,7 +39,7 @@ func (a *Appliance) Reseal(t transport.TPM, update []byte, now time.Time) ([]str
 	}
 	var image *escrow.Public
 	for _, keyID := range keyIDs {
-		next, err := a.resealBundle(t, keyID, update)
+		next, err := a.resealBundle(t, keyID, update, now)
 		if err != nil {
 			a.logReseal(now, keyID, update, err)
 			return nil, fmt.Errorf("key ID %s: %w", keyID, err)
@@ -49,15 +49,12 @@ func (a *Appliance) Reseal(t transport.TPM, update []byte, now time.Time) ([]str
 	if err := a.resealLedgerKey(t, image.PCRs, image.SecurityVersion); err != nil {
 		return nil, err
 	}
-	for _, keyID := range keyIDs {
-		if err := a.logReseal(now, keyID, update, nil); err != nil {
-			return nil, err
-		}
-	}
 	return keyIDs, nil
 }
 
-func (a *Appliance) resealBundle(t transport.TPM, keyID string, update []byte) (*escrow.Bundle, error) {
+// resealBundle writes keyID's "next" bundle and logs it, in one bound
+// change of the bundles directory.
+func (a *Appliance) resealBundle(t transport.TPM, keyID string, update []byte, now time.Time) (*escrow.Bundle, error) {
 	b, err := a.Bundle(keyID)
 	if err != nil {
 		return nil, err
@@ -70,7 +67,11 @@ func (a *Appliance) resealBundle(t transport.TPM, keyID string, update []byte) (
 	if err != nil {
 		return nil, err
 	}
-	return next, durable.WriteFile(a.bundlePath(keyID)+nextSuffix, data, 0o600)
+	e := ledger.Entry{Time: now.UTC().Truncate(time.Second), Kind: ledger.KindReseal, Outcome: ledger.OutcomeOK, KeyID: keyID}
+	_, err = a.Ledger.Change(BundleDir, e, update, func() error {
+		return durable.WriteFile(a.bundlePath(keyID)+nextSuffix, data, 0o600)
+	})
+	return next, err
 }
 
 // resealLedgerKey seals the checkpoint key's seed to the new PCRs and
@@ -92,14 +93,12 @@ func (a *Appliance) resealLedgerKey(t transport.TPM, pcrs tpm.PCRValues, version
 	return durable.WriteFile(filepath.Join(a.Dir, LedgerKeyBlob+nextSuffix), next.Marshal(), 0o600)
 }
 
-// logReseal records an applied or refused update in the ledger.
+// logReseal records a refused update in the ledger.
 func (a *Appliance) logReseal(now time.Time, keyID string, update []byte, cause error) error {
-	e := ledger.Entry{Time: now.UTC().Truncate(time.Second), Kind: ledger.KindReseal, Outcome: ledger.OutcomeOK, KeyID: keyID}
-	if cause != nil {
-		e.Outcome, e.Reason = ledger.OutcomeRefused, "update-refused"
-		if !errors.Is(cause, escrow.ErrBadUpdate) {
-			e.Reason = "reseal-failed"
-		}
+	e := ledger.Entry{Time: now.UTC().Truncate(time.Second), Kind: ledger.KindReseal, Outcome: ledger.OutcomeRefused,
+		Reason: "update-refused", KeyID: keyID}
+	if !errors.Is(cause, escrow.ErrBadUpdate) {
+		e.Reason = "reseal-failed"
 	}
 	_, err := a.Ledger.Append(e, update, nil)
 	return err
@@ -114,6 +113,11 @@ func (a *Appliance) FinishReseal(t transport.TPM, now time.Time) ([]string, erro
 		return nil, err
 	} else if ok {
 		promoted = append(promoted, LedgerKeyBlob)
+		// The ledger was opened without a key that unseals here; with the
+		// promoted one it can check the state and log the promotions.
+		if err := a.reopen(t); err != nil {
+			return promoted, err
+		}
 	}
 	entries, err := os.ReadDir(filepath.Join(a.Dir, BundleDir))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -147,10 +151,8 @@ func (a *Appliance) promoteBundle(t transport.TPM, keyID string, now time.Time) 
 	}
 	e := ledger.Entry{Time: now.UTC().Truncate(time.Second), Kind: ledger.KindReseal, Outcome: ledger.OutcomeOK,
 		Reason: "promoted", KeyID: keyID}
-	if _, err := a.Ledger.Append(e, data, nil); err != nil {
-		return err
-	}
-	return promote(path)
+	_, err = a.Ledger.Change(BundleDir, e, data, func() error { return promote(path) })
+	return err
 }
 
 func (a *Appliance) promoteLedgerKey(t transport.TPM) (bool, error) {

@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // WriteFile replaces path with data: a temporary file in the same
@@ -98,4 +99,19 @@ func checkReplaceable(path string) error {
 		return fmt.Errorf("%s exists and is not a regular file; refusing to replace it", path)
 	}
 	return nil
+}
+
+// IsTemp reports whether name is one of WriteFile's temporary files, which
+// a crash before its rename leaves behind.
+func IsTemp(name string) bool {
+	base, ok := strings.CutPrefix(name, ".")
+	if !ok {
+		return false
+	}
+	i := strings.LastIndex(base, ".tmp")
+	if i <= 0 {
+		return false
+	}
+	digits := base[i+len(".tmp"):]
+	return digits != "" && strings.Trim(digits, "0123456789") == ""
 }

@@ -55,3 +55,21 @@ func TestCreateFileNeverOverwritesAndIsPrivate(t *testing.T) {
 		t.Fatalf("content changed to %q", got)
 	}
 }
+
+func TestIsTempNamesWriteFilesTemporaries(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "crl.pem")
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp.Close()
+	if !IsTemp(filepath.Base(tmp.Name())) {
+		t.Errorf("%s is not recognised as a temporary file", tmp.Name())
+	}
+	for _, name := range []string{"crl.pem", ".crl.pem", ".crl.pem.tmp", ".tmp123", "crl.pem.tmp123", ".crl.pem.tmp12a"} {
+		if IsTemp(name) {
+			t.Errorf("%q taken for a temporary file", name)
+		}
+	}
+}

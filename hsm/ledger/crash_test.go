@@ -2,16 +2,22 @@ package ledger_test
 
 import (
 	"bufio"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/google/go-tpm/tpm2/transport"
+
+	"github.com/custodian-project/custodian/hsm/durable"
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/tpm"
 	"github.com/custodian-project/custodian/tpm/tpmtest"
@@ -34,15 +40,12 @@ func appendUntilKilled(dir, spec string) int {
 		fmt.Println("error", err)
 		return 2
 	}
-	ek, err := tpm.ReadEK(conn, tpm.EKRSA2048)
+	cfg, err := crashConfig(conn)
 	if err != nil {
 		fmt.Println("error", err)
 		return 2
 	}
-	l, err := ledger.Open(dir, ledger.Config{
-		Origin: origin, Device: ek.Name(),
-		Counter: ledger.TPMCounter{TPM: conn, Counter: tpm.Counter{Index: tpm.DefaultCounterIndex}},
-	})
+	l, err := ledger.Open(dir, cfg)
 	if err == nil {
 		err = l.Blocked()
 	}
@@ -53,7 +56,15 @@ func appendUntilKilled(dir, spec string) int {
 	for {
 		e := ledger.Entry{Time: t0.Add(time.Duration(l.Size()) * time.Second), Kind: ledger.KindRefusal,
 			Outcome: ledger.OutcomeRefused, Reason: "crash-test"}
-		i, err := l.Append(e, []byte("subject"), []byte("key-"+strconv.FormatInt(l.Size(), 10)))
+		var i int64
+		if len(cfg.Bound) == 0 {
+			i, err = l.Append(e, []byte("subject"), []byte("key-"+strconv.FormatInt(l.Size(), 10)))
+		} else {
+			// A change of the bound directory: one new file per entry.
+			e.Kind, e.Outcome, e.Reason = ledger.KindTrust, ledger.OutcomeOK, ""
+			path := filepath.Join(cfg.Bound[0].Path, fmt.Sprintf("crl-%d.pem", l.Size()))
+			i, err = l.Change("trust", e, []byte(path), func() error { return durable.WriteFile(path, []byte(path), 0o600) })
+		}
 		if err != nil {
 			fmt.Println("error", err)
 			return 4
@@ -75,6 +86,7 @@ func TestInvariantAppendSurvivesKillAtAnyPoint(t *testing.T) {
 	d := newDevice(t, conn)
 	dir := t.TempDir()
 	create(t, d, dir).Close()
+	shareKey(t, d)
 	// swtpm serves one client at a time: the appender gets it alone.
 	conn.Close()
 
@@ -95,6 +107,121 @@ func TestInvariantAppendSurvivesKillAtAnyPoint(t *testing.T) {
 	t.Logf("100 kills; %d entries acknowledged", acked+1)
 }
 
+// TestInvariantStartupStateIsBoundToTPMChangeSurvivesKill kills a process
+// changing a bound directory with SIGKILL at random moments, 60 times.
+// After each kill the ledger opens either unblocked, or (killed between
+// the file's rename and its entry) blocked with ErrChangeInterrupted until
+// the operator's resolve; never anything else. Every acknowledged change's
+// file is there, and the ledger verifies against the TPM counter.
+func TestInvariantStartupStateIsBoundToTPMChangeSurvivesKill(t *testing.T) {
+	sw := tpmtest.StartSwtpm(t)
+	conn, err := tpm.Open(sw.Spec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newDevice(t, conn)
+	dir := t.TempDir()
+	bound := filepath.Join(dir, "trust")
+	if err := os.Mkdir(bound, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	d.bound = []ledger.BoundDir{{Name: "trust", Path: bound}}
+	create(t, d, dir).Close()
+	conn.Close()
+	shareKey(t, d)
+	t.Setenv("CRASH_BOUND_DIR", bound)
+
+	rng := rand.New(rand.NewPCG(3, 4))
+	acked, interrupted := int64(-1), 0
+	for round := 0; round < 60; round++ {
+		delay := time.Duration(rng.IntN(40)) * time.Millisecond
+		if got := crashRound(t, dir, sw.Spec(), false, delay); got > acked {
+			acked = got
+		}
+		if resolveInterrupted(t, sw, dir) {
+			interrupted++
+		}
+		checkAfterCrash(t, sw, dir, acked, round)
+		for i := int64(1); i <= acked; i++ {
+			if _, err := os.Stat(filepath.Join(bound, fmt.Sprintf("crl-%d.pem", i))); err != nil {
+				t.Fatalf("round %d: change %d was acknowledged but its file is gone: %v", round, i, err)
+			}
+		}
+	}
+	if acked < 60 {
+		t.Fatalf("only %d changes acknowledged over 60 rounds: the kills did not land during changes", acked)
+	}
+	t.Logf("60 kills; %d changes acknowledged; %d left a change for the operator", acked, interrupted)
+}
+
+// resolveInterrupted opens the ledger after a kill: it must be unblocked
+// or blocked only by an interrupted change, which the operator accepts.
+func resolveInterrupted(t *testing.T, sw *tpmtest.Swtpm, dir string) bool {
+	t.Helper()
+	conn, err := tpm.Open(sw.Spec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	tpmtest.FlushAll(t, conn)
+	cfg, err := crashConfig(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := ledger.Open(dir, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	err = l.Blocked()
+	if err == nil {
+		return false
+	}
+	if !errors.Is(err, ledger.ErrChangeInterrupted) {
+		t.Fatalf("after a kill: %v, want unblocked or ErrChangeInterrupted", err)
+	}
+	if _, err := l.ResolveRollback(t0.Add(time.Duration(l.Size()) * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	return true
+}
+
+// shareKey hands the device's sealed ledger key to the crashing process,
+// which unseals it on the same TPM as the appliance does.
+func shareKey(t *testing.T, d *device) {
+	t.Setenv("CRASH_KEY_BLOB", hex.EncodeToString(d.key.Sealed.Marshal()))
+	t.Setenv("CRASH_KEY_PUB", d.key.Verifier)
+}
+
+// crashConfig is the ledger configuration of the crashing process.
+func crashConfig(conn transport.TPM) (ledger.Config, error) {
+	ek, err := tpm.ReadEK(conn, tpm.EKRSA2048)
+	if err != nil {
+		return ledger.Config{}, err
+	}
+	raw, err := hex.DecodeString(os.Getenv("CRASH_KEY_BLOB"))
+	if err != nil {
+		return ledger.Config{}, err
+	}
+	blob, err := tpm.ParseBlob(raw)
+	if err != nil {
+		return ledger.Config{}, err
+	}
+	key := ledger.SigningKey{Sealed: blob, Verifier: os.Getenv("CRASH_KEY_PUB")}
+	signer, stateKey, err := key.Open(conn)
+	if err != nil {
+		return ledger.Config{}, err
+	}
+	cfg := ledger.Config{
+		Origin: origin, Device: ek.Name(), Signer: signer, StateKey: stateKey,
+		Counter: ledger.TPMCounter{TPM: conn, Counter: tpm.Counter{Index: tpm.DefaultCounterIndex}},
+	}
+	if dir := os.Getenv("CRASH_BOUND_DIR"); dir != "" {
+		cfg.Bound = []ledger.BoundDir{{Name: "trust", Path: dir}}
+	}
+	return cfg, nil
+}
+
 // checkAfterCrash opens the ledger as the restarted appliance would.
 func checkAfterCrash(t *testing.T, sw *tpmtest.Swtpm, dir string, acked int64, round int) {
 	t.Helper()
@@ -103,12 +230,13 @@ func checkAfterCrash(t *testing.T, sw *tpmtest.Swtpm, dir string, acked int64, r
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	ek, err := tpm.ReadEK(conn, tpm.EKRSA2048)
+	tpmtest.FlushAll(t, conn) // what the resource manager does for the killed process
+	counter := tpm.Counter{Index: tpm.DefaultCounterIndex}
+	cfg, err := crashConfig(conn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	counter := tpm.Counter{Index: tpm.DefaultCounterIndex}
-	l, err := ledger.Open(dir, ledger.Config{Origin: origin, Device: ek.Name(), Counter: ledger.TPMCounter{TPM: conn, Counter: counter}})
+	l, err := ledger.Open(dir, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,19 @@
 //     before it can be used again. A crash between the commit and the
 //     increment (ledger exactly one ahead) is finished at the next open.
 //
+//   - Bound to the TPM. Counting alone misses a copy padded with made-up
+//     entries until its counter matches, or a trust store or bundle put
+//     back on its own. An HMAC under a key only the approved image unseals
+//     on this TPM ([Config.StateKey], derived from the checkpoint key's
+//     seed) covers the origin, the device, size, tree root, counter,
+//     newest time, replay floor, a digest of the replay index and of each
+//     bound directory ([Config.Bound]). It is rewritten in the same
+//     transaction as every append (no TPM command) and checked at Open
+//     before the counter; a bound directory changes only through
+//     [Ledger.Change], which logs it in the same step. A mismatch blocks
+//     ([ErrStateMismatch], [ErrChangeInterrupted]; [ErrStateUnauthenticated]
+//     without the key) until [Ledger.ResolveRollback].
+//
 //   - Anti-replay. Each entry may carry a replay key (a warrant's court
 //     root key, court and serial); a key is accepted once, in the same
 //     transaction as its entry, so the index and the log cannot disagree

@@ -16,9 +16,10 @@ const origin = "custodian/court-a"
 
 // device is one appliance's TPM state as the ledger sees it.
 type device struct {
-	conn transport.TPM
-	ek   *tpm.EK
-	key  *ledger.SigningKey
+	conn  transport.TPM
+	ek    *tpm.EK
+	key   *ledger.SigningKey
+	bound []ledger.BoundDir // none unless a test binds some
 }
 
 // newDevice provisions the TPM's EK, measures a boot and makes the
@@ -29,12 +30,7 @@ func newDevice(t testing.TB, conn transport.TPM) *device {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, m := range []string{"root filesystem", "custodian binary"} {
-		d := sha256.Sum256([]byte(m))
-		if err := tpm.ExtendPCR(conn, 8+i, d[:]); err != nil {
-			t.Fatal(err)
-		}
-	}
+	measureBoot(t, conn)
 	pcrs, err := tpm.ReadPCRs(conn, 8, 9)
 	if err != nil {
 		t.Fatal(err)
@@ -46,17 +42,30 @@ func newDevice(t testing.TB, conn transport.TPM) *device {
 	return &device{conn: conn, ek: ek, key: key}
 }
 
+// measureBoot extends what the approved image's boot extends.
+func measureBoot(t testing.TB, conn transport.TPM) {
+	t.Helper()
+	for i, m := range []string{"root filesystem", "custodian binary"} {
+		d := sha256.Sum256([]byte(m))
+		if err := tpm.ExtendPCR(conn, 8+i, d[:]); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func (d *device) config(t testing.TB) ledger.Config {
 	t.Helper()
-	signer, err := d.key.Signer(d.conn)
+	signer, stateKey, err := d.key.Open(d.conn)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return ledger.Config{
-		Origin:  origin,
-		Device:  d.ek.Name(),
-		Counter: ledger.TPMCounter{TPM: d.conn, Counter: tpm.Counter{Index: tpm.DefaultCounterIndex}},
-		Signer:  signer,
+		Origin:   origin,
+		Device:   d.ek.Name(),
+		Counter:  ledger.TPMCounter{TPM: d.conn, Counter: tpm.Counter{Index: tpm.DefaultCounterIndex}},
+		Signer:   signer,
+		StateKey: stateKey,
+		Bound:    d.bound,
 	}
 }
 

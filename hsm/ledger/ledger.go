@@ -37,6 +37,14 @@ type Config struct {
 	Counter Counter
 	// Signer signs checkpoints. Its name must be the Origin.
 	Signer note.Signer
+	// StateKey authenticates the ledger's state and the bound directories
+	// (StateKeySize bytes, from [SigningKey.Open]). Without it the state
+	// cannot be checked: the ledger opens blocked with
+	// ErrStateUnauthenticated, for reading and proving only.
+	StateKey []byte
+	// Bound are the directories whose contents the state binds; they
+	// change only through [Ledger.Change].
+	Bound []BoundDir
 }
 
 // Errors a caller acts on. Everything that blocks releases wraps
@@ -81,12 +89,17 @@ type Ledger struct {
 	state   state
 }
 
-// state is the ledger's metadata, kept in memory and in the meta bucket.
+// state is the ledger's metadata, kept in memory and in the meta bucket,
+// where an HMAC under Config.StateKey binds it.
 type state struct {
 	size    int64
 	counter uint64 // the counter value the newest entry consumed
 	last    time.Time
 	floor   time.Time
+	root    tlog.Hash     // the tree hash of size entries
+	replay  [32]byte      // the replay index's digest (replayDigest)
+	bound   []boundDigest // each bound directory's digest, in Config.Bound order
+	pending string        // the bound directory a Change is under way in, or ""
 }
 
 // Create makes a new ledger in dir with an init entry. It refuses if one
@@ -123,7 +136,10 @@ func Create(dir string, cfg Config, now time.Time) (*Ledger, error) {
 		if err := meta.Put(metaDevice, cfg.Device); err != nil {
 			return err
 		}
-		return l.state.store(meta)
+		if err := l.bindCurrent(tx, &l.state); err != nil {
+			return err
+		}
+		return l.putState(meta, &l.state)
 	})
 	if err != nil {
 		db.Close()
@@ -165,8 +181,24 @@ func Open(dir string, cfg Config) (*Ledger, error) {
 		db.Close()
 		return nil, err
 	}
-	l.blocked = l.reconcile()
+	l.blocked = l.check()
 	return l, nil
+}
+
+// check runs at Open: the state's binding first, so that nothing a forged
+// state says (such as a counter one ahead) reaches the TPM, then the
+// counter.
+func (l *Ledger) check() error {
+	if l.blocked != nil {
+		return l.blocked
+	}
+	if err := l.checkState(); err != nil {
+		if !errors.Is(err, ErrBlocked) { // an I/O error: still nothing is trusted
+			err = fmt.Errorf("%w: checking the data directory: %v", ErrBlocked, err)
+		}
+		return err
+	}
+	return l.reconcile()
 }
 
 func openDB(path string) (*bolt.DB, error) {
@@ -182,22 +214,27 @@ func (l *Ledger) load(tx *bolt.Tx) error {
 	if meta == nil {
 		return fmt.Errorf("%w: the database has no ledger", ErrNoLedger)
 	}
+	for _, name := range [][]byte{bucketEntries, bucketHashes, bucketSalts, bucketReplay} {
+		if tx.Bucket(name) == nil {
+			return fmt.Errorf("the ledger database is damaged (no %s bucket); restore its newest copy", name)
+		}
+	}
 	if got := string(meta.Get(metaOrigin)); got != l.cfg.Origin {
 		return fmt.Errorf("the ledger's origin is %q, not %q", got, l.cfg.Origin)
 	}
 	if !equal(meta.Get(metaDevice), l.cfg.Device) {
 		l.blocked = ErrOtherDevice
 	}
-	return l.state.load(meta)
+	if err := l.state.load(meta); err != nil {
+		return err
+	}
+	return l.state.loadBound(meta, l.cfg.Bound)
 }
 
 // reconcile compares the ledger's counter with the TPM's. The ledger one
 // ahead means a crash came between an entry's commit and the counter's
 // increment: the increment is finished now.
 func (l *Ledger) reconcile() error {
-	if l.blocked != nil {
-		return l.blocked
-	}
 	tpmValue, err := l.cfg.Counter.Read()
 	if err != nil {
 		if isNoCounter(err) {
@@ -272,10 +309,12 @@ func (l *Ledger) Append(e Entry, subject, replayKey []byte) (int64, error) {
 	if l.blocked != nil {
 		return 0, l.blocked
 	}
-	return l.appendLocked(e, subject, replayKey)
+	return l.appendFrom(l.state, e, subject, replayKey)
 }
 
-func (l *Ledger) appendLocked(e Entry, subject, replayKey []byte) (int64, error) {
+// appendFrom appends e on top of base, which is l.state or l.state with a
+// bound directory's new digest.
+func (l *Ledger) appendFrom(base state, e Entry, subject, replayKey []byte) (int64, error) {
 	if err := l.checkClock(e.Time); err != nil {
 		return 0, err
 	}
@@ -291,12 +330,12 @@ func (l *Ledger) appendLocked(e Entry, subject, replayKey []byte) (int64, error)
 	if err != nil {
 		return 0, err
 	}
-	next := l.state
+	next := base.clone()
 	next.size++
 	next.counter = e.Counter
 	next.last = e.Time
 	err = l.db.Update(func(tx *bolt.Tx) error {
-		return writeEntry(tx, l.state.size, data, salt, replayKey, next)
+		return l.writeEntry(tx, base.size, data, salt, replayKey, &next)
 	})
 	if err != nil {
 		return 0, err
@@ -324,8 +363,9 @@ func (l *Ledger) countEntry(want uint64) error {
 	return nil
 }
 
-// writeEntry stores entry n and everything that depends on it in tx.
-func writeEntry(tx *bolt.Tx, n int64, data, salt, replayKey []byte, next state) error {
+// writeEntry stores entry n and everything that depends on it in tx,
+// and binds next (the state after it).
+func (l *Ledger) writeEntry(tx *bolt.Tx, n int64, data, salt, replayKey []byte, next *state) error {
 	if replayKey != nil {
 		replay := tx.Bucket(bucketReplay)
 		if replay.Get(replayKey) != nil {
@@ -334,6 +374,7 @@ func writeEntry(tx *bolt.Tx, n int64, data, salt, replayKey []byte, next state) 
 		if err := replay.Put(replayKey, u64(uint64(n))); err != nil {
 			return err
 		}
+		next.replay = extendReplay(next.replay, uint64(n), replayKey)
 	}
 	hashes, err := tlog.StoredHashes(n, data, txHashReader{tx})
 	if err != nil {
@@ -352,7 +393,10 @@ func writeEntry(tx *bolt.Tx, n int64, data, salt, replayKey []byte, next state) 
 	if err := appendOnly(tx, bucketSalts).Put(u64(uint64(n)), salt); err != nil {
 		return err
 	}
-	return next.store(tx.Bucket(bucketMeta))
+	if next.root, err = tlog.TreeHash(next.size, txHashReader{tx}); err != nil {
+		return err
+	}
+	return l.putState(tx.Bucket(bucketMeta), next)
 }
 
 // appendOnly returns a bucket whose keys only ever grow, filled densely:
@@ -399,33 +443,48 @@ func (l *Ledger) get(bucket []byte, i int64) ([]byte, error) {
 }
 
 // ResolveRollback is the operator's answer to a blocked ledger: it accepts
-// the data directory as it is, appends a resolve entry that records the
-// ledger's and the TPM's counters, and raises the replay floor to now.
+// the data directory as it is (its ledger, replay index and bound
+// directories), binds it to this TPM again, appends a resolve entry that
+// records the ledger's and the TPM's counters, and raises the replay floor
+// to now. It needs the ledger key, so only the approved image on this TPM
+// can resolve.
 func (l *Ledger) ResolveRollback(now time.Time) (int64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.blocked == nil {
 		return 0, errNotResolvable
 	}
+	if len(l.cfg.StateKey) != StateKeySize {
+		return 0, fmt.Errorf("%w; boot the approved image to resolve", ErrStateUnauthenticated)
+	}
+	reason := "rollback"
+	if errors.Is(l.blocked, ErrStateMismatch) || errors.Is(l.blocked, ErrChangeInterrupted) {
+		reason = "state"
+	}
 	tpmValue, err := startCounter(l.cfg.Counter)
 	if err != nil {
 		return 0, err
 	}
 	now = now.UTC().Truncate(time.Second)
-	l.state.counter = tpmValue
-	l.state.floor = now
+	next := l.state.clone()
+	next.counter = tpmValue
+	next.floor = now
 	err = l.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if err := meta.Put(metaDevice, l.cfg.Device); err != nil {
 			return err
 		}
-		return l.state.store(meta)
+		if err := l.bindCurrent(tx, &next); err != nil {
+			return err
+		}
+		return l.putState(meta, &next)
 	})
 	if err != nil {
 		return 0, err
 	}
+	l.state = next
 	l.blocked = nil
-	return l.appendLocked(Entry{Time: now, Kind: KindResolve, Outcome: OutcomeOK, Reason: "rollback"}, nil, nil)
+	return l.appendFrom(l.state, Entry{Time: now, Kind: KindResolve, Outcome: OutcomeOK, Reason: reason}, nil, nil)
 }
 
 func (s *state) store(meta *bolt.Bucket) error {
@@ -439,7 +498,7 @@ func (s *state) store(meta *bolt.Bucket) error {
 			return err
 		}
 	}
-	return nil
+	return s.storeBound(meta)
 }
 
 func (s *state) load(meta *bolt.Bucket) error {

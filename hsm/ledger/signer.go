@@ -60,11 +60,28 @@ func seedOf(skey string) ([]byte, error) {
 // Signer unseals the key in the TPM and returns a note signer. The seed
 // crosses the bus encrypted (tpm.Unseal) and lives only in this process.
 func (k *SigningKey) Signer(t transport.TPM) (note.Signer, error) {
+	signer, _, err := k.Open(t)
+	return signer, err
+}
+
+// Open unseals the key in the TPM and returns the note signer and the
+// state key (Config.StateKey), derived from the same seed under its own
+// label: both exist only where this TPM runs the approved image.
+func (k *SigningKey) Open(t transport.TPM) (note.Signer, []byte, error) {
 	seed, err := tpm.Unseal(t, k.Sealed)
 	if err != nil {
-		return nil, fmt.Errorf("unsealing the checkpoint key: %w", err)
+		return nil, nil, fmt.Errorf("unsealing the checkpoint key: %w", err)
 	}
-	return newSigner(k.Verifier, seed)
+	defer clear(seed)
+	signer, err := newSigner(k.Verifier, seed)
+	if err != nil {
+		return nil, nil, err
+	}
+	stateKey, err := deriveStateKey(seed)
+	if err != nil {
+		return nil, nil, err
+	}
+	return signer, stateKey, nil
 }
 
 // ed25519Signer implements note.Signer with a seed and the name and key

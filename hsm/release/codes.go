@@ -22,6 +22,8 @@ const (
 	CodeReplayed         Code = "replayed"                   // this warrant (issuer, serial) was used before
 	CodeBeforeFloor      Code = "signed_before_floor"        // signed before the ledger's replay floor
 	CodeLedgerBlocked    Code = "ledger_blocked"             // rollback or clone detected
+	CodeStateMismatch    Code = "state_mismatch"             // the data directory is not the state the TPM bound
+	CodeStateInterrupt   Code = "change_interrupted"         // a trust or bundle change was cut off before its entry
 	CodeClockBehind      Code = "clock_behind"               // the clock is behind the newest entry
 	CodeImageNotApproved Code = "image_not_approved"         // the checkpoint key does not unseal
 	CodePCRMismatch      Code = "pcr_mismatch"               // the PCRs are not the share's policy
@@ -76,7 +78,7 @@ func HTTPStatus(c Code) int {
 		return http.StatusConflict
 	case CodeReplayed:
 		return http.StatusConflict
-	case CodeLedgerBlocked, CodeClockBehind, CodeImageNotApproved, CodePCRMismatch, CodeDowngrade, CodeShuttingDown, CodeNoShare:
+	case CodeLedgerBlocked, CodeStateMismatch, CodeStateInterrupt, CodeClockBehind, CodeImageNotApproved, CodePCRMismatch, CodeDowngrade, CodeShuttingDown, CodeNoShare:
 		return http.StatusServiceUnavailable
 	case CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
@@ -106,6 +108,12 @@ func codeOf(err error) Code {
 	switch {
 	case errors.As(err, &ref):
 		return ref.Code
+	case errors.Is(err, ledger.ErrStateMismatch):
+		return CodeStateMismatch
+	case errors.Is(err, ledger.ErrChangeInterrupted):
+		return CodeStateInterrupt
+	case errors.Is(err, ledger.ErrStateUnauthenticated):
+		return CodeImageNotApproved
 	case errors.Is(err, ledger.ErrBlocked):
 		return CodeLedgerBlocked
 	case errors.Is(err, ledger.ErrClockBehind):
@@ -119,7 +127,7 @@ func codeOf(err error) Code {
 // Codes lists every code the appliance can return, warrant reasons
 // included, for documentation and for clients that map each one.
 func Codes() []Code {
-	out := []Code{CodeBusy, CodeReplayed, CodeBeforeFloor, CodeLedgerBlocked, CodeClockBehind,
+	out := []Code{CodeBusy, CodeReplayed, CodeBeforeFloor, CodeLedgerBlocked, CodeStateMismatch, CodeStateInterrupt, CodeClockBehind,
 		CodeImageNotApproved, CodePCRMismatch, CodeDowngrade, CodeNoPress, CodeButtonHeld, CodeTooLarge,
 		CodeRateLimited, CodeNotFound, CodeBadRequest, CodeUnavailable, CodeShuttingDown,
 		CodeUnsealFailed, CodeSealFailed, CodeStoreFailed, CodeInterrupted, CodeLedgerFailed,

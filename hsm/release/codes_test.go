@@ -1,6 +1,7 @@
 package release
 
 import (
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -38,6 +39,15 @@ func TestWarrantRefusalsAreUnprocessable(t *testing.T) {
 	}
 	if codeOf(ledger.ErrRolledBack) != CodeLedgerBlocked || codeOf(ledger.ErrClockBehind) != CodeClockBehind || codeOf(ledger.ErrReplay) != CodeReplayed {
 		t.Error("ledger errors are not mapped")
+	}
+	for err, want := range map[error]Code{
+		ledger.ErrStateMismatch:        CodeStateMismatch,
+		ledger.ErrChangeInterrupted:    CodeStateInterrupt,
+		ledger.ErrStateUnauthenticated: CodeImageNotApproved,
+	} {
+		if got := codeOf(fmt.Errorf("opening: %w", err)); got != want {
+			t.Errorf("codeOf(%v) = %s, want %s", err, got, want)
+		}
 	}
 }
 

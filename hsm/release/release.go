@@ -292,7 +292,7 @@ func (d *Daemon) check(p7s []byte) (*warrant.Verified, *Refusal) {
 	switch {
 	case err == nil:
 		return v, nil
-	case code == CodeLedgerBlocked:
+	case errors.Is(err, ledger.ErrBlocked):
 		// The ledger refuses every append: this refusal goes to the log only.
 		d.cfg.Log.Warn("refused", "code", code, "err", err)
 		return nil, &Refusal{Code: code, Err: err, LedgerIndex: -1}
@@ -308,7 +308,7 @@ func (d *Daemon) check(p7s []byte) (*warrant.Verified, *Refusal) {
 func (d *Daemon) vet(p7s []byte) (v *warrant.Verified, signed bool, code Code, err error) {
 	a := d.cfg.Appliance
 	if err := a.Ledger.Blocked(); err != nil {
-		return nil, false, CodeLedgerBlocked, err
+		return nil, false, codeOf(err), err
 	}
 	now := d.now()
 	// The appliance's own state refuses first, but the warrant is still

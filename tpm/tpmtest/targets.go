@@ -134,3 +134,27 @@ func Floor(t testing.TB, conn transport.TPM) uint64 {
 	}
 	return v
 }
+
+// FlushAll flushes every transient object and session, as the kernel's
+// resource manager (/dev/tpmrm0) does when a process dies: swtpm has none,
+// so a test that kills a process mid-command calls this instead.
+func FlushAll(t testing.TB, conn transport.TPM) {
+	t.Helper()
+	for _, first := range []tpm2.TPMHandle{0x80000000, 0x02000000, 0x03000000} {
+		rsp, err := tpm2.GetCapability{
+			Capability: tpm2.TPMCapHandles, Property: uint32(first), PropertyCount: 64,
+		}.Execute(conn)
+		if err != nil {
+			t.Fatalf("listing handles: %v", err)
+		}
+		handles, err := rsp.CapabilityData.Data.Handles()
+		if err != nil {
+			t.Fatalf("listing handles: %v", err)
+		}
+		for _, h := range handles.Handle {
+			if _, err := (tpm2.FlushContext{FlushHandle: h}).Execute(conn); err != nil {
+				t.Fatalf("flushing %#x: %v", uint32(h), err)
+			}
+		}
+	}
+}

@@ -1,0 +1,449 @@
+package ledger
+
+import (
+	"crypto/hkdf"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/crypto/cryptobyte"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/custodian-project/custodian/hsm/durable"
+)
+
+// The state binding. Counting entries against the TPM catches a data
+// directory restored from an older copy, but not one padded offline with
+// made-up entries until its counter matches, nor a trust store or bundle
+// restored on its own. So everything the appliance trusts at start-up is
+// bound by an HMAC under a key that only this TPM releases on the approved
+// image (derived from the sealed checkpoint key's seed): the origin, the
+// device, the ledger's size, tree root and counter, its newest time and
+// replay floor, a digest of the replay index, and a digest of each bound
+// directory. The HMAC is rewritten in the same bbolt transaction as every
+// append and checked at Open; it costs no TPM command.
+
+// Errors of the state binding. Each blocks releases (wraps ErrBlocked).
+var (
+	ErrStateMismatch        = fmt.Errorf("%w: the data directory is not the state this TPM recorded (restored from a copy, or edited?)", ErrBlocked)
+	ErrChangeInterrupted    = fmt.Errorf("%w: a change to the data directory was interrupted after it was written and before it was logged", ErrBlocked)
+	ErrStateUnauthenticated = fmt.Errorf("%w: the ledger key does not unseal (not the approved image), so the data directory cannot be checked", ErrBlocked)
+)
+
+// StateKeySize is the size of Config.StateKey.
+const StateKeySize = 32
+
+// stateKeyLabel separates the state key from the checkpoint key it is
+// derived from.
+const stateKeyLabel = "custodian state v1"
+
+// deriveStateKey derives the state key from the checkpoint key's seed.
+func deriveStateKey(seed []byte) ([]byte, error) {
+	return hkdf.Key(sha256.New, seed, nil, stateKeyLabel, StateKeySize)
+}
+
+// BoundDir is a directory whose whole contents the state binds.
+type BoundDir struct {
+	Name string // a short name, kept in the ledger ("trust", "bundles")
+	Path string
+}
+
+// boundDigest is a bound directory's recorded digest.
+type boundDigest struct {
+	name   string
+	digest [sha256.Size]byte
+}
+
+var (
+	metaRoot    = []byte("root")
+	metaReplay  = []byte("replay-digest")
+	metaPending = []byte("pending-change")
+	metaMAC     = []byte("state-mac")
+	boundPrefix = "bound/"
+)
+
+// encodeState is the canonical encoding the HMAC covers.
+func (l *Ledger) encodeState(s *state) []byte {
+	var b cryptobyte.Builder
+	b.AddBytes([]byte(stateKeyLabel + "\n"))
+	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(l.cfg.Origin)) })
+	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(l.cfg.Device) })
+	b.AddUint64(uint64(s.size))
+	b.AddBytes(s.root[:])
+	b.AddUint64(s.counter)
+	b.AddUint64(uint64(unixOrZero(s.last)))
+	b.AddUint64(uint64(unixOrZero(s.floor)))
+	b.AddBytes(s.replay[:])
+	b.AddUint8(uint8(len(s.bound)))
+	for _, d := range s.bound {
+		b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(d.name)) })
+		b.AddBytes(d.digest[:])
+	}
+	b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(s.pending)) })
+	return b.BytesOrPanic()
+}
+
+func unixOrZero(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.Unix()
+}
+
+func (l *Ledger) stateMAC(s *state) []byte {
+	m := hmac.New(sha256.New, l.cfg.StateKey)
+	m.Write(l.encodeState(s))
+	return m.Sum(nil)
+}
+
+// checkState verifies the state's HMAC and then that the replay index,
+// the tree and each bound directory are what it says. A change that was
+// interrupted before anything changed on disk is closed here.
+func (l *Ledger) checkState() error {
+	if len(l.cfg.StateKey) != StateKeySize {
+		return ErrStateUnauthenticated
+	}
+	var mac []byte
+	err := l.db.View(func(tx *bolt.Tx) error {
+		mac = append(mac, tx.Bucket(bucketMeta).Get(metaMAC)...)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(mac) == 0 {
+		return fmt.Errorf("%w: the ledger's state was never bound to this TPM", ErrStateMismatch)
+	}
+	if !hmac.Equal(mac, l.stateMAC(&l.state)) {
+		return fmt.Errorf("%w: the ledger's records (size, tree, counter, times or bound digests) were not written by this TPM's approved image", ErrStateMismatch)
+	}
+	if !slices.EqualFunc(l.state.bound, l.cfg.Bound, func(d boundDigest, b BoundDir) bool { return d.name == b.Name }) {
+		return fmt.Errorf("%w: the ledger binds other directories than this appliance has", ErrStateMismatch)
+	}
+	if err := l.checkRecords(); err != nil {
+		return err
+	}
+	for i, d := range l.cfg.Bound {
+		if err := l.checkDir(d, l.state.bound[i].digest); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkRecords recomputes the tree root and the replay digest.
+func (l *Ledger) checkRecords() error {
+	return l.db.View(func(tx *bolt.Tx) error {
+		root, err := tlog.TreeHash(l.state.size, txHashReader{tx})
+		if err != nil || root != l.state.root {
+			return fmt.Errorf("%w: the ledger's Merkle hashes are not the recorded tree", ErrStateMismatch)
+		}
+		replay, err := replayDigest(tx)
+		if err != nil {
+			return err
+		}
+		if replay != l.state.replay {
+			return fmt.Errorf("%w: the replay index is not the recorded one (keys removed or added)", ErrStateMismatch)
+		}
+		return nil
+	})
+}
+
+func (l *Ledger) checkDir(d BoundDir, want [sha256.Size]byte) error {
+	if l.state.pending == d.Name {
+		if err := removeTemps(d.Path); err != nil {
+			return err
+		}
+	}
+	got, err := DigestDir(d.Path)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrStateMismatch, err)
+	}
+	switch {
+	case got != want && l.state.pending == d.Name:
+		return fmt.Errorf("%w (%s/): check it, then accept it with custodian ledger resolve-rollback", ErrChangeInterrupted, d.Name)
+	case got != want:
+		return fmt.Errorf("%w: %s/ is not the recorded one", ErrStateMismatch, d.Name)
+	case l.state.pending == d.Name:
+		// Interrupted before anything was written: nothing changed and
+		// nothing was logged. Close the change.
+		next := l.state.clone()
+		next.pending = ""
+		return l.storeState(next)
+	}
+	return nil
+}
+
+// storeState writes s with its HMAC in its own transaction.
+func (l *Ledger) storeState(s state) error {
+	err := l.db.Update(func(tx *bolt.Tx) error { return l.putState(tx.Bucket(bucketMeta), &s) })
+	if err == nil {
+		l.state = s
+	}
+	return err
+}
+
+// putState stores s and its HMAC in meta.
+func (l *Ledger) putState(meta *bolt.Bucket, s *state) error {
+	if err := s.store(meta); err != nil {
+		return err
+	}
+	if len(l.cfg.StateKey) != StateKeySize {
+		return ErrStateUnauthenticated
+	}
+	return meta.Put(metaMAC, l.stateMAC(s))
+}
+
+// Change runs apply, which changes the bound directory named name, and
+// records e (with subject, as Append does) binding the directory's new
+// digest. Before apply, the change is marked pending in the ledger, so a
+// crash in between is never taken for tampering: at the next Open, a
+// directory left as it was closes the change, and one that changed blocks
+// with ErrChangeInterrupted until an operator checks and accepts it. If
+// apply fails and changed nothing, nothing is logged; if it failed after
+// changing the directory, a failure entry binds what is there.
+func (l *Ledger) Change(name string, e Entry, subject []byte, apply func() error) (int64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.blocked != nil {
+		return 0, l.blocked
+	}
+	i := slices.IndexFunc(l.cfg.Bound, func(d BoundDir) bool { return d.Name == name })
+	if i < 0 {
+		return 0, fmt.Errorf("%q is not a bound directory", name)
+	}
+	if err := l.checkClock(e.Time); err != nil {
+		return 0, err
+	}
+	marked := l.state.clone()
+	marked.pending = name
+	if err := l.storeState(marked); err != nil {
+		return 0, err
+	}
+	applyErr := apply()
+	digest, err := DigestDir(l.cfg.Bound[i].Path)
+	if err != nil {
+		l.blocked = fmt.Errorf("%w (%s/): %v", ErrChangeInterrupted, name, err)
+		return 0, l.blocked
+	}
+	next := l.state.clone()
+	next.pending = ""
+	next.bound[i].digest = digest
+	if applyErr != nil {
+		if digest == l.state.bound[i].digest {
+			if err := l.storeState(next); err != nil {
+				return 0, err
+			}
+			return 0, applyErr
+		}
+		e = Entry{Time: e.Time, Kind: KindFailure, Outcome: OutcomeRefused, Reason: "change-failed", KeyID: e.KeyID}
+	}
+	index, err := l.appendFrom(next, e, subject, nil)
+	if err != nil {
+		l.blocked = fmt.Errorf("%w (%s/): logging it failed: %v", ErrChangeInterrupted, name, err)
+		return 0, l.blocked
+	}
+	if applyErr != nil {
+		return index, fmt.Errorf("%w (logged as a failure in entry %d)", applyErr, index)
+	}
+	return index, nil
+}
+
+// bindCurrent recomputes everything the state binds from what is on disk,
+// for a new ledger and for an operator accepting a blocked one.
+func (l *Ledger) bindCurrent(tx *bolt.Tx, s *state) error {
+	var err error
+	if s.root, err = tlog.TreeHash(s.size, txHashReader{tx}); err != nil {
+		return fmt.Errorf("the ledger's Merkle hashes are damaged: %w", err)
+	}
+	if s.replay, err = replayDigest(tx); err != nil {
+		return err
+	}
+	s.pending = ""
+	s.bound = s.bound[:0:0]
+	for _, d := range l.cfg.Bound {
+		if err := removeTemps(d.Path); err != nil {
+			return err
+		}
+		digest, err := DigestDir(d.Path)
+		if err != nil {
+			return err
+		}
+		s.bound = append(s.bound, boundDigest{name: d.Name, digest: digest})
+	}
+	return nil
+}
+
+// The replay digest chains the replay index's (entry index, key) pairs in
+// entry order: SHA-256(previous || index || SHA-256(key)). Appends extend
+// it; Open recomputes it from the bucket.
+func extendReplay(prev [sha256.Size]byte, index uint64, key []byte) [sha256.Size]byte {
+	return chainReplay(prev, index, sha256.Sum256(key))
+}
+
+func chainReplay(prev [sha256.Size]byte, index uint64, keyHash [sha256.Size]byte) [sha256.Size]byte {
+	h := sha256.New()
+	h.Write(prev[:])
+	h.Write(u64(index))
+	h.Write(keyHash[:])
+	return [sha256.Size]byte(h.Sum(nil))
+}
+
+func replayDigest(tx *bolt.Tx) ([sha256.Size]byte, error) {
+	type used struct {
+		index uint64
+		key   [sha256.Size]byte
+	}
+	var all []used
+	err := tx.Bucket(bucketReplay).ForEach(func(k, v []byte) error {
+		if len(v) != 8 {
+			return fmt.Errorf("%w: replay index entry is damaged", ErrStateMismatch)
+		}
+		all = append(all, used{binary.BigEndian.Uint64(v), sha256.Sum256(k)})
+		return nil
+	})
+	if err != nil {
+		return [sha256.Size]byte{}, err
+	}
+	slices.SortFunc(all, func(a, b used) int {
+		if a.index != b.index {
+			return cmpU64(a.index, b.index)
+		}
+		return slices.Compare(a.key[:], b.key[:])
+	})
+	var d [sha256.Size]byte
+	for _, u := range all {
+		d = chainReplay(d, u.index, u.key)
+	}
+	return d, nil
+}
+
+func cmpU64(a, b uint64) int {
+	if a < b {
+		return -1
+	}
+	return 1
+}
+
+// DigestDir is SHA-256 over a directory tree: every entry's relative
+// name, in lexical order, with each regular file's SHA-256. A missing
+// directory digests as an empty one. Anything but directories and regular
+// files (a symlink, a device) is refused: the appliance writes neither.
+func DigestDir(root string) ([sha256.Size]byte, error) {
+	// WalkDir does not follow a symlinked root: it would digest as empty
+	// while the readers follow it.
+	if info, err := os.Lstat(root); err == nil && !info.IsDir() {
+		return [sha256.Size]byte{}, fmt.Errorf("%s is a %s, not a directory; remove it", root, info.Mode().Type())
+	}
+	var b cryptobyte.Builder
+	b.AddBytes([]byte("custodian directory v1\n"))
+	err := filepath.WalkDir(root, func(path string, e fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) && path == root {
+			return filepath.SkipDir
+		}
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(root, path)
+		if err != nil || rel == "." {
+			return err
+		}
+		kind, sum, err := digestEntry(path, e)
+		if err != nil {
+			return err
+		}
+		b.AddUint8(kind)
+		b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(filepath.ToSlash(rel))) })
+		b.AddBytes(sum[:])
+		return nil
+	})
+	if err != nil {
+		return [sha256.Size]byte{}, err
+	}
+	data, err := b.Bytes()
+	if err != nil {
+		return [sha256.Size]byte{}, err
+	}
+	return sha256.Sum256(data), nil
+}
+
+func digestEntry(path string, e fs.DirEntry) (uint8, [sha256.Size]byte, error) {
+	switch {
+	case e.IsDir():
+		return 'd', [sha256.Size]byte{}, nil
+	case e.Type().IsRegular():
+		data, err := os.ReadFile(path)
+		return 'f', sha256.Sum256(data), err
+	}
+	return 0, [sha256.Size]byte{}, fmt.Errorf("%s is a %s, not a regular file; remove it", path, e.Type())
+}
+
+// removeTemps removes the temporary files a crash during durable.WriteFile
+// leaves in a bound directory; it runs only for a change the ledger
+// recorded as under way, or when an operator accepts the directory.
+func removeTemps(root string) error {
+	err := filepath.WalkDir(root, func(path string, e fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) && path == root {
+			return filepath.SkipDir
+		}
+		if err != nil {
+			return err
+		}
+		if e.Type().IsRegular() && durable.IsTemp(e.Name()) {
+			return os.Remove(path)
+		}
+		return nil
+	})
+	return err
+}
+
+// storeBound and loadBound keep the bound digests and the pending change
+// in meta.
+func (s *state) storeBound(meta *bolt.Bucket) error {
+	for _, d := range s.bound {
+		if err := meta.Put([]byte(boundPrefix+d.name), d.digest[:]); err != nil {
+			return err
+		}
+	}
+	for k, v := range map[string][]byte{string(metaRoot): s.root[:], string(metaReplay): s.replay[:], string(metaPending): []byte(s.pending)} {
+		if err := meta.Put([]byte(k), v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *state) loadBound(meta *bolt.Bucket, dirs []BoundDir) error {
+	s.bound = nil
+	for _, d := range dirs {
+		v := meta.Get([]byte(boundPrefix + d.Name))
+		if v == nil {
+			continue // reported by checkState: the names differ
+		}
+		if len(v) != sha256.Size {
+			return fmt.Errorf("ledger metadata %q is damaged", boundPrefix+d.Name)
+		}
+		s.bound = append(s.bound, boundDigest{name: d.Name, digest: [sha256.Size]byte(v)})
+	}
+	if v := meta.Get(metaRoot); len(v) == sha256.Size {
+		s.root = [sha256.Size]byte(v)
+	}
+	if v := meta.Get(metaReplay); len(v) == sha256.Size {
+		s.replay = [sha256.Size]byte(v)
+	}
+	s.pending = string(meta.Get(metaPending))
+	return nil
+}
+
+func (s state) clone() state {
+	s.bound = slices.Clone(s.bound)
+	return s
+}
