@@ -65,7 +65,13 @@ func StartReader(t *testing.T) *Reader {
 	if err := smartcard.Supported(); err != nil {
 		need.Missing(t, "%v", err)
 	}
-	need.Command(t, "pcscd", "pcscd")
+	pcscd, err := exec.LookPath("pcscd")
+	if err != nil {
+		pcscd = "/usr/sbin/pcscd" // not on a user's PATH
+	}
+	if _, err := os.Stat(pcscd); err != nil {
+		need.Missing(t, "pcscd not installed (Debian package pcscd; make test installs it)")
+	}
 	need.Command(t, "unshare", "util-linux")
 	for path, pkg := range map[string]string{vpcdDriver: "vsmartcard-vpcd", Module: "opensc-pkcs11"} {
 		if _, err := os.Stat(path); err != nil {
@@ -92,7 +98,7 @@ func StartReader(t *testing.T) *Reader {
 		t.Fatal(err)
 	}
 	r.cmd = exec.Command("unshare", "--mount", "--map-root-user", "--propagation", "private",
-		"sh", "-c", `mount --bind "$0" /run && exec pcscd --foreground --error --config "$1"`, dir, conf)
+		"sh", "-c", `mount --bind "$0" /run && exec "$1" --foreground --error --config "$2"`, dir, pcscd, conf)
 	r.cmd.Stdout, r.cmd.Stderr = r.log, r.log
 	if err := r.cmd.Start(); err != nil {
 		t.Fatalf("starting pcscd: %v", err)
