@@ -190,6 +190,9 @@ func TestInvariantPIVWrongPINCostsATry(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("wrong PIN %d: %q lacks %q", i+1, err, want)
 		}
+		if sentinel := smartcard.ErrWrongPIN; i == 2 && !errors.Is(err, smartcard.ErrPINLocked) || i < 2 && !errors.Is(err, sentinel) {
+			t.Errorf("wrong PIN %d: %v is neither ErrWrongPIN nor ErrPINLocked as it should be", i+1, err)
+		}
 		if tries := card.Tries(); tries != pivtest.MaxTries-1-i {
 			t.Fatalf("after %d wrong PINs the card has %d tries, want %d", i+1, tries, pivtest.MaxTries-1-i)
 		}
@@ -199,7 +202,7 @@ func TestInvariantPIVWrongPINCostsATry(t *testing.T) {
 		key.Close()
 		t.Fatal("a locked card opened")
 	}
-	if !strings.Contains(err.Error(), "locked") {
+	if !errors.Is(err, smartcard.ErrPINLocked) {
 		t.Errorf("locked card: %q does not say so", err)
 	}
 }

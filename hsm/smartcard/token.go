@@ -158,9 +158,9 @@ func (k *Key) login() error {
 func (k *Key) pinError(what string, err error) error {
 	switch {
 	case errors.Is(err, pkcs11.Error(pkcs11.CKR_PIN_LOCKED)):
-		return fmt.Errorf("%s: the PIN is locked after too many wrong tries; stop and ask the card's issuer to unblock it: %w", what, err)
+		return fmt.Errorf("%s: %w: %w", what, ErrPINLocked, err)
 	case errors.Is(err, pkcs11.Error(pkcs11.CKR_PIN_INCORRECT)):
-		return fmt.Errorf("%s: wrong PIN, the card counted a failed try%s: %w", what, k.triesLeft(), err)
+		return fmt.Errorf("%s: %w%s: %w", what, ErrWrongPIN, k.triesLeft(), err)
 	}
 	return fmt.Errorf("%s (wrong PIN?): %w", what, err)
 }
@@ -172,7 +172,7 @@ func (k *Key) triesLeft() string {
 	case err != nil:
 		return ""
 	case info.Flags&pkcs11.CKF_USER_PIN_LOCKED != 0:
-		return "; the PIN is now locked: ask the card's issuer to unblock it"
+		return "; the PIN is now locked"
 	case info.Flags&pkcs11.CKF_USER_PIN_FINAL_TRY != 0:
 		return "; one try is left before the card locks the PIN"
 	case info.Flags&pkcs11.CKF_USER_PIN_COUNT_LOW != 0:
