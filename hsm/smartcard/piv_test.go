@@ -177,21 +177,21 @@ func TestInvariantPIVWrongPINCostsATry(t *testing.T) {
 	c := newCourt(t)
 	card := judgeCards(t, c, [2]string{"Judge Ada", pivtest.ECDSAP256})[0]
 	uri := pivKeyURI(t, "Judge Ada")
-	for i, want := range []string{
-		"wrong PIN, the card counted a failed try",
-		"one try is left before the card locks the PIN",
-		"the PIN is locked after too many wrong tries",
+	for i, want := range []struct {
+		says string
+		is   error
+	}{
+		{"wrong PIN, the card counted a failed try", smartcard.ErrWrongPIN},
+		{"one try is left before the card locks the PIN", smartcard.ErrWrongPIN},
+		{"the PIN is locked after too many wrong tries", smartcard.ErrPINLocked},
 	} {
 		key, err := smartcard.Open(pivtest.Module, uri, "000000", nil)
 		if err == nil {
 			key.Close()
 			t.Fatal("opened the card with a wrong PIN")
 		}
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("wrong PIN %d: %q lacks %q", i+1, err, want)
-		}
-		if sentinel := smartcard.ErrWrongPIN; i == 2 && !errors.Is(err, smartcard.ErrPINLocked) || i < 2 && !errors.Is(err, sentinel) {
-			t.Errorf("wrong PIN %d: %v is neither ErrWrongPIN nor ErrPINLocked as it should be", i+1, err)
+		if !strings.Contains(err.Error(), want.says) || !errors.Is(err, want.is) {
+			t.Errorf("wrong PIN %d: %q lacks %q or is not %v", i+1, err, want.says, want.is)
 		}
 		if tries := card.Tries(); tries != pivtest.MaxTries-1-i {
 			t.Fatalf("after %d wrong PINs the card has %d tries, want %d", i+1, tries, pivtest.MaxTries-1-i)
