@@ -100,6 +100,7 @@ func StartReader(t *testing.T) *Reader {
 	r.cmd = exec.Command("unshare", "--mount", "--map-root-user", "--propagation", "private",
 		"sh", "-c", `mount --bind "$0" /run && exec "$1" --foreground --error --config "$2"`, dir, pcscd, conf)
 	r.cmd.Stdout, r.cmd.Stderr = r.log, r.log
+	dieWithParent(r.cmd)
 	if err := r.cmd.Start(); err != nil {
 		t.Fatalf("starting pcscd: %v", err)
 	}

@@ -2,6 +2,7 @@ package pivtest
 
 import (
 	"net"
+	"os/exec"
 	"syscall"
 )
 
@@ -20,4 +21,10 @@ func quickAck(conn net.Conn) {
 	raw.Control(func(fd uintptr) {
 		syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_QUICKACK, 1)
 	})
+}
+
+// dieWithParent has the kernel kill cmd when the test process dies (a
+// timeout panic, a kill), so that no pcscd outlives its test run.
+func dieWithParent(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
