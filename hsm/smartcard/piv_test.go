@@ -2,6 +2,7 @@ package smartcard_test
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/x509"
 	"errors"
 	"os"
@@ -228,5 +229,31 @@ func TestPIVTwoCardsSameLabel(t *testing.T) {
 	}
 	if first.Tries() != pivtest.MaxTries || second.Tries() != pivtest.MaxTries {
 		t.Fatal("a PIN was tried on a card that was not chosen")
+	}
+}
+
+// BenchmarkPIVSignThroughOpenSC measures one signature through OpenSC on
+// the emulated card: SignInit, the context-specific VERIFY and GENERAL
+// AUTHENTICATE, each an APDU over pcscd and the virtual reader.
+func BenchmarkPIVSignThroughOpenSC(b *testing.B) {
+	reader := pivtest.StartReader(b)
+	root := trusttest.NewRoot(b, "Test Court Root", now)
+	card := pivtest.NewJudgeCard(b, root, "Judge Ada", pivtest.ECDSAP256, pivPIN, now)
+	reader.Insert(b, 0, card)
+	uri, err := smartcard.ParseURI("pkcs11:token=Judge%20Ada;object=SIGN%20key")
+	if err != nil {
+		b.Fatal(err)
+	}
+	key, err := smartcard.Open(pivtest.Module, uri, pivPIN, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer key.Close()
+	digest := make([]byte, 32)
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := key.Sign(nil, digest, crypto.SHA256); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

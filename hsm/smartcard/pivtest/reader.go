@@ -60,7 +60,7 @@ type Reader struct {
 // at it for the rest of the test, and stops it when the test ends. The
 // system's pcscd, if any, is neither used nor disturbed. Without pcscd,
 // vpcd, OpenSC, unshare or cgo the test ends through need.Missing.
-func StartReader(t *testing.T) *Reader {
+func StartReader(t testing.TB) *Reader {
 	t.Helper()
 	if err := smartcard.Supported(); err != nil {
 		need.Missing(t, "%v", err)
@@ -132,7 +132,7 @@ func StartReader(t *testing.T) *Reader {
 
 // freePorts finds a port p where p and p+1 are free, below the ephemeral
 // range so that no outgoing connection takes them meanwhile.
-func freePorts(t *testing.T) int {
+func freePorts(t testing.TB) int {
 	t.Helper()
 	for range 50 {
 		p := 20000 + 2*rand.IntN(5000)
@@ -155,7 +155,7 @@ func freePorts(t *testing.T) int {
 	return 0
 }
 
-func (r *Reader) stop(t *testing.T, dir string) {
+func (r *Reader) stop(t testing.TB, dir string) {
 	r.mu.Lock()
 	for slot, c := range r.conns {
 		c.Close()
@@ -177,7 +177,7 @@ func (r *Reader) stop(t *testing.T, dir string) {
 
 // Insert puts card into the reader's slot (0 or 1) and returns once pcscd
 // has powered it up. The card stays in until Remove or the test's end.
-func (r *Reader) Insert(t *testing.T, slot int, card *Card) {
+func (r *Reader) Insert(t testing.TB, slot int, card *Card) {
 	t.Helper()
 	if slot < 0 || slot >= Slots {
 		t.Fatalf("no slot %d", slot)
@@ -267,12 +267,13 @@ func readMessage(conn net.Conn) ([]byte, error) {
 	if _, err := io.ReadFull(conn, size[:]); err != nil {
 		return nil, err
 	}
+	// vpcd writes a message's length and body in two sends, and Nagle's
+	// algorithm holds the body until the length is acknowledged: without
+	// an ACK at once, every APDU waits out the delayed-ACK timer (~40 ms).
+	quickAck(conn)
 	msg := make([]byte, binary.BigEndian.Uint16(size[:]))
 	if _, err := io.ReadFull(conn, msg); err != nil {
 		return nil, err
 	}
-	// vpcd writes a message's length and body separately; a delayed ACK
-	// of the first part would hold the next message back for ~40-90 ms.
-	quickAck(conn)
 	return msg, nil
 }
