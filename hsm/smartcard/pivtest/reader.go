@@ -58,7 +58,9 @@ type Reader struct {
 // puts its socket at /run/pcscd/pcscd.comm; the namespace binds a
 // directory of this process over /run), points SocketEnv and OPENSC_CONF
 // at it for the rest of the test, and stops it when the test ends. The
-// system's pcscd, if any, is neither used nor disturbed. Without pcscd,
+// system's pcscd, if any, is neither used nor disturbed. A test that uses
+// it cannot run in parallel with others (it sets the environment), and one
+// process runs one reader at a time. Without pcscd,
 // vpcd, OpenSC, unshare or cgo the test ends through need.Missing.
 func StartReader(t testing.TB) *Reader {
 	t.Helper()
@@ -176,7 +178,7 @@ func (r *Reader) stop(t testing.TB, dir string) {
 }
 
 // Insert puts card into the reader's slot (0 or 1) and returns once pcscd
-// has powered it up. The card stays in until Remove or the test's end.
+// has powered it up. The card stays in until the test's end.
 func (r *Reader) Insert(t testing.TB, slot int, card *Card) {
 	t.Helper()
 	if slot < 0 || slot >= Slots {
@@ -204,16 +206,6 @@ func (r *Reader) Insert(t testing.TB, slot int, card *Card) {
 	case <-powered:
 	case <-time.After(10 * time.Second):
 		t.Fatalf("pcscd did not power the card up\n%s", r.log)
-	}
-}
-
-// Remove takes the card out of slot.
-func (r *Reader) Remove(slot int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if c := r.conns[slot]; c != nil {
-		c.Close()
-		delete(r.conns, slot)
 	}
 }
 
