@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"crypto/x509"
+	"errors"
 	"os"
 	"time"
 
@@ -59,7 +60,7 @@ func newWarrantSignCommand(g *globals) *cobra.Command {
 			}
 			key, err := smartcard.Open(module, uri, pin, leaf)
 			if err != nil {
-				return err
+				return pinHint(err)
 			}
 			defer key.Close()
 			if leaf == nil {
@@ -73,7 +74,7 @@ func newWarrantSignCommand(g *globals) *cobra.Command {
 				p7s, err = warrant.Sign(data, signers, time.Now())
 			}
 			if err != nil {
-				return err
+				return pinHint(err)
 			}
 			if err := writeNew(out, p7s, 0o644); err != nil {
 				return err
@@ -93,6 +94,17 @@ func newWarrantSignCommand(g *globals) *cobra.Command {
 		cmd.MarkFlagRequired(name)
 	}
 	return cmd
+}
+
+// pinHint advises against guessing when the card refused the PIN.
+func pinHint(err error) error {
+	switch {
+	case errors.Is(err, smartcard.ErrPINLocked):
+		return withHint(err, "stop: ask the court's card officer to unblock the card (PIV: with its PUK)")
+	case errors.Is(err, smartcard.ErrWrongPIN):
+		return withHint(err, "a PIV card locks its PIN after a few wrong tries (often 3); do not guess")
+	}
+	return err
 }
 
 func readChain(path string) ([]*x509.Certificate, error) {

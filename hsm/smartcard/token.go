@@ -24,6 +24,7 @@ type Key struct {
 	mu         sync.Mutex
 	ctx        *pkcs11.Ctx
 	module     string
+	slot       uint
 	session    pkcs11.SessionHandle
 	handle     pkcs11.ObjectHandle
 	cert       *x509.Certificate
@@ -115,7 +116,8 @@ func (k *Key) open(uri URI) error {
 	if len(matches) > 1 {
 		return errors.New("several tokens match the pkcs11 URI; add token= or serial= to pick one")
 	}
-	if k.session, err = k.ctx.OpenSession(matches[0], pkcs11.CKF_SERIAL_SESSION); err != nil {
+	k.slot = matches[0]
+	if k.session, err = k.ctx.OpenSession(k.slot, pkcs11.CKF_SERIAL_SESSION); err != nil {
 		return fmt.Errorf("opening a token session: %w", err)
 	}
 	if err := k.login(); err != nil {
@@ -146,9 +148,37 @@ func (k *Key) login() error {
 		return errors.New("the token is already in use by another key of this process; use one key of a token at a time")
 	}
 	if err != nil {
-		return fmt.Errorf("token login failed (wrong PIN?): %w", err)
+		return k.pinError("token login failed", err)
 	}
 	return nil
+}
+
+// pinError says what a refused PIN means for the card: a wrong PIN costs
+// one of the few tries a PIV card allows before it locks itself.
+func (k *Key) pinError(what string, err error) error {
+	switch {
+	case errors.Is(err, pkcs11.Error(pkcs11.CKR_PIN_LOCKED)):
+		return fmt.Errorf("%s: %w: %w", what, ErrPINLocked, err)
+	case errors.Is(err, pkcs11.Error(pkcs11.CKR_PIN_INCORRECT)):
+		return fmt.Errorf("%s: %w%s: %w", what, ErrWrongPIN, k.triesLeft(), err)
+	}
+	return fmt.Errorf("%s (wrong PIN?): %w", what, err)
+}
+
+// triesLeft reads what the token says about its PIN retry counter.
+func (k *Key) triesLeft() string {
+	info, err := k.ctx.GetTokenInfo(k.slot)
+	switch {
+	case err != nil:
+		return ""
+	case info.Flags&pkcs11.CKF_USER_PIN_LOCKED != 0:
+		return "; the PIN is now locked"
+	case info.Flags&pkcs11.CKF_USER_PIN_FINAL_TRY != 0:
+		return "; one try is left before the card locks the PIN"
+	case info.Flags&pkcs11.CKF_USER_PIN_COUNT_LOW != 0:
+		return "; the card locks the PIN after a few more"
+	}
+	return ""
 }
 
 // tokenMatches compares the URI's token attributes with the token's
@@ -243,7 +273,7 @@ func (k *Key) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, 
 	}
 	if k.alwaysAuth {
 		if err := k.ctx.Login(k.session, pkcs11.CKU_CONTEXT_SPECIFIC, k.pin); err != nil {
-			return nil, fmt.Errorf("token refused the PIN for this signature: %w", err)
+			return nil, k.pinError("token refused the PIN for this signature", err)
 		}
 	}
 	sig, err := k.ctx.Sign(k.session, data)

@@ -14,6 +14,9 @@
 //     ECDSA, RSA PKCS #1 v1.5 or RSA-PSS signature over a digest; keys
 //     marked CKA_ALWAYS_AUTHENTICATE (PIV slot 9c) get the PIN again for
 //     each signature, as PKCS#11 requires.
+//   - A PIN the token refuses is reported as ErrWrongPIN (the card counted
+//     a failed try; the error says when one is left) or ErrPINLocked, so
+//     that nobody keeps guessing at a card that locks itself.
 //   - Signing needs cgo (the PKCS#11 module is a C library); builds without
 //     cgo return ErrNoCgo from Open.
 package smartcard
@@ -30,6 +33,13 @@ import (
 
 // ErrNoCgo is returned by Open in builds without cgo.
 var ErrNoCgo = errors.New("smartcard signing needs a cgo build of custodian (CGO_ENABLED=1)")
+
+// ErrWrongPIN and ErrPINLocked are in the chain of the error Open or Sign
+// returns when the token refuses the PIN.
+var (
+	ErrWrongPIN  = errors.New("wrong PIN, the card counted a failed try")
+	ErrPINLocked = errors.New("the PIN is locked after too many wrong tries")
+)
 
 // URI is a parsed pkcs11: URI. Empty fields match anything.
 type URI struct {
