@@ -156,14 +156,20 @@ func (c *court) install(t testing.TB, a *appliance.Appliance, now time.Time, rev
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The change's ledger entry is stamped at the later of now (a test's
+	// clock may run ahead) and the real time.
+	at := time.Now()
+	if now.After(at) {
+		at = now
+	}
 	if len(s.Roots()) == 0 {
 		root := trusttest.PEM(c.root.Cert)
-		if err := a.ChangeTrust(root, time.Now(), func() error { _, err := s.AddRoot(root, testCourt); return err }); err != nil {
+		if err := a.ChangeTrust(root, at, func() error { _, err := s.AddRoot(root, testCourt); return err }); err != nil {
 			t.Fatal(err)
 		}
 	}
 	crl := trusttest.CRLPEM(c.root.CRL(t, now.Add(-time.Minute), now.Add(24*time.Hour), revoked...))
-	if err := a.ChangeTrust(crl, time.Now(), func() error { _, err := s.SetCRL(crl, now); return err }); err != nil {
+	if err := a.ChangeTrust(crl, at, func() error { _, err := s.SetCRL(crl, now); return err }); err != nil {
 		t.Fatal(err)
 	}
 }

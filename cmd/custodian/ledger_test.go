@@ -129,7 +129,7 @@ func TestInvariantStartupStateIsBoundToTPMLedgerVerifyRefusesPaddedCopy(t *testi
 	}
 	now := time.Now()
 	root := trusttest.NewRoot(t, "Court Root", now)
-	mustRun(t, d.args("trust", "add-root", writeTemp(t, string(trusttest.PEM(root.Cert))))...)
+	mustRun(t, d.args("trust", "add-root", writeTemp(t, string(trusttest.PEM(root.Cert))), "--court", "Test Court")...)
 	mustRun(t, d.args("trust", "set-crl", writeTemp(t, string(trusttest.CRLPEM(root.CRL(t, now.Add(-time.Hour), now.Add(time.Hour))))))...)
 
 	// The forger restores the copy and pads it to the TPM's counter (3:

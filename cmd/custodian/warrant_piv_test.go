@@ -86,7 +86,7 @@ func TestWarrantSignWithPIVCards(t *testing.T) {
 	if !strings.Contains(out, "Judge Ada") || !strings.Contains(out, "Clerk Bea") {
 		t.Errorf("show:\n%s", out)
 	}
-	cli(t, true, "warrant", "verify", "--in", p("w2.p7s"), "--roots", p("court-root.pem"), "--crl", p("court-root.crl.pem"))
+	cli(t, true, "warrant", "verify", "--in", p("w2.p7s"), "--roots", p("court-root.pem"), "--court", "District Court of Testing", "--crl", p("court-root.crl.pem"))
 	cmd := exec.Command("openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", p("w2.p7s"),
 		"-CAfile", p("court-root-and-crl.pem"), "-crl_check", "-purpose", "any", "-out", p("w.out.json"))
 	if outb, err := cmd.CombinedOutput(); err != nil {
@@ -94,7 +94,7 @@ func TestWarrantSignWithPIVCards(t *testing.T) {
 	}
 
 	// The appliance: a double lock with the document-signing EKU.
-	cli(t, true, "--data-dir", data, "trust", "add-root", p("court-root.pem"))
+	cli(t, true, "--data-dir", data, "trust", "add-root", p("court-root.pem"), "--court", "District Court of Testing")
 	cli(t, true, "--data-dir", data, "trust", "set-crl", p("court-root.crl.pem"))
 	cli(t, true, "--data-dir", data, "trust", "set-policy", "--signers", "2", "--eku", pivtest.DocumentSigning.String())
 	_, stderr = cli(t, false, "--data-dir", data, "warrant", "verify", "--in", p("w.p7s"))

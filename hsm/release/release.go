@@ -308,6 +308,11 @@ func (d *Daemon) check(p7s []byte) (*warrant.Verified, *Refusal) {
 func (d *Daemon) vet(p7s []byte) (v *warrant.Verified, signed bool, code Code, err error) {
 	a := d.cfg.Appliance
 	if err := a.Ledger.Blocked(); err != nil {
+		if errors.Is(a.SignerErr, tpm.ErrDowngrade) {
+			// The state cannot be checked because this image is older than
+			// the TPM's floor: say so, rather than "not approved".
+			return nil, false, CodeDowngrade, fmt.Errorf("%w: the ledger key does not open: %w", ledger.ErrBlocked, a.SignerErr)
+		}
 		return nil, false, codeOf(err), err
 	}
 	now := d.now()
