@@ -36,15 +36,14 @@ const (
 	CodeBadRequest       Code = "bad_request"
 	CodeUnavailable      Code = "unavailable" // e.g. attestation not configured
 	CodeShuttingDown     Code = "shutting_down"
-	CodeUnsealFailed     Code = "unseal_failed" // failure after the ledger entry
-	CodeSealFailed       Code = "seal_failed"   // failure after the ledger entry
-	CodeStoreFailed      Code = "store_failed"  // failure after the ledger entry
-	CodeInterrupted      Code = "interrupted"   // the daemon stopped after the entry
-	CodeLedgerFailed     Code = "ledger_failed" // the release entry could not be appended
-	CodeInternal         Code = "internal"      // a bug or an I/O error before any entry
-	CodeNotVerified      Code = "not_verified"  // a warrant error without a reason (never expected)
-	CodeNoShare          Code = "no_share"      // a key ID with no readable bundle
-	CodeShareUnavailable Code = "share_unavailable"
+	CodeUnsealFailed     Code = "unseal_failed"        // failure after the ledger entry
+	CodeSealFailed       Code = "seal_failed"          // failure after the ledger entry
+	CodeStoreFailed      Code = "store_failed"         // failure after the ledger entry
+	CodeInterrupted      Code = "interrupted"          // the daemon stopped after the entry
+	CodeLedgerFailed     Code = "ledger_failed"        // the release entry could not be appended
+	CodeInternal         Code = "internal"             // a bug or an I/O error before any entry
+	CodeNotVerified      Code = "not_verified"         // a warrant error without a reason (never expected)
+	CodeNoShare          Code = "no_share"             // a key ID with no readable bundle
 	CodeNoEnvelopes      Code = "no_envelopes"         // a scoped key ID the warrant names no envelope of
 	CodeNotScoped        Code = "envelopes_not_scoped" // envelopes named for a share-mode key ID
 	CodePartialFailed    Code = "partial_failed"       // failure after the ledger entry (scoped mode)
@@ -92,7 +91,7 @@ func HTTPStatus(c Code) int {
 		return http.StatusNotImplemented
 	case CodeNoPress, CodeButtonHeld, CodeClientCertRequired, CodeClientCertUntrusted, CodeChangedAfterApproval:
 		return http.StatusForbidden
-	case CodeInternal, CodeUnsealFailed, CodeSealFailed, CodeStoreFailed, CodeInterrupted, CodeLedgerFailed, CodeShareUnavailable, CodePartialFailed:
+	case CodeInternal, CodeUnsealFailed, CodeSealFailed, CodeStoreFailed, CodeInterrupted, CodeLedgerFailed, CodePartialFailed:
 		return http.StatusInternalServerError
 	}
 	// Every warrant refusal: the request was understood and refused.
@@ -131,8 +130,9 @@ func Codes() []Code {
 		CodeImageNotApproved, CodePCRMismatch, CodeDowngrade, CodeNoPress, CodeButtonHeld, CodeTooLarge,
 		CodeRateLimited, CodeNotFound, CodeBadRequest, CodeUnavailable, CodeShuttingDown,
 		CodeUnsealFailed, CodeSealFailed, CodeStoreFailed, CodeInterrupted, CodeLedgerFailed,
-		CodeInternal, CodeNotVerified, CodeNoShare, CodeShareUnavailable,
-		CodeClientCertRequired, CodeClientCertUntrusted, CodeChangedAfterApproval}
+		CodeInternal, CodeNotVerified, CodeNoShare,
+		CodeClientCertRequired, CodeClientCertUntrusted, CodeChangedAfterApproval,
+		CodeNoEnvelopes, CodeNotScoped, CodePartialFailed}
 	for _, r := range warrant.Reasons() {
 		if Code(r) != CodeTooLarge {
 			out = append(out, Code(r))

@@ -2,7 +2,13 @@ package release
 
 import (
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"net/http"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -75,5 +81,57 @@ func TestLimiter(t *testing.T) {
 	}
 	if len(l.buckets) > maxClients {
 		t.Fatalf("%d buckets", len(l.buckets))
+	}
+}
+
+// TestCodesListsEveryCodeAndDocsNameThem: every Code constant declared in
+// this package is in Codes(), and docs/api.md names each of them (warrant
+// reasons are listed with hsm/warrant's catalogue), so a new refusal cannot go undocumented.
+func TestCodesListsEveryCodeAndDocsNameThem(t *testing.T) {
+	listed := map[Code]bool{}
+	for _, c := range Codes() {
+		listed[c] = true
+	}
+	f, err := parser.ParseFile(token.NewFileSet(), "codes.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	declared := 0
+	ast.Inspect(f, func(n ast.Node) bool {
+		spec, ok := n.(*ast.ValueSpec)
+		if !ok || spec.Type == nil || fmt.Sprint(spec.Type) != "Code" {
+			return true
+		}
+		for i, name := range spec.Names {
+			lit, ok := spec.Values[i].(*ast.BasicLit)
+			if !ok {
+				continue
+			}
+			value, err := strconv.Unquote(lit.Value)
+			if err != nil {
+				t.Fatal(err)
+			}
+			declared++
+			if !listed[Code(value)] {
+				t.Errorf("%s (%q) is declared but not in Codes()", name.Name, value)
+			}
+		}
+		return true
+	})
+	if declared < 20 {
+		t.Fatalf("found only %d Code constants in codes.go", declared)
+	}
+	docs, err := os.ReadFile("../../docs/api.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reasons := map[Code]bool{}
+	for _, r := range warrant.Reasons() {
+		reasons[Code(r)] = true
+	}
+	for _, c := range Codes() {
+		if !reasons[c] && !strings.Contains(string(docs), "`"+string(c)+"`") {
+			t.Errorf("docs/api.md does not name the code %q", c)
+		}
 	}
 }
