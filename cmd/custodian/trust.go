@@ -60,7 +60,7 @@ func newTrustAddRootCommand(g *globals) *cobra.Command {
 				return err
 			}
 			sum := sha256.Sum256(root.Raw)
-			g.printf("pinned root %s (sha256 %s) for court %q\n", root.Subject, hex.EncodeToString(sum[:]), court)
+			g.printf("pinned root %s (sha256 %s) for court %q\n", warrant.DisplayName(root.Subject.String()), hex.EncodeToString(sum[:]), court)
 			return nil
 		},
 	}
@@ -87,7 +87,7 @@ func newTrustSetCRLCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			g.printf("stored CRL of %s: %d revoked, next update %s\n", crl.Issuer.Subject,
+			g.printf("stored CRL of %s: %d revoked, next update %s\n", warrant.DisplayName(crl.Issuer.Subject.String()),
 				len(crl.List.RevokedCertificateEntries), crl.List.NextUpdate.UTC().Format(time.RFC3339))
 			return nil
 		},
@@ -187,14 +187,14 @@ func newTrustListCommand(g *globals) *cobra.Command {
 				g.printf("no roots: this store verifies nothing (custodian trust add-root FILE --court NAME)\n")
 			}
 			for _, r := range l.Roots {
-				g.printf("root  %q  %s  sha256 %s  until %s\n", r.Court, r.Subject, r.SHA256, r.NotAfter.Format(time.RFC3339))
+				g.printf("root  %q  %s  sha256 %s  until %s\n", r.Court, warrant.DisplayName(r.Subject), r.SHA256, r.NotAfter.Format(time.RFC3339))
 			}
 			for _, c := range l.CRLs {
 				state := "fresh"
 				if !c.Fresh {
 					state = "STALE: warrants under it are refused"
 				}
-				g.printf("crl   %s  %d revoked  next update %s  %s\n", c.Issuer, c.Revoked, c.NextUpdate.Format(time.RFC3339), state)
+				g.printf("crl   %s  %d revoked  next update %s  %s\n", warrant.DisplayName(c.Issuer), c.Revoked, c.NextUpdate.Format(time.RFC3339), state)
 			}
 			g.printf("policy  %d signer(s)  policy OIDs %v  accepted EKUs %v\n", l.Policy.Signers, l.Policy.PolicyOIDs, l.Policy.EKUs)
 			return nil

@@ -290,3 +290,21 @@ func TestInvariantWarrantNewRefusesInvisibleText(t *testing.T) {
 	}
 	cli(t, true, args("Landgericht Düsseldorf")...)
 }
+
+// TestInvariantTrustListShowsRootNamesEscaped: a root whose name carries a
+// bidirectional override is listed with the character escaped, so the
+// trust admin sees what is there.
+func TestInvariantTrustListShowsRootNamesEscaped(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	now := time.Now()
+	root := trusttest.NewRoot(t, "Court \u202eRoot", now)
+	rootFile := write(t, filepath.Join(dir, "root.pem"), trusttest.PEM(root.Cert))
+	out, _ := cli(t, true, "--data-dir", data, "trust", "add-root", rootFile, "--court", "Test Court")
+	out2, _ := cli(t, true, "--data-dir", data, "trust", "list")
+	for _, o := range []string{out, out2} {
+		if strings.ContainsRune(o, '\u202e') || !strings.Contains(o, "<U+202E>") {
+			t.Errorf("root name not escaped: %q", o)
+		}
+	}
+}

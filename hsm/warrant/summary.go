@@ -51,7 +51,7 @@ func Summary(w *Warrant, signers []Identity) string {
 	line("Custodians", strings.Join(w.Custodians, ", "))
 	line("Recipient", w.RecipientKey().KEM()+" key "+shortKey(w.Recipient))
 	for _, s := range signers {
-		line("Signed by", fmt.Sprintf("%s (%s) at %s", displayName(s.Name), displayName(s.Issuer), s.SigningTime.UTC().Format("2006-01-02 15:04:05Z")))
+		line("Signed by", fmt.Sprintf("%s (%s) at %s", DisplayName(s.Name), DisplayName(s.Issuer), s.SigningTime.UTC().Format("2006-01-02 15:04:05Z")))
 	}
 	return b.String()
 }

@@ -141,12 +141,13 @@ func codePoints(s string) string {
 	return strings.Join(out, " ")
 }
 
-// displayName is a name from a certificate as the summary shows it. The
+// DisplayName is a name from a certificate as the summary (and the trust
+// admin's listing) shows it. The
 // court PKI vouches for certificate names, but nothing makes them follow
 // the display rules, and the warrant's signature does not cover them; so a
 // name that breaks a rule is shown with every character outside printable
 // ASCII escaped as <U+XXXX>, which shows what is there.
-func displayName(s string) string {
+func DisplayName(s string) string {
 	if checkDisplayText("", s) == nil {
 		return s
 	}

@@ -174,12 +174,12 @@ func FuzzDisplayText(f *testing.F) {
 			if !errors.As(error(err), &te) || !strings.HasPrefix(err.Error(), "f: ") {
 				t.Fatalf("refusal does not name the field: %v", err)
 			}
-			if esc := displayName(s); !printableASCII(esc) {
+			if esc := DisplayName(s); !printableASCII(esc) {
 				t.Fatalf("escaped name %q is not printable ASCII", esc)
 			}
 			return
 		}
-		if displayName(s) != s {
+		if DisplayName(s) != s {
 			t.Fatalf("an accepted name is shown escaped")
 		}
 		if !utf8.ValidString(s) || !norm.NFC.IsNormalString(s) {
