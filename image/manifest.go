@@ -18,6 +18,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"time"
 
@@ -103,11 +104,47 @@ func ParseManifest(data []byte, dir string) (*Manifest, error) {
 	if und := md.Undecoded(); len(und) > 0 {
 		return nil, fmt.Errorf("manifest: unknown key %q", und[0].String())
 	}
+	// The TOML decoder also takes a key that matches a field only when case
+	// is ignored; the manifest accepts field names exactly as written.
+	for _, key := range md.Keys() {
+		if err := checkExactKey(reflect.TypeFor[Manifest](), key); err != nil {
+			return nil, fmt.Errorf("manifest: %w", err)
+		}
+	}
 	m.dir, m.raw = dir, data
 	if err := m.check(); err != nil {
 		return nil, fmt.Errorf("manifest: %w", err)
 	}
 	return m, nil
+}
+
+// checkExactKey refuses a key whose every part is not exactly the toml
+// name of a field, in the struct the key walks through from t.
+func checkExactKey(t reflect.Type, key toml.Key) error {
+	for _, part := range key {
+		for t.Kind() == reflect.Slice || t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		if t.Kind() != reflect.Struct {
+			return nil
+		}
+		field, ok := fieldByTOMLName(t, part)
+		if !ok {
+			return fmt.Errorf("unknown key %q (names are case-sensitive)", key.String())
+		}
+		t = field.Type
+	}
+	return nil
+}
+
+func fieldByTOMLName(t reflect.Type, name string) (reflect.StructField, bool) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if tag, _, _ := strings.Cut(f.Tag.Get("toml"), ","); tag == name {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
 }
 
 func defaults() *Manifest {

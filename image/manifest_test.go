@@ -25,15 +25,18 @@ func TestManifestDefaults(t *testing.T) {
 
 func TestManifestRefuses(t *testing.T) {
 	cases := map[string]struct{ add, want string }{
-		"unknown key":       {"colour = \"blue\"\n", "unknown key \"colour\""},
-		"unknown table key": {"[measure]\nbinary_pcrs = 9\n", "unknown key \"measure.binary_pcrs\""},
-		"wrong type":        {"image_mib = \"big\"\n", "manifest"},
-		"PCR 10":            {"[measure]\nconfig_pcr = 10\nseparator_pcrs = [8, 9, 10, 12]\n", "PCR 10 cannot"},
-		"PCR 23":            {"[measure]\nseparator_pcrs = [8, 9, 11, 12, 23]\n", "PCR 23 cannot"},
-		"uncovered PCR":     {"[measure]\nseparator_pcrs = [8, 9, 11]\n", "separator does not cover"},
-		"escaping rootfs":   {"[measure]\nbinary = \"../x\"\n", "clean path"},
-		"absolute binary":   {"[measure]\nbinary = \"/usr/bin/custodian\"\n", "clean path"},
-		"small image":       {"image_mib = 20\n", "image_mib"},
+		"unknown key":         {"colour = \"blue\"\n", "unknown key \"colour\""},
+		"unknown table key":   {"[measure]\nbinary_pcrs = 9\n", "unknown key \"measure.binary_pcrs\""},
+		"wrong type":          {"image_mib = \"big\"\n", "manifest"},
+		"PCR 10":              {"[measure]\nconfig_pcr = 10\nseparator_pcrs = [8, 9, 10, 12]\n", "PCR 10 cannot"},
+		"PCR 23":              {"[measure]\nseparator_pcrs = [8, 9, 11, 12, 23]\n", "PCR 23 cannot"},
+		"uncovered PCR":       {"[measure]\nseparator_pcrs = [8, 9, 11]\n", "separator does not cover"},
+		"escaping rootfs":     {"[measure]\nbinary = \"../x\"\n", "clean path"},
+		"absolute binary":     {"[measure]\nbinary = \"/usr/bin/custodian\"\n", "clean path"},
+		"small image":         {"image_mib = 20\n", "image_mib"},
+		"key in other case":   {"Image_MiB = 80\n", "unknown key \"Image_MiB\" (names are case-sensitive)"},
+		"table in other case": {"[Measure]\nbinary_pcr = 9\n", "unknown key \"Measure\""},
+		"folded key":          {"[measure]\nbinary_pcr = 9\nbinary = \"x\"\ntrust_roots_pcr = 12\n\"\u017feparator_pcrs\" = [8, 9, 11, 12]\n", "names are case-sensitive"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
