@@ -65,9 +65,9 @@ func unreachablePolicy() []byte {
 
 // Errors of the anchor a caller acts on.
 var (
-	ErrNoAnchor      = errors.New("the TPM has no ledger key anchor")
-	ErrNotAnchor     = fmt.Errorf("NV index %#x is not a custodian ledger key anchor (other attributes, or never locked)", uint32(AnchorIndex))
-	ErrAnchorTaken   = errors.New("this TPM already anchored another ledger key: a TPM holds one ledger key for its life")
+	ErrNoAnchor    = errors.New("the TPM has no ledger key anchor")
+	ErrNotAnchor   = fmt.Errorf("NV index %#x is not a custodian ledger key anchor (other attributes, or never locked)", uint32(AnchorIndex))
+	ErrAnchorTaken = errors.New("this TPM already anchored another ledger key: a TPM holds one ledger key for its life")
 )
 
 // anchorState is where an anchor stands: defined, written, locked.
