@@ -14,6 +14,14 @@
 // rest of its state (ledger.Config.Bound): they change only through
 // Ledger.Change, and a copy of either restored alone blocks releases.
 //
+// The checkpoint key in ledger-key.blob is an import blob anyone can make
+// from public values, so Init anchors it in the TPM for the TPM's life
+// (tpm.Anchor: a platform NV index written once, never deleted), and Open
+// accepts only that key: a data directory under any other opens blocked
+// with ledger.ErrForeignLedgerKey. A TPM holds one ledger key: Init on a
+// TPM that anchored another is refused; Reseal, FinishReseal and
+// RaiseFloor seal the same seed again, so the key stays anchored.
+//
 // The endorsement key is taken from the enrollment, never read back from
 // the TPM: every session salted to it then proves the TPM is the enrolled
 // one.
