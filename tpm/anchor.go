@@ -68,6 +68,11 @@ var (
 	ErrNoAnchor    = errors.New("the TPM has no ledger key anchor")
 	ErrNotAnchor   = fmt.Errorf("NV index %#x is not a custodian ledger key anchor (other attributes, or never locked)", uint32(AnchorIndex))
 	ErrAnchorTaken = errors.New("this TPM already anchored another ledger key: a TPM holds one ledger key for its life")
+	// ErrPlatformNVDisabled: while the platform hierarchy's NV is disabled
+	// (TPM2_HierarchyControl, until the next TPM Reset), the anchor reads as
+	// absent. Telling the two apart keeps ledger init from taking a present
+	// anchor for a missing one.
+	ErrPlatformNVDisabled = errors.New("the TPM's platform NV is disabled until the next reset, so the ledger key anchor cannot be read: restart the device")
 )
 
 // anchorState is where an anchor stands: defined, written, locked.
@@ -98,7 +103,7 @@ func anchorName(s anchorState) (tpm2.TPM2BName, error) {
 func readAnchorState(t transport.TPM) (anchorState, tpm2.TPM2BName, error) {
 	rsp, err := tpm2.NVReadPublic{NVIndex: AnchorIndex}.Execute(t)
 	if errors.Is(err, tpm2.TPMRCHandle) {
-		return anchorAbsent, tpm2.TPM2BName{}, nil
+		return anchorAbsent, tpm2.TPM2BName{}, checkPlatformNV(t)
 	}
 	if err != nil {
 		return 0, tpm2.TPM2BName{}, fmt.Errorf("reading the ledger key anchor's public area: %w", err)
@@ -197,6 +202,33 @@ func Anchor(t transport.TPM, digest []byte) error {
 		return err
 	}
 	return CheckAnchor(t, digest)
+}
+
+// phEnableNV is TPMA_STARTUP_CLEAR's bit for the platform hierarchy's NV.
+const phEnableNV = 1 << 3
+
+// checkPlatformNV fails with ErrPlatformNVDisabled if platform-created NV
+// indices are hidden. It runs only when the anchor reads as absent.
+func checkPlatformNV(t transport.TPM) error {
+	rsp, err := tpm2.GetCapability{
+		Capability: tpm2.TPMCapTPMProperties, Property: uint32(tpm2.TPMPTStartupClear), PropertyCount: 1,
+	}.Execute(t)
+	if err != nil {
+		return fmt.Errorf("reading the TPM's hierarchy state: %w", err)
+	}
+	props, err := rsp.CapabilityData.Data.TPMProperties()
+	if err != nil {
+		return err
+	}
+	for _, p := range props.TPMProperty {
+		if p.Property == tpm2.TPMPTStartupClear {
+			if p.Value&phEnableNV == 0 {
+				return ErrPlatformNVDisabled
+			}
+			return nil
+		}
+	}
+	return errors.New("the TPM did not report its hierarchy state (TPM_PT_STARTUP_CLEAR)")
 }
 
 func platformAuth() tpm2.AuthHandle {

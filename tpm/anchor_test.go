@@ -77,7 +77,35 @@ func TestInvariantStartupStateIsBoundToTPMAnchorIsWrittenOnce(t *testing.T) {
 			t.Fatalf("anchoring another key after TPM2_Clear: %v, want ErrAnchorTaken", err)
 		}
 		wantAnchor(t, conn, ours)
+
+		// Hiding the platform's NV until the next reset does not make the
+		// anchor pass for absent.
+		disablePlatformNV(t, conn)
+		if _, err := tpm.ReadAnchor(conn); !errors.Is(err, tpm.ErrPlatformNVDisabled) {
+			t.Fatalf("reading with platform NV disabled: %v, want ErrPlatformNVDisabled", err)
+		}
+		if err := tpm.Anchor(conn, theirs); !errors.Is(err, tpm.ErrPlatformNVDisabled) {
+			t.Fatalf("anchoring with platform NV disabled: %v, want ErrPlatformNVDisabled", err)
+		}
+		target.Swtpm.PowerCycle(t, conn)
+		wantAnchor(t, conn, ours)
 	})
+}
+
+// disablePlatformNV sends TPM2_HierarchyControl(platform, TPM_RH_PLATFORM_NV,
+// NO), which go-tpm has no command for.
+func disablePlatformNV(t *testing.T, conn transport.TPM) {
+	t.Helper()
+	cmd := []byte{
+		0x80, 0x02, 0, 0, 0, 32, 0, 0, 0x01, 0x21, // ST_SESSIONS, size, TPM_CC_HierarchyControl
+		0x40, 0, 0, 0x0C, // TPM_RH_PLATFORM
+		0, 0, 0, 9, 0x40, 0, 0, 0x09, 0, 0, 0, 0, 0, // empty password session
+		0x40, 0, 0, 0x0D, 0, // enable TPM_RH_PLATFORM_NV: NO
+	}
+	rsp, err := conn.Send(cmd)
+	if err != nil || len(rsp) < 10 || !bytes.Equal(rsp[6:10], []byte{0, 0, 0, 0}) {
+		t.Fatalf("TPM2_HierarchyControl: %x, %v", rsp, err)
+	}
 }
 
 // undefineSpecial tries TPM2_NV_UndefineSpaceSpecial with a policy
