@@ -36,6 +36,11 @@
 //     the TPM enforces. [RaiseFloor] moves the floor up; nothing moves it
 //     down.
 //
+//   - Anchor one key for the TPM's life: [Anchor] writes a digest into a
+//     platform NV index ([AnchorIndex]) that is locked after its one write
+//     and cannot be deleted, not even by TPM2_Clear; [CheckAnchor] reads it
+//     only if its Name is that of the locked template.
+//
 //   - Account: PCR read/extend and offline prediction ([ReadPCRs],
 //     [ExtendPCR], [PCRValues.Extend]), NV monotonic counters ([Counter]),
 //     and quotes by a restricted ECC P-256 attestation key ([Quote],

@@ -34,3 +34,21 @@ func PolicyPCRCommand(t transport.TPM, sess tpm2.Session, pcrs PCRValues, versio
 func PolicyFloor(t transport.TPM, sess tpm2.Session, version uint64) error {
 	return checkFloor(t, sess, version)
 }
+
+// DefineAnchorOnly and WriteAnchorUnlocked leave the anchor where an
+// interrupted Anchor would: defined, or written and not locked.
+func DefineAnchorOnly(t transport.TPM) error { return defineAnchor(t) }
+
+func WriteAnchorUnlocked(t transport.TPM, digest []byte) error {
+	if err := defineAnchor(t); err != nil {
+		return err
+	}
+	name, err := anchorName(anchorDefined)
+	if err != nil {
+		return err
+	}
+	return writeAnchor(t, name, digest)
+}
+
+// AnchorTemplate is the anchor's public area before its first write.
+func AnchorTemplate() tpm2.TPMSNVPublic { return anchorTemplate }

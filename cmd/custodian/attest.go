@@ -84,7 +84,7 @@ func newAttestCommand(g *globals) *cobra.Command {
 
 func createAttestation(a *appliance.Appliance, t transport.TPM, nonce []byte, pcrs []int, log []byte) (*attest.Attestation, error) {
 	if a.SignerErr != nil {
-		return nil, withHint(a.SignerErr, "the checkpoint key opens only on the approved image")
+		return nil, keyHint(a.SignerErr)
 	}
 	checkpoint, err := a.Ledger.Checkpoint()
 	if err != nil {

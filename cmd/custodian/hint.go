@@ -5,6 +5,7 @@ import (
 
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/warrant"
+	"github.com/custodian-project/custodian/tpm"
 )
 
 // hinted is an error that carries advice for the person at the terminal.
@@ -62,9 +63,39 @@ func signerHint(err error) error {
 	return err
 }
 
+// foreignKeyHint is the advice for a data directory whose checkpoint key
+// the TPM did not anchor; resolve-rollback cannot accept it.
+const foreignKeyHint = "this data directory's checkpoint key is not the one this TPM anchored at ledger init: " +
+	"restore the device's own data directory (a device set up before ledger init anchored its key must be set up afresh, on a new TPM)"
+
+// keyHint says why the checkpoint key does not open (Appliance.SignerErr).
+func keyHint(err error) error {
+	switch {
+	case errors.Is(err, ledger.ErrForeignLedgerKey):
+		return withHint(err, foreignKeyHint)
+	case errors.Is(err, tpm.ErrDowngrade):
+		return floorHint(err)
+	}
+	return withHint(err, "the checkpoint key opens only on the approved image with its PCRs measured")
+}
+
+// initHint says what to do when ledger init fails.
+func initHint(err error) error {
+	switch {
+	case errors.Is(err, tpm.ErrAnchorTaken):
+		return withHint(err, "a TPM holds one ledger key for its life, anchored at its first ledger init: "+
+			"restore that data directory (ledger-key.blob, ledger-key.pub, ledger.db) from its backup")
+	case errors.Is(err, ledger.ErrLedgerExists):
+		return withHint(err, "this device already has its ledger: custodian ledger verify checks it")
+	}
+	return withHint(err, "the device must be enrolled and booted into the approved image (its PCRs measured)")
+}
+
 // blockedHint says how an operator resolves a blocked ledger.
 func blockedHint(err error) error {
 	switch {
+	case errors.Is(err, ledger.ErrForeignLedgerKey):
+		return withHint(err, foreignKeyHint)
 	case errors.Is(err, ledger.ErrStateUnauthenticated):
 		return withHint(err, "boot the approved image: only it can check and bind the data directory")
 	case errors.Is(err, ledger.ErrStateMismatch), errors.Is(err, ledger.ErrChangeInterrupted):

@@ -14,7 +14,6 @@ import (
 
 	"github.com/custodian-project/custodian/hsm/appliance"
 	"github.com/custodian-project/custodian/hsm/ledger"
-	"github.com/custodian-project/custodian/tpm"
 )
 
 func newLedgerCommand(g *globals) *cobra.Command {
@@ -79,7 +78,7 @@ func newLedgerInitCommand(g *globals) *cobra.Command {
 			defer t.Close()
 			a, err := appliance.Init(g.dataDir, t, pcrs, time.Now())
 			if err != nil {
-				return withHint(err, "the device must be enrolled and booted into the approved image (its PCRs measured)")
+				return initHint(err)
 			}
 			defer a.Close()
 			g.printf("ledger created for %s; checkpoint verifier key:\n%s\n", a.ID, a.VerifierKey)
@@ -118,11 +117,8 @@ func newLedgerCheckpointCommand(g *globals) *cobra.Command {
 				return err
 			}
 			return g.withAppliance(func(a *appliance.Appliance, _ transport.TPM) error {
-				if errors.Is(a.SignerErr, tpm.ErrDowngrade) {
-					return floorHint(a.SignerErr)
-				}
 				if a.SignerErr != nil {
-					return withHint(a.SignerErr, "the checkpoint key opens only on the approved image with its PCRs measured")
+					return keyHint(a.SignerErr)
 				}
 				signed, err := a.Ledger.Checkpoint()
 				if err != nil {

@@ -208,6 +208,7 @@ func releaseHint(err error) error {
 		release.CodeLedgerBlocked:                  "the appliance detected a rollback or clone; its operator must resolve it (custodian ledger resolve-rollback)",
 		release.CodeStateMismatch:                  "the appliance's data directory is not the state its TPM recorded (restored or edited); its operator must resolve it (docs/operator.md)",
 		release.CodeStateInterrupt:                 "a trust store or bundle change on the appliance was interrupted; its operator must check and accept it (custodian ledger resolve-rollback)",
+		release.CodeForeignLedgerKey:               "the appliance's data directory holds a checkpoint key its TPM did not anchor (forged or from another device); its operator must restore the device's own data directory",
 		release.CodeClockBehind:                    "the appliance's clock is behind its ledger; its operator must set the clock",
 		release.CodePCRMismatch:                    "the appliance did not boot the approved image; its operator must restore it",
 		release.CodeImageNotApproved:               "the appliance did not boot the approved image; its operator must restore it",

@@ -20,6 +20,7 @@ import (
 	"periph.io/x/conn/v3/gpio"
 
 	"github.com/custodian-project/custodian/firmware/button"
+	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/release"
 )
 
@@ -107,11 +108,15 @@ func (g *globals) serve(ctx context.Context, f serveFlags) error {
 		return err
 	}
 	defer a.Close()
-	if err := a.Ledger.Blocked(); err != nil {
-		log.Error("the ledger is blocked: every warrant will be refused until an operator runs custodian ledger resolve-rollback", "err", err)
-	}
-	if a.SignerErr != nil {
-		log.Error("the ledger key does not unseal: this is not the approved image; every warrant will be refused", "err", a.SignerErr)
+	if err := a.Ledger.Blocked(); errors.Is(err, ledger.ErrForeignLedgerKey) {
+		log.Error("the ledger key is not the one this TPM anchored at ledger init: every warrant will be refused; restore the device's own data directory", "err", err)
+	} else {
+		if err != nil {
+			log.Error("the ledger is blocked: every warrant will be refused until an operator runs custodian ledger resolve-rollback", "err", err)
+		}
+		if a.SignerErr != nil {
+			log.Error("the ledger key does not unseal: this is not the approved image; every warrant will be refused", "err", a.SignerErr)
+		}
 	}
 
 	d, err := release.New(release.Config{Appliance: a, TPM: t, Button: btn, LED: led, Display: display,

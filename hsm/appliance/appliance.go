@@ -14,6 +14,14 @@
 // rest of its state (ledger.Config.Bound): they change only through
 // Ledger.Change, and a copy of either restored alone blocks releases.
 //
+// The checkpoint key in ledger-key.blob is an import blob anyone can make
+// from public values, so Init anchors it in the TPM for the TPM's life
+// (tpm.Anchor: a platform NV index written once, never deleted), and Open
+// accepts only that key: a data directory under any other opens blocked
+// with ledger.ErrForeignLedgerKey. A TPM holds one ledger key: Init on a
+// TPM that anchored another is refused; Reseal, FinishReseal and
+// RaiseFloor seal the same seed again, so the key stays anchored.
+//
 // The endorsement key is taken from the enrollment, never read back from
 // the TPM: every session salted to it then proves the TPM is the enrolled
 // one.
@@ -60,10 +68,46 @@ type Appliance struct {
 func Origin(custodianID string) string { return "custodian/" + custodianID }
 
 // Init creates the ledger of an enrolled device: a checkpoint key sealed to
-// the device's EK and the current values of pcrs, and the ledger itself.
+// the device's EK and the current values of pcrs, anchored in the TPM for
+// its life (tpm.Anchor), and the ledger itself.
+//
+// A TPM anchors one key: Init on a TPM that anchored another is refused
+// (tpm.ErrAnchorTaken). An Init interrupted at any point can be run again:
+// before the anchor is locked it starts over with a new key (an unlocked
+// anchor binds nothing); after, it goes on with the key in the directory,
+// which is the anchored one (the key files are written before the anchor).
 func Init(dir string, t transport.TPM, pcrs []int, now time.Time) (*Appliance, error) {
 	id, ek, err := readIdentity(dir)
 	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(filepath.Join(dir, ledger.FileName)); err == nil {
+		return nil, ledger.ErrLedgerExists
+	}
+	key, err := anchoredKey(t, dir, id, ek, pcrs)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := config(t, dir, id, ek, key)
+	if err != nil {
+		return nil, err
+	}
+	l, err := ledger.Create(dir, cfg, now)
+	if err != nil {
+		return nil, err
+	}
+	return &Appliance{Dir: dir, ID: id, EK: ek, Ledger: l, VerifierKey: key.Verifier}, nil
+}
+
+// anchoredKey returns the checkpoint key the TPM anchors: the one in dir
+// if the anchor is locked and names it, else a new one, stored, then
+// anchored.
+func anchoredKey(t transport.TPM, dir, id string, ek *tpm.EK, pcrs []int) (*ledger.SigningKey, error) {
+	_, err := tpm.ReadAnchor(t)
+	if err == nil {
+		return resumedKey(t, dir)
+	}
+	if !errors.Is(err, tpm.ErrNoAnchor) && !errors.Is(err, tpm.ErrNotAnchor) {
 		return nil, err
 	}
 	values, err := tpm.ReadPCRs(t, pcrs...)
@@ -82,21 +126,27 @@ func Init(dir string, t transport.TPM, pcrs []int, now time.Time) (*Appliance, e
 	if err != nil {
 		return nil, err
 	}
-	if err := durable.CreateFile(filepath.Join(dir, LedgerKeyBlob), key.Sealed.Marshal(), 0o600); err != nil {
+	// No ledger exists and no key is anchored: files an interrupted Init
+	// left bind nothing and are replaced.
+	if err := durable.WriteFile(filepath.Join(dir, LedgerKeyBlob), key.Sealed.Marshal(), 0o600); err != nil {
 		return nil, err
 	}
 	if err := durable.WriteFile(filepath.Join(dir, LedgerKeyPub), []byte(key.Verifier+"\n"), 0o644); err != nil {
 		return nil, err
 	}
-	cfg, err := config(t, dir, id, ek, key)
-	if err != nil {
-		return nil, err
+	return key, key.Anchor(t)
+}
+
+// resumedKey is the key in dir, which must be the one the TPM anchored.
+func resumedKey(t transport.TPM, dir string) (*ledger.SigningKey, error) {
+	key, err := readSigningKey(dir)
+	if err == nil {
+		_, _, err = key.Open(t)
 	}
-	l, err := ledger.Create(dir, cfg, now)
-	if err != nil {
-		return nil, err
+	if errors.Is(err, ledger.ErrNoLedger) || errors.Is(err, os.ErrNotExist) || errors.Is(err, ledger.ErrForeignLedgerKey) {
+		return nil, fmt.Errorf("%w; restore the device's own data directory (ledger-key.blob, ledger-key.pub, ledger.db)", tpm.ErrAnchorTaken)
 	}
-	return &Appliance{Dir: dir, ID: id, EK: ek, Ledger: l, VerifierKey: key.Verifier}, nil
+	return key, err
 }
 
 // Open opens an initialized data directory. A ledger that is blocked, or a
@@ -127,17 +177,23 @@ func config(t transport.TPM, dir, id string, ek *tpm.EK, key *ledger.SigningKey)
 		Origin:  Origin(id),
 		Device:  ek.Name(),
 		Counter: ledger.TPMCounter{TPM: t, Counter: tpm.Counter{Index: tpm.DefaultCounterIndex}},
-		Bound: []ledger.BoundDir{
-			{Name: TrustDir, Path: filepath.Join(dir, TrustDir)},
-			{Name: BundleDir, Path: filepath.Join(dir, BundleDir)},
-		},
+		Bound:   BoundDirs(dir),
 	}
 	signer, stateKey, err := key.Open(t)
 	if err != nil {
+		cfg.KeyErr = err
 		return cfg, err
 	}
 	cfg.Signer, cfg.StateKey = signer, stateKey
 	return cfg, nil
+}
+
+// BoundDirs are the directories of dir the ledger binds to the TPM.
+func BoundDirs(dir string) []ledger.BoundDir {
+	return []ledger.BoundDir{
+		{Name: TrustDir, Path: filepath.Join(dir, TrustDir)},
+		{Name: BundleDir, Path: filepath.Join(dir, BundleDir)},
+	}
 }
 
 // ChangeTrust applies a change to the trust store and logs it as one

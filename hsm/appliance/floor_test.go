@@ -118,6 +118,9 @@ func TestInvariantNoDowngradeSharesAndKeysOpenOnlyAboveTheFloor(t *testing.T) {
 		if a.SignerErr != nil {
 			t.Fatalf("the checkpoint key on image 2: %v", a.SignerErr)
 		}
+		if err := a.Ledger.Blocked(); err != nil {
+			t.Fatalf("blocked on image 2 after the floor rose: %v", err)
+		}
 		for _, keyID := range []string{"2026-11", "2026-12"} {
 			b, _ := a.Bundle(keyID)
 			if err := escrow.Provision(conn, b, "court-a", a.EK); err != nil {
@@ -168,6 +171,14 @@ func TestRaiseFloorResealsTheCheckpointKeyOfTheSameImage(t *testing.T) {
 		}
 		if _, err := a.Ledger.Checkpoint(); err != nil {
 			t.Fatal(err)
+		}
+		// The resealed key is the same seed: the TPM's anchor still names it.
+		dir, verifier := a.Dir, a.VerifierKey
+		a.Close()
+		a = openAppliance(t, conn, dir)
+		defer a.Close()
+		if err := a.Ledger.Blocked(); err != nil || a.VerifierKey != verifier {
+			t.Fatalf("after raising the floor: blocked %v, key changed %v", err, a.VerifierKey != verifier)
 		}
 	})
 }

@@ -110,6 +110,10 @@ func TestResealMovesSharesToAnApprovedImage(t *testing.T) {
 			t.Fatalf("after promotion: %v, signer %v", err, a.SignerErr)
 		}
 		defer a.Close()
+		// The same seed under a new policy: the TPM's anchor still names it.
+		if err := a.Ledger.Blocked(); err != nil {
+			t.Fatalf("blocked after promotion: %v", err)
+		}
 		for _, keyID := range []string{"2026-11", "2026-12"} {
 			b, err := a.Bundle(keyID)
 			if err != nil {

@@ -59,3 +59,49 @@ func TestInvariantStartupStateBindingAddsNoTPMCommand(t *testing.T) {
 		t.Fatalf("an append sent %d TPM commands, the increment alone %d", perAppend, conn.Count())
 	}
 }
+
+// BenchmarkOpenKey measures opening the checkpoint key at start-up on
+// swtpm: the bus-safe unseal alone, the key's Open (unseal, then the
+// TPM's anchor check), and the anchor check alone, each with the TPM
+// commands it sends.
+func BenchmarkOpenKey(b *testing.B) {
+	conn := &tpmtest.Recorder{TPM: tpmtest.StartSwtpm(b).Open(b)}
+	d := newDevice(b, conn)
+	digest := ledger.AnchorDigest(d.key.Verifier)
+	for name, open := range map[string]func() error{
+		"unseal-only":  func() error { _, err := tpm.Unseal(conn, d.key.Sealed); return err },
+		"open-key":     func() error { _, _, err := d.key.Open(conn); return err },
+		"anchor-check": func() error { return tpm.CheckAnchor(conn, digest) },
+	} {
+		b.Run(name, func(b *testing.B) {
+			conn.Reset()
+			for b.Loop() {
+				if err := open(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(conn.Count())/float64(b.N), "tpm-commands/op")
+		})
+	}
+}
+
+// TestInvariantStartupStateAnchorCheckCostsTwoTPMCommands: opening the
+// checkpoint key sends two TPM commands more than unsealing it
+// (NV_ReadPublic and NV_Read of the anchor), and appends send none for it
+// (TestInvariantStartupStateBindingAddsNoTPMCommand).
+func TestInvariantStartupStateAnchorCheckCostsTwoTPMCommands(t *testing.T) {
+	conn := &tpmtest.Recorder{TPM: tpmtest.StartSwtpm(t).Open(t)}
+	d := newDevice(t, conn)
+	conn.Reset()
+	if _, err := tpm.Unseal(conn, d.key.Sealed); err != nil {
+		t.Fatal(err)
+	}
+	unseal := conn.Count()
+	conn.Reset()
+	if _, _, err := d.key.Open(conn); err != nil {
+		t.Fatal(err)
+	}
+	if open := conn.Count(); open != unseal+2 || unseal == 0 {
+		t.Fatalf("opening the key sent %d TPM commands, unsealing it %d; want 2 more", open, unseal)
+	}
+}

@@ -39,6 +39,17 @@
 //     ([ErrStateMismatch], [ErrChangeInterrupted]; [ErrStateUnauthenticated]
 //     without the key) until [Ledger.ResolveRollback].
 //
+//   - One key per TPM. The checkpoint key is an import blob, which anyone
+//     can make from public values (the EK, the PCRs, the floor), so a
+//     sealed key alone proves nothing: a forger could bind a whole data
+//     directory under a key of their own. At ledger init the TPM anchors
+//     the key, for its life, in a platform NV index written once and never
+//     deletable ([SigningKey.Anchor], tpm.Anchor); [SigningKey.Open] gives
+//     the signer and the state key only for the anchored key (two TPM
+//     commands at open, none per append). Any other key, or a TPM without
+//     the anchor, blocks with [ErrForeignLedgerKey] (via [Config.KeyErr]),
+//     which ResolveRollback cannot accept.
+//
 //   - Anti-replay. Each entry may carry a replay key (a warrant's court
 //     root key, court and serial); a key is accepted once, in the same
 //     transaction as its entry, so the index and the log cannot disagree

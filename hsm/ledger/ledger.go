@@ -42,6 +42,10 @@ type Config struct {
 	// cannot be checked: the ledger opens blocked with
 	// ErrStateUnauthenticated, for reading and proving only.
 	StateKey []byte
+	// KeyErr says why StateKey is missing. One that blocks (wraps
+	// ErrBlocked, such as ErrForeignLedgerKey) is the ledger's block
+	// reason in place of ErrStateUnauthenticated.
+	KeyErr error
 	// Bound are the directories whose contents the state binds; they
 	// change only through [Ledger.Change].
 	Bound []BoundDir
@@ -455,6 +459,9 @@ func (l *Ledger) ResolveRollback(now time.Time) (int64, error) {
 		return 0, errNotResolvable
 	}
 	if len(l.cfg.StateKey) != StateKeySize {
+		if errors.Is(l.cfg.KeyErr, ErrForeignLedgerKey) {
+			return 0, fmt.Errorf("%w; resolving cannot accept another key", l.cfg.KeyErr)
+		}
 		return 0, fmt.Errorf("%w; boot the approved image to resolve", ErrStateUnauthenticated)
 	}
 	reason := "rollback"

@@ -66,7 +66,10 @@ func (k *SigningKey) Signer(t transport.TPM) (note.Signer, error) {
 
 // Open unseals the key in the TPM and returns the note signer and the
 // state key (Config.StateKey), derived from the same seed under its own
-// label: both exist only where this TPM runs the approved image.
+// label: both exist only where this TPM runs the approved image, and only
+// for the key this TPM anchored at ledger init (checkAnchor). Anyone can
+// seal a key of their own to the EK and the approved PCRs; only the
+// anchored one opens.
 func (k *SigningKey) Open(t transport.TPM) (note.Signer, []byte, error) {
 	seed, err := tpm.Unseal(t, k.Sealed)
 	if err != nil {
@@ -75,6 +78,10 @@ func (k *SigningKey) Open(t transport.TPM) (note.Signer, []byte, error) {
 	defer clear(seed)
 	signer, err := newSigner(k.Verifier, seed)
 	if err != nil {
+		return nil, nil, err
+	}
+	// newSigner checked that the verifier key is the seed's.
+	if err := checkAnchor(t, k.Verifier); err != nil {
 		return nil, nil, err
 	}
 	stateKey, err := deriveStateKey(seed)

@@ -109,6 +109,9 @@ func (l *Ledger) stateMAC(s *state) []byte {
 // interrupted before anything changed on disk is closed here.
 func (l *Ledger) checkState() error {
 	if len(l.cfg.StateKey) != StateKeySize {
+		if errors.Is(l.cfg.KeyErr, ErrBlocked) {
+			return l.cfg.KeyErr
+		}
 		return ErrStateUnauthenticated
 	}
 	var mac []byte

@@ -24,6 +24,7 @@ const (
 	CodeLedgerBlocked    Code = "ledger_blocked"             // rollback or clone detected
 	CodeStateMismatch    Code = "state_mismatch"             // the data directory is not the state the TPM bound
 	CodeStateInterrupt   Code = "change_interrupted"         // a trust or bundle change was cut off before its entry
+	CodeForeignLedgerKey Code = "foreign_ledger_key"         // the checkpoint key is not the one the TPM anchored at ledger init
 	CodeClockBehind      Code = "clock_behind"               // the clock is behind the newest entry
 	CodeImageNotApproved Code = "image_not_approved"         // the checkpoint key does not unseal
 	CodePCRMismatch      Code = "pcr_mismatch"               // the PCRs are not the share's policy
@@ -77,7 +78,7 @@ func HTTPStatus(c Code) int {
 		return http.StatusConflict
 	case CodeReplayed:
 		return http.StatusConflict
-	case CodeLedgerBlocked, CodeStateMismatch, CodeStateInterrupt, CodeClockBehind, CodeImageNotApproved, CodePCRMismatch, CodeDowngrade, CodeShuttingDown, CodeNoShare:
+	case CodeLedgerBlocked, CodeStateMismatch, CodeStateInterrupt, CodeForeignLedgerKey, CodeClockBehind, CodeImageNotApproved, CodePCRMismatch, CodeDowngrade, CodeShuttingDown, CodeNoShare:
 		return http.StatusServiceUnavailable
 	case CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
@@ -111,6 +112,8 @@ func codeOf(err error) Code {
 		return CodeStateMismatch
 	case errors.Is(err, ledger.ErrChangeInterrupted):
 		return CodeStateInterrupt
+	case errors.Is(err, ledger.ErrForeignLedgerKey):
+		return CodeForeignLedgerKey
 	case errors.Is(err, ledger.ErrStateUnauthenticated):
 		return CodeImageNotApproved
 	case errors.Is(err, ledger.ErrBlocked):
@@ -126,8 +129,8 @@ func codeOf(err error) Code {
 // Codes lists every code the appliance can return, warrant reasons
 // included, for documentation and for clients that map each one.
 func Codes() []Code {
-	out := []Code{CodeBusy, CodeReplayed, CodeBeforeFloor, CodeLedgerBlocked, CodeStateMismatch, CodeStateInterrupt, CodeClockBehind,
-		CodeImageNotApproved, CodePCRMismatch, CodeDowngrade, CodeNoPress, CodeButtonHeld, CodeTooLarge,
+	out := []Code{CodeBusy, CodeReplayed, CodeBeforeFloor, CodeLedgerBlocked, CodeStateMismatch, CodeStateInterrupt, CodeForeignLedgerKey,
+		CodeClockBehind, CodeImageNotApproved, CodePCRMismatch, CodeDowngrade, CodeNoPress, CodeButtonHeld, CodeTooLarge,
 		CodeRateLimited, CodeNotFound, CodeBadRequest, CodeUnavailable, CodeShuttingDown,
 		CodeUnsealFailed, CodeSealFailed, CodeStoreFailed, CodeInterrupted, CodeLedgerFailed,
 		CodeInternal, CodeNotVerified, CodeNoShare,

@@ -50,6 +50,7 @@ func TestWarrantRefusalsAreUnprocessable(t *testing.T) {
 		ledger.ErrStateMismatch:        CodeStateMismatch,
 		ledger.ErrChangeInterrupted:    CodeStateInterrupt,
 		ledger.ErrStateUnauthenticated: CodeImageNotApproved,
+		ledger.ErrForeignLedgerKey:     CodeForeignLedgerKey,
 	} {
 		if got := codeOf(fmt.Errorf("opening: %w", err)); got != want {
 			t.Errorf("codeOf(%v) = %s, want %s", err, got, want)
