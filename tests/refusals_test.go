@@ -138,7 +138,7 @@ func (r *rig) press() {
 // blockingCodes are refusals of a blocked ledger: they go to the daemon's
 // log only, neither logged in the ledger nor counted.
 var blockingCodes = map[release.Code]bool{
-	release.CodeLedgerBlocked: true, release.CodeStateMismatch: true, release.CodeStateInterrupt: true,
+	release.CodeLedgerBlocked: true, release.CodeStateMismatch: true, release.CodeStateInterrupt: true, release.CodeForeignLedgerKey: true,
 }
 
 // expectRefusal submits p7s (or waits on an accepted request) and checks
