@@ -34,3 +34,6 @@ func PolicyPCRCommand(t transport.TPM, sess tpm2.Session, pcrs PCRValues, versio
 func PolicyFloor(t transport.TPM, sess tpm2.Session, version uint64) error {
 	return checkFloor(t, sess, version)
 }
+
+// EKHandle is the persistent handle of e, which a session salted to e names.
+func EKHandle(e *EK) tpm2.TPMHandle { return e.handle() }

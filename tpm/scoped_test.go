@@ -105,7 +105,7 @@ func TestScopedPartialIsShareTimesPointAndItsProofVerifies(t *testing.T) {
 
 // TestInvariantScopedShareNeverOnTPMBus: over import, ZGen and the proofs,
 // no command or response holds the share scalar; every ECDH_ZGen asks the
-// TPM to encrypt its response; and neither the envelope's point R nor the
+// TPM to encrypt its response, in a session salted to the EK; and neither the envelope's point R nor the
 // partial s·R crosses the bus, so the proof's values (sent in the clear)
 // cannot be turned into the partial: the TPM only sees a blinded point.
 func TestInvariantScopedShareNeverOnTPMBus(t *testing.T) {
@@ -132,6 +132,7 @@ func TestInvariantScopedShareNeverOnTPMBus(t *testing.T) {
 		if bus.Seen(r[1:33]) || bus.Seen(partial[1:33]) {
 			t.Error("the envelope's point or its partial crossed the bus: the proof's values would give the partial away")
 		}
+		requireSaltedToEK(t, bus, ek, tpm2.TPMCCECDHZGen, 1)
 	})
 }
 
