@@ -8,6 +8,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -50,14 +51,48 @@ func TestVerifyAccepts(t *testing.T) {
 	}
 }
 
+// TestVerifyDoubleLock: under a two-signer policy a warrant verifies with
+// two distinct judges, and names both; one judge, the same judge twice
+// (one card or two), or two judges under a three-signer policy are
+// refused for the count.
 func TestVerifyDoubleLock(t *testing.T) {
 	f := newFixture(t)
 	if err := f.store.SetPolicy(trust.Policy{Signers: 2, EKUs: trust.DefaultEKUs()}); err != nil {
 		t.Fatal(err)
 	}
 	content := f.content(t, f.warrant())
-	if _, err := f.verifier().Verify(f.sign(t, content, f.signer(), f.signer2())); err != nil {
+	v, err := f.verifier().Verify(f.sign(t, content, f.signer(), f.signer2()))
+	if err != nil {
 		t.Fatal(err)
+	}
+	var names []string
+	for _, id := range v.Signers {
+		names = append(names, id.Name)
+	}
+	want := []string{f.judge.Subject.CommonName, f.judge2.Subject.CommonName}
+	if !slices.Equal(names, want) || want[0] == want[1] || v.Signers[0].Fingerprint == v.Signers[1].Fingerprint {
+		t.Fatalf("verified with signers %+v, want the two distinct judges %q", v.Signers, want)
+	}
+	secondCardKey := trusttest.ECKey(t, elliptic.P256())
+	secondCard := Signer{Key: secondCardKey, Chain: []*x509.Certificate{f.root.Judge(t, f.judge.Subject.CommonName, secondCardKey.Public(), testNow)}}
+	for name, c := range map[string]struct {
+		p7s  []byte
+		want Reason
+	}{
+		"one judge":                {f.sign(t, content, f.signer()), ReasonTooFewSigners},
+		"the same signature twice": {buildSigned(t, content, []Signer{f.signer(), f.signer()}, tweak{}), ReasonDuplicateSigner},
+		"one judge with two cards": {f.sign(t, content, f.signer(), secondCard), ReasonDuplicateSigner},
+		"the second judge alone":   {f.sign(t, content, f.signer2()), ReasonTooFewSigners},
+	} {
+		if _, err := f.verifier().Verify(c.p7s); ReasonOf(err) != c.want {
+			t.Errorf("%s: got %v, want %s", name, err, c.want)
+		}
+	}
+	if err := f.store.SetPolicy(trust.Policy{Signers: 3, EKUs: trust.DefaultEKUs()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.verifier().Verify(f.sign(t, content, f.signer(), f.signer2())); ReasonOf(err) != ReasonTooFewSigners {
+		t.Errorf("two judges under a three-signer policy: got %v, want %s", err, ReasonTooFewSigners)
 	}
 }
 
