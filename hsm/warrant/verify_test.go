@@ -8,7 +8,12 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"errors"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -525,12 +530,27 @@ func TestCoSign(t *testing.T) {
 // TestEveryReasonTested keeps the catalogue complete: each reason is made
 // by a catalogue case or by a test named here.
 func TestEveryReasonTested(t *testing.T) {
+	// Reasons the catalogue cannot make (they need another verifier), each
+	// with the test of this package that makes it. The test must exist and
+	// name the reason; it checks the reason itself.
 	elsewhere := map[Reason]string{
 		ReasonNoCustodianID: "TestInvariantEmptyIdentityVerifiesNothing",
 		ReasonNoHeldKeys:    "TestInvariantEmptyIdentityVerifiesNothing",
-		// trust.Store refuses such a policy; the check stays as a backstop.
-		ReasonNoApprovalPolicy: "unreachable through trust.Store",
 	}
+	// Backstops: checks that trust.Store keeps unreachable, each with the
+	// check that the store refuses to hold such a state.
+	backstops := map[Reason]func(t *testing.T){
+		ReasonNoApprovalPolicy: func(t *testing.T) {
+			f := newFixture(t)
+			for _, p := range []trust.Policy{{Signers: 0, EKUs: trust.DefaultEKUs()},
+				{Signers: 1, EKUs: trust.DefaultEKUs(), PolicyOIDs: []string{"1.02.3"}}} {
+				if err := f.store.SetPolicy(p); err == nil {
+					t.Errorf("the trust store holds policy %+v", p)
+				}
+			}
+		},
+	}
+	tests, constants := testFunctions(t)
 	covered := make(map[Reason]bool)
 	for _, c := range catalogue() {
 		covered[c.want] = true
@@ -541,8 +561,61 @@ func TestEveryReasonTested(t *testing.T) {
 			t.Errorf("reason %q listed twice", r)
 		}
 		seen[r] = true
-		if !covered[r] && elsewhere[r] == "" {
+		switch name, ok := elsewhere[r]; {
+		case covered[r]:
+		case ok:
+			if c := constants[r]; c == "" || !slices.Contains(tests[name], c) {
+				t.Errorf("reason %q: %s does not exist or never names the reason's constant %q", r, name, c)
+			}
+		case backstops[r] != nil:
+			t.Run(string(r), backstops[r])
+		default:
 			t.Errorf("no test makes reason %q", r)
 		}
 	}
+}
+
+// testFunctions maps each Test function of this package's test files to
+// the identifiers its body uses, and each declared Reason's value to the
+// name of its constant.
+func testFunctions(t *testing.T) (tests map[string][]string, constants map[Reason]string) {
+	t.Helper()
+	files, err := filepath.Glob("*.go")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("source files: %v", err)
+	}
+	tests, constants = make(map[string][]string), make(map[Reason]string)
+	fset := token.NewFileSet()
+	for _, name := range files {
+		f, err := parser.ParseFile(fset, name, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ast.Inspect(f, func(n ast.Node) bool {
+			switch n := n.(type) {
+			case *ast.FuncDecl:
+				test := n.Name.Name
+				if n.Recv == nil && strings.HasPrefix(test, "Test") && n.Body != nil && strings.HasSuffix(name, "_test.go") {
+					ast.Inspect(n.Body, func(n ast.Node) bool {
+						if id, ok := n.(*ast.Ident); ok {
+							tests[test] = append(tests[test], id.Name)
+						}
+						return true
+					})
+				}
+				return false
+			case *ast.ValueSpec:
+				if typ, ok := n.Type.(*ast.Ident); ok && typ.Name == "Reason" && len(n.Names) == len(n.Values) {
+					for i, v := range n.Values {
+						if lit, ok := v.(*ast.BasicLit); ok && lit.Kind == token.STRING {
+							value, _ := strconv.Unquote(lit.Value)
+							constants[Reason(value)] = n.Names[i].Name
+						}
+					}
+				}
+			}
+			return true
+		})
+	}
+	return tests, constants
 }
