@@ -7,6 +7,10 @@ import (
 	"errors"
 	"testing"
 
+	"golang.org/x/crypto/cryptobyte"
+
+	"github.com/custodian-project/custodian/hsm/ids"
+
 	"github.com/custodian-project/custodian/tpm"
 	"github.com/custodian-project/custodian/tpm/tpmtest"
 )
@@ -82,7 +86,24 @@ func FuzzParseEnvelope(f *testing.F) {
 	env, _ := Seal(pub, "t", []byte("m"))
 	f.Add(env)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		_, _ = ParseEnvelope(data)
+		e, err := ParseEnvelope(data)
+		if err != nil {
+			return
+		}
+		// An accepted envelope keeps the format's rules and is canonical:
+		// its fields encode back to exactly the bytes read.
+		if ids.CheckKeyID(e.KeyID) != nil || checkTarget(e.Target) != nil || len(e.Enc) != 65 || len(e.ciphertext) < 16 {
+			t.Fatalf("accepted key ID %q, target %q, %d-byte enc, %d-byte ciphertext", e.KeyID, e.Target, len(e.Enc), len(e.ciphertext))
+		}
+		var b cryptobyte.Builder
+		b.AddBytes([]byte(envelopeMagic))
+		for _, field := range [][]byte{[]byte(e.KeyID), []byte(e.Target), e.Enc} {
+			b.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) { c.AddBytes(field) })
+		}
+		b.AddBytes(e.ciphertext)
+		if again := b.BytesOrPanic(); !bytes.Equal(again, data) {
+			t.Fatalf("the envelope re-encodes to other bytes:\n%x\n%x", data, again)
+		}
 	})
 }
 
