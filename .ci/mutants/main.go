@@ -170,7 +170,7 @@ func readEvents(out []byte) (map[string]string, string) {
 			continue
 		}
 		switch {
-		case e.Action == "output" && e.Test == "":
+		case (e.Action == "output" || e.Action == "build-output") && e.Test == "":
 			output.WriteString(e.Output)
 		case (e.Action == "pass" || e.Action == "fail" || e.Action == "skip") && e.Test != "" && !strings.Contains(e.Test, "/"):
 			results[e.Test] = e.Action
