@@ -189,6 +189,8 @@ func FuzzParse(f *testing.F) {
 func FuzzParseChallenge(f *testing.F) {
 	f.Add([]byte(`{"version":1,"custodian_id":"a","credential":"AAAA"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		_, _ = enrollment.ParseChallenge(data)
+		if c, err := enrollment.ParseChallenge(data); err == nil {
+			strictjsontest.Accepted(t, data, c, enrollment.ParseChallenge)
+		}
 	})
 }

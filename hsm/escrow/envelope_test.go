@@ -10,6 +10,7 @@ import (
 	"golang.org/x/crypto/cryptobyte"
 
 	"github.com/custodian-project/custodian/hsm/ids"
+	"github.com/custodian-project/custodian/hsm/internal/strictjson/strictjsontest"
 
 	"github.com/custodian-project/custodian/tpm"
 	"github.com/custodian-project/custodian/tpm/tpmtest"
@@ -122,7 +123,9 @@ func FuzzParseBundle(f *testing.F) {
 	data, _ := bundles[0].Marshal()
 	f.Add(data)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		_, _ = ParseBundle(data)
+		if v, err := ParseBundle(data); err == nil {
+			strictjsontest.Accepted(t, data, v, ParseBundle)
+		}
 	})
 }
 
@@ -141,6 +144,8 @@ func FuzzParsePublic(f *testing.F) {
 func FuzzParseRelease(f *testing.F) {
 	f.Add([]byte(`{"version":1,"mode":"share","key_id":"2026-11","custodian_id":"court-a","index":1,"warrant_digest":"AAAA","recipient":"x","sealed_share":"AAAA"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		_, _ = ParseRelease(data)
+		if v, err := ParseRelease(data); err == nil {
+			strictjsontest.Accepted(t, data, v, ParseRelease)
+		}
 	})
 }
