@@ -150,6 +150,22 @@ var breaks = []mutant{
 			"\tcase signed || code != \"\":\n\t\treturn nil, d.refuse(p7s, code, err)"}},
 		pkg: "./tests", tests: []string{"TestInvariantNothingOutsideCanMakeItWriteTPMNV"},
 	},
+	// Strict formats match field names exactly, once.
+	{
+		name:  "strict formats match field names ignoring case",
+		edits: []edit{{"hsm/internal/strictjson/strictjson.go", "json.MatchCaseInsensitiveNames(false),", "json.MatchCaseInsensitiveNames(true),"}},
+		pkg:   "./hsm/internal/strictjson", tests: []string{"TestInvariantStrictFormatsMatchFieldNamesExactly", "FuzzDecode"},
+	},
+	{
+		name:  "strict formats accept unknown fields",
+		edits: []edit{{"hsm/internal/strictjson/strictjson.go", "json.RejectUnknownMembers(true),", "json.RejectUnknownMembers(false),"}},
+		pkg:   "./hsm/internal/strictjson", tests: []string{"TestInvariantStrictFormatsMatchFieldNamesExactly", "FuzzDecode"},
+	},
+	{
+		name:  "strict formats accept a repeated key",
+		edits: []edit{{"hsm/internal/strictjson/strictjson.go", "jsontext.AllowDuplicateNames(false),", "jsontext.AllowDuplicateNames(true),"}},
+		pkg:   "./hsm/internal/strictjson", tests: []string{"TestDecodeRefuses", "TestEscapedKeyIsTheSameKey"},
+	},
 	// The network is not trusted.
 	{
 		name: "the daemon serves plain HTTP without --insecure-http",

@@ -6,14 +6,18 @@ package strictjsontest
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // Accepted checks a document data that a strict parser accepted as v:
 //
-//   - encoding/json reads it too (it is JSON, one value);
+//   - encoding/json reads it too (it is JSON, one value), and no object
+//     repeats a name;
 //   - every object key is the exact JSON name of a field of the struct it
 //     decodes into (no unknown key, no case or Unicode folding);
 //   - v re-encodes to a document that reparse accepts and that encodes
@@ -23,6 +27,9 @@ func Accepted[T any](tb testing.TB, data []byte, v *T, reparse func([]byte) (*T,
 	var generic any
 	if err := json.Unmarshal(data, &generic); err != nil {
 		tb.Fatalf("accepted a document encoding/json refuses: %v", err)
+	}
+	if err := uniqueNames(data); err != nil {
+		tb.Fatalf("accepted a document with a repeated key: %v", err)
 	}
 	if obj, ok := generic.(map[string]any); ok {
 		checkKeys(tb, obj, reflect.TypeOf(v).Elem())
@@ -38,6 +45,20 @@ func Accepted[T any](tb testing.TB, data []byte, v *T, reparse func([]byte) (*T,
 	twice, err := json.Marshal(again)
 	if err != nil || !bytes.Equal(once, twice) {
 		tb.Fatalf("a round trip changed the document (%v):\n%s\n%s", err, once, twice)
+	}
+}
+
+// uniqueNames reads data with a decoder that refuses a name repeated in
+// one object (compared after unescaping).
+func uniqueNames(data []byte) error {
+	dec := jsontext.NewDecoder(bytes.NewReader(data), jsontext.AllowDuplicateNames(false))
+	for {
+		if _, err := dec.ReadToken(); err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
 	}
 }
 
