@@ -115,6 +115,30 @@ var breaks = []mutant{
 			"if !hmac.Equal(mac, mac) {"}},
 		pkg: "./hsm/ledger", tests: []string{"TestInvariantStartupStateIsBoundToTPMPaddedCopyIsBlocked", "TestInvariantRollbackOfDataDirBlocksUntilResolved"},
 	},
+	// A rolled-back data directory is blocked.
+	{
+		name:  "a ledger behind the TPM counter accepted",
+		edits: []edit{{"hsm/ledger/ledger.go", "\tcase l.state.counter < tpmValue:\n", "\tcase false:\n"}},
+		pkg:   "./hsm/ledger", tests: []string{"TestInvariantRollbackOfDataDirBlocksUntilResolved"},
+	},
+	// The clock never runs behind the newest entry.
+	{
+		name:  "a clock behind the newest entry accepted",
+		edits: []edit{{"hsm/ledger/ledger.go", "if now.Truncate(time.Second).Before(l.state.last) {", "if false {"}},
+		pkg:   "./hsm/ledger", tests: []string{"TestInvariantClockBehindNewestEntryIsRefused"},
+	},
+	// Sealing never uses PCRs 16 and 23.
+	{
+		name:  "PCRs 16 and 23 accepted for sealing",
+		edits: []edit{{"tpm/pcr.go", "if i == pcrDebug || i == pcrApplication {", "if false {"}},
+		pkg:   "./tpm", tests: []string{"TestInvariantSealingRefusesPoliciesThatProtectNothing"},
+	},
+	// No fail-open defaults.
+	{
+		name:  "an empty trust store verifies",
+		edits: []edit{{"hsm/warrant/verify.go", "if v.Trust == nil || v.Trust.Empty() {", "if v.Trust == nil {"}},
+		pkg:   "./hsm/warrant", tests: []string{"TestInvariantWarrantRefusalCatalogue"},
+	},
 	// No downgrade.
 	{
 		name: "PolicyNV (the version floor) left out of the seal policy",
