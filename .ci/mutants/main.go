@@ -122,7 +122,10 @@ func try(work string, m mutant) (string, error) {
 // runTests runs m's tests in the broken copy and reads go test's JSON.
 func runTests(work string, m mutant) (string, error) {
 	pattern := "^(" + strings.Join(m.tests, "|") + ")$"
-	cmd := exec.Command("go", "test", "-trimpath", "-count=1", "-json", "-run", pattern, m.pkg)
+	// No -trimpath: the standard library and the modules then come from
+	// the build cache `go test ./...` filled; only this tree's packages
+	// build again in the copy.
+	cmd := exec.Command("go", "test", "-count=1", "-json", "-run", pattern, m.pkg)
 	cmd.Dir = work
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
