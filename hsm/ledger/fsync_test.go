@@ -25,6 +25,9 @@ import (
 // that file, and every rename by an fsync of its directory.
 func TestInvariantAcknowledgedEntryIsOnDisk(t *testing.T) {
 	need.Command(t, "strace", "strace")
+	if out, err := exec.Command("strace", "-o", os.DevNull, "true").CombinedOutput(); err != nil {
+		need.Missing(t, "strace cannot trace here (ptrace not permitted?): %v %s", err, out)
+	}
 	for _, bound := range []bool{false, true} {
 		name := "append"
 		if bound {
