@@ -3,7 +3,7 @@
 #   make test   every test, after installing what the tests need
 GO ?= go
 
-.PHONY: run test deps build cross fuzz man
+.PHONY: run test deps build cross fuzz man mutants
 
 # The demo runs three custodians on swtpm, which deps installs when missing.
 run: deps build
@@ -18,10 +18,17 @@ deps:
 # CUSTODIAN_REQUIRE_TOOLS turns a test that would skip for a missing part
 # (swtpm, SoftHSM2, openssl, cgo) into a failure: nothing skips silently.
 test: deps
-	$(GO) vet ./...
+	$(GO) vet ./... ./.ci/mutants
 	CUSTODIAN_REQUIRE_TOOLS=1 $(GO) test -count=1 -timeout 20m ./...
+	$(MAKE) mutants
 	$(MAKE) cross
 	$(MAKE) fuzz
+
+# Breaks each security property on purpose, in a copy of the tree, and
+# requires the tests named for it to fail (.ci/mutants/breaks.go lists
+# the breaks; a fragment the code no longer has fails the run too).
+mutants:
+	$(GO) run ./.ci/mutants
 
 # Every fuzz target, a few seconds each (FUZZTIME=1m make fuzz for longer).
 fuzz:

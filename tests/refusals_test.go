@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-tpm/tpm2"
 	"periph.io/x/conn/v3/gpio"
 	"periph.io/x/conn/v3/gpio/gpiotest"
 
@@ -217,7 +218,8 @@ func (r *rig) releaseOK(t testing.TB, p7s []byte) (*release.Status, *escrow.Rele
 }
 
 // TestInvariantShareLeavesOnlyAfterDurableLedgerEntry: when the release
-// entry is durable no package exists yet; the package that leaves is
+// entry is durable the TPM has not unsealed the share and no package
+// exists yet; the package that leaves is
 // HPKE-sealed to the warrant's recipient, its proof names that entry, and
 // the share never crossed the TPM bus in clear.
 func TestInvariantShareLeavesOnlyAfterDurableLedgerEntry(t *testing.T) {
@@ -228,6 +230,7 @@ func TestInvariantShareLeavesOnlyAfterDurableLedgerEntry(t *testing.T) {
 
 	var atEntry struct {
 		size      int64
+		unseals   int
 		pkgExists bool
 	}
 	hook := func(stage, keyID string) {
@@ -235,14 +238,21 @@ func TestInvariantShareLeavesOnlyAfterDurableLedgerEntry(t *testing.T) {
 			return
 		}
 		atEntry.size = r.a.Ledger.Size()
+		atEntry.unseals, _ = r.rec.EncryptedResponses(tpm2.TPMCCUnseal, 1)
 		matches, _ := filepath.Glob(filepath.Join(r.d.data, release.Dir, "*", "*.release.json"))
 		atEntry.pkgExists = len(matches) > 0
 	}
 	r.hook.Store(&hook)
 	r.rec.Reset()
 	st, pkg := r.releaseOK(t, p7s)
-	if atEntry.size == 0 || atEntry.pkgExists {
-		t.Fatalf("at the durable entry: %+v", atEntry)
+	// Not a file on disk but the TPM's own Unseal: a share opened (and
+	// sealed to the recipient) before its entry would be in memory,
+	// ready to leave, while a crash could still lose the entry.
+	if atEntry.size == 0 || atEntry.unseals != 0 || atEntry.pkgExists {
+		t.Fatalf("at the durable entry: %+v (the share may not be unsealed yet)", atEntry)
+	}
+	if n, _ := r.rec.EncryptedResponses(tpm2.TPMCCUnseal, 1); n != 1 {
+		t.Fatalf("the release unsealed %d times, want once after the entry", n)
 	}
 	e, err := pkg.Ledger.Check(r.a.VerifierKey)
 	if err != nil || e.Kind != ledger.KindRelease || e.KeyID != "2026-11" || pkg.Ledger.Index != st.LedgerIndices["2026-11"] {

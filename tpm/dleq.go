@@ -132,8 +132,31 @@ func proofDigest(k, r, p, e, l []byte) []byte {
 
 // VerifyPartial checks p against R and proofKey (K as the escrow file
 // publishes it) and returns the partial decryption s·R, for the scalar s
-// with K = s·B.
+// with K = s·B. The error says which equation of the proof failed.
 func VerifyPartial(proofKey, r []byte, p *Partial) ([]byte, error) {
+	eq, err := checkProof(proofKey, r, p)
+	if err != nil {
+		return nil, err
+	}
+	if !eq.keyHolds {
+		return nil, fmt.Errorf("%w: S·B ≠ L + c·K, so the proof was not made with the share behind the proof key", ErrBadProof)
+	}
+	if !eq.pointHolds {
+		return nil, fmt.Errorf("%w: S·R ≠ E + c·P, so the point is not the share times R", ErrBadProof)
+	}
+	return p256.NewElement().Mul(eq.point, p256.NewScalar().Inv(eq.blind)).MarshalBinary()
+}
+
+// proofEquations is a decoded proof and whether each of its equations
+// holds: S·B = L + c·K (the key equation) and S·R' = E + c·P (the point
+// equation).
+type proofEquations struct {
+	blind                group.Scalar
+	point                group.Element
+	keyHolds, pointHolds bool
+}
+
+func checkProof(proofKey, r []byte, p *Partial) (*proofEquations, error) {
 	pts, err := decodePoints(map[string][]byte{"proof key": proofKey, "R": r, "point": p.Point, "E": p.E, "L": p.L})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadProof, err)
@@ -150,15 +173,16 @@ func VerifyPartial(proofKey, r []byte, p *Partial) ([]byte, error) {
 		return nil, err
 	}
 	c := challenge(p.NonceK, proofDigest(proofKey, blinded, p.Point, p.E, p.L))
-	B := baseOnce().point
 	R := p256.NewElement()
 	if R.UnmarshalBinary(blinded) != nil {
 		return nil, ErrBadProof
 	}
-	if !schnorrHolds(B, pts["proof key"], pts["L"], s, c) || !schnorrHolds(R, pts["point"], pts["E"], s, c) {
-		return nil, ErrBadProof
-	}
-	return p256.NewElement().Mul(pts["point"], p256.NewScalar().Inv(blind)).MarshalBinary()
+	return &proofEquations{
+		blind:      blind,
+		point:      pts["point"],
+		keyHolds:   schnorrHolds(baseOnce().point, pts["proof key"], pts["L"], s, c),
+		pointHolds: schnorrHolds(R, pts["point"], pts["E"], s, c),
+	}, nil
 }
 
 // blindPoint decodes ρ (nil means 1) and returns it with ρ·R encoded.

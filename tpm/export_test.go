@@ -52,3 +52,22 @@ func WriteAnchorUnlocked(t transport.TPM, digest []byte) error {
 
 // AnchorTemplate is the anchor's public area before its first write.
 func AnchorTemplate() tpm2.TPMSNVPublic { return anchorTemplate }
+// EKHandle is the persistent handle of e, which a session salted to e names.
+func EKHandle(e *EK) tpm2.TPMHandle { return e.handle() }
+
+// ProofEquations reports which equations of p's proof hold: the key
+// equation S·B = L + c·K and the point equation S·R' = E + c·P.
+func ProofEquations(proofKey, r []byte, p *Partial) (key, point bool, err error) {
+	eq, err := checkProof(proofKey, r, p)
+	if err != nil {
+		return false, false, err
+	}
+	return eq.keyHolds, eq.pointHolds, nil
+}
+
+// ProofChallenge is the challenge c of a proof with these values and no
+// blind, for tests that forge proofs.
+func ProofChallenge(nonceK, proofKey, r, point, e, l []byte) []byte {
+	c, _ := challenge(nonceK, proofDigest(proofKey, r, point, e, l)).MarshalBinary()
+	return c
+}

@@ -7,8 +7,10 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"errors"
+	"strings"
 	"testing"
 
+	"github.com/cloudflare/circl/group"
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 
@@ -105,7 +107,7 @@ func TestScopedPartialIsShareTimesPointAndItsProofVerifies(t *testing.T) {
 
 // TestInvariantScopedShareNeverOnTPMBus: over import, ZGen and the proofs,
 // no command or response holds the share scalar; every ECDH_ZGen asks the
-// TPM to encrypt its response; and neither the envelope's point R nor the
+// TPM to encrypt its response, in a session salted to the EK; and neither the envelope's point R nor the
 // partial s·R crosses the bus, so the proof's values (sent in the clear)
 // cannot be turned into the partial: the TPM only sees a blinded point.
 func TestInvariantScopedShareNeverOnTPMBus(t *testing.T) {
@@ -132,17 +134,22 @@ func TestInvariantScopedShareNeverOnTPMBus(t *testing.T) {
 		if bus.Seen(r[1:33]) || bus.Seen(partial[1:33]) {
 			t.Error("the envelope's point or its partial crossed the bus: the proof's values would give the partial away")
 		}
+		requireSaltedToEK(t, bus, ek, tpm2.TPMCCECDHZGen, 1)
 	})
 }
 
 // TestWrongPartialIsCaughtByItsProof: a partial that is not s·R does not
 // verify, whether it was altered, made with another share, or proved for
-// another point.
+// another point; and each equation of the proof is needed: a custodian
+// that knows its share can make the key equation hold for a wrong point,
+// and anyone can make the point equation hold for a scalar that is not
+// the share. Each case says which equations fail, and the refusal names
+// the first of them.
 func TestWrongPartialIsCaughtByItsProof(t *testing.T) {
 	tpmtest.Run(t, func(t *testing.T, target tpmtest.Target) {
 		conn := target.Open(t)
 		ek, pcrs := bootedDevice(t, conn)
-		_, key, proofKey := scopedShare(t, ek, pcrs)
+		share, key, proofKey := scopedShare(t, ek, pcrs)
 		_, other, otherProofKey := scopedShare(t, ek, pcrs)
 		r, r2 := randomPoint(t), randomPoint(t)
 		got, err := tpm.Partials(conn, key, [][]byte{r, r2}, nil)
@@ -156,28 +163,88 @@ func TestWrongPartialIsCaughtByItsProof(t *testing.T) {
 		if _, err := tpm.VerifyPartial(otherProofKey, r, &theirs[0]); err != nil {
 			t.Fatalf("the other share's own partial: %v", err)
 		}
-		flipped := got[0]
-		flipped.Point = bytes.Clone(flipped.Point)
-		flipped.Point[40] ^= 1
 		badS := got[0]
 		badS.S = bytes.Clone(badS.S)
 		badS.S[31] ^= 1
-		swapped := theirs[0]
+		const keyEq, pointEq = "S·B ≠ L + c·K", "S·R ≠ E + c·P"
 		cases := map[string]struct {
-			r []byte
-			p *tpm.Partial
+			r         []byte
+			p         *tpm.Partial
+			keyHolds  bool
+			pointHold bool
+			named     string
 		}{
-			"a bit flipped in the point": {r, &flipped},
-			"a bit flipped in S":         {r, &badS},
-			"another share's partial":    {r, &swapped},
-			"the proof of another point": {r, &got[1]},
+			"a bit flipped in S":                    {r, &badS, false, false, keyEq},
+			"another share's partial":               {r, &theirs[0], false, false, keyEq},
+			"the proof of another point":            {r, &got[1], false, false, keyEq},
+			"a wrong point proved with the share":   {r, forgedPartial(t, share, proofKey, r, true), true, false, pointEq},
+			"the right relation for another scalar": {r, forgedPartial(t, share, proofKey, r, false), false, true, keyEq},
 		}
 		for name, c := range cases {
-			if _, err := tpm.VerifyPartial(proofKey, c.r, c.p); !errors.Is(err, tpm.ErrBadProof) {
-				t.Errorf("%s: got %v, want ErrBadProof", name, err)
+			keyHolds, pointHolds, err := tpm.ProofEquations(proofKey, c.r, c.p)
+			if err != nil || keyHolds != c.keyHolds || pointHolds != c.pointHold {
+				t.Errorf("%s: key equation holds %v, point equation %v (%v); want %v, %v", name, keyHolds, pointHolds, err, c.keyHolds, c.pointHold)
+			}
+			if _, err := tpm.VerifyPartial(proofKey, c.r, c.p); !errors.Is(err, tpm.ErrBadProof) || !strings.Contains(err.Error(), c.named) {
+				t.Errorf("%s: got %v, want ErrBadProof naming %s", name, err, c.named)
 			}
 		}
+		flipped := got[0]
+		flipped.Point = bytes.Clone(flipped.Point)
+		flipped.Point[40] ^= 1
+		if _, err := tpm.VerifyPartial(proofKey, r, &flipped); !errors.Is(err, tpm.ErrBadProof) {
+			t.Errorf("a bit flipped in the point: got %v, want ErrBadProof", err)
+		}
 	})
+}
+
+// forgedPartial makes a proof for R in which exactly one equation holds.
+// With keyEq, it is what a custodian knowing its share s could send: L =
+// k·B, S = k + c·s, and a point that is not s·R. Without, S = k + c·x for
+// some x that is not the share, with E = k·R and P = x·R.
+func forgedPartial(t *testing.T, share, proofKey, r []byte, keyEq bool) *tpm.Partial {
+	t.Helper()
+	g := group.P256
+	scalar := func(b []byte) group.Scalar {
+		s := g.NewScalar()
+		if err := s.UnmarshalBinary(b); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	element := func(b []byte) group.Element {
+		e := g.NewElement()
+		if err := e.UnmarshalBinary(b); err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	encode := func(e group.Element) []byte {
+		b, err := e.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	B, R := element(tpm.ProofBase()), element(r)
+	k := g.RandomNonZeroScalar(rand.Reader)
+	x := scalar(share)
+	var p tpm.Partial
+	if keyEq {
+		p.L, p.E, p.Point = encode(g.NewElement().Mul(B, k)), randomPoint(t), randomPoint(t)
+	} else {
+		x = g.RandomNonZeroScalar(rand.Reader)
+		p.L, p.E, p.Point = randomPoint(t), encode(g.NewElement().Mul(R, k)), encode(g.NewElement().Mul(R, x))
+	}
+	p.NonceK = make([]byte, 32)
+	rand.Read(p.NonceK)
+	c := scalar(tpm.ProofChallenge(p.NonceK, proofKey, r, p.Point, p.E, p.L))
+	S := g.NewScalar().Add(k, g.NewScalar().Mul(c, x))
+	var err error
+	if p.S, err = S.MarshalBinary(); err != nil {
+		t.Fatal(err)
+	}
+	return &p
 }
 
 // TestInvariantScopedKeyWorksOnlyUnderItsPolicy: after a PCR extend the

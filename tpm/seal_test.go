@@ -10,6 +10,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/custodian-project/custodian/tpm"
@@ -125,7 +126,32 @@ func TestInvariantNoPlaintextShareOnTPMBus(t *testing.T) {
 		if n := bus.Count(); n != 10 { // nine, and PolicyNV for the floor
 			t.Errorf("import+unseal took %d TPM commands, want 10", n)
 		}
+		requireSaltedToEK(t, bus, ek, tpm2.TPMCCImport, 1)
+		requireSaltedToEK(t, bus, ek, tpm2.TPMCCUnseal, 1)
 	})
+}
+
+// requireSaltedToEK: every command with code cc on the recorded bus ran
+// in a started session whose salt was encrypted to the EK. Response
+// encryption alone is not enough: an unsalted, unbound session's key is
+// empty, so its encryption key comes from the two nonces, which cross the
+// bus, and a probe decrypts the response.
+func requireSaltedToEK(t *testing.T, bus *tpmtest.Recorder, ek *tpm.EK, cc tpm2.TPMCC, handles int) {
+	t.Helper()
+	commands := bus.CommandSessions(cc, handles)
+	if len(commands) == 0 {
+		t.Fatalf("no command %#x was recorded", uint32(cc))
+	}
+	for i, sessions := range commands {
+		salted := false
+		for _, s := range sessions {
+			salted = salted || s.TPMKey == tpm.EKHandle(ek) && len(s.EncryptedSalt) > 0
+		}
+		if !salted {
+			t.Errorf("command %#x (#%d) ran in %d started session(s), none salted to the EK (%#x): an eavesdropper derives the session key",
+				uint32(cc), i, len(sessions), uint32(tpm.EKHandle(ek)))
+		}
+	}
 }
 
 func TestInvariantSealingRefusesPoliciesThatProtectNothing(t *testing.T) {

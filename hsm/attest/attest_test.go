@@ -15,6 +15,7 @@ import (
 	"github.com/custodian-project/custodian/hsm/attest"
 	"github.com/custodian-project/custodian/hsm/bootpolicy"
 	"github.com/custodian-project/custodian/hsm/enrollment"
+	"github.com/custodian-project/custodian/hsm/internal/strictjson/strictjsontest"
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/tpm"
 	"github.com/custodian-project/custodian/tpm/tpmtest"
@@ -139,6 +140,13 @@ func otherLedgerKey(t *testing.T) string {
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"version":1,"custodian_id":"court-a","nonce":"AAAA","pcrs":{},"event_log":"","checkpoint":"","quote":{"attest":"","signature":""},"time":"2026-11-25T00:00:00Z"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		_, _ = attest.Parse(data)
+		a, err := attest.Parse(data)
+		if err != nil {
+			return
+		}
+		if a.Version != attest.Version || enrollment.CheckID(a.CustodianID) != nil {
+			t.Fatalf("accepted version %d, custodian %q", a.Version, a.CustodianID)
+		}
+		strictjsontest.Accepted(t, data, a, attest.Parse)
 	})
 }

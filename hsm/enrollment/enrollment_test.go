@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/custodian-project/custodian/hsm/enrollment"
+	"github.com/custodian-project/custodian/hsm/internal/strictjson/strictjsontest"
 	"github.com/custodian-project/custodian/tpm"
 	"github.com/custodian-project/custodian/tpm/tpmtest"
 )
@@ -176,6 +177,10 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			return
 		}
+		if e.Version != enrollment.Version {
+			t.Fatalf("accepted version %d", e.Version)
+		}
+		strictjsontest.Accepted(t, data, e, enrollment.Parse)
 		// Whatever parses must verify or fail cleanly, never panic.
 		_, _ = e.Verify(enrollment.VerifyOptions{AllowUnboundAK: true, AllowUncertifiedEK: true})
 	})
@@ -184,6 +189,8 @@ func FuzzParse(f *testing.F) {
 func FuzzParseChallenge(f *testing.F) {
 	f.Add([]byte(`{"version":1,"custodian_id":"a","credential":"AAAA"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		_, _ = enrollment.ParseChallenge(data)
+		if c, err := enrollment.ParseChallenge(data); err == nil {
+			strictjsontest.Accepted(t, data, c, enrollment.ParseChallenge)
+		}
 	})
 }

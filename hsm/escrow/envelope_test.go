@@ -7,6 +7,11 @@ import (
 	"errors"
 	"testing"
 
+	"golang.org/x/crypto/cryptobyte"
+
+	"github.com/custodian-project/custodian/hsm/ids"
+	"github.com/custodian-project/custodian/hsm/internal/strictjson/strictjsontest"
+
 	"github.com/custodian-project/custodian/tpm"
 	"github.com/custodian-project/custodian/tpm/tpmtest"
 )
@@ -82,7 +87,24 @@ func FuzzParseEnvelope(f *testing.F) {
 	env, _ := Seal(pub, "t", []byte("m"))
 	f.Add(env)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		_, _ = ParseEnvelope(data)
+		e, err := ParseEnvelope(data)
+		if err != nil {
+			return
+		}
+		// An accepted envelope keeps the format's rules and is canonical:
+		// its fields encode back to exactly the bytes read.
+		if ids.CheckKeyID(e.KeyID) != nil || checkTarget(e.Target) != nil || len(e.Enc) != 65 || len(e.ciphertext) < 16 {
+			t.Fatalf("accepted key ID %q, target %q, %d-byte enc, %d-byte ciphertext", e.KeyID, e.Target, len(e.Enc), len(e.ciphertext))
+		}
+		var b cryptobyte.Builder
+		b.AddBytes([]byte(envelopeMagic))
+		for _, field := range [][]byte{[]byte(e.KeyID), []byte(e.Target), e.Enc} {
+			b.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) { c.AddBytes(field) })
+		}
+		b.AddBytes(e.ciphertext)
+		if again := b.BytesOrPanic(); !bytes.Equal(again, data) {
+			t.Fatalf("the envelope re-encodes to other bytes:\n%x\n%x", data, again)
+		}
 	})
 }
 
@@ -101,7 +123,9 @@ func FuzzParseBundle(f *testing.F) {
 	data, _ := bundles[0].Marshal()
 	f.Add(data)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		_, _ = ParseBundle(data)
+		if v, err := ParseBundle(data); err == nil {
+			strictjsontest.Accepted(t, data, v, ParseBundle)
+		}
 	})
 }
 
@@ -120,6 +144,8 @@ func FuzzParsePublic(f *testing.F) {
 func FuzzParseRelease(f *testing.F) {
 	f.Add([]byte(`{"version":1,"mode":"share","key_id":"2026-11","custodian_id":"court-a","index":1,"warrant_digest":"AAAA","recipient":"x","sealed_share":"AAAA"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		_, _ = ParseRelease(data)
+		if v, err := ParseRelease(data); err == nil {
+			strictjsontest.Accepted(t, data, v, ParseRelease)
+		}
 	})
 }

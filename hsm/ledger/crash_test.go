@@ -32,8 +32,8 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// appendUntilKilled appends entries forever, printing "acked N" after
-// Append returns for entry N.
+// appendUntilKilled appends entries forever (or CRASH_APPENDS of them),
+// printing "acked N" after Append returns for entry N.
 func appendUntilKilled(dir, spec string) int {
 	conn, err := tpm.Open(spec)
 	if err != nil {
@@ -53,6 +53,8 @@ func appendUntilKilled(dir, spec string) int {
 		fmt.Println("error", err)
 		return 3
 	}
+	// CRASH_APPENDS, when set, ends the run after that many entries.
+	stop, _ := strconv.Atoi(os.Getenv("CRASH_APPENDS"))
 	for {
 		e := ledger.Entry{Time: t0.Add(time.Duration(l.Size()) * time.Second), Kind: ledger.KindRefusal,
 			Outcome: ledger.OutcomeRefused, Reason: "crash-test"}
@@ -70,6 +72,9 @@ func appendUntilKilled(dir, spec string) int {
 			return 4
 		}
 		fmt.Println("acked", i)
+		if stop--; stop == 0 {
+			return 0
+		}
 	}
 }
 

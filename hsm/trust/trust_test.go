@@ -1,10 +1,12 @@
 package trust_test
 
 import (
+	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -117,6 +119,34 @@ func TestCRLFreshness(t *testing.T) {
 		if crl.Fresh(at) != want {
 			t.Errorf("Fresh(%v) = %v, want %v", at, !want, want)
 		}
+	}
+}
+
+// TestInvariantCRLWithoutNextUpdateIsNeverFresh: a CRL that does not say
+// when it stops being current is never fresh: it would keep a revoked
+// judge's status frozen forever. The list itself verifies (so the refusal
+// is about freshness, not the signature).
+func TestInvariantCRLWithoutNextUpdateIsNeverFresh(t *testing.T) {
+	root := trusttest.NewRoot(t, "Court Root", now)
+	der := root.CRLWithoutNextUpdate(t, now.Add(-time.Hour))
+	list, err := x509.ParseRevocationList(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !list.NextUpdate.IsZero() || list.CheckSignatureFrom(root.Cert) != nil {
+		t.Fatalf("the test CRL: next update %v, signature %v", list.NextUpdate, list.CheckSignatureFrom(root.Cert))
+	}
+	s := trust.New()
+	if _, err := s.AddRoot(trusttest.PEM(root.Cert), "Court"); err != nil {
+		t.Fatal(err)
+	}
+	for _, at := range []time.Time{now, now.Add(-30 * time.Minute), now.Add(24 * 365 * time.Hour)} {
+		if _, err := s.SetCRL(der, at); err == nil || !strings.Contains(err.Error(), "not in force") {
+			t.Errorf("at %v: stored a CRL without nextUpdate (%v)", at, err)
+		}
+	}
+	if s.CRL(root.Cert) != nil {
+		t.Fatal("the store holds the CRL")
 	}
 }
 

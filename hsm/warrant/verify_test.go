@@ -8,6 +8,12 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"errors"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -50,14 +56,48 @@ func TestVerifyAccepts(t *testing.T) {
 	}
 }
 
+// TestVerifyDoubleLock: under a two-signer policy a warrant verifies with
+// two distinct judges, and names both; one judge, the same judge twice
+// (one card or two), or two judges under a three-signer policy are
+// refused for the count.
 func TestVerifyDoubleLock(t *testing.T) {
 	f := newFixture(t)
 	if err := f.store.SetPolicy(trust.Policy{Signers: 2, EKUs: trust.DefaultEKUs()}); err != nil {
 		t.Fatal(err)
 	}
 	content := f.content(t, f.warrant())
-	if _, err := f.verifier().Verify(f.sign(t, content, f.signer(), f.signer2())); err != nil {
+	v, err := f.verifier().Verify(f.sign(t, content, f.signer(), f.signer2()))
+	if err != nil {
 		t.Fatal(err)
+	}
+	var names []string
+	for _, id := range v.Signers {
+		names = append(names, id.Name)
+	}
+	want := []string{f.judge.Subject.CommonName, f.judge2.Subject.CommonName}
+	if !slices.Equal(names, want) || want[0] == want[1] || v.Signers[0].Fingerprint == v.Signers[1].Fingerprint {
+		t.Fatalf("verified with signers %+v, want the two distinct judges %q", v.Signers, want)
+	}
+	secondCardKey := trusttest.ECKey(t, elliptic.P256())
+	secondCard := Signer{Key: secondCardKey, Chain: []*x509.Certificate{f.root.Judge(t, f.judge.Subject.CommonName, secondCardKey.Public(), testNow)}}
+	for name, c := range map[string]struct {
+		p7s  []byte
+		want Reason
+	}{
+		"one judge":                {f.sign(t, content, f.signer()), ReasonTooFewSigners},
+		"the same signature twice": {buildSigned(t, content, []Signer{f.signer(), f.signer()}, tweak{}), ReasonDuplicateSigner},
+		"one judge with two cards": {f.sign(t, content, f.signer(), secondCard), ReasonDuplicateSigner},
+		"the second judge alone":   {f.sign(t, content, f.signer2()), ReasonTooFewSigners},
+	} {
+		if _, err := f.verifier().Verify(c.p7s); ReasonOf(err) != c.want {
+			t.Errorf("%s: got %v, want %s", name, err, c.want)
+		}
+	}
+	if err := f.store.SetPolicy(trust.Policy{Signers: 3, EKUs: trust.DefaultEKUs()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.verifier().Verify(f.sign(t, content, f.signer(), f.signer2())); ReasonOf(err) != ReasonTooFewSigners {
+		t.Errorf("two judges under a three-signer policy: got %v, want %s", err, ReasonTooFewSigners)
 	}
 }
 
@@ -490,12 +530,27 @@ func TestCoSign(t *testing.T) {
 // TestEveryReasonTested keeps the catalogue complete: each reason is made
 // by a catalogue case or by a test named here.
 func TestEveryReasonTested(t *testing.T) {
+	// Reasons the catalogue cannot make (they need another verifier), each
+	// with the test of this package that makes it. The test must exist and
+	// name the reason; it checks the reason itself.
 	elsewhere := map[Reason]string{
 		ReasonNoCustodianID: "TestInvariantEmptyIdentityVerifiesNothing",
 		ReasonNoHeldKeys:    "TestInvariantEmptyIdentityVerifiesNothing",
-		// trust.Store refuses such a policy; the check stays as a backstop.
-		ReasonNoApprovalPolicy: "unreachable through trust.Store",
 	}
+	// Backstops: checks that trust.Store keeps unreachable, each with the
+	// check that the store refuses to hold such a state.
+	backstops := map[Reason]func(t *testing.T){
+		ReasonNoApprovalPolicy: func(t *testing.T) {
+			f := newFixture(t)
+			for _, p := range []trust.Policy{{Signers: 0, EKUs: trust.DefaultEKUs()},
+				{Signers: 1, EKUs: trust.DefaultEKUs(), PolicyOIDs: []string{"1.02.3"}}} {
+				if err := f.store.SetPolicy(p); err == nil {
+					t.Errorf("the trust store holds policy %+v", p)
+				}
+			}
+		},
+	}
+	tests, constants := testFunctions(t)
 	covered := make(map[Reason]bool)
 	for _, c := range catalogue() {
 		covered[c.want] = true
@@ -506,8 +561,61 @@ func TestEveryReasonTested(t *testing.T) {
 			t.Errorf("reason %q listed twice", r)
 		}
 		seen[r] = true
-		if !covered[r] && elsewhere[r] == "" {
+		switch name, ok := elsewhere[r]; {
+		case covered[r]:
+		case ok:
+			if c := constants[r]; c == "" || !slices.Contains(tests[name], c) {
+				t.Errorf("reason %q: %s does not exist or never names the reason's constant %q", r, name, c)
+			}
+		case backstops[r] != nil:
+			t.Run(string(r), backstops[r])
+		default:
 			t.Errorf("no test makes reason %q", r)
 		}
 	}
+}
+
+// testFunctions maps each Test function of this package's test files to
+// the identifiers its body uses, and each declared Reason's value to the
+// name of its constant.
+func testFunctions(t *testing.T) (tests map[string][]string, constants map[Reason]string) {
+	t.Helper()
+	files, err := filepath.Glob("*.go")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("source files: %v", err)
+	}
+	tests, constants = make(map[string][]string), make(map[Reason]string)
+	fset := token.NewFileSet()
+	for _, name := range files {
+		f, err := parser.ParseFile(fset, name, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ast.Inspect(f, func(n ast.Node) bool {
+			switch n := n.(type) {
+			case *ast.FuncDecl:
+				test := n.Name.Name
+				if n.Recv == nil && strings.HasPrefix(test, "Test") && n.Body != nil && strings.HasSuffix(name, "_test.go") {
+					ast.Inspect(n.Body, func(n ast.Node) bool {
+						if id, ok := n.(*ast.Ident); ok {
+							tests[test] = append(tests[test], id.Name)
+						}
+						return true
+					})
+				}
+				return false
+			case *ast.ValueSpec:
+				if typ, ok := n.Type.(*ast.Ident); ok && typ.Name == "Reason" && len(n.Names) == len(n.Values) {
+					for i, v := range n.Values {
+						if lit, ok := v.(*ast.BasicLit); ok && lit.Kind == token.STRING {
+							value, _ := strconv.Unquote(lit.Value)
+							constants[Reason(value)] = n.Names[i].Name
+						}
+					}
+				}
+			}
+			return true
+		})
+	}
+	return tests, constants
 }

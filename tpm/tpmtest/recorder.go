@@ -135,3 +135,98 @@ func (rw *readWriter) Read(p []byte) (int, error) {
 	rw.response = rw.response[n:]
 	return n, nil
 }
+
+// Session is one TPM2_StartAuthSession as it crossed the bus: the handle
+// the TPM gave it, the key its salt was encrypted to (TPM_RH_NULL for an
+// unsalted session), the bound object, and the encrypted salt itself.
+type Session struct {
+	Handle, TPMKey, Bind tpm2.TPMHandle
+	EncryptedSalt        []byte
+}
+
+// CommandSessions returns, for each recorded command with code cc (which
+// has the given number of handles), the started sessions it used, as their
+// TPM2_StartAuthSession set them up. A password authorization is not a
+// started session and is left out.
+func (r *Recorder) CommandSessions(cc tpm2.TPMCC, handles int) [][]Session {
+	var out [][]Session
+	live := map[tpm2.TPMHandle]Session{}
+	for _, e := range r.Exchanges() {
+		c := e.Command
+		if len(c) < 10 {
+			continue
+		}
+		switch tpm2.TPMCC(binary.BigEndian.Uint32(c[6:10])) {
+		case tpm2.TPMCCStartAuthSession:
+			if s, ok := startedSession(e); ok {
+				live[s.Handle] = s
+			}
+		case cc:
+			var used []Session
+			for _, h := range sessionHandles(c, handles) {
+				if s, ok := live[h]; ok {
+					used = append(used, s)
+				}
+			}
+			out = append(out, used)
+		}
+	}
+	return out
+}
+
+// startedSession parses a successful TPM2_StartAuthSession.
+func startedSession(e Exchange) (Session, bool) {
+	c, rsp := e.Command, e.Response
+	if len(c) < 18 || len(rsp) < 14 || binary.BigEndian.Uint32(rsp[6:10]) != 0 {
+		return Session{}, false
+	}
+	s := Session{
+		Handle: tpm2.TPMHandle(binary.BigEndian.Uint32(rsp[10:14])),
+		TPMKey: tpm2.TPMHandle(binary.BigEndian.Uint32(c[10:14])),
+		Bind:   tpm2.TPMHandle(binary.BigEndian.Uint32(c[14:18])),
+	}
+	params := c[18:]
+	if binary.BigEndian.Uint16(c[0:2]) == uint16(tpm2.TPMSTSessions) && len(params) >= 4 {
+		params = params[min(len(params), 4+int(binary.BigEndian.Uint32(params))):]
+	}
+	if _, rest, ok := sized(params); ok {
+		s.EncryptedSalt, _, _ = sized(rest)
+	}
+	return s, true
+}
+
+// sessionHandles lists the session handles of a command's authorization
+// area.
+func sessionHandles(cmd []byte, handles int) []tpm2.TPMHandle {
+	if binary.BigEndian.Uint16(cmd[0:2]) != uint16(tpm2.TPMSTSessions) || len(cmd) < 14+4*handles {
+		return nil
+	}
+	area := cmd[10+4*handles:]
+	size := int(binary.BigEndian.Uint32(area))
+	if len(area) < 4+size {
+		return nil
+	}
+	var out []tpm2.TPMHandle
+	for s := area[4 : 4+size]; len(s) >= 4; {
+		out = append(out, tpm2.TPMHandle(binary.BigEndian.Uint32(s)))
+		_, rest, ok := sized(s[4:]) // nonce, then the attributes byte
+		if !ok || len(rest) < 1 {
+			break
+		}
+		_, rest, ok = sized(rest[1:])
+		if !ok {
+			break
+		}
+		s = rest
+	}
+	return out
+}
+
+// sized reads a TPM2B: a 2-byte size and that many bytes.
+func sized(b []byte) (value, rest []byte, ok bool) {
+	if len(b) < 2 || len(b) < 2+int(binary.BigEndian.Uint16(b)) {
+		return nil, nil, false
+	}
+	n := 2 + int(binary.BigEndian.Uint16(b))
+	return b[2:n], b[n:], true
+}

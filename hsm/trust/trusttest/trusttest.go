@@ -167,6 +167,55 @@ func (ca *CA) CRLWith(tb testing.TB, thisUpdate, nextUpdate time.Time, exts []pk
 	return der
 }
 
+// CRLWithoutNextUpdate issues a CRL from thisUpdate with no nextUpdate at
+// all: a list that never says when it stops being current. RFC 5280 makes
+// the field mandatory for conforming issuers, but the ASN.1 keeps it
+// optional, so a CRL like this parses; crypto/x509 cannot make one, so
+// the field is cut from the TBS of one it made, which is then signed again.
+func (ca *CA) CRLWithoutNextUpdate(tb testing.TB, thisUpdate time.Time, revoked ...*x509.Certificate) []byte {
+	tb.Helper()
+	full := ca.CRL(tb, thisUpdate, thisUpdate.Add(time.Hour), revoked...)
+	var list, tbs, rest, sigAlg cryptobyte.String
+	input := cryptobyte.String(full)
+	if !input.ReadASN1(&list, cbasn1.SEQUENCE) || !list.ReadASN1Element(&tbs, cbasn1.SEQUENCE) ||
+		!list.ReadASN1Element(&sigAlg, cbasn1.SEQUENCE) || !tbs.ReadASN1(&rest, cbasn1.SEQUENCE) {
+		tb.Fatal("cannot read the CRL crypto/x509 made")
+	}
+	// TBSCertList: version, signature, issuer, thisUpdate, nextUpdate, …
+	var head [4]cryptobyte.String
+	for i := range head {
+		var tag cbasn1.Tag
+		if !rest.ReadAnyASN1Element(&head[i], &tag) {
+			tb.Fatal("short TBSCertList")
+		}
+	}
+	var next cryptobyte.String
+	var tag cbasn1.Tag
+	if !rest.ReadAnyASN1Element(&next, &tag) || (tag != cbasn1.UTCTime && tag != cbasn1.GeneralizedTime) {
+		tb.Fatal("the CRL has no nextUpdate to cut")
+	}
+	var b cryptobyte.Builder
+	b.AddASN1(cbasn1.SEQUENCE, func(t *cryptobyte.Builder) {
+		for _, h := range head {
+			t.AddBytes(h)
+		}
+		t.AddBytes(rest)
+	})
+	newTBS := b.BytesOrPanic()
+	digest := sha256.Sum256(newTBS)
+	sig, err := ca.Key.Sign(rand.Reader, digest[:], crypto.SHA256)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var out cryptobyte.Builder
+	out.AddASN1(cbasn1.SEQUENCE, func(l *cryptobyte.Builder) {
+		l.AddBytes(newTBS)
+		l.AddBytes(sigAlg)
+		l.AddASN1BitString(sig)
+	})
+	return out.BytesOrPanic()
+}
+
 // DirectoryNameConstraint is a name constraints extension whose one
 // permitted subtree is a directoryName: a form crypto/x509 does not
 // evaluate.

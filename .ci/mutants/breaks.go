@@ -1,0 +1,206 @@
+package main
+
+// breaks lists each property, broken, with the tests that must catch it.
+// A fragment must occur exactly once in its file: when a refactor moves
+// the code, update the fragment with it.
+var breaks = []mutant{
+	// No plaintext share on the TPM bus: sessions salted to the EK.
+	{
+		name: "unseal session without Salted(EK), response encryption kept",
+		edits: []edit{{"tpm/unseal.go",
+			"\t\ttpm2.Salted(b.EK.handle(), b.EK.public),\n\t\ttpm2.AESEncryption(128, tpm2.EncryptOut))",
+			"\t\ttpm2.AESEncryption(128, tpm2.EncryptOut))"}},
+		pkg: "./tpm", tests: []string{"TestInvariantNoPlaintextShareOnTPMBus"},
+	},
+	{
+		name: "ZGen session without Salted(EK), response encryption kept",
+		edits: []edit{{"tpm/partial.go",
+			"\t\ttpm2.Salted(k.EK.handle(), k.EK.public),\n\t\ttpm2.AESEncryption(128, tpm2.EncryptOut))",
+			"\t\ttpm2.AESEncryption(128, tpm2.EncryptOut))"}},
+		pkg: "./tpm", tests: []string{"TestInvariantScopedShareNeverOnTPMBus"},
+	},
+	// A share leaves only after its ledger entry is durable.
+	{
+		name: "share mode unseals and seals the share before its ledger entry",
+		edits: []edit{{"hsm/release/store.go",
+			"\tt0 := time.Now()\n\tindices, code, err := d.appendReleases(keyID, subjects, replay)",
+			"\tif b.Escrow.Mode != escrow.ModeScoped {\n\t\td.sealShare(r, b, tm)\n\t}\n\tt0 := time.Now()\n\tindices, code, err := d.appendReleases(keyID, subjects, replay)"}},
+		pkg: "./tests", tests: []string{"TestInvariantShareLeavesOnlyAfterDurableLedgerEntry"},
+	},
+	// Nothing is lost on power loss.
+	{
+		name: "bbolt opened with NoSync",
+		edits: []edit{{"hsm/ledger/ledger.go",
+			"&bolt.Options{Timeout: 2 * time.Second}",
+			"&bolt.Options{Timeout: 2 * time.Second, NoSync: true}"}},
+		pkg: "./hsm/ledger", tests: []string{"TestInvariantAcknowledgedEntryIsOnDisk"},
+	},
+	{
+		name: "durable files written without fsync",
+		edits: []edit{{"hsm/durable/durable.go",
+			"\tif err == nil {\n\t\terr = f.Sync()\n\t}\n",
+			""}},
+		pkg: "./hsm/ledger", tests: []string{"TestInvariantAcknowledgedEntryIsOnDisk"},
+	},
+	{
+		name: "directory not fsynced after a rename",
+		edits: []edit{{"hsm/durable/durable.go",
+			"\tdefer d.Close()\n\treturn d.Sync()",
+			"\tdefer d.Close()\n\treturn nil"}},
+		pkg: "./hsm/ledger", tests: []string{"TestInvariantAcknowledgedEntryIsOnDisk"},
+	},
+	// A warrant verifies only if every check holds.
+	{
+		name: "a CRL without nextUpdate counted as fresh",
+		edits: []edit{{"hsm/trust/trust.go",
+			"!c.List.NextUpdate.IsZero() && now.Before(c.List.NextUpdate)",
+			"(c.List.NextUpdate.IsZero() || now.Before(c.List.NextUpdate))"}},
+		pkg: "./hsm/trust", tests: []string{"TestInvariantCRLWithoutNextUpdateIsNeverFresh"},
+	},
+	{
+		name: "revocation not checked",
+		edits: []edit{{"hsm/warrant/verify.go",
+			"if crl.Revoked(c.SerialNumber) {",
+			"if false {"}},
+		pkg: "./hsm/warrant", tests: []string{"TestInvariantWarrantRefusalCatalogue"},
+	},
+	{
+		name: "a stale CRL accepted",
+		edits: []edit{{"hsm/warrant/verify.go",
+			"if !crl.Fresh(now) {",
+			"if false {"}},
+		pkg: "./hsm/warrant", tests: []string{"TestInvariantWarrantRefusalCatalogue"},
+	},
+	{
+		name: "the approval policy's signer count not enforced",
+		edits: []edit{{"hsm/warrant/verify.go",
+			"if len(ids) < policy.Signers {",
+			"if len(ids) < 1 {"}},
+		pkg: "./hsm/warrant", tests: []string{"TestVerifyDoubleLock"},
+	},
+	{
+		name: "one judge with two cards counted as two signers",
+		edits: []edit{{"hsm/warrant/verify.go",
+			"containsBytes(keys, s.cert.RawSubjectPublicKeyInfo) || containsBytes(subjects, s.cert.RawSubject)",
+			"containsBytes(keys, s.cert.RawSubjectPublicKeyInfo)"}},
+		pkg: "./hsm/warrant", tests: []string{"TestVerifyDoubleLock"},
+	},
+	{
+		name: "any extended key usage accepted",
+		edits: []edit{{"hsm/warrant/verify.go",
+			"if err := checkPurpose(chain, policy.EKUs); err != nil {",
+			"if err := error(nil); err != nil {"}},
+		pkg: "./hsm/warrant", tests: []string{"TestInvariantSignerNeedsSigningPurposeAlongChain"},
+	},
+	{
+		name: "the warrant's court not checked against its root's",
+		edits: []edit{{"hsm/warrant/verify.go",
+			"if bound := v.Trust.CourtOf(root); bound != court {",
+			"if bound := v.Trust.CourtOf(root); false && bound != court {"}},
+		pkg: "./hsm/warrant", tests: []string{"TestInvariantWarrantCourtIsItsRootsCourt"},
+	},
+	// A warrant is used once.
+	{
+		name: "replay key not checked",
+		edits: []edit{{"hsm/ledger/ledger.go",
+			"if replay.Get(replayKey) != nil {",
+			"if false {"}},
+		pkg: "./hsm/ledger", tests: []string{"TestInvariantReplayKeyIsAcceptedOnce"},
+	},
+	// Start-up state is bound to the TPM.
+	{
+		name: "the ledger state's HMAC not checked",
+		edits: []edit{{"hsm/ledger/state.go",
+			"if !hmac.Equal(mac, l.stateMAC(&l.state)) {",
+			"if !hmac.Equal(mac, mac) {"}},
+		pkg: "./hsm/ledger", tests: []string{"TestInvariantStartupStateIsBoundToTPMPaddedCopyIsBlocked", "TestInvariantRollbackOfDataDirBlocksUntilResolved"},
+	},
+	// A rolled-back data directory is blocked.
+	{
+		name:  "a ledger behind the TPM counter accepted",
+		edits: []edit{{"hsm/ledger/ledger.go", "\tcase l.state.counter < tpmValue:\n", "\tcase false:\n"}},
+		pkg:   "./hsm/ledger", tests: []string{"TestInvariantRollbackOfDataDirBlocksUntilResolved"},
+	},
+	// The clock never runs behind the newest entry.
+	{
+		name:  "a clock behind the newest entry accepted",
+		edits: []edit{{"hsm/ledger/ledger.go", "if now.Truncate(time.Second).Before(l.state.last) {", "if false {"}},
+		pkg:   "./hsm/ledger", tests: []string{"TestInvariantClockBehindNewestEntryIsRefused"},
+	},
+	// Sealing never uses PCRs 16 and 23.
+	{
+		name:  "PCRs 16 and 23 accepted for sealing",
+		edits: []edit{{"tpm/pcr.go", "if i == pcrDebug || i == pcrApplication {", "if false {"}},
+		pkg:   "./tpm", tests: []string{"TestInvariantSealingRefusesPoliciesThatProtectNothing"},
+	},
+	// No fail-open defaults.
+	{
+		name:  "an empty trust store verifies",
+		edits: []edit{{"hsm/warrant/verify.go", "if v.Trust == nil || v.Trust.Empty() {", "if v.Trust == nil {"}},
+		pkg:   "./hsm/warrant", tests: []string{"TestInvariantWarrantRefusalCatalogue"},
+	},
+	// No downgrade.
+	{
+		name: "PolicyNV (the version floor) left out of the seal policy",
+		edits: []edit{
+			{"tpm/floor.go", "\t\tpolicyFloor(version),\n\t} {", "\t} {"},
+			{"tpm/floor.go", "\treturn checkFloor(t, sess, version)\n}", "\treturn nil\n}"},
+		},
+		pkg: "./tpm", tests: []string{"TestInvariantNoDowngradeTheFloorOnlyRises"},
+	},
+	// Scoped mode: a wrong partial is caught by its proof.
+	{
+		name:  "the proof's point equation not checked",
+		edits: []edit{{"tpm/dleq.go", "if !eq.pointHolds {", "if false {"}},
+		pkg:   "./tpm", tests: []string{"TestWrongPartialIsCaughtByItsProof"},
+	},
+	{
+		name:  "the proof's key equation not checked",
+		edits: []edit{{"tpm/dleq.go", "if !eq.keyHolds {", "if false {"}},
+		pkg:   "./tpm", tests: []string{"TestWrongPartialIsCaughtByItsProof"},
+	},
+	// The release daemon.
+	{
+		name: "no verification after the press",
+		edits: []edit{{"hsm/release/release.go",
+			"func (d *Daemon) recheck(r *request) (Code, error) {\n\tv, _, code, err := d.vet(r.p7s)",
+			"func (d *Daemon) recheck(r *request) (Code, error) {\n\tv, code, err := r.v, Code(\"\"), error(nil)"}},
+		pkg: "./tests", tests: []string{"TestInvariantVerificationRunsAgainRightBeforeTheFirstReleaseEntry"},
+	},
+	{
+		name: "unverified refusals logged per request",
+		edits: []edit{{"hsm/release/release.go",
+			"\tcase signed:\n\t\treturn nil, d.refuse(p7s, code, err)",
+			"\tcase signed || code != \"\":\n\t\treturn nil, d.refuse(p7s, code, err)"}},
+		pkg: "./tests", tests: []string{"TestInvariantNothingOutsideCanMakeItWriteTPMNV"},
+	},
+	// Strict formats match field names exactly, once.
+	{
+		name:  "strict formats match field names ignoring case",
+		edits: []edit{{"hsm/internal/strictjson/strictjson.go", "json.MatchCaseInsensitiveNames(false),", "json.MatchCaseInsensitiveNames(true),"}},
+		pkg:   "./hsm/internal/strictjson", tests: []string{"TestInvariantStrictFormatsMatchFieldNamesExactly", "FuzzDecode"},
+	},
+	{
+		name:  "strict formats accept unknown fields",
+		edits: []edit{{"hsm/internal/strictjson/strictjson.go", "json.RejectUnknownMembers(true),", "json.RejectUnknownMembers(false),"}},
+		pkg:   "./hsm/internal/strictjson", tests: []string{"TestInvariantStrictFormatsMatchFieldNamesExactly", "FuzzDecode"},
+	},
+	{
+		name:  "strict formats accept a repeated key",
+		edits: []edit{{"hsm/internal/strictjson/strictjson.go", "jsontext.AllowDuplicateNames(false),", "jsontext.AllowDuplicateNames(true),"}},
+		pkg:   "./hsm/internal/strictjson", tests: []string{"TestDecodeRefuses", "TestEscapedKeyIsTheSameKey"},
+	},
+	// The network is not trusted.
+	{
+		name: "the daemon serves plain HTTP without --insecure-http",
+		edits: []edit{{"cmd/custodian/tls.go",
+			"\tcase s.insecureHTTP:\n\t\treturn nil, nil, nil\n\tcase s.cert == \"\" && s.key == \"\":",
+			"\tcase s.insecureHTTP, s.cert == \"\" && s.key == \"\":\n\t\treturn nil, nil, nil\n\tcase false:"}},
+		pkg: "./cmd/custodian", tests: []string{"TestInvariantServeRefusesPlainHTTPUnlessAsked"},
+	},
+	{
+		name:  "clients talk plain HTTP without --insecure-http",
+		edits: []edit{{"cmd/custodian/tls.go", "\t\tif !c.insecureHTTP {", "\t\tif false {"}},
+		pkg:   "./cmd/custodian", tests: []string{"TestInvariantClientsRefusePlainHTTPUnlessAsked"},
+	},
+}
