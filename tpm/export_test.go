@@ -52,6 +52,7 @@ func WriteAnchorUnlocked(t transport.TPM, digest []byte) error {
 
 // AnchorTemplate is the anchor's public area before its first write.
 func AnchorTemplate() tpm2.TPMSNVPublic { return anchorTemplate }
+
 // EKHandle is the persistent handle of e, which a session salted to e names.
 func EKHandle(e *EK) tpm2.TPMHandle { return e.handle() }
 
