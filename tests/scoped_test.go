@@ -74,7 +74,7 @@ func TestEndToEndScopedAndShareKeysOnOneFleet(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("release from %s: exit %d\n%s%s\ndaemon:\n%s%s", d.id, code, stdout, stderr, dm.out, dm.errOut)
 		}
-		if !strings.Contains(dm.out.String(), "Envelopes:  1 (alice@example.org: 1)") {
+		if !strings.Contains(dm.out.String(), `Envelopes:  1 ("alice@example.org": 1)`) {
 			t.Errorf("the display did not say which envelopes:\n%s", dm.out)
 		}
 		checkPackage(t, d, p(d.id+".2026-11.json"))
