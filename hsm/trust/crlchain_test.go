@@ -184,3 +184,58 @@ func TestInvariantUnusableCRLIsReplacedNotRolledBack(t *testing.T) {
 		t.Fatalf("the replacement is not in force: %v", s.UnusableCRL(issuing.Cert))
 	}
 }
+
+// FuzzStoredCRL feeds any bytes as a stored CRL file through Open: the
+// store always opens, the file is either in force and verifies against
+// the pinned root (the seed) or is set aside, and it never panics.
+func FuzzStoredCRL(f *testing.F) {
+	at := time.Now()
+	root := trusttest.NewRoot(f, "Court Root", at)
+	inter := root.Intermediate(f, "Court Issuing CA", at)
+	dir := f.TempDir()
+	s, err := trust.Open(dir)
+	if err != nil {
+		f.Fatal(err)
+	}
+	if _, err := s.AddRoot(trusttest.PEM(root.Cert), "Court"); err != nil {
+		f.Fatal(err)
+	}
+	if _, err := s.SetCRL(append(trusttest.CRLPEM(inter.CRL(f, at.Add(-time.Minute), at.Add(time.Hour))), trusttest.PEM(inter.Cert)...), at); err != nil {
+		f.Fatal(err)
+	}
+	name := trust.IssuerID(inter.Cert) + ".pem"
+	good, err := os.ReadFile(filepath.Join(dir, "crls", name))
+	if err != nil {
+		f.Fatal(err)
+	}
+	rootFiles, _ := filepath.Glob(filepath.Join(dir, "roots", "*.json"))
+	rootFile, _ := os.ReadFile(rootFiles[0])
+	f.Add(good)
+	f.Add(trusttest.CRLPEM(inter.CRL(f, at, at.Add(time.Hour))))
+	f.Add(root.CRL(f, at, at.Add(time.Hour)))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		d := t.TempDir()
+		for path, content := range map[string][]byte{
+			filepath.Join("roots", filepath.Base(rootFiles[0])): rootFile,
+			filepath.Join("crls", name):                         data,
+		} {
+			if err := os.MkdirAll(filepath.Join(d, filepath.Dir(path)), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(d, path), content, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s, err := trust.Open(d)
+		if err != nil {
+			t.Fatalf("a stored CRL file stopped the store from opening: %v", err)
+		}
+		inForce, setAside := s.CRL(inter.Cert), s.UnusableCRL(inter.Cert)
+		if (inForce == nil) == (setAside == nil) {
+			t.Fatalf("the CRL file is both or neither in force (%v) and set aside (%v)", inForce != nil, setAside)
+		}
+		if inForce != nil && inForce.List.CheckSignatureFrom(inter.Cert) != nil {
+			t.Fatal("a CRL in force does not verify against its issuer")
+		}
+	})
+}
