@@ -190,7 +190,7 @@ func TestInvariantPartialsLeaveOnlyAfterDurableLedgerEntries(t *testing.T) {
 	if status != http.StatusAccepted {
 		t.Fatalf("submit: %d %+v", status, eb)
 	}
-	if !strings.Contains(st.Summary, "Envelopes:  2 (alice@example.org: 2)") {
+	if !strings.Contains(st.Summary, `Envelopes:  2 ("alice@example.org": 2)`) {
 		t.Errorf("the summary does not say which envelopes:\n%s", st.Summary)
 	}
 	time.Sleep(20 * time.Millisecond)
