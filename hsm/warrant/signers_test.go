@@ -74,13 +74,13 @@ func TestInvariantDistinctSignersAreDistinctNames(t *testing.T) {
 	}
 }
 
-// reorderedSubject is O=org, CN=cn: the fixture judge's attributes in the
-// other order.
+// reorderedSubject is CN=cn first, then O=org: the fixture judge's
+// attributes in the other order (Go writes O before CN).
 func reorderedSubject(t *testing.T, cn, org string) []byte {
 	t.Helper()
 	raw, err := asn1.Marshal(pkix.RDNSequence{
-		{{Type: asn1.ObjectIdentifier{2, 5, 4, 10}, Value: org}},
 		{{Type: asn1.ObjectIdentifier{2, 5, 4, 3}, Value: cn}},
+		{{Type: asn1.ObjectIdentifier{2, 5, 4, 10}, Value: org}},
 	})
 	if err != nil {
 		t.Fatal(err)
