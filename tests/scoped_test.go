@@ -74,7 +74,7 @@ func TestEndToEndScopedAndShareKeysOnOneFleet(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("release from %s: exit %d\n%s%s\ndaemon:\n%s%s", d.id, code, stdout, stderr, dm.out, dm.errOut)
 		}
-		if !strings.Contains(dm.out.String(), "Envelopes:  1 (alice@example.org: 1)") {
+		if !strings.Contains(dm.out.String(), `Envelopes:  1 ("alice@example.org": 1)`) {
 			t.Errorf("the display did not say which envelopes:\n%s", dm.out)
 		}
 		checkPackage(t, d, p(d.id+".2026-11.json"))
@@ -190,7 +190,7 @@ func TestInvariantPartialsLeaveOnlyAfterDurableLedgerEntries(t *testing.T) {
 	if status != http.StatusAccepted {
 		t.Fatalf("submit: %d %+v", status, eb)
 	}
-	if !strings.Contains(st.Summary, "Envelopes:  2 (alice@example.org: 2)") {
+	if !strings.Contains(st.Summary, `Envelopes:  2 ("alice@example.org": 2)`) {
 		t.Errorf("the summary does not say which envelopes:\n%s", st.Summary)
 	}
 	time.Sleep(20 * time.Millisecond)

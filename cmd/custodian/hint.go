@@ -53,6 +53,10 @@ var signerHints = map[warrant.Reason]string{
 		"the approval policy requires (custodian trust list)",
 	warrant.ReasonNameConstraints: "a CA of the signer's chain has a name constraint this appliance cannot check " +
 		"(such as a directoryName); the court issues judges' certificates under a CA without one",
+	warrant.ReasonDuplicateSigner: "signatures count as distinct signers only when their keys, their names and their common names " +
+		"(ignoring case, spacing and compatibility forms) all differ: a second person co-signs with their own certificate",
+	warrant.ReasonCRLMissing: "the trust admin sets the signer's CA's current CRL with the CA certificates up to the root appended " +
+		"(custodian trust set-crl FILE); custodian trust list shows a stored CRL that no longer verifies",
 }
 
 // signerHint attaches the advice for err's refusal reason, if any.

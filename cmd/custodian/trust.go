@@ -167,7 +167,15 @@ type crlListing struct {
 	NextUpdate time.Time `json:"next_update"`
 	Revoked    int       `json:"revoked"`
 	Fresh      bool      `json:"fresh"`
+	// Unusable says why a stored CRL no longer verifies; the certificates
+	// of its issuer are then refused (crl_missing).
+	Unusable string `json:"unusable,omitempty"`
 }
+
+// unusableCRLHint is the trust admin's way out of a CRL that no longer
+// verifies.
+const unusableCRLHint = "set the issuer's current CRL with the issuing CA's certificate and every CA certificate up to the root appended: " +
+	"custodian trust set-crl FILE; until then its judges' warrants are refused (crl_missing), every other court's verify"
 
 func newTrustListCommand(g *globals) *cobra.Command {
 	return &cobra.Command{
@@ -191,12 +199,18 @@ func newTrustListCommand(g *globals) *cobra.Command {
 			}
 			for _, c := range l.CRLs {
 				state := "fresh"
-				if !c.Fresh {
+				switch {
+				case c.Unusable != "":
+					state = "DOES NOT VERIFY: warrants under it are refused (" + warrant.DisplayName(c.Unusable) + ")"
+				case !c.Fresh:
 					state = "STALE: warrants under it are refused"
 				}
 				g.printf("crl   %s  %d revoked  next update %s  %s\n", warrant.DisplayName(c.Issuer), c.Revoked, c.NextUpdate.Format(time.RFC3339), state)
 			}
 			g.printf("policy  %d signer(s)  policy OIDs %v  accepted EKUs %v\n", l.Policy.Signers, l.Policy.PolicyOIDs, l.Policy.EKUs)
+			if len(s.UnusableCRLs()) != 0 {
+				fmt.Fprintf(g.stderr, "hint: %s\n", unusableCRLHint)
+			}
 			return nil
 		},
 	}
@@ -214,6 +228,16 @@ func listTrust(s *trust.Store, now time.Time) trustListing {
 			Issuer: c.Issuer.Subject.String(), ThisUpdate: c.List.ThisUpdate.UTC(), NextUpdate: c.List.NextUpdate.UTC(),
 			Revoked: len(c.List.RevokedCertificateEntries), Fresh: c.Fresh(now),
 		})
+	}
+	for _, u := range s.UnusableCRLs() {
+		c := crlListing{Issuer: u.Issuer, Unusable: u.Err.Error()}
+		if u.Issuer == "" {
+			c.Issuer = "issuer " + u.IssuerID
+		}
+		if u.List != nil {
+			c.ThisUpdate, c.NextUpdate, c.Revoked = u.List.ThisUpdate.UTC(), u.List.NextUpdate.UTC(), len(u.List.RevokedCertificateEntries)
+		}
+		l.CRLs = append(l.CRLs, c)
 	}
 	return l
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"os"
 	"time"
 
@@ -36,16 +37,14 @@ func newWarrantSignCommand(g *globals) *cobra.Command {
 			if err := mustNotExist(out); err != nil {
 				return err
 			}
-			// Check the document before asking for a PIN.
+			// Check the document, and show the judge what the appliance will
+			// show, before asking for a PIN.
 			cosign := !bytes.HasPrefix(bytes.TrimSpace(data), []byte("{"))
-			if cosign {
-				_, _, err = warrant.Inspect(data)
-			} else {
-				_, err = warrant.Parse(data, 0)
-			}
+			summary, err := signingSummary(data, cosign)
 			if err != nil {
-				return withHint(err, "write the warrant with custodian warrant new")
+				return err
 			}
+			fmt.Fprintf(g.stderr, "You are signing this warrant; it reads so on the appliance's display:\n\n%s\n", summary)
 			chain, err := readChain(certFile)
 			if err != nil {
 				return err
@@ -94,6 +93,35 @@ func newWarrantSignCommand(g *globals) *cobra.Command {
 		cmd.MarkFlagRequired(name)
 	}
 	return cmd
+}
+
+// signingSummary checks what warrant sign is about to sign and returns the
+// summary the appliance will show of it. A warrant document must be
+// exactly as warrant new writes it (compact JSON in field order): what a
+// person reads with cat or an editor is then what is signed, with no
+// carriage return or other white space able to hide part of it. A signed
+// warrant to co-sign is shown with its signers.
+func signingSummary(data []byte, cosign bool) (string, error) {
+	if cosign {
+		w, signers, err := warrant.Inspect(data)
+		if err != nil {
+			return "", withHint(err, "co-sign the signed warrant (w.p7s) the first judge made with custodian warrant sign")
+		}
+		return warrant.Summary(w, signers), nil
+	}
+	w, err := warrant.Parse(data, 0)
+	if err != nil {
+		return "", withHint(err, "write the warrant with custodian warrant new")
+	}
+	canonical, err := w.Marshal(0)
+	if err != nil {
+		return "", err
+	}
+	if !bytes.Equal(canonical, data) {
+		return "", withHint(errors.New("the warrant file is not exactly as custodian warrant new writes it (its bytes differ: white space, order or escapes), so what it shows may not be what is signed"),
+			"write the warrant again with custodian warrant new; do not edit the file by hand")
+	}
+	return warrant.Summary(w, nil), nil
 }
 
 // pinHint advises against guessing when the card refused the PIN.

@@ -258,7 +258,8 @@ func TestSignWithoutCgo(t *testing.T) {
 // the court or the trust admin must act on come with advice, from the
 // custodian (release) and from warrant verify.
 func TestSignerRefusalsHaveHints(t *testing.T) {
-	for _, r := range []warrant.Reason{warrant.ReasonCourtMismatch, warrant.ReasonExtKeyUsage, warrant.ReasonMissingPolicy, warrant.ReasonNameConstraints} {
+	for _, r := range []warrant.Reason{warrant.ReasonCourtMismatch, warrant.ReasonExtKeyUsage, warrant.ReasonMissingPolicy, warrant.ReasonNameConstraints,
+		warrant.ReasonDuplicateSigner, warrant.ReasonCRLMissing} {
 		if len(hintsOf(releaseHint(&apiError{code: release.Code(r), message: "refused"}))) == 0 {
 			t.Errorf("release refusal %s has no hint", r)
 		}

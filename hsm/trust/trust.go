@@ -17,11 +17,19 @@
 //   - A CRL is stored only after its signature verifies against a pinned root,
 //     or against an intermediate CA that chains to one (given in the same
 //     file); a CRL older than the stored one for the same issuer is refused,
-//     so a revocation cannot be rolled back. Every CRL is checked again when
-//     the store is opened.
+//     so a revocation cannot be rolled back. The CRL is stored with the
+//     chain that was checked, from its issuer up to (not including) the
+//     pinned root, and every CRL is checked again when the store is opened.
+//   - A stored CRL that no longer verifies at open (its issuer expired, a
+//     file from an older version without its chain, a damaged file) does
+//     not stop the store from opening: it is set aside (UnusableCRLs) and
+//     its issuer has no CRL, so every certificate that issuer signed is
+//     refused (no CRL: fail closed) while every other court's warrants
+//     verify, and the trust admin can replace it with SetCRL.
 //   - Layout under DIR (the data dir's "trust"): roots/<sha256>.json (a
 //     versioned root file: court and certificate, see rootFile),
-//     crls/<issuer-id>.pem (the CRL, then its issuer's certificates),
+//     crls/<issuer-id>.pem (the CRL, then the certificates from its issuer
+//     up to the pinned root, the root left out),
 //     policy.json (versioned). Files are written to a temporary name, synced
 //     and renamed. A store of an older format (roots/*.pem, roots pinned
 //     without a court; policy.json without a version) is refused as a whole
@@ -52,8 +60,11 @@ import (
 
 // CRL is a verified certificate revocation list.
 type CRL struct {
-	List    *x509.RevocationList
-	Issuer  *x509.Certificate
+	List   *x509.RevocationList
+	Issuer *x509.Certificate
+	// Chain is the path from Issuer (first) up to, not including, the
+	// pinned root, as checked; empty when a pinned root issued the CRL.
+	Chain   []*x509.Certificate
 	revoked map[string]bool
 }
 
@@ -66,30 +77,49 @@ func (c *CRL) Fresh(now time.Time) bool {
 	return !now.Before(c.List.ThisUpdate) && !c.List.NextUpdate.IsZero() && now.Before(c.List.NextUpdate)
 }
 
+// UnusableCRL is a stored CRL that no longer verifies. Its issuer has no
+// CRL in the store, so the certificates it signed are refused until the
+// trust admin sets a current CRL with its chain.
+type UnusableCRL struct {
+	// IssuerID is the file's issuer ID (crls/<IssuerID>.pem).
+	IssuerID string
+	// Issuer is the issuer's name as the CRL states it, "" if the file
+	// does not parse.
+	Issuer string
+	// List is the CRL as parsed, nil if the file does not parse; a newer
+	// CRL of its issuer must still not be older than it.
+	List *x509.RevocationList
+	// Err says why it does not verify.
+	Err error
+}
+
 // Store is a trust store. Its methods are not safe for concurrent change;
 // the appliance loads it once per request.
 type Store struct {
-	dir    string // "" for a store that lives only in memory
-	roots  []Root
-	courts map[string]string // RootKeyID → court
-	pool   *x509.CertPool
-	crls   map[string]*CRL
-	policy Policy
+	dir      string // "" for a store that lives only in memory
+	roots    []Root
+	courts   map[string]string // RootKeyID → court
+	pool     *x509.CertPool
+	crls     map[string]*CRL
+	unusable map[string]UnusableCRL // by issuer ID
+	policy   Policy
 }
 
 // New makes an in-memory store, for checking a warrant against files.
 func New() *Store {
-	return &Store{pool: x509.NewCertPool(), courts: make(map[string]string), crls: make(map[string]*CRL), policy: DefaultPolicy()}
+	return &Store{pool: x509.NewCertPool(), courts: make(map[string]string), crls: make(map[string]*CRL),
+		unusable: make(map[string]UnusableCRL), policy: DefaultPolicy()}
 }
 
-// Open loads the store in dir. A missing dir is an empty store.
+// Open loads the store in dir. A missing dir is an empty store. A CRL that
+// no longer verifies does not fail the store: see UnusableCRLs.
 func Open(dir string) (*Store, error) {
 	s := New()
 	s.dir = dir
 	if err := s.loadRoots(); err != nil {
 		return nil, err
 	}
-	if err := s.loadCRLs(); err != nil {
+	if err := s.loadCRLs(time.Now()); err != nil {
 		return nil, err
 	}
 	if err := s.loadPolicy(); err != nil {
@@ -98,23 +128,42 @@ func Open(dir string) (*Store, error) {
 	return s, nil
 }
 
-func (s *Store) loadCRLs() error {
+// loadCRLs checks each stored CRL again, with the chain stored beside it.
+// One that fails is set aside rather than failing the store: that it no
+// longer verifies concerns its issuer's certificates, which then have no
+// CRL and are refused, and not every other court's.
+func (s *Store) loadCRLs(now time.Time) error {
 	files, err := readDir(filepath.Join(s.dir, "crls"))
 	if err != nil {
 		return err
 	}
-	for _, data := range files {
-		crl, err := s.verifyCRL(data)
-		if err != nil {
-			return fmt.Errorf("trust store CRL no longer verifies; set a new CRL: %w", err)
+	for _, f := range files {
+		id := strings.TrimSuffix(f.name, ".pem")
+		crl, err := s.verifyCRL(f.data, now)
+		if err == nil && IssuerID(crl.Issuer) != id {
+			err = fmt.Errorf("the file is named for issuer %s but holds the CRL of issuer %s", id, IssuerID(crl.Issuer))
 		}
-		s.crls[IssuerID(crl.Issuer)] = crl
+		if err != nil {
+			u := UnusableCRL{IssuerID: id, Err: err}
+			if list, _, perr := parseCRL(f.data); perr == nil {
+				u.Issuer, u.List = list.Issuer.String(), list
+			}
+			s.unusable[id] = u
+			continue
+		}
+		s.crls[id] = crl
 	}
 	return nil
 }
 
-// readDir returns the contents of the regular files in dir, in name order.
-func readDir(dir string) ([][]byte, error) {
+type storedFile struct {
+	name string
+	data []byte
+}
+
+// readDir returns the names and contents of the regular .pem files in dir,
+// in name order.
+func readDir(dir string) ([]storedFile, error) {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -122,7 +171,7 @@ func readDir(dir string) ([][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out [][]byte
+	var out []storedFile
 	for _, e := range entries {
 		if !e.Type().IsRegular() || !strings.HasSuffix(e.Name(), ".pem") {
 			continue
@@ -131,9 +180,29 @@ func readDir(dir string) ([][]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, data)
+		out = append(out, storedFile{e.Name(), data})
 	}
 	return out, nil
+}
+
+// UnusableCRLs returns the stored CRLs that did not verify when the store
+// was opened, by issuer ID.
+func (s *Store) UnusableCRLs() []UnusableCRL {
+	out := make([]UnusableCRL, 0, len(s.unusable))
+	for _, u := range s.unusable {
+		out = append(out, u)
+	}
+	slices.SortFunc(out, func(a, b UnusableCRL) int { return strings.Compare(a.IssuerID, b.IssuerID) })
+	return out
+}
+
+// UnusableCRL returns why the stored CRL of issuer did not verify when the
+// store was opened, or nil if there is none such.
+func (s *Store) UnusableCRL(issuer *x509.Certificate) error {
+	if u, ok := s.unusable[IssuerID(issuer)]; ok {
+		return u.Err
+	}
+	return nil
 }
 
 // Roots returns the pinned roots with their courts, in the order pinned
@@ -177,8 +246,12 @@ func IssuerID(c *x509.Certificate) string {
 
 // SetCRL verifies a CRL (PEM or DER; PEM may carry the issuing intermediate
 // CA certificates after the CRL) and stores it as the issuer's current list.
+//
+// The issuer's chain must be valid at now. The CRL replaces a stored one
+// of the same issuer that no longer verifies (UnusableCRLs), as long as it
+// is not older than that one either.
 func (s *Store) SetCRL(data []byte, now time.Time) (*CRL, error) {
-	crl, err := s.verifyCRL(data)
+	crl, err := s.verifyCRL(data, now)
 	if err != nil {
 		return nil, err
 	}
@@ -187,28 +260,28 @@ func (s *Store) SetCRL(data []byte, now time.Time) (*CRL, error) {
 			crl.Issuer.Subject, crl.List.ThisUpdate, crl.List.NextUpdate)
 	}
 	id := IssuerID(crl.Issuer)
-	if old := s.crls[id]; old != nil && isOlder(crl.List, old.List) {
+	old := s.crls[id]
+	if old == nil {
+		if u, ok := s.unusable[id]; ok && u.List != nil {
+			old = &CRL{List: u.List}
+		}
+	}
+	if old != nil && isOlder(crl.List, old.List) {
 		return nil, fmt.Errorf("CRL of %q is older than the stored one (this update %v < %v); a CRL is never rolled back",
 			crl.Issuer.Subject, crl.List.ThisUpdate, old.List.ThisUpdate)
 	}
+	if s.dir != "" {
+		out := pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: crl.List.Raw})
+		for _, c := range crl.Chain {
+			out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+		}
+		if err := s.write(filepath.Join("crls", id+".pem"), out); err != nil {
+			return nil, err
+		}
+	}
 	s.crls[id] = crl
-	if s.dir == "" {
-		return crl, nil
-	}
-	out := pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: crl.List.Raw})
-	for _, c := range crlChain(crl) {
-		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-	}
-	return crl, s.write(filepath.Join("crls", id+".pem"), out)
-}
-
-// crlChain returns the intermediate certificates stored with a CRL: the
-// issuer itself unless it is a pinned root.
-func crlChain(crl *CRL) []*x509.Certificate {
-	if crl.Issuer.IsCA && bytes.Equal(crl.Issuer.RawIssuer, crl.Issuer.RawSubject) {
-		return nil
-	}
-	return []*x509.Certificate{crl.Issuer}
+	delete(s.unusable, id)
+	return crl, nil
 }
 
 // isOlder reports whether a was issued before b, by CRL number when both
@@ -221,8 +294,11 @@ func isOlder(a, b *x509.RevocationList) bool {
 }
 
 // verifyCRL parses a CRL and finds the CA that signed it: a pinned root, or
-// an intermediate from the same file that chains to a pinned root now.
-func (s *Store) verifyCRL(data []byte) (*CRL, error) {
+// an intermediate from the same file that chains to a pinned root at now
+// through certificates of the same file. A self-issued certificate (a root
+// key rollover's link certificate) is an intermediate like any other: only
+// the certificates pinned as roots are roots.
+func (s *Store) verifyCRL(data []byte, now time.Time) (*CRL, error) {
 	list, extra, err := parseCRL(data)
 	if err != nil {
 		return nil, err
@@ -230,7 +306,7 @@ func (s *Store) verifyCRL(data []byte) (*CRL, error) {
 	for _, r := range s.roots {
 		root := r.Cert
 		if bytes.Equal(root.RawSubject, list.RawIssuer) && list.CheckSignatureFrom(root) == nil {
-			return newCRL(list, root), nil
+			return newCRL(list, root, nil), nil
 		}
 	}
 	inter := x509.NewCertPool()
@@ -241,16 +317,18 @@ func (s *Store) verifyCRL(data []byte) (*CRL, error) {
 		if !bytes.Equal(c.RawSubject, list.RawIssuer) || list.CheckSignatureFrom(c) != nil {
 			continue
 		}
-		if _, err := c.Verify(x509.VerifyOptions{Roots: s.pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		chains, err := c.Verify(x509.VerifyOptions{Roots: s.pool, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+		if err != nil {
 			return nil, fmt.Errorf("the CRL's issuer %q does not chain to a pinned root: %w", c.Subject, err)
 		}
-		return newCRL(list, c), nil
+		chain := chains[0]
+		return newCRL(list, c, chain[:len(chain)-1]), nil
 	}
-	return nil, fmt.Errorf("the CRL of %q is not signed by a pinned root; add the court root first, or append the issuing CA certificate to the CRL file", list.Issuer)
+	return nil, fmt.Errorf("the CRL of %q is not signed by a pinned root; add the court root first, or append the issuing CA certificate and the CA certificates above it to the CRL file", list.Issuer)
 }
 
-func newCRL(list *x509.RevocationList, issuer *x509.Certificate) *CRL {
-	c := &CRL{List: list, Issuer: issuer, revoked: make(map[string]bool, len(list.RevokedCertificateEntries))}
+func newCRL(list *x509.RevocationList, issuer *x509.Certificate, chain []*x509.Certificate) *CRL {
+	c := &CRL{List: list, Issuer: issuer, Chain: chain, revoked: make(map[string]bool, len(list.RevokedCertificateEntries))}
 	for _, e := range list.RevokedCertificateEntries {
 		c.revoked[e.SerialNumber.Text(16)] = true
 	}

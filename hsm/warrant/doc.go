@@ -29,7 +29,9 @@
 //     from a fresh CRL of its issuer (no CRL, or a stale one, refuses);
 //     every signer must pass, not just enough of them;
 //   - the signers are distinct people with distinct keys, at least as many
-//     as the approval policy asks;
+//     as the approval policy asks: two signers whose keys, names (as RFC
+//     5280 compares them, case and compatibility forms folded) or common
+//     names match count once (sameSigner);
 //   - now is within [not_before, not_after), the warrant lists this
 //     custodian, and this custodian holds every key ID it names.
 //

@@ -164,7 +164,7 @@ func TestSummaryEnvelopes(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := Summary(w, nil)
-	want := "Key IDs:    2026-11, 2026-12\nEnvelopes:  3 (alice@example.org: 2, +15550100: 1)\nCustodians: "
+	want := "Key IDs:    2026-11, 2026-12\nEnvelopes:  3 (\"alice@example.org\": 2, \"+15550100\": 1)\nCustodians: "
 	if !strings.Contains(s, want) {
 		t.Fatalf("summary lacks\n%s\n in\n%s", want, s)
 	}

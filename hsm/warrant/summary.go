@@ -56,8 +56,9 @@ func Summary(w *Warrant, signers []Identity) string {
 	return b.String()
 }
 
-// envelopeCounts is "3 (alice@example.org: 2, bob: 1)": the number of
-// envelopes, then per target in the order of the warrant's targets.
+// envelopeCounts is `3 ("alice@example.org": 2, "bob": 1)`: the number of
+// envelopes, then per target in the order of the warrant's targets. The
+// targets are quoted: a target may itself hold ": " and ", ".
 func envelopeCounts(w *Warrant) string {
 	n := make(map[string]int, len(w.Targets))
 	for _, e := range w.Envelopes {
@@ -66,7 +67,7 @@ func envelopeCounts(w *Warrant) string {
 	var per []string
 	for _, t := range w.Targets {
 		if n[t] != 0 {
-			per = append(per, fmt.Sprintf("%s: %d", t, n[t]))
+			per = append(per, fmt.Sprintf("%q: %d", t, n[t]))
 		}
 	}
 	return fmt.Sprintf("%d (%s)", len(w.Envelopes), strings.Join(per, ", "))

@@ -1,7 +1,6 @@
 package warrant
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -171,7 +170,7 @@ func (v *Verifier) checkSigners(m *message, court string, policy trust.Policy, n
 	}
 	var root *x509.Certificate
 	var ids []Identity
-	var keys, subjects [][]byte
+	var certs []*x509.Certificate
 	for _, s := range m.signers {
 		r, err := v.checkCertificate(s, inter, court, policy, now)
 		if err != nil {
@@ -185,22 +184,20 @@ func (v *Verifier) checkSigners(m *message, court string, policy trust.Policy, n
 		}
 		root = r
 		// Two signatures count as two signers only if both the person
-		// (subject) and the key differ: a judge with two cards is one judge.
-		if containsBytes(keys, s.cert.RawSubjectPublicKeyInfo) || containsBytes(subjects, s.cert.RawSubject) {
-			return nil, nil, refuse(ReasonDuplicateSigner, "%q signed twice; the approval policy counts distinct signers", s.cert.Subject.CommonName)
+		// (subject, compared as a name) and the key differ: a judge with
+		// two cards is one judge.
+		if i := slices.IndexFunc(certs, func(c *x509.Certificate) bool { return sameSigner(c, s.cert) }); i >= 0 {
+			return nil, nil, refuse(ReasonDuplicateSigner, "%s and %s may be the same person (same key, same name, or the same common name "+
+				"ignoring case, spacing and compatibility forms); the approval policy counts distinct signers",
+				DisplayName(certs[i].Subject.String()), DisplayName(s.cert.Subject.String()))
 		}
-		keys = append(keys, s.cert.RawSubjectPublicKeyInfo)
-		subjects = append(subjects, s.cert.RawSubject)
+		certs = append(certs, s.cert)
 		ids = append(ids, identityOf(s))
 	}
 	if len(ids) < policy.Signers {
 		return nil, nil, refuse(ReasonTooFewSigners, "warrant has %d distinct signer(s); the approval policy needs %d", len(ids), policy.Signers)
 	}
 	return root, ids, nil
-}
-
-func containsBytes(list [][]byte, b []byte) bool {
-	return slices.ContainsFunc(list, func(x []byte) bool { return bytes.Equal(x, b) })
 }
 
 func identityOf(s signature) Identity {
@@ -315,6 +312,9 @@ func (v *Verifier) checkChain(chain []*x509.Certificate, court string, policy tr
 		}
 		crl := v.Trust.CRL(chain[i+1])
 		if crl == nil {
+			if why := v.Trust.UnusableCRL(chain[i+1]); why != nil {
+				return refuseErr(ReasonCRLMissing, why, "the stored CRL of %q no longer verifies; set a current one with its issuer's chain (custodian trust set-crl)", chain[i+1].Subject)
+			}
 			return refuse(ReasonCRLMissing, "no CRL of %q in the trust store; set one with custodian trust set-crl", chain[i+1].Subject)
 		}
 		if !crl.Fresh(now) {

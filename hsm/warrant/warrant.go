@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/custodian-project/custodian/hsm/ids"
@@ -125,13 +126,18 @@ func (w *Warrant) check(maxValidity time.Duration) error {
 		return err
 	}
 	// The recipient has its own strict syntax (a prefix and base64url), so
-	// it skips the free-text checks.
+	// it skips the free-text checks; it must be exactly the key's one-line
+	// form, so nothing (such as the line break a .pub file ends in) rides
+	// along to the display.
 	if w.Recipient == "" {
 		return refuse(ReasonMissingField, "warrant lacks \"recipient\" or it is empty")
 	}
 	pk, err := recipient.ParsePublicKey(w.Recipient)
 	if err != nil {
 		return refuseErr(ReasonBadRecipient, err, "warrant recipient is not an agency public key")
+	}
+	if pk.String() != w.Recipient {
+		return refuse(ReasonBadRecipient, "warrant recipient is not exactly the key's one-line form %s:…; remove anything around it (a line break, spaces)", strings.SplitN(pk.String(), ":", 2)[0])
 	}
 	w.recipient = pk
 	return w.checkEnvelopes()
