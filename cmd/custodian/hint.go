@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 
+	"github.com/custodian-project/custodian/hsm/appliance"
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/warrant"
 )
@@ -65,6 +66,10 @@ func signerHint(err error) error {
 // blockedHint says how an operator resolves a blocked ledger.
 func blockedHint(err error) error {
 	switch {
+	case errors.Is(err, appliance.ErrWrongEK):
+		return withHint(err, "put back this device's own enrollment.json; resolve-rollback cannot accept another TPM's")
+	case errors.Is(err, ledger.ErrOtherDevice):
+		return withHint(err, "a ledger of another device cannot be adopted: set this device up afresh (custodian enroll, then custodian ledger init in an empty data directory)")
 	case errors.Is(err, ledger.ErrStateUnauthenticated):
 		return withHint(err, "boot the approved image: only it can check and bind the data directory")
 	case errors.Is(err, ledger.ErrStateMismatch), errors.Is(err, ledger.ErrChangeInterrupted):
