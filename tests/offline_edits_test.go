@@ -66,8 +66,12 @@ func plantRecord(t *testing.T, dir, id string, data []byte) {
 var booted func()
 
 func plantedRecord(keyIDs []string, firstEntry *int64) []byte {
-	data, _ := json.Marshal(map[string]any{"id": "", "warrant": []byte("attacker-chosen subject"), "warrant_digest": "00",
-		"key_ids": keyIDs, "approved": time.Now().UTC(), "first_entry": firstEntry, "done": false})
+	rec := map[string]any{"id": "", "warrant": []byte("attacker-chosen subject"), "warrant_digest": "00",
+		"key_ids": keyIDs, "approved": time.Now().UTC(), "done": false}
+	if firstEntry != nil {
+		rec["first_entry"] = *firstEntry
+	}
+	data, _ := json.Marshal(rec)
 	return data
 }
 
