@@ -120,6 +120,23 @@ func TestKillNineBetweenLedgerEntryAndResponse(t *testing.T) {
 	if kinds[ledger.KindRelease] != 1 || kinds[ledger.KindFailure] != 1 {
 		t.Fatalf("ledger after the first kill: %v", kinds)
 	}
+	// Its record marked unfinished again offline is not logged twice.
+	stopRunning()
+	path := filepath.Join(d.data, release.Dir, st.ID, "request.json")
+	var rec map[string]any
+	if data, err := os.ReadFile(path); err != nil || json.Unmarshal(data, &rec) != nil || rec["first_entry"] == nil {
+		t.Fatalf("the record does not name its first entry: %v %v", rec, err)
+	}
+	rec["done"] = false
+	delete(rec, "failed")
+	data, _ := json.Marshal(rec)
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	running, cl = startChild(t, d, "")
+	if kinds := countKinds(cl); kinds[ledger.KindFailure] != 1 {
+		t.Fatalf("a record flipped back to unfinished was logged again: %v", kinds)
+	}
 
 	// Killed after the package was stored, before the response: retrievable.
 	st, cl, p7s = crash("stored", "W-kill-2")

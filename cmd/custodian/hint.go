@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 
+	"github.com/custodian-project/custodian/hsm/appliance"
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/warrant"
 	"github.com/custodian-project/custodian/tpm"
@@ -100,6 +101,10 @@ func blockedHint(err error) error {
 	switch {
 	case errors.Is(err, ledger.ErrForeignLedgerKey):
 		return withHint(err, foreignKeyHint)
+	case errors.Is(err, appliance.ErrWrongEK):
+		return withHint(err, "put back this device's own enrollment.json; resolve-rollback cannot accept another TPM's")
+	case errors.Is(err, ledger.ErrOtherDevice):
+		return withHint(err, "a ledger of another device cannot be adopted: set this device up afresh (custodian enroll, then custodian ledger init in an empty data directory)")
 	case errors.Is(err, ledger.ErrStateUnauthenticated):
 		return withHint(err, "boot the approved image: only it can check and bind the data directory")
 	case errors.Is(err, ledger.ErrStateMismatch), errors.Is(err, ledger.ErrChangeInterrupted):

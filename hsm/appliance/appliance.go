@@ -24,7 +24,8 @@
 //
 // The endorsement key is taken from the enrollment, never read back from
 // the TPM: every session salted to it then proves the TPM is the enrolled
-// one.
+// one. Sealing to it needs no TPM, so Init and Open also check that the
+// TPM holds it (ErrWrongEK).
 package appliance
 
 import (
@@ -62,6 +63,9 @@ type Appliance struct {
 	// SignerErr says why checkpoints cannot be signed (the key did not
 	// unseal: the PCRs are not the approved image's), or nil.
 	SignerErr error
+	// EKErr is ErrWrongEK when the TPM does not hold the enrolled EK: the
+	// ledger is blocked and nothing is sealed to that EK.
+	EKErr error
 }
 
 // Origin is the checkpoint origin of a custodian's ledger.
@@ -79,6 +83,9 @@ func Origin(custodianID string) string { return "custodian/" + custodianID }
 func Init(dir string, t transport.TPM, pcrs []int, now time.Time) (*Appliance, error) {
 	id, ek, err := readIdentity(dir)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkEK(t, ek); err != nil {
 		return nil, err
 	}
 	if _, err := os.Stat(filepath.Join(dir, ledger.FileName)); err == nil {
@@ -161,12 +168,14 @@ func Open(dir string, t transport.TPM) (*Appliance, error) {
 	if err != nil {
 		return nil, err
 	}
+	ekErr := checkEK(t, ek)
 	cfg, signerErr := config(t, dir, id, ek, key)
+	cfg.DeviceErr = ekErr
 	l, err := ledger.Open(dir, cfg)
 	if err != nil {
 		return nil, err
 	}
-	return &Appliance{Dir: dir, ID: id, EK: ek, Ledger: l, VerifierKey: key.Verifier, SignerErr: signerErr}, nil
+	return &Appliance{Dir: dir, ID: id, EK: ek, Ledger: l, VerifierKey: key.Verifier, SignerErr: signerErr, EKErr: ekErr}, nil
 }
 
 // Close closes the ledger.
@@ -211,6 +220,7 @@ func (a *Appliance) reopen(t transport.TPM) error {
 		return err
 	}
 	cfg, signerErr := config(t, a.Dir, a.ID, a.EK, key)
+	cfg.DeviceErr = a.EKErr
 	if err := a.Ledger.Close(); err != nil {
 		return err
 	}

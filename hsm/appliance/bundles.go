@@ -45,7 +45,7 @@ func (a *Appliance) Provision(t transport.TPM, data []byte, now time.Time) (*esc
 	entry := ledger.Entry{Time: now.UTC().Truncate(time.Second), Kind: ledger.KindProvision,
 		Outcome: ledger.OutcomeOK, KeyID: b.Escrow.KeyID}
 	_, err = a.Ledger.Change(BundleDir, entry, data, func() error {
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		if err := durable.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 			return err
 		}
 		return durable.WriteFile(path, data, 0o600)

@@ -70,6 +70,35 @@ func writeSynced(f *os.File, data []byte, perm fs.FileMode) error {
 	return err
 }
 
+// MkdirAll makes path and any missing parents, as os.MkdirAll does, and
+// fsyncs the parent of each directory it makes: a file written durably in
+// a new directory is lost at a power cut if the directory's own entry is.
+func MkdirAll(path string, perm fs.FileMode) error {
+	info, err := os.Stat(path)
+	if err == nil {
+		if !info.IsDir() {
+			return fmt.Errorf("%s exists and is not a directory", path)
+		}
+		return nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	parent := filepath.Dir(path)
+	if parent != path {
+		if err := MkdirAll(parent, perm); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(path, perm); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return syncDir(parent)
+}
+
+// syncDir is SyncDir; tests watch it.
+var syncDir = SyncDir
+
 // SyncDir fsyncs a directory so that entries created or renamed in it
 // survive a crash.
 func SyncDir(dir string) error {

@@ -3,6 +3,7 @@ package durable
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -71,5 +72,39 @@ func TestIsTempNamesWriteFilesTemporaries(t *testing.T) {
 		if IsTemp(name) {
 			t.Errorf("%q taken for a temporary file", name)
 		}
+	}
+}
+
+// TestInvariantNothingIsLostOnPowerLossNewDirectoriesAreSynced: MkdirAll
+// fsyncs the parent of every directory it makes (and only those), so a
+// record written durably inside a new directory cannot vanish with the
+// directory's entry at a power cut.
+func TestInvariantNothingIsLostOnPowerLossNewDirectoriesAreSynced(t *testing.T) {
+	var synced []string
+	syncDir = func(dir string) error { synced = append(synced, dir); return SyncDir(dir) }
+	t.Cleanup(func() { syncDir = SyncDir })
+
+	root := t.TempDir()
+	path := filepath.Join(root, "releases", "0a1b")
+	if err := MkdirAll(path, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{root, filepath.Join(root, "releases")}
+	if !slices.Equal(synced, want) {
+		t.Fatalf("synced %q, want %q", synced, want)
+	}
+	if info, err := os.Stat(path); err != nil || !info.IsDir() || info.Mode().Perm() != 0o700 {
+		t.Fatalf("made %v, %v", info, err)
+	}
+	synced = nil
+	if err := MkdirAll(path, 0o700); err != nil || len(synced) != 0 {
+		t.Fatalf("an existing directory: %v, synced %q", err, synced)
+	}
+	file := filepath.Join(root, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := MkdirAll(filepath.Join(file, "sub"), 0o700); err == nil || !strings.Contains(err.Error(), "not a directory") {
+		t.Fatalf("a file in the way: %v", err)
 	}
 }

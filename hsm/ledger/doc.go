@@ -20,21 +20,30 @@
 //     counter, which only goes up. At open and before every append the
 //     ledger's counter is compared with the TPM's: a data directory
 //     restored from a copy (ledger behind), or moved to another TPM, is
-//     blocked ([ErrRolledBack], [ErrCounterAhead], [ErrOtherDevice]) until
-//     an operator resolves it ([Ledger.ResolveRollback]), which is itself
-//     an entry, and which raises the replay floor so that no warrant signed
-//     before it can be used again. A crash between the commit and the
-//     increment (ledger exactly one ahead) is finished at the next open.
+//     blocked ([ErrRolledBack], [ErrCounterAhead], [ErrOtherDevice]). A
+//     restored copy stays blocked until an operator resolves it
+//     ([Ledger.ResolveRollback]): one transaction that binds the directory
+//     as it is and appends a resolve entry committing to the accepted
+//     state, and raises the replay floor to now so that no warrant signed
+//     before it can be used again. It refuses a clock behind the newest
+//     entry, entries that are not their Merkle tree, and a ledger of
+//     another device or a TPM without the enrolled EK
+//     ([Config.DeviceErr]): those cannot be adopted. A crash between the
+//     commit and the increment (ledger exactly one ahead) is finished at
+//     the next open.
 //
 //   - Bound to the TPM. Counting alone misses a copy padded with made-up
 //     entries until its counter matches, or a trust store or bundle put
 //     back on its own. An HMAC under a key only the approved image unseals
 //     on this TPM ([Config.StateKey], derived from the checkpoint key's
 //     seed) covers the origin, the device, size, tree root, counter,
-//     newest time, replay floor, a digest of the replay index and of each
-//     bound directory ([Config.Bound]). It is rewritten in the same
-//     transaction as every append (no TPM command) and checked at Open
-//     before the counter; a bound directory changes only through
+//     newest time, replay floor, a digest of the replay index, of the
+//     salts and of each bound directory ([Config.Bound]). It is rewritten
+//     in the same transaction as every append (no TPM command) and checked
+//     at Open before the counter, with everything it stands for
+//     recomputed from the records: the whole tree from every entry's
+//     bytes (each stored hash compared), the newest entry's time
+//     ([Ledger.Newest]), the salts and the replay index; a bound directory changes only through
 //     [Ledger.Change], which logs it in the same step. A mismatch blocks
 //     ([ErrStateMismatch], [ErrChangeInterrupted]; [ErrStateUnauthenticated]
 //     without the key) until [Ledger.ResolveRollback].

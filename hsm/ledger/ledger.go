@@ -49,6 +49,11 @@ type Config struct {
 	// Bound are the directories whose contents the state binds; they
 	// change only through [Ledger.Change].
 	Bound []BoundDir
+	// DeviceErr, when not nil, says the TPM is not the device the data
+	// directory was enrolled for (the appliance compares the enrolled EK
+	// with the TPM's). The ledger then opens blocked with it, checks
+	// nothing against the TPM, and cannot be resolved.
+	DeviceErr error
 }
 
 // Errors a caller acts on. Everything that blocks releases wraps
@@ -102,6 +107,7 @@ type state struct {
 	floor   time.Time
 	root    tlog.Hash     // the tree hash of size entries
 	replay  [32]byte      // the replay index's digest (replayDigest)
+	salts   [32]byte      // the salts' digest (saltDigest)
 	bound   []boundDigest // each bound directory's digest, in Config.Bound order
 	pending string        // the bound directory a Change is under way in, or ""
 }
@@ -193,6 +199,12 @@ func Open(dir string, cfg Config) (*Ledger, error) {
 // state says (such as a counter one ahead) reaches the TPM, then the
 // counter.
 func (l *Ledger) check() error {
+	if l.cfg.DeviceErr != nil {
+		if errors.Is(l.cfg.DeviceErr, ErrBlocked) {
+			return l.cfg.DeviceErr
+		}
+		return fmt.Errorf("%w: %w", ErrBlocked, l.cfg.DeviceErr)
+	}
 	if l.blocked != nil {
 		return l.blocked
 	}
@@ -287,6 +299,15 @@ func (l *Ledger) ReplayFloor() time.Time {
 	return l.state.floor
 }
 
+// Newest is the newest entry's time (zero for an empty ledger), from the
+// state Open checked against the entries and the TPM: never from an
+// entry read back alone.
+func (l *Ledger) Newest() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.state.last
+}
+
 // CheckClock refuses a clock that is behind the newest entry.
 func (l *Ledger) CheckClock(now time.Time) error {
 	l.mu.Lock()
@@ -294,10 +315,12 @@ func (l *Ledger) CheckClock(now time.Time) error {
 	return l.checkClock(now)
 }
 
-func (l *Ledger) checkClock(now time.Time) error {
-	if now.Truncate(time.Second).Before(l.state.last) {
+func (l *Ledger) checkClock(now time.Time) error { return checkClock(now, l.state.last) }
+
+func checkClock(now, newest time.Time) error {
+	if now.Truncate(time.Second).Before(newest) {
 		return fmt.Errorf("%w: now %s, newest entry %s", ErrClockBehind,
-			now.UTC().Format(time.RFC3339), l.state.last.Format(time.RFC3339))
+			now.UTC().Format(time.RFC3339), newest.Format(time.RFC3339))
 	}
 	return nil
 }
@@ -316,36 +339,51 @@ func (l *Ledger) Append(e Entry, subject, replayKey []byte) (int64, error) {
 	return l.appendFrom(l.state, e, subject, replayKey)
 }
 
+// saltSize is the size of a commitment's salt.
+const saltSize = 32
+
 // appendFrom appends e on top of base, which is l.state or l.state with a
 // bound directory's new digest.
 func (l *Ledger) appendFrom(base state, e Entry, subject, replayKey []byte) (int64, error) {
-	if err := l.checkClock(e.Time); err != nil {
-		return 0, err
-	}
-	salt := make([]byte, 32)
+	return l.appendWith(base, e, replayKey, func(*bolt.Tx, *state) ([]byte, error) { return subject, nil })
+}
+
+// appendWith appends e on top of base in one transaction with prepare,
+// which may change base inside that transaction and returns what e
+// commits to (nil: nothing). If any step fails, nothing is written.
+func (l *Ledger) appendWith(base state, e Entry, replayKey []byte, prepare func(*bolt.Tx, *state) ([]byte, error)) (int64, error) {
+	salt := make([]byte, saltSize)
 	if _, err := rand.Read(salt); err != nil {
 		return 0, err
 	}
-	e.Counter = l.state.counter + 1
-	if subject != nil {
-		e.Commitment = Commit(salt, subject)
-	}
-	data, err := e.Marshal()
-	if err != nil {
-		return 0, err
-	}
-	next := base.clone()
-	next.size++
-	next.counter = e.Counter
-	next.last = e.Time
-	err = l.db.Update(func(tx *bolt.Tx) error {
+	var next state
+	err := l.db.Update(func(tx *bolt.Tx) error {
+		subject, err := prepare(tx, &base)
+		if err != nil {
+			return err
+		}
+		if err := checkClock(e.Time, base.last); err != nil {
+			return err
+		}
+		e.Counter = base.counter + 1
+		if subject != nil {
+			e.Commitment = Commit(salt, subject)
+		}
+		data, err := e.Marshal()
+		if err != nil {
+			return err
+		}
+		next = base.clone()
+		next.size++
+		next.counter = e.Counter
+		next.last = e.Time
 		return l.writeEntry(tx, base.size, data, salt, replayKey, &next)
 	})
 	if err != nil {
 		return 0, err
 	}
 	l.state = next
-	if err := l.countEntry(e.Counter); err != nil {
+	if err := l.countEntry(next.counter); err != nil {
 		return 0, err
 	}
 	return next.size - 1, nil
@@ -397,6 +435,7 @@ func (l *Ledger) writeEntry(tx *bolt.Tx, n int64, data, salt, replayKey []byte, 
 	if err := appendOnly(tx, bucketSalts).Put(u64(uint64(n)), salt); err != nil {
 		return err
 	}
+	next.salts = extendSalts(next.salts, uint64(n), salt)
 	if next.root, err = tlog.TreeHash(next.size, txHashReader{tx}); err != nil {
 		return err
 	}
@@ -448,15 +487,23 @@ func (l *Ledger) get(bucket []byte, i int64) ([]byte, error) {
 
 // ResolveRollback is the operator's answer to a blocked ledger: it accepts
 // the data directory as it is (its ledger, replay index and bound
-// directories), binds it to this TPM again, appends a resolve entry that
-// records the ledger's and the TPM's counters, and raises the replay floor
-// to now. It needs the ledger key, so only the approved image on this TPM
-// can resolve.
+// directories), binds it to this TPM again and appends a resolve entry
+// that commits to the state it accepted (counter set to the TPM's), all in
+// one transaction: it is done entirely or not at all. The replay floor
+// rises to now, so no warrant signed before it can be used again. It
+// refuses a clock behind the newest entry (the floor never moves back), a
+// ledger whose entries are not their Merkle tree (edited: restore a copy),
+// and a ledger or enrollment of another TPM (set the device up afresh).
+// It needs the ledger key, so only the approved image on this TPM can
+// resolve.
 func (l *Ledger) ResolveRollback(now time.Time) (int64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.blocked == nil {
 		return 0, errNotResolvable
+	}
+	if l.cfg.DeviceErr != nil {
+		return 0, fmt.Errorf("%w; this cannot be resolved", l.blocked)
 	}
 	if len(l.cfg.StateKey) != StateKeySize {
 		if errors.Is(l.cfg.KeyErr, ErrForeignLedgerKey) {
@@ -473,25 +520,26 @@ func (l *Ledger) ResolveRollback(now time.Time) (int64, error) {
 		return 0, err
 	}
 	now = now.UTC().Truncate(time.Second)
-	next := l.state.clone()
-	next.counter = tpmValue
-	next.floor = now
-	err = l.db.Update(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		if err := meta.Put(metaDevice, l.cfg.Device); err != nil {
-			return err
+	e := Entry{Time: now, Kind: KindResolve, Outcome: OutcomeOK, Reason: reason}
+	index, err := l.appendWith(l.state.clone(), e, nil, func(tx *bolt.Tx, s *state) ([]byte, error) {
+		if !equal(tx.Bucket(bucketMeta).Get(metaDevice), l.cfg.Device) {
+			return nil, fmt.Errorf("%w; it cannot be adopted: set this device up afresh (custodian enroll, then custodian ledger init in an empty data directory)", ErrOtherDevice)
 		}
-		if err := l.bindCurrent(tx, &next); err != nil {
-			return err
+		if err := l.bindCurrent(tx, s); err != nil {
+			return nil, err
 		}
-		return l.putState(meta, &next)
+		if err := checkClock(now, s.last); err != nil {
+			return nil, fmt.Errorf("%w; set the clock (the RTC) to the right time, then resolve", err)
+		}
+		s.counter = tpmValue
+		s.floor = now // not before the newest entry: checked above
+		return l.encodeState(s), nil
 	})
 	if err != nil {
 		return 0, err
 	}
-	l.state = next
 	l.blocked = nil
-	return l.appendFrom(l.state, Entry{Time: now, Kind: KindResolve, Outcome: OutcomeOK, Reason: reason}, nil, nil)
+	return index, nil
 }
 
 func (s *state) store(meta *bolt.Bucket) error {

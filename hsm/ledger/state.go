@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"bytes"
 	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -65,15 +66,20 @@ type boundDigest struct {
 var (
 	metaRoot    = []byte("root")
 	metaReplay  = []byte("replay-digest")
+	metaSalts   = []byte("salt-digest")
 	metaPending = []byte("pending-change")
 	metaMAC     = []byte("state-mac")
 	boundPrefix = "bound/"
 )
 
+// stateEncoding heads the canonical encoding of the state. v2 added the
+// salts' digest.
+const stateEncoding = "custodian state v2\n"
+
 // encodeState is the canonical encoding the HMAC covers.
 func (l *Ledger) encodeState(s *state) []byte {
 	var b cryptobyte.Builder
-	b.AddBytes([]byte(stateKeyLabel + "\n"))
+	b.AddBytes([]byte(stateEncoding))
 	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(l.cfg.Origin)) })
 	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(l.cfg.Device) })
 	b.AddUint64(uint64(s.size))
@@ -82,6 +88,7 @@ func (l *Ledger) encodeState(s *state) []byte {
 	b.AddUint64(uint64(unixOrZero(s.last)))
 	b.AddUint64(uint64(unixOrZero(s.floor)))
 	b.AddBytes(s.replay[:])
+	b.AddBytes(s.salts[:])
 	b.AddUint8(uint8(len(s.bound)))
 	for _, d := range s.bound {
 		b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(d.name)) })
@@ -142,22 +149,116 @@ func (l *Ledger) checkState() error {
 	return nil
 }
 
-// checkRecords recomputes the tree root and the replay digest.
+// checkRecords recomputes, from the records themselves, everything the
+// state says about them: the whole tree from the entries' bytes (every
+// stored hash included), the newest entry's time, and the digests of the
+// salts and of the replay index. An entry, salt or hash edited offline is
+// a mismatch, however little of the tree an append would read.
 func (l *Ledger) checkRecords() error {
 	return l.db.View(func(tx *bolt.Tx) error {
-		root, err := tlog.TreeHash(l.state.size, txHashReader{tx})
-		if err != nil || root != l.state.root {
-			return fmt.Errorf("%w: the ledger's Merkle hashes are not the recorded tree", ErrStateMismatch)
-		}
-		replay, err := replayDigest(tx)
-		if err != nil {
+		got := state{size: l.state.size}
+		if err := recomputeRecords(tx, &got); err != nil {
 			return err
 		}
-		if replay != l.state.replay {
+		switch {
+		case got.size != l.state.size || got.root != l.state.root:
+			return fmt.Errorf("%w: the ledger's entries are not the recorded tree", ErrStateMismatch)
+		case !got.last.Equal(l.state.last):
+			return fmt.Errorf("%w: the newest entry's time is not the recorded one", ErrStateMismatch)
+		case got.salts != l.state.salts:
+			return fmt.Errorf("%w: the commitments' salts are not the recorded ones", ErrStateMismatch)
+		case got.replay != l.state.replay:
 			return fmt.Errorf("%w: the replay index is not the recorded one (keys removed or added)", ErrStateMismatch)
 		}
 		return nil
 	})
+}
+
+// recomputeRecords sets s's size, root, newest time and the digests of the
+// salts and the replay index from the buckets (s.size is only a hint). The entries must be dense
+// from 0; each entry's Merkle hashes are computed from its bytes and must
+// be the stored ones, and no other hash may be stored.
+func recomputeRecords(tx *bolt.Tx, s *state) error {
+	var err error
+	if s.size, s.root, s.last, err = recomputeTree(tx, s.size); err != nil {
+		return err
+	}
+	if s.salts, err = saltDigest(tx, s.size); err != nil {
+		return err
+	}
+	s.replay, err = replayDigest(tx)
+	return err
+}
+
+func recomputeTree(tx *bolt.Tx, sizeHint int64) (size int64, root tlog.Hash, last time.Time, err error) {
+	damaged := func(what string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrStateMismatch, fmt.Sprintf(what, args...))
+	}
+	hashes := make(memHashes, 0, max(0, min(2*sizeHint, 1<<24)))
+	var newest []byte
+	c := tx.Bucket(bucketEntries).Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if !bytes.Equal(k, u64(uint64(size))) {
+			return 0, root, last, damaged("the ledger's entries are not numbered 0 to n-1 (entry %d)", size)
+		}
+		hs, err := tlog.StoredHashes(size, v, hashes)
+		if err != nil {
+			return 0, root, last, err
+		}
+		hashes = append(hashes, hs...)
+		newest = v
+		size++
+	}
+	i := 0
+	c = tx.Bucket(bucketHashes).Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if i >= len(hashes) || !bytes.Equal(k, u64(uint64(i))) || !bytes.Equal(v, hashes[i][:]) {
+			return 0, root, last, damaged("Merkle hash %d is not the hash of the entries", i)
+		}
+		i++
+	}
+	if i != len(hashes) {
+		return 0, root, last, damaged("the ledger stores %d Merkle hashes, its entries make %d", i, len(hashes))
+	}
+	if root, err = tlog.TreeHash(size, hashes); err != nil {
+		return 0, root, last, err
+	}
+	if newest != nil {
+		e, err := ParseEntry(newest)
+		if err != nil {
+			return 0, root, last, damaged("the newest entry: %v", err)
+		}
+		last = e.Time
+	}
+	return size, root, last, nil
+}
+
+// The salt digest chains every entry's salt in entry order:
+// SHA-256(previous || index || salt). Appends extend it; Open recomputes
+// it from the bucket, which must hold exactly one salt per entry.
+func extendSalts(prev [sha256.Size]byte, index uint64, salt []byte) [sha256.Size]byte {
+	h := sha256.New()
+	h.Write(prev[:])
+	h.Write(u64(index))
+	h.Write(salt)
+	return [sha256.Size]byte(h.Sum(nil))
+}
+
+func saltDigest(tx *bolt.Tx, size int64) ([sha256.Size]byte, error) {
+	var d [sha256.Size]byte
+	var n int64
+	c := tx.Bucket(bucketSalts).Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if !bytes.Equal(k, u64(uint64(n))) || len(v) != saltSize {
+			return d, fmt.Errorf("%w: salt %d is damaged or out of place", ErrStateMismatch, n)
+		}
+		d = extendSalts(d, uint64(n), v)
+		n++
+	}
+	if n != size {
+		return d, fmt.Errorf("%w: %d salts for %d entries", ErrStateMismatch, n, size)
+	}
+	return d, nil
 }
 
 func (l *Ledger) checkDir(d BoundDir, want [sha256.Size]byte) error {
@@ -261,13 +362,14 @@ func (l *Ledger) Change(name string, e Entry, subject []byte, apply func() error
 }
 
 // bindCurrent recomputes everything the state binds from what is on disk,
-// for a new ledger and for an operator accepting a blocked one.
+// for a new ledger and for an operator accepting a blocked one. The
+// entries must still be their Merkle tree: the tree is public (signed
+// checkpoints), so edited entries are never accepted, only a copy put back.
 func (l *Ledger) bindCurrent(tx *bolt.Tx, s *state) error {
-	var err error
-	if s.root, err = tlog.TreeHash(s.size, txHashReader{tx}); err != nil {
-		return fmt.Errorf("the ledger's Merkle hashes are damaged: %w", err)
-	}
-	if s.replay, err = replayDigest(tx); err != nil {
+	if err := recomputeRecords(tx, s); err != nil {
+		if errors.Is(err, ErrStateMismatch) {
+			return fmt.Errorf("%w; the ledger cannot be accepted as it is: restore %s from a copy", err, FileName)
+		}
 		return err
 	}
 	s.pending = ""
@@ -416,7 +518,7 @@ func (s *state) storeBound(meta *bolt.Bucket) error {
 			return err
 		}
 	}
-	for k, v := range map[string][]byte{string(metaRoot): s.root[:], string(metaReplay): s.replay[:], string(metaPending): []byte(s.pending)} {
+	for k, v := range map[string][]byte{string(metaRoot): s.root[:], string(metaReplay): s.replay[:], string(metaSalts): s.salts[:], string(metaPending): []byte(s.pending)} {
 		if err := meta.Put([]byte(k), v); err != nil {
 			return err
 		}
@@ -441,6 +543,9 @@ func (s *state) loadBound(meta *bolt.Bucket, dirs []BoundDir) error {
 	}
 	if v := meta.Get(metaReplay); len(v) == sha256.Size {
 		s.replay = [sha256.Size]byte(v)
+	}
+	if v := meta.Get(metaSalts); len(v) == sha256.Size {
+		s.salts = [sha256.Size]byte(v)
 	}
 	s.pending = string(meta.Get(metaPending))
 	return nil

@@ -75,6 +75,7 @@ import (
 
 	"github.com/custodian-project/custodian/firmware/button"
 	"github.com/custodian-project/custodian/hsm/appliance"
+	"github.com/custodian-project/custodian/hsm/durable"
 	"github.com/custodian-project/custodian/hsm/escrow"
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/trust"
@@ -159,7 +160,7 @@ func New(cfg Config) (*Daemon, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Daemon{cfg: cfg, requests: map[string]*request{}, ctx: ctx, cancel: cancel, tally: newTally(cfg.Now())}
-	if err := os.MkdirAll(filepath.Join(cfg.Appliance.Dir, Dir), 0o700); err != nil {
+	if err := durable.MkdirAll(filepath.Join(cfg.Appliance.Dir, Dir), 0o700); err != nil {
 		cancel()
 		return nil, err
 	}
@@ -458,30 +459,14 @@ func (d *Daemon) appendEntry(kind ledger.Kind, outcome string, code Code, keyID 
 
 // stamp is the time of a new entry: now, or, on a clock behind the ledger,
 // the newest entry's time, the earliest time the ledger allows (a refusal
-// for that very reason must still be logged).
+// for that very reason must still be logged). The newest time is the one
+// the ledger checked at Open and binds, never an entry read back alone.
 func (d *Daemon) stamp() time.Time {
 	t := d.now().Truncate(time.Second)
-	if newest, ok := d.newest(); ok && t.Before(newest) {
+	if newest := d.cfg.Appliance.Ledger.Newest(); t.Before(newest) {
 		t = newest
 	}
 	return t
-}
-
-func (d *Daemon) newest() (time.Time, bool) {
-	l := d.cfg.Appliance.Ledger
-	n := l.Size()
-	if n == 0 {
-		return time.Time{}, false
-	}
-	data, err := l.Entry(n - 1)
-	if err != nil {
-		return time.Time{}, false
-	}
-	e, err := ledger.ParseEntry(data)
-	if err != nil {
-		return time.Time{}, false
-	}
-	return e.Time, true
 }
 
 func (d *Daemon) show(r *request) {

@@ -1,11 +1,13 @@
 package release
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/custodian-project/custodian/hsm/durable"
@@ -13,17 +15,27 @@ import (
 	"github.com/custodian-project/custodian/hsm/ids"
 	"github.com/custodian-project/custodian/hsm/internal/strictjson"
 	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/hsm/warrant"
 	"github.com/custodian-project/custodian/tpm"
 )
 
 // record is a request's durable state, written before its first release
-// entry so that a restart knows which key IDs were approved.
+// entry so that a restart knows which key IDs were approved, and again
+// right after that entry, naming it: a restart acts only on a record whose
+// first release entry is in the checked ledger and commits to the
+// record's warrant, so that a record planted or edited offline makes
+// nothing happen.
 type record struct {
-	ID            string           `json:"id"`
-	Warrant       []byte           `json:"warrant"` // the submitted signed warrant, for failure entries' commitments
-	WarrantDigest string           `json:"warrant_digest"`
-	KeyIDs        []string         `json:"key_ids"`
-	Approved      time.Time        `json:"approved"`
+	ID            string    `json:"id"`
+	Warrant       []byte    `json:"warrant"` // the submitted signed warrant, for failure entries' commitments
+	WarrantDigest string    `json:"warrant_digest"`
+	KeyIDs        []string  `json:"key_ids"`
+	Approved      time.Time `json:"approved"`
+	// FirstEntry is the index of the request's first release entry, once
+	// appended; FirstEnvelope the envelope that entry commits to besides
+	// the warrant, when its key ID is scoped.
+	FirstEntry    *int64           `json:"first_entry,omitempty"`
+	FirstEnvelope []byte           `json:"first_envelope,omitempty"`
 	Done          bool             `json:"done"`
 	LedgerIndices map[string]int64 `json:"ledger_indices,omitempty"`
 	Failed        map[string]Code  `json:"failed,omitempty"`
@@ -86,7 +98,7 @@ func (d *Daemon) releaseAll(r *request) {
 	rec := &record{ID: r.status.ID, Warrant: r.p7s, WarrantDigest: r.status.WarrantDigest,
 		KeyIDs: v.Warrant.KeyIDs, Approved: d.now(), LedgerIndices: map[string]int64{}, Failed: map[string]Code{}}
 	tm := r.status.Timings
-	err := os.MkdirAll(d.requestDir(rec.ID), 0o700)
+	err := durable.MkdirAll(d.requestDir(rec.ID), 0o700)
 	if err == nil {
 		err = d.writeRecord(rec)
 	}
@@ -99,7 +111,7 @@ func (d *Daemon) releaseAll(r *request) {
 	}
 	replay := []byte(v.Replay.String())
 	for _, k := range v.Warrant.KeyIDs {
-		index, code, err := d.releaseOne(r, k, replay, tm)
+		index, code, err := d.releaseOne(r, rec, k, replay, tm)
 		if index >= 0 {
 			rec.LedgerIndices[k] = index
 			replay = nil // registered with the first entry
@@ -130,7 +142,7 @@ func (d *Daemon) releaseAll(r *request) {
 // releaseOne releases one key ID. It returns the (first) release entry's
 // index (-1 if none was appended) and, on failure, the code. Any failure
 // after the entry is logged as a failure entry.
-func (d *Daemon) releaseOne(r *request, keyID string, replay []byte, tm *Timings) (int64, Code, error) {
+func (d *Daemon) releaseOne(r *request, rec *record, keyID string, replay []byte, tm *Timings) (int64, Code, error) {
 	b, err := d.cfg.Appliance.Bundle(keyID)
 	if err != nil {
 		return -1, CodeNoShare, err
@@ -153,6 +165,15 @@ func (d *Daemon) releaseOne(r *request, keyID string, replay []byte, tm *Timings
 	tm.LedgerMS += ms(time.Since(t0))
 	if len(indices) == 0 {
 		return -1, code, err
+	}
+	if rec.FirstEntry == nil {
+		rec.FirstEntry = &indices[0]
+		if b.Escrow.Mode == escrow.ModeScoped {
+			rec.FirstEnvelope = r.v.Warrant.EnvelopesFor(keyID)[0].Enc
+		}
+		if werr := d.writeRecord(rec); werr != nil {
+			d.cfg.Log.Error("request record not updated with its first entry", "request", rec.ID, "err", werr)
+		}
 	}
 	d.cfg.Hook("entry", keyID)
 	fail := func(code Code, err error) (int64, Code, error) {
@@ -293,29 +314,97 @@ func (d *Daemon) storePackage(r *request, pkg *escrow.Release, indices []int64, 
 // recover finishes requests a previous run left between their record and
 // their last package: key IDs with a stored package are served; every other
 // approved key ID is logged as failed, since its release entry may already be
-// in the ledger and its share must not be sealed a second time.
+// in the ledger and its share must not be sealed a second time. It acts
+// only on a record that matches the checked ledger (matchRecord); any other
+// is logged and moved aside, and never stops the daemon. While the ledger
+// is blocked nothing can be checked or logged: records wait.
 func (d *Daemon) recover() error {
 	entries, err := os.ReadDir(filepath.Join(d.cfg.Appliance.Dir, Dir))
 	if err != nil {
 		return err
+	}
+	if err := d.cfg.Appliance.Ledger.Blocked(); err != nil {
+		d.cfg.Log.Warn("interrupted requests are not checked while the ledger is blocked", "err", err)
+		return nil
 	}
 	for _, e := range entries {
 		if !validID(e.Name()) {
 			continue
 		}
 		rec, err := d.readRecord(e.Name())
-		if err != nil {
-			d.cfg.Log.Error("unreadable request record", "request", e.Name(), "err", err)
+		if err == nil && rec.Done {
 			continue
 		}
-		if rec.Done {
+		if err == nil {
+			err = d.matchRecord(rec)
+		}
+		if err != nil {
+			d.setAside(e.Name(), err)
 			continue
 		}
 		if err := d.recoverOne(rec); err != nil {
-			return err
+			d.cfg.Log.Error("interrupted request not finished", "request", rec.ID, "err", err)
 		}
 	}
 	return nil
+}
+
+// errUnmatched wraps why a record is not one this appliance wrote.
+var errUnmatched = errors.New("the request record does not match the ledger")
+
+// matchRecord accepts an unfinished record only if the appliance wrote it:
+// its first release entry is in the ledger (checked at Open) and commits,
+// under the salt kept for it, to the record's warrant, whose key IDs are
+// the record's.
+func (d *Daemon) matchRecord(rec *record) error {
+	l := d.cfg.Appliance.Ledger
+	if rec.FirstEntry == nil {
+		return fmt.Errorf("%w: it names no release entry", errUnmatched)
+	}
+	i := *rec.FirstEntry
+	if i < 0 || i >= l.Size() {
+		return fmt.Errorf("%w: its first entry %d is not in the ledger", errUnmatched, i)
+	}
+	e, salt, err := entryAt(l, i)
+	if err != nil {
+		return err
+	}
+	subject := rec.Warrant
+	if rec.FirstEnvelope != nil {
+		subject = partialSubject(rec.Warrant, rec.FirstEnvelope)
+	}
+	if e.Kind != ledger.KindRelease || !bytes.Equal(e.Commitment, ledger.Commit(salt, subject)) {
+		return fmt.Errorf("%w: entry %d is not a release of its warrant", errUnmatched, i)
+	}
+	w, _, err := warrant.Inspect(rec.Warrant)
+	if err != nil || !slices.Equal(w.KeyIDs, rec.KeyIDs) {
+		return fmt.Errorf("%w: its key IDs are not its warrant's", errUnmatched)
+	}
+	return nil
+}
+
+func entryAt(l *ledger.Ledger, i int64) (*ledger.Entry, []byte, error) {
+	data, err := l.Entry(i)
+	if err != nil {
+		return nil, nil, err
+	}
+	salt, err := l.Salt(i)
+	if err != nil {
+		return nil, nil, err
+	}
+	e, err := ledger.ParseEntry(data)
+	return e, salt, err
+}
+
+// setAside moves a request directory recovery will not act on out of the
+// way (its name no longer a request ID), so it is reported once.
+func (d *Daemon) setAside(id string, cause error) {
+	aside := d.requestDir(id) + ".unmatched"
+	err := os.Rename(d.requestDir(id), aside)
+	if err == nil {
+		err = durable.SyncDir(filepath.Dir(aside))
+	}
+	d.cfg.Log.Error("ignored a request record that does not match the ledger", "request", id, "cause", cause, "moved_to", aside, "move_err", err)
 }
 
 func (d *Daemon) recoverOne(rec *record) error {
@@ -331,14 +420,37 @@ func (d *Daemon) recoverOne(rec *record) error {
 		if _, ok := rec.Failed[k]; ok {
 			continue
 		}
-		if _, err := d.appendEntry(ledger.KindFailure, ledger.OutcomeRefused, CodeInterrupted, k, rec.Warrant, nil); err != nil {
-			return fmt.Errorf("logging interrupted release %s/%s: %w", rec.ID, k, err)
+		logged, err := d.failureLogged(rec, k)
+		if err != nil {
+			return err
+		}
+		if !logged {
+			if _, err := d.appendEntry(ledger.KindFailure, ledger.OutcomeRefused, CodeInterrupted, k, rec.Warrant, nil); err != nil {
+				return fmt.Errorf("logging interrupted release %s/%s: %w", rec.ID, k, err)
+			}
 		}
 		rec.Failed[k] = CodeInterrupted
 	}
 	rec.Done = true
 	d.cfg.Log.Warn("finished an interrupted release", "request", rec.ID, "packages", rec.Packages, "failed", rec.Failed)
 	return d.writeRecord(rec)
+}
+
+// failureLogged reports whether a failure entry for keyID of rec's warrant
+// follows its first entry: a record marked unfinished again offline is
+// not logged twice.
+func (d *Daemon) failureLogged(rec *record, keyID string) (bool, error) {
+	l := d.cfg.Appliance.Ledger
+	for i := *rec.FirstEntry + 1; i < l.Size(); i++ {
+		e, salt, err := entryAt(l, i)
+		if err != nil {
+			return false, err
+		}
+		if e.Kind == ledger.KindFailure && e.KeyID == keyID && bytes.Equal(e.Commitment, ledger.Commit(salt, rec.Warrant)) {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // tpmCode is the code of a TPM refusal to open a share or key: the PCRs

@@ -1,0 +1,171 @@
+package tests
+
+// What someone holding only the SD card, between boots, can do to the
+// data directory, and what the appliance makes of it at the next start.
+
+import (
+	be "encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/custodian-project/custodian/hsm/appliance"
+	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/hsm/release"
+	"github.com/custodian-project/custodian/tpm"
+)
+
+// rewriteNewestEntryTime edits, offline, the newest entry's bytes in the
+// ledger's entries bucket, and nothing else.
+func rewriteNewestEntryTime(t *testing.T, dir string, to time.Time) {
+	t.Helper()
+	db, err := bolt.Open(filepath.Join(dir, ledger.FileName), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.Update(func(tx *bolt.Tx) error {
+		size := be.BigEndian.Uint64(tx.Bucket([]byte("meta")).Get([]byte("size")))
+		key := be.BigEndian.AppendUint64(nil, size-1)
+		b := tx.Bucket([]byte("entries"))
+		e, err := ledger.ParseEntry(b.Get(key))
+		if err != nil {
+			return err
+		}
+		e.Time = to
+		data, err := e.Marshal()
+		if err != nil {
+			return err
+		}
+		return b.Put(key, data)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// plantRecord writes, offline, a request record no request ever made.
+func plantRecord(t *testing.T, dir, id string, data []byte) {
+	t.Helper()
+	p := filepath.Join(dir, release.Dir, id)
+	if err := os.MkdirAll(p, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(p, "request.json"), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// booted closes what the last bootDaemon opened.
+var booted func()
+
+func plantedRecord(keyIDs []string, firstEntry *int64) []byte {
+	rec := map[string]any{"id": "", "warrant": []byte("attacker-chosen subject"), "warrant_digest": "00",
+		"key_ids": keyIDs, "approved": time.Now().UTC(), "done": false}
+	if firstEntry != nil {
+		rec["first_entry"] = *firstEntry
+	}
+	data, _ := json.Marshal(rec)
+	return data
+}
+
+// bootDaemon opens the appliance and starts (and stops) the daemon, as
+// serve does at boot; it returns the appliance, open until the test ends
+// or the next boot, and the TPM counter after.
+func bootDaemon(t *testing.T, d *device) (*appliance.Appliance, uint64) {
+	t.Helper()
+	if booted != nil {
+		booted()
+	}
+	conn, err := tpm.Open(d.sw.Spec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := release.Serialize(conn)
+	a, err := appliance.Open(d.data, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	booted = func() { a.Close(); conn.Close(); booted = nil }
+	t.Cleanup(func() {
+		if booted != nil {
+			booted()
+		}
+	})
+	daemon, err := release.New(release.Config{Appliance: a, TPM: st})
+	if err != nil {
+		t.Fatalf("the daemon did not start: %v", err)
+	}
+	daemon.Close()
+	v, err := tpm.Counter{Index: tpm.DefaultCounterIndex}.Read(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, v
+}
+
+// TestInvariantStartupStateIsBoundToTPMEditedEntryTimeIsNotTheClockFloor:
+// the newest entry's time rewritten to 2070 in the entries bucket alone
+// blocks the appliance (state_mismatch) instead of becoming the clock
+// floor that would refuse every warrant as clock_behind for good.
+func TestInvariantStartupStateIsBoundToTPMEditedEntryTimeIsNotTheClockFloor(t *testing.T) {
+	now := time.Now().UTC()
+	d, _ := readyDevice(t, now, "2026-11")
+	rewriteNewestEntryTime(t, d.data, time.Date(2070, 1, 1, 0, 0, 0, 0, time.UTC))
+	a, _ := bootDaemon(t, d)
+	if err := a.Ledger.Blocked(); !errors.Is(err, ledger.ErrStateMismatch) {
+		t.Fatalf("Blocked() = %v, want ErrStateMismatch", err)
+	}
+	if err := a.Ledger.CheckClock(time.Now()); err != nil {
+		t.Fatalf("the edited time became the clock floor: %v", err)
+	}
+}
+
+// TestInvariantNothingOutsideWritesTPMNVPlantedRequestRecordsAreIgnored:
+// unfinished request records planted offline — one listing 25 key IDs,
+// one naming the init entry as its release, one with a key ID that is
+// not one, one that is not JSON — make no entry and no NV write at the
+// next start, do not stop the daemon, and are moved aside.
+func TestInvariantNothingOutsideWritesTPMNVPlantedRequestRecordsAreIgnored(t *testing.T) {
+	now := time.Now().UTC()
+	d, _ := readyDevice(t, now, "2026-11")
+	_, before := bootDaemon(t, d)
+
+	var many []string
+	for i := range 25 {
+		many = append(many, fmt.Sprintf("k%d", i))
+	}
+	initEntry := int64(0)
+	planted := map[string][]byte{
+		"00112233445566778899aabbccddeeff": plantedRecord(many, nil),
+		"10112233445566778899aabbccddeeff": plantedRecord([]string{"2026-11"}, &initEntry),
+		"20112233445566778899aabbccddeeff": plantedRecord([]string{"not a key id/.."}, nil),
+		"30112233445566778899aabbccddeeff": []byte("{not json"),
+	}
+	for id, data := range planted {
+		var rec map[string]any
+		if json.Unmarshal(data, &rec) == nil {
+			rec["id"] = id
+			data, _ = json.Marshal(rec)
+		}
+		plantRecord(t, d.data, id, data)
+	}
+	a, after := bootDaemon(t, d)
+	if after != before || a.Ledger.Blocked() != nil {
+		t.Fatalf("planted records: TPM counter %d -> %d, blocked %v", before, after, a.Ledger.Blocked())
+	}
+	for id := range planted {
+		if _, err := os.Stat(filepath.Join(d.data, release.Dir, id+".unmatched", "request.json")); err != nil {
+			t.Errorf("record %s was not moved aside: %v", id, err)
+		}
+	}
+	if _, again := bootDaemon(t, d); again != before {
+		t.Fatalf("a second start wrote NV: %d -> %d", before, again)
+	}
+}
