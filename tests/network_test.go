@@ -18,7 +18,7 @@ import (
 
 // networkDevice is a device ready to serve, with a warrant for it signed
 // and saved, and a function that reads its ledger size through the API.
-func networkDevice(t *testing.T, serial string) (*device, string) {
+func networkDevice(t testing.TB, serial string) (*device, string) {
 	t.Helper()
 	now := time.Now().UTC()
 	d, c := readyDevice(t, now, "2026-11")

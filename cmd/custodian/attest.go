@@ -131,8 +131,8 @@ func (g *globals) fetchAttestation(ctx context.Context, server string, network c
 
 func parseNonce(s string) ([]byte, error) {
 	n, err := hex.DecodeString(s)
-	if err != nil || len(n) < 8 || len(n) > 64 {
-		return nil, fmt.Errorf("--nonce: want 8 to 64 bytes in hex")
+	if err != nil || len(n) < attest.MinNonce || len(n) > attest.MaxNonce {
+		return nil, fmt.Errorf("--nonce: want %d to %d bytes in hex", attest.MinNonce, attest.MaxNonce)
 	}
 	return n, nil
 }
