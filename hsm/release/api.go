@@ -40,6 +40,9 @@ const MaxBody = 64 << 10
 type API struct {
 	Daemon *Daemon
 	// Attest answers an attestation request; nil answers "unavailable".
+	// It runs alone on the TPM: one at a time, never beside a release's
+	// TPM work and not while a warrant awaits its press (attest_busy
+	// then). Its errors reach the log, the caller only attest_failed.
 	Attest func(nonce []byte) (any, error)
 	// Limit is the per-client rate limit, on every route (nil:
 	// DefaultRate, DefaultBurst).

@@ -3,7 +3,6 @@ package release
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
 
 	"github.com/google/go-tpm/tpm2"
@@ -105,7 +104,7 @@ func (d *Daemon) attestAlone(f func() (any, error)) (any, error) {
 	d.gate.mu.Unlock()
 	if err != nil {
 		d.tally.add(CodeAttestFailed)
-		d.cfg.Log.Log(d.ctx, slog.LevelWarn, "attestation failed", "err", err)
+		d.cfg.Log.Warn("attestation failed", "err", err)
 		return nil, refusal(CodeAttestFailed, "the appliance could not make an attestation; try again, and tell its operator if it persists")
 	}
 	return out, nil
