@@ -331,13 +331,20 @@ func TestInvariantShutdownRefusalReachesTheOfficer(t *testing.T) {
 	started := make(chan struct{})
 	go func() {
 		close(started)
-		resp, err := dm.client.http.Get(dm.client.base + "/v1/requests/" + st.ID + "?wait=60")
-		if err != nil {
-			polled <- answer{err: err}
-			return
-		}
+		// As custodian release polls: short waits, again while it awaits.
 		var a answer
-		a.err = json.Unmarshal(readAll(resp), &a.st)
+		for range 30 {
+			resp, err := dm.client.http.Get(dm.client.base + "/v1/requests/" + st.ID + "?wait=1")
+			if err != nil {
+				polled <- answer{err: err}
+				return
+			}
+			a = answer{}
+			a.err = json.Unmarshal(readAll(resp), &a.st)
+			if a.err != nil || a.st.State != release.StateAwaitingPress {
+				break
+			}
+		}
 		polled <- a
 	}()
 	<-started
@@ -426,4 +433,52 @@ func BenchmarkStalledHandshakesRSS(b *testing.B) {
 	b.ReportMetric(float64(idle), "idle-KiB")
 	b.ReportMetric(float64(held), "stalled-KiB")
 	b.ReportMetric(float64(rssKiB(b, pid, "VmHWM")), "peak-KiB")
+}
+
+// TestInvariantAttestClientWaitsOutABusyAppliance: `custodian attest
+// --server` answered attest_busy asks again (each second, up to a
+// minute) instead of failing: an auditor's attestation only waits.
+func TestInvariantAttestClientWaitsOutABusyAppliance(t *testing.T) {
+	r := newRig(t)
+	defer r.stop()
+	var first sync.Once
+	holding, letGo := make(chan struct{}), make(chan struct{})
+	letAttestationGo := sync.OnceFunc(func() { close(letGo) })
+	defer letAttestationGo()
+	s := serveAsServeDoes(t, r, func(nonce []byte) (any, error) {
+		first.Do(func() { close(holding); <-letGo })
+		return r.realAttestation(nonce)
+	})
+	held := make(chan int, 1)
+	go func() {
+		code, _ := askAttestation(t, fromAddress(s, "127.0.0.10"), r.srv.URL, 16)
+		held <- code
+	}()
+	<-holding
+	type result struct {
+		code   int
+		stderr string
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, _, stderr := cli(t, "attest", "--server", r.srv.URL, "--ca", s.ServerCA,
+			"--nonce", strings.Repeat("cd", 16), "--out", t.TempDir()+"/att.json")
+		done <- result{code, stderr}
+	}()
+	// The client was refused at least once while the first attestation ran.
+	for {
+		var h map[string]any
+		r.c.getJSON(t, "/v1/health", &h)
+		if counted, _ := h["counted"].(map[string]any); counted[string(release.CodeAttestBusy)] != nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	letAttestationGo()
+	if code := <-held; code != http.StatusOK {
+		t.Errorf("the first attestation: %d", code)
+	}
+	if res := <-done; res.code != 0 {
+		t.Fatalf("custodian attest against a busy appliance: exit %d\n%s", res.code, res.stderr)
+	}
 }
