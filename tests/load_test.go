@@ -19,7 +19,7 @@ import (
 )
 
 // rssKiB reads a field (VmRSS, VmHWM) of a process's status in KiB.
-func rssKiB(t *testing.T, pid int, field string) int {
+func rssKiB(t testing.TB, pid int, field string) int {
 	t.Helper()
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {

@@ -35,7 +35,7 @@ var servingRE = regexp.MustCompile(`serving on (https?://\S+)`)
 // startDaemon runs custodian serve for d with the simulated button, over
 // TLS with its own site's certificates and officers' CA, unless extra
 // says --insecure-http.
-func startDaemon(t *testing.T, d *device, extra ...string) *daemon {
+func startDaemon(t testing.TB, d *device, extra ...string) *daemon {
 	t.Helper()
 	var s *site
 	if !slices.Contains(extra, "--insecure-http") {

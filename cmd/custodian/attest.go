@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/custodian-project/custodian/hsm/appliance"
 	"github.com/custodian-project/custodian/hsm/attest"
 	"github.com/custodian-project/custodian/hsm/durable"
+	"github.com/custodian-project/custodian/hsm/release"
 )
 
 // defaultEventLog is where measure-boot leaves the boot's event log.
@@ -120,8 +122,8 @@ func (g *globals) fetchAttestation(ctx context.Context, server string, network c
 		return nil, err
 	}
 	var data []byte
-	if err := c.do(ctx, http.MethodPost, "/v1/attest", body, &data); err != nil {
-		return nil, err
+	if err := c.attest(ctx, body, &data); err != nil {
+		return nil, attestHint(err)
 	}
 	if _, err := attest.Parse(data); err != nil {
 		return nil, fmt.Errorf("the custodian's answer: %w", err)
@@ -129,10 +131,44 @@ func (g *globals) fetchAttestation(ctx context.Context, server string, network c
 	return data, nil
 }
 
+// attest asks for an attestation, and again each second for up to a
+// minute while the appliance answers attest_busy (an attestation runs, or
+// a warrant awaits its press or is released) or rate_limited.
+func (c *apiClient) attest(ctx context.Context, body []byte, data *[]byte) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		err := c.do(ctx, http.MethodPost, "/v1/attest", body, data)
+		var e *apiError
+		if !errors.As(err, &e) || (e.code != release.CodeAttestBusy && e.code != release.CodeRateLimited) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// attestHint says what to do about a refused attestation.
+func attestHint(err error) error {
+	var e *apiError
+	if !errors.As(err, &e) {
+		return err
+	}
+	switch e.code {
+	case release.CodeAttestBusy:
+		return withHint(err, "the appliance's TPM stayed busy for a minute (a warrant awaiting its press, or a release); ask again later")
+	case release.CodeAttestFailed:
+		return withHint(err, "the appliance's TPM could not quote; its operator finds the cause in the daemon's log")
+	}
+	return err
+}
+
 func parseNonce(s string) ([]byte, error) {
 	n, err := hex.DecodeString(s)
-	if err != nil || len(n) < 8 || len(n) > 64 {
-		return nil, fmt.Errorf("--nonce: want 8 to 64 bytes in hex")
+	if err != nil || len(n) < attest.MinNonce || len(n) > attest.MaxNonce {
+		return nil, fmt.Errorf("--nonce: want %d to %d bytes in hex", attest.MinNonce, attest.MaxNonce)
 	}
 	return n, nil
 }

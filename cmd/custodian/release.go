@@ -214,6 +214,8 @@ func releaseHint(err error) error {
 		release.CodeImageNotApproved:               "the appliance did not boot the approved image; its operator must restore it",
 		release.CodeDowngrade:                      "the appliance booted an image older than its security version floor; its operator must boot the current approved image",
 		release.CodeRateLimited:                    "wait a moment and try again",
+		release.CodeShuttingDown:                   "the appliance stopped before the press; nothing was released: submit the warrant again when it is back",
+		release.CodeTPMFull:                        "nothing was released and the warrant is not spent; the appliance's operator restarts it, then submit the warrant again",
 		release.CodeChangedAfterApproval:           "the warrant stopped verifying while the device waited for the press (see the cause); nothing was released",
 		release.CodeBeforeFloor:                    "ask the court to sign the warrant again",
 		release.CodeNoEnvelopes:                    "a scoped key ID releases only named envelopes; the court lists them (custodian warrant new --envelope)",

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -124,7 +124,8 @@ func (g *globals) serve(ctx context.Context, f serveFlags) error {
 	if err != nil {
 		return err
 	}
-	defer d.Close()
+	closeDaemon := sync.OnceFunc(d.Close)
+	defer closeDaemon()
 	api := &release.API{Daemon: d, Officers: officers}
 	if api.Attest, err = attester(a, t, f.eventLog, f.attestPCRs); err != nil {
 		log.Warn("attestation is unavailable", "err", err)
@@ -133,15 +134,17 @@ func (g *globals) serve(ctx context.Context, f serveFlags) error {
 		log.Warn("no --client-ca: anyone who reaches this daemon may submit warrants (each still needs the court's signatures and the press)")
 	}
 	srv := api.Server(tlsCfg)
-	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn) // failed TLS handshakes, in the daemon's log format
-	ln, err := net.Listen("tcp", f.listen)
+	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn) // in the daemon's log format
+	tcp, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return err
 	}
+	ln := newGuardedListener(tcp, tlsCfg, log, maxConns, handshakeTimeout)
+	defer ln.Close()
+	go ln.reportEvery(ctx, handshakeReport)
 	scheme := "http"
 	if tlsCfg != nil {
 		scheme = "https"
-		ln = tls.NewListener(ln, tlsCfg)
 	}
 	g.printf("custodian %s serving on %s://%s%s\n", a.ID, scheme, ln.Addr(), officerNote(officers))
 	errc := make(chan error, 1)
@@ -151,7 +154,12 @@ func (g *globals) serve(ctx context.Context, f serveFlags) error {
 		return err
 	case <-ctx.Done():
 	}
-	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// The daemon stops first, while the server still answers: a request
+	// awaiting the press is refused (shutting_down, logged), and the
+	// officer's client polling it reads that refusal. Only then does the
+	// server stop, giving those answers a short grace to be written.
+	closeDaemon()
+	shutdown, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
 	_ = srv.Shutdown(shutdown)
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -159,6 +167,10 @@ func (g *globals) serve(ctx context.Context, f serveFlags) error {
 	}
 	return nil
 }
+
+// shutdownGrace is how long a stopping daemon lets answers in flight be
+// written (the refusal of a pending request among them).
+const shutdownGrace = 2 * time.Second
 
 func officerNote(officers *x509.CertPool) string {
 	if officers == nil {

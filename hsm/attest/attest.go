@@ -39,6 +39,13 @@ const Version = 1
 
 const maxSize = 256 << 10
 
+// A nonce is MinNonce to MaxNonce bytes, at both ends: the appliance's
+// route, `custodian attest` and its verify take the same range.
+const (
+	MinNonce = 8
+	MaxNonce = 64
+)
+
 // Attestation is what `custodian attest` returns.
 type Attestation struct {
 	Version     int           `json:"version"`
@@ -67,8 +74,8 @@ func qualifyingData(nonce []byte, checkpoint string) []byte {
 // Create quotes the given PCRs with the device's attestation key, binding
 // nonce and checkpoint.
 func Create(t transport.TPM, custodianID string, nonce []byte, pcrs []int, eventLog []byte, checkpoint string, now time.Time) (*Attestation, error) {
-	if len(nonce) < 8 || len(nonce) > 64 {
-		return nil, fmt.Errorf("nonce is %d bytes; want 8 to 64", len(nonce))
+	if len(nonce) < MinNonce || len(nonce) > MaxNonce {
+		return nil, fmt.Errorf("nonce is %d bytes; want %d to %d", len(nonce), MinNonce, MaxNonce)
 	}
 	ak, err := tpm.LoadAK(t)
 	if err != nil {

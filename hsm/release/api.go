@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/custodian-project/custodian/hsm/attest"
 	"github.com/custodian-project/custodian/hsm/internal/strictjson"
 )
 
@@ -39,6 +40,9 @@ const MaxBody = 64 << 10
 type API struct {
 	Daemon *Daemon
 	// Attest answers an attestation request; nil answers "unavailable".
+	// It runs alone on the TPM: one at a time, never beside a release's
+	// TPM work and not while a warrant awaits its press (attest_busy
+	// then). Its errors reach the log, the caller only attest_failed.
 	Attest func(nonce []byte) (any, error)
 	// Limit is the per-client rate limit, on every route (nil:
 	// DefaultRate, DefaultBurst).
@@ -75,7 +79,9 @@ func (a *API) Handler() http.Handler {
 		a.sem = make(chan struct{}, a.Verify)
 	})
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/warrants", a.officer(a.submit))
+	// The officer check comes before the global submission budget: a
+	// request without an officer's certificate must not use it up.
+	mux.HandleFunc("POST /v1/warrants", a.officer(a.global(a.submit)))
 	mux.HandleFunc("GET /v1/requests/{id}", a.officer(a.status))
 	mux.HandleFunc("GET /v1/requests/{id}/packages/{key}", a.officer(a.pkg))
 	mux.HandleFunc("GET /v1/checkpoint", a.checkpoint)
@@ -121,17 +127,28 @@ func CheckOfficer(state *tls.ConnectionState, officers *x509.CertPool, now time.
 	return nil
 }
 
-// officer guards a request route when Officers is set. The refusal goes to
-// the caller and the daemon's log, not the ledger: it is unauthenticated
-// traffic, and an entry per request would let anyone write the TPM's NV.
+// officer guards a request route when Officers is set, before the body is
+// read. The refusal is counted, like every unauthenticated request: no
+// ledger entry (an entry per request would let anyone write the TPM's NV)
+// and no log line per request (the log is on disk too).
 func (a *API) officer(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if a.Officers != nil {
 			if ref := CheckOfficer(r.TLS, a.Officers, a.Daemon.now()); ref != nil {
-				a.Daemon.cfg.Log.Info("refused", "code", ref.Code, "remote", r.RemoteAddr, "err", ref.Err)
-				writeError(w, ref)
+				writeError(w, a.Daemon.count(ref.Code, ref.Err))
 				return
 			}
+		}
+		next(w, r)
+	}
+}
+
+// global takes a token of the submission budget all clients share.
+func (a *API) global(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !a.Global.Allow("") {
+			a.rateLimited(w, "too many warrant submissions to this custodian; try again in a moment")
+			return
 		}
 		next(w, r)
 	}
@@ -197,10 +214,6 @@ func (a *API) limit(next http.Handler) http.Handler {
 		}
 		if !a.Limit.Allow(host) {
 			a.rateLimited(w, "too many requests from %s; slow down", host)
-			return
-		}
-		if r.Method == http.MethodPost && r.URL.Path == "/v1/warrants" && !a.Global.Allow("") {
-			a.rateLimited(w, "too many warrant submissions to this custodian; try again in a moment")
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -330,16 +343,19 @@ func (a *API) attest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	nonce, err := hex.DecodeString(req.Nonce)
-	if err != nil || len(nonce) < 8 || len(nonce) > 32 {
-		writeError(w, refusal(CodeBadRequest, "the nonce must be 8 to 32 bytes of hex"))
+	if err != nil || len(nonce) < attest.MinNonce || len(nonce) > attest.MaxNonce {
+		writeError(w, refusal(CodeBadRequest, "the nonce must be %d to %d bytes of hex", attest.MinNonce, attest.MaxNonce))
 		return
 	}
 	if a.Attest == nil {
 		writeError(w, refusal(CodeUnavailable, "attestation is not configured on this appliance"))
 		return
 	}
-	out, err := a.Attest(nonce)
+	out, err := a.Daemon.attestAlone(func() (any, error) { return a.Attest(nonce) })
 	if err != nil {
+		if errors.Is(err, errAttestBusy) {
+			w.Header().Set("Retry-After", "1")
+		}
 		writeError(w, err)
 		return
 	}

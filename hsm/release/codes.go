@@ -37,6 +37,9 @@ const (
 	CodeBadRequest       Code = "bad_request"
 	CodeUnavailable      Code = "unavailable" // e.g. attestation not configured
 	CodeShuttingDown     Code = "shutting_down"
+	CodeAttestBusy       Code = "attest_busy"          // an attestation or a release holds the TPM
+	CodeAttestFailed     Code = "attest_failed"        // the TPM could not quote (details in the daemon's log)
+	CodeTPMFull          Code = "tpm_full"             // after the press, before any entry: the TPM's slots are taken
 	CodeUnsealFailed     Code = "unseal_failed"        // failure after the ledger entry
 	CodeSealFailed       Code = "seal_failed"          // failure after the ledger entry
 	CodeStoreFailed      Code = "store_failed"         // failure after the ledger entry
@@ -78,11 +81,11 @@ func HTTPStatus(c Code) int {
 		return http.StatusConflict
 	case CodeReplayed:
 		return http.StatusConflict
-	case CodeLedgerBlocked, CodeStateMismatch, CodeStateInterrupt, CodeForeignLedgerKey, CodeClockBehind, CodeImageNotApproved, CodePCRMismatch, CodeDowngrade, CodeShuttingDown, CodeNoShare:
+	case CodeLedgerBlocked, CodeStateMismatch, CodeStateInterrupt, CodeForeignLedgerKey, CodeClockBehind, CodeImageNotApproved, CodePCRMismatch, CodeDowngrade, CodeShuttingDown, CodeNoShare, CodeTPMFull:
 		return http.StatusServiceUnavailable
 	case CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
-	case CodeRateLimited:
+	case CodeRateLimited, CodeAttestBusy:
 		return http.StatusTooManyRequests
 	case CodeNotFound:
 		return http.StatusNotFound
@@ -92,7 +95,7 @@ func HTTPStatus(c Code) int {
 		return http.StatusNotImplemented
 	case CodeNoPress, CodeButtonHeld, CodeClientCertRequired, CodeClientCertUntrusted, CodeChangedAfterApproval:
 		return http.StatusForbidden
-	case CodeInternal, CodeUnsealFailed, CodeSealFailed, CodeStoreFailed, CodeInterrupted, CodeLedgerFailed, CodePartialFailed:
+	case CodeInternal, CodeAttestFailed, CodeUnsealFailed, CodeSealFailed, CodeStoreFailed, CodeInterrupted, CodeLedgerFailed, CodePartialFailed:
 		return http.StatusInternalServerError
 	}
 	// Every warrant refusal: the request was understood and refused.
@@ -135,7 +138,7 @@ func Codes() []Code {
 		CodeUnsealFailed, CodeSealFailed, CodeStoreFailed, CodeInterrupted, CodeLedgerFailed,
 		CodeInternal, CodeNotVerified, CodeNoShare,
 		CodeClientCertRequired, CodeClientCertUntrusted, CodeChangedAfterApproval,
-		CodeNoEnvelopes, CodeNotScoped, CodePartialFailed}
+		CodeNoEnvelopes, CodeNotScoped, CodePartialFailed, CodeAttestBusy, CodeAttestFailed, CodeTPMFull}
 	for _, r := range warrant.Reasons() {
 		if Code(r) != CodeTooLarge {
 			out = append(out, Code(r))

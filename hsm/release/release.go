@@ -132,6 +132,7 @@ type Daemon struct {
 	cancel   context.CancelFunc
 	ctx      context.Context
 	tally    *tally
+	gate     tpmGate // a release's TPM work and attestations never overlap
 }
 
 // maxRemembered bounds the requests kept in memory; records of released
@@ -491,12 +492,19 @@ func (d *Daemon) await(r *request, ready func()) {
 			code = CodeButtonHeld
 		case d.ctx.Err() != nil:
 			code = CodeShuttingDown
+			err = errors.New("the appliance is shutting down before the button was pressed; nothing was released: submit the warrant again when it is back")
 		}
 		d.refused(r, code, "", err)
 		return
 	}
+	unlock := d.gate.release()
+	defer unlock()
 	if cause, err := d.recheck(r); err != nil {
 		d.refused(r, CodeChangedAfterApproval, cause, err)
+		return
+	}
+	if err := checkRoom(d.cfg.TPM); err != nil {
+		d.refused(r, CodeTPMFull, "", err)
 		return
 	}
 	d.update(r, func(s *Status) { s.State = StateReleasing })

@@ -1,0 +1,111 @@
+package release
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
+)
+
+// The daemon has one TPM connection, and SerialTPM serialises commands,
+// not operations: an attestation (create the attestation key, quote,
+// flush) and a release's TPM work (sessions, import, load, unseal or
+// partials, flush) each hold TPM slots across several commands, and the
+// TPM has three transient object slots and three session slots (the
+// SLB9670, swtpm and the kernel's resource manager alike). If they
+// overlapped, anyone on the network who may ask for an attestation could
+// make an approved release fail after its ledger entry — nothing
+// released, and the warrant spent.
+//
+// tpmGate orders them: an operation holds it from its first command to
+// its last. A release waits for it; an attestation only tries it, and is
+// refused (attest_busy) while another attestation holds it or while a
+// warrant awaits its press or is being released, so a pressed release
+// waits at most for one attestation that had already started.
+type tpmGate struct {
+	mu sync.Mutex
+}
+
+// release takes the gate for a release's TPM work; the caller unlocks.
+func (g *tpmGate) release() (unlock func()) {
+	g.mu.Lock()
+	return g.mu.Unlock
+}
+
+// The room a release needs in the TPM: a scoped release loads two keys
+// (tpm.Partials) in a salted session plus a proof session; a share
+// release one object in one session.
+const (
+	releaseObjects  = 2
+	releaseSessions = 2
+)
+
+// errNoRoom refuses a release, before its entry, on a TPM whose slots
+// something else holds: a process that died mid-operation on a TPM without
+// a resource manager, or another program using the same TPM.
+var errNoRoom = errors.New("the TPM has no room for the release")
+
+// checkRoom makes sure the release's TPM work will find its slots: the
+// release entry spends the warrant, so a release that can already see it
+// would fail afterwards must not write it.
+func checkRoom(t transport.TPM) error {
+	for _, need := range []struct {
+		what string
+		pt   tpm2.TPMPT
+		n    uint32
+	}{
+		{"transient object", tpm2.TPMPTHRTransientAvail, releaseObjects},
+		{"session", tpm2.TPMPTHRLoadedAvail, releaseSessions},
+	} {
+		free, err := tpmProperty(t, need.pt)
+		if err != nil {
+			return fmt.Errorf("asking the TPM for free %s slots: %w", need.what, err)
+		}
+		if free < need.n {
+			return fmt.Errorf("%w: %d free %s slot(s), %d needed; another program holds the TPM's slots, or a process died while it held them (restart the appliance: a power cycle empties them); nothing was released and the warrant can be submitted again",
+				errNoRoom, free, need.what, need.n)
+		}
+	}
+	return nil
+}
+
+func tpmProperty(t transport.TPM, pt tpm2.TPMPT) (uint32, error) {
+	rsp, err := tpm2.GetCapability{Capability: tpm2.TPMCapTPMProperties, Property: uint32(pt), PropertyCount: 1}.Execute(t)
+	if err != nil {
+		return 0, err
+	}
+	props, err := rsp.CapabilityData.Data.TPMProperties()
+	if err != nil {
+		return 0, err
+	}
+	if len(props.TPMProperty) == 0 || props.TPMProperty[0].Property != pt {
+		return 0, fmt.Errorf("the TPM does not report property %#x", uint32(pt))
+	}
+	return props.TPMProperty[0].Value, nil
+}
+
+var errAttestBusy = errors.New("the TPM is busy (a release, or another attestation); try again in a moment")
+
+// attestAlone runs f, an attestation, holding the TPM gate, or refuses
+// with attest_busy (counted, not logged: anyone can cause it) when the
+// gate is taken or a warrant awaits its press or is being released. An
+// error from f goes to the log; the caller gets attest_failed without the
+// TPM's details.
+func (d *Daemon) attestAlone(f func() (any, error)) (any, error) {
+	d.mu.Lock()
+	pending := d.pending != nil
+	d.mu.Unlock()
+	if pending || !d.gate.mu.TryLock() {
+		return nil, d.count(CodeAttestBusy, errAttestBusy)
+	}
+	out, err := f()
+	d.gate.mu.Unlock()
+	if err != nil {
+		d.tally.add(CodeAttestFailed)
+		d.cfg.Log.Warn("attestation failed", "err", err)
+		return nil, refusal(CodeAttestFailed, "the appliance could not make an attestation; try again, and tell its operator if it persists")
+	}
+	return out, nil
+}
