@@ -240,6 +240,9 @@ func (v *Verifier) checkCertificate(s signature, inter *x509.CertPool, court str
 	if err != nil {
 		return nil, err
 	}
+	if err := v.checkOneCourt(c, chains); err != nil {
+		return nil, err
+	}
 	// Any chain that passes every check will do; report the first failure.
 	var first error
 	for _, chain := range chains {
@@ -252,6 +255,25 @@ func (v *Verifier) checkCertificate(s signature, inter *x509.CertPool, court str
 		}
 	}
 	return nil, first
+}
+
+// checkOneCourt refuses a signer whose chains end at roots pinned for
+// different courts: one pinned root issued another (a national root over
+// court CAs, a bridge, a cross-certificate), and the signer's court would
+// be whichever chain the warrant's court names. custodian trust add-root
+// refuses such roots; a store may hold them from before.
+func (v *Verifier) checkOneCourt(c *x509.Certificate, chains [][]*x509.Certificate) error {
+	var courts []string
+	for _, chain := range chains {
+		if court := v.Trust.CourtOf(chain[len(chain)-1]); !slices.Contains(courts, court) {
+			courts = append(courts, court)
+		}
+	}
+	if len(courts) > 1 {
+		return refuse(ReasonCourtMismatch, "the certificate of %q chains to the roots of several courts (%q); "+
+			"a pinned root issued another: remove the lower root from the trust store, or keep the courts' PKIs separate", c.Subject.CommonName, courts)
+	}
+	return nil
 }
 
 // chains builds the chains from c to a pinned root, with RFC 5280 policy
