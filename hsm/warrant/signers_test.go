@@ -140,7 +140,9 @@ func TestInvariantDistinctSignersAreDistinctPersonNames(t *testing.T) {
 		return Signer{Key: key, Chain: []*x509.Certificate{f.root.Judge(t, "", key.Public(), testNow, edit)}}
 	}
 	withCN := func(cn string) func(*x509.Certificate) {
-		return func(c *x509.Certificate) { c.Subject = pkix.Name{CommonName: cn, Organization: []string{"Other Courts"}} }
+		return func(c *x509.Certificate) {
+			c.Subject = pkix.Name{CommonName: cn, Organization: []string{"Other Courts"}}
+		}
 	}
 	for name, pair := range map[string][2]Signer{
 		"two cards differing in the unit": {card(givenSurname("Ada", "Lovelace", "Criminal Division")), card(givenSurname("Ada", "Lovelace", "Appeals Division"))},

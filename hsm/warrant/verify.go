@@ -284,7 +284,7 @@ func (v *Verifier) checkOneCourt(c *x509.Certificate, chains [][]*x509.Certifica
 	}
 	if len(courts) > 1 {
 		return refuse(ReasonCourtMismatch, "the certificate of %q chains to the roots of several courts (%q); "+
-			"a pinned root issued another: remove the lower root from the trust store, or keep the courts' PKIs separate", personName(c), courts)
+			"a pinned root issued another: the trust admin sets the store up again without the lower root (docs/court-trust-admin.md)", personName(c), courts)
 	}
 	return nil
 }
