@@ -80,10 +80,10 @@ var breaks = []mutant{
 	},
 	{
 		name: "one judge with two cards counted as two signers",
-		edits: []edit{{"hsm/warrant/verify.go",
-			"containsBytes(keys, s.cert.RawSubjectPublicKeyInfo) || containsBytes(subjects, s.cert.RawSubject)",
-			"containsBytes(keys, s.cert.RawSubjectPublicKeyInfo)"}},
-		pkg: "./hsm/warrant", tests: []string{"TestVerifyDoubleLock"},
+		edits: []edit{{"hsm/warrant/signers.go",
+			"func(n string) bool { return slices.Contains(nb, n) }",
+			"func(n string) bool { return false && slices.Contains(nb, n) }"}},
+		pkg: "./hsm/warrant", tests: []string{"TestVerifyDoubleLock", "TestInvariantDistinctSignersAreDistinctPersonNames"},
 	},
 	{
 		name: "any extended key usage accepted",

@@ -46,7 +46,9 @@ func hintsOf(err error) []string {
 // officer (release) and the judge or trust admin (warrant verify) alike.
 var signerHints = map[warrant.Reason]string{
 	warrant.ReasonCourtMismatch: "the warrant's court must be exactly the court its signers' root is pinned for " +
-		"(custodian trust list shows each root's court); the court signs a warrant that names it as pinned",
+		"(custodian trust list shows each root's court), and a signer may chain to one court only: when its chains reach the roots " +
+		"of several courts, one pinned root issued another; the trust admin sets the store up again without the lower root " +
+		"(docs/court-trust-admin.md)",
 	warrant.ReasonExtKeyUsage: "a signer's certificate, or a CA above it, is not for signing documents: " +
 		"the court issues judges certificates with documentSigning (1.3.6.1.5.5.7.3.36) or emailProtection, " +
 		"or the trust admin accepts the court's purpose (custodian trust set-policy --eku)",
@@ -54,8 +56,10 @@ var signerHints = map[warrant.Reason]string{
 		"the approval policy requires (custodian trust list)",
 	warrant.ReasonNameConstraints: "a CA of the signer's chain has a name constraint this appliance cannot check " +
 		"(such as a directoryName); the court issues judges' certificates under a CA without one",
-	warrant.ReasonDuplicateSigner: "signatures count as distinct signers only when their keys, their names and their common names " +
-		"(ignoring case, spacing and compatibility forms) all differ: a second person co-signs with their own certificate",
+	warrant.ReasonDuplicateSigner: "signatures count as distinct signers only when their keys and their person names (the common name, " +
+		"else given name and surname, ignoring case, spacing and compatibility forms) differ: a second person co-signs with their own certificate",
+	warrant.ReasonNoSignerName: "a signer's certificate names no person (no common name, given name or surname), so it cannot count " +
+		"toward the approval policy: the court issues judges certificates that carry their names",
 	warrant.ReasonCRLMissing: "the trust admin sets the signer's CA's current CRL with the CA certificates up to the root appended " +
 		"(custodian trust set-crl FILE); custodian trust list shows a stored CRL that no longer verifies",
 }

@@ -259,7 +259,7 @@ func TestSignWithoutCgo(t *testing.T) {
 // custodian (release) and from warrant verify.
 func TestSignerRefusalsHaveHints(t *testing.T) {
 	for _, r := range []warrant.Reason{warrant.ReasonCourtMismatch, warrant.ReasonExtKeyUsage, warrant.ReasonMissingPolicy, warrant.ReasonNameConstraints,
-		warrant.ReasonDuplicateSigner, warrant.ReasonCRLMissing} {
+		warrant.ReasonDuplicateSigner, warrant.ReasonNoSignerName, warrant.ReasonCRLMissing} {
 		if len(hintsOf(releaseHint(&apiError{code: release.Code(r), message: "refused"}))) == 0 {
 			t.Errorf("release refusal %s has no hint", r)
 		}

@@ -211,3 +211,47 @@ func FuzzRootFile(f *testing.F) {
 		}
 	})
 }
+
+// TestInvariantPinnedRootsAreApart: a root that issued, or was issued by, a
+// root pinned for another court is refused, in either order, with what to
+// do instead; with both pinned, a judge under the lower root would chain
+// to both courts. A store that holds such roots from before still opens:
+// the verifier refuses the signers that chain to two courts
+// (warrant.TestInvariantSignerChainsToOneCourt).
+func TestInvariantPinnedRootsAreApart(t *testing.T) {
+	a := trusttest.NewRoot(t, "Court A Root", now)
+	caB := a.Intermediate(t, "Court B CA", now)
+	other := trusttest.NewRoot(t, "Court C Root", now)
+	for name, order := range map[string][2]*x509.Certificate{
+		"lower root after the upper": {a.Cert, caB.Cert},
+		"upper root after the lower": {caB.Cert, a.Cert},
+	} {
+		dir := filepath.Join(t.TempDir(), "trust")
+		s, err := trust.Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.AddRoot(trusttest.PEM(other.Cert), "Court C"); err != nil {
+			t.Fatalf("%s: an unrelated root: %v", name, err)
+		}
+		if _, err := s.AddRoot(trusttest.PEM(order[0]), "Court 1"); err != nil {
+			t.Fatalf("%s: first root: %v", name, err)
+		}
+		_, err = s.AddRoot(trusttest.PEM(order[1]), "Court 2")
+		if err == nil || !strings.Contains(err.Error(), "pin only the top root") || !strings.Contains(err.Error(), `"Court 1"`) {
+			t.Errorf("%s: pinned, or refused without saying why: %v", name, err)
+		}
+		if again, err := trust.Open(dir); err != nil || len(again.Roots()) != 2 {
+			t.Errorf("%s: the refused root reached the store: %v", name, err)
+		}
+	}
+
+	// A store pinned before the check still opens.
+	dir := filepath.Join(t.TempDir(), "trust")
+	trusttest.PinUnchecked(t, dir, a.Cert, "Court A")
+	trusttest.PinUnchecked(t, dir, caB.Cert, "Court B")
+	s, err := trust.Open(dir)
+	if err != nil || s.CourtOf(a.Cert) != "Court A" || s.CourtOf(caB.Cert) != "Court B" {
+		t.Fatalf("a store with roots that issued one another: %v", err)
+	}
+}

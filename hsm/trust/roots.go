@@ -63,7 +63,8 @@ func (s *Store) CourtOf(root *x509.Certificate) string {
 // AddRoot pins a court root CA certificate (PEM or DER) for court. A root
 // key is pinned for one court, and a court has one root key: pinning the
 // same root again for the same court changes nothing; anything else that
-// would bind a key or a court twice is refused. court is compared byte for
+// would bind a key or a court twice is refused, and so is a root that
+// issued, or was issued by, a root already pinned (checkApart). court is compared byte for
 // byte with the "court" of each warrant; package warrant checks it as
 // display text (warrant.CheckCourtName), which the caller must do first.
 func (s *Store) AddRoot(data []byte, court string) (*x509.Certificate, error) {
@@ -81,6 +82,9 @@ func (s *Store) AddRoot(data []byte, court string) (*x509.Certificate, error) {
 	if i := slices.IndexFunc(s.roots, func(r Root) bool { return r.Cert.Equal(root) }); i >= 0 && s.roots[i].Court == court {
 		return root, nil
 	}
+	if err := s.checkApart(root); err != nil {
+		return nil, err
+	}
 	if err := s.addRoot(Root{Cert: root, Court: court}); err != nil {
 		return nil, err
 	}
@@ -90,6 +94,31 @@ func (s *Store) AddRoot(data []byte, court string) (*x509.Certificate, error) {
 		return nil, err
 	}
 	return root, s.write(filepath.Join("roots", hex.EncodeToString(sum[:])+".json"), append(f, '\n'))
+}
+
+// checkApart refuses a root whose key signed a pinned root of another key,
+// or whose certificate a pinned root of another key signed: a national
+// root over court CAs, a bridge, a cross-certificate. With both pinned, a
+// judge under the lower one also chains, through it, to the upper one, so
+// the courts' warrants are no longer apart. Package warrant refuses such
+// a signer too (a store may hold roots pinned before this check); this
+// says at pinning time what to do instead.
+func (s *Store) checkApart(c *x509.Certificate) error {
+	id := RootKeyID(c)
+	for _, r := range s.roots {
+		if RootKeyID(r.Cert) == id {
+			continue // the same key: a re-issued root, checked by addRoot
+		}
+		if c.CheckSignatureFrom(r.Cert) == nil {
+			return fmt.Errorf("%q was issued by %q, pinned for court %q: a judge under it would chain to both courts' roots; "+
+				"pin only the top root, once, for one court, or keep the courts' PKIs separate (a root of its own for each court)", c.Subject, r.Cert.Subject, r.Court)
+		}
+		if r.Cert.CheckSignatureFrom(c) == nil {
+			return fmt.Errorf("%q issued %q, pinned for court %q: a judge under that root would chain to both courts' roots; "+
+				"pin only the top root, once, for one court, or keep the courts' PKIs separate (a root of its own for each court)", c.Subject, r.Cert.Subject, r.Court)
+		}
+	}
+	return nil
 }
 
 func (s *Store) addRoot(r Root) error {

@@ -16,9 +16,10 @@
 //     signing-time, no unsigned attributes, SHA-256/384/512, and an ECDSA
 //     P-256/P-384 or RSA ≥ 2048 (PKCS #1 v1.5 or PSS) signature that verifies
 //     with the certificate it names;
-//   - each signer certificate is not a CA, has the digitalSignature key
-//     usage, and chains to the root the trust store pins for the warrant's
-//     court (so every signer is of that court); it carries one of the
+//   - each signer certificate is not a CA, names a person (personName),
+//     has the digitalSignature key usage, and chains to the root the trust
+//     store pins for the warrant's court (so every signer is of that
+//     court), and to no other court's root by any chain; it carries one of the
 //     policy's accepted signing EKUs, which every CA of the chain with an EKU
 //     extension allows; every certificate below the root asserts each
 //     required certificate policy (an intermediate may assert anyPolicy);
@@ -29,9 +30,9 @@
 //     from a fresh CRL of its issuer (no CRL, or a stale one, refuses);
 //     every signer must pass, not just enough of them;
 //   - the signers are distinct people with distinct keys, at least as many
-//     as the approval policy asks: two signers whose keys, names (as RFC
-//     5280 compares them, case and compatibility forms folded) or common
-//     names match count once (sameSigner);
+//     as the approval policy asks: two signers whose keys or person names
+//     (common name, else given name and surname; case, spacing and
+//     compatibility forms folded) match count once (sameSigner);
 //   - now is within [not_before, not_after), the warrant lists this
 //     custodian, and this custodian holds every key ID it names.
 //

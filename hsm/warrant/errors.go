@@ -60,6 +60,7 @@ const (
 	ReasonSignedInFuture   Reason = "signed_in_future"
 	ReasonKeyUsage         Reason = "key_usage"
 	ReasonSignerIsCA       Reason = "signer_is_ca"
+	ReasonNoSignerName     Reason = "no_signer_name"
 	ReasonExtKeyUsage      Reason = "ext_key_usage"
 	ReasonMissingPolicy    Reason = "missing_policy"
 	ReasonCRLMissing       Reason = "crl_missing"
@@ -125,6 +126,7 @@ func Reasons() []Reason {
 		ReasonSignedInFuture,
 		ReasonKeyUsage,
 		ReasonSignerIsCA,
+		ReasonNoSignerName,
 		ReasonExtKeyUsage,
 		ReasonMissingPolicy,
 		ReasonCRLMissing,

@@ -11,55 +11,66 @@ import (
 	"golang.org/x/text/unicode/norm"
 )
 
-// oidCommonName is id-at-commonName.
-const oidCommonName = "2.5.4.3"
+// Attribute types of a person's name: id-at-commonName, id-at-givenName,
+// id-at-surname.
+const (
+	oidCommonName = "2.5.4.3"
+	oidGivenName  = "2.5.4.42"
+	oidSurname    = "2.5.4.4"
+)
 
 // sameSigner reports whether two signer certificates may belong to one
 // person, so that they count once toward the approval policy. They do if
-// any of these holds (docs/warrant.md, "Distinct signers"):
-//   - the keys are the same;
-//   - the subjects are the same name as RFC 5280 (7.1) compares names:
-//     attribute types and values, whatever string type encodes a value,
-//     without regard to case, compatibility forms (NFKC) or runs of white
-//     space; attribute order is ignored too, which only counts more names
-//     as the same;
-//   - a common name of one is a common name of the other, compared the
-//     same way: one judge whose second certificate adds or drops an
-//     attribute (a unit, an e-mail address) is still one judge.
+// the keys are the same, or if a person name of one is a person name of
+// the other (personNames), compared without regard to case, compatibility
+// forms (NFKC) or runs of white space, and whatever string type encodes
+// them: one judge whose second certificate adds, drops or changes any
+// other attribute (a unit, an organisation, an e-mail address) is still
+// one judge (docs/warrant.md, "Distinct signers").
 //
 // When in doubt they are the same: a warrant a second person must approve
 // is refused (duplicate_signer) rather than approved by one.
 func sameSigner(a, b *x509.Certificate) bool {
-	if bytes.Equal(a.RawSubjectPublicKeyInfo, b.RawSubjectPublicKeyInfo) || bytes.Equal(a.RawSubject, b.RawSubject) {
+	if bytes.Equal(a.RawSubjectPublicKeyInfo, b.RawSubjectPublicKeyInfo) {
 		return true
 	}
-	na, nb := nameKey(a), nameKey(b)
-	if slices.Equal(na, nb) {
-		return true
-	}
-	ca, cb := commonNames(a), commonNames(b)
-	return slices.ContainsFunc(ca, func(n string) bool { return slices.Contains(cb, n) })
+	nb := personNames(b)
+	return slices.ContainsFunc(personNames(a), func(n string) bool { return slices.Contains(nb, n) })
 }
 
-// nameKey is the subject as a sorted list of "type=value" with each value
-// folded (foldName).
-func nameKey(c *x509.Certificate) []string {
-	out := make([]string, 0, len(c.Subject.Names))
-	for _, atv := range c.Subject.Names {
-		out = append(out, atv.Type.String()+"="+foldName(fmt.Sprint(atv.Value)))
+// personName is the name a certificate gives its holder, as shown: its
+// common name or, in a profile that names people by given name and
+// surname and has no common name, those (given names first). "" when the
+// certificate names no person; such a signer is refused (no_signer_name).
+func personName(c *x509.Certificate) string {
+	if strings.TrimSpace(c.Subject.CommonName) != "" {
+		return c.Subject.CommonName
 	}
-	slices.Sort(out)
+	return strings.Join(slices.Concat(attributes(c, oidGivenName), attributes(c, oidSurname)), " ")
+}
+
+// personNames are the names compared for distinct signers, folded: each
+// common name, or, without one, the given names and surnames as one name.
+func personNames(c *x509.Certificate) []string {
+	var out []string
+	for _, n := range attributes(c, oidCommonName) {
+		out = append(out, foldName(n))
+	}
+	if len(out) == 0 {
+		if n := foldName(personName(c)); n != "" {
+			out = append(out, n)
+		}
+	}
 	return out
 }
 
-// commonNames are the subject's common names, folded.
-func commonNames(c *x509.Certificate) []string {
+// attributes are the subject's non-blank values of one attribute type, in
+// the order of the subject.
+func attributes(c *x509.Certificate, oid string) []string {
 	var out []string
 	for _, atv := range c.Subject.Names {
-		if atv.Type.String() == oidCommonName {
-			if v := foldName(fmt.Sprint(atv.Value)); v != "" {
-				out = append(out, v)
-			}
+		if v := fmt.Sprint(atv.Value); atv.Type.String() == oid && strings.TrimSpace(v) != "" {
+			out = append(out, v)
 		}
 	}
 	return out

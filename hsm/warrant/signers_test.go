@@ -110,3 +110,60 @@ func TestInvariantDisplayShowsEachSignerWithIssuer(t *testing.T) {
 		}
 	}
 }
+
+// givenSurname names a person as profiles without a common name do:
+// givenName and surname, with a unit.
+func givenSurname(given, surname, unit string) func(*x509.Certificate) {
+	return func(c *x509.Certificate) {
+		c.Subject = pkix.Name{Organization: []string{"Test Courts"}, OrganizationalUnit: []string{unit},
+			ExtraNames: []pkix.AttributeTypeAndValue{
+				{Type: asn1.ObjectIdentifier{2, 5, 4, 42}, Value: given},
+				{Type: asn1.ObjectIdentifier{2, 5, 4, 4}, Value: surname},
+			}}
+	}
+}
+
+// TestInvariantDistinctSignersAreDistinctPersonNames: a signer's person
+// name is its common name, else its given name and surname. Under a
+// two-signer policy, two cards of one judge named by given name and
+// surname that differ in any other attribute (here the unit) count once,
+// as does a card with the common name "Ada Lovelace" beside one with the
+// given name Ada and surname Lovelace; two people named that way count
+// twice, and the display shows each one's name, never a blank.
+func TestInvariantDistinctSignersAreDistinctPersonNames(t *testing.T) {
+	f := newFixture(t)
+	if err := f.store.SetPolicy(trust.Policy{Signers: 2, EKUs: trust.DefaultEKUs()}); err != nil {
+		t.Fatal(err)
+	}
+	card := func(edit func(*x509.Certificate)) Signer {
+		key := trusttest.ECKey(t, elliptic.P256())
+		return Signer{Key: key, Chain: []*x509.Certificate{f.root.Judge(t, "", key.Public(), testNow, edit)}}
+	}
+	withCN := func(cn string) func(*x509.Certificate) {
+		return func(c *x509.Certificate) {
+			c.Subject = pkix.Name{CommonName: cn, Organization: []string{"Other Courts"}}
+		}
+	}
+	for name, pair := range map[string][2]Signer{
+		"two cards differing in the unit": {card(givenSurname("Ada", "Lovelace", "Criminal Division")), card(givenSurname("Ada", "Lovelace", "Appeals Division"))},
+		"other case and spacing":          {card(givenSurname("Ada", "Lovelace", "Criminal Division")), card(givenSurname(" ADA", "lovelace ", "Criminal Division"))},
+		"common name and given/surname":   {card(withCN("Ada  Lovelace")), card(givenSurname("Ada", "Lovelace", "Criminal Division"))},
+	} {
+		p7s := f.sign(t, f.content(t, f.warrant()), pair[0], pair[1])
+		if _, err := f.verifier().Verify(p7s); ReasonOf(err) != ReasonDuplicateSigner {
+			t.Errorf("%s: one judge (%s and %s) met a 2-signer policy: %v", name, pair[0].Chain[0].Subject, pair[1].Chain[0].Subject, err)
+		}
+	}
+	// The control: two people named by given name and surname.
+	v, err := f.verifier().Verify(f.sign(t, f.content(t, f.warrant()),
+		card(givenSurname("Ada", "Lovelace", "Criminal Division")), card(givenSurname("Grace", "Hopper", "Criminal Division"))))
+	if err != nil {
+		t.Fatalf("two distinct judges refused: %v", err)
+	}
+	s := Summary(v.Warrant, v.Signers)
+	for _, want := range []string{"Signed by:  Ada Lovelace (", "Signed by:  Grace Hopper ("} {
+		if !strings.Contains(s, want) {
+			t.Errorf("display lacks %q:\n%s", want, s)
+		}
+	}
+}

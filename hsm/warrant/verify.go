@@ -75,7 +75,7 @@ func CheckCourtName(name string) error { return checkText("court", name) }
 
 // Identity is a signer as the court PKI vouches for it.
 type Identity struct {
-	Name        string    `json:"name"` // the certificate's common name: the judge's name
+	Name        string    `json:"name"` // the judge's name: the certificate's common name, else given name and surname
 	Subject     string    `json:"subject"`
 	Issuer      string    `json:"issuer"`
 	Serial      string    `json:"serial"`      // hex
@@ -184,12 +184,11 @@ func (v *Verifier) checkSigners(m *message, court string, policy trust.Policy, n
 		}
 		root = r
 		// Two signatures count as two signers only if both the person
-		// (subject, compared as a name) and the key differ: a judge with
-		// two cards is one judge.
+		// name and the key differ: a judge with two cards is one judge.
 		if i := slices.IndexFunc(certs, func(c *x509.Certificate) bool { return sameSigner(c, s.cert) }); i >= 0 {
-			return nil, nil, refuse(ReasonDuplicateSigner, "%s and %s may be the same person (same key, same name, or the same common name "+
-				"ignoring case, spacing and compatibility forms); the approval policy counts distinct signers",
-				DisplayName(certs[i].Subject.String()), DisplayName(s.cert.Subject.String()))
+			return nil, nil, refuse(ReasonDuplicateSigner, "%s and %s may be the same person (same key, or the same name: common name, else given name "+
+				"and surname, ignoring case, spacing and compatibility forms); the approval policy counts distinct signers",
+				DisplayName(nameOrSubject(certs[i])), DisplayName(nameOrSubject(s.cert)))
 		}
 		certs = append(certs, s.cert)
 		ids = append(ids, identityOf(s))
@@ -200,10 +199,20 @@ func (v *Verifier) checkSigners(m *message, court string, policy trust.Policy, n
 	return root, ids, nil
 }
 
+// nameOrSubject is the signer's person name, or its whole subject when it
+// names no person: a verified signer always has a name (no_signer_name),
+// a warrant only inspected may not.
+func nameOrSubject(c *x509.Certificate) string {
+	if n := personName(c); n != "" {
+		return n
+	}
+	return c.Subject.String()
+}
+
 func identityOf(s signature) Identity {
 	sum := sha256.Sum256(s.cert.Raw)
 	return Identity{
-		Name:        s.cert.Subject.CommonName,
+		Name:        nameOrSubject(s.cert),
 		Subject:     s.cert.Subject.String(),
 		Issuer:      s.cert.Issuer.String(),
 		Serial:      s.cert.SerialNumber.Text(16),
@@ -222,22 +231,29 @@ func (v *Verifier) checkCertificate(s signature, inter *x509.CertPool, court str
 	// A judge is a person, never a CA: a CA key signing warrants would sit
 	// outside revocation (its own issuer's CRL aside) and above the judges.
 	if c.BasicConstraintsValid && c.IsCA {
-		return nil, refuse(ReasonSignerIsCA, "certificate of %q is a CA certificate; warrants are signed with a judge's certificate", c.Subject.CommonName)
+		return nil, refuse(ReasonSignerIsCA, "certificate of %q is a CA certificate; warrants are signed with a judge's certificate", personName(c))
+	}
+	if personName(c) == "" {
+		return nil, refuse(ReasonNoSignerName, "certificate %q names no person (no common name, given name or surname); "+
+			"the approval policy counts signers by name, so the court must name its judges in their certificates", c.Subject)
 	}
 	if c.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
-		return nil, refuse(ReasonKeyUsage, "certificate of %q is not for digital signatures (key usage)", c.Subject.CommonName)
+		return nil, refuse(ReasonKeyUsage, "certificate of %q is not for digital signatures (key usage)", personName(c))
 	}
 	if now.Before(c.NotBefore) {
-		return nil, refuse(ReasonCertNotYetValid, "certificate of %q is not valid before %v", c.Subject.CommonName, c.NotBefore)
+		return nil, refuse(ReasonCertNotYetValid, "certificate of %q is not valid before %v", personName(c), c.NotBefore)
 	}
 	if now.After(c.NotAfter) {
-		return nil, refuse(ReasonCertExpired, "certificate of %q expired at %v", c.Subject.CommonName, c.NotAfter)
+		return nil, refuse(ReasonCertExpired, "certificate of %q expired at %v", personName(c), c.NotAfter)
 	}
 	if s.signingTime.After(now.Add(SigningSkew)) {
 		return nil, refuse(ReasonSignedInFuture, "signing time %v is in the future; check the clocks", s.signingTime)
 	}
 	chains, err := v.chains(c, inter, policy, now)
 	if err != nil {
+		return nil, err
+	}
+	if err := v.checkOneCourt(c, chains); err != nil {
 		return nil, err
 	}
 	// Any chain that passes every check will do; report the first failure.
@@ -252,6 +268,25 @@ func (v *Verifier) checkCertificate(s signature, inter *x509.CertPool, court str
 		}
 	}
 	return nil, first
+}
+
+// checkOneCourt refuses a signer whose chains end at roots pinned for
+// different courts: one pinned root issued another (a national root over
+// court CAs, a bridge, a cross-certificate), and the signer's court would
+// be whichever chain the warrant's court names. custodian trust add-root
+// refuses such roots; a store may hold them from before.
+func (v *Verifier) checkOneCourt(c *x509.Certificate, chains [][]*x509.Certificate) error {
+	var courts []string
+	for _, chain := range chains {
+		if court := v.Trust.CourtOf(chain[len(chain)-1]); !slices.Contains(courts, court) {
+			courts = append(courts, court)
+		}
+	}
+	if len(courts) > 1 {
+		return refuse(ReasonCourtMismatch, "the certificate of %q chains to the roots of several courts (%q); "+
+			"a pinned root issued another: the trust admin sets the store up again without the lower root (docs/court-trust-admin.md)", personName(c), courts)
+	}
+	return nil
 }
 
 // chains builds the chains from c to a pinned root, with RFC 5280 policy
@@ -278,21 +313,21 @@ func (v *Verifier) chains(c *x509.Certificate, inter *x509.CertPool, policy trus
 	}
 	var invalid x509.CertificateInvalidError
 	if errors.As(err, &invalid) && invalid.Reason == x509.Expired {
-		return nil, refuseErr(ReasonCertExpired, err, "a certificate in the chain of %q is not valid now", c.Subject.CommonName)
+		return nil, refuseErr(ReasonCertExpired, err, "a certificate in the chain of %q is not valid now", personName(c))
 	}
 	if len(opts.CertificatePolicies) != 0 {
 		opts.CertificatePolicies = nil
 		if _, again := c.Verify(opts); again == nil {
-			return nil, refuseErr(ReasonMissingPolicy, err, "the chain of %q fails certificate policy processing for %v", c.Subject.CommonName, policy.PolicyOIDs)
+			return nil, refuseErr(ReasonMissingPolicy, err, "the chain of %q fails certificate policy processing for %v", personName(c), policy.PolicyOIDs)
 		}
 	}
-	return nil, refuseErr(ReasonUntrustedChain, err, "certificate of %q does not chain to a pinned court root", c.Subject.CommonName)
+	return nil, refuseErr(ReasonUntrustedChain, err, "certificate of %q does not chain to a pinned court root", personName(c))
 }
 
 func (v *Verifier) checkChain(chain []*x509.Certificate, court string, policy trust.Policy, signingTime, now time.Time) error {
 	leaf, root := chain[0], chain[len(chain)-1]
 	if bound := v.Trust.CourtOf(root); bound != court {
-		return refuse(ReasonCourtMismatch, "the warrant names court %q, but %q chains to the root pinned for court %q", court, leaf.Subject.CommonName, bound)
+		return refuse(ReasonCourtMismatch, "the warrant names court %q, but %q chains to the root pinned for court %q", court, personName(leaf), bound)
 	}
 	if err := checkPurpose(chain, policy.EKUs); err != nil {
 		return err
@@ -337,7 +372,7 @@ func checkPurpose(chain []*x509.Certificate, accepted []string) error {
 	have, _ := extKeyUsages(leaf)
 	usable := slices.DeleteFunc(slices.Clone(accepted), func(o string) bool { return !slices.Contains(have, o) })
 	if len(usable) == 0 {
-		return refuse(ReasonExtKeyUsage, "certificate of %q has no signing purpose accepted here (extended key usages %v; accepted: %v)", leaf.Subject.CommonName, have, accepted)
+		return refuse(ReasonExtKeyUsage, "certificate of %q has no signing purpose accepted here (extended key usages %v; accepted: %v)", personName(leaf), have, accepted)
 	}
 	for _, ca := range chain[1:] {
 		allowed, present := extKeyUsages(ca)
@@ -346,7 +381,7 @@ func checkPurpose(chain []*x509.Certificate, accepted []string) error {
 		}
 		usable = slices.DeleteFunc(usable, func(o string) bool { return !slices.Contains(allowed, o) })
 		if len(usable) == 0 {
-			return refuse(ReasonExtKeyUsage, "CA certificate %q does not allow the signing purpose of %q (its extended key usages: %v)", ca.Subject, leaf.Subject.CommonName, allowed)
+			return refuse(ReasonExtKeyUsage, "CA certificate %q does not allow the signing purpose of %q (its extended key usages: %v)", ca.Subject, personName(leaf), allowed)
 		}
 	}
 	return nil
@@ -376,7 +411,7 @@ func checkPolicies(chain []*x509.Certificate, required []string) error {
 		}
 		for _, want := range required {
 			if !asserted(want) {
-				return refuse(ReasonMissingPolicy, "certificate %q in the chain of %q lacks the required policy %s", c.Subject, chain[0].Subject.CommonName, want)
+				return refuse(ReasonMissingPolicy, "certificate %q in the chain of %q lacks the required policy %s", c.Subject, personName(chain[0]), want)
 			}
 		}
 	}
@@ -392,7 +427,7 @@ func checkPolicies(chain []*x509.Certificate, required []string) error {
 func checkNameConstraints(chain []*x509.Certificate) error {
 	for i, ca := range chain {
 		if err := trust.CheckNameConstraints(ca); err != nil {
-			return refuseErr(ReasonNameConstraints, err, "the chain of %q has a name constraint that cannot be checked", chain[0].Subject.CommonName)
+			return refuseErr(ReasonNameConstraints, err, "the chain of %q has a name constraint that cannot be checked", personName(chain[0]))
 		}
 		if len(ca.PermittedEmailAddresses) == 0 && len(ca.ExcludedEmailAddresses) == 0 {
 			continue

@@ -248,6 +248,9 @@ func catalogue() map[string]refusal {
 			})
 			return f.sign(t, f.content(t, f.warrant()), Signer{Key: key, Chain: []*x509.Certificate{cert}})
 		}},
+		"signer certificate names no person": {ReasonNoSignerName, judgeWith(func(c *x509.Certificate) {
+			c.Subject = pkix.Name{Organization: []string{"Test Courts"}, OrganizationalUnit: []string{"Criminal Division"}, SerialNumber: "J-17"}
+		})},
 		"signed by the root itself": {ReasonSignerIsCA, func(t *testing.T, f *fixture, _ *Verifier) []byte {
 			return buildSigned(t, f.content(t, f.warrant()), []Signer{{Key: f.root.Key, Chain: []*x509.Certificate{f.root.Cert}}}, tweak{})
 		}},

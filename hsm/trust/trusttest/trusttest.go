@@ -13,8 +13,12 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"math/big"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -241,6 +245,29 @@ func DirectoryNameConstraint(tb testing.TB, critical bool, name pkix.Name) pkix.
 // PEM encodes a certificate.
 func PEM(c *x509.Certificate) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+}
+
+// PinUnchecked writes a root file into the trust store at dir as a store
+// written before custodian trust add-root refused roots that issued one
+// another: for showing what the verifier does with such a store. Open the
+// store after it.
+func PinUnchecked(tb testing.TB, dir string, c *x509.Certificate, court string) {
+	tb.Helper()
+	f, err := json.Marshal(struct {
+		Version     int    `json:"version"`
+		Court       string `json:"court"`
+		Certificate []byte `json:"certificate"`
+	}{1, court, c.Raw})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sum := sha256.Sum256(c.Raw)
+	if err := os.MkdirAll(filepath.Join(dir, "roots"), 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "roots", hex.EncodeToString(sum[:])+".json"), f, 0o644); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 // CRLPEM encodes a CRL.
