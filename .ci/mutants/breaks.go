@@ -99,6 +99,13 @@ var breaks = []mutant{
 			"if bound := v.Trust.CourtOf(root); false && bound != court {"}},
 		pkg: "./hsm/warrant", tests: []string{"TestInvariantWarrantCourtIsItsRootsCourt"},
 	},
+	{
+		name: "a signer whose chains reach two courts' roots accepted",
+		edits: []edit{{"hsm/warrant/verify.go",
+			"if err := v.checkOneCourt(c, chains); err != nil {",
+			"if err := v.checkOneCourt(c, chains); false && err != nil {"}},
+		pkg: "./hsm/warrant", tests: []string{"TestInvariantSignerChainsToOneCourt"},
+	},
 	// A warrant is used once.
 	{
 		name: "replay key not checked",
