@@ -144,7 +144,7 @@ func (ms mismatches) Error() string {
 	var b strings.Builder
 	b.WriteString(ms[0].Error())
 	for _, m := range ms[1:] {
-		if m.kind != ms[0].kind {
+		if !errors.Is(ms[0].kind, m.kind) { // say what else it is
 			fmt.Fprintf(&b, "; %s", strings.TrimPrefix(m.kind.Error(), ErrBlocked.Error()+": "))
 		}
 		fmt.Fprintf(&b, "; %s", m.detail)
