@@ -118,9 +118,23 @@ var breaks = []mutant{
 	{
 		name: "the ledger state's HMAC not checked",
 		edits: []edit{{"hsm/ledger/state.go",
-			"if !hmac.Equal(mac, l.stateMAC(&l.state)) {",
-			"if !hmac.Equal(mac, mac) {"}},
+			"case !hmac.Equal(mac, l.stateMAC(&l.state)):",
+			"case !hmac.Equal(mac, mac):"}},
 		pkg: "./hsm/ledger", tests: []string{"TestInvariantStartupStateIsBoundToTPMPaddedCopyIsBlocked", "TestInvariantRollbackOfDataDirBlocksUntilResolved"},
+	},
+	{
+		name: "resolve accepts records the device did not write",
+		edits: []edit{{"hsm/ledger/ledger.go",
+			"\t\tif len(edited) > 0 {",
+			"\t\tif false {"}},
+		pkg: "./hsm/ledger", tests: []string{"TestInvariantResolveAcceptsOnlyRecordsTheDeviceWrote"},
+	},
+	{
+		name: "ledger init replaces a lost ledger.db on an anchored TPM",
+		edits: []edit{{"hsm/appliance/appliance.go",
+			"\tcase err == nil:\n\t\treturn ErrLedgerCreated",
+			"\tcase err == nil:\n\t\treturn nil"}},
+		pkg: "./hsm/appliance", tests: []string{"TestInvariantLostLedgerIsNeverReplaced"},
 	},
 	// A rolled-back data directory is blocked.
 	{

@@ -91,9 +91,13 @@ func keyHint(err error) error {
 // initHint says what to do when ledger init fails.
 func initHint(err error) error {
 	switch {
-	case errors.Is(err, tpm.ErrAnchorTaken):
-		return withHint(err, "a TPM holds one ledger key for its life, anchored at its first ledger init: "+
-			"restore that data directory (ledger-key.blob, ledger-key.pub, ledger.db) from its backup")
+	case errors.Is(err, appliance.ErrLedgerCreated), errors.Is(err, tpm.ErrAnchorTaken):
+		return withHint(err, "ledger init runs once per TPM, and this TPM's ran: "+
+			"restore the data directory (ledger.db, ledger-key.blob, ledger-key.pub) from its newest backup; "+
+			"a new ledger would forget every warrant already used")
+	case errors.Is(err, appliance.ErrUnfinishedInit):
+		return withHint(err, "an interrupted ledger init is finished only over the ledger it left; "+
+			"this TPM anchored no key, so nothing can have used this one: keep a copy of ledger.db, remove it, and run custodian ledger init again")
 	case errors.Is(err, ledger.ErrLedgerExists):
 		return withHint(err, "this device already has its ledger: custodian ledger verify checks it")
 	}
@@ -111,6 +115,8 @@ func blockedHint(err error) error {
 		return withHint(err, "a ledger of another device cannot be adopted: set this device up afresh (custodian enroll, then custodian ledger init in an empty data directory)")
 	case errors.Is(err, ledger.ErrStateUnauthenticated):
 		return withHint(err, "boot the approved image: only it can check and bind the data directory")
+	case errors.Is(err, ledger.ErrRecordsEdited):
+		return withHint(err, "ledger.db was edited: restore it (with trust/ and bundles/) from the newest backup the device wrote; resolve-rollback cannot accept edited records")
 	case errors.Is(err, ledger.ErrStateMismatch), errors.Is(err, ledger.ErrChangeInterrupted):
 		return withHint(err, "restore the data directory from its newest state if you can; otherwise check trust/ and bundles/ (custodian trust list), accept them with custodian ledger resolve-rollback (logged), then set the current CRL and roots again")
 	case errors.Is(err, ledger.ErrBlocked):

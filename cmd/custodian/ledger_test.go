@@ -114,8 +114,9 @@ func (c *forgerCounter) Increment() (uint64, error) { c.v++; return c.v, nil }
 // TestInvariantStartupStateIsBoundToTPMLedgerVerifyRefusesPaddedCopy: a
 // copy of the data directory from before two trust changes, padded offline
 // with the ledger package and a fake counter until it matches the TPM, is
-// not "healthy" to custodian ledger verify, which says how to resolve it;
-// the operator's resolve-rollback (logged) brings it back.
+// not "healthy" to custodian ledger verify, which says what to do;
+// resolve-rollback refuses it (its records are not the device's), and
+// accepts the device's own copy put back.
 func TestInvariantStartupStateIsBoundToTPMLedgerVerifyRefusesPaddedCopy(t *testing.T) {
 	sw := tpmtest.StartSwtpm(t)
 	dir := t.TempDir()
@@ -146,13 +147,13 @@ func TestInvariantStartupStateIsBoundToTPMLedgerVerifyRefusesPaddedCopy(t *testi
 	if err != nil {
 		t.Fatal(err)
 	}
-	fake := &forgerCounter{v: 1}
-	l, err := ledger.Open(d.data, ledger.Config{Origin: "custodian/court-a", Device: ek.Name(), Counter: fake,
-		StateKey: make([]byte, ledger.StateKeySize)})
-	if err != nil {
+	if err := os.Remove(filepath.Join(d.data, ledger.FileName)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.ResolveRollback(now); err != nil {
+	fake := &forgerCounter{}
+	l, err := ledger.Create(d.data, ledger.Config{Origin: "custodian/court-a", Device: ek.Name(), Counter: fake,
+		StateKey: make([]byte, ledger.StateKeySize)}, now)
+	if err != nil {
 		t.Fatal(err)
 	}
 	for fake.v < 3 {
@@ -163,8 +164,18 @@ func TestInvariantStartupStateIsBoundToTPMLedgerVerifyRefusesPaddedCopy(t *testi
 	l.Close()
 
 	code, _, errOut := custodian(t, d.args("ledger", "verify")...)
-	if code == 0 || !strings.Contains(errOut, "not the state this TPM recorded") || !strings.Contains(errOut, "hint: ") {
+	if code == 0 || !strings.Contains(errOut, "not the state this TPM recorded") || !strings.Contains(errOut, "hint: ledger.db was edited") {
 		t.Fatalf("ledger verify on a padded copy: exit %d, %q", code, errOut)
+	}
+	code, _, errOut = custodian(t, d.args("ledger", "resolve-rollback")...)
+	if code == 0 || !strings.Contains(errOut, "resolve cannot accept them") || !strings.Contains(errOut, "hint: ledger.db was edited") {
+		t.Fatalf("resolve-rollback on a padded copy: exit %d, %q", code, errOut)
+	}
+	// The copy the device wrote, put back, is only older: the operator
+	// accepts it.
+	os.RemoveAll(d.data)
+	if err := os.CopyFS(d.data, os.DirFS(snapshot)); err != nil {
+		t.Fatal(err)
 	}
 	mustRun(t, d.args("trust", "list")...)
 	out := mustRun(t, d.args("ledger", "resolve-rollback")...)

@@ -150,34 +150,19 @@ func TestInvariantStartupStateIsBoundToTPMUnanchoredTPMIsBlocked(t *testing.T) {
 }
 
 // TestInvariantStartupStateIsBoundToTPMLedgerInitIsOncePerTPM: a TPM
-// anchors one ledger key for its life. Another data directory's ledger
-// init on it is refused; the same directory's init, interrupted after the
-// anchor was locked, goes on with the anchored key; key files an init
-// interrupted before anchoring left are replaced and bind nothing.
+// anchors one ledger key for its life, at the end of its one ledger init.
+// Another data directory's ledger init on it is refused, and so is one
+// over the ledger; key files an init interrupted before its ledger left
+// are replaced and bind nothing.
 func TestInvariantStartupStateIsBoundToTPMLedgerInitIsOncePerTPM(t *testing.T) {
 	b := bootAppliance(t)
-	verifier := b.a.VerifierKey
 	other := t.TempDir()
 	copyFile(t, filepath.Join(b.dir, appliance.EnrollmentFile), filepath.Join(other, appliance.EnrollmentFile))
-	if _, err := appliance.Init(other, b.conn, b.spec.PCRs(), time.Now()); !errors.Is(err, tpm.ErrAnchorTaken) {
-		t.Fatalf("a second ledger init on the TPM: %v; want ErrAnchorTaken", err)
+	if _, err := appliance.Init(other, b.conn, b.spec.PCRs(), time.Now()); !errors.Is(err, appliance.ErrLedgerCreated) {
+		t.Fatalf("a second ledger init on the TPM: %v; want ErrLedgerCreated", err)
 	}
 	if _, err := appliance.Init(b.dir, b.conn, b.spec.PCRs(), time.Now()); !errors.Is(err, ledger.ErrLedgerExists) {
 		t.Fatalf("ledger init over a ledger: %v; want ErrLedgerExists", err)
-	}
-
-	// Interrupted after anchoring, before the ledger was made.
-	b.a.Close()
-	if err := os.Remove(filepath.Join(b.dir, ledger.FileName)); err != nil {
-		t.Fatal(err)
-	}
-	a, err := appliance.Init(b.dir, b.conn, b.spec.PCRs(), time.Now())
-	if err != nil {
-		t.Fatalf("resuming ledger init: %v", err)
-	}
-	b.a = a
-	if a.VerifierKey != verifier || a.Ledger.Blocked() != nil {
-		t.Fatalf("resumed init: key %q (anchored %q), blocked %v", a.VerifierKey, verifier, a.Ledger.Blocked())
 	}
 
 	// Interrupted after the key files, before anchoring: a fresh TPM.
@@ -219,4 +204,175 @@ func copyFile(t *testing.T, from, to string) {
 	if err := os.WriteFile(to, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestInvariantLostLedgerIsNeverReplaced: ledger.db deleted offline (the
+// key files kept, a file dropped into trust/) is not made again by ledger
+// init on the approved image, though the anchor names the directory's own
+// key: a new ledger would forget the history and the replay index under
+// the same verifier key. Init refuses and changes nothing; the device's
+// ledger.db put back opens as it was.
+func TestInvariantLostLedgerIsNeverReplaced(t *testing.T) {
+	b := bootAppliance(t)
+	b.provision(t, "2026-11")
+	release := ledger.Entry{Time: time.Now().UTC().Truncate(time.Second), Kind: ledger.KindRelease, Outcome: ledger.OutcomeOK, KeyID: "2026-11"}
+	if _, err := b.a.Ledger.Append(release, []byte("warrant"), []byte("court-a/W-1")); err != nil {
+		t.Fatal(err)
+	}
+	size := b.a.Ledger.Size()
+	b.a.Close()
+	backup := filepath.Join(t.TempDir(), ledger.FileName)
+	copyFile(t, filepath.Join(b.dir, ledger.FileName), backup)
+
+	if err := os.Remove(filepath.Join(b.dir, ledger.FileName)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := appliance.Open(b.dir, b.conn); !errors.Is(err, ledger.ErrNoLedger) {
+		t.Fatalf("open without ledger.db: %v; want ErrNoLedger", err)
+	}
+	_, err := appliance.Init(b.dir, b.conn, b.spec.PCRs(), time.Now())
+	if !errors.Is(err, appliance.ErrLedgerCreated) || !strings.Contains(err.Error(), "restore it from a backup") {
+		t.Fatalf("ledger init without ledger.db on an anchored TPM: %v; want ErrLedgerCreated", err)
+	}
+	if _, err := os.Stat(filepath.Join(b.dir, ledger.FileName)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the refused init left a ledger.db: %v", err)
+	}
+
+	copyFile(t, backup, filepath.Join(b.dir, ledger.FileName))
+	b.reopen(t)
+	if err := b.a.Ledger.Blocked(); err != nil || b.a.Ledger.Size() != size {
+		t.Fatalf("the backup put back: blocked %v, size %d (was %d)", err, b.a.Ledger.Size(), size)
+	}
+	if _, seen, _ := b.a.Ledger.Seen([]byte("court-a/W-1")); !seen {
+		t.Fatal("the backup lost the release's replay key")
+	}
+}
+
+// TestInvariantInitInterruptedBeforeAnchorFinishesOnlyItsOwnLedger: Init
+// anchors the key last. Interrupted after the ledger was made (here the
+// anchor's handle is taken by an index of the owner's, so anchoring
+// fails), the ledger opens blocked, so nothing can be appended to it; Init
+// run again refuses a ledger that holds more than its init entry, and
+// finishes the one it left: the anchor then names its key and the ledger
+// opens.
+func TestInvariantInitInterruptedBeforeAnchorFinishesOnlyItsOwnLedger(t *testing.T) {
+	sw := tpmtest.StartSwtpm(t)
+	b := &booted{sw: sw, conn: sw.Open(t), dir: t.TempDir(), spec: measure.DefaultSpec()}
+	b.boot(t, "v1")
+	enrolled, err := enrollment.Create(b.conn, "court-a", tpm.EKRSA2048, nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := json.Marshal(enrolled)
+	if err := os.WriteFile(filepath.Join(b.dir, appliance.EnrollmentFile), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	owner := tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)}
+	squatter := tpm2.TPMSNVPublic{
+		NVIndex: tpm.AnchorIndex, NameAlg: tpm2.TPMAlgSHA256, DataSize: tpm.AnchorSize,
+		Attributes: tpm2.TPMANV{OwnerWrite: true, OwnerRead: true, AuthRead: true, NoDA: true, NT: tpm2.TPMNTOrdinary},
+	}
+	if _, err := (tpm2.NVDefineSpace{AuthHandle: owner, PublicInfo: tpm2.New2B(squatter)}).Execute(b.conn); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := appliance.Init(b.dir, b.conn, b.spec.PCRs(), time.Now()); !errors.Is(err, tpm.ErrNotAnchor) {
+		t.Fatalf("init with the anchor's handle taken: %v; want ErrNotAnchor", err)
+	}
+	if _, err := (tpm2.NVUndefineSpace{AuthHandle: owner, NVIndex: tpm2.NamedHandle{Handle: tpm.AnchorIndex, Name: nvName(t, squatter)}}).Execute(b.conn); err != nil {
+		t.Fatal(err)
+	}
+	b.wantForeign(t, "has no ledger key anchor")
+	b.a.Close()
+	left := filepath.Join(t.TempDir(), ledger.FileName)
+	copyFile(t, filepath.Join(b.dir, ledger.FileName), left)
+
+	// An entry appended to the unanchored ledger, with the key unsealed
+	// as only Init may.
+	key := readKey(t, b.dir)
+	signer, stateKey, err := key.OpenUnanchored(b.conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ek, _ := tpm.ParseEK(enrolled.EK.PublicKey)
+	cfg := ledger.Config{
+		Origin: appliance.Origin("court-a"), Device: ek.Name(), Signer: signer, StateKey: stateKey,
+		Counter: ledger.TPMCounter{TPM: b.conn, Counter: tpm.Counter{Index: tpm.DefaultCounterIndex}},
+		Bound:   appliance.BoundDirs(b.dir),
+	}
+	l, err := ledger.Open(b.dir, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := ledger.Entry{Time: time.Now().UTC().Truncate(time.Second), Kind: ledger.KindRefusal, Outcome: ledger.OutcomeRefused, Reason: "no-press"}
+	if _, err := l.Append(e, []byte("warrant"), nil); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	if _, err := appliance.Init(b.dir, b.conn, b.spec.PCRs(), time.Now()); !errors.Is(err, appliance.ErrUnfinishedInit) {
+		t.Fatalf("finishing init over a ledger with 2 entries: %v; want ErrUnfinishedInit", err)
+	}
+	if _, err := tpm.ReadAnchor(b.conn); !errors.Is(err, tpm.ErrNoAnchor) {
+		t.Fatalf("the refused init anchored a key: %v", err)
+	}
+
+	// The ledger Init left, put back: its counter is now one behind.
+	copyFile(t, left, filepath.Join(b.dir, ledger.FileName))
+	if _, err := appliance.Init(b.dir, b.conn, b.spec.PCRs(), time.Now()); !errors.Is(err, appliance.ErrUnfinishedInit) || !errors.Is(err, ledger.ErrRolledBack) {
+		t.Fatalf("finishing init over an older ledger: %v; want ErrUnfinishedInit (rolled back)", err)
+	}
+
+	// Interrupted again, from the start: the ledger it leaves is at the
+	// TPM's counter and holds its init entry alone, so Init finishes it.
+	if err := os.Remove(filepath.Join(b.dir, ledger.FileName)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (tpm2.NVDefineSpace{AuthHandle: owner, PublicInfo: tpm2.New2B(squatter)}).Execute(b.conn); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := appliance.Init(b.dir, b.conn, b.spec.PCRs(), time.Now()); !errors.Is(err, tpm.ErrNotAnchor) {
+		t.Fatalf("init with the anchor's handle taken: %v; want ErrNotAnchor", err)
+	}
+	if _, err := (tpm2.NVUndefineSpace{AuthHandle: owner, NVIndex: tpm2.NamedHandle{Handle: tpm.AnchorIndex, Name: nvName(t, squatter)}}).Execute(b.conn); err != nil {
+		t.Fatal(err)
+	}
+	made := readKey(t, b.dir).Verifier
+	if b.a, err = appliance.Init(b.dir, b.conn, b.spec.PCRs(), time.Now()); err != nil {
+		t.Fatalf("finishing an interrupted init: %v", err)
+	}
+	if b.a.VerifierKey != made || b.a.Ledger.Size() != 1 {
+		t.Fatalf("finished init: key %q (the interrupted init made %q), %d entries", b.a.VerifierKey, made, b.a.Ledger.Size())
+	}
+	if err := tpm.CheckAnchor(b.conn, ledger.AnchorDigest(made)); err != nil {
+		t.Fatalf("the anchor does not name the key: %v", err)
+	}
+	b.reopen(t)
+	if err := b.a.Ledger.Blocked(); err != nil {
+		t.Fatalf("the finished ledger: %v", err)
+	}
+}
+
+func nvName(t *testing.T, public tpm2.TPMSNVPublic) tpm2.TPM2BName {
+	t.Helper()
+	name, err := tpm2.NVName(&public)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return *name
+}
+
+func readKey(t *testing.T, dir string) *ledger.SigningKey {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, appliance.LedgerKeyBlob))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob, err := tpm.ParseBlob(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := os.ReadFile(filepath.Join(dir, appliance.LedgerKeyPub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &ledger.SigningKey{Sealed: blob, Verifier: strings.TrimSpace(string(pub))}
 }

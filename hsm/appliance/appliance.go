@@ -18,9 +18,11 @@
 // from public values, so Init anchors it in the TPM for the TPM's life
 // (tpm.Anchor: a platform NV index written once, never deleted), and Open
 // accepts only that key: a data directory under any other opens blocked
-// with ledger.ErrForeignLedgerKey. A TPM holds one ledger key: Init on a
-// TPM that anchored another is refused; Reseal, FinishReseal and
-// RaiseFloor seal the same seed again, so the key stays anchored.
+// with ledger.ErrForeignLedgerKey. A TPM holds one ledger key and one
+// ledger: Init on a TPM that anchored a key is refused, whichever key, so
+// a lost ledger.db is restored from a backup, never made again; Reseal,
+// FinishReseal and RaiseFloor seal the same seed again, so the key stays
+// anchored.
 //
 // The endorsement key is taken from the enrollment, never read back from
 // the TPM: every session salted to it then proves the TPM is the enrolled
@@ -71,15 +73,31 @@ type Appliance struct {
 // Origin is the checkpoint origin of a custodian's ledger.
 func Origin(custodianID string) string { return "custodian/" + custodianID }
 
+// Errors of ledger init.
+var (
+	// ErrLedgerCreated refuses ledger init on a TPM whose anchor is
+	// locked: Init locks it last, so this TPM's ledger was made, and a new
+	// one would forget its history and its replay index under the same
+	// verifier key.
+	ErrLedgerCreated = errors.New("this TPM's ledger was created before; a lost ledger.db cannot be replaced: restore it from a backup")
+	// ErrUnfinishedInit refuses to finish an init whose ledger is not just
+	// that init's own.
+	ErrUnfinishedInit = errors.New("ledger.db is not the ledger an interrupted ledger init left (only its init entry, under this directory's key, at the TPM's counter)")
+)
+
 // Init creates the ledger of an enrolled device: a checkpoint key sealed to
-// the device's EK and the current values of pcrs, anchored in the TPM for
-// its life (tpm.Anchor), and the ledger itself.
+// the device's EK and the current values of pcrs, the ledger itself, and
+// then the key's anchor in the TPM for its life (tpm.Anchor).
 //
-// A TPM anchors one key: Init on a TPM that anchored another is refused
-// (tpm.ErrAnchorTaken). An Init interrupted at any point can be run again:
-// before the anchor is locked it starts over with a new key (an unlocked
-// anchor binds nothing); after, it goes on with the key in the directory,
-// which is the anchored one (the key files are written before the anchor).
+// Init runs once per TPM: on a TPM whose anchor is locked it is refused,
+// always (ErrLedgerCreated, or ledger.ErrLedgerExists over a ledger), even
+// if the anchor names the key in dir, since a lost ledger.db can only be
+// restored. An Init interrupted before the anchor was locked is run
+// again: without a ledger it starts over with a new key (the files it
+// left bind nothing); with one, it finishes only if the ledger holds just
+// its init entry, under the key in dir, at the TPM's counter. Nothing can
+// have been appended to it: a ledger whose key is not anchored opens
+// blocked.
 func Init(dir string, t transport.TPM, pcrs []int, now time.Time) (*Appliance, error) {
 	id, ek, err := readIdentity(dir)
 	if err != nil {
@@ -88,38 +106,50 @@ func Init(dir string, t transport.TPM, pcrs []int, now time.Time) (*Appliance, e
 	if err := checkEK(t, ek); err != nil {
 		return nil, err
 	}
-	if _, err := os.Stat(filepath.Join(dir, ledger.FileName)); err == nil {
-		return nil, ledger.ErrLedgerExists
+	if err := refuseAnchored(t, dir); err != nil {
+		return nil, err
 	}
-	key, err := anchoredKey(t, dir, id, ek, pcrs)
+	var key *ledger.SigningKey
+	var l *ledger.Ledger
+	if hasLedger(dir) {
+		key, l, err = unfinishedLedger(t, dir, id, ek)
+	} else {
+		key, l, err = newLedger(t, dir, id, ek, pcrs, now)
+	}
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := config(t, dir, id, ek, key)
-	if err != nil {
-		return nil, err
-	}
-	l, err := ledger.Create(dir, cfg, now)
-	if err != nil {
+	if err := key.Anchor(t); err != nil {
+		l.Close()
 		return nil, err
 	}
 	return &Appliance{Dir: dir, ID: id, EK: ek, Ledger: l, VerifierKey: key.Verifier}, nil
 }
 
-// anchoredKey returns the checkpoint key the TPM anchors: the one in dir
-// if the anchor is locked and names it, else a new one, stored, then
-// anchored.
-func anchoredKey(t transport.TPM, dir, id string, ek *tpm.EK, pcrs []int) (*ledger.SigningKey, error) {
+// refuseAnchored refuses a TPM whose anchor is locked.
+func refuseAnchored(t transport.TPM, dir string) error {
 	_, err := tpm.ReadAnchor(t)
-	if err == nil {
-		return resumedKey(t, dir)
+	switch {
+	case err == nil && hasLedger(dir):
+		return ledger.ErrLedgerExists
+	case err == nil:
+		return ErrLedgerCreated
+	case errors.Is(err, tpm.ErrNoAnchor), errors.Is(err, tpm.ErrNotAnchor):
+		return nil // nothing anchored: no ledger of this TPM's exists
 	}
-	if !errors.Is(err, tpm.ErrNoAnchor) && !errors.Is(err, tpm.ErrNotAnchor) {
-		return nil, err
-	}
+	return err
+}
+
+func hasLedger(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, ledger.FileName))
+	return err == nil
+}
+
+// newLedger makes a checkpoint key, stores it and creates the ledger.
+func newLedger(t transport.TPM, dir, id string, ek *tpm.EK, pcrs []int, now time.Time) (*ledger.SigningKey, *ledger.Ledger, error) {
 	values, err := tpm.ReadPCRs(t, pcrs...)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// The key is sealed at the current floor (defined here if enrollment
 	// did not, before the ledger's counter): it opens until the floor
@@ -127,33 +157,74 @@ func anchoredKey(t transport.TPM, dir, id string, ek *tpm.EK, pcrs []int) (*ledg
 	// version, and RaiseFloor moves it to the running image's.
 	floor, err := tpm.DefineFloor(t)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	key, err := ledger.NewSigningKey(Origin(id), ek, values, floor)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// No ledger exists and no key is anchored: files an interrupted Init
 	// left bind nothing and are replaced.
 	if err := durable.WriteFile(filepath.Join(dir, LedgerKeyBlob), key.Sealed.Marshal(), 0o600); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := durable.WriteFile(filepath.Join(dir, LedgerKeyPub), []byte(key.Verifier+"\n"), 0o644); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return key, key.Anchor(t)
+	cfg, err := initConfig(t, dir, id, ek, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	l, err := ledger.Create(dir, cfg, now)
+	return key, l, err
 }
 
-// resumedKey is the key in dir, which must be the one the TPM anchored.
-func resumedKey(t transport.TPM, dir string) (*ledger.SigningKey, error) {
+// unfinishedLedger opens the ledger an Init interrupted before the anchor
+// left, under the key in dir, and checks that it is only that Init's.
+func unfinishedLedger(t transport.TPM, dir, id string, ek *tpm.EK) (*ledger.SigningKey, *ledger.Ledger, error) {
+	unfinished := func(why error) error {
+		return fmt.Errorf("%w: %w", ErrUnfinishedInit, why)
+	}
 	key, err := readSigningKey(dir)
-	if err == nil {
-		_, _, err = key.Open(t)
+	if err != nil {
+		return nil, nil, unfinished(err)
 	}
-	if errors.Is(err, ledger.ErrNoLedger) || errors.Is(err, os.ErrNotExist) || errors.Is(err, ledger.ErrForeignLedgerKey) {
-		return nil, fmt.Errorf("%w; restore the device's own data directory (ledger-key.blob, ledger-key.pub, ledger.db)", tpm.ErrAnchorTaken)
+	cfg, err := initConfig(t, dir, id, ek, key)
+	if err != nil {
+		return nil, nil, unfinished(err)
 	}
-	return key, err
+	l, err := ledger.Open(dir, cfg)
+	if err != nil {
+		return nil, nil, unfinished(err)
+	}
+	if err := onlyInit(l); err != nil {
+		l.Close()
+		return nil, nil, unfinished(err)
+	}
+	return key, l, nil
+}
+
+// onlyInit checks that l holds just its init entry and is not blocked
+// (its state verifies under the key, its counter is the TPM's).
+func onlyInit(l *ledger.Ledger) error {
+	if err := l.Blocked(); err != nil {
+		return err
+	}
+	if n := l.Size(); n != 1 {
+		return fmt.Errorf("it holds %d entries", n)
+	}
+	data, err := l.Entry(0)
+	if err != nil {
+		return err
+	}
+	e, err := ledger.ParseEntry(data)
+	if err != nil {
+		return err
+	}
+	if e.Kind != ledger.KindInit {
+		return fmt.Errorf("its entry is a %s entry", e.Kind)
+	}
+	return nil
 }
 
 // Open opens an initialized data directory. A ledger that is blocked, or a
@@ -182,12 +253,7 @@ func Open(dir string, t transport.TPM) (*Appliance, error) {
 func (a *Appliance) Close() error { return a.Ledger.Close() }
 
 func config(t transport.TPM, dir, id string, ek *tpm.EK, key *ledger.SigningKey) (ledger.Config, error) {
-	cfg := ledger.Config{
-		Origin:  Origin(id),
-		Device:  ek.Name(),
-		Counter: ledger.TPMCounter{TPM: t, Counter: tpm.Counter{Index: tpm.DefaultCounterIndex}},
-		Bound:   BoundDirs(dir),
-	}
+	cfg := baseConfig(t, dir, id, ek)
 	signer, stateKey, err := key.Open(t)
 	if err != nil {
 		cfg.KeyErr = err
@@ -195,6 +261,26 @@ func config(t transport.TPM, dir, id string, ek *tpm.EK, key *ledger.SigningKey)
 	}
 	cfg.Signer, cfg.StateKey = signer, stateKey
 	return cfg, nil
+}
+
+// initConfig is config for Init, before the key is anchored.
+func initConfig(t transport.TPM, dir, id string, ek *tpm.EK, key *ledger.SigningKey) (ledger.Config, error) {
+	cfg := baseConfig(t, dir, id, ek)
+	signer, stateKey, err := key.OpenUnanchored(t)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Signer, cfg.StateKey = signer, stateKey
+	return cfg, nil
+}
+
+func baseConfig(t transport.TPM, dir, id string, ek *tpm.EK) ledger.Config {
+	return ledger.Config{
+		Origin:  Origin(id),
+		Device:  ek.Name(),
+		Counter: ledger.TPMCounter{TPM: t, Counter: tpm.Counter{Index: tpm.DefaultCounterIndex}},
+		Bound:   BoundDirs(dir),
+	}
 }
 
 // BoundDirs are the directories of dir the ledger binds to the TPM.

@@ -26,8 +26,9 @@
 //     as it is and appends a resolve entry committing to the accepted
 //     state, and raises the replay floor to now so that no warrant signed
 //     before it can be used again. It refuses a clock behind the newest
-//     entry, entries that are not their Merkle tree, and a ledger of
-//     another device or a TPM without the enrolled EK
+//     entry, records this TPM's approved image did not write
+//     ([ErrRecordsEdited]: only a copy the device wrote is accepted), and
+//     a ledger of another device or a TPM without the enrolled EK
 //     ([Config.DeviceErr]): those cannot be adopted. A crash between the
 //     commit and the increment (ledger exactly one ahead) is finished at
 //     the next open.

@@ -492,8 +492,12 @@ func (l *Ledger) get(bucket []byte, i int64) ([]byte, error) {
 // one transaction: it is done entirely or not at all. The replay floor
 // rises to now, so no warrant signed before it can be used again. It
 // refuses a clock behind the newest entry (the floor never moves back), a
-// ledger whose entries are not their Merkle tree (edited: restore a copy),
-// and a ledger or enrollment of another TPM (set the device up afresh).
+// ledger or enrollment of another TPM (set the device up afresh), and
+// records this TPM's approved image did not write (ErrRecordsEdited: the
+// stored state's HMAC fails, or the entries, hashes, salts or replay index
+// are not the ones it records). So what it accepts is a copy the device
+// wrote: an older counter (a rollback), restored bound directories, or an
+// interrupted change; never an edited history.
 // It needs the ledger key, so only the approved image on this TPM can
 // resolve.
 func (l *Ledger) ResolveRollback(now time.Time) (int64, error) {
@@ -524,6 +528,13 @@ func (l *Ledger) ResolveRollback(now time.Time) (int64, error) {
 	index, err := l.appendWith(l.state.clone(), e, nil, func(tx *bolt.Tx, s *state) ([]byte, error) {
 		if !equal(tx.Bucket(bucketMeta).Get(metaDevice), l.cfg.Device) {
 			return nil, fmt.Errorf("%w; it cannot be adopted: set this device up afresh (custodian enroll, then custodian ledger init in an empty data directory)", ErrOtherDevice)
+		}
+		edited, err := l.recordMismatches(tx)
+		if err != nil {
+			return nil, err
+		}
+		if len(edited) > 0 {
+			return nil, edited
 		}
 		if err := l.bindCurrent(tx, s); err != nil {
 			return nil, err

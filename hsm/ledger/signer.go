@@ -71,6 +71,18 @@ func (k *SigningKey) Signer(t transport.TPM) (note.Signer, error) {
 // seal a key of their own to the EK and the approved PCRs; only the
 // anchored one opens.
 func (k *SigningKey) Open(t transport.TPM) (note.Signer, []byte, error) {
+	return k.open(t, true)
+}
+
+// OpenUnanchored is Open without the anchor check, for ledger init alone:
+// the key is anchored only once its ledger exists, so that an init
+// interrupted before the anchor can check that ledger and finish. Nothing
+// else may use it: an unanchored key proves nothing about who made it.
+func (k *SigningKey) OpenUnanchored(t transport.TPM) (note.Signer, []byte, error) {
+	return k.open(t, false)
+}
+
+func (k *SigningKey) open(t transport.TPM, anchored bool) (note.Signer, []byte, error) {
 	seed, err := tpm.Unseal(t, k.Sealed)
 	if err != nil {
 		return nil, nil, fmt.Errorf("unsealing the checkpoint key: %w", err)
@@ -81,8 +93,10 @@ func (k *SigningKey) Open(t transport.TPM) (note.Signer, []byte, error) {
 		return nil, nil, err
 	}
 	// newSigner checked that the verifier key is the seed's.
-	if err := checkAnchor(t, k.Verifier); err != nil {
-		return nil, nil, err
+	if anchored {
+		if err := checkAnchor(t, k.Verifier); err != nil {
+			return nil, nil, err
+		}
 	}
 	stateKey, err := deriveStateKey(seed)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -111,9 +112,59 @@ func (l *Ledger) stateMAC(s *state) []byte {
 	return m.Sum(nil)
 }
 
-// checkState verifies the state's HMAC and then that the replay index,
-// the tree and each bound directory are what it says. A change that was
-// interrupted before anything changed on disk is closed here.
+// ErrRecordsEdited blocks a ledger whose own records are not what this
+// TPM's approved image wrote: the HMAC over the stored state fails, or the
+// entries, Merkle hashes, salts or replay index are not the ones the state
+// records. A copy the device wrote (an older one: a rollback) carries a
+// valid HMAC over records that match it; only an edit makes them differ,
+// so resolve-rollback never accepts this.
+var ErrRecordsEdited = fmt.Errorf("%w: the ledger's own records were edited: restore %s from a copy the device wrote; resolve cannot accept them", ErrStateMismatch, FileName)
+
+// mismatch is one part of the data directory that is not the recorded
+// state: what, and which error it is (ErrRecordsEdited, ErrStateMismatch
+// or ErrChangeInterrupted).
+type mismatch struct {
+	kind   error
+	detail string
+}
+
+func (m *mismatch) Error() string { return m.kind.Error() + ": " + m.detail }
+func (m *mismatch) Unwrap() error { return m.kind }
+
+func recordsEdited(format string, args ...any) error {
+	return &mismatch{kind: ErrRecordsEdited, detail: fmt.Sprintf(format, args...)}
+}
+
+// mismatches is every part that differs, so that the operator sees at once
+// all that a resolve would accept (or why it cannot). It is each part's
+// error: the first in full, the others by their detail.
+type mismatches []*mismatch
+
+func (ms mismatches) Error() string {
+	var b strings.Builder
+	b.WriteString(ms[0].Error())
+	for _, m := range ms[1:] {
+		if !errors.Is(ms[0].kind, m.kind) { // say what else it is
+			fmt.Fprintf(&b, "; %s", strings.TrimPrefix(m.kind.Error(), ErrBlocked.Error()+": "))
+		}
+		fmt.Fprintf(&b, "; %s", m.detail)
+	}
+	return b.String()
+}
+
+func (ms mismatches) Unwrap() []error {
+	errs := make([]error, len(ms))
+	for i, m := range ms {
+		errs[i] = m
+	}
+	return errs
+}
+
+// checkState verifies the state's HMAC, the records it stands for (the
+// tree, the newest time, the salts and the replay index) and each bound
+// directory, and reports every part that differs. A change that was
+// interrupted before anything changed on disk is closed here, if nothing
+// else differs.
 func (l *Ledger) checkState() error {
 	if len(l.cfg.StateKey) != StateKeySize {
 		if errors.Is(l.cfg.KeyErr, ErrBlocked) {
@@ -121,57 +172,82 @@ func (l *Ledger) checkState() error {
 		}
 		return ErrStateUnauthenticated
 	}
-	var mac []byte
+	var found mismatches
 	err := l.db.View(func(tx *bolt.Tx) error {
-		mac = append(mac, tx.Bucket(bucketMeta).Get(metaMAC)...)
-		return nil
+		var err error
+		found, err = l.recordMismatches(tx)
+		return err
 	})
 	if err != nil {
 		return err
 	}
-	if len(mac) == 0 {
-		return fmt.Errorf("%w: the ledger's state was never bound to this TPM", ErrStateMismatch)
-	}
-	if !hmac.Equal(mac, l.stateMAC(&l.state)) {
-		return fmt.Errorf("%w: the ledger's records (size, tree, counter, times or bound digests) were not written by this TPM's approved image", ErrStateMismatch)
-	}
 	if !slices.EqualFunc(l.state.bound, l.cfg.Bound, func(d boundDigest, b BoundDir) bool { return d.name == b.Name }) {
-		return fmt.Errorf("%w: the ledger binds other directories than this appliance has", ErrStateMismatch)
+		found = append(found, &mismatch{ErrStateMismatch, "the ledger binds other directories than this appliance has"})
+		return found
 	}
-	if err := l.checkRecords(); err != nil {
-		return err
-	}
+	trusted, closing := len(found) == 0, -1
 	for i, d := range l.cfg.Bound {
-		if err := l.checkDir(d, l.state.bound[i].digest); err != nil {
+		m, err := l.checkDir(d, l.state.bound[i].digest, trusted)
+		switch {
+		case err != nil:
 			return err
+		case m != nil:
+			found = append(found, m)
+		case l.state.pending == d.Name:
+			closing = i
 		}
+	}
+	if len(found) > 0 {
+		return found
+	}
+	if closing >= 0 {
+		// Interrupted before anything was written: nothing changed and
+		// nothing was logged. Close the change.
+		next := l.state.clone()
+		next.pending = ""
+		return l.storeState(next)
 	}
 	return nil
 }
 
-// checkRecords recomputes, from the records themselves, everything the
-// state says about them: the whole tree from the entries' bytes (every
-// stored hash included), the newest entry's time, and the digests of the
-// salts and of the replay index. An entry, salt or hash edited offline is
-// a mismatch, however little of the tree an append would read.
-func (l *Ledger) checkRecords() error {
-	return l.db.View(func(tx *bolt.Tx) error {
-		got := state{size: l.state.size}
-		if err := recomputeRecords(tx, &got); err != nil {
-			return err
+// recordMismatches checks that the stored state is the one this TPM's
+// approved image wrote (its HMAC) and recomputes, from the records
+// themselves, everything the state says about them: the whole tree from
+// the entries' bytes (every stored hash included), the newest entry's
+// time, and the digests of the salts and of the replay index. An entry,
+// salt or hash edited offline is a mismatch, however little of the tree an
+// append would read. Every mismatch found is ErrRecordsEdited.
+func (l *Ledger) recordMismatches(tx *bolt.Tx) (mismatches, error) {
+	var found mismatches
+	mac := tx.Bucket(bucketMeta).Get(metaMAC)
+	switch {
+	case len(mac) == 0:
+		found = append(found, &mismatch{ErrRecordsEdited, "the ledger's state was never bound to this TPM"})
+	case !hmac.Equal(mac, l.stateMAC(&l.state)):
+		found = append(found, &mismatch{ErrRecordsEdited, "the ledger's records (size, tree, counter, times or bound digests) were not written by this TPM's approved image"})
+	}
+	got := state{size: l.state.size}
+	if err := recomputeRecords(tx, &got); err != nil {
+		var m *mismatch
+		if !errors.As(err, &m) {
+			return nil, err
 		}
-		switch {
-		case got.size != l.state.size || got.root != l.state.root:
-			return fmt.Errorf("%w: the ledger's entries are not the recorded tree", ErrStateMismatch)
-		case !got.last.Equal(l.state.last):
-			return fmt.Errorf("%w: the newest entry's time is not the recorded one", ErrStateMismatch)
-		case got.salts != l.state.salts:
-			return fmt.Errorf("%w: the commitments' salts are not the recorded ones", ErrStateMismatch)
-		case got.replay != l.state.replay:
-			return fmt.Errorf("%w: the replay index is not the recorded one (keys removed or added)", ErrStateMismatch)
+		return append(found, m), nil
+	}
+	for _, c := range []struct {
+		differs bool
+		detail  string
+	}{
+		{got.size != l.state.size || got.root != l.state.root, "the ledger's entries are not the recorded tree"},
+		{!got.last.Equal(l.state.last), "the newest entry's time is not the recorded one"},
+		{got.salts != l.state.salts, "the commitments' salts are not the recorded ones"},
+		{got.replay != l.state.replay, "the replay index is not the recorded one (keys removed or added)"},
+	} {
+		if c.differs {
+			found = append(found, &mismatch{ErrRecordsEdited, c.detail})
 		}
-		return nil
-	})
+	}
+	return found, nil
 }
 
 // recomputeRecords sets s's size, root, newest time and the digests of the
@@ -191,9 +267,7 @@ func recomputeRecords(tx *bolt.Tx, s *state) error {
 }
 
 func recomputeTree(tx *bolt.Tx, sizeHint int64) (size int64, root tlog.Hash, last time.Time, err error) {
-	damaged := func(what string, args ...any) error {
-		return fmt.Errorf("%w: %s", ErrStateMismatch, fmt.Sprintf(what, args...))
-	}
+	damaged := recordsEdited
 	hashes := make(memHashes, 0, max(0, min(2*sizeHint, 1<<24)))
 	var newest []byte
 	c := tx.Bucket(bucketEntries).Cursor()
@@ -250,40 +324,37 @@ func saltDigest(tx *bolt.Tx, size int64) ([sha256.Size]byte, error) {
 	c := tx.Bucket(bucketSalts).Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
 		if !bytes.Equal(k, u64(uint64(n))) || len(v) != saltSize {
-			return d, fmt.Errorf("%w: salt %d is damaged or out of place", ErrStateMismatch, n)
+			return d, recordsEdited("salt %d is damaged or out of place", n)
 		}
 		d = extendSalts(d, uint64(n), v)
 		n++
 	}
 	if n != size {
-		return d, fmt.Errorf("%w: %d salts for %d entries", ErrStateMismatch, n, size)
+		return d, recordsEdited("%d salts for %d entries", n, size)
 	}
 	return d, nil
 }
 
-func (l *Ledger) checkDir(d BoundDir, want [sha256.Size]byte) error {
-	if l.state.pending == d.Name {
+// checkDir compares d with its recorded digest. A change recorded as under
+// way in it (trusted only when the records are the device's) first loses
+// the temporary files a crash left.
+func (l *Ledger) checkDir(d BoundDir, want [sha256.Size]byte, trusted bool) (*mismatch, error) {
+	pending := trusted && l.state.pending == d.Name
+	if pending {
 		if err := removeTemps(d.Path); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	got, err := DigestDir(d.Path)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrStateMismatch, err)
-	}
 	switch {
-	case got != want && l.state.pending == d.Name:
-		return fmt.Errorf("%w (%s/): check it, then accept it with custodian ledger resolve-rollback", ErrChangeInterrupted, d.Name)
+	case err != nil:
+		return &mismatch{ErrStateMismatch, err.Error()}, nil
+	case got != want && pending:
+		return &mismatch{ErrChangeInterrupted, fmt.Sprintf("%s/ changed: check it, then accept it with custodian ledger resolve-rollback", d.Name)}, nil
 	case got != want:
-		return fmt.Errorf("%w: %s/ is not the recorded one", ErrStateMismatch, d.Name)
-	case l.state.pending == d.Name:
-		// Interrupted before anything was written: nothing changed and
-		// nothing was logged. Close the change.
-		next := l.state.clone()
-		next.pending = ""
-		return l.storeState(next)
+		return &mismatch{ErrStateMismatch, fmt.Sprintf("%s/ is not the recorded one", d.Name)}, nil
 	}
-	return nil
+	return nil, nil
 }
 
 // storeState writes s with its HMAC in its own transaction.
@@ -363,13 +434,9 @@ func (l *Ledger) Change(name string, e Entry, subject []byte, apply func() error
 
 // bindCurrent recomputes everything the state binds from what is on disk,
 // for a new ledger and for an operator accepting a blocked one. The
-// entries must still be their Merkle tree: the tree is public (signed
-// checkpoints), so edited entries are never accepted, only a copy put back.
+// entries must still be their Merkle tree (ErrRecordsEdited otherwise).
 func (l *Ledger) bindCurrent(tx *bolt.Tx, s *state) error {
 	if err := recomputeRecords(tx, s); err != nil {
-		if errors.Is(err, ErrStateMismatch) {
-			return fmt.Errorf("%w; the ledger cannot be accepted as it is: restore %s from a copy", err, FileName)
-		}
 		return err
 	}
 	s.pending = ""
@@ -410,7 +477,7 @@ func replayDigest(tx *bolt.Tx) ([sha256.Size]byte, error) {
 	var all []used
 	err := tx.Bucket(bucketReplay).ForEach(func(k, v []byte) error {
 		if len(v) != 8 {
-			return fmt.Errorf("%w: replay index entry is damaged", ErrStateMismatch)
+			return recordsEdited("replay index entry is damaged")
 		}
 		all = append(all, used{binary.BigEndian.Uint64(v), sha256.Sum256(k)})
 		return nil

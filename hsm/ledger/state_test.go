@@ -66,11 +66,12 @@ func tpmCounter(t *testing.T, d *device) uint64 {
 	return v
 }
 
-// TestInvariantStartupStateIsBoundToTPMPaddedCopyIsBlocked: a copy of the
-// data directory taken before a release, padded offline with the
-// package's own API and a fake counter until its counter equals the TPM's,
-// opens blocked with ErrStateMismatch. Its entries verify (the forger used
-// the real code), so only the binding catches it.
+// TestInvariantStartupStateIsBoundToTPMPaddedCopyIsBlocked: the ledger of
+// a copy of the data directory taken before a release, made again offline
+// with the package's own API under a key of the forger's and a fake
+// counter, and padded until its counter equals the TPM's, opens blocked
+// with ErrStateMismatch. Its entries verify (the forger used the real
+// code), so only the binding catches it.
 func TestInvariantStartupStateIsBoundToTPMPaddedCopyIsBlocked(t *testing.T) {
 	d, dir, _ := boundDevice(t)
 	l := create(t, d, dir)
@@ -89,17 +90,16 @@ func TestInvariantStartupStateIsBoundToTPMPaddedCopyIsBlocked(t *testing.T) {
 
 	// The forger: any state key (not the device's), a counter that obeys.
 	copyTree(t, snapshot, dir)
+	if err := os.Remove(filepath.Join(dir, ledger.FileName)); err != nil {
+		t.Fatal(err)
+	}
 	forged := d.config(t)
 	forged.StateKey = make([]byte, ledger.StateKeySize)
 	rand.Read(forged.StateKey)
 	fake := &fakeCounter{}
 	forged.Counter = fake
-	f, err := ledger.Open(dir, forged)
+	f, err := ledger.Create(dir, forged, t0)
 	if err != nil {
-		t.Fatal(err)
-	}
-	fake.v = 4 // the copy's counter: init + 3 entries
-	if _, err := f.ResolveRollback(t0.Add(2 * time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	for fake.v < target {
