@@ -42,6 +42,11 @@ func startDaemon(t testing.TB, d *device, extra ...string) *daemon {
 		s = newSite(t)
 		extra = append(s.serveArgs(), extra...)
 	}
+	if !slices.Contains(extra, "--event-log") {
+		// Never the machine's own /run/custodian/boot.cel: a test without
+		// a boot event log has none, whatever ran on this machine before.
+		extra = append(extra, "--event-log", filepath.Join(t.TempDir(), "no-boot.cel"))
+	}
 	args := d.args(append([]string{"serve", "--listen", "127.0.0.1:0", "--button", "sim", "--window", "30s"}, extra...)...)
 	cmd := exec.Command(binary, args...)
 	out, errOut := &syncBuffer{}, &syncBuffer{}
