@@ -36,7 +36,7 @@ var ErrNotEnoughShares = errors.New("not enough valid shares to recover the key"
 // threshold of shares are valid, and reports the bad ones in any case.
 func Recover(id *recipient.Identity, pub *Public, releases []*Release) (*Key, error) {
 	if pub.Mode != ModeShare {
-		return nil, fmt.Errorf("key ID %s is %s: its escrow key is never rebuilt; open each envelope its warrant named with OpenScoped (custodian escrow open --release)", pub.KeyID, pub.Mode)
+		return nil, fmt.Errorf("key ID %s is %s: its escrow key is never rebuilt; open each envelope its warrant named with custodian escrow open --release", pub.KeyID, pub.Mode)
 	}
 	bad := &BadShareError{Custodians: map[string]string{}}
 	var good []secretsharing.Share

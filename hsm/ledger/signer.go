@@ -57,14 +57,8 @@ func seedOf(skey string) ([]byte, error) {
 	return raw[1:], nil
 }
 
-// Signer unseals the key in the TPM and returns a note signer. The seed
-// crosses the bus encrypted (tpm.Unseal) and lives only in this process.
-func (k *SigningKey) Signer(t transport.TPM) (note.Signer, error) {
-	signer, _, err := k.Open(t)
-	return signer, err
-}
-
-// Open unseals the key in the TPM and returns the note signer and the
+// Open unseals the key in the TPM (the seed crosses the bus encrypted,
+// tpm.Unseal, and lives only in this process) and returns the note signer and the
 // state key (Config.StateKey), derived from the same seed under its own
 // label: both exist only where this TPM runs the approved image, and only
 // for the key this TPM anchored at ledger init (checkAnchor). Anyone can

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"net"
 	"os"
@@ -81,23 +80,6 @@ func TestInvariantOnlyACourtOfficersCertificatePassesTheOfficerCheck(t *testing.
 			}
 		})
 	}
-}
-
-func loadCert(t *testing.T, path string) *x509.Certificate {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, _ := pem.Decode(data)
-	if block == nil {
-		t.Fatalf("%s: no PEM", path)
-	}
-	cert, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert
 }
 
 // TestInvariantOfficerMustHoldTheCertificatesKey: ServerTLS asks for a

@@ -180,10 +180,6 @@ func (c *Card) Signatures() int {
 	return c.signatures
 }
 
-// GUID returns the CHUID's GUID, which OpenSC reports (in hex) as the
-// token's serial number.
-func (c *Card) GUID() [16]byte { return c.guid }
-
 // Reset is a power cycle: no application selected, the PIN not verified.
 func (c *Card) Reset() {
 	c.mu.Lock()
