@@ -86,7 +86,7 @@ can still be booted.`,
 					return g.printJSON(map[string]uint64{"from": from, "floor": raised})
 				}
 				if raised == from {
-					g.printf("floor stays %d: the running image is version %d\n", from, raised)
+					g.printf("floor stays %d: it is already there\n", from)
 					return nil
 				}
 				g.printf("floor raised from %d to %d; images of a lower security version open nothing here\n", from, raised)

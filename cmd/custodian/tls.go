@@ -90,7 +90,7 @@ func checkServerCert(c *x509.Certificate, now time.Time) error {
 			return fmt.Errorf("an RSA key of %d bits; use 2048 or more", k.N.BitLen())
 		}
 	default:
-		return fmt.Errorf("a %T key; use ECDSA P-256 or RSA >= 2048", k)
+		return errors.New("an unsupported key type; use ECDSA P-256 or P-384, or RSA of 2048 bits or more")
 	}
 	if now.Before(c.NotBefore) || now.After(c.NotAfter) {
 		return fmt.Errorf("valid from %s to %s, not now (%s)", c.NotBefore.Format(time.RFC3339), c.NotAfter.Format(time.RFC3339), now.Format(time.RFC3339))

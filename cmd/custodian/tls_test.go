@@ -42,7 +42,7 @@ func TestInvariantServeRefusesPlainHTTPUnlessAsked(t *testing.T) {
 		"key open to others": {serve("--tls-cert", pki.ServerCert, "--tls-key", open), []string{"open to other users", "hint: chmod 600"}},
 		"not its key":        {serve("--tls-cert", pki.ServerCert, "--tls-key", pki.Key), []string{"the TLS certificate", "private key does not match"}},
 		"officer as server":  {serve("--tls-cert", pki.Cert, "--tls-key", pki.Key), []string{"lacks serverAuth"}},
-		"Ed25519 key":        {serve("--tls-cert", edCert, "--tls-key", edKey), []string{"use ECDSA P-256 or RSA"}},
+		"Ed25519 key":        {serve("--tls-cert", edCert, "--tls-key", edKey), []string{"use ECDSA P-256 or P-384, or RSA"}},
 		"bad client CA":      {serve("--tls-cert", pki.ServerCert, "--tls-key", pki.ServerKey, "--client-ca", pki.Key), []string{"no PEM certificates", "hint: --client-ca"}},
 	} {
 		t.Run(name, func(t *testing.T) {

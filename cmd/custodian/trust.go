@@ -112,7 +112,7 @@ func newTrustSetPolicyCommand(g *globals) *cobra.Command {
 			if err := g.logTrustChange(subject, func() error { return s.SetPolicy(p) }); err != nil {
 				return err
 			}
-			g.printf("approval policy: %d signer(s), policy OIDs %v, accepted EKUs %v\n", p.Signers, p.PolicyOIDs, p.EKUs)
+			g.printf("approval policy: %d signer(s), policy OIDs %s, accepted EKUs %s\n", p.Signers, warrant.OIDList(p.PolicyOIDs), warrant.OIDList(p.EKUs))
 			return nil
 		},
 	}
@@ -207,7 +207,7 @@ func newTrustListCommand(g *globals) *cobra.Command {
 				}
 				g.printf("crl   %s  %d revoked  next update %s  %s\n", warrant.DisplayName(c.Issuer), c.Revoked, c.NextUpdate.Format(time.RFC3339), state)
 			}
-			g.printf("policy  %d signer(s)  policy OIDs %v  accepted EKUs %v\n", l.Policy.Signers, l.Policy.PolicyOIDs, l.Policy.EKUs)
+			g.printf("policy  %d signer(s)  policy OIDs %s  accepted EKUs %s\n", l.Policy.Signers, warrant.OIDList(l.Policy.PolicyOIDs), warrant.OIDList(l.Policy.EKUs))
 			if len(s.UnusableCRLs()) != 0 {
 				fmt.Fprintf(g.stderr, "hint: %s\n", unusableCRLHint)
 			}

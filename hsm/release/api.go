@@ -122,7 +122,7 @@ func CheckOfficer(state *tls.ConnectionState, officers *x509.CertPool, now time.
 	_, err := leaf.Verify(x509.VerifyOptions{Roots: officers, Intermediates: inter, CurrentTime: now,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 	if err != nil {
-		return refusal(CodeClientCertUntrusted, "the client certificate %q is not a court officer's of this custodian: %v", leaf.Subject.CommonName, err)
+		return refusal(CodeClientCertUntrusted, "the client certificate %q does not chain to this custodian's court officers' CA for client authentication, or is not valid now", leaf.Subject.CommonName)
 	}
 	return nil
 }
@@ -235,7 +235,7 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request) {
 			writeError(w, a.Daemon.count(CodeTooLarge, fmt.Errorf("the warrant is larger than %d bytes", MaxBody)))
 			return
 		}
-		writeError(w, a.Daemon.count(CodeBadRequest, fmt.Errorf("reading the request: %v", err)))
+		writeError(w, a.Daemon.count(CodeBadRequest, errors.New("the request body could not be read")))
 		return
 	}
 	select {

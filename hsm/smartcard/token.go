@@ -158,9 +158,9 @@ func (k *Key) login() error {
 func (k *Key) pinError(what string, err error) error {
 	switch {
 	case errors.Is(err, pkcs11.Error(pkcs11.CKR_PIN_LOCKED)):
-		return fmt.Errorf("%s: %w: %w", what, ErrPINLocked, err)
+		return fmt.Errorf("%s: %w", what, ErrPINLocked)
 	case errors.Is(err, pkcs11.Error(pkcs11.CKR_PIN_INCORRECT)):
-		return fmt.Errorf("%s: %w%s: %w", what, ErrWrongPIN, k.triesLeft(), err)
+		return fmt.Errorf("%s: %w%s", what, ErrWrongPIN, k.triesLeft())
 	}
 	return fmt.Errorf("%s (wrong PIN?): %w", what, err)
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/custodian-project/custodian/hsm/trust"
@@ -241,13 +242,13 @@ func (v *Verifier) checkCertificate(s signature, inter *x509.CertPool, court str
 		return nil, refuse(ReasonKeyUsage, "certificate of %q is not for digital signatures (key usage)", personName(c))
 	}
 	if now.Before(c.NotBefore) {
-		return nil, refuse(ReasonCertNotYetValid, "certificate of %q is not valid before %v", personName(c), c.NotBefore)
+		return nil, refuse(ReasonCertNotYetValid, "certificate of %q is not valid before %s", personName(c), c.NotBefore.UTC().Format(time.RFC3339))
 	}
 	if now.After(c.NotAfter) {
-		return nil, refuse(ReasonCertExpired, "certificate of %q expired at %v", personName(c), c.NotAfter)
+		return nil, refuse(ReasonCertExpired, "certificate of %q expired at %s", personName(c), c.NotAfter.UTC().Format(time.RFC3339))
 	}
 	if s.signingTime.After(now.Add(SigningSkew)) {
-		return nil, refuse(ReasonSignedInFuture, "signing time %v is in the future; check the clocks", s.signingTime)
+		return nil, refuse(ReasonSignedInFuture, "signing time %s is in the future; check the clocks", s.signingTime.UTC().Format(time.RFC3339))
 	}
 	chains, err := v.chains(c, inter, policy, now)
 	if err != nil {
@@ -318,7 +319,7 @@ func (v *Verifier) chains(c *x509.Certificate, inter *x509.CertPool, policy trus
 	if len(opts.CertificatePolicies) != 0 {
 		opts.CertificatePolicies = nil
 		if _, again := c.Verify(opts); again == nil {
-			return nil, refuseErr(ReasonMissingPolicy, err, "the chain of %q fails certificate policy processing for %v", personName(c), policy.PolicyOIDs)
+			return nil, refuseErr(ReasonMissingPolicy, err, "the chain of %q fails certificate policy processing for %s", personName(c), strings.Join(policy.PolicyOIDs, ", "))
 		}
 	}
 	return nil, refuseErr(ReasonUntrustedChain, err, "certificate of %q does not chain to a pinned court root", personName(c))
@@ -340,7 +341,7 @@ func (v *Verifier) checkChain(chain []*x509.Certificate, court string, policy tr
 	}
 	for i, c := range chain {
 		if signingTime.Before(c.NotBefore) || signingTime.After(c.NotAfter) {
-			return refuse(ReasonCertAtSigning, "certificate %q was not valid at the signing time %v", c.Subject, signingTime)
+			return refuse(ReasonCertAtSigning, "certificate %q was not valid at the signing time %s", DisplayName(c.Subject.String()), signingTime.UTC().Format(time.RFC3339))
 		}
 		if i == len(chain)-1 {
 			break // the pinned root itself is trusted, not revoked by a CRL
@@ -372,7 +373,7 @@ func checkPurpose(chain []*x509.Certificate, accepted []string) error {
 	have, _ := extKeyUsages(leaf)
 	usable := slices.DeleteFunc(slices.Clone(accepted), func(o string) bool { return !slices.Contains(have, o) })
 	if len(usable) == 0 {
-		return refuse(ReasonExtKeyUsage, "certificate of %q has no signing purpose accepted here (extended key usages %v; accepted: %v)", personName(leaf), have, accepted)
+		return refuse(ReasonExtKeyUsage, "certificate of %q has no signing purpose accepted here (extended key usages: %s; accepted: %s)", personName(leaf), OIDList(have), OIDList(accepted))
 	}
 	for _, ca := range chain[1:] {
 		allowed, present := extKeyUsages(ca)
@@ -381,7 +382,7 @@ func checkPurpose(chain []*x509.Certificate, accepted []string) error {
 		}
 		usable = slices.DeleteFunc(usable, func(o string) bool { return !slices.Contains(allowed, o) })
 		if len(usable) == 0 {
-			return refuse(ReasonExtKeyUsage, "CA certificate %q does not allow the signing purpose of %q (its extended key usages: %v)", ca.Subject, personName(leaf), allowed)
+			return refuse(ReasonExtKeyUsage, "CA certificate %q does not allow the signing purpose of %q (its extended key usages: %s)", DisplayName(ca.Subject.String()), personName(leaf), OIDList(allowed))
 		}
 	}
 	return nil
@@ -460,4 +461,12 @@ func extKeyUsages(c *x509.Certificate) (oids []string, present bool) {
 		return out, true
 	}
 	return nil, false
+}
+
+// OIDList shows a list of OIDs to a person ("none" for an empty one).
+func OIDList(oids []string) string {
+	if len(oids) == 0 {
+		return "none"
+	}
+	return strings.Join(oids, ", ")
 }
