@@ -24,7 +24,10 @@ type Process struct {
 	Dir      string // state, configuration and the local EK CA
 	DataPort int
 	CtrlPort int
-	cmd      *exec.Cmd
+	// CtrlSocket is the control channel's unix socket of a TPM started by
+	// StartForVM (empty otherwise).
+	CtrlSocket string
+	cmd        *exec.Cmd
 }
 
 // Installed reports whether swtpm, swtpm_setup and swtpm_ioctl are on the
@@ -52,6 +55,56 @@ func Start(dir string) (*Process, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// StartForVM manufactures a new TPM in dir like Start and serves it to a
+// virtual machine: QEMU's tpm emulator backend connects to CtrlSocket, a
+// unix socket through which it hands swtpm the data channel and powers the
+// TPM on and off with the machine. The guest's kernel sends
+// TPM2_Startup. swtpm ends when QEMU shuts it down; the caller stops it
+// otherwise.
+func StartForVM(dir string) (*Process, error) {
+	if err := Installed(); err != nil {
+		return nil, err
+	}
+	p := &Process{Dir: dir}
+	if err := p.manufacture(); err != nil {
+		return nil, err
+	}
+	if err := p.startForVM(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// RestartForVM serves the TPM that StartForVM made in dir to a new
+// virtual machine: a reboot, with its EK, NV and persistent objects kept.
+func RestartForVM(dir string) (*Process, error) {
+	if err := Installed(); err != nil {
+		return nil, err
+	}
+	p := &Process{Dir: dir}
+	if err := p.startForVM(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Process) startForVM() error {
+	p.CtrlSocket = filepath.Join(p.Dir, "ctrl.sock")
+	_ = os.Remove(p.CtrlSocket)
+	p.cmd = exec.Command("swtpm", "socket", "--tpm2",
+		"--tpmstate", "dir="+filepath.Join(p.Dir, "state"),
+		"--ctrl", "type=unixio,path="+p.CtrlSocket,
+		"--log", "file="+filepath.Join(p.Dir, "swtpm.log"))
+	if err := p.cmd.Start(); err != nil {
+		return fmt.Errorf("starting swtpm: %w", err)
+	}
+	if !waitFor(func() bool { _, err := os.Stat(p.CtrlSocket); return err == nil }) {
+		p.Stop()
+		return errors.New("swtpm did not create its control socket")
+	}
+	return nil
 }
 
 // manufacture runs swtpm_setup with configuration files in p.Dir, so it
@@ -88,7 +141,7 @@ func (p *Process) manufacture() error {
 // took the ports between the probe and the start.
 func (p *Process) start() error {
 	for attempt := 0; attempt < 5; attempt++ {
-		port, err := freePort()
+		port, err := FreePort()
 		if err != nil {
 			return err
 		}
@@ -147,7 +200,9 @@ func (p *Process) EKRoots() (*x509.CertPool, error) {
 	return pool, nil
 }
 
-func freePort() (int, error) {
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago; a
+// caller that loses it to another process retries.
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
@@ -157,11 +212,20 @@ func freePort() (int, error) {
 }
 
 func waitListening(port int) bool {
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
+	return waitFor(func() bool {
 		c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), 100*time.Millisecond)
 		if err == nil {
 			c.Close()
+		}
+		return err == nil
+	})
+}
+
+// waitFor polls ready for up to five seconds.
+func waitFor(ready func() bool) bool {
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if ready() {
 			return true
 		}
 		time.Sleep(20 * time.Millisecond)
