@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/BurntSushi/toml v1.6.0
+	github.com/cavaliergopher/cpio v1.0.1
 	github.com/cloudflare/circl v1.6.3
 	github.com/diskfs/go-diskfs v1.9.4
 	github.com/github/smimesign v0.2.0
