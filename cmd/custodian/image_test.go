@@ -22,9 +22,12 @@ import (
 	"github.com/custodian-project/custodian/tpm/tpmtest"
 )
 
-// rootPartitionOffset is where the default layout's root filesystem starts:
-// 1 MiB of MBR gap plus the 24 MiB boot partition.
-const rootPartitionOffset = 25 << 20
+// Where the default layout's partitions start: after 1 MiB of GPT gap the
+// 8 MiB autoboot partition, boot A and boot B (24 MiB each), then root A.
+const (
+	bootPartitionOffset = 9 << 20
+	rootPartitionOffset = 57 << 20
+)
 
 // extractRoot unpacks the built image's squashfs root filesystem with
 // Debian's unsquashfs: measure-boot then measures exactly what a device
@@ -48,7 +51,7 @@ func extractBootManifest(t *testing.T, img string) string {
 	dir := t.TempDir()
 	bootImg, manifest := filepath.Join(dir, "boot.img"), filepath.Join(dir, "custodian.toml")
 	for _, args := range [][]string{
-		{"-i", img + "@@1M", "::boot.img", bootImg},
+		{"-i", img + "@@" + strconv.Itoa(bootPartitionOffset), "::boot.img", bootImg},
 		{"-i", bootImg, "::custodian.toml", manifest},
 	} {
 		if out, err := exec.Command("mcopy", args...).CombinedOutput(); err != nil {
