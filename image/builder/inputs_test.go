@@ -1,0 +1,238 @@
+package builder
+
+import (
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cavaliergopher/cpio"
+	diskfs "github.com/diskfs/go-diskfs"
+
+	"github.com/custodian-project/custodian/image"
+	"github.com/custodian-project/custodian/image/deb/debtest"
+	"github.com/custodian-project/custodian/image/imagetest"
+)
+
+// cpioEntry is what a test checks of one initramfs entry.
+type cpioEntry struct {
+	name string
+	mode cpio.FileMode
+	data string
+}
+
+// readInitramfs lists a gzip-compressed newc cpio with a reader of its own
+// (not the writer's), checking owners and times on the way.
+func readInitramfs(t *testing.T, data []byte, epoch int64) []cpioEntry {
+	t.Helper()
+	z, err := gzip.NewReader(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := cpio.NewReader(z)
+	var out []cpioEntry
+	for {
+		hdr, err := r.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hdr.Uid != 0 || hdr.Guid != 0 || hdr.ModTime.Unix() != epoch {
+			t.Errorf("%s: owner %d:%d, time %v", hdr.Name, hdr.Uid, hdr.Guid, hdr.ModTime)
+		}
+		body, err := io.ReadAll(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, cpioEntry{hdr.Name, hdr.Mode, string(body)})
+	}
+}
+
+// The initramfs holds exactly /init (the root's measured binary),
+// /custodian.toml (the manifest), /modules/order and the modules in the
+// manifest's order; boot.img holds the same initramfs and kernel that
+// --initramfs-out and --kernel-out get.
+func TestInitramfsHoldsExactly(t *testing.T) {
+	manifest := imagetest.Write(t)
+	m, err := image.LoadManifest(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	opt := Options{KernelOut: filepath.Join(dir, "kernel"), InitramfsOut: filepath.Join(dir, "initramfs")}
+	img := filepath.Join(dir, "custodian.img")
+	if err := Build(m, img, opt); err != nil {
+		t.Fatal(err)
+	}
+	initramfs, _ := os.ReadFile(opt.InitramfsOut)
+	kernel, _ := os.ReadFile(opt.KernelOut)
+	got := readInitramfs(t, initramfs, m.SourceDateEpoch)
+	want := []cpioEntry{
+		{"init", cpio.TypeReg | 0o755, imagetest.Files["rootfs/usr/bin/custodian"].Data},
+		{"custodian.toml", cpio.TypeReg | 0o644, imagetest.Manifest},
+		{"modules", cpio.TypeDir | 0o755, ""},
+		{"modules/order", cpio.TypeReg | 0o644, "tpm_tis_core.ko\ntpm_tis.ko\n"},
+		{"modules/tpm_tis_core.ko", cpio.TypeReg | 0o644, imagetest.Files["boot/tpm_tis_core.ko"].Data},
+		{"modules/tpm_tis.ko", cpio.TypeReg | 0o644, imagetest.Files["boot/tpm_tis.ko"].Data},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("initramfs holds %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("entry %d: %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	if string(kernel) != imagetest.Files["boot/kernel8.img"].Data {
+		t.Errorf("--kernel-out got %q", kernel)
+	}
+	inBoot := bootImgFile(t, img, image.InitramfsName)
+	if !bytes.Equal(inBoot, initramfs) {
+		t.Error("boot.img's initramfs.img differs from --initramfs-out")
+	}
+}
+
+// bootImgFile reads one file from boot.img on slot A's boot partition.
+func bootImgFile(t *testing.T, img, name string) []byte {
+	t.Helper()
+	bootImg, _ := readBootPartition(t, img)
+	file := filepath.Join(t.TempDir(), BootImgName)
+	if err := os.WriteFile(file, bootImg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return readFATFile(t, file, name)
+}
+
+// withDeb writes the test inputs with the kernel, the device tree and a
+// module taken from a deb instead of host files, and returns the
+// manifest's path; hash replaces the deb's real digest when not empty.
+func withDeb(t *testing.T, hash string) string {
+	manifest := imagetest.Write(t)
+	dir := filepath.Dir(manifest)
+	pkg := debtest.Build(t, map[string]string{
+		"/boot/vmlinuz-6.1.0-57-arm64":                                        "kernel from the deb\n",
+		"/usr/lib/linux-image-6.1.0-57-arm64/broadcom/bcm2711-rpi-4-b.dtb":    "dtb from the deb\n",
+		"/lib/modules/6.1.0-57-arm64/kernel/drivers/char/tpm/tpm_tis_core.ko": "module from the deb\n",
+	})
+	if err := os.MkdirAll(filepath.Join(dir, "debs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "debs", "kernel.deb"), pkg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if hash == "" {
+		sum := sha256.Sum256(pkg)
+		hash = hex.EncodeToString(sum[:])
+	}
+	text := strings.NewReplacer(
+		`"boot/kernel8.img"`, `"deb:kernel:/boot/vmlinuz-6.1.0-57-arm64"`,
+		`"boot/bcm2711-rpi-4-b.dtb"`, `"deb:kernel:/usr/lib/linux-image-6.1.0-57-arm64/broadcom/bcm2711-rpi-4-b.dtb"`,
+		`"boot/tpm_tis_core.ko"`, `"deb:kernel:/lib/modules/6.1.0-57-arm64/kernel/drivers/char/tpm/tpm_tis_core.ko"`,
+	).Replace(imagetest.Manifest) + "\n[[debs]]\nname = \"kernel\"\nfile = \"debs/kernel.deb\"\nsha256 = \"" + hash + "\"\n"
+	if err := os.WriteFile(manifest, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return manifest
+}
+
+// Sources of the form deb:NAME:/path come out of the pinned deb.
+func TestBuildTakesFilesFromDebs(t *testing.T) {
+	manifest := withDeb(t, "")
+	m, err := image.LoadManifest(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	opt := Options{TargetSoC: "2711", InitramfsOut: filepath.Join(dir, "initramfs")}
+	img := filepath.Join(dir, "custodian.img")
+	if err := Build(m, img, opt); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(bootImgFile(t, img, "kernel8.img")); got != "kernel from the deb\n" {
+		t.Errorf("kernel8.img is %q", got)
+	}
+	if got := string(bootImgFile(t, img, "bcm2711-rpi-4-b.dtb")); got != "dtb from the deb\n" {
+		t.Errorf("the device tree is %q", got)
+	}
+	initramfs, _ := os.ReadFile(opt.InitramfsOut)
+	var found bool
+	for _, e := range readInitramfs(t, initramfs, m.SourceDateEpoch) {
+		found = found || e.name == "modules/tpm_tis_core.ko" && e.data == "module from the deb\n"
+	}
+	if !found {
+		t.Error("the initramfs lacks the module from the deb")
+	}
+}
+
+// A deb whose digest is not the pinned one is refused, naming both.
+func TestBuildRefusesWrongDebDigest(t *testing.T) {
+	wrong := strings.Repeat("ab", 32)
+	m, err := image.LoadManifest(withDeb(t, wrong))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = Build(m, filepath.Join(t.TempDir(), "x.img"), Options{})
+	var d *DigestError
+	if !errors.As(err, &d) || d.Want != wrong || len(d.Got) != 64 || d.Got == wrong || !strings.Contains(err.Error(), d.Got) || !strings.Contains(err.Error(), wrong) {
+		t.Fatalf("got %v, want a digest error naming both digests", err)
+	}
+}
+
+// A boot.img without a kernel or the target's device tree, and sizes too
+// small for what goes in, are refused with the manifest key to change.
+func TestBuildRefusesUnbootableOrTooSmall(t *testing.T) {
+	for _, c := range []struct {
+		name, edit, soc, want string
+	}{
+		{"no kernel", `  { src = "boot/kernel8.img", dst = "kernel8.img" },` + "\n", "2711", "boot.img has no kernel8.img"},
+		{"no Pi 5 device tree", "", "2712", "boot.img has no bcm2712-rpi-5-b.dtb"},
+		{"no device tree", `  { src = "boot/bcm2711-rpi-4-b.dtb", dst = "bcm2711-rpi-4-b.dtb" },` + "\n", "", "boot.img has no bcm2711-rpi-4-b.dtb or bcm2712-rpi-5-b.dtb"},
+		{"small image", "image_mib = 100\n", "", "image_mib = 100 is too small: the six partitions need 154 MiB"},
+	} {
+		manifest := imagetest.Write(t)
+		text := imagetest.Manifest
+		if strings.HasSuffix(c.edit, "MiB") || strings.Contains(c.edit, "_mib") {
+			text = strings.Replace(text, "version = 1\n", "version = 1\n"+c.edit, 1)
+		} else if c.edit != "" {
+			text = strings.Replace(text, c.edit, "", 1)
+		}
+		if err := os.WriteFile(manifest, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		m, err := image.LoadManifest(manifest)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		err = Build(m, filepath.Join(t.TempDir(), "x.img"), Options{TargetSoC: c.soc})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want %q", c.name, err, c.want)
+		}
+	}
+}
+
+// readFATFile reads one file of a standalone FAT image.
+func readFATFile(t *testing.T, file, name string) []byte {
+	t.Helper()
+	d, err := diskfs.Open(file, diskfs.WithOpenMode(diskfs.ReadOnly))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	fsys, err := d.GetFilesystem(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := readFAT(fsys, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
