@@ -112,13 +112,21 @@ func (d *device) args(args ...string) []string {
 // challenge exchange, and creates its ledger.
 func enroll(t testing.TB, id, dir string) (*device, string, string) {
 	t.Helper()
+	return enrollWith(t, id, dir, func(conn interface{ Send([]byte) ([]byte, error) }) {
+		measure(t, conn, "approved")
+	})
+}
+
+// enrollWith is enroll with the device's boot measurements made by boot.
+func enrollWith(t testing.TB, id, dir string, boot func(conn interface{ Send([]byte) ([]byte, error) })) (*device, string, string) {
+	t.Helper()
 	tpmtest.RequireSwtpm(t)
 	d := &device{id: id, sw: tpmtest.StartSwtpm(t), data: filepath.Join(dir, id)}
 	conn, err := tpm.Open(d.sw.Spec())
 	if err != nil {
 		t.Fatal(err)
 	}
-	measure(t, conn, "approved")
+	boot(conn)
 	conn.Close()
 	request := filepath.Join(dir, id+".request.json")
 	final := filepath.Join(dir, id+".enrollment.json")

@@ -128,7 +128,17 @@ func releaseWithPress(t *testing.T, d *device, dm *daemon, p7s, out string, extr
 	if len(extra) == 0 {
 		extra = dm.officerArgs()
 	}
-	cmd := exec.Command(binary, append([]string{"release", "--server", dm.client.base, "--warrant", p7s, "--out", out}, extra...)...)
+	return releasePressing(t, dm.client.base, p7s, out, extra, func() {
+		mustCLI(t, "--data-dir", d.data, "button", "press")
+	})
+}
+
+// releasePressing runs custodian release against server with the client
+// flags given and calls press once the client tells the officer to press
+// the button.
+func releasePressing(t *testing.T, server, p7s, out string, flags []string, press func()) (int, string, string) {
+	t.Helper()
+	cmd := exec.Command(binary, append([]string{"release", "--server", server, "--warrant", p7s, "--out", out}, flags...)...)
 	stdout, stderr := &syncBuffer{}, &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	if err := cmd.Start(); err != nil {
@@ -144,7 +154,7 @@ func releaseWithPress(t *testing.T, d *device, dm *daemon, p7s, out string, extr
 		case <-time.After(50 * time.Millisecond):
 		}
 		if !pressed && strings.Contains(stdout.String(), "press the button on the custodian") {
-			mustCLI(t, "--data-dir", d.data, "button", "press")
+			press()
 			pressed = true
 		}
 	}
