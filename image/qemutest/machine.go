@@ -118,9 +118,14 @@ func Boot(t testing.TB, cfg Config) *Machine {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.logPath = filepath.Join(artifactDir(t), "console.log")
+	artifacts := artifactDir(t)
+	m.logPath = filepath.Join(artifacts, "console.log")
 	log, err := os.Create(m.logPath)
 	if err != nil {
+		t.Fatal(err)
+	}
+	// The command line, to run the same boot by hand.
+	if err := os.WriteFile(filepath.Join(artifacts, "qemu.args"), []byte(strings.Join(m.cmd.Args, "\n")+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.cmd.Start(); err != nil {
