@@ -92,6 +92,9 @@ func Build(m *image.Manifest, out string, opt Options) error {
 	defer os.RemoveAll(work)
 
 	const steps = 6
+	if err := checkBootFiles(m, opt.TargetSoC); err != nil {
+		return err
+	}
 	opt.Progress("reading inputs", 1, steps)
 	sources, err := readSources(m, opt.DebDir)
 	if err != nil {
@@ -99,9 +102,6 @@ func Build(m *image.Manifest, out string, opt Options) error {
 	}
 	files, err := bootFiles(m, sources)
 	if err != nil {
-		return err
-	}
-	if err := checkBootFiles(files, opt.TargetSoC); err != nil {
 		return err
 	}
 	opt.Progress("initramfs", 2, steps)
@@ -161,20 +161,27 @@ func (e *BootFileError) Error() string {
 	return fmt.Sprintf("boot.img has no %s (%s)", e.Name, e.What)
 }
 
-// checkBootFiles refuses a boot.img the board cannot boot: without the
-// kernel or without the target's device tree.
-func checkBootFiles(files map[string][]byte, soc string) error {
-	if len(files[KernelName]) == 0 {
+// checkBootFiles refuses, before anything is read, a boot.img the board
+// cannot boot: without the kernel or without the target's device tree.
+func checkBootFiles(m *image.Manifest, soc string) error {
+	files := map[string]bool{}
+	for _, f := range m.Boot.Files {
+		files[f.Dst] = true
+	}
+	if !files[KernelName] {
 		return &BootFileError{KernelName, "the kernel", "boot.files"}
 	}
 	dtbs := map[string]string{"2711": "bcm2711-rpi-4-b.dtb", "2712": "bcm2712-rpi-5-b.dtb"}
 	if soc != "" {
-		if len(files[dtbs[soc]]) == 0 {
+		if err := bootsig.CheckTargetSoC(soc); err != nil {
+			return err
+		}
+		if !files[dtbs[soc]] {
 			return &BootFileError{dtbs[soc], "the device tree of target SoC " + soc, "boot.files"}
 		}
 		return nil
 	}
-	if len(files[dtbs["2711"]]) == 0 && len(files[dtbs["2712"]]) == 0 {
+	if !files[dtbs["2711"]] && !files[dtbs["2712"]] {
 		return &BootFileError{dtbs["2711"] + " or " + dtbs["2712"], "a Pi 4 or Pi 5 device tree", "boot.files"}
 	}
 	return nil
