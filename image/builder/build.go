@@ -1,12 +1,18 @@
 // Package builder writes the SD-card image a manifest describes.
 //
-// The image is an MBR disk with two partitions: a FAT16 boot partition
-// holding boot.img (a FAT16 image with the kernel, initramfs, device trees,
-// config.txt, cmdline.txt and the manifest, which the Pi's EEPROM verifies
-// against boot.sig when SIGNED_BOOT=1), boot.sig and an outer config.txt;
-// and a read-only squashfs root filesystem. The same manifest gives the
-// same bytes: times come from source_date_epoch, owners are root, modes
-// are normalised ([image.NormalMode]), and the MBR disk ID is fixed.
+// The image is a GPT disk with the six partitions of package image/layout:
+// the autoboot partition (autoboot.txt, booting slot A), slot A's boot
+// partition with boot.img (a FAT16 image with the kernel, the initramfs
+// the build makes, device trees, firmware, config.txt, cmdline.txt and the
+// manifest, which the Pi's EEPROM verifies against boot.sig when
+// SIGNED_BOOT=1), boot.sig and an outer config.txt; an empty FAT for slot
+// B; slot A's read-only squashfs root (gzip); zeros for root B; and an
+// empty ext4 data partition. Inputs are host files or files inside Debian
+// packages pinned by SHA-256 (package image/deb reads them).
+//
+// The same manifest and inputs give the same bytes: times come from
+// source_date_epoch, owners are root, modes are normalised
+// ([image.NormalMode]), and every GUID, UUID and hash seed is fixed.
 package builder
 
 import (
