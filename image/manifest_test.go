@@ -86,6 +86,7 @@ func TestManifestRefuses(t *testing.T) {
 
 func FuzzParseManifest(f *testing.F) {
 	f.Add([]byte(imagetest.Manifest))
+	f.Add([]byte(imagetest.Manifest + "[[debs]]\nname = \"k\"\nfile = \"k.deb\"\nsha256 = \"" + strings.Repeat("a", 64) + "\"\n"))
 	f.Add([]byte("version = 1\nsource_date_epoch = 1\nsecurity_version = 1\n[rootfs]\ndir = \"r\"\n[measure]\nseparator_pcrs = [8, 9, 11, 12, 13]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := ParseManifest(data, "/nonexistent")
@@ -97,4 +98,34 @@ func FuzzParseManifest(f *testing.F) {
 			t.Fatal(err)
 		}
 	})
+}
+
+func TestParseSource(t *testing.T) {
+	for in, want := range map[string]Source{
+		"boot/tpm_tis.ko": {Path: "boot/tpm_tis.ko"},
+		"deb:kernel:/usr/lib/linux-image-6.1.0-57-arm64/broadcom/bcm2711-rpi-4-b.dtb": {Deb: "kernel", Path: "/usr/lib/linux-image-6.1.0-57-arm64/broadcom/bcm2711-rpi-4-b.dtb"},
+	} {
+		got, err := ParseSource(in)
+		if err != nil || got != want || got.String() != in {
+			t.Errorf("%q: got %+v, %v", in, got, err)
+		}
+	}
+	for _, bad := range []string{"/etc/shadow", "../x", "deb:kernel", "deb:kernel:boot/x", "deb:Kernel:/x", "deb::/x", "deb:k:/", "deb:k:/a/../b", "deb:k:/a//b"} {
+		if _, err := ParseSource(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// The appliance examples parse, every source naming a pinned deb.
+func TestExampleManifestsParse(t *testing.T) {
+	for _, name := range []string{"manifest.toml", "qemu.toml"} {
+		m, err := LoadManifest("../docs/examples/appliance/" + name)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if len(m.Debs) == 0 || len(m.Initramfs.Modules) < 8 {
+			t.Errorf("%s: %d debs, %d modules", name, len(m.Debs), len(m.Initramfs.Modules))
+		}
+	}
 }

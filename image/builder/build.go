@@ -1,12 +1,18 @@
 // Package builder writes the SD-card image a manifest describes.
 //
-// The image is an MBR disk with two partitions: a FAT16 boot partition
-// holding boot.img (a FAT16 image with the kernel, initramfs, device trees,
-// config.txt, cmdline.txt and the manifest, which the Pi's EEPROM verifies
-// against boot.sig when SIGNED_BOOT=1), boot.sig and an outer config.txt;
-// and a read-only squashfs root filesystem. The same manifest gives the
-// same bytes: times come from source_date_epoch, owners are root, modes
-// are normalised ([image.NormalMode]), and the MBR disk ID is fixed.
+// The image is a GPT disk with the six partitions of package image/layout:
+// the autoboot partition (autoboot.txt, booting slot A), slot A's boot
+// partition with boot.img (a FAT16 image with the kernel, the initramfs
+// the build makes, device trees, firmware, config.txt, cmdline.txt and the
+// manifest, which the Pi's EEPROM verifies against boot.sig when
+// SIGNED_BOOT=1), boot.sig and an outer config.txt; an empty FAT for slot
+// B; slot A's read-only squashfs root (gzip); zeros for root B; and an
+// empty ext4 data partition. Inputs are host files or files inside Debian
+// packages pinned by SHA-256 (package image/deb reads them).
+//
+// The same manifest and inputs give the same bytes: times come from
+// source_date_epoch, owners are root, modes are normalised
+// ([image.NormalMode]), and every GUID, UUID and hash seed is fixed.
 package builder
 
 import (
@@ -92,6 +98,9 @@ func Build(m *image.Manifest, out string, opt Options) error {
 	defer os.RemoveAll(work)
 
 	const steps = 6
+	if err := checkBootFiles(m, opt.TargetSoC); err != nil {
+		return err
+	}
 	opt.Progress("reading inputs", 1, steps)
 	sources, err := readSources(m, opt.DebDir)
 	if err != nil {
@@ -99,9 +108,6 @@ func Build(m *image.Manifest, out string, opt Options) error {
 	}
 	files, err := bootFiles(m, sources)
 	if err != nil {
-		return err
-	}
-	if err := checkBootFiles(files, opt.TargetSoC); err != nil {
 		return err
 	}
 	opt.Progress("initramfs", 2, steps)
@@ -161,20 +167,27 @@ func (e *BootFileError) Error() string {
 	return fmt.Sprintf("boot.img has no %s (%s)", e.Name, e.What)
 }
 
-// checkBootFiles refuses a boot.img the board cannot boot: without the
-// kernel or without the target's device tree.
-func checkBootFiles(files map[string][]byte, soc string) error {
-	if len(files[KernelName]) == 0 {
+// checkBootFiles refuses, before anything is read, a boot.img the board
+// cannot boot: without the kernel or without the target's device tree.
+func checkBootFiles(m *image.Manifest, soc string) error {
+	files := map[string]bool{}
+	for _, f := range m.Boot.Files {
+		files[f.Dst] = true
+	}
+	if !files[KernelName] {
 		return &BootFileError{KernelName, "the kernel", "boot.files"}
 	}
 	dtbs := map[string]string{"2711": "bcm2711-rpi-4-b.dtb", "2712": "bcm2712-rpi-5-b.dtb"}
 	if soc != "" {
-		if len(files[dtbs[soc]]) == 0 {
+		if err := bootsig.CheckTargetSoC(soc); err != nil {
+			return err
+		}
+		if !files[dtbs[soc]] {
 			return &BootFileError{dtbs[soc], "the device tree of target SoC " + soc, "boot.files"}
 		}
 		return nil
 	}
-	if len(files[dtbs["2711"]]) == 0 && len(files[dtbs["2712"]]) == 0 {
+	if !files[dtbs["2711"]] && !files[dtbs["2712"]] {
 		return &BootFileError{dtbs["2711"] + " or " + dtbs["2712"], "a Pi 4 or Pi 5 device tree", "boot.files"}
 	}
 	return nil

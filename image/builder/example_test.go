@@ -167,6 +167,9 @@ func TestExampleApplianceImage(t *testing.T) {
 	if strings.Join(names, " ") != strings.Join(wantNames, " ") {
 		t.Fatalf("initramfs holds %v, want %v", names, wantNames)
 	}
+	if list := cpioList(t, initramfs); list != strings.Join(wantNames, " ") {
+		t.Errorf("cpio -t lists %q, want %v", list, wantNames)
+	}
 	if entries[3].data != strings.Join(order, "\n")+"\n" {
 		t.Errorf("modules/order is %q", entries[3].data)
 	}

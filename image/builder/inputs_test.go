@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -27,8 +28,8 @@ type cpioEntry struct {
 	data string
 }
 
-// readInitramfs lists a gzip-compressed newc cpio with a reader of its own
-// (not the writer's), checking owners and times on the way.
+// readInitramfs lists a gzip-compressed newc cpio, checking owners and
+// times on the way; cpioList cross-checks with GNU cpio.
 func readInitramfs(t *testing.T, data []byte, epoch int64) []cpioEntry {
 	t.Helper()
 	z, err := gzip.NewReader(bytes.NewReader(data))
@@ -93,6 +94,9 @@ func TestInitramfsHoldsExactly(t *testing.T) {
 	}
 	if string(kernel) != imagetest.Files["boot/kernel8.img"].Data {
 		t.Errorf("--kernel-out got %q", kernel)
+	}
+	if list := cpioList(t, initramfs); list != "init custodian.toml modules modules/order modules/tpm_tis_core.ko modules/tpm_tis.ko" {
+		t.Errorf("cpio -t lists %q", list)
 	}
 	inBoot := bootImgFile(t, img, image.InitramfsName)
 	if !bytes.Equal(inBoot, initramfs) {
@@ -235,4 +239,21 @@ func readFATFile(t *testing.T, file, name string) []byte {
 		t.Fatal(err)
 	}
 	return data
+}
+
+// cpioList lists an initramfs with GNU cpio (-t), names joined by spaces.
+func cpioList(t *testing.T, initramfs []byte) string {
+	t.Helper()
+	requireTool(t, "cpio", "cpio")
+	z, err := gzip.NewReader(bytes.NewReader(initramfs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("cpio", "-it", "--quiet", "-H", "newc")
+	cmd.Stdin = z
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("cpio -t: %v", err)
+	}
+	return strings.Join(strings.Fields(string(out)), " ")
 }

@@ -174,3 +174,29 @@ func FuzzExtract(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkExtractKernelDeb reads a module out of Debian's kernel
+// package (60 MB, data.tar.xz of 400 MB), when the appliance example's
+// cache holds it: the whole tar is decompressed and walked.
+func BenchmarkExtractKernelDeb(b *testing.B) {
+	cache := os.Getenv("CUSTODIAN_CACHE")
+	if cache == "" {
+		home, _ := os.UserCacheDir()
+		cache = filepath.Join(home, "custodian")
+	}
+	file := filepath.Join(cache, "debs", "linux-image-6.1.0-57-arm64_6.1.192-3_arm64.deb")
+	if _, err := os.Stat(file); err != nil {
+		b.Skip("no kernel package in the cache (docs/examples/appliance/fetch-debs.sh fetches it)")
+	}
+	for b.Loop() {
+		f, err := os.Open(file)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, err = Extract(f, []string{"/lib/modules/6.1.0-57-arm64/kernel/fs/ext4/ext4.ko"}, DefaultLimits)
+		f.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}
