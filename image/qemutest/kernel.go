@@ -44,7 +44,6 @@ func RequireKernel(t testing.TB) Kernel {
 	k := Kernel{
 		Dir:    dir,
 		Image:  filepath.Join(dir, "vmlinuz"),
-		Deb:    filepath.Join(dir, "linux-image.deb"),
 		TPMTis: filepath.Join(dir, "tpm_tis.ko"),
 	}
 	release, err := os.ReadFile(filepath.Join(dir, "release"))
@@ -52,6 +51,11 @@ func RequireKernel(t testing.TB) Kernel {
 		t.Fatalf("the kernel directory is incomplete: %v", err)
 	}
 	k.Release = strings.TrimSpace(string(release))
+	debs, err := filepath.Glob(filepath.Join(dir, "linux-image-*.deb"))
+	if err != nil || len(debs) != 1 {
+		t.Fatalf("%s holds no single kernel package (%v)", dir, debs)
+	}
+	k.Deb = debs[0]
 	core, err := filepath.Glob(filepath.Join(dir, "modules", "tpm_tis_core.ko*"))
 	if err != nil || len(core) != 1 {
 		t.Fatalf("%s holds no single tpm_tis_core module (%v)", dir, core)
