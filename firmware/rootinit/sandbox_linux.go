@@ -116,6 +116,9 @@ func privateDev(devices []string) error {
 // the private /tmp read-only (ProtectSystem=strict, ProtectKernelTunables).
 func readOnlyMounts() error {
 	for _, m := range []string{"/run", "/sys", "/proc/sys", "/proc/sysrq-trigger"} {
+		if _, err := os.Stat(m); errors.Is(err, os.ErrNotExist) {
+			continue // not in every kernel's configuration
+		}
 		if err := unix.Mount(m, m, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 			return fmt.Errorf("%s: %w", m, err)
 		}
