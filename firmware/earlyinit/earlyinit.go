@@ -55,14 +55,23 @@ func fail(what string, err error, check string) *Failure {
 	return &Failure{What: what, Err: err, Check: check}
 }
 
-// PrintFailure writes a failure for the person at the console.
+// PrintFailure writes an early init failure for the person at the console.
 func PrintFailure(w io.Writer, err error) {
+	Report(w, err, "nothing from the root filesystem runs on this boot")
+}
+
+// Report writes a failure: what failed, what to check, and what the halt
+// means (consequence).
+func Report(w io.Writer, err error, consequence string) {
 	fmt.Fprintf(w, "%sFAILED: %v\n", Prefix, err)
 	if f, ok := err.(*Failure); ok && f.Check != "" {
 		fmt.Fprintf(w, "%scheck: %s\n", Prefix, f.Check)
 	}
-	fmt.Fprintf(w, "%shalted; nothing from the root filesystem runs on this boot. Power-cycle the device to try again.\n", Prefix)
+	fmt.Fprintf(w, "%shalted; %s. Power-cycle the device to try again.\n", Prefix, consequence)
 }
+
+// Fail makes a Failure: what failed, the error, what to check.
+func Fail(what string, err error, check string) *Failure { return fail(what, err, check) }
 
 // console prints stage lines.
 type console struct{ w io.Writer }
