@@ -147,7 +147,7 @@ func TestMissing(t *testing.T) {
 	if got := Missing(dir); !slices.Equal(got, setupFiles) {
 		t.Errorf("empty data dir: missing %v", got)
 	}
-	for _, f := range []string{"enrollment.json", TLSCert, TLSKey} {
+	for _, f := range []string{"enrollment.json", "ledger-key.blob", TLSCert, TLSKey} {
 		os.MkdirAll(filepath.Dir(filepath.Join(dir, f)), 0o700)
 		os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o600)
 	}
