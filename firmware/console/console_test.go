@@ -275,3 +275,35 @@ func TestReadLineTooLong(t *testing.T) {
 		t.Fatalf("transcript %q", out)
 	}
 }
+
+// Any input keeps the protocol: every prompt but the last is answered by
+// exactly one exit line or an empty command, nothing runs that the
+// allowlist does not name, and the fixed flags are never overridden.
+func FuzzConsole(f *testing.F) {
+	f.Add("put a\naGVsbG8=\n.\nget a\nenroll --id x\n")
+	f.Add("ledger verify --tpm=sim\nsh -c x\n\n\r\n")
+	f.Add("put .x\n")
+	f.Fuzz(func(t *testing.T, input string) {
+		fx := newFixture(t)
+		fx.console.Commands = []string{"enroll", "ledger"}
+		var out bytes.Buffer
+		fx.console.In, fx.console.Out = strings.NewReader(input), &out
+		_ = fx.console.Serve(context.Background())
+		for _, c := range fx.runner.ran {
+			if len(c.Args) < 5 || c.Args[0] != "--data-dir" || c.Args[2] != "--tpm" || !slices.Contains(fx.console.Commands, c.Args[4]) {
+				t.Fatalf("ran %q", c.Args)
+			}
+			for _, a := range c.Args[4:] {
+				if fixedFlag(a) {
+					t.Fatalf("ran %q with a fixed flag", c.Args)
+				}
+			}
+		}
+		if fx.daemon.events != nil && fx.daemon.events[len(fx.daemon.events)-1] != "start" {
+			t.Fatalf("daemon left stopped: %v", fx.daemon.events)
+		}
+		if !strings.HasSuffix(out.String(), Prompt) && !strings.Contains(input, "put ") {
+			t.Fatalf("the session did not end at a prompt: %q", out.String())
+		}
+	})
+}
