@@ -31,12 +31,13 @@ type fakeRunner struct {
 	ran      []Command
 	daemonOn []bool
 	status   int
+	end      string // what the output ends with
 }
 
 func (r *fakeRunner) Run(_ context.Context, c Command) (int, error) {
 	r.ran = append(r.ran, c)
 	r.daemonOn = append(r.daemonOn, r.daemon.running)
-	io.WriteString(c.Out, "ran "+strings.Join(c.Args, " ")+"\n")
+	io.WriteString(c.Out, "ran "+strings.Join(c.Args, " ")+r.end)
 	return r.status, nil
 }
 
@@ -53,7 +54,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	d := &fakeDaemon{running: true}
-	r := &fakeRunner{daemon: d}
+	r := &fakeRunner{daemon: d, end: "\n"}
 	c := &Console{
 		Files: &Transfer{Dir: dir, UID: -1, GID: -1}, Runner: r, Daemon: d,
 		DataDir: "/var/lib/custodian", TPM: "/dev/tpmrm0", Commands: DefaultCommands,
@@ -306,4 +307,14 @@ func FuzzConsole(f *testing.F) {
 			t.Fatalf("the session did not end at a prompt: %q", out.String())
 		}
 	})
+}
+
+// Output without a final newline still leaves the exit line on its own.
+func TestExitLineStartsALine(t *testing.T) {
+	f := newFixture(t)
+	f.runner.end = ""
+	out := f.session(t, "trust list\n")
+	if want := "custodian> ran --data-dir /var/lib/custodian --tpm /dev/tpmrm0 trust list\n[exit 0]\ncustodian> "; out != want {
+		t.Errorf("transcript %q, want %q", out, want)
+	}
 }
