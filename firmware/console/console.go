@@ -154,11 +154,12 @@ func (c *Console) run(ctx context.Context, words []string) int {
 			return c.exit(ExitRefused, fmt.Sprintf("%s is fixed on the console (--data-dir %s --tpm %s); leave it out", w, c.DataDir, c.TPM))
 		}
 	}
+	out := &lineEnd{w: c.Out, last: '\n'}
 	cmd := Command{
 		Args: append([]string{"--data-dir", c.DataDir, "--tpm", c.TPM}, words...),
 		Dir:  c.Files.Dir,
 		Root: words[0] == "update",
-		Out:  c.Out,
+		Out:  out,
 	}
 	if needsDevice(words) {
 		if err := c.Daemon.Stop(); err != nil {
@@ -167,6 +168,9 @@ func (c *Console) run(ctx context.Context, words []string) int {
 		defer c.Daemon.Start()
 	}
 	status, err := c.Runner.Run(ctx, cmd)
+	if out.last != '\n' { // the exit line starts a line of its own
+		fmt.Fprintln(c.Out)
+	}
 	if err != nil {
 		return c.exit(ExitFailed, err.Error())
 	}
@@ -209,6 +213,19 @@ func (c *Console) help() {
   %s ...
                     custodian subcommands (--data-dir and --tpm are fixed; files are in transfer/)
 `, strings.Join(c.Commands, " | "))
+}
+
+// lineEnd passes output on and remembers its last byte.
+type lineEnd struct {
+	w    io.Writer
+	last byte
+}
+
+func (l *lineEnd) Write(p []byte) (int, error) {
+	if len(p) > 0 {
+		l.last = p[len(p)-1]
+	}
+	return l.w.Write(p)
 }
 
 var errTooLong = errors.New("line too long")

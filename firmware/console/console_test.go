@@ -31,12 +31,13 @@ type fakeRunner struct {
 	ran      []Command
 	daemonOn []bool
 	status   int
+	end      string // what the output ends with
 }
 
 func (r *fakeRunner) Run(_ context.Context, c Command) (int, error) {
 	r.ran = append(r.ran, c)
 	r.daemonOn = append(r.daemonOn, r.daemon.running)
-	io.WriteString(c.Out, "ran "+strings.Join(c.Args, " ")+"\n")
+	io.WriteString(c.Out, "ran "+strings.Join(c.Args, " ")+r.end)
 	return r.status, nil
 }
 
@@ -53,7 +54,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	d := &fakeDaemon{running: true}
-	r := &fakeRunner{daemon: d}
+	r := &fakeRunner{daemon: d, end: "\n"}
 	c := &Console{
 		Files: &Transfer{Dir: dir, UID: -1, GID: -1}, Runner: r, Daemon: d,
 		DataDir: "/var/lib/custodian", TPM: "/dev/tpmrm0", Commands: DefaultCommands,
@@ -273,5 +274,47 @@ func TestReadLineTooLong(t *testing.T) {
 	out := f.session(t, strings.Repeat("x", maxLine+1)+"\nstatus\n")
 	if !strings.HasPrefix(out, "custodian> custodian: error: the line is too long") || !strings.HasSuffix(out, "daemon: running\n[exit 0]\ncustodian> ") {
 		t.Fatalf("transcript %q", out)
+	}
+}
+
+// Any input keeps the protocol: every prompt but the last is answered by
+// exactly one exit line or an empty command, nothing runs that the
+// allowlist does not name, and the fixed flags are never overridden.
+func FuzzConsole(f *testing.F) {
+	f.Add("put a\naGVsbG8=\n.\nget a\nenroll --id x\n")
+	f.Add("ledger verify --tpm=sim\nsh -c x\n\n\r\n")
+	f.Add("put .x\n")
+	f.Fuzz(func(t *testing.T, input string) {
+		fx := newFixture(t)
+		fx.console.Commands = []string{"enroll", "ledger"}
+		var out bytes.Buffer
+		fx.console.In, fx.console.Out = strings.NewReader(input), &out
+		_ = fx.console.Serve(context.Background())
+		for _, c := range fx.runner.ran {
+			if len(c.Args) < 5 || c.Args[0] != "--data-dir" || c.Args[2] != "--tpm" || !slices.Contains(fx.console.Commands, c.Args[4]) {
+				t.Fatalf("ran %q", c.Args)
+			}
+			for _, a := range c.Args[4:] {
+				if fixedFlag(a) {
+					t.Fatalf("ran %q with a fixed flag", c.Args)
+				}
+			}
+		}
+		if fx.daemon.events != nil && fx.daemon.events[len(fx.daemon.events)-1] != "start" {
+			t.Fatalf("daemon left stopped: %v", fx.daemon.events)
+		}
+		if !strings.HasSuffix(out.String(), Prompt) && !strings.Contains(input, "put ") {
+			t.Fatalf("the session did not end at a prompt: %q", out.String())
+		}
+	})
+}
+
+// Output without a final newline still leaves the exit line on its own.
+func TestExitLineStartsALine(t *testing.T) {
+	f := newFixture(t)
+	f.runner.end = ""
+	out := f.session(t, "trust list\n")
+	if want := "custodian> ran --data-dir /var/lib/custodian --tpm /dev/tpmrm0 trust list\n[exit 0]\ncustodian> "; out != want {
+		t.Errorf("transcript %q, want %q", out, want)
 	}
 }

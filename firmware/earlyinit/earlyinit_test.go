@@ -271,3 +271,33 @@ func write(t *testing.T, file, content string) {
 		t.Fatal(err)
 	}
 }
+
+// Whatever ParseOrder accepts is a list of distinct plain module files.
+func FuzzParseOrder(f *testing.F) {
+	f.Add([]byte("tpm_tis_core.ko.xz\nsquashfs.ko.xz\ntpm_tis.ko\n"))
+	f.Add([]byte("../x.ko\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		files, err := ParseOrder(data)
+		if err != nil {
+			return
+		}
+		seen := map[string]bool{}
+		for _, file := range files {
+			if filepath.Base(file) != file || strings.HasPrefix(file, ".") || !strings.Contains(file, ".ko") || seen[ModuleName(file)] {
+				t.Fatalf("accepted %q in %q", file, files)
+			}
+			seen[ModuleName(file)] = true
+		}
+	})
+}
+
+// A uevent file yields a partition only with a plain device name.
+func FuzzParseUevent(f *testing.F) {
+	f.Add([]byte("DEVNAME=mmcblk0p4\nDEVTYPE=partition\nPARTN=4\nPARTNAME=custodian-root-a\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, ok := parseUevent(data)
+		if ok && (p.Dev == "" || strings.Contains(p.Dev, "/") || strings.HasPrefix(p.Dev, ".") || p.Name == "") {
+			t.Fatalf("accepted %+v", p)
+		}
+	})
+}

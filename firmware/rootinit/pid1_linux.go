@@ -58,7 +58,7 @@ func (l *logger) hush() {
 }
 
 func run(out *os.File, opts Options) error {
-	log := &logger{w: out, ring: newRing(40)}
+	log := &logger{w: out, ring: newRing(12)}
 	log.printf("root init (PID 1)")
 	if err := unix.Mount("tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777,size=32m"); err != nil {
 		return earlyinit.Fail("mounting /tmp", err, "the root filesystem must have the directory tmp")
@@ -120,6 +120,39 @@ func prepareDataDir() error {
 		}
 		if err := os.Chmod(d, 0o700); err != nil {
 			return err
+		}
+	}
+	return giveTLS(filepath.Join(DataDir, "tls"))
+}
+
+// giveTLS gives the daemon's TLS files, which the operator writes onto the
+// data partition from another machine (as root, or any uid), to the
+// daemon's user. It works relative to the directory, opened without
+// following a link, and never follows a link at a file: a link planted
+// in place of the directory or a file gets nothing.
+func giveTLS(dir string) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return nil // not set up yet: status says so
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", dir, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Fchown(fd, DaemonUID, DaemonGID); err != nil {
+		return err
+	}
+	if err := unix.Fchmod(fd, 0o700); err != nil {
+		return err
+	}
+	for _, f := range []string{TLSCert, TLSKey, TLSClientCA} {
+		name := filepath.Base(f)
+		err := unix.Fchownat(fd, name, DaemonUID, DaemonGID, unix.AT_SYMLINK_NOFOLLOW)
+		if errors.Is(err, unix.ENOENT) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("%s/%s: %w", dir, name, err)
 		}
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 
 	"github.com/custodian-project/custodian/firmware/config"
+	"github.com/custodian-project/custodian/hsm/appliance"
 )
 
 // The daemon's user: every custodian command the root init starts runs as
@@ -28,8 +29,10 @@ const (
 	TLSClientCA = "tls/officer-ca.pem"
 )
 
-// setupFiles must exist before the daemon starts.
-var setupFiles = []string{"enrollment.json", TLSCert, TLSKey, TLSClientCA}
+// setupFiles must exist before the daemon starts: the enrollment, the
+// ledger (custodian ledger init) and the TLS files. Without them the
+// daemon would only exit, again and again.
+var setupFiles = []string{"enrollment.json", appliance.LedgerKeyBlob, TLSCert, TLSKey, TLSClientCA}
 
 // Missing lists the set-up files dataDir lacks (relative names).
 func Missing(dataDir string) []string {

@@ -98,7 +98,7 @@ func (s *Supervisor) Run(ctx context.Context) {
 		if missing := strings.Join(s.Missing(), ", "); missing != "" {
 			s.setState("not started: the device is not set up (missing %s)", missing)
 			if missing != lastMissing {
-				s.Log("daemon not started: missing %s (enroll on the console, and put the TLS files on the data partition)", missing)
+				s.Log("daemon not started: missing %s (enroll and ledger init on the console; the TLS files go on the data partition)", missing)
 				lastMissing = missing
 			}
 			paused = s.sleep(ctx, s.Recheck)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/custodian-project/custodian/firmware"
 	"github.com/custodian-project/custodian/firmware/config"
 )
 
@@ -147,7 +148,7 @@ func TestMissing(t *testing.T) {
 	if got := Missing(dir); !slices.Equal(got, setupFiles) {
 		t.Errorf("empty data dir: missing %v", got)
 	}
-	for _, f := range []string{"enrollment.json", TLSCert, TLSKey} {
+	for _, f := range []string{"enrollment.json", "ledger-key.blob", TLSCert, TLSKey} {
 		os.MkdirAll(filepath.Dir(filepath.Join(dir, f)), 0o700)
 		os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o600)
 	}
@@ -169,4 +170,33 @@ func TestServeArgs(t *testing.T) {
 	if strings.Contains(strings.Join(ServeArgs(c, "/d", "/dev/tpmrm0"), " "), "--led") {
 		t.Error("--led without an LED")
 	}
+}
+
+// The root init serves with the TLS files the systemd unit and the
+// operator's runbook name.
+func TestServeArgsMatchTheServiceUnit(t *testing.T) {
+	var exec string
+	for _, l := range strings.Split(string(firmware.ServiceUnit), "\n") {
+		if e, ok := strings.CutPrefix(l, "ExecStart="); ok {
+			exec = e
+		}
+	}
+	unit := flagValues(strings.Fields(exec))
+	c := &config.Config{Serve: config.Serve{Listen: "0.0.0.0:8443", Button: "gpio:GPIO17", Display: "/dev/tty1"}}
+	ours := flagValues(ServeArgs(c, DataDir, TPMDevice))
+	for _, f := range []string{"--data-dir", "--tpm", "--tls-cert", "--tls-key", "--client-ca"} {
+		if unit[f] == "" || ours[f] != unit[f] {
+			t.Errorf("%s: root init %q, unit %q", f, ours[f], unit[f])
+		}
+	}
+}
+
+func flagValues(args []string) map[string]string {
+	m := map[string]string{}
+	for i := 0; i+1 < len(args); i++ {
+		if strings.HasPrefix(args[i], "--") {
+			m[args[i]] = args[i+1]
+		}
+	}
+	return m
 }
