@@ -1,0 +1,347 @@
+package tests
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/custodian-project/custodian/hsm/bootpolicy"
+	"github.com/custodian-project/custodian/hsm/escrow"
+	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/hsm/trust/trusttest"
+	"github.com/custodian-project/custodian/hsm/warrant"
+	"github.com/custodian-project/custodian/image/qemutest"
+	"github.com/custodian-project/custodian/tpm"
+	"github.com/custodian-project/custodian/tpm/tpmtest"
+)
+
+// applianceCourt is the emulated appliance's court: one word, as the
+// console has no quoting.
+const applianceCourt = "District-Court"
+
+// The emulated appliance's console commands run the arm64 binary without
+// KVM: each takes seconds, a TPM key generation on a busy machine longer.
+const (
+	bootLimit    = 4 * time.Minute
+	commandLimit = 3 * time.Minute
+)
+
+// TestApplianceBootsMeasuresAndReleases is the appliance's acceptance test
+// on an emulated board: the image built from a manifest like the
+// example's (Debian's arm64 kernel, the custodian binary for linux/arm64
+// as the initramfs's /init and the root's binary) boots under QEMU with
+// swtpm as its TPM. It shows
+//
+//   - the initramfs measured the root (its marker lines), and a quote of
+//     the PCRs, verified on the host with the enrolled attestation key,
+//     equals custodian image measure's prediction;
+//   - through the serial console and its put/get alone the device is
+//     enrolled (the escrow authority's side on the host), creates its
+//     ledger, is provisioned from a 2-of-3 ceremony whose other two
+//     custodians run on host swtpms that replayed the same measurements,
+//     and gets its court's trust root and CRL (its TLS files are put on
+//     the data partition before the first boot, as the operator does);
+//   - the daemon comes up and answers an attestation and a release over
+//     the emulated network, the simulated button pressed through the
+//     console, and the released share with a host custodian's share
+//     opens an envelope sealed before.
+//
+// The device runs the default build (its simulated button), not
+// -tags appliance; README's "The emulated boot" says what only a real Pi
+// shows.
+func TestApplianceBootsMeasuresAndReleases(t *testing.T) {
+	k := qemutest.RequireKernel(t)
+	tpmtest.RequireSwtpm(t)
+	dir := t.TempDir()
+	p := func(name string) string { return filepath.Join(dir, name) }
+	now := time.Now().UTC()
+	root := trusttest.NewRoot(t, "Test Court Root", now)
+	judgeKey := trusttest.ECKeyP256(t)
+	judge := root.Judge(t, "Judge Ada", judgeKey.Public(), now)
+
+	manifest := writeQEMUManifest(t, k, p("image"), trusttest.PEM(root.Cert))
+	mustCLI(t, "image", "build", "--manifest", manifest, "--debs", k.Dir, "--target-soc", "2711",
+		"--out", p("custodian.img"), "--kernel-out", p("kernel8.img"), "--initramfs-out", p("initramfs.img"))
+	mustCLI(t, "image", "measure", "--manifest", manifest, "--out", p("policy.json"))
+	policy := readPolicy(t, p("policy.json"))
+	// The daemon's TLS files go onto the data partition from the build
+	// host, as docs/operator.md has the operator do before the first boot.
+	site := newSite(t)
+	qemutest.WriteDataFiles(t, p("custodian.img"), map[string][]byte{
+		"tls/server.pem": readFileT(t, site.ServerCert), "tls/server.key": readFileT(t, site.ServerKey),
+		"tls/officer-ca.pem": readFileT(t, site.OfficerCA),
+	})
+
+	m := qemutest.Boot(t, qemutest.Config{
+		Kernel: p("kernel8.img"), Initrd: p("initramfs.img"), Disk: p("custodian.img"),
+		Append: "rdinit=/init custodian.boot_partition=2 quiet", Forward: 8443,
+	})
+	expectMeasured(t, m, policy)
+	console, err := m.Console(bootLimit, commandLimit)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Enrollment: the device answers the authority's challenge.
+	console.MustRun("enroll --id court-a --out request.json")
+	writeFile(t, p("court-a.request.json"), console.MustGet("request.json"))
+	mustCLI(t, "enroll", "challenge", "--in", p("court-a.request.json"), "--out", p("court-a.challenge.json"), "--secret-out", p("court-a.secret"))
+	console.MustPut("challenge.json", readFileT(t, p("court-a.challenge.json")))
+	console.MustRun("enroll --id court-a --challenge challenge.json --out enrollment.json")
+	writeFile(t, p("court-a.enrollment.json"), console.MustGet("enrollment.json"))
+	verifier := ledgerKeyFrom(t, console.MustRun("ledger init"))
+
+	// The ceremony on the host, with two custodians on host swtpms that
+	// booted the same image (they replay its measurements).
+	roots := readFileT(t, m.TPM.EKRootFiles()[0])
+	roots = append(roots, readFileT(t, m.TPM.EKRootFiles()[1])...)
+	ceremony := []string{"ceremony", "--key-id", "2026-11", "--threshold", "2", "--mode", "share",
+		"--policy", p("policy.json"), "--out", p("ceremony"),
+		"--enrollment", p("court-a.enrollment.json"), "--secret", "court-a=" + p("court-a.secret")}
+	var hosts []*device
+	for _, id := range []string{"court-b", "court-c"} {
+		d, enrollment, secret := enrollWith(t, id, dir, func(conn interface{ Send([]byte) ([]byte, error) }) {
+			replay(t, conn, policy)
+		})
+		hosts = append(hosts, d)
+		ceremony = append(ceremony, "--enrollment", enrollment, "--secret", id+"="+secret)
+		for _, f := range d.sw.EKRootFiles() {
+			roots = append(roots, readFileT(t, f)...)
+		}
+	}
+	writeFile(t, p("ek-cas.pem"), roots)
+	mustCLI(t, append(ceremony, "--ek-roots", p("ek-cas.pem"))...)
+	console.MustPut("bundle.json", readFileT(t, p("ceremony/court-a.bundle.json")))
+	console.MustRun("provision --bundle bundle.json")
+	mustCLI(t, hosts[0].args("provision", "--bundle", p("ceremony/court-b.bundle.json"))...)
+
+	// The court's trust root and CRL, and the daemon's TLS files.
+	writeFile(t, p("root.pem"), trusttest.PEM(root.Cert))
+	writeFile(t, p("crl.pem"), trusttest.CRLPEM(root.CRL(t, now.Add(-time.Hour), now.Add(24*time.Hour))))
+	console.MustPut("root.pem", readFileT(t, p("root.pem")))
+	console.MustRun("trust add-root root.pem --court " + applianceCourt)
+	console.MustPut("crl.pem", readFileT(t, p("crl.pem")))
+	console.MustRun("trust set-crl crl.pem")
+	mustCLI(t, hosts[0].args("trust", "add-root", p("root.pem"), "--court", applianceCourt)...)
+	mustCLI(t, hosts[0].args("trust", "set-crl", p("crl.pem"))...)
+
+	// The daemon serves: an attestation checked against the policy, then
+	// a release approved with the simulated button.
+	base := "https://" + m.Addr
+	waitServing(t, console, base, site)
+	nonce := make([]byte, 16)
+	rand.Read(nonce)
+	mustCLI(t, "attest", "--server", base, "--ca", site.ServerCA, "--nonce", hex.EncodeToString(nonce), "--out", p("att.json"))
+	mustCLI(t, "attest", "verify", "--enrollment", p("court-a.enrollment.json"), "--secret", p("court-a.secret"),
+		"--ek-roots", p("ek-cas.pem"), "--policy", p("policy.json"), "--nonce", hex.EncodeToString(nonce),
+		"--ledger-key", verifier, "--in", p("att.json"))
+
+	// A warrant for key ID 2026-11, signed by the court's judge; the
+	// officer submits it over the emulated network and presses the
+	// button through the console.
+	message := []byte("the intercepted conversation")
+	writeFile(t, p("message.txt"), message)
+	escrowFile := p("ceremony/escrow-2026-11.pub.json")
+	mustCLI(t, "escrow", "seal", "--escrow", escrowFile, "--target", "alice@example.org", "--in", p("message.txt"), "--out", p("message.env"))
+	mustCLI(t, "agency", "keygen", "--out", p("agency.key"), "--pub", p("agency.pub"))
+	mustCLI(t, "warrant", "new", "--serial", "W-2026-0042", "--docket", "CR-1/2026", "--court", applianceCourt,
+		"--agency", "Test Police", "--official", "Inspector Morse", "--offence", "fraud",
+		"--target", "alice@example.org", "--key-id", "2026-11",
+		"--custodian", "court-a", "--custodian", "court-b", "--custodian", "court-c", "--recipient", p("agency.pub"),
+		"--not-before", now.Add(-time.Hour).Format(time.RFC3339), "--not-after", now.Add(48*time.Hour).Format(time.RFC3339),
+		"--out", p("w.json"))
+	p7s, err := warrant.Sign(readFileT(t, p("w.json")), []warrant.Signer{{Key: judgeKey, Chain: []*x509.Certificate{judge}}}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, p("w.p7s"), p7s)
+	code, stdout, stderr := releasePressing(t, base, p("w.p7s"), p("court-a.release.json"), site.officerArgs(), func() {
+		console.MustRun("button press")
+	})
+	if code != 0 {
+		t.Fatalf("release from the emulated appliance: exit %d\n%s%s", code, stdout, stderr)
+	}
+	checkApplianceRelease(t, p("court-a.release.json"), "court-a", verifier)
+
+	// court-b, on the host, releases too; the two shares open the envelope.
+	dm := startDaemon(t, hosts[0])
+	code, stdout, stderr = releaseWithPress(t, hosts[0], dm, p("w.p7s"), p("court-b.release.json"))
+	if code != 0 {
+		t.Fatalf("release from court-b: exit %d\n%s%s", code, stdout, stderr)
+	}
+	mustCLI(t, "recover", "--identity", p("agency.key"), "--escrow", escrowFile, "--out", p("escrow.key"),
+		"--release", p("court-a.release.json"), "--release", p("court-b.release.json"))
+	mustCLI(t, "escrow", "open", "--key", p("escrow.key"), "--in", p("message.env"), "--out", p("opened.txt"))
+	if got := readFileT(t, p("opened.txt")); !bytes.Equal(got, message) {
+		t.Fatalf("the envelope opened to %q, want %q", got, message)
+	}
+}
+
+// expectMeasured waits for the early init's lines: the root measured, and
+// the PCR values it read back, which must be the policy's. A failure
+// line ends the test at once.
+func expectMeasured(t *testing.T, m *qemutest.Machine, policy *bootpolicy.Policy) {
+	t.Helper()
+	got := m.Expect(regexp.MustCompile(`^custodian-init: (FAILED: .*|measured the root of slot .*)$`), bootLimit)
+	if strings.HasPrefix(got[1], "FAILED") {
+		t.Fatalf("the early init failed: %s", got[1])
+	}
+	pcrLine := regexp.MustCompile(`^custodian-init: PCR (\d+) = ([0-9a-f]{64})$`)
+	for range policy.PCRs {
+		sub := m.Expect(pcrLine, time.Minute)
+		var i int
+		fmt.Sscan(sub[1], &i)
+		want, ok := policy.PCRs[i]
+		if !ok {
+			t.Fatalf("the early init reports PCR %d, which the policy does not hold", i)
+		}
+		if sub[2] != hex.EncodeToString(want) {
+			t.Errorf("PCR %d after the early init = %s, custodian image measure predicts %x", i, sub[2], want)
+		}
+	}
+	m.Expect(regexp.MustCompile(`^custodian-init: starting the root init`), time.Minute)
+}
+
+// checkApplianceRelease checks a release package from the appliance: its
+// ledger proof verifies against the verifier key ledger init printed and
+// names a release of the package's key ID by the custodian.
+func checkApplianceRelease(t *testing.T, path, id, verifier string) {
+	t.Helper()
+	r, err := escrow.ParseRelease(readFileT(t, path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Ledger == nil {
+		t.Fatal("the package carries no ledger proof")
+	}
+	e, err := r.Ledger.Check(verifier)
+	if err != nil {
+		t.Fatalf("the package's ledger proof: %v", err)
+	}
+	if e.Kind != ledger.KindRelease || e.KeyID != r.KeyID || r.CustodianID != id {
+		t.Fatalf("the proof is for %+v, the package from %s", e, r.CustodianID)
+	}
+}
+
+// replay extends the PCRs along a policy's event log: a host TPM that
+// booted the policy's image.
+func replay(t testing.TB, conn interface{ Send([]byte) ([]byte, error) }, p *bootpolicy.Policy) {
+	t.Helper()
+	for _, e := range p.Events {
+		if err := tpm.ExtendPCR(conn, e.PCR, e.Digest); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func readPolicy(t testing.TB, path string) *bootpolicy.Policy {
+	t.Helper()
+	p, err := bootpolicy.Parse(readFileT(t, path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+var ledgerKeyRE = regexp.MustCompile(`checkpoint verifier key:\n(\S[^\n]*)\n`)
+
+// ledgerKeyFrom finds the verifier key in ledger init's output.
+func ledgerKeyFrom(t testing.TB, out string) string {
+	t.Helper()
+	sub := ledgerKeyRE.FindStringSubmatch(out)
+	if sub == nil {
+		t.Fatalf("ledger init printed no verifier key:\n%s", out)
+	}
+	return sub[1]
+}
+
+func readFileT(t testing.TB, name string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func writeFile(t testing.TB, name string, data []byte) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(name, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// qemuConfig is the appliance configuration on QEMU's user network.
+const qemuConfig = `[network]
+interface = "eth0"
+address = "10.0.2.15/24"
+gateway = "10.0.2.2"
+
+[serve]
+listen = "0.0.0.0:8443"
+button = "sim"
+display = "/dev/null"
+
+[console]
+device = "/dev/ttyAMA0"
+`
+
+// writeQEMUManifest writes the example's manifest for QEMU's virt board
+// (docs/examples/appliance/qemu.toml), tpm_tis.ko from .ci/kernel beside
+// it, and a root filesystem for the emulated board into dir, and returns
+// the manifest's path. The root holds the arm64 custodian binary, a
+// configuration for QEMU's user network with the simulated button, the
+// court's root, and the mount points the early init moves its mounts to.
+func writeQEMUManifest(t *testing.T, k qemutest.Kernel, dir string, courtRoot []byte) string {
+	t.Helper()
+	manifest := filepath.Join(dir, "manifest.toml")
+	writeFile(t, manifest, readFileT(t, filepath.Join("..", "docs", "examples", "appliance", "qemu.toml")))
+	writeFile(t, filepath.Join(dir, "qemu", "tpm_tis.ko"), readFileT(t, k.TPMTis))
+	binary := qemutest.BuildArm64(t, "github.com/custodian-project/custodian/cmd/custodian", "")
+	rootfs := filepath.Join(dir, "rootfs")
+	writeFile(t, filepath.Join(rootfs, "usr/bin/custodian"), readFileT(t, binary))
+	if err := os.Chmod(filepath.Join(rootfs, "usr/bin/custodian"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(rootfs, "etc/custodian/config.toml"), []byte(qemuConfig))
+	writeFile(t, filepath.Join(rootfs, "etc/custodian/trust/court.pem"), courtRoot)
+	for _, d := range []string{"dev", "proc", "sys", "run", "tmp", "var/lib/custodian"} {
+		if err := os.MkdirAll(filepath.Join(rootfs, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return manifest
+}
+
+// waitServing waits until the daemon behind base answers its health
+// check; if it does not, the console's status (what the device lacks,
+// the init's and the daemon's last lines) goes into the failure.
+func waitServing(t *testing.T, console *qemutest.Console, base string, s *site) {
+	t.Helper()
+	c := s.httpClient(false)
+	deadline := time.Now().Add(bootLimit)
+	for time.Now().Before(deadline) {
+		resp, err := c.Get(base + "/v1/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(time.Second)
+	}
+	status, _, err := console.Run("status")
+	t.Fatalf("the appliance's daemon does not answer at %s after %v; status:\n%s%v", base, bootLimit, status, err)
+}
