@@ -81,6 +81,7 @@ func TestApplianceBootsMeasuresAndReleases(t *testing.T) {
 		"tls/officer-ca.pem": readFileT(t, site.OfficerCA),
 	})
 
+	booted := time.Now()
 	m := qemutest.Boot(t, qemutest.Config{
 		Kernel: p("kernel8.img"), Initrd: p("initramfs.img"), Disk: p("custodian.img"),
 		Append: "rdinit=/init custodian.boot_partition=2 quiet", Forward: 8443,
@@ -90,6 +91,7 @@ func TestApplianceBootsMeasuresAndReleases(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("the console's first prompt %v after QEMU started", time.Since(booted).Round(100*time.Millisecond))
 
 	// Enrollment: the device answers the authority's challenge.
 	console.MustRun("enroll --id court-a --out request.json")
@@ -138,6 +140,7 @@ func TestApplianceBootsMeasuresAndReleases(t *testing.T) {
 	// a release approved with the simulated button.
 	base := "https://" + m.Addr
 	waitServing(t, console, base, site)
+	t.Logf("the daemon serves %v after QEMU started (setup through the console included)", time.Since(booted).Round(100*time.Millisecond))
 	nonce := make([]byte, 16)
 	rand.Read(nonce)
 	mustCLI(t, "attest", "--server", base, "--ca", site.ServerCA, "--nonce", hex.EncodeToString(nonce), "--out", p("att.json"))
