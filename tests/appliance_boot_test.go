@@ -68,10 +68,14 @@ func TestApplianceBootsMeasuresAndReleases(t *testing.T) {
 	judgeKey := trusttest.ECKeyP256(t)
 	judge := root.Judge(t, "Judge Ada", judgeKey.Public(), now)
 
+	started := time.Now()
 	manifest := writeQEMUManifest(t, k, p("image"), trusttest.PEM(root.Cert))
+	t.Logf("the arm64 binary and the root filesystem in %v", time.Since(started).Round(100*time.Millisecond))
+	started = time.Now()
 	mustCLI(t, "image", "build", "--manifest", manifest, "--debs", k.Dir, "--target-soc", "2711",
 		"--out", p("custodian.img"), "--kernel-out", p("kernel8.img"), "--initramfs-out", p("initramfs.img"))
 	mustCLI(t, "image", "measure", "--manifest", manifest, "--out", p("policy.json"))
+	t.Logf("the image built and measured in %v", time.Since(started).Round(100*time.Millisecond))
 	policy := readPolicy(t, p("policy.json"))
 	// The daemon's TLS files go onto the data partition from the build
 	// host, as docs/operator.md has the operator do before the first boot.
