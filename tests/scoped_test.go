@@ -16,7 +16,6 @@ import (
 	"github.com/custodian-project/custodian/hsm/escrow"
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/release"
-	"github.com/custodian-project/custodian/hsm/warrant"
 	"github.com/custodian-project/custodian/tpm"
 )
 
@@ -166,7 +165,7 @@ func TestInvariantPartialsLeaveOnlyAfterDurableLedgerEntries(t *testing.T) {
 		}
 		env, _ := escrow.ParseEnvelope(data)
 		envs = append(envs, env)
-		w.Envelopes = append(w.Envelopes, warrant.EnvelopeRef{KeyID: env.KeyID, Target: env.Target, Enc: env.Enc})
+		w.Envelopes = append(w.Envelopes, env.Ref())
 	}
 	p7s := r.court.signDocument(t, w, time.Now())
 

@@ -321,7 +321,7 @@ func (d *demo) signWarrant(context.Context) error {
 	if err != nil {
 		return err
 	}
-	w.Envelopes = []warrant.EnvelopeRef{{KeyID: env.KeyID, Target: env.Target, Enc: env.Enc}}
+	w.Envelopes = []warrant.EnvelopeRef{env.Ref()}
 	content, err := w.Marshal(0)
 	if err != nil {
 		return err

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/ecdh"
 	"errors"
 	"fmt"
 	"os"
@@ -108,8 +107,8 @@ func addEnvelopes(w *warrant.Warrant, paths []string) error {
 	return nil
 }
 
-// readEnvelopeRef reads the header of an envelope file. Its errors name
-// the file.
+// readEnvelopeRef reads an envelope file and checks its seal proof. Its
+// errors name the file.
 func readEnvelopeRef(path string) (warrant.EnvelopeRef, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -117,12 +116,9 @@ func readEnvelopeRef(path string) (warrant.EnvelopeRef, error) {
 	}
 	env, err := escrow.ParseEnvelope(data)
 	if err != nil {
-		return warrant.EnvelopeRef{}, fmt.Errorf("%s: %w", path, err)
+		return warrant.EnvelopeRef{}, unprovenHint(fmt.Errorf("%s: %w", path, err))
 	}
-	if _, err := ecdh.P256().NewPublicKey(env.Enc); err != nil {
-		return warrant.EnvelopeRef{}, fmt.Errorf("%s: %w: its encapsulated key is not a P-256 point", path, escrow.ErrEnvelope)
-	}
-	return warrant.EnvelopeRef{KeyID: env.KeyID, Target: env.Target, Enc: env.Enc}, nil
+	return env.Ref(), nil
 }
 
 type verifyOutput struct {
