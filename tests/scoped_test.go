@@ -3,6 +3,7 @@ package tests
 import (
 	"bytes"
 	"encoding/hex"
+	"fmt"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -14,9 +15,12 @@ import (
 	"github.com/google/go-tpm/tpm2"
 
 	"github.com/custodian-project/custodian/hsm/escrow"
+	"github.com/custodian-project/custodian/hsm/escrow/escrowtest"
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/release"
+	"github.com/custodian-project/custodian/hsm/warrant"
 	"github.com/custodian-project/custodian/tpm"
+	"github.com/custodian-project/custodian/tpm/tpmtest"
 )
 
 // TestEndToEndScopedAndShareKeysOnOneFleet: three appliances hold a
@@ -239,4 +243,84 @@ func TestInvariantPartialsLeaveOnlyAfterDurableLedgerEntries(t *testing.T) {
 		}
 	}
 	r.expectRefusal(t, p7s, release.CodeReplayed, true)
+}
+
+// TestDeviceRefusesRequesterMadeEnvelopesNamedByHand: a warrant built and
+// signed directly (not through warrant new, which would refuse them)
+// naming an envelope a requester made out of another envelope's key —
+// α·R, R + β·G, R relabelled to another target or to another key ID the
+// device holds, R with another envelope's proof, the header over another
+// ciphertext — is refused with envelope_unproven and logged, before the
+// summary, and before the TPM reads a PCR or computes anything with the
+// envelope. The honest envelope, named the same way, is released.
+func TestDeviceRefusesRequesterMadeEnvelopesNamedByHand(t *testing.T) {
+	r := newRig(t)
+	defer r.stop()
+	now := time.Now().UTC()
+	r.court.install(t, r.a, now)
+	pub := provisionLocal(t, r.a, r.tpm, "2026-12", escrow.WithMode(escrow.ModeScoped))
+	other := provisionLocal(t, r.a, r.tpm, "2026-13", escrow.WithMode(escrow.ModeScoped))
+	victim, err := escrow.Seal(pub, "alice@example.org", []byte("envelope B"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := escrow.Seal(other, "bob@example.org", []byte("the requester's own envelope"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := func(serial string, ref warrant.EnvelopeRef) []byte {
+		w := draftWarrant(serial, r.agency.Public(), []string{"court-a", "court-z"}, []string{ref.KeyID}, now)
+		w.Targets = []string{ref.Target}
+		w.Envelopes = []warrant.EnvelopeRef{ref}
+		return r.court.signDocument(t, w, now)
+	}
+	for i, f := range escrowtest.Forgeries(t, victim, own) {
+		r.rec.Reset()
+		r.expectRefusal(t, named(fmt.Sprintf("W-forged-%d", i), f.Ref), release.CodeUnprovenEnvelope, true)
+		if cc := tpmWorkOn(r.rec, f.Ref.Enc); cc != "" {
+			t.Errorf("%s: the TPM was asked %s before the refusal", f.Name, cc)
+		}
+	}
+	honest, err := escrow.ParseEnvelope(victim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.rec.Reset()
+	status, st, eb := r.c.submit(t, named("W-honest", honest.Ref()))
+	if status != http.StatusAccepted {
+		t.Fatalf("the honest envelope: %d %+v", status, eb)
+	}
+	time.Sleep(20 * time.Millisecond)
+	r.press()
+	if st = r.c.wait(t, st.ID); st.State != release.StateReleased {
+		t.Fatalf("the honest envelope: %+v", st)
+	}
+	code, data := r.c.get(t, "/v1/requests/"+st.ID+"/packages/2026-12")
+	if pkg, err := escrow.ParseRelease(data); code != http.StatusOK || err != nil || pkg.Mode != escrow.ModeScoped || len(pkg.Entries) != 1 {
+		t.Fatalf("the honest envelope's package: %d %v %s", code, err, data)
+	}
+	if cc := tpmWorkOn(r.rec, honest.Enc); cc != "TPM2_PCR_Read" {
+		t.Fatalf("the honest release did not read the PCRs first (%q): the check above proves nothing", cc)
+	}
+}
+
+// tpmWorkOn names the first recorded TPM command that works toward a
+// release of the envelope whose key is enc: a PCR read, a partial's
+// commands, or any command carrying the point. "" means none.
+func tpmWorkOn(rec *tpmtest.Recorder, enc []byte) string {
+	for _, e := range rec.Exchanges() {
+		if len(e.Command) < 10 {
+			continue
+		}
+		switch tpm2.TPMCC(uint32(e.Command[6])<<24 | uint32(e.Command[7])<<16 | uint32(e.Command[8])<<8 | uint32(e.Command[9])) {
+		case tpm2.TPMCCPCRRead:
+			return "TPM2_PCR_Read"
+		case tpm2.TPMCCECDHZGen, tpm2.TPMCCCommit, tpm2.TPMCCSign:
+			return "a partial's command"
+		}
+		if bytes.Contains(e.Command, enc[1:33]) {
+			return "a command carrying the envelope's point"
+		}
+	}
+	return ""
 }

@@ -58,12 +58,16 @@ func (f fields) forgery(name string) Forgery {
 		Ref: warrant.EnvelopeRef{KeyID: f.keyID, Target: f.target, Enc: f.enc, CiphertextSHA256: digest[:], Proof: f.proof}}
 }
 
+// Target is the target a forgery relabels the victim's key to.
+const Target = "someone-else@example.org"
+
 // Forgeries returns what a requester can make from victim, an honest
 // envelope it wants opened under another name, and other, an honest
 // envelope it may hold (its own): the victim's R scaled (α·R) or shifted
 // (R + β·G), with the victim's proof adjusted the way that keeps
-// z·G − c·R' equal to the victim's commitment; R under another target and
-// under another key ID; R with other's proof and ciphertext; and the
+// z·G − c·R' equal to the victim's commitment; R under another target
+// (Target) and under another key ID (other's, or 2099-01 when other has
+// the victim's); R with other's proof and ciphertext; and the
 // victim's header over other's ciphertext. A warrant naming α·R or
 // R + β·G would let the requester undo α or β on the partials.
 func Forgeries(t testing.TB, victim, other []byte) []Forgery {
@@ -84,8 +88,11 @@ func Forgeries(t testing.TB, victim, other []byte) []Forgery {
 	shifted.proof = proof(t, c, g.NewScalar().Add(z, g.NewScalar().Mul(c, beta)))
 
 	retargeted, rekeyed := v, v
-	retargeted.target = "someone-else@example.org"
-	rekeyed.keyID = "2099-01"
+	retargeted.target = Target
+	rekeyed.keyID = o.keyID
+	if rekeyed.keyID == v.keyID {
+		rekeyed.keyID = "2099-01"
+	}
 
 	copied := o
 	copied.enc = v.enc
