@@ -3,8 +3,8 @@ package tests
 import (
 	"bytes"
 	"encoding/hex"
-	"fmt"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
