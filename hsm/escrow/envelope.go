@@ -167,7 +167,7 @@ func (e *Envelope) Ref() warrant.EnvelopeRef {
 // tell it from one a requester made out of another envelope's key.
 func ParseEnvelope(data []byte) (*Envelope, error) {
 	if bytes.HasPrefix(data, []byte(envelopeMagicV1)) {
-		return nil, fmt.Errorf("%w: %w: it is a version 1 envelope, sealed without a proof of its sealing", ErrEnvelope, ErrUnproven)
+		return nil, &unprovenError{detail: "it is a version 1 envelope, sealed without a proof of its sealing"}
 	}
 	env, err := decodeEnvelope(data, envelopeMagic)
 	if err != nil {

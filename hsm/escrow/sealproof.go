@@ -59,10 +59,17 @@ const sealProofDST = "custodian envelope seal proof v1"
 // sealProofLen is c ‖ z.
 const sealProofLen = 64
 
-// ErrUnproven is wrapped (beside ErrEnvelope) by every refusal of an
+// ErrUnproven is matched (beside ErrEnvelope) by every refusal of an
 // envelope for its seal proof: missing (a version 1 envelope), malformed,
 // or not matching the envelope.
 var ErrUnproven = errors.New("the envelope does not prove it was sealed honestly")
+
+// unprovenError is a refusal for the seal proof, with its detail.
+type unprovenError struct{ detail string }
+
+func (e *unprovenError) Error() string { return ErrUnproven.Error() + ": " + e.detail }
+
+func (e *unprovenError) Is(target error) bool { return target == ErrUnproven || target == ErrEnvelope }
 
 // sealStatement is what a seal proof is about.
 type sealStatement struct {
@@ -166,7 +173,7 @@ func verifySeal(st *sealStatement, proof []byte) error {
 func CheckSealProof(keyID, target string, enc, ciphertextSHA256, proof []byte) error {
 	st := &sealStatement{keyID: keyID, target: target, digest: ciphertextSHA256, enc: enc}
 	if err := verifySeal(st, proof); err != nil {
-		return fmt.Errorf("%w: %w: %v", ErrEnvelope, ErrUnproven, err)
+		return &unprovenError{detail: err.Error()}
 	}
 	return nil
 }
