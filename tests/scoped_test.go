@@ -28,8 +28,9 @@ import (
 // 2026-11 and envelope A of 2026-12; two custodians release over HTTP after
 // presses. The agency recovers 2026-11's key and opens its envelope, opens
 // A from the scoped partials, and cannot open envelope B (same key ID,
-// same target) with the same releases. Warrants whose envelopes do not fit
-// the modes are refused before the summary.
+// same target) with the same releases, nor any envelope a requester makes
+// out of A's key (EscrowOpenRefusesRequesterMadeEnvelopes). Warrants whose
+// envelopes do not fit the modes are refused before the summary.
 func TestEndToEndScopedAndShareKeysOnOneFleet(t *testing.T) {
 	dir := t.TempDir()
 	p := func(name string) string { return filepath.Join(dir, name) }
@@ -97,6 +98,24 @@ func TestEndToEndScopedAndShareKeysOnOneFleet(t *testing.T) {
 			t.Errorf("opened %s: %q", name, got)
 		}
 	}
+	t.Run("EscrowOpenRefusesRequesterMadeEnvelopes", func(t *testing.T) {
+		// Made out of A's key, whose partials the releases hold: A
+		// relabelled to another target would meet them, and α·A or A + β·G
+		// would let a requester undo α or β had a warrant named them.
+		a, _ := os.ReadFile(p("a.env"))
+		b, _ := os.ReadFile(p("b.env"))
+		for i, f := range escrowtest.Forgeries(t, a, b) {
+			in, out := p(fmt.Sprintf("forged-%d.env", i)), p(fmt.Sprintf("forged-%d.out", i))
+			os.WriteFile(in, f.Envelope, 0o644)
+			code, _, stderr := cli(t, append(scopedOpen, "--in", in, "--out", out)...)
+			if code == 0 || !strings.Contains(stderr, "does not prove it was sealed honestly") || !strings.Contains(stderr, "hint: scoped mode works only") {
+				t.Errorf("%s: exit %d\n%s", f.Name, code, stderr)
+			}
+			if _, err := os.Stat(out); err == nil {
+				t.Errorf("%s: written out", f.Name)
+			}
+		}
+	})
 	code, _, stderr := cli(t, append(scopedOpen, "--in", p("b.env"), "--out", p("b.out"))...)
 	if code == 0 || !strings.Contains(stderr, "did not name it") {
 		t.Fatalf("envelope B with A's releases: exit %d\n%s", code, stderr)
