@@ -15,7 +15,7 @@ import (
 	"github.com/custodian-project/custodian/tpm/tpmtest"
 )
 
-func testKey(t *testing.T, keyID string) (*Key, *Public) {
+func testKey(t testing.TB, keyID string) (*Key, *Public) {
 	t.Helper()
 	priv, err := ecdh.P256().GenerateKey(rand.Reader)
 	if err != nil {
