@@ -26,6 +26,10 @@ const (
 	maxText = 4096
 	// maxList caps each list.
 	maxList = 256
+	// maxEnvelopes caps the envelopes: each with its digest and seal proof
+	// takes some 310 bytes, so that this many fit MaxSize with short
+	// targets.
+	maxEnvelopes = 192
 )
 
 // Warrant is the signed document. Field order is the canonical JSON order.
@@ -158,8 +162,8 @@ func (w *Warrant) checkEnvelopes() error {
 	if len(w.Envelopes) == 0 {
 		return refuse(ReasonMissingField, "warrant \"envelopes\" is present but empty; leave it out instead")
 	}
-	if len(w.Envelopes) > maxList {
-		return refuse(ReasonBadField, "warrant lists more than %d envelopes", maxList)
+	if len(w.Envelopes) > maxEnvelopes {
+		return refuse(ReasonBadField, "warrant lists more than %d envelopes", maxEnvelopes)
 	}
 	seen := make(map[string]bool, len(w.Envelopes))
 	for i, e := range w.Envelopes {
