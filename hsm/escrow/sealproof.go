@@ -15,8 +15,7 @@ import (
 // An envelope's seal proof shows that its sealer knows the scalar r behind
 // its encapsulated key R = r·G, for this key ID, target and ciphertext. It
 // is a Schnorr proof of knowledge made non-interactive by Fiat–Shamir, as
-// in signed ElGamal (Schnorr–Jakobsson; Tsiounis–Yung) and in the
-// ciphertexts of Shoup–Gennaro's TDH1:
+// in signed ElGamal (Tsiounis–Yung; Schnorr–Jakobsson):
 //
 //	k random, A = k·G
 //	c = hash_to_field(transcript(key ID, target, SHA-256(ciphertext), G, R, A)) (RFC 9380, DST sealProofDST)
@@ -41,13 +40,15 @@ import (
 // R is one whose r its namer knows (or an honest sealer's, named as that
 // sealer labelled it), and s·R = r·(s·G) is something that party could
 // compute without the custodians: the partials teach it nothing about any
-// other envelope. Signed ElGamal is IND-CCA2 in the random-oracle model
-// together with the generic-group model (Schnorr–Jakobsson, 2000) or the
+// other envelope. Rewinding a requester that interleaves many envelopes
+// is not known to stay efficient, which is why signed ElGamal's IND-CCA2
+// proofs add the generic-group model (Schnorr–Jakobsson, 2000) or the
 // algebraic-group model under the discrete-logarithm assumption
-// (Fuchsbauer–Plouviez–Seurin, 2020). TDH2 reaches CCA security under CDH
-// in the random-oracle model alone, at the price of a second point r·Ḡ in
-// each envelope and an equality-of-logarithms proof; the single Schnorr
-// proof keeps the envelope's enc an unchanged RFC 9180 encapsulation.
+// (Fuchsbauer–Plouviez–Seurin, 2020) to the random oracle. Shoup–Gennaro's
+// TDH2 avoids this (CCA under DDH in the random-oracle model alone) at the
+// price of a second point r·Ḡ in each envelope and an equality-of-
+// logarithms proof; the single Schnorr proof keeps the envelope's enc an
+// unchanged RFC 9180 encapsulation.
 //
 // Every part of the statement is in the hash, so nothing carries over:
 // the same R under another target or key ID, α·R, R + β·G (for which

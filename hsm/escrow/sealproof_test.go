@@ -2,8 +2,10 @@ package escrow
 
 import (
 	"bytes"
+	"crypto/ecdh"
 	"crypto/elliptic"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"strings"
 	"testing"
@@ -150,5 +152,40 @@ func TestSealProofEncodingIsCanonical(t *testing.T) {
 	short.digest = sha256.New().Sum(nil)[:31]
 	if err := verifySeal(&short, env.Proof); err == nil {
 		t.Error("a 31-byte digest passed")
+	}
+}
+
+// TestSealProofTranscriptIsAsDocumented builds the transcript from its
+// description in docs/escrow.md, byte by byte, and pins the challenge it
+// hashes to: a change of encoding, label or hash shows here, not in
+// envelopes that no longer verify.
+func TestSealProofTranscriptIsAsDocumented(t *testing.T) {
+	point := func(k byte) []byte {
+		priv, err := ecdh.P256().NewPrivateKey(append(make([]byte, 31), k))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return priv.PublicKey().Bytes()
+	}
+	digest := sha256.Sum256([]byte("ciphertext"))
+	st := &sealStatement{keyID: "2026-11", target: "alice@example.org", digest: digest[:], enc: point(2)}
+	a := point(3)
+	var T []byte
+	T = append(T, 0, 7)
+	T = append(T, "2026-11"...)
+	T = append(T, 0, 17)
+	T = append(T, "alice@example.org"...)
+	T = append(T, digest[:]...)
+	T = append(T, point(1)...) // G
+	T = append(T, st.enc...)
+	T = append(T, a...)
+	want, _ := g.HashToScalar(T, []byte("custodian envelope seal proof v1")).MarshalBinary()
+	got := st.challenge(a)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("challenge %x, the documented transcript gives %x", got, want)
+	}
+	const pinned = "b290e5e52f2ea55b453967d38a5f0c98dd3701b480a99b316e9ec3ff846a9686"
+	if hex.EncodeToString(got) != pinned {
+		t.Fatalf("challenge %x, pinned %s", got, pinned)
 	}
 }
