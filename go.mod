@@ -3,6 +3,7 @@ module github.com/custodian-project/custodian
 go 1.26.8
 
 require (
+	filippo.io/bigmod v0.1.0
 	github.com/BurntSushi/toml v1.6.0
 	github.com/cloudflare/circl v1.6.3
 	github.com/diskfs/go-diskfs v1.9.4
@@ -27,7 +28,6 @@ require (
 )
 
 require (
-	filippo.io/bigmod v0.1.0 // indirect
 	github.com/GoogleCloudPlatform/confidential-space/server v0.0.0-20260915221818-a6c0685fb9fc // indirect
 	github.com/anchore/go-lzo v0.1.0 // indirect
 	github.com/bwesterb/go-ristretto v1.2.3 // indirect

@@ -131,7 +131,7 @@ func newEscrowSealCommand(g *globals) *cobra.Command {
 	var escrowPath, target, in, out string
 	cmd := &cobra.Command{
 		Use:   "seal --escrow escrow-K.pub.json --target T --in F --out F.env",
-		Short: "Seal a file to the escrow key of a key ID, for a target",
+		Short: "Seal a file to the escrow key of a key ID, for a target, with the proof that the sealer drew its key",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			pub, err := readEscrow(escrowPath)

@@ -63,7 +63,7 @@ func newWarrantNewCommand(g *globals) *cobra.Command {
 	f.StringVar(&w.Offence, "offence", "", "offence under investigation")
 	f.StringArrayVar(&w.Targets, "target", nil, "target the warrant covers (repeat)")
 	f.StringArrayVar(&w.KeyIDs, "key-id", nil, "escrow key ID (epoch) to release (repeat)")
-	f.StringArrayVar(&envelopes, "envelope", nil, "escrow envelope a scoped release covers; adds its key ID and target (repeat)")
+	f.StringArrayVar(&envelopes, "envelope", nil, "escrow envelope a scoped release covers, whose seal proof must verify; adds its key ID and target (repeat)")
 	f.StringArrayVar(&w.Custodians, "custodian", nil, "custodian appliance ID addressed (repeat)")
 	f.StringVar(&recipientFile, "recipient", "", "the agency's public key file (agency.pub)")
 	f.StringVar(&w.NotBefore, "not-before", "", "start of validity, RFC 3339")
