@@ -10,6 +10,8 @@ import (
 
 	"filippo.io/bigmod"
 	"golang.org/x/crypto/cryptobyte"
+
+	"github.com/custodian-project/custodian/hsm/ids"
 )
 
 // An envelope's seal proof shows that its sealer knows the scalar r behind
@@ -144,6 +146,14 @@ func verifySeal(st *sealStatement, proof []byte) error {
 	}
 	if len(st.digest) != 32 {
 		return errors.New("its ciphertext digest is not 32 bytes")
+	}
+	// What no envelope can hold has no proof (and would not fit the
+	// transcript's length prefixes).
+	if err := ids.CheckKeyID(st.keyID); err != nil {
+		return err
+	}
+	if err := checkTarget(st.target); err != nil {
+		return err
 	}
 	c, z := g.NewScalar(), g.NewScalar()
 	if c.UnmarshalBinary(proof[:32]) != nil || z.UnmarshalBinary(proof[32:]) != nil {

@@ -148,6 +148,14 @@ func TestSealProofEncodingIsCanonical(t *testing.T) {
 			t.Errorf("%s: %v, want an error saying %q", name, err, c.want)
 		}
 	}
+	for name, bad := range map[string]sealStatement{
+		"a target longer than an envelope holds": {keyID: st.keyID, target: strings.Repeat("a", 70000), digest: st.digest, enc: st.enc},
+		"an empty key ID":                        {keyID: "", target: st.target, digest: st.digest, enc: st.enc},
+	} {
+		if err := CheckSealProof(bad.keyID, bad.target, bad.enc, bad.digest, env.Proof); !errors.Is(err, ErrUnproven) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
 	short := *st
 	short.digest = sha256.New().Sum(nil)[:31]
 	if err := verifySeal(&short, env.Proof); err == nil {
