@@ -130,7 +130,8 @@ func Seal(pub *Public, target string, plaintext []byte) ([]byte, error) {
 	return (&Envelope{KeyID: pub.KeyID, Target: target, Enc: enc, Proof: proof, ciphertext: ct}).encode()
 }
 
-// Envelope is a parsed envelope whose seal proof verified.
+// Envelope is a parsed envelope. ParseEnvelope returns only envelopes whose
+// seal proof verified; Open also returns version 1 envelopes (no Proof).
 type Envelope struct {
 	KeyID, Target string
 	Enc           []byte // the HPKE encapsulated key: a P-256 point R
