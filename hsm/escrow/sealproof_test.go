@@ -197,3 +197,27 @@ func TestSealProofTranscriptIsAsDocumented(t *testing.T) {
 		t.Fatalf("challenge %x, pinned %s", got, pinned)
 	}
 }
+
+// FuzzCheckSealProof: what the appliance checks in a warrant's envelope
+// reference never panics, and an accepted reference has canonical parts:
+// an uncompressed point and scalars below n.
+func FuzzCheckSealProof(f *testing.F) {
+	_, pub := testKey(f, "2026-11")
+	data, _ := Seal(pub, "alice@example.org", []byte("m"))
+	env, _ := ParseEnvelope(data)
+	f.Add(env.KeyID, env.Target, env.Enc, env.CiphertextSHA256(), env.Proof)
+	f.Add("2026-11", "alice@example.org", env.Enc, env.CiphertextSHA256(), []byte{})
+	f.Fuzz(func(t *testing.T, keyID, target string, enc, digest, proof []byte) {
+		if err := CheckSealProof(keyID, target, enc, digest, proof); err != nil {
+			if !errors.Is(err, ErrUnproven) || !errors.Is(err, ErrEnvelope) {
+				t.Fatalf("a refusal that is not ErrUnproven: %v", err)
+			}
+			return
+		}
+		c, z := g.NewScalar(), g.NewScalar()
+		if _, err := parsePoint(enc); err != nil || len(proof) != sealProofLen || len(digest) != 32 ||
+			c.UnmarshalBinary(proof[:32]) != nil || z.UnmarshalBinary(proof[32:]) != nil {
+			t.Fatalf("accepted a non-canonical reference: enc %x, proof %x", enc, proof)
+		}
+	})
+}
