@@ -180,6 +180,24 @@ var breaks = []mutant{
 		edits: []edit{{"tpm/dleq.go", "if !eq.keyHolds {", "if false {"}},
 		pkg:   "./tpm", tests: []string{"TestWrongPartialIsCaughtByItsProof"},
 	},
+	// Scoped mode: an envelope proves its sealer drew its key.
+	{
+		name:  "the seal proof's transcript leaves out R",
+		edits: []edit{{"hsm/escrow/sealproof.go", "\tb.AddBytes(st.enc)\n", ""}},
+		pkg:   "./hsm/escrow", tests: []string{"TestRequesterMadeEnvelopesAreRefused"},
+	},
+	{
+		name:  "the seal proof's transcript leaves out the target",
+		edits: []edit{{"hsm/escrow/sealproof.go", "c.AddBytes([]byte(st.target))", ""}},
+		pkg:   "./hsm/escrow", tests: []string{"TestRequesterMadeEnvelopesAreRefused"},
+	},
+	{
+		name: "the appliance does not check the envelopes' seal proofs",
+		edits: []edit{{"hsm/release/release.go",
+			"if err := escrow.CheckSealProof(e.KeyID, e.Target, e.Enc, e.CiphertextSHA256, e.Proof); err != nil {",
+			"if err := escrow.CheckSealProof(e.KeyID, e.Target, e.Enc, e.CiphertextSHA256, e.Proof); false && err != nil {"}},
+		pkg: "./tests", tests: []string{"TestDeviceRefusesRequesterMadeEnvelopesNamedByHand"},
+	},
 	// The release daemon.
 	{
 		name: "no verification after the press",
