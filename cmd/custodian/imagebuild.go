@@ -89,7 +89,11 @@ func buildHint(err error) error {
 	case errors.As(err, &digest):
 		return withHint(err, "this is not the package the manifest pins: download the pinned version again (docs/examples/appliance/fetch-debs.sh), or put its new sha256 into the manifest if you mean to change it")
 	case errors.As(err, &size):
-		return withHint(err, fmt.Sprintf("raise %s to at least %d in the manifest, or leave it out to have it computed", size.Key, size.Need))
+		hint := fmt.Sprintf("raise %s to at least %d in the manifest", size.Key, size.Need)
+		if size.Key == "image_mib" || size.Key == "root_mib" {
+			hint += ", or leave it out to have it computed"
+		}
+		return withHint(err, hint)
 	case errors.As(err, &file):
 		return withHint(err, fmt.Sprintf("add it to the manifest's %s, e.g. { src = \"deb:kernel:/path/in/package\", dst = \"%s\" } (docs/image.md)", file.Key, strings.Fields(file.Name)[0]))
 	}

@@ -28,6 +28,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	diskfs "github.com/diskfs/go-diskfs"
@@ -115,7 +116,7 @@ func Build(m *image.Manifest, out string, opt Options) error {
 		return err
 	}
 	opt.Progress("boot.img", 3, steps)
-	bootImg, err := makeFAT(filepath.Join(work, BootImgName), m.BootImgMiB, "CUSTBOOTIMG", files, m.Epoch())
+	bootImg, err := makeFAT(filepath.Join(work, BootImgName), m.BootImgMiB, "boot_img_mib", "CUSTBOOTIMG", files, m.Epoch())
 	if err != nil {
 		return fmt.Errorf("building boot.img: %w", err)
 	}
@@ -227,9 +228,9 @@ func bootFiles(m *image.Manifest, sources map[string][]byte) (map[string][]byte,
 	return files, nil
 }
 
-// makeFAT writes a standalone FAT16 file system of sizeMiB holding files
-// and returns its bytes.
-func makeFAT(file string, sizeMiB int, label string, files map[string][]byte, t time.Time) ([]byte, error) {
+// makeFAT writes a standalone FAT16 file system of sizeMiB (the manifest's
+// key sizeKey) holding files and returns its bytes.
+func makeFAT(file string, sizeMiB int, sizeKey, label string, files map[string][]byte, t time.Time) ([]byte, error) {
 	d, err := diskfs.Create(file, int64(sizeMiB)*mib, sector)
 	if err != nil {
 		return nil, err
@@ -244,8 +245,9 @@ func makeFAT(file string, sizeMiB int, label string, files map[string][]byte, t 
 		err = cerr
 	}
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) || strings.Contains(err.Error(), "space") {
-			return nil, fmt.Errorf("%w (the files need about %d MiB)", err, totalSize(files)/mib+1)
+		if errors.Is(err, syscall.ENOSPC) || strings.Contains(err.Error(), "no space left") {
+			// FAT16's tables and cluster slack take a few percent.
+			return nil, &SizeError{Key: sizeKey, Given: sizeMiB, Need: totalSize(files)*21/20/mib + 2, What: "what goes into it"}
 		}
 		return nil, err
 	}

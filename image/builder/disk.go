@@ -55,7 +55,7 @@ func chooseSizes(m *image.Manifest, rootBytes int64) (Sizes, error) {
 	s.Image = total
 	if m.ImageMiB != 0 {
 		if m.ImageMiB < total {
-			return s, &SizeError{Key: "image_mib", Given: m.ImageMiB, Need: total, What: "the six partitions"}
+			return s, &SizeError{Key: "image_mib", Given: m.ImageMiB, Need: total, What: "the partition layout"}
 		}
 		s.Data += m.ImageMiB - total
 		s.Image = m.ImageMiB
@@ -71,7 +71,7 @@ type SizeError struct {
 }
 
 func (e *SizeError) Error() string {
-	return fmt.Sprintf("%s = %d is too small: %s need %d MiB", e.Key, e.Given, e.What, e.Need)
+	return fmt.Sprintf("%s = %d is too small: %s needs %d MiB", e.Key, e.Given, e.What, e.Need)
 }
 
 // buildPartitions makes the content of the six partitions (see package
@@ -86,15 +86,15 @@ func buildPartitions(m *image.Manifest, work string, bootImg, sig, root []byte) 
 		return nil, err
 	}
 	t := m.Epoch()
-	autoboot, err := makeFAT(filepath.Join(work, "autoboot.part"), s.Autoboot, "CUSTAUTO", map[string][]byte{AutobootName: layout.Autoboot(layout.SlotA)}, t)
+	autoboot, err := makeFAT(filepath.Join(work, "autoboot.part"), s.Autoboot, "autoboot_mib", "CUSTAUTO", map[string][]byte{AutobootName: layout.Autoboot(layout.SlotA)}, t)
 	if err != nil {
 		return nil, fmt.Errorf("autoboot partition: %w", err)
 	}
-	bootA, err := makeFAT(filepath.Join(work, "boot-a.part"), s.Boot, "CUSTBOOT-A", map[string][]byte{BootImgName: bootImg, BootSigName: sig, "config.txt": firmware.OuterConfigTxt}, t)
+	bootA, err := makeFAT(filepath.Join(work, "boot-a.part"), s.Boot, "boot_mib", "CUSTBOOT-A", map[string][]byte{BootImgName: bootImg, BootSigName: sig, "config.txt": firmware.OuterConfigTxt}, t)
 	if err != nil {
 		return nil, fmt.Errorf("boot partition A (boot_mib): %w", err)
 	}
-	bootB, err := makeFAT(filepath.Join(work, "boot-b.part"), s.Boot, "CUSTBOOT-B", nil, t)
+	bootB, err := makeFAT(filepath.Join(work, "boot-b.part"), s.Boot, "boot_mib", "CUSTBOOT-B", nil, t)
 	if err != nil {
 		return nil, fmt.Errorf("boot partition B: %w", err)
 	}

@@ -3,6 +3,7 @@ package builder
 import (
 	"bytes"
 	"compress/gzip"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -199,7 +200,9 @@ func TestBuildRefusesUnbootableOrTooSmall(t *testing.T) {
 		{"no kernel", `  { src = "boot/kernel8.img", dst = "kernel8.img" },` + "\n", "2711", "boot.img has no kernel8.img"},
 		{"no Pi 5 device tree", "", "2712", "boot.img has no bcm2712-rpi-5-b.dtb"},
 		{"no device tree", `  { src = "boot/bcm2711-rpi-4-b.dtb", dst = "bcm2711-rpi-4-b.dtb" },` + "\n", "", "boot.img has no bcm2711-rpi-4-b.dtb or bcm2712-rpi-5-b.dtb"},
-		{"small image", "image_mib = 100\n", "", "image_mib = 100 is too small: the six partitions need 154 MiB"},
+		{"small image", "image_mib = 100\n", "", "image_mib = 100 is too small: the partition layout needs 154 MiB"},
+		{"small root", "root_mib = 4\n", "", "root_mib = 4 is too small: the root filesystem needs 6 MiB"},
+		{"small boot.img", "boot_img_mib = 8\n", "", "boot_img_mib = 8 is too small: what goes into it needs 11 MiB"},
 	} {
 		manifest := imagetest.Write(t)
 		text := imagetest.Manifest
@@ -210,6 +213,19 @@ func TestBuildRefusesUnbootableOrTooSmall(t *testing.T) {
 		}
 		if err := os.WriteFile(manifest, []byte(text), 0o644); err != nil {
 			t.Fatal(err)
+		}
+		// Incompressible files larger than the sizes given.
+		for name, f := range map[string]struct {
+			path string
+			size int
+		}{"small root": {"rootfs/big", 5 << 20}, "small boot.img": {"boot/kernel8.img", 9 << 20}} {
+			if name == c.name {
+				big := make([]byte, f.size)
+				rand.Read(big)
+				if err := os.WriteFile(filepath.Join(filepath.Dir(manifest), f.path), big, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
 		}
 		m, err := image.LoadManifest(manifest)
 		if err != nil {
