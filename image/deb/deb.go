@@ -10,6 +10,11 @@
 // wanted path that is a symlink or a hard link is refused with its target
 // named, so the manifest names the file itself rather than the builder
 // following links.
+//
+// The caller checks the package's digest before calling [Extract] (the
+// image builder does, against the manifest's pin): the xz decoder sizes
+// its dictionary from the stream's header, so an unpinned package could
+// make it allocate up to that size.
 package deb
 
 import (
