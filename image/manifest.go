@@ -61,6 +61,8 @@ type Manifest struct {
 		Dir string `toml:"dir"`
 		// Compression of the squashfs: CompressionGzip or CompressionNone.
 		Compression string `toml:"compression"`
+		// Files are added to the tree of Dir (none may replace one of it).
+		Files []RootFile `toml:"files"`
 	} `toml:"rootfs"`
 
 	Initramfs struct {
@@ -89,6 +91,15 @@ type Manifest struct {
 type BootFile struct {
 	Src string `toml:"src"`
 	Dst string `toml:"dst"`
+}
+
+// RootFile is one file added to the root filesystem: Src a source (see
+// [ParseSource]), Dst its path in the root, Executable for mode 0755
+// rather than 0644.
+type RootFile struct {
+	Src        string `toml:"src"`
+	Dst        string `toml:"dst"`
+	Executable bool   `toml:"executable"`
 }
 
 // Deb is a Debian package the manifest takes files from: File relative to
@@ -272,6 +283,13 @@ func (m *Manifest) check() error {
 	if err := m.checkSources(); err != nil {
 		return err
 	}
+	roots := map[string]bool{}
+	for _, f := range m.RootFS.Files {
+		if !fs.ValidPath(f.Dst) || f.Dst == "." || roots[f.Dst] {
+			return fmt.Errorf("rootfs file destination %q must be a unique clean relative path", f.Dst)
+		}
+		roots[f.Dst] = true
+	}
 	seen := map[string]bool{"config.txt": true, "cmdline.txt": true, ManifestName: true, InitramfsName: true}
 	for _, f := range m.Boot.Files {
 		dst := strings.ToLower(f.Dst)
@@ -337,15 +355,29 @@ func (m *Manifest) checkSources() error {
 	return nil
 }
 
-// Sources lists every source the manifest names: boot files, then
-// initramfs modules.
+// Sources lists every source the manifest names: boot files, initramfs
+// modules, then root filesystem files.
 func (m *Manifest) Sources() []string {
 	var s []string
 	for _, f := range m.Boot.Files {
 		s = append(s, f.Src)
 	}
-	return append(s, m.Initramfs.Modules...)
+	return append(append(s, m.Initramfs.Modules...), m.RootSources()...)
 }
+
+// RootSources lists the sources of rootfs.files.
+func (m *Manifest) RootSources() []string {
+	var s []string
+	for _, f := range m.RootFS.Files {
+		s = append(s, f.Src)
+	}
+	return s
+}
+
+// ErrRootFiles is the refusal of [Manifest.Predict] for a manifest that
+// adds files to the root: their content is in the sources, which the
+// image builder reads (builder.PredictManifest).
+var ErrRootFiles = errors.New("this manifest adds files to the root filesystem (rootfs.files): predicting it needs the image builder, which reads their sources")
 
 func localPath(p string) bool {
 	return filepath.IsLocal(p) && fs.ValidPath(path.Clean(filepath.ToSlash(p)))
@@ -375,7 +407,12 @@ func (m *Manifest) RootTree() fs.FS { return os.DirFS(m.path(m.RootFS.Dir)) }
 // Predict computes the policy the image produces at boot: the measurement
 // sequence run over the root filesystem source as the builder puts it into
 // the image (modes normalised by [NormalMode]).
+//
+// A manifest with rootfs.files is refused ([ErrRootFiles]).
 func (m *Manifest) Predict() (*bootpolicy.Policy, error) {
+	if len(m.RootFS.Files) > 0 {
+		return nil, ErrRootFiles
+	}
 	return m.Spec().Predict(m.RootTree(), NormalMode)
 }
 

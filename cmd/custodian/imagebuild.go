@@ -13,6 +13,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/custodian-project/custodian/hsm/bootpolicy"
+	"github.com/custodian-project/custodian/image"
 	"github.com/custodian-project/custodian/image/builder"
 )
 
@@ -122,6 +123,15 @@ func (g *globals) progress() func(string, int, int) {
 			fmt.Fprintln(f)
 		}
 	}
+}
+
+// predictManifest predicts a manifest's policy, reading rootfs.files.
+func predictManifest(m *image.Manifest, debDir string) (*bootpolicy.Policy, error) {
+	p, err := builder.PredictManifest(m, debDir)
+	if err != nil {
+		return nil, buildHint(err)
+	}
+	return p, nil
 }
 
 // predictImage reads the policy out of a built image.

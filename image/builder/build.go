@@ -103,7 +103,11 @@ func Build(m *image.Manifest, out string, opt Options) error {
 		return err
 	}
 	opt.Progress("reading inputs", 1, steps)
-	sources, err := readSources(m, opt.DebDir)
+	sources, err := readSources(m, opt.DebDir, m.Sources())
+	if err != nil {
+		return err
+	}
+	rootDir, err := rootTree(m, sources, work)
 	if err != nil {
 		return err
 	}
@@ -112,7 +116,7 @@ func Build(m *image.Manifest, out string, opt Options) error {
 		return err
 	}
 	opt.Progress("initramfs", 2, steps)
-	if files[image.InitramfsName], err = buildInitramfs(m, sources); err != nil {
+	if files[image.InitramfsName], err = buildInitramfs(m, os.DirFS(rootDir), sources); err != nil {
 		return err
 	}
 	opt.Progress("boot.img", 3, steps)
@@ -125,7 +129,7 @@ func Build(m *image.Manifest, out string, opt Options) error {
 		return err
 	}
 	opt.Progress("root filesystem", 4, steps)
-	root, err := buildRoot(m, work)
+	root, err := buildRoot(m, rootDir, work)
 	if err != nil {
 		return fmt.Errorf("building the root filesystem: %w", err)
 	}

@@ -241,15 +241,19 @@ func partitions(t *testing.T, img string) []partInfo {
 // assumes.
 func TestPredictImageMatchesManifest(t *testing.T) {
 	manifest := imagetest.Write(t)
-	m, err := image.LoadManifest(manifest)
+	imagePredictsManifest(t, build(t, manifest, nil), mustLoad(t, manifest), "")
+}
+
+// imagePredictsManifest requires the policy predicted from the built
+// image to equal the manifest's (rootfs.files read from debDir), and
+// returns it.
+func imagePredictsManifest(t *testing.T, img string, m *image.Manifest, debDir string) []byte {
+	t.Helper()
+	want, err := PredictManifest(m, debDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := m.Predict()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := PredictImage(build(t, manifest, nil))
+	got, err := PredictImage(img)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,4 +262,5 @@ func TestPredictImageMatchesManifest(t *testing.T) {
 	if !bytes.Equal(a, b) {
 		t.Fatalf("prediction from the image differs from the manifest's:\n%s\n%s", b, a)
 	}
+	return a
 }

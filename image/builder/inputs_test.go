@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/custodian-project/custodian/image"
 	"github.com/custodian-project/custodian/image/deb/debtest"
 	"github.com/custodian-project/custodian/image/imagetest"
+	"github.com/custodian-project/custodian/image/layout"
 )
 
 // cpioEntry is what a test checks of one initramfs entry.
@@ -272,4 +274,65 @@ func cpioList(t *testing.T, initramfs []byte) string {
 		t.Fatalf("cpio -t: %v", err)
 	}
 	return strings.Join(strings.Fields(string(out)), " ")
+}
+
+// rootfs.files add files from debs and host files to the root; the
+// policy predicted from the manifest (reading those sources) is the one
+// the built image gives, and image.Manifest.Predict, which cannot read
+// them, refuses. A file that would replace one of rootfs.dir is refused.
+func TestRootFilesFromSources(t *testing.T) {
+	manifest := withDeb(t, "")
+	text, _ := os.ReadFile(manifest)
+	add := func(files string) {
+		t.Helper()
+		s := strings.Replace(string(text), "dir = \"rootfs\"\n", "dir = \"rootfs\"\nfiles = ["+files+"]\n", 1)
+		if err := os.WriteFile(manifest, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add(`{ src = "deb:kernel:/usr/lib/linux-image-6.1.0-57-arm64/broadcom/bcm2711-rpi-4-b.dtb", dst = "usr/lib/custodian/board.dtb" },
+  { src = "boot/tpm_tis.ko", dst = "usr/bin/helper", executable = true }`)
+	m, err := image.LoadManifest(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Predict(); !errors.Is(err, image.ErrRootFiles) {
+		t.Fatalf("Predict: %v, want a refusal", err)
+	}
+	img := filepath.Join(t.TempDir(), "custodian.img")
+	if err := Build(m, img, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	a := imagePredictsManifest(t, img, m, "")
+	plain, err := PredictManifest(mustLoad(t, imagetest.Write(t)), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := plain.Marshal(); bytes.Equal(p, a) {
+		t.Fatal("the added files changed nothing in the prediction")
+	}
+	requireTool(t, "unsquashfs", "squashfs-tools")
+	root := filepath.Join(t.TempDir(), "root.squashfs")
+	part := partitions(t, img)[layout.SlotA.RootPartition()-1]
+	run(t, "dd", "if="+img, "of="+root, "bs=512", "skip="+strconv.FormatInt(part.start, 10), "count="+strconv.FormatInt(part.size, 10), "status=none")
+	out := strings.Join(strings.Fields(run(t, "unsquashfs", "-lln", root)), " ")
+	for _, want := range []string{"-rw-r--r-- 0/0 17 2026-01-01 00:00 squashfs-root/usr/lib/custodian/board.dtb", "-rwxr-xr-x 0/0 20 2026-01-01 00:00 squashfs-root/usr/bin/helper"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("unsquashfs -lln lacks %q:\n%s", want, out)
+		}
+	}
+
+	add(`{ src = "boot/tpm_tis.ko", dst = "etc/hostname" }`)
+	if err := Build(mustLoad(t, manifest), filepath.Join(t.TempDir(), "x.img"), Options{}); err == nil || !strings.Contains(err.Error(), "etc/hostname is already in rootfs.dir") {
+		t.Fatalf("a file replacing one of rootfs.dir: %v", err)
+	}
+}
+
+func mustLoad(t *testing.T, manifest string) *image.Manifest {
+	t.Helper()
+	m, err := image.LoadManifest(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }

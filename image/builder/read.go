@@ -46,6 +46,29 @@ func PredictImage(file string) (*bootpolicy.Policy, error) {
 	return m.Spec().Predict(squashTree{sq}, nil)
 }
 
+// PredictManifest is [image.Manifest.Predict] for every manifest: one
+// that adds rootfs.files is predicted over the root tree the build makes,
+// with the files read from their sources (debDir as for [Build]).
+func PredictManifest(m *image.Manifest, debDir string) (*bootpolicy.Policy, error) {
+	if len(m.RootFS.Files) == 0 {
+		return m.Predict()
+	}
+	sources, err := readSources(m, debDir, m.RootSources())
+	if err != nil {
+		return nil, err
+	}
+	work, err := os.MkdirTemp("", "custodian-measure-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(work)
+	dir, err := rootTree(m, sources, work)
+	if err != nil {
+		return nil, err
+	}
+	return m.Spec().Predict(os.DirFS(dir), image.NormalMode)
+}
+
 // manifestFromImage reads custodian.toml from boot.img on slot A's boot
 // partition.
 func manifestFromImage(getFS func(int) (filesystem.FileSystem, error)) (*image.Manifest, error) {
