@@ -130,15 +130,18 @@ func run(t *testing.T, name string, args ...string) string {
 	return string(out)
 }
 
-// Standard tools read what the builder wrote: the GPT (fdisk), the three
+// Standard tools read what the builder wrote: the GPT (fdisk, sgdisk -v), the three
 // FAT file systems and boot.img (fsck.vfat, mtools), the squashfs root
 // (unsquashfs) and the ext4 data partition (e2fsck), with the files,
 // modes and times we expect.
 func TestImageReadableByStandardTools(t *testing.T) {
-	for _, tool := range [][2]string{{"fdisk", "fdisk"}, {"fsck.vfat", "dosfstools"}, {"mdir", "mtools"}, {"unsquashfs", "squashfs-tools"}, {"e2fsck", "e2fsprogs"}} {
+	for _, tool := range [][2]string{{"fdisk", "fdisk"}, {"fsck.vfat", "dosfstools"}, {"mdir", "mtools"}, {"unsquashfs", "squashfs-tools"}, {"e2fsck", "e2fsprogs"}, {"sgdisk", "gdisk"}} {
 		requireTool(t, tool[0], tool[1])
 	}
 	img := build(t, imagetest.Write(t), nil)
+	if out := run(t, "sgdisk", "-v", img); !strings.Contains(out, "No problems found") {
+		t.Errorf("sgdisk -v:\n%s", out)
+	}
 	out := run(t, "fdisk", "-l", "-o", "Device,Start,Size,Type,Name", img)
 	for _, want := range []string{"Disklabel type: gpt", "Disk identifier: 43555354-4F44-4941-4E00-000000000000",
 		img + "1  2048 8M Microsoft basic data custodian-autoboot",
