@@ -38,8 +38,9 @@ type Manifest struct {
 	// image that fixes a flaw, so that the devices' floor can lock out the
 	// older ones. It is measured at boot and carried into policy.json.
 	SecurityVersion uint64 `toml:"security_version"`
-	// Sizes in MiB. ImageMiB and RootMiB of 0 are computed by the build
-	// (the sum of the partitions; twice the root filesystem).
+	// Sizes in MiB. Those of 0 are computed by the build: ImageMiB the
+	// sum of the partitions, BootImgMiB what boot.img's files need,
+	// BootMiB twice boot.img (at least 24), RootMiB twice the squashfs.
 	ImageMiB    int `toml:"image_mib"`
 	AutobootMiB int `toml:"autoboot_mib"`
 	BootMiB     int `toml:"boot_mib"`
@@ -241,7 +242,7 @@ func fieldByTOMLName(t reflect.Type, name string) (reflect.StructField, bool) {
 }
 
 func defaults() *Manifest {
-	m := &Manifest{AutobootMiB: 8, BootMiB: 24, BootImgMiB: 12, DataMiB: 64}
+	m := &Manifest{AutobootMiB: 8, DataMiB: 64}
 	m.RootFS.Compression = CompressionGzip
 	s := measure.DefaultSpec()
 	m.Measure.Binary, m.Measure.Config, m.Measure.TrustRoots = s.Binary, s.Config, s.TrustRoots
@@ -263,8 +264,11 @@ func (m *Manifest) check() error {
 	if m.SourceDateEpoch <= 0 || m.SourceDateEpoch > 1<<32-1 {
 		return errors.New("source_date_epoch must be a Unix time in seconds (squashfs keeps 32 bits)")
 	}
-	if m.BootImgMiB < 8 || m.BootImgMiB > 256 || m.BootMiB < m.BootImgMiB+2 || m.BootMiB > 1024 {
-		return errors.New("sizes: need 8 <= boot_img_mib <= 256 and boot_img_mib+2 <= boot_mib <= 1024")
+	if m.BootImgMiB != 0 && (m.BootImgMiB < 8 || m.BootImgMiB > 256) {
+		return errors.New("sizes: boot_img_mib is 8 to 256 (FAT16 needs 8 MiB), or left out to fit boot.img's files")
+	}
+	if m.BootMiB != 0 && (m.BootMiB < max(m.BootImgMiB, 8)+2 || m.BootMiB > 1024) {
+		return errors.New("sizes: boot_mib is boot_img_mib+2 to 1024, or left out to be twice boot.img")
 	}
 	if err := m.checkSizes(); err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -91,7 +92,7 @@ func buildHint(err error) error {
 		return withHint(err, "this is not the package the manifest pins: download the pinned version again (docs/examples/appliance/fetch-debs.sh), or put its new sha256 into the manifest if you mean to change it")
 	case errors.As(err, &size):
 		hint := fmt.Sprintf("raise %s to at least %d in the manifest", size.Key, size.Need)
-		if size.Key == "image_mib" || size.Key == "root_mib" {
+		if slices.Contains([]string{"image_mib", "boot_img_mib", "boot_mib", "root_mib"}, size.Key) {
 			hint += ", or leave it out to have it computed"
 		}
 		return withHint(err, hint)

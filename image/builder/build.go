@@ -120,7 +120,11 @@ func Build(m *image.Manifest, out string, opt Options) error {
 		return err
 	}
 	opt.Progress("boot.img", 3, steps)
-	bootImg, err := makeFAT(filepath.Join(work, BootImgName), m.BootImgMiB, "boot_img_mib", "CUSTBOOTIMG", files, m.Epoch())
+	bootImgMiB := m.BootImgMiB
+	if bootImgMiB == 0 {
+		bootImgMiB = fatNeed(files)
+	}
+	bootImg, err := makeFAT(filepath.Join(work, BootImgName), bootImgMiB, "boot_img_mib", "CUSTBOOTIMG", files, m.Epoch())
 	if err != nil {
 		return fmt.Errorf("building boot.img: %w", err)
 	}
@@ -250,8 +254,7 @@ func makeFAT(file string, sizeMiB int, sizeKey, label string, files map[string][
 	}
 	if err != nil {
 		if errors.Is(err, syscall.ENOSPC) || strings.Contains(err.Error(), "no space left") {
-			// FAT16's tables and cluster slack take a few percent.
-			return nil, &SizeError{Key: sizeKey, Given: sizeMiB, Need: totalSize(files)*21/20/mib + 2, What: "what goes into it"}
+			return nil, &SizeError{Key: sizeKey, Given: sizeMiB, Need: fatNeed(files), What: "what goes into it"}
 		}
 		return nil, err
 	}
@@ -260,6 +263,13 @@ func makeFAT(file string, sizeMiB int, sizeKey, label string, files map[string][
 		return nil, err
 	}
 	return data, freeCluster2(data)
+}
+
+// fatNeed is the size in MiB of a FAT16 file system that holds files:
+// their bytes, a few percent for the tables and cluster slack, and at
+// least the 8 MiB FAT16 needs.
+func fatNeed(files map[string][]byte) int {
+	return max(totalSize(files)*21/20/mib+2, 8)
 }
 
 func totalSize(files map[string][]byte) int {

@@ -205,6 +205,7 @@ func TestBuildRefusesUnbootableOrTooSmall(t *testing.T) {
 		{"small image", "image_mib = 100\n", "", "image_mib = 100 is too small: the partition layout needs 154 MiB"},
 		{"small root", "root_mib = 4\n", "", "root_mib = 4 is too small: the root filesystem needs 6 MiB"},
 		{"small boot.img", "boot_img_mib = 8\n", "", "boot_img_mib = 8 is too small: what goes into it needs 11 MiB"},
+		{"small boot partition", "boot_mib = 10\n", "", "boot_mib = 10 is too small: boot.img with boot.sig and config.txt needs 13 MiB"},
 	} {
 		manifest := imagetest.Write(t)
 		text := imagetest.Manifest
@@ -220,7 +221,7 @@ func TestBuildRefusesUnbootableOrTooSmall(t *testing.T) {
 		for name, f := range map[string]struct {
 			path string
 			size int
-		}{"small root": {"rootfs/big", 5 << 20}, "small boot.img": {"boot/kernel8.img", 9 << 20}} {
+		}{"small root": {"rootfs/big", 5 << 20}, "small boot.img": {"boot/kernel8.img", 9 << 20}, "small boot partition": {"boot/kernel8.img", 9 << 20}} {
 			if name == c.name {
 				big := make([]byte, f.size)
 				rand.Read(big)
