@@ -14,6 +14,7 @@ import (
 
 	"github.com/custodian-project/custodian/hsm/bootpolicy"
 	"github.com/custodian-project/custodian/image"
+	"github.com/custodian-project/custodian/image/layout"
 )
 
 // PredictImage computes the boot policy from a built image rather than
@@ -34,7 +35,7 @@ func PredictImage(file string) (*bootpolicy.Policy, error) {
 	if err != nil {
 		return nil, err
 	}
-	part, err := d.GetPartition(2)
+	part, err := d.GetPartition(layout.SlotA.RootPartition())
 	if err != nil {
 		return nil, fmt.Errorf("root partition: %w", err)
 	}
@@ -45,9 +46,33 @@ func PredictImage(file string) (*bootpolicy.Policy, error) {
 	return m.Spec().Predict(squashTree{sq}, nil)
 }
 
-// manifestFromImage reads custodian.toml from boot.img on partition 1.
+// PredictManifest is [image.Manifest.Predict] for every manifest: one
+// that adds rootfs.files is predicted over the root tree the build makes,
+// with the files read from their sources (debDir as for [Build]).
+func PredictManifest(m *image.Manifest, debDir string) (*bootpolicy.Policy, error) {
+	if len(m.RootFS.Files) == 0 {
+		return m.Predict()
+	}
+	sources, err := readSources(m, debDir, m.RootSources())
+	if err != nil {
+		return nil, err
+	}
+	work, err := os.MkdirTemp("", "custodian-measure-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(work)
+	dir, err := rootTree(m, sources, work)
+	if err != nil {
+		return nil, err
+	}
+	return m.Spec().Predict(os.DirFS(dir), image.NormalMode)
+}
+
+// manifestFromImage reads custodian.toml from boot.img on slot A's boot
+// partition.
 func manifestFromImage(getFS func(int) (filesystem.FileSystem, error)) (*image.Manifest, error) {
-	boot, err := getFS(1)
+	boot, err := getFS(layout.SlotA.BootPartition())
 	if err != nil {
 		return nil, fmt.Errorf("boot partition: %w", err)
 	}
