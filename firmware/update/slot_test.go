@@ -99,4 +99,3 @@ func FuzzParseCell(f *testing.F) {
 		}
 	})
 }
-
