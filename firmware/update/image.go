@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"path"
 
 	"github.com/diskfs/go-diskfs/filesystem"
 	"github.com/diskfs/go-diskfs/filesystem/fat12"
@@ -19,6 +17,7 @@ import (
 	"github.com/custodian-project/custodian/hsm/bootpolicy"
 	"github.com/custodian-project/custodian/image"
 	"github.com/custodian-project/custodian/image/bootsig"
+	"github.com/custodian-project/custodian/image/imagefs"
 	"github.com/custodian-project/custodian/image/layout"
 )
 
@@ -100,7 +99,7 @@ func (im *Image) Policy() (*bootpolicy.Policy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the image's root partition: %w", err)
 	}
-	return m.Spec().Predict(squashTree{sq}, nil)
+	return m.Spec().Predict(imagefs.Squash{FileSystem: sq}, nil)
 }
 
 // openFAT opens the FAT file system (12, 16 or 32 bits) on partition p.
@@ -139,48 +138,4 @@ func readFile(fsys filesystem.FileSystem, name string, limit int64) ([]byte, err
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return data, nil
-}
-
-// squashTree adds what measure needs and go-diskfs's squashfs lacks:
-// Lstat and ReadLink (fs.ReadLinkFS), from the parent directory's entries.
-type squashTree struct{ *squashfs.FileSystem }
-
-func (s squashTree) entry(name string) (fs.DirEntry, error) {
-	dir, base := path.Split(name)
-	if dir == "" {
-		dir = "."
-	}
-	entries, err := s.ReadDir(path.Clean(dir))
-	if err != nil {
-		return nil, err
-	}
-	for _, e := range entries {
-		if e.Name() == base {
-			return e, nil
-		}
-	}
-	return nil, &fs.PathError{Op: "lstat", Path: name, Err: fs.ErrNotExist}
-}
-
-func (s squashTree) Lstat(name string) (fs.FileInfo, error) {
-	if name == "." {
-		return s.Stat(".")
-	}
-	e, err := s.entry(name)
-	if err != nil {
-		return nil, err
-	}
-	return e.Info()
-}
-
-func (s squashTree) ReadLink(name string) (string, error) {
-	e, err := s.entry(name)
-	if err != nil {
-		return "", err
-	}
-	l, ok := e.(interface{ Readlink() (string, error) })
-	if !ok || e.Type() != fs.ModeSymlink {
-		return "", &fs.PathError{Op: "readlink", Path: name, Err: errors.New("not a symlink")}
-	}
-	return l.Readlink()
 }

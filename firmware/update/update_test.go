@@ -236,72 +236,57 @@ func partitionHashes(t *testing.T, file string) map[int][sha256.Size]byte {
 
 func approveAll(*bootpolicy.Policy) error { return nil }
 
-// Apply from slot A writes the image's slot A into slot B, byte for byte,
-// and leaves the running slot, the autoboot and the data partitions as
-// they were; the policy it predicts is builder.PredictImage's.
+// Apply writes the image's slot A into the slot that is not running,
+// byte for byte, and leaves the running slot, the autoboot and the data
+// partitions as they were; the policy it asks approval for is the one
+// builder.PredictImage reads from the same content.
 func TestApplyWritesTheInactiveSlotOnly(t *testing.T) {
 	b := buildImage(t)
-	im, err := openImage(t, newImage(t, b, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	devFile := newDevice(t)
-	before := partitionHashes(t, devFile)
-	dev, size := open(t, devFile)
-	var approved *bootpolicy.Policy
-	w, err := Apply(dev, size, Boot{Slot: layout.SlotA, Pi: true}, im, func(p *bootpolicy.Policy) error { approved = p; return nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	if w.Slot != layout.SlotB {
-		t.Fatalf("wrote slot %s, want B", w.Slot)
-	}
-	if approved == nil || !approved.PCRs.Equal(b.policy.PCRs) || approved.SecurityVersion != b.policy.SecurityVersion {
-		t.Fatalf("the policy asked for approval is not the image's (image measure --image):\n%v\n%v", approved, b.policy)
-	}
-	after := partitionHashes(t, devFile)
-	for _, n := range []int{1, 2, 4, 6} {
-		if before[n] != after[n] {
-			t.Errorf("partition %d (%s) changed", n, layout.PartitionName(n))
-		}
-	}
-	tab, err := ReadTable(dev, size)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for n, want := range map[int][]byte{3: b.boot, 5: b.root} {
-		p := tab.Partitions[n]
-		got := make([]byte, len(want))
-		if _, err := dev.ReadAt(got, p.Start); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got, want) {
-			t.Errorf("partition %d does not hold the image's slot A content", n)
-		}
-	}
-	if w.Boot != sha256.Sum256(b.boot) || w.Root != sha256.Sum256(b.root) {
-		t.Error("the reported digests are not those of the image's partitions")
-	}
-}
-
-// From slot B, the update goes to slot A.
-func TestApplyFromSlotBWritesSlotA(t *testing.T) {
-	b := buildImage(t)
-	im, err := openImage(t, newImage(t, b, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	devFile := newDevice(t)
-	before := partitionHashes(t, devFile)
-	dev, size := open(t, devFile)
-	if _, err := Apply(dev, size, Boot{Slot: layout.SlotB}, im, approveAll); err != nil {
-		t.Fatal(err)
-	}
-	after := partitionHashes(t, devFile)
-	for n, changed := range map[int]bool{1: false, 2: true, 3: false, 4: true, 5: false, 6: false} {
-		if (before[n] != after[n]) != changed {
-			t.Errorf("partition %d: changed %v, want %v", n, before[n] != after[n], changed)
-		}
+	for _, running := range []layout.Slot{layout.SlotA, layout.SlotB} {
+		t.Run("from slot "+running.String(), func(t *testing.T) {
+			im, err := openImage(t, newImage(t, b, nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			devFile := newDevice(t)
+			before := partitionHashes(t, devFile)
+			dev, size := open(t, devFile)
+			var approved *bootpolicy.Policy
+			w, err := Apply(dev, size, Boot{Slot: running, Pi: true}, im, func(p *bootpolicy.Policy) error { approved = p; return nil })
+			if err != nil {
+				t.Fatal(err)
+			}
+			target := running.Other()
+			if w.Slot != target {
+				t.Fatalf("wrote slot %s, want %s", w.Slot, target)
+			}
+			if approved == nil || !approved.PCRs.Equal(b.policy.PCRs) || approved.SecurityVersion != b.policy.SecurityVersion {
+				t.Fatalf("the policy asked for approval is not the image's (image measure --image):\n%v\n%v", approved, b.policy)
+			}
+			after := partitionHashes(t, devFile)
+			for n := 1; n <= layout.PartitionCount; n++ {
+				written := n == target.BootPartition() || n == target.RootPartition()
+				if (before[n] != after[n]) != written {
+					t.Errorf("partition %d (%s): changed %v, want %v", n, layout.PartitionName(n), before[n] != after[n], written)
+				}
+			}
+			tab, err := ReadTable(dev, size)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for n, want := range map[int][]byte{target.BootPartition(): b.boot, target.RootPartition(): b.root} {
+				got := make([]byte, len(want))
+				if _, err := dev.ReadAt(got, tab.Partitions[n].Start); err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(got, want) {
+					t.Errorf("partition %d does not hold the image's slot A content", n)
+				}
+			}
+			if w.Boot != sha256.Sum256(b.boot) || w.Root != sha256.Sum256(b.root) {
+				t.Error("the reported digests are not those of the image's partitions")
+			}
+		})
 	}
 }
 
