@@ -155,9 +155,12 @@ func checkReady(t *testing.T, dir string, p *bootpolicy.Policy, want int) {
 	}
 }
 
+// checkNotReady expects ReadyFor to refuse p, naming the first share (its
+// bundles are checked before the checkpoint key).
 func checkNotReady(t *testing.T, dir string, p *bootpolicy.Policy) {
 	t.Helper()
-	if _, err := appliance.ReadyFor(dir, p.PCRs, p.SecurityVersion); !errors.Is(err, appliance.ErrNotResealed) {
+	_, err := appliance.ReadyFor(dir, p.PCRs, p.SecurityVersion)
+	if !errors.Is(err, appliance.ErrNotResealed) || !strings.Contains(err.Error(), "key ID 2026-") {
 		t.Fatalf("ReadyFor an image nothing is resealed to: %v", err)
 	}
 }
