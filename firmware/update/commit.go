@@ -64,6 +64,11 @@ func Commit(dev Device, devSize int64, boot Boot, pending []string) error {
 }
 
 func writeAutoboot(s storage, p Partition, want []byte) error {
+	_, err := guard(func() (struct{}, error) { return struct{}{}, writeAutobootUnguarded(s, p, want) })
+	return err
+}
+
+func writeAutobootUnguarded(s storage, p Partition, want []byte) error {
 	fsys, err := openFAT(s, p)
 	if err != nil {
 		return err

@@ -1,15 +1,95 @@
 package update
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/diskfs/go-diskfs/backend/file"
+	"github.com/diskfs/go-diskfs/filesystem/fat12"
 	"github.com/diskfs/go-diskfs/partition/gpt"
 
 	"github.com/custodian-project/custodian/image/layout"
 )
+
+// tinyImage is a small image whose slot A boot partition is a FAT12 file
+// system with boot.img and a boot.sig for it: the fuzzer's way into the
+// FAT reader.
+func tinyImage(tb testing.TB) []byte {
+	tb.Helper()
+	const sectors = 34 + 6*256 + 34
+	name := filepath.Join(tb.TempDir(), "tiny-image.img")
+	b, err := file.CreateFromPath(name, sectors*SectorSize)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer b.Close()
+	table := &gpt.Table{LogicalSectorSize: SectorSize, PhysicalSectorSize: SectorSize, ProtectiveMBR: true}
+	for n := 1; n <= layout.PartitionCount; n++ {
+		start := uint64(34 + 256*(n-1))
+		table.Partitions = append(table.Partitions, &gpt.Partition{Index: n, Start: start, End: start + 255, Type: gpt.LinuxFilesystem, Name: layout.PartitionName(n)})
+	}
+	w, err := b.Writable()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := table.Write(w, sectors*SectorSize); err != nil {
+		tb.Fatal(err)
+	}
+	start := int64(34+256) * SectorSize
+	fsys, err := fat12.Create(b, 256*SectorSize, start, SectorSize, "BOOT", true)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	bootImg := []byte("not a boot image\n")
+	sum := sha256.Sum256(bootImg)
+	for name, data := range map[string][]byte{BootImgName: bootImg, BootSigName: []byte(hex.EncodeToString(sum[:]) + "\nts: 1767225600\n")} {
+		f, err := fsys.OpenFile("/"+name, os.O_CREATE|os.O_RDWR)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if _, err := f.Write(data); err != nil {
+			tb.Fatal(err)
+		}
+		f.Close()
+	}
+	data, err := os.ReadFile(name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return data
+}
+
+// An image with slot A's boot.img and boot.sig opens.
+func TestOpenTinyImage(t *testing.T) {
+	data := tinyImage(t)
+	im, err := OpenImage(bytesAt(data), int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(im.bootImg) != "not a boot image\n" {
+		t.Fatalf("boot.img read as %q", im.bootImg)
+	}
+}
+
+// A directory entry longer than its clusters makes go-diskfs's FAT reader
+// panic; OpenImage says the file system is damaged instead.
+func TestOpenImageWithADamagedFAT(t *testing.T) {
+	data := tinyImage(t)
+	entry := bytes.Index(data, []byte("BOOT    IMG"))
+	if entry < 0 {
+		t.Fatal("no directory entry for boot.img")
+	}
+	binary.LittleEndian.PutUint32(data[entry+28:], 0x4011)
+	if _, err := OpenImage(bytesAt(data), int64(len(data))); err == nil || !strings.Contains(err.Error(), "damaged") {
+		t.Fatalf("got %v, want the damaged file system refused", err)
+	}
+}
 
 // tinyGPT is a 128-sector disk with the layout's six partitions of 8
 // sectors each, written by go-diskfs: the fuzzer's seed.
@@ -82,6 +162,22 @@ func FuzzReadTable(f *testing.F) {
 			if p.Name != layout.PartitionName(n) || p.Start < tableSectors*SectorSize || p.Start+p.Size > int64(len(data)) || p.Size <= 0 {
 				t.Fatalf("accepted partition %+v of a %d-byte disk", p, len(data))
 			}
+		}
+	})
+}
+
+// OpenImage on any bytes returns (an image file is the operator's input,
+// read on the device): no panic, no hang, and what it accepts has slot A.
+func FuzzOpenImage(f *testing.F) {
+	f.Add(tinyGPT(f))
+	f.Add(tinyImage(f))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		im, err := OpenImage(bytesAt(data), int64(len(data)))
+		if err != nil {
+			return
+		}
+		if im.Boot.Number != layout.SlotA.BootPartition() || im.Root.Number != layout.SlotA.RootPartition() {
+			t.Fatalf("accepted an image without slot A: %+v %+v", im.Boot, im.Root)
 		}
 	})
 }

@@ -95,15 +95,42 @@ func (im *Image) Policy() (*bootpolicy.Policy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the image's manifest: %w", err)
 	}
-	sq, err := squashfs.Read(newStorage(im.r, nil, im.Table.DiskSize), im.Root.Size, im.Root.Start, squashBlock)
+	p, err := guard(func() (*bootpolicy.Policy, error) {
+		sq, err := squashfs.Read(newStorage(im.r, nil, im.Table.DiskSize), im.Root.Size, im.Root.Start, squashBlock)
+		if err != nil {
+			return nil, err
+		}
+		return m.Spec().Predict(imagefs.Squash{FileSystem: sq}, nil)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("the image's root partition: %w", err)
 	}
-	return m.Spec().Predict(imagefs.Squash{FileSystem: sq}, nil)
+	return p, nil
+}
+
+// errDamaged is the error for a file system go-diskfs cannot read: its
+// readers index by sizes taken from the disk and panic on some damaged
+// ones (a directory entry longer than its cluster chain), so every read
+// of an image's or the device's file systems goes through guard.
+var errDamaged = errors.New("the file system is damaged")
+
+// guard runs f, turning a panic of the file system library into errDamaged.
+func guard[T any](f func() (T, error)) (out T, err error) {
+	defer func() {
+		if recover() != nil {
+			var zero T
+			out, err = zero, errDamaged
+		}
+	}()
+	return f()
 }
 
 // openFAT opens the FAT file system (12, 16 or 32 bits) on partition p.
 func openFAT(s storage, p Partition) (filesystem.FileSystem, error) {
+	return guard(func() (filesystem.FileSystem, error) { return openFATUnguarded(s, p) })
+}
+
+func openFATUnguarded(s storage, p Partition) (filesystem.FileSystem, error) {
 	if f, err := fat32.Read(s, p.Size, p.Start, SectorSize); err == nil {
 		return f, nil
 	}
@@ -121,6 +148,10 @@ func openFAT(s storage, p Partition) (filesystem.FileSystem, error) {
 // system, whose ReadFile returns whole clusters: the directory entry has
 // the length.
 func readFile(fsys filesystem.FileSystem, name string, limit int64) ([]byte, error) {
+	return guard(func() ([]byte, error) { return readFileUnguarded(fsys, name, limit) })
+}
+
+func readFileUnguarded(fsys filesystem.FileSystem, name string, limit int64) ([]byte, error) {
 	info, err := fsys.Stat(name)
 	if err != nil {
 		return nil, fmt.Errorf("no %s", name)
