@@ -22,7 +22,8 @@ import (
 // FAT reader.
 func tinyImage(tb testing.TB) []byte {
 	tb.Helper()
-	const sectors = 34 + 6*256 + 34
+	const bootSectors, otherSectors = 128, 8
+	const sectors = 34 + bootSectors + 5*otherSectors + 34
 	name := filepath.Join(tb.TempDir(), "tiny-image.img")
 	b, err := file.CreateFromPath(name, sectors*SectorSize)
 	if err != nil {
@@ -30,9 +31,14 @@ func tinyImage(tb testing.TB) []byte {
 	}
 	defer b.Close()
 	table := &gpt.Table{LogicalSectorSize: SectorSize, PhysicalSectorSize: SectorSize, ProtectiveMBR: true}
+	start, bootStart := uint64(34), int64(0)
 	for n := 1; n <= layout.PartitionCount; n++ {
-		start := uint64(34 + 256*(n-1))
-		table.Partitions = append(table.Partitions, &gpt.Partition{Index: n, Start: start, End: start + 255, Type: gpt.LinuxFilesystem, Name: layout.PartitionName(n)})
+		size := uint64(otherSectors)
+		if n == layout.SlotA.BootPartition() {
+			size, bootStart = bootSectors, int64(start)*SectorSize
+		}
+		table.Partitions = append(table.Partitions, &gpt.Partition{Index: n, Start: start, End: start + size - 1, Type: gpt.LinuxFilesystem, Name: layout.PartitionName(n)})
+		start += size
 	}
 	w, err := b.Writable()
 	if err != nil {
@@ -41,8 +47,7 @@ func tinyImage(tb testing.TB) []byte {
 	if err := table.Write(w, sectors*SectorSize); err != nil {
 		tb.Fatal(err)
 	}
-	start := int64(34+256) * SectorSize
-	fsys, err := fat12.Create(b, 256*SectorSize, start, SectorSize, "BOOT", true)
+	fsys, err := fat12.Create(b, bootSectors*SectorSize, bootStart, SectorSize, "BOOT", true)
 	if err != nil {
 		tb.Fatal(err)
 	}
