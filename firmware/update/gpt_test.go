@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/diskfs/go-diskfs/backend"
 	"github.com/diskfs/go-diskfs/backend/file"
 	"github.com/diskfs/go-diskfs/filesystem/fat12"
 	"github.com/diskfs/go-diskfs/partition/gpt"
@@ -17,15 +18,15 @@ import (
 	"github.com/custodian-project/custodian/image/layout"
 )
 
-// tinyImage is a small image whose slot A boot partition is a FAT12 file
-// system with boot.img and a boot.sig for it: the fuzzer's way into the
-// FAT reader.
-func tinyImage(tb testing.TB) []byte {
+// tinyDisk is a GPT disk of the layout's six partitions, written by
+// go-diskfs: slot A's boot partition of bootSectors, the others of 8
+// sectors. fill, if set, writes into the boot partition.
+func tinyDisk(tb testing.TB, bootSectors uint64, fill func(b backend.Storage, start, size int64)) []byte {
 	tb.Helper()
-	const bootSectors, otherSectors = 128, 8
-	const sectors = 34 + bootSectors + 5*otherSectors + 34
-	name := filepath.Join(tb.TempDir(), "tiny-image.img")
-	b, err := file.CreateFromPath(name, sectors*SectorSize)
+	const otherSectors = 8
+	sectors := 34 + bootSectors + 5*otherSectors + 34
+	name := filepath.Join(tb.TempDir(), "tiny.img")
+	b, err := file.CreateFromPath(name, int64(sectors)*SectorSize)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -44,30 +45,44 @@ func tinyImage(tb testing.TB) []byte {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if err := table.Write(w, sectors*SectorSize); err != nil {
+	if err := table.Write(w, int64(sectors)*SectorSize); err != nil {
 		tb.Fatal(err)
 	}
-	fsys, err := fat12.Create(b, bootSectors*SectorSize, bootStart, SectorSize, "BOOT", true)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	bootImg := []byte("not a boot image\n")
-	sum := sha256.Sum256(bootImg)
-	for name, data := range map[string][]byte{BootImgName: bootImg, BootSigName: []byte(hex.EncodeToString(sum[:]) + "\nts: 1767225600\n")} {
-		f, err := fsys.OpenFile("/"+name, os.O_CREATE|os.O_RDWR)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		if _, err := f.Write(data); err != nil {
-			tb.Fatal(err)
-		}
-		f.Close()
+	if fill != nil {
+		fill(b, bootStart, int64(bootSectors)*SectorSize)
 	}
 	data, err := os.ReadFile(name)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	return data
+}
+
+// tinyGPT is the fuzzers' seed: a disk of the layout with no file systems.
+func tinyGPT(tb testing.TB) []byte { return tinyDisk(tb, 8, nil) }
+
+// tinyImage is a small image whose slot A boot partition is a FAT12 file
+// system with boot.img and a boot.sig for it: the fuzzer's way into the
+// FAT reader.
+func tinyImage(tb testing.TB) []byte {
+	return tinyDisk(tb, 128, func(b backend.Storage, start, size int64) {
+		fsys, err := fat12.Create(b, size, start, SectorSize, "BOOT", true)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		bootImg := []byte("not a boot image\n")
+		sum := sha256.Sum256(bootImg)
+		for name, data := range map[string][]byte{BootImgName: bootImg, BootSigName: []byte(hex.EncodeToString(sum[:]) + "\nts: 1767225600\n")} {
+			f, err := fsys.OpenFile("/"+name, os.O_CREATE|os.O_RDWR)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			if _, err := f.Write(data); err != nil {
+				tb.Fatal(err)
+			}
+			f.Close()
+		}
+	})
 }
 
 // An image with slot A's boot.img and boot.sig opens.
@@ -94,35 +109,6 @@ func TestOpenImageWithADamagedFAT(t *testing.T) {
 	if _, err := OpenImage(bytesAt(data), int64(len(data))); err == nil || !strings.Contains(err.Error(), "damaged") {
 		t.Fatalf("got %v, want the damaged file system refused", err)
 	}
-}
-
-// tinyGPT is a 128-sector disk with the layout's six partitions of 8
-// sectors each, written by go-diskfs: the fuzzer's seed.
-func tinyGPT(tb testing.TB) []byte {
-	tb.Helper()
-	name := filepath.Join(tb.TempDir(), "tiny.img")
-	b, err := file.CreateFromPath(name, 128*SectorSize)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer b.Close()
-	table := &gpt.Table{LogicalSectorSize: SectorSize, PhysicalSectorSize: SectorSize, ProtectiveMBR: true}
-	for n := 1; n <= layout.PartitionCount; n++ {
-		start := uint64(34 + 8*(n-1))
-		table.Partitions = append(table.Partitions, &gpt.Partition{Index: n, Start: start, End: start + 7, Type: gpt.LinuxFilesystem, Name: layout.PartitionName(n)})
-	}
-	w, err := b.Writable()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := table.Write(w, 128*SectorSize); err != nil {
-		tb.Fatal(err)
-	}
-	data, err := os.ReadFile(name)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return data
 }
 
 func TestReadTableTiny(t *testing.T) {
