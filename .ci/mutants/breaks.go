@@ -242,4 +242,28 @@ var breaks = []mutant{
 		edits: []edit{{"cmd/custodian/tls.go", "\t\tif !c.insecureHTTP {", "\t\tif false {"}},
 		pkg:   "./cmd/custodian", tests: []string{"TestInvariantClientsRefusePlainHTTPUnlessAsked"},
 	},
+	// An update never leaves the device without a way back.
+	{
+		name:  "update apply writes an image nothing was resealed to",
+		edits: []edit{{"firmware/update/apply.go", "\tif err := approve(policy); err != nil {", "\tif err := approve(policy); false && err != nil {"}},
+		pkg:   "./firmware/update", tests: []string{"TestApplyRefusals"},
+	},
+	{
+		name:  "update apply overwrites the fallback slot during a tryboot",
+		edits: []edit{{"firmware/update/apply.go", "\tif boot.Tryboot {", "\tif false {"}},
+		pkg:   "./firmware/update", tests: []string{"TestApplyRefusals"},
+	},
+	{
+		name:  "update commit before reseal --finish promoted everything",
+		edits: []edit{{"firmware/update/commit.go", "\tif len(pending) > 0 {", "\tif false {"}},
+		pkg:   "./firmware/update", tests: []string{"TestCommitRefusals"},
+	},
+	{
+		name: "a share resealed to another image taken as ready for this one",
+		edits: []edit{
+			{"hsm/appliance/update.go", "\tif !sealedTo(next.Escrow, pcrs, version) {", "\tif false {"},
+			{"hsm/appliance/update.go", "\tif !approved.PCRs.Equal(pcrs) || approved.SecurityVersion != version {", "\tif approved == nil {"},
+		},
+		pkg: "./hsm/appliance", tests: []string{"TestResealMovesSharesToAnApprovedImage"},
+	},
 }

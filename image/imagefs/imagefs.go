@@ -1,0 +1,58 @@
+// Package imagefs reads a built image's squashfs root as an fs.FS that
+// measure can walk: go-diskfs's squashfs lacks Lstat and ReadLink, which
+// the measurement needs to see symlinks as symlinks.
+package imagefs
+
+import (
+	"errors"
+	"io/fs"
+	"path"
+
+	"github.com/diskfs/go-diskfs/filesystem/squashfs"
+)
+
+// Squash adds Lstat and ReadLink (fs.ReadLinkFS) to a go-diskfs squashfs,
+// from the parent directory's entries.
+type Squash struct{ *squashfs.FileSystem }
+
+func (s Squash) entry(name string) (fs.DirEntry, error) {
+	dir, base := path.Split(name)
+	if dir == "" {
+		dir = "."
+	}
+	entries, err := s.ReadDir(path.Clean(dir))
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		if e.Name() == base {
+			return e, nil
+		}
+	}
+	return nil, &fs.PathError{Op: "lstat", Path: name, Err: fs.ErrNotExist}
+}
+
+// Lstat describes name without following a symlink.
+func (s Squash) Lstat(name string) (fs.FileInfo, error) {
+	if name == "." {
+		return s.Stat(".")
+	}
+	e, err := s.entry(name)
+	if err != nil {
+		return nil, err
+	}
+	return e.Info()
+}
+
+// ReadLink returns the target of the symlink name.
+func (s Squash) ReadLink(name string) (string, error) {
+	e, err := s.entry(name)
+	if err != nil {
+		return "", err
+	}
+	l, ok := e.(interface{ Readlink() (string, error) })
+	if !ok || e.Type() != fs.ModeSymlink {
+		return "", &fs.PathError{Op: "readlink", Path: name, Err: errors.New("not a symlink")}
+	}
+	return l.Readlink()
+}
