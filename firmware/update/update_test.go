@@ -6,6 +6,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -16,7 +17,6 @@ import (
 
 	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/partition/gpt"
-	"github.com/diskfs/go-diskfs/partition/mbr"
 
 	"github.com/custodian-project/custodian/hsm/bootpolicy"
 	"github.com/custodian-project/custodian/image"
@@ -28,10 +28,13 @@ import (
 
 const mib = 1 << 20
 
-// built is a real image from the builder: its boot and root partitions'
-// bytes, and the policy builder.PredictImage reads from it (the reference
-// the update's own reading must agree with).
+// built is a real image from the builder, the image update apply takes:
+// its bytes, its slot A's boot and root partitions' bytes and sizes, and
+// the policy its manifest predicts (image measure --manifest, read from
+// the inputs, not from the image: the reference the update's reading of
+// the image must agree with).
 type built struct {
+	img        []byte
 	boot, root []byte
 	policy     *bootpolicy.Policy
 }
@@ -42,7 +45,11 @@ var (
 	builtErr  error
 )
 
-// buildImage builds the test manifest small (24 MiB) once per test binary.
+// smallSizes are the smallest partitions the builder allows (46 MiB in
+// all), so that every test disk stays small.
+const smallSizes = "boot_img_mib = 8\nboot_mib = 10\nroot_mib = 4\ndata_mib = 8\n"
+
+// buildImage builds the test manifest once per test binary.
 func buildImage(t *testing.T) built {
 	t.Helper()
 	builtOnce.Do(func() { builtImg, builtErr = buildImageOnce(t) })
@@ -58,7 +65,7 @@ func buildImageOnce(t *testing.T) (built, error) {
 	if err != nil {
 		return built{}, err
 	}
-	small := strings.Replace(string(raw), "security_version = 1\n", "security_version = 1\nimage_mib = 24\nboot_mib = 10\nboot_img_mib = 8\n", 1)
+	small := strings.Replace(string(raw), "security_version = 1\n", "security_version = 1\n"+smallSizes, 1)
 	if err := os.WriteFile(manifest, []byte(small), 0o644); err != nil {
 		return built{}, err
 	}
@@ -74,42 +81,42 @@ func buildImageOnce(t *testing.T) (built, error) {
 	if err := builder.Build(m, out, builder.Options{Key: key, TargetSoC: "2711"}); err != nil {
 		return built{}, err
 	}
-	policy, err := builder.PredictImage(out)
+	b := built{}
+	if b.policy, err = m.Predict(); err != nil {
+		return built{}, err
+	}
+	if b.img, err = os.ReadFile(out); err != nil {
+		return built{}, err
+	}
+	tab, err := ReadTable(bytesAt(b.img), int64(len(b.img)))
 	if err != nil {
 		return built{}, err
 	}
-	d, err := diskfs.Open(out, diskfs.WithOpenMode(diskfs.ReadOnly))
-	if err != nil {
-		return built{}, err
-	}
-	defer d.Close()
-	// The builder writes MBR (boot 1, root 2) or the GPT layout (slot A).
-	bootN, rootN := 1, 2
-	if _, ok := d.Table.(*gpt.Table); ok {
-		bootN, rootN = layout.SlotA.BootPartition(), layout.SlotA.RootPartition()
-	} else if _, ok := d.Table.(*mbr.Table); !ok {
-		return built{}, errors.New("the built image has no partition table")
-	}
-	var b built
-	b.policy = policy
-	for _, p := range []struct {
-		n   int
-		out *[]byte
-	}{{bootN, &b.boot}, {rootN, &b.root}} {
-		var buf bytes.Buffer
-		if _, err := d.ReadPartitionContents(p.n, &buf); err != nil {
-			return built{}, err
-		}
-		*p.out = buf.Bytes()
-	}
+	boot, root := tab.Partitions[layout.SlotA.BootPartition()], tab.Partitions[layout.SlotA.RootPartition()]
+	b.boot = b.img[boot.Start : boot.Start+boot.Size]
+	b.root = b.img[root.Start : root.Start+root.Size]
 	return b, nil
 }
 
-// disk writes a GPT disk of the appliance layout to a new file: parts
-// gives each partition's size in MiB, names overrides GPT names, and
-// content fills partitions, padded with zeros (anything else gets random
-// bytes, so a stray write shows).
-func disk(t *testing.T, sizes map[int]int64, names map[int]string, content map[int][]byte) string {
+// mib is the size of a partition of the built image in MiB.
+func (b built) mib(part []byte) int64 { return int64(len(part)) / mib }
+
+// imageFile writes the built image to a new file, for the tools that
+// change it.
+func (b built) imageFile(t *testing.T) string {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "custodian.img")
+	if err := os.WriteFile(file, b.img, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
+// disk writes a device, a GPT disk of the appliance layout, to a new
+// file: sizes gives each partition's size in MiB, and content fills
+// partitions, padded with zeros (anything else gets random bytes, so a
+// stray write shows).
+func disk(t *testing.T, sizes map[int]int64, content map[int][]byte) string {
 	t.Helper()
 	file := filepath.Join(t.TempDir(), "disk.img")
 	total := int64(2 * mib)
@@ -128,12 +135,8 @@ func disk(t *testing.T, sizes map[int]int64, names map[int]string, content map[i
 		if !ok {
 			continue
 		}
-		name := layout.PartitionName(n)
-		if v, ok := names[n]; ok {
-			name = v
-		}
 		end := start + uint64(s*mib/SectorSize) - 1
-		table.Partitions = append(table.Partitions, &gpt.Partition{Index: n, Start: start, End: end, Type: gpt.LinuxFilesystem, Name: name})
+		table.Partitions = append(table.Partitions, &gpt.Partition{Index: n, Start: start, End: end, Type: gpt.LinuxFilesystem, Name: layout.PartitionName(n)})
 		start = end + 1
 	}
 	if err := d.Partition(table); err != nil {
@@ -182,18 +185,21 @@ func run(t *testing.T, name string, args ...string) string {
 	return string(out)
 }
 
-// deviceSizes is the device's layout in MiB: slots as large as the built
-// image's partitions.
-var deviceSizes = map[int]int64{1: 1, 2: 10, 3: 10, 4: 13, 5: 13, 6: 2}
-
-// newImage makes an image file: the built content in slot A.
-func newImage(t *testing.T, b built, names map[int]string) string {
-	sizes := map[int]int64{1: 1, 2: 10, 3: 10, 4: 13, 5: 13, 6: 1}
-	return disk(t, sizes, names, map[int][]byte{2: b.boot, 4: b.root})
+// deviceSizes is a device's layout in MiB: slots as large as the built
+// image's partitions, autoboot and data partitions of 1 MiB.
+func deviceSizes(b built) map[int]int64 {
+	boot, root := b.mib(b.boot), b.mib(b.root)
+	return map[int]int64{1: 1, 2: boot, 3: boot, 4: root, 5: root, 6: 1}
 }
 
-func newDevice(t *testing.T) string {
-	return disk(t, deviceSizes, nil, map[int][]byte{1: autobootFAT(t)})
+// commitSizes is a device's layout for Commit, which reads and writes
+// only the autoboot partition.
+var commitSizes = map[int]int64{1: 1, 2: 1, 3: 1, 4: 1, 5: 1, 6: 1}
+
+// newDevice makes a device of the given layout, with autoboot.txt for
+// slot A.
+func newDevice(t *testing.T, sizes map[int]int64) string {
+	return disk(t, sizes, map[int][]byte{1: autobootFAT(t)})
 }
 
 func open(t *testing.T, file string) (*os.File, int64) {
@@ -210,9 +216,8 @@ func open(t *testing.T, file string) (*os.File, int64) {
 	return f, info.Size()
 }
 
-func openImage(t *testing.T, file string) (*Image, error) {
-	f, size := open(t, file)
-	return OpenImage(f, size)
+func openImage(data []byte) (*Image, error) {
+	return OpenImage(bytesAt(data), int64(len(data)))
 }
 
 // partitionHashes is the SHA-256 of every partition of a disk.
@@ -239,16 +244,16 @@ func approveAll(*bootpolicy.Policy) error { return nil }
 // Apply writes the image's slot A into the slot that is not running,
 // byte for byte, and leaves the running slot, the autoboot and the data
 // partitions as they were; the policy it asks approval for is the one
-// builder.PredictImage reads from the same content.
+// the image's manifest predicts from its inputs.
 func TestApplyWritesTheInactiveSlotOnly(t *testing.T) {
 	b := buildImage(t)
 	for _, running := range []layout.Slot{layout.SlotA, layout.SlotB} {
 		t.Run("from slot "+running.String(), func(t *testing.T) {
-			im, err := openImage(t, newImage(t, b, nil))
+			im, err := openImage(b.img)
 			if err != nil {
 				t.Fatal(err)
 			}
-			devFile := newDevice(t)
+			devFile := newDevice(t, deviceSizes(b))
 			before := partitionHashes(t, devFile)
 			dev, size := open(t, devFile)
 			var approved *bootpolicy.Policy
@@ -261,7 +266,7 @@ func TestApplyWritesTheInactiveSlotOnly(t *testing.T) {
 				t.Fatalf("wrote slot %s, want %s", w.Slot, target)
 			}
 			if approved == nil || !approved.PCRs.Equal(b.policy.PCRs) || approved.SecurityVersion != b.policy.SecurityVersion {
-				t.Fatalf("the policy asked for approval is not the image's (image measure --image):\n%v\n%v", approved, b.policy)
+				t.Fatalf("the policy asked for approval is not the image's (image measure --manifest):\n%v\n%v", approved, b.policy)
 			}
 			after := partitionHashes(t, devFile)
 			for n := 1; n <= layout.PartitionCount; n++ {
@@ -293,28 +298,32 @@ func TestApplyWritesTheInactiveSlotOnly(t *testing.T) {
 // Every refusal leaves the whole device as it was.
 func TestApplyRefusals(t *testing.T) {
 	b := buildImage(t)
-	noSig := disk(t, map[int]int64{2: 10, 4: 13}, nil, map[int][]byte{2: withoutBootSig(t, b.boot), 4: b.root})
+	smallSlots := deviceSizes(b)
+	smallSlots[2], smallSlots[3] = b.mib(b.boot)-1, b.mib(b.boot)-1
 	cases := []struct {
 		name    string
-		image   string
+		image   []byte
+		device  map[int]int64
 		boot    Boot
 		approve Approver
 		want    string
 	}{
-		{"image too big", disk(t, map[int]int64{2: 11, 4: 13}, nil, map[int][]byte{2: b.boot, 4: b.root}),
-			Boot{Slot: layout.SlotA}, approveAll, "does not fit"},
-		{"wrong GPT names", newImage(t, b, map[int]string{4: "rootfs"}), Boot{Slot: layout.SlotA}, approveAll, `named "rootfs"`},
-		{"missing boot.sig", noSig, Boot{Slot: layout.SlotA}, approveAll, "no boot.sig"},
-		{"not approved", newImage(t, b, nil), Boot{Slot: layout.SlotA},
+		{"image too big", b.img, smallSlots, Boot{Slot: layout.SlotA}, approveAll, "does not fit"},
+		{"wrong GPT names", renamed(t, b, layout.SlotA.RootPartition(), "rootfs"), nil, Boot{Slot: layout.SlotA}, approveAll, `named "rootfs"`},
+		{"missing boot.sig", withoutBootSig(t, b), nil, Boot{Slot: layout.SlotA}, approveAll, "no boot.sig"},
+		{"not approved", b.img, nil, Boot{Slot: layout.SlotA},
 			func(*bootpolicy.Policy) error { return errors.New("not resealed") }, "not resealed"},
-		{"tryboot", newImage(t, b, nil), Boot{Slot: layout.SlotB, Tryboot: true, Pi: true}, approveAll, "tryboot"},
+		{"tryboot", b.img, nil, Boot{Slot: layout.SlotB, Tryboot: true, Pi: true}, approveAll, "tryboot"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			devFile := newDevice(t)
+			if c.device == nil {
+				c.device = deviceSizes(b)
+			}
+			devFile := newDevice(t, c.device)
 			before := fileHash(t, devFile)
 			dev, size := open(t, devFile)
-			im, err := openImage(t, c.image)
+			im, err := openImage(c.image)
 			if err == nil {
 				_, err = Apply(dev, size, c.boot, im, c.approve)
 			}
@@ -328,15 +337,31 @@ func TestApplyRefusals(t *testing.T) {
 	}
 }
 
-// withoutBootSig is a copy of a boot partition with boot.sig removed
-// (by mtools).
-func withoutBootSig(t *testing.T, boot []byte) []byte {
+// renamed is the built image with partition n named name in its GPT (by
+// sgdisk).
+func renamed(t *testing.T, b built, n int, name string) []byte {
+	need.Command(t, "sgdisk", "gdisk")
+	file := b.imageFile(t)
+	run(t, "sgdisk", "-c", fmt.Sprintf("%d:%s", n, name), file)
+	return readAll(t, file)
+}
+
+// withoutBootSig is the built image with boot.sig removed from slot A's
+// boot partition (by mtools).
+func withoutBootSig(t *testing.T, b built) []byte {
 	need.Command(t, "mdel", "mtools")
-	file := filepath.Join(t.TempDir(), "boot.fat")
-	if err := os.WriteFile(file, boot, 0o644); err != nil {
+	file := b.imageFile(t)
+	tab, err := ReadTable(bytesAt(b.img), int64(len(b.img)))
+	if err != nil {
 		t.Fatal(err)
 	}
-	run(t, "mdel", "-i", file, "::"+BootSigName)
+	at := fmt.Sprintf("%s@@%d", file, tab.Partitions[layout.SlotA.BootPartition()].Start)
+	run(t, "mdel", "-i", at, "::"+BootSigName)
+	return readAll(t, file)
+}
+
+func readAll(t *testing.T, file string) []byte {
+	t.Helper()
 	data, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
@@ -346,18 +371,14 @@ func withoutBootSig(t *testing.T, boot []byte) []byte {
 
 func fileHash(t *testing.T, file string) [sha256.Size]byte {
 	t.Helper()
-	data, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sha256.Sum256(data)
+	return sha256.Sum256(readAll(t, file))
 }
 
 // Commit in the tryboot of slot B rewrites autoboot.txt for B, and the
 // FAT stays clean for fsck.vfat; nothing else on the disk changes.
 func TestCommitRewritesAutoboot(t *testing.T) {
 	need.Command(t, "fsck.vfat", "dosfstools")
-	devFile := newDevice(t)
+	devFile := newDevice(t, commitSizes)
 	before := partitionHashes(t, devFile)
 	dev, size := open(t, devFile)
 	if err := Commit(dev, size, Boot{Slot: layout.SlotB, Tryboot: true, Pi: true}, nil); err != nil {
@@ -396,7 +417,7 @@ func TestCommitRefusals(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			devFile := newDevice(t)
+			devFile := newDevice(t, commitSizes)
 			before := fileHash(t, devFile)
 			dev, size := open(t, devFile)
 			err := Commit(dev, size, c.boot, c.pending)
