@@ -8,6 +8,9 @@ import (
 	"os"
 	"strings"
 
+	"github.com/diskfs/go-diskfs/backend"
+
+	"github.com/custodian-project/custodian/image/imagefs"
 	"github.com/custodian-project/custodian/image/layout"
 )
 
@@ -44,7 +47,7 @@ func Commit(dev Device, devSize int64, boot Boot, pending []string) error {
 		return fmt.Errorf("the device: %w", err)
 	}
 	want := layout.Autoboot(boot.Slot)
-	if err := writeAutoboot(newStorage(dev, dev, devSize), p, want); err != nil {
+	if err := writeAutoboot(imagefs.NewStorage(dev, dev, devSize), p, want); err != nil {
 		return fmt.Errorf("writing %s: %w", AutobootName, err)
 	}
 	if err := dev.Sync(); err != nil {
@@ -63,18 +66,18 @@ func Commit(dev Device, devSize int64, boot Boot, pending []string) error {
 	return nil
 }
 
-func writeAutoboot(s storage, p Partition, want []byte) error {
-	_, err := guard(func() (struct{}, error) { return struct{}{}, writeAutobootUnguarded(s, p, want) })
+func writeAutoboot(s backend.Storage, p Partition, want []byte) error {
+	_, err := imagefs.Guard(func() (struct{}, error) { return struct{}{}, writeAutobootUnguarded(s, p, want) })
 	return err
 }
 
-func writeAutobootUnguarded(s storage, p Partition, want []byte) error {
-	fsys, err := openFAT(s, p)
+func writeAutobootUnguarded(s backend.Storage, p Partition, want []byte) error {
+	fsys, err := imagefs.OpenFAT(s, p.Start, p.Size)
 	if err != nil {
 		return err
 	}
 	flag := os.O_RDWR
-	if old, err := readFile(fsys, AutobootName, maxAutoboot); err != nil || len(old) != len(want) {
+	if old, err := imagefs.ReadFile(fsys, AutobootName, maxAutoboot); err != nil || len(old) != len(want) {
 		flag |= os.O_CREATE | os.O_TRUNC
 	}
 	f, err := fsys.OpenFile(AutobootName, flag)
@@ -98,11 +101,11 @@ func ReadAutoboot(dev io.ReaderAt, devSize int64) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the device: %w", err)
 	}
-	fsys, err := openFAT(newStorage(dev, nil, devSize), p)
+	fsys, err := imagefs.OpenFAT(imagefs.NewStorage(dev, nil, devSize), p.Start, p.Size)
 	if err != nil {
 		return nil, fmt.Errorf("the autoboot partition: %w", err)
 	}
-	data, err := readFile(fsys, AutobootName, maxAutoboot)
+	data, err := imagefs.ReadFile(fsys, AutobootName, maxAutoboot)
 	if err != nil {
 		return nil, errors.New("the autoboot partition has no readable " + AutobootName)
 	}

@@ -11,7 +11,8 @@
 //   - OpenImage reads the image's GPT (strictly: an intact primary table,
 //     the layout's names for their numbers, no overlaps), and its slot A
 //     boot partition, which must hold boot.img and a boot.sig for it.
-//     Image.Policy predicts the PCRs it produces, as image measure --image.
+//     Image.Policy predicts the PCRs it produces with the function image
+//     measure --image runs (imagefs.Predict).
 //   - Apply refuses during a tryboot (the other slot is then the fallback),
 //     when the image's partitions do not fit the inactive slot's, and when
 //     the caller's Approver refuses the predicted policy (the command

@@ -11,12 +11,13 @@ import (
 
 	"github.com/diskfs/go-diskfs/partition/gpt"
 
+	"github.com/custodian-project/custodian/image/imagefs"
 	"github.com/custodian-project/custodian/image/layout"
 )
 
 // SectorSize is the logical sector size of the appliance disk (an SD
 // card) and of its image.
-const SectorSize = 512
+const SectorSize = imagefs.SectorSize
 
 // maxEntries caps the GPT's partition entries: the standard array holds
 // 128, and the appliance uses layout.PartitionCount.
@@ -58,7 +59,7 @@ func ReadTable(r io.ReaderAt, size int64) (*Table, error) {
 	if err := checkHeader(r, size); err != nil {
 		return nil, fmt.Errorf("not a GPT disk of the appliance layout: %w", err)
 	}
-	raw, err := gpt.Read(newStorage(r, nil, size), SectorSize, SectorSize)
+	raw, err := gpt.Read(imagefs.NewStorage(r, nil, size), SectorSize, SectorSize)
 	if err != nil {
 		return nil, fmt.Errorf("not a GPT disk of the appliance layout: %w", err)
 	}

@@ -50,10 +50,9 @@ const (
 )
 
 const (
-	sector     = 512
-	firstLBA   = 2048 // first partition at 1 MiB, as SD cards erase in such blocks
-	mib        = 1 << 20
-	squashSize = 128 << 10 // squashfs block size; go-diskfs would take the 512-byte sector size
+	sector   = 512
+	firstLBA = 2048 // first partition at 1 MiB, as SD cards erase in such blocks
+	mib      = 1 << 20
 )
 
 // Options are the choices a build makes beyond the manifest.

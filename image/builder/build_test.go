@@ -15,6 +15,7 @@ import (
 	diskfs "github.com/diskfs/go-diskfs"
 
 	"github.com/custodian-project/custodian/image/bootsig"
+	"github.com/custodian-project/custodian/image/imagefs"
 	"github.com/custodian-project/custodian/image/imagetest"
 	"github.com/custodian-project/custodian/image/layout"
 
@@ -107,10 +108,10 @@ func readBootPartition(t *testing.T, img string) (bootImg, sig []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if bootImg, err = readFAT(fsys, BootImgName); err != nil {
+	if bootImg, err = imagefs.ReadFile(fsys, BootImgName, imagefs.MaxBootImg); err != nil {
 		t.Fatal(err)
 	}
-	if sig, err = readFAT(fsys, BootSigName); err != nil {
+	if sig, err = imagefs.ReadFile(fsys, BootSigName, 4096); err != nil {
 		t.Fatal(err)
 	}
 	return bootImg, sig

@@ -20,6 +20,7 @@ import (
 
 	"github.com/custodian-project/custodian/image"
 	"github.com/custodian-project/custodian/image/deb/debtest"
+	"github.com/custodian-project/custodian/image/imagefs"
 	"github.com/custodian-project/custodian/image/imagetest"
 	"github.com/custodian-project/custodian/image/layout"
 )
@@ -63,7 +64,7 @@ func readInitramfs(t *testing.T, data []byte, epoch int64) []cpioEntry {
 // The initramfs holds exactly /init (the root's measured binary),
 // /custodian.toml (the manifest), /modules/order and the modules in the
 // manifest's order; boot.img holds the same initramfs and kernel that
-// --initramfs-out and --kernel-out get.
+// --initramfs-out and --kernel-out get, and the same manifest at its top.
 func TestInitramfsHoldsExactly(t *testing.T) {
 	manifest := imagetest.Write(t)
 	m, err := image.LoadManifest(manifest)
@@ -104,6 +105,10 @@ func TestInitramfsHoldsExactly(t *testing.T) {
 	inBoot := bootImgFile(t, img, image.InitramfsName)
 	if !bytes.Equal(inBoot, initramfs) {
 		t.Error("boot.img's initramfs.img differs from --initramfs-out")
+	}
+	// The prediction from an image reads boot.img's own copy.
+	if top := bootImgFile(t, img, image.ManifestName); string(top) != imagetest.Manifest {
+		t.Errorf("boot.img's %s differs from the initramfs's", image.ManifestName)
 	}
 }
 
@@ -253,7 +258,7 @@ func readFATFile(t *testing.T, file, name string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data, err := readFAT(fsys, name)
+	data, err := imagefs.ReadFile(fsys, name, imagefs.MaxBootImg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/custodian-project/custodian/image"
+	"github.com/custodian-project/custodian/image/imagefs"
 )
 
 // buildRoot writes the read-only root filesystem as a standalone
@@ -35,7 +36,7 @@ func buildRoot(m *image.Manifest, rootDir, work string) ([]byte, error) {
 	defer d.Close()
 	// go-diskfs would pass the 512-byte sector size as the squashfs block
 	// size; create it directly with the usual 128 KiB.
-	sq, err := squashfs.Create(d.Backend, limit, 0, squashSize)
+	sq, err := squashfs.Create(d.Backend, limit, 0, imagefs.SquashBlock)
 	if err != nil {
 		return nil, err
 	}
