@@ -3,6 +3,7 @@ module github.com/custodian-project/custodian
 go 1.26.8
 
 require (
+	filippo.io/bigmod v0.1.0
 	github.com/BurntSushi/toml v1.6.0
 	github.com/cavaliergopher/cpio v1.0.1
 	github.com/cloudflare/circl v1.6.3

@@ -38,8 +38,9 @@ type Manifest struct {
 	// image that fixes a flaw, so that the devices' floor can lock out the
 	// older ones. It is measured at boot and carried into policy.json.
 	SecurityVersion uint64 `toml:"security_version"`
-	// Sizes in MiB. ImageMiB and RootMiB of 0 are computed by the build
-	// (the sum of the partitions; twice the root filesystem).
+	// Sizes in MiB. Those of 0 are computed by the build: ImageMiB the
+	// sum of the partitions, BootImgMiB what boot.img's files need,
+	// BootMiB twice boot.img (at least 24), RootMiB twice the squashfs.
 	ImageMiB    int `toml:"image_mib"`
 	AutobootMiB int `toml:"autoboot_mib"`
 	BootMiB     int `toml:"boot_mib"`
@@ -61,6 +62,8 @@ type Manifest struct {
 		Dir string `toml:"dir"`
 		// Compression of the squashfs: CompressionGzip or CompressionNone.
 		Compression string `toml:"compression"`
+		// Files are added to the tree of Dir (none may replace one of it).
+		Files []RootFile `toml:"files"`
 	} `toml:"rootfs"`
 
 	Initramfs struct {
@@ -89,6 +92,15 @@ type Manifest struct {
 type BootFile struct {
 	Src string `toml:"src"`
 	Dst string `toml:"dst"`
+}
+
+// RootFile is one file added to the root filesystem: Src a source (see
+// [ParseSource]), Dst its path in the root, Executable for mode 0755
+// rather than 0644.
+type RootFile struct {
+	Src        string `toml:"src"`
+	Dst        string `toml:"dst"`
+	Executable bool   `toml:"executable"`
 }
 
 // Deb is a Debian package the manifest takes files from: File relative to
@@ -230,7 +242,7 @@ func fieldByTOMLName(t reflect.Type, name string) (reflect.StructField, bool) {
 }
 
 func defaults() *Manifest {
-	m := &Manifest{AutobootMiB: 8, BootMiB: 24, BootImgMiB: 12, DataMiB: 64}
+	m := &Manifest{AutobootMiB: 8, DataMiB: 64}
 	m.RootFS.Compression = CompressionGzip
 	s := measure.DefaultSpec()
 	m.Measure.Binary, m.Measure.Config, m.Measure.TrustRoots = s.Binary, s.Config, s.TrustRoots
@@ -252,8 +264,11 @@ func (m *Manifest) check() error {
 	if m.SourceDateEpoch <= 0 || m.SourceDateEpoch > 1<<32-1 {
 		return errors.New("source_date_epoch must be a Unix time in seconds (squashfs keeps 32 bits)")
 	}
-	if m.BootImgMiB < 8 || m.BootImgMiB > 256 || m.BootMiB < m.BootImgMiB+2 || m.BootMiB > 1024 {
-		return errors.New("sizes: need 8 <= boot_img_mib <= 256 and boot_img_mib+2 <= boot_mib <= 1024")
+	if m.BootImgMiB != 0 && (m.BootImgMiB < 8 || m.BootImgMiB > 256) {
+		return errors.New("sizes: boot_img_mib is 8 to 256 (FAT16 needs 8 MiB), or left out to fit boot.img's files")
+	}
+	if m.BootMiB != 0 && (m.BootMiB < max(m.BootImgMiB, 8)+2 || m.BootMiB > 1024) {
+		return errors.New("sizes: boot_mib is boot_img_mib+2 to 1024, or left out to be twice boot.img")
 	}
 	if err := m.checkSizes(); err != nil {
 		return err
@@ -271,6 +286,13 @@ func (m *Manifest) check() error {
 	}
 	if err := m.checkSources(); err != nil {
 		return err
+	}
+	roots := map[string]bool{}
+	for _, f := range m.RootFS.Files {
+		if !fs.ValidPath(f.Dst) || f.Dst == "." || roots[f.Dst] {
+			return fmt.Errorf("rootfs file destination %q must be a unique clean relative path", f.Dst)
+		}
+		roots[f.Dst] = true
 	}
 	seen := map[string]bool{"config.txt": true, "cmdline.txt": true, ManifestName: true, InitramfsName: true}
 	for _, f := range m.Boot.Files {
@@ -337,15 +359,29 @@ func (m *Manifest) checkSources() error {
 	return nil
 }
 
-// Sources lists every source the manifest names: boot files, then
-// initramfs modules.
+// Sources lists every source the manifest names: boot files, initramfs
+// modules, then root filesystem files.
 func (m *Manifest) Sources() []string {
 	var s []string
 	for _, f := range m.Boot.Files {
 		s = append(s, f.Src)
 	}
-	return append(s, m.Initramfs.Modules...)
+	return append(append(s, m.Initramfs.Modules...), m.RootSources()...)
 }
+
+// RootSources lists the sources of rootfs.files.
+func (m *Manifest) RootSources() []string {
+	var s []string
+	for _, f := range m.RootFS.Files {
+		s = append(s, f.Src)
+	}
+	return s
+}
+
+// ErrRootFiles is the refusal of [Manifest.Predict] for a manifest that
+// adds files to the root: their content is in the sources, which the
+// image builder reads (builder.PredictManifest).
+var ErrRootFiles = errors.New("this manifest adds files to the root filesystem (rootfs.files): predicting it needs the image builder, which reads their sources")
 
 func localPath(p string) bool {
 	return filepath.IsLocal(p) && fs.ValidPath(path.Clean(filepath.ToSlash(p)))
@@ -375,7 +411,12 @@ func (m *Manifest) RootTree() fs.FS { return os.DirFS(m.path(m.RootFS.Dir)) }
 // Predict computes the policy the image produces at boot: the measurement
 // sequence run over the root filesystem source as the builder puts it into
 // the image (modes normalised by [NormalMode]).
+//
+// A manifest with rootfs.files is refused ([ErrRootFiles]).
 func (m *Manifest) Predict() (*bootpolicy.Policy, error) {
+	if len(m.RootFS.Files) > 0 {
+		return nil, ErrRootFiles
+	}
 	return m.Spec().Predict(m.RootTree(), NormalMode)
 }
 

@@ -35,6 +35,8 @@ func TestManifestRefuses(t *testing.T) {
 		"absolute binary":     {"[measure]\nbinary = \"/usr/bin/custodian\"\n", "clean path"},
 		"negative image":      {"image_mib = -1\n", "image_mib"},
 		"small root":          {"root_mib = 2\n", "root_mib"},
+		"small boot.img":      {"boot_img_mib = 4\n", "boot_img_mib"},
+		"boot below boot.img": {"boot_img_mib = 20\nboot_mib = 21\n", "boot_mib"},
 		"compression":         {"[rootfs.x]\n", "unknown key"},
 		"deb without hash":    {"[[debs]]\nname = \"kernel\"\nfile = \"k.deb\"\n", "sha256 must be 64 lowercase hex"},
 		"deb upper-case hash": {"[[debs]]\nname = \"kernel\"\nfile = \"k.deb\"\nsha256 = \"" + strings.Repeat("A", 64) + "\"\n", "lowercase hex"},

@@ -36,6 +36,7 @@ func TestDemoTellsTheWholeStory(t *testing.T) {
 		"escrow authority:  ran the scoped ceremony for key ID",
 		"custodian court-b: provisioned its share",
 		"agency:            made its recipient key pair",
+		"with its proof that it drew the envelope's key (message.env)",
 		"court trust admin: made the court root CA",
 		"judge:             signed warrant",
 		"software key; SoftHSM2/PIV in production",

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,10 +15,12 @@ import (
 	"github.com/google/go-tpm/tpm2"
 
 	"github.com/custodian-project/custodian/hsm/escrow"
+	"github.com/custodian-project/custodian/hsm/escrow/escrowtest"
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/release"
 	"github.com/custodian-project/custodian/hsm/warrant"
 	"github.com/custodian-project/custodian/tpm"
+	"github.com/custodian-project/custodian/tpm/tpmtest"
 )
 
 // TestEndToEndScopedAndShareKeysOnOneFleet: three appliances hold a
@@ -25,8 +28,9 @@ import (
 // 2026-11 and envelope A of 2026-12; two custodians release over HTTP after
 // presses. The agency recovers 2026-11's key and opens its envelope, opens
 // A from the scoped partials, and cannot open envelope B (same key ID,
-// same target) with the same releases. Warrants whose envelopes do not fit
-// the modes are refused before the summary.
+// same target) with the same releases, nor any envelope a requester makes
+// out of A's key (EscrowOpenRefusesRequesterMadeEnvelopes). Warrants whose
+// envelopes do not fit the modes are refused before the summary.
 func TestEndToEndScopedAndShareKeysOnOneFleet(t *testing.T) {
 	dir := t.TempDir()
 	p := func(name string) string { return filepath.Join(dir, name) }
@@ -94,6 +98,24 @@ func TestEndToEndScopedAndShareKeysOnOneFleet(t *testing.T) {
 			t.Errorf("opened %s: %q", name, got)
 		}
 	}
+	t.Run("EscrowOpenRefusesRequesterMadeEnvelopes", func(t *testing.T) {
+		// Made out of A's key, whose partials the releases hold: A
+		// relabelled to another target would meet them, and α·A or A + β·G
+		// would let a requester undo α or β had a warrant named them.
+		a, _ := os.ReadFile(p("a.env"))
+		b, _ := os.ReadFile(p("b.env"))
+		for i, f := range escrowtest.Forgeries(t, a, b) {
+			in, out := p(fmt.Sprintf("forged-%d.env", i)), p(fmt.Sprintf("forged-%d.out", i))
+			os.WriteFile(in, f.Envelope, 0o644)
+			code, _, stderr := cli(t, append(scopedOpen, "--in", in, "--out", out)...)
+			if code == 0 || !strings.Contains(stderr, "does not prove it was sealed honestly") || !strings.Contains(stderr, "hint: scoped mode works only") {
+				t.Errorf("%s: exit %d\n%s", f.Name, code, stderr)
+			}
+			if _, err := os.Stat(out); err == nil {
+				t.Errorf("%s: written out", f.Name)
+			}
+		}
+	})
 	code, _, stderr := cli(t, append(scopedOpen, "--in", p("b.env"), "--out", p("b.out"))...)
 	if code == 0 || !strings.Contains(stderr, "did not name it") {
 		t.Fatalf("envelope B with A's releases: exit %d\n%s", code, stderr)
@@ -166,7 +188,7 @@ func TestInvariantPartialsLeaveOnlyAfterDurableLedgerEntries(t *testing.T) {
 		}
 		env, _ := escrow.ParseEnvelope(data)
 		envs = append(envs, env)
-		w.Envelopes = append(w.Envelopes, warrant.EnvelopeRef{KeyID: env.KeyID, Target: env.Target, Enc: env.Enc})
+		w.Envelopes = append(w.Envelopes, env.Ref())
 	}
 	p7s := r.court.signDocument(t, w, time.Now())
 
@@ -240,4 +262,84 @@ func TestInvariantPartialsLeaveOnlyAfterDurableLedgerEntries(t *testing.T) {
 		}
 	}
 	r.expectRefusal(t, p7s, release.CodeReplayed, true)
+}
+
+// TestDeviceRefusesRequesterMadeEnvelopesNamedByHand: a warrant built and
+// signed directly (not through warrant new, which would refuse them)
+// naming an envelope a requester made out of another envelope's key —
+// α·R, R + β·G, R relabelled to another target or to another key ID the
+// device holds, R with another envelope's proof, the header over another
+// ciphertext — is refused with envelope_unproven and logged, before the
+// summary, and before the TPM reads a PCR or computes anything with the
+// envelope. The honest envelope, named the same way, is released.
+func TestDeviceRefusesRequesterMadeEnvelopesNamedByHand(t *testing.T) {
+	r := newRig(t)
+	defer r.stop()
+	now := time.Now().UTC()
+	r.court.install(t, r.a, now)
+	pub := provisionLocal(t, r.a, r.tpm, "2026-12", escrow.WithMode(escrow.ModeScoped))
+	other := provisionLocal(t, r.a, r.tpm, "2026-13", escrow.WithMode(escrow.ModeScoped))
+	victim, err := escrow.Seal(pub, "alice@example.org", []byte("envelope B"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := escrow.Seal(other, "bob@example.org", []byte("the requester's own envelope"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := func(serial string, ref warrant.EnvelopeRef) []byte {
+		w := draftWarrant(serial, r.agency.Public(), []string{"court-a", "court-z"}, []string{ref.KeyID}, now)
+		w.Targets = []string{ref.Target}
+		w.Envelopes = []warrant.EnvelopeRef{ref}
+		return r.court.signDocument(t, w, now)
+	}
+	for i, f := range escrowtest.Forgeries(t, victim, own) {
+		r.rec.Reset()
+		r.expectRefusal(t, named(fmt.Sprintf("W-forged-%d", i), f.Ref), release.CodeUnprovenEnvelope, true)
+		if cc := tpmWorkOn(r.rec, f.Ref.Enc); cc != "" {
+			t.Errorf("%s: the TPM was asked %s before the refusal", f.Name, cc)
+		}
+	}
+	honest, err := escrow.ParseEnvelope(victim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.rec.Reset()
+	status, st, eb := r.c.submit(t, named("W-honest", honest.Ref()))
+	if status != http.StatusAccepted {
+		t.Fatalf("the honest envelope: %d %+v", status, eb)
+	}
+	time.Sleep(20 * time.Millisecond)
+	r.press()
+	if st = r.c.wait(t, st.ID); st.State != release.StateReleased {
+		t.Fatalf("the honest envelope: %+v", st)
+	}
+	code, data := r.c.get(t, "/v1/requests/"+st.ID+"/packages/2026-12")
+	if pkg, err := escrow.ParseRelease(data); code != http.StatusOK || err != nil || pkg.Mode != escrow.ModeScoped || len(pkg.Entries) != 1 {
+		t.Fatalf("the honest envelope's package: %d %v %s", code, err, data)
+	}
+	if cc := tpmWorkOn(r.rec, honest.Enc); cc != "TPM2_PCR_Read" {
+		t.Fatalf("the honest release did not read the PCRs first (%q): the check above proves nothing", cc)
+	}
+}
+
+// tpmWorkOn names the first recorded TPM command that works toward a
+// release of the envelope whose key is enc: a PCR read, a partial's
+// commands, or any command carrying the point. "" means none.
+func tpmWorkOn(rec *tpmtest.Recorder, enc []byte) string {
+	for _, e := range rec.Exchanges() {
+		if len(e.Command) < 10 {
+			continue
+		}
+		switch tpm2.TPMCC(uint32(e.Command[6])<<24 | uint32(e.Command[7])<<16 | uint32(e.Command[8])<<8 | uint32(e.Command[9])) {
+		case tpm2.TPMCCPCRRead:
+			return "TPM2_PCR_Read"
+		case tpm2.TPMCCECDHZGen, tpm2.TPMCCCommit, tpm2.TPMCCSign:
+			return "a partial's command"
+		}
+		if bytes.Contains(e.Command, enc[1:33]) {
+			return "a command carrying the envelope's point"
+		}
+	}
+	return ""
 }

@@ -180,6 +180,24 @@ var breaks = []mutant{
 		edits: []edit{{"tpm/dleq.go", "if !eq.keyHolds {", "if false {"}},
 		pkg:   "./tpm", tests: []string{"TestWrongPartialIsCaughtByItsProof"},
 	},
+	// Scoped mode: an envelope proves its sealer drew its key.
+	{
+		name:  "the seal proof's transcript leaves out R",
+		edits: []edit{{"hsm/escrow/sealproof.go", "\tb.AddBytes(st.enc)\n", ""}},
+		pkg:   "./hsm/escrow", tests: []string{"TestRequesterMadeEnvelopesAreRefused"},
+	},
+	{
+		name:  "the seal proof's transcript leaves out the target",
+		edits: []edit{{"hsm/escrow/sealproof.go", "c.AddBytes([]byte(st.target))", ""}},
+		pkg:   "./hsm/escrow", tests: []string{"TestRequesterMadeEnvelopesAreRefused"},
+	},
+	{
+		name: "the appliance does not check the envelopes' seal proofs",
+		edits: []edit{{"hsm/release/release.go",
+			"if err := escrow.CheckSealProof(e.KeyID, e.Target, e.Enc, e.CiphertextSHA256, e.Proof); err != nil {",
+			"if err := escrow.CheckSealProof(e.KeyID, e.Target, e.Enc, e.CiphertextSHA256, e.Proof); false && err != nil {"}},
+		pkg: "./tests", tests: []string{"TestDeviceRefusesRequesterMadeEnvelopesNamedByHand"},
+	},
 	// The release daemon.
 	{
 		name: "no verification after the press",
@@ -223,5 +241,29 @@ var breaks = []mutant{
 		name:  "clients talk plain HTTP without --insecure-http",
 		edits: []edit{{"cmd/custodian/tls.go", "\t\tif !c.insecureHTTP {", "\t\tif false {"}},
 		pkg:   "./cmd/custodian", tests: []string{"TestInvariantClientsRefusePlainHTTPUnlessAsked"},
+	},
+	// An update never leaves the device without a way back.
+	{
+		name:  "update apply writes an image nothing was resealed to",
+		edits: []edit{{"firmware/update/apply.go", "\tif err := approve(policy); err != nil {", "\tif err := approve(policy); false && err != nil {"}},
+		pkg:   "./firmware/update", tests: []string{"TestApplyRefusals"},
+	},
+	{
+		name:  "update apply overwrites the fallback slot during a tryboot",
+		edits: []edit{{"firmware/update/apply.go", "\tif boot.Tryboot {", "\tif false {"}},
+		pkg:   "./firmware/update", tests: []string{"TestApplyRefusals"},
+	},
+	{
+		name:  "update commit before reseal --finish promoted everything",
+		edits: []edit{{"firmware/update/commit.go", "\tif len(pending) > 0 {", "\tif false {"}},
+		pkg:   "./firmware/update", tests: []string{"TestCommitRefusals"},
+	},
+	{
+		name: "a share resealed to another image taken as ready for this one",
+		edits: []edit{
+			{"hsm/appliance/update.go", "\tif !sealedTo(next.Escrow, pcrs, version) {", "\tif false {"},
+			{"hsm/appliance/update.go", "\tif !approved.PCRs.Equal(pcrs) || approved.SecurityVersion != version {", "\tif approved == nil {"},
+		},
+		pkg: "./hsm/appliance", tests: []string{"TestResealMovesSharesToAnApprovedImage"},
 	},
 }

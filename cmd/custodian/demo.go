@@ -298,7 +298,7 @@ func (d *demo) sealEnvelope(context.Context) error {
 	if err := d.write("message.txt", demoMessage, 0o600); err != nil {
 		return err
 	}
-	d.say("messaging service", "sealed a %d-byte message for %s under key ID %s (message.env)", len(demoMessage), demoTarget, d.keyID)
+	d.say("messaging service", "sealed a %d-byte message for %s under key ID %s, with its proof that it drew the envelope's key (message.env)", len(demoMessage), demoTarget, d.keyID)
 	if err := d.write("message.env", env, 0o644); err != nil {
 		return err
 	}
@@ -321,7 +321,7 @@ func (d *demo) signWarrant(context.Context) error {
 	if err != nil {
 		return err
 	}
-	w.Envelopes = []warrant.EnvelopeRef{{KeyID: env.KeyID, Target: env.Target, Enc: env.Enc}}
+	w.Envelopes = []warrant.EnvelopeRef{env.Ref()}
 	content, err := w.Marshal(0)
 	if err != nil {
 		return err

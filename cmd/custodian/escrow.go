@@ -131,7 +131,7 @@ func newEscrowSealCommand(g *globals) *cobra.Command {
 	var escrowPath, target, in, out string
 	cmd := &cobra.Command{
 		Use:   "seal --escrow escrow-K.pub.json --target T --in F --out F.env",
-		Short: "Seal a file to the escrow key of a key ID, for a target",
+		Short: "Seal a file to the escrow key of a key ID, for a target, with the proof that the sealer drew its key",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			pub, err := readEscrow(escrowPath)
@@ -193,7 +193,7 @@ named can be opened this way.`,
 				return withHint(errors.New("give either --key or --release"), "--key for a share-mode key ID (after custodian recover); --identity, --escrow and --release for a scoped one")
 			}
 			if err != nil {
-				return err
+				return unprovenHint(err)
 			}
 			if err := writeNew(out, plaintext, 0o600); err != nil {
 				return err
@@ -246,6 +246,15 @@ func openScoped(g *globals, identityPath, escrowPath string, releasePaths []stri
 		return nil, nil, withHint(err, "a scoped release opens only the envelopes its warrant named, and needs the threshold of custodians")
 	}
 	return env, plaintext, err
+}
+
+// unprovenHint explains a refusal for a missing or failed seal proof.
+func unprovenHint(err error) error {
+	if !errors.Is(err, escrow.ErrUnproven) {
+		return err
+	}
+	return withHint(err, "scoped mode works only on envelopes that prove their sealer drew their key: without the proof, one envelope can be dressed up as another",
+		"a version 1 envelope has no proof: ask its sealer to seal the message again with this version; otherwise take the envelope from the messaging provider as it was sealed")
 }
 
 func readReleases(paths []string) ([]*escrow.Release, error) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/custodian-project/custodian/hsm/bootpolicy"
+	"github.com/custodian-project/custodian/image"
 	"github.com/custodian-project/custodian/image/builder"
 )
 
@@ -89,7 +91,11 @@ func buildHint(err error) error {
 	case errors.As(err, &digest):
 		return withHint(err, "this is not the package the manifest pins: download the pinned version again (docs/examples/appliance/fetch-debs.sh), or put its new sha256 into the manifest if you mean to change it")
 	case errors.As(err, &size):
-		return withHint(err, fmt.Sprintf("raise %s to at least %d in the manifest, or leave it out to have it computed", size.Key, size.Need))
+		hint := fmt.Sprintf("raise %s to at least %d in the manifest", size.Key, size.Need)
+		if slices.Contains([]string{"image_mib", "boot_img_mib", "boot_mib", "root_mib"}, size.Key) {
+			hint += ", or leave it out to have it computed"
+		}
+		return withHint(err, hint)
 	case errors.As(err, &file):
 		return withHint(err, fmt.Sprintf("add it to the manifest's %s, e.g. { src = \"deb:kernel:/path/in/package\", dst = \"%s\" } (docs/image.md)", file.Key, strings.Fields(file.Name)[0]))
 	}
@@ -118,6 +124,15 @@ func (g *globals) progress() func(string, int, int) {
 			fmt.Fprintln(f)
 		}
 	}
+}
+
+// predictManifest predicts a manifest's policy, reading rootfs.files.
+func predictManifest(m *image.Manifest, debDir string) (*bootpolicy.Policy, error) {
+	p, err := builder.PredictManifest(m, debDir)
+	if err != nil {
+		return nil, buildHint(err)
+	}
+	return p, nil
 }
 
 // predictImage reads the policy out of a built image.

@@ -220,6 +220,7 @@ func releaseHint(err error) error {
 		release.CodeBeforeFloor:                    "ask the court to sign the warrant again",
 		release.CodeNoEnvelopes:                    "a scoped key ID releases only named envelopes; the court lists them (custodian warrant new --envelope)",
 		release.CodeNotScoped:                      "a share-mode key ID releases its whole share; the court drops the envelopes or that key ID",
+		release.CodeUnprovenEnvelope:               "an envelope the warrant names does not prove its sealer drew its key (a version 1 envelope, or one made from another envelope's key); the court names envelopes sealed by the current custodian escrow seal, taken from the messaging provider, through custodian warrant new --envelope",
 		release.CodeClientCertRequired:             "this custodian takes warrants only from court officers: give --client-cert and --client-key (your officer certificate from the court)",
 		release.CodeClientCertUntrusted:            "your --client-cert is not from the court officers' CA this custodian trusts, or it expired; ask the court for a current officer certificate",
 		release.Code(warrant.ReasonRevoked):        "a signer's certificate is revoked; the court must sign with a valid certificate",

@@ -22,6 +22,7 @@ import (
 	"github.com/custodian-project/custodian/firmware/button"
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/release"
+	"github.com/custodian-project/custodian/tpm"
 )
 
 type serveFlags struct {
@@ -102,6 +103,13 @@ func (g *globals) serve(ctx context.Context, f serveFlags) error {
 		return err
 	}
 	defer conn.Close()
+	// Holding the data directory's lock, the daemon is the TPM's only
+	// user: what is loaded now was left by a process that died.
+	if n, err := tpm.FlushStale(conn); err != nil {
+		return err
+	} else if n > 0 {
+		log.Warn("flushed TPM objects and sessions left by an earlier process", "count", n)
+	}
 	t := release.Serialize(conn)
 	a, err := g.openAppliance(t)
 	if err != nil {

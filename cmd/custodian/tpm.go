@@ -10,8 +10,21 @@ import (
 )
 
 // openTPM connects to the TPM named by --tpm, with hints for the usual
-// mistakes.
+// mistakes, holding the data directory's lock until it is closed.
 func (g *globals) openTPM() (transport.TPMCloser, error) {
+	unlock, err := lockDataDir(g.dataDir)
+	if err != nil {
+		return nil, err
+	}
+	t, err := g.openTPMUnlocked()
+	if err != nil {
+		unlock()
+		return nil, err
+	}
+	return &lockedTPM{TPMCloser: t, unlock: unlock}, nil
+}
+
+func (g *globals) openTPMUnlocked() (transport.TPMCloser, error) {
 	t, err := tpm.Open(g.tpmSpec)
 	switch {
 	case errors.Is(err, tpm.ErrSimulatorUnavailable):

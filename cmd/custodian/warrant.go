@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/ecdh"
 	"errors"
 	"fmt"
 	"os"
@@ -64,7 +63,7 @@ func newWarrantNewCommand(g *globals) *cobra.Command {
 	f.StringVar(&w.Offence, "offence", "", "offence under investigation")
 	f.StringArrayVar(&w.Targets, "target", nil, "target the warrant covers (repeat)")
 	f.StringArrayVar(&w.KeyIDs, "key-id", nil, "escrow key ID (epoch) to release (repeat)")
-	f.StringArrayVar(&envelopes, "envelope", nil, "escrow envelope a scoped release covers; adds its key ID and target (repeat)")
+	f.StringArrayVar(&envelopes, "envelope", nil, "escrow envelope a scoped release covers, whose seal proof must verify; adds its key ID and target (repeat)")
 	f.StringArrayVar(&w.Custodians, "custodian", nil, "custodian appliance ID addressed (repeat)")
 	f.StringVar(&recipientFile, "recipient", "", "the agency's public key file (agency.pub)")
 	f.StringVar(&w.NotBefore, "not-before", "", "start of validity, RFC 3339")
@@ -108,8 +107,8 @@ func addEnvelopes(w *warrant.Warrant, paths []string) error {
 	return nil
 }
 
-// readEnvelopeRef reads the header of an envelope file. Its errors name
-// the file.
+// readEnvelopeRef reads an envelope file and checks its seal proof. Its
+// errors name the file.
 func readEnvelopeRef(path string) (warrant.EnvelopeRef, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -117,12 +116,9 @@ func readEnvelopeRef(path string) (warrant.EnvelopeRef, error) {
 	}
 	env, err := escrow.ParseEnvelope(data)
 	if err != nil {
-		return warrant.EnvelopeRef{}, fmt.Errorf("%s: %w", path, err)
+		return warrant.EnvelopeRef{}, unprovenHint(fmt.Errorf("%s: %w", path, err))
 	}
-	if _, err := ecdh.P256().NewPublicKey(env.Enc); err != nil {
-		return warrant.EnvelopeRef{}, fmt.Errorf("%s: %w: its encapsulated key is not a P-256 point", path, escrow.ErrEnvelope)
-	}
-	return warrant.EnvelopeRef{KeyID: env.KeyID, Target: env.Target, Enc: env.Enc}, nil
+	return env.Ref(), nil
 }
 
 type verifyOutput struct {

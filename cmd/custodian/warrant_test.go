@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/custodian-project/custodian/hsm/escrow"
+	"github.com/custodian-project/custodian/hsm/escrow/escrowtest"
 	"github.com/custodian-project/custodian/hsm/release"
 	"github.com/custodian-project/custodian/hsm/smartcard/softhsmtest"
 	"github.com/custodian-project/custodian/hsm/trust/trusttest"
@@ -194,7 +195,7 @@ func TestWarrantNewEnvelopes(t *testing.T) {
 	if got := fmt.Sprint(w.KeyIDs, w.Targets); got != "[2026-11 2026-12] [bob@example.org alice@example.org]" {
 		t.Errorf("key IDs and targets: %s", got)
 	}
-	want := []warrant.EnvelopeRef{{KeyID: a.KeyID, Target: a.Target, Enc: a.Enc}, {KeyID: b.KeyID, Target: b.Target, Enc: b.Enc}}
+	want := []warrant.EnvelopeRef{a.Ref(), b.Ref()}
 	if !reflect.DeepEqual(w.Envelopes, want) {
 		t.Errorf("envelopes %+v, want %+v", w.Envelopes, want)
 	}
@@ -217,6 +218,42 @@ func TestWarrantNewEnvelopes(t *testing.T) {
 	}
 	if stderr := newWarrant(false, "late.json", "--envelope", p("a.env"), "--not-after", "tomorrow"); !strings.Contains(stderr, "hint: times are RFC 3339") {
 		t.Errorf("a bad time without its hint: %s", stderr)
+	}
+}
+
+// TestWarrantNewRefusesRequesterMadeEnvelopes: --envelope refuses an
+// envelope made out of another envelope's key without its ephemeral
+// scalar (α·R, R + β·G, R relabelled to another target or key ID, R with
+// another envelope's proof, the header over another ciphertext), and a
+// version 1 envelope, with the hint, and writes no warrant.
+func TestWarrantNewRefusesRequesterMadeEnvelopes(t *testing.T) {
+	dir := t.TempDir()
+	p := func(name string) string { return filepath.Join(dir, name) }
+	cli(t, true, "agency", "keygen", "--out", p("agency.key"), "--pub", p("agency.pub"))
+	sealEnvelope(t, p("victim.env"), "2026-11", "alice@example.org")
+	sealEnvelope(t, p("own.env"), "2026-12", "bob@example.org")
+	victim, _ := os.ReadFile(p("victim.env"))
+	own, _ := os.ReadFile(p("own.env"))
+	now := time.Now().UTC()
+	files := map[string]string{"version 1": p("v1.env")}
+	write(t, p("v1.env"), append([]byte("CUSTENV1"), victim[len("CUSTENV2"):]...))
+	for i, f := range escrowtest.Forgeries(t, victim, own) {
+		files[f.Name] = p(fmt.Sprintf("forged-%d.env", i))
+		write(t, files[f.Name], f.Envelope)
+	}
+	for name, file := range files {
+		_, stderr := cli(t, false, "warrant", "new", "--serial", "W-9", "--docket", "CR-2/2026", "--court", "Test Court",
+			"--agency", "Test Police", "--official", "Inspector Morse", "--offence", "fraud",
+			"--custodian", "cust-1", "--recipient", p("agency.pub"),
+			"--not-before", now.Format(time.RFC3339), "--not-after", now.Add(24*time.Hour).Format(time.RFC3339),
+			"--envelope", p("victim.env"), "--envelope", file, "--out", p("w.json"))
+		if !strings.Contains(stderr, file+": the envelope does not prove it was sealed honestly") ||
+			!strings.Contains(stderr, "hint: scoped mode works only on envelopes that prove") {
+			t.Errorf("%s: %s", name, stderr)
+		}
+		if _, err := os.Stat(p("w.json")); !os.IsNotExist(err) {
+			t.Fatalf("%s: a warrant was written", name)
+		}
 	}
 }
 

@@ -101,6 +101,11 @@ func OpenWithDH(pub *Public, data []byte, dh []byte) (*Envelope, []byte, error) 
 	if err != nil {
 		return nil, nil, err
 	}
+	return openWithDH(pub, env, dh)
+}
+
+// openWithDH is OpenWithDH on an envelope parsed (and its proof checked).
+func openWithDH(pub *Public, env *Envelope, dh []byte) (*Envelope, []byte, error) {
 	if env.KeyID != pub.KeyID {
 		return nil, nil, fmt.Errorf("%w: it is for key ID %q, this escrow file is for %q", ErrEnvelope, env.KeyID, pub.KeyID)
 	}

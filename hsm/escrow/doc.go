@@ -32,7 +32,14 @@
 // HKDF-SHA256, ChaCha20-Poly1305 to the escrow public key, with the key ID
 // and the target bound into the info string. The encapsulated key is a P-256
 // point R, so t partials s_i·R combine to s·R ([CombinePartials]) and finish
-// the decapsulation through crypto/hpke ([OpenWithDH]).
+// the decapsulation through crypto/hpke ([OpenWithDH]). Each envelope
+// carries its sealer's proof of knowledge of the ephemeral scalar r with
+// R = r·G, bound to its key ID, target and ciphertext (a Schnorr proof,
+// Fiat–Shamir; sealproof.go): [ParseEnvelope] refuses an envelope without a
+// valid one ([ErrUnproven]), version 1 envelopes included, and the
+// appliance checks the proof a warrant names an envelope with
+// ([CheckSealProof]) before it works on it. Without it, a requester could
+// have a custodian compute on α·R or R + β·G for another envelope's R.
 //
 // Threshold means "shares needed to recover" here, from 2 to n; circl's own
 // t is one less.

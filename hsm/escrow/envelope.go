@@ -4,14 +4,18 @@ import (
 	"bytes"
 	"crypto/ecdh"
 	"crypto/hpke"
+	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
 	"fmt"
 
+	circlhpke "github.com/cloudflare/circl/hpke"
 	"golang.org/x/crypto/cryptobyte"
 
 	"github.com/custodian-project/custodian/hsm/ids"
+	"github.com/custodian-project/custodian/hsm/warrant"
 )
 
 // Key is a recovered escrow key for one key ID.
@@ -50,9 +54,14 @@ func envelopeSuite() (hpke.KEM, hpke.KDF, hpke.AEAD) {
 // MaxEnvelopePlaintext caps what one envelope holds.
 const MaxEnvelopePlaintext = 64 << 20
 
-// Envelope encoding: magic "CUSTENV1", then uint16-prefixed key ID, target
-// and HPKE encapsulated key, then the AEAD ciphertext to the end.
-const envelopeMagic = "CUSTENV1"
+// Envelope encoding, version 2: magic "CUSTENV2", then uint16-prefixed key
+// ID, target, HPKE encapsulated key (65 bytes) and seal proof (64 bytes,
+// sealproof.go), then the AEAD ciphertext to the end. Version 1
+// ("CUSTENV1") had no seal proof.
+const (
+	envelopeMagic   = "CUSTENV2"
+	envelopeMagicV1 = "CUSTENV1"
+)
 
 // ErrEnvelope wraps every reason an envelope does not open.
 var ErrEnvelope = errors.New("the envelope does not open")
@@ -61,7 +70,15 @@ func envelopeInfo(keyID, target string) []byte {
 	return []byte("custodian envelope v1\x00" + keyID + "\x00" + target)
 }
 
-// Seal encrypts plaintext to the escrow public key of pub, for target.
+// The envelope suite as circl names it, for sealing: the sealer must know
+// the ephemeral scalar r to prove it, and crypto/hpke draws it out of
+// reach. circl derives the ephemeral key from a seed it is given (RFC 9180
+// DeriveKeyPair), so the seal keeps the seed, derives r the same way and
+// checks that the encapsulation is r·G. Opening stays with crypto/hpke.
+var sealSuite = circlhpke.NewSuite(circlhpke.KEM_P256_HKDF_SHA256, circlhpke.KDF_HKDF_SHA256, circlhpke.AEAD_ChaCha20Poly1305)
+
+// Seal encrypts plaintext to the escrow public key of pub, for target,
+// and proves the encapsulation was drawn by the sealer (sealproof.go).
 func Seal(pub *Public, target string, plaintext []byte) ([]byte, error) {
 	if err := checkTarget(target); err != nil {
 		return nil, err
@@ -69,43 +86,113 @@ func Seal(pub *Public, target string, plaintext []byte) ([]byte, error) {
 	if len(plaintext) > MaxEnvelopePlaintext {
 		return nil, fmt.Errorf("%d bytes; an envelope holds at most %d", len(plaintext), MaxEnvelopePlaintext)
 	}
-	kem, kdf, aead := envelopeSuite()
-	pk, err := kem.NewPublicKey(pub.PublicKey)
+	scheme := circlhpke.KEM_P256_HKDF_SHA256.Scheme()
+	pk, err := scheme.UnmarshalBinaryPublicKey(pub.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("escrow public key: %v", err)
+	}
+	seed := make([]byte, scheme.EncapsulationSeedSize())
+	defer clear(seed)
+	if _, err := rand.Read(seed); err != nil {
+		return nil, err
+	}
+	ephPub, ephPriv := scheme.DeriveKeyPair(seed)
+	r, err := ephPriv.MarshalBinary()
 	if err != nil {
 		return nil, err
 	}
-	enc, sender, err := hpke.NewSender(pk, kdf, aead, envelopeInfo(pub.KeyID, target))
+	defer clear(r)
+	want, err := ephPub.MarshalBinary()
 	if err != nil {
 		return nil, err
 	}
-	ct, err := sender.Seal(nil, plaintext)
+	sender, err := sealSuite.NewSender(pk, envelopeInfo(pub.KeyID, target))
 	if err != nil {
 		return nil, err
 	}
-	var b cryptobyte.Builder
-	b.AddBytes([]byte(envelopeMagic))
-	for _, f := range [][]byte{[]byte(pub.KeyID), []byte(target), enc} {
-		b.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) { c.AddBytes(f) })
+	enc, sealer, err := sender.Setup(bytes.NewReader(seed))
+	if err != nil {
+		return nil, err
 	}
-	b.AddBytes(ct)
-	return b.Bytes()
+	if !bytes.Equal(enc, want) {
+		// The proof would be about another point than the one sent.
+		return nil, errors.New("escrow: the HPKE encapsulation is not the key derived from its seed")
+	}
+	ct, err := sealer.Seal(plaintext, nil)
+	if err != nil {
+		return nil, err
+	}
+	digest := sha256.Sum256(ct)
+	proof, err := proveSeal(&sealStatement{keyID: pub.KeyID, target: target, digest: digest[:], enc: enc}, r)
+	if err != nil {
+		return nil, err
+	}
+	return (&Envelope{KeyID: pub.KeyID, Target: target, Enc: enc, Proof: proof, ciphertext: ct}).encode()
 }
 
-// Envelope is a parsed envelope.
+// Envelope is a parsed envelope. ParseEnvelope returns only envelopes whose
+// seal proof verified; Open also returns version 1 envelopes (no Proof).
 type Envelope struct {
 	KeyID, Target string
 	Enc           []byte // the HPKE encapsulated key: a P-256 point R
+	Proof         []byte // the seal proof, c ‖ z
 	ciphertext    []byte
 }
 
-// ParseEnvelope decodes an envelope's header.
+func (e *Envelope) encode() ([]byte, error) {
+	var b cryptobyte.Builder
+	b.AddBytes([]byte(envelopeMagic))
+	for _, f := range [][]byte{[]byte(e.KeyID), []byte(e.Target), e.Enc, e.Proof} {
+		b.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) { c.AddBytes(f) })
+	}
+	b.AddBytes(e.ciphertext)
+	return b.Bytes()
+}
+
+// CiphertextSHA256 is the digest of the envelope's ciphertext, which its
+// seal proof binds.
+func (e *Envelope) CiphertextSHA256() []byte {
+	d := sha256.Sum256(e.ciphertext)
+	return d[:]
+}
+
+// Ref names the envelope in a warrant: everything the appliance needs to
+// check its seal proof.
+func (e *Envelope) Ref() warrant.EnvelopeRef {
+	return warrant.EnvelopeRef{KeyID: e.KeyID, Target: e.Target, Enc: bytes.Clone(e.Enc),
+		CiphertextSHA256: e.CiphertextSHA256(), Proof: bytes.Clone(e.Proof)}
+}
+
+// ParseEnvelope decodes an envelope and checks its seal proof. A version 1
+// envelope, which has none, is refused (ErrUnproven): scoped mode cannot
+// tell it from one a requester made out of another envelope's key.
 func ParseEnvelope(data []byte) (*Envelope, error) {
+	if bytes.HasPrefix(data, []byte(envelopeMagicV1)) {
+		return nil, &unprovenError{detail: "it is a version 1 envelope, sealed without a proof of its sealing"}
+	}
+	env, err := decodeEnvelope(data, envelopeMagic)
+	if err != nil {
+		return nil, err
+	}
+	if err := CheckSealProof(env.KeyID, env.Target, env.Enc, env.CiphertextSHA256(), env.Proof); err != nil {
+		return nil, err
+	}
+	return env, nil
+}
+
+// decodeEnvelope decodes the fields of an envelope of the version magic
+// names; version 1 has no proof.
+func decodeEnvelope(data []byte, magic string) (*Envelope, error) {
 	s := cryptobyte.String(data)
-	var magic []byte
-	var keyID, target, enc cryptobyte.String
-	if !s.ReadBytes(&magic, len(envelopeMagic)) || string(magic) != envelopeMagic ||
-		!s.ReadUint16LengthPrefixed(&keyID) || !s.ReadUint16LengthPrefixed(&target) ||
-		!s.ReadUint16LengthPrefixed(&enc) || len(enc) != 65 || len(s) < 16 {
+	var m []byte
+	var keyID, target, enc, proof cryptobyte.String
+	ok := s.ReadBytes(&m, len(magic)) && string(m) == magic &&
+		s.ReadUint16LengthPrefixed(&keyID) && s.ReadUint16LengthPrefixed(&target) &&
+		s.ReadUint16LengthPrefixed(&enc) && len(enc) == pointLen
+	if magic == envelopeMagic {
+		ok = ok && s.ReadUint16LengthPrefixed(&proof) && len(proof) == sealProofLen
+	}
+	if !ok || len(s) < 16 {
 		return nil, fmt.Errorf("%w: not an escrow envelope", ErrEnvelope)
 	}
 	if err := ids.CheckKeyID(string(keyID)); err != nil {
@@ -114,14 +201,23 @@ func ParseEnvelope(data []byte) (*Envelope, error) {
 	if err := checkTarget(string(target)); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrEnvelope, err)
 	}
-	return &Envelope{KeyID: string(keyID), Target: string(target), Enc: bytes.Clone(enc), ciphertext: s}, nil
+	return &Envelope{KeyID: string(keyID), Target: string(target), Enc: bytes.Clone(enc), Proof: bytes.Clone(proof), ciphertext: s}, nil
 }
 
-// Open decrypts an envelope with a recovered key. The key must be for the
-// envelope's key ID; the target is bound by the HPKE info, so an envelope
-// whose header was edited does not open.
+// Open decrypts an envelope with a recovered key (share mode). The key
+// must be for the envelope's key ID; the target is bound by the HPKE info,
+// so an envelope whose header was edited does not open. A version 2
+// envelope's seal proof must verify; a version 1 envelope, which has no
+// proof, opens too: the proof keeps custodians from computing on keys the
+// requester did not draw, and a recovered key needs no custodian.
 func Open(k *Key, data []byte) (*Envelope, []byte, error) {
-	env, err := ParseEnvelope(data)
+	var env *Envelope
+	var err error
+	if bytes.HasPrefix(data, []byte(envelopeMagicV1)) {
+		env, err = decodeEnvelope(data, envelopeMagicV1)
+	} else {
+		env, err = ParseEnvelope(data)
+	}
 	if err != nil {
 		return nil, nil, err
 	}

@@ -7,8 +7,7 @@ import (
 	"errors"
 	"testing"
 
-	"golang.org/x/crypto/cryptobyte"
-
+	"github.com/custodian-project/custodian/hsm/escrow/escrowtest"
 	"github.com/custodian-project/custodian/hsm/ids"
 	"github.com/custodian-project/custodian/hsm/internal/strictjson/strictjsontest"
 
@@ -16,7 +15,7 @@ import (
 	"github.com/custodian-project/custodian/tpm/tpmtest"
 )
 
-func testKey(t *testing.T, keyID string) (*Key, *Public) {
+func testKey(t testing.TB, keyID string) (*Key, *Public) {
 	t.Helper()
 	priv, err := ecdh.P256().GenerateKey(rand.Reader)
 	if err != nil {
@@ -78,6 +77,10 @@ func TestKeyFileRoundTrip(t *testing.T) {
 	}
 }
 
+// FuzzParseEnvelope: an accepted envelope keeps the format's rules, is
+// canonical (its fields encode back to exactly the bytes read) and carries
+// a seal proof that verifies for exactly its fields; a version 1 envelope
+// is never accepted.
 func FuzzParseEnvelope(f *testing.F) {
 	_, pub := func() (*Key, *Public) {
 		priv, _ := ecdh.P256().GenerateKey(rand.Reader)
@@ -85,25 +88,29 @@ func FuzzParseEnvelope(f *testing.F) {
 		return k, &Public{KeyID: "2026-11", PublicKey: k.PublicKey()}
 	}()
 	env, _ := Seal(pub, "t", []byte("m"))
+	other, _ := Seal(pub, "u", []byte("another message"))
 	f.Add(env)
+	f.Add(append([]byte(envelopeMagicV1), env[len(envelopeMagic):]...))
+	for _, forged := range escrowtest.Forgeries(f, env, other) {
+		f.Add(forged.Envelope)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		e, err := ParseEnvelope(data)
 		if err != nil {
+			if e != nil {
+				t.Fatal("an envelope beside an error")
+			}
 			return
 		}
-		// An accepted envelope keeps the format's rules and is canonical:
-		// its fields encode back to exactly the bytes read.
-		if ids.CheckKeyID(e.KeyID) != nil || checkTarget(e.Target) != nil || len(e.Enc) != 65 || len(e.ciphertext) < 16 {
-			t.Fatalf("accepted key ID %q, target %q, %d-byte enc, %d-byte ciphertext", e.KeyID, e.Target, len(e.Enc), len(e.ciphertext))
+		if ids.CheckKeyID(e.KeyID) != nil || checkTarget(e.Target) != nil || len(e.Enc) != 65 || len(e.Proof) != sealProofLen || len(e.ciphertext) < 16 {
+			t.Fatalf("accepted key ID %q, target %q, %d-byte enc, %d-byte proof, %d-byte ciphertext", e.KeyID, e.Target, len(e.Enc), len(e.Proof), len(e.ciphertext))
 		}
-		var b cryptobyte.Builder
-		b.AddBytes([]byte(envelopeMagic))
-		for _, field := range [][]byte{[]byte(e.KeyID), []byte(e.Target), e.Enc} {
-			b.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) { c.AddBytes(field) })
+		if again, err := e.encode(); err != nil || !bytes.Equal(again, data) {
+			t.Fatalf("the envelope re-encodes to other bytes (%v):\n%x\n%x", err, data, again)
 		}
-		b.AddBytes(e.ciphertext)
-		if again := b.BytesOrPanic(); !bytes.Equal(again, data) {
-			t.Fatalf("the envelope re-encodes to other bytes:\n%x\n%x", data, again)
+		st := &sealStatement{keyID: e.KeyID, target: e.Target, digest: e.CiphertextSHA256(), enc: e.Enc}
+		if err := verifySeal(st, e.Proof); err != nil {
+			t.Fatalf("accepted an envelope whose proof fails: %v", err)
 		}
 	})
 }

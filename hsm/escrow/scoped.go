@@ -55,7 +55,7 @@ func OpenScoped(id *recipient.Identity, pub *Public, releases []*Release, envelo
 	if err != nil {
 		return nil, nil, err
 	}
-	env, pt, err := OpenWithDH(pub, envelope, dh)
+	env, pt, err := openWithDH(pub, env, dh)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -51,6 +51,11 @@ const (
 	CodeNoEnvelopes      Code = "no_envelopes"         // a scoped key ID the warrant names no envelope of
 	CodeNotScoped        Code = "envelopes_not_scoped" // envelopes named for a share-mode key ID
 	CodePartialFailed    Code = "partial_failed"       // failure after the ledger entry (scoped mode)
+	// CodeUnprovenEnvelope: an envelope the warrant names lacks its
+	// sealer's valid proof of knowledge of its ephemeral key (a version 1
+	// envelope, or one made from another envelope's key); nothing is
+	// computed on it.
+	CodeUnprovenEnvelope Code = "envelope_unproven"
 	// With officers' CAs configured (API.Officers), a request route needs a
 	// client certificate that chains to one of them.
 	CodeClientCertRequired  Code = "client_cert_required"
@@ -138,7 +143,7 @@ func Codes() []Code {
 		CodeUnsealFailed, CodeSealFailed, CodeStoreFailed, CodeInterrupted, CodeLedgerFailed,
 		CodeInternal, CodeNotVerified, CodeNoShare,
 		CodeClientCertRequired, CodeClientCertUntrusted, CodeChangedAfterApproval,
-		CodeNoEnvelopes, CodeNotScoped, CodePartialFailed, CodeAttestBusy, CodeAttestFailed, CodeTPMFull}
+		CodeNoEnvelopes, CodeNotScoped, CodeUnprovenEnvelope, CodePartialFailed, CodeAttestBusy, CodeAttestFailed, CodeTPMFull}
 	for _, r := range warrant.Reasons() {
 		if Code(r) != CodeTooLarge {
 			out = append(out, Code(r))

@@ -395,29 +395,55 @@ func signaturesVerified(code Code) bool {
 // release the TPM will refuse), or a warrant whose envelopes do not fit
 // the key IDs' modes — a scoped key ID releases only the envelopes the
 // warrant names, so it needs at least one; a share-mode key ID releases
-// the whole share, so naming envelopes for it would misstate the release.
+// the whole share, so naming envelopes for it would misstate the release —
+// or an envelope without its sealer's valid proof. The envelopes are all
+// checked before the TPM is asked anything.
 func (d *Daemon) checkBundles(w *warrant.Warrant) (Code, error) {
+	bundles := make([]*escrow.Bundle, 0, len(w.KeyIDs))
 	for _, k := range w.KeyIDs {
 		b, err := d.cfg.Appliance.Bundle(k)
 		if err != nil {
 			return CodeNoShare, err
 		}
-		named := len(w.EnvelopesFor(k))
-		switch {
-		case b.Escrow.Mode == escrow.ModeScoped && named == 0:
-			return CodeNoEnvelopes, fmt.Errorf("key ID %s is scoped: the warrant must name the envelopes it covers", k)
-		case b.Escrow.Mode != escrow.ModeScoped && named > 0:
-			return CodeNotScoped, fmt.Errorf("key ID %s is in share mode: a release would open every envelope, not only the %d named", k, named)
+		if code, err := checkEnvelopes(w, b); err != nil {
+			return code, err
 		}
+		bundles = append(bundles, b)
+	}
+	for _, b := range bundles {
 		now, err := tpm.ReadPCRs(d.cfg.TPM, b.Escrow.PCRs.Indices()...)
 		if err != nil {
 			return CodeInternal, fmt.Errorf("reading PCRs: %w", err)
 		}
 		if !now.Equal(b.Escrow.PCRs) {
-			return CodePCRMismatch, fmt.Errorf("%w (key ID %s): the device did not boot the approved image", tpm.ErrPCRMismatch, k)
+			return CodePCRMismatch, fmt.Errorf("%w (key ID %s): the device did not boot the approved image", tpm.ErrPCRMismatch, b.Escrow.KeyID)
 		}
 		if err := belowFloor(d, b); err != nil {
-			return CodeDowngrade, fmt.Errorf("key ID %s: %w", k, err)
+			return CodeDowngrade, fmt.Errorf("key ID %s: %w", b.Escrow.KeyID, err)
+		}
+	}
+	return "", nil
+}
+
+// checkEnvelopes checks the envelopes a warrant names for b's key ID: the
+// one place on the release path where envelopes are checked, before the
+// summary and again after the press. Each must carry its sealer's proof of
+// knowledge of its ephemeral key, for its key ID, target and ciphertext:
+// without it, a requester could name another envelope's key in disguise
+// (α·R, R + β·G, or R under another label) and undo the disguise on the
+// partials.
+func checkEnvelopes(w *warrant.Warrant, b *escrow.Bundle) (Code, error) {
+	k := b.Escrow.KeyID
+	named := w.EnvelopesFor(k)
+	switch {
+	case b.Escrow.Mode == escrow.ModeScoped && len(named) == 0:
+		return CodeNoEnvelopes, fmt.Errorf("key ID %s is scoped: the warrant must name the envelopes it covers", k)
+	case b.Escrow.Mode != escrow.ModeScoped && len(named) > 0:
+		return CodeNotScoped, fmt.Errorf("key ID %s is in share mode: a release would open every envelope, not only the %d named", k, len(named))
+	}
+	for i, e := range named {
+		if err := escrow.CheckSealProof(e.KeyID, e.Target, e.Enc, e.CiphertextSHA256, e.Proof); err != nil {
+			return CodeUnprovenEnvelope, fmt.Errorf("envelope %d of key ID %s (target %q): %w", i+1, k, e.Target, err)
 		}
 	}
 	return "", nil

@@ -338,7 +338,7 @@ func newCRL(list *x509.RevocationList, issuer *x509.Certificate, chain []*x509.C
 // parseCRL reads a DER CRL, or PEM with one "X509 CRL" block followed by
 // optional "CERTIFICATE" blocks.
 func parseCRL(data []byte) (*x509.RevocationList, []*x509.Certificate, error) {
-	if !bytes.HasPrefix(bytes.TrimSpace(data), []byte("-----BEGIN")) {
+	if !looksPEM(data) {
 		list, err := x509.ParseRevocationList(data)
 		if err != nil {
 			return nil, nil, fmt.Errorf("not a CRL: %w", err)
@@ -401,15 +401,24 @@ func (s *Store) write(name string, data []byte) error {
 	}
 	path := filepath.Join(s.dir, name)
 	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := durable.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
 	return durable.WriteFile(path, data, 0o644)
 }
 
-// ParseCertificates reads one or more certificates, PEM or a single DER.
+// looksPEM reports whether data holds a PEM block: one at the start, or
+// after explanatory text (RFC 7468 section 5.2), as openssl ca writes
+// certificates by default.
+func looksPEM(data []byte) bool {
+	return bytes.HasPrefix(bytes.TrimSpace(data), []byte("-----BEGIN ")) ||
+		bytes.Contains(data, []byte("\n-----BEGIN "))
+}
+
+// ParseCertificates reads one or more certificates, PEM (explanatory text
+// before a block is skipped) or a single DER.
 func ParseCertificates(data []byte) ([]*x509.Certificate, error) {
-	if !bytes.HasPrefix(bytes.TrimSpace(data), []byte("-----BEGIN")) {
+	if !looksPEM(data) {
 		c, err := x509.ParseCertificate(data)
 		if err != nil {
 			return nil, fmt.Errorf("not a certificate: %w", err)

@@ -38,8 +38,9 @@
 //
 // Envelopes are optional: they scope a release to the escrow envelopes they
 // name. Whether a key ID is released in scoped mode, and so whether its
-// envelopes are required or refused, is the appliance's to check: this
-// package checks only that the warrant is coherent.
+// envelopes are required or refused, is the appliance's to check, and so
+// is each envelope's seal proof (its ciphertext_sha256 and proof, package
+// escrow): this package checks only that the warrant is coherent.
 //
 // Every refusal is an *Error with a stable Reason. Replay protection is the
 // caller's: Verified.Replay is the (court root key, court, serial) key to

@@ -22,11 +22,13 @@ func testEnc(i int) []byte {
 }
 
 // testEnvelopes are n distinct envelopes of key ID "2026-11" for the
-// fixture's first target.
+// fixture's first target, with a digest and a proof of their real sizes
+// (this package does not check them).
 func testEnvelopes(n int) []EnvelopeRef {
 	out := make([]EnvelopeRef, n)
 	for i := range out {
-		out[i] = EnvelopeRef{KeyID: "2026-11", Target: "alice@example.org", Enc: testEnc(i)}
+		out[i] = EnvelopeRef{KeyID: "2026-11", Target: "alice@example.org", Enc: testEnc(i),
+			CiphertextSHA256: bytes.Repeat([]byte{byte(i)}, 32), Proof: bytes.Repeat([]byte{byte(i)}, 64)}
 	}
 	return out
 }
@@ -72,6 +74,29 @@ func TestEnvelopesRoundTrip(t *testing.T) {
 	}
 	if e := got.EnvelopesFor("2027-01"); e != nil {
 		t.Errorf("EnvelopesFor of a key ID without envelopes = %+v", e)
+	}
+}
+
+// TestEnvelopeProofFieldsRoundTrip: an envelope's digest and seal proof
+// encode after its enc as ciphertext_sha256 and proof, and parse back; a
+// reference without them still parses (the appliance refuses it).
+func TestEnvelopeProofFieldsRoundTrip(t *testing.T) {
+	f := newFixture(t)
+	w := f.warrant()
+	w.Envelopes = testEnvelopes(2)
+	w.Envelopes[1].CiphertextSHA256, w.Envelopes[1].Proof = nil, nil
+	content := f.content(t, w)
+	want := `"enc":"` + base64.StdEncoding.EncodeToString(testEnc(0)) + `","ciphertext_sha256":"` +
+		base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0}, 32)) + `","proof":"` + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0}, 64)) + `"}`
+	if !strings.Contains(string(content), want) || !strings.Contains(string(content), base64.StdEncoding.EncodeToString(testEnc(1))+`"}]`) {
+		t.Fatalf("envelope fields not encoded as documented:\n%s", content)
+	}
+	got, err := Parse(content, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got.Envelopes, w.Envelopes) {
+		t.Fatalf("after the round trip: %+v", got.Envelopes)
 	}
 }
 
@@ -123,17 +148,17 @@ func TestNoEnvelopesEncodesAsBefore(t *testing.T) {
 func TestEnvelopeLimits(t *testing.T) {
 	f := newFixture(t)
 	w := f.warrant()
-	w.Envelopes = testEnvelopes(maxList)
+	w.Envelopes = testEnvelopes(maxEnvelopes)
 	content := f.content(t, w)
 	if len(content) > MaxSize {
-		t.Fatalf("%d envelopes make a %d-byte warrant, over MaxSize", maxList, len(content))
+		t.Fatalf("%d envelopes make a %d-byte warrant, over MaxSize", maxEnvelopes, len(content))
 	}
 	if _, err := Parse(content, 0); err != nil {
-		t.Fatalf("%d envelopes: %v", maxList, err)
+		t.Fatalf("%d envelopes: %v", maxEnvelopes, err)
 	}
-	w.Envelopes = testEnvelopes(maxList + 1)
+	w.Envelopes = testEnvelopes(maxEnvelopes + 1)
 	if _, err := w.Marshal(0); ReasonOf(err) != ReasonBadField {
-		t.Fatalf("%d envelopes: got %v, want %s", maxList+1, err, ReasonBadField)
+		t.Fatalf("%d envelopes: got %v, want %s", maxEnvelopes+1, err, ReasonBadField)
 	}
 }
 

@@ -390,7 +390,7 @@ func catalogue() map[string]refusal {
 			e := EnvelopeRef{KeyID: "2026-11", Target: "alice@example.org", Enc: testEnc(1)}
 			w.Envelopes = []EnvelopeRef{e, {KeyID: "2026-11", Target: "+15550100", Enc: testEnc(2)}, e}
 		})},
-		"too many envelopes":    {ReasonBadField, signed(func(w *Warrant) { w.Envelopes = testEnvelopes(maxList + 1) })},
+		"too many envelopes":    {ReasonBadField, signed(func(w *Warrant) { w.Envelopes = testEnvelopes(maxEnvelopes + 1) })},
 		"empty envelopes array": {ReasonMissingField, signedRaw(func(f *fixture) string { return addField(f, `"envelopes":[]`) })},
 	}
 }

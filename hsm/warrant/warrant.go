@@ -26,6 +26,10 @@ const (
 	maxText = 4096
 	// maxList caps each list.
 	maxList = 256
+	// maxEnvelopes caps the envelopes: each with its digest and seal proof
+	// takes some 310 bytes, so that this many fit MaxSize with short
+	// targets.
+	maxEnvelopes = 192
 )
 
 // Warrant is the signed document. Field order is the canonical JSON order.
@@ -53,11 +57,17 @@ type Warrant struct {
 
 // EnvelopeRef names one escrow envelope: its key ID and target, which must
 // be among the warrant's, and its HPKE encapsulated key, an uncompressed
-// P-256 point that identifies the envelope.
+// P-256 point that identifies the envelope; then the SHA-256 of its
+// ciphertext and its sealer's proof (package escrow), which the appliance
+// checks before it works on the envelope. This package does not check
+// the proof: an envelope named without one parses, and the appliance
+// refuses it with its own code.
 type EnvelopeRef struct {
-	KeyID  string `json:"key_id"`
-	Target string `json:"target"`
-	Enc    []byte `json:"enc"`
+	KeyID            string `json:"key_id"`
+	Target           string `json:"target"`
+	Enc              []byte `json:"enc"`
+	CiphertextSHA256 []byte `json:"ciphertext_sha256,omitempty"`
+	Proof            []byte `json:"proof,omitempty"`
 }
 
 // Parse reads a warrant document strictly and checks every field. A
@@ -88,8 +98,8 @@ func jsonRefusal(err error) error {
 	case errors.Is(err, strictjson.ErrTrailingData):
 		return refuseErr(ReasonTrailingData, err, "warrant has data after the JSON object")
 	case errors.As(err, &b64Err):
-		// enc is the only byte string of a warrant.
-		return refuseErr(ReasonBadEnvelope, err, "warrant envelope enc is not base64")
+		// An envelope's enc, digest and proof are a warrant's only byte strings.
+		return refuseErr(ReasonBadEnvelope, err, "warrant envelope enc, ciphertext_sha256 or proof is not base64")
 	case errors.As(err, &fieldErr) && fieldErr.Field != "":
 		return refuseErr(ReasonBadField, err, "warrant field %q has the wrong type", fieldErr.Field)
 	}
@@ -152,8 +162,8 @@ func (w *Warrant) checkEnvelopes() error {
 	if len(w.Envelopes) == 0 {
 		return refuse(ReasonMissingField, "warrant \"envelopes\" is present but empty; leave it out instead")
 	}
-	if len(w.Envelopes) > maxList {
-		return refuse(ReasonBadField, "warrant lists more than %d envelopes", maxList)
+	if len(w.Envelopes) > maxEnvelopes {
+		return refuse(ReasonBadField, "warrant lists more than %d envelopes", maxEnvelopes)
 	}
 	seen := make(map[string]bool, len(w.Envelopes))
 	for i, e := range w.Envelopes {

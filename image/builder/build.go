@@ -28,6 +28,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	diskfs "github.com/diskfs/go-diskfs"
@@ -49,10 +50,9 @@ const (
 )
 
 const (
-	sector     = 512
-	firstLBA   = 2048 // first partition at 1 MiB, as SD cards erase in such blocks
-	mib        = 1 << 20
-	squashSize = 128 << 10 // squashfs block size; go-diskfs would take the 512-byte sector size
+	sector   = 512
+	firstLBA = 2048 // first partition at 1 MiB, as SD cards erase in such blocks
+	mib      = 1 << 20
 )
 
 // Options are the choices a build makes beyond the manifest.
@@ -102,7 +102,11 @@ func Build(m *image.Manifest, out string, opt Options) error {
 		return err
 	}
 	opt.Progress("reading inputs", 1, steps)
-	sources, err := readSources(m, opt.DebDir)
+	sources, err := readSources(m, opt.DebDir, m.Sources())
+	if err != nil {
+		return err
+	}
+	rootDir, err := rootTree(m, sources, work)
 	if err != nil {
 		return err
 	}
@@ -111,11 +115,15 @@ func Build(m *image.Manifest, out string, opt Options) error {
 		return err
 	}
 	opt.Progress("initramfs", 2, steps)
-	if files[image.InitramfsName], err = buildInitramfs(m, sources); err != nil {
+	if files[image.InitramfsName], err = buildInitramfs(m, os.DirFS(rootDir), sources); err != nil {
 		return err
 	}
 	opt.Progress("boot.img", 3, steps)
-	bootImg, err := makeFAT(filepath.Join(work, BootImgName), m.BootImgMiB, "CUSTBOOTIMG", files, m.Epoch())
+	bootImgMiB := m.BootImgMiB
+	if bootImgMiB == 0 {
+		bootImgMiB = fatNeed(files)
+	}
+	bootImg, err := makeFAT(filepath.Join(work, BootImgName), bootImgMiB, "boot_img_mib", "CUSTBOOTIMG", files, m.Epoch())
 	if err != nil {
 		return fmt.Errorf("building boot.img: %w", err)
 	}
@@ -124,7 +132,7 @@ func Build(m *image.Manifest, out string, opt Options) error {
 		return err
 	}
 	opt.Progress("root filesystem", 4, steps)
-	root, err := buildRoot(m, work)
+	root, err := buildRoot(m, rootDir, work)
 	if err != nil {
 		return fmt.Errorf("building the root filesystem: %w", err)
 	}
@@ -227,9 +235,9 @@ func bootFiles(m *image.Manifest, sources map[string][]byte) (map[string][]byte,
 	return files, nil
 }
 
-// makeFAT writes a standalone FAT16 file system of sizeMiB holding files
-// and returns its bytes.
-func makeFAT(file string, sizeMiB int, label string, files map[string][]byte, t time.Time) ([]byte, error) {
+// makeFAT writes a standalone FAT16 file system of sizeMiB (the manifest's
+// key sizeKey) holding files and returns its bytes.
+func makeFAT(file string, sizeMiB int, sizeKey, label string, files map[string][]byte, t time.Time) ([]byte, error) {
 	d, err := diskfs.Create(file, int64(sizeMiB)*mib, sector)
 	if err != nil {
 		return nil, err
@@ -244,8 +252,8 @@ func makeFAT(file string, sizeMiB int, label string, files map[string][]byte, t 
 		err = cerr
 	}
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) || strings.Contains(err.Error(), "space") {
-			return nil, fmt.Errorf("%w (the files need about %d MiB)", err, totalSize(files)/mib+1)
+		if errors.Is(err, syscall.ENOSPC) || strings.Contains(err.Error(), "no space left") {
+			return nil, &SizeError{Key: sizeKey, Given: sizeMiB, Need: fatNeed(files), What: "what goes into it"}
 		}
 		return nil, err
 	}
@@ -254,6 +262,13 @@ func makeFAT(file string, sizeMiB int, label string, files map[string][]byte, t 
 		return nil, err
 	}
 	return data, freeCluster2(data)
+}
+
+// fatNeed is the size in MiB of a FAT16 file system that holds files:
+// their bytes, a few percent for the tables and cluster slack, and at
+// least the 8 MiB FAT16 needs.
+func fatNeed(files map[string][]byte) int {
+	return max(totalSize(files)*21/20/mib+2, 8)
 }
 
 func totalSize(files map[string][]byte) int {

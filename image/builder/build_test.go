@@ -15,6 +15,7 @@ import (
 	diskfs "github.com/diskfs/go-diskfs"
 
 	"github.com/custodian-project/custodian/image/bootsig"
+	"github.com/custodian-project/custodian/image/imagefs"
 	"github.com/custodian-project/custodian/image/imagetest"
 	"github.com/custodian-project/custodian/image/layout"
 
@@ -107,10 +108,10 @@ func readBootPartition(t *testing.T, img string) (bootImg, sig []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if bootImg, err = readFAT(fsys, BootImgName); err != nil {
+	if bootImg, err = imagefs.ReadFile(fsys, BootImgName, imagefs.MaxBootImg); err != nil {
 		t.Fatal(err)
 	}
-	if sig, err = readFAT(fsys, BootSigName); err != nil {
+	if sig, err = imagefs.ReadFile(fsys, BootSigName, 4096); err != nil {
 		t.Fatal(err)
 	}
 	return bootImg, sig
@@ -130,15 +131,18 @@ func run(t *testing.T, name string, args ...string) string {
 	return string(out)
 }
 
-// Standard tools read what the builder wrote: the GPT (fdisk), the three
+// Standard tools read what the builder wrote: the GPT (fdisk, sgdisk -v), the three
 // FAT file systems and boot.img (fsck.vfat, mtools), the squashfs root
 // (unsquashfs) and the ext4 data partition (e2fsck), with the files,
 // modes and times we expect.
 func TestImageReadableByStandardTools(t *testing.T) {
-	for _, tool := range [][2]string{{"fdisk", "fdisk"}, {"fsck.vfat", "dosfstools"}, {"mdir", "mtools"}, {"unsquashfs", "squashfs-tools"}, {"e2fsck", "e2fsprogs"}} {
+	for _, tool := range [][2]string{{"fdisk", "fdisk"}, {"fsck.vfat", "dosfstools"}, {"mdir", "mtools"}, {"unsquashfs", "squashfs-tools"}, {"e2fsck", "e2fsprogs"}, {"sgdisk", "gdisk"}} {
 		requireTool(t, tool[0], tool[1])
 	}
 	img := build(t, imagetest.Write(t), nil)
+	if out := run(t, "sgdisk", "-v", img); !strings.Contains(out, "No problems found") {
+		t.Errorf("sgdisk -v:\n%s", out)
+	}
 	out := run(t, "fdisk", "-l", "-o", "Device,Start,Size,Type,Name", img)
 	for _, want := range []string{"Disklabel type: gpt", "Disk identifier: 43555354-4F44-4941-4E00-000000000000",
 		img + "1  2048 8M Microsoft basic data custodian-autoboot",
@@ -241,15 +245,19 @@ func partitions(t *testing.T, img string) []partInfo {
 // assumes.
 func TestPredictImageMatchesManifest(t *testing.T) {
 	manifest := imagetest.Write(t)
-	m, err := image.LoadManifest(manifest)
+	imagePredictsManifest(t, build(t, manifest, nil), mustLoad(t, manifest), "")
+}
+
+// imagePredictsManifest requires the policy predicted from the built
+// image to equal the manifest's (rootfs.files read from debDir), and
+// returns it.
+func imagePredictsManifest(t *testing.T, img string, m *image.Manifest, debDir string) []byte {
+	t.Helper()
+	want, err := PredictManifest(m, debDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := m.Predict()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := PredictImage(build(t, manifest, nil))
+	got, err := PredictImage(img)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,4 +266,5 @@ func TestPredictImageMatchesManifest(t *testing.T) {
 	if !bytes.Equal(a, b) {
 		t.Fatalf("prediction from the image differs from the manifest's:\n%s\n%s", b, a)
 	}
+	return a
 }

@@ -38,11 +38,19 @@ type Sizes struct {
 	RootUsed                          int64 // bytes of the squashfs
 }
 
-// chooseSizes fits the partitions around the root filesystem: root_mib
-// defaults to twice the squashfs (room for an update to grow), the data
-// partition takes what image_mib leaves over.
-func chooseSizes(m *image.Manifest, rootBytes int64) (Sizes, error) {
+// chooseSizes fits the partitions around boot.img and the root
+// filesystem: boot_mib and root_mib default to twice what they hold (room
+// for an update to grow), the data partition takes what image_mib leaves
+// over.
+func chooseSizes(m *image.Manifest, bootImgBytes, rootBytes int64) (Sizes, error) {
 	s := Sizes{Autoboot: m.AutobootMiB, Boot: m.BootMiB, Root: m.RootMiB, Data: m.DataMiB, RootUsed: rootBytes}
+	bootImgMiB := int((bootImgBytes + mib - 1) / mib)
+	if s.Boot == 0 {
+		// Room for an update's larger boot.img: the partition cannot grow.
+		s.Boot = max(2*bootImgMiB, 24)
+	} else if s.Boot < bootImgMiB+2 {
+		return s, &SizeError{Key: "boot_mib", Given: s.Boot, Need: bootImgMiB + 2, What: "boot.img with boot.sig and config.txt"}
+	}
 	need := int((rootBytes + mib - 1) / mib)
 	if s.Root == 0 {
 		s.Root = max(2*need, 16)
@@ -55,7 +63,7 @@ func chooseSizes(m *image.Manifest, rootBytes int64) (Sizes, error) {
 	s.Image = total
 	if m.ImageMiB != 0 {
 		if m.ImageMiB < total {
-			return s, &SizeError{Key: "image_mib", Given: m.ImageMiB, Need: total, What: "the six partitions"}
+			return s, &SizeError{Key: "image_mib", Given: m.ImageMiB, Need: total, What: "the partition layout"}
 		}
 		s.Data += m.ImageMiB - total
 		s.Image = m.ImageMiB
@@ -71,7 +79,7 @@ type SizeError struct {
 }
 
 func (e *SizeError) Error() string {
-	return fmt.Sprintf("%s = %d is too small: %s need %d MiB", e.Key, e.Given, e.What, e.Need)
+	return fmt.Sprintf("%s = %d is too small: %s needs %d MiB", e.Key, e.Given, e.What, e.Need)
 }
 
 // buildPartitions makes the content of the six partitions (see package
@@ -81,20 +89,20 @@ func (e *SizeError) Error() string {
 // at once (no boot.img) and falls back to A, and an update writes files
 // into a file system that is there; root A; root B zero; data ext4.
 func buildPartitions(m *image.Manifest, work string, bootImg, sig, root []byte) ([]partition, error) {
-	s, err := chooseSizes(m, int64(len(root)))
+	s, err := chooseSizes(m, int64(len(bootImg)), int64(len(root)))
 	if err != nil {
 		return nil, err
 	}
 	t := m.Epoch()
-	autoboot, err := makeFAT(filepath.Join(work, "autoboot.part"), s.Autoboot, "CUSTAUTO", map[string][]byte{AutobootName: layout.Autoboot(layout.SlotA)}, t)
+	autoboot, err := makeFAT(filepath.Join(work, "autoboot.part"), s.Autoboot, "autoboot_mib", "CUSTAUTO", map[string][]byte{AutobootName: layout.Autoboot(layout.SlotA)}, t)
 	if err != nil {
 		return nil, fmt.Errorf("autoboot partition: %w", err)
 	}
-	bootA, err := makeFAT(filepath.Join(work, "boot-a.part"), s.Boot, "CUSTBOOT-A", map[string][]byte{BootImgName: bootImg, BootSigName: sig, "config.txt": firmware.OuterConfigTxt}, t)
+	bootA, err := makeFAT(filepath.Join(work, "boot-a.part"), s.Boot, "boot_mib", "CUSTBOOT-A", map[string][]byte{BootImgName: bootImg, BootSigName: sig, "config.txt": firmware.OuterConfigTxt}, t)
 	if err != nil {
 		return nil, fmt.Errorf("boot partition A (boot_mib): %w", err)
 	}
-	bootB, err := makeFAT(filepath.Join(work, "boot-b.part"), s.Boot, "CUSTBOOT-B", nil, t)
+	bootB, err := makeFAT(filepath.Join(work, "boot-b.part"), s.Boot, "boot_mib", "CUSTBOOT-B", nil, t)
 	if err != nil {
 		return nil, fmt.Errorf("boot partition B: %w", err)
 	}

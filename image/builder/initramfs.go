@@ -34,10 +34,10 @@ type initramfsEntry struct {
 // order. Every entry is owned by root, has the time source_date_epoch
 // and an inode number given by its position, so the bytes are the same
 // on every build.
-func buildInitramfs(m *image.Manifest, sources map[string][]byte) ([]byte, error) {
-	init, err := fs.ReadFile(m.RootTree(), m.Measure.Binary)
+func buildInitramfs(m *image.Manifest, root fs.FS, sources map[string][]byte) ([]byte, error) {
+	init, err := fs.ReadFile(root, m.Measure.Binary)
 	if err != nil {
-		return nil, fmt.Errorf("the initramfs's /init is measure.binary (%s in rootfs.dir): %w", m.Measure.Binary, err)
+		return nil, fmt.Errorf("the initramfs's /init is measure.binary (%s in the root filesystem): %w", m.Measure.Binary, err)
 	}
 	entries := []initramfsEntry{
 		{name: InitName, mode: cpio.TypeReg | 0o755, data: init},

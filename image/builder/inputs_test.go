@@ -3,6 +3,7 @@ package builder
 import (
 	"bytes"
 	"compress/gzip"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -18,7 +20,9 @@ import (
 
 	"github.com/custodian-project/custodian/image"
 	"github.com/custodian-project/custodian/image/deb/debtest"
+	"github.com/custodian-project/custodian/image/imagefs"
 	"github.com/custodian-project/custodian/image/imagetest"
+	"github.com/custodian-project/custodian/image/layout"
 )
 
 // cpioEntry is what a test checks of one initramfs entry.
@@ -60,7 +64,7 @@ func readInitramfs(t *testing.T, data []byte, epoch int64) []cpioEntry {
 // The initramfs holds exactly /init (the root's measured binary),
 // /custodian.toml (the manifest), /modules/order and the modules in the
 // manifest's order; boot.img holds the same initramfs and kernel that
-// --initramfs-out and --kernel-out get.
+// --initramfs-out and --kernel-out get, and the same manifest at its top.
 func TestInitramfsHoldsExactly(t *testing.T) {
 	manifest := imagetest.Write(t)
 	m, err := image.LoadManifest(manifest)
@@ -101,6 +105,10 @@ func TestInitramfsHoldsExactly(t *testing.T) {
 	inBoot := bootImgFile(t, img, image.InitramfsName)
 	if !bytes.Equal(inBoot, initramfs) {
 		t.Error("boot.img's initramfs.img differs from --initramfs-out")
+	}
+	// The prediction from an image reads boot.img's own copy.
+	if top := bootImgFile(t, img, image.ManifestName); string(top) != imagetest.Manifest {
+		t.Errorf("boot.img's %s differs from the initramfs's", image.ManifestName)
 	}
 }
 
@@ -199,7 +207,10 @@ func TestBuildRefusesUnbootableOrTooSmall(t *testing.T) {
 		{"no kernel", `  { src = "boot/kernel8.img", dst = "kernel8.img" },` + "\n", "2711", "boot.img has no kernel8.img"},
 		{"no Pi 5 device tree", "", "2712", "boot.img has no bcm2712-rpi-5-b.dtb"},
 		{"no device tree", `  { src = "boot/bcm2711-rpi-4-b.dtb", dst = "bcm2711-rpi-4-b.dtb" },` + "\n", "", "boot.img has no bcm2711-rpi-4-b.dtb or bcm2712-rpi-5-b.dtb"},
-		{"small image", "image_mib = 100\n", "", "image_mib = 100 is too small: the six partitions need 154 MiB"},
+		{"small image", "image_mib = 100\n", "", "image_mib = 100 is too small: the partition layout needs 154 MiB"},
+		{"small root", "root_mib = 4\n", "", "root_mib = 4 is too small: the root filesystem needs 6 MiB"},
+		{"small boot.img", "boot_img_mib = 8\n", "", "boot_img_mib = 8 is too small: what goes into it needs 11 MiB"},
+		{"small boot partition", "boot_mib = 10\n", "", "boot_mib = 10 is too small: boot.img with boot.sig and config.txt needs 13 MiB"},
 	} {
 		manifest := imagetest.Write(t)
 		text := imagetest.Manifest
@@ -210,6 +221,19 @@ func TestBuildRefusesUnbootableOrTooSmall(t *testing.T) {
 		}
 		if err := os.WriteFile(manifest, []byte(text), 0o644); err != nil {
 			t.Fatal(err)
+		}
+		// Incompressible files larger than the sizes given.
+		for name, f := range map[string]struct {
+			path string
+			size int
+		}{"small root": {"rootfs/big", 5 << 20}, "small boot.img": {"boot/kernel8.img", 9 << 20}, "small boot partition": {"boot/kernel8.img", 9 << 20}} {
+			if name == c.name {
+				big := make([]byte, f.size)
+				rand.Read(big)
+				if err := os.WriteFile(filepath.Join(filepath.Dir(manifest), f.path), big, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
 		}
 		m, err := image.LoadManifest(manifest)
 		if err != nil {
@@ -234,7 +258,7 @@ func readFATFile(t *testing.T, file, name string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data, err := readFAT(fsys, name)
+	data, err := imagefs.ReadFile(fsys, name, imagefs.MaxBootImg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,4 +280,65 @@ func cpioList(t *testing.T, initramfs []byte) string {
 		t.Fatalf("cpio -t: %v", err)
 	}
 	return strings.Join(strings.Fields(string(out)), " ")
+}
+
+// rootfs.files add files from debs and host files to the root; the
+// policy predicted from the manifest (reading those sources) is the one
+// the built image gives, and image.Manifest.Predict, which cannot read
+// them, refuses. A file that would replace one of rootfs.dir is refused.
+func TestRootFilesFromSources(t *testing.T) {
+	manifest := withDeb(t, "")
+	text, _ := os.ReadFile(manifest)
+	add := func(files string) {
+		t.Helper()
+		s := strings.Replace(string(text), "dir = \"rootfs\"\n", "dir = \"rootfs\"\nfiles = ["+files+"]\n", 1)
+		if err := os.WriteFile(manifest, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add(`{ src = "deb:kernel:/usr/lib/linux-image-6.1.0-57-arm64/broadcom/bcm2711-rpi-4-b.dtb", dst = "usr/lib/custodian/board.dtb" },
+  { src = "boot/tpm_tis.ko", dst = "usr/bin/helper", executable = true }`)
+	m, err := image.LoadManifest(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Predict(); !errors.Is(err, image.ErrRootFiles) {
+		t.Fatalf("Predict: %v, want a refusal", err)
+	}
+	img := filepath.Join(t.TempDir(), "custodian.img")
+	if err := Build(m, img, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	a := imagePredictsManifest(t, img, m, "")
+	plain, err := PredictManifest(mustLoad(t, imagetest.Write(t)), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := plain.Marshal(); bytes.Equal(p, a) {
+		t.Fatal("the added files changed nothing in the prediction")
+	}
+	requireTool(t, "unsquashfs", "squashfs-tools")
+	root := filepath.Join(t.TempDir(), "root.squashfs")
+	part := partitions(t, img)[layout.SlotA.RootPartition()-1]
+	run(t, "dd", "if="+img, "of="+root, "bs=512", "skip="+strconv.FormatInt(part.start, 10), "count="+strconv.FormatInt(part.size, 10), "status=none")
+	out := strings.Join(strings.Fields(run(t, "unsquashfs", "-lln", root)), " ")
+	for _, want := range []string{"-rw-r--r-- 0/0 17 2026-01-01 00:00 squashfs-root/usr/lib/custodian/board.dtb", "-rwxr-xr-x 0/0 20 2026-01-01 00:00 squashfs-root/usr/bin/helper"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("unsquashfs -lln lacks %q:\n%s", want, out)
+		}
+	}
+
+	add(`{ src = "boot/tpm_tis.ko", dst = "etc/hostname" }`)
+	if err := Build(mustLoad(t, manifest), filepath.Join(t.TempDir(), "x.img"), Options{}); err == nil || !strings.Contains(err.Error(), "etc/hostname is already in rootfs.dir") {
+		t.Fatalf("a file replacing one of rootfs.dir: %v", err)
+	}
+}
+
+func mustLoad(t *testing.T, manifest string) *image.Manifest {
+	t.Helper()
+	m, err := image.LoadManifest(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }

@@ -17,12 +17,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/custodian-project/custodian/image"
+	"github.com/custodian-project/custodian/image/imagefs"
 )
 
 // buildRoot writes the read-only root filesystem as a standalone
 // squashfs and returns its bytes, padded to 4 KiB as mksquashfs does.
-func buildRoot(m *image.Manifest, work string) ([]byte, error) {
-	limit, err := treeBound(m.RootTree())
+func buildRoot(m *image.Manifest, rootDir, work string) ([]byte, error) {
+	tree := os.DirFS(rootDir)
+	limit, err := treeBound(tree)
 	if err != nil {
 		return nil, err
 	}
@@ -34,14 +36,14 @@ func buildRoot(m *image.Manifest, work string) ([]byte, error) {
 	defer d.Close()
 	// go-diskfs would pass the 512-byte sector size as the squashfs block
 	// size; create it directly with the usual 128 KiB.
-	sq, err := squashfs.Create(d.Backend, limit, 0, squashSize)
+	sq, err := squashfs.Create(d.Backend, limit, 0, imagefs.SquashBlock)
 	if err != nil {
 		return nil, err
 	}
 	// Finalize forgets the workspace without removing it, so Close would not.
 	ws := sq.Workspace()
 	defer os.RemoveAll(ws)
-	if err := stage(m.RootTree(), ws, m.Epoch()); err != nil {
+	if err := stage(tree, ws, m.Epoch()); err != nil {
 		return nil, err
 	}
 	if err := finalize(sq, m.RootFS.Compression); err != nil {
@@ -191,4 +193,38 @@ func stageFile(src fs.FS, name, dst string, mode fs.FileMode, t time.Time) error
 
 func sortedKeys[V any](m map[string]V) []string {
 	return slices.Sorted(maps.Keys(m))
+}
+
+// rootTree is the directory the root filesystem is made from: rootfs.dir
+// itself, or, when the manifest adds rootfs.files, a copy of it in work
+// with those files added (none may replace an entry of rootfs.dir).
+func rootTree(m *image.Manifest, sources map[string][]byte, work string) (string, error) {
+	dir := m.Resolve(m.RootFS.Dir)
+	if len(m.RootFS.Files) == 0 {
+		return dir, nil
+	}
+	copyDir := filepath.Join(work, "root")
+	if err := os.CopyFS(copyDir, os.DirFS(dir)); err != nil {
+		return "", fmt.Errorf("copying rootfs.dir: %w", err)
+	}
+	for _, f := range m.RootFS.Files {
+		dst := filepath.Join(copyDir, filepath.FromSlash(f.Dst))
+		if _, err := os.Lstat(dst); err == nil {
+			return "", fmt.Errorf("rootfs file %s is already in rootfs.dir: remove one of them", f.Dst)
+		}
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return "", err
+		}
+		mode := os.FileMode(0o644)
+		if f.Executable {
+			mode = 0o755
+		}
+		if err := os.WriteFile(dst, sources[f.Src], mode); err != nil {
+			return "", err
+		}
+		if err := os.Chmod(dst, mode); err != nil { // the umask trimmed it
+			return "", err
+		}
+	}
+	return copyDir, nil
 }

@@ -7,26 +7,32 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/custodian-project/custodian/image"
 	"github.com/custodian-project/custodian/image/deb"
 )
 
-// readSources reads every source the manifest names, by its text: host
+// readSources reads the sources srcs of the manifest, by their text: host
 // files relative to the manifest, and files inside the debs, each deb
 // checked against its pinned SHA-256 and read once. debDir, if set, is
 // where the debs are found (by their file's base name) instead of beside
 // the manifest.
-func readSources(m *image.Manifest, debDir string) (map[string][]byte, error) {
+func readSources(m *image.Manifest, debDir string, srcs []string) (map[string][]byte, error) {
 	out := map[string][]byte{}
 	perDeb := map[string][]string{}
-	for _, s := range m.Sources() {
+	for _, s := range srcs {
 		src, err := image.ParseSource(s)
 		if err != nil {
 			return nil, err
 		}
+		if _, done := out[s]; done {
+			continue
+		}
 		if src.Deb != "" {
-			perDeb[src.Deb] = append(perDeb[src.Deb], src.Path)
+			if !slices.Contains(perDeb[src.Deb], src.Path) {
+				perDeb[src.Deb] = append(perDeb[src.Deb], src.Path)
+			}
 			continue
 		}
 		data, err := os.ReadFile(m.Resolve(src.Path))

@@ -10,6 +10,11 @@
 // wanted path that is a symlink or a hard link is refused with its target
 // named, so the manifest names the file itself rather than the builder
 // following links.
+//
+// The caller checks the package's digest before calling [Extract] (the
+// image builder does, against the manifest's pin): the xz decoder sizes
+// its dictionary from the stream's header, so an unpinned package could
+// make it allocate up to that size.
 package deb
 
 import (
@@ -112,7 +117,7 @@ func dataMember(r *bufio.Reader, lim Limits) (io.Reader, string, error) {
 			return body, strings.TrimPrefix(name, "data.tar"), nil
 		default:
 			if _, err := io.Copy(io.Discard, body); err != nil {
-				return nil, "", fmt.Errorf("reading the package: %w", err)
+				return nil, "", errors.New("the package is truncated")
 			}
 		}
 		if size%2 == 1 { // members are padded to an even offset
@@ -158,19 +163,19 @@ func decompress(r io.Reader, suffix string) (io.Reader, func(), error) {
 	case ".gz":
 		z, err := gzip.NewReader(r)
 		if err != nil {
-			return nil, nil, fmt.Errorf("data.tar.gz: %w", err)
+			return nil, nil, errors.New("data.tar.gz is not gzip data")
 		}
 		return z, func() { z.Close() }, nil
 	case ".xz":
 		z, err := xz.NewReader(r)
 		if err != nil {
-			return nil, nil, fmt.Errorf("data.tar.xz: %w", err)
+			return nil, nil, errors.New("data.tar.xz is not xz data")
 		}
 		return z, func() {}, nil
 	case ".zst":
 		z, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(256<<20))
 		if err != nil {
-			return nil, nil, fmt.Errorf("data.tar.zst: %w", err)
+			return nil, nil, errors.New("data.tar.zst cannot be read as zstd data")
 		}
 		return z, z.Close, nil
 	}
@@ -188,7 +193,7 @@ func readTar(r io.Reader, wanted map[string]bool, lim Limits) (map[string][]byte
 			return files, nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("data.tar: %w (or over the %d byte limit)", err, lim.Tar)
+			return nil, fmt.Errorf("data.tar is damaged or larger than the limit of %d bytes", lim.Tar)
 		}
 		if n >= lim.Entries {
 			return nil, fmt.Errorf("data.tar has more than %d entries", lim.Entries)
@@ -215,7 +220,7 @@ func readTar(r io.Reader, wanted map[string]bool, lim Limits) (map[string][]byte
 		}
 		data, err := io.ReadAll(tr)
 		if err != nil {
-			return nil, fmt.Errorf("/%s: %w", name, err)
+			return nil, fmt.Errorf("/%s: data.tar is damaged or larger than the limit of %d bytes", name, lim.Tar)
 		}
 		files[name] = data
 	}

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"testing"
 
-	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/custodian-project/custodian/tests/need"
@@ -93,22 +92,13 @@ func openDevice(t testing.TB) transport.TPM {
 // any loaded or saved session.
 func AssertNoLeaks(t testing.TB, conn transport.TPM) {
 	t.Helper()
-	for _, first := range []tpm2.TPMHandle{0x80000000, 0x02000000, 0x03000000} {
-		rsp, err := tpm2.GetCapability{
-			Capability: tpm2.TPMCapHandles, Property: uint32(first), PropertyCount: 64,
-		}.Execute(conn)
-		if err != nil {
-			t.Errorf("listing handles: %v", err)
-			return
-		}
-		handles, err := rsp.CapabilityData.Data.Handles()
-		if err != nil {
-			t.Errorf("listing handles: %v", err)
-			return
-		}
-		if n := len(handles.Handle); n > 0 {
-			t.Errorf("TPM holds %d handle(s) from %#x on: %v", n, uint32(first), handles.Handle)
-		}
+	handles, err := tpm.LoadedHandles(conn)
+	if err != nil {
+		t.Errorf("listing handles: %v", err)
+		return
+	}
+	if len(handles) > 0 {
+		t.Errorf("TPM holds %d handle(s): %v", len(handles), handles)
 	}
 }
 
@@ -140,21 +130,7 @@ func Floor(t testing.TB, conn transport.TPM) uint64 {
 // so a test that kills a process mid-command calls this instead.
 func FlushAll(t testing.TB, conn transport.TPM) {
 	t.Helper()
-	for _, first := range []tpm2.TPMHandle{0x80000000, 0x02000000, 0x03000000} {
-		rsp, err := tpm2.GetCapability{
-			Capability: tpm2.TPMCapHandles, Property: uint32(first), PropertyCount: 64,
-		}.Execute(conn)
-		if err != nil {
-			t.Fatalf("listing handles: %v", err)
-		}
-		handles, err := rsp.CapabilityData.Data.Handles()
-		if err != nil {
-			t.Fatalf("listing handles: %v", err)
-		}
-		for _, h := range handles.Handle {
-			if _, err := (tpm2.FlushContext{FlushHandle: h}).Execute(conn); err != nil {
-				t.Fatalf("flushing %#x: %v", uint32(h), err)
-			}
-		}
+	if _, err := tpm.FlushStale(conn); err != nil {
+		t.Fatal(err)
 	}
 }

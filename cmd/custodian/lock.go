@@ -1,0 +1,82 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/google/go-tpm/tpm2/transport"
+)
+
+// lockName is the lock file in the data directory. Every command that
+// opens the TPM holds it until it closes the TPM, the release daemon for
+// its whole life: a second command would otherwise wait on swtpm's one
+// connection without a word, or interleave its sessions with the
+// daemon's on a TPM without a resource manager, and spoil a release.
+const lockName = ".lock"
+
+// errDataDirBusy is returned when another process holds the lock.
+var errDataDirBusy = errors.New("the data directory and its TPM are in use")
+
+// lockDataDir takes the data directory's lock without waiting, and
+// records who holds it so that the next one can be told. A data
+// directory that does not exist yet (before enroll) is not locked.
+func lockDataDir(dir string) (unlock func(), err error) {
+	f, err := os.OpenFile(filepath.Join(dir, lockName), os.O_RDWR|os.O_CREATE, 0o600)
+	if errors.Is(err, fs.ErrNotExist) {
+		return func() {}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening the data directory's lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		holder := readHolder(f)
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, withHint(fmt.Errorf("%w by %s", errDataDirBusy, holder),
+				"stop the release daemon (or let the other command finish) and try again; on the appliance, use the console, which stops the daemon for you")
+		}
+		return nil, fmt.Errorf("locking the data directory: %w", err)
+	}
+	recordHolder(f)
+	return func() { f.Close() }, nil
+}
+
+// recordHolder writes this process's pid and command into the lock file.
+// It is only a message for people: the lock itself is the flock.
+func recordHolder(f *os.File) {
+	if err := f.Truncate(0); err != nil {
+		return
+	}
+	cmd := strings.Join(os.Args[1:], " ")
+	if len(cmd) > 200 {
+		cmd = cmd[:200]
+	}
+	fmt.Fprintf(f, "custodian %s (pid %d)\n", cmd, os.Getpid())
+}
+
+func readHolder(f *os.File) string {
+	buf := make([]byte, 256)
+	n, _ := f.ReadAt(buf, 0)
+	holder := strings.TrimSpace(string(buf[:n]))
+	if holder == "" || strings.ContainsFunc(holder, func(r rune) bool { return r < ' ' }) {
+		return "another process"
+	}
+	return holder
+}
+
+// lockedTPM releases the data directory's lock when the TPM is closed.
+type lockedTPM struct {
+	transport.TPMCloser
+	unlock func()
+}
+
+func (t *lockedTPM) Close() error {
+	err := t.TPMCloser.Close()
+	t.unlock()
+	return err
+}
