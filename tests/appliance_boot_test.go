@@ -53,7 +53,9 @@ const (
 //   - the daemon comes up and answers an attestation and a release over
 //     the emulated network, the simulated button pressed through the
 //     console, and the released share with a host custodian's share
-//     opens an envelope sealed before.
+//     opens an envelope sealed before;
+//   - after a power cut the device measures the same PCRs, serves again
+//     and refuses the released warrant as replayed.
 //
 // The device runs the default build (its simulated button), not
 // -tags appliance; README's "The emulated boot" says what only a real Pi
@@ -86,10 +88,11 @@ func TestApplianceBootsMeasuresAndReleases(t *testing.T) {
 	})
 
 	booted := time.Now()
-	m := qemutest.Boot(t, qemutest.Config{
+	boot := qemutest.Config{
 		Kernel: p("kernel8.img"), Initrd: p("initramfs.img"), Disk: p("custodian.img"),
 		Append: "rdinit=/init custodian.boot_partition=2 quiet", Forward: 8443,
-	})
+	}
+	m := qemutest.Boot(t, boot)
 	expectMeasured(t, m, policy)
 	console, err := m.Console(bootLimit, commandLimit)
 	if err != nil {
@@ -190,6 +193,26 @@ func TestApplianceBootsMeasuresAndReleases(t *testing.T) {
 	mustCLI(t, "escrow", "open", "--key", p("escrow.key"), "--in", p("message.env"), "--out", p("opened.txt"))
 	if got := readFileT(t, p("opened.txt")); !bytes.Equal(got, message) {
 		t.Fatalf("the envelope opened to %q, want %q", got, message)
+	}
+
+	// A power cut; the device boots again to the same PCRs, with its
+	// ledger on the data partition and its keys in the TPM: the daemon
+	// serves again and refuses the released warrant as replayed, without
+	// asking for the button.
+	m.PowerCut()
+	boot.TPMDir = m.TPM.Dir
+	m = qemutest.Boot(t, boot)
+	expectMeasured(t, m, policy)
+	if console, err = m.Console(bootLimit, commandLimit); err != nil {
+		t.Fatal(err)
+	}
+	base = "https://" + m.Addr
+	waitServing(t, console, base, site)
+	code, stdout, stderr = releasePressing(t, base, p("w.p7s"), p("again.json"), site.officerArgs(), func() {
+		t.Error("the rebooted appliance asked for the button for a released warrant")
+	})
+	if code == 0 || !strings.Contains(stderr, "replayed") {
+		t.Fatalf("the released warrant after a reboot: exit %d\n%s%s", code, stdout, stderr)
 	}
 }
 

@@ -329,6 +329,18 @@ func (m *Machine) Write(s string) error {
 	return err
 }
 
+// PowerCut ends the machine as pulling the plug would: QEMU is killed and
+// its swtpm stopped (NV and persistent objects stay in its state
+// directory; PCRs and sessions are gone). Boot with Config.TPMDir set to
+// m.TPM.Dir and the same disk powers it on again.
+func (m *Machine) PowerCut() {
+	if m.cmd.Process != nil {
+		_ = m.cmd.Process.Kill()
+	}
+	<-m.exited
+	m.TPM.Stop()
+}
+
 // WaitExit waits for QEMU to exit.
 func (m *Machine) WaitExit(limit time.Duration) error {
 	select {
