@@ -111,8 +111,10 @@ func TestApplianceBootsMeasuresAndReleases(t *testing.T) {
 
 	// The ceremony on the host, with two custodians on host swtpms that
 	// booted the same image (they replay its measurements).
-	roots := readFileT(t, m.TPM.EKRootFiles()[0])
-	roots = append(roots, readFileT(t, m.TPM.EKRootFiles()[1])...)
+	var roots []byte
+	for _, f := range m.TPM.EKRootFiles() {
+		roots = append(roots, readFileT(t, f)...)
+	}
 	ceremony := []string{"ceremony", "--key-id", "2026-11", "--threshold", "2", "--mode", "share",
 		"--policy", p("policy.json"), "--out", p("ceremony"),
 		"--enrollment", p("court-a.enrollment.json"), "--secret", "court-a=" + p("court-a.secret")}
@@ -133,7 +135,7 @@ func TestApplianceBootsMeasuresAndReleases(t *testing.T) {
 	console.MustRun("provision --bundle bundle.json")
 	mustCLI(t, hosts[0].args("provision", "--bundle", p("ceremony/court-b.bundle.json"))...)
 
-	// The court's trust root and CRL, and the daemon's TLS files.
+	// The court's root and CRL, on the appliance and on court-b.
 	writeFile(t, p("root.pem"), trusttest.PEM(root.Cert))
 	writeFile(t, p("crl.pem"), trusttest.CRLPEM(root.CRL(t, now.Add(-time.Hour), now.Add(24*time.Hour))))
 	console.MustPut("root.pem", readFileT(t, p("root.pem")))

@@ -350,10 +350,3 @@ func (m *Machine) WaitExit(limit time.Duration) error {
 		return fmt.Errorf("the machine still runs after %v", limit)
 	}
 }
-
-// Log is the console so far.
-func (m *Machine) Log() string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return string(m.out)
-}
