@@ -70,15 +70,7 @@ func TestApplianceBootsMeasuresAndReleases(t *testing.T) {
 	judgeKey := trusttest.ECKeyP256(t)
 	judge := root.Judge(t, "Judge Ada", judgeKey.Public(), now)
 
-	started := time.Now()
-	manifest := writeQEMUManifest(t, k, p("image"), trusttest.PEM(root.Cert))
-	t.Logf("the arm64 binary and the root filesystem in %v", time.Since(started).Round(100*time.Millisecond))
-	started = time.Now()
-	mustCLI(t, "image", "build", "--manifest", manifest, "--debs", k.Dir, "--target-soc", "2711",
-		"--out", p("custodian.img"), "--kernel-out", p("kernel8.img"), "--initramfs-out", p("initramfs.img"))
-	mustCLI(t, "image", "measure", "--manifest", manifest, "--out", p("policy.json"))
-	t.Logf("the image built and measured in %v", time.Since(started).Round(100*time.Millisecond))
-	policy := readPolicy(t, p("policy.json"))
+	policy := buildQEMUImage(t, k, dir, trusttest.PEM(root.Cert))
 	// The daemon's TLS files go onto the data partition from the build
 	// host, as docs/operator.md has the operator do before the first boot.
 	site := newSite(t)
@@ -100,37 +92,10 @@ func TestApplianceBootsMeasuresAndReleases(t *testing.T) {
 	}
 	t.Logf("the console's first prompt %v after QEMU started", time.Since(booted).Round(100*time.Millisecond))
 
-	// Enrollment: the device answers the authority's challenge.
-	console.MustRun("enroll --id court-a --out request.json")
-	writeFile(t, p("court-a.request.json"), console.MustGet("request.json"))
-	mustCLI(t, "enroll", "challenge", "--in", p("court-a.request.json"), "--out", p("court-a.challenge.json"), "--secret-out", p("court-a.secret"))
-	console.MustPut("challenge.json", readFileT(t, p("court-a.challenge.json")))
-	console.MustRun("enroll --id court-a --challenge challenge.json --out enrollment.json")
-	writeFile(t, p("court-a.enrollment.json"), console.MustGet("enrollment.json"))
+	enrollOverConsole(t, console, dir, "court-a")
 	verifier := ledgerKeyFrom(t, console.MustRun("ledger init"))
 
-	// The ceremony on the host, with two custodians on host swtpms that
-	// booted the same image (they replay its measurements).
-	var roots []byte
-	for _, f := range m.TPM.EKRootFiles() {
-		roots = append(roots, readFileT(t, f)...)
-	}
-	ceremony := []string{"ceremony", "--key-id", "2026-11", "--threshold", "2", "--mode", "share",
-		"--policy", p("policy.json"), "--out", p("ceremony"),
-		"--enrollment", p("court-a.enrollment.json"), "--secret", "court-a=" + p("court-a.secret")}
-	var hosts []*device
-	for _, id := range []string{"court-b", "court-c"} {
-		d, enrollment, secret := enrollWith(t, id, dir, func(conn interface{ Send([]byte) ([]byte, error) }) {
-			replay(t, conn, policy)
-		})
-		hosts = append(hosts, d)
-		ceremony = append(ceremony, "--enrollment", enrollment, "--secret", id+"="+secret)
-		for _, f := range d.sw.EKRootFiles() {
-			roots = append(roots, readFileT(t, f)...)
-		}
-	}
-	writeFile(t, p("ek-cas.pem"), roots)
-	mustCLI(t, append(ceremony, "--ek-roots", p("ek-cas.pem"))...)
+	hosts := ceremonyWithHostCustodians(t, dir, m, policy)
 	console.MustPut("bundle.json", readFileT(t, p("ceremony/court-a.bundle.json")))
 	console.MustRun("provision --bundle bundle.json")
 	mustCLI(t, hosts[0].args("provision", "--bundle", p("ceremony/court-b.bundle.json"))...)
@@ -216,6 +181,68 @@ func TestApplianceBootsMeasuresAndReleases(t *testing.T) {
 	if code == 0 || !strings.Contains(stderr, "replayed") {
 		t.Fatalf("the released warrant after a reboot: exit %d\n%s%s", code, stdout, stderr)
 	}
+}
+
+// buildQEMUImage writes the QEMU example's manifest and a root into
+// dir/image, builds the image (dir/custodian.img, with copies of its
+// kernel and initramfs for QEMU) and returns custodian image measure's
+// policy (dir/policy.json).
+func buildQEMUImage(t *testing.T, k qemutest.Kernel, dir string, courtRoot []byte) *bootpolicy.Policy {
+	t.Helper()
+	p := func(name string) string { return filepath.Join(dir, name) }
+	started := time.Now()
+	manifest := writeQEMUManifest(t, k, p("image"), courtRoot)
+	t.Logf("the arm64 binary and the root filesystem in %v", time.Since(started).Round(100*time.Millisecond))
+	started = time.Now()
+	mustCLI(t, "image", "build", "--manifest", manifest, "--debs", k.Dir, "--target-soc", "2711",
+		"--out", p("custodian.img"), "--kernel-out", p("kernel8.img"), "--initramfs-out", p("initramfs.img"))
+	mustCLI(t, "image", "measure", "--manifest", manifest, "--out", p("policy.json"))
+	t.Logf("the image built and measured in %v", time.Since(started).Round(100*time.Millisecond))
+	return readPolicy(t, p("policy.json"))
+}
+
+// enrollOverConsole enrolls the appliance as id through its console, the
+// escrow authority's challenge made on the host: dir/ID.enrollment.json
+// and dir/ID.secret.
+func enrollOverConsole(t *testing.T, console *qemutest.Console, dir, id string) {
+	t.Helper()
+	p := func(name string) string { return filepath.Join(dir, id+"."+name) }
+	console.MustRun("enroll --id " + id + " --out request.json")
+	writeFile(t, p("request.json"), console.MustGet("request.json"))
+	mustCLI(t, "enroll", "challenge", "--in", p("request.json"), "--out", p("challenge.json"), "--secret-out", p("secret"))
+	console.MustPut("challenge.json", readFileT(t, p("challenge.json")))
+	console.MustRun("enroll --id " + id + " --challenge challenge.json --out enrollment.json")
+	writeFile(t, p("enrollment.json"), console.MustGet("enrollment.json"))
+}
+
+// ceremonyWithHostCustodians enrolls court-b and court-c on host swtpms
+// that booted the policy's image (they replay its measurements) and runs
+// a 2-of-3 share-mode ceremony for key ID 2026-11 with the appliance
+// (court-a) into dir/ceremony; the EK CAs of all three are dir/ek-cas.pem.
+func ceremonyWithHostCustodians(t *testing.T, dir string, m *qemutest.Machine, policy *bootpolicy.Policy) []*device {
+	t.Helper()
+	p := func(name string) string { return filepath.Join(dir, name) }
+	var roots []byte
+	for _, f := range m.TPM.EKRootFiles() {
+		roots = append(roots, readFileT(t, f)...)
+	}
+	ceremony := []string{"ceremony", "--key-id", "2026-11", "--threshold", "2", "--mode", "share",
+		"--policy", p("policy.json"), "--out", p("ceremony"),
+		"--enrollment", p("court-a.enrollment.json"), "--secret", "court-a=" + p("court-a.secret")}
+	var hosts []*device
+	for _, id := range []string{"court-b", "court-c"} {
+		d, enrollment, secret := enrollWith(t, id, dir, func(conn interface{ Send([]byte) ([]byte, error) }) {
+			replay(t, conn, policy)
+		})
+		hosts = append(hosts, d)
+		ceremony = append(ceremony, "--enrollment", enrollment, "--secret", id+"="+secret)
+		for _, f := range d.sw.EKRootFiles() {
+			roots = append(roots, readFileT(t, f)...)
+		}
+	}
+	writeFile(t, p("ek-cas.pem"), roots)
+	mustCLI(t, append(ceremony, "--ek-roots", p("ek-cas.pem"))...)
+	return hosts
 }
 
 // expectMeasured waits for the early init's lines: the root measured, and
