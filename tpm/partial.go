@@ -35,49 +35,22 @@ func Partials(t transport.TPM, k *ScopedKey, points [][]byte, approval *Approval
 	if err := checkPoints(points); err != nil {
 		return nil, err
 	}
-	if approval != nil && k.Approver == nil {
-		return nil, errors.New("an approval was given for a scoped key without an approver")
-	}
-	sess, closeSession, err := tpm2.PolicySession(t, tpm2.TPMAlgSHA256, 16,
-		tpm2.Salted(k.EK.handle(), k.EK.public),
-		tpm2.AESEncryption(128, tpm2.EncryptOut))
-	if err != nil {
-		return nil, diagnose(t, k.EK, fmt.Errorf("starting a session salted to the endorsement key: %w", err))
-	}
-	defer closeSession()
-	// The approval is checked first, while no scoped object is loaded: a
-	// TPM without a resource manager has three transient slots.
-	g, err := k.openGate(t, approval)
+	run, err := k.open(t, approval, true)
 	if err != nil {
 		return nil, err
 	}
-	zgen, err := loadScoped(t, sess, k, &k.zgen)
-	if err != nil {
-		return nil, err
-	}
-	defer flush(t, zgen.ObjectHandle)
-	twin, err := loadScoped(t, sess, k, &k.twin)
-	if err != nil {
-		return nil, err
-	}
-	defer flush(t, twin.ObjectHandle)
-	proofSess, closeProof, err := tpm2.PolicySession(t, tpm2.TPMAlgSHA256, 16)
-	if err != nil {
-		return nil, fmt.Errorf("starting the proof session: %w", err)
-	}
-	defer closeProof()
-
+	defer run.close()
 	out := make([]Partial, len(points))
 	for i, r := range points {
 		rho, blinded, err := newBlind(r)
 		if err != nil {
 			return nil, err
 		}
-		p, err := zgenPoint(t, sess, g, zgen, blinded)
+		p, err := zgenPoint(t, run.sess, run.gate, run.zgen, blinded)
 		if err != nil {
 			return nil, err
 		}
-		proof, err := prove(t, proofSess, g, twin, blinded, p)
+		proof, err := prove(t, run.proofSess, run.gate, run.twin, blinded, p)
 		if err != nil {
 			return nil, err
 		}
