@@ -311,57 +311,88 @@ type scopedRun struct {
 	sess, proofSess tpm2.Session
 	gate            *openGate
 	zgen, twin      *tpm2.LoadResponse
-	closers         []func()
+	loaded          []tpm2.TPMHandle // to flush
+	closers         []func()         // the sessions
 }
 
 // open imports and loads the twin, and the ZGen key if withZGen, under
 // the gate of approval (see Partials).
-func (k *ScopedKey) open(t transport.TPM, approval *Approval, withZGen bool) (run *scopedRun, err error) {
+func (k *ScopedKey) open(t transport.TPM, approval *Approval, withZGen bool) (*scopedRun, error) {
 	if approval != nil && k.Approver == nil {
 		return nil, errors.New("an approval was given for a scoped key without an approver")
 	}
-	run = &scopedRun{t: t}
-	defer func() {
-		if err != nil {
-			run.close()
-		}
-	}()
+	run := &scopedRun{t: t}
+	if err := run.openKey(k, approval, withZGen); err != nil {
+		run.close()
+		return nil, err
+	}
+	return run, nil
+}
+
+func (run *scopedRun) openKey(k *ScopedKey, approval *Approval, withZGen bool) (err error) {
+	t := run.t
 	sess, closeSession, err := tpm2.PolicySession(t, tpm2.TPMAlgSHA256, 16,
 		tpm2.Salted(k.EK.handle(), k.EK.public),
 		tpm2.AESEncryption(128, tpm2.EncryptOut))
 	if err != nil {
-		return nil, diagnose(t, k.EK, fmt.Errorf("starting a session salted to the endorsement key: %w", err))
+		return diagnose(t, k.EK, fmt.Errorf("starting a session salted to the endorsement key: %w", err))
 	}
 	run.sess = sess
 	run.closers = append(run.closers, func() { _ = closeSession() })
 	// The approval is checked first, while no scoped object is loaded: a
 	// TPM without a resource manager has three transient slots.
 	if run.gate, err = k.openGate(t, approval); err != nil {
-		return nil, err
+		return err
+	}
+	var gateKey *tpm2.LoadResponse
+	if k.format == scopedV3 {
+		if gateKey, err = loadScoped(t, sess, k, &k.gateKey); err != nil {
+			return err
+		}
+		// The objects stay loaded without their parent: one transient
+		// slot fewer for the rest of the call.
+		defer flush(t, gateKey.ObjectHandle)
 	}
 	if withZGen {
-		if run.zgen, err = loadScoped(t, sess, k, &k.zgen); err != nil {
-			return nil, err
+		if run.zgen, err = run.load(k, gateKey, &k.zgen); err != nil {
+			return err
 		}
-		h := run.zgen.ObjectHandle
-		run.closers = append(run.closers, func() { flush(t, h) })
 	}
-	if run.twin, err = loadScoped(t, sess, k, &k.twin); err != nil {
-		return nil, err
+	if run.twin, err = run.load(k, gateKey, &k.twin); err != nil {
+		return err
 	}
-	h := run.twin.ObjectHandle
-	run.closers = append(run.closers, func() { flush(t, h) })
 	proofSess, closeProof, err := tpm2.PolicySession(t, tpm2.TPMAlgSHA256, 16)
 	if err != nil {
-		return nil, fmt.Errorf("starting the proof session: %w", err)
+		return fmt.Errorf("starting the proof session: %w", err)
 	}
 	run.proofSess = proofSess
 	run.closers = append(run.closers, func() { _ = closeProof() })
-	return run, nil
+	return nil
 }
 
-// close flushes what open loaded, newest first.
+// load loads w: under the gate key through the gate (version 3), or
+// under the EK (version 2, whose objects carry the gate themselves).
+func (run *scopedRun) load(k *ScopedKey, gateKey *tpm2.LoadResponse, w *wrapped) (*tpm2.LoadResponse, error) {
+	var loaded *tpm2.LoadResponse
+	var err error
+	if gateKey != nil {
+		loaded, err = run.gate.loadUnderGateKey(run.t, run.sess, gateKey, w)
+	} else {
+		loaded, err = loadScoped(run.t, run.sess, k, w)
+	}
+	if err != nil {
+		return nil, err
+	}
+	run.loaded = append(run.loaded, loaded.ObjectHandle)
+	return loaded, nil
+}
+
+// close flushes what open loaded and closes its sessions.
 func (run *scopedRun) close() {
+	for _, h := range run.loaded {
+		flush(run.t, h)
+	}
+	run.loaded = nil
 	for i := len(run.closers) - 1; i >= 0; i-- {
 		run.closers[i]()
 	}

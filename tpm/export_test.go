@@ -1,23 +1,34 @@
 package tpm
 
 import (
+	"crypto/ecdsa"
+	"slices"
+
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 )
 
 // LoadScopedObject loads one object of a scoped key (the twin if twin is
-// set), for tests that try to misuse it. The caller flushes the handle.
+// set) the way Partials does, for tests that try to misuse it. The caller
+// flushes the handle.
 func LoadScopedObject(t transport.TPM, k *ScopedKey, twin bool) (*tpm2.LoadResponse, error) {
-	sess, closeSession, err := tpm2.PolicySession(t, tpm2.TPMAlgSHA256, 16, tpm2.Salted(k.EK.handle(), k.EK.public))
+	run, err := k.open(t, nil, true)
 	if err != nil {
 		return nil, err
 	}
-	defer closeSession()
-	w := &k.zgen
+	defer run.close()
+	keep := run.zgen
 	if twin {
-		w = &k.twin
+		keep = run.twin
 	}
-	return loadScoped(t, sess, k, w)
+	run.loaded = slices.DeleteFunc(run.loaded, func(h tpm2.TPMHandle) bool { return h == keep.ObjectHandle })
+	return keep, nil
+}
+
+// SealScopedV2 makes a scoped key in format version 2, whose objects
+// carry the gate in their own policies, as keys sealed before version 3.
+func SealScopedV2(ek *EK, pcrs PCRValues, version uint64, share []byte, approver *ecdsa.PublicKey) (*ScopedKey, error) {
+	return sealScoped(ek, pcrs, version, share, approver, scopedV2)
 }
 
 // PolicyPCRCommand satisfies PolicyPCR(pcrs) · PolicyNV(floor <= version)

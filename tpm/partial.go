@@ -199,7 +199,14 @@ func (k *ScopedKey) openGate(t transport.TPM, a *Approval) (*openGate, error) {
 // pass satisfies, in sess, the branch of role's policy for cc through
 // this gate: PolicyPCR · PolicyNV(floor) [· PolicyAuthorize] ·
 // PolicyCommandCode, then PolicyOR when the policy has several branches.
+//
+// A version 3 key's objects need only their command: PolicyCommandCode,
+// then PolicyOR for the twin. Their gate was passed when they were loaded
+// ([openGate.passGateKey]).
 func (g *openGate) pass(t transport.TPM, sess tpm2.Session, role scopedRole, cc tpm2.TPMCC) error {
+	if g.key.format == scopedV3 {
+		return passCommand(t, sess, role, cc, []gate{{}})
+	}
 	if err := passImage(t, sess, g.pcrs, g.version); err != nil {
 		return err
 	}
@@ -208,17 +215,81 @@ func (g *openGate) pass(t transport.TPM, sess tpm2.Session, role scopedRole, cc 
 			return err
 		}
 	}
+	return passCommand(t, sess, role, cc, g.key.gates())
+}
+
+// passCommand runs PolicyCommandCode(cc), then PolicyOR over role's
+// branches for gates when there are several.
+func passCommand(t transport.TPM, sess tpm2.Session, role scopedRole, cc tpm2.TPMCC, gates []gate) error {
 	if _, err := (tpm2.PolicyCommandCode{PolicySession: sess.Handle(), Code: cc}).Execute(t); err != nil {
 		return fmt.Errorf("PolicyCommandCode: %w", err)
 	}
-	branches, err := policyBranches(role, g.key.gates())
-	if err != nil || len(branches.Digests) == 1 {
+	branches, err := policyBranches(role, gates)
+	if err != nil {
 		return err
+	}
+	return policyOr(t, sess, branches)
+}
+
+// policyOr runs PolicyOR over branches, if there are several.
+func policyOr(t transport.TPM, sess tpm2.Session, branches tpm2.TPMLDigest) error {
+	if len(branches.Digests) == 1 {
+		return nil
 	}
 	if _, err := (tpm2.PolicyOr{PolicySession: sess.Handle(), PHashList: branches}).Execute(t); err != nil {
 		return fmt.Errorf("PolicyOR: %w", err)
 	}
 	return nil
+}
+
+// passGateKey satisfies, in sess, a version 3 gate key's policy: the
+// image (PolicyPCR · PolicyNV(floor)) [· PolicyAuthorize], then PolicyOR
+// when the key has an approver.
+func (g *openGate) passGateKey(t transport.TPM, sess tpm2.Session) error {
+	if err := passImage(t, sess, g.pcrs, g.version); err != nil {
+		return err
+	}
+	if g.ticket != nil {
+		if err := g.authorize(t, sess); err != nil {
+			return err
+		}
+	}
+	var branches tpm2.TPMLDigest
+	for _, gt := range g.key.gates() {
+		d, err := gt.policy(nil)
+		if err != nil {
+			return err
+		}
+		branches.Digests = append(branches.Digests, tpm2.TPM2BDigest{Buffer: d})
+	}
+	return policyOr(t, sess, branches)
+}
+
+// loadUnderGateKey imports w under the loaded gate key and loads it, each
+// step through the gate.
+func (g *openGate) loadUnderGateKey(t transport.TPM, sess tpm2.Session, gateKey *tpm2.LoadResponse, w *wrapped) (*tpm2.LoadResponse, error) {
+	parent := tpm2.AuthHandle{Handle: gateKey.ObjectHandle, Name: gateKey.Name, Auth: sess}
+	if err := g.passGateKey(t, sess); err != nil {
+		return nil, err
+	}
+	imported, err := tpm2.Import{
+		ParentHandle: parent,
+		ObjectPublic: tpm2.New2B(w.public),
+		Duplicate:    tpm2.TPM2BPrivate{Buffer: w.duplicate},
+		InSymSeed:    tpm2.TPM2BEncryptedSecret{Buffer: w.seed},
+		Symmetric:    tpm2.TPMTSymDef{Algorithm: tpm2.TPMAlgNull},
+	}.Execute(t)
+	if err != nil {
+		return nil, fmt.Errorf("importing a scoped object under its gate key: %w", err)
+	}
+	if err := g.passGateKey(t, sess); err != nil {
+		return nil, err
+	}
+	loaded, err := tpm2.Load{ParentHandle: parent, InPrivate: imported.OutPrivate, InPublic: tpm2.New2B(w.public)}.Execute(t)
+	if err != nil {
+		return nil, fmt.Errorf("loading a scoped object under its gate key: %w", err)
+	}
+	return loaded, nil
 }
 
 func (g *openGate) authorize(t transport.TPM, sess tpm2.Session) error {
