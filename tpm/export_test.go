@@ -3,6 +3,7 @@ package tpm
 import (
 	"crypto/ecdsa"
 	"slices"
+	"time"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
@@ -82,4 +83,22 @@ func ProofEquations(proofKey, r []byte, p *Partial) (key, point bool, err error)
 func ProofChallenge(nonceK, proofKey, r, point, e, l []byte) []byte {
 	c, _ := challenge(nonceK, proofDigest(proofKey, r, point, e, l)).MarshalBinary()
 	return c
+}
+
+// ZGenFloor loads k as PartialsBatch does, then runs for each point only
+// what an envelope cannot do without: the key's per-use policy and
+// ECDH_ZGen (no blind, no proof). It returns the time of that loop.
+func ZGenFloor(t transport.TPM, k *ScopedKey, points [][]byte) (time.Duration, error) {
+	run, err := k.open(t, nil, true)
+	if err != nil {
+		return 0, err
+	}
+	defer run.close()
+	start := time.Now()
+	for _, r := range points {
+		if _, err := zgenPoint(t, run.sess, run.gate, run.zgen, r); err != nil {
+			return 0, err
+		}
+	}
+	return time.Since(start), nil
 }

@@ -272,20 +272,14 @@ func (g *openGate) loadUnderGateKey(t transport.TPM, sess tpm2.Session, gateKey 
 	if err := g.passGateKey(t, sess); err != nil {
 		return nil, err
 	}
-	imported, err := tpm2.Import{
-		ParentHandle: parent,
-		ObjectPublic: tpm2.New2B(w.public),
-		Duplicate:    tpm2.TPM2BPrivate{Buffer: w.duplicate},
-		InSymSeed:    tpm2.TPM2BEncryptedSecret{Buffer: w.seed},
-		Symmetric:    tpm2.TPMTSymDef{Algorithm: tpm2.TPMAlgNull},
-	}.Execute(t)
+	private, err := importUnder(t, parent, w)
 	if err != nil {
 		return nil, fmt.Errorf("importing a scoped object under its gate key: %w", err)
 	}
 	if err := g.passGateKey(t, sess); err != nil {
 		return nil, err
 	}
-	loaded, err := tpm2.Load{ParentHandle: parent, InPrivate: imported.OutPrivate, InPublic: tpm2.New2B(w.public)}.Execute(t)
+	loaded, err := tpm2.Load{ParentHandle: parent, InPrivate: private, InPublic: tpm2.New2B(w.public)}.Execute(t)
 	if err != nil {
 		return nil, fmt.Errorf("loading a scoped object under its gate key: %w", err)
 	}
