@@ -210,7 +210,9 @@ func VerifyBatch(proofKey []byte, points [][]byte, b *Batch) error {
 // a failing part, and descends into the halves that fail, down to single
 // envelopes, whose one-point proofs name them. With one wrong partial
 // among n it asks for about 2·log₂(n) proofs. The indices come back in
-// order; none means the whole batch verifies.
+// order; none means the whole batch verifies. A wrong partial is always
+// named (no proof of a part holding it verifies); a custodian that spoils
+// its answers only gets right partials named as well, as unproven.
 func SearchBadPartials(proofKey []byte, points, partials [][]byte, prove func(indices []int) (*BatchProof, error)) ([]int, error) {
 	if len(partials) != len(points) {
 		return nil, fmt.Errorf("%d partials for %d points: give one partial per point", len(partials), len(points))

@@ -102,3 +102,20 @@ func ZGenFloor(t transport.TPM, k *ScopedKey, points [][]byte) (time.Duration, e
 	}
 	return time.Since(start), nil
 }
+
+// LoadGateKey loads the gate key of a version 3 scoped key under the EK,
+// for tests that try to misuse it. The caller flushes the handle.
+func LoadGateKey(t transport.TPM, k *ScopedKey) (*tpm2.LoadResponse, error) {
+	sess, closeSession, err := tpm2.PolicySession(t, tpm2.TPMAlgSHA256, 16, tpm2.Salted(k.EK.handle(), k.EK.public))
+	if err != nil {
+		return nil, err
+	}
+	defer closeSession()
+	return loadScoped(t, sess, k, &k.gateKey)
+}
+
+// PassImage satisfies PolicyPCR(pcrs) · PolicyNV(floor <= version) in
+// sess: the whole policy of a gate key without an approver.
+func PassImage(t transport.TPM, sess tpm2.Session, pcrs PCRValues, version uint64) error {
+	return passImage(t, sess, pcrs, version)
+}
