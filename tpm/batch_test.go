@@ -2,6 +2,7 @@ package tpm_test
 
 import (
 	"bytes"
+	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -217,7 +218,11 @@ func TestInvariantBatchKeepsShareAndPartialsOffTheBus(t *testing.T) {
 // combined is R* and P*, computed from the weights in software.
 func combined(t *testing.T, points, partials [][]byte) (rStar, pStar []byte) {
 	t.Helper()
-	w := tpm.BatchWeights(points, partials)
+	return combinedWith(t, tpm.BatchWeights(points, partials), points, partials)
+}
+
+func combinedWith(t *testing.T, w []group.Scalar, points, partials [][]byte) (rStar, pStar []byte) {
+	t.Helper()
 	R, P := group.P256.Identity(), group.P256.Identity()
 	for i := range points {
 		r, p := group.P256.NewElement(), group.P256.NewElement()
@@ -478,4 +483,55 @@ func TestInvariantScopedObjectDiesWithItsBoot(t *testing.T) {
 		bootedState(t, conn)
 	}
 	tpmtest.AssertNoLeaks(t, conn)
+}
+
+// TestBatchCompensatingErrorsFail: a custodian that knew the weights
+// before fixing its partials could make two errors that cancel in the
+// combination, Δ₂ = −(w₁/w₂)·Δ₁. The weights hash the partials, so
+// changing them changes the weights and the batch fails.
+func TestBatchCompensatingErrorsFail(t *testing.T) {
+	priv, err := ecdh.P256().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	share := priv.Bytes()
+	proofKey, err := tpm.ProofKey(share)
+	if err != nil {
+		t.Fatal(err)
+	}
+	points := randomPoints(t, 4)
+	b := softwareBatch(t, share, proofKey, points)
+	if err := tpm.VerifyBatch(proofKey, points, b); err != nil {
+		t.Fatal(err)
+	}
+	g := group.P256
+	w := tpm.BatchWeights(points, b.Partials)
+	delta1 := g.NewElement().MulGen(g.RandomNonZeroScalar(rand.Reader))
+	ratio := g.NewScalar().Mul(w[1], g.NewScalar().Inv(w[2]))
+	delta2 := g.NewElement().Mul(delta1, g.NewScalar().Neg(ratio))
+	forged := slices.Clone(b.Partials)
+	forged[1], forged[2] = addPoint(t, forged[1], delta1), addPoint(t, forged[2], delta2)
+	rStar, pStar := combinedWith(t, w, points, forged)
+	if want, _ := combinedWith(t, w, points, b.Partials); !bytes.Equal(rStar, want) {
+		t.Fatal("the forgery changed R*")
+	}
+	if _, honest := combinedWith(t, w, points, b.Partials); !bytes.Equal(pStar, honest) {
+		t.Fatal("the errors do not cancel under the old weights: the forgery is wrong")
+	}
+	if err := tpm.VerifyBatch(proofKey, points, &tpm.Batch{Partials: forged, Proof: b.Proof}); !errors.Is(err, tpm.ErrBadBatch) {
+		t.Fatalf("two errors that cancel under weights known in advance: got %v, want ErrBadBatch", err)
+	}
+}
+
+func addPoint(t *testing.T, p []byte, d group.Element) []byte {
+	t.Helper()
+	e := group.P256.NewElement()
+	if err := e.UnmarshalBinary(p); err != nil {
+		t.Fatal(err)
+	}
+	out, err := e.Add(e, d).MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
