@@ -14,7 +14,7 @@ var breaks = []mutant{
 	},
 	{
 		name: "ZGen session without Salted(EK), response encryption kept",
-		edits: []edit{{"tpm/partial.go",
+		edits: []edit{{"tpm/batch.go",
 			"\t\ttpm2.Salted(k.EK.handle(), k.EK.public),\n\t\ttpm2.AESEncryption(128, tpm2.EncryptOut))",
 			"\t\ttpm2.AESEncryption(128, tpm2.EncryptOut))"}},
 		pkg: "./tpm", tests: []string{"TestInvariantScopedShareNeverOnTPMBus"},
@@ -179,6 +179,32 @@ var breaks = []mutant{
 		name:  "the proof's key equation not checked",
 		edits: []edit{{"tpm/dleq.go", "if !eq.keyHolds {", "if false {"}},
 		pkg:   "./tpm", tests: []string{"TestWrongPartialIsCaughtByItsProof"},
+	},
+	// Scoped mode: one proof for a batch of partials.
+	{
+		name:  "batch weights hashed without the partials",
+		edits: []edit{{"tpm/batch.go", "\t\th.Write(partials[i])\n", ""}},
+		pkg:   "./tpm", tests: []string{"TestBatchCompensatingErrorsFail", "TestBatchWeightsFollowTheTranscript"},
+	},
+	{
+		name:  "the batch's proof not checked",
+		edits: []edit{{"tpm/batch.go", "if _, err := VerifyPartial(proofKey, r, p); err != nil {", "if _, err := VerifyPartial(proofKey, r, p); err != nil && false {"}},
+		pkg:   "./tpm", tests: []string{"TestBatchOf1And100PointsVerifies", "TestBatchRefusesReorderedDroppedOrDuplicatedPartials"},
+	},
+	{
+		name:  "the combined point proved without a blind",
+		edits: []edit{{"tpm/batch.go", "\trho := p256.RandomNonZeroScalar(rand.Reader)\n", "\trho := p256.RandomNonZeroScalar(rand.Reader).SetUint64(1)\n"}},
+		pkg:   "./tpm", tests: []string{"TestInvariantBatchKeepsShareAndPartialsOffTheBus"},
+	},
+	{
+		// Either alone is caught by neither test: the TPM keeps a child of
+		// a stClear parent from loading after a restart too.
+		name: "the gate key and objects of format 3 without stClear",
+		edits: []edit{
+			{"tpm/scoped.go", "return rolePublic(role, policy, true, point), nil", "return rolePublic(role, policy, false, point), nil"},
+			{"tpm/scoped.go", "Decrypt: true, AdminWithPolicy: true, NoDA: true, STClear: true}", "Decrypt: true, AdminWithPolicy: true, NoDA: true}"},
+		},
+		pkg: "./tpm", tests: []string{"TestInvariantScopedObjectDiesWithItsBoot"},
 	},
 	// Scoped mode: an envelope proves its sealer drew its key.
 	{
