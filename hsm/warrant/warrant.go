@@ -35,6 +35,10 @@ const (
 	maxEnvelopes = 192
 )
 
+// MaxInlineEnvelopes is the most envelopes a warrant names inline; more
+// are named by a list ([ListDigest]).
+const MaxInlineEnvelopes = maxEnvelopes
+
 // Warrant is the signed document. Field order is the canonical JSON order.
 type Warrant struct {
 	Version    int      `json:"version"`
