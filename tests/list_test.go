@@ -48,7 +48,7 @@ func scopedFleet(t *testing.T) ([]*rig, *escrow.Public) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := r.a.Provision(r.tpm, data, now); err != nil {
+		if _, err := r.a.Provision(r.tpm, data, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 	}

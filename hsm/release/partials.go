@@ -68,5 +68,6 @@ func (d *Daemon) progress(r *request, keyID string, total int) func(int) {
 			shown = time.Now()
 			fmt.Fprintf(d.cfg.Display, "request %s: %s\n", r.status.ID[:8], p)
 		}
+		d.cfg.Hook("partials", keyID)
 	}
 }

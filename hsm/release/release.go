@@ -114,7 +114,8 @@ type Config struct {
 	// unverified entry (0: DefaultTallyInterval).
 	TallyInterval time.Duration
 	// Hook, when set, is called at named points of a release ("entry" after
-	// a release entry is durable, "stored" after its package is): tests use
+	// a release entry is durable, "partials" after each call of the TPM for
+	// a scoped key ID's partials, "stored" after its package is): tests use
 	// it to kill the process there.
 	Hook func(stage, keyID string)
 }
