@@ -32,10 +32,12 @@
 //     share index), and the package — with the entry's inclusion proof and a
 //     signed checkpoint — is written durably under releases/<request-id>/.
 //     A scoped key ID (escrow mode "scoped") releases no share: it appends
-//     one release entry per envelope the warrant names (each committing to
-//     the warrant and the envelope), then the TPM computes each partial
-//     decryption and its proof (tpm.Partials), and the package holds the
-//     partials, sealed the same way, with every entry's inclusion proof.
+//     one release entry for the key ID (committing to the warrant and the
+//     tree hash and count of its envelope list, inline or submitted
+//     beside it), then the TPM computes each partial decryption and its
+//     proof (computePartials, 256 per call, the progress in the status),
+//     and the package holds the partials, sealed the same way, with the
+//     entry's inclusion proof.
 //
 // Every entry about a request (release, refusal, failure) commits to the
 // submitted signed warrant bytes under a salt kept on the appliance. Every
