@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -278,4 +281,57 @@ func TestEnvelopeListRefusedBeforeAnyTPMWork(t *testing.T) {
 	if got := partialEncs(t, r, p7s, pkg); len(got) != 300 {
 		t.Fatalf("%d partials, want 300", len(got))
 	}
+}
+
+// TestWarrantNewWritesAListAboveTheInlineCap: warrant new given 200
+// envelope files (more than a warrant holds inline) writes them to a list
+// file beside the warrant and names the list by count and tree hash;
+// warrant show counts them per target with the list; custodian release
+// submits warrant and list, prints the progress, and saves a package with
+// 200 partials.
+func TestWarrantNewWritesAListAboveTheInlineCap(t *testing.T) {
+	dir := t.TempDir()
+	p := func(name string) string { return filepath.Join(dir, name) }
+	now := time.Now().UTC()
+	d, c := readyDevice(t, now, "2026-11")
+	pub := provisionScoped(t, d, "2026-12")
+	envs, _ := sealEnvelopes(t, pub, "alice@example.org", warrant.MaxInlineEnvelopes+8)
+	os.Mkdir(p("envs"), 0o700)
+	for i, env := range envs {
+		os.WriteFile(p(fmt.Sprintf("envs/%04d.env", i)), env, 0o600)
+	}
+	mustCLI(t, "agency", "keygen", "--out", p("agency.key"), "--pub", p("agency.pub"))
+	out := mustCLI(t, "warrant", "new", "--serial", "W-dir", "--docket", "CR-9/2026", "--court", testCourt,
+		"--agency", "Test Police", "--official", "Inspector Morse", "--offence", "fraud",
+		"--custodian", "court-a", "--custodian", "court-z", "--recipient", p("agency.pub"), "--envelope-dir", p("envs"),
+		"--not-before", now.Add(-time.Hour).Format(time.RFC3339), "--not-after", now.Add(48*time.Hour).Format(time.RFC3339),
+		"--out", p("w.json"))
+	if !strings.Contains(out, "wrote "+p("w.envelopes")+": the list of the 200 envelopes") {
+		t.Fatalf("warrant new did not write the list:\n%s", out)
+	}
+	data, _ := os.ReadFile(p("w.json"))
+	w, err := warrant.Parse(data, 0)
+	if err != nil || w.Envelopes != nil || w.EnvelopeList == nil || w.EnvelopeList.Count != 200 || !slices.Equal(w.KeyIDs, []string{"2026-12"}) {
+		t.Fatalf("the warrant does not name the list: %v %+v", err, w)
+	}
+	os.WriteFile(p("w.p7s"), c.signDocument(t, w, time.Now()), 0o644)
+	if out := mustCLI(t, "warrant", "show", "--in", p("w.p7s")); !strings.Contains(out, "List:       200 entries, tree hash") {
+		t.Errorf("warrant show without the list:\n%s", out)
+	}
+	if out := mustCLI(t, "warrant", "show", "--in", p("w.p7s"), "--envelope-list", p("w.envelopes")); !strings.Contains(out, `Envelopes:  200 ("alice@example.org": 200)`) {
+		t.Errorf("warrant show with the list:\n%s", out)
+	}
+
+	dm := startDaemon(t, d)
+	if code, _, stderr := cli(t, "release", "--server", dm.client.base, "--warrant", p("w.p7s"), "--out", p("nolist.json")); code == 0 || !strings.Contains(stderr, "--envelope-list") {
+		t.Fatalf("release without the list: exit %d %s", code, stderr)
+	}
+	code, stdout, stderr := releaseWithPress(t, d, dm, p("w.p7s"), p("release.json"), append(dm.officerArgs(), "--envelope-list", p("w.envelopes"))...)
+	if code != 0 {
+		t.Fatalf("release: exit %d\n%s%s\ndaemon:\n%s%s", code, stdout, stderr, dm.out, dm.errOut)
+	}
+	if !strings.Contains(stdout, "partial 200 of 200 (key ID 2026-12)") {
+		t.Errorf("release did not show the progress:\n%s", stdout)
+	}
+	checkScopedPackage(t, d, p("release.json"))
 }

@@ -328,9 +328,12 @@ func newWarrantShowCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			list, err := w.List(detached)
-			if err != nil {
-				return fmt.Errorf("the envelope list does not go with this warrant (%s): %w", warrant.ReasonOf(err), err)
+			var list *warrant.EnvelopeList
+			if detached != nil || w.EnvelopeList == nil {
+				// Without the list, a warrant that names one shows its count.
+				if list, err = w.List(detached); err != nil {
+					return fmt.Errorf("the envelope list does not go with this warrant (%s): %w", warrant.ReasonOf(err), err)
+				}
 			}
 			if g.json {
 				return g.printJSON(map[string]any{"warrant": w, "signers": signers, "trust_checked": false, "envelopes": listJSON(w, list)})
