@@ -333,5 +333,8 @@ func TestWarrantNewWritesAListAboveTheInlineCap(t *testing.T) {
 	if !strings.Contains(stdout, "partial 200 of 200 (key ID 2026-12)") {
 		t.Errorf("release did not show the progress:\n%s", stdout)
 	}
+	if !strings.Contains(dm.out.String(), ": partial 200 of 200 (key ID 2026-12)") {
+		t.Errorf("the display did not show the progress:\n%s", dm.out)
+	}
 	checkScopedPackage(t, d, p("release.json"))
 }
