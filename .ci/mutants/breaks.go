@@ -209,8 +209,8 @@ var breaks = []mutant{
 	{
 		name: "unverified refusals logged per request",
 		edits: []edit{{"hsm/release/release.go",
-			"\tcase signed:\n\t\treturn nil, d.refuse(p7s, code, err)",
-			"\tcase signed || code != \"\":\n\t\treturn nil, d.refuse(p7s, code, err)"}},
+			"\tcase signed:\n\t\treturn nil, nil, d.refuse(p7s, code, err)",
+			"\tcase signed || code != \"\":\n\t\treturn nil, nil, d.refuse(p7s, code, err)"}},
 		pkg: "./tests", tests: []string{"TestInvariantNothingOutsideCanMakeItWriteTPMNV"},
 	},
 	// Strict formats match field names exactly, once.
