@@ -198,6 +198,13 @@ var breaks = []mutant{
 			"if err := escrow.CheckSealProof(e.KeyID, e.Target, e.Enc, e.CiphertextSHA256, e.Proof); false && err != nil {"}},
 		pkg: "./tests", tests: []string{"TestDeviceRefusesRequesterMadeEnvelopesNamedByHand"},
 	},
+	{
+		name: "an envelope list is taken without checking it is the one the warrant signs",
+		edits: []edit{{"hsm/warrant/warrant.go",
+			"if detached.Count() != w.EnvelopeList.Count || !bytes.Equal(detached.TreeHash[:], w.EnvelopeList.TreeHash) {",
+			"if false && (detached.Count() != w.EnvelopeList.Count || !bytes.Equal(detached.TreeHash[:], w.EnvelopeList.TreeHash)) {"}},
+		pkg: "./hsm/warrant", tests: []string{"TestWarrantChecksItsList"},
+	},
 	// The release daemon.
 	{
 		name: "no verification after the press",
