@@ -258,6 +258,9 @@ func TestEnvelopeListRefusedBeforeAnyTPMWork(t *testing.T) {
 		logged    bool
 	}{
 		{"another list", p7s, shorter, release.Code(warrant.ReasonListMismatch), true},
+		// The same count, another tree hash; this warrant was refused for this
+		// code already, so the second refusal is counted, not logged again.
+		{"the same entries in another order", p7s, []byte(lines[0] + lines[2] + lines[1] + strings.Join(lines[3:], "")), release.Code(warrant.ReasonListMismatch), false},
 		{"an entry of another key ID", foreignKey, foreignKeyList, release.Code(warrant.ReasonListKeyID), true},
 		{"an entry of another target", foreignTarget, foreignTargetList, release.Code(warrant.ReasonListTarget), true},
 		{"no list", p7s, nil, release.Code(warrant.ReasonListMissing), true},
