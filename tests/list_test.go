@@ -341,3 +341,53 @@ func TestWarrantNewWritesAListAboveTheInlineCap(t *testing.T) {
 	}
 	checkScopedPackage(t, d, p("release.json"))
 }
+
+// TestEnvelopeListOfTwoKeyIDsTakesOneEntryPerKeyID: a list naming
+// envelopes of two scoped key IDs is released with exactly two release
+// entries and two NV increments, one per key ID, each package holding the
+// partials of its own key ID's envelopes only.
+func TestEnvelopeListOfTwoKeyIDsTakesOneEntryPerKeyID(t *testing.T) {
+	r := newRig(t)
+	defer r.stop()
+	r.court.install(t, r.a, time.Now().UTC())
+	december := provisionLocal(t, r.a, r.tpm, "2026-12", escrow.WithMode(escrow.ModeScoped))
+	january := provisionLocal(t, r.a, r.tpm, "2027-01", escrow.WithMode(escrow.ModeScoped))
+	_, decRefs := sealEnvelopes(t, december, "alice@example.org", 260)
+	_, janRefs := sealEnvelopes(t, january, "alice@example.org", 40)
+	p7s, list := listWarrant(t, r, "W-two-keys", []string{"court-a", "court-z"}, []string{"2026-12", "2027-01"}, []string{"alice@example.org"},
+		append(append([]warrant.EnvelopeRef{}, decRefs...), janRefs...))
+
+	size := r.a.Ledger.Size()
+	r.rec.Reset()
+	status, st, eb := r.c.submitWithList(t, p7s, list)
+	if status != http.StatusAccepted {
+		t.Fatalf("submit: %d %+v", status, eb)
+	}
+	time.Sleep(20 * time.Millisecond)
+	r.press()
+	if st = r.c.wait(t, st.ID); st.State != release.StateReleased || len(st.Packages) != 2 {
+		t.Fatalf("release: %+v", st)
+	}
+	if n := countCommands(r.rec, tpm2.TPMCCNVIncrement); n != 2 {
+		t.Errorf("%d NV increments for two key IDs, want 2", n)
+	}
+	if got := r.a.Ledger.Size() - size; got != 2 {
+		t.Errorf("%d ledger entries for two key IDs, want 2", got)
+	}
+	for keyID, refs := range map[string][]warrant.EnvelopeRef{"2026-12": decRefs, "2027-01": janRefs} {
+		code, data := r.c.get(t, "/v1/requests/"+st.ID+"/packages/"+keyID)
+		pkg, err := escrow.ParseRelease(data)
+		if code != http.StatusOK || err != nil {
+			t.Fatalf("%s: %d %v", keyID, code, err)
+		}
+		got := partialEncs(t, r, p7s, pkg)
+		if len(got) != len(refs) {
+			t.Fatalf("%s: %d partials, want %d", keyID, len(got), len(refs))
+		}
+		for _, ref := range refs {
+			if !got[string(ref.Enc)] {
+				t.Fatalf("%s: a named envelope has no partial", keyID)
+			}
+		}
+	}
+}
