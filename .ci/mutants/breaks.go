@@ -23,8 +23,8 @@ var breaks = []mutant{
 	{
 		name: "share mode unseals and seals the share before its ledger entry",
 		edits: []edit{{"hsm/release/store.go",
-			"\tt0 := time.Now()\n\tindices, code, err := d.appendReleases(keyID, subjects, replay)",
-			"\tif b.Escrow.Mode != escrow.ModeScoped {\n\t\td.sealShare(r, b, tm)\n\t}\n\tt0 := time.Now()\n\tindices, code, err := d.appendReleases(keyID, subjects, replay)"}},
+			"\tt0 := time.Now()\n\tindex, code, err := d.appendRelease(keyID, subject, replay)",
+			"\tif b.Escrow.Mode != escrow.ModeScoped {\n\t\td.sealShare(r, b, tm)\n\t}\n\tt0 := time.Now()\n\tindex, code, err := d.appendRelease(keyID, subject, replay)"}},
 		pkg: "./tests", tests: []string{"TestInvariantShareLeavesOnlyAfterDurableLedgerEntry"},
 	},
 	// Nothing is lost on power loss.
@@ -224,19 +224,26 @@ var breaks = []mutant{
 			"if err := escrow.CheckSealProof(e.KeyID, e.Target, e.Enc, e.CiphertextSHA256, e.Proof); false && err != nil {"}},
 		pkg: "./tests", tests: []string{"TestDeviceRefusesRequesterMadeEnvelopesNamedByHand"},
 	},
+	{
+		name: "an envelope list is taken without checking it is the one the warrant signs",
+		edits: []edit{{"hsm/warrant/warrant.go",
+			"if detached.Count() != w.EnvelopeList.Count || !bytes.Equal(detached.TreeHash[:], w.EnvelopeList.TreeHash) {",
+			"if false && (detached.Count() != w.EnvelopeList.Count || !bytes.Equal(detached.TreeHash[:], w.EnvelopeList.TreeHash)) {"}},
+		pkg: "./hsm/warrant", tests: []string{"TestWarrantChecksItsList"},
+	},
 	// The release daemon.
 	{
 		name: "no verification after the press",
 		edits: []edit{{"hsm/release/release.go",
-			"func (d *Daemon) recheck(r *request) (Code, error) {\n\tv, _, code, err := d.vet(r.p7s)",
-			"func (d *Daemon) recheck(r *request) (Code, error) {\n\tv, code, err := r.v, Code(\"\"), error(nil)"}},
+			"func (d *Daemon) recheck(r *request) (Code, error) {\n\tv, list, _, code, err := d.vet(r.p7s, r.detached)",
+			"func (d *Daemon) recheck(r *request) (Code, error) {\n\tv, list, code, err := r.v, r.list, Code(\"\"), error(nil)"}},
 		pkg: "./tests", tests: []string{"TestInvariantVerificationRunsAgainRightBeforeTheFirstReleaseEntry"},
 	},
 	{
 		name: "unverified refusals logged per request",
 		edits: []edit{{"hsm/release/release.go",
-			"\tcase signed:\n\t\treturn nil, d.refuse(p7s, code, err)",
-			"\tcase signed || code != \"\":\n\t\treturn nil, d.refuse(p7s, code, err)"}},
+			"\tcase signed:\n\t\treturn nil, nil, d.refuse(p7s, code, err)",
+			"\tcase signed || code != \"\":\n\t\treturn nil, nil, d.refuse(p7s, code, err)"}},
 		pkg: "./tests", tests: []string{"TestInvariantNothingOutsideCanMakeItWriteTPMNV"},
 	},
 	// Strict formats match field names exactly, once.
