@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-tpm/tpm2"
+
+	"github.com/custodian-project/custodian/hsm/escrow"
 	"github.com/custodian-project/custodian/hsm/release"
 	"github.com/custodian-project/custodian/tpm"
 )
@@ -73,3 +76,60 @@ func BenchmarkPressToPackage(b *testing.B) {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// BenchmarkEnvelopeListRelease measures what a scoped release costs the
+// device per envelope for warrants of 1, 100 and 10,000 envelopes named by
+// a list, on swtpm, one request per iteration: device-ns/envelope (the
+// verification before the summary, the press's re-verification and the
+// release to the stored package; the human excluded), of it tpm-ns (the
+// partials' TPM calls) and verify-ns (before the summary: the warrant, the
+// list, every seal proof), and per request the TPM commands, NV writes
+// (TPM2_NV_Increment) and ledger entries.
+//
+//	go test -run '^$' -bench EnvelopeListRelease -benchtime 1x ./tests
+func BenchmarkEnvelopeListRelease(b *testing.B) {
+	for _, n := range []int{1, 100, 10_000} {
+		b.Run(fmt.Sprintf("envelopes=%d", n), func(b *testing.B) {
+			r := newRig(b)
+			defer r.stop()
+			r.court.install(b, r.a, time.Now().UTC())
+			pub := provisionLocal(b, r.a, r.tpm, "2026-12", escrow.WithMode(escrow.ModeScoped))
+			_, refs := sealEnvelopes(b, pub, "alice@example.org", n)
+			var deviceMS, tpmMS, verifyMS float64
+			var cmds, nv, entries int
+			b.ResetTimer()
+			for i := range b.N {
+				b.StopTimer()
+				p7s, list := listWarrant(b, r, fmt.Sprintf("W-bench-list-%d", i), []string{"court-a", "court-z"}, []string{"2026-12"}, []string{"alice@example.org"}, refs)
+				size := r.a.Ledger.Size()
+				r.rec.Reset()
+				b.StartTimer()
+				status, st, eb := r.c.submitWithList(b, p7s, list)
+				if status != http.StatusAccepted {
+					b.Fatalf("submit: %d %+v", status, eb)
+				}
+				r.press()
+				st = r.c.wait(b, st.ID)
+				b.StopTimer()
+				if st.State != release.StateReleased {
+					b.Fatalf("release: %+v", st)
+				}
+				deviceMS += st.Timings.VerifyMS + st.Timings.TotalMS
+				tpmMS += st.Timings.TPMMS
+				verifyMS += st.Timings.VerifyMS
+				cmds += r.rec.Count()
+				nv += countCommands(r.rec, tpm2.TPMCCNVIncrement)
+				entries += int(r.a.Ledger.Size() - size)
+				b.StartTimer()
+			}
+			per := float64(b.N)
+			b.ReportMetric(deviceMS*1e6/per/float64(n), "device-ns/envelope")
+			b.ReportMetric(tpmMS*1e6/per/float64(n), "tpm-ns/envelope")
+			b.ReportMetric(verifyMS*1e6/per/float64(n), "verify-ns/envelope")
+			b.ReportMetric(float64(cmds)/per, "tpm-cmds/request")
+			b.ReportMetric(float64(cmds)/per/float64(n), "tpm-cmds/envelope")
+			b.ReportMetric(float64(nv)/per, "nv-writes/request")
+			b.ReportMetric(float64(entries)/per, "ledger-entries/request")
+		})
+	}
+}

@@ -15,9 +15,13 @@ import (
 	"time"
 
 	"github.com/custodian-project/custodian/firmware/button"
+	"github.com/custodian-project/custodian/hsm/appliance"
+	"github.com/custodian-project/custodian/hsm/escrow"
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/recipient"
 	"github.com/custodian-project/custodian/hsm/release"
+	"github.com/custodian-project/custodian/hsm/warrant"
+	"github.com/custodian-project/custodian/tpm"
 )
 
 // startChild runs the test binary as a daemon that kills itself at crashAt.
@@ -155,4 +159,83 @@ func TestKillNineBetweenLedgerEntryAndResponse(t *testing.T) {
 	if kinds[ledger.KindRelease] != 2 || kinds[ledger.KindFailure] != 1 {
 		t.Fatalf("ledger after the second kill: %v", kinds)
 	}
+}
+
+// TestKillNineWhileTheTPMComputesAListsPartials kills the daemon after the
+// first of two calls of the TPM for a 300-envelope list's partials (the
+// key ID's one release entry durable, 256 partials computed). After the
+// restart the release is logged as failed (interrupted), no package
+// exists, the warrant is spent, and no partial was computed again: the
+// ledger holds the one release entry and its failure, nothing more.
+func TestKillNineWhileTheTPMComputesAListsPartials(t *testing.T) {
+	now := time.Now().UTC()
+	d, c := readyDevice(t, now, "2026-11")
+	pub := provisionScoped(t, d, "2026-12")
+	agency, _ := recipient.Generate("")
+	socket := filepath.Join(d.data, button.SimSocket)
+	_, refs := sealEnvelopes(t, pub, "alice@example.org", 300)
+	list, err := warrant.ListOf(refs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file bytes.Buffer
+	list.WriteTo(&file)
+	w := draftWarrant("W-kill-list", agency.Public(), []string{"court-a", "court-z"}, []string{"2026-12"}, now)
+	w.Targets = []string{"alice@example.org"}
+	digest := list.Digest()
+	w.EnvelopeList = &digest
+	p7s := c.signDocument(t, w, time.Now())
+
+	child, cl := startChild(t, d, "partials")
+	status, st, eb := cl.submitWithList(t, p7s, file.Bytes())
+	if status != http.StatusAccepted {
+		t.Fatalf("submit %d %+v", status, eb)
+	}
+	_ = button.Press(context.Background(), socket, 100*time.Millisecond)
+	child.Wait()
+	if ws, ok := child.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Fatal("the daemon was not killed while computing partials")
+	}
+	running, cl := startChild(t, d, "")
+	defer func() { running.Process.Kill(); running.Wait() }()
+	var after release.Status
+	cl.getJSON(t, "/v1/requests/"+st.ID, &after)
+	if after.State != release.StateFailed || after.Failed["2026-12"] != release.CodeInterrupted || len(after.Packages) != 0 {
+		t.Fatalf("after a kill among the partials: %+v", after)
+	}
+	if code, _ := cl.get(t, "/v1/requests/"+st.ID+"/packages/2026-12"); code != http.StatusNotFound {
+		t.Fatalf("a package appeared for an interrupted release: %d", code)
+	}
+	if _, _, eb := cl.submitWithList(t, p7s, file.Bytes()); eb.Error.Code != release.CodeReplayed {
+		t.Fatalf("resubmitted after the kill: %+v", eb)
+	}
+	var health struct {
+		LedgerSize int64 `json:"ledger_size"`
+	}
+	cl.getJSON(t, "/v1/health", &health)
+	verifier, _ := os.ReadFile(filepath.Join(d.data, "ledger-key.pub"))
+	kinds := map[ledger.Kind]int{}
+	for i := int64(0); i < health.LedgerSize; i++ {
+		kinds[cl.entryAt(t, i, string(bytes.TrimSpace(verifier))).Kind]++
+	}
+	if kinds[ledger.KindRelease] != 1 || kinds[ledger.KindFailure] != 1 {
+		t.Fatalf("ledger after the kill: %v (want one release entry for 300 envelopes and its failure)", kinds)
+	}
+}
+
+// provisionScoped provisions a scoped 2-of-2 key ID on d (whose daemon is
+// not running).
+func provisionScoped(t *testing.T, d *device, keyID string) *escrow.Public {
+	t.Helper()
+	conn, err := tpm.Open(d.sw.Spec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	a, err := appliance.Open(d.data, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	return provisionLocal(t, a, conn, keyID, escrow.WithMode(escrow.ModeScoped))
 }

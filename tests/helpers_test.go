@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"mime/multipart"
 	"net/http"
 	"os"
 	"os/exec"
@@ -288,7 +289,25 @@ type client struct {
 
 func (c *client) submit(t testing.TB, p7s []byte) (int, release.Status, release.ErrorBody) {
 	t.Helper()
-	resp, err := c.http.Post(c.base+"/v1/warrants", "application/pkcs7-mime", bytes.NewReader(p7s))
+	return c.submitWithList(t, p7s, nil)
+}
+
+// submitWithList submits p7s alone (list nil) or with the envelope list
+// file list, as multipart/form-data (docs/api.md).
+func (c *client) submitWithList(t testing.TB, p7s, list []byte) (int, release.Status, release.ErrorBody) {
+	t.Helper()
+	body, contentType := bytes.NewReader(p7s), "application/pkcs7-mime"
+	if list != nil {
+		var b bytes.Buffer
+		mw := multipart.NewWriter(&b)
+		w, _ := mw.CreateFormField(release.PartWarrant)
+		w.Write(p7s)
+		w, _ = mw.CreateFormField(release.PartEnvelopes)
+		w.Write(list)
+		mw.Close()
+		body, contentType = bytes.NewReader(b.Bytes()), mw.FormDataContentType()
+	}
+	resp, err := c.http.Post(c.base+"/v1/warrants", contentType, body)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -50,10 +50,13 @@ type rig struct {
 	tally time.Duration
 }
 
-func newRig(t testing.TB) *rig {
+func newRig(t testing.TB) *rig { return newRigAs(t, "court-a") }
+
+// newRigAs is newRig for the custodian id.
+func newRigAs(t testing.TB, id string) *rig {
 	t.Helper()
 	now := time.Now().UTC()
-	d, _, _ := enroll(t, "court-a", t.TempDir())
+	d, _, _ := enroll(t, id, t.TempDir())
 	r := &rig{d: d, sw: d.sw, court: newCourt(t, now)}
 	conn, err := tpm.Open(d.sw.Spec())
 	if err != nil {
@@ -147,9 +150,16 @@ var blockingCodes = map[release.Code]bool{
 // logged, that no entry was written and the refusal was counted.
 func (r *rig) expectRefusal(t testing.TB, p7s []byte, code release.Code, logged bool) {
 	t.Helper()
+	r.expectRefusalWithList(t, p7s, nil, code, logged)
+}
+
+// expectRefusalWithList is expectRefusal for a warrant submitted with the
+// envelope list file list (nil: alone).
+func (r *rig) expectRefusalWithList(t testing.TB, p7s, list []byte, code release.Code, logged bool) {
+	t.Helper()
 	size := r.a.Ledger.Size()
 	counted := r.daemon.Counted()[string(code)]
-	status, st, eb := r.c.submit(t, p7s)
+	status, st, eb := r.c.submitWithList(t, p7s, list)
 	var index *int64
 	if status == http.StatusAccepted {
 		st = r.c.wait(t, st.ID)

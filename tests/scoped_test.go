@@ -82,7 +82,7 @@ func TestEndToEndScopedAndShareKeysOnOneFleet(t *testing.T) {
 			t.Errorf("the display did not say which envelopes:\n%s", dm.out)
 		}
 		checkPackage(t, d, p(d.id+".2026-11.json"))
-		checkScopedPackage(t, d, p(d.id+".2026-12.json"), 1)
+		checkScopedPackage(t, d, p(d.id+".2026-12.json"))
 		shareReleases = append(shareReleases, "--release", p(d.id+".2026-11.json"))
 		scopedReleases = append(scopedReleases, "--release", p(d.id+".2026-12.json"))
 		refuseMisfits(t, dm, newWarrant, p)
@@ -147,9 +147,9 @@ func refuseMisfits(t *testing.T, dm *daemon, newWarrant func(string, ...string) 
 	}
 }
 
-// checkScopedPackage checks a scoped package: one inclusion proof per
-// partial, each a release entry of the key ID in d's ledger.
-func checkScopedPackage(t *testing.T, d *device, path string, partials int) {
+// checkScopedPackage checks a scoped package: one inclusion proof, of the
+// key ID's one release entry in d's ledger, and no per-partial entries.
+func checkScopedPackage(t *testing.T, d *device, path string) {
 	t.Helper()
 	checkPackage(t, d, path)
 	data, _ := os.ReadFile(path)
@@ -157,23 +157,21 @@ func checkScopedPackage(t *testing.T, d *device, path string, partials int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Mode != escrow.ModeScoped || len(r.Entries) != partials || len(r.SealedShare) != 0 {
-		t.Fatalf("package %s: mode %s, %d entries, share %d bytes", path, r.Mode, len(r.Entries), len(r.SealedShare))
+	if r.Mode != escrow.ModeScoped || r.Entries != nil || r.Ledger == nil || len(r.SealedShare) != 0 {
+		t.Fatalf("package %s: mode %s, %d per-partial entries, share %d bytes", path, r.Mode, len(r.Entries), len(r.SealedShare))
 	}
 	verifier, _ := os.ReadFile(filepath.Join(d.data, "ledger-key.pub"))
-	for _, inc := range r.Entries {
-		e, err := inc.Check(strings.TrimSpace(string(verifier)))
-		if err != nil || e.Kind != ledger.KindRelease || e.KeyID != r.KeyID {
-			t.Fatalf("entry proof: %+v, %v", e, err)
-		}
+	e, err := r.Ledger.Check(strings.TrimSpace(string(verifier)))
+	if err != nil || e.Kind != ledger.KindRelease || e.KeyID != r.KeyID {
+		t.Fatalf("entry proof: %+v, %v", e, err)
 	}
 }
 
 // TestInvariantPartialsLeaveOnlyAfterDurableLedgerEntries: for a scoped key
-// ID, every named envelope's release entry is durable before the TPM
-// computes any partial; each entry commits to the warrant and its
-// envelope; neither an envelope's point nor its partial crosses the TPM
-// bus of the running daemon; and the warrant is not accepted twice.
+// ID, its one release entry is durable before the TPM computes any
+// partial; it commits to the warrant and the tree hash and count of its
+// envelope list; neither an envelope's point nor its partial crosses the
+// TPM bus of the running daemon; and the warrant is not accepted twice.
 func TestInvariantPartialsLeaveOnlyAfterDurableLedgerEntries(t *testing.T) {
 	r := newRig(t)
 	defer r.stop()
@@ -229,18 +227,22 @@ func TestInvariantPartialsLeaveOnlyAfterDurableLedgerEntries(t *testing.T) {
 		t.Fatalf("package: %d %s", code, data)
 	}
 	pkg, err := escrow.ParseRelease(data)
-	if err != nil || len(pkg.Entries) != len(envs) {
-		t.Fatalf("package: %v, %d entries", err, len(pkg.Entries))
+	if err != nil || pkg.Entries != nil || pkg.Ledger == nil {
+		t.Fatalf("package: %v, %d per-partial entries", err, len(pkg.Entries))
 	}
-	for i, inc := range pkg.Entries {
-		e, err := inc.Check(r.a.VerifierKey)
-		if err != nil || e.Kind != ledger.KindRelease || e.KeyID != "2026-12" || inc.Index >= atEntry.size {
-			t.Fatalf("entry %d: %v %+v (ledger held %d entries when the TPM began)", i, err, e, atEntry.size)
-		}
-		subject := append(append(bytes.Clone(p7s), "\x00envelope\x00"...), envs[i].Enc...)
-		if salt, err := r.a.Ledger.Salt(inc.Index); err != nil || !bytes.Equal(ledger.Commit(salt, subject), e.Commitment) {
-			t.Fatalf("entry %d does not commit to the warrant and its envelope", i)
-		}
+	inc := pkg.Ledger
+	e, err := inc.Check(r.a.VerifierKey)
+	if err != nil || e.Kind != ledger.KindRelease || e.KeyID != "2026-12" || inc.Index >= atEntry.size {
+		t.Fatalf("entry: %v %+v (ledger held %d entries when the TPM began)", err, e, atEntry.size)
+	}
+	list, err := warrant.ListOf(w.Envelopes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject := append(append(bytes.Clone(p7s), "\x00envelope-list\x00"...), list.TreeHash[:]...)
+	subject = append(subject, 0, 0, 0, 0, 0, 0, 0, byte(len(envs))) // the count, 8 bytes big-endian
+	if salt, err := r.a.Ledger.Salt(inc.Index); err != nil || !bytes.Equal(ledger.Commit(salt, subject), e.Commitment) {
+		t.Fatalf("the entry does not commit to the warrant and its envelope list")
 	}
 	digest, _ := hex.DecodeString(st.WarrantDigest)
 	sealed, err := r.agency.Open(escrow.PartialsInfo(digest, "court-a", "2026-12", pkg.Index), pkg.SealedPartials)
@@ -315,7 +317,7 @@ func TestDeviceRefusesRequesterMadeEnvelopesNamedByHand(t *testing.T) {
 		t.Fatalf("the honest envelope: %+v", st)
 	}
 	code, data := r.c.get(t, "/v1/requests/"+st.ID+"/packages/2026-12")
-	if pkg, err := escrow.ParseRelease(data); code != http.StatusOK || err != nil || pkg.Mode != escrow.ModeScoped || len(pkg.Entries) != 1 {
+	if pkg, err := escrow.ParseRelease(data); code != http.StatusOK || err != nil || pkg.Mode != escrow.ModeScoped || pkg.Ledger == nil {
 		t.Fatalf("the honest envelope's package: %d %v %s", code, err, data)
 	}
 	if cc := tpmWorkOn(r.rec, honest.Enc); cc != "TPM2_PCR_Read" {

@@ -14,7 +14,7 @@ var breaks = []mutant{
 	},
 	{
 		name: "ZGen session without Salted(EK), response encryption kept",
-		edits: []edit{{"tpm/partial.go",
+		edits: []edit{{"tpm/batch.go",
 			"\t\ttpm2.Salted(k.EK.handle(), k.EK.public),\n\t\ttpm2.AESEncryption(128, tpm2.EncryptOut))",
 			"\t\ttpm2.AESEncryption(128, tpm2.EncryptOut))"}},
 		pkg: "./tpm", tests: []string{"TestInvariantScopedShareNeverOnTPMBus"},
@@ -23,8 +23,8 @@ var breaks = []mutant{
 	{
 		name: "share mode unseals and seals the share before its ledger entry",
 		edits: []edit{{"hsm/release/store.go",
-			"\tt0 := time.Now()\n\tindices, code, err := d.appendReleases(keyID, subjects, replay)",
-			"\tif b.Escrow.Mode != escrow.ModeScoped {\n\t\td.sealShare(r, b, tm)\n\t}\n\tt0 := time.Now()\n\tindices, code, err := d.appendReleases(keyID, subjects, replay)"}},
+			"\tt0 := time.Now()\n\tindex, code, err := d.appendRelease(keyID, subject, replay)",
+			"\tif b.Escrow.Mode != escrow.ModeScoped {\n\t\td.sealShare(r, b, tm)\n\t}\n\tt0 := time.Now()\n\tindex, code, err := d.appendRelease(keyID, subject, replay)"}},
 		pkg: "./tests", tests: []string{"TestInvariantShareLeavesOnlyAfterDurableLedgerEntry"},
 	},
 	// Nothing is lost on power loss.
@@ -180,6 +180,32 @@ var breaks = []mutant{
 		edits: []edit{{"tpm/dleq.go", "if !eq.keyHolds {", "if false {"}},
 		pkg:   "./tpm", tests: []string{"TestWrongPartialIsCaughtByItsProof"},
 	},
+	// Scoped mode: one proof for a batch of partials.
+	{
+		name:  "batch weights hashed without the partials",
+		edits: []edit{{"tpm/batch.go", "\t\th.Write(partials[i])\n", ""}},
+		pkg:   "./tpm", tests: []string{"TestBatchCompensatingErrorsFail", "TestBatchWeightsFollowTheTranscript"},
+	},
+	{
+		name:  "the batch's proof not checked",
+		edits: []edit{{"tpm/batch.go", "if _, err := VerifyPartial(proofKey, r, p); err != nil {", "if _, err := VerifyPartial(proofKey, r, p); err != nil && false {"}},
+		pkg:   "./tpm", tests: []string{"TestBatchOf1And100PointsVerifies", "TestBatchRefusesReorderedDroppedOrDuplicatedPartials"},
+	},
+	{
+		name:  "the combined point proved without a blind",
+		edits: []edit{{"tpm/batch.go", "\trho := p256.RandomNonZeroScalar(rand.Reader)\n", "\trho := p256.RandomNonZeroScalar(rand.Reader).SetUint64(1)\n"}},
+		pkg:   "./tpm", tests: []string{"TestInvariantBatchKeepsShareAndPartialsOffTheBus"},
+	},
+	{
+		// Either alone is caught by neither test: the TPM keeps a child of
+		// a stClear parent from loading after a restart too.
+		name: "the gate key and objects of format 3 without stClear",
+		edits: []edit{
+			{"tpm/scoped.go", "return rolePublic(role, policy, true, point), nil", "return rolePublic(role, policy, false, point), nil"},
+			{"tpm/scoped.go", "Decrypt: true, AdminWithPolicy: true, NoDA: true, STClear: true}", "Decrypt: true, AdminWithPolicy: true, NoDA: true}"},
+		},
+		pkg: "./tpm", tests: []string{"TestInvariantScopedObjectDiesWithItsBoot"},
+	},
 	// Scoped mode: an envelope proves its sealer drew its key.
 	{
 		name:  "the seal proof's transcript leaves out R",
@@ -198,19 +224,26 @@ var breaks = []mutant{
 			"if err := escrow.CheckSealProof(e.KeyID, e.Target, e.Enc, e.CiphertextSHA256, e.Proof); false && err != nil {"}},
 		pkg: "./tests", tests: []string{"TestDeviceRefusesRequesterMadeEnvelopesNamedByHand"},
 	},
+	{
+		name: "an envelope list is taken without checking it is the one the warrant signs",
+		edits: []edit{{"hsm/warrant/warrant.go",
+			"if detached.Count() != w.EnvelopeList.Count || !bytes.Equal(detached.TreeHash[:], w.EnvelopeList.TreeHash) {",
+			"if false && (detached.Count() != w.EnvelopeList.Count || !bytes.Equal(detached.TreeHash[:], w.EnvelopeList.TreeHash)) {"}},
+		pkg: "./hsm/warrant", tests: []string{"TestWarrantChecksItsList"},
+	},
 	// The release daemon.
 	{
 		name: "no verification after the press",
 		edits: []edit{{"hsm/release/release.go",
-			"func (d *Daemon) recheck(r *request) (Code, error) {\n\tv, _, code, err := d.vet(r.p7s)",
-			"func (d *Daemon) recheck(r *request) (Code, error) {\n\tv, code, err := r.v, Code(\"\"), error(nil)"}},
+			"func (d *Daemon) recheck(r *request) (Code, error) {\n\tv, list, _, code, err := d.vet(r.p7s, r.detached)",
+			"func (d *Daemon) recheck(r *request) (Code, error) {\n\tv, list, code, err := r.v, r.list, Code(\"\"), error(nil)"}},
 		pkg: "./tests", tests: []string{"TestInvariantVerificationRunsAgainRightBeforeTheFirstReleaseEntry"},
 	},
 	{
 		name: "unverified refusals logged per request",
 		edits: []edit{{"hsm/release/release.go",
-			"\tcase signed:\n\t\treturn nil, d.refuse(p7s, code, err)",
-			"\tcase signed || code != \"\":\n\t\treturn nil, d.refuse(p7s, code, err)"}},
+			"\tcase signed:\n\t\treturn nil, nil, d.refuse(p7s, code, err)",
+			"\tcase signed || code != \"\":\n\t\treturn nil, nil, d.refuse(p7s, code, err)"}},
 		pkg: "./tests", tests: []string{"TestInvariantNothingOutsideCanMakeItWriteTPMNV"},
 	},
 	// Strict formats match field names exactly, once.

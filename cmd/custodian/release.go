@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime/multipart"
 	"net/http"
 	"net/url"
 	"os"
@@ -22,10 +23,10 @@ import (
 )
 
 func newReleaseCommand(g *globals) *cobra.Command {
-	var server, warrantPath, out string
+	var server, warrantPath, listPath, out string
 	var network clientTLS
 	cmd := &cobra.Command{
-		Use:   "release --server URL --warrant w.p7s --out release.json",
+		Use:   "release --server URL --warrant w.p7s [--envelope-list w.envelopes] --out release.json",
 		Short: "Submit a warrant to a custodian and save its release package after the officer presses the button",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -40,11 +41,12 @@ func newReleaseCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.release(cmd.Context(), c, p7s, out)
+			return g.release(cmd.Context(), c, submission{p7s: p7s, listPath: listPath}, out)
 		},
 	}
 	cmd.Flags().StringVar(&server, "server", "", "the custodian's API, e.g. https://custodian-a.court.example:8443")
 	cmd.Flags().StringVar(&warrantPath, "warrant", "", "the signed warrant (DER CMS)")
+	cmd.Flags().StringVar(&listPath, "envelope-list", "", "the envelope list the warrant names (written by custodian warrant new beside it)")
 	cmd.Flags().StringVar(&out, "out", "", "where to save the package; with several key IDs, one file per key ID (NAME.KEY-ID.json)")
 	network.register(cmd, true)
 	for _, f := range []string{"server", "warrant", "out"} {
@@ -74,22 +76,37 @@ func (e *apiError) Error() string {
 }
 
 func (c *apiClient) do(ctx context.Context, method, path string, body []byte, out any) error {
+	var r io.Reader
+	contentType := ""
+	if body != nil {
+		r, contentType = bytes.NewReader(body), "application/pkcs7-mime"
+	}
+	return c.send(ctx, method, path, contentType, r, out)
+}
+
+// send makes a request with body r (nil: none) of contentType. A response
+// read into a *[]byte is a release package, read up to its own cap.
+func (c *apiClient) send(ctx context.Context, method, path, contentType string, r io.Reader, out any) error {
 	path, query, _ := strings.Cut(path, "?")
 	u := c.base.JoinPath(path)
 	u.RawQuery = query
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), r)
 	if err != nil {
 		return err
 	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/pkcs7-mime")
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return transportHint(err)
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, release.MaxResponse+1))
+	limit := int64(release.MaxResponse)
+	if _, raw := out.(*[]byte); raw {
+		limit = escrow.MaxReleaseSize
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return err
 	}
@@ -107,13 +124,59 @@ func (c *apiClient) do(ctx context.Context, method, path string, body []byte, ou
 	return release.DecodeResponse(data, out)
 }
 
+// submission is a signed warrant and the path of the envelope list it
+// names ("" for none).
+type submission struct {
+	p7s      []byte
+	listPath string
+}
+
+// post sends the submission: the warrant alone, or with its list as
+// multipart/form-data, the list streamed from its file.
+func (c *apiClient) post(ctx context.Context, s submission, st *release.Status) error {
+	if s.listPath == "" {
+		return c.do(ctx, http.MethodPost, "/v1/warrants", s.p7s, st)
+	}
+	f, err := os.Open(s.listPath)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	pr, pw := io.Pipe()
+	mw := multipart.NewWriter(pw)
+	go func() {
+		err := writeParts(mw, s.p7s, f)
+		if err == nil {
+			err = mw.Close()
+		}
+		pw.CloseWithError(err)
+	}()
+	err = c.send(ctx, http.MethodPost, "/v1/warrants", mw.FormDataContentType(), pr, st)
+	pr.Close()
+	return err
+}
+
+func writeParts(mw *multipart.Writer, p7s []byte, list io.Reader) error {
+	w, err := mw.CreateFormField(release.PartWarrant)
+	if err == nil {
+		_, err = w.Write(p7s)
+	}
+	if err == nil {
+		w, err = mw.CreateFormField(release.PartEnvelopes)
+	}
+	if err == nil {
+		_, err = io.Copy(w, list)
+	}
+	return err
+}
+
 // submit posts the warrant, and again while the custodian answers that it
 // is rate limited (it is then under a flood of submissions, and counts,
 // never logs, each one refused) for up to a minute.
-func (c *apiClient) submit(ctx context.Context, p7s []byte, st *release.Status) error {
+func (c *apiClient) submit(ctx context.Context, s submission, st *release.Status) error {
 	deadline := time.Now().Add(time.Minute)
 	for {
-		err := c.do(ctx, http.MethodPost, "/v1/warrants", p7s, st)
+		err := c.post(ctx, s, st)
 		var e *apiError
 		if !errors.As(err, &e) || e.code != release.CodeRateLimited || time.Now().After(deadline) {
 			return err
@@ -126,24 +189,36 @@ func (c *apiClient) submit(ctx context.Context, p7s []byte, st *release.Status) 
 	}
 }
 
-func (g *globals) release(ctx context.Context, c *apiClient, p7s []byte, out string) error {
+func (g *globals) release(ctx context.Context, c *apiClient, s submission, out string) error {
+	p7s := s.p7s
 	w, _, err := warrant.Inspect(p7s)
 	if err != nil {
 		return withHint(err, "--warrant must be a signed warrant (custodian warrant sign)")
 	}
+	if w.EnvelopeList != nil && s.listPath == "" {
+		return withHint(errors.New("the warrant names its envelopes by a list, and no list was given"), "add --envelope-list with the list file custodian warrant new wrote beside the warrant")
+	}
 	var st release.Status
-	if err := c.submit(ctx, p7s, &st); err != nil {
+	if err := c.submit(ctx, s, &st); err != nil {
 		return releaseHint(err)
 	}
 	g.printf("%s\n\nwarrant digest %s\npress the button on the custodian (request %s)\n", st.Summary, st.WarrantDigest, st.ID)
+	var shown release.Progress
 	for st.State == release.StateAwaitingPress || st.State == release.StateReleasing {
 		left := time.Until(st.Deadline).Round(time.Second)
 		if st.State == release.StateAwaitingPress && left > 0 {
 			g.printf("waiting for the button: %s left\n", left)
 		}
+		if p := st.Progress; p != nil && *p != shown {
+			g.printf("%s\n", p)
+			shown = *p
+		}
 		if err := c.do(ctx, http.MethodGet, "/v1/requests/"+st.ID+"?wait=5", nil, &st); err != nil {
 			return releaseHint(err)
 		}
+	}
+	if p := st.Progress; p != nil && *p != shown {
+		g.printf("%s\n", p)
 	}
 	if st.State == release.StateRefused {
 		return releaseHint(&apiError{code: st.Code, message: st.Message, index: indexOf(st.LedgerIndices, "")})
@@ -232,6 +307,15 @@ func releaseHint(err error) error {
 		release.Code(warrant.ReasonNotYetValid):    "the warrant is not in force yet",
 		release.Code(warrant.ReasonUntrustedChain): "the signer does not chain to a court root this custodian trusts",
 		release.Code(warrant.ReasonBadText):        "a field holds a character the display cannot show as it is; the court must write it in plain text and sign again",
+		release.Code(warrant.ReasonListMismatch):   "the list is not the one the warrant signs: send the list file custodian warrant new wrote with this warrant",
+		release.Code(warrant.ReasonListMissing):    "the warrant names an envelope list: add --envelope-list with its file",
+		release.Code(warrant.ReasonListUnexpected): "the warrant names no envelope list: leave out --envelope-list",
+		release.Code(warrant.ReasonListTruncated):  "the list file is cut off: copy it again from the court",
+		release.Code(warrant.ReasonListMalformed):  "the list file is not one custodian warrant new wrote (or was edited): copy it again from the court",
+		release.Code(warrant.ReasonListDuplicate):  "the list names an envelope twice: the court writes the list again with custodian warrant new",
+		release.Code(warrant.ReasonListTooLarge):   "a list holds at most 100,000 envelopes: the court splits the warrant",
+		release.Code(warrant.ReasonListKeyID):      "the list names an envelope of a key ID the warrant does not name: the court writes the warrant and list again",
+		release.Code(warrant.ReasonListTarget):     "the list names an envelope of a target the warrant does not name: the court writes the warrant and list again",
 	}
 	if h, ok := hints[e.code]; ok {
 		return withHint(err, h)

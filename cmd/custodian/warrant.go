@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -23,11 +25,11 @@ func newWarrantCommand(g *globals) *cobra.Command {
 
 func newWarrantNewCommand(g *globals) *cobra.Command {
 	var w warrant.Warrant
-	var recipientFile, out string
-	var envelopes []string
+	var recipientFile, out, listOut string
+	var envelopes, envelopeDirs []string
 	var maxValidity time.Duration
 	cmd := &cobra.Command{
-		Use:   "new --serial S --docket D --court C --agency A --official O --offence X --target T... --key-id K... [--envelope F.env...] --custodian ID... --recipient agency.pub --not-before TIME --not-after TIME --out w.json",
+		Use:   "new --serial S --docket D --court C --agency A --official O --offence X --target T... --key-id K... [--envelope F.env... | --envelope-dir DIR...] [--envelope-list w.envelopes] --custodian ID... --recipient agency.pub --not-before TIME --not-after TIME --out w.json",
 		Short: "Write a warrant document for a judge to sign",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -38,7 +40,18 @@ func newWarrantNewCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return withHint(err, "--recipient names the agency.pub file from custodian agency keygen")
 			}
-			if err := addEnvelopes(&w, envelopes); err != nil {
+			paths, err := envelopeFiles(envelopes, envelopeDirs)
+			if err != nil {
+				return err
+			}
+			if err := addEnvelopes(&w, paths); err != nil {
+				return err
+			}
+			if listOut == "" && len(w.Envelopes) > warrant.MaxInlineEnvelopes {
+				listOut = strings.TrimSuffix(out, filepath.Ext(out)) + ".envelopes"
+			}
+			list, err := detachEnvelopes(&w, listOut)
+			if err != nil {
 				return err
 			}
 			w.Version = 1
@@ -46,6 +59,16 @@ func newWarrantNewCommand(g *globals) *cobra.Command {
 			data, err := w.Marshal(maxValidity)
 			if err != nil {
 				return newWarrantRefused(err)
+			}
+			if list != nil {
+				if err := mustNotExist(out); err != nil {
+					return err
+				}
+				if err := writeNew(listOut, list, 0o644); err != nil {
+					return err
+				}
+				g.printf("wrote %s: the list of the %s envelopes the warrant names; it goes with the signed warrant to every custodian (custodian release --envelope-list)\n",
+					listOut, warrant.Thousands(w.EnvelopeList.Count))
 			}
 			if err := writeNew(out, data, 0o644); err != nil {
 				return err
@@ -64,6 +87,8 @@ func newWarrantNewCommand(g *globals) *cobra.Command {
 	f.StringArrayVar(&w.Targets, "target", nil, "target the warrant covers (repeat)")
 	f.StringArrayVar(&w.KeyIDs, "key-id", nil, "escrow key ID (epoch) to release (repeat)")
 	f.StringArrayVar(&envelopes, "envelope", nil, "escrow envelope a scoped release covers, whose seal proof must verify; adds its key ID and target (repeat)")
+	f.StringArrayVar(&envelopeDirs, "envelope-dir", nil, "directory whose *.env files are all named, as --envelope each, in name order (repeat)")
+	f.StringVar(&listOut, "envelope-list", "", "new file for the envelope list: the warrant then names its envelopes by the list's tree hash and count (default: OUT with .envelopes, when there are more than 192)")
 	f.StringArrayVar(&w.Custodians, "custodian", nil, "custodian appliance ID addressed (repeat)")
 	f.StringVar(&recipientFile, "recipient", "", "the agency's public key file (agency.pub)")
 	f.StringVar(&w.NotBefore, "not-before", "", "start of validity, RFC 3339")
@@ -105,6 +130,62 @@ func addEnvelopes(w *warrant.Warrant, paths []string) error {
 		}
 	}
 	return nil
+}
+
+// envelopeFiles is the --envelope files, then each --envelope-dir's *.env
+// files in name order.
+func envelopeFiles(files, dirs []string) ([]string, error) {
+	out := slices.Clone(files)
+	for _, dir := range dirs {
+		matches, err := filepath.Glob(filepath.Join(dir, "*.env"))
+		if err != nil {
+			return nil, err
+		}
+		if len(matches) == 0 {
+			return nil, fmt.Errorf("%s holds no *.env file", dir)
+		}
+		out = append(out, matches...) // Glob sorts
+	}
+	return out, nil
+}
+
+// detachEnvelopes moves w's envelopes into a list file's bytes when
+// listOut is set, naming the list in w by its tree hash and count.
+func detachEnvelopes(w *warrant.Warrant, listOut string) ([]byte, error) {
+	if listOut == "" {
+		return nil, nil
+	}
+	if len(w.Envelopes) == 0 {
+		return nil, errors.New("--envelope-list needs envelopes: give --envelope or --envelope-dir")
+	}
+	list, err := warrant.ListOf(w.Envelopes)
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	if _, err := list.WriteTo(&b); err != nil {
+		return nil, err
+	}
+	d := list.Digest()
+	w.Envelopes, w.EnvelopeList = nil, &d
+	return b.Bytes(), nil
+}
+
+// readEnvelopeList reads a list file for show and release ("" : none).
+func readEnvelopeList(path string) (*warrant.EnvelopeList, error) {
+	if path == "" {
+		return nil, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	l, err := warrant.ReadEnvelopeList(f)
+	if err != nil {
+		return nil, withHint(fmt.Errorf("%s: %w", path, err), "--envelope-list is the list file custodian warrant new wrote with the warrant")
+	}
+	return l, nil
 }
 
 // readEnvelopeRef reads an envelope file and checks its seal proof. Its
@@ -229,9 +310,9 @@ func verifyStore(g *globals, roots, court string, crls []string) (*trust.Store, 
 }
 
 func newWarrantShowCommand(g *globals) *cobra.Command {
-	var in string
+	var in, listPath string
 	cmd := &cobra.Command{
-		Use:   "show --in w.p7s",
+		Use:   "show --in w.p7s [--envelope-list w.envelopes]",
 		Short: "Print the summary the court officer sees (no trust decision)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -243,15 +324,45 @@ func newWarrantShowCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("cannot read warrant (%s): %w", warrant.ReasonOf(err), err)
 			}
-			if g.json {
-				return g.printJSON(map[string]any{"warrant": w, "signers": signers, "trust_checked": false})
+			detached, err := readEnvelopeList(listPath)
+			if err != nil {
+				return err
 			}
-			g.printf("%s", warrant.Summary(w, signers))
+			var list *warrant.EnvelopeList
+			if detached != nil || w.EnvelopeList == nil {
+				// Without the list, a warrant that names one shows its count.
+				if list, err = w.List(detached); err != nil {
+					return fmt.Errorf("the envelope list does not go with this warrant (%s): %w", warrant.ReasonOf(err), err)
+				}
+			}
+			if g.json {
+				return g.printJSON(map[string]any{"warrant": w, "signers": signers, "trust_checked": false, "envelopes": listJSON(w, list)})
+			}
+			g.printf("%s", warrant.SummaryWithList(w, list, signers))
+			if w.EnvelopeList != nil && list == nil {
+				g.printf("(the envelopes per target are shown with --envelope-list)\n")
+			}
 			g.printf("NOT VERIFIED: signatures match their certificates; trust is checked by custodian warrant verify\n")
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&in, "in", "", "signed warrant (CMS, DER)")
+	cmd.Flags().StringVar(&listPath, "envelope-list", "", "the envelope list the warrant names (checked against its tree hash and count)")
 	cmd.MarkFlagRequired("in")
 	return cmd
+}
+
+// listJSON is what show --json says of the envelopes: their number, per
+// target, and the span, which is the warrant's window (envelopes carry no
+// sealing time).
+func listJSON(w *warrant.Warrant, list *warrant.EnvelopeList) any {
+	if list == nil {
+		return nil
+	}
+	per := map[string]int{}
+	for _, e := range list.Entries {
+		per[e.Target]++
+	}
+	return map[string]any{"count": list.Count(), "per_target": per, "tree_hash": fmt.Sprintf("%x", list.TreeHash[:]),
+		"span": map[string]string{"from": w.NotBefore, "to": w.NotAfter}}
 }

@@ -277,7 +277,12 @@ func TestNoSecretOnDisk(t *testing.T) {
 	secrets = append(secrets, scalar)
 	for _, dir := range []string{out, os.TempDir()} {
 		filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-			if err != nil || d.IsDir() {
+			if err != nil || !d.Type().IsRegular() {
+				return nil
+			}
+			// Other programs' files share the temporary directory, some of
+			// them huge or sparse: what this test could leave is small.
+			if info, err := d.Info(); err != nil || info.Size() > 16<<20 {
 				return nil
 			}
 			content, err := os.ReadFile(path)

@@ -29,11 +29,13 @@ type Release struct {
 	Recipient      string `json:"recipient"`
 	SealedShare    []byte `json:"sealed_share,omitempty"`    // share mode
 	SealedPartials []byte `json:"sealed_partials,omitempty"` // scoped mode: JSON []EnvelopePartial
-	// Ledger proves the release entry is in the custodian's ledger (in
-	// scoped mode, the first partial's entry).
+	// Ledger proves the release entry is in the custodian's ledger: one
+	// entry per key ID, in scoped mode committing to the warrant and its
+	// envelope list.
 	Ledger *ledger.Inclusion `json:"ledger,omitempty"`
-	// Entries, in scoped mode, prove each partial's own release entry, in
-	// the order of the partials.
+	// Entries, in scoped packages made when a scoped release had one entry
+	// per envelope, prove each partial's entry; packages made now leave it
+	// out.
 	Entries []*ledger.Inclusion `json:"entries,omitempty"`
 }
 
@@ -93,10 +95,15 @@ func SealShare(to *recipient.PublicKey, warrantDigest []byte, custodianID, keyID
 	}, nil
 }
 
+// MaxReleaseSize caps a release package: a scoped one holds a partial
+// with its proof (some 560 bytes of JSON) for each of up to 100 000
+// envelopes, sealed and then base64 in the package.
+const MaxReleaseSize = 128 << 20
+
 // ParseRelease decodes a release package strictly.
 func ParseRelease(data []byte) (*Release, error) {
 	var r Release
-	if err := strictjson.Decode(data, &r, maxFileSize); err != nil {
+	if err := strictjson.Decode(data, &r, MaxReleaseSize); err != nil {
 		return nil, fmt.Errorf("release package: %w", err)
 	}
 	if r.Version != Version || (r.Mode != ModeShare && r.Mode != ModeScoped) {

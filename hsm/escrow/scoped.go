@@ -73,7 +73,7 @@ func openPartial(id *recipient.Identity, pub *Public, c *Custodian, r *Release, 
 		return nil, errors.New("the package does not open with this identity")
 	}
 	var partials []EnvelopePartial
-	if err := strictjson.Decode(data, &partials, maxFileSize); err != nil {
+	if err := strictjson.Decode(data, &partials, MaxReleaseSize); err != nil {
 		return nil, fmt.Errorf("the package's partials do not decode: %v", err)
 	}
 	for _, p := range partials {

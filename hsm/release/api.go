@@ -17,6 +17,7 @@ import (
 
 	"github.com/custodian-project/custodian/hsm/attest"
 	"github.com/custodian-project/custodian/hsm/internal/strictjson"
+	"github.com/custodian-project/custodian/hsm/warrant"
 )
 
 // MaxBody caps every request body.
@@ -24,7 +25,7 @@ const MaxBody = 64 << 10
 
 // API serves the daemon over HTTP (docs/api.md):
 //
-//	POST /v1/warrants                           submit a signed warrant (DER CMS)
+//	POST /v1/warrants                           submit a signed warrant (DER CMS), or a warrant and its envelope list (multipart, submit.go)
 //	GET  /v1/requests/{id}[?wait=SECONDS]       a request's state
 //	GET  /v1/requests/{id}/packages/{key_id}    a release package
 //	GET  /v1/checkpoint                         the signed checkpoint
@@ -228,14 +229,16 @@ func (a *API) rateLimited(w http.ResponseWriter, format string, args ...any) {
 }
 
 func (a *API) submit(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	var body []byte
+	var list *warrant.EnvelopeList
+	var err error
+	if isMultipart(r) {
+		body, list, err = a.readWithList(w, r)
+	} else {
+		body, err = a.readWarrantBody(http.MaxBytesReader(w, r.Body, MaxBody+1))
+	}
 	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			writeError(w, a.Daemon.count(CodeTooLarge, fmt.Errorf("the warrant is larger than %d bytes", MaxBody)))
-			return
-		}
-		writeError(w, a.Daemon.count(CodeBadRequest, errors.New("the request body could not be read")))
+		writeError(w, err)
 		return
 	}
 	select {
@@ -243,13 +246,26 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request) {
 	case <-r.Context().Done():
 		return
 	}
-	st, err := a.Daemon.Submit(body)
+	st, err := a.Daemon.SubmitList(body, list)
 	<-a.sem
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusAccepted, st)
+}
+
+// readWarrantBody reads a signed warrant of at most MaxBody bytes, refusing
+// (counted) a larger or unreadable one.
+func (a *API) readWarrantBody(r io.Reader) ([]byte, error) {
+	body, err := io.ReadAll(io.LimitReader(r, MaxBody+1))
+	switch {
+	case err != nil:
+		return nil, a.Daemon.count(CodeBadRequest, errors.New("the request body could not be read"))
+	case len(body) > MaxBody:
+		return nil, a.Daemon.count(CodeTooLarge, fmt.Errorf("the warrant is larger than %d bytes", MaxBody))
+	}
+	return body, nil
 }
 
 func (a *API) status(w http.ResponseWriter, r *http.Request) {

@@ -32,10 +32,12 @@
 //     share index), and the package — with the entry's inclusion proof and a
 //     signed checkpoint — is written durably under releases/<request-id>/.
 //     A scoped key ID (escrow mode "scoped") releases no share: it appends
-//     one release entry per envelope the warrant names (each committing to
-//     the warrant and the envelope), then the TPM computes each partial
-//     decryption and its proof (tpm.Partials), and the package holds the
-//     partials, sealed the same way, with every entry's inclusion proof.
+//     one release entry for the key ID (committing to the warrant and the
+//     tree hash and count of its envelope list, inline or submitted
+//     beside it), then the TPM computes each partial decryption and its
+//     proof (computePartials, 256 per call, the progress in the status),
+//     and the package holds the partials, sealed the same way, with the
+//     entry's inclusion proof.
 //
 // Every entry about a request (release, refusal, failure) commits to the
 // submitted signed warrant bytes under a salt kept on the appliance. Every
@@ -114,7 +116,8 @@ type Config struct {
 	// unverified entry (0: DefaultTallyInterval).
 	TallyInterval time.Duration
 	// Hook, when set, is called at named points of a release ("entry" after
-	// a release entry is durable, "stored" after its package is): tests use
+	// a release entry is durable, "partials" after each call of the TPM for
+	// a scoped key ID's partials, "stored" after its package is): tests use
 	// it to kill the process there.
 	Hook func(stage, keyID string)
 }
@@ -207,6 +210,9 @@ type Status struct {
 	// "" maps to the refusal entry.
 	LedgerIndices map[string]int64 `json:"ledger_indices,omitempty"`
 	Timings       *Timings         `json:"timings,omitempty"`
+	// Progress, while a scoped key ID's partials are computed and after,
+	// says how many of them exist.
+	Progress *Progress `json:"progress,omitempty"`
 }
 
 // Timings splits a release's cost, from the press to the last package.
@@ -225,7 +231,11 @@ type request struct {
 	status Status
 	v      *warrant.Verified
 	p7s    []byte
-	done   chan struct{}
+	// detached is the envelope list submitted beside the warrant (nil:
+	// none); list the warrant's envelopes, inline or detached, once checked.
+	detached *warrant.EnvelopeList
+	list     *warrant.EnvelopeList
+	done     chan struct{}
 }
 
 func (d *Daemon) now() time.Time { return d.cfg.Now().UTC() }
@@ -239,9 +249,14 @@ func newID() string {
 // Submit runs steps 1–4 of the package contract for a signed warrant. It
 // returns once the summary is shown (the request then awaits a press in the
 // background), or with a *Refusal.
-func (d *Daemon) Submit(p7s []byte) (*Status, error) {
+func (d *Daemon) Submit(p7s []byte) (*Status, error) { return d.SubmitList(p7s, nil) }
+
+// SubmitList is Submit for a warrant with the envelope list it names by
+// tree hash (warrant.ReadEnvelopeList read it); list is nil for a warrant
+// that names its envelopes inline or none.
+func (d *Daemon) SubmitList(p7s []byte, list *warrant.EnvelopeList) (*Status, error) {
 	start := time.Now()
-	v, ref := d.check(p7s)
+	v, checked, ref := d.check(p7s, list)
 	if ref != nil {
 		return nil, ref
 	}
@@ -258,11 +273,11 @@ func (d *Daemon) Submit(p7s []byte) (*Status, error) {
 		// other refusal anyone can cause at will.
 		return nil, d.count(CodeBusy, errors.New("another warrant awaits approval on this custodian; try again when it is released or refused"))
 	}
-	r := &request{v: v, p7s: p7s, done: make(chan struct{})}
+	r := &request{v: v, p7s: p7s, detached: list, list: checked, done: make(chan struct{})}
 	r.status = Status{
 		ID:            newID(),
 		State:         StateAwaitingPress,
-		Summary:       warrant.Summary(v.Warrant, v.Signers),
+		Summary:       warrant.SummaryWithList(v.Warrant, checked, v.Signers),
 		WarrantDigest: hex.EncodeToString(v.Digest[:]),
 		KeyIDs:        v.Warrant.KeyIDs,
 		Deadline:      d.now().Add(d.cfg.Window).Truncate(time.Second),
@@ -289,33 +304,35 @@ func (d *Daemon) Submit(p7s []byte) (*Status, error) {
 }
 
 // check runs every refusal before the summary, and logs or counts it.
-func (d *Daemon) check(p7s []byte) (*warrant.Verified, *Refusal) {
-	v, signed, code, err := d.vet(p7s)
+func (d *Daemon) check(p7s []byte, detached *warrant.EnvelopeList) (*warrant.Verified, *warrant.EnvelopeList, *Refusal) {
+	v, list, signed, code, err := d.vet(p7s, detached)
 	switch {
 	case err == nil:
-		return v, nil
+		return v, list, nil
 	case errors.Is(err, ledger.ErrBlocked):
 		// The ledger refuses every append: this refusal goes to the log only.
 		d.cfg.Log.Warn("refused", "code", code, "err", err)
-		return nil, &Refusal{Code: code, Err: err, LedgerIndex: -1}
+		return nil, nil, &Refusal{Code: code, Err: err, LedgerIndex: -1}
 	case signed:
-		return nil, d.refuse(p7s, code, err)
+		return nil, nil, d.refuse(p7s, code, err)
 	}
-	return nil, d.count(code, err)
+	return nil, nil, d.count(code, err)
 }
 
-// vet runs every check of steps 1–2, logging nothing. signed reports
-// whether someone accountable stands behind the warrant — its signatures
-// verified against the trust store — whatever refused it then.
-func (d *Daemon) vet(p7s []byte) (v *warrant.Verified, signed bool, code Code, err error) {
+// vet runs every check of steps 1–2, logging nothing, and returns the
+// verified warrant with its envelopes as one checked list (nil: none).
+// signed reports whether someone accountable stands behind the warrant —
+// its signatures verified against the trust store — whatever refused it
+// then.
+func (d *Daemon) vet(p7s []byte, detached *warrant.EnvelopeList) (v *warrant.Verified, list *warrant.EnvelopeList, signed bool, code Code, err error) {
 	a := d.cfg.Appliance
 	if err := a.Ledger.Blocked(); err != nil {
 		if errors.Is(a.SignerErr, tpm.ErrDowngrade) {
 			// The state cannot be checked because this image is older than
 			// the TPM's floor: say so, rather than "not approved".
-			return nil, false, CodeDowngrade, fmt.Errorf("%w: the ledger key does not open: %w", ledger.ErrBlocked, a.SignerErr)
+			return nil, nil, false, CodeDowngrade, fmt.Errorf("%w: the ledger key does not open: %w", ledger.ErrBlocked, a.SignerErr)
 		}
-		return nil, false, codeOf(err), err
+		return nil, nil, false, codeOf(err), err
 	}
 	now := d.now()
 	// The appliance's own state refuses first, but the warrant is still
@@ -333,14 +350,19 @@ func (d *Daemon) vet(p7s []byte) (v *warrant.Verified, signed bool, code Code, e
 	v, signed, code, err = d.verify(p7s, now)
 	switch {
 	case stateErr != nil:
-		return nil, signed, stateCode, stateErr
+		return nil, nil, signed, stateCode, stateErr
 	case err != nil:
-		return nil, signed, code, err
+		return nil, nil, signed, code, err
 	}
-	if code, err := d.checkBundles(v.Warrant); err != nil {
-		return nil, true, code, err
+	// The list is the warrant's (tree hash, count, key IDs, targets)
+	// before anything else is asked of it, and before the TPM is.
+	if list, err = v.Warrant.List(detached); err != nil {
+		return nil, nil, true, codeOf(err), err
 	}
-	return v, true, "", nil
+	if code, err := d.checkBundles(v.Warrant, list); err != nil {
+		return nil, nil, true, code, err
+	}
+	return v, list, true, "", nil
 }
 
 // verify verifies the warrant as of now against the trust store read from
@@ -398,14 +420,14 @@ func signaturesVerified(code Code) bool {
 // the whole share, so naming envelopes for it would misstate the release —
 // or an envelope without its sealer's valid proof. The envelopes are all
 // checked before the TPM is asked anything.
-func (d *Daemon) checkBundles(w *warrant.Warrant) (Code, error) {
+func (d *Daemon) checkBundles(w *warrant.Warrant, list *warrant.EnvelopeList) (Code, error) {
 	bundles := make([]*escrow.Bundle, 0, len(w.KeyIDs))
 	for _, k := range w.KeyIDs {
 		b, err := d.cfg.Appliance.Bundle(k)
 		if err != nil {
 			return CodeNoShare, err
 		}
-		if code, err := checkEnvelopes(w, b); err != nil {
+		if code, err := checkEnvelopes(list, b); err != nil {
 			return code, err
 		}
 		bundles = append(bundles, b)
@@ -425,16 +447,19 @@ func (d *Daemon) checkBundles(w *warrant.Warrant) (Code, error) {
 	return "", nil
 }
 
-// checkEnvelopes checks the envelopes a warrant names for b's key ID: the
-// one place on the release path where envelopes are checked, before the
-// summary and again after the press. Each must carry its sealer's proof of
-// knowledge of its ephemeral key, for its key ID, target and ciphertext:
-// without it, a requester could name another envelope's key in disguise
-// (α·R, R + β·G, or R under another label) and undo the disguise on the
-// partials.
-func checkEnvelopes(w *warrant.Warrant, b *escrow.Bundle) (Code, error) {
+// checkEnvelopes checks the envelopes a warrant names for b's key ID,
+// inline or by a list: the one place on the release path where envelopes
+// are checked, before the summary and again after the press. Each must
+// carry its sealer's proof of knowledge of its ephemeral key, for its key
+// ID, target and ciphertext: without it, a requester could name another
+// envelope's key in disguise (α·R, R + β·G, or R under another label) and
+// undo the disguise on the partials.
+func checkEnvelopes(list *warrant.EnvelopeList, b *escrow.Bundle) (Code, error) {
 	k := b.Escrow.KeyID
-	named := w.EnvelopesFor(k)
+	var named []warrant.EnvelopeRef
+	if list != nil {
+		named = list.For(k)
+	}
 	switch {
 	case b.Escrow.Mode == escrow.ModeScoped && len(named) == 0:
 		return CodeNoEnvelopes, fmt.Errorf("key ID %s is scoped: the warrant must name the envelopes it covers", k)
@@ -543,11 +568,11 @@ func (d *Daemon) await(r *request, ready func()) {
 // here, key IDs held, replay key unused, PCRs). It returns the code that
 // refused it.
 func (d *Daemon) recheck(r *request) (Code, error) {
-	v, _, code, err := d.vet(r.p7s)
+	v, list, _, code, err := d.vet(r.p7s, r.detached)
 	if err != nil {
 		return code, fmt.Errorf("the warrant no longer verifies after the press (%s): %w; nothing was released", code, err)
 	}
-	r.v = v
+	r.v, r.list = v, list
 	return "", nil
 }
 
@@ -576,7 +601,7 @@ func (d *Daemon) finish(r *request, f func(*Status)) {
 		d.pending = nil
 	}
 	// Remembered requests keep only their status, not the warrant.
-	r.v, r.p7s = nil, nil
+	r.v, r.p7s, r.detached, r.list = nil, nil, nil, nil
 }
 
 func (d *Daemon) remember(r *request) {
@@ -616,6 +641,10 @@ func copyStatus(s Status) Status {
 	if s.Timings != nil {
 		t := *s.Timings
 		c.Timings = &t
+	}
+	if s.Progress != nil {
+		p := *s.Progress
+		c.Progress = &p
 	}
 	return c
 }

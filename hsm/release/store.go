@@ -2,6 +2,7 @@ package release
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,14 +33,17 @@ type record struct {
 	KeyIDs        []string  `json:"key_ids"`
 	Approved      time.Time `json:"approved"`
 	// FirstEntry is the index of the request's first release entry, once
-	// appended; FirstEnvelope the envelope that entry commits to besides
-	// the warrant, when its key ID is scoped.
-	FirstEntry    *int64           `json:"first_entry,omitempty"`
-	FirstEnvelope []byte           `json:"first_envelope,omitempty"`
-	Done          bool             `json:"done"`
-	LedgerIndices map[string]int64 `json:"ledger_indices,omitempty"`
-	Failed        map[string]Code  `json:"failed,omitempty"`
-	Packages      []string         `json:"packages,omitempty"`
+	// appended; FirstList the envelope list that entry commits to besides
+	// the warrant, when its key ID is scoped. FirstEnvelope is the one
+	// envelope the first entry committed to in records written when a
+	// scoped release had one entry per envelope.
+	FirstEntry    *int64              `json:"first_entry,omitempty"`
+	FirstList     *warrant.ListDigest `json:"first_list,omitempty"`
+	FirstEnvelope []byte              `json:"first_envelope,omitempty"`
+	Done          bool                `json:"done"`
+	LedgerIndices map[string]int64    `json:"ledger_indices,omitempty"`
+	Failed        map[string]Code     `json:"failed,omitempty"`
+	Packages      []string            `json:"packages,omitempty"`
 }
 
 func (rec *record) status() Status {
@@ -147,30 +151,33 @@ func (d *Daemon) releaseOne(r *request, rec *record, keyID string, replay []byte
 	if err != nil {
 		return -1, CodeNoShare, err
 	}
-	// One release entry per share, or per partial in scoped mode, each
-	// committing to what it releases: the warrant, and the envelope.
-	subjects := [][]byte{r.p7s}
+	// One release entry per key ID, committing to what it releases: the
+	// warrant, and in scoped mode the envelope list (its tree hash and
+	// count) whose partials follow. One NV increment, however many
+	// envelopes.
+	subject := r.p7s
+	var named []warrant.EnvelopeRef
+	var list *warrant.ListDigest
 	if b.Escrow.Mode == escrow.ModeScoped {
-		subjects = subjects[:0]
-		for _, e := range r.v.Warrant.EnvelopesFor(keyID) {
-			subjects = append(subjects, partialSubject(r.p7s, e.Enc))
+		if r.list != nil {
+			named = r.list.For(keyID)
 		}
-	}
-	if len(subjects) == 0 {
-		// checkBundles refused this before the summary; the bundle changed since.
-		return -1, CodeNoEnvelopes, fmt.Errorf("key ID %s is scoped and the warrant names none of its envelopes", keyID)
+		if len(named) == 0 {
+			// checkBundles refused this before the summary; the bundle changed since.
+			return -1, CodeNoEnvelopes, fmt.Errorf("key ID %s is scoped and the warrant names none of its envelopes", keyID)
+		}
+		digest := r.list.Digest()
+		list = &digest
+		subject = listSubject(r.p7s, digest)
 	}
 	t0 := time.Now()
-	indices, code, err := d.appendReleases(keyID, subjects, replay)
+	index, code, err := d.appendRelease(keyID, subject, replay)
 	tm.LedgerMS += ms(time.Since(t0))
-	if len(indices) == 0 {
+	if err != nil {
 		return -1, code, err
 	}
 	if rec.FirstEntry == nil {
-		rec.FirstEntry = &indices[0]
-		if b.Escrow.Mode == escrow.ModeScoped {
-			rec.FirstEnvelope = r.v.Warrant.EnvelopesFor(keyID)[0].Enc
-		}
+		rec.FirstEntry, rec.FirstList = &index, list
 		if werr := d.writeRecord(rec); werr != nil {
 			d.cfg.Log.Error("request record not updated with its first entry", "request", rec.ID, "err", werr)
 		}
@@ -180,50 +187,55 @@ func (d *Daemon) releaseOne(r *request, rec *record, keyID string, replay []byte
 		if _, lerr := d.appendEntry(ledger.KindFailure, ledger.OutcomeRefused, code, keyID, r.p7s, nil); lerr != nil {
 			d.cfg.Log.Error("failure entry not logged", "key_id", keyID, "code", code, "err", lerr)
 		}
-		return indices[0], code, err
-	}
-	if err != nil {
-		return fail(code, err)
+		return index, code, err
 	}
 	var pkg *escrow.Release
 	if b.Escrow.Mode == escrow.ModeScoped {
-		pkg, code, err = d.sealPartials(r, b, tm)
+		pkg, code, err = d.sealPartials(r, b, named, tm)
 	} else {
 		pkg, code, err = d.sealShare(r, b, tm)
 	}
 	if err != nil {
 		return fail(code, err)
 	}
-	if err := d.storePackage(r, pkg, indices, tm); err != nil {
+	if err := d.storePackage(r, pkg, index, tm); err != nil {
 		return fail(CodeStoreFailed, err)
 	}
 	d.cfg.Hook("stored", keyID)
-	return indices[0], "", nil
+	return index, "", nil
 }
 
-// partialSubject is what a partial's release entry commits to.
+// listSubject is what a scoped key ID's release entry commits to: the
+// warrant, then the envelope list's tree hash and count (8 bytes,
+// big-endian). The warrant signs the list already (inline, or by the same
+// tree hash and count); the entry names it so that a court holding the
+// salt shows that one envelope was released under the entry with the
+// warrant and the envelope's inclusion proof in the list, without the rest
+// of the list (docs/ledger.md).
+func listSubject(p7s []byte, d warrant.ListDigest) []byte {
+	b := append(append([]byte{}, p7s...), "\x00envelope-list\x00"...)
+	b = append(b, d.TreeHash...)
+	return binary.BigEndian.AppendUint64(b, uint64(d.Count))
+}
+
+// partialSubject is what a partial's release entry committed to when a
+// scoped release had one entry per envelope: records of that time are
+// still matched (matchRecord).
 func partialSubject(p7s, enc []byte) []byte {
 	return append(append(append([]byte{}, p7s...), "\x00envelope\x00"...), enc...)
 }
 
-// appendReleases appends one release entry per subject; the first carries
-// the replay key. It returns the indices appended so far: when an entry
-// after the first fails, the earlier ones stand and the caller logs the
-// failure.
-func (d *Daemon) appendReleases(keyID string, subjects [][]byte, replay []byte) ([]int64, Code, error) {
-	var indices []int64
-	for _, subject := range subjects {
-		index, err := d.appendEntry(ledger.KindRelease, ledger.OutcomeOK, "", keyID, subject, replay)
-		if err != nil {
-			if errors.Is(err, ledger.ErrReplay) {
-				return indices, CodeReplayed, err
-			}
-			return indices, CodeLedgerFailed, err
+// appendRelease appends a release entry; the first of a request carries
+// the replay key.
+func (d *Daemon) appendRelease(keyID string, subject, replay []byte) (int64, Code, error) {
+	index, err := d.appendEntry(ledger.KindRelease, ledger.OutcomeOK, "", keyID, subject, replay)
+	if err != nil {
+		if errors.Is(err, ledger.ErrReplay) {
+			return -1, CodeReplayed, err
 		}
-		indices = append(indices, index)
-		replay = nil
+		return -1, CodeLedgerFailed, err
 	}
-	return indices, "", nil
+	return index, "", nil
 }
 
 // sealShare unseals the share in the TPM and seals it to the recipient.
@@ -250,17 +262,18 @@ func (d *Daemon) sealShare(r *request, b *escrow.Bundle, tm *Timings) (*escrow.R
 
 // sealPartials has the TPM compute and prove the partial of each envelope
 // the warrant names for the key ID, and seals them to the recipient.
-func (d *Daemon) sealPartials(r *request, b *escrow.Bundle, tm *Timings) (*escrow.Release, Code, error) {
+func (d *Daemon) sealPartials(r *request, b *escrow.Bundle, named []warrant.EnvelopeRef, tm *Timings) (*escrow.Release, Code, error) {
 	key, err := tpm.ParseScopedKey(b.Blob)
 	if err != nil {
 		return nil, CodePartialFailed, err
 	}
-	var points [][]byte
-	for _, e := range r.v.Warrant.EnvelopesFor(b.Escrow.KeyID) {
-		points = append(points, e.Enc)
+	points := make([][]byte, len(named))
+	for i, e := range named {
+		points[i] = e.Enc
 	}
 	t0 := time.Now()
-	partials, err := tpm.Partials(d.cfg.TPM, key, points, b.ScopedApproval())
+	progress := d.progress(r, b.Escrow.KeyID, len(points))
+	partials, err := computePartials(d.cfg.TPM, key, points, b.ScopedApproval(), progress)
 	tm.TPMMS += ms(time.Since(t0))
 	if err != nil {
 		return nil, tpmCode(err, CodePartialFailed), err
@@ -284,22 +297,15 @@ func (d *Daemon) sealPartials(r *request, b *escrow.Bundle, tm *Timings) (*escro
 	return pkg, "", nil
 }
 
-// storePackage adds the entries' inclusion proofs and a signed checkpoint
+// storePackage adds the entry's inclusion proof and a signed checkpoint
 // to the package and writes it durably.
-func (d *Daemon) storePackage(r *request, pkg *escrow.Release, indices []int64, tm *Timings) error {
+func (d *Daemon) storePackage(r *request, pkg *escrow.Release, index int64, tm *Timings) error {
 	t0 := time.Now()
-	for _, index := range indices {
-		inc, err := d.cfg.Appliance.Ledger.Prove(index)
-		if err != nil {
-			return fmt.Errorf("inclusion proof: %w", err)
-		}
-		if pkg.Ledger == nil {
-			pkg.Ledger = inc
-		}
-		if pkg.Mode == escrow.ModeScoped {
-			pkg.Entries = append(pkg.Entries, inc)
-		}
+	inc, err := d.cfg.Appliance.Ledger.Prove(index)
+	if err != nil {
+		return fmt.Errorf("inclusion proof: %w", err)
 	}
+	pkg.Ledger = inc
 	tm.ProofMS += ms(time.Since(t0))
 	data, err := pkg.Marshal()
 	if err != nil {
@@ -370,7 +376,10 @@ func (d *Daemon) matchRecord(rec *record) error {
 		return err
 	}
 	subject := rec.Warrant
-	if rec.FirstEnvelope != nil {
+	switch {
+	case rec.FirstList != nil:
+		subject = listSubject(rec.Warrant, *rec.FirstList)
+	case rec.FirstEnvelope != nil:
 		subject = partialSubject(rec.Warrant, rec.FirstEnvelope)
 	}
 	if e.Kind != ledger.KindRelease || !bytes.Equal(e.Commitment, ledger.Commit(salt, subject)) {

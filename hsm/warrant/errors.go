@@ -143,6 +143,15 @@ func Reasons() []Reason {
 		ReasonUnknownKeyID,
 		ReasonNoCustodianID,
 		ReasonNoHeldKeys,
+		ReasonListMalformed,
+		ReasonListTruncated,
+		ReasonListTooLarge,
+		ReasonListDuplicate,
+		ReasonListMismatch,
+		ReasonListKeyID,
+		ReasonListTarget,
+		ReasonListMissing,
+		ReasonListUnexpected,
 	}
 }
 

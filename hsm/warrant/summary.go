@@ -2,6 +2,7 @@ package warrant
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -24,14 +25,21 @@ func Inspect(p7s []byte) (*Warrant, []Identity, error) {
 	return w, ids, nil
 }
 
-// Summary is the text the court officer reads on the device before pressing
-// the button: every field that decides what is released, to whom, and who
-// signed. A warrant naming envelopes gets an "Envelopes" line with their
-// number per target; one without (a release of whole shares) does not.
+// Summary is [SummaryWithList] for the warrant's inline envelopes, or,
+// for a warrant that names a list, without the list at hand.
+func Summary(w *Warrant, signers []Identity) string { return SummaryWithList(w, nil, signers) }
+
+// SummaryWithList is the text the court officer reads on the device before
+// pressing the button: every field that decides what is released, to
+// whom, and who signed. A warrant naming envelopes gets an "Envelopes"
+// line with their number per target (from list, the checked list the
+// warrant names, or its inline envelopes); one naming a list also gets a
+// "List" line with its count and tree hash. The time span a release covers
+// is the warrant's window ("Valid"): envelopes carry no sealing time.
 // Warrant fields passed the display rules in Parse (text.go), so they are
 // shown as signed; names from certificates are shown escaped when they
 // break those rules (displayName).
-func Summary(w *Warrant, signers []Identity) string {
+func SummaryWithList(w *Warrant, list *EnvelopeList, signers []Identity) string {
 	var b strings.Builder
 	line := func(label, value string) { fmt.Fprintf(&b, "%-11s %s\n", label+":", value) }
 	line("Warrant", w.Serial)
@@ -45,8 +53,14 @@ func Summary(w *Warrant, signers []Identity) string {
 	}
 	line("Valid", w.NotBefore+" to "+w.NotAfter)
 	line("Key IDs", strings.Join(w.KeyIDs, ", "))
-	if len(w.Envelopes) != 0 {
-		line("Envelopes", envelopeCounts(w))
+	switch {
+	case list != nil:
+		line("Envelopes", envelopeCounts(w, list.Entries))
+	case len(w.Envelopes) != 0:
+		line("Envelopes", envelopeCounts(w, w.Envelopes))
+	}
+	if d := w.EnvelopeList; d != nil {
+		line("List", fmt.Sprintf("%s entries, tree hash %x…", Thousands(d.Count), d.TreeHash[:8]))
 	}
 	line("Custodians", strings.Join(w.Custodians, ", "))
 	line("Recipient", w.RecipientKey().KEM()+" key "+shortKey(w.Recipient))
@@ -59,18 +73,31 @@ func Summary(w *Warrant, signers []Identity) string {
 // envelopeCounts is `3 ("alice@example.org": 2, "bob": 1)`: the number of
 // envelopes, then per target in the order of the warrant's targets. The
 // targets are quoted: a target may itself hold ": " and ", ".
-func envelopeCounts(w *Warrant) string {
+func envelopeCounts(w *Warrant, refs []EnvelopeRef) string {
 	n := make(map[string]int, len(w.Targets))
-	for _, e := range w.Envelopes {
+	for _, e := range refs {
 		n[e.Target]++
 	}
 	var per []string
 	for _, t := range w.Targets {
 		if n[t] != 0 {
-			per = append(per, fmt.Sprintf("%q: %d", t, n[t]))
+			per = append(per, fmt.Sprintf("%q: %s", t, Thousands(n[t])))
 		}
 	}
-	return fmt.Sprintf("%d (%s)", len(w.Envelopes), strings.Join(per, ", "))
+	return fmt.Sprintf("%s (%s)", Thousands(len(refs)), strings.Join(per, ", "))
+}
+
+// Thousands writes n with a comma between groups of three digits
+// ("10,000"), as people read counts.
+func Thousands(n int) string {
+	s := strconv.Itoa(n)
+	if n < 0 {
+		return "-" + Thousands(-n)
+	}
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
 }
 
 // shortKey abbreviates a recipient key for the display; the full key is in

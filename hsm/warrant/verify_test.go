@@ -537,8 +537,17 @@ func TestEveryReasonTested(t *testing.T) {
 	// with the test of this package that makes it. The test must exist and
 	// name the reason; it checks the reason itself.
 	elsewhere := map[Reason]string{
-		ReasonNoCustodianID: "TestInvariantEmptyIdentityVerifiesNothing",
-		ReasonNoHeldKeys:    "TestInvariantEmptyIdentityVerifiesNothing",
+		ReasonNoCustodianID:  "TestInvariantEmptyIdentityVerifiesNothing",
+		ReasonNoHeldKeys:     "TestInvariantEmptyIdentityVerifiesNothing",
+		ReasonListMalformed:  "TestEnvelopeListRefusals",
+		ReasonListTruncated:  "TestEnvelopeListRefusals",
+		ReasonListTooLarge:   "TestEnvelopeListRefusals",
+		ReasonListDuplicate:  "TestEnvelopeListRefusals",
+		ReasonListMismatch:   "TestWarrantChecksItsList",
+		ReasonListKeyID:      "TestWarrantChecksItsList",
+		ReasonListTarget:     "TestWarrantChecksItsList",
+		ReasonListMissing:    "TestWarrantChecksItsList",
+		ReasonListUnexpected: "TestWarrantChecksItsList",
 	}
 	// Backstops: checks that trust.Store keeps unreachable, each with the
 	// check that the store refuses to hold such a state.

@@ -1,6 +1,7 @@
 package warrant
 
 import (
+	"bytes"
 	"crypto/ecdh"
 	"crypto/sha256"
 	"encoding/base64"
@@ -11,6 +12,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/custodian-project/custodian/hsm/ids"
 	"github.com/custodian-project/custodian/hsm/internal/strictjson"
@@ -32,6 +35,10 @@ const (
 	maxEnvelopes = 192
 )
 
+// MaxInlineEnvelopes is the most envelopes a warrant names inline; more
+// are named by a list ([ListDigest]).
+const MaxInlineEnvelopes = maxEnvelopes
+
 // Warrant is the signed document. Field order is the canonical JSON order.
 type Warrant struct {
 	Version    int      `json:"version"`
@@ -50,6 +57,10 @@ type Warrant struct {
 	// Envelopes, when present, are the escrow envelopes a scoped release
 	// covers. A warrant without them encodes as it did before the field.
 	Envelopes []EnvelopeRef `json:"envelopes,omitempty"`
+	// EnvelopeList, when present, names the envelopes by the count and
+	// tree hash of a list that travels beside the warrant (list.go); a
+	// warrant names its envelopes inline or by a list, not both.
+	EnvelopeList *ListDigest `json:"envelope_list,omitempty"`
 
 	notBefore, notAfter time.Time
 	recipient           *recipient.PublicKey
@@ -156,6 +167,9 @@ func (w *Warrant) check(maxValidity time.Duration) error {
 // checkEnvelopes checks that the envelopes are coherent with the rest of
 // the warrant. Whether a key ID is scoped is the appliance's to check.
 func (w *Warrant) checkEnvelopes() error {
+	if w.EnvelopeList != nil {
+		return w.checkListDigest()
+	}
 	if w.Envelopes == nil {
 		return nil
 	}
@@ -195,8 +209,56 @@ func (w *Warrant) checkEnvelope(i int, e EnvelopeRef) error {
 	return nil
 }
 
-// EnvelopesFor returns the envelopes the warrant names for keyID, in the
-// warrant's order, or nil if it names none.
+func (w *Warrant) checkListDigest() error {
+	d := w.EnvelopeList
+	switch {
+	case w.Envelopes != nil:
+		return refuse(ReasonBadEnvelope, "warrant names envelopes both inline and by a list; use one")
+	case d.Count < 1 || d.Count > MaxListEntries:
+		return refuse(ReasonBadEnvelope, "warrant envelope_list count must be 1 to %d", MaxListEntries)
+	case len(d.TreeHash) != tlog.HashSize:
+		return refuse(ReasonBadEnvelope, "warrant envelope_list tree_hash is %d bytes, want %d", len(d.TreeHash), tlog.HashSize)
+	}
+	return nil
+}
+
+// NamesEnvelopes reports whether the warrant names envelopes, inline or
+// by a list.
+func (w *Warrant) NamesEnvelopes() bool { return w.Envelopes != nil || w.EnvelopeList != nil }
+
+// List returns the warrant's envelopes as one list: its inline envelopes,
+// or, for a warrant that names a list, detached after checking that it is
+// that list (count and tree hash) and that each entry's key ID and target
+// are the warrant's. A warrant that names none has none (nil), and must
+// come without a list.
+func (w *Warrant) List(detached *EnvelopeList) (*EnvelopeList, error) {
+	switch {
+	case w.EnvelopeList == nil && detached != nil:
+		return nil, refuse(ReasonListUnexpected, "an envelope list came with a warrant that names no list; send the warrant alone")
+	case w.EnvelopeList == nil && w.Envelopes == nil:
+		return nil, nil
+	case w.EnvelopeList == nil:
+		return ListOf(w.Envelopes)
+	case detached == nil:
+		return nil, refuse(ReasonListMissing, "the warrant names an envelope list of %d entries and none came with it; send the list file beside the warrant", w.EnvelopeList.Count)
+	}
+	if detached.Count() != w.EnvelopeList.Count || !bytes.Equal(detached.TreeHash[:], w.EnvelopeList.TreeHash) {
+		return nil, refuse(ReasonListMismatch, "the envelope list (%d entries, tree hash %x…) is not the one the warrant signs (%d entries, tree hash %x…); send the list file written with this warrant",
+			detached.Count(), detached.TreeHash[:6], w.EnvelopeList.Count, w.EnvelopeList.TreeHash[:6])
+	}
+	for i, e := range detached.Entries {
+		if !slices.Contains(w.KeyIDs, e.KeyID) {
+			return nil, refuse(ReasonListKeyID, "envelope list entry %d is for key ID %q, which the warrant does not name", i+1, e.KeyID)
+		}
+		if !slices.Contains(w.Targets, e.Target) {
+			return nil, refuse(ReasonListTarget, "envelope list entry %d is for target %q, which the warrant does not name", i+1, e.Target)
+		}
+	}
+	return detached, nil
+}
+
+// EnvelopesFor returns the envelopes the warrant names inline for keyID,
+// in the warrant's order, or nil if it names none.
 func (w *Warrant) EnvelopesFor(keyID string) []EnvelopeRef {
 	var out []EnvelopeRef
 	for _, e := range w.Envelopes {
