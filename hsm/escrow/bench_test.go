@@ -115,10 +115,11 @@ func BenchmarkRecover(b *testing.B) {
 	}
 }
 
-// benchKey splits a fresh escrow key t-of-t and returns its escrow file in
+// benchKey splits a fresh escrow key t-of-n and returns its escrow file in
 // the given mode (with proof keys in scoped mode) and the share values.
-func benchKey(b *testing.B, mode string, t int) (*Public, [][]byte) {
-	b.Helper()
+// Its custodians are court-0, court-1, … with indices 1, 2, ….
+func benchKey(tb testing.TB, mode string, t, n int) (*Public, [][]byte) {
+	tb.Helper()
 	ss := secretsharing.New(rand.Reader, uint(t-1), g.RandomScalar(rand.Reader))
 	pub := &Public{Version: Version, KeyID: "2026-11", Mode: mode, Threshold: t, PCRs: benchPCRs, SecurityVersion: 1}
 	for _, c := range ss.CommitSecret() {
@@ -127,13 +128,13 @@ func benchKey(b *testing.B, mode string, t int) (*Public, [][]byte) {
 	}
 	pub.PublicKey = pub.Commitments[0]
 	var values [][]byte
-	for i, s := range ss.Share(uint(t)) {
+	for i, s := range ss.Share(uint(n)) {
 		value, _ := s.Value.MarshalBinary()
 		c := Custodian{ID: fmt.Sprintf("court-%d", i), Index: i + 1, EKName: []byte{byte(i)}}
 		if mode == ModeScoped {
 			pk, err := tpm.ProofKey(value)
 			if err != nil {
-				b.Fatal(err)
+				tb.Fatal(err)
 			}
 			c.ProofKey = pk
 		}
@@ -141,7 +142,7 @@ func benchKey(b *testing.B, mode string, t int) (*Public, [][]byte) {
 		values = append(values, value)
 	}
 	if err := pub.check(); err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	return pub, values
 }
@@ -158,7 +159,7 @@ func BenchmarkAgencyOpen(b *testing.B) {
 	}
 	digest := sha256.Sum256([]byte("warrant"))
 	for _, t := range []int{2, 5, 20} {
-		pub, values := benchKey(b, ModeScoped, t)
+		pub, values := benchKey(b, ModeScoped, t, t)
 		envelope, err := Seal(pub, "alice", []byte("message"))
 		if err != nil {
 			b.Fatal(err)
@@ -201,7 +202,7 @@ func BenchmarkAgencyOpen(b *testing.B) {
 				}
 			}
 		})
-		sharePub, shareValues := benchKey(b, ModeShare, t)
+		sharePub, shareValues := benchKey(b, ModeShare, t, t)
 		shareEnvelope, _ := Seal(sharePub, "alice", []byte("message"))
 		var shareReleases []*Release
 		for i, v := range shareValues {

@@ -96,7 +96,7 @@ func SealShare(to *recipient.PublicKey, warrantDigest []byte, custodianID, keyID
 // ParseRelease decodes a release package strictly.
 func ParseRelease(data []byte) (*Release, error) {
 	var r Release
-	if err := strictjson.Decode(data, &r, maxFileSize); err != nil {
+	if err := strictjson.Decode(data, &r, maxReleaseSize); err != nil {
 		return nil, fmt.Errorf("release package: %w", err)
 	}
 	if r.Version != Version || (r.Mode != ModeShare && r.Mode != ModeScoped) {
