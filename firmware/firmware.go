@@ -32,8 +32,11 @@ var OuterConfigTxt []byte
 //go:embed eeprom/boot.conf
 var BootConf []byte
 
-// ServiceUnit is the systemd unit that runs custodian serve on the device,
-// as a dedicated user with only the TPM, the GPIO chip and the console.
+// ServiceUnit is the systemd unit that runs custodian serve as a dedicated
+// user with only the TPM, the GPIO chip and the console, on a host with
+// systemd. The appliance image has no systemd: its root init
+// (firmware/rootinit) runs the daemon with the same TLS files and keeps
+// the unit's protections it can (docs/appliance.md).
 //
 //go:embed systemd/custodian.service
 var ServiceUnit []byte

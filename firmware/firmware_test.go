@@ -47,17 +47,21 @@ func TestBootConf(t *testing.T) {
 	}
 }
 
-// The command line mounts the squashfs root read-only, on one line as the
-// firmware wants it.
+// The command line starts the early init from the initramfs, which finds
+// its root partition by GPT name: no root= device path (an emulated disk
+// is /dev/vda, an SD card /dev/mmcblk0). One line, as the firmware wants.
 func TestCmdlineTxt(t *testing.T) {
 	line := strings.TrimSuffix(string(CmdlineTxt), "\n")
 	if strings.Contains(line, "\n") {
 		t.Fatal("cmdline.txt must be one line")
 	}
-	for _, want := range []string{"root=/dev/mmcblk0p2", "rootfstype=squashfs", " ro "} {
+	for _, want := range []string{" rdinit=/init ", " panic=10 ", " console=serial0,115200 "} {
 		if !strings.Contains(" "+line+" ", want) {
 			t.Errorf("cmdline.txt lacks %q", want)
 		}
+	}
+	if strings.Contains(line, "root=") {
+		t.Errorf("cmdline.txt names a root device: %q", line)
 	}
 }
 

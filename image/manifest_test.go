@@ -18,7 +18,7 @@ func TestManifestDefaults(t *testing.T) {
 	if got, want := s.PCRs(), []int{8, 9, 11, 12}; len(got) != len(want) {
 		t.Fatalf("PCRs %v, want %v", got, want)
 	}
-	if m.ImageMiB != 64 || s.Binary != "usr/bin/custodian" {
+	if m.ImageMiB != 0 || m.AutobootMiB != 8 || m.DataMiB != 64 || m.RootFS.Compression != CompressionGzip || s.Binary != "usr/bin/custodian" {
 		t.Fatalf("defaults not applied: %+v", m)
 	}
 }
@@ -33,7 +33,15 @@ func TestManifestRefuses(t *testing.T) {
 		"uncovered PCR":       {"[measure]\nseparator_pcrs = [8, 9, 11]\n", "separator does not cover"},
 		"escaping rootfs":     {"[measure]\nbinary = \"../x\"\n", "clean path"},
 		"absolute binary":     {"[measure]\nbinary = \"/usr/bin/custodian\"\n", "clean path"},
-		"small image":         {"image_mib = 20\n", "image_mib"},
+		"negative image":      {"image_mib = -1\n", "image_mib"},
+		"small root":          {"root_mib = 2\n", "root_mib"},
+		"small boot.img":      {"boot_img_mib = 4\n", "boot_img_mib"},
+		"boot below boot.img": {"boot_img_mib = 20\nboot_mib = 21\n", "boot_mib"},
+		"compression":         {"[rootfs.x]\n", "unknown key"},
+		"deb without hash":    {"[[debs]]\nname = \"kernel\"\nfile = \"k.deb\"\n", "sha256 must be 64 lowercase hex"},
+		"deb upper-case hash": {"[[debs]]\nname = \"kernel\"\nfile = \"k.deb\"\nsha256 = \"" + strings.Repeat("A", 64) + "\"\n", "lowercase hex"},
+		"deb escaping":        {"[[debs]]\nname = \"kernel\"\nfile = \"../k.deb\"\nsha256 = \"" + strings.Repeat("a", 64) + "\"\n", "stay below it"},
+		"deb twice":           {"[[debs]]\nname = \"k\"\nfile = \"k.deb\"\nsha256 = \"" + strings.Repeat("a", 64) + "\"\n[[debs]]\nname = \"k\"\nfile = \"k.deb\"\nsha256 = \"" + strings.Repeat("a", 64) + "\"\n", "must be unique"},
 		"key in other case":   {"Image_MiB = 80\n", "unknown key \"Image_MiB\" (names are case-sensitive)"},
 		"table in other case": {"[Measure]\nbinary_pcr = 9\n", "unknown key \"Measure\""},
 		"folded key":          {"[measure]\nbinary_pcr = 9\nbinary = \"x\"\ntrust_roots_pcr = 12\n\"\u017feparator_pcrs\" = [8, 9, 11, 12]\n", "names are case-sensitive"},
@@ -61,6 +69,12 @@ func TestManifestRefuses(t *testing.T) {
 		"security_version 0":    "version = 1\nsource_date_epoch = 1\nsecurity_version = 0\n[rootfs]\ndir = \"r\"\n",
 		"huge security_version": "version = 1\nsource_date_epoch = 1\nsecurity_version = 70000\n[rootfs]\ndir = \"r\"\n",
 		"version 2":             "version = 2\nsource_date_epoch = 1\nsecurity_version = 1\n[rootfs]\ndir = \"r\"\n",
+		"unknown deb":           "version = 1\nsource_date_epoch = 1\nsecurity_version = 1\n[rootfs]\ndir = \"r\"\n[[boot.files]]\nsrc = \"deb:kernel:/boot/vmlinuz\"\ndst = \"kernel8.img\"\n",
+		"relative deb path":     "version = 1\nsource_date_epoch = 1\nsecurity_version = 1\n[[debs]]\nname = \"k\"\nfile = \"k.deb\"\nsha256 = \"" + strings.Repeat("a", 64) + "\"\n[rootfs]\ndir = \"r\"\n[[boot.files]]\nsrc = \"deb:k:boot/vmlinuz\"\ndst = \"kernel8.img\"\n",
+		"initramfs dst":         "version = 1\nsource_date_epoch = 1\nsecurity_version = 1\n[rootfs]\ndir = \"r\"\n[[boot.files]]\nsrc = \"a\"\ndst = \"initramfs.img\"\n",
+		"module twice":          "version = 1\nsource_date_epoch = 1\nsecurity_version = 1\n[rootfs]\ndir = \"r\"\n[initramfs]\nmodules = [\"a/x.ko\", \"b/x.ko\"]\n",
+		"module not a module":   "version = 1\nsource_date_epoch = 1\nsecurity_version = 1\n[rootfs]\ndir = \"r\"\n[initramfs]\nmodules = [\"a/order\"]\n",
+		"compression lz4":       "version = 1\nsource_date_epoch = 1\nsecurity_version = 1\n[rootfs]\ndir = \"r\"\ncompression = \"lz4\"\n",
 	} {
 		if _, err := ParseManifest([]byte(text), t.TempDir()); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -74,6 +88,7 @@ func TestManifestRefuses(t *testing.T) {
 
 func FuzzParseManifest(f *testing.F) {
 	f.Add([]byte(imagetest.Manifest))
+	f.Add([]byte(imagetest.Manifest + "[[debs]]\nname = \"k\"\nfile = \"k.deb\"\nsha256 = \"" + strings.Repeat("a", 64) + "\"\n"))
 	f.Add([]byte("version = 1\nsource_date_epoch = 1\nsecurity_version = 1\n[rootfs]\ndir = \"r\"\n[measure]\nseparator_pcrs = [8, 9, 11, 12, 13]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := ParseManifest(data, "/nonexistent")
@@ -85,4 +100,34 @@ func FuzzParseManifest(f *testing.F) {
 			t.Fatal(err)
 		}
 	})
+}
+
+func TestParseSource(t *testing.T) {
+	for in, want := range map[string]Source{
+		"boot/tpm_tis.ko": {Path: "boot/tpm_tis.ko"},
+		"deb:kernel:/usr/lib/linux-image-6.1.0-57-arm64/broadcom/bcm2711-rpi-4-b.dtb": {Deb: "kernel", Path: "/usr/lib/linux-image-6.1.0-57-arm64/broadcom/bcm2711-rpi-4-b.dtb"},
+	} {
+		got, err := ParseSource(in)
+		if err != nil || got != want || got.String() != in {
+			t.Errorf("%q: got %+v, %v", in, got, err)
+		}
+	}
+	for _, bad := range []string{"/etc/shadow", "../x", "deb:kernel", "deb:kernel:boot/x", "deb:Kernel:/x", "deb::/x", "deb:k:/", "deb:k:/a/../b", "deb:k:/a//b"} {
+		if _, err := ParseSource(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// The appliance examples parse, every source naming a pinned deb.
+func TestExampleManifestsParse(t *testing.T) {
+	for _, name := range []string{"manifest.toml", "qemu.toml"} {
+		m, err := LoadManifest("../docs/examples/appliance/" + name)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if len(m.Debs) == 0 || len(m.Initramfs.Modules) < 8 {
+			t.Errorf("%s: %d debs, %d modules", name, len(m.Debs), len(m.Initramfs.Modules))
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/google/go-tpm/tpm2"
 	"golang.org/x/crypto/cryptobyte"
@@ -45,7 +46,7 @@ var ErrMalformedBlob = errors.New("malformed sealed blob")
 // Marshal encodes the blob.
 func (b *Blob) Marshal() []byte {
 	var out cryptobyte.Builder
-	addHeader(&out, blobMagic, b.EK, b.PCRs, b.Version)
+	addHeader(&out, blobMagic, blobVersion, b.EK, b.PCRs, b.Version)
 	for _, field := range [][]byte{tpm2.Marshal(b.public), b.duplicate, b.seed} {
 		out.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) { c.AddBytes(field) })
 	}
@@ -64,7 +65,7 @@ func ParseBlob(data []byte) (*Blob, error) {
 
 func parseBlob(data []byte) (*Blob, error) {
 	s := cryptobyte.String(data)
-	ek, pcrs, version, err := readHeader(&s, blobMagic, "a sealed blob")
+	ek, pcrs, version, _, err := readHeader(&s, blobMagic, "a sealed blob", blobVersion)
 	if err != nil {
 		return nil, err
 	}
@@ -83,9 +84,9 @@ func parseBlob(data []byte) (*Blob, error) {
 
 // addHeader writes what both blob formats start with: magic, format
 // version, EK, PCR values and security version.
-func addHeader(out *cryptobyte.Builder, magic string, ek *EK, pcrs PCRValues, security uint64) {
+func addHeader(out *cryptobyte.Builder, magic string, version uint8, ek *EK, pcrs PCRValues, security uint64) {
 	out.AddBytes([]byte(magic))
-	out.AddUint8(blobVersion)
+	out.AddUint8(version)
 	out.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) { c.AddBytes(ek.MarshalPKIX()) })
 	out.AddUint8(uint8(len(pcrs)))
 	for _, i := range pcrs.Indices() {
@@ -95,32 +96,33 @@ func addHeader(out *cryptobyte.Builder, magic string, ek *EK, pcrs PCRValues, se
 	out.AddUint32(uint32(security))
 }
 
-// readHeader reads what addHeader wrote, for the format with this magic.
-func readHeader(s *cryptobyte.String, magic, what string) (*EK, PCRValues, uint64, error) {
+// readHeader reads what addHeader wrote, for the format with this magic,
+// in one of the versions given.
+func readHeader(s *cryptobyte.String, magic, what string, versions ...uint8) (*EK, PCRValues, uint64, uint8, error) {
 	var got []byte
 	var version uint8
 	if !s.ReadBytes(&got, len(magic)) || string(got) != magic {
-		return nil, nil, 0, fmt.Errorf("not %s (bad magic)", what)
+		return nil, nil, 0, 0, fmt.Errorf("not %s (bad magic)", what)
 	}
-	if !s.ReadUint8(&version) || version != blobVersion {
-		return nil, nil, 0, fmt.Errorf("unsupported version %d (version 1, without a security version, must be sealed again)", version)
+	if !s.ReadUint8(&version) || !slices.Contains(versions, version) {
+		return nil, nil, 0, 0, fmt.Errorf("unsupported version %d (version 1, without a security version, must be sealed again)", version)
 	}
 	ek, err := readEK(s)
 	if err != nil {
-		return nil, nil, 0, err
+		return nil, nil, 0, 0, err
 	}
 	pcrs, err := readPCRs(s)
 	if err != nil {
-		return nil, nil, 0, err
+		return nil, nil, 0, 0, err
 	}
 	var security uint32
 	if !s.ReadUint32(&security) {
-		return nil, nil, 0, errors.New("truncated security version")
+		return nil, nil, 0, 0, errors.New("truncated security version")
 	}
 	if err := CheckSecurityVersion(uint64(security)); err != nil {
-		return nil, nil, 0, err
+		return nil, nil, 0, 0, err
 	}
-	return ek, pcrs, uint64(security), nil
+	return ek, pcrs, uint64(security), version, nil
 }
 
 func readEK(s *cryptobyte.String) (*EK, error) {

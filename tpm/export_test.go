@@ -1,23 +1,35 @@
 package tpm
 
 import (
+	"crypto/ecdsa"
+	"slices"
+	"time"
+
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 )
 
 // LoadScopedObject loads one object of a scoped key (the twin if twin is
-// set), for tests that try to misuse it. The caller flushes the handle.
+// set) the way Partials does, for tests that try to misuse it. The caller
+// flushes the handle.
 func LoadScopedObject(t transport.TPM, k *ScopedKey, twin bool) (*tpm2.LoadResponse, error) {
-	sess, closeSession, err := tpm2.PolicySession(t, tpm2.TPMAlgSHA256, 16, tpm2.Salted(k.EK.handle(), k.EK.public))
+	run, err := k.open(t, nil, true)
 	if err != nil {
 		return nil, err
 	}
-	defer closeSession()
-	w := &k.zgen
+	defer run.close()
+	keep := run.zgen
 	if twin {
-		w = &k.twin
+		keep = run.twin
 	}
-	return loadScoped(t, sess, k, w)
+	run.loaded = slices.DeleteFunc(run.loaded, func(h tpm2.TPMHandle) bool { return h == keep.ObjectHandle })
+	return keep, nil
+}
+
+// SealScopedV2 makes a scoped key in format version 2, whose objects
+// carry the gate in their own policies, as keys sealed before version 3.
+func SealScopedV2(ek *EK, pcrs PCRValues, version uint64, share []byte, approver *ecdsa.PublicKey) (*ScopedKey, error) {
+	return sealScoped(ek, pcrs, version, share, approver, scopedV2)
 }
 
 // PolicyPCRCommand satisfies PolicyPCR(pcrs) · PolicyNV(floor <= version)
@@ -71,4 +83,39 @@ func ProofEquations(proofKey, r []byte, p *Partial) (key, point bool, err error)
 func ProofChallenge(nonceK, proofKey, r, point, e, l []byte) []byte {
 	c, _ := challenge(nonceK, proofDigest(proofKey, r, point, e, l)).MarshalBinary()
 	return c
+}
+
+// ZGenFloor loads k as PartialsBatch does, then runs for each point only
+// what an envelope cannot do without: the key's per-use policy and
+// ECDH_ZGen (no blind, no proof). It returns the time of that loop.
+func ZGenFloor(t transport.TPM, k *ScopedKey, points [][]byte) (time.Duration, error) {
+	run, err := k.open(t, nil, true)
+	if err != nil {
+		return 0, err
+	}
+	defer run.close()
+	start := time.Now()
+	for _, r := range points {
+		if _, err := zgenPoint(t, run.sess, run.gate, run.zgen, r); err != nil {
+			return 0, err
+		}
+	}
+	return time.Since(start), nil
+}
+
+// LoadGateKey loads the gate key of a version 3 scoped key under the EK,
+// for tests that try to misuse it. The caller flushes the handle.
+func LoadGateKey(t transport.TPM, k *ScopedKey) (*tpm2.LoadResponse, error) {
+	sess, closeSession, err := tpm2.PolicySession(t, tpm2.TPMAlgSHA256, 16, tpm2.Salted(k.EK.handle(), k.EK.public))
+	if err != nil {
+		return nil, err
+	}
+	defer closeSession()
+	return loadScoped(t, sess, k, &k.gateKey)
+}
+
+// PassImage satisfies PolicyPCR(pcrs) · PolicyNV(floor <= version) in
+// sess: the whole policy of a gate key without an approver.
+func PassImage(t transport.TPM, sess tpm2.Session, pcrs PCRValues, version uint64) error {
+	return passImage(t, sess, pcrs, version)
 }

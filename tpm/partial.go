@@ -24,10 +24,12 @@ const MaxPartials = 256
 // result crosses the bus encrypted. Commit and Sign run in a second policy
 // session without encryption: a signature is not a parameter the TPM can
 // encrypt; each point is blinded first, so what crosses the bus is worth
-// nothing without the blind (dleq.go). Per point: the gate (PolicyPCR ·
-// PolicyNV(floor), and PolicyAuthorize with an approval) ·
-// PolicyCommandCode [· PolicyOR] ·
-// ECDH_ZGen, then the same before Commit and before Sign.
+// nothing without the blind (dleq.go). For a version 3 key the gate
+// (PolicyPCR · PolicyNV(floor), and PolicyAuthorize with an approval) runs
+// when the objects load under the gate key, and per point the TPM runs
+// PolicyCommandCode · ECDH_ZGen, then PolicyCommandCode · PolicyOR before
+// Commit and before Sign; a version 2 key runs the gate before each of
+// them. [PartialsBatch] proves many points at once.
 func Partials(t transport.TPM, k *ScopedKey, points [][]byte, approval *Approval) ([]Partial, error) {
 	if len(points) == 0 || len(points) > MaxPartials {
 		return nil, fmt.Errorf("%d points; one call computes 1 to %d partials", len(points), MaxPartials)
@@ -35,49 +37,22 @@ func Partials(t transport.TPM, k *ScopedKey, points [][]byte, approval *Approval
 	if err := checkPoints(points); err != nil {
 		return nil, err
 	}
-	if approval != nil && k.Approver == nil {
-		return nil, errors.New("an approval was given for a scoped key without an approver")
-	}
-	sess, closeSession, err := tpm2.PolicySession(t, tpm2.TPMAlgSHA256, 16,
-		tpm2.Salted(k.EK.handle(), k.EK.public),
-		tpm2.AESEncryption(128, tpm2.EncryptOut))
-	if err != nil {
-		return nil, diagnose(t, k.EK, fmt.Errorf("starting a session salted to the endorsement key: %w", err))
-	}
-	defer closeSession()
-	// The approval is checked first, while no scoped object is loaded: a
-	// TPM without a resource manager has three transient slots.
-	g, err := k.openGate(t, approval)
+	run, err := k.open(t, approval, true)
 	if err != nil {
 		return nil, err
 	}
-	zgen, err := loadScoped(t, sess, k, &k.zgen)
-	if err != nil {
-		return nil, err
-	}
-	defer flush(t, zgen.ObjectHandle)
-	twin, err := loadScoped(t, sess, k, &k.twin)
-	if err != nil {
-		return nil, err
-	}
-	defer flush(t, twin.ObjectHandle)
-	proofSess, closeProof, err := tpm2.PolicySession(t, tpm2.TPMAlgSHA256, 16)
-	if err != nil {
-		return nil, fmt.Errorf("starting the proof session: %w", err)
-	}
-	defer closeProof()
-
+	defer run.close()
 	out := make([]Partial, len(points))
 	for i, r := range points {
 		rho, blinded, err := newBlind(r)
 		if err != nil {
 			return nil, err
 		}
-		p, err := zgenPoint(t, sess, g, zgen, blinded)
+		p, err := zgenPoint(t, run.sess, run.gate, run.zgen, blinded)
 		if err != nil {
 			return nil, err
 		}
-		proof, err := prove(t, proofSess, g, twin, blinded, p)
+		proof, err := prove(t, run.proofSess, run.gate, run.twin, blinded, p)
 		if err != nil {
 			return nil, err
 		}
@@ -226,7 +201,14 @@ func (k *ScopedKey) openGate(t transport.TPM, a *Approval) (*openGate, error) {
 // pass satisfies, in sess, the branch of role's policy for cc through
 // this gate: PolicyPCR · PolicyNV(floor) [· PolicyAuthorize] ·
 // PolicyCommandCode, then PolicyOR when the policy has several branches.
+//
+// A version 3 key's objects need only their command: PolicyCommandCode,
+// then PolicyOR for the twin. Their gate was passed when they were loaded
+// ([openGate.passGateKey]).
 func (g *openGate) pass(t transport.TPM, sess tpm2.Session, role scopedRole, cc tpm2.TPMCC) error {
+	if g.key.format == scopedV3 {
+		return passCommand(t, sess, role, cc, []gate{{}})
+	}
 	if err := passImage(t, sess, g.pcrs, g.version); err != nil {
 		return err
 	}
@@ -235,17 +217,75 @@ func (g *openGate) pass(t transport.TPM, sess tpm2.Session, role scopedRole, cc 
 			return err
 		}
 	}
+	return passCommand(t, sess, role, cc, g.key.gates())
+}
+
+// passCommand runs PolicyCommandCode(cc), then PolicyOR over role's
+// branches for gates when there are several.
+func passCommand(t transport.TPM, sess tpm2.Session, role scopedRole, cc tpm2.TPMCC, gates []gate) error {
 	if _, err := (tpm2.PolicyCommandCode{PolicySession: sess.Handle(), Code: cc}).Execute(t); err != nil {
 		return fmt.Errorf("PolicyCommandCode: %w", err)
 	}
-	branches, err := policyBranches(role, g.key.gates())
-	if err != nil || len(branches.Digests) == 1 {
+	branches, err := policyBranches(role, gates)
+	if err != nil {
 		return err
+	}
+	return policyOr(t, sess, branches)
+}
+
+// policyOr runs PolicyOR over branches, if there are several.
+func policyOr(t transport.TPM, sess tpm2.Session, branches tpm2.TPMLDigest) error {
+	if len(branches.Digests) == 1 {
+		return nil
 	}
 	if _, err := (tpm2.PolicyOr{PolicySession: sess.Handle(), PHashList: branches}).Execute(t); err != nil {
 		return fmt.Errorf("PolicyOR: %w", err)
 	}
 	return nil
+}
+
+// passGateKey satisfies, in sess, a version 3 gate key's policy: the
+// image (PolicyPCR · PolicyNV(floor)) [· PolicyAuthorize], then PolicyOR
+// when the key has an approver.
+func (g *openGate) passGateKey(t transport.TPM, sess tpm2.Session) error {
+	if err := passImage(t, sess, g.pcrs, g.version); err != nil {
+		return err
+	}
+	if g.ticket != nil {
+		if err := g.authorize(t, sess); err != nil {
+			return err
+		}
+	}
+	var branches tpm2.TPMLDigest
+	for _, gt := range g.key.gates() {
+		d, err := gt.policy(nil)
+		if err != nil {
+			return err
+		}
+		branches.Digests = append(branches.Digests, tpm2.TPM2BDigest{Buffer: d})
+	}
+	return policyOr(t, sess, branches)
+}
+
+// loadUnderGateKey imports w under the loaded gate key and loads it, each
+// step through the gate.
+func (g *openGate) loadUnderGateKey(t transport.TPM, sess tpm2.Session, gateKey *tpm2.LoadResponse, w *wrapped) (*tpm2.LoadResponse, error) {
+	parent := tpm2.AuthHandle{Handle: gateKey.ObjectHandle, Name: gateKey.Name, Auth: sess}
+	if err := g.passGateKey(t, sess); err != nil {
+		return nil, err
+	}
+	private, err := importUnder(t, parent, w)
+	if err != nil {
+		return nil, fmt.Errorf("importing a scoped object under its gate key: %w", err)
+	}
+	if err := g.passGateKey(t, sess); err != nil {
+		return nil, err
+	}
+	loaded, err := tpm2.Load{ParentHandle: parent, InPrivate: private, InPublic: tpm2.New2B(w.public)}.Execute(t)
+	if err != nil {
+		return nil, fmt.Errorf("loading a scoped object under its gate key: %w", err)
+	}
+	return loaded, nil
 }
 
 func (g *openGate) authorize(t transport.TPM, sess tpm2.Session) error {

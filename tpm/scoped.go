@@ -25,6 +25,17 @@ import (
 //
 // The TPM refuses one key with both sign and decrypt under an ECDAA scheme,
 // hence two objects.
+//
+// Where the image is checked depends on the key's format. Version 3 (what
+// SealScoped makes) wraps both objects under a third, the gate key: a
+// storage key wrapped for the EK whose policy is the image gate
+// (PolicyPCR · PolicyNV(floor), or the approval). The objects can be
+// imported and loaded only through it, so only on the approved image;
+// their own policies name just their commands, so each use costs one
+// policy command. All three are stClear: a saved context of a loaded
+// object does not load again after TPM2_Startup(CLEAR), so what was loaded
+// on the approved image dies with that boot. Version 2 keys (no gate key)
+// still work: every use of their objects runs the whole gate.
 type ScopedKey struct {
 	EK   *EK       // the endorsement key it was made for
 	PCRs PCRValues // the values it works under without an approval
@@ -35,8 +46,16 @@ type ScopedKey struct {
 	// approvals of other PCR values the key also accepts.
 	Approver *ecdsa.PublicKey
 
+	format     uint8   // scopedV2 or scopedV3
+	gateKey    wrapped // version 3: the objects' parent
 	zgen, twin wrapped
 }
+
+// The scoped key formats.
+const (
+	scopedV2 uint8 = 2 // the gate in each object's policy
+	scopedV3 uint8 = 3 // the gate in the gate key's policy
+)
 
 // wrapped is an object duplicated for import under an EK.
 type wrapped struct {
@@ -49,6 +68,10 @@ type wrapped struct {
 // holding ek, usable only while its PCRs hold pcrs and its floor is at
 // most version (or under an approval). It runs offline.
 func SealScoped(ek *EK, pcrs PCRValues, version uint64, share []byte, approver *ecdsa.PublicKey) (*ScopedKey, error) {
+	return sealScoped(ek, pcrs, version, share, approver, scopedV3)
+}
+
+func sealScoped(ek *EK, pcrs PCRValues, version uint64, share []byte, approver *ecdsa.PublicKey, format uint8) (*ScopedKey, error) {
 	priv, err := ecdh.P256().NewPrivateKey(share)
 	if err != nil {
 		return nil, fmt.Errorf("a share is a nonzero P-256 scalar of 32 bytes: %w", err)
@@ -62,13 +85,22 @@ func SealScoped(ek *EK, pcrs PCRValues, version uint64, share []byte, approver *
 	if approver != nil && approver.Curve != elliptic.P256() {
 		return nil, errors.New("the approver's key is not P-256")
 	}
-	k := &ScopedKey{EK: ek, PCRs: pcrs.Clone(), Version: version, Approver: approver}
-	for _, role := range []scopedRole{roleZGen, roleTwin} {
-		public, err := scopedPublic(role, k.gates(), priv.PublicKey().Bytes())
+	k := &ScopedKey{EK: ek, PCRs: pcrs.Clone(), Version: version, Approver: approver, format: format}
+	parent := &ek.public
+	if format == scopedV3 {
+		w, err := newGateKey(ek, k.gates())
 		if err != nil {
 			return nil, err
 		}
-		w, err := wrap(ek, public, scopedSensitive(share))
+		k.gateKey = *w
+		parent = &k.gateKey.public
+	}
+	for _, role := range []scopedRole{roleZGen, roleTwin} {
+		public, err := k.objectPublic(role, priv.PublicKey().Bytes())
+		if err != nil {
+			return nil, err
+		}
+		w, err := wrap(parent, public, scopedSensitive(share))
 		if err != nil {
 			return nil, err
 		}
@@ -84,19 +116,72 @@ func scopedSensitive(share []byte) tpm2.TPMTSensitive {
 	}
 }
 
-// wrap duplicates an object for import under ek.
-func wrap(ek *EK, public tpm2.TPMTPublic, sensitive tpm2.TPMTSensitive) (*wrapped, error) {
+// newGateKey makes the gate key of a version 3 scoped key: a P-256
+// storage key, fresh for each scoped key (its private part lives only
+// here and in the TPM), wrapped for ek.
+func newGateKey(ek *EK, gates []gate) (*wrapped, error) {
+	priv, err := ecdh.P256().GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	public, err := gateKeyPublic(gates, priv.PublicKey().Bytes())
+	if err != nil {
+		return nil, err
+	}
+	seed := make([]byte, 32)
+	if _, err := rand.Read(seed); err != nil {
+		return nil, err
+	}
+	return wrap(&ek.public, public, tpm2.TPMTSensitive{
+		SensitiveType: tpm2.TPMAlgECC,
+		SeedValue:     tpm2.TPM2BDigest{Buffer: seed},
+		Sensitive:     tpm2.NewTPMUSensitiveComposite(tpm2.TPMAlgECC, &tpm2.TPM2BECCParameter{Buffer: priv.Bytes()}),
+	})
+}
+
+// gateKeyPublic is the gate key's public area: a restricted decryption
+// (storage) key whose policy is the image gate, OR'ed with the approval
+// branch when there is an approver. No branch names a command: the gate
+// key is a parent, and every command that uses it as one (Import, Load,
+// Create) gets only a child that is itself bound by the gate.
+func gateKeyPublic(gates []gate, point []byte) (tpm2.TPMTPublic, error) {
+	var branches tpm2.TPMLDigest
+	for _, g := range gates {
+		d, err := g.policy(nil)
+		if err != nil {
+			return tpm2.TPMTPublic{}, err
+		}
+		branches.Digests = append(branches.Digests, tpm2.TPM2BDigest{Buffer: d})
+	}
+	policy, err := orOf(branches)
+	if err != nil {
+		return tpm2.TPMTPublic{}, err
+	}
+	attrs := tpm2.TPMAObject{Restricted: true, Decrypt: true, AdminWithPolicy: true, NoDA: true, STClear: true}
+	public := p256Public(attrs, tpm2.TPMTECCScheme{Scheme: tpm2.TPMAlgNull}, policy, point)
+	ecc, _ := public.Parameters.ECCDetail()
+	ecc.Symmetric = tpm2.TPMTSymDefObject{
+		Algorithm: tpm2.TPMAlgAES,
+		KeyBits:   tpm2.NewTPMUSymKeyBits(tpm2.TPMAlgAES, tpm2.TPMKeyBits(128)),
+		Mode:      tpm2.NewTPMUSymMode(tpm2.TPMAlgAES, tpm2.TPMAlgCFB),
+	}
+	public.Parameters = tpm2.NewTPMUPublicParms(tpm2.TPMAlgECC, ecc)
+	return public, nil
+}
+
+// wrap duplicates an object for import under parent (an EK or a gate key).
+func wrap(parent *tpm2.TPMTPublic, public tpm2.TPMTPublic, sensitive tpm2.TPMTSensitive) (*wrapped, error) {
 	name, err := tpm2.ObjectName(&public)
 	if err != nil {
 		return nil, err
 	}
-	parent, err := tpm2.ImportEncapsulationKey(&ek.public)
+	encap, err := tpm2.ImportEncapsulationKey(parent)
 	if err != nil {
-		return nil, fmt.Errorf("endorsement key cannot wrap imports: %w", err)
+		return nil, fmt.Errorf("the parent key cannot wrap imports: %w", err)
 	}
-	duplicate, seed, err := tpm2.CreateDuplicate(rand.Reader, parent, name.Buffer, tpm2.Marshal(sensitive))
+	duplicate, seed, err := tpm2.CreateDuplicate(rand.Reader, encap, name.Buffer, tpm2.Marshal(sensitive))
 	if err != nil {
-		return nil, fmt.Errorf("wrapping for the endorsement key: %w", err)
+		return nil, fmt.Errorf("wrapping for the parent key: %w", err)
 	}
 	return &wrapped{public: public, duplicate: duplicate, seed: seed}, nil
 }
@@ -107,6 +192,14 @@ const (
 	roleZGen scopedRole = iota
 	roleTwin
 )
+
+// objects are the wrapped objects in encoding order.
+func (k *ScopedKey) objects() []*wrapped {
+	if k.format == scopedV3 {
+		return []*wrapped{&k.gateKey, &k.zgen, &k.twin}
+	}
+	return []*wrapped{&k.zgen, &k.twin}
+}
 
 func (k *ScopedKey) object(r scopedRole) *wrapped {
 	if r == roleZGen {
@@ -132,7 +225,25 @@ func scopedPublic(role scopedRole, gates []gate, point []byte) (tpm2.TPMTPublic,
 	if err != nil {
 		return tpm2.TPMTPublic{}, err
 	}
-	attrs := tpm2.TPMAObject{AdminWithPolicy: true, NoDA: true}
+	return rolePublic(role, policy, false, point), nil
+}
+
+// objectPublic is the exact public area of role in k's format. In version
+// 3 an object's policy names only its commands (PolicyCommandCode, joined
+// by PolicyOR for the twin): the gate is its parent's.
+func (k *ScopedKey) objectPublic(role scopedRole, point []byte) (tpm2.TPMTPublic, error) {
+	if k.format != scopedV3 {
+		return scopedPublic(role, k.gates(), point)
+	}
+	policy, err := scopedPolicy(role, []gate{{}})
+	if err != nil {
+		return tpm2.TPMTPublic{}, err
+	}
+	return rolePublic(role, policy, true, point), nil
+}
+
+func rolePublic(role scopedRole, policy []byte, stClear bool, point []byte) tpm2.TPMTPublic {
+	attrs := tpm2.TPMAObject{AdminWithPolicy: true, NoDA: true, STClear: stClear}
 	scheme := tpm2.TPMTECCScheme{Scheme: tpm2.TPMAlgNull}
 	if role == roleZGen {
 		attrs.Decrypt = true
@@ -143,7 +254,7 @@ func scopedPublic(role scopedRole, gates []gate, point []byte) (tpm2.TPMTPublic,
 			Details: tpm2.NewTPMUAsymScheme(tpm2.TPMAlgECDAA, &tpm2.TPMSSchemeECDAA{HashAlg: tpm2.TPMAlgSHA256}),
 		}
 	}
-	return p256Public(attrs, scheme, policy, point), nil
+	return p256Public(attrs, scheme, policy, point)
 }
 
 // p256Public is the public area of a P-256 key with SHA-256 names, no
@@ -172,7 +283,7 @@ func p256Public(attrs tpm2.TPMAObject, scheme tpm2.TPMTECCScheme, policy, point 
 type gate struct {
 	pcrs     PCRValues        // PolicyPCR of these values · PolicyNV(floor <= version), or
 	version  uint64           //
-	approver *ecdsa.PublicKey // PolicyAuthorize by this key
+	approver *ecdsa.PublicKey // PolicyAuthorize by this key; neither: no image term
 }
 
 // gates are the key's ways in: its PCRs and version, and its approver if any.
@@ -199,6 +310,11 @@ func scopedPolicy(role scopedRole, gates []gate) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return orOf(branches)
+}
+
+// orOf is the one branch, or PolicyOR of several.
+func orOf(branches tpm2.TPMLDigest) ([]byte, error) {
 	if len(branches.Digests) == 1 {
 		return branches.Digests[0].Buffer, nil
 	}
@@ -216,7 +332,7 @@ func policyBranches(role scopedRole, gates []gate) (tpm2.TPMLDigest, error) {
 	var list tpm2.TPMLDigest
 	for _, g := range gates {
 		for _, cc := range role.commands() {
-			d, err := g.policy(cc)
+			d, err := g.policy(&cc)
 			if err != nil {
 				return list, err
 			}
@@ -226,8 +342,9 @@ func policyBranches(role scopedRole, gates []gate) (tpm2.TPMLDigest, error) {
 	return list, nil
 }
 
-// policy is the digest of the branch gate · PolicyCommandCode(cc).
-func (g gate) policy(cc tpm2.TPMCC) ([]byte, error) {
+// policy is the digest of the branch gate · PolicyCommandCode(cc), or of
+// the gate alone for no cc.
+func (g gate) policy(cc *tpm2.TPMCC) ([]byte, error) {
 	calc, err := tpm2.NewPolicyCalculator(tpm2.TPMAlgSHA256)
 	if err != nil {
 		return nil, err
@@ -241,7 +358,7 @@ func (g gate) policy(cc tpm2.TPMCC) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-	} else {
+	} else if g.pcrs != nil {
 		if err := g.pcrs.Check(); err != nil {
 			return nil, err
 		}
@@ -252,19 +369,23 @@ func (g gate) policy(cc tpm2.TPMCC) ([]byte, error) {
 			return nil, err
 		}
 	}
-	if err := (tpm2.PolicyCommandCode{Code: cc}).Update(calc); err != nil {
-		return nil, err
+	if cc != nil {
+		if err := (tpm2.PolicyCommandCode{Code: *cc}).Update(calc); err != nil {
+			return nil, err
+		}
 	}
 	return calc.Hash().Digest, nil
 }
 
 // The scoped key encoding, big-endian, one canonical form:
 //
-//	magic      "CUSTSCOP" (8 bytes), version 2 (1 byte)
+//	magic      "CUSTSCOP" (8 bytes), version 2 or 3 (1 byte)
 //	ek, pcrs,  as in a Blob
 //	security
 //	approver   uint16 length + SubjectPublicKeyInfo DER, or length 0
-//	then for the ZGen key and then its twin:
+//	then, in version 3, for the gate key (wrapped for the EK), and for the
+//	ZGen key and then its twin (wrapped for the gate key in version 3, for
+//	the EK in version 2):
 //	public     uint16 length + TPMT_PUBLIC
 //	duplicate  uint16 length + TPM2B_PRIVATE contents
 //	seed       uint16 length + TPM2B_ENCRYPTED_SECRET contents
@@ -273,7 +394,7 @@ const scopedMagic = "CUSTSCOP"
 // Marshal encodes the key.
 func (k *ScopedKey) Marshal() []byte {
 	var out cryptobyte.Builder
-	addHeader(&out, scopedMagic, k.EK, k.PCRs, k.Version)
+	addHeader(&out, scopedMagic, k.format, k.EK, k.PCRs, k.Version)
 	out.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) {
 		if k.Approver != nil {
 			der, err := x509.MarshalPKIXPublicKey(k.Approver)
@@ -283,7 +404,7 @@ func (k *ScopedKey) Marshal() []byte {
 			c.AddBytes(der)
 		}
 	})
-	for _, w := range []*wrapped{&k.zgen, &k.twin} {
+	for _, w := range k.objects() {
 		for _, field := range [][]byte{tpm2.Marshal(w.public), w.duplicate, w.seed} {
 			out.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) { c.AddBytes(field) })
 		}
@@ -304,7 +425,7 @@ func ParseScopedKey(data []byte) (*ScopedKey, error) {
 
 func parseScopedKey(data []byte) (*ScopedKey, error) {
 	s := cryptobyte.String(data)
-	ek, pcrs, version, err := readHeader(&s, scopedMagic, "a scoped key")
+	ek, pcrs, version, format, err := readHeader(&s, scopedMagic, "a scoped key", scopedV2, scopedV3)
 	if err != nil {
 		return nil, err
 	}
@@ -312,13 +433,13 @@ func parseScopedKey(data []byte) (*ScopedKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := &ScopedKey{EK: ek, PCRs: pcrs, Version: version, Approver: approver}
-	for _, role := range []scopedRole{roleZGen, roleTwin} {
+	k := &ScopedKey{EK: ek, PCRs: pcrs, Version: version, Approver: approver, format: format}
+	for _, into := range k.objects() {
 		w, err := readWrapped(&s)
 		if err != nil {
 			return nil, err
 		}
-		*k.object(role) = *w
+		*into = *w
 	}
 	if !s.Empty() {
 		return nil, errors.New("trailing data")
@@ -372,14 +493,40 @@ func (k *ScopedKey) checkObjects() error {
 	if err != nil {
 		return fmt.Errorf("the ZGen key's public point: %v", err)
 	}
+	if k.format == scopedV3 {
+		if err := k.checkGateKey(); err != nil {
+			return err
+		}
+	}
 	for _, role := range []scopedRole{roleZGen, roleTwin} {
-		want, err := scopedPublic(role, k.gates(), point)
+		want, err := k.objectPublic(role, point)
 		if err != nil {
 			return err
 		}
 		if !bytes.Equal(tpm2.Marshal(want), tpm2.Marshal(k.object(role).public)) {
 			return errors.New("a scoped object is not the policy-only key SealScoped makes for these PCRs")
 		}
+	}
+	return nil
+}
+
+// checkGateKey refuses a gate key that is not exactly the storage key
+// SealScoped makes for the key's gates, whatever its point.
+func (k *ScopedKey) checkGateKey() error {
+	ecc, err := k.gateKey.public.Unique.ECC()
+	if err != nil {
+		return errors.New("the gate key is not an ECC key")
+	}
+	point, err := uncompressed(ecc.X.Buffer, ecc.Y.Buffer)
+	if err != nil {
+		return fmt.Errorf("the gate key's public point: %v", err)
+	}
+	want, err := gateKeyPublic(k.gates(), point)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(tpm2.Marshal(want), tpm2.Marshal(k.gateKey.public)) {
+		return errors.New("the gate key is not the policy-only storage key SealScoped makes for these PCRs")
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"math/big"
+	"slices"
 	"testing"
 
 	"github.com/cloudflare/circl/group"
@@ -41,6 +42,14 @@ func FuzzParseScopedKey(f *testing.F) {
 			if err != nil {
 				f.Fatal(err)
 			}
+			v2, err := tpm.SealScopedV2(ek, pcrs, 1, share.Bytes(), a)
+			if err != nil {
+				f.Fatal(err)
+			}
+			if _, err := tpm.ParseScopedKey(v2.Marshal()); err != nil {
+				f.Fatalf("a version 2 key does not parse: %v", err)
+			}
+			f.Add(v2.Marshal())
 			data := k.Marshal()
 			parsed, err := tpm.ParseScopedKey(data)
 			if err != nil {
@@ -56,6 +65,7 @@ func FuzzParseScopedKey(f *testing.F) {
 		}
 	}
 	f.Add([]byte("CUSTSCOP\x02"))
+	f.Add([]byte("CUSTSCOP\x03"))
 	f.Add([]byte("CUSTSEAL\x02"))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -430,4 +440,82 @@ func joinPartialFields(proofKey, r []byte, p *tpm.Partial) []byte {
 		out = append(out, b...)
 	}
 	return out
+}
+
+// FuzzVerifyBatch changes one byte of, or cuts, one field of a valid
+// batch (a partial or a proof value): VerifyBatch must refuse every
+// change, with ErrBadBatch, and never panic.
+func FuzzVerifyBatch(f *testing.F) {
+	share, err := ecdh.P256().GenerateKey(rand.Reader)
+	if err != nil {
+		f.Fatal(err)
+	}
+	proofKey, err := tpm.ProofKey(share.Bytes())
+	if err != nil {
+		f.Fatal(err)
+	}
+	points := randomPoints(f, 3)
+	batch := softwareBatch(f, share.Bytes(), proofKey, points)
+	if err := tpm.VerifyBatch(proofKey, points, batch); err != nil {
+		f.Fatalf("a software batch does not verify: %v", err)
+	}
+	for field := range uint8(8) {
+		f.Add(field, uint16(0), byte(1), false)
+		f.Add(field, uint16(40), byte(0x80), false)
+		f.Add(field, uint16(10), byte(0), true)
+	}
+	f.Fuzz(func(t *testing.T, field uint8, pos uint16, xor byte, cut bool) {
+		b := &tpm.Batch{Partials: slices.Clone(batch.Partials), Proof: batch.Proof}
+		fields := []*[]byte{&b.Partials[0], &b.Partials[1], &b.Partials[2], &b.Proof.E, &b.Proof.L, &b.Proof.NonceK, &b.Proof.S, &b.Proof.Blind}
+		v := fields[int(field)%len(fields)]
+		changed := bytes.Clone(*v)
+		i := int(pos) % len(changed)
+		if cut {
+			changed = changed[:i]
+		} else if xor == 0 {
+			return
+		} else {
+			changed[i] ^= xor
+		}
+		*v = changed
+		if err := tpm.VerifyBatch(proofKey, points, b); !errors.Is(err, tpm.ErrBadBatch) {
+			t.Fatalf("field %d changed at %d: got %v, want ErrBadBatch", int(field)%len(fields), i, err)
+		}
+	})
+}
+
+// softwareBatch makes a batch as PartialsBatch does, with the share in
+// software (tpmtest.SoftwareProof) in place of the TPM.
+func softwareBatch(t testing.TB, share, proofKey []byte, points [][]byte) *tpm.Batch {
+	t.Helper()
+	g := group.P256
+	s := g.NewScalar()
+	if err := s.UnmarshalBinary(share); err != nil {
+		t.Fatal(err)
+	}
+	b := &tpm.Batch{}
+	for _, r := range points {
+		R := g.NewElement()
+		if err := R.UnmarshalBinary(r); err != nil {
+			t.Fatal(err)
+		}
+		p, _ := g.NewElement().Mul(R, s).MarshalBinary()
+		b.Partials = append(b.Partials, p)
+	}
+	w := tpm.BatchWeights(points, b.Partials)
+	rStar, pStar := g.Identity(), g.Identity()
+	for i := range points {
+		R, P := g.NewElement(), g.NewElement()
+		_ = R.UnmarshalBinary(points[i])
+		_ = P.UnmarshalBinary(b.Partials[i])
+		rStar.Add(rStar, R.Mul(R, w[i]))
+		pStar.Add(pStar, P.Mul(P, w[i]))
+	}
+	rho := g.RandomNonZeroScalar(rand.Reader)
+	blindR, _ := g.NewElement().Mul(rStar, rho).MarshalBinary()
+	blindP, _ := g.NewElement().Mul(pStar, rho).MarshalBinary()
+	p := tpmtest.SoftwareProof(t, share, proofKey, blindR, blindP)
+	blind, _ := rho.MarshalBinary()
+	b.Proof = tpm.BatchProof{E: p.E, L: p.L, NonceK: p.NonceK, S: p.S, Blind: blind}
+	return b
 }

@@ -363,3 +363,54 @@ func approve(t testing.TB, key *ecdsa.PrivateKey, pcrs tpm.PCRValues) *tpm.Appro
 	t.Helper()
 	return approveAt(t, key, pcrs, testVersion)
 }
+
+// TestInvariantGateKeyOnlyLoads: the gate key's policy names no command,
+// so it must not give the ADMIN or DUP role: on the approved image, in a
+// session that satisfies its policy exactly (and in one that adds the
+// command's code), TPM2_Duplicate, which would carry it and so its
+// children off the TPM, and TPM2_ObjectChangeAuth are refused. The TPM
+// requires PolicyCommandCode of the command for those roles.
+func TestInvariantGateKeyOnlyLoads(t *testing.T) {
+	tpmtest.Run(t, func(t *testing.T, target tpmtest.Target) {
+		conn := target.Open(t)
+		ek, pcrs := bootedDevice(t, conn)
+		_, key, _ := scopedShare(t, ek, pcrs)
+		gateKey, err := tpm.LoadGateKey(conn, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer flushHandle(conn, gateKey.ObjectHandle)
+		handle := func(auth tpm2.Session) tpm2.AuthHandle {
+			return tpm2.AuthHandle{Handle: gateKey.ObjectHandle, Name: gateKey.Name, Auth: auth}
+		}
+		sess, closeSession, err := tpm2.PolicySession(conn, tpm2.TPMAlgSHA256, 16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer closeSession()
+		attempts := map[string]func() error{
+			"TPM2_Duplicate": func() error {
+				_, err := tpm2.Duplicate{ObjectHandle: handle(sess), NewParentHandle: tpm2.TPMRHNull,
+					Symmetric: tpm2.TPMTSymDef{Algorithm: tpm2.TPMAlgNull}}.Execute(conn)
+				return err
+			},
+			"TPM2_ObjectChangeAuth": func() error {
+				_, err := tpm2.ObjectChangeAuth{ObjectHandle: handle(sess),
+					ParentHandle: tpm2.NamedHandle{Handle: tpm.EKHandle(ek), Name: tpm2.TPM2BName{Buffer: ek.Name()}},
+					NewAuth:      tpm2.TPM2BAuth{Buffer: []byte("chosen")}}.Execute(conn)
+				return err
+			},
+		}
+		for name, attempt := range attempts {
+			if err := tpm.PassImage(conn, sess, pcrs, testVersion); err != nil {
+				t.Fatal(err)
+			}
+			if err := attempt(); !errors.Is(err, tpm2.TPMRCPolicyFail) {
+				t.Errorf("%s under the gate key's own policy: got %v, want TPM_RC_POLICY_FAIL", name, err)
+			}
+		}
+		if err := duplicateUnderPolicy(conn, handle, pcrs); !errors.Is(err, tpm2.TPMRCPolicyFail) {
+			t.Errorf("TPM2_Duplicate with its command code: got %v, want TPM_RC_POLICY_FAIL", err)
+		}
+	})
+}

@@ -36,7 +36,7 @@ func Seal(ek *EK, pcrs PCRValues, version uint64, secret []byte) (*Blob, error) 
 	if err != nil {
 		return nil, err
 	}
-	w, err := wrap(ek, public, sensitive)
+	w, err := wrap(&ek.public, public, sensitive)
 	if err != nil {
 		return nil, err
 	}

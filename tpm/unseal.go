@@ -53,15 +53,24 @@ func importWrapped(t transport.TPM, sess tpm2.Session, ek *EK, w *wrapped) (tpm2
 	if err := endorsementPolicy(t, sess); err != nil {
 		return tpm2.TPM2BPrivate{}, err
 	}
+	private, err := importUnder(t, ek.authHandle(sess), w)
+	if err != nil {
+		return tpm2.TPM2BPrivate{}, fmt.Errorf("importing the wrapped object: %w", err)
+	}
+	return private, nil
+}
+
+// importUnder runs TPM2_Import of w under parent.
+func importUnder(t transport.TPM, parent tpm2.AuthHandle, w *wrapped) (tpm2.TPM2BPrivate, error) {
 	rsp, err := tpm2.Import{
-		ParentHandle: ek.authHandle(sess),
+		ParentHandle: parent,
 		ObjectPublic: tpm2.New2B(w.public),
 		Duplicate:    tpm2.TPM2BPrivate{Buffer: w.duplicate},
 		InSymSeed:    tpm2.TPM2BEncryptedSecret{Buffer: w.seed},
 		Symmetric:    tpm2.TPMTSymDef{Algorithm: tpm2.TPMAlgNull},
 	}.Execute(t)
 	if err != nil {
-		return tpm2.TPM2BPrivate{}, fmt.Errorf("importing the wrapped object: %w", err)
+		return tpm2.TPM2BPrivate{}, err
 	}
 	return rsp.OutPrivate, nil
 }

@@ -71,7 +71,7 @@ func loadBootKey(file string) (crypto.Signer, error) {
 }
 
 func newImageMeasureCommand(g *globals) *cobra.Command {
-	var manifest, img, out string
+	var manifest, img, out, debDir string
 	cmd := &cobra.Command{
 		Use:   "measure (--manifest M | --image IMG) --out policy.json",
 		Short: "Predict the PCR values and event log the image produces at boot",
@@ -82,10 +82,11 @@ expected event log (docs/policy.md). The ceremony seals shares to it.
 With --manifest it measures the manifest's root filesystem as the builder
 puts it into the image; with --image it reads a built image instead (the
 manifest inside its boot.img and its squashfs root), so anyone holding the
-image can check the policy.`,
+image can check the policy. A manifest that adds rootfs.files reads their
+sources, from --debs as image build does.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			p, err := predict(manifest, img)
+			p, err := predict(manifest, img, debDir)
 			if err != nil {
 				return err
 			}
@@ -109,13 +110,14 @@ image can check the policy.`,
 	f.StringVar(&manifest, "manifest", "", "image manifest (TOML)")
 	f.StringVar(&img, "image", "", "a built image to measure instead of a manifest")
 	f.StringVar(&out, "out", "", "policy file to write")
+	f.StringVar(&debDir, "debs", "", "directory to read the manifest's debs from, by file name (for rootfs.files)")
 	cmd.MarkFlagsOneRequired("manifest", "image")
 	cmd.MarkFlagsMutuallyExclusive("manifest", "image")
 	_ = cmd.MarkFlagRequired("out")
 	return cmd
 }
 
-func predict(manifest, img string) (*bootpolicy.Policy, error) {
+func predict(manifest, img, debDir string) (*bootpolicy.Policy, error) {
 	if img != "" {
 		return predictImage(img)
 	}
@@ -123,7 +125,7 @@ func predict(manifest, img string) (*bootpolicy.Policy, error) {
 	if err != nil {
 		return nil, err
 	}
-	return m.Predict()
+	return predictManifest(m, debDir)
 }
 
 func printPCRs(w io.Writer, p *bootpolicy.Policy) {

@@ -22,9 +22,12 @@ import (
 	"github.com/custodian-project/custodian/tpm/tpmtest"
 )
 
-// rootPartitionOffset is where the default layout's root filesystem starts:
-// 1 MiB of MBR gap plus the 24 MiB boot partition.
-const rootPartitionOffset = 25 << 20
+// Where the default layout's partitions start: after 1 MiB of GPT gap the
+// 8 MiB autoboot partition, boot A and boot B (24 MiB each), then root A.
+const (
+	bootPartitionOffset = 9 << 20
+	rootPartitionOffset = 57 << 20
+)
 
 // extractRoot unpacks the built image's squashfs root filesystem with
 // Debian's unsquashfs: measure-boot then measures exactly what a device
@@ -48,7 +51,7 @@ func extractBootManifest(t *testing.T, img string) string {
 	dir := t.TempDir()
 	bootImg, manifest := filepath.Join(dir, "boot.img"), filepath.Join(dir, "custodian.toml")
 	for _, args := range [][]string{
-		{"-i", img + "@@1M", "::boot.img", bootImg},
+		{"-i", img + "@@" + strconv.Itoa(bootPartitionOffset), "::boot.img", bootImg},
 		{"-i", bootImg, "::custodian.toml", manifest},
 	} {
 		if out, err := exec.Command("mcopy", args...).CombinedOutput(); err != nil {
@@ -299,5 +302,34 @@ func TestImageSign(t *testing.T) {
 	code, _, errOut := custodian(t, "image", "sign", "--in", img, "--key", big, "--out", filepath.Join(dir, "x.sig"))
 	if code == 0 || !strings.Contains(errOut, "not an RSA-2048 key") || !strings.Contains(errOut, "hint: make a key with: openssl genrsa") {
 		t.Fatalf("RSA-3072 key: exit %d, %s", code, errOut)
+	}
+}
+
+// Each build refusal's hint names its cause: an output path for --out
+// errors only, the manifest key for a missing boot file or a small size,
+// and the pinned package for a digest mismatch.
+func TestImageBuildHintsNameTheCause(t *testing.T) {
+	manifest := imagetest.Write(t)
+	if err := os.WriteFile(filepath.Join(filepath.Dir(manifest), "k.deb"), []byte("not the pinned package"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m := imagetest.Manifest
+	pinned := "[[debs]]\nname = \"k\"\nfile = \"k.deb\"\nsha256 = \"" + strings.Repeat("0", 64) + "\"\n"
+	out := filepath.Join(t.TempDir(), "x.img")
+	for _, c := range []struct{ name, text, want string }{
+		{"no kernel", strings.Replace(m, `  { src = "boot/kernel8.img", dst = "kernel8.img" },`+"\n", "", 1),
+			`hint: add it to the manifest's boot.files, e.g. { src = "deb:kernel:/path/in/package", dst = "kernel8.img" }`},
+		{"small image", strings.Replace(m, "version = 1\n", "version = 1\nimage_mib = 100\n", 1),
+			"hint: raise image_mib to at least 154 in the manifest"},
+		{"wrong digest", strings.Replace(m, `"boot/kernel8.img"`, `"deb:k:/boot/vmlinuz"`, 1) + pinned,
+			"hint: this is not the package the manifest pins"},
+	} {
+		if err := os.WriteFile(manifest, []byte(c.text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		code, _, errOut := custodian(t, "image", "build", "--manifest", manifest, "--out", out)
+		if code == 0 || !strings.Contains(errOut, c.want) || strings.Contains(errOut, "--out") {
+			t.Errorf("%s: exit %d, stderr %s", c.name, code, errOut)
+		}
 	}
 }

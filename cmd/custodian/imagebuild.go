@@ -3,36 +3,45 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/custodian-project/custodian/hsm/bootpolicy"
+	"github.com/custodian-project/custodian/image"
 	"github.com/custodian-project/custodian/image/builder"
 )
 
 func newImageBuildCommand(g *globals) *cobra.Command {
-	var manifest, out, keyFile, soc string
+	var manifest, out, keyFile, soc, debDir, kernelOut, initramfsOut string
 	cmd := &cobra.Command{
 		Use:   "build --manifest M --out IMG [--key boot-key.pem]",
 		Short: "Assemble the SD-card image a manifest describes",
-		Long: `Build writes an MBR disk image: a FAT16 boot partition with boot.img (kernel,
-initramfs, device trees, config.txt, cmdline.txt, the manifest) and its
-boot.sig, and a read-only squashfs root filesystem. The same manifest and
+		Long: `Build writes a GPT disk image (docs/image.md): the autoboot partition, slot A's
+boot partition with boot.img (kernel, the initramfs it makes, device trees,
+config.txt, cmdline.txt, the manifest) and its boot.sig, an empty slot B,
+the gzip-compressed squashfs root of slot A, an empty root B, and an empty
+ext4 data partition (made with the host's mke2fs). Inputs come from host
+files or from Debian packages pinned by SHA-256. The same manifest and
 inputs give the same bytes.
 
 --key signs boot.img for Pi secure boot (RSA-2048 PEM); without it boot.sig
-carries only the digest and a board with SIGNED_BOOT=1 refuses to boot.`,
+carries only the digest and a board with SIGNED_BOOT=1 refuses to boot.
+--kernel-out and --initramfs-out write copies of the kernel and the
+initramfs in boot.img, for booting them in an emulator.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			m, err := loadManifest(manifest)
 			if err != nil {
 				return err
 			}
-			opt := builder.Options{TargetSoC: soc, Progress: g.progress()}
+			opt := builder.Options{TargetSoC: soc, DebDir: debDir, KernelOut: kernelOut, InitramfsOut: initramfsOut, Progress: g.progress()}
 			if keyFile != "" {
 				if opt.Key, err = loadBootKey(keyFile); err != nil {
 					return err
@@ -40,7 +49,7 @@ carries only the digest and a board with SIGNED_BOOT=1 refuses to boot.`,
 			}
 			start := time.Now()
 			if err := builder.Build(m, out, opt); err != nil {
-				return withHint(err, "--out must be a regular file or a new path")
+				return buildHint(err)
 			}
 			if keyFile == "" {
 				fmt.Fprintln(g.stderr, "custodian: warning: boot.img is unsigned; sign it (image build --key) before writing a secure-boot card")
@@ -59,10 +68,38 @@ carries only the digest and a board with SIGNED_BOOT=1 refuses to boot.`,
 	f := cmd.Flags()
 	f.StringVar(&manifest, "manifest", "", "image manifest (TOML)")
 	f.StringVar(&out, "out", "", "image file to write")
+	f.StringVar(&debDir, "debs", "", "directory to read the manifest's debs from, by file name (default: their paths beside the manifest)")
+	f.StringVar(&kernelOut, "kernel-out", "", "also write the kernel in boot.img to this file")
+	f.StringVar(&initramfsOut, "initramfs-out", "", "also write the initramfs in boot.img to this file")
 	bootKeyFlags(f, &keyFile, &soc)
 	_ = cmd.MarkFlagRequired("manifest")
 	_ = cmd.MarkFlagRequired("out")
 	return cmd
+}
+
+// buildHint names the cause of a build error and what fixes it.
+func buildHint(err error) error {
+	var (
+		out    *builder.OutputError
+		digest *builder.DigestError
+		size   *builder.SizeError
+		file   *builder.BootFileError
+	)
+	switch {
+	case errors.As(err, &out):
+		return withHint(err, "--out, --kernel-out and --initramfs-out must be regular files or new paths")
+	case errors.As(err, &digest):
+		return withHint(err, "this is not the package the manifest pins: download the pinned version again (docs/examples/appliance/fetch-debs.sh), or put its new sha256 into the manifest if you mean to change it")
+	case errors.As(err, &size):
+		hint := fmt.Sprintf("raise %s to at least %d in the manifest", size.Key, size.Need)
+		if slices.Contains([]string{"image_mib", "boot_img_mib", "boot_mib", "root_mib"}, size.Key) {
+			hint += ", or leave it out to have it computed"
+		}
+		return withHint(err, hint)
+	case errors.As(err, &file):
+		return withHint(err, fmt.Sprintf("add it to the manifest's %s, e.g. { src = \"deb:kernel:/path/in/package\", dst = \"%s\" } (docs/image.md)", file.Key, strings.Fields(file.Name)[0]))
+	}
+	return err
 }
 
 // progress draws a one-line progress bar when stderr is a terminal and
@@ -87,6 +124,15 @@ func (g *globals) progress() func(string, int, int) {
 			fmt.Fprintln(f)
 		}
 	}
+}
+
+// predictManifest predicts a manifest's policy, reading rootfs.files.
+func predictManifest(m *image.Manifest, debDir string) (*bootpolicy.Policy, error) {
+	p, err := builder.PredictManifest(m, debDir)
+	if err != nil {
+		return nil, buildHint(err)
+	}
+	return p, nil
 }
 
 // predictImage reads the policy out of a built image.

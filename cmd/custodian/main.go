@@ -14,6 +14,9 @@ import (
 )
 
 func main() {
+	if role := initRole(); role != nil {
+		role() // PID 1: never returns
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

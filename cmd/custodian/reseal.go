@@ -17,9 +17,13 @@ import (
 func newUpdateCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "update",
-		Short: "The escrow authority's signed approvals of new images (no new ceremony needed)",
+		Short: "Approve new images (escrow authority) and install them into the inactive slot (device)",
+		Long: `The escrow authority's signed approvals of new images (keygen, sign: no new
+ceremony needed), and on the device the A/B update: apply writes a new image
+into the slot that is not running and reboots into it once (tryboot); commit,
+after reseal --finish on the new image, makes it the default.`,
 	}
-	cmd.AddCommand(newUpdateKeygenCommand(g), newUpdateSignCommand(g))
+	cmd.AddCommand(newUpdateKeygenCommand(g), newUpdateSignCommand(g), newUpdateApplyCommand(g), newUpdateCommitCommand(g))
 	return cmd
 }
 

@@ -55,3 +55,23 @@ func TestUpdateKeygenAndSign(t *testing.T) {
 		t.Fatalf("reseal without a mode: %d %q", code, errOut)
 	}
 }
+
+// update apply and commit refuse on a machine whose firmware reports no
+// boot slot, before opening the image or any disk.
+func TestUpdateApplyRefusesWithoutABootSlot(t *testing.T) {
+	if cmdline, err := os.ReadFile("/proc/cmdline"); err != nil || strings.Contains(string(cmdline), "custodian.boot_partition=") {
+		t.Skip("this machine reports a boot slot")
+	}
+	if _, err := os.Stat("/proc/device-tree/chosen/bootloader/partition"); err == nil {
+		t.Skip("this machine is a Pi with a boot slot")
+	}
+	for _, args := range [][]string{
+		{"update", "apply", "--image", filepath.Join(t.TempDir(), "missing.img")},
+		{"update", "commit"},
+	} {
+		code, _, errOut := custodian(t, args...)
+		if code == 0 || !strings.Contains(errOut, "cannot tell which slot is running") {
+			t.Fatalf("%v: %d %q", args, code, errOut)
+		}
+	}
+}

@@ -53,7 +53,7 @@ func (s *serverTLS) load(now time.Time) (*tls.Config, *x509.CertPool, error) {
 		return nil, nil, nil
 	case s.cert == "" && s.key == "":
 		return nil, nil, withHint(errors.New("serve needs TLS: give --tls-cert and --tls-key"),
-			"docs/operator.md (section 8) shows how to make a server certificate with openssl",
+			"docs/operator.md (section 4) shows how to make a server certificate with openssl",
 			"--insecure-http serves plain HTTP instead, for a loopback or a closed test network only")
 	case s.cert == "" || s.key == "":
 		return nil, nil, withHint(errors.New("--tls-cert and --tls-key go together"), "give both")
@@ -66,7 +66,7 @@ func (s *serverTLS) load(now time.Time) (*tls.Config, *x509.CertPool, error) {
 		return nil, nil, withHint(fmt.Errorf("the TLS certificate: %w", err), "--tls-cert is the PEM certificate chain, --tls-key its PEM private key")
 	}
 	if err := checkServerCert(cert.Leaf, now); err != nil {
-		return nil, nil, withHint(fmt.Errorf("--tls-cert %s: %w", s.cert, err), "docs/operator.md (section 8) shows how to make one with openssl")
+		return nil, nil, withHint(fmt.Errorf("--tls-cert %s: %w", s.cert, err), "docs/operator.md (section 4) shows how to make one with openssl")
 	}
 	var officers *x509.CertPool
 	if s.clientCA != "" {

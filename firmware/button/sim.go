@@ -101,3 +101,6 @@ func Press(ctx context.Context, path string, hold time.Duration) error {
 	}
 	return nil
 }
+
+// Simulated reports whether this build has the simulated button.
+const Simulated = true

@@ -23,3 +23,6 @@ func (s *Sim) Close() error { return nil }
 
 // Press refuses in the appliance build.
 func Press(context.Context, string, time.Duration) error { return ErrNoSim }
+
+// Simulated reports whether this build has the simulated button.
+const Simulated = false

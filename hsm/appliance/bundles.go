@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/google/go-tpm/tpm2/transport"
@@ -79,22 +78,7 @@ func (a *Appliance) Bundle(keyID string) (*escrow.Bundle, error) {
 }
 
 // KeyIDs lists the key IDs this appliance holds a share of.
-func (a *Appliance) KeyIDs() ([]string, error) {
-	entries, err := os.ReadDir(filepath.Join(a.Dir, BundleDir))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, e := range entries {
-		if name, ok := strings.CutSuffix(e.Name(), ".json"); ok && ids.CheckKeyID(name) == nil {
-			out = append(out, name)
-		}
-	}
-	return out, nil
-}
+func (a *Appliance) KeyIDs() ([]string, error) { return listKeyIDs(a.Dir) }
 
 func (a *Appliance) bundlePath(keyID string) string {
 	return filepath.Join(a.Dir, BundleDir, keyID+".json")

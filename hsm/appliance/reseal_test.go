@@ -12,6 +12,7 @@ import (
 	"github.com/custodian-project/custodian/firmware/measure"
 	"github.com/custodian-project/custodian/firmware/measure/measuretest"
 	"github.com/custodian-project/custodian/hsm/appliance"
+	"github.com/custodian-project/custodian/hsm/bootpolicy"
 	"github.com/custodian-project/custodian/hsm/enrollment"
 	"github.com/custodian-project/custodian/hsm/escrow"
 	"github.com/custodian-project/custodian/tpm"
@@ -69,6 +70,10 @@ func TestResealMovesSharesToAnApprovedImage(t *testing.T) {
 			t.Fatal(err)
 		}
 
+		checkReady(t, dir, oldPolicy, 3)
+		checkNotReady(t, dir, newPolicy)
+		checkPending(t, dir, 0)
+
 		forgerKey, _, _ := escrow.NewUpdateKey("authority")
 		forged, _ := escrow.SignUpdate(forgerKey, newPolicy)
 		size := a.Ledger.Size()
@@ -88,6 +93,13 @@ func TestResealMovesSharesToAnApprovedImage(t *testing.T) {
 			t.Fatal("promoted resealed files on the old image")
 		}
 		a.Close()
+		// update apply may now write the new image, and only that one;
+		// the old image still opens everything until the new one promotes.
+		checkReady(t, dir, newPolicy, 3)
+		checkReady(t, dir, oldPolicy, 3)
+		otherPolicy, _ := spec.Predict(measuretest.Root("v3"), nil)
+		checkNotReady(t, dir, otherPolicy)
+		checkPending(t, dir, 3)
 
 		target.Swtpm.PowerCycle(t, conn)
 		if _, err := measure.Boot(conn, spec, measuretest.Root("v2"), t.TempDir()); err != nil {
@@ -104,6 +116,10 @@ func TestResealMovesSharesToAnApprovedImage(t *testing.T) {
 		if err != nil || len(promoted) != 3 {
 			t.Fatalf("promoted %v: %v", promoted, err)
 		}
+		// update commit may run; the old image is retired.
+		checkPending(t, dir, 0)
+		checkReady(t, dir, newPolicy, 3)
+		checkNotReady(t, dir, oldPolicy)
 		a.Close()
 		a, err = appliance.Open(dir, conn)
 		if err != nil || a.SignerErr != nil {
@@ -130,6 +146,30 @@ func TestResealMovesSharesToAnApprovedImage(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+func checkReady(t *testing.T, dir string, p *bootpolicy.Policy, want int) {
+	t.Helper()
+	if n, err := appliance.ReadyFor(dir, p.PCRs, p.SecurityVersion); err != nil || n != want {
+		t.Fatalf("ReadyFor: %d sealed files, %v; want %d and no error", n, err, want)
+	}
+}
+
+// checkNotReady expects ReadyFor to refuse p, naming the first share (its
+// bundles are checked before the checkpoint key).
+func checkNotReady(t *testing.T, dir string, p *bootpolicy.Policy) {
+	t.Helper()
+	_, err := appliance.ReadyFor(dir, p.PCRs, p.SecurityVersion)
+	if !errors.Is(err, appliance.ErrNotResealed) || !strings.Contains(err.Error(), "key ID 2026-") {
+		t.Fatalf("ReadyFor an image nothing is resealed to: %v", err)
+	}
+}
+
+func checkPending(t *testing.T, dir string, want int) {
+	t.Helper()
+	if pending, err := appliance.Pending(dir); err != nil || len(pending) != want {
+		t.Fatalf("Pending: %v, %v; want %d", pending, err, want)
+	}
 }
 
 func containsAll(s string, parts ...string) bool {

@@ -44,7 +44,7 @@ const maxSize = 1024
 // Sign makes the boot.sig of bootImg, signed by key (nil: digest only).
 func Sign(bootImg []byte, ts int64, targetSoC string, key crypto.Signer) (*Sig, error) {
 	s := &Sig{Digest: sha256.Sum256(bootImg), Timestamp: ts, TargetSoC: targetSoC}
-	if err := checkSoC(targetSoC); err != nil {
+	if err := CheckTargetSoC(targetSoC); err != nil {
 		return nil, err
 	}
 	if key == nil {
@@ -62,7 +62,8 @@ func Sign(bootImg []byte, ts int64, targetSoC string, key crypto.Signer) (*Sig, 
 	return s, nil
 }
 
-func checkSoC(soc string) error {
+// CheckTargetSoC accepts "" (none), "2711" (Pi 4) and "2712" (Pi 5).
+func CheckTargetSoC(soc string) error {
 	if soc != "" && soc != "2711" && soc != "2712" {
 		return fmt.Errorf("target SoC %q: want 2711 (Pi 4) or 2712 (Pi 5)", soc)
 	}
@@ -108,7 +109,7 @@ func Parse(data []byte) (*Sig, error) {
 	rest := lines[2:]
 	if len(rest) > 0 {
 		if soc, ok := strings.CutPrefix(rest[0], "target-soc: "); ok {
-			if err := checkSoC(soc); err != nil || soc == "" {
+			if err := CheckTargetSoC(soc); err != nil || soc == "" {
 				return nil, fmt.Errorf("boot.sig: target SoC %q: want 2711 or 2712", soc)
 			}
 			s.TargetSoC, rest = soc, rest[1:]

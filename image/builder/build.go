@@ -1,12 +1,18 @@
 // Package builder writes the SD-card image a manifest describes.
 //
-// The image is an MBR disk with two partitions: a FAT16 boot partition
-// holding boot.img (a FAT16 image with the kernel, initramfs, device trees,
-// config.txt, cmdline.txt and the manifest, which the Pi's EEPROM verifies
-// against boot.sig when SIGNED_BOOT=1), boot.sig and an outer config.txt;
-// and a read-only squashfs root filesystem. The same manifest gives the
-// same bytes: times come from source_date_epoch, owners are root, modes
-// are normalised ([image.NormalMode]), and the MBR disk ID is fixed.
+// The image is a GPT disk with the six partitions of package image/layout:
+// the autoboot partition (autoboot.txt, booting slot A), slot A's boot
+// partition with boot.img (a FAT16 image with the kernel, the initramfs
+// the build makes, device trees, firmware, config.txt, cmdline.txt and the
+// manifest, which the Pi's EEPROM verifies against boot.sig when
+// SIGNED_BOOT=1), boot.sig and an outer config.txt; an empty FAT for slot
+// B; slot A's read-only squashfs root (gzip); zeros for root B; and an
+// empty ext4 data partition. Inputs are host files or files inside Debian
+// packages pinned by SHA-256 (package image/deb reads them).
+//
+// The same manifest and inputs give the same bytes: times come from
+// source_date_epoch, owners are root, modes are normalised
+// ([image.NormalMode]), and every GUID, UUID and hash seed is fixed.
 package builder
 
 import (
@@ -21,12 +27,13 @@ import (
 	"path"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/disk"
 	"github.com/diskfs/go-diskfs/filesystem"
-	"github.com/diskfs/go-diskfs/partition/mbr"
 
 	"github.com/custodian-project/custodian/firmware"
 	"github.com/custodian-project/custodian/hsm/durable"
@@ -36,16 +43,16 @@ import (
 
 // Names on the boot partition.
 const (
-	BootImgName = "boot.img"
-	BootSigName = "boot.sig"
+	BootImgName  = "boot.img"
+	BootSigName  = "boot.sig"
+	AutobootName = "autoboot.txt"
+	KernelName   = "kernel8.img"
 )
 
 const (
-	sector     = 512
-	bootStart  = 2048       // first partition at 1 MiB, as SD cards erase in such blocks
-	diskID     = 0x43555354 // fixed MBR disk identifier (fdisk: 0x43555354), for reproducible bytes
-	mib        = 1 << 20
-	squashSize = 128 << 10 // squashfs block size; go-diskfs would take the 512-byte sector size
+	sector   = 512
+	firstLBA = 2048 // first partition at 1 MiB, as SD cards erase in such blocks
+	mib      = 1 << 20
 )
 
 // Options are the choices a build makes beyond the manifest.
@@ -53,8 +60,15 @@ type Options struct {
 	// Key signs boot.img (RSA-2048). Nil writes an unsigned boot.sig,
 	// which only a board without secure boot accepts.
 	Key crypto.Signer
-	// TargetSoC, if set, goes into boot.sig ("2711" or "2712").
+	// TargetSoC, if set, goes into boot.sig ("2711" or "2712") and names
+	// the device tree boot.img must hold.
 	TargetSoC string
+	// DebDir, if set, is where the manifest's debs are read from (by
+	// base name) instead of their path beside the manifest.
+	DebDir string
+	// KernelOut and InitramfsOut, if set, receive copies of the kernel
+	// and the initramfs put into boot.img (for an emulated boot).
+	KernelOut, InitramfsOut string
 	// Progress, if not nil, is told each step as it starts.
 	Progress func(step string, n, total int)
 }
@@ -64,8 +78,13 @@ type Options struct {
 // refused). SOURCE_DATE_EPOCH is set for the duration, as go-diskfs reads
 // it from the environment: do not run two builds in one process at once.
 func Build(m *image.Manifest, out string, opt Options) error {
-	if err := durable.CheckReplaceable(out); err != nil {
-		return err
+	for _, f := range []string{out, opt.KernelOut, opt.InitramfsOut} {
+		if f == "" {
+			continue
+		}
+		if err := durable.CheckReplaceable(f); err != nil {
+			return &OutputError{err}
+		}
 	}
 	if opt.Progress == nil {
 		opt.Progress = func(string, int, int) {}
@@ -78,8 +97,33 @@ func Build(m *image.Manifest, out string, opt Options) error {
 	}
 	defer os.RemoveAll(work)
 
-	opt.Progress("boot.img", 1, 4)
-	bootImg, err := buildBootImg(m, filepath.Join(work, BootImgName))
+	const steps = 6
+	if err := checkBootFiles(m, opt.TargetSoC); err != nil {
+		return err
+	}
+	opt.Progress("reading inputs", 1, steps)
+	sources, err := readSources(m, opt.DebDir, m.Sources())
+	if err != nil {
+		return err
+	}
+	rootDir, err := rootTree(m, sources, work)
+	if err != nil {
+		return err
+	}
+	files, err := bootFiles(m, sources)
+	if err != nil {
+		return err
+	}
+	opt.Progress("initramfs", 2, steps)
+	if files[image.InitramfsName], err = buildInitramfs(m, os.DirFS(rootDir), sources); err != nil {
+		return err
+	}
+	opt.Progress("boot.img", 3, steps)
+	bootImgMiB := m.BootImgMiB
+	if bootImgMiB == 0 {
+		bootImgMiB = fatNeed(files)
+	}
+	bootImg, err := makeFAT(filepath.Join(work, BootImgName), bootImgMiB, "boot_img_mib", "CUSTBOOTIMG", files, m.Epoch())
 	if err != nil {
 		return fmt.Errorf("building boot.img: %w", err)
 	}
@@ -87,25 +131,74 @@ func Build(m *image.Manifest, out string, opt Options) error {
 	if err != nil {
 		return err
 	}
-	opt.Progress("boot partition", 2, 4)
-	diskPath := filepath.Join(work, "disk.img")
-	if err := buildDisk(m, diskPath, bootImg, sig.Marshal()); err != nil {
-		return err
-	}
-	opt.Progress("root filesystem", 3, 4)
-	if err := buildRoot(m, diskPath); err != nil {
+	opt.Progress("root filesystem", 4, steps)
+	root, err := buildRoot(m, rootDir, work)
+	if err != nil {
 		return fmt.Errorf("building the root filesystem: %w", err)
 	}
-	opt.Progress("writing "+out, 4, 4)
-	data, err := os.ReadFile(diskPath)
+	opt.Progress("partitions", 5, steps)
+	parts, err := buildPartitions(m, work, bootImg, sig.Marshal(), root)
 	if err != nil {
 		return err
 	}
-	binary.LittleEndian.PutUint32(data[440:], diskID)
-	if err := freeCluster2(data[bootStart*sector:]); err != nil {
+	opt.Progress("writing "+out, 6, steps)
+	if err := writeDisk(m, filepath.Join(work, "disk.img"), out, parts); err != nil {
 		return err
 	}
-	return durable.WriteFile(out, data, 0o644)
+	return writeBootCopies(opt, files)
+}
+
+// OutputError is an output path the build will not replace.
+type OutputError struct{ Err error }
+
+func (e *OutputError) Error() string { return e.Err.Error() }
+func (e *OutputError) Unwrap() error { return e.Err }
+
+// writeBootCopies writes the kernel and initramfs copies asked for.
+func writeBootCopies(opt Options, files map[string][]byte) error {
+	for file, name := range map[string]string{opt.KernelOut: KernelName, opt.InitramfsOut: image.InitramfsName} {
+		if file == "" {
+			continue
+		}
+		if err := durable.WriteFile(file, files[name], 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// BootFileError is a file boot.img must hold and the manifest does not
+// give: Key is the manifest key that adds it.
+type BootFileError struct{ Name, What, Key string }
+
+func (e *BootFileError) Error() string {
+	return fmt.Sprintf("boot.img has no %s (%s)", e.Name, e.What)
+}
+
+// checkBootFiles refuses, before anything is read, a boot.img the board
+// cannot boot: without the kernel or without the target's device tree.
+func checkBootFiles(m *image.Manifest, soc string) error {
+	files := map[string]bool{}
+	for _, f := range m.Boot.Files {
+		files[f.Dst] = true
+	}
+	if !files[KernelName] {
+		return &BootFileError{KernelName, "the kernel", "boot.files"}
+	}
+	dtbs := map[string]string{"2711": "bcm2711-rpi-4-b.dtb", "2712": "bcm2712-rpi-5-b.dtb"}
+	if soc != "" {
+		if err := bootsig.CheckTargetSoC(soc); err != nil {
+			return err
+		}
+		if !files[dtbs[soc]] {
+			return &BootFileError{dtbs[soc], "the device tree of target SoC " + soc, "boot.files"}
+		}
+		return nil
+	}
+	if !files[dtbs["2711"]] && !files[dtbs["2712"]] {
+		return &BootFileError{dtbs["2711"] + " or " + dtbs["2712"], "a Pi 4 or Pi 5 device tree", "boot.files"}
+	}
+	return nil
 }
 
 // setEnv sets an environment variable and returns a function that puts
@@ -122,8 +215,9 @@ func setEnv(key, val string) func() {
 	}
 }
 
-// bootFiles lists boot.img's content: name inside boot.img → bytes.
-func bootFiles(m *image.Manifest) (map[string][]byte, error) {
+// bootFiles lists boot.img's content but the initramfs: name inside
+// boot.img → bytes.
+func bootFiles(m *image.Manifest, sources map[string][]byte) (map[string][]byte, error) {
 	files := map[string][]byte{image.ManifestName: m.Raw(), "config.txt": firmware.ConfigTxt, "cmdline.txt": firmware.CmdlineTxt}
 	for name, src := range map[string]string{"config.txt": m.Boot.Config, "cmdline.txt": m.Boot.Cmdline} {
 		if src == "" {
@@ -136,36 +230,31 @@ func bootFiles(m *image.Manifest) (map[string][]byte, error) {
 		files[name] = data
 	}
 	for _, f := range m.Boot.Files {
-		data, err := os.ReadFile(m.Resolve(f.Src))
-		if err != nil {
-			return nil, err
-		}
-		files[f.Dst] = data
+		files[f.Dst] = sources[f.Src]
 	}
 	return files, nil
 }
 
-// buildBootImg writes boot.img, a standalone FAT16 file system, and
-// returns its bytes.
-func buildBootImg(m *image.Manifest, file string) ([]byte, error) {
-	files, err := bootFiles(m)
+// makeFAT writes a standalone FAT16 file system of sizeMiB (the manifest's
+// key sizeKey) holding files and returns its bytes.
+func makeFAT(file string, sizeMiB int, sizeKey, label string, files map[string][]byte, t time.Time) ([]byte, error) {
+	d, err := diskfs.Create(file, int64(sizeMiB)*mib, sector)
 	if err != nil {
 		return nil, err
 	}
-	d, err := diskfs.Create(file, int64(m.BootImgMiB)*mib, sector)
-	if err != nil {
-		return nil, err
-	}
-	fsys, err := d.CreateFilesystem(disk.FilesystemSpec{Partition: 0, FSType: filesystem.TypeFat16, VolumeLabel: "CUSTBOOTIMG", Reproducible: true})
+	fsys, err := d.CreateFilesystem(disk.FilesystemSpec{Partition: 0, FSType: filesystem.TypeFat16, VolumeLabel: label, Reproducible: true})
 	if err != nil {
 		d.Close()
 		return nil, err
 	}
-	err = writeFAT(fsys, files, m.Epoch())
+	err = writeFAT(fsys, files, t)
 	if cerr := d.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
+		if errors.Is(err, syscall.ENOSPC) || strings.Contains(err.Error(), "no space left") {
+			return nil, &SizeError{Key: sizeKey, Given: sizeMiB, Need: fatNeed(files), What: "what goes into it"}
+		}
 		return nil, err
 	}
 	data, err := os.ReadFile(file)
@@ -173,6 +262,21 @@ func buildBootImg(m *image.Manifest, file string) ([]byte, error) {
 		return nil, err
 	}
 	return data, freeCluster2(data)
+}
+
+// fatNeed is the size in MiB of a FAT16 file system that holds files:
+// their bytes, a few percent for the tables and cluster slack, and at
+// least the 8 MiB FAT16 needs.
+func fatNeed(files map[string][]byte) int {
+	return max(totalSize(files)*21/20/mib+2, 8)
+}
+
+func totalSize(files map[string][]byte) int {
+	n := 0
+	for _, f := range files {
+		n += len(f)
+	}
+	return n
 }
 
 // freeCluster2 works around a go-diskfs FAT16 bug: mkfs marks cluster 2
@@ -227,34 +331,4 @@ func writeFAT(fsys filesystem.FileSystem, files map[string][]byte, t time.Time) 
 		}
 		return fsys.Chtimes("/"+p, t, t, t)
 	})
-}
-
-// buildDisk partitions the disk and fills the boot partition.
-func buildDisk(m *image.Manifest, file string, bootImg, sig []byte) error {
-	d, err := diskfs.Create(file, int64(m.ImageMiB)*mib, sector)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	bootSectors := uint32(m.BootMiB * mib / sector)
-	rootStart := bootStart + bootSectors
-	table := &mbr.Table{
-		LogicalSectorSize: sector, PhysicalSectorSize: sector,
-		Partitions: []*mbr.Partition{
-			{Index: 1, Bootable: true, Type: mbr.Fat16bLBA, Start: bootStart, Size: bootSectors},
-			{Index: 2, Type: mbr.Linux, Start: rootStart, Size: uint32(m.ImageMiB*mib/sector) - rootStart},
-		},
-	}
-	if err := d.Partition(table); err != nil {
-		return fmt.Errorf("partitioning: %w", err)
-	}
-	fsys, err := d.CreateFilesystem(disk.FilesystemSpec{Partition: 1, FSType: filesystem.TypeFat16, VolumeLabel: "CUSTBOOT", Reproducible: true})
-	if err != nil {
-		return fmt.Errorf("boot partition: %w", err)
-	}
-	files := map[string][]byte{BootImgName: bootImg, BootSigName: sig, "config.txt": firmware.OuterConfigTxt}
-	if err := writeFAT(fsys, files, m.Epoch()); err != nil {
-		return fmt.Errorf("boot partition: %w", err)
-	}
-	return nil
 }

@@ -15,7 +15,9 @@ import (
 	diskfs "github.com/diskfs/go-diskfs"
 
 	"github.com/custodian-project/custodian/image/bootsig"
+	"github.com/custodian-project/custodian/image/imagefs"
 	"github.com/custodian-project/custodian/image/imagetest"
+	"github.com/custodian-project/custodian/image/layout"
 
 	"github.com/custodian-project/custodian/image"
 	"github.com/custodian-project/custodian/tests/need"
@@ -62,8 +64,9 @@ func TestBuildReproducible(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(a) != 64<<20 {
-		t.Errorf("image is %d bytes, want 64 MiB", len(a))
+	// 1 + autoboot 8 + boot 2×24 + root 2×16 + data 64 + 1 (backup GPT)
+	if len(a) != 154<<20 {
+		t.Errorf("image is %d bytes, want 154 MiB", len(a))
 	}
 	if !bytes.Equal(a, b) {
 		for i := range a {
@@ -101,14 +104,14 @@ func readBootPartition(t *testing.T, img string) (bootImg, sig []byte) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	fsys, err := d.GetFilesystem(1)
+	fsys, err := d.GetFilesystem(layout.SlotA.BootPartition())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if bootImg, err = readFAT(fsys, BootImgName); err != nil {
+	if bootImg, err = imagefs.ReadFile(fsys, BootImgName, imagefs.MaxBootImg); err != nil {
 		t.Fatal(err)
 	}
-	if sig, err = readFAT(fsys, BootSigName); err != nil {
+	if sig, err = imagefs.ReadFile(fsys, BootSigName, 4096); err != nil {
 		t.Fatal(err)
 	}
 	return bootImg, sig
@@ -128,29 +131,51 @@ func run(t *testing.T, name string, args ...string) string {
 	return string(out)
 }
 
-// Standard tools read what the builder wrote: the partition table, both
-// FAT file systems (checked by fsck.vfat, listed by mtools) and the
-// squashfs root (unsquashfs), with the files, modes and times we expect.
+// Standard tools read what the builder wrote: the GPT (fdisk, sgdisk -v), the three
+// FAT file systems and boot.img (fsck.vfat, mtools), the squashfs root
+// (unsquashfs) and the ext4 data partition (e2fsck), with the files,
+// modes and times we expect.
 func TestImageReadableByStandardTools(t *testing.T) {
-	for _, tool := range [][2]string{{"fdisk", "fdisk"}, {"fsck.vfat", "dosfstools"}, {"mdir", "mtools"}, {"unsquashfs", "squashfs-tools"}} {
+	for _, tool := range [][2]string{{"fdisk", "fdisk"}, {"fsck.vfat", "dosfstools"}, {"mdir", "mtools"}, {"unsquashfs", "squashfs-tools"}, {"e2fsck", "e2fsprogs"}, {"sgdisk", "gdisk"}} {
 		requireTool(t, tool[0], tool[1])
 	}
 	img := build(t, imagetest.Write(t), nil)
-	out := run(t, "fdisk", "-l", img)
-	for _, want := range []string{"Disk identifier: 0x43555354", img + "1 *", "W95 FAT16 (LBA)", img + "2", "Linux"} {
-		if !strings.Contains(out, want) {
+	if out := run(t, "sgdisk", "-v", img); !strings.Contains(out, "No problems found") {
+		t.Errorf("sgdisk -v:\n%s", out)
+	}
+	out := run(t, "fdisk", "-l", "-o", "Device,Start,Size,Type,Name", img)
+	for _, want := range []string{"Disklabel type: gpt", "Disk identifier: 43555354-4F44-4941-4E00-000000000000",
+		img + "1  2048 8M Microsoft basic data custodian-autoboot",
+		img + "2 18432 24M Microsoft basic data custodian-boot-a",
+		img + "3 67584 24M Microsoft basic data custodian-boot-b",
+		img + "4 116736 16M Linux filesystem custodian-root-a",
+		img + "5 149504 16M Linux filesystem custodian-root-b",
+		img + "6 182272 64M Linux filesystem custodian-data"} {
+		if !strings.Contains(strings.Join(strings.Fields(out), " "), strings.Join(strings.Fields(want), " ")) {
 			t.Errorf("fdisk -l lacks %q:\n%s", want, out)
 		}
 	}
 	dir := t.TempDir()
-	boot := filepath.Join(dir, "boot.part")
-	run(t, "dd", "if="+img, "of="+boot, "bs=1M", "skip=1", "count=24", "status=none")
-	run(t, "fsck.vfat", "-n", boot)
-	out = run(t, "mdir", "-i", boot, "::")
-	for _, want := range []string{" boot.img", " boot.sig", " config.txt"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("mdir lacks %q:\n%s", want, out)
-		}
+	parts := map[int]string{}
+	for _, p := range partitions(t, img) {
+		parts[p.n] = filepath.Join(dir, strconv.Itoa(p.n)+".part")
+		run(t, "dd", "if="+img, "of="+parts[p.n], "bs=512", "skip="+strconv.FormatInt(p.start, 10), "count="+strconv.FormatInt(p.size, 10), "status=none")
+	}
+	for _, n := range []int{1, 2, 3} {
+		run(t, "fsck.vfat", "-n", parts[n])
+	}
+	if out := run(t, "mdir", "-b", "-i", parts[1], "::"); strings.TrimSpace(out) != "::/autoboot.txt" {
+		t.Errorf("autoboot partition holds %q, want autoboot.txt alone", out)
+	}
+	if out := run(t, "mtype", "-i", parts[1], "::autoboot.txt"); out != string(layout.Autoboot(layout.SlotA)) {
+		t.Errorf("autoboot.txt is %q", out)
+	}
+	out = run(t, "mdir", "-b", "-i", parts[2], "::")
+	if got := strings.Fields(out); strings.Join(got, " ") != "::/boot.img ::/boot.sig ::/config.txt" {
+		t.Errorf("boot partition A holds %v", got)
+	}
+	if out := run(t, "mdir", "-b", "-i", parts[3], "::"); strings.TrimSpace(out) != "" {
+		t.Errorf("boot partition B is not empty: %q", out)
 	}
 	bootImg, _ := readBootPartition(t, img)
 	inner := filepath.Join(dir, "boot.img")
@@ -159,12 +184,12 @@ func TestImageReadableByStandardTools(t *testing.T) {
 	}
 	run(t, "fsck.vfat", "-n", inner)
 	out = run(t, "mdir", "-i", inner, "-/", "::")
-	for _, want := range []string{" kernel8.img", " cmdline.txt", " custodian.toml", " tpm-slb9670.dtbo"} {
+	for _, want := range []string{" kernel8.img", " initramfs.img", " cmdline.txt", " custodian.toml", " tpm-slb9670.dtbo"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("mdir of boot.img lacks %q:\n%s", want, out)
 		}
 	}
-	out = strings.Join(strings.Fields(run(t, "unsquashfs", "-o", strconv.Itoa(rootOffset), "-lln", img)), " ")
+	out = strings.Join(strings.Fields(run(t, "unsquashfs", "-lln", parts[4])), " ")
 	for _, want := range []string{
 		"-rwxr-xr-x 0/0 25 2026-01-01 00:00 squashfs-root/usr/bin/custodian ",
 		"lrwxrwxrwx 0/0 9 2026-01-01 00:00 squashfs-root/usr/bin/custodiand -> custodian",
@@ -175,10 +200,44 @@ func TestImageReadableByStandardTools(t *testing.T) {
 			t.Errorf("unsquashfs -lln lacks %q:\n%s", want, out)
 		}
 	}
+	if out := run(t, "unsquashfs", "-s", parts[4]); !strings.Contains(out, "Compression gzip") {
+		t.Errorf("the root is not gzip-compressed:\n%s", out)
+	}
+	if rootB, err := os.ReadFile(parts[5]); err != nil || len(rootB) != 16<<20 || bytes.Count(rootB, []byte{0}) != len(rootB) {
+		t.Errorf("root partition B is not 16 MiB of zeros (%d bytes, %v)", len(rootB), err)
+	}
+	out = run(t, "e2fsck", "-fn", parts[6])
+	if !strings.Contains(out, "custodian-data: 11/") {
+		t.Errorf("e2fsck of the data partition:\n%s", out)
+	}
 }
 
-// rootOffset is where the test image's root partition starts.
-const rootOffset = (bootStart + 24*mib/sector) * sector
+type partInfo struct {
+	n           int
+	start, size int64
+}
+
+// partitions reads the GPT back with go-diskfs.
+func partitions(t *testing.T, img string) []partInfo {
+	t.Helper()
+	d, err := diskfs.Open(img, diskfs.WithOpenMode(diskfs.ReadOnly))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	table, err := d.GetPartitionTable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []partInfo
+	for i, p := range table.GetPartitions() {
+		out = append(out, partInfo{i + 1, p.GetStart() / 512, p.GetSize() / 512})
+	}
+	if len(out) != layout.PartitionCount {
+		t.Fatalf("%d partitions, want %d", len(out), layout.PartitionCount)
+	}
+	return out
+}
 
 // The policy predicted from the built image (its boot.img manifest and its
 // squashfs, as go-diskfs reads them back) equals the one predicted from
@@ -186,15 +245,19 @@ const rootOffset = (bootStart + 24*mib/sector) * sector
 // assumes.
 func TestPredictImageMatchesManifest(t *testing.T) {
 	manifest := imagetest.Write(t)
-	m, err := image.LoadManifest(manifest)
+	imagePredictsManifest(t, build(t, manifest, nil), mustLoad(t, manifest), "")
+}
+
+// imagePredictsManifest requires the policy predicted from the built
+// image to equal the manifest's (rootfs.files read from debDir), and
+// returns it.
+func imagePredictsManifest(t *testing.T, img string, m *image.Manifest, debDir string) []byte {
+	t.Helper()
+	want, err := PredictManifest(m, debDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := m.Predict()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := PredictImage(build(t, manifest, nil))
+	got, err := PredictImage(img)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,4 +266,5 @@ func TestPredictImageMatchesManifest(t *testing.T) {
 	if !bytes.Equal(a, b) {
 		t.Fatalf("prediction from the image differs from the manifest's:\n%s\n%s", b, a)
 	}
+	return a
 }

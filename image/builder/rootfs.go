@@ -17,42 +17,71 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/custodian-project/custodian/image"
+	"github.com/custodian-project/custodian/image/imagefs"
 )
 
-// buildRoot writes the read-only root filesystem into partition 2.
-func buildRoot(m *image.Manifest, diskPath string) error {
-	d, err := diskfs.Open(diskPath)
+// buildRoot writes the read-only root filesystem as a standalone
+// squashfs and returns its bytes, padded to 4 KiB as mksquashfs does.
+func buildRoot(m *image.Manifest, rootDir, work string) ([]byte, error) {
+	tree := os.DirFS(rootDir)
+	limit, err := treeBound(tree)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	file := filepath.Join(work, "root.squashfs")
+	d, err := diskfs.Create(file, limit, sector)
+	if err != nil {
+		return nil, err
 	}
 	defer d.Close()
-	part, err := d.GetPartition(2)
-	if err != nil {
-		return err
-	}
-	start, size := part.GetStart(), part.GetSize()
 	// go-diskfs would pass the 512-byte sector size as the squashfs block
 	// size; create it directly with the usual 128 KiB.
-	sq, err := squashfs.Create(d.Backend, size, start, squashSize)
+	sq, err := squashfs.Create(d.Backend, limit, 0, imagefs.SquashBlock)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// Finalize forgets the workspace without removing it, so Close would not.
 	ws := sq.Workspace()
 	defer os.RemoveAll(ws)
-	if err := stage(m.RootTree(), ws, m.Epoch()); err != nil {
-		return err
+	if err := stage(tree, ws, m.Epoch()); err != nil {
+		return nil, err
 	}
-	if err := finalize(sq); err != nil {
-		return err
+	if err := finalize(sq, m.RootFS.Compression); err != nil {
+		return nil, err
 	}
-	return fixSuperblock(d.Backend, start, size, m.SourceDateEpoch)
+	used, err := fixSuperblock(d.Backend, 0, limit, m.SourceDateEpoch)
+	if err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	return data[:(used+4095)/4096*4096], nil
+}
+
+// treeBound is an upper bound of the squashfs size of a tree: its bytes
+// stored, plus a block of metadata per entry and some slack.
+func treeBound(src fs.FS) (int64, error) {
+	n := int64(4 * mib)
+	err := fs.WalkDir(src, ".", func(name string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		n += info.Size() + 4096
+		return nil
+	})
+	return (n + mib - 1) / mib * mib, err
 }
 
 // finalize writes the squashfs with root-owned entries. go-diskfs reads
 // symlink targets with paths relative to the workspace but resolves them
 // against the working directory, so it runs from inside the workspace.
-func finalize(sq *squashfs.FileSystem) error {
+func finalize(sq *squashfs.FileSystem, compression string) error {
 	wd, err := os.Getwd()
 	if err != nil {
 		return err
@@ -62,28 +91,34 @@ func finalize(sq *squashfs.FileSystem) error {
 	}
 	defer os.Chdir(wd)
 	root := uint32(0)
-	return sq.Finalize(squashfs.FinalizeOptions{Compression: &squashfs.CompressorGzip{}, FileUID: &root, FileGID: &root})
+	// Level 0 stores the blocks as they are: compression "none".
+	level := uint32(9)
+	if compression == image.CompressionNone {
+		level = 0
+	}
+	return sq.Finalize(squashfs.FinalizeOptions{Compression: &squashfs.CompressorGzip{CompressionLevel: level}, FileUID: &root, FileGID: &root})
 }
 
 // fixSuperblock works around two go-diskfs gaps: it stamps mkfs_time (u32
 // at +8) with the current time, and it writes a file system larger than
 // its partition past the partition's end without an error, so the
 // bytes_used field (u64 at +40) is checked here.
-func fixSuperblock(b backend.Storage, start, size, epoch int64) error {
+func fixSuperblock(b backend.Storage, start, size, epoch int64) (int64, error) {
 	f, err := b.Writable()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	var sb [48]byte
 	if _, err := f.ReadAt(sb[:], start); err != nil {
-		return err
+		return 0, err
 	}
-	if used := binary.LittleEndian.Uint64(sb[40:]); used > uint64(size) {
-		return fmt.Errorf("the root filesystem needs %d bytes but its partition has %d: raise image_mib", used, size)
+	used := binary.LittleEndian.Uint64(sb[40:])
+	if used > uint64(size) {
+		return 0, fmt.Errorf("the root filesystem needs %d bytes but only %d were set aside for it", used, size)
 	}
 	binary.LittleEndian.PutUint32(sb[8:], uint32(epoch))
 	_, err = f.WriteAt(sb[8:12], start+8)
-	return err
+	return int64(used), err
 }
 
 // stage copies the source tree into the squashfs workspace with normalised
@@ -158,4 +193,38 @@ func stageFile(src fs.FS, name, dst string, mode fs.FileMode, t time.Time) error
 
 func sortedKeys[V any](m map[string]V) []string {
 	return slices.Sorted(maps.Keys(m))
+}
+
+// rootTree is the directory the root filesystem is made from: rootfs.dir
+// itself, or, when the manifest adds rootfs.files, a copy of it in work
+// with those files added (none may replace an entry of rootfs.dir).
+func rootTree(m *image.Manifest, sources map[string][]byte, work string) (string, error) {
+	dir := m.Resolve(m.RootFS.Dir)
+	if len(m.RootFS.Files) == 0 {
+		return dir, nil
+	}
+	copyDir := filepath.Join(work, "root")
+	if err := os.CopyFS(copyDir, os.DirFS(dir)); err != nil {
+		return "", fmt.Errorf("copying rootfs.dir: %w", err)
+	}
+	for _, f := range m.RootFS.Files {
+		dst := filepath.Join(copyDir, filepath.FromSlash(f.Dst))
+		if _, err := os.Lstat(dst); err == nil {
+			return "", fmt.Errorf("rootfs file %s is already in rootfs.dir: remove one of them", f.Dst)
+		}
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return "", err
+		}
+		mode := os.FileMode(0o644)
+		if f.Executable {
+			mode = 0o755
+		}
+		if err := os.WriteFile(dst, sources[f.Src], mode); err != nil {
+			return "", err
+		}
+		if err := os.Chmod(dst, mode); err != nil { // the umask trimmed it
+			return "", err
+		}
+	}
+	return copyDir, nil
 }

@@ -17,13 +17,15 @@ security_version = 1
 [boot]
 files = [
   { src = "boot/kernel8.img", dst = "kernel8.img" },
-  { src = "boot/initramfs.img", dst = "initramfs.img" },
   { src = "boot/bcm2711-rpi-4-b.dtb", dst = "bcm2711-rpi-4-b.dtb" },
   { src = "boot/tpm-slb9670.dtbo", dst = "overlays/tpm-slb9670.dtbo" },
 ]
 
 [rootfs]
 dir = "rootfs"
+
+[initramfs]
+modules = ["boot/tpm_tis_core.ko", "boot/tpm_tis.ko"]
 `
 
 // Files are the inputs besides the manifest, by path below the manifest's
@@ -33,9 +35,10 @@ var Files = map[string]struct {
 	Mode os.FileMode
 }{
 	"boot/kernel8.img":                       {"not a kernel\n", 0o644},
-	"boot/initramfs.img":                     {"not an initramfs\n", 0o644},
 	"boot/bcm2711-rpi-4-b.dtb":               {"not a device tree\n", 0o644},
 	"boot/tpm-slb9670.dtbo":                  {"not an overlay\n", 0o644},
+	"boot/tpm_tis_core.ko":                   {"not a module\n", 0o644},
+	"boot/tpm_tis.ko":                        {"not a module either\n", 0o644},
 	"rootfs/usr/bin/custodian":               {"#!/bin/sh\necho custodian\n", 0o700},
 	"rootfs/etc/custodian/config.toml":       {"listen = \":8443\"\n", 0o600},
 	"rootfs/etc/custodian/trust/court-a.pem": {"court A root\n", 0o644},

@@ -62,7 +62,20 @@ func (s *Swtpm) Open(t testing.TB) transport.TPMCloser {
 // TPM2_Startup(CLEAR). PCRs return to zero; persistent objects and NV stay.
 func (s *Swtpm) PowerCycle(t testing.TB, conn transport.TPM) {
 	t.Helper()
-	if _, err := (tpm2.Shutdown{ShutdownType: tpm2.TPMSUClear}).Execute(conn); err != nil {
+	s.reboot(t, conn, tpm2.TPMSUClear)
+}
+
+// Restart is a reboot after TPM2_Shutdown(STATE) (TPM Restart, as after a
+// hibernation whose resume failed): PCRs return to zero, but the saved
+// context of a transient object that is not stClear still loads.
+func (s *Swtpm) Restart(t testing.TB, conn transport.TPM) {
+	t.Helper()
+	s.reboot(t, conn, tpm2.TPMSUState)
+}
+
+func (s *Swtpm) reboot(t testing.TB, conn transport.TPM, shutdown tpm2.TPMSU) {
+	t.Helper()
+	if _, err := (tpm2.Shutdown{ShutdownType: shutdown}).Execute(conn); err != nil {
 		t.Fatalf("TPM2_Shutdown: %v", err)
 	}
 	out, err := exec.Command("swtpm_ioctl", "--tcp", "127.0.0.1:"+strconv.Itoa(s.CtrlPort), "-i").CombinedOutput()

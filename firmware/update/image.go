@@ -1,0 +1,77 @@
+package update
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"fmt"
+	"io"
+
+	"github.com/custodian-project/custodian/hsm/bootpolicy"
+	"github.com/custodian-project/custodian/image/bootsig"
+	"github.com/custodian-project/custodian/image/imagefs"
+	"github.com/custodian-project/custodian/image/layout"
+)
+
+// Files on a slot's boot partition.
+const (
+	BootImgName = "boot.img"
+	BootSigName = "boot.sig"
+)
+
+// Image is a built appliance image: its content is in slot A.
+type Image struct {
+	r          io.ReaderAt
+	Table      *Table
+	Boot, Root Partition
+	bootImg    []byte
+}
+
+// OpenImage reads a built image of size bytes: a GPT of the appliance
+// layout whose slot A holds a FAT boot partition with boot.img and a
+// boot.sig whose digest is boot.img's (the board checks its signature),
+// and a root partition.
+func OpenImage(r io.ReaderAt, size int64) (*Image, error) {
+	t, err := ReadTable(r, size)
+	if err != nil {
+		return nil, fmt.Errorf("the image: %w", err)
+	}
+	im := &Image{r: r, Table: t}
+	if im.Boot, err = t.Get(layout.SlotA.BootPartition()); err != nil {
+		return nil, fmt.Errorf("the image: %w", err)
+	}
+	if im.Root, err = t.Get(layout.SlotA.RootPartition()); err != nil {
+		return nil, fmt.Errorf("the image: %w", err)
+	}
+	boot, err := imagefs.OpenFAT(imagefs.NewStorage(r, nil, size), im.Boot.Start, im.Boot.Size)
+	if err != nil {
+		return nil, fmt.Errorf("the image's boot partition: %w", err)
+	}
+	if im.bootImg, err = imagefs.ReadFile(boot, BootImgName, imagefs.MaxBootImg); err != nil {
+		return nil, fmt.Errorf("the image's boot partition: %w", err)
+	}
+	sig, err := imagefs.ReadFile(boot, BootSigName, 4096)
+	if err != nil {
+		return nil, fmt.Errorf("the image's boot partition: %w (build it with custodian image build --key)", err)
+	}
+	parsed, err := bootsig.Parse(sig)
+	if err != nil {
+		return nil, fmt.Errorf("the image's %s: %w", BootSigName, err)
+	}
+	digest := sha256.Sum256(im.bootImg)
+	if subtle.ConstantTimeCompare(digest[:], parsed.Digest[:]) != 1 {
+		return nil, fmt.Errorf("the image's %s is not for its %s", BootSigName, BootImgName)
+	}
+	return im, nil
+}
+
+// Policy predicts the PCRs the image produces at boot with the same
+// function as image measure --image (imagefs.Predict): the manifest at
+// the top of slot A's boot.img, measured over root A's squashfs as
+// written.
+func (im *Image) Policy() (*bootpolicy.Policy, error) {
+	p, err := imagefs.Predict(im.bootImg, io.NewSectionReader(im.r, im.Root.Start, im.Root.Size), im.Root.Size)
+	if err != nil {
+		return nil, fmt.Errorf("the image's slot A: %w", err)
+	}
+	return p, nil
+}
