@@ -123,9 +123,41 @@ func TestEndToEndScopedAndShareKeysOnOneFleet(t *testing.T) {
 	if _, err := os.Stat(p("b.out")); err == nil {
 		t.Fatal("envelope B was written out")
 	}
+	openMany(t, scopedOpen, p, messages["a"])
 	code, _, stderr = cli(t, append([]string{"recover", "--identity", p("agency.key"), "--escrow", scopedEscrow, "--out", p("2026-12.key")}, scopedReleases...)...)
 	if code == 0 || !strings.Contains(stderr, "never rebuilt") {
 		t.Fatalf("recover of a scoped key ID: exit %d\n%s", code, stderr)
+	}
+}
+
+// openMany opens A and B in one run into a directory, from the releases
+// the appliances' TPMs made (blinded, proved partials): A opens, B is
+// named as not opened with each custodian's reason, and the report says so.
+func openMany(t *testing.T, scopedOpen []string, p func(string) string, messageA string) {
+	t.Helper()
+	code, stdout, stderr := cli(t, append(scopedOpen, "--json", "--in", p("a.env"), "--in", p("b.env"), "--out-dir", p("opened"))...)
+	var report struct {
+		Opened, Failed int
+		Outcomes       []struct {
+			In          string
+			Opened      bool
+			Error       string
+			BadPartials map[string]string `json:"bad_partials"`
+		}
+	}
+	if code == 0 || json.Unmarshal([]byte(stdout), &report) != nil || report.Opened != 1 || report.Failed != 1 || len(report.Outcomes) != 2 {
+		t.Fatalf("opening A and B at once: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	a, b := report.Outcomes[0], report.Outcomes[1]
+	if !a.Opened || a.In != p("a.env") || b.Opened || !strings.Contains(b.Error, "not enough valid shares") ||
+		len(b.BadPartials) != 2 || !strings.Contains(b.BadPartials["court-a"], "did not name it") {
+		t.Fatalf("outcomes: %+v", report.Outcomes)
+	}
+	if got, _ := os.ReadFile(p("opened/a")); string(got) != messageA {
+		t.Fatalf("opened/a holds %q", got)
+	}
+	if _, err := os.Stat(p("opened/b")); err == nil {
+		t.Fatal("envelope B was written out")
 	}
 }
 

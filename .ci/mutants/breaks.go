@@ -206,6 +206,17 @@ var breaks = []mutant{
 		},
 		pkg: "./tpm", tests: []string{"TestInvariantScopedObjectDiesWithItsBoot"},
 	},
+	// At the agency, a wrong partial is named, for its envelope.
+	{
+		name:  "the agency combines partials without checking their proofs",
+		edits: []edit{{"hsm/escrow/scoped.go", "return tpm.VerifyPartial(rp.custodian.ProofKey, enc, p)", "return p.Point, nil"}},
+		pkg:   "./hsm/escrow", tests: []string{"TestOpenBatchNamesTheCustodianOfAWrongPartial"},
+	},
+	{
+		name:  "the agency leaves the custodian of a failed partial unnamed",
+		edits: []edit{{"hsm/escrow/scoped.go", "\t\t\tbad.Custodians[rp.custodian.ID] = err.Error()\n", ""}},
+		pkg:   "./hsm/escrow", tests: []string{"TestOpenBatchNamesTheCustodianOfAWrongPartial"},
+	},
 	// Scoped mode: an envelope proves its sealer drew its key.
 	{
 		name:  "the seal proof's transcript leaves out R",

@@ -165,41 +165,42 @@ func newEscrowSealCommand(g *globals) *cobra.Command {
 }
 
 func newEscrowOpenCommand(g *globals) *cobra.Command {
-	var keyPath, identityPath, escrowPath, in, out string
-	var releasePaths []string
+	var keyPath, identityPath, escrowPath, inDir, out, outDir string
+	var ins, releasePaths []string
+	var workers int
 	cmd := &cobra.Command{
-		Use:   "open (--key escrow-K.key | --identity agency.key --escrow escrow-K.pub.json --release R1 --release R2 ...) --in F.env --out F",
-		Short: "Open an envelope with a recovered escrow key, or with scoped releases",
-		Long: `With --key, open an envelope of a share-mode key ID with the key custodian
-recover rebuilt. With --identity, --escrow and --release, open an envelope of a
+		Use: "open (--key escrow-K.key | --identity agency.key --escrow escrow-K.pub.json --release R1 --release R2 ...) " +
+			"(--in F.env --out F | --in F.env... --in-dir DIR --out-dir DIR)",
+		Short: "Open envelopes with a recovered escrow key, or with scoped releases",
+		Long: `With --key, open envelopes of a share-mode key ID with the key custodian
+recover rebuilt. With --identity, --escrow and --release, open envelopes of a
 scoped key ID from the custodians' release packages: each custodian's partial
 decryption is checked against its proof, custodians whose partial fails are
 named, and t valid partials open the envelope. Only envelopes the warrant
-named can be opened this way.`,
+named can be opened this way.
+
+--in F.env --out F opens one envelope. --out-dir DIR opens every envelope
+given with --in (repeatable) and every *.env file in --in-dir, on all CPUs
+(--workers), into DIR (new or empty), one file per envelope named after it
+without ".env". Each envelope that does not open is named with its reason and
+the others still open; the exit status is non-zero when any did not. The
+outcomes come in the order given (--in-dir's files sorted by name), and with
+--json as one JSON report at the end. On a terminal a progress bar shows on
+stderr, otherwise a line every few seconds.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			data, err := os.ReadFile(in)
+			files, err := envelopeFiles(ins, inDir, out, outDir)
 			if err != nil {
 				return err
 			}
-			var env *escrow.Envelope
-			var plaintext []byte
-			switch {
-			case keyPath != "" && len(releasePaths) == 0:
-				env, plaintext, err = openWithKey(keyPath, data)
-			case keyPath == "" && len(releasePaths) > 0:
-				env, plaintext, err = openScoped(g, identityPath, escrowPath, releasePaths, data)
-			default:
-				return withHint(errors.New("give either --key or --release"), "--key for a share-mode key ID (after custodian recover); --identity, --escrow and --release for a scoped one")
-			}
+			o, err := newEnvelopeOpener(keyPath, identityPath, escrowPath, releasePaths)
 			if err != nil {
-				return unprovenHint(err)
-			}
-			if err := writeNew(out, plaintext, 0o600); err != nil {
 				return err
 			}
-			g.printf("opened the envelope for target %q (key ID %s) into %s\n", env.Target, env.KeyID, out)
-			return nil
+			if outDir != "" {
+				return openEnvelopes(g, o, files, outDir, workers)
+			}
+			return openEnvelope(g, o, files[0])
 		},
 	}
 	f := cmd.Flags()
@@ -207,45 +208,79 @@ named can be opened this way.`,
 	f.StringVar(&identityPath, "identity", "", "the agency's identity file (scoped mode)")
 	f.StringVar(&escrowPath, "escrow", "", "the escrow file of the key ID (scoped mode)")
 	f.StringArrayVar(&releasePaths, "release", nil, "a release package of a scoped key ID (repeat for each custodian)")
-	f.StringVar(&in, "in", "", "envelope to open")
-	f.StringVar(&out, "out", "", "new file for the plaintext")
-	for _, name := range []string{"in", "out"} {
-		_ = cmd.MarkFlagRequired(name)
-	}
+	f.StringArrayVar(&ins, "in", nil, "envelope to open (repeat with --out-dir)")
+	f.StringVar(&inDir, "in-dir", "", "directory whose *.env files to open (with --out-dir)")
+	f.StringVar(&out, "out", "", "new file for the plaintext of the one envelope")
+	f.StringVar(&outDir, "out-dir", "", "new or empty directory for the plaintexts of many envelopes")
+	f.IntVar(&workers, "workers", 0, "envelopes opened at once with --out-dir (default: one per CPU)")
 	return cmd
 }
 
-func openWithKey(keyPath string, data []byte) (*escrow.Envelope, []byte, error) {
-	keyData, err := os.ReadFile(keyPath)
-	if err != nil {
-		return nil, nil, err
-	}
-	key, err := escrow.ParseKey(string(keyData))
-	if err != nil {
-		return nil, nil, err
-	}
-	return escrow.Open(key, data)
+// envelopeOpener opens envelopes of one key ID, with a key or releases.
+type envelopeOpener struct {
+	open  escrow.Opener
+	keyID string
+	// packages names the custodians whose release gave no partial at all.
+	packages *escrow.BadShareError
 }
 
-func openScoped(g *globals, identityPath, escrowPath string, releasePaths []string, data []byte) (*escrow.Envelope, []byte, error) {
-	id, pub, err := readIdentityAndEscrow(identityPath, escrowPath)
-	if err != nil {
-		return nil, nil, err
+func newEnvelopeOpener(keyPath, identityPath, escrowPath string, releasePaths []string) (*envelopeOpener, error) {
+	switch {
+	case keyPath != "" && len(releasePaths) == 0:
+		keyData, err := os.ReadFile(keyPath)
+		if err != nil {
+			return nil, err
+		}
+		key, err := escrow.ParseKey(string(keyData))
+		if err != nil {
+			return nil, err
+		}
+		open := func(data []byte) (*escrow.Envelope, []byte, error) { return escrow.Open(key, data) }
+		return &envelopeOpener{keyID: key.KeyID(), open: open}, nil
+	case keyPath == "" && len(releasePaths) > 0:
+		id, pub, err := readIdentityAndEscrow(identityPath, escrowPath)
+		if err != nil {
+			return nil, err
+		}
+		releases, err := readReleases(releasePaths)
+		if err != nil {
+			return nil, err
+		}
+		o, err := escrow.NewScopedOpener(id, pub, releases)
+		if err != nil {
+			return nil, err
+		}
+		return &envelopeOpener{keyID: pub.KeyID, open: o.Open, packages: o.PackageErrors()}, nil
 	}
-	releases, err := readReleases(releasePaths)
+	return nil, withHint(errors.New("give either --key or --release"), "--key for a share-mode key ID (after custodian recover); --identity, --escrow and --release for a scoped one")
+}
+
+// openEnvelope opens one envelope into a new file.
+func openEnvelope(g *globals, o *envelopeOpener, f envelopeFile) error {
+	data, err := os.ReadFile(f.in)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
-	env, plaintext, err := escrow.OpenScoped(id, pub, releases, data)
+	env, plaintext, err := o.open(data)
 	var bad *escrow.BadShareError
 	if errors.As(err, &bad) && plaintext != nil {
 		fmt.Fprintf(g.stderr, "warning: %v\n", bad)
-		return env, plaintext, nil
+	} else if err != nil {
+		return envelopeHint(err)
 	}
+	if err := writeNew(f.out, plaintext, 0o600); err != nil {
+		return err
+	}
+	g.printf("opened the envelope for target %q (key ID %s) into %s\n", env.Target, env.KeyID, f.out)
+	return nil
+}
+
+// envelopeHint explains why an envelope did not open.
+func envelopeHint(err error) error {
 	if errors.Is(err, escrow.ErrNotEnoughShares) {
-		return nil, nil, withHint(err, "a scoped release opens only the envelopes its warrant named, and needs the threshold of custodians")
+		return withHint(err, "a scoped release opens only the envelopes its warrant named, and needs the threshold of custodians")
 	}
-	return env, plaintext, err
+	return unprovenHint(err)
 }
 
 // unprovenHint explains a refusal for a missing or failed seal proof.

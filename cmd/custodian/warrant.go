@@ -40,7 +40,7 @@ func newWarrantNewCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return withHint(err, "--recipient names the agency.pub file from custodian agency keygen")
 			}
-			paths, err := envelopeFiles(envelopes, envelopeDirs)
+			paths, err := warrantEnvelopePaths(envelopes, envelopeDirs)
 			if err != nil {
 				return err
 			}
@@ -132,19 +132,19 @@ func addEnvelopes(w *warrant.Warrant, paths []string) error {
 	return nil
 }
 
-// envelopeFiles is the --envelope files, then each --envelope-dir's *.env
-// files in name order.
-func envelopeFiles(files, dirs []string) ([]string, error) {
+// warrantEnvelopePaths is the --envelope files, then each --envelope-dir's
+// *.env files in name order.
+func warrantEnvelopePaths(files, dirs []string) ([]string, error) {
 	out := slices.Clone(files)
 	for _, dir := range dirs {
-		matches, err := filepath.Glob(filepath.Join(dir, "*.env"))
+		listed, err := envelopesIn(dir)
 		if err != nil {
 			return nil, err
 		}
-		if len(matches) == 0 {
+		if len(listed) == 0 {
 			return nil, fmt.Errorf("%s holds no *.env file", dir)
 		}
-		out = append(out, matches...) // Glob sorts
+		out = append(out, listed...)
 	}
 	return out, nil
 }

@@ -42,6 +42,16 @@ func WriteFile(path string, data []byte, perm fs.FileMode) error {
 // exists there. It is for secrets: a private key is never written over
 // another one, and is created with perm from the first byte (use 0600).
 func CreateFile(path string, data []byte, perm fs.FileMode) error {
+	if err := CreateFileInBatch(path, data, perm); err != nil {
+		return err
+	}
+	return SyncDir(filepath.Dir(path))
+}
+
+// CreateFileInBatch is CreateFile for one of many new files in a
+// directory: the file is written and fsynced, and the caller fsyncs the
+// directory once, after the last file (SyncDir), instead of once per file.
+func CreateFileInBatch(path string, data []byte, perm fs.FileMode) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	if err != nil {
 		if errors.Is(err, fs.ErrExist) {
@@ -53,7 +63,7 @@ func CreateFile(path string, data []byte, perm fs.FileMode) error {
 		os.Remove(path)
 		return err
 	}
-	return SyncDir(filepath.Dir(path))
+	return nil
 }
 
 func writeSynced(f *os.File, data []byte, perm fs.FileMode) error {

@@ -32,11 +32,26 @@ func CombinePartials(partials []PartialShare) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return combineWith(points, lagrangeAtZero(xs))
+}
+
+// lagrangeAtZero is λ_i(0) = Π_{j≠i} x_j/(x_j − x_i) for each x_i: public,
+// from the indices only, and the same for every envelope the same
+// custodians combine.
+func lagrangeAtZero(xs []group.Scalar) []group.Scalar {
 	zero := g.NewScalar()
+	out := make([]group.Scalar, len(xs))
+	for i := range xs {
+		out[i] = polynomial.LagrangeBase(uint(i), xs, zero)
+	}
+	return out
+}
+
+// combineWith is Σ λ_i·P_i, refusing the identity.
+func combineWith(points []group.Element, lambdas []group.Scalar) ([]byte, error) {
 	sum, term := g.Identity(), g.NewElement()
 	for i, p := range points {
-		// λ_i(0) = Π_{j≠i} x_j/(x_j − x_i): public, from the indices only.
-		term.Mul(p, polynomial.LagrangeBase(uint(i), xs, zero))
+		term.Mul(p, lambdas[i])
 		sum.Add(sum, term)
 	}
 	if sum.IsIdentity() {

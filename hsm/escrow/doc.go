@@ -6,7 +6,9 @@
 // is a TPM key that never leaves its custodian's TPM (tpm.SealScoped), and a
 // release is the partial decryption of each envelope the warrant names,
 // proved correct by the TPM; the agency opens exactly those envelopes
-// ([OpenScoped]) and no escrow key exists after the ceremony. In share mode
+// ([OpenScoped]; for many envelopes, one [ScopedOpener] and [OpenBatch],
+// which opens them on every CPU and gives each its own outcome) and no
+// escrow key exists after the ceremony. In share mode
 // ([ModeShare]) a release hands out the share, and t of them rebuild the
 // key, which opens every envelope of the key ID ([Recover], [Open]).
 //

@@ -4,6 +4,8 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/cloudflare/circl/secretsharing"
@@ -20,8 +22,8 @@ type BadShareError struct {
 
 func (e *BadShareError) Error() string {
 	var parts []string
-	for id, why := range e.Custodians {
-		parts = append(parts, fmt.Sprintf("%s: %s", id, why))
+	for _, id := range slices.Sorted(maps.Keys(e.Custodians)) {
+		parts = append(parts, fmt.Sprintf("%s: %s", id, e.Custodians[id]))
 	}
 	return "bad release from " + strings.Join(parts, "; ")
 }

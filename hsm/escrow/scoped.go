@@ -1,9 +1,12 @@
 package escrow
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/cloudflare/circl/group"
 
 	"github.com/custodian-project/custodian/hsm/internal/strictjson"
 	"github.com/custodian-project/custodian/hsm/recipient"
@@ -21,41 +24,138 @@ var ErrNotNamed = errors.New("the release holds no partial for this envelope (th
 // packages of another key ID, mode or custodian set as Recover does, and
 // names every custodian whose partial was missing or failed its proof
 // (*BadShareError, returned beside the plaintext when enough remained).
+// To open many envelopes, make one [ScopedOpener] and keep it.
 func OpenScoped(id *recipient.Identity, pub *Public, releases []*Release, envelope []byte) (*Envelope, []byte, error) {
-	if pub.Mode != ModeScoped {
-		return nil, nil, fmt.Errorf("key ID %s is in %s mode: recover its key with Recover", pub.KeyID, pub.Mode)
+	o, err := NewScopedOpener(id, pub, releases)
+	if err != nil {
+		return nil, nil, err
 	}
+	return o.Open(envelope)
+}
+
+// ScopedOpener opens envelopes of one scoped key ID from one set of
+// release packages. Each package is opened and its partials indexed once;
+// the Lagrange coefficients are computed once per set of custodians that
+// combine. Open is safe for concurrent use.
+type ScopedOpener struct {
+	pub      *Public
+	releases []*releasePartials // in the order given
+
+	mu       sync.Mutex
+	lagrange map[string][]group.Scalar // by the indices that combine
+}
+
+// releasePartials is one custodian's partials, by the envelope's R; or,
+// when its package gave none, why.
+type releasePartials struct {
+	custodian *Custodian
+	byEnc     map[string]*tpm.Partial
+	err       error
+}
+
+// NewScopedOpener opens the release packages with the agency's identity.
+// It refuses packages of another key ID, mode or custodian set, and two
+// packages of one custodian; a package that does not open counts as a
+// missing partial of that custodian for every envelope (see
+// [ScopedOpener.PackageErrors]).
+func NewScopedOpener(id *recipient.Identity, pub *Public, releases []*Release) (*ScopedOpener, error) {
+	if pub.Mode != ModeScoped {
+		return nil, fmt.Errorf("key ID %s is in %s mode: recover its key with Recover", pub.KeyID, pub.Mode)
+	}
+	o := &ScopedOpener{pub: pub, lagrange: map[string][]group.Scalar{}}
+	seen := map[int]bool{}
+	for _, r := range releases {
+		c, err := checkRelease(pub, r, seen)
+		if err != nil {
+			return nil, err
+		}
+		byEnc, err := openPartials(id, pub, c, r)
+		o.releases = append(o.releases, &releasePartials{custodian: c, byEnc: byEnc, err: err})
+	}
+	return o, nil
+}
+
+// openPartials opens a scoped package and indexes its partials by the
+// envelope's encapsulated key. A package naming one envelope twice keeps
+// the first partial, as a package read in order would.
+func openPartials(id *recipient.Identity, pub *Public, c *Custodian, r *Release) (map[string]*tpm.Partial, error) {
+	data, err := id.Open(PartialsInfo(r.WarrantDigest, c.ID, pub.KeyID, c.Index), r.SealedPartials)
+	if err != nil {
+		return nil, errors.New("the package does not open with this identity")
+	}
+	var partials []EnvelopePartial
+	if err := strictjson.Decode(data, &partials, MaxReleaseSize); err != nil {
+		return nil, fmt.Errorf("the package's partials do not decode: %v", err)
+	}
+	byEnc := make(map[string]*tpm.Partial, len(partials))
+	for i := range partials {
+		if _, dup := byEnc[string(partials[i].Enc)]; !dup {
+			byEnc[string(partials[i].Enc)] = &partials[i].Partial
+		}
+	}
+	return byEnc, nil
+}
+
+// verifiedPartial returns the custodian's partial s_i·R for the envelope
+// whose encapsulated key is enc, checked against the custodian's proof.
+// It is the one place the agency checks a custodian's work: another proof
+// system changes this function alone.
+func (rp *releasePartials) verifiedPartial(enc []byte) ([]byte, error) {
+	if rp.err != nil {
+		return nil, rp.err
+	}
+	p, ok := rp.byEnc[string(enc)]
+	if !ok {
+		return nil, ErrNotNamed
+	}
+	return tpm.VerifyPartial(rp.custodian.ProofKey, enc, p)
+}
+
+// PackageErrors names the custodians whose packages gave no partial at
+// all (they did not open or decode), or returns nil. Open names them for
+// every envelope too.
+func (o *ScopedOpener) PackageErrors() *BadShareError {
+	bad := &BadShareError{Custodians: map[string]string{}}
+	for _, rp := range o.releases {
+		if rp.err != nil {
+			bad.Custodians[rp.custodian.ID] = rp.err.Error()
+		}
+	}
+	if len(bad.Custodians) == 0 {
+		return nil
+	}
+	return bad
+}
+
+// Open opens one envelope: its seal proof is checked (ParseEnvelope),
+// every custodian's partial for it is checked against its proof, and the
+// first t valid ones, in the order the packages were given, are combined.
+// Custodians whose partial was missing or failed are named
+// (*BadShareError), beside the plaintext when enough remained, and joined
+// to ErrNotEnoughShares when not.
+func (o *ScopedOpener) Open(envelope []byte) (*Envelope, []byte, error) {
 	env, err := ParseEnvelope(envelope)
 	if err != nil {
 		return nil, nil, err
 	}
 	bad := &BadShareError{Custodians: map[string]string{}}
 	var good []PartialShare
-	seen := map[int]bool{}
-	for _, r := range releases {
-		c, err := checkRelease(pub, r, seen)
+	for _, rp := range o.releases {
+		p, err := rp.verifiedPartial(env.Enc)
 		if err != nil {
-			return nil, nil, err
-		}
-		p, err := openPartial(id, pub, c, r, env.Enc)
-		if err != nil {
-			bad.Custodians[c.ID] = err.Error()
+			bad.Custodians[rp.custodian.ID] = err.Error()
 			continue
 		}
-		good = append(good, PartialShare{Index: c.Index, Point: p})
+		good = append(good, PartialShare{Index: rp.custodian.Index, Point: p})
 	}
-	if len(good) < pub.Threshold {
-		err := fmt.Errorf("%w: %d valid partials for this envelope, %d needed", ErrNotEnoughShares, len(good), pub.Threshold)
+	if len(good) < o.pub.Threshold {
+		err := fmt.Errorf("%w: %d valid partials for this envelope, %d needed", ErrNotEnoughShares, len(good), o.pub.Threshold)
 		if len(bad.Custodians) > 0 {
 			err = errors.Join(err, bad)
 		}
 		return nil, nil, err
 	}
-	dh, err := CombinePartials(good[:pub.Threshold])
-	if err != nil {
-		return nil, nil, err
-	}
-	env, pt, err := openWithDH(pub, env, dh)
+	env, pt, err := o.combineAndOpen(env, good[:o.pub.Threshold])
 	if err != nil {
 		return nil, nil, err
 	}
@@ -65,22 +165,33 @@ func OpenScoped(id *recipient.Identity, pub *Public, releases []*Release, envelo
 	return env, pt, nil
 }
 
-// openPartial opens a scoped package and returns its verified partial for
-// the envelope whose encapsulated key is enc.
-func openPartial(id *recipient.Identity, pub *Public, c *Custodian, r *Release, enc []byte) ([]byte, error) {
-	data, err := id.Open(PartialsInfo(r.WarrantDigest, c.ID, pub.KeyID, c.Index), r.SealedPartials)
+// combineAndOpen combines verified partials with the coefficients of
+// their set and decrypts.
+func (o *ScopedOpener) combineAndOpen(env *Envelope, good []PartialShare) (*Envelope, []byte, error) {
+	xs, points, err := parsePartials(good)
 	if err != nil {
-		return nil, errors.New("the package does not open with this identity")
+		return nil, nil, err
 	}
-	var partials []EnvelopePartial
-	if err := strictjson.Decode(data, &partials, MaxReleaseSize); err != nil {
-		return nil, fmt.Errorf("the package's partials do not decode: %v", err)
+	dh, err := combineWith(points, o.coefficients(good, xs))
+	if err != nil {
+		return nil, nil, err
 	}
-	for _, p := range partials {
-		if !bytes.Equal(p.Enc, enc) {
-			continue
-		}
-		return tpm.VerifyPartial(c.ProofKey, enc, &p.Partial)
+	return openWithDH(o.pub, env, dh)
+}
+
+// coefficients returns λ_i(0) for the indices of ps, computed the first
+// time a set combines: with the same t custodians, that is once.
+func (o *ScopedOpener) coefficients(ps []PartialShare, xs []group.Scalar) []group.Scalar {
+	var key strings.Builder
+	for _, p := range ps {
+		key.WriteByte(byte(p.Index)) // 1..MaxCustodians: one byte each
 	}
-	return nil, ErrNotNamed
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if l, ok := o.lagrange[key.String()]; ok {
+		return l
+	}
+	l := lagrangeAtZero(xs)
+	o.lagrange[key.String()] = l
+	return l
 }
