@@ -1,0 +1,69 @@
+package update
+
+import (
+	"bytes"
+	"os"
+	"testing"
+
+	"github.com/custodian-project/custodian/image/layout"
+)
+
+// writeLog records every write a Device receives, in order.
+type writeLog struct {
+	*os.File
+	writes []loggedWrite
+}
+
+type loggedWrite struct {
+	off  int64
+	data []byte
+}
+
+func (w *writeLog) WriteAt(p []byte, off int64) (int, error) {
+	w.writes = append(w.writes, loggedWrite{off, bytes.Clone(p)})
+	return w.File.WriteAt(p, off)
+}
+
+// Commit's doc promises "one sector write, which a power cut leaves either
+// old or new". Replay every prefix of Commit's writes on the disk as it was
+// before (a power cut after each write) and require autoboot.txt to read as
+// the old or the new file, never as nothing or as a mix.
+func TestCommitPowerCutLeavesOldOrNew_break(t *testing.T) {
+	devFile := newDevice(t, commitSizes)
+	orig := readAll(t, devFile)
+	f, size := open(t, devFile)
+	dev := &writeLog{File: f}
+	if err := Commit(dev, size, Boot{Slot: layout.SlotB, Tryboot: true, Pi: true}, nil); err != nil {
+		t.Fatal(err)
+	}
+	sectors := map[int64]bool{}
+	for _, w := range dev.writes {
+		for s := w.off / SectorSize; s < (w.off+int64(len(w.data))+SectorSize-1)/SectorSize; s++ {
+			sectors[s] = true
+		}
+	}
+	t.Logf("commit issued %d writes covering %d sectors", len(dev.writes), len(sectors))
+	for _, w := range dev.writes {
+		changed := 0
+		for i := range w.data {
+			if w.data[i] != orig[w.off+int64(i)] {
+				changed++
+			}
+		}
+		t.Logf("write at %d, %d bytes, %d bytes differ from before", w.off, len(w.data), changed)
+	}
+	if len(sectors) != 1 {
+		t.Errorf("commit wrote %d distinct sectors, the doc promises one", len(sectors))
+	}
+	old, next := layout.Autoboot(layout.SlotA), layout.Autoboot(layout.SlotB)
+	for k := 0; k <= len(dev.writes); k++ {
+		img := bytes.Clone(orig)
+		for _, w := range dev.writes[:k] {
+			copy(img[w.off:], w.data)
+		}
+		got, err := ReadAutoboot(bytesAt(img), int64(len(img)))
+		if err != nil || !(bytes.Equal(got, old) || bytes.Equal(got, next)) {
+			t.Errorf("power cut after write %d of %d: autoboot.txt is %q (%v), neither slot A's nor slot B's", k, len(dev.writes), got, err)
+		}
+	}
+}
