@@ -10,6 +10,9 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/custodian-project/custodian/image"
 	"github.com/custodian-project/custodian/image/imagetest"
 	"github.com/custodian-project/custodian/image/layout"
 )
@@ -103,4 +106,95 @@ func TestBuildKeepsDanglingSymlink_break(t *testing.T) {
 		t.Fatalf("a root with a dangling symlink: %v", err)
 	}
 	imagePredictsManifest(t, img, m, "")
+}
+
+// buildRecovering is Build with a panic turned into an error that says so.
+func buildRecovering(m *image.Manifest, out string) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("image build panicked: %v", r)
+		}
+	}()
+	return Build(m, out, Options{})
+}
+
+// go-diskfs reads a symlink's xattrs through the link, so a link in the
+// root to a file of the build host carries that file's xattrs into the
+// image: the image's bytes then depend on the build host (not
+// reproducible), and host metadata leaks into the image. Want: two builds
+// of the same inputs, one where the host file has an xattr and one where
+// it has none, give the same bytes.
+func TestSymlinkDoesNotCarryHostXattrs_break(t *testing.T) {
+	hostFile := filepath.Join(t.TempDir(), "host-file")
+	if err := os.WriteFile(hostFile, []byte("host"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	manifest := imagetest.Write(t)
+	if err := os.Symlink(hostFile, filepath.Join(filepath.Dir(manifest), "rootfs/etc/hostlink")); err != nil {
+		t.Fatal(err)
+	}
+	m := mustLoad(t, manifest)
+	plain := filepath.Join(t.TempDir(), "plain.img")
+	if err := Build(m, plain, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setxattr(hostFile, "user.build-host", []byte("secret-of-the-build-host"), 0); err != nil {
+		t.Skipf("cannot set a user xattr here: %v", err)
+	}
+	tagged := filepath.Join(t.TempDir(), "tagged.img")
+	if err := buildRecovering(m, tagged); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.ReadFile(plain)
+	b, _ := os.ReadFile(tagged)
+	if !bytes.Equal(a, b) {
+		leak := bytes.Contains(b, []byte("secret-of-the-build-host"))
+		t.Errorf("the image changed with an xattr of a build-host file a root symlink points to (its value in the image: %v)", leak)
+	}
+}
+
+// posixACLDefault is a default ACL in the kernel's xattr format (version
+// 2; user::rwx, user:65534:r-x, group::r-x, mask::r-x, other::r-x): new
+// files below the directory get an access ACL, an xattr.
+func posixACLDefault() []byte {
+	var b []byte
+	le := func(v uint32, n int) {
+		for i := range n {
+			b = append(b, byte(v>>(8*i)))
+		}
+	}
+	le(2, 4)
+	for _, e := range [][3]uint32{{0x01, 7, 0xffffffff}, {0x02, 5, 65534}, {0x04, 5, 0xffffffff}, {0x10, 5, 0xffffffff}, {0x20, 5, 0xffffffff}} {
+		le(e[0], 2)
+		le(e[1], 2)
+		le(e[2], 4)
+	}
+	return b
+}
+
+// A build host whose temporary directory has a default ACL (or SELinux
+// labels, which every file on such hosts carries) gives every file the
+// builder stages an xattr; go-diskfs writes the squashfs's xattrs from
+// the workspace. Want: the image builds, the same bytes as on a host
+// without them.
+func TestBuildUnderTmpdirWithDefaultACL_break(t *testing.T) {
+	m := mustLoad(t, imagetest.Write(t))
+	plain := filepath.Join(t.TempDir(), "plain.img")
+	if err := Build(m, plain, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	if err := unix.Setxattr(tmp, "system.posix_acl_default", posixACLDefault(), 0); err != nil {
+		t.Skipf("no POSIX ACLs on this file system: %v", err)
+	}
+	t.Setenv("TMPDIR", tmp)
+	acl := filepath.Join(t.TempDir(), "acl.img")
+	if err := buildRecovering(m, acl); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.ReadFile(plain)
+	b, _ := os.ReadFile(acl)
+	if !bytes.Equal(a, b) {
+		t.Error("the image depends on the build host's temporary directory's ACL")
+	}
 }
