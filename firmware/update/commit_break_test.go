@@ -3,9 +3,11 @@ package update
 import (
 	"bytes"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/custodian-project/custodian/image/layout"
+	"github.com/custodian-project/custodian/tests/need"
 )
 
 // writeLog records every write a Device receives, in order.
@@ -64,6 +66,41 @@ func TestCommitPowerCutLeavesOldOrNew_break(t *testing.T) {
 		got, err := ReadAutoboot(bytesAt(img), int64(len(img)))
 		if err != nil || !(bytes.Equal(got, old) || bytes.Equal(got, next)) {
 			t.Errorf("power cut after write %d of %d: autoboot.txt is %q (%v), neither slot A's nor slot B's", k, len(dev.writes), got, err)
+		}
+	}
+}
+
+// An autoboot.txt that is not the length Commit writes (one an operator
+// edited, or an older release wrote) is truncated and written again:
+// a power cut between the two leaves a file that names no slot, and the
+// firmware then boots neither. Replay every prefix of Commit's writes.
+func TestCommitPowerCutOtherLengthAutoboot_break(t *testing.T) {
+	need.Command(t, "mkfs.vfat", "dosfstools")
+	need.Command(t, "mcopy", "mtools")
+	old := append(layout.Autoboot(layout.SlotA), "# boot slot A (edited by hand)\n"...)
+	dir := t.TempDir()
+	fat, txt := filepath.Join(dir, "autoboot.fat"), filepath.Join(dir, AutobootName)
+	if err := os.WriteFile(txt, old, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "mkfs.vfat", "-C", fat, "1024")
+	run(t, "mcopy", "-i", fat, txt, "::"+AutobootName)
+	devFile := disk(t, commitSizes, map[int][]byte{1: readAll(t, fat)})
+	orig := readAll(t, devFile)
+	f, size := open(t, devFile)
+	dev := &writeLog{File: f}
+	if err := Commit(dev, size, Boot{Slot: layout.SlotB, Tryboot: true, Pi: true}, nil); err != nil {
+		t.Fatal(err)
+	}
+	next := layout.Autoboot(layout.SlotB)
+	for k := 0; k <= len(dev.writes); k++ {
+		img := bytes.Clone(orig)
+		for _, w := range dev.writes[:k] {
+			copy(img[w.off:], w.data)
+		}
+		got, err := ReadAutoboot(bytesAt(img), int64(len(img)))
+		if err != nil || !(bytes.Equal(got, old) || bytes.Equal(got, next)) {
+			t.Errorf("power cut after write %d of %d: autoboot.txt is %q (%v), neither the old file nor slot B's", k, len(dev.writes), got, err)
 		}
 	}
 }
