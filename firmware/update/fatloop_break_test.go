@@ -60,7 +60,7 @@ func TestOpenImageFATClusterLoop_break(t *testing.T) {
 func evidence(out []byte) string {
 	var keep []string
 	for _, l := range strings.Split(string(out), "\n") {
-		if strings.Contains(l, "out of memory") || strings.Contains(l, "test timed out") || strings.Contains(l, "getClusterList") || strings.Contains(l, "OpenImage") {
+		if strings.Contains(l, "out of memory") || strings.Contains(l, "test timed out") || strings.Contains(l, "getClusterList") || strings.Contains(l, "OpenImage") || strings.Contains(l, "hashFile") || strings.Contains(l, "squashfs.(") {
 			keep = append(keep, l)
 		}
 	}
