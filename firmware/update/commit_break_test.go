@@ -104,3 +104,25 @@ func TestCommitPowerCutOtherLengthAutoboot_break(t *testing.T) {
 		}
 	}
 }
+
+// The same count on the card image build writes (its FAT16 autoboot
+// partition, not the test's mkfs.vfat one).
+func TestCommitOnBuiltImageWritesOneSector_break(t *testing.T) {
+	b := buildImage(t)
+	devFile := b.imageFile(t)
+	f, size := open(t, devFile)
+	dev := &writeLog{File: f}
+	if err := Commit(dev, size, Boot{Slot: layout.SlotB, Tryboot: true, Pi: true}, nil); err != nil {
+		t.Fatal(err)
+	}
+	sectors := map[int64]bool{}
+	for _, w := range dev.writes {
+		t.Logf("write at %d, %d bytes", w.off, len(w.data))
+		for s := w.off / SectorSize; s < (w.off+int64(len(w.data))+SectorSize-1)/SectorSize; s++ {
+			sectors[s] = true
+		}
+	}
+	if len(sectors) != 1 {
+		t.Errorf("commit on a built card wrote %d sectors in %d writes, the doc promises one", len(sectors), len(dev.writes))
+	}
+}
