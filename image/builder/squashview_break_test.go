@@ -50,6 +50,9 @@ func TestPredictionMatchesUnsquashfsView_break(t *testing.T) {
 	write("usr/lib/zeros", make([]byte, 512<<10), 0o644)
 	write("usr/lib/"+strings.Repeat("n", 255), []byte("long name"), 0o644)
 	write("usr/lib/deep/a/b/c/d/e/f/g/h/file", []byte("deep"), 0o644)
+	for _, odd := range []string{"with space", "ümlaut", "new\nline", "back\\slash"} {
+		write("usr/share/odd/"+odd, []byte(odd), 0o644)
+	}
 	if err := os.Symlink(strings.Repeat("./", 120)+"deep/a", filepath.Join(root, "usr/lib/longlink")); err != nil {
 		t.Fatal(err)
 	}
