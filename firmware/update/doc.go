@@ -6,7 +6,8 @@
 //   - RunningSlot says which slot the firmware booted, and whether this
 //     boot is the one-shot tryboot of the other slot: from the Pi
 //     firmware's device tree (/proc/device-tree/chosen/bootloader/partition
-//     and .../tryboot, big-endian u32 cells), else from the kernel
+//     and .../tryboot, big-endian u32 cells; the partition without the
+//     tryboot cell is refused as unknown), else from the kernel
 //     command line's custodian.boot_partition=N.
 //   - OpenImage reads the image's GPT (strictly: an intact primary table,
 //     the layout's names for their numbers, no overlaps), and its slot A
