@@ -11,7 +11,8 @@
 //     command line's custodian.boot_partition=N.
 //   - OpenImage reads the image's GPT (strictly: an intact primary table,
 //     the layout's names for their numbers, no overlaps), and its slot A
-//     boot partition, which must hold boot.img and a boot.sig for it.
+//     boot partition, which must hold boot.img and a signed boot.sig for
+//     it (an unsigned one is refused: a locked board would not boot it).
 //     Image.Policy predicts the PCRs it produces with the function image
 //     measure --image runs (imagefs.Predict).
 //   - Apply refuses during a tryboot (the other slot is then the fallback),

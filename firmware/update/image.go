@@ -28,8 +28,8 @@ type Image struct {
 
 // OpenImage reads a built image of size bytes: a GPT of the appliance
 // layout whose slot A holds a FAT boot partition with boot.img and a
-// boot.sig whose digest is boot.img's (the board checks its signature),
-// and a root partition.
+// boot.sig whose digest is boot.img's and that carries a signature (the
+// board checks it), and a root partition.
 func OpenImage(r io.ReaderAt, size int64) (*Image, error) {
 	t, err := ReadTable(r, size)
 	if err != nil {
@@ -56,6 +56,11 @@ func OpenImage(r io.ReaderAt, size int64) (*Image, error) {
 	parsed, err := bootsig.Parse(sig)
 	if err != nil {
 		return nil, fmt.Errorf("the image's %s: %w", BootSigName, err)
+	}
+	if parsed.Signature == nil {
+		// A board with secure boot refuses it and falls back without a
+		// word; one without secure boot boots a signed boot.img as well.
+		return nil, fmt.Errorf("the image's %s carries no signature (no rsa2048 line): build it with custodian image build --key", BootSigName)
 	}
 	digest := sha256.Sum256(im.bootImg)
 	if subtle.ConstantTimeCompare(digest[:], parsed.Digest[:]) != 1 {

@@ -449,3 +449,25 @@ func extract(t *testing.T, dev io.ReaderAt, size int64, n int) string {
 	}
 	return file
 }
+
+// An image built without --key has a boot.sig with no signature, which a
+// board with secure boot never boots: the tryboot would fall back without
+// a word. OpenImage refuses it, naming the missing signature.
+func TestApplyRefusesUnsignedBootSig(t *testing.T) {
+	manifest := imagetest.Write(t)
+	small := strings.Replace(string(readAll(t, manifest)), "security_version = 1\n", "security_version = 1\n"+smallSizes, 1)
+	if err := os.WriteFile(manifest, []byte(small), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := image.LoadManifest(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "unsigned.img")
+	if err := builder.Build(m, out, builder.Options{TargetSoC: "2711"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openImage(readAll(t, out)); err == nil || !strings.Contains(err.Error(), "no signature") {
+		t.Fatalf("opening an image with an unsigned boot.sig: %v, want a refusal naming the missing signature", err)
+	}
+}
