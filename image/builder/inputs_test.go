@@ -342,3 +342,34 @@ func mustLoad(t *testing.T, manifest string) *image.Manifest {
 	}
 	return m
 }
+
+// A rootfs.files destination below a symlink of rootfs.dir that leads out
+// of it (opt -> /some/dir) is refused by image build and image measure
+// --manifest, and nothing is written on the build host through the link.
+func TestRootFileBelowSymlinkStaysInTheTree(t *testing.T) {
+	manifest := imagetest.Write(t)
+	dir := filepath.Dir(manifest)
+	outside := t.TempDir()
+	if err := os.Symlink(outside, filepath.Join(dir, "rootfs", "opt")); err != nil {
+		t.Fatal(err)
+	}
+	text, err := os.ReadFile(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := strings.Replace(string(text), "dir = \"rootfs\"\n", "dir = \"rootfs\"\nfiles = [{ src = \"boot/tpm_tis.ko\", dst = \"opt/planted\" }]\n", 1)
+	if err := os.WriteFile(manifest, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m := mustLoad(t, manifest)
+	_, predictErr := PredictManifest(m, "")
+	buildErr := Build(m, filepath.Join(t.TempDir(), "custodian.img"), Options{})
+	if _, err := os.Lstat(filepath.Join(outside, "planted")); err == nil {
+		t.Errorf("%s was written on the build host, outside the image", filepath.Join(outside, "planted"))
+	}
+	for what, err := range map[string]error{"image measure --manifest": predictErr, "image build": buildErr} {
+		if err == nil || !strings.Contains(err.Error(), "rootfs file opt/planted") {
+			t.Errorf("%s: %v, want a refusal naming the rootfs file", what, err)
+		}
+	}
+}

@@ -207,24 +207,42 @@ func rootTree(m *image.Manifest, sources map[string][]byte, work string) (string
 	if err := os.CopyFS(copyDir, os.DirFS(dir)); err != nil {
 		return "", fmt.Errorf("copying rootfs.dir: %w", err)
 	}
+	// The copy keeps rootfs.dir's symlinks (opt -> /srv/opt): writes go
+	// through an os.Root, so a destination below a link that leads out
+	// of the tree is refused instead of written on the build host.
+	root, err := os.OpenRoot(copyDir)
+	if err != nil {
+		return "", err
+	}
+	defer root.Close()
 	for _, f := range m.RootFS.Files {
-		dst := filepath.Join(copyDir, filepath.FromSlash(f.Dst))
-		if _, err := os.Lstat(dst); err == nil {
-			return "", fmt.Errorf("rootfs file %s is already in rootfs.dir: remove one of them", f.Dst)
-		}
-		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-			return "", err
-		}
-		mode := os.FileMode(0o644)
-		if f.Executable {
-			mode = 0o755
-		}
-		if err := os.WriteFile(dst, sources[f.Src], mode); err != nil {
-			return "", err
-		}
-		if err := os.Chmod(dst, mode); err != nil { // the umask trimmed it
+		if err := addRootFile(root, f, sources[f.Src]); err != nil {
 			return "", err
 		}
 	}
 	return copyDir, nil
+}
+
+// addRootFile writes one rootfs.files entry inside root, refusing a
+// destination that exists or whose path leaves the tree through a symlink.
+func addRootFile(root *os.Root, f image.RootFile, data []byte) error {
+	dst := filepath.FromSlash(f.Dst)
+	if _, err := root.Lstat(dst); err == nil {
+		return fmt.Errorf("rootfs file %s is already in rootfs.dir: remove one of them", f.Dst)
+	}
+	mode := os.FileMode(0o644)
+	if f.Executable {
+		mode = 0o755
+	}
+	err := root.MkdirAll(filepath.Dir(dst), 0o755)
+	if err == nil {
+		err = root.WriteFile(dst, data, mode)
+	}
+	if err == nil {
+		err = root.Chmod(dst, mode) // the umask trimmed it
+	}
+	if err != nil {
+		return fmt.Errorf("rootfs file %s: %w (a directory on its path may be a symlink of rootfs.dir that leads out of it: give a dst below a real directory)", f.Dst, err)
+	}
+	return nil
 }
