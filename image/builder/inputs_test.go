@@ -373,3 +373,30 @@ func TestRootFileBelowSymlinkStaysInTheTree(t *testing.T) {
 		}
 	}
 }
+
+// measure.binary is /init and is measured on the device as a regular
+// file: the build refuses a symlink there (read through, it would put a
+// build-host file into /init) with the message image measure gives.
+func TestBuildRefusesSymlinkedBinary(t *testing.T) {
+	manifest := imagetest.Write(t)
+	host := filepath.Join(t.TempDir(), "custodian-on-the-host")
+	if err := os.WriteFile(host, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(filepath.Dir(manifest), "rootfs/usr/bin/custodian")
+	if err := os.Remove(bin); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(host, bin); err != nil {
+		t.Fatal(err)
+	}
+	m := mustLoad(t, manifest)
+	_, predictErr := PredictManifest(m, "")
+	buildErr := Build(m, filepath.Join(t.TempDir(), "custodian.img"), Options{})
+	const want = "measuring /usr/bin/custodian: not a regular file"
+	for what, err := range map[string]error{"image measure --manifest": predictErr, "image build": buildErr} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", what, err, want)
+		}
+	}
+}
