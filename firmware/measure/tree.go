@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/cryptobyte"
 )
@@ -25,7 +26,7 @@ const maxTreeEntries = 200_000
 //
 // It covers names, layout, contents, permissions and link targets; it does
 // not cover owners or times, which the image builder fixes (root, and
-// SOURCE_DATE_EPOCH). Device nodes, FIFOs and sockets are refused: the
+// SOURCE_DATE_EPOCH). Names must be valid UTF-8. Device nodes, FIFOs and sockets are refused: the
 // image has none. mode, if not nil, maps each mode first.
 func TreeDigest(root fs.FS, mode ModeFunc) ([sha256.Size]byte, error) {
 	return treeDigest(root, ".", mode)
@@ -43,6 +44,9 @@ func treeDigest(root fs.FS, dir string, mode ModeFunc) ([sha256.Size]byte, error
 		}
 		if n++; n > maxTreeEntries {
 			return fmt.Errorf("more than %d entries", maxTreeEntries)
+		}
+		if err := CheckName(name); err != nil {
+			return err
 		}
 		info, err := fs.Lstat(root, name)
 		if err != nil {
@@ -120,4 +124,14 @@ func unixMode(m fs.FileMode) uint32 {
 		u |= 0o1000
 	}
 	return u
+}
+
+// CheckName refuses a path that is not valid UTF-8: io/fs paths are, so
+// such a file could be neither measured nor predicted. The image builder
+// runs it on every entry of the root.
+func CheckName(name string) error {
+	if !utf8.ValidString(name) {
+		return fmt.Errorf("the file name %q is not valid UTF-8: rename the file or leave it out of the root", name)
+	}
+	return nil
 }

@@ -400,3 +400,22 @@ func TestBuildRefusesSymlinkedBinary(t *testing.T) {
 		}
 	}
 }
+
+// A root file whose name is not valid UTF-8 cannot be measured (io/fs
+// paths are UTF-8): image build and image measure --manifest refuse it,
+// naming the file escaped.
+func TestBuildRefusesNonUTF8Name(t *testing.T) {
+	manifest := imagetest.Write(t)
+	if err := os.WriteFile(filepath.Join(filepath.Dir(manifest), "rootfs/etc/bad\xffname"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m := mustLoad(t, manifest)
+	_, predictErr := PredictManifest(m, "")
+	buildErr := Build(m, filepath.Join(t.TempDir(), "custodian.img"), Options{})
+	const want = `"etc/bad\xffname" is not valid UTF-8`
+	for what, err := range map[string]error{"image measure --manifest": predictErr, "image build": buildErr} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", what, err, want)
+		}
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/diskfs/go-diskfs/filesystem/squashfs"
 	"golang.org/x/sys/unix"
 
+	"github.com/custodian-project/custodian/firmware/measure"
 	"github.com/custodian-project/custodian/image"
 	"github.com/custodian-project/custodian/image/imagefs"
 )
@@ -127,6 +128,9 @@ func stage(src fs.FS, ws string, t time.Time) error {
 	var dirs []string
 	err := fs.WalkDir(src, ".", func(name string, d fs.DirEntry, err error) error {
 		if err != nil {
+			return err
+		}
+		if err := measure.CheckName(name); err != nil {
 			return err
 		}
 		info, err := fs.Lstat(src, name)
