@@ -23,9 +23,11 @@
 //     inactive slot, syncs, and compares their SHA-256 read back from the
 //     device. RebootTryboot then restarts the board into that slot once.
 //   - Commit, in the tryboot and once reseal --finish left nothing pending,
-//     writes layout.Autoboot(running slot) to autoboot.txt on the FAT
-//     autoboot partition through go-diskfs (no mount), in place, syncs and
-//     reads it back.
+//     writes layout.Autoboot(running slot) over autoboot.txt's bytes on
+//     the FAT autoboot partition (no mount): one sector write, never the
+//     FAT, so a power cut leaves the old file or the new one; it refuses a
+//     file of another length, text or cluster layout than image build
+//     writes. It syncs and reads it back.
 //
 // If the tried slot does not come up, the firmware's next ordinary boot is
 // the default slot again: nothing but Commit changes the default. The

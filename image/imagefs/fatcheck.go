@@ -30,6 +30,9 @@ type fatGeometry struct {
 	fatStart int64 // byte offset of the first FAT from the file system's start
 	fatBytes int64
 	clusters int64 // data clusters, numbered 2 to clusters+1
+
+	rootStart, dataStart, clusterBytes int64 // byte offsets and sizes from the file system's start
+	rootCluster                        int64 // FAT32's first root directory cluster
 }
 
 // checkFAT reads the boot sector and the first FAT of the FAT file system
@@ -78,7 +81,11 @@ func readGeometry(r io.ReaderAt, start, size int64) (fatGeometry, error) {
 	if total*bps > size || data < spc {
 		return fatGeometry{}, errors.New("the FAT file system's sizes do not fit its partition")
 	}
-	g := fatGeometry{kind: kind, fatStart: reserved * bps, fatBytes: fatSectors * bps, clusters: data / spc}
+	g := fatGeometry{kind: kind, fatStart: reserved * bps, fatBytes: fatSectors * bps, clusters: data / spc,
+		rootStart:    (reserved + nfats*fatSectors) * bps,
+		dataStart:    (reserved + nfats*fatSectors + rootSectors) * bps,
+		clusterBytes: spc * bps,
+		rootCluster:  int64(le.Uint32(bs[44:]) & 0x0fffffff)}
 	if kind == fat16Kind && g.clusters < 4085 {
 		g.kind = fat12Kind
 	}

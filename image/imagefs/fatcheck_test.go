@@ -106,6 +106,9 @@ func TestOpenFATRefusesBrokenChains(t *testing.T) {
 func FuzzCheckFAT(f *testing.F) {
 	f.Add(smallFAT(f, 1, filesystem.TypeFat12, 3000)[:64<<10])
 	f.Fuzz(func(t *testing.T, img []byte) {
+		if ext, err := RootFileExtent(bytes.NewReader(img), 0, int64(len(img)), "FILE    BIN"); err == nil && (ext.Clusters < 1 || ext.Off < 0 || ext.Off >= int64(len(img))) {
+			t.Fatalf("an extent outside the file system: %+v", ext)
+		}
 		if _, err := checkFAT(bytes.NewReader(img), 0, int64(len(img))); err != nil {
 			return
 		}
