@@ -15,6 +15,14 @@ import (
 // few hundred entries.
 const maxTreeEntries = 200_000
 
+// MaxTreeBytes bounds the bytes of regular files a tree walk hashes: the
+// appliance's root holds tens of MiB, and a squashfs of a few KiB can
+// claim a sparse file of terabytes, which would keep a Pi (no SHA
+// instructions) hashing for hours before anything is refused. The same
+// cap holds in image measure, update apply and measure-boot, so the
+// prediction and the device agree.
+const MaxTreeBytes = 1 << 30
+
 // TreeDigest is the content digest of a directory tree: SHA-256 over one
 // record per entry, in fs.WalkDir's lexical order, the root itself first.
 // A record is, with cryptobyte's length prefixes:
@@ -26,7 +34,8 @@ const maxTreeEntries = 200_000
 //
 // It covers names, layout, contents, permissions and link targets; it does
 // not cover owners or times, which the image builder fixes (root, and
-// SOURCE_DATE_EPOCH). Names must be valid UTF-8. Device nodes, FIFOs and sockets are refused: the
+// SOURCE_DATE_EPOCH). Names must be valid UTF-8, and the regular files
+// hold at most MaxTreeBytes in all. Device nodes, FIFOs and sockets are refused: the
 // image has none. mode, if not nil, maps each mode first.
 func TreeDigest(root fs.FS, mode ModeFunc) ([sha256.Size]byte, error) {
 	return treeDigest(root, ".", mode)
@@ -37,7 +46,7 @@ func TreeDigest(root fs.FS, mode ModeFunc) ([sha256.Size]byte, error) {
 // hide the Lstat and ReadLink that symlinks need.
 func treeDigest(root fs.FS, dir string, mode ModeFunc) ([sha256.Size]byte, error) {
 	h := sha256.New()
-	n := 0
+	n, total := 0, int64(0)
 	err := fs.WalkDir(root, dir, func(name string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -51,6 +60,11 @@ func treeDigest(root fs.FS, dir string, mode ModeFunc) ([sha256.Size]byte, error
 		info, err := fs.Lstat(root, name)
 		if err != nil {
 			return err
+		}
+		if info.Mode().IsRegular() {
+			if total += info.Size(); info.Size() < 0 || total > MaxTreeBytes {
+				return fmt.Errorf("/%s: the files up to here hold more than %d MiB, the most a root may hold: leave large files out of the root", name, MaxTreeBytes>>20)
+			}
 		}
 		m := info.Mode()
 		if mode != nil {
