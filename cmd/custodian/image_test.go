@@ -320,7 +320,7 @@ func TestImageBuildHintsNameTheCause(t *testing.T) {
 		{"no kernel", strings.Replace(m, `  { src = "boot/kernel8.img", dst = "kernel8.img" },`+"\n", "", 1),
 			`hint: add it to the manifest's boot.files, e.g. { src = "deb:kernel:/path/in/package", dst = "kernel8.img" }`},
 		{"small image", strings.Replace(m, "version = 1\n", "version = 1\nimage_mib = 100\n", 1),
-			"hint: raise image_mib to at least 154 in the manifest"},
+			"hint: raise image_mib to at least 180 in the manifest"},
 		{"wrong digest", strings.Replace(m, `"boot/kernel8.img"`, `"deb:k:/boot/vmlinuz"`, 1) + pinned,
 			"hint: this is not the package the manifest pins"},
 	} {

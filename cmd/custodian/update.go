@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -161,7 +162,8 @@ func (g *globals) openDisk(path string) (*os.File, int64, error) {
 	return f, size, nil
 }
 
-// openImageFile opens a built image file.
+// openImageFile opens a built image file, or an update file
+// (gzip-compressed, decompressed into memory).
 func openImageFile(path string) (*update.Image, func(), error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -172,10 +174,23 @@ func openImageFile(path string) (*update.Image, func(), error) {
 		f.Close()
 		return nil, nil, fmt.Errorf("%s is not an image file", path)
 	}
+	head := make([]byte, 2)
+	if _, err := f.ReadAt(head, 0); err == nil && update.IsCompressed(head) {
+		defer f.Close()
+		data, err := update.ReadUpdate(f)
+		if err != nil {
+			return nil, nil, withHint(err, "give the update file custodian image build --update-out wrote")
+		}
+		im, err := update.OpenImage(bytes.NewReader(data), int64(len(data)))
+		if err != nil {
+			return nil, nil, withHint(err, "give the update file custodian image build --update-out wrote")
+		}
+		return im, func() {}, nil
+	}
 	im, err := update.OpenImage(f, info.Size())
 	if err != nil {
 		f.Close()
-		return nil, nil, withHint(err, "give the image custodian image build wrote for this device")
+		return nil, nil, withHint(err, "give the update file (or the image) custodian image build wrote for this device")
 	}
 	return im, func() { f.Close() }, nil
 }

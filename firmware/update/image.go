@@ -1,8 +1,12 @@
 package update
 
 import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
 	"crypto/sha256"
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"io"
 
@@ -67,6 +71,39 @@ func OpenImage(r io.ReaderAt, size int64) (*Image, error) {
 		return nil, fmt.Errorf("the image's %s is not for its %s", BootSigName, BootImgName)
 	}
 	return im, nil
+}
+
+// MaxUpdate caps the image an update file decompresses to: it holds one
+// slot's boot and root partitions.
+const MaxUpdate = 1 << 30
+
+// gzipMagic starts a gzip stream (RFC 1952).
+var gzipMagic = []byte{0x1f, 0x8b}
+
+// IsCompressed tells an update file (image build --update-out, gzip) from
+// an image written as it is, by its first bytes.
+func IsCompressed(head []byte) bool { return bytes.HasPrefix(head, gzipMagic) }
+
+// ReadUpdate decompresses an update file into memory: one gzip member of
+// at most MaxUpdate bytes, and nothing after it; then OpenImage reads it.
+func ReadUpdate(r io.Reader) ([]byte, error) {
+	br := bufio.NewReader(r) // gzip reads no further than its stream from a ByteReader
+	z, err := gzip.NewReader(br)
+	if err != nil {
+		return nil, fmt.Errorf("the update file is not gzip: %w", err)
+	}
+	z.Multistream(false)
+	data, err := io.ReadAll(io.LimitReader(z, MaxUpdate+1))
+	if err != nil {
+		return nil, fmt.Errorf("the update file is damaged: %w", err)
+	}
+	if len(data) > MaxUpdate {
+		return nil, fmt.Errorf("the update file holds more than %d MiB; one slot's partitions are far smaller", MaxUpdate>>20)
+	}
+	if n, _ := io.CopyN(io.Discard, br, 1); n != 0 {
+		return nil, errors.New("the update file has bytes after its gzip stream")
+	}
+	return data, nil
 }
 
 // Policy predicts the PCRs the image produces at boot with the same

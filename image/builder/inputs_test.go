@@ -207,7 +207,7 @@ func TestBuildRefusesUnbootableOrTooSmall(t *testing.T) {
 		{"no kernel", `  { src = "boot/kernel8.img", dst = "kernel8.img" },` + "\n", "2711", "boot.img has no kernel8.img"},
 		{"no Pi 5 device tree", "", "2712", "boot.img has no bcm2712-rpi-5-b.dtb"},
 		{"no device tree", `  { src = "boot/bcm2711-rpi-4-b.dtb", dst = "bcm2711-rpi-4-b.dtb" },` + "\n", "", "boot.img has no bcm2711-rpi-4-b.dtb or bcm2712-rpi-5-b.dtb"},
-		{"small image", "image_mib = 100\n", "", "image_mib = 100 is too small: the partition layout needs 154 MiB"},
+		{"small image", "image_mib = 100\n", "", "image_mib = 100 is too small: the partition layout needs 180 MiB"},
 		{"small root", "root_mib = 4\n", "", "root_mib = 4 is too small: the root filesystem needs 6 MiB"},
 		{"small boot.img", "boot_img_mib = 8\n", "", "boot_img_mib = 8 is too small: what goes into it needs 11 MiB"},
 		{"small boot partition", "boot_mib = 10\n", "", "boot_mib = 10 is too small: boot.img with boot.sig and config.txt needs 13 MiB"},
