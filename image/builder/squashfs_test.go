@@ -24,7 +24,7 @@ import (
 // measurement (modes as they are), must give the predicted policy, for
 // roots with what real roots hold: a directory of many entries, empty
 // and block-sized files, zeros, long names and link targets.
-func TestPredictionMatchesUnsquashfsView_break(t *testing.T) {
+func TestPredictionMatchesUnsquashfsView(t *testing.T) {
 	requireTool(t, "unsquashfs", "squashfs-tools")
 	manifest := imagetest.Write(t)
 	root := filepath.Join(filepath.Dir(manifest), "rootfs")
@@ -93,11 +93,11 @@ func TestPredictionMatchesUnsquashfsView_break(t *testing.T) {
 }
 
 // A root holds dangling symlinks (etc/resolv.conf -> ../run/..., made at
-// run time). go-diskfs lists a symlink's xattrs through the link (on the
-// build host's file system, from the workspace), so the build fails on
-// one with the library's own words. Want: the image builds, with the link
-// as it is, and the prediction matches.
-func TestBuildKeepsDanglingSymlink_break(t *testing.T) {
+// run time). go-diskfs lists a symlink's xattrs through the link, which
+// fails on a dangling one; the builder's link shadow keeps it from
+// following: the image builds, with the link as it is, and the
+// prediction matches.
+func TestBuildKeepsDanglingSymlink(t *testing.T) {
 	manifest := imagetest.Write(t)
 	root := filepath.Join(filepath.Dir(manifest), "rootfs")
 	if err := os.Symlink("../run/resolv.conf", filepath.Join(root, "etc/resolv.conf")); err != nil {
@@ -121,13 +121,13 @@ func buildRecovering(m *image.Manifest, out string) (err error) {
 	return Build(m, out, Options{})
 }
 
-// go-diskfs reads a symlink's xattrs through the link, so a link in the
-// root to a file of the build host carries that file's xattrs into the
-// image: the image's bytes then depend on the build host (not
-// reproducible), and host metadata leaks into the image. Want: two builds
-// of the same inputs, one where the host file has an xattr and one where
-// it has none, give the same bytes.
-func TestSymlinkDoesNotCarryHostXattrs_break(t *testing.T) {
+// go-diskfs reads a symlink's xattrs through the link, so without the
+// builder's link shadow a link in the root to a file of the build host
+// would carry that file's xattrs into the image (host metadata in the
+// image, bytes that depend on the host, and a go-diskfs panic writing
+// them). Two builds of the same inputs, one where the host file has an
+// xattr and one where it has none, give the same bytes.
+func TestSymlinkDoesNotCarryHostXattrs(t *testing.T) {
 	hostFile := filepath.Join(t.TempDir(), "host-file")
 	if err := os.WriteFile(hostFile, []byte("host"), 0o644); err != nil {
 		t.Fatal(err)
@@ -175,12 +175,11 @@ func posixACLDefault() []byte {
 	return b
 }
 
-// A build host whose temporary directory has a default ACL (or SELinux
-// labels, which every file on such hosts carries) gives every file the
-// builder stages an xattr; go-diskfs writes the squashfs's xattrs from
-// the workspace. Want: the image builds, the same bytes as on a host
-// without them.
-func TestBuildUnderTmpdirWithDefaultACL_break(t *testing.T) {
+// A build host whose temporary directory has a default ACL gives every
+// file the builder stages an xattr, which go-diskfs would write into the
+// squashfs (it refuses the ACL's key). The builder strips them: the image
+// builds, the same bytes as on a host without them.
+func TestBuildUnderTmpdirWithDefaultACL(t *testing.T) {
 	m := mustLoad(t, imagetest.Write(t))
 	plain := filepath.Join(t.TempDir(), "plain.img")
 	if err := Build(m, plain, Options{}); err != nil {
