@@ -24,10 +24,12 @@ func newUpdateApplyCommand(g *globals) *cobra.Command {
 	var imagePath, diskPath string
 	var noReboot bool
 	cmd := &cobra.Command{
-		Use:   "apply --image NEW.img [--disk /dev/mmcblk0] [--no-reboot]",
+		Use:   "apply --image NEW.update [--disk /dev/mmcblk0] [--no-reboot]",
 		Short: "Write a new image into the inactive slot and reboot into it once (tryboot)",
-		Long: `On the device, as root: apply reads slot A of a built image (boot.img,
-boot.sig, the root), predicts its policy as image measure --image does, and
+		Long: `On the device, as root: apply reads slot A of the update file image build
+--update-out wrote (gzip, decompressed in memory), or of a whole built
+image (boot.img, boot.sig, which must carry a signature, the root),
+predicts its policy as image measure --image does, and
 refuses unless every share and the checkpoint key in the data directory
 will open under it: already sealed to it, or resealed to it by
 reseal --update with the escrow authority's approval. Then it writes the
@@ -78,7 +80,7 @@ autoboot partition or the data partition. It refuses during a tryboot.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&imagePath, "image", "", "the new image, as custodian image build wrote it")
+	f.StringVar(&imagePath, "image", "", "the update file (image build --update-out) or the whole image")
 	f.StringVar(&diskPath, "disk", "", "the appliance disk (default: the disk of the data directory's partition)")
 	f.BoolVar(&noReboot, "no-reboot", false, "write the inactive slot and stop (no tryboot reboot)")
 	_ = cmd.MarkFlagRequired("image")
