@@ -65,7 +65,15 @@ crosses the serial console in a fraction of the time.`,
 				return err
 			}
 			if g.json {
-				return g.printJSON(map[string]any{"image": out, "bytes": info.Size(), "signed": keyFile != ""})
+				report := map[string]any{"image": out, "bytes": info.Size(), "signed": keyFile != ""}
+				if updateOut != "" {
+					upd, err := os.Stat(updateOut)
+					if err != nil {
+						return err
+					}
+					report["update"], report["update_bytes"] = updateOut, upd.Size()
+				}
+				return g.printJSON(report)
 			}
 			g.printf("wrote %s (%d bytes) in %.1fs\n", out, info.Size(), time.Since(start).Seconds())
 			if updateOut != "" {

@@ -17,8 +17,10 @@ import (
 const MaxTransfer = 8 << 20
 
 // MaxPut caps a file put receives: the update file (image build
-// --update-out) is tens of MiB; put holds it in memory while it arrives.
-const MaxPut = 256 << 20
+// --update-out) is tens of MiB; put holds it in memory while it arrives
+// (about 2.4 times its size with the base64 text), which a Pi with 1 GiB
+// affords at this cap.
+const MaxPut = 128 << 20
 
 // DefaultKeepFree is what put leaves free on the data partition, for the
 // ledger and the sealed files to go on growing.

@@ -84,8 +84,8 @@ func writeAutoboot(dev Device, devSize int64, p Partition, want []byte) error {
 	}
 	known := bytes.Equal(old, layout.Autoboot(layout.SlotA)) || bytes.Equal(old, layout.Autoboot(layout.SlotB))
 	if !known || ext.Size != int64(len(want)) || ext.Clusters != 1 || ext.Off%SectorSize != 0 {
-		return fmt.Errorf("%s is not the file custodian image build writes (%d bytes in %d clusters; want %d bytes in one): commit rewrites only that file, in place, so that a power cut cannot leave the board without one; write the autoboot partition of the image this device was installed from back onto the card, then boot and commit again",
-			AutobootName, ext.Size, ext.Clusters, len(want))
+		return fmt.Errorf("%s is not the file custodian image build writes (%d bytes in %d clusters; want %d bytes in one): commit rewrites only that file, in place, so that a power cut cannot leave the board without one, and wrote nothing; copy partition 1 (%s) of the image this device was installed from back onto the card (it boots slot A), then apply the update again",
+			AutobootName, ext.Size, ext.Clusters, len(want), layout.PartitionName(layout.AutobootPartition))
 	}
 	sector := make([]byte, SectorSize)
 	if _, err := dev.ReadAt(sector, ext.Off); err != nil {
