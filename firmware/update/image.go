@@ -73,9 +73,10 @@ func OpenImage(r io.ReaderAt, size int64) (*Image, error) {
 	return im, nil
 }
 
-// MaxUpdate caps the image an update file decompresses to: it holds one
-// slot's boot and root partitions.
-const MaxUpdate = 1 << 30
+// MaxUpdate caps the image an update file decompresses to, in memory: it
+// holds one slot's boot and root partitions (the example's: 79 MiB), and a
+// Pi may have 1 GiB.
+const MaxUpdate = 512 << 20
 
 // gzipMagic starts a gzip stream (RFC 1952).
 var gzipMagic = []byte{0x1f, 0x8b}
