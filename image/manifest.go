@@ -242,7 +242,7 @@ func fieldByTOMLName(t reflect.Type, name string) (reflect.StructField, bool) {
 }
 
 func defaults() *Manifest {
-	m := &Manifest{AutobootMiB: 8, DataMiB: 64}
+	m := &Manifest{AutobootMiB: 8}
 	m.RootFS.Compression = CompressionGzip
 	s := measure.DefaultSpec()
 	m.Measure.Binary, m.Measure.Config, m.Measure.TrustRoots = s.Binary, s.Config, s.TrustRoots
@@ -314,8 +314,8 @@ func (m *Manifest) checkSizes() error {
 	if m.RootMiB < 0 || m.RootMiB > 8<<10 || m.RootMiB > 0 && m.RootMiB < 4 {
 		return errors.New("sizes: root_mib is 4 to 8192, or left out to be twice the root filesystem")
 	}
-	if m.DataMiB < 8 || m.DataMiB > 64<<10 {
-		return errors.New("sizes: need 8 <= data_mib <= 65536")
+	if m.DataMiB != 0 && (m.DataMiB < 8 || m.DataMiB > 64<<10) {
+		return errors.New("sizes: data_mib is 8 to 65536, or left out to hold the ledger and an update file")
 	}
 	if m.ImageMiB < 0 || m.ImageMiB > 128<<10 {
 		return errors.New("sizes: image_mib is at most 131072 (128 GiB), or left out to be the sum of the partitions")

@@ -18,7 +18,7 @@ func TestManifestDefaults(t *testing.T) {
 	if got, want := s.PCRs(), []int{8, 9, 11, 12}; len(got) != len(want) {
 		t.Fatalf("PCRs %v, want %v", got, want)
 	}
-	if m.ImageMiB != 0 || m.AutobootMiB != 8 || m.DataMiB != 64 || m.RootFS.Compression != CompressionGzip || s.Binary != "usr/bin/custodian" {
+	if m.ImageMiB != 0 || m.AutobootMiB != 8 || m.DataMiB != 0 || m.RootFS.Compression != CompressionGzip || s.Binary != "usr/bin/custodian" {
 		t.Fatalf("defaults not applied: %+v", m)
 	}
 }

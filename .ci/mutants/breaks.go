@@ -303,6 +303,31 @@ var breaks = []mutant{
 		pkg:   "./firmware/update", tests: []string{"TestCommitRefusals"},
 	},
 	{
+		name:  "update apply writes an image a locked board would not boot (unsigned boot.sig)",
+		edits: []edit{{"firmware/update/image.go", "\tif parsed.Signature == nil {", "\tif false {"}},
+		pkg:   "./firmware/update", tests: []string{"TestApplyRefusesUnsignedBootSig"},
+	},
+	{
+		name:  "a boot without the firmware's tryboot cell taken for an ordinary one",
+		edits: []edit{{"firmware/update/slot.go", "\tif errors.Is(err, os.ErrNotExist) {\n\t\t// Without the cell", "\tif errors.Is(err, os.ErrNotExist) {\n\t\treturn b, nil\n\t\t// Without the cell"}},
+		pkg:   "./firmware/update", tests: []string{"TestRunningSlotRefusals"},
+	},
+	{
+		name:  "update commit rewrites the FAT, not one sector",
+		edits: []edit{{"firmware/update/commit.go", "\tif !known || ext.Size != int64(len(want)) || ext.Clusters != 1 || ext.Off%SectorSize != 0 {", "\tif !known && len(old) == len(want) || ext.Clusters != 1 || ext.Off%SectorSize != 0 {"}},
+		pkg:   "./firmware/update", tests: []string{"TestCommitRefusesAutobootOfAnotherLength"},
+	},
+	{
+		name:  "a FAT cluster loop followed without end",
+		edits: []edit{{"image/imagefs/fatcheck.go", "\t\t\tif state[next] == onPath {", "\t\t\tif false {"}},
+		pkg:   "./firmware/update", tests: []string{"TestOpenImageRefusesFATClusterLoop"},
+	},
+	{
+		name:  "a root's measurement hashes without a bound",
+		edits: []edit{{"firmware/measure/tree.go", "total > MaxTreeBytes {", "total > 1<<62 {"}},
+		pkg:   "./firmware/measure", tests: []string{"TestTreeDigestCapsTheBytesItHashes"},
+	},
+	{
 		name: "a share resealed to another image taken as ready for this one",
 		edits: []edit{
 			{"hsm/appliance/update.go", "\tif !sealedTo(next.Escrow, pcrs, version) {", "\tif false {"},

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"crypto/rsa"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/custodian-project/custodian/firmware/measure"
+	"github.com/custodian-project/custodian/firmware/update"
 	"github.com/custodian-project/custodian/hsm/bootpolicy"
 	"github.com/custodian-project/custodian/image/bootsig"
 	"github.com/custodian-project/custodian/image/imagetest"
@@ -320,7 +322,7 @@ func TestImageBuildHintsNameTheCause(t *testing.T) {
 		{"no kernel", strings.Replace(m, `  { src = "boot/kernel8.img", dst = "kernel8.img" },`+"\n", "", 1),
 			`hint: add it to the manifest's boot.files, e.g. { src = "deb:kernel:/path/in/package", dst = "kernel8.img" }`},
 		{"small image", strings.Replace(m, "version = 1\n", "version = 1\nimage_mib = 100\n", 1),
-			"hint: raise image_mib to at least 154 in the manifest"},
+			"hint: raise image_mib to at least 180 in the manifest"},
 		{"wrong digest", strings.Replace(m, `"boot/kernel8.img"`, `"deb:k:/boot/vmlinuz"`, 1) + pinned,
 			"hint: this is not the package the manifest pins"},
 	} {
@@ -331,5 +333,29 @@ func TestImageBuildHintsNameTheCause(t *testing.T) {
 		if code == 0 || !strings.Contains(errOut, c.want) || strings.Contains(errOut, "--out") {
 			t.Errorf("%s: exit %d, stderr %s", c.name, code, errOut)
 		}
+	}
+}
+
+// image build --update-out writes the update file beside the image, and
+// says so in its JSON report; the file is gzip and far smaller than the
+// image.
+func TestImageBuildWritesTheUpdateFile(t *testing.T) {
+	dir := t.TempDir()
+	img, upd := filepath.Join(dir, "custodian.img"), filepath.Join(dir, "custodian.update")
+	code, out, errOut := custodian(t, "--json", "image", "build", "--manifest", imagetest.Write(t), "--out", img, "--update-out", upd)
+	if code != 0 {
+		t.Fatalf("image build: exit %d, stderr %q", code, errOut)
+	}
+	var report struct {
+		Bytes       int64  `json:"bytes"`
+		Update      string `json:"update"`
+		UpdateBytes int64  `json:"update_bytes"`
+	}
+	if err := json.Unmarshal([]byte(out), &report); err != nil {
+		t.Fatalf("%v: %q", err, out)
+	}
+	head := readFile(t, upd)
+	if report.Update != upd || report.UpdateBytes != int64(len(head)) || report.UpdateBytes*4 > report.Bytes || !update.IsCompressed(head) {
+		t.Fatalf("report %+v; the update file is %d bytes, gzip %v", report, len(head), update.IsCompressed(head))
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -23,10 +24,12 @@ func newUpdateApplyCommand(g *globals) *cobra.Command {
 	var imagePath, diskPath string
 	var noReboot bool
 	cmd := &cobra.Command{
-		Use:   "apply --image NEW.img [--disk /dev/mmcblk0] [--no-reboot]",
+		Use:   "apply --image NEW.update [--disk /dev/mmcblk0] [--no-reboot]",
 		Short: "Write a new image into the inactive slot and reboot into it once (tryboot)",
-		Long: `On the device, as root: apply reads slot A of a built image (boot.img,
-boot.sig, the root), predicts its policy as image measure --image does, and
+		Long: `On the device, as root: apply reads slot A of the update file image build
+--update-out wrote (gzip, decompressed in memory), or of a whole built
+image (boot.img, boot.sig, which must carry a signature, the root),
+predicts its policy as image measure --image does, and
 refuses unless every share and the checkpoint key in the data directory
 will open under it: already sealed to it, or resealed to it by
 reseal --update with the escrow authority's approval. Then it writes the
@@ -77,7 +80,7 @@ autoboot partition or the data partition. It refuses during a tryboot.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&imagePath, "image", "", "the new image, as custodian image build wrote it")
+	f.StringVar(&imagePath, "image", "", "the update file (image build --update-out) or the whole image")
 	f.StringVar(&diskPath, "disk", "", "the appliance disk (default: the disk of the data directory's partition)")
 	f.BoolVar(&noReboot, "no-reboot", false, "write the inactive slot and stop (no tryboot reboot)")
 	_ = cmd.MarkFlagRequired("image")
@@ -161,7 +164,8 @@ func (g *globals) openDisk(path string) (*os.File, int64, error) {
 	return f, size, nil
 }
 
-// openImageFile opens a built image file.
+// openImageFile opens a built image file, or an update file
+// (gzip-compressed, decompressed into memory).
 func openImageFile(path string) (*update.Image, func(), error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -172,10 +176,23 @@ func openImageFile(path string) (*update.Image, func(), error) {
 		f.Close()
 		return nil, nil, fmt.Errorf("%s is not an image file", path)
 	}
+	head := make([]byte, 2)
+	if _, err := f.ReadAt(head, 0); err == nil && update.IsCompressed(head) {
+		defer f.Close()
+		data, err := update.ReadUpdate(f)
+		if err != nil {
+			return nil, nil, withHint(err, "give the update file custodian image build --update-out wrote")
+		}
+		im, err := update.OpenImage(bytes.NewReader(data), int64(len(data)))
+		if err != nil {
+			return nil, nil, withHint(err, "give the update file custodian image build --update-out wrote")
+		}
+		return im, func() {}, nil
+	}
 	im, err := update.OpenImage(f, info.Size())
 	if err != nil {
 		f.Close()
-		return nil, nil, withHint(err, "give the image custodian image build wrote for this device")
+		return nil, nil, withHint(err, "give the update file (or the image) custodian image build wrote for this device")
 	}
 	return im, func() { f.Close() }, nil
 }

@@ -318,3 +318,19 @@ func TestExitLineStartsALine(t *testing.T) {
 		t.Errorf("transcript %q, want %q", out, want)
 	}
 }
+
+// put refuses a file the data partition has no room for (beside what it
+// keeps free for the ledger), says what to do, writes nothing, and the
+// console goes on.
+func TestPutRefusesWithoutRoom(t *testing.T) {
+	f := newFixture(t)
+	f.console.Files.KeepFree = 1 << 60 // more than any file system here has free
+	out := f.session(t, "put update.img\naGVsbG8=\n.\nstatus\n")
+	if !strings.Contains(out, "no room for transfer/update.img") || !strings.Contains(out, "--update-out") ||
+		!strings.Contains(out, "[exit 1]") || !strings.HasSuffix(out, "daemon: running\n[exit 0]\ncustodian> ") {
+		t.Fatalf("transcript %q", out)
+	}
+	if entries, _ := os.ReadDir(f.dir); len(entries) != 0 {
+		t.Errorf("a refused put left %v", entries)
+	}
+}

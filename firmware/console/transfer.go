@@ -12,10 +12,19 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// MaxTransfer caps a file moved through the console: bundles, enrollments,
-// certificates and attestations are kilobytes; an image update is not
-// moved this way.
+// MaxTransfer caps a file get sends: bundles, enrollments, certificates
+// and attestations are kilobytes.
 const MaxTransfer = 8 << 20
+
+// MaxPut caps a file put receives: the update file (image build
+// --update-out) is tens of MiB; put holds it in memory while it arrives
+// (about 2.4 times its size with the base64 text), which a Pi with 1 GiB
+// affords at this cap.
+const MaxPut = 128 << 20
+
+// DefaultKeepFree is what put leaves free on the data partition, for the
+// ledger and the sealed files to go on growing.
+const DefaultKeepFree = 16 << 20
 
 // Transfer is the directory put writes and get reads. The console runs as
 // root while the directory belongs to the daemon's user, so every file is
@@ -26,15 +35,22 @@ type Transfer struct {
 	// UID and GID own what put writes (the daemon's user); -1 leaves the
 	// writer's own.
 	UID, GID int
+	// KeepFree is what put leaves free on the file system (0:
+	// DefaultKeepFree).
+	KeepFree int64
 }
 
-// Put stores data as NAME, replacing it atomically.
+// Put stores data as NAME, replacing it atomically, and refuses when the
+// file system would keep less than t.KeepFree free after it.
 func (t *Transfer) Put(name string, data []byte) error {
 	dir, err := t.open()
 	if err != nil {
 		return err
 	}
 	defer dir.Close()
+	if err := t.checkRoom(dir, name, int64(len(data))); err != nil {
+		return err
+	}
 	tmp := ".put-" + name
 	_ = unix.Unlinkat(int(dir.Fd()), tmp, 0)
 	fd, err := unix.Openat(int(dir.Fd()), tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
@@ -51,6 +67,26 @@ func (t *Transfer) Put(name string, data []byte) error {
 		return fmt.Errorf("writing %s: %w", name, err)
 	}
 	return dir.Sync()
+}
+
+// checkRoom refuses a file of size bytes that would leave less than
+// KeepFree free on the transfer directory's file system (the data
+// partition, which also holds the ledger).
+func (t *Transfer) checkRoom(dir *os.File, name string, size int64) error {
+	keep := t.KeepFree
+	if keep == 0 {
+		keep = DefaultKeepFree
+	}
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(int(dir.Fd()), &st); err != nil {
+		return fmt.Errorf("the transfer directory: %w", err)
+	}
+	free := int64(st.Bavail) * int64(st.Bsize)
+	if size > free-keep {
+		return fmt.Errorf("no room for transfer/%s (%d MiB) on the data partition: %d MiB free, and %d MiB stay free for the ledger; remove files no longer needed from transfer/, or send the update file (image build --update-out), not the whole image",
+			name, (size+(1<<20)-1)>>20, free>>20, keep>>20)
+	}
+	return nil
 }
 
 func writeAll(f *os.File, data []byte, uid, gid int) error {
@@ -107,7 +143,7 @@ func (c *Console) put(in *bufio.Reader, args []string) int {
 	name, bad := c.name("put", args)
 	// The data lines follow even when the name is bad: read them to the
 	// "." line, so the next line is read as a command again.
-	data, err := readBase64(in)
+	data, err := readBase64(in, MaxPut)
 	if bad != 0 {
 		return bad
 	}
@@ -152,8 +188,9 @@ func (c *Console) name(cmd string, args []string) (string, int) {
 	return args[0], 0
 }
 
-// readBase64 reads base64 lines up to a line ".", and decodes them.
-func readBase64(in *bufio.Reader) ([]byte, error) {
+// readBase64 reads base64 lines up to a line ".", and decodes them: at
+// most limit bytes.
+func readBase64(in *bufio.Reader, limit int) ([]byte, error) {
 	var b strings.Builder
 	var tooLarge, badLine bool
 	for {
@@ -168,7 +205,7 @@ func readBase64(in *bufio.Reader) ([]byte, error) {
 		if line == "." {
 			break
 		}
-		if b.Len()+len(line) > base64.StdEncoding.EncodedLen(MaxTransfer) {
+		if b.Len()+len(line) > base64.StdEncoding.EncodedLen(limit) {
 			tooLarge = true
 			continue
 		}
@@ -178,7 +215,7 @@ func readBase64(in *bufio.Reader) ([]byte, error) {
 	case badLine:
 		return nil, errors.New("a base64 line is too long; send lines of at most 76 characters (base64 -w 76)")
 	case tooLarge:
-		return nil, fmt.Errorf("the file is larger than %d bytes", MaxTransfer)
+		return nil, fmt.Errorf("the file is larger than %d bytes", limit)
 	}
 	data, err := base64.StdEncoding.DecodeString(b.String())
 	if err != nil {

@@ -172,14 +172,24 @@ func (s Spec) Predict(root fs.FS, mode ModeFunc) (*bootpolicy.Policy, error) {
 // fileDigest hashes a regular file; a symlink or anything else is refused,
 // so what is measured is what the path names inside the image.
 func fileDigest(root fs.FS, name string) ([sha256.Size]byte, error) {
-	info, err := fs.Lstat(root, name)
-	if err != nil {
-		return [sha256.Size]byte{}, fmt.Errorf("measuring /%s: %w", name, err)
-	}
-	if !info.Mode().IsRegular() {
-		return [sha256.Size]byte{}, fmt.Errorf("measuring /%s: not a regular file", name)
+	if err := CheckRegular(root, name); err != nil {
+		return [sha256.Size]byte{}, err
 	}
 	return hashFile(root, name)
+}
+
+// CheckRegular refuses name unless it is a regular file of root itself
+// (not a symlink): what the device measures at that path. The image
+// builder runs it on the binary it puts into the initramfs.
+func CheckRegular(root fs.FS, name string) error {
+	info, err := fs.Lstat(root, name)
+	if err != nil {
+		return fmt.Errorf("measuring /%s: %w", name, err)
+	}
+	if !info.Mode().IsRegular() {
+		return fmt.Errorf("measuring /%s: not a regular file", name)
+	}
+	return nil
 }
 
 func hashFile(root fs.FS, name string) ([sha256.Size]byte, error) {

@@ -167,3 +167,23 @@ func TestBoot(t *testing.T) {
 		}
 	})
 }
+
+// A tree whose regular files hold more than MaxTreeBytes is refused from
+// their sizes, before anything is hashed (a sparse file costs no disk).
+func TestTreeDigestCapsTheBytesItHashes(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "small"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "sparse")
+	if err := os.WriteFile(big, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(big, MaxTreeBytes); err != nil {
+		t.Skipf("no sparse file here: %v", err)
+	}
+	_, err := TreeDigest(os.DirFS(dir), nil)
+	if err == nil || !strings.Contains(err.Error(), "the most a root may hold") {
+		t.Fatalf("a tree of %d bytes: %v, want a refusal naming the cap", MaxTreeBytes+1, err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/cryptobyte"
 )
@@ -13,6 +14,14 @@ import (
 // maxTreeEntries bounds a tree walk; the appliance's root filesystem has a
 // few hundred entries.
 const maxTreeEntries = 200_000
+
+// MaxTreeBytes bounds the bytes of regular files a tree walk hashes: the
+// appliance's root holds tens of MiB, and a squashfs of a few KiB can
+// claim a sparse file of terabytes, which would keep a Pi (no SHA
+// instructions) hashing for hours before anything is refused. The same
+// cap holds in image measure, update apply and measure-boot, so the
+// prediction and the device agree.
+const MaxTreeBytes = 1 << 30
 
 // TreeDigest is the content digest of a directory tree: SHA-256 over one
 // record per entry, in fs.WalkDir's lexical order, the root itself first.
@@ -25,7 +34,8 @@ const maxTreeEntries = 200_000
 //
 // It covers names, layout, contents, permissions and link targets; it does
 // not cover owners or times, which the image builder fixes (root, and
-// SOURCE_DATE_EPOCH). Device nodes, FIFOs and sockets are refused: the
+// SOURCE_DATE_EPOCH). Names must be valid UTF-8, and the regular files
+// hold at most MaxTreeBytes in all. Device nodes, FIFOs and sockets are refused: the
 // image has none. mode, if not nil, maps each mode first.
 func TreeDigest(root fs.FS, mode ModeFunc) ([sha256.Size]byte, error) {
 	return treeDigest(root, ".", mode)
@@ -36,7 +46,7 @@ func TreeDigest(root fs.FS, mode ModeFunc) ([sha256.Size]byte, error) {
 // hide the Lstat and ReadLink that symlinks need.
 func treeDigest(root fs.FS, dir string, mode ModeFunc) ([sha256.Size]byte, error) {
 	h := sha256.New()
-	n := 0
+	n, total := 0, int64(0)
 	err := fs.WalkDir(root, dir, func(name string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -44,9 +54,17 @@ func treeDigest(root fs.FS, dir string, mode ModeFunc) ([sha256.Size]byte, error
 		if n++; n > maxTreeEntries {
 			return fmt.Errorf("more than %d entries", maxTreeEntries)
 		}
+		if err := CheckName(name); err != nil {
+			return err
+		}
 		info, err := fs.Lstat(root, name)
 		if err != nil {
 			return err
+		}
+		if info.Mode().IsRegular() {
+			if total += info.Size(); info.Size() < 0 || total > MaxTreeBytes {
+				return fmt.Errorf("/%s: the files up to here hold more than %d MiB, the most a root may hold: leave large files out of the root", name, MaxTreeBytes>>20)
+			}
 		}
 		m := info.Mode()
 		if mode != nil {
@@ -120,4 +138,14 @@ func unixMode(m fs.FileMode) uint32 {
 		u |= 0o1000
 	}
 	return u
+}
+
+// CheckName refuses a path that is not valid UTF-8: io/fs paths are, so
+// such a file could be neither measured nor predicted. The image builder
+// runs it on every entry of the root.
+func CheckName(name string) error {
+	if !utf8.ValidString(name) {
+		return fmt.Errorf("the file name %q is not valid UTF-8: rename the file or leave it out of the root", name)
+	}
+	return nil
 }

@@ -5,10 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
-
-	"github.com/diskfs/go-diskfs/backend"
 
 	"github.com/custodian-project/custodian/image/imagefs"
 	"github.com/custodian-project/custodian/image/layout"
@@ -21,16 +18,18 @@ const AutobootName = "autoboot.txt"
 const maxAutoboot = 4096
 
 // Commit makes the running slot the one the firmware boots: it writes
-// layout.Autoboot(running slot) to autoboot.txt on the autoboot partition
-// (FAT, through go-diskfs: no mount), syncs, and reads it back through a
-// fresh open of the file system. It refuses unless this boot is a tryboot
+// layout.Autoboot(running slot) over autoboot.txt's bytes on the autoboot
+// partition (FAT, no mount: the file's one sector, found through the
+// root directory), syncs, and reads it back through a fresh open of the
+// file system. It refuses unless this boot is a tryboot
 // (anything else already boots by default) and while pending names
 // resealed files reseal --finish has not promoted: until they are, the
 // shares open only under the previous image, the default one.
 //
-// autoboot.txt for slot A and for slot B have the same length and differ
-// in two digits in one sector, so an existing file is rewritten in place:
-// one sector write, which a power cut leaves either old or new.
+// autoboot.txt for slot A and for slot B have the same length and fit one
+// sector, so the file is rewritten in place: one sector write, which a
+// power cut leaves either old or new. Commit refuses a file of another
+// length, text or cluster layout rather than rewrite the FAT.
 func Commit(dev Device, devSize int64, boot Boot, pending []string) error {
 	if !boot.Tryboot {
 		return fmt.Errorf("this boot is not a tryboot: slot %s is already the one the device boots; commit runs once, in the tryboot after update apply", boot.Slot)
@@ -47,7 +46,7 @@ func Commit(dev Device, devSize int64, boot Boot, pending []string) error {
 		return fmt.Errorf("the device: %w", err)
 	}
 	want := layout.Autoboot(boot.Slot)
-	if err := writeAutoboot(imagefs.NewStorage(dev, dev, devSize), p, want); err != nil {
+	if err := writeAutoboot(dev, devSize, p, want); err != nil {
 		return fmt.Errorf("writing %s: %w", AutobootName, err)
 	}
 	if err := dev.Sync(); err != nil {
@@ -66,29 +65,41 @@ func Commit(dev Device, devSize int64, boot Boot, pending []string) error {
 	return nil
 }
 
-func writeAutoboot(s backend.Storage, p Partition, want []byte) error {
-	_, err := imagefs.Guard(func() (struct{}, error) { return struct{}{}, writeAutobootUnguarded(s, p, want) })
-	return err
-}
+// autobootShort is autoboot.txt's 8.3 name in the FAT directory.
+const autobootShort = "AUTOBOOTTXT"
 
-func writeAutobootUnguarded(s backend.Storage, p Partition, want []byte) error {
-	fsys, err := imagefs.OpenFAT(s, p.Start, p.Size)
+// writeAutoboot writes want over autoboot.txt's bytes in place: one write
+// of the one sector that holds them, so a power cut leaves the old file or
+// the new one. The FAT and the directory are not written (the entry keeps
+// its time). It refuses a file that is not the one image build writes: a
+// single cluster of len(want) bytes, whose text is one of the layout's.
+func writeAutoboot(dev Device, devSize int64, p Partition, want []byte) error {
+	old, err := ReadAutoboot(dev, devSize)
 	if err != nil {
 		return err
 	}
-	flag := os.O_RDWR
-	if old, err := imagefs.ReadFile(fsys, AutobootName, maxAutoboot); err != nil || len(old) != len(want) {
-		flag |= os.O_CREATE | os.O_TRUNC
-	}
-	f, err := fsys.OpenFile(AutobootName, flag)
+	ext, err := imagefs.RootFileExtent(dev, p.Start, p.Size, autobootShort)
 	if err != nil {
+		return fmt.Errorf("the autoboot partition: %w", err)
+	}
+	known := bytes.Equal(old, layout.Autoboot(layout.SlotA)) || bytes.Equal(old, layout.Autoboot(layout.SlotB))
+	if !known || ext.Size != int64(len(want)) || ext.Clusters != 1 || ext.Off%SectorSize != 0 {
+		return fmt.Errorf("%s is not the file custodian image build writes (%d bytes in %d clusters; want %d bytes in one): commit rewrites only that file, in place, so that a power cut cannot leave the board without one, and wrote nothing; copy partition 1 (%s) of the image this device was installed from back onto the card (it boots slot A), then apply the update again",
+			AutobootName, ext.Size, ext.Clusters, len(want), layout.PartitionName(layout.AutobootPartition))
+	}
+	sector := make([]byte, SectorSize)
+	if _, err := dev.ReadAt(sector, ext.Off); err != nil {
 		return err
 	}
-	if _, err := f.Write(want); err != nil {
-		f.Close()
-		return err
+	if !bytes.Equal(sector[:len(old)], old) {
+		return fmt.Errorf("the autoboot partition's directory does not lead to the %s its file system reads: the partition is damaged", AutobootName)
 	}
-	return f.Close()
+	if bytes.Equal(old, want) {
+		return nil
+	}
+	copy(sector, want)
+	_, err = dev.WriteAt(sector, ext.Off)
+	return err
 }
 
 // ReadAutoboot reads autoboot.txt from the device's autoboot partition.

@@ -6,11 +6,13 @@
 //   - RunningSlot says which slot the firmware booted, and whether this
 //     boot is the one-shot tryboot of the other slot: from the Pi
 //     firmware's device tree (/proc/device-tree/chosen/bootloader/partition
-//     and .../tryboot, big-endian u32 cells), else from the kernel
+//     and .../tryboot, big-endian u32 cells; the partition without the
+//     tryboot cell is refused as unknown), else from the kernel
 //     command line's custodian.boot_partition=N.
 //   - OpenImage reads the image's GPT (strictly: an intact primary table,
 //     the layout's names for their numbers, no overlaps), and its slot A
-//     boot partition, which must hold boot.img and a boot.sig for it.
+//     boot partition, which must hold boot.img and a signed boot.sig for
+//     it (an unsigned one is refused: a locked board would not boot it).
 //     Image.Policy predicts the PCRs it produces with the function image
 //     measure --image runs (imagefs.Predict).
 //   - Apply refuses during a tryboot (the other slot is then the fallback),
@@ -21,9 +23,11 @@
 //     inactive slot, syncs, and compares their SHA-256 read back from the
 //     device. RebootTryboot then restarts the board into that slot once.
 //   - Commit, in the tryboot and once reseal --finish left nothing pending,
-//     writes layout.Autoboot(running slot) to autoboot.txt on the FAT
-//     autoboot partition through go-diskfs (no mount), in place, syncs and
-//     reads it back.
+//     writes layout.Autoboot(running slot) over autoboot.txt's bytes on
+//     the FAT autoboot partition (no mount): one sector write, never the
+//     FAT, so a power cut leaves the old file or the new one; it refuses a
+//     file of another length, text or cluster layout than image build
+//     writes. It syncs and reads it back.
 //
 // If the tried slot does not come up, the firmware's next ordinary boot is
 // the default slot again: nothing but Commit changes the default. The

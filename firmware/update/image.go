@@ -1,8 +1,12 @@
 package update
 
 import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
 	"crypto/sha256"
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"io"
 
@@ -28,8 +32,8 @@ type Image struct {
 
 // OpenImage reads a built image of size bytes: a GPT of the appliance
 // layout whose slot A holds a FAT boot partition with boot.img and a
-// boot.sig whose digest is boot.img's (the board checks its signature),
-// and a root partition.
+// boot.sig whose digest is boot.img's and that carries a signature (the
+// board checks it), and a root partition.
 func OpenImage(r io.ReaderAt, size int64) (*Image, error) {
 	t, err := ReadTable(r, size)
 	if err != nil {
@@ -57,11 +61,50 @@ func OpenImage(r io.ReaderAt, size int64) (*Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the image's %s: %w", BootSigName, err)
 	}
+	if parsed.Signature == nil {
+		// A board with secure boot refuses it and falls back without a
+		// word; one without secure boot boots a signed boot.img as well.
+		return nil, fmt.Errorf("the image's %s carries no signature (no rsa2048 line): build it with custodian image build --key", BootSigName)
+	}
 	digest := sha256.Sum256(im.bootImg)
 	if subtle.ConstantTimeCompare(digest[:], parsed.Digest[:]) != 1 {
 		return nil, fmt.Errorf("the image's %s is not for its %s", BootSigName, BootImgName)
 	}
 	return im, nil
+}
+
+// MaxUpdate caps the image an update file decompresses to, in memory: it
+// holds one slot's boot and root partitions (the example's: 79 MiB), and a
+// Pi may have 1 GiB.
+const MaxUpdate = 512 << 20
+
+// gzipMagic starts a gzip stream (RFC 1952).
+var gzipMagic = []byte{0x1f, 0x8b}
+
+// IsCompressed tells an update file (image build --update-out, gzip) from
+// an image written as it is, by its first bytes.
+func IsCompressed(head []byte) bool { return bytes.HasPrefix(head, gzipMagic) }
+
+// ReadUpdate decompresses an update file into memory: one gzip member of
+// at most MaxUpdate bytes, and nothing after it; then OpenImage reads it.
+func ReadUpdate(r io.Reader) ([]byte, error) {
+	br := bufio.NewReader(r) // gzip reads no further than its stream from a ByteReader
+	z, err := gzip.NewReader(br)
+	if err != nil {
+		return nil, fmt.Errorf("the update file is not gzip: %w", err)
+	}
+	z.Multistream(false)
+	data, err := io.ReadAll(io.LimitReader(z, MaxUpdate+1))
+	if err != nil {
+		return nil, fmt.Errorf("the update file is damaged: %w", err)
+	}
+	if len(data) > MaxUpdate {
+		return nil, fmt.Errorf("the update file holds more than %d MiB; one slot's partitions are far smaller", MaxUpdate>>20)
+	}
+	if n, _ := io.CopyN(io.Discard, br, 1); n != 0 {
+		return nil, errors.New("the update file has bytes after its gzip stream")
+	}
+	return data, nil
 }
 
 // Policy predicts the PCRs the image produces at boot with the same

@@ -34,7 +34,9 @@ const cmdlineParam = "custodian.boot_partition="
 
 // RunningSlot reads what the firmware booted from a /proc tree (proc is
 // "/proc" on the device): the Pi firmware's device-tree report, else the
-// kernel command line's custodian.boot_partition=N.
+// kernel command line's custodian.boot_partition=N. A device-tree report
+// of the partition without the tryboot cell is refused: the slot is
+// then unknown.
 func RunningSlot(proc string) (Boot, error) {
 	raw, err := os.ReadFile(filepath.Join(proc, dtPartition))
 	if errors.Is(err, os.ErrNotExist) {
@@ -53,16 +55,20 @@ func RunningSlot(proc string) (Boot, error) {
 	}
 	b := Boot{Slot: slot, Pi: true}
 	raw, err = os.ReadFile(filepath.Join(proc, dtTryboot))
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
+	if errors.Is(err, os.ErrNotExist) {
+		// Without the cell this boot may be the one-shot tryboot: taking
+		// it for an ordinary boot would let update apply overwrite the
+		// slot the firmware falls back to.
+		return Boot{}, errors.New("the firmware reports the boot partition but not whether this boot is a tryboot (no /proc/device-tree/chosen/bootloader/tryboot): the running slot is unknown; update the Pi's bootloader EEPROM to one that reports tryboot, then try again")
+	}
+	if err != nil {
 		return Boot{}, err
 	}
-	if err == nil {
-		t, err := parseCell(raw)
-		if err != nil || t > 1 {
-			return Boot{}, fmt.Errorf("the firmware's tryboot flag is not 0 or 1")
-		}
-		b.Tryboot = t == 1
+	t, err := parseCell(raw)
+	if err != nil || t > 1 {
+		return Boot{}, fmt.Errorf("the firmware's tryboot flag is not 0 or 1")
 	}
+	b.Tryboot = t == 1
 	return b, nil
 }
 

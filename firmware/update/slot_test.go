@@ -38,7 +38,6 @@ func TestRunningSlot(t *testing.T) {
 			Boot{Slot: layout.SlotA, Pi: true}},
 		{"Pi, tryboot of slot B", map[string][]byte{dtPartition: cell(3), dtTryboot: cell(1)},
 			Boot{Slot: layout.SlotB, Tryboot: true, Pi: true}},
-		{"Pi firmware without a tryboot cell", map[string][]byte{dtPartition: cell(3)}, Boot{Slot: layout.SlotB, Pi: true}},
 		{"command line", map[string][]byte{"cmdline": []byte("console=ttyAMA0 custodian.boot_partition=3 panic=-1\n")},
 			Boot{Slot: layout.SlotB}},
 	}
@@ -60,6 +59,7 @@ func TestRunningSlotRefusals(t *testing.T) {
 	}{
 		{"data partition", map[string][]byte{dtPartition: cell(6)}, "not a boot partition"},
 		{"short cell", map[string][]byte{dtPartition: {0, 2}}, "not 4"},
+		{"Pi firmware without a tryboot cell", map[string][]byte{dtPartition: cell(3)}, "running slot is unknown"},
 		{"tryboot 2", map[string][]byte{dtPartition: cell(2), dtTryboot: cell(2)}, "tryboot flag"},
 		{"no report", map[string][]byte{"cmdline": []byte("console=ttyAMA0\n")}, "cannot tell which slot"},
 		{"twice", map[string][]byte{"cmdline": []byte("custodian.boot_partition=2 custodian.boot_partition=3")}, "more than once"},

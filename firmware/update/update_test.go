@@ -35,6 +35,8 @@ const mib = 1 << 20
 // the image must agree with).
 type built struct {
 	img        []byte
+	updateFile []byte // the update file (image build --update-out)
+	update     []byte // and the image it decompresses to
 	boot, root []byte
 	policy     *bootpolicy.Policy
 }
@@ -77,11 +79,17 @@ func buildImageOnce(t *testing.T) (built, error) {
 	if err != nil {
 		return built{}, err
 	}
-	out := filepath.Join(t.TempDir(), "built.img")
-	if err := builder.Build(m, out, builder.Options{Key: key, TargetSoC: "2711"}); err != nil {
+	out, updateOut := filepath.Join(t.TempDir(), "built.img"), filepath.Join(t.TempDir(), "built.update")
+	if err := builder.Build(m, out, builder.Options{Key: key, TargetSoC: "2711", UpdateOut: updateOut}); err != nil {
 		return built{}, err
 	}
 	b := built{}
+	if b.updateFile, err = os.ReadFile(updateOut); err != nil {
+		return built{}, err
+	}
+	if b.update, err = ReadUpdate(bytes.NewReader(b.updateFile)); err != nil {
+		return built{}, err
+	}
 	if b.policy, err = m.Predict(); err != nil {
 		return built{}, err
 	}
@@ -448,4 +456,80 @@ func extract(t *testing.T, dev io.ReaderAt, size int64, n int) string {
 		t.Fatal(err)
 	}
 	return file
+}
+
+// An image built without --key has a boot.sig with no signature, which a
+// board with secure boot never boots: the tryboot would fall back without
+// a word. OpenImage refuses it, naming the missing signature.
+func TestApplyRefusesUnsignedBootSig(t *testing.T) {
+	manifest := imagetest.Write(t)
+	small := strings.Replace(string(readAll(t, manifest)), "security_version = 1\n", "security_version = 1\n"+smallSizes, 1)
+	if err := os.WriteFile(manifest, []byte(small), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := image.LoadManifest(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "unsigned.img")
+	if err := builder.Build(m, out, builder.Options{TargetSoC: "2711"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openImage(readAll(t, out)); err == nil || !strings.Contains(err.Error(), "no signature") {
+		t.Fatalf("opening an image with an unsigned boot.sig: %v, want a refusal naming the missing signature", err)
+	}
+}
+
+// update apply takes the update file (slot A's boot and root partitions
+// alone, each smaller than the device's): the slot it writes holds the
+// image's boot.img and a root that predicts the image's policy.
+func TestApplyTakesTheUpdateFile(t *testing.T) {
+	b := buildImage(t)
+	if len(b.updateFile) >= len(b.img)/4 {
+		t.Fatalf("the update file (%d bytes) is not much smaller than the image (%d)", len(b.updateFile), len(b.img))
+	}
+	im, err := openImage(b.update)
+	if err != nil {
+		t.Fatal(err)
+	}
+	full, err := openImage(b.img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	devFile := newDevice(t, deviceSizes(b))
+	dev, size := open(t, devFile)
+	if _, err := Apply(dev, size, Boot{Slot: layout.SlotB, Pi: true}, im, approveAll); err != nil {
+		t.Fatal(err)
+	}
+	written, err := OpenImage(dev, size) // slot A, the one just written
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(written.bootImg, full.bootImg) {
+		t.Error("the written slot's boot.img is not the image's")
+	}
+	p, err := written.Policy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.PCRs.Equal(b.policy.PCRs) {
+		t.Errorf("the written slot predicts another policy than the image:\n%v\n%v", p, b.policy)
+	}
+}
+
+// ReadUpdate takes one gzip stream of at most MaxUpdate bytes and nothing
+// after it.
+func TestReadUpdateRefusals(t *testing.T) {
+	b := buildImage(t)
+	cases := map[string][]byte{
+		"not gzip":        b.update,
+		"trailing bytes":  append(bytes.Clone(b.updateFile), 0),
+		"truncated":       b.updateFile[:len(b.updateFile)/2],
+		"a second stream": append(bytes.Clone(b.updateFile), b.updateFile...),
+	}
+	for name, data := range cases {
+		if _, err := ReadUpdate(bytes.NewReader(data)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
 }

@@ -17,6 +17,7 @@ package builder
 
 import (
 	"bytes"
+	"compress/gzip"
 	"crypto"
 	"encoding/binary"
 	"errors"
@@ -69,6 +70,10 @@ type Options struct {
 	// KernelOut and InitramfsOut, if set, receive copies of the kernel
 	// and the initramfs put into boot.img (for an emulated boot).
 	KernelOut, InitramfsOut string
+	// UpdateOut, if set, receives the update file: slot A's boot and root
+	// partitions alone, as small as they go, in a GPT, gzip-compressed
+	// (what update apply takes and an operator carries to the device).
+	UpdateOut string
 	// Progress, if not nil, is told each step as it starts.
 	Progress func(step string, n, total int)
 }
@@ -78,7 +83,7 @@ type Options struct {
 // refused). SOURCE_DATE_EPOCH is set for the duration, as go-diskfs reads
 // it from the environment: do not run two builds in one process at once.
 func Build(m *image.Manifest, out string, opt Options) error {
-	for _, f := range []string{out, opt.KernelOut, opt.InitramfsOut} {
+	for _, f := range []string{out, opt.KernelOut, opt.InitramfsOut, opt.UpdateOut} {
 		if f == "" {
 			continue
 		}
@@ -145,7 +150,42 @@ func Build(m *image.Manifest, out string, opt Options) error {
 	if err := writeDisk(m, filepath.Join(work, "disk.img"), out, parts); err != nil {
 		return err
 	}
+	if opt.UpdateOut != "" {
+		update, err := updatePartitions(m, work, bootImg, sig.Marshal(), root)
+		if err != nil {
+			return err
+		}
+		raw := filepath.Join(work, "update.raw")
+		if err := writeDisk(m, filepath.Join(work, "update.img"), raw, update); err != nil {
+			return err
+		}
+		if err := gzipFile(raw, opt.UpdateOut); err != nil {
+			return err
+		}
+	}
 	return writeBootCopies(opt, files)
+}
+
+// gzipFile writes the gzip of file to out: the update file's free space
+// is zeros, and the operator carries it over a serial line. The header
+// holds no name and no time, so the bytes depend on the content alone.
+func gzipFile(file, out string) error {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	z, err := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	if err != nil {
+		return err
+	}
+	if _, err := z.Write(data); err != nil {
+		return err
+	}
+	if err := z.Close(); err != nil {
+		return err
+	}
+	return durable.WriteFile(out, buf.Bytes(), 0o644)
 }
 
 // OutputError is an output path the build will not replace.

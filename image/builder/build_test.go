@@ -13,7 +13,9 @@ import (
 	"time"
 
 	diskfs "github.com/diskfs/go-diskfs"
+	"golang.org/x/sys/unix"
 
+	"github.com/custodian-project/custodian/firmware/update"
 	"github.com/custodian-project/custodian/image/bootsig"
 	"github.com/custodian-project/custodian/image/imagefs"
 	"github.com/custodian-project/custodian/image/imagetest"
@@ -64,9 +66,10 @@ func TestBuildReproducible(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// 1 + autoboot 8 + boot 2×24 + root 2×16 + data 64 + 1 (backup GPT)
-	if len(a) != 154<<20 {
-		t.Errorf("image is %d bytes, want 154 MiB", len(a))
+	// 1 + autoboot 8 + boot 2×24 + root 2×16 + data 90 + 1 (backup GPT);
+	// data: 64 + 2 × the update file's 13 (1 + boot.img 8 + 2 + root 1 + 1)
+	if len(a) != 180<<20 {
+		t.Errorf("image is %d bytes, want 180 MiB", len(a))
 	}
 	if !bytes.Equal(a, b) {
 		for i := range a {
@@ -150,7 +153,7 @@ func TestImageReadableByStandardTools(t *testing.T) {
 		img + "3 67584 24M Microsoft basic data custodian-boot-b",
 		img + "4 116736 16M Linux filesystem custodian-root-a",
 		img + "5 149504 16M Linux filesystem custodian-root-b",
-		img + "6 182272 64M Linux filesystem custodian-data"} {
+		img + "6 182272 90M Linux filesystem custodian-data"} {
 		if !strings.Contains(strings.Join(strings.Fields(out), " "), strings.Join(strings.Fields(want), " ")) {
 			t.Errorf("fdisk -l lacks %q:\n%s", want, out)
 		}
@@ -267,4 +270,67 @@ func imagePredictsManifest(t *testing.T, img string, m *image.Manifest, debDir s
 		t.Fatalf("prediction from the image differs from the manifest's:\n%s\n%s", b, a)
 	}
 	return a
+}
+
+// docs/operator.md step 12: the operator puts the update file on the
+// device, into transfer/ on the data partition beside the ledger, and
+// update apply reads it there. The update file holds slot A's boot and
+// root partitions alone, so it is far smaller than the image, and the
+// default data partition holds it twice with the ledger's reserve.
+func TestUpdateFileFitsTheDataPartition(t *testing.T) {
+	m := mustLoad(t, imagetest.Write(t))
+	dir := t.TempDir()
+	img, upd := filepath.Join(dir, "custodian.img"), filepath.Join(dir, "custodian.update")
+	if err := Build(m, img, Options{TargetSoC: "2711", UpdateOut: upd}); err != nil {
+		t.Fatal(err)
+	}
+	imgInfo, err := os.Stat(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file, err := os.ReadFile(upd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := update.ReadUpdate(bytes.NewReader(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := partitions(t, img)[layout.DataPartition-1].size * 512
+	// Room for an uncompressed one, with the ledger's reserve.
+	if int64(len(raw))+dataReserveMiB*mib > data {
+		t.Errorf("the update file is %d MiB; the data partition it is put on is %d MiB, and keeps %d MiB for the ledger", len(raw)>>20, data>>20, dataReserveMiB)
+	}
+	if int64(len(file)) >= imgInfo.Size()/4 {
+		t.Errorf("the update file is %d MiB, the whole image %d MiB", len(file)>>20, imgInfo.Size()>>20)
+	}
+	tab, err := update.ReadTable(bytes.NewReader(raw), int64(len(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tab.Partitions) != 2 || tab.Partitions[layout.SlotA.BootPartition()].Size == 0 || tab.Partitions[layout.SlotA.RootPartition()].Size == 0 {
+		t.Errorf("the update file's partitions: %+v, want slot A's boot and root alone", tab.Partitions)
+	}
+	t.Logf("image %d MiB, update file %d KiB (%d MiB uncompressed), data partition %d MiB", imgInfo.Size()>>20, len(file)>>10, len(raw)>>20, data>>20)
+}
+
+// The same inputs built under a strict umask (077, common for root on
+// hardened build hosts) and the usual one (022) give the same image.
+func TestBuildReproducibleAcrossUmask(t *testing.T) {
+	manifest := imagetest.Write(t)
+	m := mustLoad(t, manifest)
+	var imgs [2][]byte
+	for i, mask := range []int{0o022, 0o077} {
+		old := unix.Umask(mask)
+		out := filepath.Join(t.TempDir(), "custodian.img")
+		err := Build(m, out, Options{})
+		unix.Umask(old)
+		if err != nil {
+			t.Fatalf("umask %03o: %v", mask, err)
+		}
+		imgs[i], _ = os.ReadFile(out)
+	}
+	if !bytes.Equal(imgs[0], imgs[1]) {
+		t.Error("the image built under umask 077 differs from the one under 022")
+	}
 }

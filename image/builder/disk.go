@@ -32,6 +32,11 @@ type partition struct {
 	data []byte
 }
 
+// dataReserveMiB is what the default data partition keeps for the
+// ledger, the sealed files and the file system's own use, beside room
+// for an update file in transfer/.
+const dataReserveMiB = 64
+
 // Sizes is the partition layout a build chose, in MiB.
 type Sizes struct {
 	Autoboot, Boot, Root, Data, Image int
@@ -44,6 +49,11 @@ type Sizes struct {
 // over.
 func chooseSizes(m *image.Manifest, bootImgBytes, rootBytes int64) (Sizes, error) {
 	s := Sizes{Autoboot: m.AutobootMiB, Boot: m.BootMiB, Root: m.RootMiB, Data: m.DataMiB, RootUsed: rootBytes}
+	if s.Data == 0 {
+		// The operator puts an update file on the data partition, beside
+		// the ledger: room for one twice this image's.
+		s.Data = dataReserveMiB + 2*updateMiB(bootImgBytes, rootBytes)
+	}
 	bootImgMiB := int((bootImgBytes + mib - 1) / mib)
 	if s.Boot == 0 {
 		// Room for an update's larger boot.img: the partition cannot grow.
@@ -121,6 +131,33 @@ func buildPartitions(m *image.Manifest, work string, bootImg, sig, root []byte) 
 	return parts, nil
 }
 
+// updatePartitions makes the content of an update file: slot A's boot
+// partition and root partition alone, each as small as its content
+// allows (the boot partition's FAT at boot.img plus 2 MiB, the root at
+// the squashfs rounded up to a MiB), in a GPT of the appliance layout.
+// update apply copies them over the start of the inactive slot's larger
+// partitions: the Pi firmware reads a FAT by its own size, the kernel a
+// squashfs by its bytes_used, and the measurement covers the files only.
+func updatePartitions(m *image.Manifest, work string, bootImg, sig, root []byte) ([]partition, error) {
+	bootMiB := int((int64(len(bootImg))+mib-1)/mib) + 2
+	boot, err := makeFAT(filepath.Join(work, "update-boot.part"), bootMiB, "boot_img_mib", "CUSTBOOT-A", map[string][]byte{BootImgName: bootImg, BootSigName: sig, "config.txt": firmware.OuterConfigTxt}, m.Epoch())
+	if err != nil {
+		return nil, fmt.Errorf("the update's boot partition: %w", err)
+	}
+	rootMiB := int((int64(len(root)) + mib - 1) / mib)
+	parts := make([]partition, layout.PartitionCount+1)
+	parts[0] = partition{updateMiB(int64(len(bootImg)), int64(len(root))), nil}
+	parts[layout.SlotA.BootPartition()] = partition{bootMiB, boot}
+	parts[layout.SlotA.RootPartition()] = partition{rootMiB, root}
+	return parts, nil
+}
+
+// updateMiB is the size of the update file of an image whose boot.img
+// and root filesystem have these sizes (see updatePartitions).
+func updateMiB(bootImgBytes, rootBytes int64) int {
+	return 1 + int((bootImgBytes+mib-1)/mib) + 2 + int((rootBytes+mib-1)/mib) + 1
+}
+
 // Mke2fsConfig pins the data file system's features, so the host's
 // /etc/mke2fs.conf does not change the bytes.
 const mke2fsConfig = `[defaults]
@@ -171,8 +208,12 @@ func writeDisk(m *image.Manifest, file, out string, parts []partition) error {
 	}
 	defer d.Close()
 	table := &gpt.Table{LogicalSectorSize: sector, PhysicalSectorSize: sector, GUID: diskGUID, ProtectiveMBR: true}
+	starts := map[int]uint64{}
 	start := uint64(firstLBA)
 	for n := 1; n <= layout.PartitionCount; n++ {
+		if parts[n].mib == 0 {
+			continue // not in an update file
+		}
 		size := uint64(parts[n].mib) * mib / sector
 		typ := gpt.LinuxFilesystem
 		if n <= layout.SlotB.BootPartition() {
@@ -182,6 +223,7 @@ func writeDisk(m *image.Manifest, file, out string, parts []partition) error {
 			Index: n, Start: start, End: start + size - 1, Type: typ,
 			Name: layout.PartitionName(n), GUID: partGUIDBase + strconv.Itoa(n),
 		})
+		starts[n] = start
 		start += size
 	}
 	if err := d.Partition(table); err != nil {
@@ -191,11 +233,11 @@ func writeDisk(m *image.Manifest, file, out string, parts []partition) error {
 	if err != nil {
 		return err
 	}
-	for n := 1; n <= layout.PartitionCount; n++ {
+	for n, at := range starts {
 		if len(parts[n].data) > parts[n].mib*mib {
 			return fmt.Errorf("partition %d (%s) holds %d bytes, more than its %d MiB", n, layout.PartitionName(n), len(parts[n].data), parts[n].mib)
 		}
-		if _, err := f.WriteAt(parts[n].data, int64(table.Partitions[n-1].Start)*sector); err != nil {
+		if _, err := f.WriteAt(parts[n].data, int64(at)*sector); err != nil {
 			return err
 		}
 	}

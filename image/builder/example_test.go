@@ -96,13 +96,18 @@ func TestExampleApplianceImage(t *testing.T) {
 	}
 	dir := t.TempDir()
 	img := filepath.Join(dir, "custodian.img")
-	opt := Options{TargetSoC: "2711", DebDir: debs, KernelOut: filepath.Join(dir, "kernel8.img"), InitramfsOut: filepath.Join(dir, "initramfs.img")}
+	opt := Options{TargetSoC: "2711", DebDir: debs, KernelOut: filepath.Join(dir, "kernel8.img"), InitramfsOut: filepath.Join(dir, "initramfs.img"), UpdateOut: filepath.Join(dir, "custodian.update")}
 	start := time.Now()
 	if err := Build(m, img, opt); err != nil {
 		t.Fatal(err)
 	}
 	info, _ := os.Stat(img)
-	t.Logf("built the example in %v: %d MiB", time.Since(start), info.Size()>>20)
+	upd, _ := os.Stat(opt.UpdateOut)
+	data := partitions(t, img)[layout.DataPartition-1].size * 512
+	t.Logf("built the example in %v: %d MiB; update file %d KiB; data partition %d MiB", time.Since(start), info.Size()>>20, upd.Size()>>10, data>>20)
+	if upd.Size()+dataReserveMiB*mib > data {
+		t.Errorf("the update file (%d MiB) does not fit the data partition (%d MiB) beside the ledger's %d MiB", upd.Size()>>20, data>>20, dataReserveMiB)
+	}
 
 	out := strings.Join(strings.Fields(run(t, "fdisk", "-l", "-o", "Device,Name", img)), " ")
 	for n := 1; n <= layout.PartitionCount; n++ {

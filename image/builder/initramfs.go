@@ -11,6 +11,7 @@ import (
 
 	"github.com/cavaliergopher/cpio"
 
+	"github.com/custodian-project/custodian/firmware/measure"
 	"github.com/custodian-project/custodian/image"
 )
 
@@ -35,6 +36,11 @@ type initramfsEntry struct {
 // and an inode number given by its position, so the bytes are the same
 // on every build.
 func buildInitramfs(m *image.Manifest, root fs.FS, sources map[string][]byte) ([]byte, error) {
+	// The device measures the binary at its path in the root: a symlink
+	// there would put the file it leads to (on the build host) into /init.
+	if err := measure.CheckRegular(root, m.Measure.Binary); err != nil {
+		return nil, fmt.Errorf("the initramfs's /init is measure.binary: %w", err)
+	}
 	init, err := fs.ReadFile(root, m.Measure.Binary)
 	if err != nil {
 		return nil, fmt.Errorf("the initramfs's /init is measure.binary (%s in the root filesystem): %w", m.Measure.Binary, err)

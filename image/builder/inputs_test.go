@@ -207,7 +207,7 @@ func TestBuildRefusesUnbootableOrTooSmall(t *testing.T) {
 		{"no kernel", `  { src = "boot/kernel8.img", dst = "kernel8.img" },` + "\n", "2711", "boot.img has no kernel8.img"},
 		{"no Pi 5 device tree", "", "2712", "boot.img has no bcm2712-rpi-5-b.dtb"},
 		{"no device tree", `  { src = "boot/bcm2711-rpi-4-b.dtb", dst = "bcm2711-rpi-4-b.dtb" },` + "\n", "", "boot.img has no bcm2711-rpi-4-b.dtb or bcm2712-rpi-5-b.dtb"},
-		{"small image", "image_mib = 100\n", "", "image_mib = 100 is too small: the partition layout needs 154 MiB"},
+		{"small image", "image_mib = 100\n", "", "image_mib = 100 is too small: the partition layout needs 180 MiB"},
 		{"small root", "root_mib = 4\n", "", "root_mib = 4 is too small: the root filesystem needs 6 MiB"},
 		{"small boot.img", "boot_img_mib = 8\n", "", "boot_img_mib = 8 is too small: what goes into it needs 11 MiB"},
 		{"small boot partition", "boot_mib = 10\n", "", "boot_mib = 10 is too small: boot.img with boot.sig and config.txt needs 13 MiB"},
@@ -341,4 +341,81 @@ func mustLoad(t *testing.T, manifest string) *image.Manifest {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// A rootfs.files destination below a symlink of rootfs.dir that leads out
+// of it (opt -> /some/dir) is refused by image build and image measure
+// --manifest, and nothing is written on the build host through the link.
+func TestRootFileBelowSymlinkStaysInTheTree(t *testing.T) {
+	manifest := imagetest.Write(t)
+	dir := filepath.Dir(manifest)
+	outside := t.TempDir()
+	if err := os.Symlink(outside, filepath.Join(dir, "rootfs", "opt")); err != nil {
+		t.Fatal(err)
+	}
+	text, err := os.ReadFile(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := strings.Replace(string(text), "dir = \"rootfs\"\n", "dir = \"rootfs\"\nfiles = [{ src = \"boot/tpm_tis.ko\", dst = \"opt/planted\" }]\n", 1)
+	if err := os.WriteFile(manifest, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m := mustLoad(t, manifest)
+	_, predictErr := PredictManifest(m, "")
+	buildErr := Build(m, filepath.Join(t.TempDir(), "custodian.img"), Options{})
+	if _, err := os.Lstat(filepath.Join(outside, "planted")); err == nil {
+		t.Errorf("%s was written on the build host, outside the image", filepath.Join(outside, "planted"))
+	}
+	for what, err := range map[string]error{"image measure --manifest": predictErr, "image build": buildErr} {
+		if err == nil || !strings.Contains(err.Error(), "rootfs file opt/planted") {
+			t.Errorf("%s: %v, want a refusal naming the rootfs file", what, err)
+		}
+	}
+}
+
+// measure.binary is /init and is measured on the device as a regular
+// file: the build refuses a symlink there (read through, it would put a
+// build-host file into /init) with the message image measure gives.
+func TestBuildRefusesSymlinkedBinary(t *testing.T) {
+	manifest := imagetest.Write(t)
+	host := filepath.Join(t.TempDir(), "custodian-on-the-host")
+	if err := os.WriteFile(host, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(filepath.Dir(manifest), "rootfs/usr/bin/custodian")
+	if err := os.Remove(bin); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(host, bin); err != nil {
+		t.Fatal(err)
+	}
+	m := mustLoad(t, manifest)
+	_, predictErr := PredictManifest(m, "")
+	buildErr := Build(m, filepath.Join(t.TempDir(), "custodian.img"), Options{})
+	const want = "measuring /usr/bin/custodian: not a regular file"
+	for what, err := range map[string]error{"image measure --manifest": predictErr, "image build": buildErr} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", what, err, want)
+		}
+	}
+}
+
+// A root file whose name is not valid UTF-8 cannot be measured (io/fs
+// paths are UTF-8): image build and image measure --manifest refuse it,
+// naming the file escaped.
+func TestBuildRefusesNonUTF8Name(t *testing.T) {
+	manifest := imagetest.Write(t)
+	if err := os.WriteFile(filepath.Join(filepath.Dir(manifest), "rootfs/etc/bad\xffname"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m := mustLoad(t, manifest)
+	_, predictErr := PredictManifest(m, "")
+	buildErr := Build(m, filepath.Join(t.TempDir(), "custodian.img"), Options{})
+	const want = `"etc/bad\xffname" is not valid UTF-8`
+	for what, err := range map[string]error{"image measure --manifest": predictErr, "image build": buildErr} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", what, err, want)
+		}
+	}
 }

@@ -7,7 +7,11 @@
 // The images it reads come from outside (an operator's file, a card):
 // go-diskfs panics on some damaged file systems, so every read here runs
 // under [Guard] and such an image is refused with "the file system is
-// damaged". Sizes are capped by the caller ([ReadFile]'s limit).
+// damaged". go-diskfs also follows a FAT cluster chain without a bound
+// (a loop grows memory until the process dies, which no recover catches),
+// so [OpenFAT] first walks every chain of the first FAT once and refuses
+// one that loops or leaves the data area with the same error. Sizes are
+// capped by the caller ([ReadFile]'s limit).
 package imagefs
 
 import (
@@ -98,19 +102,30 @@ func Guard[T any](f func() (T, error)) (out T, err error) {
 }
 
 // OpenFAT opens the FAT file system (12, 16 or 32 bits) of size bytes at
-// start on s.
+// start on s. Its first FAT is checked before go-diskfs reads it: a
+// cluster chain that loops or leaves the data area is refused with
+// ErrDamaged (go-diskfs would follow it without end).
 func OpenFAT(s backend.Storage, start, size int64) (filesystem.FileSystem, error) {
 	return Guard(func() (filesystem.FileSystem, error) { return openFAT(s, start, size) })
 }
 
 func openFAT(s backend.Storage, start, size int64) (filesystem.FileSystem, error) {
-	if f, err := fat32.Read(s, size, start, SectorSize); err == nil {
-		return f, nil
+	kind, err := checkFAT(s, start, size)
+	if errors.Is(err, errChain) {
+		return nil, fmt.Errorf("%w: %w", ErrDamaged, err)
 	}
-	if f, err := fat16.Read(s, size, start, SectorSize); err == nil {
-		return f, nil
+	if err != nil {
+		return nil, errors.New("not a FAT file system")
 	}
-	f, err := fat12.Read(s, size, start, SectorSize)
+	var f filesystem.FileSystem
+	switch kind {
+	case fat32Kind:
+		f, err = fat32.Read(s, size, start, SectorSize)
+	case fat16Kind:
+		f, err = fat16.Read(s, size, start, SectorSize)
+	default:
+		f, err = fat12.Read(s, size, start, SectorSize)
+	}
 	if err != nil {
 		return nil, errors.New("not a FAT file system")
 	}

@@ -59,3 +59,12 @@ func TestAutobootTriesTheOtherSlotOnce(t *testing.T) {
 		t.Fatalf("tryboot_a_b missing:\n%s", got)
 	}
 }
+
+// update commit rewrites autoboot.txt in place with one sector write: the
+// texts for both slots must have the same length and fit one sector.
+func TestAutobootTextsFitOneSector(t *testing.T) {
+	a, b := Autoboot(SlotA), Autoboot(SlotB)
+	if len(a) != len(b) || len(a) > 512 {
+		t.Fatalf("autoboot.txt is %d bytes for slot A and %d for slot B; want equal lengths within one 512-byte sector", len(a), len(b))
+	}
+}
