@@ -60,6 +60,13 @@ func (l *logger) hush() {
 func run(out *os.File, opts Options) error {
 	log := &logger{w: out, ring: newRing(12)}
 	log.printf("root init (PID 1)")
+	notes, err := hardenKernel(SysctlDir)
+	if err != nil {
+		return earlyinit.Fail("closing user namespaces", err, "a kernel with /proc/sys/user/max_user_namespaces")
+	}
+	for _, n := range notes {
+		log.printf("%s", n)
+	}
 	if err := unix.Mount("tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777,size=32m"); err != nil {
 		return earlyinit.Fail("mounting /tmp", err, "the root filesystem must have the directory tmp")
 	}
