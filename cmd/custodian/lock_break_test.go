@@ -3,14 +3,10 @@ package main
 import (
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
-
-	"github.com/custodian-project/custodian/firmware/measure"
-	"github.com/custodian-project/custodian/firmware/measure/measuretest"
 )
 
 // lockDataDir opens DIR/.lock with O_CREATE and without O_NOFOLLOW, and
@@ -65,87 +61,4 @@ func TestBreakLockHolderMessageCarriesBidiAndC1Controls(t *testing.T) {
 	if msg := err.Error(); strings.ContainsAny(msg, "\u202e\u202c\u009b") {
 		t.Errorf("the busy message shows the holder's control characters to the operator: %q", msg)
 	}
-}
-
-// On the console, update runs as root in transfer/ with the operator's
-// flags (firmware/console TestBreakConsoleUpdateSignRunsAsRootWithAnyOutputPath).
-// "update sign --key update.key --policy policy.json --out ../.lock"
-// replaces the data directory's lock with a root-owned 0644 file; from
-// then on the daemon's user cannot open it, so the daemon and every
-// command that opens the TPM fail, and no console command can remove it.
-func TestBreakRootUpdateSignReplacesTheLockAndLocksOutTheDaemon(t *testing.T) {
-	if os.Getenv("CUSTODIAN_BREAK_LOCK_DIR") != "" {
-		_, err := lockDataDir(os.Getenv("CUSTODIAN_BREAK_LOCK_DIR"))
-		println("LOCK-AS-DAEMON", errText(err))
-		syscall.Exit(0)
-	}
-	if os.Getuid() != 0 {
-		t.Skip("the console runs update as root; so must this test")
-	}
-	base, err := os.MkdirTemp("", "break-lock")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(base) })
-	if err := os.Chmod(base, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	data := filepath.Join(base, "data")
-	transfer := filepath.Join(data, "transfer")
-	if err := os.MkdirAll(transfer, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range []string{data, transfer} { // as the root init leaves them
-		if err := os.Chown(d, 64000, 64000); err != nil {
-			t.Fatal(err)
-		}
-	}
-	policy, err := measure.DefaultSpec().Predict(measuretest.Root("config"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pj, err := policy.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(transfer, "policy.json"), pj, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	in := func(name string) string { return filepath.Join(transfer, name) }
-	mustRun(t, "--data-dir", data, "update", "keygen", "--out", in("update.key"), "--pub", in("update.pub"))
-
-	self, err := os.ReadFile(os.Args[0]) // the build directory is root's alone
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(base, "custodian.test")
-	if err := os.WriteFile(bin, self, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-test.run=^TestBreakRootUpdateSignReplacesTheLockAndLocksOutTheDaemon$")
-	cmd.Env = append(os.Environ(), "CUSTODIAN_BREAK_LOCK_DIR="+data)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 64000, Gid: 64000}}
-	asDaemon := func() ([]byte, error) {
-		c := exec.Command(cmd.Path, cmd.Args[1:]...)
-		c.Env, c.SysProcAttr = cmd.Env, cmd.SysProcAttr
-		return c.CombinedOutput()
-	}
-	if out, err := asDaemon(); !strings.Contains(string(out), "LOCK-AS-DAEMON ok") {
-		t.Fatalf("before update sign, the daemon's user cannot take the lock: %v\n%s", err, out)
-	}
-	mustRun(t, "--data-dir", data, "update", "sign", "--key", in("update.key"), "--policy", in("policy.json"), "--out", in("../.lock"))
-	out, err := asDaemon()
-	if !strings.Contains(string(out), "LOCK-AS-DAEMON") {
-		t.Fatalf("the daemon's user did not get to the lock: %v\n%s", err, out)
-	}
-	if !strings.Contains(string(out), "LOCK-AS-DAEMON ok") {
-		t.Errorf("after update sign --out ../.lock (as root, from the console), the daemon's user cannot take the lock:\n%s", out)
-	}
-}
-
-func errText(err error) string {
-	if err == nil {
-		return "ok"
-	}
-	return err.Error()
 }

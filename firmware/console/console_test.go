@@ -318,3 +318,42 @@ func TestExitLineStartsALine(t *testing.T) {
 		t.Errorf("transcript %q, want %q", out, want)
 	}
 }
+
+// Only update apply and update commit run as root, and only in the forms
+// the runbook gives: apply's image is a file of transfer/, the disk the
+// device's own. update sign and update keygen, the escrow authority's
+// offline steps, whose --out would write wherever root can (the data
+// directory's lock, /run/custodian/boot.cel), are refused; every other
+// line runs sandboxed.
+func TestConsoleRunsOnlyApplyAndCommitAsRoot(t *testing.T) {
+	f := newFixture(t)
+	out := f.session(t, "update sign --key update.key --policy policy.json --out ../.lock\n"+
+		"update keygen --out /run/custodian/k --pub /dev/p\n"+
+		"update apply --image ../.lock\n"+
+		"update apply --image=/dev/mmcblk0\n"+
+		"update apply --image new.img --disk /dev/sda\n"+
+		"update apply --no-reboot\n"+
+		"update commit --disk /dev/sda\n"+
+		"update apply --image new.img --no-reboot\n"+
+		"update apply --image=new.img\n"+
+		"update commit\n"+
+		"update --help\n"+
+		"trust list\n")
+	if got := strings.Count(out, "[exit 2]"); got != 7 {
+		t.Errorf("%d lines refused, want 7:\n%s", got, out)
+	}
+	for _, want := range []string{"update sign is the escrow authority's offline step", "update keygen is the escrow authority's offline step", "not a path", "only --image NAME and --no-reboot"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in:\n%s", want, out)
+		}
+	}
+	wantRoot := []bool{true, true, true, false, false}
+	if len(f.runner.ran) != len(wantRoot) {
+		t.Fatalf("ran %d commands, want %d:\n%s", len(f.runner.ran), len(wantRoot), out)
+	}
+	for i, c := range f.runner.ran {
+		if c.Root != wantRoot[i] {
+			t.Errorf("%q: root %v, want %v", c.Args[4:], c.Root, wantRoot[i])
+		}
+	}
+}
