@@ -25,11 +25,15 @@
 //
 // The daemon is stopped while a subcommand that may open the TPM or the
 // ledger runs (the device has one TPM resource manager and one ledger
-// writer: they are never opened twice), and started again after it.
+// writer: they are never opened twice), and started again after it. Every
+// subcommand has a time limit (DefaultTimeout; DefaultApplyTimeout for
+// update apply); the Runner kills one that passes it, and reads its
+// standard input from nothing, so no command waits on a terminal.
 package console
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -37,6 +41,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Prompt is printed before every command line.
@@ -90,7 +95,18 @@ type Console struct {
 	Commands []string
 	// Status adds lines to the status command (what the device lacks).
 	Status func(io.Writer)
+	// Timeout bounds one subcommand (DefaultTimeout when zero), and
+	// ApplyTimeout update apply (DefaultApplyTimeout when zero): a command
+	// that hangs is killed, and the daemon it stopped runs again.
+	Timeout, ApplyTimeout time.Duration
 }
+
+// The default time limits: generous for every command the runbook gives,
+// and for update apply, which writes and reads back a slot on an SD card.
+const (
+	DefaultTimeout      = 15 * time.Minute
+	DefaultApplyTimeout = 2 * time.Hour
+)
 
 // DefaultCommands are the subcommands the appliance's console runs: the
 // operator's and the court trust admin's device-side commands. button is
@@ -174,14 +190,28 @@ func (c *Console) run(ctx context.Context, words []string) int {
 		}
 		defer c.Daemon.Start()
 	}
+	limit := c.limit(words)
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
 	status, err := c.Runner.Run(ctx, cmd)
 	if out.last != '\n' { // the exit line starts a line of its own
 		fmt.Fprintln(c.Out)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return c.exit(ExitFailed, fmt.Sprintf("%s did not finish within %s and was stopped (a file it waited on, such as a terminal, never ended?)", words[0], limit))
 	}
 	if err != nil {
 		return c.exit(ExitFailed, err.Error())
 	}
 	return status
+}
+
+// limit is the time limit of a line.
+func (c *Console) limit(words []string) time.Duration {
+	if hasPrefix(words, []string{"update", "apply"}) {
+		return cmp.Or(c.ApplyTimeout, DefaultApplyTimeout)
+	}
+	return cmp.Or(c.Timeout, DefaultTimeout)
 }
 
 // offDevice are subcommands the console refuses: the escrow authority's
