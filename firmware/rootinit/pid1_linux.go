@@ -15,6 +15,7 @@ import (
 	"github.com/custodian-project/custodian/firmware/config"
 	"github.com/custodian-project/custodian/firmware/console"
 	"github.com/custodian-project/custodian/firmware/earlyinit"
+	"github.com/custodian-project/custodian/firmware/measure"
 )
 
 // Options are what the binary's build decides.
@@ -71,11 +72,14 @@ func run(out *os.File, opts Options) error {
 		return earlyinit.Fail("mounting /tmp", err, "the root filesystem must have the directory tmp")
 	}
 	reaper := NewReaper()
-	cfg, err := config.Load(config.Path)
+	// Only the copy the early init kept of the measured bytes: the root's
+	// path could name other bytes once the data partition is mounted.
+	cfgPath := filepath.Join(earlyinit.RunDir, measure.ConfigFile)
+	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		return earlyinit.Fail("reading the configuration", err, "etc/custodian/config.toml in the image (docs/appliance.md has its keys)")
 	}
-	log.printf("configuration %s read", config.Path)
+	log.printf("configuration %s read (the bytes measured into PCR 11)", cfgPath)
 	feedWatchdog(log, cfg.Watchdog.Device)
 	if err := bringUpNetwork(cfg.Network); err != nil {
 		log.printf("FAILED: network: %v; the daemon will not be reachable (check the cable and [network] in the configuration)", err)
