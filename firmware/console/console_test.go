@@ -284,9 +284,10 @@ func FuzzConsole(f *testing.F) {
 	f.Add("put a\naGVsbG8=\n.\nget a\nenroll --id x\n")
 	f.Add("ledger verify --tpm=sim\nsh -c x\n\n\r\n")
 	f.Add("put .x\n")
+	f.Add("update apply --image a.img --no-reboot\nupdate apply --image=../x\nupdate sign --out x\nupdate commit\n")
 	f.Fuzz(func(t *testing.T, input string) {
 		fx := newFixture(t)
-		fx.console.Commands = []string{"enroll", "ledger"}
+		fx.console.Commands = []string{"enroll", "ledger", "update"}
 		var out bytes.Buffer
 		fx.console.In, fx.console.Out = strings.NewReader(input), &out
 		_ = fx.console.Serve(context.Background())
@@ -297,6 +298,22 @@ func FuzzConsole(f *testing.F) {
 			for _, a := range c.Args[4:] {
 				if fixedFlag(a) {
 					t.Fatalf("ran %q with a fixed flag", c.Args)
+				}
+			}
+			words := c.Args[4:]
+			if hasPrefix(words, []string{"update", "sign"}) || hasPrefix(words, []string{"update", "keygen"}) {
+				t.Fatalf("ran the authority's offline step %q", c.Args)
+			}
+			if c.Root && !hasPrefix(words, []string{"update", "apply"}) && !hasPrefix(words, []string{"update", "commit"}) {
+				t.Fatalf("ran %q as root", c.Args)
+			}
+			for i, a := range words {
+				name, ok := strings.CutPrefix(a, "--image=")
+				if !ok && a == "--image" && i+1 < len(words) {
+					name, ok = words[i+1], true
+				}
+				if ok && c.Root && !ValidName(name) {
+					t.Fatalf("ran %q as root with an image outside transfer/", c.Args)
 				}
 			}
 		}
