@@ -211,8 +211,9 @@ const namespaceFlags = unix.CLONE_NEWNS | unix.CLONE_NEWCGROUP | unix.CLONE_NEWU
 
 // filterProgram is the sandbox's seccomp program: the denied calls fail
 // with EPERM; clone with a namespace flag fails with EPERM; clone3, whose
-// flags sit in memory the filter cannot read, fails with ENOSYS, so Go
-// and the C libraries fall back to clone; a call made through another
+// flags sit in memory the filter cannot read, fails with ENOSYS, so the
+// C libraries fall back to clone (Go calls clone3 only to place a child
+// in a cgroup or a time namespace, which nothing here asks for); a call made through another
 // architecture's entry (32-bit calls on a 64-bit kernel), which the
 // numbers below do not describe, kills the process.
 func filterProgram() ([]bpf.Instruction, error) {
