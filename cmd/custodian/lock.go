@@ -10,6 +10,9 @@ import (
 	"syscall"
 
 	"github.com/google/go-tpm/tpm2/transport"
+	"golang.org/x/sys/unix"
+
+	"github.com/custodian-project/custodian/hsm/warrant"
 )
 
 // lockName is the lock file in the data directory. Every command that
@@ -26,12 +29,12 @@ var errDataDirBusy = errors.New("the data directory and its TPM are in use")
 // records who holds it so that the next one can be told. A data
 // directory that does not exist yet (before enroll) is not locked.
 func lockDataDir(dir string) (unlock func(), err error) {
-	f, err := os.OpenFile(filepath.Join(dir, lockName), os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := openLock(filepath.Join(dir, lockName))
 	if errors.Is(err, fs.ErrNotExist) {
 		return func() {}, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("opening the data directory's lock: %w", err)
+		return nil, err
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		holder := readHolder(f)
@@ -44,6 +47,37 @@ func lockDataDir(dir string) (unlock func(), err error) {
 	}
 	recordHolder(f)
 	return func() { f.Close() }, nil
+}
+
+// openLock opens (or creates) the lock file without following a link and
+// refuses anything but a regular file: recordHolder truncates and writes
+// it, which through a planted link would destroy the link's target.
+// O_NONBLOCK and O_NOCTTY keep a planted FIFO or terminal from blocking or
+// becoming this process's terminal before it is refused.
+func openLock(path string) (*os.File, error) {
+	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0o600)
+	if errors.Is(err, unix.ENOENT) {
+		return nil, fs.ErrNotExist
+	}
+	if errors.Is(err, unix.ELOOP) {
+		return nil, withHint(fmt.Errorf("the data directory's lock %s is a symbolic link, not a file", path),
+			"remove it (nothing else is stored there); the next command creates the lock afresh")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening the data directory's lock: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("opening the data directory's lock: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, withHint(fmt.Errorf("the data directory's lock %s is not a regular file (%s)", path, fi.Mode().Type()),
+			"remove it (nothing else is stored there); the next command creates the lock afresh")
+	}
+	return f, nil
 }
 
 // recordHolder writes this process's pid and command into the lock file.
@@ -63,10 +97,13 @@ func readHolder(f *os.File) string {
 	buf := make([]byte, 256)
 	n, _ := f.ReadAt(buf, 0)
 	holder := strings.TrimSpace(string(buf[:n]))
-	if holder == "" || strings.ContainsFunc(holder, func(r rune) bool { return r < ' ' }) {
+	if holder == "" {
 		return "another process"
 	}
-	return holder
+	// Whoever can write the data directory writes this text, and it
+	// reaches a terminal: shown by the display rules, escaped where it
+	// breaks them.
+	return warrant.DisplayName(holder)
 }
 
 // lockedTPM releases the data directory's lock when the TPM is closed.

@@ -14,7 +14,7 @@
 //	listen    = "0.0.0.0:8443"      # required: an IP literal and a port >= 1024
 //	button    = "gpio:GPIO17"       # required: gpio:NAME, or sim (test images)
 //	led       = "gpio:GPIO27"       # optional: gpio:NAME
-//	display   = "/dev/tty1"         # required: a device under /dev
+//	display   = "/dev/tty1"         # required: /dev/ttyN, /dev/ttyAMAN, /dev/ttySN or /dev/null
 //	[console]
 //	device    = "/dev/ttyAMA0"      # required: the operator's serial console
 //	[watchdog]
@@ -243,13 +243,23 @@ func (c *Config) checkDevices() error {
 			return fmt.Errorf("%s %q: %w", d.key, d.value, err)
 		}
 	}
-	if c.Console.Device == c.Serve.Display {
+	if !displayPath.MatchString(c.Serve.Display) {
+		return fmt.Errorf("serve.display %q: want a terminal: /dev/ttyN (a virtual console, N from 1), /dev/ttyAMAN or /dev/ttySN (a serial port), or /dev/null for none (the daemon's user is given this device)", c.Serve.Display)
+	}
+	if path.Clean(c.Console.Device) == path.Clean(c.Serve.Display) {
 		return errors.New("console.device and serve.display must be different devices: the console would mix warrant summaries into the operator's session")
 	}
 	return nil
 }
 
 var devicePath = regexp.MustCompile(`^/dev/[A-Za-z0-9._/-]{1,64}$`)
+
+// displayPath are the devices serve.display may name: the root init gives
+// it to the daemon's group and binds it into every sandbox, so it is a
+// terminal from this short list, never a disk, the TPM or memory.
+// /dev/tty0 and /dev/console are not on it: they stand for whichever
+// terminal is current, which may be the operator's console.
+var displayPath = regexp.MustCompile(`^/dev/(tty[1-9][0-9]?|ttyAMA[0-9]{1,2}|ttyS[0-9]{1,2}|null)$`)
 
 // checkDevice accepts a clean absolute path under /dev.
 func checkDevice(p string) error {

@@ -182,3 +182,25 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// serve.display is a terminal from a short list: the root init gives that
+// node to the daemon's group and binds it into every sandboxed command's
+// /dev, so /dev/mmcblk0 (the raw SD card), /dev/tpm0 (the TPM without its
+// resource manager) or /dev/mem would hand them to the daemon. And
+// /dev/console (the kernel console, ttyAMA0 with console=ttyAMA0) or
+// /dev/tty0 could be the operator's console, where warrant summaries must
+// not go.
+func TestInvariantDisplayIsATerminalFromTheAllowlist(t *testing.T) {
+	for _, display := range []string{"/dev/mmcblk0", "/dev/tpm0", "/dev/mem", "/dev/console", "/dev/tty0", "/dev/ttyAMA0", "/dev/sda", "/dev/tty1/", "/dev/./tty1"} {
+		text := strings.Replace(valid, `display = "/dev/tty1"`, `display = "`+display+`"`, 1)
+		if _, err := Parse([]byte(text)); err == nil {
+			t.Errorf("serve.display %s accepted", display)
+		}
+	}
+	for _, display := range []string{"/dev/tty1", "/dev/tty12", "/dev/ttyS0", "/dev/ttyAMA1", "/dev/null"} {
+		text := strings.Replace(valid, `display = "/dev/tty1"`, `display = "`+display+`"`, 1)
+		if _, err := Parse([]byte(text)); err != nil {
+			t.Errorf("serve.display %s refused: %v", display, err)
+		}
+	}
+}

@@ -13,7 +13,10 @@
 //	help          lists the commands
 //	SUBCOMMAND …  an allowlisted custodian subcommand, run with the fixed
 //	              --data-dir and --tpm (a line that gives either is refused),
-//	              in the working directory transfer/
+//	              in the working directory transfer/, as the daemon's user
+//	              in its sandbox; only update apply --image NAME and update
+//	              commit run as root, and update sign and update keygen (the
+//	              escrow authority's offline steps) are refused
 //
 // After every command but an empty line, a line "[exit N]" follows (N the
 // exit status; 2 when the console refused the line without running
@@ -22,11 +25,15 @@
 //
 // The daemon is stopped while a subcommand that may open the TPM or the
 // ledger runs (the device has one TPM resource manager and one ledger
-// writer: they are never opened twice), and started again after it.
+// writer: they are never opened twice), and started again after it. Every
+// subcommand has a time limit (DefaultTimeout; DefaultApplyTimeout for
+// update apply); the Runner kills one that passes it, and reads its
+// standard input from nothing, so no command waits on a terminal.
 package console
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -34,6 +41,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Prompt is printed before every command line.
@@ -87,7 +95,18 @@ type Console struct {
 	Commands []string
 	// Status adds lines to the status command (what the device lacks).
 	Status func(io.Writer)
+	// Timeout bounds one subcommand (DefaultTimeout when zero), and
+	// ApplyTimeout update apply (DefaultApplyTimeout when zero): a command
+	// that hangs is killed, and the daemon it stopped runs again.
+	Timeout, ApplyTimeout time.Duration
 }
+
+// The default time limits: generous for every command the runbook gives,
+// and for update apply, which writes and reads back a slot on an SD card.
+const (
+	DefaultTimeout      = 15 * time.Minute
+	DefaultApplyTimeout = 2 * time.Hour
+)
 
 // DefaultCommands are the subcommands the appliance's console runs: the
 // operator's and the court trust admin's device-side commands. button is
@@ -154,11 +173,15 @@ func (c *Console) run(ctx context.Context, words []string) int {
 			return c.exit(ExitRefused, fmt.Sprintf("%s is fixed on the console (--data-dir %s --tpm %s); leave it out", w, c.DataDir, c.TPM))
 		}
 	}
+	root, err := asRoot(words)
+	if err != nil {
+		return c.exit(ExitRefused, err.Error())
+	}
 	out := &lineEnd{w: c.Out, last: '\n'}
 	cmd := Command{
 		Args: append([]string{"--data-dir", c.DataDir, "--tpm", c.TPM}, words...),
 		Dir:  c.Files.Dir,
-		Root: words[0] == "update",
+		Root: root,
 		Out:  out,
 	}
 	if needsDevice(words) {
@@ -167,14 +190,86 @@ func (c *Console) run(ctx context.Context, words []string) int {
 		}
 		defer c.Daemon.Start()
 	}
+	limit := c.limit(words)
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
 	status, err := c.Runner.Run(ctx, cmd)
 	if out.last != '\n' { // the exit line starts a line of its own
 		fmt.Fprintln(c.Out)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return c.exit(ExitFailed, fmt.Sprintf("%s did not finish within %s and was stopped (a file it waited on, such as a terminal, never ended?)", words[0], limit))
 	}
 	if err != nil {
 		return c.exit(ExitFailed, err.Error())
 	}
 	return status
+}
+
+// limit is the time limit of a line.
+func (c *Console) limit(words []string) time.Duration {
+	if hasPrefix(words, []string{"update", "apply"}) {
+		return cmp.Or(c.ApplyTimeout, DefaultApplyTimeout)
+	}
+	return cmp.Or(c.Timeout, DefaultTimeout)
+}
+
+// offDevice are subcommands the console refuses: the escrow authority's
+// offline steps, which write their output wherever their flags say.
+var offDevice = [][]string{{"update", "sign"}, {"update", "keygen"}}
+
+// asRoot decides whether a line runs as root. Only update apply and update
+// commit do (they write the disk's raw partitions), and only in the forms
+// the runbook gives: apply's image is a file of transfer/, named as put
+// names it, and the disk is always the device's own. Every other line
+// runs as the daemon's user, in the sandbox.
+func asRoot(words []string) (bool, error) {
+	for _, off := range offDevice {
+		if hasPrefix(words, off) {
+			return false, fmt.Errorf("%s is the escrow authority's offline step and does not run on the device", strings.Join(off, " "))
+		}
+	}
+	switch {
+	case hasPrefix(words, []string{"update", "apply"}):
+		return true, checkApply(words[2:])
+	case hasPrefix(words, []string{"update", "commit"}):
+		if len(words) > 2 {
+			return true, errors.New("update commit takes nothing more on the console (the disk is the device's own)")
+		}
+		return true, nil
+	}
+	return false, nil
+}
+
+// checkApply allows only --image NAME (a file of transfer/) and --no-reboot.
+func checkApply(args []string) error {
+	image := false
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		name, isImage := strings.CutPrefix(a, "--image=")
+		switch {
+		case a == "--no-reboot":
+			continue
+		case a == "--image" && i+1 < len(args):
+			i++
+			name, isImage = args[i], true
+		}
+		if !isImage {
+			return fmt.Errorf("update apply on the console takes only --image NAME and --no-reboot, not %q (the disk is the device's own)", a)
+		}
+		if !ValidName(name) {
+			return fmt.Errorf("update apply --image %q: give the name of a file put into transfer/ (letters, digits, . _ -), not a path", name)
+		}
+		image = true
+	}
+	if !image {
+		return errors.New("update apply needs --image NAME, a file put into transfer/")
+	}
+	return nil
+}
+
+func hasPrefix(words, prefix []string) bool {
+	return len(words) >= len(prefix) && slices.Equal(words[:len(prefix)], prefix)
 }
 
 // fixedFlag reports a word that would set --data-dir or --tpm, in any of
@@ -190,7 +285,7 @@ func fixedFlag(w string) bool {
 
 func needsDevice(words []string) bool {
 	for _, free := range freeOfDevice {
-		if len(words) >= len(free) && slices.Equal(words[:len(free)], free) {
+		if hasPrefix(words, free) {
 			return false
 		}
 	}

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
@@ -284,9 +285,10 @@ func FuzzConsole(f *testing.F) {
 	f.Add("put a\naGVsbG8=\n.\nget a\nenroll --id x\n")
 	f.Add("ledger verify --tpm=sim\nsh -c x\n\n\r\n")
 	f.Add("put .x\n")
+	f.Add("update apply --image a.img --no-reboot\nupdate apply --image=../x\nupdate sign --out x\nupdate commit\n")
 	f.Fuzz(func(t *testing.T, input string) {
 		fx := newFixture(t)
-		fx.console.Commands = []string{"enroll", "ledger"}
+		fx.console.Commands = []string{"enroll", "ledger", "update"}
 		var out bytes.Buffer
 		fx.console.In, fx.console.Out = strings.NewReader(input), &out
 		_ = fx.console.Serve(context.Background())
@@ -297,6 +299,22 @@ func FuzzConsole(f *testing.F) {
 			for _, a := range c.Args[4:] {
 				if fixedFlag(a) {
 					t.Fatalf("ran %q with a fixed flag", c.Args)
+				}
+			}
+			words := c.Args[4:]
+			if hasPrefix(words, []string{"update", "sign"}) || hasPrefix(words, []string{"update", "keygen"}) {
+				t.Fatalf("ran the authority's offline step %q", c.Args)
+			}
+			if c.Root && !hasPrefix(words, []string{"update", "apply"}) && !hasPrefix(words, []string{"update", "commit"}) {
+				t.Fatalf("ran %q as root", c.Args)
+			}
+			for i, a := range words {
+				name, ok := strings.CutPrefix(a, "--image=")
+				if !ok && a == "--image" && i+1 < len(words) {
+					name, ok = words[i+1], true
+				}
+				if ok && c.Root && !ValidName(name) {
+					t.Fatalf("ran %q as root with an image outside transfer/", c.Args)
 				}
 			}
 		}
@@ -332,5 +350,67 @@ func TestPutRefusesWithoutRoom(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(f.dir); len(entries) != 0 {
 		t.Errorf("a refused put left %v", entries)
+	}
+}
+
+// Only update apply and update commit run as root, and only in the forms
+// the runbook gives: apply's image is a file of transfer/, the disk the
+// device's own. update sign and update keygen, the escrow authority's
+// offline steps, whose --out would write wherever root can (the data
+// directory's lock, /run/custodian/boot.cel), are refused; every other
+// line runs sandboxed.
+func TestConsoleRunsOnlyApplyAndCommitAsRoot(t *testing.T) {
+	f := newFixture(t)
+	out := f.session(t, "update sign --key update.key --policy policy.json --out ../.lock\n"+
+		"update keygen --out /run/custodian/k --pub /dev/p\n"+
+		"update apply --image ../.lock\n"+
+		"update apply --image=/dev/mmcblk0\n"+
+		"update apply --image new.img --disk /dev/sda\n"+
+		"update apply --no-reboot\n"+
+		"update commit --disk /dev/sda\n"+
+		"update apply --image new.img --no-reboot\n"+
+		"update apply --image=new.img\n"+
+		"update commit\n"+
+		"update --help\n"+
+		"trust list\n")
+	if got := strings.Count(out, "[exit 2]"); got != 7 {
+		t.Errorf("%d lines refused, want 7:\n%s", got, out)
+	}
+	for _, want := range []string{"update sign is the escrow authority's offline step", "update keygen is the escrow authority's offline step", "not a path", "only --image NAME and --no-reboot"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in:\n%s", want, out)
+		}
+	}
+	wantRoot := []bool{true, true, true, false, false}
+	if len(f.runner.ran) != len(wantRoot) {
+		t.Fatalf("ran %d commands, want %d:\n%s", len(f.runner.ran), len(wantRoot), out)
+	}
+	for i, c := range f.runner.ran {
+		if c.Root != wantRoot[i] {
+			t.Errorf("%q: root %v, want %v", c.Args[4:], c.Root, wantRoot[i])
+		}
+	}
+}
+
+// The update runbook (docs/operator.md, step 12) sends the update file
+// through put: tens of MiB, far over what get sends back. put takes it.
+func TestPutTakesAFileOverGetsCap(t *testing.T) {
+	f := newFixture(t)
+	img := make([]byte, MaxTransfer+3)
+	out := f.session(t, "put custodian-2.update\n"+base64Lines(img)+".\n")
+	if !strings.Contains(out, "stored transfer/custodian-2.update") {
+		t.Errorf("put of an update-sized file: %q", out[max(0, len(out)-300):])
+	}
+}
+
+// put's cap is on the bytes, not on the base64 text (whose length rounds
+// up to whole quanta): one byte over is refused.
+func TestPutRefusesOneByteOverItsCap(t *testing.T) {
+	for _, n := range []int{10, 11} {
+		text := base64Lines(make([]byte, n)) + ".\n"
+		_, err := readBase64(bufio.NewReader(strings.NewReader(text)), 10)
+		if (err == nil) != (n <= 10) {
+			t.Errorf("%d bytes under a cap of 10: %v", n, err)
+		}
 	}
 }

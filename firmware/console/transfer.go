@@ -221,5 +221,9 @@ func readBase64(in *bufio.Reader, limit int) ([]byte, error) {
 	if err != nil {
 		return nil, errors.New("the data is not base64 (standard alphabet, with padding)")
 	}
+	// The text's cap rounds up to whole base64 quanta: the bytes decide.
+	if len(data) > limit {
+		return nil, fmt.Errorf("the file is larger than %d bytes", limit)
+	}
 	return data, nil
 }

@@ -150,6 +150,25 @@ func TestCheckClock(t *testing.T) {
 	}
 }
 
+// An RTC far ahead of the image's build does not boot: its time would go
+// onto the first ledger entry, and every later entry and resolve would
+// refuse a corrected clock as "behind the newest ledger entry" (the
+// ledger cannot be made anew once its anchor is locked): one boot on a
+// rewritten RTC would end the device. The bound is ClockHorizonYears
+// after the manifest's source_date_epoch.
+func TestInvariantClockFarAheadOfTheImageDoesNotBoot(t *testing.T) {
+	built := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	for _, ahead := range []time.Time{time.Date(2099, 12, 31, 0, 0, 0, 0, time.UTC), ClockHorizon(built), built.AddDate(ClockHorizonYears, 0, 1)} {
+		err := CheckClock(ahead, built)
+		if !errors.Is(err, ErrClockInsane) || !strings.Contains(err.Error(), "after this image was built") {
+			t.Errorf("an RTC at %s boots an image built %s: %v", ahead.Format(time.DateOnly), built.Format(time.DateOnly), err)
+		}
+	}
+	if err := CheckClock(ClockHorizon(built).Add(-time.Second), built); err != nil {
+		t.Errorf("the last second before the horizon: %v", err)
+	}
+}
+
 func TestBootSlot(t *testing.T) {
 	cases := []struct {
 		name     string

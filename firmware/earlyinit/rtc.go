@@ -34,8 +34,22 @@ var latestSaneTime = time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)
 // ErrClockInsane is returned by [CheckClock].
 var ErrClockInsane = errors.New("the clock is not plausible")
 
+// ClockHorizonYears bounds how far after its build an image trusts the
+// RTC. A clock set far ahead (a swapped or rewritten RTC) would put that
+// time on the first ledger entry, and every later entry and resolve would
+// refuse a corrected clock as behind it: one such boot would end the
+// device. Ten years is longer than an image is meant to run without an
+// update, and short enough that such a jump is refused at boot.
+const ClockHorizonYears = 10
+
+// ClockHorizon is the first instant an image built at built refuses.
+func ClockHorizon(built time.Time) time.Time {
+	return built.UTC().AddDate(ClockHorizonYears, 0, 0)
+}
+
 // CheckClock refuses a time before the image was built (built, the
-// manifest's source_date_epoch) or from 2100 on. Every decision the
+// manifest's source_date_epoch), ClockHorizonYears or more after it, or
+// from 2100 on. Every decision the
 // appliance makes is bound to time — a warrant's validity, a CRL's
 // freshness, the officers' TLS certificates, the ledger's time stamps and
 // clock floor — and the RTC is its only clock, so the boot stops rather
@@ -43,6 +57,10 @@ var ErrClockInsane = errors.New("the clock is not plausible")
 func CheckClock(now, built time.Time) error {
 	if now.Before(built) {
 		return fmt.Errorf("%w: %s is before this image was built (%s)", ErrClockInsane, now.UTC().Format(time.RFC3339), built.UTC().Format(time.RFC3339))
+	}
+	if horizon := ClockHorizon(built); !now.Before(horizon) {
+		return fmt.Errorf("%w: %s is %d years or more after this image was built (%s); an image trusts its clock until %s", ErrClockInsane,
+			now.UTC().Format(time.RFC3339), ClockHorizonYears, built.UTC().Format(time.RFC3339), horizon.Format(time.RFC3339))
 	}
 	if !now.Before(latestSaneTime) {
 		return fmt.Errorf("%w: %s is past what the RTC can count", ErrClockInsane, now.UTC().Format(time.RFC3339))

@@ -2,11 +2,13 @@ package measure
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/google/go-tpm/tpm2/transport"
 
@@ -20,6 +22,11 @@ import (
 const (
 	MarkerFile = "measured"
 	LogFile    = "boot.cel"
+	// ConfigFile is a read-only copy of the configuration whose bytes were
+	// measured: the root init reads this copy and nothing else, so the
+	// configuration it runs with is the one PCR 11 holds, whatever is
+	// mounted over the root's paths later.
+	ConfigFile = "config.toml"
 )
 
 // ErrAlreadyMeasured is returned by [Boot] when this boot was measured
@@ -48,7 +55,28 @@ func Boot(t transport.TPM, s Spec, root fs.FS, runDir string) ([]bootpolicy.Even
 	if err := durable.WriteFile(filepath.Join(runDir, LogFile), log, 0o644); err != nil {
 		return nil, fmt.Errorf("writing the boot event log: %w", err)
 	}
+	if err := keepConfig(root, s, events, runDir); err != nil {
+		return nil, err
+	}
 	return events, checkReplay(t, s, events)
+}
+
+// keepConfig writes runDir/ConfigFile, mode 0444, with the configuration's
+// bytes, after checking they are the bytes the config event measured.
+func keepConfig(root fs.FS, s Spec, events []bootpolicy.Event, runDir string) error {
+	data, err := fs.ReadFile(root, s.Config)
+	if err != nil {
+		return fmt.Errorf("keeping the measured configuration: %w", err)
+	}
+	sum := sha256.Sum256(data)
+	i := slices.IndexFunc(events, func(e bootpolicy.Event) bool { return e.Kind == bootpolicy.KindConfig })
+	if i < 0 || !bytes.Equal(events[i].Measured, sum[:]) {
+		return fmt.Errorf("keeping the measured configuration: /%s changed after it was measured", s.Config)
+	}
+	if err := durable.WriteFile(filepath.Join(runDir, ConfigFile), data, 0o444); err != nil {
+		return fmt.Errorf("keeping the measured configuration: %w", err)
+	}
+	return nil
 }
 
 // claimBoot creates the marker with O_EXCL: of two runs in one boot, or two

@@ -42,6 +42,7 @@ import (
 	"io/fs"
 	"path"
 	"slices"
+	"strings"
 
 	"github.com/custodian-project/custodian/hsm/bootpolicy"
 	"github.com/custodian-project/custodian/tpm"
@@ -169,6 +170,31 @@ func (s Spec) Predict(root fs.FS, mode ModeFunc) (*bootpolicy.Policy, error) {
 	return bootpolicy.New(events)
 }
 
+// NoLinkOnPath refuses a measured path (slash-separated, relative to
+// root) whose directories are not all real directories: with a link on the
+// way (etc/custodian -> ../var/lib/custodian/etc), what is measured at
+// boot is a file under a mount point, and once the data partition is
+// mounted there the same path names a file nobody measured. The last
+// component is the caller's to check.
+func NoLinkOnPath(root fs.FS, name string) error {
+	dir := path.Dir(name)
+	if dir == "." {
+		return nil
+	}
+	parts := strings.Split(dir, "/")
+	for i := range parts {
+		p := strings.Join(parts[:i+1], "/")
+		info, err := fs.Lstat(root, p)
+		if err != nil {
+			return fmt.Errorf("measuring /%s: %w", name, err)
+		}
+		if !info.IsDir() {
+			return fmt.Errorf("measuring /%s: /%s is not a directory (a symbolic link or a file): every directory on a measured path must be a real one in the image", name, p)
+		}
+	}
+	return nil
+}
+
 // fileDigest hashes a regular file; a symlink or anything else is refused,
 // so what is measured is what the path names inside the image.
 func fileDigest(root fs.FS, name string) ([sha256.Size]byte, error) {
@@ -182,6 +208,9 @@ func fileDigest(root fs.FS, name string) ([sha256.Size]byte, error) {
 // (not a symlink): what the device measures at that path. The image
 // builder runs it on the binary it puts into the initramfs.
 func CheckRegular(root fs.FS, name string) error {
+	if err := NoLinkOnPath(root, name); err != nil {
+		return err
+	}
 	info, err := fs.Lstat(root, name)
 	if err != nil {
 		return fmt.Errorf("measuring /%s: %w", name, err)
@@ -206,6 +235,9 @@ func hashFile(root fs.FS, name string) ([sha256.Size]byte, error) {
 }
 
 func subtreeDigest(root fs.FS, dir string, mode ModeFunc) ([sha256.Size]byte, error) {
+	if err := NoLinkOnPath(root, dir); err != nil {
+		return [sha256.Size]byte{}, err
+	}
 	info, err := fs.Lstat(root, dir)
 	if err != nil {
 		return [sha256.Size]byte{}, fmt.Errorf("measuring /%s: %w", dir, err)

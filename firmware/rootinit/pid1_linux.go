@@ -15,6 +15,7 @@ import (
 	"github.com/custodian-project/custodian/firmware/config"
 	"github.com/custodian-project/custodian/firmware/console"
 	"github.com/custodian-project/custodian/firmware/earlyinit"
+	"github.com/custodian-project/custodian/firmware/measure"
 )
 
 // Options are what the binary's build decides.
@@ -60,15 +61,25 @@ func (l *logger) hush() {
 func run(out *os.File, opts Options) error {
 	log := &logger{w: out, ring: newRing(12)}
 	log.printf("root init (PID 1)")
+	notes, err := hardenKernel(SysctlDir)
+	if err != nil {
+		return earlyinit.Fail("closing user namespaces", err, "a kernel with /proc/sys/user/max_user_namespaces")
+	}
+	for _, n := range notes {
+		log.printf("%s", n)
+	}
 	if err := unix.Mount("tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777,size=32m"); err != nil {
 		return earlyinit.Fail("mounting /tmp", err, "the root filesystem must have the directory tmp")
 	}
 	reaper := NewReaper()
-	cfg, err := config.Load(config.Path)
+	// Only the copy the early init kept of the measured bytes: the root's
+	// path could name other bytes once the data partition is mounted.
+	cfgPath := filepath.Join(earlyinit.RunDir, measure.ConfigFile)
+	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		return earlyinit.Fail("reading the configuration", err, "etc/custodian/config.toml in the image (docs/appliance.md has its keys)")
 	}
-	log.printf("configuration %s read", config.Path)
+	log.printf("configuration %s read (the bytes measured into PCR 11)", cfgPath)
 	feedWatchdog(log, cfg.Watchdog.Device)
 	if err := bringUpNetwork(cfg.Network); err != nil {
 		log.printf("FAILED: network: %v; the daemon will not be reachable (check the cable and [network] in the configuration)", err)
@@ -108,21 +119,51 @@ func run(out *os.File, opts Options) error {
 
 // prepareDataDir gives the data directory and its transfer directory to
 // the daemon's user. Only these two are changed: walking a tree the user
-// can write, as root, could be led along a planted link.
+// can write, as root, could be led along a planted link. Each is opened
+// without following a link and changed through its descriptor; a link
+// planted in place of transfer/ is refused.
 func prepareDataDir() error {
 	transfer := filepath.Join(DataDir, "transfer")
 	if err := os.Mkdir(transfer, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return err
 	}
 	for _, d := range []string{DataDir, transfer} {
-		if err := os.Lchown(d, DaemonUID, DaemonGID); err != nil {
-			return err
-		}
-		if err := os.Chmod(d, 0o700); err != nil {
+		if err := giveDir(d); err != nil {
 			return err
 		}
 	}
+	if err := giveLock(DataDir); err != nil {
+		return err
+	}
 	return giveTLS(filepath.Join(DataDir, "tls"))
+}
+
+// giveDir gives a directory to the daemon's user, mode 0700, without
+// following a link at its last component.
+func giveDir(dir string) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
+		return fmt.Errorf("%s is not a directory (a link or a file is in its place): remove it on another machine", dir)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", dir, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Fchown(fd, DaemonUID, DaemonGID); err != nil {
+		return fmt.Errorf("%s: %w", dir, err)
+	}
+	return unix.Fchmod(fd, 0o700)
+}
+
+// giveLock gives the data directory's lock file back to the daemon's
+// user, so a lock root's commands left behind cannot lock the daemon out
+// past a reboot. A link in its place is changed itself, never its target.
+func giveLock(dir string) error {
+	err := unix.Fchownat(unix.AT_FDCWD, filepath.Join(dir, ".lock"), DaemonUID, DaemonGID, unix.AT_SYMLINK_NOFOLLOW)
+	if err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("%s/.lock: %w", dir, err)
+	}
+	return nil
 }
 
 // giveTLS gives the daemon's TLS files, which the operator writes onto the

@@ -58,7 +58,10 @@ type child struct {
 	done chan int
 }
 
-func (c *child) Signal(sig syscall.Signal) error { return syscall.Kill(c.pid, sig) }
+// Signal signals the child's whole process group: every child is started
+// in a session of its own (Setsid), so the group holds the child and
+// whatever it started, which must not outlive it.
+func (c *child) Signal(sig syscall.Signal) error { return syscall.Kill(-c.pid, sig) }
 func (c *child) Done() <-chan int                { return c.done }
 
 // Start forks and executes argv0 with argv and attr.

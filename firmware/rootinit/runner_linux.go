@@ -17,6 +17,9 @@ type launcher struct {
 	devices []string // device nodes the sandboxed commands see besides the basic ones
 }
 
+// start runs a command in a session and process group of its own (so
+// Signal reaches all of it), its standard input /dev/null (nothing waits
+// on a terminal), its output out.
 func (l *launcher) start(args []string, dir string, out *os.File, root bool) (*child, error) {
 	null, err := os.Open(os.DevNull)
 	if err != nil {
@@ -56,6 +59,8 @@ func (l *launcher) Run(ctx context.Context, c console.Command) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	// Whatever the command left running in its group ends with it.
+	defer p.Signal(syscall.SIGKILL)
 	select {
 	case status := <-p.Done():
 		<-copied
