@@ -170,13 +170,11 @@ func TestBreakScopedShareLeavesThroughRewrapUnderTheEK(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// A fresh session for each command: the hand-made Rewrap moved
+		// the first one's nonces on, and each use resets a policy session.
 		ekAuth := func() tpm2.AuthHandle {
-			if _, err := (tpm2.PolicySecret{
-				AuthHandle:    tpm2.AuthHandle{Handle: tpm2.TPMRHEndorsement, Auth: tpm2.PasswordAuth(nil)},
-				PolicySession: sess.Handle(),
-			}).Execute(conn); err != nil {
-				t.Fatal(err)
-			}
+			sess, closeSession := endorsementSession(t, conn)
+			t.Cleanup(func() { closeSession() })
 			return tpm2.AuthHandle{Handle: tpm.EKHandle(ek), Name: tpm2.TPM2BName{Buffer: ek.Name()}, Auth: sess}
 		}
 		imp, err := tpm2.Import{ParentHandle: ekAuth(), ObjectPublic: tpm2.New2B(clonePub),
