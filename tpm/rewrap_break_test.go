@@ -81,7 +81,9 @@ func endorsementSession(t *testing.T, conn transport.TPM) (tpm2.Session, func() 
 
 // anotherImage extends PCR 8 as a different root filesystem would: the
 // sealed objects' PCR policies no longer hold.
-func anotherImage(t *testing.T, conn transport.TPM) { measure(t, conn, 8, "an attacker's root filesystem") }
+func anotherImage(t *testing.T, conn transport.TPM) {
+	measure(t, conn, 8, "an attacker's root filesystem")
+}
 
 // TestBreakShareLeavesThroughRewrapUnderTheEK: a share-mode blob is a
 // duplicate under the EK with only an outer wrapper. TPM2_Rewrap to
