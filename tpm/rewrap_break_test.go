@@ -203,3 +203,32 @@ func TestBreakScopedShareLeavesThroughRewrapUnderTheEK(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestBreakScopedV2ShareLeavesThroughRewrapUnderTheEK: a version 2 scoped
+// key's objects are duplicates under the EK itself, whose policy the
+// objects' own gates do not reach: one TPM2_Rewrap gives s.
+func TestBreakScopedV2ShareLeavesThroughRewrapUnderTheEK(t *testing.T) {
+	tpmtest.Run(t, func(t *testing.T, target tpmtest.Target) {
+		conn := target.Open(t)
+		ek, pcrs := bootedDevice(t, conn)
+		s := secret(t)
+		s[0] &= 0x7f // below the group order
+		key, err := tpm.SealScopedV2(ek, pcrs, testVersion, s, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		anotherImage(t, conn)
+		_, _, _, zgenPub, zgenDup, zgenSeed := tpm.ScopedWrapped(key)
+		name, _ := tpm2.ObjectName(&zgenPub)
+		sess, closeSession := endorsementSession(t, conn)
+		defer closeSession()
+		out, err := rewrapToNull(conn, tpm.EKHandle(ek), sess.Handle(), zgenDup, name.Buffer, zgenSeed)
+		if err != nil {
+			t.Logf("TPM2_Rewrap refused: %v", err)
+			return
+		}
+		if bytes.Contains(out, s) {
+			t.Errorf("the version 2 scoped share came out in the clear through TPM2_Rewrap under the EK, in an image its gate refuses")
+		}
+	})
+}
