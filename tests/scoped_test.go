@@ -29,7 +29,8 @@ import (
 // presses. The agency recovers 2026-11's key and opens its envelope, opens
 // A from the scoped partials, and cannot open envelope B (same key ID,
 // same target) with the same releases, nor any envelope a requester makes
-// out of A's key (EscrowOpenRefusesRequesterMadeEnvelopes). Warrants whose
+// out of A's key (EscrowOpenRefusesRequesterMadeEnvelopes). The display
+// and the officer's terminal say that 2026-11 releases a whole share. Warrants whose
 // envelopes do not fit the modes are refused before the summary.
 func TestEndToEndScopedAndShareKeysOnOneFleet(t *testing.T) {
 	dir := t.TempDir()
@@ -80,6 +81,15 @@ func TestEndToEndScopedAndShareKeysOnOneFleet(t *testing.T) {
 		}
 		if !strings.Contains(dm.out.String(), `Envelopes:  1 ("alice@example.org": 1)`) {
 			t.Errorf("the display did not say which envelopes:\n%s", dm.out)
+		}
+		// The envelope count is not all this release opens: 2026-11 goes
+		// out whole, and the display says so for it alone.
+		if !strings.Contains(dm.out.String(), "Key ID 2026-11: WHOLE SHARE — opens every message of that key ID") ||
+			strings.Contains(dm.out.String(), "Key ID 2026-12: WHOLE SHARE") {
+			t.Errorf("the display did not say that 2026-11, and only it, releases a whole share:\n%s", dm.out)
+		}
+		if !strings.Contains(stdout, "Key ID 2026-11: WHOLE SHARE") {
+			t.Errorf("the officer's terminal did not say that 2026-11 releases a whole share:\n%s", stdout)
 		}
 		checkPackage(t, d, p(d.id+".2026-11.json"))
 		checkScopedPackage(t, d, p(d.id+".2026-12.json"))
