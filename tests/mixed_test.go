@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/custodian-project/custodian/hsm/escrow"
+	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/release"
 	"github.com/custodian-project/custodian/hsm/warrant"
 )
@@ -55,19 +56,19 @@ func TestSummaryShowsWholeShareKeyIDs(t *testing.T) {
 	}
 }
 
-// TestBreakLaterKeyIDReleasedAfterTheWarrantExpired: verification runs
-// again only before the first release entry. A warrant of two key IDs
-// whose first is a scoped key with a long list (hours of partials on a
-// Pi's TPM) reaches the second key ID's release entry and share after the
-// warrant's not_after (or after its judge was revoked): nothing checks
-// again. Here the clock passes not_after while the first key ID's
-// partials are computed; the second key ID must not be released.
-func TestBreakLaterKeyIDReleasedAfterTheWarrantExpired(t *testing.T) {
+// TestInvariantEveryKeyIDCheckedBeforeItsEntry: the checks that can
+// change with time run again before each key ID's release entry, not only
+// the first. A warrant of two key IDs whose first is scoped (hours of
+// partials on a Pi's TPM for a long list) reaches the second key ID after
+// the warrant's not_after here: the second is refused as
+// changed_after_approval (cause: the CRL stale or the warrant expired,
+// whichever is checked first) with a refusal entry of its own,
+// and the first stays released and logged.
+func TestInvariantEveryKeyIDCheckedBeforeItsEntry(t *testing.T) {
 	r := newRig(t)
 	defer r.stop()
 	w, p7s := mixedWarrant(t, r)
-	notAfter := w.NotAfter
-	expiry, err := time.Parse(time.RFC3339, notAfter)
+	expiry, err := time.Parse(time.RFC3339, w.NotAfter)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,6 +83,7 @@ func TestBreakLaterKeyIDReleasedAfterTheWarrantExpired(t *testing.T) {
 	if status != http.StatusAccepted {
 		t.Fatalf("submit: %d %+v", status, eb)
 	}
+	before := r.a.Ledger.Size()
 	time.Sleep(20 * time.Millisecond)
 	r.press()
 	id := st.ID
@@ -90,14 +92,31 @@ func TestBreakLaterKeyIDReleasedAfterTheWarrantExpired(t *testing.T) {
 		return err == nil && s.State != release.StateAwaitingPress && s.State != release.StateReleasing
 	})
 	s, _ := r.daemon.Status(id)
-	i, ok := s.LedgerIndices["2026-11"]
-	if !ok {
-		t.Logf("2026-11 was not released: %+v", s)
-		return
+	if i, ok := s.LedgerIndices["2026-11"]; ok {
+		data, _ := r.a.Ledger.Entry(i)
+		t.Fatalf("key ID 2026-11 was released (ledger entry %d) after the warrant's not_after %s: %s", i, w.NotAfter, data)
 	}
-	data, err := r.a.Ledger.Entry(i)
-	if err != nil {
-		t.Fatal(err)
+	if s.State != release.StateFailed || s.Failed["2026-11"] != release.CodeChangedAfterApproval || (s.Cause != release.Code("expired") && s.Cause != release.Code("crl_stale")) {
+		t.Errorf("status after the window closed mid-release: %+v", s)
 	}
-	t.Errorf("key ID 2026-11 was released (ledger entry %d, package %v) after the warrant's not_after %s: %s", i, s.Packages, notAfter, data)
+	if _, ok := s.LedgerIndices["2026-12"]; !ok || len(s.Packages) != 1 || s.Packages[0] != "2026-12" {
+		t.Errorf("the scoped key ID released before the window closed is not kept: %+v", s)
+	}
+	var refused bool
+	for i := before; i < r.a.Ledger.Size(); i++ {
+		data, err := r.a.Ledger.Entry(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := ledger.ParseEntry(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Kind == ledger.KindRefusal && e.KeyID == "2026-11" && e.Reason == string(release.CodeChangedAfterApproval) {
+			refused = true
+		}
+	}
+	if !refused {
+		t.Errorf("no refusal entry for key ID 2026-11 after entry %d", before)
+	}
 }

@@ -43,7 +43,10 @@ type record struct {
 	Done          bool                `json:"done"`
 	LedgerIndices map[string]int64    `json:"ledger_indices,omitempty"`
 	Failed        map[string]Code     `json:"failed,omitempty"`
-	Packages      []string            `json:"packages,omitempty"`
+	// Causes maps key IDs refused as changed_after_approval when checked
+	// again before their entry to the code that refused them then.
+	Causes   map[string]Code `json:"causes,omitempty"`
+	Packages []string        `json:"packages,omitempty"`
 }
 
 func (rec *record) status() Status {
@@ -51,8 +54,9 @@ func (rec *record) status() Status {
 		Packages: rec.Packages, Failed: rec.Failed, LedgerIndices: rec.LedgerIndices}
 	if len(rec.Failed) > 0 {
 		s.State = StateFailed
-		s.Code = rec.Failed[sortedKeys(rec.Failed)[0]]
-		s.Message = "some key IDs failed after their ledger entry; see failed"
+		first := sortedKeys(rec.Failed)[0]
+		s.Code, s.Cause = rec.Failed[first], rec.Causes[first]
+		s.Message = "some key IDs were not released; see failed"
 	}
 	if !rec.Done {
 		s.State = StateReleasing
@@ -115,6 +119,12 @@ func (d *Daemon) releaseAll(r *request) {
 	}
 	replay := []byte(v.Replay.String())
 	for _, k := range v.Warrant.KeyIDs {
+		if rec.FirstEntry != nil {
+			if cause, err := d.recheckKeyID(r, k, *rec.FirstEntry); err != nil {
+				d.refusedKeyID(r, rec, k, cause, err)
+				continue
+			}
+		}
 		index, code, err := d.releaseOne(r, rec, k, replay, tm)
 		if index >= 0 {
 			rec.LedgerIndices[k] = index
@@ -139,8 +149,24 @@ func (d *Daemon) releaseAll(r *request) {
 	st := rec.status()
 	fmt.Fprintf(d.cfg.Display, "request %s: %s\n", rec.ID[:8], st.State)
 	d.finish(r, func(s *Status) {
-		s.State, s.Packages, s.Failed, s.LedgerIndices, s.Code, s.Message = st.State, st.Packages, st.Failed, st.LedgerIndices, st.Code, st.Message
+		s.State, s.Packages, s.Failed, s.LedgerIndices, s.Code, s.Cause, s.Message = st.State, st.Packages, st.Failed, st.LedgerIndices, st.Code, st.Cause, st.Message
 	})
+}
+
+// refusedKeyID logs a later key ID of a request refused when checked
+// again before its entry (changed_after_approval, with the cause): the key
+// IDs released before it stay released and logged.
+func (d *Daemon) refusedKeyID(r *request, rec *record, keyID string, cause Code, err error) {
+	index, lerr := d.logRefusal(r.p7s, CodeChangedAfterApproval, keyID)
+	if lerr != nil {
+		d.cfg.Log.Error("refusal not logged", "request", rec.ID, "key_id", keyID, "err", lerr)
+	}
+	rec.Failed[keyID] = CodeChangedAfterApproval
+	if rec.Causes == nil {
+		rec.Causes = map[string]Code{}
+	}
+	rec.Causes[keyID] = cause
+	d.cfg.Log.Info("refused", "request", rec.ID, "key_id", keyID, "code", CodeChangedAfterApproval, "cause", cause, "err", err, "ledger_index", index)
 }
 
 // releaseOne releases one key ID. It returns the (first) release entry's
