@@ -367,6 +367,44 @@ func TestDeviceRefusesRequesterMadeEnvelopesNamedByHand(t *testing.T) {
 	}
 }
 
+// TestBusyRefusedBeforeSealProofsAreChecked: while a warrant awaits its
+// press, another verified warrant is refused as busy before its envelopes'
+// seal proofs are checked (one per envelope, ~0.1 ms each, 100,000 in a
+// list): a warrant naming a forged envelope gets busy, not
+// envelope_unproven, and costs no more than any busy refusal.
+func TestBusyRefusedBeforeSealProofsAreChecked(t *testing.T) {
+	r := newRig(t)
+	defer r.stop()
+	now := time.Now().UTC()
+	r.court.install(t, r.a, now)
+	pub := provisionLocal(t, r.a, r.tpm, "2026-12", escrow.WithMode(escrow.ModeScoped))
+	other := provisionLocal(t, r.a, r.tpm, "2026-13", escrow.WithMode(escrow.ModeScoped))
+	victim, err := escrow.Seal(pub, "alice@example.org", []byte("envelope B"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := escrow.Seal(other, "bob@example.org", []byte("the requester's own envelope"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := escrowtest.Forgeries(t, victim, own)[0].Ref
+	w := draftWarrant("W-forged-while-busy", r.agency.Public(), []string{"court-a", "court-z"}, []string{forged.KeyID}, now)
+	w.Targets = []string{forged.Target}
+	w.Envelopes = []warrant.EnvelopeRef{forged}
+	p7s := r.court.signDocument(t, w, now)
+
+	status, first, eb := r.c.submit(t, r.warrant(t, "W-first"))
+	if status != http.StatusAccepted {
+		t.Fatalf("first: %d %+v", status, eb)
+	}
+	r.expectRefusal(t, p7s, release.CodeBusy, false)
+	if st := r.c.wait(t, first.ID); st.Code != release.CodeNoPress {
+		t.Fatalf("first: %+v", st)
+	}
+	// Alone, the same warrant is refused for its envelope.
+	r.expectRefusal(t, p7s, release.CodeUnprovenEnvelope, true)
+}
+
 // tpmWorkOn names the first recorded TPM command that works toward a
 // release of the envelope whose key is enc: a PCR read, a partial's
 // commands, or any command carrying the point. "" means none.

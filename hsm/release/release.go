@@ -273,7 +273,7 @@ func (d *Daemon) SubmitList(p7s []byte, list *warrant.EnvelopeList) (*Status, er
 		d.mu.Unlock()
 		// The device's state, not the warrant, refuses: counted, like any
 		// other refusal anyone can cause at will.
-		return nil, d.count(CodeBusy, errors.New("another warrant awaits approval on this custodian; try again when it is released or refused"))
+		return nil, d.count(CodeBusy, errBusy)
 	}
 	r := &request{v: v, p7s: p7s, detached: list, list: checked, done: make(chan struct{})}
 	r.status = Status{
@@ -307,10 +307,12 @@ func (d *Daemon) SubmitList(p7s []byte, list *warrant.EnvelopeList) (*Status, er
 
 // check runs every refusal before the summary, and logs or counts it.
 func (d *Daemon) check(p7s []byte, detached *warrant.EnvelopeList) (*warrant.Verified, *warrant.EnvelopeList, *Refusal) {
-	v, list, signed, code, err := d.vet(p7s, detached)
+	v, list, signed, code, err := d.vet(p7s, detached, true)
 	switch {
 	case err == nil:
 		return v, list, nil
+	case code == CodeBusy:
+		return nil, nil, d.count(code, err)
 	case errors.Is(err, ledger.ErrBlocked):
 		// The ledger refuses every append: this refusal goes to the log only.
 		d.cfg.Log.Warn("refused", "code", code, "err", err)
@@ -321,12 +323,13 @@ func (d *Daemon) check(p7s []byte, detached *warrant.EnvelopeList) (*warrant.Ver
 	return nil, nil, d.count(code, err)
 }
 
-// vet runs every check of steps 1–2, logging nothing, and returns the
+// vet runs every check of steps 1–2 (for a fresh submission, also step 3's
+// busy, before the envelopes are checked), logging nothing, and returns the
 // verified warrant with its envelopes as one checked list (nil: none).
 // signed reports whether someone accountable stands behind the warrant —
 // its signatures verified against the trust store — whatever refused it
 // then.
-func (d *Daemon) vet(p7s []byte, detached *warrant.EnvelopeList) (v *warrant.Verified, list *warrant.EnvelopeList, signed bool, code Code, err error) {
+func (d *Daemon) vet(p7s []byte, detached *warrant.EnvelopeList, fresh bool) (v *warrant.Verified, list *warrant.EnvelopeList, signed bool, code Code, err error) {
 	a := d.cfg.Appliance
 	if err := a.Ledger.Blocked(); err != nil {
 		if errors.Is(a.SignerErr, tpm.ErrDowngrade) {
@@ -347,6 +350,10 @@ func (d *Daemon) vet(p7s []byte, detached *warrant.EnvelopeList) (v *warrant.Ver
 		return nil, nil, signed, stateCode, stateErr
 	case err != nil:
 		return nil, nil, signed, code, err
+	case fresh && d.busy():
+		// Before the list is matched and every seal proof checked: a
+		// warrant resubmitted while one awaits approval costs no more.
+		return nil, nil, signed, CodeBusy, errBusy
 	}
 	// The list is the warrant's (tree hash, count, key IDs, targets)
 	// before anything else is asked of it, and before the TPM is.
@@ -357,6 +364,15 @@ func (d *Daemon) vet(p7s []byte, detached *warrant.EnvelopeList) (v *warrant.Ver
 		return nil, nil, true, code, err
 	}
 	return v, list, true, "", nil
+}
+
+var errBusy = errors.New("another warrant awaits approval on this custodian; try again when it is released or refused")
+
+// busy reports whether a warrant awaits approval or is being released.
+func (d *Daemon) busy() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.pending != nil
 }
 
 // applianceState refuses when the appliance's own state forbids a release
@@ -589,7 +605,7 @@ func (d *Daemon) await(r *request, ready func()) {
 // here, key IDs held, replay key unused, PCRs). It returns the code that
 // refused it.
 func (d *Daemon) recheck(r *request) (Code, error) {
-	v, list, _, code, err := d.vet(r.p7s, r.detached)
+	v, list, _, code, err := d.vet(r.p7s, r.detached, false)
 	if err != nil {
 		return code, fmt.Errorf("the warrant no longer verifies after the press (%s): %w; nothing was released", code, err)
 	}
