@@ -26,7 +26,8 @@
 //     with the cause). Before each later key ID's entry the checks that
 //     can change with time run again (recheckKeyID); a key ID that fails
 //     then is refused alone, logged, and the earlier ones stay released.
-//  6. Then, per key ID, in this order: the request record is stored, a release
+//  6. Then, per key ID, in this order: the request record is stored (before
+//     the first entry with its intent, see record), a release
 //     entry is appended to the ledger (durable, NV counter incremented; the
 //     first carries the warrant's replay key), the share is unsealed in the
 //     TPM (salted, response-encrypted session), sealed with HPKE to the

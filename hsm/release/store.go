@@ -21,11 +21,14 @@ import (
 )
 
 // record is a request's durable state, written before its first release
-// entry so that a restart knows which key IDs were approved, and again
-// right after that entry, naming it: a restart acts only on a record whose
-// first release entry is in the checked ledger and commits to the
-// record's warrant, so that a record planted or edited offline makes
-// nothing happen.
+// entry so that a restart knows which key IDs were approved, again right
+// before that entry with its intent (the ledger's size then: the entry's
+// index or a later one), and again right after it, naming it. A kill
+// between the entry and the record naming it leaves the intent: the
+// restart finds the entry among those appended since. A restart acts only
+// on a record whose first release entry is in the checked ledger and
+// commits to the record's warrant, so that a record planted or edited
+// offline makes nothing happen.
 type record struct {
 	ID            string    `json:"id"`
 	Warrant       []byte    `json:"warrant"` // the submitted signed warrant, for failure entries' commitments
@@ -40,13 +43,23 @@ type record struct {
 	FirstEntry    *int64              `json:"first_entry,omitempty"`
 	FirstList     *warrant.ListDigest `json:"first_list,omitempty"`
 	FirstEnvelope []byte              `json:"first_envelope,omitempty"`
-	Done          bool                `json:"done"`
-	LedgerIndices map[string]int64    `json:"ledger_indices,omitempty"`
-	Failed        map[string]Code     `json:"failed,omitempty"`
+	// Intent is written durably right before the first release entry.
+	Intent        *intent          `json:"intent,omitempty"`
+	Done          bool             `json:"done"`
+	LedgerIndices map[string]int64 `json:"ledger_indices,omitempty"`
+	Failed        map[string]Code  `json:"failed,omitempty"`
 	// Causes maps key IDs refused as changed_after_approval when checked
 	// again before their entry to the code that refused them then.
 	Causes   map[string]Code `json:"causes,omitempty"`
 	Packages []string        `json:"packages,omitempty"`
+}
+
+// intent says where a request's first release entry will be: at or after
+// index From (entries of other requests may come first), committing to
+// the warrant, and to List when its key ID is scoped.
+type intent struct {
+	From int64               `json:"from"`
+	List *warrant.ListDigest `json:"list,omitempty"`
 }
 
 func (rec *record) status() Status {
@@ -195,6 +208,12 @@ func (d *Daemon) releaseOne(r *request, rec *record, keyID string, replay []byte
 		digest := r.list.Digest()
 		list = &digest
 		subject = listSubject(r.p7s, digest)
+	}
+	if rec.FirstEntry == nil {
+		rec.Intent = &intent{From: d.cfg.Appliance.Ledger.Size(), List: list}
+		if err := d.writeRecord(rec); err != nil {
+			return -1, CodeInternal, fmt.Errorf("cannot store the request record before its first entry: %w", err)
+		}
 	}
 	t0 := time.Now()
 	index, code, err := d.appendRelease(keyID, subject, replay)
@@ -390,6 +409,11 @@ var errUnmatched = errors.New("the request record does not match the ledger")
 // the record's.
 func (d *Daemon) matchRecord(rec *record) error {
 	l := d.cfg.Appliance.Ledger
+	if rec.FirstEntry == nil && rec.Intent != nil {
+		if err := d.findFirstEntry(rec); err != nil {
+			return err
+		}
+	}
 	if rec.FirstEntry == nil {
 		return fmt.Errorf("%w: it names no release entry", errUnmatched)
 	}
@@ -416,6 +440,30 @@ func (d *Daemon) matchRecord(rec *record) error {
 		return fmt.Errorf("%w: its key IDs are not its warrant's", errUnmatched)
 	}
 	return nil
+}
+
+// findFirstEntry names in rec the release entry its intent announced: the
+// first release entry from the intent's index on that commits to rec's
+// warrant (and list). The process was killed after the entry and before
+// the record named it; without one, the kill came before the entry and
+// nothing was released.
+func (d *Daemon) findFirstEntry(rec *record) error {
+	l := d.cfg.Appliance.Ledger
+	subject := rec.Warrant
+	if rec.Intent.List != nil {
+		subject = listSubject(rec.Warrant, *rec.Intent.List)
+	}
+	for i := max(rec.Intent.From, 0); i < l.Size(); i++ {
+		e, salt, err := entryAt(l, i)
+		if err != nil {
+			return err
+		}
+		if e.Kind == ledger.KindRelease && bytes.Equal(e.Commitment, ledger.Commit(salt, subject)) {
+			rec.FirstEntry, rec.FirstList = &i, rec.Intent.List
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: no release entry of its warrant follows entry %d (stopped before its first entry: nothing was released)", errUnmatched, rec.Intent.From)
 }
 
 func entryAt(l *ledger.Ledger, i int64) (*ledger.Entry, []byte, error) {

@@ -17,18 +17,16 @@ import (
 	"github.com/custodian-project/custodian/hsm/release"
 )
 
-// TestBreakKillBeforeTheRecordNamesItsFirstEntry: the first release
+// TestInvariantKillAfterFirstEntryLogsInterrupted: the first release
 // entry (with the warrant's replay key) is durable before the request
 // record is rewritten to name it. A kill in between leaves the record
-// as it was written before the entry, without "first_entry"; at the next
-// start recover sets it aside as not matching the ledger, and no failure
-// entry follows the release entry: the ledger says "release ok" for a
-// share that never left, the warrant is spent, and nothing says why. The
-// state on disk after such a kill is made here from a kill right after
-// the entry (hook "entry") by taking "first_entry" out of the record, as
-// it was a moment before. The release must be logged as failed
-// (interrupted).
-func TestBreakKillBeforeTheRecordNamesItsFirstEntry(t *testing.T) {
+// with the intent written right before the entry; the next start finds
+// the entry from the intent, and logs the release as failed
+// (interrupted), so the ledger never says "release ok" alone for a share
+// that never left. The state on disk after such a kill is made here from
+// a kill right after the entry (hook "entry") by taking "first_entry"
+// out of the record, as it was a moment before.
+func TestInvariantKillAfterFirstEntryLogsInterrupted(t *testing.T) {
 	now := time.Now().UTC()
 	d, c := readyDevice(t, now, "2026-11")
 	agency, _ := recipient.Generate("")
@@ -49,6 +47,9 @@ func TestBreakKillBeforeTheRecordNamesItsFirstEntry(t *testing.T) {
 	var rec map[string]any
 	if data, err := os.ReadFile(path); err != nil || json.Unmarshal(data, &rec) != nil {
 		t.Fatalf("record: %v", err)
+	}
+	if rec["intent"] == nil {
+		t.Fatal("the record names no intent before its first entry")
 	}
 	delete(rec, "first_entry")
 	delete(rec, "first_list")
