@@ -29,7 +29,8 @@ import (
 // presses. The agency recovers 2026-11's key and opens its envelope, opens
 // A from the scoped partials, and cannot open envelope B (same key ID,
 // same target) with the same releases, nor any envelope a requester makes
-// out of A's key (EscrowOpenRefusesRequesterMadeEnvelopes). Warrants whose
+// out of A's key (EscrowOpenRefusesRequesterMadeEnvelopes). The display
+// and the officer's terminal say that 2026-11 releases a whole share. Warrants whose
 // envelopes do not fit the modes are refused before the summary.
 func TestEndToEndScopedAndShareKeysOnOneFleet(t *testing.T) {
 	dir := t.TempDir()
@@ -80,6 +81,15 @@ func TestEndToEndScopedAndShareKeysOnOneFleet(t *testing.T) {
 		}
 		if !strings.Contains(dm.out.String(), `Envelopes:  1 ("alice@example.org": 1)`) {
 			t.Errorf("the display did not say which envelopes:\n%s", dm.out)
+		}
+		// The envelope count is not all this release opens: 2026-11 goes
+		// out whole, and the display says so for it alone.
+		if !strings.Contains(dm.out.String(), "Key ID 2026-11: WHOLE SHARE — opens every message of that key ID") ||
+			strings.Contains(dm.out.String(), "Key ID 2026-12: WHOLE SHARE") {
+			t.Errorf("the display did not say that 2026-11, and only it, releases a whole share:\n%s", dm.out)
+		}
+		if !strings.Contains(stdout, "Key ID 2026-11: WHOLE SHARE") {
+			t.Errorf("the officer's terminal did not say that 2026-11 releases a whole share:\n%s", stdout)
 		}
 		checkPackage(t, d, p(d.id+".2026-11.json"))
 		checkScopedPackage(t, d, p(d.id+".2026-12.json"))
@@ -355,6 +365,44 @@ func TestDeviceRefusesRequesterMadeEnvelopesNamedByHand(t *testing.T) {
 	if cc := tpmWorkOn(r.rec, honest.Enc); cc != "TPM2_PCR_Read" {
 		t.Fatalf("the honest release did not read the PCRs first (%q): the check above proves nothing", cc)
 	}
+}
+
+// TestBusyRefusedBeforeSealProofsAreChecked: while a warrant awaits its
+// press, another verified warrant is refused as busy before its envelopes'
+// seal proofs are checked (one per envelope, ~0.1 ms each, 100,000 in a
+// list): a warrant naming a forged envelope gets busy, not
+// envelope_unproven, and costs no more than any busy refusal.
+func TestBusyRefusedBeforeSealProofsAreChecked(t *testing.T) {
+	r := newRig(t)
+	defer r.stop()
+	now := time.Now().UTC()
+	r.court.install(t, r.a, now)
+	pub := provisionLocal(t, r.a, r.tpm, "2026-12", escrow.WithMode(escrow.ModeScoped))
+	other := provisionLocal(t, r.a, r.tpm, "2026-13", escrow.WithMode(escrow.ModeScoped))
+	victim, err := escrow.Seal(pub, "alice@example.org", []byte("envelope B"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := escrow.Seal(other, "bob@example.org", []byte("the requester's own envelope"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := escrowtest.Forgeries(t, victim, own)[0].Ref
+	w := draftWarrant("W-forged-while-busy", r.agency.Public(), []string{"court-a", "court-z"}, []string{forged.KeyID}, now)
+	w.Targets = []string{forged.Target}
+	w.Envelopes = []warrant.EnvelopeRef{forged}
+	p7s := r.court.signDocument(t, w, now)
+
+	status, first, eb := r.c.submit(t, r.warrant(t, "W-first"))
+	if status != http.StatusAccepted {
+		t.Fatalf("first: %d %+v", status, eb)
+	}
+	r.expectRefusal(t, p7s, release.CodeBusy, false)
+	if st := r.c.wait(t, first.ID); st.Code != release.CodeNoPress {
+		t.Fatalf("first: %+v", st)
+	}
+	// Alone, the same warrant is refused for its envelope.
+	r.expectRefusal(t, p7s, release.CodeUnprovenEnvelope, true)
 }
 
 // tpmWorkOn names the first recorded TPM command that works toward a

@@ -54,6 +54,11 @@ type API struct {
 	// Verify caps concurrent warrant verifications (0: 2): a flood of
 	// submissions queues here instead of taking every core.
 	Verify int
+	// Lists caps the envelope lists read and held at once (0: 1): a
+	// parsed list of 100,000 entries holds tens of MiB for as long as its
+	// sender takes to send it. A submission with a list beyond the cap is
+	// refused with busy before its list is read.
+	Lists int
 	// Officers, when set, holds the CAs of the court officers' client
 	// certificates (ServerTLS asks the client for one). A request route
 	// without a certificate is refused with client_cert_required, with one
@@ -61,8 +66,9 @@ type API struct {
 	// client_cert_untrusted; neither reaches the daemon.
 	Officers *x509.CertPool
 
-	once sync.Once
-	sem  chan struct{}
+	once  sync.Once
+	sem   chan struct{}
+	lists chan struct{}
 }
 
 // Handler returns the API's routes.
@@ -78,6 +84,10 @@ func (a *API) Handler() http.Handler {
 			a.Verify = 2
 		}
 		a.sem = make(chan struct{}, a.Verify)
+		if a.Lists <= 0 {
+			a.Lists = 1
+		}
+		a.lists = make(chan struct{}, a.Lists)
 	})
 	mux := http.NewServeMux()
 	// The officer check comes before the global submission budget: a
@@ -233,7 +243,9 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request) {
 	var list *warrant.EnvelopeList
 	var err error
 	if isMultipart(r) {
-		body, list, err = a.readWithList(w, r)
+		var done func()
+		body, list, done, err = a.readWithList(w, r)
+		defer done()
 	} else {
 		body, err = a.readWarrantBody(http.MaxBytesReader(w, r.Body, MaxBody+1))
 	}

@@ -23,8 +23,11 @@
 //     window, addressing and key IDs, the replay index, the PCRs — so a
 //     judge revoked, a window closed or a warrant used elsewhere while
 //     the device waited refuses the release ("changed_after_approval",
-//     with the cause).
-//  6. Then, per key ID, in this order: the request record is stored, a release
+//     with the cause). Before each later key ID's entry the checks that
+//     can change with time run again (recheckKeyID); a key ID that fails
+//     then is refused alone, logged, and the earlier ones stay released.
+//  6. Then, per key ID, in this order: the request record is stored (before
+//     the first entry with its intent, see record), a release
 //     entry is appended to the ledger (durable, NV counter incremented; the
 //     first carries the warrant's replay key), the share is unsealed in the
 //     TPM (salted, response-encrypted session), sealed with HPKE to the
@@ -271,7 +274,7 @@ func (d *Daemon) SubmitList(p7s []byte, list *warrant.EnvelopeList) (*Status, er
 		d.mu.Unlock()
 		// The device's state, not the warrant, refuses: counted, like any
 		// other refusal anyone can cause at will.
-		return nil, d.count(CodeBusy, errors.New("another warrant awaits approval on this custodian; try again when it is released or refused"))
+		return nil, d.count(CodeBusy, errBusy)
 	}
 	r := &request{v: v, p7s: p7s, detached: list, list: checked, done: make(chan struct{})}
 	r.status = Status{
@@ -305,10 +308,12 @@ func (d *Daemon) SubmitList(p7s []byte, list *warrant.EnvelopeList) (*Status, er
 
 // check runs every refusal before the summary, and logs or counts it.
 func (d *Daemon) check(p7s []byte, detached *warrant.EnvelopeList) (*warrant.Verified, *warrant.EnvelopeList, *Refusal) {
-	v, list, signed, code, err := d.vet(p7s, detached)
+	v, list, signed, code, err := d.vet(p7s, detached, true)
 	switch {
 	case err == nil:
 		return v, list, nil
+	case code == CodeBusy:
+		return nil, nil, d.count(code, err)
 	case errors.Is(err, ledger.ErrBlocked):
 		// The ledger refuses every append: this refusal goes to the log only.
 		d.cfg.Log.Warn("refused", "code", code, "err", err)
@@ -319,12 +324,13 @@ func (d *Daemon) check(p7s []byte, detached *warrant.EnvelopeList) (*warrant.Ver
 	return nil, nil, d.count(code, err)
 }
 
-// vet runs every check of steps 1–2, logging nothing, and returns the
+// vet runs every check of steps 1–2 (for a fresh submission, also step 3's
+// busy, before the envelopes are checked), logging nothing, and returns the
 // verified warrant with its envelopes as one checked list (nil: none).
 // signed reports whether someone accountable stands behind the warrant —
 // its signatures verified against the trust store — whatever refused it
 // then.
-func (d *Daemon) vet(p7s []byte, detached *warrant.EnvelopeList) (v *warrant.Verified, list *warrant.EnvelopeList, signed bool, code Code, err error) {
+func (d *Daemon) vet(p7s []byte, detached *warrant.EnvelopeList, fresh bool) (v *warrant.Verified, list *warrant.EnvelopeList, signed bool, code Code, err error) {
 	a := d.cfg.Appliance
 	if err := a.Ledger.Blocked(); err != nil {
 		if errors.Is(a.SignerErr, tpm.ErrDowngrade) {
@@ -338,21 +344,17 @@ func (d *Daemon) vet(p7s []byte, detached *warrant.EnvelopeList) (v *warrant.Ver
 	// The appliance's own state refuses first, but the warrant is still
 	// verified, so that the refusal is logged or counted as the warrant
 	// deserves.
-	var stateCode Code
-	var stateErr error
-	if err := a.Ledger.CheckClock(now); err != nil {
-		stateCode, stateErr = CodeClockBehind, fmt.Errorf("%w; set the clock (the RTC) and try again", err)
-	} else if errors.Is(a.SignerErr, tpm.ErrDowngrade) {
-		stateCode, stateErr = CodeDowngrade, fmt.Errorf("the ledger key does not open: %w", a.SignerErr)
-	} else if a.SignerErr != nil {
-		stateCode, stateErr = CodeImageNotApproved, fmt.Errorf("the ledger key does not unseal: this is not the approved image (%v)", a.SignerErr)
-	}
-	v, signed, code, err = d.verify(p7s, now)
+	stateCode, stateErr := d.applianceState(now)
+	v, signed, code, err = d.verify(p7s, now, -1)
 	switch {
 	case stateErr != nil:
 		return nil, nil, signed, stateCode, stateErr
 	case err != nil:
 		return nil, nil, signed, code, err
+	case fresh && d.busy():
+		// Before the list is matched and every seal proof checked: a
+		// warrant resubmitted while one awaits approval costs no more.
+		return nil, nil, signed, CodeBusy, errBusy
 	}
 	// The list is the warrant's (tree hash, count, key IDs, targets)
 	// before anything else is asked of it, and before the TPM is.
@@ -365,10 +367,37 @@ func (d *Daemon) vet(p7s []byte, detached *warrant.EnvelopeList) (v *warrant.Ver
 	return v, list, true, "", nil
 }
 
+var errBusy = errors.New("another warrant awaits approval on this custodian; try again when it is released or refused")
+
+// busy reports whether a warrant awaits approval or is being released.
+func (d *Daemon) busy() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.pending != nil
+}
+
+// applianceState refuses when the appliance's own state forbids a release
+// now: the clock behind the ledger, or the ledger key not opening.
+func (d *Daemon) applianceState(now time.Time) (Code, error) {
+	a := d.cfg.Appliance
+	if err := a.Ledger.CheckClock(now); err != nil {
+		return CodeClockBehind, fmt.Errorf("%w; set the clock (the RTC) and try again", err)
+	}
+	switch {
+	case errors.Is(a.SignerErr, tpm.ErrDowngrade):
+		return CodeDowngrade, fmt.Errorf("the ledger key does not open: %w", a.SignerErr)
+	case a.SignerErr != nil:
+		return CodeImageNotApproved, fmt.Errorf("the ledger key does not unseal: this is not the approved image (%v)", a.SignerErr)
+	}
+	return "", nil
+}
+
 // verify verifies the warrant as of now against the trust store read from
 // disk, this custodian's ID and held key IDs, the replay floor and the
-// replay index. signed is as for vet.
-func (d *Daemon) verify(p7s []byte, now time.Time) (v *warrant.Verified, signed bool, code Code, err error) {
+// replay index: its replay key unused, or (own >= 0, a later key ID of a
+// request under way) registered by the request's own first entry own.
+// signed is as for vet.
+func (d *Daemon) verify(p7s []byte, now time.Time, own int64) (v *warrant.Verified, signed bool, code Code, err error) {
 	a := d.cfg.Appliance
 	held, err := a.KeyIDs()
 	if err != nil {
@@ -394,7 +423,7 @@ func (d *Daemon) verify(p7s []byte, now time.Time) (v *warrant.Verified, signed 
 	}
 	if i, seen, err := a.Ledger.Seen([]byte(v.Replay.String())); err != nil {
 		return nil, true, CodeInternal, err
-	} else if seen {
+	} else if seen && i != own {
 		return nil, true, CodeReplayed, fmt.Errorf("warrant %s was already used (ledger entry %d)", v.Replay, i)
 	}
 	return v, true, "", nil
@@ -433,16 +462,25 @@ func (d *Daemon) checkBundles(w *warrant.Warrant, list *warrant.EnvelopeList) (C
 		bundles = append(bundles, b)
 	}
 	for _, b := range bundles {
-		now, err := tpm.ReadPCRs(d.cfg.TPM, b.Escrow.PCRs.Indices()...)
-		if err != nil {
-			return CodeInternal, fmt.Errorf("reading PCRs: %w", err)
+		if code, err := d.checkOpens(b); err != nil {
+			return code, err
 		}
-		if !now.Equal(b.Escrow.PCRs) {
-			return CodePCRMismatch, fmt.Errorf("%w (key ID %s): the device did not boot the approved image", tpm.ErrPCRMismatch, b.Escrow.KeyID)
-		}
-		if err := belowFloor(d, b); err != nil {
-			return CodeDowngrade, fmt.Errorf("key ID %s: %w", b.Escrow.KeyID, err)
-		}
+	}
+	return "", nil
+}
+
+// checkOpens refuses a share the TPM would not open now: the PCRs are not
+// the ones it is sealed to, or the version floor rose above its image.
+func (d *Daemon) checkOpens(b *escrow.Bundle) (Code, error) {
+	now, err := tpm.ReadPCRs(d.cfg.TPM, b.Escrow.PCRs.Indices()...)
+	if err != nil {
+		return CodeInternal, fmt.Errorf("reading PCRs: %w", err)
+	}
+	if !now.Equal(b.Escrow.PCRs) {
+		return CodePCRMismatch, fmt.Errorf("%w (key ID %s): the device did not boot the approved image", tpm.ErrPCRMismatch, b.Escrow.KeyID)
+	}
+	if err := belowFloor(d, b); err != nil {
+		return CodeDowngrade, fmt.Errorf("key ID %s: %w", b.Escrow.KeyID, err)
 	}
 	return "", nil
 }
@@ -568,11 +606,45 @@ func (d *Daemon) await(r *request, ready func()) {
 // here, key IDs held, replay key unused, PCRs). It returns the code that
 // refused it.
 func (d *Daemon) recheck(r *request) (Code, error) {
-	v, list, _, code, err := d.vet(r.p7s, r.detached)
+	v, list, _, code, err := d.vet(r.p7s, r.detached, false)
 	if err != nil {
 		return code, fmt.Errorf("the warrant no longer verifies after the press (%s): %w; nothing was released", code, err)
 	}
 	r.v, r.list = v, list
+	return "", nil
+}
+
+// recheckKeyID runs again, right before a later key ID's release entry,
+// the checks whose outcome can change with time: the appliance's state
+// (clock, ledger key), the warrant against the trust store read again
+// (CRL fresh, signer not revoked, window open, addressed here, key ID
+// held; its replay key registered by the request's own first entry), and
+// whether the TPM would open keyID's share (PCRs, floor). A scoped release
+// of a long list takes hours on a Pi's TPM: the warrant approved at the
+// press may have expired, or its judge been revoked, before the next key
+// ID. The envelope list and its seal proofs cannot change and are not
+// checked again.
+func (d *Daemon) recheckKeyID(r *request, keyID string, first int64) (Code, error) {
+	fail := func(code Code, err error) (Code, error) {
+		return code, fmt.Errorf("the warrant no longer verifies for key ID %s (%s): %w; it was not released", keyID, code, err)
+	}
+	if err := d.cfg.Appliance.Ledger.Blocked(); err != nil {
+		return fail(codeOf(err), err)
+	}
+	now := d.now()
+	if code, err := d.applianceState(now); err != nil {
+		return fail(code, err)
+	}
+	if _, _, code, err := d.verify(r.p7s, now, first); err != nil {
+		return fail(code, err)
+	}
+	b, err := d.cfg.Appliance.Bundle(keyID)
+	if err != nil {
+		return fail(CodeNoShare, err)
+	}
+	if code, err := d.checkOpens(b); err != nil {
+		return fail(code, err)
+	}
 	return "", nil
 }
 

@@ -21,11 +21,14 @@ import (
 )
 
 // record is a request's durable state, written before its first release
-// entry so that a restart knows which key IDs were approved, and again
-// right after that entry, naming it: a restart acts only on a record whose
-// first release entry is in the checked ledger and commits to the
-// record's warrant, so that a record planted or edited offline makes
-// nothing happen.
+// entry so that a restart knows which key IDs were approved, again right
+// before that entry with its intent (the ledger's size then: the entry's
+// index or a later one), and again right after it, naming it. A kill
+// between the entry and the record naming it leaves the intent: the
+// restart finds the entry among those appended since. A restart acts only
+// on a record whose first release entry is in the checked ledger and
+// commits to the record's warrant, so that a record planted or edited
+// offline makes nothing happen.
 type record struct {
 	ID            string    `json:"id"`
 	Warrant       []byte    `json:"warrant"` // the submitted signed warrant, for failure entries' commitments
@@ -40,10 +43,23 @@ type record struct {
 	FirstEntry    *int64              `json:"first_entry,omitempty"`
 	FirstList     *warrant.ListDigest `json:"first_list,omitempty"`
 	FirstEnvelope []byte              `json:"first_envelope,omitempty"`
-	Done          bool                `json:"done"`
-	LedgerIndices map[string]int64    `json:"ledger_indices,omitempty"`
-	Failed        map[string]Code     `json:"failed,omitempty"`
-	Packages      []string            `json:"packages,omitempty"`
+	// Intent is written durably right before the first release entry.
+	Intent        *intent          `json:"intent,omitempty"`
+	Done          bool             `json:"done"`
+	LedgerIndices map[string]int64 `json:"ledger_indices,omitempty"`
+	Failed        map[string]Code  `json:"failed,omitempty"`
+	// Causes maps key IDs refused as changed_after_approval when checked
+	// again before their entry to the code that refused them then.
+	Causes   map[string]Code `json:"causes,omitempty"`
+	Packages []string        `json:"packages,omitempty"`
+}
+
+// intent says where a request's first release entry will be: at or after
+// index From (entries of other requests may come first), committing to
+// the warrant, and to List when its key ID is scoped.
+type intent struct {
+	From int64               `json:"from"`
+	List *warrant.ListDigest `json:"list,omitempty"`
 }
 
 func (rec *record) status() Status {
@@ -51,8 +67,9 @@ func (rec *record) status() Status {
 		Packages: rec.Packages, Failed: rec.Failed, LedgerIndices: rec.LedgerIndices}
 	if len(rec.Failed) > 0 {
 		s.State = StateFailed
-		s.Code = rec.Failed[sortedKeys(rec.Failed)[0]]
-		s.Message = "some key IDs failed after their ledger entry; see failed"
+		first := sortedKeys(rec.Failed)[0]
+		s.Code, s.Cause = rec.Failed[first], rec.Causes[first]
+		s.Message = "some key IDs were not released; see failed"
 	}
 	if !rec.Done {
 		s.State = StateReleasing
@@ -115,6 +132,12 @@ func (d *Daemon) releaseAll(r *request) {
 	}
 	replay := []byte(v.Replay.String())
 	for _, k := range v.Warrant.KeyIDs {
+		if rec.FirstEntry != nil {
+			if cause, err := d.recheckKeyID(r, k, *rec.FirstEntry); err != nil {
+				d.refusedKeyID(r, rec, k, cause, err)
+				continue
+			}
+		}
 		index, code, err := d.releaseOne(r, rec, k, replay, tm)
 		if index >= 0 {
 			rec.LedgerIndices[k] = index
@@ -139,8 +162,24 @@ func (d *Daemon) releaseAll(r *request) {
 	st := rec.status()
 	fmt.Fprintf(d.cfg.Display, "request %s: %s\n", rec.ID[:8], st.State)
 	d.finish(r, func(s *Status) {
-		s.State, s.Packages, s.Failed, s.LedgerIndices, s.Code, s.Message = st.State, st.Packages, st.Failed, st.LedgerIndices, st.Code, st.Message
+		s.State, s.Packages, s.Failed, s.LedgerIndices, s.Code, s.Cause, s.Message = st.State, st.Packages, st.Failed, st.LedgerIndices, st.Code, st.Cause, st.Message
 	})
+}
+
+// refusedKeyID logs a later key ID of a request refused when checked
+// again before its entry (changed_after_approval, with the cause): the key
+// IDs released before it stay released and logged.
+func (d *Daemon) refusedKeyID(r *request, rec *record, keyID string, cause Code, err error) {
+	index, lerr := d.logRefusal(r.p7s, CodeChangedAfterApproval, keyID)
+	if lerr != nil {
+		d.cfg.Log.Error("refusal not logged", "request", rec.ID, "key_id", keyID, "err", lerr)
+	}
+	rec.Failed[keyID] = CodeChangedAfterApproval
+	if rec.Causes == nil {
+		rec.Causes = map[string]Code{}
+	}
+	rec.Causes[keyID] = cause
+	d.cfg.Log.Info("refused", "request", rec.ID, "key_id", keyID, "code", CodeChangedAfterApproval, "cause", cause, "err", err, "ledger_index", index)
 }
 
 // releaseOne releases one key ID. It returns the (first) release entry's
@@ -169,6 +208,12 @@ func (d *Daemon) releaseOne(r *request, rec *record, keyID string, replay []byte
 		digest := r.list.Digest()
 		list = &digest
 		subject = listSubject(r.p7s, digest)
+	}
+	if rec.FirstEntry == nil {
+		rec.Intent = &intent{From: d.cfg.Appliance.Ledger.Size(), List: list}
+		if err := d.writeRecord(rec); err != nil {
+			return -1, CodeInternal, fmt.Errorf("cannot store the request record before its first entry: %w", err)
+		}
 	}
 	t0 := time.Now()
 	index, code, err := d.appendRelease(keyID, subject, replay)
@@ -364,6 +409,11 @@ var errUnmatched = errors.New("the request record does not match the ledger")
 // the record's.
 func (d *Daemon) matchRecord(rec *record) error {
 	l := d.cfg.Appliance.Ledger
+	if rec.FirstEntry == nil && rec.Intent != nil {
+		if err := d.findFirstEntry(rec); err != nil {
+			return err
+		}
+	}
 	if rec.FirstEntry == nil {
 		return fmt.Errorf("%w: it names no release entry", errUnmatched)
 	}
@@ -390,6 +440,30 @@ func (d *Daemon) matchRecord(rec *record) error {
 		return fmt.Errorf("%w: its key IDs are not its warrant's", errUnmatched)
 	}
 	return nil
+}
+
+// findFirstEntry names in rec the release entry its intent announced: the
+// first release entry from the intent's index on that commits to rec's
+// warrant (and list). The process was killed after the entry and before
+// the record named it; without one, the kill came before the entry and
+// nothing was released.
+func (d *Daemon) findFirstEntry(rec *record) error {
+	l := d.cfg.Appliance.Ledger
+	subject := rec.Warrant
+	if rec.Intent.List != nil {
+		subject = listSubject(rec.Warrant, *rec.Intent.List)
+	}
+	for i := max(rec.Intent.From, 0); i < l.Size(); i++ {
+		e, salt, err := entryAt(l, i)
+		if err != nil {
+			return err
+		}
+		if e.Kind == ledger.KindRelease && bytes.Equal(e.Commitment, ledger.Commit(salt, subject)) {
+			rec.FirstEntry, rec.FirstList = &i, rec.Intent.List
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: no release entry of its warrant follows entry %d (stopped before its first entry: nothing was released)", errUnmatched, rec.Intent.From)
 }
 
 func entryAt(l *ledger.Ledger, i int64) (*ledger.Entry, []byte, error) {

@@ -1,12 +1,15 @@
 package warrant
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,5 +95,33 @@ func BenchmarkParse(b *testing.B) {
 		if _, err := Parse(content, 0); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkListHeldPerSubmission reports the heap one parsed list of
+// MaxListEntries entries with 300-byte targets holds: what each submission
+// with a list keeps while the appliance reads it, and why the appliance
+// reads only as many lists at once as its list cap allows (release.API).
+func BenchmarkListHeldPerSubmission(b *testing.B) {
+	refs := testList(MaxListEntries)
+	long := strings.Repeat("x", 300)
+	for i := range refs {
+		refs[i].Target = long
+	}
+	file := listFile(b, refs)
+	b.ReportMetric(float64(len(file))/(1<<20), "MiB-file")
+	refs = nil
+	for b.Loop() {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		l, err := ReadEnvelopeList(bytes.NewReader(file))
+		if err != nil {
+			b.Fatal(err)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(1<<20), "MiB-held")
+		runtime.KeepAlive(l)
 	}
 }

@@ -190,8 +190,8 @@ func TestSummaryEnvelopes(t *testing.T) {
 	}
 	s := Summary(w, nil)
 	want := "Key IDs:    2026-11, 2026-12\nEnvelopes:  3 (\"alice@example.org\": 2, \"+15550100\": 1)\nCustodians: "
-	if !strings.Contains(s, want) {
-		t.Fatalf("summary lacks\n%s\n in\n%s", want, s)
+	if !strings.Contains(s, want) || strings.Contains(s, "WHOLE SHARE") {
+		t.Fatalf("summary lacks\n%s\n (or calls a key ID with envelopes a whole share) in\n%s", want, s)
 	}
 
 	plain, err := Parse(f.content(t, f.warrant()), 0)
@@ -199,7 +199,7 @@ func TestSummaryEnvelopes(t *testing.T) {
 		t.Fatal(err)
 	}
 	s = Summary(plain, nil)
-	if strings.Contains(s, "Envelopes") || !strings.Contains(s, "Key IDs:    2026-11\nCustodians: ") {
+	if strings.Contains(s, "Envelopes") || !strings.Contains(s, "Key IDs:    2026-11\nKey ID 2026-11: WHOLE SHARE — opens every message of that key ID\nCustodians: ") {
 		t.Fatalf("summary of a warrant without envelopes changed:\n%s", s)
 	}
 }

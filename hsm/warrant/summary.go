@@ -34,7 +34,8 @@ func Summary(w *Warrant, signers []Identity) string { return SummaryWithList(w, 
 // whom, and who signed. A warrant naming envelopes gets an "Envelopes"
 // line with their number per target (from list, the checked list the
 // warrant names, or its inline envelopes); one naming a list also gets a
-// "List" line with its count and tree hash. The time span a release covers
+// "List" line with its count and tree hash. Every key ID that releases a
+// whole share (wholeShares) gets a line saying so. The time span a release covers
 // is the warrant's window ("Valid"): envelopes carry no sealing time.
 // Warrant fields passed the display rules in Parse (text.go), so they are
 // shown as signed; names from certificates are shown escaped when they
@@ -62,12 +63,45 @@ func SummaryWithList(w *Warrant, list *EnvelopeList, signers []Identity) string 
 	if d := w.EnvelopeList; d != nil {
 		line("List", fmt.Sprintf("%s entries, tree hash %x…", Thousands(d.Count), d.TreeHash[:8]))
 	}
+	if w.EnvelopeList != nil && list == nil {
+		b.WriteString("A key ID the list names no envelopes of releases a WHOLE SHARE; show the warrant with its list to see which\n")
+	}
+	for _, k := range wholeShares(w, list) {
+		fmt.Fprintf(&b, "Key ID %s: WHOLE SHARE — opens every message of that key ID\n", k)
+	}
 	line("Custodians", strings.Join(w.Custodians, ", "))
 	line("Recipient", w.RecipientKey().KEM()+" key "+shortKey(w.Recipient))
 	for _, s := range signers {
 		line("Signed by", fmt.Sprintf("%s (%s) at %s", DisplayName(s.Name), DisplayName(s.Issuer), s.SigningTime.UTC().Format("2006-01-02 15:04:05Z")))
 	}
 	return b.String()
+}
+
+// wholeShares returns the key IDs whose release is a whole share: those
+// the warrant names no envelopes of. The appliance releases a scoped key
+// ID only for envelopes the warrant names and refuses to name envelopes
+// for a share-mode key ID (it would misstate the release), so a key ID
+// without envelopes is share-mode, and its share opens every envelope
+// ever sealed under it: the officer must read that, not only the count of
+// the envelopes named for other key IDs. For a warrant naming a list
+// that is not at hand none is returned: only the list tells (the summary
+// says so instead).
+func wholeShares(w *Warrant, list *EnvelopeList) []string {
+	refs := w.Envelopes
+	if list != nil {
+		refs = list.Entries
+	}
+	named := make(map[string]bool, len(w.KeyIDs))
+	for _, e := range refs {
+		named[e.KeyID] = true
+	}
+	var out []string
+	for _, k := range w.KeyIDs {
+		if !named[k] && (list != nil || w.EnvelopeList == nil) {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 // envelopeCounts is `3 ("alice@example.org": 2, "bob": 1)`: the number of
