@@ -211,7 +211,7 @@ func TestOpenBatchNamesTheCustodianOfAWrongBatch(t *testing.T) {
 		{liar, f.release(t, 1, nil), f.release(t, 3, nil)},
 	} {
 		o := f.opener(t, releases...)
-		if pe := o.PackageErrors(); pe == nil || !strings.Contains(pe.Custodians["court-1"], "fails its proof") || len(pe.Custodians) != 1 {
+		if pe := o.PackageErrors(); pe == nil || !strings.Contains(pe.Custodians["court-1"], "none of the package's 40 partials is used") || len(pe.Custodians) != 1 {
 			t.Fatalf("%d releases: package errors %v, want court-1's batch named", len(releases), pe)
 		}
 		outcomes, plaintexts := f.openAll(t, o, f.envelopes, 3)

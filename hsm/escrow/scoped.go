@@ -122,7 +122,7 @@ func (rp *releasePartials) open(id *recipient.Identity, pub *Public, r *Release)
 func verifyBatch(c *Custodian, batch *PartialsBatch) error {
 	points, b := batch.Split()
 	if err := tpm.VerifyBatch(c.ProofKey, points, b); err != nil {
-		return fmt.Errorf("the package's batch of %d partials fails its proof, so none of them is used: %v", len(points), err)
+		return fmt.Errorf("%w: none of the package's %d partials is used; open with the other custodians' packages", tpm.ErrBadBatch, len(points))
 	}
 	return nil
 }
