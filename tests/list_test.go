@@ -109,6 +109,11 @@ func countCommands(rec *tpmtest.Recorder, cc tpm2.TPMCC) int {
 	return n
 }
 
+// maxFixedReleaseCommands bounds the TPM commands a scoped release of one
+// key ID sends besides its 2 per envelope: the ledger's entry, the
+// session, the gate, the imports and loads, one proof, the flushes.
+const maxFixedReleaseCommands = 48
+
 // releaseWithList submits a warrant with its list, presses, and checks
 // that the request took one release entry and one NV increment for its
 // one key ID, whatever the list's length. It returns the package.
@@ -135,6 +140,13 @@ func releaseWithList(t *testing.T, r *rig, p7s, list []byte, keyID string, named
 	if n := countCommands(r.rec, tpm2.TPMCCNVIncrement); n != 1 {
 		t.Errorf("%s: %d NV increments for one request of one key ID, want 1", r.a.ID, n)
 	}
+	// One batch: a ZGen per envelope, one Commit and one Sign per request,
+	// and 2 commands per envelope beside a fixed part.
+	zgens, commits, signs := countCommands(r.rec, tpm2.TPMCCECDHZGen), countCommands(r.rec, tpm2.TPMCCCommit), countCommands(r.rec, tpm2.TPMCCSign)
+	if zgens != named || commits != 1 || signs != 1 || r.rec.Count()-2*named > maxFixedReleaseCommands {
+		t.Errorf("%s: %d TPM commands, %d ECDH_ZGen, %d Commit, %d Sign for %d envelopes; want 2 per envelope and at most %d more, one proof",
+			r.a.ID, r.rec.Count(), zgens, commits, signs, named, maxFixedReleaseCommands)
+	}
 	if r.a.Ledger.Size() != size+1 {
 		t.Errorf("%s: the ledger grew by %d entries for one request of one key ID, want 1", r.a.ID, r.a.Ledger.Size()-size)
 	}
@@ -159,14 +171,15 @@ func partialEncs(t testing.TB, r *rig, p7s []byte, pkg *escrow.Release) map[stri
 	t.Helper()
 	content, _ := warrant.Content(p7s)
 	digest := warrant.Digest(content)
-	data, err := r.agency.Open(escrow.PartialsInfo(digest[:], pkg.CustodianID, pkg.KeyID, pkg.Index), pkg.SealedPartials)
+	data, err := r.agency.Open(escrow.BatchInfo(digest[:], pkg.CustodianID, pkg.KeyID, pkg.Index), pkg.SealedPartials)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var partials []escrow.EnvelopePartial
-	if err := json.Unmarshal(data, &partials); err != nil {
+	var batch escrow.PartialsBatch
+	if err := json.Unmarshal(data, &batch); err != nil {
 		t.Fatal(err)
 	}
+	partials := batch.Partials
 	out := make(map[string]bool, len(partials))
 	for _, p := range partials {
 		out[string(p.Enc)] = true

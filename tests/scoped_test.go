@@ -287,19 +287,22 @@ func TestInvariantPartialsLeaveOnlyAfterDurableLedgerEntries(t *testing.T) {
 		t.Fatalf("the entry does not commit to the warrant and its envelope list")
 	}
 	digest, _ := hex.DecodeString(st.WarrantDigest)
-	sealed, err := r.agency.Open(escrow.PartialsInfo(digest, "court-a", "2026-12", pkg.Index), pkg.SealedPartials)
+	sealed, err := r.agency.Open(escrow.BatchInfo(digest, "court-a", "2026-12", pkg.Index), pkg.SealedPartials)
 	if err != nil {
 		t.Fatalf("the agency cannot open the partials: %v", err)
 	}
-	var partials []escrow.EnvelopePartial
-	if err := json.Unmarshal(sealed, &partials); err != nil || len(partials) != len(envs) {
-		t.Fatalf("partials: %v", err)
+	var pb escrow.PartialsBatch
+	if err := json.Unmarshal(sealed, &pb); err != nil || len(pb.Partials) != len(envs) || pkg.Version != escrow.ReleaseVersion {
+		t.Fatalf("partials: %v (version %d)", err, pkg.Version)
 	}
+	points, batch := pb.Split()
 	c, _ := pub.Custodian("court-a")
-	for i, p := range partials {
-		point, err := tpm.VerifyPartial(c.ProofKey, envs[i].Enc, &p.Partial)
-		if err != nil {
-			t.Fatalf("partial %d: %v", i, err)
+	if err := tpm.VerifyBatch(c.ProofKey, points, batch); err != nil {
+		t.Fatalf("the batch: %v", err)
+	}
+	for i, point := range batch.Partials {
+		if !bytes.Equal(points[i], envs[i].Enc) {
+			t.Fatalf("partial %d is of another envelope: the warrant's order is not kept", i)
 		}
 		if r.rec.Seen(envs[i].Enc[1:33]) || r.rec.Seen(point[1:33]) {
 			t.Fatalf("envelope %d's point or partial crossed the TPM bus", i)

@@ -171,7 +171,7 @@ func scopedPartials(t *testing.T, dir string, pubJSON []byte) strictFormat {
 		t.Fatal(err)
 	}
 	a := rels[0]
-	info := escrow.PartialsInfo(a.WarrantDigest, a.CustodianID, a.KeyID, a.Index)
+	info := escrow.BatchInfo(a.WarrantDigest, a.CustodianID, a.KeyID, a.Index)
 	doc, err := id.Open(info, a.SealedPartials)
 	if err != nil {
 		t.Fatal(err)

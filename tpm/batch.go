@@ -32,8 +32,9 @@ import (
 // with every point uncompressed SEC1 (65 bytes).
 const batchLabel = "custodian scoped batch v1\x00"
 
-// MaxBatch caps the points of one batch.
-const MaxBatch = 1 << 16
+// MaxBatch caps the points of one batch: above the 100,000 envelopes a
+// warrant's list names at most, so one batch answers a key ID's release.
+const MaxBatch = 1 << 17
 
 // weightBytes is the size of a weight: 128 bits, the curve's security level.
 const weightBytes = 16

@@ -206,16 +206,22 @@ var breaks = []mutant{
 		},
 		pkg: "./tpm", tests: []string{"TestInvariantScopedObjectDiesWithItsBoot"},
 	},
-	// At the agency, a wrong partial is named, for its envelope.
+	// At the agency, a wrong batch names its custodian; a wrong partial of
+	// a version 1 package, for its envelope.
 	{
-		name:  "the agency combines partials without checking their proofs",
+		name:  "the agency takes a batch without checking its proof",
+		edits: []edit{{"hsm/escrow/scoped.go", "if err := tpm.VerifyBatch(c.ProofKey, points, b); err != nil {", "if err := tpm.VerifyBatch(c.ProofKey, points, b); err != nil && false {"}},
+		pkg:   "./hsm/escrow", tests: []string{"TestOpenBatchNamesTheCustodianOfAWrongBatch"},
+	},
+	{
+		name:  "the agency combines version 1 partials without checking their proofs",
 		edits: []edit{{"hsm/escrow/scoped.go", "return tpm.VerifyPartial(rp.custodian.ProofKey, enc, p)", "return p.Point, nil"}},
-		pkg:   "./hsm/escrow", tests: []string{"TestOpenBatchNamesTheCustodianOfAWrongPartial"},
+		pkg:   "./hsm/escrow", tests: []string{"TestOpenBatchReadsVersion1Packages"},
 	},
 	{
 		name:  "the agency leaves the custodian of a failed partial unnamed",
 		edits: []edit{{"hsm/escrow/scoped.go", "\t\t\tbad.Custodians[rp.custodian.ID] = err.Error()\n", ""}},
-		pkg:   "./hsm/escrow", tests: []string{"TestOpenBatchNamesTheCustodianOfAWrongPartial"},
+		pkg:   "./hsm/escrow", tests: []string{"TestOpenBatchNamesTheCustodianOfAWrongBatch", "TestOpenBatchReadsVersion1Packages"},
 	},
 	// Scoped mode: an envelope proves its sealer drew its key.
 	{

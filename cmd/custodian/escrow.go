@@ -174,9 +174,10 @@ func newEscrowOpenCommand(g *globals) *cobra.Command {
 		Short: "Open envelopes with a recovered escrow key, or with scoped releases",
 		Long: `With --key, open envelopes of a share-mode key ID with the key custodian
 recover rebuilt. With --identity, --escrow and --release, open envelopes of a
-scoped key ID from the custodians' release packages: each custodian's partial
-decryption is checked against its proof, custodians whose partial fails are
-named, and t valid partials open the envelope. Only envelopes the warrant
+scoped key ID from the custodians' release packages: each custodian's batch of
+partial decryptions is checked once against its one proof (each partial
+against its own in a version 1 package), a custodian whose batch fails is named
+and left out, and t valid partials open each envelope. Only envelopes the warrant
 named can be opened this way.
 
 --in F.env --out F opens one envelope. --out-dir DIR opens every envelope

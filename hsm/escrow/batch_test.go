@@ -3,6 +3,7 @@ package escrow
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -55,10 +56,27 @@ func newBatchFixture(tb testing.TB, t, n, count int) *batchFixture {
 	return f
 }
 
-// release is custodian index's package with a partial of every envelope,
-// computed and proved in software as its TPM would (tpmtest); lie, when
-// not nil, may replace the partial of envelope i.
-func (f *batchFixture) release(tb testing.TB, index int, lie func(i int, p *tpm.Partial)) *Release {
+// release is custodian index's package with a partial of every envelope
+// and one proof, computed in software as its TPM would (tpmtest); lie,
+// when not nil, may replace the partial of envelope i before the proof.
+func (f *batchFixture) release(tb testing.TB, index int, lie func(i int, partial []byte) []byte) *Release {
+	tb.Helper()
+	batch := tpmtest.SoftwareBatch(tb, f.shares[index-1], f.encs, lie)
+	sealed, err := NewPartialsBatch(f.encs, batch)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c := f.pub.Custodians[index-1]
+	r, err := SealPartials(f.agency.Public(), fixtureDigest[:], c.ID, f.pub.KeyID, c.Index, sealed)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return reparse(tb, r)
+}
+
+// releaseV1 is custodian index's package as version 1 made it: a proof
+// for each partial; lie, when not nil, may replace envelope i's.
+func (f *batchFixture) releaseV1(tb testing.TB, index int, lie func(i int, p *tpm.Partial)) *Release {
 	tb.Helper()
 	partials := make([]EnvelopePartial, len(f.encs))
 	parallelFor(tb, len(f.encs), func(i int) error {
@@ -68,12 +86,25 @@ func (f *batchFixture) release(tb testing.TB, index int, lie func(i int, p *tpm.
 		}
 		return nil
 	})
-	digest := sha256.Sum256([]byte("warrant"))
-	c := f.pub.Custodians[index-1]
-	r, err := SealPartials(f.agency.Public(), digest[:], c.ID, f.pub.KeyID, c.Index, partials)
+	data, err := json.Marshal(partials)
 	if err != nil {
 		tb.Fatal(err)
 	}
+	c := f.pub.Custodians[index-1]
+	sealed, err := f.agency.Public().Seal(PartialsInfo(fixtureDigest[:], c.ID, f.pub.KeyID, c.Index), data)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return reparse(tb, &Release{Version: releaseVersionPerEnvelope, Mode: ModeScoped, KeyID: f.pub.KeyID,
+		CustodianID: c.ID, Index: c.Index, WarrantDigest: fixtureDigest[:], Recipient: f.agency.Public().String(),
+		SealedPartials: sealed})
+}
+
+var fixtureDigest = sha256.Sum256([]byte("warrant"))
+
+// reparse returns r as ParseRelease reads its encoding.
+func reparse(tb testing.TB, r *Release) *Release {
+	tb.Helper()
 	data, err := r.Marshal()
 	if err != nil {
 		tb.Fatal(err)
@@ -160,34 +191,32 @@ func TestOpenBatchOf10000EnvelopesFromThreeReleases(t *testing.T) {
 	}
 }
 
-// TestOpenBatchNamesTheCustodianOfAWrongPartial: court-1 returns, for one
-// envelope, the partial of another point with a proof its share made. With
-// exactly t releases that envelope does not open and court-1 is named for
-// it alone; with one release more it opens from the others, court-1 still
-// named. Every other envelope opens either way.
-func TestOpenBatchNamesTheCustodianOfAWrongPartial(t *testing.T) {
+// TestOpenBatchNamesTheCustodianOfAWrongBatch: court-1's software
+// changes one partial among 40 before its TPM proves the batch. The batch
+// fails its proof, so none of court-1's partials is used and court-1 is
+// named for every envelope (and as a package error): with exactly t
+// releases nothing opens; with one release more everything opens from
+// the others.
+func TestOpenBatchNamesTheCustodianOfAWrongBatch(t *testing.T) {
 	f := newBatchFixture(t, 2, 3, 40)
 	const victim = 17
-	lie := func(i int, p *tpm.Partial) {
+	liar := f.release(t, 2, func(i int, p []byte) []byte {
 		if i == victim {
-			*p = tpmtest.SoftwareProof(t, f.shares[1], f.pub.Custodians[1].ProofKey, f.encs[i], p.E)
+			return f.encs[i] // R for s·R: a point, but the wrong one
 		}
-	}
-	liar := f.release(t, 2, lie)
+		return p
+	})
 	for _, releases := range [][]*Release{
 		{f.release(t, 1, nil), liar},
 		{liar, f.release(t, 1, nil), f.release(t, 3, nil)},
 	} {
 		o := f.opener(t, releases...)
+		if pe := o.PackageErrors(); pe == nil || !strings.Contains(pe.Custodians["court-1"], "none of the package's 40 partials is used") || len(pe.Custodians) != 1 {
+			t.Fatalf("%d releases: package errors %v, want court-1's batch named", len(releases), pe)
+		}
 		outcomes, plaintexts := f.openAll(t, o, f.envelopes, 3)
 		for i, out := range outcomes {
-			if i != victim {
-				if out.Err != nil || out.Bad != nil || !bytes.Equal(plaintexts[i], f.messages[i]) {
-					t.Fatalf("%d releases: envelope %d: %v, %v", len(releases), i, out.Err, out.Bad)
-				}
-				continue
-			}
-			if out.Bad == nil || len(out.Bad.Custodians) != 1 || !strings.HasPrefix(out.Bad.Custodians["court-1"], tpm.ErrBadProof.Error()) {
+			if out.Bad == nil || len(out.Bad.Custodians) != 1 || !strings.Contains(out.Bad.Custodians["court-1"], tpm.ErrBadBatch.Error()) {
 				t.Fatalf("%d releases: envelope %d: bad %v, want court-1 named", len(releases), i, out.Bad)
 			}
 			opened := out.Err == nil && bytes.Equal(plaintexts[i], f.messages[i])
@@ -197,6 +226,33 @@ func TestOpenBatchNamesTheCustodianOfAWrongPartial(t *testing.T) {
 			if !opened && !errors.Is(out.Err, ErrNotEnoughShares) {
 				t.Fatalf("%d releases: envelope %d: %v, want ErrNotEnoughShares", len(releases), i, out.Err)
 			}
+		}
+	}
+}
+
+// TestOpenBatchReadsVersion1Packages: packages made before batches, a
+// proof per partial, still open, beside a version 2 package; a wrong
+// partial in one names its custodian for that envelope alone.
+func TestOpenBatchReadsVersion1Packages(t *testing.T) {
+	f := newBatchFixture(t, 2, 3, 20)
+	const victim = 7
+	liar := f.releaseV1(t, 2, func(i int, p *tpm.Partial) {
+		if i == victim {
+			*p = tpmtest.SoftwareProof(t, f.shares[1], f.pub.Custodians[1].ProofKey, f.encs[i], p.E)
+		}
+	})
+	o := f.opener(t, f.releaseV1(t, 1, nil), liar, f.release(t, 3, nil))
+	if pe := o.PackageErrors(); pe != nil {
+		t.Fatalf("package errors %v", pe)
+	}
+	outcomes, plaintexts := f.openAll(t, o, f.envelopes, 2)
+	for i, out := range outcomes {
+		if out.Err != nil || !bytes.Equal(plaintexts[i], f.messages[i]) {
+			t.Fatalf("envelope %d: %v", i, out.Err)
+		}
+		named := out.Bad != nil && strings.HasPrefix(out.Bad.Custodians["court-1"], tpm.ErrBadProof.Error())
+		if named != (i == victim) || (out.Bad != nil && len(out.Bad.Custodians) != 1) {
+			t.Fatalf("envelope %d: bad %v", i, out.Bad)
 		}
 	}
 }

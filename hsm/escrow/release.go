@@ -20,15 +20,18 @@ import (
 // recipient the warrant names, and the proof that the release is in the
 // appliance's ledger.
 type Release struct {
-	Version        int    `json:"version"`
-	Mode           string `json:"mode"`
-	KeyID          string `json:"key_id"`
-	CustodianID    string `json:"custodian_id"`
-	Index          int    `json:"index"`
-	WarrantDigest  []byte `json:"warrant_digest"` // SHA-256 of the signed warrant
-	Recipient      string `json:"recipient"`
-	SealedShare    []byte `json:"sealed_share,omitempty"`    // share mode
-	SealedPartials []byte `json:"sealed_partials,omitempty"` // scoped mode: JSON []EnvelopePartial
+	Version       int    `json:"version"`
+	Mode          string `json:"mode"`
+	KeyID         string `json:"key_id"`
+	CustodianID   string `json:"custodian_id"`
+	Index         int    `json:"index"`
+	WarrantDigest []byte `json:"warrant_digest"` // SHA-256 of the signed warrant
+	Recipient     string `json:"recipient"`
+	SealedShare   []byte `json:"sealed_share,omitempty"` // share mode
+	// SealedPartials, in scoped mode, is the JSON of a [PartialsBatch]
+	// sealed under [BatchInfo] (version 2), or of []EnvelopePartial sealed
+	// under [PartialsInfo] (version 1).
+	SealedPartials []byte `json:"sealed_partials,omitempty"`
 	// Ledger proves the release entry is in the custodian's ledger: one
 	// entry per key ID, in scoped mode committing to the warrant and its
 	// envelope list.
@@ -53,32 +56,92 @@ func ShareInfo(warrantDigest []byte, custodianID, keyID string, index int) []byt
 	return b.Bytes()
 }
 
-// EnvelopePartial is a custodian's partial decryption of one envelope.
+// ReleaseVersion is the version of the packages made now: a scoped one
+// seals a [PartialsBatch]. Version 1 packages, whose scoped partials each
+// carry their own proof ([EnvelopePartial]), are still read: a release is
+// logged once per key ID and warrant, so a package already handed out
+// cannot be made again in the new format.
+const ReleaseVersion = 2
+
+// releaseVersionPerEnvelope is the version whose scoped partials each
+// carry a proof.
+const releaseVersionPerEnvelope = 1
+
+// PartialsBatch is what a version 2 scoped package seals: the partial of
+// every envelope the warrant names for the key ID, in the warrant's
+// order, and the TPM's one proof for all of them (docs/escrow.md,
+// "Batches").
+type PartialsBatch struct {
+	Partials []BatchedPartial `json:"partials"`
+	Proof    tpm.BatchProof   `json:"proof"`
+}
+
+// BatchedPartial is one envelope's partial in a [PartialsBatch].
+type BatchedPartial struct {
+	Enc     []byte `json:"enc"`     // the envelope's encapsulated key R
+	Partial []byte `json:"partial"` // s_i·R, uncompressed SEC1
+}
+
+// NewPartialsBatch pairs the batch the TPM computed for points with them.
+func NewPartialsBatch(points [][]byte, b *tpm.Batch) (*PartialsBatch, error) {
+	if len(points) != len(b.Partials) {
+		return nil, fmt.Errorf("%d partials for %d envelopes", len(b.Partials), len(points))
+	}
+	pb := &PartialsBatch{Partials: make([]BatchedPartial, len(points)), Proof: b.Proof}
+	for i := range points {
+		pb.Partials[i] = BatchedPartial{Enc: points[i], Partial: b.Partials[i]}
+	}
+	return pb, nil
+}
+
+// Split returns the envelopes' points and the batch as tpm.VerifyBatch
+// takes them.
+func (pb *PartialsBatch) Split() (points [][]byte, b *tpm.Batch) {
+	points = make([][]byte, len(pb.Partials))
+	b = &tpm.Batch{Partials: make([][]byte, len(pb.Partials)), Proof: pb.Proof}
+	for i, p := range pb.Partials {
+		points[i], b.Partials[i] = p.Enc, p.Partial
+	}
+	return points, b
+}
+
+// EnvelopePartial is a custodian's partial decryption of one envelope with
+// its own proof, as version 1 packages carry it.
 type EnvelopePartial struct {
 	Enc []byte `json:"enc"` // the envelope's encapsulated key R
 	tpm.Partial
 }
 
-// PartialsInfo is the HPKE info a scoped release's partials are sealed
-// under; it binds what ShareInfo binds, under its own label. Partials are
-// sealed although they are not shares: t of them open the envelope.
+// PartialsInfo is the HPKE info a version 1 scoped release's partials are
+// sealed under; it binds what ShareInfo binds, under its own label.
+// Partials are sealed although they are not shares: t of them open the
+// envelope.
 func PartialsInfo(warrantDigest []byte, custodianID, keyID string, index int) []byte {
 	info := ShareInfo(warrantDigest, custodianID, keyID, index)
 	return append([]byte("custodian partials v1\x00"), info...)
 }
 
-// SealPartials makes the release package of a scoped key ID.
-func SealPartials(to *recipient.PublicKey, warrantDigest []byte, custodianID, keyID string, index int, partials []EnvelopePartial) (*Release, error) {
-	data, err := json.Marshal(partials)
+// BatchInfo is the HPKE info a version 2 scoped release's batch is sealed
+// under. Its own label means a package's version cannot be changed
+// without the content failing to open.
+func BatchInfo(warrantDigest []byte, custodianID, keyID string, index int) []byte {
+	info := ShareInfo(warrantDigest, custodianID, keyID, index)
+	return append([]byte("custodian partials batch v2\x00"), info...)
+}
+
+// SealPartials makes the release package of a scoped key ID from its
+// batch of partials.
+func SealPartials(to *recipient.PublicKey, warrantDigest []byte, custodianID, keyID string, index int, batch *PartialsBatch) (*Release, error) {
+	data, err := json.Marshal(batch)
 	if err != nil {
 		return nil, err
 	}
-	sealed, err := to.Seal(PartialsInfo(warrantDigest, custodianID, keyID, index), data)
+	sealed, err := to.Seal(BatchInfo(warrantDigest, custodianID, keyID, index), data)
 	if err != nil {
 		return nil, err
 	}
 	return &Release{
-		Version: Version, Mode: ModeScoped, KeyID: keyID, CustodianID: custodianID, Index: index,
+		Version: ReleaseVersion, Mode: ModeScoped, KeyID: keyID, CustodianID: custodianID, Index: index,
 		WarrantDigest: warrantDigest, Recipient: to.String(), SealedPartials: sealed,
 	}, nil
 }
@@ -90,14 +153,15 @@ func SealShare(to *recipient.PublicKey, warrantDigest []byte, custodianID, keyID
 		return nil, err
 	}
 	return &Release{
-		Version: Version, Mode: ModeShare, KeyID: keyID, CustodianID: custodianID, Index: index,
+		Version: ReleaseVersion, Mode: ModeShare, KeyID: keyID, CustodianID: custodianID, Index: index,
 		WarrantDigest: warrantDigest, Recipient: to.String(), SealedShare: sealed,
 	}, nil
 }
 
 // MaxReleaseSize caps a release package: a scoped one holds a partial
-// with its proof (some 560 bytes of JSON) for each of up to 100 000
-// envelopes, sealed and then base64 in the package.
+// (some 200 bytes of JSON with its envelope's R; 560 with a proof each in
+// version 1) for each of up to 100 000 envelopes, sealed and then base64
+// in the package.
 const MaxReleaseSize = 128 << 20
 
 // ParseRelease decodes a release package strictly.
@@ -106,8 +170,11 @@ func ParseRelease(data []byte) (*Release, error) {
 	if err := strictjson.Decode(data, &r, MaxReleaseSize); err != nil {
 		return nil, fmt.Errorf("release package: %w", err)
 	}
-	if r.Version != Version || (r.Mode != ModeShare && r.Mode != ModeScoped) {
-		return nil, fmt.Errorf("release package: unsupported version %d or mode %q", r.Version, r.Mode)
+	if r.Version != ReleaseVersion && r.Version != releaseVersionPerEnvelope {
+		return nil, fmt.Errorf("release package: version %d is not 1 or 2: a newer package needs a newer custodian program", r.Version)
+	}
+	if r.Mode != ModeShare && r.Mode != ModeScoped {
+		return nil, fmt.Errorf("release package: unsupported mode %q", r.Mode)
 	}
 	if (r.Mode == ModeShare) != (len(r.SealedShare) > 0) || (r.Mode == ModeScoped) != (len(r.SealedPartials) > 0) ||
 		(r.Mode == ModeShare && r.Entries != nil) {

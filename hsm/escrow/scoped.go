@@ -49,15 +49,20 @@ type ScopedOpener struct {
 // when its package gave none, why.
 type releasePartials struct {
 	custodian *Custodian
-	byEnc     map[string]*tpm.Partial
-	err       error
+	// proven holds the partials of a version 2 package, whose batch
+	// proof verified; perEnvelope those of a version 1 package, each
+	// still to be checked against its own proof.
+	proven      map[string][]byte
+	perEnvelope map[string]*tpm.Partial
+	err         error
 }
 
-// NewScopedOpener opens the release packages with the agency's identity.
-// It refuses packages of another key ID, mode or custodian set, and two
-// packages of one custodian; a package that does not open counts as a
-// missing partial of that custodian for every envelope (see
-// [ScopedOpener.PackageErrors]).
+// NewScopedOpener opens the release packages with the agency's identity
+// and checks each version 2 package's batch proof, once, the packages in
+// parallel. It refuses packages of another key ID, mode or custodian set,
+// and two packages of one custodian; a package that does not open, or
+// whose batch fails its proof, counts as a missing partial of that
+// custodian for every envelope (see [ScopedOpener.PackageErrors]).
 func NewScopedOpener(id *recipient.Identity, pub *Public, releases []*Release) (*ScopedOpener, error) {
 	if pub.Mode != ModeScoped {
 		return nil, fmt.Errorf("key ID %s is in %s mode: recover its key with Recover", pub.KeyID, pub.Mode)
@@ -69,16 +74,62 @@ func NewScopedOpener(id *recipient.Identity, pub *Public, releases []*Release) (
 		if err != nil {
 			return nil, err
 		}
-		byEnc, err := openPartials(id, pub, c, r)
-		o.releases = append(o.releases, &releasePartials{custodian: c, byEnc: byEnc, err: err})
+		o.releases = append(o.releases, &releasePartials{custodian: c})
 	}
+	var wg sync.WaitGroup
+	for i, rp := range o.releases {
+		wg.Go(func() { rp.open(id, pub, releases[i]) })
+	}
+	wg.Wait()
 	return o, nil
 }
 
-// openPartials opens a scoped package and indexes its partials by the
-// envelope's encapsulated key. A package naming one envelope twice keeps
-// the first partial, as a package read in order would.
-func openPartials(id *recipient.Identity, pub *Public, c *Custodian, r *Release) (map[string]*tpm.Partial, error) {
+// open opens a scoped package, checks a batch's proof, and indexes the
+// partials by the envelope's encapsulated key. A package naming one
+// envelope twice keeps the first partial, as a package read in order
+// would.
+func (rp *releasePartials) open(id *recipient.Identity, pub *Public, r *Release) {
+	c := rp.custodian
+	if r.Version == releaseVersionPerEnvelope {
+		rp.perEnvelope, rp.err = openPerEnvelope(id, pub, c, r)
+		return
+	}
+	data, err := id.Open(BatchInfo(r.WarrantDigest, c.ID, pub.KeyID, c.Index), r.SealedPartials)
+	if err != nil {
+		rp.err = errors.New("the package does not open with this identity")
+		return
+	}
+	var batch PartialsBatch
+	if err := strictjson.Decode(data, &batch, MaxReleaseSize); err != nil {
+		rp.err = fmt.Errorf("the package's partials do not decode: %v", err)
+		return
+	}
+	if rp.err = verifyBatch(c, &batch); rp.err != nil {
+		return
+	}
+	rp.proven = make(map[string][]byte, len(batch.Partials))
+	for _, p := range batch.Partials {
+		if _, dup := rp.proven[string(p.Enc)]; !dup {
+			rp.proven[string(p.Enc)] = p.Partial
+		}
+	}
+}
+
+// verifyBatch checks a custodian's batch of partials against its proof
+// key. It is the one place the agency checks a version 2 package's work:
+// a failure rejects every partial of the package, since the proof does
+// not say which is wrong.
+func verifyBatch(c *Custodian, batch *PartialsBatch) error {
+	points, b := batch.Split()
+	if err := tpm.VerifyBatch(c.ProofKey, points, b); err != nil {
+		return fmt.Errorf("%w: none of the package's %d partials is used; open with the other custodians' packages", tpm.ErrBadBatch, len(points))
+	}
+	return nil
+}
+
+// openPerEnvelope opens a version 1 scoped package, whose partials each
+// carry a proof.
+func openPerEnvelope(id *recipient.Identity, pub *Public, c *Custodian, r *Release) (map[string]*tpm.Partial, error) {
 	data, err := id.Open(PartialsInfo(r.WarrantDigest, c.ID, pub.KeyID, c.Index), r.SealedPartials)
 	if err != nil {
 		return nil, errors.New("the package does not open with this identity")
@@ -97,14 +148,20 @@ func openPartials(id *recipient.Identity, pub *Public, c *Custodian, r *Release)
 }
 
 // verifiedPartial returns the custodian's partial s_i·R for the envelope
-// whose encapsulated key is enc, checked against the custodian's proof.
-// It is the one place the agency checks a custodian's work: another proof
-// system changes this function alone.
+// whose encapsulated key is enc: from a batch that verified as a whole,
+// or (version 1) checked against its own proof.
 func (rp *releasePartials) verifiedPartial(enc []byte) ([]byte, error) {
 	if rp.err != nil {
 		return nil, rp.err
 	}
-	p, ok := rp.byEnc[string(enc)]
+	if rp.perEnvelope == nil {
+		p, ok := rp.proven[string(enc)]
+		if !ok {
+			return nil, ErrNotNamed
+		}
+		return p, nil
+	}
+	p, ok := rp.perEnvelope[string(enc)]
 	if !ok {
 		return nil, ErrNotNamed
 	}

@@ -23,9 +23,9 @@ import (
 	"github.com/custodian-project/custodian/tpm/tpmtest"
 )
 
-// FuzzOpenScopedPartials fuzzes what is sealed inside a scoped release.
-// court-a releases a valid partial of the envelope; court-b's package
-// holds the fuzzed bytes. Without court-b's share nothing can make its
+// FuzzOpenScopedPartials fuzzes what is sealed inside a version 1 scoped
+// release (a proof per partial). court-a releases a valid batch for the
+// envelope; court-b's package holds the fuzzed bytes. Without court-b's share nothing can make its
 // partial verify, so OpenScoped must always refuse with
 // ErrNotEnoughShares and name court-b, and only court-b, as bad.
 func FuzzOpenScopedPartials(f *testing.F) {
@@ -35,7 +35,7 @@ func FuzzOpenScopedPartials(f *testing.F) {
 	// The harness reaches the combine step: court-b's honest partial, sealed
 	// as the fuzzed bytes are, opens the envelope with court-a's.
 	honest := s.partialsJSON(f, escrow.EnvelopePartial{Enc: s.enc, Partial: *b.prove(f, s.enc)})
-	if _, pt, err := escrow.OpenScoped(s.id, s.pub, []*escrow.Release{s.courtA, s.courtB(f, honest)}, s.envelope); err != nil || string(pt) != scopedFuzzMessage {
+	if _, pt, err := escrow.OpenScoped(s.id, s.pub, []*escrow.Release{s.courtA, s.courtB(f, 1, honest)}, s.envelope); err != nil || string(pt) != scopedFuzzMessage {
 		f.Fatalf("two honest partials: %q, %v", pt, err)
 	}
 
@@ -70,21 +70,59 @@ func FuzzOpenScopedPartials(f *testing.F) {
 	}
 
 	f.Fuzz(func(t *testing.T, data []byte) {
-		env, pt, err := escrow.OpenScoped(s.id, s.pub, []*escrow.Release{s.courtA, s.courtB(t, data)}, s.envelope)
-		if err == nil || env != nil || pt != nil {
-			t.Fatalf("opened without court-b's share: %q, %v", pt, err)
-		}
-		if !errors.Is(err, escrow.ErrNotEnoughShares) {
-			t.Fatalf("got %v, want ErrNotEnoughShares", err)
-		}
-		var bad *escrow.BadShareError
-		if !errors.As(err, &bad) {
-			t.Fatalf("no custodian named in %v", err)
-		}
-		if names := slices.Sorted(maps.Keys(bad.Custodians)); !slices.Equal(names, []string{"court-b"}) {
-			t.Fatalf("named %v, want [court-b]: %v", names, err)
-		}
+		s.refusesCourtB(t, 1, data)
 	})
+}
+
+// FuzzOpenScopedBatch fuzzes what is sealed inside a version 2 scoped
+// release (partials and one proof). As for FuzzOpenScopedPartials, nothing
+// but court-b's share makes court-b's batch verify, so OpenScoped must
+// refuse with ErrNotEnoughShares and name court-b alone.
+func FuzzOpenScopedBatch(f *testing.F) {
+	s := newScopedFuzzSetup(f)
+	a, b := s.shares[0], s.shares[1]
+	honest := s.batchJSON(f, [][]byte{s.enc}, b.batch(f, [][]byte{s.enc}, nil))
+	if _, pt, err := escrow.OpenScoped(s.id, s.pub, []*escrow.Release{s.courtA, s.courtB(f, 2, honest)}, s.envelope); err != nil || string(pt) != scopedFuzzMessage {
+		f.Fatalf("two honest batches: %q, %v", pt, err)
+	}
+	// Seeds: court-a's batch replayed as court-b's; court-b's batch with
+	// the wrong partial R (proved by its share); court-b's batch of the
+	// envelope and another with the two partials swapped; and JSON that is
+	// not a batch.
+	otherEnc := randomModelPoint(f)
+	both := [][]byte{s.enc, otherEnc}
+	swapped := b.batch(f, both, nil)
+	swapped.Partials[0], swapped.Partials[1] = swapped.Partials[1], swapped.Partials[0]
+	for _, seed := range [][]byte{
+		s.batchJSON(f, [][]byte{s.enc}, a.batch(f, [][]byte{s.enc}, nil)),
+		s.batchJSON(f, [][]byte{s.enc}, b.batch(f, [][]byte{s.enc}, func(_ int, _ []byte) []byte { return s.enc })),
+		s.batchJSON(f, both, swapped),
+		[]byte(`{"partials":[],"proof":{}}`), []byte(`{"partials":null}`), []byte("[]"), []byte("{"),
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s.refusesCourtB(t, 2, data)
+	})
+}
+
+// refusesCourtB checks that court-b's package of the given version
+// holding data does not open the envelope and names court-b alone.
+func (s *scopedFuzzSetup) refusesCourtB(t *testing.T, version int, data []byte) {
+	env, pt, err := escrow.OpenScoped(s.id, s.pub, []*escrow.Release{s.courtA, s.courtB(t, version, data)}, s.envelope)
+	if err == nil || env != nil || pt != nil {
+		t.Fatalf("opened without court-b's share: %q, %v", pt, err)
+	}
+	if !errors.Is(err, escrow.ErrNotEnoughShares) {
+		t.Fatalf("got %v, want ErrNotEnoughShares", err)
+	}
+	var bad *escrow.BadShareError
+	if !errors.As(err, &bad) {
+		t.Fatalf("no custodian named in %v", err)
+	}
+	if names := slices.Sorted(maps.Keys(bad.Custodians)); !slices.Equal(names, []string{"court-b"}) {
+		t.Fatalf("named %v, want [court-b]: %v", names, err)
+	}
 }
 
 const scopedFuzzMessage = "intercepted message"
@@ -150,8 +188,12 @@ func newScopedFuzzSetup(tb testing.TB) *scopedFuzzSetup {
 		tb.Fatal(err)
 	}
 	s.enc = env.Enc
-	a := escrow.EnvelopePartial{Enc: s.enc, Partial: *s.shares[0].prove(tb, s.enc)}
-	r, err := escrow.SealPartials(s.id.Public(), s.digest, "court-a", s.pub.KeyID, 1, []escrow.EnvelopePartial{a})
+	points := [][]byte{s.enc}
+	a, err := escrow.NewPartialsBatch(points, s.shares[0].batch(tb, points, nil))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	r, err := escrow.SealPartials(s.id.Public(), s.digest, "court-a", s.pub.KeyID, 1, a)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -165,15 +207,20 @@ func newScopedFuzzSetup(tb testing.TB) *scopedFuzzSetup {
 }
 
 // courtB is court-b's release for the warrant, its partials being data
-// sealed as SealPartials seals the JSON of a list of partials.
-func (s *scopedFuzzSetup) courtB(tb testing.TB, data []byte) *escrow.Release {
+// sealed as a package of version seals them: version 2 a batch
+// (SealPartials), version 1 a list of partials.
+func (s *scopedFuzzSetup) courtB(tb testing.TB, version int, data []byte) *escrow.Release {
 	tb.Helper()
-	sealed, err := s.id.Public().Seal(escrow.PartialsInfo(s.digest, "court-b", s.pub.KeyID, 2), data)
+	info := escrow.BatchInfo(s.digest, "court-b", s.pub.KeyID, 2)
+	if version == 1 {
+		info = escrow.PartialsInfo(s.digest, "court-b", s.pub.KeyID, 2)
+	}
+	sealed, err := s.id.Public().Seal(info, data)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	return &escrow.Release{
-		Version: escrow.Version, Mode: escrow.ModeScoped, KeyID: s.pub.KeyID, CustodianID: "court-b", Index: 2,
+		Version: version, Mode: escrow.ModeScoped, KeyID: s.pub.KeyID, CustodianID: "court-b", Index: 2,
 		WarrantDigest: s.digest, Recipient: s.id.Public().String(), SealedPartials: sealed,
 	}
 }
@@ -181,6 +228,19 @@ func (s *scopedFuzzSetup) courtB(tb testing.TB, data []byte) *escrow.Release {
 func (s *scopedFuzzSetup) partialsJSON(tb testing.TB, ps ...escrow.EnvelopePartial) []byte {
 	tb.Helper()
 	data, err := json.Marshal(ps)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return data
+}
+
+func (s *scopedFuzzSetup) batchJSON(tb testing.TB, points [][]byte, b *tpm.Batch) []byte {
+	tb.Helper()
+	pb, err := escrow.NewPartialsBatch(points, b)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	data, err := json.Marshal(pb)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -206,6 +266,14 @@ func (m *scopedModelShare) prove(tb testing.TB, enc []byte) *tpm.Partial {
 		tb.Fatalf("the model's partial does not verify: %v", err)
 	}
 	return p
+}
+
+// batch returns the model's batch of partials of points with its proof;
+// lie may replace partial i before the proof.
+func (m *scopedModelShare) batch(tb testing.TB, points [][]byte, lie func(i int, p []byte) []byte) *tpm.Batch {
+	tb.Helper()
+	share := new(big.Int).Mod(m.s, scopedModelOrder).FillBytes(make([]byte, 32))
+	return tpmtest.SoftwareBatch(tb, share, points, lie)
 }
 
 // proveStatement computes with s a proof over another statement (proof key

@@ -39,8 +39,8 @@ func scopedFleet(t *testing.T) ([]*custodian, *escrow.Public, []*escrow.Bundle) 
 }
 
 // releasePartials does what an appliance does for an approved warrant
-// naming envelopes: the TPM computes and proves each partial, and the
-// package is sealed to the agency.
+// naming envelopes: the TPM computes each partial and proves them all at
+// once, and the batch is sealed to the agency.
 func releasePartials(t *testing.T, c *custodian, b *escrow.Bundle, to *recipient.PublicKey, envelopes ...[]byte) *escrow.Release {
 	t.Helper()
 	key, err := tpm.ParseScopedKey(b.Blob)
@@ -55,19 +55,11 @@ func releasePartials(t *testing.T, c *custodian, b *escrow.Bundle, to *recipient
 		}
 		points = append(points, env.Enc)
 	}
-	partials, err := tpm.Partials(c.conn, key, points, nil)
+	batch, err := tpm.PartialsBatch(c.conn, key, points, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var eps []escrow.EnvelopePartial
-	for i, p := range partials {
-		eps = append(eps, escrow.EnvelopePartial{Enc: points[i], Partial: p})
-	}
-	digest := sha256.Sum256([]byte("warrant"))
-	r, err := escrow.SealPartials(to, digest[:], c.id, b.Escrow.KeyID, b.Index, eps)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := sealBatch(t, c, b, to, points, batch)
 	data, _ := r.Marshal()
 	if r, err = escrow.ParseRelease(data); err != nil {
 		t.Fatal(err)
@@ -137,8 +129,23 @@ func TestScopedWrongPartialIsNamed(t *testing.T) {
 	}
 }
 
-// lyingRelease is c's release with its partial replaced by another point
-// (the partial of 2·R), keeping the TPM's proof.
+// sealBatch seals c's batch of partials of points to the agency.
+func sealBatch(t *testing.T, c *custodian, b *escrow.Bundle, to *recipient.PublicKey, points [][]byte, batch *tpm.Batch) *escrow.Release {
+	t.Helper()
+	sealed, err := escrow.NewPartialsBatch(points, batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := sha256.Sum256([]byte("warrant"))
+	r, err := escrow.SealPartials(to, digest[:], c.id, b.Escrow.KeyID, b.Index, sealed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// lyingRelease is c's release with its partial replaced by the partial of
+// another envelope, keeping the TPM's proof.
 func lyingRelease(t *testing.T, c *custodian, b *escrow.Bundle, id *recipient.Identity, envelope []byte) *escrow.Release {
 	t.Helper()
 	key, err := tpm.ParseScopedKey(b.Blob)
@@ -148,19 +155,16 @@ func lyingRelease(t *testing.T, c *custodian, b *escrow.Bundle, id *recipient.Id
 	env, _ := escrow.ParseEnvelope(envelope)
 	other := seal(t, &b.Escrow, "bob", "other")
 	otherEnv, _ := escrow.ParseEnvelope(other)
-	partials, err := tpm.Partials(c.conn, key, [][]byte{env.Enc, otherEnv.Enc}, nil)
+	batch, err := tpm.PartialsBatch(c.conn, key, [][]byte{env.Enc}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	wrong := partials[0]
-	wrong.Point = partials[1].Point
-	digest := sha256.Sum256([]byte("warrant"))
-	r, err := escrow.SealPartials(id.Public(), digest[:], c.id, b.Escrow.KeyID, b.Index,
-		[]escrow.EnvelopePartial{{Enc: env.Enc, Partial: wrong}})
+	otherBatch, err := tpm.PartialsBatch(c.conn, key, [][]byte{otherEnv.Enc}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return r
+	batch.Partials[0] = otherBatch.Partials[0]
+	return sealBatch(t, c, b, id.Public(), [][]byte{env.Enc}, batch)
 }
 
 // TestScopedKeyRefusesMisuse: a scoped bundle is refused on another TPM,

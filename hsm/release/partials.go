@@ -11,24 +11,22 @@ import (
 )
 
 // computePartials is the one place the daemon asks the TPM for partials:
-// tpm.Partials on at most tpm.MaxPartials points at a time, each call
-// loading the scoped key afresh, so a list of any length fits the TPM's
-// per-call cap. done is told how many partials exist after each call.
-// Every partial comes after the key ID's one release entry; a release cut
-// off between calls is not resumed (recover logs it as interrupted), so no
-// partial is ever computed twice under one entry.
-func computePartials(t transport.TPM, key *tpm.ScopedKey, points [][]byte, approval *tpm.Approval, done func(int)) ([]tpm.Partial, error) {
-	out := make([]tpm.Partial, 0, len(points))
-	for start := 0; start < len(points); start += tpm.MaxPartials {
-		chunk := points[start:min(start+tpm.MaxPartials, len(points))]
-		ps, err := tpm.Partials(t, key, chunk, approval)
-		if err != nil {
-			return nil, fmt.Errorf("partials %d to %d: %w", start+1, start+len(chunk), err)
-		}
-		out = append(out, ps...)
-		done(len(out))
+// one tpm.PartialsBatch for every point of the key ID, in the warrant's
+// order, with one proof for all of them; done is told how many partials
+// exist after each. The batch comes after the key ID's one release
+// entry; a release cut off before it ends is not resumed (recover logs
+// it as interrupted), so no partial is ever computed twice under one
+// entry. The device checks its TPM's work before it ships: a fault shows
+// here, not at the agency.
+func computePartials(t transport.TPM, key *tpm.ScopedKey, proofKey []byte, points [][]byte, approval *tpm.Approval, done func(int)) (*tpm.Batch, error) {
+	b, err := tpm.PartialsBatch(t, key, points, approval, func(n, _ int) { done(n) })
+	if err != nil {
+		return nil, err
 	}
-	return out, nil
+	if err := tpm.VerifyBatch(proofKey, points, b); err != nil {
+		return nil, fmt.Errorf("the TPM's batch of %d partials does not verify: %w", len(points), err)
+	}
+	return b, nil
 }
 
 // Progress is how far a scoped release has come, for the officer: the

@@ -1,6 +1,19 @@
 package release
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/custodian-project/custodian/hsm/warrant"
+	"github.com/custodian-project/custodian/tpm"
+)
+
+// TestOneBatchAnswersTheLongestList: a key ID's partials are one batch, so
+// the longest list a warrant may name fits one.
+func TestOneBatchAnswersTheLongestList(t *testing.T) {
+	if warrant.MaxListEntries > tpm.MaxBatch {
+		t.Fatalf("a list names up to %d envelopes, a batch holds %d", warrant.MaxListEntries, tpm.MaxBatch)
+	}
+}
 
 func TestProgressReadsAsAPersonCountsIt(t *testing.T) {
 	for p, want := range map[Progress]string{

@@ -37,10 +37,10 @@
 //     A scoped key ID (escrow mode "scoped") releases no share: it appends
 //     one release entry for the key ID (committing to the warrant and the
 //     tree hash and count of its envelope list, inline or submitted
-//     beside it), then the TPM computes each partial decryption and its
-//     proof (computePartials, 256 per call, the progress in the status),
-//     and the package holds the partials, sealed the same way, with the
-//     entry's inclusion proof.
+//     beside it), then the TPM computes each partial decryption and one
+//     proof for all of them (computePartials, one batch per key ID, the
+//     progress in the status), and the package holds the batch, sealed the
+//     same way, with the entry's inclusion proof.
 //
 // Every entry about a request (release, refusal, failure) commits to the
 // submitted signed warrant bytes under a salt kept on the appliance. Every
@@ -119,8 +119,8 @@ type Config struct {
 	// unverified entry (0: DefaultTallyInterval).
 	TallyInterval time.Duration
 	// Hook, when set, is called at named points of a release ("entry" after
-	// a release entry is durable, "partials" after each call of the TPM for
-	// a scoped key ID's partials, "stored" after its package is): tests use
+	// a release entry is durable, "partials" after each partial the TPM
+	// computes for a scoped key ID, "stored" after its package is): tests use
 	// it to kill the process there.
 	Hook func(stage, keyID string)
 }

@@ -305,8 +305,9 @@ func (d *Daemon) sealShare(r *request, b *escrow.Bundle, tm *Timings) (*escrow.R
 	return pkg, "", nil
 }
 
-// sealPartials has the TPM compute and prove the partial of each envelope
-// the warrant names for the key ID, and seals them to the recipient.
+// sealPartials has the TPM compute the partial of each envelope the
+// warrant names for the key ID and prove them all at once, and seals the
+// batch to the recipient.
 func (d *Daemon) sealPartials(r *request, b *escrow.Bundle, named []warrant.EnvelopeRef, tm *Timings) (*escrow.Release, Code, error) {
 	key, err := tpm.ParseScopedKey(b.Blob)
 	if err != nil {
@@ -316,26 +317,21 @@ func (d *Daemon) sealPartials(r *request, b *escrow.Bundle, named []warrant.Enve
 	for i, e := range named {
 		points[i] = e.Enc
 	}
+	c, _ := b.Escrow.Custodian(b.CustodianID)
 	t0 := time.Now()
 	progress := d.progress(r, b.Escrow.KeyID, len(points))
-	partials, err := computePartials(d.cfg.TPM, key, points, b.ScopedApproval(), progress)
+	batch, err := computePartials(d.cfg.TPM, key, c.ProofKey, points, b.ScopedApproval(), progress)
 	tm.TPMMS += ms(time.Since(t0))
 	if err != nil {
 		return nil, tpmCode(err, CodePartialFailed), err
 	}
-	// The device checks its TPM's work before it ships: a fault shows here,
-	// not at the agency.
-	c, _ := b.Escrow.Custodian(b.CustodianID)
-	eps := make([]escrow.EnvelopePartial, len(partials))
-	for i, p := range partials {
-		if _, err := tpm.VerifyPartial(c.ProofKey, points[i], &p); err != nil {
-			return nil, CodePartialFailed, fmt.Errorf("the TPM's partial %d does not verify: %w", i, err)
-		}
-		eps[i] = escrow.EnvelopePartial{Enc: points[i], Partial: p}
+	sealed, err := escrow.NewPartialsBatch(points, batch)
+	if err != nil {
+		return nil, CodePartialFailed, err
 	}
 	t0 = time.Now()
 	defer func() { tm.HPKEMS += ms(time.Since(t0)) }()
-	pkg, err := escrow.SealPartials(r.v.Warrant.RecipientKey(), r.v.Digest[:], d.cfg.Appliance.ID, b.Escrow.KeyID, b.Index, eps)
+	pkg, err := escrow.SealPartials(r.v.Warrant.RecipientKey(), r.v.Digest[:], d.cfg.Appliance.ID, b.Escrow.KeyID, b.Index, sealed)
 	if err != nil {
 		return nil, CodeSealFailed, err
 	}

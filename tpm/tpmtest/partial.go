@@ -52,6 +52,47 @@ func SoftwareProof(t testing.TB, share, proofKey, r, point []byte) tpm.Partial {
 	return tpm.Partial{Point: append([]byte{}, point...), E: E, L: L, NonceK: nonce, S: S}
 }
 
+// SoftwareBatch computes, in software, a batch of partials of points with
+// its one proof, as a TPM holding share would for tpm.PartialsBatch. lie,
+// when not nil, may replace partial i before the proof is made: the best a
+// custodian whose software changes a partial can do.
+func SoftwareBatch(t testing.TB, share []byte, points [][]byte, lie func(i int, partial []byte) []byte) *tpm.Batch {
+	t.Helper()
+	proofKey, err := tpm.ProofKey(share)
+	if err != nil {
+		t.Fatal(err)
+	}
+	partials := make([][]byte, len(points))
+	for i, r := range points {
+		partials[i] = mul(t, r, share)
+		if lie != nil {
+			partials[i] = lie(i, partials[i])
+		}
+	}
+	g := group.P256
+	rStar, pStar := g.Identity(), g.Identity()
+	for i, w := range tpm.BatchWeights(points, partials) {
+		wb, _ := w.MarshalBinary()
+		rStar.Add(rStar, decode(t, mul(t, points[i], wb)))
+		pStar.Add(pStar, decode(t, mul(t, partials[i], wb)))
+	}
+	rho := g.RandomNonZeroScalar(rand.Reader)
+	blind, _ := rho.MarshalBinary()
+	r, _ := g.NewElement().Mul(rStar, rho).MarshalBinary()
+	p, _ := g.NewElement().Mul(pStar, rho).MarshalBinary()
+	proof := SoftwareProof(t, share, proofKey, r, p)
+	return &tpm.Batch{Partials: partials, Proof: tpm.BatchProof{E: proof.E, L: proof.L, NonceK: proof.NonceK, S: proof.S, Blind: blind}}
+}
+
+func decode(t testing.TB, point []byte) group.Element {
+	t.Helper()
+	e := group.P256.NewElement()
+	if e.UnmarshalBinary(point) != nil {
+		t.Fatal("tpmtest: not a point")
+	}
+	return e
+}
+
 // mul is scalar·point, both encoded.
 func mul(t testing.TB, point, scalar []byte) []byte {
 	t.Helper()
