@@ -119,3 +119,22 @@ func LoadGateKey(t transport.TPM, k *ScopedKey) (*tpm2.LoadResponse, error) {
 func PassImage(t transport.TPM, sess tpm2.Session, pcrs PCRValues, version uint64) error {
 	return passImage(t, sess, pcrs, version)
 }
+
+// ImportKeyHandle is where the TPM keeps k.
+func ImportKeyHandle(k *ImportKey) tpm2.TPMHandle { return k.kind.importHandle() }
+
+// LoadUnderImportKey imports and loads a duplicate made for k, in a
+// fresh unsalted policy session, as the appliance does.
+func LoadUnderImportKey(conn transport.TPM, k *ImportKey, pub tpm2.TPMTPublic, dup, seed []byte) (*tpm2.LoadResponse, error) {
+	sess, closeSession, err := tpm2.PolicySession(conn, tpm2.TPMAlgSHA256, 16)
+	if err != nil {
+		return nil, err
+	}
+	defer closeSession()
+	return loadUnderImportKey(conn, sess, k, &wrapped{public: pub, duplicate: dup, seed: seed})
+}
+
+// PassImportPolicy satisfies the import key's policy for cc in sess.
+func PassImportPolicy(conn transport.TPM, sess tpm2.Session, cc tpm2.TPMCC) error {
+	return passImportPolicy(conn, sess, cc)
+}
