@@ -129,7 +129,6 @@ func TestBreakScopedShareLeavesThroughRewrapUnderTheEK(t *testing.T) {
 	})
 }
 
-
 // TestBreakScopedV2ShareLeavesThroughRewrapUnderTheEK: a version 2 scoped
 // key's objects are duplicates under the EK itself, whose policy the
 // objects' own gates do not reach: one TPM2_Rewrap gives s.

@@ -81,5 +81,4 @@ func anotherImage(t *testing.T, conn transport.TPM) {
 	measure(t, conn, 8, "an attacker's root filesystem")
 }
 
-
 func ptr[T any](v T) *T { return &v }
