@@ -242,7 +242,7 @@ func (d *demo) predictPolicy(context.Context) error {
 func (d *demo) runCeremony(context.Context) error {
 	var members []escrow.Member
 	for _, c := range d.custodians {
-		members = append(members, escrow.Member{ID: c.id, EK: c.ek})
+		members = append(members, escrow.Member{ID: c.id, EK: c.ek, ImportKey: c.importKey})
 	}
 	pub, bundles, err := escrow.Ceremony(d.keyID, demoThreshold, d.policy.PCRs, members, escrow.WithSecurityVersion(d.policy.SecurityVersion))
 	if err != nil {
