@@ -238,7 +238,8 @@ func (d *demo) predictPolicy(context.Context) error {
 }
 
 // runCeremony is the escrow authority's offline ceremony: 2-of-3 for this
-// month's key ID, each share sealed to one verified EK and the policy.
+// month's key ID, each share sealed to one verified import key and the
+// policy.
 func (d *demo) runCeremony(context.Context) error {
 	var members []escrow.Member
 	for _, c := range d.custodians {

@@ -5,7 +5,7 @@
 //
 //	enrollment.json   the device's identity, from custodian enroll
 //	ledger.db         the ledger (package ledger)
-//	ledger-key.blob   the checkpoint signing key, sealed to the EK, PCRs and a security version
+//	ledger-key.blob   the checkpoint signing key, sealed to the import key, PCRs and a security version
 //	ledger-key.pub    its public verifier key (C2SP signed-note format)
 //	trust/            the court trust store (package trust)
 //	bundles/          the provisioned share bundles, one per key ID
@@ -69,8 +69,9 @@ type Appliance struct {
 	// SignerErr says why checkpoints cannot be signed (the key did not
 	// unseal: the PCRs are not the approved image's), or nil.
 	SignerErr error
-	// EKErr is ErrWrongEK when the TPM does not hold the enrolled EK: the
-	// ledger is blocked and nothing is sealed to that EK.
+	// EKErr is ErrWrongEK when the TPM does not hold the enrolled EK or
+	// import key: the
+	// ledger is blocked and nothing is sealed to its import key.
 	EKErr error
 }
 

@@ -63,7 +63,7 @@ func seedOf(skey string) ([]byte, error) {
 // state key (Config.StateKey), derived from the same seed under its own
 // label: both exist only where this TPM runs the approved image, and only
 // for the key this TPM anchored at ledger init (checkAnchor). Anyone can
-// seal a key of their own to the EK and the approved PCRs; only the
+// seal a key of their own to the import key and the approved PCRs; only the
 // anchored one opens.
 func (k *SigningKey) Open(t transport.TPM) (note.Signer, []byte, error) {
 	return k.open(t, true)
