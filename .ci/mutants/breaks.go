@@ -208,9 +208,9 @@ var breaks = []mutant{
 	{
 		// Either alone is caught by neither test: the TPM keeps a child of
 		// a stClear parent from loading after a restart too.
-		name: "the gate key and objects of format 3 without stClear",
+		name: "the gate key and objects of a scoped key without stClear",
 		edits: []edit{
-			{"tpm/scoped.go", "return rolePublic(role, policy, true, point), nil", "return rolePublic(role, policy, false, point), nil"},
+			{"tpm/scoped.go", "attrs := tpm2.TPMAObject{AdminWithPolicy: true, NoDA: true, STClear: true}", "attrs := tpm2.TPMAObject{AdminWithPolicy: true, NoDA: true}"},
 			{"tpm/scoped.go", "Decrypt: true, AdminWithPolicy: true, NoDA: true, STClear: true}", "Decrypt: true, AdminWithPolicy: true, NoDA: true}"},
 		},
 		pkg: "./tpm", tests: []string{"TestInvariantScopedObjectDiesWithItsBoot"},
