@@ -1,6 +1,7 @@
 package tpm
 
 import (
+	"crypto/ecdsa"
 	"slices"
 	"time"
 
@@ -162,4 +163,17 @@ func PassGateKeyOr(t transport.TPM, sess tpm2.Session, k *ScopedKey) error {
 		return err
 	}
 	return policyOr(t, sess, branches)
+}
+
+// NewAKPublicForTest places a P-256 key in the AK template, for tests
+// that verify against an AK no TPM holds.
+func NewAKPublicForTest(k *ecdsa.PublicKey) (*AKPublic, error) {
+	e, err := k.ECDH()
+	if err != nil {
+		return nil, err
+	}
+	pub := akTemplate
+	unique := tpmPoint(e.Bytes())
+	pub.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &unique)
+	return ParseAKPublic(tpm2.Marshal(pub))
 }

@@ -2,6 +2,8 @@ package tpm_test
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"fmt"
 	"testing"
@@ -131,6 +133,28 @@ func TestImportKeyIsCertifiedByTheAK(t *testing.T) {
 		}
 		if tpm.VerifyImportKeyCertification(ak.Public, asEK, c, nonce) == nil {
 			t.Error("the certification verifies for another key")
+		}
+	})
+}
+
+// FuzzVerifyImportKeyCertification: no attestation and signature an
+// attacker sends verifies for a key the AK never certified, and none
+// panics.
+func FuzzVerifyImportKeyCertification(f *testing.F) {
+	akKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		f.Fatal(err)
+	}
+	ak, err := tpm.NewAKPublicForTest(&akKey.PublicKey)
+	if err != nil {
+		f.Fatal(err)
+	}
+	key := tpmtest.RandomImportKey(f)
+	f.Add([]byte{0xff, 0x54, 0x43, 0x47, 0x80, 0x17}, []byte{0, 0x18})
+	f.Fuzz(func(t *testing.T, attest, sig []byte) {
+		c := &tpm.ImportKeyCertification{Attest: attest, Signature: sig}
+		if tpm.VerifyImportKeyCertification(ak, key, c, []byte("nonce")) == nil {
+			t.Fatal("an uncertified import key verified")
 		}
 	})
 }
