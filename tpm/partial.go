@@ -20,16 +20,16 @@ const MaxPartials = 256
 // accept the approval.
 //
 // Both objects are imported and loaded once, in a policy session salted to
-// the EK with response encryption; every ZGen runs in that session, so its
+// the import key with response encryption; every ZGen runs in that session, so its
 // result crosses the bus encrypted. Commit and Sign run in a second policy
 // session without encryption: a signature is not a parameter the TPM can
 // encrypt; each point is blinded first, so what crosses the bus is worth
-// nothing without the blind (dleq.go). For a version 3 key the gate
-// (PolicyPCR · PolicyNV(floor), and PolicyAuthorize with an approval) runs
-// when the objects load under the gate key, and per point the TPM runs
-// PolicyCommandCode · ECDH_ZGen, then PolicyCommandCode · PolicyOR before
-// Commit and before Sign; a version 2 key runs the gate before each of
-// them. [PartialsBatch] proves many points at once.
+// nothing without the blind (dleq.go). The gate (PolicyPCR ·
+// PolicyNV(floor), and PolicyAuthorize with an approval, then
+// PolicyCommandCode(Import or Load) · PolicyOR) runs when the objects load
+// under the gate key, and per point the TPM runs PolicyCommandCode ·
+// ECDH_ZGen, then PolicyCommandCode · PolicyOR before Commit and before
+// Sign. [PartialsBatch] proves many points at once.
 func Partials(t transport.TPM, k *ScopedKey, points [][]byte, approval *Approval) ([]Partial, error) {
 	if len(points) == 0 || len(points) > MaxPartials {
 		return nil, fmt.Errorf("%d points; one call computes 1 to %d partials", len(points), MaxPartials)
