@@ -108,7 +108,7 @@ func TestInvariantNoDowngradeSharesAndKeysOpenOnlyWhileTheFloorAllows(t *testing
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := escrow.Provision(conn, b, "court-a", a.EK); !errors.Is(err, tpm.ErrDowngrade) {
+		if err := escrow.Provision(conn, b, "court-a", a.ImportKey); !errors.Is(err, tpm.ErrDowngrade) {
 			t.Fatalf("%s on the old image: %v, want a downgrade", keyID, err)
 		}
 	}

@@ -246,7 +246,7 @@ func provisionLocal(t testing.TB, a *appliance.Appliance, conn interface{ Send([
 		t.Fatal(err)
 	}
 	pub, bundles, err := escrow.Ceremony(keyID, 2, pcrs, []escrow.Member{
-		{ID: a.ID, EK: a.EK}, {ID: "court-z", EK: tpmtest.RandomEK(t)}}, append([]escrow.Option{escrow.WithMode(escrow.ModeShare)}, opts...)...)
+		{ID: a.ID, EK: a.EK, ImportKey: a.ImportKey}, {ID: "court-z", EK: tpmtest.RandomEK(t), ImportKey: tpmtest.RandomImportKey(t)}}, append([]escrow.Option{escrow.WithMode(escrow.ModeShare)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

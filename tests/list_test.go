@@ -35,7 +35,7 @@ func scopedFleet(t *testing.T) ([]*rig, *escrow.Public) {
 		r := newRigAs(t, id)
 		t.Cleanup(r.stop)
 		rigs = append(rigs, r)
-		members = append(members, escrow.Member{ID: r.a.ID, EK: r.a.EK})
+		members = append(members, escrow.Member{ID: r.a.ID, EK: r.a.EK, ImportKey: r.a.ImportKey})
 		rigs[0].court.install(t, r.a, now)
 	}
 	pcrs, err := tpm.ReadPCRs(rigs[0].tpm, 8, 9, 11, 12)

@@ -334,11 +334,9 @@ func (k *ScopedKey) open(t transport.TPM, approval *Approval, withZGen bool) (*s
 
 func (run *scopedRun) openKey(k *ScopedKey, approval *Approval, withZGen bool) (err error) {
 	t := run.t
-	sess, closeSession, err := tpm2.PolicySession(t, tpm2.TPMAlgSHA256, 16,
-		tpm2.Salted(k.EK.handle(), k.EK.public),
-		tpm2.AESEncryption(128, tpm2.EncryptOut))
+	sess, closeSession, err := saltedSession(t, k.Key)
 	if err != nil {
-		return diagnose(t, k.EK, fmt.Errorf("starting a session salted to the endorsement key: %w", err))
+		return diagnose(t, k.Key, err)
 	}
 	run.sess = sess
 	run.closers = append(run.closers, func() { _ = closeSession() })
@@ -347,21 +345,19 @@ func (run *scopedRun) openKey(k *ScopedKey, approval *Approval, withZGen bool) (
 	if run.gate, err = k.openGate(t, approval); err != nil {
 		return err
 	}
-	var gateKey *tpm2.LoadResponse
-	if k.format == scopedV3 {
-		if gateKey, err = loadScoped(t, sess, k, &k.gateKey); err != nil {
-			return err
-		}
-		// The objects stay loaded without their parent: one transient
-		// slot fewer for the rest of the call.
-		defer flush(t, gateKey.ObjectHandle)
+	gateKey, err := loadGateKey(t, sess, k)
+	if err != nil {
+		return err
 	}
+	// The objects stay loaded without their parent: one transient slot
+	// fewer for the rest of the call.
+	defer flush(t, gateKey.ObjectHandle)
 	if withZGen {
-		if run.zgen, err = run.load(k, gateKey, &k.zgen); err != nil {
+		if run.zgen, err = run.load(gateKey, &k.zgen); err != nil {
 			return err
 		}
 	}
-	if run.twin, err = run.load(k, gateKey, &k.twin); err != nil {
+	if run.twin, err = run.load(gateKey, &k.twin); err != nil {
 		return err
 	}
 	proofSess, closeProof, err := tpm2.PolicySession(t, tpm2.TPMAlgSHA256, 16)
@@ -373,16 +369,9 @@ func (run *scopedRun) openKey(k *ScopedKey, approval *Approval, withZGen bool) (
 	return nil
 }
 
-// load loads w: under the gate key through the gate (version 3), or
-// under the EK (version 2, whose objects carry the gate themselves).
-func (run *scopedRun) load(k *ScopedKey, gateKey *tpm2.LoadResponse, w *wrapped) (*tpm2.LoadResponse, error) {
-	var loaded *tpm2.LoadResponse
-	var err error
-	if gateKey != nil {
-		loaded, err = run.gate.loadUnderGateKey(run.t, run.sess, gateKey, w)
-	} else {
-		loaded, err = loadScoped(run.t, run.sess, k, w)
-	}
+// load loads w under the gate key, through the gate.
+func (run *scopedRun) load(gateKey *tpm2.LoadResponse, w *wrapped) (*tpm2.LoadResponse, error) {
+	loaded, err := run.gate.loadUnderGateKey(run.t, run.sess, gateKey, w)
 	if err != nil {
 		return nil, err
 	}

@@ -211,7 +211,7 @@ func TestInvariantBatchKeepsShareAndPartialsOffTheBus(t *testing.T) {
 		if n, clear := bus.EncryptedResponses(tpm2.TPMCCECDHZGen, 1); n != 100 || clear != 0 {
 			t.Errorf("saw %d ECDH_ZGen commands, %d without response encryption; want 100 and 0", n, clear)
 		}
-		requireSaltedToEK(t, bus, ek, tpm2.TPMCCECDHZGen, 1)
+		requireSaltedToImportKey(t, bus, ek, tpm2.TPMCCECDHZGen, 1)
 	})
 }
 
@@ -299,9 +299,7 @@ func TestBatchWorksOnlyUnderItsPolicy(t *testing.T) {
 }
 
 // TestBatchTPMCommandsPerEnvelope pins what the TPM runs: per envelope
-// PolicyCommandCode and ECDH_ZGen for a key of format version 3 (the gate
-// was passed at load), the whole gate and ECDH_ZGen for a version 2 key;
-// per batch one Commit and one Sign; no NV write at all. A change that
+// PolicyCommandCode and ECDH_ZGen (the gate was passed at load); per batch one Commit and one Sign; no NV write at all. A change that
 // adds a command per envelope fails here.
 func TestBatchTPMCommandsPerEnvelope(t *testing.T) {
 	tpmtest.Run(t, func(t *testing.T, target tpmtest.Target) {
@@ -309,7 +307,7 @@ func TestBatchTPMCommandsPerEnvelope(t *testing.T) {
 		ek, pcrs := bootedDevice(t, conn)
 		s, key, _ := scopedShare(t, ek, pcrs)
 		approver, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		seal := func(f func(*tpm.EK, tpm.PCRValues, uint64, []byte, *ecdsa.PublicKey) (*tpm.ScopedKey, error), a *ecdsa.PublicKey) *tpm.ScopedKey {
+		seal := func(f func(*tpm.ImportKey, tpm.PCRValues, uint64, []byte, *ecdsa.PublicKey) (*tpm.ScopedKey, error), a *ecdsa.PublicKey) *tpm.ScopedKey {
 			k, err := f(ek, pcrs, testVersion, s, a)
 			if err != nil {
 				t.Fatal(err)
@@ -326,10 +324,6 @@ func TestBatchTPMCommandsPerEnvelope(t *testing.T) {
 			// PolicyCommandCode, ECDH_ZGen
 			{"own PCRs", key, nil, 2},
 			{"approval", seal(tpm.SealScoped, &approver.PublicKey), approval, 2},
-			// PolicyPCR, PolicyNV(floor), PolicyCommandCode, ECDH_ZGen
-			{"version 2, own PCRs", seal(tpm.SealScopedV2, nil), nil, 4},
-			// and PolicyAuthorize, PolicyOR
-			{"version 2, approval", seal(tpm.SealScopedV2, &approver.PublicKey), approval, 6},
 		}
 		for _, c := range cases {
 			counts := map[int]map[tpm2.TPMCC]int{}
@@ -387,53 +381,11 @@ func sha256Of(parts ...[]byte) []byte {
 	return d[:]
 }
 
-// TestScopedKeyOfVersion2StillWorks: keys sealed before the gate key
-// existed parse, compute and prove, alone and in batches, and keep their
-// per-use gate: refused after a PCR extend.
-func TestScopedKeyOfVersion2StillWorks(t *testing.T) {
-	tpmtest.Run(t, func(t *testing.T, target tpmtest.Target) {
-		conn := target.Open(t)
-		ek, pcrs := bootedDevice(t, conn)
-		s, _, proofKey := scopedShare(t, ek, pcrs)
-		sealed, err := tpm.SealScopedV2(ek, pcrs, testVersion, s, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		key, err := tpm.ParseScopedKey(sealed.Marshal())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if v3, _ := tpm.SealScoped(ek, pcrs, testVersion, s, nil); bytes.Equal(v3.Marshal()[:9], sealed.Marshal()[:9]) {
-			t.Fatal("version 2 and 3 keys start alike")
-		}
-		points := randomPoints(t, 3)
-		got, err := tpm.Partials(conn, key, points[:1], nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tpm.VerifyPartial(proofKey, points[0], &got[0]); err != nil {
-			t.Fatal(err)
-		}
-		b, err := tpm.PartialsBatch(conn, key, points, nil, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := tpm.VerifyBatch(proofKey, points, b); err != nil {
-			t.Fatal(err)
-		}
-		requireShareTimes(t, s, points, b.Partials)
-		measure(t, conn, 8, "another root")
-		if _, err := tpm.PartialsBatch(conn, key, points, nil, nil); !errors.Is(err, tpm.ErrPCRMismatch) {
-			t.Fatalf("after a PCR extend: got %v, want ErrPCRMismatch", err)
-		}
-	})
-}
-
 // TestInvariantScopedObjectDiesWithItsBoot: the gate of a version 3 key is
 // passed when its objects load, so a loaded object must not outlive the
 // boot it was loaded in. Its saved context loads in the same boot, but
 // not after a reboot, even one after TPM2_Shutdown(STATE), which keeps
-// the contexts of other objects (the version 2 object shows it): the
+// the contexts of other objects (a sealed blob's object shows it): the
 // objects are stClear. Loading them afresh needs the gate again.
 func TestInvariantScopedObjectDiesWithItsBoot(t *testing.T) {
 	tpmtest.RequireSwtpm(t)
@@ -441,21 +393,20 @@ func TestInvariantScopedObjectDiesWithItsBoot(t *testing.T) {
 	conn := sw.Open(t)
 	ek, pcrs := bootedDevice(t, conn)
 	s, key, _ := scopedShare(t, ek, pcrs)
-	v2, err := tpm.SealScopedV2(ek, pcrs, testVersion, s, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	blob := sealAndReparse(t, ek, pcrs, s)
 	for _, c := range []struct {
 		name     string
-		key      *tpm.ScopedKey
-		twin     bool
+		load     func() (*tpm2.LoadResponse, error)
 		survives bool
 	}{
-		{"version 2 ZGen key", v2, false, true},
-		{"ZGen key", key, false, false},
-		{"twin", key, true, false},
+		{"sealed blob's object", func() (*tpm2.LoadResponse, error) {
+			pub, dup, seed := tpm.WrappedOf(blob)
+			return tpm.LoadUnderImportKey(conn, ek, pub, dup, seed)
+		}, true},
+		{"ZGen key", func() (*tpm2.LoadResponse, error) { return tpm.LoadScopedObject(conn, key, false) }, false},
+		{"twin", func() (*tpm2.LoadResponse, error) { return tpm.LoadScopedObject(conn, key, true) }, false},
 	} {
-		obj, err := tpm.LoadScopedObject(conn, c.key, c.twin)
+		obj, err := c.load()
 		if err != nil {
 			t.Fatal(err)
 		}

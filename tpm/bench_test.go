@@ -24,7 +24,7 @@ import (
 // same run, and report TPM commands per operation ("cmds/op").
 
 func BenchmarkSealToRemoteEK(b *testing.B) {
-	ek := tpmtest.RandomEK(b)
+	ek := tpmtest.RandomImportKey(b)
 	pcrs := tpm.PCRValues{8: make([]byte, 32), 9: make([]byte, 32)}
 	pcrs[8][0], pcrs[9][0] = 1, 2
 	s := secret(b)
@@ -75,10 +75,7 @@ func BenchmarkImportUnseal(b *testing.B) {
 		b.Run("ours", func(b *testing.B) { benchUnseal(b, conn, ek, pcrs, s) })
 		b.Run("floor-term", func(b *testing.B) { benchFloorTerm(b, conn) })
 		b.Run("ours-ecc-ek", func(b *testing.B) {
-			eccEK, err := tpm.ProvisionEK(conn, tpm.EKECCP256)
-			if err != nil {
-				b.Fatal(err)
-			}
+			eccEK := provisionKind(b, conn, tpm.EKECCP256)
 			benchUnseal(b, conn, eccEK, pcrs, s)
 		})
 		b.Run("go-tpm-tools", func(b *testing.B) {
@@ -131,7 +128,7 @@ func BenchmarkImportUnsealCold(b *testing.B) {
 	})
 }
 
-func benchUnseal(b *testing.B, conn transport.TPM, ek *tpm.EK, pcrs tpm.PCRValues, s []byte) {
+func benchUnseal(b *testing.B, conn transport.TPM, ek *tpm.ImportKey, pcrs tpm.PCRValues, s []byte) {
 	blob, err := tpm.Seal(ek, pcrs, testVersion, s)
 	if err != nil {
 		b.Fatal(err)
@@ -299,21 +296,16 @@ func (c *commandClock) tpmTime() time.Duration {
 // per envelope (setup and the one proof included), floor-ms/env the
 // floor's, x-floor their ratio; host-ms/env is the batch's time outside
 // the TPM (blinds, unblinding, weights, combination). Also per request:
-// TPM commands, commands per envelope, NV writes. For format 2 keys and
-// for per-envelope proofs (tpm.Partials, up to 100), the same figures.
+// TPM commands, commands per envelope, NV writes. For per-envelope
+// proofs (tpm.Partials, up to 100), the same figures.
 // 10,000 takes about 30 s per iteration on swtpm: run with -benchtime=1x.
 func BenchmarkScopedBatch(b *testing.B) {
 	benchTargets(b, func(b *testing.B, conn transport.TPM) {
 		ek, pcrs := bootedDevice(b, conn)
-		s, key, proofKey := scopedShare(b, ek, pcrs)
-		v2, err := tpm.SealScopedV2(ek, pcrs, testVersion, s, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
+		_, key, proofKey := scopedShare(b, ek, pcrs)
 		for _, n := range []int{1, 100, 10000} {
 			points := randomPoints(b, n)
 			b.Run(fmt.Sprintf("batch/n=%d", n), func(b *testing.B) { benchBatch(b, conn, key, proofKey, points) })
-			b.Run(fmt.Sprintf("batch-v2/n=%d", n), func(b *testing.B) { benchBatch(b, conn, v2, proofKey, points) })
 			if n <= 100 {
 				b.Run(fmt.Sprintf("per-envelope-proofs/n=%d", n), func(b *testing.B) {
 					clock := &commandClock{TPM: conn}

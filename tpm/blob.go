@@ -10,21 +10,22 @@ import (
 	"golang.org/x/crypto/cryptobyte"
 )
 
-// Blob is a secret sealed to one TPM's endorsement key, a PCR policy and
-// a security version. Everything in it is public: the secret inside is
-// encrypted to the EK and integrity-protected for the sealed object's Name.
+// Blob is a secret sealed to one TPM's import key, a PCR policy and a
+// security version. Everything in it is public: the secret inside is
+// encrypted to the import key and integrity-protected for the sealed
+// object's Name.
 type Blob struct {
-	EK      *EK       // the endorsement key it was made for
-	PCRs    PCRValues // the values the PCRs must hold for it to open
-	Version uint64    // its image's security version: opens while the floor <= Version
+	Key     *ImportKey // the import key it was made for
+	PCRs    PCRValues  // the values the PCRs must hold for it to open
+	Version uint64     // its image's security version: opens while the floor <= Version
 
 	wrapped // the sealed data object
 }
 
 // The blob encoding, big-endian, one canonical form:
 //
-//	magic      "CUSTSEAL" (8 bytes), version 2 (1 byte)
-//	ek         uint16 length + SubjectPublicKeyInfo DER
+//	magic      "CUSTSEAL" (8 bytes), version 3 (1 byte)
+//	key        uint16 length + SubjectPublicKeyInfo DER of the import key
 //	pcrs       uint8 count, then per PCR in ascending order:
 //	           uint8 index + 32-byte SHA-256 value
 //	security   uint32: the image's security version, 1..MaxSecurityVersion
@@ -33,9 +34,10 @@ type Blob struct {
 //	seed       uint16 length + TPM2B_ENCRYPTED_SECRET contents
 const (
 	blobMagic = "CUSTSEAL"
-	// blobVersion 2 added the security version; version 1 blobs, whose
-	// policies have no floor term, are refused.
-	blobVersion = 2
+	// blobVersion 3 wraps for the import key. Version 2 blobs, wrapped
+	// for the EK (which TPM2_Rewrap opens without the sealed object's
+	// policy), and version 1 blobs, without a floor term, are refused.
+	blobVersion = 3
 	maxEKDER    = 1024
 	maxTPMField = 1024
 )
@@ -46,14 +48,15 @@ var ErrMalformedBlob = errors.New("malformed sealed blob")
 // Marshal encodes the blob.
 func (b *Blob) Marshal() []byte {
 	var out cryptobyte.Builder
-	addHeader(&out, blobMagic, blobVersion, b.EK, b.PCRs, b.Version)
+	addHeader(&out, blobMagic, blobVersion, b.Key, b.PCRs, b.Version)
 	for _, field := range [][]byte{tpm2.Marshal(b.public), b.duplicate, b.seed} {
 		out.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) { c.AddBytes(field) })
 	}
 	return out.BytesOrPanic()
 }
 
-// ParseBlob decodes and checks a blob: canonical encoding, a template EK,
+// ParseBlob decodes and checks a blob: canonical encoding, a template
+// import key,
 // a usable PCR policy, and a sealed object bound to exactly that policy.
 func ParseBlob(data []byte) (*Blob, error) {
 	b, err := parseBlob(data)
@@ -65,7 +68,7 @@ func ParseBlob(data []byte) (*Blob, error) {
 
 func parseBlob(data []byte) (*Blob, error) {
 	s := cryptobyte.String(data)
-	ek, pcrs, version, _, err := readHeader(&s, blobMagic, "a sealed blob", blobVersion)
+	key, pcrs, version, _, err := readHeader(&s, blobMagic, "a sealed blob", blobVersion)
 	if err != nil {
 		return nil, err
 	}
@@ -79,15 +82,15 @@ func parseBlob(data []byte) (*Blob, error) {
 	if err := checkSealedPublic(&w.public, pcrs, version); err != nil {
 		return nil, err
 	}
-	return &Blob{EK: ek, PCRs: pcrs, Version: version, wrapped: *w}, nil
+	return &Blob{Key: key, PCRs: pcrs, Version: version, wrapped: *w}, nil
 }
 
 // addHeader writes what both blob formats start with: magic, format
-// version, EK, PCR values and security version.
-func addHeader(out *cryptobyte.Builder, magic string, version uint8, ek *EK, pcrs PCRValues, security uint64) {
+// version, import key, PCR values and security version.
+func addHeader(out *cryptobyte.Builder, magic string, version uint8, key *ImportKey, pcrs PCRValues, security uint64) {
 	out.AddBytes([]byte(magic))
 	out.AddUint8(version)
-	out.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) { c.AddBytes(ek.MarshalPKIX()) })
+	out.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) { c.AddBytes(key.MarshalPKIX()) })
 	out.AddUint8(uint8(len(pcrs)))
 	for _, i := range pcrs.Indices() {
 		out.AddUint8(uint8(i))
@@ -98,16 +101,16 @@ func addHeader(out *cryptobyte.Builder, magic string, version uint8, ek *EK, pcr
 
 // readHeader reads what addHeader wrote, for the format with this magic,
 // in one of the versions given.
-func readHeader(s *cryptobyte.String, magic, what string, versions ...uint8) (*EK, PCRValues, uint64, uint8, error) {
+func readHeader(s *cryptobyte.String, magic, what string, versions ...uint8) (*ImportKey, PCRValues, uint64, uint8, error) {
 	var got []byte
 	var version uint8
 	if !s.ReadBytes(&got, len(magic)) || string(got) != magic {
 		return nil, nil, 0, 0, fmt.Errorf("not %s (bad magic)", what)
 	}
 	if !s.ReadUint8(&version) || !slices.Contains(versions, version) {
-		return nil, nil, 0, 0, fmt.Errorf("unsupported version %d (version 1, without a security version, must be sealed again)", version)
+		return nil, nil, 0, 0, fmt.Errorf("unsupported version %d: this format was sealed to the endorsement key, which does not keep it on the device; enroll the device again and run the ceremony again", version)
 	}
-	ek, err := readEK(s)
+	ek, err := readImportKey(s)
 	if err != nil {
 		return nil, nil, 0, 0, err
 	}
@@ -125,19 +128,19 @@ func readHeader(s *cryptobyte.String, magic, what string, versions ...uint8) (*E
 	return ek, pcrs, uint64(security), version, nil
 }
 
-func readEK(s *cryptobyte.String) (*EK, error) {
+func readImportKey(s *cryptobyte.String) (*ImportKey, error) {
 	var der cryptobyte.String
 	if !s.ReadUint16LengthPrefixed(&der) || len(der) > maxEKDER {
-		return nil, errors.New("truncated or oversized endorsement key")
+		return nil, errors.New("truncated or oversized import key")
 	}
-	ek, err := ParseEK(der)
+	key, err := ParseImportKey(der)
 	if err != nil {
 		return nil, err
 	}
-	if !bytes.Equal(ek.MarshalPKIX(), der) {
-		return nil, errors.New("endorsement key is not canonically encoded")
+	if !bytes.Equal(key.MarshalPKIX(), der) {
+		return nil, errors.New("import key is not canonically encoded")
 	}
-	return ek, nil
+	return key, nil
 }
 
 func readPCRs(s *cryptobyte.String) (PCRValues, error) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
 )
 
 // Challenge proves that an attestation key lives in the same TPM as an
@@ -60,4 +61,18 @@ func (k *AK) Activate(ek *EK, c *Challenge) ([]byte, error) {
 		return nil, fmt.Errorf("activating the credential: %w", err)
 	}
 	return rsp.CertInfo.Buffer, nil
+}
+
+// endorsementPolicy satisfies the EK's policy, PolicySecret(endorsement),
+// in sess. The endorsement hierarchy's authorization is empty on the
+// appliance; a TPM whose owner set one will refuse here.
+func endorsementPolicy(t transport.TPM, sess tpm2.Session) error {
+	_, err := tpm2.PolicySecret{
+		AuthHandle:    tpm2.AuthHandle{Handle: tpm2.TPMRHEndorsement, Auth: tpm2.PasswordAuth(nil)},
+		PolicySession: sess.Handle(),
+	}.Execute(t)
+	if err != nil {
+		return fmt.Errorf("authorizing use of the endorsement key: %w", err)
+	}
+	return nil
 }

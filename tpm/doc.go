@@ -7,23 +7,29 @@
 //     in-process reference simulator ("sim", only in cgo builds). Every
 //     connection retries TPM_RC_RETRY and caps response sizes.
 //
-//   - Seal to a remote TPM: [Seal] runs anywhere, without a TPM. From an
-//     endorsement key's public key and a set of PCR values (predicted, not
+//   - Seal to a remote TPM: [Seal] runs anywhere, without a TPM. From a
+//     TPM's import key ([ImportKey]: a primary of the endorsement hierarchy
+//     whose policy allows only Import, Load and Certify, certified by the
+//     AK at enrollment) and a set of PCR values (predicted, not
 //     necessarily current) it builds a [Blob] that only that TPM can import,
 //     and whose content only that TPM can unseal, and only while its SHA-256
 //     PCRs hold exactly those values. It refuses an empty PCR selection, a
 //     PCR that was never extended (all zero), and PCRs 16 and 23, which
-//     software at locality 0 can reset.
+//     software at locality 0 can reset. Nothing is ever wrapped for the EK:
+//     its policy, PolicySecret(endorsement), also authorizes TPM2_Rewrap to
+//     TPM_RH_NULL, which returns a duplicate's sensitive area in the clear
+//     without its own policy; the import key's policy fails Rewrap.
 //
 //   - Open on the device: [Unseal] imports and unseals a Blob through one
-//     policy session salted to the endorsement key with response parameter
+//     policy session salted to the import key with response parameter
 //     encryption, so no plaintext crosses the bus between CPU and TPM. The
-//     endorsement key's Name is computed from the key the blob was made for,
+//     import key's Name is computed from the key the blob was made for,
 //     never read back from the TPM, so a substituted salt key cannot turn the
-//     encryption off. It uses ten TPM commands.
+//     encryption off. It uses twelve TPM commands.
 //
 //   - Hold a share that never leaves: [SealScoped] wraps a share offline as
-//     two TPM keys usable only under the PCR policy (or an approval the
+//     two TPM keys, under a gate key wrapped for the import key, usable
+//     only under the PCR policy (or an approval the
 //     authority signed, checked by the TPM with PolicyAuthorize): one that
 //     only runs ECDH_ZGen, and its ECDAA twin that only runs Commit and Sign.
 //     [Partials] returns s·R for each point R with the TPM's own proof that

@@ -26,12 +26,6 @@ func LoadScopedObject(t transport.TPM, k *ScopedKey, twin bool) (*tpm2.LoadRespo
 	return keep, nil
 }
 
-// SealScopedV2 makes a scoped key in format version 2, whose objects
-// carry the gate in their own policies, as keys sealed before version 3.
-func SealScopedV2(ek *EK, pcrs PCRValues, version uint64, share []byte, approver *ecdsa.PublicKey) (*ScopedKey, error) {
-	return sealScoped(ek, pcrs, version, share, approver, scopedV2)
-}
-
 // PolicyPCRCommand satisfies PolicyPCR(pcrs) · PolicyNV(floor <= version)
 // · PolicyCommandCode(cc).
 func PolicyPCRCommand(t transport.TPM, sess tpm2.Session, pcrs PCRValues, version uint64, cc tpm2.TPMCC) error {
@@ -103,19 +97,83 @@ func ZGenFloor(t transport.TPM, k *ScopedKey, points [][]byte) (time.Duration, e
 	return time.Since(start), nil
 }
 
-// LoadGateKey loads the gate key of a version 3 scoped key under the EK,
+// LoadGateKey loads the gate key of a scoped key under the import key,
 // for tests that try to misuse it. The caller flushes the handle.
 func LoadGateKey(t transport.TPM, k *ScopedKey) (*tpm2.LoadResponse, error) {
-	sess, closeSession, err := tpm2.PolicySession(t, tpm2.TPMAlgSHA256, 16, tpm2.Salted(k.EK.handle(), k.EK.public))
+	sess, closeSession, err := saltedSession(t, k.Key)
 	if err != nil {
 		return nil, err
 	}
 	defer closeSession()
-	return loadScoped(t, sess, k, &k.gateKey)
+	return loadGateKey(t, sess, k)
 }
 
 // PassImage satisfies PolicyPCR(pcrs) · PolicyNV(floor <= version) in
-// sess: the whole policy of a gate key without an approver.
+// sess: a gate key's image term, without the command.
 func PassImage(t transport.TPM, sess tpm2.Session, pcrs PCRValues, version uint64) error {
 	return passImage(t, sess, pcrs, version)
+}
+
+// ImportKeyHandle is where the TPM keeps k.
+func ImportKeyHandle(k *ImportKey) tpm2.TPMHandle { return k.kind.importHandle() }
+
+// LoadUnderImportKey imports and loads a duplicate made for k, in a
+// fresh unsalted policy session, as the appliance does.
+func LoadUnderImportKey(conn transport.TPM, k *ImportKey, pub tpm2.TPMTPublic, dup, seed []byte) (*tpm2.LoadResponse, error) {
+	sess, closeSession, err := tpm2.PolicySession(conn, tpm2.TPMAlgSHA256, 16)
+	if err != nil {
+		return nil, err
+	}
+	defer closeSession()
+	return loadUnderImportKey(conn, sess, k, &wrapped{public: pub, duplicate: dup, seed: seed})
+}
+
+// PassImportPolicy satisfies the import key's policy for cc in sess.
+func PassImportPolicy(conn transport.TPM, sess tpm2.Session, cc tpm2.TPMCC) error {
+	return passImportPolicy(conn, sess, cc)
+}
+
+// WrappedOf returns the public area, duplicate and encrypted seed of a
+// sealed blob's object, for tests that hand them to the TPM themselves.
+func WrappedOf(b *Blob) (tpm2.TPMTPublic, []byte, []byte) {
+	return b.public, b.duplicate, b.seed
+}
+
+// ScopedWrapped returns the gate key's and the ZGen object's public
+// areas, duplicates and seeds of a scoped key.
+func ScopedWrapped(k *ScopedKey) (gatePub tpm2.TPMTPublic, gateDup, gateSeed []byte, zgenPub tpm2.TPMTPublic, zgenDup, zgenSeed []byte) {
+	return k.gateKey.public, k.gateKey.duplicate, k.gateKey.seed, k.zgen.public, k.zgen.duplicate, k.zgen.seed
+}
+
+// WrapFor duplicates an object of public area pub and sensitive area
+// sens for import under parent, as the ceremony does.
+func WrapFor(parent *tpm2.TPMTPublic, pub tpm2.TPMTPublic, sens tpm2.TPMTSensitive) (dup, seed []byte, err error) {
+	w, err := wrap(parent, pub, sens)
+	if err != nil {
+		return nil, nil, err
+	}
+	return w.duplicate, w.seed, nil
+}
+
+// PassGateKeyOr runs the PolicyOR of k's gate key over its branches for
+// its own PCRs, after the caller ran the image term and a command code.
+func PassGateKeyOr(t transport.TPM, sess tpm2.Session, k *ScopedKey) error {
+	branches, err := policyBranches(roleGateKey, k.gates())
+	if err != nil {
+		return err
+	}
+	return policyOr(t, sess, branches)
+}
+
+// NewAKPublicForTest places a P-256 key in the AK template, for tests
+// that verify against an AK no TPM holds.
+func NewAKPublicForTest(k *ecdsa.PublicKey) (*AKPublic, error) {
+	e, err := k.ECDH()
+	if err != nil {
+		return nil, err
+	}
+	pub := akTemplate
+	unique := tpmPoint(e.Bytes())
+	pub.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &unique)
+	return ParseAKPublic(tpm2.Marshal(pub))
 }

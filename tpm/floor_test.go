@@ -75,9 +75,9 @@ func TestInvariantNoDowngradeTheFloorOnlyRises(t *testing.T) {
 		if _, err := tpm.ReadFloor(conn); !errors.Is(err, tpm.ErrNoFloor) {
 			t.Fatalf("after TPM2_Clear: got %v, want ErrNoFloor", err)
 		}
-		if _, err := tpm.ProvisionEK(conn, tpm.EKRSA2048); err != nil {
-			t.Fatal(err)
-		}
+		// TPM2_Clear evicts the persistent keys; the endorsement seed
+		// stays, so the same import key comes back.
+		provisionKind(t, conn, tpm.EKRSA2048)
 		assertRedefinedFloorNotLower(t, conn, old, 2)
 	})
 }
@@ -167,7 +167,7 @@ func assertRedefinedFloorNotLower(t *testing.T, conn transport.TPM, old *tpm.Blo
 	wantDowngrade(t, "blob of version 1 after redefinition", unsealErr(conn, old), old.Version, floor)
 }
 
-func sealAt(t testing.TB, ek *tpm.EK, pcrs tpm.PCRValues, v uint64) *tpm.Blob {
+func sealAt(t testing.TB, ek *tpm.ImportKey, pcrs tpm.PCRValues, v uint64) *tpm.Blob {
 	t.Helper()
 	b, err := tpm.Seal(ek, pcrs, v, secret(t))
 	if err != nil {

@@ -20,16 +20,16 @@ const MaxPartials = 256
 // accept the approval.
 //
 // Both objects are imported and loaded once, in a policy session salted to
-// the EK with response encryption; every ZGen runs in that session, so its
+// the import key with response encryption; every ZGen runs in that session, so its
 // result crosses the bus encrypted. Commit and Sign run in a second policy
 // session without encryption: a signature is not a parameter the TPM can
 // encrypt; each point is blinded first, so what crosses the bus is worth
-// nothing without the blind (dleq.go). For a version 3 key the gate
-// (PolicyPCR · PolicyNV(floor), and PolicyAuthorize with an approval) runs
-// when the objects load under the gate key, and per point the TPM runs
-// PolicyCommandCode · ECDH_ZGen, then PolicyCommandCode · PolicyOR before
-// Commit and before Sign; a version 2 key runs the gate before each of
-// them. [PartialsBatch] proves many points at once.
+// nothing without the blind (dleq.go). The gate (PolicyPCR ·
+// PolicyNV(floor), and PolicyAuthorize with an approval, then
+// PolicyCommandCode(Import or Load) · PolicyOR) runs when the objects load
+// under the gate key, and per point the TPM runs PolicyCommandCode ·
+// ECDH_ZGen, then PolicyCommandCode · PolicyOR before Commit and before
+// Sign. [PartialsBatch] proves many points at once.
 func Partials(t transport.TPM, k *ScopedKey, points [][]byte, approval *Approval) ([]Partial, error) {
 	if len(points) == 0 || len(points) > MaxPartials {
 		return nil, fmt.Errorf("%d points; one call computes 1 to %d partials", len(points), MaxPartials)
@@ -83,12 +83,13 @@ func fromTPMPoint(b tpm2.TPM2BECCPoint) ([]byte, error) {
 	return uncompressed(p.X.Buffer, p.Y.Buffer)
 }
 
-func loadScoped(t transport.TPM, sess tpm2.Session, k *ScopedKey, w *wrapped) (*tpm2.LoadResponse, error) {
-	private, err := importWrapped(t, sess, k.EK, w)
+// loadGateKey imports and loads the gate key under the import key.
+func loadGateKey(t transport.TPM, sess tpm2.Session, k *ScopedKey) (*tpm2.LoadResponse, error) {
+	loaded, err := loadUnderImportKey(t, sess, k.Key, &k.gateKey)
 	if err != nil {
-		return nil, diagnose(t, k.EK, err)
+		return nil, diagnose(t, k.Key, err)
 	}
-	return loadImported(t, sess, k.EK, w, private)
+	return loaded, nil
 }
 
 // zgenPoint returns s·R.
@@ -198,26 +199,11 @@ func (k *ScopedKey) openGate(t transport.TPM, a *Approval) (*openGate, error) {
 	return &openGate{key: k, pcrs: a.PCRs, version: a.Version, ticket: ticket}, nil
 }
 
-// pass satisfies, in sess, the branch of role's policy for cc through
-// this gate: PolicyPCR · PolicyNV(floor) [· PolicyAuthorize] ·
-// PolicyCommandCode, then PolicyOR when the policy has several branches.
-//
-// A version 3 key's objects need only their command: PolicyCommandCode,
-// then PolicyOR for the twin. Their gate was passed when they were loaded
-// ([openGate.passGateKey]).
+// pass satisfies, in sess, role's policy for cc: the objects need only
+// their command, PolicyCommandCode, then PolicyOR for the twin. Their gate
+// was passed when they were loaded ([openGate.passGateKey]).
 func (g *openGate) pass(t transport.TPM, sess tpm2.Session, role scopedRole, cc tpm2.TPMCC) error {
-	if g.key.format == scopedV3 {
-		return passCommand(t, sess, role, cc, []gate{{}})
-	}
-	if err := passImage(t, sess, g.pcrs, g.version); err != nil {
-		return err
-	}
-	if g.ticket != nil {
-		if err := g.authorize(t, sess); err != nil {
-			return err
-		}
-	}
-	return passCommand(t, sess, role, cc, g.key.gates())
+	return passCommand(t, sess, role, cc, []gate{{}})
 }
 
 // passCommand runs PolicyCommandCode(cc), then PolicyOR over role's
@@ -244,10 +230,10 @@ func policyOr(t transport.TPM, sess tpm2.Session, branches tpm2.TPMLDigest) erro
 	return nil
 }
 
-// passGateKey satisfies, in sess, a version 3 gate key's policy: the
-// image (PolicyPCR · PolicyNV(floor)) [· PolicyAuthorize], then PolicyOR
-// when the key has an approver.
-func (g *openGate) passGateKey(t transport.TPM, sess tpm2.Session) error {
+// passGateKey satisfies, in sess, the gate key's policy for cc (Import or
+// Load): the image (PolicyPCR · PolicyNV(floor)) [· PolicyAuthorize] ·
+// PolicyCommandCode(cc) · PolicyOR.
+func (g *openGate) passGateKey(t transport.TPM, sess tpm2.Session, cc tpm2.TPMCC) error {
 	if err := passImage(t, sess, g.pcrs, g.version); err != nil {
 		return err
 	}
@@ -256,29 +242,21 @@ func (g *openGate) passGateKey(t transport.TPM, sess tpm2.Session) error {
 			return err
 		}
 	}
-	var branches tpm2.TPMLDigest
-	for _, gt := range g.key.gates() {
-		d, err := gt.policy(nil)
-		if err != nil {
-			return err
-		}
-		branches.Digests = append(branches.Digests, tpm2.TPM2BDigest{Buffer: d})
-	}
-	return policyOr(t, sess, branches)
+	return passCommand(t, sess, roleGateKey, cc, g.key.gates())
 }
 
 // loadUnderGateKey imports w under the loaded gate key and loads it, each
 // step through the gate.
 func (g *openGate) loadUnderGateKey(t transport.TPM, sess tpm2.Session, gateKey *tpm2.LoadResponse, w *wrapped) (*tpm2.LoadResponse, error) {
 	parent := tpm2.AuthHandle{Handle: gateKey.ObjectHandle, Name: gateKey.Name, Auth: sess}
-	if err := g.passGateKey(t, sess); err != nil {
+	if err := g.passGateKey(t, sess, tpm2.TPMCCImport); err != nil {
 		return nil, err
 	}
 	private, err := importUnder(t, parent, w)
 	if err != nil {
 		return nil, fmt.Errorf("importing a scoped object under its gate key: %w", err)
 	}
-	if err := g.passGateKey(t, sess); err != nil {
+	if err := g.passGateKey(t, sess, tpm2.TPMCCLoad); err != nil {
 		return nil, err
 	}
 	loaded, err := tpm2.Load{ParentHandle: parent, InPrivate: private, InPublic: tpm2.New2B(w.public)}.Execute(t)

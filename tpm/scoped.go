@@ -17,8 +17,8 @@ import (
 // ScopedKey is a share kept as a TPM key that computes with it but never
 // reveals it: a P-256 ECDH key usable only for TPM2_ECDH_ZGen, and its twin,
 // an ECDAA signing key with the same scalar usable only for TPM2_Commit and
-// TPM2_Sign (the proofs). Both are wrapped offline for one TPM's EK, and
-// both work only on an approved image: while the PCRs hold the values the
+// TPM2_Sign (the proofs). Both are wrapped offline, under a gate key
+// wrapped for one TPM's import key, and both work only on an approved image: while the PCRs hold the values the
 // key was sealed to, or — when the key names an approver — the values of an
 // [Approval] the approver signed (PolicyAuthorize), so that an approved
 // image update needs no new key.
@@ -26,19 +26,21 @@ import (
 // The TPM refuses one key with both sign and decrypt under an ECDAA scheme,
 // hence two objects.
 //
-// Where the image is checked depends on the key's format. Version 3 (what
-// SealScoped makes) wraps both objects under a third, the gate key: a
-// storage key wrapped for the EK whose policy is the image gate
-// (PolicyPCR · PolicyNV(floor), or the approval). The objects can be
-// imported and loaded only through it, so only on the approved image;
-// their own policies name just their commands, so each use costs one
-// policy command. All three are stClear: a saved context of a loaded
-// object does not load again after TPM2_Startup(CLEAR), so what was loaded
-// on the approved image dies with that boot. Version 2 keys (no gate key)
-// still work: every use of their objects runs the whole gate.
+// The gate key is a storage key wrapped for the import key whose policy
+// is the image gate (PolicyPCR · PolicyNV(floor), or the approval) followed
+// by PolicyCommandCode(Import or Load): the objects can be imported and
+// loaded under it only on the approved image, and nothing else (not
+// TPM2_Rewrap, which would strip their outer wrapper) can use it as a
+// parent. The objects' own policies name just their commands, so each use
+// costs one policy command. All three are stClear: a saved context of a
+// loaded object does not load again after TPM2_Startup(CLEAR), so what was
+// loaded on the approved image dies with that boot.
+//
+// Formats 2 and 3 were wrapped for the EK, whose policy also authorizes
+// TPM2_Rewrap; they are refused.
 type ScopedKey struct {
-	EK   *EK       // the endorsement key it was made for
-	PCRs PCRValues // the values it works under without an approval
+	Key  *ImportKey // the import key it was made for
+	PCRs PCRValues  // the values it works under without an approval
 	// Version is the ceremony image's security version: without an
 	// approval the key works only while the floor is at most Version.
 	Version uint64
@@ -46,18 +48,15 @@ type ScopedKey struct {
 	// approvals of other PCR values the key also accepts.
 	Approver *ecdsa.PublicKey
 
-	format     uint8   // scopedV2 or scopedV3
-	gateKey    wrapped // version 3: the objects' parent
+	gateKey    wrapped // the objects' parent
 	zgen, twin wrapped
 }
 
-// The scoped key formats.
-const (
-	scopedV2 uint8 = 2 // the gate in each object's policy
-	scopedV3 uint8 = 3 // the gate in the gate key's policy
-)
+// scopedFormat is the scoped key format: 4, the gate key wrapped for the
+// import key, its policy naming Import and Load.
+const scopedFormat uint8 = 4
 
-// wrapped is an object duplicated for import under an EK.
+// wrapped is an object duplicated for import under a parent.
 type wrapped struct {
 	public    tpm2.TPMTPublic
 	duplicate []byte // TPM2B_PRIVATE contents
@@ -65,13 +64,9 @@ type wrapped struct {
 }
 
 // SealScoped wraps the share scalar (32 bytes, big-endian) for the TPM
-// holding ek, usable only while its PCRs hold pcrs and its floor is at
+// holding key, usable only while its PCRs hold pcrs and its floor is at
 // most version (or under an approval). It runs offline.
-func SealScoped(ek *EK, pcrs PCRValues, version uint64, share []byte, approver *ecdsa.PublicKey) (*ScopedKey, error) {
-	return sealScoped(ek, pcrs, version, share, approver, scopedV3)
-}
-
-func sealScoped(ek *EK, pcrs PCRValues, version uint64, share []byte, approver *ecdsa.PublicKey, format uint8) (*ScopedKey, error) {
+func SealScoped(key *ImportKey, pcrs PCRValues, version uint64, share []byte, approver *ecdsa.PublicKey) (*ScopedKey, error) {
 	priv, err := ecdh.P256().NewPrivateKey(share)
 	if err != nil {
 		return nil, fmt.Errorf("a share is a nonzero P-256 scalar of 32 bytes: %w", err)
@@ -85,16 +80,13 @@ func sealScoped(ek *EK, pcrs PCRValues, version uint64, share []byte, approver *
 	if approver != nil && approver.Curve != elliptic.P256() {
 		return nil, errors.New("the approver's key is not P-256")
 	}
-	k := &ScopedKey{EK: ek, PCRs: pcrs.Clone(), Version: version, Approver: approver, format: format}
-	parent := &ek.public
-	if format == scopedV3 {
-		w, err := newGateKey(ek, k.gates())
-		if err != nil {
-			return nil, err
-		}
-		k.gateKey = *w
-		parent = &k.gateKey.public
+	k := &ScopedKey{Key: key, PCRs: pcrs.Clone(), Version: version, Approver: approver}
+	w, err := newGateKey(key, k.gates())
+	if err != nil {
+		return nil, err
 	}
+	k.gateKey = *w
+	parent := &k.gateKey.public
 	for _, role := range []scopedRole{roleZGen, roleTwin} {
 		public, err := k.objectPublic(role, priv.PublicKey().Bytes())
 		if err != nil {
@@ -116,10 +108,10 @@ func scopedSensitive(share []byte) tpm2.TPMTSensitive {
 	}
 }
 
-// newGateKey makes the gate key of a version 3 scoped key: a P-256
-// storage key, fresh for each scoped key (its private part lives only
-// here and in the TPM), wrapped for ek.
-func newGateKey(ek *EK, gates []gate) (*wrapped, error) {
+// newGateKey makes the gate key of a scoped key: a P-256 storage key,
+// fresh for each scoped key (its private part lives only here and in the
+// TPM), wrapped for key.
+func newGateKey(key *ImportKey, gates []gate) (*wrapped, error) {
 	priv, err := ecdh.P256().GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, err
@@ -132,7 +124,7 @@ func newGateKey(ek *EK, gates []gate) (*wrapped, error) {
 	if _, err := rand.Read(seed); err != nil {
 		return nil, err
 	}
-	return wrap(&ek.public, public, tpm2.TPMTSensitive{
+	return wrap(&key.public, public, tpm2.TPMTSensitive{
 		SensitiveType: tpm2.TPMAlgECC,
 		SeedValue:     tpm2.TPM2BDigest{Buffer: seed},
 		Sensitive:     tpm2.NewTPMUSensitiveComposite(tpm2.TPMAlgECC, &tpm2.TPM2BECCParameter{Buffer: priv.Bytes()}),
@@ -140,20 +132,13 @@ func newGateKey(ek *EK, gates []gate) (*wrapped, error) {
 }
 
 // gateKeyPublic is the gate key's public area: a restricted decryption
-// (storage) key whose policy is the image gate, OR'ed with the approval
-// branch when there is an approver. No branch names a command: the gate
-// key is a parent, and every command that uses it as one (Import, Load,
-// Create) gets only a child that is itself bound by the gate.
+// (storage) key whose policy has one branch per gate and command, image
+// gate · PolicyCommandCode(Import or Load), joined by PolicyOR. Every
+// branch names a command: TPM2_Rewrap with the gate key as the old parent
+// would hand out its children's sensitive areas, and TPM2_Duplicate or
+// TPM2_ObjectChangeAuth would give it another wrapper or a password.
 func gateKeyPublic(gates []gate, point []byte) (tpm2.TPMTPublic, error) {
-	var branches tpm2.TPMLDigest
-	for _, g := range gates {
-		d, err := g.policy(nil)
-		if err != nil {
-			return tpm2.TPMTPublic{}, err
-		}
-		branches.Digests = append(branches.Digests, tpm2.TPM2BDigest{Buffer: d})
-	}
-	policy, err := orOf(branches)
+	policy, err := scopedPolicy(roleGateKey, gates)
 	if err != nil {
 		return tpm2.TPMTPublic{}, err
 	}
@@ -169,7 +154,8 @@ func gateKeyPublic(gates []gate, point []byte) (tpm2.TPMTPublic, error) {
 	return public, nil
 }
 
-// wrap duplicates an object for import under parent (an EK or a gate key).
+// wrap duplicates an object for import under parent (an import key or a
+// gate key).
 func wrap(parent *tpm2.TPMTPublic, public tpm2.TPMTPublic, sensitive tpm2.TPMTSensitive) (*wrapped, error) {
 	name, err := tpm2.ObjectName(&public)
 	if err != nil {
@@ -191,14 +177,12 @@ type scopedRole int
 const (
 	roleZGen scopedRole = iota
 	roleTwin
+	roleGateKey
 )
 
 // objects are the wrapped objects in encoding order.
 func (k *ScopedKey) objects() []*wrapped {
-	if k.format == scopedV3 {
-		return []*wrapped{&k.gateKey, &k.zgen, &k.twin}
-	}
-	return []*wrapped{&k.zgen, &k.twin}
+	return []*wrapped{&k.gateKey, &k.zgen, &k.twin}
 }
 
 func (k *ScopedKey) object(r scopedRole) *wrapped {
@@ -215,35 +199,22 @@ func (k *ScopedKey) PublicKey() []byte {
 	return out
 }
 
-// scopedPublic is the exact public area of each role. Imported objects
-// cannot be fixedTPM or fixedParent; userWithAuth is clear, so no password
-// works, and every policy branch ends in a command code, so the ZGen key
-// does nothing but ZGen and the twin nothing but Commit and Sign — not even
-// TPM2_Duplicate, whose policy would need its own command code.
-func scopedPublic(role scopedRole, gates []gate, point []byte) (tpm2.TPMTPublic, error) {
-	policy, err := scopedPolicy(role, gates)
-	if err != nil {
-		return tpm2.TPMTPublic{}, err
-	}
-	return rolePublic(role, policy, false, point), nil
-}
-
-// objectPublic is the exact public area of role in k's format. In version
-// 3 an object's policy names only its commands (PolicyCommandCode, joined
-// by PolicyOR for the twin): the gate is its parent's.
+// objectPublic is the exact public area of role. Imported objects cannot
+// be fixedTPM or fixedParent; userWithAuth is clear, so no password
+// works, and the policy names only the role's commands (PolicyCommandCode,
+// joined by PolicyOR for the twin), so the ZGen key does nothing but ZGen
+// and the twin nothing but Commit and Sign — not even TPM2_Duplicate,
+// whose policy would need its own command code. The gate is its parent's.
 func (k *ScopedKey) objectPublic(role scopedRole, point []byte) (tpm2.TPMTPublic, error) {
-	if k.format != scopedV3 {
-		return scopedPublic(role, k.gates(), point)
-	}
 	policy, err := scopedPolicy(role, []gate{{}})
 	if err != nil {
 		return tpm2.TPMTPublic{}, err
 	}
-	return rolePublic(role, policy, true, point), nil
+	return rolePublic(role, policy, point), nil
 }
 
-func rolePublic(role scopedRole, policy []byte, stClear bool, point []byte) tpm2.TPMTPublic {
-	attrs := tpm2.TPMAObject{AdminWithPolicy: true, NoDA: true, STClear: stClear}
+func rolePublic(role scopedRole, policy []byte, point []byte) tpm2.TPMTPublic {
+	attrs := tpm2.TPMAObject{AdminWithPolicy: true, NoDA: true, STClear: true}
 	scheme := tpm2.TPMTECCScheme{Scheme: tpm2.TPMAlgNull}
 	if role == roleZGen {
 		attrs.Decrypt = true
@@ -297,8 +268,11 @@ func (k *ScopedKey) gates() []gate {
 
 // commands are what each role may run.
 func (r scopedRole) commands() []tpm2.TPMCC {
-	if r == roleZGen {
+	switch r {
+	case roleZGen:
 		return []tpm2.TPMCC{tpm2.TPMCCECDHZGen}
+	case roleGateKey:
+		return []tpm2.TPMCC{tpm2.TPMCCImport, tpm2.TPMCCLoad}
 	}
 	return []tpm2.TPMCC{tpm2.TPMCCCommit, tpm2.TPMCCSign}
 }
@@ -379,13 +353,12 @@ func (g gate) policy(cc *tpm2.TPMCC) ([]byte, error) {
 
 // The scoped key encoding, big-endian, one canonical form:
 //
-//	magic      "CUSTSCOP" (8 bytes), version 2 or 3 (1 byte)
-//	ek, pcrs,  as in a Blob
+//	magic      "CUSTSCOP" (8 bytes), version 4 (1 byte)
+//	key, pcrs, as in a Blob (key: the import key)
 //	security
 //	approver   uint16 length + SubjectPublicKeyInfo DER, or length 0
-//	then, in version 3, for the gate key (wrapped for the EK), and for the
-//	ZGen key and then its twin (wrapped for the gate key in version 3, for
-//	the EK in version 2):
+//	then for the gate key (wrapped for the import key), and for the ZGen
+//	key and then its twin (wrapped for the gate key):
 //	public     uint16 length + TPMT_PUBLIC
 //	duplicate  uint16 length + TPM2B_PRIVATE contents
 //	seed       uint16 length + TPM2B_ENCRYPTED_SECRET contents
@@ -394,7 +367,7 @@ const scopedMagic = "CUSTSCOP"
 // Marshal encodes the key.
 func (k *ScopedKey) Marshal() []byte {
 	var out cryptobyte.Builder
-	addHeader(&out, scopedMagic, k.format, k.EK, k.PCRs, k.Version)
+	addHeader(&out, scopedMagic, scopedFormat, k.Key, k.PCRs, k.Version)
 	out.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) {
 		if k.Approver != nil {
 			der, err := x509.MarshalPKIXPublicKey(k.Approver)
@@ -413,7 +386,7 @@ func (k *ScopedKey) Marshal() []byte {
 }
 
 // ParseScopedKey decodes and checks a scoped key: canonical encoding, a
-// template EK, a usable PCR policy, and two objects that are exactly what
+// template import key, a usable PCR policy, a gate key and two objects that are exactly what
 // SealScoped makes for that policy, with the same public point.
 func ParseScopedKey(data []byte) (*ScopedKey, error) {
 	k, err := parseScopedKey(data)
@@ -425,7 +398,7 @@ func ParseScopedKey(data []byte) (*ScopedKey, error) {
 
 func parseScopedKey(data []byte) (*ScopedKey, error) {
 	s := cryptobyte.String(data)
-	ek, pcrs, version, format, err := readHeader(&s, scopedMagic, "a scoped key", scopedV2, scopedV3)
+	key, pcrs, version, _, err := readHeader(&s, scopedMagic, "a scoped key", scopedFormat)
 	if err != nil {
 		return nil, err
 	}
@@ -433,7 +406,7 @@ func parseScopedKey(data []byte) (*ScopedKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := &ScopedKey{EK: ek, PCRs: pcrs, Version: version, Approver: approver, format: format}
+	k := &ScopedKey{Key: key, PCRs: pcrs, Version: version, Approver: approver}
 	for _, into := range k.objects() {
 		w, err := readWrapped(&s)
 		if err != nil {
@@ -493,10 +466,8 @@ func (k *ScopedKey) checkObjects() error {
 	if err != nil {
 		return fmt.Errorf("the ZGen key's public point: %v", err)
 	}
-	if k.format == scopedV3 {
-		if err := k.checkGateKey(); err != nil {
-			return err
-		}
+	if err := k.checkGateKey(); err != nil {
+		return err
 	}
 	for _, role := range []scopedRole{roleZGen, roleTwin} {
 		want, err := k.objectPublic(role, point)

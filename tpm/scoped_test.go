@@ -20,7 +20,7 @@ import (
 
 // scopedShare makes a share scalar, its key sealed for ek under pcrs (round
 // tripped through its encoding) and its proof key K = s·B.
-func scopedShare(t testing.TB, ek *tpm.EK, pcrs tpm.PCRValues) ([]byte, *tpm.ScopedKey, []byte) {
+func scopedShare(t testing.TB, ek *tpm.ImportKey, pcrs tpm.PCRValues) ([]byte, *tpm.ScopedKey, []byte) {
 	t.Helper()
 	priv, err := ecdh.P256().GenerateKey(rand.Reader)
 	if err != nil {
@@ -77,10 +77,7 @@ func TestScopedPartialIsShareTimesPointAndItsProofVerifies(t *testing.T) {
 		for _, kind := range []tpm.EKKind{tpm.EKRSA2048, tpm.EKECCP256} {
 			t.Run(kind.String(), func(t *testing.T) {
 				conn := target.Open(t)
-				ek, err := tpm.ProvisionEK(conn, kind)
-				if err != nil {
-					t.Fatal(err)
-				}
+				ek := provisionKind(t, conn, kind)
 				s, key, proofKey := scopedShare(t, ek, bootedState(t, conn))
 				points := [][]byte{randomPoint(t), randomPoint(t)}
 				partials, err := tpm.Partials(conn, key, points, nil)
@@ -134,7 +131,7 @@ func TestInvariantScopedShareNeverOnTPMBus(t *testing.T) {
 		if bus.Seen(r[1:33]) || bus.Seen(partial[1:33]) {
 			t.Error("the envelope's point or its partial crossed the bus: the proof's values would give the partial away")
 		}
-		requireSaltedToEK(t, bus, ek, tpm2.TPMCCECDHZGen, 1)
+		requireSaltedToImportKey(t, bus, ek, tpm2.TPMCCECDHZGen, 1)
 	})
 }
 
@@ -396,7 +393,7 @@ func TestInvariantGateKeyOnlyLoads(t *testing.T) {
 			},
 			"TPM2_ObjectChangeAuth": func() error {
 				_, err := tpm2.ObjectChangeAuth{ObjectHandle: handle(sess),
-					ParentHandle: tpm2.NamedHandle{Handle: tpm.EKHandle(ek), Name: tpm2.TPM2BName{Buffer: ek.Name()}},
+					ParentHandle: tpm2.NamedHandle{Handle: tpm.ImportKeyHandle(ek), Name: tpm2.TPM2BName{Buffer: ek.Name()}},
 					NewAuth:      tpm2.TPM2BAuth{Buffer: []byte("chosen")}}.Execute(conn)
 				return err
 			},

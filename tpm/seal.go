@@ -13,7 +13,7 @@ import (
 // for sealed data objects.
 const MaxSecret = 128
 
-// Seal makes a blob that only the TPM holding ek can import, and whose
+// Seal makes a blob that only the TPM holding key can import, and whose
 // secret that TPM unseals only while its SHA-256 PCRs hold exactly pcrs
 // and its security version floor is at most version (the image's
 // security version, see [FloorIndex]). It runs offline: pcrs are the
@@ -22,9 +22,10 @@ const MaxSecret = 128
 //
 // The sealed object is a keyed-hash data object whose only authorization
 // is PolicyPCR(pcrs) · PolicyNV(floor <= version): no password, no
-// duplication (its parent is the EK, and an EK-wrapped object cannot be
-// re-wrapped without the EK's policy).
-func Seal(ek *EK, pcrs PCRValues, version uint64, secret []byte) (*Blob, error) {
+// duplication. Its parent is the import key, whose policy refuses
+// TPM2_Rewrap: the one way to open the outer wrapper is to import and
+// load it, and then only its own policy unseals it.
+func Seal(key *ImportKey, pcrs PCRValues, version uint64, secret []byte) (*Blob, error) {
 	if len(secret) == 0 || len(secret) > MaxSecret {
 		return nil, fmt.Errorf("secret is %d bytes; a sealed blob holds 1 to %d", len(secret), MaxSecret)
 	}
@@ -36,11 +37,11 @@ func Seal(ek *EK, pcrs PCRValues, version uint64, secret []byte) (*Blob, error) 
 	if err != nil {
 		return nil, err
 	}
-	w, err := wrap(&ek.public, public, sensitive)
+	w, err := wrap(&key.public, public, sensitive)
 	if err != nil {
 		return nil, err
 	}
-	return &Blob{EK: ek, PCRs: pcrs.Clone(), Version: version, wrapped: *w}, nil
+	return &Blob{Key: key, PCRs: pcrs.Clone(), Version: version, wrapped: *w}, nil
 }
 
 // sealedObject builds the public and sensitive areas of a sealed data
@@ -57,8 +58,9 @@ func sealedObject(policy, secret []byte) (tpm2.TPMTPublic, tpm2.TPMTSensitive, e
 		Type:    tpm2.TPMAlgKeyedHash,
 		NameAlg: tpm2.TPMAlgSHA256,
 		ObjectAttributes: tpm2.TPMAObject{
-			// Imported objects cannot be fixedTPM/fixedParent; the EK
-			// wrapping and the PCR policy are what pin it to the device.
+			// Imported objects cannot be fixedTPM/fixedParent; the
+			// import key's wrapping and the PCR policy are what pin it to
+			// the device.
 			UserWithAuth:    false,
 			AdminWithPolicy: true,
 			NoDA:            true,

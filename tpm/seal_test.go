@@ -46,14 +46,32 @@ func bootedState(t testing.TB, conn transport.TPM) tpm.PCRValues {
 	return pcrs
 }
 
-// bootedDevice gives the TPM its RSA EK and measures a boot.
-func bootedDevice(t testing.TB, conn transport.TPM) (*tpm.EK, tpm.PCRValues) {
+// bootedDevice gives the TPM its RSA EK and import key, as enrollment
+// does, and measures a boot. It returns the import key.
+func bootedDevice(t testing.TB, conn transport.TPM) (*tpm.ImportKey, tpm.PCRValues) {
 	t.Helper()
-	ek, err := tpm.ProvisionEK(conn, tpm.EKRSA2048)
+	if _, err := tpm.ProvisionEK(conn, tpm.EKRSA2048); err != nil {
+		t.Fatal(err)
+	}
+	key, err := tpm.ProvisionImportKey(conn, tpm.EKRSA2048)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ek, bootedState(t, conn)
+	return key, bootedState(t, conn)
+}
+
+// provisionKind gives the TPM its EK and import key of kind, and returns
+// the import key.
+func provisionKind(t testing.TB, conn transport.TPM, kind tpm.EKKind) *tpm.ImportKey {
+	t.Helper()
+	if _, err := tpm.ProvisionEK(conn, kind); err != nil {
+		t.Fatal(err)
+	}
+	key, err := tpm.ProvisionImportKey(conn, kind)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
 }
 
 func secret(t testing.TB) []byte {
@@ -67,7 +85,7 @@ func secret(t testing.TB) []byte {
 
 // sealAndReparse seals to ek and round-trips the blob through its encoding,
 // as a blob travels from the ceremony to the device.
-func sealAndReparse(t testing.TB, ek *tpm.EK, pcrs tpm.PCRValues, s []byte) *tpm.Blob {
+func sealAndReparse(t testing.TB, ek *tpm.ImportKey, pcrs tpm.PCRValues, s []byte) *tpm.Blob {
 	t.Helper()
 	blob, err := tpm.Seal(ek, pcrs, testVersion, s)
 	if err != nil {
@@ -85,10 +103,7 @@ func TestSealUnsealRoundTrip(t *testing.T) {
 		for _, kind := range []tpm.EKKind{tpm.EKRSA2048, tpm.EKECCP256} {
 			t.Run(kind.String(), func(t *testing.T) {
 				conn := target.Open(t)
-				ek, err := tpm.ProvisionEK(conn, kind)
-				if err != nil {
-					t.Fatal(err)
-				}
+				ek := provisionKind(t, conn, kind)
 				pcrs := bootedState(t, conn)
 				s := secret(t)
 				got, err := tpm.Unseal(conn, sealAndReparse(t, ek, pcrs, s))
@@ -123,20 +138,23 @@ func TestInvariantNoPlaintextShareOnTPMBus(t *testing.T) {
 		if bus.Seen(s) {
 			t.Fatal("the secret crossed the TPM bus in the clear")
 		}
-		if n := bus.Count(); n != 10 { // nine, and PolicyNV for the floor
-			t.Errorf("import+unseal took %d TPM commands, want 10", n)
+		// StartAuthSession, PolicyCommandCode·PolicyOR·Import,
+		// PolicyCommandCode·PolicyOR·Load, PolicyPCR·PolicyNV·Unseal,
+		// two flushes.
+		if n := bus.Count(); n != 12 {
+			t.Errorf("import+unseal took %d TPM commands, want 12", n)
 		}
-		requireSaltedToEK(t, bus, ek, tpm2.TPMCCImport, 1)
-		requireSaltedToEK(t, bus, ek, tpm2.TPMCCUnseal, 1)
+		requireSaltedToImportKey(t, bus, ek, tpm2.TPMCCImport, 1)
+		requireSaltedToImportKey(t, bus, ek, tpm2.TPMCCUnseal, 1)
 	})
 }
 
-// requireSaltedToEK: every command with code cc on the recorded bus ran
-// in a started session whose salt was encrypted to the EK. Response
+// requireSaltedToImportKey: every command with code cc on the recorded bus ran
+// in a started session whose salt was encrypted to the import key. Response
 // encryption alone is not enough: an unsalted, unbound session's key is
 // empty, so its encryption key comes from the two nonces, which cross the
 // bus, and a probe decrypts the response.
-func requireSaltedToEK(t *testing.T, bus *tpmtest.Recorder, ek *tpm.EK, cc tpm2.TPMCC, handles int) {
+func requireSaltedToImportKey(t *testing.T, bus *tpmtest.Recorder, ek *tpm.ImportKey, cc tpm2.TPMCC, handles int) {
 	t.Helper()
 	commands := bus.CommandSessions(cc, handles)
 	if len(commands) == 0 {
@@ -145,17 +163,17 @@ func requireSaltedToEK(t *testing.T, bus *tpmtest.Recorder, ek *tpm.EK, cc tpm2.
 	for i, sessions := range commands {
 		salted := false
 		for _, s := range sessions {
-			salted = salted || s.TPMKey == tpm.EKHandle(ek) && len(s.EncryptedSalt) > 0
+			salted = salted || s.TPMKey == tpm.ImportKeyHandle(ek) && len(s.EncryptedSalt) > 0
 		}
 		if !salted {
-			t.Errorf("command %#x (#%d) ran in %d started session(s), none salted to the EK (%#x): an eavesdropper derives the session key",
-				uint32(cc), i, len(sessions), uint32(tpm.EKHandle(ek)))
+			t.Errorf("command %#x (#%d) ran in %d started session(s), none salted to the import key (%#x): an eavesdropper derives the session key",
+				uint32(cc), i, len(sessions), uint32(tpm.ImportKeyHandle(ek)))
 		}
 	}
 }
 
 func TestInvariantSealingRefusesPoliciesThatProtectNothing(t *testing.T) {
-	ek := tpmtest.RandomEK(t)
+	ek := tpmtest.RandomImportKey(t)
 	good := make([]byte, 32)
 	good[0] = 1
 	cases := map[string]struct {
@@ -216,9 +234,9 @@ func TestUnsealRefuses(t *testing.T) {
 		ek, pcrs := bootedDevice(t, conn)
 
 		t.Run("wrong EK", func(t *testing.T) {
-			_, err := tpm.Unseal(conn, sealAndReparse(t, tpmtest.RandomEK(t), pcrs, secret(t)))
-			if !errors.Is(err, tpm.ErrWrongEK) {
-				t.Fatalf("got %v, want ErrWrongEK", err)
+			_, err := tpm.Unseal(conn, sealAndReparse(t, tpmtest.RandomImportKey(t), pcrs, secret(t)))
+			if !errors.Is(err, tpm.ErrWrongKey) {
+				t.Fatalf("got %v, want ErrWrongKey", err)
 			}
 		})
 		t.Run("wrong PCR values", func(t *testing.T) {
@@ -258,7 +276,7 @@ func TestUnsealRefuses(t *testing.T) {
 func TestParseBlobRefusesDamage(t *testing.T) {
 	good := make([]byte, 32)
 	good[0] = 7
-	blob, err := tpm.Seal(tpmtest.RandomEK(t), tpm.PCRValues{8: good}, 1, []byte("share"))
+	blob, err := tpm.Seal(tpmtest.RandomImportKey(t), tpm.PCRValues{8: good}, 1, []byte("share"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,13 +303,13 @@ func FuzzParseBlob(f *testing.F) {
 	good := make([]byte, 32)
 	good[0] = 7
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	ek, _ := tpm.NewEK(&key.PublicKey)
+	ek, _ := tpm.NewImportKey(&key.PublicKey)
 	blob, err := tpm.Seal(ek, tpm.PCRValues{8: good, 9: good}, 1, []byte("share"))
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Add(blob.Marshal())
-	f.Add([]byte("CUSTSEAL\x02"))
+	f.Add([]byte("CUSTSEAL\x03"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		b, err := tpm.ParseBlob(data)
 		if err != nil {

@@ -11,53 +11,52 @@ import (
 // Errors of Unseal a caller acts on: the blob belongs to another device, or
 // this device's PCRs are not in the state the blob was sealed to.
 var (
-	ErrWrongEK     = errors.New("sealed for another TPM's endorsement key")
+	ErrWrongKey    = errors.New("sealed for another TPM's import key")
 	ErrPCRMismatch = errors.New("the TPM's PCRs do not hold the values the blob was sealed to")
 	ErrCorruptBlob = errors.New("the TPM refused the sealed blob: it is corrupt or was altered")
 )
 
-// Unseal imports b under the TPM's persistent endorsement key and returns
-// its secret, if the TPM's PCRs hold the blob's values and its security
+// Unseal imports b under the TPM's persistent import key and returns its
+// secret, if the TPM's PCRs hold the blob's values and its security
 // version floor is at most the blob's version. A blob below the floor
 // fails with a [DowngradeError] (errors.Is ErrDowngrade).
 //
-// All ten commands run in one policy session salted to the EK, with
-// response parameter encryption:
+// All twelve commands run in one policy session salted to the import key,
+// with response parameter encryption:
 //
-//	StartAuthSession(salt → EK) · PolicySecret(endorsement) · Import ·
-//	PolicySecret(endorsement) · Load · PolicyPCR · PolicyNV(floor) ·
-//	Unseal · Flush · Flush
+//	StartAuthSession(salt → import key) · PolicyCommandCode(Import) ·
+//	PolicyOR · Import · PolicyCommandCode(Load) · PolicyOR · Load ·
+//	PolicyPCR · PolicyNV(floor) · Unseal · Flush · Flush
 //
 // so the secret crosses the bus only encrypted under a session key that
-// needs the EK's private key to derive. The policy session is reused: a
-// policy session resets after each authorization it gives.
+// needs the import key's private key to derive. The policy session is
+// reused: a policy session resets after each authorization it gives.
 func Unseal(t transport.TPM, b *Blob) ([]byte, error) {
-	sess, closeSession, err := tpm2.PolicySession(t, tpm2.TPMAlgSHA256, 16,
-		tpm2.Salted(b.EK.handle(), b.EK.public),
-		tpm2.AESEncryption(128, tpm2.EncryptOut))
+	sess, closeSession, err := saltedSession(t, b.Key)
 	if err != nil {
-		return nil, diagnose(t, b.EK, fmt.Errorf("starting a session salted to the endorsement key: %w", err))
+		return nil, diagnose(t, b.Key, err)
 	}
 	defer closeSession()
 
-	private, err := importWrapped(t, sess, b.EK, &b.wrapped)
+	loaded, err := loadUnderImportKey(t, sess, b.Key, &b.wrapped)
 	if err != nil {
-		return nil, diagnose(t, b.EK, err)
+		return nil, diagnose(t, b.Key, err)
 	}
-	return loadAndUnseal(t, sess, b, private)
+	defer flush(t, loaded.ObjectHandle)
+	return unsealLoaded(t, sess, b, loaded)
 }
 
-// importWrapped re-wraps an object under the EK. The result is only
-// usable on this TPM.
-func importWrapped(t transport.TPM, sess tpm2.Session, ek *EK, w *wrapped) (tpm2.TPM2BPrivate, error) {
-	if err := endorsementPolicy(t, sess); err != nil {
-		return tpm2.TPM2BPrivate{}, err
-	}
-	private, err := importUnder(t, ek.authHandle(sess), w)
+// saltedSession starts a policy session salted to key, the Name computed
+// from the certified key (never read back), that encrypts response
+// parameters.
+func saltedSession(t transport.TPM, key *ImportKey) (tpm2.Session, func() error, error) {
+	sess, closeSession, err := tpm2.PolicySession(t, tpm2.TPMAlgSHA256, 16,
+		tpm2.Salted(key.kind.importHandle(), key.public),
+		tpm2.AESEncryption(128, tpm2.EncryptOut))
 	if err != nil {
-		return tpm2.TPM2BPrivate{}, fmt.Errorf("importing the wrapped object: %w", err)
+		return nil, nil, fmt.Errorf("starting a session salted to the import key: %w", err)
 	}
-	return private, nil
+	return sess, closeSession, nil
 }
 
 // importUnder runs TPM2_Import of w under parent.
@@ -75,13 +74,7 @@ func importUnder(t transport.TPM, parent tpm2.AuthHandle, w *wrapped) (tpm2.TPM2
 	return rsp.OutPrivate, nil
 }
 
-func loadAndUnseal(t transport.TPM, sess tpm2.Session, b *Blob, private tpm2.TPM2BPrivate) ([]byte, error) {
-	loaded, err := loadImported(t, sess, b.EK, &b.wrapped, private)
-	if err != nil {
-		return nil, err
-	}
-	defer flush(t, loaded.ObjectHandle)
-
+func unsealLoaded(t transport.TPM, sess tpm2.Session, b *Blob, loaded *tpm2.LoadResponse) ([]byte, error) {
 	if err := passImage(t, sess, b.PCRs, b.Version); err != nil {
 		return nil, err
 	}
@@ -97,45 +90,16 @@ func loadAndUnseal(t transport.TPM, sess tpm2.Session, b *Blob, private tpm2.TPM
 	return rsp.OutData.Buffer, nil
 }
 
-// loadImported loads an object imported under the EK.
-func loadImported(t transport.TPM, sess tpm2.Session, ek *EK, w *wrapped, private tpm2.TPM2BPrivate) (*tpm2.LoadResponse, error) {
-	if err := endorsementPolicy(t, sess); err != nil {
-		return nil, err
-	}
-	loaded, err := tpm2.Load{
-		ParentHandle: ek.authHandle(sess),
-		InPrivate:    private,
-		InPublic:     tpm2.New2B(w.public),
-	}.Execute(t)
-	if err != nil {
-		return nil, fmt.Errorf("loading the imported object: %w", err)
-	}
-	return loaded, nil
-}
-
-// endorsementPolicy satisfies the EK's policy, PolicySecret(endorsement),
-// in sess. The endorsement hierarchy's authorization is empty on the
-// appliance; a TPM whose owner set one will refuse here.
-func endorsementPolicy(t transport.TPM, sess tpm2.Session) error {
-	_, err := tpm2.PolicySecret{
-		AuthHandle:    tpm2.AuthHandle{Handle: tpm2.TPMRHEndorsement, Auth: tpm2.PasswordAuth(nil)},
-		PolicySession: sess.Handle(),
-	}.Execute(t)
-	if err != nil {
-		return fmt.Errorf("authorizing use of the endorsement key: %w", err)
-	}
-	return nil
-}
-
 // diagnose turns a failure to start or import into a specific error. It
-// runs only on the failure path, so the happy path stays at ten commands.
-func diagnose(t transport.TPM, want *EK, cause error) error {
-	ek, err := ReadEK(t, want.Kind())
+// runs only on the failure path, so the happy path stays at twelve
+// commands.
+func diagnose(t transport.TPM, want *ImportKey, cause error) error {
+	held, err := ReadImportKey(t, want.Kind())
 	switch {
-	case errors.Is(err, ErrNoEK):
-		return fmt.Errorf("%w: %v", ErrNoEK, cause)
-	case err == nil && !equalBytes(ek.Name(), want.Name()):
-		return ErrWrongEK
+	case errors.Is(err, ErrNoImportKey):
+		return fmt.Errorf("%w: %v", ErrNoImportKey, cause)
+	case err == nil && !equalBytes(held.Name(), want.Name()):
+		return ErrWrongKey
 	case errors.Is(cause, tpm2.TPMRCIntegrity), errors.Is(cause, tpm2.TPMRCValue),
 		errors.Is(cause, tpm2.TPMRCSize), errors.Is(cause, tpm2.TPMRCInsufficient):
 		return fmt.Errorf("%w: %v", ErrCorruptBlob, cause)

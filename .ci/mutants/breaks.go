@@ -4,20 +4,29 @@ package main
 // A fragment must occur exactly once in its file: when a refactor moves
 // the code, update the fragment with it.
 var breaks = []mutant{
-	// No plaintext share on the TPM bus: sessions salted to the EK.
+	// No plaintext share on the TPM bus: sessions salted to the import key.
 	{
-		name: "unseal session without Salted(EK), response encryption kept",
+		name: "unseal and ZGen sessions without Salted(import key), response encryption kept",
 		edits: []edit{{"tpm/unseal.go",
-			"\t\ttpm2.Salted(b.EK.handle(), b.EK.public),\n\t\ttpm2.AESEncryption(128, tpm2.EncryptOut))",
+			"\t\ttpm2.Salted(key.kind.importHandle(), key.public),\n\t\ttpm2.AESEncryption(128, tpm2.EncryptOut))",
 			"\t\ttpm2.AESEncryption(128, tpm2.EncryptOut))"}},
-		pkg: "./tpm", tests: []string{"TestInvariantNoPlaintextShareOnTPMBus"},
+		pkg: "./tpm", tests: []string{"TestInvariantNoPlaintextShareOnTPMBus", "TestInvariantScopedShareNeverOnTPMBus"},
+	},
+	// Nothing sealed leaves through TPM2_Rewrap: the import key's and the
+	// gate key's policies name only the commands they need.
+	{
+		name: "import key's policy also allows TPM2_Rewrap",
+		edits: []edit{{"tpm/importkey.go",
+			"var importCommands = []tpm2.TPMCC{tpm2.TPMCCImport, tpm2.TPMCCLoad, tpm2.TPMCCCertify}",
+			"var importCommands = []tpm2.TPMCC{tpm2.TPMCCImport, tpm2.TPMCCLoad, tpm2.TPMCCCertify, tpm2.TPMCCRewrap}"}},
+		pkg: "./tpm", tests: []string{"TestInvariantImportKeyDoesNotRewrap", "TestInvariantBundleDoesNotLeaveThroughRewrap"},
 	},
 	{
-		name: "ZGen session without Salted(EK), response encryption kept",
-		edits: []edit{{"tpm/batch.go",
-			"\t\ttpm2.Salted(k.EK.handle(), k.EK.public),\n\t\ttpm2.AESEncryption(128, tpm2.EncryptOut))",
-			"\t\ttpm2.AESEncryption(128, tpm2.EncryptOut))"}},
-		pkg: "./tpm", tests: []string{"TestInvariantScopedShareNeverOnTPMBus"},
+		name: "gate key's policy also allows TPM2_Rewrap",
+		edits: []edit{{"tpm/scoped.go",
+			"\t\treturn []tpm2.TPMCC{tpm2.TPMCCImport, tpm2.TPMCCLoad}",
+			"\t\treturn []tpm2.TPMCC{tpm2.TPMCCImport, tpm2.TPMCCLoad, tpm2.TPMCCRewrap}"}},
+		pkg: "./tpm", tests: []string{"TestInvariantScopedShareDoesNotLeaveThroughRewrap"},
 	},
 	// A share leaves only after its ledger entry is durable.
 	{
@@ -199,9 +208,9 @@ var breaks = []mutant{
 	{
 		// Either alone is caught by neither test: the TPM keeps a child of
 		// a stClear parent from loading after a restart too.
-		name: "the gate key and objects of format 3 without stClear",
+		name: "the gate key and objects of a scoped key without stClear",
 		edits: []edit{
-			{"tpm/scoped.go", "return rolePublic(role, policy, true, point), nil", "return rolePublic(role, policy, false, point), nil"},
+			{"tpm/scoped.go", "attrs := tpm2.TPMAObject{AdminWithPolicy: true, NoDA: true, STClear: true}", "attrs := tpm2.TPMAObject{AdminWithPolicy: true, NoDA: true}"},
 			{"tpm/scoped.go", "Decrypt: true, AdminWithPolicy: true, NoDA: true, STClear: true}", "Decrypt: true, AdminWithPolicy: true, NoDA: true}"},
 		},
 		pkg: "./tpm", tests: []string{"TestInvariantScopedObjectDiesWithItsBoot"},

@@ -105,7 +105,7 @@ func ceremonyMember(path string, checks *enrollmentChecks) (escrow.Member, error
 	if err != nil {
 		return escrow.Member{}, err
 	}
-	return escrow.Member{ID: e.CustodianID, EK: v.EK}, nil
+	return escrow.Member{ID: e.CustodianID, EK: v.EK, ImportKey: v.ImportKey}, nil
 }
 
 func readPolicy(path string) (*bootpolicy.Policy, error) {

@@ -238,11 +238,12 @@ func (d *demo) predictPolicy(context.Context) error {
 }
 
 // runCeremony is the escrow authority's offline ceremony: 2-of-3 for this
-// month's key ID, each share sealed to one verified EK and the policy.
+// month's key ID, each share sealed to one verified import key and the
+// policy.
 func (d *demo) runCeremony(context.Context) error {
 	var members []escrow.Member
 	for _, c := range d.custodians {
-		members = append(members, escrow.Member{ID: c.id, EK: c.ek})
+		members = append(members, escrow.Member{ID: c.id, EK: c.ek, ImportKey: c.importKey})
 	}
 	pub, bundles, err := escrow.Ceremony(d.keyID, demoThreshold, d.policy.PCRs, members, escrow.WithSecurityVersion(d.policy.SecurityVersion))
 	if err != nil {

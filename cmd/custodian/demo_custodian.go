@@ -46,7 +46,9 @@ type demoCustodian struct {
 	sw   *swtpm.Process
 	conn transport.TPMCloser
 	ek   *tpm.EK
-	app  *appliance.Appliance
+	// importKey is what the ceremony seals this custodian's share to.
+	importKey *tpm.ImportKey
+	app       *appliance.Appliance
 
 	btn     *button.Sim
 	daemon  *release.Daemon
@@ -137,13 +139,13 @@ func (d *demo) enroll(c *demoCustodian) error {
 	if err != nil {
 		return err
 	}
-	c.ek = v.EK
+	c.ek, c.importKey = v.EK, v.ImportKey
 	device := *d.g
 	device.dataDir = c.data
 	if err := device.saveEnrollment(e, d.path(c.id+".enrollment.json")); err != nil {
 		return err
 	}
-	d.say("custodian "+c.id, "enrolled: EK %s with its manufacturer certificate, AK, and a quote of its boot", e.EK.Kind)
+	d.say("custodian "+c.id, "enrolled: EK %s with its manufacturer certificate, AK, a quote of its boot, and the import key the AK certified", e.EK.Kind)
 	d.say("escrow authority", "verified %s's enrollment: EK certified: %s, AK answered the challenge: %s",
 		c.id, yesNo(v.EKCertified), yesNo(v.AKBound))
 	return nil

@@ -24,7 +24,8 @@ func newEnrollCommand(g *globals) *cobra.Command {
 		Short: "Enroll this device: endorsement key, attestation key and a quote of its boot state",
 		Long: `Enroll records this device's TPM identity for the escrow authority: the
 endorsement key (EK) with its manufacturer certificate, the attestation key
-(AK), and a quote of PCRs 0-15.
+(AK), a quote of PCRs 0-15, and the import key (a key that only imports and
+loads, which the escrow authority seals shares to), certified by the AK.
 
 Proving that the AK lives in the EK's TPM takes one round trip: a verifier
 runs "custodian enroll challenge" on the first enrollment, and the device

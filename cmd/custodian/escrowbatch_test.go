@@ -55,7 +55,7 @@ func newScopedBatch(t *testing.T, count int) *scopedBatch {
 		}
 		id := fmt.Sprintf("court-%c", 'a'+i)
 		ek := sha256.Sum256([]byte(id))
-		pub.Custodians = append(pub.Custodians, escrow.Custodian{ID: id, Index: i + 1, EKName: ek[:], ProofKey: proofKey})
+		pub.Custodians = append(pub.Custodians, escrow.Custodian{ID: id, Index: i + 1, EKName: ek[:], ImportKeyName: ek[:], ProofKey: proofKey})
 		s.shares = append(s.shares, v)
 	}
 	data, err := pub.Marshal()

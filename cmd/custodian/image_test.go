@@ -121,15 +121,12 @@ func TestMeasureBootMatchesPrediction(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ek, err := tpm.ProvisionEK(conn, tpm.EKRSA2048)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, importKey := tpmtest.ProvisionKeys(t, conn)
 	if floor := tpmtest.Floor(t, conn); floor > policy.SecurityVersion {
 		t.Fatalf("a fresh TPM's floor is %d", floor)
 	}
 	share := []byte("share sealed to the approved image")
-	blob, err := tpm.Seal(ek, policy.PCRs, policy.SecurityVersion, share)
+	blob, err := tpm.Seal(importKey, policy.PCRs, policy.SecurityVersion, share)
 	if err != nil {
 		t.Fatal(err)
 	}

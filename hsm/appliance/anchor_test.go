@@ -101,7 +101,7 @@ func TestInvariantStartupStateIsBoundToTPMUnanchoredTPMIsBlocked(t *testing.T) {
 		t.Fatal(err)
 	}
 	// What ledger init did before it anchored: a sealed key, the counter.
-	ek, err := tpm.ParseEK(enrolled.EK.PublicKey)
+	importKey, err := tpm.ParseImportKey(enrolled.ImportKey.PublicKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +109,7 @@ func TestInvariantStartupStateIsBoundToTPMUnanchoredTPMIsBlocked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := ledger.NewSigningKey(appliance.Origin("court-a"), ek, pcrs, tpmtest.Floor(t, b.conn))
+	key, err := ledger.NewSigningKey(appliance.Origin("court-a"), importKey, pcrs, tpmtest.Floor(t, b.conn))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,9 +175,9 @@ func TestInvariantStartupStateIsBoundToTPMLedgerInitIsOncePerTPM(t *testing.T) {
 	}
 	data, _ := json.Marshal(e)
 	os.WriteFile(filepath.Join(fresh.dir, appliance.EnrollmentFile), data, 0o644)
-	ek, _ := tpm.ParseEK(e.EK.PublicKey)
+	importKey, _ := tpm.ParseImportKey(e.ImportKey.PublicKey)
 	pcrs, _ := tpm.ReadPCRs(fresh.conn, b.spec.PCRs()...)
-	left, err := ledger.NewSigningKey(appliance.Origin("court-b"), ek, pcrs, tpmtest.Floor(t, fresh.conn))
+	left, err := ledger.NewSigningKey(appliance.Origin("court-b"), importKey, pcrs, tpmtest.Floor(t, fresh.conn))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,7 @@
 //
 //	enrollment.json   the device's identity, from custodian enroll
 //	ledger.db         the ledger (package ledger)
-//	ledger-key.blob   the checkpoint signing key, sealed to the EK, PCRs and a security version
+//	ledger-key.blob   the checkpoint signing key, sealed to the import key, PCRs and a security version
 //	ledger-key.pub    its public verifier key (C2SP signed-note format)
 //	trust/            the court trust store (package trust)
 //	bundles/          the provisioned share bundles, one per key ID
@@ -24,10 +24,12 @@
 // FinishReseal and RaiseFloor seal the same seed again, so the key stays
 // anchored.
 //
-// The endorsement key is taken from the enrollment, never read back from
-// the TPM: every session salted to it then proves the TPM is the enrolled
-// one. Sealing to it needs no TPM, so Init and Open also check that the
-// TPM holds it (ErrWrongEK).
+// The endorsement key and the import key are taken from the enrollment,
+// never read back from the TPM: every session salted to the import key
+// then proves the TPM is the enrolled one. Sealing to the import key (never
+// to the EK, whose policy lets TPM2_Rewrap open what is wrapped to it)
+// needs no TPM, so Init and Open also check that the TPM holds both
+// (ErrWrongEK).
 package appliance
 
 import (
@@ -56,17 +58,20 @@ const (
 
 // Appliance is an opened data directory.
 type Appliance struct {
-	Dir    string
-	ID     string
-	EK     *tpm.EK
-	Ledger *ledger.Ledger
+	Dir string
+	ID  string
+	EK  *tpm.EK
+	// ImportKey is what the device's secrets are sealed to.
+	ImportKey *tpm.ImportKey
+	Ledger    *ledger.Ledger
 	// VerifierKey is the public key auditors check checkpoints with.
 	VerifierKey string
 	// SignerErr says why checkpoints cannot be signed (the key did not
 	// unseal: the PCRs are not the approved image's), or nil.
 	SignerErr error
-	// EKErr is ErrWrongEK when the TPM does not hold the enrolled EK: the
-	// ledger is blocked and nothing is sealed to that EK.
+	// EKErr is ErrWrongEK when the TPM does not hold the enrolled EK or
+	// import key: the
+	// ledger is blocked and nothing is sealed to its import key.
 	EKErr error
 }
 
@@ -99,11 +104,11 @@ var (
 // have been appended to it: a ledger whose key is not anchored opens
 // blocked.
 func Init(dir string, t transport.TPM, pcrs []int, now time.Time) (*Appliance, error) {
-	id, ek, err := readIdentity(dir)
+	id, ek, importKey, err := readIdentity(dir)
 	if err != nil {
 		return nil, err
 	}
-	if err := checkEK(t, ek); err != nil {
+	if err := checkEK(t, ek, importKey); err != nil {
 		return nil, err
 	}
 	if err := refuseAnchored(t, dir); err != nil {
@@ -114,7 +119,7 @@ func Init(dir string, t transport.TPM, pcrs []int, now time.Time) (*Appliance, e
 	if hasLedger(dir) {
 		key, l, err = unfinishedLedger(t, dir, id, ek)
 	} else {
-		key, l, err = newLedger(t, dir, id, ek, pcrs, now)
+		key, l, err = newLedger(t, dir, id, ek, importKey, pcrs, now)
 	}
 	if err != nil {
 		return nil, err
@@ -123,7 +128,7 @@ func Init(dir string, t transport.TPM, pcrs []int, now time.Time) (*Appliance, e
 		l.Close()
 		return nil, err
 	}
-	return &Appliance{Dir: dir, ID: id, EK: ek, Ledger: l, VerifierKey: key.Verifier}, nil
+	return &Appliance{Dir: dir, ID: id, EK: ek, ImportKey: importKey, Ledger: l, VerifierKey: key.Verifier}, nil
 }
 
 // refuseAnchored refuses a TPM whose anchor is locked.
@@ -146,7 +151,7 @@ func hasLedger(dir string) bool {
 }
 
 // newLedger makes a checkpoint key, stores it and creates the ledger.
-func newLedger(t transport.TPM, dir, id string, ek *tpm.EK, pcrs []int, now time.Time) (*ledger.SigningKey, *ledger.Ledger, error) {
+func newLedger(t transport.TPM, dir, id string, ek *tpm.EK, importKey *tpm.ImportKey, pcrs []int, now time.Time) (*ledger.SigningKey, *ledger.Ledger, error) {
 	values, err := tpm.ReadPCRs(t, pcrs...)
 	if err != nil {
 		return nil, nil, err
@@ -159,7 +164,7 @@ func newLedger(t transport.TPM, dir, id string, ek *tpm.EK, pcrs []int, now time
 	if err != nil {
 		return nil, nil, err
 	}
-	key, err := ledger.NewSigningKey(Origin(id), ek, values, floor)
+	key, err := ledger.NewSigningKey(Origin(id), importKey, values, floor)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -231,7 +236,7 @@ func onlyInit(l *ledger.Ledger) error {
 // checkpoint key that does not unseal, still opens (for reading and for
 // the operator to act on); Ledger.Blocked and SignerErr say so.
 func Open(dir string, t transport.TPM) (*Appliance, error) {
-	id, ek, err := readIdentity(dir)
+	id, ek, importKey, err := readIdentity(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -239,14 +244,14 @@ func Open(dir string, t transport.TPM) (*Appliance, error) {
 	if err != nil {
 		return nil, err
 	}
-	ekErr := checkEK(t, ek)
+	ekErr := checkEK(t, ek, importKey)
 	cfg, signerErr := config(t, dir, id, ek, key)
 	cfg.DeviceErr = ekErr
 	l, err := ledger.Open(dir, cfg)
 	if err != nil {
 		return nil, err
 	}
-	return &Appliance{Dir: dir, ID: id, EK: ek, Ledger: l, VerifierKey: key.Verifier, SignerErr: signerErr, EKErr: ekErr}, nil
+	return &Appliance{Dir: dir, ID: id, EK: ek, ImportKey: importKey, Ledger: l, VerifierKey: key.Verifier, SignerErr: signerErr, EKErr: ekErr}, nil
 }
 
 // Close closes the ledger.
@@ -321,26 +326,32 @@ func (a *Appliance) reopen(t transport.TPM) error {
 // ErrNotEnrolled means the data directory has no enrollment.
 var ErrNotEnrolled = errors.New("this device is not enrolled")
 
-func readIdentity(dir string) (string, *tpm.EK, error) {
+// readIdentity reads the custodian ID, EK and import key of the
+// enrollment in dir.
+func readIdentity(dir string) (string, *tpm.EK, *tpm.ImportKey, error) {
 	data, err := os.ReadFile(filepath.Join(dir, EnrollmentFile))
 	if errors.Is(err, os.ErrNotExist) {
-		return "", nil, fmt.Errorf("%w (no %s in %s)", ErrNotEnrolled, EnrollmentFile, dir)
+		return "", nil, nil, fmt.Errorf("%w (no %s in %s)", ErrNotEnrolled, EnrollmentFile, dir)
 	}
 	if err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	e, err := enrollment.Parse(data)
 	if err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	if err := enrollment.CheckID(e.CustodianID); err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	ek, err := tpm.ParseEK(e.EK.PublicKey)
 	if err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
-	return e.CustodianID, ek, nil
+	importKey, err := tpm.ParseImportKey(e.ImportKey.PublicKey)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	return e.CustodianID, ek, importKey, nil
 }
 
 func readSigningKey(dir string) (*ledger.SigningKey, error) {

@@ -38,7 +38,7 @@ func (a *Appliance) Provision(t transport.TPM, data []byte, now time.Time) (*esc
 		}
 		return nil, fmt.Errorf("%w (%s)", ErrBundleExists, b.Escrow.KeyID)
 	}
-	if err := escrow.Provision(t, b, a.ID, a.EK); err != nil {
+	if err := escrow.Provision(t, b, a.ID, a.ImportKey); err != nil {
 		return nil, err
 	}
 	entry := ledger.Entry{Time: now.UTC().Truncate(time.Second), Kind: ledger.KindProvision,

@@ -43,7 +43,7 @@ func TestInvariantStartupStateIsBoundToTPMSwappedEnrollmentEKIsBlocked(t *testin
 	updateKey, updatePublic, _ := escrow.NewUpdateKey("authority")
 	verifier, approvalKey, _ := escrow.ParseUpdatePublic(updatePublic)
 	_, bundles, err := escrow.Ceremony("2026-11", 2, oldPolicy.PCRs,
-		[]escrow.Member{{ID: "court-a", EK: b.a.EK}, {ID: "court-b", EK: tpmtest.RandomEK(t)}},
+		[]escrow.Member{{ID: "court-a", EK: b.a.EK, ImportKey: b.a.ImportKey}, {ID: "court-b", EK: tpmtest.RandomEK(t), ImportKey: tpmtest.RandomImportKey(t)}},
 		escrow.WithMode(escrow.ModeShare), escrow.WithUpdateKey(verifier, approvalKey))
 	if err != nil {
 		t.Fatal(err)

@@ -123,7 +123,7 @@ func (a *Appliance) runningImage(t transport.TPM) (uint64, tpm.PCRValues, error)
 		if err != nil {
 			return 0, nil, err
 		}
-		if err := escrow.Provision(t, b, a.ID, a.EK); err != nil {
+		if err := escrow.Provision(t, b, a.ID, a.ImportKey); err != nil {
 			return 0, nil, fmt.Errorf("%w: key ID %s: %w", ErrFloorNotOpen, keyID, err)
 		}
 		if image == 0 || b.Escrow.SecurityVersion < image {
@@ -153,7 +153,7 @@ func (a *Appliance) sealLedgerKeyFor(t transport.TPM, pcrs tpm.PCRValues, v uint
 	if !key.Sealed.PCRs.Equal(pcrs) {
 		return fmt.Errorf("%w: the checkpoint key is sealed for version %d of other PCRs than the shares'; reseal with the update first", ErrFloorNotOpen, key.Sealed.Version)
 	}
-	ek, err := a.sealingEK()
+	ek, err := a.sealingKey()
 	if err != nil {
 		return err
 	}

@@ -48,7 +48,7 @@ func TestInvariantNoDowngradeSharesAndKeysOpenOnlyAboveTheFloor(t *testing.T) {
 		old := map[string]*escrow.Bundle{}
 		for keyID, mode := range map[string]string{"2026-11": escrow.ModeShare, "2026-12": escrow.ModeScoped} {
 			_, bundles, err := escrow.Ceremony(keyID, 2, oldPolicy.PCRs,
-				[]escrow.Member{{ID: "court-a", EK: a.EK}, {ID: "court-b", EK: tpmtest.RandomEK(t)}},
+				[]escrow.Member{{ID: "court-a", EK: a.EK, ImportKey: a.ImportKey}, {ID: "court-b", EK: tpmtest.RandomEK(t), ImportKey: tpmtest.RandomImportKey(t)}},
 				escrow.WithMode(mode), escrow.WithUpdateKey(verifier, approvalKey), escrow.WithSecurityVersion(1))
 			if err != nil {
 				t.Fatal(err)
@@ -123,7 +123,7 @@ func TestInvariantNoDowngradeSharesAndKeysOpenOnlyAboveTheFloor(t *testing.T) {
 		}
 		for _, keyID := range []string{"2026-11", "2026-12"} {
 			b, _ := a.Bundle(keyID)
-			if err := escrow.Provision(conn, b, "court-a", a.EK); err != nil {
+			if err := escrow.Provision(conn, b, "court-a", a.ImportKey); err != nil {
 				t.Fatalf("%s on image 2: %v", keyID, err)
 			}
 		}
@@ -153,7 +153,7 @@ func TestRaiseFloorResealsTheCheckpointKeyOfTheSameImage(t *testing.T) {
 		}
 		wantLastEntry(t, a, "kind floor", "outcome refused", "reason floor-not-open")
 		_, bundles, err := escrow.Ceremony("2026-11", 2, policy.PCRs,
-			[]escrow.Member{{ID: "court-a", EK: a.EK}, {ID: "court-b", EK: tpmtest.RandomEK(t)}},
+			[]escrow.Member{{ID: "court-a", EK: a.EK, ImportKey: a.ImportKey}, {ID: "court-b", EK: tpmtest.RandomEK(t), ImportKey: tpmtest.RandomImportKey(t)}},
 			escrow.WithMode(escrow.ModeShare), escrow.WithSecurityVersion(3))
 		if err != nil {
 			t.Fatal(err)

@@ -77,7 +77,7 @@ func (a *Appliance) resealBundle(t transport.TPM, keyID string, update []byte, n
 // resealLedgerKey seals the checkpoint key's seed to the new PCRs and
 // security version, as the "next" file.
 func (a *Appliance) resealLedgerKey(t transport.TPM, pcrs tpm.PCRValues, version uint64) error {
-	ek, err := a.sealingEK()
+	ek, err := a.sealingKey()
 	if err != nil {
 		return err
 	}
@@ -150,7 +150,7 @@ func (a *Appliance) promoteBundle(t transport.TPM, keyID string, now time.Time) 
 	if err != nil {
 		return err
 	}
-	if err := escrow.Provision(t, b, a.ID, a.EK); err != nil {
+	if err := escrow.Provision(t, b, a.ID, a.ImportKey); err != nil {
 		return err
 	}
 	e := ledger.Entry{Time: now.UTC().Truncate(time.Second), Kind: ledger.KindReseal, Outcome: ledger.OutcomeOK,

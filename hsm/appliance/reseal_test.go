@@ -50,7 +50,7 @@ func TestResealMovesSharesToAnApprovedImage(t *testing.T) {
 			t.Fatalf("update key: %v", err)
 		}
 		_, bundles, err := escrow.Ceremony("2026-11", 2, oldPolicy.PCRs,
-			[]escrow.Member{{ID: "court-a", EK: a.EK}, {ID: "court-b", EK: tpmtest.RandomEK(t)}},
+			[]escrow.Member{{ID: "court-a", EK: a.EK, ImportKey: a.ImportKey}, {ID: "court-b", EK: tpmtest.RandomEK(t), ImportKey: tpmtest.RandomImportKey(t)}},
 			escrow.WithMode(escrow.ModeShare), escrow.WithUpdateKey(verifier, approvalKey))
 		if err != nil {
 			t.Fatal(err)
@@ -60,7 +60,7 @@ func TestResealMovesSharesToAnApprovedImage(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, scoped, err := escrow.Ceremony("2026-12", 2, oldPolicy.PCRs,
-			[]escrow.Member{{ID: "court-a", EK: a.EK}, {ID: "court-b", EK: tpmtest.RandomEK(t)}},
+			[]escrow.Member{{ID: "court-a", EK: a.EK, ImportKey: a.ImportKey}, {ID: "court-b", EK: tpmtest.RandomEK(t), ImportKey: tpmtest.RandomImportKey(t)}},
 			escrow.WithMode(escrow.ModeScoped), escrow.WithUpdateKey(verifier, approvalKey))
 		if err != nil {
 			t.Fatal(err)
@@ -135,7 +135,7 @@ func TestResealMovesSharesToAnApprovedImage(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := escrow.Provision(conn, b, "court-a", a.EK); err != nil {
+			if err := escrow.Provision(conn, b, "court-a", a.ImportKey); err != nil {
 				t.Fatalf("%s does not work on the new image: %v", keyID, err)
 			}
 		}

@@ -79,7 +79,7 @@ func (b *booted) provision(t *testing.T, keyID string) []byte {
 		t.Fatal(err)
 	}
 	_, bundles, err := escrow.Ceremony(keyID, 2, policy.PCRs,
-		[]escrow.Member{{ID: "court-a", EK: b.a.EK}, {ID: "court-b", EK: tpmtest.RandomEK(t)}},
+		[]escrow.Member{{ID: "court-a", EK: b.a.EK, ImportKey: b.a.ImportKey}, {ID: "court-b", EK: tpmtest.RandomEK(t), ImportKey: tpmtest.RandomImportKey(t)}},
 		escrow.WithMode(escrow.ModeShare))
 	if err != nil {
 		t.Fatal(err)
@@ -184,7 +184,7 @@ func TestInvariantStartupStateIsBoundToTPMRestoredBundleIsBlocked(t *testing.T) 
 	// Another ceremony's bundle for the same key ID, valid for this device.
 	policy, _ := b.spec.Predict(measuretest.Root("v1"), nil)
 	_, bundles, err := escrow.Ceremony("2026-11", 2, policy.PCRs,
-		[]escrow.Member{{ID: "court-a", EK: b.a.EK}, {ID: "court-b", EK: tpmtest.RandomEK(t)}},
+		[]escrow.Member{{ID: "court-a", EK: b.a.EK, ImportKey: b.a.ImportKey}, {ID: "court-b", EK: tpmtest.RandomEK(t), ImportKey: tpmtest.RandomImportKey(t)}},
 		escrow.WithMode(escrow.ModeShare))
 	if err != nil {
 		t.Fatal(err)

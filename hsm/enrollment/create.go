@@ -12,8 +12,9 @@ import (
 )
 
 // Create enrolls the TPM behind t under custodianID: it makes sure the
-// endorsement key of the given kind is persistent, reads its certificate,
-// loads the attestation key, and quotes [EnrolledPCRs].
+// endorsement key and the import key of the given kind are persistent,
+// reads the EK's certificate, loads the attestation key, quotes
+// [EnrolledPCRs] and certifies the import key, both with the same nonce.
 //
 // With a nil challenge the quote's nonce is random: the enrollment shows
 // the device's state but does not prove its AK is in its TPM. With a
@@ -23,6 +24,10 @@ func Create(t transport.TPM, custodianID string, kind tpm.EKKind, challenge *Cha
 		return nil, err
 	}
 	ek, err := tpm.ProvisionEK(t, kind)
+	if err != nil {
+		return nil, err
+	}
+	importKey, err := tpm.ProvisionImportKey(t, kind)
 	if err != nil {
 		return nil, err
 	}
@@ -49,6 +54,10 @@ func Create(t transport.TPM, custodianID string, kind tpm.EKKind, challenge *Cha
 	if err != nil {
 		return nil, err
 	}
+	certification, err := ak.CertifyImportKey(importKey, nonce)
+	if err != nil {
+		return nil, err
+	}
 	return &Enrollment{
 		Version:     Version,
 		CustodianID: custodianID,
@@ -57,6 +66,7 @@ func Create(t transport.TPM, custodianID string, kind tpm.EKKind, challenge *Cha
 			Kind: kind.String(), PublicKey: ek.MarshalPKIX(), Certificate: cert, Chain: chain,
 		},
 		AK:        ak.Public.Marshal(),
+		ImportKey: ImportKey{PublicKey: importKey.MarshalPKIX(), Certification: *certification},
 		PCRs:      pcrs,
 		Nonce:     nonce,
 		Activated: challenge != nil,

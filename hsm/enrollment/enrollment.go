@@ -1,7 +1,15 @@
 // Package enrollment is a custodian appliance's identity as the rest of the
 // system knows it: which TPM it is (endorsement key, and the
 // manufacturer's certificate for it), which key signs its quotes
-// (attestation key), and the PCR values it booted with.
+// (attestation key), which key secrets are sealed to (the import key,
+// certified by the attestation key), and the PCR values it booted with.
+//
+// Secrets are never sealed to the EK: its policy, PolicySecret(endorsement),
+// with the empty (and resettable) endorsement authorization, also
+// authorizes TPM2_Rewrap, which hands out an EK-wrapped object's sensitive
+// area. The import key ([tpm.ImportKey]) allows only Import, Load and
+// Certify; the AK's TPM2_Certify of it, with the enrollment's quote nonce,
+// shows it is in the same TPM, and its Name shows its template.
 //
 // An enrollment is made on the device ([Create]) and checked anywhere
 // ([Enrollment.Verify]). Verification is strict by default: the zero
@@ -16,7 +24,8 @@
 // then checks the quote's nonce against the secret it kept: a quote by a
 // key outside that TPM, or a replayed old enrollment, cannot match.
 //
-// The file format is JSON, version 1, decoded strictly (unknown fields,
+// The file format is JSON, version 2 (version 1 named no import key and is
+// refused), decoded strictly (unknown fields,
 // duplicate keys and trailing data are refused; 64 KiB at most).
 package enrollment
 
@@ -33,7 +42,7 @@ import (
 )
 
 // Version is the enrollment format this package writes and reads.
-const Version = 1
+const Version = 2
 
 // MaxSize caps an enrollment file.
 const MaxSize = 64 << 10
@@ -49,9 +58,11 @@ type Enrollment struct {
 	Created     time.Time      `json:"created"`
 	EK          EndorsementKey `json:"ek"`
 	// AK is the attestation key's TPMT_PUBLIC.
-	AK    []byte        `json:"ak"`
-	PCRs  tpm.PCRValues `json:"pcrs"`
-	Nonce []byte        `json:"nonce"`
+	AK []byte `json:"ak"`
+	// ImportKey is what the ceremony seals to.
+	ImportKey ImportKey     `json:"import_key"`
+	PCRs      tpm.PCRValues `json:"pcrs"`
+	Nonce     []byte        `json:"nonce"`
 	// Activated says the nonce was derived from an answered challenge.
 	Activated bool      `json:"activated"`
 	Quote     tpm.Quote `json:"quote"`
@@ -68,6 +79,15 @@ type EndorsementKey struct {
 	Chain       [][]byte `json:"chain,omitempty"`
 }
 
+// ImportKey is the key secrets are sealed to, and the AK's certification
+// of it with the enrollment's nonce.
+type ImportKey struct {
+	// PublicKey is the SubjectPublicKeyInfo DER of the key, of the EK's
+	// kind; its public area is the import key template with this key.
+	PublicKey     []byte                     `json:"public_key"`
+	Certification tpm.ImportKeyCertification `json:"certification"`
+}
+
 // CheckID reports whether id is a valid custodian ID (see package ids).
 func CheckID(id string) error { return ids.CheckCustodian(id) }
 
@@ -76,6 +96,9 @@ func Parse(data []byte) (*Enrollment, error) {
 	var e Enrollment
 	if err := strictjson.Decode(data, &e, MaxSize); err != nil {
 		return nil, fmt.Errorf("enrollment: %w", err)
+	}
+	if e.Version == 1 {
+		return nil, errors.New("enrollment: version 1 names no import key, and what was sealed for it can be taken out of the TPM; enroll the device again and run the ceremony again")
 	}
 	if e.Version != Version {
 		return nil, fmt.Errorf("enrollment: unsupported version %d (want %d)", e.Version, Version)

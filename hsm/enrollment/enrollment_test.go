@@ -152,14 +152,15 @@ func TestEnrollmentRefusals(t *testing.T) {
 func TestParseRefusesMalformed(t *testing.T) {
 	for name, doc := range map[string]string{
 		"empty":          ``,
-		"unknown field":  `{"version":1,"extra":true}`,
-		"duplicate key":  `{"version":1,"version":1}`,
-		"wrong version":  `{"version":2}`,
-		"bad PCR index":  `{"version":1,"pcrs":{"08":"` + zeros + `"}}`,
-		"bad PCR value":  `{"version":1,"pcrs":{"8":"00"}}`,
-		"trailing data":  `{"version":1} {}`,
+		"unknown field":  `{"version":2,"extra":true}`,
+		"duplicate key":  `{"version":2,"version":2}`,
+		"wrong version":  `{"version":3}`,
+		"version 1":      `{"version":1}`,
+		"bad PCR index":  `{"version":2,"pcrs":{"08":"` + zeros + `"}}`,
+		"bad PCR value":  `{"version":2,"pcrs":{"8":"00"}}`,
+		"trailing data":  `{"version":2} {}`,
 		"not an object":  `[1]`,
-		"bad base64 key": `{"version":1,"ak":"!!"}`,
+		"bad base64 key": `{"version":2,"ak":"!!"}`,
 	} {
 		if _, err := enrollment.Parse([]byte(doc)); err == nil {
 			t.Errorf("%s: parsed", name)

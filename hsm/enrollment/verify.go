@@ -37,8 +37,9 @@ type VerifyOptions struct {
 type Verified struct {
 	EK          *tpm.EK
 	AK          *tpm.AKPublic
-	EKCertified bool // the EK chains to a vendor root
-	AKBound     bool // the AK answered a challenge through this EK
+	ImportKey   *tpm.ImportKey // certified by AK: as bound to the EK as the AK is
+	EKCertified bool           // the EK chains to a vendor root
+	AKBound     bool           // the AK answered a challenge through this EK
 }
 
 // Verification errors a caller may act on.
@@ -48,8 +49,9 @@ var (
 )
 
 // Verify checks e: the EK and its certificate chain, the AK's attributes,
-// the AK's binding to the EK (through the challenge secret), and the quote
-// over the recorded PCRs and nonce.
+// the AK's binding to the EK (through the challenge secret), the quote
+// over the recorded PCRs and nonce, and the AK's certification, with the
+// same nonce, of the import key in its template.
 func (e *Enrollment) Verify(opts VerifyOptions) (*Verified, error) {
 	if err := CheckID(e.CustodianID); err != nil {
 		return nil, err
@@ -74,7 +76,26 @@ func (e *Enrollment) Verify(opts VerifyOptions) (*Verified, error) {
 	if err := tpm.VerifyQuote(v.AK, &e.Quote, e.Nonce, e.PCRs); err != nil {
 		return nil, err
 	}
+	if v.ImportKey, err = e.verifyImportKey(v.AK, ek.Kind()); err != nil {
+		return nil, err
+	}
 	return v, nil
+}
+
+// verifyImportKey checks that the import key is of the EK's kind and that
+// the AK certified it, in the import key template, with the quote's nonce.
+func (e *Enrollment) verifyImportKey(ak *tpm.AKPublic, kind tpm.EKKind) (*tpm.ImportKey, error) {
+	key, err := tpm.ParseImportKey(e.ImportKey.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	if key.Kind() != kind {
+		return nil, fmt.Errorf("the import key is %s and the endorsement key %s; enroll the device again", key.Kind(), kind)
+	}
+	if err := tpm.VerifyImportKeyCertification(ak, key, &e.ImportKey.Certification, e.Nonce); err != nil {
+		return nil, fmt.Errorf("%w; enroll the device again", err)
+	}
+	return key, nil
 }
 
 func (e *Enrollment) checkBinding(opts VerifyOptions) (bool, error) {

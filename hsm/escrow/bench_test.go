@@ -85,7 +85,7 @@ func BenchmarkRecover(b *testing.B) {
 		var releases []*Release
 		for i, s := range shares {
 			id := fmt.Sprintf("court-%d", i)
-			pub.Custodians = append(pub.Custodians, Custodian{ID: id, Index: i + 1, EKName: []byte(id)})
+			pub.Custodians = append(pub.Custodians, Custodian{ID: id, Index: i + 1, EKName: []byte(id), ImportKeyName: []byte(id)})
 			value, _ := s.Value.MarshalBinary()
 			r, err := SealShare(agency.Public(), digest[:], id, "2026-11", i+1, value)
 			if err != nil {
@@ -131,7 +131,7 @@ func benchKey(tb testing.TB, mode string, t, n int) (*Public, [][]byte) {
 	var values [][]byte
 	for i, s := range ss.Share(uint(n)) {
 		value, _ := s.Value.MarshalBinary()
-		c := Custodian{ID: fmt.Sprintf("court-%d", i), Index: i + 1, EKName: []byte{byte(i)}}
+		c := Custodian{ID: fmt.Sprintf("court-%d", i), Index: i + 1, EKName: []byte{byte(i)}, ImportKeyName: []byte{byte(i)}}
 		if mode == ModeScoped {
 			pk, err := tpm.ProofKey(value)
 			if err != nil {

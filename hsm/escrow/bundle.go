@@ -78,11 +78,11 @@ func (b *Bundle) check() error {
 	if !ok || c.Index != b.Index {
 		return fmt.Errorf("custodian %s with share %d is not in the escrow file", b.CustodianID, b.Index)
 	}
-	ek, pcrs, version, err := b.sealedTo()
+	key, pcrs, version, err := b.sealedTo()
 	if err != nil {
 		return err
 	}
-	if !bytes.Equal(ek.Name(), c.EKName) {
+	if !bytes.Equal(key.Name(), c.ImportKeyName) {
 		return errors.New("the sealed share is for another TPM than the escrow file names")
 	}
 	// A scoped key keeps the ceremony's PCRs and version; after an update
@@ -104,15 +104,15 @@ func (b *Bundle) ScopedApproval() *tpm.Approval {
 }
 
 // sealedTo parses the blob as the escrow file's mode says and returns the
-// EK, PCR values and security version it is sealed to. A scoped key's
+// import key, PCR values and security version it is sealed to. A scoped key's
 // public point must be the share's commitment.
-func (b *Bundle) sealedTo() (*tpm.EK, tpm.PCRValues, uint64, error) {
+func (b *Bundle) sealedTo() (*tpm.ImportKey, tpm.PCRValues, uint64, error) {
 	if b.Escrow.Mode != ModeScoped {
 		blob, err := tpm.ParseBlob(b.Blob)
 		if err != nil {
 			return nil, nil, 0, err
 		}
-		return blob.EK, blob.PCRs, blob.Version, nil
+		return blob.Key, blob.PCRs, blob.Version, nil
 	}
 	k, err := tpm.ParseScopedKey(b.Blob)
 	if err != nil {
@@ -128,7 +128,7 @@ func (b *Bundle) sealedTo() (*tpm.EK, tpm.PCRValues, uint64, error) {
 	if !equalPoint(k.PublicKey(), want) {
 		return nil, nil, 0, errors.New("the scoped key is not the share the escrow file commits to")
 	}
-	return k.EK, k.PCRs, k.Version, nil
+	return k.Key, k.PCRs, k.Version, nil
 }
 
 // Marshal encodes the bundle as indented JSON.
@@ -138,19 +138,19 @@ func (b *Bundle) Marshal() ([]byte, error) {
 }
 
 // Provision checks that a bundle belongs on this device and works here: it
-// is for custodianID and for ek (the device's enrolled EK), its share opens
+// is for custodianID and for key (the device's enrolled import key), its share opens
 // in the TPM under the current PCRs (for a scoped key: computes and proves
 // a partial), and the share matches the escrow commitments. The share is
 // checked and forgotten; nothing is stored.
-func Provision(t transport.TPM, b *Bundle, custodianID string, ek *tpm.EK) error {
+func Provision(t transport.TPM, b *Bundle, custodianID string, key *tpm.ImportKey) error {
 	if b.CustodianID != custodianID {
 		return fmt.Errorf("%w (%s, this device is %s)", ErrOtherCustodian, b.CustodianID, custodianID)
 	}
-	sealedEK, _, _, err := b.sealedTo()
+	sealedTo, _, _, err := b.sealedTo()
 	if err != nil {
 		return err
 	}
-	if !bytes.Equal(sealedEK.Name(), ek.Name()) {
+	if !bytes.Equal(sealedTo.Name(), key.Name()) {
 		return ErrOtherTPM
 	}
 	if b.Escrow.Mode == ModeScoped {

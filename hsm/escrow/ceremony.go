@@ -12,18 +12,21 @@ import (
 	"github.com/custodian-project/custodian/tpm"
 )
 
-// Member is a custodian taking part in a ceremony: its ID and the
-// endorsement key from its verified enrollment.
+// Member is a custodian taking part in a ceremony: its ID, and the
+// endorsement key (its identity) and import key (what its share is sealed
+// to, certified by its AK) from its verified enrollment.
 type Member struct {
-	ID string
-	EK *tpm.EK
+	ID        string
+	EK        *tpm.EK
+	ImportKey *tpm.ImportKey
 }
 
 // Ceremony makes the escrow key for keyID, splits it so that threshold of
-// the members' shares recover it, and seals each share to its member's EK
-// under pcrs and the image's security version (WithSecurityVersion, 1 by
-// default) — in scoped mode (the default) as a TPM key, in share mode
-// (WithMode) as sealed data.
+// the members' shares recover it, and seals each share to its member's
+// import key (never to the EK, which TPM2_Rewrap opens) under pcrs and
+// the image's security version (WithSecurityVersion, 1 by default) — in
+// scoped mode (the default) as a TPM key, in share mode (WithMode) as
+// sealed data.
 // The key and the shares never leave this function unsealed.
 func Ceremony(keyID string, threshold int, pcrs tpm.PCRValues, members []Member, opts ...Option) (*Public, []*Bundle, error) {
 	if err := checkCeremony(keyID, threshold, pcrs, members); err != nil {
@@ -57,7 +60,7 @@ func Ceremony(keyID string, threshold int, pcrs tpm.PCRValues, members []Member,
 	bundles := make([]*Bundle, len(members))
 	for i, m := range members {
 		index := i + 1 // circl numbers shares 1..n in order
-		pub.Custodians = append(pub.Custodians, Custodian{ID: m.ID, Index: index, EKName: m.EK.Name()})
+		pub.Custodians = append(pub.Custodians, Custodian{ID: m.ID, Index: index, EKName: m.EK.Name(), ImportKeyName: m.ImportKey.Name()})
 		value, err := shares[i].Value.MarshalBinary()
 		if err != nil {
 			return nil, nil, err
@@ -65,7 +68,7 @@ func Ceremony(keyID string, threshold int, pcrs tpm.PCRValues, members []Member,
 		if testHookShare != nil {
 			testHookShare(index, value)
 		}
-		blob, proofKey, err := sealShare(pub, m.EK, value)
+		blob, proofKey, err := sealShare(pub, m.ImportKey, value)
 		clear(value)
 		shares[i].Value.SetUint64(0)
 		if err != nil {
@@ -86,7 +89,7 @@ func Ceremony(keyID string, threshold int, pcrs tpm.PCRValues, members []Member,
 // sealShare seals a share for one TPM: in share mode as sealed data
 // (tpm.Seal), in scoped mode as a key that never leaves the TPM
 // (tpm.SealScoped), with the proof key its partials are checked against.
-func sealShare(pub *Public, ek *tpm.EK, value []byte) (blob, proofKey []byte, err error) {
+func sealShare(pub *Public, ek *tpm.ImportKey, value []byte) (blob, proofKey []byte, err error) {
 	if pub.Mode == ModeScoped {
 		k, err := tpm.SealScoped(ek, pub.PCRs, pub.SecurityVersion, value, pub.approver())
 		if err != nil {
@@ -146,7 +149,10 @@ func checkCeremony(keyID string, threshold int, pcrs tpm.PCRValues, members []Me
 	}
 	custodians := make([]Custodian, len(members))
 	for i, m := range members {
-		custodians[i] = Custodian{ID: m.ID, Index: i + 1, EKName: m.EK.Name()}
+		if m.EK == nil || m.ImportKey == nil {
+			return fmt.Errorf("custodian %s has no endorsement or import key: verify its enrollment (enroll it again if it is of version 1)", m.ID)
+		}
+		custodians[i] = Custodian{ID: m.ID, Index: i + 1, EKName: m.EK.Name(), ImportKeyName: m.ImportKey.Name()}
 	}
 	return checkCustodians(custodians)
 }

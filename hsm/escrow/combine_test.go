@@ -35,7 +35,7 @@ func splitKey(tb testing.TB, keyID string, threshold, n int) (*Public, []secrets
 	pub.PublicKey = pub.Commitments[0]
 	for i := range n {
 		id := fmt.Sprintf("court-%d", i+1)
-		pub.Custodians = append(pub.Custodians, Custodian{ID: id, Index: i + 1, EKName: []byte(id)})
+		pub.Custodians = append(pub.Custodians, Custodian{ID: id, Index: i + 1, EKName: []byte(id), ImportKeyName: []byte(id)})
 	}
 	if err := pub.check(); err != nil {
 		tb.Fatal(err)

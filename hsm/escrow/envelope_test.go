@@ -117,7 +117,7 @@ func FuzzParseEnvelope(f *testing.F) {
 
 // seedCeremony makes real escrow files for fuzz seeds, with TPM-less EKs.
 func seedCeremony(f *testing.F) (*Public, []*Bundle) {
-	ms := []Member{{ID: "court-a", EK: tpmtest.RandomEK(f)}, {ID: "court-b", EK: tpmtest.RandomEK(f)}}
+	ms := []Member{{ID: "court-a", EK: tpmtest.RandomEK(f), ImportKey: tpmtest.RandomImportKey(f)}, {ID: "court-b", EK: tpmtest.RandomEK(f), ImportKey: tpmtest.RandomImportKey(f)}}
 	pub, bundles, err := Ceremony("2026-11", 2, tpm.PCRValues{8: bytes.Repeat([]byte{1}, 32)}, ms, WithMode(ModeShare))
 	if err != nil {
 		f.Fatal(err)

@@ -22,9 +22,10 @@ import (
 
 // custodian is one appliance in a test: its own swtpm, booted.
 type custodian struct {
-	id   string
-	conn transport.TPM
-	ek   *tpm.EK
+	id        string
+	conn      transport.TPM
+	ek        *tpm.EK
+	importKey *tpm.ImportKey
 }
 
 // boot measures the same image into PCRs 8 and 9 on every custodian.
@@ -49,13 +50,10 @@ func fleet(t *testing.T, n int) ([]*custodian, tpm.PCRValues) {
 	var pcrs tpm.PCRValues
 	for i := 0; i < n; i++ {
 		conn := tpmtest.StartSwtpm(t).Open(t)
-		ek, err := tpm.ProvisionEK(conn, tpm.EKRSA2048)
-		if err != nil {
-			t.Fatal(err)
-		}
+		ek, importKey := tpmtest.ProvisionKeys(t, conn)
 		tpmtest.Floor(t, conn)
 		pcrs = boot(t, conn, "custodian v1")
-		cs = append(cs, &custodian{id: fmt.Sprintf("court-%c", 'a'+i), conn: conn, ek: ek})
+		cs = append(cs, &custodian{id: fmt.Sprintf("court-%c", 'a'+i), conn: conn, ek: ek, importKey: importKey})
 	}
 	return cs, pcrs
 }
@@ -63,7 +61,7 @@ func fleet(t *testing.T, n int) ([]*custodian, tpm.PCRValues) {
 func members(cs []*custodian) []escrow.Member {
 	var ms []escrow.Member
 	for _, c := range cs {
-		ms = append(ms, escrow.Member{ID: c.id, EK: c.ek})
+		ms = append(ms, escrow.Member{ID: c.id, EK: c.ek, ImportKey: c.importKey})
 	}
 	return ms
 }
@@ -136,7 +134,7 @@ func TestCeremonyProvisionRecover(t *testing.T) {
 			}
 			bundles = reparseBundles(t, bundles)
 			for i, c := range cs {
-				if err := escrow.Provision(c.conn, bundles[i], c.id, c.ek); err != nil {
+				if err := escrow.Provision(c.conn, bundles[i], c.id, c.importKey); err != nil {
 					t.Fatalf("provisioning %s: %v", c.id, err)
 				}
 			}
@@ -184,19 +182,19 @@ func TestProvisionRefusesWrongPlaceOrState(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, b := cs[0], cs[1]
-	if err := escrow.Provision(b.conn, bundles[0], b.id, b.ek); !errors.Is(err, escrow.ErrOtherCustodian) {
+	if err := escrow.Provision(b.conn, bundles[0], b.id, b.importKey); !errors.Is(err, escrow.ErrOtherCustodian) {
 		t.Errorf("bundle for %s on %s: %v", a.id, b.id, err)
 	}
-	if err := escrow.Provision(b.conn, bundles[0], a.id, b.ek); !errors.Is(err, escrow.ErrOtherTPM) {
+	if err := escrow.Provision(b.conn, bundles[0], a.id, b.importKey); !errors.Is(err, escrow.ErrOtherTPM) {
 		t.Errorf("bundle moved to another TPM: %v", err)
 	}
 	// Even when the device's own check is bypassed, its TPM refuses.
 	blob, _ := tpm.ParseBlob(bundles[0].Blob)
-	if _, err := tpm.Unseal(b.conn, blob); !errors.Is(err, tpm.ErrWrongEK) {
+	if _, err := tpm.Unseal(b.conn, blob); !errors.Is(err, tpm.ErrWrongKey) {
 		t.Errorf("another TPM unsealing: %v", err)
 	}
 	boot(t, a.conn, "an unapproved binary")
-	if err := escrow.Provision(a.conn, bundles[0], a.id, a.ek); !errors.Is(err, tpm.ErrPCRMismatch) {
+	if err := escrow.Provision(a.conn, bundles[0], a.id, a.importKey); !errors.Is(err, tpm.ErrPCRMismatch) {
 		t.Errorf("after a PCR change: %v", err)
 	}
 }
@@ -303,7 +301,7 @@ func TestNoSecretOnDisk(t *testing.T) {
 }
 
 func TestCeremonyRefusesWeakSetups(t *testing.T) {
-	ms := []escrow.Member{{ID: "court-a", EK: tpmtest.RandomEK(t)}, {ID: "court-b", EK: tpmtest.RandomEK(t)}, {ID: "court-c", EK: tpmtest.RandomEK(t)}}
+	ms := []escrow.Member{{ID: "court-a", EK: tpmtest.RandomEK(t), ImportKey: tpmtest.RandomImportKey(t)}, {ID: "court-b", EK: tpmtest.RandomEK(t), ImportKey: tpmtest.RandomImportKey(t)}, {ID: "court-c", EK: tpmtest.RandomEK(t), ImportKey: tpmtest.RandomImportKey(t)}}
 	good := tpm.PCRValues{8: bytes.Repeat([]byte{1}, 32)}
 	dupID := append([]escrow.Member{}, ms...)
 	dupID[2].ID = "court-a"

@@ -70,6 +70,9 @@ type Custodian struct {
 	ID     string `json:"id"`
 	Index  int    `json:"index"`   // the share's x-coordinate, 1..n
 	EKName []byte `json:"ek_name"` // the TPM the share is sealed to
+	// ImportKeyName is the Name of that TPM's import key, certified by
+	// its AK at enrollment: what the share is sealed to (never the EK).
+	ImportKeyName []byte `json:"import_key_name"`
 	// ProofKey, in scoped mode only, is s_i·B (tpm.ProofKey): what the
 	// proofs of this custodian's partial decryptions are checked against.
 	ProofKey []byte `json:"proof_key,omitempty"`
@@ -210,6 +213,9 @@ func checkCustodians(cs []Custodian) error {
 		}
 		if c.Index < 1 || c.Index > len(cs) {
 			return fmt.Errorf("custodian %s: share index %d out of 1..%d", c.ID, c.Index, len(cs))
+		}
+		if len(c.ImportKeyName) == 0 {
+			return fmt.Errorf("custodian %s: the escrow file names no import key, so its share was sealed to the endorsement key, which does not keep it in the TPM; enroll the devices again and run the ceremony again", c.ID)
 		}
 		if seenID[c.ID] || seenIndex[c.Index] || seenEK[string(c.EKName)] {
 			return fmt.Errorf("custodian %s: ID, share index or TPM listed twice", c.ID)

@@ -166,7 +166,7 @@ func newScopedFuzzSetup(tb testing.TB) *scopedFuzzSetup {
 		}
 		id := fmt.Sprintf("court-%c", 'a'+i)
 		ekName := sha256.Sum256([]byte(id))
-		pub.Custodians = append(pub.Custodians, escrow.Custodian{ID: id, Index: i + 1, EKName: ekName[:], ProofKey: proofKey})
+		pub.Custodians = append(pub.Custodians, escrow.Custodian{ID: id, Index: i + 1, EKName: ekName[:], ImportKeyName: ekName[:], ProofKey: proofKey})
 		s.shares = append(s.shares, &scopedModelShare{s: new(big.Int).SetBytes(v), proofKey: proofKey})
 	}
 	data, err := pub.Marshal()

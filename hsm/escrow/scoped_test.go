@@ -31,7 +31,7 @@ func scopedFleet(t *testing.T) ([]*custodian, *escrow.Public, []*escrow.Bundle) 
 	}
 	bundles = reparseBundles(t, bundles)
 	for i, b := range bundles {
-		if err := escrow.Provision(cs[i].conn, b, cs[i].id, cs[i].ek); err != nil {
+		if err := escrow.Provision(cs[i].conn, b, cs[i].id, cs[i].importKey); err != nil {
 			t.Fatalf("provisioning %s: %v", cs[i].id, err)
 		}
 	}
@@ -172,14 +172,14 @@ func lyingRelease(t *testing.T, c *custodian, b *escrow.Bundle, id *recipient.Id
 // its releases are not share releases.
 func TestScopedKeyRefusesMisuse(t *testing.T) {
 	cs, pub, bundles := scopedFleet(t)
-	if err := escrow.Provision(cs[1].conn, bundles[0], cs[0].id, cs[1].ek); !errors.Is(err, escrow.ErrOtherTPM) {
+	if err := escrow.Provision(cs[1].conn, bundles[0], cs[0].id, cs[1].importKey); !errors.Is(err, escrow.ErrOtherTPM) {
 		t.Fatalf("bundle on another TPM: %v", err)
 	}
 	if _, err := escrow.Reseal(cs[0].conn, bundles[0], []byte("any update")); !errors.Is(err, escrow.ErrScopedReseal) {
 		t.Fatalf("reseal of a scoped bundle: %v", err)
 	}
 	boot(t, cs[0].conn, "another image")
-	if err := escrow.Provision(cs[0].conn, bundles[0], cs[0].id, cs[0].ek); !errors.Is(err, tpm.ErrPCRMismatch) {
+	if err := escrow.Provision(cs[0].conn, bundles[0], cs[0].id, cs[0].importKey); !errors.Is(err, tpm.ErrPCRMismatch) {
 		t.Fatalf("after a PCR change: %v", err)
 	}
 	for _, c := range pub.Custodians {
@@ -213,7 +213,7 @@ func TestInvariantScopedShareNeverOnTPMBus(t *testing.T) {
 	id := agency(t)
 	env := seal(t, pub, "carol", "message")
 	for i, b := range bundles {
-		if err := escrow.Provision(cs[i].conn, b, cs[i].id, cs[i].ek); err != nil {
+		if err := escrow.Provision(cs[i].conn, b, cs[i].id, cs[i].importKey); err != nil {
 			t.Fatal(err)
 		}
 		releasePartials(t, cs[i], b, id.Public(), env)
@@ -251,7 +251,7 @@ func TestUpdateKeysAndApprovalsAreStrict(t *testing.T) {
 	if _, _, err := escrow.ParseUpdatePublic(verifier + "\n" + rest); err == nil {
 		t.Fatal("an approval key signed by another update key was accepted")
 	}
-	ms := []escrow.Member{{ID: "court-a", EK: tpmtest.RandomEK(t)}, {ID: "court-b", EK: tpmtest.RandomEK(t)}}
+	ms := []escrow.Member{{ID: "court-a", EK: tpmtest.RandomEK(t), ImportKey: tpmtest.RandomImportKey(t)}, {ID: "court-b", EK: tpmtest.RandomEK(t), ImportKey: tpmtest.RandomImportKey(t)}}
 	pcrs := tpm.PCRValues{8: bytes.Repeat([]byte{1}, 32)}
 	if _, _, err := escrow.Ceremony("2026-11", 2, pcrs, ms, escrow.WithUpdateKey(verifier, nil)); !errors.Is(err, escrow.ErrNoApprovalKey) {
 		t.Fatalf("scoped ceremony with an update key lacking an approval key: %v", err)
@@ -301,7 +301,7 @@ func TestUpdateKeysAndApprovalsAreStrict(t *testing.T) {
 func TestInvariantNoDowngradeBundlesAndUpdatesKeepTheirVersion(t *testing.T) {
 	private, public, _ := escrow.NewUpdateKey("authority")
 	verifier, approvalKey, _ := escrow.ParseUpdatePublic(public)
-	ms := []escrow.Member{{ID: "court-a", EK: tpmtest.RandomEK(t)}, {ID: "court-b", EK: tpmtest.RandomEK(t)}}
+	ms := []escrow.Member{{ID: "court-a", EK: tpmtest.RandomEK(t), ImportKey: tpmtest.RandomImportKey(t)}, {ID: "court-b", EK: tpmtest.RandomEK(t), ImportKey: tpmtest.RandomImportKey(t)}}
 	pcrs := tpm.PCRValues{8: bytes.Repeat([]byte{1}, 32)}
 	older, _ := bootpolicy.FromMeasurement("court-a", tpm.PCRValues{8: bytes.Repeat([]byte{2}, 32)}, 1)
 	update, err := escrow.SignUpdate(private, older)

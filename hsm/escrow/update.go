@@ -273,7 +273,7 @@ func Reseal(t transport.TPM, b *Bundle, update []byte) (*Bundle, error) {
 	if !b.Escrow.VerifyShare(b.Index, share) {
 		return nil, ErrBadShare
 	}
-	next, err := tpm.Seal(blob.EK, policy.PCRs, policy.SecurityVersion, share)
+	next, err := tpm.Seal(blob.Key, policy.PCRs, policy.SecurityVersion, share)
 	if err != nil {
 		return nil, err
 	}

@@ -11,7 +11,7 @@ import (
 )
 
 // The ledger key's anchor. The state key comes from the checkpoint key's
-// seed, sealed in an import blob to the EK and the approved PCRs; such a
+// seed, sealed in an import blob to the import key and the approved PCRs; such a
 // blob can be made offline from public values, so a sealed key proves
 // nothing about who made it. At ledger init the TPM anchors the key it
 // accepts, for its whole life, in a platform NV index written once

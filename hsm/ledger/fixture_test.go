@@ -27,16 +27,13 @@ type device struct {
 // checkpoint key sealed to that boot and anchors it in the TPM.
 func newDevice(t testing.TB, conn transport.TPM) *device {
 	t.Helper()
-	ek, err := tpm.ProvisionEK(conn, tpm.EKRSA2048)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ek, importKey := tpmtest.ProvisionKeys(t, conn)
 	measureBoot(t, conn)
 	pcrs, err := tpm.ReadPCRs(conn, 8, 9)
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := ledger.NewSigningKey(origin, ek, pcrs, tpmtest.Floor(t, conn))
+	key, err := ledger.NewSigningKey(origin, importKey, pcrs, tpmtest.Floor(t, conn))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,7 @@ import (
 )
 
 // SigningKey is the checkpoint signing key as the appliance stores it: the
-// Ed25519 seed sealed to the device's EK, the image's PCR policy and its
+// Ed25519 seed sealed to the device's import key, the image's PCR policy and its
 // security version, so that only the approved image on this TPM, while
 // the TPM's version floor allows it, can sign checkpoints; and the public
 // verifier key ("name+hash+base64") that anyone may have.
@@ -25,8 +25,9 @@ type SigningKey struct {
 }
 
 // NewSigningKey makes a checkpoint key named name (the log's origin) and
-// seals its private half to ek under pcrs and security version.
-func NewSigningKey(name string, ek *tpm.EK, pcrs tpm.PCRValues, version uint64) (*SigningKey, error) {
+// seals its private half to key (the device's import key) under pcrs and
+// security version.
+func NewSigningKey(name string, key *tpm.ImportKey, pcrs tpm.PCRValues, version uint64) (*SigningKey, error) {
 	skey, vkey, err := note.GenerateKey(rand.Reader, name)
 	if err != nil {
 		return nil, err
@@ -35,7 +36,7 @@ func NewSigningKey(name string, ek *tpm.EK, pcrs tpm.PCRValues, version uint64) 
 	if err != nil {
 		return nil, err
 	}
-	blob, err := tpm.Seal(ek, pcrs, version, seed)
+	blob, err := tpm.Seal(key, pcrs, version, seed)
 	if err != nil {
 		return nil, err
 	}
@@ -62,7 +63,7 @@ func seedOf(skey string) ([]byte, error) {
 // state key (Config.StateKey), derived from the same seed under its own
 // label: both exist only where this TPM runs the approved image, and only
 // for the key this TPM anchored at ledger init (checkAnchor). Anyone can
-// seal a key of their own to the EK and the approved PCRs; only the
+// seal a key of their own to the import key and the approved PCRs; only the
 // anchored one opens.
 func (k *SigningKey) Open(t transport.TPM) (note.Signer, []byte, error) {
 	return k.open(t, true)

@@ -51,13 +51,15 @@ func ForgeLedgerKey(t testing.TB, conn transport.TPM, dir string) *Forged {
 	enrolled, err := enrollment.Parse(e)
 	must(t, err)
 	origin := appliance.Origin(enrolled.CustodianID)
+	ek, err := tpm.ParseEK(enrolled.EK.PublicKey)
+	must(t, err)
 
 	skey, vkey, err := note.GenerateKey(rand.Reader, origin)
 	must(t, err)
 	signer, err := note.NewSigner(skey)
 	must(t, err)
 	seed := seedOf(t, skey)
-	blob, err := tpm.Seal(own.EK, own.PCRs, own.Version, seed)
+	blob, err := tpm.Seal(own.Key, own.PCRs, own.Version, seed)
 	must(t, err)
 	stateKey, err := hkdf.Key(sha256.New, seed, nil, stateKeyLabel, ledger.StateKeySize)
 	must(t, err)
@@ -69,7 +71,7 @@ func ForgeLedgerKey(t testing.TB, conn transport.TPM, dir string) *Forged {
 	must(t, os.Remove(filepath.Join(dir, ledger.FileName)))
 	fake := &forgerCounter{v: target - 2} // Create's init entry and one made-up entry reach target
 	l, err := ledger.Create(dir, ledger.Config{
-		Origin: origin, Device: own.EK.Name(), Counter: fake, Signer: signer, StateKey: stateKey,
+		Origin: origin, Device: ek.Name(), Counter: fake, Signer: signer, StateKey: stateKey,
 		Bound: appliance.BoundDirs(dir),
 	}, time.Now().Add(-time.Hour))
 	must(t, err)
@@ -83,7 +85,7 @@ func ForgeLedgerKey(t testing.TB, conn transport.TPM, dir string) *Forged {
 		t.Fatalf("the forged ledger is not consistent under its own key: %v", err)
 	}
 	return &Forged{Verifier: vkey, Config: ledger.Config{
-		Origin: origin, Device: own.EK.Name(), Signer: signer, StateKey: stateKey,
+		Origin: origin, Device: ek.Name(), Signer: signer, StateKey: stateKey,
 		Counter: ledger.TPMCounter{TPM: conn, Counter: tpm.Counter{Index: tpm.DefaultCounterIndex}},
 		Bound:   appliance.BoundDirs(dir),
 	}}
