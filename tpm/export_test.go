@@ -59,9 +59,6 @@ func WriteAnchorUnlocked(t transport.TPM, digest []byte) error {
 // AnchorTemplate is the anchor's public area before its first write.
 func AnchorTemplate() tpm2.TPMSNVPublic { return anchorTemplate }
 
-// EKHandle is the persistent handle of e, which a session salted to e names.
-func EKHandle(e *EK) tpm2.TPMHandle { return e.handle() }
-
 // ProofEquations reports which equations of p's proof hold: the key
 // equation S·B = L + c·K and the point equation S·R' = E + c·P.
 func ProofEquations(proofKey, r []byte, p *Partial) (key, point bool, err error) {

@@ -74,7 +74,7 @@ func openLock(path string) (*os.File, error) {
 	}
 	if !fi.Mode().IsRegular() {
 		f.Close()
-		return nil, withHint(fmt.Errorf("the data directory's lock %s is not a regular file (%s)", path, fi.Mode().Type()),
+		return nil, withHint(fmt.Errorf("the data directory's lock %s is not a regular file", path),
 			"remove it (nothing else is stored there); the next command creates the lock afresh")
 	}
 	return f, nil

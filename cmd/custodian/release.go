@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"mime/multipart"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -248,7 +250,7 @@ func (g *globals) release(ctx context.Context, c *apiClient, s submission, out s
 		saved++
 	}
 	if len(st.Failed) > 0 {
-		return withHint(fmt.Errorf("%d of %d key IDs failed after the approval: %v", len(st.Failed), len(st.KeyIDs), st.Failed),
+		return withHint(fmt.Errorf("%d of %d key IDs failed after the approval: %s", len(st.Failed), len(st.KeyIDs), failedKeyIDs(st.Failed)),
 			"the failures are logged in the custodian's ledger; ask the court for a new warrant for those key IDs")
 	}
 	if saved == 0 {
@@ -324,4 +326,14 @@ func releaseHint(err error) error {
 		return withHint(err, h)
 	}
 	return err
+}
+
+// failedKeyIDs lists failed key IDs with their codes, in key ID order:
+// "2026-11 (partial_failed), 2026-12 (changed_after_approval)".
+func failedKeyIDs(failed map[string]release.Code) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(failed)) {
+		parts = append(parts, fmt.Sprintf("%s (%s)", k, failed[k]))
+	}
+	return strings.Join(parts, ", ")
 }

@@ -91,7 +91,7 @@ var (
 )
 
 // Init creates the ledger of an enrolled device: a checkpoint key sealed to
-// the device's EK and the current values of pcrs, the ledger itself, and
+// the device's import key and the current values of pcrs, the ledger itself, and
 // then the key's anchor in the TPM for its life (tpm.Anchor).
 //
 // Init runs once per TPM: on a TPM whose anchor is locked it is refused,

@@ -15,7 +15,8 @@
 // Ceremony ([Ceremony]) runs on an offline workstation. It draws a P-256
 // scalar s, splits it with Shamir over the P-256 scalar field with Feldman
 // commitments (cloudflare/circl), and seals each share to one custodian's
-// endorsement key and the approved image's PCRs (package tpm). s and the
+// import key (certified at enrollment) and the approved image's PCRs
+// (package tpm). s and the
 // shares live only in its memory. It writes a [Public] escrow file (key ID,
 // mode, public key s·G, threshold, commitments, custodians with share
 // indices, EK Names and, in scoped mode, proof keys s_i·B; the PCR policy;

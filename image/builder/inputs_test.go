@@ -297,7 +297,7 @@ func TestRootFilesFromSources(t *testing.T) {
 		}
 	}
 	add(`{ src = "deb:kernel:/usr/lib/linux-image-6.1.0-57-arm64/broadcom/bcm2711-rpi-4-b.dtb", dst = "usr/lib/custodian/board.dtb" },
-  { src = "boot/tpm_tis.ko", dst = "usr/bin/helper", executable = true }`)
+  { src = "boot/tpm_tis.ko", dst = "usr/bin/tool", executable = true }`)
 	m, err := image.LoadManifest(manifest)
 	if err != nil {
 		t.Fatal(err)
@@ -322,7 +322,7 @@ func TestRootFilesFromSources(t *testing.T) {
 	part := partitions(t, img)[layout.SlotA.RootPartition()-1]
 	run(t, "dd", "if="+img, "of="+root, "bs=512", "skip="+strconv.FormatInt(part.start, 10), "count="+strconv.FormatInt(part.size, 10), "status=none")
 	out := strings.Join(strings.Fields(run(t, "unsquashfs", "-lln", root)), " ")
-	for _, want := range []string{"-rw-r--r-- 0/0 17 2026-01-01 00:00 squashfs-root/usr/lib/custodian/board.dtb", "-rwxr-xr-x 0/0 20 2026-01-01 00:00 squashfs-root/usr/bin/helper"} {
+	for _, want := range []string{"-rw-r--r-- 0/0 17 2026-01-01 00:00 squashfs-root/usr/lib/custodian/board.dtb", "-rwxr-xr-x 0/0 20 2026-01-01 00:00 squashfs-root/usr/bin/tool"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("unsquashfs -lln lacks %q:\n%s", want, out)
 		}

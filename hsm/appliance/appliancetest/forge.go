@@ -34,7 +34,7 @@ func (c *forgerCounter) Create() (uint64, error)    { return c.v, nil }
 func (c *forgerCounter) Increment() (uint64, error) { c.v++; return c.v, nil }
 
 // ForgeLedgerKey replaces the data directory's checkpoint key and ledger
-// with the forger's own: a key sealed, offline, to the same EK, PCRs and
+// with the forger's own: a key sealed, offline, to the same import key, PCRs and
 // security version as the device's (read from its ledger-key.blob), and a
 // ledger padded with made-up entries until its counter equals the TPM's,
 // whose state binding (trust store, bundles, replay index and all) is a
