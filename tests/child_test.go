@@ -43,6 +43,12 @@ func runChildDaemon() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
+	// As custodian serve does: what the killed daemon left loaded on
+	// swtpm (no resource manager) is flushed before anything else.
+	if _, err := tpm.FlushStale(conn); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
 	t := release.Serialize(conn)
 	a, err := appliance.Open(cfg.Data, t)
 	if err != nil {

@@ -112,7 +112,7 @@ func countCommands(rec *tpmtest.Recorder, cc tpm2.TPMCC) int {
 // maxFixedReleaseCommands bounds the TPM commands a scoped release of one
 // key ID sends besides its 2 per envelope: the ledger's entry, the
 // session, the gate, the imports and loads, one proof, the flushes.
-const maxFixedReleaseCommands = 48
+const maxFixedReleaseCommands = 60
 
 // releaseWithList submits a warrant with its list, presses, and checks
 // that the request took one release entry and one NV increment for its
