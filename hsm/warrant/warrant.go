@@ -257,17 +257,6 @@ func (w *Warrant) List(detached *EnvelopeList) (*EnvelopeList, error) {
 	return detached, nil
 }
 
-// EnvelopesFor returns the envelopes the warrant names inline for keyID,
-// in the warrant's order, or nil if it names none.
-func (w *Warrant) EnvelopesFor(keyID string) []EnvelopeRef {
-	var out []EnvelopeRef
-	for _, e := range w.Envelopes {
-		if e.KeyID == keyID {
-			out = append(out, e)
-		}
-	}
-	return out
-}
 
 func (w *Warrant) checkWindow(maxValidity time.Duration) error {
 	if maxValidity == 0 {
