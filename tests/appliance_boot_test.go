@@ -19,6 +19,7 @@ import (
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/trust/trusttest"
 	"github.com/custodian-project/custodian/hsm/warrant"
+	"github.com/custodian-project/custodian/image/layout"
 	"github.com/custodian-project/custodian/image/qemutest"
 	"github.com/custodian-project/custodian/tpm"
 	"github.com/custodian-project/custodian/tpm/tpmtest"
@@ -243,6 +244,31 @@ func ceremonyWithHostCustodians(t *testing.T, dir string, m *qemutest.Machine, p
 	writeFile(t, p("ek-cas.pem"), roots)
 	mustCLI(t, append(ceremony, "--ek-roots", p("ek-cas.pem"))...)
 	return hosts
+}
+
+// TestInvariantChangedRootIsNotMounted: a root partition changed after
+// the image was built (one byte inside its squashfs, as a swapped or
+// edited card would) does not match the pin in the signed boot image; the
+// early init refuses it before the kernel parses any of its bytes, says
+// so on the console, and halts without measuring or mounting anything.
+func TestInvariantChangedRootIsNotMounted(t *testing.T) {
+	k := qemutest.RequireKernel(t)
+	tpmtest.RequireSwtpm(t)
+	dir := t.TempDir()
+	p := func(name string) string { return filepath.Join(dir, name) }
+	root := trusttest.NewRoot(t, "Test Court Root", time.Now())
+	buildQEMUImage(t, k, dir, trusttest.PEM(root.Cert))
+	qemutest.FlipByte(t, p("custodian.img"), layout.SlotA.RootPartition(), 1<<20)
+
+	m := qemutest.Boot(t, qemutest.Config{
+		Kernel: p("kernel8.img"), Initrd: p("initramfs.img"), Disk: p("custodian.img"),
+		Append: "rdinit=/init custodian.boot_partition=2 quiet",
+	})
+	got := m.Expect(regexp.MustCompile(`^custodian-init: (FAILED: .*|mounted the root of slot .*|measured the root of slot .*)$`), bootLimit)
+	if !strings.HasPrefix(got[1], "FAILED: checking the root of slot A") || !strings.Contains(got[1], "the boot image pins") {
+		t.Fatalf("the early init went on with a changed root: %s", got[1])
+	}
+	m.Expect(regexp.MustCompile(`^custodian-init: halted; nothing from the root filesystem runs on this boot`), time.Minute)
 }
 
 // expectMeasured waits for the early init's lines: the root measured, and

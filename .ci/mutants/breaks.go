@@ -384,6 +384,22 @@ var breaks = []mutant{
 		edits: []edit{{"firmware/measure/tree.go", "total > MaxTreeBytes {", "total > 1<<62 {"}},
 		pkg:   "./firmware/measure", tests: []string{"TestTreeDigestCapsTheBytesItHashes"},
 	},
+	// The kernel parses only a root that matches the signed boot image's pin.
+	{
+		name:  "a root taken whatever its digest",
+		edits: []edit{{"image/rootpin.go", "\tif got != p {", "\tif got.Size != p.Size {"}},
+		pkg:   "./image", tests: []string{"TestInvariantRootCheckedAgainstItsPin"},
+	},
+	{
+		name:  "an update whose root is not its boot image's taken",
+		edits: []edit{{"image/imagefs/imagefs.go", "\tif err := checkRootPin(inner, root, rootSize); err != nil {", "\tif err := checkRootPin(inner, root, rootSize); false && err != nil {"}},
+		pkg:   "./firmware/update", tests: []string{"TestApplyRefusals"},
+	},
+	{
+		name:  "the root's copy checked before it is sealed",
+		edits: []edit{{"firmware/earlyinit/rootcopy_linux.go", "\tseals := unix.F_SEAL_SEAL | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_WRITE", "\tseals := unix.F_SEAL_SHRINK | unix.F_SEAL_GROW"}},
+		pkg:   "./firmware/earlyinit", tests: []string{"TestInvariantRootCopyIsSealedBeforeItIsChecked"},
+	},
 	{
 		name: "a share resealed to another image taken as ready for this one",
 		edits: []edit{

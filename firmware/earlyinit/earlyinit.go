@@ -5,12 +5,16 @@
 //
 //  1. mount devtmpfs on /dev, proc, sysfs and a tmpfs on /run
 //  2. read the image manifest /custodian.toml (the measurement layout)
-//  3. load the kernel modules /modules/order names (the TPM's, squashfs)
+//  3. load the kernel modules /modules/order names (the TPM's, loop,
+//     squashfs)
 //  4. set the system clock from the RTC, and stop if it is implausible
 //  5. wait (at most 30 s) for the TPM at /dev/tpmrm0
 //  6. find the booted slot (firmware, or custodian.boot_partition=N)
-//  7. find the slot's root partition by GPT name and mount it read-only
-//     at /sysroot
+//  7. find the slot's root partition by GPT name, copy the root into
+//     sealed memory, check it against the pin /root.sha256 (its size and
+//     SHA-256, written by the image builder into this signed initramfs),
+//     and mount that checked copy read-only at /sysroot through a loop
+//     device: the squashfs driver parses no byte that was not checked
 //  8. measure it (package measure: root tree, binary, configuration,
 //     trust roots, separator) into PCRs 8-15, event log in /run/custodian
 //  9. mount the data partition (ext4, nodev, nosuid, noexec) at

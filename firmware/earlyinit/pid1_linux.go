@@ -66,10 +66,14 @@ func run(c console) error {
 	if err := setClock(c, m.Epoch()); err != nil {
 		return err
 	}
+	pin, err := loadRootPin()
+	if err != nil {
+		return err
+	}
 	if err := waitTPM(c); err != nil {
 		return err
 	}
-	slot, err := mountRoot(c)
+	slot, err := mountRoot(c, pin)
 	if err != nil {
 		return err
 	}
@@ -207,7 +211,7 @@ func waitTPM(c console) error {
 	}
 }
 
-func mountRoot(c console) (layout.Slot, error) {
+func mountRoot(c console, pin image.RootPin) (layout.Slot, error) {
 	slot, n, src, err := BootSlot("/proc")
 	if err != nil {
 		return 0, fail("finding the boot slot", err, "the firmware's autoboot.txt, or custodian.boot_partition=2 or 3 in cmdline.txt")
@@ -220,11 +224,16 @@ func mountRoot(c console) (layout.Slot, error) {
 	if err := os.MkdirAll(Sysroot, 0o755); err != nil {
 		return 0, fail("creating "+Sysroot, err, "this is a kernel fault")
 	}
-	if err := unix.Mount("/dev/"+p.Dev, Sysroot, "squashfs", unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID, ""); err != nil {
-		return 0, fail("mounting the root of slot "+slot.String()+" (/dev/"+p.Dev+")", err,
-			"the squashfs module in /modules/order; that the slot was written completely (an interrupted update leaves it unreadable)")
+	loop, err := copyPinnedRoot("/dev/"+p.Dev, pin)
+	if err != nil {
+		return 0, fail("checking the root of slot "+slot.String()+" (/dev/"+p.Dev+") against the boot image's pin", err,
+			"that the slot was written completely and from the same build as its boot partition (an interrupted update leaves it unreadable; a changed card is refused here), and the loop module in /modules/order")
 	}
-	c.printf("mounted the root of slot %s (%s, /dev/%s) read-only at %s", slot, p.Name, p.Dev, Sysroot)
+	c.printf("the root of slot %s (%s, /dev/%s) matches its pin: %d bytes, SHA-256 %x; copied into memory as %s", slot, p.Name, p.Dev, pin.Size, pin.SHA256, loop)
+	if err := unix.Mount(loop, Sysroot, "squashfs", unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID, ""); err != nil {
+		return 0, fail("mounting the root of slot "+slot.String()+" ("+loop+")", err, "the squashfs module in /modules/order")
+	}
+	c.printf("mounted the root of slot %s read-only at %s", slot, Sysroot)
 	return slot, nil
 }
 
@@ -315,5 +324,6 @@ func switchRoot(c console) error {
 func freeInitramfs() {
 	_ = os.RemoveAll(ModulesDir)
 	_ = os.Remove(ManifestPath)
+	_ = os.Remove(RootPinPath)
 	_ = os.Remove("/init")
 }

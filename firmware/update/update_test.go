@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -322,6 +323,7 @@ func TestApplyRefusals(t *testing.T) {
 		{"not approved", b.img, nil, Boot{Slot: layout.SlotA},
 			func(*bootpolicy.Policy) error { return errors.New("not resealed") }, "not resealed"},
 		{"tryboot", b.img, nil, Boot{Slot: layout.SlotB, Tryboot: true, Pi: true}, approveAll, "tryboot"},
+		{"root not the pinned one", rootPaddingChanged(t, b), nil, Boot{Slot: layout.SlotA}, approveAll, "boot.img's pin"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -343,6 +345,25 @@ func TestApplyRefusals(t *testing.T) {
 			}
 		})
 	}
+}
+
+// rootPaddingChanged is the built image with one byte changed in root
+// A's padding: after the squashfs's bytes_used, before the pinned size.
+// The root's files and so its predicted policy stay the same; only the
+// pin tells this root from the built one.
+func rootPaddingChanged(t *testing.T, b built) []byte {
+	t.Helper()
+	used := int64(binary.LittleEndian.Uint64(b.root[40:48]))
+	if used%4096 == 0 {
+		t.Fatal("the test root's squashfs ends on a 4 KiB boundary: no padding to change")
+	}
+	img := bytes.Clone(b.img)
+	tab, err := ReadTable(bytesAt(img), int64(len(img)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img[tab.Partitions[layout.SlotA.RootPartition()].Start+used] ^= 0xff
+	return img
 }
 
 // renamed is the built image with partition n named name in its GPT (by

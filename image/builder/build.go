@@ -119,11 +119,20 @@ func Build(m *image.Manifest, out string, opt Options) error {
 	if err != nil {
 		return err
 	}
-	opt.Progress("initramfs", 2, steps)
-	if files[image.InitramfsName], err = buildInitramfs(m, os.DirFS(rootDir), sources); err != nil {
+	// The root comes first: the initramfs pins its size and digest.
+	opt.Progress("root filesystem", 2, steps)
+	root, err := buildRoot(m, rootDir, work)
+	if err != nil {
+		return fmt.Errorf("building the root filesystem: %w", err)
+	}
+	if len(root) > image.MaxRootBytes {
+		return fmt.Errorf("the root filesystem is %d bytes compressed; the appliance holds its root in memory and takes at most %d: leave files out of rootfs.dir", len(root), image.MaxRootBytes)
+	}
+	opt.Progress("initramfs", 3, steps)
+	if files[image.InitramfsName], err = buildInitramfs(m, os.DirFS(rootDir), sources, image.PinRoot(root)); err != nil {
 		return err
 	}
-	opt.Progress("boot.img", 3, steps)
+	opt.Progress("boot.img", 4, steps)
 	bootImgMiB := m.BootImgMiB
 	if bootImgMiB == 0 {
 		bootImgMiB = fatNeed(files)
@@ -135,11 +144,6 @@ func Build(m *image.Manifest, out string, opt Options) error {
 	sig, err := bootsig.Sign(bootImg, m.SourceDateEpoch, opt.TargetSoC, opt.Key)
 	if err != nil {
 		return err
-	}
-	opt.Progress("root filesystem", 4, steps)
-	root, err := buildRoot(m, rootDir, work)
-	if err != nil {
-		return fmt.Errorf("building the root filesystem: %w", err)
 	}
 	opt.Progress("partitions", 5, steps)
 	parts, err := buildPartitions(m, work, bootImg, sig.Marshal(), root)

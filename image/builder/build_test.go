@@ -206,6 +206,7 @@ func TestImageReadableByStandardTools(t *testing.T) {
 	if out := run(t, "unsquashfs", "-s", parts[4]); !strings.Contains(out, "Compression gzip") {
 		t.Errorf("the root is not gzip-compressed:\n%s", out)
 	}
+	checkRootPinWithTools(t, inner, parts[4])
 	if rootB, err := os.ReadFile(parts[5]); err != nil || len(rootB) != 16<<20 || bytes.Count(rootB, []byte{0}) != len(rootB) {
 		t.Errorf("root partition B is not 16 MiB of zeros (%d bytes, %v)", len(rootB), err)
 	}
@@ -332,5 +333,27 @@ func TestBuildReproducibleAcrossUmask(t *testing.T) {
 	}
 	if !bytes.Equal(imgs[0], imgs[1]) {
 		t.Error("the image built under umask 077 differs from the one under 022")
+	}
+}
+
+// checkRootPinWithTools reads the root pin out of boot.img's initramfs
+// with mtools, gzip and GNU cpio, and checks it with head, sha256sum and
+// unsquashfs: the pinned prefix of the root partition is a whole squashfs
+// whose SHA-256 is the pinned one.
+func checkRootPinWithTools(t *testing.T, bootImg, rootPart string) {
+	t.Helper()
+	requireTool(t, "cpio", "cpio")
+	line := run(t, "sh", "-c", `mtype -i "$1" ::initramfs.img | gzip -dc | cpio -i --quiet --to-stdout root.sha256`, "sh", bootImg)
+	f := strings.Fields(line)
+	if len(f) != 2 {
+		t.Fatalf("root.sha256 is %q", line)
+	}
+	prefix := filepath.Join(t.TempDir(), "root.squashfs")
+	run(t, "sh", "-c", `head -c "$1" "$2" > "$3"`, "sh", f[1], rootPart, prefix)
+	if sum := strings.Fields(run(t, "sha256sum", prefix))[0]; sum != f[0] {
+		t.Errorf("sha256sum of the pinned %s bytes is %s, the pin says %s", f[1], sum, f[0])
+	}
+	if out := run(t, "unsquashfs", "-lln", prefix); !strings.Contains(out, "squashfs-root/usr/bin/custodian") {
+		t.Errorf("the pinned prefix is not the whole root:\n%s", out)
 	}
 }

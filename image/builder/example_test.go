@@ -158,7 +158,7 @@ func TestExampleApplianceImage(t *testing.T) {
 
 	initramfs, _ := os.ReadFile(opt.InitramfsOut)
 	entries := readInitramfs(t, initramfs, m.SourceDateEpoch)
-	wantNames := []string{"init", "custodian.toml", "modules", "modules/order"}
+	wantNames := []string{"init", "custodian.toml", "root.sha256", "modules", "modules/order"}
 	var order []string
 	for _, s := range m.Initramfs.Modules {
 		src, _ := image.ParseSource(s)
@@ -175,8 +175,11 @@ func TestExampleApplianceImage(t *testing.T) {
 	if list := cpioList(t, initramfs); list != strings.Join(wantNames, " ") {
 		t.Errorf("cpio -t lists %q, want %v", list, wantNames)
 	}
-	if entries[3].data != strings.Join(order, "\n")+"\n" {
-		t.Errorf("modules/order is %q", entries[3].data)
+	if entries[4].data != strings.Join(order, "\n")+"\n" {
+		t.Errorf("modules/order is %q", entries[4].data)
+	}
+	if entries[2].data != string(rootPinOf(t, img).Marshal()) {
+		t.Errorf("root.sha256 is %q, want the pin of slot A's root", entries[2].data)
 	}
 	bin, _ := os.ReadFile(filepath.Join(filepath.Dir(manifest), "rootfs", "usr", "bin", "custodian"))
 	if entries[0].data != string(bin) {
@@ -185,7 +188,7 @@ func TestExampleApplianceImage(t *testing.T) {
 	if f, err := elf.NewFile(bytes.NewReader(bin)); err != nil || f.Machine != elf.EM_AARCH64 {
 		t.Errorf("/init is not an arm64 ELF: %v", err)
 	}
-	for _, e := range entries[4:] {
+	for _, e := range entries[5:] {
 		if f, err := elf.NewFile(strings.NewReader(e.data)); err != nil || f.Machine != elf.EM_AARCH64 || f.Section(".modinfo") == nil {
 			t.Errorf("%s is not an arm64 kernel module: %v", e.name, err)
 		}

@@ -31,11 +31,11 @@ type initramfsEntry struct {
 
 // buildInitramfs makes the initramfs (gzip-compressed newc cpio) with
 // exactly /init (the root's measured binary), /custodian.toml (the
-// manifest), /modules/order and the modules it lists, in the manifest's
-// order. Every entry is owned by root, has the time source_date_epoch
+// manifest), /root.sha256 (the pin of the slot's root filesystem),
+// /modules/order and the modules it lists, in the manifest's order. Every entry is owned by root, has the time source_date_epoch
 // and an inode number given by its position, so the bytes are the same
 // on every build.
-func buildInitramfs(m *image.Manifest, root fs.FS, sources map[string][]byte) ([]byte, error) {
+func buildInitramfs(m *image.Manifest, root fs.FS, sources map[string][]byte, pin image.RootPin) ([]byte, error) {
 	// The device measures the binary at its path in the root: a symlink
 	// there would put the file it leads to (on the build host) into /init.
 	if err := measure.CheckRegular(root, m.Measure.Binary); err != nil {
@@ -48,6 +48,7 @@ func buildInitramfs(m *image.Manifest, root fs.FS, sources map[string][]byte) ([
 	entries := []initramfsEntry{
 		{name: InitName, mode: cpio.TypeReg | 0o755, data: init},
 		{name: image.ManifestName, mode: cpio.TypeReg | 0o644, data: m.Raw()},
+		{name: image.RootPinName, mode: cpio.TypeReg | 0o644, data: pin.Marshal()},
 		{name: ModulesDir, mode: cpio.TypeDir | 0o755},
 	}
 	var order strings.Builder

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"io"
@@ -62,8 +63,8 @@ func readInitramfs(t *testing.T, data []byte, epoch int64) []cpioEntry {
 }
 
 // The initramfs holds exactly /init (the root's measured binary),
-// /custodian.toml (the manifest), /modules/order and the modules in the
-// manifest's order; boot.img holds the same initramfs and kernel that
+// /custodian.toml (the manifest), /root.sha256 (the pin of slot A's
+// root), /modules/order and the modules in the manifest's order; boot.img holds the same initramfs and kernel that
 // --initramfs-out and --kernel-out get, and the same manifest at its top.
 func TestInitramfsHoldsExactly(t *testing.T) {
 	manifest := imagetest.Write(t)
@@ -83,6 +84,7 @@ func TestInitramfsHoldsExactly(t *testing.T) {
 	want := []cpioEntry{
 		{"init", cpio.TypeReg | 0o755, imagetest.Files["rootfs/usr/bin/custodian"].Data},
 		{"custodian.toml", cpio.TypeReg | 0o644, imagetest.Manifest},
+		{"root.sha256", cpio.TypeReg | 0o644, string(rootPinOf(t, img).Marshal())},
 		{"modules", cpio.TypeDir | 0o755, ""},
 		{"modules/order", cpio.TypeReg | 0o644, "tpm_tis_core.ko\ntpm_tis.ko\n"},
 		{"modules/tpm_tis_core.ko", cpio.TypeReg | 0o644, imagetest.Files["boot/tpm_tis_core.ko"].Data},
@@ -99,7 +101,7 @@ func TestInitramfsHoldsExactly(t *testing.T) {
 	if string(kernel) != imagetest.Files["boot/kernel8.img"].Data {
 		t.Errorf("--kernel-out got %q", kernel)
 	}
-	if list := cpioList(t, initramfs); list != "init custodian.toml modules modules/order modules/tpm_tis_core.ko modules/tpm_tis.ko" {
+	if list := cpioList(t, initramfs); list != "init custodian.toml root.sha256 modules modules/order modules/tpm_tis_core.ko modules/tpm_tis.ko" {
 		t.Errorf("cpio -t lists %q", list)
 	}
 	inBoot := bootImgFile(t, img, image.InitramfsName)
@@ -110,6 +112,28 @@ func TestInitramfsHoldsExactly(t *testing.T) {
 	if top := bootImgFile(t, img, image.ManifestName); string(top) != imagetest.Manifest {
 		t.Errorf("boot.img's %s differs from the initramfs's", image.ManifestName)
 	}
+}
+
+// rootPinOf pins slot A's root as it sits in img: the squashfs's own
+// size (its superblock's bytes_used, padded as the builder pads it), so
+// the pin is computed apart from the builder's.
+func rootPinOf(t *testing.T, img string) image.RootPin {
+	t.Helper()
+	p := partitions(t, img)[layout.SlotA.RootPartition()-1]
+	data, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := data[p.start*512 : (p.start+p.size)*512]
+	if string(root[:4]) != "hsqs" {
+		t.Fatal("slot A's root partition does not start with a squashfs superblock")
+	}
+	used := int64(binary.LittleEndian.Uint64(root[40:48]))
+	size := (used + 4095) &^ 4095
+	if bytes.Count(root[size:], []byte{0}) != len(root[size:]) {
+		t.Fatalf("slot A's root partition has data past the squashfs's %d bytes", size)
+	}
+	return image.PinRoot(root[:size])
 }
 
 // bootImgFile reads one file from boot.img on slot A's boot partition.

@@ -71,6 +71,9 @@ func Predict(bootImg []byte, root io.ReaderAt, rootSize int64) (*bootpolicy.Poli
 	if err != nil {
 		return nil, fmt.Errorf("the manifest inside boot.img: %w", err)
 	}
+	if err := checkRootPin(inner, root, rootSize); err != nil {
+		return nil, err
+	}
 	p, err := Guard(func() (*bootpolicy.Policy, error) {
 		sq, err := squashfs.Read(NewStorage(root, nil, rootSize), rootSize, 0, SquashBlock)
 		if err != nil {
@@ -82,6 +85,23 @@ func Predict(bootImg []byte, root io.ReaderAt, rootSize int64) (*bootpolicy.Poli
 		return nil, fmt.Errorf("the root partition: %w", err)
 	}
 	return p, nil
+}
+
+// checkRootPin refuses a root partition that is not the one boot.img's
+// initramfs pins: the device would refuse to mount it.
+func checkRootPin(bootImg filesystem.FileSystem, root io.ReaderAt, rootSize int64) error {
+	initramfs, err := ReadFile(bootImg, image.InitramfsName, MaxBootImg)
+	if err != nil {
+		return fmt.Errorf("boot.img: %w", err)
+	}
+	pin, err := image.InitramfsRootPin(initramfs)
+	if err == nil {
+		err = pin.CheckRoot(io.NewSectionReader(root, 0, rootSize))
+	}
+	if err != nil {
+		return fmt.Errorf("the root partition against boot.img's pin: %w (the device would not mount it)", err)
+	}
+	return nil
 }
 
 // ErrDamaged is the error for a file system go-diskfs cannot read: its

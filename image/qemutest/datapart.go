@@ -76,6 +76,36 @@ func WriteDataFiles(t testing.TB, img string, files map[string][]byte) {
 // dataPartition is the byte range of the data partition in img.
 func dataPartition(t testing.TB, img string) (start, size int64) {
 	t.Helper()
+	return partitionRange(t, img, layout.DataPartition)
+}
+
+// FlipByte inverts the byte at offset within partition n of the disk
+// image img: a card changed after it was written.
+func FlipByte(t testing.TB, img string, n int, offset int64) {
+	t.Helper()
+	start, size := partitionRange(t, img, n)
+	if offset >= size {
+		t.Fatalf("offset %d is past partition %d's %d bytes", offset, n, size)
+	}
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, start+offset); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0xff
+	if _, err := f.WriteAt(b, start+offset); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// partitionRange is the byte range of partition n in img, found by its
+// GPT name.
+func partitionRange(t testing.TB, img string, n int) (start, size int64) {
+	t.Helper()
 	d, err := diskfs.Open(img, diskfs.WithOpenMode(diskfs.ReadOnly))
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +119,7 @@ func dataPartition(t testing.TB, img string) (start, size int64) {
 	if !ok {
 		t.Fatalf("%s has no GPT", img)
 	}
-	want := layout.PartitionName(layout.DataPartition)
+	want := layout.PartitionName(n)
 	for _, p := range g.Partitions {
 		if p.Name == want {
 			return p.GetStart(), p.GetSize()
