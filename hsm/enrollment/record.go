@@ -63,7 +63,12 @@ const (
 	defaultRecordKeyName = "custodian-escrow-authority"
 )
 
-var reasons = map[string]bool{ReasonAKUnbound: true, ReasonEKUncertified: true, ReasonDoesNotVerify: true}
+// reasons say in words what each refusal code means.
+var reasons = map[string]string{
+	ReasonAKUnbound:     "its attestation key did not answer the authority's challenge",
+	ReasonEKUncertified: "its endorsement key has no manufacturer certificate",
+	ReasonDoesNotVerify: "its enrollment does not verify",
+}
 
 // Errors a holder of a record acts on: each says why the record cannot
 // stand in for the challenge secret.
@@ -168,7 +173,7 @@ func OpenRecord(signed []byte, verifierKey string) (*Record, error) {
 	var invalid *note.InvalidSignatureError
 	switch {
 	case errors.As(err, &unverified):
-		return nil, fmt.Errorf("%w (%s): it is signed by %s", ErrRecordWrongKey, v.Name(), signerNames(unverified.Note))
+		return nil, fmt.Errorf("%w (%s+%08x): it is signed by %s", ErrRecordWrongKey, v.Name(), v.KeyHash(), signerNames(unverified.Note))
 	case errors.As(err, &invalid):
 		return nil, ErrRecordTampered
 	case err != nil:
@@ -181,7 +186,7 @@ func OpenRecord(signed []byte, verifierKey string) (*Record, error) {
 func signerNames(n *note.Note) string {
 	var names []string
 	for _, s := range n.UnverifiedSigs {
-		names = append(names, fmt.Sprintf("%q", s.Name))
+		names = append(names, fmt.Sprintf("%s+%08x", s.Name, s.Hash))
 	}
 	if len(names) == 0 {
 		return "nobody"
@@ -261,7 +266,7 @@ func (r *Record) check() error {
 	switch {
 	case r.Verdict == VerdictVerified && r.Reason != "":
 		return errors.New("a verified record gives no reason")
-	case r.Verdict == VerdictRefused && !reasons[r.Reason]:
+	case r.Verdict == VerdictRefused && reasons[r.Reason] == "":
 		return fmt.Errorf("reason %q is not one of ak-unbound, ek-uncertified, does-not-verify", r.Reason)
 	case r.Verdict != VerdictVerified && r.Verdict != VerdictRefused:
 		return fmt.Errorf("verdict %q is not verified or refused", r.Verdict)
@@ -277,13 +282,10 @@ func isSHA256Name(n []byte) bool {
 	return len(n) == 34 && n[0] == 0x00 && n[1] == 0x0b
 }
 
-// Vouches checks that r is a verified record of the enrollment e, whose
-// keys parsed as v: same custodian ID, EK, AK and import key.
+// Vouches checks that r is a record of the enrollment e, whose keys
+// parsed as v (same custodian ID, EK, AK and import key), and that its
+// verdict is verified.
 func (r *Record) Vouches(e *Enrollment, v *Verified) error {
-	if r.Verdict != VerdictVerified {
-		return fmt.Errorf("%w on %s (%s); do not trust %s's attestations until it enrolls again and the authority verifies it",
-			ErrRecordRefused, r.Time.Format(time.RFC3339), r.Reason, r.CustodianID)
-	}
 	switch {
 	case r.CustodianID != e.CustodianID:
 		return fmt.Errorf("%w: it is for custodian %s, the enrollment for %s", ErrRecordMismatch, r.CustodianID, e.CustodianID)
@@ -293,6 +295,10 @@ func (r *Record) Vouches(e *Enrollment, v *Verified) error {
 		return fmt.Errorf("%w: it names another attestation key than %s's enrollment", ErrRecordMismatch, e.CustodianID)
 	case !bytes.Equal(r.ImportKeyName, v.ImportKey.Name()):
 		return fmt.Errorf("%w: it names another import key than %s's enrollment", ErrRecordMismatch, e.CustodianID)
+	}
+	if r.Verdict != VerdictVerified {
+		return fmt.Errorf("%w on %s (%s: %s); do not trust %s's attestations until it enrolls again and the authority verifies it",
+			ErrRecordRefused, r.Time.Format(time.RFC3339), r.Reason, reasons[r.Reason], r.CustodianID)
 	}
 	return nil
 }
