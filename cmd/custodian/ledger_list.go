@@ -40,13 +40,13 @@ prove it extends the one before.`,
 				if err != nil {
 					return err
 				}
-				return listEntries(g, src, from, to)
+				return listEntries(g, src, from, to, ledger.MaxRange)
 			}
 			return g.withAppliance(func(a *appliance.Appliance, _ transport.TPM) error {
 				if a.SignerErr != nil {
 					return keyHint(a.SignerErr)
 				}
-				return listEntries(g, localRange{a.Ledger, a.VerifierKey}, from, to)
+				return listEntries(g, localRange{a.Ledger, a.VerifierKey}, from, to, ledger.MaxRange)
 			})
 		},
 	}
@@ -94,9 +94,9 @@ type listed struct {
 	Entry      string            `json:"entry"` // the bytes the Merkle tree hashes
 }
 
-// listEntries fetches entries from to to in pages, checks each page, and
-// prints them.
-func listEntries(g *globals, src rangeSource, from, to int64) error {
+// listEntries fetches entries from to to in pages of at most page
+// entries, checks each page, and prints them.
+func listEntries(g *globals, src rangeSource, from, to, page int64) error {
 	signed, err := src.checkpoint()
 	if err != nil {
 		return err
@@ -112,8 +112,8 @@ func listEntries(g *globals, src rangeSource, from, to int64) error {
 		return withHint(err, "choose --from and --to within the ledger; --to defaults to the newest entry")
 	}
 	var out []listed
-	for start := from; start <= to; start += ledger.MaxRange {
-		end := min(start+ledger.MaxRange-1, to)
+	for start := from; start <= to; start += page {
+		end := min(start+page-1, to)
 		rp, err := src.prove(start, end)
 		if err != nil {
 			return err

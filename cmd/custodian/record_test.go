@@ -18,7 +18,7 @@ import (
 // record published, and what an auditor holds.
 type auditorSetup struct {
 	dir, enrollment, request, policy, roots, ledgerKey, authorityKey, authorityPub, record string
-	attest                                                                                  func(nonce string) string
+	attest                                                                                 func(nonce string) string
 }
 
 // newAuditorSetup runs the operator's and the escrow authority's runbook

@@ -43,6 +43,8 @@ func CheckRange(from, to, size int64) error {
 	switch {
 	case from < 0 || to < 0:
 		return fmt.Errorf("%w: entry indexes start at 0", ErrBadRange)
+	case from >= size:
+		return fmt.Errorf("%w: entry %d does not exist yet (%s)", ErrBadRange, from, last)
 	case from > to:
 		return fmt.Errorf("%w: from %d is after to %d", ErrBadRange, from, to)
 	case to >= size:
