@@ -184,7 +184,7 @@ func printListed(g *globals, entries []listed, cp *log.Checkpoint, signed []byte
 		if l.Commitment != "" {
 			line += "  commitment " + l.Commitment
 		}
-		g.printf("%s\n", line)
+		g.printf("%s\n", strings.TrimRight(line, " "))
 	}
 	g.printf("%d entries (%d to %d) of %s, each proven in its signed checkpoint (now %d entries)\n",
 		len(entries), entries[0].Index, entries[len(entries)-1].Index, cp.Origin, cp.Size)
