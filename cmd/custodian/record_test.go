@@ -113,7 +113,8 @@ func TestAuditorVerifiesAttestationWithPublishedRecord(t *testing.T) {
 // TestInvariantAttestVerifyRefusesBadRecords: the auditor's attest verify
 // refuses a record signed by another key, an altered one, one for
 // another custodian, EK or AK than the attestation's enrollment, and a
-// refused verdict, each naming its cause.
+// refused verdict, each naming its cause; and the authority writes a record
+// only from the secret it verified with, never over an existing one.
 func TestInvariantAttestVerifyRefusesBadRecords(t *testing.T) {
 	s := newAuditorSetup(t)
 	nonce := "00112233445566778899aabbccddeeff"
@@ -166,8 +167,28 @@ func TestInvariantAttestVerifyRefusesBadRecords(t *testing.T) {
 			}
 		})
 	}
-	code, _, errOut = custodian(t, append(s.verifyArgs(nonce, att, s.record), "--secret", filepath.Join(s.dir, "challenge.secret"))...)
-	if code == 0 || !strings.Contains(errOut, "give one") {
-		t.Fatalf("record and secret together: exit %d, %q", code, errOut)
+	secret := filepath.Join(s.dir, "challenge.secret")
+	newRecord := filepath.Join(s.dir, "new.record")
+	for name, c := range map[string]struct {
+		args []string
+		says string
+	}{
+		"record and secret": {append(s.verifyArgs(nonce, att, s.record), "--secret", secret), "give one"},
+		"record without key": {[]string{"enroll", "verify", "--in", s.enrollment, "--ek-roots", s.roots, "--record", s.record},
+			"--record needs --authority-key"},
+		"record from a record": {[]string{"enroll", "verify", "--in", s.enrollment, "--ek-roots", s.roots, "--record", s.record,
+			"--authority-key", s.authorityPub, "--record-out", newRecord, "--signing-key", s.authorityKey}, "not from another record"},
+		"record of an unbound AK": {[]string{"enroll", "verify", "--in", s.enrollment, "--ek-roots", s.roots, "--allow-unbound-ak",
+			"--record-out", newRecord, "--signing-key", s.authorityKey}, "cannot vouch"},
+		"record over a record": {[]string{"enroll", "verify", "--in", s.enrollment, "--ek-roots", s.roots, "--secret", secret,
+			"--record-out", s.record, "--signing-key", s.authorityKey}, "already exists"},
+	} {
+		code, _, errOut := custodian(t, c.args...)
+		if code == 0 || !strings.Contains(errOut, c.says) || !strings.Contains(errOut, "hint: ") {
+			t.Errorf("%s: exit %d, %q; want %q", name, code, errOut, c.says)
+		}
+	}
+	if _, err := os.Stat(newRecord); err == nil {
+		t.Error("a refused flag combination wrote a record")
 	}
 }
