@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -199,13 +198,4 @@ func countsText(counts map[string]uint64) string {
 		words = append(words, fmt.Sprintf("%s=%d", reason, counts[reason]))
 	}
 	return strings.Join(words, " ")
-}
-
-// source returns the remote ledger as a rangeSource, its pinned key read.
-func (r *remoteLedger) source(ctx context.Context) (rangeSource, error) {
-	_, key, err := r.client()
-	if err != nil {
-		return nil, err
-	}
-	return remoteRange{r: r, ctx: ctx, vk: key}, nil
 }

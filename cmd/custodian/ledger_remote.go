@@ -157,6 +157,15 @@ func (r *remoteLedger) consistency(ctx context.Context, old, size int64) (tlog.T
 	return resp.Proof, nil
 }
 
+// source returns the remote ledger as a rangeSource, its pinned key read.
+func (r *remoteLedger) source(ctx context.Context) (rangeSource, error) {
+	_, key, err := r.client()
+	if err != nil {
+		return nil, err
+	}
+	return remoteRange{r: r, ctx: ctx, vk: key}, nil
+}
+
 // remoteRange is a running appliance's ledger as ledger list reads it.
 type remoteRange struct {
 	r   *remoteLedger

@@ -44,7 +44,7 @@ type Record struct {
 	EKName        []byte
 	AKName        []byte
 	ImportKeyName []byte
-	EKCertified   bool
+	EKCertified   bool // always false in a refused record, which vouches for nothing
 	Verdict       string
 	Reason        string // "" for a verified record
 	Time          time.Time
@@ -55,9 +55,12 @@ const (
 	VerdictVerified = "verified"
 	VerdictRefused  = "refused"
 
-	ReasonAKUnbound      = "ak-unbound"
-	ReasonEKUncertified  = "ek-uncertified"
-	ReasonDoesNotVerify  = "does-not-verify"
+	ReasonAKUnbound     = "ak-unbound"
+	ReasonEKUncertified = "ek-uncertified"
+	ReasonDoesNotVerify = "does-not-verify"
+)
+
+const (
 	recordHeader         = "custodian enrollment record v1"
 	maxRecordSize        = 4096
 	defaultRecordKeyName = "custodian-escrow-authority"
