@@ -99,6 +99,9 @@ func (rp *RangeProof) Check(verifierKey string, from, to int64) (*log.Checkpoint
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := CheckRange(from, to, int64(cp.Size)); err != nil {
+		return nil, nil, err
+	}
 	if int64(len(rp.Entries)) != to-from+1 {
 		return nil, nil, fmt.Errorf("asked for entries %d to %d, got %d entries", from, to, len(rp.Entries))
 	}

@@ -1,9 +1,13 @@
 package ledger_test
 
 import (
+	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
+
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/tpm/tpmtest"
@@ -87,6 +91,26 @@ func TestLedgerListRange(t *testing.T) {
 			if _, _, err := copy.Check(d.key.Verifier, from, to); err == nil {
 				t.Errorf("%s: verified", name)
 			}
+		}
+	})
+}
+
+// FuzzRangeProofCheck: whatever a server answers, checking it never
+// panics, and nothing verifies under a key that signed nothing.
+func FuzzRangeProofCheck(f *testing.F) {
+	_, verifier, err := note.GenerateKey(rand.Reader, origin)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add([]byte(`{"checkpoint":"custodian/court-a\n1\nAAAA\n\n— custodian/court-a AAAA\n","entries":[{"index":0,"entry":"x","proof":[]}]}`), int64(0), int64(0))
+	f.Add([]byte(`{"entries":[]}`), int64(0), int64(-1))
+	f.Fuzz(func(t *testing.T, data []byte, from, to int64) {
+		var rp ledger.RangeProof
+		if json.Unmarshal(data, &rp) != nil {
+			return
+		}
+		if _, _, err := rp.Check(verifier, from, to); err == nil {
+			t.Fatalf("an answer verified under a key that signed nothing: %q", data)
 		}
 	})
 }
