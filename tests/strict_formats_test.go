@@ -240,6 +240,9 @@ func exchangedFormats(t *testing.T, dir string) []strictFormat {
 		{"inclusion response", marshal(t, &ledger.Inclusion{Index: 3, Entry: "e", Checkpoint: string(checkpoint)}), func(_ *testing.T, doc []byte) error {
 			return release.DecodeResponse(doc, new(ledger.Inclusion))
 		}},
+		{"entries range response", marshal(t, &ledger.RangeProof{Checkpoint: string(checkpoint), Entries: []ledger.RangeEntry{{Index: 3, Entry: "e"}}}), func(_ *testing.T, doc []byte) error {
+			return release.DecodeResponse(doc, new(ledger.RangeProof))
+		}},
 	}
 }
 

@@ -179,7 +179,13 @@ func newAttestVerifyCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "verify --enrollment E --policy P --nonce HEX --in att.json",
 		Short: "Check an attestation against the enrollment, the approved policy and your nonce",
-		Args:  cobra.NoArgs,
+		Long: `Verify checks an attestation against the custodian's enrollment, the approved
+policy.json and the nonce you sent. The enrollment's attestation key is
+trusted either with the escrow authority's challenge secret (--secret, the
+authority's own check) or, by anyone else, with the record the authority
+published for the enrollment (--record) and the authority's verifier key
+(--authority-key).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			nonce, err := parseNonce(nonceHex)
 			if err != nil {
@@ -204,7 +210,7 @@ func newAttestVerifyCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			key, err := readLedgerKey(ledgerKey)
+			key, err := readVerifierKey(ledgerKey)
 			if err != nil {
 				return err
 			}
@@ -227,14 +233,16 @@ func newAttestVerifyCommand(g *globals) *cobra.Command {
 	f.StringVar(&in, "in", "", "the attestation")
 	f.StringVar(&ledgerKey, "ledger-key", "", "the custodian's checkpoint verifier key, or a file holding it (checks the checkpoint)")
 	checks.register(cmd)
+	checks.registerRecord(cmd)
 	for _, name := range []string{"enrollment", "policy", "nonce", "in"} {
 		_ = cmd.MarkFlagRequired(name)
 	}
 	return cmd
 }
 
-// readLedgerKey accepts a verifier key or a file (ledger-key.pub) holding one.
-func readLedgerKey(s string) (string, error) {
+// readVerifierKey accepts a signed-note verifier key or a file holding one
+// (ledger-key.pub, authority.pub).
+func readVerifierKey(s string) (string, error) {
 	if s == "" || strings.Contains(s, "+") {
 		return s, nil
 	}

@@ -68,7 +68,7 @@ enrolls again with --challenge. The result verifies with the verifier's secret.`
 	f.StringVar(&ekKind, "ek", "rsa-2048", "endorsement key to use: rsa-2048 or ecc-p256")
 	_ = cmd.MarkFlagRequired("id")
 	_ = cmd.MarkFlagRequired("out")
-	cmd.AddCommand(newEnrollChallengeCommand(g), newEnrollVerifyCommand(g))
+	cmd.AddCommand(newEnrollChallengeCommand(g), newEnrollVerifyCommand(g), newEnrollKeygenCommand(g))
 	return cmd
 }
 
@@ -176,16 +176,42 @@ func newEnrollChallengeCommand(g *globals) *cobra.Command {
 func newEnrollVerifyCommand(g *globals) *cobra.Command {
 	var in string
 	var checks enrollmentChecks
+	var publish recordOutput
 	cmd := &cobra.Command{
 		Use:   "verify --in enrollment.json --secret challenge.secret",
 		Short: "Verify an enrollment: EK certificate, AK binding, and quote",
-		Args:  cobra.NoArgs,
+		Long: `Verify checks an enrollment: the EK certificate, the attestation key's
+binding to the EK (with the challenge secret the escrow authority kept, or
+the record the authority published: --record, --authority-key), the quote of
+PCRs 0-15 and the import key's certification.
+
+With --record-out and --signing-key, the escrow authority also writes the
+signed record of its verdict, which it publishes so that auditors can trust
+the enrollment without the secret (a refused enrollment gets a record saying
+so, and the command still fails).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := publish.check(&checks); err != nil {
+				return err
+			}
 			e, err := readEnrollment(in)
 			if err != nil {
 				return err
 			}
-			v, err := checks.verify(e)
+			opts, err := checks.options(e)
+			if err != nil {
+				return err
+			}
+			// The verdict on the enrollment itself, which a record states.
+			v, err := verifyWith(e, opts)
+			if publish.enabled() {
+				if perr := publish.write(g, e, v, err); perr != nil {
+					if err == nil {
+						return perr
+					}
+					fmt.Fprintf(g.stderr, "custodian: no record written: %v\n", perr)
+				}
+			}
 			if err != nil {
 				return err
 			}
@@ -202,6 +228,8 @@ func newEnrollVerifyCommand(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&in, "in", "", "enrollment to verify")
 	checks.register(cmd)
+	checks.registerRecord(cmd)
+	publish.register(cmd)
 	_ = cmd.MarkFlagRequired("in")
 	return cmd
 }
@@ -213,6 +241,10 @@ type enrollmentChecks struct {
 	rootsPath        string
 	allowUnbound     bool
 	allowUncertified bool
+	// recordPath and authorityKey: the escrow authority's published
+	// record of the enrollment and its verifier key, in place of a secret
+	// (only where registerRecord added the flags).
+	recordPath, authorityKey string
 }
 
 func (c *enrollmentChecks) register(cmd *cobra.Command) {
@@ -223,21 +255,44 @@ func (c *enrollmentChecks) register(cmd *cobra.Command) {
 	f.BoolVar(&c.allowUncertified, "allow-uncertified-ek", false, "accept an EK without a manufacturer certificate (simulators)")
 }
 
+// registerRecord adds the flags that let anyone without the challenge
+// secret trust an enrollment on the escrow authority's published record.
+func (c *enrollmentChecks) registerRecord(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&c.recordPath, "record", "", "instead of --secret: the escrow authority's published record of this enrollment (custodian enroll verify --record-out)")
+	f.StringVar(&c.authorityKey, "authority-key", "", "with --record: the escrow authority's published verifier key, or a file holding it (authority.pub)")
+}
+
 // verify checks e with the secret given for its custodian (or the only
-// secret given, if it names none).
+// secret given, if it names none), or with the authority's record.
 func (c *enrollmentChecks) verify(e *enrollment.Enrollment) (*enrollment.Verified, error) {
+	opts, err := c.options(e)
+	if err != nil {
+		return nil, err
+	}
+	return verifyWith(e, opts)
+}
+
+// options reads what the flags name for e: an error here is the
+// verifier's (a missing file), not the enrollment's.
+func (c *enrollmentChecks) options(e *enrollment.Enrollment) (enrollment.VerifyOptions, error) {
 	opts := enrollment.VerifyOptions{AllowUnboundAK: c.allowUnbound, AllowUncertifiedEK: c.allowUncertified}
 	var err error
 	if c.rootsPath != "" {
 		if opts.EKRoots, err = readCertPool(c.rootsPath); err != nil {
-			return nil, err
+			return opts, err
 		}
 	}
 	if path := c.secretFor(e.CustodianID); path != "" {
 		if opts.Secret, err = readSecret(path); err != nil {
-			return nil, err
+			return opts, err
 		}
 	}
+	opts.Record, err = c.record()
+	return opts, err
+}
+
+func verifyWith(e *enrollment.Enrollment, opts enrollment.VerifyOptions) (*enrollment.Verified, error) {
 	v, err := e.Verify(opts)
 	if err != nil {
 		return nil, verifyHint(fmt.Errorf("enrollment of %s: %w", e.CustodianID, err))
@@ -257,10 +312,55 @@ func (c *enrollmentChecks) secretFor(id string) string {
 	return ""
 }
 
+// record opens the authority's record given with --record, if any.
+func (c *enrollmentChecks) record() (*enrollment.Record, error) {
+	switch {
+	case c.recordPath == "" && c.authorityKey == "":
+		return nil, nil
+	case c.recordPath == "":
+		return nil, withHint(errors.New("--authority-key needs --record"), "give the record the escrow authority published for this enrollment")
+	case c.authorityKey == "":
+		return nil, withHint(errors.New("--record needs --authority-key"), "pin the escrow authority's published verifier key (authority.pub)")
+	case len(c.secrets) > 0:
+		return nil, withHint(errors.New("--record and --secret both prove the attestation key"), "give one: the secret (escrow authority) or the record (everyone else)")
+	}
+	key, err := readVerifierKey(c.authorityKey)
+	if err != nil {
+		return nil, err
+	}
+	signed, err := os.ReadFile(c.recordPath)
+	if err != nil {
+		return nil, err
+	}
+	r, err := enrollment.OpenRecord(signed, key)
+	if err != nil {
+		return nil, recordHint(fmt.Errorf("%s: %w", c.recordPath, err))
+	}
+	return r, nil
+}
+
+func recordHint(err error) error {
+	switch {
+	case errors.Is(err, enrollment.ErrRecordWrongKey):
+		return withHint(err, "check --authority-key against the verifier key the escrow authority published; a record signed by any other key proves nothing")
+	case errors.Is(err, enrollment.ErrRecordTampered):
+		return withHint(err, "fetch the record again from where the authority publishes it; if it still fails, report it")
+	case errors.Is(err, enrollment.ErrRecordMalformed):
+		return withHint(err, "--record takes the file custodian enroll verify --record-out wrote")
+	case errors.Is(err, enrollment.ErrRecordMismatch):
+		return withHint(err, "use the record published for this enrollment; a device that enrolled again needs a new record from the authority")
+	case errors.Is(err, enrollment.ErrRecordRefused):
+		return withHint(err, "ask the escrow authority why it refused the device")
+	}
+	return err
+}
+
 func verifyHint(err error) error {
 	switch {
+	case errors.Is(err, enrollment.ErrRecordMismatch), errors.Is(err, enrollment.ErrRecordRefused):
+		return recordHint(err)
 	case errors.Is(err, enrollment.ErrAKUnbound):
-		return withHint(err, "run custodian enroll challenge, answer it on the device, and pass --secret")
+		return withHint(err, "run custodian enroll challenge, answer it on the device, and pass --secret; without the secret, enroll verify and attest verify take the escrow authority's published --record and --authority-key")
 	case errors.Is(err, enrollment.ErrEKUncertified):
 		return withHint(err, "a simulated TPM has no certificate: --allow-uncertified-ek trusts the EK as enrolled in person")
 	}

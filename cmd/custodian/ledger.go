@@ -26,6 +26,7 @@ func newLedgerCommand(g *globals) *cobra.Command {
 		newLedgerCheckpointCommand(g),
 		newLedgerVerifyCommand(g),
 		newLedgerProveCommand(g),
+		newLedgerListCommand(g),
 		newLedgerResolveCommand(g),
 	)
 	return cmd

@@ -7,11 +7,13 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/hsm/release"
 )
 
 // remoteLedger is an auditor's view of a running appliance's ledger: every
@@ -118,19 +120,11 @@ func (r *remoteLedger) verify(ctx context.Context, g *globals, oldPath string) e
 		if old.Size > now.Size {
 			return fmt.Errorf("the ledger shrank: the old checkpoint has %d entries, the server's %d", old.Size, now.Size)
 		}
-		var resp struct {
-			Old   uint64         `json:"old"`
-			Size  uint64         `json:"size"`
-			Proof tlog.TreeProof `json:"proof"`
-		}
-		c, _, _ := r.client()
-		if err := c.do(ctx, http.MethodGet, fmt.Sprintf("/v1/consistency?old=%d&size=%d", old.Size, now.Size), nil, &resp); err != nil {
+		proof, err := r.consistency(ctx, int64(old.Size), int64(now.Size))
+		if err != nil {
 			return err
 		}
-		if resp.Old != old.Size || resp.Size != now.Size {
-			return fmt.Errorf("the server answered a proof from %d to %d entries for %d to %d", resp.Old, resp.Size, old.Size, now.Size)
-		}
-		if err := ledger.VerifyConsistency(old, now, resp.Proof); err != nil {
+		if err := ledger.VerifyConsistency(old, now, proof); err != nil {
 			return fmt.Errorf("the ledger is not an extension of the old checkpoint: %w", err)
 		}
 	}
@@ -140,4 +134,77 @@ func (r *remoteLedger) verify(ctx context.Context, g *globals, oldPath string) e
 	}
 	g.printf("\n")
 	return nil
+}
+
+// consistency fetches the proof that the tree of size old is a prefix of
+// the tree of size size.
+func (r *remoteLedger) consistency(ctx context.Context, old, size int64) (tlog.TreeProof, error) {
+	c, _, err := r.client()
+	if err != nil {
+		return nil, err
+	}
+	var resp struct {
+		Old   int64          `json:"old"`
+		Size  int64          `json:"size"`
+		Proof tlog.TreeProof `json:"proof"`
+	}
+	if err := c.patiently(ctx, fmt.Sprintf("/v1/consistency?old=%d&size=%d", old, size), &resp); err != nil {
+		return nil, err
+	}
+	if resp.Old != old || resp.Size != size {
+		return nil, fmt.Errorf("the server answered a proof from %d to %d entries for %d to %d", resp.Old, resp.Size, old, size)
+	}
+	return resp.Proof, nil
+}
+
+// source returns the remote ledger as a rangeSource, its pinned key read.
+func (r *remoteLedger) source(ctx context.Context) (rangeSource, error) {
+	_, key, err := r.client()
+	if err != nil {
+		return nil, err
+	}
+	return remoteRange{r: r, ctx: ctx, vk: key}, nil
+}
+
+// remoteRange is a running appliance's ledger as ledger list reads it.
+type remoteRange struct {
+	r   *remoteLedger
+	ctx context.Context
+	vk  string
+}
+
+func (s remoteRange) key() string { return s.vk }
+
+func (s remoteRange) checkpoint() ([]byte, error) {
+	signed, _, err := s.r.checkpoint(s.ctx)
+	return signed, err
+}
+
+func (s remoteRange) prove(from, to int64) (*ledger.RangeProof, error) {
+	var rp ledger.RangeProof
+	err := s.r.c.patiently(s.ctx, fmt.Sprintf("/v1/entries?from=%d&to=%d", from, to), &rp)
+	return &rp, err
+}
+
+func (s remoteRange) consistency(old, size int64) (tlog.TreeProof, error) {
+	return s.r.consistency(s.ctx, old, size)
+}
+
+// patiently GETs path, and again each second for up to a minute while the
+// appliance answers rate_limited: reading a long ledger takes many
+// answers, and the per-client limit applies to auditors too.
+func (c *apiClient) patiently(ctx context.Context, path string, out any) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		err := c.do(ctx, http.MethodGet, path, nil, out)
+		var e *apiError
+		if !errors.As(err, &e) || e.code != release.CodeRateLimited || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Second):
+		}
+	}
 }

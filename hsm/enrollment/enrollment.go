@@ -24,6 +24,11 @@
 // then checks the quote's nonce against the secret it kept: a quote by a
 // key outside that TPM, or a replayed old enrollment, cannot match.
 //
+// The secret never leaves the verifier (the escrow authority). To let
+// anyone else trust the AK, the authority publishes a signed [Record] of
+// each enrollment it verified; [VerifyOptions.Record] accepts it instead
+// of the secret, for the EK, AK and import key it names and no other.
+//
 // The file format is JSON, version 2 (version 1 named no import key and is
 // refused), decoded strictly (unknown fields,
 // duplicate keys and trailing data are refused; 64 KiB at most).

@@ -17,6 +17,7 @@ import (
 
 	"github.com/custodian-project/custodian/hsm/attest"
 	"github.com/custodian-project/custodian/hsm/internal/strictjson"
+	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/warrant"
 )
 
@@ -30,6 +31,7 @@ const MaxBody = 64 << 10
 //	GET  /v1/requests/{id}/packages/{key_id}    a release package
 //	GET  /v1/checkpoint                         the signed checkpoint
 //	GET  /v1/entries/{index}                    an entry with its inclusion proof
+//	GET  /v1/entries?from=N&to=M                entries N to M (at most ledger.MaxRange) with proofs against one checkpoint
 //	GET  /v1/consistency?old=N&size=M           a consistency proof
 //	POST /v1/attest                             {"nonce":"hex"}: a TPM quote
 //	GET  /v1/health
@@ -97,6 +99,7 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/requests/{id}/packages/{key}", a.officer(a.pkg))
 	mux.HandleFunc("GET /v1/checkpoint", a.checkpoint)
 	mux.HandleFunc("GET /v1/entries/{index}", a.entry)
+	mux.HandleFunc("GET /v1/entries", a.entries)
 	mux.HandleFunc("GET /v1/consistency", a.consistency)
 	mux.HandleFunc("POST /v1/attest", a.attest)
 	mux.HandleFunc("GET /v1/health", a.health)
@@ -340,6 +343,27 @@ func (a *API) entry(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, inc)
+}
+
+// entries answers a range of entries, bounded by ledger.MaxRange; it only
+// reads the ledger.
+func (a *API) entries(w http.ResponseWriter, r *http.Request) {
+	l := a.Daemon.cfg.Appliance.Ledger
+	from, err1 := strconv.ParseInt(r.URL.Query().Get("from"), 10, 64)
+	to, err2 := strconv.ParseInt(r.URL.Query().Get("to"), 10, 64)
+	if err1 != nil || err2 != nil || from < 0 || to < from || to-from >= ledger.MaxRange {
+		writeError(w, refusal(CodeBadRequest, "need from=N&to=M with 0 <= N <= M and at most %d entries at once", ledger.MaxRange))
+		return
+	}
+	rp, err := l.ProveRange(from, to)
+	switch {
+	case errors.Is(err, ledger.ErrBadRange): // past the end
+		writeError(w, refusal(CodeNotFound, "%v", err))
+	case err != nil:
+		writeError(w, err)
+	default:
+		writeJSON(w, http.StatusOK, rp)
+	}
 }
 
 func (a *API) consistency(w http.ResponseWriter, r *http.Request) {
