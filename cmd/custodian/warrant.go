@@ -283,11 +283,7 @@ func verifyStore(g *globals, roots, court string, crls []string) (*trust.Store, 
 		return nil, withHint(errors.New("--roots needs --court: a root verifies only the warrants of the court it is pinned for"),
 			`add --court "NAME" as the court's warrants write it`)
 	}
-	data, err := os.ReadFile(roots)
-	if err != nil {
-		return nil, err
-	}
-	certs, err := trust.ParseCertificates(data)
+	certs, err := readCertificates(roots)
 	if err != nil {
 		return nil, err
 	}

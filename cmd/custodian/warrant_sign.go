@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/custodian-project/custodian/hsm/smartcard"
-	"github.com/custodian-project/custodian/hsm/trust"
 	"github.com/custodian-project/custodian/hsm/warrant"
 )
 
@@ -139,9 +138,5 @@ func readChain(path string) ([]*x509.Certificate, error) {
 	if path == "" {
 		return nil, nil
 	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	return trust.ParseCertificates(data)
+	return readCertificates(path)
 }

@@ -257,7 +257,6 @@ func (w *Warrant) List(detached *EnvelopeList) (*EnvelopeList, error) {
 	return detached, nil
 }
 
-
 func (w *Warrant) checkWindow(maxValidity time.Duration) error {
 	if maxValidity == 0 {
 		maxValidity = DefaultMaxValidity
