@@ -96,7 +96,7 @@ func newWarrantSignCommand(g *globals) *cobra.Command {
 
 // signingSummary checks what warrant sign is about to sign and returns the
 // summary the appliance will show of it. A warrant document must be
-// exactly as warrant new writes it (compact JSON in field order): what a
+// exactly as warrant new writes it (warrant.Warrant.Encodes): what a
 // person reads with cat or an editor is then what is signed, with no
 // carriage return or other white space able to hide part of it. A signed
 // warrant to co-sign is shown with its signers.
@@ -112,11 +112,7 @@ func signingSummary(data []byte, cosign bool) (string, error) {
 	if err != nil {
 		return "", withHint(err, "write the warrant with custodian warrant new")
 	}
-	canonical, err := w.Marshal(0)
-	if err != nil {
-		return "", err
-	}
-	if !bytes.Equal(canonical, data) {
+	if !w.Encodes(data) {
 		return "", withHint(errors.New("the warrant file is not exactly as custodian warrant new writes it (its bytes differ: white space, order or escapes), so what it shows may not be what is signed"),
 			"write the warrant again with custodian warrant new; do not edit the file by hand")
 	}

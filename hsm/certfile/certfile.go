@@ -133,6 +133,10 @@ func Fingerprint(c *x509.Certificate) string {
 // -sha256 prints it: upper-case hex bytes separated by colons.
 func OpenSSLFingerprint(c *x509.Certificate) string {
 	sum := sha256.Sum256(c.Raw)
+	return colonHex(sum[:])
+}
+
+func colonHex(sum []byte) string {
 	parts := make([]string, len(sum))
 	for i, b := range sum {
 		parts[i] = fmt.Sprintf("%02X", b)
@@ -144,6 +148,16 @@ func OpenSSLFingerprint(c *x509.Certificate) string {
 // "sha256 <hex> (openssl AB:CD:…)".
 func Fingerprints(c *x509.Certificate) string {
 	return "sha256 " + Fingerprint(c) + " (openssl " + OpenSSLFingerprint(c) + ")"
+}
+
+// FingerprintsOfHex is [Fingerprints] of a fingerprint already in the
+// project's form; a string that is not one is returned as it is.
+func FingerprintsOfHex(fp string) string {
+	sum, err := hex.DecodeString(fp)
+	if err != nil || len(sum) != sha256.Size {
+		return fp
+	}
+	return "sha256 " + fp + " (openssl " + colonHex(sum) + ")"
 }
 
 // blockName quotes a PEM type for a message, keeping only printable ASCII
