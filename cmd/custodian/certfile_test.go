@@ -114,18 +114,6 @@ func newOpenSSLPKI(t *testing.T) *opensslPKI {
 // judge's key and chain (read as warrant sign --cert reads it).
 func (k *opensslPKI) signedWarrant(t *testing.T) string {
 	t.Helper()
-	chain, err := readChain(k.JudgeChain)
-	if err != nil {
-		t.Fatalf("warrant sign --cert with openssl ca's output: %v", err)
-	}
-	if len(chain) != 2 {
-		t.Fatalf("judge chain of %d certificates, want 2", len(chain))
-	}
-	block, _ := pem.Decode(mustRead(t, k.JudgeKey))
-	key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
 	agency, err := recipient.Generate("")
 	if err != nil {
 		t.Fatal(err)
@@ -139,11 +127,29 @@ func (k *opensslPKI) signedWarrant(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p7s, err := warrant.Sign(content, []warrant.Signer{{Key: key.(crypto.Signer), Chain: chain}}, now)
+	return k.sign(t, content, filepath.Join(k.dir, "w.p7s"))
+}
+
+// sign signs content as the openssl judge and writes it to out.
+func (k *opensslPKI) sign(t *testing.T, content []byte, out string) string {
+	t.Helper()
+	chain, err := readChain(k.JudgeChain)
+	if err != nil {
+		t.Fatalf("warrant sign --cert with openssl ca's output: %v", err)
+	}
+	if len(chain) != 2 {
+		t.Fatalf("judge chain of %d certificates, want 2", len(chain))
+	}
+	block, _ := pem.Decode(mustRead(t, k.JudgeKey))
+	key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return write(t, filepath.Join(k.dir, "w.p7s"), p7s)
+	p7s, err := warrant.Sign(content, []warrant.Signer{{Key: key.(crypto.Signer), Chain: chain}}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return write(t, out, p7s)
 }
 
 // TestPEMWithExplanatoryTextAcceptedEverywhere: every place a certificate

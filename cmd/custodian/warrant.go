@@ -402,9 +402,8 @@ func readWarrantFile(path string) (*warrantFile, error) {
 				"write the warrant with custodian warrant new")
 		}
 		return &warrantFile{w: w, data: data}, nil
-	case bytes.HasPrefix(trimmed, []byte("-----BEGIN")):
-		return nil, withHint(fmt.Errorf("%s is PEM; a signed warrant is DER (binary CMS), as custodian warrant sign writes it", path),
-			"convert it: openssl cms -cmsout -inform PEM -in "+path+" -outform DER -out w.p7s")
+	case certfile.IsPEM(data):
+		return nil, pemWarrantError(path, data)
 	case len(data) == 0 || data[0] != 0x30: // a DER SEQUENCE
 		return nil, withHint(fmt.Errorf("%s is neither a warrant document (JSON) nor a signed warrant (CMS)", path),
 			"give the w.json custodian warrant new wrote, or the w.p7s custodian warrant sign wrote")
@@ -414,6 +413,19 @@ func readWarrantFile(path string) (*warrantFile, error) {
 		return nil, fmt.Errorf("%s: cannot read the signed warrant (%s): %w", path, warrant.ReasonOf(err), err)
 	}
 	return &warrantFile{w: w, signers: signers, signed: true, data: data}, nil
+}
+
+// pemWarrantError explains a PEM file given as a warrant: a signed
+// warrant in PEM (openssl cms -outform PEM) converts to DER; anything
+// else (a certificate, a key) is not a warrant.
+func pemWarrantError(path string, data []byte) error {
+	blocks, err := certfile.Blocks(data)
+	if err == nil && (blocks[0].Type == "PKCS7" || blocks[0].Type == "CMS") {
+		return withHint(fmt.Errorf("%s is a signed warrant in PEM; custodian reads it in DER (binary CMS), as custodian warrant sign writes it", path),
+			"convert it: openssl cms -cmsout -inform PEM -in "+path+" -outform DER -out w.p7s")
+	}
+	return withHint(fmt.Errorf("%s is a PEM file (a certificate or a key?), not a warrant", path),
+		"give the w.json custodian warrant new wrote, or the w.p7s custodian warrant sign wrote")
 }
 
 // printWarrant writes the summary the appliance shows, then what a
