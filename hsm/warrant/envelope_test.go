@@ -226,3 +226,37 @@ func inlineFor(w *Warrant, keyID string) []EnvelopeRef {
 	}
 	return l.For(keyID)
 }
+
+// TestReadableWarrantFitsTheInlineCap: the readable encoding adds a few
+// bytes per envelope to the compact one, so the most envelopes a warrant
+// names inline still fit MaxSize with short targets; a warrant that would
+// not fit is refused by Marshal (too_large), not written for Parse to
+// refuse later.
+func TestReadableWarrantFitsTheInlineCap(t *testing.T) {
+	f := newFixture(t)
+	w := f.warrant()
+	w.Targets = []string{"alice@example.org"}
+	w.Envelopes = testEnvelopes(MaxInlineEnvelopes)
+	readable, err := w.Marshal(0)
+	if err != nil {
+		t.Fatalf("%d envelopes: %v", MaxInlineEnvelopes, err)
+	}
+	compact, err := jsonMarshal(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if extra := len(readable) - len(compact); extra > 6*MaxInlineEnvelopes+4*16 {
+		t.Errorf("the readable form adds %d bytes to %d", extra, len(compact))
+	}
+	if _, err := Parse(readable, 0); err != nil {
+		t.Fatalf("Parse refuses what Marshal wrote: %v", err)
+	}
+	long := strings.Repeat("x", 400)
+	w.Targets = []string{long}
+	for i := range w.Envelopes {
+		w.Envelopes[i].Target = long
+	}
+	if _, err := w.Marshal(0); ReasonOf(err) != ReasonTooLarge {
+		t.Fatalf("a warrant over MaxSize: %v", err)
+	}
+}
