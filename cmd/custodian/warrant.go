@@ -410,7 +410,8 @@ func readWarrantFile(path string) (*warrantFile, error) {
 	}
 	w, signers, err := warrant.Inspect(data)
 	if err != nil {
-		return nil, fmt.Errorf("%s: cannot read the signed warrant (%s): %w", path, warrant.ReasonOf(err), err)
+		return nil, withHint(fmt.Errorf("%s: cannot read the signed warrant (%s): %w", path, warrant.ReasonOf(err), err),
+			"give the w.p7s custodian warrant sign wrote, as it wrote it")
 	}
 	return &warrantFile{w: w, signers: signers, signed: true, data: data}, nil
 }
