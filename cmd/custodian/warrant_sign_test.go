@@ -104,3 +104,25 @@ func TestInvariantWarrantSignSignsOnlyWhatWarrantNewWrites(t *testing.T) {
 		})
 	}
 }
+
+// TestWarrantSignTakesTheOneLineFormOfEarlierVersions: a w.json written
+// by an earlier warrant new (compact, one line) is still signed: it gets
+// past the check of its bytes to the PIN.
+func TestWarrantSignTakesTheOneLineFormOfEarlierVersions(t *testing.T) {
+	if smartcard.Supported() != nil {
+		t.Skip("warrant sign needs a cgo build")
+	}
+	dir := t.TempDir()
+	in := newWarrantFile(t, dir)
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, mustRead(t, in)); err != nil {
+		t.Fatal(err)
+	}
+	f := write(t, filepath.Join(dir, "one-line.json"), append(compact.Bytes(), '\n'))
+	t.Setenv("CUSTODIAN_PIN", "")
+	_, stderr := cli(t, false, "warrant", "sign", "--in", f, "--module", softhsmtest.Module,
+		"--key", "pkcs11:token=judge;object=judge-key", "--out", filepath.Join(dir, "w.p7s"))
+	if strings.Contains(stderr, "not exactly as custodian warrant new writes it") || !strings.Contains(stderr, "You are signing this warrant") {
+		t.Errorf("the one-line form was refused before the PIN:\n%s", stderr)
+	}
+}
