@@ -21,10 +21,13 @@ func TestWarrantShowRendersUnsignedAndSigned(t *testing.T) {
 	k := newOpenSSLPKI(t)
 	p := func(name string) string { return filepath.Join(k.dir, name) }
 	now := time.Now().UTC()
-	cli(t, true, "agency", "keygen", "--out", p("agency.key"), "--pub", p("agency.pub"))
+	keygen, _ := cli(t, true, "agency", "keygen", "--out", p("agency.key"), "--pub", p("agency.pub"))
 	pub, err := recipient.ParsePublicKey(string(mustRead(t, p("agency.pub"))))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !strings.Contains(keygen, "\nfingerprint "+pub.Fingerprint()+"\n") {
+		t.Errorf("agency keygen does not print the fingerprint the judge compares:\n%s", keygen)
 	}
 	wrote, _ := cli(t, true, "warrant", "new", "--serial", "W-12", "--docket", "CR-5/2026", "--court", opensslCourt,
 		"--agency", "Test Police", "--official", "Inspector Morse", "--offence", "fraud",
