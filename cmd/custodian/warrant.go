@@ -68,8 +68,10 @@ func newWarrantNewCommand(g *globals) *cobra.Command {
 				if err := writeNew(listOut, listFile, 0o644); err != nil {
 					return err
 				}
-				g.printf("wrote %s: the list of the %s envelopes the warrant names; it goes with the signed warrant to every custodian (custodian release --envelope-list)\n",
-					listOut, warrant.Thousands(w.EnvelopeList.Count))
+				if !g.json {
+					g.printf("wrote %s: the list of the %s envelopes the warrant names; it goes with the signed warrant to every custodian (custodian release --envelope-list)\n",
+						listOut, warrant.Thousands(w.EnvelopeList.Count))
+				}
 			}
 			if err := writeNew(out, data, 0o644); err != nil {
 				return err
