@@ -40,10 +40,13 @@ func newAgencyKeygenCommand(g *globals) *cobra.Command {
 			if err := writeNew(pub, []byte(line+"\n"), 0o644); err != nil {
 				return err
 			}
+			fp := id.Public().Fingerprint()
 			if g.json {
-				return g.printJSON(map[string]string{"recipient": line, "identity_file": out, "public_file": pub})
+				return g.printJSON(map[string]string{"recipient": line, "fingerprint": fp, "identity_file": out, "public_file": pub})
 			}
-			g.printf("%s\n", line)
+			// The judge compares the fingerprint with the one warrant new
+			// and warrant show print for the recipient.
+			g.printf("%s\nfingerprint %s\n", line, fp)
 			return nil
 		},
 	}

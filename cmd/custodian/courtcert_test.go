@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/custodian-project/custodian/hsm/certfile"
 	"github.com/custodian-project/custodian/hsm/recipient"
 	"github.com/custodian-project/custodian/hsm/trust"
 	"github.com/custodian-project/custodian/hsm/trust/trusttest"
@@ -70,7 +71,7 @@ func TestRunbookJudgeCertificateSigns(t *testing.T) {
 		"-keyout", "judge.key", "-subj", "/CN=Judge Ada Lovelace", "-out", "judge.csr")
 	run("sh", "-c", command)
 
-	certs, err := trust.ParseCertificates(mustRead(t, p("judge.pem")))
+	certs, err := certfile.Certificates(mustRead(t, p("judge.pem")))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -61,7 +61,7 @@ func (s *serverTLS) load(now time.Time) (*tls.Config, *x509.CertPool, error) {
 	if err := checkKeyFile(s.key); err != nil {
 		return nil, nil, err
 	}
-	cert, err := tls.LoadX509KeyPair(s.cert, s.key)
+	cert, err := loadKeyPair(s.cert, s.key)
 	if err != nil {
 		return nil, nil, withHint(fmt.Errorf("the TLS certificate: %w", err), "--tls-cert is the PEM certificate chain, --tls-key its PEM private key")
 	}
@@ -167,7 +167,7 @@ func (g *globals) apiClient(server string, c clientTLS) (*apiClient, error) {
 		if err := checkKeyFile(c.key); err != nil {
 			return nil, err
 		}
-		pair, err := tls.LoadX509KeyPair(c.cert, c.key)
+		pair, err := loadKeyPair(c.cert, c.key)
 		if err != nil {
 			return nil, withHint(fmt.Errorf("the client certificate: %w", err), "--client-cert is your PEM certificate, --client-key its PEM private key")
 		}

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -14,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/custodian-project/custodian/hsm/appliance"
+	"github.com/custodian-project/custodian/hsm/certfile"
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/trust"
 	"github.com/custodian-project/custodian/hsm/warrant"
@@ -59,8 +58,7 @@ func newTrustAddRootCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			sum := sha256.Sum256(root.Raw)
-			g.printf("pinned root %s (sha256 %s) for court %q\n", warrant.DisplayName(root.Subject.String()), hex.EncodeToString(sum[:]), court)
+			g.printf("pinned root %s for court %q\n  %s\n", warrant.DisplayName(root.Subject.String()), court, certfile.Fingerprints(root))
 			return nil
 		},
 	}
@@ -154,11 +152,13 @@ type trustListing struct {
 }
 
 type rootListing struct {
-	Court    string    `json:"court"`
-	KeyID    string    `json:"key_id"` // the court's replay namespace
-	Subject  string    `json:"subject"`
-	SHA256   string    `json:"sha256"`
-	NotAfter time.Time `json:"not_after"`
+	Court   string `json:"court"`
+	KeyID   string `json:"key_id"` // the court's replay namespace
+	Subject string `json:"subject"`
+	SHA256  string `json:"sha256"`
+	// OpenSSLSHA256 is SHA256 as openssl x509 -fingerprint -sha256 prints it.
+	OpenSSLSHA256 string    `json:"sha256_openssl"`
+	NotAfter      time.Time `json:"not_after"`
 }
 
 type crlListing struct {
@@ -195,7 +195,7 @@ func newTrustListCommand(g *globals) *cobra.Command {
 				g.printf("no roots: this store verifies nothing (custodian trust add-root FILE --court NAME)\n")
 			}
 			for _, r := range l.Roots {
-				g.printf("root  %q  %s  sha256 %s  until %s\n", r.Court, warrant.DisplayName(r.Subject), r.SHA256, r.NotAfter.Format(time.RFC3339))
+				g.printf("root  %q  %s  until %s\n      %s\n", r.Court, warrant.DisplayName(r.Subject), r.NotAfter.Format(time.RFC3339), certfile.FingerprintsOfHex(r.SHA256))
 			}
 			for _, c := range l.CRLs {
 				state := "fresh"
@@ -219,9 +219,8 @@ func newTrustListCommand(g *globals) *cobra.Command {
 func listTrust(s *trust.Store, now time.Time) trustListing {
 	l := trustListing{Roots: []rootListing{}, CRLs: []crlListing{}, Policy: s.Policy()}
 	for _, r := range s.Roots() {
-		sum := sha256.Sum256(r.Cert.Raw)
 		l.Roots = append(l.Roots, rootListing{Court: r.Court, KeyID: trust.RootKeyID(r.Cert), Subject: r.Cert.Subject.String(),
-			SHA256: hex.EncodeToString(sum[:]), NotAfter: r.Cert.NotAfter.UTC()})
+			SHA256: certfile.Fingerprint(r.Cert), OpenSSLSHA256: certfile.OpenSSLFingerprint(r.Cert), NotAfter: r.Cert.NotAfter.UTC()})
 	}
 	for _, c := range s.CRLs() {
 		l.CRLs = append(l.CRLs, crlListing{

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/custodian-project/custodian/hsm/certfile"
 	"github.com/custodian-project/custodian/hsm/escrow"
 	"github.com/custodian-project/custodian/hsm/trust"
 	"github.com/custodian-project/custodian/hsm/warrant"
@@ -50,7 +51,7 @@ func newWarrantNewCommand(g *globals) *cobra.Command {
 			if listOut == "" && len(w.Envelopes) > warrant.MaxInlineEnvelopes {
 				listOut = strings.TrimSuffix(out, filepath.Ext(out)) + ".envelopes"
 			}
-			list, err := detachEnvelopes(&w, listOut)
+			list, listFile, err := detachEnvelopes(&w, listOut)
 			if err != nil {
 				return err
 			}
@@ -64,16 +65,23 @@ func newWarrantNewCommand(g *globals) *cobra.Command {
 				if err := mustNotExist(out); err != nil {
 					return err
 				}
-				if err := writeNew(listOut, list, 0o644); err != nil {
+				if err := writeNew(listOut, listFile, 0o644); err != nil {
 					return err
 				}
-				g.printf("wrote %s: the list of the %s envelopes the warrant names; it goes with the signed warrant to every custodian (custodian release --envelope-list)\n",
-					listOut, warrant.Thousands(w.EnvelopeList.Count))
+				if !g.json {
+					g.printf("wrote %s: the list of the %s envelopes the warrant names; it goes with the signed warrant to every custodian (custodian release --envelope-list)\n",
+						listOut, warrant.Thousands(w.EnvelopeList.Count))
+				}
 			}
 			if err := writeNew(out, data, 0o644); err != nil {
 				return err
 			}
-			g.printf("wrote %s; sign it with custodian warrant sign --in %s\n", out, out)
+			if g.json {
+				return g.printJSON(showJSON(&warrantFile{w: &w}, list))
+			}
+			g.printf("wrote %s:\n\n", out)
+			printWarrant(g, &warrantFile{w: &w}, list, false)
+			g.printf("\nRead it, and compare the recipient's fingerprint with the one the agency gave you; then sign it: custodian warrant sign --in %s\n", out)
 			return nil
 		},
 	}
@@ -149,26 +157,26 @@ func warrantEnvelopePaths(files, dirs []string) ([]string, error) {
 	return out, nil
 }
 
-// detachEnvelopes moves w's envelopes into a list file's bytes when
-// listOut is set, naming the list in w by its tree hash and count.
-func detachEnvelopes(w *warrant.Warrant, listOut string) ([]byte, error) {
+// detachEnvelopes moves w's envelopes into a list and its file's bytes
+// when listOut is set, naming the list in w by its tree hash and count.
+func detachEnvelopes(w *warrant.Warrant, listOut string) (*warrant.EnvelopeList, []byte, error) {
 	if listOut == "" {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if len(w.Envelopes) == 0 {
-		return nil, errors.New("--envelope-list needs envelopes: give --envelope or --envelope-dir")
+		return nil, nil, errors.New("--envelope-list needs envelopes: give --envelope or --envelope-dir")
 	}
 	list, err := warrant.ListOf(w.Envelopes)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var b bytes.Buffer
 	if _, err := list.WriteTo(&b); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	d := list.Digest()
 	w.Envelopes, w.EnvelopeList = nil, &d
-	return b.Bytes(), nil
+	return list, b.Bytes(), nil
 }
 
 // readEnvelopeList reads a list file for show and release ("" : none).
@@ -248,7 +256,7 @@ func newWarrantVerifyCommand(g *globals) *cobra.Command {
 				return g.printJSON(verifyOutput{Verified: true, Addressed: addressed, Digest: fmt.Sprintf("%x", res.Digest),
 					ReplayKey: res.Replay, Warrant: res.Warrant, Signers: res.Signers})
 			}
-			g.printf("%s", warrant.Summary(res.Warrant, res.Signers))
+			printWarrant(g, &warrantFile{w: res.Warrant, signers: res.Signers, signed: true}, nil, false)
 			g.printf("Replay key: %s\nDigest:     %x\n", res.Replay, res.Digest)
 			if !addressed {
 				g.printf("VERIFIED (signatures, chain, revocation, policy, window); custodian and key IDs not checked: pass --custodian and --key-id\n")
@@ -283,11 +291,7 @@ func verifyStore(g *globals, roots, court string, crls []string) (*trust.Store, 
 		return nil, withHint(errors.New("--roots needs --court: a root verifies only the warrants of the court it is pinned for"),
 			`add --court "NAME" as the court's warrants write it`)
 	}
-	data, err := os.ReadFile(roots)
-	if err != nil {
-		return nil, err
-	}
-	certs, err := trust.ParseCertificates(data)
+	certs, err := readCertificates(roots)
 	if err != nil {
 		return nil, err
 	}
@@ -311,45 +315,144 @@ func verifyStore(g *globals, roots, court string, crls []string) (*trust.Store, 
 
 func newWarrantShowCommand(g *globals) *cobra.Command {
 	var in, listPath string
+	var fullKey bool
 	cmd := &cobra.Command{
-		Use:   "show --in w.p7s [--envelope-list w.envelopes]",
-		Short: "Print the summary the court officer sees (no trust decision)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			p7s, err := os.ReadFile(in)
+		Use:   "show (w.json | w.p7s) [--envelope-list w.envelopes] [--recipient-key]",
+		Short: "Print the summary the court officer sees, of a warrant before or after signing (no trust decision)",
+		Long: "Print the summary the appliance shows the court officer, of the warrant document custodian warrant new\n" +
+			"wrote (before signing) or of a signed warrant. The recipient is named by its fingerprint; --recipient-key\n" +
+			"adds the full key. Signatures are checked against their certificates only: trust is custodian warrant verify's.",
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path, err := oneFileArg(args, in, "--in")
+			if err != nil {
+				return withHint(err, "custodian warrant show w.json (or w.p7s)")
+			}
+			wf, err := readWarrantFile(path)
 			if err != nil {
 				return err
-			}
-			w, signers, err := warrant.Inspect(p7s)
-			if err != nil {
-				return fmt.Errorf("cannot read warrant (%s): %w", warrant.ReasonOf(err), err)
 			}
 			detached, err := readEnvelopeList(listPath)
 			if err != nil {
 				return err
 			}
 			var list *warrant.EnvelopeList
-			if detached != nil || w.EnvelopeList == nil {
+			if detached != nil || wf.w.EnvelopeList == nil {
 				// Without the list, a warrant that names one shows its count.
-				if list, err = w.List(detached); err != nil {
+				if list, err = wf.w.List(detached); err != nil {
 					return fmt.Errorf("the envelope list does not go with this warrant (%s): %w", warrant.ReasonOf(err), err)
 				}
 			}
 			if g.json {
-				return g.printJSON(map[string]any{"warrant": w, "signers": signers, "trust_checked": false, "envelopes": listJSON(w, list)})
+				return g.printJSON(showJSON(wf, list))
 			}
-			g.printf("%s", warrant.SummaryWithList(w, list, signers))
-			if w.EnvelopeList != nil && list == nil {
+			printWarrant(g, wf, list, fullKey)
+			if wf.w.EnvelopeList != nil && list == nil {
 				g.printf("(the envelopes per target are shown with --envelope-list)\n")
+			}
+			if !wf.signed {
+				g.printf("NOT SIGNED: the document a judge signs; read it, then: custodian warrant sign --in %s\n", path)
+				return nil
 			}
 			g.printf("NOT VERIFIED: signatures match their certificates; trust is checked by custodian warrant verify\n")
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&in, "in", "", "signed warrant (CMS, DER)")
+	cmd.Flags().StringVar(&in, "in", "", "the warrant: JSON from custodian warrant new, or signed (CMS, DER); or give it as the argument")
 	cmd.Flags().StringVar(&listPath, "envelope-list", "", "the envelope list the warrant names (checked against its tree hash and count)")
-	cmd.MarkFlagRequired("in")
+	cmd.Flags().BoolVar(&fullKey, "recipient-key", false, "also print the recipient's full public key")
 	return cmd
+}
+
+// oneFileArg is the file named by the argument or by flag, not both.
+func oneFileArg(args []string, flagValue, flag string) (string, error) {
+	switch {
+	case len(args) == 1 && flagValue != "":
+		return "", fmt.Errorf("give the file as the argument or with %s, not both", flag)
+	case len(args) == 1:
+		return args[0], nil
+	case flagValue != "":
+		return flagValue, nil
+	}
+	return "", errors.New("name the warrant file")
+}
+
+// warrantFile is a warrant as a file holds it: the document warrant new
+// writes, or a signed warrant with its signers (checked against their
+// certificates only).
+type warrantFile struct {
+	w       *warrant.Warrant
+	signers []warrant.Identity
+	signed  bool
+	data    []byte
+}
+
+// readWarrantFile reads either kind of warrant file. A JSON document is
+// read as Parse reads it; anything else must be a signed warrant (CMS,
+// DER). A file that is neither gets an error saying what it is not.
+func readWarrantFile(path string) (*warrantFile, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	trimmed := bytes.TrimSpace(data)
+	switch {
+	case bytes.HasPrefix(trimmed, []byte("{")):
+		w, err := warrant.Parse(data, 0)
+		if err != nil {
+			return nil, withHint(fmt.Errorf("%s: cannot read the warrant document (%s): %w", path, warrant.ReasonOf(err), err),
+				"write the warrant with custodian warrant new")
+		}
+		return &warrantFile{w: w, data: data}, nil
+	case certfile.IsPEM(data):
+		return nil, pemWarrantError(path, data)
+	case len(data) == 0 || data[0] != 0x30: // a DER SEQUENCE
+		return nil, withHint(fmt.Errorf("%s is neither a warrant document (JSON) nor a signed warrant (CMS)", path),
+			"give the w.json custodian warrant new wrote, or the w.p7s custodian warrant sign wrote")
+	}
+	w, signers, err := warrant.Inspect(data)
+	if err != nil {
+		return nil, withHint(fmt.Errorf("%s: cannot read the signed warrant (%s): %w", path, warrant.ReasonOf(err), err),
+			"give the w.p7s custodian warrant sign wrote, as it wrote it")
+	}
+	return &warrantFile{w: w, signers: signers, signed: true, data: data}, nil
+}
+
+// pemWarrantError explains a PEM file given as a warrant: a signed
+// warrant in PEM (openssl cms -outform PEM) converts to DER; anything
+// else (a certificate, a key) is not a warrant.
+func pemWarrantError(path string, data []byte) error {
+	blocks, err := certfile.Blocks(data)
+	if err == nil && (blocks[0].Type == "PKCS7" || blocks[0].Type == "CMS") {
+		return withHint(fmt.Errorf("%s is a signed warrant in PEM; custodian reads it in DER (binary CMS), as custodian warrant sign writes it", path),
+			"convert it: openssl cms -cmsout -inform PEM -in "+path+" -outform DER -out w.p7s")
+	}
+	return withHint(fmt.Errorf("%s is a PEM file (a certificate or a key?), not a warrant", path),
+		"give the w.json custodian warrant new wrote, or the w.p7s custodian warrant sign wrote")
+}
+
+// printWarrant writes the summary the appliance shows, then what a
+// person at a terminal checks it against: the full recipient key when
+// asked for, and each signer's certificate fingerprint in the project's
+// form and openssl's.
+func printWarrant(g *globals, wf *warrantFile, list *warrant.EnvelopeList, fullKey bool) {
+	g.printf("%s", warrant.SummaryWithList(wf.w, list, wf.signers))
+	if fullKey {
+		g.printf("%-11s %s\n", "Recipient key:", wf.w.Recipient)
+	}
+	for _, s := range wf.signers {
+		g.printf("%-11s %s: %s\n", "Certificate", warrant.DisplayName(s.Name), certfile.FingerprintsOfHex(s.Fingerprint))
+	}
+}
+
+// showJSON is what show --json (and new --json) print.
+func showJSON(wf *warrantFile, list *warrant.EnvelopeList) map[string]any {
+	signers := wf.signers
+	if signers == nil {
+		signers = []warrant.Identity{}
+	}
+	return map[string]any{"warrant": wf.w, "signed": wf.signed, "signers": signers, "trust_checked": false,
+		"recipient_fingerprint": wf.w.RecipientKey().Fingerprint(), "envelopes": listJSON(wf.w, list)}
 }
 
 // listJSON is what show --json says of the envelopes: their number, per

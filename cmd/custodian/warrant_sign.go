@@ -1,17 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/custodian-project/custodian/hsm/smartcard"
-	"github.com/custodian-project/custodian/hsm/trust"
 	"github.com/custodian-project/custodian/hsm/warrant"
 )
 
@@ -26,7 +23,7 @@ func newWarrantSignCommand(g *globals) *cobra.Command {
 			if err := smartcard.Supported(); err != nil {
 				return withHint(err, "build custodian with CGO_ENABLED=1 on the judge's workstation")
 			}
-			data, err := os.ReadFile(in)
+			wf, err := readWarrantFile(in)
 			if err != nil {
 				return err
 			}
@@ -39,8 +36,7 @@ func newWarrantSignCommand(g *globals) *cobra.Command {
 			}
 			// Check the document, and show the judge what the appliance will
 			// show, before asking for a PIN.
-			cosign := !bytes.HasPrefix(bytes.TrimSpace(data), []byte("{"))
-			summary, err := signingSummary(data, cosign)
+			summary, err := signingSummary(wf)
 			if err != nil {
 				return err
 			}
@@ -67,10 +63,10 @@ func newWarrantSignCommand(g *globals) *cobra.Command {
 			}
 			signers := []warrant.Signer{{Key: key, Chain: chain, PSS: pss}}
 			var p7s []byte
-			if cosign {
-				p7s, err = warrant.CoSign(data, signers, time.Now())
+			if wf.signed {
+				p7s, err = warrant.CoSign(wf.data, signers, time.Now())
 			} else {
-				p7s, err = warrant.Sign(data, signers, time.Now())
+				p7s, err = warrant.Sign(wf.data, signers, time.Now())
 			}
 			if err != nil {
 				return pinHint(err)
@@ -97,31 +93,16 @@ func newWarrantSignCommand(g *globals) *cobra.Command {
 
 // signingSummary checks what warrant sign is about to sign and returns the
 // summary the appliance will show of it. A warrant document must be
-// exactly as warrant new writes it (compact JSON in field order): what a
+// exactly as warrant new writes it (warrant.Warrant.Encodes): what a
 // person reads with cat or an editor is then what is signed, with no
 // carriage return or other white space able to hide part of it. A signed
 // warrant to co-sign is shown with its signers.
-func signingSummary(data []byte, cosign bool) (string, error) {
-	if cosign {
-		w, signers, err := warrant.Inspect(data)
-		if err != nil {
-			return "", withHint(err, "co-sign the signed warrant (w.p7s) the first judge made with custodian warrant sign")
-		}
-		return warrant.Summary(w, signers), nil
-	}
-	w, err := warrant.Parse(data, 0)
-	if err != nil {
-		return "", withHint(err, "write the warrant with custodian warrant new")
-	}
-	canonical, err := w.Marshal(0)
-	if err != nil {
-		return "", err
-	}
-	if !bytes.Equal(canonical, data) {
+func signingSummary(wf *warrantFile) (string, error) {
+	if !wf.signed && !wf.w.Encodes(wf.data) {
 		return "", withHint(errors.New("the warrant file is not exactly as custodian warrant new writes it (its bytes differ: white space, order or escapes), so what it shows may not be what is signed"),
 			"write the warrant again with custodian warrant new; do not edit the file by hand")
 	}
-	return warrant.Summary(w, nil), nil
+	return warrant.Summary(wf.w, wf.signers), nil
 }
 
 // pinHint advises against guessing when the card refused the PIN.
@@ -139,9 +120,5 @@ func readChain(path string) ([]*x509.Certificate, error) {
 	if path == "" {
 		return nil, nil
 	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	return trust.ParseCertificates(data)
+	return readCertificates(path)
 }

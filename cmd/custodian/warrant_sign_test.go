@@ -46,7 +46,7 @@ func TestInvariantWarrantSignShowsWhatItSigns(t *testing.T) {
 	_, stderr := cli(t, true, "warrant", "sign", "--in", in, "--module", softhsmtest.Module,
 		"--key", "pkcs11:token=judge;object=judge-key", "--cert", p("judge.pem"), "--out", p("w.p7s"))
 	for _, want := range []string{"Warrant:    W-11\n", "Court:      Test Court\n", "Target:     alice@example.org\n",
-		"Key IDs:    2026-11, 2026-12\n", "Custodians: cust-1\n", "Recipient:  mlkem768x25519 key "} {
+		"Key IDs:    2026-11, 2026-12\n", "Custodians: cust-1\n", "Recipient:  mlkem768x25519 key, fingerprint "} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("warrant sign did not show %q:\n%s", want, stderr)
 		}
@@ -54,7 +54,7 @@ func TestInvariantWarrantSignShowsWhatItSigns(t *testing.T) {
 	t.Setenv("CUSTODIAN_PIN", tok.PIN)
 	_, stderr = cli(t, true, "warrant", "sign", "--in", p("w.p7s"), "--module", softhsmtest.Module,
 		"--key", "pkcs11:token=judge;object=clerk-key", "--cert", p("clerk.pem"), "--out", p("w2.p7s"))
-	if !strings.Contains(stderr, "Warrant:    W-11\n") || !strings.Contains(stderr, "Signed by:  Judge Ada (") {
+	if !strings.Contains(stderr, "Warrant:    W-11\n") || !strings.Contains(stderr, "Signed by:  Judge Ada (issued by ") {
 		t.Errorf("co-signing did not show the warrant and its first signer:\n%s", stderr)
 	}
 }
@@ -74,12 +74,12 @@ func TestInvariantWarrantSignSignsOnlyWhatWarrantNewWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	var indented bytes.Buffer
-	if err := json.Indent(&indented, canonical, "", "  "); err != nil {
+	if err := json.Indent(&indented, canonical, "", "    "); err != nil {
 		t.Fatal(err)
 	}
 	// On a terminal the CR returns to the line's start and "2026-11"
 	// overwrites "2026-12": cat shows one key ID, the signature covers two.
-	hidden := strings.Replace(string(canonical), `"key_ids":["2026-11","2026-12"]`, "\"key_ids\":[\"2026-12\",\r\"2026-11\"]", 1)
+	hidden := strings.Replace(string(canonical), `"key_ids": ["2026-11","2026-12"]`, "\"key_ids\": [\"2026-12\",\r\"2026-11\"]", 1)
 	if hidden == string(canonical) {
 		t.Fatalf("test warrant has other key IDs: %s", canonical)
 	}
@@ -102,5 +102,27 @@ func TestInvariantWarrantSignSignsOnlyWhatWarrantNewWrites(t *testing.T) {
 				t.Error("wrote a signed warrant")
 			}
 		})
+	}
+}
+
+// TestWarrantSignTakesTheOneLineFormOfEarlierVersions: a w.json written
+// by an earlier warrant new (compact, one line) is still signed: it gets
+// past the check of its bytes to the PIN.
+func TestWarrantSignTakesTheOneLineFormOfEarlierVersions(t *testing.T) {
+	if smartcard.Supported() != nil {
+		t.Skip("warrant sign needs a cgo build")
+	}
+	dir := t.TempDir()
+	in := newWarrantFile(t, dir)
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, mustRead(t, in)); err != nil {
+		t.Fatal(err)
+	}
+	f := write(t, filepath.Join(dir, "one-line.json"), append(compact.Bytes(), '\n'))
+	t.Setenv("CUSTODIAN_PIN", "")
+	_, stderr := cli(t, false, "warrant", "sign", "--in", f, "--module", softhsmtest.Module,
+		"--key", "pkcs11:token=judge;object=judge-key", "--out", filepath.Join(dir, "w.p7s"))
+	if strings.Contains(stderr, "not exactly as custodian warrant new writes it") || !strings.Contains(stderr, "You are signing this warrant") {
+		t.Errorf("the one-line form was refused before the PIN:\n%s", stderr)
 	}
 }

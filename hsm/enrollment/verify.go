@@ -6,13 +6,13 @@ import (
 	"crypto/x509"
 	"embed"
 	"encoding/asn1"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
 	"slices"
 	"time"
 
+	"github.com/custodian-project/custodian/hsm/certfile"
 	"github.com/custodian-project/custodian/tpm"
 )
 
@@ -210,11 +210,11 @@ func VendorCertificates() (roots, intermediates []*x509.Certificate, err error) 
 		if err != nil {
 			return err
 		}
-		for block, rest := pem.Decode(data); block != nil; block, rest = pem.Decode(rest) {
-			c, err := x509.ParseCertificate(block.Bytes)
-			if err != nil {
-				return fmt.Errorf("built-in EK CA %s: %w", path, err)
-			}
+		certs, err := certfile.Certificates(data)
+		if err != nil {
+			return fmt.Errorf("built-in EK CA %s: %w", path, err)
+		}
+		for _, c := range certs {
 			if bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignatureFrom(c) == nil {
 				roots = append(roots, c)
 			} else {

@@ -19,8 +19,10 @@ package recipient
 import (
 	"crypto/ecdh"
 	"crypto/hpke"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -97,6 +99,20 @@ func (id *Identity) String() string {
 // String encodes the public key as its one-line form.
 func (p *PublicKey) String() string {
 	return publicPrefix + ":" + p.kem + ":" + base64.RawURLEncoding.EncodeToString(p.pk.Bytes())
+}
+
+// Fingerprint names the key in 32 hex digits, in groups of four: the first
+// 128 bits of the SHA-256 of its one-line form. People compare it by eye
+// or over the phone instead of the 1,600 characters of the key; 128 bits
+// leave no key to be found that shares it.
+func (p *PublicKey) Fingerprint() string {
+	sum := sha256.Sum256([]byte(p.String()))
+	h := hex.EncodeToString(sum[:16])
+	groups := make([]string, 0, len(h)/4)
+	for i := 0; i < len(h); i += 4 {
+		groups = append(groups, h[i:i+4])
+	}
+	return strings.Join(groups, " ")
 }
 
 // KEM names the public key's KEM.

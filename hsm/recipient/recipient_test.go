@@ -2,8 +2,12 @@ package recipient
 
 import (
 	"bytes"
+	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/custodian-project/custodian/tests/need"
 )
 
 func TestRoundTrip(t *testing.T) {
@@ -92,4 +96,34 @@ func FuzzParsePublicKey(f *testing.F) {
 			t.Fatalf("parsed %q but prints %q", s, pk.String())
 		}
 	})
+}
+
+// TestFingerprintIsTheKeyLinesSHA256: the fingerprint is the first 128
+// bits of the SHA-256 of the key's one-line form, as sha256sum computes
+// it, in eight groups of four hex digits; two keys have two fingerprints.
+func TestFingerprintIsTheKeyLinesSHA256(t *testing.T) {
+	need.Command(t, "sha256sum", "coreutils")
+	seen := map[string]bool{}
+	for range 2 {
+		id, err := Generate("")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub := id.Public()
+		cmd := exec.Command("sha256sum")
+		cmd.Stdin = strings.NewReader(pub.String())
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := strings.Fields(string(out))[0]
+		fp := pub.Fingerprint()
+		if strings.ReplaceAll(fp, " ", "") != sum[:32] || !regexp.MustCompile(`^([0-9a-f]{4} ){7}[0-9a-f]{4}$`).MatchString(fp) {
+			t.Errorf("fingerprint %q, sha256sum %s", fp, sum)
+		}
+		if seen[fp] {
+			t.Errorf("two keys share fingerprint %s", fp)
+		}
+		seen[fp] = true
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/custodian-project/custodian/hsm/certfile"
 	"github.com/custodian-project/custodian/hsm/trust"
 	"github.com/custodian-project/custodian/hsm/trust/trusttest"
 	"github.com/custodian-project/custodian/tests/need"
@@ -34,7 +35,7 @@ func TestPEMWithExplanatoryTextAccepted(t *testing.T) {
 		return out
 	}
 
-	certs, err := trust.ParseCertificates(withText("x509", trusttest.PEM(root.Cert)))
+	certs, err := certfile.Certificates(withText("x509", trusttest.PEM(root.Cert)))
 	if err != nil || len(certs) != 1 || !certs[0].Equal(root.Cert) {
 		t.Fatalf("certificate with text: %v (%d certificates)", err, len(certs))
 	}

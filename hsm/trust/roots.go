@@ -16,6 +16,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/custodian-project/custodian/hsm/certfile"
 	"github.com/custodian-project/custodian/hsm/internal/strictjson"
 )
 
@@ -71,7 +72,7 @@ func (s *Store) AddRoot(data []byte, court string) (*x509.Certificate, error) {
 	if err := checkCourtName(court); err != nil {
 		return nil, err
 	}
-	certs, err := ParseCertificates(data)
+	certs, err := certfile.Certificates(data)
 	if err != nil {
 		return nil, err
 	}
@@ -221,9 +222,9 @@ func parseRootFile(data []byte, name string) (Root, error) {
 	if err := checkCourtName(f.Court); err != nil {
 		return Root{}, err
 	}
-	c, err := x509.ParseCertificate(f.Certificate)
+	c, err := certfile.ParseDER(f.Certificate)
 	if err != nil {
-		return Root{}, fmt.Errorf("not a certificate: %w", err)
+		return Root{}, err
 	}
 	if sum := sha256.Sum256(c.Raw); name != hex.EncodeToString(sum[:])+".json" {
 		return Root{}, errors.New("the file name is not the certificate's SHA-256")

@@ -55,6 +55,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/custodian-project/custodian/hsm/certfile"
 	"github.com/custodian-project/custodian/hsm/durable"
 )
 
@@ -336,29 +337,34 @@ func newCRL(list *x509.RevocationList, issuer *x509.Certificate, chain []*x509.C
 }
 
 // parseCRL reads a DER CRL, or PEM with one "X509 CRL" block followed by
-// optional "CERTIFICATE" blocks.
+// optional "CERTIFICATE" blocks (explanatory text around them is skipped:
+// package certfile).
 func parseCRL(data []byte) (*x509.RevocationList, []*x509.Certificate, error) {
-	if !looksPEM(data) {
+	if !certfile.IsPEM(data) {
 		list, err := x509.ParseRevocationList(data)
 		if err != nil {
-			return nil, nil, fmt.Errorf("not a CRL: %w", err)
+			return nil, nil, errNotCRL
 		}
 		return list, nil, checkCRLExtensions(list)
 	}
+	blocks, err := certfile.Blocks(data)
+	if err != nil {
+		return nil, nil, err
+	}
 	var list *x509.RevocationList
 	var certs []*x509.Certificate
-	for block, rest := pem.Decode(data); block != nil; block, rest = pem.Decode(rest) {
+	for i, block := range blocks {
 		switch {
 		case block.Type == "X509 CRL" && list == nil:
 			l, err := x509.ParseRevocationList(block.Bytes)
 			if err != nil {
-				return nil, nil, fmt.Errorf("not a CRL: %w", err)
+				return nil, nil, fmt.Errorf("PEM block %d: %w", i+1, errNotCRL)
 			}
 			list = l
 		case block.Type == "CERTIFICATE":
-			c, err := x509.ParseCertificate(block.Bytes)
+			c, err := certfile.ParseDER(block.Bytes)
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, fmt.Errorf("PEM block %d: %w", i+1, err)
 			}
 			certs = append(certs, c)
 		default:
@@ -370,6 +376,9 @@ func parseCRL(data []byte) (*x509.RevocationList, []*x509.Certificate, error) {
 	}
 	return list, certs, checkCRLExtensions(list)
 }
+
+// errNotCRL names a CRL that does not decode, without decoder text.
+var errNotCRL = errors.New("not a valid CRL (damaged, or another kind of file); give the CRL file the court's CA published")
 
 // crlExtensionsUnderstood are the critical extensions a full CRL may carry:
 // authority key identifier and CRL number (RFC 5280 requires neither to be
@@ -405,39 +414,4 @@ func (s *Store) write(name string, data []byte) error {
 		return err
 	}
 	return durable.WriteFile(path, data, 0o644)
-}
-
-// looksPEM reports whether data holds a PEM block: one at the start, or
-// after explanatory text (RFC 7468 section 5.2), as openssl ca writes
-// certificates by default.
-func looksPEM(data []byte) bool {
-	return bytes.HasPrefix(bytes.TrimSpace(data), []byte("-----BEGIN ")) ||
-		bytes.Contains(data, []byte("\n-----BEGIN "))
-}
-
-// ParseCertificates reads one or more certificates, PEM (explanatory text
-// before a block is skipped) or a single DER.
-func ParseCertificates(data []byte) ([]*x509.Certificate, error) {
-	if !looksPEM(data) {
-		c, err := x509.ParseCertificate(data)
-		if err != nil {
-			return nil, fmt.Errorf("not a certificate: %w", err)
-		}
-		return []*x509.Certificate{c}, nil
-	}
-	var out []*x509.Certificate
-	for block, rest := pem.Decode(data); block != nil; block, rest = pem.Decode(rest) {
-		if block.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("unexpected PEM block %q; give certificates only", block.Type)
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no certificate in the file")
-	}
-	return out, nil
 }

@@ -451,7 +451,7 @@ func decodeSignedData(der []byte) (*signedData, error) {
 		if len(der) >= 2 && der[0] == 0x30 && der[1] == 0x80 {
 			return nil, refuse(ReasonNotDER, "signed warrant is BER with indefinite lengths, not DER; sign without streaming (openssl cms without -stream, -outform DER)")
 		}
-		return nil, refuseErr(ReasonMalformedCMS, err, "signed warrant is not CMS")
+		return nil, refuse(ReasonMalformedCMS, "signed warrant is not CMS (truncated, damaged, or another kind of file)")
 	}
 	if len(rest) != 0 {
 		return nil, refuse(ReasonMalformedCMS, "signed warrant has data after the CMS structure")
@@ -462,7 +462,7 @@ func decodeSignedData(der []byte) (*signedData, error) {
 	var sd signedData
 	rest, err = asn1.Unmarshal(ci.Content.Bytes, &sd)
 	if err != nil || len(rest) != 0 {
-		return nil, refuseErr(ReasonMalformedCMS, err, "CMS SignedData is malformed")
+		return nil, refuse(ReasonMalformedCMS, "CMS SignedData is malformed (truncated or damaged)")
 	}
 	if sd.Version != 1 && sd.Version != 3 {
 		return nil, refuse(ReasonMalformedCMS, "CMS SignedData version %d is not 1 or 3", sd.Version)
@@ -482,7 +482,7 @@ func encapsulatedContent(eci protocol.EncapsulatedContentInfo) ([]byte, error) {
 	var octets asn1.RawValue
 	rest, err := asn1.Unmarshal(eci.EContent.Bytes, &octets)
 	if err != nil || len(rest) != 0 || octets.Class != asn1.ClassUniversal || octets.Tag != asn1.TagOctetString {
-		return nil, refuseErr(ReasonMalformedCMS, err, "CMS content is not an OCTET STRING")
+		return nil, refuse(ReasonMalformedCMS, "CMS content is not an OCTET STRING")
 	}
 	if octets.IsCompound {
 		return nil, refuse(ReasonNotDER, "CMS content is a segmented OCTET STRING (BER); sign without streaming")
@@ -504,7 +504,7 @@ func parseCertificates(raws []asn1.RawValue) ([]*x509.Certificate, error) {
 		}
 		c, err := x509.ParseCertificate(raw.FullBytes)
 		if err != nil {
-			return nil, refuseErr(ReasonMalformedCMS, err, "CMS carries a malformed certificate")
+			return nil, refuse(ReasonMalformedCMS, "CMS carries a malformed certificate")
 		}
 		certs = append(certs, c)
 	}

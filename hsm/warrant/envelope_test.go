@@ -50,7 +50,7 @@ func TestEnvelopesRoundTrip(t *testing.T) {
 	f := newFixture(t)
 	w := scopedWarrant(f)
 	content := f.content(t, w)
-	wantTail := `"recipient":"` + f.recipient + `","envelopes":[{"key_id":"2026-11","target":"+15550100","enc":"` +
+	wantTail := `"recipient": "` + f.recipient + `",` + "\n" + `  "envelopes": [` + "\n" + `    {"key_id":"2026-11","target":"+15550100","enc":"` +
 		base64.StdEncoding.EncodeToString(testEnc(1)) + `"},`
 	if !strings.Contains(string(content), wantTail) {
 		t.Fatalf("envelopes not encoded after the recipient as key_id, target, base64 enc:\n%s", content)
@@ -88,7 +88,7 @@ func TestEnvelopeProofFieldsRoundTrip(t *testing.T) {
 	content := f.content(t, w)
 	want := `"enc":"` + base64.StdEncoding.EncodeToString(testEnc(0)) + `","ciphertext_sha256":"` +
 		base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0}, 32)) + `","proof":"` + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0}, 64)) + `"}`
-	if !strings.Contains(string(content), want) || !strings.Contains(string(content), base64.StdEncoding.EncodeToString(testEnc(1))+`"}]`) {
+	if !strings.Contains(string(content), want) || !strings.Contains(string(content), base64.StdEncoding.EncodeToString(testEnc(1))+"\"}\n  ]") {
 		t.Fatalf("envelope fields not encoded as documented:\n%s", content)
 	}
 	got, err := Parse(content, 0)
@@ -118,7 +118,10 @@ type warrantBeforeEnvelopes struct {
 }
 
 // TestNoEnvelopesEncodesAsBefore: warrants signed before envelopes existed
-// keep their bytes, so their signatures keep verifying.
+// keep their bytes, so their signatures keep verifying: the compact form
+// earlier versions wrote still parses and is still one warrant sign signs
+// (Encodes), and the readable form Marshal writes now is the same
+// document with white space added between tokens.
 func TestNoEnvelopesEncodesAsBefore(t *testing.T) {
 	f := newFixture(t)
 	w := f.warrant()
@@ -130,8 +133,15 @@ func TestNoEnvelopesEncodesAsBefore(t *testing.T) {
 	}
 	want = append(want, '\n')
 	got := f.content(t, w)
-	if !bytes.Equal(got, want) {
+	var compacted bytes.Buffer
+	if err := json.Compact(&compacted, got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(append(compacted.Bytes(), '\n'), want) {
 		t.Fatalf("a warrant without envelopes encodes differently:\n got %s\nwant %s", got, want)
+	}
+	if !w.Encodes(want) || !w.Encodes(got) {
+		t.Fatal("the compact and the readable form are not both taken as written by warrant new")
 	}
 	parsed, err := Parse(want, 0)
 	if err != nil {
@@ -140,7 +150,7 @@ func TestNoEnvelopesEncodesAsBefore(t *testing.T) {
 	if parsed.Envelopes != nil || inlineFor(parsed, "2026-11") != nil {
 		t.Fatalf("envelopes from nowhere: %+v", parsed.Envelopes)
 	}
-	if again, err := parsed.Marshal(0); err != nil || !bytes.Equal(again, want) {
+	if again, err := parsed.Marshal(0); err != nil || !bytes.Equal(again, got) {
 		t.Fatalf("re-encoding changed the bytes (%v): %s", err, again)
 	}
 }
@@ -215,4 +225,38 @@ func inlineFor(w *Warrant, keyID string) []EnvelopeRef {
 		return nil
 	}
 	return l.For(keyID)
+}
+
+// TestReadableWarrantFitsTheInlineCap: the readable encoding adds a few
+// bytes per envelope to the compact one, so the most envelopes a warrant
+// names inline still fit MaxSize with short targets; a warrant that would
+// not fit is refused by Marshal (too_large), not written for Parse to
+// refuse later.
+func TestReadableWarrantFitsTheInlineCap(t *testing.T) {
+	f := newFixture(t)
+	w := f.warrant()
+	w.Targets = []string{"alice@example.org"}
+	w.Envelopes = testEnvelopes(MaxInlineEnvelopes)
+	readable, err := w.Marshal(0)
+	if err != nil {
+		t.Fatalf("%d envelopes: %v", MaxInlineEnvelopes, err)
+	}
+	compact, err := jsonMarshal(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if extra := len(readable) - len(compact); extra > 6*MaxInlineEnvelopes+4*16 {
+		t.Errorf("the readable form adds %d bytes to %d", extra, len(compact))
+	}
+	if _, err := Parse(readable, 0); err != nil {
+		t.Fatalf("Parse refuses what Marshal wrote: %v", err)
+	}
+	long := strings.Repeat("x", 400)
+	w.Targets = []string{long}
+	for i := range w.Envelopes {
+		w.Envelopes[i].Target = long
+	}
+	if _, err := w.Marshal(0); ReasonOf(err) != ReasonTooLarge {
+		t.Fatalf("a warrant over MaxSize: %v", err)
+	}
 }

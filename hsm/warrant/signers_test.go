@@ -102,8 +102,8 @@ func TestInvariantDisplayShowsEachSignerWithIssuer(t *testing.T) {
 	}
 	s := Summary(v.Warrant, v.Signers)
 	for _, want := range []string{
-		"Signed by:  " + f.judge.Subject.CommonName + " (" + f.root.Cert.Subject.String() + ")",
-		"Signed by:  Judge Via Intermediate (" + second.Chain[1].Subject.String() + ")",
+		"Signed by:  " + f.judge.Subject.CommonName + " (issued by " + f.root.Cert.Subject.String() + ")",
+		"Signed by:  Judge Via Intermediate (issued by " + second.Chain[1].Subject.String() + ")",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("display lacks %q:\n%s", want, s)
@@ -161,7 +161,7 @@ func TestInvariantDistinctSignersAreDistinctPersonNames(t *testing.T) {
 		t.Fatalf("two distinct judges refused: %v", err)
 	}
 	s := Summary(v.Warrant, v.Signers)
-	for _, want := range []string{"Signed by:  Ada Lovelace (", "Signed by:  Grace Hopper ("} {
+	for _, want := range []string{"Signed by:  Ada Lovelace (issued by ", "Signed by:  Grace Hopper (issued by "} {
 		if !strings.Contains(s, want) {
 			t.Errorf("display lacks %q:\n%s", want, s)
 		}

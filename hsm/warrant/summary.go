@@ -70,9 +70,9 @@ func SummaryWithList(w *Warrant, list *EnvelopeList, signers []Identity) string 
 		fmt.Fprintf(&b, "Key ID %s: WHOLE SHARE — opens every message of that key ID\n", k)
 	}
 	line("Custodians", strings.Join(w.Custodians, ", "))
-	line("Recipient", w.RecipientKey().KEM()+" key "+shortKey(w.Recipient))
+	line("Recipient", RecipientLine(w))
 	for _, s := range signers {
-		line("Signed by", fmt.Sprintf("%s (%s) at %s", DisplayName(s.Name), DisplayName(s.Issuer), s.SigningTime.UTC().Format("2006-01-02 15:04:05Z")))
+		line("Signed by", SignedBy(s))
 	}
 	return b.String()
 }
@@ -134,15 +134,18 @@ func Thousands(n int) string {
 	return s
 }
 
-// shortKey abbreviates a recipient key for the display; the full key is in
-// the ledger commitment.
-func shortKey(s string) string {
-	i := strings.LastIndexByte(s, ':')
-	k := s[i+1:]
-	if len(k) > 16 {
-		return k[:8] + "…" + k[len(k)-8:]
-	}
-	return k
+// RecipientLine names the recipient key by its KEM and fingerprint; the
+// full key is in the warrant and in the ledger commitment.
+func RecipientLine(w *Warrant) string {
+	k := w.RecipientKey()
+	return k.KEM() + " key, fingerprint " + k.Fingerprint()
+}
+
+// SignedBy is what a summary says of one signer: "NAME (issued by ISSUER)
+// at TIME", the issuer labelled so that nobody takes it for a second
+// signer.
+func SignedBy(s Identity) string {
+	return fmt.Sprintf("%s (issued by %s) at %s", DisplayName(s.Name), DisplayName(s.Issuer), s.SigningTime.UTC().Format("2006-01-02 15:04:05Z"))
 }
 
 // Content returns the signed JSON of a warrant, with no check of its

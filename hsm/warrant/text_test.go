@@ -157,7 +157,7 @@ func TestInvariantCertificateNamesShownEscaped(t *testing.T) {
 		t.Errorf("summary:\n%s", got)
 	}
 	got = sign("Richterin Jürgen Groß")
-	if !strings.Contains(got, "Signed by:  Richterin Jürgen Groß (") {
+	if !strings.Contains(got, "Signed by:  Richterin Jürgen Groß (issued by ") {
 		t.Errorf("summary:\n%s", got)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/custodian-project/custodian/hsm/ids"
@@ -257,7 +258,6 @@ func (w *Warrant) List(detached *EnvelopeList) (*EnvelopeList, error) {
 	return detached, nil
 }
 
-
 func (w *Warrant) checkWindow(maxValidity time.Duration) error {
 	if maxValidity == 0 {
 		maxValidity = DefaultMaxValidity
@@ -316,14 +316,38 @@ func checkList(name string, vs []string, pattern *regexp.Regexp) error {
 	return nil
 }
 
-// Marshal returns the canonical encoding: compact JSON in field order with
-// a final newline, after the same checks as Parse. New warrants are written this way; verification accepts
-// any encoding that Parse accepts, because the signature covers the bytes.
+// Marshal returns the canonical encoding, after the same checks as Parse:
+// one member of the warrant per line, two spaces in, in field order; each
+// member's value compact on its line, except that each envelope gets a
+// line of its own; one final newline. A person reads it with cat or an
+// editor, and it stays within MaxSize wherever the compact form does but
+// for a few bytes per envelope. Verification accepts any encoding that
+// Parse accepts, because the signature covers the bytes.
 func (w *Warrant) Marshal(maxValidity time.Duration) ([]byte, error) {
 	if err := w.check(maxValidity); err != nil {
 		return nil, err
 	}
-	return jsonMarshal(w)
+	b, err := canonicalJSON(w)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxSize {
+		return nil, refuse(ReasonTooLarge, "the warrant would be %d bytes, at most %d allowed; name its envelopes by a list instead of inline", len(b), MaxSize)
+	}
+	return b, nil
+}
+
+// Encodes reports whether data is exactly the encoding Marshal writes of
+// w, or the compact one-line encoding that earlier versions wrote. Either
+// shows a reader what it holds: no carriage return or other white space
+// hides part of it.
+func (w *Warrant) Encodes(data []byte) bool {
+	canonical, err := canonicalJSON(w)
+	if err == nil && bytes.Equal(data, canonical) {
+		return true
+	}
+	compact, err := jsonMarshal(w)
+	return err == nil && bytes.Equal(data, compact)
 }
 
 // Window returns not_before and not_after.
@@ -340,7 +364,70 @@ func (w *Warrant) String() string {
 	return fmt.Sprintf("warrant %s of %s", w.Serial, w.Court)
 }
 
-// jsonMarshal encodes w without checking it.
+// canonicalJSON lays out w's compact encoding one member per line and one
+// envelope per line. It only adds white space between tokens, so the
+// document means what the compact one means.
+func canonicalJSON(w *Warrant) ([]byte, error) {
+	compact, err := json.Marshal(w)
+	if err != nil {
+		return nil, err
+	}
+	dec := jsontext.NewDecoder(bytes.NewReader(compact))
+	if _, err := dec.ReadToken(); err != nil { // {
+		return nil, err
+	}
+	var b bytes.Buffer
+	b.WriteString("{")
+	for i := 0; dec.PeekKind() != '}'; i++ {
+		// ReadValue's result is valid only until the next read.
+		name, err := dec.ReadValue()
+		if err != nil {
+			return nil, err
+		}
+		name = bytes.Clone(name)
+		value, err := dec.ReadValue()
+		if err != nil {
+			return nil, err
+		}
+		if i > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, "\n  %s: ", name)
+		if string(name) == `"envelopes"` {
+			if err := writeLines(&b, value); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		b.Write(value)
+	}
+	b.WriteString("\n}\n")
+	return b.Bytes(), nil
+}
+
+// writeLines writes a JSON array with each element on a line of its own.
+func writeLines(b *bytes.Buffer, array jsontext.Value) error {
+	dec := jsontext.NewDecoder(bytes.NewReader(array))
+	if _, err := dec.ReadToken(); err != nil { // [
+		return err
+	}
+	b.WriteString("[")
+	for i := 0; dec.PeekKind() != ']'; i++ {
+		v, err := dec.ReadValue()
+		if err != nil {
+			return err
+		}
+		if i > 0 {
+			b.WriteString(",")
+		}
+		b.WriteString("\n    ")
+		b.Write(v)
+	}
+	b.WriteString("\n  ]")
+	return nil
+}
+
+// jsonMarshal encodes w compactly without checking it.
 func jsonMarshal(w *Warrant) ([]byte, error) {
 	b, err := json.Marshal(w)
 	if err != nil {

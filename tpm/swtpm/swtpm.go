@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/custodian-project/custodian/hsm/certfile"
 )
 
 // ErrNotInstalled is returned when the swtpm programs are missing.
@@ -193,8 +195,12 @@ func (p *Process) EKRoots() (*x509.CertPool, error) {
 		if err != nil {
 			return nil, err
 		}
-		if !pool.AppendCertsFromPEM(data) {
-			return nil, fmt.Errorf("no certificate in %s", name)
+		certs, err := certfile.Certificates(data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		for _, c := range certs {
+			pool.AddCert(c)
 		}
 	}
 	return pool, nil
