@@ -27,6 +27,7 @@ func newLedgerCommand(g *globals) *cobra.Command {
 		newLedgerVerifyCommand(g),
 		newLedgerProveCommand(g),
 		newLedgerResolveCommand(g),
+		newLedgerExportCommand(g),
 	)
 	return cmd
 }
@@ -239,6 +240,27 @@ func newLedgerResolveCommand(g *globals) *cobra.Command {
 					return blockedHint(err)
 				}
 				g.printf("resolved (%v) in ledger entry %d; warrants signed before now are refused\n", cause, i)
+				return nil
+			})
+		},
+	}
+}
+
+func newLedgerExportCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "export DIR",
+		Short: "Write the ledger as static C2SP tlog-tiles files (checkpoint, tiles, entry bundles) for any web server",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.withAppliance(func(a *appliance.Appliance, _ transport.TPM) error {
+				if a.SignerErr != nil {
+					return keyHint(a.SignerErr)
+				}
+				st, err := a.Ledger.Export(args[0])
+				if err != nil {
+					return err
+				}
+				g.printf("exported %d entries of %s to %s: %d files written, %d already there\n", st.Size, a.ID, args[0], st.Written, st.Kept)
 				return nil
 			})
 		},
