@@ -260,7 +260,7 @@ func newLedgerExportCommand(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				g.printf("exported %d entries of %s to %s: %d files written, %d already there\n", st.Size, a.ID, args[0], st.Written, st.Kept)
+				g.printf("exported the ledger of %s (size %d) to %s: %d files written, %d already there\n", a.ID, st.Size, args[0], st.Written, st.Kept)
 				return nil
 			})
 		},

@@ -1,0 +1,248 @@
+package tests
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"filippo.io/torchwood"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/hsm/release"
+)
+
+// growLedger appends refusals until the ledger holds n entries.
+func growLedger(t testing.TB, r *rig, n int64) {
+	t.Helper()
+	for r.a.Ledger.Size() < n {
+		e := ledger.Entry{Time: time.Now().UTC().Truncate(time.Second), Kind: ledger.KindRefusal, Outcome: ledger.OutcomeRefused, Reason: string(release.CodeNoPress), KeyID: "2026-11"}
+		if _, err := r.a.Ledger.Append(e, []byte("a warrant"), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// followCheckpoint fetches the tlog checkpoint as an outside client does:
+// x/mod's note against the pinned verifier key, torchwood's parser.
+func followCheckpoint(t *testing.T, f *torchwood.TileFetcher, vkey string) torchwood.Checkpoint {
+	t.Helper()
+	signed, err := f.ReadEndpoint(context.Background(), "checkpoint")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := note.NewVerifier(vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := note.Open(signed, note.VerifierList(v))
+	if err != nil {
+		t.Fatalf("the checkpoint does not verify: %v", err)
+	}
+	cp, err := torchwood.ParseCheckpoint(n.Text)
+	if err != nil || cp.Origin != v.Name() {
+		t.Fatalf("checkpoint %q: %v", n.Text, err)
+	}
+	return cp
+}
+
+// TestTilesFollowedByIndependentClient: torchwood's tlog client, with
+// x/mod's note and tlog, follows the daemon's /v1/tlog/ without a client
+// certificate: it verifies the checkpoint signature, fetches entries with
+// their inclusion proofs (computed from the tiles and checked against the
+// signed tree), and proves the tree of a later checkpoint consistent with
+// the earlier one across a full tile. None of this project's code checks.
+func TestTilesFollowedByIndependentClient(t *testing.T) {
+	r := newRig(t)
+	defer r.stop()
+	auditor := r.srv.Client() // trusts the server; presents no certificate
+	f, err := torchwood.NewTileFetcher(r.srv.URL+release.TlogPrefix, torchwood.WithHTTPClient(auditor))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	growLedger(t, r, 100)
+	old := followCheckpoint(t, f, r.a.VerifierKey)
+	if old.N != 100 {
+		t.Fatalf("checkpoint size %d", old.N)
+	}
+	c, err := torchwood.NewClient(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int64{0, 1, 57, 99} {
+		entry, proof, err := c.Entry(ctx, old.Tree, i)
+		if err != nil {
+			t.Fatalf("entry %d: %v", i, err)
+		}
+		if err := tlog.CheckRecord(proof, old.N, old.Hash, i, tlog.RecordHash(entry)); err != nil {
+			t.Fatalf("entry %d: %v", i, err)
+		}
+		if want, _ := r.a.Ledger.Entry(i); !bytes.Equal(entry, want) {
+			t.Fatalf("entry %d is not the ledger's", i)
+		}
+	}
+
+	growLedger(t, r, 300) // a full tile, a partial one, a level-1 tile
+	now := followCheckpoint(t, f, r.a.VerifierKey)
+	hashes := torchwood.TileHashReaderWithContext(ctx, now.Tree, f)
+	proof, err := tlog.ProveTree(now.N, old.N, hashes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tlog.CheckTree(proof, now.N, now.Hash, old.N, old.Hash); err != nil {
+		t.Fatalf("the later checkpoint is not consistent with the earlier one: %v", err)
+	}
+	// A different old tree must not pass: the check can fail.
+	forged := old.Hash
+	forged[0] ^= 1
+	if tlog.CheckTree(proof, now.N, now.Hash, old.N, forged) == nil {
+		t.Fatal("a forged old tree passed the consistency check")
+	}
+	for _, i := range []int64{0, 255, 256, 299} {
+		entry, _, err := c.Entry(ctx, now.Tree, i)
+		if want, _ := r.a.Ledger.Entry(i); err != nil || !bytes.Equal(entry, want) {
+			t.Fatalf("entry %d in the later tree: %v", i, err)
+		}
+	}
+	var seen int64
+	for i, entry := range c.Entries(ctx, now.Tree, 0) {
+		if want, _ := r.a.Ledger.Entry(i); !bytes.Equal(entry, want) {
+			t.Fatalf("entry %d from the bundles is not the ledger's", i)
+		}
+		seen++
+	}
+	if c.Err() != nil || seen < 256 {
+		t.Fatalf("followed %d entries: %v", seen, c.Err())
+	}
+
+	// Caching as C2SP tlog-tiles says.
+	for path, want := range map[string]string{
+		"checkpoint":            "public, max-age=5",
+		"tile/0/000":            "public, max-age=31536000, immutable",
+		"tile/entries/001.p/44": "public, max-age=31536000, immutable",
+		"tile/1/000.p/1":        "public, max-age=31536000, immutable",
+	} {
+		resp, err := auditor.Get(r.srv.URL + release.TlogPrefix + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("Cache-Control") != want {
+			t.Errorf("%s: %d, Cache-Control %q, want %q", path, resp.StatusCode, resp.Header.Get("Cache-Control"), want)
+		}
+	}
+}
+
+// TestTilesExportIsWhatIsServed: ledger export writes, file for file, the
+// bytes the daemon serves at the same paths under /v1/tlog/.
+func TestTilesExportIsWhatIsServed(t *testing.T) {
+	r := newRig(t)
+	defer r.stop()
+	growLedger(t, r, 260)
+	out := filepath.Join(t.TempDir(), "log")
+	st, err := r.a.Ledger.Export(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two full tiles (hashes, entries), two partial ones, a level-1
+	// partial tile, the checkpoint.
+	if st.Size != 260 || st.Written != 6 {
+		t.Fatalf("export: %+v", st)
+	}
+	var n int
+	err = filepath.WalkDir(out, func(path string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(out, path)
+		code, served := r.c.get(t, release.TlogPrefix+filepath.ToSlash(rel))
+		if code != http.StatusOK || !bytes.Equal(data, served) {
+			t.Errorf("%s: served %d, %d bytes; exported %d bytes", rel, code, len(served), len(data))
+		}
+		n++
+		return nil
+	})
+	if err != nil || n != st.Written {
+		t.Fatalf("compared %d files: %v", n, err)
+	}
+}
+
+// TestTileRoutesRefuseBadPaths: a path that is not a tile's is a bad
+// request, a tile past the tree is not found, each with its code and a
+// message; none reads more than a tile or changes the ledger.
+func TestTileRoutesRefuseBadPaths(t *testing.T) {
+	r := newRig(t)
+	defer r.stop()
+	growLedger(t, r, 10)
+	size := r.a.Ledger.Size()
+	huge := "x009/x223/x372/x036/x854/x775/807"
+	for path, want := range map[string]int{
+		"tile/0/000.p/10":                 http.StatusOK,
+		"tile/entries/000.p/10":           http.StatusOK,
+		"tile/0/000.p/11":                 http.StatusNotFound,
+		"tile/0/000":                      http.StatusNotFound,
+		"tile/entries/001.p/1":            http.StatusNotFound,
+		"tile/1/000.p/1":                  http.StatusNotFound,
+		"tile/63/" + huge:                 http.StatusNotFound,
+		"tile/entries/" + huge + ".p/255": http.StatusNotFound,
+		"tile/0/0001":                     http.StatusBadRequest,
+		"tile/0/x000/000":                 http.StatusBadRequest,
+		"tile/64/000":                     http.StatusBadRequest,
+		"tile/data/000":                   http.StatusBadRequest,
+		"tile/8/0/000":                    http.StatusBadRequest,
+		"tile/entries/000.p/0":            http.StatusBadRequest,
+		"tile/entries/000.p/256":          http.StatusBadRequest,
+		"tile/0/" + strings.Repeat("x999/", 400) + "999": http.StatusBadRequest,
+		"tile/": http.StatusBadRequest,
+	} {
+		resp, err := r.srv.Client().Get(r.srv.URL + release.TlogPrefix + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("%s: %d, want %d: %s", path, resp.StatusCode, want, body)
+			continue
+		}
+		if want == http.StatusOK {
+			continue
+		}
+		var eb release.ErrorBody
+		if err := json.Unmarshal(body, &eb); err != nil {
+			t.Fatalf("%s: %v %s", path, err, body)
+		}
+		code, hint := release.CodeBadRequest, "tile/<L>/<N>[.p/<W>]"
+		if want == http.StatusNotFound {
+			code, hint = release.CodeNotFound, "fetch /v1/tlog/checkpoint first"
+		}
+		if eb.Error.Code != code || !strings.Contains(eb.Error.Message, hint) || resp.Header.Get("Cache-Control") != "no-store" {
+			t.Errorf("%s: %+v, Cache-Control %q", path, eb, resp.Header.Get("Cache-Control"))
+		}
+	}
+	resp, err := r.srv.Client().Post(r.srv.URL+release.TlogPrefix+"tile/0/000.p/10", "application/octet-stream", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST a tile: %d", resp.StatusCode)
+	}
+	if r.a.Ledger.Size() != size {
+		t.Fatalf("reading tiles changed the ledger: %d entries, was %d", r.a.Ledger.Size(), size)
+	}
+}
