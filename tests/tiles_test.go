@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"io"
@@ -178,6 +179,37 @@ func TestTilesExportIsWhatIsServed(t *testing.T) {
 	})
 	if err != nil || n != st.Written {
 		t.Fatalf("compared %d files: %v", n, err)
+	}
+
+	// Entry bundles come gzip-compressed to a client that asks, and as
+	// they are to one that does not; both are the exported bytes.
+	want, err := os.ReadFile(filepath.Join(out, "tile", "entries", "000"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := r.srv.Client().Transport.(*http.Transport).Clone()
+	raw.DisableCompression = true // the body as sent
+	for accept, encoding := range map[string]string{"gzip": "gzip", "br, gzip;q=0": "", "": ""} {
+		req, _ := http.NewRequest(http.MethodGet, r.srv.URL+release.TlogPrefix+"tile/entries/000", nil)
+		if accept != "" {
+			req.Header.Set("Accept-Encoding", accept)
+		}
+		resp, err := raw.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := io.Reader(resp.Body)
+		if encoding == "gzip" {
+			if body, err = gzip.NewReader(resp.Body); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := io.ReadAll(body)
+		resp.Body.Close()
+		if err != nil || resp.Header.Get("Content-Encoding") != encoding || resp.Header.Get("Vary") != "Accept-Encoding" || !bytes.Equal(got, want) {
+			t.Errorf("Accept-Encoding %q: Content-Encoding %q, Vary %q, %d bytes (want %d): %v",
+				accept, resp.Header.Get("Content-Encoding"), resp.Header.Get("Vary"), len(got), len(want), err)
+		}
 	}
 }
 
