@@ -38,7 +38,7 @@ func FuzzAcceptsGzip(f *testing.F) {
 		if acceptsGzip(header) && !strings.Contains(strings.ToLower(header), "gzip") {
 			t.Fatalf("%q: gzip chosen though not offered", header)
 		}
-		if acceptsGzip(header + ", gzip;q=0") && !acceptsGzip(header) {
+		if acceptsGzip(header+", gzip;q=0") && !acceptsGzip(header) {
 			t.Fatalf("%q: a refusal of gzip added after made it accepted", header)
 		}
 	})
