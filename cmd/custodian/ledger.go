@@ -245,24 +245,3 @@ func newLedgerResolveCommand(g *globals) *cobra.Command {
 		},
 	}
 }
-
-func newLedgerExportCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "export DIR",
-		Short: "Write the ledger as static C2SP tlog-tiles files (checkpoint, tiles, entry bundles) for any web server",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.withAppliance(func(a *appliance.Appliance, _ transport.TPM) error {
-				if a.SignerErr != nil {
-					return keyHint(a.SignerErr)
-				}
-				st, err := a.Ledger.Export(args[0])
-				if err != nil {
-					return err
-				}
-				g.printf("exported the ledger of %s (size %d) to %s: %d files written, %d already there\n", a.ID, st.Size, args[0], st.Written, st.Kept)
-				return nil
-			})
-		},
-	}
-}

@@ -28,7 +28,25 @@ type ExportStats struct {
 	Kept    int   // files already there with the same bytes
 }
 
-// Export writes the ledger into dir as a static C2SP tlog-tiles log: the
+// A TileSource is a tlog-tiles log to export: this ledger, or a copy read
+// from a running appliance and checked against the key its reader pinned.
+type TileSource interface {
+	// Checkpoint is the signed checkpoint to publish, and what it says.
+	Checkpoint() ([]byte, *log.Checkpoint, error)
+	// Tile is t's bytes in the checkpoint's tree.
+	Tile(t tlog.Tile) ([]byte, error)
+	// TreeHash is the root hash of the tree's first n entries (n at most
+	// the checkpoint's size).
+	TreeHash(n int64) (tlog.Hash, error)
+}
+
+// Export writes the ledger into dir as a static C2SP tlog-tiles log
+// (ExportFrom).
+func (l *Ledger) Export(dir string) (ExportStats, error) {
+	return ExportFrom(dir, ledgerTiles{l})
+}
+
+// ExportFrom writes a log into dir as a static C2SP tlog-tiles log: the
 // files a web server serves as they are at <prefix>/checkpoint,
 // <prefix>/tile/... and <prefix>/tile/entries/..., the same bytes the
 // daemon serves under /v1/tlog/.
@@ -37,18 +55,18 @@ type ExportStats struct {
 // directory fsynced), every tile before the checkpoint, so a reader never
 // finds a checkpoint whose tiles are missing. It is idempotent: a tile
 // already there with the same bytes is kept, and running it again writes
-// nothing new for a ledger that did not grow. Before writing anything it
+// nothing new for a log that did not grow. Before writing anything it
 // refuses (ErrOtherLog) a directory whose checkpoint is another log's or
-// not a prefix of this ledger (a fork: keep it as evidence), or where a
-// tile it would write holds other bytes. Partial tiles of earlier exports
-// stay: they are still this log's.
-func (l *Ledger) Export(dir string) (ExportStats, error) {
-	signed, cp, err := l.signedCheckpoint()
+// not a prefix of this one (a fork: keep it as evidence), or where a tile
+// it would write holds other bytes. Partial tiles of earlier exports stay:
+// they are still this log's.
+func ExportFrom(dir string, src TileSource) (ExportStats, error) {
+	signed, cp, err := src.Checkpoint()
 	if err != nil {
 		return ExportStats{}, err
 	}
 	st := ExportStats{Size: int64(cp.Size)}
-	if err := l.checkExportDir(dir, cp); err != nil {
+	if err := checkExportDir(dir, src, cp); err != nil {
 		return st, err
 	}
 	tiles := tilesOf(st.Size)
@@ -56,7 +74,7 @@ func (l *Ledger) Export(dir string) (ExportStats, error) {
 	// the directory as it was.
 	var missing []tlog.Tile
 	for _, t := range tiles {
-		same, err := l.sameTile(dir, t)
+		same, err := sameTile(dir, src, t)
 		if err != nil {
 			return st, err
 		}
@@ -67,7 +85,7 @@ func (l *Ledger) Export(dir string) (ExportStats, error) {
 		}
 	}
 	for _, t := range missing {
-		data, err := l.Tile(t)
+		data, err := src.Tile(t)
 		if err != nil {
 			return st, err
 		}
@@ -88,9 +106,25 @@ func (l *Ledger) Export(dir string) (ExportStats, error) {
 	return st, nil
 }
 
+// ledgerTiles is the ledger as a TileSource.
+type ledgerTiles struct{ l *Ledger }
+
+func (s ledgerTiles) Checkpoint() ([]byte, *log.Checkpoint, error) { return s.l.signedCheckpoint() }
+func (s ledgerTiles) Tile(t tlog.Tile) ([]byte, error)             { return s.l.Tile(t) }
+
+func (s ledgerTiles) TreeHash(n int64) (tlog.Hash, error) {
+	var root tlog.Hash
+	err := s.l.db.View(func(tx *bolt.Tx) error {
+		var err error
+		root, err = tlog.TreeHash(n, txHashReader{tx})
+		return err
+	})
+	return root, err
+}
+
 // sameTile reports whether t's file in dir exists and holds t's bytes. A
 // file with other bytes is another log's.
-func (l *Ledger) sameTile(dir string, t tlog.Tile) (bool, error) {
+func sameTile(dir string, src TileSource, t tlog.Tile) (bool, error) {
 	path := filepath.Join(dir, filepath.FromSlash(TilePath(t)))
 	have, err := readCapped(path, tileWidth*(2+maxEntrySize))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -99,19 +133,19 @@ func (l *Ledger) sameTile(dir string, t tlog.Tile) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	want, err := l.Tile(t)
+	want, err := src.Tile(t)
 	if err != nil {
 		return false, err
 	}
 	if !bytes.Equal(have, want) {
-		return false, fmt.Errorf("%w: %s is not this ledger's; export into an empty directory", ErrOtherLog, path)
+		return false, fmt.Errorf("%w: %s is not this log's; export into an empty directory", ErrOtherLog, path)
 	}
 	return true, nil
 }
 
 // checkExportDir accepts an empty or new directory, or one whose
 // checkpoint is this log's at a size it still extends.
-func (l *Ledger) checkExportDir(dir string, now *log.Checkpoint) error {
+func checkExportDir(dir string, src TileSource, now *log.Checkpoint) error {
 	path := filepath.Join(dir, "checkpoint")
 	data, err := readCapped(path, MaxCheckpointSize)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -122,25 +156,20 @@ func (l *Ledger) checkExportDir(dir string, now *log.Checkpoint) error {
 	}
 	old, err := unverifiedCheckpoint(data)
 	if err != nil {
-		return fmt.Errorf("%w: %s is not a checkpoint of this ledger (%v); export into an empty directory", ErrOtherLog, path, err)
+		return fmt.Errorf("%w: %s is not a checkpoint of this log (%v); export into an empty directory", ErrOtherLog, path, err)
 	}
-	if old.Origin != l.cfg.Origin {
-		return fmt.Errorf("%w: %s is a checkpoint of %q, not of %q; export into an empty directory", ErrOtherLog, path, old.Origin, l.cfg.Origin)
+	if old.Origin != now.Origin {
+		return fmt.Errorf("%w: %s is a checkpoint of %q, not of %q; export into an empty directory", ErrOtherLog, path, old.Origin, now.Origin)
 	}
 	if old.Size > now.Size {
-		return fmt.Errorf("%w: %s holds %d entries, this ledger %d: it was exported from a newer copy; export into an empty directory", ErrOtherLog, path, old.Size, now.Size)
+		return fmt.Errorf("%w: %s holds %d entries, this log %d: it was exported from a newer copy; export into an empty directory", ErrOtherLog, path, old.Size, now.Size)
 	}
-	var root tlog.Hash
-	err = l.db.View(func(tx *bolt.Tx) error {
-		var err error
-		root, err = tlog.TreeHash(int64(old.Size), txHashReader{tx})
-		return err
-	})
+	root, err := src.TreeHash(int64(old.Size))
 	if err != nil {
 		return err
 	}
 	if !bytes.Equal(root[:], old.Hash) {
-		return fmt.Errorf("%w: %s is another history of this ledger at %d entries (a fork: keep it as evidence); export into an empty directory", ErrOtherLog, path, old.Size)
+		return fmt.Errorf("%w: %s is another history of this log at %d entries (a fork: keep it as evidence); export into an empty directory", ErrOtherLog, path, old.Size)
 	}
 	return nil
 }

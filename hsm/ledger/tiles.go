@@ -135,3 +135,32 @@ func tilesOf(n int64) []tlog.Tile {
 	}
 	return tiles
 }
+
+// errBadBundle is an entry bundle that does not split into its entries.
+var errBadBundle = errors.New("not an entry bundle of this ledger: want each entry (at most 4 KiB) after its length as a big-endian uint16, as many as the tile's width, nothing after")
+
+// SplitBundle splits an entry bundle of w entries (C2SP tlog-tiles): each
+// entry after its length as a big-endian uint16. It refuses any other
+// count, an entry longer than a ledger entry can be, and trailing bytes.
+// The entries share data's memory.
+func SplitBundle(data []byte, w int) ([][]byte, error) {
+	if w < 1 || w > tileWidth {
+		return nil, errBadBundle
+	}
+	entries := make([][]byte, 0, w)
+	for len(data) > 0 {
+		if len(data) < 2 || len(entries) == w {
+			return nil, errBadBundle
+		}
+		n := int(binary.BigEndian.Uint16(data))
+		if n > maxEntrySize || len(data)-2 < n {
+			return nil, errBadBundle
+		}
+		entries = append(entries, data[2:2+n:2+n])
+		data = data[2+n:]
+	}
+	if len(entries) != w {
+		return nil, errBadBundle
+	}
+	return entries, nil
+}

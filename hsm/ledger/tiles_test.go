@@ -206,7 +206,7 @@ func TestInvariantExportNeverOverwritesAnotherLog(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(fork, "checkpoint"), bytes.Replace(cp, []byte("\n9\n"), []byte("\n4\n"), 1), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		refused("another history", fork, l, "another history of this ledger")
+		refused("another history", fork, l, "another history of this log")
 
 		// Another log's checkpoint.
 		otherLog := t.TempDir()
@@ -229,6 +229,41 @@ func TestInvariantExportNeverOverwritesAnotherLog(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(tampered, "tile", "entries", "000.p", "9"), bundle, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		refused("a tile with other bytes", tampered, l, "is not this ledger's")
+		refused("a tile with other bytes", tampered, l, "is not this log's")
+	})
+}
+
+// FuzzSplitBundle checks our bundle splitter against torchwood's reader:
+// what we accept torchwood reads the same way, entry for entry, and
+// writing the entries back with torchwood gives the same bytes.
+func FuzzSplitBundle(f *testing.F) {
+	f.Add([]byte{0, 1, 'a', 0, 0}, 2)
+	f.Add([]byte{0, 1, 'a'}, 2)
+	f.Add([]byte{0, 2, 'a'}, 1)
+	f.Add([]byte{0x10, 0x01}, 1)
+	f.Add([]byte{0, 0, 9}, 1)
+	f.Fuzz(func(t *testing.T, data []byte, w int) {
+		entries, err := ledger.SplitBundle(data, w)
+		if err != nil {
+			return
+		}
+		if len(entries) != w {
+			t.Fatalf("%d entries for width %d", len(entries), w)
+		}
+		var again []byte
+		rest := data
+		for i, e := range entries {
+			theirs, r, err := torchwood.ReadTileEntry(rest)
+			if err != nil || !bytes.Equal(theirs, e) {
+				t.Fatalf("entry %d: torchwood reads %q (%v), we %q", i, theirs, err, e)
+			}
+			rest = r
+			if again, err = torchwood.AppendTileEntry(again, e); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if len(rest) != 0 || !bytes.Equal(again, data) {
+			t.Fatalf("accepted %x, which does not round-trip", data)
+		}
 	})
 }
