@@ -5,9 +5,12 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"io/fs"
+	"maps"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,6 +22,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/hsm/ledger/ledgertest"
 	"github.com/custodian-project/custodian/hsm/release"
 )
 
@@ -160,25 +164,15 @@ func TestTilesExportIsWhatIsServed(t *testing.T) {
 	if st.Size != 260 || st.Written != 6 {
 		t.Fatalf("export: %+v", st)
 	}
-	var n int
-	err = filepath.WalkDir(out, func(path string, e fs.DirEntry, err error) error {
-		if err != nil || e.IsDir() {
-			return err
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(out, path)
-		code, served := r.c.get(t, release.TlogPrefix+filepath.ToSlash(rel))
+	files := ledgertest.ReadTree(t, out)
+	for rel, data := range files {
+		code, served := r.c.get(t, release.TlogPrefix+rel)
 		if code != http.StatusOK || !bytes.Equal(data, served) {
 			t.Errorf("%s: served %d, %d bytes; exported %d bytes", rel, code, len(served), len(data))
 		}
-		n++
-		return nil
-	})
-	if err != nil || n != st.Written {
-		t.Fatalf("compared %d files: %v", n, err)
+	}
+	if len(files) != st.Written {
+		t.Fatalf("compared %d files, exported %d", len(files), st.Written)
 	}
 
 	// Entry bundles come gzip-compressed to a client that asks, and as
@@ -276,5 +270,67 @@ func TestTileRoutesRefuseBadPaths(t *testing.T) {
 	}
 	if r.a.Ledger.Size() != size {
 		t.Fatalf("reading tiles changed the ledger: %d entries, was %d", r.a.Ledger.Size(), size)
+	}
+}
+
+// TestInvariantServerExportWritesOnlyWhatTheCheckpointSigns: ledger export
+// --server mirrors a running appliance into the same files as the local
+// export; a server that alters an entry bundle or a hash tile is refused,
+// and no checkpoint is written for it.
+func TestInvariantServerExportWritesOnlyWhatTheCheckpointSigns(t *testing.T) {
+	r := newRig(t)
+	defer r.stop()
+	growLedger(t, r, 300)
+	api := (&release.API{Daemon: r.daemon, Limit: release.NewLimiter(1e6, 1e6)}).Handler()
+	// flip serves the API, with one byte of the tile at path changed.
+	flip := func(path string) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			req.Header.Del("Accept-Encoding")
+			rec := httptest.NewRecorder()
+			api.ServeHTTP(rec, req)
+			body := rec.Body.Bytes()
+			if req.URL.Path == release.TlogPrefix+path {
+				body[len(body)-1] ^= 1
+			}
+			maps.Copy(w.Header(), rec.Header())
+			w.WriteHeader(rec.Code)
+			w.Write(body)
+		})
+	}
+	export := func(h http.Handler, dir string) (int, string, string) {
+		srv := httptest.NewServer(h)
+		defer srv.Close()
+		return cli(t, "ledger", "export", dir, "--server", srv.URL, "--insecure-http", "--verifier-key", r.a.VerifierKey)
+	}
+
+	mirror, local := filepath.Join(t.TempDir(), "mirror"), filepath.Join(t.TempDir(), "local")
+	if code, out, errOut := export(api, mirror); code != 0 || !strings.Contains(out, "exported the ledger of custodian/court-a (size 300)") {
+		t.Fatalf("export --server: exit %d, %q %q", code, out, errOut)
+	}
+	if _, err := r.a.Ledger.Export(local); err != nil {
+		t.Fatal(err)
+	}
+	a, b := ledgertest.ReadTree(t, mirror), ledgertest.ReadTree(t, local)
+	if len(a) != 6 || len(a) != len(b) {
+		t.Fatalf("the mirror has %d files, the local export %d", len(a), len(b))
+	}
+	for p := range b {
+		if !bytes.Equal(a[p], b[p]) {
+			t.Errorf("%s differs between the mirror and the local export", p)
+		}
+	}
+
+	for path, want := range map[string]string{
+		"tile/entries/001.p/44": "entry 299 of the server's tile/entries/001.p/44 is not in the tree its checkpoint signs",
+		"tile/0/000":            "the server's hash tiles are not the tree its checkpoint signs",
+	} {
+		dir := filepath.Join(t.TempDir(), "forged")
+		code, _, errOut := export(flip(path), dir)
+		if code == 0 || !strings.Contains(errOut, want) {
+			t.Errorf("%s altered: exit %d, %q", path, code, errOut)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "checkpoint")); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s altered: a checkpoint was written (%v)", path, err)
+		}
 	}
 }

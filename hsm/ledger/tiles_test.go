@@ -3,7 +3,6 @@ package ledger_test
 import (
 	"bytes"
 	"errors"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/hsm/ledger/ledgertest"
 	"github.com/custodian-project/custodian/tpm/tpmtest"
 )
 
@@ -67,25 +67,6 @@ func TestTilePathsRefused(t *testing.T) {
 	}
 }
 
-// exportFiles reads every file an export wrote, by its path under dir.
-func exportFiles(t *testing.T, dir string) map[string][]byte {
-	t.Helper()
-	files := map[string][]byte{}
-	err := filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
-		if err != nil || e.IsDir() {
-			return err
-		}
-		data, err := os.ReadFile(path)
-		rel, _ := filepath.Rel(dir, path)
-		files[filepath.ToSlash(rel)] = data
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return files
-}
-
 // TestExportIsIdempotentAndOnlyGrows: an export writes every tile and the
 // checkpoint; again on the same ledger it writes nothing; after growth it
 // writes only what is new, and every tile it wrote is the ledger's own
@@ -105,7 +86,7 @@ func TestExportIsIdempotentAndOnlyGrows(t *testing.T) {
 		if st.Size != 10 || st.Written != 3 || st.Kept != 0 {
 			t.Fatalf("first export: %+v", st)
 		}
-		files := exportFiles(t, out)
+		files := ledgertest.ReadTree(t, out)
 		for _, p := range []string{"checkpoint", "tile/0/000.p/10", "tile/entries/000.p/10"} {
 			if files[p] == nil {
 				t.Fatalf("no %s in %v", p, files)
@@ -118,7 +99,7 @@ func TestExportIsIdempotentAndOnlyGrows(t *testing.T) {
 		if st, err := l.Export(out); err != nil || st.Written != 3 || st.Kept != 0 {
 			t.Fatalf("after growth: %+v %v", st, err)
 		}
-		files = exportFiles(t, out)
+		files = ledgertest.ReadTree(t, out)
 		if len(files) != 5 { // the old partial tiles stay: they are still this log's
 			t.Fatalf("files: %v", len(files))
 		}
@@ -164,12 +145,12 @@ func TestInvariantExportNeverOverwritesAnotherLog(t *testing.T) {
 
 		refused := func(what, out string, from *ledger.Ledger, want string) {
 			t.Helper()
-			before := exportFiles(t, out)
+			before := ledgertest.ReadTree(t, out)
 			_, err := from.Export(out)
 			if !errors.Is(err, ledger.ErrOtherLog) || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "export into an empty directory") {
 				t.Fatalf("%s: %v", what, err)
 			}
-			after := exportFiles(t, out)
+			after := ledgertest.ReadTree(t, out)
 			if len(after) != len(before) {
 				t.Fatalf("%s: the refused export changed the directory", what)
 			}
