@@ -143,7 +143,7 @@ func TestInvariantAuditorsReadWithoutAClientCertificate(t *testing.T) {
 	d, _ := networkDevice(t, "W-auditor")
 	dm := startDaemon(t, d)
 	anyone := &client{base: dm.client.base, http: dm.site.httpClient(false)}
-	for _, path := range []string{"/v1/health", "/v1/checkpoint", "/v1/entries/0", "/v1/consistency?old=1&size=1"} {
+	for _, path := range []string{"/v1/health", "/v1/checkpoint", "/v1/entries/0", "/v1/consistency?old=1&size=1", "/v1/tlog/checkpoint", "/v1/tlog/tile/0/000.p/1", "/v1/tlog/tile/entries/000.p/1"} {
 		if code, body := anyone.get(t, path); code != http.StatusOK {
 			t.Errorf("GET %s without a certificate: %d %s", path, code, body)
 		}

@@ -28,6 +28,7 @@ func newLedgerCommand(g *globals) *cobra.Command {
 		newLedgerProveCommand(g),
 		newLedgerListCommand(g),
 		newLedgerResolveCommand(g),
+		newLedgerExportCommand(g),
 	)
 	return cmd
 }

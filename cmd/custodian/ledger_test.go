@@ -68,6 +68,17 @@ func TestLedgerCommandsOnSwtpm(t *testing.T) {
 	}
 	mustRun(t, dev("ledger", "verify", "--old", oldPath)...)
 
+	public := filepath.Join(dir, "public")
+	if out := mustRun(t, dev("ledger", "export", public)...); !strings.Contains(out, "exported the ledger of court-a (size 1)") || !strings.Contains(out, "3 files written, 0 already there") {
+		t.Fatalf("export: %q", out)
+	}
+	if out := mustRun(t, dev("ledger", "export", public)...); !strings.Contains(out, "0 files written, 3 already there") {
+		t.Fatalf("export again: %q", out)
+	}
+	if cp, err := os.ReadFile(filepath.Join(public, "checkpoint")); err != nil || string(cp) != old {
+		t.Fatalf("the exported checkpoint is not the ledger's: %v\n%s", err, cp)
+	}
+
 	code, _, errOut = custodian(t, dev("ledger", "resolve-rollback")...)
 	if code == 0 || !strings.Contains(errOut, "not blocked") {
 		t.Fatalf("resolving a healthy ledger: exit %d, %q", code, errOut)

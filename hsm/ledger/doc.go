@@ -16,6 +16,15 @@
 //     only the approved image can sign. Inclusion and consistency proofs
 //     are served for any size.
 //
+//   - Published as tiles. [Ledger.Tile] reads the tree and the entries as
+//     a C2SP tlog-tiles log (hash tiles from the stored hashes with
+//     x/mod's tlog.ReadTileData, entry bundles, [ParseTilePath] for the
+//     one canonical path form), nothing past the ledger's size
+//     ([ErrTileBeyondTree]); [Ledger.Export] writes it as static files,
+//     durably and idempotently, and never over another log's files or
+//     another history of this one ([ErrOtherLog]). Neither writes to the
+//     ledger: its append path and format are the same with or without.
+//
 //   - Anchored to the TPM. Each entry consumes one value of a TPM NV
 //     counter, which only goes up. At open and before every append the
 //     ledger's counter is compared with the TPM's: a data directory

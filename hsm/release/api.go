@@ -33,6 +33,9 @@ const MaxBody = 64 << 10
 //	GET  /v1/entries/{index}                    an entry with its inclusion proof
 //	GET  /v1/entries?from=N&to=M                entries N to M (at most ledger.MaxRange) with proofs against one checkpoint
 //	GET  /v1/consistency?old=N&size=M           a consistency proof
+//	GET  /v1/tlog/checkpoint                    the ledger as a C2SP tlog-tiles log: its checkpoint,
+//	GET  /v1/tlog/tile/<L>/<N>[.p/<W>]          a hash tile,
+//	GET  /v1/tlog/tile/entries/<N>[.p/<W>]      an entry bundle (tiles.go)
 //	POST /v1/attest                             {"nonce":"hex"}: a TPM quote
 //	GET  /v1/health
 //
@@ -101,6 +104,8 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/entries/{index}", a.entry)
 	mux.HandleFunc("GET /v1/entries", a.entries)
 	mux.HandleFunc("GET /v1/consistency", a.consistency)
+	mux.HandleFunc("GET "+TlogPrefix+"checkpoint", a.tlogCheckpoint)
+	mux.HandleFunc("GET "+TlogPrefix+"tile/", a.tile)
 	mux.HandleFunc("POST /v1/attest", a.attest)
 	mux.HandleFunc("GET /v1/health", a.health)
 	return a.limit(mux)
