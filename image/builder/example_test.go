@@ -55,16 +55,7 @@ func prepareExample(t *testing.T) (string, string) {
 	dir := t.TempDir()
 	copyTree(t, exampleDir, dir)
 	manifest := filepath.Join(dir, "manifest.toml")
-	cmd := exec.Command("sh", filepath.Join(dir, "fetch-debs.sh"), manifest)
-	out, err := cmd.Output()
-	if err != nil {
-		stderr := ""
-		if ee, ok := err.(*exec.ExitError); ok {
-			stderr = string(ee.Stderr)
-		}
-		need.Missing(t, "the example's pinned Debian packages cannot be had (%v): %s", err, strings.TrimSpace(stderr))
-	}
-	debs := strings.TrimSpace(string(out))
+	debs := exampleScript(t, "fetch-debs.sh", manifest)
 	bin := filepath.Join(dir, "rootfs", "usr", "bin", "custodian")
 	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-trimpath", "-tags", "appliance", "-o", bin, "../../cmd/custodian")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm64")
@@ -77,6 +68,113 @@ func prepareExample(t *testing.T) (string, string) {
 		t.Fatal(err)
 	}
 	return manifest, debs
+}
+
+// exampleScript runs one of the example's scripts with args and returns
+// what it printed; a package it cannot download is a missing part, not a
+// failure, as for every tool the tests need.
+func exampleScript(t *testing.T, script string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("sh", append([]string{filepath.Join(exampleDir, script)}, args...)...).Output()
+	if err != nil {
+		stderr := ""
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = strings.TrimSpace(string(ee.Stderr))
+		}
+		if strings.Contains(stderr, "apt-get download") {
+			need.Missing(t, "the example's pinned Debian packages cannot be had (%v): %s", err, stderr)
+		}
+		t.Fatalf("%s: %v\n%s", script, err, stderr)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// The example's device tree is what make-dtb.sh compiles from its source
+// and the pinned Linux tree, and it puts each part the appliance needs
+// where the example kernel's drivers look for it: the TPM on SPI0 CE1
+// (tpm_tis_spi matches it, spi-bcm2835 its controller), the DS3231 on
+// I2C1 (rtc-ds1307 is built into the kernel, i2c-bcm2835 drives the
+// bus), and the console on the PL011 UART on GPIO 14/15 with Bluetooth
+// gone. The drivers' match tables are read from the kernel package.
+func TestExampleDeviceTree(t *testing.T) {
+	for _, tool := range [][2]string{{"cpp", "cpp"}, {"dtc", "device-tree-compiler"}, {"fdtget", "device-tree-compiler"}, {"xz", "xz-utils"}, {"dpkg-deb", "dpkg"}} {
+		requireTool(t, tool[0], tool[1])
+	}
+	compiled := filepath.Join(t.TempDir(), "bcm2711-rpi-4-b.dtb")
+	exampleScript(t, "make-dtb.sh", compiled)
+	checkedIn := filepath.Join(exampleDir, "boot", "bcm2711-rpi-4-b.dtb")
+	if !bytes.Equal(readFile(t, compiled), readFile(t, checkedIn)) {
+		t.Errorf("%s is stale: run sh docs/examples/appliance/make-dtb.sh docs/examples/appliance/boot/bcm2711-rpi-4-b.dtb", checkedIn)
+	}
+
+	const spi, i2c, uart0, uart1 = "/soc/spi@7e204000", "/soc/i2c@7e804000", "/soc/serial@7e201000", "/soc/serial@7e215040"
+	for _, c := range []struct{ node, prop, want string }{
+		{spi, "status", "okay"},
+		{spi + "/tpm@1", "compatible", "infineon,slb9670 tcg,tpm_tis-spi"},
+		{spi + "/tpm@1", "reg", "1"},
+		{i2c, "status", "okay"},
+		{i2c + "/rtc@68", "compatible", "maxim,ds3231"},
+		{i2c + "/rtc@68", "reg", "104"},
+		{uart0, "status", "okay"},
+		{uart1, "status", "disabled"},
+		{"/aliases", "serial0", uart0},
+		{"/chosen", "stdout-path", "serial0:115200n8"},
+	} {
+		args := []string{"-t", "s", checkedIn, c.node, c.prop}
+		if c.prop == "reg" {
+			args = args[2:] // a number
+		}
+		if got := strings.TrimSpace(run(t, "fdtget", args...)); got != c.want {
+			t.Errorf("%s %s = %q, want %q", c.node, c.prop, got, c.want)
+		}
+	}
+	if out := run(t, "fdtget", "-l", checkedIn, uart0); strings.Contains(out, "bluetooth") {
+		t.Error("the console UART still has the Bluetooth module on it")
+	}
+	if out, err := exec.Command("fdtget", checkedIn, uart0, "uart-has-rtscts").CombinedOutput(); err == nil {
+		t.Errorf("the console UART still uses RTS/CTS flow control: %s", out)
+	}
+
+	debs := exampleScript(t, "fetch-debs.sh", filepath.Join(exampleDir, "manifest.toml"))
+	kernel := kernelFiles(t, filepath.Join(debs, "linux-image-6.1.0-57-arm64_6.1.192-3_arm64.deb"), map[string]string{
+		"tpm_tis_spi": "./lib/modules/6.1.0-57-arm64/kernel/drivers/char/tpm/tpm_tis_spi.ko",
+		"spi-bcm2835": "./lib/modules/6.1.0-57-arm64/kernel/drivers/spi/spi-bcm2835.ko",
+		"i2c-bcm2835": "./lib/modules/6.1.0-57-arm64/kernel/drivers/i2c/busses/i2c-bcm2835.ko",
+		"vmlinuz":     "./boot/vmlinuz-6.1.0-57-arm64",
+	})
+	for _, c := range []struct{ file, match string }{
+		{"tpm_tis_spi", "alias=of:N*T*Cinfineon,slb9670\x00"},
+		{"spi-bcm2835", "alias=of:N*T*Cbrcm,bcm2835-spi\x00"},
+		{"i2c-bcm2835", "alias=of:N*T*Cbrcm,bcm2711-i2c\x00"},
+		{"vmlinuz", "maxim,ds3231\x00"}, // rtc-ds1307's match table, built in
+	} {
+		if !bytes.Contains(kernel[c.file], []byte(c.match)) {
+			t.Errorf("%s has no %q: the device tree's node would find no driver", c.file, strings.TrimSuffix(c.match, "\x00"))
+		}
+	}
+	if got := strings.TrimSpace(run(t, "fdtget", "-t", "s", checkedIn, spi, "compatible")); got != "brcm,bcm2835-spi" {
+		t.Errorf("the SPI controller is %q", got)
+	}
+	if got := strings.TrimSpace(run(t, "fdtget", "-t", "s", checkedIn, i2c, "compatible")); !strings.HasPrefix(got, "brcm,bcm2711-i2c") {
+		t.Errorf("the I2C controller is %q", got)
+	}
+}
+
+// kernelFiles reads files (name → path in the package) out of a kernel
+// package with dpkg-deb and tar.
+func kernelFiles(t *testing.T, deb string, files map[string]string) map[string][]byte {
+	t.Helper()
+	dir := t.TempDir()
+	args := []string{"-c", `deb=$1 dir=$2; shift 2; dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$dir" "$@"`, "sh", deb, dir}
+	for _, p := range files {
+		args = append(args, p)
+	}
+	run(t, "sh", args...)
+	out := map[string][]byte{}
+	for name, p := range files {
+		out[name] = readFile(t, filepath.Join(dir, p))
+	}
+	return out
 }
 
 // The example manifest builds a Pi 4 image from Debian's kernel and Pi
@@ -195,4 +293,13 @@ func TestExampleApplianceImage(t *testing.T) {
 	}
 
 	imagePredictsManifest(t, img, m, debs)
+}
+
+func readFile(t *testing.T, file string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }
