@@ -20,9 +20,15 @@ import (
 // checks the root's bytes against it before the kernel parses any of them.
 const RootPinName = "root.sha256"
 
-// MaxRootBytes bounds a pinned root: the early init holds the whole root
-// in memory, and the root measurement reads at most this much.
-const MaxRootBytes = 512 << 20
+// MaxRootBytes bounds a pinned root. The early init holds the whole root
+// in memory for as long as the device runs (there is no swap to give it
+// back to), beside an update held in memory while it is applied; a Pi
+// with 1 GiB must keep room for both and the daemon.
+const MaxRootBytes = 128 << 20
+
+// RootAlign is what a pinned root's size is a multiple of: the builder
+// pads the squashfs to 4 KiB, and a loop device serves whole sectors.
+const RootAlign = 4096
 
 // RootPin is the size and SHA-256 of a root filesystem image.
 type RootPin struct {
@@ -55,8 +61,8 @@ func ParseRootPin(data []byte) (RootPin, error) {
 		return RootPin{}, errors.New("the root pin's SHA-256 must be 64 lower-case hex digits")
 	}
 	n, err := strconv.ParseInt(size, 10, 64)
-	if err != nil || n <= 0 || n > MaxRootBytes || strconv.FormatInt(n, 10) != size {
-		return RootPin{}, fmt.Errorf("the root pin's size must be a decimal number of bytes from 1 to %d", MaxRootBytes)
+	if err != nil || n <= 0 || n > MaxRootBytes || n%RootAlign != 0 || strconv.FormatInt(n, 10) != size {
+		return RootPin{}, fmt.Errorf("the root pin's size must be a decimal number of bytes, a multiple of %d up to %d", RootAlign, MaxRootBytes)
 	}
 	p.Size = n
 	return p, nil
@@ -95,28 +101,72 @@ func (p RootPin) CheckRoot(r io.Reader) error {
 const maxInitramfsBytes = 1 << 30
 
 // InitramfsRootPin reads the root pin out of an initramfs as the image
-// builder writes it (gzip-compressed newc cpio), so that an image whose
-// root is not its boot image's is refused before it is written anywhere.
+// builder writes it (one gzip-compressed newc cpio archive), so that an
+// image whose root is not its boot image's is refused before it is
+// written anywhere. The kernel unpacks every archive it finds and a later
+// entry of a name replaces an earlier one, so anything that could make it
+// read another pin than this one is refused: a second root.sha256, one
+// that is not a regular file, a name with a NUL, data after the archive,
+// and a damaged gzip stream (its checksum is read).
 func InitramfsRootPin(initramfs []byte) (RootPin, error) {
 	z, err := gzip.NewReader(bytes.NewReader(initramfs))
 	if err != nil {
 		return RootPin{}, fmt.Errorf("the initramfs is not gzip-compressed: %w", err)
 	}
-	r := cpio.NewReader(io.LimitReader(z, maxInitramfsBytes))
+	stream := io.LimitReader(z, maxInitramfsBytes)
+	var pin []byte
+	found := 0
+	r := cpio.NewReader(stream)
 	for {
 		h, err := r.Next()
 		if errors.Is(err, io.EOF) {
-			return RootPin{}, fmt.Errorf("the initramfs holds no %s: the image was built by an older custodian image build; rebuild it", RootPinName)
+			break
 		}
 		if err != nil {
 			return RootPin{}, fmt.Errorf("the initramfs is damaged (%v)", err)
 		}
-		if h.Name == RootPinName {
-			data, err := io.ReadAll(io.LimitReader(r, 256))
-			if err != nil {
-				return RootPin{}, fmt.Errorf("the initramfs is damaged (%v)", err)
+		if strings.ContainsRune(h.Name, 0) {
+			return RootPin{}, errors.New("the initramfs has a file name with a NUL in it, which the kernel would read as another name")
+		}
+		if h.Name != RootPinName {
+			continue
+		}
+		if found++; found > 1 || !h.Mode.IsRegular() {
+			return RootPin{}, fmt.Errorf("the initramfs must hold exactly one %s, a regular file", RootPinName)
+		}
+		if pin, err = io.ReadAll(io.LimitReader(r, 256)); err != nil {
+			return RootPin{}, fmt.Errorf("the initramfs is damaged (%v)", err)
+		}
+	}
+	// After the trailer only padding may follow; reading to the end also
+	// checks the gzip stream's CRC and length.
+	if n, err := zeros(stream); err != nil {
+		return RootPin{}, fmt.Errorf("the initramfs is damaged (%v)", err)
+	} else if n > 0 {
+		return RootPin{}, errors.New("the initramfs has data after its archive, which the kernel would unpack too")
+	}
+	if found == 0 {
+		return RootPin{}, fmt.Errorf("the initramfs holds no %s: the image was built by an older custodian image build; rebuild it", RootPinName)
+	}
+	return ParseRootPin(pin)
+}
+
+// zeros reads r to its end and counts the bytes that are not zero.
+func zeros(r io.Reader) (int, error) {
+	buf := make([]byte, 32<<10)
+	other := 0
+	for {
+		n, err := r.Read(buf)
+		for _, b := range buf[:n] {
+			if b != 0 {
+				other++
 			}
-			return ParseRootPin(data)
+		}
+		if errors.Is(err, io.EOF) {
+			return other, nil
+		}
+		if err != nil {
+			return other, err
 		}
 	}
 }

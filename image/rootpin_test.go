@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 
@@ -11,7 +12,7 @@ import (
 )
 
 func TestRootPinRoundTrip(t *testing.T) {
-	root := bytes.Repeat([]byte("squashfs"), 1000)
+	root := bytes.Repeat([]byte("squashfs"), 1024)
 	pin := PinRoot(root)
 	got, err := ParseRootPin(pin.Marshal())
 	if err != nil || got != pin {
@@ -25,17 +26,17 @@ func TestRootPinRoundTrip(t *testing.T) {
 // TestInvariantRootCheckedAgainstItsPin: a root differing from the pinned
 // one in any byte, or shorter, is refused with both digests or sizes.
 func TestInvariantRootCheckedAgainstItsPin(t *testing.T) {
-	root := bytes.Repeat([]byte{7}, 10000)
+	root := bytes.Repeat([]byte{7}, 3*RootAlign)
 	pin := PinRoot(root)
 	changed := bytes.Clone(root)
-	changed[9999] ^= 1
+	changed[len(root)-1] ^= 1
 	var mismatch *RootMismatchError
 	err := pin.CheckRoot(bytes.NewReader(changed))
 	if !errors.As(err, &mismatch) || !strings.Contains(err.Error(), "the boot image pins") {
 		t.Errorf("a changed byte: %v", err)
 	}
-	err = pin.CheckRoot(bytes.NewReader(root[:9999]))
-	if !errors.As(err, &mismatch) || !strings.Contains(err.Error(), "holds 9999 bytes") {
+	err = pin.CheckRoot(bytes.NewReader(root[:len(root)-1]))
+	if !errors.As(err, &mismatch) || !strings.Contains(err.Error(), "holds 12287 bytes") {
 		t.Errorf("a short root: %v", err)
 	}
 }
@@ -53,7 +54,8 @@ func TestParseRootPinRefuses(t *testing.T) {
 		"negative size":   sum + " -1\n",
 		"leading zero":    sum + " 01\n",
 		"plus sign":       sum + " +1\n",
-		"too large":       sum + " 536870913\n",
+		"too large":       sum + " 134221824\n",
+		"not 4 KiB":       sum + " 4097\n",
 		"two spaces":      sum + "  1\n",
 		"trailing field":  sum + " 1 x\n",
 		"carriage return": sum + " 1\r\n",
@@ -66,7 +68,7 @@ func TestParseRootPinRefuses(t *testing.T) {
 }
 
 func FuzzParseRootPin(f *testing.F) {
-	f.Add(PinRoot([]byte("root")).Marshal())
+	f.Add(PinRoot(make([]byte, RootAlign)).Marshal())
 	f.Add([]byte("0 1\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		pin, err := ParseRootPin(data)
@@ -102,7 +104,8 @@ func initramfsWith(t testing.TB, files ...[2]string) []byte {
 }
 
 func TestInitramfsRootPin(t *testing.T) {
-	pin := PinRoot([]byte("the root"))
+	pin := PinRoot(make([]byte, RootAlign))
+	other := PinRoot(make([]byte, 2*RootAlign))
 	got, err := InitramfsRootPin(initramfsWith(t, [2]string{"init", "binary"}, [2]string{RootPinName, string(pin.Marshal())}))
 	if err != nil || got != pin {
 		t.Fatalf("got %+v, %v; want %+v", got, err, pin)
@@ -114,7 +117,12 @@ func TestInitramfsRootPin(t *testing.T) {
 		"no pin":   {initramfsWith(t, [2]string{"init", "binary"}), "holds no root.sha256"},
 		"bad pin":  {initramfsWith(t, [2]string{RootPinName, "x\n"}), "must be one line"},
 		"not gzip": {[]byte("070701"), "not gzip"},
-		"not cpio": {initramfsWith(t)[:20], "damaged"},
+		"damaged":  {initramfsWith(t)[:20], "damaged"},
+		// The kernel unpacks every archive, and a later entry replaces
+		// an earlier one: it would read the second pin.
+		"two pins":       {initramfsWith(t, [2]string{RootPinName, string(pin.Marshal())}, [2]string{RootPinName, string(other.Marshal())}), "exactly one"},
+		"second archive": {append(initramfsWith(t, [2]string{RootPinName, string(pin.Marshal())}), initramfsWith(t, [2]string{RootPinName, string(other.Marshal())})...), "data after its archive"},
+		"NUL in a name":  {initramfsWith(t, [2]string{RootPinName + "\x00x", string(other.Marshal())}, [2]string{RootPinName, string(pin.Marshal())}), "NUL"},
 	} {
 		if _, err := InitramfsRootPin(c.data); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want an error with %q", name, err, c.want)
@@ -122,13 +130,30 @@ func TestInitramfsRootPin(t *testing.T) {
 	}
 }
 
+// FuzzInitramfsRootPin fuzzes the archive itself (gzip is the harness's):
+// a pin is returned only when the archive holds its exact bytes.
 func FuzzInitramfsRootPin(f *testing.F) {
-	f.Add(initramfsWith(f, [2]string{"init", "x"}, [2]string{RootPinName, string(PinRoot([]byte("r")).Marshal())}))
-	f.Add(initramfsWith(f))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		pin, err := InitramfsRootPin(data)
-		if err == nil && (pin.Size <= 0 || pin.Size > MaxRootBytes) {
-			t.Fatalf("a pin of %d bytes accepted", pin.Size)
+	gunzip := func(data []byte) []byte {
+		z, err := gzip.NewReader(bytes.NewReader(data))
+		if err != nil {
+			f.Fatal(err)
+		}
+		out, err := io.ReadAll(z)
+		if err != nil {
+			f.Fatal(err)
+		}
+		return out
+	}
+	f.Add(gunzip(initramfsWith(f, [2]string{"init", "x"}, [2]string{RootPinName, string(PinRoot(make([]byte, RootAlign)).Marshal())})))
+	f.Add(gunzip(initramfsWith(f)))
+	f.Fuzz(func(t *testing.T, archive []byte) {
+		var buf bytes.Buffer
+		z := gzip.NewWriter(&buf)
+		z.Write(archive)
+		z.Close()
+		pin, err := InitramfsRootPin(buf.Bytes())
+		if err == nil && !bytes.Contains(archive, pin.Marshal()) {
+			t.Fatalf("a pin of %d bytes that the archive does not hold", pin.Size)
 		}
 	})
 }

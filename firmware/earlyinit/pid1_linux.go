@@ -66,7 +66,7 @@ func run(c console) error {
 	if err := setClock(c, m.Epoch()); err != nil {
 		return err
 	}
-	pin, err := loadRootPin()
+	pin, err := loadRootPin(RootPinPath)
 	if err != nil {
 		return err
 	}
@@ -224,16 +224,14 @@ func mountRoot(c console, pin image.RootPin) (layout.Slot, error) {
 	if err := os.MkdirAll(Sysroot, 0o755); err != nil {
 		return 0, fail("creating "+Sysroot, err, "this is a kernel fault")
 	}
-	loop, err := copyPinnedRoot("/dev/"+p.Dev, pin)
+	loop, err := copyPinnedRoot(c, fmt.Sprintf("the root of slot %s (%s, /dev/%s)", slot, p.Name, p.Dev), "/dev/"+p.Dev, pin)
 	if err != nil {
-		return 0, fail("checking the root of slot "+slot.String()+" (/dev/"+p.Dev+") against the boot image's pin", err,
-			"that the slot was written completely and from the same build as its boot partition (an interrupted update leaves it unreadable; a changed card is refused here), and the loop module in /modules/order")
+		return 0, err
 	}
-	c.printf("the root of slot %s (%s, /dev/%s) matches its pin: %d bytes, SHA-256 %x; copied into memory as %s", slot, p.Name, p.Dev, pin.Size, pin.SHA256, loop)
 	if err := unix.Mount(loop, Sysroot, "squashfs", unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID, ""); err != nil {
 		return 0, fail("mounting the root of slot "+slot.String()+" ("+loop+")", err, "the squashfs module in /modules/order")
 	}
-	c.printf("mounted the root of slot %s read-only at %s", slot, Sysroot)
+	c.printf("mounted the root of slot %s read-only at %s (its checked copy, %s)", slot, Sysroot, loop)
 	return slot, nil
 }
 

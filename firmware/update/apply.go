@@ -8,6 +8,7 @@ import (
 	"io"
 
 	"github.com/custodian-project/custodian/hsm/bootpolicy"
+	"github.com/custodian-project/custodian/image/imagefs"
 	"github.com/custodian-project/custodian/image/layout"
 )
 
@@ -44,7 +45,9 @@ var ErrTryboot = errors.New("this boot is a tryboot: the other slot is the one t
 //     boot and root partitions fit the inactive slot's;
 //  3. approve accepts the image's predicted policy;
 //  4. the boot partition, then the root partition, are copied raw, synced,
-//     read back and compared by SHA-256.
+//     read back and compared by SHA-256;
+//  5. the written slot is read as the device will boot it: the approved
+//     boot.img, and a root that matches its pin.
 //
 // Apply touches nothing but the inactive slot's two partitions: not the
 // running slot, the autoboot partition nor the data partition.
@@ -83,7 +86,30 @@ func Apply(dev Device, devSize int64, boot Boot, im *Image, approve Approver) (*
 	if w.Root, err = copyPartition(dev, rootTo, im.r, im.Root); err != nil {
 		return nil, err
 	}
+	if err := checkWritten(dev, devSize, bootTo, rootTo, im); err != nil {
+		return nil, fmt.Errorf("slot %s as written is not the image that was checked (%w): the image file changed while it was copied. Nothing reboots and the running slot is unchanged; copy the image again and apply that copy", target, err)
+	}
 	return w, nil
+}
+
+// checkWritten reads the written slot as the device will boot it:
+// boot.img (and its boot.sig) must be the one whose policy was approved,
+// and the root must be the one that boot.img pins. The image was read
+// twice (checked, then copied); this catches a file that changed between
+// the two reads.
+func checkWritten(dev Device, devSize int64, bootTo, rootTo Partition, im *Image) error {
+	bootImg, err := readBoot(dev, devSize, bootTo)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(bootImg, im.bootImg) {
+		return errors.New("its boot.img differs from the one approved")
+	}
+	pin, err := imagefs.RootPin(bootImg)
+	if err != nil {
+		return err
+	}
+	return pin.CheckRoot(io.NewSectionReader(dev, rootTo.Start, rootTo.Size))
 }
 
 func fits(from, to Partition) error {

@@ -46,31 +46,42 @@ func OpenImage(r io.ReaderAt, size int64) (*Image, error) {
 	if im.Root, err = t.Get(layout.SlotA.RootPartition()); err != nil {
 		return nil, fmt.Errorf("the image: %w", err)
 	}
-	boot, err := imagefs.OpenFAT(imagefs.NewStorage(r, nil, size), im.Boot.Start, im.Boot.Size)
-	if err != nil {
+	if im.bootImg, err = readBoot(r, size, im.Boot); err != nil {
 		return nil, fmt.Errorf("the image's boot partition: %w", err)
 	}
-	if im.bootImg, err = imagefs.ReadFile(boot, BootImgName, imagefs.MaxBootImg); err != nil {
-		return nil, fmt.Errorf("the image's boot partition: %w", err)
+	return im, nil
+}
+
+// readBoot reads boot.img from the boot partition p of the disk r (of
+// size bytes), with its boot.sig: it must carry a signature (the board
+// checks it) over exactly this boot.img.
+func readBoot(r io.ReaderAt, size int64, p Partition) ([]byte, error) {
+	boot, err := imagefs.OpenFAT(imagefs.NewStorage(r, nil, size), p.Start, p.Size)
+	if err != nil {
+		return nil, err
+	}
+	bootImg, err := imagefs.ReadFile(boot, BootImgName, imagefs.MaxBootImg)
+	if err != nil {
+		return nil, err
 	}
 	sig, err := imagefs.ReadFile(boot, BootSigName, 4096)
 	if err != nil {
-		return nil, fmt.Errorf("the image's boot partition: %w (build it with custodian image build --key)", err)
+		return nil, fmt.Errorf("%w (build it with custodian image build --key)", err)
 	}
 	parsed, err := bootsig.Parse(sig)
 	if err != nil {
-		return nil, fmt.Errorf("the image's %s: %w", BootSigName, err)
+		return nil, fmt.Errorf("%s: %w", BootSigName, err)
 	}
 	if parsed.Signature == nil {
 		// A board with secure boot refuses it and falls back without a
 		// word; one without secure boot boots a signed boot.img as well.
-		return nil, fmt.Errorf("the image's %s carries no signature (no rsa2048 line): build it with custodian image build --key", BootSigName)
+		return nil, fmt.Errorf("%s carries no signature (no rsa2048 line): build it with custodian image build --key", BootSigName)
 	}
-	digest := sha256.Sum256(im.bootImg)
+	digest := sha256.Sum256(bootImg)
 	if subtle.ConstantTimeCompare(digest[:], parsed.Digest[:]) != 1 {
-		return nil, fmt.Errorf("the image's %s is not for its %s", BootSigName, BootImgName)
+		return nil, fmt.Errorf("%s is not for its %s", BootSigName, BootImgName)
 	}
-	return im, nil
+	return bootImg, nil
 }
 
 // MaxUpdate caps the image an update file decompresses to, in memory: it

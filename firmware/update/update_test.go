@@ -366,6 +366,37 @@ func rootPaddingChanged(t *testing.T, b built) []byte {
 	return img
 }
 
+// TestInvariantApplyChecksTheSlotAsWritten: update apply on an image file
+// (not a gzip update file, which is read into memory once) reads root A
+// twice: once to check it (the pin and the prediction), once to copy it.
+// A file that changes in between (another writer, a removable medium that
+// answers differently) must not leave a slot that Apply calls written:
+// the slot is read back as the device boots it. The approve callback
+// stands for the time between the check and the copy.
+func TestInvariantApplyChecksTheSlotAsWritten(t *testing.T) {
+	b := buildImage(t)
+	f, size := open(t, b.imageFile(t))
+	im, err := OpenImage(f, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	devFile := newDevice(t, deviceSizes(b))
+	dev, devSize := open(t, devFile)
+	_, err = Apply(dev, devSize, Boot{Slot: layout.SlotA, Pi: true}, im, func(*bootpolicy.Policy) error {
+		// The pin was checked; the file changes before the copy.
+		one := make([]byte, 1)
+		if _, err := f.ReadAt(one, im.Root.Start+4096); err != nil {
+			return err
+		}
+		one[0] ^= 0xff
+		_, err := f.WriteAt(one, im.Root.Start+4096)
+		return err
+	})
+	if err == nil || !strings.Contains(err.Error(), "as written is not the image that was checked") {
+		t.Fatalf("Apply with the image changed between check and copy: %v", err)
+	}
+}
+
 // renamed is the built image with partition n named name in its GPT (by
 // sgdisk).
 func renamed(t *testing.T, b built, n int, name string) []byte {

@@ -71,9 +71,15 @@ func Predict(bootImg []byte, root io.ReaderAt, rootSize int64) (*bootpolicy.Poli
 	if err != nil {
 		return nil, fmt.Errorf("the manifest inside boot.img: %w", err)
 	}
-	if err := checkRootPin(inner, root, rootSize); err != nil {
-		return nil, err
+	pin, err := rootPin(inner)
+	if err == nil {
+		err = pin.CheckRoot(io.NewSectionReader(root, 0, rootSize))
 	}
+	if err != nil {
+		return nil, fmt.Errorf("the root partition against boot.img's pin: %w (the device would not mount it)", err)
+	}
+	// The device mounts the pinned bytes and nothing after them.
+	root, rootSize = io.NewSectionReader(root, 0, pin.Size), pin.Size
 	p, err := Guard(func() (*bootpolicy.Policy, error) {
 		sq, err := squashfs.Read(NewStorage(root, nil, rootSize), rootSize, 0, SquashBlock)
 		if err != nil {
@@ -87,21 +93,28 @@ func Predict(bootImg []byte, root io.ReaderAt, rootSize int64) (*bootpolicy.Poli
 	return p, nil
 }
 
-// checkRootPin refuses a root partition that is not the one boot.img's
-// initramfs pins: the device would refuse to mount it.
-func checkRootPin(bootImg filesystem.FileSystem, root io.ReaderAt, rootSize int64) error {
+// RootPin is the pin of the root that boot.img's initramfs holds: what
+// the device checks its root partition against before mounting it. On a
+// build host it is only as trusted as boot.img, whose signature the
+// board checks, not this code.
+func RootPin(bootImg []byte) (image.RootPin, error) {
+	inner, err := OpenFAT(NewStorage(bytes.NewReader(bootImg), nil, int64(len(bootImg))), 0, int64(len(bootImg)))
+	if err != nil {
+		return image.RootPin{}, fmt.Errorf("boot.img: %w", err)
+	}
+	return rootPin(inner)
+}
+
+func rootPin(bootImg filesystem.FileSystem) (image.RootPin, error) {
 	initramfs, err := ReadFile(bootImg, image.InitramfsName, MaxBootImg)
 	if err != nil {
-		return fmt.Errorf("boot.img: %w", err)
+		return image.RootPin{}, fmt.Errorf("boot.img: %w", err)
 	}
 	pin, err := image.InitramfsRootPin(initramfs)
-	if err == nil {
-		err = pin.CheckRoot(io.NewSectionReader(root, 0, rootSize))
-	}
 	if err != nil {
-		return fmt.Errorf("the root partition against boot.img's pin: %w (the device would not mount it)", err)
+		return image.RootPin{}, fmt.Errorf("boot.img's %s: %w", image.InitramfsName, err)
 	}
-	return nil
+	return pin, nil
 }
 
 // ErrDamaged is the error for a file system go-diskfs cannot read: its
