@@ -263,6 +263,9 @@ func verifyHint(err error) error {
 		return withHint(err, "run custodian enroll challenge, answer it on the device, and pass --secret")
 	case errors.Is(err, enrollment.ErrEKUncertified):
 		return withHint(err, "a simulated TPM has no certificate: --allow-uncertified-ek trusts the EK as enrolled in person")
+	case errors.Is(err, enrollment.ErrEKUntrusted):
+		return withHint(err, "a TPM whose maker is not among the roots built in: get its EK CA certificates (root and intermediates, PEM) from the maker, check them, and pass them with --ek-roots FILE; otherwise find out why before you trust the device",
+			"for swtpm they are swtpm-localca-rootca-cert.pem and issuercert.pem in swtpm-localca's statedir (/var/lib/swtpm-localca by default, see /etc/swtpm-localca.conf)")
 	}
 	return err
 }

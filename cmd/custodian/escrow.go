@@ -50,6 +50,8 @@ func provisionHint(err error) error {
 		return withHint(err, "each custodian gets its own bundle; check you copied the right file")
 	case errors.Is(err, escrow.ErrBadShare):
 		return withHint(err, "the bundle does not belong to its escrow file; ask the escrow authority")
+	case errors.Is(err, appliance.ErrBundleExists):
+		return withHint(err, "a provisioned share is never replaced; a new share comes with a new key ID from a new ceremony")
 	case errors.Is(err, tpm.ErrDowngrade):
 		return floorHint(err)
 	}
