@@ -30,8 +30,13 @@ and the policy's PCR values. The key and the shares exist only in memory.
 agency that recovers t shares holds the key ID's whole escrow key.
 --mode scoped seals each share as a TPM key that never leaves the TPM: a
 release is a partial decryption of each envelope the warrant names, so a
-warrant opens those envelopes and no other. A scoped key ID cannot be
-resealed to a new image; see docs/escrow.md.
+warrant opens those envelopes and no other.
+
+--update-key lets the custodians follow the images the authority approves
+(custodian reseal --update): share-mode shares are resealed to each; scoped
+keys never leave the TPM and are never resealed, but their policy accepts the
+authority's signed approval of the new image, which reseal stores. Without --update-key, a key ID works only on the image of --policy; see
+docs/escrow.md, "Image updates".
 
 It writes DIR/escrow-K.pub.json (public) and DIR/<custodian>.bundle.json
 (one per custodian, for custodian provision).`,
