@@ -185,7 +185,7 @@ func newAttestVerifyCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			e, err := readEnrollment(enrollmentPath)
+			e, err := readEnrollment("--enrollment", enrollmentPath)
 			if err != nil {
 				return err
 			}
@@ -196,11 +196,7 @@ func newAttestVerifyCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			data, err := os.ReadFile(in)
-			if err != nil {
-				return err
-			}
-			att, err := attest.Parse(data)
+			att, err := readDocument("--in", in, "an attestation (from custodian attest)", attest.Parse)
 			if err != nil {
 				return err
 			}

@@ -102,7 +102,7 @@ It writes DIR/escrow-K.pub.json (public) and DIR/<custodian>.bundle.json
 func escrowFileName(keyID string) string { return "escrow-" + keyID + ".pub.json" }
 
 func ceremonyMember(path string, checks *enrollmentChecks) (escrow.Member, error) {
-	e, err := readEnrollment(path)
+	e, err := readEnrollment("--enrollment", path)
 	if err != nil {
 		return escrow.Member{}, fmt.Errorf("%s: %w", path, err)
 	}
@@ -113,12 +113,9 @@ func ceremonyMember(path string, checks *enrollmentChecks) (escrow.Member, error
 	return escrow.Member{ID: e.CustodianID, EK: v.EK, ImportKey: v.ImportKey}, nil
 }
 
+// readPolicy reads the policy.json that --policy names.
 func readPolicy(path string) (*bootpolicy.Policy, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	return bootpolicy.Parse(data)
+	return readDocument("--policy", path, "a boot policy (policy.json, from custodian image measure)", bootpolicy.Parse)
 }
 
 // writeCeremony writes the outputs into a new or empty directory, so a
@@ -175,7 +172,7 @@ of the image the device runs is stated with --security-version.`,
 			if err != nil {
 				return err
 			}
-			e, err := readEnrollment(in)
+			e, err := readEnrollment("--in", in)
 			if err != nil {
 				return err
 			}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/x509"
 	"fmt"
 	"os"
@@ -14,7 +15,7 @@ func readCertPool(path string) (*x509.CertPool, error) {
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(data) {
-		return nil, fmt.Errorf("%s: no PEM certificates", path)
+		return nil, fmt.Errorf("%s holds no PEM certificate: %s", path, looksLike(bytes.TrimLeft(data, " \t\r\n"), "it is not PEM"))
 	}
 	return pool, nil
 }

@@ -117,20 +117,13 @@ func yesNo(b bool) string {
 	return "no"
 }
 
-func readEnrollment(path string) (*enrollment.Enrollment, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	return enrollment.Parse(data)
+// readEnrollment reads the enrollment.json that flag names.
+func readEnrollment(flag, path string) (*enrollment.Enrollment, error) {
+	return readDocument(flag, path, "an enrollment (enrollment.json, from custodian enroll)", enrollment.Parse)
 }
 
 func readChallenge(path string) (*enrollment.Challenge, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	return enrollment.ParseChallenge(data)
+	return readDocument("--challenge", path, "a challenge (challenge.json, from custodian enroll challenge)", enrollment.ParseChallenge)
 }
 
 func newEnrollChallengeCommand(g *globals) *cobra.Command {
@@ -140,7 +133,7 @@ func newEnrollChallengeCommand(g *globals) *cobra.Command {
 		Short: "Challenge an enrollment's attestation key (verifier side)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			e, err := readEnrollment(in)
+			e, err := readEnrollment("--in", in)
 			if err != nil {
 				return err
 			}
@@ -181,7 +174,7 @@ func newEnrollVerifyCommand(g *globals) *cobra.Command {
 		Short: "Verify an enrollment: EK certificate, AK binding, and quote",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			e, err := readEnrollment(in)
+			e, err := readEnrollment("--in", in)
 			if err != nil {
 				return err
 			}

@@ -2,6 +2,8 @@ package main
 
 import (
 	"errors"
+	"io/fs"
+	"syscall"
 
 	"github.com/custodian-project/custodian/hsm/appliance"
 	"github.com/custodian-project/custodian/hsm/ledger"
@@ -40,6 +42,26 @@ func hintsOf(err error) []string {
 		err = h.err
 	}
 	return out
+}
+
+// explainOS adds the advice every command shares for what the operating
+// system refused: a file that is not there, a directory where a file was
+// wanted, a file this user may not open. A command that knows better
+// attached its own hint already, and that one stands alone.
+func explainOS(err error) error {
+	var pe *fs.PathError
+	if len(hintsOf(err)) > 0 || !errors.As(err, &pe) {
+		return err
+	}
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return withHint(err, "check the name: there is no "+pe.Path+" (a relative name starts from the current directory)")
+	case errors.Is(err, syscall.EISDIR):
+		return withHint(err, pe.Path+" is a directory: give the file in it")
+	case errors.Is(err, fs.ErrPermission):
+		return withHint(err, "this user may not open "+pe.Path+": check its owner and mode (ls -l "+pe.Path+"), or run as the user it is meant for")
+	}
+	return err
 }
 
 // signerHints advise on refusals of who signed a warrant, for the court

@@ -5,6 +5,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"slices"
 	"strings"
@@ -157,4 +158,11 @@ func predictManifest(m *image.Manifest, debDir string) (*bootpolicy.Policy, erro
 }
 
 // predictImage reads the policy out of a built image.
-func predictImage(file string) (*bootpolicy.Policy, error) { return builder.PredictImage(file) }
+func predictImage(file string) (*bootpolicy.Policy, error) {
+	p, err := builder.PredictImage(file)
+	var pe *fs.PathError
+	if err != nil && !errors.As(err, &pe) {
+		return nil, withHint(fmt.Errorf("--image %s: %w", file, err), "--image is a disk image custodian image build wrote (custodian.img), not an update file or boot.img")
+	}
+	return p, err
+}

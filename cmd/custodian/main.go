@@ -25,7 +25,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	root := newRootCommand(stdout, stderr)
 	root.SetArgs(args)
 	if err := root.Execute(); err != nil {
-		printError(stderr, err)
+		printError(stderr, explainOS(err))
 		return 1
 	}
 	return 0

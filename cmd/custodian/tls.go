@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -193,7 +194,12 @@ func newHTTPClient(tr *http.Transport) *http.Client {
 func (c *apiClient) transportHint(err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		err = fmt.Errorf("cannot reach the custodian at %s: %w", c.base.Host, ue.Err)
+		cause := ue.Err
+		var op *net.OpError
+		if errors.As(cause, &op) && op.Op == "dial" {
+			cause = op.Err // "connect: connection refused", without Go's "dial tcp ADDR"
+		}
+		err = fmt.Errorf("cannot reach the custodian at %s: %w", c.base.Host, cause)
 	}
 	var unknown x509.UnknownAuthorityError
 	var hostname x509.HostnameError

@@ -43,7 +43,7 @@ func TestInvariantServeRefusesPlainHTTPUnlessAsked(t *testing.T) {
 		"not its key":        {serve("--tls-cert", pki.ServerCert, "--tls-key", pki.Key), []string{"the TLS certificate", "private key does not match"}},
 		"officer as server":  {serve("--tls-cert", pki.Cert, "--tls-key", pki.Key), []string{"lacks serverAuth"}},
 		"Ed25519 key":        {serve("--tls-cert", edCert, "--tls-key", edKey), []string{"use ECDSA P-256 or P-384, or RSA"}},
-		"bad client CA":      {serve("--tls-cert", pki.ServerCert, "--tls-key", pki.ServerKey, "--client-ca", pki.Key), []string{"no PEM certificates", "hint: --client-ca"}},
+		"bad client CA":      {serve("--tls-cert", pki.ServerCert, "--tls-key", pki.ServerKey, "--client-ca", pki.Key), []string{"holds no PEM certificate: it is a PEM", "hint: --client-ca"}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			code, out, errOut := custodian(t, c.args...)

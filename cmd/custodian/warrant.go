@@ -386,6 +386,9 @@ func verifyStore(g *globals, roots, court string, crls []string) (*trust.Store, 
 	if err != nil {
 		return nil, err
 	}
+	if err := checkPEMOrDER("--roots", roots, data, "CERTIFICATE", "the court's root CA certificates"); err != nil {
+		return nil, err
+	}
 	certs, err := trust.ParseCertificates(data)
 	if err != nil {
 		return nil, err
@@ -399,6 +402,9 @@ func verifyStore(g *globals, roots, court string, crls []string) (*trust.Store, 
 	for _, path := range crls {
 		data, err := os.ReadFile(path)
 		if err != nil {
+			return nil, err
+		}
+		if err := checkPEMOrDER("--crl", path, data, "X509 CRL", "a CRL"); err != nil {
 			return nil, err
 		}
 		if _, err := s.SetCRL(data, time.Now()); err != nil {
