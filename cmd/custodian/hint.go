@@ -2,6 +2,11 @@ package main
 
 import (
 	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"io/fs"
 	"syscall"
 
@@ -60,6 +65,45 @@ func explainOS(err error) error {
 		return withHint(err, pe.Path+" is a directory: give the file in it")
 	case errors.Is(err, fs.ErrPermission):
 		return withHint(err, "this user may not open "+pe.Path+": check its owner and mode (ls -l "+pe.Path+"), or run as the user it is meant for")
+	}
+	return err
+}
+
+// flagError says what a flag's value should have been, in place of the
+// parser's words ("strconv.ParseInt: parsing ...: invalid syntax").
+func flagError(cmd *cobra.Command, err error) error {
+	var bad *pflag.InvalidValueError
+	if !errors.As(err, &bad) {
+		return err
+	}
+	want, ok := flagTypes[bad.GetFlag().Value.Type()]
+	if !ok {
+		return err // a value type of its own, whose error says what it wants
+	}
+	return fmt.Errorf("--%s %q: want %s", bad.GetFlag().Name, bad.GetValue(), want)
+}
+
+// flagTypes names the values of the flag types the commands use.
+var flagTypes = map[string]string{
+	"int": "a whole number", "int64": "a whole number", "uint": "a whole number from 0", "uint64": "a whole number from 0",
+	"duration": "a duration such as 30s, 5m or 2h", "bool": "true or false", "float64": "a number",
+}
+
+// usageErrors are how cobra and pflag begin the errors of a command line
+// that does not fit the command: those get a pointer to its help.
+var usageErrors = []string{"accepts ", "unknown command", "required flag", "unknown flag", "unknown shorthand flag",
+	"flag needs an argument", "requires at least", "if any flags in the group", "--"}
+
+// usageHint points a command line that does not fit its command to the
+// command's help, unless the error already carries advice.
+func usageHint(cmd *cobra.Command, err error) error {
+	if cmd == nil || len(hintsOf(err)) > 0 {
+		return err
+	}
+	for _, prefix := range usageErrors {
+		if strings.HasPrefix(err.Error(), prefix) {
+			return withHint(err, cmd.CommandPath()+" --help shows how to call it")
+		}
 	}
 	return err
 }

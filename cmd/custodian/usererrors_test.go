@@ -106,12 +106,15 @@ func TestEveryUserErrorNamesCauseAndNextStep(t *testing.T) {
 			"--target", "T", "--key-id", "2026-11", "--custodian", custodian, "--recipient", agencyPub,
 			"--not-before", notBefore, "--not-after", "2026-01-02T00:00:00Z", "--out", p("w2.json")}
 	}
+	nowArg := now.UTC().Format(time.RFC3339)
+	warrantWith := func(extra ...string) []string {
+		return append(warrantFlags("court-a", nowArg), extra...)
+	}
 	unpinned := httptest.NewTLSServer(http.NotFoundHandler())
 	defer unpinned.Close()
 	closed := httptest.NewServer(http.NotFoundHandler())
 	closed.Close()
 	dev := []string{"--tpm", "swtpm:127.0.0.1:1", "--data-dir", p("data")}
-	nowArg := now.UTC().Format(time.RFC3339)
 
 	for _, c := range []userError{
 		// Files that are not there, or not files.
@@ -188,6 +191,20 @@ func TestEveryUserErrorNamesCauseAndNextStep(t *testing.T) {
 			[]string{"refusing plain HTTP", "hint: use the https:// address"}},
 		{"serve without TLS", append(dev, "serve", "--listen", "127.0.0.1:0", "--button", "sim"),
 			[]string{"serve needs TLS", "hint: docs/operator.md (section 4)"}},
+		{"number flag not a number", []string{"ledger", "prove", "--index", "x"},
+			[]string{`--index "x": want a whole number`, "hint: custodian ledger prove --help shows how to call it"}},
+		{"duration flag not a duration", []string{"--data-dir", p("data"), "button", "press", "--hold", "forever"},
+			[]string{`--hold "forever": want a duration such as 30s`, "hint: custodian button press --help"}},
+		{"required flag missing", []string{"escrow", "seal", "--escrow", batch.escrowFile},
+			[]string{`required flag(s) "in", "out", "target" not set`, "hint: custodian escrow seal --help"}},
+		{"unknown flag", []string{"recover", "--shares", oneRelease},
+			[]string{"unknown flag: --shares", "hint: custodian recover --help"}},
+		{"unknown command", []string{"warrant", "submit"},
+			[]string{`unknown command "submit"`, "hint: custodian warrant --help"}},
+		{"certificate as envelope", warrantWith("--envelope", cert),
+			[]string{cert + ": the envelope does not open", "hint: --envelope and --envelope-dir take escrow envelopes"}},
+		{"unknown KEM", []string{"agency", "keygen", "--kem", "rsa", "--out", p("a.key"), "--pub", p("a.pub")},
+			[]string{`unknown KEM "rsa"; use mlkem768x25519, mlkem768p256 or x25519`}},
 		{"ledger over the network without a key", []string{"ledger", "verify", "--server", unpinned.URL},
 			[]string{"--server needs --verifier-key", "hint: pin the appliance's key"}},
 

@@ -199,7 +199,11 @@ func readEnvelopeRef(path string) (warrant.EnvelopeRef, error) {
 	}
 	env, err := escrow.ParseEnvelope(data)
 	if err != nil {
-		return warrant.EnvelopeRef{}, unprovenHint(fmt.Errorf("%s: %w", path, err))
+		err = unprovenHint(fmt.Errorf("%s: %w", path, err))
+		if len(hintsOf(err)) == 0 {
+			err = withHint(err, "--envelope and --envelope-dir take escrow envelopes (F.env) as custodian escrow seal wrote them")
+		}
+		return warrant.EnvelopeRef{}, err
 	}
 	return env.Ref(), nil
 }
