@@ -107,7 +107,10 @@ func buildHint(err error) error {
 		size   *builder.SizeError
 		file   *builder.BootFileError
 	)
+	var missing *fs.PathError
 	switch {
+	case errors.As(err, &missing) && errors.Is(err, fs.ErrNotExist) && strings.HasSuffix(missing.Path, ".deb"):
+		return withHint(err, `the packages the manifest pins are fetched, not built: --debs "$(sh docs/examples/appliance/fetch-debs.sh MANIFEST)" fetches them and names their directory`)
 	case errors.As(err, &out):
 		return withHint(err, "--out, --kernel-out, --initramfs-out and --update-out must be regular files or new paths")
 	case errors.As(err, &digest):

@@ -156,10 +156,6 @@ func TestEveryUserErrorNamesCauseAndNextStep(t *testing.T) {
 			[]string{"--crl " + cert + " is not a CRL: it is a PEM certificate", "hint: "}},
 		{"text as CA", []string{"attest", "--server", unpinned.URL, "--ca", text, "--nonce", "0011223344556677", "--out", p("a.json")},
 			[]string{text + " holds no PEM certificate: it is not PEM", "hint: --ca is the PEM certificate of the CA"}},
-		{"text as disk image", []string{"image", "measure", "--image", text, "--out", p("policy.json")},
-			[]string{"--image " + text, "hint: --image is a disk image custodian image build wrote"}},
-		{"text as manifest", []string{"image", "build", "--manifest", text, "--out", p("x.img")},
-			[]string{"manifest", "hint: see docs/image.md for the manifest's keys"}},
 		{"certificate as boot key", []string{"image", "sign", "--in", text, "--key", cert, "--out", p("boot.sig")},
 			[]string{"is not a private key"}},
 
