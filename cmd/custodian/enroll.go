@@ -228,7 +228,7 @@ func (c *enrollmentChecks) verify(e *enrollment.Enrollment) (*enrollment.Verifie
 	}
 	if path := c.secretFor(e.CustodianID); path != "" {
 		if opts.Secret, err = readSecret(path); err != nil {
-			return nil, err
+			return nil, withHint(err, "--secret is the challenge.secret that custodian enroll challenge wrote: FILE, or ID=FILE for each custodian")
 		}
 	}
 	v, err := e.Verify(opts)

@@ -131,6 +131,9 @@ refused and logged.`,
 					return err
 				}
 				keyIDs, err := a.Reseal(t, update, time.Now())
+				if held, _ := a.KeyIDs(); err != nil && len(held) == 0 {
+					return withHint(err, "a device without a share stays on its image; provision its bundle first (custodian provision --bundle FILE)")
+				}
 				if err != nil {
 					return err
 				}

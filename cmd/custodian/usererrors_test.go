@@ -254,6 +254,8 @@ func TestEveryDeviceUserErrorNamesCauseAndNextStep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	roots := filepath.Join(dir, "ek-roots.pem")
+	writeSwtpmRoots(t, d.sw, roots)
 	otherPath := filepath.Join(dir, "court-b.bundle.json")
 	if err := os.WriteFile(otherPath, other, 0o644); err != nil {
 		t.Fatal(err)
@@ -265,6 +267,18 @@ func TestEveryDeviceUserErrorNamesCauseAndNextStep(t *testing.T) {
 			[]string{"this bundle is for court-b, and this device is court-a", "hint: each custodian gets its own bundle"}},
 		{"enrollment as bundle", d.args("provision", "--bundle", final),
 			[]string{"--bundle " + final + ":", "hint: "}},
+		{"ledger init twice", d.args("ledger", "init"),
+			[]string{"a ledger already exists in the data directory", "hint: this device already has its ledger: custodian ledger verify checks it"}},
+		{"entry past the end", d.args("ledger", "prove", "--index", "999"),
+			[]string{"no ledger entry 999", "hint: this ledger holds entries 0 to "}},
+		{"reseal without a share", d.args("reseal", "--update", final),
+			[]string{"no share is provisioned; nothing to reseal", "hint: a device without a share stays on its image"}},
+		{"another challenge's secret", []string{"enroll", "verify", "--in", final, "--secret", writeTemp(t, "00112233445566778899aabbccddeeff\n"), "--ek-roots", roots},
+			[]string{"the enrollment answered another challenge", "hint: "}},
+		{"secret not hex", []string{"enroll", "verify", "--in", final, "--secret", final, "--ek-roots", roots},
+			[]string{"not a challenge secret (hex)", "hint: --secret is the challenge.secret"}},
+		{"warrant verify on a device without shares", []string{"--data-dir", d.data, "warrant", "verify", "--in", final},
+			[]string{"warrant refused (no_held_keys): this appliance holds no key share; provision one first"}},
 	} {
 		t.Run(c.name, func(t *testing.T) { checkUserError(t, c) })
 	}
