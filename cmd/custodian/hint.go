@@ -8,6 +8,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"io/fs"
+	"os"
+	"path/filepath"
 	"syscall"
 
 	"github.com/custodian-project/custodian/hsm/appliance"
@@ -58,9 +60,14 @@ func explainOS(err error) error {
 	if len(hintsOf(err)) > 0 || !errors.As(err, &pe) {
 		return err
 	}
+	dir := filepath.Dir(pe.Path)
 	switch {
+	case errors.Is(err, fs.ErrNotExist) && !isDir(dir):
+		return withHint(err, "check the name: there is no directory "+dir+" (a relative name starts from the current directory)")
 	case errors.Is(err, fs.ErrNotExist):
 		return withHint(err, "check the name: there is no "+pe.Path+" (a relative name starts from the current directory)")
+	case errors.Is(err, syscall.ENOTDIR):
+		return withHint(err, "a name in "+pe.Path+" that should be a directory is a file: check the path (and --data-dir)")
 	case errors.Is(err, syscall.EISDIR):
 		return withHint(err, pe.Path+" is a directory: give the file in it")
 	case errors.Is(err, fs.ErrPermission):
@@ -106,6 +113,11 @@ func usageHint(cmd *cobra.Command, err error) error {
 		}
 	}
 	return err
+}
+
+func isDir(path string) bool {
+	info, err := os.Stat(path)
+	return err == nil && info.IsDir()
 }
 
 // signerHints advise on refusals of who signed a warrant, for the court

@@ -122,6 +122,12 @@ func TestEveryUserErrorNamesCauseAndNextStep(t *testing.T) {
 			[]string{"no such file or directory", "hint: check the name: there is no " + missing}},
 		{"directory as input", []string{"recover", "--identity", batch.identity, "--escrow", p("adir"), "--release", oneRelease, "--out", p("k")},
 			[]string{"is a directory", "hint: " + p("adir") + " is a directory: give the file in it"}},
+		{"output in a missing directory", []string{"agency", "keygen", "--out", p("nodir/a.key"), "--pub", p("nodir/a.pub")},
+			[]string{"no such file or directory", "hint: check the name: there is no directory " + p("nodir")}},
+		{"file as data directory", []string{"--data-dir", text, "trust", "list"},
+			[]string{"not a directory", "hint: a name in " + text}},
+		{"text as signed warrant", []string{"warrant", "show", "--in", text},
+			[]string{"signed warrant is not CMS (DER): the file is something else, or cut short", "hint: --in is a signed warrant (w.p7s, DER)"}},
 		{"output exists", []string{"agency", "keygen", "--out", batch.identity, "--pub", p("new.pub")},
 			[]string{"already exists", "hint: remove it first or choose another --out"}},
 

@@ -431,7 +431,8 @@ func newWarrantShowCommand(g *globals) *cobra.Command {
 			}
 			w, signers, err := warrant.Inspect(p7s)
 			if err != nil {
-				return fmt.Errorf("cannot read warrant (%s): %w", warrant.ReasonOf(err), err)
+				return withHint(fmt.Errorf("cannot read warrant (%s): %w", warrant.ReasonOf(err), err),
+					"--in is a signed warrant (w.p7s, DER), as custodian warrant sign writes it")
 			}
 			detached, err := readEnvelopeList(listPath)
 			if err != nil {
