@@ -31,6 +31,10 @@ func TestEveryBuildHostUserErrorNamesCauseAndNextStep(t *testing.T) {
 			[]string{"deb kernel:", "no such file or directory", "hint: the packages the manifest pins are fetched, not built"}},
 		{"image over a directory", []string{"image", "build", "--manifest", "../../docs/examples/appliance/manifest.toml", "--debs", p("adir"), "--out", p("adir")},
 			[]string{p("adir") + " exists and is not a regular file", "hint: --out, --kernel-out, --initramfs-out and --update-out must be regular files or new paths"}},
+		{"manifest not TOML", []string{"image", "measure", "--manifest", text, "--out", p("policy.json")},
+			[]string{"manifest: line 1: expected", "hint: see docs/image.md for the manifest's keys"}},
+		{"manifest value of the wrong type", []string{"image", "measure", "--manifest", write("m2.toml", "version = \"one\"\n"), "--out", p("policy.json")},
+			[]string{`manifest: line 1 (last key "version"): incompatible types`, "hint: see docs/image.md"}},
 		{"unknown manifest key", []string{"image", "build", "--manifest", write("m.toml", "version = 1\nbogus = 3\n"), "--out", p("x.img")},
 			[]string{`manifest: unknown key "bogus"`, "hint: see docs/image.md for the manifest's keys"}},
 	} {

@@ -37,7 +37,7 @@ var goInternals = []*regexp.Regexp{
 	regexp.MustCompile(`\b(escrow|ledger|warrant|trust|tpm|tpm2|appliance|enrollment|recipient|release|strictjson|jsontext|bootpolicy|builder|image|ids|durable|attest|smartcard|errors|fmt|os|fs|x509|asn1|json|http|url|net|bolt|cobra)\.[A-Z]\w*`),
 	regexp.MustCompile(`\b[A-Z][a-z]+[A-Z][a-z0-9]+[A-Za-z0-9]*\b`), // OpenScoped, ContentInfo
 	regexp.MustCompile(`json: cannot unmarshal`),
-	regexp.MustCompile(`jsontext:|asn1:|\{optional:`),
+	regexp.MustCompile(`jsontext:|asn1:|toml:|strconv\.|\{optional:`),
 	regexp.MustCompile(`(^|error: |: )unexpected EOF\n`),
 	regexp.MustCompile(`dial (tcp|udp|unix)`),
 	regexp.MustCompile(`2006-01-02T15:04:05`), // a Go time layout
