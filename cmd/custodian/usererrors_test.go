@@ -181,6 +181,8 @@ func TestEveryUserErrorNamesCauseAndNextStep(t *testing.T) {
 			[]string{`custodian ID "Court_A": use 1 to 63 lowercase letters, digits, '.' and '-'`}},
 		{"time not RFC 3339", warrantFlags("court-a", "yesterday"),
 			[]string{`not_before "yesterday" is not an RFC 3339 time, such as 2026-11-20T09:00:00Z`}},
+		{"validity too long", warrantFlags("court-a", "2025-01-01T00:00:00Z"),
+			[]string{"warrant is valid for 366 days, at most 30 days allowed", "hint: shorten the window"}},
 		{"update key name with a space", []string{"update", "keygen", "--name", "court update", "--out", p("u.key"), "--pub", p("u.pub")},
 			[]string{`--name "court update": a key name is not empty and has no spaces and no '+'`, "hint: for example --name"}},
 		{"nonce not hex", []string{"attest", "verify", "--enrollment", text, "--policy", text, "--nonce", "00", "--in", text},

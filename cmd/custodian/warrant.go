@@ -103,8 +103,10 @@ func newWarrantNewCommand(g *globals) *cobra.Command {
 // newWarrantRefused adds advice on the times to a refusal of them.
 func newWarrantRefused(err error) error {
 	switch warrant.ReasonOf(err) {
-	case warrant.ReasonBadTime, warrant.ReasonBadWindow, warrant.ReasonWindowTooLong:
+	case warrant.ReasonBadTime, warrant.ReasonBadWindow:
 		return withHint(err, "times are RFC 3339, such as 2026-11-20T09:00:00Z")
+	case warrant.ReasonWindowTooLong:
+		return withHint(err, "shorten the window (--not-before to --not-after); the appliances refuse a longer one")
 	}
 	return err
 }

@@ -257,6 +257,18 @@ func (w *Warrant) List(detached *EnvelopeList) (*EnvelopeList, error) {
 }
 
 
+// span writes a validity span as a person counts it: in whole days, whole
+// hours, or hours to a tenth, never in Go's "720h0m0s".
+func span(d time.Duration) string {
+	switch {
+	case d%(24*time.Hour) == 0:
+		return fmt.Sprintf("%d days", d/(24*time.Hour))
+	case d%time.Hour == 0:
+		return fmt.Sprintf("%d hours", d/time.Hour)
+	}
+	return fmt.Sprintf("%.1f hours", d.Hours())
+}
+
 func (w *Warrant) checkWindow(maxValidity time.Duration) error {
 	if maxValidity == 0 {
 		maxValidity = DefaultMaxValidity
@@ -272,7 +284,7 @@ func (w *Warrant) checkWindow(maxValidity time.Duration) error {
 		return refuse(ReasonBadWindow, "warrant not_after must be later than not_before")
 	}
 	if w.notAfter.Sub(w.notBefore) > maxValidity {
-		return refuse(ReasonWindowTooLong, "warrant is valid for %v, at most %v allowed", w.notAfter.Sub(w.notBefore), maxValidity)
+		return refuse(ReasonWindowTooLong, "warrant is valid for %s, at most %s allowed", span(w.notAfter.Sub(w.notBefore)), span(maxValidity))
 	}
 	return nil
 }
