@@ -192,8 +192,14 @@ func ParseManifest(data []byte, dir string) (*Manifest, error) {
 	}
 	m := defaults()
 	md, err := toml.Decode(string(data), m)
-	if err != nil {
-		return nil, fmt.Errorf("manifest: %w", err)
+	var perr toml.ParseError
+	if errors.As(err, &perr) {
+		// The decoder's own text begins "toml:"; say where, in the
+		// manifest's terms.
+		return nil, fmt.Errorf("manifest: line %d: %s", perr.Position.Line, perr.Message)
+	}
+	if err != nil { // a value of the wrong type: "toml: line N (last key K): ..."
+		return nil, fmt.Errorf("manifest: %s", strings.TrimPrefix(err.Error(), "toml: "))
 	}
 	if und := md.Undecoded(); len(und) > 0 {
 		return nil, fmt.Errorf("manifest: unknown key %q", und[0].String())

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-tpm/tpm2/transport"
+
 	"github.com/custodian-project/custodian/firmware/button"
 	"github.com/custodian-project/custodian/hsm/appliance"
 	"github.com/custodian-project/custodian/hsm/escrow"
@@ -21,7 +23,6 @@ import (
 	"github.com/custodian-project/custodian/hsm/recipient"
 	"github.com/custodian-project/custodian/hsm/release"
 	"github.com/custodian-project/custodian/hsm/warrant"
-	"github.com/custodian-project/custodian/tpm"
 )
 
 // startChild runs the test binary as a daemon that kills itself at crashAt.
@@ -227,15 +228,9 @@ func TestKillNineWhileTheTPMComputesAListsPartials(t *testing.T) {
 // not running).
 func provisionScoped(t *testing.T, d *device, keyID string) *escrow.Public {
 	t.Helper()
-	conn, err := tpm.Open(d.sw.Spec())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	a, err := appliance.Open(d.data, conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	return provisionLocal(t, a, conn, keyID, escrow.WithMode(escrow.ModeScoped))
+	var pub *escrow.Public
+	onDevice(t, d, func(a *appliance.Appliance, conn transport.TPM) {
+		pub = provisionLocal(t, a, conn, keyID, escrow.WithMode(escrow.ModeScoped))
+	})
+	return pub
 }

@@ -24,6 +24,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-tpm/tpm2/transport"
+
 	"github.com/custodian-project/custodian/hsm/appliance"
 	"github.com/custodian-project/custodian/hsm/escrow"
 	"github.com/custodian-project/custodian/hsm/ledger"
@@ -187,6 +189,13 @@ func (c *court) install(t testing.TB, a *appliance.Appliance, now time.Time, rev
 // daemon holds.
 func (c *court) installOn(t testing.TB, d *device, now time.Time) {
 	t.Helper()
+	onDevice(t, d, func(a *appliance.Appliance, _ transport.TPM) { c.install(t, a, now) })
+}
+
+// onDevice opens d's data directory with its TPM, which no daemon may
+// hold, and calls f with both.
+func onDevice(t testing.TB, d *device, f func(a *appliance.Appliance, conn transport.TPM)) {
+	t.Helper()
 	conn, err := tpm.Open(d.sw.Spec())
 	if err != nil {
 		t.Fatal(err)
@@ -197,7 +206,7 @@ func (c *court) installOn(t testing.TB, d *device, now time.Time) {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	c.install(t, a, now)
+	f(a, conn)
 }
 
 // sign writes a warrant for custodians and key IDs, signed by the judge now.

@@ -201,7 +201,7 @@ func TestInvariantClientsTalkOnlyToThePinnedServerOverTLS(t *testing.T) {
 		want string
 	}{
 		"another CA pinned":  {[]string{"release", "--server", srv.URL, "--warrant", w, "--out", out, "--ca", other.ServerCA, "--client-cert", s.Cert, "--client-key", s.Key}, "hint: the server's certificate is not from the CA you pinned"},
-		"system roots":       {[]string{"release", "--server", srv.URL, "--warrant", w, "--out", out}, "certificate signed by unknown authority"},
+		"system roots":       {[]string{"release", "--server", srv.URL, "--warrant", w, "--out", out}, "hint: the server's certificate is not from a CA this computer trusts: pass --ca FILE"},
 		"ledger, another CA": {[]string{"ledger", "checkpoint", "--server", srv.URL, "--ca", other.ServerCA, "--verifier-key", "custodian/x+1+AAAA"}, "not from the CA you pinned"},
 		"attest, another CA": {[]string{"attest", "--server", srv.URL, "--ca", other.ServerCA, "--nonce", "0011223344556677", "--out", out}, "not from the CA you pinned"},
 		"plain, unasked":     {[]string{"release", "--server", plain.URL, "--warrant", w, "--out", out}, "refusing plain HTTP"},

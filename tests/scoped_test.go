@@ -159,7 +159,7 @@ func openMany(t *testing.T, scopedOpen []string, p func(string) string, messageA
 		t.Fatalf("opening A and B at once: exit %d\n%s\n%s", code, stdout, stderr)
 	}
 	a, b := report.Outcomes[0], report.Outcomes[1]
-	if !a.Opened || a.In != p("a.env") || b.Opened || !strings.Contains(b.Error, "not enough valid shares") ||
+	if !a.Opened || a.In != p("a.env") || b.Opened || !strings.Contains(b.Error, "not enough valid partials to open this envelope") ||
 		len(b.BadPartials) != 2 || !strings.Contains(b.BadPartials["court-a"], "did not name it") {
 		t.Fatalf("outcomes: %+v", report.Outcomes)
 	}

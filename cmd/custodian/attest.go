@@ -191,7 +191,7 @@ published for the enrollment (--record) and the authority's verifier key
 			if err != nil {
 				return err
 			}
-			e, err := readEnrollment(enrollmentPath)
+			e, err := readEnrollment("--enrollment", enrollmentPath)
 			if err != nil {
 				return err
 			}
@@ -202,11 +202,7 @@ published for the enrollment (--record) and the authority's verifier key
 			if err != nil {
 				return err
 			}
-			data, err := os.ReadFile(in)
-			if err != nil {
-				return err
-			}
-			att, err := attest.Parse(data)
+			att, err := readDocument("--in", in, "an attestation (from custodian attest)", attest.Parse)
 			if err != nil {
 				return err
 			}

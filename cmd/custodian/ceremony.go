@@ -30,8 +30,13 @@ and the policy's PCR values. The key and the shares exist only in memory.
 agency that recovers t shares holds the key ID's whole escrow key.
 --mode scoped seals each share as a TPM key that never leaves the TPM: a
 release is a partial decryption of each envelope the warrant names, so a
-warrant opens those envelopes and no other. A scoped key ID cannot be
-resealed to a new image; see docs/escrow.md.
+warrant opens those envelopes and no other.
+
+--update-key lets the custodians follow the images the authority approves
+(custodian reseal --update): share-mode shares are resealed to each; scoped
+keys never leave the TPM and are never resealed, but their policy accepts the
+authority's signed approval of the new image, which reseal stores. Without --update-key, a key ID works only on the image of --policy; see
+docs/escrow.md, "Image updates".
 
 It writes DIR/escrow-K.pub.json (public) and DIR/<custodian>.bundle.json
 (one per custodian, for custodian provision).`,
@@ -97,7 +102,7 @@ It writes DIR/escrow-K.pub.json (public) and DIR/<custodian>.bundle.json
 func escrowFileName(keyID string) string { return "escrow-" + keyID + ".pub.json" }
 
 func ceremonyMember(path string, checks *enrollmentChecks) (escrow.Member, error) {
-	e, err := readEnrollment(path)
+	e, err := readEnrollment("--enrollment", path)
 	if err != nil {
 		return escrow.Member{}, fmt.Errorf("%s: %w", path, err)
 	}
@@ -108,12 +113,9 @@ func ceremonyMember(path string, checks *enrollmentChecks) (escrow.Member, error
 	return escrow.Member{ID: e.CustodianID, EK: v.EK, ImportKey: v.ImportKey}, nil
 }
 
+// readPolicy reads the policy.json that --policy names.
 func readPolicy(path string) (*bootpolicy.Policy, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	return bootpolicy.Parse(data)
+	return readDocument("--policy", path, "a boot policy (policy.json, from custodian image measure)", bootpolicy.Parse)
 }
 
 // writeCeremony writes the outputs into a new or empty directory, so a
@@ -170,7 +172,7 @@ of the image the device runs is stated with --security-version.`,
 			if err != nil {
 				return err
 			}
-			e, err := readEnrollment(in)
+			e, err := readEnrollment("--in", in)
 			if err != nil {
 				return err
 			}

@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"github.com/spf13/cobra"
+
+	"github.com/custodian-project/custodian/hsm/ids"
 )
 
 // TestCheckedInDocsAreCurrent regenerates the man pages and completion
@@ -238,7 +240,7 @@ func checkCommandLine(root *cobra.Command, line string) error {
 		}
 		next, _, err := cmd.Find([]string{w})
 		if err != nil || next == cmd {
-			if cmd.HasAvailableSubCommands() && cmd.Args == nil && !cmd.Runnable() {
+			if cmd.HasAvailableSubCommands() {
 				return fmt.Errorf("%q has no subcommand %q", cmd.CommandPath(), w)
 			}
 			descending = false // a positional argument
@@ -323,6 +325,26 @@ func TestDocumentedTestsExist(t *testing.T) {
 			if !defined[m[1]] {
 				t.Errorf("%s names %s, which is not a test here", filepath.Base(file), m[1])
 			}
+		}
+	}
+}
+
+// TestDocumentedIDPatternsAreTheCode: the ID rules docs/warrant.md quotes
+// are the patterns hsm/ids checks, each named beside its kind of ID.
+func TestDocumentedIDPatternsAreTheCode(t *testing.T) {
+	data, err := os.ReadFile("../../docs/warrant.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Join(strings.Fields(string(data)), " ")
+	for kind, re := range map[string]*regexp.Regexp{"Custodian IDs": ids.CustodianPattern, "key IDs": ids.KeyIDPattern} {
+		quoted := regexp.MustCompile(regexp.QuoteMeta(kind) + " match `([^`]+)`").FindStringSubmatch(text)
+		if quoted == nil {
+			t.Errorf("docs/warrant.md does not say which pattern %s match", kind)
+			continue
+		}
+		if quoted[1] != re.String() {
+			t.Errorf("docs/warrant.md: %s match %s; hsm/ids checks %s", kind, quoted[1], re)
 		}
 	}
 }

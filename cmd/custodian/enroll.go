@@ -117,20 +117,13 @@ func yesNo(b bool) string {
 	return "no"
 }
 
-func readEnrollment(path string) (*enrollment.Enrollment, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	return enrollment.Parse(data)
+// readEnrollment reads the enrollment.json that flag names.
+func readEnrollment(flag, path string) (*enrollment.Enrollment, error) {
+	return readDocument(flag, path, "an enrollment (enrollment.json, from custodian enroll)", enrollment.Parse)
 }
 
 func readChallenge(path string) (*enrollment.Challenge, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	return enrollment.ParseChallenge(data)
+	return readDocument("--challenge", path, "a challenge (challenge.json, from custodian enroll challenge)", enrollment.ParseChallenge)
 }
 
 func newEnrollChallengeCommand(g *globals) *cobra.Command {
@@ -140,7 +133,7 @@ func newEnrollChallengeCommand(g *globals) *cobra.Command {
 		Short: "Challenge an enrollment's attestation key (verifier side)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			e, err := readEnrollment(in)
+			e, err := readEnrollment("--in", in)
 			if err != nil {
 				return err
 			}
@@ -194,7 +187,7 @@ so, and the command still fails).`,
 			if err := publish.check(&checks); err != nil {
 				return err
 			}
-			e, err := readEnrollment(in)
+			e, err := readEnrollment("--in", in)
 			if err != nil {
 				return err
 			}
@@ -285,7 +278,7 @@ func (c *enrollmentChecks) options(e *enrollment.Enrollment) (enrollment.VerifyO
 	}
 	if path := c.secretFor(e.CustodianID); path != "" {
 		if opts.Secret, err = readSecret(path); err != nil {
-			return opts, err
+			return opts, withHint(err, "--secret is the challenge.secret that custodian enroll challenge wrote: FILE, or ID=FILE for each custodian")
 		}
 	}
 	opts.Record, err = c.record()
@@ -363,6 +356,9 @@ func verifyHint(err error) error {
 		return withHint(err, "run custodian enroll challenge, answer it on the device, and pass --secret; without the secret, enroll verify and attest verify take the escrow authority's published --record and --authority-key")
 	case errors.Is(err, enrollment.ErrEKUncertified):
 		return withHint(err, "a simulated TPM has no certificate: --allow-uncertified-ek trusts the EK as enrolled in person")
+	case errors.Is(err, enrollment.ErrEKUntrusted):
+		return withHint(err, "a TPM whose maker is not among the roots built in: get its EK CA certificates (root and intermediates, PEM) from the maker, check them, and pass them with --ek-roots FILE; otherwise find out why before you trust the device",
+			"for swtpm they are swtpm-localca-rootca-cert.pem and issuercert.pem in swtpm-localca's statedir (/var/lib/swtpm-localca by default, see /etc/swtpm-localca.conf)")
 	}
 	return err
 }

@@ -24,7 +24,10 @@ func newProvisionCommand(g *globals) *cobra.Command {
 		Short: "Store this device's share bundle after checking it opens here and matches the commitments",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			data, err := os.ReadFile(bundlePath)
+			// The bundle is read and checked before the TPM is opened: a
+			// wrong file is named as such, whatever the device's state.
+			data, err := readDocument("--bundle", bundlePath, "a share bundle (CUSTODIAN.bundle.json, from custodian ceremony)",
+				func(data []byte) ([]byte, error) { _, err := escrow.ParseBundle(data); return data, err })
 			if err != nil {
 				return err
 			}
@@ -50,6 +53,8 @@ func provisionHint(err error) error {
 		return withHint(err, "each custodian gets its own bundle; check you copied the right file")
 	case errors.Is(err, escrow.ErrBadShare):
 		return withHint(err, "the bundle does not belong to its escrow file; ask the escrow authority")
+	case errors.Is(err, appliance.ErrBundleExists):
+		return withHint(err, "a provisioned share is never replaced; a new share comes with a new key ID from a new ceremony")
 	case errors.Is(err, tpm.ErrDowngrade):
 		return floorHint(err)
 	}
@@ -104,18 +109,16 @@ func readIdentityAndEscrow(identityPath, escrowPath string) (*recipient.Identity
 	}
 	id, err := recipient.ParseIdentity(strings.TrimSpace(string(idData)))
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, withHint(fmt.Errorf("--identity %s: %w", identityPath, err),
+			"--identity is the private agency.key that custodian agency keygen wrote; agency.pub is the public half that warrants name")
 	}
 	pub, err := readEscrow(escrowPath)
 	return id, pub, err
 }
 
+// readEscrow reads the escrow file that --escrow names.
 func readEscrow(path string) (*escrow.Public, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	return escrow.ParsePublic(data)
+	return readDocument("--escrow", path, "an escrow file (escrow-K.pub.json, from custodian ceremony)", escrow.ParsePublic)
 }
 
 func newEscrowCommand(g *globals) *cobra.Command {
@@ -296,13 +299,9 @@ func unprovenHint(err error) error {
 func readReleases(paths []string) ([]*escrow.Release, error) {
 	var releases []*escrow.Release
 	for _, p := range paths {
-		data, err := os.ReadFile(p)
+		r, err := readDocument("--release", p, "a release package (from custodian release)", escrow.ParseRelease)
 		if err != nil {
 			return nil, err
-		}
-		r, err := escrow.ParseRelease(data)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p, err)
 		}
 		releases = append(releases, r)
 	}

@@ -183,7 +183,7 @@ func TestEscrowOpenManyEnvelopesNamesEachFailure(t *testing.T) {
 	if code == 0 || !strings.Contains(stdout, "opened 0 of 25 envelopes (key ID 2026-12)") || len(lines) != 28 ||
 		!strings.Contains(lines[0], "warning: bad release from court-b: the batch of partial decryptions does not match its proof: none of the package's 24 partials is used") ||
 		!strings.Contains(lines[0], "(for every envelope)") ||
-		!strings.Contains(lines[1], "msg-000.env: not opened: not enough valid shares") ||
+		!strings.Contains(lines[1], "msg-000.env: not opened: not enough valid partials") ||
 		!strings.Contains(lines[12], "msg-010a.env: not opened: the envelope does not prove it was sealed honestly") ||
 		strings.Contains(stderr, "bad partial from") || !strings.Contains(stderr, "25 of 25 envelopes did not open") {
 		t.Fatalf("two releases: exit %d\n%s\n%s", code, stdout, stderr)

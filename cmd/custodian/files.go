@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
+	"strings"
 
 	"github.com/custodian-project/custodian/hsm/durable"
 )
@@ -26,4 +29,56 @@ func mustNotExist(path string) error {
 		return withHint(&fs.PathError{Op: "create", Path: path, Err: fs.ErrExist}, "remove it first or choose another --out")
 	}
 	return nil
+}
+
+// readDocument reads the JSON document a flag names. A file that is not
+// JSON at all (a PEM certificate, a key line, a signed warrant, an empty
+// file) is named as such with what the flag takes, rather than by a
+// decoder's words about its first byte; parse errors name the file.
+func readDocument[T any](flag, path, takes string, parse func([]byte) (T, error)) (T, error) {
+	var zero T
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return zero, err
+	}
+	if head := bytes.TrimLeft(data, " \t\r\n"); len(head) == 0 || head[0] != '{' {
+		return zero, withHint(fmt.Errorf("%s %s is not %s: %s", flag, path, takes, looksLike(head, "it is not JSON")),
+			fmt.Sprintf("check that %s names the right file", flag))
+	}
+	v, err := parse(data)
+	if err != nil {
+		return zero, withHint(fmt.Errorf("%s %s: %w", flag, path, err), fmt.Sprintf("%s takes %s", flag, takes))
+	}
+	return v, nil
+}
+
+// looksLike says what a file that is not the JSON wanted seems to be.
+func looksLike(head []byte, otherwise string) string {
+	switch {
+	case len(head) == 0:
+		return "the file is empty"
+	case bytes.HasPrefix(head, []byte("-----BEGIN ")):
+		kind, _, _ := bytes.Cut(head[len("-----BEGIN "):], []byte("-----"))
+		return fmt.Sprintf("it is a PEM %s", strings.ToLower(string(kind)))
+	case bytes.HasPrefix(head, []byte("custodian-recipient-")):
+		return "it is an agency public key (agency.pub)"
+	case bytes.HasPrefix(head, []byte("CUSTODIAN-IDENTITY-")):
+		return "it is an agency identity (agency.key)"
+	case head[0] == 0x30:
+		return "it is binary DER, such as a signed warrant"
+	}
+	return otherwise
+}
+
+// checkPEMOrDER refuses a file that holds no PEM block of pemType and is
+// not DER either, saying what it seems to be: a certificate given where a
+// CRL goes, a key where a certificate goes. name is the flag or argument.
+// Text before a PEM block is left to the parser.
+func checkPEMOrDER(name, path string, data []byte, pemType, takes string) error {
+	head := bytes.TrimLeft(data, " \t\r\n")
+	if bytes.Contains(data, []byte("-----BEGIN "+pemType+"-----")) || (len(head) > 0 && head[0] == 0x30 && len(head) == len(data)) {
+		return nil
+	}
+	return withHint(fmt.Errorf("%s %s is not %s: %s", name, path, takes, looksLike(head, "it is neither PEM nor DER")),
+		fmt.Sprintf("check that %s names the right file", name))
 }

@@ -2,6 +2,15 @@ package main
 
 import (
 	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
 
 	"github.com/custodian-project/custodian/hsm/appliance"
 	"github.com/custodian-project/custodian/hsm/ledger"
@@ -40,6 +49,75 @@ func hintsOf(err error) []string {
 		err = h.err
 	}
 	return out
+}
+
+// explainOS adds the advice every command shares for what the operating
+// system refused: a file that is not there, a directory where a file was
+// wanted, a file this user may not open. A command that knows better
+// attached its own hint already, and that one stands alone.
+func explainOS(err error) error {
+	var pe *fs.PathError
+	if len(hintsOf(err)) > 0 || !errors.As(err, &pe) {
+		return err
+	}
+	dir := filepath.Dir(pe.Path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && !isDir(dir):
+		return withHint(err, "check the name: there is no directory "+dir+" (a relative name starts from the current directory)")
+	case errors.Is(err, fs.ErrNotExist):
+		return withHint(err, "check the name: there is no "+pe.Path+" (a relative name starts from the current directory)")
+	case errors.Is(err, syscall.ENOTDIR):
+		return withHint(err, "a name in "+pe.Path+" that should be a directory is a file: check the path (and --data-dir)")
+	case errors.Is(err, syscall.EISDIR):
+		return withHint(err, pe.Path+" is a directory: give the file in it")
+	case errors.Is(err, fs.ErrPermission):
+		return withHint(err, "this user may not open "+pe.Path+": check its owner and mode (ls -l "+pe.Path+"), or run as the user it is meant for")
+	}
+	return err
+}
+
+// flagError says what a flag's value should have been, in place of the
+// parser's words ("strconv.ParseInt: parsing ...: invalid syntax").
+func flagError(cmd *cobra.Command, err error) error {
+	var bad *pflag.InvalidValueError
+	if !errors.As(err, &bad) {
+		return err
+	}
+	want, ok := flagTypes[bad.GetFlag().Value.Type()]
+	if !ok {
+		return err // a value type of its own, whose error says what it wants
+	}
+	return fmt.Errorf("--%s %q: want %s", bad.GetFlag().Name, bad.GetValue(), want)
+}
+
+// flagTypes names the values of the flag types the commands use.
+var flagTypes = map[string]string{
+	"int": "a whole number", "int64": "a whole number", "uint": "a whole number from 0", "uint64": "a whole number from 0",
+	"duration": "a duration such as 30s, 5m or 2h", "bool": "true or false", "float64": "a number",
+}
+
+// usageErrors are how cobra and pflag begin the errors of a command line
+// that does not fit the command: those get a pointer to its help.
+var usageErrors = []string{"accepts ", "unknown command", "required flag", "unknown flag", "unknown shorthand flag",
+	"flag needs an argument", "requires at least", "if any flags in the group", "--"}
+
+// usageHint points a command line that does not fit its command to the
+// command's help, unless the error already carries advice.
+func usageHint(cmd *cobra.Command, err error) error {
+	if cmd == nil || len(hintsOf(err)) > 0 {
+		return err
+	}
+	for _, prefix := range usageErrors {
+		if strings.HasPrefix(err.Error(), prefix) {
+			return withHint(err, cmd.CommandPath()+" --help shows how to call it")
+		}
+	}
+	return err
+}
+
+func isDir(path string) bool {
+	info, err := os.Stat(path)
+	return err == nil && info.IsDir()
 }
 
 // signerHints advise on refusals of who signed a warrant, for the court

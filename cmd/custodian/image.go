@@ -60,7 +60,7 @@ func loadBootKey(file string) (crypto.Signer, error) {
 		err = fmt.Errorf("PEM block %q is not a private key", block.Type)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", file, err)
+		return nil, withHint(fmt.Errorf("%s: %w", file, err), "--key is the RSA-2048 private key (PEM) that signs boot.img; make one with: openssl genrsa -out boot-key.pem 2048")
 	}
 	rsaKey, ok := key.(*rsa.PrivateKey)
 	if !ok || rsaKey.N.BitLen() != 2048 {

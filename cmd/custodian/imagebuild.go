@@ -5,6 +5,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"slices"
 	"strings"
@@ -106,7 +107,10 @@ func buildHint(err error) error {
 		size   *builder.SizeError
 		file   *builder.BootFileError
 	)
+	var missing *fs.PathError
 	switch {
+	case errors.As(err, &missing) && errors.Is(err, fs.ErrNotExist) && strings.HasSuffix(missing.Path, ".deb"):
+		return withHint(err, `the packages the manifest pins are fetched, not built: --debs "$(sh docs/examples/appliance/fetch-debs.sh MANIFEST)" fetches them and names their directory`)
 	case errors.As(err, &out):
 		return withHint(err, "--out, --kernel-out, --initramfs-out and --update-out must be regular files or new paths")
 	case errors.As(err, &digest):
@@ -157,4 +161,11 @@ func predictManifest(m *image.Manifest, debDir string) (*bootpolicy.Policy, erro
 }
 
 // predictImage reads the policy out of a built image.
-func predictImage(file string) (*bootpolicy.Policy, error) { return builder.PredictImage(file) }
+func predictImage(file string) (*bootpolicy.Policy, error) {
+	p, err := builder.PredictImage(file)
+	var pe *fs.PathError
+	if err != nil && !errors.As(err, &pe) {
+		return nil, withHint(fmt.Errorf("--image %s: %w", file, err), "--image is a disk image custodian image build wrote (custodian.img), not an update file or boot.img")
+	}
+	return p, err
+}

@@ -215,6 +215,9 @@ func newLedgerProveCommand(g *globals) *cobra.Command {
 			}
 			return g.withAppliance(func(a *appliance.Appliance, _ transport.TPM) error {
 				inc, err := a.Ledger.Prove(index)
+				if err != nil && (index < 0 || index >= a.Ledger.Size()) {
+					return withHint(err, fmt.Sprintf("this ledger holds entries 0 to %d", a.Ledger.Size()-1))
+				}
 				if err != nil {
 					return err
 				}

@@ -24,8 +24,8 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	root := newRootCommand(stdout, stderr)
 	root.SetArgs(args)
-	if err := root.Execute(); err != nil {
-		printError(stderr, err)
+	if cmd, err := root.ExecuteC(); err != nil {
+		printError(stderr, usageHint(cmd, explainOS(err)))
 		return 1
 	}
 	return 0

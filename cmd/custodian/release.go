@@ -60,6 +60,7 @@ func newReleaseCommand(g *globals) *cobra.Command {
 type apiClient struct {
 	base *url.URL
 	http *http.Client
+	ca   string // the --ca file, "" for the system's roots
 }
 
 // apiError is a refusal the custodian sent.
@@ -101,7 +102,7 @@ func (c *apiClient) send(ctx context.Context, method, path, contentType string, 
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return transportHint(err)
+		return c.transportHint(err)
 	}
 	defer resp.Body.Close()
 	limit := int64(release.MaxResponse)

@@ -2,9 +2,12 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/google/go-tpm/tpm2/transport"
 	"github.com/spf13/cobra"
@@ -34,6 +37,11 @@ func newUpdateKeygenCommand(g *globals) *cobra.Command {
 		Short: "Make the authority's update key (pass update.pub to custodian ceremony --update-key)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// The signed-note format's rule, checked here to say it in
+			// these words rather than its library's "malformed verifier id".
+			if name == "" || strings.ContainsFunc(name, unicode.IsSpace) || strings.Contains(name, "+") || !utf8.ValidString(name) {
+				return withHint(fmt.Errorf("--name %q: a key name is not empty and has no spaces and no '+'", name), "for example --name court-update-2026")
+			}
 			private, public, err := escrow.NewUpdateKey(name)
 			if err != nil {
 				return err
@@ -123,6 +131,9 @@ refused and logged.`,
 					return err
 				}
 				keyIDs, err := a.Reseal(t, update, time.Now())
+				if held, _ := a.KeyIDs(); err != nil && len(held) == 0 {
+					return withHint(err, "a device without a share stays on its image; provision its bundle first (custodian provision --bundle FILE)")
+				}
 				if err != nil {
 					return err
 				}

@@ -33,6 +33,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
+	root.SetFlagErrorFunc(flagError)
 
 	dataDir := os.Getenv("CUSTODIAN_DATA_DIR")
 	if dataDir == "" {
@@ -44,7 +45,29 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	pf.BoolVar(&g.json, "json", false, "print machine-readable JSON")
 
 	registerCommands(root, g)
+	refuseUnknownSubcommands(root)
 	return root
+}
+
+// refuseUnknownSubcommands makes every command group below the root refuse
+// a subcommand it does not have: cobra checks that only at the root, and
+// below it prints the group's help and exits 0, so "custodian warrant
+// submit" would look as if it had done something.
+func refuseUnknownSubcommands(root *cobra.Command) {
+	for _, c := range root.Commands() {
+		refuseUnknownSubcommands(c)
+		if !c.HasSubCommands() || c.Runnable() {
+			continue
+		}
+		c.Args = cobra.ArbitraryArgs
+		c.DisableFlagsInUseLine = true
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return fmt.Errorf("unknown command %q for %q", args[0], cmd.CommandPath())
+			}
+			return cmd.Help()
+		}
+	}
 }
 
 // printJSON writes v as indented JSON to stdout.

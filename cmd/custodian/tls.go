@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -174,7 +175,7 @@ func (g *globals) apiClient(server string, c clientTLS) (*apiClient, error) {
 		cfg.Certificates = []tls.Certificate{pair}
 	}
 	tr.TLSClientConfig = cfg
-	return &apiClient{base: u, http: newHTTPClient(tr)}, nil
+	return &apiClient{base: u, http: newHTTPClient(tr), ca: c.ca}, nil
 }
 
 // newHTTPClient follows no redirect: the API never sends one, and following
@@ -186,14 +187,30 @@ func newHTTPClient(tr *http.Transport) *http.Client {
 		}}
 }
 
-// transportHint explains a TLS failure of a client in terms of its flags.
-func transportHint(err error) error {
+// transportHint explains a failed request in terms of the client's flags.
+// The request (method and URL) is dropped from the message: the person
+// knows the --server they gave, and Go's request text would only hide the
+// cause.
+func (c *apiClient) transportHint(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		cause := ue.Err
+		var op *net.OpError
+		if errors.As(cause, &op) && op.Op == "dial" {
+			cause = op.Err // "connect: connection refused", without Go's "dial tcp ADDR"
+		}
+		err = fmt.Errorf("cannot reach the custodian at %s: %w", c.base.Host, cause)
+	}
 	var unknown x509.UnknownAuthorityError
 	var hostname x509.HostnameError
 	var invalid x509.CertificateInvalidError
 	switch {
+	case errors.As(err, &unknown) && c.ca == "":
+		return withHint(err, "the server's certificate is not from a CA this computer trusts: pass --ca FILE, "+
+			"the CA certificate the custodian's operator publishes")
 	case errors.As(err, &unknown):
-		return withHint(err, "the server's certificate is not from the CA you pinned: check --server and --ca (the custodian's operator publishes its CA certificate)")
+		return withHint(err, "the server's certificate is not from the CA you pinned (--ca "+c.ca+
+			"): check that --server names the custodian you meant, and get its CA certificate from its operator again")
 	case errors.As(err, &hostname):
 		return withHint(err, "the certificate is for another name: use the address its operator publishes")
 	case errors.As(err, &invalid):

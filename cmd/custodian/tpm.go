@@ -2,7 +2,10 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
+	"net"
+	"strings"
 
 	"github.com/google/go-tpm/tpm2/transport"
 
@@ -33,6 +36,13 @@ func (g *globals) openTPMUnlocked() (transport.TPMCloser, error) {
 		return nil, withHint(err, "this machine has no TPM device; try --tpm sim (simulator) or --tpm swtpm:127.0.0.1:2321")
 	case errors.Is(err, fs.ErrPermission):
 		return nil, withHint(err, "run as the custodian user, which may use "+g.tpmSpec)
+	case err != nil && strings.HasPrefix(g.tpmSpec, "swtpm:"):
+		var op *net.OpError
+		if errors.As(err, &op) {
+			err = fmt.Errorf("opening TPM %s: %w", g.tpmSpec, op.Err) // the cause, without Go's "dial tcp ADDR"
+		}
+		return nil, withHint(err, "no swtpm answers at "+strings.TrimPrefix(g.tpmSpec, "swtpm:")+
+			": start one (swtpm socket --tpm2 --server type=tcp,port=PORT --ctrl type=tcp,port=PORT+1 --tpmstate dir=DIR --flags startup-clear), or fix --tpm")
 	}
 	return t, err
 }

@@ -39,7 +39,7 @@ func newTrustAddRootCommand(g *globals) *cobra.Command {
 			if err := warrant.CheckCourtName(court); err != nil {
 				return withHint(fmt.Errorf("--court: %w", err), `give the court's name exactly as its warrants write it, e.g. --court "District Court of Testing"`)
 			}
-			s, data, err := openStoreAndRead(g, args[0])
+			s, data, err := openStoreAndRead(g, args[0], "CERTIFICATE", "the court's root CA certificate (PEM or DER)")
 			if err != nil {
 				return err
 			}
@@ -73,7 +73,7 @@ func newTrustSetCRLCommand(g *globals) *cobra.Command {
 		Short: "Store a CRL after checking its signature (PEM may append the issuing intermediate CA)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, data, err := openStoreAndRead(g, args[0])
+			s, data, err := openStoreAndRead(g, args[0], "X509 CRL", "a CRL (PEM or DER, as openssl ca -gencrl writes it)")
 			if err != nil {
 				return err
 			}
@@ -133,9 +133,14 @@ func (g *globals) logTrustChange(subject []byte, apply func() error) error {
 	})
 }
 
-func openStoreAndRead(g *globals, file string) (*trust.Store, []byte, error) {
+// openStoreAndRead reads the certificate or CRL file (pemType) a trust
+// command was given and opens the store it goes into.
+func openStoreAndRead(g *globals, file, pemType, takes string) (*trust.Store, []byte, error) {
 	data, err := os.ReadFile(file)
 	if err != nil {
+		return nil, nil, err
+	}
+	if err := checkPEMOrDER("FILE", file, data, pemType, takes); err != nil {
 		return nil, nil, err
 	}
 	s, err := trust.Open(trustDir(g))

@@ -13,7 +13,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/custodian-project/custodian/hsm/certfile"
+	"github.com/custodian-project/custodian/hsm/appliance"
 	"github.com/custodian-project/custodian/hsm/escrow"
+	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/trust"
 	"github.com/custodian-project/custodian/hsm/warrant"
 )
@@ -109,8 +111,10 @@ func newWarrantNewCommand(g *globals) *cobra.Command {
 // newWarrantRefused adds advice on the times to a refusal of them.
 func newWarrantRefused(err error) error {
 	switch warrant.ReasonOf(err) {
-	case warrant.ReasonBadTime, warrant.ReasonBadWindow, warrant.ReasonWindowTooLong:
+	case warrant.ReasonBadTime, warrant.ReasonBadWindow:
 		return withHint(err, "times are RFC 3339, such as 2026-11-20T09:00:00Z")
+	case warrant.ReasonWindowTooLong:
+		return withHint(err, "shorten the window (--not-before to --not-after); the appliances refuse a longer one")
 	}
 	return err
 }
@@ -205,7 +209,11 @@ func readEnvelopeRef(path string) (warrant.EnvelopeRef, error) {
 	}
 	env, err := escrow.ParseEnvelope(data)
 	if err != nil {
-		return warrant.EnvelopeRef{}, unprovenHint(fmt.Errorf("%s: %w", path, err))
+		err = unprovenHint(fmt.Errorf("%s: %w", path, err))
+		if len(hintsOf(err)) == 0 {
+			err = withHint(err, "--envelope and --envelope-dir take escrow envelopes (F.env) as custodian escrow seal wrote them")
+		}
+		return warrant.EnvelopeRef{}, err
 	}
 	return env.Ref(), nil
 }
@@ -217,6 +225,8 @@ type verifyOutput struct {
 	ReplayKey    warrant.ReplayKey  `json:"replay_key"`
 	Warrant      *warrant.Warrant   `json:"warrant"`
 	Signers      []warrant.Identity `json:"signers"`
+	UsedChecked  bool               `json:"used_checked,omitempty"`  // the device's ledger was read
+	UsedAt       *int64             `json:"used_at_entry,omitempty"` // the ledger entry that used the warrant
 	RefusalCode  warrant.Reason     `json:"reason,omitempty"`
 	RefusalError string             `json:"error,omitempty"`
 }
@@ -228,7 +238,17 @@ func newWarrantVerifyCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "verify --in w.p7s [--roots F --court NAME --crl F] [--custodian ID --key-id K...]",
 		Short: "Verify a signed warrant against the trust store (or given roots and CRLs)",
-		Args:  cobra.NoArgs,
+		Long: `Verify checks a signed warrant's signatures, chains, revocation, approval
+policy and validity window against the data directory's trust store, or
+against --roots, --court and --crl away from a device.
+
+On a device (its data directory holds enrollment.json) without --roots, the
+warrant is also checked against this custodian's ID and the key IDs it holds
+(its provisioned bundles), unless --custodian or --key-id say otherwise, and
+against its ledger: a warrant already used here is reported with the ledger
+entry that used it, and the exit status is non-zero. While custodian serve
+holds the ledger, that check is skipped and says so.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			p7s, err := os.ReadFile(in)
 			if err != nil {
@@ -237,6 +257,12 @@ func newWarrantVerifyCommand(g *globals) *cobra.Command {
 			store, err := verifyStore(g, roots, court, crls)
 			if err != nil {
 				return err
+			}
+			onDevice := false
+			if roots == "" {
+				if custodian, keyIDs, onDevice, err = deviceAddressing(g.dataDir, custodian, keyIDs); err != nil {
+					return err
+				}
 			}
 			v := &warrant.Verifier{Trust: store, CustodianID: custodian, HeldKeyIDs: keyIDs, MaxValidity: maxValidity}
 			var res *warrant.Verified
@@ -251,19 +277,11 @@ func newWarrantVerifyCommand(g *globals) *cobra.Command {
 				}
 				return signerHint(fmt.Errorf("warrant refused (%s): %w", warrant.ReasonOf(err), err))
 			}
-			addressed := custodian != ""
-			if g.json {
-				return g.printJSON(verifyOutput{Verified: true, Addressed: addressed, Digest: fmt.Sprintf("%x", res.Digest),
-					ReplayKey: res.Replay, Warrant: res.Warrant, Signers: res.Signers})
+			var used usedCheck
+			if onDevice {
+				used = checkUsed(g.dataDir, res.Replay)
 			}
-			printWarrant(g, &warrantFile{w: res.Warrant, signers: res.Signers, signed: true}, nil, false)
-			g.printf("Replay key: %s\nDigest:     %x\n", res.Replay, res.Digest)
-			if !addressed {
-				g.printf("VERIFIED (signatures, chain, revocation, policy, window); custodian and key IDs not checked: pass --custodian and --key-id\n")
-			} else {
-				g.printf("VERIFIED for custodian %s\n", custodian)
-			}
-			return nil
+			return printVerified(g, res, custodian, used)
 		},
 	}
 	f := cmd.Flags()
@@ -271,11 +289,98 @@ func newWarrantVerifyCommand(g *globals) *cobra.Command {
 	f.StringVar(&roots, "roots", "", "court root certificates (PEM) to use instead of the trust store")
 	f.StringVar(&court, "court", "", "with --roots: the court those roots are pinned for")
 	f.StringArrayVar(&crls, "crl", nil, "CRL to use with --roots (repeat)")
-	f.StringVar(&custodian, "custodian", "", "check the warrant addresses this custodian ID")
-	f.StringArrayVar(&keyIDs, "key-id", nil, "key ID held (repeat); with --custodian")
+	f.StringVar(&custodian, "custodian", "", "check the warrant addresses this custodian ID (on a device: its own, by default)")
+	f.StringArrayVar(&keyIDs, "key-id", nil, "key ID held (repeat); with --custodian (on a device: the key IDs it holds, by default)")
 	f.DurationVar(&maxValidity, "max-validity", warrant.DefaultMaxValidity, "longest validity span accepted")
 	cmd.MarkFlagRequired("in")
 	return cmd
+}
+
+// deviceAddressing fills in the custodian ID and the key IDs a warrant is
+// checked against from the data directory when it is a device's and the
+// person named no other custodian: a device knows both, and asking for
+// them invites a wrong answer. It reports whether dataDir is a device's.
+func deviceAddressing(dataDir, custodian string, keyIDs []string) (string, []string, bool, error) {
+	id, held, err := appliance.Held(dataDir)
+	if errors.Is(err, appliance.ErrNotEnrolled) {
+		return custodian, keyIDs, false, nil
+	}
+	if err != nil {
+		return "", nil, false, withHint(fmt.Errorf("reading this device's custodian ID and key IDs: %w", err),
+			"pass --custodian and --key-id, or --roots and --court to check the warrant away from the device's data directory")
+	}
+	if custodian != "" && custodian != id {
+		return custodian, keyIDs, false, nil // another custodian's view: this device's bundles and ledger do not apply
+	}
+	if len(keyIDs) == 0 {
+		keyIDs = held
+	}
+	return id, keyIDs, true, nil
+}
+
+// usedCheck is what the device's ledger says of a warrant's replay key.
+type usedCheck struct {
+	checked bool
+	used    bool
+	index   int64
+	why     string // why it was not checked
+}
+
+// checkUsed looks the warrant up in the device's ledger.
+func checkUsed(dataDir string, key warrant.ReplayKey) usedCheck {
+	index, seen, err := ledger.SeenIn(dataDir, []byte(key.String()))
+	switch {
+	case errors.Is(err, ledger.ErrInUse):
+		return usedCheck{why: "custodian serve holds the ledger; the daemon refuses a used warrant (replayed) when it is submitted"}
+	case errors.Is(err, ledger.ErrNoLedger):
+		return usedCheck{why: "this device has no ledger yet (custodian ledger init)"}
+	case err != nil:
+		return usedCheck{why: err.Error()}
+	}
+	return usedCheck{checked: true, used: seen, index: index}
+}
+
+// printVerified reports a warrant that verified, and refuses one the
+// device's ledger shows was used: VERIFIED would tell a trust admin it can
+// still be released.
+func printVerified(g *globals, res *warrant.Verified, custodian string, used usedCheck) error {
+	var usedErr error
+	if used.used {
+		usedErr = withHint(fmt.Errorf("warrant already used on this device: ledger entry %d records it, and a new submission is refused (replayed)", used.index),
+			fmt.Sprintf("custodian ledger prove --index %d shows the entry; a new release needs a new warrant", used.index))
+	}
+	if g.json {
+		out := verifyOutput{Verified: usedErr == nil, Addressed: custodian != "", Digest: fmt.Sprintf("%x", res.Digest),
+			ReplayKey: res.Replay, Warrant: res.Warrant, Signers: res.Signers}
+		if used.checked {
+			out.UsedChecked = true
+		}
+		if used.used {
+			out.UsedAt = &used.index
+			out.RefusalCode, out.RefusalError = "replayed", usedErr.Error()
+		}
+		if err := g.printJSON(out); err != nil {
+			return err
+		}
+		return usedErr
+	}
+	printWarrant(g, &warrantFile{w: res.Warrant, signers: res.Signers, signed: true}, nil, false)
+	g.printf("Replay key: %s\nDigest:     %x\n", res.Replay, res.Digest)
+	switch {
+	case used.used:
+		g.printf("Used:       yes, ledger entry %d\n", used.index)
+		return usedErr
+	case used.checked:
+		g.printf("Used:       no (not in this device's ledger)\n")
+	case used.why != "":
+		g.printf("Used:       not checked: %s\n", used.why)
+	}
+	if custodian == "" {
+		g.printf("VERIFIED (signatures, chain, revocation, policy, window); custodian and key IDs not checked: pass --custodian and --key-id\n")
+	} else {
+		g.printf("VERIFIED for custodian %s\n", custodian)
+	}
+	return nil
 }
 
 // verifyStore is the data dir's trust store, or an in-memory one made of
@@ -293,7 +398,7 @@ func verifyStore(g *globals, roots, court string, crls []string) (*trust.Store, 
 	}
 	certs, err := readCertificates(roots)
 	if err != nil {
-		return nil, err
+		return nil, withHint(err, "--roots is the court's root CA certificates (PEM or DER), as the court's trust admin publishes them")
 	}
 	s := trust.New()
 	for _, c := range certs {
@@ -304,6 +409,9 @@ func verifyStore(g *globals, roots, court string, crls []string) (*trust.Store, 
 	for _, path := range crls {
 		data, err := os.ReadFile(path)
 		if err != nil {
+			return nil, err
+		}
+		if err := checkPEMOrDER("--crl", path, data, "X509 CRL", "a CRL"); err != nil {
 			return nil, err
 		}
 		if _, err := s.SetCRL(data, time.Now()); err != nil {

@@ -86,6 +86,9 @@ func Press(ctx context.Context, path string, hold time.Duration) error {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
+		if op, ok := err.(*net.OpError); ok {
+			err = op.Err // the cause, without Go's "dial unix PATH"
+		}
 		return fmt.Errorf("no simulated button at %s (is custodian serve --button sim running with this --data-dir?): %w", path, err)
 	}
 	defer c.Close()

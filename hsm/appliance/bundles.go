@@ -31,6 +31,11 @@ func (a *Appliance) Provision(t transport.TPM, data []byte, now time.Time) (*esc
 	if err != nil {
 		return nil, err
 	}
+	// Another custodian's bundle is named as such before anything else:
+	// "a bundle already exists" would send the operator the wrong way.
+	if b.CustodianID != a.ID {
+		return nil, fmt.Errorf("%w: this bundle is for %s, and this device is %s", escrow.ErrOtherCustodian, b.CustodianID, a.ID)
+	}
 	path := a.bundlePath(b.Escrow.KeyID)
 	if old, err := os.ReadFile(path); err == nil {
 		if bytes.Equal(old, data) {
@@ -82,4 +87,17 @@ func (a *Appliance) KeyIDs() ([]string, error) { return listKeyIDs(a.Dir) }
 
 func (a *Appliance) bundlePath(keyID string) string {
 	return filepath.Join(a.Dir, BundleDir, keyID+".json")
+}
+
+// Held reads, without the TPM, the custodian ID of the enrollment in dir
+// and the key IDs it holds bundles of: what a warrant is checked against
+// on the device (custodian warrant verify). ErrNotEnrolled when dir is not
+// a device's. Only for showing: a release checks both against the TPM and
+// the ledger.
+func Held(dir string) (id string, keyIDs []string, err error) {
+	if id, _, _, err = readIdentity(dir); err != nil {
+		return "", nil, err
+	}
+	keyIDs, err = listKeyIDs(dir)
+	return id, keyIDs, err
 }

@@ -51,6 +51,7 @@ type Verified struct {
 var (
 	ErrAKUnbound     = errors.New("the attestation key is not proven to be in this TPM")
 	ErrEKUncertified = errors.New("the endorsement key has no manufacturer certificate")
+	ErrEKUntrusted   = errors.New("EK certificate does not chain to a TPM vendor root")
 )
 
 // Verify checks e: the EK and its certificate chain, the AK's attributes,
@@ -162,7 +163,7 @@ func (e *Enrollment) verifyEKCertificate(ek *tpm.EK, opts VerifyOptions) (bool, 
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
 	})
 	if err != nil {
-		return false, fmt.Errorf("EK certificate does not chain to a TPM vendor root: %w", err)
+		return false, fmt.Errorf("%w: %w", ErrEKUntrusted, err)
 	}
 	return true, nil
 }

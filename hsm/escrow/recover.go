@@ -28,8 +28,19 @@ func (e *BadShareError) Error() string {
 	return "bad release from " + strings.Join(parts, "; ")
 }
 
-// ErrNotEnoughShares means fewer valid shares than the threshold.
+// ErrNotEnoughShares means fewer valid shares than the threshold, or, for
+// an envelope of a scoped key ID, fewer valid partials.
 var ErrNotEnoughShares = errors.New("not enough valid shares to recover the key")
+
+// notEnoughPartials is ErrNotEnoughShares in the words of scoped mode,
+// which has partials and no shares to speak of.
+type notEnoughPartials struct{ valid, needed int }
+
+func (e *notEnoughPartials) Error() string {
+	return fmt.Sprintf("not enough valid partials to open this envelope: %d valid, %d needed", e.valid, e.needed)
+}
+
+func (e *notEnoughPartials) Is(target error) bool { return target == ErrNotEnoughShares }
 
 // Recover opens the release packages with the agency's identity, checks
 // each share against the commitments, and rebuilds the escrow key. It

@@ -206,7 +206,7 @@ func (o *ScopedOpener) Open(envelope []byte) (*Envelope, []byte, error) {
 		good = append(good, PartialShare{Index: rp.custodian.Index, Point: p})
 	}
 	if len(good) < o.pub.Threshold {
-		err := fmt.Errorf("%w: %d valid partials for this envelope, %d needed", ErrNotEnoughShares, len(good), o.pub.Threshold)
+		var err error = &notEnoughPartials{valid: len(good), needed: o.pub.Threshold}
 		if len(bad.Custodians) > 0 {
 			err = errors.Join(err, bad)
 		}

@@ -601,3 +601,37 @@ func (r txHashReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 	}
 	return out, nil
 }
+
+// ErrInUse means another process (the daemon) has the ledger open.
+var ErrInUse = errors.New("the ledger is open in another process (custodian serve runs on this data directory)")
+
+// SeenIn reports whether the ledger in dir recorded replayKey, and by
+// which entry, reading ledger.db without the TPM. It is for telling a
+// person that a warrant was used; it trusts the file as it is, so only
+// Seen on an opened ledger decides a release. ErrNoLedger: dir has none;
+// ErrInUse: a process holds it.
+func SeenIn(dir string, replayKey []byte) (index int64, seen bool, err error) {
+	path := filepath.Join(dir, FileName)
+	if _, err := os.Stat(path); err != nil {
+		return 0, false, fmt.Errorf("%w (%s)", ErrNoLedger, path)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return 0, false, ErrInUse
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("opening ledger %s: %w", path, err)
+	}
+	defer db.Close()
+	err = db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketReplay)
+		if b == nil {
+			return fmt.Errorf("%s is not a ledger (no replay index)", path)
+		}
+		if v := b.Get(replayKey); len(v) == 8 {
+			index, seen = int64(binary.BigEndian.Uint64(v)), true
+		}
+		return nil
+	})
+	return index, seen, err
+}

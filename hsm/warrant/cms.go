@@ -437,6 +437,21 @@ func parseMessage(der []byte) (*message, error) {
 	return m, nil
 }
 
+// notCMS says what a file that is not a DER CMS structure looks like, for
+// the person who gave it: the decoder's own words describe Go's structures.
+func notCMS(data []byte) string {
+	head := bytes.TrimLeft(data, " \t\r\n\ufeff")
+	switch {
+	case len(head) == 0:
+		return "the file is empty"
+	case head[0] == '{':
+		return "this is JSON, an unsigned warrant: a judge signs it first (custodian warrant sign)"
+	case bytes.HasPrefix(head, []byte("-----BEGIN")):
+		return "this is PEM; the signed warrant is the DER file (openssl cms -outform DER, or custodian warrant sign)"
+	}
+	return "the file is something else, or cut short"
+}
+
 func decodeSignedData(der []byte) (*signedData, error) {
 	if len(der) > maxCMS {
 		return nil, refuse(ReasonTooLarge, "signed warrant is %d bytes, at most %d allowed", len(der), maxCMS)
@@ -451,7 +466,7 @@ func decodeSignedData(der []byte) (*signedData, error) {
 		if len(der) >= 2 && der[0] == 0x30 && der[1] == 0x80 {
 			return nil, refuse(ReasonNotDER, "signed warrant is BER with indefinite lengths, not DER; sign without streaming (openssl cms without -stream, -outform DER)")
 		}
-		return nil, refuse(ReasonMalformedCMS, "signed warrant is not CMS (truncated, damaged, or another kind of file)")
+		return nil, refuse(ReasonMalformedCMS, "signed warrant is not CMS (DER): %s", notCMS(der))
 	}
 	if len(rest) != 0 {
 		return nil, refuse(ReasonMalformedCMS, "signed warrant has data after the CMS structure")

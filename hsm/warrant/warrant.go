@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -138,10 +137,10 @@ func (w *Warrant) check(maxValidity time.Duration) error {
 	if err := checkList("targets", w.Targets, nil); err != nil {
 		return err
 	}
-	if err := checkList("key_ids", w.KeyIDs, ids.KeyIDPattern); err != nil {
+	if err := checkList("key_ids", w.KeyIDs, ids.CheckKeyID); err != nil {
 		return err
 	}
-	if err := checkList("custodians", w.Custodians, ids.CustodianPattern); err != nil {
+	if err := checkList("custodians", w.Custodians, ids.CheckCustodian); err != nil {
 		return err
 	}
 	if err := w.checkWindow(maxValidity); err != nil {
@@ -258,22 +257,35 @@ func (w *Warrant) List(detached *EnvelopeList) (*EnvelopeList, error) {
 	return detached, nil
 }
 
+
+// span writes a validity span as a person counts it: in whole days, whole
+// hours, or hours to a tenth, never in Go's "720h0m0s".
+func span(d time.Duration) string {
+	switch {
+	case d%(24*time.Hour) == 0:
+		return fmt.Sprintf("%d days", d/(24*time.Hour))
+	case d%time.Hour == 0:
+		return fmt.Sprintf("%d hours", d/time.Hour)
+	}
+	return fmt.Sprintf("%.1f hours", d.Hours())
+}
+
 func (w *Warrant) checkWindow(maxValidity time.Duration) error {
 	if maxValidity == 0 {
 		maxValidity = DefaultMaxValidity
 	}
 	var err error
 	if w.notBefore, err = time.Parse(time.RFC3339, w.NotBefore); err != nil {
-		return refuseErr(ReasonBadTime, err, "warrant not_before is not an RFC 3339 time")
+		return refuse(ReasonBadTime, "warrant not_before %q is not an RFC 3339 time, such as 2026-11-20T09:00:00Z", w.NotBefore)
 	}
 	if w.notAfter, err = time.Parse(time.RFC3339, w.NotAfter); err != nil {
-		return refuseErr(ReasonBadTime, err, "warrant not_after is not an RFC 3339 time")
+		return refuse(ReasonBadTime, "warrant not_after %q is not an RFC 3339 time, such as 2026-11-20T09:00:00Z", w.NotAfter)
 	}
 	if !w.notAfter.After(w.notBefore) {
 		return refuse(ReasonBadWindow, "warrant not_after must be later than not_before")
 	}
 	if w.notAfter.Sub(w.notBefore) > maxValidity {
-		return refuse(ReasonWindowTooLong, "warrant is valid for %v, at most %v allowed", w.notAfter.Sub(w.notBefore), maxValidity)
+		return refuse(ReasonWindowTooLong, "warrant is valid for %s, at most %s allowed", span(w.notAfter.Sub(w.notBefore)), span(maxValidity))
 	}
 	return nil
 }
@@ -293,7 +305,7 @@ func checkText(name, v string) error {
 	return nil
 }
 
-func checkList(name string, vs []string, pattern *regexp.Regexp) error {
+func checkList(name string, vs []string, checkID func(string) error) error {
 	if len(vs) == 0 {
 		return refuse(ReasonMissingField, "warrant needs at least one entry in %q", name)
 	}
@@ -305,8 +317,10 @@ func checkList(name string, vs []string, pattern *regexp.Regexp) error {
 		if err := checkText(name, v); err != nil {
 			return err
 		}
-		if pattern != nil && !pattern.MatchString(v) {
-			return refuse(ReasonBadField, "warrant %s entry %q is not a valid ID (letters, digits, . _ : -, at most 64)", name, v)
+		if checkID != nil {
+			if err := checkID(v); err != nil {
+				return refuse(ReasonBadField, "warrant %s: %v", name, err)
+			}
 		}
 		if seen[v] {
 			return refuse(ReasonDuplicateEntry, "warrant lists %q twice in %q", v, name)
