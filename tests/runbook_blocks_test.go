@@ -1,0 +1,236 @@
+package tests
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// A runbook block is one fenced command block of a role's runbook: a
+// ```sh block (commands for a shell on the role's own machine) or a plain
+// ``` block holding console lines ("custodian> …", the appliance's serial
+// console). Other blocks (toml, prose examples) show files or output, not
+// commands.
+type runbookBlock struct {
+	Doc     string // docs/NAME.md
+	Line    int    // of the opening fence
+	Console bool
+	Text    string // the block's lines, each ending in "\n"
+}
+
+// Hash keys a block: its first 8 hex digits of SHA-256 of the text. A block
+// whose text changes gets another key, and the runbook test no longer
+// knows it.
+func (b runbookBlock) Hash() string {
+	sum := sha256.Sum256([]byte(b.Text))
+	return hex.EncodeToString(sum[:4])
+}
+
+func (b runbookBlock) String() string {
+	return fmt.Sprintf("%s:%d (%s)", b.Doc, b.Line, b.Hash())
+}
+
+// runbookBlocks reads the command blocks of docs/doc in document order.
+func runbookBlocks(t testing.TB, doc string) []runbookBlock {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "docs", doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var blocks []runbookBlock
+	var cur *runbookBlock
+	var lang string
+	for i, line := range strings.Split(string(data), "\n") {
+		trimmed := strings.TrimSpace(line)
+		if cur == nil {
+			if strings.HasPrefix(trimmed, "```") {
+				lang = strings.TrimPrefix(trimmed, "```")
+				cur = &runbookBlock{Doc: doc, Line: i + 1}
+			}
+			continue
+		}
+		if trimmed == "```" {
+			switch {
+			case lang == "sh":
+				blocks = append(blocks, *cur)
+			case lang == "" && strings.Contains(cur.Text, "custodian> "):
+				cur.Console = true
+				blocks = append(blocks, *cur)
+			}
+			cur = nil
+			continue
+		}
+		// Blocks indented under a list item keep their lines' relative indent.
+		cur.Text += strings.TrimPrefix(line, indentOf(line, trimmed)) + "\n"
+	}
+	return blocks
+}
+
+// indentOf is the leading white space of line, up to three spaces of a
+// list item's indentation.
+func indentOf(line, trimmed string) string {
+	n := len(line) - len(strings.TrimLeft(line, " "))
+	if n > 3 {
+		n = 3
+	}
+	return line[:n]
+}
+
+// blockPlan is what the runbook test does with one block: its hash, the
+// start of its first line (for a reader of this table), and why it does
+// not run here, if it does not.
+type blockPlan struct {
+	hash, first, skip string
+}
+
+// Reasons shared by several blocks.
+const (
+	skipSDCard  = "writes an SD card or the board's EEPROM/RTC: needs the hardware"
+	skipImage   = "builds or reads an appliance image from the kernel and firmware packages the manifest pins (fetch-debs.sh; network); the image builder has tests of its own"
+	skipUpdate  = "an image update: needs a second image and its update file (skipImage)"
+	skipExample = "an illustration of the console protocol; the same lines run in a later step"
+)
+
+// runbookPlans lists every command block of every role's runbook, in
+// document order. A block added to a runbook, removed or changed fails
+// TestRunbookBlocksAreKnown until this table (and runbookStory, which runs
+// the blocks) says what to do with it.
+var runbookPlans = map[string][]blockPlan{
+	"operator.md": {
+		{"64efe9c6", "picocom", "opens the serial console of a real Pi; the test drives the same console (firmware/console) directly"},
+		{"fbe50854", "custodian> ledger verify", skipExample},
+		{"241c94d1", "custodian> put court-a.bundle.json", skipExample},
+		{"808b2fd2", "base64 -d request.b64", ""},
+		{"266950a2", "openssl genrsa -out boot-key.pem", ""},
+		{"1a05898a", "mkdir -p rootfs/etc/custodian/trust", ""},
+		{"ea280d6e", "make build", "builds this repository; the test runs the binary it built (bin/custodian links to it)"},
+		{"ccebc1bc", "CGO_ENABLED=0 GOOS=linux GOARCH=arm64", "cross-compiles the appliance binary from the repository, which the image build takes (skipImage)"},
+		{"28cb3042", "bin/custodian image build", skipImage},
+		{"747073ef", "bin/custodian image measure --image", skipImage},
+		{"11d805ca", "# once: the server CA", ""},
+		{"dc2ea971", "sudo dd", skipSDCard},
+		{"2cc35c27", "sudo mount /dev/sdX6", skipSDCard + "; the test puts the same files in the data directory's tls/"},
+		{"86895caa", "sudo hwclock", skipSDCard},
+		{"c95c0caf", "custodian> enroll --id court-a --out request.json", ""},
+		{"102e649c", "custodian> put challenge.json", ""},
+		{"edb85b6c", "custodian> ledger init", ""},
+		{"8da6a2f6", "custodian> put court-a.bundle.json", ""},
+		{"fbe50854", "custodian> ledger verify", ""},
+		{"45459f44", "custodian> trust list", ""},
+		{"beacf4cd", "custodian> ledger resolve-rollback", "accepts a blocked ledger, and the story's is not blocked (tests/ resolve tests block one)"},
+		{"ab93793f", "bin/custodian image build ... --update-out", skipUpdate},
+		{"0288a5dd", "custodian> put update.note", skipUpdate},
+		{"16d5e84b", "custodian> update apply", skipUpdate},
+		{"1a5915a3", "custodian> reseal --finish", skipUpdate},
+		{"4bf4e1ef", "custodian> update commit", skipUpdate},
+		{"98d281ec", "custodian> floor raise", skipUpdate + "; the floor rises after an update"},
+	},
+	"escrow-authority.md": {
+		{"0f433c3f", "custodian enroll challenge", ""},
+		{"489aa4d9", "custodian enroll verify", ""},
+		{"2333e4bd", "custodian image measure --manifest", skipImage + "; the next block is the documented way without it"},
+		{"d62b4258", "custodian policy from-enrollment", ""},
+		{"10adfb2d", "custodian ceremony", ""},
+	},
+	"court-trust-admin.md": {
+		{"1ecd8d6b", "openssl x509 -in court-root.pem ... trust add-root", ""},
+		{"d6f45665", "cat > judge.ext", ""},
+		{"9539dd47", "custodian trust set-crl court-root.crl.pem", ""},
+		{"6b001db2", "cat judges-ca.crl.pem judges-ca.pem", "the story's court has no intermediate CA (TestTrustStore* cover intermediate CRLs)"},
+		{"5ea0030d", "cat issuing-ca.crl.pem issuing-ca.pem policy-ca.pem", "the story's court has no intermediate CA"},
+		{"c6c98031", "custodian trust set-policy --signers 2", "a double lock with policy OIDs; the story's court has one judge without policy OIDs"},
+		{"ecf4f62b", "custodian trust list", ""},
+		{"e800bd42", "custodian warrant verify --in w.p7s --custodian court-a", ""},
+	},
+	"judge.md": {
+		{"3cc036f8", "custodian warrant new", ""},
+		{"a9b77017", "M=... pkcs11-tool --list-slots", ""},
+		{"e31890ca", "custodian warrant sign", ""},
+		{"f793787f", "custodian warrant sign --in w.p7s ... <their label>", "a double lock: the story's court has one judge"},
+		{"c980fc4b", "custodian warrant show / verify", ""},
+		{"92288c75", "openssl cms -verify", ""},
+	},
+	"officer.md": {
+		{"fab4eaba", "openssl req -new ... officer.key", ""},
+		{"a6a37ab5", "custodian release --server", ""},
+	},
+	"agency.md": {
+		{"2c9fedde", "custodian agency keygen", ""},
+		{"4ffb46c9", "custodian escrow seal", ""},
+		{"a319757e", "custodian recover", "a share-mode key ID; the story's ceremony makes the default, scoped"},
+		{"8686d4f6", "custodian escrow open ... --in message.env", ""},
+		{"6adde611", "custodian escrow open ... --in-dir envelopes/", ""},
+		{"6c1000af", "custodian escrow open --key", "a share-mode key ID's recovered key (see recover)"},
+	},
+	"auditor.md": {
+		{"03d522e5", "custodian ledger checkpoint > ...", ""},
+		{"945528ca", "custodian ledger checkpoint --server", ""},
+		{"9c03018a", "go run ./docs/examples/checkproof", "builds from the repository's tree; TestCheckpointAndProofsVerifyIndependently checks the same proofs"},
+		{"f4a6a238", "custodian attest --server", ""},
+		{"804e1bdf", "custodian attest --nonce", ""},
+		{"75a4300d", "custodian attest verify", ""},
+	},
+}
+
+// runbookPlanBlocks reads every runbook's blocks and checks them against
+// runbookPlans.
+func runbookPlanBlocks(t *testing.T) map[string][]runbookBlock {
+	t.Helper()
+	all := make(map[string][]runbookBlock)
+	for doc, plans := range runbookPlans {
+		blocks := runbookBlocks(t, doc)
+		all[doc] = blocks
+		for i, b := range blocks {
+			if i >= len(plans) {
+				t.Errorf("%s is not in runbookPlans (add it, and run it in runbookStory or say why not):\n%s", b, b.Text)
+				continue
+			}
+			if p := plans[i]; p.hash != b.Hash() {
+				t.Errorf("%s changed, or another block was added before it: runbookPlans[%q][%d] (%s, %q) has hash %s; check the block still runs and update the table:\n%s",
+					b, doc, i, p.hash, p.first, b.Hash(), b.Text)
+			}
+		}
+		for i := len(blocks); i < len(plans); i++ {
+			t.Errorf("%s: runbookPlans[%d] (%q) is no longer in the runbook", doc, i, plans[i].first)
+		}
+	}
+	return all
+}
+
+// TestRunbookBlocksAreKnown: every command block of a role's runbook is
+// either run by TestRunbooks or skipped with a reason, and a block the
+// table does not know (added, changed) fails. Needs no swtpm: CI runs it
+// everywhere.
+func TestRunbookBlocksAreKnown(t *testing.T) {
+	runbookPlanBlocks(t)
+	ran := make(map[string]map[int]bool)
+	for _, st := range runbookStory {
+		if st.do != nil {
+			continue
+		}
+		if ran[st.doc()] == nil {
+			ran[st.doc()] = make(map[int]bool)
+		}
+		for _, n := range st.blocks {
+			if n >= len(runbookPlans[st.doc()]) {
+				t.Errorf("runbookStory runs block %d of %s, which has %d", n, st.doc(), len(runbookPlans[st.doc()]))
+				continue
+			}
+			if p := runbookPlans[st.doc()][n]; p.skip != "" {
+				t.Errorf("runbookStory runs %s block %d (%q), which runbookPlans skips: %s", st.doc(), n, p.first, p.skip)
+			}
+			ran[st.doc()][n] = true
+		}
+	}
+	for doc, plans := range runbookPlans {
+		for i, p := range plans {
+			if p.skip == "" && !ran[doc][i] {
+				t.Errorf("%s block %d (%q) is neither run by runbookStory nor skipped with a reason", doc, i, p.first)
+			}
+		}
+	}
+}
