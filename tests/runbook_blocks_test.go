@@ -127,7 +127,7 @@ var runbookPlans = map[string][]blockPlan{
 		{"16d5e84b", "custodian> update apply", skipUpdate},
 		{"1a5915a3", "custodian> reseal --finish", skipUpdate},
 		{"4bf4e1ef", "custodian> update commit", skipUpdate},
-		{"98d281ec", "custodian> floor raise", skipUpdate + "; the floor rises after an update"},
+		{"98d281ec", "custodian> floor raise", ""},
 	},
 	"escrow-authority.md": {
 		{"0f433c3f", "custodian enroll challenge", ""},

@@ -82,7 +82,7 @@ var runbookStory = slices.Concat([]storyStep{
 		{role: "court-trust-admin", blocks: []int{1}},
 		{role: "the judge's card gets its certificate", do: (*story).certifyCard},
 		{role: "court-trust-admin", blocks: []int{2, 6}, on: releasing, atPi: true},
-		{role: "operator", blocks: []int{18, 19}, on: releasing},
+		{role: "operator", blocks: []int{18, 19, 26}, on: releasing},
 		{role: "the auditor keeps a first checkpoint", do: (*story).firstCheckpoint},
 		{role: "the data partition gets the TLS files; the init starts the daemon", on: releasing, do: (*story).startServe},
 		{role: "the messaging provider gets the escrow key and a message", do: (*story).toProvider},
