@@ -60,6 +60,8 @@ type storyStep struct {
 var runbookStory = slices.Concat([]storyStep{
 	{role: "the court", do: (*story).makeCourt},
 	{role: "agency", blocks: []int{0}},
+	{role: "officer", blocks: []int{0}},
+	{role: "carry", do: carry("officer", "officer.csr", "operator", "officer.csr")},
 	{role: "operator", blocks: []int{4, 5, 10}},
 	{role: "the Pi boots the approved image", on: storyDevices, do: (*story).boot},
 },
@@ -91,7 +93,6 @@ var runbookStory = slices.Concat([]storyStep{
 		{role: "judge", blocks: []int{0, 1, 2, 4, 5}},
 		{role: "carry", do: carry("judge", "w.p7s", "court-trust-admin", "w.p7s")},
 		{role: "court-trust-admin", blocks: []int{7}, on: []string{"court-a"}, atPi: true},
-		{role: "officer", blocks: []int{0}},
 		{role: "carry", do: (*story).toOfficer},
 		{role: "officer", blocks: []int{1}, on: releasing},
 		{role: "carry", do: (*story).toAgency},
@@ -100,6 +101,8 @@ var runbookStory = slices.Concat([]storyStep{
 		{role: "auditor", blocks: []int{1, 3}},
 		{role: "auditor", blocks: []int{0, 4}, on: []string{"court-a"}, atPi: true},
 		{role: "auditor", blocks: []int{5}},
+		{role: "the auditor's checkout of the repository", do: (*story).checkout},
+		{role: "auditor", blocks: []int{2}},
 	})
 
 // eachDevice is steps on one device after the other, all of them on each.
@@ -647,10 +650,10 @@ func (s *story) envelopes(string) {
 	s.give("messaging-provider", "carol-1.env", "agency", "envelopes/carol-1.env")
 }
 
-// toOfficer: the operator's step 4 made the officer's certificate (and, in
-// the same block, the officer's key); the judge hands over the warrant.
+// toOfficer: the operator's step 4 made the officer's certificate from
+// the officer's request; the judge hands over the warrant.
 func (s *story) toOfficer(string) {
-	for _, name := range []string{"server-ca.pem", "officer.pem", "officer.key"} {
+	for _, name := range []string{"server-ca.pem", "officer.pem"} {
 		s.give("operator", name, "officer", name)
 	}
 	s.give("judge", "w.p7s", "officer", "w.p7s")
@@ -693,4 +696,18 @@ func (s *story) checkOpened() {
 func (s *story) toProvider(string) {
 	s.give("escrow-authority", "ceremony-2026-11/escrow-2026-11.pub.json", "messaging-provider", "escrow-2026-11.pub.json")
 	writeFile(s.t, filepath.Join(s.dir("messaging-provider"), "message.txt"), []byte("alice's message\n"))
+}
+
+// checkout is what auditor.md's go run needs: the repository's module and
+// docs/examples, here linked into the auditor's directory.
+func (s *story) checkout(string) {
+	repo, err := filepath.Abs("..")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	for _, name := range []string{"go.mod", "go.sum", "docs"} {
+		if err := os.Symlink(filepath.Join(repo, name), filepath.Join(s.dir("auditor"), name)); err != nil {
+			s.t.Fatal(err)
+		}
+	}
 }
