@@ -119,6 +119,7 @@ var runbookPlans = map[string][]blockPlan{
 		{"102e649c", "custodian> put challenge.json", ""},
 		{"edb85b6c", "custodian> ledger init", ""},
 		{"8da6a2f6", "custodian> put court-a.bundle.json", ""},
+		{"d0af7ea1", "custodian> put court-root.pem", ""},
 		{"fbe50854", "custodian> ledger verify", ""},
 		{"45459f44", "custodian> trust list", ""},
 		{"beacf4cd", "custodian> ledger resolve-rollback", "accepts a blocked ledger, and the story's is not blocked (tests/ resolve tests block one)"},

@@ -80,11 +80,16 @@ var runbookStory = slices.Concat([]storyStep{
 		{role: "escrow-authority", blocks: []int{3, 4}},
 		{role: "carry", on: storyDevices, do: carry("escrow-authority", "ceremony-2026-11/court-a.bundle.json", "operator", "court-a.bundle.json")},
 		{role: "operator", blocks: []int{17}, on: storyDevices},
-		{role: "court-trust-admin", blocks: []int{0}, on: releasing, atPi: true},
+		// court-a's trust admin works as court-trust-admin.md shows it;
+		// court-b's at the console, as operator.md step 10 does.
+		{role: "court-trust-admin", blocks: []int{0}, on: []string{"court-a"}, atPi: true},
 		{role: "court-trust-admin", blocks: []int{1}},
 		{role: "the judge's card gets its certificate", do: (*story).certifyCard},
-		{role: "court-trust-admin", blocks: []int{2, 6}, on: releasing, atPi: true},
-		{role: "operator", blocks: []int{18, 19, 26}, on: releasing},
+		{role: "court-trust-admin", blocks: []int{2, 6}, on: []string{"court-a"}, atPi: true},
+		{role: "carry", do: carry("court-trust-admin", "court-root.pem", "operator", "court-root.pem")},
+		{role: "carry", do: carry("court-trust-admin", "court-root.crl.pem", "operator", "court-root.crl.pem")},
+		{role: "operator", blocks: []int{18}, on: []string{"court-b"}},
+		{role: "operator", blocks: []int{19, 20, 27}, on: releasing},
 		{role: "the auditor keeps a first checkpoint", do: (*story).firstCheckpoint},
 		{role: "the data partition gets the TLS files; the init starts the daemon", on: releasing, do: (*story).startServe},
 		{role: "the messaging provider gets the escrow key and a message", do: (*story).toProvider},
@@ -364,7 +369,7 @@ func (s *story) console(d *storyDevice, text string) {
 	// One answer per line sent: what follows each prompt, up to its exit line.
 	answers := strings.Split(out.String(), console.Prompt)[1:]
 	for i, cmd := range lines {
-		if i >= len(answers) || !strings.Contains(answers[i], "[exit 0]\n") {
+		if i >= len(answers) || !strings.HasSuffix(answers[i], "[exit 0]\n") {
 			t.Fatalf("console line %q failed", cmd)
 		}
 		if name, ok := strings.CutPrefix(cmd, "get "); ok {
