@@ -135,7 +135,8 @@ var runbookPlans = map[string][]blockPlan{
 		{"489aa4d9", "custodian enroll verify", ""},
 		{"2333e4bd", "custodian image measure --manifest", skipImage + "; the next block is the documented way without it"},
 		{"d62b4258", "custodian policy from-enrollment", ""},
-		{"10adfb2d", "custodian ceremony", ""},
+		{"087c6179", "custodian update keygen", ""},
+		{"90ebe87d", "custodian ceremony", ""},
 	},
 	"court-trust-admin.md": {
 		{"1ecd8d6b", "openssl x509 -in court-root.pem ... trust add-root", ""},

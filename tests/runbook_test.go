@@ -77,7 +77,7 @@ var runbookStory = slices.Concat([]storyStep{
 		storyStep{role: "escrow-authority", blocks: []int{1}},
 		storyStep{role: "operator", blocks: []int{16}},
 	), []storyStep{
-		{role: "escrow-authority", blocks: []int{3, 4}},
+		{role: "escrow-authority", blocks: []int{3, 4, 5}},
 		{role: "carry", on: storyDevices, do: carry("escrow-authority", "ceremony-2026-11/court-a.bundle.json", "operator", "court-a.bundle.json")},
 		{role: "operator", blocks: []int{17}, on: storyDevices},
 		// court-a's trust admin works as court-trust-admin.md shows it;
@@ -273,6 +273,10 @@ func (s *story) runBlock(st storyStep, b runbookBlock, dev string) {
 				t.Fatalf("%s: %v\n%s", b, err, out)
 			}
 			t.Logf("%s", out)
+			// A runbook's command as written must not need a warning.
+			if strings.Contains(out.String(), "warning: ") {
+				t.Errorf("%s warns:\n%s", b, out)
+			}
 			s.vars[st.role] = append(s.vars[st.role], assignments(text)...)
 			return
 		case <-time.After(50 * time.Millisecond):
@@ -366,6 +370,9 @@ func (s *story) console(d *storyDevice, text string) {
 		t.Fatalf("console: %v\n%s", err, out.String())
 	}
 	t.Logf("console of %s:\n%s", d.id, out.String())
+	if strings.Contains(out.String(), "warning: ") {
+		t.Errorf("console lines warn:\n%s", out.String())
+	}
 	// One answer per line sent: what follows each prompt, up to its exit line.
 	answers := strings.Split(out.String(), console.Prompt)[1:]
 	for i, cmd := range lines {
