@@ -91,7 +91,7 @@ type blockPlan struct {
 const (
 	skipSDCard  = "writes an SD card or the board's EEPROM/RTC: needs the hardware"
 	skipImage   = "builds or reads an appliance image from the kernel and firmware packages the manifest pins (fetch-debs.sh; network); the image builder has tests of its own"
-	skipUpdate  = "an image update: needs a second image and its update file (skipImage)"
+	skipUpdate  = "an image update's image and update file (skipImage)"
 	skipExample = "an illustration of the console protocol; the same lines run in a later step"
 )
 
@@ -124,10 +124,10 @@ var runbookPlans = map[string][]blockPlan{
 		{"45459f44", "custodian> trust list", ""},
 		{"beacf4cd", "custodian> ledger resolve-rollback", "accepts a blocked ledger, and the story's is not blocked (tests/ resolve tests block one)"},
 		{"ab93793f", "bin/custodian image build ... --update-out", skipUpdate},
-		{"0288a5dd", "custodian> put update.note", skipUpdate},
-		{"16d5e84b", "custodian> update apply", skipUpdate},
-		{"1a5915a3", "custodian> reseal --finish", skipUpdate},
-		{"4bf4e1ef", "custodian> update commit", skipUpdate},
+		{"0288a5dd", "custodian> put update.note", ""},
+		{"16d5e84b", "custodian> update apply", skipUpdate + "; the test boots the new image's measurements on swtpm instead"},
+		{"1a5915a3", "custodian> reseal --finish", ""},
+		{"4bf4e1ef", "custodian> update commit", "rewrites autoboot.txt on the card's boot partition after a tryboot: needs the Pi's firmware"},
 		{"98d281ec", "custodian> floor raise", ""},
 	},
 	"escrow-authority.md": {
@@ -137,6 +137,7 @@ var runbookPlans = map[string][]blockPlan{
 		{"d62b4258", "custodian policy from-enrollment", ""},
 		{"087c6179", "custodian update keygen", ""},
 		{"90ebe87d", "custodian ceremony", ""},
+		{"0d16320b", "custodian update sign", ""},
 	},
 	"court-trust-admin.md": {
 		{"1ecd8d6b", "openssl x509 -in court-root.pem ... trust add-root", ""},

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/custodian-project/custodian/firmware/config"
@@ -89,7 +90,7 @@ var runbookStory = slices.Concat([]storyStep{
 		{role: "carry", do: carry("court-trust-admin", "court-root.pem", "operator", "court-root.pem")},
 		{role: "carry", do: carry("court-trust-admin", "court-root.crl.pem", "operator", "court-root.crl.pem")},
 		{role: "operator", blocks: []int{18}, on: []string{"court-b"}},
-		{role: "operator", blocks: []int{19, 20, 27}, on: releasing},
+		{role: "operator", blocks: []int{19, 20}, on: releasing},
 		{role: "the auditor keeps a first checkpoint", do: (*story).firstCheckpoint},
 		{role: "the data partition gets the TLS files; the init starts the daemon", on: releasing, do: (*story).startServe},
 		{role: "the messaging provider gets the escrow key and a message", do: (*story).toProvider},
@@ -108,6 +109,14 @@ var runbookStory = slices.Concat([]storyStep{
 		{role: "auditor", blocks: []int{5}},
 		{role: "the auditor's checkout of the repository", do: (*story).checkout},
 		{role: "auditor", blocks: []int{2}},
+		// The first update: the authority approves the new image, each
+		// device reseals to it, boots it and raises its floor.
+		{role: "the operator measures the new image", do: (*story).newImage},
+		{role: "escrow-authority", blocks: []int{6}},
+		{role: "carry", do: carry("escrow-authority", "update.note", "operator", "update.note")},
+		{role: "operator", blocks: []int{23}, on: releasing},
+		{role: "the Pi boots the new image", on: releasing, do: (*story).bootNewImage},
+		{role: "operator", blocks: []int{25, 27}, on: releasing},
 	})
 
 // eachDevice is steps on one device after the other, all of them on each.
@@ -588,7 +597,7 @@ func (s *story) boot(id string) {
 		t.Fatal(err)
 	}
 	// What the early init measures, with its boot event log.
-	if _, err := bootmeasure.Boot(conn, bootmeasure.DefaultSpec(), measuretest.Root("listen = ':8443'"), d.eventLogDir()); err != nil {
+	if _, err := bootmeasure.Boot(conn, imageSpec(1), imageRoot(), d.eventLogDir()); err != nil {
 		t.Fatal(err)
 	}
 	conn.Close()
@@ -722,4 +731,51 @@ func (s *story) checkout(string) {
 			s.t.Fatal(err)
 		}
 	}
+}
+
+// imageRoot is the story's image: the root filesystem operator.md builds,
+// with its config.toml; imageSpec measures it at a security version.
+func imageRoot() fstest.MapFS { return measuretest.Root(string(operatorConfig)) }
+
+func imageSpec(securityVersion uint64) bootmeasure.Spec {
+	spec := bootmeasure.DefaultSpec()
+	spec.SecurityVersion = securityVersion
+	return spec
+}
+
+// newImage is operator.md step 12's image measure of the new image (which
+// needs an image, skipImage): the same root at security version 2, an
+// image that fixes a flaw.
+func (s *story) newImage(string) {
+	policy, err := imageSpec(2).Predict(imageRoot(), nil)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	data, err := policy.Marshal()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	writeFile(s.t, filepath.Join(s.dir("escrow-authority"), "new-policy.json"), data)
+}
+
+// bootNewImage is update apply's reboot into the new slot: the TPM powers
+// off and on, and the early init measures the new image.
+func (s *story) bootNewImage(id string) {
+	d := s.devices[id]
+	d.stopServe()
+	conn, err := tpm.Open(d.sw.Spec())
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer conn.Close()
+	d.sw.PowerCycle(s.t, conn)
+	// /run is a tmpfs: a reboot empties it.
+	if err := os.RemoveAll(d.eventLogDir()); err != nil {
+		s.t.Fatal(err)
+	}
+	if _, err := bootmeasure.Boot(conn, imageSpec(2), imageRoot(), d.eventLogDir()); err != nil {
+		s.t.Fatal(err)
+	}
+	conn.Close()
+	d.startServe()
 }
