@@ -81,6 +81,7 @@ var runbookStory = slices.Concat([]storyStep{
 		{role: "escrow-authority", blocks: []int{3, 4, 5}},
 		{role: "carry", on: storyDevices, do: carry("escrow-authority", "ceremony-2026-11/court-a.bundle.json", "operator", "court-a.bundle.json")},
 		{role: "operator", blocks: []int{17}, on: storyDevices},
+		{role: "the operator backs up court-c's data directory", on: []string{"court-c"}, do: (*story).backUp},
 		// court-a's trust admin works as court-trust-admin.md shows it;
 		// court-b's at the console, as operator.md step 10 does.
 		{role: "court-trust-admin", blocks: []int{0}, on: []string{"court-a"}, atPi: true},
@@ -89,8 +90,13 @@ var runbookStory = slices.Concat([]storyStep{
 		{role: "court-trust-admin", blocks: []int{2, 6}, on: []string{"court-a"}, atPi: true},
 		{role: "carry", do: carry("court-trust-admin", "court-root.pem", "operator", "court-root.pem")},
 		{role: "carry", do: carry("court-trust-admin", "court-root.crl.pem", "operator", "court-root.crl.pem")},
-		{role: "operator", blocks: []int{18}, on: []string{"court-b"}},
+		{role: "operator", blocks: []int{18}, on: []string{"court-b", "court-c"}},
 		{role: "operator", blocks: []int{19, 20}, on: releasing},
+		// court-c's card is restored from its backup, which misses the
+		// trust entries: its ledger is blocked until the operator resolves it.
+		{role: "the operator restores court-c's data directory", on: []string{"court-c"}, do: (*story).restore},
+		{role: "operator", blocks: []int{20, 21}, on: []string{"court-c"}},
+		{role: "court-c's ledger verifies again", on: []string{"court-c"}, do: (*story).ledgerVerifies},
 		{role: "the auditor keeps a first checkpoint", do: (*story).firstCheckpoint},
 		{role: "the data partition gets the TLS files; the init starts the daemon", on: releasing, do: (*story).startServe},
 		{role: "the messaging provider gets the escrow key and a message", do: (*story).toProvider},
@@ -778,4 +784,35 @@ func (s *story) bootNewImage(id string) {
 	}
 	conn.Close()
 	d.startServe()
+}
+
+// backUp and restore are what operator.md step 8 tells the operator to do
+// with the card in the build host: copy partition 6, and put a copy back.
+func (s *story) backUp(id string) {
+	d := s.devices[id]
+	if out, err := exec.Command("cp", "-a", d.data, d.data+".backup").CombinedOutput(); err != nil {
+		s.t.Fatalf("backup: %v\n%s", err, out)
+	}
+}
+
+func (s *story) restore(id string) {
+	d := s.devices[id]
+	if err := os.RemoveAll(d.data); err != nil {
+		s.t.Fatal(err)
+	}
+	if err := os.Rename(d.data+".backup", d.data); err != nil {
+		s.t.Fatal(err)
+	}
+	code, _, errOut := cli(s.t, "--tpm", d.sw.Spec(), "--data-dir", d.data, "ledger", "verify")
+	if code == 0 || !strings.Contains(errOut, "ledger blocked") {
+		s.t.Fatalf("the restored ledger is not blocked: exit %d\n%s", code, errOut)
+	}
+}
+
+func (s *story) ledgerVerifies(id string) {
+	d := s.devices[id]
+	out := mustCLI(s.t, "--tpm", d.sw.Spec(), "--data-dir", d.data, "ledger", "verify")
+	if !strings.Contains(out, "verifies") {
+		s.t.Fatalf("ledger verify: %s", out)
+	}
 }
