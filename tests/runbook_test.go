@@ -159,7 +159,8 @@ type storyDevice struct {
 	port  int
 	serve *exec.Cmd
 	log   *syncBuffer
-	want  bool // the init runs the daemon
+	args  []string // the daemon's command line
+	want  bool     // the init runs the daemon
 }
 
 // substitutions are every change the story makes to a runbook's text: this
@@ -267,8 +268,8 @@ func (s *story) runBlock(st storyStep, b runbookBlock, dev string) {
 	env := append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
 	if st.atPi {
 		env = append(env, "CUSTODIAN_DATA_DIR="+d.data)
-		d.stop(t)
-		defer d.start(t)
+		d.Stop()
+		defer d.Start()
 	}
 	prelude := strings.Join(s.vars[st.role], "\n") + "\n"
 	cmd := exec.Command("sh", "-e", "-c", prelude+text)
@@ -440,9 +441,6 @@ func (d *storyDevice) Status() string {
 	return "stopped"
 }
 
-func (d *storyDevice) stop(t *testing.T)  { d.Stop() }
-func (d *storyDevice) start(t *testing.T) { d.Start() }
-
 func (d *storyDevice) stopServe() {
 	if d.serve == nil {
 		return
@@ -462,10 +460,10 @@ func (d *storyDevice) stopServe() {
 // serveArgs is the daemon's command line as the init builds it from the
 // operator's config.toml (operator.md, step 2), with this machine's
 // address, the simulated button and a file for a display.
-func (d *storyDevice) serveArgs() []string {
-	c, err := config.Parse(operatorConfig)
+func (d *storyDevice) serveArgs(t *testing.T) []string {
+	c, err := config.Parse(operatorConfig(t))
 	if err != nil {
-		panic(err)
+		t.Fatalf("operator.md's config.toml: %v", err)
 	}
 	c.Serve.Listen = fmt.Sprintf("127.0.0.1:%d", d.port)
 	c.Serve.Button, c.Serve.LED = "sim", ""
@@ -477,12 +475,15 @@ func (d *storyDevice) serveArgs() []string {
 func (d *storyDevice) eventLogDir() string { return filepath.Join(d.data, "..", "run") }
 func (d *storyDevice) eventLog() string    { return filepath.Join(d.eventLogDir(), bootmeasure.LogFile) }
 
+// startServe starts the daemon and waits until it serves or gives up; a
+// daemon that did not start shows in its log, which the story checks.
 func (d *storyDevice) startServe() {
 	d.log = &syncBuffer{}
-	cmd := exec.Command(binary, d.serveArgs()...)
+	cmd := exec.Command(binary, d.args...)
 	cmd.Stdout, cmd.Stderr = d.log, d.log
 	if err := cmd.Start(); err != nil {
-		panic(err)
+		fmt.Fprintf(d.log, "starting the daemon: %v\n", err)
+		return
 	}
 	d.serve = cmd
 	deadline := time.Now().Add(30 * time.Second)
@@ -492,15 +493,18 @@ func (d *storyDevice) startServe() {
 }
 
 // operatorConfig is the config.toml of operator.md, step 2.
-var operatorConfig = func() []byte {
+func operatorConfig(t *testing.T) []byte {
 	data, err := os.ReadFile("../docs/operator.md")
 	if err != nil {
-		return nil
+		t.Fatal(err)
 	}
-	_, rest, _ := strings.Cut(string(data), "```toml\n")
+	_, rest, ok := strings.Cut(string(data), "```toml\n")
 	toml, _, _ := strings.Cut(rest, "```")
+	if !ok {
+		t.Fatal("operator.md shows no config.toml")
+	}
 	return []byte(toml)
-}()
+}
 
 func freePort(t *testing.T) int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -603,7 +607,7 @@ func (s *story) boot(id string) {
 		t.Fatal(err)
 	}
 	// What the early init measures, with its boot event log.
-	if _, err := bootmeasure.Boot(conn, imageSpec(1), imageRoot(), d.eventLogDir()); err != nil {
+	if _, err := bootmeasure.Boot(conn, imageSpec(1), imageRoot(s.t), d.eventLogDir()); err != nil {
 		t.Fatal(err)
 	}
 	conn.Close()
@@ -651,7 +655,7 @@ func (s *story) startServe(id string) {
 		s.t.Fatalf("%s lacks %v", id, missing)
 	}
 	writeFile(s.t, filepath.Join(d.data, "..", id+".display.txt"), nil)
-	d.want = true
+	d.args, d.want = d.serveArgs(s.t), true
 	d.startServe()
 	if !strings.Contains(d.log.String(), "serving on") {
 		s.t.Fatalf("the daemon of %s did not start:\n%s", id, d.log)
@@ -741,7 +745,7 @@ func (s *story) checkout(string) {
 
 // imageRoot is the story's image: the root filesystem operator.md builds,
 // with its config.toml; imageSpec measures it at a security version.
-func imageRoot() fstest.MapFS { return measuretest.Root(string(operatorConfig)) }
+func imageRoot(t *testing.T) fstest.MapFS { return measuretest.Root(string(operatorConfig(t))) }
 
 func imageSpec(securityVersion uint64) bootmeasure.Spec {
 	spec := bootmeasure.DefaultSpec()
@@ -753,7 +757,7 @@ func imageSpec(securityVersion uint64) bootmeasure.Spec {
 // needs an image, skipImage): the same root at security version 2, an
 // image that fixes a flaw.
 func (s *story) newImage(string) {
-	policy, err := imageSpec(2).Predict(imageRoot(), nil)
+	policy, err := imageSpec(2).Predict(imageRoot(s.t), nil)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -779,11 +783,14 @@ func (s *story) bootNewImage(id string) {
 	if err := os.RemoveAll(d.eventLogDir()); err != nil {
 		s.t.Fatal(err)
 	}
-	if _, err := bootmeasure.Boot(conn, imageSpec(2), imageRoot(), d.eventLogDir()); err != nil {
+	if _, err := bootmeasure.Boot(conn, imageSpec(2), imageRoot(s.t), d.eventLogDir()); err != nil {
 		s.t.Fatal(err)
 	}
 	conn.Close()
 	d.startServe()
+	if !strings.Contains(d.log.String(), "serving on") {
+		s.t.Fatalf("the daemon of %s did not start on the new image:\n%s", id, d.log)
+	}
 }
 
 // backUp and restore are what operator.md step 8 tells the operator to do
