@@ -50,8 +50,9 @@ type storyStep struct {
 	role   string // the runbook's name without .md; for a do step, what it stands for
 	blocks []int
 	on     []string
-	atPi   bool   // the blocks run at the device: against its TPM and data directory, the daemon stopped
-	dir    string // the working directory, when not the role's own
+	atPi   bool        // the blocks run at the device: against its TPM and data directory, the daemon stopped
+	dir    string      // the working directory, when not the role's own
+	subst  [][2]string // this step's own substitutions, made first
 	do     func(s *story, device string)
 }
 
@@ -85,9 +86,12 @@ var runbookStory = slices.Concat([]storyStep{
 		// court-a's trust admin works as court-trust-admin.md shows it;
 		// court-b's at the console, as operator.md step 10 does.
 		{role: "court-trust-admin", blocks: []int{0}, on: []string{"court-a"}, atPi: true},
+		// The court certifies the judge's card and the second authority's,
+		// and court-a requires both to sign (a double lock).
 		{role: "court-trust-admin", blocks: []int{1}},
-		{role: "the judge's card gets its certificate", do: (*story).certifyCard},
-		{role: "court-trust-admin", blocks: []int{2, 6}, on: []string{"court-a"}, atPi: true},
+		{role: "court-trust-admin", blocks: []int{1}, subst: [][2]string{{"judge.csr", "second.csr"}, {"judge.pem", "second.pem"}}},
+		{role: "the cards get their certificates", do: (*story).certifyCards},
+		{role: "court-trust-admin", blocks: []int{2, 5, 6}, on: []string{"court-a"}, atPi: true},
 		{role: "carry", do: carry("court-trust-admin", "court-root.pem", "operator", "court-root.pem")},
 		{role: "carry", do: carry("court-trust-admin", "court-root.crl.pem", "operator", "court-root.crl.pem")},
 		{role: "operator", blocks: []int{18}, on: []string{"court-b", "court-c"}},
@@ -102,8 +106,8 @@ var runbookStory = slices.Concat([]storyStep{
 		{role: "the messaging provider gets the escrow key and a message", do: (*story).toProvider},
 		{role: "agency", blocks: []int{1}, dir: "messaging-provider"},
 		{role: "the messaging provider's envelopes", do: (*story).envelopes},
-		{role: "judge", blocks: []int{0, 1, 2, 4, 5}},
-		{role: "carry", do: carry("judge", "w.p7s", "court-trust-admin", "w.p7s")},
+		{role: "judge", blocks: []int{0, 1, 2, 3, 4, 5}, subst: [][2]string{{"<their label>", "second"}}},
+		{role: "carry", do: carry("judge", "w2.p7s", "court-trust-admin", "w.p7s")},
 		{role: "court-trust-admin", blocks: []int{7}, on: []string{"court-a"}, atPi: true},
 		{role: "carry", do: (*story).toOfficer},
 		{role: "officer", blocks: []int{1}, on: releasing},
@@ -146,7 +150,8 @@ type story struct {
 	root    string
 	now     time.Time
 	devices map[string]*storyDevice
-	token   *softhsmtest.Token
+	token   *softhsmtest.Token // the judge's card
+	second  *softhsmtest.Token // the second authority's card
 	court   *trusttest.CA
 	vars    map[string][]string // per role: the shell variables its blocks set
 }
@@ -248,7 +253,7 @@ func (s *story) runBlock(st storyStep, b runbookBlock, dev string) {
 	t := s.t
 	t.Helper()
 	text := b.Text
-	for _, r := range s.substitutions(dev) {
+	for _, r := range append(st.subst, s.substitutions(dev)...) {
 		text = strings.ReplaceAll(text, r[0], r[1])
 	}
 	dir := s.dir(st.role)
@@ -563,19 +568,38 @@ func (s *story) makeCourt(string) {
 	writeFile(t, filepath.Join(judge, "court-root-and-crl.pem"), append(append([]byte{}, root...), crl...))
 	writeFile(t, filepath.Join(s.dir("operator"), "court-a-root.pem"), root)
 
-	judgeKey := trusttest.ECKeyP256(t)
-	s.token.ImportKey(t, judgeKey, "SIGN key", "02")
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "Judge Ada Lovelace"}}, judgeKey)
-	if err != nil {
-		t.Fatal(err)
+	// The second authority's card is a second token beside the judge's.
+	if out, err := exec.Command("softhsm2-util", "--init-token", "--free", "--label", "second",
+		"--pin", s.token.PIN, "--so-pin", "13579").CombinedOutput(); err != nil {
+		t.Fatalf("softhsm2-util: %v\n%s", err, out)
 	}
-	writeFile(t, filepath.Join(admin, "judge.csr"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr}))
+	s.second = &softhsmtest.Token{Dir: s.token.Dir, Label: "second", PIN: s.token.PIN}
+	s.cardRequest(s.token, "Judge Ada Lovelace", filepath.Join(admin, "judge.csr"))
+	s.cardRequest(s.second, "Justice Bea Second", filepath.Join(admin, "second.csr"))
 }
 
-// certifyCard writes the certificate the court issued (court-trust-admin.md,
-// "What judges' certificates must carry") to the judge's card.
-func (s *story) certifyCard(string) {
-	data, err := os.ReadFile(filepath.Join(s.dir("court-trust-admin"), "judge.pem"))
+// cardRequest puts a key on a card where OpenSC shows PIV slot 9c's, and
+// writes the card's certificate request for name.
+func (s *story) cardRequest(card *softhsmtest.Token, name, path string) {
+	key := trusttest.ECKeyP256(s.t)
+	card.ImportKey(s.t, key, "SIGN key", "02")
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: name}}, key)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	writeFile(s.t, path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr}))
+}
+
+// certifyCards writes the certificates the court issued
+// (court-trust-admin.md, "What judges' certificates must carry") to the
+// judge's card and the second authority's.
+func (s *story) certifyCards(string) {
+	s.certifyCard(s.token, "judge.pem")
+	s.certifyCard(s.second, "second.pem")
+}
+
+func (s *story) certifyCard(card *softhsmtest.Token, name string) {
+	data, err := os.ReadFile(filepath.Join(s.dir("court-trust-admin"), name))
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -587,7 +611,7 @@ func (s *story) certifyCard(string) {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	s.token.WriteCertificate(s.t, cert, "Certificate for Digital Signature", "02")
+	card.WriteCertificate(s.t, cert, "Certificate for Digital Signature", "02")
 }
 
 // boot is the Pi coming up on the approved image: a TPM (swtpm, with its
@@ -687,7 +711,7 @@ func (s *story) toOfficer(string) {
 	for _, name := range []string{"server-ca.pem", "officer.pem"} {
 		s.give("operator", name, "officer", name)
 	}
-	s.give("judge", "w.p7s", "officer", "w.p7s")
+	s.give("judge", "w2.p7s", "officer", "w.p7s")
 }
 
 func (s *story) toAgency(string) {
