@@ -91,7 +91,8 @@ var runbookStory = slices.Concat([]storyStep{
 		{role: "court-trust-admin", blocks: []int{1}},
 		{role: "court-trust-admin", blocks: []int{1}, subst: [][2]string{{"judge.csr", "second.csr"}, {"judge.pem", "second.pem"}}},
 		{role: "the cards get their certificates", do: (*story).certifyCards},
-		{role: "court-trust-admin", blocks: []int{2, 5, 6}, on: []string{"court-a"}, atPi: true},
+		{role: "the court's intermediate CAs and their CRLs", do: (*story).intermediates},
+		{role: "court-trust-admin", blocks: []int{2, 3, 4, 5, 6}, on: []string{"court-a"}, atPi: true},
 		{role: "carry", do: carry("court-trust-admin", "court-root.pem", "operator", "court-root.pem")},
 		{role: "carry", do: carry("court-trust-admin", "court-root.crl.pem", "operator", "court-root.crl.pem")},
 		{role: "operator", blocks: []int{18}, on: []string{"court-b", "court-c"}},
@@ -845,5 +846,20 @@ func (s *story) ledgerVerifies(id string) {
 	out := mustCLI(s.t, "--tpm", d.sw.Spec(), "--data-dir", d.data, "ledger", "verify")
 	if !strings.Contains(out, "verifies") {
 		s.t.Fatalf("ledger verify: %s", out)
+	}
+}
+
+// intermediates are the CAs of court-trust-admin.md section 2's other
+// cases: a judges' CA under the root, and a policy CA with an issuing CA
+// under it, each with its CRL.
+func (s *story) intermediates(string) {
+	admin := s.dir("court-trust-admin")
+	from, until := s.now.Add(-time.Hour), s.now.Add(7*24*time.Hour)
+	judges := s.court.Intermediate(s.t, "District Court Judges CA", from)
+	policy := s.court.Intermediate(s.t, "District Court Policy CA", from)
+	issuing := policy.Intermediate(s.t, "District Court Issuing CA", from)
+	for name, ca := range map[string]*trusttest.CA{"judges-ca": judges, "policy-ca": policy, "issuing-ca": issuing} {
+		writeFile(s.t, filepath.Join(admin, name+".pem"), trusttest.PEM(ca.Cert))
+		writeFile(s.t, filepath.Join(admin, name+".crl.pem"), trusttest.CRLPEM(ca.CRL(s.t, from, until)))
 	}
 }
