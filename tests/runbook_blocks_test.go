@@ -103,7 +103,7 @@ var runbookPlans = map[string][]blockPlan{
 	"operator.md": {
 		{"64efe9c6", "picocom", "opens the serial console of a real Pi; the test drives the same console (firmware/console) directly"},
 		{"fbe50854", "custodian> ledger verify", skipExample},
-		{"241c94d1", "custodian> put court-a.bundle.json", skipExample},
+		{"530f28dc", "custodian> put court-a.bundle.json", skipExample},
 		{"808b2fd2", "base64 -d request.b64", ""},
 		{"266950a2", "openssl genrsa -out boot-key.pem", ""},
 		{"1a05898a", "mkdir -p rootfs/etc/custodian/trust", ""},
@@ -234,6 +234,29 @@ func TestRunbookBlocksAreKnown(t *testing.T) {
 			if p.skip == "" && !ran[doc][i] {
 				t.Errorf("%s block %d (%q) is neither run by runbookStory nor skipped with a reason", doc, i, p.first)
 			}
+		}
+	}
+}
+
+// A runbook's example output matches the real output up to "…" and
+// numbers, and nothing else.
+func TestShownOutput(t *testing.T) {
+	for _, c := range []struct {
+		shown, printed string
+		match          bool
+	}{
+		{"ledger of court-a verifies: 12 entries, TPM counter and bound state match",
+			"ledger of court-a verifies: 7 entries, TPM counter and bound state match\n[exit 0]\n", true},
+		{"ledger of court-a verifies: 12 entries, TPM counter and bound state match",
+			"ledger of court-a verifies: 7 entries\n[exit 0]\n", false},
+		{"provisioned share 1 of key ID 2026-11 (2 of 3 needed) for court-a",
+			"provisioned share 2 of key ID 2026-11 (2 of 3 needed) for court-b\n", false},
+		{"wrote slot B (boot.img and root of …, security version 2): boot sha256 …",
+			"wrote slot B (boot.img and root of x.update, security version 3): boot sha256 ab12\n", true},
+		{"a.b", "axb\n", false},
+	} {
+		if got := shownOutput(c.shown).MatchString(c.printed); got != c.match {
+			t.Errorf("shownOutput(%q) on %q: %v, want %v", c.shown, c.printed, got, c.match)
 		}
 	}
 }

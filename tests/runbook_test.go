@@ -353,7 +353,8 @@ func (s *story) binDir(role string, d *storyDevice, atPi bool) string {
 // (firmware/console) on d: each "custodian> " line is sent as typed; put
 // sends the file of that name from the operator's directory, and get
 // writes NAME.b64 (the lines it prints) and NAME there. Lines after a
-// command are its example output, not input.
+// command are its example output, not input: each must match what the
+// console printed for it (shownOutput).
 func (s *story) console(d *storyDevice, text string) {
 	t := s.t
 	t.Helper()
@@ -364,13 +365,21 @@ func (s *story) console(d *storyDevice, text string) {
 	}
 	var in bytes.Buffer
 	var lines []string
+	shown := make(map[int][]string) // the example output under line i
+	putData := false                // the doc's base64 lines of a put, up to "."
 	for _, line := range strings.Split(text, "\n") {
 		cmd, ok := strings.CutPrefix(line, console.Prompt)
 		if !ok {
+			if putData {
+				putData = line != "."
+			} else if line != "" && len(lines) > 0 {
+				shown[len(lines)-1] = append(shown[len(lines)-1], line)
+			}
 			continue
 		}
 		lines = append(lines, cmd)
 		in.WriteString(cmd + "\n")
+		putData = strings.HasPrefix(cmd, "put ")
 		if name, ok := strings.CutPrefix(cmd, "put "); ok {
 			data, err := os.ReadFile(filepath.Join(op, name))
 			if err != nil {
@@ -401,6 +410,11 @@ func (s *story) console(d *storyDevice, text string) {
 		if i >= len(answers) || !strings.HasSuffix(answers[i], "[exit 0]\n") {
 			t.Fatalf("console line %q failed", cmd)
 		}
+		for _, want := range shown[i] {
+			if !shownOutput(want).MatchString(answers[i]) {
+				t.Errorf("console line %q printed\n%s\nnot the runbook's %q", cmd, answers[i], want)
+			}
+		}
 		if name, ok := strings.CutPrefix(cmd, "get "); ok {
 			b64 := strings.TrimSuffix(answers[i], ".\n[exit 0]\n")
 			stem := strings.TrimSuffix(name, filepath.Ext(name))
@@ -413,6 +427,25 @@ func (s *story) console(d *storyDevice, text string) {
 		}
 	}
 }
+
+// shownOutput matches a line of a runbook's example output: "…" (or
+// "...") stands for anything, and every number for any number, since the
+// example's counts and sizes are not this run's.
+func shownOutput(line string) *regexp.Regexp {
+	pat, last := "(?m)^", 0
+	for _, m := range wildcardRE.FindAllStringIndex(line, -1) {
+		pat += regexp.QuoteMeta(line[last:m[0]])
+		if c := line[m[0]]; c >= '0' && c <= '9' {
+			pat += "[0-9]+"
+		} else {
+			pat += ".*"
+		}
+		last = m[1]
+	}
+	return regexp.MustCompile(pat + regexp.QuoteMeta(line[last:]) + "$")
+}
+
+var wildcardRE = regexp.MustCompile(`…|\.\.\.|[0-9]+`)
 
 // execRunner runs the console's commands as the appliance's init does,
 // without its sandbox.
