@@ -278,7 +278,11 @@ func (s *story) runBlock(st storyStep, b runbookBlock, dev string) {
 		defer d.Start()
 	}
 	prelude := strings.Join(s.vars[st.role], "\n") + "\n"
-	cmd := exec.Command("sh", "-e", "-c", prelude+text)
+	// No runbook command waits for more than a press; one that does (a
+	// prompt on a terminal the test does not have) is stopped.
+	ctx, cancel := context.WithTimeout(context.Background(), blockLimit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "sh", "-e", "-c", prelude+text)
 	cmd.Dir, cmd.Env = dir, env
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
@@ -310,6 +314,9 @@ func (s *story) runBlock(st storyStep, b runbookBlock, dev string) {
 		}
 	}
 }
+
+// blockLimit bounds one block's run.
+const blockLimit = 3 * time.Minute
 
 var assignmentRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*=\S*$`)
 
