@@ -284,6 +284,7 @@ func (s *story) runBlock(st storyStep, b runbookBlock, dev string) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "sh", "-e", "-c", prelude+text)
 	cmd.Dir, cmd.Env = dir, env
+	cmd.WaitDelay = 5 * time.Second // a stopped block's children may hold its output open
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
