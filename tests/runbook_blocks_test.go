@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -80,11 +81,11 @@ func indentOf(line, trimmed string) string {
 	return line[:n]
 }
 
-// blockPlan is what the runbook test does with one block: its hash, the
-// start of its first line (for a reader of this table), and why it does
-// not run here, if it does not.
+// blockPlan is what the runbook test does with one block: its hash, its
+// name (unique in its runbook; runbookStory runs blocks by name), and why
+// it does not run here, if it does not.
 type blockPlan struct {
-	hash, first, skip string
+	hash, name, skip string
 }
 
 // Reasons shared by several blocks.
@@ -97,85 +98,87 @@ const (
 
 // runbookPlans lists every command block of every role's runbook, in
 // document order. A block added to a runbook, removed or changed fails
-// TestRunbookBlocksAreKnown until this table (and runbookStory, which runs
-// the blocks) says what to do with it.
+// TestRunbookBlocksAreKnown until this table says what to do with it: a
+// changed block needs its new hash (once it runs as before), a new one an
+// entry here and, unless it says why it is skipped, a place in
+// runbookStory.
 var runbookPlans = map[string][]blockPlan{
 	"operator.md": {
 		{"64efe9c6", "picocom", "opens the serial console of a real Pi; the test drives the same console (firmware/console) directly"},
-		{"fbe50854", "custodian> ledger verify", skipExample},
-		{"530f28dc", "custodian> put court-a.bundle.json", skipExample},
+		{"fbe50854", "console example: ledger verify", skipExample},
+		{"530f28dc", "console example: put", skipExample},
 		{"808b2fd2", "base64 -d request.b64", ""},
-		{"266950a2", "openssl genrsa -out boot-key.pem", ""},
-		{"1a05898a", "mkdir -p rootfs/etc/custodian/trust", ""},
+		{"266950a2", "boot key", ""},
+		{"1a05898a", "rootfs court roots", ""},
 		{"ea280d6e", "make build", "builds this repository; the test runs the binary it built (bin/custodian links to it)"},
-		{"ccebc1bc", "CGO_ENABLED=0 GOOS=linux GOARCH=arm64", "cross-compiles the appliance binary from the repository, which the image build takes (skipImage)"},
-		{"28cb3042", "bin/custodian image build", skipImage},
-		{"747073ef", "bin/custodian image measure --image", skipImage},
-		{"693be7c4", "# once: the server CA", ""},
-		{"dc2ea971", "sudo dd", skipSDCard},
-		{"2cc35c27", "sudo mount /dev/sdX6", skipSDCard + "; the test puts the same files in the data directory's tls/"},
-		{"86895caa", "sudo hwclock", skipSDCard},
-		{"c95c0caf", "custodian> enroll --id court-a --out request.json", ""},
-		{"102e649c", "custodian> put challenge.json", ""},
-		{"edb85b6c", "custodian> ledger init", ""},
-		{"8da6a2f6", "custodian> put court-a.bundle.json", ""},
-		{"d0af7ea1", "custodian> put court-root.pem", ""},
-		{"fbe50854", "custodian> ledger verify", ""},
-		{"45459f44", "custodian> trust list", ""},
-		{"beacf4cd", "custodian> ledger resolve-rollback", ""},
-		{"ab93793f", "bin/custodian image build ... --update-out", skipUpdate},
-		{"0288a5dd", "custodian> put update.note", ""},
-		{"16d5e84b", "custodian> update apply", skipUpdate + "; the test boots the new image's measurements on swtpm instead"},
-		{"1a5915a3", "custodian> reseal --finish", ""},
-		{"4bf4e1ef", "custodian> update commit", "rewrites autoboot.txt on the card's boot partition after a tryboot: needs the Pi's firmware"},
-		{"98d281ec", "custodian> floor raise", ""},
+		{"ccebc1bc", "appliance binary", "cross-compiles the appliance binary from the repository, which the image build takes (skipImage)"},
+		{"28cb3042", "image build", skipImage},
+		{"747073ef", "image measure --image", skipImage},
+		{"693be7c4", "TLS certificates", ""},
+		{"dc2ea971", "dd", skipSDCard},
+		{"2cc35c27", "TLS files on the card", skipSDCard + "; the test puts the same files in the data directory's tls/"},
+		{"86895caa", "hwclock", skipSDCard},
+		{"c95c0caf", "enroll request", ""},
+		{"102e649c", "enroll answer", ""},
+		{"edb85b6c", "ledger init", ""},
+		{"8da6a2f6", "provision", ""},
+		{"d0af7ea1", "trust store at the console", ""},
+		{"fbe50854", "ledger verify", ""},
+		{"45459f44", "trust list", ""},
+		{"beacf4cd", "resolve-rollback", ""},
+		{"ab93793f", "image build update", skipUpdate},
+		{"0288a5dd", "reseal --update", ""},
+		{"16d5e84b", "update apply", skipUpdate + "; the test boots the new image's measurements on swtpm instead"},
+		{"1a5915a3", "reseal --finish", ""},
+		{"4bf4e1ef", "update commit", "rewrites autoboot.txt on the card's boot partition after a tryboot: needs the Pi's firmware"},
+		{"98d281ec", "floor raise", ""},
 	},
 	"escrow-authority.md": {
-		{"0f433c3f", "custodian enroll challenge", ""},
-		{"489aa4d9", "custodian enroll verify", ""},
-		{"2333e4bd", "custodian image measure --manifest", skipImage + "; the next block is the documented way without it"},
-		{"d62b4258", "custodian policy from-enrollment", ""},
-		{"087c6179", "custodian update keygen", ""},
-		{"90ebe87d", "custodian ceremony", ""},
-		{"0d16320b", "custodian update sign", ""},
+		{"0f433c3f", "enroll challenge", ""},
+		{"489aa4d9", "enroll verify", ""},
+		{"2333e4bd", "image measure", skipImage + "; the next block is the documented way without it"},
+		{"d62b4258", "policy from-enrollment", ""},
+		{"087c6179", "update keygen", ""},
+		{"90ebe87d", "ceremony", ""},
+		{"0d16320b", "update sign", ""},
 	},
 	"court-trust-admin.md": {
-		{"1ecd8d6b", "openssl x509 -in court-root.pem ... trust add-root", ""},
-		{"dcd74401", "cat > judge.ext", ""},
-		{"9539dd47", "custodian trust set-crl court-root.crl.pem", ""},
-		{"6b001db2", "cat judges-ca.crl.pem judges-ca.pem", ""},
-		{"5ea0030d", "cat issuing-ca.crl.pem issuing-ca.pem policy-ca.pem", ""},
-		{"c6c98031", "custodian trust set-policy --signers 2", ""},
-		{"ecf4f62b", "custodian trust list", ""},
-		{"e800bd42", "custodian warrant verify --in w.p7s --custodian court-a", ""},
+		{"1ecd8d6b", "add-root", ""},
+		{"dcd74401", "judge certificate", ""},
+		{"9539dd47", "root CRL", ""},
+		{"6b001db2", "judges' CA CRL", ""},
+		{"5ea0030d", "issuing CA CRL", ""},
+		{"c6c98031", "set-policy", ""},
+		{"ecf4f62b", "trust list", ""},
+		{"e800bd42", "warrant verify", ""},
 	},
 	"judge.md": {
-		{"3cc036f8", "custodian warrant new", ""},
-		{"a9b77017", "M=... pkcs11-tool --list-slots", ""},
-		{"e31890ca", "custodian warrant sign", ""},
-		{"f793787f", "custodian warrant sign --in w.p7s ... <their label>", ""},
-		{"c980fc4b", "custodian warrant show / verify", ""},
-		{"92288c75", "openssl cms -verify", ""},
+		{"3cc036f8", "warrant new", ""},
+		{"a9b77017", "find the key", ""},
+		{"e31890ca", "sign", ""},
+		{"f793787f", "co-sign", ""},
+		{"c980fc4b", "show and verify", ""},
+		{"92288c75", "openssl cms", ""},
 	},
 	"officer.md": {
-		{"fab4eaba", "openssl req -new ... officer.key", ""},
-		{"a6a37ab5", "custodian release --server", ""},
+		{"fab4eaba", "client key", ""},
+		{"a6a37ab5", "release", ""},
 	},
 	"agency.md": {
-		{"2c9fedde", "custodian agency keygen", ""},
-		{"4ffb46c9", "custodian escrow seal", ""},
-		{"a319757e", "custodian recover", "a share-mode key ID; the story's ceremony makes the default, scoped"},
-		{"8686d4f6", "custodian escrow open ... --in message.env", ""},
-		{"6adde611", "custodian escrow open ... --in-dir envelopes/", ""},
-		{"6c1000af", "custodian escrow open --key", "a share-mode key ID's recovered key (see recover)"},
+		{"2c9fedde", "keygen", ""},
+		{"4ffb46c9", "seal", ""},
+		{"a319757e", "recover", "a share-mode key ID; the story's ceremony makes the default, scoped"},
+		{"8686d4f6", "open", ""},
+		{"6adde611", "open a directory", ""},
+		{"6c1000af", "open with the key", "a share-mode key ID's recovered key (see recover)"},
 	},
 	"auditor.md": {
-		{"03d522e5", "custodian ledger checkpoint > ...", ""},
-		{"945528ca", "custodian ledger checkpoint --server", ""},
-		{"9c03018a", "go run ./docs/examples/checkproof", ""},
-		{"f4a6a238", "custodian attest --server", ""},
-		{"804e1bdf", "custodian attest --nonce", ""},
-		{"75a4300d", "custodian attest verify", ""},
+		{"03d522e5", "on the device", ""},
+		{"945528ca", "checkpoint over TLS", ""},
+		{"9c03018a", "checkproof", ""},
+		{"f4a6a238", "attest over TLS", ""},
+		{"804e1bdf", "attest on the device", ""},
+		{"75a4300d", "attest verify", ""},
 	},
 }
 
@@ -194,11 +197,11 @@ func runbookPlanBlocks(t *testing.T) map[string][]runbookBlock {
 			}
 			if p := plans[i]; p.hash != b.Hash() {
 				t.Errorf("%s changed, or another block was added before it: runbookPlans[%q][%d] (%s, %q) has hash %s; check the block still runs and update the table:\n%s",
-					b, doc, i, p.hash, p.first, b.Hash(), b.Text)
+					b, doc, i, p.hash, p.name, b.Hash(), b.Text)
 			}
 		}
 		for i := len(blocks); i < len(plans); i++ {
-			t.Errorf("%s: runbookPlans[%d] (%q) is no longer in the runbook", doc, i, plans[i].first)
+			t.Errorf("%s: runbookPlans[%d] (%q) is no longer in the runbook", doc, i, plans[i].name)
 		}
 	}
 	return all
@@ -210,32 +213,41 @@ func runbookPlanBlocks(t *testing.T) map[string][]runbookBlock {
 // everywhere.
 func TestRunbookBlocksAreKnown(t *testing.T) {
 	runbookPlanBlocks(t)
-	ran := make(map[string]map[int]bool)
+	ran := make(map[string]map[string]bool)
 	for _, st := range runbookStory {
 		if st.do != nil {
 			continue
 		}
 		if ran[st.doc()] == nil {
-			ran[st.doc()] = make(map[int]bool)
+			ran[st.doc()] = make(map[string]bool)
 		}
-		for _, n := range st.blocks {
-			if n >= len(runbookPlans[st.doc()]) {
-				t.Errorf("runbookStory runs block %d of %s, which has %d", n, st.doc(), len(runbookPlans[st.doc()]))
-				continue
+		for _, name := range st.blocks {
+			i := planIndex(st.doc(), name)
+			if i < 0 {
+				t.Errorf("runbookStory runs %s block %q, which runbookPlans does not name", st.doc(), name)
+			} else if p := runbookPlans[st.doc()][i]; p.skip != "" {
+				t.Errorf("runbookStory runs %s block %q, which runbookPlans skips: %s", st.doc(), name, p.skip)
 			}
-			if p := runbookPlans[st.doc()][n]; p.skip != "" {
-				t.Errorf("runbookStory runs %s block %d (%q), which runbookPlans skips: %s", st.doc(), n, p.first, p.skip)
-			}
-			ran[st.doc()][n] = true
+			ran[st.doc()][name] = true
 		}
 	}
 	for doc, plans := range runbookPlans {
-		for i, p := range plans {
-			if p.skip == "" && !ran[doc][i] {
-				t.Errorf("%s block %d (%q) is neither run by runbookStory nor skipped with a reason", doc, i, p.first)
+		names := make(map[string]bool)
+		for _, p := range plans {
+			if names[p.name] {
+				t.Errorf("%s: two blocks are named %q", doc, p.name)
+			}
+			names[p.name] = true
+			if p.skip == "" && !ran[doc][p.name] {
+				t.Errorf("%s block %q is neither run by runbookStory nor skipped with a reason", doc, p.name)
 			}
 		}
 	}
+}
+
+// planIndex is the index of doc's block named name in runbookPlans, or -1.
+func planIndex(doc, name string) int {
+	return slices.IndexFunc(runbookPlans[doc], func(p blockPlan) bool { return p.name == name })
 }
 
 // A runbook's example output matches the real output up to "…" and

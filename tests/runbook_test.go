@@ -47,8 +47,8 @@ var (
 // on is empty), or a part of the world no runbook covers (the court's PKI,
 // the Pi's boot, files carried between roles), done by do.
 type storyStep struct {
-	role   string // the runbook's name without .md; for a do step, what it stands for
-	blocks []int
+	role   string   // the runbook's name without .md; for a do step, what it stands for
+	blocks []string // names in runbookPlans
 	on     []string
 	atPi   bool        // the blocks run at the device: against its TPM and data directory, the daemon stopped
 	dir    string      // the working directory, when not the role's own
@@ -61,73 +61,73 @@ type storyStep struct {
 // a runbook its blocks run in the order it gives them.
 var runbookStory = slices.Concat([]storyStep{
 	{role: "the court", do: (*story).makeCourt},
-	{role: "agency", blocks: []int{0}},
-	{role: "officer", blocks: []int{0}},
+	{role: "agency", blocks: []string{"keygen"}},
+	{role: "officer", blocks: []string{"client key"}},
 	{role: "carry", do: carry("officer", "officer.csr", "operator", "officer.csr")},
-	{role: "operator", blocks: []int{4, 5, 10}},
+	{role: "operator", blocks: []string{"boot key", "rootfs court roots", "TLS certificates"}},
 	{role: "the Pi boots the approved image", on: storyDevices, do: (*story).boot},
 },
 	// Each device enrolls in turn: the files of one round trip are named
 	// the same for every device.
 	eachDevice(
-		storyStep{role: "operator", blocks: []int{14, 3}},
+		storyStep{role: "operator", blocks: []string{"enroll request", "base64 -d request.b64"}},
 		storyStep{role: "carry", do: carry("operator", "request.json", "escrow-authority", "court-a/request.json")},
-		storyStep{role: "escrow-authority", blocks: []int{0}},
+		storyStep{role: "escrow-authority", blocks: []string{"enroll challenge"}},
 		storyStep{role: "carry", do: carry("escrow-authority", "court-a/challenge.json", "operator", "challenge.json")},
-		storyStep{role: "operator", blocks: []int{15}},
+		storyStep{role: "operator", blocks: []string{"enroll answer"}},
 		storyStep{role: "carry", do: carry("operator", "enrollment.json", "escrow-authority", "court-a/enrollment.json")},
-		storyStep{role: "escrow-authority", blocks: []int{1}},
-		storyStep{role: "operator", blocks: []int{16}},
+		storyStep{role: "escrow-authority", blocks: []string{"enroll verify"}},
+		storyStep{role: "operator", blocks: []string{"ledger init"}},
 	), []storyStep{
-		{role: "escrow-authority", blocks: []int{3, 4, 5}},
+		{role: "escrow-authority", blocks: []string{"policy from-enrollment", "update keygen", "ceremony"}},
 		{role: "carry", on: storyDevices, do: carry("escrow-authority", "ceremony-2026-11/court-a.bundle.json", "operator", "court-a.bundle.json")},
-		{role: "operator", blocks: []int{17}, on: storyDevices},
+		{role: "operator", blocks: []string{"provision"}, on: storyDevices},
 		{role: "the operator backs up court-c's data directory", on: []string{"court-c"}, do: (*story).backUp},
 		// court-a's trust admin works as court-trust-admin.md shows it;
 		// court-b's at the console, as operator.md step 10 does.
-		{role: "court-trust-admin", blocks: []int{0}, on: []string{"court-a"}, atPi: true},
+		{role: "court-trust-admin", blocks: []string{"add-root"}, on: []string{"court-a"}, atPi: true},
 		// The court certifies the judge's card and the second authority's,
 		// and court-a requires both to sign (a double lock).
-		{role: "court-trust-admin", blocks: []int{1}},
-		{role: "court-trust-admin", blocks: []int{1}, subst: [][2]string{{"judge.csr", "second.csr"}, {"judge.pem", "second.pem"}}},
+		{role: "court-trust-admin", blocks: []string{"judge certificate"}},
+		{role: "court-trust-admin", blocks: []string{"judge certificate"}, subst: [][2]string{{"judge.csr", "second.csr"}, {"judge.pem", "second.pem"}}},
 		{role: "the cards get their certificates", do: (*story).certifyCards},
 		{role: "the court's intermediate CAs and their CRLs", do: (*story).intermediates},
-		{role: "court-trust-admin", blocks: []int{2, 3, 4, 5, 6}, on: []string{"court-a"}, atPi: true},
+		{role: "court-trust-admin", blocks: []string{"root CRL", "judges' CA CRL", "issuing CA CRL", "set-policy", "trust list"}, on: []string{"court-a"}, atPi: true},
 		{role: "carry", do: carry("court-trust-admin", "court-root.pem", "operator", "court-root.pem")},
 		{role: "carry", do: carry("court-trust-admin", "court-root.crl.pem", "operator", "court-root.crl.pem")},
-		{role: "operator", blocks: []int{18}, on: []string{"court-b", "court-c"}},
-		{role: "operator", blocks: []int{19, 20}, on: releasing},
+		{role: "operator", blocks: []string{"trust store at the console"}, on: []string{"court-b", "court-c"}},
+		{role: "operator", blocks: []string{"ledger verify", "trust list"}, on: releasing},
 		// court-c's card is restored from its backup, which misses the
 		// trust entries: its ledger is blocked until the operator resolves it.
 		{role: "the operator restores court-c's data directory", on: []string{"court-c"}, do: (*story).restore},
-		{role: "operator", blocks: []int{20, 21}, on: []string{"court-c"}},
+		{role: "operator", blocks: []string{"trust list", "resolve-rollback"}, on: []string{"court-c"}},
 		{role: "court-c's ledger verifies again", on: []string{"court-c"}, do: (*story).ledgerVerifies},
 		{role: "the auditor keeps a first checkpoint", do: (*story).firstCheckpoint},
 		{role: "the data partition gets the TLS files; the init starts the daemon", on: releasing, do: (*story).startServe},
 		{role: "the messaging provider gets the escrow key and a message", do: (*story).toProvider},
-		{role: "agency", blocks: []int{1}, dir: "messaging-provider"},
+		{role: "agency", blocks: []string{"seal"}, dir: "messaging-provider"},
 		{role: "the messaging provider's envelopes", do: (*story).envelopes},
-		{role: "judge", blocks: []int{0, 1, 2, 3, 4, 5}, subst: [][2]string{{"<their label>", "second"}}},
+		{role: "judge", blocks: []string{"warrant new", "find the key", "sign", "co-sign", "show and verify", "openssl cms"}, subst: [][2]string{{"<their label>", "second"}}},
 		{role: "carry", do: carry("judge", "w2.p7s", "court-trust-admin", "w.p7s")},
-		{role: "court-trust-admin", blocks: []int{7}, on: []string{"court-a"}, atPi: true},
+		{role: "court-trust-admin", blocks: []string{"warrant verify"}, on: []string{"court-a"}, atPi: true},
 		{role: "carry", do: (*story).toOfficer},
-		{role: "officer", blocks: []int{1}, on: releasing},
+		{role: "officer", blocks: []string{"release"}, on: releasing},
 		{role: "carry", do: (*story).toAgency},
-		{role: "agency", blocks: []int{3, 4}},
+		{role: "agency", blocks: []string{"open", "open a directory"}},
 		{role: "carry", do: (*story).toAuditor},
-		{role: "auditor", blocks: []int{1, 3}},
-		{role: "auditor", blocks: []int{0, 4}, on: []string{"court-a"}, atPi: true},
-		{role: "auditor", blocks: []int{5}},
+		{role: "auditor", blocks: []string{"checkpoint over TLS", "attest over TLS"}},
+		{role: "auditor", blocks: []string{"on the device", "attest on the device"}, on: []string{"court-a"}, atPi: true},
+		{role: "auditor", blocks: []string{"attest verify"}},
 		{role: "the auditor's checkout of the repository", do: (*story).checkout},
-		{role: "auditor", blocks: []int{2}},
+		{role: "auditor", blocks: []string{"checkproof"}},
 		// The first update: the authority approves the new image, each
 		// device reseals to it, boots it and raises its floor.
 		{role: "the operator measures the new image", do: (*story).newImage},
-		{role: "escrow-authority", blocks: []int{6}},
+		{role: "escrow-authority", blocks: []string{"update sign"}},
 		{role: "carry", do: carry("escrow-authority", "update.note", "operator", "update.note")},
-		{role: "operator", blocks: []int{23}, on: releasing},
+		{role: "operator", blocks: []string{"reseal --update"}, on: releasing},
 		{role: "the Pi boots the new image", on: releasing, do: (*story).bootNewImage},
-		{role: "operator", blocks: []int{25, 27}, on: releasing},
+		{role: "operator", blocks: []string{"reseal --finish", "floor raise"}, on: releasing},
 	})
 
 // eachDevice is steps on one device after the other, all of them on each.
@@ -220,6 +220,13 @@ func TestRunbooks(t *testing.T) {
 		s.devices[id] = &storyDevice{id: id, port: freePort(t)}
 	}
 	plans := runbookPlanBlocks(t)
+	for doc, blocks := range plans {
+		// A block added or removed moves the others: the story would run
+		// the wrong ones. (A changed block runs, and shows how it fails.)
+		if len(blocks) != len(runbookPlans[doc]) {
+			t.Fatalf("%s has %d command blocks, runbookPlans %d: update runbookPlans first", doc, len(blocks), len(runbookPlans[doc]))
+		}
+	}
 	for i, st := range runbookStory {
 		name := fmt.Sprintf("%02d-%s", i, strings.ReplaceAll(st.role, " ", "_"))
 		ok := t.Run(name, func(t *testing.T) {
@@ -233,8 +240,12 @@ func TestRunbooks(t *testing.T) {
 					st.do(s, dev)
 					continue
 				}
-				for _, n := range st.blocks {
-					s.runBlock(st, plans[st.doc()][n], dev)
+				for _, name := range st.blocks {
+					i := planIndex(st.doc(), name)
+					if i < 0 || i >= len(plans[st.doc()]) {
+						t.Fatalf("%s has no block %q", st.doc(), name)
+					}
+					s.runBlock(st, plans[st.doc()][i], dev)
 				}
 			}
 		})
