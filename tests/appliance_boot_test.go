@@ -25,8 +25,7 @@ import (
 	"github.com/custodian-project/custodian/tpm/tpmtest"
 )
 
-// applianceCourt is the emulated appliance's court: one word, as the
-// console has no quoting.
+// applianceCourt is the emulated appliance's court.
 const applianceCourt = "District-Court"
 
 // The emulated appliance's console commands run the arm64 binary without

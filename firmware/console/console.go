@@ -20,8 +20,11 @@
 //
 // After every command but an empty line, a line "[exit N]" follows (N the
 // exit status; 2 when the console refused the line without running
-// anything), then the prompt again. Words are separated by spaces; there
-// is no quoting. NAME is [A-Za-z0-9._-]{1,64} without a leading dot.
+// anything), then the prompt again. Words are separated by spaces; a
+// double-quoted part of a word keeps its spaces (--court "District Court",
+// for names the runbooks give with spaces), and there are no escapes: a
+// word cannot hold a double quote. NAME is [A-Za-z0-9._-]{1,64} without a
+// leading dot.
 //
 // The daemon is stopped while a subcommand that may open the TPM or the
 // ledger runs (the device has one TPM resource manager and one ledger
@@ -42,6 +45,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Prompt is printed before every command line.
@@ -133,7 +137,11 @@ func (c *Console) Serve(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		words := strings.Fields(line)
+		words, err := splitWords(line)
+		if err != nil {
+			fmt.Fprintf(c.Out, "[exit %d]\n", c.exit(ExitRefused, err.Error()))
+			continue
+		}
 		if len(words) == 0 {
 			continue
 		}
@@ -324,6 +332,38 @@ func (l *lineEnd) Write(p []byte) (int, error) {
 }
 
 var errTooLong = errors.New("line too long")
+
+// splitWords splits a line at white space outside double quotes and drops
+// the quotes: `--court "District Court"` is two words. A quote that is
+// never closed refuses the line, so that nothing runs with a half-read
+// argument.
+func splitWords(line string) ([]string, error) {
+	var words []string
+	var word strings.Builder
+	inWord, quoted := false, false
+	for _, r := range line {
+		switch {
+		case r == '"':
+			quoted, inWord = !quoted, true
+		case unicode.IsSpace(r) && !quoted:
+			if inWord {
+				words = append(words, word.String())
+				word.Reset()
+				inWord = false
+			}
+		default:
+			word.WriteRune(r)
+			inWord = true
+		}
+	}
+	if quoted {
+		return nil, errors.New(`a double quote is not closed: quote a word with spaces as "…" (there are no escapes)`)
+	}
+	if inWord {
+		words = append(words, word.String())
+	}
+	return words, nil
+}
 
 // readLine reads one line without its end (LF or CRLF). A line over
 // maxLine is consumed and refused.

@@ -285,6 +285,7 @@ func FuzzConsole(f *testing.F) {
 	f.Add("put a\naGVsbG8=\n.\nget a\nenroll --id x\n")
 	f.Add("ledger verify --tpm=sim\nsh -c x\n\n\r\n")
 	f.Add("put .x\n")
+	f.Add("trust add-root r.pem --court \"District Court\"\nenroll --id=\"a b\" \"\"\nledger \"verify\n")
 	f.Add("update apply --image a.img --no-reboot\nupdate apply --image=../x\nupdate sign --out x\nupdate commit\n")
 	f.Fuzz(func(t *testing.T, input string) {
 		fx := newFixture(t)
@@ -412,5 +413,50 @@ func TestPutRefusesOneByteOverItsCap(t *testing.T) {
 		if (err == nil) != (n <= 10) {
 			t.Errorf("%d bytes under a cap of 10: %v", n, err)
 		}
+	}
+}
+
+// A double-quoted word keeps its spaces, as a runbook's court name needs;
+// the quotes are not passed on, and a quote never closed runs nothing.
+func TestQuotedWords(t *testing.T) {
+	f := newFixture(t)
+	out := f.session(t, `trust add-root court-root.pem --court "District Court of Testing"`+"\n"+
+		`trust add-root r.pem --court="A  B" ""`+"\n"+
+		`trust add-root r.pem --court "District Court`+"\n")
+	want := [][]string{
+		{"--data-dir", "/var/lib/custodian", "--tpm", "/dev/tpmrm0", "trust", "add-root", "court-root.pem", "--court", "District Court of Testing"},
+		{"--data-dir", "/var/lib/custodian", "--tpm", "/dev/tpmrm0", "trust", "add-root", "r.pem", "--court=A  B", ""},
+	}
+	if len(f.runner.ran) != len(want) {
+		t.Fatalf("ran %d commands, want %d:\n%s", len(f.runner.ran), len(want), out)
+	}
+	for i, c := range f.runner.ran {
+		if !slices.Equal(c.Args, want[i]) {
+			t.Errorf("ran %q, want %q", c.Args, want[i])
+		}
+	}
+	if !strings.HasSuffix(out, "custodian: error: a double quote is not closed: quote a word with spaces as \"…\" (there are no escapes)\n[exit 2]\ncustodian> ") {
+		t.Errorf("an open quote: transcript %q", out)
+	}
+}
+
+func TestSplitWords(t *testing.T) {
+	for _, c := range []struct {
+		line string
+		want []string
+	}{
+		{"", nil},
+		{"  ledger\tverify  ", []string{"ledger", "verify"}},
+		{`a"b c"d`, []string{"ab cd"}},
+		{`""`, []string{""}},
+		{`x "" y`, []string{"x", "", "y"}},
+	} {
+		got, err := splitWords(c.line)
+		if err != nil || !slices.Equal(got, c.want) {
+			t.Errorf("splitWords(%q) = %q, %v; want %q", c.line, got, err, c.want)
+		}
+	}
+	if _, err := splitWords(`a "b`); err == nil {
+		t.Error("an open quote was accepted")
 	}
 }
