@@ -24,6 +24,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/custodian-project/custodian/hsm/internal/bytecache"
 )
 
 const (
@@ -102,9 +104,26 @@ func (p *PublicKey) String() string {
 // KEM names the public key's KEM.
 func (p *PublicKey) KEM() string { return p.kem }
 
+// parsedKeys holds public keys already parsed, by their line: the ML-KEM
+// key expansion costs more than the rest of a warrant's fields together,
+// and an agency sends the same key with every warrant. A PublicKey does not
+// change once made, so callers can share one.
+var parsedKeys = bytecache.New[*PublicKey](256)
+
 // ParsePublicKey reads the one-line public key form. One trailing newline
 // is allowed, so the content of a .pub file parses as is.
 func ParsePublicKey(s string) (*PublicKey, error) {
+	if p, ok := parsedKeys.Get(s); ok {
+		return p, nil
+	}
+	p, err := parsePublicKey(s)
+	if err == nil {
+		parsedKeys.Add(s, p)
+	}
+	return p, err
+}
+
+func parsePublicKey(s string) (*PublicKey, error) {
 	kem, key, err := splitLine(s, publicPrefix)
 	if err != nil {
 		return nil, err
