@@ -55,8 +55,9 @@ func aead() hpke.AEAD { return hpke.ChaCha20Poly1305() }
 
 // PublicKey is an agency's recipient key.
 type PublicKey struct {
-	kem string
-	pk  hpke.PublicKey
+	kem  string
+	pk   hpke.PublicKey
+	line string // the one-line form, made once
 }
 
 // Identity is an agency's private key.
@@ -83,7 +84,11 @@ func Generate(kem string) (*Identity, error) {
 
 // Public returns the identity's public key.
 func (id *Identity) Public() *PublicKey {
-	return &PublicKey{kem: id.kem, pk: id.sk.PublicKey()}
+	return newPublicKey(id.kem, id.sk.PublicKey())
+}
+
+func newPublicKey(kem string, pk hpke.PublicKey) *PublicKey {
+	return &PublicKey{kem: kem, pk: pk, line: publicPrefix + ":" + kem + ":" + base64.RawURLEncoding.EncodeToString(pk.Bytes())}
 }
 
 // String encodes the identity. It is the secret: write it only to a 0600 file.
@@ -97,9 +102,7 @@ func (id *Identity) String() string {
 }
 
 // String encodes the public key as its one-line form.
-func (p *PublicKey) String() string {
-	return publicPrefix + ":" + p.kem + ":" + base64.RawURLEncoding.EncodeToString(p.pk.Bytes())
-}
+func (p *PublicKey) String() string { return p.line }
 
 // KEM names the public key's KEM.
 func (p *PublicKey) KEM() string { return p.kem }
@@ -132,7 +135,7 @@ func parsePublicKey(s string) (*PublicKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("recipient key is not a valid %s public key: %w", kem, err)
 	}
-	return &PublicKey{kem: kem, pk: pk}, nil
+	return newPublicKey(kem, pk), nil
 }
 
 // ParseIdentity reads the one-line identity form.

@@ -43,6 +43,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
@@ -211,6 +212,21 @@ func (s *Store) Roots() []Root { return slices.Clone(s.roots) }
 
 // Pool returns the pinned roots as a pool for chain building.
 func (s *Store) Pool() *x509.CertPool { return s.pool }
+
+// RootsDigest is a SHA-256 over the pinned roots' certificates, in the
+// order they were pinned or loaded. Path building reads nothing else of the
+// store, so two stores with the same digest build the same chains from the
+// same certificates at the same time, whether or not they were opened
+// separately: it names the store's generation for a cache of chains.
+// Courts, CRLs and the policy are not in it; they are checked each time.
+func (s *Store) RootsDigest() [32]byte {
+	h := sha256.New()
+	for _, r := range s.roots {
+		h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(r.Cert.Raw))))
+		h.Write(r.Cert.Raw)
+	}
+	return [32]byte(h.Sum(nil))
+}
 
 // Empty reports whether the store has no roots, and so trusts nothing.
 func (s *Store) Empty() bool { return len(s.roots) == 0 }

@@ -197,8 +197,9 @@ func semanticRefusal(data []byte, serr *json.SemanticError) error {
 }
 
 // fieldProblem says why a value does not fit its field. Errors of the
-// decoder and the standard library are restated; an error from a field
-// type's own decoder (this module's code) is kept as it is written.
+// decoder and the standard library are restated, still wrapped so that a
+// caller can tell them apart with errors.As; an error from a field type's
+// own decoder (this module's code) is kept as it is written.
 func fieldProblem(serr *json.SemanticError) error {
 	var b64 base64.CorruptInputError
 	var tm *time.ParseError
@@ -206,19 +207,28 @@ func fieldProblem(serr *json.SemanticError) error {
 	case err == nil:
 		return errors.New(wrongType(serr))
 	case errors.Is(err, strconv.ErrRange):
-		return errors.New("the number is out of range for this field")
+		return &restated{"the number is out of range for this field", err}
 	case errors.Is(err, strconv.ErrSyntax):
-		return errors.New("the value is not of the form this field takes (a whole number where one is expected, a time in RFC 3339 form)")
+		return &restated{"the value is not of the form this field takes (a whole number where one is expected, a time in RFC 3339 form)", err}
 	case errors.As(err, &b64):
-		return errors.New("the value is not valid base64")
+		return &restated{"the value is not valid base64", err}
 	case errors.As(err, &tm):
-		return errors.New("the value is not a time in RFC 3339 form, e.g. 2026-05-01T12:00:00Z")
+		return &restated{"the value is not a time in RFC 3339 form, e.g. 2026-05-01T12:00:00Z", err}
 	case looksLikeDecoderText(err.Error()):
-		return errors.New("the value does not fit the field")
+		return &restated{"the value does not fit the field", err}
 	default:
 		return err
 	}
 }
+
+// restated is a library error told in words a person can act on.
+type restated struct {
+	msg   string
+	cause error
+}
+
+func (e *restated) Error() string { return e.msg }
+func (e *restated) Unwrap() error { return e.cause }
 
 // looksLikeDecoderText catches what the cases above do not name: the
 // decoder's and the standard library's messages carry Go type names and

@@ -1,9 +1,11 @@
 package strictjson
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -282,4 +284,17 @@ func jsonFields(st reflect.Type) map[string]reflect.Type {
 		out[name] = f.Type
 	}
 	return out
+}
+
+// TestRestatedErrorsKeepTheirCause: a caller can still tell a base64 or
+// range error apart, though the message is restated.
+func TestRestatedErrorsKeepTheirCause(t *testing.T) {
+	var v typed
+	var b64 base64.CorruptInputError
+	if err := Decode([]byte(`{"raw":"*"}`), &v, 1024); !errors.As(err, &b64) {
+		t.Fatalf("got %v, want a base64.CorruptInputError inside", err)
+	}
+	if err := Decode([]byte(`{"n":256}`), &v, 1024); !errors.Is(err, strconv.ErrRange) {
+		t.Fatalf("got %v, want strconv.ErrRange inside", err)
+	}
 }
