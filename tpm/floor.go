@@ -1,9 +1,11 @@
 package tpm
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
@@ -107,14 +109,19 @@ func RaiseFloor(t transport.TPM, to uint64) (uint64, error) {
 }
 
 // floorName is the Name of the floor index after its first increment,
-// computed from the template, never read from the TPM.
+// computed from the template, never read from the TPM. The template is
+// fixed, so it is computed once.
 func floorName() tpm2.TPM2BName {
+	return tpm2.TPM2BName{Buffer: bytes.Clone(floorNameOnce())}
+}
+
+var floorNameOnce = sync.OnceValue(func() []byte {
 	name, err := floorCounter.name(true)
 	if err != nil {
 		panic("tpm: naming the floor template: " + err.Error())
 	}
-	return name
-}
+	return name.Buffer
+})
 
 // policyFloor is the policy term that admits a secret of version v only
 // while the floor is at most v.
