@@ -115,6 +115,20 @@ var breaks = []mutant{
 			"if err := v.checkOneCourt(c, chains); false && err != nil {"}},
 		pkg: "./hsm/warrant", tests: []string{"TestInvariantSignerChainsToOneCourt"},
 	},
+	{
+		name: "built chains kept past a change of a certificate's validity",
+		edits: []edit{{"hsm/warrant/cache.go",
+			"if !ok || now.Before(r.from) || !now.Before(r.to) {",
+			"if !ok {"}},
+		pkg: "./hsm/warrant", tests: []string{"TestInvariantCachedChainsKeepEveryCheck", "TestInvariantCachedChainsFollowCertificateValidity"},
+	},
+	{
+		name: "built chains kept without the roots they were built to",
+		edits: []edit{{"hsm/warrant/cache.go",
+			"\th.Write(roots[:])\n",
+			""}},
+		pkg: "./hsm/warrant", tests: []string{"TestInvariantCachedChainsKeepEveryCheck"},
+	},
 	// A warrant is used once.
 	{
 		name: "replay key not checked",
