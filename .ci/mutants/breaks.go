@@ -125,7 +125,7 @@ var breaks = []mutant{
 	{
 		name: "built chains kept without the roots they were built to",
 		edits: []edit{{"hsm/warrant/cache.go",
-			"\th.Write(roots[:])\n",
+			"\troots := store.RootsDigest()\n\th.Write(roots[:])\n",
 			""}},
 		pkg: "./hsm/warrant", tests: []string{"TestInvariantCachedChainsKeepEveryCheck"},
 	},
