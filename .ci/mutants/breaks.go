@@ -83,8 +83,8 @@ var breaks = []mutant{
 	{
 		name: "the approval policy's signer count not enforced",
 		edits: []edit{{"hsm/warrant/verify.go",
-			"if len(ids) < policy.Signers {",
-			"if len(ids) < 1 {"}},
+			"if len(certs) < policy.Signers {",
+			"if len(certs) < 1 {"}},
 		pkg: "./hsm/warrant", tests: []string{"TestVerifyDoubleLock"},
 	},
 	{
