@@ -167,6 +167,10 @@ func ImagePolicyDigest(pcrs PCRValues, version uint64) ([]byte, error) {
 	if err := CheckSecurityVersion(version); err != nil {
 		return nil, err
 	}
+	key := policyKey(pcrs, version)
+	if digest, ok := lastPolicy.get(key); ok {
+		return digest, nil
+	}
 	calc, err := tpm2.NewPolicyCalculator(tpm2.TPMAlgSHA256)
 	if err != nil {
 		return nil, err
@@ -174,7 +178,46 @@ func ImagePolicyDigest(pcrs PCRValues, version uint64) ([]byte, error) {
 	if err := imageSteps(calc, pcrs, version); err != nil {
 		return nil, err
 	}
+	lastPolicy.set(key, calc.Hash().Digest)
 	return calc.Hash().Digest, nil
+}
+
+// lastPolicy is the last image policy digest computed: a ceremony seals
+// every custodian's share under the same PCRs and version, and go-tpm
+// computes a policy through its reflection marshaller.
+var lastPolicy policyMemo
+
+type policyMemo struct {
+	mu     sync.Mutex
+	key    string
+	digest []byte
+}
+
+func (m *policyMemo) get(key string) ([]byte, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.digest == nil || m.key != key {
+		return nil, false
+	}
+	return bytes.Clone(m.digest), true
+}
+
+func (m *policyMemo) set(key string, digest []byte) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.key, m.digest = key, bytes.Clone(digest)
+}
+
+// policyKey is every input of an image policy: the version, then each
+// selected PCR's index and value in index order (values are SHA-256 sized,
+// checked).
+func policyKey(pcrs PCRValues, version uint64) string {
+	b := binary.BigEndian.AppendUint64(nil, version)
+	for _, i := range pcrs.Indices() {
+		b = append(b, byte(i))
+		b = append(b, pcrs[i]...)
+	}
+	return string(b)
 }
 
 func imageSteps(calc *tpm2.PolicyCalculator, pcrs PCRValues, version uint64) error {
