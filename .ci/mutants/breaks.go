@@ -275,8 +275,8 @@ var breaks = []mutant{
 	{
 		name: "no verification after the press",
 		edits: []edit{{"hsm/release/release.go",
-			"func (d *Daemon) recheck(r *request) (Code, error) {\n\tv, list, _, code, err := d.vet(r.p7s, r.detached, false)",
-			"func (d *Daemon) recheck(r *request) (Code, error) {\n\tv, list, code, err := r.v, r.list, Code(\"\"), error(nil)"}},
+			"\tv, list, _, code, err := d.vet(r.p7s, r.detached, false, bundles)",
+			"\tv, list, code, err := r.v, r.list, Code(\"\"), error(nil)\n\tfor _, k := range r.v.Warrant.KeyIDs {\n\t\tbundles[k], _ = d.cfg.Appliance.Bundle(k)\n\t}"}},
 		pkg: "./tests", tests: []string{"TestInvariantVerificationRunsAgainRightBeforeTheFirstReleaseEntry"},
 	},
 	{

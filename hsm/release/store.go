@@ -193,9 +193,9 @@ func (d *Daemon) refusedKeyID(r *request, rec *record, keyID string, cause Code,
 // index (-1 if none was appended) and, on failure, the code. Any failure
 // after the entry is logged as a failure entry.
 func (d *Daemon) releaseOne(r *request, rec *record, keyID string, replay []byte, tm *Timings) (int64, Code, error) {
-	b, err := d.cfg.Appliance.Bundle(keyID)
-	if err != nil {
-		return -1, CodeNoShare, err
+	b := r.bundles[keyID] // checked at the press, or again right before this key ID
+	if b == nil {
+		return -1, CodeNoShare, fmt.Errorf("no share of key ID %s was checked before its release", keyID)
 	}
 	// One release entry per key ID, committing to what it releases: the
 	// warrant, and in scoped mode the envelope list (its tree hash and
@@ -209,7 +209,8 @@ func (d *Daemon) releaseOne(r *request, rec *record, keyID string, replay []byte
 			named = r.list.For(keyID)
 		}
 		if len(named) == 0 {
-			// checkBundles refused this before the summary; the bundle changed since.
+			// checkBundles refused this at the press; a later key ID's
+			// bundle is read again (recheckKeyID) and may have changed.
 			return -1, CodeNoEnvelopes, fmt.Errorf("key ID %s is scoped and the warrant names none of its envelopes", keyID)
 		}
 		digest := r.list.Digest()
