@@ -1,6 +1,7 @@
 package tpm
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -64,6 +65,7 @@ type EK struct {
 	kind   EKKind
 	public tpm2.TPMTPublic
 	key    crypto.PublicKey
+	name   []byte // Name of public, computed once: go-tpm marshals by reflection
 }
 
 // NewEK places an RSA-2048 (exponent 65537) or ECDSA P-256 public key in
@@ -76,7 +78,7 @@ func NewEK(pub crypto.PublicKey) (*EK, error) {
 		}
 		public := tpm2.RSAEKTemplate
 		public.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgRSA, &tpm2.TPM2BPublicKeyRSA{Buffer: k.N.FillBytes(make([]byte, 256))})
-		return &EK{kind: EKRSA2048, public: public, key: k}, nil
+		return newEK(EKRSA2048, public, k), nil
 	case *ecdsa.PublicKey:
 		if k.Curve != elliptic.P256() {
 			return nil, errors.New("ECC endorsement key must be on P-256")
@@ -89,9 +91,23 @@ func NewEK(pub crypto.PublicKey) (*EK, error) {
 			X: tpm2.TPM2BECCParameter{Buffer: k.X.FillBytes(make([]byte, 32))},
 			Y: tpm2.TPM2BECCParameter{Buffer: k.Y.FillBytes(make([]byte, 32))},
 		})
-		return &EK{kind: EKECCP256, public: public, key: k}, nil
+		return newEK(EKECCP256, public, k), nil
 	}
 	return nil, fmt.Errorf("unsupported endorsement key type %T", pub)
+}
+
+func newEK(kind EKKind, public tpm2.TPMTPublic, key crypto.PublicKey) *EK {
+	return &EK{kind: kind, public: public, key: key, name: objectName(&public)}
+}
+
+// objectName is the Name of a public area built here from a template; a
+// template that does not marshal is a bug, not an input error.
+func objectName(public *tpm2.TPMTPublic) []byte {
+	name, err := tpm2.ObjectName(public)
+	if err != nil {
+		panic("tpm: naming a template key: " + err.Error())
+	}
+	return name.Buffer
 }
 
 // ParseEK reads an EK from its PKIX (SubjectPublicKeyInfo) DER encoding.
@@ -120,13 +136,7 @@ func (e *EK) MarshalPKIX() []byte {
 
 // Name returns the TPM Name of the key (SHA-256 over its public area,
 // prefixed by the algorithm): the identity imports and sessions bind to.
-func (e *EK) Name() []byte {
-	name, err := tpm2.ObjectName(&e.public)
-	if err != nil {
-		panic("tpm: naming a template EK: " + err.Error())
-	}
-	return name.Buffer
-}
+func (e *EK) Name() []byte { return bytes.Clone(e.name) }
 
 // handle is the persistent handle where the TPM keeps this kind of EK.
 func (e *EK) handle() tpm2.TPMHandle { return e.kind.handle() }

@@ -1,9 +1,11 @@
 package tpm
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
@@ -107,14 +109,19 @@ func RaiseFloor(t transport.TPM, to uint64) (uint64, error) {
 }
 
 // floorName is the Name of the floor index after its first increment,
-// computed from the template, never read from the TPM.
+// computed from the template, never read from the TPM. The template is
+// fixed, so it is computed once.
 func floorName() tpm2.TPM2BName {
+	return tpm2.TPM2BName{Buffer: bytes.Clone(floorNameOnce())}
+}
+
+var floorNameOnce = sync.OnceValue(func() []byte {
 	name, err := floorCounter.name(true)
 	if err != nil {
 		panic("tpm: naming the floor template: " + err.Error())
 	}
-	return name
-}
+	return name.Buffer
+})
 
 // policyFloor is the policy term that admits a secret of version v only
 // while the floor is at most v.
@@ -160,6 +167,10 @@ func ImagePolicyDigest(pcrs PCRValues, version uint64) ([]byte, error) {
 	if err := CheckSecurityVersion(version); err != nil {
 		return nil, err
 	}
+	key := policyKey(pcrs, version)
+	if digest, ok := lastPolicy.get(key); ok {
+		return digest, nil
+	}
 	calc, err := tpm2.NewPolicyCalculator(tpm2.TPMAlgSHA256)
 	if err != nil {
 		return nil, err
@@ -167,7 +178,46 @@ func ImagePolicyDigest(pcrs PCRValues, version uint64) ([]byte, error) {
 	if err := imageSteps(calc, pcrs, version); err != nil {
 		return nil, err
 	}
+	lastPolicy.set(key, calc.Hash().Digest)
 	return calc.Hash().Digest, nil
+}
+
+// lastPolicy is the last image policy digest computed: a ceremony seals
+// every custodian's share under the same PCRs and version, and go-tpm
+// computes a policy through its reflection marshaller.
+var lastPolicy policyMemo
+
+type policyMemo struct {
+	mu     sync.Mutex
+	key    string
+	digest []byte
+}
+
+func (m *policyMemo) get(key string) ([]byte, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.digest == nil || m.key != key {
+		return nil, false
+	}
+	return bytes.Clone(m.digest), true
+}
+
+func (m *policyMemo) set(key string, digest []byte) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.key, m.digest = key, bytes.Clone(digest)
+}
+
+// policyKey is every input of an image policy: the version, then each
+// selected PCR's index and value in index order (values are SHA-256 sized,
+// checked).
+func policyKey(pcrs PCRValues, version uint64) string {
+	b := binary.BigEndian.AppendUint64(nil, version)
+	for _, i := range pcrs.Indices() {
+		b = append(b, byte(i))
+		b = append(b, pcrs[i]...)
+	}
+	return string(b)
 }
 
 func imageSteps(calc *tpm2.PolicyCalculator, pcrs PCRValues, version uint64) error {

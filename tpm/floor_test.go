@@ -1,6 +1,7 @@
 package tpm_test
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -211,5 +212,36 @@ func undefineFloor(t testing.TB, conn transport.TPM) {
 	undefine(t, conn, tpm.FloorIndex)
 	if _, err := tpm.ReadFloor(conn); !errors.Is(err, tpm.ErrNoFloor) {
 		t.Fatalf("after undefining: got %v, want ErrNoFloor", err)
+	}
+}
+
+// TestImagePolicyDigestFollowsItsInputs: the last digest kept is given
+// back only for the same PCR values and version, and a caller changing the
+// bytes it got does not change the next answer.
+func TestImagePolicyDigestFollowsItsInputs(t *testing.T) {
+	pcrs := tpm.PCRValues{7: bytes.Repeat([]byte{7}, 32), 8: bytes.Repeat([]byte{8}, 32)}
+	digest := func(p tpm.PCRValues, v uint64) []byte {
+		t.Helper()
+		d, err := tpm.ImagePolicyDigest(p, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	first := digest(pcrs, 1)
+	if bytes.Equal(first, digest(pcrs, 2)) {
+		t.Fatal("versions 1 and 2 give the same policy")
+	}
+	other := tpm.PCRValues{7: bytes.Repeat([]byte{7}, 32), 8: bytes.Repeat([]byte{9}, 32)}
+	if bytes.Equal(digest(other, 1), first) {
+		t.Fatal("other PCR values give the same policy")
+	}
+	again := digest(pcrs, 1)
+	if !bytes.Equal(again, first) {
+		t.Fatal("the same inputs give another policy")
+	}
+	again[0] ^= 1
+	if !bytes.Equal(digest(pcrs, 1), first) {
+		t.Fatal("changing a returned digest changed the next one")
 	}
 }

@@ -39,6 +39,7 @@ type ImportKey struct {
 	kind   EKKind
 	public tpm2.TPMTPublic
 	key    crypto.PublicKey
+	name   []byte // Name of public, computed once
 }
 
 // importCommands are the only commands the import key's policy allows.
@@ -92,7 +93,7 @@ func NewImportKey(pub crypto.PublicKey) (*ImportKey, error) {
 	}
 	public := ek.kind.importTemplate()
 	public.Unique = ek.public.Unique
-	return &ImportKey{kind: ek.kind, public: public, key: ek.key}, nil
+	return &ImportKey{kind: ek.kind, public: public, key: ek.key, name: objectName(&public)}, nil
 }
 
 // ParseImportKey reads an import key from its PKIX DER encoding.
@@ -114,13 +115,7 @@ func (k *ImportKey) PublicKey() crypto.PublicKey { return k.key }
 func (k *ImportKey) MarshalPKIX() []byte { return (&EK{key: k.key}).MarshalPKIX() }
 
 // Name returns the key's TPM Name.
-func (k *ImportKey) Name() []byte {
-	name, err := tpm2.ObjectName(&k.public)
-	if err != nil {
-		panic("tpm: naming a template import key: " + err.Error())
-	}
-	return name.Buffer
-}
+func (k *ImportKey) Name() []byte { return bytes.Clone(k.name) }
 
 // Public is the key's public area: the template with its key.
 func (k *ImportKey) Public() tpm2.TPMTPublic { return k.public }

@@ -158,3 +158,37 @@ func FuzzVerifyImportKeyCertification(f *testing.F) {
 		}
 	})
 }
+
+// TestKeyNamesAreTheirPublicAreasNames: the Name kept with an import key
+// is its public area's, and a caller changing the bytes it got back does
+// not change the key's Name.
+func TestKeyNamesAreTheirPublicAreasNames(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := tpm.NewImportKey(&key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := k.Public()
+	want, err := tpm2.ObjectName(&pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := k.Name()
+	if !bytes.Equal(got, want.Buffer) {
+		t.Fatalf("Name %x, want %x", got, want.Buffer)
+	}
+	got[len(got)-1] ^= 1
+	if !bytes.Equal(k.Name(), want.Buffer) {
+		t.Fatal("changing the returned Name changed the key's")
+	}
+	ek, err := tpm.NewEK(&key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(ek.Name(), k.Name()) || len(ek.Name()) != len(want.Buffer) {
+		t.Fatalf("EK Name %x should differ from the import key's %x (other template)", ek.Name(), k.Name())
+	}
+}

@@ -83,8 +83,8 @@ var breaks = []mutant{
 	{
 		name: "the approval policy's signer count not enforced",
 		edits: []edit{{"hsm/warrant/verify.go",
-			"if len(ids) < policy.Signers {",
-			"if len(ids) < 1 {"}},
+			"if len(certs) < policy.Signers {",
+			"if len(certs) < 1 {"}},
 		pkg: "./hsm/warrant", tests: []string{"TestVerifyDoubleLock"},
 	},
 	{
@@ -114,6 +114,20 @@ var breaks = []mutant{
 			"if err := v.checkOneCourt(c, chains); err != nil {",
 			"if err := v.checkOneCourt(c, chains); false && err != nil {"}},
 		pkg: "./hsm/warrant", tests: []string{"TestInvariantSignerChainsToOneCourt"},
+	},
+	{
+		name: "built chains kept past a change of a certificate's validity",
+		edits: []edit{{"hsm/warrant/cache.go",
+			"if !ok || now.Before(r.from) || !now.Before(r.to) {",
+			"if !ok {"}},
+		pkg: "./hsm/warrant", tests: []string{"TestInvariantCachedChainsKeepEveryCheck", "TestInvariantCachedChainsFollowCertificateValidity"},
+	},
+	{
+		name: "built chains kept without the roots they were built to",
+		edits: []edit{{"hsm/warrant/cache.go",
+			"\troots := store.RootsDigest()\n\th.Write(roots[:])\n",
+			""}},
+		pkg: "./hsm/warrant", tests: []string{"TestInvariantCachedChainsKeepEveryCheck"},
 	},
 	// A warrant is used once.
 	{
@@ -261,8 +275,8 @@ var breaks = []mutant{
 	{
 		name: "no verification after the press",
 		edits: []edit{{"hsm/release/release.go",
-			"func (d *Daemon) recheck(r *request) (Code, error) {\n\tv, list, _, code, err := d.vet(r.p7s, r.detached, false)",
-			"func (d *Daemon) recheck(r *request) (Code, error) {\n\tv, list, code, err := r.v, r.list, Code(\"\"), error(nil)"}},
+			"\tv, list, _, code, err := d.vet(r.p7s, r.detached, false, bundles)",
+			"\tv, list, code, err := r.v, r.list, Code(\"\"), error(nil)\n\tfor _, k := range r.v.Warrant.KeyIDs {\n\t\tbundles[k], _ = d.cfg.Appliance.Bundle(k)\n\t}"}},
 		pkg: "./tests", tests: []string{"TestInvariantVerificationRunsAgainRightBeforeTheFirstReleaseEntry"},
 	},
 	{

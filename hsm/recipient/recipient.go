@@ -26,6 +26,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/custodian-project/custodian/hsm/internal/bytecache"
 )
 
 const (
@@ -55,8 +57,9 @@ func aead() hpke.AEAD { return hpke.ChaCha20Poly1305() }
 
 // PublicKey is an agency's recipient key.
 type PublicKey struct {
-	kem string
-	pk  hpke.PublicKey
+	kem  string
+	pk   hpke.PublicKey
+	line string // the one-line form, made once
 }
 
 // Identity is an agency's private key.
@@ -83,7 +86,11 @@ func Generate(kem string) (*Identity, error) {
 
 // Public returns the identity's public key.
 func (id *Identity) Public() *PublicKey {
-	return &PublicKey{kem: id.kem, pk: id.sk.PublicKey()}
+	return newPublicKey(id.kem, id.sk.PublicKey())
+}
+
+func newPublicKey(kem string, pk hpke.PublicKey) *PublicKey {
+	return &PublicKey{kem: kem, pk: pk, line: publicPrefix + ":" + kem + ":" + base64.RawURLEncoding.EncodeToString(pk.Bytes())}
 }
 
 // String encodes the identity. It is the secret: write it only to a 0600 file.
@@ -97,9 +104,7 @@ func (id *Identity) String() string {
 }
 
 // String encodes the public key as its one-line form.
-func (p *PublicKey) String() string {
-	return publicPrefix + ":" + p.kem + ":" + base64.RawURLEncoding.EncodeToString(p.pk.Bytes())
-}
+func (p *PublicKey) String() string { return p.line }
 
 // Fingerprint names the key in 32 hex digits, in groups of four: the first
 // 128 bits of the SHA-256 of its one-line form. People compare it by eye
@@ -118,9 +123,26 @@ func (p *PublicKey) Fingerprint() string {
 // KEM names the public key's KEM.
 func (p *PublicKey) KEM() string { return p.kem }
 
+// parsedKeys holds public keys already parsed, by their line: the ML-KEM
+// key expansion costs more than the rest of a warrant's fields together,
+// and an agency sends the same key with every warrant. A PublicKey does not
+// change once made, so callers can share one.
+var parsedKeys = bytecache.New[*PublicKey](256)
+
 // ParsePublicKey reads the one-line public key form. One trailing newline
 // is allowed, so the content of a .pub file parses as is.
 func ParsePublicKey(s string) (*PublicKey, error) {
+	if p, ok := parsedKeys.Get(s); ok {
+		return p, nil
+	}
+	p, err := parsePublicKey(s)
+	if err == nil {
+		parsedKeys.Add(s, p)
+	}
+	return p, err
+}
+
+func parsePublicKey(s string) (*PublicKey, error) {
 	kem, key, err := splitLine(s, publicPrefix)
 	if err != nil {
 		return nil, err
@@ -129,7 +151,7 @@ func ParsePublicKey(s string) (*PublicKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("recipient key is not a valid %s public key: %w", kem, err)
 	}
-	return &PublicKey{kem: kem, pk: pk}, nil
+	return newPublicKey(kem, pk), nil
 }
 
 // ParseIdentity reads the one-line identity form.

@@ -127,3 +127,33 @@ func TestFingerprintIsTheKeyLinesSHA256(t *testing.T) {
 		seen[fp] = true
 	}
 }
+
+// TestParsedKeyIsReusedOnlyForTheSameLine: the second parse of a line is
+// the first one's key, and a line that differs in one character is never
+// answered from the cache: it is refused or parsed on its own.
+func TestParsedKeyIsReusedOnlyForTheSameLine(t *testing.T) {
+	id, err := Generate("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := id.Public().String()
+	first, err := ParsePublicKey(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := ParsePublicKey(line)
+	if err != nil || again != first {
+		t.Fatalf("second parse gave %p (%v), want the first key %p", again, err, first)
+	}
+	flip := "A"
+	if strings.HasSuffix(line, "A") {
+		flip = "B"
+	}
+	changed := line[:len(line)-1] + flip
+	if p, err := ParsePublicKey(changed); err == nil && (p == first || p.String() != changed) {
+		t.Fatalf("a changed line parsed to %v", p)
+	}
+	if _, err := ParsePublicKey(line + " "); err == nil {
+		t.Fatal("a line with a trailing space parsed")
+	}
+}

@@ -238,7 +238,11 @@ type request struct {
 	// none); list the warrant's envelopes, inline or detached, once checked.
 	detached *warrant.EnvelopeList
 	list     *warrant.EnvelopeList
-	done     chan struct{}
+	// bundles are the key IDs' bundles as last checked (PCRs, floor,
+	// envelopes): the release uses what was checked, without reading it
+	// again.
+	bundles map[string]*escrow.Bundle
+	done    chan struct{}
 }
 
 func (d *Daemon) now() time.Time { return d.cfg.Now().UTC() }
@@ -308,7 +312,7 @@ func (d *Daemon) SubmitList(p7s []byte, list *warrant.EnvelopeList) (*Status, er
 
 // check runs every refusal before the summary, and logs or counts it.
 func (d *Daemon) check(p7s []byte, detached *warrant.EnvelopeList) (*warrant.Verified, *warrant.EnvelopeList, *Refusal) {
-	v, list, signed, code, err := d.vet(p7s, detached, true)
+	v, list, signed, code, err := d.vet(p7s, detached, true, nil)
 	switch {
 	case err == nil:
 		return v, list, nil
@@ -329,8 +333,8 @@ func (d *Daemon) check(p7s []byte, detached *warrant.EnvelopeList) (*warrant.Ver
 // verified warrant with its envelopes as one checked list (nil: none).
 // signed reports whether someone accountable stands behind the warrant —
 // its signatures verified against the trust store — whatever refused it
-// then.
-func (d *Daemon) vet(p7s []byte, detached *warrant.EnvelopeList, fresh bool) (v *warrant.Verified, list *warrant.EnvelopeList, signed bool, code Code, err error) {
+// then. The bundles checked go into keep, unless it is nil.
+func (d *Daemon) vet(p7s []byte, detached *warrant.EnvelopeList, fresh bool, keep map[string]*escrow.Bundle) (v *warrant.Verified, list *warrant.EnvelopeList, signed bool, code Code, err error) {
 	a := d.cfg.Appliance
 	if err := a.Ledger.Blocked(); err != nil {
 		if errors.Is(a.SignerErr, tpm.ErrDowngrade) {
@@ -361,7 +365,7 @@ func (d *Daemon) vet(p7s []byte, detached *warrant.EnvelopeList, fresh bool) (v 
 	if list, err = v.Warrant.List(detached); err != nil {
 		return nil, nil, true, codeOf(err), err
 	}
-	if code, err := d.checkBundles(v.Warrant, list); err != nil {
+	if code, err := d.checkBundles(v.Warrant, list, keep); err != nil {
 		return nil, nil, true, code, err
 	}
 	return v, list, true, "", nil
@@ -449,7 +453,7 @@ func signaturesVerified(code Code) bool {
 // the whole share, so naming envelopes for it would misstate the release —
 // or an envelope without its sealer's valid proof. The envelopes are all
 // checked before the TPM is asked anything.
-func (d *Daemon) checkBundles(w *warrant.Warrant, list *warrant.EnvelopeList) (Code, error) {
+func (d *Daemon) checkBundles(w *warrant.Warrant, list *warrant.EnvelopeList, keep map[string]*escrow.Bundle) (Code, error) {
 	bundles := make([]*escrow.Bundle, 0, len(w.KeyIDs))
 	for _, k := range w.KeyIDs {
 		b, err := d.cfg.Appliance.Bundle(k)
@@ -464,6 +468,11 @@ func (d *Daemon) checkBundles(w *warrant.Warrant, list *warrant.EnvelopeList) (C
 	for _, b := range bundles {
 		if code, err := d.checkOpens(b); err != nil {
 			return code, err
+		}
+	}
+	if keep != nil {
+		for _, b := range bundles {
+			keep[b.Escrow.KeyID] = b
 		}
 	}
 	return "", nil
@@ -606,11 +615,12 @@ func (d *Daemon) await(r *request, ready func()) {
 // here, key IDs held, replay key unused, PCRs). It returns the code that
 // refused it.
 func (d *Daemon) recheck(r *request) (Code, error) {
-	v, list, _, code, err := d.vet(r.p7s, r.detached, false)
+	bundles := map[string]*escrow.Bundle{}
+	v, list, _, code, err := d.vet(r.p7s, r.detached, false, bundles)
 	if err != nil {
 		return code, fmt.Errorf("the warrant no longer verifies after the press (%s): %w; nothing was released", code, err)
 	}
-	r.v, r.list = v, list
+	r.v, r.list, r.bundles = v, list, bundles
 	return "", nil
 }
 
@@ -645,6 +655,7 @@ func (d *Daemon) recheckKeyID(r *request, keyID string, first int64) (Code, erro
 	if code, err := d.checkOpens(b); err != nil {
 		return fail(code, err)
 	}
+	r.bundles[keyID] = b
 	return "", nil
 }
 

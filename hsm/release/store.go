@@ -20,15 +20,17 @@ import (
 	"github.com/custodian-project/custodian/tpm"
 )
 
-// record is a request's durable state, written before its first release
-// entry so that a restart knows which key IDs were approved, again right
-// before that entry with its intent (the ledger's size then: the entry's
-// index or a later one), and again right after it, naming it. A kill
-// between the entry and the record naming it leaves the intent: the
-// restart finds the entry among those appended since. A restart acts only
-// on a record whose first release entry is in the checked ledger and
-// commits to the record's warrant, so that a record planted or edited
-// offline makes nothing happen.
+// record is a request's durable state. It is written once before the
+// request's first release entry, with the key IDs approved and the intent
+// (the ledger's size then: the entry's index or a later one), and once
+// when the request is done, naming its entries. A kill after the entry
+// leaves the intent: the restart finds the entry among those appended
+// since. A kill before it leaves no record naming an entry, and nothing
+// was released. One durable write per state change: a record without an
+// intent could only be set aside at a restart, so none is written. A
+// restart acts only on a record whose first release entry is in the
+// checked ledger and commits to the record's warrant, so that a record
+// planted or edited offline makes nothing happen.
 type record struct {
 	ID            string    `json:"id"`
 	Warrant       []byte    `json:"warrant"` // the submitted signed warrant, for failure entries' commitments
@@ -88,13 +90,22 @@ func (d *Daemon) packagePath(id, keyID string) string {
 	return filepath.Join(d.requestDir(id), keyID+".release.json")
 }
 
+// writeRecord stores rec durably, making the request's directory first if
+// this is its first record.
 func (d *Daemon) writeRecord(rec *record) error {
 	data, err := json.MarshalIndent(rec, "", "  ")
 	if err != nil {
 		return err
 	}
+	if err := durable.MkdirAll(d.requestDir(rec.ID), 0o700); err != nil {
+		return err
+	}
 	return durable.WriteFile(filepath.Join(d.requestDir(rec.ID), "request.json"), data, 0o600)
 }
+
+// errNoRecord is a request record that could not be stored before the
+// request's first entry: nothing was appended, the request is refused.
+var errNoRecord = errors.New("cannot store the request record")
 
 func (d *Daemon) readRecord(id string) (*record, error) {
 	data, err := os.ReadFile(filepath.Join(d.requestDir(id), "request.json"))
@@ -119,17 +130,6 @@ func (d *Daemon) releaseAll(r *request) {
 	rec := &record{ID: r.status.ID, Warrant: r.p7s, WarrantDigest: r.status.WarrantDigest,
 		KeyIDs: v.Warrant.KeyIDs, Approved: d.now(), LedgerIndices: map[string]int64{}, Failed: map[string]Code{}}
 	tm := r.status.Timings
-	err := durable.MkdirAll(d.requestDir(rec.ID), 0o700)
-	if err == nil {
-		err = d.writeRecord(rec)
-	}
-	if err != nil {
-		// Nothing was appended: the approval is lost, no share left. The
-		// request is refused like an I/O failure before any entry.
-		ref := d.refuse(r.p7s, CodeInternal, fmt.Errorf("cannot store the request record: %w", err))
-		d.finish(r, func(s *Status) { s.State, s.Code, s.Message = StateRefused, CodeInternal, ref.Err.Error() })
-		return
-	}
 	replay := []byte(v.Replay.String())
 	for _, k := range v.Warrant.KeyIDs {
 		if rec.FirstEntry != nil {
@@ -139,6 +139,13 @@ func (d *Daemon) releaseAll(r *request) {
 			}
 		}
 		index, code, err := d.releaseOne(r, rec, k, replay, tm)
+		if errors.Is(err, errNoRecord) {
+			// Nothing was appended: the approval is lost, no share left.
+			// The request is refused like an I/O failure before any entry.
+			ref := d.refuse(r.p7s, CodeInternal, err)
+			d.finish(r, func(s *Status) { s.State, s.Code, s.Message = StateRefused, CodeInternal, ref.Err.Error() })
+			return
+		}
 		if index >= 0 {
 			rec.LedgerIndices[k] = index
 			replay = nil // registered with the first entry
@@ -186,9 +193,9 @@ func (d *Daemon) refusedKeyID(r *request, rec *record, keyID string, cause Code,
 // index (-1 if none was appended) and, on failure, the code. Any failure
 // after the entry is logged as a failure entry.
 func (d *Daemon) releaseOne(r *request, rec *record, keyID string, replay []byte, tm *Timings) (int64, Code, error) {
-	b, err := d.cfg.Appliance.Bundle(keyID)
-	if err != nil {
-		return -1, CodeNoShare, err
+	b := r.bundles[keyID] // checked at the press, or again right before this key ID
+	if b == nil {
+		return -1, CodeNoShare, fmt.Errorf("no share of key ID %s was checked before its release", keyID)
 	}
 	// One release entry per key ID, committing to what it releases: the
 	// warrant, and in scoped mode the envelope list (its tree hash and
@@ -202,7 +209,8 @@ func (d *Daemon) releaseOne(r *request, rec *record, keyID string, replay []byte
 			named = r.list.For(keyID)
 		}
 		if len(named) == 0 {
-			// checkBundles refused this before the summary; the bundle changed since.
+			// checkBundles refused this at the press; a later key ID's
+			// bundle is read again (recheckKeyID) and may have changed.
 			return -1, CodeNoEnvelopes, fmt.Errorf("key ID %s is scoped and the warrant names none of its envelopes", keyID)
 		}
 		digest := r.list.Digest()
@@ -212,7 +220,7 @@ func (d *Daemon) releaseOne(r *request, rec *record, keyID string, replay []byte
 	if rec.FirstEntry == nil {
 		rec.Intent = &intent{From: d.cfg.Appliance.Ledger.Size(), List: list}
 		if err := d.writeRecord(rec); err != nil {
-			return -1, CodeInternal, fmt.Errorf("cannot store the request record before its first entry: %w", err)
+			return -1, CodeInternal, fmt.Errorf("%w before its first entry: %w", errNoRecord, err)
 		}
 	}
 	t0 := time.Now()
@@ -222,10 +230,9 @@ func (d *Daemon) releaseOne(r *request, rec *record, keyID string, replay []byte
 		return -1, code, err
 	}
 	if rec.FirstEntry == nil {
+		// Stored with the request's last record; until then the intent
+		// finds the entry.
 		rec.FirstEntry, rec.FirstList = &index, list
-		if werr := d.writeRecord(rec); werr != nil {
-			d.cfg.Log.Error("request record not updated with its first entry", "request", rec.ID, "err", werr)
-		}
 	}
 	d.cfg.Hook("entry", keyID)
 	fail := func(code Code, err error) (int64, Code, error) {

@@ -1,6 +1,7 @@
 package trust_test
 
 import (
+	"bytes"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
@@ -238,4 +239,27 @@ func FuzzStoredCRL(f *testing.F) {
 			t.Fatal("a CRL in force does not verify against its issuer")
 		}
 	})
+}
+
+// TestInvariantCRLSignatureKeptOnlyForTheSameBytes: a CRL whose signature
+// checked once is accepted again without the check only byte for byte; the
+// same list with its signature damaged is refused, before and after.
+func TestInvariantCRLSignatureKeptOnlyForTheSameBytes(t *testing.T) {
+	now := time.Now()
+	root := trusttest.NewRoot(t, "Kept Root", now)
+	der := root.CRL(t, now.Add(-time.Hour), now.Add(time.Hour))
+	damaged := bytes.Clone(der)
+	damaged[len(damaged)-1] ^= 1
+	for range 2 {
+		s := trust.New()
+		if _, err := s.AddRoot(trusttest.PEM(root.Cert), "Kept Court"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.SetCRL(damaged, now); err == nil || !strings.Contains(err.Error(), "not signed by a pinned root") {
+			t.Fatalf("a CRL with a damaged signature: got %v, want a refusal of its signature", err)
+		}
+		if _, err := s.SetCRL(der, now); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

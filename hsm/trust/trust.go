@@ -43,6 +43,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
@@ -57,6 +58,7 @@ import (
 
 	"github.com/custodian-project/custodian/hsm/certfile"
 	"github.com/custodian-project/custodian/hsm/durable"
+	"github.com/custodian-project/custodian/hsm/internal/bytecache"
 )
 
 // CRL is a verified certificate revocation list.
@@ -213,6 +215,21 @@ func (s *Store) Roots() []Root { return slices.Clone(s.roots) }
 // Pool returns the pinned roots as a pool for chain building.
 func (s *Store) Pool() *x509.CertPool { return s.pool }
 
+// RootsDigest is a SHA-256 over the pinned roots' certificates, in the
+// order they were pinned or loaded. Path building reads nothing else of the
+// store, so two stores with the same digest build the same chains from the
+// same certificates at the same time, whether or not they were opened
+// separately: it names the store's generation for a cache of chains.
+// Courts, CRLs and the policy are not in it; they are checked each time.
+func (s *Store) RootsDigest() [32]byte {
+	h := sha256.New()
+	for _, r := range s.roots {
+		h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(r.Cert.Raw))))
+		h.Write(r.Cert.Raw)
+	}
+	return [32]byte(h.Sum(nil))
+}
+
 // Empty reports whether the store has no roots, and so trusts nothing.
 func (s *Store) Empty() bool { return len(s.roots) == 0 }
 
@@ -306,7 +323,7 @@ func (s *Store) verifyCRL(data []byte, now time.Time) (*CRL, error) {
 	}
 	for _, r := range s.roots {
 		root := r.Cert
-		if bytes.Equal(root.RawSubject, list.RawIssuer) && list.CheckSignatureFrom(root) == nil {
+		if bytes.Equal(root.RawSubject, list.RawIssuer) && crlSignedBy(list, root) {
 			return newCRL(list, root, nil), nil
 		}
 	}
@@ -315,7 +332,7 @@ func (s *Store) verifyCRL(data []byte, now time.Time) (*CRL, error) {
 		inter.AddCert(c)
 	}
 	for _, c := range extra {
-		if !bytes.Equal(c.RawSubject, list.RawIssuer) || list.CheckSignatureFrom(c) != nil {
+		if !bytes.Equal(c.RawSubject, list.RawIssuer) || !crlSignedBy(list, c) {
 			continue
 		}
 		chains, err := c.Verify(x509.VerifyOptions{Roots: s.pool, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
@@ -326,6 +343,31 @@ func (s *Store) verifyCRL(data []byte, now time.Time) (*CRL, error) {
 		return newCRL(list, c, chain[:len(chain)-1]), nil
 	}
 	return nil, fmt.Errorf("the CRL of %q is not signed by a pinned root; add the court root first, or append the issuing CA certificate and the CA certificates above it to the CRL file", list.Issuer)
+}
+
+// signedCRLs are the CRL signatures found valid, by the CRL's and its
+// signer's bytes. A store is opened for every request and checks each
+// stored CRL again; the signature over the same bytes is checked once.
+// Only the signature is kept: the issuer's chain, freshness and
+// revocation are checked every time.
+var signedCRLs = bytecache.New[struct{}](64)
+
+// crlSignedBy reports whether issuer's key signed list.
+func crlSignedBy(list *x509.RevocationList, issuer *x509.Certificate) bool {
+	h := sha256.New()
+	for _, b := range [][]byte{list.Raw, issuer.Raw} {
+		h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(b))))
+		h.Write(b)
+	}
+	key := string(h.Sum(nil))
+	if _, ok := signedCRLs.Get(key); ok {
+		return true
+	}
+	if list.CheckSignatureFrom(issuer) != nil {
+		return false
+	}
+	signedCRLs.Add(key, struct{}{})
+	return true
 }
 
 func newCRL(list *x509.RevocationList, issuer *x509.Certificate, chain []*x509.Certificate) *CRL {

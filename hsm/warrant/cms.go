@@ -322,17 +322,19 @@ func verificationAlgorithm(pub crypto.PublicKey, hash crypto.Hash, sigID pkix.Al
 		return algorithm{}, err
 	}
 	a := algorithm{hash: hash}
-	bad := refuse(ReasonBadAlgorithm, "signature algorithm %v does not match the key and digest %v", sigID.Algorithm, hash)
+	bad := func() error {
+		return refuse(ReasonBadAlgorithm, "signature algorithm %v does not match the key and digest %v", sigID.Algorithm, hash)
+	}
 	switch pub.(type) {
 	case *ecdsa.PublicKey:
 		if !sigID.Algorithm.Equal(ecdsaOIDs[hash]) || len(sigID.Parameters.FullBytes) != 0 {
-			return a, bad
+			return a, bad()
 		}
 	case *rsa.PublicKey:
 		switch {
 		case sigID.Algorithm.Equal(oid.PublicKeyAlgorithmRSA), sigID.Algorithm.Equal(rsaOIDs[hash]):
 			if !absentOrNull(sigID.Parameters) {
-				return a, bad
+				return a, bad()
 			}
 		case sigID.Algorithm.Equal(oidRSASSAPSS):
 			opts, err := parsePSS(sigID.Parameters, hash)
@@ -341,7 +343,7 @@ func verificationAlgorithm(pub crypto.PublicKey, hash crypto.Hash, sigID pkix.Al
 			}
 			a.pss = opts
 		default:
-			return a, bad
+			return a, bad()
 		}
 	}
 	return a, nil
@@ -517,7 +519,7 @@ func parseCertificates(raws []asn1.RawValue) ([]*x509.Certificate, error) {
 		if raw.Class != asn1.ClassUniversal || raw.Tag != asn1.TagSequence {
 			return nil, refuse(ReasonMalformedCMS, "CMS carries a certificate that is not X.509")
 		}
-		c, err := x509.ParseCertificate(raw.FullBytes)
+		c, err := parseCertificate(raw.FullBytes)
 		if err != nil {
 			return nil, refuse(ReasonMalformedCMS, "CMS carries a malformed certificate")
 		}

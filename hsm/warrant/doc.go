@@ -46,4 +46,10 @@
 // caller's: Verified.Replay is the (court root key, court, serial) key to
 // check against the ledger. An empty trust store or custodian ID verifies
 // nothing.
+//
+// What depends on bytes alone is kept between calls, in bounded caches
+// (cache.go): parsed certificates, signer identities, and the chains path
+// building returns, under the pinned roots' digest and only while no
+// certificate it could use changes validity. CRL freshness, revocation,
+// the court binding and every clock check run for every warrant.
 package warrant

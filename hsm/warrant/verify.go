@@ -170,10 +170,9 @@ func (v *Verifier) checkSigners(m *message, court string, policy trust.Policy, n
 		inter.AddCert(c)
 	}
 	var root *x509.Certificate
-	var ids []Identity
 	var certs []*x509.Certificate
 	for _, s := range m.signers {
-		r, err := v.checkCertificate(s, inter, court, policy, now)
+		r, err := v.checkCertificate(s, offered{m.certs, inter}, court, policy, now)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -192,10 +191,14 @@ func (v *Verifier) checkSigners(m *message, court string, policy trust.Policy, n
 				DisplayName(nameOrSubject(certs[i])), DisplayName(nameOrSubject(s.cert)))
 		}
 		certs = append(certs, s.cert)
-		ids = append(ids, identityOf(s))
 	}
-	if len(ids) < policy.Signers {
-		return nil, nil, refuse(ReasonTooFewSigners, "warrant has %d distinct signer(s); the approval policy needs %d", len(ids), policy.Signers)
+	if len(certs) < policy.Signers {
+		return nil, nil, refuse(ReasonTooFewSigners, "warrant has %d distinct signer(s); the approval policy needs %d", len(certs), policy.Signers)
+	}
+	// Identities are built only for a warrant that passed.
+	ids := make([]Identity, len(m.signers))
+	for i, s := range m.signers {
+		ids[i] = identityOf(s)
 	}
 	return root, ids, nil
 }
@@ -210,15 +213,15 @@ func nameOrSubject(c *x509.Certificate) string {
 	return c.Subject.String()
 }
 
-func identityOf(s signature) Identity {
-	sum := sha256.Sum256(s.cert.Raw)
+// certIdentity is the signer a certificate names, without a signing time.
+func certIdentity(c *x509.Certificate) Identity {
+	sum := sha256.Sum256(c.Raw)
 	return Identity{
-		Name:        nameOrSubject(s.cert),
-		Subject:     s.cert.Subject.String(),
-		Issuer:      s.cert.Issuer.String(),
-		Serial:      s.cert.SerialNumber.Text(16),
+		Name:        nameOrSubject(c),
+		Subject:     c.Subject.String(),
+		Issuer:      c.Issuer.String(),
+		Serial:      c.SerialNumber.Text(16),
 		Fingerprint: hex.EncodeToString(sum[:]),
-		SigningTime: s.signingTime,
 	}
 }
 
@@ -227,7 +230,7 @@ func identityOf(s signature) Identity {
 // required certificate policies along it, name constraints the verifier
 // can evaluate, and revocation of every certificate in the chain by a
 // fresh CRL of its issuer. It returns the chain's root.
-func (v *Verifier) checkCertificate(s signature, inter *x509.CertPool, court string, policy trust.Policy, now time.Time) (*x509.Certificate, error) {
+func (v *Verifier) checkCertificate(s signature, inter offered, court string, policy trust.Policy, now time.Time) (*x509.Certificate, error) {
 	c := s.cert
 	// A judge is a person, never a CA: a CA key signing warrants would sit
 	// outside revocation (its own issuer's CRL aside) and above the judges.
@@ -294,10 +297,18 @@ func (v *Verifier) checkOneCourt(c *x509.Certificate, chains [][]*x509.Certifica
 // processing for the required policies. Go's verifier never requires a
 // policy (its initial-explicit-policy is fixed to false) and does not know
 // documentSigning, so checkChain checks both along each chain itself.
-func (v *Verifier) chains(c *x509.Certificate, inter *x509.CertPool, policy trust.Policy, now time.Time) ([][]*x509.Certificate, error) {
+//
+// Built chains are kept (cache.go) under the roots, the certificates and
+// the policies, for as long as no certificate that path building may use
+// changes validity; a refusal is worked out again every time.
+func (v *Verifier) chains(c *x509.Certificate, inter offered, policy trust.Policy, now time.Time) ([][]*x509.Certificate, error) {
+	key := chainKey(v.Trust, c, inter.certs, policy.PolicyOIDs)
+	if chains, ok := cachedChains(key, now); ok {
+		return chains, nil
+	}
 	opts := x509.VerifyOptions{
 		Roots:         v.Trust.Pool(),
-		Intermediates: inter,
+		Intermediates: inter.pool,
 		CurrentTime:   now,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
 	}
@@ -310,6 +321,7 @@ func (v *Verifier) chains(c *x509.Certificate, inter *x509.CertPool, policy trus
 	}
 	chains, err := c.Verify(opts)
 	if err == nil {
+		v.keepChains(key, chains, inter.certs, now)
 		return chains, nil
 	}
 	var invalid x509.CertificateInvalidError
@@ -323,6 +335,25 @@ func (v *Verifier) chains(c *x509.Certificate, inter *x509.CertPool, policy trus
 		}
 	}
 	return nil, refuseErr(ReasonUntrustedChain, err, "certificate of %q does not chain to a pinned court root", personName(c))
+}
+
+// offered are the certificates a warrant carries, as a list (for the cache
+// key) and as the pool path building draws intermediates from.
+type offered struct {
+	certs []*x509.Certificate
+	pool  *x509.CertPool
+}
+
+// keepChains caches chains with the span over which they hold: every
+// certificate path building could have used, the warrant's and the pinned
+// roots, keeps its validity throughout.
+func (v *Verifier) keepChains(key string, chains [][]*x509.Certificate, certs []*x509.Certificate, now time.Time) {
+	all := slices.Clone(certs)
+	for _, r := range v.Trust.Roots() {
+		all = append(all, r.Cert)
+	}
+	from, to := stableSpan(all, now)
+	builtChains.Add(key, &chainResult{chains: chains, from: from, to: to})
 }
 
 func (v *Verifier) checkChain(chain []*x509.Certificate, court string, policy trust.Policy, signingTime, now time.Time) error {

@@ -1,11 +1,14 @@
 package strictjson
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 type inner struct {
@@ -110,10 +113,11 @@ func TestDecodeRefuses(t *testing.T) {
 		want error
 		msg  string
 	}{
-		"duplicate key":           {`{"name":"x","name":"y"}`, ErrDuplicateKey, `"name"`},
-		"nested duplicate key":    {`{"inner":{"a":1,"a":2}}`, ErrDuplicateKey, `"a"`},
-		"duplicate map key":       {`{"labels":{"k":"1","k":"2"}}`, ErrDuplicateKey, `"k"`},
-		"duplicate in an unknown": {`{"extra":{"b":1,"b":2}}`, ErrDuplicateKey, `"b"`},
+		"duplicate key":        {`{"name":"x","name":"y"}`, ErrDuplicateKey, `"name"`},
+		"nested duplicate key": {`{"inner":{"a":1,"a":2}}`, ErrDuplicateKey, `"a"`},
+		"duplicate map key":    {`{"labels":{"k":"1","k":"2"}}`, ErrDuplicateKey, `"k"`},
+		// One pass: the unknown name is refused before its value is read.
+		"duplicate in an unknown": {`{"extra":{"b":1,"b":2}}`, ErrUnknownField, `"extra"`},
 		"unknown field":           {`{"name":"x","extra":1}`, ErrUnknownField, `"extra"`},
 		"trailing data":           {`{"name":"x"}{}`, ErrTrailingData, "trailing"},
 		"trailing garbage":        {`{"name":"x"} x`, ErrTrailingData, "trailing"},
@@ -136,6 +140,53 @@ func TestDecodeRefuses(t *testing.T) {
 				t.Fatalf("got %v, want %v containing %q", err, c.want, c.msg)
 			}
 		})
+	}
+}
+
+// typed has fields whose values the decoder's library parses itself.
+type typed struct {
+	N    uint8     `json:"n"`
+	Raw  []byte    `json:"raw"`
+	When time.Time `json:"when"`
+	List [2]int    `json:"list"`
+}
+
+// TestRefusalsSayWhatIsWrongInWords: a refusal names the place (a field, or
+// a byte with line and column) and never carries decoder text.
+func TestRefusalsSayWhatIsWrongInWords(t *testing.T) {
+	cases := map[string]struct{ in, msg string }{
+		"out of range":      {`{"n":300}`, `field "n": the number is out of range`},
+		"fraction":          {`{"n":1.5}`, `field "n": the value is not of the form`},
+		"bad base64":        {`{"raw":"*"}`, `field "raw": the value is not valid base64`},
+		"bad time":          {`{"when":"yesterday"}`, `field "when": the value is not a time in RFC 3339 form`},
+		"array too long":    {`{"list":[1,2,3]}`, `field "list"`},
+		"missing comma":     {"{\"n\":1\n \"raw\":\"\"}", "byte 8 (line 2, column 2)"},
+		"bad literal":       {`{"n":tru}`, `not valid JSON at byte 8 (line 1, column 9) (in field "n")`},
+		"nested bad":        {`{"list":[1,}`, `not valid JSON at byte 10 (line 1, column 11) (in field "list")`},
+		"key not a string":  {`{1:2}`, "an object key at byte 1"},
+		"truncated":         {`{"n":1`, "ends before its value is complete"},
+		"bad utf-8 in data": {"{\"raw\":\"\xc3\"}", "not valid UTF-8 (first bad byte at byte 8"},
+		"duplicate nested":  {`{"when":"2026-01-01T00:00:00Z","list":[1,2],"list":[3,4]}`, `duplicate key "list"`},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			var v typed
+			err := Decode([]byte(c.in), &v, 1024)
+			if err == nil || !strings.Contains(err.Error(), c.msg) {
+				t.Fatalf("got %v, want a refusal containing %q", err, c.msg)
+			}
+			checkWords(t, err)
+		})
+	}
+}
+
+// checkWords fails on a refusal that carries the decoder's own text.
+func checkWords(t *testing.T, err error) {
+	t.Helper()
+	for _, s := range []string{"json:", "jsontext", "Go ", "cannot unmarshal", "strconv", "reflect", "parsing time", "illegal base64", "uint8", "[]byte"} {
+		if strings.Contains(err.Error(), s) {
+			t.Fatalf("refusal %q carries decoder text %q", err, s)
+		}
 	}
 }
 
@@ -167,7 +218,12 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"n\u0061me":"x","labels":{"\u006b":"v"}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var d doc
-		if Decode(data, &d, 4096) != nil {
+		if err := Decode(data, &d, 4096); err != nil {
+			checkWords(t, err)
+			var v typed
+			if err := Decode(data, &v, 4096); err != nil {
+				checkWords(t, err)
+			}
 			return
 		}
 		var generic any
@@ -228,4 +284,17 @@ func jsonFields(st reflect.Type) map[string]reflect.Type {
 		out[name] = f.Type
 	}
 	return out
+}
+
+// TestRestatedErrorsKeepTheirCause: a caller can still tell a base64 or
+// range error apart, though the message is restated.
+func TestRestatedErrorsKeepTheirCause(t *testing.T) {
+	var v typed
+	var b64 base64.CorruptInputError
+	if err := Decode([]byte(`{"raw":"*"}`), &v, 1024); !errors.As(err, &b64) {
+		t.Fatalf("got %v, want a base64.CorruptInputError inside", err)
+	}
+	if err := Decode([]byte(`{"n":256}`), &v, 1024); !errors.Is(err, strconv.ErrRange) {
+		t.Fatalf("got %v, want strconv.ErrRange inside", err)
+	}
 }
