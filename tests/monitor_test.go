@@ -3,9 +3,11 @@ package tests
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -333,5 +335,44 @@ func TestMonitorDetectsBadSignature(t *testing.T) {
 	w.srv.Close()
 	if code, _, errOut := w.monitor(t); code != 3 || !strings.Contains(errOut, "unreachable") {
 		t.Fatalf("a server that does not answer: exit %d\n%s", code, errOut)
+	}
+}
+
+// TestMonitorServiceReportsAndStopsOnRollback: run as a service (no
+// --once), the monitor reports entries as they come, poll after poll, and
+// exits 6 with its report when the appliance is rolled back.
+func TestMonitorServiceReportsAndStopsOnRollback(t *testing.T) {
+	w := newWatched(t)
+	growLedger(t, w.r, 4)
+	old := w.snapshot(t)
+	var out, errOut syncBuffer
+	cmd := exec.Command(binary, "monitor", "--interval", "1s", "--appliance", w.srv.URL, "--verifier-key", w.r.a.VerifierKey,
+		"--state", w.state, "--ca", w.ca)
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			<-done
+		}
+	}()
+	waitFor(t, "the first poll", 30*time.Second, func() bool { return strings.Contains(out.String(), "4 entries, 4 new") })
+	w.append(t, "2027-03")
+	waitFor(t, "the new entry", 30*time.Second, func() bool {
+		return strings.Contains(out.String(), "5 entries, 1 new") && strings.Contains(out.String(), "key-id 2027-03")
+	})
+	w.restore(t, old)
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 6 || !strings.Contains(errOut.String(), "rollback: the ledger shrank") {
+			t.Fatalf("after a rollback: %v\n%s", err, errOut.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the monitor did not stop on a rollback\n%s%s", out.String(), errOut.String())
 	}
 }

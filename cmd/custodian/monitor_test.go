@@ -85,7 +85,7 @@ func (m *memLog) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 }
 
 func (m *memLog) Checkpoint() ([]byte, *log.Checkpoint, error) { return m.signed, m.cp, nil }
-func (m *memLog) TreeHash(n int64) (tlog.Hash, error)         { return tlog.TreeHash(n, m) }
+func (m *memLog) TreeHash(n int64) (tlog.Hash, error)          { return tlog.TreeHash(n, m) }
 
 // Tile is a hash tile as x/mod reads it from the stored hashes, or an
 // entry bundle: each entry after its length as a big-endian uint16.
@@ -295,4 +295,3 @@ func (w *countingWriter) Write(p []byte) (int, error) {
 	w.lines += int64(bytes.Count(p, []byte("\n")))
 	return len(p), nil
 }
-
