@@ -146,6 +146,8 @@ before); 7 a split view (two signed trees that are not one history). For 6 and
 	fl.IntVar(&m.retries, "retries", 3, "how many times to try again, with growing waits, when an appliance does not answer")
 	fl.BoolVar(&m.once, "once", false, "poll each appliance once and exit (for cron)")
 	m.network.register(cmd, false)
+	fl.Lookup("ca").Usage = "trust only this CA certificate (PEM; it may hold several) for the appliances' TLS certificates, not the system's roots"
+	fl.Lookup("insecure-http").Usage = "allow an http:// --appliance (a test daemon, or a static copy on a closed network): nothing is protected on the way"
 	for _, f := range []string{"appliance", "verifier-key", "state"} {
 		_ = cmd.MarkFlagRequired(f)
 	}
