@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -215,10 +216,16 @@ func (m *monitorFlags) open(g *globals) ([]*follower, func(), error) {
 	if err := os.MkdirAll(m.stateDir, 0o700); err != nil {
 		return nil, nil, err
 	}
-	out, err := openEntryLog(m.entries)
+	unlock, err := lockState(m.stateDir)
 	if err != nil {
 		return nil, nil, err
 	}
+	out, err := openEntryLog(m.entries)
+	if err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	closeAll := func() { out.close(); unlock() }
 	var followers []*follower
 	names := map[string]string{}
 	for i, raw := range m.appliances {
@@ -227,13 +234,32 @@ func (m *monitorFlags) open(g *globals) ([]*follower, func(), error) {
 			err = withHint(fmt.Errorf("--appliance %s and %s are the same log (%s)", names[f.name], raw, f.st.Origin), "follow each appliance once")
 		}
 		if err != nil {
-			out.close()
+			closeAll()
 			return nil, nil, err
 		}
 		names[f.name] = raw
 		followers = append(followers, f)
 	}
-	return followers, out.close, nil
+	return followers, closeAll, nil
+}
+
+// lockState keeps a second monitor off the same --state: two would each
+// move the state on from what they saw, and report entries twice.
+func lockState(dir string) (unlock func(), err error) {
+	f, err := openLock(filepath.Join(dir, lockName))
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		holder := readHolder(f)
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, withHint(fmt.Errorf("--state %s is in use by %s", dir, holder), "run one monitor per state directory; give another --state to run a second")
+		}
+		return nil, fmt.Errorf("locking --state %s: %w", dir, err)
+	}
+	recordHolder(f)
+	return func() { f.Close() }, nil
 }
 
 // follower builds the follower of one --appliance.

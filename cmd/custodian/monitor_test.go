@@ -181,6 +181,26 @@ func TestMonitorFlags(t *testing.T) {
 	}
 }
 
+// TestMonitorStateIsLocked: a second monitor on the same --state is
+// refused and names the one that holds it.
+func TestMonitorStateIsLocked(t *testing.T) {
+	m := newMemLog(t, 1)
+	state := t.TempDir()
+	unlock, err := lockState(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := runMonitor("--appliance", "http://127.0.0.1:1", "--verifier-key", m.vkey, "--state", state)
+	if code != 1 || !strings.Contains(errOut, "--state "+state+" is in use by custodian") {
+		t.Fatalf("a second monitor: exit %d\n%s", code, errOut)
+	}
+	unlock()
+	code, _, errOut = runMonitor("--appliance", "http://127.0.0.1:1", "--verifier-key", m.vkey, "--state", state)
+	if code != 3 {
+		t.Fatalf("once the lock is free, an appliance that does not answer: exit %d\n%s", code, errOut)
+	}
+}
+
 // FuzzMonitorState: the state parser accepts only what the monitor
 // writes for the pinned key, never panics, and what it accepts writes
 // back the same.
