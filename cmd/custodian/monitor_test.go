@@ -181,6 +181,30 @@ func TestMonitorFlags(t *testing.T) {
 	}
 }
 
+// TestMonitorStateBelongsToItsKey: a state kept for one key is not
+// followed with another key of the same name (a new ledger, or a swapped
+// key): the monitor stops and says so, and the state stays as it was.
+func TestMonitorStateBelongsToItsKey(t *testing.T) {
+	first, second := newMemLog(t, 5), newMemLog(t, 7)
+	_, srv := staticCopy(t, first)
+	state := t.TempDir()
+	if code, out, errOut := runMonitor("--appliance", srv.URL+"/log/", "--verifier-key", first.vkey, "--state", state); code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, out, errOut)
+	}
+	path := filepath.Join(state, "custodian_bench.json")
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := runMonitor("--appliance", srv.URL+"/log/", "--verifier-key", second.vkey, "--state", state)
+	if code != 1 || !strings.Contains(errOut, "it follows the log of key "+first.vkey+", not the --verifier-key given") {
+		t.Fatalf("another key: exit %d\n%s", code, errOut)
+	}
+	if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
+		t.Fatal("the state changed")
+	}
+}
+
 // TestMonitorStateIsLocked: a second monitor on the same --state is
 // refused and names the one that holds it.
 func TestMonitorStateIsLocked(t *testing.T) {
