@@ -162,17 +162,20 @@ func (m *monitorFlags) run(ctx context.Context, g *globals) error {
 	}
 	defer closeAll()
 	if m.once {
-		return m.round(ctx, g, followers)
+		return m.round(ctx, followers)
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	for {
-		err := m.round(ctx, g, followers)
+		err := m.round(ctx, followers)
+		if ctx.Err() != nil {
+			return nil // stopped (SIGTERM, ^C): what was verified is kept
+		}
 		var failed *monitorFailed
-		if errors.As(err, &failed) && failed.ExitCode() != int(findUnreachable) {
+		if err != nil && (!errors.As(err, &failed) || failed.ExitCode() != int(findUnreachable)) {
 			return err
 		}
-		if err != nil { // unreachable: said, and tried again next time
+		if err != nil { // only unreachable appliances: said, and polled again next time
 			fmt.Fprintf(g.stderr, "custodian: warning: %v\n", err)
 		}
 		select {
@@ -184,7 +187,7 @@ func (m *monitorFlags) run(ctx context.Context, g *globals) error {
 }
 
 // round polls every appliance once and collects what was found.
-func (m *monitorFlags) round(ctx context.Context, g *globals, followers []*follower) error {
+func (m *monitorFlags) round(ctx context.Context, followers []*follower) error {
 	var failed monitorFailed
 	for _, f := range followers {
 		if err := f.pollPatiently(ctx, m.retries); err != nil {
