@@ -376,3 +376,32 @@ func TestMonitorServiceReportsAndStopsOnRollback(t *testing.T) {
 		t.Fatalf("the monitor did not stop on a rollback\n%s%s", out.String(), errOut.String())
 	}
 }
+
+// TestMonitorStateSurvivesRestart: a monitor service killed outright
+// (kill -9) after a poll keeps what it verified: the next run, from the
+// same --state, reports only what came since and still proves the new
+// checkpoint consistent with the one the killed process kept.
+func TestMonitorStateSurvivesRestart(t *testing.T) {
+	w := newWatched(t)
+	growLedger(t, w.r, 7)
+	var out syncBuffer
+	cmd := exec.Command(binary, "monitor", "--interval", "1s", "--appliance", w.srv.URL, "--verifier-key", w.r.a.VerifierKey,
+		"--state", w.state, "--ca", w.ca)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the first poll", 30*time.Second, func() bool { return strings.Contains(out.String(), "7 entries, 7 new") })
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	if w.stateCheckpoint(t) == "" {
+		t.Fatal("the killed monitor kept no checkpoint")
+	}
+	growLedger(t, w.r, 9)
+	code, stdout, errOut := w.monitor(t)
+	if code != 0 || !strings.Contains(stdout, "9 entries, 2 new, consistent with every checkpoint seen before") || strings.Contains(stdout, "     6  ") {
+		t.Fatalf("after a restart: exit %d\n%s%s", code, stdout, errOut)
+	}
+}
