@@ -422,4 +422,25 @@ var breaks = []mutant{
 		},
 		pkg: "./hsm/appliance", tests: []string{"TestResealMovesSharesToAnApprovedImage"},
 	},
+	// The monitor keeps the public's view of each ledger to one history.
+	{
+		name:  "the monitor accepts a tree that does not extend the one it saw",
+		edits: []edit{{"cmd/custodian/monitor_follow.go", "\t\tif ledger.VerifyConsistency(old, cp, proof) != nil {", "\t\tif ledger.VerifyConsistency(old, cp, proof) != nil && false {"}},
+		pkg:   "./tests", tests: []string{"TestMonitorDetectsSplitView"},
+	},
+	{
+		name:  "the monitor accepts another root for a size it saw",
+		edits: []edit{{"cmd/custodian/monitor_follow.go", "\t\tif !bytes.Equal(cp.Hash, old.Hash) {", "\t\tif false {"}},
+		pkg:   "./tests", tests: []string{"TestMonitorDetectsSplitView"},
+	},
+	{
+		name:  "the monitor misses a rollback",
+		edits: []edit{{"cmd/custodian/monitor_follow.go", "\tcase old != nil && cp.Size < old.Size:", "\tcase false && old != nil && cp.Size < old.Size:"}},
+		pkg:   "./tests", tests: []string{"TestMonitorDetectsRollback"},
+	},
+	{
+		name:  "the monitor takes entries the signed tree does not hold",
+		edits: []edit{{"cmd/custodian/ledger_export.go", "\t\tif tlog.RecordHash(e) != leaves[i] {", "\t\tif tlog.RecordHash(e) != leaves[i] && false {"}},
+		pkg:   "./cmd/custodian", tests: []string{"TestMonitorRefusesTilesThatAreNotTheSignedTree"},
+	},
 }

@@ -26,6 +26,7 @@ func registerCommands(root *cobra.Command, g *globals) {
 		newServeCommand(g),
 		newButtonCommand(g),
 		newReleaseCommand(g),
+		newMonitorCommand(g),
 		newDemoCommand(g),
 	)
 }

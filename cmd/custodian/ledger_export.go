@@ -61,6 +61,7 @@ func newLedgerExportCommand(g *globals) *cobra.Command {
 type remoteTiles struct {
 	ctx    context.Context
 	c      *apiClient
+	prefix string // the log's path on the server, ending in /
 	signed []byte
 	cp     *log.Checkpoint
 	tree   tlog.Tree
@@ -79,10 +80,47 @@ func (r *remoteLedger) tiles(ctx context.Context) (*remoteTiles, error) {
 	if err != nil {
 		return nil, err
 	}
-	src := &remoteTiles{ctx: ctx, c: r.c, signed: signed, cp: cp, cache: map[tlog.Tile][]byte{},
+	return newRemoteTiles(ctx, r.c, release.TlogPrefix, signed, cp), nil
+}
+
+// newRemoteTiles reads the tiles of the tree cp, a checkpoint already
+// verified, from the log at prefix on c's server.
+func newRemoteTiles(ctx context.Context, c *apiClient, prefix string, signed []byte, cp *log.Checkpoint) *remoteTiles {
+	src := &remoteTiles{ctx: ctx, c: c, prefix: prefix, signed: signed, cp: cp, cache: map[tlog.Tile][]byte{},
 		tree: tlog.Tree{N: int64(cp.Size), Hash: tlog.Hash(cp.Hash)}}
 	src.hashes = tlog.TileHashReader(src.tree, src)
-	return src, nil
+	return src
+}
+
+// Caps on what a tile server may send: a hash tile is 256 hashes, an entry
+// bundle 256 entries of at most 4 KiB after their lengths.
+const (
+	maxHashTile = 256 * tlog.HashSize
+	maxBundle   = 256 * (2 + 4096)
+	// maxCachedTiles bounds the hash tiles kept between reads (8 MiB):
+	// past it the cache starts afresh, and the few tiles still needed are
+	// fetched again.
+	maxCachedTiles = 1024
+)
+
+// fetchError is a tile or checkpoint that could not be fetched: the
+// server or the network failed, which says nothing about the log.
+type fetchError struct{ err error }
+
+func (e *fetchError) Error() string { return e.err.Error() }
+func (e *fetchError) Unwrap() error { return e.err }
+
+// get fetches path under the log's prefix, at most max bytes.
+func (s *remoteTiles) get(path string, max int64) ([]byte, error) {
+	return fetchCapped(s.ctx, s.c, s.prefix+path, max)
+}
+
+func fetchCapped(ctx context.Context, c *apiClient, path string, max int64) ([]byte, error) {
+	out := capped{max: max}
+	if err := c.do(ctx, http.MethodGet, path, nil, &out); err != nil {
+		return nil, &fetchError{err}
+	}
+	return out.data, nil
 }
 
 func (s *remoteTiles) Checkpoint() ([]byte, *log.Checkpoint, error) { return s.signed, s.cp, nil }
@@ -100,8 +138,8 @@ func (s *remoteTiles) Tile(t tlog.Tile) ([]byte, error) {
 		}
 		return out, nil
 	}
-	var data []byte
-	if err := s.c.do(s.ctx, http.MethodGet, release.TlogPrefix+ledger.TilePath(t), nil, &data); err != nil {
+	data, err := s.get(ledger.TilePath(t), maxBundle)
+	if err != nil {
 		return nil, err
 	}
 	entries, err := ledger.SplitBundle(data, t.W)
@@ -163,10 +201,13 @@ func (s *remoteTiles) fetch(t tlog.Tile) ([]byte, error) {
 	if data, ok := s.cache[t]; ok {
 		return data, nil
 	}
-	var data []byte
-	if err := s.c.do(s.ctx, http.MethodGet, release.TlogPrefix+ledger.TilePath(t), nil, &data); err != nil {
+	data, err := s.get(ledger.TilePath(t), maxHashTile)
+	if err != nil {
 		s.failed = err
 		return nil, err
+	}
+	if len(s.cache) >= maxCachedTiles {
+		clear(s.cache)
 	}
 	s.cache[t] = data
 	return data, nil

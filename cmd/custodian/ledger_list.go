@@ -170,24 +170,29 @@ func printListed(g *globals, entries []listed, cp *log.Checkpoint, signed []byte
 		})
 	}
 	for _, l := range entries {
-		line := fmt.Sprintf("%6d  %s  %-10s  counter %-5d  %-7s", l.Index, l.Time.Format(time.RFC3339), l.Kind, l.Counter, l.Outcome)
-		if l.Reason != "" {
-			line += "  reason " + l.Reason
-		}
-		if l.KeyID != "" {
-			line += "  key-id " + l.KeyID
-		}
-		if l.Counts != nil {
-			line += "  counts " + countsText(l.Counts)
-		}
-		if l.Commitment != "" {
-			line += "  commitment " + l.Commitment
-		}
-		g.printf("%s\n", strings.TrimRight(line, " "))
+		g.printf("%s\n", l.line())
 	}
 	g.printf("%d entries (%d to %d) of %s, each proven in its signed checkpoint (now %d entries)\n",
 		len(entries), entries[0].Index, entries[len(entries)-1].Index, cp.Origin, cp.Size)
 	return nil
+}
+
+// line is the entry as a person reads it, on one line.
+func (l listed) line() string {
+	line := fmt.Sprintf("%6d  %s  %-10s  counter %-5d  %-7s", l.Index, l.Time.Format(time.RFC3339), l.Kind, l.Counter, l.Outcome)
+	if l.Reason != "" {
+		line += "  reason " + l.Reason
+	}
+	if l.KeyID != "" {
+		line += "  key-id " + l.KeyID
+	}
+	if l.Counts != nil {
+		line += "  counts " + countsText(l.Counts)
+	}
+	if l.Commitment != "" {
+		line += "  commitment " + l.Commitment
+	}
+	return strings.TrimRight(line, " ")
 }
 
 // countsText prints an unverified entry's tally as its entry line does:

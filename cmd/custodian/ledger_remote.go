@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -40,14 +39,7 @@ func (r *remoteLedger) verifier() (string, error) {
 	if r.key == "" {
 		return "", withHint(errors.New("--server needs --verifier-key"), "pin the appliance's key from its ledger-key.pub (published by its operator)")
 	}
-	if strings.HasPrefix(r.key, "custodian/") {
-		return r.key, nil
-	}
-	data, err := os.ReadFile(r.key)
-	if err != nil {
-		return "", err
-	}
-	return strings.TrimSpace(string(data)), nil
+	return readVerifierKey(r.key)
 }
 
 func (r *remoteLedger) client() (*apiClient, string, error) {

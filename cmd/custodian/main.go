@@ -8,6 +8,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -26,6 +27,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	root.SetArgs(args)
 	if cmd, err := root.ExecuteC(); err != nil {
 		printError(stderr, usageHint(cmd, explainOS(err)))
+		var coded interface{ ExitCode() int }
+		if errors.As(err, &coded) {
+			return coded.ExitCode()
+		}
 		return 1
 	}
 	return 0

@@ -106,12 +106,22 @@ func (c *apiClient) send(ctx context.Context, method, path, contentType string, 
 	}
 	defer resp.Body.Close()
 	limit := int64(release.MaxResponse)
-	if _, raw := out.(*[]byte); raw {
+	switch o := out.(type) {
+	case *[]byte:
 		limit = escrow.MaxReleaseSize
+	case *capped:
+		limit = o.max
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return err
+	}
+	if c, ok := out.(*capped); ok && resp.StatusCode < 300 {
+		if int64(len(data)) > limit {
+			return fmt.Errorf("the answer for %s is larger than the %d bytes it can be", path, limit)
+		}
+		c.data = data
+		return nil
 	}
 	if resp.StatusCode >= 300 {
 		var eb release.ErrorBody
@@ -125,6 +135,13 @@ func (c *apiClient) send(ctx context.Context, method, path, contentType string, 
 		return nil
 	}
 	return release.DecodeResponse(data, out)
+}
+
+// capped is an answer read as it is, up to max bytes: a larger one is
+// refused, not cut.
+type capped struct {
+	max  int64
+	data []byte
 }
 
 // submission is a signed warrant and the path of the envelope list it

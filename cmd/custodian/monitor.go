@@ -1,0 +1,300 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/custodian-project/custodian/hsm/release"
+)
+
+// custodian monitor is the public's watch on appliances: it follows each
+// one's ledger as a C2SP tlog-tiles log, proves every checkpoint it is
+// served consistent with every one it saw before, and raises the alarm
+// when an appliance shows two histories, shrinks its ledger, or serves a
+// checkpoint its pinned key did not sign. What it has verified stays on
+// disk, so a restart (or the next cron run) picks up where it stopped.
+
+// finding is what a poll found wrong; each is its own exit status, the
+// more serious the higher, so that the status of a run over several
+// appliances is the worst one.
+type finding int
+
+const (
+	findUnreachable  finding = 3 + iota // 3: the server or network failed; says nothing about the log
+	findBadTiles                        // 4: tiles or bundles that are not the signed tree
+	findBadSignature                    // 5: a checkpoint the pinned key did not sign, or of another log
+	findRollback                        // 6: a signed tree smaller than one signed before
+	findSplitView                       // 7: two signed trees that cannot both be one history
+)
+
+var findingNames = map[finding]string{
+	findUnreachable:  "unreachable",
+	findBadTiles:     "bad tiles",
+	findBadSignature: "bad signature",
+	findRollback:     "rollback",
+	findSplitView:    "split view",
+}
+
+// monitorAlarm is one finding on one appliance, as the report says it.
+type monitorAlarm struct {
+	Kind     string   `json:"kind"` // a findingNames value
+	Origin   string   `json:"origin"`
+	Message  string   `json:"message"`
+	Evidence []string `json:"evidence,omitempty"` // files in the state directory
+}
+
+// finding is the alarm's kind, or 0 for a kind this version does not know.
+func (a *monitorAlarm) finding() finding {
+	for f, name := range findingNames {
+		if name == a.Kind {
+			return f
+		}
+	}
+	return 0
+}
+
+func (a *monitorAlarm) Error() string {
+	s := fmt.Sprintf("%s: %s: %s", a.Origin, a.Kind, a.Message)
+	for _, e := range a.Evidence {
+		s += "\n  evidence: " + e
+	}
+	return s
+}
+
+// monitorFailed is a run's outcome when anything was found: every alarm,
+// and the exit status of the worst.
+type monitorFailed struct {
+	alarms []*monitorAlarm
+}
+
+func (m *monitorFailed) Error() string {
+	lines := make([]string, len(m.alarms))
+	for i, a := range m.alarms {
+		lines[i] = a.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (m *monitorFailed) ExitCode() int {
+	worst := findUnreachable
+	for _, a := range m.alarms {
+		worst = max(worst, a.finding())
+	}
+	return int(worst)
+}
+
+// hint says what to do about the worst finding.
+func (m *monitorFailed) hint() error {
+	switch finding(m.ExitCode()) {
+	case findSplitView, findRollback:
+		return withHint(m, "the two signed checkpoints in the evidence files prove the appliance signed two histories: publish them and tell its keeper and the other custodians (docs/auditor.md, Monitoring)",
+			"the monitor keeps reporting this appliance until you move its state file away")
+	case findBadSignature:
+		return withHint(m, "check --verifier-key against the appliance's published ledger-key.pub and --appliance against its address; if both are right, someone else answers for the appliance")
+	case findBadTiles:
+		return withHint(m, "the server's tiles do not match the checkpoint it signed; nothing of them was accepted: tell the appliance's keeper or the mirror's")
+	}
+	return withHint(m, "the appliance or the network did not answer; the monitor tries again at the next poll")
+}
+
+type monitorFlags struct {
+	appliances []string
+	keys       []string
+	stateDir   string
+	entries    string
+	interval   time.Duration
+	retries    int
+	once       bool
+	network    clientTLS
+}
+
+func newMonitorCommand(g *globals) *cobra.Command {
+	var m monitorFlags
+	cmd := &cobra.Command{
+		Use:   "monitor --appliance URL --verifier-key KEY [--appliance URL --verifier-key KEY ...] --state DIR",
+		Short: "Follow appliances' public ledgers and raise the alarm on a split view, a rollback or a bad signature",
+		Long: `Follow one or more appliances' ledgers, served as C2SP tlog-tiles logs, and
+prove every checkpoint consistent with every one seen before. New entries are
+printed one a line (and with --entries appended as JSON lines). The verified
+state is kept in --state, one file per appliance.
+
+Exit status: 0 all verified; 3 an appliance did not answer (--once); 4 its tiles
+or entry bundles are not the tree its checkpoint signs; 5 a checkpoint that does
+not verify with the pinned key; 6 a rollback (a smaller tree than one signed
+before); 7 a split view (two signed trees that are not one history). For 6 and
+7 the two signed checkpoints are kept in --state as evidence.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return m.run(cmd.Context(), g)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringArrayVar(&m.appliances, "appliance", nil, "an appliance's address (its ledger is at /v1/tlog/), or the URL of a static copy written by ledger export (ending in /); repeat for several")
+	fl.StringArrayVar(&m.keys, "verifier-key", nil, "the appliance's pinned checkpoint verifier key, or a file holding it (ledger-key.pub); one per --appliance, in the same order")
+	fl.StringVar(&m.stateDir, "state", "", "the directory where the verified checkpoints and any evidence are kept (created 0700)")
+	fl.StringVar(&m.entries, "entries", "", "also append each new entry as a JSON line to this file")
+	fl.DurationVar(&m.interval, "interval", 5*time.Minute, "how often to poll each appliance")
+	fl.IntVar(&m.retries, "retries", 3, "how many times to try again, with growing waits, when an appliance does not answer")
+	fl.BoolVar(&m.once, "once", false, "poll each appliance once and exit (for cron)")
+	m.network.register(cmd, false)
+	fl.Lookup("ca").Usage = "trust only this CA certificate (PEM; it may hold several) for the appliances' TLS certificates, not the system's roots"
+	fl.Lookup("insecure-http").Usage = "allow an http:// --appliance (a test daemon, or a static copy on a closed network): nothing is protected on the way"
+	for _, f := range []string{"appliance", "verifier-key", "state"} {
+		_ = cmd.MarkFlagRequired(f)
+	}
+	return cmd
+}
+
+func (m *monitorFlags) run(ctx context.Context, g *globals) error {
+	followers, closeAll, err := m.open(g)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	if m.once {
+		return m.round(ctx, followers)
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	for {
+		err := m.round(ctx, followers)
+		if ctx.Err() != nil {
+			return nil // stopped (SIGTERM, ^C): what was verified is kept
+		}
+		var failed *monitorFailed
+		if err != nil && (!errors.As(err, &failed) || failed.ExitCode() != int(findUnreachable)) {
+			return err
+		}
+		if err != nil { // only unreachable appliances: said, and polled again next time
+			fmt.Fprintf(g.stderr, "custodian: warning: %v\n", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(m.interval):
+		}
+	}
+}
+
+// round polls every appliance once and collects what was found.
+func (m *monitorFlags) round(ctx context.Context, followers []*follower) error {
+	var failed monitorFailed
+	for _, f := range followers {
+		if err := f.pollPatiently(ctx, m.retries); err != nil {
+			var a *monitorAlarm
+			if !errors.As(err, &a) {
+				return err
+			}
+			failed.alarms = append(failed.alarms, a)
+		}
+	}
+	if failed.alarms == nil {
+		return nil
+	}
+	return failed.hint()
+}
+
+// open checks the flags and loads each appliance's state.
+func (m *monitorFlags) open(g *globals) ([]*follower, func(), error) {
+	if len(m.appliances) != len(m.keys) {
+		return nil, nil, withHint(fmt.Errorf("%d --appliance and %d --verifier-key: each appliance needs its key", len(m.appliances), len(m.keys)),
+			"give --verifier-key right after each --appliance, in the same order")
+	}
+	if m.interval < time.Second {
+		return nil, nil, withHint(fmt.Errorf("--interval %s is too short", m.interval), "poll at most once a second; appliances serve checkpoints cached for 5 s")
+	}
+	if m.retries < 0 {
+		return nil, nil, errors.New("--retries cannot be negative")
+	}
+	if err := os.MkdirAll(m.stateDir, 0o700); err != nil {
+		return nil, nil, err
+	}
+	unlock, err := lockState(m.stateDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	out, err := openEntryLog(m.entries)
+	if err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	closeAll := func() { out.close(); unlock() }
+	var followers []*follower
+	names := map[string]string{}
+	for i, raw := range m.appliances {
+		f, err := m.follower(g, raw, m.keys[i], out)
+		if err == nil && names[f.name] != "" {
+			err = withHint(fmt.Errorf("--appliance %s and %s are the same log (%s)", names[f.name], raw, f.st.Origin), "follow each appliance once")
+		}
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		names[f.name] = raw
+		followers = append(followers, f)
+	}
+	return followers, closeAll, nil
+}
+
+// lockState keeps a second monitor off the same --state: two would each
+// move the state on from what they saw, and report entries twice.
+func lockState(dir string) (unlock func(), err error) {
+	f, err := openLock(filepath.Join(dir, lockName))
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		holder := readHolder(f)
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, withHint(fmt.Errorf("--state %s is in use by %s", dir, holder), "run one monitor per state directory; give another --state to run a second")
+		}
+		return nil, fmt.Errorf("locking --state %s: %w", dir, err)
+	}
+	recordHolder(f)
+	return func() { f.Close() }, nil
+}
+
+// follower builds the follower of one --appliance.
+func (m *monitorFlags) follower(g *globals, raw, keyFlag string, out *entryLog) (*follower, error) {
+	key, err := readVerifierKey(keyFlag)
+	if err != nil {
+		return nil, withHint(err, "--verifier-key is the appliance's key (custodian/ID+...) or the file its operator published it in")
+	}
+	base, prefix, err := tlogURL(raw)
+	if err != nil {
+		return nil, err
+	}
+	c, err := g.apiClient(base, m.network)
+	if err != nil {
+		return nil, err
+	}
+	return loadFollower(g, m.stateDir, raw, key, c, prefix, out)
+}
+
+// tlogURL splits --appliance into the server and the log's path on it:
+// /v1/tlog/ for an appliance's address, the path itself for a static copy.
+func tlogURL(raw string) (base, prefix string, err error) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return "", "", withHint(fmt.Errorf("bad --appliance %q", raw), "give an address such as https://custodian-a:8443, or a static copy's URL ending in /")
+	}
+	prefix = u.Path
+	switch {
+	case prefix == "" || prefix == "/":
+		prefix = release.TlogPrefix
+	case !strings.HasSuffix(prefix, "/"):
+		return "", "", withHint(fmt.Errorf("--appliance %s: a static copy's URL ends in /", raw), "give the directory that holds checkpoint and tile/")
+	}
+	return u.Scheme + "://" + u.Host, prefix, nil
+}
