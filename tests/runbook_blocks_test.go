@@ -134,8 +134,9 @@ var runbookPlans = map[string][]blockPlan{
 		{"98d281ec", "floor raise", ""},
 	},
 	"escrow-authority.md": {
+		{"d8fa30ca", "enroll keygen", ""},
 		{"0f433c3f", "enroll challenge", ""},
-		{"489aa4d9", "enroll verify", ""},
+		{"8106e358", "enroll verify", ""},
 		{"2333e4bd", "image measure", skipImage + "; the next block is the documented way without it"},
 		{"d62b4258", "policy from-enrollment", ""},
 		{"087c6179", "update keygen", ""},
@@ -143,21 +144,22 @@ var runbookPlans = map[string][]blockPlan{
 		{"0d16320b", "update sign", ""},
 	},
 	"court-trust-admin.md": {
-		{"1ecd8d6b", "add-root", ""},
+		{"9d95f531", "add-root", ""},
 		{"dcd74401", "judge certificate", ""},
 		{"9539dd47", "root CRL", ""},
 		{"6b001db2", "judges' CA CRL", ""},
 		{"5ea0030d", "issuing CA CRL", ""},
 		{"c6c98031", "set-policy", ""},
-		{"ecf4f62b", "trust list", ""},
-		{"e800bd42", "warrant verify", ""},
+		{"7ddc2f7c", "trust list", ""},
+		{"3fb5ccc7", "warrant verify", ""},
 	},
 	"judge.md": {
 		{"3cc036f8", "warrant new", ""},
+		{"39767d6c", "warrant show", ""},
 		{"a9b77017", "find the key", ""},
 		{"e31890ca", "sign", ""},
 		{"f793787f", "co-sign", ""},
-		{"c980fc4b", "show and verify", ""},
+		{"0709ec0b", "show and verify", ""},
 		{"92288c75", "openssl cms", ""},
 	},
 	"officer.md": {
@@ -165,7 +167,7 @@ var runbookPlans = map[string][]blockPlan{
 		{"a6a37ab5", "release", ""},
 	},
 	"agency.md": {
-		{"2c9fedde", "keygen", ""},
+		{"03af91ec", "keygen", ""},
 		{"4ffb46c9", "seal", ""},
 		{"a319757e", "recover", "a share-mode key ID; the story's ceremony makes the default, scoped"},
 		{"8686d4f6", "open", ""},
@@ -173,12 +175,14 @@ var runbookPlans = map[string][]blockPlan{
 		{"6c1000af", "open with the key", "a share-mode key ID's recovered key (see recover)"},
 	},
 	"auditor.md": {
-		{"03d522e5", "on the device", ""},
+		{"0b66178c", "on the device", ""},
 		{"945528ca", "checkpoint over TLS", ""},
+		{"68ad9e88", "ledger export", ""},
 		{"9c03018a", "checkproof", ""},
+		{"3ce25681", "ledger list over TLS", ""},
 		{"f4a6a238", "attest over TLS", ""},
 		{"804e1bdf", "attest on the device", ""},
-		{"75a4300d", "attest verify", ""},
+		{"0284fd96", "attest verify", ""},
 	},
 }
 

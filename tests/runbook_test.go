@@ -65,6 +65,7 @@ var runbookStory = slices.Concat([]storyStep{
 	{role: "officer", blocks: []string{"client key"}},
 	{role: "carry", do: carry("officer", "officer.csr", "operator", "officer.csr")},
 	{role: "operator", blocks: []string{"boot key", "rootfs court roots", "TLS certificates"}},
+	{role: "escrow-authority", blocks: []string{"enroll keygen"}},
 	{role: "the Pi boots the approved image", on: storyDevices, do: (*story).boot},
 },
 	// Each device enrolls in turn: the files of one round trip are named
@@ -107,7 +108,7 @@ var runbookStory = slices.Concat([]storyStep{
 		{role: "the messaging provider gets the escrow key and a message", do: (*story).toProvider},
 		{role: "agency", blocks: []string{"seal"}, dir: "messaging-provider"},
 		{role: "the messaging provider's envelopes", do: (*story).envelopes},
-		{role: "judge", blocks: []string{"warrant new", "find the key", "sign", "co-sign", "show and verify", "openssl cms"}, subst: [][2]string{{"<their label>", "second"}}},
+		{role: "judge", blocks: []string{"warrant new", "warrant show", "find the key", "sign", "co-sign", "show and verify", "openssl cms"}, subst: [][2]string{{"<their label>", "second"}}},
 		{role: "carry", do: carry("judge", "w2.p7s", "court-trust-admin", "w.p7s")},
 		{role: "court-trust-admin", blocks: []string{"warrant verify"}, on: []string{"court-a"}, atPi: true},
 		{role: "carry", do: (*story).toOfficer},
@@ -115,7 +116,7 @@ var runbookStory = slices.Concat([]storyStep{
 		{role: "carry", do: (*story).toAgency},
 		{role: "agency", blocks: []string{"open", "open a directory"}},
 		{role: "carry", do: (*story).toAuditor},
-		{role: "auditor", blocks: []string{"checkpoint over TLS", "attest over TLS"}},
+		{role: "auditor", blocks: []string{"checkpoint over TLS", "ledger export", "ledger list over TLS", "attest over TLS"}},
 		{role: "auditor", blocks: []string{"on the device", "attest on the device"}, on: []string{"court-a"}, atPi: true},
 		{role: "auditor", blocks: []string{"attest verify"}},
 		{role: "the auditor's checkout of the repository", do: (*story).checkout},
@@ -192,6 +193,8 @@ func (s *story) substitutions(device string) [][2]string {
 		{"custodian attest verify ", "custodian attest verify --ek-roots ek-cas.pem "},
 		// The story's ledgers are shorter than the example's 44 entries.
 		{"--index 7 ", "--index 3 "},
+		{"--from 40 ", "--from 1 "},
+		{" --to 43", " --to 3"},
 		// The boot event log is at /run/custodian/boot.cel on the appliance.
 		{"custodian attest --nonce ", "custodian attest --event-log " + s.devices[device].eventLog() + " --nonce "},
 	}
@@ -781,8 +784,10 @@ func (s *story) toAuditor(string) {
 		s.t.Fatal(err)
 	}
 	writeFile(s.t, filepath.Join(s.dir("auditor"), "ledger-key.pub"), data)
+	// What the escrow authority publishes: no challenge secret.
 	s.give("escrow-authority", "court-a/enrollment.json", "auditor", "court-a.enrollment.json")
-	s.give("escrow-authority", "court-a/challenge.secret", "auditor", "challenge.secret")
+	s.give("escrow-authority", "court-a/court-a.record", "auditor", "court-a.record")
+	s.give("escrow-authority", "authority.pub", "auditor", "authority.pub")
 	s.give("escrow-authority", "policy.json", "auditor", "policy.json")
 }
 
