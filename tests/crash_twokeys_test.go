@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -26,6 +27,26 @@ import (
 // package is served, the second is logged as interrupted, the warrant is
 // spent, and no key ID is released twice.
 func TestInvariantKillAtASecondKeyIDsEntryKeepsTheFirstAndLogsTheSecond(t *testing.T) {
+	killTwoKeyIDs(t, "entry@2026-12", []string{"2026-11"}, 2, 1)
+}
+
+// TestInvariantKillBetweenTwoKeyIDsLogsTheSecond: killed after the first
+// key ID's package is stored, before the second key ID was begun.
+func TestInvariantKillBetweenTwoKeyIDsLogsTheSecond(t *testing.T) {
+	killTwoKeyIDs(t, "stored@2026-11", []string{"2026-11"}, 1, 1)
+}
+
+// TestInvariantKillAtTheFirstOfTwoKeyIDsLogsBoth: killed right after the
+// first release entry, with nothing sealed.
+func TestInvariantKillAtTheFirstOfTwoKeyIDsLogsBoth(t *testing.T) {
+	killTwoKeyIDs(t, "entry@2026-11", nil, 1, 2)
+}
+
+// killTwoKeyIDs kills the daemon at crashAt during a release of key IDs
+// 2026-11 and 2026-12 and checks, after a restart, the packages served,
+// every other key ID logged as interrupted, the warrant spent, and the
+// ledger's release and failure entries.
+func killTwoKeyIDs(t *testing.T, crashAt string, packages []string, releases, failures int) {
 	now := time.Now().UTC()
 	d, c := readyDevice(t, now, "2026-11")
 	conn, err := tpm.Open(d.sw.Spec())
@@ -43,7 +64,7 @@ func TestInvariantKillAtASecondKeyIDsEntryKeepsTheFirstAndLogsTheSecond(t *testi
 	agency, _ := recipient.Generate("")
 	socket := filepath.Join(d.data, button.SimSocket)
 	p7s := c.sign(t, "W-kill-two", agency.Public(), []string{"court-a"}, []string{"2026-11", "2026-12"}, now)
-	child, cl := startChild(t, d, "entry@2026-12")
+	child, cl := startChild(t, d, crashAt)
 	status, st, eb := cl.submit(t, p7s)
 	if status != http.StatusAccepted {
 		t.Fatalf("submit %d %+v", status, eb)
@@ -58,14 +79,19 @@ func TestInvariantKillAtASecondKeyIDsEntryKeepsTheFirstAndLogsTheSecond(t *testi
 	defer func() { running.Process.Kill(); running.Wait() }()
 	var after release.Status
 	cl.getJSON(t, "/v1/requests/"+st.ID, &after)
-	if len(after.Packages) != 1 || after.Packages[0] != "2026-11" || after.Failed["2026-12"] != release.CodeInterrupted {
-		t.Fatalf("after a kill at the second entry: %+v", after)
+	if !slices.Equal(after.Packages, packages) {
+		t.Fatalf("after a kill at %s: packages %v, want %v (%+v)", crashAt, after.Packages, packages, after)
 	}
-	if code, _ := cl.get(t, "/v1/requests/"+st.ID+"/packages/2026-11"); code != http.StatusOK {
-		t.Fatalf("the first key ID's package is gone: %d", code)
-	}
-	if code, _ := cl.get(t, "/v1/requests/"+st.ID+"/packages/2026-12"); code != http.StatusNotFound {
-		t.Fatalf("a package for the interrupted key ID: %d", code)
+	for _, k := range []string{"2026-11", "2026-12"} {
+		want := http.StatusNotFound
+		if slices.Contains(packages, k) {
+			want = http.StatusOK
+		} else if after.Failed[k] != release.CodeInterrupted {
+			t.Errorf("after a kill at %s: key ID %s is not logged as interrupted: %+v", crashAt, k, after)
+		}
+		if code, _ := cl.get(t, "/v1/requests/"+st.ID+"/packages/"+k); code != want {
+			t.Errorf("after a kill at %s: package of %s answers %d, want %d", crashAt, k, code, want)
+		}
 	}
 	if _, _, eb := cl.submit(t, p7s); eb.Error.Code != release.CodeReplayed {
 		t.Fatalf("resubmitted after the kill: %+v", eb)
@@ -79,7 +105,7 @@ func TestInvariantKillAtASecondKeyIDsEntryKeepsTheFirstAndLogsTheSecond(t *testi
 	for i := int64(0); i < health.LedgerSize; i++ {
 		n[cl.entryAt(t, i, string(bytes.TrimSpace(verifier))).Kind]++
 	}
-	if n[ledger.KindRelease] != 2 || n[ledger.KindFailure] != 1 {
-		t.Fatalf("ledger kinds after the kill: %v (want 2 release entries, 1 failure)", n)
+	if n[ledger.KindRelease] != releases || n[ledger.KindFailure] != failures {
+		t.Fatalf("ledger kinds after a kill at %s: %v (want %d release entries, %d failures)", crashAt, n, releases, failures)
 	}
 }
