@@ -112,3 +112,21 @@ func TestInvariantCachedChainsFollowPolicyAndCourtChanges(t *testing.T) {
 	v.Trust = rebound
 	refused("root pinned for another court", v, ReasonCourtMismatch)
 }
+
+// TestInvariantCachedChainsFollowIntermediateRevocation: a warrant whose
+// chain through an intermediate is kept is refused once the root's CRL
+// revokes that intermediate.
+func TestInvariantCachedChainsFollowIntermediateRevocation(t *testing.T) {
+	f := newFixture(t)
+	s := f.underIntermediate(t, nil, nil)
+	p7s := f.sign(t, f.content(t, f.warrant()), s)
+	for range 2 {
+		if _, err := f.verifier().Verify(p7s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.setCRL(t, f.root.CRL(t, testNow.Add(-30*time.Minute), testNow.Add(24*time.Hour), s.Chain[1]))
+	if _, err := f.verifier().Verify(p7s); ReasonOf(err) != ReasonRevoked {
+		t.Fatalf("intermediate revoked after its chain was kept: got %v (reason %q), want %q", err, ReasonOf(err), ReasonRevoked)
+	}
+}
