@@ -23,7 +23,7 @@ const childEnv = "CUSTODIAN_TEST_CHILD"
 type childConfig struct {
 	TPM     string `json:"tpm"`
 	Data    string `json:"data"`
-	CrashAt string `json:"crash_at"` // a release.Config.Hook stage, or ""
+	CrashAt string `json:"crash_at"` // a release.Config.Hook stage, or stage@keyID, or ""
 	// The site's files (tlstest.PKI): the child serves TLS as serve does.
 	ServerCert string `json:"server_cert"`
 	ServerKey  string `json:"server_key"`
@@ -61,8 +61,8 @@ func runChildDaemon() int {
 		return 2
 	}
 	d, err := release.New(release.Config{Appliance: a, TPM: t, Button: btn, Display: os.Stderr, Window: 10 * time.Second,
-		Hook: func(stage, _ string) {
-			if stage == cfg.CrashAt {
+		Hook: func(stage, keyID string) {
+			if stage == cfg.CrashAt || stage+"@"+keyID == cfg.CrashAt {
 				syscall.Kill(os.Getpid(), syscall.SIGKILL)
 				select {}
 			}

@@ -1,0 +1,111 @@
+package tests
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/custodian-project/custodian/firmware/button"
+	"github.com/custodian-project/custodian/hsm/appliance"
+	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/hsm/recipient"
+	"github.com/custodian-project/custodian/hsm/release"
+	"github.com/custodian-project/custodian/tpm"
+)
+
+// TestInvariantKillAtASecondKeyIDsEntryKeepsTheFirstAndLogsTheSecond: the
+// request record is written once before the first release entry (with the
+// intent) and once when the request is done. A kill right after the
+// second key ID's release entry leaves a record that names neither entry
+// nor the first key ID's package. After the restart the first key ID's
+// package is served, the second is logged as interrupted, the warrant is
+// spent, and no key ID is released twice.
+func TestInvariantKillAtASecondKeyIDsEntryKeepsTheFirstAndLogsTheSecond(t *testing.T) {
+	killTwoKeyIDs(t, "entry@2026-12", []string{"2026-11"}, 2, 1)
+}
+
+// TestInvariantKillBetweenTwoKeyIDsLogsTheSecond: killed after the first
+// key ID's package is stored, before the second key ID was begun.
+func TestInvariantKillBetweenTwoKeyIDsLogsTheSecond(t *testing.T) {
+	killTwoKeyIDs(t, "stored@2026-11", []string{"2026-11"}, 1, 1)
+}
+
+// TestInvariantKillAtTheFirstOfTwoKeyIDsLogsBoth: killed right after the
+// first release entry, with nothing sealed.
+func TestInvariantKillAtTheFirstOfTwoKeyIDsLogsBoth(t *testing.T) {
+	killTwoKeyIDs(t, "entry@2026-11", nil, 1, 2)
+}
+
+// killTwoKeyIDs kills the daemon at crashAt during a release of key IDs
+// 2026-11 and 2026-12 and checks, after a restart, the packages served,
+// every other key ID logged as interrupted, the warrant spent, and the
+// ledger's release and failure entries.
+func killTwoKeyIDs(t *testing.T, crashAt string, packages []string, releases, failures int) {
+	now := time.Now().UTC()
+	d, c := readyDevice(t, now, "2026-11")
+	conn, err := tpm.Open(d.sw.Spec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := appliance.Open(d.data, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	provisionLocal(t, a, conn, "2026-12")
+	a.Close()
+	conn.Close()
+
+	agency, _ := recipient.Generate("")
+	socket := filepath.Join(d.data, button.SimSocket)
+	p7s := c.sign(t, "W-kill-two", agency.Public(), []string{"court-a"}, []string{"2026-11", "2026-12"}, now)
+	child, cl := startChild(t, d, crashAt)
+	status, st, eb := cl.submit(t, p7s)
+	if status != http.StatusAccepted {
+		t.Fatalf("submit %d %+v", status, eb)
+	}
+	_ = button.Press(context.Background(), socket, 100*time.Millisecond)
+	child.Wait()
+	if ws, ok := child.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
+		t.Fatalf("the daemon was not killed: %v", child.ProcessState)
+	}
+
+	running, cl := startChild(t, d, "")
+	defer func() { running.Process.Kill(); running.Wait() }()
+	var after release.Status
+	cl.getJSON(t, "/v1/requests/"+st.ID, &after)
+	if !slices.Equal(after.Packages, packages) {
+		t.Fatalf("after a kill at %s: packages %v, want %v (%+v)", crashAt, after.Packages, packages, after)
+	}
+	for _, k := range []string{"2026-11", "2026-12"} {
+		want := http.StatusNotFound
+		if slices.Contains(packages, k) {
+			want = http.StatusOK
+		} else if after.Failed[k] != release.CodeInterrupted {
+			t.Errorf("after a kill at %s: key ID %s is not logged as interrupted: %+v", crashAt, k, after)
+		}
+		if code, _ := cl.get(t, "/v1/requests/"+st.ID+"/packages/"+k); code != want {
+			t.Errorf("after a kill at %s: package of %s answers %d, want %d", crashAt, k, code, want)
+		}
+	}
+	if _, _, eb := cl.submit(t, p7s); eb.Error.Code != release.CodeReplayed {
+		t.Fatalf("resubmitted after the kill: %+v", eb)
+	}
+	var health struct {
+		LedgerSize int64 `json:"ledger_size"`
+	}
+	cl.getJSON(t, "/v1/health", &health)
+	verifier, _ := os.ReadFile(filepath.Join(d.data, "ledger-key.pub"))
+	n := map[ledger.Kind]int{}
+	for i := int64(0); i < health.LedgerSize; i++ {
+		n[cl.entryAt(t, i, string(bytes.TrimSpace(verifier))).Kind]++
+	}
+	if n[ledger.KindRelease] != releases || n[ledger.KindFailure] != failures {
+		t.Fatalf("ledger kinds after a kill at %s: %v (want %d release entries, %d failures)", crashAt, n, releases, failures)
+	}
+}
