@@ -264,7 +264,7 @@ func TestInvariantChangedRootIsNotMounted(t *testing.T) {
 		Append: "rdinit=/init custodian.boot_partition=2 quiet",
 	})
 	got := m.Expect(regexp.MustCompile(`^custodian-init: (FAILED: .*|mounted the root of slot .*|measured the root of slot .*)$`), bootLimit)
-	if !strings.HasPrefix(got[1], "FAILED: checking the root of slot A") || !strings.Contains(got[1], "the boot image pins") {
+	if !strings.HasPrefix(got[1], "FAILED: the root of slot A") || !strings.Contains(got[1], "is not the root its boot image pins") {
 		t.Fatalf("the early init went on with a changed root: %s", got[1])
 	}
 	m.Expect(regexp.MustCompile(`^custodian-init: halted; nothing from the root filesystem runs on this boot`), time.Minute)

@@ -684,7 +684,7 @@ func (d *Daemon) finish(r *request, f func(*Status)) {
 		d.pending = nil
 	}
 	// Remembered requests keep only their status, not the warrant.
-	r.v, r.p7s, r.detached, r.list = nil, nil, nil, nil
+	r.v, r.p7s, r.detached, r.list, r.bundles = nil, nil, nil, nil, nil
 }
 
 func (d *Daemon) remember(r *request) {

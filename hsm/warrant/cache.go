@@ -1,6 +1,7 @@
 package warrant
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/binary"
@@ -28,7 +29,10 @@ func parseCertificate(der []byte) (*x509.Certificate, error) {
 	if c, ok := parsedCerts.Get(string(der)); ok {
 		return c, nil
 	}
-	c, err := x509.ParseCertificate(der)
+	// A copy: the certificate's fields point into what it was parsed
+	// from, and the cache must keep neither the submitted warrant around
+	// it nor bytes its caller may reuse.
+	c, err := x509.ParseCertificate(bytes.Clone(der))
 	if err == nil {
 		parsedCerts.Add(string(der), c)
 	}
