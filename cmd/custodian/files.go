@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"strings"
@@ -20,6 +21,32 @@ func writeNew(path string, data []byte, perm os.FileMode) error {
 		return withHint(err, "remove it first or choose another --out")
 	}
 	return err
+}
+
+// Caps on what the readers below take in: far above any real file of the
+// kind, far below what would exhaust the machine (/dev/zero given by
+// mistake).
+const (
+	maxCertFile    = 4 << 20 // certificates, chains, CRLs, keys
+	maxWarrantFile = 4 << 20 // a signed warrant (CMS) or its w.json
+)
+
+// readCapped reads path, refusing a file larger than limit bytes before
+// reading more of it than that.
+func readCapped(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, withHint(fmt.Errorf("%s is larger than %d MiB, more than any file of its kind", path, limit>>20), "is it the right file?")
+	}
+	return data, nil
 }
 
 // mustNotExist refuses an output path early, before any work that would be

@@ -136,7 +136,7 @@ func (g *globals) logTrustChange(subject []byte, apply func() error) error {
 // openStoreAndRead reads the certificate or CRL file (pemType) a trust
 // command was given and opens the store it goes into.
 func openStoreAndRead(g *globals, file, pemType, takes string) (*trust.Store, []byte, error) {
-	data, err := os.ReadFile(file)
+	data, err := readCapped(file, maxCertFile)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -152,3 +152,36 @@ func TestSummaryWrapsAtSpacesAndKeepsEveryCharacter(t *testing.T) {
 func unwrapped(s string) string {
 	return strings.ReplaceAll(s, "\n"+continuation, " ")
 }
+
+// TestInvariantWarrantFileShowsTextAsTheDisplayDoes: w.json writes <, >
+// and & as they are, so what the judge reads with cat is what the display
+// shows; the escaped compact form earlier versions wrote still verifies.
+func TestInvariantWarrantFileShowsTextAsTheDisplayDoes(t *testing.T) {
+	f := newFixture(t)
+	w := f.warrant()
+	w.Targets = []string{"bob<x>&y"}
+	w.Offence = "fraud & <forgery>"
+	doc, err := w.Marshal(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"bob<x>&y"`, `"fraud & <forgery>"`} {
+		if !strings.Contains(string(doc), want) || strings.Contains(string(doc), `\u00`) {
+			t.Errorf("w.json lacks %s or escapes:\n%s", want, doc)
+		}
+	}
+	parsed, err := Parse(doc, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !parsed.Encodes(doc) {
+		t.Error("the readable w.json is not accepted as the warrant's encoding")
+	}
+	old, err := jsonMarshal(parsed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(old), `\u003c`) || !parsed.Encodes(old) {
+		t.Errorf("the escaped compact form earlier versions wrote is not accepted:\n%s", old)
+	}
+}

@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
@@ -98,7 +99,7 @@ func checkSyntax(data []byte) error {
 	dec := jsontext.NewDecoder(bytes.NewReader(data), options)
 	for {
 		if _, err := dec.ReadToken(); err != nil {
-			return syntaxRefusal(err)
+			return syntaxRefusal(data, err)
 		}
 		if dec.StackDepth() > maxDepth {
 			return fmt.Errorf("malformed JSON: nested deeper than %d levels", maxDepth)
@@ -113,7 +114,9 @@ func checkSyntax(data []byte) error {
 	return nil
 }
 
-func syntaxRefusal(err error) error {
+// syntaxRefusal says what is wrong with data's syntax in words, with the
+// place as an editor shows it (line and column), never the decoder's text.
+func syntaxRefusal(data []byte, err error) error {
 	var serr *jsontext.SyntacticError
 	if errors.Is(err, jsontext.ErrDuplicateName) && errors.As(err, &serr) {
 		return fmt.Errorf("%w %q", ErrDuplicateKey, serr.JSONPointer.LastToken())
@@ -121,7 +124,28 @@ func syntaxRefusal(err error) error {
 	if err == io.EOF {
 		return errors.New("malformed JSON: the document is empty")
 	}
-	return fmt.Errorf("malformed JSON: %w", err)
+	if !errors.As(err, &serr) {
+		return errors.New("malformed JSON: the document cannot be read as JSON")
+	}
+	what := "text that is not JSON"
+	switch {
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		what = "the document ends before its JSON closes (cut off?)"
+	case errors.Is(err, jsontext.ErrNonStringName):
+		what = "an object key that is not a quoted string"
+	case !utf8.Valid(data):
+		what = "bytes that are not UTF-8 text"
+	}
+	line, col := place(data, serr.ByteOffset)
+	return fmt.Errorf("malformed JSON: %s, at line %d, column %d", what, line, col)
+}
+
+// place is the 1-based line and column of byte offset off in data.
+func place(data []byte, off int64) (line, col int) {
+	off = min(max(off, 0), int64(len(data)))
+	before := data[:off]
+	line = bytes.Count(before, []byte("\n")) + 1
+	return line, utf8.RuneCount(before[bytes.LastIndexByte(before, '\n')+1:]) + 1
 }
 
 func semanticRefusal(err error) error {
