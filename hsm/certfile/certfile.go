@@ -74,7 +74,7 @@ func Blocks(data []byte) ([]*pem.Block, error) {
 		// into the next block's.
 		block, rest := pem.Decode(data[at:end])
 		if block == nil || len(data[at:end])-len(rest) <= 0 {
-			return nil, fmt.Errorf("PEM block %d (%s) is damaged (bad base64, a missing or mismatched END line, or a cut-off file); get the file again from its source", i+1, blockName(beginType(data[at:])))
+			return nil, fmt.Errorf("PEM block %d is damaged (its BEGIN line names %s; bad base64, a missing or mismatched END line, or a cut-off file); get the file again from its source", i+1, blockName(beginType(data[at:])))
 		}
 		out = append(out, block)
 	}
