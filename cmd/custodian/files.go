@@ -106,6 +106,12 @@ func checkPEMOrDER(name, path string, data []byte, pemType, takes string) error 
 	if bytes.Contains(data, []byte("-----BEGIN "+pemType+"-----")) || (len(head) > 0 && head[0] == 0x30 && len(head) == len(data)) {
 		return nil
 	}
-	return withHint(fmt.Errorf("%s %s is not %s: %s", name, path, takes, looksLike(head, "it is neither PEM nor DER")),
-		fmt.Sprintf("check that %s names the right file", name))
+	hint := fmt.Sprintf("check that %s names the right file", name)
+	switch {
+	case pemType == "X509 CRL" && bytes.Contains(data, []byte("-----BEGIN CERTIFICATE-----")):
+		hint = "give the CRL the court's CA published (openssl ca -gencrl); a root certificate goes to custodian trust add-root (or --roots)"
+	case pemType == "CERTIFICATE" && bytes.Contains(data, []byte("-----BEGIN X509 CRL-----")):
+		hint = "give the certificate; a CRL goes to custodian trust set-crl (or --crl)"
+	}
+	return withHint(fmt.Errorf("%s %s is not %s: %s", name, path, takes, looksLike(head, "it is neither PEM nor DER")), hint)
 }
