@@ -262,7 +262,6 @@ func (w *Warrant) List(detached *EnvelopeList) (*EnvelopeList, error) {
 	return detached, nil
 }
 
-
 // span writes a validity span as a person counts it: in whole days, whole
 // hours, or hours to a tenth, never in Go's "720h0m0s".
 func span(d time.Duration) string {
