@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/elliptic"
+	"crypto/x509"
 	"encoding/pem"
 	"path/filepath"
 	"strings"
@@ -9,6 +11,7 @@ import (
 
 	"github.com/custodian-project/custodian/hsm/smartcard/softhsmtest"
 	"github.com/custodian-project/custodian/hsm/trust/trusttest"
+	"github.com/custodian-project/custodian/hsm/warrant"
 )
 
 // TestWarrantShowDamagedJSONErrorsInWords: warrant show reads w.json, so
@@ -99,5 +102,27 @@ func TestWarrantMessagesNameTheNextStep(t *testing.T) {
 	_, stderr = cli(t, false, "--data-dir", filepath.Join(dir, "data"), "trust", "set-crl", root)
 	if !strings.Contains(stderr, "is not a CRL") || !strings.Contains(stderr, "certificate") || !strings.Contains(stderr, "trust add-root") {
 		t.Errorf("set-crl given a certificate:\n%s", stderr)
+	}
+}
+
+// TestWarrantShowReadsASignedWarrantAsDER: a signed warrant is binary
+// DER, and a certificate in it may hold PEM text in a name; it is read as
+// the signed warrant it is, not taken for a PEM file.
+func TestWarrantShowReadsASignedWarrantAsDER(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now().UTC()
+	root := trusttest.NewRoot(t, "Test Court Root", now)
+	key := trusttest.ECKey(t, elliptic.P256())
+	judge := root.Judge(t, "Judge Ada", key.Public(), now, func(c *x509.Certificate) {
+		c.Subject.OrganizationalUnit = []string{"\n" + string(trusttest.PEM(root.Cert))}
+	})
+	content := mustRead(t, newWarrantFile(t, dir))
+	p7s, err := warrant.Sign(content, []warrant.Signer{{Key: key, Chain: []*x509.Certificate{judge}}}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := cli(t, true, "warrant", "show", write(t, filepath.Join(dir, "w.p7s"), p7s))
+	if !strings.Contains(out, "Signed by:  Judge Ada") {
+		t.Errorf("the signed warrant was not shown as signed:\n%s", out)
 	}
 }
