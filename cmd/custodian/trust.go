@@ -200,7 +200,7 @@ func newTrustListCommand(g *globals) *cobra.Command {
 				g.printf("no roots: this store verifies nothing (custodian trust add-root FILE --court NAME)\n")
 			}
 			for _, r := range l.Roots {
-				g.printf("root  %q  %s  until %s\n      %s\n", r.Court, warrant.DisplayName(r.Subject), r.NotAfter.Format(time.RFC3339), certfile.FingerprintsOfHex(r.SHA256))
+				g.printf("root  %q  %s  until %s\n      %s\n", r.Court, warrant.DisplayName(r.Subject), r.NotAfter.Format(time.RFC3339), certfile.FingerprintLine(r.SHA256, r.OpenSSLSHA256))
 			}
 			for _, c := range l.CRLs {
 				state := "fresh"

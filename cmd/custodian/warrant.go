@@ -566,7 +566,7 @@ func printWarrant(g *globals, wf *warrantFile, list *warrant.EnvelopeList, fullK
 		g.printf("%-11s %s\n", "Recipient key:", wf.w.Recipient)
 	}
 	for _, s := range wf.signers {
-		g.printf("%-11s %s: %s\n", "Certificate", warrant.DisplayName(s.Name), certfile.FingerprintsOfHex(s.Fingerprint))
+		g.printf("%-11s %s: %s\n", "Certificate", warrant.DisplayName(s.Name), certfile.Fingerprints(s.Certificate))
 	}
 }
 

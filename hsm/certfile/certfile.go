@@ -229,23 +229,18 @@ func colonHex(sum []byte) string {
 
 // Fingerprints is both forms for a line a person reads:
 // "sha256 <hex> (openssl AB:CD:…)", or, for a certificate openssl would
-// hash other bytes of, the SHA-256 of the file's DER with that said.
+// hash other bytes of, the SHA-256 of its DER as read with that said.
 func Fingerprints(c *x509.Certificate) string {
-	o := OpenSSLFingerprint(c)
-	if o == "" {
-		return "sha256 " + Fingerprint(c) + " (of the certificate's bytes as read; not strict DER, so openssl prints another fingerprint: ask the CA to reissue it)"
-	}
-	return "sha256 " + Fingerprint(c) + " (openssl " + o + ")"
+	return FingerprintLine(Fingerprint(c), OpenSSLFingerprint(c))
 }
 
-// FingerprintsOfHex is [Fingerprints] of a fingerprint already in the
-// project's form; a string that is not one is returned as it is.
-func FingerprintsOfHex(fp string) string {
-	sum, err := hex.DecodeString(fp)
-	if err != nil || len(sum) != sha256.Size {
-		return fp
+// FingerprintLine is [Fingerprints] of fingerprints already computed (a
+// stored listing): fp in the project's form, openssl in openssl's or "".
+func FingerprintLine(fp, openssl string) string {
+	if openssl == "" {
+		return "sha256 " + fp + " (of the certificate's bytes as read; not strict DER, so openssl prints another fingerprint: ask the CA to reissue it)"
 	}
-	return "sha256 " + fp + " (openssl " + colonHex(sum) + ")"
+	return "sha256 " + fp + " (openssl " + openssl + ")"
 }
 
 // blockName quotes a PEM type for a message, keeping only printable ASCII

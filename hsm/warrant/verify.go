@@ -82,6 +82,9 @@ type Identity struct {
 	Serial      string    `json:"serial"`      // hex
 	Fingerprint string    `json:"fingerprint"` // SHA-256 of the certificate, hex
 	SigningTime time.Time `json:"signing_time"`
+	// Certificate is the signer's certificate as the warrant carries it,
+	// for showing its fingerprints; it is not written out.
+	Certificate *x509.Certificate `json:"-"`
 }
 
 // Verify runs every check: signatures, chains, revocation, approval policy,
@@ -219,6 +222,7 @@ func identityOf(s signature) Identity {
 		Serial:      s.cert.SerialNumber.Text(16),
 		Fingerprint: hex.EncodeToString(sum[:]),
 		SigningTime: s.signingTime,
+		Certificate: s.cert,
 	}
 }
 
