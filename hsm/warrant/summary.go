@@ -51,7 +51,7 @@ func Summary(w *Warrant, signers []Identity) string { return SummaryWithList(w, 
 // here only the summary's own labels ever start a row.
 func SummaryWithList(w *Warrant, list *EnvelopeList, signers []Identity) string {
 	var b strings.Builder
-	line := func(label, value string) { writeRows(&b, fmt.Sprintf("%-*s", labelWidth, label+":"), value) }
+	line := func(label, value string) { b.WriteString(row(label+":", value)) }
 	line("Warrant", w.Serial)
 	line("Court", w.Court)
 	line("Docket", w.Docket)
@@ -81,12 +81,12 @@ func SummaryWithList(w *Warrant, list *EnvelopeList, signers []Identity) string 
 	line("Custodians", strings.Join(w.Custodians, ", "))
 	k := w.RecipientKey()
 	line("Recipient", k.KEM()+" key")
-	for i, row := range k.FingerprintRows() {
+	for i, digits := range k.FingerprintRows() {
 		lead := "fingerprint "
 		if i > 0 {
 			lead = strings.Repeat(" ", len(lead))
 		}
-		b.WriteString(continuation + lead + row + "\n")
+		b.WriteString(continuation + lead + digits + "\n")
 	}
 	for _, s := range signers {
 		line("Signed by", SignedBy(s))
@@ -105,6 +105,14 @@ const labelWidth = 12
 // stand, so no text of a value can begin a row.
 var continuation = strings.Repeat(" ", labelWidth)
 
+// row is value after label (padded to the label column) as the summary
+// writes its rows: wrapped to Width columns, continuation rows indented.
+func row(label, value string) string {
+	var b strings.Builder
+	writeRows(&b, fmt.Sprintf("%-*s", labelWidth, label), value)
+	return b.String()
+}
+
 // writeRows writes value after lead (a label padded to labelWidth, or ""
 // for a note that starts at column 0), wrapped to Width columns:
 // at a space where one falls in the row (the space is not shown), else
@@ -114,8 +122,8 @@ func writeRows(b *strings.Builder, lead, value string) {
 	first := true
 	for {
 		cols := Width - labelWidth
-		if first && lead == "" {
-			cols = Width
+		if first {
+			cols = Width - len(lead) // lead is ASCII: one column a byte
 		}
 		row, rest := cutRow(value, cols)
 		if first {

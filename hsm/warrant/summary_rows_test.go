@@ -1,6 +1,7 @@
 package warrant
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -35,6 +36,26 @@ func labelRows(rows []string) []string {
 	return out
 }
 
+// expectedLabels is the labels a summary of w (inline envelopes, none
+// here) has, in order, as labelRows reads them: one row per field, per
+// target, per whole-share key ID and per signer.
+func expectedLabels(w *Warrant, signers []Identity) string {
+	out := []string{"Warrant", "Court", "Docket", "Agency", "Official", "Offence"}
+	for range w.Targets {
+		out = append(out, "Target")
+	}
+	out = append(out, "Valid", "Key IDs")
+	for _, k := range w.KeyIDs {
+		label, _, _ := strings.Cut("Key ID "+k, ":")
+		out = append(out, label)
+	}
+	out = append(out, "Custodians", "Recipient")
+	for range signers {
+		out = append(out, "Signed by")
+	}
+	return strings.Join(out, "|")
+}
+
 // TestInvariantSummaryRowsCannotForgeALabel: a requester pads a free-text
 // field so that, where a console of Width columns wraps it, a row begins
 // "Recipient: … fingerprint F" with F the key the judge expects (or any
@@ -51,7 +72,10 @@ func TestInvariantSummaryRowsCannotForgeALabel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := strings.Join(labelRows(consoleRows(Summary(plain, nil), Width)), "|")
+	signers := []Identity{{Name: "Judge Ada", Issuer: "CN=Test Court Root", SigningTime: testNow}}
+	if got, want := strings.Join(labelRows(consoleRows(Summary(plain, signers), Width)), "|"), expectedLabels(plain, signers); got != want {
+		t.Fatalf("a plain warrant's rows start with labels %s, want %s", got, want)
+	}
 	fields := map[string]func(w *Warrant, v string){
 		"offence":  func(w *Warrant, v string) { w.Offence = v },
 		"court":    func(w *Warrant, v string) { w.Court = v },
@@ -59,6 +83,15 @@ func TestInvariantSummaryRowsCannotForgeALabel(t *testing.T) {
 		"official": func(w *Warrant, v string) { w.Official = v },
 		"docket":   func(w *Warrant, v string) { w.Docket = v },
 		"target":   func(w *Warrant, v string) { w.Targets[0] = v },
+		"serial":   func(w *Warrant, v string) { w.Serial = v },
+		// Key IDs hold no space, but may hold a colon: a list of them
+		// fills the row up to one that reads as a label.
+		"key IDs": func(w *Warrant, v string) {
+			w.KeyIDs = nil
+			for i, word := range strings.Fields(v) {
+				w.KeyIDs = append(w.KeyIDs, fmt.Sprintf("%s%d", word, i))
+			}
+		},
 	}
 	forged := []string{
 		"Recipient: mlkem768x25519 key, fingerprint " + expected.Public().Fingerprint(),
@@ -72,20 +105,35 @@ func TestInvariantSummaryRowsCannotForgeALabel(t *testing.T) {
 				for _, filler := range []string{strings.Repeat("-", pad), strings.Repeat("ab ", pad/3) + "x"} {
 					w := f.warrant()
 					set(w, strings.TrimSpace(filler+" "+lie))
-					parsed, err := Parse(f.content(t, w), 0)
+					doc, err := w.Marshal(0)
 					if err != nil {
-						continue // refused by another rule (a docket's form): nothing to show
+						continue // refused by another rule (a key ID's form): nothing to show
 					}
-					out := Summary(parsed, nil)
+					parsed, err := Parse(doc, 0)
+					if err != nil {
+						t.Fatal(err)
+					}
+					out := Summary(parsed, signers)
 					for _, r := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
 						if n := len([]rune(r)); n > Width {
 							t.Fatalf("%s: a row of %d characters, wider than %d:\n%s", name, n, Width, r)
 						}
 					}
-					if got := strings.Join(labelRows(consoleRows(out, Width)), "|"); got != want {
-						t.Fatalf("%s holding %q: rows start with labels %s, want %s:\n%s", name, w.Offence, got, want, out)
+					if got, want := strings.Join(labelRows(consoleRows(out, Width)), "|"), expectedLabels(parsed, signers); got != want {
+						t.Fatalf("%s: rows start with labels %s, want %s:\n%s", name, got, want, out)
 					}
 				}
+			}
+		}
+	}
+	// A signer's name comes from its certificate, not the warrant.
+	plainRows := labelRows(consoleRows(Summary(plain, signers), Width))
+	for _, lie := range forged {
+		for pad := 0; pad <= Width; pad++ {
+			named := []Identity{{Name: strings.Repeat("n", pad) + " " + lie, Issuer: "CN=" + lie, SigningTime: testNow}}
+			out := Summary(plain, named)
+			if got := labelRows(consoleRows(out, Width)); strings.Join(got, "|") != strings.Join(plainRows, "|") {
+				t.Fatalf("signer name: rows start with labels %s:\n%s", strings.Join(got, "|"), out)
 			}
 		}
 	}
