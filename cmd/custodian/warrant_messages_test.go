@@ -90,7 +90,8 @@ func TestWarrantSignHintIsAWholeCommand(t *testing.T) {
 
 // TestWarrantMessagesNameTheNextStep: the conversion hint for a PEM
 // warrant writes a new file, never over the judge's w.p7s; a certificate
-// given to trust set-crl is named as such, with where it goes.
+// given to trust set-crl, and a CRL given to trust add-root, are named as
+// such, with where they go.
 func TestWarrantMessagesNameTheNextStep(t *testing.T) {
 	dir := t.TempDir()
 	p7sPEM := write(t, filepath.Join(dir, "w.pem"), pem.EncodeToMemory(&pem.Block{Type: "CMS", Bytes: []byte{0x30, 0x00}}))
@@ -98,7 +99,13 @@ func TestWarrantMessagesNameTheNextStep(t *testing.T) {
 	if !strings.Contains(stderr, "-out converted.p7s") || strings.Contains(stderr, "-out w.p7s") {
 		t.Errorf("conversion hint:\n%s", stderr)
 	}
-	root := write(t, filepath.Join(dir, "root.pem"), trusttest.PEM(trusttest.NewRoot(t, "Test Court Root", time.Now()).Cert))
+	ca := trusttest.NewRoot(t, "Test Court Root", time.Now())
+	root := write(t, filepath.Join(dir, "root.pem"), trusttest.PEM(ca.Cert))
+	crl := write(t, filepath.Join(dir, "root.crl.pem"), pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: ca.CRL(t, time.Now(), time.Now().Add(time.Hour))}))
+	_, stderr = cli(t, false, "--data-dir", filepath.Join(dir, "data"), "trust", "add-root", crl, "--court", "X")
+	if !strings.Contains(stderr, "CRL") || !strings.Contains(stderr, "trust set-crl") {
+		t.Errorf("add-root given a CRL:\n%s", stderr)
+	}
 	_, stderr = cli(t, false, "--data-dir", filepath.Join(dir, "data"), "trust", "set-crl", root)
 	if !strings.Contains(stderr, "is not a CRL") || !strings.Contains(stderr, "certificate") || !strings.Contains(stderr, "trust add-root") {
 		t.Errorf("set-crl given a certificate:\n%s", stderr)
