@@ -167,7 +167,7 @@ var runbookPlans = map[string][]blockPlan{
 		{"a6a37ab5", "release", ""},
 	},
 	"agency.md": {
-		{"03af91ec", "keygen", ""},
+		{"4bbed537", "keygen", ""},
 		{"4ffb46c9", "seal", ""},
 		{"a319757e", "recover", "a share-mode key ID; the story's ceremony makes the default, scoped"},
 		{"8686d4f6", "open", ""},

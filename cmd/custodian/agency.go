@@ -41,12 +41,14 @@ func newAgencyKeygenCommand(g *globals) *cobra.Command {
 				return err
 			}
 			fp := id.Public().Fingerprint()
+			rows := id.Public().FingerprintRows()
 			if g.json {
 				return g.printJSON(map[string]string{"recipient": line, "fingerprint": fp, "identity_file": out, "public_file": pub})
 			}
 			// The judge compares the fingerprint with the one warrant new
-			// and warrant show print for the recipient.
-			g.printf("%s\nfingerprint %s\n", line, fp)
+			// and warrant show print for the recipient, in the same two
+			// rows of eight groups, to be read aloud group by group.
+			g.printf("%s\nfingerprint %s\n            %s\n", line, rows[0], rows[1])
 			return nil
 		},
 	}

@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"os"
 
 	"github.com/custodian-project/custodian/hsm/certfile"
 )
@@ -12,7 +11,7 @@ import (
 // readCertPool reads a file of one or more CA certificates (PEM, with any
 // explanatory text, or DER) into a pool.
 func readCertPool(path string) (*x509.CertPool, error) {
-	data, err := os.ReadFile(path)
+	data, err := readCapped(path, maxCertFile)
 	if err != nil {
 		return nil, err
 	}
@@ -26,7 +25,7 @@ func readCertPool(path string) (*x509.CertPool, error) {
 // readCertificates reads a file of one or more certificates (PEM, with any
 // explanatory text, or DER).
 func readCertificates(path string) ([]*x509.Certificate, error) {
-	data, err := os.ReadFile(path)
+	data, err := readCapped(path, maxCertFile)
 	if err != nil {
 		return nil, err
 	}
@@ -45,7 +44,7 @@ func loadKeyPair(certPath, keyPath string) (tls.Certificate, error) {
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	key, err := os.ReadFile(keyPath)
+	key, err := readCapped(keyPath, maxCertFile)
 	if err != nil {
 		return tls.Certificate{}, err
 	}

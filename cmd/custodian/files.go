@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"strings"
@@ -20,6 +21,32 @@ func writeNew(path string, data []byte, perm os.FileMode) error {
 		return withHint(err, "remove it first or choose another --out")
 	}
 	return err
+}
+
+// Caps on what the readers below take in: far above any real file of the
+// kind, far below what would exhaust the machine (/dev/zero given by
+// mistake).
+const (
+	maxCertFile    = 4 << 20 // certificates, chains, CRLs, keys
+	maxWarrantFile = 4 << 20 // a signed warrant (CMS) or its w.json
+)
+
+// readCapped reads path, refusing a file larger than limit bytes before
+// reading more of it than that.
+func readCapped(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, withHint(fmt.Errorf("%s is larger than %d MiB, more than any file of its kind", path, limit>>20), "is it the right file?")
+	}
+	return data, nil
 }
 
 // mustNotExist refuses an output path early, before any work that would be
@@ -79,6 +106,12 @@ func checkPEMOrDER(name, path string, data []byte, pemType, takes string) error 
 	if bytes.Contains(data, []byte("-----BEGIN "+pemType+"-----")) || (len(head) > 0 && head[0] == 0x30 && len(head) == len(data)) {
 		return nil
 	}
-	return withHint(fmt.Errorf("%s %s is not %s: %s", name, path, takes, looksLike(head, "it is neither PEM nor DER")),
-		fmt.Sprintf("check that %s names the right file", name))
+	hint := fmt.Sprintf("check that %s names the right file", name)
+	switch {
+	case pemType == "X509 CRL" && bytes.Contains(data, []byte("-----BEGIN CERTIFICATE-----")):
+		hint = "give the CRL the court's CA published (openssl ca -gencrl); a root certificate goes to custodian trust add-root (or --roots)"
+	case pemType == "CERTIFICATE" && bytes.Contains(data, []byte("-----BEGIN X509 CRL-----")):
+		hint = "give the certificate; a CRL goes to custodian trust set-crl (or --crl)"
+	}
+	return withHint(fmt.Errorf("%s %s is not %s: %s", name, path, takes, looksLike(head, "it is neither PEM nor DER")), hint)
 }

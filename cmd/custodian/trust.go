@@ -136,7 +136,7 @@ func (g *globals) logTrustChange(subject []byte, apply func() error) error {
 // openStoreAndRead reads the certificate or CRL file (pemType) a trust
 // command was given and opens the store it goes into.
 func openStoreAndRead(g *globals, file, pemType, takes string) (*trust.Store, []byte, error) {
-	data, err := os.ReadFile(file)
+	data, err := readCapped(file, maxCertFile)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -200,7 +200,7 @@ func newTrustListCommand(g *globals) *cobra.Command {
 				g.printf("no roots: this store verifies nothing (custodian trust add-root FILE --court NAME)\n")
 			}
 			for _, r := range l.Roots {
-				g.printf("root  %q  %s  until %s\n      %s\n", r.Court, warrant.DisplayName(r.Subject), r.NotAfter.Format(time.RFC3339), certfile.FingerprintsOfHex(r.SHA256))
+				g.printf("root  %q  %s  until %s\n      %s\n", r.Court, warrant.DisplayName(r.Subject), r.NotAfter.Format(time.RFC3339), certfile.FingerprintLine(r.SHA256, r.OpenSSLSHA256))
 			}
 			for _, c := range l.CRLs {
 				state := "fresh"

@@ -83,7 +83,7 @@ func newWarrantNewCommand(g *globals) *cobra.Command {
 			}
 			g.printf("wrote %s:\n\n", out)
 			printWarrant(g, &warrantFile{w: &w}, list, false)
-			g.printf("\nRead it, and compare the recipient's fingerprint with the one the agency gave you; then sign it: custodian warrant sign --in %s\n", out)
+			g.printf("\nRead it, and compare every group of the recipient's fingerprint with the one the agency gave you; then sign it:\n%s", signCommand(out))
 			return nil
 		},
 	}
@@ -250,7 +250,7 @@ entry that used it, and the exit status is non-zero. While custodian serve
 holds the ledger, that check is skipped and says so.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			p7s, err := os.ReadFile(in)
+			p7s, err := readCapped(in, maxWarrantFile)
 			if err != nil {
 				return err
 			}
@@ -407,7 +407,7 @@ func verifyStore(g *globals, roots, court string, crls []string) (*trust.Store, 
 		}
 	}
 	for _, path := range crls {
-		data, err := os.ReadFile(path)
+		data, err := readCapped(path, maxCertFile)
 		if err != nil {
 			return nil, err
 		}
@@ -459,7 +459,7 @@ func newWarrantShowCommand(g *globals) *cobra.Command {
 				g.printf("(the envelopes per target are shown with --envelope-list)\n")
 			}
 			if !wf.signed {
-				g.printf("NOT SIGNED: the document a judge signs; read it, then: custodian warrant sign --in %s\n", path)
+				g.printf("NOT SIGNED: the document a judge signs; read it, then sign it:\n%s", signCommand(path))
 				return nil
 			}
 			g.printf("NOT VERIFIED: signatures match their certificates; trust is checked by custodian warrant verify\n")
@@ -497,14 +497,18 @@ type warrantFile struct {
 
 // readWarrantFile reads either kind of warrant file. A JSON document is
 // read as Parse reads it; anything else must be a signed warrant (CMS,
-// DER). A file that is neither gets an error saying what it is not.
+// DER), which is tried before PEM: a certificate inside it may hold PEM
+// text. A file that is neither gets an error saying what it is not.
 func readWarrantFile(path string) (*warrantFile, error) {
-	data, err := os.ReadFile(path)
+	data, err := readCapped(path, maxWarrantFile)
 	if err != nil {
 		return nil, err
 	}
 	trimmed := bytes.TrimSpace(data)
 	switch {
+	case bytes.HasPrefix(data, []byte("\xef\xbb\xbf")):
+		return nil, withHint(fmt.Errorf("%s starts with a byte order mark (an editor saved it so); a warrant document is plain UTF-8 as custodian warrant new writes it", path),
+			"write it again with custodian warrant new; an edited w.json is not what the judge would sign")
 	case bytes.HasPrefix(trimmed, []byte("{")):
 		w, err := warrant.Parse(data, 0)
 		if err != nil {
@@ -512,18 +516,31 @@ func readWarrantFile(path string) (*warrantFile, error) {
 				"write the warrant with custodian warrant new")
 		}
 		return &warrantFile{w: w, data: data}, nil
-	case certfile.IsPEM(data):
+	case certfile.IsPEM(data) && !certfile.MaybeDER(data):
 		return nil, pemWarrantError(path, data)
-	case len(data) == 0 || data[0] != 0x30: // a DER SEQUENCE
+	case !certfile.MaybeDER(data):
 		return nil, withHint(fmt.Errorf("%s is neither a warrant document (JSON) nor a signed warrant (CMS)", path),
 			"give the w.json custodian warrant new wrote, or the w.p7s custodian warrant sign wrote")
 	}
 	w, signers, err := warrant.Inspect(data)
+	if err != nil && certfile.IsPEM(data) {
+		return nil, pemWarrantError(path, data)
+	}
 	if err != nil {
 		return nil, withHint(fmt.Errorf("%s: cannot read the signed warrant (%s): %w", path, warrant.ReasonOf(err), err),
 			"give the w.p7s custodian warrant sign wrote, as it wrote it")
 	}
 	return &warrantFile{w: w, signers: signers, signed: true, data: data}, nil
+}
+
+// signCommand is the whole warrant sign command for the document at path,
+// every required flag given: the card's module and token label are the
+// judge's own, so they stay named placeholders (docs/judge.md section 3).
+func signCommand(path string) string {
+	out := strings.TrimSuffix(path, ".json") + ".p7s"
+	return fmt.Sprintf("  custodian warrant sign --in %s --module \"$M\" --key 'pkcs11:token=<token label>;object=SIGN%%20key' --out %s\n"+
+		"  (M: your card's PKCS#11 module, such as /usr/lib/x86_64-linux-gnu/opensc-pkcs11.so; <token label>: your card's, with %%20 for each space)\n",
+		shellQuote(path), shellQuote(out))
 }
 
 // pemWarrantError explains a PEM file given as a warrant: a signed
@@ -533,7 +550,7 @@ func pemWarrantError(path string, data []byte) error {
 	blocks, err := certfile.Blocks(data)
 	if err == nil && (blocks[0].Type == "PKCS7" || blocks[0].Type == "CMS") {
 		return withHint(fmt.Errorf("%s is a signed warrant in PEM; custodian reads it in DER (binary CMS), as custodian warrant sign writes it", path),
-			"convert it: openssl cms -cmsout -inform PEM -in "+path+" -outform DER -out w.p7s")
+			"convert it: openssl cms -cmsout -inform PEM -in "+path+" -outform DER -out converted.p7s, then give converted.p7s")
 	}
 	return withHint(fmt.Errorf("%s is a PEM file (a certificate or a key?), not a warrant", path),
 		"give the w.json custodian warrant new wrote, or the w.p7s custodian warrant sign wrote")
@@ -549,7 +566,7 @@ func printWarrant(g *globals, wf *warrantFile, list *warrant.EnvelopeList, fullK
 		g.printf("%-11s %s\n", "Recipient key:", wf.w.Recipient)
 	}
 	for _, s := range wf.signers {
-		g.printf("%-11s %s: %s\n", "Certificate", warrant.DisplayName(s.Name), certfile.FingerprintsOfHex(s.Fingerprint))
+		g.printf("%-11s %s: %s\n", "Certificate", warrant.DisplayName(s.Name), certfile.Fingerprints(s.Certificate))
 	}
 }
 
@@ -576,4 +593,14 @@ func listJSON(w *warrant.Warrant, list *warrant.EnvelopeList) any {
 	}
 	return map[string]any{"count": list.Count(), "per_target": per, "tree_hash": fmt.Sprintf("%x", list.TreeHash[:]),
 		"span": map[string]string{"from": w.NotBefore, "to": w.NotAfter}}
+}
+
+// shellQuote writes s so that a shell reads it as one word: as it is when
+// it holds only characters no shell treats specially, else in single
+// quotes.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./-+:=@,") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

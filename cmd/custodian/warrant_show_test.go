@@ -26,7 +26,8 @@ func TestWarrantShowRendersUnsignedAndSigned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(keygen, "\nfingerprint "+pub.Fingerprint()+"\n") {
+	rows := pub.FingerprintRows()
+	if !strings.Contains(keygen, "\nfingerprint "+rows[0]+"\n            "+rows[1]+"\n") {
 		t.Errorf("agency keygen does not print the fingerprint the judge compares:\n%s", keygen)
 	}
 	wrote, _ := cli(t, true, "warrant", "new", "--serial", "W-12", "--docket", "CR-5/2026", "--court", opensslCourt,
@@ -39,7 +40,7 @@ func TestWarrantShowRendersUnsignedAndSigned(t *testing.T) {
 	if !ok || !ok2 {
 		t.Fatalf("warrant new printed no summary:\n%s", wrote)
 	}
-	fingerprint := "Recipient:  mlkem768x25519 key, fingerprint " + pub.Fingerprint() + "\n"
+	fingerprint := "Recipient:  mlkem768x25519 key\n            fingerprint " + rows[0] + "\n                        " + rows[1] + "\n"
 	for _, want := range []string{"Warrant:    W-12\n", "Court:      " + opensslCourt + "\n", "Target:     alice@example.org\n", fingerprint} {
 		if !strings.Contains(summary, want) {
 			t.Errorf("warrant new's summary lacks %q:\n%s", want, summary)

@@ -46,7 +46,7 @@ func TestInvariantWarrantSignShowsWhatItSigns(t *testing.T) {
 	_, stderr := cli(t, true, "warrant", "sign", "--in", in, "--module", softhsmtest.Module,
 		"--key", "pkcs11:token=judge;object=judge-key", "--cert", p("judge.pem"), "--out", p("w.p7s"))
 	for _, want := range []string{"Warrant:    W-11\n", "Court:      Test Court\n", "Target:     alice@example.org\n",
-		"Key IDs:    2026-11, 2026-12\n", "Custodians: cust-1\n", "Recipient:  mlkem768x25519 key, fingerprint "} {
+		"Key IDs:    2026-11, 2026-12\n", "Custodians: cust-1\n", "Recipient:  mlkem768x25519 key\n            fingerprint "} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("warrant sign did not show %q:\n%s", want, stderr)
 		}

@@ -56,8 +56,8 @@ func TestFingerprintsMatchOpenSSL(t *testing.T) {
 		if got := certfile.Fingerprints(c.Cert); got != want {
 			t.Errorf("Fingerprints = %s, want %s", got, want)
 		}
-		if got := certfile.FingerprintsOfHex(certfile.Fingerprint(c.Cert)); got != want {
-			t.Errorf("FingerprintsOfHex = %s, want %s", got, want)
+		if got := certfile.FingerprintLine(certfile.Fingerprint(c.Cert), certfile.OpenSSLFingerprint(c.Cert)); got != want {
+			t.Errorf("FingerprintLine = %s, want %s", got, want)
 		}
 	}
 }

@@ -106,18 +106,27 @@ func (id *Identity) String() string {
 // String encodes the public key as its one-line form.
 func (p *PublicKey) String() string { return p.line }
 
-// Fingerprint names the key in 32 hex digits, in groups of four: the first
-// 128 bits of the SHA-256 of its one-line form. People compare it by eye
-// or over the phone instead of the 1,600 characters of the key; 128 bits
-// leave no key to be found that shares it.
+// Fingerprint names the key by the whole SHA-256 of its one-line form: 64
+// hex digits in 16 groups of four. People compare it by eye or over the
+// phone instead of the 1,600 characters of the key. All 256 bits are kept:
+// whoever generates the agency's key could search for two keys sharing a
+// shorter fingerprint (a collision costs the square root of its space),
+// hand one to the audited vault and keep the other.
 func (p *PublicKey) Fingerprint() string {
+	return strings.Join(p.FingerprintRows(), " ")
+}
+
+// FingerprintRows is the fingerprint in two rows of eight groups, as the
+// summary and agency keygen print it: each row fits a narrow console, and
+// a group is never split across rows.
+func (p *PublicKey) FingerprintRows() []string {
 	sum := sha256.Sum256([]byte(p.String()))
-	h := hex.EncodeToString(sum[:16])
+	h := hex.EncodeToString(sum[:])
 	groups := make([]string, 0, len(h)/4)
 	for i := 0; i < len(h); i += 4 {
 		groups = append(groups, h[i:i+4])
 	}
-	return strings.Join(groups, " ")
+	return []string{strings.Join(groups[:8], " "), strings.Join(groups[8:], " ")}
 }
 
 // KEM names the public key's KEM.

@@ -380,14 +380,15 @@ func newCRL(list *x509.RevocationList, issuer *x509.Certificate, chain []*x509.C
 
 // parseCRL reads a DER CRL, or PEM with one "X509 CRL" block followed by
 // optional "CERTIFICATE" blocks (explanatory text around them is skipped:
-// package certfile).
+// package certfile). DER is tried first, as package certfile does.
 func parseCRL(data []byte) (*x509.RevocationList, []*x509.Certificate, error) {
-	if !certfile.IsPEM(data) {
-		list, err := x509.ParseRevocationList(data)
-		if err != nil {
-			return nil, nil, errNotCRL
+	if certfile.MaybeDER(data) {
+		if list, err := x509.ParseRevocationList(data); err == nil {
+			return list, nil, checkCRLExtensions(list)
 		}
-		return list, nil, checkCRLExtensions(list)
+	}
+	if !certfile.IsPEM(data) {
+		return nil, nil, errNotCRL
 	}
 	blocks, err := certfile.Blocks(data)
 	if err != nil {
@@ -414,7 +415,7 @@ func parseCRL(data []byte) (*x509.RevocationList, []*x509.Certificate, error) {
 		}
 	}
 	if list == nil {
-		return nil, nil, errors.New("no X509 CRL block in the file")
+		return nil, nil, fmt.Errorf("the file holds %d CERTIFICATE block(s) and no X509 CRL; give the CRL the court's CA published (certificates go to custodian trust add-root)", len(certs))
 	}
 	return list, certs, checkCRLExtensions(list)
 }

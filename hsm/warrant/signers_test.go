@@ -100,7 +100,7 @@ func TestInvariantDisplayShowsEachSignerWithIssuer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := Summary(v.Warrant, v.Signers)
+	s := unwrapped(Summary(v.Warrant, v.Signers))
 	for _, want := range []string{
 		"Signed by:  " + f.judge.Subject.CommonName + " (issued by " + f.root.Cert.Subject.String() + ")",
 		"Signed by:  Judge Via Intermediate (issued by " + second.Chain[1].Subject.String() + ")",

@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode"
+
+	"golang.org/x/text/width"
 )
 
 // Inspect decodes a signed warrant and checks each signature against the
@@ -40,9 +43,15 @@ func Summary(w *Warrant, signers []Identity) string { return SummaryWithList(w, 
 // Warrant fields passed the display rules in Parse (text.go), so they are
 // shown as signed; names from certificates are shown escaped when they
 // break those rules (displayName).
+//
+// Every row fits [Width] columns: the summary wraps values itself, and
+// each continuation row begins with labelWidth spaces. A console that
+// wraps a long row would start the overflow at column 0, where a field's
+// text could read as a label ("Recipient: … fingerprint" of another key);
+// here only the summary's own labels ever start a row.
 func SummaryWithList(w *Warrant, list *EnvelopeList, signers []Identity) string {
 	var b strings.Builder
-	line := func(label, value string) { fmt.Fprintf(&b, "%-11s %s\n", label+":", value) }
+	line := func(label, value string) { b.WriteString(row(label+":", value)) }
 	line("Warrant", w.Serial)
 	line("Court", w.Court)
 	line("Docket", w.Docket)
@@ -64,17 +73,112 @@ func SummaryWithList(w *Warrant, list *EnvelopeList, signers []Identity) string 
 		line("List", fmt.Sprintf("%s entries, tree hash %x…", Thousands(d.Count), d.TreeHash[:8]))
 	}
 	if w.EnvelopeList != nil && list == nil {
-		b.WriteString("A key ID the list names no envelopes of releases a WHOLE SHARE; show the warrant with its list to see which\n")
+		writeRows(&b, "", "A key ID the list names no envelopes of releases a WHOLE SHARE; show the warrant with its list to see which")
 	}
 	for _, k := range wholeShares(w, list) {
-		fmt.Fprintf(&b, "Key ID %s: WHOLE SHARE — opens every message of that key ID\n", k)
+		writeRows(&b, "", "Key ID "+k+": WHOLE SHARE — opens every message of that key ID")
 	}
 	line("Custodians", strings.Join(w.Custodians, ", "))
-	line("Recipient", RecipientLine(w))
+	k := w.RecipientKey()
+	line("Recipient", k.KEM()+" key")
+	for i, digits := range k.FingerprintRows() {
+		lead := "fingerprint "
+		if i > 0 {
+			lead = strings.Repeat(" ", len(lead))
+		}
+		b.WriteString(continuation + lead + digits + "\n")
+	}
 	for _, s := range signers {
 		line("Signed by", SignedBy(s))
 	}
 	return b.String()
+}
+
+// Width is the number of columns every summary row fits: the appliance's
+// console (/dev/tty1 in its 80x25 text mode) and a default terminal.
+const Width = 80
+
+// labelWidth is the label column ("Custodians: "); values start after it.
+const labelWidth = 12
+
+// continuation starts every row after a value's first: blank where labels
+// stand, so no text of a value can begin a row.
+var continuation = strings.Repeat(" ", labelWidth)
+
+// row is value after label (padded to the label column) as the summary
+// writes its rows: wrapped to Width columns, continuation rows indented.
+func row(label, value string) string {
+	var b strings.Builder
+	writeRows(&b, fmt.Sprintf("%-*s", labelWidth, label), value)
+	return b.String()
+}
+
+// writeRows writes value after lead (a label padded to labelWidth, or ""
+// for a note that starts at column 0), wrapped to Width columns:
+// at a space where one falls in the row (the space is not shown), else
+// within a word too long for a row. Rows after the first are indented by
+// continuation.
+func writeRows(b *strings.Builder, lead, value string) {
+	first := true
+	for {
+		cols := Width - labelWidth
+		if first {
+			cols = Width - len(lead) // lead is ASCII: one column a byte
+		}
+		row, rest := cutRow(value, cols)
+		if first {
+			b.WriteString(lead)
+		} else {
+			b.WriteString(continuation)
+		}
+		b.WriteString(row)
+		b.WriteByte('\n')
+		if rest == "" {
+			return
+		}
+		value, first = rest, false
+	}
+}
+
+// cutRow splits s after at most cols columns, preferring the last space
+// within them; the space itself is dropped.
+func cutRow(s string, cols int) (row, rest string) {
+	used, lastSpace := 0, -1
+	for i, r := range s {
+		c := columns(r)
+		if used+c > cols {
+			switch {
+			case r == ' ':
+				return s[:i], s[i+1:]
+			case lastSpace > 0:
+				return s[:lastSpace], s[lastSpace+1:]
+			}
+			return s[:i], s[i:]
+		}
+		if r == ' ' {
+			lastSpace = i
+		}
+		used += c
+	}
+	return s, ""
+}
+
+// columns is how many columns a terminal gives r: none for a combining
+// mark (it sits on the character before it), two for East Asian wide and
+// fullwidth characters, one otherwise. Overestimating is safe (a row ends
+// early); underestimating is not, so wide is counted as two everywhere.
+func columns(r rune) int {
+	switch {
+	case r < 0x300:
+		return 1
+	case unicode.In(r, unicode.Mn, unicode.Me):
+		return 0
+	}
+	switch width.LookupRune(r).Kind() {
+	case width.EastAsianWide, width.EastAsianFullwidth:
+		return 2
+	}
+	return 1
 }
 
 // wholeShares returns the key IDs whose release is a whole share: those
@@ -132,13 +236,6 @@ func Thousands(n int) string {
 		s = s[:i] + "," + s[i:]
 	}
 	return s
-}
-
-// RecipientLine names the recipient key by its KEM and fingerprint; the
-// full key is in the warrant and in the ledger commitment.
-func RecipientLine(w *Warrant) string {
-	k := w.RecipientKey()
-	return k.KEM() + " key, fingerprint " + k.Fingerprint()
 }
 
 // SignedBy is what a summary says of one signer: "NAME (issued by ISSUER)

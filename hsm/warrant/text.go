@@ -96,6 +96,22 @@ func checkDisplayText(field, v string) *textError {
 	return nil
 }
 
+// checkTargetASCII refuses a target with any character outside printable
+// ASCII. Targets decide which envelopes are released, and letters of
+// other scripts look like Latin ones (Cyrillic "а" U+0430 for "a"): two
+// targets that read the same to the judge and the officer must be the
+// same target. Names (court, official) stay in any script: they decide
+// nothing the appliance releases.
+func checkTargetASCII(t string) error {
+	for _, r := range t {
+		if r < 0x20 || r > 0x7e {
+			return refuse(ReasonBadText, "target %s holds %s: targets are printable ASCII only, so that no letter of another script can pass for a Latin one; write a domain in its ASCII form (xn--…), an account by its ASCII identifier",
+				escapeNonASCII(t), codePoint(r))
+		}
+	}
+	return nil
+}
+
 // refusedRune says why r may not appear in a displayed string, or "" if
 // it may.
 func refusedRune(r rune) string {
@@ -151,6 +167,12 @@ func DisplayName(s string) string {
 	if checkDisplayText("", s) == nil {
 		return s
 	}
+	return escapeNonASCII(s)
+}
+
+// escapeNonASCII writes every character of s outside printable ASCII as
+// <U+XXXX>.
+func escapeNonASCII(s string) string {
 	var b strings.Builder
 	for _, r := range s {
 		if r >= 0x20 && r < 0x7f {

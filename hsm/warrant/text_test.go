@@ -105,7 +105,8 @@ func TestInvariantDisplayShowsWhatWasSigned(t *testing.T) {
 }
 
 // TestDisplayTextAcceptsNamesInAnyScript: the rules refuse tricks, not
-// languages.
+// languages: names (not targets, TestInvariantTargetsCannotLookAlike) may
+// be in any script.
 func TestDisplayTextAcceptsNamesInAnyScript(t *testing.T) {
 	f := newFixture(t)
 	for _, v := range []string{
@@ -122,7 +123,7 @@ func TestDisplayTextAcceptsNamesInAnyScript(t *testing.T) {
 		"Tòa án nhân dân Hà Nội",
 		"O'Brien-Smith, J. (ret.) ⚖ №17 § 2",
 	} {
-		for _, field := range []string{"court", "official", "offence", "targets"} {
+		for _, field := range []string{"court", "official", "offence"} {
 			w := f.warrant()
 			setField(w, field, v)
 			if _, err := Parse(mustJSON(t, w), 0); err != nil {
@@ -221,4 +222,24 @@ func printableASCII(s string) bool {
 		}
 	}
 	return true
+}
+
+// TestInvariantTargetsCannotLookAlike: a target decides which envelopes
+// are released, so two targets that read alike must be one: a target
+// with a Cyrillic "а" (U+0430) for the Latin "a", or any other character
+// outside printable ASCII, is refused, naming the code point; the ASCII
+// target beside it passes.
+func TestInvariantTargetsCannotLookAlike(t *testing.T) {
+	f := newFixture(t)
+	for _, lookalike := range []string{"\u0430lice@example.org", "alice@ex\u0430mple.org", "b\u043eb", "\uff41lice", "+1555\u0660100"} {
+		w := f.warrant()
+		w.Targets = []string{"alice@example.org", lookalike}
+		_, err := Parse(mustJSON(t, w), 0)
+		if ReasonOf(err) != ReasonBadText || !strings.Contains(err.Error(), "U+") || strings.Contains(err.Error(), lookalike) {
+			t.Errorf("target %q: %v, want bad_text naming the code point, the target escaped", lookalike, err)
+		}
+		if _, err := w.Marshal(0); ReasonOf(err) != ReasonBadText {
+			t.Errorf("warrant new would write target %q: %v", lookalike, err)
+		}
+	}
 }

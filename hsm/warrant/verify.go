@@ -82,6 +82,9 @@ type Identity struct {
 	Serial      string    `json:"serial"`      // hex
 	Fingerprint string    `json:"fingerprint"` // SHA-256 of the certificate, hex
 	SigningTime time.Time `json:"signing_time"`
+	// Certificate is the signer's certificate as the warrant carries it,
+	// for showing its fingerprints; it is not written out.
+	Certificate *x509.Certificate `json:"-"`
 }
 
 // Verify runs every check: signatures, chains, revocation, approval policy,
@@ -222,6 +225,7 @@ func certIdentity(c *x509.Certificate) Identity {
 		Issuer:      c.Issuer.String(),
 		Serial:      c.SerialNumber.Text(16),
 		Fingerprint: hex.EncodeToString(sum[:]),
+		Certificate: c,
 	}
 }
 

@@ -137,6 +137,11 @@ func (w *Warrant) check(maxValidity time.Duration) error {
 	if err := checkList("targets", w.Targets, nil); err != nil {
 		return err
 	}
+	for _, t := range w.Targets {
+		if err := checkTargetASCII(t); err != nil {
+			return err
+		}
+	}
 	if err := checkList("key_ids", w.KeyIDs, ids.CheckKeyID); err != nil {
 		return err
 	}
@@ -379,12 +384,17 @@ func (w *Warrant) String() string {
 
 // canonicalJSON lays out w's compact encoding one member per line and one
 // envelope per line. It only adds white space between tokens, so the
-// document means what the compact one means.
+// document means what the compact one means. <, > and & are written as
+// they are, not as \u003c and the like: what a judge reads with cat is
+// what the display shows.
 func canonicalJSON(w *Warrant) ([]byte, error) {
-	compact, err := json.Marshal(w)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(w); err != nil {
 		return nil, err
 	}
+	compact := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	dec := jsontext.NewDecoder(bytes.NewReader(compact))
 	if _, err := dec.ReadToken(); err != nil { // {
 		return nil, err
