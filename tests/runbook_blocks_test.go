@@ -12,14 +12,16 @@ import (
 )
 
 // A runbook block is one fenced command block of a role's runbook: a
-// ```sh block (commands for a shell on the role's own machine) or a plain
+// ```sh block (commands for a shell on the role's own machine), a plain
 // ``` block holding console lines ("custodian> …", the appliance's serial
-// console). Other blocks (toml, prose examples) show files or output, not
-// commands.
+// console), or a file for the role's host that runs a command: a
+// ```crontab block (cron.d lines) or a ```systemd unit. Other blocks
+// (toml, prose examples) show files or output, not commands.
 type runbookBlock struct {
 	Doc     string // docs/NAME.md
 	Line    int    // of the opening fence
 	Console bool
+	Host    string // "crontab" or "systemd": a file that holds a command
 	Text    string // the block's lines, each ending in "\n"
 }
 
@@ -57,6 +59,9 @@ func runbookBlocks(t testing.TB, doc string) []runbookBlock {
 		if trimmed == "```" {
 			switch {
 			case lang == "sh":
+				blocks = append(blocks, *cur)
+			case lang == "crontab" || lang == "systemd":
+				cur.Host = lang
 				blocks = append(blocks, *cur)
 			case lang == "" && strings.Contains(cur.Text, "custodian> "):
 				cur.Console = true
@@ -180,6 +185,9 @@ var runbookPlans = map[string][]blockPlan{
 		{"68ad9e88", "ledger export", ""},
 		{"9c03018a", "checkproof", ""},
 		{"3ce25681", "ledger list over TLS", ""},
+		{"9b1a179f", "monitor", ""},
+		{"1d2610fe", "monitor from cron", ""},
+		{"74a6829d", "monitor as a service", ""},
 		{"f4a6a238", "attest over TLS", ""},
 		{"804e1bdf", "attest on the device", ""},
 		{"0284fd96", "attest verify", ""},

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -117,6 +118,10 @@ var runbookStory = slices.Concat([]storyStep{
 		{role: "agency", blocks: []string{"open", "open a directory"}},
 		{role: "carry", do: (*story).toAuditor},
 		{role: "auditor", blocks: []string{"checkpoint over TLS", "ledger export", "ledger list over TLS", "attest over TLS"}},
+		// The monitor follows both releasing appliances from a state
+		// directory the auditor owns; cron and the service poll again.
+		{role: "auditor", blocks: []string{"monitor", "monitor from cron", "monitor as a service"}, subst: monitorPaths},
+		{role: "the auditor's monitor kept what it verified", do: (*story).monitored},
 		{role: "auditor", blocks: []string{"on the device", "attest on the device"}, on: []string{"court-a"}, atPi: true},
 		{role: "auditor", blocks: []string{"attest verify"}},
 		{role: "the auditor's checkout of the repository", do: (*story).checkout},
@@ -180,6 +185,7 @@ func (s *story) substitutions(device string) [][2]string {
 	port := fmt.Sprint(s.devices[device].port)
 	return [][2]string{
 		{"custodian-a.court.example:8443", "localhost:" + port},
+		{"custodian-b.court.example:8443", fmt.Sprintf("localhost:%d", s.devices["court-b"].port)},
 		{"custodian-a.court.example", "localhost"},
 		{"court-a", device},
 		{"/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so", softhsmtest.Module},
@@ -280,6 +286,9 @@ func (s *story) runBlock(st storyStep, b runbookBlock, dev string) {
 		s.console(s.devices[dev], text)
 		return
 	}
+	if b.Host != "" {
+		text = hostCommand(t, b, text)
+	}
 	d := s.devices[dev]
 	if dev == "" {
 		d = s.devices["court-a"]
@@ -306,12 +315,15 @@ func (s *story) runBlock(st storyStep, b runbookBlock, dev string) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
-	pressed := false
+	pressed, stopped := false, false
 	for {
 		select {
 		case err := <-done:
 			if err != nil {
 				t.Fatalf("%s: %v\n%s", b, err, out)
+			}
+			if b.Host == "systemd" && !stopped {
+				t.Fatalf("%s: the service exited by itself:\n%s", b, out)
 			}
 			t.Logf("%s", out)
 			// A runbook's command as written must not need a warning.
@@ -327,7 +339,59 @@ func (s *story) runBlock(st storyStep, b runbookBlock, dev string) {
 			mustCLI(t, "--data-dir", d.data, "button", "press")
 			pressed = true
 		}
+		if b.Host == "systemd" && !stopped && polled(text, out.String()) {
+			// systemctl stop: the service keeps what it verified and exits 0.
+			cmd.Process.Signal(syscall.SIGTERM)
+			stopped = true
+		}
 	}
+}
+
+// monitorPaths put the monitor's files in the auditor's directory: its
+// state, its configuration, and the binary on PATH.
+var monitorPaths = [][2]string{
+	{"/usr/local/bin/custodian", "custodian"},
+	{"/var/lib/custodian-monitor", "custodian-monitor"},
+	{"/etc/custodian-monitor/", ""},
+}
+
+var cronLineRE = regexp.MustCompile(`^(?:\S+\s+){6}(\S.*)$`)
+
+// hostCommand is the command a host file runs, as a shell would run it:
+// each cron.d line's command (after the five time fields and the user),
+// or a systemd unit's ExecStart (continued lines joined), which runs as a
+// service until runBlock stops it.
+func hostCommand(t *testing.T, b runbookBlock, text string) string {
+	t.Helper()
+	var cmds []string
+	switch b.Host {
+	case "crontab":
+		for _, line := range strings.Split(text, "\n") {
+			if line = strings.TrimSpace(line); line == "" || strings.HasPrefix(line, "#") {
+				continue
+			}
+			m := cronLineRE.FindStringSubmatch(line)
+			if m == nil {
+				t.Fatalf("%s: %q is not a cron.d line (five time fields, a user, a command)", b, line)
+			}
+			cmds = append(cmds, m[1])
+		}
+	case "systemd":
+		for _, line := range strings.Split(strings.ReplaceAll(text, "\\\n", " "), "\n") {
+			if c, ok := strings.CutPrefix(line, "ExecStart="); ok {
+				cmds = append(cmds, "exec "+c) // the signal that stops it reaches the command
+			}
+		}
+	}
+	if len(cmds) == 0 {
+		t.Fatalf("%s runs no command", b)
+	}
+	return strings.Join(cmds, "\n") + "\n"
+}
+
+// polled: a monitor service has reported on each appliance it follows.
+func polled(cmd, out string) bool {
+	return strings.Count(out, " entries, ") >= strings.Count(cmd, "--appliance ")
 }
 
 // blockLimit bounds one block's run.
@@ -784,6 +848,14 @@ func (s *story) toAuditor(string) {
 		s.t.Fatal(err)
 	}
 	writeFile(s.t, filepath.Join(s.dir("auditor"), "ledger-key.pub"), data)
+	// The verifier keys the operators published, for the monitor.
+	for _, id := range releasing {
+		data, err := os.ReadFile(filepath.Join(s.devices[id].data, "ledger-key.pub"))
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		writeFile(s.t, filepath.Join(s.dir("auditor"), strings.Replace(id, "court", "custodian", 1)+".ledger-key.pub"), data)
+	}
 	// What the escrow authority publishes: no challenge secret.
 	s.give("escrow-authority", "court-a/enrollment.json", "auditor", "court-a.enrollment.json")
 	s.give("escrow-authority", "court-a/court-a.record", "auditor", "court-a.record")
@@ -918,5 +990,64 @@ func (s *story) intermediates(string) {
 	for name, ca := range map[string]*trusttest.CA{"judges-ca": judges, "policy-ca": policy, "issuing-ca": issuing} {
 		writeFile(s.t, filepath.Join(admin, name+".pem"), trusttest.PEM(ca.Cert))
 		writeFile(s.t, filepath.Join(admin, name+".crl.pem"), trusttest.CRLPEM(ca.CRL(s.t, from, until)))
+	}
+}
+
+// monitored: the monitor's --entries file holds each releasing
+// appliance's ledger once, entry 0 up to the tree its state file (mode
+// 0600, as auditor.md says) keeps, with the story's release in it.
+func (s *story) monitored(string) {
+	dir := filepath.Join(s.dir("auditor"), "custodian-monitor")
+	data, err := os.ReadFile(filepath.Join(dir, "entries.jsonl"))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	seen := map[string][]int64{}
+	kinds := map[string][]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		var e struct {
+			Origin string `json:"origin"`
+			Index  int64  `json:"index"`
+			Kind   string `json:"kind"`
+		}
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			s.t.Fatalf("entries.jsonl: %v: %q", err, line)
+		}
+		seen[e.Origin] = append(seen[e.Origin], e.Index)
+		kinds[e.Origin] = append(kinds[e.Origin], e.Kind)
+	}
+	for _, id := range releasing {
+		var st struct {
+			Checkpoint string `json:"checkpoint"`
+		}
+		state := filepath.Join(dir, "custodian_"+id+".json")
+		raw, err := os.ReadFile(state)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		if fi, err := os.Stat(state); err != nil {
+			s.t.Fatal(err)
+		} else if fi.Mode().Perm() != 0o600 {
+			s.t.Errorf("%s has mode %v, want 0600", state, fi.Mode().Perm())
+		}
+		if err := json.Unmarshal(raw, &st); err != nil {
+			s.t.Fatal(err)
+		}
+		var origin string
+		var size int64
+		if _, err := fmt.Sscanf(st.Checkpoint, "%s\n%d\n", &origin, &size); err != nil || origin != "custodian/"+id {
+			s.t.Fatalf("%s's state keeps checkpoint %q (%v)", id, st.Checkpoint, err)
+		}
+		got := seen[origin]
+		want := make([]int64, size)
+		for i := range want {
+			want[i] = int64(i)
+		}
+		if !slices.Equal(got, want) {
+			s.t.Errorf("the monitor wrote entries %v of %s, whose verified tree has %d", got, origin, size)
+		}
+		if !slices.Contains(kinds[origin], "release") {
+			s.t.Errorf("the monitor wrote no release entry of %s: %v", origin, kinds[origin])
+		}
 	}
 }
