@@ -153,7 +153,7 @@ func TestEveryUserErrorNamesCauseAndNextStep(t *testing.T) {
 		{"PEM as signed warrant", []string{"release", "--server", "https://127.0.0.1:1", "--warrant", cert, "--out", p("r.json")},
 			[]string{"this is PEM; the signed warrant is the DER file", "hint: --warrant must be a signed warrant (custodian warrant sign)"}},
 		{"CRL as root", []string{"--data-dir", p("store"), "trust", "add-root", crl, "--court", "Test Court"},
-			[]string{"FILE " + crl + " is not the court's root CA certificate (PEM or DER): it is a PEM x509 crl", "hint: check that FILE names the right file"}},
+			[]string{"FILE " + crl + " is not the court's root CA certificate (PEM or DER): it is a PEM x509 crl", "hint: give the certificate; a CRL goes to custodian trust set-crl"}},
 		{"certificate as CRL", []string{"--data-dir", p("store"), "trust", "set-crl", cert},
 			[]string{"is not a CRL (PEM or DER, as openssl ca -gencrl writes it): it is a PEM certificate", "hint: "}},
 		{"text as roots", []string{"warrant", "verify", "--in", unsigned, "--roots", text, "--court", "Test Court"},
