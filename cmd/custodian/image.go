@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"time"
 
@@ -33,6 +34,10 @@ docs/image.md, policy.json in docs/policy.md.`,
 
 func loadManifest(file string) (*image.Manifest, error) {
 	m, err := image.LoadManifest(file)
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return nil, explainOS(fmt.Errorf("--manifest: %w", err)) // not there, or not readable: the keys are not the matter
+	}
 	if err != nil {
 		return nil, withHint(err, "see docs/image.md for the manifest's keys")
 	}

@@ -114,6 +114,8 @@ func TestEveryUserErrorNamesCauseAndNextStep(t *testing.T) {
 	defer unpinned.Close()
 	closed := httptest.NewServer(http.NotFoundHandler())
 	closed.Close()
+	plain := httptest.NewServer(http.NotFoundHandler())
+	defer plain.Close()
 	dev := []string{"--tpm", "swtpm:127.0.0.1:1", "--data-dir", p("data")}
 
 	for _, c := range []userError{
@@ -205,6 +207,18 @@ func TestEveryUserErrorNamesCauseAndNextStep(t *testing.T) {
 			[]string{"unknown flag: --shares", "hint: custodian recover --help"}},
 		{"unknown command", []string{"warrant", "submit"},
 			[]string{`unknown command "submit"`, "hint: custodian warrant --help"}},
+		{"misspelled command before its flags", []string{"warrant", "verfy", "--in", unsigned},
+			[]string{`unknown command "verfy" for "custodian warrant"`, "hint: did you mean custodian warrant verify?"}},
+		{"misspelled group command", []string{"trust", "add-roots", cert},
+			[]string{`unknown command "add-roots" for "custodian trust"`, "hint: did you mean custodian trust add-root?"}},
+		{"unknown completion shell", []string{"completion", "bogus"},
+			[]string{`unknown command "bogus" for "custodian completion"`, "hint: custodian completion --help lists its commands"}},
+		{"manifest not there", []string{"image", "measure", "--manifest", missing, "--out", p("policy.json")},
+			[]string{"--manifest: open " + missing, "hint: check the name: there is no " + missing}},
+		{"certificate as client key", []string{"release", "--server", "https://127.0.0.1:1", "--client-cert", text, "--client-key", cert, "--warrant", unsigned, "--out", p("r.json")},
+			[]string{"--client-key " + cert + " is a certificate, not a private key", "hint: --client-cert is the certificate and --client-key its private key: were they swapped?"}},
+		{"certificate as TLS key", append(dev, "serve", "--listen", "127.0.0.1:0", "--button", "sim", "--tls-cert", text, "--tls-key", cert),
+			[]string{"--tls-key " + cert + " is a certificate, not a private key", "hint: --tls-cert is the certificate and --tls-key its private key"}},
 		{"certificate as envelope", warrantWith("--envelope", cert),
 			[]string{cert + ": the envelope does not open", "hint: --envelope and --envelope-dir take escrow envelopes"}},
 		{"unknown KEM", []string{"agency", "keygen", "--kem", "rsa", "--out", p("a.key"), "--pub", p("a.pub")},
@@ -216,7 +230,11 @@ func TestEveryUserErrorNamesCauseAndNextStep(t *testing.T) {
 		{"server not running", []string{"attest", "--server", closed.URL, "--insecure-http", "--nonce", "0011223344556677", "--out", p("a.json")},
 			[]string{"cannot reach the custodian at " + strings.TrimPrefix(closed.URL, "http://") + ": connect: connection refused", "hint: check --server and that custodian serve runs there"}},
 		{"server CA not pinned", []string{"attest", "--server", unpinned.URL, "--nonce", "0011223344556677", "--out", p("a.json")},
-			[]string{"certificate signed by unknown authority", "hint: the server's certificate is not from a CA this computer trusts: pass --ca FILE"}},
+			[]string{"its TLS certificate is signed by a CA that is not trusted here", "hint: the server's certificate is not from a CA this computer trusts: pass --ca FILE"}},
+		{"https to a plain HTTP server", []string{"attest", "--server", "https://" + plain.Listener.Addr().String(), "--nonce", "0011223344556677", "--out", p("a.json")},
+			[]string{"it answered in plain HTTP to a TLS (https://) request", "hint: the server speaks plain HTTP: it runs custodian serve --insecure-http"}},
+		{"host not known", []string{"attest", "--server", "https://nosuchhost.invalid:8443", "--nonce", "0011223344556677", "--out", p("a.json")},
+			[]string{"no computer named nosuchhost.invalid is known", "hint: check the host name in --server"}},
 		{"server of another CA", []string{"attest", "--server", unpinned.URL, "--ca", cert, "--nonce", "0011223344556677", "--out", p("a.json")},
 			[]string{"hint: the server's certificate is not from the CA you pinned (--ca " + cert + ")"}},
 		{"swtpm not running", append(dev, "ledger", "verify"),
