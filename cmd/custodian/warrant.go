@@ -45,6 +45,10 @@ func newWarrantNewCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return withHint(err, "--recipient names the agency.pub file from custodian agency keygen")
 			}
+			if head := bytes.TrimLeft(pub, " \t\r\n"); !bytes.HasPrefix(head, []byte("custodian-recipient-")) {
+				return withHint(fmt.Errorf("--recipient %s is not an agency public key: %s", recipientFile, looksLike(head, "it is not a custodian-recipient-v1 key line")),
+					"--recipient is the agency's public key (agency.pub, from custodian agency keygen); its private identity (agency.key) never leaves the agency")
+			}
 			paths, err := warrantEnvelopePaths(envelopes, envelopeDirs)
 			if err != nil {
 				return err
@@ -156,7 +160,8 @@ func warrantEnvelopePaths(files, dirs []string) ([]string, error) {
 			return nil, err
 		}
 		if len(listed) == 0 {
-			return nil, fmt.Errorf("%s holds no *.env file", dir)
+			return nil, withHint(fmt.Errorf("--envelope-dir %s holds no *.env file", dir),
+				"--envelope-dir is a directory of escrow envelopes (F.env) the messaging provider handed over; give single files with --envelope")
 		}
 		out = append(out, listed...)
 	}
@@ -566,6 +571,11 @@ func verifyStore(g *globals, roots, court string, crls []string) (*trust.Store, 
 	if roots == "" {
 		if len(crls) != 0 || court != "" {
 			return nil, errors.New("--crl and --court need --roots; the trust store has its own CRLs and courts (custodian trust list)")
+		}
+		if !isDir(g.dataDir) {
+			return nil, withHint(fmt.Errorf("there is no data directory %s, so no trust store to check the warrant against", g.dataDir),
+				`away from a device, pass --roots FILE --court "NAME" --crl FILE (the court's root certificates, its name and its CRL)`,
+				"on a device, give its --data-dir")
 		}
 		return trust.Open(trustDir(g))
 	}
