@@ -33,6 +33,12 @@ docs/image.md, policy.json in docs/policy.md.`,
 }
 
 func loadManifest(file string) (*image.Manifest, error) {
+	if data, err := os.ReadFile(file); err == nil {
+		if kind := notText(data); kind != "" {
+			return nil, withHint(fmt.Errorf("--manifest %s is not an image manifest (TOML): %s", file, kind),
+				"the manifest is the TOML file docs/image.md describes (such as image/manifest.example.toml)")
+		}
+	}
 	m, err := image.LoadManifest(file)
 	var pe *fs.PathError
 	if errors.As(err, &pe) {

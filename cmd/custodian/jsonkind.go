@@ -1,8 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
+	"os"
+	"unicode/utf8"
 )
 
 // jsonKinds are the JSON documents custodian writes, each told apart by
@@ -60,4 +64,42 @@ func namingOtherKinds[T any](takes string, parse func([]byte) (T, error)) func([
 // readKnownDocument is readDocument for one of custodian's own kinds.
 func readKnownDocument[T any](flag, path, takes string, parse func([]byte) (T, error)) (T, error) {
 	return readDocument(flag, path, takes, namingOtherKinds(takes, parse))
+}
+
+// notText says what data seems to be when it is not a text file of its
+// own kind (a manifest, say): JSON, named by its kind when custodian wrote
+// it, PEM, a key line or binary. "" for other text.
+func notText(data []byte) string {
+	head := bytes.TrimLeft(data, " \t\r\n")
+	switch {
+	case len(head) > 0 && head[0] == '{':
+		if kind := jsonKind(data); kind != "" {
+			return "it is " + kind
+		}
+		return "it is JSON"
+	case !utf8.Valid(head):
+		return looksLike(head, "it is a binary file")
+	case len(head) > 0 && head[0] != '0' && looksLike(head, "") != "": // '0' (0x30) begins DER in binary, not text
+		return looksLike(head, "")
+	}
+	return ""
+}
+
+// fileKind says what the file at path seems to be, or otherwise when it
+// is text of no kind custodian knows or cannot be read.
+func fileKind(path, otherwise string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return otherwise
+	}
+	defer f.Close()
+	head := make([]byte, 4096)
+	n, _ := io.ReadFull(f, head)
+	if n == 0 {
+		return "the file is empty"
+	}
+	if kind := notText(head[:n]); kind != "" && kind != "it is a binary file" {
+		return kind
+	}
+	return otherwise
 }

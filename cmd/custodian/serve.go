@@ -88,7 +88,7 @@ func (g *globals) serve(ctx context.Context, f serveFlags) error {
 	if f.display != "" {
 		file, err := os.OpenFile(f.display, os.O_WRONLY|os.O_APPEND, 0)
 		if err != nil {
-			return withHint(err, "the display is a terminal device such as /dev/tty1, or a file that exists")
+			return withHint(fmt.Errorf("--display: %w", err), "the display is a terminal device such as /dev/tty1, or a file that exists")
 		}
 		defer file.Close()
 		display = file

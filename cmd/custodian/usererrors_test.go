@@ -227,8 +227,6 @@ func TestEveryUserErrorNamesCauseAndNextStep(t *testing.T) {
 			[]string{`unknown command "add-roots" for "custodian trust"`, "hint: did you mean custodian trust add-root?"}},
 		{"unknown completion shell", []string{"completion", "bogus"},
 			[]string{`unknown command "bogus" for "custodian completion"`, "hint: custodian completion --help lists its commands"}},
-		{"manifest not there", []string{"image", "measure", "--manifest", missing, "--out", p("policy.json")},
-			[]string{"--manifest: open " + missing, "hint: check the name: there is no " + missing}},
 		{"certificate as client key", []string{"release", "--server", "https://127.0.0.1:1", "--client-cert", text, "--client-key", cert, "--warrant", unsigned, "--out", p("r.json")},
 			[]string{"--client-key " + cert + " is a certificate, not a private key", "hint: --client-cert is the certificate and --client-key its private key: were they swapped?"}},
 		{"certificate as TLS key", append(dev, "serve", "--listen", "127.0.0.1:0", "--button", "sim", "--tls-cert", text, "--tls-key", cert),
