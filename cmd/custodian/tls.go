@@ -132,7 +132,7 @@ func checkKeyFile(keyFlag, path, certFlag string) error {
 // keyPairError puts the TLS library's words for a certificate and key
 // that do not belong together in a person's.
 func keyPairError(err error, certFlag, keyFlag string) error {
-	if strings.Contains(err.Error(), "private key does not match public key") {
+	if strings.Contains(err.Error(), "does not match public key") { // crypto/tls has no error value for it
 		return fmt.Errorf("%s is not the private key of the certificate in %s", keyFlag, certFlag)
 	}
 	return err

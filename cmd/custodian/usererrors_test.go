@@ -2,6 +2,11 @@ package main
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -117,6 +122,18 @@ func TestEveryUserErrorNamesCauseAndNextStep(t *testing.T) {
 	plain := httptest.NewServer(http.NotFoundHandler())
 	defer plain.Close()
 	dev := []string{"--tpm", "swtpm:127.0.0.1:1", "--data-dir", p("data")}
+	otherKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(otherKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := p("other.key")
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	for _, c := range []userError{
 		// Files that are not there, or not files.
@@ -229,6 +246,8 @@ func TestEveryUserErrorNamesCauseAndNextStep(t *testing.T) {
 			[]string{`unknown command "bogus" for "custodian completion"`, "hint: custodian completion --help lists its commands"}},
 		{"certificate as client key", []string{"release", "--server", "https://127.0.0.1:1", "--client-cert", text, "--client-key", cert, "--warrant", unsigned, "--out", p("r.json")},
 			[]string{"--client-key " + cert + " is a certificate, not a private key", "hint: --client-cert is the certificate and --client-key its private key: were they swapped?"}},
+		{"client key of another certificate", []string{"release", "--server", "https://127.0.0.1:1", "--client-cert", cert, "--client-key", keyFile, "--warrant", unsigned, "--out", p("r.json")},
+			[]string{"the client certificate: --client-key is not the private key of the certificate in --client-cert", "hint: --client-cert is your PEM certificate"}},
 		{"certificate as TLS key", append(dev, "serve", "--listen", "127.0.0.1:0", "--button", "sim", "--tls-cert", text, "--tls-key", cert),
 			[]string{"--tls-key " + cert + " is a certificate, not a private key", "hint: --tls-cert is the certificate and --tls-key its private key"}},
 		{"certificate as envelope", warrantWith("--envelope", cert),
