@@ -336,6 +336,8 @@ func TestEveryDeviceUserErrorNamesCauseAndNextStep(t *testing.T) {
 			[]string{"not a challenge secret (hex)", "hint: --secret is the challenge.secret"}},
 		{"warrant verify on a device without shares", []string{"--data-dir", d.data, "warrant", "verify", "--in", final},
 			[]string{"warrant refused (no_held_keys): this appliance holds no key share; provision one first"}},
+		{"warrant verify for a key ID the device does not hold", []string{"--data-dir", d.data, "warrant", "verify", "--in", final, "--key-id", "2099-01"},
+			[]string{"--key-id 2099-01: this device (court-a) holds no share of it (it holds: none yet: custodian provision)", "hint: leave out --key-id"}},
 	} {
 		t.Run(c.name, func(t *testing.T) { checkUserError(t, c) })
 	}
