@@ -40,7 +40,7 @@ func TestInvariantServeRefusesPlainHTTPUnlessAsked(t *testing.T) {
 		"plain and TLS":      {serve("--insecure-http", "--tls-cert", pki.ServerCert, "--tls-key", pki.ServerKey), []string{"cannot go with"}},
 		"plain with officer": {serve("--insecure-http", "--client-ca", pki.OfficerCA), []string{"cannot go with"}},
 		"key open to others": {serve("--tls-cert", pki.ServerCert, "--tls-key", open), []string{"open to other users", "hint: chmod 600"}},
-		"not its key":        {serve("--tls-cert", pki.ServerCert, "--tls-key", pki.Key), []string{"the TLS certificate", "private key does not match"}},
+		"not its key":        {serve("--tls-cert", pki.ServerCert, "--tls-key", pki.Key), []string{"the TLS certificate", "--tls-key is not the private key of the certificate in --tls-cert"}},
 		"officer as server":  {serve("--tls-cert", pki.Cert, "--tls-key", pki.Key), []string{"lacks serverAuth"}},
 		"Ed25519 key":        {serve("--tls-cert", edCert, "--tls-key", edKey), []string{"use ECDSA P-256 or P-384, or RSA"}},
 		"bad client CA":      {serve("--tls-cert", pki.ServerCert, "--tls-key", pki.ServerKey, "--client-ca", pki.Key), []string{"not CERTIFICATE", "hint: --client-ca"}},

@@ -48,6 +48,17 @@ func CreateFile(path string, data []byte, perm fs.FileMode) error {
 	return SyncDir(filepath.Dir(path))
 }
 
+// existsError refuses a new file whose name is taken, saying so once:
+// errors.Is still finds fs.ErrExist and errors.As the *fs.PathError,
+// whose own text would repeat the sentence.
+type existsError struct {
+	path string
+	err  error
+}
+
+func (e *existsError) Error() string { return e.path + " already exists; refusing to overwrite it" }
+func (e *existsError) Unwrap() error { return e.err }
+
 // CreateFileInBatch is CreateFile for one of many new files in a
 // directory: the file is written and fsynced, and the caller fsyncs the
 // directory once, after the last file (SyncDir), instead of once per file.
@@ -55,7 +66,7 @@ func CreateFileInBatch(path string, data []byte, perm fs.FileMode) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	if err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%s already exists; refusing to overwrite it: %w", path, err)
+			return &existsError{path: path, err: err}
 		}
 		return err
 	}
