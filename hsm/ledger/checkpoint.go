@@ -106,17 +106,31 @@ func VerifyCheckpoint(signed []byte, verifierKey string) (*log.Checkpoint, error
 	}
 	n, err := note.Open(signed, note.VerifierList(v))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadCheckpoint, err)
+		return nil, fmt.Errorf("%w: %s", ErrBadCheckpoint, noteProblem(err, v.Name()))
 	}
 	var cp log.Checkpoint
 	rest, err := cp.Unmarshal([]byte(n.Text))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadCheckpoint, err)
+		return nil, fmt.Errorf("%w: its text is not a checkpoint (origin, size, root hash)", ErrBadCheckpoint)
 	}
 	if len(rest) != 0 || cp.Origin != v.Name() || len(cp.Hash) != tlog.HashSize {
 		return nil, fmt.Errorf("%w: not a checkpoint of %s", ErrBadCheckpoint, v.Name())
 	}
 	return &cp, nil
+}
+
+// noteProblem says in words why note.Open refused a checkpoint, without
+// the library's own text.
+func noteProblem(err error, key string) string {
+	var unverified *note.UnverifiedNoteError
+	var invalid *note.InvalidSignatureError
+	switch {
+	case errors.As(err, &unverified):
+		return "it is not signed by " + key
+	case errors.As(err, &invalid):
+		return "its signature by " + key + " does not match its text (altered, or signed by a key named like it)"
+	}
+	return "not a signed note"
 }
 
 // VerifyInclusion checks that entry (its encoded bytes) is entry i of the
