@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -122,7 +123,12 @@ func readEnrollment(path string) (*enrollment.Enrollment, error) {
 	if err != nil {
 		return nil, err
 	}
-	return enrollment.Parse(data)
+	e, err := enrollment.Parse(data)
+	if err != nil && bytes.HasPrefix(data, []byte("custodian enrollment record")) {
+		return nil, withHint(fmt.Errorf("%s is an enrollment record, not an enrollment", path),
+			"give the device's enrollment.json here, and the record with --record")
+	}
+	return e, err
 }
 
 func readChallenge(path string) (*enrollment.Challenge, error) {

@@ -134,6 +134,8 @@ func TestKeyFlagsReadFilesAtAnyPath(t *testing.T) {
 			filepath.Join(s.dir, "nope.key"), "--serial", "2"), "--signing-key:"},
 		"pub as signing key": {append(base, "--secret", secret, "--record-out", filepath.Join(s.dir, "y.record"), "--signing-key",
 			s.authorityPub, "--serial", "2"), "--signing-key: not a signed-note private key"},
+		"record as enrollment": {[]string{"enroll", "verify", "--in", s.record, "--record", s.record, "--authority-key", s.authorityPub},
+			"is an enrollment record, not an enrollment"},
 	} {
 		code, out, errOut := custodian(t, c.args...)
 		if code == 0 || !strings.Contains(errOut, c.says) || !strings.Contains(errOut, "hint:") {

@@ -23,7 +23,7 @@ func (l *Ledger) Checkpoint() ([]byte, error) {
 
 func (l *Ledger) signedCheckpoint() ([]byte, *log.Checkpoint, error) {
 	if l.cfg.Signer == nil {
-		return nil, nil, errors.New("no checkpoint signer: the signing key did not unseal")
+		return nil, nil, fmt.Errorf("%w: the signing key did not unseal", ErrNoSigner)
 	}
 	var cp log.Checkpoint
 	err := l.db.View(func(tx *bolt.Tx) error {
@@ -36,7 +36,10 @@ func (l *Ledger) signedCheckpoint() ([]byte, *log.Checkpoint, error) {
 		return nil, nil, err
 	}
 	signed, err := note.Sign(&note.Note{Text: string(cp.Marshal())}, l.cfg.Signer)
-	return signed, &cp, err
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrNoSigner, err)
+	}
+	return signed, &cp, nil
 }
 
 // sizeIn reads the committed size inside a read transaction, so a proof
@@ -93,6 +96,10 @@ func checkRange(i, size, have int64) error {
 
 // ErrBadCheckpoint wraps every reason a checkpoint is not accepted.
 var ErrBadCheckpoint = errors.New("checkpoint does not verify")
+
+// ErrNoSigner: the appliance cannot sign a checkpoint now (its key did not
+// unseal on this image, or the signer failed).
+var ErrNoSigner = errors.New("no checkpoint signer")
 
 // VerifyCheckpoint checks a signed checkpoint against the appliance's
 // verifier key and returns it. The origin must be the key's name.
