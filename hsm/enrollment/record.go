@@ -21,7 +21,7 @@ import (
 // attestation key (AK Name) and import key, and its verdict. It stands in
 // for the challenge secret, which never leaves the authority, so that
 // anyone holding the authority's verifier key can trust the enrollment's
-// AK as the authority did ([VerifyOptions.Record]).
+// AK as the authority did ([VerifyOptions.Records]).
 //
 // A record is a C2SP signed note (golang.org/x/mod/sumdb/note, Ed25519)
 // signed with the authority's record key ([NewRecordKey]), whose text is a
@@ -54,7 +54,7 @@ type Record struct {
 	EKName        []byte
 	AKName        []byte
 	ImportKeyName []byte
-	EKCertified   bool // always false in a refused record, which vouches for nothing
+	EKCertified   bool // informational (verifiers check the EK certificate themselves); false in a refusal
 	Verdict       string
 	Reason        string // "" for a verified record
 	Time          time.Time
@@ -198,7 +198,7 @@ func (r *Record) Sign(privateKey string) ([]byte, error) {
 }
 
 // OpenRecord checks signed against the authority's verifier key and
-// returns the record. It does not judge the verdict: [Record.Vouches]
+// returns the record. It does not judge the verdict: [Standing]
 // does.
 func OpenRecord(signed []byte, verifierKey string) (*Record, error) {
 	v, err := note.NewVerifier(strings.TrimSpace(verifierKey))
