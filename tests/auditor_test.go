@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
@@ -75,6 +76,9 @@ func TestAuditorListsLedgerOverTLS(t *testing.T) {
 		json.Unmarshal(body, &eb)
 		if (want == "" && code != http.StatusOK) || eb.Error.Code != want {
 			t.Errorf("GET %s: %d %s; want %q", path, code, body, want)
+		}
+		if want == "" && bytes.Contains(body, []byte("\n  ")) {
+			t.Errorf("GET %s: an indented answer (a page is up to 128 entries with proofs)", path)
 		}
 	}
 }

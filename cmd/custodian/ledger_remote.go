@@ -39,7 +39,23 @@ func (r *remoteLedger) verifier() (string, error) {
 	if r.key == "" {
 		return "", withHint(errors.New("--server needs --verifier-key"), "pin the appliance's key from its ledger-key.pub (published by its operator)")
 	}
-	return readVerifierKey(r.key)
+	key, err := readKeyArg("verifier-key", r.key)
+	if err != nil {
+		return "", err
+	}
+	return key, checkVerifierKey("verifier-key", key)
+}
+
+// refuseLocal refuses the network flags without --server: they would be
+// ignored, and a pinned --verifier-key left unchecked is worse than none.
+func (r *remoteLedger) refuseLocal(cmd *cobra.Command) error {
+	for _, name := range []string{"verifier-key", "ca", "insecure-http"} {
+		if f := cmd.Flags().Lookup(name); f != nil && f.Changed {
+			return withHint(fmt.Errorf("--%s needs --server", name),
+				"without --server the device's own data directory is read and checked with its own key; to check a running appliance against your pinned key, add --server https://…")
+		}
+	}
+	return nil
 }
 
 func (r *remoteLedger) client() (*apiClient, string, error) {
@@ -51,6 +67,7 @@ func (r *remoteLedger) client() (*apiClient, string, error) {
 		if r.c, err = r.g.apiClient(r.server, r.network); err != nil {
 			return nil, "", err
 		}
+		r.c.pace = newPacer()
 	}
 	return r.c, key, nil
 }
@@ -182,21 +199,62 @@ func (s remoteRange) consistency(old, size int64) (tlog.TreeProof, error) {
 	return s.r.consistency(s.ctx, old, size)
 }
 
-// patiently GETs path, and again each second for up to a minute while the
-// appliance answers rate_limited: reading a long ledger takes many
-// answers, and the per-client limit applies to auditors too.
+// patiently GETs path, paced below the appliance's default per-client
+// rate, and again while the appliance answers rate_limited (after its
+// Retry-After, else a second) for up to a minute: reading a long ledger
+// takes many answers, and a refused request is logged on the appliance and
+// starves others behind the same address.
 func (c *apiClient) patiently(ctx context.Context, path string, out any) error {
 	deadline := time.Now().Add(time.Minute)
 	for {
+		if err := c.pace.wait(ctx); err != nil {
+			return err
+		}
 		err := c.do(ctx, http.MethodGet, path, nil, out)
 		var e *apiError
 		if !errors.As(err, &e) || e.code != release.CodeRateLimited || time.Now().After(deadline) {
 			return err
 		}
+		wait := time.Second
+		if e.retryAfter > 0 {
+			wait = min(e.retryAfter, time.Minute)
+		}
 		select {
 		case <-ctx.Done():
 			return err
-		case <-time.After(time.Second):
+		case <-time.After(wait):
 		}
 	}
+}
+
+// pacer spaces a client's requests: a few at once, then one per interval,
+// below release.DefaultRate so that an honest reader never meets the
+// limiter. A nil pacer does not wait.
+type pacer struct {
+	burst    int
+	interval time.Duration
+	sent     int
+	last     time.Time
+}
+
+func newPacer() *pacer {
+	return &pacer{burst: release.DefaultBurst / 2, interval: time.Second / (release.DefaultRate - 1)}
+}
+
+func (p *pacer) wait(ctx context.Context) error {
+	if p == nil {
+		return nil
+	}
+	p.sent++
+	if p.sent > p.burst {
+		if d := time.Until(p.last.Add(p.interval)); d > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(d):
+			}
+		}
+	}
+	p.last = time.Now()
+	return nil
 }

@@ -267,9 +267,12 @@ func lockState(dir string) (unlock func(), err error) {
 
 // follower builds the follower of one --appliance.
 func (m *monitorFlags) follower(g *globals, raw, keyFlag string, out *entryLog) (*follower, error) {
-	key, err := readVerifierKey(keyFlag)
+	key, err := readKeyArg("verifier-key", keyFlag)
+	if err == nil {
+		err = checkVerifierKey("verifier-key", key)
+	}
 	if err != nil {
-		return nil, withHint(err, "--verifier-key is the appliance's key (custodian/ID+...) or the file its operator published it in")
+		return nil, err
 	}
 	base, prefix, err := tlogURL(raw)
 	if err != nil {

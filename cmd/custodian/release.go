@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -61,13 +62,15 @@ type apiClient struct {
 	base *url.URL
 	http *http.Client
 	ca   string // the --ca file, "" for the system's roots
+	pace *pacer // nil: requests are not spaced
 }
 
 // apiError is a refusal the custodian sent.
 type apiError struct {
-	code    release.Code
-	message string
-	index   *int64
+	code       release.Code
+	message    string
+	index      *int64
+	retryAfter time.Duration // the answer's Retry-After, if any
 }
 
 func (e *apiError) Error() string {
@@ -114,7 +117,7 @@ func (c *apiClient) send(ctx context.Context, method, path, contentType string, 
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
-		return err
+		return withHint(fmt.Errorf("reading the custodian's answer to %s %s: %w", method, req.URL.RequestURI(), err), "check the network and try again")
 	}
 	if c, ok := out.(*capped); ok && resp.StatusCode < 300 {
 		if int64(len(data)) > limit {
@@ -128,13 +131,32 @@ func (c *apiClient) send(ctx context.Context, method, path, contentType string, 
 		if release.DecodeResponse(data, &eb) != nil || eb.Error.Code == "" {
 			return fmt.Errorf("the custodian answered %s", resp.Status)
 		}
-		return &apiError{code: eb.Error.Code, message: eb.Error.Message, index: eb.Error.LedgerIndex}
+		return &apiError{code: eb.Error.Code, message: eb.Error.Message, index: eb.Error.LedgerIndex, retryAfter: retryAfter(resp)}
+	}
+	if int64(len(data)) > limit {
+		return withHint(fmt.Errorf("the custodian's answer to %s %s is larger than %d bytes", method, req.URL.RequestURI(), limit),
+			"no custodian answers this much: check that --server names a custodian appliance")
 	}
 	if raw, ok := out.(*[]byte); ok {
 		*raw = data
 		return nil
 	}
-	return release.DecodeResponse(data, out)
+	if err := release.DecodeResponse(data, out); err != nil {
+		// The decoder's own text says nothing to the user: name the
+		// request instead.
+		return withHint(fmt.Errorf("the custodian's answer to %s %s is not the API's JSON (cut short, another format, or fields this version does not know)", method, req.URL.RequestURI()),
+			"check that --server names a custodian appliance of this version (docs/api.md)")
+	}
+	return nil
+}
+
+// retryAfter reads a refusal's Retry-After in seconds (0 if absent).
+func retryAfter(resp *http.Response) time.Duration {
+	n, err := strconv.Atoi(resp.Header.Get("Retry-After"))
+	if err != nil || n <= 0 {
+		return 0
+	}
+	return time.Duration(min(n, 3600)) * time.Second
 }
 
 // capped is an answer read as it is, up to max bytes: a larger one is

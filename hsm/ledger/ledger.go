@@ -59,13 +59,15 @@ type Config struct {
 // Errors a caller acts on. Everything that blocks releases wraps
 // ErrBlocked.
 var (
-	ErrBlocked       = errors.New("ledger blocked")
-	ErrRolledBack    = fmt.Errorf("%w: the data directory is older than the TPM counter (restored from a copy?)", ErrBlocked)
-	ErrCounterAhead  = fmt.Errorf("%w: the ledger is ahead of the TPM counter (copied to another TPM, or the TPM was cleared?)", ErrBlocked)
-	ErrOtherDevice   = fmt.Errorf("%w: the ledger belongs to another TPM", ErrBlocked)
-	ErrReplay        = errors.New("warrant already used")
-	ErrClockBehind   = errors.New("the clock is behind the newest ledger entry")
-	ErrNoLedger      = errors.New("no ledger in the data directory")
+	ErrBlocked      = errors.New("ledger blocked")
+	ErrRolledBack   = fmt.Errorf("%w: the data directory is older than the TPM counter (restored from a copy?)", ErrBlocked)
+	ErrCounterAhead = fmt.Errorf("%w: the ledger is ahead of the TPM counter (copied to another TPM, or the TPM was cleared?)", ErrBlocked)
+	ErrOtherDevice  = fmt.Errorf("%w: the ledger belongs to another TPM", ErrBlocked)
+	ErrReplay       = errors.New("warrant already used")
+	ErrClockBehind  = errors.New("the clock is behind the newest ledger entry")
+	ErrNoLedger     = errors.New("no ledger in the data directory")
+	// ErrInUse: another process (custodian serve) holds the ledger open.
+	ErrInUse         = errors.New("the ledger is open in another process")
 	ErrLedgerExists  = errors.New("a ledger already exists in the data directory")
 	errNotResolvable = errors.New("the ledger is not blocked; nothing to resolve")
 )
@@ -219,6 +221,9 @@ func (l *Ledger) check() error {
 
 func openDB(path string) (*bolt.DB, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("%w (%s stayed locked for 2 seconds)", ErrInUse, path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("opening ledger %s: %w", path, err)
 	}
@@ -601,9 +606,6 @@ func (r txHashReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 	}
 	return out, nil
 }
-
-// ErrInUse means another process (the daemon) has the ledger open.
-var ErrInUse = errors.New("the ledger is open in another process (custodian serve runs on this data directory)")
 
 // SeenIn reports whether the ledger in dir recorded replayKey, and by
 // which entry, reading ledger.db without the TPM. It is for telling a

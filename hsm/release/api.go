@@ -364,10 +364,16 @@ func (a *API) entries(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, ledger.ErrBadRange): // past the end
 		writeError(w, refusal(CodeNotFound, "%v", err))
+	case errors.Is(err, ledger.ErrNoSigner): // as /v1/checkpoint answers it
+		writeError(w, refusal(CodeImageNotApproved, "cannot sign a checkpoint: %v", err))
 	case err != nil:
 		writeError(w, err)
 	default:
-		writeJSON(w, http.StatusOK, rp)
+		// Compact: a page is up to 128 entries with their proofs, and
+		// indentation would add a fifth to every answer.
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		_ = json.NewEncoder(w).Encode(rp)
 	}
 }
 
