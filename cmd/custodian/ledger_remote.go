@@ -77,7 +77,8 @@ func (r *remoteLedger) checkpoint(ctx context.Context) ([]byte, string, error) {
 		return nil, "", errors.New("the server's checkpoint is too large")
 	}
 	if _, err := ledger.VerifyCheckpoint(signed, key); err != nil {
-		return nil, "", fmt.Errorf("the server's checkpoint does not verify with the pinned key: %w", err)
+		return nil, "", withHint(errors.New("the server's checkpoint is not signed by the pinned verifier key"),
+			"check that --verifier-key is this appliance's ledger-key.pub and that --server is that appliance; if both are right, the server is not the appliance: report it to the appliance's operator")
 	}
 	return signed, key, nil
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -89,41 +90,100 @@ func (c *apiClient) do(ctx context.Context, method, path string, body []byte, ou
 // send makes a request with body r (nil: none) of contentType. A response
 // read into a *[]byte is a release package, read up to its own cap.
 func (c *apiClient) send(ctx context.Context, method, path, contentType string, r io.Reader, out any) error {
-	path, query, _ := strings.Cut(path, "?")
-	u := c.base.JoinPath(path)
-	u.RawQuery = query
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), r)
-	if err != nil {
-		return err
-	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return transportHint(err)
-	}
-	defer resp.Body.Close()
 	limit := int64(release.MaxResponse)
 	if _, raw := out.(*[]byte); raw {
 		limit = escrow.MaxReleaseSize
 	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode >= 300 {
-		var eb release.ErrorBody
-		if release.DecodeResponse(data, &eb) != nil || eb.Error.Code == "" {
-			return fmt.Errorf("the custodian answered %s", resp.Status)
+	return c.sendCapped(ctx, method, path, contentType, r, limit, out)
+}
+
+// getCapped reads path's body of at most limit bytes into out; a longer
+// one is an error (errTooLarge), never cut short.
+func (c *apiClient) getCapped(ctx context.Context, path string, limit int64, out *[]byte) error {
+	return c.sendCapped(ctx, http.MethodGet, path, "", nil, limit, out)
+}
+
+// errTooLarge is an answer longer than what was asked can be.
+var errTooLarge = errors.New("the answer is larger than it can be")
+
+// maxRetryAfter caps one wait a server asks for with Retry-After.
+const maxRetryAfter = time.Minute
+
+// sendCapped is send with the body capped at limit. A request without a
+// body that the server answers 429 or 503 with Retry-After is made again
+// after that wait, for as long as ctx lasts: the ledger routes bound how
+// much one client reads at once (docs/api.md), and a mirror that reads a
+// whole log must wait its turn, not fail.
+func (c *apiClient) sendCapped(ctx context.Context, method, path, contentType string, r io.Reader, limit int64, out any) error {
+	path, query, _ := strings.Cut(path, "?")
+	u := c.base.JoinPath(path)
+	u.RawQuery = query
+	for {
+		req, err := http.NewRequestWithContext(ctx, method, u.String(), r)
+		if err != nil {
+			return err
 		}
-		return &apiError{code: eb.Error.Code, message: eb.Error.Message, index: eb.Error.LedgerIndex}
+		if contentType != "" {
+			req.Header.Set("Content-Type", contentType)
+		}
+		resp, err := c.http.Do(req)
+		if err != nil {
+			return transportHint(err)
+		}
+		wait, again := retryAfter(resp)
+		if again && r == nil {
+			resp.Body.Close()
+			if err := sleepCtx(ctx, wait); err != nil {
+				return err
+			}
+			continue
+		}
+		defer resp.Body.Close()
+		data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode >= 300 {
+			var eb release.ErrorBody
+			if release.DecodeResponse(data, &eb) != nil || eb.Error.Code == "" {
+				return fmt.Errorf("the custodian answered %s", resp.Status)
+			}
+			return &apiError{code: eb.Error.Code, message: eb.Error.Message, index: eb.Error.LedgerIndex}
+		}
+		if int64(len(data)) > limit {
+			return fmt.Errorf("%w (over %d bytes): %s", errTooLarge, limit, path)
+		}
+		if raw, ok := out.(*[]byte); ok {
+			*raw = data
+			return nil
+		}
+		return release.DecodeResponse(data, out)
 	}
-	if raw, ok := out.(*[]byte); ok {
-		*raw = data
+}
+
+// retryAfter reports whether resp asks to try again (429 or 503 with a
+// Retry-After in seconds), and after how long.
+func retryAfter(resp *http.Response) (time.Duration, bool) {
+	if resp.StatusCode != http.StatusTooManyRequests && resp.StatusCode != http.StatusServiceUnavailable {
+		return 0, false
+	}
+	secs, err := strconv.Atoi(resp.Header.Get("Retry-After"))
+	if err != nil || secs < 0 {
+		return 0, false
+	}
+	return min(time.Duration(secs)*time.Second, maxRetryAfter), true
+}
+
+// sleepCtx waits d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
 		return nil
 	}
-	return release.DecodeResponse(data, out)
 }
 
 // submission is a signed warrant and the path of the envelope list it
