@@ -1,9 +1,11 @@
 package tests
 
 import (
+	"bytes"
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -242,5 +244,39 @@ func TestExportServerMessagesNameCauseAndNextStep(t *testing.T) {
 	_, _, errOut := cli(t, "ledger", "export", filepath.Join(t.TempDir(), "m"), "--server", srv.URL, "--insecure-http", "--verifier-key", other)
 	if strings.Contains(errOut, "verifiable signatures") || !strings.Contains(errOut, "hint:") || !strings.Contains(errOut, "ledger-key.pub") {
 		t.Errorf("another key: %s", errOut)
+	}
+}
+
+// TestInvariantServerExportChecksTilesAlreadyInDIR: export --server reads
+// tiles already in DIR instead of fetching them again, but checks them
+// just the same: an altered hash tile or bundle in DIR is refused, and the
+// directory keeps its checkpoint.
+func TestInvariantServerExportChecksTilesAlreadyInDIR(t *testing.T) {
+	r := newRig(t)
+	defer r.stop()
+	growLedger(t, r, 300)
+	srv := httptest.NewServer((&release.API{Daemon: r.daemon}).Handler())
+	defer srv.Close()
+	for _, rel := range []string{"tile/0/000", "tile/entries/000"} {
+		dir := filepath.Join(t.TempDir(), "mirror")
+		export := []string{"ledger", "export", dir, "--server", srv.URL, "--insecure-http", "--verifier-key", r.a.VerifierKey}
+		mustCLI(t, export...)
+		path := filepath.Join(dir, filepath.FromSlash(rel))
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data[len(data)-1] ^= 1
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cp, _ := os.ReadFile(filepath.Join(dir, "checkpoint"))
+		code, _, errOut := cli(t, export...)
+		if code == 0 || !strings.Contains(errOut, rel+" is not this log's") {
+			t.Errorf("an altered %s in DIR: exit %d: %s", rel, code, errOut)
+		}
+		if now, _ := os.ReadFile(filepath.Join(dir, "checkpoint")); !bytes.Equal(now, cp) {
+			t.Errorf("an altered %s in DIR: the checkpoint changed", rel)
+		}
 	}
 }
