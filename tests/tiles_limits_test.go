@@ -280,3 +280,31 @@ func TestInvariantServerExportChecksTilesAlreadyInDIR(t *testing.T) {
 		}
 	}
 }
+
+// TestExportOnAFullDiskSaysSo: an export that runs out of space says so,
+// how far it got and what to do, without naming a temporary file, and
+// leaves no checkpoint and no temporary file. It needs a small file
+// system mounted by hand (mount -t tmpfs -o size=200k tmpfs DIR), named
+// by CUSTODIAN_SMALL_FS.
+func TestExportOnAFullDiskSaysSo(t *testing.T) {
+	mnt := os.Getenv("CUSTODIAN_SMALL_FS")
+	if mnt == "" {
+		t.Skip("needs CUSTODIAN_SMALL_FS, the mount point of a small (200 KiB) tmpfs")
+	}
+	r := newRig(t)
+	defer r.stop()
+	growLedger(t, r, 1500)
+	dir := filepath.Join(mnt, "public")
+	os.RemoveAll(dir)
+	defer os.RemoveAll(dir)
+	_, err := r.a.Ledger.Export(dir)
+	if err == nil || !strings.Contains(err.Error(), "is full after") || !strings.Contains(err.Error(), "free space and run the export again") || strings.Contains(err.Error(), ".tmp") {
+		t.Fatalf("an export larger than the disk: %v", err)
+	}
+	if _, serr := os.Stat(filepath.Join(dir, "checkpoint")); serr == nil {
+		t.Fatal("a checkpoint was written without all its tiles")
+	}
+	if temps, _ := filepath.Glob(filepath.Join(dir, "tile", "*", ".*tmp*")); len(temps) > 0 {
+		t.Errorf("temporary files left: %v", temps)
+	}
+}

@@ -33,7 +33,7 @@ func newLedgerExportCommand(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				g.printf("exported the ledger of %s (size %d) to %s: %d files written, %d already there\n", src.cp.Origin, st.Size, dir, st.Written, st.Kept)
+				printExport(g, src.cp.Origin, dir, st)
 				return nil
 			}
 			return g.withAppliance(func(a *appliance.Appliance, _ transport.TPM) error {
@@ -44,13 +44,22 @@ func newLedgerExportCommand(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				g.printf("exported the ledger of %s (size %d) to %s: %d files written, %d already there\n", a.ID, st.Size, dir, st.Written, st.Kept)
+				printExport(g, a.ID, dir, st)
 				return nil
 			})
 		},
 	}
 	remote.flags(cmd)
 	return cmd
+}
+
+// printExport says what an export did.
+func printExport(g *globals, log, dir string, st ledger.ExportStats) {
+	g.printf("exported the ledger of %s (size %d) to %s: %d files written, %d already there", log, st.Size, dir, st.Written, st.Kept)
+	if st.Removed > 0 {
+		g.printf(", %d temporary files of an interrupted export removed", st.Removed)
+	}
+	g.printf("\n")
 }
 
 // remoteTiles is a running appliance's /v1/tlog/ as a ledger.TileSource,
