@@ -388,7 +388,7 @@ func (d exportDir) checkCheckpoint(src TileSource, now *log.Checkpoint) error {
 		return err
 	}
 	if !bytes.Equal(root[:], old.Hash) {
-		return fmt.Errorf("%w: %s is another history of this log at %d entries: the log forked. Keep %s as evidence, tell the appliance's operator, and check with custodian ledger verify --old %s",
+		return fmt.Errorf("%w: %s is another history of this log at %d entries: the log forked. Keep %s as evidence, tell the appliance's operator, and check with custodian ledger verify --old %s (and --server, --verifier-key for a running appliance)",
 			ErrHistoryChanged, d.show("checkpoint"), old.Size, d.dir, d.show("checkpoint"))
 	}
 	return nil
@@ -417,7 +417,7 @@ func (d exportDir) oldCheckpoint(now *log.Checkpoint) (*log.Checkpoint, error) {
 // shrunk refuses a tree smaller than the one dir published: the same log
 // went back, and dir is the public record of it.
 func (d exportDir) shrunk(had, now uint64) error {
-	return fmt.Errorf("%w: the log now signs %d entries, but %s already published its checkpoint of %d: its ledger went back (restored or rolled back). Keep %s as evidence, tell the appliance's operator, and check with custodian ledger verify --old %s",
+	return fmt.Errorf("%w: the log now signs %d entries, but %s already published its checkpoint of %d: its ledger went back (restored or rolled back). Keep %s as evidence, tell the appliance's operator, and check with custodian ledger verify --old %s (and --server, --verifier-key for a running appliance)",
 		ErrHistoryChanged, now, d.dir, had, d.dir, d.show("checkpoint"))
 }
 
