@@ -203,7 +203,7 @@ func lockExport(root *os.Root, dir string) (func(), error) {
 // interrupted export left, and returns the tiles of the tree still
 // missing.
 func (d exportDir) checkTiles(src TileSource, st *ExportStats) ([]tlog.Tile, error) {
-	found, err := d.walkTiles(st)
+	found, temps, err := d.walkTiles()
 	if err != nil {
 		return nil, err
 	}
@@ -214,6 +214,13 @@ func (d exportDir) checkTiles(src TileSource, st *ExportStats) ([]tlog.Tile, err
 		if err := d.sameTile(src, t); err != nil {
 			return nil, err
 		}
+	}
+	// Only once everything checked: a refused export changes nothing.
+	for _, rel := range temps {
+		if err := d.root.Remove(rel); err != nil {
+			return nil, err
+		}
+		st.Removed++
 	}
 	var missing []tlog.Tile
 	for _, t := range tilesOf(st.Size) {
@@ -226,14 +233,14 @@ func (d exportDir) checkTiles(src TileSource, st *ExportStats) ([]tlog.Tile, err
 	return missing, nil
 }
 
-// walkTiles lists the tiles under dir/tile and removes temporary files.
-// Any other file, and any symbolic link, is refused.
-func (d exportDir) walkTiles(st *ExportStats) (map[tlog.Tile]bool, error) {
-	found := map[tlog.Tile]bool{}
+// walkTiles lists the tiles and the temporary files under dir/tile. Any
+// other file, and any symbolic link, is refused.
+func (d exportDir) walkTiles() (found map[tlog.Tile]bool, temps []string, err error) {
+	found = map[tlog.Tile]bool{}
 	if err := d.realDirs("tile/0"); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, err
+		return nil, nil, err
 	}
-	err := fs.WalkDir(d.root.FS(), "tile", func(rel string, e fs.DirEntry, err error) error {
+	err = fs.WalkDir(d.root.FS(), "tile", func(rel string, e fs.DirEntry, err error) error {
 		switch {
 		case errors.Is(err, fs.ErrNotExist) && rel == "tile":
 			return fs.SkipAll // a new directory
@@ -246,8 +253,8 @@ func (d exportDir) walkTiles(st *ExportStats) (map[tlog.Tile]bool, error) {
 		case !e.Type().IsRegular():
 			return d.notExport(rel, "is not a regular file")
 		case durable.IsTemp(e.Name()):
-			st.Removed++
-			return d.root.Remove(rel)
+			temps = append(temps, rel)
+			return nil
 		}
 		t, err := ParseTilePath(rel)
 		if err != nil {
@@ -256,7 +263,7 @@ func (d exportDir) walkTiles(st *ExportStats) (map[tlog.Tile]bool, error) {
 		found[t] = true
 		return nil
 	})
-	return found, err
+	return found, temps, err
 }
 
 // notExport refuses rel under dir.

@@ -351,6 +351,17 @@ func TestInvariantExportChecksEveryFileUnderTile(t *testing.T) {
 		if _, err := l.Export(dir); !errors.Is(err, ledger.ErrNotExport) || !strings.Contains(err.Error(), "notes.txt is not a tile") {
 			t.Errorf("a file that is no tile: %v", err)
 		}
+		// A refused export changes nothing, leftovers included.
+		temp := filepath.Join(dir, "tile", "0", ".000.tmp42")
+		if err := os.WriteFile(temp, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.Export(dir); err == nil {
+			t.Fatal("a file that is no tile was accepted")
+		}
+		if _, err := os.Stat(temp); err != nil {
+			t.Errorf("a refused export removed a leftover: %v", err)
+		}
 		dir = plant(t, "tile/entries/.000.tmp123", []byte("half a bundle"))
 		st, err := l.Export(dir)
 		if err != nil || st.Removed != 1 {
