@@ -59,7 +59,7 @@ func TestAuditorListsLedgerOverTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, _, errOut = cli(t, append([]string{"ledger", "list", "--server", dm.client.base, "--verifier-key", otherKey}, dm.auditorArgs()...)...)
-	if code == 0 || !strings.Contains(errOut, "does not verify with the pinned key") {
+	if code == 0 || !strings.Contains(errOut, "not signed by the pinned verifier key") {
 		t.Errorf("another verifier key: exit %d, %q", code, errOut)
 	}
 

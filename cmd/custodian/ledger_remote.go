@@ -86,7 +86,8 @@ func (r *remoteLedger) checkpoint(ctx context.Context) ([]byte, string, error) {
 		return nil, "", errors.New("the server's checkpoint is too large")
 	}
 	if _, err := ledger.VerifyCheckpoint(signed, key); err != nil {
-		return nil, "", fmt.Errorf("the server's checkpoint does not verify with the pinned key: %w", err)
+		return nil, "", withHint(errors.New("the server's checkpoint is not signed by the pinned verifier key"),
+			"check that --verifier-key is this appliance's ledger-key.pub and that --server is that appliance; if both are right, the server is not the appliance: report it to the appliance's operator")
 	}
 	return signed, key, nil
 }
@@ -157,7 +158,7 @@ func (r *remoteLedger) consistency(ctx context.Context, old, size int64) (tlog.T
 		Size  int64          `json:"size"`
 		Proof tlog.TreeProof `json:"proof"`
 	}
-	if err := c.patiently(ctx, fmt.Sprintf("/v1/consistency?old=%d&size=%d", old, size), &resp); err != nil {
+	if err := c.do(ctx, http.MethodGet, fmt.Sprintf("/v1/consistency?old=%d&size=%d", old, size), nil, &resp); err != nil {
 		return nil, err
 	}
 	if resp.Old != old || resp.Size != size {
@@ -191,40 +192,12 @@ func (s remoteRange) checkpoint() ([]byte, error) {
 
 func (s remoteRange) prove(from, to int64) (*ledger.RangeProof, error) {
 	var rp ledger.RangeProof
-	err := s.r.c.patiently(s.ctx, fmt.Sprintf("/v1/entries?from=%d&to=%d", from, to), &rp)
+	err := s.r.c.do(s.ctx, http.MethodGet, fmt.Sprintf("/v1/entries?from=%d&to=%d", from, to), nil, &rp)
 	return &rp, err
 }
 
 func (s remoteRange) consistency(old, size int64) (tlog.TreeProof, error) {
 	return s.r.consistency(s.ctx, old, size)
-}
-
-// patiently GETs path, paced below the appliance's default per-client
-// rate, and again while the appliance answers rate_limited (after its
-// Retry-After, else a second) for up to a minute: reading a long ledger
-// takes many answers, and a refused request is logged on the appliance and
-// starves others behind the same address.
-func (c *apiClient) patiently(ctx context.Context, path string, out any) error {
-	deadline := time.Now().Add(time.Minute)
-	for {
-		if err := c.pace.wait(ctx); err != nil {
-			return err
-		}
-		err := c.do(ctx, http.MethodGet, path, nil, out)
-		var e *apiError
-		if !errors.As(err, &e) || e.code != release.CodeRateLimited || time.Now().After(deadline) {
-			return err
-		}
-		wait := time.Second
-		if e.retryAfter > 0 {
-			wait = min(e.retryAfter, time.Minute)
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(wait):
-		}
-	}
 }
 
 // pacer spaces a client's requests: a few at once, then one per interval,

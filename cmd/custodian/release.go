@@ -67,10 +67,9 @@ type apiClient struct {
 
 // apiError is a refusal the custodian sent.
 type apiError struct {
-	code       release.Code
-	message    string
-	index      *int64
-	retryAfter time.Duration // the answer's Retry-After, if any
+	code    release.Code
+	message string
+	index   *int64
 }
 
 func (e *apiError) Error() string {
@@ -93,49 +92,85 @@ func (c *apiClient) do(ctx context.Context, method, path string, body []byte, ou
 // send makes a request with body r (nil: none) of contentType. A response
 // read into a *[]byte is a release package, read up to its own cap.
 func (c *apiClient) send(ctx context.Context, method, path, contentType string, r io.Reader, out any) error {
+	limit := int64(release.MaxResponse)
+	if _, raw := out.(*[]byte); raw {
+		limit = escrow.MaxReleaseSize
+	}
+	return c.sendCapped(ctx, method, path, contentType, r, limit, out)
+}
+
+// getCapped reads path's body of at most limit bytes into out; a longer
+// one is an error (errTooLarge), never cut short.
+func (c *apiClient) getCapped(ctx context.Context, path string, limit int64, out *[]byte) error {
+	return c.sendCapped(ctx, http.MethodGet, path, "", nil, limit, out)
+}
+
+// errTooLarge is an answer longer than what was asked can be.
+var errTooLarge = errors.New("the answer is larger than it can be")
+
+const (
+	// maxRetryAfter caps one wait a server asks for with Retry-After.
+	maxRetryAfter = time.Minute
+	// maxRetrying caps the time one request spends waiting its turn, so
+	// that a server that always answers "busy" is named, not waited on
+	// for ever.
+	maxRetrying = 10 * time.Minute
+)
+
+// sendCapped is send with the body capped at limit. A request without a
+// body that the server answers 429 or 503 is made again after the wait
+// its Retry-After asks for (a second if none), for up to maxRetrying: the
+// ledger routes bound how much one client reads at once (docs/api.md), and
+// a mirror or monitor that reads a whole log must wait its turn, not fail.
+// A client with a pacer spaces its requests below the appliance's limit.
+func (c *apiClient) sendCapped(ctx context.Context, method, path, contentType string, r io.Reader, limit int64, out any) error {
 	path, query, _ := strings.Cut(path, "?")
 	u := c.base.JoinPath(path)
 	u.RawQuery = query
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), r)
-	if err != nil {
-		return err
+	deadline := time.Now().Add(maxRetrying)
+	for {
+		if err := c.pace.wait(ctx); err != nil {
+			return err
+		}
+		req, err := http.NewRequestWithContext(ctx, method, u.String(), r)
+		if err != nil {
+			return err
+		}
+		if contentType != "" {
+			req.Header.Set("Content-Type", contentType)
+		}
+		resp, err := c.http.Do(req)
+		if err != nil {
+			return c.transportHint(err)
+		}
+		if wait, again := retryAfter(resp); again && r == nil && time.Now().Add(wait).Before(deadline) {
+			resp.Body.Close()
+			if err := sleepCtx(ctx, wait); err != nil {
+				return err
+			}
+			continue
+		}
+		return c.readAnswer(req, resp, limit, out)
 	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return c.transportHint(err)
-	}
+}
+
+// readAnswer reads resp, at most limit bytes, into out: a refusal as an
+// *apiError, a *[]byte as it is, anything else as the API's JSON.
+func (c *apiClient) readAnswer(req *http.Request, resp *http.Response, limit int64, out any) error {
 	defer resp.Body.Close()
-	limit := int64(release.MaxResponse)
-	switch o := out.(type) {
-	case *[]byte:
-		limit = escrow.MaxReleaseSize
-	case *capped:
-		limit = o.max
-	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
-		return withHint(fmt.Errorf("reading the custodian's answer to %s %s: %w", method, req.URL.RequestURI(), err), "check the network and try again")
-	}
-	if c, ok := out.(*capped); ok && resp.StatusCode < 300 {
-		if int64(len(data)) > limit {
-			return fmt.Errorf("the answer for %s is larger than the %d bytes it can be", path, limit)
-		}
-		c.data = data
-		return nil
+		return withHint(fmt.Errorf("reading the custodian's answer to %s %s: %w", req.Method, req.URL.RequestURI(), err), "check the network and try again")
 	}
 	if resp.StatusCode >= 300 {
 		var eb release.ErrorBody
 		if release.DecodeResponse(data, &eb) != nil || eb.Error.Code == "" {
 			return fmt.Errorf("the custodian answered %s", resp.Status)
 		}
-		return &apiError{code: eb.Error.Code, message: eb.Error.Message, index: eb.Error.LedgerIndex, retryAfter: retryAfter(resp)}
+		return &apiError{code: eb.Error.Code, message: eb.Error.Message, index: eb.Error.LedgerIndex}
 	}
 	if int64(len(data)) > limit {
-		return withHint(fmt.Errorf("the custodian's answer to %s %s is larger than %d bytes", method, req.URL.RequestURI(), limit),
-			"no custodian answers this much: check that --server names a custodian appliance")
+		return fmt.Errorf("%w (over %d bytes): %s", errTooLarge, limit, req.URL.Path)
 	}
 	if raw, ok := out.(*[]byte); ok {
 		*raw = data
@@ -144,26 +179,35 @@ func (c *apiClient) send(ctx context.Context, method, path, contentType string, 
 	if err := release.DecodeResponse(data, out); err != nil {
 		// The decoder's own text says nothing to the user: name the
 		// request instead.
-		return withHint(fmt.Errorf("the custodian's answer to %s %s is not the API's JSON (cut short, another format, or fields this version does not know)", method, req.URL.RequestURI()),
+		return withHint(fmt.Errorf("the custodian's answer to %s %s is not the API's JSON (cut short, another format, or fields this version does not know)", req.Method, req.URL.RequestURI()),
 			"check that --server names a custodian appliance of this version (docs/api.md)")
 	}
 	return nil
 }
 
-// retryAfter reads a refusal's Retry-After in seconds (0 if absent).
-func retryAfter(resp *http.Response) time.Duration {
-	n, err := strconv.Atoi(resp.Header.Get("Retry-After"))
-	if err != nil || n <= 0 {
-		return 0
+// retryAfter reports whether resp asks to try again (429 or 503), and
+// after how long: its Retry-After in seconds, else a second.
+func retryAfter(resp *http.Response) (time.Duration, bool) {
+	if resp.StatusCode != http.StatusTooManyRequests && resp.StatusCode != http.StatusServiceUnavailable {
+		return 0, false
 	}
-	return time.Duration(min(n, 3600)) * time.Second
+	secs, err := strconv.Atoi(resp.Header.Get("Retry-After"))
+	if err != nil || secs <= 0 {
+		return time.Second, true
+	}
+	return min(time.Duration(secs)*time.Second, maxRetryAfter), true
 }
 
-// capped is an answer read as it is, up to max bytes: a larger one is
-// refused, not cut.
-type capped struct {
-	max  int64
-	data []byte
+// sleepCtx waits d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // submission is a signed warrant and the path of the envelope list it
