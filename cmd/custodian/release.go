@@ -170,7 +170,8 @@ func (c *apiClient) readAnswer(req *http.Request, resp *http.Response, limit int
 		return &apiError{code: eb.Error.Code, message: eb.Error.Message, index: eb.Error.LedgerIndex}
 	}
 	if int64(len(data)) > limit {
-		return fmt.Errorf("%w (over %d bytes): %s", errTooLarge, limit, req.URL.Path)
+		return withHint(fmt.Errorf("%w (over %d bytes): %s", errTooLarge, limit, req.URL.Path),
+			"no custodian answers this much: check that --server names a custodian appliance")
 	}
 	if raw, ok := out.(*[]byte); ok {
 		*raw = data
