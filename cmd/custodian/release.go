@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 
@@ -73,7 +74,7 @@ type apiError struct {
 }
 
 func (e *apiError) Error() string {
-	s := fmt.Sprintf("the custodian refused: %s: %s", e.code, e.message)
+	s := fmt.Sprintf("the custodian refused: %s: %s", serverText(string(e.code)), serverText(e.message))
 	if e.index != nil {
 		s += fmt.Sprintf(" (logged as ledger entry %d)", *e.index)
 	}
@@ -118,8 +119,8 @@ const (
 )
 
 // sendCapped is send with the body capped at limit. A request without a
-// body that the server answers 429 or 503 is made again after the wait
-// its Retry-After asks for (a second if none), for up to maxRetrying: the
+// body that the server answers 429 or 503 with Retry-After is made again
+// after that wait, for up to maxRetrying: the
 // ledger routes bound how much one client reads at once (docs/api.md), and
 // a mirror or monitor that reads a whole log must wait its turn, not fail.
 // A client with a pacer spaces its requests below the appliance's limit.
@@ -165,9 +166,10 @@ func (c *apiClient) readAnswer(req *http.Request, resp *http.Response, limit int
 	if resp.StatusCode >= 300 {
 		var eb release.ErrorBody
 		if release.DecodeResponse(data, &eb) != nil || eb.Error.Code == "" {
-			return fmt.Errorf("the custodian answered %s", resp.Status)
+			return &httpStatus{code: resp.StatusCode, err: fmt.Errorf("the custodian answered %s", serverText(resp.Status))}
 		}
-		return &apiError{code: eb.Error.Code, message: eb.Error.Message, index: eb.Error.LedgerIndex}
+		return &httpStatus{code: resp.StatusCode,
+			err: &apiError{code: eb.Error.Code, message: eb.Error.Message, index: eb.Error.LedgerIndex}}
 	}
 	if int64(len(data)) > limit {
 		return withHint(fmt.Errorf("%w (over %d bytes): %s", errTooLarge, limit, req.URL.Path),
@@ -186,17 +188,46 @@ func (c *apiClient) readAnswer(req *http.Request, resp *http.Response, limit int
 	return nil
 }
 
-// retryAfter reports whether resp asks to try again (429 or 503), and
-// after how long: its Retry-After in seconds, else a second.
+// retryAfter reports whether resp asks to try again (429 or 503 with a
+// Retry-After in seconds), and after how long.
 func retryAfter(resp *http.Response) (time.Duration, bool) {
 	if resp.StatusCode != http.StatusTooManyRequests && resp.StatusCode != http.StatusServiceUnavailable {
 		return 0, false
 	}
 	secs, err := strconv.Atoi(resp.Header.Get("Retry-After"))
-	if err != nil || secs <= 0 {
-		return time.Second, true
+	if err != nil || secs < 0 {
+		return 0, false
 	}
 	return min(time.Duration(secs)*time.Second, maxRetryAfter), true
+}
+
+// httpStatus is an answer other than 2xx: the refusal, and the status it
+// came with (a tile withheld with 404 is not a network failure).
+type httpStatus struct {
+	code int
+	err  error
+}
+
+func (e *httpStatus) Error() string { return e.err.Error() }
+func (e *httpStatus) Unwrap() error { return e.err }
+
+// maxServerText caps what of a server's own words a message repeats.
+const maxServerText = 200
+
+// serverText is text a server chose (a refusal's message, a status line)
+// made safe to print: as it is when it is short printable text, else
+// quoted, so that it can neither end the line nor move the terminal's
+// cursor, and cut to maxServerText bytes.
+func serverText(s string) string {
+	if len(s) > maxServerText {
+		s = s[:maxServerText] + "…"
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
 
 // sleepCtx waits d or until ctx ends.
