@@ -143,7 +143,7 @@ func newMonitorCommand(g *globals) *cobra.Command {
 	var m monitorFlags
 	cmd := &cobra.Command{
 		Use:   "monitor --appliance URL --verifier-key KEY [--appliance URL --verifier-key KEY ...] --state DIR",
-		Short: "Follow appliances' public ledgers and raise the alarm on a split view, a rollback or a bad signature",
+		Short: "Follow appliances' public ledgers and raise the alarm on a split view, a smaller tree or a bad signature",
 		Long: `Follow one or more appliances' ledgers, served as C2SP tlog-tiles logs, and
 prove every checkpoint consistent with every one seen before. New entries are
 printed one a line (and with --entries appended as JSON lines). The verified
