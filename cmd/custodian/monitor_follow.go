@@ -60,11 +60,17 @@ func parseMonitorState(data []byte, key string) (*monitorState, *log.Checkpoint,
 		return nil, nil, fmt.Errorf("it follows the log of key %s, not the --verifier-key given", st.VerifierKey)
 	}
 	if st.Checkpoint == "" {
+		if st.ReportedTo != nil {
+			return nil, nil, errors.New("not a state file this monitor wrote")
+		}
 		return &st, nil, nil
 	}
 	cp, err := ledger.VerifyCheckpoint([]byte(st.Checkpoint), key)
 	if err != nil {
 		return nil, nil, fmt.Errorf("its checkpoint: %w", err)
+	}
+	if r := st.ReportedTo; cp.Size > maxTreeSize || (r != nil && (*r < 0 || uint64(*r) >= cp.Size)) {
+		return nil, nil, errors.New("not a state file this monitor wrote")
 	}
 	return &st, cp, nil
 }
