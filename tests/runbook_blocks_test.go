@@ -136,7 +136,8 @@ var runbookPlans = map[string][]blockPlan{
 	"escrow-authority.md": {
 		{"d8fa30ca", "enroll keygen", ""},
 		{"0f433c3f", "enroll challenge", ""},
-		{"8106e358", "enroll verify", ""},
+		{"302732d6", "enroll verify", ""},
+		{"c322295d", "enroll verify --refuse", "withdraws the device, which the story goes on to use; TestInvariantNewerRefusalWithdrawsRecord runs the same command line"},
 		{"2333e4bd", "image measure", skipImage + "; the next block is the documented way without it"},
 		{"d62b4258", "policy from-enrollment", ""},
 		{"087c6179", "update keygen", ""},
@@ -180,6 +181,7 @@ var runbookPlans = map[string][]blockPlan{
 		{"68ad9e88", "ledger export", ""},
 		{"9c03018a", "checkproof", ""},
 		{"3ce25681", "ledger list over TLS", ""},
+		{"9b1a179f", "monitor", "polls two appliances at their published addresses; tests/monitor_test.go runs the same command against running daemons"},
 		{"f4a6a238", "attest over TLS", ""},
 		{"804e1bdf", "attest on the device", ""},
 		{"0284fd96", "attest verify", ""},

@@ -87,7 +87,7 @@ func TestInvariantClientsRefusePlainHTTPUnlessAsked(t *testing.T) {
 		want []string
 	}{
 		"release":          {[]string{"release", "--server", plain, "--warrant", w, "--out", out}, []string{"refusing plain HTTP to 127.0.0.1:1", "hint: use the https://", "hint: only for a daemon run with --insecure-http"}},
-		"ledger":           {[]string{"ledger", "checkpoint", "--server", plain, "--verifier-key", "custodian/x+1+AAAA"}, []string{"refusing plain HTTP"}},
+		"ledger":           {[]string{"ledger", "checkpoint", "--server", plain, "--verifier-key", "custodian/x+dbe6e391+ARWOtdxF+nck3DN4mb51uJ7ZFiQqeN0v4yGOt6Qhttqj"}, []string{"refusing plain HTTP"}},
 		"attest":           {[]string{"attest", "--server", plain, "--nonce", "0011223344556677", "--out", out}, []string{"refusing plain HTTP"}},
 		"officer on plain": {[]string{"release", "--server", plain, "--insecure-http", "--client-cert", pki.Cert, "--client-key", pki.Key, "--warrant", w, "--out", out}, []string{"--client-cert needs an https://"}},
 		"half client pair": {[]string{"release", "--server", "https://127.0.0.1:1", "--client-cert", pki.Cert, "--warrant", w, "--out", out}, []string{"go together"}},
@@ -107,7 +107,7 @@ func TestInvariantClientsRefusePlainHTTPUnlessAsked(t *testing.T) {
 		})
 	}
 	// Asked for, plain HTTP gets as far as the network, with a warning.
-	code, _, errOut := custodian(t, "ledger", "checkpoint", "--server", plain, "--insecure-http", "--verifier-key", "custodian/x+1+AAAA")
+	code, _, errOut := custodian(t, "ledger", "checkpoint", "--server", plain, "--insecure-http", "--verifier-key", "custodian/x+dbe6e391+ARWOtdxF+nck3DN4mb51uJ7ZFiQqeN0v4yGOt6Qhttqj")
 	if code == 0 || !strings.Contains(errOut, "warning: plain HTTP") || !strings.Contains(errOut, "connection refused") {
 		t.Fatalf("--insecure-http: %d %q", code, errOut)
 	}
