@@ -288,9 +288,8 @@ func (f *follower) setReported(to int64) {
 }
 
 // verify checks a served checkpoint: signed by the pinned key, for its
-// origin. Witness cosignatures, once appliances gather them, are checked
-// here too (k of the named witnesses), so that the monitor only accepts a
-// tree the witnesses also saw.
+// origin. Witness cosignatures are not checked (appliances gather none
+// yet); this is the one place such a check belongs.
 func (f *follower) verify(signed []byte) (*log.Checkpoint, error) {
 	return ledger.VerifyCheckpoint(signed, f.key)
 }

@@ -130,8 +130,8 @@ func NewRecordKey(name string) (private, verifier string, err error) {
 // refuses an enrollment whose AK is not proven by the challenge: a record
 // of one would vouch for what the authority never checked.
 func VerifiedRecord(e *Enrollment, v *Verified, now time.Time, terms Terms) (*Record, error) {
-	if !v.AKBound {
-		return nil, fmt.Errorf("%w: a record is written only for an enrollment verified with its challenge secret", ErrAKUnbound)
+	if !v.AKChallenged {
+		return nil, fmt.Errorf("%w: a record is written only for an enrollment verified with its challenge secret, never on another record", ErrAKUnbound)
 	}
 	r := &Record{
 		CustodianID: e.CustodianID, Serial: terms.Serial, EKName: v.EK.Name(), AKName: v.AK.Name(), ImportKeyName: v.ImportKey.Name(),

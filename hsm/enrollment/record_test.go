@@ -52,6 +52,11 @@ func TestEnrollmentRecordStandsInForSecret(t *testing.T) {
 		if !got.AKBound || !got.EKCertified {
 			t.Fatalf("with the record: AK bound %v, EK certified %v", got.AKBound, got.EKCertified)
 		}
+		// A record vouches for what the authority checked itself: none is
+		// written on the word of another record.
+		if _, err := enrollment.VerifiedRecord(e, got, now, terms(2)); !errors.Is(err, enrollment.ErrAKUnbound) {
+			t.Fatalf("a record written on another record: %v", err)
+		}
 		if opened.CustodianID != "court-a" || opened.Verdict != enrollment.VerdictVerified || !opened.Time.Equal(now.UTC().Truncate(time.Second)) {
 			t.Fatalf("record: %+v", opened)
 		}

@@ -46,7 +46,10 @@ type Verified struct {
 	AK          *tpm.AKPublic
 	ImportKey   *tpm.ImportKey // certified by AK: as bound to the EK as the AK is
 	EKCertified bool           // the EK chains to a vendor root
-	AKBound     bool           // the AK answered a challenge through this EK
+	AKBound     bool           // the AK answered a challenge through this EK, or a record says it did
+	// AKChallenged: the AK answered the challenge in this verification
+	// (the secret was given), not on the word of a record.
+	AKChallenged bool
 }
 
 // Verification errors a caller may act on.
@@ -83,6 +86,7 @@ func (e *Enrollment) Verify(opts VerifyOptions) (*Verified, error) {
 	if v.AKBound, err = e.checkBinding(opts); err != nil {
 		return nil, err
 	}
+	v.AKChallenged = v.AKBound
 	if err := tpm.VerifyQuote(v.AK, &e.Quote, e.Nonce, e.PCRs); err != nil {
 		return nil, err
 	}
@@ -171,9 +175,24 @@ func (e *Enrollment) verifyEKCertificate(ek *tpm.EK, opts VerifyOptions) (bool, 
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
 	})
 	if err != nil {
-		return false, fmt.Errorf("%w: %w", ErrEKUntrusted, err)
+		return false, fmt.Errorf("%w: %s", ErrEKUntrusted, chainFailure(err))
 	}
 	return true, nil
+}
+
+// chainFailure says in words why an EK certificate did not chain.
+func chainFailure(err error) string {
+	var unknown x509.UnknownAuthorityError
+	var invalid x509.CertificateInvalidError
+	switch {
+	case errors.As(err, &unknown):
+		return "no certificate of its issuer is among the roots given or built in"
+	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+		return "a certificate of its chain has expired or is not yet valid"
+	case errors.As(err, &invalid):
+		return "a certificate of its chain may not issue it"
+	}
+	return "its signature chain does not verify"
 }
 
 var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
