@@ -172,7 +172,7 @@ func TestLocalListWhileServingNamesTheDaemon(t *testing.T) {
 	}
 	defer db.Close()
 	code, _, errOut := custodian(t, d.args("ledger", "list")...)
-	if code == 0 || !strings.Contains(errOut, "open in another process") || !strings.Contains(errOut, "--server") || strings.Contains(errOut, ": timeout") {
+	if code == 0 || !strings.Contains(errOut, "open in another custodian process") || !strings.Contains(errOut, "--server") || strings.Contains(errOut, ": timeout") {
 		t.Fatalf("exit %d %q", code, errOut)
 	}
 
