@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
@@ -58,7 +59,7 @@ func TestAuditorListsLedgerOverTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, _, errOut = cli(t, append([]string{"ledger", "list", "--server", dm.client.base, "--verifier-key", otherKey}, dm.auditorArgs()...)...)
-	if code == 0 || !strings.Contains(errOut, "does not verify with the pinned key") {
+	if code == 0 || !strings.Contains(errOut, "not signed by the pinned verifier key") {
 		t.Errorf("another verifier key: exit %d, %q", code, errOut)
 	}
 
@@ -75,6 +76,9 @@ func TestAuditorListsLedgerOverTLS(t *testing.T) {
 		json.Unmarshal(body, &eb)
 		if (want == "" && code != http.StatusOK) || eb.Error.Code != want {
 			t.Errorf("GET %s: %d %s; want %q", path, code, body, want)
+		}
+		if want == "" && bytes.Contains(body, []byte("\n  ")) {
+			t.Errorf("GET %s: an indented answer (a page is up to 128 entries with proofs)", path)
 		}
 	}
 }

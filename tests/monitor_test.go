@@ -232,11 +232,12 @@ func evidenceOf(t *testing.T, w *watched, errOut string) {
 	}
 }
 
-// TestMonitorDetectsRollback: an appliance whose data directory is
-// restored from an older copy serves a smaller signed tree; the monitor
-// exits 6 with both signed checkpoints kept, keeps reporting it on the
-// next run, and does not move its state back.
-func TestMonitorDetectsRollback(t *testing.T) {
+// TestMonitorReportsARollbackAsStale: an appliance whose data directory
+// is restored from an older copy serves a smaller signed tree. That alone
+// proves nothing (an old checkpoint can be replayed by anyone), so the
+// monitor exits 8, keeps no "evidence", does not latch it, and does not
+// move its state back: the next run looks again.
+func TestMonitorReportsARollbackAsStale(t *testing.T) {
 	w := newWatched(t)
 	growLedger(t, w.r, 5)
 	old := w.snapshot(t)
@@ -247,14 +248,14 @@ func TestMonitorDetectsRollback(t *testing.T) {
 	seen := w.stateCheckpoint(t)
 	w.restore(t, old)
 	code, _, errOut := w.monitor(t)
-	if code != 6 || !strings.Contains(errOut, "rollback: the ledger shrank") || !strings.Contains(errOut, "tree of 5 entries, after one of 9") {
+	if code != 8 || !strings.Contains(errOut, "stale or rolled back: ") || !strings.Contains(errOut, "tree of 5 entries, smaller than the one of 9") ||
+		strings.Contains(errOut, "evidence:") {
 		t.Fatalf("a rolled-back appliance: exit %d\n%s", code, errOut)
 	}
-	evidenceOf(t, w, errOut)
 	if w.stateCheckpoint(t) != seen {
 		t.Fatal("the state moved back with the appliance")
 	}
-	if code, _, errOut := w.monitor(t); code != 6 || !strings.Contains(errOut, "rollback") {
+	if code, _, errOut := w.monitor(t); code != 8 || !strings.Contains(errOut, "stale or rolled back") {
 		t.Fatalf("the next run: exit %d\n%s", code, errOut)
 	}
 }
@@ -338,10 +339,12 @@ func TestMonitorDetectsBadSignature(t *testing.T) {
 	}
 }
 
-// TestMonitorServiceReportsAndStopsOnRollback: run as a service (no
-// --once), the monitor reports entries as they come, poll after poll, and
-// exits 6 with its report when the appliance is rolled back.
-func TestMonitorServiceReportsAndStopsOnRollback(t *testing.T) {
+// TestMonitorServiceWarnsOnRollbackAndStopsOnSplitView: run as a service
+// (no --once), the monitor reports entries as they come, poll after poll;
+// when the appliance is rolled back it warns and goes on polling, and when
+// the rolled-back copy is resolved and grows into another history it
+// exits 7 with its report.
+func TestMonitorServiceWarnsOnRollbackAndStopsOnSplitView(t *testing.T) {
 	w := newWatched(t)
 	growLedger(t, w.r, 4)
 	old := w.snapshot(t)
@@ -366,14 +369,21 @@ func TestMonitorServiceReportsAndStopsOnRollback(t *testing.T) {
 		return strings.Contains(out.String(), "5 entries, 1 new") && strings.Contains(out.String(), "key-id 2027-03")
 	})
 	w.restore(t, old)
+	waitFor(t, "the warning of a smaller tree", 30*time.Second, func() bool {
+		return strings.Contains(errOut.String(), "warning: ") && strings.Contains(errOut.String(), "stale or rolled back")
+	})
+	if _, err := w.r.a.Ledger.ResolveRollback(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	growLedger(t, w.r, 7)
 	select {
 	case err := <-done:
 		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() != 6 || !strings.Contains(errOut.String(), "rollback: the ledger shrank") {
-			t.Fatalf("after a rollback: %v\n%s", err, errOut.String())
+		if !errors.As(err, &ee) || ee.ExitCode() != 7 || !strings.Contains(errOut.String(), "split view: ") {
+			t.Fatalf("after another history: %v\n%s", err, errOut.String())
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatalf("the monitor did not stop on a rollback\n%s%s", out.String(), errOut.String())
+		t.Fatalf("the monitor did not stop on a split view\n%s%s", out.String(), errOut.String())
 	}
 }
 

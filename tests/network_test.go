@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/custodian-project/custodian/hsm/recipient"
 	"github.com/custodian-project/custodian/hsm/release"
@@ -202,7 +205,7 @@ func TestInvariantClientsTalkOnlyToThePinnedServerOverTLS(t *testing.T) {
 	}{
 		"another CA pinned":  {[]string{"release", "--server", srv.URL, "--warrant", w, "--out", out, "--ca", other.ServerCA, "--client-cert", s.Cert, "--client-key", s.Key}, "hint: the server's certificate is not from the CA you pinned"},
 		"system roots":       {[]string{"release", "--server", srv.URL, "--warrant", w, "--out", out}, "hint: the server's certificate is not from a CA this computer trusts: pass --ca FILE"},
-		"ledger, another CA": {[]string{"ledger", "checkpoint", "--server", srv.URL, "--ca", other.ServerCA, "--verifier-key", "custodian/x+1+AAAA"}, "not from the CA you pinned"},
+		"ledger, another CA": {[]string{"ledger", "checkpoint", "--server", srv.URL, "--ca", other.ServerCA, "--verifier-key", someVerifierKey(t)}, "not from the CA you pinned"},
 		"attest, another CA": {[]string{"attest", "--server", srv.URL, "--ca", other.ServerCA, "--nonce", "0011223344556677", "--out", out}, "not from the CA you pinned"},
 		"plain, unasked":     {[]string{"release", "--server", plain.URL, "--warrant", w, "--out", out}, "refusing plain HTTP"},
 		"redirected":         {[]string{"release", "--server", redirect.URL, "--warrant", w, "--out", out, "--ca", s.ServerCA}, "redirect"},
@@ -220,4 +223,15 @@ func TestInvariantClientsTalkOnlyToThePinnedServerOverTLS(t *testing.T) {
 	if code == 0 || requests.Load() != 1 || !strings.Contains(stderr, "418") {
 		t.Fatalf("the pinned server was not reached: exit %d, %d requests, %s", code, requests.Load(), stderr)
 	}
+}
+
+// someVerifierKey is a well-formed signed-note verifier key of no
+// appliance: for commands that must fail before any checkpoint is read.
+func someVerifierKey(t *testing.T) string {
+	t.Helper()
+	_, verifier, err := note.GenerateKey(rand.Reader, "custodian/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return verifier
 }

@@ -258,7 +258,7 @@ func TestEndToEndTwoOfThreeOverTLSWithOfficerCertificates(t *testing.T) {
 	}
 	// Another appliance's key does not verify court-c's ledger; no key is no check.
 	wrong := append([]string{"--server", daemons[cc.id].client.base, "--verifier-key", filepath.Join(b.data, "ledger-key.pub")}, daemons[cc.id].auditorArgs()...)
-	if code, _, stderr := cli(t, append([]string{"ledger", "checkpoint"}, wrong...)...); code == 0 || !strings.Contains(stderr, "does not verify") {
+	if code, _, stderr := cli(t, append([]string{"ledger", "checkpoint"}, wrong...)...); code == 0 || !strings.Contains(stderr, "not signed by the pinned verifier key") {
 		t.Fatalf("wrong key: %d %s", code, stderr)
 	}
 	if code, _, stderr := cli(t, append([]string{"ledger", "checkpoint", "--server", daemons[cc.id].client.base}, daemons[cc.id].auditorArgs()...)...); code == 0 || !strings.Contains(stderr, "--verifier-key") {

@@ -134,6 +134,10 @@ var runbookStory = slices.Concat([]storyStep{
 		{role: "operator", blocks: []string{"reseal --update"}, on: releasing},
 		{role: "the Pi boots the new image", on: releasing, do: (*story).bootNewImage},
 		{role: "operator", blocks: []string{"reseal --finish", "floor raise"}, on: releasing},
+		// court-c is retired: the authority withdraws its trust, and the
+		// device's records no longer vouch for it.
+		{role: "escrow-authority", blocks: []string{"enroll verify --refuse"}, on: []string{"court-c"}},
+		{role: "court-c's records withdraw it", on: []string{"court-c"}, do: (*story).withdrawn},
 	})
 
 // eachDevice is steps on one device after the other, all of them on each.
@@ -274,6 +278,9 @@ func (s *story) runBlock(st storyStep, b runbookBlock, dev string) {
 	t := s.t
 	t.Helper()
 	text := b.Text
+	if b.Host == "systemd" {
+		text = instantiate(text)
+	}
 	for _, r := range append(st.subst, s.substitutions(dev)...) {
 		text = strings.ReplaceAll(text, r[0], r[1])
 	}
@@ -339,8 +346,10 @@ func (s *story) runBlock(st storyStep, b runbookBlock, dev string) {
 			mustCLI(t, "--data-dir", d.data, "button", "press")
 			pressed = true
 		}
-		if b.Host == "systemd" && !stopped && polled(text, out.String()) {
-			// systemctl stop: the service keeps what it verified and exits 0.
+		// systemctl stop once the service reported on every appliance (it
+		// keeps what it verified and exits 0), or at its first warning,
+		// which fails the block.
+		if b.Host == "systemd" && !stopped && (polled(text, out.String()) || strings.Contains(out.String(), "warning: ")) {
 			cmd.Process.Signal(syscall.SIGTERM)
 			stopped = true
 		}
@@ -355,7 +364,10 @@ var monitorPaths = [][2]string{
 	{"/etc/custodian-monitor/", ""},
 }
 
-var cronLineRE = regexp.MustCompile(`^(?:\S+\s+){6}(\S.*)$`)
+var (
+	cronLineRE = regexp.MustCompile(`^(?:\S+\s+){6}(\S.*)$`)
+	instanceRE = regexp.MustCompile(`systemctl enable --now \S+@(\S+)`)
+)
 
 // hostCommand is the command a host file runs, as a shell would run it:
 // each cron.d line's command (after the five time fields and the user),
@@ -387,6 +399,15 @@ func hostCommand(t *testing.T, b runbookBlock, text string) string {
 		t.Fatalf("%s runs no command", b)
 	}
 	return strings.Join(cmds, "\n") + "\n"
+}
+
+// instantiate is a systemd template unit as systemd runs it: %i is the
+// instance its "systemctl enable --now NAME@INSTANCE" line names.
+func instantiate(unit string) string {
+	if m := instanceRE.FindStringSubmatch(unit); m != nil {
+		return strings.ReplaceAll(unit, "%i", m[1])
+	}
+	return unit
 }
 
 // polled: a monitor service has reported on each appliance it follows.
@@ -993,6 +1014,34 @@ func (s *story) intermediates(string) {
 	}
 }
 
+// withdrawn: with its newer refusal, a device's records no longer
+// vouch for it; without the refusal they still do.
+func (s *story) withdrawn(id string) {
+	dir := s.dir("escrow-authority")
+	verify := func(records ...string) (int, string) {
+		args := []string{"enroll", "verify", "--ek-roots", "ek-cas.pem", "--in", id + "/enrollment.json", "--authority-key", "authority.pub"}
+		for _, r := range records {
+			args = append(args, "--record", id+"/"+r)
+		}
+		cmd := exec.Command(binary, args...)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode(), string(out)
+		} else if err != nil {
+			s.t.Fatal(err)
+		}
+		return 0, string(out)
+	}
+	if code, out := verify(id + ".record"); code != 0 {
+		s.t.Fatalf("%s's first record does not verify alone: exit %d\n%s", id, code, out)
+	}
+	code, out := verify(id+".record", id+".2.record")
+	if code == 0 || !strings.Contains(out, "refused this enrollment") || !strings.Contains(out, "withdrawn") {
+		s.t.Fatalf("%s's records with the refusal: exit %d\n%s", id, code, out)
+	}
+}
+
 // monitored: the monitor's --entries file holds each releasing
 // appliance's ledger once, entry 0 up to the tree its state file (mode
 // 0600, as auditor.md says) keeps, with the story's release in it.
@@ -1049,5 +1098,10 @@ func (s *story) monitored(string) {
 		if !slices.Contains(kinds[origin], "release") {
 			s.t.Errorf("the monitor wrote no release entry of %s: %v", origin, kinds[origin])
 		}
+	}
+	// The cron line keeps stdout in a report file: its poll, nothing new.
+	report, err := os.ReadFile(filepath.Join(dir, "report.log"))
+	if err != nil || !strings.Contains(string(report), "custodian/court-a: ") || !strings.Contains(string(report), "none new") {
+		s.t.Errorf("the cron line's report.log: %q (%v)", report, err)
 	}
 }

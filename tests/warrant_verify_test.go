@@ -15,9 +15,9 @@ import (
 // TestWarrantVerifyOnDeviceReadsItsAddressingAndLedger: on a device,
 // warrant verify checks a warrant against the custodian ID and key IDs the
 // data directory holds without being told them, says whether its ledger
-// used the warrant, says the check was skipped while the daemon holds the
-// ledger, and refuses (non-zero, naming the ledger entry) a warrant that
-// was released here: VERIFIED would say it can still be used.
+// used the warrant, and refuses (non-zero, naming the ledger entry) a warrant that
+// was released here: VERIFIED would say it can still be used. While the
+// daemon holds the ledger, it says what it did not check and exits 3.
 func TestWarrantVerifyOnDeviceReadsItsAddressingAndLedger(t *testing.T) {
 	d, p7s := networkDevice(t, "W-verify-used")
 	verify := d.args("warrant", "verify", "--in", p7s)
@@ -30,9 +30,11 @@ func TestWarrantVerifyOnDeviceReadsItsAddressingAndLedger(t *testing.T) {
 	}
 
 	dm := startDaemon(t, d, "--insecure-http")
-	out = mustCLI(t, verify...)
-	if !strings.Contains(out, "Used:       not checked: custodian serve holds the ledger") || !strings.Contains(out, "VERIFIED for custodian court-a") {
-		t.Errorf("with the daemon running, verify does not say the ledger went unchecked:\n%s", out)
+	code, out, errOut := cli(t, verify...)
+	if code != 3 || strings.Contains(out, "VERIFIED") ||
+		!strings.Contains(out, "Not checked: whether it was used here, and the replay floor: another custodian process holds the ledger") ||
+		!strings.Contains(errOut, "hint: stop custodian serve for a moment and verify again") {
+		t.Errorf("with the daemon running, verify does not say the ledger went unchecked: exit %d\n%s%s", code, out, errOut)
 	}
 	code, stdout, stderr := releaseWithPress(t, d, dm, p7s, t.TempDir()+"/release.json", "--insecure-http")
 	if code != 0 {

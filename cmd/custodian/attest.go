@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/google/go-tpm/tpm2/transport"
@@ -183,8 +182,10 @@ func newAttestVerifyCommand(g *globals) *cobra.Command {
 policy.json and the nonce you sent. The enrollment's attestation key is
 trusted either with the escrow authority's challenge secret (--secret, the
 authority's own check) or, by anyone else, with the record the authority
-published for the enrollment (--record) and the authority's verifier key
-(--authority-key).`,
+published for the custodian (--record, each of them) and the authority's
+verifier key (--authority-key). The custodian's ledger key (--ledger-key) is
+required: the attestation must carry a checkpoint signed by that key, whose
+name is custodian/<id>.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			nonce, err := parseNonce(nonceHex)
@@ -206,19 +207,19 @@ published for the enrollment (--record) and the authority's verifier key
 			if err != nil {
 				return err
 			}
-			key, err := readVerifierKey(ledgerKey)
+			key, err := readKeyArg("ledger-key", ledgerKey)
 			if err != nil {
+				return err
+			}
+			if err := checkVerifierKey("ledger-key", key); err != nil {
 				return err
 			}
 			r, err := att.Verify(attest.Expect{Enrollment: e, Policy: policy, Nonce: nonce, LedgerKey: key})
 			if err != nil {
 				return err
 			}
-			g.printf("attestation of %s verifies: the approved image (%d boot events checked)", att.CustodianID, r.LogEvents)
-			if key != "" {
-				g.printf(", ledger checkpoint of %d entries signed by its key", r.LedgerSize)
-			}
-			g.printf("\n")
+			g.printf("attestation of %s verifies: the approved image (%d boot events checked), ledger checkpoint of %d entries signed by its key\n",
+				att.CustodianID, r.LogEvents, r.LedgerSize)
 			return nil
 		},
 	}
@@ -227,24 +228,15 @@ published for the enrollment (--record) and the authority's verifier key
 	f.StringVar(&policyPath, "policy", "", "the approved policy.json")
 	f.StringVar(&nonceHex, "nonce", "", "the nonce you sent, hex")
 	f.StringVar(&in, "in", "", "the attestation")
-	f.StringVar(&ledgerKey, "ledger-key", "", "the custodian's checkpoint verifier key, or a file holding it (checks the checkpoint)")
+	f.StringVar(&ledgerKey, "ledger-key", "", "the custodian's checkpoint verifier key (named custodian/<id>), or a file holding it (ledger-key.pub)")
 	checks.register(cmd)
 	checks.registerRecord(cmd)
-	for _, name := range []string{"enrollment", "policy", "nonce", "in"} {
+	// The ledger key is required: the quote covers the checkpoint but not
+	// the custodian ID, so only a checkpoint signed by custodian/<id>'s
+	// ledger key ties the attestation to that custodian's running ledger
+	// (a TPM cleared and taken elsewhere still quotes with the same AK).
+	for _, name := range []string{"enrollment", "policy", "nonce", "in", "ledger-key"} {
 		_ = cmd.MarkFlagRequired(name)
 	}
 	return cmd
-}
-
-// readVerifierKey accepts a signed-note verifier key or a file holding one
-// (ledger-key.pub, authority.pub).
-func readVerifierKey(s string) (string, error) {
-	if s == "" || strings.Contains(s, "+") {
-		return s, nil
-	}
-	data, err := os.ReadFile(s)
-	if err != nil {
-		return "", err
-	}
-	return strings.TrimSpace(string(data)), nil
 }

@@ -115,7 +115,7 @@ func ceremonyMember(path string, checks *enrollmentChecks) (escrow.Member, error
 
 // readPolicy reads the policy.json that --policy names.
 func readPolicy(path string) (*bootpolicy.Policy, error) {
-	return readDocument("--policy", path, "a boot policy (policy.json, from custodian image measure)", bootpolicy.Parse)
+	return readKnownDocument("--policy", path, "a boot policy (policy.json, from custodian image measure)", bootpolicy.Parse)
 }
 
 // writeCeremony writes the outputs into a new or empty directory, so a

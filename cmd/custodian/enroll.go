@@ -178,10 +178,13 @@ binding to the EK (with the challenge secret the escrow authority kept, or
 the record the authority published: --record, --authority-key), the quote of
 PCRs 0-15 and the import key's certification.
 
-With --record-out and --signing-key, the escrow authority also writes the
-signed record of its verdict, which it publishes so that auditors can trust
-the enrollment without the secret (a refused enrollment gets a record saying
-so, and the command still fails).`,
+With --record-out, --signing-key and --serial, the escrow authority also
+writes the signed record of an enrollment that verified, which it publishes
+so that auditors can trust the enrollment without the secret. A failed check
+writes nothing. To refuse or withdraw a device, the authority signs a
+refusal deliberately with --refuse REASON and a higher --serial: auditors
+trust only a custodian's newest record, and a verified record stops
+vouching after --valid-for.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := publish.check(&checks); err != nil {
@@ -191,22 +194,30 @@ so, and the command still fails).`,
 			if err != nil {
 				return err
 			}
+			if publish.refuse != "" {
+				// A deliberate refusal: the enrollment is read only to name
+				// the device's keys.
+				return publish.writeRefusal(g, e)
+			}
 			opts, err := checks.options(e)
 			if err != nil {
 				return err
 			}
-			// The verdict on the enrollment itself, which a record states.
 			v, err := verifyWith(e, opts)
-			if publish.enabled() {
-				if perr := publish.write(g, e, v, err); perr != nil {
-					if err == nil {
-						return perr
-					}
-					fmt.Fprintf(g.stderr, "custodian: no record written: %v\n", perr)
-				}
-			}
 			if err != nil {
+				if publish.enabled() {
+					// A failed check is never signed: it may be the
+					// authority's own mistake (a missing --ek-roots, the
+					// wrong --secret).
+					return withHint(err, "no record was written; if the authority means to refuse the device, run the same command with --refuse REASON ("+
+						strings.Join(enrollment.Reasons, ", ")+")")
+				}
 				return err
+			}
+			if publish.enabled() {
+				if err := publish.writeVerified(g, e, v); err != nil {
+					return err
+				}
 			}
 			if g.json {
 				return g.printJSON(map[string]any{
@@ -234,10 +245,11 @@ type enrollmentChecks struct {
 	rootsPath        string
 	allowUnbound     bool
 	allowUncertified bool
-	// recordPath and authorityKey: the escrow authority's published
-	// record of the enrollment and its verifier key, in place of a secret
+	// recordPaths and authorityKey: the escrow authority's published
+	// records of the custodian and its verifier key, in place of a secret
 	// (only where registerRecord added the flags).
-	recordPath, authorityKey string
+	recordPaths  []string
+	authorityKey string
 }
 
 func (c *enrollmentChecks) register(cmd *cobra.Command) {
@@ -252,7 +264,7 @@ func (c *enrollmentChecks) register(cmd *cobra.Command) {
 // secret trust an enrollment on the escrow authority's published record.
 func (c *enrollmentChecks) registerRecord(cmd *cobra.Command) {
 	f := cmd.Flags()
-	f.StringVar(&c.recordPath, "record", "", "instead of --secret: the escrow authority's published record of this enrollment (custodian enroll verify --record-out)")
+	f.StringArrayVar(&c.recordPaths, "record", nil, "instead of --secret: the escrow authority's published records of this custodian, each with its own --record (give them all: the newest stands, and a refusal withdraws older ones)")
 	f.StringVar(&c.authorityKey, "authority-key", "", "with --record: the escrow authority's published verifier key, or a file holding it (authority.pub)")
 }
 
@@ -281,7 +293,7 @@ func (c *enrollmentChecks) options(e *enrollment.Enrollment) (enrollment.VerifyO
 			return opts, withHint(err, "--secret is the challenge.secret that custodian enroll challenge wrote: FILE, or ID=FILE for each custodian")
 		}
 	}
-	opts.Record, err = c.record()
+	opts.Records, err = c.records()
 	return opts, err
 }
 
@@ -305,31 +317,38 @@ func (c *enrollmentChecks) secretFor(id string) string {
 	return ""
 }
 
-// record opens the authority's record given with --record, if any.
-func (c *enrollmentChecks) record() (*enrollment.Record, error) {
+// records opens the authority's records given with --record, if any.
+func (c *enrollmentChecks) records() ([]*enrollment.Record, error) {
 	switch {
-	case c.recordPath == "" && c.authorityKey == "":
+	case len(c.recordPaths) == 0 && c.authorityKey == "":
 		return nil, nil
-	case c.recordPath == "":
-		return nil, withHint(errors.New("--authority-key needs --record"), "give the record the escrow authority published for this enrollment")
+	case len(c.recordPaths) == 0:
+		return nil, withHint(errors.New("--authority-key needs --record"), "give the records the escrow authority published for this custodian")
 	case c.authorityKey == "":
 		return nil, withHint(errors.New("--record needs --authority-key"), "pin the escrow authority's published verifier key (authority.pub)")
 	case len(c.secrets) > 0:
-		return nil, withHint(errors.New("--record and --secret both prove the attestation key"), "give one: the secret (escrow authority) or the record (everyone else)")
+		return nil, withHint(errors.New("--record and --secret both prove the attestation key"), "give one: the secret (escrow authority) or the records (everyone else)")
 	}
-	key, err := readVerifierKey(c.authorityKey)
+	key, err := readKeyArg("authority-key", c.authorityKey)
 	if err != nil {
 		return nil, err
 	}
-	signed, err := os.ReadFile(c.recordPath)
-	if err != nil {
+	if err := checkVerifierKey("authority-key", key); err != nil {
 		return nil, err
 	}
-	r, err := enrollment.OpenRecord(signed, key)
-	if err != nil {
-		return nil, recordHint(fmt.Errorf("%s: %w", c.recordPath, err))
+	var out []*enrollment.Record
+	for _, path := range c.recordPaths {
+		signed, err := readFlagFile("record", path, maxKeyFileSize)
+		if err != nil {
+			return nil, err
+		}
+		r, err := enrollment.OpenRecord(signed, key)
+		if err != nil {
+			return nil, recordHint(fmt.Errorf("--record %s: %w", path, err))
+		}
+		out = append(out, r)
 	}
-	return r, nil
+	return out, nil
 }
 
 func recordHint(err error) error {
@@ -339,18 +358,20 @@ func recordHint(err error) error {
 	case errors.Is(err, enrollment.ErrRecordTampered):
 		return withHint(err, "fetch the record again from where the authority publishes it; if it still fails, report it")
 	case errors.Is(err, enrollment.ErrRecordMalformed):
-		return withHint(err, "--record takes the file custodian enroll verify --record-out wrote")
+		return withHint(err, "--record takes a file custodian enroll verify --record-out wrote")
 	case errors.Is(err, enrollment.ErrRecordMismatch):
-		return withHint(err, "use the record published for this enrollment; a device that enrolled again needs a new record from the authority")
+		return withHint(err, "give the records the authority published for this custodian's enrollment")
 	case errors.Is(err, enrollment.ErrRecordRefused):
 		return withHint(err, "ask the escrow authority why it refused the device")
+	case errors.Is(err, enrollment.ErrRecordExpired):
+		return withHint(err, "fetch the custodian's newest record from where the authority publishes them; if there is none, ask the authority to verify the device again")
 	}
 	return err
 }
 
 func verifyHint(err error) error {
 	switch {
-	case errors.Is(err, enrollment.ErrRecordMismatch), errors.Is(err, enrollment.ErrRecordRefused):
+	case errors.Is(err, enrollment.ErrRecordMismatch), errors.Is(err, enrollment.ErrRecordRefused), errors.Is(err, enrollment.ErrRecordExpired):
 		return recordHint(err)
 	case errors.Is(err, enrollment.ErrAKUnbound):
 		return withHint(err, "run custodian enroll challenge, answer it on the device, and pass --secret; without the secret, enroll verify and attest verify take the escrow authority's published --record and --authority-key")
@@ -364,7 +385,7 @@ func verifyHint(err error) error {
 }
 
 func readSecret(path string) ([]byte, error) {
-	data, err := os.ReadFile(path)
+	data, err := readFlagFile("secret", path, maxKeyFileSize)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -26,7 +27,7 @@ func newProvisionCommand(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			// The bundle is read and checked before the TPM is opened: a
 			// wrong file is named as such, whatever the device's state.
-			data, err := readDocument("--bundle", bundlePath, "a share bundle (CUSTODIAN.bundle.json, from custodian ceremony)",
+			data, err := readKnownDocument("--bundle", bundlePath, "a share bundle (CUSTODIAN.bundle.json, from custodian ceremony)",
 				func(data []byte) ([]byte, error) { _, err := escrow.ParseBundle(data); return data, err })
 			if err != nil {
 				return err
@@ -118,7 +119,7 @@ func readIdentityAndEscrow(identityPath, escrowPath string) (*recipient.Identity
 
 // readEscrow reads the escrow file that --escrow names.
 func readEscrow(path string) (*escrow.Public, error) {
-	return readDocument("--escrow", path, "an escrow file (escrow-K.pub.json, from custodian ceremony)", escrow.ParsePublic)
+	return readKnownDocument("--escrow", path, "an escrow file (escrow-K.pub.json, from custodian ceremony)", escrow.ParsePublic)
 }
 
 func newEscrowCommand(g *globals) *cobra.Command {
@@ -237,7 +238,8 @@ func newEnvelopeOpener(keyPath, identityPath, escrowPath string, releasePaths []
 		}
 		key, err := escrow.ParseKey(string(keyData))
 		if err != nil {
-			return nil, err
+			return nil, withHint(fmt.Errorf("--key %s is not an escrow key file (from custodian recover): %s", keyPath, looksLike(bytes.TrimLeft(keyData, " \t\r\n"), "its text is not one")),
+				"for a share-mode key ID, --key is the key file custodian recover wrote; an agency identity (agency.key) goes with --identity, --escrow and --release")
 		}
 		open := func(data []byte) (*escrow.Envelope, []byte, error) { return escrow.Open(key, data) }
 		return &envelopeOpener{keyID: key.KeyID(), open: open}, nil
@@ -270,7 +272,7 @@ func openEnvelope(g *globals, o *envelopeOpener, f envelopeFile) error {
 	if errors.As(err, &bad) && plaintext != nil {
 		fmt.Fprintf(g.stderr, "warning: %v\n", bad)
 	} else if err != nil {
-		return envelopeHint(err)
+		return envelopeHint(fmt.Errorf("%s: %w", f.in, err))
 	}
 	if err := writeNew(f.out, plaintext, 0o600); err != nil {
 		return err
@@ -281,6 +283,9 @@ func openEnvelope(g *globals, o *envelopeOpener, f envelopeFile) error {
 
 // envelopeHint explains why an envelope did not open.
 func envelopeHint(err error) error {
+	if errors.Is(err, escrow.ErrNotEscrowEnvelope) {
+		return withHint(err, "--in takes escrow envelopes (F.env, from custodian escrow seal or the messaging provider)")
+	}
 	if errors.Is(err, escrow.ErrNotEnoughShares) {
 		return withHint(err, "a scoped release opens only the envelopes its warrant named, and needs the threshold of custodians")
 	}
@@ -299,7 +304,7 @@ func unprovenHint(err error) error {
 func readReleases(paths []string) ([]*escrow.Release, error) {
 	var releases []*escrow.Release
 	for _, p := range paths {
-		r, err := readDocument("--release", p, "a release package (from custodian release)", escrow.ParseRelease)
+		r, err := readKnownDocument("--release", p, "a release package (from custodian release)", escrow.ParseRelease)
 		if err != nil {
 			return nil, err
 		}

@@ -9,6 +9,8 @@ import (
 	"os"
 	"strings"
 
+	"golang.org/x/mod/sumdb/note"
+
 	"github.com/custodian-project/custodian/hsm/durable"
 )
 
@@ -89,6 +91,8 @@ func looksLike(head []byte, otherwise string) string {
 		return fmt.Sprintf("it is a PEM %s", strings.ToLower(string(kind)))
 	case bytes.HasPrefix(head, []byte("custodian-recipient-")):
 		return "it is an agency public key (agency.pub)"
+	case bytes.HasPrefix(head, []byte("custodian enrollment record")):
+		return "it is an enrollment record (from custodian enroll verify --record-out)"
 	case bytes.HasPrefix(head, []byte("CUSTODIAN-IDENTITY-")):
 		return "it is an agency identity (agency.key)"
 	case head[0] == 0x30:
@@ -114,4 +118,68 @@ func checkPEMOrDER(name, path string, data []byte, pemType, takes string) error 
 		hint = "give the certificate; a CRL goes to custodian trust set-crl (or --crl)"
 	}
 	return withHint(fmt.Errorf("%s %s is not %s: %s", name, path, takes, looksLike(head, "it is neither PEM nor DER")), hint)
+}
+
+// maxKeyFileSize caps a key or record file read from a flag: each is a
+// line or a few of text, and the path may name /dev/zero or a huge file.
+const maxKeyFileSize = 16 << 10
+
+// readFlagFile reads the regular file a flag names, at most limit bytes.
+// Every error names the flag, so the user knows which argument to fix.
+func readFlagFile(flag, path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, withHint(fmt.Errorf("--%s: %w", flag, err), "check the path given to --"+flag)
+	}
+	defer f.Close()
+	if info, err := f.Stat(); err != nil || !info.Mode().IsRegular() {
+		return nil, notRegular(flag, path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("--%s: %w", flag, err)
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("--%s: %s is longer than %d bytes; it is not what the flag takes", flag, path, limit)
+	}
+	return data, nil
+}
+
+func notRegular(flag, path string) error {
+	return withHint(fmt.Errorf("--%s: %s is not a regular file", flag, path), "--"+flag+" takes a file: check the path")
+}
+
+// readKeyArg reads a flag that takes a signed-note key or a file holding
+// one: the file when the argument names an existing regular file, else the
+// argument itself. (Any other rule, such as "contains '+'", misreads paths
+// like keys+2026/authority.pub or custodian/ledger-key.pub.)
+func readKeyArg(flag, arg string) (string, error) {
+	if arg == "" {
+		return "", nil
+	}
+	if info, err := os.Stat(arg); err == nil {
+		if !info.Mode().IsRegular() {
+			return "", notRegular(flag, arg)
+		}
+		data, err := readFlagFile(flag, arg, maxKeyFileSize)
+		if err != nil {
+			return "", err
+		}
+		return strings.TrimSpace(string(data)), nil
+	}
+	return strings.TrimSpace(arg), nil
+}
+
+// checkVerifierKey says what is wrong with a verifier key given to flag:
+// a private key (which must never leave its owner), or not a key at all.
+func checkVerifierKey(flag, key string) error {
+	if _, err := note.NewVerifier(key); err == nil {
+		return nil
+	}
+	if strings.HasPrefix(key, "PRIVATE+KEY+") {
+		return withHint(fmt.Errorf("--%s: this is a private signing key, not a verifier key", flag),
+			"give the published verifier key (the .pub file); keep the private key where it was and tell its owner it was copied")
+	}
+	return withHint(fmt.Errorf("--%s: neither a signed-note verifier key nor a file holding one", flag),
+		"give the published verifier key, name+hash+key, or the file it is in")
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"time"
 
@@ -32,7 +33,17 @@ docs/image.md, policy.json in docs/policy.md.`,
 }
 
 func loadManifest(file string) (*image.Manifest, error) {
+	if data, err := os.ReadFile(file); err == nil {
+		if kind := notText(data); kind != "" {
+			return nil, withHint(fmt.Errorf("--manifest %s is not an image manifest (TOML): %s", file, kind),
+				"the manifest is the TOML file docs/image.md describes (such as image/manifest.example.toml)")
+		}
+	}
 	m, err := image.LoadManifest(file)
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return nil, explainOS(fmt.Errorf("--manifest: %w", err)) // not there, or not readable: the keys are not the matter
+	}
 	if err != nil {
 		return nil, withHint(err, "see docs/image.md for the manifest's keys")
 	}

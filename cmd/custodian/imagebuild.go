@@ -165,7 +165,10 @@ func predictImage(file string) (*bootpolicy.Policy, error) {
 	p, err := builder.PredictImage(file)
 	var pe *fs.PathError
 	if err != nil && !errors.As(err, &pe) {
-		return nil, withHint(fmt.Errorf("--image %s: %w", file, err), "--image is a disk image custodian image build wrote (custodian.img), not an update file or boot.img")
+		// The disk library's words ("no partition table found on disk")
+		// give way to what the file seems to be.
+		return nil, withHint(fmt.Errorf("--image %s is not a disk image custodian image build wrote: %s", file, fileKind(file, "it has no partition table this image's layout has")),
+			"--image is a disk image custodian image build wrote (custodian.img), not an update file or boot.img")
 	}
 	return p, err
 }

@@ -58,6 +58,9 @@ func (g *globals) openAppliance(t transport.TPM) (*appliance.Appliance, error) {
 		return nil, withHint(err, "run custodian enroll first, with the same --data-dir")
 	case errors.Is(err, ledger.ErrNoLedger):
 		return nil, withHint(err, "run custodian ledger init on the device")
+	case errors.Is(err, ledger.ErrInUse):
+		return nil, withHint(err, "custodian serve is running with this data directory: read the ledger through it with --server https://… "+
+			"(and --verifier-key), or stop the daemon first")
 	}
 	return a, err
 }

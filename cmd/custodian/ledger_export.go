@@ -2,8 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"net/http"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/mod/sumdb/tlog"
@@ -33,7 +33,7 @@ func newLedgerExportCommand(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				g.printf("exported the ledger of %s (size %d) to %s: %d files written, %d already there\n", src.cp.Origin, st.Size, dir, st.Written, st.Kept)
+				printExport(g, src.cp.Origin, dir, st)
 				return nil
 			}
 			return g.withAppliance(func(a *appliance.Appliance, _ transport.TPM) error {
@@ -44,7 +44,7 @@ func newLedgerExportCommand(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				g.printf("exported the ledger of %s (size %d) to %s: %d files written, %d already there\n", a.ID, st.Size, dir, st.Written, st.Kept)
+				printExport(g, a.ID, dir, st)
 				return nil
 			})
 		},
@@ -53,11 +53,24 @@ func newLedgerExportCommand(g *globals) *cobra.Command {
 	return cmd
 }
 
+// printExport says what an export did.
+func printExport(g *globals, log, dir string, st ledger.ExportStats) {
+	g.printf("exported the ledger of %s (size %d) to %s: %d files written, %d already there", log, st.Size, dir, st.Written, st.Kept)
+	if st.Removed > 0 {
+		g.printf(", %d temporary files of an interrupted export removed", st.Removed)
+	}
+	g.printf("\n")
+}
+
 // remoteTiles is a running appliance's /v1/tlog/ as a ledger.TileSource,
 // every tile checked against the checkpoint the pinned key signed before
 // it is written anywhere: hash tiles through x/mod's tlog.TileHashReader,
 // which checks each tile it loads against the tree, and entry bundles
-// entry by entry against the checked level-0 hashes.
+// entry by entry against the checked level-0 hashes. Tiles already in the
+// export directory are read from there and checked the same way, so a
+// mirror that follows the log fetches only what is new; only if they do
+// not check are they fetched from the server (and the export then
+// refuses the directory's copy).
 type remoteTiles struct {
 	ctx    context.Context
 	c      *apiClient
@@ -66,8 +79,9 @@ type remoteTiles struct {
 	cp     *log.Checkpoint
 	tree   tlog.Tree
 	hashes tlog.HashReader
-	cache  map[tlog.Tile][]byte // hash tiles fetched, for the hash reader's repeated reads
-	failed error                // the last fetch's error, which the hash reader does not keep
+	local  func(tlog.Tile) ([]byte, error) // the export directory's tiles (nil: none)
+	cache  map[tlog.Tile][]byte            // hash tiles the hash reader checked, for its repeated reads
+	failed error                           // the last fetch's error, which the hash reader does not keep
 }
 
 // tiles fetches and verifies the checkpoint and returns the log it signs.
@@ -92,16 +106,10 @@ func newRemoteTiles(ctx context.Context, c *apiClient, prefix string, signed []b
 	return src
 }
 
-// Caps on what a tile server may send: a hash tile is 256 hashes, an entry
-// bundle 256 entries of at most 4 KiB after their lengths.
-const (
-	maxHashTile = 256 * tlog.HashSize
-	maxBundle   = 256 * (2 + 4096)
-	// maxCachedTiles bounds the hash tiles kept between reads (8 MiB):
-	// past it the cache starts afresh, and the few tiles still needed are
-	// fetched again.
-	maxCachedTiles = 1024
-)
+// maxCachedTiles bounds the checked hash tiles kept between reads (8 MiB):
+// past it the cache starts afresh, and the few tiles still needed are
+// fetched again.
+const maxCachedTiles = 1024
 
 // fetchError is a tile or checkpoint that could not be fetched: the
 // server or the network failed, which says nothing about the log.
@@ -110,20 +118,25 @@ type fetchError struct{ err error }
 func (e *fetchError) Error() string { return e.err.Error() }
 func (e *fetchError) Unwrap() error { return e.err }
 
-// get fetches path under the log's prefix, at most max bytes.
-func (s *remoteTiles) get(path string, max int64) ([]byte, error) {
-	return fetchCapped(s.ctx, s.c, s.prefix+path, max)
-}
-
+// fetchCapped GETs path, at most max bytes. A failed request is a
+// *fetchError; an answer larger than max is errTooLarge, which is the
+// server's doing, not the network's.
 func fetchCapped(ctx context.Context, c *apiClient, path string, max int64) ([]byte, error) {
-	out := capped{max: max}
-	if err := c.do(ctx, http.MethodGet, path, nil, &out); err != nil {
+	var data []byte
+	err := c.getCapped(ctx, path, max, &data)
+	if err != nil && !errors.Is(err, errTooLarge) {
 		return nil, &fetchError{err}
 	}
-	return out.data, nil
+	return data, err
 }
 
 func (s *remoteTiles) Checkpoint() ([]byte, *log.Checkpoint, error) { return s.signed, s.cp, nil }
+
+// UseLocal makes s read tiles from the export directory first.
+func (s *remoteTiles) UseLocal(read func(tlog.Tile) ([]byte, error)) { s.local = read }
+
+// lyingServer is what export --server says of tiles that do not check.
+const lyingServer = "the server is not serving the log its key signs: keep DIR as it is and report it to the appliance's operator; the files already written were checked"
 
 // Tile returns t's bytes once they are checked to be the signed tree's.
 func (s *remoteTiles) Tile(t tlog.Tile) ([]byte, error) {
@@ -138,28 +151,43 @@ func (s *remoteTiles) Tile(t tlog.Tile) ([]byte, error) {
 		}
 		return out, nil
 	}
-	data, err := s.get(ledger.TilePath(t), maxBundle)
-	if err != nil {
-		return nil, err
-	}
-	entries, err := ledger.SplitBundle(data, t.W)
-	if err != nil {
-		return nil, fmt.Errorf("the server's %s: %w", ledger.TilePath(t), err)
-	}
 	leaves, err := s.tileHashes(0, t)
 	if err != nil {
 		return nil, err
 	}
-	for i, e := range entries {
-		if tlog.RecordHash(e) != leaves[i] {
-			return nil, fmt.Errorf("entry %d of the server's %s is not in the tree its checkpoint signs; nothing of it was written", t.N<<ledger.TileHeight+int64(i), ledger.TilePath(t))
+	if s.local != nil {
+		if data, err := s.local(t); err == nil && checkBundle(data, t, leaves) == nil {
+			return data, nil
 		}
+	}
+	data, err := s.get(t)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkBundle(data, t, leaves); err != nil {
+		return nil, err
 	}
 	return data, nil
 }
 
+// checkBundle checks a bundle's entries against the tree's level-0
+// hashes.
+func checkBundle(data []byte, t tlog.Tile, leaves []tlog.Hash) error {
+	entries, err := ledger.SplitBundle(data, t.W)
+	if err != nil {
+		return fmt.Errorf("the server's %s: %w; %s", ledger.TilePath(t), err, lyingServer)
+	}
+	for i, e := range entries {
+		if tlog.RecordHash(e) != leaves[i] {
+			return fmt.Errorf("entry %d of the server's %s is not in the tree its checkpoint signs: %s", t.N<<ledger.TileHeight+int64(i), ledger.TilePath(t), lyingServer)
+		}
+	}
+	return nil
+}
+
 // tileHashes reads the W hashes t spans, at level, through the checking
-// hash reader.
+// hash reader. When tiles from the export directory do not check, it
+// reads them again from the server alone.
 func (s *remoteTiles) tileHashes(level int, t tlog.Tile) ([]tlog.Hash, error) {
 	idx := make([]int64, t.W)
 	for i := range idx {
@@ -167,11 +195,15 @@ func (s *remoteTiles) tileHashes(level int, t tlog.Tile) ([]tlog.Hash, error) {
 	}
 	s.failed = nil
 	hs, err := s.hashes.ReadHashes(idx)
+	if err != nil && s.failed == nil && s.local != nil {
+		s.local = nil // the directory's tiles are not this tree's: the export refuses them
+		hs, err = s.hashes.ReadHashes(idx)
+	}
 	switch {
 	case s.failed != nil:
 		return nil, s.failed
 	case err != nil:
-		return nil, fmt.Errorf("the server's hash tiles are not the tree its checkpoint signs (%s and the tiles above it); nothing of them was written", ledger.TilePath(t))
+		return nil, fmt.Errorf("the server's hash tiles are not the tree its checkpoint signs (%s and the tiles above it): %s", ledger.TilePath(t), lyingServer)
 	}
 	return hs, nil
 }
@@ -194,21 +226,40 @@ func (s *remoteTiles) ReadTiles(tiles []tlog.Tile) ([][]byte, error) {
 	return out, nil
 }
 
-func (s *remoteTiles) SaveTiles([]tlog.Tile, [][]byte) {}
+// SaveTiles keeps the tiles the hash reader checked: only those are
+// cached, so a server's junk is dropped as soon as it is refused.
+func (s *remoteTiles) SaveTiles(tiles []tlog.Tile, data [][]byte) {
+	if len(s.cache)+len(tiles) > maxCachedTiles {
+		clear(s.cache)
+	}
+	for i, t := range tiles {
+		s.cache[t] = data[i]
+	}
+}
 
-// fetch gets a hash tile as the server sends it, once.
+// fetch gets a hash tile: checked already, from the export directory, or
+// from the server.
 func (s *remoteTiles) fetch(t tlog.Tile) ([]byte, error) {
 	if data, ok := s.cache[t]; ok {
 		return data, nil
 	}
-	data, err := s.get(ledger.TilePath(t), maxHashTile)
+	if s.local != nil {
+		if data, err := s.local(t); err == nil {
+			return data, nil
+		}
+	}
+	data, err := s.get(t)
 	if err != nil {
 		s.failed = err
-		return nil, err
 	}
-	if len(s.cache) >= maxCachedTiles {
-		clear(s.cache)
+	return data, err
+}
+
+// get reads t from the server, at most as many bytes as t can hold.
+func (s *remoteTiles) get(t tlog.Tile) ([]byte, error) {
+	data, err := fetchCapped(s.ctx, s.c, s.prefix+ledger.TilePath(t), ledger.MaxTileSize(t))
+	if errors.Is(err, errTooLarge) {
+		return nil, fmt.Errorf("the server's %s is larger than a tile can be (%d bytes): %s", ledger.TilePath(t), ledger.MaxTileSize(t), lyingServer)
 	}
-	s.cache[t] = data
-	return data, nil
+	return data, err
 }

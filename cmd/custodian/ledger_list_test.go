@@ -108,7 +108,7 @@ func TestLedgerListPagesProveOneHistory(t *testing.T) {
 			appendRefusal()
 		}
 		src := &growingRange{localRange: localRange{a.Ledger, a.VerifierKey}, grow: appendRefusal}
-		return listEntries(g, src, 0, 4, 2) // pages 0-1, 2-3, 4
+		return (&listRun{g: g, src: src, page: 2}).list(0, 4) // pages 0-1, 2-3, 4
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -39,7 +39,23 @@ func (r *remoteLedger) verifier() (string, error) {
 	if r.key == "" {
 		return "", withHint(errors.New("--server needs --verifier-key"), "pin the appliance's key from its ledger-key.pub (published by its operator)")
 	}
-	return readVerifierKey(r.key)
+	key, err := readKeyArg("verifier-key", r.key)
+	if err != nil {
+		return "", err
+	}
+	return key, checkVerifierKey("verifier-key", key)
+}
+
+// refuseLocal refuses the network flags without --server: they would be
+// ignored, and a pinned --verifier-key left unchecked is worse than none.
+func (r *remoteLedger) refuseLocal(cmd *cobra.Command) error {
+	for _, name := range []string{"verifier-key", "ca", "insecure-http"} {
+		if f := cmd.Flags().Lookup(name); f != nil && f.Changed {
+			return withHint(fmt.Errorf("--%s needs --server", name),
+				"without --server the device's own data directory is read and checked with its own key; to check a running appliance against your pinned key, add --server https://…")
+		}
+	}
+	return nil
 }
 
 func (r *remoteLedger) client() (*apiClient, string, error) {
@@ -51,6 +67,7 @@ func (r *remoteLedger) client() (*apiClient, string, error) {
 		if r.c, err = r.g.apiClient(r.server, r.network); err != nil {
 			return nil, "", err
 		}
+		r.c.pace = newPacer()
 	}
 	return r.c, key, nil
 }
@@ -69,7 +86,8 @@ func (r *remoteLedger) checkpoint(ctx context.Context) ([]byte, string, error) {
 		return nil, "", errors.New("the server's checkpoint is too large")
 	}
 	if _, err := ledger.VerifyCheckpoint(signed, key); err != nil {
-		return nil, "", fmt.Errorf("the server's checkpoint does not verify with the pinned key: %w", err)
+		return nil, "", withHint(errors.New("the server's checkpoint is not signed by the pinned verifier key"),
+			"check that --verifier-key is this appliance's ledger-key.pub and that --server is that appliance; if both are right, the server is not the appliance: report it to the appliance's operator")
 	}
 	return signed, key, nil
 }
@@ -140,7 +158,7 @@ func (r *remoteLedger) consistency(ctx context.Context, old, size int64) (tlog.T
 		Size  int64          `json:"size"`
 		Proof tlog.TreeProof `json:"proof"`
 	}
-	if err := c.patiently(ctx, fmt.Sprintf("/v1/consistency?old=%d&size=%d", old, size), &resp); err != nil {
+	if err := c.do(ctx, http.MethodGet, fmt.Sprintf("/v1/consistency?old=%d&size=%d", old, size), nil, &resp); err != nil {
 		return nil, err
 	}
 	if resp.Old != old || resp.Size != size {
@@ -174,7 +192,7 @@ func (s remoteRange) checkpoint() ([]byte, error) {
 
 func (s remoteRange) prove(from, to int64) (*ledger.RangeProof, error) {
 	var rp ledger.RangeProof
-	err := s.r.c.patiently(s.ctx, fmt.Sprintf("/v1/entries?from=%d&to=%d", from, to), &rp)
+	err := s.r.c.do(s.ctx, http.MethodGet, fmt.Sprintf("/v1/entries?from=%d&to=%d", from, to), nil, &rp)
 	return &rp, err
 }
 
@@ -182,21 +200,34 @@ func (s remoteRange) consistency(old, size int64) (tlog.TreeProof, error) {
 	return s.r.consistency(s.ctx, old, size)
 }
 
-// patiently GETs path, and again each second for up to a minute while the
-// appliance answers rate_limited: reading a long ledger takes many
-// answers, and the per-client limit applies to auditors too.
-func (c *apiClient) patiently(ctx context.Context, path string, out any) error {
-	deadline := time.Now().Add(time.Minute)
-	for {
-		err := c.do(ctx, http.MethodGet, path, nil, out)
-		var e *apiError
-		if !errors.As(err, &e) || e.code != release.CodeRateLimited || time.Now().After(deadline) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(time.Second):
+// pacer spaces a client's requests: a few at once, then one per interval,
+// below release.DefaultRate so that an honest reader never meets the
+// limiter. A nil pacer does not wait.
+type pacer struct {
+	burst    int
+	interval time.Duration
+	sent     int
+	last     time.Time
+}
+
+func newPacer() *pacer {
+	return &pacer{burst: release.DefaultBurst / 2, interval: time.Second / (release.DefaultRate - 1)}
+}
+
+func (p *pacer) wait(ctx context.Context) error {
+	if p == nil {
+		return nil
+	}
+	p.sent++
+	if p.sent > p.burst {
+		if d := time.Until(p.last.Add(p.interval)); d > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(d):
+			}
 		}
 	}
+	p.last = time.Now()
+	return nil
 }

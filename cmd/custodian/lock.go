@@ -63,8 +63,12 @@ func openLock(path string) (*os.File, error) {
 		return nil, withHint(fmt.Errorf("the data directory's lock %s is a symbolic link, not a file", path),
 			"remove it (nothing else is stored there); the next command creates the lock afresh")
 	}
+	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+		return nil, withHint(fmt.Errorf("this user may not open the data directory's lock %s: permission denied", path),
+			"run as root (the data directory's owner), e.g. sudo custodian ...")
+	}
 	if err != nil {
-		return nil, fmt.Errorf("opening the data directory's lock: %w", err)
+		return nil, fmt.Errorf("opening the data directory's lock %s: %w", path, err)
 	}
 	f := os.NewFile(uintptr(fd), path)
 	fi, err := f.Stat()

@@ -25,6 +25,10 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	root := newRootCommand(stdout, stderr)
 	root.SetArgs(args)
+	if err := misspelledSubcommand(root, args); err != nil {
+		printError(stderr, err)
+		return 1
+	}
 	if cmd, err := root.ExecuteC(); err != nil {
 		printError(stderr, usageHint(cmd, explainOS(err)))
 		var coded interface{ ExitCode() int }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,7 +9,9 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -31,10 +34,11 @@ type finding int
 
 const (
 	findUnreachable  finding = 3 + iota // 3: the server or network failed; says nothing about the log
-	findBadTiles                        // 4: tiles or bundles that are not the signed tree
+	findBadTiles                        // 4: tiles or bundles that are not the signed tree, or a signed tree no ledger can be
 	findBadSignature                    // 5: a checkpoint the pinned key did not sign, or of another log
-	findRollback                        // 6: a signed tree smaller than one signed before
+	findRollback                        // 6: no longer raised (a smaller signed tree proves nothing: see findStale); a state that latched it can be cleared
 	findSplitView                       // 7: two signed trees that cannot both be one history
+	findStale                           // 8: a signed tree smaller than one seen: a stale copy, or a rollback
 )
 
 var findingNames = map[finding]string{
@@ -43,7 +47,19 @@ var findingNames = map[finding]string{
 	findBadSignature: "bad signature",
 	findRollback:     "rollback",
 	findSplitView:    "split view",
+	findStale:        "stale or rolled back",
 }
+
+// severity orders findings for a run's exit status, the worst last. A
+// stale tree is worse than silence but proves nothing, so it ranks below
+// what the tiles or signatures show.
+var severity = []finding{findUnreachable, findStale, findBadTiles, findBadSignature, findRollback, findSplitView}
+
+func (f finding) rank() int { return slices.Index(severity, f) }
+
+// passing reports whether a finding may pass by itself: the next poll
+// looks again. The others stop a service: a person must look.
+func (f finding) passing() bool { return f == findUnreachable || f == findStale }
 
 // monitorAlarm is one finding on one appliance, as the report says it.
 type monitorAlarm struct {
@@ -88,7 +104,9 @@ func (m *monitorFailed) Error() string {
 func (m *monitorFailed) ExitCode() int {
 	worst := findUnreachable
 	for _, a := range m.alarms {
-		worst = max(worst, a.finding())
+		if a.finding().rank() > worst.rank() {
+			worst = a.finding()
+		}
 	}
 	return int(worst)
 }
@@ -97,8 +115,10 @@ func (m *monitorFailed) ExitCode() int {
 func (m *monitorFailed) hint() error {
 	switch finding(m.ExitCode()) {
 	case findSplitView, findRollback:
-		return withHint(m, "the two signed checkpoints in the evidence files prove the appliance signed two histories: publish them and tell its keeper and the other custodians (docs/auditor.md, Monitoring)",
-			"the monitor keeps reporting this appliance until you move its state file away")
+		return withHint(m, "keep the evidence files: they are what the appliance signed (docs/auditor.md, Monitoring, says which of them anyone can check); publish them and tell its keeper and the other custodians",
+			"the monitor reports this appliance until you run it once with --clear-alarm ORIGIN, which keeps the last checkpoint it verified and follows on from there")
+	case findStale:
+		return withHint(m, "a stale cache or mirror serves an old checkpoint, or the appliance went back; the monitor kept the newer one and polls again. If it lasts, compare with other monitors and ask the appliance's keeper")
 	case findBadSignature:
 		return withHint(m, "check --verifier-key against the appliance's published ledger-key.pub and --appliance against its address; if both are right, someone else answers for the appliance")
 	case findBadTiles:
@@ -115,6 +135,7 @@ type monitorFlags struct {
 	interval   time.Duration
 	retries    int
 	once       bool
+	clear      []string
 	network    clientTLS
 }
 
@@ -122,17 +143,19 @@ func newMonitorCommand(g *globals) *cobra.Command {
 	var m monitorFlags
 	cmd := &cobra.Command{
 		Use:   "monitor --appliance URL --verifier-key KEY [--appliance URL --verifier-key KEY ...] --state DIR",
-		Short: "Follow appliances' public ledgers and raise the alarm on a split view, a rollback or a bad signature",
+		Short: "Follow appliances' public ledgers and raise the alarm on a split view, a smaller tree or a bad signature",
 		Long: `Follow one or more appliances' ledgers, served as C2SP tlog-tiles logs, and
 prove every checkpoint consistent with every one seen before. New entries are
 printed one a line (and with --entries appended as JSON lines). The verified
 state is kept in --state, one file per appliance.
 
-Exit status: 0 all verified; 3 an appliance did not answer (--once); 4 its tiles
-or entry bundles are not the tree its checkpoint signs; 5 a checkpoint that does
-not verify with the pinned key; 6 a rollback (a smaller tree than one signed
-before); 7 a split view (two signed trees that are not one history). For 6 and
-7 the two signed checkpoints are kept in --state as evidence.`,
+Exit status: 0 all verified; 1 the monitor could not run (bad flags, --state in
+use or not writable); 3 an appliance did not answer (--once); 4 its tiles or
+entry bundles are not the tree its checkpoint signs, or are withheld; 5 a
+checkpoint that does not verify with the pinned key; 7 a split view (two signed
+trees that are not one history), kept in --state as evidence and reported until
+--clear-alarm; 8 a signed tree smaller than one seen (a stale copy or a
+rollback: not proof, the newer checkpoint is kept and followed).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return m.run(cmd.Context(), g)
@@ -146,6 +169,7 @@ before); 7 a split view (two signed trees that are not one history). For 6 and
 	fl.DurationVar(&m.interval, "interval", 5*time.Minute, "how often to poll each appliance")
 	fl.IntVar(&m.retries, "retries", 3, "how many times to try again, with growing waits, when an appliance does not answer")
 	fl.BoolVar(&m.once, "once", false, "poll each appliance once and exit (for cron)")
+	fl.StringArrayVar(&m.clear, "clear-alarm", nil, "forget the alarm raised for this log (its origin, custodian/ID) once its evidence is kept; the last checkpoint verified stays, and the log is followed on from it")
 	m.network.register(cmd, false)
 	fl.Lookup("ca").Usage = "trust only this CA certificate (PEM; it may hold several) for the appliances' TLS certificates, not the system's roots"
 	fl.Lookup("insecure-http").Usage = "allow an http:// --appliance (a test daemon, or a static copy on a closed network): nothing is protected on the way"
@@ -172,10 +196,10 @@ func (m *monitorFlags) run(ctx context.Context, g *globals) error {
 			return nil // stopped (SIGTERM, ^C): what was verified is kept
 		}
 		var failed *monitorFailed
-		if err != nil && (!errors.As(err, &failed) || failed.ExitCode() != int(findUnreachable)) {
+		if err != nil && (!errors.As(err, &failed) || !finding(failed.ExitCode()).passing()) {
 			return err
 		}
-		if err != nil { // only unreachable appliances: said, and polled again next time
+		if err != nil { // only findings that may pass: said, and polled again next time
 			fmt.Fprintf(g.stderr, "custodian: warning: %v\n", err)
 		}
 		select {
@@ -189,17 +213,32 @@ func (m *monitorFlags) run(ctx context.Context, g *globals) error {
 // round polls every appliance once and collects what was found.
 func (m *monitorFlags) round(ctx context.Context, followers []*follower) error {
 	var failed monitorFailed
-	for _, f := range followers {
-		if err := f.pollPatiently(ctx, m.retries); err != nil {
+	var other error // the first error that is no finding (a full disk): the other appliances are still polled
+	errs := make([]error, len(followers))
+	var wg sync.WaitGroup
+	for i, f := range followers { // at once: one slow or huge appliance does not hold the others
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = f.pollPatiently(ctx, m.retries)
+		}()
+	}
+	wg.Wait()
+	for i, f := range followers {
+		if err := errs[i]; err != nil {
 			var a *monitorAlarm
 			if !errors.As(err, &a) {
-				return err
+				other = cmp.Or(other, fmt.Errorf("%s: %w", f.url, err))
+				continue
 			}
 			failed.alarms = append(failed.alarms, a)
 		}
 	}
 	if failed.alarms == nil {
-		return nil
+		return other
+	}
+	if other != nil { // the findings decide the exit status; the error is still said
+		fmt.Fprintf(followers[0].g.stderr, "custodian: error: %v\n", other)
 	}
 	return failed.hint()
 }
@@ -231,8 +270,9 @@ func (m *monitorFlags) open(g *globals) ([]*follower, func(), error) {
 	closeAll := func() { out.close(); unlock() }
 	var followers []*follower
 	names := map[string]string{}
+	var mu sync.Mutex
 	for i, raw := range m.appliances {
-		f, err := m.follower(g, raw, m.keys[i], out)
+		f, err := m.follower(g, raw, m.keys[i], out, &mu)
 		if err == nil && names[f.name] != "" {
 			err = withHint(fmt.Errorf("--appliance %s and %s are the same log (%s)", names[f.name], raw, f.st.Origin), "follow each appliance once")
 		}
@@ -243,7 +283,35 @@ func (m *monitorFlags) open(g *globals) ([]*follower, func(), error) {
 		names[f.name] = raw
 		followers = append(followers, f)
 	}
+	if err := clearAlarms(g, followers, m.clear); err != nil {
+		closeAll()
+		return nil, nil, err
+	}
 	return followers, closeAll, nil
+}
+
+// clearAlarms forgets the alarms of the logs named by --clear-alarm. The
+// checkpoint last verified stays: a log cleared is followed on from it,
+// never afresh, so the same split view is found again if it is still
+// served.
+func clearAlarms(g *globals, followers []*follower, origins []string) error {
+	for _, origin := range origins {
+		i := slices.IndexFunc(followers, func(f *follower) bool { return f.st.Origin == origin })
+		if i < 0 {
+			return withHint(fmt.Errorf("--clear-alarm %s: no --appliance of this run follows that log", origin),
+				"give the origin the alarm names (custodian/ID), with the --appliance and --verifier-key of that appliance")
+		}
+		f := followers[i]
+		if f.st.Alarm == nil {
+			continue
+		}
+		f.st.Alarm = nil
+		if err := f.save(); err != nil {
+			return err
+		}
+		fmt.Fprintf(g.stderr, "custodian: %s: alarm cleared; following on from the checkpoint verified before\n", origin)
+	}
+	return nil
 }
 
 // lockState keeps a second monitor off the same --state: two would each
@@ -266,10 +334,13 @@ func lockState(dir string) (unlock func(), err error) {
 }
 
 // follower builds the follower of one --appliance.
-func (m *monitorFlags) follower(g *globals, raw, keyFlag string, out *entryLog) (*follower, error) {
-	key, err := readVerifierKey(keyFlag)
+func (m *monitorFlags) follower(g *globals, raw, keyFlag string, out *entryLog, mu *sync.Mutex) (*follower, error) {
+	key, err := readKeyArg("verifier-key", keyFlag)
+	if err == nil {
+		err = checkVerifierKey("verifier-key", key)
+	}
 	if err != nil {
-		return nil, withHint(err, "--verifier-key is the appliance's key (custodian/ID+...) or the file its operator published it in")
+		return nil, err
 	}
 	base, prefix, err := tlogURL(raw)
 	if err != nil {
@@ -279,7 +350,8 @@ func (m *monitorFlags) follower(g *globals, raw, keyFlag string, out *entryLog) 
 	if err != nil {
 		return nil, err
 	}
-	return loadFollower(g, m.stateDir, raw, key, c, prefix, out)
+	c.pace = newPacer() // below the appliance's per-client rate, which it shares with other readers
+	return loadFollower(g, m.stateDir, raw, key, c, prefix, out, mu)
 }
 
 // tlogURL splits --appliance into the server and the log's path on it:

@@ -238,6 +238,9 @@ func FuzzMonitorState(f *testing.F) {
 	f.Add(alarmed)
 	f.Add([]byte(`{"origin":"custodian/bench","verifier_key":"` + m.vkey + `","checkpoint":"","alarm":null}`))
 	f.Add([]byte(`{"origin":"x","verifier_key":"` + m.vkey + `","alarm":{"kind":"nothing"}}`))
+	st.Alarm, st.ReportedTo = nil, new(int64(1))
+	resuming, _ := json.MarshalIndent(st, "", "  ")
+	f.Add(resuming)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		st, cp, err := parseMonitorState(data, m.vkey)
 		if err != nil {
@@ -245,6 +248,9 @@ func FuzzMonitorState(f *testing.F) {
 		}
 		if st.Checkpoint != "" && (cp == nil || cp.Origin != "custodian/bench") {
 			t.Fatalf("accepted a checkpoint that is not the key's: %v", cp)
+		}
+		if r := st.ReportedTo; r != nil && (cp == nil || *r < 0 || uint64(*r) >= cp.Size) {
+			t.Fatalf("accepted entries reported to %d of a tree of %v", *r, cp)
 		}
 		again, err := json.Marshal(st)
 		if err != nil {

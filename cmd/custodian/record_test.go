@@ -19,6 +19,7 @@ import (
 type auditorSetup struct {
 	dir, enrollment, request, policy, roots, ledgerKey, authorityKey, authorityPub, record string
 	attest                                                                                 func(nonce string) string
+	sw                                                                                     *tpmtest.Swtpm
 }
 
 // newAuditorSetup runs the operator's and the escrow authority's runbook
@@ -28,7 +29,7 @@ func newAuditorSetup(t *testing.T) *auditorSetup {
 	t.Helper()
 	sw := tpmtest.StartSwtpm(t)
 	dir := t.TempDir()
-	s := &auditorSetup{dir: dir}
+	s := &auditorSetup{dir: dir, sw: sw}
 	path := func(name string) string { return filepath.Join(dir, name) }
 	runDir := path("run")
 	root := measuretest.Root("config")
@@ -70,7 +71,7 @@ func newAuditorSetup(t *testing.T) *auditorSetup {
 		t.Fatalf("keygen did not print the verifier key: %q", out)
 	}
 	mustRun(t, "enroll", "verify", "--in", s.enrollment, "--secret", path("challenge.secret"), "--ek-roots", s.roots,
-		"--record-out", s.record, "--signing-key", s.authorityKey)
+		"--record-out", s.record, "--signing-key", s.authorityKey, "--serial", "1")
 
 	s.attest = func(nonce string) string {
 		att := path("att-" + nonce + ".json")
@@ -103,7 +104,7 @@ func TestAuditorVerifiesAttestationWithPublishedRecord(t *testing.T) {
 	if !strings.Contains(out, "AK bound to EK: yes") {
 		t.Fatalf("enroll verify with the record said %q", out)
 	}
-	noRecord := s.verifyArgs(nonce, att, s.record)[:12]
+	noRecord := s.verifyArgs(nonce, att, s.record)[:14]
 	code, _, errOut := custodian(t, noRecord...)
 	if code == 0 || !strings.Contains(errOut, "not proven") || !strings.Contains(errOut, "--record") {
 		t.Fatalf("without secret or record: exit %d, %q", code, errOut)
@@ -138,12 +139,12 @@ func TestInvariantAttestVerifyRefusesBadRecords(t *testing.T) {
 	mustRun(t, "enroll", "keygen", "--name", "custodian-escrow-authority", "--out", otherKey, "--pub", filepath.Join(s.dir, "other.pub"))
 	otherSigned, _ := (*opened).Sign(string(mustRead(t, otherKey)))
 
-	// The unanswered request gets a refused record, and enroll verify fails.
+	// The authority refuses the device deliberately.
 	refusedRecord := filepath.Join(s.dir, "refused.record")
-	code, _, errOut := custodian(t, "enroll", "verify", "--in", s.request, "--secret", filepath.Join(s.dir, "challenge.secret"),
-		"--ek-roots", s.roots, "--record-out", refusedRecord, "--signing-key", s.authorityKey)
-	if code == 0 || !strings.Contains(errOut, "(refused) written to") {
-		t.Fatalf("verifying the request: exit %d, %q", code, errOut)
+	code, _, errOut := custodian(t, "enroll", "verify", "--in", s.enrollment, "--refuse", "ak-unbound",
+		"--record-out", refusedRecord, "--signing-key", s.authorityKey, "--serial", "2")
+	if code != 0 || !strings.Contains(errOut, "record 2 of court-a (refused) written to") {
+		t.Fatalf("signing a refusal: exit %d, %q", code, errOut)
 	}
 	refused := mustRead(t, refusedRecord)
 
@@ -152,7 +153,7 @@ func TestInvariantAttestVerifyRefusesBadRecords(t *testing.T) {
 		says   string
 	}{
 		"another key":       {otherSigned, "not signed by the escrow authority's key you pinned"},
-		"altered":           {bytes.Replace(signed, []byte("verdict verified"), []byte("verdict refused"), 1), "altered after the escrow authority signed it"},
+		"altered":           {bytes.Replace(signed, []byte("verdict verified"), []byte("verdict refused"), 1), "it was altered after signing"},
 		"another custodian": {resign(func(r *enrollment.Record) { r.CustodianID = "court-b" }), "it is for custodian court-b"},
 		"another EK":        {resign(func(r *enrollment.Record) { r.EKName = otherName }), "another endorsement key"},
 		"another AK":        {resign(func(r *enrollment.Record) { r.AKName = otherName }), "another attestation key"},
@@ -177,11 +178,15 @@ func TestInvariantAttestVerifyRefusesBadRecords(t *testing.T) {
 		"record without key": {[]string{"enroll", "verify", "--in", s.enrollment, "--ek-roots", s.roots, "--record", s.record},
 			"--record needs --authority-key"},
 		"record from a record": {[]string{"enroll", "verify", "--in", s.enrollment, "--ek-roots", s.roots, "--record", s.record,
-			"--authority-key", s.authorityPub, "--record-out", newRecord, "--signing-key", s.authorityKey}, "not from another record"},
+			"--authority-key", s.authorityPub, "--record-out", newRecord, "--signing-key", s.authorityKey, "--serial", "2"}, "not from another record"},
 		"record of an unbound AK": {[]string{"enroll", "verify", "--in", s.enrollment, "--ek-roots", s.roots, "--allow-unbound-ak",
-			"--record-out", newRecord, "--signing-key", s.authorityKey}, "cannot vouch"},
+			"--record-out", newRecord, "--signing-key", s.authorityKey, "--serial", "2"}, "cannot vouch"},
 		"record over a record": {[]string{"enroll", "verify", "--in", s.enrollment, "--ek-roots", s.roots, "--secret", secret,
-			"--record-out", s.record, "--signing-key", s.authorityKey}, "already exists"},
+			"--record-out", s.record, "--signing-key", s.authorityKey, "--serial", "2"}, "already exists"},
+		"record without a serial": {[]string{"enroll", "verify", "--in", s.enrollment, "--ek-roots", s.roots, "--secret", secret,
+			"--record-out", newRecord, "--signing-key", s.authorityKey}, "--record-out needs --serial"},
+		"an unknown reason": {[]string{"enroll", "verify", "--in", s.enrollment, "--refuse", "because",
+			"--record-out", newRecord, "--signing-key", s.authorityKey, "--serial", "2"}, "not a reason"},
 	} {
 		code, _, errOut := custodian(t, c.args...)
 		if code == 0 || !strings.Contains(errOut, c.says) || !strings.Contains(errOut, "hint: ") {

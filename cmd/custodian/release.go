@@ -13,8 +13,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 
@@ -61,6 +63,7 @@ type apiClient struct {
 	base *url.URL
 	http *http.Client
 	ca   string // the --ca file, "" for the system's roots
+	pace *pacer // nil: requests are not spaced
 }
 
 // apiError is a refusal the custodian sent.
@@ -71,7 +74,7 @@ type apiError struct {
 }
 
 func (e *apiError) Error() string {
-	s := fmt.Sprintf("the custodian refused: %s: %s", e.code, e.message)
+	s := fmt.Sprintf("the custodian refused: %s: %s", serverText(string(e.code)), serverText(e.message))
 	if e.index != nil {
 		s += fmt.Sprintf(" (logged as ledger entry %d)", *e.index)
 	}
@@ -90,58 +93,153 @@ func (c *apiClient) do(ctx context.Context, method, path string, body []byte, ou
 // send makes a request with body r (nil: none) of contentType. A response
 // read into a *[]byte is a release package, read up to its own cap.
 func (c *apiClient) send(ctx context.Context, method, path, contentType string, r io.Reader, out any) error {
+	limit := int64(release.MaxResponse)
+	if _, raw := out.(*[]byte); raw {
+		limit = escrow.MaxReleaseSize
+	}
+	return c.sendCapped(ctx, method, path, contentType, r, limit, out)
+}
+
+// getCapped reads path's body of at most limit bytes into out; a longer
+// one is an error (errTooLarge), never cut short.
+func (c *apiClient) getCapped(ctx context.Context, path string, limit int64, out *[]byte) error {
+	return c.sendCapped(ctx, http.MethodGet, path, "", nil, limit, out)
+}
+
+// errTooLarge is an answer longer than what was asked can be.
+var errTooLarge = errors.New("the answer is larger than it can be")
+
+const (
+	// maxRetryAfter caps one wait a server asks for with Retry-After.
+	maxRetryAfter = time.Minute
+	// maxRetrying caps the time one request spends waiting its turn, so
+	// that a server that always answers "busy" is named, not waited on
+	// for ever.
+	maxRetrying = 10 * time.Minute
+)
+
+// sendCapped is send with the body capped at limit. A request without a
+// body that the server answers 429 or 503 with Retry-After is made again
+// after that wait, for up to maxRetrying: the
+// ledger routes bound how much one client reads at once (docs/api.md), and
+// a mirror or monitor that reads a whole log must wait its turn, not fail.
+// A client with a pacer spaces its requests below the appliance's limit.
+func (c *apiClient) sendCapped(ctx context.Context, method, path, contentType string, r io.Reader, limit int64, out any) error {
 	path, query, _ := strings.Cut(path, "?")
 	u := c.base.JoinPath(path)
 	u.RawQuery = query
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), r)
-	if err != nil {
-		return err
+	deadline := time.Now().Add(maxRetrying)
+	for {
+		if err := c.pace.wait(ctx); err != nil {
+			return err
+		}
+		req, err := http.NewRequestWithContext(ctx, method, u.String(), r)
+		if err != nil {
+			return err
+		}
+		if contentType != "" {
+			req.Header.Set("Content-Type", contentType)
+		}
+		resp, err := c.http.Do(req)
+		if err != nil {
+			return c.transportHint(err)
+		}
+		if wait, again := retryAfter(resp); again && r == nil && time.Now().Add(wait).Before(deadline) {
+			resp.Body.Close()
+			if err := sleepCtx(ctx, wait); err != nil {
+				return err
+			}
+			continue
+		}
+		return c.readAnswer(req, resp, limit, out)
 	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return c.transportHint(err)
-	}
+}
+
+// readAnswer reads resp, at most limit bytes, into out: a refusal as an
+// *apiError, a *[]byte as it is, anything else as the API's JSON.
+func (c *apiClient) readAnswer(req *http.Request, resp *http.Response, limit int64, out any) error {
 	defer resp.Body.Close()
-	limit := int64(release.MaxResponse)
-	switch o := out.(type) {
-	case *[]byte:
-		limit = escrow.MaxReleaseSize
-	case *capped:
-		limit = o.max
-	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
-		return err
-	}
-	if c, ok := out.(*capped); ok && resp.StatusCode < 300 {
-		if int64(len(data)) > limit {
-			return fmt.Errorf("the answer for %s is larger than the %d bytes it can be", path, limit)
-		}
-		c.data = data
-		return nil
+		return withHint(fmt.Errorf("reading the custodian's answer to %s %s: %w", req.Method, req.URL.RequestURI(), err), "check the network and try again")
 	}
 	if resp.StatusCode >= 300 {
 		var eb release.ErrorBody
 		if release.DecodeResponse(data, &eb) != nil || eb.Error.Code == "" {
-			return fmt.Errorf("the custodian answered %s", resp.Status)
+			return &httpStatus{code: resp.StatusCode, err: fmt.Errorf("the custodian answered %s", serverText(resp.Status))}
 		}
-		return &apiError{code: eb.Error.Code, message: eb.Error.Message, index: eb.Error.LedgerIndex}
+		return &httpStatus{code: resp.StatusCode,
+			err: &apiError{code: eb.Error.Code, message: eb.Error.Message, index: eb.Error.LedgerIndex}}
+	}
+	if int64(len(data)) > limit {
+		return withHint(fmt.Errorf("%w (over %d bytes): %s", errTooLarge, limit, req.URL.Path),
+			"no custodian answers this much: check that --server names a custodian appliance")
 	}
 	if raw, ok := out.(*[]byte); ok {
 		*raw = data
 		return nil
 	}
-	return release.DecodeResponse(data, out)
+	if err := release.DecodeResponse(data, out); err != nil {
+		// The decoder's own text says nothing to the user: name the
+		// request instead.
+		return withHint(fmt.Errorf("the custodian's answer to %s %s is not the API's JSON (cut short, another format, or fields this version does not know)", req.Method, req.URL.RequestURI()),
+			"check that --server names a custodian appliance of this version (docs/api.md)")
+	}
+	return nil
 }
 
-// capped is an answer read as it is, up to max bytes: a larger one is
-// refused, not cut.
-type capped struct {
-	max  int64
-	data []byte
+// retryAfter reports whether resp asks to try again (429 or 503 with a
+// Retry-After in seconds), and after how long.
+func retryAfter(resp *http.Response) (time.Duration, bool) {
+	if resp.StatusCode != http.StatusTooManyRequests && resp.StatusCode != http.StatusServiceUnavailable {
+		return 0, false
+	}
+	secs, err := strconv.Atoi(resp.Header.Get("Retry-After"))
+	if err != nil || secs < 0 {
+		return 0, false
+	}
+	return min(time.Duration(secs)*time.Second, maxRetryAfter), true
+}
+
+// httpStatus is an answer other than 2xx: the refusal, and the status it
+// came with (a tile withheld with 404 is not a network failure).
+type httpStatus struct {
+	code int
+	err  error
+}
+
+func (e *httpStatus) Error() string { return e.err.Error() }
+func (e *httpStatus) Unwrap() error { return e.err }
+
+// maxServerText caps what of a server's own words a message repeats.
+const maxServerText = 200
+
+// serverText is text a server chose (a refusal's message, a status line)
+// made safe to print: as it is when it is short printable text, else
+// quoted, so that it can neither end the line nor move the terminal's
+// cursor, and cut to maxServerText bytes.
+func serverText(s string) string {
+	if len(s) > maxServerText {
+		s = s[:maxServerText] + "…"
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
+}
+
+// sleepCtx waits d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // submission is a signed warrant and the path of the envelope list it

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/google/go-tpm/tpm2/transport"
 	"github.com/spf13/cobra"
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/custodian-project/custodian/hsm/appliance"
 	"github.com/custodian-project/custodian/hsm/durable"
@@ -75,6 +77,13 @@ func newUpdateSignCommand(g *globals) *cobra.Command {
 			key, err := os.ReadFile(keyPath)
 			if err != nil {
 				return err
+			}
+			// The key is checked first, to name a wrong file as what it is
+			// rather than by the note library's "malformed verifier id".
+			if _, err := note.NewSigner(strings.TrimSpace(string(key))); err != nil {
+				return withHint(fmt.Errorf("--key %s is not an update key (update.key, from custodian update keygen): %s", keyPath,
+					looksLike(bytes.TrimLeft(key, " \t\r\n"), "its first line is not a signed-note private key")),
+					"--key is the private update.key the escrow authority keeps offline (not update.pub, agency.key or a PEM key)")
 			}
 			policy, err := readPolicy(policyPath)
 			if err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -45,6 +46,9 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	pf.BoolVar(&g.json, "json", false, "print machine-readable JSON")
 
 	registerCommands(root, g)
+	// cobra adds completion only when it runs: add it now, so that it
+	// refuses an unknown subcommand like every other group.
+	root.InitDefaultCompletionCmd()
 	refuseUnknownSubcommands(root)
 	return root
 }
@@ -61,13 +65,49 @@ func refuseUnknownSubcommands(root *cobra.Command) {
 		}
 		c.Args = cobra.ArbitraryArgs
 		c.DisableFlagsInUseLine = true
+		if c.Annotations == nil {
+			c.Annotations = map[string]string{}
+		}
+		c.Annotations[groupOnly] = "true"
 		c.RunE = func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
-				return fmt.Errorf("unknown command %q for %q", args[0], cmd.CommandPath())
+				return unknownSubcommand(cmd, args[0])
 			}
 			return cmd.Help()
 		}
 	}
+}
+
+// groupOnly marks a command that only groups subcommands.
+const groupOnly = "custodian-group-only"
+
+// unknownSubcommand refuses name as a subcommand of the group cmd, with
+// the subcommands it may have meant.
+func unknownSubcommand(cmd *cobra.Command, name string) error {
+	err := fmt.Errorf("unknown command %q for %q", name, cmd.CommandPath())
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		cmd.SuggestionsMinimumDistance = 2 // cobra's default, set only when the root suggests
+	}
+	help := cmd.CommandPath() + " --help lists its commands"
+	if s := cmd.SuggestionsFor(name); len(s) > 0 {
+		return withHint(err, "did you mean "+cmd.CommandPath()+" "+strings.Join(s, " or ")+"?", help)
+	}
+	return withHint(err, help)
+}
+
+// misspelledSubcommand finds a command line whose group is followed by a
+// word that is none of its subcommands, before the flags are parsed: the
+// flags belong to the subcommand meant, and "unknown flag" would hide the
+// misspelled word.
+func misspelledSubcommand(root *cobra.Command, args []string) error {
+	cmd, rest, err := root.Find(args)
+	if err != nil || cmd.Annotations[groupOnly] == "" || len(rest) == 0 || strings.HasPrefix(rest[0], "-") {
+		return nil
+	}
+	if sub, _, err := cmd.Find(rest[:1]); err == nil && sub != cmd {
+		return nil
+	}
+	return unknownSubcommand(cmd, rest[0])
 }
 
 // printJSON writes v as indented JSON to stdout.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -87,7 +88,7 @@ func (g *globals) serve(ctx context.Context, f serveFlags) error {
 	if f.display != "" {
 		file, err := os.OpenFile(f.display, os.O_WRONLY|os.O_APPEND, 0)
 		if err != nil {
-			return withHint(err, "the display is a terminal device such as /dev/tty1, or a file that exists")
+			return withHint(fmt.Errorf("--display: %w", err), "the display is a terminal device such as /dev/tty1, or a file that exists")
 		}
 		defer file.Close()
 		display = file
@@ -240,6 +241,9 @@ func newButtonCommand(g *globals) *cobra.Command {
 			ctx, cancel := context.WithTimeout(cmd.Context(), hold+10*time.Second)
 			defer cancel()
 			if err := button.Press(ctx, filepath.Join(g.dataDir, button.SimSocket), hold); err != nil {
+				if errors.Is(err, fs.ErrPermission) {
+					return withHint(err, "this user may not use the button socket: run as the user custodian serve runs as (root on the device), e.g. sudo custodian button press")
+				}
 				return withHint(err, "start custodian serve --button sim with the same --data-dir")
 			}
 			g.printf("pressed\n")

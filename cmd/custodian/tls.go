@@ -6,13 +6,16 @@ import (
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -59,12 +62,12 @@ func (s *serverTLS) load(now time.Time) (*tls.Config, *x509.CertPool, error) {
 	case s.cert == "" || s.key == "":
 		return nil, nil, withHint(errors.New("--tls-cert and --tls-key go together"), "give both")
 	}
-	if err := checkKeyFile(s.key); err != nil {
+	if err := checkKeyFile("--tls-key", s.key, "--tls-cert"); err != nil {
 		return nil, nil, err
 	}
 	cert, err := loadKeyPair(s.cert, s.key)
 	if err != nil {
-		return nil, nil, withHint(fmt.Errorf("the TLS certificate: %w", err), "--tls-cert is the PEM certificate chain, --tls-key its PEM private key")
+		return nil, nil, withHint(fmt.Errorf("the TLS certificate: %w", keyPairError(err, "--tls-cert", "--tls-key")), "--tls-cert is the PEM certificate chain, --tls-key its PEM private key")
 	}
 	if err := checkServerCert(cert.Leaf, now); err != nil {
 		return nil, nil, withHint(fmt.Errorf("--tls-cert %s: %w", s.cert, err), "docs/operator.md (section 4) shows how to make one with openssl")
@@ -103,8 +106,18 @@ func checkServerCert(c *x509.Certificate, now time.Time) error {
 }
 
 // checkKeyFile refuses a private key file that other users may read or
-// replace. The group may read it (root:custodian 0640 on the device).
-func checkKeyFile(path string) error {
+// replace. The group may read it (root:custodian 0640 on the device). A
+// certificate given where the key goes is named first: a certificate needs
+// no chmod, and the flags were swapped.
+func checkKeyFile(keyFlag, path, certFlag string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if b, _ := pem.Decode(data); b != nil && b.Type == "CERTIFICATE" {
+		return withHint(fmt.Errorf("%s %s is a certificate, not a private key", keyFlag, path),
+			certFlag+" is the certificate and "+keyFlag+" its private key: were they swapped?")
+	}
 	info, err := os.Stat(path)
 	if err != nil {
 		return err
@@ -114,6 +127,15 @@ func checkKeyFile(path string) error {
 			"chmod 600 "+path)
 	}
 	return nil
+}
+
+// keyPairError puts the TLS library's words for a certificate and key
+// that do not belong together in a person's.
+func keyPairError(err error, certFlag, keyFlag string) error {
+	if strings.Contains(err.Error(), "does not match public key") { // crypto/tls has no error value for it
+		return fmt.Errorf("%s is not the private key of the certificate in %s", keyFlag, certFlag)
+	}
+	return err
 }
 
 // clientTLS are a client's transport flags.
@@ -165,12 +187,12 @@ func (g *globals) apiClient(server string, c clientTLS) (*apiClient, error) {
 		}
 	}
 	if c.cert != "" {
-		if err := checkKeyFile(c.key); err != nil {
+		if err := checkKeyFile("--client-key", c.key, "--client-cert"); err != nil {
 			return nil, err
 		}
 		pair, err := loadKeyPair(c.cert, c.key)
 		if err != nil {
-			return nil, withHint(fmt.Errorf("the client certificate: %w", err), "--client-cert is your PEM certificate, --client-key its PEM private key")
+			return nil, withHint(fmt.Errorf("the client certificate: %w", keyPairError(err, "--client-cert", "--client-key")), "--client-cert is your PEM certificate, --client-key its PEM private key")
 		}
 		cfg.Certificates = []tls.Certificate{pair}
 	}
@@ -199,12 +221,21 @@ func (c *apiClient) transportHint(err error) error {
 		if errors.As(cause, &op) && op.Op == "dial" {
 			cause = op.Err // "connect: connection refused", without Go's "dial tcp ADDR"
 		}
-		err = fmt.Errorf("cannot reach the custodian at %s: %w", c.base.Host, cause)
+		err = fmt.Errorf("cannot reach the custodian at %s: %w", c.base.Host, transportWords(cause))
 	}
 	var unknown x509.UnknownAuthorityError
 	var hostname x509.HostnameError
 	var invalid x509.CertificateInvalidError
+	var dns *net.DNSError
+	var record tls.RecordHeaderError
 	switch {
+	case errors.Is(err, http.ErrSchemeMismatch) || errors.As(err, &record):
+		return withHint(err, "the server speaks plain HTTP: it runs custodian serve --insecure-http; ask its operator for its https:// address",
+			"only on a closed test network: use http://"+c.base.Host+" with --insecure-http")
+	case errors.Is(err, io.EOF) && c.base.Scheme == "http":
+		return withHint(err, "the server closed the connection at once, as a TLS server does to plain HTTP: use https://"+c.base.Host+" without --insecure-http")
+	case errors.As(err, &dns) && dns.IsNotFound:
+		return withHint(err, "check the host name in --server (or give the custodian's IP address) and this computer's DNS settings")
 	case errors.As(err, &unknown) && c.ca == "":
 		return withHint(err, "the server's certificate is not from a CA this computer trusts: pass --ca FILE, "+
 			"the CA certificate the custodian's operator publishes")
@@ -218,3 +249,32 @@ func (c *apiClient) transportHint(err error) error {
 	}
 	return withHint(err, "check --server and that custodian serve runs there")
 }
+
+// transportWords says in words what the network and TLS libraries report
+// in their own terms; the error stays in the chain for the hints.
+func transportWords(cause error) error {
+	var unknown x509.UnknownAuthorityError
+	var dns *net.DNSError
+	var record tls.RecordHeaderError
+	switch {
+	case errors.As(cause, &unknown):
+		return wordsFor{"its TLS certificate is signed by a CA that is not trusted here (certificate signed by unknown authority)", cause}
+	case errors.As(cause, &dns) && dns.IsNotFound:
+		return wordsFor{"no computer named " + dns.Name + " is known (DNS: no such host)", cause}
+	case errors.Is(cause, http.ErrSchemeMismatch) || errors.As(cause, &record):
+		return wordsFor{"it answered in plain HTTP to a TLS (https://) request", cause}
+	case errors.Is(cause, io.EOF):
+		return wordsFor{"it closed the connection without an answer", cause}
+	}
+	return cause
+}
+
+// wordsFor is an error shown in words of its own, keeping the library's
+// error underneath for errors.Is and errors.As.
+type wordsFor struct {
+	words string
+	err   error
+}
+
+func (w wordsFor) Error() string { return w.words }
+func (w wordsFor) Unwrap() error { return w.err }

@@ -40,7 +40,7 @@ func TestInvariantServeRefusesPlainHTTPUnlessAsked(t *testing.T) {
 		"plain and TLS":      {serve("--insecure-http", "--tls-cert", pki.ServerCert, "--tls-key", pki.ServerKey), []string{"cannot go with"}},
 		"plain with officer": {serve("--insecure-http", "--client-ca", pki.OfficerCA), []string{"cannot go with"}},
 		"key open to others": {serve("--tls-cert", pki.ServerCert, "--tls-key", open), []string{"open to other users", "hint: chmod 600"}},
-		"not its key":        {serve("--tls-cert", pki.ServerCert, "--tls-key", pki.Key), []string{"the TLS certificate", "private key does not match"}},
+		"not its key":        {serve("--tls-cert", pki.ServerCert, "--tls-key", pki.Key), []string{"the TLS certificate", "--tls-key is not the private key of the certificate in --tls-cert"}},
 		"officer as server":  {serve("--tls-cert", pki.Cert, "--tls-key", pki.Key), []string{"lacks serverAuth"}},
 		"Ed25519 key":        {serve("--tls-cert", edCert, "--tls-key", edKey), []string{"use ECDSA P-256 or P-384, or RSA"}},
 		"bad client CA":      {serve("--tls-cert", pki.ServerCert, "--tls-key", pki.ServerKey, "--client-ca", pki.Key), []string{"not CERTIFICATE", "hint: --client-ca"}},
@@ -87,7 +87,7 @@ func TestInvariantClientsRefusePlainHTTPUnlessAsked(t *testing.T) {
 		want []string
 	}{
 		"release":          {[]string{"release", "--server", plain, "--warrant", w, "--out", out}, []string{"refusing plain HTTP to 127.0.0.1:1", "hint: use the https://", "hint: only for a daemon run with --insecure-http"}},
-		"ledger":           {[]string{"ledger", "checkpoint", "--server", plain, "--verifier-key", "custodian/x+1+AAAA"}, []string{"refusing plain HTTP"}},
+		"ledger":           {[]string{"ledger", "checkpoint", "--server", plain, "--verifier-key", "custodian/x+dbe6e391+ARWOtdxF+nck3DN4mb51uJ7ZFiQqeN0v4yGOt6Qhttqj"}, []string{"refusing plain HTTP"}},
 		"attest":           {[]string{"attest", "--server", plain, "--nonce", "0011223344556677", "--out", out}, []string{"refusing plain HTTP"}},
 		"officer on plain": {[]string{"release", "--server", plain, "--insecure-http", "--client-cert", pki.Cert, "--client-key", pki.Key, "--warrant", w, "--out", out}, []string{"--client-cert needs an https://"}},
 		"half client pair": {[]string{"release", "--server", "https://127.0.0.1:1", "--client-cert", pki.Cert, "--warrant", w, "--out", out}, []string{"go together"}},
@@ -107,7 +107,7 @@ func TestInvariantClientsRefusePlainHTTPUnlessAsked(t *testing.T) {
 		})
 	}
 	// Asked for, plain HTTP gets as far as the network, with a warning.
-	code, _, errOut := custodian(t, "ledger", "checkpoint", "--server", plain, "--insecure-http", "--verifier-key", "custodian/x+1+AAAA")
+	code, _, errOut := custodian(t, "ledger", "checkpoint", "--server", plain, "--insecure-http", "--verifier-key", "custodian/x+dbe6e391+ARWOtdxF+nck3DN4mb51uJ7ZFiQqeN0v4yGOt6Qhttqj")
 	if code == 0 || !strings.Contains(errOut, "warning: plain HTTP") || !strings.Contains(errOut, "connection refused") {
 		t.Fatalf("--insecure-http: %d %q", code, errOut)
 	}

@@ -22,7 +22,15 @@ func TestEveryBuildHostUserErrorNamesCauseAndNextStep(t *testing.T) {
 	}
 	text := write("text.txt", "hello\n")
 	os.Mkdir(p("adir"), 0o755)
+	missing := p("no-manifest")
+	policy := write("policy.json", `{"version": 1, "security_version": 1, "pcrs": {}, "events": []}`)
 	for _, c := range []userError{
+		{"manifest not there", []string{"image", "measure", "--manifest", missing, "--out", p("policy.json")},
+			[]string{"--manifest: open " + missing, "hint: check the name: there is no " + missing}},
+		{"policy as manifest", []string{"image", "build", "--manifest", policy, "--out", p("x.img")},
+			[]string{"--manifest " + policy + " is not an image manifest (TOML): it is a boot policy (policy.json", "hint: the manifest is the TOML file docs/image.md describes"}},
+		{"policy as disk image", []string{"image", "measure", "--image", policy, "--out", p("p2.json")},
+			[]string{"--image " + policy + " is not a disk image custodian image build wrote: it is a boot policy (policy.json", "hint: --image is a disk image"}},
 		{"text as disk image", []string{"image", "measure", "--image", text, "--out", p("policy.json")},
 			[]string{"--image " + text, "hint: --image is a disk image custodian image build wrote"}},
 		{"text as manifest", []string{"image", "build", "--manifest", text, "--out", p("x.img")},

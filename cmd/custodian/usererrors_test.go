@@ -2,6 +2,11 @@ package main
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -114,7 +119,21 @@ func TestEveryUserErrorNamesCauseAndNextStep(t *testing.T) {
 	defer unpinned.Close()
 	closed := httptest.NewServer(http.NotFoundHandler())
 	closed.Close()
+	plain := httptest.NewServer(http.NotFoundHandler())
+	defer plain.Close()
 	dev := []string{"--tpm", "swtpm:127.0.0.1:1", "--data-dir", p("data")}
+	otherKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(otherKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := p("other.key")
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	for _, c := range []userError{
 		// Files that are not there, or not files.
@@ -144,16 +163,22 @@ func TestEveryUserErrorNamesCauseAndNextStep(t *testing.T) {
 			[]string{"--in " + unsigned + ":", "hint: "}},
 		{"key as policy", []string{"ceremony", "--key-id", "2026-11", "--threshold", "2", "--policy", agencyPub, "--enrollment", text, "--out", p("cer")},
 			[]string{"--policy " + agencyPub + " is not a boot policy (policy.json, from custodian image measure): it is an agency public key", "hint: check that --policy names the right file"}},
+		{"warrant as policy", []string{"ceremony", "--key-id", "2026-11", "--threshold", "2", "--policy", unsigned, "--enrollment", text, "--out", p("cer")},
+			[]string{"--policy " + unsigned + ": it is a warrant document (w.json, from custodian warrant new), not a boot policy", "hint: --policy takes a boot policy"}},
+		{"escrow file as release package", []string{"recover", "--identity", batch.identity, "--escrow", batch.escrowFile, "--release", batch.escrowFile, "--out", p("k")},
+			[]string{"--release " + batch.escrowFile + ": it is an escrow file (escrow-K.pub.json, from custodian ceremony), not a release package", "hint: --release takes a release package"}},
+		{"verify away from a device without roots", []string{"--data-dir", p("nodata"), "warrant", "verify", "--in", unsigned},
+			[]string{"there is no data directory " + p("nodata"), `hint: away from a device, pass --roots FILE --court "NAME" --crl FILE`}},
 		{"escrow file as release", []string{"recover", "--identity", batch.identity, "--escrow", batch.escrowFile, "--release", cert, "--out", p("k")},
 			[]string{"--release " + cert + " is not a release package", "hint: check that --release names the right file"}},
-		{"certificate as attestation", []string{"attest", "verify", "--enrollment", text, "--policy", text, "--nonce", "0011223344556677", "--in", cert},
+		{"certificate as attestation", []string{"attest", "verify", "--enrollment", text, "--policy", text, "--nonce", "0011223344556677", "--in", cert, "--ledger-key", text},
 			[]string{"--enrollment " + text + " is not an enrollment", "hint: "}},
 		{"unsigned warrant released", []string{"release", "--server", "https://127.0.0.1:1", "--warrant", unsigned, "--out", p("r.json")},
 			[]string{"this is JSON, an unsigned warrant: a judge signs it first (custodian warrant sign)"}},
 		{"PEM as signed warrant", []string{"release", "--server", "https://127.0.0.1:1", "--warrant", cert, "--out", p("r.json")},
 			[]string{"this is PEM; the signed warrant is the DER file", "hint: --warrant must be a signed warrant (custodian warrant sign)"}},
 		{"CRL as root", []string{"--data-dir", p("store"), "trust", "add-root", crl, "--court", "Test Court"},
-			[]string{"FILE " + crl + " is not the court's root CA certificate (PEM or DER): it is a PEM x509 crl", "hint: check that FILE names the right file"}},
+			[]string{"FILE " + crl + " is not the court's root CA certificate (PEM or DER): it is a PEM x509 crl", "hint: give the certificate; a CRL goes to custodian trust set-crl"}},
 		{"certificate as CRL", []string{"--data-dir", p("store"), "trust", "set-crl", cert},
 			[]string{"is not a CRL (PEM or DER, as openssl ca -gencrl writes it): it is a PEM certificate", "hint: "}},
 		{"text as roots", []string{"warrant", "verify", "--in", unsigned, "--roots", text, "--court", "Test Court"},
@@ -172,7 +197,15 @@ func TestEveryUserErrorNamesCauseAndNextStep(t *testing.T) {
 		{"recover on a scoped key ID", []string{"recover", "--identity", batch.identity, "--escrow", batch.escrowFile, "--release", oneRelease, "--out", p("k")},
 			[]string{"its escrow key is never rebuilt", "custodian escrow open --release"}},
 		{"agency key as escrow key", []string{"escrow", "open", "--key", batch.identity, "--in", envelope, "--out", p("plain")},
-			[]string{"not an escrow key file"}},
+			[]string{"--key " + batch.identity + " is not an escrow key file (from custodian recover): it is an agency identity (agency.key)", "hint: for a share-mode key ID, --key is the key file custodian recover wrote"}},
+		{"agency identity as update key", []string{"update", "sign", "--key", batch.identity, "--policy", text, "--out", p("u.note")},
+			[]string{"--key " + batch.identity + " is not an update key (update.key, from custodian update keygen): it is an agency identity (agency.key)", "hint: --key is the private update.key"}},
+		{"agency identity as recipient", warrantWith("--recipient", batch.identity),
+			[]string{"--recipient " + batch.identity + " is not an agency public key: it is an agency identity (agency.key)", "hint: --recipient is the agency's public key (agency.pub"}},
+		{"text as envelope to open", []string{"escrow", "open", "--identity", batch.identity, "--escrow", batch.escrowFile, "--release", oneRelease, "--in", text, "--out", p("plain2")},
+			[]string{text + ": the envelope does not open: not an escrow envelope", "hint: --in takes escrow envelopes (F.env"}},
+		{"directory without envelopes", warrantWith("--envelope-dir", p("adir")),
+			[]string{"--envelope-dir " + p("adir") + " holds no *.env file", "hint: --envelope-dir is a directory of escrow envelopes"}},
 
 		// Bad flags and values.
 		{"no key and no release", []string{"escrow", "open", "--in", envelope, "--out", p("plain")},
@@ -185,7 +218,7 @@ func TestEveryUserErrorNamesCauseAndNextStep(t *testing.T) {
 			[]string{"warrant is valid for 366 days, at most 30 days allowed", "hint: shorten the window"}},
 		{"update key name with a space", []string{"update", "keygen", "--name", "court update", "--out", p("u.key"), "--pub", p("u.pub")},
 			[]string{`--name "court update": a key name is not empty and has no spaces and no '+'`, "hint: for example --name"}},
-		{"nonce not hex", []string{"attest", "verify", "--enrollment", text, "--policy", text, "--nonce", "00", "--in", text},
+		{"nonce not hex", []string{"attest", "verify", "--enrollment", text, "--policy", text, "--nonce", "00", "--in", text, "--ledger-key", text},
 			[]string{"--nonce: want 8 to 64 bytes in hex"}},
 		{"roots without court", []string{"warrant", "verify", "--in", unsigned, "--roots", cert},
 			[]string{"--roots needs --court", `hint: add --court "NAME"`}},
@@ -205,6 +238,18 @@ func TestEveryUserErrorNamesCauseAndNextStep(t *testing.T) {
 			[]string{"unknown flag: --shares", "hint: custodian recover --help"}},
 		{"unknown command", []string{"warrant", "submit"},
 			[]string{`unknown command "submit"`, "hint: custodian warrant --help"}},
+		{"misspelled command before its flags", []string{"warrant", "verfy", "--in", unsigned},
+			[]string{`unknown command "verfy" for "custodian warrant"`, "hint: did you mean custodian warrant verify?"}},
+		{"misspelled group command", []string{"trust", "add-roots", cert},
+			[]string{`unknown command "add-roots" for "custodian trust"`, "hint: did you mean custodian trust add-root?"}},
+		{"unknown completion shell", []string{"completion", "bogus"},
+			[]string{`unknown command "bogus" for "custodian completion"`, "hint: custodian completion --help lists its commands"}},
+		{"certificate as client key", []string{"release", "--server", "https://127.0.0.1:1", "--client-cert", text, "--client-key", cert, "--warrant", unsigned, "--out", p("r.json")},
+			[]string{"--client-key " + cert + " is a certificate, not a private key", "hint: --client-cert is the certificate and --client-key its private key: were they swapped?"}},
+		{"client key of another certificate", []string{"release", "--server", "https://127.0.0.1:1", "--client-cert", cert, "--client-key", keyFile, "--warrant", unsigned, "--out", p("r.json")},
+			[]string{"the client certificate: --client-key is not the private key of the certificate in --client-cert", "hint: --client-cert is your PEM certificate"}},
+		{"certificate as TLS key", append(dev, "serve", "--listen", "127.0.0.1:0", "--button", "sim", "--tls-cert", text, "--tls-key", cert),
+			[]string{"--tls-key " + cert + " is a certificate, not a private key", "hint: --tls-cert is the certificate and --tls-key its private key"}},
 		{"certificate as envelope", warrantWith("--envelope", cert),
 			[]string{cert + ": the envelope does not open", "hint: --envelope and --envelope-dir take escrow envelopes"}},
 		{"unknown KEM", []string{"agency", "keygen", "--kem", "rsa", "--out", p("a.key"), "--pub", p("a.pub")},
@@ -216,7 +261,11 @@ func TestEveryUserErrorNamesCauseAndNextStep(t *testing.T) {
 		{"server not running", []string{"attest", "--server", closed.URL, "--insecure-http", "--nonce", "0011223344556677", "--out", p("a.json")},
 			[]string{"cannot reach the custodian at " + strings.TrimPrefix(closed.URL, "http://") + ": connect: connection refused", "hint: check --server and that custodian serve runs there"}},
 		{"server CA not pinned", []string{"attest", "--server", unpinned.URL, "--nonce", "0011223344556677", "--out", p("a.json")},
-			[]string{"certificate signed by unknown authority", "hint: the server's certificate is not from a CA this computer trusts: pass --ca FILE"}},
+			[]string{"its TLS certificate is signed by a CA that is not trusted here", "hint: the server's certificate is not from a CA this computer trusts: pass --ca FILE"}},
+		{"https to a plain HTTP server", []string{"attest", "--server", "https://" + plain.Listener.Addr().String(), "--nonce", "0011223344556677", "--out", p("a.json")},
+			[]string{"it answered in plain HTTP to a TLS (https://) request", "hint: the server speaks plain HTTP: it runs custodian serve --insecure-http"}},
+		{"host not known", []string{"attest", "--server", "https://nosuchhost.invalid:8443", "--nonce", "0011223344556677", "--out", p("a.json")},
+			[]string{"no computer named nosuchhost.invalid is known", "hint: check the host name in --server"}},
 		{"server of another CA", []string{"attest", "--server", unpinned.URL, "--ca", cert, "--nonce", "0011223344556677", "--out", p("a.json")},
 			[]string{"hint: the server's certificate is not from the CA you pinned (--ca " + cert + ")"}},
 		{"swtpm not running", append(dev, "ledger", "verify"),
@@ -287,6 +336,8 @@ func TestEveryDeviceUserErrorNamesCauseAndNextStep(t *testing.T) {
 			[]string{"not a challenge secret (hex)", "hint: --secret is the challenge.secret"}},
 		{"warrant verify on a device without shares", []string{"--data-dir", d.data, "warrant", "verify", "--in", final},
 			[]string{"warrant refused (no_held_keys): this appliance holds no key share; provision one first"}},
+		{"warrant verify for a key ID the device does not hold", []string{"--data-dir", d.data, "warrant", "verify", "--in", final, "--key-id", "2099-01"},
+			[]string{"--key-id 2099-01: this device (court-a) holds no share of it (it holds: none yet: custodian provision)", "hint: leave out --key-id"}},
 	} {
 		t.Run(c.name, func(t *testing.T) { checkUserError(t, c) })
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,6 +17,7 @@ import (
 	"github.com/custodian-project/custodian/hsm/certfile"
 	"github.com/custodian-project/custodian/hsm/escrow"
 	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/hsm/release"
 	"github.com/custodian-project/custodian/hsm/trust"
 	"github.com/custodian-project/custodian/hsm/warrant"
 )
@@ -42,6 +44,10 @@ func newWarrantNewCommand(g *globals) *cobra.Command {
 			pub, err := os.ReadFile(recipientFile)
 			if err != nil {
 				return withHint(err, "--recipient names the agency.pub file from custodian agency keygen")
+			}
+			if head := bytes.TrimLeft(pub, " \t\r\n"); !bytes.HasPrefix(head, []byte("custodian-recipient-")) {
+				return withHint(fmt.Errorf("--recipient %s is not an agency public key: %s", recipientFile, looksLike(head, "it is not a custodian-recipient-v1 key line")),
+					"--recipient is the agency's public key (agency.pub, from custodian agency keygen); its private identity (agency.key) never leaves the agency")
 			}
 			paths, err := warrantEnvelopePaths(envelopes, envelopeDirs)
 			if err != nil {
@@ -154,7 +160,8 @@ func warrantEnvelopePaths(files, dirs []string) ([]string, error) {
 			return nil, err
 		}
 		if len(listed) == 0 {
-			return nil, fmt.Errorf("%s holds no *.env file", dir)
+			return nil, withHint(fmt.Errorf("--envelope-dir %s holds no *.env file", dir),
+				"--envelope-dir is a directory of escrow envelopes (F.env) the messaging provider handed over; give single files with --envelope")
 		}
 		out = append(out, listed...)
 	}
@@ -219,20 +226,25 @@ func readEnvelopeRef(path string) (warrant.EnvelopeRef, error) {
 }
 
 type verifyOutput struct {
-	Verified     bool               `json:"verified"`
-	Addressed    bool               `json:"addressing_checked"`
-	Digest       string             `json:"digest"`
-	ReplayKey    warrant.ReplayKey  `json:"replay_key"`
-	Warrant      *warrant.Warrant   `json:"warrant"`
-	Signers      []warrant.Identity `json:"signers"`
-	UsedChecked  bool               `json:"used_checked,omitempty"`  // the device's ledger was read
-	UsedAt       *int64             `json:"used_at_entry,omitempty"` // the ledger entry that used the warrant
-	RefusalCode  warrant.Reason     `json:"reason,omitempty"`
-	RefusalError string             `json:"error,omitempty"`
+	Verified    bool               `json:"verified"`
+	Addressed   bool               `json:"addressing_checked"`
+	Digest      string             `json:"digest"`
+	ReplayKey   warrant.ReplayKey  `json:"replay_key"`
+	Warrant     *warrant.Warrant   `json:"warrant"`
+	Signers     []warrant.Identity `json:"signers"`
+	UsedChecked bool               `json:"used_checked,omitempty"` // the device's ledger was read
+	// EnvelopesChecked: the envelopes fit each key ID's mode on this device.
+	EnvelopesChecked bool `json:"envelopes_checked,omitempty"`
+	// NotChecked names the device's checks that could not be made, and why;
+	// verified is then false and reason is not_checked.
+	NotChecked   []string       `json:"not_checked,omitempty"`
+	UsedAt       *int64         `json:"used_at_entry,omitempty"` // the ledger entry that used the warrant
+	RefusalCode  warrant.Reason `json:"reason,omitempty"`
+	RefusalError string         `json:"error,omitempty"`
 }
 
 func newWarrantVerifyCommand(g *globals) *cobra.Command {
-	var in, roots, court, custodian string
+	var in, roots, court, custodian, listPath string
 	var crls, keyIDs []string
 	var maxValidity time.Duration
 	cmd := &cobra.Command{
@@ -243,11 +255,18 @@ policy and validity window against the data directory's trust store, or
 against --roots, --court and --crl away from a device.
 
 On a device (its data directory holds enrollment.json) without --roots, the
-warrant is also checked against this custodian's ID and the key IDs it holds
-(its provisioned bundles), unless --custodian or --key-id say otherwise, and
-against its ledger: a warrant already used here is reported with the ledger
-entry that used it, and the exit status is non-zero. While custodian serve
-holds the ledger, that check is skipped and says so.`,
+warrant is also checked as the device's daemon checks it before the officer
+is asked to press: against this custodian's ID and the key IDs it holds (its
+provisioned bundles; --key-id may name only those, --custodian another
+custodian), against its ledger's replay floor (signed_before_floor) and
+replay index (a warrant already used here is reported with the ledger entry
+that used it), and its envelopes against each key ID's mode (a list warrant
+needs --envelope-list). A refusal exits 1. When one of these checks cannot
+be made (custodian serve holds the ledger, this user may not read it, it is
+damaged, no --envelope-list), the warrant is not reported as verified: the
+output names what was not checked and the exit status is 3. The ledger is
+read as the file stands: a copy restored from before a release reads as
+unused; only the daemon detects a rollback.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			p7s, err := readCapped(in, maxWarrantFile)
@@ -255,6 +274,10 @@ holds the ledger, that check is skipped and says so.`,
 				return err
 			}
 			store, err := verifyStore(g, roots, court, crls)
+			if err != nil {
+				return err
+			}
+			detached, err := readEnvelopeList(listPath)
 			if err != nil {
 				return err
 			}
@@ -271,17 +294,21 @@ holds the ledger, that check is skipped and says so.`,
 			} else {
 				res, err = v.VerifySignatures(p7s)
 			}
+			if err == nil && !onDevice && detached != nil {
+				_, err = res.Warrant.List(detached) // a list given away from a device is still checked against the warrant
+			}
 			if err != nil {
 				if g.json {
 					g.printJSON(verifyOutput{RefusalCode: warrant.ReasonOf(err), RefusalError: err.Error()})
 				}
 				return signerHint(fmt.Errorf("warrant refused (%s): %w", warrant.ReasonOf(err), err))
 			}
-			var used usedCheck
+			var d *deviceVerdict
 			if onDevice {
-				used = checkUsed(g.dataDir, res.Replay)
+				verdict := checkOnDevice(g.dataDir, custodian, res, detached)
+				d = &verdict
 			}
-			return printVerified(g, res, custodian, used)
+			return printVerified(g, res, custodian, d)
 		},
 	}
 	f := cmd.Flags()
@@ -292,6 +319,7 @@ holds the ledger, that check is skipped and says so.`,
 	f.StringVar(&custodian, "custodian", "", "check the warrant addresses this custodian ID (on a device: its own, by default)")
 	f.StringArrayVar(&keyIDs, "key-id", nil, "key ID held (repeat); with --custodian (on a device: the key IDs it holds, by default)")
 	f.DurationVar(&maxValidity, "max-validity", warrant.DefaultMaxValidity, "longest validity span accepted")
+	f.StringVar(&listPath, "envelope-list", "", "the envelope list the warrant names (on a device, its envelopes are checked against each key ID's mode)")
 	cmd.MarkFlagRequired("in")
 	return cmd
 }
@@ -299,18 +327,30 @@ holds the ledger, that check is skipped and says so.`,
 // deviceAddressing fills in the custodian ID and the key IDs a warrant is
 // checked against from the data directory when it is a device's and the
 // person named no other custodian: a device knows both, and asking for
-// them invites a wrong answer. It reports whether dataDir is a device's.
+// them invites a wrong answer. Key IDs given for the device's own ID must
+// be ones it holds: any other is refused there (unknown_key_id). It
+// reports whether dataDir is a device's.
 func deviceAddressing(dataDir, custodian string, keyIDs []string) (string, []string, bool, error) {
 	id, held, err := appliance.Held(dataDir)
-	if errors.Is(err, appliance.ErrNotEnrolled) {
+	switch {
+	case errors.Is(err, appliance.ErrNotEnrolled):
 		return custodian, keyIDs, false, nil
-	}
-	if err != nil {
+	case errors.Is(err, fs.ErrPermission):
+		return "", nil, false, withHint(fmt.Errorf("this user may not read this device's custodian ID and key IDs: %w", err),
+			"run as root (the data directory's owner), e.g. sudo custodian warrant verify ...",
+			"away from the device, check the warrant with --roots FILE --court NAME --crl FILE")
+	case err != nil:
 		return "", nil, false, withHint(fmt.Errorf("reading this device's custodian ID and key IDs: %w", err),
-			"pass --custodian and --key-id, or --roots and --court to check the warrant away from the device's data directory")
+			"away from the device, check the warrant with --roots FILE --court NAME --crl FILE")
 	}
 	if custodian != "" && custodian != id {
 		return custodian, keyIDs, false, nil // another custodian's view: this device's bundles and ledger do not apply
+	}
+	for _, k := range keyIDs {
+		if !slices.Contains(held, k) {
+			return "", nil, false, withHint(fmt.Errorf("--key-id %s: this device (%s) holds no share of it (it holds: %s), so it would refuse the warrant (unknown_key_id)", k, id, heldList(held)),
+				"leave out --key-id to check against the key IDs this device holds, or add --custodian with another custodian's ID to check for that custodian")
+		}
 	}
 	if len(keyIDs) == 0 {
 		keyIDs = held
@@ -318,66 +358,208 @@ func deviceAddressing(dataDir, custodian string, keyIDs []string) (string, []str
 	return id, keyIDs, true, nil
 }
 
-// usedCheck is what the device's ledger says of a warrant's replay key.
-type usedCheck struct {
-	checked bool
-	used    bool
-	index   int64
-	why     string // why it was not checked
+func heldList(held []string) string {
+	if len(held) == 0 {
+		return "none yet: custodian provision"
+	}
+	return strings.Join(held, ", ")
 }
 
-// checkUsed looks the warrant up in the device's ledger.
-func checkUsed(dataDir string, key warrant.ReplayKey) usedCheck {
-	index, seen, err := ledger.SeenIn(dataDir, []byte(key.String()))
-	switch {
-	case errors.Is(err, ledger.ErrInUse):
-		return usedCheck{why: "custodian serve holds the ledger; the daemon refuses a used warrant (replayed) when it is submitted"}
-	case errors.Is(err, ledger.ErrNoLedger):
-		return usedCheck{why: "this device has no ledger yet (custodian ledger init)"}
-	case err != nil:
-		return usedCheck{why: err.Error()}
+// deviceVerdict is what this device adds to a verified warrant: the checks
+// the daemon makes before it asks the TPM anything — the replay floor, the
+// replay index, and the envelopes against each key ID's mode — read
+// without the TPM. A check that could not be made is named in notChecked,
+// and the warrant is then not reported as verified.
+type deviceVerdict struct {
+	used       bool
+	index      int64
+	ledgerRead bool   // the replay floor and index were read
+	envChecked bool   // the envelopes fit every key ID's mode
+	usedLine   string // the Used: line
+	envLine    string // the Envelopes: line
+	// refused is the daemon's refusal, with its code; nil when none.
+	refused error
+	code    string
+	// notChecked says what could not be checked and why; hints say how to
+	// check it.
+	notChecked []string
+	hints      []string
+}
+
+// checkOnDevice runs on a verified warrant the checks the device's daemon
+// runs before the summary that need no TPM, in the daemon's order:
+// release.CheckFloor, the replay index, warrant.List and
+// release.CheckEnvelopes.
+func checkOnDevice(dataDir, id string, res *warrant.Verified, detached *warrant.EnvelopeList) deviceVerdict {
+	var d deviceVerdict
+	d.checkLedger(dataDir, res)
+	if d.refused == nil {
+		d.checkEnvelopes(dataDir, id, res.Warrant, detached)
 	}
-	return usedCheck{checked: true, used: seen, index: index}
+	return d
+}
+
+// checkLedger reads the replay floor and the replay index.
+func (d *deviceVerdict) checkLedger(dataDir string, res *warrant.Verified) {
+	const what = "whether it was used here, and the replay floor"
+	rec, err := ledger.SeenIn(dataDir, []byte(res.Replay.String()))
+	switch {
+	case errors.Is(err, ledger.ErrNoLedger):
+		d.usedLine = "no (this device has no ledger yet: custodian ledger init; it releases nothing without one)"
+		return
+	case errors.Is(err, ledger.ErrInUse):
+		d.skip(what, "another custodian process holds the ledger (custodian serve, as on a running device)",
+			"stop custodian serve for a moment and verify again, or submit the warrant: the daemon refuses a used one (replayed) or one signed before its replay floor (signed_before_floor)")
+		return
+	case errors.Is(err, fs.ErrPermission):
+		d.skip(what, "this user may not read the ledger ("+filepath.Join(dataDir, ledger.FileName)+")",
+			"run as root (the data directory's owner), e.g. sudo custodian warrant verify ...")
+		return
+	case err != nil:
+		d.skip(what, "the ledger file is damaged or is not a ledger ("+filepath.Join(dataDir, ledger.FileName)+"); the daemon refuses every warrant on a damaged ledger",
+			"custodian ledger verify checks the ledger (stop custodian serve first); docs/operator.md tells how to restore it")
+		return
+	}
+	d.ledgerRead = true
+	if code, err := release.CheckFloor(res.Signers, rec.Floor); err != nil {
+		d.usedLine = "not in this device's ledger, but signed before its replay floor"
+		d.refused, d.code = err, string(code)
+		return
+	}
+	if rec.Seen {
+		d.used, d.index = true, rec.Index
+		d.usedLine = fmt.Sprintf("yes, ledger entry %d", rec.Index)
+		d.refused = withHint(fmt.Errorf("warrant already used on this device: ledger entry %d records it, and a new submission is refused (replayed)", rec.Index),
+			fmt.Sprintf("custodian ledger prove --index %d shows the entry; a new release needs a new warrant", rec.Index))
+		d.code = "replayed"
+		return
+	}
+	d.usedLine = "no (not in this device's ledger)"
+}
+
+// checkEnvelopes checks the envelopes the warrant names, inline or by the
+// detached list, against the mode of each key ID's bundle, as the daemon
+// does with the same function.
+func (d *deviceVerdict) checkEnvelopes(dataDir, id string, w *warrant.Warrant, detached *warrant.EnvelopeList) {
+	const what = "the envelopes against each key ID's mode"
+	if w.EnvelopeList != nil && detached == nil {
+		d.skip(what, "the warrant names its envelopes by a list, and no --envelope-list was given",
+			"add --envelope-list with the list file custodian warrant new wrote beside the warrant")
+		return
+	}
+	list, err := w.List(detached)
+	if err != nil {
+		d.envLine = "the envelope list does not go with this warrant"
+		d.refused, d.code = err, string(warrant.ReasonOf(err))
+		return
+	}
+	a := &appliance.Appliance{Dir: dataDir, ID: id}
+	for _, k := range w.KeyIDs {
+		b, err := a.Bundle(k)
+		if errors.Is(err, fs.ErrPermission) {
+			d.skip(what, "this user may not read the bundle of key ID "+k,
+				"run as root (the data directory's owner), e.g. sudo custodian warrant verify ...")
+			return
+		}
+		if err != nil {
+			d.envLine = "key ID " + k + " has no readable share here"
+			d.refused, d.code = err, string(release.CodeNoShare)
+			return
+		}
+		if code, err := release.CheckEnvelopes(list, b); err != nil {
+			d.envLine = "do not fit key ID " + k + "'s mode"
+			d.refused, d.code = err, string(code)
+			return
+		}
+	}
+	d.envChecked = true
+	d.envLine = "fit each key ID's mode (" + strings.Join(w.KeyIDs, ", ") + ")"
+}
+
+// skip records a check that could not be made.
+func (d *deviceVerdict) skip(what, why, hint string) {
+	d.notChecked = append(d.notChecked, what+": "+why)
+	d.hints = append(d.hints, hint)
+}
+
+// errNotChecked is warrant verify's error when a check the device makes
+// could not be made: its exit status (3) tells a script "not checked"
+// from "refused" (1).
+type errNotChecked struct{ err error }
+
+func (e *errNotChecked) Error() string { return e.err.Error() }
+func (e *errNotChecked) Unwrap() error { return e.err }
+func (e *errNotChecked) ExitCode() int { return 3 }
+
+// verdictError is the error warrant verify ends with for the device's
+// verdict d (nil: verified).
+func verdictError(custodian string, d *deviceVerdict) error {
+	switch {
+	case d.refused != nil:
+		if d.code == "replayed" {
+			return d.refused
+		}
+		return signerHint(withHint(fmt.Errorf("warrant refused on this device (%s): %w", d.code, d.refused), refusalHints[d.code]...))
+	case len(d.notChecked) > 0:
+		err := fmt.Errorf("not verified for custodian %s: signatures, chain, revocation, policy, window and addressing pass, but not checked: %s",
+			custodian, strings.Join(d.notChecked, "; "))
+		return withHint(&errNotChecked{err}, d.hints...)
+	}
+	return nil
+}
+
+// refusalHints advise on the device refusals warrant verify reports.
+var refusalHints = map[string][]string{
+	string(release.CodeBeforeFloor):      {"the device refuses it as the daemon would: the court signs the warrant again (a fresh signature dates after the floor)"},
+	string(release.CodeNoEnvelopes):      {"a scoped key ID releases only the envelopes a warrant names: make the warrant again with --envelope or --envelope-dir (custodian warrant new)"},
+	string(release.CodeNotScoped):        {"a share-mode key ID releases the whole share: make the warrant again without envelopes for it"},
+	string(warrant.ReasonListMismatch):   {"--envelope-list must be the list file custodian warrant new wrote with this warrant"},
+	string(warrant.ReasonListUnexpected): {"the warrant names no envelope list: leave out --envelope-list"},
 }
 
 // printVerified reports a warrant that verified, and refuses one the
-// device's ledger shows was used: VERIFIED would tell a trust admin it can
-// still be released.
-func printVerified(g *globals, res *warrant.Verified, custodian string, used usedCheck) error {
-	var usedErr error
-	if used.used {
-		usedErr = withHint(fmt.Errorf("warrant already used on this device: ledger entry %d records it, and a new submission is refused (replayed)", used.index),
-			fmt.Sprintf("custodian ledger prove --index %d shows the entry; a new release needs a new warrant", used.index))
+// device's verdict refuses or could not check: VERIFIED would tell a
+// trust admin it can still be released.
+func printVerified(g *globals, res *warrant.Verified, custodian string, d *deviceVerdict) error {
+	if d == nil {
+		d = &deviceVerdict{}
 	}
+	err := verdictError(custodian, d)
 	if g.json {
-		out := verifyOutput{Verified: usedErr == nil, Addressed: custodian != "", Digest: fmt.Sprintf("%x", res.Digest),
-			ReplayKey: res.Replay, Warrant: res.Warrant, Signers: res.Signers}
-		if used.checked {
-			out.UsedChecked = true
+		out := verifyOutput{Verified: err == nil, Addressed: custodian != "", Digest: fmt.Sprintf("%x", res.Digest),
+			ReplayKey: res.Replay, Warrant: res.Warrant, Signers: res.Signers, NotChecked: d.notChecked}
+		out.UsedChecked, out.EnvelopesChecked = d.ledgerRead, d.envChecked
+		if d.used {
+			out.UsedAt = &d.index
 		}
-		if used.used {
-			out.UsedAt = &used.index
-			out.RefusalCode, out.RefusalError = "replayed", usedErr.Error()
+		switch {
+		case d.refused != nil:
+			out.RefusalCode, out.RefusalError = warrant.Reason(d.code), err.Error()
+		case err != nil:
+			out.RefusalCode, out.RefusalError = "not_checked", err.Error()
 		}
-		if err := g.printJSON(out); err != nil {
-			return err
+		if perr := g.printJSON(out); perr != nil {
+			return perr
 		}
-		return usedErr
+		return err
 	}
 	printWarrant(g, &warrantFile{w: res.Warrant, signers: res.Signers, signed: true}, nil, false)
 	g.printf("Replay key: %s\nDigest:     %x\n", res.Replay, res.Digest)
-	switch {
-	case used.used:
-		g.printf("Used:       yes, ledger entry %d\n", used.index)
-		return usedErr
-	case used.checked:
-		g.printf("Used:       no (not in this device's ledger)\n")
-	case used.why != "":
-		g.printf("Used:       not checked: %s\n", used.why)
+	if d.usedLine != "" {
+		g.printf("Used:       %s\n", d.usedLine)
 	}
-	if custodian == "" {
+	if d.envLine != "" {
+		g.printf("Envelopes:  %s\n", d.envLine)
+	}
+	for _, n := range d.notChecked {
+		g.printf("Not checked: %s\n", n)
+	}
+	switch {
+	case err != nil:
+		return err
+	case custodian == "":
 		g.printf("VERIFIED (signatures, chain, revocation, policy, window); custodian and key IDs not checked: pass --custodian and --key-id\n")
-	} else {
+	default:
 		g.printf("VERIFIED for custodian %s\n", custodian)
 	}
 	return nil
@@ -389,6 +571,11 @@ func verifyStore(g *globals, roots, court string, crls []string) (*trust.Store, 
 	if roots == "" {
 		if len(crls) != 0 || court != "" {
 			return nil, errors.New("--crl and --court need --roots; the trust store has its own CRLs and courts (custodian trust list)")
+		}
+		if !isDir(g.dataDir) {
+			return nil, withHint(fmt.Errorf("there is no data directory %s, so no trust store to check the warrant against", g.dataDir),
+				`away from a device, pass --roots FILE --court "NAME" --crl FILE (the court's root certificates, its name and its CRL)`,
+				"on a device, give its --data-dir")
 		}
 		return trust.Open(trustDir(g))
 	}

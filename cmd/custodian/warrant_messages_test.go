@@ -22,7 +22,7 @@ func TestWarrantShowDamagedJSONErrorsInWords(t *testing.T) {
 	dir := t.TempDir()
 	doc := string(mustRead(t, newWarrantFile(t, dir)))
 	for name, c := range map[string]struct{ data, want string }{
-		"truncated": {doc[:200], "ends before its JSON closes"},
+		"truncated": {doc[:200], "ends before its value is complete"},
 		"bad time":  {strings.Replace(doc, `"not_before": "`, `"not_before": "x`, 1), "is not an RFC 3339 time"},
 		"with BOM":  {"\ufeff" + doc, "byte order mark"},
 	} {

@@ -127,6 +127,7 @@ func TestWarrantLifecycle(t *testing.T) {
 	if !strings.Contains(stderr, "not_addressed") {
 		t.Errorf("refusal lacks its reason: %s", stderr)
 	}
+	os.Mkdir(filepath.Join(dir, "empty"), 0o700) // a data directory without a trust store
 	out, _ = cli(t, false, "--data-dir", filepath.Join(dir, "empty"), "--json", "warrant", "verify", "--in", p("w.p7s"))
 	if !strings.Contains(out, `"reason": "no_trust_roots"`) {
 		t.Errorf("empty trust store: %s", out)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"strconv"
@@ -88,6 +89,9 @@ func Press(ctx context.Context, path string, hold time.Duration) error {
 	if err != nil {
 		if op, ok := err.(*net.OpError); ok {
 			err = op.Err // the cause, without Go's "dial unix PATH"
+		}
+		if errors.Is(err, fs.ErrPermission) {
+			return fmt.Errorf("the simulated button at %s does not take presses from this user: %w", path, err)
 		}
 		return fmt.Errorf("no simulated button at %s (is custodian serve --button sim running with this --data-dir?): %w", path, err)
 	}

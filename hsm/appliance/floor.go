@@ -153,11 +153,11 @@ func (a *Appliance) sealLedgerKeyFor(t transport.TPM, pcrs tpm.PCRValues, v uint
 	if !key.Sealed.PCRs.Equal(pcrs) {
 		return fmt.Errorf("%w: the checkpoint key is sealed for version %d of other PCRs than the shares'; reseal with the update first", ErrFloorNotOpen, key.Sealed.Version)
 	}
-	ek, err := a.sealingKey()
+	importKey, err := a.sealingKey()
 	if err != nil {
 		return err
 	}
-	next, err := tpm.Seal(ek, pcrs, v, seed)
+	next, err := tpm.Seal(importKey, pcrs, v, seed)
 	if err != nil {
 		return err
 	}

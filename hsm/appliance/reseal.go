@@ -77,7 +77,7 @@ func (a *Appliance) resealBundle(t transport.TPM, keyID string, update []byte, n
 // resealLedgerKey seals the checkpoint key's seed to the new PCRs and
 // security version, as the "next" file.
 func (a *Appliance) resealLedgerKey(t transport.TPM, pcrs tpm.PCRValues, version uint64) error {
-	ek, err := a.sealingKey()
+	importKey, err := a.sealingKey()
 	if err != nil {
 		return err
 	}
@@ -90,7 +90,7 @@ func (a *Appliance) resealLedgerKey(t transport.TPM, pcrs tpm.PCRValues, version
 		return fmt.Errorf("opening the checkpoint key: %w", err)
 	}
 	defer clear(seed)
-	next, err := tpm.Seal(ek, pcrs, version, seed)
+	next, err := tpm.Seal(importKey, pcrs, version, seed)
 	if err != nil {
 		return err
 	}

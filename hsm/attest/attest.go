@@ -115,12 +115,12 @@ type Expect struct {
 	Enrollment *enrollment.Enrollment
 	Policy     *bootpolicy.Policy
 	Nonce      []byte
-	LedgerKey  string // empty: the checkpoint is bound but not checked
+	LedgerKey  string // the custodian's checkpoint verifier key, named custodian/<id>
 }
 
 // Result says what was established beyond the quote itself.
 type Result struct {
-	LedgerSize uint64 // size of the checked checkpoint, if LedgerKey was given
+	LedgerSize uint64 // size of the checked checkpoint
 	LogEvents  int    // events in the boot log that were checked
 }
 
@@ -151,13 +151,20 @@ func (a *Attestation) verify(want Expect) (*Result, error) {
 	if r.LogEvents, err = a.checkLog(want.Policy); err != nil {
 		return nil, err
 	}
-	if want.LedgerKey != "" {
-		cp, err := ledger.VerifyCheckpoint([]byte(a.Checkpoint), want.LedgerKey)
-		if err != nil {
-			return nil, err
-		}
-		r.LedgerSize = cp.Size
+	// The quote does not cover the custodian ID: only the checkpoint,
+	// signed by the custodian's own ledger key, ties the attestation to
+	// that custodian's ledger rather than to its TPM alone.
+	if want.LedgerKey == "" {
+		return nil, errors.New("no ledger key: without the custodian's checkpoint verifier key the attestation is not tied to its ledger")
 	}
+	cp, err := ledger.VerifyCheckpoint([]byte(a.Checkpoint), want.LedgerKey)
+	if err != nil {
+		return nil, err
+	}
+	if origin := "custodian/" + want.Enrollment.CustodianID; cp.Origin != origin {
+		return nil, fmt.Errorf("the checkpoint is of %q, not of %s's ledger (%s)", cp.Origin, want.Enrollment.CustodianID, origin)
+	}
+	r.LedgerSize = cp.Size
 	return r, nil
 }
 

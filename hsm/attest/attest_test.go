@@ -2,12 +2,16 @@ package attest_test
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/custodian-project/custodian/firmware/measure"
 	"github.com/custodian-project/custodian/firmware/measure/measuretest"
@@ -87,6 +91,7 @@ func TestAttestationVerifiesAgainstEnrollmentPolicyAndLedger(t *testing.T) {
 			"older checkpoint":    func(_ *attest.Expect, a *attest.Attestation) { a.Checkpoint = string(oldCheckpoint) },
 			"altered event log":   func(_ *attest.Expect, a *attest.Attestation) { a.EventLog = flippedLog },
 			"wrong ledger key":    func(w *attest.Expect, _ *attest.Attestation) { w.LedgerKey = otherLedgerKey(t) },
+			"no ledger key":       func(w *attest.Expect, _ *attest.Attestation) { w.LedgerKey = "" },
 			"altered quoted PCRs": func(_ *attest.Expect, a *attest.Attestation) { a.PCRs = a.PCRs.Extend(8, make([]byte, 32)) },
 			"claims another name": func(_ *attest.Expect, a *attest.Attestation) { a.CustodianID = "court-b" },
 		}
@@ -99,6 +104,30 @@ func TestAttestationVerifiesAgainstEnrollmentPolicyAndLedger(t *testing.T) {
 					t.Fatalf("got %v, want ErrMismatch", err)
 				}
 			})
+		}
+
+		// A checkpoint of another custodian's ledger, quoted by this TPM,
+		// does not tie the attestation to court-a, even with the key
+		// that signed it.
+		private, verifier, err := note.GenerateKey(rand.Reader, "custodian/court-b")
+		if err != nil {
+			t.Fatal(err)
+		}
+		signer, _ := note.NewSigner(private)
+		_, body, _ := strings.Cut(string(checkpoint), "\n")
+		body, _, _ = strings.Cut(body, "\n\n")
+		foreign, err := note.Sign(&note.Note{Text: "custodian/court-b\n" + body + "\n"}, signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		relabelled, err := attest.Create(conn, "court-a", nonce, spec.PCRs(), eventLog, string(foreign), time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		w0 := want
+		w0.LedgerKey = verifier
+		if _, err := relabelled.Verify(w0); !errors.Is(err, attest.ErrMismatch) || !strings.Contains(err.Error(), "not of court-a's ledger") {
+			t.Fatalf("another custodian's checkpoint: %v", err)
 		}
 
 		// A policy recorded from a measurement has no events; the log must

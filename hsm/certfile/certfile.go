@@ -13,7 +13,6 @@
 //   - A PEM file with a damaged block (bad base64, a missing or mismatched
 //     END line) is refused, naming the block, even when good blocks follow
 //     it: pem.Decode alone passes over it as text.
-//   - Files are read through a size cap (ReadFile); a larger one is refused.
 //   - A PEM file whose blocks are not all of the expected types is refused,
 //     naming the type found: a private key given as a certificate is a
 //     mistake to report, not to skip.
@@ -74,7 +73,7 @@ func Blocks(data []byte) ([]*pem.Block, error) {
 		// into the next block's.
 		block, rest := pem.Decode(data[at:end])
 		if block == nil || len(data[at:end])-len(rest) <= 0 {
-			return nil, fmt.Errorf("PEM block %d is damaged (its BEGIN line names %s; bad base64, a missing or mismatched END line, or a cut-off file); get the file again from its source", i+1, blockName(beginType(data[at:])))
+			return nil, fmt.Errorf("PEM block %d is damaged (its BEGIN line names %s; bad base64, a missing or mismatched END line, or a cut-off file); get the file again from its source", i+1, BlockName(beginType(data[at:])))
 		}
 		out = append(out, block)
 	}
@@ -126,7 +125,7 @@ func Certificates(data []byte) ([]*x509.Certificate, error) {
 	out := make([]*x509.Certificate, 0, len(blocks))
 	for i, b := range blocks {
 		if b.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("PEM block %d is %s, not CERTIFICATE; give certificates only%s", i+1, blockName(b.Type), otherKindHint(b.Type))
+			return nil, fmt.Errorf("PEM block %d is %s, not CERTIFICATE; give certificates only%s", i+1, BlockName(b.Type), otherKindHint(b.Type))
 		}
 		c, err := ParseDER(b.Bytes)
 		if err != nil {
@@ -243,9 +242,9 @@ func FingerprintLine(fp, openssl string) string {
 	return "sha256 " + fp + " (openssl " + openssl + ")"
 }
 
-// blockName quotes a PEM type for a message, keeping only printable ASCII
+// BlockName quotes a PEM type for a message, keeping only printable ASCII
 // of a bounded length: the type comes from the file.
-func blockName(t string) string {
+func BlockName(t string) string {
 	if len(t) > 40 {
 		t = t[:40] + "…"
 	}

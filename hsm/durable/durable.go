@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -48,6 +49,17 @@ func CreateFile(path string, data []byte, perm fs.FileMode) error {
 	return SyncDir(filepath.Dir(path))
 }
 
+// existsError refuses a new file whose name is taken, saying so once:
+// errors.Is still finds fs.ErrExist and errors.As the *fs.PathError,
+// whose own text would repeat the sentence.
+type existsError struct {
+	path string
+	err  error
+}
+
+func (e *existsError) Error() string { return e.path + " already exists; refusing to overwrite it" }
+func (e *existsError) Unwrap() error { return e.err }
+
 // CreateFileInBatch is CreateFile for one of many new files in a
 // directory: the file is written and fsynced, and the caller fsyncs the
 // directory once, after the last file (SyncDir), instead of once per file.
@@ -55,7 +67,7 @@ func CreateFileInBatch(path string, data []byte, perm fs.FileMode) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	if err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%s already exists; refusing to overwrite it: %w", path, err)
+			return &existsError{path: path, err: err}
 		}
 		return err
 	}
@@ -153,4 +165,49 @@ func IsTemp(name string) bool {
 	}
 	digits := base[i+len(".tmp"):]
 	return digits != "" && strings.Trim(digits, "0123456789") == ""
+}
+
+// WriteFileIn is WriteFile for name inside root: every step (the
+// temporary file, the rename, the directory's fsync) goes through root,
+// so a symbolic link cannot send the write outside it. The temporary
+// file's name is one IsTemp matches; it is removed on any failure.
+func WriteFileIn(root *os.Root, name string, data []byte, perm fs.FileMode) error {
+	if info, err := root.Lstat(name); err == nil && !info.Mode().IsRegular() {
+		return fmt.Errorf("%s exists and is not a regular file; refusing to replace it", name)
+	}
+	dir, base := filepath.Split(name)
+	var tmp string
+	var f *os.File
+	for range 100 {
+		tmp = filepath.Join(dir, fmt.Sprintf(".%s.tmp%d", base, rand.Uint32()))
+		var err error
+		f, err = root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+	}
+	if f == nil {
+		return fmt.Errorf("could not create a temporary file for %s", name)
+	}
+	defer root.Remove(tmp) // a no-op after the rename
+	if err := writeSynced(f, data, perm); err != nil {
+		return err
+	}
+	if err := root.Rename(tmp, name); err != nil {
+		return err
+	}
+	return SyncDirIn(root, filepath.Clean(dir))
+}
+
+// SyncDirIn is SyncDir for a directory inside root.
+func SyncDirIn(root *os.Root, dir string) error {
+	d, err := root.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }

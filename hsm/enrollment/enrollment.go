@@ -26,8 +26,9 @@
 //
 // The secret never leaves the verifier (the escrow authority). To let
 // anyone else trust the AK, the authority publishes a signed [Record] of
-// each enrollment it verified; [VerifyOptions.Record] accepts it instead
-// of the secret, for the EK, AK and import key it names and no other.
+// each enrollment it verified; [VerifyOptions.Records] accepts it instead
+// of the secret, for the EK, AK and import key it names and no other, while
+// it is the newest record of that TPM and not expired ([Standing]).
 //
 // The file format is JSON, version 2 (version 1 named no import key and is
 // refused), decoded strictly (unknown fields,

@@ -23,18 +23,20 @@ type VerifyOptions struct {
 	// AllowUnboundAK is set.
 	Secret         []byte
 	AllowUnboundAK bool
-	// Record, the escrow authority's verified record of this enrollment
-	// (already opened with its key: OpenRecord), stands in for Secret:
-	// the authority checked the challenge, and the record names the EK,
-	// AK and import key it checked.
-	Record *Record
+	// Records, the escrow authority's records of this custodian (already
+	// opened with its key: OpenRecord), stand in for Secret when the one
+	// that stands (Standing: the newest of this TPM, not withdrawn, not
+	// expired) is a verified record naming the EK, AK and import key: the
+	// authority checked the challenge. Give every record you have, so
+	// that a refusal withdraws an older verified record.
+	Records []*Record
 	// EKRoots are the TPM vendor roots an EK certificate must chain to;
 	// nil means the vendor roots built into this binary.
 	EKRoots *x509.CertPool
 	// AllowUncertifiedEK accepts an EK without a certificate (a TPM
 	// simulator, or a device enrolled in person), trusting it on first use.
 	AllowUncertifiedEK bool
-	// Now is the time for certificate validity; zero means time.Now.
+	// Now is the time for certificate and record validity; zero means time.Now.
 	Now time.Time
 }
 
@@ -44,14 +46,19 @@ type Verified struct {
 	AK          *tpm.AKPublic
 	ImportKey   *tpm.ImportKey // certified by AK: as bound to the EK as the AK is
 	EKCertified bool           // the EK chains to a vendor root
-	AKBound     bool           // the AK answered a challenge through this EK
+	AKBound     bool           // the AK answered a challenge through this EK, or a record says it did
+	// AKChallenged: the AK answered the challenge in this verification
+	// (the secret was given), not on the word of a record.
+	AKChallenged bool
 }
 
 // Verification errors a caller may act on.
 var (
 	ErrAKUnbound     = errors.New("the attestation key is not proven to be in this TPM")
 	ErrEKUncertified = errors.New("the endorsement key has no manufacturer certificate")
-	ErrEKUntrusted   = errors.New("EK certificate does not chain to a TPM vendor root")
+	// ErrEKUntrusted: the EK has a certificate, but it does not chain to
+	// the vendor roots the verifier trusts.
+	ErrEKUntrusted = errors.New("EK certificate does not chain to a TPM vendor root")
 )
 
 // Verify checks e: the EK and its certificate chain, the AK's attributes,
@@ -79,14 +86,19 @@ func (e *Enrollment) Verify(opts VerifyOptions) (*Verified, error) {
 	if v.AKBound, err = e.checkBinding(opts); err != nil {
 		return nil, err
 	}
+	v.AKChallenged = v.AKBound
 	if err := tpm.VerifyQuote(v.AK, &e.Quote, e.Nonce, e.PCRs); err != nil {
 		return nil, err
 	}
 	if v.ImportKey, err = e.verifyImportKey(v.AK, ek.Kind()); err != nil {
 		return nil, err
 	}
-	if opts.Record != nil {
-		if err := opts.Record.Vouches(e, v); err != nil {
+	if opts.Records != nil {
+		now := opts.Now
+		if now.IsZero() {
+			now = time.Now()
+		}
+		if _, err := Standing(opts.Records, e, v, now); err != nil {
 			return nil, err
 		}
 		v.AKBound = true
@@ -111,7 +123,7 @@ func (e *Enrollment) verifyImportKey(ak *tpm.AKPublic, kind tpm.EKKind) (*tpm.Im
 }
 
 func (e *Enrollment) checkBinding(opts VerifyOptions) (bool, error) {
-	if opts.Record != nil {
+	if opts.Records != nil {
 		return false, nil // Verify checks the record once it has every key
 	}
 	if opts.Secret == nil {
@@ -163,9 +175,24 @@ func (e *Enrollment) verifyEKCertificate(ek *tpm.EK, opts VerifyOptions) (bool, 
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
 	})
 	if err != nil {
-		return false, fmt.Errorf("%w: %w", ErrEKUntrusted, err)
+		return false, fmt.Errorf("%w: %s", ErrEKUntrusted, chainFailure(err))
 	}
 	return true, nil
+}
+
+// chainFailure says in words why an EK certificate did not chain.
+func chainFailure(err error) string {
+	var unknown x509.UnknownAuthorityError
+	var invalid x509.CertificateInvalidError
+	switch {
+	case errors.As(err, &unknown):
+		return "no certificate of its issuer is among the roots given or built in"
+	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+		return "a certificate of its chain has expired or is not yet valid"
+	case errors.As(err, &invalid):
+		return "a certificate of its chain may not issue it"
+	}
+	return "its signature chain does not verify"
 }
 
 var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}

@@ -89,16 +89,16 @@ func Ceremony(keyID string, threshold int, pcrs tpm.PCRValues, members []Member,
 // sealShare seals a share for one TPM: in share mode as sealed data
 // (tpm.Seal), in scoped mode as a key that never leaves the TPM
 // (tpm.SealScoped), with the proof key its partials are checked against.
-func sealShare(pub *Public, ek *tpm.ImportKey, value []byte) (blob, proofKey []byte, err error) {
+func sealShare(pub *Public, key *tpm.ImportKey, value []byte) (blob, proofKey []byte, err error) {
 	if pub.Mode == ModeScoped {
-		k, err := tpm.SealScoped(ek, pub.PCRs, pub.SecurityVersion, value, pub.approver())
+		k, err := tpm.SealScoped(key, pub.PCRs, pub.SecurityVersion, value, pub.approver())
 		if err != nil {
 			return nil, nil, err
 		}
 		proofKey, err := tpm.ProofKey(value)
 		return k.Marshal(), proofKey, err
 	}
-	b, err := tpm.Seal(ek, pub.PCRs, pub.SecurityVersion, value)
+	b, err := tpm.Seal(key, pub.PCRs, pub.SecurityVersion, value)
 	if err != nil {
 		return nil, nil, err
 	}

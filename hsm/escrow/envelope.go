@@ -66,6 +66,10 @@ const (
 // ErrEnvelope wraps every reason an envelope does not open.
 var ErrEnvelope = errors.New("the envelope does not open")
 
+// ErrNotEscrowEnvelope means the bytes are no escrow envelope at all: the
+// wrong file, rather than an envelope that does not open.
+var ErrNotEscrowEnvelope = errors.New("not an escrow envelope")
+
 func envelopeInfo(keyID, target string) []byte {
 	return []byte("custodian envelope v1\x00" + keyID + "\x00" + target)
 }
@@ -193,7 +197,7 @@ func decodeEnvelope(data []byte, magic string) (*Envelope, error) {
 		ok = ok && s.ReadUint16LengthPrefixed(&proof) && len(proof) == sealProofLen
 	}
 	if !ok || len(s) < 16 {
-		return nil, fmt.Errorf("%w: not an escrow envelope", ErrEnvelope)
+		return nil, fmt.Errorf("%w: %w", ErrEnvelope, ErrNotEscrowEnvelope)
 	}
 	if err := ids.CheckKeyID(string(keyID)); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrEnvelope, err)

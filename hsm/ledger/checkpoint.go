@@ -23,7 +23,7 @@ func (l *Ledger) Checkpoint() ([]byte, error) {
 
 func (l *Ledger) signedCheckpoint() ([]byte, *log.Checkpoint, error) {
 	if l.cfg.Signer == nil {
-		return nil, nil, errors.New("no checkpoint signer: the signing key did not unseal")
+		return nil, nil, fmt.Errorf("%w: the signing key did not unseal", ErrNoSigner)
 	}
 	var cp log.Checkpoint
 	err := l.db.View(func(tx *bolt.Tx) error {
@@ -36,7 +36,10 @@ func (l *Ledger) signedCheckpoint() ([]byte, *log.Checkpoint, error) {
 		return nil, nil, err
 	}
 	signed, err := note.Sign(&note.Note{Text: string(cp.Marshal())}, l.cfg.Signer)
-	return signed, &cp, err
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrNoSigner, err)
+	}
+	return signed, &cp, nil
 }
 
 // sizeIn reads the committed size inside a read transaction, so a proof
@@ -94,6 +97,10 @@ func checkRange(i, size, have int64) error {
 // ErrBadCheckpoint wraps every reason a checkpoint is not accepted.
 var ErrBadCheckpoint = errors.New("checkpoint does not verify")
 
+// ErrNoSigner: the appliance cannot sign a checkpoint now (its key did not
+// unseal on this image, or the signer failed).
+var ErrNoSigner = errors.New("no checkpoint signer")
+
 // VerifyCheckpoint checks a signed checkpoint against the appliance's
 // verifier key and returns it. The origin must be the key's name.
 func VerifyCheckpoint(signed []byte, verifierKey string) (*log.Checkpoint, error) {
@@ -106,17 +113,31 @@ func VerifyCheckpoint(signed []byte, verifierKey string) (*log.Checkpoint, error
 	}
 	n, err := note.Open(signed, note.VerifierList(v))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadCheckpoint, err)
+		return nil, fmt.Errorf("%w: %s", ErrBadCheckpoint, noteProblem(err, v.Name()))
 	}
 	var cp log.Checkpoint
 	rest, err := cp.Unmarshal([]byte(n.Text))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadCheckpoint, err)
+		return nil, fmt.Errorf("%w: its text is not a checkpoint (origin, size, root hash)", ErrBadCheckpoint)
 	}
 	if len(rest) != 0 || cp.Origin != v.Name() || len(cp.Hash) != tlog.HashSize {
 		return nil, fmt.Errorf("%w: not a checkpoint of %s", ErrBadCheckpoint, v.Name())
 	}
 	return &cp, nil
+}
+
+// noteProblem says in words why note.Open refused a checkpoint, without
+// the library's own text.
+func noteProblem(err error, key string) string {
+	var unverified *note.UnverifiedNoteError
+	var invalid *note.InvalidSignatureError
+	switch {
+	case errors.As(err, &unverified):
+		return "it is not signed by " + key
+	case errors.As(err, &invalid):
+		return "its signature by " + key + " does not match its text (altered, or signed by a key named like it)"
+	}
+	return "not a signed note"
 }
 
 // VerifyInclusion checks that entry (its encoded bytes) is entry i of the

@@ -40,6 +40,12 @@ func appendUntilKilled(dir, spec string) int {
 		fmt.Println("error", err)
 		return 2
 	}
+	// As custodian serve does at start: swtpm has no resource manager,
+	// and a process killed before this one may have left sessions loaded.
+	if _, err := tpm.FlushStale(conn); err != nil {
+		fmt.Println("error", err)
+		return 2
+	}
 	cfg, err := crashConfig(conn)
 	if err != nil {
 		fmt.Println("error", err)
@@ -168,6 +174,7 @@ func resolveInterrupted(t *testing.T, sw *tpmtest.Swtpm, dir string) bool {
 		t.Fatal(err)
 	}
 	defer conn.Close()
+	tpmtest.FlushAll(t, conn) // what the resource manager does for the killed process
 	tpmtest.FlushAll(t, conn)
 	cfg, err := crashConfig(conn)
 	if err != nil {

@@ -21,8 +21,11 @@
 //     x/mod's tlog.ReadTileData, entry bundles, [ParseTilePath] for the
 //     one canonical path form), nothing past the ledger's size
 //     ([ErrTileBeyondTree]); [Ledger.Export] writes it as static files,
-//     durably and idempotently, and never over another log's files or
-//     another history of this one ([ErrOtherLog]). Neither writes to the
+//     durably and idempotently, inside its directory only (an os.Root, no
+//     symbolic links: [ErrNotExport]), one export at a time
+//     ([ErrExportRunning]), and never over another log's files
+//     ([ErrOtherLog]) nor over a larger or other history of this one
+//     ([ErrHistoryChanged]: keep it as evidence). Neither writes to the
 //     ledger: its append path and format are the same with or without.
 //
 //   - Anchored to the TPM. Each entry consumes one value of a TPM NV

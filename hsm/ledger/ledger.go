@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -219,6 +220,9 @@ func (l *Ledger) check() error {
 
 func openDB(path string) (*bolt.DB, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("%w (%s stayed locked for 2 seconds)", ErrInUse, path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("opening ledger %s: %w", path, err)
 	}
@@ -602,36 +606,59 @@ func (r txHashReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 	return out, nil
 }
 
-// ErrInUse means another process (the daemon) has the ledger open.
-var ErrInUse = errors.New("the ledger is open in another process (custodian serve runs on this data directory)")
+// ErrInUse means another process (the daemon, or a command such as
+// custodian ledger verify) has the ledger open.
+var ErrInUse = errors.New("the ledger is open in another custodian process (custodian serve, or a command such as custodian ledger verify)")
+
+// ErrUnreadable means a ledger file is there but is not a ledger that can
+// be read: damaged, truncated, or another kind of file.
+var ErrUnreadable = errors.New("the ledger file is damaged or is not a ledger")
+
+// Recorded is what a ledger read without the TPM says of a replay key.
+type Recorded struct {
+	Index int64     // the entry that recorded the key, when Seen
+	Seen  bool      // the replay index holds the key
+	Floor time.Time // the replay floor: warrants signed before it are refused
+}
 
 // SeenIn reports whether the ledger in dir recorded replayKey, and by
-// which entry, reading ledger.db without the TPM. It is for telling a
-// person that a warrant was used; it trusts the file as it is, so only
-// Seen on an opened ledger decides a release. ErrNoLedger: dir has none;
-// ErrInUse: a process holds it.
-func SeenIn(dir string, replayKey []byte) (index int64, seen bool, err error) {
+// which entry, with the replay floor read in the same transaction,
+// reading ledger.db without the TPM. It is for telling a person that a
+// warrant was used; it trusts the file as it is (a copy restored from
+// before a release reads as unused), so only an opened ledger decides a
+// release. ErrNoLedger: dir has none; ErrInUse: a process holds it;
+// ErrUnreadable: the file is not a ledger; an fs error otherwise (such as
+// fs.ErrPermission).
+func SeenIn(dir string, replayKey []byte) (Recorded, error) {
+	var r Recorded
 	path := filepath.Join(dir, FileName)
-	if _, err := os.Stat(path); err != nil {
-		return 0, false, fmt.Errorf("%w (%s)", ErrNoLedger, path)
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return r, fmt.Errorf("%w (%s)", ErrNoLedger, path)
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
-	if errors.Is(err, bolt.ErrTimeout) {
-		return 0, false, ErrInUse
-	}
-	if err != nil {
-		return 0, false, fmt.Errorf("opening ledger %s: %w", path, err)
+	switch {
+	case errors.Is(err, bolt.ErrTimeout):
+		return r, ErrInUse
+	case errors.Is(err, fs.ErrPermission):
+		return r, err // this user may not read it: not a damaged ledger
+	case err != nil:
+		return r, fmt.Errorf("%w (%s)", ErrUnreadable, path)
 	}
 	defer db.Close()
 	err = db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketReplay)
-		if b == nil {
-			return fmt.Errorf("%s is not a ledger (no replay index)", path)
+		b, meta := tx.Bucket(bucketReplay), tx.Bucket(bucketMeta)
+		if b == nil || meta == nil {
+			return fmt.Errorf("%w (%s: no replay index)", ErrUnreadable, path)
 		}
+		var s state
+		if err := s.load(meta); err != nil {
+			return fmt.Errorf("%w (%s: %w)", ErrUnreadable, path, err)
+		}
+		r.Floor = s.floor
 		if v := b.Get(replayKey); len(v) == 8 {
-			index, seen = int64(binary.BigEndian.Uint64(v)), true
+			r.Index, r.Seen = int64(binary.BigEndian.Uint64(v)), true
 		}
 		return nil
 	})
-	return index, seen, err
+	return r, err
 }

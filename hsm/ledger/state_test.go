@@ -411,6 +411,11 @@ func TestInvariantStartupStateIsBoundToTPMNeedsTheKey(t *testing.T) {
 	if _, err := l.InclusionProof(0, l.Size()); err != nil {
 		t.Fatal(err)
 	}
+	// Signed answers say why they cannot be had, so that the API maps
+	// them to image_not_approved rather than an internal error.
+	if _, err := l.ProveRange(0, 0); !errors.Is(err, ledger.ErrNoSigner) {
+		t.Fatalf("a range proof without the key: %v", err)
+	}
 	if _, err := l.ResolveRollback(t0.Add(time.Hour)); !errors.Is(err, ledger.ErrStateUnauthenticated) {
 		t.Fatalf("resolved without the key: %v", err)
 	}

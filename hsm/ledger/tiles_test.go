@@ -11,6 +11,8 @@ import (
 	"filippo.io/torchwood"
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/transparency-dev/formats/log"
+
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/ledger/ledgertest"
 	"github.com/custodian-project/custodian/tpm/tpmtest"
@@ -147,7 +149,13 @@ func TestInvariantExportNeverOverwritesAnotherLog(t *testing.T) {
 			t.Helper()
 			before := ledgertest.ReadTree(t, out)
 			_, err := from.Export(out)
-			if !errors.Is(err, ledger.ErrOtherLog) || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "export into an empty directory") {
+			// Another log's files: start a new directory. The same log
+			// gone back or forked: the directory is the evidence.
+			advice, cause := "export into an empty directory", ledger.ErrOtherLog
+			if strings.Contains(want, "went back") || strings.Contains(want, "another history") {
+				advice, cause = "as evidence", ledger.ErrHistoryChanged
+			}
+			if !errors.Is(err, cause) || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), advice) {
 				t.Fatalf("%s: %v", what, err)
 			}
 			after := ledgertest.ReadTree(t, out)
@@ -175,7 +183,7 @@ func TestInvariantExportNeverOverwritesAnotherLog(t *testing.T) {
 		if old.Blocked() == nil {
 			t.Fatal("the restored copy is not blocked")
 		}
-		refused("a restored copy", newer, old, "newer copy")
+		refused("a restored copy", newer, old, "its ledger went back")
 
 		// Another history under the same origin: a fork.
 		tile := filepath.Join(newer, "tile", "entries", "000.p", "9")
@@ -245,6 +253,210 @@ func FuzzSplitBundle(f *testing.F) {
 		}
 		if len(rest) != 0 || !bytes.Equal(again, data) {
 			t.Fatalf("accepted %x, which does not round-trip", data)
+		}
+	})
+}
+
+// exportOf is the ledger exported into a new directory under t's.
+func exportOf(t *testing.T, l *ledger.Ledger) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "public")
+	if _, err := l.Export(dir); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestInvariantExportStaysInsideItsDirectory: a symbolic link under DIR,
+// to elsewhere or to another directory of DIR, and a file where a
+// directory goes are refused before anything is written: nothing lands
+// outside DIR, two tiles never share a file, and the message says what
+// to do in the product's terms.
+func TestInvariantExportStaysInsideItsDirectory(t *testing.T) {
+	tpmtest.Run(t, func(t *testing.T, target tpmtest.Target) {
+		l := create(t, newDevice(t, target.Open(t)), t.TempDir())
+		appendN(t, l, 299) // 300 entries: a full tile and a partial one
+		cases := []struct {
+			what  string
+			plant func(t *testing.T, dir, elsewhere string) error
+			want  string
+		}{
+			{"DIR/tile a link outside", func(t *testing.T, dir, elsewhere string) error {
+				return os.Symlink(elsewhere, filepath.Join(dir, "tile"))
+			}, "tile is a symbolic link"},
+			{"DIR/tile/entries a link to DIR/tile/0", func(t *testing.T, dir, _ string) error {
+				if err := os.MkdirAll(filepath.Join(dir, "tile", "0"), 0o755); err != nil {
+					return err
+				}
+				return os.Symlink("0", filepath.Join(dir, "tile", "entries"))
+			}, "entries is a symbolic link"},
+			{"DIR/tile/0/000.p a link outside", func(t *testing.T, dir, elsewhere string) error {
+				if err := os.MkdirAll(filepath.Join(dir, "tile", "0"), 0o755); err != nil {
+					return err
+				}
+				return os.Symlink(elsewhere, filepath.Join(dir, "tile", "0", "001.p"))
+			}, "001.p is a symbolic link"},
+			{"DIR/tile a file", func(t *testing.T, dir, _ string) error {
+				return os.WriteFile(filepath.Join(dir, "tile"), []byte("x"), 0o644)
+			}, "tile is not a directory"},
+		}
+		for _, c := range cases {
+			dir, elsewhere := filepath.Join(t.TempDir(), "public"), t.TempDir()
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.plant(t, dir, elsewhere); err != nil {
+				t.Fatal(err)
+			}
+			_, err := l.Export(dir)
+			if !errors.Is(err, ledger.ErrNotExport) || !strings.Contains(err.Error(), c.want) ||
+				!strings.Contains(err.Error(), "export into an empty directory") || strings.Contains(err.Error(), "lstat") {
+				t.Errorf("%s: %v", c.what, err)
+			}
+			if outside := ledgertest.ReadTree(t, elsewhere); len(outside) != 0 {
+				t.Errorf("%s: the export wrote %d files outside its directory", c.what, len(outside))
+			}
+			if _, err := os.Lstat(filepath.Join(dir, "checkpoint")); err == nil {
+				t.Errorf("%s: a checkpoint was published", c.what)
+			}
+		}
+	})
+}
+
+// TestInvariantExportChecksEveryFileUnderTile: a file under DIR/tile that
+// this export does not write (an old partial width) is still checked, a
+// file that is no tile is refused, and temporary files an interrupted
+// export left are removed, so DIR holds only this log's checked files.
+func TestInvariantExportChecksEveryFileUnderTile(t *testing.T) {
+	tpmtest.Run(t, func(t *testing.T, target tpmtest.Target) {
+		l := create(t, newDevice(t, target.Open(t)), t.TempDir())
+		appendN(t, l, 299)
+		plant := func(t *testing.T, rel string, data []byte) string {
+			t.Helper()
+			dir := filepath.Join(t.TempDir(), "public")
+			path := filepath.Join(dir, filepath.FromSlash(rel))
+			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return dir
+		}
+		dir := plant(t, "tile/entries/001.p/7", []byte("\x00\x03not this log's entries"))
+		if _, err := l.Export(dir); !errors.Is(err, ledger.ErrOtherLog) || !strings.Contains(err.Error(), "001.p/7 is not this log's") {
+			t.Errorf("a foreign old partial bundle: %v", err)
+		}
+		dir = plant(t, "tile/0/notes.txt", []byte("hello"))
+		if _, err := l.Export(dir); !errors.Is(err, ledger.ErrNotExport) || !strings.Contains(err.Error(), "notes.txt is not a tile") {
+			t.Errorf("a file that is no tile: %v", err)
+		}
+		// A refused export changes nothing, leftovers included.
+		temp := filepath.Join(dir, "tile", "0", ".000.tmp42")
+		if err := os.WriteFile(temp, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.Export(dir); err == nil {
+			t.Fatal("a file that is no tile was accepted")
+		}
+		if _, err := os.Stat(temp); err != nil {
+			t.Errorf("a refused export removed a leftover: %v", err)
+		}
+		dir = plant(t, "tile/entries/.000.tmp123", []byte("half a bundle"))
+		st, err := l.Export(dir)
+		if err != nil || st.Removed != 1 {
+			t.Fatalf("a leftover temporary file: %+v %v", st, err)
+		}
+		for p := range ledgertest.ReadTree(t, dir) {
+			if strings.Contains(p, ".tmp") {
+				t.Errorf("%s left in the published directory", p)
+			}
+		}
+		// An old partial tile of this log is checked and kept.
+		dir = exportOf(t, l)
+		appendN(t, l, 10)
+		if st, err := l.Export(dir); err != nil || st.Written != 3 {
+			t.Fatalf("after growth: %+v %v", st, err)
+		}
+	})
+}
+
+// frozenSource is the ledger at an older signed checkpoint, as a slow
+// export that read its checkpoint earlier sees it; before its first tile
+// it runs meanwhile.
+type frozenSource struct {
+	l         *ledger.Ledger
+	signed    []byte
+	cp        *log.Checkpoint
+	meanwhile func()
+}
+
+func (s *frozenSource) Checkpoint() ([]byte, *log.Checkpoint, error) { return s.signed, s.cp, nil }
+func (s *frozenSource) TreeHash(n int64) (tlog.Hash, error) {
+	return tlog.Hash{}, errors.New("not needed: the directory starts empty")
+}
+func (s *frozenSource) Tile(t tlog.Tile) ([]byte, error) {
+	if s.meanwhile != nil {
+		f := s.meanwhile
+		s.meanwhile = nil
+		f()
+	}
+	return s.l.Tile(t)
+}
+
+// checkpointOf reads a signed checkpoint's text (its signature is the
+// ledger's own).
+func checkpointOf(t *testing.T, signed []byte) *log.Checkpoint {
+	t.Helper()
+	body, _, _ := bytes.Cut(signed, []byte("\n\n"))
+	var cp log.Checkpoint
+	if _, err := cp.Unmarshal(append(body, '\n')); err != nil {
+		t.Fatal(err)
+	}
+	return &cp
+}
+
+// TestInvariantExportNeverRollsTheCheckpointBack: while one export runs,
+// another into the same directory is refused and names the one running;
+// and a checkpoint of a larger tree that appears in DIR while an export
+// runs (another writer's) is never replaced by the export's smaller one.
+func TestInvariantExportNeverRollsTheCheckpointBack(t *testing.T) {
+	tpmtest.Run(t, func(t *testing.T, target tpmtest.Target) {
+		l := create(t, newDevice(t, target.Open(t)), t.TempDir())
+		appendN(t, l, 300)
+		signed, err := l.Checkpoint()
+		if err != nil {
+			t.Fatal(err)
+		}
+		appendN(t, l, 300)
+		larger, err := l.Checkpoint()
+		if err != nil {
+			t.Fatal(err)
+		}
+
+		dir := filepath.Join(t.TempDir(), "public")
+		var second error
+		slow := &frozenSource{l: l, signed: signed, cp: checkpointOf(t, signed), meanwhile: func() {
+			_, second = l.Export(dir)
+		}}
+		if _, err := ledger.ExportFrom(dir, slow); err != nil {
+			t.Fatal(err)
+		}
+		if !errors.Is(second, ledger.ErrExportRunning) || !strings.Contains(second.Error(), "pid") {
+			t.Errorf("a second export while one ran: %v", second)
+		}
+
+		dir = filepath.Join(t.TempDir(), "public")
+		slow = &frozenSource{l: l, signed: signed, cp: checkpointOf(t, signed), meanwhile: func() {
+			if err := os.WriteFile(filepath.Join(dir, "checkpoint"), larger, 0o644); err != nil {
+				t.Error(err)
+			}
+		}}
+		if _, err := ledger.ExportFrom(dir, slow); !errors.Is(err, ledger.ErrHistoryChanged) {
+			t.Errorf("an export whose checkpoint is smaller than the one DIR holds by then: %v", err)
+		}
+		if data, _ := os.ReadFile(filepath.Join(dir, "checkpoint")); !bytes.Equal(data, larger) {
+			t.Errorf("the larger checkpoint was replaced")
 		}
 	})
 }

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -50,9 +51,15 @@ type API struct {
 	// TPM work and not while a warrant awaits its press (attest_busy
 	// then). Its errors reach the log, the caller only attest_failed.
 	Attest func(nonce []byte) (any, error)
-	// Limit is the per-client rate limit, on every route (nil:
-	// DefaultRate, DefaultBurst).
+	// Limit is the per-client rate limit on every route but the
+	// read-only ledger routes (nil: DefaultRate, DefaultBurst).
 	Limit *Limiter
+	// Read is the per-client rate limit on the read-only ledger routes
+	// (GET /v1/checkpoint, /v1/entries..., /v1/consistency, /v1/tlog/...),
+	// a bucket apart from Limit (nil: DefaultReadRate, DefaultReadBurst).
+	Read *Limiter
+	// Tiles bounds the tile answers served at once (0: DefaultTiles).
+	Tiles int
 	// Global limits warrant submissions from all clients together (nil:
 	// DefaultGlobalRate, DefaultGlobalBurst).
 	Global *Limiter
@@ -74,6 +81,7 @@ type API struct {
 	once  sync.Once
 	sem   chan struct{}
 	lists chan struct{}
+	tiles chan struct{}
 }
 
 // Handler returns the API's routes.
@@ -89,6 +97,13 @@ func (a *API) Handler() http.Handler {
 			a.Verify = 2
 		}
 		a.sem = make(chan struct{}, a.Verify)
+		if a.Read == nil {
+			a.Read = NewLimiter(DefaultReadRate, DefaultReadBurst)
+		}
+		if a.Tiles <= 0 {
+			a.Tiles = DefaultTiles
+		}
+		a.tiles = make(chan struct{}, a.Tiles)
 		if a.Lists <= 0 {
 			a.Lists = 1
 		}
@@ -231,12 +246,27 @@ func (a *API) limit(next http.Handler) http.Handler {
 		if err != nil {
 			host = r.RemoteAddr
 		}
-		if !a.Limit.Allow(host) {
-			a.rateLimited(w, "too many requests from %s; slow down", host)
+		limit, what := a.Limit, "requests"
+		if isLedgerRead(r) {
+			limit, what = a.Read, "ledger reads"
+		}
+		if !limit.Allow(host) {
+			a.rateLimited(w, "too many %s from %s; retry after the time Retry-After gives", what, host)
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// isLedgerRead reports whether r is for a read-only ledger route: those
+// have their own limiter (API.Read).
+func isLedgerRead(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	p := r.URL.Path
+	return p == "/v1/checkpoint" || p == "/v1/consistency" || p == "/v1/entries" ||
+		strings.HasPrefix(p, "/v1/entries/") || strings.HasPrefix(p, TlogPrefix)
 }
 
 // rateLimited refuses with 429: counted in memory, nothing written.
@@ -364,10 +394,16 @@ func (a *API) entries(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, ledger.ErrBadRange): // past the end
 		writeError(w, refusal(CodeNotFound, "%v", err))
+	case errors.Is(err, ledger.ErrNoSigner): // as /v1/checkpoint answers it
+		writeError(w, refusal(CodeImageNotApproved, "cannot sign a checkpoint: %v", err))
 	case err != nil:
 		writeError(w, err)
 	default:
-		writeJSON(w, http.StatusOK, rp)
+		// Compact: a page is up to 128 entries with their proofs, and
+		// indentation would add a fifth to every answer.
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		_ = json.NewEncoder(w).Encode(rp)
 	}
 }
 

@@ -33,6 +33,7 @@ const (
 	CodeButtonHeld       Code = "button_held"                // held or stuck for the whole window
 	CodeTooLarge              = Code(warrant.ReasonTooLarge) // body over 64 KiB: the same cause as the warrant's own cap
 	CodeRateLimited      Code = "rate_limited"               // per-client rate limit
+	CodeLedgerBusy       Code = "ledger_busy"                // the tile routes' concurrency bound is full: retry after Retry-After
 	CodeNotFound         Code = "not_found"
 	CodeBadRequest       Code = "bad_request"
 	CodeUnavailable      Code = "unavailable" // e.g. attestation not configured
@@ -86,7 +87,7 @@ func HTTPStatus(c Code) int {
 		return http.StatusConflict
 	case CodeReplayed:
 		return http.StatusConflict
-	case CodeLedgerBlocked, CodeStateMismatch, CodeStateInterrupt, CodeForeignLedgerKey, CodeClockBehind, CodeImageNotApproved, CodePCRMismatch, CodeDowngrade, CodeShuttingDown, CodeNoShare, CodeTPMFull:
+	case CodeLedgerBlocked, CodeStateMismatch, CodeStateInterrupt, CodeForeignLedgerKey, CodeClockBehind, CodeImageNotApproved, CodePCRMismatch, CodeDowngrade, CodeShuttingDown, CodeNoShare, CodeTPMFull, CodeLedgerBusy:
 		return http.StatusServiceUnavailable
 	case CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
@@ -139,7 +140,7 @@ func codeOf(err error) Code {
 func Codes() []Code {
 	out := []Code{CodeBusy, CodeReplayed, CodeBeforeFloor, CodeLedgerBlocked, CodeStateMismatch, CodeStateInterrupt, CodeForeignLedgerKey,
 		CodeClockBehind, CodeImageNotApproved, CodePCRMismatch, CodeDowngrade, CodeNoPress, CodeButtonHeld, CodeTooLarge,
-		CodeRateLimited, CodeNotFound, CodeBadRequest, CodeUnavailable, CodeShuttingDown,
+		CodeRateLimited, CodeLedgerBusy, CodeNotFound, CodeBadRequest, CodeUnavailable, CodeShuttingDown,
 		CodeUnsealFailed, CodeSealFailed, CodeStoreFailed, CodeInterrupted, CodeLedgerFailed,
 		CodeInternal, CodeNotVerified, CodeNoShare,
 		CodeClientCertRequired, CodeClientCertUntrusted, CodeChangedAfterApproval,

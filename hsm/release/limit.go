@@ -14,7 +14,18 @@ const (
 	DefaultBurst       = 20 // requests at once per client
 	DefaultGlobalRate  = 10 // submissions per second from all clients
 	DefaultGlobalBurst = 30
-	maxClients         = 4096
+	// The read-only ledger routes (checkpoint, entries, consistency and
+	// the tlog tiles) have their own bucket per client, never the
+	// officer's: a mirror or a tlog client reads hundreds of tiles in a
+	// row, about 50 at once (torchwood), and must not use up the bucket of
+	// an officer behind the same address.
+	DefaultReadRate  = 200  // ledger reads per second per client, sustained
+	DefaultReadBurst = 1000 // ledger reads at once per client
+	// DefaultTiles bounds the tile answers served at once: a request
+	// waits up to tileWait for a slot, then gets 503 ledger_busy with
+	// Retry-After.
+	DefaultTiles = 4
+	maxClients   = 4096
 )
 
 // Limiter is a token bucket per client address. Its memory is bounded: when

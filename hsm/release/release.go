@@ -418,12 +418,8 @@ func (d *Daemon) verify(p7s []byte, now time.Time, own int64) (v *warrant.Verifi
 		code := codeOf(err)
 		return nil, signaturesVerified(code), code, err
 	}
-	floor := a.Ledger.ReplayFloor()
-	for _, s := range v.Signers {
-		if s.SigningTime.Before(floor) {
-			return nil, true, CodeBeforeFloor, fmt.Errorf("signed at %s, before this ledger's replay floor %s (ledger created or rollback resolved): ask the court for a fresh signature",
-				s.SigningTime.UTC().Format(time.RFC3339), floor.UTC().Format(time.RFC3339))
-		}
+	if code, err := CheckFloor(v.Signers, a.Ledger.ReplayFloor()); err != nil {
+		return nil, true, code, err
 	}
 	if i, seen, err := a.Ledger.Seen([]byte(v.Replay.String())); err != nil {
 		return nil, true, CodeInternal, err
@@ -431,6 +427,21 @@ func (d *Daemon) verify(p7s []byte, now time.Time, own int64) (v *warrant.Verifi
 		return nil, true, CodeReplayed, fmt.Errorf("warrant %s was already used (ledger entry %d)", v.Replay, i)
 	}
 	return v, true, "", nil
+}
+
+// CheckFloor refuses a warrant signed before the ledger's replay floor
+// (set when the ledger was created or a rollback resolved): the replay
+// index may have lost the warrants used before it, so only signatures
+// made after it prove a warrant new to this ledger. custodian warrant
+// verify checks the same on a device.
+func CheckFloor(signers []warrant.Identity, floor time.Time) (Code, error) {
+	for _, s := range signers {
+		if s.SigningTime.Before(floor) {
+			return CodeBeforeFloor, fmt.Errorf("signed at %s, before this ledger's replay floor %s (ledger created or rollback resolved): ask the court for a fresh signature",
+				s.SigningTime.UTC().Format(time.RFC3339), floor.UTC().Format(time.RFC3339))
+		}
+	}
+	return "", nil
 }
 
 // signaturesVerified reports whether a warrant refusal comes after its
@@ -460,7 +471,7 @@ func (d *Daemon) checkBundles(w *warrant.Warrant, list *warrant.EnvelopeList, ke
 		if err != nil {
 			return CodeNoShare, err
 		}
-		if code, err := checkEnvelopes(list, b); err != nil {
+		if code, err := CheckEnvelopes(list, b); err != nil {
 			return code, err
 		}
 		bundles = append(bundles, b)
@@ -494,14 +505,15 @@ func (d *Daemon) checkOpens(b *escrow.Bundle) (Code, error) {
 	return "", nil
 }
 
-// checkEnvelopes checks the envelopes a warrant names for b's key ID,
-// inline or by a list: the one place on the release path where envelopes
-// are checked, before the summary and again after the press. Each must
+// CheckEnvelopes checks the envelopes a warrant names for b's key ID,
+// inline or by a list: the one place where envelopes are checked, before
+// the summary and again after the press, and by custodian warrant verify
+// on a device (it reads b without the TPM). Each must
 // carry its sealer's proof of knowledge of its ephemeral key, for its key
 // ID, target and ciphertext: without it, a requester could name another
 // envelope's key in disguise (α·R, R + β·G, or R under another label) and
 // undo the disguise on the partials.
-func checkEnvelopes(list *warrant.EnvelopeList, b *escrow.Bundle) (Code, error) {
+func CheckEnvelopes(list *warrant.EnvelopeList, b *escrow.Bundle) (Code, error) {
 	k := b.Escrow.KeyID
 	var named []warrant.EnvelopeRef
 	if list != nil {

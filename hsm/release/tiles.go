@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/custodian-project/custodian/hsm/ledger"
 )
@@ -32,12 +33,24 @@ func (a *API) tlogCheckpoint(w http.ResponseWriter, r *http.Request) {
 // tile serves one hash tile or entry bundle. A path that is not a tile's
 // is a bad request; a tile past the ledger's size is not found (yet).
 // Each answer reads at most 256 hashes or entries (at most about 1 MiB).
+//
+// A tile has one URL: the path is parsed as the client wrote it (escaped),
+// so a percent-encoded spelling of a tile is not that tile, and a query
+// string is refused. Otherwise each spelling would be another cache key
+// for the same immutable bytes.
 func (a *API) tile(w http.ResponseWriter, r *http.Request) {
-	t, err := ledger.ParseTilePath(strings.TrimPrefix(r.URL.Path, TlogPrefix))
+	t, err := ledger.ParseTilePath(strings.TrimPrefix(r.URL.EscapedPath(), TlogPrefix))
+	if err == nil && (r.URL.RawQuery != "" || r.URL.ForceQuery) {
+		err = errors.New("a tile path takes no query string")
+	}
 	if err != nil {
 		writeError(w, refusal(CodeBadRequest, "%v", err))
 		return
 	}
+	if !a.tileSlot(w, r) {
+		return
+	}
+	defer func() { <-a.tiles }()
 	data, err := a.Daemon.cfg.Appliance.Ledger.Tile(t)
 	if errors.Is(err, ledger.ErrTileBeyondTree) {
 		writeError(w, refusal(CodeNotFound, "the ledger has %d entries and no tile %s yet; fetch %scheckpoint first and only the tiles its size needs",
@@ -55,6 +68,35 @@ func (a *API) tile(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Write(data) // hashes do not compress
+}
+
+// tileWait is how long a tile request waits for one of the API.Tiles
+// slots before it is refused with 503 and Retry-After.
+const tileWait = 2 * time.Second
+
+// tileSlot takes one of the slots that bound the tile answers served at
+// once, waiting up to tileWait; when none frees it answers 503
+// ledger_busy with Retry-After and reports false. A client that honours
+// Retry-After (custodian ledger export, torchwood's fetch of 50 at once)
+// reads the whole log; nothing is counted against its rate.
+func (a *API) tileSlot(w http.ResponseWriter, r *http.Request) bool {
+	select {
+	case a.tiles <- struct{}{}:
+		return true
+	default:
+	}
+	timer := time.NewTimer(tileWait)
+	defer timer.Stop()
+	select {
+	case a.tiles <- struct{}{}:
+		return true
+	case <-r.Context().Done():
+		return false
+	case <-timer.C:
+		w.Header().Set("Retry-After", "1")
+		writeError(w, refusal(CodeLedgerBusy, "the appliance is serving %d tiles at once; retry after the time Retry-After gives", cap(a.tiles)))
+		return false
+	}
 }
 
 // writeBundle sends an entry bundle gzip-compressed to a client that

@@ -1,6 +1,8 @@
 package release
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 )
@@ -42,4 +44,21 @@ func FuzzAcceptsGzip(f *testing.F) {
 			t.Fatalf("%q: a refusal of gzip added after made it accepted", header)
 		}
 	})
+}
+
+// TestTileRoutesAnswerBusyWhenFull: when every tile slot is taken for
+// longer than tileWait, a tile request gets 503 ledger_busy with
+// Retry-After, and takes no slot.
+func TestTileRoutesAnswerBusyWhenFull(t *testing.T) {
+	a := &API{Tiles: 1}
+	h := a.Handler()
+	a.tiles <- struct{}{} // a tile answer in progress
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, TlogPrefix+"tile/0/000", nil))
+	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") != "1" || !strings.Contains(w.Body.String(), string(CodeLedgerBusy)) {
+		t.Fatalf("all slots taken: %d, Retry-After %q, %s", w.Code, w.Header().Get("Retry-After"), w.Body)
+	}
+	if len(a.tiles) != 1 {
+		t.Fatalf("the refused request left %d slots taken", len(a.tiles))
+	}
 }

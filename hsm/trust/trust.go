@@ -411,7 +411,7 @@ func parseCRL(data []byte) (*x509.RevocationList, []*x509.Certificate, error) {
 			}
 			certs = append(certs, c)
 		default:
-			return nil, nil, fmt.Errorf("unexpected PEM block %q in CRL file; give one X509 CRL and its issuer's certificates", block.Type)
+			return nil, nil, fmt.Errorf("the CRL file holds a PEM block of another kind (%s); give one X509 CRL and its issuer's certificates", certfile.BlockName(block.Type))
 		}
 	}
 	if list == nil {

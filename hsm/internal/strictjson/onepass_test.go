@@ -9,7 +9,7 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 )
 
-// twoPassAccepts is the decoder before the one-pass change (b4ca5c7): a
+// twoPassAccepts is the earlier two-pass decoder: a
 // token-by-token syntax pass, then Unmarshal. It is the reference the
 // one-pass decoder must not be looser than.
 func twoPassAccepts(data []byte, v any) bool {
@@ -35,7 +35,7 @@ type breakInner struct {
 	X int `json:"x"`
 }
 
-type breakDoc struct {
+type probeDoc struct {
 	A   int               `json:"a"`
 	In  breakInner        `json:"in"`
 	M   map[string]int64  `json:"m"`
@@ -47,7 +47,7 @@ type breakDoc struct {
 	MS  map[string]string `json:"ms"`
 }
 
-var breakInputs = []string{
+var probeInputs = []string{
 	`{"m":{"k":1,"k":2}}`,
 	`{"any":{"k":1,"k":2}}`,
 	`{"any":{"o":{"k":1,"k":2}}}`,
@@ -89,8 +89,8 @@ var breakInputs = []string{
 // TestInvariantOnePassIsNoLooserThanTwoPass: every document the one-pass
 // decoder accepts, the two-pass decoder it replaced accepted too.
 func TestInvariantOnePassIsNoLooserThanTwoPass(t *testing.T) {
-	for _, in := range breakInputs {
-		var a, b breakDoc
+	for _, in := range probeInputs {
+		var a, b probeDoc
 		newOK := Decode([]byte(in), &a, 1<<20) == nil
 		oldOK := twoPassAccepts([]byte(in), &b)
 		if newOK && !oldOK {
@@ -103,11 +103,11 @@ func TestInvariantOnePassIsNoLooserThanTwoPass(t *testing.T) {
 }
 
 func FuzzOnePassNoLooser(f *testing.F) {
-	for _, in := range breakInputs {
+	for _, in := range probeInputs {
 		f.Add([]byte(in))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var a, b breakDoc
+		var a, b probeDoc
 		if Decode(data, &a, 1<<20) == nil && !twoPassAccepts(data, &b) {
 			t.Fatalf("one-pass accepts what two-pass refused: %q", data)
 		}
