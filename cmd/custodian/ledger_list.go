@@ -223,7 +223,7 @@ func (l *listRun) keepEvidence(cause error, oldSigned, newerSigned []byte) error
 	}
 	first, later := filepath.Join(l.evidence, "checkpoint-read-first.txt"), filepath.Join(l.evidence, "checkpoint-read-later.txt")
 	for path, data := range map[string][]byte{first: oldSigned, later: newerSigned} {
-		if err := writeNew(path, data, 0o644); err != nil {
+		if err := writeNew("evidence-out", path, data, 0o644); err != nil {
 			return withHint(cause, fmt.Sprintf("the checkpoints are printed above; --evidence-out: %v", err))
 		}
 	}

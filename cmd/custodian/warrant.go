@@ -70,10 +70,10 @@ func newWarrantNewCommand(g *globals) *cobra.Command {
 				return newWarrantRefused(err)
 			}
 			if list != nil {
-				if err := mustNotExist(out); err != nil {
+				if err := mustNotExist("out", out); err != nil {
 					return err
 				}
-				if err := writeNew(listOut, listFile, 0o644); err != nil {
+				if err := writeNew("envelope-list", listOut, listFile, 0o644); err != nil {
 					return err
 				}
 				if !g.json {
@@ -81,7 +81,7 @@ func newWarrantNewCommand(g *globals) *cobra.Command {
 						listOut, warrant.Thousands(w.EnvelopeList.Count))
 				}
 			}
-			if err := writeNew(out, data, 0o644); err != nil {
+			if err := writeNew("out", out, data, 0o644); err != nil {
 				return err
 			}
 			if g.json {
