@@ -99,7 +99,7 @@ func parsePCRList(s string) ([]int, error) {
 	for _, f := range strings.Split(s, ",") {
 		i, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil {
-			return nil, fmt.Errorf("--pcrs %q: want a comma-separated list of PCR numbers", s)
+			return nil, badUsage(fmt.Errorf("--pcrs %q: want a comma-separated list of PCR numbers", s))
 		}
 		out = append(out, i)
 	}

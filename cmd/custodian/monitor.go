@@ -253,7 +253,7 @@ func (m *monitorFlags) open(g *globals) ([]*follower, func(), error) {
 		return nil, nil, withHint(fmt.Errorf("--interval %s is too short", m.interval), "poll at most once a second; appliances serve checkpoints cached for 5 s")
 	}
 	if m.retries < 0 {
-		return nil, nil, errors.New("--retries cannot be negative")
+		return nil, nil, badUsage(errors.New("--retries cannot be negative"))
 	}
 	if err := os.MkdirAll(m.stateDir, 0o700); err != nil {
 		return nil, nil, err

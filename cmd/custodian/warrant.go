@@ -39,7 +39,7 @@ func newWarrantNewCommand(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if out == "" || recipientFile == "" {
-				return errors.New("--out and --recipient are required")
+				return badUsage(errors.New("--out and --recipient are required"))
 			}
 			pub, err := os.ReadFile(recipientFile)
 			if err != nil {
@@ -175,7 +175,7 @@ func detachEnvelopes(w *warrant.Warrant, listOut string) (*warrant.EnvelopeList,
 		return nil, nil, nil
 	}
 	if len(w.Envelopes) == 0 {
-		return nil, nil, errors.New("--envelope-list needs envelopes: give --envelope or --envelope-dir")
+		return nil, nil, badUsage(errors.New("--envelope-list needs envelopes: give --envelope or --envelope-dir"))
 	}
 	list, err := warrant.ListOf(w.Envelopes)
 	if err != nil {
@@ -570,7 +570,7 @@ func printVerified(g *globals, res *warrant.Verified, custodian string, d *devic
 func verifyStore(g *globals, roots, court string, crls []string) (*trust.Store, error) {
 	if roots == "" {
 		if len(crls) != 0 || court != "" {
-			return nil, errors.New("--crl and --court need --roots; the trust store has its own CRLs and courts (custodian trust list)")
+			return nil, badUsage(errors.New("--crl and --court need --roots; the trust store has its own CRLs and courts (custodian trust list)"))
 		}
 		if !isDir(g.dataDir) {
 			return nil, withHint(fmt.Errorf("there is no data directory %s, so no trust store to check the warrant against", g.dataDir),
