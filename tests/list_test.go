@@ -325,6 +325,18 @@ func TestWarrantNewWritesAListAboveTheInlineCap(t *testing.T) {
 	if !strings.Contains(out, "wrote "+p("w.envelopes")+": the list of the 200 envelopes") {
 		t.Fatalf("warrant new did not write the list:\n%s", out)
 	}
+	// A list file that exists is never replaced, and the hint names its flag.
+	code, _, stderr := cli(t, "warrant", "new", "--serial", "W-dir-2", "--docket", "CR-9/2026", "--court", testCourt,
+		"--agency", "Test Police", "--official", "Inspector Morse", "--offence", "fraud",
+		"--custodian", "court-a", "--custodian", "court-z", "--recipient", p("agency.pub"), "--envelope-dir", p("envs"),
+		"--not-before", now.Add(-time.Hour).Format(time.RFC3339), "--not-after", now.Add(48*time.Hour).Format(time.RFC3339),
+		"--envelope-list", p("w.envelopes"), "--out", p("w2.json"))
+	if code == 0 || !strings.Contains(stderr, "hint: remove it first or choose another --envelope-list") {
+		t.Fatalf("warrant new over an existing list: exit %d\n%s", code, stderr)
+	}
+	if _, err := os.Stat(p("w2.json")); err == nil {
+		t.Fatal("warrant new wrote the warrant though its list was refused")
+	}
 	data, _ := os.ReadFile(p("w.json"))
 	w, err := warrant.Parse(data, 0)
 	if err != nil || w.Envelopes != nil || w.EnvelopeList == nil || w.EnvelopeList.Count != 200 || !slices.Equal(w.KeyIDs, []string{"2026-12"}) {

@@ -174,11 +174,11 @@ var runbookPlans = map[string][]blockPlan{
 	},
 	"agency.md": {
 		{"4bbed537", "keygen", ""},
-		{"4ffb46c9", "seal", ""},
+		{"496867c8", "seal", ""},
 		{"a319757e", "recover", "a share-mode key ID; the story's ceremony makes the default, scoped"},
 		{"8686d4f6", "open", ""},
 		{"6adde611", "open a directory", ""},
-		{"6c1000af", "open with the key", "a share-mode key ID's recovered key (see recover)"},
+		{"ab9ca7b7", "open with the key", "a share-mode key ID's recovered key (see recover)"},
 	},
 	"auditor.md": {
 		{"0b66178c", "on the device", ""},

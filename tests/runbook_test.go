@@ -110,6 +110,7 @@ var runbookStory = slices.Concat([]storyStep{
 		{role: "agency", blocks: []string{"seal"}, dir: "messaging-provider"},
 		{role: "the messaging provider's envelopes", do: (*story).envelopes},
 		{role: "judge", blocks: []string{"warrant new", "warrant show", "find the key", "sign", "co-sign", "show and verify", "openssl cms"}, subst: [][2]string{{"<their label>", "second"}}},
+		{role: "judge.md's summary is the story's warrant", do: (*story).judgeSummary},
 		{role: "carry", do: carry("judge", "w2.p7s", "court-trust-admin", "w.p7s")},
 		{role: "court-trust-admin", blocks: []string{"warrant verify"}, on: []string{"court-a"}, atPi: true},
 		{role: "carry", do: (*story).toOfficer},
@@ -988,6 +989,29 @@ func (s *story) restore(id string) {
 	code, _, errOut := cli(s.t, "--tpm", d.sw.Spec(), "--data-dir", d.data, "ledger", "verify")
 	if code == 0 || !strings.Contains(errOut, "ledger blocked") {
 		s.t.Fatalf("the restored ledger is not blocked: exit %d\n%s", code, errOut)
+	}
+}
+
+// judgeSummary: the targets and envelopes judge.md's summary of warrant
+// new shows are those of the warrant the story's judge wrote from the
+// envelopes agency.md's sender sealed, so the runbooks tell one story.
+func (s *story) judgeSummary(string) {
+	doc, err := os.ReadFile(filepath.Join("..", "docs", "judge.md"))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	out := mustCLI(s.t, "warrant", "show", filepath.Join(s.dir("judge"), "w.json"))
+	n := 0
+	for _, line := range strings.Split(string(doc), "\n") {
+		if strings.HasPrefix(line, "Target:") || strings.HasPrefix(line, "Envelopes:") {
+			n++
+			if !strings.Contains(out, line+"\n") {
+				s.t.Errorf("judge.md shows %q; the story's warrant shows:\n%s", line, out)
+			}
+		}
+	}
+	if n == 0 {
+		s.t.Error("judge.md shows no Target: or Envelopes: line of a warrant")
 	}
 }
 

@@ -425,7 +425,7 @@ var breaks = []mutant{
 	// The monitor keeps the public's view of each ledger to one history.
 	{
 		name:  "the monitor accepts a tree that does not extend the one it saw",
-		edits: []edit{{"cmd/custodian/monitor_follow.go", "\t\tif ledger.VerifyConsistency(old, cp, proof) != nil {", "\t\tif ledger.VerifyConsistency(old, cp, proof) != nil && false {"}},
+		edits: []edit{{"hsm/ledger/checkpoint.go", "\tif tlog.CheckTree(proof, int64(newer.Size), tlog.Hash(newer.Hash), int64(old.Size), tlog.Hash(old.Hash)) != nil {", "\tif tlog.CheckTree(proof, int64(newer.Size), tlog.Hash(newer.Hash), int64(old.Size), tlog.Hash(old.Hash)) != nil && false {"}},
 		pkg:   "./tests", tests: []string{"TestMonitorDetectsSplitView"},
 	},
 	{

@@ -24,7 +24,7 @@ func newAgencyKeygenCommand(g *globals) *cobra.Command {
 			if out == "" || pub == "" {
 				return withHint(errors.New("--out and --pub are required"), "custodian agency keygen --out agency.key --pub agency.pub")
 			}
-			if err := mustNotExist(pub); err != nil {
+			if err := mustNotExist("pub", pub); err != nil {
 				return err
 			}
 			id, err := recipient.Generate(kem)
@@ -33,11 +33,11 @@ func newAgencyKeygenCommand(g *globals) *cobra.Command {
 			}
 			// 0600 and O_EXCL: an agency key lost to a typo would make every
 			// share sealed to it unrecoverable.
-			if err := writeNew(out, []byte(id.String()+"\n"), 0o600); err != nil {
+			if err := writeNew("out", out, []byte(id.String()+"\n"), 0o600); err != nil {
 				return err
 			}
 			line := id.Public().String()
-			if err := writeNew(pub, []byte(line+"\n"), 0o644); err != nil {
+			if err := writeNew("pub", pub, []byte(line+"\n"), 0o644); err != nil {
 				return err
 			}
 			fp := id.Public().Fingerprint()

@@ -167,7 +167,7 @@ func attestHint(err error) error {
 func parseNonce(s string) ([]byte, error) {
 	n, err := hex.DecodeString(s)
 	if err != nil || len(n) < attest.MinNonce || len(n) > attest.MaxNonce {
-		return nil, fmt.Errorf("--nonce: want %d to %d bytes in hex", attest.MinNonce, attest.MaxNonce)
+		return nil, badUsage(fmt.Errorf("--nonce: want %d to %d bytes in hex", attest.MinNonce, attest.MaxNonce))
 	}
 	return n, nil
 }

@@ -85,7 +85,7 @@ func newRecoverCommand(g *globals) *cobra.Command {
 			} else if err != nil {
 				return err
 			}
-			if err := writeNew(out, []byte(key.String()+"\n"), 0o600); err != nil {
+			if err := writeNew("out", out, []byte(key.String()+"\n"), 0o600); err != nil {
 				return err
 			}
 			g.printf("recovered the escrow key of %s from %d releases into %s\n", pub.KeyID, len(releases), out)
@@ -274,7 +274,7 @@ func openEnvelope(g *globals, o *envelopeOpener, f envelopeFile) error {
 	} else if err != nil {
 		return envelopeHint(fmt.Errorf("%s: %w", f.in, err))
 	}
-	if err := writeNew(f.out, plaintext, 0o600); err != nil {
+	if err := writeNew(f.outFlag, f.out, plaintext, 0o600); err != nil {
 		return err
 	}
 	g.printf("opened the envelope for target %q (key ID %s) into %s\n", env.Target, env.KeyID, f.out)

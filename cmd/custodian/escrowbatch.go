@@ -14,8 +14,9 @@ import (
 	"github.com/custodian-project/custodian/hsm/escrow"
 )
 
-// envelopeFile is one envelope to open and where its plaintext goes.
-type envelopeFile struct{ in, out string }
+// envelopeFile is one envelope to open and where its plaintext goes; outFlag
+// is the flag that named out (--out, or --out-dir for its directory).
+type envelopeFile struct{ in, out, outFlag string }
 
 // envelopeExt names the envelope files --in-dir takes, and is dropped
 // from an envelope's name to name its plaintext.
@@ -34,7 +35,7 @@ func envelopeFiles(ins []string, inDir, out, outDir string) ([]envelopeFile, err
 		if len(ins) != 1 || inDir != "" {
 			return nil, withHint(errors.New("--out takes exactly one --in"), "to open many envelopes, use --out-dir")
 		}
-		return []envelopeFile{{in: ins[0], out: out}}, nil
+		return []envelopeFile{{in: ins[0], out: out, outFlag: "out"}}, nil
 	}
 	paths := slices.Clone(ins)
 	if inDir != "" {
@@ -58,7 +59,7 @@ func envelopeFiles(ins []string, inDir, out, outDir string) ([]envelopeFile, err
 			return nil, withHint(fmt.Errorf("%s and %s would both open into %s", other, p, name), "open envelopes with the same file name into different --out-dir directories")
 		}
 		from[name] = p
-		files[i] = envelopeFile{in: p, out: filepath.Join(outDir, name)}
+		files[i] = envelopeFile{in: p, out: filepath.Join(outDir, name), outFlag: "out-dir"}
 	}
 	return files, nil
 }

@@ -14,15 +14,21 @@ import (
 	"github.com/custodian-project/custodian/hsm/durable"
 )
 
-// writeNew writes data to a new file at path. It never replaces an existing
-// file: outputs here are keys and signed documents, and silently replacing
-// one (or a device node named by mistake) loses something that matters.
-func writeNew(path string, data []byte, perm os.FileMode) error {
+// writeNew writes data to a new file at path, which the flag named flag
+// (without its dashes) gave. It never replaces an existing file: outputs
+// here are keys and signed documents, and silently replacing one (or a
+// device node named by mistake) loses something that matters.
+func writeNew(flag, path string, data []byte, perm os.FileMode) error {
 	err := durable.CreateFile(path, data, perm)
 	if errors.Is(err, fs.ErrExist) {
-		return withHint(err, "remove it first or choose another --out")
+		return existsHint(flag, err)
 	}
 	return err
+}
+
+// existsHint is the advice for an output file, given by flag, that exists.
+func existsHint(flag string, err error) error {
+	return withHint(err, "remove it first or choose another --"+flag)
 }
 
 // Caps on what the readers below take in: far above any real file of the
@@ -51,11 +57,11 @@ func readCapped(path string, limit int64) ([]byte, error) {
 	return data, nil
 }
 
-// mustNotExist refuses an output path early, before any work that would be
-// lost (such as a PIN prompt and a signature on a card).
-func mustNotExist(path string) error {
+// mustNotExist refuses an output path, given by flag, early: before any
+// work that would be lost (such as a PIN prompt and a signature on a card).
+func mustNotExist(flag, path string) error {
 	if _, err := os.Lstat(path); err == nil {
-		return withHint(&fs.PathError{Op: "create", Path: path, Err: fs.ErrExist}, "remove it first or choose another --out")
+		return existsHint(flag, &fs.PathError{Op: "create", Path: path, Err: fs.ErrExist})
 	}
 	return nil
 }

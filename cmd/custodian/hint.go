@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -76,18 +77,29 @@ func explainOS(err error) error {
 	return err
 }
 
+// usageError is a command line that does not fit its command: a flag the
+// parser refused, or flags a command checked against each other.
+type usageError struct{ error }
+
+func (u usageError) Unwrap() error { return u.error }
+
+// badUsage marks err as a command line that does not fit its command, so
+// that it points to the command's help.
+func badUsage(err error) error { return usageError{err} }
+
 // flagError says what a flag's value should have been, in place of the
-// parser's words ("strconv.ParseInt: parsing ...: invalid syntax").
+// parser's words ("strconv.ParseInt: parsing ...: invalid syntax"). Every
+// error the flag parser returns comes here, and is a usage error.
 func flagError(cmd *cobra.Command, err error) error {
 	var bad *pflag.InvalidValueError
 	if !errors.As(err, &bad) {
-		return err
+		return badUsage(err)
 	}
 	want, ok := flagTypes[bad.GetFlag().Value.Type()]
 	if !ok {
-		return err // a value type of its own, whose error says what it wants
+		return badUsage(err) // a value type of its own, whose error says what it wants
 	}
-	return fmt.Errorf("--%s %q: want %s", bad.GetFlag().Name, bad.GetValue(), want)
+	return badUsage(fmt.Errorf("--%s %q: want %s", bad.GetFlag().Name, bad.GetValue(), want))
 }
 
 // flagTypes names the values of the flag types the commands use.
@@ -96,21 +108,23 @@ var flagTypes = map[string]string{
 	"duration": "a duration such as 30s, 5m or 2h", "bool": "true or false", "float64": "a number",
 }
 
-// usageErrors are how cobra and pflag begin the errors of a command line
-// that does not fit the command: those get a pointer to its help.
-var usageErrors = []string{"accepts ", "unknown command", "required flag", "unknown flag", "unknown shorthand flag",
-	"flag needs an argument", "requires at least", "if any flags in the group", "--"}
+// usageErrors are how cobra begins the errors of a command line that does
+// not fit the command, beyond the flag parser's (flagError): its argument
+// counts, required flags and flag groups.
+var usageErrors = []string{"accepts ", "unknown command", "required flag", "requires at least",
+	"if any flags in the group", "at least one of the flags in the group"}
 
 // usageHint points a command line that does not fit its command to the
-// command's help, unless the error already carries advice.
+// command's help, unless the error already carries advice. Other errors,
+// even those that begin with a flag's name (--old: the checkpoint does not
+// verify), are about what the flag named, and get no such pointer.
 func usageHint(cmd *cobra.Command, err error) error {
 	if cmd == nil || len(hintsOf(err)) > 0 {
 		return err
 	}
-	for _, prefix := range usageErrors {
-		if strings.HasPrefix(err.Error(), prefix) {
-			return withHint(err, cmd.CommandPath()+" --help shows how to call it")
-		}
+	var u usageError
+	if errors.As(err, &u) || slices.ContainsFunc(usageErrors, func(prefix string) bool { return strings.HasPrefix(err.Error(), prefix) }) {
+		return withHint(err, cmd.CommandPath()+" --help shows how to call it")
 	}
 	return err
 }

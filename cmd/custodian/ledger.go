@@ -99,7 +99,7 @@ func parsePCRList(s string) ([]int, error) {
 	for _, f := range strings.Split(s, ",") {
 		i, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil {
-			return nil, fmt.Errorf("--pcrs %q: want a comma-separated list of PCR numbers", s)
+			return nil, badUsage(fmt.Errorf("--pcrs %q: want a comma-separated list of PCR numbers", s))
 		}
 		out = append(out, i)
 	}
@@ -191,14 +191,16 @@ func checkGrew(a *appliance.Appliance, oldPath string) error {
 	if err != nil {
 		return err
 	}
-	p, err := a.Ledger.ConsistencyProof(int64(old.Size), int64(now.Size))
-	if err != nil {
+	return extendsHint(ledger.CheckExtends(old, now, a.Ledger.ConsistencyProof))
+}
+
+// extendsHint advises on a ledger that does not extend the checkpoint
+// given with --old.
+func extendsHint(err error) error {
+	if !errors.Is(err, ledger.ErrTwoHistories) {
 		return err
 	}
-	if err := ledger.VerifyConsistency(old, now, p); err != nil {
-		return fmt.Errorf("the ledger is not an extension of the old checkpoint: %w", err)
-	}
-	return nil
+	return withHint(err, "keep the old checkpoint and the ledger's current one (custodian ledger checkpoint) as evidence and report them to the appliance's operator and the courts")
 }
 
 func newLedgerProveCommand(g *globals) *cobra.Command {

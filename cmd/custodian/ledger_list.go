@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -190,25 +189,9 @@ func (l *listRun) list(from, to int64) error {
 // every entry listed belongs to one history. If not, both signed
 // checkpoints are the evidence, and are kept.
 func (l *listRun) extends(old *log.Checkpoint, oldSigned []byte, newer *log.Checkpoint, newerSigned []byte) error {
-	var err error
-	switch {
-	case newer.Size < old.Size:
-		err = fmt.Errorf("the ledger shrank while it was read: %d entries, then %d", old.Size, newer.Size)
-	case newer.Size == old.Size:
-		if !bytes.Equal(newer.Hash, old.Hash) {
-			err = errors.New("two checkpoints of the same size with different root hashes: the ledger was forked")
-		}
-	default:
-		var proof tlog.TreeProof
-		if proof, err = l.src.consistency(int64(old.Size), int64(newer.Size)); err != nil {
-			return err
-		}
-		if err = ledger.VerifyConsistency(old, newer, proof); err != nil {
-			err = fmt.Errorf("the ledger is not an extension of the checkpoint read before: %w", err)
-		}
-	}
-	if err == nil {
-		return nil
+	err := ledger.CheckExtends(old, newer, l.src.consistency)
+	if !errors.Is(err, ledger.ErrTwoHistories) {
+		return err
 	}
 	return l.keepEvidence(err, oldSigned, newerSigned)
 }
@@ -223,7 +206,7 @@ func (l *listRun) keepEvidence(cause error, oldSigned, newerSigned []byte) error
 	}
 	first, later := filepath.Join(l.evidence, "checkpoint-read-first.txt"), filepath.Join(l.evidence, "checkpoint-read-later.txt")
 	for path, data := range map[string][]byte{first: oldSigned, later: newerSigned} {
-		if err := writeNew(path, data, 0o644); err != nil {
+		if err := writeNew("evidence-out", path, data, 0o644); err != nil {
 			return withHint(cause, fmt.Sprintf("the checkpoints are printed above; --evidence-out: %v", err))
 		}
 	}

@@ -127,15 +127,9 @@ func (r *remoteLedger) verify(ctx context.Context, g *globals, oldPath string) e
 		if err != nil {
 			return fmt.Errorf("--old: %w", err)
 		}
-		if old.Size > now.Size {
-			return fmt.Errorf("the ledger shrank: the old checkpoint has %d entries, the server's %d", old.Size, now.Size)
-		}
-		proof, err := r.consistency(ctx, int64(old.Size), int64(now.Size))
-		if err != nil {
-			return err
-		}
-		if err := ledger.VerifyConsistency(old, now, proof); err != nil {
-			return fmt.Errorf("the ledger is not an extension of the old checkpoint: %w", err)
+		prove := func(old, size int64) (tlog.TreeProof, error) { return r.consistency(ctx, old, size) }
+		if err := ledger.CheckExtends(old, now, prove); err != nil {
+			return extendsHint(err)
 		}
 	}
 	g.printf("ledger %s at %d entries: checkpoint verifies with the pinned key", now.Origin, now.Size)

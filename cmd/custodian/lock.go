@@ -29,10 +29,21 @@ var errDataDirBusy = errors.New("the data directory and its TPM are in use")
 // records who holds it so that the next one can be told. A data
 // directory that does not exist yet (before enroll) is not locked.
 func lockDataDir(dir string) (unlock func(), err error) {
-	f, err := openLock(filepath.Join(dir, lockName))
+	unlock, err = lockFile(filepath.Join(dir, lockName), "the data directory", func(holder string) error {
+		return withHint(fmt.Errorf("%w by %s", errDataDirBusy, holder),
+			"stop the release daemon (or let the other command finish) and try again; on the appliance, use the console, which stops the daemon for you")
+	})
 	if errors.Is(err, fs.ErrNotExist) {
 		return func() {}, nil
 	}
+	return unlock, err
+}
+
+// lockFile takes the lock file at path (openLock) without waiting, and
+// records who holds it. busy says what it means that another process,
+// holder, holds it; what names the lock in any other error.
+func lockFile(path, what string, busy func(holder string) error) (unlock func(), err error) {
+	f, err := openLock(path)
 	if err != nil {
 		return nil, err
 	}
@@ -40,10 +51,9 @@ func lockDataDir(dir string) (unlock func(), err error) {
 		holder := readHolder(f)
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, withHint(fmt.Errorf("%w by %s", errDataDirBusy, holder),
-				"stop the release daemon (or let the other command finish) and try again; on the appliance, use the console, which stops the daemon for you")
+			return nil, busy(holder)
 		}
-		return nil, fmt.Errorf("locking the data directory: %w", err)
+		return nil, fmt.Errorf("locking %s: %w", what, err)
 	}
 	recordHolder(f)
 	return func() { f.Close() }, nil

@@ -253,7 +253,7 @@ func (m *monitorFlags) open(g *globals) ([]*follower, func(), error) {
 		return nil, nil, withHint(fmt.Errorf("--interval %s is too short", m.interval), "poll at most once a second; appliances serve checkpoints cached for 5 s")
 	}
 	if m.retries < 0 {
-		return nil, nil, errors.New("--retries cannot be negative")
+		return nil, nil, badUsage(errors.New("--retries cannot be negative"))
 	}
 	if err := os.MkdirAll(m.stateDir, 0o700); err != nil {
 		return nil, nil, err
@@ -317,20 +317,9 @@ func clearAlarms(g *globals, followers []*follower, origins []string) error {
 // lockState keeps a second monitor off the same --state: two would each
 // move the state on from what they saw, and report entries twice.
 func lockState(dir string) (unlock func(), err error) {
-	f, err := openLock(filepath.Join(dir, lockName))
-	if err != nil {
-		return nil, err
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		holder := readHolder(f)
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, withHint(fmt.Errorf("--state %s is in use by %s", dir, holder), "run one monitor per state directory; give another --state to run a second")
-		}
-		return nil, fmt.Errorf("locking --state %s: %w", dir, err)
-	}
-	recordHolder(f)
-	return func() { f.Close() }, nil
+	return lockFile(filepath.Join(dir, lockName), "--state "+dir, func(holder string) error {
+		return withHint(fmt.Errorf("--state %s is in use by %s", dir, holder), "run one monitor per state directory; give another --state to run a second")
+	})
 }
 
 // follower builds the follower of one --appliance.

@@ -198,13 +198,13 @@ func (f *follower) poll(ctx context.Context) error {
 		return nil
 	}
 	src := newRemoteTiles(ctx, f.c, f.prefix, signed, cp)
-	if old != nil && old.Size > 0 && cp.Size > old.Size { // every tree extends the empty one
-		proof, err := tlog.ProveTree(int64(cp.Size), int64(old.Size), src.hashes)
+	if old != nil && cp.Size > old.Size {
+		err := ledger.CheckExtends(old, cp, func(o, n int64) (tlog.TreeProof, error) { return tlog.ProveTree(n, o, src.hashes) })
+		if errors.Is(err, ledger.ErrTwoHistories) {
+			return f.proven(findSplitView, signed, "%v", err)
+		}
 		if err != nil {
 			return f.pending(signed, f.tileAlarm(src.failed, errors.New("its hash tiles are not the tree its checkpoint signs")))
-		}
-		if ledger.VerifyConsistency(old, cp, proof) != nil {
-			return f.proven(findSplitView, signed, "the signed tree of %d entries does not extend the signed tree of %d seen before", cp.Size, old.Size)
 		}
 	}
 	from := f.reportedTo()

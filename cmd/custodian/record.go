@@ -36,10 +36,10 @@ checks an enrollment or an attestation without the challenge secret.`,
 			if err != nil {
 				return err
 			}
-			if err := writeNew(out, []byte(private+"\n"), 0o600); err != nil {
+			if err := writeNew("out", out, []byte(private+"\n"), 0o600); err != nil {
 				return err
 			}
-			if err := writeNew(pub, []byte(verifier+"\n"), 0o644); err != nil {
+			if err := writeNew("pub", pub, []byte(verifier+"\n"), 0o644); err != nil {
 				return withHint(err, fmt.Sprintf("the private key is already in %s: remove it too before you run keygen again", out))
 			}
 			if g.json {
@@ -130,8 +130,8 @@ func (r *recordOutput) check(c *enrollmentChecks) error {
 	case r.refuse != "" && !slices.Contains(enrollment.Reasons, r.refuse):
 		return withHint(fmt.Errorf("--refuse %q is not a reason a record gives", r.refuse), "one of "+strings.Join(enrollment.Reasons, ", "))
 	}
-	if err := mustNotExist(r.out); err != nil {
-		return withHint(err, "choose another --record-out; a published record is never replaced, a newer one with a higher --serial supersedes it")
+	if err := mustNotExist("record-out", r.out); err != nil {
+		return withHint(err, "a published record is never replaced: a newer one with a higher --serial supersedes it")
 	}
 	data, err := readFlagFile("signing-key", r.keyPath, maxKeyFileSize)
 	if err != nil {
@@ -175,8 +175,8 @@ func (r *recordOutput) write(g *globals, rec *enrollment.Record) error {
 	if err != nil {
 		return err
 	}
-	if err := writeNew(r.out, signed, 0o644); err != nil {
-		return withHint(err, "choose another --record-out")
+	if err := writeNew("record-out", r.out, signed, 0o644); err != nil {
+		return err
 	}
 	// To stderr: stdout may carry the verdict as --json.
 	fmt.Fprintf(g.stderr, "record %d of %s (%s) written to %s; publish it beside the custodian's earlier records\n",

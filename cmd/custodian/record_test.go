@@ -182,7 +182,7 @@ func TestInvariantAttestVerifyRefusesBadRecords(t *testing.T) {
 		"record of an unbound AK": {[]string{"enroll", "verify", "--in", s.enrollment, "--ek-roots", s.roots, "--allow-unbound-ak",
 			"--record-out", newRecord, "--signing-key", s.authorityKey, "--serial", "2"}, "cannot vouch"},
 		"record over a record": {[]string{"enroll", "verify", "--in", s.enrollment, "--ek-roots", s.roots, "--secret", secret,
-			"--record-out", s.record, "--signing-key", s.authorityKey, "--serial", "2"}, "already exists"},
+			"--record-out", s.record, "--signing-key", s.authorityKey, "--serial", "2"}, "hint: remove it first or choose another --record-out"},
 		"record without a serial": {[]string{"enroll", "verify", "--in", s.enrollment, "--ek-roots", s.roots, "--secret", secret,
 			"--record-out", newRecord, "--signing-key", s.authorityKey}, "--record-out needs --serial"},
 		"an unknown reason": {[]string{"enroll", "verify", "--in", s.enrollment, "--refuse", "because",

@@ -48,10 +48,10 @@ func newUpdateKeygenCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := writeNew(out, []byte(private+"\n"), 0o600); err != nil {
+			if err := writeNew("out", out, []byte(private+"\n"), 0o600); err != nil {
 				return err
 			}
-			if err := writeNew(pub, []byte(public), 0o644); err != nil {
+			if err := writeNew("pub", pub, []byte(public), 0o644); err != nil {
 				return err
 			}
 			g.printf("update key %s: private in %s (keep offline), public in %s (verifier and approval key)\n", name, out, pub)

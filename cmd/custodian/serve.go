@@ -236,7 +236,7 @@ func newButtonCommand(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if hold < 0 || hold > time.Hour {
-				return errors.New("--hold must be between 0 and 1h")
+				return badUsage(errors.New("--hold must be between 0 and 1h"))
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), hold+10*time.Second)
 			defer cancel()

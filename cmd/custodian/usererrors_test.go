@@ -149,6 +149,10 @@ func TestEveryUserErrorNamesCauseAndNextStep(t *testing.T) {
 			[]string{"is neither a warrant document (JSON) nor a signed warrant (CMS)", "hint: give the w.json custodian warrant new wrote, or the w.p7s custodian warrant sign wrote"}},
 		{"output exists", []string{"agency", "keygen", "--out", batch.identity, "--pub", p("new.pub")},
 			[]string{"already exists", "hint: remove it first or choose another --out"}},
+		{"public key output exists", []string{"agency", "keygen", "--out", p("new.key"), "--pub", agencyPub},
+			[]string{"already exists", "hint: remove it first or choose another --pub"}},
+		{"update verifier output exists", []string{"update", "keygen", "--name", "u", "--out", p("u2.key"), "--pub", agencyPub},
+			[]string{"already exists", "hint: remove it first or choose another --pub"}},
 
 		// Files of the wrong kind.
 		{"certificate as escrow file", []string{"escrow", "seal", "--escrow", cert, "--target", "t", "--in", text, "--out", p("o.env")},

@@ -39,7 +39,7 @@ func newWarrantNewCommand(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if out == "" || recipientFile == "" {
-				return errors.New("--out and --recipient are required")
+				return badUsage(errors.New("--out and --recipient are required"))
 			}
 			pub, err := os.ReadFile(recipientFile)
 			if err != nil {
@@ -70,10 +70,10 @@ func newWarrantNewCommand(g *globals) *cobra.Command {
 				return newWarrantRefused(err)
 			}
 			if list != nil {
-				if err := mustNotExist(out); err != nil {
+				if err := mustNotExist("out", out); err != nil {
 					return err
 				}
-				if err := writeNew(listOut, listFile, 0o644); err != nil {
+				if err := writeNew("envelope-list", listOut, listFile, 0o644); err != nil {
 					return err
 				}
 				if !g.json {
@@ -81,7 +81,7 @@ func newWarrantNewCommand(g *globals) *cobra.Command {
 						listOut, warrant.Thousands(w.EnvelopeList.Count))
 				}
 			}
-			if err := writeNew(out, data, 0o644); err != nil {
+			if err := writeNew("out", out, data, 0o644); err != nil {
 				return err
 			}
 			if g.json {
@@ -175,7 +175,7 @@ func detachEnvelopes(w *warrant.Warrant, listOut string) (*warrant.EnvelopeList,
 		return nil, nil, nil
 	}
 	if len(w.Envelopes) == 0 {
-		return nil, nil, errors.New("--envelope-list needs envelopes: give --envelope or --envelope-dir")
+		return nil, nil, badUsage(errors.New("--envelope-list needs envelopes: give --envelope or --envelope-dir"))
 	}
 	list, err := warrant.ListOf(w.Envelopes)
 	if err != nil {
@@ -570,7 +570,7 @@ func printVerified(g *globals, res *warrant.Verified, custodian string, d *devic
 func verifyStore(g *globals, roots, court string, crls []string) (*trust.Store, error) {
 	if roots == "" {
 		if len(crls) != 0 || court != "" {
-			return nil, errors.New("--crl and --court need --roots; the trust store has its own CRLs and courts (custodian trust list)")
+			return nil, badUsage(errors.New("--crl and --court need --roots; the trust store has its own CRLs and courts (custodian trust list)"))
 		}
 		if !isDir(g.dataDir) {
 			return nil, withHint(fmt.Errorf("there is no data directory %s, so no trust store to check the warrant against", g.dataDir),

@@ -31,7 +31,7 @@ func newWarrantSignCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := mustNotExist(out); err != nil {
+			if err := mustNotExist("out", out); err != nil {
 				return err
 			}
 			// Check the document, and show the judge what the appliance will
@@ -71,7 +71,7 @@ func newWarrantSignCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return pinHint(err)
 			}
-			if err := writeNew(out, p7s, 0o644); err != nil {
+			if err := writeNew("out", out, p7s, 0o644); err != nil {
 				return err
 			}
 			g.printf("signed by %s; wrote %s\n", chain[0].Subject.CommonName, out)

@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 
@@ -146,10 +147,43 @@ func VerifyInclusion(cp *log.Checkpoint, i int64, entry []byte, proof tlog.Recor
 	return tlog.CheckRecord(proof, int64(cp.Size), tlog.Hash(cp.Hash), i, tlog.RecordHash(entry))
 }
 
-// VerifyConsistency checks that the log of old is a prefix of the log of
-// newer: the ledger only grew.
-func VerifyConsistency(old, newer *log.Checkpoint, proof tlog.TreeProof) error {
-	return tlog.CheckTree(proof, int64(newer.Size), tlog.Hash(newer.Hash), int64(old.Size), tlog.Hash(old.Hash))
+// ErrTwoHistories is the answer of CheckExtends when two checkpoints, both
+// verified, cannot be one history: the ledger went back or forked. The two
+// signed checkpoints are the evidence of it. The errors that match it say
+// only how the trees differ, so that each reader can say what follows.
+var ErrTwoHistories = errors.New("two signed checkpoints that are not one history")
+
+// twoHistories is a refusal of CheckExtends, in its words; it is
+// ErrTwoHistories.
+type twoHistories string
+
+func (e twoHistories) Error() string        { return string(e) }
+func (e twoHistories) Is(target error) bool { return target == ErrTwoHistories }
+
+// CheckExtends checks that the tree of newer extends the tree of old, a
+// checkpoint of the same log seen before: the same tree, or old's entries
+// followed by more. Only then, and when old has entries, it asks prove for
+// the consistency proof from old's size to newer's (as a ledger's
+// ConsistencyProof does) and checks it. An error of prove is returned as it
+// is; a tree that does not extend old's is ErrTwoHistories, in the one
+// wording every reader of the ledger uses.
+func CheckExtends(old, newer *log.Checkpoint, prove func(old, size int64) (tlog.TreeProof, error)) error {
+	switch {
+	case newer.Size < old.Size:
+		return twoHistories(fmt.Sprintf("the signed tree of %d entries is smaller than the signed tree of %d seen before", newer.Size, old.Size))
+	case newer.Size == old.Size && !bytes.Equal(newer.Hash, old.Hash):
+		return twoHistories(fmt.Sprintf("two signed trees of %d entries with different root hashes", newer.Size))
+	case newer.Size == old.Size || old.Size == 0: // every tree extends the empty one
+		return nil
+	}
+	proof, err := prove(int64(old.Size), int64(newer.Size))
+	if err != nil {
+		return err
+	}
+	if tlog.CheckTree(proof, int64(newer.Size), tlog.Hash(newer.Hash), int64(old.Size), tlog.Hash(old.Hash)) != nil {
+		return twoHistories(fmt.Sprintf("the signed tree of %d entries does not extend the signed tree of %d seen before", newer.Size, old.Size))
+	}
+	return nil
 }
 
 // Inclusion is an entry with everything an auditor needs to check it is in

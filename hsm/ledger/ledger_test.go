@@ -128,15 +128,26 @@ func TestOurVerifiersCatchForgeries(t *testing.T) {
 		if err := ledger.VerifyInclusion(cp, 2, forged, p); err == nil {
 			t.Fatal("a forged entry verified")
 		}
-		tp, _ := l.ConsistencyProof(int64(old.Size), int64(cp.Size))
-		if err := ledger.VerifyConsistency(old, cp, tp); err != nil {
+		if err := ledger.CheckExtends(old, cp, l.ConsistencyProof); err != nil {
 			t.Fatal(err)
 		}
-		// A checkpoint of another history of the same size is inconsistent.
+		// A checkpoint of another history is not extended, whether older,
+		// of the same size, or newer.
 		other := *old
 		other.Hash = bytes.Clone(cp.Hash)
-		if err := ledger.VerifyConsistency(&other, cp, tp); err == nil {
-			t.Fatal("an inconsistent history verified")
+		if err := ledger.CheckExtends(&other, cp, l.ConsistencyProof); !errors.Is(err, ledger.ErrTwoHistories) {
+			t.Fatalf("an older checkpoint of another history: %v", err)
+		}
+		same := *cp
+		same.Hash = bytes.Clone(old.Hash)
+		if err := ledger.CheckExtends(cp, &same, l.ConsistencyProof); !errors.Is(err, ledger.ErrTwoHistories) {
+			t.Fatalf("another root for the same size: %v", err)
+		}
+		if err := ledger.CheckExtends(cp, old, l.ConsistencyProof); !errors.Is(err, ledger.ErrTwoHistories) {
+			t.Fatalf("a smaller tree: %v", err)
+		}
+		if err := ledger.CheckExtends(cp, cp, l.ConsistencyProof); err != nil {
+			t.Fatalf("the same tree: %v", err)
 		}
 		tampered := bytes.Replace(signed, []byte("\n7\n"), []byte("\n8\n"), 1)
 		if _, err := ledger.VerifyCheckpoint(tampered, d.key.Verifier); !errors.Is(err, ledger.ErrBadCheckpoint) {

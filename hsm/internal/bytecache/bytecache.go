@@ -56,13 +56,6 @@ func (c *Cache[V]) Add(key string, value V) {
 	c.entries[key] = &entry[V]{value: value}
 }
 
-// Len is the number of entries held.
-func (c *Cache[V]) Len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.entries)
-}
-
 // evict drops one entry not used since the last sweep (a clock policy:
 // cheap, and close enough to least recently used), clearing the marks it
 // passes; if every entry was used, one of them goes.
