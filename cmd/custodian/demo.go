@@ -162,6 +162,7 @@ func (d *demo) run(ctx context.Context) error {
 		d.stranger,
 		d.openEnvelope,
 		d.audit,
+		d.transparencyReport,
 	}
 	for _, step := range steps {
 		err := ctx.Err()

@@ -258,6 +258,14 @@ func (r *Report) Totals() Totals {
 }
 
 func (t Totals) String() string {
-	return fmt.Sprintf("%d releases, %d refusals logged, %d refusals counted before verification, in %d entries",
-		t.Releases, t.Refusals, t.Counted, t.Entries)
+	return fmt.Sprintf("%s, %s logged, %s counted before verification, in %s",
+		count(t.Releases, "release", "releases"), count(t.Refusals, "refusal", "refusals"),
+		count(t.Counted, "refusal", "refusals"), count(t.Entries, "entry", "entries"))
+}
+
+func count(n uint64, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }
