@@ -143,7 +143,7 @@ func (f *reportFlags) read(ctx context.Context, g *globals, raw, keyFlag string,
 	id := report.Custodian(cp.Origin)
 	tiles := newRemoteTiles(ctx, c, src.prefix, signed, cp)
 	if err := eachEntry(tiles, int64(cp.Size), func(index int64, e *ledger.Entry) { b.Add(id, e) }); err != nil {
-		return report.Log{}, fmt.Errorf("--ledger %s: %w", raw, err)
+		return report.Log{}, src.notTheLog(raw, err)
 	}
 	l := report.Log{Origin: cp.Origin, Source: raw, Size: int64(cp.Size), Checkpoint: string(signed)}
 	b.AddLog(l)
@@ -227,6 +227,24 @@ func (s ledgerSource) client(g *globals, network clientTLS) (*apiClient, func(),
 	}
 	c := &apiClient{base: &url.URL{Scheme: "file", Path: "/"}, http: &http.Client{Transport: http.NewFileTransportFS(root.FS())}}
 	return c, func() { root.Close() }, nil
+}
+
+// notTheLog is a tile or bundle of raw that does not check against its
+// signed checkpoint: the reader's words for export --server (which keeps
+// what it wrote) give way to the report's, which writes nothing.
+func (s ledgerSource) notTheLog(raw string, err error) error {
+	var fetch *fetchError
+	if errors.As(err, &fetch) {
+		return withHint(fmt.Errorf("--ledger %s: %w", raw, err), s.hint())
+	}
+	where := "the server"
+	if s.dir != "" {
+		where = "the directory"
+	}
+	text := strings.ReplaceAll(err.Error(), lyingServer, where+" does not hold the log its key signs")
+	text = strings.ReplaceAll(text, "the server's ", "")
+	return withHint(fmt.Errorf("--ledger %s: %s", raw, text),
+		"nothing was written: keep the files as they are and report them to the appliance's operator; its own copy (custodian ledger export) is the log to publish")
 }
 
 // hint says what to check when a source's checkpoint cannot be read.
