@@ -26,9 +26,9 @@ import (
 	"github.com/custodian-project/custodian/hsm/enrollment"
 	"github.com/custodian-project/custodian/hsm/escrow"
 	"github.com/custodian-project/custodian/hsm/ledger"
-	"github.com/custodian-project/custodian/hsm/report"
 	"github.com/custodian-project/custodian/hsm/release"
 	"github.com/custodian-project/custodian/hsm/release/tlstest"
+	"github.com/custodian-project/custodian/hsm/report"
 	"github.com/custodian-project/custodian/tpm"
 	"github.com/custodian-project/custodian/tpm/swtpm"
 )

@@ -47,11 +47,11 @@ type Log struct {
 type Month struct {
 	Month     string `json:"month"` // 2006-01
 	Custodian string `json:"custodian"`
-	Releases  uint64 `json:"releases"`  // release entries (one per key ID per request)
-	Refusals  uint64 `json:"refusals"`  // refusal entries: a signed warrant refused
-	Counted   uint64 `json:"counted"`   // refusals before verification, counted in unverified entries
-	Failures  uint64 `json:"failures"`  // failure entries: an operation failed after its entry
-	Other     uint64 `json:"other"`     // init, provision, trust, reseal, resolve, floor entries
+	Releases  uint64 `json:"releases"` // release entries (one per key ID per request)
+	Refusals  uint64 `json:"refusals"` // refusal entries: a signed warrant refused
+	Counted   uint64 `json:"counted"`  // refusals before verification, counted in unverified entries
+	Failures  uint64 `json:"failures"` // failure entries: an operation failed after its entry
+	Other     uint64 `json:"other"`    // init, provision, trust, reseal, resolve, floor entries
 }
 
 // Reason is how many refusals one custodian logged for one reason in one
