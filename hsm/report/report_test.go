@@ -238,3 +238,60 @@ func FuzzReportPage(f *testing.F) {
 		checkNoInjection(t, s, pageWith(t, s))
 	})
 }
+
+// TestPageLoadsNothing: the page names no script, no source to load, and
+// links only to its own sections and the files written beside it; its
+// content security policy forbids loading anything but its inline style.
+func TestPageLoadsNothing(t *testing.T) {
+	b := NewBuilder()
+	b.AddLog(Log{Origin: "custodian/court-a", Source: "https://custodian-a.example:8443", Size: 50})
+	for _, e := range sample(3, 50) {
+		b.Add("court-a", e)
+	}
+	var buf bytes.Buffer
+	if err := b.Report(time.Now()).WriteHTML(&buf); err != nil {
+		t.Fatal(err)
+	}
+	doc, err := html.Parse(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	siblings := map[string]bool{JSONFile: true, MonthsCSV: true, ReasonsCSV: true, KeyIDsCSV: true}
+	ids := map[string]bool{}
+	var fragments []string
+	csp := ""
+	for n := range doc.Descendants() {
+		if n.Type != html.ElementNode {
+			continue
+		}
+		if n.Data == "script" || n.Data == "link" || n.Data == "img" || n.Data == "iframe" {
+			t.Errorf("the page has a <%s>", n.Data)
+		}
+		for _, a := range n.Attr {
+			switch {
+			case a.Key == "id":
+				ids[a.Val] = true
+			case a.Key == "src" || a.Key == "srcset" || a.Key == "xlink:href":
+				t.Errorf("<%s %s=%q>", n.Data, a.Key, a.Val)
+			case a.Key == "href" && strings.HasPrefix(a.Val, "#"):
+				fragments = append(fragments, a.Val[1:])
+			case a.Key == "href" && !siblings[a.Val]:
+				t.Errorf("a link to %q", a.Val)
+			case a.Key == "http-equiv" && a.Val == "Content-Security-Policy":
+				for _, c := range n.Attr {
+					if c.Key == "content" {
+						csp = c.Val
+					}
+				}
+			}
+		}
+	}
+	for _, f := range fragments {
+		if !ids[f] {
+			t.Errorf("a link to #%s, which the page does not have", f)
+		}
+	}
+	if !strings.HasPrefix(csp, "default-src 'none'") {
+		t.Errorf("content security policy %q, want default-src 'none'", csp)
+	}
+}
