@@ -295,3 +295,35 @@ func TestPageLoadsNothing(t *testing.T) {
 		t.Errorf("content security policy %q, want default-src 'none'", csp)
 	}
 }
+
+// TestCSVFieldsAreNotFormulas: a field a spreadsheet would run as a
+// formula is written as text; CSV quoting keeps commas and quotes in
+// their field.
+func TestCSVFieldsAreNotFormulas(t *testing.T) {
+	b := NewBuilder()
+	at := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	for _, s := range []string{`=HYPERLINK("https://elsewhere.example/")`, "+1", "-1", "@SUM(A1)", `a,"b"`} {
+		b.Add(s, &ledger.Entry{Time: at, Kind: ledger.KindRelease, Outcome: ledger.OutcomeOK, KeyID: s})
+	}
+	var buf bytes.Buffer
+	if err := b.Report(at).writeKeys(&buf); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := csv.NewReader(&buf).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 6 {
+		t.Fatalf("%d rows, want a header and 5", len(rows))
+	}
+	for _, row := range rows[1:] {
+		for _, f := range row[:2] {
+			if strings.ContainsAny(f[:1], "=+-@") {
+				t.Errorf("field %q starts a formula", f)
+			}
+		}
+		if row[0] != row[1] || (row[0] != `a,"b"` && row[0][0] != '\'') {
+			t.Errorf("row %q: the key ID and custodian fields are not the value written, as text", row)
+		}
+	}
+}
