@@ -16,7 +16,7 @@ deps:
 	@sh .ci/deps
 
 # CUSTODIAN_REQUIRE_TOOLS turns a test that would skip for a missing part
-# (swtpm, SoftHSM2, openssl, cgo) into a failure: nothing skips silently.
+# (swtpm, SoftHSM2, openssl, cgo, chromium) into a failure: nothing skips silently.
 test: deps
 	$(GO) vet ./... ./.ci/mutants
 	CUSTODIAN_REQUIRE_TOOLS=1 $(GO) test -count=1 -timeout 20m ./...

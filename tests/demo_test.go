@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,6 +51,7 @@ func TestDemoTellsTheWholeStory(t *testing.T) {
 		"agency:            checked 2 partial decryptions against their TPM proofs and opened the envelope for alice@example.org",
 		"agency:            the same releases do not open other.env",
 		"auditor:           fetched court-a's signed checkpoint over TLS without a client certificate, verified it",
+		"auditor:           read the 3 custodians' ledgers as tiles, each entry proven under its signed checkpoint, and wrote the transparency report",
 		"demo:              the opened message equals the original",
 	} {
 		if !strings.Contains(out, want) {
@@ -62,6 +64,7 @@ func TestDemoTellsTheWholeStory(t *testing.T) {
 		}
 	}
 	checkKept(t, keep)
+	checkDemoReport(t, keep, strings.Count(out, "logged release entry"))
 	if pids := processesUsing(keep); len(pids) > 0 {
 		t.Errorf("processes still running from the demo's directory: %v", pids)
 	}
@@ -114,5 +117,29 @@ func TestDemoWithoutSwtpmSaysHowToGetIt(t *testing.T) {
 	if err == nil || !strings.Contains(stderr.String(), "swtpm is not installed") ||
 		!strings.Contains(stderr.String(), "hint: make test installs swtpm") {
 		t.Fatalf("exit %v\n%s", err, stderr.String())
+	}
+}
+
+// checkDemoReport: the demo's transparency report reads all three ledgers
+// and counts the releases the story logged.
+func checkDemoReport(t *testing.T, keep string, releases int) {
+	t.Helper()
+	var r struct {
+		Logs   []struct{ Origin string }
+		Months []struct{ Releases int }
+	}
+	data, err := os.ReadFile(filepath.Join(keep, "report", "report.json"))
+	if err != nil || json.Unmarshal(data, &r) != nil {
+		t.Fatalf("the demo's report.json: %v", err)
+	}
+	got := 0
+	for _, m := range r.Months {
+		got += m.Releases
+	}
+	if len(r.Logs) != 3 || got != releases || releases == 0 {
+		t.Errorf("the demo's report: %d ledgers and %d releases, want 3 ledgers and the %d releases the demo logged", len(r.Logs), got, releases)
+	}
+	if _, err := os.Stat(filepath.Join(keep, "report", "index.html")); err != nil {
+		t.Errorf("the demo's report page: %v", err)
 	}
 }

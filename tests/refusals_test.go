@@ -39,6 +39,7 @@ type rig struct {
 	a      *appliance.Appliance
 	daemon *release.Daemon
 	srv    *httptest.Server
+	site   *site // the server's TLS CA and the officer's certificate
 	c      *client
 	pin    *gpiotest.Pin
 	court  *court
@@ -111,6 +112,7 @@ func (r *rig) start(t testing.TB) {
 	// A generous limit: these tests are about refusals, not rate limits.
 	// Over TLS with a court officer's certificate, as serve runs.
 	s := newSite(t)
+	r.site = s
 	tlsCfg, officers := s.serverTLS(t)
 	r.srv = httptest.NewUnstartedServer((&release.API{Daemon: r.daemon, Limit: release.NewLimiter(1000, 1000), Global: release.NewLimiter(1000, 1000), Officers: officers}).Handler())
 	r.srv.TLS = tlsCfg

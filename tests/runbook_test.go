@@ -118,7 +118,7 @@ var runbookStory = slices.Concat([]storyStep{
 		{role: "carry", do: (*story).toAgency},
 		{role: "agency", blocks: []string{"open", "open a directory"}},
 		{role: "carry", do: (*story).toAuditor},
-		{role: "auditor", blocks: []string{"checkpoint over TLS", "ledger export", "ledger list over TLS", "attest over TLS"}},
+		{role: "auditor", blocks: []string{"checkpoint over TLS", "ledger export", "ledger list over TLS", "report", "attest over TLS"}},
 		// The monitor follows both releasing appliances from a state
 		// directory the auditor owns; cron and the service poll again.
 		{role: "auditor", blocks: []string{"monitor", "monitor from cron", "monitor as a service"}, subst: monitorPaths},

@@ -443,4 +443,15 @@ var breaks = []mutant{
 		edits: []edit{{"cmd/custodian/ledger_export.go", "\t\tif tlog.RecordHash(e) != leaves[i] {", "\t\tif tlog.RecordHash(e) != leaves[i] && false {"}},
 		pkg:   "./cmd/custodian", tests: []string{"TestMonitorRefusesTilesThatAreNotTheSignedTree"},
 	},
+	// The transparency report publishes only checked entries, as text.
+	{
+		name:  "the report counts entry bundles without checking them against the signed tree",
+		edits: []edit{{"cmd/custodian/report.go", "		data, err := src.Tile(t)", "		data, err := src.get(t)"}},
+		pkg:   "./tests", tests: []string{"TestInvariantReportCountsOnlyVerifiedEntries"},
+	},
+	{
+		name:  "the report page is rendered without escaping",
+		edits: []edit{{"hsm/report/render.go", "\t\"html/template\"", "\t\"text/template\""}},
+		pkg:   "./hsm/report", tests: []string{"TestInvariantReportEscapesLedgerFields"},
+	},
 }

@@ -27,6 +27,7 @@ func registerCommands(root *cobra.Command, g *globals) {
 		newButtonCommand(g),
 		newReleaseCommand(g),
 		newMonitorCommand(g),
+		newReportCommand(g),
 		newDemoCommand(g),
 	)
 }

@@ -58,7 +58,8 @@ and presses each simulated button, and each TPM computes and proves its
 partial decryption of that envelope; a replay is refused, and so is a
 submission without an officer's certificate; the agency checks the
 proofs and opens the named envelope, and the same releases do not open the
-other; the auditor checks a checkpoint and an inclusion proof.
+other; the auditor checks a checkpoint and an inclusion proof, and writes
+the transparency report of the three ledgers (report/index.html in --keep DIR).
 
 It exits 0 only if the opened envelope equals the original message. Every
 file stays in --keep DIR for inspection; without it a temporary directory is
@@ -162,6 +163,7 @@ func (d *demo) run(ctx context.Context) error {
 		d.stranger,
 		d.openEnvelope,
 		d.audit,
+		d.transparencyReport,
 	}
 	for _, step := range steps {
 		err := ctx.Err()

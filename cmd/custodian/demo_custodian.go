@@ -28,6 +28,7 @@ import (
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/release"
 	"github.com/custodian-project/custodian/hsm/release/tlstest"
+	"github.com/custodian-project/custodian/hsm/report"
 	"github.com/custodian-project/custodian/tpm"
 	"github.com/custodian-project/custodian/tpm/swtpm"
 )
@@ -366,6 +367,34 @@ func (d *demo) audit(ctx context.Context) error {
 	}
 	d.say("auditor", "fetched %s's signed checkpoint over TLS without a client certificate, verified it (%d entries) and the inclusion proof of entry %d (%s, key ID %s)",
 		c.id, cp.Size, inc.Index, e.Kind, e.KeyID)
+	return nil
+}
+
+// transparencyReport is what anyone can publish from the custodians'
+// public ledgers: custodian report over each one's tiles, checked with
+// its pinned key. A custodian that serves is read over TLS; one that does
+// not publishes its ledger exported as static tiles (ledger export).
+func (d *demo) transparencyReport(ctx context.Context) error {
+	f := reportFlags{out: d.path("report"), network: clientTLS{ca: d.pki.ServerCA}}
+	for _, c := range d.custodians {
+		source := filepath.Join(d.dir, c.id+"-tiles")
+		if c.client != nil {
+			source = c.client.base.String()
+		} else if _, err := c.app.Ledger.Export(source); err != nil {
+			return fmt.Errorf("exporting the ledger of %s: %w", c.id, err)
+		}
+		f.ledgers = append(f.ledgers, source)
+		f.keys = append(f.keys, filepath.Join(c.data, appliance.LedgerKeyPub))
+	}
+	r, err := f.build(ctx, d.g)
+	if err != nil {
+		return err
+	}
+	if err := f.write(r); err != nil {
+		return err
+	}
+	d.say("auditor", "read the %d custodians' ledgers as tiles, each entry proven under its signed checkpoint, and wrote the transparency report %s: %s",
+		len(r.Logs), filepath.Join(f.out, report.PageFile), r.Totals())
 	return nil
 }
 

@@ -331,7 +331,7 @@ func (m *monitorFlags) follower(g *globals, raw, keyFlag string, out *entryLog, 
 	if err != nil {
 		return nil, err
 	}
-	base, prefix, err := tlogURL(raw)
+	base, prefix, err := tlogURL("appliance", raw)
 	if err != nil {
 		return nil, err
 	}
@@ -343,19 +343,20 @@ func (m *monitorFlags) follower(g *globals, raw, keyFlag string, out *entryLog, 
 	return loadFollower(g, m.stateDir, raw, key, c, prefix, out, mu)
 }
 
-// tlogURL splits --appliance into the server and the log's path on it:
-// /v1/tlog/ for an appliance's address, the path itself for a static copy.
-func tlogURL(raw string) (base, prefix string, err error) {
+// tlogURL splits a log's URL, given with --flag, into the server and the
+// log's path on it: /v1/tlog/ for an appliance's address, the path itself
+// for a static copy.
+func tlogURL(flag, raw string) (base, prefix string, err error) {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-		return "", "", withHint(fmt.Errorf("bad --appliance %q", raw), "give an address such as https://custodian-a:8443, or a static copy's URL ending in /")
+		return "", "", withHint(fmt.Errorf("bad --%s %q", flag, raw), "give an address such as https://custodian-a:8443, or a static copy's URL ending in /")
 	}
 	prefix = u.Path
 	switch {
 	case prefix == "" || prefix == "/":
 		prefix = release.TlogPrefix
 	case !strings.HasSuffix(prefix, "/"):
-		return "", "", withHint(fmt.Errorf("--appliance %s: a static copy's URL ends in /", raw), "give the directory that holds checkpoint and tile/")
+		return "", "", withHint(fmt.Errorf("--%s %s: a static copy's URL ends in /", flag, raw), "give the directory that holds checkpoint and tile/")
 	}
 	return u.Scheme + "://" + u.Host, prefix, nil
 }

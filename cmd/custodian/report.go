@@ -1,0 +1,265 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/hsm/report"
+)
+
+// reportFlags are custodian report's flags.
+type reportFlags struct {
+	ledgers, keys []string
+	out           string
+	network       clientTLS
+}
+
+func newReportCommand(g *globals) *cobra.Command {
+	var f reportFlags
+	cmd := &cobra.Command{
+		Use:   "report --ledger SOURCE --verifier-key KEY [--ledger SOURCE --verifier-key KEY ...] --out DIR",
+		Short: "Write a transparency report (a static HTML page, JSON and CSV) from appliances' public ledgers",
+		Long: `Report reads one or more appliances' public ledgers, checks every entry, and
+writes a transparency report into --out: index.html (charts drawn as SVG with
+the table of their numbers beside each, no script, nothing loaded from
+elsewhere), report.json, and months.csv, reasons.csv and key-ids.csv with the
+same figures: releases and refusals per month and custodian, refusals by
+reason, key IDs and the custodians that hold them.
+
+Each --ledger is an appliance's address (its ledger is read from /v1/tlog/),
+the URL of a static copy written by ledger export (ending in /), or such a
+copy's directory on this machine. Each is read as a C2SP tlog-tiles log and
+checked as ledger export and monitor check it: the checkpoint must verify
+with the --verifier-key given for it, and every entry must be in the tree
+it signs. Nothing unchecked is counted; a ledger that does not check stops
+the report, and nothing is written.
+
+Only what the ledgers make public is shown. Commitments stay closed: the
+page says which figures (envelopes per warrant, warrants per court) only an
+opened commitment holds.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return f.run(cmd.Context(), g)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringArrayVar(&f.ledgers, "ledger", nil, "an appliance's address, a static copy's URL (ending in /), or a directory written by ledger export; repeat for several")
+	fl.StringArrayVar(&f.keys, "verifier-key", nil, "the ledger's pinned checkpoint verifier key, or a file holding it (ledger-key.pub); one per --ledger, in the same order")
+	fl.StringVar(&f.out, "out", "", "the directory to write index.html, report.json and the CSV files into (created if need be)")
+	f.network.register(cmd, false)
+	fl.Lookup("insecure-http").Usage = "allow an http:// --ledger (a test daemon, or a static copy on a closed network): nothing is protected on the way"
+	for _, name := range []string{"ledger", "verifier-key", "out"} {
+		_ = cmd.MarkFlagRequired(name)
+	}
+	return cmd
+}
+
+func (f *reportFlags) run(ctx context.Context, g *globals) error {
+	r, err := f.build(ctx, g)
+	if err != nil {
+		return err
+	}
+	if err := f.write(r); err != nil {
+		return err
+	}
+	g.printf("wrote the transparency report of %s to %s (%s, %s, %s, %s, %s): %s\n",
+		plural(len(r.Logs), "ledger", "ledgers"), f.out, report.PageFile, report.JSONFile,
+		report.MonthsCSV, report.ReasonsCSV, report.KeyIDsCSV, r.Totals())
+	return nil
+}
+
+// build reads and checks every --ledger and adds up their entries.
+func (f *reportFlags) build(ctx context.Context, g *globals) (*report.Report, error) {
+	if len(f.ledgers) != len(f.keys) {
+		return nil, withHint(fmt.Errorf("%d --ledger and %d --verifier-key: each ledger needs its key", len(f.ledgers), len(f.keys)),
+			"give --verifier-key right after each --ledger, in the same order")
+	}
+	b := report.NewBuilder()
+	seen := map[string]string{}
+	for i, raw := range f.ledgers {
+		l, err := f.read(ctx, g, raw, f.keys[i], b)
+		if err != nil {
+			return nil, err
+		}
+		if first, dup := seen[l.Origin]; dup {
+			return nil, withHint(fmt.Errorf("--ledger %s and --ledger %s are the same ledger (%s)", first, raw, l.Origin),
+				"give each appliance's ledger once: its entries would be counted twice")
+		}
+		seen[l.Origin] = raw
+	}
+	return b.Report(time.Now()), nil
+}
+
+// write writes r into --out.
+func (f *reportFlags) write(r *report.Report) error {
+	if err := r.Write(f.out); err != nil {
+		return withHint(fmt.Errorf("writing the report into %s: %w", f.out, pathError(err)), "choose an --out directory you can write")
+	}
+	return nil
+}
+
+// read checks one --ledger against its key and adds every entry to b.
+func (f *reportFlags) read(ctx context.Context, g *globals, raw, keyFlag string, b *report.Builder) (report.Log, error) {
+	key, err := readKeyArg("verifier-key", keyFlag)
+	if err == nil {
+		err = checkVerifierKey("verifier-key", key)
+	}
+	if err != nil {
+		return report.Log{}, err
+	}
+	src, err := parseLedgerSource(raw)
+	if err != nil {
+		return report.Log{}, err
+	}
+	c, closeSrc, err := src.client(g, f.network)
+	if err != nil {
+		return report.Log{}, err
+	}
+	defer closeSrc()
+	signed, err := fetchCapped(ctx, c, src.prefix+"checkpoint", ledger.MaxCheckpointSize)
+	if err != nil {
+		return report.Log{}, withHint(fmt.Errorf("reading the checkpoint of --ledger %s: %w", raw, err), src.hint())
+	}
+	cp, err := ledger.VerifyCheckpoint(signed, key)
+	if err != nil {
+		return report.Log{}, withHint(fmt.Errorf("--ledger %s: %w", raw, err),
+			"check --verifier-key against the appliance's published ledger-key.pub; if it is right, the ledger read is not that appliance's")
+	}
+	if cp.Size > maxTreeSize {
+		return report.Log{}, withHint(fmt.Errorf("--ledger %s: its signed checkpoint claims %d entries, more than any ledger holds", raw, cp.Size),
+			"a checkpoint signed with the ledger's key never says this: keep it and report it")
+	}
+	id := report.Custodian(cp.Origin)
+	tiles := newRemoteTiles(ctx, c, src.prefix, signed, cp)
+	if err := eachEntry(tiles, int64(cp.Size), func(index int64, e *ledger.Entry) { b.Add(id, e) }); err != nil {
+		return report.Log{}, src.notTheLog(raw, err)
+	}
+	l := report.Log{Origin: cp.Origin, Source: raw, Size: int64(cp.Size), Checkpoint: string(signed)}
+	b.AddLog(l)
+	return l, nil
+}
+
+// eachEntry reads entries 0..size-1 from src's entry bundles, each checked
+// against the signed tree (remoteTiles.Tile), and passes each to add.
+func eachEntry(src *remoteTiles, size int64, add func(index int64, e *ledger.Entry)) error {
+	for first := int64(0); first < size; first += 1 << ledger.TileHeight {
+		t := tlog.Tile{H: ledger.TileHeight, L: -1, N: first >> ledger.TileHeight, W: int(min(size-first, 1<<ledger.TileHeight))}
+		data, err := src.Tile(t)
+		if err != nil {
+			return err
+		}
+		entries, err := ledger.SplitBundle(data, t.W)
+		if err != nil {
+			return err
+		}
+		for i, raw := range entries {
+			e, err := ledger.ParseEntry(raw)
+			if err != nil {
+				return withHint(fmt.Errorf("entry %d is in the signed tree but is not a ledger entry: %w", first+int64(i), err),
+					"the appliance signed something that is not an entry: keep the files and report it to its operator")
+			}
+			add(first+int64(i), e)
+		}
+	}
+	return nil
+}
+
+// ledgerSource is where one --ledger is read: a server and the log's path
+// on it, or an exported directory on this machine.
+type ledgerSource struct {
+	base, prefix string // a URL's server and path
+	dir          string // or a directory
+}
+
+// parseLedgerSource reads --ledger: an http(s) URL (an appliance's
+// address, or a static copy's ending in /) or a local directory.
+func parseLedgerSource(raw string) (ledgerSource, error) {
+	if raw == "" {
+		return ledgerSource{}, withHint(errors.New("--ledger is empty"), "give an appliance's address, a static copy's URL or an exported directory")
+	}
+	if scheme, _, ok := strings.Cut(raw, "://"); ok && !strings.ContainsAny(scheme, "/\\") {
+		base, prefix, err := tlogURL("ledger", raw)
+		return ledgerSource{base: base, prefix: prefix}, err
+	}
+	if strings.ContainsRune(raw, 0) {
+		return ledgerSource{}, withHint(errors.New("--ledger names no directory"), "give the directory ledger export wrote")
+	}
+	return ledgerSource{dir: raw, prefix: "/"}, nil
+}
+
+// client is what reads the source: an API client for a URL; for a
+// directory, one whose requests are answered from its files, inside it
+// only (an os.Root: no way out by .. or a symbolic link).
+func (s ledgerSource) client(g *globals, network clientTLS) (*apiClient, func(), error) {
+	if s.dir == "" {
+		c, err := g.apiClient(s.base, network)
+		if err != nil {
+			return nil, nil, err
+		}
+		c.pace = newPacer() // below the appliance's per-client rate, which it shares with other readers
+		return c, func() {}, nil
+	}
+	st, err := os.Stat(s.dir)
+	if err == nil && !st.IsDir() {
+		err = errors.New("not a directory")
+	}
+	if err != nil {
+		return nil, nil, withHint(fmt.Errorf("--ledger %s: %w", s.dir, pathError(err)), "give the directory ledger export wrote (it holds checkpoint and tile/)")
+	}
+	root, err := os.OpenRoot(s.dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--ledger %s: %w", s.dir, pathError(err))
+	}
+	if _, err := root.Stat("checkpoint"); err != nil {
+		root.Close()
+		return nil, nil, withHint(fmt.Errorf("--ledger %s holds no checkpoint", s.dir), "give the directory ledger export wrote (it holds checkpoint and tile/)")
+	}
+	c := &apiClient{base: &url.URL{Scheme: "file", Path: "/"}, http: &http.Client{Transport: http.NewFileTransportFS(root.FS())}}
+	return c, func() { root.Close() }, nil
+}
+
+// notTheLog is a tile or bundle of raw that does not check against its
+// signed checkpoint: the reader's words for export --server (which keeps
+// what it wrote) give way to the report's, which writes nothing.
+func (s ledgerSource) notTheLog(raw string, err error) error {
+	var fetch *fetchError
+	if errors.As(err, &fetch) {
+		return withHint(fmt.Errorf("--ledger %s: %w", raw, err), s.hint())
+	}
+	where := "the server"
+	if s.dir != "" {
+		where = "the directory"
+	}
+	text := strings.ReplaceAll(err.Error(), lyingServer, where+" does not hold the log its key signs")
+	text = strings.ReplaceAll(text, "the server's ", "")
+	return withHint(fmt.Errorf("--ledger %s: %s", raw, text),
+		"nothing was written: keep the files as they are and report them to the appliance's operator; its own copy (custodian ledger export) is the log to publish")
+}
+
+// hint says what to check when a source's checkpoint cannot be read.
+func (s ledgerSource) hint() string {
+	if s.dir != "" {
+		return "give the directory ledger export wrote (it holds checkpoint and tile/)"
+	}
+	return "check the address, that the appliance or web server is up, and the network"
+}
+
+// pathError is err without the Go wrapping that repeats the path.
+func pathError(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}

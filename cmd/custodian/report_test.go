@@ -1,0 +1,194 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/hsm/report"
+)
+
+func runReport(args ...string) (int, string, string) {
+	var out, errOut bytes.Buffer
+	code := run(append([]string{"report"}, args...), &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+// TestReportReadsStaticCopies: the same exported log, read from its
+// directory and from a web server's URL, gives the figures its entries
+// hold; a hash tile altered on the server stops the report, which then
+// writes nothing.
+func TestReportReadsStaticCopies(t *testing.T) {
+	const n = 600
+	m := newMemLog(t, n)
+	dir, srv := staticCopy(t, m)
+	var releases, refusals uint64
+	for i := range int64(n) {
+		e, err := ledger.ParseEntry(memEntry(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch e.Kind {
+		case ledger.KindRelease:
+			releases++
+		case ledger.KindRefusal:
+			refusals++
+		}
+	}
+	for _, source := range [][]string{{"--ledger", dir}, {"--insecure-http", "--ledger", srv.URL + "/log/"}} {
+		out := filepath.Join(t.TempDir(), "report")
+		code, stdout, errOut := runReport(append(source, "--verifier-key", m.vkey, "--out", out)...)
+		if code != 0 {
+			t.Fatalf("%q: exit %d\n%s%s", source, code, stdout, errOut)
+		}
+		var r report.Report
+		data, err := os.ReadFile(filepath.Join(out, report.JSONFile))
+		if err != nil || json.Unmarshal(data, &r) != nil {
+			t.Fatalf("%q: report.json: %v", source, err)
+		}
+		if len(r.Months) != 1 || r.Months[0].Releases != releases || r.Months[0].Refusals != refusals || r.Logs[0].Size != n {
+			t.Errorf("%q: %+v %+v, want %d releases and %d refusals of %d entries", source, r.Months, r.Logs, releases, refusals, n)
+		}
+	}
+
+	tile := filepath.Join(dir, "tile", "0", "001")
+	good, err := os.ReadFile(tile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := bytes.Clone(good)
+	bad[0] ^= 1
+	if err := os.WriteFile(tile, bad, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "report")
+	code, _, errOut := runReport("--insecure-http", "--ledger", srv.URL+"/log/", "--verifier-key", m.vkey, "--out", out)
+	if code == 0 || !strings.Contains(errOut, "hash tiles are not the tree its checkpoint signs") || !strings.Contains(errOut, "nothing was written") {
+		t.Errorf("an altered hash tile: exit %d\n%s", code, errOut)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("an altered hash tile: %s was written (%v)", out, err)
+	}
+}
+
+// TestReportDirectoryStaysInside: a checkpoint that is a symbolic link
+// out of the exported directory is not followed.
+func TestReportDirectoryStaysInside(t *testing.T) {
+	m := newMemLog(t, 3)
+	dir, _ := staticCopy(t, m)
+	outside := filepath.Join(t.TempDir(), "checkpoint")
+	if err := os.WriteFile(outside, m.signed, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cp := filepath.Join(dir, "checkpoint")
+	if err := os.Remove(cp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, cp); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := runReport("--ledger", dir, "--verifier-key", m.vkey, "--out", filepath.Join(t.TempDir(), "r"))
+	if code == 0 || !strings.Contains(errOut, "holds no checkpoint") {
+		t.Errorf("a checkpoint linked from outside: exit %d\n%s", code, errOut)
+	}
+}
+
+// TestReportFlags: bad command lines are refused, each naming its flag.
+func TestReportFlags(t *testing.T) {
+	m := newMemLog(t, 1)
+	out := filepath.Join(t.TempDir(), "r")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--ledger", "a", "--ledger", "b", "--verifier-key", m.vkey, "--out", out}, "2 --ledger and 1 --verifier-key"},
+		{[]string{"--ledger", "ftp://a/", "--verifier-key", m.vkey, "--out", out}, `bad --ledger "ftp://a/"`},
+		{[]string{"--ledger", "https://a/copy", "--verifier-key", m.vkey, "--out", out}, "a static copy's URL ends in /"},
+		{[]string{"--ledger", "http://a/", "--verifier-key", m.vkey, "--out", out}, "refusing plain HTTP"},
+		{[]string{"--ledger", filepath.Join(out, "none"), "--verifier-key", m.vkey, "--out", out}, "no such file or directory"},
+		{[]string{"--ledger", "", "--verifier-key", m.vkey, "--out", out}, "--ledger is empty"},
+		{[]string{"--ledger", ".", "--verifier-key", "not a key", "--out", out}, "verifier-key"},
+		{[]string{"--ledger", ".", "--verifier-key", m.vkey}, `"out" not set`},
+	} {
+		code, _, errOut := runReport(c.args...)
+		if code == 0 || !strings.Contains(errOut, c.want) {
+			t.Errorf("%q: exit %d\n%s", c.args, code, errOut)
+		}
+	}
+}
+
+// FuzzParseLedgerSource: any --ledger is refused or read as one server
+// and log path, or one directory; never both, never a path that does not
+// end in /.
+func FuzzParseLedgerSource(f *testing.F) {
+	for _, s := range []string{"https://custodian-a:8443", "http://h/log/", "/srv/tiles", "tiles", "ftp://x", "https://h/copy", "c:\\tiles", "://", "https://h/?q", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		src, err := parseLedgerSource(raw)
+		if err != nil {
+			return
+		}
+		if !strings.HasPrefix(src.prefix, "/") || !strings.HasSuffix(src.prefix, "/") {
+			t.Fatalf("%q: log path %q", raw, src.prefix)
+		}
+		if (src.dir == "") == (src.base == "") {
+			t.Fatalf("%q: directory %q and server %q", raw, src.dir, src.base)
+		}
+		if src.dir != "" {
+			if src.dir != raw || src.prefix != "/" {
+				t.Fatalf("%q: read as directory %q, path %q", raw, src.dir, src.prefix)
+			}
+			return
+		}
+		u, err := url.Parse(src.base)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" {
+			t.Fatalf("%q: server %q", raw, src.base)
+		}
+	})
+}
+
+// BenchmarkReportFromTiles: 10^5 entries of an exported directory read
+// and checked (the baseline: what any reader of the tiles does), and the
+// whole report over them: read, checked, added up, written.
+func BenchmarkReportFromTiles(b *testing.B) {
+	m := newMemLog(b, 100_000)
+	dir, _ := staticCopy(b, m)
+	src, err := parseLedgerSource(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("read", func(b *testing.B) {
+		for b.Loop() {
+			c, done, err := src.client(nil, clientTLS{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			signed, err := fetchCapped(context.Background(), c, "/checkpoint", ledger.MaxCheckpointSize)
+			if err != nil {
+				b.Fatal(err)
+			}
+			cp, err := ledger.VerifyCheckpoint(signed, m.vkey)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := eachEntry(newRemoteTiles(context.Background(), c, "/", signed, cp), int64(cp.Size), func(int64, *ledger.Entry) {}); err != nil {
+				b.Fatal(err)
+			}
+			done()
+		}
+	})
+	b.Run("report", func(b *testing.B) {
+		for b.Loop() {
+			if code, _, errOut := runReport("--ledger", dir, "--verifier-key", m.vkey, "--out", filepath.Join(b.TempDir(), "r")); code != 0 {
+				b.Fatal(errOut)
+			}
+		}
+	})
+}

@@ -1,0 +1,224 @@
+package report
+
+import (
+	"bytes"
+	_ "embed"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"io"
+	"os"
+	"strconv"
+
+	"github.com/custodian-project/custodian/hsm/durable"
+)
+
+// The files Write puts in its directory.
+const (
+	PageFile    = "index.html"
+	JSONFile    = "report.json"
+	MonthsCSV   = "months.csv"
+	ReasonsCSV  = "reasons.csv"
+	KeyIDsCSV   = "key-ids.csv"
+	maxBarWidth = 480 // pixels for the largest value of a chart
+	barHeight   = 14
+	labelWidth  = 220
+)
+
+//go:embed page.html.tmpl
+var pageText string
+
+var page = template.Must(template.New("page").Parse(pageText))
+
+// Write writes the page, the JSON and the CSV files into dir (created if
+// need be), each durably.
+func (r *Report) Write(dir string) error {
+	files := map[string]func(io.Writer) error{
+		PageFile: r.WriteHTML, JSONFile: r.WriteJSON,
+		MonthsCSV: r.writeMonths, ReasonsCSV: r.writeReasons, KeyIDsCSV: r.writeKeys,
+	}
+	if err := durable.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	for name, write := range files {
+		var buf bytes.Buffer
+		if err := write(&buf); err != nil {
+			return err
+		}
+		if err := durable.WriteFileIn(root, name, buf.Bytes(), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// WriteHTML writes the page: figures, charts and the tables behind them.
+func (r *Report) WriteHTML(w io.Writer) error {
+	return page.Execute(w, view{Report: r, Totals: r.Totals(), Charts: r.charts()})
+}
+
+// WriteJSON writes every figure as one JSON document.
+func (r *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+func (r *Report) writeMonths(w io.Writer) error {
+	rows := [][]string{{"month", "custodian", "releases", "refusals", "counted", "failures", "other"}}
+	for _, m := range r.Months {
+		rows = append(rows, []string{m.Month, m.Custodian, u(m.Releases), u(m.Refusals), u(m.Counted), u(m.Failures), u(m.Other)})
+	}
+	return writeCSV(w, rows)
+}
+
+func (r *Report) writeReasons(w io.Writer) error {
+	rows := [][]string{{"month", "custodian", "reason", "counted", "count"}}
+	for _, x := range r.Reasons {
+		rows = append(rows, []string{x.Month, x.Custodian, x.Reason, strconv.FormatBool(x.Counted), u(x.Count)})
+	}
+	return writeCSV(w, rows)
+}
+
+func (r *Report) writeKeys(w io.Writer) error {
+	rows := [][]string{{"key_id", "custodian", "releases", "refusals", "provisions", "first", "last"}}
+	for _, k := range r.Keys {
+		rows = append(rows, []string{k.KeyID, k.Custodian, u(k.Releases), u(k.Refusals), u(k.Provisions), k.First, k.Last})
+	}
+	return writeCSV(w, rows)
+}
+
+// writeCSV writes rows; a field a spreadsheet would run as a formula is
+// quoted as text first (a device wrote it).
+func writeCSV(w io.Writer, rows [][]string) error {
+	cw := csv.NewWriter(w)
+	for _, row := range rows {
+		for i, f := range row {
+			if f != "" && (f[0] == '=' || f[0] == '+' || f[0] == '-' || f[0] == '@') {
+				row[i] = "'" + f
+			}
+		}
+		if err := cw.Write(row); err != nil {
+			return err
+		}
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
+func u(n uint64) string { return strconv.FormatUint(n, 10) }
+
+// view is what the page template reads.
+type view struct {
+	*Report
+	Totals Totals
+	Charts []chart
+}
+
+// chart is a horizontal bar chart, laid out here so that the template
+// only places what is computed: one row per label, one bar per series.
+type chart struct {
+	ID, Title, Desc string
+	Table           string // the id of the table with the same figures
+	Series          []series
+	Rows            []chartRow
+	Width, Height   int
+}
+
+type series struct{ Name, Class string }
+
+type chartRow struct {
+	Label string
+	Y     int // the row's top
+	Bars  []chartBar
+}
+
+type chartBar struct {
+	Class          string
+	X, Y, W, TextX int
+	Value          uint64
+}
+
+// charts lays out the page's three charts.
+func (r *Report) charts() []chart {
+	monthly := chart{ID: "chart-months", Table: "months", Title: "Releases and refusals per month, per custodian",
+		Desc:   "Horizontal bars, one group per month and custodian: releases, refusals logged one by one, and refusals counted before verification. The table below holds the same numbers.",
+		Series: []series{{"releases", "release"}, {"refusals logged", "refusal"}, {"refusals counted", "counted"}}}
+	for _, m := range r.Months {
+		monthly.add(m.Month+" "+m.Custodian, m.Releases, m.Refusals, m.Counted)
+	}
+	reasons := chart{ID: "chart-reasons", Table: "reasons", Title: "Refusals by reason, all months",
+		Desc:   "Horizontal bars, one per reason and custodian, summed over every month. The table below holds each month's numbers.",
+		Series: []series{{"refusals logged", "refusal"}, {"refusals counted", "counted"}}}
+	type rk struct{ reason, custodian string }
+	sums := map[rk][2]uint64{}
+	var order []rk
+	for _, x := range r.Reasons {
+		k := rk{x.Reason, x.Custodian}
+		s, seen := sums[k]
+		if !seen {
+			order = append(order, k)
+		}
+		if x.Counted {
+			s[1] += x.Count
+		} else {
+			s[0] += x.Count
+		}
+		sums[k] = s
+	}
+	for _, k := range order {
+		reasons.add(k.reason+" "+k.custodian, sums[k][0], sums[k][1])
+	}
+	keys := chart{ID: "chart-keys", Table: "key-ids", Title: "Release entries per key ID, per custodian",
+		Desc:   "Horizontal bars, one per key ID and custodian: its release entries (one per request). The table below holds the same numbers.",
+		Series: []series{{"release entries", "release"}}}
+	for _, k := range r.Keys {
+		keys.add(k.KeyID+" "+k.Custodian, k.Releases)
+	}
+	out := []chart{monthly, reasons, keys}
+	for i := range out {
+		out[i].scale()
+	}
+	return out
+}
+
+// add appends a row of values, one per series; scale sizes the bars.
+func (c *chart) add(label string, values ...uint64) {
+	row := chartRow{Label: label}
+	for i, v := range values {
+		row.Bars = append(row.Bars, chartBar{Class: c.Series[i].Class, Value: v})
+	}
+	c.Rows = append(c.Rows, row)
+}
+
+// scale places every row and sizes every bar against the chart's largest
+// value.
+func (c *chart) scale() {
+	var most uint64 = 1
+	for _, row := range c.Rows {
+		for _, b := range row.Bars {
+			most = max(most, b.Value)
+		}
+	}
+	y := 4
+	for i := range c.Rows {
+		c.Rows[i].Y = y
+		for j := range c.Rows[i].Bars {
+			b := &c.Rows[i].Bars[j]
+			b.X, b.Y = labelWidth, y+j*barHeight
+			b.W = int(float64(b.Value) / float64(most) * maxBarWidth)
+			b.TextX = labelWidth + b.W + 4
+		}
+		y += len(c.Series)*barHeight + 8
+	}
+	c.Width, c.Height = labelWidth+maxBarWidth+80, y+4
+}
+
+// String is a chart's summary, for tests and logs.
+func (c chart) String() string { return fmt.Sprintf("%s: %d rows", c.ID, len(c.Rows)) }

@@ -1,0 +1,329 @@
+package report
+
+import (
+	"bytes"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/html"
+
+	"github.com/custodian-project/custodian/hsm/ledger"
+)
+
+// sample makes n entries of custodian, spread over three months, of every
+// kind the figures count, from seed.
+func sample(seed uint64, n int) []*ledger.Entry {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	start := time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC)
+	reasons := []string{"no-press", "expired", "not_addressed"}
+	var out []*ledger.Entry
+	for i := range n {
+		e := &ledger.Entry{Time: start.Add(time.Duration(rng.IntN(90*24)) * time.Hour), Counter: uint64(i)}
+		switch rng.IntN(5) {
+		case 0, 1:
+			e.Kind, e.Outcome, e.KeyID = ledger.KindRelease, ledger.OutcomeOK, fmt.Sprintf("2026-%02d", 9+rng.IntN(2))
+		case 2:
+			e.Kind, e.Outcome, e.Reason, e.KeyID = ledger.KindRefusal, ledger.OutcomeRefused, reasons[rng.IntN(3)], "2026-09"
+		case 3:
+			e.Kind, e.Outcome = ledger.KindUnverified, ledger.OutcomeRefused
+			e.Counts = map[string]uint64{"busy": uint64(1 + rng.IntN(9)), "malformed_cms": uint64(1 + rng.IntN(3))}
+		default:
+			e.Kind, e.Outcome, e.KeyID = ledger.KindProvision, ledger.OutcomeOK, "2026-10"
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// TestReportFigures: the JSON and CSV figures equal the counts of the
+// entries added, counted here the plain way.
+func TestReportFigures(t *testing.T) {
+	b := NewBuilder()
+	type cell struct{ month, custodian, what string }
+	want := map[cell]uint64{}
+	for i, id := range []string{"court-a", "court-b"} {
+		entries := sample(uint64(i), 500)
+		b.AddLog(Log{Origin: "custodian/" + id, Size: int64(len(entries))})
+		for _, e := range entries {
+			b.Add(id, e)
+			month := e.Time.Format("2006-01")
+			switch e.Kind {
+			case ledger.KindRelease:
+				want[cell{month, id, "release"}]++
+				want[cell{e.KeyID, id, "key-release"}]++
+			case ledger.KindRefusal:
+				want[cell{month, id, "refusal"}]++
+				want[cell{month, id, "logged " + e.Reason}]++
+			case ledger.KindUnverified:
+				for r, n := range e.Counts {
+					want[cell{month, id, "counted"}] += n
+					want[cell{month, id, "counted " + r}] += n
+				}
+			case ledger.KindProvision:
+				want[cell{e.KeyID, id, "key-provision"}]++
+			}
+		}
+	}
+	r := b.Report(time.Now())
+	var buf bytes.Buffer
+	if err := r.WriteJSON(&buf); err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(buf.Bytes(), &back); err != nil {
+		t.Fatal(err)
+	}
+	got := map[cell]uint64{}
+	add := func(c cell, n uint64) {
+		if n > 0 {
+			got[c] += n
+		}
+	}
+	for _, m := range back.Months {
+		add(cell{m.Month, m.Custodian, "release"}, m.Releases)
+		add(cell{m.Month, m.Custodian, "refusal"}, m.Refusals)
+		add(cell{m.Month, m.Custodian, "counted"}, m.Counted)
+	}
+	for _, x := range back.Reasons {
+		how := map[bool]string{true: "counted ", false: "logged "}[x.Counted]
+		add(cell{x.Month, x.Custodian, how + x.Reason}, x.Count)
+	}
+	for _, k := range back.Keys {
+		add(cell{k.KeyID, k.Custodian, "key-release"}, k.Releases)
+		add(cell{k.KeyID, k.Custodian, "key-provision"}, k.Provisions)
+	}
+	if len(got) != len(want) {
+		t.Errorf("%d figures, want %d", len(got), len(want))
+	}
+	for c, n := range want {
+		if got[c] != n {
+			t.Errorf("%v: %d, want %d", c, got[c], n)
+		}
+	}
+
+	// The CSV holds the same months as the JSON.
+	buf.Reset()
+	if err := r.writeMonths(&buf); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := csv.NewReader(&buf).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != len(r.Months)+1 {
+		t.Fatalf("months.csv has %d rows, want %d and a header", len(rows), len(r.Months))
+	}
+	for i, m := range r.Months {
+		if row := rows[i+1]; row[0] != m.Month || row[1] != m.Custodian || row[2] != u(m.Releases) || row[3] != u(m.Refusals) || row[4] != u(m.Counted) {
+			t.Errorf("months.csv row %d = %v, want %+v", i+1, row, m)
+		}
+	}
+}
+
+// TestWriteMakesEveryFile: Write leaves the page, the JSON and each CSV.
+func TestWriteMakesEveryFile(t *testing.T) {
+	b := NewBuilder()
+	for _, e := range sample(7, 50) {
+		b.Add("court-a", e)
+	}
+	dir := filepath.Join(t.TempDir(), "out")
+	if err := b.Report(time.Now()).Write(dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{PageFile, JSONFile, MonthsCSV, ReasonsCSV, KeyIDsCSV} {
+		if st, err := os.Stat(filepath.Join(dir, name)); err != nil || st.Size() == 0 {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+// hostile is what a device could put in every string field the page
+// shows, if it were not escaped.
+var hostile = []string{
+	`<script>alert(1)</script>`,
+	`"><img src=x onerror=alert(1)>`,
+	`</title><script>alert(1)</script>`,
+	`</text><foreignObject><iframe src="javascript:alert(1)"></iframe></foreignObject>`,
+	`' onmouseover='alert(1)`,
+	`]]><script>alert(1)</script>`,
+	`<style>body{display:none}</style>`,
+	`<a href="https://elsewhere.example/">x</a>`,
+}
+
+// pageWith renders a report whose every device-written string is s.
+func pageWith(t testing.TB, s string) []byte {
+	b := NewBuilder()
+	b.AddLog(Log{Origin: "custodian/" + s, Source: s, Checkpoint: s, Size: 3})
+	at := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	b.Add(s, &ledger.Entry{Time: at, Kind: ledger.KindRelease, Outcome: ledger.OutcomeOK, KeyID: s})
+	b.Add(s, &ledger.Entry{Time: at, Kind: ledger.KindRefusal, Outcome: ledger.OutcomeRefused, Reason: s, KeyID: s})
+	b.Add(s, &ledger.Entry{Time: at, Kind: ledger.KindUnverified, Outcome: ledger.OutcomeRefused, Counts: map[string]uint64{s: 2}})
+	var buf bytes.Buffer
+	if err := b.Report(at).WriteHTML(&buf); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// checkNoInjection parses the page as a browser does and fails on any
+// element or attribute the template does not write: a field that became
+// markup.
+func checkNoInjection(t testing.TB, field string, page []byte) {
+	t.Helper()
+	allowed := map[string]bool{"html": true, "head": true, "meta": true, "title": true, "style": true, "body": true,
+		"header": true, "h1": true, "h2": true, "p": true, "time": true, "main": true, "section": true, "table": true,
+		"caption": true, "thead": true, "tbody": true, "tr": true, "th": true, "td": true, "details": true, "summary": true,
+		"pre": true, "figure": true, "span": true, "svg": true, "desc": true, "g": true, "text": true, "rect": true,
+		"figcaption": true, "a": true, "code": true, "ul": true, "li": true, "footer": true}
+	doc, err := html.Parse(bytes.NewReader(page))
+	if err != nil {
+		t.Fatal(err)
+	}
+	styles := 0
+	for n := range doc.Descendants() {
+		if n.Type != html.ElementNode {
+			continue
+		}
+		if !allowed[n.Data] {
+			t.Fatalf("field %q made a <%s> element", field, n.Data)
+		}
+		if n.Data == "style" {
+			styles++
+		}
+		for _, a := range n.Attr {
+			if strings.HasPrefix(a.Key, "on") || strings.Contains(a.Val, "javascript:") {
+				t.Fatalf("field %q made the attribute %s=%q on <%s>", field, a.Key, a.Val, n.Data)
+			}
+			if n.Data == "a" && a.Key == "href" && strings.Contains(a.Val, "//") {
+				t.Fatalf("field %q made a link to %q", field, a.Val)
+			}
+		}
+	}
+	if styles != 1 {
+		t.Fatalf("field %q: %d <style> elements, want the page's one", field, styles)
+	}
+}
+
+// TestInvariantReportEscapesLedgerFields: whatever a device writes in an
+// origin, key ID, reason or tally, the page shows it as text; it never
+// becomes an element, an attribute, a script or a link.
+func TestInvariantReportEscapesLedgerFields(t *testing.T) {
+	for _, s := range hostile {
+		page := pageWith(t, s)
+		checkNoInjection(t, s, page)
+		if !bytes.Contains(page, []byte(html.EscapeString(s))) && !bytes.Contains(page, []byte(templateEscaped(s))) {
+			t.Errorf("field %q is not shown as text on the page", s)
+		}
+	}
+}
+
+// templateEscaped is s as html/template escapes text.
+func templateEscaped(s string) string {
+	return strings.NewReplacer("&", "&amp;", "'", "&#39;", "<", "&lt;", ">", "&gt;", `"`, "&#34;", "\x00", "\uFFFD").Replace(s)
+}
+
+// FuzzReportPage: no string in any field a device writes makes markup.
+func FuzzReportPage(f *testing.F) {
+	for _, s := range hostile {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		checkNoInjection(t, s, pageWith(t, s))
+	})
+}
+
+// TestPageLoadsNothing: the page names no script, no source to load, and
+// links only to its own sections and the files written beside it; its
+// content security policy forbids loading anything but its inline style.
+func TestPageLoadsNothing(t *testing.T) {
+	b := NewBuilder()
+	b.AddLog(Log{Origin: "custodian/court-a", Source: "https://custodian-a.example:8443", Size: 50})
+	for _, e := range sample(3, 50) {
+		b.Add("court-a", e)
+	}
+	var buf bytes.Buffer
+	if err := b.Report(time.Now()).WriteHTML(&buf); err != nil {
+		t.Fatal(err)
+	}
+	doc, err := html.Parse(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	siblings := map[string]bool{JSONFile: true, MonthsCSV: true, ReasonsCSV: true, KeyIDsCSV: true}
+	ids := map[string]bool{}
+	var fragments []string
+	csp := ""
+	for n := range doc.Descendants() {
+		if n.Type != html.ElementNode {
+			continue
+		}
+		if n.Data == "script" || n.Data == "link" || n.Data == "img" || n.Data == "iframe" {
+			t.Errorf("the page has a <%s>", n.Data)
+		}
+		for _, a := range n.Attr {
+			switch {
+			case a.Key == "id":
+				ids[a.Val] = true
+			case a.Key == "src" || a.Key == "srcset" || a.Key == "xlink:href":
+				t.Errorf("<%s %s=%q>", n.Data, a.Key, a.Val)
+			case a.Key == "href" && strings.HasPrefix(a.Val, "#"):
+				fragments = append(fragments, a.Val[1:])
+			case a.Key == "href" && !siblings[a.Val]:
+				t.Errorf("a link to %q", a.Val)
+			case a.Key == "http-equiv" && a.Val == "Content-Security-Policy":
+				for _, c := range n.Attr {
+					if c.Key == "content" {
+						csp = c.Val
+					}
+				}
+			}
+		}
+	}
+	for _, f := range fragments {
+		if !ids[f] {
+			t.Errorf("a link to #%s, which the page does not have", f)
+		}
+	}
+	if !strings.HasPrefix(csp, "default-src 'none'") {
+		t.Errorf("content security policy %q, want default-src 'none'", csp)
+	}
+}
+
+// TestCSVFieldsAreNotFormulas: a field a spreadsheet would run as a
+// formula is written as text; CSV quoting keeps commas and quotes in
+// their field.
+func TestCSVFieldsAreNotFormulas(t *testing.T) {
+	b := NewBuilder()
+	at := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	for _, s := range []string{`=HYPERLINK("https://elsewhere.example/")`, "+1", "-1", "@SUM(A1)", `a,"b"`} {
+		b.Add(s, &ledger.Entry{Time: at, Kind: ledger.KindRelease, Outcome: ledger.OutcomeOK, KeyID: s})
+	}
+	var buf bytes.Buffer
+	if err := b.Report(at).writeKeys(&buf); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := csv.NewReader(&buf).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 6 {
+		t.Fatalf("%d rows, want a header and 5", len(rows))
+	}
+	for _, row := range rows[1:] {
+		for _, f := range row[:2] {
+			if strings.ContainsAny(f[:1], "=+-@") {
+				t.Errorf("field %q starts a formula", f)
+			}
+		}
+		if row[0] != row[1] || (row[0] != `a,"b"` && row[0][0] != '\'') {
+			t.Errorf("row %q: the key ID and custodian fields are not the value written, as text", row)
+		}
+	}
+}
