@@ -2,6 +2,7 @@ package ledger_test
 
 import (
 	"encoding/binary"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -118,6 +119,26 @@ func TestInvariantStartupStateBindingAddsNoTPMCommand(t *testing.T) {
 	}
 	if after, err := counter.Read(conn); err != nil || after != before+1 {
 		t.Fatalf("the TPM counter went from %d to %d (%v) in one append", before, after, err)
+	}
+}
+
+// TestCounterIncrementedOutsideIsRefusedAtNextOpen: an increment of the
+// ledger's counter by anyone else while the ledger is open, which the
+// appends' single NV_Increment does not see, blocks the ledger at its next
+// open as a rolled-back copy would.
+func TestCounterIncrementedOutsideIsRefusedAtNextOpen(t *testing.T) {
+	conn := tpmtest.StartSwtpm(t).Open(t)
+	d := newDevice(t, conn)
+	dir := t.TempDir()
+	l := create(t, d, dir)
+	appendN(t, l, 1)
+	if _, err := (tpm.Counter{Index: tpm.DefaultCounterIndex}).Increment(conn); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, l, 1)
+	l.Close()
+	if err := open(t, d, dir).Blocked(); !errors.Is(err, ledger.ErrRolledBack) {
+		t.Fatalf("after an increment outside the ledger: Blocked() = %v, want ErrRolledBack", err)
 	}
 }
 
