@@ -56,6 +56,15 @@ func newRig(t testing.TB) *rig { return newRigAs(t, "court-a") }
 // newRigAs is newRig for the custodian id.
 func newRigAs(t testing.TB, id string) *rig {
 	t.Helper()
+	r := newIdleRig(t, id)
+	provisionLocal(t, r.a, r.tpm, "2026-11")
+	r.start(t)
+	return r
+}
+
+// newIdleRig is newRigAs with no key ID provisioned and no daemon started.
+func newIdleRig(t testing.TB, id string) *rig {
+	t.Helper()
 	now := time.Now().UTC()
 	d, _, _ := enroll(t, id, t.TempDir())
 	r := &rig{d: d, sw: d.sw, court: newCourt(t, now)}
@@ -67,13 +76,11 @@ func newRigAs(t testing.TB, id string) *rig {
 	r.rec = &tpmtest.Recorder{TPM: conn}
 	r.tpm = release.Serialize(r.rec)
 	r.open(t)
-	provisionLocal(t, r.a, r.tpm, "2026-11")
 	r.agency, err = recipient.Generate("")
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.pin = &gpiotest.Pin{N: "GPIO17", Num: 17, EdgesChan: make(chan gpio.Level, 16)}
-	r.start(t)
 	return r
 }
 

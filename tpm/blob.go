@@ -20,6 +20,8 @@ type Blob struct {
 	Version uint64     // its image's security version: opens while the floor <= Version
 
 	wrapped // the sealed data object
+
+	encodedPublic []byte // the sealed object's public area as Seal encoded it, or nil
 }
 
 // The blob encoding, big-endian, one canonical form:
@@ -49,7 +51,11 @@ var ErrMalformedBlob = errors.New("malformed sealed blob")
 func (b *Blob) Marshal() []byte {
 	var out cryptobyte.Builder
 	addHeader(&out, blobMagic, blobVersion, b.Key, b.PCRs, b.Version)
-	for _, field := range [][]byte{tpm2.Marshal(b.public), b.duplicate, b.seed} {
+	public := b.encodedPublic
+	if public == nil {
+		public = tpm2.Marshal(b.public)
+	}
+	for _, field := range [][]byte{public, b.duplicate, b.seed} {
 		out.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) { c.AddBytes(field) })
 	}
 	return out.BytesOrPanic()

@@ -119,14 +119,16 @@ func (c Counter) read(t transport.TPM, h tpm2.AuthHandle) (uint64, error) {
 }
 
 // Increment adds one to the counter and returns the new value: three
-// commands (NV_ReadPublic, NV_Increment, NV_Read).
+// commands (NV_ReadPublic, NV_Increment, NV_Read). A caller that keeps
+// the value (the ledger's TPMCounter) checks the index once with
+// Read and then calls Bump, one command per increment.
 func (c Counter) Increment(t transport.TPM) (uint64, error) {
 	h, err := c.handle(t)
 	if err != nil {
 		return 0, err
 	}
-	if _, err := (tpm2.NVIncrement{AuthHandle: h, NVIndex: tpm2.NamedHandle{Handle: h.Handle, Name: h.Name}}).Execute(t); err != nil {
-		return 0, fmt.Errorf("incrementing NV counter %#x: %w", uint32(c.Index), err)
+	if err := c.increment(t, h); err != nil {
+		return 0, err
 	}
 	// The first increment sets TPMA_NV_WRITTEN and so changes the Name.
 	h.Name, err = c.name(true)
@@ -134,4 +136,32 @@ func (c Counter) Increment(t transport.TPM) (uint64, error) {
 		return 0, err
 	}
 	return c.read(t, h)
+}
+
+// Bump adds one to a counter that Read or Increment found to be this
+// counter on this TPM since it last started: one command, NV_Increment,
+// under the index's own (empty) password. The value is the caller's to
+// keep: the counter only goes up by one per Bump.
+//
+// No session: the command carries no secret (the index's authorization
+// is empty, so anyone may increment, which only makes an older copy of
+// the data directory more obviously stale), and an HMAC session keyed by
+// an empty authValue would be computable by anyone who reads the bus.
+// The index's Name is not sent with a password; it was checked by the
+// Read before (NV_ReadPublic against the template). Replacing the index
+// needs the owner hierarchy and a TPM command of its own, and the next
+// start's Read refuses the impostor.
+func (c Counter) Bump(t transport.TPM) error {
+	name, err := c.name(true)
+	if err != nil {
+		return err
+	}
+	return c.increment(t, tpm2.AuthHandle{Handle: c.Index, Name: name, Auth: tpm2.PasswordAuth(nil)})
+}
+
+func (c Counter) increment(t transport.TPM, h tpm2.AuthHandle) error {
+	if _, err := (tpm2.NVIncrement{AuthHandle: h, NVIndex: tpm2.NamedHandle{Handle: h.Handle, Name: h.Name}}).Execute(t); err != nil {
+		return fmt.Errorf("incrementing NV counter %#x: %w", uint32(c.Index), err)
+	}
+	return nil
 }

@@ -36,6 +36,12 @@ func TestCounterOnlyGoesUp(t *testing.T) {
 		if next != first+1 || read != next {
 			t.Fatalf("first %d, after increment %d, read %d", first, next, read)
 		}
+		if err := c.Bump(conn); err != nil {
+			t.Fatal(err)
+		}
+		if bumped, err := c.Read(conn); err != nil || bumped != read+1 {
+			t.Fatalf("after a bump from %d: %d, %v", read, bumped, err)
+		}
 	})
 }
 
@@ -82,6 +88,9 @@ func TestCounterRefusesImpostorIndex(t *testing.T) {
 		}
 		if _, err := c.Increment(conn); err == nil {
 			t.Fatal("incremented an ordinary NV area as the counter")
+		}
+		if err := c.Bump(conn); err == nil {
+			t.Fatal("bumped an ordinary NV area as the counter")
 		}
 	})
 }

@@ -40,6 +40,7 @@ type ImportKey struct {
 	public tpm2.TPMTPublic
 	key    crypto.PublicKey
 	name   []byte // Name of public, computed once
+	der    []byte // SubjectPublicKeyInfo of key, encoded once: every blob holds it
 }
 
 // importCommands are the only commands the import key's policy allows.
@@ -93,7 +94,7 @@ func NewImportKey(pub crypto.PublicKey) (*ImportKey, error) {
 	}
 	public := ek.kind.importTemplate()
 	public.Unique = ek.public.Unique
-	return &ImportKey{kind: ek.kind, public: public, key: ek.key, name: objectName(&public)}, nil
+	return &ImportKey{kind: ek.kind, public: public, key: ek.key, name: objectName(&public), der: ek.MarshalPKIX()}, nil
 }
 
 // ParseImportKey reads an import key from its PKIX DER encoding.
@@ -112,7 +113,7 @@ func (k *ImportKey) Kind() EKKind { return k.kind }
 func (k *ImportKey) PublicKey() crypto.PublicKey { return k.key }
 
 // MarshalPKIX returns the key's SubjectPublicKeyInfo DER encoding.
-func (k *ImportKey) MarshalPKIX() []byte { return (&EK{key: k.key}).MarshalPKIX() }
+func (k *ImportKey) MarshalPKIX() []byte { return bytes.Clone(k.der) }
 
 // Name returns the key's TPM Name.
 func (k *ImportKey) Name() []byte { return bytes.Clone(k.name) }

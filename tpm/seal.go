@@ -1,10 +1,13 @@
 package tpm
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/google/go-tpm/tpm2"
 )
@@ -37,11 +40,127 @@ func Seal(key *ImportKey, pcrs PCRValues, version uint64, secret []byte) (*Blob,
 	if err != nil {
 		return nil, err
 	}
-	w, err := wrap(&key.public, public, sensitive)
+	// As wrap does, but naming the object from the bytes encoded once
+	// (wrap names it from the structure, encoding it again).
+	encoded := encodeSealedPublic(&public)
+	name := sealedName(encoded)
+	encap, err := tpm2.ImportEncapsulationKey(&key.public)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("the import key cannot wrap imports: %w", err)
 	}
-	return &Blob{Key: key, PCRs: pcrs.Clone(), Version: version, wrapped: *w}, nil
+	inner := encodeSealedSensitive(&sensitive)
+	defer clear(inner)
+	duplicate, seed, err := tpm2.CreateDuplicate(rand.Reader, encap, name, inner)
+	if err != nil {
+		return nil, fmt.Errorf("wrapping for the import key: %w", err)
+	}
+	return &Blob{Key: key, PCRs: pcrs.Clone(), Version: version, encodedPublic: encoded,
+		wrapped: wrapped{public: public, duplicate: duplicate, seed: seed}}, nil
+}
+
+// encodeSealedPublic is tpm2.Marshal(public) for a public area from
+// sealedObject. A ceremony seals one share per custodian under the same
+// policy, and go-tpm's reflection encoding of the area cost more than the
+// RSA-OAEP encryption of the wrapping seed; so the library's encoding is
+// kept for the last policy, and only the unique field, which ends a
+// keyed-hash area (TPM2B_DIGEST: 2-byte size, 32 bytes), is replaced. The
+// Name is nameAlg || SHA-256 of these bytes (TPM 2.0 Part 1, "Names"),
+// as tpm2.ObjectName computes it (TestSealedObjectEncodingIsTheLibrarys).
+func encodeSealedPublic(public *tpm2.TPMTPublic) []byte {
+	unique, err := public.Unique.KeyedHash()
+	if err != nil || len(unique.Buffer) != sha256.Size {
+		return tpm2.Marshal(*public)
+	}
+	sealedPrefix.mu.Lock()
+	defer sealedPrefix.mu.Unlock()
+	if !bytes.Equal(sealedPrefix.policy, public.AuthPolicy.Buffer) {
+		template := *public
+		template.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgKeyedHash, &tpm2.TPM2BDigest{Buffer: make([]byte, sha256.Size)})
+		encoded := tpm2.Marshal(template)
+		cut := len(encoded) - sha256.Size
+		if cut < 2 || binary.BigEndian.Uint16(encoded[cut-2:]) != sha256.Size {
+			return tpm2.Marshal(*public) // not the layout above: no shortcut
+		}
+		sealedPrefix.policy = bytes.Clone(public.AuthPolicy.Buffer)
+		sealedPrefix.prefix = encoded[:cut]
+	}
+	return append(bytes.Clone(sealedPrefix.prefix), unique.Buffer...)
+}
+
+// encodeSealedSensitive is tpm2.Marshal(sensitive) for a sensitive area
+// from sealedObject, by the same shortcut as encodeSealedPublic: go-tpm
+// encodes an area of the same secret length with marker bytes once, and
+// the seed value and the secret, which the encoding holds as they are,
+// replace the markers. An area whose markers are not where they are
+// looked for is encoded by go-tpm each time.
+func encodeSealedSensitive(sensitive *tpm2.TPMTSensitive) []byte {
+	data, err := sensitive.Sensitive.Bits()
+	if err != nil || len(sensitive.SeedValue.Buffer) != sha256.Size || len(sensitive.AuthValue.Buffer) != 0 {
+		return tpm2.Marshal(*sensitive)
+	}
+	secret, seed := data.Buffer, sensitive.SeedValue.Buffer
+	layout := sealedSensitiveLayout(len(secret))
+	if layout == nil {
+		return tpm2.Marshal(*sensitive)
+	}
+	out := bytes.Clone(layout.encoded)
+	copy(out[layout.seed:], seed)
+	copy(out[len(out)-len(secret):], secret)
+	return out
+}
+
+type sensitiveLayout struct {
+	encoded []byte // the area with marker bytes in place of the seed and secret
+	seed    int    // where the seed value starts
+}
+
+var sensitiveLayouts struct {
+	mu sync.Mutex
+	by map[int]*sensitiveLayout
+}
+
+const seedMarker, secretMarker = 0xa5, 0x5a
+
+// sealedSensitiveLayout is the layout of a sealed sensitive area holding
+// a secret of n bytes, or nil if go-tpm's encoding does not hold the seed
+// after its size and the secret at the end.
+func sealedSensitiveLayout(n int) *sensitiveLayout {
+	sensitiveLayouts.mu.Lock()
+	defer sensitiveLayouts.mu.Unlock()
+	if l, ok := sensitiveLayouts.by[n]; ok {
+		return l
+	}
+	seed, secret := bytes.Repeat([]byte{seedMarker}, sha256.Size), bytes.Repeat([]byte{secretMarker}, n)
+	encoded := tpm2.Marshal(tpm2.TPMTSensitive{
+		SensitiveType: tpm2.TPMAlgKeyedHash,
+		SeedValue:     tpm2.TPM2BDigest{Buffer: seed},
+		Sensitive:     tpm2.NewTPMUSensitiveComposite(tpm2.TPMAlgKeyedHash, &tpm2.TPM2BSensitiveData{Buffer: secret}),
+	})
+	var l *sensitiveLayout
+	if at := bytes.Index(encoded, seed); at >= 2 && bytes.HasSuffix(encoded, secret) &&
+		binary.BigEndian.Uint16(encoded[at-2:]) == sha256.Size && at+sha256.Size <= len(encoded)-n {
+		l = &sensitiveLayout{encoded: encoded, seed: at}
+	}
+	if sensitiveLayouts.by == nil {
+		sensitiveLayouts.by = map[int]*sensitiveLayout{}
+	}
+	sensitiveLayouts.by[n] = l
+	return l
+}
+
+// sealedName is the Name of a SHA-256 object with this encoded public
+// area: nameAlg || SHA-256(area) (TPM 2.0 Part 1, "Names").
+func sealedName(encoded []byte) []byte {
+	digest := sha256.Sum256(encoded)
+	return append(binary.BigEndian.AppendUint16(nil, uint16(tpm2.TPMAlgSHA256)), digest[:]...)
+}
+
+// sealedPrefix is the encoding of the last sealed public area before its
+// unique value, and the policy it holds (the only other field that varies).
+var sealedPrefix struct {
+	mu     sync.Mutex
+	policy []byte
+	prefix []byte
 }
 
 // sealedObject builds the public and sensitive areas of a sealed data

@@ -296,7 +296,7 @@ func TestInvariantInitInterruptedBeforeAnchorFinishesOnlyItsOwnLedger(t *testing
 	ek, _ := tpm.ParseEK(enrolled.EK.PublicKey)
 	cfg := ledger.Config{
 		Origin: appliance.Origin("court-a"), Device: ek.Name(), Signer: signer, StateKey: stateKey,
-		Counter: ledger.TPMCounter{TPM: b.conn, Counter: tpm.Counter{Index: tpm.DefaultCounterIndex}},
+		Counter: &ledger.TPMCounter{TPM: b.conn, Counter: tpm.Counter{Index: tpm.DefaultCounterIndex}},
 		Bound:   appliance.BoundDirs(b.dir),
 	}
 	l, err := ledger.Open(b.dir, cfg)

@@ -283,7 +283,7 @@ func baseConfig(t transport.TPM, dir, id string, ek *tpm.EK) ledger.Config {
 	return ledger.Config{
 		Origin:  Origin(id),
 		Device:  ek.Name(),
-		Counter: ledger.TPMCounter{TPM: t, Counter: tpm.Counter{Index: tpm.DefaultCounterIndex}},
+		Counter: &ledger.TPMCounter{TPM: t, Counter: tpm.Counter{Index: tpm.DefaultCounterIndex}},
 		Bound:   BoundDirs(dir),
 	}
 }

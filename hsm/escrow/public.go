@@ -255,6 +255,12 @@ func (p *Public) VerifyShare(index int, value []byte) bool {
 	if err != nil {
 		return false
 	}
+	return p.verifyShare(c, index, value)
+}
+
+// verifyShare is VerifyShare with the commitments decoded once for many
+// shares.
+func (p *Public) verifyShare(c secretsharing.SecretCommitment, index int, value []byte) bool {
 	v := g.NewScalar()
 	if len(value) != 32 || v.UnmarshalBinary(value) != nil {
 		return false

@@ -51,6 +51,10 @@ func Recover(id *recipient.Identity, pub *Public, releases []*Release) (*Key, er
 	if pub.Mode != ModeShare {
 		return nil, fmt.Errorf("key ID %s is %s: its escrow key is never rebuilt; open each envelope its warrant named with custodian escrow open --release", pub.KeyID, pub.Mode)
 	}
+	commitments, err := pub.commitments()
+	if err != nil {
+		return nil, fmt.Errorf("the escrow file of key ID %s is damaged (%v); use the file the ceremony wrote", pub.KeyID, err)
+	}
 	bad := &BadShareError{Custodians: map[string]string{}}
 	var good []secretsharing.Share
 	seen := map[int]bool{}
@@ -59,7 +63,7 @@ func Recover(id *recipient.Identity, pub *Public, releases []*Release) (*Key, er
 		if err != nil {
 			return nil, err
 		}
-		share, err := openShare(id, pub, c, r)
+		share, err := openShare(id, pub, commitments, c, r)
 		if err != nil {
 			bad.Custodians[r.CustodianID] = err.Error()
 			continue
@@ -105,13 +109,13 @@ func checkRelease(pub *Public, r *Release, seen map[int]bool) (*Custodian, error
 	return c, nil
 }
 
-func openShare(id *recipient.Identity, pub *Public, c *Custodian, r *Release) (secretsharing.Share, error) {
+func openShare(id *recipient.Identity, pub *Public, commitments secretsharing.SecretCommitment, c *Custodian, r *Release) (secretsharing.Share, error) {
 	value, err := id.Open(ShareInfo(r.WarrantDigest, c.ID, pub.KeyID, c.Index), r.SealedShare)
 	if err != nil {
 		return secretsharing.Share{}, errors.New("the package does not open with this identity")
 	}
 	defer clear(value)
-	if !pub.VerifyShare(c.Index, value) {
+	if !pub.verifyShare(commitments, c.Index, value) {
 		return secretsharing.Share{}, ErrBadShare
 	}
 	s := g.NewScalar()

@@ -227,7 +227,7 @@ func crashConfig(conn transport.TPM) (ledger.Config, error) {
 	}
 	cfg := ledger.Config{
 		Origin: origin, Device: ek.Name(), Signer: signer, StateKey: stateKey,
-		Counter: ledger.TPMCounter{TPM: conn, Counter: tpm.Counter{Index: tpm.DefaultCounterIndex}},
+		Counter: &ledger.TPMCounter{TPM: conn, Counter: tpm.Counter{Index: tpm.DefaultCounterIndex}},
 	}
 	if dir := os.Getenv("CRASH_BOUND_DIR"); dir != "" {
 		cfg.Bound = []ledger.BoundDir{{Name: "trust", Path: dir}}

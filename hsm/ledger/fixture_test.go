@@ -66,7 +66,7 @@ func (d *device) config(t testing.TB) ledger.Config {
 	return ledger.Config{
 		Origin:   origin,
 		Device:   d.ek.Name(),
-		Counter:  ledger.TPMCounter{TPM: d.conn, Counter: tpm.Counter{Index: tpm.DefaultCounterIndex}},
+		Counter:  &ledger.TPMCounter{TPM: d.conn, Counter: tpm.Counter{Index: tpm.DefaultCounterIndex}},
 		Signer:   signer,
 		StateKey: stateKey,
 		Bound:    d.bound,

@@ -86,7 +86,7 @@ func ForgeLedgerKey(t testing.TB, conn transport.TPM, dir string) *Forged {
 	}
 	return &Forged{Verifier: vkey, Config: ledger.Config{
 		Origin: origin, Device: ek.Name(), Signer: signer, StateKey: stateKey,
-		Counter: ledger.TPMCounter{TPM: conn, Counter: tpm.Counter{Index: tpm.DefaultCounterIndex}},
+		Counter: &ledger.TPMCounter{TPM: conn, Counter: tpm.Counter{Index: tpm.DefaultCounterIndex}},
 		Bound:   appliance.BoundDirs(dir),
 	}}
 }
