@@ -56,6 +56,14 @@ func (c *Cache[V]) Add(key string, value V) {
 	c.entries[key] = &entry[V]{value: value}
 }
 
+// Len is the number of entries held (tests use it to see that a result
+// was kept).
+func (c *Cache[V]) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.entries)
+}
+
 // evict drops one entry not used since the last sweep (a clock policy:
 // cheap, and close enough to least recently used), clearing the marks it
 // passes; if every entry was used, one of them goes.
