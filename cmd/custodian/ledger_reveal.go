@@ -32,7 +32,7 @@ the signed warrant the entry committed to. Anyone checks it with custodian
 ledger verify-opening and the appliance's verifier key.
 
 Only the court holds the salts of its entries: custodian release keeps them
-(NAME.salts.json) when the appliance requires a court officer's certificate.
+(court-a.release.salts.json beside court-a.release.json) when the appliance requires a court officer's certificate.
 A salt that does not open the entry is refused, as is a salts file of another
 warrant. Warrants carry no unseal date: the court decides when its sealing
 period is over, and runs this then. Publishing an opening tells everyone who
@@ -73,7 +73,7 @@ A scoped release entry commits to the warrant's envelope list too: give
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&saltsPath, "salts", "", "the salts file custodian release kept (NAME.salts.json)")
+	f.StringVar(&saltsPath, "salts", "", "the salts file custodian release kept (beside its --out, ending .salts.json)")
 	f.StringVar(&warrantPath, "warrant", "", "the signed warrant the entry is about (DER CMS)")
 	f.StringVar(&listPath, "envelope-list", "", "the warrant's envelope list file, for a scoped release entry of a warrant that names its envelopes by a list")
 	f.Int64Var(&index, "index", -1, "the entry to open (needed when the salts file holds several)")
@@ -103,7 +103,7 @@ func readReveal(saltsPath, warrantPath, listPath, out string) (*reveal, error) {
 	}
 	salts, err := opening.ParseSaltsFile(data)
 	if err != nil {
-		return nil, withHint(err, "--salts is the NAME.salts.json file custodian release kept beside the package")
+		return nil, withHint(err, "--salts is the .salts.json file custodian release kept beside the package")
 	}
 	wf, err := readWarrantFile(warrantPath)
 	if err != nil {
