@@ -120,13 +120,15 @@ func TestRevealedReleaseVerifies(t *testing.T) {
 		t.Fatalf("verify-opening without roots: %d\n%s", code, stdout)
 	}
 	var got struct {
-		Index         int64  `json:"index"`
-		Kind          string `json:"kind"`
+		Entry struct {
+			Index int64  `json:"index"`
+			Kind  string `json:"kind"`
+		} `json:"entry"`
 		Court, Docket string
 		CourtVerified bool `json:"court_verified"`
 	}
 	stdout = mustCLI(t, append([]string{"--json", "ledger", "verify-opening", "--in", out, "--verifier-key", filepath.Join(s.d.data, "ledger-key.pub")}, s.courtFiles(t)...)...)
-	if err := json.Unmarshal([]byte(stdout), &got); err != nil || fmt.Sprint(got.Index) != s.index || got.Kind != "release" ||
+	if err := json.Unmarshal([]byte(stdout), &got); err != nil || fmt.Sprint(got.Entry.Index) != s.index || got.Entry.Kind != "release" ||
 		got.Court != testCourt || got.Docket != "CR-1/2026" || !got.CourtVerified {
 		t.Fatalf("--json: %+v %v\n%s", got, err, stdout)
 	}

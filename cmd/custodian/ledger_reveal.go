@@ -244,7 +244,7 @@ against the certificates it carries, and says the court was not checked.`,
 					return openingHint(err)
 				}
 			}
-			return printOpened(g, opened)
+			return printOpened(g, opened, o.Entry)
 		},
 	}
 	f := cmd.Flags()
@@ -271,15 +271,12 @@ func openingHint(err error) error {
 	return err
 }
 
-// openedJSON is verify-opening's --json output.
+// openedJSON is verify-opening's --json output: the entry as ledger list
+// --json prints it, and what the opening shows of the warrant.
 type openedJSON struct {
 	Origin        string              `json:"origin"`
 	TreeSize      int64               `json:"tree_size"`
-	Index         int64               `json:"index"`
-	Kind          ledger.Kind         `json:"kind"`
-	Time          time.Time           `json:"time"`
-	KeyID         string              `json:"key_id,omitempty"`
-	Reason        string              `json:"reason,omitempty"`
+	Entry         listed              `json:"entry"`
 	Court         string              `json:"court"`
 	Docket        string              `json:"docket"`
 	Serial        string              `json:"serial"`
@@ -288,16 +285,15 @@ type openedJSON struct {
 	CourtVerified bool                `json:"court_verified"`
 }
 
-func printOpened(g *globals, o *opening.Opened) error {
+func printOpened(g *globals, o *opening.Opened, entry string) error {
 	names := make([]string, len(o.Signers))
 	for i, s := range o.Signers {
 		names[i] = warrant.DisplayName(s.Name)
 	}
 	if g.json {
-		e, w := o.Entry, o.Warrant
-		return g.printJSON(openedJSON{Origin: o.Origin, TreeSize: o.TreeSize, Index: o.Index, Kind: e.Kind, Time: e.Time,
-			KeyID: e.KeyID, Reason: e.Reason, Court: w.Court, Docket: w.Docket, Serial: w.Serial, Signers: names,
-			EnvelopeList: o.EnvelopeList, CourtVerified: o.CourtVerified})
+		w := o.Warrant
+		return g.printJSON(openedJSON{Origin: o.Origin, TreeSize: o.TreeSize, Entry: describe(ledger.RangeEntry{Index: o.Index, Entry: entry}, o.Entry),
+			Court: w.Court, Docket: w.Docket, Serial: w.Serial, Signers: names, EnvelopeList: o.EnvelopeList, CourtVerified: o.CourtVerified})
 	}
 	e, w := o.Entry, o.Warrant
 	var b bytes.Buffer
