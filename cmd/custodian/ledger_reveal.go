@@ -216,6 +216,10 @@ CRL that was in force then). Without them it checks the warrant's signatures
 against the certificates it carries, and says the court was not checked.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if roots == "" && (court != "" || len(crls) != 0) {
+				return withHint(errors.New("--court and --crl check the warrant against the court's roots, and --roots is missing"),
+					`add --roots FILE (the court's root certificates) beside --court "NAME" and --crl FILE`)
+			}
 			vk, err := readKeyArg("verifier-key", key)
 			if err != nil {
 				return err
@@ -235,7 +239,7 @@ against the certificates it carries, and says the court was not checked.`,
 			if err != nil {
 				return openingHint(err)
 			}
-			if roots != "" || court != "" || len(crls) != 0 {
+			if roots != "" {
 				store, err := verifyStoreAt(g, roots, court, crls, opened.Entry.Time)
 				if err != nil {
 					return err
