@@ -278,8 +278,10 @@ func checkNames(out *Opened) error {
 
 // checkCourt verifies the warrant against courts as of the entry's time,
 // when the appliance acted on it. A refusal entry for the warrant's
-// window (not yet valid, expired) records exactly that failure, which is
-// then no reason to refuse the opening.
+// window (not yet valid, expired) records exactly that failure, and a
+// failure entry may be written after the window closed (an interrupted
+// release is logged at the next start): for those two kinds the window
+// is no reason to refuse the opening; every other check still holds.
 func checkCourt(p7s []byte, e *ledger.Entry, courts *trust.Store) error {
 	v := &warrant.Verifier{Trust: courts, Now: func() time.Time { return e.Time }}
 	_, err := v.VerifySignatures(p7s)
@@ -287,7 +289,8 @@ func checkCourt(p7s []byte, e *ledger.Entry, courts *trust.Store) error {
 		return nil
 	}
 	r := warrant.ReasonOf(err)
-	if e.Kind == ledger.KindRefusal && string(r) == e.Reason && (r == warrant.ReasonExpired || r == warrant.ReasonNotYetValid) {
+	window := r == warrant.ReasonExpired || r == warrant.ReasonNotYetValid
+	if window && (e.Kind == ledger.KindFailure || e.Kind == ledger.KindRefusal && string(r) == e.Reason) {
 		return nil
 	}
 	return fmt.Errorf("%w as of the entry's time %s: %w", ErrCourtUnverified, e.Time.Format(time.RFC3339), err)

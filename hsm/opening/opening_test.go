@@ -36,6 +36,7 @@ type memLog struct {
 	salts    [][]byte
 	signer   note.Signer
 	verifier string
+	at       time.Time // the next entry's time (zero: testNow)
 }
 
 func newLog(t testing.TB) *memLog {
@@ -64,7 +65,11 @@ func (m *memLog) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 func (m *memLog) add(t testing.TB, kind ledger.Kind, keyID, reason string, subject []byte) int64 {
 	t.Helper()
 	n := int64(len(m.entries))
-	e := ledger.Entry{Time: testNow, Kind: kind, Counter: uint64(n + 1), Outcome: ledger.OutcomeOK, KeyID: keyID}
+	at := testNow
+	if !m.at.IsZero() {
+		at = m.at
+	}
+	e := ledger.Entry{Time: at, Kind: kind, Counter: uint64(n + 1), Outcome: ledger.OutcomeOK, KeyID: keyID}
 	if kind == ledger.KindRefusal || kind == ledger.KindFailure {
 		e.Outcome, e.Reason = ledger.OutcomeRefused, reason
 	}
@@ -301,6 +306,27 @@ func TestRefusalOfAWarrantForAnotherCustodianOpens(t *testing.T) {
 	}
 	if got.Entry.Reason != "not_addressed" || !got.CourtVerified {
 		t.Fatalf("opened %+v", got)
+	}
+}
+
+// TestWindowRefusalOpensAndLateReleaseDoesNot: a refusal of an expired
+// warrant opens with the court checked (the window is what refused it);
+// a release entry written after the window is not vouched for.
+func TestWindowRefusalOpensAndLateReleaseDoesNot(t *testing.T) {
+	m, c := newLog(t), newCourt(t, "court-a")
+	late := testNow.Add(8 * 24 * time.Hour)
+	if _, err := c.store.SetCRL(c.root.CRL(t, late.Add(-time.Hour), late.Add(24*time.Hour)), late); err != nil {
+		t.Fatal(err)
+	}
+	m.at = late
+	i := m.add(t, ledger.KindRefusal, "", "expired", c.p7s)
+	got, err := Check(New(m.prove(t, i), m.salts[i], c.p7s, nil), m.verifier, c.store)
+	if err != nil || !got.CourtVerified {
+		t.Fatalf("refusal of an expired warrant: %+v %v", got, err)
+	}
+	j := m.add(t, ledger.KindRelease, "2026-11", "", c.p7s)
+	if _, err := Check(New(m.prove(t, j), m.salts[j], c.p7s, nil), m.verifier, c.store); !errors.Is(err, ErrCourtUnverified) {
+		t.Fatalf("release after the window: %v", err)
 	}
 }
 
