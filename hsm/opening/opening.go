@@ -12,7 +12,8 @@
 // envelope list's digest for a scoped release).
 //
 // [Check] is the one place an opening is judged, for `custodian ledger
-// verify-opening` and for reports. It accepts an opening only if:
+// verify-opening` and for reports ([CheckFile] parses and checks a file in
+// one call; neither changes its arguments). It accepts an opening only if:
 //
 //   - the checkpoint verifies under the appliance's pinned verifier key
 //     and the entry is in the tree it signs ([ErrNotInLedger]);
@@ -185,6 +186,17 @@ type Opened struct {
 	// roots given to Check; false means only its signatures were checked
 	// against the certificates it carries.
 	CourtVerified bool
+}
+
+// CheckFile is Parse then Check: what a report calls for each opening
+// file it is given, with the appliance's pinned verifier key and, to vouch
+// for the courts, their roots and CRLs (nil: signatures only).
+func CheckFile(data []byte, verifierKey string, courts *trust.Store) (*Opened, error) {
+	o, err := Parse(data)
+	if err != nil {
+		return nil, err
+	}
+	return Check(o, verifierKey, courts)
 }
 
 // Custodian is the appliance's ID, from its log's origin.

@@ -189,6 +189,12 @@ func TestOpeningVerifies(t *testing.T) {
 	if _, err := Check(back, m.verifier, c.store); err != nil {
 		t.Fatal(err)
 	}
+	if got, err := CheckFile(data, m.verifier, c.store); err != nil || got.Index != 1 {
+		t.Fatalf("CheckFile: %+v %v", got, err)
+	}
+	if _, err := CheckFile(data[1:], m.verifier, c.store); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("CheckFile of a cut file: %v", err)
+	}
 }
 
 // TestInvariantOpeningNeedsTheEntrysOwnSalt: any other salt, another
