@@ -43,8 +43,10 @@ const MaxBody = 64 << 10
 //
 // The three request routes (submit, status, packages) are the court
 // officer's; with Officers set they need a client certificate that chains
-// to one of its CAs. The ledger routes, attestation and health are the
-// auditors' and stay open to anyone.
+// to one of its CAs, and a request's status (or a submission's refusal)
+// carries the salts of its ledger entries (withSalts). The ledger routes,
+// attestation and health are the auditors' and stay open to anyone; they
+// never carry a salt.
 type API struct {
 	Daemon *Daemon
 	// Attest answers an attestation request; nil answers "unavailable".
