@@ -37,6 +37,7 @@ package opening
 
 import (
 	"crypto/subtle"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -162,14 +163,7 @@ func Subject(p7s []byte, list *warrant.ListDigest) []byte {
 	}
 	b := append(append([]byte{}, p7s...), "\x00envelope-list\x00"...)
 	b = append(b, list.TreeHash...)
-	return appendUint64(b, uint64(list.Count))
-}
-
-func appendUint64(b []byte, v uint64) []byte {
-	for i := 7; i >= 0; i-- {
-		b = append(b, byte(v>>(8*i)))
-	}
-	return b
+	return binary.BigEndian.AppendUint64(b, uint64(list.Count))
 }
 
 // Opened is what a checked opening shows.
