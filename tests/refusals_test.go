@@ -40,6 +40,7 @@ type rig struct {
 	daemon *release.Daemon
 	srv    *httptest.Server
 	c      *client
+	site   *site // the server's CA and the officer's certificate
 	pin    *gpiotest.Pin
 	court  *court
 	agency *recipient.Identity
@@ -116,6 +117,7 @@ func (r *rig) start(t testing.TB) {
 	r.srv.TLS = tlsCfg
 	r.srv.StartTLS()
 	r.c = &client{base: r.srv.URL, http: s.httpClient(true)}
+	r.site = s
 }
 
 func (r *rig) stop() {

@@ -14,10 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/custodian-project/custodian/hsm/escrow"
 	"github.com/custodian-project/custodian/hsm/opening"
 	"github.com/custodian-project/custodian/hsm/recipient"
 	"github.com/custodian-project/custodian/hsm/release"
 	"github.com/custodian-project/custodian/hsm/trust/trusttest"
+	"github.com/custodian-project/custodian/hsm/warrant"
 )
 
 // revealSetup is an appliance on swtpm serving over TLS with officers'
@@ -331,5 +333,71 @@ func TestInvariantNoSaltsWithoutOfficerCertificates(t *testing.T) {
 	dm.client.getJSON(t, "/v1/requests/"+requestRE.FindStringSubmatch(stdout)[1], &st)
 	if st.State != release.StateReleased || len(st.Salts) != 0 {
 		t.Fatalf("status: %s with salts %+v", st.State, st.Salts)
+	}
+}
+
+// TestRevealScopedEntriesOfAListWarrant: a warrant naming envelopes of two
+// scoped key IDs by a list file gets two release entries, each committing
+// to the list; the officer's status carries both salts. Reveal needs
+// --index to choose one and the list file to open it; the opening shows
+// the list's count and its key ID.
+func TestRevealScopedEntriesOfAListWarrant(t *testing.T) {
+	r := newRig(t)
+	defer r.stop()
+	r.court.install(t, r.a, time.Now().UTC())
+	december := provisionLocal(t, r.a, r.tpm, "2026-12", escrow.WithMode(escrow.ModeScoped))
+	january := provisionLocal(t, r.a, r.tpm, "2027-01", escrow.WithMode(escrow.ModeScoped))
+	_, decRefs := sealEnvelopes(t, december, "alice@example.org", 3)
+	_, janRefs := sealEnvelopes(t, january, "alice@example.org", 2)
+	p7s, list := listWarrant(t, r, "W-list-reveal", []string{"court-a"}, []string{"2026-12", "2027-01"}, []string{"alice@example.org"},
+		append(append([]warrant.EnvelopeRef{}, decRefs...), janRefs...))
+	status, st, eb := r.c.submitWithList(t, p7s, list)
+	if status != http.StatusAccepted {
+		t.Fatalf("submit: %d %+v", status, eb)
+	}
+	time.Sleep(20 * time.Millisecond)
+	r.press()
+	if st = r.c.wait(t, st.ID); st.State != release.StateReleased || len(st.Salts) != 2 {
+		t.Fatalf("release: %s, salts %+v", st.State, st.Salts)
+	}
+	dir := t.TempDir()
+	content, err := warrant.Content(p7s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := warrant.Digest(content)
+	f := &opening.SaltsFile{Version: opening.Version, Server: r.c.base, WarrantDigest: hex.EncodeToString(digest[:]), Salts: st.Salts}
+	data, err := f.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{"w.p7s": p7s, "w.envelopes": list, "w.salts.json": data}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	at := func(name string) string { return filepath.Join(dir, name) }
+	key := filepath.Join(r.d.data, "ledger-key.pub")
+	reveal := func(extra ...string) (int, string, string) {
+		return cli(t, append([]string{"ledger", "reveal", "--salts", at("w.salts.json"), "--warrant", at("w.p7s"), "--out", at("opening.json"),
+			"--server", r.c.base, "--ca", r.site.ServerCA, "--verifier-key", key}, extra...)...)
+	}
+	if code, _, stderr := reveal(); code == 0 || !strings.Contains(stderr, "holds several entries' salts") {
+		t.Fatalf("without --index: %d %s", code, stderr)
+	}
+	if code, _, stderr := reveal("--index", "99999"); code == 0 || !strings.Contains(stderr, "holds no salt for entry 99999") {
+		t.Fatalf("an index the file does not hold: %d %s", code, stderr)
+	}
+	december0 := fmt.Sprint(st.LedgerIndices["2026-12"])
+	if code, _, stderr := reveal("--index", december0); code == 0 || !strings.Contains(stderr, "add --envelope-list") {
+		t.Fatalf("without the list: %d %s", code, stderr)
+	}
+	if code, stdout, stderr := reveal("--index", december0, "--envelope-list", at("w.envelopes")); code != 0 {
+		t.Fatalf("reveal: %d\n%s%s", code, stdout, stderr)
+	}
+	code, stdout, stderr := cli(t, "ledger", "verify-opening", "--in", at("opening.json"), "--verifier-key", key)
+	if code != 0 || !strings.Contains(stdout, "key ID 2026-12") || !strings.Contains(stdout, "envelope list: 5 entries") {
+		t.Fatalf("verify-opening: %d\n%s%s", code, stdout, stderr)
 	}
 }
