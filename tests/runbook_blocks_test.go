@@ -171,6 +171,7 @@ var runbookPlans = map[string][]blockPlan{
 	"officer.md": {
 		{"fab4eaba", "client key", ""},
 		{"a6a37ab5", "release", ""},
+		{"75747d5f", "reveal", ""},
 	},
 	"agency.md": {
 		{"4bbed537", "keygen", ""},
@@ -187,6 +188,7 @@ var runbookPlans = map[string][]blockPlan{
 		{"9c03018a", "checkproof", ""},
 		{"3ce25681", "ledger list over TLS", ""},
 		{"4cb0889b", "report", ""},
+		{"9cdb496e", "verify-opening", ""},
 		{"9b1a179f", "monitor", ""},
 		{"38299d57", "monitor's user", "creates a system user and its directory as root; the story's monitor keeps its state in the auditor's own directory"},
 		{"6e8877e7", "monitor from cron", ""},

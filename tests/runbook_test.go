@@ -119,6 +119,13 @@ var runbookStory = slices.Concat([]storyStep{
 		{role: "agency", blocks: []string{"open", "open a directory"}},
 		{role: "carry", do: (*story).toAuditor},
 		{role: "auditor", blocks: []string{"checkpoint over TLS", "ledger export", "ledger list over TLS", "report", "attest over TLS"}},
+		// The sealing is over: the court opens court-a's release entry
+		// with the salt its officer's client kept, and the auditor checks
+		// the opening against the court's root.
+		{role: "the court has the appliance's verifier key", do: (*story).toCourt},
+		{role: "officer", blocks: []string{"reveal"}, on: []string{"court-a"}},
+		{role: "carry", do: (*story).openingToAuditor},
+		{role: "auditor", blocks: []string{"verify-opening"}},
 		// The monitor follows both releasing appliances from a state
 		// directory the auditor owns; cron and the service poll again.
 		{role: "auditor", blocks: []string{"monitor", "monitor from cron", "monitor as a service"}, subst: monitorPaths},
@@ -883,6 +890,23 @@ func (s *story) toAuditor(string) {
 	s.give("escrow-authority", "court-a/court-a.record", "auditor", "court-a.record")
 	s.give("escrow-authority", "authority.pub", "auditor", "authority.pub")
 	s.give("escrow-authority", "policy.json", "auditor", "policy.json")
+}
+
+// toCourt: the court pins court-a's verifier key as its operator
+// published it.
+func (s *story) toCourt(string) {
+	data, err := os.ReadFile(filepath.Join(s.devices["court-a"].data, "ledger-key.pub"))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	writeFile(s.t, filepath.Join(s.dir("officer"), "ledger-key.pub"), data)
+}
+
+// openingToAuditor: the court publishes its opening, its root and a CRL.
+func (s *story) openingToAuditor(string) {
+	s.give("officer", "court-a.opening.json", "auditor", "court-a.opening.json")
+	s.give("court-trust-admin", "court-root.pem", "auditor", "court-root.pem")
+	s.give("court-trust-admin", "court-root.crl.pem", "auditor", "court-root.crl.pem")
 }
 
 // checkOpened: what the agency opened is what was sealed.

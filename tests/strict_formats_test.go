@@ -22,6 +22,7 @@ import (
 	"github.com/custodian-project/custodian/hsm/enrollment"
 	"github.com/custodian-project/custodian/hsm/escrow"
 	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/hsm/opening"
 	"github.com/custodian-project/custodian/hsm/recipient"
 	"github.com/custodian-project/custodian/hsm/release"
 	"github.com/custodian-project/custodian/hsm/trust"
@@ -227,16 +228,30 @@ func exchangedFormats(t *testing.T, dir string) []strictFormat {
 		{"attest request body", []byte(`{"nonce":"0011223344556677"}`), attestRequest},
 		{"status response", marshal(t, &release.Status{ID: "00", State: "failed", KeyIDs: []string{"2026-12"},
 			Deadline: time.Now().UTC(), Failed: map[string]release.Code{"2026-12": release.CodeSealFailed},
-			LedgerIndices: map[string]int64{"2026-12": 3}, Timings: &release.Timings{TotalMS: 1}}), func(_ *testing.T, doc []byte) error {
+			LedgerIndices: map[string]int64{"2026-12": 3}, Timings: &release.Timings{TotalMS: 1},
+			Salts: []opening.Salt{{Index: 3, Salt: strings.Repeat("ab", 32)}}}), func(_ *testing.T, doc []byte) error {
 			return release.DecodeResponse(doc, new(release.Status))
 		}},
 		{"error response", marshal(t, &release.ErrorBody{Error: struct {
 			Code        release.Code `json:"code"`
 			Message     string       `json:"message"`
 			LedgerIndex *int64       `json:"ledger_index,omitempty"`
-		}{Code: release.CodeBusy, Message: "busy", LedgerIndex: &index}}), func(_ *testing.T, doc []byte) error {
+			Salt        string       `json:"salt,omitempty"`
+		}{Code: release.CodeBusy, Message: "busy", LedgerIndex: &index, Salt: strings.Repeat("ab", 32)}}), func(_ *testing.T, doc []byte) error {
 			return release.DecodeResponse(doc, new(release.ErrorBody))
 		}},
+		{"opening", marshal(t, &opening.Opening{Version: opening.Version, Index: 3, Entry: "e", Checkpoint: string(checkpoint),
+			Salt: strings.Repeat("ab", 32), Warrant: []byte{0x30}, EnvelopeList: &warrant.ListDigest{Count: 2, TreeHash: make([]byte, 32)}}),
+			func(_ *testing.T, doc []byte) error {
+				_, err := opening.Parse(doc)
+				return err
+			}},
+		{"salts file", marshal(t, &opening.SaltsFile{Version: opening.Version, Server: "https://custodian-a.example:8443",
+			WarrantDigest: strings.Repeat("cd", 32), Salts: []opening.Salt{{Index: 3, Salt: strings.Repeat("ab", 32)}}}),
+			func(_ *testing.T, doc []byte) error {
+				_, err := opening.ParseSaltsFile(doc)
+				return err
+			}},
 		{"inclusion response", marshal(t, &ledger.Inclusion{Index: 3, Entry: "e", Checkpoint: string(checkpoint)}), func(_ *testing.T, doc []byte) error {
 			return release.DecodeResponse(doc, new(ledger.Inclusion))
 		}},

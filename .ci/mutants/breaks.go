@@ -422,6 +422,28 @@ var breaks = []mutant{
 		},
 		pkg: "./hsm/appliance", tests: []string{"TestResealMovesSharesToAnApprovedImage"},
 	},
+	// An opening opens only its own entry, with its own salt, to a
+	// warrant of the court; salts go only to the officer's channel.
+	{
+		name:  "an opening accepted without its salt opening the commitment",
+		edits: []edit{{"hsm/opening/opening.go", "if subtle.ConstantTimeCompare(e.Commitment, ledger.Commit(salt, Subject(o.Warrant, o.EnvelopeList))) != 1 {", "if false && subtle.ConstantTimeCompare(e.Commitment, ledger.Commit(salt, Subject(o.Warrant, o.EnvelopeList))) != 1 {"}},
+		pkg:   "./hsm/opening", tests: []string{"TestInvariantOpeningNeedsTheEntrysOwnSalt", "TestInvariantOpeningBindsItsEntry"},
+	},
+	{
+		name:  "an opening accepted without its inclusion proof",
+		edits: []edit{{"hsm/opening/opening.go", "\tif err := ledger.VerifyInclusion(cp, o.Index, []byte(o.Entry), o.Proof); err != nil {", "\tif err := ledger.VerifyInclusion(cp, o.Index, []byte(o.Entry), o.Proof); false && err != nil {"}},
+		pkg:   "./hsm/opening", tests: []string{"TestInvariantOpeningBindsItsEntry"},
+	},
+	{
+		name:  "an opened warrant's court not checked",
+		edits: []edit{{"hsm/opening/opening.go", "\t_, err := v.VerifySignatures(p7s)\n\tif err == nil {", "\t_, err := v.VerifySignatures(p7s)\n\tif true {"}},
+		pkg:   "./hsm/opening", tests: []string{"TestInvariantOpeningShowsItsCourt"},
+	},
+	{
+		name:  "salts given on an appliance that takes warrants from anyone",
+		edits: []edit{{"hsm/release/api.go", "func (a *API) withSalts(st *Status) {\n\tif a.Officers == nil {", "func (a *API) withSalts(st *Status) {\n\tif false {"}},
+		pkg:   "./tests", tests: []string{"TestInvariantNoSaltsWithoutOfficerCertificates"},
+	},
 	// The monitor keeps the public's view of each ledger to one history.
 	{
 		name:  "the monitor accepts a tree that does not extend the one it saw",

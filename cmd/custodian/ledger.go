@@ -29,6 +29,8 @@ func newLedgerCommand(g *globals) *cobra.Command {
 		newLedgerListCommand(g),
 		newLedgerResolveCommand(g),
 		newLedgerExportCommand(g),
+		newLedgerRevealCommand(g),
+		newLedgerVerifyOpeningCommand(g),
 	)
 	return cmd
 }

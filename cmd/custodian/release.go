@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -22,12 +23,13 @@ import (
 
 	"github.com/custodian-project/custodian/hsm/durable"
 	"github.com/custodian-project/custodian/hsm/escrow"
+	"github.com/custodian-project/custodian/hsm/opening"
 	"github.com/custodian-project/custodian/hsm/release"
 	"github.com/custodian-project/custodian/hsm/warrant"
 )
 
 func newReleaseCommand(g *globals) *cobra.Command {
-	var server, warrantPath, listPath, out string
+	var server, warrantPath, listPath, out, saltsOut string
 	var network clientTLS
 	cmd := &cobra.Command{
 		Use:   "release --server URL --warrant w.p7s [--envelope-list w.envelopes] --out release.json",
@@ -38,20 +40,28 @@ func newReleaseCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := durable.CheckReplaceable(out); err != nil {
-				return err
+			if saltsOut == "" {
+				saltsOut = strings.TrimSuffix(out, filepath.Ext(out)) + ".salts.json"
+			}
+			for _, path := range []string{out, saltsOut} {
+				if err := durable.CheckReplaceable(path); err != nil {
+					return err
+				}
 			}
 			c, err := g.apiClient(server, network)
 			if err != nil {
 				return err
 			}
-			return g.release(cmd.Context(), c, submission{p7s: p7s, listPath: listPath}, out)
+			var salts []opening.Salt
+			err = g.release(cmd.Context(), c, submission{p7s: p7s, listPath: listPath}, out, &salts)
+			return g.keepSalts(server, p7s, saltsOut, salts, err)
 		},
 	}
 	cmd.Flags().StringVar(&server, "server", "", "the custodian's API, e.g. https://custodian-a.court.example:8443")
 	cmd.Flags().StringVar(&warrantPath, "warrant", "", "the signed warrant (DER CMS)")
 	cmd.Flags().StringVar(&listPath, "envelope-list", "", "the envelope list the warrant names (written by custodian warrant new beside it)")
 	cmd.Flags().StringVar(&out, "out", "", "where to save the package; with several key IDs, one file per key ID (NAME.KEY-ID.json)")
+	cmd.Flags().StringVar(&saltsOut, "salts-out", "", "where to keep the salts of the request's ledger entries, the court's secret for custodian ledger reveal (default: --out with .salts.json for its extension)")
 	network.register(cmd, true)
 	for _, f := range []string{"server", "warrant", "out"} {
 		_ = cmd.MarkFlagRequired(f)
@@ -71,6 +81,7 @@ type apiError struct {
 	code    release.Code
 	message string
 	index   *int64
+	salt    string // opens the refusal's entry, for an officer's client
 }
 
 func (e *apiError) Error() string {
@@ -169,7 +180,7 @@ func (c *apiClient) readAnswer(req *http.Request, resp *http.Response, limit int
 			return &httpStatus{code: resp.StatusCode, err: fmt.Errorf("the custodian answered %s", serverText(resp.Status))}
 		}
 		return &httpStatus{code: resp.StatusCode,
-			err: &apiError{code: eb.Error.Code, message: eb.Error.Message, index: eb.Error.LedgerIndex}}
+			err: &apiError{code: eb.Error.Code, message: eb.Error.Message, index: eb.Error.LedgerIndex, salt: eb.Error.Salt}}
 	}
 	if int64(len(data)) > limit {
 		return withHint(fmt.Errorf("%w (over %d bytes): %s", errTooLarge, limit, req.URL.Path),
@@ -307,7 +318,10 @@ func (c *apiClient) submit(ctx context.Context, s submission, st *release.Status
 	}
 }
 
-func (g *globals) release(ctx context.Context, c *apiClient, s submission, out string) error {
+// release submits, waits for the press and saves the packages. The salts
+// the custodian gives with the result (an officer's client only) go into
+// salts, also when it refuses.
+func (g *globals) release(ctx context.Context, c *apiClient, s submission, out string, salts *[]opening.Salt) error {
 	p7s := s.p7s
 	w, _, err := warrant.Inspect(p7s)
 	if err != nil {
@@ -318,8 +332,13 @@ func (g *globals) release(ctx context.Context, c *apiClient, s submission, out s
 	}
 	var st release.Status
 	if err := c.submit(ctx, s, &st); err != nil {
+		var e *apiError
+		if errors.As(err, &e) && e.index != nil && e.salt != "" {
+			*salts = []opening.Salt{{Index: *e.index, Salt: e.salt}}
+		}
 		return releaseHint(err)
 	}
+	defer func() { *salts = st.Salts }()
 	g.printf("%s\n\nwarrant digest %s\npress the button on the custodian (request %s)\n", st.Summary, st.WarrantDigest, st.ID)
 	var shown release.Progress
 	for st.State == release.StateAwaitingPress || st.State == release.StateReleasing {
@@ -452,4 +471,34 @@ func failedKeyIDs(failed map[string]release.Code) string {
 		parts = append(parts, fmt.Sprintf("%s (%s)", k, failed[k]))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// keepSalts writes the salts the custodian gave, the court's secret for
+// opening its entries later (custodian ledger reveal), readable by this
+// user only, whatever the release's outcome (err, returned as it is). A
+// salt is worth keeping even for a refusal: it shows which warrant the
+// refusal entry was about.
+func (g *globals) keepSalts(server string, p7s []byte, path string, salts []opening.Salt, err error) error {
+	if len(salts) == 0 {
+		return err
+	}
+	d := warrant.Digest(contentOf(p7s))
+	f := &opening.SaltsFile{Version: opening.Version, Server: server, WarrantDigest: hex.EncodeToString(d[:]), Salts: salts}
+	data, merr := f.Marshal()
+	if merr == nil {
+		merr = durable.WriteFile(path, data, 0o600)
+	}
+	if merr != nil {
+		return errors.Join(err, fmt.Errorf("the salts of ledger entries %s were not kept: %w", saltIndexes(salts), merr))
+	}
+	g.printf("kept the salts of ledger entries %s in %s: keep it secret; custodian ledger reveal opens an entry with it\n", saltIndexes(salts), path)
+	return err
+}
+
+func saltIndexes(salts []opening.Salt) string {
+	s := make([]string, len(salts))
+	for i, x := range salts {
+		s[i] = strconv.FormatInt(x.Index, 10)
+	}
+	return strings.Join(s, ", ")
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/custodian-project/custodian/hsm/enrollment"
 	"github.com/custodian-project/custodian/hsm/escrow"
@@ -130,6 +133,12 @@ func TestEveryUserErrorNamesCauseAndNextStep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	_, verifierKey, err := note.GenerateKey(rand.Reader, "custodian/court-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	saltsFile := write("w.salts.json", fmt.Sprintf(`{"version":1,"server":"https://c.example","warrant_digest":"%s","salts":[{"index":3,"salt":"%s"}]}`,
+		strings.Repeat("ab", 32), strings.Repeat("01", 32)))
 	keyFile := p("other.key")
 	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
@@ -260,6 +269,16 @@ func TestEveryUserErrorNamesCauseAndNextStep(t *testing.T) {
 			[]string{`unknown KEM "rsa"; use mlkem768x25519, mlkem768p256 or x25519`}},
 		{"ledger over the network without a key", []string{"ledger", "verify", "--server", unpinned.URL},
 			[]string{"--server needs --verifier-key", "hint: pin the appliance's key"}},
+		{"opening that is no opening", []string{"ledger", "verify-opening", "--in", text, "--verifier-key", verifierKey},
+			[]string{"the opening is malformed: malformed JSON", "hint: --in is an opening file that custodian ledger reveal wrote"}},
+		{"opening not there", []string{"ledger", "verify-opening", "--in", missing, "--verifier-key", verifierKey},
+			[]string{missing}},
+		{"salts file that is no salts file", []string{"ledger", "reveal", "--salts", text, "--warrant", unsigned, "--out", p("o.json")},
+			[]string{"the salts file is malformed", "hint: --salts is the .salts.json file custodian release kept"}},
+		{"reveal of an unsigned warrant", []string{"ledger", "reveal", "--salts", saltsFile, "--warrant", unsigned, "--out", p("o.json")},
+			[]string{"is a warrant document, not the signed warrant", "hint: give the w.p7s custodian release submitted"}},
+		{"opening with --court and no --roots", []string{"ledger", "verify-opening", "--in", text, "--verifier-key", verifierKey, "--court", "C"},
+			[]string{"--roots is missing", "hint: add --roots FILE"}},
 
 		// Servers and devices that do not answer, or not as pinned.
 		{"server not running", []string{"attest", "--server", closed.URL, "--insecure-http", "--nonce", "0011223344556677", "--out", p("a.json")},

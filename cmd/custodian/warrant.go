@@ -568,6 +568,12 @@ func printVerified(g *globals, res *warrant.Verified, custodian string, d *devic
 // verifyStore is the data dir's trust store, or an in-memory one made of
 // --roots, pinned for --court, and --crl.
 func verifyStore(g *globals, roots, court string, crls []string) (*trust.Store, error) {
+	return verifyStoreAt(g, roots, court, crls, time.Now())
+}
+
+// verifyStoreAt is verifyStore with --crl checked as of at: a CRL in
+// force then (ledger verify-opening checks a warrant as of its entry).
+func verifyStoreAt(g *globals, roots, court string, crls []string, at time.Time) (*trust.Store, error) {
 	if roots == "" {
 		if len(crls) != 0 || court != "" {
 			return nil, badUsage(errors.New("--crl and --court need --roots; the trust store has its own CRLs and courts (custodian trust list)"))
@@ -601,7 +607,7 @@ func verifyStore(g *globals, roots, court string, crls []string) (*trust.Store, 
 		if err := checkPEMOrDER("--crl", path, data, "X509 CRL", "a CRL"); err != nil {
 			return nil, err
 		}
-		if _, err := s.SetCRL(data, time.Now()); err != nil {
+		if _, err := s.SetCRL(data, at); err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 	}

@@ -46,8 +46,9 @@ var kinds = map[Kind]bool{
 
 // Entry is one record of the ledger. It is public: it holds commitments
 // to what it is about, never the contents. The salt that opens a
-// commitment stays on the appliance ([Ledger.Salt]), so a court can later
-// prove which warrant an entry was about.
+// commitment is kept on the appliance ([Ledger.Salt]) and given only to
+// the court officer's client of the request, so the court can later prove
+// which warrant an entry was about (package opening).
 type Entry struct {
 	Time       time.Time // UTC, whole seconds
 	Kind       Kind

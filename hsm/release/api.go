@@ -19,6 +19,7 @@ import (
 	"github.com/custodian-project/custodian/hsm/attest"
 	"github.com/custodian-project/custodian/hsm/internal/strictjson"
 	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/hsm/opening"
 	"github.com/custodian-project/custodian/hsm/warrant"
 )
 
@@ -42,8 +43,10 @@ const MaxBody = 64 << 10
 //
 // The three request routes (submit, status, packages) are the court
 // officer's; with Officers set they need a client certificate that chains
-// to one of its CAs. The ledger routes, attestation and health are the
-// auditors' and stay open to anyone.
+// to one of its CAs, and a request's status (or a submission's refusal)
+// carries the salts of its ledger entries (withSalts). The ledger routes,
+// attestation and health are the auditors' and stay open to anyone; they
+// never carry a salt.
 type API struct {
 	Daemon *Daemon
 	// Attest answers an attestation request; nil answers "unavailable".
@@ -209,6 +212,9 @@ type ErrorBody struct {
 		Code        Code   `json:"code"`
 		Message     string `json:"message"`
 		LedgerIndex *int64 `json:"ledger_index,omitempty"`
+		// Salt opens the refusal entry's commitment; only for a court
+		// officer's authenticated client (API.withSalts).
+		Salt string `json:"salt,omitempty"`
 	} `json:"error"`
 }
 
@@ -298,11 +304,43 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request) {
 	}
 	st, err := a.Daemon.SubmitList(body, list)
 	<-a.sem
+	var ref *Refusal
+	if errors.As(err, &ref) && ref.LedgerIndex >= 0 && a.Officers != nil {
+		// The submitter is an officer, and the refusal its own entry.
+		writeErrorWithSalt(w, ref, a.Daemon.salt(ref.LedgerIndex))
+		return
+	}
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusAccepted, st)
+}
+
+// withSalts adds to st the salts of its entries, for a court officer's
+// client: the API gives salts only with Officers set, where every request
+// route needs an officer's certificate, and only a request's own salts,
+// to whoever holds its ID (which only the submitter learns). An appliance
+// that takes warrants from anyone gives salts to no one. Public routes
+// never carry a salt (docs/threat-model.md, "Salts").
+func (a *API) withSalts(st *Status) {
+	if a.Officers == nil {
+		return
+	}
+	for _, k := range sortedKeys(st.LedgerIndices) {
+		i := st.LedgerIndices[k]
+		if s := a.Daemon.salt(i); s != "" {
+			st.Salts = append(st.Salts, opening.Salt{Index: i, Salt: s})
+		}
+	}
+}
+
+func writeErrorWithSalt(w http.ResponseWriter, ref *Refusal, salt string) {
+	var body ErrorBody
+	body.Error.Code, body.Error.Message, body.Error.Salt = ref.Code, ref.Err.Error(), salt
+	i := ref.LedgerIndex
+	body.Error.LedgerIndex = &i
+	writeJSON(w, ref.Status(), body)
 }
 
 // readWarrantBody reads a signed warrant of at most MaxBody bytes, refusing
@@ -333,6 +371,7 @@ func (a *API) status(w http.ResponseWriter, r *http.Request) {
 			writeError(w, err)
 			return
 		}
+		a.withSalts(st)
 		writeJSON(w, http.StatusOK, st)
 		return
 	}
@@ -341,6 +380,7 @@ func (a *API) status(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	a.withSalts(st)
 	writeJSON(w, http.StatusOK, st)
 }
 

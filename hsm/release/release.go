@@ -83,6 +83,7 @@ import (
 	"github.com/custodian-project/custodian/hsm/durable"
 	"github.com/custodian-project/custodian/hsm/escrow"
 	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/hsm/opening"
 	"github.com/custodian-project/custodian/hsm/trust"
 	"github.com/custodian-project/custodian/hsm/warrant"
 	"github.com/custodian-project/custodian/tpm"
@@ -216,6 +217,10 @@ type Status struct {
 	// Progress, while a scoped key ID's partials are computed and after,
 	// says how many of them exist.
 	Progress *Progress `json:"progress,omitempty"`
+	// Salts open the commitments of the entries in LedgerIndices. Only
+	// the API fills them, for a court officer's authenticated client
+	// (API.withSalts); the daemon's own status never holds them.
+	Salts []opening.Salt `json:"salts,omitempty"`
 }
 
 // Timings splits a release's cost, from the press to the last package.
@@ -811,4 +816,17 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// salt is the hex salt of entry i, or "" when it has none (a negative
+// index, or an entry the ledger cannot read).
+func (d *Daemon) salt(i int64) string {
+	if i < 0 {
+		return ""
+	}
+	s, err := d.cfg.Appliance.Ledger.Salt(i)
+	if err != nil {
+		return ""
+	}
+	return opening.EncodeSalt(s)
 }

@@ -2,7 +2,6 @@ package release
 
 import (
 	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 	"github.com/custodian-project/custodian/hsm/ids"
 	"github.com/custodian-project/custodian/hsm/internal/strictjson"
 	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/hsm/opening"
 	"github.com/custodian-project/custodian/hsm/warrant"
 	"github.com/custodian-project/custodian/tpm"
 )
@@ -258,17 +258,13 @@ func (d *Daemon) releaseOne(r *request, rec *record, keyID string, replay []byte
 }
 
 // listSubject is what a scoped key ID's release entry commits to: the
-// warrant, then the envelope list's tree hash and count (8 bytes,
-// big-endian). The warrant signs the list already (inline, or by the same
-// tree hash and count); the entry names it so that a court holding the
-// salt shows that one envelope was released under the entry with the
-// warrant and the envelope's inclusion proof in the list, without the rest
-// of the list (docs/ledger.md).
-func listSubject(p7s []byte, d warrant.ListDigest) []byte {
-	b := append(append([]byte{}, p7s...), "\x00envelope-list\x00"...)
-	b = append(b, d.TreeHash...)
-	return binary.BigEndian.AppendUint64(b, uint64(d.Count))
-}
+// warrant, then the envelope list's tree hash and count (opening.Subject).
+// The warrant signs the list already (inline, or by the same tree hash and
+// count); the entry names it so that a court holding the salt shows that
+// one envelope was released under the entry with the warrant and the
+// envelope's inclusion proof in the list, without the rest of the list
+// (docs/ledger.md).
+func listSubject(p7s []byte, d warrant.ListDigest) []byte { return opening.Subject(p7s, &d) }
 
 // partialSubject is what a partial's release entry committed to when a
 // scoped release had one entry per envelope: records of that time are
