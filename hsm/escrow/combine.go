@@ -9,6 +9,8 @@ import (
 
 	"github.com/cloudflare/circl/group"
 	"github.com/cloudflare/circl/math/polynomial"
+
+	"github.com/custodian-project/custodian/internal/p256"
 )
 
 // PartialShare is one custodian's part of opening one envelope: s_i·R for
@@ -35,31 +37,32 @@ func CombinePartials(partials []PartialShare) ([]byte, error) {
 	return combineWith(points, lagrangeAtZero(xs))
 }
 
-// lagrangeAtZero is λ_i(0) = Π_{j≠i} x_j/(x_j − x_i) for each x_i: public,
-// from the indices only, and the same for every envelope the same
-// custodians combine.
-func lagrangeAtZero(xs []group.Scalar) []group.Scalar {
+// lagrangeAtZero is λ_i(0) = Π_{j≠i} x_j/(x_j − x_i) for each x_i, 32
+// bytes each: public, from the indices only, and the same for every
+// envelope the same custodians combine.
+func lagrangeAtZero(xs []group.Scalar) [][]byte {
 	zero := g.NewScalar()
-	out := make([]group.Scalar, len(xs))
+	out := make([][]byte, len(xs))
 	for i := range xs {
-		out[i] = polynomial.LagrangeBase(uint(i), xs, zero)
+		l, err := polynomial.LagrangeBase(uint(i), xs, zero).MarshalBinary()
+		if err != nil {
+			panic("escrow: a Lagrange coefficient does not encode")
+		}
+		out[i] = l
 	}
 	return out
 }
 
-// combineWith is Σ λ_i·P_i, refusing the identity.
-func combineWith(points []group.Element, lambdas []group.Scalar) ([]byte, error) {
-	sum, term := g.Identity(), g.NewElement()
-	for i, p := range points {
-		term.Mul(p, lambdas[i])
-		sum.Add(sum, term)
+// combineWith is Σ λ_i·P_i, refusing the identity: a sum of multiples,
+// constant time in the partials (internal/p256).
+func combineWith(points []*p256.Point, lambdas [][]byte) ([]byte, error) {
+	sum, err := p256.SumOfMultiples(points, lambdas)
+	if err != nil {
+		return nil, errors.New("partials: they do not combine")
 	}
-	if sum.IsIdentity() {
+	out, err := p256.Encode(sum)
+	if err != nil {
 		return nil, errors.New("partials: they combine to the identity")
-	}
-	out, err := sum.MarshalBinary()
-	if err != nil || len(out) != pointLen {
-		return nil, errors.New("partials: the combined point does not encode")
 	}
 	return out, nil
 }
@@ -67,13 +70,13 @@ func combineWith(points []group.Element, lambdas []group.Scalar) ([]byte, error)
 // parsePartials checks the indices before any arithmetic: a repeated
 // index makes a Lagrange denominator zero, which circl inverts to zero
 // without an error, silently dropping those partials from the sum.
-func parsePartials(partials []PartialShare) ([]group.Scalar, []group.Element, error) {
+func parsePartials(partials []PartialShare) ([]group.Scalar, []*p256.Point, error) {
 	if len(partials) < 2 {
 		return nil, nil, fmt.Errorf("partials: %d given; at least 2 are needed", len(partials))
 	}
 	var seen [MaxCustodians + 1]bool
 	xs := make([]group.Scalar, len(partials))
-	points := make([]group.Element, len(partials))
+	points := make([]*p256.Point, len(partials))
 	for i, p := range partials {
 		if p.Index < 1 || p.Index > MaxCustodians {
 			return nil, nil, fmt.Errorf("partials: index %d out of 1..%d", p.Index, MaxCustodians)
@@ -92,18 +95,9 @@ func parsePartials(partials []PartialShare) ([]group.Scalar, []group.Element, er
 }
 
 // parsePoint accepts only the uncompressed encoding, as every point in the
-// escrow formats is; circl alone would also take compressed points and the
-// one-byte identity, so crypto/ecdh checks first: uncompressed, on the
-// curve, not the identity.
-func parsePoint(b []byte) (group.Element, error) {
-	if _, err := ecdh.P256().NewPublicKey(b); err != nil {
-		return nil, errors.New("not an uncompressed P-256 point")
-	}
-	e := g.NewElement()
-	if err := e.UnmarshalBinary(b); err != nil || e.IsIdentity() {
-		return nil, errors.New("not a P-256 point")
-	}
-	return e, nil
+// escrow formats is: on the curve, not the identity.
+func parsePoint(b []byte) (*p256.Point, error) {
+	return p256.ParsePoint(b)
 }
 
 // OpenWithDH decrypts an envelope for the key ID of pub given dh = s·R,

@@ -42,7 +42,7 @@ type ScopedOpener struct {
 	releases []*releasePartials // in the order given
 
 	mu       sync.Mutex
-	lagrange map[string][]group.Scalar // by the indices that combine
+	lagrange map[string][][]byte // by the indices that combine
 }
 
 // releasePartials is one custodian's partials, by the envelope's R; or,
@@ -67,7 +67,7 @@ func NewScopedOpener(id *recipient.Identity, pub *Public, releases []*Release) (
 	if pub.Mode != ModeScoped {
 		return nil, fmt.Errorf("key ID %s is in %s mode: recover its key with Recover", pub.KeyID, pub.Mode)
 	}
-	o := &ScopedOpener{pub: pub, lagrange: map[string][]group.Scalar{}}
+	o := &ScopedOpener{pub: pub, lagrange: map[string][][]byte{}}
 	seen := map[int]bool{}
 	for _, r := range releases {
 		c, err := checkRelease(pub, r, seen)
@@ -238,7 +238,7 @@ func (o *ScopedOpener) combineAndOpen(env *Envelope, good []PartialShare) (*Enve
 
 // coefficients returns λ_i(0) for the indices of ps, computed the first
 // time a set combines: with the same t custodians, that is once.
-func (o *ScopedOpener) coefficients(ps []PartialShare, xs []group.Scalar) []group.Scalar {
+func (o *ScopedOpener) coefficients(ps []PartialShare, xs []group.Scalar) [][]byte {
 	var key strings.Builder
 	for _, p := range ps {
 		key.WriteByte(byte(p.Index)) // 1..MaxCustodians: one byte each
