@@ -80,12 +80,15 @@ func PartialsBatch(t transport.TPM, k *ScopedKey, points [][]byte, approval *App
 	}
 	defer run.close()
 	partials := make([][]byte, len(points))
-	for i, r := range points {
-		if partials[i], err = run.partial(r); err != nil {
-			return nil, fmt.Errorf("point %d: %w", i, err)
+	for lo := 0; lo < len(points); lo += blindChunk {
+		hi := min(lo+blindChunk, len(points))
+		done := func(i int) {
+			if progress != nil {
+				progress(lo+i+1, len(points))
+			}
 		}
-		if progress != nil {
-			progress(i+1, len(points))
+		if err := run.partials(points[lo:hi], partials[lo:hi], lo, done); err != nil {
+			return nil, err
 		}
 	}
 	proof, err := run.proveBatch(points, partials)
@@ -121,13 +124,44 @@ func checkBatchPoints(points [][]byte) error {
 	return checkPoints(points)
 }
 
+// blindChunk is how many blinds are drawn, and inverted, at once.
+const blindChunk = 64
+
+// partials computes out[i] = s·points[i] through the TPM, which sees only
+// ρ_i·R_i, and calls done(i) after each; first is the index of points[0]
+// in the batch, for errors. The blinds' inverses come from one inversion
+// for the chunk.
+func (run *scopedRun) partials(points, out [][]byte, first int, done func(i int)) error {
+	rhos := make([]*p256.Scalar, len(points))
+	for i := range rhos {
+		var err error
+		if rhos[i], err = p256.RandomScalar(); err != nil {
+			return err
+		}
+		defer rhos[i].Erase()
+	}
+	unblinds := p256.Inverses(rhos)
+	for i, r := range points {
+		defer unblinds[i].Erase()
+		var err error
+		if out[i], err = run.partial(r, rhos[i], unblinds[i]); err != nil {
+			return fmt.Errorf("point %d: %w", first+i, err)
+		}
+		done(i)
+	}
+	return nil
+}
+
 // partial returns s·R through the TPM, which sees only ρ·R.
-func (run *scopedRun) partial(r []byte) ([]byte, error) {
-	rho, blinded, err := newBlind(r)
+func (run *scopedRun) partial(r []byte, rho, unblind *p256.Scalar) ([]byte, error) {
+	R, err := p256.ParsePoint(r)
 	if err != nil {
 		return nil, err
 	}
-	defer rho.Erase()
+	blinded, err := mulEncode(R, rho)
+	if err != nil {
+		return nil, err
+	}
 	p, err := zgenPoint(run.t, run.sess, run.gate, run.zgen, blinded)
 	if err != nil {
 		return nil, err
@@ -136,12 +170,7 @@ func (run *scopedRun) partial(r []byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ECDH_ZGen returned a bad point: %w", err)
 	}
-	unblind := rho.Inverse()
-	defer unblind.Erase()
-	if P, err = p256.Mul(P, unblind.Bytes()); err != nil {
-		return nil, err
-	}
-	return p256.Encode(P)
+	return mulEncode(P, unblind)
 }
 
 // proveBatch proves the combination of partials on a fresh blind of R*.

@@ -163,3 +163,33 @@ func (s *Scalar) Erase() {
 		panic("p256: zero is not a scalar")
 	}
 }
+
+// Clone is a copy of s.
+func (s *Scalar) Clone() *Scalar {
+	c, err := ParseScalar(s.Bytes())
+	if err != nil {
+		panic("p256: a scalar does not parse back")
+	}
+	return c
+}
+
+// Inverses returns s_i⁻¹ for every s_i, which must all be nonzero, with
+// one inversion and three multiplications each (Montgomery's trick),
+// in constant time: an inversion costs about two point multiplications.
+func Inverses(s []*Scalar) []*Scalar {
+	prefix := make([]*Scalar, len(s)) // s_0·…·s_{i−1}
+	acc := ReduceScalar([]byte{1})
+	for i := range s {
+		prefix[i] = acc.Clone()
+		acc.Mul(s[i])
+	}
+	inv := acc.Inverse() // (s_0·…·s_{n−1})⁻¹
+	acc.Erase()
+	out := make([]*Scalar, len(s))
+	for i := len(s) - 1; i >= 0; i-- {
+		out[i] = prefix[i].Mul(inv) // s_i⁻¹
+		inv.Mul(s[i])               // (s_0·…·s_{i−1})⁻¹
+	}
+	inv.Erase()
+	return out
+}

@@ -118,3 +118,20 @@ func RandomScalarOrFail(t testing.TB) *Scalar {
 }
 
 func nanotime() int64 { return time.Now().UnixNano() }
+
+func TestInversesAreEachScalarsInverse(t *testing.T) {
+	for _, n := range []int{1, 2, 17} {
+		s := make([]*Scalar, n)
+		for i := range s {
+			s[i] = RandomScalarOrFail(t)
+		}
+		for i, inv := range Inverses(s) {
+			if !bytes.Equal(inv.Bytes(), s[i].Inverse().Bytes()) {
+				t.Fatalf("n=%d: inverse %d differs from s⁻¹", n, i)
+			}
+			if !bytes.Equal(inv.Mul(s[i]).Bytes(), ReduceScalar([]byte{1}).Bytes()) {
+				t.Fatalf("n=%d: s·s⁻¹ ≠ 1", n)
+			}
+		}
+	}
+}
