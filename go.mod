@@ -35,6 +35,7 @@ require (
 )
 
 require (
+	filippo.io/nistec v0.0.4 // indirect
 	github.com/GoogleCloudPlatform/confidential-space/server v0.0.0-20260915221818-a6c0685fb9fc // indirect
 	github.com/anchore/go-lzo v0.1.0 // indirect
 	github.com/bwesterb/go-ristretto v1.2.3 // indirect

@@ -1,17 +1,17 @@
 package tpm
 
 import (
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math/big"
 	"slices"
 
 	"github.com/cloudflare/circl/group"
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
+
+	"github.com/custodian-project/custodian/internal/p256"
 )
 
 // A batch answers many points with one proof. The device has the TPM
@@ -80,12 +80,15 @@ func PartialsBatch(t transport.TPM, k *ScopedKey, points [][]byte, approval *App
 	}
 	defer run.close()
 	partials := make([][]byte, len(points))
-	for i, r := range points {
-		if partials[i], err = run.partial(r); err != nil {
-			return nil, fmt.Errorf("point %d: %w", i, err)
+	for lo := 0; lo < len(points); lo += blindChunk {
+		hi := min(lo+blindChunk, len(points))
+		done := func(i int) {
+			if progress != nil {
+				progress(lo+i+1, len(points))
+			}
 		}
-		if progress != nil {
-			progress(i+1, len(points))
+		if err := run.partials(points[lo:hi], partials[lo:hi], lo, done); err != nil {
+			return nil, err
 		}
 	}
 	proof, err := run.proveBatch(points, partials)
@@ -121,9 +124,41 @@ func checkBatchPoints(points [][]byte) error {
 	return checkPoints(points)
 }
 
+// blindChunk is how many blinds are drawn, and inverted, at once.
+const blindChunk = 64
+
+// partials computes out[i] = s·points[i] through the TPM, which sees only
+// ρ_i·R_i, and calls done(i) after each; first is the index of points[0]
+// in the batch, for errors. The blinds' inverses come from one inversion
+// for the chunk.
+func (run *scopedRun) partials(points, out [][]byte, first int, done func(i int)) error {
+	rhos := make([]*p256.Scalar, len(points))
+	for i := range rhos {
+		var err error
+		if rhos[i], err = p256.RandomScalar(); err != nil {
+			return err
+		}
+		defer rhos[i].Erase()
+	}
+	unblinds := p256.Inverses(rhos)
+	for i, r := range points {
+		defer unblinds[i].Erase()
+		var err error
+		if out[i], err = run.partial(r, rhos[i], unblinds[i]); err != nil {
+			return fmt.Errorf("point %d: %w", first+i, err)
+		}
+		done(i)
+	}
+	return nil
+}
+
 // partial returns s·R through the TPM, which sees only ρ·R.
-func (run *scopedRun) partial(r []byte) ([]byte, error) {
-	rho, blinded, err := newBlind(r)
+func (run *scopedRun) partial(r []byte, rho, unblind *p256.Scalar) ([]byte, error) {
+	R, err := p256.ParsePoint(r)
+	if err != nil {
+		return nil, err
+	}
+	blinded, err := mulEncode(R, rho)
 	if err != nil {
 		return nil, err
 	}
@@ -131,16 +166,11 @@ func (run *scopedRun) partial(r []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	blind := p256.NewScalar()
-	if err := blind.UnmarshalBinary(rho); err != nil {
-		return nil, err
-	}
-	defer blind.SetUint64(0)
-	P := p256.NewElement()
-	if err := P.UnmarshalBinary(p); err != nil {
+	P, err := p256.ParsePoint(p)
+	if err != nil {
 		return nil, fmt.Errorf("ECDH_ZGen returned a bad point: %w", err)
 	}
-	return P.Mul(P, blind.Inv(blind)).MarshalBinary()
+	return mulEncode(P, unblind)
 }
 
 // proveBatch proves the combination of partials on a fresh blind of R*.
@@ -149,13 +179,16 @@ func (run *scopedRun) proveBatch(points, partials [][]byte) (*BatchProof, error)
 	if err != nil {
 		return nil, err
 	}
-	rho := p256.RandomNonZeroScalar(rand.Reader)
-	defer rho.SetUint64(0)
-	blindedR, err := p256.NewElement().Mul(rStar, rho).MarshalBinary()
+	rho, err := p256.RandomScalar()
 	if err != nil {
 		return nil, err
 	}
-	blindedP, err := p256.NewElement().Mul(pStar, rho).MarshalBinary()
+	defer rho.Erase()
+	blindedR, err := mulEncode(rStar, rho)
+	if err != nil {
+		return nil, err
+	}
+	blindedP, err := mulEncode(pStar, rho)
 	if err != nil {
 		return nil, err
 	}
@@ -163,11 +196,16 @@ func (run *scopedRun) proveBatch(points, partials [][]byte) (*BatchProof, error)
 	if err != nil {
 		return nil, err
 	}
-	blind, err := rho.MarshalBinary()
+	return &BatchProof{E: p.E, L: p.L, NonceK: p.NonceK, S: p.S, Blind: rho.Bytes()}, nil
+}
+
+// mulEncode is k·p, encoded.
+func mulEncode(p *p256.Point, k *p256.Scalar) ([]byte, error) {
+	q, err := p256.Mul(p, k.Bytes())
 	if err != nil {
 		return nil, err
 	}
-	return &BatchProof{E: p.E, L: p.L, NonceK: p.NonceK, S: p.S, Blind: blind}, nil
+	return p256.Encode(q)
 }
 
 // VerifyBatch checks every partial of b against its point and proofKey
@@ -185,15 +223,15 @@ func VerifyBatch(proofKey []byte, points [][]byte, b *Batch) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrBadBatch, err)
 	}
-	blind := p256.NewScalar()
-	if len(b.Proof.Blind) != 32 || blind.UnmarshalBinary(b.Proof.Blind) != nil || blind.IsZero() {
+	blind, err := p256.ParseScalar(b.Proof.Blind)
+	if err != nil || blind.IsZero() {
 		return fmt.Errorf("%w: the blind is not a nonzero scalar", ErrBadBatch)
 	}
-	r, err := rStar.MarshalBinary()
+	r, err := p256.Encode(rStar)
 	if err != nil {
 		return err
 	}
-	point, err := p256.NewElement().Mul(pStar, blind).MarshalBinary()
+	point, err := mulEncode(pStar, blind)
 	if err != nil {
 		return err
 	}
@@ -261,6 +299,19 @@ func pick(list [][]byte, indices []int) [][]byte {
 // BatchWeights returns the weights w_i of a batch (the transcript above),
 // each a 128-bit integer as a scalar.
 func BatchWeights(points, partials [][]byte) []group.Scalar {
+	w := batchWeights(points, partials)
+	out := make([]group.Scalar, len(w))
+	for i := range w {
+		out[i] = group.P256.NewScalar()
+		if out[i].UnmarshalBinary(append(make([]byte, 32-weightBytes), w[i]...)) != nil {
+			panic("tpm: a 128-bit weight is not a scalar")
+		}
+	}
+	return out
+}
+
+// batchWeights is the weights, weightBytes each, big-endian.
+func batchWeights(points, partials [][]byte) [][]byte {
 	h := sha256.New()
 	h.Write([]byte(batchLabel))
 	h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(points))))
@@ -269,39 +320,41 @@ func BatchWeights(points, partials [][]byte) []group.Scalar {
 		h.Write(partials[i])
 	}
 	seed := h.Sum(nil)
-	out := make([]group.Scalar, len(points))
+	out := make([][]byte, len(points))
 	for i := range out {
 		d := sha256.Sum256(binary.BigEndian.AppendUint32(slices.Clip(seed), uint32(i)))
-		out[i] = p256.NewScalar().SetBigInt(new(big.Int).SetBytes(d[:weightBytes]))
+		out[i] = d[:weightBytes]
 	}
 	return out
 }
 
 // combine decodes the points and partials and returns R* = Σ w_i·R_i and
-// P* = Σ w_i·P_i. Neither circl's group nor filippo.io/nistec offers a
-// multi-scalar multiplication for P-256, so it is one multiplication per
-// term.
-func combine(points, partials [][]byte) (rStar, pStar group.Element, err error) {
+// P* = Σ w_i·P_i, each one sum of multiples: the weights are public, and
+// the sum is constant time in the partials.
+func combine(points, partials [][]byte) (rStar, pStar *p256.Point, err error) {
 	if len(points) != len(partials) {
 		return nil, nil, fmt.Errorf("%d partials for %d points", len(partials), len(points))
 	}
+	rs := make([]*p256.Point, len(points))
+	ps := make([]*p256.Point, len(points))
 	for i := range points {
 		if len(points[i]) != 65 || len(partials[i]) != 65 {
 			return nil, nil, fmt.Errorf("envelope %d: a point or partial is not an uncompressed P-256 point", i)
 		}
-	}
-	w := BatchWeights(points, partials)
-	rStar, pStar = p256.Identity(), p256.Identity()
-	term := p256.NewElement()
-	for i := range points {
-		pts, err := decodePoints(map[string][]byte{"point": points[i], "partial": partials[i]})
+		pts, err := decodePoints([]string{"point", "partial"}, [][]byte{points[i], partials[i]})
 		if err != nil {
 			return nil, nil, fmt.Errorf("envelope %d: %v", i, err)
 		}
-		rStar.Add(rStar, term.Mul(pts["point"], w[i]))
-		pStar.Add(pStar, term.Mul(pts["partial"], w[i]))
+		rs[i], ps[i] = pts[0], pts[1]
 	}
-	if rStar.IsIdentity() || pStar.IsIdentity() {
+	w := batchWeights(points, partials)
+	if rStar, err = p256.SumOfMultiples(rs, w); err != nil {
+		return nil, nil, err
+	}
+	if pStar, err = p256.SumOfMultiples(ps, w); err != nil {
+		return nil, nil, err
+	}
+	if rStar.IsInfinity() == 1 || pStar.IsInfinity() == 1 {
 		return nil, nil, errors.New("the weighted sum of the points is the identity")
 	}
 	return rStar, pStar, nil

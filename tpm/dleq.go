@@ -1,16 +1,14 @@
 package tpm
 
 import (
-	"bytes"
 	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 	"math/big"
 	"sync"
 
-	"github.com/cloudflare/circl/group"
+	"github.com/custodian-project/custodian/internal/p256"
 )
 
 // A partial decryption of a scoped key is P = s·R for a point R, computed
@@ -44,6 +42,9 @@ import (
 // publishes K = s·B beside the Feldman commitment s·G, and the device
 // checks both at provisioning by proving a partial of R = G. So a
 // verified partial is the share times R, and nothing else.
+//
+// The arithmetic is internal/p256's (filippo.io/nistec and bigmod): the
+// blinds, the share and the partials are handled only in constant time.
 
 // Partial is a partial decryption and the TPM's proof of it. With a blind
 // ρ, the TPM computed on R' = ρ·R and the partial s·R is ρ⁻¹·Point; without
@@ -60,21 +61,19 @@ type Partial struct {
 // ErrBadProof is wrapped by every reason a partial does not verify.
 var ErrBadProof = errors.New("the partial decryption does not match its proof")
 
-var p256 = group.P256
-
 // proofBaseSeed is s2 of TPM2_Commit; it names B for every custodian.
 const proofBaseSeed = "custodian scoped proof base v1"
 
 type proofBase struct {
-	s2, y []byte
-	point group.Element
+	s2, y   []byte
+	encoded []byte
+	point   *p256.Point // read only: never a receiver
 }
 
 // ProofBase returns B as an uncompressed point. Its discrete logarithm to
 // G is unknown to anyone (its x-coordinate is a hash).
 func ProofBase() []byte {
-	b, _ := baseOnce().point.MarshalBinary()
-	return b
+	return baseOnce().encoded
 }
 
 var baseOnce = sync.OnceValue(func() proofBase {
@@ -86,7 +85,7 @@ var baseOnce = sync.OnceValue(func() proofBase {
 		if x.Cmp(curve.P) >= 0 {
 			continue
 		}
-		// y² = x³ − 3x + b
+		// y² = x³ − 3x + b (public values: math/big is fine here)
 		rhs := new(big.Int).Exp(x, big.NewInt(3), curve.P)
 		rhs.Sub(rhs, new(big.Int).Lsh(x, 1)).Sub(rhs, x).Add(rhs, curve.B).Mod(rhs, curve.P)
 		y := new(big.Int).ModSqrt(rhs, curve.P)
@@ -100,23 +99,27 @@ var baseOnce = sync.OnceValue(func() proofBase {
 		enc[0] = 4
 		x.FillBytes(enc[1:33])
 		y.FillBytes(enc[33:])
-		e := p256.NewElement()
-		if err := e.UnmarshalBinary(enc); err != nil {
+		e, err := p256.ParsePoint(enc)
+		if err != nil {
 			panic("tpm: proof base is not on the curve")
 		}
-		return proofBase{s2: s2, y: enc[33:], point: e}
+		return proofBase{s2: s2, y: enc[33:], encoded: enc, point: e}
 	}
 })
 
 // ProofKey computes K = s·B for a share s (32 bytes, big-endian): what the
 // escrow ceremony publishes for each custodian of a scoped key.
 func ProofKey(share []byte) ([]byte, error) {
-	s := p256.NewScalar()
-	if len(share) != 32 || s.UnmarshalBinary(share) != nil || s.IsZero() {
+	s, err := p256.ParseScalar(share)
+	if err != nil || s.IsZero() {
 		return nil, errors.New("a share is a nonzero scalar of 32 bytes")
 	}
-	defer s.SetUint64(0)
-	return p256.NewElement().Mul(baseOnce().point, s).MarshalBinary()
+	defer s.Erase()
+	k, err := p256.Mul(baseOnce().point, share)
+	if err != nil {
+		return nil, err
+	}
+	return p256.Encode(k)
 }
 
 // proofDigest is the digest the TPM signs: the statement and commitments.
@@ -144,97 +147,117 @@ func VerifyPartial(proofKey, r []byte, p *Partial) ([]byte, error) {
 	if !eq.pointHolds {
 		return nil, fmt.Errorf("%w: S·R ≠ E + c·P, so the point is not the share times R", ErrBadProof)
 	}
-	return p256.NewElement().Mul(eq.point, p256.NewScalar().Inv(eq.blind)).MarshalBinary()
+	point, err := p256.Mul(eq.point, eq.blind.Inverse().Bytes())
+	if err != nil {
+		return nil, err
+	}
+	return p256.Encode(point)
 }
 
 // proofEquations is a decoded proof and whether each of its equations
 // holds: S·B = L + c·K (the key equation) and S·R' = E + c·P (the point
 // equation).
 type proofEquations struct {
-	blind                group.Scalar
-	point                group.Element
+	blind                *p256.Scalar
+	point                *p256.Point
 	keyHolds, pointHolds bool
 }
 
 func checkProof(proofKey, r []byte, p *Partial) (*proofEquations, error) {
-	pts, err := decodePoints(map[string][]byte{"proof key": proofKey, "R": r, "point": p.Point, "E": p.E, "L": p.L})
+	names := []string{"proof key", "R", "point", "E", "L"}
+	pts, err := decodePoints(names, [][]byte{proofKey, r, p.Point, p.E, p.L})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadProof, err)
 	}
-	s := p256.NewScalar()
-	if len(p.S) != 32 || s.UnmarshalBinary(p.S) != nil {
+	K, R, P, E, L := pts[0], pts[1], pts[2], pts[3], pts[4]
+	if _, err := p256.ParseScalar(p.S); err != nil {
 		return nil, fmt.Errorf("%w: S is not a scalar", ErrBadProof)
 	}
 	if len(p.NonceK) == 0 || len(p.NonceK) > 32 {
 		return nil, fmt.Errorf("%w: nonce of %d bytes", ErrBadProof, len(p.NonceK))
 	}
-	blind, blinded, err := blindPoint(p.Blind, pts["R"])
+	blind, blindedR, err := blindPoint(p.Blind, R)
 	if err != nil {
 		return nil, err
 	}
-	c := challenge(p.NonceK, proofDigest(proofKey, blinded, p.Point, p.E, p.L))
-	R := p256.NewElement()
-	if R.UnmarshalBinary(blinded) != nil {
+	blinded, err := p256.Encode(blindedR)
+	if err != nil {
 		return nil, ErrBadProof
 	}
+	c := challenge(p.NonceK, proofDigest(proofKey, blinded, p.Point, p.E, p.L)).Bytes()
 	return &proofEquations{
 		blind:      blind,
-		point:      pts["point"],
-		keyHolds:   schnorrHolds(baseOnce().point, pts["proof key"], pts["L"], s, c),
-		pointHolds: schnorrHolds(R, pts["point"], pts["E"], s, c),
+		point:      P,
+		keyHolds:   schnorrHolds(baseOnce().point, K, L, p.S, c),
+		pointHolds: schnorrHolds(blindedR, P, E, p.S, c),
 	}, nil
 }
 
-// blindPoint decodes ρ (nil means 1) and returns it with ρ·R encoded.
-func blindPoint(rho []byte, r group.Element) (group.Scalar, []byte, error) {
-	blind := p256.NewScalar().SetUint64(1)
-	if rho != nil && (len(rho) != 32 || blind.UnmarshalBinary(rho) != nil || blind.IsZero()) {
+// blindPoint decodes ρ (nil means 1) and returns it with ρ·R.
+func blindPoint(rho []byte, r *p256.Point) (*p256.Scalar, *p256.Point, error) {
+	if rho == nil {
+		return p256.ReduceScalar([]byte{1}), r, nil
+	}
+	blind, err := p256.ParseScalar(rho)
+	if err != nil || blind.IsZero() {
 		return nil, nil, fmt.Errorf("%w: the blind is not a nonzero scalar", ErrBadProof)
 	}
-	enc, err := p256.NewElement().Mul(r, blind).MarshalBinary()
-	return blind, enc, err
+	blinded, err := p256.Mul(r, rho)
+	return blind, blinded, err
 }
 
-// newBlind draws ρ and returns it with ρ·R.
-func newBlind(r []byte) (rho, blinded []byte, err error) {
-	R := p256.NewElement()
-	if err := R.UnmarshalBinary(r); err != nil {
+// newBlind draws ρ and returns it with ρ·R encoded. The caller erases ρ.
+func newBlind(r []byte) (rho *p256.Scalar, blinded []byte, err error) {
+	R, err := p256.ParsePoint(r)
+	if err != nil {
 		return nil, nil, err
 	}
-	k := p256.RandomNonZeroScalar(rand.Reader)
-	defer k.SetUint64(0)
-	if rho, err = k.MarshalBinary(); err != nil {
+	if rho, err = p256.RandomScalar(); err != nil {
 		return nil, nil, err
 	}
-	blinded, err = p256.NewElement().Mul(R, k).MarshalBinary()
-	return rho, blinded, err
+	b, err := p256.Mul(R, rho.Bytes())
+	if err == nil {
+		blinded, err = p256.Encode(b)
+	}
+	if err != nil {
+		rho.Erase()
+		return nil, nil, err
+	}
+	return rho, blinded, nil
 }
 
 // schnorrHolds checks S·base = commit + c·pub.
-func schnorrHolds(base, pub, commit group.Element, s, c group.Scalar) bool {
-	lhs := p256.NewElement().Mul(base, s)
-	rhs := p256.NewElement().Mul(pub, c)
+func schnorrHolds(base, pub, commit *p256.Point, s, c []byte) bool {
+	lhs, err := p256.Mul(base, s)
+	if err != nil {
+		return false
+	}
+	rhs, err := p256.Mul(pub, c)
+	if err != nil {
+		return false
+	}
 	rhs.Add(rhs, commit)
-	return lhs.IsEqual(rhs)
+	return lhs.Equal(rhs) == 1
 }
 
 // challenge is the TPM's ECDAA challenge SHA-256(nonceK ‖ d), mod n.
-func challenge(nonceK, digest []byte) group.Scalar {
+func challenge(nonceK, digest []byte) *p256.Scalar {
 	h := sha256.New()
 	h.Write(nonceK)
 	h.Write(digest)
-	return p256.NewScalar().SetBigInt(new(big.Int).SetBytes(h.Sum(nil)))
+	return p256.ReduceScalar(h.Sum(nil))
 }
 
-// decodePoints decodes uncompressed points, refusing the identity.
-func decodePoints(in map[string][]byte) (map[string]group.Element, error) {
-	out := make(map[string]group.Element, len(in))
-	for name, b := range in {
-		e := p256.NewElement()
-		if len(b) != 65 || e.UnmarshalBinary(b) != nil || e.IsIdentity() {
-			return nil, fmt.Errorf("%s is not an uncompressed P-256 point", name)
+// decodePoints decodes uncompressed points, refusing the identity; an
+// error names the first that is not one.
+func decodePoints(names []string, encoded [][]byte) ([]*p256.Point, error) {
+	out := make([]*p256.Point, len(encoded))
+	for i, b := range encoded {
+		p, err := p256.ParsePoint(b)
+		if err != nil {
+			return nil, fmt.Errorf("%s is not an uncompressed P-256 point", names[i])
 		}
-		out[name] = e
+		out[i] = p
 	}
 	return out, nil
 }
@@ -248,8 +271,8 @@ func uncompressed(x, y []byte) ([]byte, error) {
 	out[0] = 4
 	copy(out[33-len(x):33], x)
 	copy(out[65-len(y):], y)
-	if _, err := decodePoints(map[string][]byte{"point": out}); err != nil {
-		return nil, err
+	if _, err := p256.ParsePoint(out); err != nil {
+		return nil, errors.New("point is not an uncompressed P-256 point")
 	}
-	return bytes.Clone(out), nil
+	return out, nil
 }

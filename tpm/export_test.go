@@ -72,8 +72,7 @@ func ProofEquations(proofKey, r []byte, p *Partial) (key, point bool, err error)
 // ProofChallenge is the challenge c of a proof with these values and no
 // blind, for tests that forge proofs.
 func ProofChallenge(nonceK, proofKey, r, point, e, l []byte) []byte {
-	c, _ := challenge(nonceK, proofDigest(proofKey, r, point, e, l)).MarshalBinary()
-	return c
+	return challenge(nonceK, proofDigest(proofKey, r, point, e, l)).Bytes()
 }
 
 // ZGenFloor loads k as PartialsBatch does, then runs for each point only

@@ -44,27 +44,38 @@ func Partials(t transport.TPM, k *ScopedKey, points [][]byte, approval *Approval
 	defer run.close()
 	out := make([]Partial, len(points))
 	for i, r := range points {
-		rho, blinded, err := newBlind(r)
+		proof, err := run.provedPartial(r)
 		if err != nil {
 			return nil, err
 		}
-		p, err := zgenPoint(t, run.sess, run.gate, run.zgen, blinded)
-		if err != nil {
-			return nil, err
-		}
-		proof, err := prove(t, run.proofSess, run.gate, run.twin, blinded, p)
-		if err != nil {
-			return nil, err
-		}
-		proof.Blind = rho
 		out[i] = *proof
 	}
 	return out, nil
 }
 
+// provedPartial is the TPM's partial of a blinded R and its proof, with
+// the blind.
+func (run *scopedRun) provedPartial(r []byte) (*Partial, error) {
+	rho, blinded, err := newBlind(r)
+	if err != nil {
+		return nil, err
+	}
+	defer rho.Erase()
+	p, err := zgenPoint(run.t, run.sess, run.gate, run.zgen, blinded)
+	if err != nil {
+		return nil, err
+	}
+	proof, err := prove(run.t, run.proofSess, run.gate, run.twin, blinded, p)
+	if err != nil {
+		return nil, err
+	}
+	proof.Blind = rho.Bytes()
+	return proof, nil
+}
+
 func checkPoints(points [][]byte) error {
 	for i, p := range points {
-		if _, err := decodePoints(map[string][]byte{"point": p}); err != nil {
+		if _, err := decodePoints([]string{"point"}, [][]byte{p}); err != nil {
 			return fmt.Errorf("point %d: %v", i, err)
 		}
 	}

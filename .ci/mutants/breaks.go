@@ -216,7 +216,7 @@ var breaks = []mutant{
 	},
 	{
 		name:  "the combined point proved without a blind",
-		edits: []edit{{"tpm/batch.go", "\trho := p256.RandomNonZeroScalar(rand.Reader)\n", "\trho := p256.RandomNonZeroScalar(rand.Reader).SetUint64(1)\n"}},
+		edits: []edit{{"tpm/batch.go", "\trho, err := p256.RandomScalar()\n", "\trho, err := p256.ReduceScalar([]byte{1}), error(nil)\n"}},
 		pkg:   "./tpm", tests: []string{"TestInvariantBatchKeepsShareAndPartialsOffTheBus"},
 	},
 	{

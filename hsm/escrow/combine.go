@@ -3,12 +3,13 @@ package escrow
 import (
 	"bytes"
 	"crypto/ecdh"
+	"crypto/elliptic"
 	"crypto/hpke"
 	"errors"
 	"fmt"
+	"math/big"
 
-	"github.com/cloudflare/circl/group"
-	"github.com/cloudflare/circl/math/polynomial"
+	"github.com/custodian-project/custodian/internal/p256"
 )
 
 // PartialShare is one custodian's part of opening one envelope: s_i·R for
@@ -32,48 +33,97 @@ func CombinePartials(partials []PartialShare) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return combineWith(points, lagrangeAtZero(xs))
+	return combineWith(points, newLagrange(xs))
 }
 
-// lagrangeAtZero is λ_i(0) = Π_{j≠i} x_j/(x_j − x_i) for each x_i: public,
-// from the indices only, and the same for every envelope the same
+// lagrange is how one set of share indices combines, in small integers:
+// λ_i(0) = Π_{j≠i} x_j/(x_j − x_i) is a fraction of integers, so with d a
+// common denominator, s·R = d⁻¹·Σ c_i·P_i for the integers c_i = d·λ_i(0).
+// The c_i are small for small indices (3, −3 and 1 for {1, 2, 3}, with
+// d = 1), and a few additions do what t full multiplications did. It is
+// public, from the indices only, and the same for every envelope the same
 // custodians combine.
-func lagrangeAtZero(xs []group.Scalar) []group.Scalar {
-	zero := g.NewScalar()
-	out := make([]group.Scalar, len(xs))
-	for i := range xs {
-		out[i] = polynomial.LagrangeBase(uint(i), xs, zero)
-	}
-	return out
+type lagrange struct {
+	scalars [][]byte // |c_i| mod n, big-endian, at least one byte
+	negate  []bool   // c_i < 0
+	unscale []byte   // d⁻¹ mod n (32 bytes), or nil when d = 1
 }
 
-// combineWith is Σ λ_i·P_i, refusing the identity.
-func combineWith(points []group.Element, lambdas []group.Scalar) ([]byte, error) {
-	sum, term := g.Identity(), g.NewElement()
+// newLagrange computes the combination for indices xs (distinct, 1..255).
+func newLagrange(xs []int) *lagrange {
+	n := elliptic.P256().Params().N
+	nums := make([]*big.Int, len(xs))
+	dens := make([]*big.Int, len(xs))
+	d := big.NewInt(1)
+	for i := range xs {
+		nums[i], dens[i] = big.NewInt(1), big.NewInt(1)
+		for j := range xs {
+			if j != i {
+				nums[i].Mul(nums[i], big.NewInt(int64(xs[j])))
+				dens[i].Mul(dens[i], big.NewInt(int64(xs[j]-xs[i])))
+			}
+		}
+		// d = lcm(d, |den_i|)
+		den := new(big.Int).Abs(dens[i])
+		gcd := new(big.Int).GCD(nil, nil, d, den)
+		d.Mul(d, den.Quo(den, gcd))
+	}
+	cs := make([]*big.Int, len(xs))
+	common := new(big.Int).Set(d)
+	for i := range xs {
+		cs[i] = new(big.Int).Mul(nums[i], d)
+		cs[i].Quo(cs[i], dens[i]) // exact: den_i divides d
+		common.GCD(nil, nil, common, new(big.Int).Abs(cs[i]))
+	}
+	// Lowest terms: {1, 2, 3} gives 6, −6, 2 over 2, that is 3, −3, 1 over 1.
+	d.Quo(d, common)
+	l := &lagrange{scalars: make([][]byte, len(xs)), negate: make([]bool, len(xs))}
+	for i, c := range cs {
+		c.Quo(c, common)
+		l.negate[i] = c.Sign() < 0
+		c.Abs(c).Mod(c, n)
+		l.scalars[i] = c.FillBytes(make([]byte, max(1, (c.BitLen()+7)/8)))
+	}
+	if d.Cmp(big.NewInt(1)) != 0 {
+		l.unscale = new(big.Int).ModInverse(d, n).FillBytes(make([]byte, p256.ScalarLen))
+	}
+	return l
+}
+
+// combineWith is d⁻¹·Σ c_i·P_i, refusing the identity: a sum of
+// multiples and at most one multiplication, constant time in the
+// partials (internal/p256; the c_i and d are public).
+func combineWith(points []*p256.Point, l *lagrange) ([]byte, error) {
+	terms := make([]*p256.Point, len(points))
 	for i, p := range points {
-		term.Mul(p, lambdas[i])
-		sum.Add(sum, term)
+		terms[i] = p
+		if l.negate[i] {
+			terms[i] = p256.Identity().Negate(p)
+		}
 	}
-	if sum.IsIdentity() {
+	sum, err := p256.SumOfMultiples(terms, l.scalars)
+	if err == nil && l.unscale != nil {
+		sum, err = p256.Mul(sum, l.unscale)
+	}
+	if err != nil {
+		return nil, errors.New("partials: they do not combine")
+	}
+	out, err := p256.Encode(sum)
+	if err != nil {
 		return nil, errors.New("partials: they combine to the identity")
-	}
-	out, err := sum.MarshalBinary()
-	if err != nil || len(out) != pointLen {
-		return nil, errors.New("partials: the combined point does not encode")
 	}
 	return out, nil
 }
 
 // parsePartials checks the indices before any arithmetic: a repeated
-// index makes a Lagrange denominator zero, which circl inverts to zero
-// without an error, silently dropping those partials from the sum.
-func parsePartials(partials []PartialShare) ([]group.Scalar, []group.Element, error) {
+// index would make a Lagrange denominator zero.
+func parsePartials(partials []PartialShare) ([]int, []*p256.Point, error) {
 	if len(partials) < 2 {
 		return nil, nil, fmt.Errorf("partials: %d given; at least 2 are needed", len(partials))
 	}
 	var seen [MaxCustodians + 1]bool
-	xs := make([]group.Scalar, len(partials))
-	points := make([]group.Element, len(partials))
+	xs := make([]int, len(partials))
+	points := make([]*p256.Point, len(partials))
 	for i, p := range partials {
 		if p.Index < 1 || p.Index > MaxCustodians {
 			return nil, nil, fmt.Errorf("partials: index %d out of 1..%d", p.Index, MaxCustodians)
@@ -86,24 +136,15 @@ func parsePartials(partials []PartialShare) ([]group.Scalar, []group.Element, er
 		if err != nil {
 			return nil, nil, fmt.Errorf("partials: index %d: %w", p.Index, err)
 		}
-		xs[i], points[i] = g.NewScalar().SetUint64(uint64(p.Index)), e
+		xs[i], points[i] = p.Index, e
 	}
 	return xs, points, nil
 }
 
 // parsePoint accepts only the uncompressed encoding, as every point in the
-// escrow formats is; circl alone would also take compressed points and the
-// one-byte identity, so crypto/ecdh checks first: uncompressed, on the
-// curve, not the identity.
-func parsePoint(b []byte) (group.Element, error) {
-	if _, err := ecdh.P256().NewPublicKey(b); err != nil {
-		return nil, errors.New("not an uncompressed P-256 point")
-	}
-	e := g.NewElement()
-	if err := e.UnmarshalBinary(b); err != nil || e.IsIdentity() {
-		return nil, errors.New("not a P-256 point")
-	}
-	return e, nil
+// escrow formats is: on the curve, not the identity.
+func parsePoint(b []byte) (*p256.Point, error) {
+	return p256.ParsePoint(b)
 }
 
 // OpenWithDH decrypts an envelope for the key ID of pub given dh = s·R,

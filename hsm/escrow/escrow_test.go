@@ -44,7 +44,7 @@ func boot(t testing.TB, conn transport.TPM, image string) tpm.PCRValues {
 	return pcrs
 }
 
-func fleet(t *testing.T, n int) ([]*custodian, tpm.PCRValues) {
+func fleet(t testing.TB, n int) ([]*custodian, tpm.PCRValues) {
 	t.Helper()
 	var cs []*custodian
 	var pcrs tpm.PCRValues
@@ -68,7 +68,7 @@ func members(cs []*custodian) []escrow.Member {
 
 // releaseShare does what an appliance does for a verified, approved
 // warrant: open its share in the TPM and seal it to the agency.
-func releaseShare(t *testing.T, c *custodian, b *escrow.Bundle, to *recipient.PublicKey) *escrow.Release {
+func releaseShare(t testing.TB, c *custodian, b *escrow.Bundle, to *recipient.PublicKey) *escrow.Release {
 	t.Helper()
 	blob, err := tpm.ParseBlob(b.Blob)
 	if err != nil {

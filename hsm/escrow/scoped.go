@@ -6,8 +6,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/cloudflare/circl/group"
-
 	"github.com/custodian-project/custodian/hsm/internal/strictjson"
 	"github.com/custodian-project/custodian/hsm/recipient"
 	"github.com/custodian-project/custodian/tpm"
@@ -42,7 +40,7 @@ type ScopedOpener struct {
 	releases []*releasePartials // in the order given
 
 	mu       sync.Mutex
-	lagrange map[string][]group.Scalar // by the indices that combine
+	lagrange map[string]*lagrange // by the indices that combine
 }
 
 // releasePartials is one custodian's partials, by the envelope's R; or,
@@ -67,7 +65,7 @@ func NewScopedOpener(id *recipient.Identity, pub *Public, releases []*Release) (
 	if pub.Mode != ModeScoped {
 		return nil, fmt.Errorf("key ID %s is in %s mode: recover its key with Recover", pub.KeyID, pub.Mode)
 	}
-	o := &ScopedOpener{pub: pub, lagrange: map[string][]group.Scalar{}}
+	o := &ScopedOpener{pub: pub, lagrange: map[string]*lagrange{}}
 	seen := map[int]bool{}
 	for _, r := range releases {
 		c, err := checkRelease(pub, r, seen)
@@ -229,26 +227,27 @@ func (o *ScopedOpener) combineAndOpen(env *Envelope, good []PartialShare) (*Enve
 	if err != nil {
 		return nil, nil, err
 	}
-	dh, err := combineWith(points, o.coefficients(good, xs))
+	dh, err := combineWith(points, o.coefficients(xs))
 	if err != nil {
 		return nil, nil, err
 	}
 	return openWithDH(o.pub, env, dh)
 }
 
-// coefficients returns λ_i(0) for the indices of ps, computed the first
-// time a set combines: with the same t custodians, that is once.
-func (o *ScopedOpener) coefficients(ps []PartialShare, xs []group.Scalar) []group.Scalar {
+// coefficients returns the combination of the indices xs, in their
+// order, computed the first time a set combines: with the same t
+// custodians, that is once.
+func (o *ScopedOpener) coefficients(xs []int) *lagrange {
 	var key strings.Builder
-	for _, p := range ps {
-		key.WriteByte(byte(p.Index)) // 1..MaxCustodians: one byte each
+	for _, x := range xs {
+		key.WriteByte(byte(x)) // 1..MaxCustodians: one byte each
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if l, ok := o.lagrange[key.String()]; ok {
 		return l
 	}
-	l := lagrangeAtZero(xs)
+	l := newLagrange(xs)
 	o.lagrange[key.String()] = l
 	return l
 }

@@ -41,7 +41,7 @@ func scopedFleet(t *testing.T) ([]*custodian, *escrow.Public, []*escrow.Bundle) 
 // releasePartials does what an appliance does for an approved warrant
 // naming envelopes: the TPM computes each partial and proves them all at
 // once, and the batch is sealed to the agency.
-func releasePartials(t *testing.T, c *custodian, b *escrow.Bundle, to *recipient.PublicKey, envelopes ...[]byte) *escrow.Release {
+func releasePartials(t testing.TB, c *custodian, b *escrow.Bundle, to *recipient.PublicKey, envelopes ...[]byte) *escrow.Release {
 	t.Helper()
 	key, err := tpm.ParseScopedKey(b.Blob)
 	if err != nil {
@@ -67,7 +67,7 @@ func releasePartials(t *testing.T, c *custodian, b *escrow.Bundle, to *recipient
 	return r
 }
 
-func agency(t *testing.T) *recipient.Identity {
+func agency(t testing.TB) *recipient.Identity {
 	t.Helper()
 	id, err := recipient.Generate(recipient.DefaultKEM)
 	if err != nil {
@@ -76,7 +76,7 @@ func agency(t *testing.T) *recipient.Identity {
 	return id
 }
 
-func seal(t *testing.T, pub *escrow.Public, target, msg string) []byte {
+func seal(t testing.TB, pub *escrow.Public, target, msg string) []byte {
 	t.Helper()
 	env, err := escrow.Seal(pub, target, []byte(msg))
 	if err != nil {
@@ -130,7 +130,7 @@ func TestScopedWrongPartialIsNamed(t *testing.T) {
 }
 
 // sealBatch seals c's batch of partials of points to the agency.
-func sealBatch(t *testing.T, c *custodian, b *escrow.Bundle, to *recipient.PublicKey, points [][]byte, batch *tpm.Batch) *escrow.Release {
+func sealBatch(t testing.TB, c *custodian, b *escrow.Bundle, to *recipient.PublicKey, points [][]byte, batch *tpm.Batch) *escrow.Release {
 	t.Helper()
 	sealed, err := escrow.NewPartialsBatch(points, batch)
 	if err != nil {

@@ -2,16 +2,15 @@ package escrow
 
 import (
 	"crypto/ecdh"
-	"crypto/elliptic"
 	"crypto/rand"
 	"errors"
 	"fmt"
 	"sync"
 
-	"filippo.io/bigmod"
 	"golang.org/x/crypto/cryptobyte"
 
 	"github.com/custodian-project/custodian/hsm/ids"
+	"github.com/custodian-project/custodian/internal/p256"
 )
 
 // An envelope's seal proof shows that its sealer knows the scalar r behind
@@ -100,38 +99,30 @@ var generator = sync.OnceValue(func() []byte {
 	return b
 })
 
-// scalarField is n, the order of G, for constant-time arithmetic on the
-// secret scalars.
-var scalarField = sync.OnceValue(func() *bigmod.Modulus {
-	m, err := bigmod.NewModulus(elliptic.P256().Params().N.Bytes())
-	if err != nil {
-		panic("escrow: the P-256 order is not a modulus")
-	}
-	return m
-})
-
 // proveSeal proves knowledge of r (32 bytes) for st.enc = r·G. k·G runs
-// in crypto/ecdh and z in bigmod, both constant time: k and r are secret.
+// in crypto/ecdh and z in internal/p256 (bigmod), both constant time: k
+// and r are secret.
 func proveSeal(st *sealStatement, r []byte) ([]byte, error) {
 	k, err := ecdh.P256().GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, err
 	}
 	c := st.challenge(k.PublicKey().Bytes())
-	n := scalarField()
-	kn, err := bigmod.NewNat().SetBytes(k.Bytes(), n)
+	kn, err := p256.ParseScalar(k.Bytes())
 	if err != nil {
 		return nil, err
 	}
-	rn, err := bigmod.NewNat().SetBytes(r, n)
+	defer kn.Erase()
+	rn, err := p256.ParseScalar(r)
 	if err != nil {
 		return nil, errors.New("the ephemeral key is not a scalar")
 	}
-	cn, err := bigmod.NewNat().SetBytes(c, n)
+	defer rn.Erase()
+	cn, err := p256.ParseScalar(c)
 	if err != nil {
 		return nil, err
 	}
-	z := kn.Add(rn.Mul(cn, n), n).Bytes(n)
+	z := kn.Add(rn.Mul(cn)).Bytes()
 	return append(c, z...), nil
 }
 
@@ -155,23 +146,32 @@ func verifySeal(st *sealStatement, proof []byte) error {
 	if err := checkTarget(st.target); err != nil {
 		return err
 	}
-	c, z := g.NewScalar(), g.NewScalar()
-	if c.UnmarshalBinary(proof[:32]) != nil || z.UnmarshalBinary(proof[32:]) != nil {
+	c, z := proof[:32], proof[32:]
+	if _, err := p256.ParseScalar(c); err != nil {
+		return errors.New("its seal proof holds a number that is not a canonical scalar")
+	}
+	if _, err := p256.ParseScalar(z); err != nil {
 		return errors.New("its seal proof holds a number that is not a canonical scalar")
 	}
 	R, err := parsePoint(st.enc)
 	if err != nil {
 		return fmt.Errorf("its encapsulated key is %v", err)
 	}
-	// A = z·G − c·R
-	cR := g.NewElement().Mul(R, c)
-	a := g.NewElement().MulGen(z)
-	a.Add(a, cR.Neg(cR))
-	if a.IsIdentity() {
+	// A = z·G − c·R (public values: the proof and R)
+	a, err := p256.MulGen(z)
+	if err != nil {
+		return err
+	}
+	cR, err := p256.Mul(R, c)
+	if err != nil {
+		return err
+	}
+	a.Add(a, cR.Negate(cR))
+	enc, err := p256.Encode(a)
+	if err != nil {
 		return errors.New("its seal proof does not match it")
 	}
-	enc, err := a.MarshalBinary()
-	if err != nil || !equalPoint(st.challenge(enc), proof[:32]) {
+	if !equalPoint(st.challenge(enc), c) {
 		return errors.New("its seal proof does not match it: it was not made by whoever drew its encapsulated key, for this key ID, target and ciphertext")
 	}
 	return nil
