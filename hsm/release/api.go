@@ -362,7 +362,7 @@ func (a *API) checkpoint(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Write(cp)
+	w.Write(a.Daemon.withCosignatures(cp))
 }
 
 func (a *API) entry(w http.ResponseWriter, r *http.Request) {

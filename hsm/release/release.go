@@ -70,6 +70,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -85,6 +86,7 @@ import (
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/trust"
 	"github.com/custodian-project/custodian/hsm/warrant"
+	"github.com/custodian-project/custodian/hsm/witness"
 	"github.com/custodian-project/custodian/tpm"
 )
 
@@ -123,7 +125,15 @@ type Config struct {
 	// computes for a scoped key ID, "stored" after its package is): tests use
 	// it to kill the process there.
 	Hook func(stage, keyID string)
+	// WitnessTimeout bounds how long a release waits, after its entry, for
+	// the escrow file's witness quorum to cosign (0: DefaultWitnessTimeout).
+	WitnessTimeout time.Duration
+	// WitnessHTTP reaches the witnesses (nil: a default client).
+	WitnessHTTP *http.Client
 }
+
+// DefaultWitnessTimeout is how long a release waits for its witnesses.
+const DefaultWitnessTimeout = 30 * time.Second
 
 // Daemon runs requests. Its methods are safe for concurrent use.
 type Daemon struct {
@@ -139,6 +149,7 @@ type Daemon struct {
 	ctx      context.Context
 	tally    *tally
 	gate     tpmGate // a release's TPM work and attestations never overlap
+	cosigner *witness.Cosigner
 }
 
 // maxRemembered bounds the requests kept in memory; records of released
@@ -165,8 +176,15 @@ func New(cfg Config) (*Daemon, error) {
 	if cfg.TallyInterval <= 0 {
 		cfg.TallyInterval = DefaultTallyInterval
 	}
+	if cfg.WitnessTimeout <= 0 {
+		cfg.WitnessTimeout = DefaultWitnessTimeout
+	}
+	cosigner, err := witness.NewCosigner(cfg.Appliance.Dir, cfg.WitnessHTTP)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &Daemon{cfg: cfg, requests: map[string]*request{}, ctx: ctx, cancel: cancel, tally: newTally(cfg.Now())}
+	d := &Daemon{cfg: cfg, requests: map[string]*request{}, ctx: ctx, cancel: cancel, tally: newTally(cfg.Now()), cosigner: cosigner}
 	if err := durable.MkdirAll(filepath.Join(cfg.Appliance.Dir, Dir), 0o700); err != nil {
 		cancel()
 		return nil, err
@@ -226,6 +244,7 @@ type Timings struct {
 	HPKEMS      float64 `json:"hpke_ms"`      // seal to the recipient
 	ProofMS     float64 `json:"proof_ms"`     // inclusion proof and signed checkpoint
 	StoreMS     float64 `json:"store_ms"`     // durable package write
+	WitnessMS   float64 `json:"witness_ms"`   // waiting for the witness quorum
 	TotalMS     float64 `json:"total_ms"`     // press to last package stored
 	TPMCommands int64   `json:"tpm_commands"` // during the release
 }

@@ -178,7 +178,9 @@ func ownLine(signed, lines []byte, v note.Verifier) ([]byte, error) {
 
 type conflictError struct{ known int64 }
 
-func (e *conflictError) Error() string { return fmt.Sprintf("it knows %d entries of this log", e.known) }
+func (e *conflictError) Error() string {
+	return fmt.Sprintf("it knows %d entries of this log", e.known)
+}
 
 // maxAnswer caps a witness's answer: cosignature lines or a short error.
 const maxAnswer = 16 << 10
