@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
@@ -34,7 +35,15 @@ type Prover interface {
 // ErrRefused: a witness refused the checkpoint for good — it cosigned
 // another history of this log or a larger tree, or does not know the log
 // or its key. Asking again does not help; an operator must look.
-var ErrRefused = errors.New("witness refused the checkpoint")
+var ErrRefused = errors.New("the witnesses refused the checkpoint")
+
+// refusal is one witness's refusal for good; it is ErrRefused.
+type refusal struct{ reason string }
+
+func (r *refusal) Error() string        { return r.reason }
+func (r *refusal) Is(target error) bool { return target == ErrRefused }
+
+func refused(format string, args ...any) error { return &refusal{fmt.Sprintf(format, args...)} }
 
 // ErrTimeout: the quorum did not answer before the deadline.
 var ErrTimeout = errors.New("the witness quorum did not cosign in time")
@@ -123,22 +132,43 @@ func (c *Cosigner) Cosign(ctx context.Context, ledger Prover, signed []byte, siz
 	return cosigned, nil
 }
 
-// submit runs add-checkpoint with one witness: from the size it last
-// cosigned, and once more from the size it says it knows (HTTP 409), as
-// the protocol provides. It returns the witness's cosignature line.
+// retryEvery is how soon a witness that did not answer is asked again,
+// until the deadline.
+const retryEvery = 250 * time.Millisecond
+
+// submit runs add-checkpoint with one witness until it cosigns, refuses
+// for good (ErrRefused), or ctx ends; a witness that cannot be reached is
+// asked again. It returns the witness's cosignature line.
 func (c *Cosigner) submit(ctx context.Context, ledger Prover, base string, v note.Verifier, signed []byte, size int64) ([]byte, error) {
+	for {
+		line, err := c.submitOnce(ctx, ledger, base, v, signed, size)
+		if err == nil || errors.Is(err, ErrRefused) {
+			return line, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(retryEvery):
+		}
+	}
+}
+
+// submitOnce asks the witness from the size it last cosigned, and once
+// more from the size it says it knows (HTTP 409), as the protocol
+// provides.
+func (c *Cosigner) submitOnce(ctx context.Context, ledger Prover, base string, v note.Verifier, signed []byte, size int64) ([]byte, error) {
 	c.mu.Lock()
 	old := c.known[v.Name()]
 	c.mu.Unlock()
 	for try := 0; ; try++ {
 		if old > size {
-			return nil, fmt.Errorf("witness %s cosigned %d entries of this log and it has %d now: another history, or a data directory restored from a copy", v.Name(), old, size)
+			return nil, refused("witness %s cosigned %d entries of this log and the log has %d now: another history, or a data directory restored from a copy", v.Name(), old, size)
 		}
 		var proof tlog.TreeProof
 		if old > 0 && old < size {
 			var err error
 			if proof, err = ledger.ConsistencyProof(old, size); err != nil {
-				return nil, fmt.Errorf("witness %s: consistency proof from %d: %w", v.Name(), old, err)
+				return nil, refused("witness %s cosigned %d entries of this log, and the log cannot prove it grew from them: %v", v.Name(), old, err)
 			}
 		}
 		lines, known, err := addCheckpoint(ctx, c.http, base, old, proof, signed)
@@ -146,6 +176,10 @@ func (c *Cosigner) submit(ctx context.Context, ledger Prover, base string, v not
 		if errors.As(err, &conflict) && try == 0 {
 			old = conflict.known
 			continue
+		}
+		var r *refusal
+		if errors.As(err, &r) {
+			return nil, refused("witness %s refused: %s", v.Name(), r.reason)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("witness %s: %w", v.Name(), err)
@@ -216,15 +250,15 @@ func addCheckpoint(ctx context.Context, hc *http.Client, base string, old int64,
 	case http.StatusConflict:
 		n, err := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
 		if err != nil || n < 0 {
-			return nil, 0, fmt.Errorf("%w: it answered 409 without the size it knows", ErrRefused)
+			return nil, 0, refused("it answered 409 without the size it knows")
 		}
 		return nil, n, &conflictError{n}
 	case http.StatusUnprocessableEntity:
-		return nil, 0, fmt.Errorf("%w: this checkpoint is not consistent with the tree it cosigned before (another history of this log)", ErrRefused)
+		return nil, 0, refused("this checkpoint is not consistent with the tree it cosigned before (another history of this log)")
 	case http.StatusBadRequest:
-		return nil, 0, fmt.Errorf("%w: it cosigned a larger tree of this log than this checkpoint's", ErrRefused)
+		return nil, 0, refused("it cosigned a larger tree of this log than this checkpoint's")
 	case http.StatusForbidden, http.StatusNotFound:
-		return nil, 0, fmt.Errorf("%w: it does not know this log or its key (add the log's origin and verifier key to the witness)", ErrRefused)
+		return nil, 0, refused("it does not know this log or its key (add the log's origin and verifier key to the witness)")
 	}
 	return nil, 0, fmt.Errorf("it answered HTTP %d", resp.StatusCode)
 }
