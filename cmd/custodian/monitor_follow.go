@@ -89,6 +89,9 @@ type follower struct {
 	next   *nextCheckpoint // this poll's checkpoint, until it is kept
 	out    *entryLog
 	mu     *sync.Mutex // the report's turn, shared by the followers of a run
+	// witnesses, when --escrow names them, are asked whether each served
+	// checkpoint extends what they cosigned.
+	witnesses *witnessCheck
 }
 
 // loadFollower reads the state of the log key signs, if the monitor has
@@ -207,6 +210,9 @@ func (f *follower) poll(ctx context.Context) error {
 			return f.proven(findSplitView, signed, "the signed tree of %d entries does not extend the signed tree of %d seen before", cp.Size, old.Size)
 		}
 	}
+	if err := f.checkWitnesses(ctx, signed, cp, src); err != nil {
+		return err
+	}
 	from := f.reportedTo()
 	f.next = &nextCheckpoint{signed: signed, cp: cp}
 	if old != nil { // proven consistent: kept now, so that a failed bundle costs no progress
@@ -288,8 +294,8 @@ func (f *follower) setReported(to int64) {
 }
 
 // verify checks a served checkpoint: signed by the pinned key, for its
-// origin. Witness cosignatures are not checked (appliances gather none
-// yet); this is the one place such a check belongs.
+// origin. The cosignatures it may carry are the appliance's to show; the
+// witnesses themselves are asked (checkWitnesses).
 func (f *follower) verify(signed []byte) (*log.Checkpoint, error) {
 	return ledger.VerifyCheckpoint(signed, f.key)
 }
