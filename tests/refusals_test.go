@@ -48,6 +48,8 @@ type rig struct {
 	// tally is the daemon's TallyInterval; 0: far longer than any test,
 	// so counted refusals are written only when the daemon stops.
 	tally time.Duration
+	// witnessTimeout is the daemon's WitnessTimeout (0: the default).
+	witnessTimeout time.Duration
 }
 
 func newRig(t testing.TB) *rig { return newRigAs(t, "court-a") }
@@ -100,7 +102,7 @@ func (r *rig) start(t testing.TB) {
 		tally = 1000 * time.Hour
 	}
 	r.daemon, err = release.New(release.Config{Appliance: r.a, TPM: r.tpm, Button: btn, Window: 1500 * time.Millisecond,
-		Now: r.now, TallyInterval: tally, Hook: func(stage, keyID string) {
+		Now: r.now, TallyInterval: tally, WitnessTimeout: r.witnessTimeout, Hook: func(stage, keyID string) {
 			if h := r.hook.Load(); h != nil {
 				(*h)(stage, keyID)
 			}

@@ -19,6 +19,7 @@ import (
 	"github.com/custodian-project/custodian/hsm/attest"
 	"github.com/custodian-project/custodian/hsm/internal/strictjson"
 	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/hsm/witness"
 	"github.com/custodian-project/custodian/hsm/warrant"
 )
 
@@ -362,7 +363,7 @@ func (a *API) checkpoint(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Write(a.Daemon.withCosignatures(cp))
+	w.Write(witness.WithCosignatures(a.Daemon.cfg.Appliance.Dir, cp))
 }
 
 func (a *API) entry(w http.ResponseWriter, r *http.Request) {

@@ -150,6 +150,7 @@ type Daemon struct {
 	tally    *tally
 	gate     tpmGate // a release's TPM work and attestations never overlap
 	cosigner *witness.Cosigner
+	appended chan struct{} // wakes witnessLoop
 }
 
 // maxRemembered bounds the requests kept in memory; records of released
@@ -184,7 +185,7 @@ func New(cfg Config) (*Daemon, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &Daemon{cfg: cfg, requests: map[string]*request{}, ctx: ctx, cancel: cancel, tally: newTally(cfg.Now()), cosigner: cosigner}
+	d := &Daemon{cfg: cfg, requests: map[string]*request{}, ctx: ctx, cancel: cancel, tally: newTally(cfg.Now()), cosigner: cosigner, appended: make(chan struct{}, 1)}
 	if err := durable.MkdirAll(filepath.Join(cfg.Appliance.Dir, Dir), 0o700); err != nil {
 		cancel()
 		return nil, err
@@ -193,8 +194,9 @@ func New(cfg Config) (*Daemon, error) {
 		cancel()
 		return nil, err
 	}
-	d.wg.Add(1)
+	d.wg.Add(2)
 	go d.tallyLoop()
+	go d.witnessLoop()
 	return d, nil
 }
 
@@ -584,6 +586,7 @@ func (d *Daemon) appendEntry(kind ledger.Kind, outcome string, code Code, keyID 
 	if err != nil {
 		return -1, err
 	}
+	d.noteAppended()
 	return i, nil
 }
 

@@ -409,17 +409,6 @@ func (d *Daemon) storePackage(r *request, pkg *escrow.Release, index int64, cosi
 	return err
 }
 
-// withCosignatures returns signed with the witnesses' cosignatures when
-// the newest cosigned checkpoint is of the same tree: checkpoints are
-// deterministic signatures of the tree head, so it starts with the same
-// bytes. Otherwise signed goes out as it is.
-func (d *Daemon) withCosignatures(signed []byte) []byte {
-	if latest := d.cosigner.Latest(); bytes.HasPrefix(latest, signed) {
-		return latest
-	}
-	return signed
-}
-
 // prove returns entry index with its inclusion proof in the cosigned
 // checkpoint, or in a fresh one when there is none.
 func (d *Daemon) prove(index int64, cosigned *witnessedCheckpoint) (*ledger.Inclusion, error) {

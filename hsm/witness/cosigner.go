@@ -55,8 +55,9 @@ type Cosigner struct {
 	dir  string
 	http *http.Client
 
-	mu    sync.Mutex
-	known map[string]int64 // witness name → the tree size it last cosigned, as far as we know
+	mu     sync.Mutex
+	known  map[string]int64 // witness name → the tree size it last cosigned, as far as we know
+	stored int64            // the size of the cosigned checkpoint stored last
 }
 
 // NewCosigner makes a cosigner keeping its file in dataDir/witness.
@@ -71,9 +72,19 @@ func NewCosigner(dataDir string, hc *http.Client) (*Cosigner, error) {
 	return &Cosigner{dir: dir, http: hc, known: map[string]int64{}}, nil
 }
 
-// Latest returns the newest cosigned checkpoint stored, or nil.
-func (c *Cosigner) Latest() []byte {
-	data, err := os.ReadFile(filepath.Join(c.dir, FileName))
+// WithCosignatures returns signed, a checkpoint the ledger in dataDir
+// signed just now, with the witnesses' cosignatures stored for the same
+// tree: checkpoints are deterministic signatures of the tree head, so the
+// stored one starts with the same bytes. Otherwise it returns signed.
+func WithCosignatures(dataDir string, signed []byte) []byte {
+	if latest := latestIn(filepath.Join(dataDir, Dir)); bytes.HasPrefix(latest, signed) {
+		return latest
+	}
+	return signed
+}
+
+func latestIn(dir string) []byte {
+	data, err := os.ReadFile(filepath.Join(dir, FileName))
 	if err != nil || len(data) > MaxCosignedSize {
 		return nil
 	}
@@ -126,10 +137,25 @@ func (c *Cosigner) Cosign(ctx context.Context, ledger Prover, signed []byte, siz
 			break
 		}
 	}
-	if err := durable.WriteFile(filepath.Join(c.dir, FileName), cosigned, 0o644); err != nil {
+	if err := c.store(cosigned, size); err != nil {
 		return nil, fmt.Errorf("storing the cosigned checkpoint: %w", err)
 	}
 	return cosigned, nil
+}
+
+// store keeps cosigned as the newest cosigned checkpoint, unless one of a
+// larger tree was stored meanwhile (two submissions at once).
+func (c *Cosigner) store(cosigned []byte, size int64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if size < c.stored {
+		return nil
+	}
+	if err := durable.WriteFile(filepath.Join(c.dir, FileName), cosigned, 0o644); err != nil {
+		return err
+	}
+	c.stored = size
+	return nil
 }
 
 // retryEvery is how soon a witness that did not answer is asked again,
