@@ -19,8 +19,8 @@ import (
 	"github.com/custodian-project/custodian/hsm/attest"
 	"github.com/custodian-project/custodian/hsm/internal/strictjson"
 	"github.com/custodian-project/custodian/hsm/ledger"
-	"github.com/custodian-project/custodian/hsm/witness"
 	"github.com/custodian-project/custodian/hsm/warrant"
+	"github.com/custodian-project/custodian/hsm/witness"
 )
 
 // MaxBody caps every request body.
