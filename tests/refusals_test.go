@@ -48,6 +48,8 @@ type rig struct {
 	// tally is the daemon's TallyInterval; 0: far longer than any test,
 	// so counted refusals are written only when the daemon stops.
 	tally time.Duration
+	escrow *escrow.Public // 2026-11's escrow file
+	site   *site          // the server's and officers' certificates
 	// witnessTimeout is the daemon's WitnessTimeout (0: the default).
 	witnessTimeout time.Duration
 }
@@ -55,7 +57,11 @@ type rig struct {
 func newRig(t testing.TB) *rig { return newRigAs(t, "court-a") }
 
 // newRigAs is newRig for the custodian id.
-func newRigAs(t testing.TB, id string) *rig {
+func newRigAs(t testing.TB, id string) *rig { return newRigWith(t, id, nil) }
+
+// newRigWith is newRigAs with the options escrowOpts gives, once the
+// ledger's verifier key is known, for the ceremony of 2026-11.
+func newRigWith(t testing.TB, id string, escrowOpts func(r *rig) []escrow.Option) *rig {
 	t.Helper()
 	now := time.Now().UTC()
 	d, _, _ := enroll(t, id, t.TempDir())
@@ -68,7 +74,11 @@ func newRigAs(t testing.TB, id string) *rig {
 	r.rec = &tpmtest.Recorder{TPM: conn}
 	r.tpm = release.Serialize(r.rec)
 	r.open(t)
-	provisionLocal(t, r.a, r.tpm, "2026-11")
+	var opts []escrow.Option
+	if escrowOpts != nil {
+		opts = escrowOpts(r)
+	}
+	r.escrow = provisionLocal(t, r.a, r.tpm, "2026-11", opts...)
 	r.agency, err = recipient.Generate("")
 	if err != nil {
 		t.Fatal(err)
@@ -113,6 +123,7 @@ func (r *rig) start(t testing.TB) {
 	// A generous limit: these tests are about refusals, not rate limits.
 	// Over TLS with a court officer's certificate, as serve runs.
 	s := newSite(t)
+	r.site = s
 	tlsCfg, officers := s.serverTLS(t)
 	r.srv = httptest.NewUnstartedServer((&release.API{Daemon: r.daemon, Limit: release.NewLimiter(1000, 1000), Global: release.NewLimiter(1000, 1000), Officers: officers}).Handler())
 	r.srv.TLS = tlsCfg

@@ -350,6 +350,9 @@ func (f *follower) proven(kind finding, served []byte, format string, args ...an
 	for _, suffix := range []string{".seen.checkpoint", ".served.checkpoint"} {
 		data := served
 		if suffix == ".seen.checkpoint" {
+			if f.st.Checkpoint == "" {
+				continue // a first poll refused by the witnesses: only what was served
+			}
 			data = []byte(f.st.Checkpoint)
 		}
 		if err := durable.CreateFile(base+suffix, data, 0o600); err != nil {
