@@ -51,6 +51,10 @@ It writes DIR/escrow-K.pub.json (public) and DIR/<custodian>.bundle.json
 (one per custodian, for custodian provision).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			witnessed, err := witnessOption(cmd, witnessKeys, witnessURLs, witnessQuorum)
+			if err != nil {
+				return err
+			}
 			policy, err := readPolicy(policyPath)
 			if err != nil {
 				return err
@@ -81,10 +85,8 @@ It writes DIR/escrow-K.pub.json (public) and DIR/<custodian>.bundle.json
 				}
 				opts = append(opts, escrow.WithUpdateKey(verifier, approvalKey))
 			}
-			if o, err := witnessOption(cmd, witnessKeys, witnessURLs, witnessQuorum); err != nil {
-				return err
-			} else if o != nil {
-				opts = append(opts, o)
+			if witnessed != nil {
+				opts = append(opts, witnessed)
 			}
 			pub, bundles, err := escrow.Ceremony(keyID, threshold, policy.PCRs, members, opts...)
 			if err != nil {
@@ -251,7 +253,7 @@ func witnessOption(cmd *cobra.Command, keys, urls []string, quorum int) (escrow.
 		ws[i] = witness.Witness{Key: keys[i], URL: urls[i]}
 	}
 	if err := (witness.Policy{Witnesses: ws, Quorum: quorum}).Check(); err != nil {
-		return nil, err
+		return nil, withHint(err, "--witness-key takes the witness's cosignature verifier key as it publishes it (litewitness prints it as vkey), --witness-url its http(s) address, and --witness-quorum 0 to the number of witnesses")
 	}
 	return escrow.WithWitnesses(ws, quorum), nil
 }
