@@ -443,4 +443,23 @@ var breaks = []mutant{
 		edits: []edit{{"cmd/custodian/ledger_export.go", "\t\tif tlog.RecordHash(e) != leaves[i] {", "\t\tif tlog.RecordHash(e) != leaves[i] && false {"}},
 		pkg:   "./cmd/custodian", tests: []string{"TestMonitorRefusesTilesThatAreNotTheSignedTree"},
 	},
+	// Witnesses: a release waits for its quorum; the agency and the
+	// witness package count it.
+	{
+		name: "a release goes on without its witness quorum",
+		edits: []edit{{"hsm/release/store.go",
+			"\tcosigned, code, err := d.witnessed(b, index, tm)\n\tif err != nil {\n\t\treturn fail(code, err)\n\t}",
+			"\tcosigned, _, _ := d.witnessed(b, index, tm)"}},
+		pkg: "./tests", tests: []string{"TestInvariantWitnessTimeoutReleasesNothing"},
+	},
+	{
+		name:  "the agency takes packages without the witness quorum",
+		edits: []edit{{"hsm/escrow/witnessed.go", "\tif policy.Quorum == 0 {", "\tif true {"}},
+		pkg:   "./tests", tests: []string{"TestInvariantReleaseCarriesWitnessQuorumAndAgencyRefusesWithout"},
+	},
+	{
+		name:  "one cosignature short of the quorum passes",
+		edits: []edit{{"hsm/witness/witness.go", "\tif len(names) < p.Quorum {", "\tif len(names) < p.Quorum-1 {"}},
+		pkg:   "./hsm/witness", tests: []string{"TestInvariantQuorumIsCounted"},
+	},
 }
