@@ -123,7 +123,10 @@ func (c *Cosigner) Cosign(ctx context.Context, ledger Prover, signed []byte, siz
 		select {
 		case a = <-answers:
 		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: %d of the %d needed answered (%s)", ErrTimeout, got, p.Quorum, strings.Join(refused, "; "))
+			return nil, timedOut(got, p.Quorum, refused)
+		}
+		if a.err != nil && !errors.Is(a.err, ErrRefused) {
+			return nil, timedOut(got, p.Quorum, refused) // submit gives up only when ctx ends
 		}
 		if a.err != nil {
 			refused = append(refused, a.err.Error())
@@ -141,6 +144,15 @@ func (c *Cosigner) Cosign(ctx context.Context, ledger Prover, signed []byte, siz
 		return nil, fmt.Errorf("storing the cosigned checkpoint: %w", err)
 	}
 	return cosigned, nil
+}
+
+// timedOut says how far the witnesses got before the deadline.
+func timedOut(got, quorum int, refused []string) error {
+	err := fmt.Errorf("%w: %d of the %d needed cosigned", ErrTimeout, got, quorum)
+	if len(refused) > 0 {
+		err = fmt.Errorf("%w; %s", err, strings.Join(refused, "; "))
+	}
+	return err
 }
 
 // store keeps cosigned as the newest cosigned checkpoint, unless one of a
