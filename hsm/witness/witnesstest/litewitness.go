@@ -1,7 +1,10 @@
 // Package witnesstest runs real C2SP tlog-witness witnesses for tests:
 // litewitness from filippo.io/torchwood (the version in go.mod), built
-// from the module cache once per version and kept in the user's cache
-// directory, each instance with its own ssh-agent holding its key.
+// from the module cache once per version and kept in the project's cache
+// ($CUSTODIAN_CACHE, or custodian in the user's cache directory), each
+// instance with its own ssh-agent holding its key. The first build
+// fetches litewitness's own dependencies (its SQLite) through the go
+// command if the module cache lacks them.
 package witnesstest
 
 import (
@@ -48,9 +51,8 @@ var (
 )
 
 // Binaries returns the directory holding litewitness and witnessctl of the
-// torchwood version go.mod requires, building them on first use. They
-// come from the module cache; their own dependencies are fetched once by
-// the go command (GOFLAGS=-mod=mod) if the cache lacks them.
+// torchwood version go.mod requires, building them on first use with
+// torchwood's own go.mod and go.sum (GOFLAGS=-mod=mod).
 func Binaries(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() { binDir, buildErr = build() })
@@ -69,11 +71,7 @@ func build() (string, error) {
 	if !ok || src == "" {
 		return "", fmt.Errorf("filippo.io/torchwood is not in the module cache (go mod download filippo.io/torchwood)")
 	}
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		cache = os.TempDir()
-	}
-	dir := filepath.Join(cache, "custodian-tests", "torchwood-"+version)
+	dir := filepath.Join(cacheDir(), "torchwood-"+version)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
@@ -93,6 +91,19 @@ func build() (string, error) {
 		}
 	}
 	return dir, nil
+}
+
+// cacheDir is the project's cache, as the appliance example's scripts
+// use it: $CUSTODIAN_CACHE, or custodian in the user's cache directory.
+func cacheDir() string {
+	if dir := os.Getenv("CUSTODIAN_CACHE"); dir != "" {
+		return dir
+	}
+	home, err := os.UserCacheDir()
+	if err != nil {
+		return filepath.Join(os.TempDir(), "custodian")
+	}
+	return filepath.Join(home, "custodian")
 }
 
 // Start runs a litewitness named name that knows the log origin under
