@@ -2,9 +2,9 @@
 // litewitness from filippo.io/torchwood (the version in go.mod), built
 // from the module cache once per version and kept in the project's cache
 // ($CUSTODIAN_CACHE, or custodian in the user's cache directory), each
-// instance with its own ssh-agent holding its key. The first build
-// fetches litewitness's own dependencies (its SQLite) through the go
-// command if the module cache lacks them.
+// instance with its own ssh-agent holding its key. Both commands are
+// tools of go.mod, so `go mod download` fetches all they need and go.sum
+// pins it.
 package witnesstest
 
 import (
@@ -51,8 +51,8 @@ var (
 )
 
 // Binaries returns the directory holding litewitness and witnessctl of the
-// torchwood version go.mod requires, building them on first use with
-// torchwood's own go.mod and go.sum (GOFLAGS=-mod=mod).
+// torchwood version go.mod requires (both are go.mod tools), building them
+// on first use.
 func Binaries(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() { binDir, buildErr = build() })
@@ -63,14 +63,11 @@ func Binaries(t testing.TB) string {
 }
 
 func build() (string, error) {
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}} {{.Version}}", "filippo.io/torchwood").Output()
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", "filippo.io/torchwood").Output()
 	if err != nil {
 		return "", fmt.Errorf("go list filippo.io/torchwood: %w", err)
 	}
-	src, version, ok := strings.Cut(strings.TrimSpace(string(out)), " ")
-	if !ok || src == "" {
-		return "", fmt.Errorf("filippo.io/torchwood is not in the module cache (go mod download filippo.io/torchwood)")
-	}
+	version := strings.TrimSpace(string(out))
 	dir := filepath.Join(cacheDir(), "torchwood-"+version)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
@@ -80,9 +77,10 @@ func build() (string, error) {
 		if _, err := os.Stat(bin); err == nil {
 			continue
 		}
+		// A tool of go.mod: its version and every dependency are pinned
+		// and checked by this module's go.sum.
 		tmp := fmt.Sprintf("%s.tmp%d", bin, os.Getpid())
-		cmd := exec.Command("go", "build", "-C", src, "-o", tmp, "./cmd/"+name)
-		cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOWORK=off")
+		cmd := exec.Command("go", "build", "-o", tmp, "filippo.io/torchwood/cmd/"+name)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return "", fmt.Errorf("go build %s: %v\n%s", name, err, out)
 		}
