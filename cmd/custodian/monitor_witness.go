@@ -67,6 +67,10 @@ func (f *follower) checkWitnesses(ctx context.Context, signed []byte, cp *log.Ch
 	defer cancel()
 	_, err := f.witnesses.cosigner.Cosign(ctx, tileProver{src.hashes}, signed, int64(cp.Size), f.witnesses.policy)
 	switch {
+	case errors.Is(err, witness.ErrBehind):
+		// Like a smaller signed tree than one seen: a stale copy, or a
+		// rollback; not proof by itself.
+		return f.alarm(findStale, "%s serves a checkpoint older than what its witnesses cosigned: a stale copy (a cache, a mirror) or a rollback: %v", f.url, err)
 	case errors.Is(err, witness.ErrRefused):
 		return f.proven(findSplitView, signed, "its witnesses cosigned another history of this log: %v", err)
 	case err != nil:

@@ -37,13 +37,29 @@ type Prover interface {
 // or its key. Asking again does not help; an operator must look.
 var ErrRefused = errors.New("the witnesses refused the checkpoint")
 
-// refusal is one witness's refusal for good; it is ErrRefused.
-type refusal struct{ reason string }
+// ErrBehind: every refusal was a witness having cosigned a larger tree
+// than the checkpoint's. From the appliance's own newest checkpoint that
+// is a restored copy; from a checkpoint a monitor was served, it may also
+// be a stale cache.
+var ErrBehind = errors.New("the witnesses cosigned a larger tree")
 
-func (r *refusal) Error() string        { return r.reason }
-func (r *refusal) Is(target error) bool { return target == ErrRefused }
+// refusal is one witness's refusal for good; it is ErrRefused, and
+// ErrBehind when behind.
+type refusal struct {
+	reason string
+	behind bool
+}
 
-func refused(format string, args ...any) error { return &refusal{fmt.Sprintf(format, args...)} }
+func (r *refusal) Error() string { return r.reason }
+func (r *refusal) Is(target error) bool {
+	return target == ErrRefused || (r.behind && target == ErrBehind)
+}
+
+func refused(format string, args ...any) error { return &refusal{reason: fmt.Sprintf(format, args...)} }
+
+func refusedBehind(format string, args ...any) error {
+	return &refusal{reason: fmt.Sprintf(format, args...), behind: true}
+}
 
 // ErrTimeout: the quorum did not answer before the deadline.
 var ErrTimeout = errors.New("the witness quorum did not cosign in time")
@@ -118,6 +134,7 @@ func (c *Cosigner) Cosign(ctx context.Context, ledger Prover, signed []byte, siz
 	cosigned := bytes.Clone(signed)
 	var got int
 	var refused []string
+	allBehind := true
 	for range vs {
 		var a answer
 		select {
@@ -130,7 +147,11 @@ func (c *Cosigner) Cosign(ctx context.Context, ledger Prover, signed []byte, siz
 		}
 		if a.err != nil {
 			refused = append(refused, a.err.Error())
+			allBehind = allBehind && errors.Is(a.err, ErrBehind)
 			if len(vs)-len(refused) < p.Quorum {
+				if allBehind {
+					return nil, fmt.Errorf("%w (%w): %s", ErrRefused, ErrBehind, strings.Join(refused, "; "))
+				}
 				return nil, fmt.Errorf("%w: %s", ErrRefused, strings.Join(refused, "; "))
 			}
 			continue
@@ -200,7 +221,7 @@ func (c *Cosigner) submitOnce(ctx context.Context, ledger Prover, base string, v
 	c.mu.Unlock()
 	for try := 0; ; try++ {
 		if old > size {
-			return nil, refused("witness %s cosigned %d entries of this log and the log has %d now: another history, or a data directory restored from a copy", v.Name(), old, size)
+			return nil, refusedBehind("witness %s cosigned %d entries of this log and this checkpoint has %d: another history, or a data directory restored from a copy", v.Name(), old, size)
 		}
 		var proof tlog.TreeProof
 		if old > 0 && old < size {
@@ -217,7 +238,7 @@ func (c *Cosigner) submitOnce(ctx context.Context, ledger Prover, base string, v
 		}
 		var r *refusal
 		if errors.As(err, &r) {
-			return nil, refused("witness %s refused: %s", v.Name(), r.reason)
+			return nil, &refusal{reason: fmt.Sprintf("witness %s refused: %s", v.Name(), r.reason), behind: r.behind}
 		}
 		if err != nil {
 			return nil, fmt.Errorf("witness %s: %w", v.Name(), err)
@@ -294,7 +315,7 @@ func addCheckpoint(ctx context.Context, hc *http.Client, base string, old int64,
 	case http.StatusUnprocessableEntity:
 		return nil, 0, refused("this checkpoint is not consistent with the tree it cosigned before (another history of this log)")
 	case http.StatusBadRequest:
-		return nil, 0, refused("it cosigned a larger tree of this log than this checkpoint's")
+		return nil, 0, refusedBehind("it cosigned a larger tree of this log than this checkpoint's")
 	case http.StatusForbidden, http.StatusNotFound:
 		return nil, 0, refused("it does not know this log or its key (add the log's origin and verifier key to the witness)")
 	}

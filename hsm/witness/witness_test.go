@@ -166,6 +166,11 @@ func TestInvariantWitnessesRefuseAFork(t *testing.T) {
 		if !strings.Contains(err.Error(), "witness.test/a") || !strings.Contains(err.Error(), "witness.test/b") {
 			t.Errorf("the refusal does not name both witnesses: %v", err)
 		}
+		// Smaller than what they cosigned: behind (a monitor's stale
+		// copy looks the same); larger: not consistent with it.
+		if behind := second.size < first.size; errors.Is(err, witness.ErrBehind) != behind {
+			t.Errorf("second history at %d entries, first at %d: ErrBehind is %v", second.size, first.size, !behind)
+		}
 	}
 	// The first history goes on being cosigned.
 	first.append(t, "first later")
