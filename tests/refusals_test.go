@@ -47,7 +47,7 @@ type rig struct {
 	hook   atomic.Pointer[func(stage, keyID string)]
 	// tally is the daemon's TallyInterval; 0: far longer than any test,
 	// so counted refusals are written only when the daemon stops.
-	tally time.Duration
+	tally  time.Duration
 	escrow *escrow.Public // 2026-11's escrow file
 	site   *site          // the server's and officers' certificates
 	// witnessTimeout is the daemon's WitnessTimeout (0: the default).
