@@ -258,7 +258,8 @@ func TestInvariantForkIsRefusedByWitnessesAndCaughtByMonitor(t *testing.T) {
 
 // TestLedgerVerifyRefusesCheckpointWithoutQuorum: ledger verify with an
 // escrow file that asks for two witnesses accepts the appliance's
-// checkpoint once both cosigned it and refuses a newer one they have not
+// checkpoint once both cosigned it — after a release, and after a refusal
+// the daemon submitted by itself — and refuses a newer one they have not
 // (the witnesses are gone); without --escrow it verifies as before.
 func TestLedgerVerifyRefusesCheckpointWithoutQuorum(t *testing.T) {
 	r, ws := witnessedRig(t, 2, 2, 5*time.Second)
@@ -270,6 +271,17 @@ func TestLedgerVerifyRefusesCheckpointWithoutQuorum(t *testing.T) {
 	code, out, errOut := cli(t, append(remote, "--escrow", pubPath)...)
 	if code != 0 || !strings.Contains(out, "cosigned by 2 witnesses") {
 		t.Fatalf("a cosigned checkpoint: exit %d\n%s%s", code, out, errOut)
+	}
+	// A refusal's entry is submitted to the witnesses without a release
+	// waiting on it: the served checkpoint is soon cosigned again.
+	r.expectRefusal(t, r.warrant(t, "W-elsewhere", "court-q"), "not_addressed", true)
+	waitFor(t, "the refusal's checkpoint cosigned", 20*time.Second, func() bool {
+		_, served := r.c.get(t, release.TlogPrefix+"checkpoint")
+		cp, _, err := witness.VerifyQuorum(served, r.escrow.WitnessPolicy())
+		return err == nil && int64(cp.Size) == r.a.Ledger.Size()
+	})
+	if code, out, errOut := cli(t, append(remote, "--escrow", pubPath)...); code != 0 {
+		t.Fatalf("after the refusal: exit %d\n%s%s", code, out, errOut)
 	}
 	for _, w := range ws {
 		w.Stop()
