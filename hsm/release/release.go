@@ -29,11 +29,18 @@
 //  6. Then, per key ID, in this order: the request record is stored (before
 //     the first entry with its intent, see record), a release
 //     entry is appended to the ledger (durable, NV counter incremented; the
-//     first carries the warrant's replay key), the share is unsealed in the
+//     first carries the warrant's replay key), when the key ID's escrow
+//     file names witnesses with a quorum the daemon waits, at most
+//     WitnessTimeout, for that quorum to cosign a checkpoint holding the
+//     entry (witness_timeout or witness_refused otherwise: a failure
+//     entry, and nothing is unsealed; see witnessed), the share is unsealed in the
 //     TPM (salted, response-encrypted session), sealed with HPKE to the
 //     warrant's recipient (info binds warrant digest, custodian, key ID,
 //     share index), and the package — with the entry's inclusion proof and a
-//     signed checkpoint — is written durably under releases/<request-id>/.
+//     signed checkpoint, the witnesses' cosigned one when they were waited
+//     for — is written durably under releases/<request-id>/. Every new
+//     checkpoint is also submitted to the held key IDs' witnesses in the
+//     background (witnessLoop), so refusals are witnessed too.
 //     A scoped key ID (escrow mode "scoped") releases no share: it appends
 //     one release entry for the key ID (committing to the warrant and the
 //     tree hash and count of its envelope list, inline or submitted
