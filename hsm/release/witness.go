@@ -34,6 +34,10 @@ func (d *Daemon) witnessLoop() {
 		if err != nil {
 			continue
 		}
+		if len(witness.WithCosignatures(d.cfg.Appliance.Dir, signed)) > len(signed) {
+			done = size // a release waited for this one already
+			continue
+		}
 		ctx, cancel := context.WithTimeout(d.ctx, d.cfg.WitnessTimeout)
 		_, err = d.cosigner.Cosign(ctx, l, signed, size, p)
 		cancel()
