@@ -31,9 +31,12 @@ type watched struct {
 	state string // the monitor's --state
 }
 
-func newWatched(t *testing.T) *watched {
+func newWatched(t *testing.T) *watched { return newWatchedRig(t, newRig(t)) }
+
+// newWatchedRig is newWatched for the rig r.
+func newWatchedRig(t *testing.T, r *rig) *watched {
 	t.Helper()
-	w := &watched{r: newRig(t), state: t.TempDir()}
+	w := &watched{r: r, state: t.TempDir()}
 	s := newSite(t)
 	w.ca = s.ServerCA
 	tlsCfg, _ := s.serverTLS(t)

@@ -48,16 +48,27 @@ type rig struct {
 	hook   atomic.Pointer[func(stage, keyID string)]
 	// tally is the daemon's TallyInterval; 0: far longer than any test,
 	// so counted refusals are written only when the daemon stops.
-	tally time.Duration
+	tally  time.Duration
+	escrow *escrow.Public // 2026-11's escrow file
+	// witnessTimeout is the daemon's WitnessTimeout (0: the default).
+	witnessTimeout time.Duration
 }
 
 func newRig(t testing.TB) *rig { return newRigAs(t, "court-a") }
 
 // newRigAs is newRig for the custodian id.
-func newRigAs(t testing.TB, id string) *rig {
+func newRigAs(t testing.TB, id string) *rig { return newRigWith(t, id, nil) }
+
+// newRigWith is newRigAs with the options escrowOpts gives, once the
+// ledger's verifier key is known, for the ceremony of 2026-11.
+func newRigWith(t testing.TB, id string, escrowOpts func(r *rig) []escrow.Option) *rig {
 	t.Helper()
 	r := newIdleRig(t, id)
-	provisionLocal(t, r.a, r.tpm, "2026-11")
+	var opts []escrow.Option
+	if escrowOpts != nil {
+		opts = escrowOpts(r)
+	}
+	r.escrow = provisionLocal(t, r.a, r.tpm, "2026-11", opts...)
 	r.start(t)
 	return r
 }
@@ -108,7 +119,7 @@ func (r *rig) start(t testing.TB) {
 		tally = 1000 * time.Hour
 	}
 	r.daemon, err = release.New(release.Config{Appliance: r.a, TPM: r.tpm, Button: btn, Window: 1500 * time.Millisecond,
-		Now: r.now, TallyInterval: tally, Hook: func(stage, keyID string) {
+		Now: r.now, TallyInterval: tally, WitnessTimeout: r.witnessTimeout, Hook: func(stage, keyID string) {
 			if h := r.hook.Load(); h != nil {
 				(*h)(stage, keyID)
 			}

@@ -475,5 +475,23 @@ var breaks = []mutant{
 		name:  "the report page is rendered without escaping",
 		edits: []edit{{"hsm/report/render.go", "\t\"html/template\"", "\t\"text/template\""}},
 		pkg:   "./hsm/report", tests: []string{"TestInvariantReportEscapesLedgerFields"},
+	// Witnesses: a release waits for its quorum; the agency and the
+	// witness package count it.
+	{
+		name: "a release goes on without its witness quorum",
+		edits: []edit{{"hsm/release/store.go",
+			"\tcosigned, code, err := d.witnessed(b, index, tm)\n\tif err != nil {\n\t\treturn fail(code, err)\n\t}",
+			"\tcosigned, _, _ := d.witnessed(b, index, tm)"}},
+		pkg: "./tests", tests: []string{"TestInvariantWitnessTimeoutReleasesNothing"},
+	},
+	{
+		name:  "the agency takes packages without the witness quorum",
+		edits: []edit{{"hsm/escrow/witnessed.go", "\tif policy.Quorum == 0 {", "\tif true {"}},
+		pkg:   "./tests", tests: []string{"TestInvariantReleaseCarriesWitnessQuorumAndAgencyRefusesWithout"},
+	},
+	{
+		name:  "one cosignature short of the quorum passes",
+		edits: []edit{{"hsm/witness/witness.go", "\tif len(names) < p.Quorum {", "\tif len(names) < p.Quorum-1 {"}},
+		pkg:   "./hsm/witness", tests: []string{"TestInvariantQuorumIsCounted"},
 	},
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"github.com/custodian-project/custodian/hsm/bootpolicy"
 	"github.com/custodian-project/custodian/hsm/durable"
 	"github.com/custodian-project/custodian/hsm/escrow"
+	"github.com/custodian-project/custodian/hsm/witness"
 	"github.com/custodian-project/custodian/tpm"
 )
 
@@ -18,8 +20,10 @@ func newCeremonyCommand(g *globals) *cobra.Command {
 	var threshold int
 	var enrollments []string
 	var checks enrollmentChecks
+	var witnessKeys, witnessURLs []string
+	var witnessQuorum int
 	cmd := &cobra.Command{
-		Use:   "ceremony --key-id K --threshold T --policy policy.json --enrollment E1 --enrollment E2 ... [--mode share|scoped] --out DIR",
+		Use:   "ceremony --key-id K --threshold T --policy policy.json --enrollment E1 --enrollment E2 ... [--mode share|scoped] [--witness-key VKEY --witness-url URL ... --witness-quorum K] --out DIR",
 		Short: "Make the escrow key of a key ID and seal one share to each enrolled custodian (offline)",
 		Long: `The ceremony runs on the escrow authority's offline workstation. It verifies
 each enrollment, makes a P-256 escrow key, splits it so that THRESHOLD shares
@@ -32,6 +36,11 @@ agency that recovers t shares holds the key ID's whole escrow key.
 release is a partial decryption of each envelope the warrant names, so a
 warrant opens those envelopes and no other.
 
+--witness-key and --witness-url name witnesses (C2SP tlog-witness) that
+cosign the custodians' ledger checkpoints, and --witness-quorum how many must
+cosign the checkpoint of a release before it leaves the device and before the
+agency accepts it; see docs/escrow-authority.md, "Witnesses".
+
 --update-key lets the custodians follow the images the authority approves
 (custodian reseal --update): share-mode shares are resealed to each; scoped
 keys never leave the TPM and are never resealed, but their policy accepts the
@@ -42,6 +51,10 @@ It writes DIR/escrow-K.pub.json (public) and DIR/<custodian>.bundle.json
 (one per custodian, for custodian provision).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			witnessed, err := witnessOption(cmd, witnessKeys, witnessURLs, witnessQuorum)
+			if err != nil {
+				return err
+			}
 			policy, err := readPolicy(policyPath)
 			if err != nil {
 				return err
@@ -72,6 +85,9 @@ It writes DIR/escrow-K.pub.json (public) and DIR/<custodian>.bundle.json
 				}
 				opts = append(opts, escrow.WithUpdateKey(verifier, approvalKey))
 			}
+			if witnessed != nil {
+				opts = append(opts, witnessed)
+			}
 			pub, bundles, err := escrow.Ceremony(keyID, threshold, policy.PCRs, members, opts...)
 			if err != nil {
 				return err
@@ -92,6 +108,9 @@ It writes DIR/escrow-K.pub.json (public) and DIR/<custodian>.bundle.json
 	f.StringVar(&out, "out", "", "directory for the escrow file and the bundles (created; must be new or empty)")
 	f.StringVar(&mode, "mode", escrow.DefaultMode, "share (a release hands out the share) or scoped (a release opens only the envelopes the warrant names)")
 	f.StringVar(&updateKeyPath, "update-key", "", "the authority's update.pub (custodian update keygen): lets custodians follow approved images (share mode: reseal; scoped mode: the TPM accepts signed approvals)")
+	f.StringArrayVar(&witnessKeys, "witness-key", nil, "a witness's cosignature verifier key (C2SP tlog-witness, e.g. the vkey litewitness prints); repeat for each, with --witness-url")
+	f.StringArrayVar(&witnessURLs, "witness-url", nil, "where custodians submit checkpoints to that witness; one per --witness-key, in the same order")
+	f.IntVar(&witnessQuorum, "witness-quorum", 0, "how many of the witnesses must cosign a release's checkpoint before it leaves (required with --witness-key; 0: submitted, not waited for)")
 	checks.register(cmd)
 	for _, name := range []string{"key-id", "threshold", "policy", "enrollment", "out"} {
 		_ = cmd.MarkFlagRequired(name)
@@ -212,4 +231,29 @@ of the image the device runs is stated with --security-version.`,
 	_ = cmd.MarkFlagRequired("in")
 	_ = cmd.MarkFlagRequired("out")
 	return cmd
+}
+
+// witnessOption pairs the witness flags into the ceremony's option, or
+// nil without witnesses. The quorum must be stated: never a silent 0.
+func witnessOption(cmd *cobra.Command, keys, urls []string, quorum int) (escrow.Option, error) {
+	quorumSet := cmd.Flags().Changed("witness-quorum")
+	switch {
+	case len(keys) != len(urls):
+		return nil, withHint(fmt.Errorf("%d --witness-key and %d --witness-url: each witness needs both", len(keys), len(urls)),
+			"give --witness-url right after each --witness-key, in the same order")
+	case len(keys) == 0 && quorumSet && quorum != 0:
+		return nil, withHint(fmt.Errorf("--witness-quorum %d without witnesses", quorum), "name the witnesses with --witness-key and --witness-url")
+	case len(keys) == 0:
+		return nil, nil
+	case !quorumSet:
+		return nil, withHint(errors.New("witnesses without --witness-quorum"), "say how many of them must cosign a release's checkpoint (0 to submit without waiting)")
+	}
+	ws := make([]witness.Witness, len(keys))
+	for i := range keys {
+		ws[i] = witness.Witness{Key: keys[i], URL: urls[i]}
+	}
+	if err := (witness.Policy{Witnesses: ws, Quorum: quorum}).Check(); err != nil {
+		return nil, withHint(err, "--witness-key takes the witness's cosignature verifier key as it publishes it (litewitness prints it as vkey), --witness-url its http(s) address, and --witness-quorum 0 to the number of witnesses")
+	}
+	return escrow.WithWitnesses(ws, quorum), nil
 }

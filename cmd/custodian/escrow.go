@@ -83,7 +83,7 @@ func newRecoverCommand(g *globals) *cobra.Command {
 			if errors.As(err, &bad) && key != nil {
 				fmt.Fprintf(g.stderr, "warning: %v\n", bad)
 			} else if err != nil {
-				return err
+				return witnessHint(err)
 			}
 			if err := writeNew("out", out, []byte(key.String()+"\n"), 0o600); err != nil {
 				return err
@@ -254,7 +254,7 @@ func newEnvelopeOpener(keyPath, identityPath, escrowPath string, releasePaths []
 		}
 		o, err := escrow.NewScopedOpener(id, pub, releases)
 		if err != nil {
-			return nil, err
+			return nil, witnessHint(err)
 		}
 		return &envelopeOpener{keyID: pub.KeyID, open: o.Open, packages: o.PackageErrors()}, nil
 	}
@@ -311,4 +311,13 @@ func readReleases(paths []string) ([]*escrow.Release, error) {
 		releases = append(releases, r)
 	}
 	return releases, nil
+}
+
+// witnessHint explains a package refused for want of the witness quorum.
+func witnessHint(err error) error {
+	if !errors.Is(err, escrow.ErrNotWitnessed) {
+		return err
+	}
+	return withHint(err, "the escrow file asks for a checkpoint its witnesses cosigned: take the package as the custodian's appliance served it (custodian release --out), not a copy with lines removed",
+		"if the appliance's own package lacks it, its release did not wait for the witnesses: tell the custodian's keeper and the escrow authority")
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/custodian-project/custodian/hsm/appliance"
 	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/hsm/witness"
 )
 
 func newLedgerCommand(g *globals) *cobra.Command {
@@ -141,17 +142,21 @@ func newLedgerCheckpointCommand(g *globals) *cobra.Command {
 }
 
 func newLedgerVerifyCommand(g *globals) *cobra.Command {
-	var oldPath string
+	var oldPath, escrowPath string
 	remote := remoteLedger{g: g}
 	cmd := &cobra.Command{
-		Use:   "verify [--old checkpoint.txt]",
+		Use:   "verify [--old checkpoint.txt] [--escrow escrow-K.pub.json]",
 		Short: "Re-check the whole ledger, its TPM counter, and that it only grew since an old checkpoint",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			quorum, err := readQuorum(escrowPath)
+			if err != nil {
+				return err
+			}
 			if remote.enabled() {
 				// Remotely, only the signed checkpoint and growth can be
 				// checked; re-hashing and the TPM counter need the device.
-				return remote.verify(cmd.Context(), g, oldPath)
+				return remote.verify(cmd.Context(), g, oldPath, quorum)
 			}
 			return g.withAppliance(func(a *appliance.Appliance, _ transport.TPM) error {
 				if err := a.Ledger.Verify(); err != nil {
@@ -165,14 +170,51 @@ func newLedgerVerifyCommand(g *globals) *cobra.Command {
 						return err
 					}
 				}
-				g.printf("ledger of %s verifies: %d entries, TPM counter and bound state match\n", a.ID, a.Ledger.Size())
+				signed, err := a.Ledger.Checkpoint()
+				if err != nil {
+					return err
+				}
+				cosigned, err := quorum.check(witness.WithCosignatures(a.Dir, signed))
+				if err != nil {
+					return err
+				}
+				g.printf("ledger of %s verifies: %d entries, TPM counter and bound state match%s\n", a.ID, a.Ledger.Size(), cosigned)
 				return nil
 			})
 		},
 	}
 	cmd.Flags().StringVar(&oldPath, "old", "", "an earlier signed checkpoint to prove consistency with")
+	cmd.Flags().StringVar(&escrowPath, "escrow", "", "an escrow file (escrow-K.pub.json): the checkpoint must be cosigned by the quorum of the witnesses it names")
 	remote.flags(cmd)
 	return cmd
+}
+
+// witnessQuorum is the witness policy an escrow file asks checkpoints to
+// meet (quorum 0 without --escrow, or when the file names none).
+type witnessQuorum struct{ policy witness.Policy }
+
+func readQuorum(escrowPath string) (witnessQuorum, error) {
+	if escrowPath == "" {
+		return witnessQuorum{}, nil
+	}
+	pub, err := readEscrow(escrowPath)
+	if err != nil {
+		return witnessQuorum{}, err
+	}
+	return witnessQuorum{pub.WitnessPolicy()}, nil
+}
+
+// check refuses a checkpoint without the quorum's cosignatures, and says
+// who cosigned it.
+func (q witnessQuorum) check(signed []byte) (string, error) {
+	if q.policy.Quorum == 0 {
+		return "", nil
+	}
+	_, names, err := witness.VerifyQuorum(signed, q.policy)
+	if err != nil {
+		return "", withHint(err, "the appliance submits each new checkpoint to its witnesses; if it cannot reach them its newest checkpoint stays uncosigned: try again later, and if it lasts ask its keeper whether the witnesses answer (a witness that refuses has seen another history: see docs/auditor.md)")
+	}
+	return fmt.Sprintf("; cosigned by %d witnesses (%s), the escrow file's quorum is %d", len(names), strings.Join(names, ", "), q.policy.Quorum), nil
 }
 
 // checkGrew proves the ledger now extends the one an old checkpoint saw.

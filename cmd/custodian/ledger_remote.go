@@ -112,12 +112,16 @@ func (r *remoteLedger) prove(ctx context.Context, index int64) (*ledger.Inclusio
 
 // verify checks the current checkpoint and, given an old one, that the
 // ledger only grew since.
-func (r *remoteLedger) verify(ctx context.Context, g *globals, oldPath string) error {
+func (r *remoteLedger) verify(ctx context.Context, g *globals, oldPath string, quorum witnessQuorum) error {
 	signed, key, err := r.checkpoint(ctx)
 	if err != nil {
 		return err
 	}
 	now, _ := ledger.VerifyCheckpoint(signed, key)
+	cosigned, err := quorum.check(signed)
+	if err != nil {
+		return err
+	}
 	if oldPath != "" {
 		data, err := os.ReadFile(oldPath)
 		if err != nil {
@@ -136,7 +140,7 @@ func (r *remoteLedger) verify(ctx context.Context, g *globals, oldPath string) e
 	if oldPath != "" {
 		g.printf(", and extends the old checkpoint")
 	}
-	g.printf("\n")
+	g.printf("%s\n", cosigned)
 	return nil
 }
 

@@ -136,6 +136,7 @@ type monitorFlags struct {
 	retries    int
 	once       bool
 	clear      []string
+	escrow     string
 	network    clientTLS
 }
 
@@ -153,8 +154,9 @@ Exit status: 0 all verified; 1 the monitor could not run (bad flags, --state in
 use or not writable); 3 an appliance did not answer (--once); 4 its tiles or
 entry bundles are not the tree its checkpoint signs, or are withheld; 5 a
 checkpoint that does not verify with the pinned key; 7 a split view (two signed
-trees that are not one history), kept in --state as evidence and reported until
---clear-alarm; 8 a signed tree smaller than one seen (a stale copy or a
+trees that are not one history, or with --escrow a checkpoint its witnesses
+refuse, having cosigned another history), kept in --state as evidence and
+reported until --clear-alarm; 8 a signed tree smaller than one seen (a stale copy or a
 rollback: not proof, the newer checkpoint is kept and followed).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -170,6 +172,7 @@ rollback: not proof, the newer checkpoint is kept and followed).`,
 	fl.IntVar(&m.retries, "retries", 3, "how many times to try again, with growing waits, when an appliance does not answer")
 	fl.BoolVar(&m.once, "once", false, "poll each appliance once and exit (for cron)")
 	fl.StringArrayVar(&m.clear, "clear-alarm", nil, "forget the alarm raised for this log (its origin, custodian/ID) once its evidence is kept; the last checkpoint verified stays, and the log is followed on from it")
+	fl.StringVar(&m.escrow, "escrow", "", "an escrow file (escrow-K.pub.json) whose witnesses are asked whether each served checkpoint extends what they cosigned")
 	m.network.register(cmd, false)
 	fl.Lookup("ca").Usage = "trust only this CA certificate (PEM; it may hold several) for the appliances' TLS certificates, not the system's roots"
 	fl.Lookup("insecure-http").Usage = "allow an http:// --appliance (a test daemon, or a static copy on a closed network): nothing is protected on the way"
@@ -340,7 +343,12 @@ func (m *monitorFlags) follower(g *globals, raw, keyFlag string, out *entryLog, 
 		return nil, err
 	}
 	c.pace = newPacer() // below the appliance's per-client rate, which it shares with other readers
-	return loadFollower(g, m.stateDir, raw, key, c, prefix, out, mu)
+	f, err := loadFollower(g, m.stateDir, raw, key, c, prefix, out, mu)
+	if err != nil {
+		return nil, err
+	}
+	f.witnesses, err = newWitnessCheck(m.escrow, m.stateDir, f.name)
+	return f, err
 }
 
 // tlogURL splits a log's URL, given with --flag, into the server and the

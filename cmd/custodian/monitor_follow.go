@@ -89,6 +89,9 @@ type follower struct {
 	next   *nextCheckpoint // this poll's checkpoint, until it is kept
 	out    *entryLog
 	mu     *sync.Mutex // the report's turn, shared by the followers of a run
+	// witnesses, when --escrow names them, are asked whether each served
+	// checkpoint extends what they cosigned.
+	witnesses *witnessCheck
 }
 
 // loadFollower reads the state of the log key signs, if the monitor has
@@ -207,6 +210,9 @@ func (f *follower) poll(ctx context.Context) error {
 			return f.pending(signed, f.tileAlarm(src.failed, errors.New("its hash tiles are not the tree its checkpoint signs")))
 		}
 	}
+	if err := f.checkWitnesses(ctx, signed, cp, src); err != nil {
+		return err
+	}
 	from := f.reportedTo()
 	f.next = &nextCheckpoint{signed: signed, cp: cp}
 	if old != nil { // proven consistent: kept now, so that a failed bundle costs no progress
@@ -288,8 +294,8 @@ func (f *follower) setReported(to int64) {
 }
 
 // verify checks a served checkpoint: signed by the pinned key, for its
-// origin. Witness cosignatures are not checked (appliances gather none
-// yet); this is the one place such a check belongs.
+// origin. The cosignatures it may carry are the appliance's to show; the
+// witnesses themselves are asked (checkWitnesses).
 func (f *follower) verify(signed []byte) (*log.Checkpoint, error) {
 	return ledger.VerifyCheckpoint(signed, f.key)
 }
@@ -344,6 +350,9 @@ func (f *follower) proven(kind finding, served []byte, format string, args ...an
 	for _, suffix := range []string{".seen.checkpoint", ".served.checkpoint"} {
 		data := served
 		if suffix == ".seen.checkpoint" {
+			if f.st.Checkpoint == "" {
+				continue // a first poll refused by the witnesses: only what was served
+			}
 			data = []byte(f.st.Checkpoint)
 		}
 		if err := durable.CreateFile(base+suffix, data, 0o600); err != nil {

@@ -29,7 +29,7 @@ import (
 type serveFlags struct {
 	listen, button, led, display string
 	network                      serverTLS
-	window                       time.Duration
+	window, witnessTimeout       time.Duration
 	eventLog, attestPCRs         string
 }
 
@@ -52,6 +52,7 @@ func newServeCommand(g *globals) *cobra.Command {
 	fl.StringVar(&f.display, "display", "", "where the summary is shown (default: the console; /dev/tty1 on the Pi)")
 	f.network.register(cmd)
 	fl.DurationVar(&f.window, "window", release.DefaultWindow, "how long the officer has to press the button")
+	fl.DurationVar(&f.witnessTimeout, "witness-timeout", release.DefaultWitnessTimeout, "how long a release waits for its escrow file's witness quorum to cosign, after its entry (witness_timeout after)")
 	fl.StringVar(&f.eventLog, "event-log", defaultEventLog, "the boot event log measure-boot wrote, for attestation")
 	fl.StringVar(&f.attestPCRs, "attest-pcrs", "8,9,11,12", "PCRs an attestation quotes (the policy's)")
 	_ = cmd.MarkFlagRequired("listen")
@@ -129,7 +130,7 @@ func (g *globals) serve(ctx context.Context, f serveFlags) error {
 	}
 
 	d, err := release.New(release.Config{Appliance: a, TPM: t, Button: btn, LED: led, Display: display,
-		Window: f.window, Log: log})
+		Window: f.window, WitnessTimeout: f.witnessTimeout, Log: log})
 	if err != nil {
 		return err
 	}

@@ -144,6 +144,10 @@ func TestEveryUserErrorNamesCauseAndNextStep(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	_, monitorKey, err := note.GenerateKey(rand.Reader, "custodian/court-a")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []userError{
 		// Files that are not there, or not files.
 		{"missing input", []string{"escrow", "seal", "--escrow", missing, "--target", "t", "--in", text, "--out", p("o.env")},
@@ -178,6 +182,17 @@ func TestEveryUserErrorNamesCauseAndNextStep(t *testing.T) {
 			[]string{"--policy " + agencyPub + " is not a boot policy (policy.json, from custodian image measure): it is an agency public key", "hint: check that --policy names the right file"}},
 		{"warrant as policy", []string{"ceremony", "--key-id", "2026-11", "--threshold", "2", "--policy", unsigned, "--enrollment", text, "--out", p("cer")},
 			[]string{"--policy " + unsigned + ": it is a warrant document (w.json, from custodian warrant new), not a boot policy", "hint: --policy takes a boot policy"}},
+		{"witnesses without a quorum", []string{"ceremony", "--key-id", "2026-11", "--threshold", "2", "--policy", text, "--enrollment", text, "--out", p("cer"),
+			"--witness-key", "w.test/a+01234567+BAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "--witness-url", "http://127.0.0.1:7380"},
+			[]string{"witnesses without --witness-quorum", "hint: say how many of them must cosign"}},
+		{"witness key without its URL", []string{"ceremony", "--key-id", "2026-11", "--threshold", "2", "--policy", text, "--enrollment", text, "--out", p("cer"),
+			"--witness-key", "w.test/a+01234567+BAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "--witness-quorum", "1"},
+			[]string{"1 --witness-key and 0 --witness-url", "hint: give --witness-url right after each --witness-key"}},
+		{"witness key that is not one", []string{"ceremony", "--key-id", "2026-11", "--threshold", "2", "--policy", text, "--enrollment", text, "--out", p("cer"),
+			"--witness-key", "w.test/a+01234567+BAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "--witness-url", "http://127.0.0.1:7380", "--witness-quorum", "1"},
+			[]string{"does not match its hash", "hint: --witness-key takes the witness's cosignature verifier key"}},
+		{"monitor with an escrow file naming no witnesses", []string{"monitor", "--once", "--appliance", "https://127.0.0.1:1", "--verifier-key", monitorKey, "--state", p("mon"), "--escrow", batch.escrowFile},
+			[]string{"names no witnesses", "hint: give the escrow file of a key ID whose escrow authority names witnesses"}},
 		{"escrow file as release package", []string{"recover", "--identity", batch.identity, "--escrow", batch.escrowFile, "--release", batch.escrowFile, "--out", p("k")},
 			[]string{"--release " + batch.escrowFile + ": it is an escrow file (escrow-K.pub.json, from custodian ceremony), not a release package", "hint: --release takes a release package"}},
 		{"verify away from a device without roots", []string{"--data-dir", p("nodata"), "warrant", "verify", "--in", unsigned},

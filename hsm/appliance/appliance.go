@@ -44,6 +44,7 @@ import (
 
 	"github.com/custodian-project/custodian/hsm/durable"
 	"github.com/custodian-project/custodian/hsm/enrollment"
+	"github.com/custodian-project/custodian/hsm/escrow"
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/tpm"
 )
@@ -76,7 +77,7 @@ type Appliance struct {
 }
 
 // Origin is the checkpoint origin of a custodian's ledger.
-func Origin(custodianID string) string { return "custodian/" + custodianID }
+func Origin(custodianID string) string { return escrow.LedgerOrigin(custodianID) }
 
 // Errors of ledger init.
 var (

@@ -14,6 +14,7 @@ import (
 
 	"github.com/custodian-project/custodian/hsm/ids"
 	"github.com/custodian-project/custodian/hsm/internal/strictjson"
+	"github.com/custodian-project/custodian/hsm/witness"
 	"github.com/custodian-project/custodian/tpm"
 )
 
@@ -63,6 +64,13 @@ type Public struct {
 	// the scoped keys' TPM policies accept. Without it a scoped key works
 	// only under PCRs.
 	ApprovalKey []byte `json:"approval_key,omitempty"`
+	// Witnesses cosign the custodians' ledger checkpoints (C2SP
+	// tlog-witness); WitnessQuorum of them must cosign the checkpoint a
+	// release package carries before it leaves the appliance, and before
+	// the agency accepts it. Witnesses listed need an explicit quorum;
+	// none listed is quorum 0: packages are not witnessed.
+	Witnesses     []witness.Witness `json:"witnesses,omitempty"`
+	WitnessQuorum *int              `json:"witness_quorum,omitempty"`
 }
 
 // Custodian is one holder of a share.
@@ -130,6 +138,9 @@ func (p *Public) check() error {
 		}
 	}
 	if err := p.checkApprovalKey(); err != nil {
+		return err
+	}
+	if err := p.checkWitnesses(); err != nil {
 		return err
 	}
 	return checkCustodians(p.Custodians)

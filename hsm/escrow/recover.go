@@ -106,6 +106,9 @@ func checkRelease(pub *Public, r *Release, seen map[int]bool) (*Custodian, error
 		return nil, fmt.Errorf("two releases of share %d (%s)", c.Index, c.ID)
 	}
 	seen[c.Index] = true
+	if err := pub.checkWitnessed(r); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 

@@ -22,6 +22,15 @@ func (l *Ledger) Checkpoint() ([]byte, error) {
 	return signed, err
 }
 
+// CheckpointSize is Checkpoint with the size of the tree it signs.
+func (l *Ledger) CheckpointSize() ([]byte, int64, error) {
+	signed, cp, err := l.signedCheckpoint()
+	if err != nil {
+		return nil, 0, err
+	}
+	return signed, int64(cp.Size), nil
+}
+
 func (l *Ledger) signedCheckpoint() ([]byte, *log.Checkpoint, error) {
 	if l.cfg.Signer == nil {
 		return nil, nil, fmt.Errorf("%w: the signing key did not unseal", ErrNoSigner)

@@ -21,6 +21,7 @@ import (
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/opening"
 	"github.com/custodian-project/custodian/hsm/warrant"
+	"github.com/custodian-project/custodian/hsm/witness"
 )
 
 // MaxBody caps every request body.
@@ -402,7 +403,7 @@ func (a *API) checkpoint(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Write(cp)
+	w.Write(witness.WithCosignatures(a.Daemon.cfg.Appliance.Dir, cp))
 }
 
 func (a *API) entry(w http.ResponseWriter, r *http.Request) {

@@ -64,6 +64,13 @@ const (
 	// CodeChangedAfterApproval: the warrant verified at submission and no
 	// longer did after the press (revoked, expired, replayed meanwhile…).
 	CodeChangedAfterApproval Code = "changed_after_approval"
+	// After the release entry, before the share or partials are unsealed:
+	// the escrow file's witness quorum did not cosign a checkpoint holding
+	// the entry in time (witness_timeout), or refused it for good, having
+	// cosigned another history of this ledger (witness_refused). Nothing
+	// leaves; the failure is logged.
+	CodeWitnessTimeout Code = "witness_timeout"
+	CodeWitnessRefused Code = "witness_refused"
 )
 
 // Refusal is an error with its code, the HTTP status it maps to, and the
@@ -103,6 +110,10 @@ func HTTPStatus(c Code) int {
 		return http.StatusForbidden
 	case CodeInternal, CodeAttestFailed, CodeUnsealFailed, CodeSealFailed, CodeStoreFailed, CodeInterrupted, CodeLedgerFailed, CodePartialFailed:
 		return http.StatusInternalServerError
+	case CodeWitnessTimeout:
+		return http.StatusGatewayTimeout
+	case CodeWitnessRefused:
+		return http.StatusBadGateway
 	}
 	// Every warrant refusal: the request was understood and refused.
 	return http.StatusUnprocessableEntity
@@ -144,7 +155,8 @@ func Codes() []Code {
 		CodeUnsealFailed, CodeSealFailed, CodeStoreFailed, CodeInterrupted, CodeLedgerFailed,
 		CodeInternal, CodeNotVerified, CodeNoShare,
 		CodeClientCertRequired, CodeClientCertUntrusted, CodeChangedAfterApproval,
-		CodeNoEnvelopes, CodeNotScoped, CodeUnprovenEnvelope, CodePartialFailed, CodeAttestBusy, CodeAttestFailed, CodeTPMFull}
+		CodeNoEnvelopes, CodeNotScoped, CodeUnprovenEnvelope, CodePartialFailed, CodeAttestBusy, CodeAttestFailed, CodeTPMFull,
+		CodeWitnessTimeout, CodeWitnessRefused}
 	for _, r := range warrant.Reasons() {
 		if Code(r) != CodeTooLarge {
 			out = append(out, Code(r))

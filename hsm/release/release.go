@@ -29,11 +29,18 @@
 //  6. Then, per key ID, in this order: the request record is stored (before
 //     the first entry with its intent, see record), a release
 //     entry is appended to the ledger (durable, NV counter incremented; the
-//     first carries the warrant's replay key), the share is unsealed in the
+//     first carries the warrant's replay key), when the key ID's escrow
+//     file names witnesses with a quorum the daemon waits, at most
+//     WitnessTimeout, for that quorum to cosign a checkpoint holding the
+//     entry (witness_timeout or witness_refused otherwise: a failure
+//     entry, and nothing is unsealed; see witnessed), the share is unsealed in the
 //     TPM (salted, response-encrypted session), sealed with HPKE to the
 //     warrant's recipient (info binds warrant digest, custodian, key ID,
 //     share index), and the package — with the entry's inclusion proof and a
-//     signed checkpoint — is written durably under releases/<request-id>/.
+//     signed checkpoint, the witnesses' cosigned one when they were waited
+//     for — is written durably under releases/<request-id>/. Every new
+//     checkpoint is also submitted to the held key IDs' witnesses in the
+//     background (witnessLoop), so refusals are witnessed too.
 //     A scoped key ID (escrow mode "scoped") releases no share: it appends
 //     one release entry for the key ID (committing to the warrant and the
 //     tree hash and count of its envelope list, inline or submitted
@@ -70,6 +77,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -86,6 +94,7 @@ import (
 	"github.com/custodian-project/custodian/hsm/opening"
 	"github.com/custodian-project/custodian/hsm/trust"
 	"github.com/custodian-project/custodian/hsm/warrant"
+	"github.com/custodian-project/custodian/hsm/witness"
 	"github.com/custodian-project/custodian/tpm"
 )
 
@@ -124,7 +133,15 @@ type Config struct {
 	// computes for a scoped key ID, "stored" after its package is): tests use
 	// it to kill the process there.
 	Hook func(stage, keyID string)
+	// WitnessTimeout bounds how long a release waits, after its entry, for
+	// the escrow file's witness quorum to cosign (0: DefaultWitnessTimeout).
+	WitnessTimeout time.Duration
+	// WitnessHTTP reaches the witnesses (nil: a default client).
+	WitnessHTTP *http.Client
 }
+
+// DefaultWitnessTimeout is how long a release waits for its witnesses.
+const DefaultWitnessTimeout = 30 * time.Second
 
 // Daemon runs requests. Its methods are safe for concurrent use.
 type Daemon struct {
@@ -140,6 +157,8 @@ type Daemon struct {
 	ctx      context.Context
 	tally    *tally
 	gate     tpmGate // a release's TPM work and attestations never overlap
+	cosigner *witness.Cosigner
+	appended chan struct{} // wakes witnessLoop
 }
 
 // maxRemembered bounds the requests kept in memory; records of released
@@ -166,8 +185,15 @@ func New(cfg Config) (*Daemon, error) {
 	if cfg.TallyInterval <= 0 {
 		cfg.TallyInterval = DefaultTallyInterval
 	}
+	if cfg.WitnessTimeout <= 0 {
+		cfg.WitnessTimeout = DefaultWitnessTimeout
+	}
+	cosigner, err := witness.NewCosigner(cfg.Appliance.Dir, cfg.WitnessHTTP)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &Daemon{cfg: cfg, requests: map[string]*request{}, ctx: ctx, cancel: cancel, tally: newTally(cfg.Now())}
+	d := &Daemon{cfg: cfg, requests: map[string]*request{}, ctx: ctx, cancel: cancel, tally: newTally(cfg.Now()), cosigner: cosigner, appended: make(chan struct{}, 1)}
 	if err := durable.MkdirAll(filepath.Join(cfg.Appliance.Dir, Dir), 0o700); err != nil {
 		cancel()
 		return nil, err
@@ -176,8 +202,9 @@ func New(cfg Config) (*Daemon, error) {
 		cancel()
 		return nil, err
 	}
-	d.wg.Add(1)
+	d.wg.Add(2)
 	go d.tallyLoop()
+	go d.witnessLoop()
 	return d, nil
 }
 
@@ -231,6 +258,7 @@ type Timings struct {
 	HPKEMS      float64 `json:"hpke_ms"`      // seal to the recipient
 	ProofMS     float64 `json:"proof_ms"`     // inclusion proof and signed checkpoint
 	StoreMS     float64 `json:"store_ms"`     // durable package write
+	WitnessMS   float64 `json:"witness_ms"`   // waiting for the witness quorum
 	TotalMS     float64 `json:"total_ms"`     // press to last package stored
 	TPMCommands int64   `json:"tpm_commands"` // during the release
 }
@@ -570,6 +598,7 @@ func (d *Daemon) appendEntry(kind ledger.Kind, outcome string, code Code, keyID 
 	if err != nil {
 		return -1, err
 	}
+	d.noteAppended()
 	return i, nil
 }
 

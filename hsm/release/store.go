@@ -2,6 +2,7 @@ package release
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/opening"
 	"github.com/custodian-project/custodian/hsm/warrant"
+	"github.com/custodian-project/custodian/hsm/witness"
 	"github.com/custodian-project/custodian/tpm"
 )
 
@@ -241,6 +243,10 @@ func (d *Daemon) releaseOne(r *request, rec *record, keyID string, replay []byte
 		}
 		return index, code, err
 	}
+	cosigned, code, err := d.witnessed(b, index, tm)
+	if err != nil {
+		return fail(code, err)
+	}
 	var pkg *escrow.Release
 	if b.Escrow.Mode == escrow.ModeScoped {
 		pkg, code, err = d.sealPartials(r, b, named, tm)
@@ -250,7 +256,7 @@ func (d *Daemon) releaseOne(r *request, rec *record, keyID string, replay []byte
 	if err != nil {
 		return fail(code, err)
 	}
-	if err := d.storePackage(r, pkg, index, tm); err != nil {
+	if err := d.storePackage(r, pkg, index, cosigned, tm); err != nil {
 		return fail(CodeStoreFailed, err)
 	}
 	d.cfg.Hook("stored", keyID)
@@ -341,11 +347,49 @@ func (d *Daemon) sealPartials(r *request, b *escrow.Bundle, named []warrant.Enve
 	return pkg, "", nil
 }
 
-// storePackage adds the entry's inclusion proof and a signed checkpoint
-// to the package and writes it durably.
-func (d *Daemon) storePackage(r *request, pkg *escrow.Release, index int64, tm *Timings) error {
+// witnessedCheckpoint is a checkpoint the witness quorum cosigned.
+type witnessedCheckpoint struct {
+	note []byte
+	size int64
+}
+
+// witnessed waits, after a release entry is durable and before anything
+// is unsealed, for the key ID's witness quorum (its escrow file's) to
+// cosign a checkpoint holding the entry, at most WitnessTimeout. With a
+// quorum of 0 it asks nothing and returns nil: the package then carries
+// a fresh checkpoint, as without witnesses.
+func (d *Daemon) witnessed(b *escrow.Bundle, index int64, tm *Timings) (*witnessedCheckpoint, Code, error) {
+	p := b.Escrow.WitnessPolicy()
+	if p.Quorum == 0 {
+		return nil, "", nil
+	}
 	t0 := time.Now()
-	inc, err := d.cfg.Appliance.Ledger.Prove(index)
+	defer func() { tm.WitnessMS += ms(time.Since(t0)) }()
+	l := d.cfg.Appliance.Ledger
+	signed, size, err := l.CheckpointSize()
+	if err != nil {
+		return nil, CodeInternal, fmt.Errorf("checkpoint for the witnesses: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(d.ctx, d.cfg.WitnessTimeout)
+	defer cancel()
+	note, err := d.cosigner.Cosign(ctx, l, signed, size, p)
+	switch {
+	case errors.Is(err, witness.ErrRefused):
+		return nil, CodeWitnessRefused, fmt.Errorf("entry %d of key ID %s: %w; nothing was released: the ledger may have been restored from a copy, see docs/ledger.md", index, b.Escrow.KeyID, err)
+	case errors.Is(err, witness.ErrTimeout):
+		return nil, CodeWitnessTimeout, fmt.Errorf("entry %d of key ID %s: %w (waited %s); nothing was released: check the witnesses can be reached, then submit a new warrant", index, b.Escrow.KeyID, err, d.cfg.WitnessTimeout)
+	case err != nil:
+		return nil, CodeInternal, err
+	}
+	return &witnessedCheckpoint{note: note, size: size}, "", nil
+}
+
+// storePackage adds the entry's inclusion proof and a checkpoint — the
+// one the witnesses cosigned, or a fresh signed one without witnesses —
+// to the package and writes it durably.
+func (d *Daemon) storePackage(r *request, pkg *escrow.Release, index int64, cosigned *witnessedCheckpoint, tm *Timings) error {
+	t0 := time.Now()
+	inc, err := d.prove(index, cosigned)
 	if err != nil {
 		return fmt.Errorf("inclusion proof: %w", err)
 	}
@@ -359,6 +403,24 @@ func (d *Daemon) storePackage(r *request, pkg *escrow.Release, index int64, tm *
 	err = durable.CreateFile(d.packagePath(r.status.ID, pkg.KeyID), data, 0o644)
 	tm.StoreMS += ms(time.Since(t0))
 	return err
+}
+
+// prove returns entry index with its inclusion proof in the cosigned
+// checkpoint, or in a fresh one when there is none.
+func (d *Daemon) prove(index int64, cosigned *witnessedCheckpoint) (*ledger.Inclusion, error) {
+	l := d.cfg.Appliance.Ledger
+	if cosigned == nil {
+		return l.Prove(index)
+	}
+	entry, err := l.Entry(index)
+	if err != nil {
+		return nil, err
+	}
+	p, err := l.InclusionProof(index, cosigned.size)
+	if err != nil {
+		return nil, err
+	}
+	return &ledger.Inclusion{Index: index, Entry: string(entry), Proof: p, Checkpoint: string(cosigned.note)}, nil
 }
 
 // recover finishes requests a previous run left between their record and

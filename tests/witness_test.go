@@ -1,0 +1,297 @@
+package tests
+
+import (
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-tpm/tpm2"
+
+	"github.com/custodian-project/custodian/hsm/escrow"
+	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/hsm/release"
+	"github.com/custodian-project/custodian/hsm/witness"
+	"github.com/custodian-project/custodian/hsm/witness/witnesstest"
+)
+
+// witnessedRig is a rig whose escrow file for 2026-11 names n real
+// litewitness processes that know its ledger, with the given quorum.
+func witnessedRig(t *testing.T, n, quorum int, timeout time.Duration) (*rig, []*witnesstest.Witness) {
+	t.Helper()
+	var ws []*witnesstest.Witness
+	r := newRigWith(t, "court-a", func(r *rig) []escrow.Option {
+		r.witnessTimeout = timeout
+		for _, name := range []string{"witness.test/one", "witness.test/two", "witness.test/three"}[:n] {
+			ws = append(ws, witnesstest.Start(t, name, "custodian/court-a", r.a.VerifierKey))
+		}
+		return []escrow.Option{escrow.WithWitnesses(refs(ws), quorum)}
+	})
+	r.court.install(t, r.a, time.Now().UTC())
+	return r, ws
+}
+
+func refs(ws []*witnesstest.Witness) []witness.Witness {
+	out := make([]witness.Witness, len(ws))
+	for i, w := range ws {
+		out[i] = w.Ref()
+	}
+	return out
+}
+
+// withoutCosignatures keeps the checkpoint's lines up to the log's own
+// signature and keep of the witnesses' lines after it.
+func withoutCosignatures(t *testing.T, signed string, keep int) string {
+	t.Helper()
+	lines := strings.SplitAfter(signed, "\n")
+	i := 0
+	for i < len(lines) && !strings.HasPrefix(lines[i], "— custodian/") {
+		i++
+	}
+	if i+1+keep > len(lines) {
+		t.Fatalf("no log signature or too few cosignatures in %q", signed)
+	}
+	return strings.Join(lines[:i+1+keep], "")
+}
+
+// writePackage writes pkg with its checkpoint replaced by checkpoint.
+func writePackage(t *testing.T, pkg *escrow.Release, checkpoint string) string {
+	t.Helper()
+	c := *pkg
+	inc := *pkg.Ledger
+	inc.Checkpoint = checkpoint
+	c.Ledger = &inc
+	data, err := c.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "release.json")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// tempFile writes data to a new file named name and returns its path.
+func tempFile(t *testing.T, name string, data []byte) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	writeFile(t, path, data)
+	return path
+}
+
+// TestInvariantReleaseCarriesWitnessQuorumAndAgencyRefusesWithout: with
+// an escrow file naming two real litewitness processes and quorum 2, the
+// package's checkpoint holds the release entry and both cosignatures (and
+// still verifies with the appliance's key); the cosigned checkpoint is
+// kept in the data directory and served. The agency's recover and escrow
+// open refuse the same package with no cosignature or with one of two,
+// naming the cause, and go on to the shares' count with both.
+func TestInvariantReleaseCarriesWitnessQuorumAndAgencyRefusesWithout(t *testing.T) {
+	r, ws := witnessedRig(t, 2, 2, 0)
+	defer r.stop()
+	p := r.escrow.WitnessPolicy()
+	scoped := provisionLocal(t, r.a, r.tpm, "2026-12", escrow.WithMode(escrow.ModeScoped), escrow.WithWitnesses(refs(ws), 2))
+
+	_, pkg := r.releaseOK(t, r.warrant(t, "W-witnessed"))
+	cp, names, err := witness.VerifyQuorum([]byte(pkg.Ledger.Checkpoint), p)
+	if err != nil || len(names) != 2 {
+		t.Fatalf("the package's checkpoint: %v (cosigned by %v)", err, names)
+	}
+	if e, err := pkg.Ledger.Check(r.a.VerifierKey); err != nil || e.Kind != ledger.KindRelease || uint64(pkg.Ledger.Index) >= cp.Size {
+		t.Fatalf("the package's entry in its checkpoint: %v %+v", err, e)
+	}
+	stored, err := os.ReadFile(filepath.Join(r.d.data, witness.Dir, witness.FileName))
+	if err != nil || !strings.HasPrefix(string(stored), withoutCosignatures(t, pkg.Ledger.Checkpoint, 0)) {
+		t.Fatalf("the cosigned checkpoint is not kept beside the ledger: %v", err)
+	}
+	if code, served := r.c.get(t, release.TlogPrefix+"checkpoint"); code != http.StatusOK {
+		t.Fatalf("checkpoint: %d", code)
+	} else if _, _, err := witness.VerifyQuorum(served, p); err != nil {
+		t.Fatalf("the served checkpoint: %v", err)
+	}
+
+	// The agency, in the library and on the command line.
+	if _, err := escrow.Recover(r.agency, r.escrow, []*escrow.Release{pkg}); !errors.Is(err, escrow.ErrNotEnoughShares) || errors.Is(err, escrow.ErrNotWitnessed) {
+		t.Fatalf("a witnessed package: %v, want only too few shares (court-z is absent)", err)
+	}
+	identity := tempFile(t, "agency.key", []byte(r.agency.String()+"\n"))
+	pubData, _ := r.escrow.Marshal()
+	pubPath := tempFile(t, "escrow-2026-11.pub.json", pubData)
+	for keep, want := range map[int]string{0: "no witness cosigned it", 1: "1 of the 2 needed"} {
+		stripped := writePackage(t, pkg, withoutCosignatures(t, pkg.Ledger.Checkpoint, keep))
+		code, _, errOut := cli(t, "recover", "--identity", identity, "--escrow", pubPath, "--release", stripped, "--out", filepath.Join(t.TempDir(), "key"))
+		if code == 0 || !strings.Contains(errOut, "the release from court-a: the release is not witnessed") || !strings.Contains(errOut, want) {
+			t.Fatalf("recover with %d cosignatures: exit %d\n%s", keep, code, errOut)
+		}
+	}
+
+	// Scoped: escrow open refuses the package without the quorum.
+	env, err := escrow.Seal(scoped, "alice@example.org", []byte("hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, _ := escrow.ParseEnvelope(env)
+	w := draftWarrant("W-scoped-witnessed", r.agency.Public(), []string{"court-a", "court-z"}, []string{"2026-12"}, time.Now().UTC())
+	w.Envelopes = append(w.Envelopes, parsed.Ref())
+	status, st, eb := r.c.submit(t, r.court.signDocument(t, w, time.Now()))
+	if status != http.StatusAccepted {
+		t.Fatalf("submit: %d %+v", status, eb)
+	}
+	time.Sleep(20 * time.Millisecond)
+	r.press()
+	if st = r.c.wait(t, st.ID); st.State != release.StateReleased {
+		t.Fatalf("scoped release: %+v", st)
+	}
+	_, data := r.c.get(t, "/v1/requests/"+st.ID+"/packages/2026-12")
+	spkg, err := escrow.ParseRelease(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scopedData, _ := scoped.Marshal()
+	scopedPath := tempFile(t, "escrow-2026-12.pub.json", scopedData)
+	envPath := tempFile(t, "m.env", env)
+	open := func(release string) (int, string) {
+		code, _, errOut := cli(t, "escrow", "open", "--identity", identity, "--escrow", scopedPath, "--release", release, "--in", envPath, "--out", filepath.Join(t.TempDir(), "m"))
+		return code, errOut
+	}
+	if code, errOut := open(writePackage(t, spkg, withoutCosignatures(t, spkg.Ledger.Checkpoint, 0))); code == 0 || !strings.Contains(errOut, "the release is not witnessed") {
+		t.Fatalf("escrow open without cosignatures: exit %d\n%s", code, errOut)
+	}
+	if code, errOut := open(writePackage(t, spkg, spkg.Ledger.Checkpoint)); code == 0 || strings.Contains(errOut, "witnessed") || !strings.Contains(errOut, "not enough valid partials") {
+		t.Fatalf("escrow open with the quorum: exit %d\n%s", code, errOut)
+	}
+}
+
+// TestInvariantWitnessTimeoutReleasesNothing: when one of the two
+// witnesses a quorum of 2 needs does not answer, the release waits for
+// the daemon's witness timeout after its entry and then fails with
+// witness_timeout: the TPM never unsealed the share, no package exists,
+// and a failure entry with that code follows the release entry.
+func TestInvariantWitnessTimeoutReleasesNothing(t *testing.T) {
+	r, ws := witnessedRig(t, 2, 2, 2*time.Second)
+	defer r.stop()
+	ws[1].Stop()
+	r.rec.Reset()
+	status, st, eb := r.c.submit(t, r.warrant(t, "W-no-quorum"))
+	if status != http.StatusAccepted {
+		t.Fatalf("submit: %d %+v", status, eb)
+	}
+	time.Sleep(20 * time.Millisecond)
+	r.press()
+	st = r.c.wait(t, st.ID)
+	if st.State != release.StateFailed || st.Failed["2026-11"] != release.CodeWitnessTimeout || len(st.Packages) != 0 {
+		t.Fatalf("release without the quorum: %+v", st)
+	}
+	if n, _ := r.rec.EncryptedResponses(tpm2.TPMCCUnseal, 1); n != 0 {
+		t.Fatalf("the TPM unsealed the share %d times without the witness quorum", n)
+	}
+	if code, _ := r.c.get(t, "/v1/requests/"+st.ID+"/packages/2026-11"); code != http.StatusNotFound {
+		t.Fatalf("a package exists: %d", code)
+	}
+	if matches, _ := filepath.Glob(filepath.Join(r.d.data, release.Dir, "*", "*.release.json")); len(matches) != 0 {
+		t.Fatalf("packages on disk: %v", matches)
+	}
+	i := st.LedgerIndices["2026-11"]
+	if e := r.c.entryAt(t, i, r.a.VerifierKey); e.Kind != ledger.KindRelease {
+		t.Fatalf("entry %d: %+v", i, e)
+	}
+	if e := r.c.entryAt(t, i+1, r.a.VerifierKey); e.Kind != ledger.KindFailure || e.Reason != string(release.CodeWitnessTimeout) {
+		t.Fatalf("entry %d: %+v, want the failure witness_timeout", i+1, e)
+	}
+}
+
+// TestInvariantForkIsRefusedByWitnessesAndCaughtByMonitor: a copy of the
+// data directory restored after a witnessed release, resolved by its
+// operator and grown into another history, is refused by both witnesses:
+// its next release fails with witness_refused and releases nothing. A
+// monitor that never saw the first history (a fresh state) but asks the
+// escrow file's witnesses raises a split view; the same monitor before
+// the fork found nothing.
+func TestInvariantForkIsRefusedByWitnessesAndCaughtByMonitor(t *testing.T) {
+	r, _ := witnessedRig(t, 2, 2, 10*time.Second)
+	w := newWatchedRig(t, r)
+	pubData, _ := r.escrow.Marshal()
+	pubPath := tempFile(t, "escrow-2026-11.pub.json", pubData)
+
+	r.releaseOK(t, r.warrant(t, "W-before-fork"))
+	fork := w.snapshot(t)
+	w.r.releaseOK(t, w.r.warrant(t, "W-first-history"))
+	if code, out, errOut := w.monitor(t, "--escrow", pubPath); code != 0 {
+		t.Fatalf("the honest history: exit %d\n%s%s", code, out, errOut)
+	}
+	honest := w.r.a.Ledger.Size()
+
+	w.restore(t, fork)
+	if _, err := w.r.a.Ledger.ResolveRollback(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	growLedger(t, w.r, honest+2)
+	time.Sleep(1100 * time.Millisecond) // past the replay floor the resolve raised
+	w.r.rec.Reset()
+	status, st, eb := w.r.c.submit(t, w.r.warrant(t, "W-second-history"))
+	if status != http.StatusAccepted {
+		t.Fatalf("submit: %d %+v", status, eb)
+	}
+	time.Sleep(20 * time.Millisecond)
+	w.r.press()
+	st = w.r.c.wait(t, st.ID)
+	if st.State != release.StateFailed || st.Failed["2026-11"] != release.CodeWitnessRefused || len(st.Packages) != 0 {
+		t.Fatalf("a release on the second history: %+v", st)
+	}
+	if n, _ := w.r.rec.EncryptedResponses(tpm2.TPMCCUnseal, 1); n != 0 {
+		t.Fatal("the TPM unsealed the share on a history the witnesses refused")
+	}
+
+	w.state = t.TempDir() // a monitor that never saw the first history
+	code, _, errOut := w.monitor(t, "--escrow", pubPath)
+	if code != 7 || !strings.Contains(errOut, "split view: its witnesses cosigned another history of this log") {
+		t.Fatalf("the monitor on the second history: exit %d\n%s", code, errOut)
+	}
+	if !strings.Contains(errOut, "evidence: "+w.state) || !strings.Contains(errOut, ".served.checkpoint") {
+		t.Fatalf("the served checkpoint is not kept as evidence:\n%s", errOut)
+	}
+}
+
+// TestLedgerVerifyRefusesCheckpointWithoutQuorum: ledger verify with an
+// escrow file that asks for two witnesses accepts the appliance's
+// checkpoint once both cosigned it — after a release, and after a refusal
+// the daemon submitted by itself — and refuses a newer one they have not
+// (the witnesses are gone); without --escrow it verifies as before.
+func TestLedgerVerifyRefusesCheckpointWithoutQuorum(t *testing.T) {
+	r, ws := witnessedRig(t, 2, 2, 5*time.Second)
+	defer r.stop()
+	pubData, _ := r.escrow.Marshal()
+	pubPath := tempFile(t, "escrow-2026-11.pub.json", pubData)
+	r.releaseOK(t, r.warrant(t, "W-verify"))
+	remote := []string{"ledger", "verify", "--server", r.c.base, "--verifier-key", filepath.Join(r.d.data, "ledger-key.pub"), "--ca", r.site.ServerCA}
+	code, out, errOut := cli(t, append(remote, "--escrow", pubPath)...)
+	if code != 0 || !strings.Contains(out, "cosigned by 2 witnesses") {
+		t.Fatalf("a cosigned checkpoint: exit %d\n%s%s", code, out, errOut)
+	}
+	// A refusal's entry is submitted to the witnesses without a release
+	// waiting on it: the served checkpoint is soon cosigned again.
+	r.expectRefusal(t, r.warrant(t, "W-elsewhere", "court-q"), "not_addressed", true)
+	waitFor(t, "the refusal's checkpoint cosigned", 20*time.Second, func() bool {
+		_, served := r.c.get(t, release.TlogPrefix+"checkpoint")
+		cp, _, err := witness.VerifyQuorum(served, r.escrow.WitnessPolicy())
+		return err == nil && int64(cp.Size) == r.a.Ledger.Size()
+	})
+	if code, out, errOut := cli(t, append(remote, "--escrow", pubPath)...); code != 0 {
+		t.Fatalf("after the refusal: exit %d\n%s%s", code, out, errOut)
+	}
+	for _, w := range ws {
+		w.Stop()
+	}
+	growLedger(t, r, r.a.Ledger.Size()+1)
+	code, _, errOut = cli(t, append(remote, "--escrow", pubPath)...)
+	if code == 0 || !strings.Contains(errOut, "not cosigned by the witness quorum: 0 of the 2 needed") {
+		t.Fatalf("an uncosigned checkpoint: exit %d\n%s", code, errOut)
+	}
+	if code, out, errOut := cli(t, remote...); code != 0 {
+		t.Fatalf("without --escrow: exit %d\n%s%s", code, out, errOut)
+	}
+}
