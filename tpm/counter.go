@@ -159,6 +159,20 @@ func (c Counter) Bump(t transport.TPM) error {
 	return c.increment(t, tpm2.AuthHandle{Handle: c.Index, Name: name, Auth: tpm2.PasswordAuth(nil)})
 }
 
+// BumpAndRead is Bump followed by NV_Read of the value (two commands):
+// the value is the TPM's, so an increment by anyone else since the last
+// read shows in it now.
+func (c Counter) BumpAndRead(t transport.TPM) (uint64, error) {
+	if err := c.Bump(t); err != nil {
+		return 0, err
+	}
+	name, err := c.name(true)
+	if err != nil {
+		return 0, err
+	}
+	return c.read(t, tpm2.AuthHandle{Handle: c.Index, Name: name, Auth: tpm2.PasswordAuth(nil)})
+}
+
 func (c Counter) increment(t transport.TPM, h tpm2.AuthHandle) error {
 	if _, err := (tpm2.NVIncrement{AuthHandle: h, NVIndex: tpm2.NamedHandle{Handle: h.Handle, Name: h.Name}}).Execute(t); err != nil {
 		return fmt.Errorf("incrementing NV counter %#x: %w", uint32(c.Index), err)

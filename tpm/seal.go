@@ -73,7 +73,7 @@ func encodeSealedPublic(public *tpm2.TPMTPublic) []byte {
 	}
 	sealedPrefix.mu.Lock()
 	defer sealedPrefix.mu.Unlock()
-	if !bytes.Equal(sealedPrefix.policy, public.AuthPolicy.Buffer) {
+	if sealedPrefix.prefix == nil || !bytes.Equal(sealedPrefix.policy, public.AuthPolicy.Buffer) {
 		template := *public
 		template.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgKeyedHash, &tpm2.TPM2BDigest{Buffer: make([]byte, sha256.Size)})
 		encoded := tpm2.Marshal(template)

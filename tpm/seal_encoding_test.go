@@ -86,3 +86,21 @@ func TestSealedObjectEncodingIsTheLibrarys(t *testing.T) {
 		}
 	}
 }
+
+// TestSealedPublicEncodingOnAColdCache: the first encoding, whatever its
+// policy (an empty one included, which equals the cache's empty start),
+// is go-tpm's.
+func TestSealedPublicEncodingOnAColdCache(t *testing.T) {
+	for _, policy := range [][]byte{{}, make([]byte, 32)} {
+		sealedPrefix.mu.Lock()
+		sealedPrefix.policy, sealedPrefix.prefix = nil, nil
+		sealedPrefix.mu.Unlock()
+		public, _, err := sealedObject(policy, []byte("s"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := encodeSealedPublic(&public), tpm2.Marshal(public); !bytes.Equal(got, want) {
+			t.Errorf("%d-byte policy on a cold cache: encoded %x, want %x", len(policy), got, want)
+		}
+	}
+}

@@ -475,6 +475,13 @@ var breaks = []mutant{
 		name:  "the report page is rendered without escaping",
 		edits: []edit{{"hsm/report/render.go", "\t\"html/template\"", "\t\"text/template\""}},
 		pkg:   "./hsm/report", tests: []string{"TestInvariantReportEscapesLedgerFields"},
+	},
+	// A release reads the ledger's counter back after its increment.
+	{
+		name:  "an append that spends a replay key does not read the counter back",
+		edits: []edit{{"hsm/ledger/ledger.go", "l.countEntry(next.counter, replayKey != nil)", "l.countEntry(next.counter, false)"}},
+		pkg:   "./hsm/ledger", tests: []string{"TestInvariantConcurrentCopyCannotSpendAWarrantTwice"},
+	},
 	// Witnesses: a release waits for its quorum; the agency and the
 	// witness package count it.
 	{

@@ -118,9 +118,10 @@ func TestTrustChangesAreLogged(t *testing.T) {
 // forgerCounter is an offline forger's counter: whatever the forger needs.
 type forgerCounter struct{ v uint64 }
 
-func (c *forgerCounter) Read() (uint64, error)      { return c.v, nil }
-func (c *forgerCounter) Create() (uint64, error)    { return c.v, nil }
-func (c *forgerCounter) Increment() (uint64, error) { c.v++; return c.v, nil }
+func (c *forgerCounter) Read() (uint64, error)             { return c.v, nil }
+func (c *forgerCounter) Create() (uint64, error)           { return c.v, nil }
+func (c *forgerCounter) Increment() (uint64, error)        { c.v++; return c.v, nil }
+func (c *forgerCounter) IncrementChecked() (uint64, error) { return c.Increment() }
 
 // TestInvariantStartupStateIsBoundToTPMLedgerVerifyRefusesPaddedCopy: a
 // copy of the data directory from before two trust changes, padded offline

@@ -142,6 +142,38 @@ func TestCounterIncrementedOutsideIsRefusedAtNextOpen(t *testing.T) {
 	}
 }
 
+// TestInvariantConcurrentCopyCannotSpendAWarrantTwice: a copy of the data
+// directory opened beside the original on the same TPM, before either
+// appends. The original spends replay key W; the copy's append of the
+// same W reads the counter back, finds it ahead and blocks, so W is not
+// spent twice. An append without a replay key keeps its one command.
+func TestInvariantConcurrentCopyCannotSpendAWarrantTwice(t *testing.T) {
+	d := newDevice(t, tpmtest.StartSwtpm(t).Open(t))
+	dir, clone := t.TempDir(), t.TempDir()
+	l := create(t, d, dir)
+	appendN(t, l, 1)
+	l.Close()
+	copyDir(t, dir, clone)
+	original, copied := open(t, d, dir), open(t, d, clone)
+	for _, l := range []*ledger.Ledger{original, copied} {
+		if err := l.Blocked(); err != nil {
+			t.Fatalf("opened blocked: %v", err)
+		}
+	}
+
+	w := []byte("court-a root|serial 42")
+	rel := ledger.Entry{Time: t0.Add(time.Minute), Kind: ledger.KindRelease, Outcome: ledger.OutcomeOK, KeyID: "2026-11"}
+	if _, err := original.Append(rel, []byte("warrant 42"), w); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := copied.Append(rel, []byte("warrant 42"), w); !errors.Is(err, ledger.ErrCounterAhead) {
+		t.Fatalf("the copy spent warrant W after the original did: %v, want ErrCounterAhead", err)
+	}
+	if err := copied.Blocked(); err == nil {
+		t.Fatal("the copy stays open for appends after finding the counter ahead")
+	}
+}
+
 func commandCode(cmd []byte) tpm2.TPMCC {
 	if len(cmd) < 10 {
 		return 0

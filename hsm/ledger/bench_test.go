@@ -19,9 +19,10 @@ var bigLedger = flag.Bool("ledger-1m", false, "also benchmark a ledger of 10^6 e
 // the external tests.
 type memCounter struct{ v uint64 }
 
-func (c *memCounter) Read() (uint64, error)      { return c.v, nil }
-func (c *memCounter) Create() (uint64, error)    { c.v = 1; return 1, nil }
-func (c *memCounter) Increment() (uint64, error) { c.v++; return c.v, nil }
+func (c *memCounter) Read() (uint64, error)             { return c.v, nil }
+func (c *memCounter) Create() (uint64, error)           { c.v = 1; return 1, nil }
+func (c *memCounter) Increment() (uint64, error)        { c.v++; return c.v, nil }
+func (c *memCounter) IncrementChecked() (uint64, error) { return c.Increment() }
 
 // buildLedger makes a ledger of n entries quickly: many entries per
 // transaction and no fsync, which only a benchmark may do.

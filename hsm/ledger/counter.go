@@ -17,9 +17,10 @@ import (
 // checked the index. Until then, and after any failed command, Increment
 // checks and reads the index again (three commands).
 //
-// An increment by anyone else while the ledger is open is not seen by the
-// next append: it makes the TPM's counter higher than the ledger's, which
-// the next Open refuses (ErrRolledBack), as it refuses a restored copy.
+// An increment by anyone else while the ledger is open is seen by the next
+// append that spends a replay key (IncrementChecked reads the value back:
+// two commands); other appends do not see it, and the next Open refuses
+// the ledger (ErrRolledBack), as it refuses a restored copy.
 type TPMCounter struct {
 	TPM     transport.TPM
 	Counter tpm.Counter
@@ -53,6 +54,15 @@ func (c *TPMCounter) Increment() (uint64, error) {
 	}
 	c.value++
 	return c.value, nil
+}
+
+func (c *TPMCounter) IncrementChecked() (uint64, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.known {
+		return c.keep(c.Counter.Increment(c.TPM))
+	}
+	return c.keep(c.Counter.BumpAndRead(c.TPM))
 }
 
 // keep remembers a value the TPM returned, or forgets it on an error.

@@ -25,6 +25,11 @@ type Counter interface {
 	Create() (uint64, error)
 	// Increment adds one and returns the new value.
 	Increment() (uint64, error)
+	// IncrementChecked adds one and returns the value read back from the
+	// counter, so that a counter moved by anyone else (a copy of the data
+	// directory open beside this one) shows at this append, not at the
+	// next open. Appends that spend a replay key use it.
+	IncrementChecked() (uint64, error)
 }
 
 // Config is what a ledger needs besides its directory.
@@ -387,7 +392,7 @@ func (l *Ledger) appendWith(base state, e Entry, replayKey []byte, prepare func(
 		return 0, err
 	}
 	l.state = next
-	if err := l.countEntry(next.counter); err != nil {
+	if err := l.countEntry(next.counter, replayKey != nil); err != nil {
 		return 0, err
 	}
 	return next.size - 1, nil
@@ -395,9 +400,15 @@ func (l *Ledger) appendWith(base state, e Entry, replayKey []byte, prepare func(
 
 // countEntry increments the TPM counter after an entry is durable. If it
 // fails, the entry stays (it was committed) and the ledger blocks until
-// reopened, when reconcile finishes the increment.
-func (l *Ledger) countEntry(want uint64) error {
-	got, err := l.cfg.Counter.Increment()
+// reopened, when reconcile finishes the increment. An entry that spends a
+// replay key reads the counter back (checked), so that two copies of one
+// data directory open at once cannot both spend the same warrant.
+func (l *Ledger) countEntry(want uint64, checked bool) error {
+	increment := l.cfg.Counter.Increment
+	if checked {
+		increment = l.cfg.Counter.IncrementChecked
+	}
+	got, err := increment()
 	if err != nil {
 		l.blocked = fmt.Errorf("%w: incrementing the TPM counter failed, restart to finish it: %v", ErrBlocked, err)
 		return l.blocked

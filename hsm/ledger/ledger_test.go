@@ -349,6 +349,13 @@ func (f *failOnce) Increment() (uint64, error) {
 	return f.Counter.Increment()
 }
 
+func (f *failOnce) IncrementChecked() (uint64, error) {
+	if f.armed {
+		return f.Increment()
+	}
+	return f.Counter.IncrementChecked()
+}
+
 func TestInterruptedIncrementIsFinishedAtOpen(t *testing.T) {
 	tpmtest.Run(t, func(t *testing.T, target tpmtest.Target) {
 		d := newDevice(t, target.Open(t))

@@ -19,9 +19,10 @@ import (
 // fakeCounter is a forger's counter: it says whatever the forger needs.
 type fakeCounter struct{ v uint64 }
 
-func (c *fakeCounter) Read() (uint64, error)      { return c.v, nil }
-func (c *fakeCounter) Create() (uint64, error)    { return c.v, nil }
-func (c *fakeCounter) Increment() (uint64, error) { c.v++; return c.v, nil }
+func (c *fakeCounter) Read() (uint64, error)             { return c.v, nil }
+func (c *fakeCounter) Create() (uint64, error)           { return c.v, nil }
+func (c *fakeCounter) Increment() (uint64, error)        { c.v++; return c.v, nil }
+func (c *fakeCounter) IncrementChecked() (uint64, error) { return c.Increment() }
 
 // boundDevice is a device whose ledger binds one directory, "trust".
 func boundDevice(t *testing.T) (*device, string, string) {

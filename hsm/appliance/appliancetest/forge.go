@@ -29,9 +29,10 @@ const stateKeyLabel = "custodian state v1"
 // forgerCounter is whatever counter the forger needs.
 type forgerCounter struct{ v uint64 }
 
-func (c *forgerCounter) Read() (uint64, error)      { return c.v, nil }
-func (c *forgerCounter) Create() (uint64, error)    { return c.v, nil }
-func (c *forgerCounter) Increment() (uint64, error) { c.v++; return c.v, nil }
+func (c *forgerCounter) Read() (uint64, error)             { return c.v, nil }
+func (c *forgerCounter) Create() (uint64, error)           { return c.v, nil }
+func (c *forgerCounter) Increment() (uint64, error)        { c.v++; return c.v, nil }
+func (c *forgerCounter) IncrementChecked() (uint64, error) { return c.Increment() }
 
 // ForgeLedgerKey replaces the data directory's checkpoint key and ledger
 // with the forger's own: a key sealed, offline, to the same import key, PCRs and
