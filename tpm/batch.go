@@ -140,7 +140,10 @@ func (run *scopedRun) partials(points, out [][]byte, first int, done func(i int)
 		}
 		defer rhos[i].Erase()
 	}
-	unblinds := p256.Inverses(rhos)
+	unblinds, err := p256.Inverses(rhos)
+	if err != nil {
+		return err
+	}
 	for i, r := range points {
 		defer unblinds[i].Erase()
 		var err error

@@ -44,7 +44,8 @@ import (
 // verified partial is the share times R, and nothing else.
 //
 // The arithmetic is internal/p256's (filippo.io/nistec and bigmod): the
-// blinds, the share and the partials are handled only in constant time.
+// blinds, the share and the partials are handled in constant time (the
+// batch weights, hashes of the partials, steer the sums' additions).
 
 // Partial is a partial decryption and the TPM's proof of it. With a blind
 // ρ, the TPM computed on R' = ρ·R and the partial s·R is ρ⁻¹·Point; without

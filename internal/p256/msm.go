@@ -1,5 +1,7 @@
 package p256
 
+import "fmt"
+
 // SumOfMultiples is Σ scalars[i]·points[i] (Pippenger's bucket method,
 // built on nistec's complete addition; for a few terms, one constant-time
 // multiplication each, which is then cheaper). Each scalar is big-endian,
@@ -12,7 +14,10 @@ func SumOfMultiples(points []*Point, scalars [][]byte) (*Point, error) {
 		panic("p256: SumOfMultiples needs one scalar per point")
 	}
 	bits := 0
-	for _, s := range scalars {
+	for i, s := range scalars {
+		if len(s) > ScalarLen {
+			return nil, fmt.Errorf("p256: scalar %d has %d bytes, more than %d", i, len(s), ScalarLen)
+		}
 		bits = max(bits, 8*len(s))
 	}
 	w := window(len(points), bits)

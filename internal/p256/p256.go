@@ -173,15 +173,27 @@ func (s *Scalar) Clone() *Scalar {
 	return c
 }
 
-// Inverses returns s_i⁻¹ for every s_i, which must all be nonzero, with
-// one inversion and three multiplications each (Montgomery's trick),
-// in constant time: an inversion costs about two point multiplications.
-func Inverses(s []*Scalar) []*Scalar {
+// ErrZeroScalar is Inverses' refusal of a list holding a zero.
+var ErrZeroScalar = errors.New("p256: a zero scalar has no inverse")
+
+// Inverses returns s_i⁻¹ for every s_i, with one inversion and three
+// multiplications each (Montgomery's trick), in constant time: an
+// inversion costs about two point multiplications. A zero anywhere makes
+// the product zero and every inverse wrong, so it is refused
+// (ErrZeroScalar) without saying which (the product alone is tested).
+func Inverses(s []*Scalar) ([]*Scalar, error) {
 	prefix := make([]*Scalar, len(s)) // s_0·…·s_{i−1}
 	acc := ReduceScalar([]byte{1})
 	for i := range s {
 		prefix[i] = acc.Clone()
 		acc.Mul(s[i])
+	}
+	if acc.IsZero() {
+		acc.Erase()
+		for _, p := range prefix {
+			p.Erase()
+		}
+		return nil, ErrZeroScalar
 	}
 	inv := acc.Inverse() // (s_0·…·s_{n−1})⁻¹
 	acc.Erase()
@@ -191,5 +203,5 @@ func Inverses(s []*Scalar) []*Scalar {
 		inv.Mul(s[i])               // (s_0·…·s_{i−1})⁻¹
 	}
 	inv.Erase()
-	return out
+	return out, nil
 }
