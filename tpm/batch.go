@@ -378,7 +378,15 @@ func (k *ScopedKey) open(t transport.TPM, approval *Approval, withZGen bool) (*s
 		return nil, errors.New("an approval was given for a scoped key without an approver")
 	}
 	run := &scopedRun{t: t}
-	if err := run.openKey(k, approval, withZGen); err != nil {
+	err := run.openKey(k, approval, withZGen)
+	if errors.Is(err, errKeptStale) {
+		// Import this time, all three objects.
+		k.forgetKept()
+		run.close()
+		run = &scopedRun{t: t}
+		err = run.openKey(k, approval, withZGen)
+	}
+	if err != nil {
 		run.close()
 		return nil, err
 	}
