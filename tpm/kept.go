@@ -82,7 +82,6 @@ func loadKept(t transport.TPM, parent tpm2.AuthHandle, w *wrapped, pass func(tpm
 		}
 		loaded, err := tpm2.Load{ParentHandle: parent, InPrivate: private, InPublic: tpm2.New2B(w.public)}.Execute(t)
 		if err != nil {
-			kept.forget(key)
 			return nil, fmt.Errorf("%w: %v", errKeptStale, err)
 		}
 		return loaded, nil

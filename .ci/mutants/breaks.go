@@ -229,6 +229,18 @@ var breaks = []mutant{
 		},
 		pkg: "./tpm", tests: []string{"TestInvariantScopedObjectDiesWithItsBoot"},
 	},
+	// A call after the first only loads what the first imported, and a
+	// kept private part that no longer loads gives way to an import.
+	{
+		name:  "every call imports the scoped key's objects again",
+		edits: []edit{{"tpm/kept.go", "\tif private, ok := kept.get(key); ok {", "\tif private, ok := kept.get(key); ok && false {"}},
+		pkg:   "./tpm", tests: []string{"TestBatchTPMCommandsPerEnvelope", "TestInvariantScopedKeptObjectsStillPassTheGate"},
+	},
+	{
+		name:  "a kept gate key that no longer loads is not forgotten",
+		edits: []edit{{"tpm/kept.go", "\tkept.forget(keptKey(k.Key.Name(), &k.gateKey))\n", ""}},
+		pkg:   "./tpm", tests: []string{"TestInvariantScopedKeptObjectsStillPassTheGate"},
+	},
 	// At the agency, a wrong batch names its custodian; a wrong partial of
 	// a version 1 package, for its envelope.
 	{
@@ -475,6 +487,7 @@ var breaks = []mutant{
 		name:  "the report page is rendered without escaping",
 		edits: []edit{{"hsm/report/render.go", "\t\"html/template\"", "\t\"text/template\""}},
 		pkg:   "./hsm/report", tests: []string{"TestInvariantReportEscapesLedgerFields"},
+	},
 	// Witnesses: a release waits for its quorum; the agency and the
 	// witness package count it.
 	{
