@@ -371,7 +371,8 @@ type scopedRun struct {
 	closers         []func()         // the sessions
 }
 
-// open imports and loads the twin, and the ZGen key if withZGen, under
+// open loads the twin, and the ZGen key if withZGen (importing what no
+// earlier call imported), under
 // the gate of approval (see Partials).
 func (k *ScopedKey) open(t transport.TPM, approval *Approval, withZGen bool) (*scopedRun, error) {
 	if approval != nil && k.Approver == nil {

@@ -19,7 +19,8 @@ const MaxPartials = 256
 // [DowngradeError] otherwise, and with ErrBadApproval if the TPM does not
 // accept the approval.
 //
-// Both objects are imported and loaded once, in a policy session salted to
+// Both objects are loaded once (and imported first in a process's first
+// call, [loadKept]), in a policy session salted to
 // the import key with response encryption; every ZGen runs in that session, so its
 // result crosses the bus encrypted. Commit and Sign run in a second policy
 // session without encryption: a signature is not a parameter the TPM can
