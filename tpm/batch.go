@@ -374,14 +374,23 @@ type scopedRun struct {
 	closers         []func()         // the sessions
 }
 
-// open imports and loads the twin, and the ZGen key if withZGen, under
+// open loads the twin, and the ZGen key if withZGen (importing what no
+// earlier call imported), under
 // the gate of approval (see Partials).
 func (k *ScopedKey) open(t transport.TPM, approval *Approval, withZGen bool) (*scopedRun, error) {
 	if approval != nil && k.Approver == nil {
 		return nil, errors.New("an approval was given for a scoped key without an approver")
 	}
 	run := &scopedRun{t: t}
-	if err := run.openKey(k, approval, withZGen); err != nil {
+	err := run.openKey(k, approval, withZGen)
+	if errors.Is(err, errKeptStale) {
+		// Import this time, all three objects.
+		k.forgetKept()
+		run.close()
+		run = &scopedRun{t: t}
+		err = run.openKey(k, approval, withZGen)
+	}
+	if err != nil {
 		run.close()
 		return nil, err
 	}

@@ -299,8 +299,10 @@ func TestBatchWorksOnlyUnderItsPolicy(t *testing.T) {
 }
 
 // TestBatchTPMCommandsPerEnvelope pins what the TPM runs: per envelope
-// PolicyCommandCode and ECDH_ZGen (the gate was passed at load); per batch one Commit and one Sign; no NV write at all. A change that
-// adds a command per envelope fails here.
+// PolicyCommandCode and ECDH_ZGen (the gate was passed at load); per batch one Commit and one Sign; no NV write at all; and the
+// whole of a one-envelope call after the first, which only loads what the
+// first imported (docs/escrow.md, "Scoped mode"). A change that adds a
+// command per envelope or to the setup fails here.
 func TestBatchTPMCommandsPerEnvelope(t *testing.T) {
 	tpmtest.Run(t, func(t *testing.T, target tpmtest.Target) {
 		conn := target.Open(t)
@@ -320,14 +322,19 @@ func TestBatchTPMCommandsPerEnvelope(t *testing.T) {
 			key         *tpm.ScopedKey
 			approval    *tpm.Approval
 			perEnvelope int
+			oneEnvelope int // after the first call, which imports
 		}{
 			// PolicyCommandCode, ECDH_ZGen
-			{"own PCRs", key, nil, 2},
-			{"approval", seal(tpm.SealScoped, &approver.PublicKey), approval, 2},
+			{"own PCRs", key, nil, 2, 28},
+			{"approval", seal(tpm.SealScoped, &approver.PublicKey), approval, 2, 33},
 		}
 		for _, c := range cases {
 			counts := map[int]map[tpm2.TPMCC]int{}
 			total := map[int]int{}
+			// The first call imports the key's objects; later ones only load them.
+			if _, err := tpm.PartialsBatch(conn, c.key, randomPoints(t, 1), c.approval, nil); err != nil {
+				t.Fatal(err)
+			}
 			for _, n := range []int{1, 101} {
 				bus := &tpmtest.Recorder{TPM: conn}
 				if _, err := tpm.PartialsBatch(bus, c.key, randomPoints(t, n), c.approval, nil); err != nil {
@@ -342,6 +349,12 @@ func TestBatchTPMCommandsPerEnvelope(t *testing.T) {
 				if counts[101][cc] != 1 {
 					t.Errorf("%s: %d of command %#x for 101 envelopes, want 1", c.name, counts[101][cc], cc)
 				}
+			}
+			if total[1] != c.oneEnvelope {
+				t.Errorf("%s: %d commands for one envelope, want %d", c.name, total[1], c.oneEnvelope)
+			}
+			if counts[101][tpm2.TPMCCImport] != 0 {
+				t.Errorf("%s: %d TPM2_Import in a call after the first, want none", c.name, counts[101][tpm2.TPMCCImport])
 			}
 			if counts[101][tpm2.TPMCCECDHZGen] != 101 {
 				t.Errorf("%s: %d ECDH_ZGen for 101 envelopes", c.name, counts[101][tpm2.TPMCCECDHZGen])
@@ -485,4 +498,43 @@ func addPoint(t *testing.T, p []byte, d group.Element) []byte {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// TestInvariantScopedKeptObjectsStillPassTheGate: a call after the first
+// loads the private parts the first imported, without TPM2_Import, and
+// still passes the gate at each load: PolicyPCR and the floor run for both
+// objects, and a PCR change stops the call. A kept private part that no
+// longer loads is forgotten and the objects are imported again.
+func TestInvariantScopedKeptObjectsStillPassTheGate(t *testing.T) {
+	tpmtest.Run(t, func(t *testing.T, target tpmtest.Target) {
+		conn := target.Open(t)
+		ek, pcrs := bootedDevice(t, conn)
+		s, key, _ := scopedShare(t, ek, pcrs)
+		imports := []int{3, 0, 3} // first call, kept, spoiled
+		for i, want := range imports {
+			if i == 2 {
+				tpm.SpoilKept()
+			}
+			bus := &tpmtest.Recorder{TPM: conn}
+			points := randomPoints(t, 1)
+			b, err := tpm.PartialsBatch(bus, key, points, nil, nil)
+			if err != nil {
+				t.Fatalf("call %d: %v", i, err)
+			}
+			requireShareTimes(t, s, points, b.Partials)
+			counts := commandCounts(bus)
+			if counts[tpm2.TPMCCImport] != want {
+				t.Errorf("call %d: %d TPM2_Import, want %d", i, counts[tpm2.TPMCCImport], want)
+			}
+			if i == 1 && (counts[tpm2.TPMCCPolicyPCR] != 2 || counts[tpm2.TPMCCPolicyNV] != 2) {
+				t.Errorf("kept objects loaded with %d PolicyPCR and %d PolicyNV, want 2 each (the gate at each load)",
+					counts[tpm2.TPMCCPolicyPCR], counts[tpm2.TPMCCPolicyNV])
+			}
+		}
+		measure(t, conn, 9, "an unapproved binary")
+		if _, err := tpm.PartialsBatch(conn, key, randomPoints(t, 1), nil, nil); !errors.Is(err, tpm.ErrPCRMismatch) {
+			t.Fatalf("kept objects after a PCR extend: got %v, want ErrPCRMismatch", err)
+		}
+		tpmtest.AssertNoLeaks(t, conn)
+	})
 }

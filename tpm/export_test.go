@@ -173,3 +173,13 @@ func NewAKPublicForTest(k *ecdsa.PublicKey) (*AKPublic, error) {
 	pub.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &unique)
 	return ParseAKPublic(tpm2.Marshal(pub))
 }
+
+// SpoilKept replaces every kept private part with one that no TPM loads,
+// as if the TPM behind the transport had changed.
+func SpoilKept() {
+	kept.mu.Lock()
+	defer kept.mu.Unlock()
+	for k := range kept.m {
+		kept.m[k] = tpm2.TPM2BPrivate{Buffer: []byte("not a private part")}
+	}
+}

@@ -19,7 +19,8 @@ const MaxPartials = 256
 // [DowngradeError] otherwise, and with ErrBadApproval if the TPM does not
 // accept the approval.
 //
-// Both objects are imported and loaded once, in a policy session salted to
+// Both objects are loaded once (and imported first in a process's first
+// call, [loadKept]), in a policy session salted to
 // the import key with response encryption; every ZGen runs in that session, so its
 // result crosses the bus encrypted. Commit and Sign run in a second policy
 // session without encryption: a signature is not a parameter the TPM can
@@ -94,13 +95,15 @@ func fromTPMPoint(b tpm2.TPM2BECCPoint) ([]byte, error) {
 	return uncompressed(p.X.Buffer, p.Y.Buffer)
 }
 
-// loadGateKey imports and loads the gate key under the import key.
+// loadGateKey loads the gate key under the import key, importing it first
+// unless an earlier call did ([loadKept]).
 func loadGateKey(t transport.TPM, sess tpm2.Session, k *ScopedKey) (*tpm2.LoadResponse, error) {
-	loaded, err := loadUnderImportKey(t, sess, k.Key, &k.gateKey)
-	if err != nil {
+	pass := func(cc tpm2.TPMCC) error { return passImportPolicy(t, sess, cc) }
+	loaded, err := loadKept(t, k.Key.authHandle(sess), &k.gateKey, pass, "the gate key")
+	if err != nil && !errors.Is(err, errKeptStale) {
 		return nil, diagnose(t, k.Key, err)
 	}
-	return loaded, nil
+	return loaded, err
 }
 
 // zgenPoint returns s·R.
@@ -256,25 +259,12 @@ func (g *openGate) passGateKey(t transport.TPM, sess tpm2.Session, cc tpm2.TPMCC
 	return passCommand(t, sess, roleGateKey, cc, g.key.gates())
 }
 
-// loadUnderGateKey imports w under the loaded gate key and loads it, each
-// step through the gate.
+// loadUnderGateKey loads w under the loaded gate key, importing it first
+// unless an earlier call did ([loadKept]); each command passes the gate.
 func (g *openGate) loadUnderGateKey(t transport.TPM, sess tpm2.Session, gateKey *tpm2.LoadResponse, w *wrapped) (*tpm2.LoadResponse, error) {
 	parent := tpm2.AuthHandle{Handle: gateKey.ObjectHandle, Name: gateKey.Name, Auth: sess}
-	if err := g.passGateKey(t, sess, tpm2.TPMCCImport); err != nil {
-		return nil, err
-	}
-	private, err := importUnder(t, parent, w)
-	if err != nil {
-		return nil, fmt.Errorf("importing a scoped object under its gate key: %w", err)
-	}
-	if err := g.passGateKey(t, sess, tpm2.TPMCCLoad); err != nil {
-		return nil, err
-	}
-	loaded, err := tpm2.Load{ParentHandle: parent, InPrivate: private, InPublic: tpm2.New2B(w.public)}.Execute(t)
-	if err != nil {
-		return nil, fmt.Errorf("loading a scoped object under its gate key: %w", err)
-	}
-	return loaded, nil
+	pass := func(cc tpm2.TPMCC) error { return g.passGateKey(t, sess, cc) }
+	return loadKept(t, parent, w, pass, "a scoped object under its gate key")
 }
 
 func (g *openGate) authorize(t transport.TPM, sess tpm2.Session) error {

@@ -229,6 +229,18 @@ var breaks = []mutant{
 		},
 		pkg: "./tpm", tests: []string{"TestInvariantScopedObjectDiesWithItsBoot"},
 	},
+	// A call after the first only loads what the first imported, and a
+	// kept private part that no longer loads gives way to an import.
+	{
+		name:  "every call imports the scoped key's objects again",
+		edits: []edit{{"tpm/kept.go", "\tif private, ok := kept.get(key); ok {", "\tif private, ok := kept.get(key); ok && false {"}},
+		pkg:   "./tpm", tests: []string{"TestBatchTPMCommandsPerEnvelope", "TestInvariantScopedKeptObjectsStillPassTheGate"},
+	},
+	{
+		name:  "a kept gate key that no longer loads is not forgotten",
+		edits: []edit{{"tpm/kept.go", "\tkept.forget(keptKey(k.Key.Name(), &k.gateKey))\n", ""}},
+		pkg:   "./tpm", tests: []string{"TestInvariantScopedKeptObjectsStillPassTheGate"},
+	},
 	// At the agency, a wrong batch names its custodian; a wrong partial of
 	// a version 1 package, for its envelope.
 	{

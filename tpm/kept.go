@@ -1,0 +1,117 @@
+package tpm
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
+)
+
+// kept holds, for the life of the process, what TPM2_Import returned for
+// the wrapped objects of scoped keys: each object's private part as the
+// TPM wrapped it to its parent (the import key for a gate key, the gate
+// key for the ZGen key and its twin). A later call only loads it, which
+// saves each object's TPM2_Import and that command's policy.
+//
+// Nothing is weakened. Such a private part loads only under its parent and
+// only through the parent's policy: the gate (PolicyPCR · PolicyNV(floor),
+// or the approval) sits in every branch of the gate key's policy, so it
+// runs at every load of the ZGen key and the twin, as before. Neither
+// parent's policy allows TPM2_Rewrap, and a loaded private part is no
+// duplicate: TPM2_Rewrap takes an outer wrapper made with a seed, not one
+// made with the parent's own seed, which never leaves the TPM. The
+// objects stay stClear.
+var kept = keptPrivates{m: map[[32]byte]tpm2.TPM2BPrivate{}}
+
+// maxKept bounds kept: a device holds a few scoped keys, three objects each.
+const maxKept = 1024
+
+type keptPrivates struct {
+	mu sync.Mutex
+	m  map[[32]byte]tpm2.TPM2BPrivate
+}
+
+// keptKey names w under the parent of that Name.
+func keptKey(parent []byte, w *wrapped) [32]byte {
+	h := sha256.New()
+	for _, field := range [][]byte{parent, tpm2.Marshal(w.public), w.duplicate, w.seed} {
+		h.Write(tpm2.Marshal(tpm2.TPM2BData{Buffer: field}))
+	}
+	return [32]byte(h.Sum(nil))
+}
+
+func (c *keptPrivates) get(key [32]byte) (tpm2.TPM2BPrivate, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, ok := c.m[key]
+	return p, ok
+}
+
+func (c *keptPrivates) keep(key [32]byte, p tpm2.TPM2BPrivate) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= maxKept {
+		clear(c.m)
+	}
+	c.m[key] = p
+}
+
+func (c *keptPrivates) forget(key [32]byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, key)
+}
+
+// errKeptStale means a kept private part did not load (the TPM behind the
+// transport is another one, or its endorsement seed changed): the key's
+// kept parts are forgotten, and the call starts again with TPM2_Import.
+var errKeptStale = errors.New("a kept scoped object no longer loads")
+
+// loadKept loads w under parent: from its kept private part when an
+// earlier call imported it, else by TPM2_Import then TPM2_Load, keeping
+// the private part once it loaded. pass satisfies the parent's policy for
+// a command in sess; what names the object in errors.
+func loadKept(t transport.TPM, parent tpm2.AuthHandle, w *wrapped, pass func(tpm2.TPMCC) error, what string) (*tpm2.LoadResponse, error) {
+	key := keptKey(parent.Name.Buffer, w)
+	if private, ok := kept.get(key); ok {
+		if err := pass(tpm2.TPMCCLoad); err != nil {
+			return nil, err
+		}
+		loaded, err := tpm2.Load{ParentHandle: parent, InPrivate: private, InPublic: tpm2.New2B(w.public)}.Execute(t)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", errKeptStale, err)
+		}
+		return loaded, nil
+	}
+	if err := pass(tpm2.TPMCCImport); err != nil {
+		return nil, err
+	}
+	private, err := importUnder(t, parent, w)
+	if err != nil {
+		return nil, fmt.Errorf("importing %s: %w", what, err)
+	}
+	if err := pass(tpm2.TPMCCLoad); err != nil {
+		return nil, err
+	}
+	loaded, err := tpm2.Load{ParentHandle: parent, InPrivate: private, InPublic: tpm2.New2B(w.public)}.Execute(t)
+	if err != nil {
+		return nil, fmt.Errorf("loading %s: %w", what, err)
+	}
+	kept.keep(key, private)
+	return loaded, nil
+}
+
+// forgetKept forgets the kept private parts of k's three objects.
+func (k *ScopedKey) forgetKept() {
+	kept.forget(keptKey(k.Key.Name(), &k.gateKey))
+	gateName, err := tpm2.ObjectName(&k.gateKey.public)
+	if err != nil {
+		return
+	}
+	for _, w := range []*wrapped{&k.zgen, &k.twin} {
+		kept.forget(keptKey(gateName.Buffer, w))
+	}
+}
