@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/custodian-project/custodian/hsm/ledger"
@@ -145,9 +146,31 @@ func (f *reportFlags) read(ctx context.Context, g *globals, raw, keyFlag string,
 	if err := eachEntry(tiles, int64(cp.Size), func(index int64, e *ledger.Entry) { b.Add(id, e) }); err != nil {
 		return report.Log{}, src.notTheLog(raw, err)
 	}
-	l := report.Log{Origin: cp.Origin, Source: raw, Size: int64(cp.Size), Checkpoint: string(signed)}
+	l := report.Log{Origin: cp.Origin, Source: raw, Size: int64(cp.Size), Checkpoint: verifiedNote(signed, key)}
 	b.AddLog(l)
 	return l, nil
+}
+
+// verifiedNote is signed as far as key verified it: the note's text and
+// key's signature lines. Lines signed by other keys are dropped: nobody
+// checked them, so the page must not show them beside the checked one.
+// signed has verified already (ledger.VerifyCheckpoint).
+func verifiedNote(signed []byte, key string) string {
+	v, err := note.NewVerifier(key)
+	if err != nil {
+		return ""
+	}
+	n, err := note.Open(signed, note.VerifierList(v))
+	if err != nil {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString(n.Text)
+	b.WriteString("\n")
+	for _, sig := range n.Sigs {
+		fmt.Fprintf(&b, "\u2014 %s %s\n", sig.Name, sig.Base64)
+	}
+	return b.String()
 }
 
 // eachEntry reads entries 0..size-1 from src's entry bundles, each checked

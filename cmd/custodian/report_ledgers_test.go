@@ -1,0 +1,91 @@
+package main
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/hsm/report"
+)
+
+// reportDay is when the entries of these tests were logged.
+var reportDay = time.Date(2026, 11, 5, 12, 0, 0, 0, time.UTC)
+
+// exportedLedger exports a ledger of entries signed by a fresh key named
+// origin, and returns its directory and log.
+func exportedLedger(t testing.TB, origin string, entries ...ledger.Entry) (string, *memLog) {
+	t.Helper()
+	raw := make([][]byte, len(entries))
+	for i, e := range entries {
+		data, err := e.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw[i] = data
+	}
+	m := newLogOf(t, origin, int64(len(raw)), func(i int64) []byte { return raw[i] })
+	dir, _ := staticCopy(t, m)
+	return dir, m
+}
+
+func releaseEntry(keyID string) ledger.Entry {
+	return ledger.Entry{Time: reportDay, Kind: ledger.KindRelease, Outcome: ledger.OutcomeOK, KeyID: keyID, Commitment: make([]byte, 32)}
+}
+
+func failureEntry(keyID, code string) ledger.Entry {
+	return ledger.Entry{Time: reportDay, Kind: ledger.KindFailure, Outcome: ledger.OutcomeRefused, Reason: code, KeyID: keyID, Commitment: make([]byte, 32)}
+}
+
+func tallyEntry(counts map[string]uint64) ledger.Entry {
+	return ledger.Entry{Time: reportDay, Kind: ledger.KindUnverified, Outcome: ledger.OutcomeRefused, Counts: counts}
+}
+
+// reportOf runs report with args and reads the report.json it wrote.
+func reportOf(t testing.TB, args ...string) (*report.Report, string) {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "report")
+	code, stdout, errOut := runReport(append(args, "--out", out)...)
+	if code != 0 {
+		t.Fatalf("report %q: exit %d\n%s%s", args, code, stdout, errOut)
+	}
+	var r report.Report
+	data, err := os.ReadFile(filepath.Join(out, report.JSONFile))
+	if err != nil || json.Unmarshal(data, &r) != nil {
+		t.Fatalf("report.json: %v", err)
+	}
+	return &r, out
+}
+
+// TestInvariantReportPublishesOnlyVerifiedSignatures: a signature line
+// added to a genuine checkpoint by whoever serves it (a cosignature
+// nobody checked) is not on the page nor in report.json; the checked
+// signature is.
+func TestInvariantReportPublishesOnlyVerifiedSignatures(t *testing.T) {
+	dir, m := exportedLedger(t, "custodian/court-a", releaseEntry("2026-11"))
+	forged := "\u2014 witness.example/ALL-RELEASES-APPROVED " + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 68)) + "\n"
+	f, err := os.OpenFile(filepath.Join(dir, "checkpoint"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(forged); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	r, out := reportOf(t, "--ledger", dir, "--verifier-key", m.vkey)
+	page, err := os.ReadFile(filepath.Join(out, report.PageFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(page), "witness.example") || strings.Contains(r.Logs[0].Checkpoint, "witness.example") {
+		t.Errorf("an unchecked signature line is published:\n%s", r.Logs[0].Checkpoint)
+	}
+	if string(m.signed) != r.Logs[0].Checkpoint {
+		t.Errorf("published checkpoint\n%s\nwant the verified one\n%s", r.Logs[0].Checkpoint, m.signed)
+	}
+}
