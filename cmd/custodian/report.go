@@ -146,7 +146,7 @@ func (f *reportFlags) read(ctx context.Context, g *globals, raw, keyFlag string,
 	if err := eachEntry(tiles, int64(cp.Size), func(index int64, e *ledger.Entry) { b.Add(id, e) }); err != nil {
 		return report.Log{}, src.notTheLog(raw, err)
 	}
-	l := report.Log{Origin: cp.Origin, Source: raw, Size: int64(cp.Size), Checkpoint: verifiedNote(signed, key)}
+	l := report.Log{Origin: cp.Origin, Source: src.public(raw, id), Size: int64(cp.Size), Checkpoint: verifiedNote(signed, key)}
 	b.AddLog(l)
 	return l, nil
 }
@@ -212,6 +212,11 @@ func parseLedgerSource(raw string) (ledgerSource, error) {
 		return ledgerSource{}, withHint(errors.New("--ledger is empty"), "give an appliance's address, a static copy's URL or an exported directory")
 	}
 	if scheme, _, ok := strings.Cut(raw, "://"); ok && !strings.ContainsAny(scheme, "/\\") {
+		if u, err := url.Parse(raw); err == nil && u.User != nil {
+			u.User = nil
+			return ledgerSource{}, withHint(fmt.Errorf("--ledger %s names a user or password before the host: the report would publish them and never sends them", u.Redacted()),
+				"give the URL without user:password@; a ledger is public, so serve the static copy without a password")
+		}
 		base, prefix, err := tlogURL("ledger", raw)
 		return ledgerSource{base: base, prefix: prefix}, err
 	}
@@ -268,6 +273,16 @@ func (s ledgerSource) notTheLog(raw string, err error) error {
 	text = strings.ReplaceAll(text, "the server's ", "")
 	return withHint(fmt.Errorf("--ledger %s: %s", raw, text),
 		"nothing was written: keep the files as they are and report them to the appliance's operator; its own copy (custodian ledger export) is the log to publish")
+}
+
+// public is how the page names the source: a URL as given (it holds no
+// user or password, parseLedgerSource refused those), a directory as an
+// exported copy, never its path on this machine.
+func (s ledgerSource) public(raw, id string) string {
+	if s.dir != "" {
+		return "an exported copy of " + id + "'s ledger"
+	}
+	return raw
 }
 
 // hint says what to check when a source's checkpoint cannot be read.

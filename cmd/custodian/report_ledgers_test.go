@@ -89,3 +89,28 @@ func TestInvariantReportPublishesOnlyVerifiedSignatures(t *testing.T) {
 		t.Errorf("published checkpoint\n%s\nwant the verified one\n%s", r.Logs[0].Checkpoint, m.signed)
 	}
 }
+
+// TestInvariantReportPublishesNoCredentialsOrPaths: a --ledger URL with a
+// user and password is refused, its password in no message; a directory
+// is named on the page without its path on this machine.
+func TestInvariantReportPublishesNoCredentialsOrPaths(t *testing.T) {
+	dir, m := exportedLedger(t, "custodian/court-a", releaseEntry("2026-11"))
+	out := filepath.Join(t.TempDir(), "report")
+	code, stdout, errOut := runReport("--insecure-http", "--ledger", "http://auditor:s3cret@127.0.0.1:1/log/", "--verifier-key", m.vkey, "--out", out)
+	if code == 0 || strings.Contains(stdout+errOut, "s3cret") || !strings.Contains(errOut, "user or password") {
+		t.Errorf("a URL with a password: exit %d\n%s%s", code, stdout, errOut)
+	}
+	r, out := reportOf(t, "--ledger", dir, "--verifier-key", m.vkey)
+	for _, name := range []string{report.PageFile, report.JSONFile} {
+		data, err := os.ReadFile(filepath.Join(out, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(data), filepath.Dir(dir)) {
+			t.Errorf("%s publishes the directory's path %s", name, dir)
+		}
+	}
+	if !strings.Contains(r.Logs[0].Source, "court-a") {
+		t.Errorf("source %q does not name the custodian", r.Logs[0].Source)
+	}
+}
