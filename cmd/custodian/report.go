@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -87,17 +88,11 @@ func (f *reportFlags) build(ctx context.Context, g *globals) (*report.Report, er
 			"give --verifier-key right after each --ledger, in the same order")
 	}
 	b := report.NewBuilder()
-	seen := map[string]string{}
+	seen := seenLedgers{}
 	for i, raw := range f.ledgers {
-		l, err := f.read(ctx, g, raw, f.keys[i], b)
-		if err != nil {
+		if err := f.read(ctx, g, raw, f.keys[i], b, seen); err != nil {
 			return nil, err
 		}
-		if first, dup := seen[l.Origin]; dup {
-			return nil, withHint(fmt.Errorf("--ledger %s and --ledger %s are the same ledger (%s)", first, raw, l.Origin),
-				"give each appliance's ledger once: its entries would be counted twice")
-		}
-		seen[l.Origin] = raw
 	}
 	return b.Report(time.Now()), nil
 }
@@ -111,44 +106,83 @@ func (f *reportFlags) write(r *report.Report) error {
 }
 
 // read checks one --ledger against its key and adds every entry to b.
-func (f *reportFlags) read(ctx context.Context, g *globals, raw, keyFlag string, b *report.Builder) (report.Log, error) {
+func (f *reportFlags) read(ctx context.Context, g *globals, raw, keyFlag string, b *report.Builder, seen seenLedgers) error {
 	key, err := readKeyArg("verifier-key", keyFlag)
 	if err == nil {
 		err = checkVerifierKey("verifier-key", key)
 	}
 	if err != nil {
-		return report.Log{}, err
+		return err
 	}
 	src, err := parseLedgerSource(raw)
 	if err != nil {
-		return report.Log{}, err
+		return err
 	}
 	c, closeSrc, err := src.client(g, f.network)
 	if err != nil {
-		return report.Log{}, err
+		return err
 	}
 	defer closeSrc()
 	signed, err := fetchCapped(ctx, c, src.prefix+"checkpoint", ledger.MaxCheckpointSize)
 	if err != nil {
-		return report.Log{}, withHint(fmt.Errorf("reading the checkpoint of --ledger %s: %w", raw, err), src.hint())
+		return withHint(fmt.Errorf("reading the checkpoint of --ledger %s: %w", raw, err), src.hint())
 	}
 	cp, err := ledger.VerifyCheckpoint(signed, key)
 	if err != nil {
-		return report.Log{}, withHint(fmt.Errorf("--ledger %s: %w", raw, err),
+		return withHint(fmt.Errorf("--ledger %s: %w", raw, err),
 			"check --verifier-key against the appliance's published ledger-key.pub; if it is right, the ledger read is not that appliance's")
 	}
 	if cp.Size > maxTreeSize {
-		return report.Log{}, withHint(fmt.Errorf("--ledger %s: its signed checkpoint claims %d entries, more than any ledger holds", raw, cp.Size),
+		return withHint(fmt.Errorf("--ledger %s: its signed checkpoint claims %d entries, more than any ledger holds", raw, cp.Size),
 			"a checkpoint signed with the ledger's key never says this: keep it and report it")
 	}
-	id := report.Custodian(cp.Origin)
-	tiles := newRemoteTiles(ctx, c, src.prefix, signed, cp)
-	if err := eachEntry(tiles, int64(cp.Size), func(index int64, e *ledger.Entry) { b.Add(id, e) }); err != nil {
-		return report.Log{}, src.notTheLog(raw, err)
+	id, err := report.Custodian(cp.Origin)
+	if err != nil {
+		return withHint(fmt.Errorf("--ledger %s: %w", raw, err), "an appliance's ledger key is named custodian/<its custodian ID>: check that this is an appliance's ledger-key.pub")
 	}
-	l := report.Log{Origin: cp.Origin, Source: src.public(raw, id), Size: int64(cp.Size), Checkpoint: verifiedNote(signed, key)}
-	b.AddLog(l)
-	return l, nil
+	if err := seen.add(raw, id, key); err != nil {
+		return err
+	}
+	tiles := newRemoteTiles(ctx, c, src.prefix, signed, cp)
+	var addErr error
+	err = eachEntry(tiles, int64(cp.Size), func(index int64, e *ledger.Entry) {
+		if addErr == nil {
+			if addErr = b.Add(id, e); addErr != nil {
+				addErr = withHint(fmt.Errorf("--ledger %s: entry %d: %w", raw, index, addErr),
+					"a ledger signed with its key never says this: keep the files and report them to the appliance's operator")
+			}
+		}
+	})
+	if err != nil {
+		return src.notTheLog(raw, err)
+	}
+	if addErr != nil {
+		return addErr
+	}
+	b.AddLog(report.Log{Origin: cp.Origin, Source: src.public(raw, id), Size: int64(cp.Size),
+		RootHash: base64.StdEncoding.EncodeToString(cp.Hash), VerifierKey: key, Checkpoint: verifiedNote(signed, key)})
+	return nil
+}
+
+// seenLedger is a ledger already read: two --ledger of one custodian are
+// refused, and the message says whether they are the same ledger (the
+// same key) or two ledgers that claim one custodian ID.
+type seenLedger struct{ raw, key string }
+
+type seenLedgers map[string]seenLedger
+
+func (s seenLedgers) add(raw, id, key string) error {
+	first, dup := s[id]
+	switch {
+	case !dup:
+		s[id] = seenLedger{raw, key}
+		return nil
+	case first.key == key:
+		return withHint(fmt.Errorf("--ledger %s and --ledger %s are the same ledger (custodian/%s, the same key)", first.raw, raw, id),
+			"give each appliance's ledger once: its entries would be counted twice")
+	}
+	return withHint(fmt.Errorf("--ledger %s and --ledger %s are two ledgers of custodian %s, signed by different keys", first.raw, raw, id),
+		"a replaced or re-enrolled appliance has a new ledger: write a report for each key, or check which key is the custodian's now")
 }
 
 // verifiedNote is signed as far as key verified it: the note's text and

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/base64"
+	"html"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -112,5 +113,48 @@ func TestInvariantReportPublishesNoCredentialsOrPaths(t *testing.T) {
 	}
 	if !strings.Contains(r.Logs[0].Source, "court-a") {
 		t.Errorf("source %q does not name the custodian", r.Logs[0].Source)
+	}
+}
+
+// TestReportTellsLedgersApartByKey: two ledgers of one custodian ID under
+// different keys are refused as such (not as "the same ledger"); a key
+// not named custodian/<ID>, or an ID outside the custodian ID rules
+// (a right-to-left mark, a zero-width space), is refused.
+func TestReportTellsLedgersApartByKey(t *testing.T) {
+	a, ma := exportedLedger(t, "custodian/court-a", releaseEntry("2026-11"))
+	b, mb := exportedLedger(t, "custodian/court-a", releaseEntry("2026-11"))
+	code, _, errOut := runReport("--ledger", a, "--verifier-key", ma.vkey, "--ledger", b, "--verifier-key", mb.vkey, "--out", filepath.Join(t.TempDir(), "r"))
+	if code == 0 || !strings.Contains(errOut, "two ledgers of custodian court-a, signed by different keys") {
+		t.Errorf("two keys of court-a: exit %d\n%s", code, errOut)
+	}
+	for _, origin := range []string{"court-a", "custodian/court-a\u202e\u200b", "custodian/Court-A"} {
+		dir, m := exportedLedger(t, origin, releaseEntry("2026-11"))
+		code, _, errOut := runReport("--ledger", dir, "--verifier-key", m.vkey, "--out", filepath.Join(t.TempDir(), "r"))
+		if code == 0 || !strings.Contains(errOut, "not custodian/ and a custodian ID") {
+			t.Errorf("origin %q: exit %d\n%s", origin, code, errOut)
+		}
+	}
+}
+
+// TestReportShowsHowCurrentEachLedgerIs: report.json and the page give
+// each ledger's tree size, root hash, verifier key and newest entry.
+func TestReportShowsHowCurrentEachLedgerIs(t *testing.T) {
+	later := releaseEntry("2026-11")
+	later.Time = reportDay.Add(48 * time.Hour)
+	dir, m := exportedLedger(t, "custodian/court-a", releaseEntry("2026-11"), later)
+	r, out := reportOf(t, "--ledger", dir, "--verifier-key", m.vkey)
+	l := r.Logs[0]
+	root := base64.StdEncoding.EncodeToString(m.cp.Hash)
+	if l.Size != 2 || l.RootHash != root || l.VerifierKey != m.vkey || l.Newest != later.Time.Format(time.RFC3339) {
+		t.Errorf("ledger %+v, want size 2, root %s, key %s, newest %s", l, root, m.vkey, later.Time)
+	}
+	page, err := os.ReadFile(filepath.Join(out, report.PageFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{root, m.vkey, later.Time.Format(time.RFC3339), "old export"} {
+		if !strings.Contains(html.UnescapeString(string(page)), want) {
+			t.Errorf("the page does not show %q", want)
+		}
 	}
 }

@@ -60,7 +60,7 @@ func (r *Report) Write(dir string) error {
 
 // WriteHTML writes the page: figures, charts and the tables behind them.
 func (r *Report) WriteHTML(w io.Writer) error {
-	return page.Execute(w, view{Report: r, Totals: r.Totals(), Charts: r.charts()})
+	return page.Execute(w, view{Report: r, Totals: r.Totals(), Charts: r.charts(), MaxReasons: MaxReasons, MaxKeyIDs: MaxKeyIDs})
 }
 
 // WriteJSON writes every figure as one JSON document.
@@ -71,9 +71,9 @@ func (r *Report) WriteJSON(w io.Writer) error {
 }
 
 func (r *Report) writeMonths(w io.Writer) error {
-	rows := [][]string{{"month", "custodian", "releases", "refusals", "counted", "failures", "other"}}
+	rows := [][]string{{"month", "custodian", "releases", "failed_releases", "refusals", "counted", "failures", "other"}}
 	for _, m := range r.Months {
-		rows = append(rows, []string{m.Month, m.Custodian, u(m.Releases), u(m.Refusals), u(m.Counted), u(m.Failures), u(m.Other)})
+		rows = append(rows, []string{m.Month, m.Custodian, u(m.Releases), u(m.Failed), u(m.Refusals), u(m.Counted), u(m.Failures), u(m.Other)})
 	}
 	return writeCSV(w, rows)
 }
@@ -87,9 +87,9 @@ func (r *Report) writeReasons(w io.Writer) error {
 }
 
 func (r *Report) writeKeys(w io.Writer) error {
-	rows := [][]string{{"key_id", "custodian", "releases", "refusals", "provisions", "first", "last"}}
+	rows := [][]string{{"key_id", "custodian", "releases", "failed_releases", "refusals", "provisions", "first", "last"}}
 	for _, k := range r.Keys {
-		rows = append(rows, []string{k.KeyID, k.Custodian, u(k.Releases), u(k.Refusals), u(k.Provisions), k.First, k.Last})
+		rows = append(rows, []string{k.KeyID, k.Custodian, u(k.Releases), u(k.Failed), u(k.Refusals), u(k.Provisions), k.First, k.Last})
 	}
 	return writeCSV(w, rows)
 }
@@ -117,8 +117,9 @@ func u(n uint64) string { return strconv.FormatUint(n, 10) }
 // view is what the page template reads.
 type view struct {
 	*Report
-	Totals Totals
-	Charts []chart
+	Totals                Totals
+	Charts                []chart
+	MaxReasons, MaxKeyIDs int
 }
 
 // chart is a horizontal bar chart, laid out here so that the template
@@ -166,9 +167,9 @@ func (r *Report) charts() []chart {
 			order = append(order, k)
 		}
 		if x.Counted {
-			s[1] += x.Count
+			s[1] = Sum(s[1], x.Count)
 		} else {
-			s[0] += x.Count
+			s[0] = Sum(s[0], x.Count)
 		}
 		sums[k] = s
 	}
