@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -68,6 +69,10 @@ opened commitment holds.`,
 }
 
 func (f *reportFlags) run(ctx context.Context, g *globals) error {
+	// --out is checked before the ledgers are read, which can take long.
+	if err := report.CheckOut(f.out); err != nil {
+		return withHint(fmt.Errorf("--out %s: %w", f.out, pathError(err)), "choose an --out directory you can write, or a new one")
+	}
 	r, err := f.build(ctx, g)
 	if err != nil {
 		return err
@@ -124,6 +129,9 @@ func (f *reportFlags) read(ctx context.Context, g *globals, raw, keyFlag string,
 	}
 	defer closeSrc()
 	signed, err := fetchCapped(ctx, c, src.prefix+"checkpoint", ledger.MaxCheckpointSize)
+	if derr := dirProblem(raw, err); derr != nil {
+		return derr
+	}
 	if err != nil {
 		return withHint(fmt.Errorf("reading the checkpoint of --ledger %s: %w", raw, err), src.hint())
 	}
@@ -287,14 +295,67 @@ func (s ledgerSource) client(g *globals, network clientTLS) (*apiClient, func(),
 		root.Close()
 		return nil, nil, withHint(fmt.Errorf("--ledger %s holds no checkpoint", s.dir), "give the directory ledger export wrote (it holds checkpoint and tile/)")
 	}
-	c := &apiClient{base: &url.URL{Scheme: "file", Path: "/"}, http: &http.Client{Transport: http.NewFileTransportFS(root.FS())}}
+	c := &apiClient{base: &url.URL{Scheme: "file", Path: "/"}, http: &http.Client{Transport: dirTransport{root}}}
 	return c, func() { root.Close() }, nil
+}
+
+// dirTransport answers a request with the file it names inside root. Only
+// a regular file is read: a named pipe would block the report for ever, a
+// device or a directory is no export's. The file is opened without
+// blocking and checked once open, so it cannot be swapped in between.
+type dirTransport struct{ root *os.Root }
+
+// dirFileError is a file of an exported directory that cannot be read.
+type dirFileError struct{ name, problem, hint string }
+
+func (e *dirFileError) Error() string { return e.name + " " + e.problem }
+
+func (t dirTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	name := strings.TrimPrefix(req.URL.Path, "/")
+	f, err := t.root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, t.openError(name, err)
+	}
+	st, err := f.Stat()
+	if err == nil && !st.Mode().IsRegular() {
+		err = &dirFileError{name, "is not a regular file (a named pipe, a device or a directory)", "put back the file ledger export wrote, or export the ledger again"}
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &http.Response{StatusCode: http.StatusOK, Status: "200 OK", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: http.Header{}, Body: f, ContentLength: st.Size(), Request: req}, nil
+}
+
+// openError says why name could not be opened.
+func (t dirTransport) openError(name string, err error) error {
+	if st, lerr := t.root.Lstat(name); lerr == nil && st.Mode()&fs.ModeSymlink != 0 {
+		return &dirFileError{name, "is a symbolic link, which the report does not follow out of the directory", "copy the file itself into the directory, or export the ledger again"}
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return &dirFileError{name, "is missing: the export is incomplete", "export the ledger again (custodian ledger export), or copy the whole directory"}
+	}
+	return &dirFileError{name, "cannot be read: " + pathError(err).Error(), "check the directory's permissions"}
+}
+
+// dirProblem is err in a directory's words if a file of it could not be
+// read, else nil.
+func dirProblem(raw string, err error) error {
+	var de *dirFileError
+	if !errors.As(err, &de) {
+		return nil
+	}
+	return withHint(fmt.Errorf("--ledger %s: %s", raw, de), de.hint)
 }
 
 // notTheLog is a tile or bundle of raw that does not check against its
 // signed checkpoint: the reader's words for export --server (which keeps
 // what it wrote) give way to the report's, which writes nothing.
 func (s ledgerSource) notTheLog(raw string, err error) error {
+	if derr := dirProblem(raw, err); derr != nil {
+		return derr
+	}
 	var fetch *fetchError
 	if errors.As(err, &fetch) {
 		return withHint(fmt.Errorf("--ledger %s: %w", raw, err), s.hint())

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -156,5 +157,61 @@ func TestReportShowsHowCurrentEachLedgerIs(t *testing.T) {
 		if !strings.Contains(html.UnescapeString(string(page)), want) {
 			t.Errorf("the page does not show %q", want)
 		}
+	}
+}
+
+// TestReportRefusesFilesThatAreNotRegular: a named pipe in place of the
+// checkpoint or of a tile, a directory in place of the checkpoint, or a
+// missing tile is refused with the file's name, at once.
+func TestReportRefusesFilesThatAreNotRegular(t *testing.T) {
+	for _, c := range []struct{ file, want string }{
+		{"checkpoint", "checkpoint is not a regular file"},
+		{"tile/entries/000.p/1", "tile/entries/000.p/1 is not a regular file"},
+		{"tile/0/000.p/1", "tile/0/000.p/1 is not a regular file"},
+	} {
+		dir, m := exportedLedger(t, "custodian/court-a", releaseEntry("2026-11"))
+		path := filepath.Join(dir, filepath.FromSlash(c.file))
+		if err := os.Remove(path); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Mkfifo(path, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		code, _, errOut := runReport("--ledger", dir, "--verifier-key", m.vkey, "--out", filepath.Join(t.TempDir(), "r"))
+		if code == 0 || !strings.Contains(errOut, c.want) {
+			t.Errorf("a named pipe for %s: exit %d\n%s", c.file, code, errOut)
+		}
+	}
+	dir, m := exportedLedger(t, "custodian/court-a", releaseEntry("2026-11"))
+	if err := os.Remove(filepath.Join(dir, "tile/entries/000.p/1")); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := runReport("--ledger", dir, "--verifier-key", m.vkey, "--out", filepath.Join(t.TempDir(), "r"))
+	if code == 0 || !strings.Contains(errOut, "tile/entries/000.p/1 is missing") {
+		t.Errorf("a missing tile: exit %d\n%s", code, errOut)
+	}
+}
+
+// TestReportChecksOutFirst: an --out that cannot be written is refused
+// before any ledger is read; one whose data file is a symbolic link gets
+// none of the files.
+func TestReportChecksOutFirst(t *testing.T) {
+	dir, m := exportedLedger(t, "custodian/court-a", releaseEntry("2026-11"))
+	file := filepath.Join(t.TempDir(), "a-file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := runReport("--ledger", filepath.Join(t.TempDir(), "no-such-ledger"), "--verifier-key", m.vkey, "--out", file)
+	if code == 0 || !strings.Contains(errOut, "--out "+file+": ") || !strings.Contains(errOut, "not a directory") {
+		t.Errorf("--out a file: exit %d\n%s", code, errOut)
+	}
+	out := t.TempDir()
+	if err := os.Symlink(filepath.Join(t.TempDir(), "victim"), filepath.Join(out, report.ReasonsCSV)); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut = runReport("--ledger", dir, "--verifier-key", m.vkey, "--out", out)
+	entries, _ := os.ReadDir(out)
+	if code == 0 || len(entries) != 1 {
+		t.Errorf("a symbolic link in --out: exit %d, %d files in it\n%s", code, len(entries), errOut)
 	}
 }

@@ -6,9 +6,12 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
+	"errors"
 	"html/template"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 
 	"github.com/custodian-project/custodian/hsm/durable"
@@ -31,12 +34,58 @@ var pageText string
 
 var page = template.Must(template.New("page").Parse(pageText))
 
+// files are what Write puts in its directory, in the order it writes
+// them: the page last.
+func (r *Report) files() []outFile {
+	return []outFile{{JSONFile, r.WriteJSON}, {MonthsCSV, r.writeMonths}, {ReasonsCSV, r.writeReasons},
+		{KeyIDsCSV, r.writeKeys}, {PageFile, r.WriteHTML}}
+}
+
+type outFile struct {
+	name  string
+	write func(io.Writer) error
+}
+
+// CheckOut reports whether Write could write into dir: it is a directory
+// or does not exist yet, and none of the files it would replace is
+// anything but a regular file. A caller that reads for a while first
+// calls it before reading.
+func CheckOut(dir string) error {
+	info, err := os.Lstat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return err
+	case !info.IsDir():
+		return fmt.Errorf("%s exists and is not a directory", dir)
+	}
+	for _, name := range []string{PageFile, JSONFile, MonthsCSV, ReasonsCSV, KeyIDsCSV} {
+		if err := durable.CheckReplaceable(filepath.Join(dir, name)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Write writes the page, the JSON and the CSV files into dir (created if
-// need be), each durably.
+// need be). Every file is rendered and every one it replaces checked
+// before the first is written; then each is replaced durably (a synced
+// temporary file renamed over it), the page last. A failure then (a full
+// disk) can leave new data files beside the old page, never a new page
+// beside old data files, and never a file cut short.
 func (r *Report) Write(dir string) error {
-	files := map[string]func(io.Writer) error{
-		PageFile: r.WriteHTML, JSONFile: r.WriteJSON,
-		MonthsCSV: r.writeMonths, ReasonsCSV: r.writeReasons, KeyIDsCSV: r.writeKeys,
+	files := r.files()
+	data := make([][]byte, len(files))
+	for i, f := range files {
+		var buf bytes.Buffer
+		if err := f.write(&buf); err != nil {
+			return err
+		}
+		data[i] = buf.Bytes()
+	}
+	if err := CheckOut(dir); err != nil {
+		return err
 	}
 	if err := durable.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -46,12 +95,8 @@ func (r *Report) Write(dir string) error {
 		return err
 	}
 	defer root.Close()
-	for name, write := range files {
-		var buf bytes.Buffer
-		if err := write(&buf); err != nil {
-			return err
-		}
-		if err := durable.WriteFileIn(root, name, buf.Bytes(), 0o644); err != nil {
+	for i, f := range files {
+		if err := durable.WriteFileIn(root, f.name, data[i], 0o644); err != nil {
 			return err
 		}
 	}
