@@ -3,8 +3,8 @@ package main
 import (
 	"bytes"
 	"encoding/base64"
-	"html"
 	"encoding/json"
+	"html"
 	"os"
 	"path/filepath"
 	"strings"
