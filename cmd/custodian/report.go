@@ -18,6 +18,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/hsm/release"
 	"github.com/custodian-project/custodian/hsm/report"
 )
 
@@ -153,7 +154,11 @@ func (f *reportFlags) read(ctx context.Context, g *globals, raw, keyFlag string,
 	}
 	tiles := newRemoteTiles(ctx, c, src.prefix, signed, cp)
 	var addErr error
+	progress := g.progress()
 	err = eachEntry(tiles, int64(cp.Size), func(index int64, e *ledger.Entry) {
+		if progress != nil && (index%(1<<16) == 0 || index == int64(cp.Size)-1) {
+			progress("entries of --ledger "+raw, int(index+1), int(cp.Size))
+		}
 		if addErr == nil {
 			if addErr = b.Add(id, e); addErr != nil {
 				addErr = withHint(fmt.Errorf("--ledger %s: entry %d: %w", raw, index, addErr),
@@ -245,7 +250,12 @@ func eachEntry(src *remoteTiles, size int64, add func(index int64, e *ledger.Ent
 type ledgerSource struct {
 	base, prefix string // a URL's server and path
 	dir          string // or a directory
+	shown        string // --ledger as given
 }
+
+// reportRetryFor caps how long one request of the report waits on a
+// server that answers busy, saying so on stderr at each wait.
+const reportRetryFor = 2 * time.Minute
 
 // parseLedgerSource reads --ledger: an http(s) URL (an appliance's
 // address, or a static copy's ending in /) or a local directory.
@@ -260,12 +270,12 @@ func parseLedgerSource(raw string) (ledgerSource, error) {
 				"give the URL without user:password@; a ledger is public, so serve the static copy without a password")
 		}
 		base, prefix, err := tlogURL("ledger", raw)
-		return ledgerSource{base: base, prefix: prefix}, err
+		return ledgerSource{base: base, prefix: prefix, shown: raw}, err
 	}
 	if strings.ContainsRune(raw, 0) {
 		return ledgerSource{}, withHint(errors.New("--ledger names no directory"), "give the directory ledger export wrote")
 	}
-	return ledgerSource{dir: raw, prefix: "/"}, nil
+	return ledgerSource{dir: raw, prefix: "/", shown: raw}, nil
 }
 
 // client is what reads the source: an API client for a URL; for a
@@ -277,7 +287,17 @@ func (s ledgerSource) client(g *globals, network clientTLS) (*apiClient, func(),
 		if err != nil {
 			return nil, nil, err
 		}
-		c.pace = newPacer() // below the appliance's per-client rate, which it shares with other readers
+		if s.prefix == release.TlogPrefix {
+			// An appliance: below its per-client rate, which it shares
+			// with other readers. A static copy's web server is not
+			// paced; if it answers 429 or 503 with Retry-After, each
+			// request waits as asked, for up to reportRetryFor.
+			c.pace = newPacer()
+		}
+		c.retryFor = reportRetryFor
+		c.retrying = func(status int, wait time.Duration) {
+			fmt.Fprintf(g.stderr, "--ledger %s: the server answered %d (busy); trying again in %s, for up to %s in all\n", s.shown, status, wait, reportRetryFor)
+		}
 		return c, func() {}, nil
 	}
 	st, err := os.Stat(s.dir)

@@ -5,9 +5,13 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"html"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -213,5 +217,45 @@ func TestReportChecksOutFirst(t *testing.T) {
 	entries, _ := os.ReadDir(out)
 	if code == 0 || len(entries) != 1 {
 		t.Errorf("a symbolic link in --out: exit %d, %d files in it\n%s", code, len(entries), errOut)
+	}
+}
+
+// TestReportPacesOnlyAppliances: an appliance's address is read below its
+// rate limit; a static copy's URL and a directory are not paced. A busy
+// answer (429 with Retry-After) is waited out and said on stderr.
+func TestReportPacesOnlyAppliances(t *testing.T) {
+	g := &globals{stdout: io.Discard, stderr: io.Discard}
+	network := clientTLS{insecureHTTP: true}
+	for raw, paced := range map[string]bool{"http://127.0.0.1:1": true, "http://127.0.0.1:1/log/": false} {
+		src, err := parseLedgerSource(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, closeSrc, err := src.client(g, network)
+		if err != nil {
+			t.Fatal(err)
+		}
+		closeSrc()
+		if (c.pace != nil) != paced {
+			t.Errorf("%s: paced %v, want %v", raw, c.pace != nil, paced)
+		}
+	}
+
+	dir, m := exportedLedger(t, "custodian/court-a", releaseEntry("2026-11"))
+	var busy atomic.Bool
+	files := http.StripPrefix("/log", http.FileServer(http.Dir(dir)))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/tile/") && busy.CompareAndSwap(false, true) {
+			w.Header().Set("Retry-After", "0")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		files.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	out := filepath.Join(t.TempDir(), "r")
+	code, _, errOut := runReport("--insecure-http", "--ledger", srv.URL+"/log/", "--verifier-key", m.vkey, "--out", out)
+	if code != 0 || !strings.Contains(errOut, "answered 429 (busy); trying again") {
+		t.Errorf("a busy static copy: exit %d\n%s", code, errOut)
 	}
 }
