@@ -26,6 +26,7 @@ import (
 type reportFlags struct {
 	ledgers, keys []string
 	out           string
+	maxAge        time.Duration
 	network       clientTLS
 }
 
@@ -60,6 +61,7 @@ opened commitment holds.`,
 	fl := cmd.Flags()
 	fl.StringArrayVar(&f.ledgers, "ledger", nil, "an appliance's address, a static copy's URL (ending in /), or a directory written by ledger export; repeat for several")
 	fl.StringArrayVar(&f.keys, "verifier-key", nil, "the ledger's pinned checkpoint verifier key, or a file holding it (ledger-key.pub); one per --ledger, in the same order")
+	fl.DurationVar(&f.maxAge, "max-age", 0, "refuse a ledger whose newest entry is older than this (e.g. 168h): a mirror may serve an old export; 0 accepts any age")
 	fl.StringVar(&f.out, "out", "", "the directory to write index.html, report.json and the CSV files into (created if need be)")
 	f.network.register(cmd, false)
 	fl.Lookup("insecure-http").Usage = "allow an http:// --ledger (a test daemon, or a static copy on a closed network): nothing is protected on the way"
@@ -172,8 +174,29 @@ func (f *reportFlags) read(ctx context.Context, g *globals, raw, keyFlag string,
 	if addErr != nil {
 		return addErr
 	}
+	if err := f.checkAge(raw, b.Newest(id)); err != nil {
+		return err
+	}
 	b.AddLog(report.Log{Origin: cp.Origin, Source: src.public(raw, id), Size: int64(cp.Size),
 		RootHash: base64.StdEncoding.EncodeToString(cp.Hash), VerifierKey: key, Checkpoint: verifiedNote(signed, key)})
+	return nil
+}
+
+// checkAge refuses, under --max-age, a ledger whose newest entry is older
+// than asked: the copy read may be an old export, and the page would
+// present it as current.
+func (f *reportFlags) checkAge(raw string, newest time.Time) error {
+	if f.maxAge <= 0 {
+		return nil
+	}
+	if newest.IsZero() {
+		return withHint(fmt.Errorf("--ledger %s has no entry, so its age cannot be checked against --max-age %s", raw, f.maxAge),
+			"read the appliance itself, or leave out --max-age for a new ledger")
+	}
+	if age := time.Since(newest); age > f.maxAge {
+		return withHint(fmt.Errorf("--ledger %s: its newest entry is from %s, %s ago, older than --max-age %s", raw, newest.UTC().Format(time.RFC3339), age.Truncate(time.Second), f.maxAge),
+			"the copy read may be an old export: read the appliance itself or a fresh export, or raise --max-age if the appliance has been quiet")
+	}
 	return nil
 }
 

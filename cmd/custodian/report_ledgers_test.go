@@ -259,3 +259,15 @@ func TestReportPacesOnlyAppliances(t *testing.T) {
 		t.Errorf("a busy static copy: exit %d\n%s", code, errOut)
 	}
 }
+
+// TestReportMaxAge: under --max-age, a ledger whose newest entry is older
+// is refused, and a recent one is read.
+func TestReportMaxAge(t *testing.T) {
+	dir, m := exportedLedger(t, "custodian/court-a", releaseEntry("2026-11"))
+	age := time.Since(reportDay)
+	code, _, errOut := runReport("--ledger", dir, "--verifier-key", m.vkey, "--max-age", (age - time.Hour).String(), "--out", filepath.Join(t.TempDir(), "r"))
+	if code == 0 || !strings.Contains(errOut, "older than --max-age") {
+		t.Errorf("an old ledger: exit %d\n%s", code, errOut)
+	}
+	reportOf(t, "--ledger", dir, "--verifier-key", m.vkey, "--max-age", (age + time.Hour).String())
+}

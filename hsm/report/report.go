@@ -197,6 +197,15 @@ func (b *Builder) AddLog(l Log) {
 	b.logs = append(b.logs, l)
 }
 
+// Newest is the time of the latest entry of custodian's ledger added so
+// far, zero if none.
+func (b *Builder) Newest(custodian string) time.Time {
+	if l := b.ledgers[custodian]; l != nil {
+		return l.newest
+	}
+	return time.Time{}
+}
+
 // seen is custodian's bookkeeping.
 func (b *Builder) seen(custodian string) *ledgerSeen {
 	l := b.ledgers[custodian]
