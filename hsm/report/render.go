@@ -2,6 +2,7 @@ package report
 
 import (
 	"bytes"
+	"cmp"
 	_ "embed"
 	"encoding/csv"
 	"encoding/json"
@@ -12,7 +13,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/custodian-project/custodian/hsm/durable"
 )
@@ -24,9 +27,10 @@ const (
 	MonthsCSV   = "months.csv"
 	ReasonsCSV  = "reasons.csv"
 	KeyIDsCSV   = "key-ids.csv"
-	maxBarWidth = 480 // pixels for the largest value of a chart
+	maxBarWidth = 480 // pixels for the largest value of a series
 	barHeight   = 14
-	labelWidth  = 220
+	labelHeight = 16  // each row's label has a line of its own, above its bars
+	valueWidth  = 150 // room right of a bar for its value: 20 digits
 )
 
 //go:embed page.html.tmpl
@@ -120,7 +124,7 @@ func (r *Report) writeMonths(w io.Writer) error {
 	for _, m := range r.Months {
 		rows = append(rows, []string{m.Month, m.Custodian, u(m.Releases), u(m.Failed), u(m.Refusals), u(m.Counted), u(m.Failures), u(m.Other)})
 	}
-	return writeCSV(w, rows)
+	return writeCSV(w, rows, 2)
 }
 
 func (r *Report) writeReasons(w io.Writer) error {
@@ -128,7 +132,7 @@ func (r *Report) writeReasons(w io.Writer) error {
 	for _, x := range r.Reasons {
 		rows = append(rows, []string{x.Month, x.Custodian, x.Reason, strconv.FormatBool(x.Counted), u(x.Count)})
 	}
-	return writeCSV(w, rows)
+	return writeCSV(w, rows, 3)
 }
 
 func (r *Report) writeKeys(w io.Writer) error {
@@ -136,16 +140,21 @@ func (r *Report) writeKeys(w io.Writer) error {
 	for _, k := range r.Keys {
 		rows = append(rows, []string{k.KeyID, k.Custodian, u(k.Releases), u(k.Failed), u(k.Refusals), u(k.Provisions), k.First, k.Last})
 	}
-	return writeCSV(w, rows)
+	return writeCSV(w, rows, 2)
 }
 
-// writeCSV writes rows; a field a spreadsheet would run as a formula is
-// quoted as text first (a device wrote it).
-func writeCSV(w io.Writer, rows [][]string) error {
+// writeCSV writes rows, whose first text columns are names (month,
+// custodian, reason, key ID), the rest numbers and times. A spreadsheet
+// opening the file would run a field starting with = + - @ as a formula
+// (a device wrote it), and read a name such as 2026-11, 1e5 or 0042 as a
+// date or a number: such fields are marked as text with a leading ',
+// as spreadsheets do. report.json has every value as it is.
+func writeCSV(w io.Writer, rows [][]string, text int) error {
 	cw := csv.NewWriter(w)
-	for _, row := range rows {
+	for r, row := range rows {
 		for i, f := range row {
-			if f != "" && (f[0] == '=' || f[0] == '+' || f[0] == '-' || f[0] == '@') {
+			if f != "" && (f[0] == '=' || f[0] == '+' || f[0] == '-' || f[0] == '@') ||
+				r > 0 && i < text && looksNumeric(f) {
 				row[i] = "'" + f
 			}
 		}
@@ -155,6 +164,12 @@ func writeCSV(w io.Writer, rows [][]string) error {
 	}
 	cw.Flush()
 	return cw.Error()
+}
+
+// looksNumeric reports whether a spreadsheet could take f for a number,
+// a date or a time: digits with only separators and exponents among them.
+func looksNumeric(f string) bool {
+	return strings.ContainsAny(f, "0123456789") && strings.Trim(f, "0123456789-.:/eE") == ""
 }
 
 func u(n uint64) string { return strconv.FormatUint(n, 10) }
@@ -194,13 +209,13 @@ type chartBar struct {
 // charts lays out the page's three charts.
 func (r *Report) charts() []chart {
 	monthly := chart{ID: "chart-months", Table: "months", Title: "Releases and refusals per month, per custodian",
-		Desc:   "Horizontal bars, one group per month and custodian: releases, refusals logged one by one, and refusals counted before verification. The table below holds the same numbers.",
+		Desc:   "Horizontal bars, one group per month and custodian: releases (failed releases left out), refusals logged one by one, and refusals counted in tallies. Each series has its own scale: compare a bar with the bars of its own colour, and read the numbers. The table below holds the same numbers.",
 		Series: []series{{"releases", "release"}, {"refusals logged", "refusal"}, {"refusals counted", "counted"}}}
 	for _, m := range r.Months {
-		monthly.add(m.Month+" "+m.Custodian, m.Releases, m.Refusals, m.Counted)
+		monthly.add("month "+m.Month+", "+m.Custodian, m.Releases, m.Refusals, m.Counted)
 	}
 	reasons := chart{ID: "chart-reasons", Table: "reasons", Title: "Refusals by reason, all months",
-		Desc:   "Horizontal bars, one per reason and custodian, summed over every month. The table below holds each month's numbers.",
+		Desc:   "Horizontal bars, one per reason and custodian, summed over every month, the most frequent first. Each series has its own scale. The table below holds each month's numbers.",
 		Series: []series{{"refusals logged", "refusal"}, {"refusals counted", "counted"}}}
 	type rk struct{ reason, custodian string }
 	sums := map[rk][2]uint64{}
@@ -218,14 +233,18 @@ func (r *Report) charts() []chart {
 		}
 		sums[k] = s
 	}
+	// Largest first: a reason's place says how often it was given.
+	slices.SortStableFunc(order, func(a, b rk) int {
+		return cmp.Compare(Sum(sums[b][0], sums[b][1]), Sum(sums[a][0], sums[a][1]))
+	})
 	for _, k := range order {
-		reasons.add(k.reason+" "+k.custodian, sums[k][0], sums[k][1])
+		reasons.add("reason "+k.reason+", "+k.custodian, sums[k][0], sums[k][1])
 	}
 	keys := chart{ID: "chart-keys", Table: "key-ids", Title: "Release entries per key ID, per custodian",
-		Desc:   "Horizontal bars, one per key ID and custodian: its release entries (one per request). The table below holds the same numbers.",
+		Desc:   "Horizontal bars, one per key ID and custodian: its release entries (one per request, failed releases left out). The table below holds the same numbers.",
 		Series: []series{{"release entries", "release"}}}
 	for _, k := range r.Keys {
-		keys.add(k.KeyID+" "+k.Custodian, k.Releases)
+		keys.add("key ID "+k.KeyID+", "+k.Custodian, k.Releases)
 	}
 	out := []chart{monthly, reasons, keys}
 	for i := range out {
@@ -243,13 +262,15 @@ func (c *chart) add(label string, values ...uint64) {
 	c.Rows = append(c.Rows, row)
 }
 
-// scale places every row and sizes every bar against the chart's largest
-// value.
+// scale places every row, its label on a line above its bars, and sizes
+// every bar against its series' largest value: each series has its own
+// scale, so that a flood of one (counted busy refusals) leaves the others
+// readable. The numbers beside the bars, and the tables, are the figures.
 func (c *chart) scale() {
-	var most uint64 = 1
+	most := make([]uint64, len(c.Series))
 	for _, row := range c.Rows {
-		for _, b := range row.Bars {
-			most = max(most, b.Value)
+		for j, b := range row.Bars {
+			most[j] = max(most[j], b.Value, 1)
 		}
 	}
 	y := 4
@@ -257,13 +278,13 @@ func (c *chart) scale() {
 		c.Rows[i].Y = y
 		for j := range c.Rows[i].Bars {
 			b := &c.Rows[i].Bars[j]
-			b.X, b.Y = labelWidth, y+j*barHeight
-			b.W = int(float64(b.Value) / float64(most) * maxBarWidth)
-			b.TextX = labelWidth + b.W + 4
+			b.X, b.Y = 0, y+labelHeight+j*barHeight
+			b.W = int(float64(b.Value) / float64(most[j]) * maxBarWidth)
+			b.TextX = b.W + 4
 		}
-		y += len(c.Series)*barHeight + 8
+		y += labelHeight + len(c.Series)*barHeight + 8
 	}
-	c.Width, c.Height = labelWidth+maxBarWidth+80, y+4
+	c.Width, c.Height = maxBarWidth+valueWidth, y+4
 }
 
 // String is a chart's summary, for tests and logs.

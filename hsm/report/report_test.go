@@ -124,7 +124,7 @@ func TestReportFigures(t *testing.T) {
 		t.Fatalf("months.csv has %d rows, want %d and a header", len(rows), len(r.Months))
 	}
 	for i, m := range r.Months {
-		if row := rows[i+1]; row[0] != m.Month || row[1] != m.Custodian || row[2] != u(m.Releases) || row[3] != u(m.Failed) || row[4] != u(m.Refusals) || row[5] != u(m.Counted) {
+		if row := rows[i+1]; row[0] != "'"+m.Month || row[1] != m.Custodian || row[2] != u(m.Releases) || row[3] != u(m.Failed) || row[4] != u(m.Refusals) || row[5] != u(m.Counted) {
 			t.Errorf("months.csv row %d = %v, want %+v", i+1, row, m)
 		}
 	}
@@ -184,7 +184,7 @@ func checkNoInjection(t testing.TB, field string, page []byte) {
 		"header": true, "h1": true, "h2": true, "p": true, "time": true, "main": true, "section": true, "table": true,
 		"caption": true, "thead": true, "tbody": true, "tr": true, "th": true, "td": true, "details": true, "summary": true,
 		"pre": true, "figure": true, "span": true, "svg": true, "desc": true, "g": true, "text": true, "rect": true,
-		"figcaption": true, "a": true, "code": true, "ul": true, "li": true, "footer": true}
+		"figcaption": true, "a": true, "code": true, "ul": true, "li": true, "footer": true, "div": true}
 	doc, err := html.Parse(bytes.NewReader(page))
 	if err != nil {
 		t.Fatal(err)
@@ -460,5 +460,58 @@ func TestEmptyReportHasNoNullLists(t *testing.T) {
 	}
 	if bytes.Contains(buf.Bytes(), []byte("null")) {
 		t.Errorf("report.json has null:\n%s", buf.String())
+	}
+}
+
+// TestChartsKeepLabelsApart: a row's label has a line of its own above its
+// bars, so a long key ID and custodian cannot run over them; the key-ID
+// and month charts' labels say which they are; the SVG scales to the
+// page's width; one flooded series leaves the others' bars visible.
+func TestChartsKeepLabelsApart(t *testing.T) {
+	b := NewBuilder()
+	long := strings.Repeat("w", 64)
+	b.Add("court-with-a-rather-long-identifier-name-for-the-chart", release(long, day))
+	b.Add("court-with-a-rather-long-identifier-name-for-the-chart", &ledger.Entry{Time: day, Kind: ledger.KindUnverified, Outcome: ledger.OutcomeRefused, Counts: map[string]uint64{"busy": math.MaxUint64}})
+	charts := b.Report(day).charts()
+	for _, c := range charts {
+		for _, row := range c.Rows {
+			for _, bar := range row.Bars {
+				if bar.Y < row.Y+labelHeight {
+					t.Errorf("%s: a bar at y %d overlaps its label at y %d", c.ID, bar.Y, row.Y)
+				}
+				if bar.Value > 0 && bar.W == 0 {
+					t.Errorf("%s: %q: a bar of %d has no width", c.ID, row.Label, bar.Value)
+				}
+			}
+		}
+	}
+	if !strings.HasPrefix(charts[0].Rows[0].Label, "month ") || !strings.HasPrefix(charts[2].Rows[0].Label, "key ID ") {
+		t.Errorf("labels %q and %q do not say month and key ID", charts[0].Rows[0].Label, charts[2].Rows[0].Label)
+	}
+	if !strings.Contains(pageText, "svg { max-width: 100%") {
+		t.Error("the page's SVG does not scale to its width")
+	}
+}
+
+// TestCSVNamesStayText: a key ID or custodian a spreadsheet would read as
+// a date or a number is marked as text.
+func TestCSVNamesStayText(t *testing.T) {
+	b := NewBuilder()
+	for _, k := range []string{"1e5", "2026-11", "12:30", "0042", "k-1"} {
+		b.Add("court-a", release(k, day))
+	}
+	var buf bytes.Buffer
+	if err := b.Report(day).writeKeys(&buf); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := csv.NewReader(&buf).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{"'1e5": true, "'2026-11": true, "'12:30": true, "'0042": true, "k-1": true}
+	for _, row := range rows[1:] {
+		if !want[row[0]] {
+			t.Errorf("key ID cell %q", row[0])
+		}
 	}
 }
