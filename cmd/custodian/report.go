@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/http"
 	"net/url"
@@ -136,7 +137,7 @@ func (f *reportFlags) read(ctx context.Context, g *globals, raw, keyFlag string,
 		return derr
 	}
 	if err != nil {
-		return withHint(fmt.Errorf("reading the checkpoint of --ledger %s: %w", raw, err), src.hint())
+		return src.words(fmt.Errorf("reading the checkpoint of --ledger %s (%s): %w", raw, src.prefix+"checkpoint", err), src.hint()...)
 	}
 	cp, err := ledger.VerifyCheckpoint(signed, key)
 	if err != nil {
@@ -306,9 +307,15 @@ func parseLedgerSource(raw string) (ledgerSource, error) {
 // only (an os.Root: no way out by .. or a symbolic link).
 func (s ledgerSource) client(g *globals, network clientTLS) (*apiClient, func(), error) {
 	if s.dir == "" {
-		c, err := g.apiClient(s.base, network)
+		quiet := *g
+		quiet.stderr = io.Discard // its warning speaks of warrants; the report's follows
+		c, err := quiet.apiClient(s.base, network)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, s.words(err)
+		}
+		if c.base.Scheme == "http" {
+			fmt.Fprintln(g.stderr, "warning: plain HTTP (--insecure-http): anyone on the path can change or withhold what --ledger "+s.shown+
+				" serves; every entry is still checked against --verifier-key, but an old copy cannot be told from a current one")
 		}
 		if s.prefix == release.TlogPrefix {
 			// An appliance: below its per-client rate, which it shares
@@ -401,7 +408,7 @@ func (s ledgerSource) notTheLog(raw string, err error) error {
 	}
 	var fetch *fetchError
 	if errors.As(err, &fetch) {
-		return withHint(fmt.Errorf("--ledger %s: %w", raw, err), s.hint())
+		return s.words(fmt.Errorf("--ledger %s: %w", raw, err), s.hint()...)
 	}
 	where := "the server"
 	if s.dir != "" {
@@ -424,11 +431,35 @@ func (s ledgerSource) public(raw, id string) string {
 }
 
 // hint says what to check when a source's checkpoint cannot be read.
-func (s ledgerSource) hint() string {
+func (s ledgerSource) hint() []string {
 	if s.dir != "" {
-		return "give the directory ledger export wrote (it holds checkpoint and tile/)"
+		return []string{"give the directory ledger export wrote (it holds checkpoint and tile/)"}
 	}
-	return "check the address, that the appliance or web server is up, and the network"
+	hints := []string{"check the address, that the appliance or web server is up, and the network"}
+	if s.prefix == release.TlogPrefix {
+		hints = append(hints, "--ledger names no path, so it was read as an appliance's address (its ledger is under "+release.TlogPrefix+
+			"); for a static copy, give the URL of its directory, ending in /")
+	}
+	return hints
+}
+
+// reportWords turns the API client's words, written for commands that
+// talk to an appliance with --server, into the report's: a --ledger may
+// be any web server.
+var reportWords = strings.NewReplacer(
+	"the custodian answered", "the server answered",
+	"cannot reach the custodian at", "cannot reach the server at",
+	"which the custodian API never sends; check --server", "which the report does not follow: give the URL it leads to",
+	"--server", "--ledger",
+)
+
+// words is err, and its hints then more, in the report's words.
+func (s ledgerSource) words(err error, more ...string) error {
+	hints := hintsOf(err)
+	for i, h := range hints {
+		hints[i] = reportWords.Replace(h)
+	}
+	return withHint(errors.New(reportWords.Replace(err.Error())), append(hints, more...)...)
 }
 
 // pathError is err without the Go wrapping that repeats the path.

@@ -271,3 +271,23 @@ func TestReportMaxAge(t *testing.T) {
 	}
 	reportOf(t, "--ledger", dir, "--verifier-key", m.vkey, "--max-age", (age + time.Hour).String())
 }
+
+// TestReportErrorsSpeakOfTheLedger: a static copy given by its server's
+// address, or one behind a redirect, is named in the report's words: no
+// --server, no "custodian" for a web server, and what was read.
+func TestReportErrorsSpeakOfTheLedger(t *testing.T) {
+	_, m := exportedLedger(t, "custodian/court-a", releaseEntry("2026-11"))
+	_, srv := staticCopy(t, m)
+	redirect := httptest.NewServer(http.RedirectHandler(srv.URL+"/log/checkpoint", http.StatusMovedPermanently))
+	defer redirect.Close()
+	for _, c := range []struct{ ledger, want string }{
+		{srv.URL, "for a static copy, give the URL of its directory, ending in /"},
+		{srv.URL + "/", "/v1/tlog/checkpoint"},
+		{redirect.URL + "/log/", "which the report does not follow"},
+	} {
+		code, _, errOut := runReport("--insecure-http", "--ledger", c.ledger, "--verifier-key", m.vkey, "--out", filepath.Join(t.TempDir(), "r"))
+		if code == 0 || !strings.Contains(errOut, c.want) || strings.Contains(errOut, "--server") || strings.Contains(errOut, "the custodian answered") || strings.Contains(errOut, "warrants") {
+			t.Errorf("--ledger %s: exit %d, want %q\n%s", c.ledger, code, c.want, errOut)
+		}
+	}
+}
