@@ -21,6 +21,7 @@ type progress struct {
 	now         func() time.Time
 	drawn       bool // the bar is on the current line
 	done, fail  int
+	unit        string // what is counted: "envelopes" unless set
 }
 
 const (
@@ -30,7 +31,7 @@ const (
 )
 
 func newProgress(g *globals, total int) *progress {
-	p := &progress{w: g.stderr, off: g.json, total: total, now: time.Now}
+	p := &progress{w: g.stderr, off: g.json, total: total, now: time.Now, unit: "envelopes"}
 	if f, ok := g.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		p.tty = true
 	}
@@ -92,9 +93,9 @@ func (p *progress) bar(now time.Time) string {
 	return "[" + strings.Repeat("#", filled) + strings.Repeat(".", barWidth-filled) + "] " + p.status(now)
 }
 
-// status is "N of M envelopes, F not opened, R/s".
+// status is "N of M envelopes, F not opened, R/s" (unit for envelopes).
 func (p *progress) status(now time.Time) string {
-	s := fmt.Sprintf("%d of %d envelopes", p.done, p.total)
+	s := fmt.Sprintf("%d of %d %s", p.done, p.total, p.unit)
 	if p.fail > 0 {
 		s += fmt.Sprintf(", %d not opened", p.fail)
 	}

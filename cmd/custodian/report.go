@@ -157,10 +157,12 @@ func (f *reportFlags) read(ctx context.Context, g *globals, raw, keyFlag string,
 	}
 	tiles := newRemoteTiles(ctx, c, src.prefix, signed, cp)
 	var addErr error
-	progress := g.progress()
+	bar := newProgress(g, int(cp.Size))
+	bar.unit = "entries of --ledger " + raw
+	defer bar.finish()
 	err = eachEntry(tiles, int64(cp.Size), func(index int64, e *ledger.Entry) {
-		if progress != nil && (index%(1<<16) == 0 || index == int64(cp.Size)-1) {
-			progress("entries of --ledger "+raw, int(index+1), int(cp.Size))
+		if index%(1<<ledger.TileHeight) == 0 || index == int64(cp.Size)-1 {
+			bar.update(int(index+1), 0)
 		}
 		if addErr == nil {
 			if addErr = b.Add(id, e); addErr != nil {
