@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"os"
@@ -31,7 +32,7 @@ const (
 )
 
 func newProgress(g *globals, total int) *progress {
-	p := &progress{w: g.stderr, off: g.json, total: total, now: time.Now, unit: "envelopes"}
+	p := &progress{w: g.stderr, off: g.json, total: total, now: time.Now}
 	if f, ok := g.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		p.tty = true
 	}
@@ -95,7 +96,7 @@ func (p *progress) bar(now time.Time) string {
 
 // status is "N of M envelopes, F not opened, R/s" (unit for envelopes).
 func (p *progress) status(now time.Time) string {
-	s := fmt.Sprintf("%d of %d %s", p.done, p.total, p.unit)
+	s := fmt.Sprintf("%d of %d %s", p.done, p.total, cmp.Or(p.unit, "envelopes"))
 	if p.fail > 0 {
 		s += fmt.Sprintf(", %d not opened", p.fail)
 	}
