@@ -124,12 +124,14 @@ type keyKey struct{ keyID, custodian string }
 // ledger's key could otherwise log a new reason or key ID in every entry
 // and make the report's memory and page as large as it likes. Reasons
 // and key IDs past the bound are folded into one row each (OtherReasons,
-// OtherKeyIDs: no real reason or key ID has parentheses); a ledger
+// OtherKeyIDs: no real reason or key ID has parentheses), as are a
+// month's reasons once the ledger has MaxReasonRows rows; a ledger
 // spanning more months is refused (ErrTooManyMonths).
 const (
-	MaxReasons = 256  // distinct reasons per ledger
-	MaxKeyIDs  = 1000 // distinct key IDs per ledger
-	MaxMonths  = 1200 // distinct months per ledger: a century
+	MaxReasons    = 256  // distinct reasons per ledger
+	MaxReasonRows = 4096 // distinct (month, reason) rows per ledger
+	MaxKeyIDs     = 1000 // distinct key IDs per ledger
+	MaxMonths     = 1200 // distinct months per ledger: a century
 )
 
 // The rows that hold what is past MaxReasons and MaxKeyIDs.
@@ -164,6 +166,7 @@ type Builder struct {
 // match failure entries with the release entries they undo.
 type ledgerSeen struct {
 	months, reasons, keyIDs map[string]bool
+	reasonRows              int
 	newest                  time.Time
 	// open counts, per key ID and month, release entries no failure
 	// entry has undone yet.
@@ -259,7 +262,7 @@ func (b *Builder) Add(custodian string, e *ledger.Entry) error {
 		l.open[keyID][month]++
 	case ledger.KindRefusal:
 		m.Refusals++
-		b.reasons[reasonKey{mk, bounded(l.reasons, cmp.Or(e.Reason, "unstated"), MaxReasons, OtherReasons), false}]++
+		b.reasons[b.reasonRow(l, mk, cmp.Or(e.Reason, "unstated"), false)]++
 	case ledger.KindUnverified:
 		if err := b.tally(l, mk, m, e.Counts); err != nil {
 			return err
@@ -280,7 +283,7 @@ func (b *Builder) Add(custodian string, e *ledger.Entry) error {
 // tally adds an unverified entry's counts, refusing a sum past 2^64-1.
 func (b *Builder) tally(l *ledgerSeen, mk monthKey, m *Month, counts map[string]uint64) error {
 	for reason, n := range counts {
-		rk := reasonKey{mk, bounded(l.reasons, reason, MaxReasons, OtherReasons), true}
+		rk := b.reasonRow(l, mk, reason, true)
 		if m.Counted+n < n || b.reasons[rk]+n < n {
 			return ErrCountOverflow
 		}
@@ -288,6 +291,20 @@ func (b *Builder) tally(l *ledgerSeen, mk monthKey, m *Month, counts map[string]
 		b.reasons[rk] += n
 	}
 	return nil
+}
+
+// reasonRow is the row a refusal for reason in mk is counted in: its own,
+// or OtherReasons past MaxReasons reasons or MaxReasonRows rows.
+func (b *Builder) reasonRow(l *ledgerSeen, mk monthKey, reason string, counted bool) reasonKey {
+	rk := reasonKey{mk, bounded(l.reasons, reason, MaxReasons, OtherReasons), counted}
+	if _, ok := b.reasons[rk]; !ok {
+		if l.reasonRows >= MaxReasonRows {
+			rk.reason = OtherReasons
+		} else {
+			l.reasonRows++
+		}
+	}
+	return rk
 }
 
 // undoRelease moves the latest release entry of keyID that no failure has

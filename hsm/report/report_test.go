@@ -413,6 +413,22 @@ func TestInvariantReportBoundsOneLedger(t *testing.T) {
 		t.Errorf("%d refusals and %d releases counted, want %d of each", reasons, releases, n)
 	}
 
+	// Eight reasons a month, every month: rows stop at MaxReasonRows, then
+	// each month's are folded.
+	b = NewBuilder()
+	for i := range MaxMonths {
+		counts := map[string]uint64{}
+		for j := range 8 {
+			counts[fmt.Sprintf("r%d", (8*i+j)%MaxReasons)] = 1
+		}
+		if err := b.Add("court-a", &ledger.Entry{Time: day.AddDate(0, i, 0), Kind: ledger.KindUnverified, Outcome: ledger.OutcomeRefused, Counts: counts}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rows := len(b.Report(day).Reasons); rows > MaxReasonRows+MaxMonths {
+		t.Errorf("%d reason rows, want at most %d and one per month", rows, MaxReasonRows+MaxMonths)
+	}
+
 	b = NewBuilder()
 	var err error
 	for i := 0; err == nil && i <= MaxMonths; i++ {
