@@ -55,7 +55,7 @@ type outFile struct {
 // anything but a regular file. A caller that reads for a while first
 // calls it before reading.
 func CheckOut(dir string) error {
-	info, err := os.Lstat(dir)
+	info, err := os.Stat(dir) // a symbolic link to a directory is the user's choice
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return nil
