@@ -46,6 +46,13 @@ func fillLedger(t testing.TB, r *rig, seed int) {
 		if _, err := r.a.Ledger.Append(e, subject, nil); err != nil {
 			t.Fatal(err)
 		}
+		if e.Kind == ledger.KindRelease && i%10 == 0 {
+			// The release failed after its entry: a failure entry follows.
+			f := ledger.Entry{Time: at, Kind: ledger.KindFailure, Outcome: ledger.OutcomeRefused, Reason: string(release.CodeInterrupted), KeyID: e.KeyID}
+			if _, err := r.a.Ledger.Append(f, subject, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 }
 
@@ -58,10 +65,11 @@ type figures map[string][]string
 // out.
 func ledgerFigures(t testing.TB, id string, r *rig, into figures) {
 	t.Helper()
-	type month struct{ releases, refusals, counted, failures, other uint64 }
+	type month struct{ releases, failed, refusals, counted, failures, other uint64 }
 	months := map[string]*month{}
 	reasons := map[string]uint64{}
-	keys := map[string][3]uint64{}
+	keys := map[string][4]uint64{}
+	open := map[string][]string{} // per key ID, the months of release entries no failure followed yet
 	for from := int64(0); from < r.a.Ledger.Size(); from += ledger.MaxRange {
 		rp, err := r.a.Ledger.ProveRange(from, min(from+ledger.MaxRange, r.a.Ledger.Size())-1)
 		if err != nil {
@@ -79,6 +87,7 @@ func ledgerFigures(t testing.TB, id string, r *rig, into figures) {
 			switch e.Kind {
 			case ledger.KindRelease:
 				months[m].releases++
+				open[e.KeyID] = append(open[e.KeyID], m)
 			case ledger.KindRefusal:
 				months[m].refusals++
 				reasons[m+" "+id+" "+e.Reason+" logged"]++
@@ -88,7 +97,18 @@ func ledgerFigures(t testing.TB, id string, r *rig, into figures) {
 					reasons[m+" "+id+" "+reason+" counted"] += n
 				}
 			case ledger.KindFailure:
-				months[m].failures++
+				if o := open[e.KeyID]; len(o) > 0 {
+					rm := o[len(o)-1]
+					open[e.KeyID] = o[:len(o)-1]
+					months[rm].releases--
+					months[rm].failed++
+					k := keys[e.KeyID+" "+id]
+					k[0]--
+					k[1]++
+					keys[e.KeyID+" "+id] = k
+				} else {
+					months[m].failures++
+				}
 			default:
 				months[m].other++
 			}
@@ -98,9 +118,9 @@ func ledgerFigures(t testing.TB, id string, r *rig, into figures) {
 				case ledger.KindRelease:
 					k[0]++
 				case ledger.KindRefusal:
-					k[1]++
-				case ledger.KindProvision:
 					k[2]++
+				case ledger.KindProvision:
+					k[3]++
 				}
 				keys[e.KeyID+" "+id] = k
 			}
@@ -108,13 +128,13 @@ func ledgerFigures(t testing.TB, id string, r *rig, into figures) {
 	}
 	n := func(v uint64) string { return fmt.Sprint(v) }
 	for m, c := range months {
-		into["months "+m+" "+id] = []string{n(c.releases), n(c.refusals), n(c.counted), n(c.failures), n(c.other)}
+		into["months "+m+" "+id] = []string{n(c.releases), n(c.failed), n(c.refusals), n(c.counted), n(c.failures), n(c.other)}
 	}
 	for k, c := range reasons {
 		into["reasons "+k] = []string{n(c)}
 	}
 	for k, c := range keys {
-		into["key-ids "+k] = []string{n(c[0]), n(c[1]), n(c[2])}
+		into["key-ids "+k] = []string{n(c[0]), n(c[1]), n(c[2]), n(c[3])}
 	}
 	into["logs "+id+" custodian/"+id] = []string{n(uint64(r.a.Ledger.Size()))}
 }
@@ -129,7 +149,7 @@ func pageFigures(t testing.TB, dom []byte) (figures, string) {
 	// keyCells is how many leading cells name a row in each table; then
 	// come its numbers (the key IDs' dates are not counted).
 	keyCells := map[string]int{"logs": 2, "months": 2, "reasons": 4, "key-ids": 2}
-	numbers := map[string]int{"logs": 1, "months": 5, "reasons": 1, "key-ids": 3}
+	numbers := map[string]int{"logs": 1, "months": 6, "reasons": 1, "key-ids": 4}
 	out := figures{}
 	totals := ""
 	for n := range doc.Descendants() {
@@ -257,18 +277,24 @@ func TestReportPageInChromium(t *testing.T) {
 		}
 	}
 	var doc struct {
-		Months []struct{ Releases, Refusals, Counted uint64 }
-		Logs   []struct{ Origin string }
+		Months []struct {
+			Releases, Refusals, Counted uint64
+			Failed                      uint64 `json:"failed_releases"`
+		}
+		Logs []struct{ Origin string }
 	}
 	data, err := os.ReadFile(filepath.Join(out, "report.json"))
 	if err != nil || json.Unmarshal(data, &doc) != nil {
 		t.Fatalf("report.json: %v", err)
 	}
-	var rel, ref, counted uint64
+	var rel, failed, ref, counted uint64
 	for _, m := range doc.Months {
-		rel, ref, counted = rel+m.Releases, ref+m.Refusals, counted+m.Counted
+		rel, failed, ref, counted = rel+m.Releases, failed+m.Failed, ref+m.Refusals, counted+m.Counted
 	}
-	if line := fmt.Sprintf("%d releases, %d refusals logged, %d refusals counted before verification", rel, ref, counted); !strings.HasPrefix(totals, line) {
+	if failed == 0 {
+		t.Error("report.json counts no failed release: fillLedger logged some")
+	}
+	if line := fmt.Sprintf("%d releases (and %d releases that failed), %d refusals logged, %d refusals counted in tallies", rel, failed, ref, counted); !strings.HasPrefix(totals, line) {
 		t.Errorf("the page's totals say %q; report.json adds up to %q", totals, line)
 	}
 	if len(doc.Logs) != 2 {

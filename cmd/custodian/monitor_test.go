@@ -32,6 +32,8 @@ type memLog struct {
 	signed []byte
 	cp     *log.Checkpoint
 	vkey   string
+	skey   string
+	entry  func(i int64) []byte // entry i's bytes
 }
 
 func memEntry(i int64) []byte {
@@ -48,14 +50,20 @@ func memEntry(i int64) []byte {
 }
 
 func newMemLog(tb testing.TB, n int64) *memLog {
+	return newLogOf(tb, "custodian/bench", n, memEntry)
+}
+
+// newLogOf is a log of n entries, entry(i) the i-th, signed by a fresh key
+// named origin.
+func newLogOf(tb testing.TB, origin string, n int64, entry func(int64) []byte) *memLog {
 	tb.Helper()
-	skey, vkey, err := note.GenerateKey(rand.Reader, "custodian/bench")
+	skey, vkey, err := note.GenerateKey(rand.Reader, origin)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	m := &memLog{vkey: vkey}
+	m := &memLog{vkey: vkey, skey: skey, entry: entry}
 	for i := range n {
-		hs, err := tlog.StoredHashes(i, memEntry(i), m)
+		hs, err := tlog.StoredHashes(i, entry(i), m)
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -65,7 +73,7 @@ func newMemLog(tb testing.TB, n int64) *memLog {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	m.cp = &log.Checkpoint{Origin: "custodian/bench", Size: uint64(n), Hash: root[:]}
+	m.cp = &log.Checkpoint{Origin: origin, Size: uint64(n), Hash: root[:]}
 	signer, err := note.NewSigner(skey)
 	if err != nil {
 		tb.Fatal(err)
@@ -95,7 +103,7 @@ func (m *memLog) Tile(t tlog.Tile) ([]byte, error) {
 	}
 	var out []byte
 	for i := range int64(t.W) {
-		e := memEntry(t.N<<ledger.TileHeight + i)
+		e := m.entry(t.N<<ledger.TileHeight + i)
 		out = binary.BigEndian.AppendUint16(out, uint16(len(e)))
 		out = append(out, e...)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"os"
@@ -21,6 +22,7 @@ type progress struct {
 	now         func() time.Time
 	drawn       bool // the bar is on the current line
 	done, fail  int
+	unit        string // what is counted: "envelopes" unless set
 }
 
 const (
@@ -92,9 +94,9 @@ func (p *progress) bar(now time.Time) string {
 	return "[" + strings.Repeat("#", filled) + strings.Repeat(".", barWidth-filled) + "] " + p.status(now)
 }
 
-// status is "N of M envelopes, F not opened, R/s".
+// status is "N of M envelopes, F not opened, R/s" (unit for envelopes).
 func (p *progress) status(now time.Time) string {
-	s := fmt.Sprintf("%d of %d envelopes", p.done, p.total)
+	s := fmt.Sprintf("%d of %d %s", p.done, p.total, cmp.Or(p.unit, "envelopes"))
 	if p.fail > 0 {
 		s += fmt.Sprintf(", %d not opened", p.fail)
 	}

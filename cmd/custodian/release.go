@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -74,6 +75,10 @@ type apiClient struct {
 	http *http.Client
 	ca   string // the --ca file, "" for the system's roots
 	pace *pacer // nil: requests are not spaced
+	// retryFor caps the time one request waits on 429 and 503 answers
+	// (0: maxRetrying); retrying, if set, is told of each wait.
+	retryFor time.Duration
+	retrying func(status int, wait time.Duration)
 }
 
 // apiError is a refusal the custodian sent.
@@ -139,7 +144,7 @@ func (c *apiClient) sendCapped(ctx context.Context, method, path, contentType st
 	path, query, _ := strings.Cut(path, "?")
 	u := c.base.JoinPath(path)
 	u.RawQuery = query
-	deadline := time.Now().Add(maxRetrying)
+	deadline := time.Now().Add(cmp.Or(c.retryFor, maxRetrying))
 	for {
 		if err := c.pace.wait(ctx); err != nil {
 			return err
@@ -157,6 +162,9 @@ func (c *apiClient) sendCapped(ctx context.Context, method, path, contentType st
 		}
 		if wait, again := retryAfter(resp); again && r == nil && time.Now().Add(wait).Before(deadline) {
 			resp.Body.Close()
+			if c.retrying != nil {
+				c.retrying(resp.StatusCode, wait)
+			}
 			if err := sleepCtx(ctx, wait); err != nil {
 				return err
 			}

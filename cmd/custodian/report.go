@@ -2,19 +2,24 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/http"
 	"net/url"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/hsm/release"
 	"github.com/custodian-project/custodian/hsm/report"
 )
 
@@ -22,6 +27,7 @@ import (
 type reportFlags struct {
 	ledgers, keys []string
 	out           string
+	maxAge        time.Duration
 	network       clientTLS
 }
 
@@ -56,6 +62,7 @@ opened commitment holds.`,
 	fl := cmd.Flags()
 	fl.StringArrayVar(&f.ledgers, "ledger", nil, "an appliance's address, a static copy's URL (ending in /), or a directory written by ledger export; repeat for several")
 	fl.StringArrayVar(&f.keys, "verifier-key", nil, "the ledger's pinned checkpoint verifier key, or a file holding it (ledger-key.pub); one per --ledger, in the same order")
+	fl.DurationVar(&f.maxAge, "max-age", 0, "refuse a ledger whose newest entry is older than this (e.g. 168h): a mirror may serve an old export; 0 accepts any age")
 	fl.StringVar(&f.out, "out", "", "the directory to write index.html, report.json and the CSV files into (created if need be)")
 	f.network.register(cmd, false)
 	fl.Lookup("insecure-http").Usage = "allow an http:// --ledger (a test daemon, or a static copy on a closed network): nothing is protected on the way"
@@ -66,6 +73,10 @@ opened commitment holds.`,
 }
 
 func (f *reportFlags) run(ctx context.Context, g *globals) error {
+	// --out is checked before the ledgers are read, which can take long.
+	if err := report.CheckOut(f.out); err != nil {
+		return withHint(fmt.Errorf("--out %s: %w", f.out, pathError(err)), "choose an --out directory you can write, or a new one")
+	}
 	r, err := f.build(ctx, g)
 	if err != nil {
 		return err
@@ -86,17 +97,11 @@ func (f *reportFlags) build(ctx context.Context, g *globals) (*report.Report, er
 			"give --verifier-key right after each --ledger, in the same order")
 	}
 	b := report.NewBuilder()
-	seen := map[string]string{}
+	seen := seenLedgers{}
 	for i, raw := range f.ledgers {
-		l, err := f.read(ctx, g, raw, f.keys[i], b)
-		if err != nil {
+		if err := f.read(ctx, g, raw, f.keys[i], b, seen); err != nil {
 			return nil, err
 		}
-		if first, dup := seen[l.Origin]; dup {
-			return nil, withHint(fmt.Errorf("--ledger %s and --ledger %s are the same ledger (%s)", first, raw, l.Origin),
-				"give each appliance's ledger once: its entries would be counted twice")
-		}
-		seen[l.Origin] = raw
 	}
 	return b.Report(time.Now()), nil
 }
@@ -110,44 +115,135 @@ func (f *reportFlags) write(r *report.Report) error {
 }
 
 // read checks one --ledger against its key and adds every entry to b.
-func (f *reportFlags) read(ctx context.Context, g *globals, raw, keyFlag string, b *report.Builder) (report.Log, error) {
+func (f *reportFlags) read(ctx context.Context, g *globals, raw, keyFlag string, b *report.Builder, seen seenLedgers) error {
 	key, err := readKeyArg("verifier-key", keyFlag)
 	if err == nil {
 		err = checkVerifierKey("verifier-key", key)
 	}
 	if err != nil {
-		return report.Log{}, err
+		return err
 	}
 	src, err := parseLedgerSource(raw)
 	if err != nil {
-		return report.Log{}, err
+		return err
 	}
 	c, closeSrc, err := src.client(g, f.network)
 	if err != nil {
-		return report.Log{}, err
+		return err
 	}
 	defer closeSrc()
 	signed, err := fetchCapped(ctx, c, src.prefix+"checkpoint", ledger.MaxCheckpointSize)
+	if derr := dirProblem(raw, err); derr != nil {
+		return derr
+	}
 	if err != nil {
-		return report.Log{}, withHint(fmt.Errorf("reading the checkpoint of --ledger %s: %w", raw, err), src.hint())
+		return src.words(fmt.Errorf("reading the checkpoint of --ledger %s (%s): %w", raw, src.prefix+"checkpoint", err), src.hint()...)
 	}
 	cp, err := ledger.VerifyCheckpoint(signed, key)
 	if err != nil {
-		return report.Log{}, withHint(fmt.Errorf("--ledger %s: %w", raw, err),
+		return withHint(fmt.Errorf("--ledger %s: %w", raw, err),
 			"check --verifier-key against the appliance's published ledger-key.pub; if it is right, the ledger read is not that appliance's")
 	}
 	if cp.Size > maxTreeSize {
-		return report.Log{}, withHint(fmt.Errorf("--ledger %s: its signed checkpoint claims %d entries, more than any ledger holds", raw, cp.Size),
+		return withHint(fmt.Errorf("--ledger %s: its signed checkpoint claims %d entries, more than any ledger holds", raw, cp.Size),
 			"a checkpoint signed with the ledger's key never says this: keep it and report it")
 	}
-	id := report.Custodian(cp.Origin)
-	tiles := newRemoteTiles(ctx, c, src.prefix, signed, cp)
-	if err := eachEntry(tiles, int64(cp.Size), func(index int64, e *ledger.Entry) { b.Add(id, e) }); err != nil {
-		return report.Log{}, src.notTheLog(raw, err)
+	id, err := report.Custodian(cp.Origin)
+	if err != nil {
+		return withHint(fmt.Errorf("--ledger %s: %w", raw, err), "an appliance's ledger key is named custodian/<its custodian ID>: check that this is an appliance's ledger-key.pub")
 	}
-	l := report.Log{Origin: cp.Origin, Source: raw, Size: int64(cp.Size), Checkpoint: string(signed)}
-	b.AddLog(l)
-	return l, nil
+	if err := seen.add(raw, id, key); err != nil {
+		return err
+	}
+	tiles := newRemoteTiles(ctx, c, src.prefix, signed, cp)
+	var addErr error
+	bar := newProgress(g, int(cp.Size))
+	bar.unit = "entries of --ledger " + raw
+	defer bar.finish()
+	err = eachEntry(tiles, int64(cp.Size), func(index int64, e *ledger.Entry) {
+		if index%(1<<ledger.TileHeight) == 0 || index == int64(cp.Size)-1 {
+			bar.update(int(index+1), 0)
+		}
+		if addErr == nil {
+			if addErr = b.Add(id, e); addErr != nil {
+				addErr = withHint(fmt.Errorf("--ledger %s: entry %d: %w", raw, index, addErr),
+					"a ledger signed with its key never says this: keep the files and report them to the appliance's operator")
+			}
+		}
+	})
+	if err != nil {
+		return src.notTheLog(raw, err)
+	}
+	if addErr != nil {
+		return addErr
+	}
+	if err := f.checkAge(raw, b.Newest(id)); err != nil {
+		return err
+	}
+	b.AddLog(report.Log{Origin: cp.Origin, Source: src.public(raw, id), Size: int64(cp.Size),
+		RootHash: base64.StdEncoding.EncodeToString(cp.Hash), VerifierKey: key, Checkpoint: verifiedNote(signed, key)})
+	return nil
+}
+
+// checkAge refuses, under --max-age, a ledger whose newest entry is older
+// than asked: the copy read may be an old export, and the page would
+// present it as current.
+func (f *reportFlags) checkAge(raw string, newest time.Time) error {
+	if f.maxAge <= 0 {
+		return nil
+	}
+	if newest.IsZero() {
+		return withHint(fmt.Errorf("--ledger %s has no entry, so its age cannot be checked against --max-age %s", raw, f.maxAge),
+			"read the appliance itself, or leave out --max-age for a new ledger")
+	}
+	if age := time.Since(newest); age > f.maxAge {
+		return withHint(fmt.Errorf("--ledger %s: its newest entry is from %s, %s ago, older than --max-age %s", raw, newest.UTC().Format(time.RFC3339), age.Truncate(time.Second), f.maxAge),
+			"the copy read may be an old export: read the appliance itself or a fresh export, or raise --max-age if the appliance has been quiet")
+	}
+	return nil
+}
+
+// seenLedger is a ledger already read: two --ledger of one custodian are
+// refused, and the message says whether they are the same ledger (the
+// same key) or two ledgers that claim one custodian ID.
+type seenLedger struct{ raw, key string }
+
+type seenLedgers map[string]seenLedger
+
+func (s seenLedgers) add(raw, id, key string) error {
+	first, dup := s[id]
+	switch {
+	case !dup:
+		s[id] = seenLedger{raw, key}
+		return nil
+	case first.key == key:
+		return withHint(fmt.Errorf("--ledger %s and --ledger %s are the same ledger (custodian/%s, the same key)", first.raw, raw, id),
+			"give each appliance's ledger once: its entries would be counted twice")
+	}
+	return withHint(fmt.Errorf("--ledger %s and --ledger %s are two ledgers of custodian %s, signed by different keys", first.raw, raw, id),
+		"a replaced or re-enrolled appliance has a new ledger: write a report for each key, or check which key is the custodian's now")
+}
+
+// verifiedNote is signed as far as key verified it: the note's text and
+// key's signature lines. Lines signed by other keys are dropped: nobody
+// checked them, so the page must not show them beside the checked one.
+// signed has verified already (ledger.VerifyCheckpoint).
+func verifiedNote(signed []byte, key string) string {
+	v, err := note.NewVerifier(key)
+	if err != nil {
+		return ""
+	}
+	n, err := note.Open(signed, note.VerifierList(v))
+	if err != nil {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString(n.Text)
+	b.WriteString("\n")
+	for _, sig := range n.Sigs {
+		fmt.Fprintf(&b, "\u2014 %s %s\n", sig.Name, sig.Base64)
+	}
+	return b.String()
 }
 
 // eachEntry reads entries 0..size-1 from src's entry bundles, each checked
@@ -180,7 +276,12 @@ func eachEntry(src *remoteTiles, size int64, add func(index int64, e *ledger.Ent
 type ledgerSource struct {
 	base, prefix string // a URL's server and path
 	dir          string // or a directory
+	shown        string // --ledger as given
 }
+
+// reportRetryFor caps how long one request of the report waits on a
+// server that answers busy, saying so on stderr at each wait.
+const reportRetryFor = 2 * time.Minute
 
 // parseLedgerSource reads --ledger: an http(s) URL (an appliance's
 // address, or a static copy's ending in /) or a local directory.
@@ -189,13 +290,18 @@ func parseLedgerSource(raw string) (ledgerSource, error) {
 		return ledgerSource{}, withHint(errors.New("--ledger is empty"), "give an appliance's address, a static copy's URL or an exported directory")
 	}
 	if scheme, _, ok := strings.Cut(raw, "://"); ok && !strings.ContainsAny(scheme, "/\\") {
+		if u, err := url.Parse(raw); err == nil && u.User != nil {
+			u.User = nil
+			return ledgerSource{}, withHint(fmt.Errorf("--ledger %s names a user or password before the host: the report would publish them and never sends them", u.Redacted()),
+				"give the URL without user:password@; a ledger is public, so serve the static copy without a password")
+		}
 		base, prefix, err := tlogURL("ledger", raw)
-		return ledgerSource{base: base, prefix: prefix}, err
+		return ledgerSource{base: base, prefix: prefix, shown: raw}, err
 	}
 	if strings.ContainsRune(raw, 0) {
 		return ledgerSource{}, withHint(errors.New("--ledger names no directory"), "give the directory ledger export wrote")
 	}
-	return ledgerSource{dir: raw, prefix: "/"}, nil
+	return ledgerSource{dir: raw, prefix: "/", shown: raw}, nil
 }
 
 // client is what reads the source: an API client for a URL; for a
@@ -203,11 +309,27 @@ func parseLedgerSource(raw string) (ledgerSource, error) {
 // only (an os.Root: no way out by .. or a symbolic link).
 func (s ledgerSource) client(g *globals, network clientTLS) (*apiClient, func(), error) {
 	if s.dir == "" {
-		c, err := g.apiClient(s.base, network)
+		quiet := *g
+		quiet.stderr = io.Discard // its warning speaks of warrants; the report's follows
+		c, err := quiet.apiClient(s.base, network)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, s.words(err)
 		}
-		c.pace = newPacer() // below the appliance's per-client rate, which it shares with other readers
+		if c.base.Scheme == "http" {
+			fmt.Fprintln(g.stderr, "warning: plain HTTP (--insecure-http): anyone on the path can change or withhold what --ledger "+s.shown+
+				" serves; every entry is still checked against --verifier-key, but an old copy cannot be told from a current one")
+		}
+		if s.prefix == release.TlogPrefix {
+			// An appliance: below its per-client rate, which it shares
+			// with other readers. A static copy's web server is not
+			// paced; if it answers 429 or 503 with Retry-After, each
+			// request waits as asked, for up to reportRetryFor.
+			c.pace = newPacer()
+		}
+		c.retryFor = reportRetryFor
+		c.retrying = func(status int, wait time.Duration) {
+			fmt.Fprintf(g.stderr, "--ledger %s: the server answered %d (busy); trying again in %s, for up to %s in all\n", s.shown, status, wait, reportRetryFor)
+		}
 		return c, func() {}, nil
 	}
 	st, err := os.Stat(s.dir)
@@ -225,17 +347,70 @@ func (s ledgerSource) client(g *globals, network clientTLS) (*apiClient, func(),
 		root.Close()
 		return nil, nil, withHint(fmt.Errorf("--ledger %s holds no checkpoint", s.dir), "give the directory ledger export wrote (it holds checkpoint and tile/)")
 	}
-	c := &apiClient{base: &url.URL{Scheme: "file", Path: "/"}, http: &http.Client{Transport: http.NewFileTransportFS(root.FS())}}
+	c := &apiClient{base: &url.URL{Scheme: "file", Path: "/"}, http: &http.Client{Transport: dirTransport{root}}}
 	return c, func() { root.Close() }, nil
+}
+
+// dirTransport answers a request with the file it names inside root. Only
+// a regular file is read: a named pipe would block the report for ever, a
+// device or a directory is no export's. The file is opened without
+// blocking and checked once open, so it cannot be swapped in between.
+type dirTransport struct{ root *os.Root }
+
+// dirFileError is a file of an exported directory that cannot be read.
+type dirFileError struct{ name, problem, hint string }
+
+func (e *dirFileError) Error() string { return e.name + " " + e.problem }
+
+func (t dirTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	name := strings.TrimPrefix(req.URL.Path, "/")
+	f, err := t.root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, t.openError(name, err)
+	}
+	st, err := f.Stat()
+	if err == nil && !st.Mode().IsRegular() {
+		err = &dirFileError{name, "is not a regular file (a named pipe, a device or a directory)", "put back the file ledger export wrote, or export the ledger again"}
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &http.Response{StatusCode: http.StatusOK, Status: "200 OK", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: http.Header{}, Body: f, ContentLength: st.Size(), Request: req}, nil
+}
+
+// openError says why name could not be opened.
+func (t dirTransport) openError(name string, err error) error {
+	if st, lerr := t.root.Lstat(name); lerr == nil && st.Mode()&fs.ModeSymlink != 0 {
+		return &dirFileError{name, "is a symbolic link, which the report does not follow out of the directory", "copy the file itself into the directory, or export the ledger again"}
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return &dirFileError{name, "is missing: the export is incomplete", "export the ledger again (custodian ledger export), or copy the whole directory"}
+	}
+	return &dirFileError{name, "cannot be read: " + pathError(err).Error(), "check the directory's permissions"}
+}
+
+// dirProblem is err in a directory's words if a file of it could not be
+// read, else nil.
+func dirProblem(raw string, err error) error {
+	var de *dirFileError
+	if !errors.As(err, &de) {
+		return nil
+	}
+	return withHint(fmt.Errorf("--ledger %s: %s", raw, de), de.hint)
 }
 
 // notTheLog is a tile or bundle of raw that does not check against its
 // signed checkpoint: the reader's words for export --server (which keeps
 // what it wrote) give way to the report's, which writes nothing.
 func (s ledgerSource) notTheLog(raw string, err error) error {
+	if derr := dirProblem(raw, err); derr != nil {
+		return derr
+	}
 	var fetch *fetchError
 	if errors.As(err, &fetch) {
-		return withHint(fmt.Errorf("--ledger %s: %w", raw, err), s.hint())
+		return s.words(fmt.Errorf("--ledger %s: %w", raw, err), s.hint()...)
 	}
 	where := "the server"
 	if s.dir != "" {
@@ -247,12 +422,46 @@ func (s ledgerSource) notTheLog(raw string, err error) error {
 		"nothing was written: keep the files as they are and report them to the appliance's operator; its own copy (custodian ledger export) is the log to publish")
 }
 
-// hint says what to check when a source's checkpoint cannot be read.
-func (s ledgerSource) hint() string {
+// public is how the page names the source: a URL as given (it holds no
+// user or password, parseLedgerSource refused those), a directory as an
+// exported copy, never its path on this machine.
+func (s ledgerSource) public(raw, id string) string {
 	if s.dir != "" {
-		return "give the directory ledger export wrote (it holds checkpoint and tile/)"
+		return "an exported copy of " + id + "'s ledger"
 	}
-	return "check the address, that the appliance or web server is up, and the network"
+	return raw
+}
+
+// hint says what to check when a source's checkpoint cannot be read.
+func (s ledgerSource) hint() []string {
+	if s.dir != "" {
+		return []string{"give the directory ledger export wrote (it holds checkpoint and tile/)"}
+	}
+	hints := []string{"check the address, that the appliance or web server is up, and the network"}
+	if s.prefix == release.TlogPrefix {
+		hints = append(hints, "--ledger names no path, so it was read as an appliance's address (its ledger is under "+release.TlogPrefix+
+			"); for a static copy, give the URL of its directory, ending in /")
+	}
+	return hints
+}
+
+// reportWords turns the API client's words, written for commands that
+// talk to an appliance with --server, into the report's: a --ledger may
+// be any web server.
+var reportWords = strings.NewReplacer(
+	"the custodian answered", "the server answered",
+	"cannot reach the custodian at", "cannot reach the server at",
+	"which the custodian API never sends; check --server", "which the report does not follow: give the URL it leads to",
+	"--server", "--ledger",
+)
+
+// words is err, and its hints then more, in the report's words.
+func (s ledgerSource) words(err error, more ...string) error {
+	hints := hintsOf(err)
+	for i, h := range hints {
+		hints[i] = reportWords.Replace(h)
+	}
+	return withHint(errors.New(reportWords.Replace(err.Error())), append(hints, more...)...)
 }
 
 // pathError is err without the Go wrapping that repeats the path.

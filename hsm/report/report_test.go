@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -121,7 +124,7 @@ func TestReportFigures(t *testing.T) {
 		t.Fatalf("months.csv has %d rows, want %d and a header", len(rows), len(r.Months))
 	}
 	for i, m := range r.Months {
-		if row := rows[i+1]; row[0] != m.Month || row[1] != m.Custodian || row[2] != u(m.Releases) || row[3] != u(m.Refusals) || row[4] != u(m.Counted) {
+		if row := rows[i+1]; row[0] != "'"+m.Month || row[1] != m.Custodian || row[2] != u(m.Releases) || row[3] != u(m.Failed) || row[4] != u(m.Refusals) || row[5] != u(m.Counted) {
 			t.Errorf("months.csv row %d = %v, want %+v", i+1, row, m)
 		}
 	}
@@ -181,7 +184,7 @@ func checkNoInjection(t testing.TB, field string, page []byte) {
 		"header": true, "h1": true, "h2": true, "p": true, "time": true, "main": true, "section": true, "table": true,
 		"caption": true, "thead": true, "tbody": true, "tr": true, "th": true, "td": true, "details": true, "summary": true,
 		"pre": true, "figure": true, "span": true, "svg": true, "desc": true, "g": true, "text": true, "rect": true,
-		"figcaption": true, "a": true, "code": true, "ul": true, "li": true, "footer": true}
+		"figcaption": true, "a": true, "code": true, "ul": true, "li": true, "footer": true, "div": true}
 	doc, err := html.Parse(bytes.NewReader(page))
 	if err != nil {
 		t.Fatal(err)
@@ -324,6 +327,207 @@ func TestCSVFieldsAreNotFormulas(t *testing.T) {
 		}
 		if row[0] != row[1] || (row[0] != `a,"b"` && row[0][0] != '\'') {
 			t.Errorf("row %q: the key ID and custodian fields are not the value written, as text", row)
+		}
+	}
+}
+
+var day = time.Date(2026, 11, 5, 12, 0, 0, 0, time.UTC)
+
+func release(keyID string, at time.Time) *ledger.Entry {
+	return &ledger.Entry{Time: at, Kind: ledger.KindRelease, Outcome: ledger.OutcomeOK, KeyID: keyID}
+}
+
+func failure(keyID, code string, at time.Time) *ledger.Entry {
+	return &ledger.Entry{Time: at, Kind: ledger.KindFailure, Outcome: ledger.OutcomeRefused, KeyID: keyID, Reason: code}
+}
+
+// TestFailedReleasesAreNotReleases: a release entry that a failure entry
+// for its key ID follows (sealing failed, or the appliance stopped and
+// logged it as interrupted at its next start, in the next month here) is
+// a failed release, in the release's month and key ID, not a release; a
+// failed change (change-failed) and a failure with no release before it
+// undo nothing.
+func TestFailedReleasesAreNotReleases(t *testing.T) {
+	b := NewBuilder()
+	next := day.AddDate(0, 1, 0)
+	for _, e := range []*ledger.Entry{
+		release("2026-11", day), failure("2026-11", "store_failed", day),
+		release("2026-11", day), release("2026-10", day),
+		failure("2026-10", "interrupted", next),
+		failure("2026-11", "change-failed", next),
+		failure("2026-09", "seal_failed", next),
+	} {
+		if err := b.Add("court-a", e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := b.Report(day)
+	want := []Month{
+		{Month: "2026-11", Custodian: "court-a", Releases: 1, Failed: 2},
+		{Month: "2026-12", Custodian: "court-a", Failures: 2},
+	}
+	if !slices.Equal(r.Months, want) {
+		t.Errorf("months %+v, want %+v", r.Months, want)
+	}
+	for _, k := range r.Keys {
+		if w := map[string][2]uint64{"2026-11": {1, 1}, "2026-10": {0, 1}, "2026-09": {0, 0}}[k.KeyID]; [2]uint64{k.Releases, k.Failed} != w {
+			t.Errorf("key ID %s: %d releases, %d failed, want %v", k.KeyID, k.Releases, k.Failed, w)
+		}
+	}
+	if got := r.Totals().String(); !strings.HasPrefix(got, "1 release (and 2 releases that failed)") {
+		t.Errorf("totals %q", got)
+	}
+}
+
+// TestInvariantReportBoundsOneLedger: a ledger that logs a new reason or
+// key ID in every entry adds at most MaxReasons and MaxKeyIDs rows, the
+// rest folded into one row each, every count kept; one spanning more than
+// MaxMonths months is refused.
+func TestInvariantReportBoundsOneLedger(t *testing.T) {
+	b := NewBuilder()
+	const n = 3000
+	for i := range n {
+		counts := map[string]uint64{fmt.Sprintf("r%d", i): 1}
+		if err := b.Add("court-a", &ledger.Entry{Time: day, Kind: ledger.KindUnverified, Outcome: ledger.OutcomeRefused, Counts: counts}); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Add("court-a", release(fmt.Sprintf("k%d", i), day)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := b.Report(day)
+	if len(r.Reasons) != MaxReasons+1 || len(r.Keys) != MaxKeyIDs+1 {
+		t.Errorf("%d reasons and %d key IDs, want %d and %d", len(r.Reasons), len(r.Keys), MaxReasons+1, MaxKeyIDs+1)
+	}
+	var reasons, releases uint64
+	for _, x := range r.Reasons {
+		reasons += x.Count
+	}
+	for _, k := range r.Keys {
+		releases += k.Releases
+		if k.KeyID == OtherKeyIDs && k.Releases != n-MaxKeyIDs {
+			t.Errorf("%s: %d releases, want %d", OtherKeyIDs, k.Releases, n-MaxKeyIDs)
+		}
+	}
+	if reasons != n || releases != n {
+		t.Errorf("%d refusals and %d releases counted, want %d of each", reasons, releases, n)
+	}
+
+	// Eight reasons a month, every month: rows stop at MaxReasonRows, then
+	// each month's are folded.
+	b = NewBuilder()
+	for i := range MaxMonths {
+		counts := map[string]uint64{}
+		for j := range 8 {
+			counts[fmt.Sprintf("r%d", (8*i+j)%MaxReasons)] = 1
+		}
+		if err := b.Add("court-a", &ledger.Entry{Time: day.AddDate(0, i, 0), Kind: ledger.KindUnverified, Outcome: ledger.OutcomeRefused, Counts: counts}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rows := len(b.Report(day).Reasons); rows > MaxReasonRows+MaxMonths {
+		t.Errorf("%d reason rows, want at most %d and one per month", rows, MaxReasonRows+MaxMonths)
+	}
+
+	b = NewBuilder()
+	var err error
+	for i := 0; err == nil && i <= MaxMonths; i++ {
+		err = b.Add("court-a", release("k", day.AddDate(0, i, 0)))
+	}
+	if !errors.Is(err, ErrTooManyMonths) {
+		t.Errorf("%d months: %v, want %v", MaxMonths+1, err, ErrTooManyMonths)
+	}
+}
+
+// TestInvariantReportCountsDoNotWrap: tallies that add up past 2^64-1
+// refuse the ledger instead of showing a wrapped figure; sums over several
+// ledgers stop at 2^64-1.
+func TestInvariantReportCountsDoNotWrap(t *testing.T) {
+	b := NewBuilder()
+	tally := &ledger.Entry{Time: day, Kind: ledger.KindUnverified, Outcome: ledger.OutcomeRefused, Counts: map[string]uint64{"busy": 1 << 63}}
+	if err := b.Add("court-a", tally); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Add("court-a", tally); !errors.Is(err, ErrCountOverflow) {
+		t.Errorf("2^64 refusals: %v, want %v", err, ErrCountOverflow)
+	}
+	b = NewBuilder()
+	for _, id := range []string{"court-a", "court-b"} {
+		if err := b.Add(id, tally); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Add(id, &ledger.Entry{Time: day, Kind: ledger.KindUnverified, Outcome: ledger.OutcomeRefused, Counts: map[string]uint64{"busy": 1<<63 - 1}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := b.Report(day).Totals().Counted; got != math.MaxUint64 {
+		t.Errorf("two ledgers of 2^64-1 refusals each: total %d, want %d", got, uint64(math.MaxUint64))
+	}
+}
+
+// TestEmptyReportHasNoNullLists: a report of an empty ledger has empty
+// lists in its JSON, not null.
+func TestEmptyReportHasNoNullLists(t *testing.T) {
+	b := NewBuilder()
+	b.AddLog(Log{Origin: "custodian/court-a"})
+	var buf bytes.Buffer
+	if err := b.Report(day).WriteJSON(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(buf.Bytes(), []byte("null")) {
+		t.Errorf("report.json has null:\n%s", buf.String())
+	}
+}
+
+// TestChartsKeepLabelsApart: a row's label has a line of its own above its
+// bars, so a long key ID and custodian cannot run over them; the key-ID
+// and month charts' labels say which they are; the SVG scales to the
+// page's width; one flooded series leaves the others' bars visible.
+func TestChartsKeepLabelsApart(t *testing.T) {
+	b := NewBuilder()
+	long := strings.Repeat("w", 64)
+	b.Add("court-with-a-rather-long-identifier-name-for-the-chart", release(long, day))
+	b.Add("court-with-a-rather-long-identifier-name-for-the-chart", &ledger.Entry{Time: day, Kind: ledger.KindUnverified, Outcome: ledger.OutcomeRefused, Counts: map[string]uint64{"busy": math.MaxUint64}})
+	charts := b.Report(day).charts()
+	for _, c := range charts {
+		for _, row := range c.Rows {
+			for _, bar := range row.Bars {
+				if bar.Y < row.Y+labelHeight {
+					t.Errorf("%s: a bar at y %d overlaps its label at y %d", c.ID, bar.Y, row.Y)
+				}
+				if bar.Value > 0 && bar.W == 0 {
+					t.Errorf("%s: %q: a bar of %d has no width", c.ID, row.Label, bar.Value)
+				}
+			}
+		}
+	}
+	if !strings.HasPrefix(charts[0].Rows[0].Label, "month ") || !strings.HasPrefix(charts[2].Rows[0].Label, "key ID ") {
+		t.Errorf("labels %q and %q do not say month and key ID", charts[0].Rows[0].Label, charts[2].Rows[0].Label)
+	}
+	if !strings.Contains(pageText, "svg { max-width: 100%") {
+		t.Error("the page's SVG does not scale to its width")
+	}
+}
+
+// TestCSVNamesStayText: a key ID or custodian a spreadsheet would read as
+// a date or a number is marked as text.
+func TestCSVNamesStayText(t *testing.T) {
+	b := NewBuilder()
+	for _, k := range []string{"1e5", "2026-11", "12:30", "0042", "k-1"} {
+		b.Add("court-a", release(k, day))
+	}
+	var buf bytes.Buffer
+	if err := b.Report(day).writeKeys(&buf); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := csv.NewReader(&buf).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{"'1e5": true, "'2026-11": true, "'12:30": true, "'0042": true, "k-1": true}
+	for _, row := range rows[1:] {
+		if !want[row[0]] {
+			t.Errorf("key ID cell %q", row[0])
 		}
 	}
 }
