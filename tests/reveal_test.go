@@ -397,7 +397,125 @@ func TestRevealScopedEntriesOfAListWarrant(t *testing.T) {
 		t.Fatalf("reveal: %d\n%s%s", code, stdout, stderr)
 	}
 	code, stdout, stderr := cli(t, "ledger", "verify-opening", "--in", at("opening.json"), "--verifier-key", key)
-	if code != 0 || !strings.Contains(stdout, "key ID 2026-12") || !strings.Contains(stdout, "envelope list: 5 entries") {
+	if code != 0 || !strings.Contains(stdout, "key ID 2026-12") || !strings.Contains(stdout, "envelope list: the warrant's whole list, 5 envelopes of every key ID it names") {
 		t.Fatalf("verify-opening: %d\n%s%s", code, stdout, stderr)
+	}
+}
+
+// TestInvariantReplayRefusalNamesNoOtherEntry: whoever resubmits a copy of
+// a warrant the court already used, with an officer's certificate or (on
+// an appliance without --client-ca) none, learns not which entry used it,
+// and gets no salt of the refusal entry committing to it: with one, it
+// could publish the warrant's use before the court decides to.
+func TestInvariantReplayRefusalNamesNoOtherEntry(t *testing.T) {
+	s := newRevealSetup(t)
+	out := filepath.Join(t.TempDir(), "copy.release.json")
+	resubmit := func() (int, string, string) {
+		return cli(t, append([]string{"release", "--server", s.dm.client.base, "--warrant", s.p7s, "--out", out}, s.dm.officerArgs()...)...)
+	}
+	for round := 1; round <= 2; round++ { // the second is counted, not logged
+		code, stdout, stderr := resubmit()
+		if code == 0 || !strings.Contains(stderr, "replayed") || !strings.Contains(stderr, "already used on this custodian") {
+			t.Fatalf("resubmission %d: exit %d\n%s%s", round, code, stdout, stderr)
+		}
+		if strings.Contains(stderr, "ledger entry "+s.index+")") || strings.Contains(stderr, "(ledger entry "+s.index) {
+			t.Errorf("resubmission %d names the court's release entry %s:\n%s", round, s.index, stderr)
+		}
+		if keptRE.MatchString(stdout) {
+			t.Errorf("resubmission %d was given a salt:\n%s", round, stdout)
+		}
+		if _, err := os.Stat(strings.TrimSuffix(out, ".json") + ".salts.json"); err == nil {
+			t.Errorf("resubmission %d wrote a salts file", round)
+		}
+	}
+}
+
+// TestInvariantReplayRefusalNamesNoOtherEntryWithoutCertificates: on an
+// appliance that takes warrants from anyone, a resubmitted copy learns
+// nothing of the entry that used it, logged or counted.
+func TestInvariantReplayRefusalNamesNoOtherEntryWithoutCertificates(t *testing.T) {
+	d, p7s := networkDevice(t, "W-open-oracle")
+	dm := startDaemon(t, d, "--insecure-http")
+	dir := t.TempDir()
+	code, stdout, stderr := releaseWithPress(t, d, dm, p7s, filepath.Join(dir, "r.release.json"))
+	idx := regexp.MustCompile(`ledger entry (\d+)\)`).FindStringSubmatch(stdout)
+	if code != 0 || idx == nil {
+		t.Fatalf("release: %d\n%s%s", code, stdout, stderr)
+	}
+	for i, name := range []string{"x.json", "y.json"} {
+		code, _, stderr := cli(t, "release", "--server", dm.client.base, "--insecure-http", "--warrant", p7s, "--out", filepath.Join(dir, name))
+		if code == 0 || !strings.Contains(stderr, "already used on this custodian") {
+			t.Fatalf("anonymous resubmission %d: exit %d\n%s", i+1, code, stderr)
+		}
+		if strings.Contains(stderr, "(ledger entry "+idx[1]+")") {
+			t.Errorf("anonymous resubmission %d names the release entry %s:\n%s", i+1, idx[1], stderr)
+		}
+	}
+}
+
+// TestOpeningOfARefusalSaysOnlyThatItWasSubmitted: the opening of a
+// refusal entry (its salt went to whoever submitted the bytes) says it
+// shows a submission and refusal at a time, not that the court published
+// it; every opening says what was checked of the court.
+func TestOpeningOfARefusalSaysOnlyThatItWasSubmitted(t *testing.T) {
+	s := newRevealSetup(t)
+	p7s := s.signed(t, "W-elsewhere", "court-z")
+	code, stdout, stderr := cli(t, append([]string{"release", "--server", s.dm.client.base, "--warrant", p7s, "--out", filepath.Join(s.dir, "z.release.json")}, s.dm.officerArgs()...)...)
+	m := keptRE.FindStringSubmatch(stdout)
+	if code == 0 || m == nil {
+		t.Fatalf("refused release: %d\n%s%s", code, stdout, stderr)
+	}
+	op := filepath.Join(s.dir, "refusal-opening.json")
+	if code, stdout, stderr := s.reveal(t, m[2], p7s, op); code != 0 {
+		t.Fatalf("reveal: %d\n%s%s", code, stdout, stderr)
+	}
+	code, stdout, stderr = s.verifyOpening(t, op, s.courtFiles(t)...)
+	if code != 0 {
+		t.Fatalf("verify-opening: %d\n%s%s", code, stdout, stderr)
+	}
+	for _, want := range []string{"shows only that a copy of this warrant was submitted to custodian court-a and refused at",
+		"not necessarily the court", "does not show that the court submitted or published it",
+		"the default approval policy", "not the policy the appliance enforced"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("verify-opening of a refusal does not say %q:\n%s", want, stdout)
+		}
+	}
+	// The release's own opening makes no such disclaimer.
+	rel := filepath.Join(s.dir, "release-opening.json")
+	if code, stdout, stderr := s.reveal(t, s.salts, s.p7s, rel); code != 0 {
+		t.Fatalf("reveal: %d\n%s%s", code, stdout, stderr)
+	}
+	if _, stdout, _ := s.verifyOpening(t, rel); !strings.Contains(stdout, "logged a release of this warrant") || strings.Contains(stdout, "refused at") {
+		t.Errorf("verify-opening of a release:\n%s", stdout)
+	}
+}
+
+// TestReleaseRefusesSaltsOutOverThePackage: --salts-out equal to --out is
+// refused before anything is submitted, and an existing salts file (a
+// refusal's salt kept earlier, which cannot be asked for again) is never
+// replaced.
+func TestReleaseRefusesSaltsOutOverThePackage(t *testing.T) {
+	s := newRevealSetup(t)
+	p7s := s.signed(t, "W-same-path", "court-a")
+	out := filepath.Join(s.dir, "same.release.json")
+	code, stdout, stderr := cli(t, append([]string{"release", "--server", s.dm.client.base, "--warrant", p7s, "--out", out, "--salts-out", out}, s.dm.officerArgs()...)...)
+	if code == 0 || !strings.Contains(stderr, "is also where the package of key ID 2026-11 goes") || strings.Contains(stdout, "press the button") {
+		t.Fatalf("--salts-out equal to --out: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Fatal("a file was written at --out")
+	}
+	// The salts file of the first release exists: a second release to the
+	// same --out is refused before it is submitted, the file unchanged.
+	before, err := os.ReadFile(s.salts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr = cli(t, append([]string{"release", "--server", s.dm.client.base, "--warrant", p7s, "--out", filepath.Join(s.dir, "r.release.json")}, s.dm.officerArgs()...)...)
+	if code == 0 || !strings.Contains(stderr, "choose another --salts-out") || strings.Contains(stdout, "press the button") {
+		t.Fatalf("release over an existing salts file: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if after, _ := os.ReadFile(s.salts); !bytes.Equal(before, after) {
+		t.Fatal("the existing salts file was changed")
 	}
 }

@@ -287,6 +287,10 @@ type openedJSON struct {
 	Signers       []string            `json:"signers"`
 	EnvelopeList  *warrant.ListDigest `json:"envelope_list,omitempty"`
 	CourtVerified bool                `json:"court_verified"`
+	// Checked and Shows are the text lines saying what was checked of
+	// the court and what the opening proves.
+	Checked string `json:"checked"`
+	Shows   string `json:"shows"`
 }
 
 func printOpened(g *globals, o *opening.Opened, entry string) error {
@@ -297,7 +301,8 @@ func printOpened(g *globals, o *opening.Opened, entry string) error {
 	if g.json {
 		w := o.Warrant
 		return g.printJSON(openedJSON{Origin: o.Origin, TreeSize: o.TreeSize, Entry: describe(ledger.RangeEntry{Index: o.Index, Entry: entry}, o.Entry),
-			Court: w.Court, Docket: w.Docket, Serial: w.Serial, Signers: names, EnvelopeList: o.EnvelopeList, CourtVerified: o.CourtVerified})
+			Court: w.Court, Docket: w.Docket, Serial: w.Serial, Signers: names, EnvelopeList: o.EnvelopeList, CourtVerified: o.CourtVerified,
+			Checked: courtChecked(o.CourtVerified), Shows: openingShows(o)})
 	}
 	e, w := o.Entry, o.Warrant
 	var b bytes.Buffer
@@ -311,13 +316,31 @@ func printOpened(g *globals, o *opening.Opened, entry string) error {
 	fmt.Fprintf(&b, "\nwarrant %s, court %s, docket %s, signed by %s\n", warrant.DisplayName(w.Serial),
 		warrant.DisplayName(w.Court), warrant.DisplayName(w.Docket), strings.Join(names, ", "))
 	if o.EnvelopeList != nil {
-		fmt.Fprintf(&b, "envelope list: %s entries\n", warrant.Thousands(o.EnvelopeList.Count))
+		// The entry commits to the whole list's digest: how many of its
+		// envelopes are of this key ID takes the list itself.
+		fmt.Fprintf(&b, "envelope list: the warrant's whole list, %s envelopes of every key ID it names\n", warrant.Thousands(o.EnvelopeList.Count))
 	}
-	if o.CourtVerified {
-		b.WriteString("the warrant verifies against the court's roots as of the entry's time\n")
-	} else {
-		b.WriteString("the court was not checked (its signatures match the certificates it carries): give --roots, --court and --crl to check it\n")
-	}
+	b.WriteString(courtChecked(o.CourtVerified) + "\n")
+	b.WriteString(openingShows(o) + "\n")
 	g.printf("%s", b.String())
 	return nil
+}
+
+// courtChecked says what was checked of the warrant's court.
+func courtChecked(verified bool) string {
+	if !verified {
+		return "the court was not checked (its signatures match the certificates it carries): give --roots, --court and --crl to check it"
+	}
+	return "the warrant verifies against the court's roots as of the entry's time: signatures, chain to the roots given, revocation by the CRLs given, and the default approval policy (one signer, the default key usages), not the policy the appliance enforced"
+}
+
+// openingShows says what the opening proves of who stood behind the entry.
+// A refusal's salt goes to whoever submitted the warrant's bytes, who need
+// not be its court (docs/threat-model.md, "Salts").
+func openingShows(o *opening.Opened) string {
+	if o.Entry.Kind == ledger.KindRefusal {
+		return fmt.Sprintf("it shows only that a copy of this warrant was submitted to custodian %s and refused at %s: whoever submitted it held a copy, not necessarily the court, and the opening does not show that the court submitted or published it",
+			o.Custodian(), o.Entry.Time.Format(time.RFC3339))
+	}
+	return fmt.Sprintf("it shows that custodian %s logged a %s of this warrant at %s, after the officer's press", o.Custodian(), o.Entry.Kind, o.Entry.Time.Format(time.RFC3339))
 }

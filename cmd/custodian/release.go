@@ -43,10 +43,8 @@ func newReleaseCommand(g *globals) *cobra.Command {
 			if saltsOut == "" {
 				saltsOut = strings.TrimSuffix(out, filepath.Ext(out)) + ".salts.json"
 			}
-			for _, path := range []string{out, saltsOut} {
-				if err := durable.CheckReplaceable(path); err != nil {
-					return err
-				}
+			if err := checkReleasePaths(p7s, out, saltsOut); err != nil {
+				return err
 			}
 			c, err := g.apiClient(server, network)
 			if err != nil {
@@ -374,10 +372,7 @@ func (g *globals) release(ctx context.Context, c *apiClient, s submission, out s
 		if r.KeyID != k || !bytes.Equal(r.WarrantDigest, digest[:]) || r.Recipient != w.Recipient {
 			return fmt.Errorf("the package for key ID %s is not for this warrant", k)
 		}
-		path := out
-		if len(w.KeyIDs) > 1 {
-			path = strings.TrimSuffix(out, filepath.Ext(out)) + "." + k + ".json"
-		}
+		path := packagePath(out, k, len(w.KeyIDs))
 		if err := durable.WriteFile(path, data, 0o644); err != nil {
 			return err
 		}
@@ -473,6 +468,40 @@ func failedKeyIDs(failed map[string]release.Code) string {
 	return strings.Join(parts, ", ")
 }
 
+// packagePath is where the package of key ID k of a warrant naming n
+// key IDs is saved: out, or with several, NAME.KEY-ID.json.
+func packagePath(out, k string, n int) string {
+	if n > 1 {
+		return strings.TrimSuffix(out, filepath.Ext(out)) + "." + k + ".json"
+	}
+	return out
+}
+
+// checkReleasePaths refuses, before anything is submitted, a salts file
+// that would replace a package (--salts-out equal to --out, or the
+// default NAME.salts.json of a warrant naming a key ID "salts") or an
+// earlier salts file: a salt given with a refusal cannot be asked for
+// again, and a package replaced by the court's salts would be handed to
+// the agency. Package paths must be replaceable files.
+func checkReleasePaths(p7s []byte, out, saltsOut string) error {
+	w, _, err := warrant.Inspect(p7s)
+	if err != nil {
+		return withHint(err, "--warrant must be a signed warrant (custodian warrant sign)")
+	}
+	salts := filepath.Clean(saltsOut)
+	for _, k := range w.KeyIDs {
+		path := packagePath(out, k, len(w.KeyIDs))
+		if filepath.Clean(path) == salts {
+			return withHint(fmt.Errorf("--salts-out %s is also where the package of key ID %s goes", saltsOut, k),
+				"give --salts-out a file of its own: the salts are the court's secret, the package goes to the agency")
+		}
+		if err := durable.CheckReplaceable(path); err != nil {
+			return err
+		}
+	}
+	return mustNotExist("salts-out", saltsOut)
+}
+
 // keepSalts writes the salts the custodian gave, the court's secret for
 // opening its entries later (custodian ledger reveal), readable by this
 // user only, whatever the release's outcome (err, returned as it is). A
@@ -486,10 +515,15 @@ func (g *globals) keepSalts(server string, p7s []byte, path string, salts []open
 	f := &opening.SaltsFile{Version: opening.Version, Server: server, WarrantDigest: hex.EncodeToString(d[:]), Salts: salts}
 	data, merr := f.Marshal()
 	if merr == nil {
-		merr = durable.WriteFile(path, data, 0o600)
+		merr = writeNew("salts-out", path, data, 0o600)
 	}
 	if merr != nil {
-		return errors.Join(err, fmt.Errorf("the salts of ledger entries %s were not kept: %w", saltIndexes(salts), merr))
+		// A refusal's salt cannot be asked for again: show it, so that
+		// the court can keep it by hand.
+		if data != nil {
+			g.printf("the salts file was not written; keep this as a .salts.json file, secret:\n%s", data)
+		}
+		return errors.Join(err, fmt.Errorf("the salts of ledger entries %s were not kept in %s: %w", saltIndexes(salts), path, merr))
 	}
 	g.printf("kept the salts of ledger entries %s in %s: keep it secret; custodian ledger reveal opens an entry with it\n", saltIndexes(salts), path)
 	return err

@@ -306,8 +306,10 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request) {
 	st, err := a.Daemon.SubmitList(body, list)
 	<-a.sem
 	var ref *Refusal
-	if errors.As(err, &ref) && ref.LedgerIndex >= 0 && a.Officers != nil {
-		// The submitter is an officer, and the refusal its own entry.
+	if errors.As(err, &ref) && ref.LedgerIndex >= 0 && a.Officers != nil && ref.Code != CodeReplayed {
+		// The submitter is an officer, and the refusal its own entry. A
+		// replayed warrant was the court's before: whoever resubmits a
+		// copy gets no salt that would let it publish the warrant's use.
 		writeErrorWithSalt(w, ref, a.Daemon.salt(ref.LedgerIndex))
 		return
 	}

@@ -457,7 +457,11 @@ func (d *Daemon) verify(p7s []byte, now time.Time, own int64) (v *warrant.Verifi
 	if i, seen, err := a.Ledger.Seen([]byte(v.Replay.String())); err != nil {
 		return nil, true, CodeInternal, err
 	} else if seen && i != own {
-		return nil, true, CodeReplayed, fmt.Errorf("warrant %s was already used (ledger entry %d)", v.Replay, i)
+		// The entry that used it is the court's own: its index goes to the
+		// daemon's log only, never to whoever holds a copy of the warrant
+		// (docs/threat-model.md, "Salts").
+		d.cfg.Log.Debug("replayed", "replay", v.Replay.String(), "used_by_entry", i)
+		return nil, true, CodeReplayed, fmt.Errorf("warrant %s was already used on this custodian", v.Replay)
 	}
 	return v, true, "", nil
 }
