@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -518,4 +519,42 @@ func TestReleaseRefusesSaltsOutOverThePackage(t *testing.T) {
 	if after, _ := os.ReadFile(s.salts); !bytes.Equal(before, after) {
 		t.Fatal("the existing salts file was changed")
 	}
+}
+
+// TestInvariantSaltsGoOnlyToTheSubmittingCertificate: another officer's
+// certificate of the same officers' CA (another court's officer) that
+// holds the request's ID is given its status but none of its salts, also
+// after a restart, when the status is read from the request's record;
+// the submitting certificate still gets them.
+func TestInvariantSaltsGoOnlyToTheSubmittingCertificate(t *testing.T) {
+	s := newRevealSetup(t)
+	site := s.dm.site
+	other, err := tls.LoadX509KeyPair(site.OtherCert, site.OtherKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherClient := func(base string) *client {
+		cfg := &tls.Config{RootCAs: site.roots, MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{other}}
+		return &client{base: base, http: &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 30 * time.Second}}
+	}
+	salt := saltOf(t, s.salts)
+	check := func(when, base string) {
+		var mine, theirs release.Status
+		(&client{base: base, http: site.httpClient(true)}).getJSON(t, "/v1/requests/"+s.request, &mine)
+		if len(mine.Salts) != 1 || mine.Salts[0].Salt != salt {
+			t.Errorf("%s: the submitting officer's status carries salts %+v", when, mine.Salts)
+		}
+		c := otherClient(base)
+		c.getJSON(t, "/v1/requests/"+s.request, &theirs)
+		if theirs.State != release.StateReleased || len(theirs.Salts) != 0 {
+			t.Errorf("%s: another officer's status: %s with salts %+v", when, theirs.State, theirs.Salts)
+		}
+		if _, body := c.get(t, "/v1/requests/"+s.request+"?wait=1"); bytes.Contains(body, []byte(salt)) {
+			t.Errorf("%s: another officer's waiting status carries the salt", when)
+		}
+	}
+	check("before a restart", s.dm.client.base)
+	s.dm.stop()
+	dm := startDaemon(t, s.d, site.serveArgs()...)
+	check("after a restart", dm.client.base)
 }
