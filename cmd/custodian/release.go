@@ -43,11 +43,11 @@ func newReleaseCommand(g *globals) *cobra.Command {
 			if saltsOut == "" {
 				saltsOut = strings.TrimSuffix(out, filepath.Ext(out)) + ".salts.json"
 			}
-			if err := checkReleasePaths(p7s, out, saltsOut); err != nil {
-				return err
-			}
 			c, err := g.apiClient(server, network)
 			if err != nil {
+				return err
+			}
+			if err := checkReleasePaths(p7s, out, saltsOut); err != nil {
 				return err
 			}
 			var salts []opening.Salt
