@@ -558,3 +558,44 @@ func TestInvariantSaltsGoOnlyToTheSubmittingCertificate(t *testing.T) {
 	dm := startDaemon(t, s.d, site.serveArgs()...)
 	check("after a restart", dm.client.base)
 }
+
+// TestReleaseFetchesARequestAgain: custodian release --request fetches a
+// request submitted before by its ID, without submitting: its package and
+// salts again for the certificate that submitted it, no salts for
+// another officer's, and a request of another warrant is refused.
+func TestReleaseFetchesARequestAgain(t *testing.T) {
+	s := newRevealSetup(t)
+	dir := t.TempDir()
+	again := func(p7s, name string, officer ...string) (int, string, string) {
+		return cli(t, append([]string{"release", "--server", s.dm.client.base, "--warrant", p7s, "--request", s.request,
+			"--out", filepath.Join(dir, name)}, officer...)...)
+	}
+	code, stdout, stderr := again(s.p7s, "again.release.json", s.dm.officerArgs()...)
+	m := keptRE.FindStringSubmatch(stdout)
+	if code != 0 || m == nil || m[1] != s.index || strings.Contains(stdout, "press the button") {
+		t.Fatalf("fetched again: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if saltOf(t, m[2]) != saltOf(t, s.salts) {
+		t.Error("the salt fetched again is not the one kept at release")
+	}
+	if data, err := os.ReadFile(filepath.Join(dir, "again.release.json")); err != nil {
+		t.Error(err)
+	} else if _, err := escrow.ParseRelease(data); err != nil {
+		t.Errorf("the package fetched again: %v", err)
+	}
+	site := s.dm.site
+	other := []string{"--ca", site.ServerCA, "--client-cert", site.OtherCert, "--client-key", site.OtherKey}
+	if code, stdout, stderr := again(s.p7s, "other.release.json", other...); code != 0 || strings.Contains(stdout, "kept the salts") {
+		t.Errorf("another officer fetching the request: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "other.release.salts.json")); err == nil {
+		t.Error("another officer kept a salts file")
+	}
+	p7s := s.signed(t, "W-not-this-request", "court-a")
+	if code, _, stderr := again(p7s, "wrong.release.json", s.dm.officerArgs()...); code == 0 || !strings.Contains(stderr, "is not for the warrant --warrant gives") {
+		t.Errorf("another warrant's request: exit %d\n%s", code, stderr)
+	}
+	if code, _, stderr := cli(t, append([]string{"release", "--server", s.dm.client.base, "--warrant", s.p7s, "--request", "XYZ", "--out", filepath.Join(dir, "x.json")}, s.dm.officerArgs()...)...); code == 0 || !strings.Contains(stderr, "is not a request ID") {
+		t.Errorf("a malformed ID: exit %d\n%s", code, stderr)
+	}
+}

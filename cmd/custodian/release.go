@@ -29,7 +29,7 @@ import (
 )
 
 func newReleaseCommand(g *globals) *cobra.Command {
-	var server, warrantPath, listPath, out, saltsOut string
+	var server, warrantPath, listPath, out, saltsOut, requestID string
 	var network clientTLS
 	cmd := &cobra.Command{
 		Use:   "release --server URL --warrant w.p7s [--envelope-list w.envelopes] --out release.json",
@@ -50,8 +50,12 @@ func newReleaseCommand(g *globals) *cobra.Command {
 			if err := checkReleasePaths(p7s, out, saltsOut); err != nil {
 				return err
 			}
+			if requestID != "" && !validRequestID(requestID) {
+				return withHint(fmt.Errorf("--request %q is not a request ID", requestID),
+					"a request ID is the 32 hexadecimal digits custodian release printed after \"request\"")
+			}
 			var salts []opening.Salt
-			err = g.release(cmd.Context(), c, submission{p7s: p7s, listPath: listPath}, out, &salts)
+			err = g.release(cmd.Context(), c, submission{p7s: p7s, listPath: listPath, request: requestID}, out, &salts)
 			return g.keepSalts(server, p7s, saltsOut, salts, err)
 		},
 	}
@@ -59,6 +63,7 @@ func newReleaseCommand(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&warrantPath, "warrant", "", "the signed warrant (DER CMS)")
 	cmd.Flags().StringVar(&listPath, "envelope-list", "", "the envelope list the warrant names (written by custodian warrant new beside it)")
 	cmd.Flags().StringVar(&out, "out", "", "where to save the package; with several key IDs, one file per key ID (NAME.KEY-ID.json)")
+	cmd.Flags().StringVar(&requestID, "request", "", "fetch a request submitted before again, by the ID release printed, instead of submitting: its result, packages and salts (the salts only for the client certificate that submitted it)")
 	cmd.Flags().StringVar(&saltsOut, "salts-out", "", "where to keep the salts of the request's ledger entries, the court's secret for custodian ledger reveal (default: --out with .salts.json for its extension)")
 	network.register(cmd, true)
 	for _, f := range []string{"server", "warrant", "out"} {
@@ -256,6 +261,13 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 type submission struct {
 	p7s      []byte
 	listPath string
+	request  string // a request submitted before, fetched again ("": submit)
+}
+
+// validRequestID reports whether id is a request ID's shape: 32 hex digits.
+func validRequestID(id string) bool {
+	_, err := hex.DecodeString(id)
+	return len(id) == 32 && err == nil
 }
 
 // post sends the submission: the warrant alone, or with its list as
@@ -329,7 +341,16 @@ func (g *globals) release(ctx context.Context, c *apiClient, s submission, out s
 		return withHint(errors.New("the warrant names its envelopes by a list, and no list was given"), "add --envelope-list with the list file custodian warrant new wrote beside the warrant")
 	}
 	var st release.Status
-	if err := c.submit(ctx, s, &st); err != nil {
+	if s.request != "" {
+		if err := c.do(ctx, http.MethodGet, "/v1/requests/"+s.request, nil, &st); err != nil {
+			return releaseHint(err)
+		}
+		if d := warrant.Digest(contentOf(p7s)); st.WarrantDigest != hex.EncodeToString(d[:]) {
+			return withHint(fmt.Errorf("request %s is not for the warrant --warrant gives", s.request),
+				"give the warrant that was submitted in that request")
+		}
+		g.printf("request %s: %s\n", st.ID, st.State)
+	} else if err := c.submit(ctx, s, &st); err != nil {
 		var e *apiError
 		if errors.As(err, &e) && e.index != nil && e.salt != "" {
 			*salts = []opening.Salt{{Index: *e.index, Salt: e.salt}}
@@ -337,7 +358,9 @@ func (g *globals) release(ctx context.Context, c *apiClient, s submission, out s
 		return releaseHint(err)
 	}
 	defer func() { *salts = st.Salts }()
-	g.printf("%s\n\nwarrant digest %s\npress the button on the custodian (request %s)\n", st.Summary, st.WarrantDigest, st.ID)
+	if s.request == "" {
+		g.printf("%s\n\nwarrant digest %s\npress the button on the custodian (request %s)\n", st.Summary, st.WarrantDigest, st.ID)
+	}
 	var shown release.Progress
 	for st.State == release.StateAwaitingPress || st.State == release.StateReleasing {
 		left := time.Until(st.Deadline).Round(time.Second)
