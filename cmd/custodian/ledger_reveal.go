@@ -31,8 +31,9 @@ and signed checkpoint, the salt custodian release kept for it (--salts), and
 the signed warrant the entry committed to. Anyone checks it with custodian
 ledger verify-opening and the appliance's verifier key.
 
-Only the court holds the salts of its entries: custodian release keeps them
-(court-a.release.salts.json beside court-a.release.json) when the appliance requires a court officer's certificate.
+custodian release keeps the salts of a request's entries (court-a.release.salts.json
+beside court-a.release.json) when the appliance requires a court officer's
+certificate; the appliance gives them only to the certificate that submitted it.
 A salt that does not open the entry is refused, as is a salts file of another
 warrant. Warrants carry no unseal date: the court decides when its sealing
 period is over, and runs this then. Publishing an opening tells everyone who
@@ -212,8 +213,15 @@ and the warrant names this custodian and the entry's key ID.
 
 With --roots, --court and --crl it also verifies the warrant against the
 court's PKI as of the entry's time, when the appliance acted on it (give a
-CRL that was in force then). Without them it checks the warrant's signatures
-against the certificates it carries, and says the court was not checked.`,
+CRL that was in force then), under the default approval policy (one signer,
+the default key usages), not the policy the appliance enforced. Without them
+it checks the warrant's signatures against the certificates it carries, and
+says the court was not checked.
+
+The output says what the opening proves. A refusal entry's salt goes to
+whoever submitted those bytes, so its opening shows only that a copy of the
+warrant was submitted and refused at the entry's time, not that the court
+submitted or published it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if roots == "" && (court != "" || len(crls) != 0) {

@@ -47,7 +47,11 @@ func newReleaseCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := checkReleasePaths(p7s, out, saltsOut); err != nil {
+			w, _, err := warrant.Inspect(p7s)
+			if err != nil {
+				return withHint(err, "--warrant must be a signed warrant (custodian warrant sign)")
+			}
+			if err := checkReleasePaths(w.KeyIDs, out, saltsOut); err != nil {
 				return err
 			}
 			if requestID != "" && !validRequestID(requestID) {
@@ -506,14 +510,10 @@ func packagePath(out, k string, n int) string {
 // earlier salts file: a salt given with a refusal cannot be asked for
 // again, and a package replaced by the court's salts would be handed to
 // the agency. Package paths must be replaceable files.
-func checkReleasePaths(p7s []byte, out, saltsOut string) error {
-	w, _, err := warrant.Inspect(p7s)
-	if err != nil {
-		return withHint(err, "--warrant must be a signed warrant (custodian warrant sign)")
-	}
+func checkReleasePaths(keyIDs []string, out, saltsOut string) error {
 	salts := filepath.Clean(saltsOut)
-	for _, k := range w.KeyIDs {
-		path := packagePath(out, k, len(w.KeyIDs))
+	for _, k := range keyIDs {
+		path := packagePath(out, k, len(keyIDs))
 		if filepath.Clean(path) == salts {
 			return withHint(fmt.Errorf("--salts-out %s is also where the package of key ID %s goes", saltsOut, k),
 				"give --salts-out a file of its own: the salts are the court's secret, the package goes to the agency")
