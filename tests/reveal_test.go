@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -397,7 +398,204 @@ func TestRevealScopedEntriesOfAListWarrant(t *testing.T) {
 		t.Fatalf("reveal: %d\n%s%s", code, stdout, stderr)
 	}
 	code, stdout, stderr := cli(t, "ledger", "verify-opening", "--in", at("opening.json"), "--verifier-key", key)
-	if code != 0 || !strings.Contains(stdout, "key ID 2026-12") || !strings.Contains(stdout, "envelope list: 5 entries") {
+	if code != 0 || !strings.Contains(stdout, "key ID 2026-12") || !strings.Contains(stdout, "envelope list: the warrant's whole list, 5 envelopes of every key ID it names") {
 		t.Fatalf("verify-opening: %d\n%s%s", code, stdout, stderr)
+	}
+}
+
+// TestInvariantReplayRefusalNamesNoOtherEntry: whoever resubmits a copy of
+// a warrant the court already used, with an officer's certificate or (on
+// an appliance without --client-ca) none, learns not which entry used it,
+// and gets no salt of the refusal entry committing to it: with one, it
+// could publish the warrant's use before the court decides to.
+func TestInvariantReplayRefusalNamesNoOtherEntry(t *testing.T) {
+	s := newRevealSetup(t)
+	out := filepath.Join(t.TempDir(), "copy.release.json")
+	resubmit := func() (int, string, string) {
+		return cli(t, append([]string{"release", "--server", s.dm.client.base, "--warrant", s.p7s, "--out", out}, s.dm.officerArgs()...)...)
+	}
+	for round := 1; round <= 2; round++ { // the second is counted, not logged
+		code, stdout, stderr := resubmit()
+		if code == 0 || !strings.Contains(stderr, "replayed") || !strings.Contains(stderr, "already used on this custodian") {
+			t.Fatalf("resubmission %d: exit %d\n%s%s", round, code, stdout, stderr)
+		}
+		if strings.Contains(stderr, "ledger entry "+s.index+")") || strings.Contains(stderr, "(ledger entry "+s.index) {
+			t.Errorf("resubmission %d names the court's release entry %s:\n%s", round, s.index, stderr)
+		}
+		if keptRE.MatchString(stdout) {
+			t.Errorf("resubmission %d was given a salt:\n%s", round, stdout)
+		}
+		if _, err := os.Stat(strings.TrimSuffix(out, ".json") + ".salts.json"); err == nil {
+			t.Errorf("resubmission %d wrote a salts file", round)
+		}
+	}
+}
+
+// TestInvariantReplayRefusalNamesNoOtherEntryWithoutCertificates: on an
+// appliance that takes warrants from anyone, a resubmitted copy learns
+// nothing of the entry that used it, logged or counted.
+func TestInvariantReplayRefusalNamesNoOtherEntryWithoutCertificates(t *testing.T) {
+	d, p7s := networkDevice(t, "W-open-oracle")
+	dm := startDaemon(t, d, "--insecure-http")
+	dir := t.TempDir()
+	code, stdout, stderr := releaseWithPress(t, d, dm, p7s, filepath.Join(dir, "r.release.json"))
+	idx := regexp.MustCompile(`ledger entry (\d+)\)`).FindStringSubmatch(stdout)
+	if code != 0 || idx == nil {
+		t.Fatalf("release: %d\n%s%s", code, stdout, stderr)
+	}
+	for i, name := range []string{"x.json", "y.json"} {
+		code, _, stderr := cli(t, "release", "--server", dm.client.base, "--insecure-http", "--warrant", p7s, "--out", filepath.Join(dir, name))
+		if code == 0 || !strings.Contains(stderr, "already used on this custodian") {
+			t.Fatalf("anonymous resubmission %d: exit %d\n%s", i+1, code, stderr)
+		}
+		if strings.Contains(stderr, "(ledger entry "+idx[1]+")") {
+			t.Errorf("anonymous resubmission %d names the release entry %s:\n%s", i+1, idx[1], stderr)
+		}
+	}
+}
+
+// TestOpeningOfARefusalSaysOnlyThatItWasSubmitted: the opening of a
+// refusal entry (its salt went to whoever submitted the bytes) says it
+// shows a submission and refusal at a time, not that the court published
+// it; every opening says what was checked of the court.
+func TestOpeningOfARefusalSaysOnlyThatItWasSubmitted(t *testing.T) {
+	s := newRevealSetup(t)
+	p7s := s.signed(t, "W-elsewhere", "court-z")
+	code, stdout, stderr := cli(t, append([]string{"release", "--server", s.dm.client.base, "--warrant", p7s, "--out", filepath.Join(s.dir, "z.release.json")}, s.dm.officerArgs()...)...)
+	m := keptRE.FindStringSubmatch(stdout)
+	if code == 0 || m == nil {
+		t.Fatalf("refused release: %d\n%s%s", code, stdout, stderr)
+	}
+	op := filepath.Join(s.dir, "refusal-opening.json")
+	if code, stdout, stderr := s.reveal(t, m[2], p7s, op); code != 0 {
+		t.Fatalf("reveal: %d\n%s%s", code, stdout, stderr)
+	}
+	code, stdout, stderr = s.verifyOpening(t, op, s.courtFiles(t)...)
+	if code != 0 {
+		t.Fatalf("verify-opening: %d\n%s%s", code, stdout, stderr)
+	}
+	for _, want := range []string{"shows only that a copy of this warrant was submitted to custodian court-a and refused at",
+		"not necessarily the court", "does not show that the court submitted or published it",
+		"the default approval policy", "not the policy the appliance enforced"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("verify-opening of a refusal does not say %q:\n%s", want, stdout)
+		}
+	}
+	// The release's own opening makes no such disclaimer.
+	rel := filepath.Join(s.dir, "release-opening.json")
+	if code, stdout, stderr := s.reveal(t, s.salts, s.p7s, rel); code != 0 {
+		t.Fatalf("reveal: %d\n%s%s", code, stdout, stderr)
+	}
+	if _, stdout, _ := s.verifyOpening(t, rel); !strings.Contains(stdout, "logged a release of this warrant") || strings.Contains(stdout, "refused at") {
+		t.Errorf("verify-opening of a release:\n%s", stdout)
+	}
+}
+
+// TestReleaseRefusesSaltsOutOverThePackage: --salts-out equal to --out is
+// refused before anything is submitted, and an existing salts file (a
+// refusal's salt kept earlier, which cannot be asked for again) is never
+// replaced.
+func TestReleaseRefusesSaltsOutOverThePackage(t *testing.T) {
+	s := newRevealSetup(t)
+	p7s := s.signed(t, "W-same-path", "court-a")
+	out := filepath.Join(s.dir, "same.release.json")
+	code, stdout, stderr := cli(t, append([]string{"release", "--server", s.dm.client.base, "--warrant", p7s, "--out", out, "--salts-out", out}, s.dm.officerArgs()...)...)
+	if code == 0 || !strings.Contains(stderr, "is also where the package of key ID 2026-11 goes") || strings.Contains(stdout, "press the button") {
+		t.Fatalf("--salts-out equal to --out: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Fatal("a file was written at --out")
+	}
+	// The salts file of the first release exists: a second release to the
+	// same --out is refused before it is submitted, the file unchanged.
+	before, err := os.ReadFile(s.salts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr = cli(t, append([]string{"release", "--server", s.dm.client.base, "--warrant", p7s, "--out", filepath.Join(s.dir, "r.release.json")}, s.dm.officerArgs()...)...)
+	if code == 0 || !strings.Contains(stderr, "choose another --salts-out") || strings.Contains(stdout, "press the button") {
+		t.Fatalf("release over an existing salts file: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if after, _ := os.ReadFile(s.salts); !bytes.Equal(before, after) {
+		t.Fatal("the existing salts file was changed")
+	}
+}
+
+// TestInvariantSaltsGoOnlyToTheSubmittingCertificate: another officer's
+// certificate of the same officers' CA (another court's officer) that
+// holds the request's ID is given its status but none of its salts, also
+// after a restart, when the status is read from the request's record;
+// the submitting certificate still gets them.
+func TestInvariantSaltsGoOnlyToTheSubmittingCertificate(t *testing.T) {
+	s := newRevealSetup(t)
+	site := s.dm.site
+	other, err := tls.LoadX509KeyPair(site.OtherCert, site.OtherKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherClient := func(base string) *client {
+		cfg := &tls.Config{RootCAs: site.roots, MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{other}}
+		return &client{base: base, http: &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 30 * time.Second}}
+	}
+	salt := saltOf(t, s.salts)
+	check := func(when, base string) {
+		var mine, theirs release.Status
+		(&client{base: base, http: site.httpClient(true)}).getJSON(t, "/v1/requests/"+s.request, &mine)
+		if len(mine.Salts) != 1 || mine.Salts[0].Salt != salt {
+			t.Errorf("%s: the submitting officer's status carries salts %+v", when, mine.Salts)
+		}
+		c := otherClient(base)
+		c.getJSON(t, "/v1/requests/"+s.request, &theirs)
+		if theirs.State != release.StateReleased || len(theirs.Salts) != 0 {
+			t.Errorf("%s: another officer's status: %s with salts %+v", when, theirs.State, theirs.Salts)
+		}
+		if _, body := c.get(t, "/v1/requests/"+s.request+"?wait=1"); bytes.Contains(body, []byte(salt)) {
+			t.Errorf("%s: another officer's waiting status carries the salt", when)
+		}
+	}
+	check("before a restart", s.dm.client.base)
+	s.dm.stop()
+	dm := startDaemon(t, s.d, site.serveArgs()...)
+	check("after a restart", dm.client.base)
+}
+
+// TestReleaseFetchesARequestAgain: custodian release --request fetches a
+// request submitted before by its ID, without submitting: its package and
+// salts again for the certificate that submitted it, no salts for
+// another officer's, and a request of another warrant is refused.
+func TestReleaseFetchesARequestAgain(t *testing.T) {
+	s := newRevealSetup(t)
+	dir := t.TempDir()
+	again := func(p7s, name string, officer ...string) (int, string, string) {
+		return cli(t, append([]string{"release", "--server", s.dm.client.base, "--warrant", p7s, "--request", s.request,
+			"--out", filepath.Join(dir, name)}, officer...)...)
+	}
+	code, stdout, stderr := again(s.p7s, "again.release.json", s.dm.officerArgs()...)
+	m := keptRE.FindStringSubmatch(stdout)
+	if code != 0 || m == nil || m[1] != s.index || strings.Contains(stdout, "press the button") {
+		t.Fatalf("fetched again: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if saltOf(t, m[2]) != saltOf(t, s.salts) {
+		t.Error("the salt fetched again is not the one kept at release")
+	}
+	if data, err := os.ReadFile(filepath.Join(dir, "again.release.json")); err != nil {
+		t.Error(err)
+	} else if _, err := escrow.ParseRelease(data); err != nil {
+		t.Errorf("the package fetched again: %v", err)
+	}
+	site := s.dm.site
+	other := []string{"--ca", site.ServerCA, "--client-cert", site.OtherCert, "--client-key", site.OtherKey}
+	if code, stdout, stderr := again(s.p7s, "other.release.json", other...); code != 0 || strings.Contains(stdout, "kept the salts") {
+		t.Errorf("another officer fetching the request: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "other.release.salts.json")); err == nil {
+		t.Error("another officer kept a salts file")
+	}
+	p7s := s.signed(t, "W-not-this-request", "court-a")
+	if code, _, stderr := again(p7s, "wrong.release.json", s.dm.officerArgs()...); code == 0 || !strings.Contains(stderr, "is not for the warrant --warrant gives") {
+		t.Errorf("another warrant's request: exit %d\n%s", code, stderr)
+	}
+	if code, _, stderr := cli(t, append([]string{"release", "--server", s.dm.client.base, "--warrant", s.p7s, "--request", "XYZ", "--out", filepath.Join(dir, "x.json")}, s.dm.officerArgs()...)...); code == 0 || !strings.Contains(stderr, "is not a request ID") {
+		t.Errorf("a malformed ID: exit %d\n%s", code, stderr)
 	}
 }

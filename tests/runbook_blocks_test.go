@@ -187,7 +187,7 @@ var runbookPlans = map[string][]blockPlan{
 		{"68ad9e88", "ledger export", ""},
 		{"9c03018a", "checkproof", ""},
 		{"3ce25681", "ledger list over TLS", ""},
-		{"9cdb496e", "verify-opening", ""},
+		{"dcb4fb24", "verify-opening", ""},
 		{"ab781e62", "report", ""},
 		{"9b1a179f", "monitor", ""},
 		{"38299d57", "monitor's user", "creates a system user and its directory as root; the story's monitor keeps its state in the auditor's own directory"},

@@ -31,8 +31,9 @@ and signed checkpoint, the salt custodian release kept for it (--salts), and
 the signed warrant the entry committed to. Anyone checks it with custodian
 ledger verify-opening and the appliance's verifier key.
 
-Only the court holds the salts of its entries: custodian release keeps them
-(court-a.release.salts.json beside court-a.release.json) when the appliance requires a court officer's certificate.
+custodian release keeps the salts of a request's entries (court-a.release.salts.json
+beside court-a.release.json) when the appliance requires a court officer's
+certificate; the appliance gives them only to the certificate that submitted it.
 A salt that does not open the entry is refused, as is a salts file of another
 warrant. Warrants carry no unseal date: the court decides when its sealing
 period is over, and runs this then. Publishing an opening tells everyone who
@@ -212,8 +213,15 @@ and the warrant names this custodian and the entry's key ID.
 
 With --roots, --court and --crl it also verifies the warrant against the
 court's PKI as of the entry's time, when the appliance acted on it (give a
-CRL that was in force then). Without them it checks the warrant's signatures
-against the certificates it carries, and says the court was not checked.`,
+CRL that was in force then), under the default approval policy (one signer,
+the default key usages), not the policy the appliance enforced. Without them
+it checks the warrant's signatures against the certificates it carries, and
+says the court was not checked.
+
+The output says what the opening proves. A refusal entry's salt goes to
+whoever submitted those bytes, so its opening shows only that a copy of the
+warrant was submitted and refused at the entry's time, not that the court
+submitted or published it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if roots == "" && (court != "" || len(crls) != 0) {
@@ -287,6 +295,10 @@ type openedJSON struct {
 	Signers       []string            `json:"signers"`
 	EnvelopeList  *warrant.ListDigest `json:"envelope_list,omitempty"`
 	CourtVerified bool                `json:"court_verified"`
+	// Checked and Shows are the text lines saying what was checked of
+	// the court and what the opening proves.
+	Checked string `json:"checked"`
+	Shows   string `json:"shows"`
 }
 
 func printOpened(g *globals, o *opening.Opened, entry string) error {
@@ -297,7 +309,8 @@ func printOpened(g *globals, o *opening.Opened, entry string) error {
 	if g.json {
 		w := o.Warrant
 		return g.printJSON(openedJSON{Origin: o.Origin, TreeSize: o.TreeSize, Entry: describe(ledger.RangeEntry{Index: o.Index, Entry: entry}, o.Entry),
-			Court: w.Court, Docket: w.Docket, Serial: w.Serial, Signers: names, EnvelopeList: o.EnvelopeList, CourtVerified: o.CourtVerified})
+			Court: w.Court, Docket: w.Docket, Serial: w.Serial, Signers: names, EnvelopeList: o.EnvelopeList, CourtVerified: o.CourtVerified,
+			Checked: courtChecked(o.CourtVerified), Shows: openingShows(o)})
 	}
 	e, w := o.Entry, o.Warrant
 	var b bytes.Buffer
@@ -311,13 +324,31 @@ func printOpened(g *globals, o *opening.Opened, entry string) error {
 	fmt.Fprintf(&b, "\nwarrant %s, court %s, docket %s, signed by %s\n", warrant.DisplayName(w.Serial),
 		warrant.DisplayName(w.Court), warrant.DisplayName(w.Docket), strings.Join(names, ", "))
 	if o.EnvelopeList != nil {
-		fmt.Fprintf(&b, "envelope list: %s entries\n", warrant.Thousands(o.EnvelopeList.Count))
+		// The entry commits to the whole list's digest: how many of its
+		// envelopes are of this key ID takes the list itself.
+		fmt.Fprintf(&b, "envelope list: the warrant's whole list, %s envelopes of every key ID it names\n", warrant.Thousands(o.EnvelopeList.Count))
 	}
-	if o.CourtVerified {
-		b.WriteString("the warrant verifies against the court's roots as of the entry's time\n")
-	} else {
-		b.WriteString("the court was not checked (its signatures match the certificates it carries): give --roots, --court and --crl to check it\n")
-	}
+	b.WriteString(courtChecked(o.CourtVerified) + "\n")
+	b.WriteString(openingShows(o) + "\n")
 	g.printf("%s", b.String())
 	return nil
+}
+
+// courtChecked says what was checked of the warrant's court.
+func courtChecked(verified bool) string {
+	if !verified {
+		return "the court was not checked (its signatures match the certificates it carries): give --roots, --court and --crl to check it"
+	}
+	return "the warrant verifies against the court's roots as of the entry's time: signatures, chain to the roots given, revocation by the CRLs given, and the default approval policy (one signer, the default key usages), not the policy the appliance enforced"
+}
+
+// openingShows says what the opening proves of who stood behind the entry.
+// A refusal's salt goes to whoever submitted the warrant's bytes, who need
+// not be its court (docs/threat-model.md, "Salts").
+func openingShows(o *opening.Opened) string {
+	if o.Entry.Kind == ledger.KindRefusal {
+		return fmt.Sprintf("it shows only that a copy of this warrant was submitted to custodian %s and refused at %s: whoever submitted it held a copy, not necessarily the court, and the opening does not show that the court submitted or published it",
+			o.Custodian(), o.Entry.Time.Format(time.RFC3339))
+	}
+	return fmt.Sprintf("it shows that custodian %s logged a %s of this warrant at %s, after the officer's press", o.Custodian(), o.Entry.Kind, o.Entry.Time.Format(time.RFC3339))
 }

@@ -30,7 +30,7 @@ import (
 )
 
 func newReleaseCommand(g *globals) *cobra.Command {
-	var server, warrantPath, listPath, out, saltsOut string
+	var server, warrantPath, listPath, out, saltsOut, requestID string
 	var network clientTLS
 	cmd := &cobra.Command{
 		Use:   "release --server URL --warrant w.p7s [--envelope-list w.envelopes] --out release.json",
@@ -44,17 +44,23 @@ func newReleaseCommand(g *globals) *cobra.Command {
 			if saltsOut == "" {
 				saltsOut = strings.TrimSuffix(out, filepath.Ext(out)) + ".salts.json"
 			}
-			for _, path := range []string{out, saltsOut} {
-				if err := durable.CheckReplaceable(path); err != nil {
-					return err
-				}
-			}
 			c, err := g.apiClient(server, network)
 			if err != nil {
 				return err
 			}
+			w, _, err := warrant.Inspect(p7s)
+			if err != nil {
+				return withHint(err, "--warrant must be a signed warrant (custodian warrant sign)")
+			}
+			if err := checkReleasePaths(w.KeyIDs, out, saltsOut); err != nil {
+				return err
+			}
+			if requestID != "" && !validRequestID(requestID) {
+				return withHint(fmt.Errorf("--request %q is not a request ID", requestID),
+					"a request ID is the 32 hexadecimal digits custodian release printed after \"request\"")
+			}
 			var salts []opening.Salt
-			err = g.release(cmd.Context(), c, submission{p7s: p7s, listPath: listPath}, out, &salts)
+			err = g.release(cmd.Context(), c, submission{p7s: p7s, listPath: listPath, request: requestID}, out, &salts)
 			return g.keepSalts(server, p7s, saltsOut, salts, err)
 		},
 	}
@@ -62,6 +68,7 @@ func newReleaseCommand(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&warrantPath, "warrant", "", "the signed warrant (DER CMS)")
 	cmd.Flags().StringVar(&listPath, "envelope-list", "", "the envelope list the warrant names (written by custodian warrant new beside it)")
 	cmd.Flags().StringVar(&out, "out", "", "where to save the package; with several key IDs, one file per key ID (NAME.KEY-ID.json)")
+	cmd.Flags().StringVar(&requestID, "request", "", "fetch a request submitted before again, by the ID release printed, instead of submitting: its result, packages and salts (the salts only for the client certificate that submitted it)")
 	cmd.Flags().StringVar(&saltsOut, "salts-out", "", "where to keep the salts of the request's ledger entries, the court's secret for custodian ledger reveal (default: --out with .salts.json for its extension)")
 	network.register(cmd, true)
 	for _, f := range []string{"server", "warrant", "out"} {
@@ -266,6 +273,13 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 type submission struct {
 	p7s      []byte
 	listPath string
+	request  string // a request submitted before, fetched again ("": submit)
+}
+
+// validRequestID reports whether id is a request ID's shape: 32 hex digits.
+func validRequestID(id string) bool {
+	_, err := hex.DecodeString(id)
+	return len(id) == 32 && err == nil
 }
 
 // post sends the submission: the warrant alone, or with its list as
@@ -339,7 +353,16 @@ func (g *globals) release(ctx context.Context, c *apiClient, s submission, out s
 		return withHint(errors.New("the warrant names its envelopes by a list, and no list was given"), "add --envelope-list with the list file custodian warrant new wrote beside the warrant")
 	}
 	var st release.Status
-	if err := c.submit(ctx, s, &st); err != nil {
+	if s.request != "" {
+		if err := c.do(ctx, http.MethodGet, "/v1/requests/"+s.request, nil, &st); err != nil {
+			return releaseHint(err)
+		}
+		if d := warrant.Digest(contentOf(p7s)); st.WarrantDigest != hex.EncodeToString(d[:]) {
+			return withHint(fmt.Errorf("request %s is not for the warrant --warrant gives", s.request),
+				"give the warrant that was submitted in that request")
+		}
+		g.printf("request %s: %s\n", st.ID, st.State)
+	} else if err := c.submit(ctx, s, &st); err != nil {
 		var e *apiError
 		if errors.As(err, &e) && e.index != nil && e.salt != "" {
 			*salts = []opening.Salt{{Index: *e.index, Salt: e.salt}}
@@ -347,7 +370,9 @@ func (g *globals) release(ctx context.Context, c *apiClient, s submission, out s
 		return releaseHint(err)
 	}
 	defer func() { *salts = st.Salts }()
-	g.printf("%s\n\nwarrant digest %s\npress the button on the custodian (request %s)\n", st.Summary, st.WarrantDigest, st.ID)
+	if s.request == "" {
+		g.printf("%s\n\nwarrant digest %s\npress the button on the custodian (request %s)\n", st.Summary, st.WarrantDigest, st.ID)
+	}
 	var shown release.Progress
 	for st.State == release.StateAwaitingPress || st.State == release.StateReleasing {
 		left := time.Until(st.Deadline).Round(time.Second)
@@ -382,10 +407,7 @@ func (g *globals) release(ctx context.Context, c *apiClient, s submission, out s
 		if r.KeyID != k || !bytes.Equal(r.WarrantDigest, digest[:]) || r.Recipient != w.Recipient {
 			return fmt.Errorf("the package for key ID %s is not for this warrant", k)
 		}
-		path := out
-		if len(w.KeyIDs) > 1 {
-			path = strings.TrimSuffix(out, filepath.Ext(out)) + "." + k + ".json"
-		}
+		path := packagePath(out, k, len(w.KeyIDs))
 		if err := durable.WriteFile(path, data, 0o644); err != nil {
 			return err
 		}
@@ -481,6 +503,36 @@ func failedKeyIDs(failed map[string]release.Code) string {
 	return strings.Join(parts, ", ")
 }
 
+// packagePath is where the package of key ID k of a warrant naming n
+// key IDs is saved: out, or with several, NAME.KEY-ID.json.
+func packagePath(out, k string, n int) string {
+	if n > 1 {
+		return strings.TrimSuffix(out, filepath.Ext(out)) + "." + k + ".json"
+	}
+	return out
+}
+
+// checkReleasePaths refuses, before anything is submitted, a salts file
+// that would replace a package (--salts-out equal to --out, or the
+// default NAME.salts.json of a warrant naming a key ID "salts") or an
+// earlier salts file: a salt given with a refusal cannot be asked for
+// again, and a package replaced by the court's salts would be handed to
+// the agency. Package paths must be replaceable files.
+func checkReleasePaths(keyIDs []string, out, saltsOut string) error {
+	salts := filepath.Clean(saltsOut)
+	for _, k := range keyIDs {
+		path := packagePath(out, k, len(keyIDs))
+		if filepath.Clean(path) == salts {
+			return withHint(fmt.Errorf("--salts-out %s is also where the package of key ID %s goes", saltsOut, k),
+				"give --salts-out a file of its own: the salts are the court's secret, the package goes to the agency")
+		}
+		if err := durable.CheckReplaceable(path); err != nil {
+			return err
+		}
+	}
+	return mustNotExist("salts-out", saltsOut)
+}
+
 // keepSalts writes the salts the custodian gave, the court's secret for
 // opening its entries later (custodian ledger reveal), readable by this
 // user only, whatever the release's outcome (err, returned as it is). A
@@ -494,10 +546,15 @@ func (g *globals) keepSalts(server string, p7s []byte, path string, salts []open
 	f := &opening.SaltsFile{Version: opening.Version, Server: server, WarrantDigest: hex.EncodeToString(d[:]), Salts: salts}
 	data, merr := f.Marshal()
 	if merr == nil {
-		merr = durable.WriteFile(path, data, 0o600)
+		merr = writeNew("salts-out", path, data, 0o600)
 	}
 	if merr != nil {
-		return errors.Join(err, fmt.Errorf("the salts of ledger entries %s were not kept: %w", saltIndexes(salts), merr))
+		// A refusal's salt cannot be asked for again: show it, so that
+		// the court can keep it by hand.
+		if data != nil {
+			g.printf("the salts file was not written; keep this as a .salts.json file, secret:\n%s", data)
+		}
+		return errors.Join(err, fmt.Errorf("the salts of ledger entries %s were not kept in %s: %w", saltIndexes(salts), path, merr))
 	}
 	g.printf("kept the salts of ledger entries %s in %s: keep it secret; custodian ledger reveal opens an entry with it\n", saltIndexes(salts), path)
 	return err

@@ -441,3 +441,22 @@ func FuzzParseSaltsFile(f *testing.F) {
 		}
 	})
 }
+
+// TestSaltsFileRefusesAnUppercaseDigest: the warrant digest is lowercase
+// hex, as custodian release writes it; an edited uppercase one is refused
+// where it is read, not later reported as a salts file of another warrant.
+func TestSaltsFileRefusesAnUppercaseDigest(t *testing.T) {
+	sf := &SaltsFile{Version: 1, WarrantDigest: strings.Repeat("AB", 32),
+		Salts: []Salt{{Index: 3, Salt: strings.Repeat("cd", SaltSize)}}}
+	if _, err := sf.Marshal(); err == nil {
+		t.Fatal("a salts file with an uppercase digest marshals")
+	}
+	data := []byte(`{"version":1,"server":"","warrant_digest":"` + strings.Repeat("AB", 32) + `","salts":[{"index":3,"salt":"` + strings.Repeat("cd", SaltSize) + `"}]}`)
+	_, err := ParseSaltsFile(data)
+	if !errors.Is(err, ErrSaltsFile) || !strings.Contains(err.Error(), "lowercase hex") {
+		t.Fatalf("uppercase digest: %v", err)
+	}
+	if _, err := ParseSaltsFile(bytes.ToLower(data)); err != nil {
+		t.Fatalf("the same file in lowercase: %v", err)
+	}
+}

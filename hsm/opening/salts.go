@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/custodian-project/custodian/hsm/internal/strictjson"
 )
@@ -52,8 +53,8 @@ func (f *SaltsFile) check() error {
 	if f.Version != Version {
 		return fmt.Errorf("version %d; this custodian reads version %d", f.Version, Version)
 	}
-	if d, err := hex.DecodeString(f.WarrantDigest); err != nil || len(d) != 32 {
-		return errors.New("the warrant digest must be 32 bytes in hex")
+	if d, err := hex.DecodeString(f.WarrantDigest); err != nil || len(d) != 32 || f.WarrantDigest != strings.ToLower(f.WarrantDigest) {
+		return errors.New("the warrant digest must be 32 bytes in lowercase hex")
 	}
 	if len(f.Salts) == 0 {
 		return errors.New("it holds no salt")

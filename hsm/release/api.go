@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/custodian-project/custodian/hsm/attest"
+	"github.com/custodian-project/custodian/hsm/certfile"
 	"github.com/custodian-project/custodian/hsm/internal/strictjson"
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/opening"
@@ -165,6 +166,15 @@ func CheckOfficer(state *tls.ConnectionState, officers *x509.CertPool, now time.
 	return nil
 }
 
+// Fingerprint is the certfile.Fingerprint of the client certificate a
+// connection presented; "" for none.
+func Fingerprint(state *tls.ConnectionState) string {
+	if state == nil || len(state.PeerCertificates) == 0 {
+		return ""
+	}
+	return certfile.Fingerprint(state.PeerCertificates[0])
+}
+
 // officer guards a request route when Officers is set, before the body is
 // read. The refusal is counted, like every unauthenticated request: no
 // ledger entry (an entry per request would let anyone write the TPM's NV)
@@ -303,11 +313,13 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request) {
 	case <-r.Context().Done():
 		return
 	}
-	st, err := a.Daemon.SubmitList(body, list)
+	st, err := a.Daemon.SubmitFrom(Fingerprint(r.TLS), body, list)
 	<-a.sem
 	var ref *Refusal
-	if errors.As(err, &ref) && ref.LedgerIndex >= 0 && a.Officers != nil {
-		// The submitter is an officer, and the refusal its own entry.
+	if errors.As(err, &ref) && ref.LedgerIndex >= 0 && a.Officers != nil && ref.Code != CodeReplayed {
+		// The submitter is an officer, and the refusal its own entry. A
+		// replayed warrant was the court's before: whoever resubmits a
+		// copy gets no salt that would let it publish the warrant's use.
 		writeErrorWithSalt(w, ref, a.Daemon.salt(ref.LedgerIndex))
 		return
 	}
@@ -318,14 +330,16 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, st)
 }
 
-// withSalts adds to st the salts of its entries, for a court officer's
-// client: the API gives salts only with Officers set, where every request
-// route needs an officer's certificate, and only a request's own salts,
-// to whoever holds its ID (which only the submitter learns). An appliance
-// that takes warrants from anyone gives salts to no one. Public routes
-// never carry a salt (docs/threat-model.md, "Salts").
-func (a *API) withSalts(st *Status) {
-	if a.Officers == nil {
+// withSalts adds to st the salts of its entries, for the court officer's
+// client that submitted it: the API gives salts only with Officers set,
+// where every request route needs an officer's certificate, and only a
+// request's own salts, to the certificate that submitted it (another
+// officer's certificate holding the ID gets none). An appliance that
+// takes warrants from anyone gives salts to no one. Public routes never
+// carry a salt (docs/threat-model.md, "Salts").
+func (a *API) withSalts(r *http.Request, st *Status) {
+	fp := Fingerprint(r.TLS)
+	if a.Officers == nil || fp == "" || a.Daemon.Submitter(st.ID) != fp {
 		return
 	}
 	for _, k := range sortedKeys(st.LedgerIndices) {
@@ -372,7 +386,7 @@ func (a *API) status(w http.ResponseWriter, r *http.Request) {
 			writeError(w, err)
 			return
 		}
-		a.withSalts(st)
+		a.withSalts(r, st)
 		writeJSON(w, http.StatusOK, st)
 		return
 	}
@@ -381,7 +395,7 @@ func (a *API) status(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	a.withSalts(st)
+	a.withSalts(r, st)
 	writeJSON(w, http.StatusOK, st)
 }
 

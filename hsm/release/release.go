@@ -276,6 +276,9 @@ type request struct {
 	// again.
 	bundles map[string]*escrow.Bundle
 	done    chan struct{}
+	// officer is the submitting client certificate's Fingerprint ("" on
+	// an appliance without officers' certificates).
+	officer string
 }
 
 func (d *Daemon) now() time.Time { return d.cfg.Now().UTC() }
@@ -295,6 +298,13 @@ func (d *Daemon) Submit(p7s []byte) (*Status, error) { return d.SubmitList(p7s, 
 // tree hash (warrant.ReadEnvelopeList read it); list is nil for a warrant
 // that names its envelopes inline or none.
 func (d *Daemon) SubmitList(p7s []byte, list *warrant.EnvelopeList) (*Status, error) {
+	return d.SubmitFrom("", p7s, list)
+}
+
+// SubmitFrom is SubmitList for the officer whose client certificate has
+// Fingerprint officer: only that certificate is given the request's salts
+// (API.withSalts).
+func (d *Daemon) SubmitFrom(officer string, p7s []byte, list *warrant.EnvelopeList) (*Status, error) {
 	start := time.Now()
 	v, checked, ref := d.check(p7s, list)
 	if ref != nil {
@@ -313,7 +323,7 @@ func (d *Daemon) SubmitList(p7s []byte, list *warrant.EnvelopeList) (*Status, er
 		// other refusal anyone can cause at will.
 		return nil, d.count(CodeBusy, errBusy)
 	}
-	r := &request{v: v, p7s: p7s, detached: list, list: checked, done: make(chan struct{})}
+	r := &request{v: v, p7s: p7s, detached: list, list: checked, done: make(chan struct{}), officer: officer}
 	r.status = Status{
 		ID:            newID(),
 		State:         StateAwaitingPress,
@@ -457,7 +467,11 @@ func (d *Daemon) verify(p7s []byte, now time.Time, own int64) (v *warrant.Verifi
 	if i, seen, err := a.Ledger.Seen([]byte(v.Replay.String())); err != nil {
 		return nil, true, CodeInternal, err
 	} else if seen && i != own {
-		return nil, true, CodeReplayed, fmt.Errorf("warrant %s was already used (ledger entry %d)", v.Replay, i)
+		// The entry that used it is the court's own: its index goes to the
+		// daemon's log only, never to whoever holds a copy of the warrant
+		// (docs/threat-model.md, "Salts").
+		d.cfg.Log.Debug("replayed", "replay", v.Replay.String(), "used_by_entry", i)
+		return nil, true, CodeReplayed, fmt.Errorf("warrant %s was already used on this custodian", v.Replay)
 	}
 	return v, true, "", nil
 }
@@ -797,6 +811,22 @@ func (d *Daemon) Status(id string) (*Status, error) {
 	}
 	s := rec.status()
 	return &s, nil
+}
+
+// Submitter is the Fingerprint of the client certificate that submitted
+// request id, from memory or its record; "" when unknown (no officers'
+// certificates, or a record written before it was kept).
+func (d *Daemon) Submitter(id string) string {
+	d.mu.Lock()
+	r, ok := d.requests[id]
+	d.mu.Unlock()
+	if ok {
+		return r.officer // set once, before the request is remembered
+	}
+	if rec, err := d.readRecord(id); err == nil {
+		return rec.Officer
+	}
+	return ""
 }
 
 // Wait blocks until the request leaves the approval and release steps, or

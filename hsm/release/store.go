@@ -56,6 +56,9 @@ type record struct {
 	// again before their entry to the code that refused them then.
 	Causes   map[string]Code `json:"causes,omitempty"`
 	Packages []string        `json:"packages,omitempty"`
+	// Officer is the submitter's client certificate (Fingerprint): only
+	// it is given the request's salts.
+	Officer string `json:"officer,omitempty"`
 }
 
 // intent says where a request's first release entry will be: at or after
@@ -130,7 +133,7 @@ func (d *Daemon) releaseAll(r *request) {
 	cmds := d.cfg.TPM.Commands()
 	v := r.v
 	rec := &record{ID: r.status.ID, Warrant: r.p7s, WarrantDigest: r.status.WarrantDigest,
-		KeyIDs: v.Warrant.KeyIDs, Approved: d.now(), LedgerIndices: map[string]int64{}, Failed: map[string]Code{}}
+		KeyIDs: v.Warrant.KeyIDs, Approved: d.now(), LedgerIndices: map[string]int64{}, Failed: map[string]Code{}, Officer: r.officer}
 	tm := r.status.Timings
 	replay := []byte(v.Replay.String())
 	for _, k := range v.Warrant.KeyIDs {

@@ -29,6 +29,9 @@ type PKI struct {
 	OfficerCA  string // serve --client-ca
 	Cert       string // the officer's client certificate (--client-cert)
 	Key        string // its key (--client-key, 0600)
+	// OtherCert and OtherKey are a second officer's, of the same CA (the
+	// officer of another court the appliance serves).
+	OtherCert, OtherKey string
 }
 
 // Write makes the two CAs and their certificates in dir, valid from an
@@ -39,24 +42,34 @@ func Write(dir string, now time.Time) (*PKI, error) {
 		ServerCA: filepath.Join(dir, "server-ca.pem"), ServerCert: filepath.Join(dir, "server.pem"),
 		ServerKey: filepath.Join(dir, "server.key"), OfficerCA: filepath.Join(dir, "officer-ca.pem"),
 		Cert: filepath.Join(dir, "officer.pem"), Key: filepath.Join(dir, "officer.key"),
+		OtherCert: filepath.Join(dir, "officer-b.pem"), OtherKey: filepath.Join(dir, "officer-b.key"),
 	}
 	server := &x509.Certificate{Subject: pkix.Name{CommonName: "localhost"},
 		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	if err := issuePair(p.ServerCA, p.ServerCert, p.ServerKey, "Custodian Server CA", server, now); err != nil {
+	if err := issuePair(p.ServerCA, "Custodian Server CA", now, leaf{server, p.ServerCert, p.ServerKey}); err != nil {
 		return nil, err
 	}
 	officer := &x509.Certificate{Subject: pkix.Name{CommonName: "Court Officer Grace Hopper", Organization: []string{"District Court"}},
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	if err := issuePair(p.OfficerCA, p.Cert, p.Key, "Court Officers CA", officer, now); err != nil {
+	other := &x509.Certificate{Subject: pkix.Name{CommonName: "Court Officer Alan Turing", Organization: []string{"Another Court"}},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	if err := issuePair(p.OfficerCA, "Court Officers CA", now, leaf{officer, p.Cert, p.Key}, leaf{other, p.OtherCert, p.OtherKey}); err != nil {
 		return nil, err
 	}
 	return p, nil
 }
 
-// issuePair makes a CA (certificate to caFile; its key is dropped) and a
-// leaf from tmpl under it (certificate to certFile, key to keyFile).
-func issuePair(caFile, certFile, keyFile, caName string, tmpl *x509.Certificate, now time.Time) error {
+// leaf is a certificate to issue from tmpl, written to certFile with its
+// key in keyFile.
+type leaf struct {
+	tmpl              *x509.Certificate
+	certFile, keyFile string
+}
+
+// issuePair makes a CA (certificate to caFile; its key is dropped) and
+// the leaves under it.
+func issuePair(caFile, caName string, now time.Time, leaves ...leaf) error {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return err
@@ -67,12 +80,25 @@ func issuePair(caFile, certFile, keyFile, caName string, tmpl *x509.Certificate,
 	if err != nil {
 		return err
 	}
+	if err := writePEM(caFile, "CERTIFICATE", caCert.Raw, 0o644); err != nil {
+		return err
+	}
+	for _, l := range leaves {
+		if err := issueLeaf(l, caCert, caKey, now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func issueLeaf(l leaf, caCert *x509.Certificate, caKey *ecdsa.PrivateKey, now time.Time) error {
+	tmpl := l.tmpl
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return err
 	}
 	tmpl.BasicConstraintsValid = true
-	leaf, err := create(tmpl, caCert, &key.PublicKey, caKey, now)
+	cert, err := create(tmpl, caCert, &key.PublicKey, caKey, now)
 	if err != nil {
 		return err
 	}
@@ -80,16 +106,14 @@ func issuePair(caFile, certFile, keyFile, caName string, tmpl *x509.Certificate,
 	if err != nil {
 		return err
 	}
-	for _, f := range []struct {
-		path, kind string
-		der        []byte
-		mode       os.FileMode
-	}{{caFile, "CERTIFICATE", caCert.Raw, 0o644}, {certFile, "CERTIFICATE", leaf.Raw, 0o644}, {keyFile, "PRIVATE KEY", pkcs8, 0o600}} {
-		if err := os.WriteFile(f.path, pem.EncodeToMemory(&pem.Block{Type: f.kind, Bytes: f.der}), f.mode); err != nil {
-			return err
-		}
+	if err := writePEM(l.certFile, "CERTIFICATE", cert.Raw, 0o644); err != nil {
+		return err
 	}
-	return nil
+	return writePEM(l.keyFile, "PRIVATE KEY", pkcs8, 0o600)
+}
+
+func writePEM(path, kind string, der []byte, mode os.FileMode) error {
+	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), mode)
 }
 
 // create signs tmpl with key under parent (nil: self-signed).
