@@ -167,19 +167,26 @@ func TestInvariantReleaseCarriesWitnessQuorumAndAgencyRefusesWithout(t *testing.
 }
 
 // TestInvariantWitnessTimeoutReleasesNothing: when one of the two
-// witnesses a quorum of 2 needs does not answer, the release waits for
-// the daemon's witness timeout after its entry and then fails with
-// witness_timeout: the TPM never unsealed the share, no package exists,
-// and a failure entry with that code follows the release entry.
+// witnesses a quorum of 2 needs stops answering between the check before
+// the entry and the wait after it (it dies right after the release entry
+// is durable), the release waits for the daemon's witness timeout and
+// then fails with witness_timeout: the TPM never unsealed the share, no
+// package exists, and a failure entry with that code follows the release
+// entry.
 func TestInvariantWitnessTimeoutReleasesNothing(t *testing.T) {
 	r, ws := witnessedRig(t, 2, 2, 2*time.Second)
 	defer r.stop()
-	ws[1].Stop()
-	r.rec.Reset()
+	hook := func(stage, keyID string) {
+		if stage == "entry" {
+			ws[1].Stop()
+		}
+	}
+	r.hook.Store(&hook)
 	status, st, eb := r.c.submit(t, r.warrant(t, "W-no-quorum"))
 	if status != http.StatusAccepted {
 		t.Fatalf("submit: %d %+v", status, eb)
 	}
+	r.rec.Reset()
 	time.Sleep(20 * time.Millisecond)
 	r.press()
 	st = r.c.wait(t, st.ID)
@@ -202,6 +209,82 @@ func TestInvariantWitnessTimeoutReleasesNothing(t *testing.T) {
 	if e := r.c.entryAt(t, i+1, r.a.VerifierKey); e.Kind != ledger.KindFailure || e.Reason != string(release.CodeWitnessTimeout) {
 		t.Fatalf("entry %d: %+v, want the failure witness_timeout", i+1, e)
 	}
+}
+
+// releasedOnceAfterOutage checks, once the witnesses are back, that the
+// warrant refused during their outage releases (it was not spent), once:
+// one more release entry, one unseal, and a third submission is replayed.
+func releasedOnceAfterOutage(t *testing.T, r *rig, p7s []byte, before int) {
+	t.Helper()
+	if n := r.releaseEntries(t); n != before {
+		t.Fatalf("%d release entries during the outage, want %d", n, before)
+	}
+	if n, _ := r.rec.EncryptedResponses(tpm2.TPMCCUnseal, 1); n != 0 {
+		t.Fatalf("the TPM unsealed the share %d times without the witness quorum", n)
+	}
+	if matches, _ := filepath.Glob(filepath.Join(r.d.data, release.Dir, "*", "*.release.json")); len(matches) != 0 {
+		t.Fatalf("packages on disk during the outage: %v", matches)
+	}
+	_, pkg := r.releaseOK(t, p7s)
+	if _, _, err := witness.VerifyQuorum([]byte(pkg.Ledger.Checkpoint), r.escrow.WitnessPolicy()); err != nil {
+		t.Fatalf("the package after the outage: %v", err)
+	}
+	if n := r.releaseEntries(t); n != before+1 {
+		t.Fatalf("%d release entries after the outage, want %d", n, before+1)
+	}
+	if n, _ := r.rec.EncryptedResponses(tpm2.TPMCCUnseal, 1); n != 1 {
+		t.Fatalf("the TPM unsealed the share %d times, want once", n)
+	}
+	r.expectRefusal(t, p7s, release.CodeReplayed, true)
+}
+
+// TestInvariantWitnessOutageBeforeTheSummaryDoesNotSpendTheWarrant: with
+// one of the two witnesses a quorum of 2 needs down, a verified warrant
+// is refused at submission with witness_unreachable (503), logged as a
+// refusal entry the first time and counted after, before any summary or
+// press: no release entry, nothing unsealed. When the witness is back
+// the same warrant releases, once.
+func TestInvariantWitnessOutageBeforeTheSummaryDoesNotSpendTheWarrant(t *testing.T) {
+	r, ws := witnessedRig(t, 2, 2, 2*time.Second)
+	defer r.stop()
+	p7s := r.warrant(t, "W-outage-before")
+	before := r.releaseEntries(t)
+	ws[1].Stop()
+	r.rec.Reset()
+	r.expectRefusal(t, p7s, release.CodeWitnessUnreachable, true)
+	r.expectRefusal(t, p7s, release.CodeWitnessUnreachable, false) // the same again: counted
+	ws[1].Restart()
+	releasedOnceAfterOutage(t, r, p7s, before)
+}
+
+// TestInvariantWitnessOutageAfterThePressDoesNotSpendTheWarrant: a
+// witness the quorum needs goes down between the summary and the press:
+// after the press the witnesses are asked again before the release entry,
+// the request is refused with witness_unreachable and a refusal entry,
+// no release entry is written and nothing unsealed. When the witness is
+// back the same warrant releases, once.
+func TestInvariantWitnessOutageAfterThePressDoesNotSpendTheWarrant(t *testing.T) {
+	r, ws := witnessedRig(t, 2, 2, 2*time.Second)
+	defer r.stop()
+	p7s := r.warrant(t, "W-outage-after")
+	before := r.releaseEntries(t)
+	status, st, eb := r.c.submit(t, p7s)
+	if status != http.StatusAccepted {
+		t.Fatalf("submit: %d %+v", status, eb)
+	}
+	ws[1].Stop()
+	r.rec.Reset()
+	time.Sleep(20 * time.Millisecond)
+	r.press()
+	st = r.c.wait(t, st.ID)
+	if st.State != release.StateRefused || st.Code != release.CodeWitnessUnreachable || len(st.Packages) != 0 {
+		t.Fatalf("a press while a witness is down: %+v", st)
+	}
+	if e := r.c.entryAt(t, st.LedgerIndices[""], r.a.VerifierKey); e.Kind != ledger.KindRefusal || e.Reason != string(release.CodeWitnessUnreachable) {
+		t.Fatalf("logged as %+v, want the refusal witness_unreachable", e)
+	}
+	ws[1].Restart()
+	releasedOnceAfterOutage(t, r, p7s, before)
 }
 
 // TestInvariantForkIsRefusedByWitnessesAndCaughtByMonitor: a copy of the

@@ -15,10 +15,16 @@
 //  3. One warrant awaits approval at a time: a second verified warrant is
 //     refused as "busy" (not queued: the officer at the device must know which
 //     warrant a press approves).
-//  4. The summary goes to the display, the LED blinks, and the button must be
-//     pressed — a press that begins after the summary was shown, within the
-//     window (default 120 s).
-//  5. After the press, the whole verification of steps 1–2 runs again — the
+//  4. When a key ID's escrow file names witnesses, their quorum cosigns
+//     the current checkpoint (at most WitnessTimeout; witnessesAnswer),
+//     or the warrant is refused with witness_unreachable before anything
+//     is written for the release: a release entry spends the warrant, so
+//     a witness outage must be found before it. Then the summary goes to
+//     the display, the LED blinks, and the button must be pressed — a
+//     press that begins after the summary was shown, within the window
+//     (default 120 s).
+//  5. After the press, the witnesses are asked again (refused as in step
+//     4), then the whole verification of steps 1–2 runs again — the
 //     trust store read again from disk, CRL freshness, the warrant's
 //     window, addressing and key IDs, the replay index, the PCRs — so a
 //     judge revoked, a window closed or a warrant used elsewhere while
@@ -133,14 +139,15 @@ type Config struct {
 	// computes for a scoped key ID, "stored" after its package is): tests use
 	// it to kill the process there.
 	Hook func(stage, keyID string)
-	// WitnessTimeout bounds how long a release waits, after its entry, for
-	// the escrow file's witness quorum to cosign (0: DefaultWitnessTimeout).
+	// WitnessTimeout bounds each wait for the escrow file's witness quorum
+	// to cosign: before the summary, after the press, and after the entry
+	// (0: DefaultWitnessTimeout).
 	WitnessTimeout time.Duration
 	// WitnessHTTP reaches the witnesses (nil: a default client).
 	WitnessHTTP *http.Client
 }
 
-// DefaultWitnessTimeout is how long a release waits for its witnesses.
+// DefaultWitnessTimeout is how long one wait for the witnesses lasts.
 const DefaultWitnessTimeout = 30 * time.Second
 
 // Daemon runs requests. Its methods are safe for concurrent use.
@@ -296,9 +303,15 @@ func (d *Daemon) Submit(p7s []byte) (*Status, error) { return d.SubmitList(p7s, 
 // that names its envelopes inline or none.
 func (d *Daemon) SubmitList(p7s []byte, list *warrant.EnvelopeList) (*Status, error) {
 	start := time.Now()
-	v, checked, ref := d.check(p7s, list)
+	bundles := map[string]*escrow.Bundle{}
+	v, checked, ref := d.check(p7s, list, bundles)
 	if ref != nil {
 		return nil, ref
+	}
+	// Before the summary: the officer is not asked to press for a release
+	// the witnesses would hold up after its entry.
+	if code, err := d.witnessesAnswer(inOrder(v.Warrant.KeyIDs, bundles)); err != nil {
+		return nil, d.refuseWitnesses(p7s, code, err)
 	}
 	verifyTime := time.Since(start)
 
@@ -313,7 +326,7 @@ func (d *Daemon) SubmitList(p7s []byte, list *warrant.EnvelopeList) (*Status, er
 		// other refusal anyone can cause at will.
 		return nil, d.count(CodeBusy, errBusy)
 	}
-	r := &request{v: v, p7s: p7s, detached: list, list: checked, done: make(chan struct{})}
+	r := &request{v: v, p7s: p7s, detached: list, list: checked, bundles: bundles, done: make(chan struct{})}
 	r.status = Status{
 		ID:            newID(),
 		State:         StateAwaitingPress,
@@ -343,9 +356,10 @@ func (d *Daemon) SubmitList(p7s []byte, list *warrant.EnvelopeList) (*Status, er
 	return &st, nil
 }
 
-// check runs every refusal before the summary, and logs or counts it.
-func (d *Daemon) check(p7s []byte, detached *warrant.EnvelopeList) (*warrant.Verified, *warrant.EnvelopeList, *Refusal) {
-	v, list, signed, code, err := d.vet(p7s, detached, true, nil)
+// check runs every refusal before the summary, and logs or counts it. The
+// bundles checked go into keep.
+func (d *Daemon) check(p7s []byte, detached *warrant.EnvelopeList, keep map[string]*escrow.Bundle) (*warrant.Verified, *warrant.EnvelopeList, *Refusal) {
+	v, list, signed, code, err := d.vet(p7s, detached, true, keep)
 	switch {
 	case err == nil:
 		return v, list, nil
@@ -638,6 +652,13 @@ func (d *Daemon) await(r *request, ready func()) {
 			code = CodeShuttingDown
 			err = errors.New("the appliance is shutting down before the button was pressed; nothing was released: submit the warrant again when it is back")
 		}
+		d.refused(r, code, "", err)
+		return
+	}
+	// The witnesses again, as they may have gone since the summary; before
+	// the whole verification runs again, so that it stays the last check
+	// before the entry.
+	if code, err := d.witnessesAnswer(inOrder(r.status.KeyIDs, r.bundles)); err != nil {
 		d.refused(r, code, "", err)
 		return
 	}

@@ -355,7 +355,10 @@ type witnessedCheckpoint struct {
 
 // witnessed waits, after a release entry is durable and before anything
 // is unsealed, for the key ID's witness quorum (its escrow file's) to
-// cosign a checkpoint holding the entry, at most WitnessTimeout. With a
+// cosign a checkpoint holding the entry, at most WitnessTimeout. The
+// quorum answered right before the entry (witnessesAnswer), so only a
+// witness failing in between makes it time out: the warrant is then
+// spent, and the court issues a new one (docs/officer.md). With a
 // quorum of 0 it asks nothing and returns nil: the package then carries
 // a fresh checkpoint, as without witnesses.
 func (d *Daemon) witnessed(b *escrow.Bundle, index int64, tm *Timings) (*witnessedCheckpoint, Code, error) {
@@ -377,7 +380,7 @@ func (d *Daemon) witnessed(b *escrow.Bundle, index int64, tm *Timings) (*witness
 	case errors.Is(err, witness.ErrRefused):
 		return nil, CodeWitnessRefused, fmt.Errorf("entry %d of key ID %s: %w; nothing was released: the ledger may have been restored from a copy, see docs/ledger.md", index, b.Escrow.KeyID, err)
 	case errors.Is(err, witness.ErrTimeout):
-		return nil, CodeWitnessTimeout, fmt.Errorf("entry %d of key ID %s: %w (waited %s); nothing was released: check the witnesses can be reached, then submit a new warrant", index, b.Escrow.KeyID, err, d.cfg.WitnessTimeout)
+		return nil, CodeWitnessTimeout, fmt.Errorf("entry %d of key ID %s: %w (waited %s); nothing was released, but the warrant is spent: once the witnesses can be reached, the court issues a new warrant", index, b.Escrow.KeyID, err, d.cfg.WitnessTimeout)
 	case err != nil:
 		return nil, CodeInternal, err
 	}
