@@ -265,7 +265,7 @@ type Timings struct {
 	HPKEMS      float64 `json:"hpke_ms"`      // seal to the recipient
 	ProofMS     float64 `json:"proof_ms"`     // inclusion proof and signed checkpoint
 	StoreMS     float64 `json:"store_ms"`     // durable package write
-	WitnessMS   float64 `json:"witness_ms"`   // waiting for the witness quorum
+	WitnessMS   float64 `json:"witness_ms"`   // waiting for the witness quorum, after the press and after the entry
 	TotalMS     float64 `json:"total_ms"`     // press to last package stored
 	TPMCommands int64   `json:"tpm_commands"` // during the release
 }
@@ -282,6 +282,7 @@ type request struct {
 	// envelopes): the release uses what was checked, without reading it
 	// again.
 	bundles map[string]*escrow.Bundle
+	pressed time.Time // when the press was taken: Timings.TotalMS counts from it
 	done    chan struct{}
 }
 
@@ -308,12 +309,12 @@ func (d *Daemon) SubmitList(p7s []byte, list *warrant.EnvelopeList) (*Status, er
 	if ref != nil {
 		return nil, ref
 	}
+	verifyTime := time.Since(start)
 	// Before the summary: the officer is not asked to press for a release
 	// the witnesses would hold up after its entry.
 	if code, err := d.witnessesAnswer(inOrder(v.Warrant.KeyIDs, bundles)); err != nil {
 		return nil, d.refuseWitnesses(p7s, code, err)
 	}
-	verifyTime := time.Since(start)
 
 	d.mu.Lock()
 	if d.closed {
@@ -658,7 +659,10 @@ func (d *Daemon) await(r *request, ready func()) {
 	// The witnesses again, as they may have gone since the summary; before
 	// the whole verification runs again, so that it stays the last check
 	// before the entry.
-	if code, err := d.witnessesAnswer(inOrder(r.status.KeyIDs, r.bundles)); err != nil {
+	r.pressed = time.Now()
+	code, err := d.witnessesAnswer(inOrder(r.status.KeyIDs, r.bundles))
+	d.update(r, func(s *Status) { s.Timings.WitnessMS += ms(time.Since(r.pressed)) })
+	if err != nil {
 		d.refused(r, code, "", err)
 		return
 	}

@@ -126,7 +126,7 @@ func (d *Daemon) readRecord(id string) (*record, error) {
 
 // releaseAll runs step 5 for every key ID of an approved request.
 func (d *Daemon) releaseAll(r *request) {
-	start := time.Now()
+	start := r.pressed
 	cmds := d.cfg.TPM.Commands()
 	v := r.v
 	rec := &record{ID: r.status.ID, Warrant: r.p7s, WarrantDigest: r.status.WarrantDigest,
