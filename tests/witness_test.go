@@ -1,11 +1,13 @@
 package tests
 
 import (
+	"bytes"
 	"errors"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -166,23 +168,23 @@ func TestInvariantReleaseCarriesWitnessQuorumAndAgencyRefusesWithout(t *testing.
 	}
 }
 
-// TestInvariantWitnessTimeoutReleasesNothing: when one of the two
-// witnesses a quorum of 2 needs stops answering between the check before
-// the entry and the wait after it (it dies right after the release entry
-// is durable), the release waits for the daemon's witness timeout and
-// then fails with witness_timeout: the TPM never unsealed the share, no
-// package exists, and a failure entry with that code follows the release
-// entry.
-func TestInvariantWitnessTimeoutReleasesNothing(t *testing.T) {
+// parkedRig is a witnessed rig (two witnesses, quorum 2) whose warrant
+// was approved while both answered and whose second witness stopped right
+// after the release entry: the request awaits its witnesses. It returns
+// the warrant, the request's status and the release entries before it.
+func parkedRig(t *testing.T, serial string) (*rig, []*witnesstest.Witness, []byte, release.Status, int) {
+	t.Helper()
 	r, ws := witnessedRig(t, 2, 2, 2*time.Second)
-	defer r.stop()
+	var once sync.Once
 	hook := func(stage, keyID string) {
 		if stage == "entry" {
-			ws[1].Stop()
+			once.Do(ws[1].Stop)
 		}
 	}
 	r.hook.Store(&hook)
-	status, st, eb := r.c.submit(t, r.warrant(t, "W-no-quorum"))
+	p7s := r.warrant(t, serial)
+	before := r.releaseEntries(t)
+	status, st, eb := r.c.submit(t, p7s)
 	if status != http.StatusAccepted {
 		t.Fatalf("submit: %d %+v", status, eb)
 	}
@@ -190,24 +192,146 @@ func TestInvariantWitnessTimeoutReleasesNothing(t *testing.T) {
 	time.Sleep(20 * time.Millisecond)
 	r.press()
 	st = r.c.wait(t, st.ID)
-	if st.State != release.StateFailed || st.Failed["2026-11"] != release.CodeWitnessTimeout || len(st.Packages) != 0 {
-		t.Fatalf("release without the quorum: %+v", st)
+	if st.State != release.StateAwaitingWitnesses || st.Code != release.CodeWitnessTimeout || len(st.Packages) != 0 || !strings.Contains(st.Message, "--resume "+st.ID) {
+		t.Fatalf("a witness gone after the entry: %+v", st)
 	}
+	checkNothingReleased(t, r, st, before+1)
+	return r, ws, p7s, st, before
+}
+
+// checkNothingReleased checks that r's TPM unsealed nothing, no package
+// exists, the ledger holds releases release entries and no failure entry
+// follows the request's entry.
+func checkNothingReleased(t *testing.T, r *rig, st release.Status, releases int) {
+	t.Helper()
 	if n, _ := r.rec.EncryptedResponses(tpm2.TPMCCUnseal, 1); n != 0 {
 		t.Fatalf("the TPM unsealed the share %d times without the witness quorum", n)
 	}
-	if code, _ := r.c.get(t, "/v1/requests/"+st.ID+"/packages/2026-11"); code != http.StatusNotFound {
-		t.Fatalf("a package exists: %d", code)
-	}
 	if matches, _ := filepath.Glob(filepath.Join(r.d.data, release.Dir, "*", "*.release.json")); len(matches) != 0 {
 		t.Fatalf("packages on disk: %v", matches)
+	}
+	if n := r.releaseEntries(t); n != releases {
+		t.Fatalf("%d release entries, want %d", n, releases)
 	}
 	i := st.LedgerIndices["2026-11"]
 	if e := r.c.entryAt(t, i, r.a.VerifierKey); e.Kind != ledger.KindRelease {
 		t.Fatalf("entry %d: %+v", i, e)
 	}
-	if e := r.c.entryAt(t, i+1, r.a.VerifierKey); e.Kind != ledger.KindFailure || e.Reason != string(release.CodeWitnessTimeout) {
-		t.Fatalf("entry %d: %+v, want the failure witness_timeout", i+1, e)
+	for j := i + 1; j < r.a.Ledger.Size(); j++ {
+		if e := r.c.entryAt(t, j, r.a.VerifierKey); e.Kind == ledger.KindFailure {
+			t.Fatalf("entry %d is a failure (%s) of a request awaiting its witnesses", j, e.Reason)
+		}
+	}
+}
+
+// resume asks the custodian to try a request awaiting its witnesses again.
+func (c *client) resume(t testing.TB, id string) (int, release.Status) {
+	t.Helper()
+	resp, err := c.http.Post(c.base+"/v1/requests/"+id+"/resume", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st release.Status
+	if resp.StatusCode == http.StatusAccepted {
+		if err := jsonUnmarshal(readAll(resp), &st); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		readAll(resp)
+	}
+	return resp.StatusCode, st
+}
+
+// TestInvariantWitnessTimeoutAfterTheEntryReleasesOnceOnResume: a witness
+// the quorum of 2 needs stops right after the release entry is durable
+// (it answered before the summary and after the press). The release waits
+// for the witness timeout and then awaits its witnesses: nothing
+// unsealed, no package, no failure entry. Asked to try again while the
+// witness is still down, it awaits them again, unsealing nothing; a
+// second try while one runs is refused. Once the witness is back, a try
+// releases under the same entry, once: one unseal, one package whose
+// checkpoint the quorum cosigned; no further try is accepted and the
+// warrant is spent (replayed).
+func TestInvariantWitnessTimeoutAfterTheEntryReleasesOnceOnResume(t *testing.T) {
+	r, ws, p7s, st, before := parkedRig(t, "W-no-quorum")
+	defer r.stop()
+	i := st.LedgerIndices["2026-11"]
+
+	code, again := r.c.resume(t, st.ID)
+	if code != http.StatusAccepted || again.State != release.StateReleasing {
+		t.Fatalf("resume: %d %+v", code, again)
+	}
+	if code, _ := r.c.resume(t, st.ID); code != http.StatusNotFound {
+		t.Fatalf("a second resume while one runs: %d, want 404", code)
+	}
+	if again = r.c.wait(t, st.ID); again.State != release.StateAwaitingWitnesses || again.Code != release.CodeWitnessTimeout {
+		t.Fatalf("resume with the witness still down: %+v", again)
+	}
+	checkNothingReleased(t, r, st, before+1)
+
+	// The officer's client tries again once the witness is back.
+	ws[1].Restart()
+	out := filepath.Join(t.TempDir(), "court-a.release.json")
+	args := []string{"release", "--server", r.c.base, "--warrant", tempFile(t, "w.p7s", p7s), "--out", out, "--resume", st.ID}
+	if code, stdout, stderr := cli(t, append(args, r.site.officerArgs()...)...); code != 0 || !strings.Contains(stdout, "trying request "+st.ID+" again") {
+		t.Fatalf("release --resume: exit %d\n%s%s", code, stdout, stderr)
+	}
+	done := r.c.wait(t, st.ID)
+	if done.State != release.StateReleased || len(done.Packages) != 1 || done.LedgerIndices["2026-11"] != i {
+		t.Fatalf("resume with the witnesses back: %+v", done)
+	}
+	if n, _ := r.rec.EncryptedResponses(tpm2.TPMCCUnseal, 1); n != 1 {
+		t.Fatalf("the TPM unsealed the share %d times, want once", n)
+	}
+	_, data := r.c.get(t, "/v1/requests/"+st.ID+"/packages/2026-11")
+	if saved, err := os.ReadFile(out); err != nil || !bytes.Equal(saved, data) {
+		t.Fatalf("the package the client saved is not the custodian's: %v", err)
+	}
+	pkg, err := escrow.ParseRelease(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := witness.VerifyQuorum([]byte(pkg.Ledger.Checkpoint), r.escrow.WitnessPolicy()); err != nil || pkg.Ledger.Index != i {
+		t.Fatalf("the package: entry %d, %v", pkg.Ledger.Index, err)
+	}
+	if n := r.releaseEntries(t); n != before+1 {
+		t.Fatalf("%d release entries, want %d", n, before+1)
+	}
+	if code, _ := r.c.resume(t, st.ID); code != http.StatusNotFound {
+		t.Fatalf("resume of a released request: %d, want 404", code)
+	}
+	r.expectRefusal(t, p7s, release.CodeReplayed, true)
+}
+
+// TestInvariantRestartEndsARequestAwaitingWitnesses: a request awaiting
+// its witnesses when the daemon restarts is ended as any release cut off
+// after its entry: a failure entry (interrupted), nothing unsealed, and no
+// try is accepted after.
+func TestInvariantRestartEndsARequestAwaitingWitnesses(t *testing.T) {
+	r, ws, _, st, before := parkedRig(t, "W-restart")
+	r.stop()
+	ws[1].Restart()
+	r.open(t) // unseals the ledger key
+	r.rec.Reset()
+	r.start(t)
+	defer r.stop()
+	if code, _ := r.c.resume(t, st.ID); code != http.StatusNotFound {
+		t.Fatalf("resume after a restart: %d, want 404", code)
+	}
+	var after release.Status
+	r.c.getJSON(t, "/v1/requests/"+st.ID, &after)
+	if after.State != release.StateFailed || after.Failed["2026-11"] != release.CodeInterrupted || len(after.Packages) != 0 {
+		t.Fatalf("after the restart: %+v", after)
+	}
+	i := st.LedgerIndices["2026-11"]
+	if e := r.c.entryAt(t, r.a.Ledger.Size()-1, r.a.VerifierKey); e.Kind != ledger.KindFailure || e.Reason != string(release.CodeInterrupted) || r.a.Ledger.Size() <= i+1 {
+		t.Fatalf("the last entry: %+v, want the failure interrupted", e)
+	}
+	if n, _ := r.rec.EncryptedResponses(tpm2.TPMCCUnseal, 1); n != 0 {
+		t.Fatalf("the TPM unsealed the share %d times", n)
+	}
+	if n := r.releaseEntries(t); n != before+1 {
+		t.Fatalf("%d release entries, want %d", n, before+1)
 	}
 }
 

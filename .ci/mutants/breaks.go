@@ -475,14 +475,29 @@ var breaks = []mutant{
 		name:  "the report page is rendered without escaping",
 		edits: []edit{{"hsm/report/render.go", "\t\"html/template\"", "\t\"text/template\""}},
 		pkg:   "./hsm/report", tests: []string{"TestInvariantReportEscapesLedgerFields"},
+	},
 	// Witnesses: a release waits for its quorum; the agency and the
 	// witness package count it.
 	{
 		name: "a release goes on without its witness quorum",
 		edits: []edit{{"hsm/release/store.go",
-			"\tcosigned, code, err := d.witnessed(b, index, tm)\n\tif err != nil {\n\t\treturn fail(code, err)\n\t}",
+			"\tcosigned, code, err := d.witnessed(b, index, tm)\n\tif code == CodeWitnessTimeout {\n\t\treturn code, fmt.Errorf(\"%w: %w\", errAwaitingWitnesses, err)\n\t}\n\tif err != nil {\n\t\treturn fail(code, err)\n\t}",
 			"\tcosigned, _, _ := d.witnessed(b, index, tm)"}},
-		pkg: "./tests", tests: []string{"TestInvariantWitnessTimeoutReleasesNothing"},
+		pkg: "./tests", tests: []string{"TestInvariantWitnessTimeoutAfterTheEntryReleasesOnceOnResume"},
+	},
+	{
+		name: "a warrant is shown for approval without asking the witnesses first",
+		edits: []edit{{"hsm/release/release.go",
+			"\tif code, err := d.witnessesAnswer(inOrder(v.Warrant.KeyIDs, bundles)); err != nil {",
+			"\tif code, err := d.witnessesAnswer(nil); err != nil {"}},
+		pkg: "./tests", tests: []string{"TestInvariantWitnessOutageBeforeTheSummaryDoesNotSpendTheWarrant"},
+	},
+	{
+		name: "the release entry is written without asking the witnesses after the press",
+		edits: []edit{{"hsm/release/release.go",
+			"\tcode, err := d.witnessesAnswer(inOrder(r.status.KeyIDs, r.bundles))",
+			"\tcode, err := d.witnessesAnswer(nil)"}},
+		pkg: "./tests", tests: []string{"TestInvariantWitnessOutageAfterThePressDoesNotSpendTheWarrant"},
 	},
 	{
 		name:  "the agency takes packages without the witness quorum",

@@ -29,10 +29,10 @@ import (
 )
 
 func newReleaseCommand(g *globals) *cobra.Command {
-	var server, warrantPath, listPath, out, saltsOut string
+	var server, warrantPath, listPath, out, saltsOut, resume string
 	var network clientTLS
 	cmd := &cobra.Command{
-		Use:   "release --server URL --warrant w.p7s [--envelope-list w.envelopes] --out release.json",
+		Use:   "release --server URL --warrant w.p7s [--envelope-list w.envelopes] --out release.json [--resume REQUEST-ID]",
 		Short: "Submit a warrant to a custodian and save its release package after the officer presses the button",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -53,7 +53,7 @@ func newReleaseCommand(g *globals) *cobra.Command {
 				return err
 			}
 			var salts []opening.Salt
-			err = g.release(cmd.Context(), c, submission{p7s: p7s, listPath: listPath}, out, &salts)
+			err = g.release(cmd.Context(), c, submission{p7s: p7s, listPath: listPath, resume: resume}, out, &salts)
 			return g.keepSalts(server, p7s, saltsOut, salts, err)
 		},
 	}
@@ -61,6 +61,7 @@ func newReleaseCommand(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&warrantPath, "warrant", "", "the signed warrant (DER CMS)")
 	cmd.Flags().StringVar(&listPath, "envelope-list", "", "the envelope list the warrant names (written by custodian warrant new beside it)")
 	cmd.Flags().StringVar(&out, "out", "", "where to save the package; with several key IDs, one file per key ID (NAME.KEY-ID.json)")
+	cmd.Flags().StringVar(&resume, "resume", "", "instead of submitting, ask the custodian to try again the request of this ID, which awaits its witnesses after its ledger entry (awaiting_witnesses); give the same warrant")
 	cmd.Flags().StringVar(&saltsOut, "salts-out", "", "where to keep the salts of the request's ledger entries, the court's secret for custodian ledger reveal (default: --out with .salts.json for its extension)")
 	network.register(cmd, true)
 	for _, f := range []string{"server", "warrant", "out"} {
@@ -258,6 +259,7 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 type submission struct {
 	p7s      []byte
 	listPath string
+	resume   string // a request awaiting its witnesses, tried again instead of a submission
 }
 
 // post sends the submission: the warrant alone, or with its list as
@@ -331,15 +333,21 @@ func (g *globals) release(ctx context.Context, c *apiClient, s submission, out s
 		return withHint(errors.New("the warrant names its envelopes by a list, and no list was given"), "add --envelope-list with the list file custodian warrant new wrote beside the warrant")
 	}
 	var st release.Status
-	if err := c.submit(ctx, s, &st); err != nil {
+	if s.resume != "" {
+		if err := c.do(ctx, http.MethodPost, "/v1/requests/"+url.PathEscape(s.resume)+"/resume", nil, &st); err != nil {
+			return releaseHint(err)
+		}
+		g.printf("trying request %s again: waiting for the witnesses\n", st.ID)
+	} else if err := c.submit(ctx, s, &st); err != nil {
 		var e *apiError
 		if errors.As(err, &e) && e.index != nil && e.salt != "" {
 			*salts = []opening.Salt{{Index: *e.index, Salt: e.salt}}
 		}
 		return releaseHint(err)
+	} else {
+		g.printf("%s\n\nwarrant digest %s\npress the button on the custodian (request %s)\n", st.Summary, st.WarrantDigest, st.ID)
 	}
 	defer func() { *salts = st.Salts }()
-	g.printf("%s\n\nwarrant digest %s\npress the button on the custodian (request %s)\n", st.Summary, st.WarrantDigest, st.ID)
 	var shown release.Progress
 	for st.State == release.StateAwaitingPress || st.State == release.StateReleasing {
 		left := time.Until(st.Deadline).Round(time.Second)
@@ -383,6 +391,10 @@ func (g *globals) release(ctx context.Context, c *apiClient, s submission, out s
 		}
 		g.printf("released key ID %s by custodian %s (ledger entry %d): saved %s\n", k, r.CustodianID, st.LedgerIndices[k], path)
 		saved++
+	}
+	if st.State == release.StateAwaitingWitnesses {
+		return withHint(fmt.Errorf("request %s awaits its witnesses: %s", st.ID, serverText(st.Message)),
+			fmt.Sprintf("the warrant's release entry stands and nothing was released; once the custodian's operator says the witnesses answer, run this command again with --resume %s", st.ID))
 	}
 	if len(st.Failed) > 0 {
 		return withHint(fmt.Errorf("%d of %d key IDs failed after the approval: %s", len(st.Failed), len(st.KeyIDs), failedKeyIDs(st.Failed)),
@@ -429,7 +441,7 @@ func releaseHint(err error) error {
 		release.CodeShuttingDown:                   "the appliance stopped before the press; nothing was released: submit the warrant again when it is back",
 		release.CodeTPMFull:                        "nothing was released and the warrant is not spent; the appliance's operator restarts it, then submit the warrant again",
 		release.CodeWitnessUnreachable:             "the witnesses the escrow file names did not answer; nothing was released and the warrant is not spent: submit the same warrant again once they can be reached (ask the appliance's operator)",
-		release.CodeWitnessTimeout:                 "a witness stopped answering right after the release entry; nothing was released, but the warrant is spent: ask the court for a new warrant once the witnesses can be reached",
+		release.CodeWitnessTimeout:                 "a witness stopped answering right after the release entry; nothing was released: once the witnesses answer, run this command again with --resume and the request ID",
 		release.CodeWitnessRefused:                 "the witnesses refused the appliance's ledger (another history, or a restored copy); nothing was released: call the appliance's operator",
 		release.CodeChangedAfterApproval:           "the warrant stopped verifying while the device waited for the press (see the cause); nothing was released",
 		release.CodeBeforeFloor:                    "ask the court to sign the warrant again",

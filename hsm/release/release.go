@@ -283,7 +283,12 @@ type request struct {
 	// again.
 	bundles map[string]*escrow.Bundle
 	pressed time.Time // when the press was taken: Timings.TotalMS counts from it
-	done    chan struct{}
+	// Awaiting witnesses (park): the request's record, the position of
+	// the key ID awaiting them, and its release entry.
+	rec      *record
+	resumeAt int
+	parked   int64
+	done     chan struct{}
 }
 
 func (d *Daemon) now() time.Time { return d.cfg.Now().UTC() }
@@ -755,7 +760,7 @@ func (d *Daemon) finish(r *request, f func(*Status)) {
 		d.pending = nil
 	}
 	// Remembered requests keep only their status, not the warrant.
-	r.v, r.p7s, r.detached, r.list, r.bundles = nil, nil, nil, nil, nil
+	r.v, r.p7s, r.detached, r.list, r.bundles, r.rec = nil, nil, nil, nil, nil, nil
 }
 
 func (d *Daemon) remember(r *request) {
@@ -763,7 +768,7 @@ func (d *Daemon) remember(r *request) {
 	d.order = append(d.order, r.status.ID)
 	for len(d.order) > maxRemembered {
 		old := d.order[0]
-		if d.requests[old] == d.pending {
+		if o := d.requests[old]; o == d.pending || o.status.State == StateAwaitingWitnesses {
 			break
 		}
 		delete(d.requests, old)
@@ -829,10 +834,14 @@ func (d *Daemon) Status(id string) (*Status, error) {
 func (d *Daemon) Wait(ctx context.Context, id string) (*Status, error) {
 	d.mu.Lock()
 	r, ok := d.requests[id]
+	var done chan struct{}
+	if ok {
+		done = r.done // a resumed request has a new one
+	}
 	d.mu.Unlock()
 	if ok {
 		select {
-		case <-r.done:
+		case <-done:
 		case <-ctx.Done():
 		}
 	}
