@@ -16,6 +16,7 @@ import (
 	"github.com/custodian-project/custodian/hsm/escrow"
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/release"
+	"github.com/custodian-project/custodian/hsm/warrant"
 	"github.com/custodian-project/custodian/hsm/witness"
 	"github.com/custodian-project/custodian/hsm/witness/witnesstest"
 )
@@ -497,5 +498,31 @@ func TestLedgerVerifyRefusesCheckpointWithoutQuorum(t *testing.T) {
 	}
 	if code, out, errOut := cli(t, remote...); code != 0 {
 		t.Fatalf("without --escrow: exit %d\n%s%s", code, out, errOut)
+	}
+}
+
+// TestInvariantResumeChecksTheWarrantAgain: a request awaiting its
+// witnesses whose warrant stopped verifying meanwhile (its judge
+// revoked) is not released when tried again, though the witnesses are back: the
+// key ID fails with changed_after_approval and its cause, logged as a
+// failure entry after its release entry, and the TPM unseals nothing.
+func TestInvariantResumeChecksTheWarrantAgain(t *testing.T) {
+	r, ws, _, st, _ := parkedRig(t, "W-expires-meanwhile")
+	defer r.stop()
+	ws[1].Restart()
+	r.court.install(t, r.a, r.now().UTC(), r.court.judge) // the judge revoked meanwhile
+	if code, _ := r.c.resume(t, st.ID); code != http.StatusAccepted {
+		t.Fatalf("resume: %d", code)
+	}
+	done := r.c.wait(t, st.ID)
+	if done.State != release.StateFailed || done.Failed["2026-11"] != release.CodeChangedAfterApproval || done.Cause != release.Code(warrant.ReasonRevoked) || len(done.Packages) != 0 {
+		t.Fatalf("resume of a warrant that no longer verifies: %+v", done)
+	}
+	if n, _ := r.rec.EncryptedResponses(tpm2.TPMCCUnseal, 1); n != 0 {
+		t.Fatalf("the TPM unsealed the share %d times", n)
+	}
+	last := r.c.entryAt(t, r.a.Ledger.Size()-1, r.a.VerifierKey)
+	if last.Kind != ledger.KindFailure || last.Reason != string(release.CodeChangedAfterApproval) || last.KeyID != "2026-11" {
+		t.Fatalf("the last entry: %+v, want the failure changed_after_approval", last)
 	}
 }

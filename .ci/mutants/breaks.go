@@ -482,7 +482,7 @@ var breaks = []mutant{
 		name: "a release goes on without its witness quorum",
 		edits: []edit{{"hsm/release/store.go",
 			"\tcosigned, code, err := d.witnessed(b, index, tm)\n\tif code == CodeWitnessTimeout {\n\t\treturn code, fmt.Errorf(\"%w: %w\", errAwaitingWitnesses, err)\n\t}\n\tif err != nil {\n\t\treturn fail(code, err)\n\t}",
-			"\tcosigned, _, _ := d.witnessed(b, index, tm)"}},
+			"\tcosigned, code, err := d.witnessed(b, index, tm)\n\t_, _ = code, err"}},
 		pkg: "./tests", tests: []string{"TestInvariantWitnessTimeoutAfterTheEntryReleasesOnceOnResume"},
 	},
 	{
@@ -498,6 +498,20 @@ var breaks = []mutant{
 			"\tcode, err := d.witnessesAnswer(inOrder(r.status.KeyIDs, r.bundles))",
 			"\tcode, err := d.witnessesAnswer(nil)"}},
 		pkg: "./tests", tests: []string{"TestInvariantWitnessOutageAfterThePressDoesNotSpendTheWarrant"},
+	},
+	{
+		name: "a request awaiting its witnesses is released without its checks run again",
+		edits: []edit{{"hsm/release/resume.go",
+			"\tcause, err := d.recheckKeyID(r, k, *rec.FirstEntry)",
+			"\tcause, err := Code(\"\"), error(nil)"}},
+		pkg: "./tests", tests: []string{"TestInvariantResumeChecksTheWarrantAgain"},
+	},
+	{
+		name: "a request is tried again while a try runs",
+		edits: []edit{{"hsm/release/resume.go",
+			"\tcase !validID(id) || !ok || r.status.State != StateAwaitingWitnesses:",
+			"\tcase !validID(id) || !ok:"}},
+		pkg: "./tests", tests: []string{"TestInvariantWitnessTimeoutAfterTheEntryReleasesOnceOnResume"},
 	},
 	{
 		name:  "the agency takes packages without the witness quorum",
