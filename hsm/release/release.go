@@ -38,8 +38,10 @@
 //     first carries the warrant's replay key), when the key ID's escrow
 //     file names witnesses with a quorum the daemon waits, at most
 //     WitnessTimeout, for that quorum to cosign a checkpoint holding the
-//     entry (witness_timeout or witness_refused otherwise: a failure
-//     entry, and nothing is unsealed; see witnessed), the share is unsealed in the
+//     entry (witness_refused otherwise: a failure entry; witness_timeout:
+//     the request awaits its witnesses under the entry until the officer
+//     tries again, see resume.go; nothing is unsealed either way; see
+//     witnessed), the share is unsealed in the
 //     TPM (salted, response-encrypted session), sealed with HPKE to the
 //     warrant's recipient (info binds warrant digest, custodian, key ID,
 //     share index), and the package — with the entry's inclusion proof and a
@@ -68,7 +70,7 @@
 // and at Close), only if something was counted. The ledger blocked
 // (rollback, clone) refuses every append: those refusals go to the
 // daemon's log. Any failure after a release entry is logged as a failure
-// entry. A request interrupted after its entries (power loss,
+// entry, except a witness timeout (the request awaits its witnesses). A request interrupted after its entries (power loss,
 // kill -9) is finished at the next start: key IDs with a stored package are
 // served; the others are logged as failed ("interrupted"). Nothing is
 // released twice: the replay key is in the same ledger transaction as the
