@@ -171,6 +171,7 @@ var runbookPlans = map[string][]blockPlan{
 	"officer.md": {
 		{"fab4eaba", "client key", ""},
 		{"a6a37ab5", "release", ""},
+		{"08ee2b02", "resume", "needs a release whose witness stopped right after its entry; TestInvariantWitnessTimeoutAfterTheEntryReleasesOnceOnResume runs the same command line"},
 		{"75747d5f", "reveal", ""},
 	},
 	"agency.md": {

@@ -1,11 +1,13 @@
 package tests
 
 import (
+	"bytes"
 	"errors"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 	"github.com/custodian-project/custodian/hsm/escrow"
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/release"
+	"github.com/custodian-project/custodian/hsm/warrant"
 	"github.com/custodian-project/custodian/hsm/witness"
 	"github.com/custodian-project/custodian/hsm/witness/witnesstest"
 )
@@ -166,48 +169,254 @@ func TestInvariantReleaseCarriesWitnessQuorumAndAgencyRefusesWithout(t *testing.
 	}
 }
 
-// TestInvariantWitnessTimeoutReleasesNothing: when one of the two
-// witnesses a quorum of 2 needs does not answer, the release waits for
-// the daemon's witness timeout after its entry and then fails with
-// witness_timeout: the TPM never unsealed the share, no package exists,
-// and a failure entry with that code follows the release entry.
-func TestInvariantWitnessTimeoutReleasesNothing(t *testing.T) {
+// parkedRig is a witnessed rig (two witnesses, quorum 2) whose warrant
+// was approved while both answered and whose second witness stopped right
+// after the release entry: the request awaits its witnesses. It returns
+// the warrant, the request's status and the release entries before it.
+func parkedRig(t *testing.T, serial string) (*rig, []*witnesstest.Witness, []byte, release.Status, int) {
+	t.Helper()
 	r, ws := witnessedRig(t, 2, 2, 2*time.Second)
-	defer r.stop()
-	ws[1].Stop()
-	r.rec.Reset()
-	status, st, eb := r.c.submit(t, r.warrant(t, "W-no-quorum"))
+	var once sync.Once
+	hook := func(stage, keyID string) {
+		if stage == "entry" {
+			once.Do(ws[1].Stop)
+		}
+	}
+	r.hook.Store(&hook)
+	p7s := r.warrant(t, serial)
+	before := r.releaseEntries(t)
+	status, st, eb := r.c.submit(t, p7s)
 	if status != http.StatusAccepted {
 		t.Fatalf("submit: %d %+v", status, eb)
 	}
+	r.rec.Reset()
 	time.Sleep(20 * time.Millisecond)
 	r.press()
 	st = r.c.wait(t, st.ID)
-	if st.State != release.StateFailed || st.Failed["2026-11"] != release.CodeWitnessTimeout || len(st.Packages) != 0 {
-		t.Fatalf("release without the quorum: %+v", st)
+	if st.State != release.StateAwaitingWitnesses || st.Code != release.CodeWitnessTimeout || len(st.Packages) != 0 || !strings.Contains(st.Message, "--resume "+st.ID) {
+		t.Fatalf("a witness gone after the entry: %+v", st)
 	}
+	checkNothingReleased(t, r, st, before+1)
+	return r, ws, p7s, st, before
+}
+
+// checkNothingReleased checks that r's TPM unsealed nothing, no package
+// exists, the ledger holds releases release entries and no failure entry
+// follows the request's entry.
+func checkNothingReleased(t *testing.T, r *rig, st release.Status, releases int) {
+	t.Helper()
 	if n, _ := r.rec.EncryptedResponses(tpm2.TPMCCUnseal, 1); n != 0 {
 		t.Fatalf("the TPM unsealed the share %d times without the witness quorum", n)
 	}
-	if code, _ := r.c.get(t, "/v1/requests/"+st.ID+"/packages/2026-11"); code != http.StatusNotFound {
-		t.Fatalf("a package exists: %d", code)
-	}
 	if matches, _ := filepath.Glob(filepath.Join(r.d.data, release.Dir, "*", "*.release.json")); len(matches) != 0 {
 		t.Fatalf("packages on disk: %v", matches)
+	}
+	if n := r.releaseEntries(t); n != releases {
+		t.Fatalf("%d release entries, want %d", n, releases)
 	}
 	i := st.LedgerIndices["2026-11"]
 	if e := r.c.entryAt(t, i, r.a.VerifierKey); e.Kind != ledger.KindRelease {
 		t.Fatalf("entry %d: %+v", i, e)
 	}
-	if e := r.c.entryAt(t, i+1, r.a.VerifierKey); e.Kind != ledger.KindFailure || e.Reason != string(release.CodeWitnessTimeout) {
-		t.Fatalf("entry %d: %+v, want the failure witness_timeout", i+1, e)
+	for j := i + 1; j < r.a.Ledger.Size(); j++ {
+		if e := r.c.entryAt(t, j, r.a.VerifierKey); e.Kind == ledger.KindFailure {
+			t.Fatalf("entry %d is a failure (%s) of a request awaiting its witnesses", j, e.Reason)
+		}
 	}
+}
+
+// resume asks the custodian to try a request awaiting its witnesses again.
+func (c *client) resume(t testing.TB, id string) (int, release.Status) {
+	t.Helper()
+	resp, err := c.http.Post(c.base+"/v1/requests/"+id+"/resume", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st release.Status
+	if resp.StatusCode == http.StatusAccepted {
+		if err := jsonUnmarshal(readAll(resp), &st); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		readAll(resp)
+	}
+	return resp.StatusCode, st
+}
+
+// TestInvariantWitnessTimeoutAfterTheEntryReleasesOnceOnResume: a witness
+// the quorum of 2 needs stops right after the release entry is durable
+// (it answered before the summary and after the press). The release waits
+// for the witness timeout and then awaits its witnesses: nothing
+// unsealed, no package, no failure entry. Asked to try again while the
+// witness is still down, it awaits them again, unsealing nothing; a
+// second try while one runs is refused. Once the witness is back, a try
+// releases under the same entry, once: one unseal, one package whose
+// checkpoint the quorum cosigned; no further try is accepted and the
+// warrant is spent (replayed).
+func TestInvariantWitnessTimeoutAfterTheEntryReleasesOnceOnResume(t *testing.T) {
+	r, ws, p7s, st, before := parkedRig(t, "W-no-quorum")
+	defer r.stop()
+	i := st.LedgerIndices["2026-11"]
+
+	code, again := r.c.resume(t, st.ID)
+	if code != http.StatusAccepted || again.State != release.StateReleasing {
+		t.Fatalf("resume: %d %+v", code, again)
+	}
+	if code, _ := r.c.resume(t, st.ID); code != http.StatusNotFound {
+		t.Fatalf("a second resume while one runs: %d, want 404", code)
+	}
+	if again = r.c.wait(t, st.ID); again.State != release.StateAwaitingWitnesses || again.Code != release.CodeWitnessTimeout {
+		t.Fatalf("resume with the witness still down: %+v", again)
+	}
+	checkNothingReleased(t, r, st, before+1)
+
+	// The officer's client tries again once the witness is back.
+	ws[1].Restart()
+	out := filepath.Join(t.TempDir(), "court-a.release.json")
+	args := []string{"release", "--server", r.c.base, "--warrant", tempFile(t, "w.p7s", p7s), "--out", out, "--resume", st.ID}
+	if code, stdout, stderr := cli(t, append(args, r.site.officerArgs()...)...); code != 0 || !strings.Contains(stdout, "trying request "+st.ID+" again") {
+		t.Fatalf("release --resume: exit %d\n%s%s", code, stdout, stderr)
+	}
+	done := r.c.wait(t, st.ID)
+	if done.State != release.StateReleased || len(done.Packages) != 1 || done.LedgerIndices["2026-11"] != i {
+		t.Fatalf("resume with the witnesses back: %+v", done)
+	}
+	if n, _ := r.rec.EncryptedResponses(tpm2.TPMCCUnseal, 1); n != 1 {
+		t.Fatalf("the TPM unsealed the share %d times, want once", n)
+	}
+	_, data := r.c.get(t, "/v1/requests/"+st.ID+"/packages/2026-11")
+	if saved, err := os.ReadFile(out); err != nil || !bytes.Equal(saved, data) {
+		t.Fatalf("the package the client saved is not the custodian's: %v", err)
+	}
+	pkg, err := escrow.ParseRelease(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := witness.VerifyQuorum([]byte(pkg.Ledger.Checkpoint), r.escrow.WitnessPolicy()); err != nil || pkg.Ledger.Index != i {
+		t.Fatalf("the package: entry %d, %v", pkg.Ledger.Index, err)
+	}
+	if n := r.releaseEntries(t); n != before+1 {
+		t.Fatalf("%d release entries, want %d", n, before+1)
+	}
+	if code, _ := r.c.resume(t, st.ID); code != http.StatusNotFound {
+		t.Fatalf("resume of a released request: %d, want 404", code)
+	}
+	r.expectRefusal(t, p7s, release.CodeReplayed, true)
+}
+
+// TestInvariantRestartEndsARequestAwaitingWitnesses: a request awaiting
+// its witnesses when the daemon restarts is ended as any release cut off
+// after its entry: a failure entry (interrupted), nothing unsealed, and no
+// try is accepted after.
+func TestInvariantRestartEndsARequestAwaitingWitnesses(t *testing.T) {
+	r, ws, _, st, before := parkedRig(t, "W-restart")
+	r.stop()
+	ws[1].Restart()
+	r.open(t) // unseals the ledger key
+	r.rec.Reset()
+	r.start(t)
+	defer r.stop()
+	if code, _ := r.c.resume(t, st.ID); code != http.StatusNotFound {
+		t.Fatalf("resume after a restart: %d, want 404", code)
+	}
+	var after release.Status
+	r.c.getJSON(t, "/v1/requests/"+st.ID, &after)
+	if after.State != release.StateFailed || after.Failed["2026-11"] != release.CodeInterrupted || len(after.Packages) != 0 {
+		t.Fatalf("after the restart: %+v", after)
+	}
+	i := st.LedgerIndices["2026-11"]
+	if e := r.c.entryAt(t, r.a.Ledger.Size()-1, r.a.VerifierKey); e.Kind != ledger.KindFailure || e.Reason != string(release.CodeInterrupted) || r.a.Ledger.Size() <= i+1 {
+		t.Fatalf("the last entry: %+v, want the failure interrupted", e)
+	}
+	if n, _ := r.rec.EncryptedResponses(tpm2.TPMCCUnseal, 1); n != 0 {
+		t.Fatalf("the TPM unsealed the share %d times", n)
+	}
+	if n := r.releaseEntries(t); n != before+1 {
+		t.Fatalf("%d release entries, want %d", n, before+1)
+	}
+}
+
+// releasedOnceAfterOutage checks, once the witnesses are back, that the
+// warrant refused during their outage releases (it was not spent), once:
+// one more release entry, one unseal, and a third submission is replayed.
+func releasedOnceAfterOutage(t *testing.T, r *rig, p7s []byte, before int) {
+	t.Helper()
+	if n := r.releaseEntries(t); n != before {
+		t.Fatalf("%d release entries during the outage, want %d", n, before)
+	}
+	if n, _ := r.rec.EncryptedResponses(tpm2.TPMCCUnseal, 1); n != 0 {
+		t.Fatalf("the TPM unsealed the share %d times without the witness quorum", n)
+	}
+	if matches, _ := filepath.Glob(filepath.Join(r.d.data, release.Dir, "*", "*.release.json")); len(matches) != 0 {
+		t.Fatalf("packages on disk during the outage: %v", matches)
+	}
+	_, pkg := r.releaseOK(t, p7s)
+	if _, _, err := witness.VerifyQuorum([]byte(pkg.Ledger.Checkpoint), r.escrow.WitnessPolicy()); err != nil {
+		t.Fatalf("the package after the outage: %v", err)
+	}
+	if n := r.releaseEntries(t); n != before+1 {
+		t.Fatalf("%d release entries after the outage, want %d", n, before+1)
+	}
+	if n, _ := r.rec.EncryptedResponses(tpm2.TPMCCUnseal, 1); n != 1 {
+		t.Fatalf("the TPM unsealed the share %d times, want once", n)
+	}
+	r.expectRefusal(t, p7s, release.CodeReplayed, true)
+}
+
+// TestInvariantWitnessOutageBeforeTheSummaryDoesNotSpendTheWarrant: with
+// one of the two witnesses a quorum of 2 needs down, a verified warrant
+// is refused at submission with witness_unreachable (503), logged as a
+// refusal entry the first time and counted after, before any summary or
+// press: no release entry, nothing unsealed. When the witness is back
+// the same warrant releases, once.
+func TestInvariantWitnessOutageBeforeTheSummaryDoesNotSpendTheWarrant(t *testing.T) {
+	r, ws := witnessedRig(t, 2, 2, 2*time.Second)
+	defer r.stop()
+	p7s := r.warrant(t, "W-outage-before")
+	before := r.releaseEntries(t)
+	ws[1].Stop()
+	r.rec.Reset()
+	r.expectRefusal(t, p7s, release.CodeWitnessUnreachable, true)
+	r.expectRefusal(t, p7s, release.CodeWitnessUnreachable, false) // the same again: counted
+	ws[1].Restart()
+	releasedOnceAfterOutage(t, r, p7s, before)
+}
+
+// TestInvariantWitnessOutageAfterThePressDoesNotSpendTheWarrant: a
+// witness the quorum needs goes down between the summary and the press:
+// after the press the witnesses are asked again before the release entry,
+// the request is refused with witness_unreachable and a refusal entry,
+// no release entry is written and nothing unsealed. When the witness is
+// back the same warrant releases, once.
+func TestInvariantWitnessOutageAfterThePressDoesNotSpendTheWarrant(t *testing.T) {
+	r, ws := witnessedRig(t, 2, 2, 2*time.Second)
+	defer r.stop()
+	p7s := r.warrant(t, "W-outage-after")
+	before := r.releaseEntries(t)
+	status, st, eb := r.c.submit(t, p7s)
+	if status != http.StatusAccepted {
+		t.Fatalf("submit: %d %+v", status, eb)
+	}
+	ws[1].Stop()
+	r.rec.Reset()
+	time.Sleep(20 * time.Millisecond)
+	r.press()
+	st = r.c.wait(t, st.ID)
+	if st.State != release.StateRefused || st.Code != release.CodeWitnessUnreachable || len(st.Packages) != 0 {
+		t.Fatalf("a press while a witness is down: %+v", st)
+	}
+	if e := r.c.entryAt(t, st.LedgerIndices[""], r.a.VerifierKey); e.Kind != ledger.KindRefusal || e.Reason != string(release.CodeWitnessUnreachable) {
+		t.Fatalf("logged as %+v, want the refusal witness_unreachable", e)
+	}
+	ws[1].Restart()
+	releasedOnceAfterOutage(t, r, p7s, before)
 }
 
 // TestInvariantForkIsRefusedByWitnessesAndCaughtByMonitor: a copy of the
 // data directory restored after a witnessed release, resolved by its
 // operator and grown into another history, is refused by both witnesses:
-// its next release fails with witness_refused and releases nothing. A
+// its next warrant is refused with witness_refused at submission, before
+// any release entry, and nothing is released. A
 // monitor that never saw the first history (a fresh state) but asks the
 // escrow file's witnesses raises a split view; the same monitor before
 // the fork found nothing.
@@ -232,15 +441,11 @@ func TestInvariantForkIsRefusedByWitnessesAndCaughtByMonitor(t *testing.T) {
 	growLedger(t, w.r, honest+2)
 	time.Sleep(1100 * time.Millisecond) // past the replay floor the resolve raised
 	w.r.rec.Reset()
-	status, st, eb := w.r.c.submit(t, w.r.warrant(t, "W-second-history"))
-	if status != http.StatusAccepted {
-		t.Fatalf("submit: %d %+v", status, eb)
-	}
-	time.Sleep(20 * time.Millisecond)
-	w.r.press()
-	st = w.r.c.wait(t, st.ID)
-	if st.State != release.StateFailed || st.Failed["2026-11"] != release.CodeWitnessRefused || len(st.Packages) != 0 {
-		t.Fatalf("a release on the second history: %+v", st)
+	releases := w.r.releaseEntries(t)
+	// Refused at submission, before the summary: no release entry.
+	w.r.expectRefusal(t, w.r.warrant(t, "W-second-history"), release.CodeWitnessRefused, true)
+	if n := w.r.releaseEntries(t); n != releases {
+		t.Fatalf("a release entry on the second history (%d, was %d)", n, releases)
 	}
 	if n, _ := w.r.rec.EncryptedResponses(tpm2.TPMCCUnseal, 1); n != 0 {
 		t.Fatal("the TPM unsealed the share on a history the witnesses refused")
@@ -293,5 +498,31 @@ func TestLedgerVerifyRefusesCheckpointWithoutQuorum(t *testing.T) {
 	}
 	if code, out, errOut := cli(t, remote...); code != 0 {
 		t.Fatalf("without --escrow: exit %d\n%s%s", code, out, errOut)
+	}
+}
+
+// TestInvariantResumeChecksTheWarrantAgain: a request awaiting its
+// witnesses whose warrant stopped verifying meanwhile (its judge
+// revoked) is not released when tried again, though the witnesses are back: the
+// key ID fails with changed_after_approval and its cause, logged as a
+// failure entry after its release entry, and the TPM unseals nothing.
+func TestInvariantResumeChecksTheWarrantAgain(t *testing.T) {
+	r, ws, _, st, _ := parkedRig(t, "W-expires-meanwhile")
+	defer r.stop()
+	ws[1].Restart()
+	r.court.install(t, r.a, r.now().UTC(), r.court.judge) // the judge revoked meanwhile
+	if code, _ := r.c.resume(t, st.ID); code != http.StatusAccepted {
+		t.Fatalf("resume: %d", code)
+	}
+	done := r.c.wait(t, st.ID)
+	if done.State != release.StateFailed || done.Failed["2026-11"] != release.CodeChangedAfterApproval || done.Cause != release.Code(warrant.ReasonRevoked) || len(done.Packages) != 0 {
+		t.Fatalf("resume of a warrant that no longer verifies: %+v", done)
+	}
+	if n, _ := r.rec.EncryptedResponses(tpm2.TPMCCUnseal, 1); n != 0 {
+		t.Fatalf("the TPM unsealed the share %d times", n)
+	}
+	last := r.c.entryAt(t, r.a.Ledger.Size()-1, r.a.VerifierKey)
+	if last.Kind != ledger.KindFailure || last.Reason != string(release.CodeChangedAfterApproval) || last.KeyID != "2026-11" {
+		t.Fatalf("the last entry: %+v, want the failure changed_after_approval", last)
 	}
 }

@@ -30,10 +30,10 @@ import (
 )
 
 func newReleaseCommand(g *globals) *cobra.Command {
-	var server, warrantPath, listPath, out, saltsOut, requestID string
+	var server, warrantPath, listPath, out, saltsOut, requestID, resume string
 	var network clientTLS
 	cmd := &cobra.Command{
-		Use:   "release --server URL --warrant w.p7s [--envelope-list w.envelopes] --out release.json",
+		Use:   "release --server URL --warrant w.p7s [--envelope-list w.envelopes] --out release.json [--request REQUEST-ID | --resume REQUEST-ID]",
 		Short: "Submit a warrant to a custodian and save its release package after the officer presses the button",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -55,12 +55,14 @@ func newReleaseCommand(g *globals) *cobra.Command {
 			if err := checkReleasePaths(w.KeyIDs, out, saltsOut); err != nil {
 				return err
 			}
-			if requestID != "" && !validRequestID(requestID) {
-				return withHint(fmt.Errorf("--request %q is not a request ID", requestID),
-					"a request ID is the 32 hexadecimal digits custodian release printed after \"request\"")
+			for flag, id := range map[string]string{"request": requestID, "resume": resume} {
+				if id != "" && !validRequestID(id) {
+					return withHint(fmt.Errorf("--%s %q is not a request ID", flag, id),
+						"a request ID is the 32 hexadecimal digits custodian release printed after \"request\"")
+				}
 			}
 			var salts []opening.Salt
-			err = g.release(cmd.Context(), c, submission{p7s: p7s, listPath: listPath, request: requestID}, out, &salts)
+			err = g.release(cmd.Context(), c, submission{p7s: p7s, listPath: listPath, request: requestID, resume: resume}, out, &salts)
 			return g.keepSalts(server, p7s, saltsOut, salts, err)
 		},
 	}
@@ -69,7 +71,9 @@ func newReleaseCommand(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&listPath, "envelope-list", "", "the envelope list the warrant names (written by custodian warrant new beside it)")
 	cmd.Flags().StringVar(&out, "out", "", "where to save the package; with several key IDs, one file per key ID (NAME.KEY-ID.json)")
 	cmd.Flags().StringVar(&requestID, "request", "", "fetch a request submitted before again, by the ID release printed, instead of submitting: its result, packages and salts (the salts only for the client certificate that submitted it)")
+	cmd.Flags().StringVar(&resume, "resume", "", "instead of submitting, ask the custodian to try again the request of this ID, which awaits its witnesses after its ledger entry (awaiting_witnesses); give the same warrant")
 	cmd.Flags().StringVar(&saltsOut, "salts-out", "", "where to keep the salts of the request's ledger entries, the court's secret for custodian ledger reveal (default: --out with .salts.json for its extension)")
+	cmd.MarkFlagsMutuallyExclusive("request", "resume")
 	network.register(cmd, true)
 	for _, f := range []string{"server", "warrant", "out"} {
 		_ = cmd.MarkFlagRequired(f)
@@ -274,6 +278,7 @@ type submission struct {
 	p7s      []byte
 	listPath string
 	request  string // a request submitted before, fetched again ("": submit)
+	resume   string // a request awaiting its witnesses, tried again instead of a submission
 }
 
 // validRequestID reports whether id is a request ID's shape: 32 hex digits.
@@ -362,17 +367,21 @@ func (g *globals) release(ctx context.Context, c *apiClient, s submission, out s
 				"give the warrant that was submitted in that request")
 		}
 		g.printf("request %s: %s\n", st.ID, st.State)
+	} else if s.resume != "" {
+		if err := c.do(ctx, http.MethodPost, "/v1/requests/"+url.PathEscape(s.resume)+"/resume", nil, &st); err != nil {
+			return releaseHint(err)
+		}
+		g.printf("trying request %s again: waiting for the witnesses\n", st.ID)
 	} else if err := c.submit(ctx, s, &st); err != nil {
 		var e *apiError
 		if errors.As(err, &e) && e.index != nil && e.salt != "" {
 			*salts = []opening.Salt{{Index: *e.index, Salt: e.salt}}
 		}
 		return releaseHint(err)
-	}
-	defer func() { *salts = st.Salts }()
-	if s.request == "" {
+	} else {
 		g.printf("%s\n\nwarrant digest %s\npress the button on the custodian (request %s)\n", st.Summary, st.WarrantDigest, st.ID)
 	}
+	defer func() { *salts = st.Salts }()
 	var shown release.Progress
 	for st.State == release.StateAwaitingPress || st.State == release.StateReleasing {
 		left := time.Until(st.Deadline).Round(time.Second)
@@ -413,6 +422,10 @@ func (g *globals) release(ctx context.Context, c *apiClient, s submission, out s
 		}
 		g.printf("released key ID %s by custodian %s (ledger entry %d): saved %s\n", k, r.CustodianID, st.LedgerIndices[k], path)
 		saved++
+	}
+	if st.State == release.StateAwaitingWitnesses {
+		return withHint(fmt.Errorf("request %s awaits its witnesses: %s", st.ID, serverText(st.Message)),
+			fmt.Sprintf("the warrant's release entry stands and nothing was released; once the custodian's operator says the witnesses answer, run this command again with --resume %s", st.ID))
 	}
 	if len(st.Failed) > 0 {
 		return withHint(fmt.Errorf("%d of %d key IDs failed after the approval: %s", len(st.Failed), len(st.KeyIDs), failedKeyIDs(st.Failed)),
@@ -458,6 +471,9 @@ func releaseHint(err error) error {
 		release.CodeRateLimited:                    "wait a moment and try again",
 		release.CodeShuttingDown:                   "the appliance stopped before the press; nothing was released: submit the warrant again when it is back",
 		release.CodeTPMFull:                        "nothing was released and the warrant is not spent; the appliance's operator restarts it, then submit the warrant again",
+		release.CodeWitnessUnreachable:             "the witnesses the escrow file names did not answer; nothing was released and the warrant is not spent: submit the same warrant again once they can be reached (ask the appliance's operator)",
+		release.CodeWitnessTimeout:                 "a witness stopped answering right after the release entry; nothing was released: once the witnesses answer, run this command again with --resume and the request ID",
+		release.CodeWitnessRefused:                 "the witnesses refused the appliance's ledger (another history, or a restored copy); nothing was released: call the appliance's operator",
 		release.CodeChangedAfterApproval:           "the warrant stopped verifying while the device waited for the press (see the cause); nothing was released",
 		release.CodeBeforeFloor:                    "ask the court to sign the warrant again",
 		release.CodeNoEnvelopes:                    "a scoped key ID releases only named envelopes; the court lists them (custodian warrant new --envelope)",

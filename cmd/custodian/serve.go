@@ -52,7 +52,7 @@ func newServeCommand(g *globals) *cobra.Command {
 	fl.StringVar(&f.display, "display", "", "where the summary is shown (default: the console; /dev/tty1 on the Pi)")
 	f.network.register(cmd)
 	fl.DurationVar(&f.window, "window", release.DefaultWindow, "how long the officer has to press the button")
-	fl.DurationVar(&f.witnessTimeout, "witness-timeout", release.DefaultWitnessTimeout, "how long a release waits for its escrow file's witness quorum to cosign, after its entry (witness_timeout after)")
+	fl.DurationVar(&f.witnessTimeout, "witness-timeout", release.DefaultWitnessTimeout, "how long a release waits for its escrow file's witness quorum each time: before the summary and after the press (witness_unreachable then, the warrant not spent), and after its entry (witness_timeout)")
 	fl.StringVar(&f.eventLog, "event-log", defaultEventLog, "the boot event log measure-boot wrote, for attestation")
 	fl.StringVar(&f.attestPCRs, "attest-pcrs", "8,9,11,12", "PCRs an attestation quotes (the policy's)")
 	_ = cmd.MarkFlagRequired("listen")

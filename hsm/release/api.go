@@ -119,6 +119,7 @@ func (a *API) Handler() http.Handler {
 	// request without an officer's certificate must not use it up.
 	mux.HandleFunc("POST /v1/warrants", a.officer(a.global(a.submit)))
 	mux.HandleFunc("GET /v1/requests/{id}", a.officer(a.status))
+	mux.HandleFunc("POST /v1/requests/{id}/resume", a.officer(a.resume))
 	mux.HandleFunc("GET /v1/requests/{id}/packages/{key}", a.officer(a.pkg))
 	mux.HandleFunc("GET /v1/checkpoint", a.checkpoint)
 	mux.HandleFunc("GET /v1/entries/{index}", a.entry)
@@ -397,6 +398,16 @@ func (a *API) status(w http.ResponseWriter, r *http.Request) {
 	}
 	a.withSalts(r, st)
 	writeJSON(w, http.StatusOK, st)
+}
+
+// resume tries again a request awaiting its witnesses (Daemon.Resume).
+func (a *API) resume(w http.ResponseWriter, r *http.Request) {
+	st, err := a.Daemon.Resume(r.PathValue("id"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, st)
 }
 
 func (a *API) pkg(w http.ResponseWriter, r *http.Request) {

@@ -71,6 +71,13 @@ const (
 	// leaves; the failure is logged.
 	CodeWitnessTimeout Code = "witness_timeout"
 	CodeWitnessRefused Code = "witness_refused"
+	// CodeWitnessUnreachable: before the summary, or after the press and
+	// before the release entry, the escrow file's witness quorum did not
+	// cosign the appliance's current checkpoint in time. Nothing was
+	// written for the release: the warrant is not spent and can be
+	// submitted again once the witnesses answer. (witness_refused before
+	// the entry likewise spends nothing.)
+	CodeWitnessUnreachable Code = "witness_unreachable"
 )
 
 // Refusal is an error with its code, the HTTP status it maps to, and the
@@ -94,7 +101,7 @@ func HTTPStatus(c Code) int {
 		return http.StatusConflict
 	case CodeReplayed:
 		return http.StatusConflict
-	case CodeLedgerBlocked, CodeStateMismatch, CodeStateInterrupt, CodeForeignLedgerKey, CodeClockBehind, CodeImageNotApproved, CodePCRMismatch, CodeDowngrade, CodeShuttingDown, CodeNoShare, CodeTPMFull, CodeLedgerBusy:
+	case CodeLedgerBlocked, CodeStateMismatch, CodeStateInterrupt, CodeForeignLedgerKey, CodeClockBehind, CodeImageNotApproved, CodePCRMismatch, CodeDowngrade, CodeShuttingDown, CodeNoShare, CodeTPMFull, CodeLedgerBusy, CodeWitnessUnreachable:
 		return http.StatusServiceUnavailable
 	case CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
@@ -156,7 +163,7 @@ func Codes() []Code {
 		CodeInternal, CodeNotVerified, CodeNoShare,
 		CodeClientCertRequired, CodeClientCertUntrusted, CodeChangedAfterApproval,
 		CodeNoEnvelopes, CodeNotScoped, CodeUnprovenEnvelope, CodePartialFailed, CodeAttestBusy, CodeAttestFailed, CodeTPMFull,
-		CodeWitnessTimeout, CodeWitnessRefused}
+		CodeWitnessTimeout, CodeWitnessRefused, CodeWitnessUnreachable}
 	for _, r := range warrant.Reasons() {
 		if Code(r) != CodeTooLarge {
 			out = append(out, Code(r))

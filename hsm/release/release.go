@@ -15,10 +15,16 @@
 //  3. One warrant awaits approval at a time: a second verified warrant is
 //     refused as "busy" (not queued: the officer at the device must know which
 //     warrant a press approves).
-//  4. The summary goes to the display, the LED blinks, and the button must be
-//     pressed — a press that begins after the summary was shown, within the
-//     window (default 120 s).
-//  5. After the press, the whole verification of steps 1–2 runs again — the
+//  4. When a key ID's escrow file names witnesses, their quorum cosigns
+//     the current checkpoint (at most WitnessTimeout; witnessesAnswer),
+//     or the warrant is refused with witness_unreachable before anything
+//     is written for the release: a release entry spends the warrant, so
+//     a witness outage must be found before it. Then the summary goes to
+//     the display, the LED blinks, and the button must be pressed — a
+//     press that begins after the summary was shown, within the window
+//     (default 120 s).
+//  5. After the press, the witnesses are asked again (refused as in step
+//     4), then the whole verification of steps 1–2 runs again — the
 //     trust store read again from disk, CRL freshness, the warrant's
 //     window, addressing and key IDs, the replay index, the PCRs — so a
 //     judge revoked, a window closed or a warrant used elsewhere while
@@ -32,8 +38,10 @@
 //     first carries the warrant's replay key), when the key ID's escrow
 //     file names witnesses with a quorum the daemon waits, at most
 //     WitnessTimeout, for that quorum to cosign a checkpoint holding the
-//     entry (witness_timeout or witness_refused otherwise: a failure
-//     entry, and nothing is unsealed; see witnessed), the share is unsealed in the
+//     entry (witness_refused otherwise: a failure entry; witness_timeout:
+//     the request awaits its witnesses under the entry until the officer
+//     tries again, see resume.go; nothing is unsealed either way; see
+//     witnessed), the share is unsealed in the
 //     TPM (salted, response-encrypted session), sealed with HPKE to the
 //     warrant's recipient (info binds warrant digest, custodian, key ID,
 //     share index), and the package — with the entry's inclusion proof and a
@@ -62,7 +70,7 @@
 // and at Close), only if something was counted. The ledger blocked
 // (rollback, clone) refuses every append: those refusals go to the
 // daemon's log. Any failure after a release entry is logged as a failure
-// entry. A request interrupted after its entries (power loss,
+// entry, except a witness timeout (the request awaits its witnesses). A request interrupted after its entries (power loss,
 // kill -9) is finished at the next start: key IDs with a stored package are
 // served; the others are logged as failed ("interrupted"). Nothing is
 // released twice: the replay key is in the same ledger transaction as the
@@ -133,14 +141,15 @@ type Config struct {
 	// computes for a scoped key ID, "stored" after its package is): tests use
 	// it to kill the process there.
 	Hook func(stage, keyID string)
-	// WitnessTimeout bounds how long a release waits, after its entry, for
-	// the escrow file's witness quorum to cosign (0: DefaultWitnessTimeout).
+	// WitnessTimeout bounds each wait for the escrow file's witness quorum
+	// to cosign: before the summary, after the press, and after the entry
+	// (0: DefaultWitnessTimeout).
 	WitnessTimeout time.Duration
 	// WitnessHTTP reaches the witnesses (nil: a default client).
 	WitnessHTTP *http.Client
 }
 
-// DefaultWitnessTimeout is how long a release waits for its witnesses.
+// DefaultWitnessTimeout is how long one wait for the witnesses lasts.
 const DefaultWitnessTimeout = 30 * time.Second
 
 // Daemon runs requests. Its methods are safe for concurrent use.
@@ -258,7 +267,7 @@ type Timings struct {
 	HPKEMS      float64 `json:"hpke_ms"`      // seal to the recipient
 	ProofMS     float64 `json:"proof_ms"`     // inclusion proof and signed checkpoint
 	StoreMS     float64 `json:"store_ms"`     // durable package write
-	WitnessMS   float64 `json:"witness_ms"`   // waiting for the witness quorum
+	WitnessMS   float64 `json:"witness_ms"`   // waiting for the witness quorum, after the press and after the entry
 	TotalMS     float64 `json:"total_ms"`     // press to last package stored
 	TPMCommands int64   `json:"tpm_commands"` // during the release
 }
@@ -275,7 +284,13 @@ type request struct {
 	// envelopes): the release uses what was checked, without reading it
 	// again.
 	bundles map[string]*escrow.Bundle
-	done    chan struct{}
+	pressed time.Time // when the press was taken: Timings.TotalMS counts from it
+	// Awaiting witnesses (park): the request's record, the position of
+	// the key ID awaiting them, and its release entry.
+	rec      *record
+	resumeAt int
+	parked   int64
+	done     chan struct{}
 	// officer is the submitting client certificate's Fingerprint ("" on
 	// an appliance without officers' certificates).
 	officer string
@@ -306,11 +321,17 @@ func (d *Daemon) SubmitList(p7s []byte, list *warrant.EnvelopeList) (*Status, er
 // (API.withSalts).
 func (d *Daemon) SubmitFrom(officer string, p7s []byte, list *warrant.EnvelopeList) (*Status, error) {
 	start := time.Now()
-	v, checked, ref := d.check(p7s, list)
+	bundles := map[string]*escrow.Bundle{}
+	v, checked, ref := d.check(p7s, list, bundles)
 	if ref != nil {
 		return nil, ref
 	}
 	verifyTime := time.Since(start)
+	// Before the summary: the officer is not asked to press for a release
+	// the witnesses would hold up after its entry.
+	if code, err := d.witnessesAnswer(inOrder(v.Warrant.KeyIDs, bundles)); err != nil {
+		return nil, d.refuseWitnesses(p7s, code, err)
+	}
 
 	d.mu.Lock()
 	if d.closed {
@@ -323,7 +344,7 @@ func (d *Daemon) SubmitFrom(officer string, p7s []byte, list *warrant.EnvelopeLi
 		// other refusal anyone can cause at will.
 		return nil, d.count(CodeBusy, errBusy)
 	}
-	r := &request{v: v, p7s: p7s, detached: list, list: checked, done: make(chan struct{}), officer: officer}
+	r := &request{v: v, p7s: p7s, detached: list, list: checked, bundles: bundles, done: make(chan struct{}), officer: officer}
 	r.status = Status{
 		ID:            newID(),
 		State:         StateAwaitingPress,
@@ -353,9 +374,10 @@ func (d *Daemon) SubmitFrom(officer string, p7s []byte, list *warrant.EnvelopeLi
 	return &st, nil
 }
 
-// check runs every refusal before the summary, and logs or counts it.
-func (d *Daemon) check(p7s []byte, detached *warrant.EnvelopeList) (*warrant.Verified, *warrant.EnvelopeList, *Refusal) {
-	v, list, signed, code, err := d.vet(p7s, detached, true, nil)
+// check runs every refusal before the summary, and logs or counts it. The
+// bundles checked go into keep.
+func (d *Daemon) check(p7s []byte, detached *warrant.EnvelopeList, keep map[string]*escrow.Bundle) (*warrant.Verified, *warrant.EnvelopeList, *Refusal) {
+	v, list, signed, code, err := d.vet(p7s, detached, true, keep)
 	switch {
 	case err == nil:
 		return v, list, nil
@@ -655,6 +677,16 @@ func (d *Daemon) await(r *request, ready func()) {
 		d.refused(r, code, "", err)
 		return
 	}
+	// The witnesses again, as they may have gone since the summary; before
+	// the whole verification runs again, so that it stays the last check
+	// before the entry.
+	r.pressed = time.Now()
+	code, err := d.witnessesAnswer(inOrder(r.status.KeyIDs, r.bundles))
+	d.update(r, func(s *Status) { s.Timings.WitnessMS += ms(time.Since(r.pressed)) })
+	if err != nil {
+		d.refused(r, code, "", err)
+		return
+	}
 	unlock := d.gate.release()
 	defer unlock()
 	if cause, err := d.recheck(r); err != nil {
@@ -744,7 +776,7 @@ func (d *Daemon) finish(r *request, f func(*Status)) {
 		d.pending = nil
 	}
 	// Remembered requests keep only their status, not the warrant.
-	r.v, r.p7s, r.detached, r.list, r.bundles = nil, nil, nil, nil, nil
+	r.v, r.p7s, r.detached, r.list, r.bundles, r.rec = nil, nil, nil, nil, nil, nil
 }
 
 func (d *Daemon) remember(r *request) {
@@ -752,7 +784,7 @@ func (d *Daemon) remember(r *request) {
 	d.order = append(d.order, r.status.ID)
 	for len(d.order) > maxRemembered {
 		old := d.order[0]
-		if d.requests[old] == d.pending {
+		if o := d.requests[old]; o == d.pending || o.status.State == StateAwaitingWitnesses {
 			break
 		}
 		delete(d.requests, old)
@@ -834,10 +866,14 @@ func (d *Daemon) Submitter(id string) string {
 func (d *Daemon) Wait(ctx context.Context, id string) (*Status, error) {
 	d.mu.Lock()
 	r, ok := d.requests[id]
+	var done chan struct{}
+	if ok {
+		done = r.done // a resumed request has a new one
+	}
 	d.mu.Unlock()
 	if ok {
 		select {
-		case <-r.done:
+		case <-done:
 		case <-ctx.Done():
 		}
 	}

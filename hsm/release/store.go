@@ -129,14 +129,22 @@ func (d *Daemon) readRecord(id string) (*record, error) {
 
 // releaseAll runs step 5 for every key ID of an approved request.
 func (d *Daemon) releaseAll(r *request) {
-	start := time.Now()
+	start := r.pressed
 	cmds := d.cfg.TPM.Commands()
 	v := r.v
 	rec := &record{ID: r.status.ID, Warrant: r.p7s, WarrantDigest: r.status.WarrantDigest,
 		KeyIDs: v.Warrant.KeyIDs, Approved: d.now(), LedgerIndices: map[string]int64{}, Failed: map[string]Code{}, Officer: r.officer}
+	d.releaseFrom(r, rec, 0, []byte(v.Replay.String()), start, cmds)
+}
+
+// releaseFrom runs step 6 for the request's key IDs from position from
+// on (replay: the replay key, until the first entry registers it), then
+// ends the request — unless a key ID's witnesses time out after its
+// entry: the request then awaits them (park).
+func (d *Daemon) releaseFrom(r *request, rec *record, from int, replay []byte, start time.Time, cmds int64) {
 	tm := r.status.Timings
-	replay := []byte(v.Replay.String())
-	for _, k := range v.Warrant.KeyIDs {
+	for pos := from; pos < len(rec.KeyIDs); pos++ {
+		k := rec.KeyIDs[pos]
 		if rec.FirstEntry != nil {
 			if cause, err := d.recheckKeyID(r, k, *rec.FirstEntry); err != nil {
 				d.refusedKeyID(r, rec, k, cause, err)
@@ -154,6 +162,10 @@ func (d *Daemon) releaseAll(r *request) {
 		if index >= 0 {
 			rec.LedgerIndices[k] = index
 			replay = nil // registered with the first entry
+		}
+		if errors.Is(err, errAwaitingWitnesses) {
+			d.park(r, rec, pos, index, code, err)
+			return
 		}
 		if err != nil {
 			rec.Failed[k] = code
@@ -240,15 +252,35 @@ func (d *Daemon) releaseOne(r *request, rec *record, keyID string, replay []byte
 		rec.FirstEntry, rec.FirstList = &index, list
 	}
 	d.cfg.Hook("entry", keyID)
-	fail := func(code Code, err error) (int64, Code, error) {
-		if _, lerr := d.appendEntry(ledger.KindFailure, ledger.OutcomeRefused, code, keyID, r.p7s, nil); lerr != nil {
-			d.cfg.Log.Error("failure entry not logged", "key_id", keyID, "code", code, "err", lerr)
-		}
-		return index, code, err
+	code, err = d.afterEntry(r, b, index, tm)
+	return index, code, err
+}
+
+// errAwaitingWitnesses: the witnesses did not cosign a checkpoint holding
+// a key ID's release entry in time; nothing was unsealed, and the request
+// awaits them (park, Resume).
+var errAwaitingWitnesses = errors.New("the release awaits its witnesses")
+
+// afterEntry runs what follows a key ID's durable release entry: the
+// witness wait, the unseal or partials, the package. A failure is logged
+// as a failure entry, except a witness timeout (errAwaitingWitnesses),
+// after which nothing was unsealed and the entry may still be served.
+func (d *Daemon) afterEntry(r *request, b *escrow.Bundle, index int64, tm *Timings) (Code, error) {
+	keyID := b.Escrow.KeyID
+	fail := func(code Code, err error) (Code, error) {
+		d.logFailure(r.p7s, keyID, code)
+		return code, err
 	}
 	cosigned, code, err := d.witnessed(b, index, tm)
+	if code == CodeWitnessTimeout {
+		return code, fmt.Errorf("%w: %w", errAwaitingWitnesses, err)
+	}
 	if err != nil {
 		return fail(code, err)
+	}
+	var named []warrant.EnvelopeRef
+	if b.Escrow.Mode == escrow.ModeScoped && r.list != nil {
+		named = r.list.For(keyID)
 	}
 	var pkg *escrow.Release
 	if b.Escrow.Mode == escrow.ModeScoped {
@@ -263,7 +295,14 @@ func (d *Daemon) releaseOne(r *request, rec *record, keyID string, replay []byte
 		return fail(CodeStoreFailed, err)
 	}
 	d.cfg.Hook("stored", keyID)
-	return index, "", nil
+	return "", nil
+}
+
+// logFailure logs a failure entry for keyID after its release entry.
+func (d *Daemon) logFailure(p7s []byte, keyID string, code Code) {
+	if _, err := d.appendEntry(ledger.KindFailure, ledger.OutcomeRefused, code, keyID, p7s, nil); err != nil {
+		d.cfg.Log.Error("failure entry not logged", "key_id", keyID, "code", code, "err", err)
+	}
 }
 
 // listSubject is what a scoped key ID's release entry commits to: the
@@ -358,7 +397,10 @@ type witnessedCheckpoint struct {
 
 // witnessed waits, after a release entry is durable and before anything
 // is unsealed, for the key ID's witness quorum (its escrow file's) to
-// cosign a checkpoint holding the entry, at most WitnessTimeout. With a
+// cosign a checkpoint holding the entry, at most WitnessTimeout. The
+// quorum answered right before the entry (witnessesAnswer), so only a
+// witness failing in between makes it time out: the warrant is then
+// spent, and the court issues a new one (docs/officer.md). With a
 // quorum of 0 it asks nothing and returns nil: the package then carries
 // a fresh checkpoint, as without witnesses.
 func (d *Daemon) witnessed(b *escrow.Bundle, index int64, tm *Timings) (*witnessedCheckpoint, Code, error) {
@@ -380,7 +422,7 @@ func (d *Daemon) witnessed(b *escrow.Bundle, index int64, tm *Timings) (*witness
 	case errors.Is(err, witness.ErrRefused):
 		return nil, CodeWitnessRefused, fmt.Errorf("entry %d of key ID %s: %w; nothing was released: the ledger may have been restored from a copy, see docs/ledger.md", index, b.Escrow.KeyID, err)
 	case errors.Is(err, witness.ErrTimeout):
-		return nil, CodeWitnessTimeout, fmt.Errorf("entry %d of key ID %s: %w (waited %s); nothing was released: check the witnesses can be reached, then submit a new warrant", index, b.Escrow.KeyID, err, d.cfg.WitnessTimeout)
+		return nil, CodeWitnessTimeout, fmt.Errorf("entry %d of key ID %s: %w (waited %s); nothing was released, but the warrant is spent: once the witnesses can be reached, the court issues a new warrant", index, b.Escrow.KeyID, err, d.cfg.WitnessTimeout)
 	case err != nil:
 		return nil, CodeInternal, err
 	}

@@ -2,9 +2,12 @@ package release
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
 	"time"
 
+	"github.com/custodian-project/custodian/hsm/escrow"
 	"github.com/custodian-project/custodian/hsm/witness"
 )
 
@@ -83,4 +86,71 @@ func (d *Daemon) noteAppended() {
 	case d.appended <- struct{}{}:
 	default:
 	}
+}
+
+// witnessesAnswer checks, before anything is written for a release, that
+// each witness quorum the key IDs' escrow files name cosigns the
+// appliance's current checkpoint within WitnessTimeout. A release entry
+// spends its warrant (its replay key is in the ledger), and after the
+// entry nothing leaves without the quorum: asking first means a witness
+// outage costs the court nothing — the warrant is refused with
+// witness_unreachable (or witness_refused for good) and can be submitted
+// again — and the wait after the entry is short, as the witnesses then
+// hold a tree one entry behind. Key IDs without witnesses ask nothing.
+func (d *Daemon) witnessesAnswer(bundles []*escrow.Bundle) (Code, error) {
+	l := d.cfg.Appliance.Ledger
+	var asked []witness.Policy
+	for _, b := range bundles {
+		p := b.Escrow.WitnessPolicy()
+		if p.Quorum == 0 || slices.ContainsFunc(asked, func(q witness.Policy) bool { return samePolicy(p, q) }) {
+			continue
+		}
+		asked = append(asked, p)
+		signed, size, err := l.CheckpointSize()
+		if err != nil {
+			return CodeInternal, fmt.Errorf("checkpoint for the witnesses: %w", err)
+		}
+		ctx, cancel := context.WithTimeout(d.ctx, d.cfg.WitnessTimeout)
+		_, err = d.cosigner.Cosign(ctx, l, signed, size, p)
+		cancel()
+		switch {
+		case err == nil:
+		case d.ctx.Err() != nil:
+			return CodeShuttingDown, errors.New("the appliance is shutting down; nothing was released and the warrant is not spent: submit it again when the appliance is back")
+		case errors.Is(err, witness.ErrRefused):
+			return CodeWitnessRefused, fmt.Errorf("key ID %s: %w; nothing was released and the warrant is not spent, but the appliance's operator must look before it can release: the ledger may have been restored from a copy (docs/ledger.md)", b.Escrow.KeyID, err)
+		case errors.Is(err, witness.ErrTimeout):
+			return CodeWitnessUnreachable, fmt.Errorf("key ID %s: %w (waited %s); nothing was released and the warrant is not spent: submit the same warrant again once the witnesses can be reached", b.Escrow.KeyID, err, d.cfg.WitnessTimeout)
+		default:
+			return CodeInternal, fmt.Errorf("key ID %s: asking the witnesses: %w", b.Escrow.KeyID, err)
+		}
+	}
+	return "", nil
+}
+
+// samePolicy reports whether two policies name the same witnesses in the
+// same order with the same quorum: one answer serves both.
+func samePolicy(a, b witness.Policy) bool {
+	return a.Quorum == b.Quorum && slices.Equal(a.Witnesses, b.Witnesses)
+}
+
+// refuseWitnesses refuses a verified warrant the witnesses held up before
+// its summary, as any other refusal of a verified warrant (an entry the
+// first time, counted after); a shutdown is counted.
+func (d *Daemon) refuseWitnesses(p7s []byte, code Code, err error) *Refusal {
+	if code == CodeShuttingDown {
+		return d.count(code, err)
+	}
+	return d.refuse(p7s, code, err)
+}
+
+// inOrder is the bundles of keyIDs, in that order (absent ones left out).
+func inOrder(keyIDs []string, bundles map[string]*escrow.Bundle) []*escrow.Bundle {
+	out := make([]*escrow.Bundle, 0, len(keyIDs))
+	for _, k := range keyIDs {
+		if b := bundles[k]; b != nil {
+			out = append(out, b)
+		}
+	}
+	return out
 }

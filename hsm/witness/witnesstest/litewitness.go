@@ -38,6 +38,8 @@ type Witness struct {
 	db   string
 	ctl  string
 	cmd  *exec.Cmd
+	args []string // litewitness's, to restart it
+	logf *os.File
 	t    testing.TB
 }
 
@@ -127,21 +129,37 @@ func Start(t testing.TB, name, origin, logKey string) *Witness {
 	// litewitness makes its database; the log is added once it exists.
 	addr := freeAddr(t)
 	w.URL = "http://" + addr
-	w.cmd = exec.Command(filepath.Join(bin, "litewitness"), "-db", w.db, "-name", name,
-		"-key", ssh.FingerprintSHA256(sshPub), "-ssh-agent", sock, "-listen", addr)
+	w.args = []string{"-db", w.db, "-name", name,
+		"-key", ssh.FingerprintSHA256(sshPub), "-ssh-agent", sock, "-listen", addr}
 	logf, err := os.Create(filepath.Join(dir, "litewitness.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.cmd.Stdout, w.cmd.Stderr = logf, logf
-	if err := w.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	w.logf = logf
 	t.Cleanup(func() { w.Stop(); logf.Close() })
-	waitHTTP(t, w.URL, filepath.Join(dir, "litewitness.log"))
+	w.run()
 	w.ctlRun("add-log", "-origin", origin)
 	w.ctlRun("add-key", "-origin", origin, "-key", logKey)
 	return w
+}
+
+// run starts litewitness and waits until it answers.
+func (w *Witness) run() {
+	w.t.Helper()
+	w.cmd = exec.Command(filepath.Join(filepath.Dir(w.ctl), "litewitness"), w.args...)
+	w.cmd.Stdout, w.cmd.Stderr = w.logf, w.logf
+	if err := w.cmd.Start(); err != nil {
+		w.t.Fatal(err)
+	}
+	waitHTTP(w.t, w.URL, w.logf.Name())
+}
+
+// Restart starts a stopped witness again, with its database (what it
+// cosigned), key and address: a witness back after an outage.
+func (w *Witness) Restart() {
+	w.t.Helper()
+	w.Stop()
+	w.run()
 }
 
 // Stop ends the witness process (a witness that no longer answers).

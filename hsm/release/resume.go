@@ -1,0 +1,122 @@
+package release
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"time"
+)
+
+// A release entry spends its warrant. When the witnesses answered right
+// before the entry (witnessesAnswer) and then did not cosign a checkpoint
+// holding it, the key ID is neither failed nor released: the request
+// awaits its witnesses (StateAwaitingWitnesses) under that entry, holding
+// nothing unsealed, and the officer asks the device to try again
+// (Resume) once they answer. A try runs again every check a later key
+// ID's entry gets (recheckKeyID: the appliance's state, the warrant
+// against the trust store read again, its replay key registered by the
+// request's own first entry, the PCRs and floor) and the TPM's room, then
+// waits for the witnesses again, and only then unseals: at most once, as
+// one request runs at a time and its package is created once. The request
+// record stays unfinished meanwhile, so a restart ends it as today: the
+// key ID is logged as failed (interrupted), nothing is released.
+
+// StateAwaitingWitnesses: a key ID's release entry is in the ledger, its
+// witnesses did not cosign it in time, nothing was unsealed; the request
+// can be tried again (POST /v1/requests/{id}/resume).
+const StateAwaitingWitnesses = "awaiting_witnesses"
+
+// park leaves the request awaiting its witnesses at position pos of its
+// key IDs, whose release entry is index, and frees the approval slot.
+func (d *Daemon) park(r *request, rec *record, pos int, index int64, code Code, cause error) {
+	if err := d.writeRecord(rec); err != nil {
+		d.cfg.Log.Error("request record not updated", "request", rec.ID, "err", err)
+	}
+	r.rec, r.resumeAt, r.parked = rec, pos, index
+	msg := fmt.Sprintf("%v; the release entry stands and nothing was unsealed: once the witnesses answer, ask the custodian to try again (custodian release --resume %s); a restart of the custodian ends the request as interrupted", cause, rec.ID)
+	fmt.Fprintf(d.cfg.Display, "request %s: awaiting witnesses (key ID %s)\n", rec.ID[:8], rec.KeyIDs[pos])
+	d.cfg.Log.Warn("release awaits its witnesses", "request", rec.ID, "key_id", rec.KeyIDs[pos], "code", code, "err", cause)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := &r.status
+	s.State, s.Code, s.Message = StateAwaitingWitnesses, code, msg
+	s.Packages = append([]string(nil), rec.Packages...)
+	s.LedgerIndices = maps.Clone(rec.LedgerIndices)
+	if len(rec.Failed) > 0 {
+		s.Failed = maps.Clone(rec.Failed)
+	}
+	if d.pending == r {
+		d.pending = nil
+	}
+}
+
+// Resume tries again a request awaiting its witnesses, in the
+// background like a press; Wait follows it. It refuses (not_found) a
+// request that does not await them, and, as a submission would, while
+// another warrant awaits approval or the daemon stops.
+func (d *Daemon) Resume(id string) (*Status, error) {
+	d.mu.Lock()
+	r, ok := d.requests[id]
+	switch {
+	case !validID(id) || !ok || r.status.State != StateAwaitingWitnesses:
+		d.mu.Unlock()
+		return nil, &Refusal{Code: CodeNotFound, Err: errors.New("no request awaits its witnesses under this ID"), LedgerIndex: -1}
+	case d.closed:
+		d.mu.Unlock()
+		return nil, d.count(CodeShuttingDown, errors.New("the appliance is shutting down"))
+	case d.pending != nil:
+		d.mu.Unlock()
+		return nil, d.count(CodeBusy, errBusy)
+	}
+	d.pending = r
+	r.status.State, r.status.Code, r.status.Message = StateReleasing, "", ""
+	r.done = make(chan struct{})
+	d.wg.Add(1)
+	d.mu.Unlock()
+	go d.resume(r, r.done)
+	st := d.snapshot(r)
+	return &st, nil
+}
+
+// resume runs the parked key ID's checks, its witness wait and release,
+// then the request's remaining key IDs.
+func (d *Daemon) resume(r *request, done chan struct{}) {
+	defer d.wg.Done()
+	defer close(done)
+	unlock := d.gate.release()
+	defer unlock()
+	start, cmds := time.Now(), d.cfg.TPM.Commands()
+	rec, pos, index := r.rec, r.resumeAt, r.parked
+	k := rec.KeyIDs[pos]
+	cause, err := d.recheckKeyID(r, k, *rec.FirstEntry)
+	if err == nil {
+		if err = checkRoom(d.cfg.TPM); err != nil {
+			d.park(r, rec, pos, index, CodeTPMFull, err)
+			return
+		}
+		var code Code
+		code, err = d.afterEntry(r, r.bundles[k], index, r.status.Timings)
+		switch {
+		case errors.Is(err, errAwaitingWitnesses):
+			d.park(r, rec, pos, index, code, err)
+			return
+		case err != nil:
+			rec.Failed[k] = code
+		default:
+			rec.Packages = append(rec.Packages, k)
+		}
+	} else {
+		// After its entry: a failure entry, with the cause as for a later
+		// key ID refused before its entry.
+		d.logFailure(r.p7s, k, CodeChangedAfterApproval)
+		rec.Failed[k] = CodeChangedAfterApproval
+		if rec.Causes == nil {
+			rec.Causes = map[string]Code{}
+		}
+		rec.Causes[k] = cause
+	}
+	if err != nil {
+		d.cfg.Log.Error("release failed", "request", rec.ID, "key_id", k, "code", rec.Failed[k], "err", err)
+	}
+	d.releaseFrom(r, rec, pos+1, nil, start, cmds)
+}
