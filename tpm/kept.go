@@ -20,10 +20,11 @@ import (
 // only through the parent's policy: the gate (PolicyPCR · PolicyNV(floor),
 // or the approval) sits in every branch of the gate key's policy, so it
 // runs at every load of the ZGen key and the twin, as before. Neither
-// parent's policy allows TPM2_Rewrap, and a loaded private part is no
-// duplicate: TPM2_Rewrap takes an outer wrapper made with a seed, not one
-// made with the parent's own seed, which never leaves the TPM. The
-// objects stay stClear.
+// parent's policy allows TPM2_Rewrap, and a kept private part is the
+// TPM's own wrapping under its parent's seed (the import key's, made in
+// the TPM; the gate key's, made at sealing and inside the bundle), not an
+// outer wrapper TPM2_Rewrap takes. Keeping it exposes nothing the bundle
+// does not hold. The objects stay stClear.
 var kept = keptPrivates{m: map[[32]byte]tpm2.TPM2BPrivate{}}
 
 // maxKept bounds kept: a device holds a few scoped keys, three objects each.
@@ -65,10 +66,24 @@ func (c *keptPrivates) forget(key [32]byte) {
 	delete(c.m, key)
 }
 
-// errKeptStale means a kept private part did not load (the TPM behind the
-// transport is another one, or its endorsement seed changed): the key's
-// kept parts are forgotten, and the call starts again with TPM2_Import.
+// errKeptStale means a kept private part did not load because the TPM
+// refused the part itself (TPM2_Load's first parameter: its wrapping does
+// not check under the parent, as on another TPM behind the transport or
+// after a changed seed): the key's kept parts are forgotten, and the call
+// starts again with TPM2_Import. Any other load failure (no room for
+// objects, a policy refused) is the call's error, and the parts stay.
 var errKeptStale = errors.New("a kept scoped object no longer loads")
+
+// privateRefused reports whether err is the TPM's refusal of TPM2_Load's
+// inPrivate parameter.
+func privateRefused(err error) bool {
+	var f1 tpm2.TPMFmt1Error
+	if !errors.As(err, &f1) {
+		return false
+	}
+	isParam, index := f1.Parameter()
+	return isParam && index == 1
+}
 
 // loadKept loads w under parent: from its kept private part when an
 // earlier call imported it, else by TPM2_Import then TPM2_Load, keeping
@@ -81,8 +96,11 @@ func loadKept(t transport.TPM, parent tpm2.AuthHandle, w *wrapped, pass func(tpm
 			return nil, err
 		}
 		loaded, err := tpm2.Load{ParentHandle: parent, InPrivate: private, InPublic: tpm2.New2B(w.public)}.Execute(t)
-		if err != nil {
+		if privateRefused(err) {
 			return nil, fmt.Errorf("%w: %v", errKeptStale, err)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("loading kept %s: %w", what, err)
 		}
 		return loaded, nil
 	}

@@ -411,3 +411,44 @@ func TestInvariantGateKeyOnlyLoads(t *testing.T) {
 		}
 	})
 }
+
+// TestKeptPartsSurviveAFullTPM: a call that finds the TPM's object slots
+// taken fails with that cause and forgets nothing: it imports nothing,
+// and once the slots are free the next call loads the kept parts again.
+func TestKeptPartsSurviveAFullTPM(t *testing.T) {
+	tpmtest.RunSwtpm(t, func(t *testing.T, target tpmtest.Target) {
+		conn := target.Open(t)
+		ek, pcrs := bootedDevice(t, conn)
+		_, key, _ := scopedShare(t, ek, pcrs)
+		_, other, _ := scopedShare(t, ek, pcrs)
+		if _, err := tpm.PartialsBatch(conn, key, randomPoints(t, 1), nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		var held []tpm2.TPMHandle
+		for range 2 {
+			g, err := tpm.LoadGateKey(conn, other)
+			if err != nil {
+				break
+			}
+			held = append(held, g.ObjectHandle)
+		}
+		bus := &tpmtest.Recorder{TPM: conn}
+		_, err := tpm.PartialsBatch(bus, key, randomPoints(t, 1), nil, nil)
+		if !errors.Is(err, tpm2.TPMRCObjectMemory) {
+			t.Errorf("with %d object slots held: %v, want TPM_RC_OBJECT_MEMORY", len(held), err)
+		}
+		if n := commandCounts(bus)[tpm2.TPMCCImport]; n != 0 {
+			t.Errorf("a full TPM made the call import %d objects again", n)
+		}
+		for _, h := range held {
+			flushHandle(conn, h)
+		}
+		bus.Reset()
+		if _, err := tpm.PartialsBatch(bus, key, randomPoints(t, 1), nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		if n := commandCounts(bus)[tpm2.TPMCCImport]; n != 0 {
+			t.Errorf("the kept parts were forgotten: the next call imported %d objects", n)
+		}
+	})
+}

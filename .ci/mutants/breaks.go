@@ -241,6 +241,11 @@ var breaks = []mutant{
 		edits: []edit{{"tpm/kept.go", "\tkept.forget(keptKey(k.Key.Name(), &k.gateKey))\n", ""}},
 		pkg:   "./tpm", tests: []string{"TestInvariantScopedKeptObjectsStillPassTheGate"},
 	},
+	{
+		name:  "any failure to load a kept part forgets the parts and imports again",
+		edits: []edit{{"tpm/kept.go", "\t\tif privateRefused(err) {", "\t\tif err != nil {"}},
+		pkg:   "./tpm", tests: []string{"TestKeptPartsSurviveAFullTPM"},
+	},
 	// At the agency, a wrong batch names its custodian; a wrong partial of
 	// a version 1 package, for its envelope.
 	{
