@@ -260,8 +260,8 @@ var breaks = []mutant{
 	{
 		name: "the appliance does not check the envelopes' seal proofs",
 		edits: []edit{{"hsm/release/release.go",
-			"if err := escrow.CheckSealProof(e.KeyID, e.Target, e.Enc, e.CiphertextSHA256, e.Proof); err != nil {",
-			"if err := escrow.CheckSealProof(e.KeyID, e.Target, e.Enc, e.CiphertextSHA256, e.Proof); false && err != nil {"}},
+			"if i, err := escrow.FirstFailure(escrow.CheckSealProofs(named)); err != nil {",
+			"if i, err := escrow.FirstFailure(escrow.CheckSealProofs(named)); false && err != nil {"}},
 		pkg: "./tests", tests: []string{"TestDeviceRefusesRequesterMadeEnvelopesNamedByHand"},
 	},
 	{

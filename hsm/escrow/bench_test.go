@@ -471,7 +471,7 @@ func BenchmarkAgencyOpenBatch(b *testing.B) {
 		run   func(lo, hi int)
 	}{
 		{"full", true, func(lo, hi int) {
-			OpenBatch(newOpener().Open, Batch{
+			OpenBatch(newOpener(), Batch{
 				Count: hi - lo,
 				Read:  func(i int) ([]byte, error) { return f.envelopes[lo+i], nil },
 				Keep:  func(int, *Envelope, []byte) error { return nil },
