@@ -376,3 +376,47 @@ func TestOpenBatchKeepFailureIsTheEnvelopesOutcome(t *testing.T) {
 		t.Fatalf("outcomes %v", errs)
 	}
 }
+
+// TestOpenBatchChecksAnEnvelopeThatChangedAlone: an envelope file that
+// changes between the proof pass and its opening is not taken as proven:
+// a requester-made one put in its place is refused for its seal proof,
+// and another honest envelope opens after its own proof is checked.
+func TestOpenBatchChecksAnEnvelopeThatChangedAlone(t *testing.T) {
+	f := newBatchFixture(t, 2, 2, 4)
+	o := f.opener(t, f.release(t, 1, nil), f.release(t, 2, nil))
+	forged := escrowtest.Forgeries(t, f.envelopes[0], f.envelopes[1])[2].Envelope // R relabelled
+	var mu sync.Mutex
+	reads := map[int]int{}
+	plaintexts := make([][]byte, 4)
+	var outcomes []Outcome
+	OpenBatch(o, Batch{
+		Count: 4,
+		Read: func(i int) ([]byte, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			reads[i]++
+			switch {
+			case reads[i] == 1:
+				return f.envelopes[i], nil
+			case i == 0:
+				return forged, nil
+			case i == 2:
+				return f.envelopes[3], nil
+			}
+			return f.envelopes[i], nil
+		},
+		Keep: func(i int, _ *Envelope, pt []byte) error { plaintexts[i] = bytes.Clone(pt); return nil },
+		Done: func(out Outcome) { outcomes = append(outcomes, out) },
+	}, 2)
+	if reads[0] != 2 || !errors.Is(outcomes[0].Err, ErrUnproven) || plaintexts[0] != nil {
+		t.Fatalf("a forgery swapped in after the proof pass: %v, %q", outcomes[0].Err, plaintexts[0])
+	}
+	if outcomes[2].Err != nil || !bytes.Equal(plaintexts[2], f.messages[3]) {
+		t.Fatalf("another honest envelope swapped in: %v, %q", outcomes[2].Err, plaintexts[2])
+	}
+	for _, i := range []int{1, 3} {
+		if outcomes[i].Err != nil || !bytes.Equal(plaintexts[i], f.messages[i]) {
+			t.Fatalf("envelope %d: %v", i, outcomes[i].Err)
+		}
+	}
+}

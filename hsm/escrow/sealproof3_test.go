@@ -54,9 +54,13 @@ func TestSealProofBatchHoldsForHonestProofs(t *testing.T) {
 		}
 	}
 	one := p256.ReduceScalar([]byte{1})
-	claims[123].z = claims[123].z.Clone().Add(one)
-	if ok, _ := checkBatchV3(claims); ok {
-		t.Fatal("a batch with one z off by one holds")
+	for _, at := range []int{0, 123, len(claims) - 1} {
+		z := claims[at].z
+		claims[at].z = z.Clone().Add(one)
+		if ok, _ := checkBatchV3(claims); ok {
+			t.Fatalf("a batch with z %d off by one holds", at)
+		}
+		claims[at].z = z
 	}
 }
 
