@@ -22,7 +22,8 @@ import (
 //	c = hash_to_field(transcript(key ID, target, SHA-256(ciphertext), G, R, A)) (RFC 9380, DST sealProofDST)
 //	z = k + c·r mod n
 //
-// The proof is c ‖ z (32 bytes each, big-endian, both < n). The verifier
+// This is version 2's form (sealproof3.go has version 3's, A ‖ z, which
+// Seal makes). The proof is c ‖ z (32 bytes each, big-endian, both < n). The verifier
 // computes A = z·G − c·R, refuses the identity, and checks that the
 // transcript hashes to c. The transcript encoding is fixed:
 //

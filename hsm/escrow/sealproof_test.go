@@ -240,8 +240,9 @@ func TestSealProofTranscriptIsAsDocumented(t *testing.T) {
 }
 
 // FuzzCheckSealProof: what the appliance checks in a warrant's envelope
-// reference never panics, and an accepted reference has canonical parts:
-// an uncompressed point and scalars below n.
+// reference never panics, an accepted reference has canonical parts
+// (an uncompressed point, scalars below n, a compressed A), and checking
+// it together with an honest one (CheckSealProofs) gives the same verdict.
 func FuzzCheckSealProof(f *testing.F) {
 	_, pub := testKey(f, "2026-11")
 	data, _ := Seal(pub, "alice@example.org", []byte("m"))
@@ -250,7 +251,14 @@ func FuzzCheckSealProof(f *testing.F) {
 	f.Add("2026-11", "alice@example.org", env.Enc, env.CiphertextSHA256(), []byte{})
 	v2, _ := ParseEnvelope(sealV2(f, pub, "alice@example.org", []byte("m")))
 	f.Add(v2.KeyID, v2.Target, v2.Enc, v2.CiphertextSHA256(), v2.Proof)
+	honest := env.Ref()
 	f.Fuzz(func(t *testing.T, keyID, target string, enc, digest, proof []byte) {
+		// Checked with an honest reference, together: the same verdict.
+		ref := warrant.EnvelopeRef{KeyID: keyID, Target: target, Enc: enc, CiphertextSHA256: digest, Proof: proof}
+		errs := CheckSealProofs([]warrant.EnvelopeRef{honest, ref})
+		if single := CheckSealProof(keyID, target, enc, digest, proof); (single == nil) != (errs == nil) || (errs != nil && (errs[0] != nil || errs[1] == nil)) {
+			t.Fatalf("alone: %v; together: %v", single, errs)
+		}
 		if err := CheckSealProof(keyID, target, enc, digest, proof); err != nil {
 			if !errors.Is(err, ErrUnproven) || !errors.Is(err, ErrEnvelope) {
 				t.Fatalf("a refusal that is not ErrUnproven: %v", err)
