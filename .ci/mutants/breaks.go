@@ -507,6 +507,7 @@ var breaks = []mutant{
 		name:  "the report page is rendered without escaping",
 		edits: []edit{{"hsm/report/render.go", "\t\"html/template\"", "\t\"text/template\""}},
 		pkg:   "./hsm/report", tests: []string{"TestInvariantReportEscapesLedgerFields"},
+	},
 	// Witnesses: a release waits for its quorum; the agency and the
 	// witness package count it.
 	{
