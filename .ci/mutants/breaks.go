@@ -261,7 +261,7 @@ var breaks = []mutant{
 	// combination with fresh weights, falling back to each proof.
 	{
 		name:  "the seal proofs' batch weights are all 1",
-		edits: []edit{{"hsm/escrow/sealproof3.go", "\t\twi := w[weightLen*i : weightLen*(i+1)]\n", "\t\twi := []byte{1}\n"}},
+		edits: []edit{{"hsm/escrow/sealproof3.go", "\t\twi := w[weightLen*i : weightLen*(i+1)]\n", "\t\twi := []byte{byte(1 + 0*i)}\n"}},
 		pkg:   "./hsm/escrow", tests: []string{"TestInvariantSealProofBatchWeightsCatchCancellingForgeries"},
 	},
 	{
