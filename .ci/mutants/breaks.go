@@ -274,11 +274,43 @@ var breaks = []mutant{
 		edits: []edit{{"hsm/escrow/sealproof.go", "c.AddBytes([]byte(st.target))", ""}},
 		pkg:   "./hsm/escrow", tests: []string{"TestRequesterMadeEnvelopesAreRefused"},
 	},
+	// Version 3 seal proofs are checked many at once: a random linear
+	// combination with fresh weights, falling back to each proof.
+	{
+		name:  "the seal proofs' batch weights are all 1",
+		edits: []edit{{"hsm/escrow/sealproof3.go", "\t\twi := w[weightLen*i : weightLen*(i+1)]\n", "\t\twi := []byte{byte(1 + 0*i)}\n"}},
+		pkg:   "./hsm/escrow", tests: []string{"TestInvariantSealProofBatchWeightsCatchCancellingForgeries"},
+	},
+	{
+		name:  "the seal proofs' batch drops the last proof's terms",
+		edits: []edit{{"hsm/escrow/sealproof3.go", "\tfor i, cl := range claims {\n", "\tfor i, cl := range claims[:len(claims)-1] {\n"}},
+		pkg:   "./hsm/escrow", tests: []string{"TestSealProofBatchHoldsForHonestProofs"},
+	},
+	{
+		name:  "the seal proofs' batch drops the z·G term",
+		edits: []edit{{"hsm/escrow/sealproof3.go", "\t\twz.Add(ws.Mul(cl.z))\n", "\t\t_ = ws\n"}},
+		pkg:   "./hsm/escrow", tests: []string{"TestSealProofBatchHoldsForHonestProofs"},
+	},
+	{
+		name:  "the seal proofs' batch leaves each range's last proof unchecked",
+		edits: []edit{{"hsm/escrow/sealproof3.go", "\t\tidx := v3[chunks[k][0]:chunks[k][1]]\n", "\t\tidx := v3[chunks[k][0] : chunks[k][1]-1]\n"}},
+		pkg:   "./hsm/escrow", tests: []string{"TestSealProofBatchOf10000NamesTheForgedOne"},
+	},
+	{
+		name:  "a failing seal proof batch does not fall back to name the forged proofs",
+		edits: []edit{{"hsm/escrow/sealproof3.go", "if ok, err := checkBatchV3(batch); ok && err == nil {", "if ok, err := checkBatchV3(batch); true || ok && err == nil {"}},
+		pkg:   "./hsm/escrow", tests: []string{"TestSealProofBatchOf10000NamesTheForgedOne", "TestRequesterMadeEnvelopesAreRefused"},
+	},
+	{
+		name:  "OpenBatch opens a proven envelope that changed after its proof was checked",
+		edits: []edit{{"hsm/escrow/batch.go", "if err != nil || !sameRef(env.Ref(), *ref) {", "if err != nil {"}},
+		pkg:   "./hsm/escrow", tests: []string{"TestOpenBatchChecksAnEnvelopeThatChangedAlone"},
+	},
 	{
 		name: "the appliance does not check the envelopes' seal proofs",
 		edits: []edit{{"hsm/release/release.go",
-			"if err := escrow.CheckSealProof(e.KeyID, e.Target, e.Enc, e.CiphertextSHA256, e.Proof); err != nil {",
-			"if err := escrow.CheckSealProof(e.KeyID, e.Target, e.Enc, e.CiphertextSHA256, e.Proof); false && err != nil {"}},
+			"if i, err := escrow.FirstFailure(escrow.CheckSealProofs(named)); err != nil {",
+			"if i, err := escrow.FirstFailure(escrow.CheckSealProofs(named)); false && err != nil {"}},
 		pkg: "./tests", tests: []string{"TestDeviceRefusesRequesterMadeEnvelopesNamedByHand"},
 	},
 	{

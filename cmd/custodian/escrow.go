@@ -241,8 +241,7 @@ func newEnvelopeOpener(keyPath, identityPath, escrowPath string, releasePaths []
 			return nil, withHint(fmt.Errorf("--key %s is not an escrow key file (from custodian recover): %s", keyPath, looksLike(bytes.TrimLeft(keyData, " \t\r\n"), "its text is not one")),
 				"for a share-mode key ID, --key is the key file custodian recover wrote; an agency identity (agency.key) goes with --identity, --escrow and --release")
 		}
-		open := func(data []byte) (*escrow.Envelope, []byte, error) { return escrow.Open(key, data) }
-		return &envelopeOpener{keyID: key.KeyID(), open: open}, nil
+		return &envelopeOpener{keyID: key.KeyID(), open: key}, nil
 	case keyPath == "" && len(releasePaths) > 0:
 		id, pub, err := readIdentityAndEscrow(identityPath, escrowPath)
 		if err != nil {
@@ -256,7 +255,7 @@ func newEnvelopeOpener(keyPath, identityPath, escrowPath string, releasePaths []
 		if err != nil {
 			return nil, witnessHint(err)
 		}
-		return &envelopeOpener{keyID: pub.KeyID, open: o.Open, packages: o.PackageErrors()}, nil
+		return &envelopeOpener{keyID: pub.KeyID, open: o, packages: o.PackageErrors()}, nil
 	}
 	return nil, withHint(errors.New("give either --key or --release"), "--key for a share-mode key ID (after custodian recover); --identity, --escrow and --release for a scoped one")
 }
@@ -267,7 +266,7 @@ func openEnvelope(g *globals, o *envelopeOpener, f envelopeFile) error {
 	if err != nil {
 		return err
 	}
-	env, plaintext, err := o.open(data)
+	env, plaintext, err := o.open.Open(data)
 	var bad *escrow.BadShareError
 	if errors.As(err, &bad) && plaintext != nil {
 		fmt.Fprintf(g.stderr, "warning: %v\n", bad)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -30,7 +31,9 @@ type batchFixture struct {
 	encs      [][]byte
 }
 
-func newBatchFixture(tb testing.TB, t, n, count int) *batchFixture {
+// newBatchFixture seals count envelopes, version 3 but those v2 picks
+// (none when absent), which are version 2.
+func newBatchFixture(tb testing.TB, t, n, count int, v2 ...func(i int) bool) *batchFixture {
 	tb.Helper()
 	pub, shares := benchKey(tb, ModeScoped, t, n)
 	// x25519 keeps the fixture fast; the KEM plays no part in opening.
@@ -42,7 +45,11 @@ func newBatchFixture(tb testing.TB, t, n, count int) *batchFixture {
 		envelopes: make([][]byte, count), messages: make([][]byte, count), encs: make([][]byte, count)}
 	parallelFor(tb, count, func(i int) error {
 		f.messages[i] = fmt.Appendf(nil, "message %d: %x", i, rand.Uint64())
-		data, err := Seal(pub, fmt.Sprintf("target-%d", i%7), f.messages[i])
+		prove := proveSealV3
+		if len(v2) > 0 && v2[0](i) {
+			prove = proveSeal
+		}
+		data, err := seal(pub, fmt.Sprintf("target-%d", i%7), f.messages[i], prove)
 		if err != nil {
 			return err
 		}
@@ -130,7 +137,7 @@ func (f *batchFixture) openAll(tb testing.TB, o *ScopedOpener, envelopes [][]byt
 	tb.Helper()
 	plaintexts := make([][]byte, len(envelopes))
 	var outcomes []Outcome
-	OpenBatch(o.Open, Batch{
+	OpenBatch(o, Batch{
 		Count: len(envelopes),
 		Read:  func(i int) ([]byte, error) { return envelopes[i], nil },
 		Keep: func(i int, _ *Envelope, pt []byte) error {
@@ -173,12 +180,25 @@ func parallelFor(tb testing.TB, n int, fn func(i int) error) {
 
 // TestOpenBatchOf10000EnvelopesFromThreeReleases: 10,000 envelopes of a
 // 3-of-4 scoped key ID open from the releases of custodians 1, 2 and 4
-// into exactly the sealed messages, with one set of Lagrange coefficients.
+// into exactly the sealed messages, with one set of Lagrange coefficients;
+// version 2 envelopes among them open too, and the one forged envelope is
+// named for its seal proof while the others open.
 func TestOpenBatchOf10000EnvelopesFromThreeReleases(t *testing.T) {
-	f := newBatchFixture(t, 3, 4, 10_000)
+	// Every tenth envelope is version 2; one envelope is a requester's,
+	// relabelled from an honest one whose partials the releases hold.
+	f := newBatchFixture(t, 3, 4, 10_000, func(i int) bool { return i%10 == 0 })
 	o := f.opener(t, f.release(t, 1, nil), f.release(t, 2, nil), f.release(t, 4, nil))
-	outcomes, plaintexts := f.openAll(t, o, f.envelopes, 0)
+	const forgedAt = 6787
+	envelopes := slices.Clone(f.envelopes)
+	envelopes[forgedAt] = escrowtest.Forgeries(t, f.envelopes[forgedAt], f.envelopes[forgedAt+1])[2].Envelope
+	outcomes, plaintexts := f.openAll(t, o, envelopes, 0)
 	for i, out := range outcomes {
+		if i == forgedAt {
+			if !errors.Is(out.Err, ErrUnproven) || plaintexts[i] != nil {
+				t.Fatalf("the forged envelope %d: %v, %q; want refused for its seal proof", i, out.Err, plaintexts[i])
+			}
+			continue
+		}
 		if out.Err != nil || out.Bad != nil || !bytes.Equal(plaintexts[i], f.messages[i]) {
 			t.Fatalf("envelope %d: %v, %v, %q; want %q", i, out.Err, out.Bad, plaintexts[i], f.messages[i])
 		}
@@ -289,7 +309,7 @@ func TestOpenBatchNamesForgedEnvelopesAndOpensTheRest(t *testing.T) {
 		}
 		honest++
 	}
-	if honest != len(f.envelopes) || len(forged) != 3*6 {
+	if honest != len(f.envelopes) || len(forged) != 3*7 { // version 3: 7 forgeries each
 		t.Fatalf("%d honest, %d forged", honest, len(forged))
 	}
 }
@@ -303,7 +323,7 @@ func TestOpenBatchOrderIsDeterministic(t *testing.T) {
 	batch := append([][]byte{[]byte("not an envelope")}, f.envelopes...)
 	run := func(workers int) []string {
 		var got []string
-		OpenBatch(o.Open, Batch{
+		OpenBatch(o, Batch{
 			Count: len(batch),
 			Read: func(i int) ([]byte, error) {
 				time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond)
@@ -341,7 +361,7 @@ func TestOpenBatchKeepFailureIsTheEnvelopesOutcome(t *testing.T) {
 	o := f.opener(t, f.release(t, 1, nil), f.release(t, 2, nil))
 	full := errors.New("disk full")
 	var errs []error
-	OpenBatch(o.Open, Batch{
+	OpenBatch(o, Batch{
 		Count: len(f.envelopes),
 		Read:  func(i int) ([]byte, error) { return f.envelopes[i], nil },
 		Keep: func(i int, _ *Envelope, _ []byte) error {
@@ -354,5 +374,49 @@ func TestOpenBatchKeepFailureIsTheEnvelopesOutcome(t *testing.T) {
 	}, 2)
 	if fmt.Sprint(errs) != fmt.Sprint([]error{nil, nil, full, nil, nil}) {
 		t.Fatalf("outcomes %v", errs)
+	}
+}
+
+// TestOpenBatchChecksAnEnvelopeThatChangedAlone: an envelope file that
+// changes between the proof pass and its opening is not taken as proven:
+// a requester-made one put in its place is refused for its seal proof,
+// and another honest envelope opens after its own proof is checked.
+func TestOpenBatchChecksAnEnvelopeThatChangedAlone(t *testing.T) {
+	f := newBatchFixture(t, 2, 2, 4)
+	o := f.opener(t, f.release(t, 1, nil), f.release(t, 2, nil))
+	forged := escrowtest.Forgeries(t, f.envelopes[0], f.envelopes[1])[2].Envelope // R relabelled
+	var mu sync.Mutex
+	reads := map[int]int{}
+	plaintexts := make([][]byte, 4)
+	var outcomes []Outcome
+	OpenBatch(o, Batch{
+		Count: 4,
+		Read: func(i int) ([]byte, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			reads[i]++
+			switch {
+			case reads[i] == 1:
+				return f.envelopes[i], nil
+			case i == 0:
+				return forged, nil
+			case i == 2:
+				return f.envelopes[3], nil
+			}
+			return f.envelopes[i], nil
+		},
+		Keep: func(i int, _ *Envelope, pt []byte) error { plaintexts[i] = bytes.Clone(pt); return nil },
+		Done: func(out Outcome) { outcomes = append(outcomes, out) },
+	}, 2)
+	if reads[0] != 2 || !errors.Is(outcomes[0].Err, ErrUnproven) || plaintexts[0] != nil {
+		t.Fatalf("a forgery swapped in after the proof pass: %v, %q", outcomes[0].Err, plaintexts[0])
+	}
+	if outcomes[2].Err != nil || !bytes.Equal(plaintexts[2], f.messages[3]) {
+		t.Fatalf("another honest envelope swapped in: %v, %q", outcomes[2].Err, plaintexts[2])
+	}
+	for _, i := range []int{1, 3} {
+		if outcomes[i].Err != nil || !bytes.Equal(plaintexts[i], f.messages[i]) {
+			t.Fatalf("envelope %d: %v", i, outcomes[i].Err)
+		}
 	}
 }

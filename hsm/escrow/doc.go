@@ -38,10 +38,11 @@
 // the decapsulation through crypto/hpke ([OpenWithDH]). Each envelope
 // carries its sealer's proof of knowledge of the ephemeral scalar r with
 // R = r·G, bound to its key ID, target and ciphertext (a Schnorr proof,
-// Fiat–Shamir; sealproof.go): [ParseEnvelope] refuses an envelope without a
+// Fiat–Shamir; sealproof.go for version 2's c ‖ z, sealproof3.go for
+// version 3's A ‖ z): [ParseEnvelope] refuses an envelope without a
 // valid one ([ErrUnproven]), version 1 envelopes included, and the
-// appliance checks the proof a warrant names an envelope with
-// ([CheckSealProof]) before it works on it. Without it, a requester could
+// appliance checks the proofs a warrant names its envelopes with
+// ([CheckSealProofs], version 3 ones together) before it works on them. Without it, a requester could
 // have a custodian compute on α·R or R + β·G for another envelope's R.
 //
 // Threshold means "shares needed to recover" here, from 2 to n; circl's own

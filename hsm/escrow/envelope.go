@@ -54,14 +54,28 @@ func envelopeSuite() (hpke.KEM, hpke.KDF, hpke.AEAD) {
 // MaxEnvelopePlaintext caps what one envelope holds.
 const MaxEnvelopePlaintext = 64 << 20
 
-// Envelope encoding, version 2: magic "CUSTENV2", then uint16-prefixed key
-// ID, target, HPKE encapsulated key (65 bytes) and seal proof (64 bytes,
-// sealproof.go), then the AEAD ciphertext to the end. Version 1
-// ("CUSTENV1") had no seal proof.
+// Envelope encoding, version 3: magic "CUSTENV3", then uint16-prefixed key
+// ID, target, HPKE encapsulated key (65 bytes) and seal proof (65 bytes,
+// A ‖ z, sealproof3.go), then the AEAD ciphertext to the end. Version 2
+// ("CUSTENV2") is the same with a 64-byte proof c ‖ z (sealproof.go), and
+// still opens; version 1 ("CUSTENV1") had no seal proof.
 const (
-	envelopeMagic   = "CUSTENV2"
+	envelopeMagic   = "CUSTENV3"
+	envelopeMagicV2 = "CUSTENV2"
 	envelopeMagicV1 = "CUSTENV1"
 )
+
+// proofLen is the seal proof's length in an envelope of the version magic
+// names (0 for version 1, which has none).
+func proofLen(magic string) int {
+	switch magic {
+	case envelopeMagic:
+		return sealProofV3Len
+	case envelopeMagicV2:
+		return sealProofLen
+	}
+	return 0
+}
 
 // ErrEnvelope wraps every reason an envelope does not open.
 var ErrEnvelope = errors.New("the envelope does not open")
@@ -84,6 +98,11 @@ var sealSuite = circlhpke.NewSuite(circlhpke.KEM_P256_HKDF_SHA256, circlhpke.KDF
 // Seal encrypts plaintext to the escrow public key of pub, for target,
 // and proves the encapsulation was drawn by the sealer (sealproof.go).
 func Seal(pub *Public, target string, plaintext []byte) ([]byte, error) {
+	return seal(pub, target, plaintext, proveSealV3)
+}
+
+// seal is Seal with the seal proof prove makes.
+func seal(pub *Public, target string, plaintext []byte, prove func(*sealStatement, []byte) ([]byte, error)) ([]byte, error) {
 	if err := checkTarget(target); err != nil {
 		return nil, err
 	}
@@ -127,7 +146,7 @@ func Seal(pub *Public, target string, plaintext []byte) ([]byte, error) {
 		return nil, err
 	}
 	digest := sha256.Sum256(ct)
-	proof, err := proveSeal(&sealStatement{keyID: pub.KeyID, target: target, digest: digest[:], enc: enc}, r)
+	proof, err := prove(&sealStatement{keyID: pub.KeyID, target: target, digest: digest[:], enc: enc}, r)
 	if err != nil {
 		return nil, err
 	}
@@ -139,13 +158,20 @@ func Seal(pub *Public, target string, plaintext []byte) ([]byte, error) {
 type Envelope struct {
 	KeyID, Target string
 	Enc           []byte // the HPKE encapsulated key: a P-256 point R
-	Proof         []byte // the seal proof, c ‖ z
+	Proof         []byte // the seal proof: A ‖ z (version 3) or c ‖ z (version 2)
 	ciphertext    []byte
+	// proven: its seal proof verified (ParseEnvelope, or with others in
+	// OpenBatch).
+	proven bool
 }
 
 func (e *Envelope) encode() ([]byte, error) {
+	magic := envelopeMagic
+	if len(e.Proof) == sealProofLen {
+		magic = envelopeMagicV2
+	}
 	var b cryptobyte.Builder
-	b.AddBytes([]byte(envelopeMagic))
+	b.AddBytes([]byte(magic))
 	for _, f := range [][]byte{[]byte(e.KeyID), []byte(e.Target), e.Enc, e.Proof} {
 		b.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) { c.AddBytes(f) })
 	}
@@ -167,21 +193,35 @@ func (e *Envelope) Ref() warrant.EnvelopeRef {
 		CiphertextSHA256: e.CiphertextSHA256(), Proof: bytes.Clone(e.Proof)}
 }
 
-// ParseEnvelope decodes an envelope and checks its seal proof. A version 1
-// envelope, which has none, is refused (ErrUnproven): scoped mode cannot
-// tell it from one a requester made out of another envelope's key.
+// ParseEnvelope decodes an envelope of version 2 or 3 and checks its seal
+// proof. A version 1 envelope, which has none, is refused (ErrUnproven):
+// scoped mode cannot tell it from one a requester made out of another
+// envelope's key.
 func ParseEnvelope(data []byte) (*Envelope, error) {
-	if bytes.HasPrefix(data, []byte(envelopeMagicV1)) {
-		return nil, &unprovenError{detail: "it is a version 1 envelope, sealed without a proof of its sealing"}
-	}
-	env, err := decodeEnvelope(data, envelopeMagic)
+	env, err := DecodeEnvelope(data)
 	if err != nil {
 		return nil, err
 	}
 	if err := CheckSealProof(env.KeyID, env.Target, env.Enc, env.CiphertextSHA256(), env.Proof); err != nil {
 		return nil, err
 	}
+	env.proven = true
 	return env, nil
+}
+
+// DecodeEnvelope decodes an envelope of version 2 or 3 WITHOUT checking
+// its seal proof, for a reader that checks many at once
+// ([CheckSealProofs] on their [Envelope.Ref]s) before trusting any. A
+// version 1 envelope is refused, as ParseEnvelope refuses it.
+func DecodeEnvelope(data []byte) (*Envelope, error) {
+	if bytes.HasPrefix(data, []byte(envelopeMagicV1)) {
+		return nil, &unprovenError{detail: "it is a version 1 envelope, sealed without a proof of its sealing"}
+	}
+	magic := envelopeMagic
+	if bytes.HasPrefix(data, []byte(envelopeMagicV2)) {
+		magic = envelopeMagicV2
+	}
+	return decodeEnvelope(data, magic)
 }
 
 // decodeEnvelope decodes the fields of an envelope of the version magic
@@ -193,8 +233,8 @@ func decodeEnvelope(data []byte, magic string) (*Envelope, error) {
 	ok := s.ReadBytes(&m, len(magic)) && string(m) == magic &&
 		s.ReadUint16LengthPrefixed(&keyID) && s.ReadUint16LengthPrefixed(&target) &&
 		s.ReadUint16LengthPrefixed(&enc) && len(enc) == pointLen
-	if magic == envelopeMagic {
-		ok = ok && s.ReadUint16LengthPrefixed(&proof) && len(proof) == sealProofLen
+	if n := proofLen(magic); n > 0 {
+		ok = ok && s.ReadUint16LengthPrefixed(&proof) && len(proof) == n
 	}
 	if !ok || len(s) < 16 {
 		return nil, fmt.Errorf("%w: %w", ErrEnvelope, ErrNotEscrowEnvelope)
@@ -210,20 +250,34 @@ func decodeEnvelope(data []byte, magic string) (*Envelope, error) {
 
 // Open decrypts an envelope with a recovered key (share mode). The key
 // must be for the envelope's key ID; the target is bound by the HPKE info,
-// so an envelope whose header was edited does not open. A version 2
+// so an envelope whose header was edited does not open. A version 2 or 3
 // envelope's seal proof must verify; a version 1 envelope, which has no
 // proof, opens too: the proof keeps custodians from computing on keys the
 // requester did not draw, and a recovered key needs no custodian.
-func Open(k *Key, data []byte) (*Envelope, []byte, error) {
+func Open(k *Key, data []byte) (*Envelope, []byte, error) { return k.Open(data) }
+
+// Open is [Open] with k.
+func (k *Key) Open(data []byte) (*Envelope, []byte, error) {
 	var env *Envelope
 	var err error
 	if bytes.HasPrefix(data, []byte(envelopeMagicV1)) {
 		env, err = decodeEnvelope(data, envelopeMagicV1)
+		if err == nil {
+			env.proven = true // nothing to prove: see above
+		}
 	} else {
 		env, err = ParseEnvelope(data)
 	}
 	if err != nil {
 		return nil, nil, err
+	}
+	return k.OpenProven(env)
+}
+
+// OpenProven opens an envelope whose seal proof was checked.
+func (k *Key) OpenProven(env *Envelope) (*Envelope, []byte, error) {
+	if !env.proven {
+		return nil, nil, &unprovenError{detail: "its seal proof was not checked"}
 	}
 	if env.KeyID != k.keyID {
 		return nil, nil, fmt.Errorf("%w: it is for key ID %q, this key is for %q", ErrEnvelope, env.KeyID, k.keyID)

@@ -10,6 +10,7 @@ import (
 	"github.com/custodian-project/custodian/hsm/escrow/escrowtest"
 	"github.com/custodian-project/custodian/hsm/ids"
 	"github.com/custodian-project/custodian/hsm/internal/strictjson/strictjsontest"
+	"github.com/custodian-project/custodian/hsm/warrant"
 
 	"github.com/custodian-project/custodian/tpm"
 	"github.com/custodian-project/custodian/tpm/tpmtest"
@@ -87,12 +88,17 @@ func FuzzParseEnvelope(f *testing.F) {
 		k, _ := newKey("2026-11", priv.Bytes())
 		return k, &Public{KeyID: "2026-11", PublicKey: k.PublicKey()}
 	}()
-	env, _ := Seal(pub, "t", []byte("m"))
-	other, _ := Seal(pub, "u", []byte("another message"))
-	f.Add(env)
-	f.Add(append([]byte(envelopeMagicV1), env[len(envelopeMagic):]...))
-	for _, forged := range escrowtest.Forgeries(f, env, other) {
-		f.Add(forged.Envelope)
+	for _, v := range sealVersions {
+		env := v.seal(f, pub, "t", []byte("m"))
+		other := v.seal(f, pub, "u", []byte("another message"))
+		f.Add(env)
+		f.Add(append([]byte(envelopeMagicV1), env[len(envelopeMagic):]...))
+		for _, forged := range escrowtest.Forgeries(f, env, other) {
+			f.Add(forged.Envelope)
+		}
+		// Each version's header on the other's proof.
+		f.Add(append([]byte(envelopeMagicV2), env[len(envelopeMagic):]...))
+		f.Add(append([]byte(envelopeMagic), env[len(envelopeMagic):]...))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		e, err := ParseEnvelope(data)
@@ -102,7 +108,7 @@ func FuzzParseEnvelope(f *testing.F) {
 			}
 			return
 		}
-		if ids.CheckKeyID(e.KeyID) != nil || checkTarget(e.Target) != nil || len(e.Enc) != 65 || len(e.Proof) != sealProofLen || len(e.ciphertext) < 16 {
+		if ids.CheckKeyID(e.KeyID) != nil || checkTarget(e.Target) != nil || len(e.Enc) != 65 || len(e.Proof) != proofLen(string(data[:len(envelopeMagic)])) || len(e.ciphertext) < 16 {
 			t.Fatalf("accepted key ID %q, target %q, %d-byte enc, %d-byte proof, %d-byte ciphertext", e.KeyID, e.Target, len(e.Enc), len(e.Proof), len(e.ciphertext))
 		}
 		if again, err := e.encode(); err != nil || !bytes.Equal(again, data) {
@@ -111,6 +117,9 @@ func FuzzParseEnvelope(f *testing.F) {
 		st := &sealStatement{keyID: e.KeyID, target: e.Target, digest: e.CiphertextSHA256(), enc: e.Enc}
 		if err := verifySeal(st, e.Proof); err != nil {
 			t.Fatalf("accepted an envelope whose proof fails: %v", err)
+		}
+		if errs := CheckSealProofs([]warrant.EnvelopeRef{e.Ref(), e.Ref()}); errs != nil {
+			t.Fatalf("accepted an envelope whose proof fails when checked with others: %v", errs)
 		}
 	})
 }

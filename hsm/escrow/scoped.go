@@ -193,6 +193,15 @@ func (o *ScopedOpener) Open(envelope []byte) (*Envelope, []byte, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	return o.OpenProven(env)
+}
+
+// OpenProven is Open on an envelope whose seal proof was checked
+// (ParseEnvelope, or with others in OpenBatch); it refuses any other.
+func (o *ScopedOpener) OpenProven(env *Envelope) (*Envelope, []byte, error) {
+	if !env.proven {
+		return nil, nil, &unprovenError{detail: "its seal proof was not checked"}
+	}
 	bad := &BadShareError{Custodians: map[string]string{}}
 	var good []PartialShare
 	for _, rp := range o.releases {

@@ -22,7 +22,8 @@ import (
 //	c = hash_to_field(transcript(key ID, target, SHA-256(ciphertext), G, R, A)) (RFC 9380, DST sealProofDST)
 //	z = k + c·r mod n
 //
-// The proof is c ‖ z (32 bytes each, big-endian, both < n). The verifier
+// This is version 2's form (sealproof3.go has version 3's, A ‖ z, which
+// Seal makes). The proof is c ‖ z (32 bytes each, big-endian, both < n). The verifier
 // computes A = z·G − c·R, refuses the identity, and checks that the
 // transcript hashes to c. The transcript encoding is fixed:
 //
@@ -80,8 +81,14 @@ type sealStatement struct {
 	enc           []byte // R, uncompressed
 }
 
-// challenge is c for the commitment a (uncompressed).
+// challenge is c for the commitment a (uncompressed), in a version 2
+// proof.
 func (st *sealStatement) challenge(a []byte) []byte {
+	return st.challengeWith(a, sealProofDST)
+}
+
+// challengeWith hashes the transcript with commitment a under dst.
+func (st *sealStatement) challengeWith(a []byte, dst string) []byte {
 	var b cryptobyte.Builder
 	b.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) { c.AddBytes([]byte(st.keyID)) })
 	b.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) { c.AddBytes([]byte(st.target)) })
@@ -89,7 +96,7 @@ func (st *sealStatement) challenge(a []byte) []byte {
 	b.AddBytes(generator())
 	b.AddBytes(st.enc)
 	b.AddBytes(a)
-	c, _ := g.HashToScalar(b.BytesOrPanic(), []byte(sealProofDST)).MarshalBinary()
+	c, _ := g.HashToScalar(b.BytesOrPanic(), []byte(dst)).MarshalBinary()
 	return c
 }
 
@@ -126,15 +133,28 @@ func proveSeal(st *sealStatement, r []byte) ([]byte, error) {
 	return append(c, z...), nil
 }
 
-// verifySeal checks a seal proof against its statement. Scalars must be
+// verifySeal checks a seal proof against its statement: a version 2
+// proof (c ‖ z, 64 bytes) or a version 3 one (A ‖ z, 65 bytes,
+// sealproof3.go); their lengths tell them apart. Scalars must be
 // canonical (below n) and R an uncompressed point other than the identity.
 func verifySeal(st *sealStatement, proof []byte) error {
 	if len(proof) == 0 {
 		return errors.New("it carries no seal proof")
 	}
-	if len(proof) != sealProofLen {
-		return fmt.Errorf("its seal proof is %d bytes, not %d", len(proof), sealProofLen)
+	if err := st.check(); err != nil {
+		return err
 	}
+	switch len(proof) {
+	case sealProofLen:
+		return verifySealV2(st, proof)
+	case sealProofV3Len:
+		return verifySealV3(st, proof)
+	}
+	return fmt.Errorf("its seal proof is %d bytes, not %d (version 2) or %d (version 3)", len(proof), sealProofLen, sealProofV3Len)
+}
+
+// check refuses a statement no envelope can make.
+func (st *sealStatement) check() error {
 	if len(st.digest) != 32 {
 		return errors.New("its ciphertext digest is not 32 bytes")
 	}
@@ -143,9 +163,11 @@ func verifySeal(st *sealStatement, proof []byte) error {
 	if err := ids.CheckKeyID(st.keyID); err != nil {
 		return err
 	}
-	if err := checkTarget(st.target); err != nil {
-		return err
-	}
+	return checkTarget(st.target)
+}
+
+// verifySealV2 is the rest of verifySeal for a version 2 proof.
+func verifySealV2(st *sealStatement, proof []byte) error {
 	c, z := proof[:32], proof[32:]
 	if _, err := p256.ParseScalar(c); err != nil {
 		return errors.New("its seal proof holds a number that is not a canonical scalar")

@@ -7,10 +7,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/custodian-project/custodian/hsm/escrow/escrowtest"
+	"github.com/custodian-project/custodian/hsm/warrant"
+	"github.com/custodian-project/custodian/internal/p256"
 )
 
 // TestRequesterMadeEnvelopesAreRefused: envelopes made out of another
@@ -20,17 +23,24 @@ import (
 // the appliance runs on a warrant's reference, opening with a recovered
 // key, and opening from scoped releases. The honest envelopes pass all.
 func TestRequesterMadeEnvelopesAreRefused(t *testing.T) {
+	for _, v := range sealVersions {
+		t.Run(v.name, func(t *testing.T) { requesterMadeEnvelopesAreRefused(t, v.seal) })
+	}
+}
+
+// sealVersions seal envelopes of each version scoped mode reads.
+var sealVersions = []struct {
+	name string
+	seal func(testing.TB, *Public, string, []byte) []byte
+}{{"version 3", sealV3}, {"version 2", sealV2}}
+
+func requesterMadeEnvelopesAreRefused(t *testing.T, seal func(testing.TB, *Public, string, []byte) []byte) {
 	k, pub := testKey(t, "2026-11")
-	victim, err := Seal(pub, "alice@example.org", []byte("envelope B"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	own, err := Seal(pub, "bob@example.org", []byte("the requester's own envelope"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	victim := seal(t, pub, "alice@example.org", []byte("envelope B"))
+	own := seal(t, pub, "bob@example.org", []byte("the requester's own envelope"))
 	scoped := *pub
 	scoped.Mode = ModeScoped
+	var honestRefs []warrant.EnvelopeRef
 	for _, honest := range [][]byte{victim, own} {
 		env, err := ParseEnvelope(honest)
 		if err != nil {
@@ -43,6 +53,10 @@ func TestRequesterMadeEnvelopesAreRefused(t *testing.T) {
 		if _, _, err := Open(k, honest); err != nil {
 			t.Fatalf("an honest envelope does not open: %v", err)
 		}
+		honestRefs = append(honestRefs, ref)
+	}
+	if errs := CheckSealProofs(honestRefs); errs != nil {
+		t.Fatalf("honest references checked together: %v", errs)
 	}
 	forgeries := escrowtest.Forgeries(t, victim, own)
 	if len(forgeries) < 6 {
@@ -56,6 +70,11 @@ func TestRequesterMadeEnvelopesAreRefused(t *testing.T) {
 		if err := CheckSealProof(r.KeyID, r.Target, r.Enc, r.CiphertextSHA256, r.Proof); !errors.Is(err, ErrUnproven) {
 			t.Errorf("%s: the reference passes (%v)", f.Name, err)
 		}
+		// Among honest references, checked together: it alone is named.
+		refs := append(slices.Clone(honestRefs), r, honestRefs[0], honestRefs[1])
+		if i, err := FirstFailure(CheckSealProofs(refs)); i != 2 || !errors.Is(err, ErrUnproven) {
+			t.Errorf("%s: checked with others, failure %d (%v), want 2", f.Name, i, err)
+		}
 		if _, pt, err := Open(k, f.Envelope); !errors.Is(err, ErrUnproven) || pt != nil {
 			t.Errorf("%s: opened with the key (%v)", f.Name, err)
 		}
@@ -63,6 +82,30 @@ func TestRequesterMadeEnvelopesAreRefused(t *testing.T) {
 			t.Errorf("%s: worked on for a scoped opening (%v)", f.Name, err)
 		}
 	}
+}
+
+// sealV3 seals as Seal does (version 3).
+func sealV3(t testing.TB, pub *Public, target string, plaintext []byte) []byte {
+	t.Helper()
+	data, err := Seal(pub, target, plaintext)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// sealV2 seals a version 2 envelope, with a c ‖ z proof, as senders did
+// before version 3.
+func sealV2(t testing.TB, pub *Public, target string, plaintext []byte) []byte {
+	t.Helper()
+	data, err := seal(pub, target, plaintext, proveSeal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(data, []byte(envelopeMagicV2)) {
+		t.Fatal("not a version 2 envelope")
+	}
+	return data
 }
 
 // TestVersion1EnvelopesAreRefusedForScopedUse: an envelope of the format
@@ -116,10 +159,7 @@ func sealV1(t *testing.T, pub *Public, target string, plaintext []byte) []byte {
 // arithmetic says whether it would match.
 func TestSealProofEncodingIsCanonical(t *testing.T) {
 	_, pub := testKey(t, "2026-11")
-	data, err := Seal(pub, "alice@example.org", []byte("m"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := sealV2(t, pub, "alice@example.org", []byte("m"))
 	env, err := ParseEnvelope(data)
 	if err != nil {
 		t.Fatal(err)
@@ -138,6 +178,7 @@ func TestSealProofEncodingIsCanonical(t *testing.T) {
 		"z = n":           {env.Enc, append(bytes.Clone(env.Proof[:32]), n...), "canonical scalar"},
 		"all ones":        {env.Enc, bytes.Repeat([]byte{0xff}, 64), "canonical scalar"},
 		"short":           {env.Enc, env.Proof[:63], "63 bytes"},
+		"long":            {env.Enc, append(bytes.Clone(env.Proof), 0, 0), "66 bytes"},
 		"none":            {env.Enc, nil, "no seal proof"},
 		"compressed R":    {compressed, env.Proof, "encapsulated key"},
 		"R off the curve": {append([]byte{4}, make([]byte, 64)...), env.Proof, "encapsulated key"},
@@ -199,24 +240,41 @@ func TestSealProofTranscriptIsAsDocumented(t *testing.T) {
 }
 
 // FuzzCheckSealProof: what the appliance checks in a warrant's envelope
-// reference never panics, and an accepted reference has canonical parts:
-// an uncompressed point and scalars below n.
+// reference never panics, an accepted reference has canonical parts
+// (an uncompressed point, scalars below n, a compressed A), and checking
+// it together with an honest one (CheckSealProofs) gives the same verdict.
 func FuzzCheckSealProof(f *testing.F) {
 	_, pub := testKey(f, "2026-11")
 	data, _ := Seal(pub, "alice@example.org", []byte("m"))
 	env, _ := ParseEnvelope(data)
 	f.Add(env.KeyID, env.Target, env.Enc, env.CiphertextSHA256(), env.Proof)
 	f.Add("2026-11", "alice@example.org", env.Enc, env.CiphertextSHA256(), []byte{})
+	v2, _ := ParseEnvelope(sealV2(f, pub, "alice@example.org", []byte("m")))
+	f.Add(v2.KeyID, v2.Target, v2.Enc, v2.CiphertextSHA256(), v2.Proof)
+	honest := env.Ref()
 	f.Fuzz(func(t *testing.T, keyID, target string, enc, digest, proof []byte) {
+		// Checked with an honest reference, together: the same verdict.
+		ref := warrant.EnvelopeRef{KeyID: keyID, Target: target, Enc: enc, CiphertextSHA256: digest, Proof: proof}
+		errs := CheckSealProofs([]warrant.EnvelopeRef{honest, ref})
+		if single := CheckSealProof(keyID, target, enc, digest, proof); (single == nil) != (errs == nil) || (errs != nil && (errs[0] != nil || errs[1] == nil)) {
+			t.Fatalf("alone: %v; together: %v", single, errs)
+		}
 		if err := CheckSealProof(keyID, target, enc, digest, proof); err != nil {
 			if !errors.Is(err, ErrUnproven) || !errors.Is(err, ErrEnvelope) {
 				t.Fatalf("a refusal that is not ErrUnproven: %v", err)
 			}
 			return
 		}
-		c, z := g.NewScalar(), g.NewScalar()
-		if _, err := parsePoint(enc); err != nil || len(proof) != sealProofLen || len(digest) != 32 ||
-			c.UnmarshalBinary(proof[:32]) != nil || z.UnmarshalBinary(proof[32:]) != nil {
+		first, z := g.NewScalar(), g.NewScalar()
+		var canonical bool
+		switch len(proof) {
+		case sealProofLen: // c ‖ z
+			canonical = first.UnmarshalBinary(proof[:32]) == nil && z.UnmarshalBinary(proof[32:]) == nil
+		case sealProofV3Len: // A ‖ z
+			_, err := p256.ParseCompressed(proof[:33])
+			canonical = err == nil && z.UnmarshalBinary(proof[33:]) == nil
+		}
+		if _, err := parsePoint(enc); err != nil || !canonical || len(digest) != 32 {
 			t.Fatalf("accepted a non-canonical reference: enc %x, proof %x", enc, proof)
 		}
 	})

@@ -205,3 +205,27 @@ func Inverses(s []*Scalar) ([]*Scalar, error) {
 	inv.Erase()
 	return out, nil
 }
+
+// CompressedLen is a compressed point: 0x02 or 0x03, then x.
+const CompressedLen = 33
+
+// ParseCompressed decodes a compressed point, checking it is on the
+// curve; the identity has no compressed encoding, so it is refused too.
+func ParseCompressed(b []byte) (*Point, error) {
+	if len(b) != CompressedLen || (b[0] != 2 && b[0] != 3) {
+		return nil, errors.New("not a compressed P-256 point")
+	}
+	p, err := nistec.NewP256Point().SetBytes(b)
+	if err != nil {
+		return nil, errors.New("not a compressed P-256 point")
+	}
+	return p, nil
+}
+
+// EncodeCompressed is p compressed, refusing the identity.
+func EncodeCompressed(p *Point) ([]byte, error) {
+	if p.IsInfinity() == 1 {
+		return nil, errors.New("the point is the identity")
+	}
+	return p.BytesCompressed(), nil
+}

@@ -24,13 +24,18 @@ type Forgery struct {
 	Ref      warrant.EnvelopeRef
 }
 
-// fields of a version 2 envelope.
+// fields of a version 2 or 3 envelope.
 type fields struct {
+	magic            string
 	keyID, target    string
 	enc, proof, text []byte
 }
 
-const magic = "CUSTENV2"
+// The versions with a seal proof: c ‖ z, and A (compressed) ‖ z.
+const (
+	magicV2 = "CUSTENV2"
+	magicV3 = "CUSTENV3"
+)
 
 var g = group.P256
 
@@ -39,16 +44,16 @@ func decode(t testing.TB, data []byte) fields {
 	s := cryptobyte.String(data)
 	var m []byte
 	var keyID, target, enc, proof cryptobyte.String
-	if !s.ReadBytes(&m, len(magic)) || string(m) != magic || !s.ReadUint16LengthPrefixed(&keyID) ||
+	if !s.ReadBytes(&m, len(magicV2)) || (string(m) != magicV2 && string(m) != magicV3) || !s.ReadUint16LengthPrefixed(&keyID) ||
 		!s.ReadUint16LengthPrefixed(&target) || !s.ReadUint16LengthPrefixed(&enc) || !s.ReadUint16LengthPrefixed(&proof) {
-		t.Fatal("escrowtest: not a version 2 envelope")
+		t.Fatal("escrowtest: not a version 2 or 3 envelope")
 	}
-	return fields{string(keyID), string(target), enc, proof, s}
+	return fields{string(m), string(keyID), string(target), enc, proof, s}
 }
 
 func (f fields) forgery(name string) Forgery {
 	var b cryptobyte.Builder
-	b.AddBytes([]byte(magic))
+	b.AddBytes([]byte(f.magic))
 	for _, v := range [][]byte{[]byte(f.keyID), []byte(f.target), f.enc, f.proof} {
 		b.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) { c.AddBytes(v) })
 	}
@@ -70,22 +75,51 @@ const Target = "someone-else@example.org"
 // the victim's); R with other's proof and ciphertext; and the
 // victim's header over other's ciphertext. A warrant naming α·R or
 // R + β·G would let the requester undo α or β on the partials.
+//
+// For version 3 envelopes (proof A ‖ z) the proof is adjusted likewise
+// ((α·A, α·z) and (A, z + c·β), c being the victim's challenge), and one
+// more forgery swaps the victim's A for other's.
 func Forgeries(t testing.TB, victim, other []byte) []Forgery {
 	t.Helper()
 	v, o := decode(t, victim), decode(t, other)
-	R, c, z := g.NewElement(), g.NewScalar(), g.NewScalar()
-	if R.UnmarshalBinary(v.enc) != nil || c.UnmarshalBinary(v.proof[:32]) != nil || z.UnmarshalBinary(v.proof[32:]) != nil {
-		t.Fatal("escrowtest: the victim's key or proof does not decode")
+	if v.magic != o.magic {
+		t.Fatal("escrowtest: victim and other are of different versions")
+	}
+	R := g.NewElement()
+	if R.UnmarshalBinary(v.enc) != nil {
+		t.Fatal("escrowtest: the victim's key does not decode")
 	}
 	alpha, beta := g.RandomNonZeroScalar(rand.Reader), g.RandomNonZeroScalar(rand.Reader)
-
-	scaled := v
+	scaled, shifted := v, v
 	scaled.enc = encode(t, g.NewElement().Mul(R, alpha))
-	scaled.proof = proof(t, c, g.NewScalar().Mul(z, alpha))
-
-	shifted := v
 	shifted.enc = encode(t, g.NewElement().Add(R, g.NewElement().MulGen(beta)))
-	shifted.proof = proof(t, c, g.NewScalar().Add(z, g.NewScalar().Mul(c, beta)))
+	var swapped *fields
+	if v.magic == magicV2 {
+		c, z := g.NewScalar(), g.NewScalar()
+		if c.UnmarshalBinary(v.proof[:32]) != nil || z.UnmarshalBinary(v.proof[32:]) != nil {
+			t.Fatal("escrowtest: the victim's proof does not decode")
+		}
+		scaled.proof = proof(t, c, g.NewScalar().Mul(z, alpha))
+		shifted.proof = proof(t, c, g.NewScalar().Add(z, g.NewScalar().Mul(c, beta)))
+	} else {
+		A, z := g.NewElement(), g.NewScalar()
+		if A.UnmarshalBinary(v.proof[:33]) != nil || z.UnmarshalBinary(v.proof[33:]) != nil {
+			t.Fatal("escrowtest: the victim's proof does not decode")
+		}
+		// The victim's challenge, as the victim's sealer hashed it: the
+		// victim's proof must hold with it, or this package's transcript
+		// is not the one docs/escrow.md describes.
+		c := challengeV3(v, v.proof[:33])
+		rhs := g.NewElement().Add(A, g.NewElement().Mul(R, c))
+		if !g.NewElement().MulGen(z).IsEqual(rhs) {
+			t.Fatal("escrowtest: the victim's version 3 proof does not hold under the documented transcript")
+		}
+		scaled.proof = proofV3(t, g.NewElement().Mul(A, alpha), g.NewScalar().Mul(z, alpha))
+		shifted.proof = proofV3(t, A, g.NewScalar().Add(z, g.NewScalar().Mul(c, beta)))
+		s := v
+		s.proof = append(append([]byte{}, o.proof[:33]...), v.proof[33:]...)
+		swapped = &s
+	}
 
 	retargeted, rekeyed := v, v
 	retargeted.target = Target
@@ -100,12 +134,40 @@ func Forgeries(t testing.TB, victim, other []byte) []Forgery {
 	otherText := v
 	otherText.text = o.text
 
-	return []Forgery{
+	out := []Forgery{
 		scaled.forgery("α·R"), shifted.forgery("R + β·G"),
 		retargeted.forgery("R relabelled to another target"), rekeyed.forgery("R relabelled to another key ID"),
 		copied.forgery("R with the proof copied from another envelope"),
 		otherText.forgery("the header over another ciphertext"),
 	}
+	if swapped != nil {
+		out = append(out, swapped.forgery("A swapped for another envelope's"))
+	}
+	return out
+}
+
+// challengeV3 is c of a version 3 proof with commitment a (compressed)
+// for the envelope f, as docs/escrow.md defines it.
+func challengeV3(f fields, a []byte) group.Scalar {
+	var b cryptobyte.Builder
+	b.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) { c.AddBytes([]byte(f.keyID)) })
+	b.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) { c.AddBytes([]byte(f.target)) })
+	digest := sha256.Sum256(f.text)
+	b.AddBytes(digest[:])
+	gen, _ := g.Generator().MarshalBinary()
+	b.AddBytes(gen)
+	b.AddBytes(f.enc)
+	b.AddBytes(a)
+	return g.HashToScalar(b.BytesOrPanic(), []byte("custodian envelope seal proof v3"))
+}
+
+func proofV3(t testing.TB, a group.Element, z group.Scalar) []byte {
+	ab, err1 := a.MarshalBinaryCompress()
+	zb, err2 := z.MarshalBinary()
+	if err1 != nil || err2 != nil {
+		t.Fatal("escrowtest: a proof does not encode")
+	}
+	return append(ab, zb...)
 }
 
 func encode(t testing.TB, e group.Element) []byte {
