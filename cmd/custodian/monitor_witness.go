@@ -65,7 +65,7 @@ func (f *follower) checkWitnesses(ctx context.Context, signed []byte, cp *log.Ch
 	}
 	ctx, cancel := context.WithTimeout(ctx, witnessTimeout)
 	defer cancel()
-	_, err := f.witnesses.cosigner.Cosign(ctx, tileProver{src.hashes}, signed, int64(cp.Size), f.witnesses.policy)
+	_, _, err := f.witnesses.cosigner.Cosign(ctx, tileProver{src.hashes}, signed, int64(cp.Size), f.witnesses.policy)
 	switch {
 	case errors.Is(err, witness.ErrBehind):
 		// Like a smaller signed tree than one seen: a stale copy, or a

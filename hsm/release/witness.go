@@ -39,7 +39,7 @@ func (d *Daemon) witnessLoop() {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(d.ctx, d.cfg.WitnessTimeout)
-		_, err = d.cosigner.Cosign(ctx, l, signed, size, p)
+		_, _, err = d.cosigner.Cosign(ctx, l, signed, size, p)
 		cancel()
 		if err != nil {
 			d.cfg.Log.Warn("checkpoint not cosigned", "size", size, "err", err)
