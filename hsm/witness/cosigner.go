@@ -80,9 +80,9 @@ type Cosigner struct {
 	dir  string
 	http *http.Client
 
-	mu     sync.Mutex
-	known  map[string]int64 // witness name → the tree size it last cosigned, as far as we know
-	storedSize int64        // the size of the cosigned checkpoint stored last
+	mu         sync.Mutex
+	known      map[string]int64 // witness name → the tree size it last cosigned, as far as we know
+	storedSize int64            // the size of the cosigned checkpoint stored last
 }
 
 // NewCosigner makes a cosigner keeping its file in dataDir/witness.
