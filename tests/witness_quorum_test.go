@@ -211,11 +211,11 @@ func TestInvariantBundleWitnessFieldsEditedOfflineReleaseNothing(t *testing.T) {
 	}
 }
 
-// PROBE 7: a monitor with --escrow whose escrow file names a witness that
-// does not (yet, or any more) know this log: 403/404 is a refusal "for
-// good", and the monitor calls it a proven split view (exit 7, sticky until
-// --clear-alarm), on an honest appliance.
-func TestBreakMonitorCallsUnknownLogASplitView(t *testing.T) {
+// TestInvariantMonitorDoesNotCallUnknownLogASplitView: a monitor with
+// --escrow whose escrow file names a witness that does not (yet, or any
+// more) know this log reports an unreachable witness (exit 3, not
+// sticky), not a proven split view, on an honest appliance.
+func TestInvariantMonitorDoesNotCallUnknownLogASplitView(t *testing.T) {
 	r, ws := witnessedRig(t, 1, 1, 10*time.Second)
 	w := newWatchedRig(t, r)
 	r.releaseOK(t, r.warrant(t, "W-honest"))
@@ -230,7 +230,17 @@ func TestBreakMonitorCallsUnknownLogASplitView(t *testing.T) {
 	path := tempFile(t, "escrow-2026-11.pub.json", data)
 	code, out, errOut := w.monitor(t, "--escrow", path)
 	t.Logf("monitor: exit %d\n%s%s", code, out, errOut)
-	if code == 7 {
-		t.Errorf("BROKEN: an honest appliance is reported as a split view because one witness does not know the log")
+	if code != 3 || strings.Contains(errOut, "split view") || !strings.Contains(errOut, "not proof of another history") {
+		t.Fatalf("one witness that does not know the log: exit %d, want 3 with a clear message", code)
+	}
+	code, _, errOut = w.monitor(t, "--escrow", path)
+	if code != 3 {
+		t.Fatalf("the second poll: exit %d, want 3 again (nothing sticky)\n%s", code, errOut)
+	}
+	pub.Witnesses, pub.WitnessQuorum = refs(ws), &q
+	q = 1
+	data, _ = pub.Marshal()
+	if code, _, errOut := w.monitor(t, "--escrow", tempFile(t, "escrow-ok.pub.json", data)); code != 0 {
+		t.Fatalf("with the stranger left out: exit %d, want 0 (no alarm latched)\n%s", code, errOut)
 	}
 }

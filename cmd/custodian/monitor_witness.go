@@ -16,9 +16,11 @@ import (
 // cosigned: every served checkpoint is offered to each witness with a
 // consistency proof from the tree that witness last cosigned (C2SP
 // tlog-witness; the proof comes from the served tiles, checked against
-// the served checkpoint). A witness that refuses it cosigned another
-// history of the log, or a larger tree: the appliance shows a history the
-// world did not see. A witness that accepts cosigns the newer checkpoint,
+// the served checkpoint). A witness that refuses it as inconsistent (HTTP
+// 422) cosigned another history of the log, and one ahead of it a larger
+// tree: the appliance shows a history the world did not see. A witness
+// that does not know the log is a misconfigured witness, not a finding
+// about the log. A witness that accepts cosigns the newer checkpoint,
 // as the protocol allows anyone to ask.
 type witnessCheck struct {
 	policy   witness.Policy
@@ -71,8 +73,12 @@ func (f *follower) checkWitnesses(ctx context.Context, signed []byte, cp *log.Ch
 		// Like a smaller signed tree than one seen: a stale copy, or a
 		// rollback; not proof by itself.
 		return f.alarm(findStale, "%s serves a checkpoint older than what its witnesses cosigned: a stale copy (a cache, a mirror) or a rollback: %v", f.url, err)
-	case errors.Is(err, witness.ErrRefused):
+	case errors.Is(err, witness.ErrConflict):
 		return f.proven(findSplitView, signed, "its witnesses cosigned another history of this log: %v", err)
+	case errors.Is(err, witness.ErrRefused):
+		// A witness that does not know the log or its key (being set up,
+		// its database lost, a rotated key) proves nothing about the log.
+		return f.alarm(findUnreachable, "a witness of --escrow cannot check %s's checkpoint (not proof of another history; ask the witness's keeper to add this log's origin and key): %v", f.url, err)
 	case err != nil:
 		return f.alarm(findUnreachable, "asking its witnesses: %v", err)
 	}
