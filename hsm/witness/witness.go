@@ -12,8 +12,9 @@
 //     code here.
 //
 //   - [VerifyQuorum] accepts a signed checkpoint only when k distinct
-//     witnesses of the policy cosigned its text; the log's own signature is
-//     checked elsewhere (ledger.VerifyCheckpoint), as it needs the log's key.
+//     witnesses (distinct names and keys) of the policy cosigned its
+//     text; the log's own signature is checked elsewhere
+//     (ledger.VerifyCheckpoint), as it needs the log's key.
 //
 //   - [Cosigner] submits a checkpoint with its consistency proof to each
 //     witness (tlog-witness add-checkpoint), gathers their cosignatures
@@ -58,8 +59,8 @@ type Policy struct {
 }
 
 // Check refuses a policy that could be read two ways: witnesses without a
-// quorum, a quorum beyond them, a key listed twice, or one that is not a
-// cosignature verifier key.
+// quorum, a quorum beyond them, a name or a key listed twice, or one that
+// is not a cosignature verifier key.
 func (p Policy) Check() error {
 	n := len(p.Witnesses)
 	switch {
@@ -68,7 +69,7 @@ func (p Policy) Check() error {
 	case p.Quorum < 0 || p.Quorum > n:
 		return fmt.Errorf("witness quorum %d: want 0 to the %d witnesses listed", p.Quorum, n)
 	}
-	seen := map[string]bool{}
+	seen, keys := map[string]bool{}, map[string]string{}
 	for i, w := range p.Witnesses {
 		v, err := NewVerifier(w.Key)
 		if err != nil {
@@ -78,11 +79,23 @@ func (p Policy) Check() error {
 			return fmt.Errorf("witness %s is listed twice", v.Name())
 		}
 		seen[v.Name()] = true
+		// A cosignature does not sign the witness's name: one key under
+		// two names would count twice toward the quorum.
+		if other, ok := keys[publicKey(w.Key)]; ok {
+			return fmt.Errorf("witnesses %s and %s have the same key: list each witness once", other, v.Name())
+		}
+		keys[publicKey(w.Key)] = v.Name()
 		if err := checkURL(w.URL); err != nil {
 			return fmt.Errorf("witness %s: %w", v.Name(), err)
 		}
 	}
 	return nil
+}
+
+// publicKey is the key part of a verifier key NewVerifier accepted.
+func publicKey(vkey string) string {
+	i := strings.LastIndexByte(vkey, '+')
+	return vkey[i+1:]
 }
 
 func checkURL(raw string) error {
@@ -175,9 +188,12 @@ func VerifyQuorum(signed []byte, p Policy) (*log.Checkpoint, []string, error) {
 	switch {
 	case err == nil:
 		text = n.Text
+		keys := map[string]bool{} // one witness's key counts once, whatever name it signs under
 		for _, s := range n.Sigs {
-			if !slices.Contains(names, s.Name) {
+			k := keyNamed(p, s.Name)
+			if !slices.Contains(names, s.Name) && !keys[k] {
 				names = append(names, s.Name)
+				keys[k] = true
 			}
 		}
 	case errors.As(err, &unverified):
@@ -198,6 +214,16 @@ func VerifyQuorum(signed []byte, p Policy) (*log.Checkpoint, []string, error) {
 		return nil, names, fmt.Errorf("%w: %d of the %d needed (%s)", ErrNoQuorum, len(names), p.Quorum, cosignedBy(names))
 	}
 	return &cp, names, nil
+}
+
+// keyNamed is the key of the policy's witness called name.
+func keyNamed(p Policy, name string) string {
+	for _, w := range p.Witnesses {
+		if n, _, _ := strings.Cut(w.Key, "+"); n == name {
+			return publicKey(w.Key)
+		}
+	}
+	return name
 }
 
 func cosignedBy(names []string) string {
