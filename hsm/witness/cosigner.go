@@ -278,6 +278,7 @@ func (c *Cosigner) stored(signed []byte) []byte {
 func (c *Cosigner) store(signed, lines []byte, size int64) ([]byte, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	all := lines
 	cosigned := bytes.Clone(signed)
 	if latest := latestIn(c.dir); bytes.HasPrefix(latest, signed) {
 		cosigned = latest
@@ -289,6 +290,11 @@ func (c *Cosigner) store(signed, lines []byte, size int64) ([]byte, error) {
 			cosigned = append(cosigned, line...)
 		}
 		lines = rest
+	}
+	if len(cosigned) > MaxCosignedSize {
+		// No reader would accept it (many escrow files' witnesses at
+		// once): keep this quorum's lines, which Policy.Check sized to fit.
+		cosigned = append(bytes.Clone(signed), all...)
 	}
 	if size < c.storedSize {
 		return cosigned, nil

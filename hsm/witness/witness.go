@@ -43,6 +43,11 @@ import (
 // MaxWitnesses caps the witnesses one policy names.
 const MaxWitnesses = 16
 
+// MaxNameLen caps a witness's name: its cosignature line ("— ", the
+// name, a space, 104 base64 characters, a newline) then stays under 256
+// bytes, so a policy's cosigned checkpoint fits MaxCosignedSize.
+const MaxNameLen = 140
+
 // Witness is one witness as the escrow authority names it: its verifier
 // key and where the appliance submits checkpoints (its tlog-witness base
 // URL, to which "/add-checkpoint" is appended).
@@ -74,6 +79,9 @@ func (p Policy) Check() error {
 		v, err := NewVerifier(w.Key)
 		if err != nil {
 			return fmt.Errorf("witness %d: %w", i+1, err)
+		}
+		if len(v.Name()) > MaxNameLen {
+			return fmt.Errorf("the name of witness %d is %d characters; at most %d, so that its cosignature fits the checkpoint every reader accepts", i+1, len(v.Name()), MaxNameLen)
 		}
 		if seen[v.Name()] {
 			return fmt.Errorf("witness %s is listed twice", v.Name())
@@ -165,8 +173,9 @@ func (p Policy) Verifiers() ([]note.Verifier, error) {
 // the policy asks for.
 var ErrNoQuorum = errors.New("the checkpoint is not cosigned by the witness quorum")
 
-// MaxCosignedSize caps a cosigned checkpoint: the log's line and one
-// line per witness.
+// MaxCosignedSize caps a cosigned checkpoint: the log's signed note and
+// one line per witness. It is ledger.MaxCheckpointSize, the cap every
+// reader of a served checkpoint applies.
 const MaxCosignedSize = 4096 + MaxWitnesses*256
 
 // VerifyQuorum checks that signed carries valid cosignatures of at least
