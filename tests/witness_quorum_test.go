@@ -3,6 +3,8 @@ package tests
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -14,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"filippo.io/torchwood"
 
 	"github.com/custodian-project/custodian/hsm/escrow"
 	"github.com/custodian-project/custodian/hsm/release"
@@ -242,5 +246,39 @@ func TestInvariantMonitorDoesNotCallUnknownLogASplitView(t *testing.T) {
 	data, _ = pub.Marshal()
 	if code, _, errOut := w.monitor(t, "--escrow", tempFile(t, "escrow-ok.pub.json", data)); code != 0 {
 		t.Fatalf("with the stranger left out: exit %d, want 0 (no alarm latched)\n%s", code, errOut)
+	}
+}
+
+// TestInvariantLoneWitnessCannotProveASplitView: one witness that answers
+// "another history" (HTTP 422) to every checkpoint, beside an honest
+// witness, with the escrow file's quorum of 2, is its word against the
+// other's: the monitor raises an alarm that does not stick (exit 3), not
+// a proven split view (exit 7).
+func TestInvariantLoneWitnessCannotProveASplitView(t *testing.T) {
+	r, ws := witnessedRig(t, 1, 1, 10*time.Second)
+	w := newWatchedRig(t, r)
+	r.releaseOK(t, r.warrant(t, "W-honest"))
+	liar := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusUnprocessableEntity)
+	}))
+	defer liar.Close()
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	s, err := torchwood.NewCosignatureSigner("witness.test/liar", priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := *r.escrow
+	q := 2
+	pub.Witnesses, pub.WitnessQuorum = append(refs(ws), witness.Witness{Key: s.Verifier().String(), URL: liar.URL}), &q
+	data, err := pub.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := tempFile(t, "escrow-2026-11.pub.json", data)
+	for range 2 {
+		code, _, errOut := w.monitor(t, "--escrow", path)
+		if code != 3 || strings.Contains(errOut, "split view") || !strings.Contains(errOut, "fewer than the quorum of 2") {
+			t.Fatalf("one witness saying another history: exit %d, want 3, not sticky\n%s", code, errOut)
+		}
 	}
 }
