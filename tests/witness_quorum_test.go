@@ -148,7 +148,22 @@ func TestInvariantOvertakenReleaseIsReleased(t *testing.T) {
 	st = r.c.wait(t, st.ID)
 	t.Logf("release: state %s failed %v message %q", st.State, st.Failed, st.Message)
 	if st.State != release.StateReleased {
-		t.Errorf("an honest release whose checkpoint was overtaken fails: %+v", st)
+		t.Fatalf("an honest release whose checkpoint was overtaken fails: %+v", st)
+	}
+	code, data := r.c.get(t, "/v1/requests/"+st.ID+"/packages/2026-11")
+	if code != http.StatusOK {
+		t.Fatalf("package: %d %s", code, data)
+	}
+	pkg, err := escrow.ParseRelease(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, _, err := witness.VerifyQuorum([]byte(pkg.Ledger.Checkpoint), witness.Policy{Witnesses: []witness.Witness{wit.Ref()}, Quorum: 1})
+	if err != nil {
+		t.Fatalf("the package's checkpoint: %v", err)
+	}
+	if e, err := pkg.Ledger.Check(r.a.VerifierKey); err != nil || int64(cp.Size) < size {
+		t.Fatalf("the package's entry in the newer cosigned checkpoint (size %d, the refusal's %d): %v %+v", cp.Size, size, err, e)
 	}
 }
 
