@@ -19,8 +19,11 @@
 //   - [Cosigner] submits a checkpoint with its consistency proof to each
 //     witness (tlog-witness add-checkpoint), gathers their cosignatures
 //     until the quorum or its deadline, and stores the cosigned checkpoint
-//     durably beside the ledger before anyone is handed it. A witness that
-//     refuses (it cosigned another history, or a larger tree) is named.
+//     durably beside the ledger before anyone is handed it; cosignatures
+//     of one checkpoint gathered for several policies add up in that file.
+//     A witness that refuses (it cosigned another history, a larger tree
+//     than the log holds, or does not know the log) is named; one merely
+//     ahead on the same history is sent the log's newest checkpoint.
 package witness
 
 import (
