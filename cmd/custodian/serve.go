@@ -52,7 +52,7 @@ func newServeCommand(g *globals) *cobra.Command {
 	fl.StringVar(&f.display, "display", "", "where the summary is shown (default: the console; /dev/tty1 on the Pi)")
 	f.network.register(cmd)
 	fl.DurationVar(&f.window, "window", release.DefaultWindow, "how long the officer has to press the button")
-	fl.DurationVar(&f.witnessTimeout, "witness-timeout", release.DefaultWitnessTimeout, "how long a release waits for its escrow file's witness quorum each time: before the summary and after the press (witness_unreachable then, the warrant not spent), and after its entry (witness_timeout)")
+	fl.DurationVar(&f.witnessTimeout, "witness-timeout", release.DefaultWitnessTimeout, "how long a release waits for its escrow file's witness quorum each time: before the summary and after the press (witness_unreachable then, the warrant not spent), and after its entry (witness_timeout); 2s to 5m")
 	fl.StringVar(&f.eventLog, "event-log", defaultEventLog, "the boot event log measure-boot wrote, for attestation")
 	fl.StringVar(&f.attestPCRs, "attest-pcrs", "8,9,11,12", "PCRs an attestation quotes (the policy's)")
 	_ = cmd.MarkFlagRequired("listen")
@@ -60,9 +60,19 @@ func newServeCommand(g *globals) *cobra.Command {
 	return cmd
 }
 
+// The range of --witness-timeout: a release waits this long for its
+// witness quorum after its entry, and nothing else is released meanwhile.
+const (
+	minWitnessTimeout = 2 * time.Second
+	maxWitnessTimeout = 5 * time.Minute
+)
+
 func (g *globals) serve(ctx context.Context, f serveFlags) error {
 	if f.window < 5*time.Second || f.window > 10*time.Minute {
 		return withHint(fmt.Errorf("approval window %s out of range", f.window), "use --window between 5s and 10m")
+	}
+	if f.witnessTimeout < minWitnessTimeout || f.witnessTimeout > maxWitnessTimeout {
+		return withHint(fmt.Errorf("witness timeout %s out of range", f.witnessTimeout), fmt.Sprintf("use --witness-timeout between %s and %s: shorter refuses or parks releases whose witnesses are only slow, longer keeps the device busy for one silent witness", minWitnessTimeout, maxWitnessTimeout))
 	}
 	tlsCfg, officers, err := f.network.load(time.Now())
 	if err != nil {

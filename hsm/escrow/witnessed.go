@@ -12,7 +12,7 @@ import (
 // included): a missing quorum is never read as 0.
 func (p *Public) checkWitnesses() error {
 	if len(p.Witnesses) > 0 && p.WitnessQuorum == nil {
-		return errors.New("the file lists witnesses but no witness_quorum: state how many must cosign (0 to ask none)")
+		return errors.New("the file lists witnesses but no witness_quorum: state how many must cosign (0 to submit to them without waiting)")
 	}
 	if err := p.WitnessPolicy().Check(); err != nil {
 		return fmt.Errorf("witnesses: %w", err)

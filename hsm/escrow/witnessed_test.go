@@ -113,3 +113,37 @@ func TestWitnessesNeedAnExplicitQuorum(t *testing.T) {
 		t.Fatalf("witnesses without a quorum: %v", err)
 	}
 }
+
+// TestInvariantEscrowFileWitnessesCountOnceAndFit: the escrow file is
+// refused, before any release, when one witness key is listed under two
+// names (it would count twice) or a witness name is too long for the
+// cosigned checkpoint to fit what the agency and auditors accept.
+func TestInvariantEscrowFileWitnessesCountOnceAndFit(t *testing.T) {
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := func(name string) witness.Witness {
+		s, err := torchwood.NewCosignatureSigner(name, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return witness.Witness{Key: s.Verifier().String(), URL: "http://127.0.0.1:7380"}
+	}
+	one, two := 1, 2
+	for _, c := range []struct {
+		name string
+		p    *Public
+		want string
+	}{
+		{"one key, two names", &Public{Witnesses: []witness.Witness{ref("w.test/a"), ref("w.test/b")}, WitnessQuorum: &two}, "have the same key"},
+		{"a long name", &Public{Witnesses: []witness.Witness{ref("w.test/" + strings.Repeat("n", witness.MaxNameLen))}, WitnessQuorum: &one}, "so that its cosignature fits"},
+	} {
+		if err := c.p.checkWitnesses(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.name, err, c.want)
+		}
+	}
+	if err := (&Public{Witnesses: []witness.Witness{ref("w.test/" + strings.Repeat("n", witness.MaxNameLen-len("w.test/")))}, WitnessQuorum: &one}).checkWitnesses(); err != nil {
+		t.Errorf("a name of %d characters: %v", witness.MaxNameLen, err)
+	}
+}

@@ -12,8 +12,12 @@ import (
 	"github.com/transparency-dev/formats/log"
 )
 
-// MaxCheckpointSize caps a signed checkpoint an auditor will parse.
-const MaxCheckpointSize = 4096
+// MaxCheckpointSize caps a signed checkpoint an auditor will parse: the
+// log's own signed note (under 4096 bytes) and room for 16 witness
+// cosignature lines of at most 256 bytes each, so that a checkpoint
+// cosigned by an escrow file's witnesses is read everywhere
+// (witness.MaxCosignedSize is the same bound).
+const MaxCheckpointSize = 4096 + 16*256
 
 // Checkpoint signs the current tree head: a C2SP tlog-checkpoint (origin,
 // size, base64 root hash) in a C2SP signed note.

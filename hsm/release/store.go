@@ -417,8 +417,10 @@ func (d *Daemon) witnessed(b *escrow.Bundle, index int64, tm *Timings) (*witness
 	}
 	ctx, cancel := context.WithTimeout(d.ctx, d.cfg.WitnessTimeout)
 	defer cancel()
-	note, err := d.cosigner.Cosign(ctx, l, signed, size, p)
+	note, size, err := d.cosigner.Cosign(ctx, l, signed, size, p) // size grows when a witness was ahead
 	switch {
+	case errors.Is(err, witness.ErrRefused) && !errors.Is(err, witness.ErrBehind) && !errors.Is(err, witness.ErrConflict):
+		return nil, CodeWitnessRefused, fmt.Errorf("entry %d of key ID %s: %w; nothing was released: the witnesses must know this log's origin and key, see docs/ledger.md", index, b.Escrow.KeyID, err)
 	case errors.Is(err, witness.ErrRefused):
 		return nil, CodeWitnessRefused, fmt.Errorf("entry %d of key ID %s: %w; nothing was released: the ledger may have been restored from a copy, see docs/ledger.md", index, b.Escrow.KeyID, err)
 	case errors.Is(err, witness.ErrTimeout):

@@ -14,13 +14,17 @@ import (
 // witnessLoop submits each new checkpoint to the witnesses the held key
 // IDs' escrow files name, so that every entry — refusals included — is
 // seen outside the appliance, and the served checkpoint carries their
-// cosignatures. It is best effort: a release waits for its own quorum
-// (witnessed); this loop only keeps the witnesses up to date.
+// cosignatures. Each escrow file's own witnesses and quorum are asked for
+// separately (their cosignatures add up in one stored checkpoint), so the
+// served checkpoint satisfies every held file. Witnesses of a file with
+// quorum 0 are submitted every checkpoint too; nothing waits for them. It
+// is best effort: a release waits for its own quorum (witnessed); this
+// loop only keeps the witnesses up to date.
 func (d *Daemon) witnessLoop() {
 	defer d.wg.Done()
 	tick := time.NewTicker(witnessEvery)
 	defer tick.Stop()
-	var done int64 // the size last cosigned by this loop
+	var done int64 // the size last cosigned by every held file's quorum
 	for {
 		select {
 		case <-d.ctx.Done():
@@ -29,40 +33,54 @@ func (d *Daemon) witnessLoop() {
 		case <-d.appended:
 		}
 		l := d.cfg.Appliance.Ledger
-		p := d.heldWitnesses()
-		if p.Quorum == 0 || l.Size() == done || l.Blocked() != nil {
+		ps := d.heldWitnesses()
+		if len(ps) == 0 || l.Size() == done || l.Blocked() != nil {
 			continue
 		}
 		signed, size, err := l.CheckpointSize()
 		if err != nil {
 			continue
 		}
-		if len(witness.WithCosignatures(d.cfg.Appliance.Dir, signed)) > len(signed) {
-			done = size // a release waited for this one already
-			continue
+		ok := true
+		for _, p := range ps {
+			ok = d.cosignFor(signed, size, p) && ok
 		}
-		ctx, cancel := context.WithTimeout(d.ctx, d.cfg.WitnessTimeout)
-		_, err = d.cosigner.Cosign(ctx, l, signed, size, p)
-		cancel()
-		if err != nil {
-			d.cfg.Log.Warn("checkpoint not cosigned", "size", size, "err", err)
-			continue
+		if ok {
+			done = size
 		}
-		done = size
 	}
+}
+
+// cosignFor gets signed cosigned by p's quorum unless the stored
+// cosigned checkpoint has it already (a release waited for it); quorum 0
+// asks every witness of p, best effort.
+func (d *Daemon) cosignFor(signed []byte, size int64, p witness.Policy) bool {
+	if p.Quorum == 0 {
+		p.Quorum = len(p.Witnesses)
+	}
+	if _, _, err := witness.VerifyQuorum(witness.WithCosignatures(d.cfg.Appliance.Dir, signed), p); err == nil {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(d.ctx, d.cfg.WitnessTimeout)
+	defer cancel()
+	if _, _, err := d.cosigner.Cosign(ctx, d.cfg.Appliance.Ledger, signed, size, p); err != nil {
+		d.cfg.Log.Warn("checkpoint not cosigned", "size", size, "err", err)
+		return false
+	}
+	return true
 }
 
 // witnessEvery is how often the loop looks for a checkpoint to submit
 // besides after each entry.
 const witnessEvery = time.Minute
 
-// heldWitnesses is every witness the held key IDs' escrow files name,
-// with the largest quorum among them.
-func (d *Daemon) heldWitnesses() witness.Policy {
-	var p witness.Policy
+// heldWitnesses is the witness policy of each held key ID's escrow file
+// that names witnesses, each once.
+func (d *Daemon) heldWitnesses() []witness.Policy {
+	var ps []witness.Policy
 	ids, err := d.cfg.Appliance.KeyIDs()
 	if err != nil {
-		return p
+		return nil
 	}
 	for _, k := range ids {
 		b, err := d.cfg.Appliance.Bundle(k)
@@ -70,14 +88,11 @@ func (d *Daemon) heldWitnesses() witness.Policy {
 			continue
 		}
 		wp := b.Escrow.WitnessPolicy()
-		for _, w := range wp.Witnesses {
-			if !slices.ContainsFunc(p.Witnesses, func(x witness.Witness) bool { return x.Key == w.Key }) {
-				p.Witnesses = append(p.Witnesses, w)
-			}
+		if len(wp.Witnesses) > 0 && !slices.ContainsFunc(ps, func(x witness.Policy) bool { return slices.Equal(x.Witnesses, wp.Witnesses) && x.Quorum == wp.Quorum }) {
+			ps = append(ps, wp)
 		}
-		p.Quorum = max(p.Quorum, wp.Quorum)
 	}
-	return p
+	return ps
 }
 
 // noteAppended wakes the witness loop after an entry.

@@ -38,27 +38,36 @@ type Prover interface {
 var ErrRefused = errors.New("the witnesses refused the checkpoint")
 
 // ErrBehind: every refusal was a witness having cosigned a larger tree
-// than the checkpoint's. From the appliance's own newest checkpoint that
-// is a restored copy; from a checkpoint a monitor was served, it may also
-// be a stale cache.
+// than the checkpoint's, and the log (when the cosigner can read its
+// newest checkpoint) holds fewer entries than that. From the appliance's
+// own ledger that is a restored copy; from a checkpoint a monitor was
+// served, it may also be a stale cache.
 var ErrBehind = errors.New("the witnesses cosigned a larger tree")
 
-// refusal is one witness's refusal for good; it is ErrRefused, and
-// ErrBehind when behind.
+// ErrConflict: at least one refusal was a witness saying the checkpoint
+// is not consistent with the tree it cosigned before (HTTP 422): another
+// history of this log. It is the witness's word, not a signed proof.
+var ErrConflict = errors.New("a witness cosigned another history of this log")
+
+// refusal is one witness's refusal for good; it is ErrRefused, ErrBehind
+// when the witness cosigned a larger tree (ahead: its size, when known),
+// and ErrConflict when it cosigned another history.
 type refusal struct {
-	reason string
-	behind bool
+	reason   string
+	behind   bool
+	conflict bool
+	ahead    int64
 }
 
 func (r *refusal) Error() string { return r.reason }
 func (r *refusal) Is(target error) bool {
-	return target == ErrRefused || (r.behind && target == ErrBehind)
+	return target == ErrRefused || (r.behind && target == ErrBehind) || (r.conflict && target == ErrConflict)
 }
 
 func refused(format string, args ...any) error { return &refusal{reason: fmt.Sprintf(format, args...)} }
 
-func refusedBehind(format string, args ...any) error {
-	return &refusal{reason: fmt.Sprintf(format, args...), behind: true}
+func refusedBehind(ahead int64, format string, args ...any) error {
+	return &refusal{reason: fmt.Sprintf(format, args...), behind: true, ahead: ahead}
 }
 
 // ErrTimeout: the quorum did not answer before the deadline.
@@ -71,9 +80,9 @@ type Cosigner struct {
 	dir  string
 	http *http.Client
 
-	mu     sync.Mutex
-	known  map[string]int64 // witness name → the tree size it last cosigned, as far as we know
-	stored int64            // the size of the cosigned checkpoint stored last
+	mu         sync.Mutex
+	known      map[string]int64 // witness name → the tree size it last cosigned, as far as we know
+	storedSize int64            // the size of the cosigned checkpoint stored last
 }
 
 // NewCosigner makes a cosigner keeping its file in dataDir/witness.
@@ -107,12 +116,61 @@ func latestIn(dir string) []byte {
 	return data
 }
 
-// Cosign submits signed, the ledger's checkpoint of size, to every witness
-// of p at once, and returns signed with the cosignatures of those that
-// answered once p.Quorum did, stored durably first. It gives up when ctx
-// ends (ErrTimeout) or when too many witnesses refused for the quorum to
-// be reached (ErrRefused, naming them).
-func (c *Cosigner) Cosign(ctx context.Context, ledger Prover, signed []byte, size int64, p Policy) ([]byte, error) {
+// Latest is a ledger whose newest checkpoint the cosigner can take: the
+// appliance's own. With it, a witness that already cosigned a larger tree
+// of this log (submitted by anyone, or by another call) is sent the
+// newest checkpoint, which still holds every entry of the older one, with
+// its consistency proof; only a log smaller than what the witness knows
+// is behind.
+type Latest interface {
+	CheckpointSize() ([]byte, int64, error)
+}
+
+// Cosign submits signed, the ledger's checkpoint of size, to the
+// witnesses of p that have not cosigned it yet (the stored cosigned
+// checkpoint counts), all at once, and returns the checkpoint with every
+// cosignature stored for it once p.Quorum of p's witnesses cosigned it,
+// stored durably first, and the checkpoint's size. When a witness
+// cosigned a larger tree and ledger is [Latest] with at least as many
+// entries, Cosign moves to the newest checkpoint: the size returned is
+// then larger than size. It gives up when ctx ends (ErrTimeout) or when
+// too many witnesses refused for the quorum to be reached (ErrRefused,
+// naming them).
+func (c *Cosigner) Cosign(ctx context.Context, ledger Prover, signed []byte, size int64, p Policy) ([]byte, int64, error) {
+	for {
+		cosigned, err := c.cosignOnce(ctx, ledger, signed, size, p)
+		var r *refusal
+		if errors.As(err, &r) && r.behind && r.ahead > size {
+			if fresh, fsize, ok := newer(ledger, r.ahead); ok {
+				signed, size = fresh, fsize
+				continue
+			}
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		return cosigned, size, nil
+	}
+}
+
+// newer is the ledger's newest checkpoint when it holds at least the
+// ahead entries a witness cosigned.
+func newer(ledger Prover, ahead int64) ([]byte, int64, bool) {
+	l, ok := ledger.(Latest)
+	if !ok {
+		return nil, 0, false
+	}
+	signed, size, err := l.CheckpointSize()
+	if err != nil || size < ahead {
+		return nil, 0, false
+	}
+	return signed, size, true
+}
+
+// cosignOnce is Cosign for one checkpoint. A witness found ahead of it
+// ends the round at once (a *refusal with ahead set) when the ledger may
+// hold a newer checkpoint.
+func (c *Cosigner) cosignOnce(ctx context.Context, ledger Prover, signed []byte, size int64, p Policy) ([]byte, error) {
 	vs, err := p.Verifiers()
 	if err != nil {
 		return nil, err
@@ -120,21 +178,24 @@ func (c *Cosigner) Cosign(ctx context.Context, ledger Prover, signed []byte, siz
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type answer struct {
-		name  string
 		lines []byte
 		err   error
 	}
+	have := c.stored(signed)
 	answers := make(chan answer, len(vs))
+	var got int
 	for i, v := range vs {
+		if line, err := ownLine(signed, have, v); err == nil {
+			answers <- answer{line, nil} // cosigned already
+			continue
+		}
 		go func() {
 			lines, err := c.submit(ctx, ledger, p.Witnesses[i].URL, v, signed, size)
-			answers <- answer{v.Name(), lines, err}
+			answers <- answer{lines, err}
 		}()
 	}
-	cosigned := bytes.Clone(signed)
-	var got int
-	var refused []string
-	allBehind := true
+	var lines []byte
+	var refused []error
 	for range vs {
 		var a answer
 		select {
@@ -146,49 +207,103 @@ func (c *Cosigner) Cosign(ctx context.Context, ledger Prover, signed []byte, siz
 			return nil, timedOut(got, p.Quorum, refused) // submit gives up only when ctx ends
 		}
 		if a.err != nil {
-			refused = append(refused, a.err.Error())
-			allBehind = allBehind && errors.Is(a.err, ErrBehind)
-			if len(vs)-len(refused) < p.Quorum {
-				if allBehind {
-					return nil, fmt.Errorf("%w (%w): %s", ErrRefused, ErrBehind, strings.Join(refused, "; "))
+			var r *refusal
+			if errors.As(a.err, &r) && r.behind && r.ahead > size {
+				if _, ok := ledger.(Latest); ok {
+					return nil, r // Cosign tries the newest checkpoint
 				}
-				return nil, fmt.Errorf("%w: %s", ErrRefused, strings.Join(refused, "; "))
+			}
+			refused = append(refused, a.err)
+			if len(vs)-len(refused) < p.Quorum {
+				return nil, refusedAll(refused)
 			}
 			continue
 		}
-		cosigned = append(cosigned, a.lines...)
-		if got++; got >= p.Quorum {
+		lines = append(lines, a.lines...)
+		if got++; got >= p.Quorum && p.Quorum > 0 {
 			break
 		}
 	}
-	if err := c.store(cosigned, size); err != nil {
+	cosigned, err := c.store(signed, lines, size)
+	if err != nil {
 		return nil, fmt.Errorf("storing the cosigned checkpoint: %w", err)
 	}
 	return cosigned, nil
 }
 
+// refusedAll is the refusals that made the quorum unreachable: ErrBehind
+// when every one was a witness ahead of the log, ErrConflict when one was
+// another history.
+func refusedAll(refused []error) error {
+	behind, conflict := true, false
+	reasons := make([]string, len(refused))
+	for i, err := range refused {
+		reasons[i] = err.Error()
+		behind = behind && errors.Is(err, ErrBehind)
+		conflict = conflict || errors.Is(err, ErrConflict)
+	}
+	switch {
+	case behind:
+		return fmt.Errorf("%w (%w): %s", ErrRefused, ErrBehind, strings.Join(reasons, "; "))
+	case conflict:
+		return fmt.Errorf("%w (%w): %s", ErrRefused, ErrConflict, strings.Join(reasons, "; "))
+	}
+	return fmt.Errorf("%w: %s", ErrRefused, strings.Join(reasons, "; "))
+}
+
 // timedOut says how far the witnesses got before the deadline.
-func timedOut(got, quorum int, refused []string) error {
+func timedOut(got, quorum int, refused []error) error {
 	err := fmt.Errorf("%w: %d of the %d needed cosigned", ErrTimeout, got, quorum)
-	if len(refused) > 0 {
-		err = fmt.Errorf("%w; %s", err, strings.Join(refused, "; "))
+	for _, r := range refused {
+		err = fmt.Errorf("%w; %v", err, r)
 	}
 	return err
 }
 
-// store keeps cosigned as the newest cosigned checkpoint, unless one of a
-// larger tree was stored meanwhile (two submissions at once).
-func (c *Cosigner) store(cosigned []byte, size int64) error {
+// stored is the cosignature lines stored for signed, if the stored
+// cosigned checkpoint is signed's.
+func (c *Cosigner) stored(signed []byte) []byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if size < c.stored {
-		return nil
+	if latest := latestIn(c.dir); bytes.HasPrefix(latest, signed) {
+		return latest[len(signed):]
+	}
+	return nil
+}
+
+// store adds lines to the stored cosigned checkpoint when it is signed's,
+// or stores signed with lines as the newest, unless one of a larger tree
+// was stored meanwhile. Each escrow file's quorum adds its witnesses'
+// lines to one file, so the served checkpoint carries them all.
+func (c *Cosigner) store(signed, lines []byte, size int64) ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	all := lines
+	cosigned := bytes.Clone(signed)
+	if latest := latestIn(c.dir); bytes.HasPrefix(latest, signed) {
+		cosigned = latest
+	}
+	for len(lines) > 0 {
+		line, rest, _ := bytes.Cut(lines, []byte("\n"))
+		line = append(line, '\n')
+		if !bytes.Contains(cosigned[len(signed):], line) {
+			cosigned = append(cosigned, line...)
+		}
+		lines = rest
+	}
+	if len(cosigned) > MaxCosignedSize {
+		// No reader would accept it (many escrow files' witnesses at
+		// once): keep this quorum's lines, which Policy.Check sized to fit.
+		cosigned = append(bytes.Clone(signed), all...)
+	}
+	if size < c.storedSize {
+		return cosigned, nil
 	}
 	if err := durable.WriteFile(filepath.Join(c.dir, FileName), cosigned, 0o644); err != nil {
-		return err
+		return nil, err
 	}
-	c.stored = size
-	return nil
+	c.storedSize = size
+	return cosigned, nil
 }
 
 // retryEvery is how soon a witness that did not answer is asked again,
@@ -221,7 +336,7 @@ func (c *Cosigner) submitOnce(ctx context.Context, ledger Prover, base string, v
 	c.mu.Unlock()
 	for try := 0; ; try++ {
 		if old > size {
-			return nil, refusedBehind("witness %s cosigned %d entries of this log and this checkpoint has %d: another history, or a data directory restored from a copy", v.Name(), old, size)
+			return nil, refusedBehind(old, "witness %s cosigned %d entries of this log and this checkpoint has %d: another history, or a data directory restored from a copy", v.Name(), old, size)
 		}
 		var proof tlog.TreeProof
 		if old > 0 && old < size {
@@ -238,7 +353,7 @@ func (c *Cosigner) submitOnce(ctx context.Context, ledger Prover, base string, v
 		}
 		var r *refusal
 		if errors.As(err, &r) {
-			return nil, &refusal{reason: fmt.Sprintf("witness %s refused: %s", v.Name(), r.reason), behind: r.behind}
+			return nil, &refusal{reason: fmt.Sprintf("witness %s refused: %s", v.Name(), r.reason), behind: r.behind, conflict: r.conflict, ahead: r.ahead}
 		}
 		if err != nil {
 			return nil, fmt.Errorf("witness %s: %w", v.Name(), err)
@@ -313,9 +428,9 @@ func addCheckpoint(ctx context.Context, hc *http.Client, base string, old int64,
 		}
 		return nil, n, &conflictError{n}
 	case http.StatusUnprocessableEntity:
-		return nil, 0, refused("this checkpoint is not consistent with the tree it cosigned before (another history of this log)")
+		return nil, 0, &refusal{reason: "this checkpoint is not consistent with the tree it cosigned before (another history of this log)", conflict: true}
 	case http.StatusBadRequest:
-		return nil, 0, refusedBehind("it cosigned a larger tree of this log than this checkpoint's")
+		return nil, 0, refusedBehind(0, "it cosigned a larger tree of this log than this checkpoint's")
 	case http.StatusForbidden, http.StatusNotFound:
 		return nil, 0, refused("it does not know this log or its key (add the log's origin and verifier key to the witness)")
 	}

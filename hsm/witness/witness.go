@@ -12,14 +12,18 @@
 //     code here.
 //
 //   - [VerifyQuorum] accepts a signed checkpoint only when k distinct
-//     witnesses of the policy cosigned its text; the log's own signature is
-//     checked elsewhere (ledger.VerifyCheckpoint), as it needs the log's key.
+//     witnesses (distinct names and keys) of the policy cosigned its
+//     text; the log's own signature is checked elsewhere
+//     (ledger.VerifyCheckpoint), as it needs the log's key.
 //
 //   - [Cosigner] submits a checkpoint with its consistency proof to each
 //     witness (tlog-witness add-checkpoint), gathers their cosignatures
 //     until the quorum or its deadline, and stores the cosigned checkpoint
-//     durably beside the ledger before anyone is handed it. A witness that
-//     refuses (it cosigned another history, or a larger tree) is named.
+//     durably beside the ledger before anyone is handed it; cosignatures
+//     of one checkpoint gathered for several policies add up in that file.
+//     A witness that refuses (it cosigned another history, a larger tree
+//     than the log holds, or does not know the log) is named; one merely
+//     ahead on the same history is sent the log's newest checkpoint.
 package witness
 
 import (
@@ -42,6 +46,11 @@ import (
 // MaxWitnesses caps the witnesses one policy names.
 const MaxWitnesses = 16
 
+// MaxNameLen caps a witness's name: its cosignature line ("— ", the
+// name, a space, 104 base64 characters, a newline) then stays under 256
+// bytes, so a policy's cosigned checkpoint fits MaxCosignedSize.
+const MaxNameLen = 140
+
 // Witness is one witness as the escrow authority names it: its verifier
 // key and where the appliance submits checkpoints (its tlog-witness base
 // URL, to which "/add-checkpoint" is appended).
@@ -58,8 +67,8 @@ type Policy struct {
 }
 
 // Check refuses a policy that could be read two ways: witnesses without a
-// quorum, a quorum beyond them, a key listed twice, or one that is not a
-// cosignature verifier key.
+// quorum, a quorum beyond them, a name or a key listed twice, or one that
+// is not a cosignature verifier key.
 func (p Policy) Check() error {
 	n := len(p.Witnesses)
 	switch {
@@ -68,21 +77,36 @@ func (p Policy) Check() error {
 	case p.Quorum < 0 || p.Quorum > n:
 		return fmt.Errorf("witness quorum %d: want 0 to the %d witnesses listed", p.Quorum, n)
 	}
-	seen := map[string]bool{}
+	seen, keys := map[string]bool{}, map[string]string{}
 	for i, w := range p.Witnesses {
 		v, err := NewVerifier(w.Key)
 		if err != nil {
 			return fmt.Errorf("witness %d: %w", i+1, err)
 		}
+		if len(v.Name()) > MaxNameLen {
+			return fmt.Errorf("the name of witness %d is %d characters; at most %d, so that its cosignature fits the checkpoint every reader accepts", i+1, len(v.Name()), MaxNameLen)
+		}
 		if seen[v.Name()] {
 			return fmt.Errorf("witness %s is listed twice", v.Name())
 		}
 		seen[v.Name()] = true
+		// A cosignature does not sign the witness's name: one key under
+		// two names would count twice toward the quorum.
+		if other, ok := keys[publicKey(w.Key)]; ok {
+			return fmt.Errorf("witnesses %s and %s have the same key: list each witness once", other, v.Name())
+		}
+		keys[publicKey(w.Key)] = v.Name()
 		if err := checkURL(w.URL); err != nil {
 			return fmt.Errorf("witness %s: %w", v.Name(), err)
 		}
 	}
 	return nil
+}
+
+// publicKey is the key part of a verifier key NewVerifier accepted.
+func publicKey(vkey string) string {
+	i := strings.LastIndexByte(vkey, '+')
+	return vkey[i+1:]
 }
 
 func checkURL(raw string) error {
@@ -152,8 +176,9 @@ func (p Policy) Verifiers() ([]note.Verifier, error) {
 // the policy asks for.
 var ErrNoQuorum = errors.New("the checkpoint is not cosigned by the witness quorum")
 
-// MaxCosignedSize caps a cosigned checkpoint: the log's line and one
-// line per witness.
+// MaxCosignedSize caps a cosigned checkpoint: the log's signed note and
+// one line per witness. It is ledger.MaxCheckpointSize, the cap every
+// reader of a served checkpoint applies.
 const MaxCosignedSize = 4096 + MaxWitnesses*256
 
 // VerifyQuorum checks that signed carries valid cosignatures of at least
@@ -175,9 +200,12 @@ func VerifyQuorum(signed []byte, p Policy) (*log.Checkpoint, []string, error) {
 	switch {
 	case err == nil:
 		text = n.Text
+		keys := map[string]bool{} // one witness's key counts once, whatever name it signs under
 		for _, s := range n.Sigs {
-			if !slices.Contains(names, s.Name) {
+			k := keyNamed(p, s.Name)
+			if !slices.Contains(names, s.Name) && !keys[k] {
 				names = append(names, s.Name)
+				keys[k] = true
 			}
 		}
 	case errors.As(err, &unverified):
@@ -198,6 +226,16 @@ func VerifyQuorum(signed []byte, p Policy) (*log.Checkpoint, []string, error) {
 		return nil, names, fmt.Errorf("%w: %d of the %d needed (%s)", ErrNoQuorum, len(names), p.Quorum, cosignedBy(names))
 	}
 	return &cp, names, nil
+}
+
+// keyNamed is the key of the policy's witness called name.
+func keyNamed(p Policy, name string) string {
+	for _, w := range p.Witnesses {
+		if n, _, _ := strings.Cut(w.Key, "+"); n == name {
+			return publicKey(w.Key)
+		}
+	}
+	return name
 }
 
 func cosignedBy(names []string) string {

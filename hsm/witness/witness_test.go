@@ -93,7 +93,8 @@ func twoWitnesses(t testing.TB, vkey string) witness.Policy {
 func cosign(t testing.TB, c *witness.Cosigner, l *memLog, p witness.Policy) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	return c.Cosign(ctx, l, l.checkpoint(t), l.size, p)
+	cosigned, _, err := c.Cosign(ctx, l, l.checkpoint(t), l.size, p)
+	return cosigned, err
 }
 
 // TestTwoLitewitnessesCosign: two real litewitness processes cosign a
@@ -245,7 +246,7 @@ func TestWitnessesThatDoNotAnswerTimeOut(t *testing.T) {
 	c, _ := witness.NewCosigner(data, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 	defer cancel()
-	_, err = c.Cosign(ctx, l, l.checkpoint(t), l.size, p)
+	_, _, err = c.Cosign(ctx, l, l.checkpoint(t), l.size, p)
 	if !errors.Is(err, witness.ErrTimeout) {
 		t.Fatalf("got %v, want ErrTimeout", err)
 	}
