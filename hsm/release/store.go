@@ -424,7 +424,7 @@ func (d *Daemon) witnessed(b *escrow.Bundle, index int64, tm *Timings) (*witness
 	case errors.Is(err, witness.ErrRefused):
 		return nil, CodeWitnessRefused, fmt.Errorf("entry %d of key ID %s: %w; nothing was released: the ledger may have been restored from a copy, see docs/ledger.md", index, b.Escrow.KeyID, err)
 	case errors.Is(err, witness.ErrTimeout):
-		return nil, CodeWitnessTimeout, fmt.Errorf("entry %d of key ID %s: %w (waited %s); nothing was released, but the warrant is spent: once the witnesses can be reached, the court issues a new warrant", index, b.Escrow.KeyID, err, d.cfg.WitnessTimeout)
+		return nil, CodeWitnessTimeout, fmt.Errorf("entry %d of key ID %s: %w (waited %s); nothing was released and the request awaits its witnesses under this entry: once they can be reached, the officer tries again (custodian release --resume)", index, b.Escrow.KeyID, err, d.cfg.WitnessTimeout)
 	case err != nil:
 		return nil, CodeInternal, err
 	}

@@ -126,12 +126,14 @@ func (d *Daemon) witnessesAnswer(bundles []*escrow.Bundle) (Code, error) {
 			return CodeInternal, fmt.Errorf("checkpoint for the witnesses: %w", err)
 		}
 		ctx, cancel := context.WithTimeout(d.ctx, d.cfg.WitnessTimeout)
-		_, err = d.cosigner.Cosign(ctx, l, signed, size, p)
+		_, _, err = d.cosigner.Cosign(ctx, l, signed, size, p)
 		cancel()
 		switch {
 		case err == nil:
 		case d.ctx.Err() != nil:
 			return CodeShuttingDown, errors.New("the appliance is shutting down; nothing was released and the warrant is not spent: submit it again when the appliance is back")
+		case errors.Is(err, witness.ErrRefused) && !errors.Is(err, witness.ErrBehind) && !errors.Is(err, witness.ErrConflict):
+			return CodeWitnessRefused, fmt.Errorf("key ID %s: %w; nothing was released and the warrant is not spent: the witnesses must know this log's origin and key (docs/ledger.md)", b.Escrow.KeyID, err)
 		case errors.Is(err, witness.ErrRefused):
 			return CodeWitnessRefused, fmt.Errorf("key ID %s: %w; nothing was released and the warrant is not spent, but the appliance's operator must look before it can release: the ledger may have been restored from a copy (docs/ledger.md)", b.Escrow.KeyID, err)
 		case errors.Is(err, witness.ErrTimeout):
