@@ -126,7 +126,7 @@ func (d *Daemon) witnessesAnswer(bundles []*escrow.Bundle) (Code, error) {
 			return CodeInternal, fmt.Errorf("checkpoint for the witnesses: %w", err)
 		}
 		ctx, cancel := context.WithTimeout(d.ctx, d.cfg.WitnessTimeout)
-		_, _, err = d.cosigner.Cosign(ctx, l, signed, size, p)
+		_, _, err = d.cosigner.Ask(ctx, l, signed, size, p)
 		cancel()
 		switch {
 		case err == nil:

@@ -137,8 +137,20 @@ type Latest interface {
 // too many witnesses refused for the quorum to be reached (ErrRefused,
 // naming them).
 func (c *Cosigner) Cosign(ctx context.Context, ledger Prover, signed []byte, size int64, p Policy) ([]byte, int64, error) {
+	return c.cosign(ctx, ledger, signed, size, p, true)
+}
+
+// Ask is Cosign without counting cosignatures stored before: each of p's
+// witnesses is asked now, so a quorum shows the witnesses answer at this
+// moment (a release asks before it writes anything, so that an outage
+// costs no warrant).
+func (c *Cosigner) Ask(ctx context.Context, ledger Prover, signed []byte, size int64, p Policy) ([]byte, int64, error) {
+	return c.cosign(ctx, ledger, signed, size, p, false)
+}
+
+func (c *Cosigner) cosign(ctx context.Context, ledger Prover, signed []byte, size int64, p Policy, reuse bool) ([]byte, int64, error) {
 	for {
-		cosigned, err := c.cosignOnce(ctx, ledger, signed, size, p)
+		cosigned, err := c.cosignOnce(ctx, ledger, signed, size, p, reuse)
 		var r *refusal
 		if errors.As(err, &r) && r.behind && r.ahead > size {
 			if fresh, fsize, ok := newer(ledger, r.ahead); ok {
@@ -169,8 +181,9 @@ func newer(ledger Prover, ahead int64) ([]byte, int64, bool) {
 
 // cosignOnce is Cosign for one checkpoint. A witness found ahead of it
 // ends the round at once (a *refusal with ahead set) when the ledger may
-// hold a newer checkpoint.
-func (c *Cosigner) cosignOnce(ctx context.Context, ledger Prover, signed []byte, size int64, p Policy) ([]byte, error) {
+// hold a newer checkpoint. With reuse, a stored cosignature of a witness
+// stands for its answer.
+func (c *Cosigner) cosignOnce(ctx context.Context, ledger Prover, signed []byte, size int64, p Policy, reuse bool) ([]byte, error) {
 	vs, err := p.Verifiers()
 	if err != nil {
 		return nil, err
@@ -181,11 +194,14 @@ func (c *Cosigner) cosignOnce(ctx context.Context, ledger Prover, signed []byte,
 		lines []byte
 		err   error
 	}
-	have := c.stored(signed)
+	var have []byte
+	if reuse {
+		have = c.stored(signed)
+	}
 	answers := make(chan answer, len(vs))
 	var got int
 	for i, v := range vs {
-		if line, err := ownLine(signed, have, v); err == nil {
+		if line, err := ownLine(signed, have, v); have != nil && err == nil {
 			answers <- answer{line, nil} // cosigned already
 			continue
 		}
