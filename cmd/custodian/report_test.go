@@ -178,7 +178,7 @@ func BenchmarkReportFromTiles(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if err := eachEntry(newRemoteTiles(context.Background(), c, "/", signed, cp), int64(cp.Size), func(int64, *ledger.Entry) {}); err != nil {
+			if err := eachEntry(newRemoteTiles(context.Background(), c, "/", signed, cp), int64(cp.Size), func(int64, []byte, *ledger.Entry) {}); err != nil {
 				b.Fatal(err)
 			}
 			done()
