@@ -125,7 +125,7 @@ var runbookStory = slices.Concat([]storyStep{
 		{role: "the court has the appliance's verifier key", do: (*story).toCourt},
 		{role: "officer", blocks: []string{"reveal"}, on: []string{"court-a"}},
 		{role: "carry", do: (*story).openingToAuditor},
-		{role: "auditor", blocks: []string{"verify-opening"}},
+		{role: "auditor", blocks: []string{"verify-opening", "report with openings"}},
 		// The monitor follows both releasing appliances from a state
 		// directory the auditor owns; cron and the service poll again.
 		{role: "auditor", blocks: []string{"monitor", "monitor from cron", "monitor as a service"}, subst: monitorPaths},

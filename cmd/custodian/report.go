@@ -29,12 +29,13 @@ type reportFlags struct {
 	out           string
 	maxAge        time.Duration
 	network       clientTLS
+	openings      openingFlags
 }
 
 func newReportCommand(g *globals) *cobra.Command {
 	var f reportFlags
 	cmd := &cobra.Command{
-		Use:   "report --ledger SOURCE --verifier-key KEY [--ledger SOURCE --verifier-key KEY ...] --out DIR",
+		Use:   "report --ledger SOURCE --verifier-key KEY [--ledger SOURCE --verifier-key KEY ...] [--opening FILE ...] [--roots F --court NAME --crl F] --out DIR",
 		Short: "Write a transparency report (a static HTML page, JSON and CSV) from appliances' public ledgers",
 		Long: `Report reads one or more appliances' public ledgers, checks every entry, and
 writes a transparency report into --out: index.html (charts drawn as SVG with
@@ -53,7 +54,17 @@ the report, and nothing is written.
 
 Only what the ledgers make public is shown. Commitments stay closed: the
 page says which figures (envelopes per warrant, warrants per court) only an
-opened commitment holds.`,
+opened commitment holds.
+
+Each --opening is a court's opening of one entry (custodian ledger reveal
+wrote it). It is checked as ledger verify-opening checks it, with the
+--verifier-key of the --ledger it belongs to (and with --roots, --court and
+--crl, against the court as of the entry's time), and its entry must be the
+one the report read at that index. The page, report.json and opened.csv list
+each opened entry with its warrant's court, docket, serial and signers, and
+say what the opening shows. An opening that does not check, of a ledger not
+given, past the tree read, or of another entry than the one read stops the
+report, and nothing is written.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return f.run(cmd.Context(), g)
@@ -64,6 +75,7 @@ opened commitment holds.`,
 	fl.StringArrayVar(&f.keys, "verifier-key", nil, "the ledger's pinned checkpoint verifier key, or a file holding it (ledger-key.pub); one per --ledger, in the same order")
 	fl.DurationVar(&f.maxAge, "max-age", 0, "refuse a ledger whose newest entry is older than this (e.g. 168h): a mirror may serve an old export; 0 accepts any age")
 	fl.StringVar(&f.out, "out", "", "the directory to write index.html, report.json and the CSV files into (created if need be)")
+	f.openings.register(fl)
 	f.network.register(cmd, false)
 	fl.Lookup("insecure-http").Usage = "allow an http:// --ledger (a test daemon, or a static copy on a closed network): nothing is protected on the way"
 	for _, name := range []string{"ledger", "verifier-key", "out"} {
@@ -84,9 +96,9 @@ func (f *reportFlags) run(ctx context.Context, g *globals) error {
 	if err := f.write(r); err != nil {
 		return err
 	}
-	g.printf("wrote the transparency report of %s to %s (%s, %s, %s, %s, %s): %s\n",
+	g.printf("wrote the transparency report of %s to %s (%s, %s, %s, %s, %s, %s): %s; %s\n",
 		plural(len(r.Logs), "ledger", "ledgers"), f.out, report.PageFile, report.JSONFile,
-		report.MonthsCSV, report.ReasonsCSV, report.KeyIDsCSV, r.Totals())
+		report.MonthsCSV, report.ReasonsCSV, report.KeyIDsCSV, report.OpenedCSV, r.Totals(), plural(len(r.Opened), "opened entry", "opened entries"))
 	return nil
 }
 
@@ -96,10 +108,25 @@ func (f *reportFlags) build(ctx context.Context, g *globals) (*report.Report, er
 		return nil, withHint(fmt.Errorf("%d --ledger and %d --verifier-key: each ledger needs its key", len(f.ledgers), len(f.keys)),
 			"give --verifier-key right after each --ledger, in the same order")
 	}
+	keys := make([]string, len(f.keys))
+	for i, k := range f.keys {
+		key, err := readKeyArg("verifier-key", k)
+		if err == nil {
+			err = checkVerifierKey("verifier-key", key)
+		}
+		if err != nil {
+			return nil, err
+		}
+		keys[i] = key
+	}
+	openings, err := f.openings.check(g, keys)
+	if err != nil {
+		return nil, err
+	}
 	b := report.NewBuilder()
 	seen := seenLedgers{}
 	for i, raw := range f.ledgers {
-		if err := f.read(ctx, g, raw, f.keys[i], b, seen); err != nil {
+		if err := f.read(ctx, g, raw, keys[i], b, seen, openings); err != nil {
 			return nil, err
 		}
 	}
@@ -114,15 +141,9 @@ func (f *reportFlags) write(r *report.Report) error {
 	return nil
 }
 
-// read checks one --ledger against its key and adds every entry to b.
-func (f *reportFlags) read(ctx context.Context, g *globals, raw, keyFlag string, b *report.Builder, seen seenLedgers) error {
-	key, err := readKeyArg("verifier-key", keyFlag)
-	if err == nil {
-		err = checkVerifierKey("verifier-key", key)
-	}
-	if err != nil {
-		return err
-	}
+// read checks one --ledger against its key and adds every entry to b,
+// and the entries openings open, once each is the entry read.
+func (f *reportFlags) read(ctx context.Context, g *globals, raw, key string, b *report.Builder, seen seenLedgers, openings map[string]map[int64]*reportOpening) error {
 	src, err := parseLedgerSource(raw)
 	if err != nil {
 		return err
@@ -160,9 +181,12 @@ func (f *reportFlags) read(ctx context.Context, g *globals, raw, keyFlag string,
 	bar := newProgress(g, int(cp.Size))
 	bar.unit = "entries of --ledger " + raw
 	defer bar.finish()
-	err = eachEntry(tiles, int64(cp.Size), func(index int64, e *ledger.Entry) {
+	err = eachEntry(tiles, int64(cp.Size), func(index int64, entry []byte, e *ledger.Entry) {
 		if index%(1<<ledger.TileHeight) == 0 || index == int64(cp.Size)-1 {
 			bar.update(int(index+1), 0)
+		}
+		if addErr == nil {
+			addErr = matchOpened(openings[id], raw, index, entry)
 		}
 		if addErr == nil {
 			if addErr = b.Add(id, e); addErr != nil {
@@ -179,6 +203,12 @@ func (f *reportFlags) read(ctx context.Context, g *globals, raw, keyFlag string,
 	}
 	if err := f.checkAge(raw, b.Newest(id)); err != nil {
 		return err
+	}
+	if err := unread(openings[id], raw, int64(cp.Size)); err != nil {
+		return err
+	}
+	for _, o := range openings[id] {
+		b.AddOpened(reportOpened(o.opened))
 	}
 	b.AddLog(report.Log{Origin: cp.Origin, Source: src.public(raw, id), Size: int64(cp.Size),
 		RootHash: base64.StdEncoding.EncodeToString(cp.Hash), VerifierKey: key, Checkpoint: verifiedNote(signed, key)})
@@ -248,7 +278,7 @@ func verifiedNote(signed []byte, key string) string {
 
 // eachEntry reads entries 0..size-1 from src's entry bundles, each checked
 // against the signed tree (remoteTiles.Tile), and passes each to add.
-func eachEntry(src *remoteTiles, size int64, add func(index int64, e *ledger.Entry)) error {
+func eachEntry(src *remoteTiles, size int64, add func(index int64, raw []byte, e *ledger.Entry)) error {
 	for first := int64(0); first < size; first += 1 << ledger.TileHeight {
 		t := tlog.Tile{H: ledger.TileHeight, L: -1, N: first >> ledger.TileHeight, W: int(min(size-first, 1<<ledger.TileHeight))}
 		data, err := src.Tile(t)
@@ -265,7 +295,7 @@ func eachEntry(src *remoteTiles, size int64, add func(index int64, e *ledger.Ent
 				return withHint(fmt.Errorf("entry %d is in the signed tree but is not a ledger entry: %w", first+int64(i), err),
 					"the appliance signed something that is not an entry: keep the files and report it to its operator")
 			}
-			add(first+int64(i), e)
+			add(first+int64(i), raw, e)
 		}
 	}
 	return nil

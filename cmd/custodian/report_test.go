@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/hsm/opening"
 	"github.com/custodian-project/custodian/hsm/report"
 )
 
@@ -178,7 +179,7 @@ func BenchmarkReportFromTiles(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if err := eachEntry(newRemoteTiles(context.Background(), c, "/", signed, cp), int64(cp.Size), func(int64, *ledger.Entry) {}); err != nil {
+			if err := eachEntry(newRemoteTiles(context.Background(), c, "/", signed, cp), int64(cp.Size), func(int64, []byte, *ledger.Entry) {}); err != nil {
 				b.Fatal(err)
 			}
 			done()
@@ -191,4 +192,26 @@ func BenchmarkReportFromTiles(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestReportOpeningOfAnotherEntryIsRefused: an opening whose entry differs
+// from the one the report read at its index (the ledger's key signed two
+// trees) stops the report, naming both; the same entry is marked read,
+// and an opening whose entry was never read is refused as past the copy.
+func TestReportOpeningOfAnotherEntryIsRefused(t *testing.T) {
+	o := &reportOpening{file: "opening.json", raw: "entry seven\n", opened: &opening.Opened{Origin: "custodian/court-a", Index: 7, TreeSize: 9}}
+	openings := map[int64]*reportOpening{7: o}
+	err := matchOpened(openings, "https://a.example/", 7, []byte("another entry\n"))
+	if err == nil || !strings.Contains(err.Error(), "holds another entry at that index") || !strings.Contains(err.Error(), "opening.json") {
+		t.Fatalf("another entry: %v", err)
+	}
+	if err := unread(openings, "https://a.example/", 7); err == nil || !strings.Contains(err.Error(), "has only 7 entries (the opening's checkpoint has 9)") {
+		t.Fatalf("an entry not read: %v", err)
+	}
+	if err := matchOpened(openings, "https://a.example/", 7, []byte("entry seven\n")); err != nil || !o.seen {
+		t.Fatalf("the same entry: %v, read %v", err, o.seen)
+	}
+	if err := unread(openings, "https://a.example/", 8); err != nil {
+		t.Fatalf("an entry read: %v", err)
+	}
 }

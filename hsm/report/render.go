@@ -27,6 +27,7 @@ const (
 	MonthsCSV   = "months.csv"
 	ReasonsCSV  = "reasons.csv"
 	KeyIDsCSV   = "key-ids.csv"
+	OpenedCSV   = "opened.csv"
 	maxBarWidth = 480 // pixels for the largest value of a series
 	barHeight   = 14
 	labelHeight = 16  // each row's label has a line of its own, above its bars
@@ -42,7 +43,7 @@ var page = template.Must(template.New("page").Parse(pageText))
 // them: the page last.
 func (r *Report) files() []outFile {
 	return []outFile{{JSONFile, r.WriteJSON}, {MonthsCSV, r.writeMonths}, {ReasonsCSV, r.writeReasons},
-		{KeyIDsCSV, r.writeKeys}, {PageFile, r.WriteHTML}}
+		{KeyIDsCSV, r.writeKeys}, {OpenedCSV, r.writeOpened}, {PageFile, r.WriteHTML}}
 }
 
 type outFile struct {
@@ -64,7 +65,7 @@ func CheckOut(dir string) error {
 	case !info.IsDir():
 		return fmt.Errorf("%s exists and is not a directory", dir)
 	}
-	for _, name := range []string{PageFile, JSONFile, MonthsCSV, ReasonsCSV, KeyIDsCSV} {
+	for _, name := range []string{PageFile, JSONFile, MonthsCSV, ReasonsCSV, KeyIDsCSV, OpenedCSV} {
 		if err := durable.CheckReplaceable(filepath.Join(dir, name)); err != nil {
 			return err
 		}
@@ -141,6 +142,19 @@ func (r *Report) writeKeys(w io.Writer) error {
 		rows = append(rows, []string{k.KeyID, k.Custodian, u(k.Releases), u(k.Failed), u(k.Refusals), u(k.Provisions), k.First, k.Last})
 	}
 	return writeCSV(w, rows, 2)
+}
+
+// writeOpened writes the opened entries, their name columns (which a
+// spreadsheet must not read as numbers or dates: a docket such as 2026-11)
+// first.
+func (r *Report) writeOpened(w io.Writer) error {
+	rows := [][]string{{"custodian", "court", "docket", "serial", "signers", "key_id", "kind", "outcome", "reason",
+		"index", "time", "envelopes", "court_verified", "checked", "shows"}}
+	for _, o := range r.Opened {
+		rows = append(rows, []string{o.Custodian, o.Court, o.Docket, o.Serial, strings.Join(o.Signers, "; "), o.KeyID, o.Kind, o.Outcome, o.Reason,
+			strconv.FormatInt(o.Index, 10), o.Time, strconv.Itoa(o.Envelopes), strconv.FormatBool(o.CourtVerified), o.Checked, o.Shows})
+	}
+	return writeCSV(w, rows, 9)
 }
 
 // writeCSV writes rows, whose first text columns are names (month,

@@ -9,8 +9,9 @@
 //     log's origin and signed checkpoint. Commitments stay closed: the
 //     report never prints one, and figures that only an opened commitment
 //     holds (envelopes per warrant, warrants per court) are named on the
-//     page as not public ([Report.NotPublic]). Entries opened by a court
-//     will have their own section ([Report.Opened]); none is opened yet.
+//     page as not public ([Report.NotPublic]). Entries a court has opened
+//     have their own section ([Report.Opened]): what the caller's checked
+//     opening shows of the warrant (court, docket, serial, signers).
 //
 //   - The caller verifies. [Builder.AddLog] and [Builder.Add] take entries
 //     already proven in a checkpoint signed with a pinned key; this package
@@ -86,11 +87,31 @@ type Key struct {
 	Last       string `json:"last"`  // the latest
 }
 
-// Opened is an entry whose commitment a court has opened. The report has
-// none until the ledger can reveal one; the section is reserved.
+// Opened is an entry whose commitment a court has opened: the entry as
+// the ledger has it and what the opening shows of its warrant. The caller
+// checks the opening (hsm/opening) against the ledger's pinned key and
+// that the entry is the one the report read at Index. Every string but
+// Checked and Shows comes from the warrant or the ledger: untrusted.
 type Opened struct {
-	Custodian string `json:"custodian"`
-	Index     int64  `json:"index"`
+	Custodian string   `json:"custodian"`
+	Index     int64    `json:"index"`
+	Time      string   `json:"time"` // the entry's time (RFC 3339)
+	Kind      string   `json:"kind"` // release, refusal or failure
+	Outcome   string   `json:"outcome"`
+	Reason    string   `json:"reason"`
+	KeyID     string   `json:"key_id"`
+	Court     string   `json:"court"`
+	Docket    string   `json:"docket"`
+	Serial    string   `json:"serial"`
+	Signers   []string `json:"signers"`
+	// Envelopes is the count of the warrant's whole envelope list a scoped
+	// release entry committed to (every key ID's), 0 for none.
+	Envelopes     int  `json:"envelopes"`
+	CourtVerified bool `json:"court_verified"`
+	// Checked says what was checked of the court; Shows what the opening
+	// proves (for a refusal entry: only that a copy was submitted).
+	Checked string `json:"checked"`
+	Shows   string `json:"shows"`
 }
 
 // Report is the figures, in the order the page shows them.
@@ -160,6 +181,7 @@ type Builder struct {
 	keys    map[keyKey]*Key
 	times   map[keyKey][2]time.Time
 	ledgers map[string]*ledgerSeen
+	opened  []Opened
 }
 
 // ledgerSeen is what Add keeps per custodian to apply the bounds and to
@@ -199,6 +221,9 @@ func (b *Builder) AddLog(l Log) {
 	}
 	b.logs = append(b.logs, l)
 }
+
+// AddOpened records an entry whose opening the caller checked.
+func (b *Builder) AddOpened(o Opened) { b.opened = append(b.opened, o) }
 
 // Newest is the time of the latest entry of custodian's ledger added so
 // far, zero if none.
@@ -367,7 +392,13 @@ func (b *Builder) key(keyID, custodian string, e *ledger.Entry) {
 // name.
 func (b *Builder) Report(now time.Time) *Report {
 	r := &Report{Generated: now.UTC().Format(time.RFC3339), Logs: slices.Clone(b.logs),
-		Months: []Month{}, Reasons: []Reason{}, Keys: []Key{}, Opened: []Opened{}, NotPublic: notPublic}
+		Months: []Month{}, Reasons: []Reason{}, Keys: []Key{}, Opened: slices.Clone(b.opened), NotPublic: notPublic}
+	if r.Opened == nil {
+		r.Opened = []Opened{}
+	}
+	slices.SortFunc(r.Opened, func(a, b Opened) int {
+		return cmp.Or(strings.Compare(a.Custodian, b.Custodian), cmp.Compare(a.Index, b.Index))
+	})
 	if r.Logs == nil {
 		r.Logs = []Log{}
 	}

@@ -140,7 +140,7 @@ func TestWriteMakesEveryFile(t *testing.T) {
 	if err := b.Report(time.Now()).Write(dir); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{PageFile, JSONFile, MonthsCSV, ReasonsCSV, KeyIDsCSV} {
+	for _, name := range []string{PageFile, JSONFile, MonthsCSV, ReasonsCSV, KeyIDsCSV, OpenedCSV} {
 		if st, err := os.Stat(filepath.Join(dir, name)); err != nil || st.Size() == 0 {
 			t.Errorf("%s: %v", name, err)
 		}
@@ -168,11 +168,19 @@ func pageWith(t testing.TB, s string) []byte {
 	b.Add(s, &ledger.Entry{Time: at, Kind: ledger.KindRelease, Outcome: ledger.OutcomeOK, KeyID: s})
 	b.Add(s, &ledger.Entry{Time: at, Kind: ledger.KindRefusal, Outcome: ledger.OutcomeRefused, Reason: s, KeyID: s})
 	b.Add(s, &ledger.Entry{Time: at, Kind: ledger.KindUnverified, Outcome: ledger.OutcomeRefused, Counts: map[string]uint64{s: 2}})
+	b.AddOpened(hostileOpened(s))
 	var buf bytes.Buffer
 	if err := b.Report(at).WriteHTML(&buf); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
+}
+
+// hostileOpened is an opened entry whose every string is s: a warrant's
+// court, docket, serial and signer names are whatever its signer wrote.
+func hostileOpened(s string) Opened {
+	return Opened{Custodian: s, Index: 2, Time: s, Kind: s, Outcome: s, Reason: s, KeyID: s, Court: s, Docket: s, Serial: s,
+		Signers: []string{s, s}, Envelopes: 3, Checked: s, Shows: s}
 }
 
 // checkNoInjection parses the page as a browser does and fails on any
@@ -215,7 +223,9 @@ func checkNoInjection(t testing.TB, field string, page []byte) {
 }
 
 // TestInvariantReportEscapesLedgerFields: whatever a device writes in an
-// origin, key ID, reason or tally, the page shows it as text; it never
+// origin, key ID, reason or tally, and whatever a warrant's signer writes
+// in an opened entry's court, docket, serial or signer, the page shows it
+// as text; it never
 // becomes an element, an attribute, a script or a link.
 func TestInvariantReportEscapesLedgerFields(t *testing.T) {
 	for _, s := range hostile {
@@ -259,7 +269,7 @@ func TestPageLoadsNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	siblings := map[string]bool{JSONFile: true, MonthsCSV: true, ReasonsCSV: true, KeyIDsCSV: true}
+	siblings := map[string]bool{JSONFile: true, MonthsCSV: true, ReasonsCSV: true, KeyIDsCSV: true, OpenedCSV: true}
 	ids := map[string]bool{}
 	var fragments []string
 	csp := ""
@@ -529,5 +539,60 @@ func TestCSVNamesStayText(t *testing.T) {
 		if !want[row[0]] {
 			t.Errorf("key ID cell %q", row[0])
 		}
+	}
+}
+
+// TestOpenedEntriesListed: opened entries are on the page, in report.json
+// and in opened.csv, sorted by custodian and index; a docket a spreadsheet
+// would read as a date, or a court it would run as a formula, stays text.
+func TestOpenedEntriesListed(t *testing.T) {
+	b := NewBuilder()
+	b.Add("court-a", release("2026-11", day))
+	for _, o := range []Opened{
+		{Custodian: "court-b", Index: 0, Kind: "release", Court: "Court B", Docket: "CR-9/2026", Serial: "W-9", Signers: []string{"Judge B"}},
+		{Custodian: "court-a", Index: 7, Kind: "refusal", Court: "=HYPERLINK(1)", Docket: "2026-11", Serial: "W-7", Signers: []string{"Judge A", "Clerk A"},
+			Shows: "it shows only that a copy of this warrant was submitted"},
+		{Custodian: "court-a", Index: 3, Kind: "release", Court: "Court A", Docket: "CR-3/2026", Serial: "W-3", Envelopes: 12, CourtVerified: true},
+	} {
+		b.AddOpened(o)
+	}
+	r := b.Report(day)
+	var got []string
+	for _, o := range r.Opened {
+		got = append(got, fmt.Sprintf("%s/%d", o.Custodian, o.Index))
+	}
+	if strings.Join(got, " ") != "court-a/3 court-a/7 court-b/0" {
+		t.Errorf("opened entries in the order %q", got)
+	}
+	var page, js, cs bytes.Buffer
+	if err := r.WriteHTML(&page); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`id="opened-entries"`, "CR-3/2026", "CR-9/2026", "Judge A; Clerk A", "12 (the warrant's whole list)",
+		"it shows only that a copy of this warrant was submitted"} {
+		if !strings.Contains(page.String(), want) {
+			t.Errorf("the page does not show %q", want)
+		}
+	}
+	if strings.Contains(page.String(), "No entry has been opened") {
+		t.Error("the page says no entry has been opened")
+	}
+	if err := r.WriteJSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	var doc struct{ Opened []Opened }
+	if err := json.Unmarshal(js.Bytes(), &doc); err != nil || len(doc.Opened) != 3 || doc.Opened[0].Envelopes != 12 || !doc.Opened[0].CourtVerified ||
+		doc.Opened[1].Docket != "2026-11" {
+		t.Errorf("report.json's opened: %+v %v", doc.Opened, err)
+	}
+	if err := r.writeOpened(&cs); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := csv.NewReader(&cs).ReadAll()
+	if err != nil || len(rows) != 4 {
+		t.Fatalf("opened.csv: %q %v", rows, err)
+	}
+	if rows[2][1] != "'=HYPERLINK(1)" || rows[2][2] != "'2026-11" || rows[2][4] != "Judge A; Clerk A" {
+		t.Errorf("opened.csv row %q: the court and docket are not kept as text", rows[2])
 	}
 }
