@@ -48,6 +48,9 @@ func newReleaseCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := durable.CheckReplaceable(out); err != nil { // before the warrant: a bad --out is said first
+				return err
+			}
 			w, _, err := warrant.Inspect(p7s)
 			if err != nil {
 				return withHint(err, "--warrant must be a signed warrant (custodian warrant sign)")
