@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"net/http"
 	"os"
@@ -524,5 +525,44 @@ func TestInvariantResumeChecksTheWarrantAgain(t *testing.T) {
 	last := r.c.entryAt(t, r.a.Ledger.Size()-1, r.a.VerifierKey)
 	if last.Kind != ledger.KindFailure || last.Reason != string(release.CodeChangedAfterApproval) || last.KeyID != "2026-11" {
 		t.Fatalf("the last entry: %+v, want the failure changed_after_approval", last)
+	}
+}
+
+// TestInvariantOnlyTheSubmittingCertificateResumes: a parked request is
+// tried again only by the certificate that submitted its warrant. Another
+// court's officer (same CA) and a client without a certificate are
+// refused, start nothing and unseal nothing; the submitter's resume then
+// releases once.
+func TestInvariantOnlyTheSubmittingCertificateResumes(t *testing.T) {
+	r, ws, _, st, before := parkedRig(t, "W-other-officer")
+	defer r.stop()
+	ws[1].Restart()
+	anon := &client{base: r.c.base, http: r.site.httpClient(false)}
+	if code, _ := anon.resume(t, st.ID); code != http.StatusForbidden {
+		t.Fatalf("resume without a certificate: %d, want 403", code)
+	}
+	other, err := tls.LoadX509KeyPair(r.site.OtherCert, r.site.OtherKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &tls.Config{RootCAs: r.site.roots, MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{other}}
+	oc := &client{base: r.c.base, http: &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 30 * time.Second}}
+	if code, _ := oc.resume(t, st.ID); code != http.StatusNotFound {
+		t.Fatalf("another officer's resume: %d, want 404", code)
+	}
+	var now release.Status
+	r.c.getJSON(t, "/v1/requests/"+st.ID, &now)
+	if now.State != release.StateAwaitingWitnesses {
+		t.Fatalf("after another officer's resume: %+v", now)
+	}
+	checkNothingReleased(t, r, st, before+1)
+	if code, _ := r.c.resume(t, st.ID); code != http.StatusAccepted {
+		t.Fatalf("the submitter's resume: %d", code)
+	}
+	if done := r.c.wait(t, st.ID); done.State != release.StateReleased {
+		t.Fatalf("the submitter's resume: %+v", done)
+	}
+	if n, _ := r.rec.EncryptedResponses(tpm2.TPMCCUnseal, 1); n != 1 {
+		t.Fatalf("the TPM unsealed the share %d times, want once", n)
 	}
 }

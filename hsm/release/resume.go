@@ -50,6 +50,10 @@ func (d *Daemon) park(r *request, rec *record, pos int, index int64, code Code, 
 	}
 }
 
+// errNotParked refuses a resume of an ID that no request awaiting its
+// witnesses holds, or that another certificate submitted.
+var errNotParked = &Refusal{Code: CodeNotFound, Err: errors.New("no request of yours awaits its witnesses under this ID: check the ID the release command printed, and that this is the certificate that submitted the warrant"), LedgerIndex: -1}
+
 // Resume tries again a request awaiting its witnesses, in the
 // background like a press; Wait follows it. It refuses (not_found) a
 // request that does not await them, and, as a submission would, while
@@ -60,7 +64,7 @@ func (d *Daemon) Resume(id string) (*Status, error) {
 	switch {
 	case !validID(id) || !ok || r.status.State != StateAwaitingWitnesses:
 		d.mu.Unlock()
-		return nil, &Refusal{Code: CodeNotFound, Err: errors.New("no request awaits its witnesses under this ID"), LedgerIndex: -1}
+		return nil, errNotParked
 	case d.closed:
 		d.mu.Unlock()
 		return nil, d.count(CodeShuttingDown, errors.New("the appliance is shutting down"))
