@@ -247,6 +247,19 @@ func (e *httpStatus) Unwrap() error { return e.err }
 // maxServerText caps what of a server's own words a message repeats.
 const maxServerText = 200
 
+// awaiting is the error for a request awaiting its witnesses (or another
+// cause fixed while it waits): this client's own words for the code, so
+// that the officer reads what to wait for and --resume whole, whatever
+// the server's message holds or the cut of serverText leaves.
+func awaiting(st release.Status) error {
+	why := release.ParkedFix(st.Code)
+	if why == "" {
+		why = serverText(st.Message)
+	}
+	return withHint(fmt.Errorf("request %s is not released yet: %s", st.ID, why),
+		fmt.Sprintf("its release entry stands and nothing was unsealed; then run this command again with --resume %s. Do not have the custodian restarted meanwhile: a restart ends the request, and the court must issue a new warrant", st.ID))
+}
+
 // serverText is text a server chose (a refusal's message, a status line)
 // made safe to print: as it is when it is short printable text, else
 // quoted, so that it can neither end the line nor move the terminal's
@@ -427,8 +440,7 @@ func (g *globals) release(ctx context.Context, c *apiClient, s submission, out s
 		saved++
 	}
 	if st.State == release.StateAwaitingWitnesses {
-		return withHint(fmt.Errorf("request %s awaits its witnesses: %s", st.ID, serverText(st.Message)),
-			fmt.Sprintf("the warrant's release entry stands and nothing was released; once the custodian's operator says the witnesses answer, run this command again with --resume %s", st.ID))
+		return awaiting(st)
 	}
 	if len(st.Failed) > 0 {
 		return withHint(fmt.Errorf("%d of %d key IDs failed after the approval: %s", len(st.Failed), len(st.KeyIDs), failedKeyIDs(st.Failed)),
