@@ -660,3 +660,30 @@ func TestInvariantResumeWithAStaleCRLWaitsAgain(t *testing.T) {
 		t.Fatalf("the TPM unsealed the share %d times, want once", n)
 	}
 }
+
+// TestInvariantResumeChecksTheWarrantFileFirst: `release --resume` with
+// another warrant than the request's is refused by the client before it
+// asks the custodian to try again: the request still awaits, nothing is
+// unsealed, and no salts file is written beside the wrong --out.
+func TestInvariantResumeChecksTheWarrantFileFirst(t *testing.T) {
+	r, ws, _, st, before := parkedRig(t, "W-resume-wrong-file")
+	defer r.stop()
+	ws[1].Restart()
+	otherW := r.warrant(t, "W-some-other")
+	dir := t.TempDir()
+	out := filepath.Join(dir, "court-a.release.json")
+	args := []string{"release", "--server", r.c.base, "--warrant", tempFile(t, "w.p7s", otherW), "--out", out, "--resume", st.ID}
+	code, stdout, stderr := cli(t, append(args, r.site.officerArgs()...)...)
+	if code == 0 || !strings.Contains(stderr, "is not for the warrant --warrant gives") {
+		t.Fatalf("--resume with another warrant: exit %d\n%s%s", code, stdout, stderr)
+	}
+	var now release.Status
+	r.c.getJSON(t, "/v1/requests/"+st.ID, &now)
+	if now.State != release.StateAwaitingWitnesses || now.Code != release.CodeWitnessTimeout {
+		t.Fatalf("after --resume with another warrant: %+v", now)
+	}
+	checkNothingReleased(t, r, st, before+1)
+	if files, _ := os.ReadDir(dir); len(files) != 0 {
+		t.Fatalf("files written beside --out: %v", files)
+	}
+}

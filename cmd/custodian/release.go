@@ -361,6 +361,19 @@ func (c *apiClient) submit(ctx context.Context, s submission, st *release.Status
 	}
 }
 
+// requestFor reads the status of request id into st and checks that it
+// is for the warrant p7s.
+func (c *apiClient) requestFor(ctx context.Context, id string, p7s []byte, st *release.Status) error {
+	if err := c.do(ctx, http.MethodGet, "/v1/requests/"+url.PathEscape(id), nil, st); err != nil {
+		return releaseHint(err)
+	}
+	if d := warrant.Digest(contentOf(p7s)); st.WarrantDigest != hex.EncodeToString(d[:]) {
+		return withHint(fmt.Errorf("request %s is not for the warrant --warrant gives", id),
+			"give the warrant that was submitted in that request")
+	}
+	return nil
+}
+
 // release submits, waits for the press and saves the packages. The salts
 // the custodian gives with the result (an officer's client only) go into
 // salts, also when it refuses.
@@ -375,15 +388,15 @@ func (g *globals) release(ctx context.Context, c *apiClient, s submission, out s
 	}
 	var st release.Status
 	if s.request != "" {
-		if err := c.do(ctx, http.MethodGet, "/v1/requests/"+s.request, nil, &st); err != nil {
-			return releaseHint(err)
-		}
-		if d := warrant.Digest(contentOf(p7s)); st.WarrantDigest != hex.EncodeToString(d[:]) {
-			return withHint(fmt.Errorf("request %s is not for the warrant --warrant gives", s.request),
-				"give the warrant that was submitted in that request")
+		if err := c.requestFor(ctx, s.request, p7s, &st); err != nil {
+			return err
 		}
 		g.printf("request %s: %s\n", st.ID, st.State)
 	} else if s.resume != "" {
+		// The warrant is checked before the custodian is asked to release.
+		if err := c.requestFor(ctx, s.resume, p7s, &st); err != nil {
+			return err
+		}
 		if err := c.do(ctx, http.MethodPost, "/v1/requests/"+url.PathEscape(s.resume)+"/resume", nil, &st); err != nil {
 			return releaseHint(err)
 		}
