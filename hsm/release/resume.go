@@ -19,7 +19,10 @@ import (
 // against the trust store read again, its replay key registered by the
 // request's own first entry, the PCRs and floor) and the TPM's room, then
 // waits for the witnesses again, and only then unseals: at most once, as
-// one request runs at a time and its package is created once. The request
+// one request runs at a time and its package is created once. A try
+// that finds a cause fixed without a restart (canPark: a stale CRL, the
+// clock behind) or the TPM without room parks the request again under
+// that code; any other failed check ends the key ID. The request
 // record stays unfinished meanwhile, so a restart ends it as today: the
 // key ID is logged as failed (interrupted), nothing is released.
 
@@ -36,7 +39,7 @@ func (d *Daemon) park(r *request, rec *record, pos int, index int64, code Code, 
 	}
 	r.rec, r.resumeAt, r.parked = rec, pos, index
 	msg := ParkedMessage(code, rec.ID, cause)
-	fmt.Fprintf(d.cfg.Display, "request %s: awaiting witnesses (key ID %s)\n", rec.ID[:8], rec.KeyIDs[pos])
+	fmt.Fprintf(d.cfg.Display, "request %s: waiting, %s (key ID %s)\n", rec.ID[:8], code, rec.KeyIDs[pos])
 	d.cfg.Log.Warn("release awaits its witnesses", "request", rec.ID, "key_id", rec.KeyIDs[pos], "code", code, "err", cause)
 	d.mu.Lock()
 	defer d.mu.Unlock()
