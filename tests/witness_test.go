@@ -687,3 +687,33 @@ func TestInvariantResumeChecksTheWarrantFileFirst(t *testing.T) {
 		t.Fatalf("files written beside --out: %v", files)
 	}
 }
+
+// TestInvariantResumeWithTheClockBehindWaitsAgain: a resume while the
+// appliance's clock is behind its ledger leaves the request awaiting
+// (clock_behind), nothing written or unsealed; once the clock is set, a
+// resume releases once.
+func TestInvariantResumeWithTheClockBehindWaitsAgain(t *testing.T) {
+	r, ws, _, st, before := parkedRig(t, "W-clock-behind")
+	defer r.stop()
+	ws[1].Restart()
+	r.skew.Store(int64(-time.Minute)) // behind the release entry; officers' certificates stay valid
+	if code, _ := r.c.resume(t, st.ID); code != http.StatusAccepted {
+		t.Fatalf("resume: %d", code)
+	}
+	now := r.c.wait(t, st.ID)
+	if now.State != release.StateAwaitingWitnesses || now.Code != release.CodeClockBehind || len(now.Failed) != 0 {
+		t.Fatalf("resume with the clock behind: %+v", now)
+	}
+	checkParkedMessage(t, now)
+	checkNothingReleased(t, r, st, before+1)
+	r.skew.Store(0)
+	if code, _ := r.c.resume(t, st.ID); code != http.StatusAccepted {
+		t.Fatalf("resume with the clock set: %d", code)
+	}
+	if done := r.c.wait(t, st.ID); done.State != release.StateReleased || len(done.Packages) != 1 {
+		t.Fatalf("resume with the clock set: %+v", done)
+	}
+	if n, _ := r.rec.EncryptedResponses(tpm2.TPMCCUnseal, 1); n != 1 {
+		t.Fatalf("the TPM unsealed the share %d times, want once", n)
+	}
+}
