@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"net/http"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"github.com/custodian-project/custodian/hsm/warrant"
 	"github.com/custodian-project/custodian/hsm/witness"
 	"github.com/custodian-project/custodian/hsm/witness/witnesstest"
+	"github.com/custodian-project/custodian/tpm"
 )
 
 // witnessedRig is a rig whose escrow file for 2026-11 names n real
@@ -196,8 +198,26 @@ func parkedRig(t *testing.T, serial string) (*rig, []*witnesstest.Witness, []byt
 	if st.State != release.StateAwaitingWitnesses || st.Code != release.CodeWitnessTimeout || len(st.Packages) != 0 || !strings.Contains(st.Message, "--resume "+st.ID) {
 		t.Fatalf("a witness gone after the entry: %+v", st)
 	}
+	checkParkedMessage(t, st)
 	checkNothingReleased(t, r, st, before+1)
 	return r, ws, p7s, st, before
+}
+
+// checkParkedMessage checks the status message of a request awaiting its
+// witnesses: its first 200 characters (what a client shows of it) say
+// what to wait for and the --resume command, and nothing in it advises a
+// restart (which ends the request) or a new submission or a new warrant.
+func checkParkedMessage(t *testing.T, st release.Status) {
+	t.Helper()
+	head := st.Message[:min(200, len(st.Message))]
+	if !strings.HasPrefix(head, release.ParkedFix(st.Code)) || !strings.Contains(head, "wait") || !strings.Contains(head, "--resume "+st.ID) {
+		t.Fatalf("the first 200 characters of a parked request's message do not say what to wait for and --resume: %q", head)
+	}
+	for _, wrong := range []string{"restart the appliance", "submitted again", "new warrant", "power cycle"} {
+		if strings.Contains(st.Message, wrong) {
+			t.Fatalf("a parked request's message says %q: %q", wrong, st.Message)
+		}
+	}
 }
 
 // checkNothingReleased checks that r's TPM unsealed nothing, no package
@@ -524,5 +544,176 @@ func TestInvariantResumeChecksTheWarrantAgain(t *testing.T) {
 	last := r.c.entryAt(t, r.a.Ledger.Size()-1, r.a.VerifierKey)
 	if last.Kind != ledger.KindFailure || last.Reason != string(release.CodeChangedAfterApproval) || last.KeyID != "2026-11" {
 		t.Fatalf("the last entry: %+v, want the failure changed_after_approval", last)
+	}
+}
+
+// TestInvariantOnlyTheSubmittingCertificateResumes: a parked request is
+// tried again only by the certificate that submitted its warrant. Another
+// court's officer (same CA) and a client without a certificate are
+// refused, start nothing and unseal nothing; the submitter's resume then
+// releases once.
+func TestInvariantOnlyTheSubmittingCertificateResumes(t *testing.T) {
+	r, ws, _, st, before := parkedRig(t, "W-other-officer")
+	defer r.stop()
+	ws[1].Restart()
+	anon := &client{base: r.c.base, http: r.site.httpClient(false)}
+	if code, _ := anon.resume(t, st.ID); code != http.StatusForbidden {
+		t.Fatalf("resume without a certificate: %d, want 403", code)
+	}
+	other, err := tls.LoadX509KeyPair(r.site.OtherCert, r.site.OtherKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &tls.Config{RootCAs: r.site.roots, MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{other}}
+	oc := &client{base: r.c.base, http: &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 30 * time.Second}}
+	if code, _ := oc.resume(t, st.ID); code != http.StatusNotFound {
+		t.Fatalf("another officer's resume: %d, want 404", code)
+	}
+	var now release.Status
+	r.c.getJSON(t, "/v1/requests/"+st.ID, &now)
+	if now.State != release.StateAwaitingWitnesses {
+		t.Fatalf("after another officer's resume: %+v", now)
+	}
+	checkNothingReleased(t, r, st, before+1)
+	if code, _ := r.c.resume(t, st.ID); code != http.StatusAccepted {
+		t.Fatalf("the submitter's resume: %d", code)
+	}
+	if done := r.c.wait(t, st.ID); done.State != release.StateReleased {
+		t.Fatalf("the submitter's resume: %+v", done)
+	}
+	if n, _ := r.rec.EncryptedResponses(tpm2.TPMCCUnseal, 1); n != 1 {
+		t.Fatalf("the TPM unsealed the share %d times, want once", n)
+	}
+}
+
+// TestInvariantResumeWithTheTPMFullWaitsAgain: a resume that finds the
+// TPM's slots taken leaves the request awaiting (tpm_full), writes no
+// entry and unseals nothing; neither the status nor the client advise a
+// restart or a new submission, and the client shows --resume. Once the
+// slots are free, a resume releases once.
+func TestInvariantResumeWithTheTPMFullWaitsAgain(t *testing.T) {
+	r, ws, p7s, st, before := parkedRig(t, "W-full-resume")
+	defer r.stop()
+	ws[1].Restart()
+	var aks []*tpm.AK
+	for range 3 {
+		ak, err := tpm.LoadAK(r.tpm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		aks = append(aks, ak)
+	}
+	out := filepath.Join(t.TempDir(), "court-a.release.json")
+	args := []string{"release", "--server", r.c.base, "--warrant", tempFile(t, "w.p7s", p7s), "--out", out, "--resume", st.ID}
+	code, stdout, stderr := cli(t, append(args, r.site.officerArgs()...)...)
+	if code == 0 || !strings.Contains(stderr, "--resume "+st.ID) || !strings.Contains(stderr, release.ParkedFix(release.CodeTPMFull)) || strings.Contains(stderr, "restart the appliance") {
+		t.Fatalf("release --resume with the TPM full: exit %d\n%s%s", code, stdout, stderr)
+	}
+	var now release.Status
+	r.c.getJSON(t, "/v1/requests/"+st.ID, &now)
+	if now.State != release.StateAwaitingWitnesses || now.Code != release.CodeTPMFull {
+		t.Fatalf("after a resume with the TPM full: %+v", now)
+	}
+	checkParkedMessage(t, now)
+	checkNothingReleased(t, r, st, before+1)
+	for _, ak := range aks {
+		ak.Close()
+	}
+	if code, _ := r.c.resume(t, st.ID); code != http.StatusAccepted {
+		t.Fatalf("resume with room: %d", code)
+	}
+	if done := r.c.wait(t, st.ID); done.State != release.StateReleased || len(done.Packages) != 1 {
+		t.Fatalf("resume with room: %+v", done)
+	}
+	if n, _ := r.rec.EncryptedResponses(tpm2.TPMCCUnseal, 1); n != 1 {
+		t.Fatalf("the TPM unsealed the share %d times, want once", n)
+	}
+}
+
+// TestInvariantResumeWithAStaleCRLWaitsAgain: a resume that finds the
+// court's CRL out of date (an operator fixes it; it says nothing against
+// the warrant) leaves the request awaiting (crl_stale), writes no failure
+// entry and unseals nothing; once the trust admin installs a fresh CRL, a
+// resume checks revocation against it and releases once.
+func TestInvariantResumeWithAStaleCRLWaitsAgain(t *testing.T) {
+	r, ws, _, st, before := parkedRig(t, "W-stale-crl")
+	defer r.stop()
+	ws[1].Restart()
+	r.skew.Store(int64(36 * time.Hour)) // past the CRL's next update (24 h); the warrant is valid 7 days
+	if code, _ := r.c.resume(t, st.ID); code != http.StatusAccepted {
+		t.Fatalf("resume: %d", code)
+	}
+	now := r.c.wait(t, st.ID)
+	if now.State != release.StateAwaitingWitnesses || now.Code != release.Code(warrant.ReasonCRLStale) || len(now.Failed) != 0 {
+		t.Fatalf("resume with a stale CRL: %+v", now)
+	}
+	checkParkedMessage(t, now)
+	checkNothingReleased(t, r, st, before+1)
+	r.court.install(t, r.a, r.now().UTC()) // a fresh CRL
+	if code, _ := r.c.resume(t, st.ID); code != http.StatusAccepted {
+		t.Fatalf("resume with a fresh CRL: %d", code)
+	}
+	if done := r.c.wait(t, st.ID); done.State != release.StateReleased || len(done.Packages) != 1 {
+		t.Fatalf("resume with a fresh CRL: %+v", done)
+	}
+	if n, _ := r.rec.EncryptedResponses(tpm2.TPMCCUnseal, 1); n != 1 {
+		t.Fatalf("the TPM unsealed the share %d times, want once", n)
+	}
+}
+
+// TestInvariantResumeChecksTheWarrantFileFirst: `release --resume` with
+// another warrant than the request's is refused by the client before it
+// asks the custodian to try again: the request still awaits, nothing is
+// unsealed, and no salts file is written beside the wrong --out.
+func TestInvariantResumeChecksTheWarrantFileFirst(t *testing.T) {
+	r, ws, _, st, before := parkedRig(t, "W-resume-wrong-file")
+	defer r.stop()
+	ws[1].Restart()
+	otherW := r.warrant(t, "W-some-other")
+	dir := t.TempDir()
+	out := filepath.Join(dir, "court-a.release.json")
+	args := []string{"release", "--server", r.c.base, "--warrant", tempFile(t, "w.p7s", otherW), "--out", out, "--resume", st.ID}
+	code, stdout, stderr := cli(t, append(args, r.site.officerArgs()...)...)
+	if code == 0 || !strings.Contains(stderr, "is not for the warrant --warrant gives") {
+		t.Fatalf("--resume with another warrant: exit %d\n%s%s", code, stdout, stderr)
+	}
+	var now release.Status
+	r.c.getJSON(t, "/v1/requests/"+st.ID, &now)
+	if now.State != release.StateAwaitingWitnesses || now.Code != release.CodeWitnessTimeout {
+		t.Fatalf("after --resume with another warrant: %+v", now)
+	}
+	checkNothingReleased(t, r, st, before+1)
+	if files, _ := os.ReadDir(dir); len(files) != 0 {
+		t.Fatalf("files written beside --out: %v", files)
+	}
+}
+
+// TestInvariantResumeWithTheClockBehindWaitsAgain: a resume while the
+// appliance's clock is behind its ledger leaves the request awaiting
+// (clock_behind), nothing written or unsealed; once the clock is set, a
+// resume releases once.
+func TestInvariantResumeWithTheClockBehindWaitsAgain(t *testing.T) {
+	r, ws, _, st, before := parkedRig(t, "W-clock-behind")
+	defer r.stop()
+	ws[1].Restart()
+	r.skew.Store(int64(-time.Minute)) // behind the release entry; officers' certificates stay valid
+	if code, _ := r.c.resume(t, st.ID); code != http.StatusAccepted {
+		t.Fatalf("resume: %d", code)
+	}
+	now := r.c.wait(t, st.ID)
+	if now.State != release.StateAwaitingWitnesses || now.Code != release.CodeClockBehind || len(now.Failed) != 0 {
+		t.Fatalf("resume with the clock behind: %+v", now)
+	}
+	checkParkedMessage(t, now)
+	checkNothingReleased(t, r, st, before+1)
+	r.skew.Store(0)
+	if code, _ := r.c.resume(t, st.ID); code != http.StatusAccepted {
+		t.Fatalf("resume with the clock set: %d", code)
+	}
+	if done := r.c.wait(t, st.ID); done.State != release.StateReleased || len(done.Packages) != 1 {
+		t.Fatalf("resume with the clock set: %+v", done)
+	}
+	if n, _ := r.rec.EncryptedResponses(tpm2.TPMCCUnseal, 1); n != 1 {
+		t.Fatalf("the TPM unsealed the share %d times, want once", n)
 	}
 }

@@ -247,6 +247,19 @@ func (e *httpStatus) Unwrap() error { return e.err }
 // maxServerText caps what of a server's own words a message repeats.
 const maxServerText = 200
 
+// awaiting is the error for a request awaiting its witnesses (or another
+// cause fixed while it waits): this client's own words for the code, so
+// that the officer reads what to wait for and --resume whole, whatever
+// the server's message holds or the cut of serverText leaves.
+func awaiting(st release.Status) error {
+	why := release.ParkedFix(st.Code)
+	if why == "" {
+		why = serverText(st.Message)
+	}
+	return withHint(fmt.Errorf("request %s is not released yet: %s", st.ID, why),
+		fmt.Sprintf("its release entry stands and nothing was unsealed; then run this command again with --resume %s. Do not have the custodian restarted meanwhile: a restart ends the request, and the court must issue a new warrant", st.ID))
+}
+
 // serverText is text a server chose (a refusal's message, a status line)
 // made safe to print: as it is when it is short printable text, else
 // quoted, so that it can neither end the line nor move the terminal's
@@ -348,6 +361,19 @@ func (c *apiClient) submit(ctx context.Context, s submission, st *release.Status
 	}
 }
 
+// requestFor reads the status of request id into st and checks that it
+// is for the warrant p7s.
+func (c *apiClient) requestFor(ctx context.Context, id string, p7s []byte, st *release.Status) error {
+	if err := c.do(ctx, http.MethodGet, "/v1/requests/"+url.PathEscape(id), nil, st); err != nil {
+		return releaseHint(err)
+	}
+	if d := warrant.Digest(contentOf(p7s)); st.WarrantDigest != hex.EncodeToString(d[:]) {
+		return withHint(fmt.Errorf("request %s is not for the warrant --warrant gives", id),
+			"give the warrant that was submitted in that request")
+	}
+	return nil
+}
+
 // release submits, waits for the press and saves the packages. The salts
 // the custodian gives with the result (an officer's client only) go into
 // salts, also when it refuses.
@@ -362,15 +388,15 @@ func (g *globals) release(ctx context.Context, c *apiClient, s submission, out s
 	}
 	var st release.Status
 	if s.request != "" {
-		if err := c.do(ctx, http.MethodGet, "/v1/requests/"+s.request, nil, &st); err != nil {
-			return releaseHint(err)
-		}
-		if d := warrant.Digest(contentOf(p7s)); st.WarrantDigest != hex.EncodeToString(d[:]) {
-			return withHint(fmt.Errorf("request %s is not for the warrant --warrant gives", s.request),
-				"give the warrant that was submitted in that request")
+		if err := c.requestFor(ctx, s.request, p7s, &st); err != nil {
+			return err
 		}
 		g.printf("request %s: %s\n", st.ID, st.State)
 	} else if s.resume != "" {
+		// The warrant is checked before the custodian is asked to release.
+		if err := c.requestFor(ctx, s.resume, p7s, &st); err != nil {
+			return err
+		}
 		if err := c.do(ctx, http.MethodPost, "/v1/requests/"+url.PathEscape(s.resume)+"/resume", nil, &st); err != nil {
 			return releaseHint(err)
 		}
@@ -427,8 +453,7 @@ func (g *globals) release(ctx context.Context, c *apiClient, s submission, out s
 		saved++
 	}
 	if st.State == release.StateAwaitingWitnesses {
-		return withHint(fmt.Errorf("request %s awaits its witnesses: %s", st.ID, serverText(st.Message)),
-			fmt.Sprintf("the warrant's release entry stands and nothing was released; once the custodian's operator says the witnesses answer, run this command again with --resume %s", st.ID))
+		return awaiting(st)
 	}
 	if len(st.Failed) > 0 {
 		return withHint(fmt.Errorf("%d of %d key IDs failed after the approval: %s", len(st.Failed), len(st.KeyIDs), failedKeyIDs(st.Failed)),

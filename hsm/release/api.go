@@ -401,8 +401,19 @@ func (a *API) status(w http.ResponseWriter, r *http.Request) {
 }
 
 // resume tries again a request awaiting its witnesses (Daemon.Resume).
+// resume starts another try of a parked request. With Officers set only
+// the certificate that submitted it may: the officer who pressed chose
+// the release, and no other officer picks its moment. Any other
+// certificate is told, as for an unknown ID, that no request awaits.
 func (a *API) resume(w http.ResponseWriter, r *http.Request) {
-	st, err := a.Daemon.Resume(r.PathValue("id"))
+	id := r.PathValue("id")
+	if a.Officers != nil {
+		if fp := Fingerprint(r.TLS); fp == "" || a.Daemon.Submitter(id) != fp {
+			writeError(w, errNotParked)
+			return
+		}
+	}
+	st, err := a.Daemon.Resume(id)
 	if err != nil {
 		writeError(w, err)
 		return

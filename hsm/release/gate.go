@@ -64,7 +64,7 @@ func checkRoom(t transport.TPM) error {
 			return fmt.Errorf("asking the TPM for free %s slots: %w", need.what, err)
 		}
 		if free < need.n {
-			return fmt.Errorf("%w: %d free %s slot(s), %d needed; another program holds the TPM's slots, or a process died while it held them (restart the appliance: a power cycle empties them); nothing was released and the warrant can be submitted again",
+			return fmt.Errorf("%w: %d free %s slot(s), %d needed; another program holds the TPM's slots, or a process died while it held them",
 				errNoRoom, free, need.what, need.n)
 		}
 	}

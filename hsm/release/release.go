@@ -88,6 +88,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -695,6 +696,8 @@ func (d *Daemon) await(r *request, ready func()) {
 		return
 	}
 	if err := checkRoom(d.cfg.TPM); err != nil {
+		// Before any entry: a restart costs nothing here.
+		err = fmt.Errorf("%w (restart the appliance: a power cycle empties them); nothing was released and the warrant can be submitted again", err)
 		d.refused(r, CodeTPMFull, "", err)
 		return
 	}
@@ -780,16 +783,23 @@ func (d *Daemon) finish(r *request, f func(*Status)) {
 	r.v, r.p7s, r.detached, r.list, r.bundles, r.rec = nil, nil, nil, nil, nil, nil
 }
 
+// remember keeps r's status for Status and Wait, forgetting the oldest
+// finished requests past maxRemembered. The pending request and the
+// parked ones (awaiting their witnesses, which a resume still needs) are
+// skipped, not evicted, so they never hold the others in memory: only
+// they can exceed the bound, and each of them took a press and a release
+// entry.
 func (d *Daemon) remember(r *request) {
 	d.requests[r.status.ID] = r
 	d.order = append(d.order, r.status.ID)
-	for len(d.order) > maxRemembered {
-		old := d.order[0]
-		if o := d.requests[old]; o == d.pending || o.status.State == StateAwaitingWitnesses {
-			break
+	for i := 0; len(d.order) > maxRemembered && i < len(d.order); {
+		id := d.order[i]
+		if o := d.requests[id]; o == d.pending || o == r || o.status.State == StateAwaitingWitnesses {
+			i++
+			continue
 		}
-		delete(d.requests, old)
-		d.order = d.order[1:]
+		delete(d.requests, id)
+		d.order = slices.Delete(d.order, i, i+1)
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"maps"
 	"time"
+
+	"github.com/custodian-project/custodian/hsm/warrant"
 )
 
 // A release entry spends its warrant. When the witnesses answered right
@@ -17,7 +19,10 @@ import (
 // against the trust store read again, its replay key registered by the
 // request's own first entry, the PCRs and floor) and the TPM's room, then
 // waits for the witnesses again, and only then unseals: at most once, as
-// one request runs at a time and its package is created once. The request
+// one request runs at a time and its package is created once. A try
+// that finds a cause fixed without a restart (canPark: a stale CRL, the
+// clock behind) or the TPM without room parks the request again under
+// that code; any other failed check ends the key ID. The request
 // record stays unfinished meanwhile, so a restart ends it as today: the
 // key ID is logged as failed (interrupted), nothing is released.
 
@@ -33,8 +38,8 @@ func (d *Daemon) park(r *request, rec *record, pos int, index int64, code Code, 
 		d.cfg.Log.Error("request record not updated", "request", rec.ID, "err", err)
 	}
 	r.rec, r.resumeAt, r.parked = rec, pos, index
-	msg := fmt.Sprintf("%v; the release entry stands and nothing was unsealed: once the witnesses answer, ask the custodian to try again (custodian release --resume %s); a restart of the custodian ends the request as interrupted", cause, rec.ID)
-	fmt.Fprintf(d.cfg.Display, "request %s: awaiting witnesses (key ID %s)\n", rec.ID[:8], rec.KeyIDs[pos])
+	msg := ParkedMessage(code, rec.ID, cause)
+	fmt.Fprintf(d.cfg.Display, "request %s: waiting, %s (key ID %s)\n", rec.ID[:8], code, rec.KeyIDs[pos])
 	d.cfg.Log.Warn("release awaits its witnesses", "request", rec.ID, "key_id", rec.KeyIDs[pos], "code", code, "err", cause)
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -50,6 +55,49 @@ func (d *Daemon) park(r *request, rec *record, pos int, index int64, code Code, 
 	}
 }
 
+// errNotParked refuses a resume of an ID that no request awaiting its
+// witnesses holds, or that another certificate submitted.
+var errNotParked = &Refusal{Code: CodeNotFound, Err: errors.New("no request of yours awaits its witnesses under this ID: check the ID the release command printed, and that this is the certificate that submitted the warrant"), LedgerIndex: -1}
+
+// ParkedFix says, for the code a request awaiting its witnesses parked
+// on, what is fixed before the officer tries again; "" for a code that
+// never parks one. Besides the witness timeout and a TPM without room,
+// only causes that the custodian's operator fixes without a restart, and
+// that say nothing against the warrant or the device, park a request
+// again (canPark): a stale CRL (the next try checks revocation against
+// the fresh one) and a clock behind the ledger's (the next try checks the
+// warrant's window against the clock set).
+func ParkedFix(code Code) string {
+	switch code {
+	case CodeWitnessTimeout:
+		return "its witnesses did not cosign the release entry in time: wait until the custodian's operator says they answer"
+	case CodeTPMFull:
+		return "the TPM has no room for the release: wait until the custodian's operator says its slots are free"
+	case Code(warrant.ReasonCRLStale):
+		return "the court's revocation list on the custodian is out of date: wait until the trust admin installs a fresh one"
+	case CodeClockBehind:
+		return "the custodian's clock is behind its ledger: wait until the operator sets the clock"
+	}
+	return ""
+}
+
+// canPark reports whether a key ID whose checks failed with code at a
+// try waits again rather than failing for good. Revoked, expired, not
+// addressed, a floor or PCR change, a downgrade, an image not approved
+// or a blocked ledger (only a restart clears those two, and a restart
+// ends the request) end the key ID with a failure entry.
+func canPark(code Code) bool {
+	return code == Code(warrant.ReasonCRLStale) || code == CodeClockBehind
+}
+
+// ParkedMessage is the status message of a request awaiting its
+// witnesses on code: first what to wait for and the command to run then,
+// and never a restart (it ends the request and spends the warrant).
+func ParkedMessage(code Code, id string, cause error) string {
+	return fmt.Sprintf("%s, then run custodian release --resume %s; do not restart the custodian meanwhile, which ends the request and spends the warrant; the release entry stands and nothing was unsealed (%v)",
+		ParkedFix(code), id, cause)
+}
+
 // Resume tries again a request awaiting its witnesses, in the
 // background like a press; Wait follows it. It refuses (not_found) a
 // request that does not await them, and, as a submission would, while
@@ -60,7 +108,7 @@ func (d *Daemon) Resume(id string) (*Status, error) {
 	switch {
 	case !validID(id) || !ok || r.status.State != StateAwaitingWitnesses:
 		d.mu.Unlock()
-		return nil, &Refusal{Code: CodeNotFound, Err: errors.New("no request awaits its witnesses under this ID"), LedgerIndex: -1}
+		return nil, errNotParked
 	case d.closed:
 		d.mu.Unlock()
 		return nil, d.count(CodeShuttingDown, errors.New("the appliance is shutting down"))
@@ -89,6 +137,10 @@ func (d *Daemon) resume(r *request, done chan struct{}) {
 	rec, pos, index := r.rec, r.resumeAt, r.parked
 	k := rec.KeyIDs[pos]
 	cause, err := d.recheckKeyID(r, k, *rec.FirstEntry)
+	if err != nil && canPark(cause) {
+		d.park(r, rec, pos, index, cause, err)
+		return
+	}
 	if err == nil {
 		if err = checkRoom(d.cfg.TPM); err != nil {
 			d.park(r, rec, pos, index, CodeTPMFull, err)

@@ -399,8 +399,8 @@ type witnessedCheckpoint struct {
 // is unsealed, for the key ID's witness quorum (its escrow file's) to
 // cosign a checkpoint holding the entry, at most WitnessTimeout. The
 // quorum answered right before the entry (witnessesAnswer), so only a
-// witness failing in between makes it time out: the warrant is then
-// spent, and the court issues a new one (docs/officer.md). With a
+// witness failing in between makes it time out: the request then awaits
+// them (park) and the officer tries again (docs/officer.md). With a
 // quorum of 0 it asks nothing and returns nil: the package then carries
 // a fresh checkpoint, as without witnesses.
 func (d *Daemon) witnessed(b *escrow.Bundle, index int64, tm *Timings) (*witnessedCheckpoint, Code, error) {
@@ -424,7 +424,7 @@ func (d *Daemon) witnessed(b *escrow.Bundle, index int64, tm *Timings) (*witness
 	case errors.Is(err, witness.ErrRefused):
 		return nil, CodeWitnessRefused, fmt.Errorf("entry %d of key ID %s: %w; nothing was released: the ledger may have been restored from a copy, see docs/ledger.md", index, b.Escrow.KeyID, err)
 	case errors.Is(err, witness.ErrTimeout):
-		return nil, CodeWitnessTimeout, fmt.Errorf("entry %d of key ID %s: %w (waited %s); nothing was released and the request awaits its witnesses under this entry: once they can be reached, the officer tries again (custodian release --resume)", index, b.Escrow.KeyID, err, d.cfg.WitnessTimeout)
+		return nil, CodeWitnessTimeout, fmt.Errorf("entry %d of key ID %s: %w (waited %s)", index, b.Escrow.KeyID, err, d.cfg.WitnessTimeout)
 	case err != nil:
 		return nil, CodeInternal, err
 	}
