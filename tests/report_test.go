@@ -353,7 +353,7 @@ func TestInvariantReportCountsOnlyVerifiedEntries(t *testing.T) {
 		{"another appliance's key", []string{"--ledger", tiles, "--verifier-key", b.a.VerifierKey}, "does not verify"},
 		{"a changed entry", []string{"--ledger", tampered, "--verifier-key", a.a.VerifierKey}, "not in the tree"},
 		{"the same ledger twice", []string{"--ca", a.site.ServerCA, "--ledger", a.srv.URL, "--verifier-key", a.a.VerifierKey,
-			"--ledger", tiles, "--verifier-key", a.a.VerifierKey}, "are the same ledger (custodian/court-a)"},
+			"--ledger", tiles, "--verifier-key", a.a.VerifierKey}, "are the same ledger (custodian/court-a, the same key)"},
 		{"no export there", []string{"--ledger", dir, "--verifier-key", a.a.VerifierKey}, "holds no checkpoint"},
 		{"a key short", []string{"--ledger", tiles, "--ledger", tampered, "--verifier-key", a.a.VerifierKey}, "each ledger needs its key"},
 	} {

@@ -182,7 +182,8 @@ func refuseMisfits(t *testing.T, dm *daemon, newWarrant func(string, ...string) 
 	}
 	for code, args := range cases {
 		w := newWarrant("W-"+code+"-"+suffix, args...)
-		exit, _, stderr := dm.release(t, w, p("misfit.json"))
+		// Each refusal keeps its salt beside its own --out.
+		exit, _, stderr := dm.release(t, w, p("misfit-"+code+"-"+suffix+".json"))
 		if exit == 0 || !strings.Contains(stderr, code) {
 			t.Errorf("%s: exit %d\n%s", code, exit, stderr)
 		}
