@@ -575,6 +575,12 @@ func TestInvariantOnlyTheSubmittingCertificateResumes(t *testing.T) {
 	if now.State != release.StateAwaitingWitnesses {
 		t.Fatalf("after another officer's resume: %+v", now)
 	}
+	// IDs that are paths once unescaped name no request, for the submitter too.
+	for _, id := range []string{"..%2F..%2F" + st.ID, "..%2F" + release.Dir + "%2F" + st.ID, "%2E%2E"} {
+		if code, _ := r.c.resume(t, id); code != http.StatusNotFound {
+			t.Fatalf("resume of %s: %d, want 404", id, code)
+		}
+	}
 	checkNothingReleased(t, r, st, before+1)
 	if code, _ := r.c.resume(t, st.ID); code != http.StatusAccepted {
 		t.Fatalf("the submitter's resume: %d", code)

@@ -860,6 +860,9 @@ func (d *Daemon) Status(id string) (*Status, error) {
 // request id, from memory or its record; "" when unknown (no officers'
 // certificates, or a record written before it was kept).
 func (d *Daemon) Submitter(id string) string {
+	if !validID(id) { // a network ID: never a path outside Dir
+		return ""
+	}
 	d.mu.Lock()
 	r, ok := d.requests[id]
 	d.mu.Unlock()
