@@ -777,3 +777,24 @@ func TestInvariantResumeWithTheSameOutKeepsEverySalt(t *testing.T) {
 		t.Fatalf("no package after the resume: %v", err)
 	}
 }
+
+// TestInvariantBusyIsAnsweredBeforeTheWitnessesAreAsked: while one
+// warrant awaits its press, a second submission is refused as busy, not
+// for its witnesses, even with every witness down (they are not asked),
+// and no ledger entry is written for it.
+func TestInvariantBusyIsAnsweredBeforeTheWitnessesAreAsked(t *testing.T) {
+	r, ws := witnessedRig(t, 2, 2, 2*time.Second)
+	defer r.stop()
+	status, _, eb := r.c.submit(t, r.warrant(t, "W-first"))
+	if status != http.StatusAccepted {
+		t.Fatalf("submit: %d %+v", status, eb)
+	}
+	for _, w := range ws {
+		w.Stop()
+	}
+	size := r.a.Ledger.Size()
+	r.expectRefusal(t, r.warrant(t, "W-second"), release.CodeBusy, false)
+	if now := r.a.Ledger.Size(); now != size {
+		t.Fatalf("the busy refusal wrote %d ledger entries", now-size)
+	}
+}

@@ -337,7 +337,7 @@ func (d *Daemon) SubmitFrom(officer string, p7s []byte, list *warrant.EnvelopeLi
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
-		return nil, d.count(CodeShuttingDown, errors.New("the appliance is shutting down"))
+		return nil, d.count(CodeShuttingDown, errShuttingDown)
 	}
 	if d.pending != nil {
 		d.mu.Unlock()
@@ -382,7 +382,7 @@ func (d *Daemon) check(p7s []byte, detached *warrant.EnvelopeList, keep map[stri
 	switch {
 	case err == nil:
 		return v, list, nil
-	case code == CodeBusy:
+	case code == CodeBusy || code == CodeShuttingDown:
 		return nil, nil, d.count(code, err)
 	case errors.Is(err, ledger.ErrBlocked):
 		// The ledger refuses every append: this refusal goes to the log only.
@@ -421,9 +421,12 @@ func (d *Daemon) vet(p7s []byte, detached *warrant.EnvelopeList, fresh bool, kee
 		return nil, nil, signed, stateCode, stateErr
 	case err != nil:
 		return nil, nil, signed, code, err
+	case fresh && d.isClosed():
+		return nil, nil, signed, CodeShuttingDown, errShuttingDown
 	case fresh && d.busy():
-		// Before the list is matched and every seal proof checked: a
-		// warrant resubmitted while one awaits approval costs no more.
+		// Before the list is matched, every seal proof checked and the
+		// witnesses asked: a warrant resubmitted while one awaits
+		// approval costs no more, and waits on nothing.
 		return nil, nil, signed, CodeBusy, errBusy
 	}
 	// The list is the warrant's (tree hash, count, key IDs, targets)
@@ -440,6 +443,15 @@ func (d *Daemon) vet(p7s []byte, detached *warrant.EnvelopeList, fresh bool, kee
 var errBusy = errors.New("another warrant awaits approval on this custodian; try again when it is released or refused")
 
 // busy reports whether a warrant awaits approval or is being released.
+var errShuttingDown = errors.New("the appliance is shutting down")
+
+// isClosed reports whether the daemon takes no more submissions.
+func (d *Daemon) isClosed() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.closed
+}
+
 func (d *Daemon) busy() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()

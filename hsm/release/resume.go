@@ -111,7 +111,7 @@ func (d *Daemon) Resume(id string) (*Status, error) {
 		return nil, errNotParked
 	case d.closed:
 		d.mu.Unlock()
-		return nil, d.count(CodeShuttingDown, errors.New("the appliance is shutting down"))
+		return nil, d.count(CodeShuttingDown, errShuttingDown)
 	case d.pending != nil:
 		d.mu.Unlock()
 		return nil, d.count(CodeBusy, errBusy)
