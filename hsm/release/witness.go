@@ -128,21 +128,39 @@ func (d *Daemon) witnessesAnswer(bundles []*escrow.Bundle) (Code, error) {
 		ctx, cancel := context.WithTimeout(d.ctx, d.cfg.WitnessTimeout)
 		_, _, err = d.cosigner.Ask(ctx, l, signed, size, p)
 		cancel()
-		switch {
-		case err == nil:
-		case d.ctx.Err() != nil:
+		if err == nil {
+			continue
+		}
+		if d.ctx.Err() != nil {
 			return CodeShuttingDown, errors.New("the appliance is shutting down; nothing was released and the warrant is not spent: submit it again when the appliance is back")
-		case errors.Is(err, witness.ErrRefused) && !errors.Is(err, witness.ErrBehind) && !errors.Is(err, witness.ErrConflict):
-			return CodeWitnessRefused, fmt.Errorf("key ID %s: %w; nothing was released and the warrant is not spent: the witnesses must know this log's origin and key (docs/ledger.md)", b.Escrow.KeyID, err)
-		case errors.Is(err, witness.ErrRefused):
-			return CodeWitnessRefused, fmt.Errorf("key ID %s: %w; nothing was released and the warrant is not spent, but the appliance's operator must look before it can release: the ledger may have been restored from a copy (docs/ledger.md)", b.Escrow.KeyID, err)
-		case errors.Is(err, witness.ErrTimeout):
-			return CodeWitnessUnreachable, fmt.Errorf("key ID %s: %w (waited %s); nothing was released and the warrant is not spent: submit the same warrant again once the witnesses can be reached", b.Escrow.KeyID, err, d.cfg.WitnessTimeout)
+		}
+		switch code, advice := witnessCode(err, CodeWitnessUnreachable); code {
+		case CodeWitnessRefused:
+			return code, fmt.Errorf("key ID %s: %w; nothing was released and the warrant is not spent: %s", b.Escrow.KeyID, err, advice)
+		case CodeWitnessUnreachable:
+			return code, fmt.Errorf("key ID %s: %w (waited %s); nothing was released and the warrant is not spent: submit the same warrant again once the witnesses can be reached", b.Escrow.KeyID, err, d.cfg.WitnessTimeout)
 		default:
-			return CodeInternal, fmt.Errorf("key ID %s: asking the witnesses: %w", b.Escrow.KeyID, err)
+			return code, fmt.Errorf("key ID %s: asking the witnesses: %w", b.Escrow.KeyID, err)
 		}
 	}
 	return "", nil
+}
+
+// witnessCode classifies an error of the witnesses: witness_refused with
+// what it means for the operator (a witness that does not know the log,
+// or one that holds another history), timeout for one that did not
+// answer in time (witness_unreachable before the entry, witness_timeout
+// after it), internal for anything else.
+func witnessCode(err error, timeout Code) (Code, string) {
+	switch {
+	case errors.Is(err, witness.ErrRefused) && !errors.Is(err, witness.ErrBehind) && !errors.Is(err, witness.ErrConflict):
+		return CodeWitnessRefused, "the witnesses must know this log's origin and key (docs/ledger.md)"
+	case errors.Is(err, witness.ErrRefused):
+		return CodeWitnessRefused, "the appliance's operator must look before it can release: the ledger may have been restored from a copy (docs/ledger.md)"
+	case errors.Is(err, witness.ErrTimeout):
+		return timeout, ""
+	}
+	return CodeInternal, ""
 }
 
 // samePolicy reports whether two policies name the same witnesses in the
