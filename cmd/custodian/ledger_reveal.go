@@ -209,7 +209,9 @@ func newLedgerVerifyOpeningCommand(g *globals) *cobra.Command {
 		Long: `Checks an opening that custodian ledger reveal wrote, with nothing but the
 appliance's pinned verifier key: the checkpoint is signed by it, the entry is
 in the tree it signs, the salt and the warrant open the entry's commitment,
-and the warrant names this custodian and the entry's key ID.
+and the warrant names this custodian and the entry's key ID (a refusal
+entry's warrant need not name this custodian: one addressed elsewhere is
+itself refused).
 
 With --roots, --court and --crl it also verifies the warrant against the
 court's PKI as of the entry's time, when the appliance acted on it (give a
