@@ -188,7 +188,7 @@ func (r *reveal) write(g *globals, inc *ledger.Inclusion, key, out string) error
 	}
 	g.printf("opened entry %d of %s (%s, %s): warrant %s of %s, docket %s; saved %s\n",
 		opened.Index, opened.Origin, opened.Entry.Kind, opened.Entry.Time.Format(time.RFC3339),
-		opened.Warrant.Serial, opened.Warrant.Court, opened.Warrant.Docket, out)
+		warrant.DisplayName(opened.Warrant.Serial), warrant.DisplayName(opened.Warrant.Court), warrant.DisplayName(opened.Warrant.Docket), out)
 	g.printf("publishing it tells anyone which warrant the entry served; the court decides when its sealing is over\n")
 	return nil
 }
