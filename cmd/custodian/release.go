@@ -65,7 +65,7 @@ func newReleaseCommand(g *globals) *cobra.Command {
 				return err
 			}
 			for flag, id := range map[string]string{"request": requestID, "resume": resume} {
-				if id != "" && !validRequestID(id) {
+				if id != "" && !release.ValidID(id) {
 					return withHint(fmt.Errorf("--%s %q is not a request ID", flag, id),
 						"a request ID is the 32 hexadecimal digits custodian release printed after \"request\"")
 				}
@@ -304,12 +304,6 @@ type submission struct {
 	listPath string
 	request  string // a request submitted before, fetched again ("": submit)
 	resume   string // a request awaiting its witnesses, tried again instead of a submission
-}
-
-// validRequestID reports whether id is a request ID's shape: 32 hex digits.
-func validRequestID(id string) bool {
-	_, err := hex.DecodeString(id)
-	return len(id) == 32 && err == nil
 }
 
 // post sends the submission: the warrant alone, or with its list as

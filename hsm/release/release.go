@@ -850,7 +850,7 @@ func copyStatus(s Status) Status {
 // Status returns the state of a request: from memory, or from its record on
 // disk for a release made before the last restart.
 func (d *Daemon) Status(id string) (*Status, error) {
-	if !validID(id) {
+	if !ValidID(id) {
 		return nil, &Refusal{Code: CodeNotFound, Err: errors.New("no such request"), LedgerIndex: -1}
 	}
 	d.mu.Lock()
@@ -872,7 +872,7 @@ func (d *Daemon) Status(id string) (*Status, error) {
 // request id, from memory or its record; "" when unknown (no officers'
 // certificates, or a record written before it was kept).
 func (d *Daemon) Submitter(id string) string {
-	if !validID(id) { // a network ID: never a path outside Dir
+	if !ValidID(id) { // a network ID: never a path outside Dir
 		return ""
 	}
 	d.mu.Lock()
@@ -910,7 +910,7 @@ func (d *Daemon) Wait(ctx context.Context, id string) (*Status, error) {
 // same bytes are returned each time: fetching again hands out no new
 // release (see docs/api.md).
 func (d *Daemon) Package(id, keyID string) ([]byte, error) {
-	if !validID(id) {
+	if !ValidID(id) {
 		return nil, &Refusal{Code: CodeNotFound, Err: errors.New("no such request"), LedgerIndex: -1}
 	}
 	data, err := os.ReadFile(d.packagePath(id, keyID))
@@ -920,7 +920,9 @@ func (d *Daemon) Package(id, keyID string) ([]byte, error) {
 	return data, nil
 }
 
-func validID(id string) bool {
+// ValidID reports whether id has a request ID's shape, 32 hexadecimal
+// digits: anything else names no request, and never a path.
+func ValidID(id string) bool {
 	if len(id) != 32 {
 		return false
 	}

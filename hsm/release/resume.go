@@ -106,7 +106,7 @@ func (d *Daemon) Resume(id string) (*Status, error) {
 	d.mu.Lock()
 	r, ok := d.requests[id]
 	switch {
-	case !validID(id) || !ok || r.status.State != StateAwaitingWitnesses:
+	case !ValidID(id) || !ok || r.status.State != StateAwaitingWitnesses:
 		d.mu.Unlock()
 		return nil, errNotParked
 	case d.closed:

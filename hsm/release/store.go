@@ -486,7 +486,7 @@ func (d *Daemon) recover() error {
 		return nil
 	}
 	for _, e := range entries {
-		if !validID(e.Name()) {
+		if !ValidID(e.Name()) {
 			continue
 		}
 		rec, err := d.readRecord(e.Name())
