@@ -88,7 +88,7 @@ func (d *Daemon) heldWitnesses() []witness.Policy {
 			continue
 		}
 		wp := b.Escrow.WitnessPolicy()
-		if len(wp.Witnesses) > 0 && !slices.ContainsFunc(ps, func(x witness.Policy) bool { return slices.Equal(x.Witnesses, wp.Witnesses) && x.Quorum == wp.Quorum }) {
+		if len(wp.Witnesses) > 0 && !slices.ContainsFunc(ps, func(x witness.Policy) bool { return samePolicy(x, wp) }) {
 			ps = append(ps, wp)
 		}
 	}
