@@ -413,6 +413,9 @@ func (a *API) resume(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	st, err := a.Daemon.Resume(id)
+	if err == errNoParked && a.Officers != nil {
+		err = errNotParked // as for another officer's request
+	}
 	if err != nil {
 		writeError(w, err)
 		return

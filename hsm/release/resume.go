@@ -55,8 +55,13 @@ func (d *Daemon) park(r *request, rec *record, pos int, index int64, code Code, 
 	}
 }
 
-// errNotParked refuses a resume of an ID that no request awaiting its
-// witnesses holds, or that another certificate submitted.
+// errNoParked refuses a resume of an ID that no request awaiting its
+// witnesses holds.
+var errNoParked = &Refusal{Code: CodeNotFound, Err: errors.New("no request awaits its witnesses under this ID: check the ID the release command printed"), LedgerIndex: -1}
+
+// errNotParked is errNoParked where officers' certificates are checked:
+// the same answer for an unknown ID and for another officer's request, so
+// that neither tells which IDs exist.
 var errNotParked = &Refusal{Code: CodeNotFound, Err: errors.New("no request of yours awaits its witnesses under this ID: check the ID the release command printed, and that this is the certificate that submitted the warrant"), LedgerIndex: -1}
 
 // ParkedFix says, for the code a request awaiting its witnesses parked
@@ -108,7 +113,7 @@ func (d *Daemon) Resume(id string) (*Status, error) {
 	switch {
 	case !ValidID(id) || !ok || r.status.State != StateAwaitingWitnesses:
 		d.mu.Unlock()
-		return nil, errNotParked
+		return nil, errNoParked
 	case d.closed:
 		d.mu.Unlock()
 		return nil, d.count(CodeShuttingDown, errShuttingDown)

@@ -1,8 +1,10 @@
 package release
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/custodian-project/custodian/hsm/appliance"
@@ -31,5 +33,17 @@ func TestInvariantSubmitterReadsNoPathOutsideItsDirectory(t *testing.T) {
 		if got := d.Submitter(id); got != "" {
 			t.Fatalf("Submitter(%q) = %q, want none", id, got)
 		}
+	}
+}
+
+// TestResumeOfAnUnknownIDSpeaksOfNoCertificate: without officers'
+// certificates, no certificate is involved in a resume refused for its
+// ID, and the refusal does not speak of one.
+func TestResumeOfAnUnknownIDSpeaksOfNoCertificate(t *testing.T) {
+	d := &Daemon{requests: map[string]*request{}}
+	_, err := d.Resume("0123456789abcdef0123456789abcdef")
+	var ref *Refusal
+	if !errors.As(err, &ref) || ref.Code != CodeNotFound || strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("resume of an unknown ID: %v", err)
 	}
 }
