@@ -43,9 +43,8 @@ func (f *openingFlags) register(fl interface {
 // any ledger is read: a wrong opening stops the report early. It returns
 // the openings by custodian ID, then by entry index.
 func (f *openingFlags) check(g *globals, keys []string) (map[string]map[int64]*reportOpening, error) {
-	if f.roots == "" && (f.court != "" || len(f.crls) != 0) {
-		return nil, withHint(errors.New("--court and --crl check the opened warrants against the court's roots, and --roots is missing"),
-			`add --roots FILE (the court's root certificates) beside --court "NAME" and --crl FILE`)
+	if err := rootsGiven(f.roots, f.court, f.crls, "the opened warrants"); err != nil {
+		return nil, err
 	}
 	if len(f.files) == 0 && f.roots != "" {
 		return nil, withHint(errors.New("--roots checks opened warrants, and no --opening is given"), "add --opening FILE, or leave out --roots, --court and --crl")
@@ -85,16 +84,9 @@ func (f *openingFlags) checkOne(g *globals, file string, keys []string) (*report
 		return nil, withHint(fmt.Errorf("--opening %s opens an entry of %s, and no --verifier-key given is that ledger's", file, originOf(o)),
 			"add that appliance's --ledger and --verifier-key, or leave out this --opening")
 	}
-	opened, err := opening.Check(o, key, nil)
-	if err == nil && f.roots != "" {
-		store, serr := verifyStoreAt(g, f.roots, f.court, f.crls, opened.Entry.Time)
-		if serr != nil {
-			return nil, serr
-		}
-		opened, err = opening.Check(o, key, store)
-	}
+	opened, err := checkOpening(g, o, key, f.roots, f.court, f.crls, "--opening "+file)
 	if err != nil {
-		return nil, openingHint(fmt.Errorf("--opening %s: %w", file, err))
+		return nil, err
 	}
 	return &reportOpening{file: file, raw: o.Entry, opened: opened}, nil
 }
