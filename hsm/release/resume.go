@@ -23,7 +23,7 @@ import (
 // that finds a cause fixed without a restart (canPark: a stale CRL, the
 // clock behind) or the TPM without room parks the request again under
 // that code; any other failed check ends the key ID. The request
-// record stays unfinished meanwhile, so a restart ends it as today: the
+// record stays unfinished meanwhile, so a restart ends it: the
 // key ID is logged as failed (interrupted), nothing is released.
 
 // StateAwaitingWitnesses: a key ID's release entry is in the ledger, its

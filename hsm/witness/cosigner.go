@@ -201,9 +201,11 @@ func (c *Cosigner) cosignOnce(ctx context.Context, ledger Prover, signed []byte,
 	answers := make(chan answer, len(vs))
 	var got int
 	for i, v := range vs {
-		if line, err := ownLine(signed, have, v); have != nil && err == nil {
-			answers <- answer{line, nil} // cosigned already
-			continue
+		if have != nil { // the signature check only when something is stored
+			if line, err := ownLine(signed, have, v); err == nil {
+				answers <- answer{line, nil} // cosigned already
+				continue
+			}
 		}
 		go func() {
 			lines, err := c.submit(ctx, ledger, p.Witnesses[i].URL, v, signed, size)
