@@ -70,9 +70,9 @@
 // and at Close), only if something was counted. The ledger blocked
 // (rollback, clone) refuses every append: those refusals go to the
 // daemon's log. Any failure after a release entry is logged as a failure
-// entry, except a witness timeout (the request awaits its witnesses). A request interrupted after its entries (power loss,
-// kill -9) is finished at the next start: key IDs with a stored package are
-// served; the others are logged as failed ("interrupted"). Nothing is
+// entry, except a witness timeout (the request awaits its witnesses). A
+// request interrupted after its entries (power loss, kill -9) is finished
+// at the next start: key IDs with a stored package are served; the others are logged as failed ("interrupted"). Nothing is
 // released twice: the replay key is in the same ledger transaction as the
 // first release entry, and a package is sealed once per entry.
 package release
