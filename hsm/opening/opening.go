@@ -255,8 +255,8 @@ func checkEntry(o *Opening, verifierKey string) (*Opened, error) {
 		return nil, fmt.Errorf("%w: the entry and its proof are not entry %d of the tree the checkpoint of %s signs", ErrNotInLedger, o.Index, cp.Origin)
 	}
 	e, err := ledger.ParseEntry([]byte(o.Entry))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrNotInLedger, err)
+	if err != nil { // in the tree, and not an entry this package reads
+		return nil, fmt.Errorf("%w: entry %d does not parse: %w", ErrNoWarrantEntry, o.Index, err)
 	}
 	switch e.Kind {
 	case ledger.KindRelease, ledger.KindRefusal, ledger.KindFailure:
