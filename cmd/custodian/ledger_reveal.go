@@ -98,7 +98,7 @@ func readReveal(saltsPath, warrantPath, listPath, out string) (*reveal, error) {
 	if err := durable.CheckReplaceable(out); err != nil {
 		return nil, err
 	}
-	data, err := readCapped(saltsPath, maxCertFile)
+	data, err := readCapped(saltsPath, opening.MaxSaltsFile)
 	if err != nil {
 		return nil, err
 	}
