@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -133,8 +135,8 @@ func matchOpened(openings map[int64]*reportOpening, raw string, index int64, ent
 // unread refuses an opening of the ledger raw whose entry is past the tree
 // the report read (size entries).
 func unread(openings map[int64]*reportOpening, raw string, size int64) error {
-	for _, o := range openings {
-		if !o.seen {
+	for _, i := range slices.Sorted(maps.Keys(openings)) { // the same file named at every run
+		if o := openings[i]; !o.seen {
 			return withHint(fmt.Errorf("--opening %s opens entry %d of custodian/%s, and --ledger %s has only %d entries (the opening's checkpoint has %d)",
 				o.file, o.opened.Index, o.opened.Custodian(), raw, size, o.opened.TreeSize),
 				"the copy read is older than the opening: read the appliance itself or a fresh export")
