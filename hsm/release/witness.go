@@ -52,10 +52,13 @@ func (d *Daemon) witnessLoop() {
 }
 
 // cosignFor gets signed cosigned by p's quorum unless the stored
-// cosigned checkpoint has it already (a release waited for it); quorum 0
-// asks every witness of p, best effort.
+// cosigned checkpoint has it already (a release waited for it), and
+// reports whether this size needs no other try. Quorum 0 asks every
+// witness of p once per size, best effort: one witness down does not
+// have the loop ask them all again every minute.
 func (d *Daemon) cosignFor(signed []byte, size int64, p witness.Policy) bool {
-	if p.Quorum == 0 {
+	once := p.Quorum == 0
+	if once {
 		p.Quorum = len(p.Witnesses)
 	}
 	if _, _, err := witness.VerifyQuorum(witness.WithCosignatures(d.cfg.Appliance.Dir, signed), p); err == nil {
@@ -65,7 +68,7 @@ func (d *Daemon) cosignFor(signed []byte, size int64, p witness.Policy) bool {
 	defer cancel()
 	if _, _, err := d.cosigner.Cosign(ctx, d.cfg.Appliance.Ledger, signed, size, p); err != nil {
 		d.cfg.Log.Warn("checkpoint not cosigned", "size", size, "err", err)
-		return false
+		return once
 	}
 	return true
 }
