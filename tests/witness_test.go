@@ -16,6 +16,7 @@ import (
 
 	"github.com/custodian-project/custodian/hsm/escrow"
 	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/hsm/opening"
 	"github.com/custodian-project/custodian/hsm/release"
 	"github.com/custodian-project/custodian/hsm/warrant"
 	"github.com/custodian-project/custodian/hsm/witness"
@@ -574,6 +575,12 @@ func TestInvariantOnlyTheSubmittingCertificateResumes(t *testing.T) {
 	if now.State != release.StateAwaitingWitnesses {
 		t.Fatalf("after another officer's resume: %+v", now)
 	}
+	// IDs that are paths once unescaped name no request, for the submitter too.
+	for _, id := range []string{"..%2F..%2F" + st.ID, "..%2F" + release.Dir + "%2F" + st.ID, "%2E%2E"} {
+		if code, _ := r.c.resume(t, id); code != http.StatusNotFound {
+			t.Fatalf("resume of %s: %d, want 404", id, code)
+		}
+	}
 	checkNothingReleased(t, r, st, before+1)
 	if code, _ := r.c.resume(t, st.ID); code != http.StatusAccepted {
 		t.Fatalf("the submitter's resume: %d", code)
@@ -715,5 +722,79 @@ func TestInvariantResumeWithTheClockBehindWaitsAgain(t *testing.T) {
 	}
 	if n, _ := r.rec.EncryptedResponses(tpm2.TPMCCUnseal, 1); n != 1 {
 		t.Fatalf("the TPM unsealed the share %d times, want once", n)
+	}
+}
+
+// TestInvariantResumeWithTheSameOutKeepsEverySalt: the officer fetches a
+// parked request with --request and then resumes it with --resume, both
+// with the --out docs/officer.md shows, as the first run would have left
+// it. Neither run is refused for the salts file an earlier run kept; that
+// file is left byte for byte, and each run keeps its salts in a new file
+// beside it, saying so.
+func TestInvariantResumeWithTheSameOutKeepsEverySalt(t *testing.T) {
+	r, ws, p7s, st, _ := parkedRig(t, "W-same-out")
+	defer r.stop()
+	dir := t.TempDir()
+	out := filepath.Join(dir, "court-a.release.json")
+	first := filepath.Join(dir, "court-a.release.salts.json")
+	w := tempFile(t, "w.p7s", p7s)
+	run := func(flag string) (int, string, string) {
+		return cli(t, append([]string{"release", "--server", r.c.base, "--warrant", w, "--out", out, flag, st.ID}, r.site.officerArgs()...)...)
+	}
+
+	// The first run: the request awaits its witnesses; its salt is kept.
+	if code, stdout, stderr := run("--request"); code == 0 || !strings.Contains(stderr, "--resume "+st.ID) || !strings.Contains(stdout, first) {
+		t.Fatalf("release --request of a parked request: exit %d\n%s%s", code, stdout, stderr)
+	}
+	kept, err := os.ReadFile(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := filepath.Join(dir, "court-a.release.salts.2.json")
+	if code, stdout, stderr := run("--request"); code == 0 || strings.Contains(stderr, "exists") || !strings.Contains(stdout, "in "+second) {
+		t.Fatalf("release --request again with the same --out: exit %d\n%s%s", code, stdout, stderr)
+	}
+
+	ws[1].Restart()
+	third := filepath.Join(dir, "court-a.release.salts.3.json")
+	if code, stdout, stderr := run("--resume"); code != 0 || !strings.Contains(stdout, "in "+third) {
+		t.Fatalf("release --resume with the same --out: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if now, err := os.ReadFile(first); err != nil || !bytes.Equal(now, kept) {
+		t.Fatalf("the first salts file changed: %v", err)
+	}
+	for _, p := range []string{second, third} {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := opening.ParseSaltsFile(data)
+		if err != nil || len(f.Salts) != 1 || f.Salts[0].Index != st.LedgerIndices["2026-11"] {
+			t.Fatalf("%s: %+v %v", p, f, err)
+		}
+	}
+	if _, err := os.Stat(out); err != nil {
+		t.Fatalf("no package after the resume: %v", err)
+	}
+}
+
+// TestInvariantBusyIsAnsweredBeforeTheWitnessesAreAsked: while one
+// warrant awaits its press, a second submission is refused as busy, not
+// for its witnesses, even with every witness down (they are not asked),
+// and no ledger entry is written for it.
+func TestInvariantBusyIsAnsweredBeforeTheWitnessesAreAsked(t *testing.T) {
+	r, ws := witnessedRig(t, 2, 2, 2*time.Second)
+	defer r.stop()
+	status, _, eb := r.c.submit(t, r.warrant(t, "W-first"))
+	if status != http.StatusAccepted {
+		t.Fatalf("submit: %d %+v", status, eb)
+	}
+	for _, w := range ws {
+		w.Stop()
+	}
+	size := r.a.Ledger.Size()
+	r.expectRefusal(t, r.warrant(t, "W-second"), release.CodeBusy, false)
+	if now := r.a.Ledger.Size(); now != size {
+		t.Fatalf("the busy refusal wrote %d ledger entries", now-size)
 	}
 }

@@ -19,7 +19,7 @@ import (
 // Nothing is weakened. Such a private part loads only under its parent and
 // only through the parent's policy: the gate (PolicyPCR · PolicyNV(floor),
 // or the approval) sits in every branch of the gate key's policy, so it
-// runs at every load of the ZGen key and the twin, as before. Neither
+// runs at every load of the ZGen key and the twin. Neither
 // parent's policy allows TPM2_Rewrap, and a kept private part is the
 // TPM's own wrapping under its parent's seed (the import key's, made in
 // the TPM; the gate key's, made at sealing and inside the bundle), not an
@@ -88,7 +88,7 @@ func privateRefused(err error) bool {
 // loadKept loads w under parent: from its kept private part when an
 // earlier call imported it, else by TPM2_Import then TPM2_Load, keeping
 // the private part once it loaded. pass satisfies the parent's policy for
-// a command in sess; what names the object in errors.
+// the command code it is given; what names the object in errors.
 func loadKept(t transport.TPM, parent tpm2.AuthHandle, w *wrapped, pass func(tpm2.TPMCC) error, what string) (*tpm2.LoadResponse, error) {
 	key := keptKey(parent.Name.Buffer, w)
 	if private, ok := kept.get(key); ok {

@@ -98,7 +98,7 @@ func readReveal(saltsPath, warrantPath, listPath, out string) (*reveal, error) {
 	if err := durable.CheckReplaceable(out); err != nil {
 		return nil, err
 	}
-	data, err := readCapped(saltsPath, maxCertFile)
+	data, err := readCapped(saltsPath, opening.MaxSaltsFile)
 	if err != nil {
 		return nil, err
 	}
@@ -188,7 +188,7 @@ func (r *reveal) write(g *globals, inc *ledger.Inclusion, key, out string) error
 	}
 	g.printf("opened entry %d of %s (%s, %s): warrant %s of %s, docket %s; saved %s\n",
 		opened.Index, opened.Origin, opened.Entry.Kind, opened.Entry.Time.Format(time.RFC3339),
-		opened.Warrant.Serial, opened.Warrant.Court, opened.Warrant.Docket, out)
+		warrant.DisplayName(opened.Warrant.Serial), warrant.DisplayName(opened.Warrant.Court), warrant.DisplayName(opened.Warrant.Docket), out)
 	g.printf("publishing it tells anyone which warrant the entry served; the court decides when its sealing is over\n")
 	return nil
 }
@@ -209,7 +209,9 @@ func newLedgerVerifyOpeningCommand(g *globals) *cobra.Command {
 		Long: `Checks an opening that custodian ledger reveal wrote, with nothing but the
 appliance's pinned verifier key: the checkpoint is signed by it, the entry is
 in the tree it signs, the salt and the warrant open the entry's commitment,
-and the warrant names this custodian and the entry's key ID.
+and the warrant names this custodian and the entry's key ID (a refusal
+entry's warrant need not name this custodian: one addressed elsewhere is
+itself refused).
 
 With --roots, --court and --crl it also verifies the warrant against the
 court's PKI as of the entry's time, when the appliance acted on it (give a
@@ -224,9 +226,8 @@ warrant was submitted and refused at the entry's time, not that the court
 submitted or published it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if roots == "" && (court != "" || len(crls) != 0) {
-				return withHint(errors.New("--court and --crl check the warrant against the court's roots, and --roots is missing"),
-					`add --roots FILE (the court's root certificates) beside --court "NAME" and --crl FILE`)
+			if err := rootsGiven(roots, court, crls, "the warrant"); err != nil {
+				return err
 			}
 			vk, err := readKeyArg("verifier-key", key)
 			if err != nil {
@@ -243,18 +244,9 @@ submitted or published it.`,
 			if err != nil {
 				return withHint(err, "--in is an opening file that custodian ledger reveal wrote")
 			}
-			opened, err := opening.Check(o, vk, nil)
+			opened, err := checkOpening(g, o, vk, roots, court, crls, "")
 			if err != nil {
-				return openingHint(err)
-			}
-			if roots != "" {
-				store, err := verifyStoreAt(g, roots, court, crls, opened.Entry.Time)
-				if err != nil {
-					return err
-				}
-				if opened, err = opening.Check(o, vk, store); err != nil {
-					return openingHint(err)
-				}
+				return err
 			}
 			return printOpened(g, opened, o.Entry)
 		},
@@ -351,4 +343,35 @@ func openingShows(o *opening.Opened) string {
 			o.Custodian(), o.Entry.Time.Format(time.RFC3339))
 	}
 	return fmt.Sprintf("it shows that custodian %s logged a %s of this warrant at %s, after the officer's press", o.Custodian(), o.Entry.Kind, o.Entry.Time.Format(time.RFC3339))
+}
+
+// rootsGiven refuses --court or --crl without the --roots they check
+// what (the warrant, or the opened warrants) against.
+func rootsGiven(roots, court string, crls []string, what string) error {
+	if roots == "" && (court != "" || len(crls) != 0) {
+		return withHint(fmt.Errorf("--court and --crl check %s against the court's roots, and --roots is missing", what),
+			`add --roots FILE (the court's root certificates) beside --court "NAME" and --crl FILE`)
+	}
+	return nil
+}
+
+// checkOpening checks o against the ledger's verifier key, then, with
+// roots, its warrant against the court as of the entry's time (the CRLs
+// in force then). An opening that fails is named by label ("" for none).
+func checkOpening(g *globals, o *opening.Opening, key, roots, court string, crls []string, label string) (*opening.Opened, error) {
+	opened, err := opening.Check(o, key, nil)
+	if err == nil && roots != "" {
+		store, serr := verifyStoreAt(g, roots, court, crls, opened.Entry.Time)
+		if serr != nil {
+			return nil, serr
+		}
+		opened, err = opening.Check(o, key, store)
+	}
+	if err != nil {
+		if label != "" {
+			err = fmt.Errorf("%s: %w", label, err)
+		}
+		return nil, openingHint(err)
+	}
+	return opened, nil
 }

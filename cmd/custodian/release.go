@@ -44,6 +44,12 @@ func newReleaseCommand(g *globals) *cobra.Command {
 			if saltsOut == "" {
 				saltsOut = strings.TrimSuffix(out, filepath.Ext(out)) + ".salts.json"
 			}
+			asked := saltsOut
+			if requestID != "" || resume != "" {
+				// The first run of this request may have kept its salts
+				// there: never replace them, keep these beside them.
+				saltsOut = besideSalts(saltsOut)
+			}
 			c, err := g.apiClient(server, network)
 			if err != nil {
 				return err
@@ -59,13 +65,16 @@ func newReleaseCommand(g *globals) *cobra.Command {
 				return err
 			}
 			for flag, id := range map[string]string{"request": requestID, "resume": resume} {
-				if id != "" && !validRequestID(id) {
+				if id != "" && !release.ValidID(id) {
 					return withHint(fmt.Errorf("--%s %q is not a request ID", flag, id),
 						"a request ID is the 32 hexadecimal digits custodian release printed after \"request\"")
 				}
 			}
 			var salts []opening.Salt
 			err = g.release(cmd.Context(), c, submission{p7s: p7s, listPath: listPath, request: requestID, resume: resume}, out, &salts)
+			if saltsOut != asked && len(salts) > 0 {
+				g.printf("%s exists (an earlier run kept salts there; it is left as it is): these salts go beside it, in %s\n", asked, saltsOut)
+			}
 			return g.keepSalts(server, p7s, saltsOut, salts, err)
 		},
 	}
@@ -75,7 +84,7 @@ func newReleaseCommand(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&out, "out", "", "where to save the package; with several key IDs, one file per key ID (NAME.KEY-ID.json)")
 	cmd.Flags().StringVar(&requestID, "request", "", "fetch a request submitted before again, by the ID release printed, instead of submitting: its result, packages and salts (the salts only for the client certificate that submitted it)")
 	cmd.Flags().StringVar(&resume, "resume", "", "instead of submitting, ask the custodian to try again the request of this ID, which awaits its witnesses after its ledger entry (awaiting_witnesses); give the same warrant")
-	cmd.Flags().StringVar(&saltsOut, "salts-out", "", "where to keep the salts of the request's ledger entries, the court's secret for custodian ledger reveal (default: --out with .salts.json for its extension)")
+	cmd.Flags().StringVar(&saltsOut, "salts-out", "", "where to keep the salts of the request's ledger entries, the court's secret for custodian ledger reveal (default: --out with .salts.json for its extension; with --request or --resume, a file already there is left as it is and the salts go beside it, in NAME.2.json, NAME.3.json...)")
 	cmd.MarkFlagsMutuallyExclusive("request", "resume")
 	network.register(cmd, true)
 	for _, f := range []string{"server", "warrant", "out"} {
@@ -295,12 +304,6 @@ type submission struct {
 	listPath string
 	request  string // a request submitted before, fetched again ("": submit)
 	resume   string // a request awaiting its witnesses, tried again instead of a submission
-}
-
-// validRequestID reports whether id is a request ID's shape: 32 hex digits.
-func validRequestID(id string) bool {
-	_, err := hex.DecodeString(id)
-	return len(id) == 32 && err == nil
 }
 
 // post sends the submission: the warrant alone, or with its list as
@@ -602,6 +605,18 @@ func (g *globals) keepSalts(server string, p7s []byte, path string, salts []open
 	}
 	g.printf("kept the salts of ledger entries %s in %s: keep it secret; custodian ledger reveal opens an entry with it\n", saltIndexes(salts), path)
 	return err
+}
+
+// besideSalts is path if nothing is there, else the first of
+// NAME.2.json, NAME.3.json... beside it that is free: a request fetched
+// again or resumed keeps its salts without touching an earlier file.
+func besideSalts(path string) string {
+	ext := filepath.Ext(path)
+	base := strings.TrimSuffix(path, ext)
+	for n := 2; mustNotExist("salts-out", path) != nil; n++ {
+		path = base + "." + strconv.Itoa(n) + ext
+	}
+	return path
 }
 
 func saltIndexes(salts []opening.Salt) string {

@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -43,9 +45,8 @@ func (f *openingFlags) register(fl interface {
 // any ledger is read: a wrong opening stops the report early. It returns
 // the openings by custodian ID, then by entry index.
 func (f *openingFlags) check(g *globals, keys []string) (map[string]map[int64]*reportOpening, error) {
-	if f.roots == "" && (f.court != "" || len(f.crls) != 0) {
-		return nil, withHint(errors.New("--court and --crl check the opened warrants against the court's roots, and --roots is missing"),
-			`add --roots FILE (the court's root certificates) beside --court "NAME" and --crl FILE`)
+	if err := rootsGiven(f.roots, f.court, f.crls, "the opened warrants"); err != nil {
+		return nil, err
 	}
 	if len(f.files) == 0 && f.roots != "" {
 		return nil, withHint(errors.New("--roots checks opened warrants, and no --opening is given"), "add --opening FILE, or leave out --roots, --court and --crl")
@@ -85,16 +86,9 @@ func (f *openingFlags) checkOne(g *globals, file string, keys []string) (*report
 		return nil, withHint(fmt.Errorf("--opening %s opens an entry of %s, and no --verifier-key given is that ledger's", file, originOf(o)),
 			"add that appliance's --ledger and --verifier-key, or leave out this --opening")
 	}
-	opened, err := opening.Check(o, key, nil)
-	if err == nil && f.roots != "" {
-		store, serr := verifyStoreAt(g, f.roots, f.court, f.crls, opened.Entry.Time)
-		if serr != nil {
-			return nil, serr
-		}
-		opened, err = opening.Check(o, key, store)
-	}
+	opened, err := checkOpening(g, o, key, f.roots, f.court, f.crls, "--opening "+file)
 	if err != nil {
-		return nil, openingHint(fmt.Errorf("--opening %s: %w", file, err))
+		return nil, err
 	}
 	return &reportOpening{file: file, raw: o.Entry, opened: opened}, nil
 }
@@ -141,8 +135,8 @@ func matchOpened(openings map[int64]*reportOpening, raw string, index int64, ent
 // unread refuses an opening of the ledger raw whose entry is past the tree
 // the report read (size entries).
 func unread(openings map[int64]*reportOpening, raw string, size int64) error {
-	for _, o := range openings {
-		if !o.seen {
+	for _, i := range slices.Sorted(maps.Keys(openings)) { // the same file named at every run
+		if o := openings[i]; !o.seen {
 			return withHint(fmt.Errorf("--opening %s opens entry %d of custodian/%s, and --ledger %s has only %d entries (the opening's checkpoint has %d)",
 				o.file, o.opened.Index, o.opened.Custodian(), raw, size, o.opened.TreeSize),
 				"the copy read is older than the opening: read the appliance itself or a fresh export")

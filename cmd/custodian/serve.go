@@ -62,6 +62,7 @@ func newServeCommand(g *globals) *cobra.Command {
 
 // The range of --witness-timeout: a release waits this long for its
 // witness quorum after its entry, and nothing else is released meanwhile.
+// The hint and the flag's help write them as "2s" and "5m".
 const (
 	minWitnessTimeout = 2 * time.Second
 	maxWitnessTimeout = 5 * time.Minute
@@ -72,7 +73,7 @@ func (g *globals) serve(ctx context.Context, f serveFlags) error {
 		return withHint(fmt.Errorf("approval window %s out of range", f.window), "use --window between 5s and 10m")
 	}
 	if f.witnessTimeout < minWitnessTimeout || f.witnessTimeout > maxWitnessTimeout {
-		return withHint(fmt.Errorf("witness timeout %s out of range", f.witnessTimeout), fmt.Sprintf("use --witness-timeout between %s and %s: shorter refuses or parks releases whose witnesses are only slow, longer keeps the device busy for one silent witness", minWitnessTimeout, maxWitnessTimeout))
+		return withHint(fmt.Errorf("witness timeout %s out of range", f.witnessTimeout), "use --witness-timeout between 2s and 5m: shorter refuses or parks releases whose witnesses are only slow, longer keeps the device busy for one silent witness")
 	}
 	tlsCfg, officers, err := f.network.load(time.Now())
 	if err != nil {

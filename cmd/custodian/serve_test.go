@@ -16,7 +16,7 @@ func TestServeButtonReleaseFlagErrors(t *testing.T) {
 		"unknown button":           {[]string{"--data-dir", dir, "serve", "--listen", "127.0.0.1:0", "--insecure-http", "--button", "GPIO17"}, []string{"unknown button", "gpio:NAME"}},
 		"no default":               {[]string{"--data-dir", dir, "serve", "--listen", "127.0.0.1:0"}, []string{`"button" not set`}},
 		"short window":             {[]string{"--data-dir", dir, "serve", "--listen", "127.0.0.1:0", "--button", "sim", "--window", "1s"}, []string{"out of range", "hint: "}},
-		"short witness timeout":    {[]string{"--data-dir", dir, "serve", "--listen", "127.0.0.1:0", "--button", "sim", "--witness-timeout", "1ms"}, []string{"witness timeout 1ms out of range", "hint: use --witness-timeout between 2s and 5m0s"}},
+		"short witness timeout":    {[]string{"--data-dir", dir, "serve", "--listen", "127.0.0.1:0", "--button", "sim", "--witness-timeout", "1ms"}, []string{"witness timeout 1ms out of range", "hint: use --witness-timeout between 2s and 5m:"}},
 		"long witness timeout":     {[]string{"--data-dir", dir, "serve", "--listen", "127.0.0.1:0", "--button", "sim", "--witness-timeout", "1000h"}, []string{"out of range", "hint: "}},
 		"negative witness timeout": {[]string{"--data-dir", dir, "serve", "--listen", "127.0.0.1:0", "--button", "sim", "--witness-timeout", "-1s"}, []string{"out of range", "hint: "}},
 		"unknown LED":              {[]string{"--data-dir", dir, "serve", "--listen", "127.0.0.1:0", "--button", "sim", "--insecure-http", "--led", "sim"}, []string{"unknown LED"}},

@@ -23,7 +23,9 @@
 //     wrong salt, or a subject the entry did not commit to; the two cannot
 //     be told apart, by design of the commitment);
 //   - the subject is a signed warrant ([ErrNotWarrant]) that names this
-//     custodian and the entry's key ID ([ErrSubjectMismatch]);
+//     custodian and the entry's key ID ([ErrSubjectMismatch]), except that
+//     a refusal entry's warrant need not name this custodian (a warrant
+//     addressed elsewhere is itself refused, not_addressed);
 //   - with court roots given, the warrant verifies against them as of the
 //     entry's time: signatures, chain to the root of the court it names,
 //     revocation by a CRL in force then, approval policy
@@ -211,7 +213,7 @@ func Check(o *Opening, verifierKey string, courts *trust.Store) (*Opened, error)
 	salt, _ := decodeSalt(o.Salt) // checkShape checked it
 	e := out.Entry
 	if subtle.ConstantTimeCompare(e.Commitment, ledger.Commit(salt, Subject(o.Warrant, o.EnvelopeList))) != 1 {
-		return nil, fmt.Errorf("%w: entry %d of %s committed to another salt or another warrant%s", ErrNotOpened, o.Index, out.Origin, listNote(o))
+		return nil, fmt.Errorf("%w: entry %d of %s committed to another salt or another warrant%s", ErrNotOpened, o.Index, out.Origin, listNote(o, e.Kind))
 	}
 	w, signers, err := warrant.Inspect(o.Warrant)
 	if err != nil {
@@ -230,8 +232,10 @@ func Check(o *Opening, verifierKey string, courts *trust.Store) (*Opened, error)
 	return out, nil
 }
 
-func listNote(o *Opening) string {
-	if o.EnvelopeList == nil {
+// listNote is the hint for a release entry opened without a list; a
+// refusal or failure entry never commits to one.
+func listNote(o *Opening, kind ledger.Kind) string {
+	if o.EnvelopeList == nil && kind == ledger.KindRelease {
 		return " (a scoped release entry commits to the envelope list too: give it)"
 	}
 	return ""
@@ -251,8 +255,8 @@ func checkEntry(o *Opening, verifierKey string) (*Opened, error) {
 		return nil, fmt.Errorf("%w: the entry and its proof are not entry %d of the tree the checkpoint of %s signs", ErrNotInLedger, o.Index, cp.Origin)
 	}
 	e, err := ledger.ParseEntry([]byte(o.Entry))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrNotInLedger, err)
+	if err != nil { // in the tree, and not an entry this package reads
+		return nil, fmt.Errorf("%w: entry %d does not parse: %w", ErrNoWarrantEntry, o.Index, err)
 	}
 	switch e.Kind {
 	case ledger.KindRelease, ledger.KindRefusal, ledger.KindFailure:

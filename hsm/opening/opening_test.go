@@ -292,7 +292,7 @@ func TestScopedReleaseOpensWithItsList(t *testing.T) {
 	if _, err := Check(New(m.prove(t, i), m.salts[i], c.p7s, list), m.verifier, c.store); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Check(New(m.prove(t, i), m.salts[i], c.p7s, nil), m.verifier, c.store); !errors.Is(err, ErrNotOpened) {
+	if _, err := Check(New(m.prove(t, i), m.salts[i], c.p7s, nil), m.verifier, c.store); !errors.Is(err, ErrNotOpened) || !strings.Contains(err.Error(), "envelope list") {
 		t.Errorf("without the list: %v", err)
 	}
 	other := &warrant.ListDigest{Count: 4, TreeHash: list.TreeHash}
@@ -312,6 +312,11 @@ func TestRefusalOfAWarrantForAnotherCustodianOpens(t *testing.T) {
 	}
 	if got.Entry.Reason != "not_addressed" || !got.CourtVerified {
 		t.Fatalf("opened %+v", got)
+	}
+	// A refusal entry never commits to a list: a wrong salt is not
+	// blamed on a missing one.
+	if _, err := Check(New(m.prove(t, i), bytes.Repeat([]byte{9}, len(m.salts[i])), c.p7s, nil), m.verifier, c.store); !errors.Is(err, ErrNotOpened) || strings.Contains(err.Error(), "envelope list") {
+		t.Errorf("a refusal entry with a wrong salt: %v", err)
 	}
 }
 

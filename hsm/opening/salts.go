@@ -31,8 +31,8 @@ type SaltsFile struct {
 	Salts         []Salt `json:"salts"`
 }
 
-// maxSaltsFile caps a salts file: one entry per key ID and a refusal.
-const maxSaltsFile = 64 << 10
+// MaxSaltsFile caps a salts file: one entry per key ID and a refusal.
+const MaxSaltsFile = 64 << 10
 
 // ErrSaltsFile wraps every reason a salts file is refused.
 var ErrSaltsFile = errors.New("the salts file is malformed")
@@ -40,7 +40,7 @@ var ErrSaltsFile = errors.New("the salts file is malformed")
 // ParseSaltsFile decodes a salts file strictly.
 func ParseSaltsFile(data []byte) (*SaltsFile, error) {
 	var f SaltsFile
-	if err := strictjson.Decode(data, &f, maxSaltsFile); err != nil {
+	if err := strictjson.Decode(data, &f, MaxSaltsFile); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrSaltsFile, err)
 	}
 	if err := f.check(); err != nil {

@@ -400,7 +400,6 @@ func (a *API) status(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, st)
 }
 
-// resume tries again a request awaiting its witnesses (Daemon.Resume).
 // resume starts another try of a parked request. With Officers set only
 // the certificate that submitted it may: the officer who pressed chose
 // the release, and no other officer picks its moment. Any other
@@ -414,6 +413,9 @@ func (a *API) resume(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	st, err := a.Daemon.Resume(id)
+	if err == errNoParked && a.Officers != nil {
+		err = errNotParked // as for another officer's request
+	}
 	if err != nil {
 		writeError(w, err)
 		return

@@ -64,12 +64,16 @@ const (
 	// CodeChangedAfterApproval: the warrant verified at submission and no
 	// longer did after the press (revoked, expired, replayed meanwhile…).
 	CodeChangedAfterApproval Code = "changed_after_approval"
-	// After the release entry, before the share or partials are unsealed:
-	// the escrow file's witness quorum did not cosign a checkpoint holding
-	// the entry in time (witness_timeout), or refused it for good, having
-	// cosigned another history of this ledger (witness_refused). Nothing
-	// leaves; the failure is logged.
+	// CodeWitnessTimeout: after the release entry, before the share or
+	// partials are unsealed, the escrow file's witness quorum did not
+	// cosign a checkpoint holding the entry in time. Nothing leaves; the
+	// request awaits its witnesses (a status code, never a refusal).
 	CodeWitnessTimeout Code = "witness_timeout"
+	// CodeWitnessRefused: a witness refused for good, before the summary
+	// or after the press (nothing written, the warrant not spent) or after
+	// the release entry (the failure is logged): it cosigned another
+	// history of this ledger, or it does not know the log or its key.
+	// Nothing leaves.
 	CodeWitnessRefused Code = "witness_refused"
 	// CodeWitnessUnreachable: before the summary, or after the press and
 	// before the release entry, the escrow file's witness quorum did not
@@ -117,7 +121,7 @@ func HTTPStatus(c Code) int {
 		return http.StatusForbidden
 	case CodeInternal, CodeAttestFailed, CodeUnsealFailed, CodeSealFailed, CodeStoreFailed, CodeInterrupted, CodeLedgerFailed, CodePartialFailed:
 		return http.StatusInternalServerError
-	case CodeWitnessTimeout:
+	case CodeWitnessTimeout: // a request's status code, not a refusal: for completeness
 		return http.StatusGatewayTimeout
 	case CodeWitnessRefused:
 		return http.StatusBadGateway

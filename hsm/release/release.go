@@ -70,9 +70,9 @@
 // and at Close), only if something was counted. The ledger blocked
 // (rollback, clone) refuses every append: those refusals go to the
 // daemon's log. Any failure after a release entry is logged as a failure
-// entry, except a witness timeout (the request awaits its witnesses). A request interrupted after its entries (power loss,
-// kill -9) is finished at the next start: key IDs with a stored package are
-// served; the others are logged as failed ("interrupted"). Nothing is
+// entry, except a witness timeout (the request awaits its witnesses). A
+// request interrupted after its entries (power loss, kill -9) is finished
+// at the next start: key IDs with a stored package are served; the others are logged as failed ("interrupted"). Nothing is
 // released twice: the replay key is in the same ledger transaction as the
 // first release entry, and a package is sealed once per entry.
 package release
@@ -337,7 +337,7 @@ func (d *Daemon) SubmitFrom(officer string, p7s []byte, list *warrant.EnvelopeLi
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
-		return nil, d.count(CodeShuttingDown, errors.New("the appliance is shutting down"))
+		return nil, d.count(CodeShuttingDown, errShuttingDown)
 	}
 	if d.pending != nil {
 		d.mu.Unlock()
@@ -382,7 +382,7 @@ func (d *Daemon) check(p7s []byte, detached *warrant.EnvelopeList, keep map[stri
 	switch {
 	case err == nil:
 		return v, list, nil
-	case code == CodeBusy:
+	case code == CodeBusy || code == CodeShuttingDown:
 		return nil, nil, d.count(code, err)
 	case errors.Is(err, ledger.ErrBlocked):
 		// The ledger refuses every append: this refusal goes to the log only.
@@ -421,9 +421,12 @@ func (d *Daemon) vet(p7s []byte, detached *warrant.EnvelopeList, fresh bool, kee
 		return nil, nil, signed, stateCode, stateErr
 	case err != nil:
 		return nil, nil, signed, code, err
+	case fresh && d.isClosed():
+		return nil, nil, signed, CodeShuttingDown, errShuttingDown
 	case fresh && d.busy():
-		// Before the list is matched and every seal proof checked: a
-		// warrant resubmitted while one awaits approval costs no more.
+		// Before the list is matched, every seal proof checked and the
+		// witnesses asked: a warrant resubmitted while one awaits
+		// approval costs no more, and waits on nothing.
 		return nil, nil, signed, CodeBusy, errBusy
 	}
 	// The list is the warrant's (tree hash, count, key IDs, targets)
@@ -440,6 +443,15 @@ func (d *Daemon) vet(p7s []byte, detached *warrant.EnvelopeList, fresh bool, kee
 var errBusy = errors.New("another warrant awaits approval on this custodian; try again when it is released or refused")
 
 // busy reports whether a warrant awaits approval or is being released.
+var errShuttingDown = errors.New("the appliance is shutting down")
+
+// isClosed reports whether the daemon takes no more submissions.
+func (d *Daemon) isClosed() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.closed
+}
+
 func (d *Daemon) busy() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -838,7 +850,7 @@ func copyStatus(s Status) Status {
 // Status returns the state of a request: from memory, or from its record on
 // disk for a release made before the last restart.
 func (d *Daemon) Status(id string) (*Status, error) {
-	if !validID(id) {
+	if !ValidID(id) {
 		return nil, &Refusal{Code: CodeNotFound, Err: errors.New("no such request"), LedgerIndex: -1}
 	}
 	d.mu.Lock()
@@ -860,6 +872,9 @@ func (d *Daemon) Status(id string) (*Status, error) {
 // request id, from memory or its record; "" when unknown (no officers'
 // certificates, or a record written before it was kept).
 func (d *Daemon) Submitter(id string) string {
+	if !ValidID(id) { // a network ID: never a path outside Dir
+		return ""
+	}
 	d.mu.Lock()
 	r, ok := d.requests[id]
 	d.mu.Unlock()
@@ -895,7 +910,7 @@ func (d *Daemon) Wait(ctx context.Context, id string) (*Status, error) {
 // same bytes are returned each time: fetching again hands out no new
 // release (see docs/api.md).
 func (d *Daemon) Package(id, keyID string) ([]byte, error) {
-	if !validID(id) {
+	if !ValidID(id) {
 		return nil, &Refusal{Code: CodeNotFound, Err: errors.New("no such request"), LedgerIndex: -1}
 	}
 	data, err := os.ReadFile(d.packagePath(id, keyID))
@@ -905,7 +920,9 @@ func (d *Daemon) Package(id, keyID string) ([]byte, error) {
 	return data, nil
 }
 
-func validID(id string) bool {
+// ValidID reports whether id has a request ID's shape, 32 hexadecimal
+// digits: anything else names no request, and never a path.
+func ValidID(id string) bool {
 	if len(id) != 32 {
 		return false
 	}

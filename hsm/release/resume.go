@@ -23,7 +23,7 @@ import (
 // that finds a cause fixed without a restart (canPark: a stale CRL, the
 // clock behind) or the TPM without room parks the request again under
 // that code; any other failed check ends the key ID. The request
-// record stays unfinished meanwhile, so a restart ends it as today: the
+// record stays unfinished meanwhile, so a restart ends it: the
 // key ID is logged as failed (interrupted), nothing is released.
 
 // StateAwaitingWitnesses: a key ID's release entry is in the ledger, its
@@ -55,8 +55,13 @@ func (d *Daemon) park(r *request, rec *record, pos int, index int64, code Code, 
 	}
 }
 
-// errNotParked refuses a resume of an ID that no request awaiting its
-// witnesses holds, or that another certificate submitted.
+// errNoParked refuses a resume of an ID that no request awaiting its
+// witnesses holds.
+var errNoParked = &Refusal{Code: CodeNotFound, Err: errors.New("no request awaits its witnesses under this ID: check the ID the release command printed"), LedgerIndex: -1}
+
+// errNotParked is errNoParked where officers' certificates are checked:
+// the same answer for an unknown ID and for another officer's request, so
+// that neither tells which IDs exist.
 var errNotParked = &Refusal{Code: CodeNotFound, Err: errors.New("no request of yours awaits its witnesses under this ID: check the ID the release command printed, and that this is the certificate that submitted the warrant"), LedgerIndex: -1}
 
 // ParkedFix says, for the code a request awaiting its witnesses parked
@@ -106,12 +111,12 @@ func (d *Daemon) Resume(id string) (*Status, error) {
 	d.mu.Lock()
 	r, ok := d.requests[id]
 	switch {
-	case !validID(id) || !ok || r.status.State != StateAwaitingWitnesses:
+	case !ValidID(id) || !ok || r.status.State != StateAwaitingWitnesses:
 		d.mu.Unlock()
-		return nil, errNotParked
+		return nil, errNoParked
 	case d.closed:
 		d.mu.Unlock()
-		return nil, d.count(CodeShuttingDown, errors.New("the appliance is shutting down"))
+		return nil, d.count(CodeShuttingDown, errShuttingDown)
 	case d.pending != nil:
 		d.mu.Unlock()
 		return nil, d.count(CodeBusy, errBusy)

@@ -18,7 +18,6 @@ import (
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/opening"
 	"github.com/custodian-project/custodian/hsm/warrant"
-	"github.com/custodian-project/custodian/hsm/witness"
 	"github.com/custodian-project/custodian/tpm"
 )
 
@@ -418,15 +417,15 @@ func (d *Daemon) witnessed(b *escrow.Bundle, index int64, tm *Timings) (*witness
 	ctx, cancel := context.WithTimeout(d.ctx, d.cfg.WitnessTimeout)
 	defer cancel()
 	note, size, err := d.cosigner.Cosign(ctx, l, signed, size, p) // size grows when a witness was ahead
-	switch {
-	case errors.Is(err, witness.ErrRefused) && !errors.Is(err, witness.ErrBehind) && !errors.Is(err, witness.ErrConflict):
-		return nil, CodeWitnessRefused, fmt.Errorf("entry %d of key ID %s: %w; nothing was released: the witnesses must know this log's origin and key, see docs/ledger.md", index, b.Escrow.KeyID, err)
-	case errors.Is(err, witness.ErrRefused):
-		return nil, CodeWitnessRefused, fmt.Errorf("entry %d of key ID %s: %w; nothing was released: the ledger may have been restored from a copy, see docs/ledger.md", index, b.Escrow.KeyID, err)
-	case errors.Is(err, witness.ErrTimeout):
-		return nil, CodeWitnessTimeout, fmt.Errorf("entry %d of key ID %s: %w (waited %s)", index, b.Escrow.KeyID, err, d.cfg.WitnessTimeout)
-	case err != nil:
-		return nil, CodeInternal, err
+	if err != nil {
+		switch code, advice := witnessCode(err, CodeWitnessTimeout); code {
+		case CodeWitnessRefused:
+			return nil, code, fmt.Errorf("entry %d of key ID %s: %w; nothing was released: %s", index, b.Escrow.KeyID, err, advice)
+		case CodeWitnessTimeout:
+			return nil, code, fmt.Errorf("entry %d of key ID %s: %w (waited %s)", index, b.Escrow.KeyID, err, d.cfg.WitnessTimeout)
+		default:
+			return nil, code, err
+		}
 	}
 	return &witnessedCheckpoint{note: note, size: size}, "", nil
 }
@@ -487,7 +486,7 @@ func (d *Daemon) recover() error {
 		return nil
 	}
 	for _, e := range entries {
-		if !validID(e.Name()) {
+		if !ValidID(e.Name()) {
 			continue
 		}
 		rec, err := d.readRecord(e.Name())

@@ -52,10 +52,13 @@ func (d *Daemon) witnessLoop() {
 }
 
 // cosignFor gets signed cosigned by p's quorum unless the stored
-// cosigned checkpoint has it already (a release waited for it); quorum 0
-// asks every witness of p, best effort.
+// cosigned checkpoint has it already (a release waited for it), and
+// reports whether this size needs no other try. Quorum 0 asks every
+// witness of p once per size, best effort: one witness down does not
+// have the loop ask them all again every minute.
 func (d *Daemon) cosignFor(signed []byte, size int64, p witness.Policy) bool {
-	if p.Quorum == 0 {
+	once := p.Quorum == 0
+	if once {
 		p.Quorum = len(p.Witnesses)
 	}
 	if _, _, err := witness.VerifyQuorum(witness.WithCosignatures(d.cfg.Appliance.Dir, signed), p); err == nil {
@@ -65,7 +68,7 @@ func (d *Daemon) cosignFor(signed []byte, size int64, p witness.Policy) bool {
 	defer cancel()
 	if _, _, err := d.cosigner.Cosign(ctx, d.cfg.Appliance.Ledger, signed, size, p); err != nil {
 		d.cfg.Log.Warn("checkpoint not cosigned", "size", size, "err", err)
-		return false
+		return once
 	}
 	return true
 }
@@ -88,7 +91,7 @@ func (d *Daemon) heldWitnesses() []witness.Policy {
 			continue
 		}
 		wp := b.Escrow.WitnessPolicy()
-		if len(wp.Witnesses) > 0 && !slices.ContainsFunc(ps, func(x witness.Policy) bool { return slices.Equal(x.Witnesses, wp.Witnesses) && x.Quorum == wp.Quorum }) {
+		if len(wp.Witnesses) > 0 && !slices.ContainsFunc(ps, func(x witness.Policy) bool { return samePolicy(x, wp) }) {
 			ps = append(ps, wp)
 		}
 	}
@@ -128,21 +131,39 @@ func (d *Daemon) witnessesAnswer(bundles []*escrow.Bundle) (Code, error) {
 		ctx, cancel := context.WithTimeout(d.ctx, d.cfg.WitnessTimeout)
 		_, _, err = d.cosigner.Ask(ctx, l, signed, size, p)
 		cancel()
-		switch {
-		case err == nil:
-		case d.ctx.Err() != nil:
+		if err == nil {
+			continue
+		}
+		if d.ctx.Err() != nil {
 			return CodeShuttingDown, errors.New("the appliance is shutting down; nothing was released and the warrant is not spent: submit it again when the appliance is back")
-		case errors.Is(err, witness.ErrRefused) && !errors.Is(err, witness.ErrBehind) && !errors.Is(err, witness.ErrConflict):
-			return CodeWitnessRefused, fmt.Errorf("key ID %s: %w; nothing was released and the warrant is not spent: the witnesses must know this log's origin and key (docs/ledger.md)", b.Escrow.KeyID, err)
-		case errors.Is(err, witness.ErrRefused):
-			return CodeWitnessRefused, fmt.Errorf("key ID %s: %w; nothing was released and the warrant is not spent, but the appliance's operator must look before it can release: the ledger may have been restored from a copy (docs/ledger.md)", b.Escrow.KeyID, err)
-		case errors.Is(err, witness.ErrTimeout):
-			return CodeWitnessUnreachable, fmt.Errorf("key ID %s: %w (waited %s); nothing was released and the warrant is not spent: submit the same warrant again once the witnesses can be reached", b.Escrow.KeyID, err, d.cfg.WitnessTimeout)
+		}
+		switch code, advice := witnessCode(err, CodeWitnessUnreachable); code {
+		case CodeWitnessRefused:
+			return code, fmt.Errorf("key ID %s: %w; nothing was released and the warrant is not spent: %s", b.Escrow.KeyID, err, advice)
+		case CodeWitnessUnreachable:
+			return code, fmt.Errorf("key ID %s: %w (waited %s); nothing was released and the warrant is not spent: submit the same warrant again once the witnesses can be reached", b.Escrow.KeyID, err, d.cfg.WitnessTimeout)
 		default:
-			return CodeInternal, fmt.Errorf("key ID %s: asking the witnesses: %w", b.Escrow.KeyID, err)
+			return code, fmt.Errorf("key ID %s: asking the witnesses: %w", b.Escrow.KeyID, err)
 		}
 	}
 	return "", nil
+}
+
+// witnessCode classifies an error of the witnesses: witness_refused with
+// what it means for the operator (a witness that does not know the log,
+// or one that holds another history), timeout for one that did not
+// answer in time (witness_unreachable before the entry, witness_timeout
+// after it), internal for anything else.
+func witnessCode(err error, timeout Code) (Code, string) {
+	switch {
+	case errors.Is(err, witness.ErrRefused) && !errors.Is(err, witness.ErrBehind) && !errors.Is(err, witness.ErrConflict):
+		return CodeWitnessRefused, "the witnesses must know this log's origin and key (docs/ledger.md)"
+	case errors.Is(err, witness.ErrRefused):
+		return CodeWitnessRefused, "the appliance's operator must look before it can release: the ledger may have been restored from a copy (docs/ledger.md)"
+	case errors.Is(err, witness.ErrTimeout):
+		return timeout, ""
+	}
+	return CodeInternal, ""
 }
 
 // samePolicy reports whether two policies name the same witnesses in the

@@ -201,9 +201,11 @@ func (c *Cosigner) cosignOnce(ctx context.Context, ledger Prover, signed []byte,
 	answers := make(chan answer, len(vs))
 	var got int
 	for i, v := range vs {
-		if line, err := ownLine(signed, have, v); have != nil && err == nil {
-			answers <- answer{line, nil} // cosigned already
-			continue
+		if have != nil { // the signature check only when something is stored
+			if line, err := ownLine(signed, have, v); err == nil {
+				answers <- answer{line, nil} // cosigned already
+				continue
+			}
 		}
 		go func() {
 			lines, err := c.submit(ctx, ledger, p.Witnesses[i].URL, v, signed, size)
@@ -446,7 +448,9 @@ func addCheckpoint(ctx context.Context, hc *http.Client, base string, old int64,
 	case http.StatusUnprocessableEntity:
 		return nil, 0, &refusal{reason: "this checkpoint is not consistent with the tree it cosigned before (another history of this log)", conflict: true}
 	case http.StatusBadRequest:
-		return nil, 0, refusedBehind(0, "it cosigned a larger tree of this log than this checkpoint's")
+		// Never a rollback: a size the witness knows above this
+		// checkpoint's is caught before asking (submitOnce).
+		return nil, 0, refused("it refused the request as malformed (HTTP 400): check that it speaks the C2SP tlog-witness protocol")
 	case http.StatusForbidden, http.StatusNotFound:
 		return nil, 0, refused("it does not know this log or its key (add the log's origin and verifier key to the witness)")
 	}

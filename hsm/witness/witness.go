@@ -7,8 +7,8 @@
 //
 //   - A policy ([Policy]) names witnesses by their C2SP tlog-cosignature
 //     verifier keys (cosignature/v1, Ed25519) and a quorum k. Witnesses
-//     listed need an explicit quorum; no witnesses means quorum 0, as
-//     today. Keys are parsed with torchwood and x/mod note: no signature
+//     listed need an explicit quorum; no witnesses: quorum 0, nothing
+//     asked. Keys are parsed with torchwood and x/mod note: no signature
 //     code here.
 //
 //   - [VerifyQuorum] accepts a signed checkpoint only when k distinct
