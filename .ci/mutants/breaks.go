@@ -490,8 +490,13 @@ var breaks = []mutant{
 	},
 	{
 		name:  "salts given on an appliance that takes warrants from anyone",
-		edits: []edit{{"hsm/release/api.go", "func (a *API) withSalts(st *Status) {\n\tif a.Officers == nil {", "func (a *API) withSalts(st *Status) {\n\tif false {"}},
+		edits: []edit{{"hsm/release/api.go", "\tif a.Officers == nil || fp == \"\" || a.Daemon.Submitter(st.ID) != fp {", "\tif false && fp == \"\" {"}},
 		pkg:   "./tests", tests: []string{"TestInvariantNoSaltsWithoutOfficerCertificates"},
+	},
+	{
+		name:  "salts given to any officer who holds the request's ID",
+		edits: []edit{{"hsm/release/api.go", "\tif a.Officers == nil || fp == \"\" || a.Daemon.Submitter(st.ID) != fp {", "\tif a.Officers == nil || fp == \"\" {"}},
+		pkg:   "./tests", tests: []string{"TestInvariantSaltsGoOnlyToTheSubmittingCertificate"},
 	},
 	// The monitor keeps the public's view of each ledger to one history.
 	{
