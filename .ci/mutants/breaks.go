@@ -569,8 +569,8 @@ var breaks = []mutant{
 	{
 		name: "a request is tried again while a try runs",
 		edits: []edit{{"hsm/release/resume.go",
-			"\tcase !validID(id) || !ok || r.status.State != StateAwaitingWitnesses:",
-			"\tcase !validID(id) || !ok:"}},
+			"\tcase !ValidID(id) || !ok || r.status.State != StateAwaitingWitnesses:",
+			"\tcase !ValidID(id) || !ok:"}},
 		pkg: "./tests", tests: []string{"TestInvariantWitnessTimeoutAfterTheEntryReleasesOnceOnResume"},
 	},
 	{
