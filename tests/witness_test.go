@@ -626,15 +626,7 @@ func TestInvariantResumeWithTheTPMFullWaitsAgain(t *testing.T) {
 	for _, ak := range aks {
 		ak.Close()
 	}
-	if code, _ := r.c.resume(t, st.ID); code != http.StatusAccepted {
-		t.Fatalf("resume with room: %d", code)
-	}
-	if done := r.c.wait(t, st.ID); done.State != release.StateReleased || len(done.Packages) != 1 {
-		t.Fatalf("resume with room: %+v", done)
-	}
-	if n, _ := r.rec.EncryptedResponses(tpm2.TPMCCUnseal, 1); n != 1 {
-		t.Fatalf("the TPM unsealed the share %d times, want once", n)
-	}
+	resumeReleasesOnce(t, r, st.ID, "resume with room")
 }
 
 // TestInvariantResumeWithAStaleCRLWaitsAgain: a resume that finds the
@@ -657,15 +649,7 @@ func TestInvariantResumeWithAStaleCRLWaitsAgain(t *testing.T) {
 	checkParkedMessage(t, now)
 	checkNothingReleased(t, r, st, before+1)
 	r.court.install(t, r.a, r.now().UTC()) // a fresh CRL
-	if code, _ := r.c.resume(t, st.ID); code != http.StatusAccepted {
-		t.Fatalf("resume with a fresh CRL: %d", code)
-	}
-	if done := r.c.wait(t, st.ID); done.State != release.StateReleased || len(done.Packages) != 1 {
-		t.Fatalf("resume with a fresh CRL: %+v", done)
-	}
-	if n, _ := r.rec.EncryptedResponses(tpm2.TPMCCUnseal, 1); n != 1 {
-		t.Fatalf("the TPM unsealed the share %d times, want once", n)
-	}
+	resumeReleasesOnce(t, r, st.ID, "resume with a fresh CRL")
 }
 
 // TestInvariantResumeChecksTheWarrantFileFirst: `release --resume` with
@@ -714,15 +698,7 @@ func TestInvariantResumeWithTheClockBehindWaitsAgain(t *testing.T) {
 	checkParkedMessage(t, now)
 	checkNothingReleased(t, r, st, before+1)
 	r.skew.Store(0)
-	if code, _ := r.c.resume(t, st.ID); code != http.StatusAccepted {
-		t.Fatalf("resume with the clock set: %d", code)
-	}
-	if done := r.c.wait(t, st.ID); done.State != release.StateReleased || len(done.Packages) != 1 {
-		t.Fatalf("resume with the clock set: %+v", done)
-	}
-	if n, _ := r.rec.EncryptedResponses(tpm2.TPMCCUnseal, 1); n != 1 {
-		t.Fatalf("the TPM unsealed the share %d times, want once", n)
-	}
+	resumeReleasesOnce(t, r, st.ID, "resume with the clock set")
 }
 
 // TestInvariantResumeWithTheSameOutKeepsEverySalt: the officer fetches a
@@ -796,5 +772,20 @@ func TestInvariantBusyIsAnsweredBeforeTheWitnessesAreAsked(t *testing.T) {
 	r.expectRefusal(t, r.warrant(t, "W-second"), release.CodeBusy, false)
 	if now := r.a.Ledger.Size(); now != size {
 		t.Fatalf("the busy refusal wrote %d ledger entries", now-size)
+	}
+}
+
+// resumeReleasesOnce resumes request id, which must then release one
+// package, the TPM having unsealed the share once in the whole test.
+func resumeReleasesOnce(t *testing.T, r *rig, id, what string) {
+	t.Helper()
+	if code, _ := r.c.resume(t, id); code != http.StatusAccepted {
+		t.Fatalf("%s: %d", what, code)
+	}
+	if done := r.c.wait(t, id); done.State != release.StateReleased || len(done.Packages) != 1 {
+		t.Fatalf("%s: %+v", what, done)
+	}
+	if n, _ := r.rec.EncryptedResponses(tpm2.TPMCCUnseal, 1); n != 1 {
+		t.Fatalf("the TPM unsealed the share %d times, want once", n)
 	}
 }
