@@ -320,11 +320,6 @@ func parseLedgerSource(raw string) (ledgerSource, error) {
 		return ledgerSource{}, withHint(errors.New("--ledger is empty"), "give an appliance's address, a static copy's URL or an exported directory")
 	}
 	if scheme, _, ok := strings.Cut(raw, "://"); ok && !strings.ContainsAny(scheme, "/\\") {
-		if u, err := url.Parse(raw); err == nil && u.User != nil {
-			u.User = nil
-			return ledgerSource{}, withHint(fmt.Errorf("--ledger %s names a user or password before the host: the report would publish them and never sends them", u.Redacted()),
-				"give the URL without user:password@; a ledger is public, so serve the static copy without a password")
-		}
 		base, prefix, err := tlogURL("ledger", raw)
 		return ledgerSource{base: base, prefix: prefix, shown: raw}, err
 	}

@@ -163,6 +163,13 @@ func (g *globals) apiClient(server string, c clientTLS) (*apiClient, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, withHint(fmt.Errorf("bad --server %q", server), "give a URL such as https://custodian-a:8443")
 	}
+	if u.User != nil {
+		// Go would send it on every request; an appliance never asks for one,
+		// and the URL is printed and kept in state files.
+		u.User = nil
+		return nil, withHint(fmt.Errorf("--server %s names a user or password before the host, which no custodian takes", u.Redacted()),
+			"give the URL without user:password@; a court officer proves who they are with --client-cert")
+	}
 	if (c.cert == "") != (c.key == "") {
 		return nil, withHint(errors.New("--client-cert and --client-key go together"), "give both")
 	}

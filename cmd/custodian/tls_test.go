@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/mod/sumdb/note"
+
 	"github.com/custodian-project/custodian/hsm/release/tlstest"
 )
 
@@ -148,4 +150,42 @@ func ed25519Pair(t *testing.T, dir string, until time.Time) (string, string) {
 	os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
 	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}), 0o600)
 	return cert, keyFile
+}
+
+// TestInvariantURLPasswordsAreRefusedAndNeverShown: no command talks to a
+// server named with user:password@ — the custodian's API takes no password
+// and a ledger is public — and the refusal neither prints the password nor
+// keeps the URL anywhere.
+func TestInvariantURLPasswordsAreRefusedAndNeverShown(t *testing.T) {
+	dir := t.TempDir()
+	_, key, err := note.GenerateKey(rand.Reader, "custodian/court-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const url = "https://auditor:s3cret@127.0.0.1:1"
+	state := filepath.Join(dir, "mon")
+	p7s := filepath.Join(dir, "w.p7s")
+	if err := os.WriteFile(p7s, []byte("not read: the server is refused first"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"attest", "--server", url, "--nonce", "0011223344556677", "--out", filepath.Join(dir, "a.json")},
+		{"release", "--server", url, "--warrant", p7s, "--out", filepath.Join(dir, "r.json")},
+		{"ledger", "export", "--server", url, "--verifier-key", key, filepath.Join(dir, "export")},
+		{"monitor", "--once", "--appliance", url, "--verifier-key", key, "--state", state},
+		{"report", "--ledger", url + "/log/", "--verifier-key", key, "--out", filepath.Join(dir, "report")},
+	} {
+		code, out, errOut := custodian(t, args...)
+		if code == 0 || !strings.Contains(errOut, "user or password") || strings.Contains(out+errOut, "s3cret") {
+			t.Errorf("%s: exit %d\n%s%s", args[0], code, out, errOut)
+		}
+	}
+	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if data, _ := os.ReadFile(path); strings.Contains(string(data), "s3cret") {
+				t.Errorf("%s keeps the password", path)
+			}
+		}
+		return nil
+	})
 }
