@@ -30,6 +30,10 @@ func newLedgerExportCommand(g *globals) *cobra.Command {
 					return err
 				}
 				st, err := ledger.ExportFrom(dir, src)
+				var lie *notTheSignedLog
+				if errors.As(err, &lie) {
+					return withHint(err, "keep "+dir+" as it is and report it to the appliance's operator; the files already written were checked")
+				}
 				if err != nil {
 					return err
 				}
@@ -79,6 +83,7 @@ type remoteTiles struct {
 	cp     *log.Checkpoint
 	tree   tlog.Tree
 	hashes tlog.HashReader
+	source string                          // how messages name where tiles come from: "the server"
 	local  func(tlog.Tile) ([]byte, error) // the export directory's tiles (nil: none)
 	cache  map[tlog.Tile][]byte            // hash tiles the hash reader checked, for its repeated reads
 	failed error                           // the last fetch's error, which the hash reader does not keep
@@ -100,7 +105,7 @@ func (r *remoteLedger) tiles(ctx context.Context) (*remoteTiles, error) {
 // newRemoteTiles reads the tiles of the tree cp, a checkpoint already
 // verified, from the log at prefix on c's server.
 func newRemoteTiles(ctx context.Context, c *apiClient, prefix string, signed []byte, cp *log.Checkpoint) *remoteTiles {
-	src := &remoteTiles{ctx: ctx, c: c, prefix: prefix, signed: signed, cp: cp, cache: map[tlog.Tile][]byte{},
+	src := &remoteTiles{ctx: ctx, c: c, prefix: prefix, signed: signed, cp: cp, source: "the server", cache: map[tlog.Tile][]byte{},
 		tree: tlog.Tree{N: int64(cp.Size), Hash: tlog.Hash(cp.Hash)}}
 	src.hashes = tlog.TileHashReader(src.tree, src)
 	return src
@@ -135,8 +140,16 @@ func (s *remoteTiles) Checkpoint() ([]byte, *log.Checkpoint, error) { return s.s
 // UseLocal makes s read tiles from the export directory first.
 func (s *remoteTiles) UseLocal(read func(tlog.Tile) ([]byte, error)) { s.local = read }
 
-// lyingServer is what export --server says of tiles that do not check.
-const lyingServer = "the server is not serving the log its key signs: keep DIR as it is and report it to the appliance's operator; the files already written were checked"
+// notTheSignedLog is tiles that do not check against the checkpoint
+// signed with the log's key: whoever served them does not hold that log.
+type notTheSignedLog struct{ what string }
+
+func (e *notTheSignedLog) Error() string { return e.what }
+
+// notTheLog says which of s's tiles do not check.
+func (s *remoteTiles) notTheLog(format string, args ...any) error {
+	return &notTheSignedLog{fmt.Sprintf(format, args...) + ": " + s.source + " does not hold the log its key signs"}
+}
 
 // Tile returns t's bytes once they are checked to be the signed tree's.
 func (s *remoteTiles) Tile(t tlog.Tile) ([]byte, error) {
@@ -156,7 +169,7 @@ func (s *remoteTiles) Tile(t tlog.Tile) ([]byte, error) {
 		return nil, err
 	}
 	if s.local != nil {
-		if data, err := s.local(t); err == nil && checkBundle(data, t, leaves) == nil {
+		if data, err := s.local(t); err == nil && s.checkBundle(data, t, leaves) == nil {
 			return data, nil
 		}
 	}
@@ -164,7 +177,7 @@ func (s *remoteTiles) Tile(t tlog.Tile) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkBundle(data, t, leaves); err != nil {
+	if err := s.checkBundle(data, t, leaves); err != nil {
 		return nil, err
 	}
 	return data, nil
@@ -172,14 +185,14 @@ func (s *remoteTiles) Tile(t tlog.Tile) ([]byte, error) {
 
 // checkBundle checks a bundle's entries against the tree's level-0
 // hashes.
-func checkBundle(data []byte, t tlog.Tile, leaves []tlog.Hash) error {
+func (s *remoteTiles) checkBundle(data []byte, t tlog.Tile, leaves []tlog.Hash) error {
 	entries, err := ledger.SplitBundle(data, t.W)
 	if err != nil {
-		return fmt.Errorf("the server's %s: %w; %s", ledger.TilePath(t), err, lyingServer)
+		return s.notTheLog("%s's %s: %v", s.source, ledger.TilePath(t), err)
 	}
 	for i, e := range entries {
 		if tlog.RecordHash(e) != leaves[i] {
-			return fmt.Errorf("entry %d of the server's %s is not in the tree its checkpoint signs: %s", t.N<<ledger.TileHeight+int64(i), ledger.TilePath(t), lyingServer)
+			return s.notTheLog("entry %d of %s's %s is not in the tree its checkpoint signs", t.N<<ledger.TileHeight+int64(i), s.source, ledger.TilePath(t))
 		}
 	}
 	return nil
@@ -203,7 +216,7 @@ func (s *remoteTiles) tileHashes(level int, t tlog.Tile) ([]tlog.Hash, error) {
 	case s.failed != nil:
 		return nil, s.failed
 	case err != nil:
-		return nil, fmt.Errorf("the server's hash tiles are not the tree its checkpoint signs (%s and the tiles above it): %s", ledger.TilePath(t), lyingServer)
+		return nil, s.notTheLog("%s's hash tiles are not the tree its checkpoint signs (%s and the tiles above it)", s.source, ledger.TilePath(t))
 	}
 	return hs, nil
 }
@@ -259,7 +272,7 @@ func (s *remoteTiles) fetch(t tlog.Tile) ([]byte, error) {
 func (s *remoteTiles) get(t tlog.Tile) ([]byte, error) {
 	data, err := fetchCapped(s.ctx, s.c, s.prefix+ledger.TilePath(t), ledger.MaxTileSize(t))
 	if errors.Is(err, errTooLarge) {
-		return nil, fmt.Errorf("the server's %s is larger than a tile can be (%d bytes): %s", ledger.TilePath(t), ledger.MaxTileSize(t), lyingServer)
+		return nil, s.notTheLog("%s's %s is larger than a tile can be (%d bytes)", s.source, ledger.TilePath(t), ledger.MaxTileSize(t))
 	}
 	return data, err
 }

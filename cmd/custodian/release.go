@@ -97,6 +97,7 @@ type apiClient struct {
 	base *url.URL
 	http *http.Client
 	ca   string // the --ca file, "" for the system's roots
+	peer peer   // how messages name the server
 	pace *pacer // nil: requests are not spaced
 	// retryFor caps the time one request waits on 429 and 503 answers
 	// (0: maxRetrying); retrying, if set, is told of each wait.
@@ -203,19 +204,19 @@ func (c *apiClient) readAnswer(req *http.Request, resp *http.Response, limit int
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
-		return withHint(fmt.Errorf("reading the custodian's answer to %s %s: %w", req.Method, req.URL.RequestURI(), err), "check the network and try again")
+		return withHint(fmt.Errorf("reading %s's answer to %s %s: %w", c.peer.name, req.Method, req.URL.RequestURI(), err), "check the network and try again")
 	}
 	if resp.StatusCode >= 300 {
 		var eb release.ErrorBody
 		if release.DecodeResponse(data, &eb) != nil || eb.Error.Code == "" {
-			return &httpStatus{code: resp.StatusCode, err: fmt.Errorf("the custodian answered %s", serverText(resp.Status))}
+			return &httpStatus{code: resp.StatusCode, err: fmt.Errorf("%s answered %s", c.peer.name, serverText(resp.Status))}
 		}
 		return &httpStatus{code: resp.StatusCode,
 			err: &apiError{code: eb.Error.Code, message: eb.Error.Message, index: eb.Error.LedgerIndex, salt: eb.Error.Salt}}
 	}
 	if int64(len(data)) > limit {
 		return withHint(fmt.Errorf("%w (over %d bytes): %s", errTooLarge, limit, req.URL.Path),
-			"no custodian answers this much: check that --server names a custodian appliance")
+			"no custodian answers this much: check that "+c.peer.flag+" names a custodian appliance")
 	}
 	if raw, ok := out.(*[]byte); ok {
 		*raw = data
@@ -224,8 +225,8 @@ func (c *apiClient) readAnswer(req *http.Request, resp *http.Response, limit int
 	if err := release.DecodeResponse(data, out); err != nil {
 		// The decoder's own text says nothing to the user: name the
 		// request instead.
-		return withHint(fmt.Errorf("the custodian's answer to %s %s is not the API's JSON (cut short, another format, or fields this version does not know)", req.Method, req.URL.RequestURI()),
-			"check that --server names a custodian appliance of this version (docs/api.md)")
+		return withHint(fmt.Errorf("%s's answer to %s %s is not the API's JSON (cut short, another format, or fields this version does not know)", c.peer.name, req.Method, req.URL.RequestURI()),
+			"check that "+c.peer.flag+" names a custodian appliance of this version (docs/api.md)")
 	}
 	return nil
 }

@@ -158,7 +158,7 @@ func (f *reportFlags) read(ctx context.Context, g *globals, raw, key string, b *
 		return derr
 	}
 	if err != nil {
-		return src.words(fmt.Errorf("reading the checkpoint of --ledger %s (%s): %w", raw, src.prefix+"checkpoint", err), src.hint()...)
+		return withHint(fmt.Errorf("reading the checkpoint of --ledger %s (%s): %w", raw, src.prefix+"checkpoint", err), src.hint()...)
 	}
 	cp, err := ledger.VerifyCheckpoint(signed, key)
 	if err != nil {
@@ -177,6 +177,9 @@ func (f *reportFlags) read(ctx context.Context, g *globals, raw, key string, b *
 		return err
 	}
 	tiles := newRemoteTiles(ctx, c, src.prefix, signed, cp)
+	if src.dir != "" {
+		tiles.source = "the directory"
+	}
 	var addErr error
 	bar := newProgress(g, int(cp.Size))
 	bar.unit = "entries of --ledger " + raw
@@ -336,9 +339,13 @@ func (s ledgerSource) client(g *globals, network clientTLS) (*apiClient, func(),
 	if s.dir == "" {
 		quiet := *g
 		quiet.stderr = io.Discard // its warning speaks of warrants; the report's follows
-		c, err := quiet.apiClient(s.base, network)
+		var c *apiClient
+		u, err := url.Parse(s.base) // tlogURL's: it parses
+		if err == nil {
+			c, err = quiet.client(u, network, ledgerPeer)
+		}
 		if err != nil {
-			return nil, nil, s.words(err)
+			return nil, nil, err
 		}
 		if c.base.Scheme == "http" {
 			fmt.Fprintln(g.stderr, "warning: plain HTTP (--insecure-http): anyone on the path can change or withhold what --ledger "+s.shown+
@@ -435,15 +442,9 @@ func (s ledgerSource) notTheLog(raw string, err error) error {
 	}
 	var fetch *fetchError
 	if errors.As(err, &fetch) {
-		return s.words(fmt.Errorf("--ledger %s: %w", raw, err), s.hint()...)
+		return withHint(fmt.Errorf("--ledger %s: %w", raw, err), s.hint()...)
 	}
-	where := "the server"
-	if s.dir != "" {
-		where = "the directory"
-	}
-	text := strings.ReplaceAll(err.Error(), lyingServer, where+" does not hold the log its key signs")
-	text = strings.ReplaceAll(text, "the server's ", "")
-	return withHint(fmt.Errorf("--ledger %s: %s", raw, text),
+	return withHint(fmt.Errorf("--ledger %s: %w", raw, err),
 		"nothing was written: keep the files as they are and report them to the appliance's operator; its own copy (custodian ledger export) is the log to publish")
 }
 
@@ -468,25 +469,6 @@ func (s ledgerSource) hint() []string {
 			"); for a static copy, give the URL of its directory, ending in /")
 	}
 	return hints
-}
-
-// reportWords turns the API client's words, written for commands that
-// talk to an appliance with --server, into the report's: a --ledger may
-// be any web server.
-var reportWords = strings.NewReplacer(
-	"the custodian answered", "the server answered",
-	"cannot reach the custodian at", "cannot reach the server at",
-	"which the custodian API never sends; check --server", "which the report does not follow: give the URL it leads to",
-	"--server", "--ledger",
-)
-
-// words is err, and its hints then more, in the report's words.
-func (s ledgerSource) words(err error, more ...string) error {
-	hints := hintsOf(err)
-	for i, h := range hints {
-		hints[i] = reportWords.Replace(h)
-	}
-	return withHint(errors.New(reportWords.Replace(err.Error())), append(hints, more...)...)
 }
 
 // pathError is err without the Go wrapping that repeats the path.

@@ -156,8 +156,24 @@ func (c *clientTLS) register(cmd *cobra.Command, officer bool) {
 	}
 }
 
-// apiClient returns a client for server, with TLS 1.3 and the pinned CA,
-// or plain HTTP only when --insecure-http allows it.
+// peer is how a client's messages name the server it talks to: a
+// custodian's API behind --server, or, for the report, any web server
+// serving a ledger behind --ledger.
+type peer struct {
+	name     string // "the custodian"
+	flag     string // the flag that gave its URL
+	redirect string // what a redirect means, and what to do
+}
+
+var (
+	custodianPeer = peer{name: "the custodian", flag: "--server",
+		redirect: "which the custodian API never sends; check --server"}
+	ledgerPeer = peer{name: "the server", flag: "--ledger",
+		redirect: "which the report does not follow: give the URL it leads to"}
+)
+
+// apiClient returns a client for a custodian's API at server, with TLS
+// 1.3 and the pinned CA, or plain HTTP only when --insecure-http allows it.
 func (g *globals) apiClient(server string, c clientTLS) (*apiClient, error) {
 	u, err := url.Parse(server)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -170,6 +186,12 @@ func (g *globals) apiClient(server string, c clientTLS) (*apiClient, error) {
 		return nil, withHint(fmt.Errorf("--server %s names a user or password before the host, which no custodian takes", u.Redacted()),
 			"give the URL without user:password@; a court officer proves who they are with --client-cert")
 	}
+	return g.client(u, c, custodianPeer)
+}
+
+// client returns a client for u, which names p.
+func (g *globals) client(u *url.URL, c clientTLS, p peer) (*apiClient, error) {
+	var err error
 	if (c.cert == "") != (c.key == "") {
 		return nil, withHint(errors.New("--client-cert and --client-key go together"), "give both")
 	}
@@ -177,20 +199,20 @@ func (g *globals) apiClient(server string, c clientTLS) (*apiClient, error) {
 	tr.Proxy = nil // a proxy would be one more party on the path
 	if u.Scheme == "http" {
 		if !c.insecureHTTP {
-			return nil, withHint(fmt.Errorf("refusing plain HTTP to %s: the warrant and the answers would cross the network in clear", u.Host),
-				"use the https:// address of the custodian (custodian serve requires TLS)",
-				"only for a daemon run with --insecure-http on a closed test network: add --insecure-http")
+			return nil, withHint(fmt.Errorf("refusing plain HTTP to %s: what is sent and answered would cross the network in clear", u.Host),
+				"use the https:// address of "+p.name+" (custodian serve requires TLS)",
+				"only for a server run with --insecure-http on a closed test network: add --insecure-http")
 		}
 		if c.cert != "" {
 			return nil, withHint(errors.New("--client-cert needs an https:// --server"), "use the custodian's https:// address")
 		}
 		fmt.Fprintln(g.stderr, "warning: "+plainHTTPWarning)
-		return &apiClient{base: u, http: newHTTPClient(tr)}, nil
+		return &apiClient{base: u, http: newHTTPClient(tr, p), peer: p}, nil
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS13}
 	if c.ca != "" {
 		if cfg.RootCAs, err = readCertPool(c.ca); err != nil {
-			return nil, withHint(err, "--ca is the PEM certificate of the CA that issued the custodian's TLS certificate")
+			return nil, withHint(err, "--ca is the PEM certificate of the CA that issued the TLS certificate of "+p.name)
 		}
 	}
 	if c.cert != "" {
@@ -204,15 +226,15 @@ func (g *globals) apiClient(server string, c clientTLS) (*apiClient, error) {
 		cfg.Certificates = []tls.Certificate{pair}
 	}
 	tr.TLSClientConfig = cfg
-	return &apiClient{base: u, http: newHTTPClient(tr), ca: c.ca}, nil
+	return &apiClient{base: u, http: newHTTPClient(tr, p), ca: c.ca, peer: p}, nil
 }
 
 // newHTTPClient follows no redirect: the API never sends one, and following
 // it would hand the warrant to an address nobody checked.
-func newHTTPClient(tr *http.Transport) *http.Client {
+func newHTTPClient(tr *http.Transport, p peer) *http.Client {
 	return &http.Client{Transport: tr, Timeout: 150 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return errors.New("the server answered with a redirect, which the custodian API never sends; check --server")
+			return errors.New("the server answered with a redirect, " + p.redirect)
 		}}
 }
 
@@ -228,7 +250,7 @@ func (c *apiClient) transportHint(err error) error {
 		if errors.As(cause, &op) && op.Op == "dial" {
 			cause = op.Err // "connect: connection refused", without Go's "dial tcp ADDR"
 		}
-		err = fmt.Errorf("cannot reach the custodian at %s: %w", c.base.Host, transportWords(cause))
+		err = fmt.Errorf("cannot reach %s at %s: %w", c.peer.name, c.base.Host, transportWords(cause))
 	}
 	var unknown x509.UnknownAuthorityError
 	var hostname x509.HostnameError
@@ -242,19 +264,19 @@ func (c *apiClient) transportHint(err error) error {
 	case errors.Is(err, io.EOF) && c.base.Scheme == "http":
 		return withHint(err, "the server closed the connection at once, as a TLS server does to plain HTTP: use https://"+c.base.Host+" without --insecure-http")
 	case errors.As(err, &dns) && dns.IsNotFound:
-		return withHint(err, "check the host name in --server (or give the custodian's IP address) and this computer's DNS settings")
+		return withHint(err, "check the host name in "+c.peer.flag+" (or give its IP address) and this computer's DNS settings")
 	case errors.As(err, &unknown) && c.ca == "":
 		return withHint(err, "the server's certificate is not from a CA this computer trusts: pass --ca FILE, "+
-			"the CA certificate the custodian's operator publishes")
+			"the CA certificate its operator publishes")
 	case errors.As(err, &unknown):
 		return withHint(err, "the server's certificate is not from the CA you pinned (--ca "+c.ca+
-			"): check that --server names the custodian you meant, and get its CA certificate from its operator again")
+			"): check that "+c.peer.flag+" names the server you meant, and get its CA certificate from its operator again")
 	case errors.As(err, &hostname):
 		return withHint(err, "the certificate is for another name: use the address its operator publishes")
 	case errors.As(err, &invalid):
 		return withHint(err, "the server's certificate is expired or not for a TLS server; tell its operator")
 	}
-	return withHint(err, "check --server and that custodian serve runs there")
+	return withHint(err, "check "+c.peer.flag+" and that "+c.peer.name+" is up")
 }
 
 // transportWords says in words what the network and TLS libraries report

@@ -297,7 +297,7 @@ func TestEveryUserErrorNamesCauseAndNextStep(t *testing.T) {
 
 		// Servers and devices that do not answer, or not as pinned.
 		{"server not running", []string{"attest", "--server", closed.URL, "--insecure-http", "--nonce", "0011223344556677", "--out", p("a.json")},
-			[]string{"cannot reach the custodian at " + strings.TrimPrefix(closed.URL, "http://") + ": connect: connection refused", "hint: check --server and that custodian serve runs there"}},
+			[]string{"cannot reach the custodian at " + strings.TrimPrefix(closed.URL, "http://") + ": connect: connection refused", "hint: check --server and that the custodian is up"}},
 		{"server CA not pinned", []string{"attest", "--server", unpinned.URL, "--nonce", "0011223344556677", "--out", p("a.json")},
 			[]string{"its TLS certificate is signed by a CA that is not trusted here", "hint: the server's certificate is not from a CA this computer trusts: pass --ca FILE"}},
 		{"https to a plain HTTP server", []string{"attest", "--server", "https://" + plain.Listener.Addr().String(), "--nonce", "0011223344556677", "--out", p("a.json")},
