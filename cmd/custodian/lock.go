@@ -43,7 +43,7 @@ func lockDataDir(dir string) (unlock func(), err error) {
 // records who holds it. busy says what it means that another process,
 // holder, holds it; what names the lock in any other error.
 func lockFile(path, what string, busy func(holder string) error) (unlock func(), err error) {
-	f, err := openLock(path)
+	f, err := openLock(path, what)
 	if err != nil {
 		return nil, err
 	}
@@ -63,32 +63,33 @@ func lockFile(path, what string, busy func(holder string) error) (unlock func(),
 // refuses anything but a regular file: recordHolder truncates and writes
 // it, which through a planted link would destroy the link's target.
 // O_NONBLOCK and O_NOCTTY keep a planted FIFO or terminal from blocking or
-// becoming this process's terminal before it is refused.
-func openLock(path string) (*os.File, error) {
+// becoming this process's terminal before it is refused. what names the
+// directory the lock guards.
+func openLock(path, what string) (*os.File, error) {
 	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0o600)
 	if errors.Is(err, unix.ENOENT) {
 		return nil, fs.ErrNotExist
 	}
 	if errors.Is(err, unix.ELOOP) {
-		return nil, withHint(fmt.Errorf("the data directory's lock %s is a symbolic link, not a file", path),
+		return nil, withHint(fmt.Errorf("the lock %s of %s is a symbolic link, not a file", path, what),
 			"remove it (nothing else is stored there); the next command creates the lock afresh")
 	}
 	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
-		return nil, withHint(fmt.Errorf("this user may not open the data directory's lock %s: permission denied", path),
-			"run as root (the data directory's owner), e.g. sudo custodian ...")
+		return nil, withHint(fmt.Errorf("this user may not open the lock %s of %s: permission denied", path, what),
+			"run as the user who owns it (root for the data directory, e.g. sudo custodian ...)")
 	}
 	if err != nil {
-		return nil, fmt.Errorf("opening the data directory's lock %s: %w", path, err)
+		return nil, fmt.Errorf("opening the lock %s of %s: %w", path, what, err)
 	}
 	f := os.NewFile(uintptr(fd), path)
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("opening the data directory's lock: %w", err)
+		return nil, fmt.Errorf("opening the lock of %s: %w", what, err)
 	}
 	if !fi.Mode().IsRegular() {
 		f.Close()
-		return nil, withHint(fmt.Errorf("the data directory's lock %s is not a regular file", path),
+		return nil, withHint(fmt.Errorf("the lock %s of %s is not a regular file", path, what),
 			"remove it (nothing else is stored there); the next command creates the lock afresh")
 	}
 	return f, nil

@@ -76,8 +76,13 @@ func TestLockRefusesANonRegularFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := lockDataDir(dir)
-	if err == nil || !strings.Contains(err.Error(), "not a regular file") {
-		t.Fatalf("err = %v, want a refusal of the FIFO", err)
+	if err == nil || !strings.Contains(err.Error(), "not a regular file") || !strings.Contains(err.Error(), "of the data directory") {
+		t.Fatalf("err = %v, want a refusal of the data directory's FIFO", err)
+	}
+	// The monitor's --state lock names its own directory.
+	_, err = lockState(dir)
+	if err == nil || !strings.Contains(err.Error(), "not a regular file") || !strings.Contains(err.Error(), "of --state "+dir) {
+		t.Fatalf("err = %v, want a refusal of --state's FIFO", err)
 	}
 }
 
