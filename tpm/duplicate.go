@@ -25,8 +25,8 @@ import (
 // the encrypted area and name; the wrapper is the HMAC, size-prefixed,
 // then the encrypted area. It refuses what go-tpm refuses, a parent
 // whose symmetric algorithm is not AES in CFB mode, before encapsulating
-// anything, and an area too long for its 2-byte size, which go-tpm would
-// truncate (TestDuplicateIsTheLibrarys compares both).
+// anything, and an area too long for its 2-byte size, which go-tpm
+// would encode modulo 65536 (TestDuplicateIsTheLibrarys compares both).
 func createDuplicate(rand io.Reader, parent tpm2.LabeledEncapsulationKey, name, sensitive []byte) (duplicate, encSecret []byte, err error) {
 	sym := parent.SymmetricParameters()
 	if sym.Algorithm != tpm2.TPMAlgAES {
