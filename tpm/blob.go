@@ -49,13 +49,20 @@ var ErrMalformedBlob = errors.New("malformed sealed blob")
 
 // Marshal encodes the blob.
 func (b *Blob) Marshal() []byte {
-	var out cryptobyte.Builder
-	addHeader(&out, blobMagic, blobVersion, b.Key, b.PCRs, b.Version)
 	public := b.encodedPublic
 	if public == nil {
 		public = tpm2.Marshal(b.public)
 	}
-	for _, field := range [][]byte{public, b.duplicate, b.seed} {
+	fields := [][]byte{public, b.duplicate, b.seed}
+	// Sized once: a ceremony encodes a blob per custodian, and a builder
+	// left to grow copies the import key and the fields several times.
+	size := headerSize(blobMagic, b.Key, b.PCRs)
+	for _, field := range fields {
+		size += 2 + len(field)
+	}
+	out := cryptobyte.NewBuilder(make([]byte, 0, size))
+	addHeader(out, blobMagic, blobVersion, b.Key, b.PCRs, b.Version)
+	for _, field := range fields {
 		out.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) { c.AddBytes(field) })
 	}
 	return out.BytesOrPanic()
@@ -96,13 +103,22 @@ func parseBlob(data []byte) (*Blob, error) {
 func addHeader(out *cryptobyte.Builder, magic string, version uint8, key *ImportKey, pcrs PCRValues, security uint64) {
 	out.AddBytes([]byte(magic))
 	out.AddUint8(version)
-	out.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) { c.AddBytes(key.MarshalPKIX()) })
+	out.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) { c.AddBytes(key.der) })
 	out.AddUint8(uint8(len(pcrs)))
 	for _, i := range pcrs.Indices() {
 		out.AddUint8(uint8(i))
 		out.AddBytes(pcrs[i])
 	}
 	out.AddUint32(uint32(security))
+}
+
+// headerSize is the length of what addHeader writes.
+func headerSize(magic string, key *ImportKey, pcrs PCRValues) int {
+	size := len(magic) + 1 + 2 + len(key.der) + 1 + 4
+	for _, v := range pcrs {
+		size += 1 + len(v)
+	}
+	return size
 }
 
 // readHeader reads what addHeader wrote, for the format with this magic,

@@ -50,7 +50,7 @@ func Seal(key *ImportKey, pcrs PCRValues, version uint64, secret []byte) (*Blob,
 	}
 	inner := encodeSealedSensitive(&sensitive)
 	defer clear(inner)
-	duplicate, seed, err := tpm2.CreateDuplicate(rand.Reader, encap, name, inner)
+	duplicate, seed, err := createDuplicate(rand.Reader, encap, name, inner)
 	if err != nil {
 		return nil, fmt.Errorf("wrapping for the import key: %w", err)
 	}

@@ -28,6 +28,12 @@ var breaks = []mutant{
 			"\t\treturn []tpm2.TPMCC{tpm2.TPMCCImport, tpm2.TPMCCLoad, tpm2.TPMCCRewrap}"}},
 		pkg: "./tpm", tests: []string{"TestInvariantScopedShareDoesNotLeaveThroughRewrap"},
 	},
+	// A sealed share's wrapper is go-tpm's: its HMAC binds the object's Name.
+	{
+		name:  "the duplication wrapper's HMAC leaves out the sealed object's Name",
+		edits: []edit{{"tpm/duplicate.go", "\tmac.Write(dupSensitive)\n\tmac.Write(name)\n", "\tmac.Write(dupSensitive)\n"}},
+		pkg:   "./tpm", tests: []string{"TestDuplicateIsTheLibrarys", "TestDuplicateReadsRandomAsTheLibraryDoes"},
+	},
 	// A share leaves only after its ledger entry is durable.
 	{
 		name: "share mode unseals and seals the share before its ledger entry",
