@@ -211,7 +211,7 @@ func TestInvariantBatchKeepsShareAndPartialsOffTheBus(t *testing.T) {
 		if n, clear := bus.EncryptedResponses(tpm2.TPMCCECDHZGen, 1); n != 100 || clear != 0 {
 			t.Errorf("saw %d ECDH_ZGen commands, %d without response encryption; want 100 and 0", n, clear)
 		}
-		requireSaltedToImportKey(t, bus, ek, tpm2.TPMCCECDHZGen, 1)
+		requireSaltedToGateKey(t, bus, key, tpm2.TPMCCECDHZGen, 1)
 	})
 }
 

@@ -26,6 +26,15 @@ func LoadScopedObject(t transport.TPM, k *ScopedKey, twin bool) (*tpm2.LoadRespo
 	return keep, nil
 }
 
+// GateKeyName is the Name of k's gate key, computed from its public area.
+func GateKeyName(k *ScopedKey) []byte {
+	name, err := tpm2.ObjectName(&k.gateKey.public)
+	if err != nil {
+		panic(err)
+	}
+	return name.Buffer
+}
+
 // PolicyPCRCommand satisfies PolicyPCR(pcrs) · PolicyNV(floor <= version)
 // · PolicyCommandCode(cc).
 func PolicyPCRCommand(t transport.TPM, sess tpm2.Session, pcrs PCRValues, version uint64, cc tpm2.TPMCC) error {

@@ -104,7 +104,8 @@ func TestScopedPartialIsShareTimesPointAndItsProofVerifies(t *testing.T) {
 
 // TestInvariantScopedShareNeverOnTPMBus: over import, ZGen and the proofs,
 // no command or response holds the share scalar; every ECDH_ZGen asks the
-// TPM to encrypt its response, in a session salted to the EK; and neither the envelope's point R nor the
+// TPM to encrypt its response, in a session salted to the key's gate key
+// (the object the ZGen key loads under); and neither the envelope's point R nor the
 // partial s·R crosses the bus, so the proof's values (sent in the clear)
 // cannot be turned into the partial: the TPM only sees a blinded point.
 func TestInvariantScopedShareNeverOnTPMBus(t *testing.T) {
@@ -131,8 +132,31 @@ func TestInvariantScopedShareNeverOnTPMBus(t *testing.T) {
 		if bus.Seen(r[1:33]) || bus.Seen(partial[1:33]) {
 			t.Error("the envelope's point or its partial crossed the bus: the proof's values would give the partial away")
 		}
-		requireSaltedToImportKey(t, bus, ek, tpm2.TPMCCECDHZGen, 1)
+		requireSaltedToGateKey(t, bus, key, tpm2.TPMCCECDHZGen, 1)
 	})
+}
+
+// requireSaltedToGateKey: every command with code cc on the recorded bus
+// ran in a started session whose salt was encrypted to a transient handle
+// that a recorded TPM2_Load gave k's gate key's Name (computed from the
+// scoped key, not read back).
+func requireSaltedToGateKey(t *testing.T, bus *tpmtest.Recorder, k *tpm.ScopedKey, cc tpm2.TPMCC, handles int) {
+	t.Helper()
+	commands := bus.CommandSessions(cc, handles)
+	if len(commands) == 0 {
+		t.Fatalf("no command %#x was recorded", uint32(cc))
+	}
+	want := tpm.GateKeyName(k)
+	for i, sessions := range commands {
+		salted := false
+		for _, s := range sessions {
+			salted = salted || bytes.Equal(s.TPMKeyName, want) && len(s.EncryptedSalt) > 0
+		}
+		if !salted {
+			t.Errorf("command %#x (#%d) ran in %d started session(s), none salted to the gate key: an eavesdropper derives the session key",
+				uint32(cc), i, len(sessions))
+		}
+	}
 }
 
 // TestWrongPartialIsCaughtByItsProof: a partial that is not s·R does not
