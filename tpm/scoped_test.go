@@ -476,3 +476,46 @@ func TestKeptPartsSurviveAFullTPM(t *testing.T) {
 		}
 	})
 }
+
+// TestParsedScopedKeysAreIndependentCopies: ParseScopedKey remembers what
+// it checked, by the encoding's hash. Each caller still gets its own key
+// (changing one's PCRs changes no other's), a key no longer depends on
+// the caller's buffer, and bytes edited after a good parse are refused.
+func TestParsedScopedKeysAreIndependentCopies(t *testing.T) {
+	ek := tpmtest.RandomImportKey(t)
+	pcrs := tpm.PCRValues{8: bytes.Repeat([]byte{1}, 32)}
+	priv, err := ecdh.P256().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := tpm.SealScoped(ek, pcrs, testVersion, priv.Bytes(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := k.Marshal()
+	buf := bytes.Clone(data)
+	first, err := tpm.ParseScopedKey(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clear(buf)
+	first.PCRs[8][0] = 2
+	first.PCRs[9] = make([]byte, 32)
+	second, err := tpm.ParseScopedKey(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !second.PCRs.Equal(pcrs) || !bytes.Equal(second.Marshal(), data) {
+		t.Fatal("a parsed scoped key changed with another caller's copy or with the caller's buffer")
+	}
+	for what, edited := range map[string][]byte{
+		"magic":     append([]byte("X"), data[1:]...),
+		"version":   append(append(bytes.Clone(data[:8]), 3), data[9:]...),
+		"truncated": data[:len(data)-1],
+		"trailing":  append(bytes.Clone(data), 0),
+	} {
+		if _, err := tpm.ParseScopedKey(edited); !errors.Is(err, tpm.ErrMalformedBlob) {
+			t.Errorf("%s, after a good parse: %v, want ErrMalformedBlob", what, err)
+		}
+	}
+}
