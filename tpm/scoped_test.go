@@ -499,13 +499,21 @@ func TestParsedScopedKeysAreIndependentCopies(t *testing.T) {
 		t.Fatal(err)
 	}
 	clear(buf)
-	first.PCRs[8][0] = 2
-	first.PCRs[9] = make([]byte, 32)
-	second, err := tpm.ParseScopedKey(data)
+	// The first caller's key, then a key from the memory, are changed.
+	for _, k := range []*tpm.ScopedKey{first, nil} {
+		if k == nil {
+			if k, err = tpm.ParseScopedKey(data); err != nil {
+				t.Fatal(err)
+			}
+		}
+		k.PCRs[8][0] = 2
+		k.PCRs[9] = make([]byte, 32)
+	}
+	third, err := tpm.ParseScopedKey(data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !second.PCRs.Equal(pcrs) || !bytes.Equal(second.Marshal(), data) {
+	if !third.PCRs.Equal(pcrs) || !bytes.Equal(third.Marshal(), data) {
 		t.Fatal("a parsed scoped key changed with another caller's copy or with the caller's buffer")
 	}
 	for what, edited := range map[string][]byte{
