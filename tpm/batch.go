@@ -444,9 +444,10 @@ func (run *scopedRun) openKey(k *ScopedKey, approval *Approval, withZGen bool) (
 // ZGen key loads only under that same object: whatever can read the
 // session could read the share itself. The gate key is P-256, so the
 // salt costs the TPM one ECDH, where the RSA import key's costs an RSA
-// decryption. Were its handle swapped on the bus, the TPM's session key
-// would differ from the device's and the first response HMAC (the ZGen
-// key's Load, before any ECDH_ZGen) would fail.
+// decryption. Were its handle swapped on the bus for a key the swapper
+// holds, the TPM's session key would differ from the device's, and the
+// first command the session authorizes (the ZGen key's import or load,
+// before any ECDH_ZGen) fails its HMAC.
 func gateSaltedSession(t transport.TPM, k *ScopedKey, gateKey *tpm2.LoadResponse) (tpm2.Session, func() error, error) {
 	sess, closeSession, err := tpm2.PolicySession(t, tpm2.TPMAlgSHA256, 16,
 		tpm2.Salted(gateKey.ObjectHandle, k.gateKey.public),

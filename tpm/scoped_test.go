@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"strings"
 	"testing"
@@ -526,4 +527,62 @@ func TestParsedScopedKeysAreIndependentCopies(t *testing.T) {
 			t.Errorf("%s, after a good parse: %v, want ErrMalformedBlob", what, err)
 		}
 	}
+}
+
+// TestInvariantSwappedSaltKeyStopsBeforeZGen: the ZGen session is salted
+// to the gate key by its handle. An interposer on the bus that points
+// that handle at a P-256 key of its own could derive the TPM's session
+// key (an ECC salt is an ECDH with the device's ephemeral point); but
+// then the TPM's key is not the device's, so the first command the
+// session authorizes (the ZGen key's import, or its load once imported)
+// fails its HMAC and the call ends there: no ECDH_ZGen is ever sent.
+func TestInvariantSwappedSaltKeyStopsBeforeZGen(t *testing.T) {
+	tpmtest.Run(t, func(t *testing.T, target tpmtest.Target) {
+		conn := target.Open(t)
+		ek, pcrs := bootedDevice(t, conn)
+		_, fresh, _ := scopedShare(t, ek, pcrs)
+		_, imported, _ := scopedShare(t, ek, pcrs)
+		if _, err := tpm.PartialsBatch(conn, imported, [][]byte{randomPoint(t)}, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		own, err := tpm2.CreatePrimary{
+			PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHNull, Auth: tpm2.PasswordAuth(nil)},
+			InPublic:      tpm2.New2B(tpm2.ECCSRKTemplate),
+		}.Execute(conn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bus := &tpmtest.Recorder{TPM: conn}
+		swap := &saltSwapper{TPM: bus, to: own.ObjectHandle}
+		for what, key := range map[string]*tpm.ScopedKey{"importing": fresh, "loading": imported} {
+			if _, err := tpm.PartialsBatch(swap, key, [][]byte{randomPoint(t)}, nil, nil); err == nil {
+				t.Fatalf("%s: partials computed in a session salted to another key", what)
+			}
+		}
+		if swap.swapped != 2 {
+			t.Fatalf("swapped %d salt keys, want 2", swap.swapped)
+		}
+		if n, _ := bus.EncryptedResponses(tpm2.TPMCCECDHZGen, 1); n != 0 {
+			t.Fatalf("%d ECDH_ZGen commands were sent in a session salted to another key", n)
+		}
+		tpmtest.FlushAll(t, conn)
+	})
+}
+
+// saltSwapper points every salt encrypted to a transient key at another
+// transient key.
+type saltSwapper struct {
+	TPM     transport.TPM
+	to      tpm2.TPMHandle
+	swapped int
+}
+
+func (s *saltSwapper) Send(cmd []byte) ([]byte, error) {
+	if len(cmd) >= 14 && tpm2.TPMCC(binary.BigEndian.Uint32(cmd[6:10])) == tpm2.TPMCCStartAuthSession &&
+		binary.BigEndian.Uint32(cmd[10:14])>>24 == 0x80 {
+		cmd = bytes.Clone(cmd)
+		binary.BigEndian.PutUint32(cmd[10:14], uint32(s.to))
+		s.swapped++
+	}
+	return s.TPM.Send(cmd)
 }
