@@ -20,13 +20,14 @@ const MaxPartials = 256
 // [DowngradeError] otherwise, and with ErrBadApproval if the TPM does not
 // accept the approval.
 //
-// Both objects are loaded once (and imported first in a process's first
-// call, [loadKept]), in a policy session salted to
-// the import key with response encryption; every ZGen runs in that session, so its
-// result crosses the bus encrypted. Commit and Sign run in a second policy
-// session without encryption: a signature is not a parameter the TPM can
-// encrypt; each point is blinded first, so what crosses the bus is worth
-// nothing without the blind (dleq.go). The gate (PolicyPCR ·
+// The gate key loads under the import key in a policy session without
+// encryption, which later runs Commit and Sign: a signature is not a
+// parameter the TPM can encrypt; each point is blinded first, so what
+// crosses the bus is worth nothing without the blind (dleq.go). Both
+// objects are loaded once (and imported first in a process's first call,
+// [loadKept]) in a second policy session, salted to the loaded gate key
+// ([gateSaltedSession]) with response encryption; every ZGen runs in that
+// session, so its result crosses the bus encrypted. The gate (PolicyPCR ·
 // PolicyNV(floor), and PolicyAuthorize with an approval, then
 // PolicyCommandCode(Import or Load) · PolicyOR) runs when the objects load
 // under the gate key, and per point the TPM runs PolicyCommandCode ·
