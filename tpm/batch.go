@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 
 	"github.com/cloudflare/circl/group"
 	"github.com/google/go-tpm/tpm2"
@@ -64,8 +63,7 @@ var ErrBadBatch = errors.New("the batch of partial decryptions does not match it
 // PartialsBatch computes, inside the TPM, s·R for every point with the
 // scoped key k, and one proof for all of them. The gate is that of
 // [Partials]; so are its errors. progress, if not nil, is called after
-// each partial with the number done so far: in order, from another
-// goroutine, one call at a time, all before PartialsBatch returns.
+// each partial with the number done so far.
 //
 // Per point the TPM runs the key's policy and one ECDH_ZGen on ρ_i·R_i,
 // whose response is encrypted; the device unblinds. Per batch it runs
@@ -82,13 +80,16 @@ func PartialsBatch(t transport.TPM, k *ScopedKey, points [][]byte, approval *App
 	}
 	defer run.close()
 	partials := make([][]byte, len(points))
-	done := func(n int) {
-		if progress != nil {
-			progress(n, len(points))
+	for lo := 0; lo < len(points); lo += blindChunk {
+		hi := min(lo+blindChunk, len(points))
+		done := func(i int) {
+			if progress != nil {
+				progress(lo+i+1, len(points))
+			}
 		}
-	}
-	if err := run.partials(points, partials, done); err != nil {
-		return nil, err
+		if err := run.partials(points[lo:hi], partials[lo:hi], lo, done); err != nil {
+			return nil, err
+		}
 	}
 	proof, err := run.proveBatch(points, partials)
 	if err != nil {
@@ -123,155 +124,56 @@ func checkBatchPoints(points [][]byte) error {
 	return checkPoints(points)
 }
 
-// blindChunk is how many blinds are drawn, and inverted, at once, and
-// how many points wait between the pipeline's stages.
+// blindChunk is how many blinds are drawn, and inverted, at once.
 const blindChunk = 64
 
-// A blindedPoint is ρ·R for the point of index i, with ρ⁻¹.
-type blindedPoint struct {
-	i       int
-	point   []byte
-	unblind *p256.Scalar
-}
-
 // partials computes out[i] = s·points[i] through the TPM, which sees only
-// ρ_i·R_i, and calls done(n) after the n-th, in order. The device's share
-// of the work runs beside the TPM's instead of between its commands: one
-// goroutine blinds ahead (the blinds' inverses come a chunk at a time from
-// one inversion), this one only talks to the TPM, and another unblinds
-// what the TPM returned. Every scalar is erased once used, or when a
-// failure stops the pipeline.
-func (run *scopedRun) partials(points, out [][]byte, done func(n int)) error {
-	p := newPipeline()
-	blinded := make(chan blindedPoint, blindChunk)
-	answered := make(chan blindedPoint, blindChunk)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		defer close(blinded)
-		p.fail(blindAll(points, blinded, p.stop))
-	})
-	wg.Go(func() { unblindAll(answered, out, done, p) })
-	for b := range blinded {
-		if p.stopped() {
-			b.unblind.Erase()
-			continue
-		}
-		point, err := zgenPoint(run.t, run.sess, run.gate, run.zgen, b.point)
-		if err != nil {
-			b.unblind.Erase()
-			p.fail(fmt.Errorf("point %d: %w", b.i, err))
-			continue
-		}
-		answered <- blindedPoint{i: b.i, point: point, unblind: b.unblind}
-	}
-	close(answered)
-	wg.Wait()
-	return p.err
-}
-
-// pipeline is the shared state of partials' stages: the first failure,
-// which stops them all.
-type pipeline struct {
-	once sync.Once
-	stop chan struct{}
-	err  error // set once, before stop closes
-}
-
-func newPipeline() *pipeline { return &pipeline{stop: make(chan struct{})} }
-
-func (p *pipeline) fail(err error) {
-	if err == nil {
-		return
-	}
-	p.once.Do(func() {
-		p.err = err
-		close(p.stop)
-	})
-}
-
-func (p *pipeline) stopped() bool {
-	select {
-	case <-p.stop:
-		return true
-	default:
-		return false
-	}
-}
-
-// blindAll sends ρ_i·R_i and ρ_i⁻¹ for each point in order, until stop.
-func blindAll(points [][]byte, blinded chan<- blindedPoint, stop <-chan struct{}) error {
-	for lo := 0; lo < len(points); lo += blindChunk {
-		chunk := points[lo:min(lo+blindChunk, len(points))]
-		rhos := make([]*p256.Scalar, len(chunk))
-		for i := range rhos {
-			var err error
-			if rhos[i], err = p256.RandomScalar(); err != nil {
-				eraseAll(rhos)
-				return err
-			}
-		}
-		unblinds, err := p256.Inverses(rhos)
-		if err != nil {
-			eraseAll(rhos)
+// ρ_i·R_i, and calls done(i) after each; first is the index of points[0]
+// in the batch, for errors. The blinds' inverses come from one inversion
+// for the chunk.
+func (run *scopedRun) partials(points, out [][]byte, first int, done func(i int)) error {
+	rhos := make([]*p256.Scalar, len(points))
+	for i := range rhos {
+		var err error
+		if rhos[i], err = p256.RandomScalar(); err != nil {
 			return err
 		}
-		for i, r := range chunk {
-			b, err := blind(r, rhos[i])
-			rhos[i].Erase()
-			if err == nil {
-				select {
-				case blinded <- blindedPoint{i: lo + i, point: b, unblind: unblinds[i]}:
-					unblinds[i] = nil
-					continue
-				case <-stop:
-				}
-			}
-			eraseAll(rhos[i:])
-			eraseAll(unblinds[i:])
-			return err
+		defer rhos[i].Erase()
+	}
+	unblinds, err := p256.Inverses(rhos)
+	if err != nil {
+		return err
+	}
+	for i, r := range points {
+		defer unblinds[i].Erase()
+		var err error
+		if out[i], err = run.partial(r, rhos[i], unblinds[i]); err != nil {
+			return fmt.Errorf("point %d: %w", first+i, err)
 		}
+		done(i)
 	}
 	return nil
 }
 
-// blind is ρ·R, encoded.
-func blind(r []byte, rho *p256.Scalar) ([]byte, error) {
+// partial returns s·R through the TPM, which sees only ρ·R.
+func (run *scopedRun) partial(r []byte, rho, unblind *p256.Scalar) ([]byte, error) {
 	R, err := p256.ParsePoint(r)
 	if err != nil {
 		return nil, err
 	}
-	return mulEncode(R, rho)
-}
-
-// unblindAll sets out[i] = ρ_i⁻¹·(s·ρ_i·R_i) for each answer, in order,
-// and calls done; once the pipeline stops it only erases.
-func unblindAll(answered <-chan blindedPoint, out [][]byte, done func(n int), p *pipeline) {
-	for a := range answered {
-		if p.stopped() {
-			a.unblind.Erase()
-			continue
-		}
-		P, err := p256.ParsePoint(a.point)
-		if err == nil {
-			out[a.i], err = mulEncode(P, a.unblind)
-		} else {
-			err = fmt.Errorf("ECDH_ZGen returned a bad point: %w", err)
-		}
-		a.unblind.Erase()
-		if err != nil {
-			p.fail(fmt.Errorf("point %d: %w", a.i, err))
-			continue
-		}
-		done(a.i + 1)
+	blinded, err := mulEncode(R, rho)
+	if err != nil {
+		return nil, err
 	}
-}
-
-func eraseAll(s []*p256.Scalar) {
-	for _, x := range s {
-		if x != nil {
-			x.Erase()
-		}
+	p, err := zgenPoint(run.t, run.sess, run.gate, run.zgen, blinded)
+	if err != nil {
+		return nil, err
 	}
+	P, err := p256.ParsePoint(p)
+	if err != nil {
+		return nil, fmt.Errorf("ECDH_ZGen returned a bad point: %w", err)
+	}
+	return mulEncode(P, unblind)
 }
 
 // proveBatch proves the combination of partials on a fresh blind of R*.

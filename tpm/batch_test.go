@@ -541,12 +541,11 @@ func TestInvariantScopedKeptObjectsStillPassTheGate(t *testing.T) {
 	})
 }
 
-// TestBatchStopsAtTheFirstFailedZGen: the device blinds and unblinds
-// beside the TPM's work; when the TPM fails an ECDH_ZGen in the middle of
-// a batch (here the 70th, in the second chunk of blinds), the call returns
-// that point's error, sends no ECDH_ZGen after it, reports progress in
-// order and only for partials before it (those still being unblinded
-// when it failed are dropped with the rest), and leaves nothing loaded.
+// TestBatchStopsAtTheFirstFailedZGen: when the TPM fails an ECDH_ZGen in
+// the middle of a batch (here the 70th, in the second chunk of blinds),
+// the call returns that point's error, sends no ECDH_ZGen after it,
+// reports progress in order and only for partials before it, and leaves
+// nothing loaded.
 func TestBatchStopsAtTheFirstFailedZGen(t *testing.T) {
 	tpmtest.Run(t, func(t *testing.T, target tpmtest.Target) {
 		conn := target.Open(t)
