@@ -399,24 +399,32 @@ func (k *ScopedKey) open(t transport.TPM, approval *Approval, withZGen bool) (*s
 
 func (run *scopedRun) openKey(k *ScopedKey, approval *Approval, withZGen bool) (err error) {
 	t := run.t
-	sess, closeSession, err := saltedSession(t, k.Key)
-	if err != nil {
-		return diagnose(t, k.Key, err)
-	}
-	run.sess = sess
-	run.closers = append(run.closers, func() { _ = closeSession() })
 	// The approval is checked first, while no scoped object is loaded: a
 	// TPM without a resource manager has three transient slots.
 	if run.gate, err = k.openGate(t, approval); err != nil {
 		return err
 	}
-	gateKey, err := loadGateKey(t, sess, k)
+	// The proof session carries nothing secret (see Partials), so it also
+	// loads the gate key, whose Load answers with a handle and a Name.
+	proofSess, closeProof, err := tpm2.PolicySession(t, tpm2.TPMAlgSHA256, 16)
+	if err != nil {
+		return fmt.Errorf("starting the proof session: %w", err)
+	}
+	run.proofSess = proofSess
+	run.closers = append(run.closers, func() { _ = closeProof() })
+	gateKey, err := loadGateKey(t, proofSess, k)
 	if err != nil {
 		return err
 	}
 	// The objects stay loaded without their parent: one transient slot
 	// fewer for the rest of the call.
 	defer flush(t, gateKey.ObjectHandle)
+	sess, closeSession, err := gateSaltedSession(t, k, gateKey)
+	if err != nil {
+		return err
+	}
+	run.sess = sess
+	run.closers = append(run.closers, func() { _ = closeSession() })
 	if withZGen {
 		if run.zgen, err = run.load(gateKey, &k.zgen); err != nil {
 			return err
@@ -425,13 +433,29 @@ func (run *scopedRun) openKey(k *ScopedKey, approval *Approval, withZGen bool) (
 	if run.twin, err = run.load(gateKey, &k.twin); err != nil {
 		return err
 	}
-	proofSess, closeProof, err := tpm2.PolicySession(t, tpm2.TPMAlgSHA256, 16)
-	if err != nil {
-		return fmt.Errorf("starting the proof session: %w", err)
-	}
-	run.proofSess = proofSess
-	run.closers = append(run.closers, func() { _ = closeProof() })
 	return nil
+}
+
+// gateSaltedSession starts the call's encrypting session: a policy
+// session salted to the loaded gate key, with the public area the scoped
+// key holds (never read back), that encrypts response parameters. Its
+// salt opens only with the gate key's private part, which the TPM holds
+// only by importing the bundle's wrapping under its import key, and the
+// ZGen key loads only under that same object: whatever can read the
+// session could read the share itself. The gate key is P-256, so the
+// salt costs the TPM one ECDH, where the RSA import key's costs an RSA
+// decryption. Were its handle swapped on the bus for a key the swapper
+// holds, the TPM's session key would differ from the device's, and the
+// first command the session authorizes (the ZGen key's import or load,
+// before any ECDH_ZGen) fails its HMAC.
+func gateSaltedSession(t transport.TPM, k *ScopedKey, gateKey *tpm2.LoadResponse) (tpm2.Session, func() error, error) {
+	sess, closeSession, err := tpm2.PolicySession(t, tpm2.TPMAlgSHA256, 16,
+		tpm2.Salted(gateKey.ObjectHandle, k.gateKey.public),
+		tpm2.AESEncryption(128, tpm2.EncryptOut))
+	if err != nil {
+		return nil, nil, fmt.Errorf("starting a session salted to the gate key: %w", err)
+	}
+	return sess, closeSession, nil
 }
 
 // load loads w under the gate key, through the gate.

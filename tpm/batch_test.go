@@ -10,10 +10,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/cloudflare/circl/group"
 	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/custodian-project/custodian/tpm"
 	"github.com/custodian-project/custodian/tpm/tpmtest"
@@ -211,7 +213,7 @@ func TestInvariantBatchKeepsShareAndPartialsOffTheBus(t *testing.T) {
 		if n, clear := bus.EncryptedResponses(tpm2.TPMCCECDHZGen, 1); n != 100 || clear != 0 {
 			t.Errorf("saw %d ECDH_ZGen commands, %d without response encryption; want 100 and 0", n, clear)
 		}
-		requireSaltedToImportKey(t, bus, ek, tpm2.TPMCCECDHZGen, 1)
+		requireSaltedToGateKey(t, bus, key, tpm2.TPMCCECDHZGen, 1)
 	})
 }
 
@@ -537,4 +539,55 @@ func TestInvariantScopedKeptObjectsStillPassTheGate(t *testing.T) {
 		}
 		tpmtest.AssertNoLeaks(t, conn)
 	})
+}
+
+// TestBatchStopsAtTheFirstFailedZGen: when the TPM fails an ECDH_ZGen in
+// the middle of a batch (here the 70th, in the second chunk of blinds),
+// the call returns that point's error, sends no ECDH_ZGen after it,
+// reports progress in order and only for partials before it, and leaves
+// nothing loaded.
+func TestBatchStopsAtTheFirstFailedZGen(t *testing.T) {
+	tpmtest.Run(t, func(t *testing.T, target tpmtest.Target) {
+		conn := target.Open(t)
+		ek, pcrs := bootedDevice(t, conn)
+		_, key, _ := scopedShare(t, ek, pcrs)
+		const failAt = 69
+		bus := &tpmtest.Recorder{TPM: conn}
+		failing := &zgenFailer{TPM: bus, failAt: failAt}
+		var calls []int
+		_, err := tpm.PartialsBatch(failing, key, randomPoints(t, 200), nil, func(done, _ int) { calls = append(calls, done) })
+		if err == nil || !strings.Contains(err.Error(), "point 69:") {
+			t.Fatalf("got %v, want the failure of point %d", err, failAt)
+		}
+		if n, _ := bus.EncryptedResponses(tpm2.TPMCCECDHZGen, 1); n != failAt {
+			t.Errorf("%d ECDH_ZGen commands reached the TPM, want the %d before the failed one: the batch went on after the failure", n, failAt)
+		}
+		for i, done := range calls {
+			if done != i+1 || done > failAt {
+				t.Fatalf("progress was called with %v, want 1, 2, … up to at most %d", calls, failAt)
+			}
+		}
+	})
+}
+
+// zgenFailer answers the ECDH_ZGen of index failAt (from 0) with
+// TPM_RC_FAILURE without sending it.
+type zgenFailer struct {
+	TPM    transport.TPM
+	failAt int
+	zgens  int
+}
+
+func (z *zgenFailer) Send(cmd []byte) ([]byte, error) {
+	if len(cmd) >= 10 && tpm2.TPMCC(binary.BigEndian.Uint32(cmd[6:10])) == tpm2.TPMCCECDHZGen {
+		z.zgens++
+		if z.zgens-1 == z.failAt {
+			rsp := make([]byte, 10)
+			binary.BigEndian.PutUint16(rsp, uint16(tpm2.TPMSTNoSessions))
+			binary.BigEndian.PutUint32(rsp[2:], 10)
+			binary.BigEndian.PutUint32(rsp[6:], uint32(tpm2.TPMRCFailure))
+			return rsp, nil
+		}
+	}
+	return z.TPM.Send(cmd)
 }

@@ -34,7 +34,8 @@
 //     only runs ECDH_ZGen, and its ECDAA twin that only runs Commit and Sign.
 //     [Partials] returns s·R for each point R with the TPM's own proof that
 //     it is correct, which [VerifyPartial] checks anywhere (dleq.go says why
-//     the proof is sound).
+//     the proof is sound). Its ZGen responses are encrypted in a session
+//     salted to the gate key, the parent the ZGen key loads under.
 //
 //   - Refuse downgrades: every secret carries its image's security version
 //     and opens only while the TPM's version floor ([FloorIndex], an NV

@@ -1,6 +1,7 @@
 package tpm
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"slices"
 	"time"
@@ -24,6 +25,15 @@ func LoadScopedObject(t transport.TPM, k *ScopedKey, twin bool) (*tpm2.LoadRespo
 	}
 	run.loaded = slices.DeleteFunc(run.loaded, func(h tpm2.TPMHandle) bool { return h == keep.ObjectHandle })
 	return keep, nil
+}
+
+// GateKeyName is the Name of k's gate key, computed from its public area.
+func GateKeyName(k *ScopedKey) []byte {
+	name, err := tpm2.ObjectName(&k.gateKey.public)
+	if err != nil {
+		panic(err)
+	}
+	return name.Buffer
 }
 
 // PolicyPCRCommand satisfies PolicyPCR(pcrs) · PolicyNV(floor <= version)
@@ -136,9 +146,11 @@ func WrappedOf(b *Blob) (tpm2.TPMTPublic, []byte, []byte) {
 }
 
 // ScopedWrapped returns the gate key's and the ZGen object's public
-// areas, duplicates and seeds of a scoped key.
+// areas, duplicates and seeds of a scoped key (copies: parsed keys share
+// them).
 func ScopedWrapped(k *ScopedKey) (gatePub tpm2.TPMTPublic, gateDup, gateSeed []byte, zgenPub tpm2.TPMTPublic, zgenDup, zgenSeed []byte) {
-	return k.gateKey.public, k.gateKey.duplicate, k.gateKey.seed, k.zgen.public, k.zgen.duplicate, k.zgen.seed
+	c := bytes.Clone
+	return k.gateKey.public, c(k.gateKey.duplicate), c(k.gateKey.seed), k.zgen.public, c(k.zgen.duplicate), c(k.zgen.seed)
 }
 
 // WrapFor duplicates an object of public area pub and sensitive area

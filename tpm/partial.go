@@ -3,6 +3,7 @@ package tpm
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
@@ -19,13 +20,14 @@ const MaxPartials = 256
 // [DowngradeError] otherwise, and with ErrBadApproval if the TPM does not
 // accept the approval.
 //
-// Both objects are loaded once (and imported first in a process's first
-// call, [loadKept]), in a policy session salted to
-// the import key with response encryption; every ZGen runs in that session, so its
-// result crosses the bus encrypted. Commit and Sign run in a second policy
-// session without encryption: a signature is not a parameter the TPM can
-// encrypt; each point is blinded first, so what crosses the bus is worth
-// nothing without the blind (dleq.go). The gate (PolicyPCR ·
+// The gate key loads under the import key in a policy session without
+// encryption, which later runs Commit and Sign: a signature is not a
+// parameter the TPM can encrypt; each point is blinded first, so what
+// crosses the bus is worth nothing without the blind (dleq.go). Both
+// objects are loaded once (and imported first in a process's first call,
+// [loadKept]) in a second policy session, salted to the loaded gate key
+// ([gateSaltedSession]) with response encryption; every ZGen runs in that
+// session, so its result crosses the bus encrypted. The gate (PolicyPCR ·
 // PolicyNV(floor), and PolicyAuthorize with an approval, then
 // PolicyCommandCode(Import or Load) · PolicyOR) runs when the objects load
 // under the gate key, and per point the TPM runs PolicyCommandCode ·
@@ -194,6 +196,9 @@ type openGate struct {
 	pcrs    PCRValues
 	version uint64
 	ticket  *tpm2.TPMTTKVerified // nil: the key's own PCR branch
+	// gateBranches are the gate key's policy branches, computed at the
+	// call's first load under it.
+	gateBranches *tpm2.TPMLDigest
 }
 
 func (k *ScopedKey) openGate(t transport.TPM, a *Approval) (*openGate, error) {
@@ -217,18 +222,40 @@ func (k *ScopedKey) openGate(t transport.TPM, a *Approval) (*openGate, error) {
 // their command, PolicyCommandCode, then PolicyOR for the twin. Their gate
 // was passed when they were loaded ([openGate.passGateKey]).
 func (g *openGate) pass(t transport.TPM, sess tpm2.Session, role scopedRole, cc tpm2.TPMCC) error {
-	return passCommand(t, sess, role, cc, []gate{{}})
-}
-
-// passCommand runs PolicyCommandCode(cc), then PolicyOR over role's
-// branches for gates when there are several.
-func passCommand(t transport.TPM, sess tpm2.Session, role scopedRole, cc tpm2.TPMCC, gates []gate) error {
-	if _, err := (tpm2.PolicyCommandCode{PolicySession: sess.Handle(), Code: cc}).Execute(t); err != nil {
-		return fmt.Errorf("PolicyCommandCode: %w", err)
-	}
-	branches, err := policyBranches(role, gates)
+	branches, err := objectBranches(role)
 	if err != nil {
 		return err
+	}
+	return passCommand(t, sess, cc, branches)
+}
+
+// objectBranches are the ZGen key's and the twin's policy branches, the
+// same for every scoped key: computed once, not at every envelope.
+func objectBranches(role scopedRole) (tpm2.TPMLDigest, error) {
+	b, err := objectBranchesOnce()
+	if err != nil {
+		return tpm2.TPMLDigest{}, err
+	}
+	return b[role], nil
+}
+
+var objectBranchesOnce = sync.OnceValues(func() (map[scopedRole]tpm2.TPMLDigest, error) {
+	out := map[scopedRole]tpm2.TPMLDigest{}
+	for _, role := range []scopedRole{roleZGen, roleTwin} {
+		branches, err := policyBranches(role, []gate{{}})
+		if err != nil {
+			return nil, err
+		}
+		out[role] = branches
+	}
+	return out, nil
+})
+
+// passCommand runs PolicyCommandCode(cc), then PolicyOR over the policy's
+// branches when there are several.
+func passCommand(t transport.TPM, sess tpm2.Session, cc tpm2.TPMCC, branches tpm2.TPMLDigest) error {
+	if _, err := (tpm2.PolicyCommandCode{PolicySession: sess.Handle(), Code: cc}).Execute(t); err != nil {
+		return fmt.Errorf("PolicyCommandCode: %w", err)
 	}
 	return policyOr(t, sess, branches)
 }
@@ -256,7 +283,14 @@ func (g *openGate) passGateKey(t transport.TPM, sess tpm2.Session, cc tpm2.TPMCC
 			return err
 		}
 	}
-	return passCommand(t, sess, roleGateKey, cc, g.key.gates())
+	if g.gateBranches == nil {
+		branches, err := policyBranches(roleGateKey, g.key.gates())
+		if err != nil {
+			return err
+		}
+		g.gateBranches = &branches
+	}
+	return passCommand(t, sess, cc, *g.gateBranches)
 }
 
 // loadUnderGateKey loads w under the loaded gate key, importing it first

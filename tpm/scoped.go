@@ -6,9 +6,12 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"math/big"
+	"sync"
 
 	"github.com/google/go-tpm/tpm2"
 	"golang.org/x/crypto/cryptobyte"
@@ -302,6 +305,8 @@ func orOf(branches tpm2.TPMLDigest) ([]byte, error) {
 	return calc.Hash().Digest, nil
 }
 
+// policyBranches are the branches of role's policy for gates, in
+// scopedPolicy's order.
 func policyBranches(role scopedRole, gates []gate) (tpm2.TPMLDigest, error) {
 	var list tpm2.TPMLDigest
 	for _, g := range gates {
@@ -388,12 +393,63 @@ func (k *ScopedKey) Marshal() []byte {
 // ParseScopedKey decodes and checks a scoped key: canonical encoding, a
 // template import key, a usable PCR policy, a gate key and two objects that are exactly what
 // SealScoped makes for that policy, with the same public point.
+//
+// A key already parsed in this process is not checked again: the checks
+// are a function of the bytes alone, and a device parses the same
+// bundle's key at every release.
 func ParseScopedKey(data []byte) (*ScopedKey, error) {
-	k, err := parseScopedKey(data)
+	sum := sha256.Sum256(data)
+	if k, ok := parsedScoped.get(sum); ok {
+		return k.clone(), nil
+	}
+	// The parsed key refers into its encoding: parse a copy of it that
+	// no caller holds.
+	k, err := parseScopedKey(bytes.Clone(data))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformedBlob, err)
 	}
-	return k, nil
+	parsedScoped.keep(sum, k)
+	return k.clone(), nil
+}
+
+// parsedScoped holds the scoped keys this process parsed and checked, by
+// the SHA-256 of their encoding; never more than maxParsed.
+var parsedScoped = parsedKeys{m: map[[32]byte]*ScopedKey{}}
+
+// maxParsed bounds parsedScoped: a device holds a few scoped keys.
+const maxParsed = 64
+
+type parsedKeys struct {
+	mu sync.Mutex
+	m  map[[32]byte]*ScopedKey
+}
+
+func (c *parsedKeys) get(sum [32]byte) (*ScopedKey, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k, ok := c.m[sum]
+	return k, ok
+}
+
+func (c *parsedKeys) keep(sum [32]byte, k *ScopedKey) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= maxParsed {
+		clear(c.m)
+	}
+	c.m[sum] = k
+}
+
+// clone is a copy of k whose exported fields the caller may change
+// without changing k. The import key and the wrapped objects, which
+// nothing changes, are shared.
+func (k *ScopedKey) clone() *ScopedKey {
+	c := *k
+	c.PCRs = k.PCRs.Clone()
+	if k.Approver != nil {
+		c.Approver = &ecdsa.PublicKey{Curve: k.Approver.Curve, X: new(big.Int).Set(k.Approver.X), Y: new(big.Int).Set(k.Approver.Y)}
+	}
+	return &c
 }
 
 func parseScopedKey(data []byte) (*ScopedKey, error) {

@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"strings"
 	"testing"
@@ -104,7 +105,8 @@ func TestScopedPartialIsShareTimesPointAndItsProofVerifies(t *testing.T) {
 
 // TestInvariantScopedShareNeverOnTPMBus: over import, ZGen and the proofs,
 // no command or response holds the share scalar; every ECDH_ZGen asks the
-// TPM to encrypt its response, in a session salted to the EK; and neither the envelope's point R nor the
+// TPM to encrypt its response, in a session salted to the key's gate key
+// (the object the ZGen key loads under); and neither the envelope's point R nor the
 // partial s·R crosses the bus, so the proof's values (sent in the clear)
 // cannot be turned into the partial: the TPM only sees a blinded point.
 func TestInvariantScopedShareNeverOnTPMBus(t *testing.T) {
@@ -131,8 +133,31 @@ func TestInvariantScopedShareNeverOnTPMBus(t *testing.T) {
 		if bus.Seen(r[1:33]) || bus.Seen(partial[1:33]) {
 			t.Error("the envelope's point or its partial crossed the bus: the proof's values would give the partial away")
 		}
-		requireSaltedToImportKey(t, bus, ek, tpm2.TPMCCECDHZGen, 1)
+		requireSaltedToGateKey(t, bus, key, tpm2.TPMCCECDHZGen, 1)
 	})
+}
+
+// requireSaltedToGateKey: every command with code cc on the recorded bus
+// ran in a started session whose salt was encrypted to a transient handle
+// that a recorded TPM2_Load gave k's gate key's Name (computed from the
+// scoped key, not read back).
+func requireSaltedToGateKey(t *testing.T, bus *tpmtest.Recorder, k *tpm.ScopedKey, cc tpm2.TPMCC, handles int) {
+	t.Helper()
+	commands := bus.CommandSessions(cc, handles)
+	if len(commands) == 0 {
+		t.Fatalf("no command %#x was recorded", uint32(cc))
+	}
+	want := tpm.GateKeyName(k)
+	for i, sessions := range commands {
+		salted := false
+		for _, s := range sessions {
+			salted = salted || bytes.Equal(s.TPMKeyName, want) && len(s.EncryptedSalt) > 0
+		}
+		if !salted {
+			t.Errorf("command %#x (#%d) ran in %d started session(s), none salted to the gate key: an eavesdropper derives the session key",
+				uint32(cc), i, len(sessions))
+		}
+	}
 }
 
 // TestWrongPartialIsCaughtByItsProof: a partial that is not s·R does not
@@ -451,4 +476,113 @@ func TestKeptPartsSurviveAFullTPM(t *testing.T) {
 			t.Errorf("the kept parts were forgotten: the next call imported %d objects", n)
 		}
 	})
+}
+
+// TestParsedScopedKeysAreIndependentCopies: ParseScopedKey remembers what
+// it checked, by the encoding's hash. Each caller still gets its own key
+// (changing one's PCRs changes no other's), a key no longer depends on
+// the caller's buffer, and bytes edited after a good parse are refused.
+func TestParsedScopedKeysAreIndependentCopies(t *testing.T) {
+	ek := tpmtest.RandomImportKey(t)
+	pcrs := tpm.PCRValues{8: bytes.Repeat([]byte{1}, 32)}
+	priv, err := ecdh.P256().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := tpm.SealScoped(ek, pcrs, testVersion, priv.Bytes(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := k.Marshal()
+	buf := bytes.Clone(data)
+	first, err := tpm.ParseScopedKey(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clear(buf)
+	// The first caller's key, then a key from the memory, are changed.
+	for _, k := range []*tpm.ScopedKey{first, nil} {
+		if k == nil {
+			if k, err = tpm.ParseScopedKey(data); err != nil {
+				t.Fatal(err)
+			}
+		}
+		k.PCRs[8][0] = 2
+		k.PCRs[9] = make([]byte, 32)
+	}
+	third, err := tpm.ParseScopedKey(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !third.PCRs.Equal(pcrs) || !bytes.Equal(third.Marshal(), data) {
+		t.Fatal("a parsed scoped key changed with another caller's copy or with the caller's buffer")
+	}
+	for what, edited := range map[string][]byte{
+		"magic":     append([]byte("X"), data[1:]...),
+		"version":   append(append(bytes.Clone(data[:8]), 3), data[9:]...),
+		"truncated": data[:len(data)-1],
+		"trailing":  append(bytes.Clone(data), 0),
+	} {
+		if _, err := tpm.ParseScopedKey(edited); !errors.Is(err, tpm.ErrMalformedBlob) {
+			t.Errorf("%s, after a good parse: %v, want ErrMalformedBlob", what, err)
+		}
+	}
+}
+
+// TestInvariantSwappedSaltKeyStopsBeforeZGen: the ZGen session is salted
+// to the gate key by its handle. An interposer on the bus that points
+// that handle at a P-256 key of its own could derive the TPM's session
+// key (an ECC salt is an ECDH with the device's ephemeral point); but
+// then the TPM's key is not the device's, so the first command the
+// session authorizes (the ZGen key's import, or its load once imported)
+// fails its HMAC and the call ends there: no ECDH_ZGen is ever sent.
+func TestInvariantSwappedSaltKeyStopsBeforeZGen(t *testing.T) {
+	tpmtest.Run(t, func(t *testing.T, target tpmtest.Target) {
+		conn := target.Open(t)
+		ek, pcrs := bootedDevice(t, conn)
+		_, fresh, _ := scopedShare(t, ek, pcrs)
+		_, imported, _ := scopedShare(t, ek, pcrs)
+		if _, err := tpm.PartialsBatch(conn, imported, [][]byte{randomPoint(t)}, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		own, err := tpm2.CreatePrimary{
+			PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHNull, Auth: tpm2.PasswordAuth(nil)},
+			InPublic:      tpm2.New2B(tpm2.ECCSRKTemplate),
+		}.Execute(conn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bus := &tpmtest.Recorder{TPM: conn}
+		swap := &saltSwapper{TPM: bus, to: own.ObjectHandle}
+		for what, key := range map[string]*tpm.ScopedKey{"importing": fresh, "loading": imported} {
+			if _, err := tpm.PartialsBatch(swap, key, [][]byte{randomPoint(t)}, nil, nil); err == nil {
+				t.Fatalf("%s: partials computed in a session salted to another key", what)
+			}
+		}
+		if swap.swapped != 2 {
+			t.Fatalf("swapped %d salt keys, want 2", swap.swapped)
+		}
+		if n, _ := bus.EncryptedResponses(tpm2.TPMCCECDHZGen, 1); n != 0 {
+			t.Fatalf("%d ECDH_ZGen commands were sent in a session salted to another key", n)
+		}
+		tpmtest.FlushAll(t, conn)
+	})
+}
+
+// saltSwapper points every salt encrypted to a transient key at another
+// transient key.
+type saltSwapper struct {
+	TPM     transport.TPM
+	to      tpm2.TPMHandle
+	swapped int
+}
+
+func (s *saltSwapper) Send(cmd []byte) ([]byte, error) {
+	if len(cmd) >= 14 && tpm2.TPMCC(binary.BigEndian.Uint32(cmd[6:10])) == tpm2.TPMCCStartAuthSession &&
+		binary.BigEndian.Uint32(cmd[10:14])>>24 == 0x80 {
+		cmd = bytes.Clone(cmd)
+		binary.BigEndian.PutUint32(cmd[10:14], uint32(s.to))
+		s.swapped++
+	}
+	return s.TPM.Send(cmd)
 }

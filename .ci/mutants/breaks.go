@@ -4,13 +4,21 @@ package main
 // A fragment must occur exactly once in its file: when a refactor moves
 // the code, update the fragment with it.
 var breaks = []mutant{
-	// No plaintext share on the TPM bus: sessions salted to the import key.
+	// No plaintext share on the TPM bus: unseal sessions salted to the
+	// import key, ZGen sessions to the gate key the ZGen key loads under.
 	{
-		name: "unseal and ZGen sessions without Salted(import key), response encryption kept",
+		name: "unseal sessions without Salted(import key), response encryption kept",
 		edits: []edit{{"tpm/unseal.go",
 			"\t\ttpm2.Salted(key.kind.importHandle(), key.public),\n\t\ttpm2.AESEncryption(128, tpm2.EncryptOut))",
 			"\t\ttpm2.AESEncryption(128, tpm2.EncryptOut))"}},
-		pkg: "./tpm", tests: []string{"TestInvariantNoPlaintextShareOnTPMBus", "TestInvariantScopedShareNeverOnTPMBus"},
+		pkg: "./tpm", tests: []string{"TestInvariantNoPlaintextShareOnTPMBus"},
+	},
+	{
+		name: "ZGen sessions without Salted(gate key), response encryption kept",
+		edits: []edit{{"tpm/batch.go",
+			"\t\ttpm2.Salted(gateKey.ObjectHandle, k.gateKey.public),\n\t\ttpm2.AESEncryption(128, tpm2.EncryptOut))",
+			"\t\ttpm2.AESEncryption(128, tpm2.EncryptOut))"}},
+		pkg: "./tpm", tests: []string{"TestInvariantScopedShareNeverOnTPMBus", "TestInvariantBatchKeepsShareAndPartialsOffTheBus"},
 	},
 	// Nothing sealed leaves through TPM2_Rewrap: the import key's and the
 	// gate key's policies name only the commands they need.
@@ -251,6 +259,13 @@ var breaks = []mutant{
 		name:  "any failure to load a kept part forgets the parts and imports again",
 		edits: []edit{{"tpm/kept.go", "\t\tif privateRefused(err) {", "\t\tif err != nil {"}},
 		pkg:   "./tpm", tests: []string{"TestKeptPartsSurviveAFullTPM"},
+	},
+	// A scoped key parsed once is not checked again, and each caller gets
+	// a key of its own.
+	{
+		name:  "parsed scoped keys shared between callers",
+		edits: []edit{{"tpm/scoped.go", "\t\treturn k.clone(), nil\n", "\t\treturn k, nil\n"}},
+		pkg:   "./tpm", tests: []string{"TestParsedScopedKeysAreIndependentCopies"},
 	},
 	// At the agency, a wrong batch names its custodian; a wrong partial of
 	// a version 1 package, for its envelope.

@@ -139,9 +139,12 @@ func (rw *readWriter) Read(p []byte) (int, error) {
 // Session is one TPM2_StartAuthSession as it crossed the bus: the handle
 // the TPM gave it, the key its salt was encrypted to (TPM_RH_NULL for an
 // unsalted session), the bound object, and the encrypted salt itself.
+// TPMKeyName is the Name a recorded TPM2_Load gave the transient TPMKey
+// handle, the last before the session started (nil for another key).
 type Session struct {
 	Handle, TPMKey, Bind tpm2.TPMHandle
 	EncryptedSalt        []byte
+	TPMKeyName           []byte
 }
 
 // CommandSessions returns, for each recorded command with code cc (which
@@ -151,14 +154,20 @@ type Session struct {
 func (r *Recorder) CommandSessions(cc tpm2.TPMCC, handles int) [][]Session {
 	var out [][]Session
 	live := map[tpm2.TPMHandle]Session{}
+	loaded := map[tpm2.TPMHandle][]byte{}
 	for _, e := range r.Exchanges() {
 		c := e.Command
 		if len(c) < 10 {
 			continue
 		}
 		switch tpm2.TPMCC(binary.BigEndian.Uint32(c[6:10])) {
+		case tpm2.TPMCCLoad:
+			if h, name, ok := loadedName(e.Response); ok {
+				loaded[h] = name
+			}
 		case tpm2.TPMCCStartAuthSession:
 			if s, ok := startedSession(e); ok {
+				s.TPMKeyName = loaded[s.TPMKey]
 				live[s.Handle] = s
 			}
 		case cc:
@@ -193,6 +202,24 @@ func startedSession(e Exchange) (Session, bool) {
 		s.EncryptedSalt, _, _ = sized(rest)
 	}
 	return s, true
+}
+
+// loadedName parses a successful TPM2_Load response: the object's handle
+// and Name.
+func loadedName(rsp []byte) (tpm2.TPMHandle, []byte, bool) {
+	if len(rsp) < 14 || binary.BigEndian.Uint32(rsp[6:10]) != 0 {
+		return 0, nil, false
+	}
+	h := tpm2.TPMHandle(binary.BigEndian.Uint32(rsp[10:14]))
+	params := rsp[14:]
+	if binary.BigEndian.Uint16(rsp[0:2]) == uint16(tpm2.TPMSTSessions) {
+		if len(params) < 4 {
+			return 0, nil, false
+		}
+		params = params[4:]
+	}
+	name, _, ok := sized(params)
+	return h, bytes.Clone(name), ok
 }
 
 // sessionHandles lists the session handles of a command's authorization
