@@ -636,6 +636,12 @@ func (d *Daemon) logRefusal(subject []byte, code Code, keyID string) (int64, err
 }
 
 func (d *Daemon) appendEntry(kind ledger.Kind, outcome string, code Code, keyID string, subject, replay []byte) (int64, error) {
+	return d.appendEntryNoted(kind, outcome, code, keyID, subject, replay, nil)
+}
+
+// appendEntryNoted is appendEntry with the notes notes returns for the
+// entry's index written in the entry's transaction (nil: none).
+func (d *Daemon) appendEntryNoted(kind ledger.Kind, outcome string, code Code, keyID string, subject, replay []byte, notes func(int64) ([]ledger.Note, error)) (int64, error) {
 	l := d.cfg.Appliance.Ledger
 	if subject == nil {
 		subject = []byte{}
@@ -644,7 +650,13 @@ func (d *Daemon) appendEntry(kind ledger.Kind, outcome string, code Code, keyID 
 	if outcome == ledger.OutcomeOK {
 		e.Reason = ""
 	}
-	i, err := l.Append(e, subject, replay)
+	var i int64
+	var err error
+	if notes == nil {
+		i, err = l.Append(e, subject, replay)
+	} else {
+		i, err = l.AppendNoted(e, subject, replay, notes)
+	}
 	if err != nil {
 		return -1, err
 	}
@@ -913,7 +925,10 @@ func (d *Daemon) Package(id, keyID string) ([]byte, error) {
 	if !ValidID(id) {
 		return nil, &Refusal{Code: CodeNotFound, Err: errors.New("no such request"), LedgerIndex: -1}
 	}
-	data, err := os.ReadFile(d.packagePath(id, keyID))
+	data, err := d.cfg.Appliance.Ledger.GetNote(packageKey(id, keyID))
+	if errors.Is(err, ledger.ErrNoNote) { // a request of a legacy data directory
+		data, err = os.ReadFile(d.packagePath(id, keyID))
+	}
 	if err != nil {
 		return nil, &Refusal{Code: CodeNotFound, Err: fmt.Errorf("no package for key ID %q in request %s", keyID, id), LedgerIndex: -1}
 	}
