@@ -260,14 +260,17 @@ type Status struct {
 	Salts []opening.Salt `json:"salts,omitempty"`
 }
 
-// Timings splits a release's cost, from the press to the last package.
+// Timings splits a release's cost, from the press to the last package:
+// the stages after VerifyMS add up to TotalMS, but for the moments
+// between them.
 type Timings struct {
 	VerifyMS    float64 `json:"verify_ms"`    // before the summary (not after the press)
-	LedgerMS    float64 `json:"ledger_ms"`    // release entries (fsync + NV increment)
+	RecheckMS   float64 `json:"recheck_ms"`   // the checks run again after the press and before later key IDs, and the TPM's room
+	LedgerMS    float64 `json:"ledger_ms"`    // release entries with the request record (one commit + NV increment)
 	TPMMS       float64 `json:"tpm_ms"`       // unseal
 	HPKEMS      float64 `json:"hpke_ms"`      // seal to the recipient
 	ProofMS     float64 `json:"proof_ms"`     // inclusion proof and signed checkpoint
-	StoreMS     float64 `json:"store_ms"`     // durable package write
+	StoreMS     float64 `json:"store_ms"`     // durable package write, with the request record
 	WitnessMS   float64 `json:"witness_ms"`   // waiting for the witness quorum, after the press and after the entry
 	TotalMS     float64 `json:"total_ms"`     // press to last package stored
 	TPMCommands int64   `json:"tpm_commands"` // during the release
@@ -715,11 +718,18 @@ func (d *Daemon) await(r *request, ready func()) {
 	}
 	unlock := d.gate.release()
 	defer unlock()
-	if cause, err := d.recheck(r); err != nil {
+	t0 := time.Now()
+	cause, err := d.recheck(r)
+	var full error
+	if err == nil {
+		full = checkRoom(d.cfg.TPM)
+	}
+	d.update(r, func(s *Status) { s.Timings.RecheckMS += ms(time.Since(t0)) })
+	if err != nil {
 		d.refused(r, CodeChangedAfterApproval, cause, err)
 		return
 	}
-	if err := checkRoom(d.cfg.TPM); err != nil {
+	if err := full; err != nil {
 		// Before any entry: a restart costs nothing here.
 		err = fmt.Errorf("%w (restart the appliance: a power cycle empties them); nothing was released and the warrant can be submitted again", err)
 		d.refused(r, CodeTPMFull, "", err)

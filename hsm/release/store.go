@@ -228,7 +228,10 @@ func (d *Daemon) releaseFrom(r *request, rec *record, from int, replay []byte, s
 	for pos := from; pos < len(rec.KeyIDs); pos++ {
 		k := rec.KeyIDs[pos]
 		if rec.FirstEntry != nil {
-			if cause, err := d.recheckKeyID(r, k, *rec.FirstEntry); err != nil {
+			t0 := time.Now()
+			cause, err := d.recheckKeyID(r, k, *rec.FirstEntry)
+			tm.RecheckMS += ms(time.Since(t0))
+			if err != nil {
 				d.refusedKeyID(r, rec, k, cause, err)
 				continue
 			}
