@@ -248,10 +248,10 @@ func TestInvariantNothingOutsideWritesTPMNVPlantedRequestNotesAreIgnored(t *test
 	}
 	initEntry := int64(0)
 	planted := map[string][]byte{
-		"00112233445566778899aabbccddeeff": plantedRecord(many, nil),
-		"10112233445566778899aabbccddeeff": plantedRecord([]string{"2026-11"}, &initEntry),
-		"20112233445566778899aabbccddeeff": plantedRecord([]string{"not a key id/.."}, nil),
-		"30112233445566778899aabbccddeeff": []byte("{not json"),
+		"00112233445566778899aabbccddeeff":  plantedRecord(many, nil),
+		"10112233445566778899aabbccddeeff":  plantedRecord([]string{"2026-11"}, &initEntry),
+		"20112233445566778899aabbccddeeff":  plantedRecord([]string{"not a key id/.."}, nil),
+		"30112233445566778899aabbccddeeff":  []byte("{not json"),
 		"../40112233445566778899aabbccddee": plantedRecord([]string{"2026-11"}, &initEntry),
 	}
 	for id, data := range planted {

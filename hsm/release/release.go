@@ -32,10 +32,10 @@
 //     with the cause). Before each later key ID's entry the checks that
 //     can change with time run again (recheckKeyID); a key ID that fails
 //     then is refused alone, logged, and the earlier ones stay released.
-//  6. Then, per key ID, in this order: the request record is stored (before
-//     the first entry with its intent, see record), a release
-//     entry is appended to the ledger (durable, NV counter incremented; the
-//     first carries the warrant's replay key), when the key ID's escrow
+//  6. Then, per key ID, in this order: a release entry is appended to the
+//     ledger (durable, NV counter incremented; the first carries the
+//     warrant's replay key and the request record, in the same
+//     transaction, see record), when the key ID's escrow
 //     file names witnesses with a quorum the daemon waits, at most
 //     WitnessTimeout, for that quorum to cosign a checkpoint holding the
 //     entry (witness_refused otherwise: a failure entry; witness_timeout:
@@ -46,7 +46,8 @@
 //     warrant's recipient (info binds warrant digest, custodian, key ID,
 //     share index), and the package — with the entry's inclusion proof and a
 //     signed checkpoint, the witnesses' cosigned one when they were waited
-//     for — is written durably under releases/<request-id>/. Every new
+//     for — is written durably with the request record naming it, in one
+//     transaction of the ledger's database (see record). Every new
 //     checkpoint is also submitted to the held key IDs' witnesses in the
 //     background (witnessLoop), so refusals are witnessed too.
 //     A scoped key ID (escrow mode "scoped") releases no share: it appends
