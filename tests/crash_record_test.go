@@ -118,7 +118,7 @@ func TestLegacyRequestDirectoryIsServed(t *testing.T) {
 	child.Wait()
 
 	take := func(key string) (v []byte) {
-		editNote(t, d.data, key, func(old []byte) []byte { v = old; return nil })
+		editNote(t, d.data, key, func(old []byte) []byte { v = bytes.Clone(old); return nil })
 		if v == nil {
 			t.Fatalf("no note %s", key)
 		}

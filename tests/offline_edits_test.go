@@ -122,6 +122,25 @@ func storedPackages(t testing.TB, a *appliance.Appliance) []string {
 	return append(out, files...)
 }
 
+// requestLeft lists what request id left on an open appliance: its
+// record and packages in the ledger's notes, and a legacy directory's
+// files.
+func requestLeft(t testing.TB, a *appliance.Appliance, id string) []string {
+	t.Helper()
+	var out []string
+	for _, prefix := range []string{requestNote + id, packageNote + id + "/"} {
+		keys, err := a.Ledger.NoteKeys([]byte(prefix))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range keys {
+			out = append(out, string(k))
+		}
+	}
+	files, _ := filepath.Glob(filepath.Join(a.Dir, release.Dir, id, "*"))
+	return append(out, files...)
+}
+
 // booted closes what the last bootDaemon opened.
 var booted func()
 
