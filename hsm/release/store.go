@@ -537,8 +537,10 @@ func (d *Daemon) storePackage(rec *record, pkg *escrow.Release, index int64, cos
 	}
 	t0 = time.Now()
 	defer func() { tm.StoreMS += ms(time.Since(t0)) }()
-	if stored, err := d.packageStored(rec, pkg.KeyID); err != nil || stored {
-		return fmt.Errorf("a package of key ID %s is already stored for request %s; not writing another (%v)", pkg.KeyID, rec.ID, err)
+	if stored, err := d.packageStored(rec, pkg.KeyID); err != nil {
+		return err
+	} else if stored {
+		return fmt.Errorf("a package of key ID %s is already stored for request %s; not writing another", pkg.KeyID, rec.ID)
 	}
 	next := *rec
 	next.Packages = append(slices.Clone(rec.Packages), pkg.KeyID)
