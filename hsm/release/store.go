@@ -122,7 +122,7 @@ func (d *Daemon) packagePath(id, keyID string) string {
 
 // recordNote is rec as the note that stores it.
 func recordNote(rec *record) (ledger.Note, error) {
-	data, err := json.MarshalIndent(rec, "", "  ")
+	data, err := json.Marshal(rec)
 	return ledger.Note{Key: requestKey(rec.ID), Value: data}, err
 }
 
