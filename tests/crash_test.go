@@ -127,17 +127,16 @@ func TestKillNineBetweenLedgerEntryAndResponse(t *testing.T) {
 	}
 	// Its record marked unfinished again offline is not logged twice.
 	stopRunning()
-	path := filepath.Join(d.data, release.Dir, st.ID, "request.json")
-	var rec map[string]any
-	if data, err := os.ReadFile(path); err != nil || json.Unmarshal(data, &rec) != nil || rec["first_entry"] == nil {
-		t.Fatalf("the record does not name its first entry: %v %v", rec, err)
-	}
-	rec["done"] = false
-	delete(rec, "failed")
-	data, _ := json.Marshal(rec)
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	editNote(t, d.data, requestNote+st.ID, func(old []byte) []byte {
+		var rec map[string]any
+		if err := json.Unmarshal(old, &rec); err != nil || rec["first_entry"] == nil {
+			t.Fatalf("the record does not name its first entry: %v %v", rec, err)
+		}
+		rec["done"] = false
+		delete(rec, "failed")
+		data, _ := json.Marshal(rec)
+		return data
+	})
 	running, cl = startChild(t, d, "")
 	if kinds := countKinds(cl); kinds[ledger.KindFailure] != 1 {
 		t.Fatalf("a record flipped back to unfinished was logged again: %v", kinds)

@@ -62,6 +62,85 @@ func plantRecord(t *testing.T, dir, id string, data []byte) {
 	}
 }
 
+// Where the daemon keeps a request's record and packages: notes in the
+// ledger's database (hsm/release, record).
+const (
+	requestNote = "request/"
+	packageNote = "package/"
+	asideNote   = "unmatched/"
+)
+
+// editNote edits, offline, the note under key in the ledger's database:
+// edit returns its new value from the old one (nil when there is none).
+func editNote(t *testing.T, dir, key string, edit func(old []byte) []byte) {
+	t.Helper()
+	db, err := bolt.Open(filepath.Join(dir, ledger.FileName), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists([]byte("notes"))
+		if err != nil {
+			return err
+		}
+		if v := edit(b.Get([]byte(key))); v != nil {
+			return b.Put([]byte(key), v)
+		}
+		return b.Delete([]byte(key))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readNote reads, offline, the note under key (nil: none).
+func readNote(t *testing.T, dir, key string) []byte {
+	t.Helper()
+	var out []byte
+	editNote(t, dir, key, func(old []byte) []byte {
+		out = append([]byte(nil), old...)
+		return old
+	})
+	return out
+}
+
+// storedPackages lists the release packages stored on an open
+// appliance: the ledger's package notes, and the files of legacy request
+// directories.
+func storedPackages(t testing.TB, a *appliance.Appliance) []string {
+	t.Helper()
+	keys, err := a.Ledger.NoteKeys([]byte(packageNote))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, k := range keys {
+		out = append(out, string(k))
+	}
+	files, _ := filepath.Glob(filepath.Join(a.Dir, release.Dir, "*", "*.release.json"))
+	return append(out, files...)
+}
+
+// requestLeft lists what request id left on an open appliance: its
+// record and packages in the ledger's notes, and a legacy directory's
+// files.
+func requestLeft(t testing.TB, a *appliance.Appliance, id string) []string {
+	t.Helper()
+	var out []string
+	for _, prefix := range []string{requestNote + id, packageNote + id + "/"} {
+		keys, err := a.Ledger.NoteKeys([]byte(prefix))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range keys {
+			out = append(out, string(k))
+		}
+	}
+	files, _ := filepath.Glob(filepath.Join(a.Dir, release.Dir, id, "*"))
+	return append(out, files...)
+}
+
 // booted closes what the last bootDaemon opened.
 var booted func()
 
@@ -163,6 +242,53 @@ func TestInvariantNothingOutsideWritesTPMNVPlantedRequestRecordsAreIgnored(t *te
 	for id := range planted {
 		if _, err := os.Stat(filepath.Join(d.data, release.Dir, id+".unmatched", "request.json")); err != nil {
 			t.Errorf("record %s was not moved aside: %v", id, err)
+		}
+	}
+	if _, again := bootDaemon(t, d); again != before {
+		t.Fatalf("a second start wrote NV: %d -> %d", before, again)
+	}
+}
+
+// TestInvariantNothingOutsideWritesTPMNVPlantedRequestNotesAreIgnored:
+// the same planted records as notes in the ledger's database, where the
+// daemon keeps its records — and one under a key that is no request ID —
+// make no entry and no NV write at the next start, do not stop the
+// daemon, and are set aside under unmatched/.
+func TestInvariantNothingOutsideWritesTPMNVPlantedRequestNotesAreIgnored(t *testing.T) {
+	now := time.Now().UTC()
+	d, _ := readyDevice(t, now, "2026-11")
+	a, before := bootDaemon(t, d)
+	size := a.Ledger.Size()
+	booted()
+
+	var many []string
+	for i := range 25 {
+		many = append(many, fmt.Sprintf("k%d", i))
+	}
+	initEntry := int64(0)
+	planted := map[string][]byte{
+		"00112233445566778899aabbccddeeff":  plantedRecord(many, nil),
+		"10112233445566778899aabbccddeeff":  plantedRecord([]string{"2026-11"}, &initEntry),
+		"20112233445566778899aabbccddeeff":  plantedRecord([]string{"not a key id/.."}, nil),
+		"30112233445566778899aabbccddeeff":  []byte("{not json"),
+		"../40112233445566778899aabbccddee": plantedRecord([]string{"2026-11"}, &initEntry),
+	}
+	for id, data := range planted {
+		var rec map[string]any
+		if json.Unmarshal(data, &rec) == nil {
+			rec["id"] = id
+			data, _ = json.Marshal(rec)
+		}
+		editNote(t, d.data, requestNote+id, func([]byte) []byte { return data })
+	}
+	a, after := bootDaemon(t, d)
+	if after != before || a.Ledger.Blocked() != nil || a.Ledger.Size() != size {
+		t.Fatalf("planted notes: TPM counter %d -> %d, ledger size %d -> %d, blocked %v", before, after, size, a.Ledger.Size(), a.Ledger.Blocked())
+	}
+	booted()
+	for id := range planted {
+		if readNote(t, d.data, requestNote+id) != nil || readNote(t, d.data, asideNote+id) == nil {
+			t.Errorf("note %s was not set aside", id)
 		}
 	}
 	if _, again := bootDaemon(t, d); again != before {

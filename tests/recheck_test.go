@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"net/http"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -53,7 +51,7 @@ func TestInvariantVerificationRunsAgainRightBeforeTheFirstReleaseEntry(t *testin
 		if err != nil || e.Kind != ledger.KindRefusal || e.Reason != string(release.CodeChangedAfterApproval) || !bytes.Equal(ledger.Commit(salt, p7s), e.Commitment) {
 			t.Fatalf("logged as %+v (%v)", e, err)
 		}
-		if pkgs, _ := filepath.Glob(filepath.Join(r.d.data, release.Dir, st.ID, "*")); len(pkgs) != 0 {
+		if pkgs := requestLeft(t, r.a, st.ID); len(pkgs) != 0 {
 			t.Fatalf("the refused request left %v", pkgs)
 		}
 	}
@@ -118,7 +116,7 @@ func (r *rig) releaseElsewhere(t testing.TB, p7s []byte) {
 	if err != nil || done.State != release.StateReleased {
 		t.Fatalf("the other path did not release: %v %+v", err, done)
 	}
-	if _, err := os.Stat(filepath.Join(r.d.data, release.Dir, st.ID, "2026-11.release.json")); err != nil {
+	if _, err := other.Package(st.ID, "2026-11"); err != nil {
 		t.Fatalf("the other path's package: %v", err)
 	}
 }

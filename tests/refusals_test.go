@@ -269,8 +269,7 @@ func TestInvariantShareLeavesOnlyAfterDurableLedgerEntry(t *testing.T) {
 		}
 		atEntry.size = r.a.Ledger.Size()
 		atEntry.unseals, _ = r.rec.EncryptedResponses(tpm2.TPMCCUnseal, 1)
-		matches, _ := filepath.Glob(filepath.Join(r.d.data, release.Dir, "*", "*.release.json"))
-		atEntry.pkgExists = len(matches) > 0
+		atEntry.pkgExists = len(storedPackages(t, r.a)) > 0
 	}
 	r.hook.Store(&hook)
 	r.rec.Reset()

@@ -244,8 +244,7 @@ func TestInvariantPartialsLeaveOnlyAfterDurableLedgerEntries(t *testing.T) {
 		}
 		atEntry.size = r.a.Ledger.Size()
 		atEntry.zgens, _ = r.rec.EncryptedResponses(tpm2.TPMCCECDHZGen, 1)
-		matches, _ := filepath.Glob(filepath.Join(r.d.data, release.Dir, "*", "*.release.json"))
-		atEntry.pkgExists = len(matches) > 0
+		atEntry.pkgExists = len(storedPackages(t, r.a)) > 0
 	}
 	r.hook.Store(&hook)
 	r.rec.Reset()

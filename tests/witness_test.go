@@ -229,7 +229,7 @@ func checkNothingReleased(t *testing.T, r *rig, st release.Status, releases int)
 	if n, _ := r.rec.EncryptedResponses(tpm2.TPMCCUnseal, 1); n != 0 {
 		t.Fatalf("the TPM unsealed the share %d times without the witness quorum", n)
 	}
-	if matches, _ := filepath.Glob(filepath.Join(r.d.data, release.Dir, "*", "*.release.json")); len(matches) != 0 {
+	if matches := storedPackages(t, r.a); len(matches) != 0 {
 		t.Fatalf("packages on disk: %v", matches)
 	}
 	if n := r.releaseEntries(t); n != releases {
@@ -368,7 +368,7 @@ func releasedOnceAfterOutage(t *testing.T, r *rig, p7s []byte, before int) {
 	if n, _ := r.rec.EncryptedResponses(tpm2.TPMCCUnseal, 1); n != 0 {
 		t.Fatalf("the TPM unsealed the share %d times without the witness quorum", n)
 	}
-	if matches, _ := filepath.Glob(filepath.Join(r.d.data, release.Dir, "*", "*.release.json")); len(matches) != 0 {
+	if matches := storedPackages(t, r.a); len(matches) != 0 {
 		t.Fatalf("packages on disk during the outage: %v", matches)
 	}
 	_, pkg := r.releaseOK(t, p7s)

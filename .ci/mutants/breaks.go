@@ -46,8 +46,8 @@ var breaks = []mutant{
 	{
 		name: "share mode unseals and seals the share before its ledger entry",
 		edits: []edit{{"hsm/release/store.go",
-			"\tt0 := time.Now()\n\tindex, code, err := d.appendRelease(keyID, subject, replay)",
-			"\tif b.Escrow.Mode != escrow.ModeScoped {\n\t\td.sealShare(r, b, tm)\n\t}\n\tt0 := time.Now()\n\tindex, code, err := d.appendRelease(keyID, subject, replay)"}},
+			"\tt0 := time.Now()\n\tindex, code, err := d.appendRelease(rec, keyID, subject, replay, list)",
+			"\tif b.Escrow.Mode != escrow.ModeScoped {\n\t\td.sealShare(r, b, tm)\n\t}\n\tt0 := time.Now()\n\tindex, code, err := d.appendRelease(rec, keyID, subject, replay, list)"}},
 		pkg: "./tests", tests: []string{"TestInvariantShareLeavesOnlyAfterDurableLedgerEntry"},
 	},
 	// Nothing is lost on power loss.
@@ -383,6 +383,13 @@ var breaks = []mutant{
 			"	case fresh && d.busy():",
 			"	case fresh && d.busy() && false:"}},
 		pkg: "./tests", tests: []string{"TestBusyRefusedBeforeSealProofsAreChecked"},
+	},
+	{
+		name: "the request record is not written in its first release entry's transaction",
+		edits: []edit{{"hsm/release/store.go",
+			"\tif rec.FirstEntry == nil {\n\t\tnotes = func(index int64) ([]ledger.Note, error) {",
+			"\tif false && rec.FirstEntry == nil {\n\t\tnotes = func(index int64) ([]ledger.Note, error) {"}},
+		pkg: "./tests", tests: []string{"TestKillNineBetweenLedgerEntryAndResponse"},
 	},
 	{
 		name: "a kill after the first entry, before the record names it, is not found",

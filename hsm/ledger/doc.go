@@ -8,6 +8,10 @@
 //     its Merkle hashes, its salt and its anti-replay key are committed in
 //     one fsynced bbolt transaction and the TPM NV counter is incremented.
 //     A power cut at any point leaves either the whole entry or none of it.
+//     [Ledger.AppendNoted] adds the caller's notes (a record about the
+//     entry) to that same transaction: one commit for both. Notes are
+//     outside the tree and the state's binding, so the caller checks them
+//     against the entries they name.
 //
 //   - Tamper-evident. Entries are the leaves of an RFC 6962 Merkle tree
 //     (golang.org/x/mod/sumdb/tlog). [Ledger.Checkpoint] signs the tree

@@ -32,10 +32,10 @@
 //     with the cause). Before each later key ID's entry the checks that
 //     can change with time run again (recheckKeyID); a key ID that fails
 //     then is refused alone, logged, and the earlier ones stay released.
-//  6. Then, per key ID, in this order: the request record is stored (before
-//     the first entry with its intent, see record), a release
-//     entry is appended to the ledger (durable, NV counter incremented; the
-//     first carries the warrant's replay key), when the key ID's escrow
+//  6. Then, per key ID, in this order: a release entry is appended to the
+//     ledger (durable, NV counter incremented; the first carries the
+//     warrant's replay key and the request record, in the same
+//     transaction, see record), when the key ID's escrow
 //     file names witnesses with a quorum the daemon waits, at most
 //     WitnessTimeout, for that quorum to cosign a checkpoint holding the
 //     entry (witness_refused otherwise: a failure entry; witness_timeout:
@@ -46,7 +46,8 @@
 //     warrant's recipient (info binds warrant digest, custodian, key ID,
 //     share index), and the package — with the entry's inclusion proof and a
 //     signed checkpoint, the witnesses' cosigned one when they were waited
-//     for — is written durably under releases/<request-id>/. Every new
+//     for — is written durably with the request record naming it, in one
+//     transaction of the ledger's database (see record). Every new
 //     checkpoint is also submitted to the held key IDs' witnesses in the
 //     background (witnessLoop), so refusals are witnessed too.
 //     A scoped key ID (escrow mode "scoped") releases no share: it appends
@@ -260,14 +261,17 @@ type Status struct {
 	Salts []opening.Salt `json:"salts,omitempty"`
 }
 
-// Timings splits a release's cost, from the press to the last package.
+// Timings splits a release's cost, from the press to the last package:
+// the stages after VerifyMS add up to TotalMS, but for the moments
+// between them.
 type Timings struct {
 	VerifyMS    float64 `json:"verify_ms"`    // before the summary (not after the press)
-	LedgerMS    float64 `json:"ledger_ms"`    // release entries (fsync + NV increment)
+	RecheckMS   float64 `json:"recheck_ms"`   // the checks run again after the press and before later key IDs, and the TPM's room
+	LedgerMS    float64 `json:"ledger_ms"`    // release entries with the request record (one commit + NV increment)
 	TPMMS       float64 `json:"tpm_ms"`       // unseal
 	HPKEMS      float64 `json:"hpke_ms"`      // seal to the recipient
 	ProofMS     float64 `json:"proof_ms"`     // inclusion proof and signed checkpoint
-	StoreMS     float64 `json:"store_ms"`     // durable package write
+	StoreMS     float64 `json:"store_ms"`     // durable package write, with the request record
 	WitnessMS   float64 `json:"witness_ms"`   // waiting for the witness quorum, after the press and after the entry
 	TotalMS     float64 `json:"total_ms"`     // press to last package stored
 	TPMCommands int64   `json:"tpm_commands"` // during the release
@@ -636,6 +640,12 @@ func (d *Daemon) logRefusal(subject []byte, code Code, keyID string) (int64, err
 }
 
 func (d *Daemon) appendEntry(kind ledger.Kind, outcome string, code Code, keyID string, subject, replay []byte) (int64, error) {
+	return d.appendEntryNoted(kind, outcome, code, keyID, subject, replay, nil)
+}
+
+// appendEntryNoted is appendEntry with the notes notes returns for the
+// entry's index written in the entry's transaction (nil: none).
+func (d *Daemon) appendEntryNoted(kind ledger.Kind, outcome string, code Code, keyID string, subject, replay []byte, notes func(int64) ([]ledger.Note, error)) (int64, error) {
 	l := d.cfg.Appliance.Ledger
 	if subject == nil {
 		subject = []byte{}
@@ -644,7 +654,13 @@ func (d *Daemon) appendEntry(kind ledger.Kind, outcome string, code Code, keyID 
 	if outcome == ledger.OutcomeOK {
 		e.Reason = ""
 	}
-	i, err := l.Append(e, subject, replay)
+	var i int64
+	var err error
+	if notes == nil {
+		i, err = l.Append(e, subject, replay)
+	} else {
+		i, err = l.AppendNoted(e, subject, replay, notes)
+	}
 	if err != nil {
 		return -1, err
 	}
@@ -703,11 +719,18 @@ func (d *Daemon) await(r *request, ready func()) {
 	}
 	unlock := d.gate.release()
 	defer unlock()
-	if cause, err := d.recheck(r); err != nil {
+	t0 := time.Now()
+	cause, err := d.recheck(r)
+	var full error
+	if err == nil {
+		full = checkRoom(d.cfg.TPM)
+	}
+	d.update(r, func(s *Status) { s.Timings.RecheckMS += ms(time.Since(t0)) })
+	if err != nil {
 		d.refused(r, CodeChangedAfterApproval, cause, err)
 		return
 	}
-	if err := checkRoom(d.cfg.TPM); err != nil {
+	if err := full; err != nil {
 		// Before any entry: a restart costs nothing here.
 		err = fmt.Errorf("%w (restart the appliance: a power cycle empties them); nothing was released and the warrant can be submitted again", err)
 		d.refused(r, CodeTPMFull, "", err)
@@ -913,7 +936,10 @@ func (d *Daemon) Package(id, keyID string) ([]byte, error) {
 	if !ValidID(id) {
 		return nil, &Refusal{Code: CodeNotFound, Err: errors.New("no such request"), LedgerIndex: -1}
 	}
-	data, err := os.ReadFile(d.packagePath(id, keyID))
+	data, err := d.cfg.Appliance.Ledger.GetNote(packageKey(id, keyID))
+	if errors.Is(err, ledger.ErrNoNote) { // a request of a legacy data directory
+		data, err = os.ReadFile(d.packagePath(id, keyID))
+	}
 	if err != nil {
 		return nil, &Refusal{Code: CodeNotFound, Err: fmt.Errorf("no package for key ID %q in request %s", keyID, id), LedgerIndex: -1}
 	}

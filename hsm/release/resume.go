@@ -152,15 +152,13 @@ func (d *Daemon) resume(r *request, done chan struct{}) {
 			return
 		}
 		var code Code
-		code, err = d.afterEntry(r, r.bundles[k], index, r.status.Timings)
+		code, err = d.afterEntry(r, rec, r.bundles[k], index, r.status.Timings)
 		switch {
 		case errors.Is(err, errAwaitingWitnesses):
 			d.park(r, rec, pos, index, code, err)
 			return
 		case err != nil:
 			rec.Failed[k] = code
-		default:
-			rec.Packages = append(rec.Packages, k)
 		}
 	} else {
 		// After its entry: a failure entry, with the cause as for a later

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/custodian-project/custodian/hsm/durable"
@@ -21,17 +22,25 @@ import (
 	"github.com/custodian-project/custodian/tpm"
 )
 
-// record is a request's durable state. It is written once before the
-// request's first release entry, with the key IDs approved and the intent
-// (the ledger's size then: the entry's index or a later one), and once
-// when the request is done, naming its entries. A kill after the entry
-// leaves the intent: the restart finds the entry among those appended
-// since. A kill before it leaves no record naming an entry, and nothing
-// was released. One durable write per state change: a record without an
-// intent could only be set aside at a restart, so none is written. A
-// restart acts only on a record whose first release entry is in the
-// checked ledger and commits to the record's warrant, so that a record
-// planted or edited offline makes nothing happen.
+// record is a request's durable state, kept as a note in the ledger's
+// database (ledger.Note, under requestKey). It is first written in the
+// transaction of the request's first release entry, naming that entry,
+// with the key IDs approved and what a restart needs (the warrant, the
+// submitter): a kill leaves both or neither, so nothing was released
+// without a record, and no record names an entry that is not there. Each
+// package is written in one transaction with the record naming it, which
+// says Done once every key ID has its package or its failure; a request
+// that ends otherwise (a failure, a refusal of a later key ID) writes its
+// record once more at the end. One durable write per state change. A
+// restart acts only on an unfinished record whose first release entry is
+// in the checked ledger and commits to the record's warrant, so that a
+// record planted or edited offline makes nothing happen.
+//
+// Data directories written before records moved into the ledger keep them
+// as releases/<id>/request.json, with the packages beside them (legacy):
+// they are read, and finished at a restart, where they are; such a record
+// may hold only an intent (its first entry not yet named), and the restart
+// finds the entry from it (findFirstEntry).
 type record struct {
 	ID            string    `json:"id"`
 	Warrant       []byte    `json:"warrant"` // the submitted signed warrant, for failure entries' commitments
@@ -46,7 +55,8 @@ type record struct {
 	FirstEntry    *int64              `json:"first_entry,omitempty"`
 	FirstList     *warrant.ListDigest `json:"first_list,omitempty"`
 	FirstEnvelope []byte              `json:"first_envelope,omitempty"`
-	// Intent is written durably right before the first release entry.
+	// Intent is where the first release entry would be, in legacy
+	// records written right before it.
 	Intent        *intent          `json:"intent,omitempty"`
 	Done          bool             `json:"done"`
 	LedgerIndices map[string]int64 `json:"ledger_indices,omitempty"`
@@ -58,6 +68,10 @@ type record struct {
 	// Officer is the submitter's client certificate (Fingerprint): only
 	// it is given the request's salts.
 	Officer string `json:"officer,omitempty"`
+
+	// legacy: the record was read from releases/<id>/request.json, and
+	// is written back there.
+	legacy bool
 }
 
 // intent says where a request's first release entry will be: at or after
@@ -83,10 +97,22 @@ func (rec *record) status() Status {
 	return s
 }
 
+// Keys of the notes a request keeps in the ledger's database.
+const (
+	requestPrefix = "request/"
+	packagePrefix = "package/"
+	asidePrefix   = "unmatched/"
+)
+
+func requestKey(id string) []byte        { return []byte(requestPrefix + id) }
+func packageKey(id, keyID string) []byte { return []byte(packagePrefix + id + "/" + keyID) }
+
+// requestDir is a legacy request's directory.
 func (d *Daemon) requestDir(id string) string {
 	return filepath.Join(d.cfg.Appliance.Dir, Dir, id)
 }
 
+// packagePath is where a legacy request's package is.
 func (d *Daemon) packagePath(id, keyID string) string {
 	if ids.CheckKeyID(keyID) != nil {
 		return filepath.Join(d.requestDir(id), "invalid")
@@ -94,9 +120,26 @@ func (d *Daemon) packagePath(id, keyID string) string {
 	return filepath.Join(d.requestDir(id), keyID+".release.json")
 }
 
-// writeRecord stores rec durably, making the request's directory first if
-// this is its first record.
+// recordNote is rec as the note that stores it.
+func recordNote(rec *record) (ledger.Note, error) {
+	data, err := json.Marshal(rec)
+	return ledger.Note{Key: requestKey(rec.ID), Value: data}, err
+}
+
+// writeRecord stores rec durably where it was read from.
 func (d *Daemon) writeRecord(rec *record) error {
+	if rec.legacy {
+		return d.writeRecordFile(rec)
+	}
+	n, err := recordNote(rec)
+	if err != nil {
+		return err
+	}
+	return d.cfg.Appliance.Ledger.PutNotes(n)
+}
+
+// writeRecordFile stores a legacy record durably in its directory.
+func (d *Daemon) writeRecordFile(rec *record) error {
 	data, err := json.MarshalIndent(rec, "", "  ")
 	if err != nil {
 		return err
@@ -107,12 +150,27 @@ func (d *Daemon) writeRecord(rec *record) error {
 	return durable.WriteFile(filepath.Join(d.requestDir(rec.ID), "request.json"), data, 0o600)
 }
 
-// errNoRecord is a request record that could not be stored before the
-// request's first entry: nothing was appended, the request is refused.
-var errNoRecord = errors.New("cannot store the request record")
-
+// readRecord reads request id's record from the ledger's notes, or else
+// from its legacy directory.
 func (d *Daemon) readRecord(id string) (*record, error) {
-	data, err := os.ReadFile(filepath.Join(d.requestDir(id), "request.json"))
+	rec, err := d.readRecordIn(id, false)
+	if errors.Is(err, ledger.ErrNoNote) {
+		return d.readRecordIn(id, true)
+	}
+	return rec, err
+}
+
+func (d *Daemon) readRecordIn(id string, legacy bool) (*record, error) {
+	var data []byte
+	var err error
+	switch l := d.cfg.Appliance.Ledger; {
+	case legacy:
+		data, err = os.ReadFile(filepath.Join(d.requestDir(id), "request.json"))
+	case l == nil: // a daemon without a ledger in unit tests: legacy only
+		err = ledger.ErrNoNote
+	default:
+		data, err = l.GetNote(requestKey(id))
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -123,7 +181,32 @@ func (d *Daemon) readRecord(id string) (*record, error) {
 	if rec.ID != id {
 		return nil, errors.New("request record names another request")
 	}
+	rec.legacy = legacy
 	return &rec, nil
+}
+
+// settled reports whether every key ID of rec has its package or its
+// failure.
+func (rec *record) settled() bool {
+	for _, k := range rec.KeyIDs {
+		if _, failed := rec.Failed[k]; !failed && !slices.Contains(rec.Packages, k) {
+			return false
+		}
+	}
+	return true
+}
+
+// packageStored reports whether keyID's package of rec is stored.
+func (d *Daemon) packageStored(rec *record, keyID string) (bool, error) {
+	if rec.legacy {
+		_, err := os.Stat(d.packagePath(rec.ID, keyID))
+		return err == nil, nil
+	}
+	_, err := d.cfg.Appliance.Ledger.GetNote(packageKey(rec.ID, keyID))
+	if errors.Is(err, ledger.ErrNoNote) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // releaseAll runs step 5 for every key ID of an approved request.
@@ -145,21 +228,16 @@ func (d *Daemon) releaseFrom(r *request, rec *record, from int, replay []byte, s
 	for pos := from; pos < len(rec.KeyIDs); pos++ {
 		k := rec.KeyIDs[pos]
 		if rec.FirstEntry != nil {
-			if cause, err := d.recheckKeyID(r, k, *rec.FirstEntry); err != nil {
+			t0 := time.Now()
+			cause, err := d.recheckKeyID(r, k, *rec.FirstEntry)
+			tm.RecheckMS += ms(time.Since(t0))
+			if err != nil {
 				d.refusedKeyID(r, rec, k, cause, err)
 				continue
 			}
 		}
 		index, code, err := d.releaseOne(r, rec, k, replay, tm)
-		if errors.Is(err, errNoRecord) {
-			// Nothing was appended: the approval is lost, no share left.
-			// The request is refused like an I/O failure before any entry.
-			ref := d.refuse(r.p7s, CodeInternal, err)
-			d.finish(r, func(s *Status) { s.State, s.Code, s.Message = StateRefused, CodeInternal, ref.Err.Error() })
-			return
-		}
 		if index >= 0 {
-			rec.LedgerIndices[k] = index
 			replay = nil // registered with the first entry
 		}
 		if errors.Is(err, errAwaitingWitnesses) {
@@ -174,11 +252,16 @@ func (d *Daemon) releaseFrom(r *request, rec *record, from int, replay []byte, s
 			}
 			continue
 		}
-		rec.Packages = append(rec.Packages, k)
 	}
-	rec.Done = true
-	if err := d.writeRecord(rec); err != nil {
-		d.cfg.Log.Error("request record not updated", "request", rec.ID, "err", err)
+	if !rec.Done {
+		// The last package did not settle the request (a failure, a key
+		// ID refused or not tried): its end is one more write.
+		t0 := time.Now()
+		rec.Done = true
+		if err := d.writeRecord(rec); err != nil {
+			d.cfg.Log.Error("request record not updated", "request", rec.ID, "err", err)
+		}
+		tm.StoreMS += ms(time.Since(t0))
 	}
 	tm.TotalMS = ms(time.Since(start))
 	tm.TPMCommands = d.cfg.TPM.Commands() - cmds
@@ -233,25 +316,15 @@ func (d *Daemon) releaseOne(r *request, rec *record, keyID string, replay []byte
 		list = &digest
 		subject = listSubject(r.p7s, digest)
 	}
-	if rec.FirstEntry == nil {
-		rec.Intent = &intent{From: d.cfg.Appliance.Ledger.Size(), List: list}
-		if err := d.writeRecord(rec); err != nil {
-			return -1, CodeInternal, fmt.Errorf("%w before its first entry: %w", errNoRecord, err)
-		}
-	}
 	t0 := time.Now()
-	index, code, err := d.appendRelease(keyID, subject, replay)
+	index, code, err := d.appendRelease(rec, keyID, subject, replay, list)
 	tm.LedgerMS += ms(time.Since(t0))
 	if err != nil {
 		return -1, code, err
 	}
-	if rec.FirstEntry == nil {
-		// Stored with the request's last record; until then the intent
-		// finds the entry.
-		rec.FirstEntry, rec.FirstList = &index, list
-	}
+	rec.LedgerIndices[keyID] = index
 	d.cfg.Hook("entry", keyID)
-	code, err = d.afterEntry(r, b, index, tm)
+	code, err = d.afterEntry(r, rec, b, index, tm)
 	return index, code, err
 }
 
@@ -264,7 +337,7 @@ var errAwaitingWitnesses = errors.New("the release awaits its witnesses")
 // witness wait, the unseal or partials, the package. A failure is logged
 // as a failure entry, except a witness timeout (errAwaitingWitnesses),
 // after which nothing was unsealed and the entry may still be served.
-func (d *Daemon) afterEntry(r *request, b *escrow.Bundle, index int64, tm *Timings) (Code, error) {
+func (d *Daemon) afterEntry(r *request, rec *record, b *escrow.Bundle, index int64, tm *Timings) (Code, error) {
 	keyID := b.Escrow.KeyID
 	fail := func(code Code, err error) (Code, error) {
 		d.logFailure(r.p7s, keyID, code)
@@ -290,7 +363,7 @@ func (d *Daemon) afterEntry(r *request, b *escrow.Bundle, index int64, tm *Timin
 	if err != nil {
 		return fail(code, err)
 	}
-	if err := d.storePackage(r, pkg, index, cosigned, tm); err != nil {
+	if err := d.storePackage(rec, pkg, index, cosigned, tm); err != nil {
 		return fail(CodeStoreFailed, err)
 	}
 	d.cfg.Hook("stored", keyID)
@@ -320,15 +393,30 @@ func partialSubject(p7s, enc []byte) []byte {
 	return append(append(append([]byte{}, p7s...), "\x00envelope\x00"...), enc...)
 }
 
-// appendRelease appends a release entry; the first of a request carries
-// the replay key.
-func (d *Daemon) appendRelease(keyID string, subject, replay []byte) (int64, Code, error) {
-	index, err := d.appendEntry(ledger.KindRelease, ledger.OutcomeOK, "", keyID, subject, replay)
+// appendRelease appends a release entry for keyID of rec's request. The
+// first of a request carries the replay key, and rec naming it (with the
+// list it commits to) in the entry's own transaction: a kill leaves both
+// or neither.
+func (d *Daemon) appendRelease(rec *record, keyID string, subject, replay []byte, list *warrant.ListDigest) (int64, Code, error) {
+	var notes func(int64) ([]ledger.Note, error)
+	if rec.FirstEntry == nil {
+		notes = func(index int64) ([]ledger.Note, error) {
+			first := *rec
+			first.FirstEntry, first.FirstList = &index, list
+			first.LedgerIndices = map[string]int64{keyID: index}
+			n, err := recordNote(&first)
+			return []ledger.Note{n}, err
+		}
+	}
+	index, err := d.appendEntryNoted(ledger.KindRelease, ledger.OutcomeOK, "", keyID, subject, replay, notes)
 	if err != nil {
 		if errors.Is(err, ledger.ErrReplay) {
 			return -1, CodeReplayed, err
 		}
 		return -1, CodeLedgerFailed, err
+	}
+	if rec.FirstEntry == nil {
+		rec.FirstEntry, rec.FirstList = &index, list
 	}
 	return index, "", nil
 }
@@ -432,8 +520,10 @@ func (d *Daemon) witnessed(b *escrow.Bundle, index int64, tm *Timings) (*witness
 
 // storePackage adds the entry's inclusion proof and a checkpoint — the
 // one the witnesses cosigned, or a fresh signed one without witnesses —
-// to the package and writes it durably.
-func (d *Daemon) storePackage(r *request, pkg *escrow.Release, index int64, cosigned *witnessedCheckpoint, tm *Timings) error {
+// to the package and writes it durably, with rec naming it, in one
+// transaction: rec says Done when this package settles the request.
+// A package is stored once: one is never written over another.
+func (d *Daemon) storePackage(rec *record, pkg *escrow.Release, index int64, cosigned *witnessedCheckpoint, tm *Timings) error {
 	t0 := time.Now()
 	inc, err := d.prove(index, cosigned)
 	if err != nil {
@@ -446,9 +536,24 @@ func (d *Daemon) storePackage(r *request, pkg *escrow.Release, index int64, cosi
 		return err
 	}
 	t0 = time.Now()
-	err = durable.CreateFile(d.packagePath(r.status.ID, pkg.KeyID), data, 0o644)
-	tm.StoreMS += ms(time.Since(t0))
-	return err
+	defer func() { tm.StoreMS += ms(time.Since(t0)) }()
+	if stored, err := d.packageStored(rec, pkg.KeyID); err != nil {
+		return err
+	} else if stored {
+		return fmt.Errorf("a package of key ID %s is already stored for request %s; not writing another", pkg.KeyID, rec.ID)
+	}
+	next := *rec
+	next.Packages = append(slices.Clone(rec.Packages), pkg.KeyID)
+	next.Done = next.settled()
+	n, err := recordNote(&next)
+	if err != nil {
+		return err
+	}
+	if err := d.cfg.Appliance.Ledger.PutNotes(ledger.Note{Key: packageKey(rec.ID, pkg.KeyID), Value: data}, n); err != nil {
+		return err
+	}
+	rec.Packages, rec.Done = next.Packages, next.Done
+	return nil
 }
 
 // prove returns entry index with its inclusion proof in the cosigned
@@ -469,42 +574,60 @@ func (d *Daemon) prove(index int64, cosigned *witnessedCheckpoint) (*ledger.Incl
 	return &ledger.Inclusion{Index: index, Entry: string(entry), Proof: p, Checkpoint: string(cosigned.note)}, nil
 }
 
-// recover finishes requests a previous run left between their record and
-// their last package: key IDs with a stored package are served; every other
-// approved key ID is logged as failed, since its release entry may already be
-// in the ledger and its share must not be sealed a second time. It acts
-// only on a record that matches the checked ledger (matchRecord); any other
-// is logged and moved aside, and never stops the daemon. While the ledger
-// is blocked nothing can be checked or logged: records wait.
+// recover finishes requests a previous run left between their first entry
+// and their last package: key IDs with a stored package are served; every
+// other approved key ID is logged as failed, since its release entry may
+// already be in the ledger and its share must not be sealed a second time.
+// It acts only on a record that matches the checked ledger (matchRecord);
+// any other is logged and set aside, and never stops the daemon. Records
+// in the ledger's notes come first, then legacy ones under Dir. While the
+// ledger is blocked nothing can be checked or logged: records wait.
 func (d *Daemon) recover() error {
 	entries, err := os.ReadDir(filepath.Join(d.cfg.Appliance.Dir, Dir))
 	if err != nil {
 		return err
 	}
-	if err := d.cfg.Appliance.Ledger.Blocked(); err != nil {
+	l := d.cfg.Appliance.Ledger
+	if err := l.Blocked(); err != nil {
 		d.cfg.Log.Warn("interrupted requests are not checked while the ledger is blocked", "err", err)
 		return nil
 	}
+	keys, err := l.NoteKeys([]byte(requestPrefix))
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		d.recoverID(strings.TrimPrefix(string(k), requestPrefix), false)
+	}
 	for _, e := range entries {
-		if !ValidID(e.Name()) {
-			continue
-		}
-		rec, err := d.readRecord(e.Name())
-		if err == nil && rec.Done {
-			continue
-		}
-		if err == nil {
-			err = d.matchRecord(rec)
-		}
-		if err != nil {
-			d.setAside(e.Name(), err)
-			continue
-		}
-		if err := d.recoverOne(rec); err != nil {
-			d.cfg.Log.Error("interrupted request not finished", "request", rec.ID, "err", err)
+		if ValidID(e.Name()) {
+			d.recoverID(e.Name(), true)
 		}
 	}
 	return nil
+}
+
+// recoverID finishes request id's record, from the notes or the legacy
+// directory, unless it is done.
+func (d *Daemon) recoverID(id string, legacy bool) {
+	var rec *record
+	err := errors.New("not a request ID")
+	if ValidID(id) {
+		rec, err = d.readRecordIn(id, legacy)
+	}
+	if err == nil && rec.Done {
+		return
+	}
+	if err == nil {
+		err = d.matchRecord(rec)
+	}
+	if err != nil {
+		d.setAside(id, legacy, err)
+		return
+	}
+	if err := d.recoverOne(rec); err != nil {
+		d.cfg.Log.Error("interrupted request not finished", "request", rec.ID, "err", err)
+	}
 }
 
 // errUnmatched wraps why a record is not one this appliance wrote.
@@ -586,9 +709,15 @@ func entryAt(l *ledger.Ledger, i int64) (*ledger.Entry, []byte, error) {
 	return e, salt, err
 }
 
-// setAside moves a request directory recovery will not act on out of the
-// way (its name no longer a request ID), so it is reported once.
-func (d *Daemon) setAside(id string, cause error) {
+// setAside moves a request record recovery will not act on out of the
+// way, so it is reported once: a note to the key unmatched/<id>, a legacy
+// directory to <id>.unmatched (its name no longer a request ID).
+func (d *Daemon) setAside(id string, legacy bool, cause error) {
+	if !legacy {
+		err := d.cfg.Appliance.Ledger.MoveNote(requestKey(id), []byte(asidePrefix+id))
+		d.cfg.Log.Error("ignored a request record that does not match the ledger", "request", id, "cause", cause, "moved_to", asidePrefix+id, "move_err", err)
+		return
+	}
 	aside := d.requestDir(id) + ".unmatched"
 	err := os.Rename(d.requestDir(id), aside)
 	if err == nil {
@@ -603,7 +732,11 @@ func (d *Daemon) recoverOne(rec *record) error {
 	}
 	rec.Packages = nil
 	for _, k := range rec.KeyIDs {
-		if _, err := os.Stat(d.packagePath(rec.ID, k)); err == nil {
+		stored, err := d.packageStored(rec, k)
+		if err != nil {
+			return err
+		}
+		if stored {
 			rec.Packages = append(rec.Packages, k)
 			continue
 		}

@@ -21,7 +21,7 @@ func TestInvariantRequestRecordMatchesFieldNamesExactly(t *testing.T) {
 	if err := os.MkdirAll(d.requestDir(rec.ID), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.writeRecord(rec); err != nil {
+	if err := d.writeRecordFile(rec); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := d.readRecord(rec.ID); err != nil || !got.Done {

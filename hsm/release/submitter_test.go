@@ -22,7 +22,7 @@ func TestInvariantSubmitterReadsNoPathOutsideItsDirectory(t *testing.T) {
 	d := &Daemon{requests: map[string]*request{}, cfg: Config{Appliance: &appliance.Appliance{Dir: dir}}}
 	const good = "0123456789abcdef0123456789abcdef"
 	for _, id := range []string{good, "../outside"} {
-		if err := d.writeRecord(&record{ID: id, Officer: "fp-" + id}); err != nil {
+		if err := d.writeRecordFile(&record{ID: id, Officer: "fp-" + id}); err != nil {
 			t.Fatal(err)
 		}
 	}

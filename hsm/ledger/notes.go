@@ -1,0 +1,117 @@
+package ledger
+
+import (
+	"bytes"
+	"errors"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Notes are records the ledger's caller keeps in the ledger's database,
+// beside the entries they are about. A note written with an entry
+// (AppendNoted) is committed in the entry's own transaction: it is durable
+// exactly when the entry is, at the cost of that one commit, so a state
+// change that needs an entry and a record of it makes one durable write.
+//
+// Notes are outside the tree and outside the state's binding: anyone
+// holding the data directory can plant or edit them offline, so the caller
+// acts on a note only after checking it against the entries it names.
+type Note struct {
+	Key, Value []byte
+}
+
+var bucketNotes = []byte("notes")
+
+// ErrNoNote: no note is stored under the key.
+var ErrNoNote = errors.New("no such note")
+
+// AppendNoted is Append, with the notes notes returns for the entry's
+// index written in the same transaction: both are stored, or neither.
+func (l *Ledger) AppendNoted(e Entry, subject, replayKey []byte, notes func(index int64) ([]Note, error)) (int64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.blocked != nil {
+		return 0, l.blocked
+	}
+	return l.appendWith(l.state, e, replayKey, func(tx *bolt.Tx, base *state) ([]byte, error) {
+		ns, err := notes(base.size)
+		if err != nil {
+			return nil, err
+		}
+		return subject, putNotes(tx, ns)
+	})
+}
+
+// PutNotes stores notes in one transaction, replacing any under the same
+// keys, and returns once they are durable.
+func (l *Ledger) PutNotes(notes ...Note) error {
+	return l.db.Update(func(tx *bolt.Tx) error { return putNotes(tx, notes) })
+}
+
+// MoveNote stores the note under from under to instead, in one
+// transaction.
+func (l *Ledger) MoveNote(from, to []byte) error {
+	return l.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketNotes)
+		if b == nil || b.Get(from) == nil {
+			return ErrNoNote
+		}
+		v := b.Get(from)
+		if err := b.Put(to, append([]byte(nil), v...)); err != nil {
+			return err
+		}
+		return b.Delete(from)
+	})
+}
+
+func putNotes(tx *bolt.Tx, notes []Note) error {
+	if len(notes) == 0 {
+		return nil
+	}
+	b, err := tx.CreateBucketIfNotExists(bucketNotes)
+	if err != nil {
+		return err
+	}
+	for _, n := range notes {
+		if err := b.Put(n.Key, n.Value); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// GetNote returns the note under key, or ErrNoNote.
+func (l *Ledger) GetNote(key []byte) ([]byte, error) {
+	var out []byte
+	err := l.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketNotes)
+		if b == nil {
+			return ErrNoNote
+		}
+		v := b.Get(key)
+		if v == nil {
+			return ErrNoNote
+		}
+		out = append([]byte(nil), v...)
+		return nil
+	})
+	return out, err
+}
+
+// NoteKeys returns the keys of the notes whose key starts with prefix, in
+// order.
+func (l *Ledger) NoteKeys(prefix []byte) ([][]byte, error) {
+	var keys [][]byte
+	err := l.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketNotes)
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			keys = append(keys, append([]byte(nil), k...))
+		}
+		return nil
+	})
+	return keys, err
+}

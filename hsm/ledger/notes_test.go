@@ -1,0 +1,70 @@
+package ledger_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/custodian-project/custodian/hsm/ledger"
+	"github.com/custodian-project/custodian/tpm/tpmtest"
+)
+
+// TestNoteWithEntryIsWrittenWithItOrNotAtAll: a note written with an
+// entry (AppendNoted) names the entry's index and is there after a
+// reopen exactly when the entry is; a note that cannot be made leaves no
+// entry, no spent replay key and no note. The notes do not touch the
+// state: the ledger reopens unblocked, and the state's binding holds.
+func TestNoteWithEntryIsWrittenWithItOrNotAtAll(t *testing.T) {
+	tpmtest.Run(t, func(t *testing.T, target tpmtest.Target) {
+		d := newDevice(t, target.Open(t))
+		dir := t.TempDir()
+		l := create(t, d, dir)
+		e := ledger.Entry{Time: t0, Kind: ledger.KindRelease, Outcome: ledger.OutcomeOK}
+		key := []byte("request/a")
+
+		size := l.Size()
+		_, err := l.AppendNoted(e, []byte("warrant"), []byte("replay"), func(int64) ([]ledger.Note, error) {
+			return nil, errors.New("no note")
+		})
+		if err == nil || l.Size() != size {
+			t.Fatalf("a failed note: %v, size %d -> %d", err, size, l.Size())
+		}
+		if _, seen, _ := l.Seen([]byte("replay")); seen {
+			t.Fatal("a failed note spent the replay key")
+		}
+
+		i, err := l.AppendNoted(e, []byte("warrant"), []byte("replay"), func(index int64) ([]ledger.Note, error) {
+			return []ledger.Note{{Key: key, Value: fmt.Appendf(nil, "entry %d", index)}}, nil
+		})
+		if err != nil || i != size {
+			t.Fatalf("AppendNoted = %d, %v; want %d", i, err, size)
+		}
+		if err := l.PutNotes(ledger.Note{Key: []byte("package/a/k"), Value: []byte("pkg")}); err != nil {
+			t.Fatal(err)
+		}
+		l.Close()
+		l = open(t, d, dir)
+		if err := l.Blocked(); err != nil {
+			t.Fatalf("notes blocked the ledger: %v", err)
+		}
+		if v, err := l.GetNote(key); err != nil || !bytes.Equal(v, fmt.Appendf(nil, "entry %d", i)) {
+			t.Fatalf("note after reopen: %q %v", v, err)
+		}
+		if keys, err := l.NoteKeys([]byte("request/")); err != nil || len(keys) != 1 || !bytes.Equal(keys[0], key) {
+			t.Fatalf("NoteKeys = %q %v", keys, err)
+		}
+		if err := l.MoveNote(key, []byte("unmatched/a")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.GetNote(key); !errors.Is(err, ledger.ErrNoNote) {
+			t.Fatalf("a moved note is still there: %v", err)
+		}
+		if v, err := l.GetNote([]byte("unmatched/a")); err != nil || len(v) == 0 {
+			t.Fatalf("the moved note: %q %v", v, err)
+		}
+		if err := l.MoveNote(key, []byte("x")); !errors.Is(err, ledger.ErrNoNote) {
+			t.Fatalf("moving a missing note: %v", err)
+		}
+	})
+}
