@@ -25,8 +25,11 @@ import (
 // the encrypted area and name; the wrapper is the HMAC, size-prefixed,
 // then the encrypted area. It refuses what go-tpm refuses, a parent
 // whose symmetric algorithm is not AES in CFB mode, before encapsulating
-// anything, and an area too long for its 2-byte size, which go-tpm
-// would encode modulo 65536 (TestDuplicateIsTheLibrarys compares both).
+// anything, and a wrapper too long for the 2-byte size of the TPM2B that
+// carries it, which go-tpm would encode modulo 65536
+// (TestDuplicateIsTheLibrarys compares both). The seed and the two keys
+// derived from it are cleared on return; the AES key schedule and the
+// HMAC's pads live inside the standard library's values, out of reach.
 func createDuplicate(rand io.Reader, parent tpm2.LabeledEncapsulationKey, name, sensitive []byte) (duplicate, encSecret []byte, err error) {
 	sym := parent.SymmetricParameters()
 	if sym.Algorithm != tpm2.TPMAlgAES {
@@ -47,27 +50,31 @@ func createDuplicate(rand io.Reader, parent tpm2.LabeledEncapsulationKey, name, 
 	if err != nil {
 		return nil, nil, err
 	}
-	if len(sensitive) > math.MaxUint16 {
-		return nil, nil, fmt.Errorf("sensitive area of %d bytes is too large to wrap", len(sensitive))
+	size := hash.Size()
+	if 2+size+2+len(sensitive) > math.MaxUint16 {
+		return nil, nil, fmt.Errorf("sensitive area of %d bytes is too large to wrap: a TPM takes at most %d", len(sensitive), math.MaxUint16-4-size)
 	}
 	seed, encSecret, err := parent.Encapsulate(rand, "DUPLICATE")
 	if err != nil {
 		return nil, nil, err
 	}
 	defer clear(seed)
-	block, err := aes.NewCipher(tpm2.KDFa(hash, seed, "STORAGE", name, nil, int(*bits)))
+	storageKey := tpm2.KDFa(hash, seed, "STORAGE", name, nil, int(*bits))
+	defer clear(storageKey)
+	block, err := aes.NewCipher(storageKey)
 	if err != nil {
 		return nil, nil, err
 	}
 	// duplicate: size || HMAC || CFB(size || sensitive), encrypted in place.
-	size := hash.Size()
 	duplicate = make([]byte, 2+size+2+len(sensitive))
 	binary.BigEndian.PutUint16(duplicate, uint16(size))
 	dupSensitive := duplicate[2+size:]
 	binary.BigEndian.PutUint16(dupSensitive, uint16(len(sensitive)))
 	copy(dupSensitive[2:], sensitive)
 	cipher.NewCFBEncrypter(block, make([]byte, block.BlockSize())).XORKeyStream(dupSensitive, dupSensitive)
-	mac := hmac.New(hash.New, tpm2.KDFa(hash, seed, "INTEGRITY", nil, nil, size*8))
+	integrityKey := tpm2.KDFa(hash, seed, "INTEGRITY", nil, nil, size*8)
+	defer clear(integrityKey)
+	mac := hmac.New(hash.New, integrityKey)
 	mac.Write(dupSensitive)
 	mac.Write(name)
 	mac.Sum(duplicate[2:2])

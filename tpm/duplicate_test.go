@@ -7,9 +7,11 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	mathrand "math/rand/v2"
 	"testing"
 
@@ -172,5 +174,22 @@ func TestDuplicateRefusesWhatTheLibraryRefuses(t *testing.T) {
 		if len(ours.labels) != 0 {
 			t.Errorf("%v: encapsulated to a parent it refuses", c.sym.Algorithm)
 		}
+	}
+}
+
+// TestDuplicateRefusesWrappersNoTPM2BCanHold: the wrapper goes to the TPM
+// in a TPM2B_PRIVATE, whose size has two bytes; an area that fits its own
+// size field but not the wrapper's is refused before anything is
+// encapsulated, and the largest area that fits is wrapped.
+func TestDuplicateRefusesWrappersNoTPM2BCanHold(t *testing.T) {
+	parent := importEncapsulationKeys(t)["rsa"]
+	largest := math.MaxUint16 - 4 - sha256.Size
+	dup, _, err := createDuplicate(rand.Reader, parent, make([]byte, 34), make([]byte, largest))
+	if err != nil || len(dup) != math.MaxUint16 {
+		t.Fatalf("a %d-byte area: %d-byte wrapper, %v; want %d bytes", largest, len(dup), err, math.MaxUint16)
+	}
+	ours := newFixedSeed(t, parent)
+	if _, _, err := createDuplicate(rand.Reader, ours, make([]byte, 34), make([]byte, largest+1)); err == nil || len(ours.labels) != 0 {
+		t.Errorf("a %d-byte area: err %v, %d encapsulations; want a refusal before any", largest+1, err, len(ours.labels))
 	}
 }

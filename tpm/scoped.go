@@ -168,7 +168,9 @@ func wrap(parent *tpm2.TPMTPublic, public tpm2.TPMTPublic, sensitive tpm2.TPMTSe
 	if err != nil {
 		return nil, fmt.Errorf("the parent key cannot wrap imports: %w", err)
 	}
-	duplicate, seed, err := createDuplicate(rand.Reader, encap, name.Buffer, tpm2.Marshal(sensitive))
+	inner := tpm2.Marshal(sensitive)
+	defer clear(inner)
+	duplicate, seed, err := createDuplicate(rand.Reader, encap, name.Buffer, inner)
 	if err != nil {
 		return nil, fmt.Errorf("wrapping for the parent key: %w", err)
 	}
