@@ -3,6 +3,7 @@ package tpm
 import (
 	"bytes"
 	"crypto"
+	"crypto/x509"
 	"errors"
 	"fmt"
 
@@ -109,8 +110,16 @@ func ParseImportKey(der []byte) (*ImportKey, error) {
 // Kind says whether this is the RSA or the ECC import key.
 func (k *ImportKey) Kind() EKKind { return k.kind }
 
-// PublicKey returns the key as a Go public key.
-func (k *ImportKey) PublicKey() crypto.PublicKey { return k.key }
+// PublicKey returns the key as a Go public key, a copy of its own: an
+// ImportKey is shared by every blob and scoped key parsed from the same
+// bytes, so nothing a caller does to what it is given may reach it.
+func (k *ImportKey) PublicKey() crypto.PublicKey {
+	key, err := x509.ParsePKIXPublicKey(k.der)
+	if err != nil {
+		panic("tpm: an import key's own encoding does not parse: " + err.Error())
+	}
+	return key
+}
 
 // MarshalPKIX returns the key's SubjectPublicKeyInfo DER encoding.
 func (k *ImportKey) MarshalPKIX() []byte { return bytes.Clone(k.der) }
@@ -118,8 +127,15 @@ func (k *ImportKey) MarshalPKIX() []byte { return bytes.Clone(k.der) }
 // Name returns the key's TPM Name.
 func (k *ImportKey) Name() []byte { return bytes.Clone(k.name) }
 
-// Public is the key's public area: the template with its key.
-func (k *ImportKey) Public() tpm2.TPMTPublic { return k.public }
+// Public is the key's public area: the template with its key, a copy of
+// its own (see PublicKey).
+func (k *ImportKey) Public() tpm2.TPMTPublic {
+	public, err := tpm2.Unmarshal[tpm2.TPMTPublic](tpm2.Marshal(k.public))
+	if err != nil {
+		panic("tpm: an import key's own public area does not decode: " + err.Error())
+	}
+	return *public
+}
 
 func (k *ImportKey) authHandle(auth tpm2.Session) tpm2.AuthHandle {
 	return tpm2.AuthHandle{Handle: k.kind.importHandle(), Name: tpm2.TPM2BName{Buffer: k.Name()}, Auth: auth}

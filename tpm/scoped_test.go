@@ -6,6 +6,8 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"strings"
@@ -509,6 +511,19 @@ func TestParsedScopedKeysAreIndependentCopies(t *testing.T) {
 		}
 		k.PCRs[8][0] = 2
 		k.PCRs[9] = make([]byte, 32)
+		// The import key, which every copy shares, through what it gives.
+		switch key := k.Key.PublicKey().(type) {
+		case *rsa.PublicKey:
+			key.E = 3
+		case *ecdsa.PublicKey:
+			key.X.SetInt64(1)
+		}
+		public := k.Key.Public()
+		if modulus, err := public.Unique.RSA(); err == nil {
+			modulus.Buffer[0] ^= 0xff
+		} else if point, err := public.Unique.ECC(); err == nil {
+			point.X.Buffer[0] ^= 0xff
+		}
 	}
 	third, err := tpm.ParseScopedKey(data)
 	if err != nil {
@@ -516,6 +531,12 @@ func TestParsedScopedKeysAreIndependentCopies(t *testing.T) {
 	}
 	if !third.PCRs.Equal(pcrs) || !bytes.Equal(third.Marshal(), data) {
 		t.Fatal("a parsed scoped key changed with another caller's copy or with the caller's buffer")
+	}
+	if der, err := x509.MarshalPKIXPublicKey(third.Key.PublicKey()); err != nil || !bytes.Equal(der, ek.MarshalPKIX()) {
+		t.Fatalf("the import key changed with another caller's copy (%v)", err)
+	}
+	if !bytes.Equal(tpm2.Marshal(third.Key.Public()), tpm2.Marshal(ek.Public())) {
+		t.Fatal("the import key's public area changed with another caller's copy")
 	}
 	for what, edited := range map[string][]byte{
 		"magic":     append([]byte("X"), data[1:]...),
