@@ -65,11 +65,13 @@ var ErrBadBatch = errors.New("the batch of partial decryptions does not match it
 // [Partials]; so are its errors. progress, if not nil, is called after
 // each partial with the number done so far.
 //
-// Per point the TPM runs the key's policy and one ECDH_ZGen on ρ_i·R_i,
-// whose response is encrypted; the device unblinds. Per batch it runs
-// the setup of Partials and one Commit and one Sign on ρ·R*, for a fresh
-// blind ρ: what crosses the bus in the clear is about a point no probe
-// can relate to any R_i.
+// Per point the TPM runs the key's policy and one ECDH_ZGen on R_i, in
+// the session salted to the gate key, which encrypts both the point it
+// sends and the partial it answers: neither crosses the bus in the clear,
+// and the device has nothing to blind or unblind. Per batch it runs the
+// setup of Partials and one Commit and one Sign on ρ·R*, for a fresh blind
+// ρ: a signature cannot be encrypted, so what crosses the bus in the clear
+// is about a point no probe can relate to any R_i.
 func PartialsBatch(t transport.TPM, k *ScopedKey, points [][]byte, approval *Approval, progress func(done, total int)) (*Batch, error) {
 	if err := checkBatchPoints(points); err != nil {
 		return nil, err
@@ -80,15 +82,12 @@ func PartialsBatch(t transport.TPM, k *ScopedKey, points [][]byte, approval *App
 	}
 	defer run.close()
 	partials := make([][]byte, len(points))
-	for lo := 0; lo < len(points); lo += blindChunk {
-		hi := min(lo+blindChunk, len(points))
-		done := func(i int) {
-			if progress != nil {
-				progress(lo+i+1, len(points))
-			}
+	for i, r := range points {
+		if partials[i], err = zgenPoint(run.t, run.sess, run.gate, run.zgen, r); err != nil {
+			return nil, fmt.Errorf("point %d: %w", i, err)
 		}
-		if err := run.partials(points[lo:hi], partials[lo:hi], lo, done); err != nil {
-			return nil, err
+		if progress != nil {
+			progress(i+1, len(points))
 		}
 	}
 	proof, err := run.proveBatch(points, partials)
@@ -122,58 +121,6 @@ func checkBatchPoints(points [][]byte) error {
 		return fmt.Errorf("%d points; one batch holds 1 to %d", len(points), MaxBatch)
 	}
 	return checkPoints(points)
-}
-
-// blindChunk is how many blinds are drawn, and inverted, at once.
-const blindChunk = 64
-
-// partials computes out[i] = s·points[i] through the TPM, which sees only
-// ρ_i·R_i, and calls done(i) after each; first is the index of points[0]
-// in the batch, for errors. The blinds' inverses come from one inversion
-// for the chunk.
-func (run *scopedRun) partials(points, out [][]byte, first int, done func(i int)) error {
-	rhos := make([]*p256.Scalar, len(points))
-	for i := range rhos {
-		var err error
-		if rhos[i], err = p256.RandomScalar(); err != nil {
-			return err
-		}
-		defer rhos[i].Erase()
-	}
-	unblinds, err := p256.Inverses(rhos)
-	if err != nil {
-		return err
-	}
-	for i, r := range points {
-		defer unblinds[i].Erase()
-		var err error
-		if out[i], err = run.partial(r, rhos[i], unblinds[i]); err != nil {
-			return fmt.Errorf("point %d: %w", first+i, err)
-		}
-		done(i)
-	}
-	return nil
-}
-
-// partial returns s·R through the TPM, which sees only ρ·R.
-func (run *scopedRun) partial(r []byte, rho, unblind *p256.Scalar) ([]byte, error) {
-	R, err := p256.ParsePoint(r)
-	if err != nil {
-		return nil, err
-	}
-	blinded, err := mulEncode(R, rho)
-	if err != nil {
-		return nil, err
-	}
-	p, err := zgenPoint(run.t, run.sess, run.gate, run.zgen, blinded)
-	if err != nil {
-		return nil, err
-	}
-	P, err := p256.ParsePoint(p)
-	if err != nil {
-		return nil, fmt.Errorf("ECDH_ZGen returned a bad point: %w", err)
-	}
-	return mulEncode(P, unblind)
 }
 
 // proveBatch proves the combination of partials on a fresh blind of R*.
@@ -438,7 +385,8 @@ func (run *scopedRun) openKey(k *ScopedKey, approval *Approval, withZGen bool) (
 
 // gateSaltedSession starts the call's encrypting session: a policy
 // session salted to the loaded gate key, with the public area the scoped
-// key holds (never read back), that encrypts response parameters. Its
+// key holds (never read back), that encrypts the first parameter of each
+// command and of each response (ECDH_ZGen's point and its partial). Its
 // salt opens only with the gate key's private part, which the TPM holds
 // only by importing the bundle's wrapping under its import key, and the
 // ZGen key loads only under that same object: whatever can read the
@@ -451,7 +399,7 @@ func (run *scopedRun) openKey(k *ScopedKey, approval *Approval, withZGen bool) (
 func gateSaltedSession(t transport.TPM, k *ScopedKey, gateKey *tpm2.LoadResponse) (tpm2.Session, func() error, error) {
 	sess, closeSession, err := tpm2.PolicySession(t, tpm2.TPMAlgSHA256, 16,
 		tpm2.Salted(gateKey.ObjectHandle, k.gateKey.public),
-		tpm2.AESEncryption(128, tpm2.EncryptOut))
+		tpm2.AESEncryption(128, tpm2.EncryptInOut))
 	if err != nil {
 		return nil, nil, fmt.Errorf("starting a session salted to the gate key: %w", err)
 	}

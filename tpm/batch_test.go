@@ -182,8 +182,9 @@ func TestBatchRefusesReorderedDroppedOrDuplicatedPartials(t *testing.T) {
 
 // TestInvariantBatchKeepsShareAndPartialsOffTheBus: over a whole batch,
 // no command or response holds the share, an envelope's point, a partial,
-// or the combined point and partial the proof is about; every ECDH_ZGen
-// asks for response encryption in a session salted to the EK.
+// or the combined point and partial the proof is about (the point goes to
+// ECDH_ZGen unblinded, encrypted by the session); every ECDH_ZGen asks for
+// response encryption.
 func TestInvariantBatchKeepsShareAndPartialsOffTheBus(t *testing.T) {
 	tpmtest.Run(t, func(t *testing.T, target tpmtest.Target) {
 		conn := target.Open(t)

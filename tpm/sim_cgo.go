@@ -3,6 +3,7 @@
 package tpm
 
 import (
+	"bytes"
 	"github.com/google/go-tpm-tools/simulator"
 	"github.com/google/go-tpm/tpm2/transport"
 )
@@ -20,7 +21,9 @@ func openSimulator() (transport.TPMCloser, error) {
 type simConn struct{ sim *simulator.Simulator }
 
 func (s *simConn) Send(cmd []byte) ([]byte, error) {
-	if _, err := s.sim.Write(cmd); err != nil {
+	// The simulator decrypts parameters in the buffer it is given: give
+	// it its own, as a TPM on a bus would have.
+	if _, err := s.sim.Write(bytes.Clone(cmd)); err != nil {
 		return nil, err
 	}
 	return readResponse(s.sim)

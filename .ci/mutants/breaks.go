@@ -14,11 +14,18 @@ var breaks = []mutant{
 		pkg: "./tpm", tests: []string{"TestInvariantNoPlaintextShareOnTPMBus"},
 	},
 	{
-		name: "ZGen sessions without Salted(gate key), response encryption kept",
+		name: "ZGen sessions without Salted(gate key), encryption kept",
 		edits: []edit{{"tpm/batch.go",
-			"\t\ttpm2.Salted(gateKey.ObjectHandle, k.gateKey.public),\n\t\ttpm2.AESEncryption(128, tpm2.EncryptOut))",
-			"\t\ttpm2.AESEncryption(128, tpm2.EncryptOut))"}},
+			"\t\ttpm2.Salted(gateKey.ObjectHandle, k.gateKey.public),\n\t\ttpm2.AESEncryption(128, tpm2.EncryptInOut))",
+			"\t\ttpm2.AESEncryption(128, tpm2.EncryptInOut))"}},
 		pkg: "./tpm", tests: []string{"TestInvariantScopedShareNeverOnTPMBus", "TestInvariantBatchKeepsShareAndPartialsOffTheBus"},
+	},
+	{
+		name: "ZGen points sent in the clear (responses still encrypted)",
+		edits: []edit{{"tpm/batch.go",
+			"tpm2.AESEncryption(128, tpm2.EncryptInOut))",
+			"tpm2.AESEncryption(128, tpm2.EncryptOut))"}},
+		pkg: "./tpm", tests: []string{"TestInvariantBatchKeepsShareAndPartialsOffTheBus"},
 	},
 	// Nothing sealed leaves through TPM2_Rewrap: the import key's and the
 	// gate key's policies name only the commands they need.

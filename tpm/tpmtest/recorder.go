@@ -26,9 +26,10 @@ type Recorder struct {
 
 // Send implements transport.TPM.
 func (r *Recorder) Send(cmd []byte) ([]byte, error) {
+	sent := bytes.Clone(cmd) // as it crossed the bus, whatever the TPM does to the buffer
 	rsp, err := r.TPM.Send(cmd)
 	r.mu.Lock()
-	r.exchanges = append(r.exchanges, Exchange{bytes.Clone(cmd), bytes.Clone(rsp)})
+	r.exchanges = append(r.exchanges, Exchange{sent, bytes.Clone(rsp)})
 	r.mu.Unlock()
 	return rsp, err
 }
