@@ -173,39 +173,6 @@ func (s *Scalar) Clone() *Scalar {
 	return c
 }
 
-// ErrZeroScalar is Inverses' refusal of a list holding a zero.
-var ErrZeroScalar = errors.New("p256: a zero scalar has no inverse")
-
-// Inverses returns s_i⁻¹ for every s_i, with one inversion and three
-// multiplications each (Montgomery's trick), in constant time: an
-// inversion costs about two point multiplications. A zero anywhere makes
-// the product zero and every inverse wrong, so it is refused
-// (ErrZeroScalar) without saying which (the product alone is tested).
-func Inverses(s []*Scalar) ([]*Scalar, error) {
-	prefix := make([]*Scalar, len(s)) // s_0·…·s_{i−1}
-	acc := ReduceScalar([]byte{1})
-	for i := range s {
-		prefix[i] = acc.Clone()
-		acc.Mul(s[i])
-	}
-	if acc.IsZero() {
-		acc.Erase()
-		for _, p := range prefix {
-			p.Erase()
-		}
-		return nil, ErrZeroScalar
-	}
-	inv := acc.Inverse() // (s_0·…·s_{n−1})⁻¹
-	acc.Erase()
-	out := make([]*Scalar, len(s))
-	for i := len(s) - 1; i >= 0; i-- {
-		out[i] = prefix[i].Mul(inv) // s_i⁻¹
-		inv.Mul(s[i])               // (s_0·…·s_{i−1})⁻¹
-	}
-	inv.Erase()
-	return out, nil
-}
-
 // CompressedLen is a compressed point: 0x02 or 0x03, then x.
 const CompressedLen = 33
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/ecdh"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -119,36 +118,6 @@ func RandomScalarOrFail(t testing.TB) *Scalar {
 }
 
 func nanotime() int64 { return time.Now().UnixNano() }
-
-// TestInversesRefuseAZero: one zero among many would make every inverse
-// zero; the list is refused instead.
-func TestInversesRefuseAZero(t *testing.T) {
-	s := []*Scalar{RandomScalarOrFail(t), ReduceScalar(nil), RandomScalarOrFail(t)}
-	if invs, err := Inverses(s); !errors.Is(err, ErrZeroScalar) {
-		t.Fatalf("Inverses with a zero: %v, %v; want ErrZeroScalar", invs, err)
-	}
-}
-
-func TestInversesAreEachScalarsInverse(t *testing.T) {
-	for _, n := range []int{1, 2, 17} {
-		s := make([]*Scalar, n)
-		for i := range s {
-			s[i] = RandomScalarOrFail(t)
-		}
-		invs, err := Inverses(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i, inv := range invs {
-			if !bytes.Equal(inv.Bytes(), s[i].Inverse().Bytes()) {
-				t.Fatalf("n=%d: inverse %d differs from s⁻¹", n, i)
-			}
-			if !bytes.Equal(inv.Mul(s[i]).Bytes(), ReduceScalar([]byte{1}).Bytes()) {
-				t.Fatalf("n=%d: s·s⁻¹ ≠ 1", n)
-			}
-		}
-	}
-}
 
 // TestSumOfMultiplesRefusesLongScalars: a scalar longer than ScalarLen is
 // refused on every path (one term takes the per-term path, many the
