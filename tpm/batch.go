@@ -15,8 +15,8 @@ import (
 )
 
 // A batch answers many points with one proof. The device has the TPM
-// compute each partial P_i = s·R_i (one ECDH_ZGen per point, on a blinded
-// point, in the salted session with response encryption), fixes them
+// compute each partial P_i = s·R_i (one ECDH_ZGen per point, in the
+// salted session, which encrypts the point and the answer), fixes them
 // all, and only then derives weights w_i from a hash of every (R_i, P_i).
 // The TPM proves once, with the Chaum–Pedersen proof of dleq.go, that
 // P* = Σ w_i·P_i is s·R* for R* = Σ w_i·R_i. A wrong partial anywhere

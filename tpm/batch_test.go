@@ -203,8 +203,10 @@ func TestInvariantBatchKeepsShareAndPartialsOffTheBus(t *testing.T) {
 			t.Fatal("the share scalar crossed the TPM bus")
 		}
 		for i := range points {
-			if bus.Seen(points[i][1:33]) || bus.Seen(b.Partials[i][1:33]) {
-				t.Fatalf("envelope %d: its point or partial crossed the bus", i)
+			for _, coordinate := range [][]byte{points[i][1:33], points[i][33:], b.Partials[i][1:33], b.Partials[i][33:]} {
+				if bus.Seen(coordinate) {
+					t.Fatalf("envelope %d: its point or partial crossed the bus", i)
+				}
 			}
 		}
 		rStar, pStar := combined(t, points, b.Partials)
@@ -213,6 +215,9 @@ func TestInvariantBatchKeepsShareAndPartialsOffTheBus(t *testing.T) {
 		}
 		if n, clear := bus.EncryptedResponses(tpm2.TPMCCECDHZGen, 1); n != 100 || clear != 0 {
 			t.Errorf("saw %d ECDH_ZGen commands, %d without response encryption; want 100 and 0", n, clear)
+		}
+		if n, clear := bus.EncryptedCommands(tpm2.TPMCCECDHZGen, 1); n != 100 || clear != 0 {
+			t.Errorf("saw %d ECDH_ZGen commands, %d sending their point in the clear; want 100 and 0", n, clear)
 		}
 		requireSaltedToGateKey(t, bus, key, tpm2.TPMCCECDHZGen, 1)
 	})

@@ -26,8 +26,9 @@ const MaxPartials = 256
 // crosses the bus is worth nothing without the blind (dleq.go). Both
 // objects are loaded once (and imported first in a process's first call,
 // [loadKept]) in a second policy session, salted to the loaded gate key
-// ([gateSaltedSession]) with response encryption; every ZGen runs in that
-// session, so its result crosses the bus encrypted. The gate (PolicyPCR ·
+// ([gateSaltedSession]) with command and response encryption; every ZGen
+// runs in that session, so its point and its result cross the bus
+// encrypted. The gate (PolicyPCR ·
 // PolicyNV(floor), and PolicyAuthorize with an approval, then
 // PolicyCommandCode(Import or Load) · PolicyOR) runs when the objects load
 // under the gate key, and per point the TPM runs PolicyCommandCode ·
@@ -120,7 +121,12 @@ func zgenPoint(t transport.TPM, sess tpm2.Session, g *openGate, key *tpm2.LoadRe
 	if err != nil {
 		return nil, fmt.Errorf("ECDH_ZGen: %w", err)
 	}
-	return fromTPMPoint(rsp.OutPoint)
+	p, err := fromTPMPoint(rsp.OutPoint)
+	if err != nil {
+		// The TPM's fault, not the envelope's: the point sent was checked.
+		return nil, fmt.Errorf("the TPM's ECDH_ZGen answered a bad point: %w", err)
+	}
+	return p, nil
 }
 
 // prove makes the TPM's Chaum–Pedersen proof that p = s·r (see dleq.go).

@@ -65,25 +65,42 @@ func (r *Recorder) Seen(secret []byte) bool {
 	return false
 }
 
+// Session attributes that ask for parameter encryption (TPMA_SESSION).
+const (
+	attrDecrypt = 0x20 // the command's first parameter is encrypted
+	attrEncrypt = 0x40 // the response's first parameter is encrypted
+)
+
 // EncryptedResponses counts the recorded commands with code cc (which has
 // the given number of handles) and, of those, the ones that did not ask
 // the TPM to encrypt the response's first parameter (no session with the
 // encrypt attribute).
 func (r *Recorder) EncryptedResponses(cc tpm2.TPMCC, handles int) (n, inClear int) {
+	return r.countAttr(cc, handles, attrEncrypt)
+}
+
+// EncryptedCommands is EncryptedResponses for the command's own first
+// parameter (a session with the decrypt attribute).
+func (r *Recorder) EncryptedCommands(cc tpm2.TPMCC, handles int) (n, inClear int) {
+	return r.countAttr(cc, handles, attrDecrypt)
+}
+
+func (r *Recorder) countAttr(cc tpm2.TPMCC, handles int, attr byte) (n, without int) {
 	for _, e := range r.Exchanges() {
 		if len(e.Command) < 10 || tpm2.TPMCC(binary.BigEndian.Uint32(e.Command[6:10])) != cc {
 			continue
 		}
 		n++
-		if !asksResponseEncryption(e.Command, handles) {
-			inClear++
+		if !sessionAsks(e.Command, handles, attr) {
+			without++
 		}
 	}
-	return n, inClear
+	return n, without
 }
 
-// asksResponseEncryption reads a command's authorization area.
-func asksResponseEncryption(cmd []byte, handles int) bool {
+// sessionAsks reads a command's authorization area: does a session set
+// attr?
+func sessionAsks(cmd []byte, handles int, attr byte) bool {
 	if binary.BigEndian.Uint16(cmd[0:2]) != uint16(tpm2.TPMSTSessions) || len(cmd) < 14+4*handles {
 		return false
 	}
@@ -98,7 +115,7 @@ func asksResponseEncryption(cmd []byte, handles int) bool {
 		if len(sessions) < 9+nonce {
 			return false
 		}
-		if sessions[6+nonce]&0x40 != 0 { // TPMA_SESSION encrypt
+		if sessions[6+nonce]&attr != 0 {
 			return true
 		}
 		hmac := int(binary.BigEndian.Uint16(sessions[7+nonce:]))
