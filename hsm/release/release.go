@@ -644,7 +644,9 @@ func (d *Daemon) appendEntry(kind ledger.Kind, outcome string, code Code, keyID 
 }
 
 // appendEntryNoted is appendEntry with the notes notes returns for the
-// entry's index written in the entry's transaction (nil: none).
+// entry's index written in the entry's transaction (nil: none). An entry
+// stored but not counted (ledger.ErrUncounted) returns its index with the
+// error; any other error, -1.
 func (d *Daemon) appendEntryNoted(kind ledger.Kind, outcome string, code Code, keyID string, subject, replay []byte, notes func(int64) ([]ledger.Note, error)) (int64, error) {
 	l := d.cfg.Appliance.Ledger
 	if subject == nil {
@@ -660,6 +662,9 @@ func (d *Daemon) appendEntryNoted(kind ledger.Kind, outcome string, code Code, k
 		i, err = l.Append(e, subject, replay)
 	} else {
 		i, err = l.AppendNoted(e, subject, replay, notes)
+	}
+	if errors.Is(err, ledger.ErrUncounted) {
+		return i, err // the entry stands: its caller accounts for it
 	}
 	if err != nil {
 		return -1, err
