@@ -87,7 +87,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -943,7 +942,7 @@ func (d *Daemon) Package(id, keyID string) ([]byte, error) {
 	}
 	data, err := d.cfg.Appliance.Ledger.GetNote(packageKey(id, keyID))
 	if errors.Is(err, ledger.ErrNoNote) { // a request of a legacy data directory
-		data, err = os.ReadFile(d.packagePath(id, keyID))
+		data, err = durable.ReadRegular(d.packagePath(id, keyID), escrow.MaxReleaseSize)
 	}
 	if err != nil {
 		return nil, &Refusal{Code: CodeNotFound, Err: fmt.Errorf("no package for key ID %q in request %s", keyID, id), LedgerIndex: -1}

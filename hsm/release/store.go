@@ -190,7 +190,9 @@ func (d *Daemon) readRecordIn(id string, legacy bool) (*record, error) {
 	var err error
 	switch l := d.cfg.Appliance.Ledger; {
 	case legacy:
-		data, err = os.ReadFile(filepath.Join(d.requestDir(id), "request.json"))
+		// Planted files are refused, never waited on (a FIFO) or read
+		// without end (a link to /dev/zero): recover reads them at start.
+		data, err = durable.ReadRegular(filepath.Join(d.requestDir(id), "request.json"), maxRecord)
 	case l == nil: // a daemon without a ledger in unit tests: legacy only
 		err = ledger.ErrNoNote
 	default:
