@@ -78,13 +78,7 @@ func TestInvariantUncountedEntryIsReportedWithItsIndex(t *testing.T) {
 	tpmtest.Run(t, func(t *testing.T, target tpmtest.Target) {
 		d := newDevice(t, target.Open(t))
 		dir := t.TempDir()
-		cfg := d.config(t)
-		faulty := &failOnce{Counter: cfg.Counter}
-		cfg.Counter = faulty
-		l, err := ledger.Create(dir, cfg, t0)
-		if err != nil {
-			t.Fatal(err)
-		}
+		l, faulty := createFailing(t, d, dir)
 		size := l.Size()
 		faulty.armed = true
 		e := ledger.Entry{Time: t0, Kind: ledger.KindRelease, Outcome: ledger.OutcomeOK}
