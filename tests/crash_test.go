@@ -25,6 +25,11 @@ import (
 	"github.com/custodian-project/custodian/hsm/warrant"
 )
 
+// childStartLimit bounds a child daemon's start: one blocked before it
+// serves (a planted FIFO it waits on) fails the test instead of hanging
+// it. Far above any start on a loaded machine.
+const childStartLimit = 60 * time.Second
+
 // startChild runs the test binary as a daemon that kills itself at crashAt.
 func startChild(t *testing.T, d *device, crashAt string) (*exec.Cmd, *client) {
 	t.Helper()
@@ -48,11 +53,27 @@ func startChild(t *testing.T, d *device, crashAt string) (*exec.Cmd, *client) {
 			cmd.Wait()
 		}
 	})
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	m := servingRE.FindStringSubmatch(line)
-	if err != nil || m == nil {
+	type read struct {
+		line string
+		err  error
+	}
+	first := make(chan read, 1)
+	go func() {
+		line, err := bufio.NewReader(stdout).ReadString('\n')
+		first <- read{line, err}
+	}()
+	var got read
+	select {
+	case got = <-first:
+	case <-time.After(childStartLimit):
+		cmd.Process.Kill()
 		cmd.Wait()
-		t.Fatalf("child daemon: %q %v\n%s", line, err, stderr)
+		t.Fatalf("child daemon said nothing within %v (blocked before serving)\n%s", childStartLimit, stderr)
+	}
+	m := servingRE.FindStringSubmatch(got.line)
+	if got.err != nil || m == nil {
+		cmd.Wait()
+		t.Fatalf("child daemon: %q %v\n%s", got.line, got.err, stderr)
 	}
 	go io.Copy(io.Discard, stdout)
 	return cmd, &client{base: m[1], http: s.httpClient(true)}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
 	"periph.io/x/conn/v3/gpio"
 	"periph.io/x/conn/v3/gpio/gpiotest"
 
@@ -74,7 +75,11 @@ func newRigWith(t testing.TB, id string, escrowOpts func(r *rig) []escrow.Option
 }
 
 // newIdleRig is newRigAs with no key ID provisioned and no daemon started.
-func newIdleRig(t testing.TB, id string) *rig {
+func newIdleRig(t testing.TB, id string) *rig { return newIdleRigVia(t, id, nil) }
+
+// newIdleRigVia is newIdleRig with the TPM's transport passed through
+// via (nil: as it is), to fail chosen commands.
+func newIdleRigVia(t testing.TB, id string, via func(transport.TPM) transport.TPM) *rig {
 	t.Helper()
 	now := time.Now().UTC()
 	d, _, _ := enroll(t, id, t.TempDir())
@@ -84,7 +89,11 @@ func newIdleRig(t testing.TB, id string) *rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	r.rec = &tpmtest.Recorder{TPM: conn}
+	var through transport.TPM = conn
+	if via != nil {
+		through = via(conn)
+	}
+	r.rec = &tpmtest.Recorder{TPM: through}
 	r.tpm = release.Serialize(r.rec)
 	r.open(t)
 	r.agency, err = recipient.Generate("")

@@ -8,6 +8,9 @@
 //     its Merkle hashes, its salt and its anti-replay key are committed in
 //     one fsynced bbolt transaction and the TPM NV counter is incremented.
 //     A power cut at any point leaves either the whole entry or none of it.
+//     An entry committed whose increment the TPM then refuses stands: its
+//     index comes back with [ErrUncounted], the ledger blocks, and the
+//     next open finishes the increment.
 //     [Ledger.AppendNoted] adds the caller's notes (a record about the
 //     entry) to that same transaction: one commit for both. Notes are
 //     outside the tree and the state's binding, so the caller checks them

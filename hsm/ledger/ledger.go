@@ -65,13 +65,19 @@ type Config struct {
 // Errors a caller acts on. Everything that blocks releases wraps
 // ErrBlocked.
 var (
-	ErrBlocked       = errors.New("ledger blocked")
-	ErrRolledBack    = fmt.Errorf("%w: the data directory is older than the TPM counter (restored from a copy?)", ErrBlocked)
-	ErrCounterAhead  = fmt.Errorf("%w: the ledger is ahead of the TPM counter (copied to another TPM, or the TPM was cleared?)", ErrBlocked)
-	ErrOtherDevice   = fmt.Errorf("%w: the ledger belongs to another TPM", ErrBlocked)
-	ErrReplay        = errors.New("warrant already used")
-	ErrClockBehind   = errors.New("the clock is behind the newest ledger entry")
-	ErrNoLedger      = errors.New("no ledger in the data directory")
+	ErrBlocked      = errors.New("ledger blocked")
+	ErrRolledBack   = fmt.Errorf("%w: the data directory is older than the TPM counter (restored from a copy?)", ErrBlocked)
+	ErrCounterAhead = fmt.Errorf("%w: the ledger is ahead of the TPM counter (copied to another TPM, or the TPM was cleared?)", ErrBlocked)
+	ErrOtherDevice  = fmt.Errorf("%w: the ledger belongs to another TPM", ErrBlocked)
+	ErrReplay       = errors.New("warrant already used")
+	ErrClockBehind  = errors.New("the clock is behind the newest ledger entry")
+	ErrNoLedger     = errors.New("no ledger in the data directory")
+	// ErrUncounted: the entry was committed, and the append returns its
+	// index with this error, but the TPM counter was not incremented after
+	// it (refused, a bus error, or moved by someone else). The entry
+	// stands (the next Open finishes the increment or blocks), so the
+	// caller accounts for it as appended; the ledger blocks until then.
+	ErrUncounted     = errors.New("the entry is stored but the TPM counter was not incremented after it")
 	ErrLedgerExists  = errors.New("a ledger already exists in the data directory")
 	errNotResolvable = errors.New("the ledger is not blocked; nothing to resolve")
 )
@@ -338,7 +344,8 @@ func checkClock(now, newest time.Time) error {
 // under a fresh salt kept locally. When replayKey is not nil it is
 // registered, and an append with a key already registered is refused
 // with ErrReplay. The entry's Counter is set by the ledger. Append returns
-// the entry's index once it is durable and counted.
+// the entry's index once it is durable and counted; an entry durable but
+// not counted returns its index with an error wrapping ErrUncounted.
 func (l *Ledger) Append(e Entry, subject, replayKey []byte) (int64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -359,7 +366,9 @@ func (l *Ledger) appendFrom(base state, e Entry, subject, replayKey []byte) (int
 
 // appendWith appends e on top of base in one transaction with prepare,
 // which may change base inside that transaction and returns what e
-// commits to (nil: nothing). If any step fails, nothing is written.
+// commits to (nil: nothing). If any step before the commit fails, nothing
+// is written; if only the count after it fails, the entry's index comes
+// with ErrUncounted.
 func (l *Ledger) appendWith(base state, e Entry, replayKey []byte, prepare func(*bolt.Tx, *state) ([]byte, error)) (int64, error) {
 	salt := make([]byte, saltSize)
 	if _, err := rand.Read(salt); err != nil {
@@ -393,7 +402,7 @@ func (l *Ledger) appendWith(base state, e Entry, replayKey []byte, prepare func(
 	}
 	l.state = next
 	if err := l.countEntry(next.counter, replayKey != nil); err != nil {
-		return 0, err
+		return next.size - 1, fmt.Errorf("%w (entry %d): %w", ErrUncounted, next.size-1, err)
 	}
 	return next.size - 1, nil
 }

@@ -356,19 +356,27 @@ func (f *failOnce) IncrementChecked() (uint64, error) {
 	return f.Counter.IncrementChecked()
 }
 
+// createFailing creates a ledger in dir whose counter fails its next
+// increment once armed.
+func createFailing(t *testing.T, d *device, dir string) (*ledger.Ledger, *failOnce) {
+	t.Helper()
+	cfg := d.config(t)
+	faulty := &failOnce{Counter: cfg.Counter}
+	cfg.Counter = faulty
+	l, err := ledger.Create(dir, cfg, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, faulty
+}
+
 func TestInterruptedIncrementIsFinishedAtOpen(t *testing.T) {
 	tpmtest.Run(t, func(t *testing.T, target tpmtest.Target) {
 		d := newDevice(t, target.Open(t))
 		dir := t.TempDir()
-		cfg := d.config(t)
-		faulty := &failOnce{Counter: cfg.Counter}
-		cfg.Counter = faulty
-		l, err := ledger.Create(dir, cfg, t0)
-		if err != nil {
-			t.Fatal(err)
-		}
+		l, faulty := createFailing(t, d, dir)
 		faulty.armed = true
-		_, err = l.Append(ledger.Entry{Time: t0, Kind: ledger.KindRelease, Outcome: ledger.OutcomeOK}, nil, nil)
+		_, err := l.Append(ledger.Entry{Time: t0, Kind: ledger.KindRelease, Outcome: ledger.OutcomeOK}, nil, nil)
 		if !errors.Is(err, ledger.ErrBlocked) {
 			t.Fatalf("append with a failed increment: %v", err)
 		}

@@ -27,6 +27,8 @@ var ErrNoNote = errors.New("no such note")
 
 // AppendNoted is Append, with the notes notes returns for the entry's
 // index written in the same transaction: both are stored, or neither.
+// Like Append, it returns the index with ErrUncounted when the entry and
+// its notes are stored but the TPM counter was not incremented.
 func (l *Ledger) AppendNoted(e Entry, subject, replayKey []byte, notes func(index int64) ([]Note, error)) (int64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

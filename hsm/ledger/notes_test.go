@@ -68,3 +68,41 @@ func TestNoteWithEntryIsWrittenWithItOrNotAtAll(t *testing.T) {
 		}
 	})
 }
+
+// TestInvariantUncountedEntryIsReportedWithItsIndex: when the TPM refuses
+// the counter's increment after an entry and its notes committed, the
+// append says so (ErrUncounted, with the entry's index), not "nothing
+// appended": the caller must account for an entry that stands, with the
+// note naming it. The ledger blocks, and the reopen finishes the count.
+func TestInvariantUncountedEntryIsReportedWithItsIndex(t *testing.T) {
+	tpmtest.Run(t, func(t *testing.T, target tpmtest.Target) {
+		d := newDevice(t, target.Open(t))
+		dir := t.TempDir()
+		l, faulty := createFailing(t, d, dir)
+		size := l.Size()
+		faulty.armed = true
+		e := ledger.Entry{Time: t0, Kind: ledger.KindRelease, Outcome: ledger.OutcomeOK}
+		key := []byte("request/a")
+		i, err := l.AppendNoted(e, []byte("warrant"), []byte("replay"), func(index int64) ([]ledger.Note, error) {
+			return []ledger.Note{{Key: key, Value: fmt.Appendf(nil, "entry %d", index)}}, nil
+		})
+		if !errors.Is(err, ledger.ErrUncounted) || !errors.Is(err, ledger.ErrBlocked) || i != size {
+			t.Fatalf("AppendNoted with a refused increment = %d, %v; want %d with ErrUncounted", i, err, size)
+		}
+		if _, err := l.Append(e, nil, nil); errors.Is(err, ledger.ErrUncounted) || !errors.Is(err, ledger.ErrBlocked) {
+			t.Fatalf("an append after it: %v, want blocked and nothing stored", err)
+		}
+		l.Close()
+
+		l = open(t, d, dir)
+		if err := l.Blocked(); err != nil || l.Size() != size+1 {
+			t.Fatalf("reopen: blocked %v, size %d, want %d", err, l.Size(), size+1)
+		}
+		if v, err := l.GetNote(key); err != nil || !bytes.Equal(v, fmt.Appendf(nil, "entry %d", i)) {
+			t.Fatalf("the note of the uncounted entry: %q %v", v, err)
+		}
+		if at, seen, _ := l.Seen([]byte("replay")); !seen || at != i {
+			t.Fatalf("replay key: seen %v at %d, want %d", seen, at, i)
+		}
+	})
+}

@@ -87,7 +87,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -644,7 +643,9 @@ func (d *Daemon) appendEntry(kind ledger.Kind, outcome string, code Code, keyID 
 }
 
 // appendEntryNoted is appendEntry with the notes notes returns for the
-// entry's index written in the entry's transaction (nil: none).
+// entry's index written in the entry's transaction (nil: none). An entry
+// stored but not counted (ledger.ErrUncounted) returns its index with the
+// error; any other error, -1.
 func (d *Daemon) appendEntryNoted(kind ledger.Kind, outcome string, code Code, keyID string, subject, replay []byte, notes func(int64) ([]ledger.Note, error)) (int64, error) {
 	l := d.cfg.Appliance.Ledger
 	if subject == nil {
@@ -660,6 +661,9 @@ func (d *Daemon) appendEntryNoted(kind ledger.Kind, outcome string, code Code, k
 		i, err = l.Append(e, subject, replay)
 	} else {
 		i, err = l.AppendNoted(e, subject, replay, notes)
+	}
+	if errors.Is(err, ledger.ErrUncounted) {
+		return i, err // the entry stands: its caller accounts for it
 	}
 	if err != nil {
 		return -1, err
@@ -938,7 +942,7 @@ func (d *Daemon) Package(id, keyID string) ([]byte, error) {
 	}
 	data, err := d.cfg.Appliance.Ledger.GetNote(packageKey(id, keyID))
 	if errors.Is(err, ledger.ErrNoNote) { // a request of a legacy data directory
-		data, err = os.ReadFile(d.packagePath(id, keyID))
+		data, err = durable.ReadRegular(d.packagePath(id, keyID), escrow.MaxReleaseSize)
 	}
 	if err != nil {
 		return nil, &Refusal{Code: CodeNotFound, Err: fmt.Errorf("no package for key ID %q in request %s", keyID, id), LedgerIndex: -1}

@@ -163,7 +163,7 @@ func (d *Daemon) resume(r *request, done chan struct{}) {
 	} else {
 		// After its entry: a failure entry, with the cause as for a later
 		// key ID refused before its entry.
-		d.logFailure(r.p7s, k, CodeChangedAfterApproval)
+		d.logFailure(r.p7s, rec, k, CodeChangedAfterApproval)
 		rec.Failed[k] = CodeChangedAfterApproval
 		if rec.Causes == nil {
 			rec.Causes = map[string]Code{}

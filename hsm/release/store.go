@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -72,6 +73,30 @@ type record struct {
 	// legacy: the record was read from releases/<id>/request.json, and
 	// is written back there.
 	legacy bool
+	// unlogged are the key IDs whose release entry is in the ledger
+	// without their package or a failure entry after it: the ledger
+	// refused the failure entry, or did not count the release entry and
+	// blocked. Their failures stay in memory only (stored).
+	unlogged []string
+}
+
+// stored is rec as it is written: while a key ID's release entry has
+// neither its package nor its failure entry (unlogged), the record stays
+// unfinished, with that key ID not failed, so that the next start logs it
+// interrupted (recover): a record never says a request ended while an
+// entry it made says "release ok" alone.
+func (rec *record) stored() *record {
+	if len(rec.unlogged) == 0 {
+		return rec
+	}
+	out := *rec
+	out.Done = false
+	out.Failed, out.Causes = maps.Clone(rec.Failed), maps.Clone(rec.Causes)
+	for _, k := range rec.unlogged {
+		delete(out.Failed, k)
+		delete(out.Causes, k)
+	}
+	return &out
 }
 
 // intent says where a request's first release entry will be: at or after
@@ -122,7 +147,7 @@ func (d *Daemon) packagePath(id, keyID string) string {
 
 // recordNote is rec as the note that stores it.
 func recordNote(rec *record) (ledger.Note, error) {
-	data, err := json.Marshal(rec)
+	data, err := json.Marshal(rec.stored())
 	return ledger.Note{Key: requestKey(rec.ID), Value: data}, err
 }
 
@@ -140,7 +165,7 @@ func (d *Daemon) writeRecord(rec *record) error {
 
 // writeRecordFile stores a legacy record durably in its directory.
 func (d *Daemon) writeRecordFile(rec *record) error {
-	data, err := json.MarshalIndent(rec, "", "  ")
+	data, err := json.MarshalIndent(rec.stored(), "", "  ")
 	if err != nil {
 		return err
 	}
@@ -165,7 +190,9 @@ func (d *Daemon) readRecordIn(id string, legacy bool) (*record, error) {
 	var err error
 	switch l := d.cfg.Appliance.Ledger; {
 	case legacy:
-		data, err = os.ReadFile(filepath.Join(d.requestDir(id), "request.json"))
+		// Planted files are refused, never waited on (a FIFO) or read
+		// without end (a link to /dev/zero): recover reads them at start.
+		data, err = durable.ReadRegular(filepath.Join(d.requestDir(id), "request.json"), maxRecord)
 	case l == nil: // a daemon without a ledger in unit tests: legacy only
 		err = ledger.ErrNoNote
 	default:
@@ -320,7 +347,7 @@ func (d *Daemon) releaseOne(r *request, rec *record, keyID string, replay []byte
 	index, code, err := d.appendRelease(rec, keyID, subject, replay, list)
 	tm.LedgerMS += ms(time.Since(t0))
 	if err != nil {
-		return -1, code, err
+		return index, code, err // index >= 0: the entry stands, nothing is unsealed
 	}
 	rec.LedgerIndices[keyID] = index
 	d.cfg.Hook("entry", keyID)
@@ -340,7 +367,7 @@ var errAwaitingWitnesses = errors.New("the release awaits its witnesses")
 func (d *Daemon) afterEntry(r *request, rec *record, b *escrow.Bundle, index int64, tm *Timings) (Code, error) {
 	keyID := b.Escrow.KeyID
 	fail := func(code Code, err error) (Code, error) {
-		d.logFailure(r.p7s, keyID, code)
+		d.logFailure(r.p7s, rec, keyID, code)
 		return code, err
 	}
 	cosigned, code, err := d.witnessed(b, index, tm)
@@ -370,10 +397,14 @@ func (d *Daemon) afterEntry(r *request, rec *record, b *escrow.Bundle, index int
 	return "", nil
 }
 
-// logFailure logs a failure entry for keyID after its release entry.
-func (d *Daemon) logFailure(p7s []byte, keyID string, code Code) {
-	if _, err := d.appendEntry(ledger.KindFailure, ledger.OutcomeRefused, code, keyID, p7s, nil); err != nil {
-		d.cfg.Log.Error("failure entry not logged", "key_id", keyID, "code", code, "err", err)
+// logFailure logs a failure entry for keyID of rec after its release
+// entry. One the ledger refuses leaves keyID unlogged, for the next start
+// to log (record.stored); one stored but not counted stands.
+func (d *Daemon) logFailure(p7s []byte, rec *record, keyID string, code Code) {
+	_, err := d.appendEntry(ledger.KindFailure, ledger.OutcomeRefused, code, keyID, p7s, nil)
+	if err != nil && !errors.Is(err, ledger.ErrUncounted) {
+		rec.unlogged = append(rec.unlogged, keyID)
+		d.cfg.Log.Error("failure entry not logged; the next start logs it", "request", rec.ID, "key_id", keyID, "code", code, "err", err)
 	}
 }
 
@@ -396,7 +427,8 @@ func partialSubject(p7s, enc []byte) []byte {
 // appendRelease appends a release entry for keyID of rec's request. The
 // first of a request carries the replay key, and rec naming it (with the
 // list it commits to) in the entry's own transaction: a kill leaves both
-// or neither.
+// or neither. An entry stored but not counted returns its index with
+// ledger_failed: it is named in rec, and keyID is unlogged.
 func (d *Daemon) appendRelease(rec *record, keyID string, subject, replay []byte, list *warrant.ListDigest) (int64, Code, error) {
 	var notes func(int64) ([]ledger.Note, error)
 	if rec.FirstEntry == nil {
@@ -409,14 +441,23 @@ func (d *Daemon) appendRelease(rec *record, keyID string, subject, replay []byte
 		}
 	}
 	index, err := d.appendEntryNoted(ledger.KindRelease, ledger.OutcomeOK, "", keyID, subject, replay, notes)
-	if err != nil {
-		if errors.Is(err, ledger.ErrReplay) {
-			return -1, CodeReplayed, err
-		}
+	switch {
+	case errors.Is(err, ledger.ErrReplay):
+		return -1, CodeReplayed, err
+	case errors.Is(err, ledger.ErrUncounted):
+		// The entry (and the note naming it) stands, and the ledger
+		// blocked: no failure entry can follow it now, so the key ID
+		// stays unlogged and the record unfinished under the entry.
+		rec.unlogged = append(rec.unlogged, keyID)
+	case err != nil:
 		return -1, CodeLedgerFailed, err
 	}
 	if rec.FirstEntry == nil {
 		rec.FirstEntry, rec.FirstList = &index, list
+	}
+	if err != nil {
+		rec.LedgerIndices[keyID] = index
+		return index, CodeLedgerFailed, err
 	}
 	return index, "", nil
 }

@@ -2,6 +2,7 @@ package release
 
 import (
 	"crypto/sha256"
+	"errors"
 	"maps"
 	"slices"
 	"sync"
@@ -129,6 +130,11 @@ func (d *Daemon) writeTally(force bool) {
 		}
 		e := ledger.Entry{Time: d.stamp(), Kind: ledger.KindUnverified, Outcome: ledger.OutcomeRefused, Counts: part}
 		index, err := d.cfg.Appliance.Ledger.Append(e, nil, nil)
+		if errors.Is(err, ledger.ErrUncounted) {
+			// Stored: counting these again would log them twice.
+			d.cfg.Log.Error("counted refusals logged; the TPM counter follows at the next start", "counts", part, "ledger_index", index, "err", err)
+			continue
+		}
 		if err != nil {
 			d.tally.restore(part)
 			d.cfg.Log.Error("counted refusals not logged", "counts", part, "err", err)

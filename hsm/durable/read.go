@@ -1,0 +1,66 @@
+package durable
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+)
+
+// Refusals of ReadRegular.
+var (
+	// ErrNotRegular: a symbolic link, a FIFO, a device, a socket or a
+	// directory.
+	ErrNotRegular = errors.New("not a regular file")
+	// ErrTooLarge: a regular file over the caller's cap.
+	ErrTooLarge = errors.New("larger than any file of its kind")
+)
+
+// ReadRegular reads path, which must be a regular file of at most limit
+// bytes. It is for files anyone holding the disk can plant: a symbolic
+// link at path is not followed (O_NOFOLLOW), a FIFO or device does not
+// block the open (O_NONBLOCK) and is refused by the open file's own
+// fstat, and no more than limit+1 bytes are read, so a link to
+// /dev/zero, a FIFO without a writer or a huge file costs one open, not
+// the process.
+func ReadRegular(path string, limit int64) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("%s is %w but a symbolic link", path, ErrNotRegular)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !info.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is %w but a %s", path, ErrNotRegular, kind(info.Mode()))
+	}
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s is %w (over %d bytes)", path, ErrTooLarge, limit)
+	}
+	return data, nil
+}
+
+// kind names a file's type for a refusal.
+func kind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "directory"
+	case m&os.ModeNamedPipe != 0:
+		return "named pipe (FIFO)"
+	case m&os.ModeSocket != 0:
+		return "socket"
+	case m&os.ModeDevice != 0:
+		return "device"
+	}
+	return "special file"
+}
