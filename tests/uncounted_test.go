@@ -65,7 +65,7 @@ func TestInvariantUncountedFirstEntryLogsInterrupted(t *testing.T) {
 	if !ok || !errors.Is(r.a.Ledger.Blocked(), ledger.ErrBlocked) {
 		t.Fatalf("ledger indices %v, blocked %v: want the uncounted entry named and the ledger blocked", st.LedgerIndices, r.a.Ledger.Blocked())
 	}
-	data, err := r.a.Ledger.GetNote([]byte(requestNote + st.ID))
+	data, err := r.a.Ledger.GetNote([]byte(requestNote+st.ID), 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}

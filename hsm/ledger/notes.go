@@ -82,8 +82,13 @@ func putNotes(tx *bolt.Tx, notes []Note) error {
 	return nil
 }
 
-// GetNote returns the note under key, or ErrNoNote.
-func (l *Ledger) GetNote(key []byte) ([]byte, error) {
+// ErrNoteTooLarge: the note under the key is longer than the caller's
+// limit (a note planted offline; the ledger's own are within it).
+var ErrNoteTooLarge = errors.New("the note is larger than such a note can be")
+
+// GetNote returns the note under key, or ErrNoNote, or ErrNoteTooLarge
+// if it is longer than limit bytes (checked before it is copied).
+func (l *Ledger) GetNote(key []byte, limit int) ([]byte, error) {
 	var out []byte
 	err := l.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketNotes)
@@ -93,6 +98,9 @@ func (l *Ledger) GetNote(key []byte) ([]byte, error) {
 		v := b.Get(key)
 		if v == nil {
 			return ErrNoNote
+		}
+		if len(v) > limit {
+			return ErrNoteTooLarge
 		}
 		out = append([]byte(nil), v...)
 		return nil

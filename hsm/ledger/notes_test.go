@@ -48,7 +48,7 @@ func TestNoteWithEntryIsWrittenWithItOrNotAtAll(t *testing.T) {
 		if err := l.Blocked(); err != nil {
 			t.Fatalf("notes blocked the ledger: %v", err)
 		}
-		if v, err := l.GetNote(key); err != nil || !bytes.Equal(v, fmt.Appendf(nil, "entry %d", i)) {
+		if v, err := l.GetNote(key, 1<<10); err != nil || !bytes.Equal(v, fmt.Appendf(nil, "entry %d", i)) {
 			t.Fatalf("note after reopen: %q %v", v, err)
 		}
 		if keys, err := l.NoteKeys([]byte("request/")); err != nil || len(keys) != 1 || !bytes.Equal(keys[0], key) {
@@ -57,10 +57,10 @@ func TestNoteWithEntryIsWrittenWithItOrNotAtAll(t *testing.T) {
 		if err := l.MoveNote(key, []byte("unmatched/a")); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := l.GetNote(key); !errors.Is(err, ledger.ErrNoNote) {
+		if _, err := l.GetNote(key, 1<<10); !errors.Is(err, ledger.ErrNoNote) {
 			t.Fatalf("a moved note is still there: %v", err)
 		}
-		if v, err := l.GetNote([]byte("unmatched/a")); err != nil || len(v) == 0 {
+		if v, err := l.GetNote([]byte("unmatched/a"), 1<<10); err != nil || len(v) == 0 {
 			t.Fatalf("the moved note: %q %v", v, err)
 		}
 		if err := l.MoveNote(key, []byte("x")); !errors.Is(err, ledger.ErrNoNote) {
@@ -98,11 +98,28 @@ func TestInvariantUncountedEntryIsReportedWithItsIndex(t *testing.T) {
 		if err := l.Blocked(); err != nil || l.Size() != size+1 {
 			t.Fatalf("reopen: blocked %v, size %d, want %d", err, l.Size(), size+1)
 		}
-		if v, err := l.GetNote(key); err != nil || !bytes.Equal(v, fmt.Appendf(nil, "entry %d", i)) {
+		if v, err := l.GetNote(key, 1<<10); err != nil || !bytes.Equal(v, fmt.Appendf(nil, "entry %d", i)) {
 			t.Fatalf("the note of the uncounted entry: %q %v", v, err)
 		}
 		if at, seen, _ := l.Seen([]byte("replay")); !seen || at != i {
 			t.Fatalf("replay key: seen %v at %d, want %d", seen, at, i)
 		}
 	})
+}
+
+// TestInvariantOversizedNoteIsRefusedBeforeItIsCopied: a note longer than
+// the caller's limit (planted offline) is refused, not copied whole.
+func TestInvariantOversizedNoteIsRefusedBeforeItIsCopied(t *testing.T) {
+	conn := tpmtest.StartSwtpm(t).Open(t)
+	l := create(t, newDevice(t, conn), t.TempDir())
+	key := []byte("request/planted")
+	if err := l.PutNotes(ledger.Note{Key: key, Value: make([]byte, 4096)}); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := l.GetNote(key, 4095); !errors.Is(err, ledger.ErrNoteTooLarge) || v != nil {
+		t.Fatalf("GetNote over its limit = %d bytes, %v; want ErrNoteTooLarge", len(v), err)
+	}
+	if v, err := l.GetNote(key, 4096); err != nil || len(v) != 4096 {
+		t.Fatalf("GetNote at its limit = %d bytes, %v", len(v), err)
+	}
 }

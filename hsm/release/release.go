@@ -940,7 +940,7 @@ func (d *Daemon) Package(id, keyID string) ([]byte, error) {
 	if !ValidID(id) {
 		return nil, &Refusal{Code: CodeNotFound, Err: errors.New("no such request"), LedgerIndex: -1}
 	}
-	data, err := d.cfg.Appliance.Ledger.GetNote(packageKey(id, keyID))
+	data, err := d.cfg.Appliance.Ledger.GetNote(packageKey(id, keyID), escrow.MaxReleaseSize)
 	if errors.Is(err, ledger.ErrNoNote) { // a request of a legacy data directory
 		data, err = durable.ReadRegular(d.packagePath(id, keyID), escrow.MaxReleaseSize)
 	}

@@ -196,7 +196,7 @@ func (d *Daemon) readRecordIn(id string, legacy bool) (*record, error) {
 	case l == nil: // a daemon without a ledger in unit tests: legacy only
 		err = ledger.ErrNoNote
 	default:
-		data, err = l.GetNote(requestKey(id))
+		data, err = l.GetNote(requestKey(id), maxRecord)
 	}
 	if err != nil {
 		return nil, err
@@ -229,7 +229,7 @@ func (d *Daemon) packageStored(rec *record, keyID string) (bool, error) {
 		_, err := os.Stat(d.packagePath(rec.ID, keyID))
 		return err == nil, nil
 	}
-	_, err := d.cfg.Appliance.Ledger.GetNote(packageKey(rec.ID, keyID))
+	_, err := d.cfg.Appliance.Ledger.GetNote(packageKey(rec.ID, keyID), escrow.MaxReleaseSize)
 	if errors.Is(err, ledger.ErrNoNote) {
 		return false, nil
 	}
