@@ -201,7 +201,7 @@ func (g *globals) client(u *url.URL, c clientTLS, p peer) (*apiClient, error) {
 		if !c.insecureHTTP {
 			return nil, withHint(fmt.Errorf("refusing plain HTTP to %s: what is sent and answered would cross the network in clear", u.Host),
 				"use the https:// address of "+p.name+" (custodian serve requires TLS)",
-				"only for a server run with --insecure-http on a closed test network: add --insecure-http")
+				"only for a daemon run with --insecure-http on a closed test network: add --insecure-http")
 		}
 		if c.cert != "" {
 			return nil, withHint(errors.New("--client-cert needs an https:// --server"), "use the custodian's https:// address")
