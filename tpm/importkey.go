@@ -39,7 +39,6 @@ const (
 type ImportKey struct {
 	kind   EKKind
 	public tpm2.TPMTPublic
-	key    crypto.PublicKey
 	name   []byte // Name of public, computed once
 	der    []byte // SubjectPublicKeyInfo of key, encoded once: every blob holds it
 }
@@ -95,7 +94,7 @@ func NewImportKey(pub crypto.PublicKey) (*ImportKey, error) {
 	}
 	public := ek.kind.importTemplate()
 	public.Unique = ek.public.Unique
-	return &ImportKey{kind: ek.kind, public: public, key: ek.key, name: objectName(&public), der: ek.MarshalPKIX()}, nil
+	return &ImportKey{kind: ek.kind, public: public, name: objectName(&public), der: ek.MarshalPKIX()}, nil
 }
 
 // ParseImportKey reads an import key from its PKIX DER encoding.
@@ -110,9 +109,9 @@ func ParseImportKey(der []byte) (*ImportKey, error) {
 // Kind says whether this is the RSA or the ECC import key.
 func (k *ImportKey) Kind() EKKind { return k.kind }
 
-// PublicKey returns the key as a Go public key, a copy of its own: an
-// ImportKey is shared by every blob and scoped key parsed from the same
-// bytes, so nothing a caller does to what it is given may reach it.
+// PublicKey returns the key as a Go public key, a copy of its own: the
+// scoped keys a process parsed once (ParseScopedKey) share one ImportKey,
+// so nothing a caller does to what it is given may reach it.
 func (k *ImportKey) PublicKey() crypto.PublicKey {
 	key, err := x509.ParsePKIXPublicKey(k.der)
 	if err != nil {

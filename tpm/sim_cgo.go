@@ -4,6 +4,7 @@ package tpm
 
 import (
 	"bytes"
+
 	"github.com/google/go-tpm-tools/simulator"
 	"github.com/google/go-tpm/tpm2/transport"
 )

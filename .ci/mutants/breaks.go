@@ -359,8 +359,8 @@ var breaks = []mutant{
 	{
 		name: "no recheck before a later key ID's entry",
 		edits: []edit{{"hsm/release/store.go",
-			"		if rec.FirstEntry != nil {\n\t\t\tif cause, err := d.recheckKeyID(",
-			"		if rec.FirstEntry != nil && false {\n\t\t\tif cause, err := d.recheckKeyID("}},
+			"		if rec.FirstEntry != nil {\n\t\t\tt0 := time.Now()\n\t\t\tcause, err := d.recheckKeyID(",
+			"		if rec.FirstEntry != nil && false {\n\t\t\tt0 := time.Now()\n\t\t\tcause, err := d.recheckKeyID("}},
 		pkg: "./tests", tests: []string{"TestInvariantEveryKeyIDCheckedBeforeItsEntry"},
 	},
 	{

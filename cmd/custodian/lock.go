@@ -41,7 +41,8 @@ func lockDataDir(dir string) (unlock func(), err error) {
 
 // lockFile takes the lock file at path (openLock) without waiting, and
 // records who holds it. busy says what it means that another process,
-// holder, holds it; what names the lock in any other error.
+// holder, holds it; what names the directory the lock guards in any other
+// error.
 func lockFile(path, what string, busy func(holder string) error) (unlock func(), err error) {
 	f, err := openLock(path, what)
 	if err != nil {
