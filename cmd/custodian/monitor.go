@@ -359,12 +359,8 @@ func tlogURL(flag, raw string) (base, prefix string, err error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
 		return "", "", withHint(fmt.Errorf("bad --%s %q", flag, raw), "give an address such as https://custodian-a:8443, or a static copy's URL ending in /")
 	}
-	if u.User != nil {
-		// Never sent (a ledger is public), but the URL is printed, kept in
-		// --state and published by the report.
-		u.User = nil
-		return "", "", withHint(fmt.Errorf("--%s %s names a user or password before the host, which is never sent: a ledger is public", flag, u.Redacted()),
-			"give the URL without user:password@; serve a static copy without a password")
+	if err := credentialsInURL("--"+flag, u, "which is never sent: a ledger is public", "serve a static copy without a password"); err != nil {
+		return "", "", err
 	}
 	prefix = u.Path
 	switch {

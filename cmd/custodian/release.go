@@ -216,7 +216,7 @@ func (c *apiClient) readAnswer(req *http.Request, resp *http.Response, limit int
 	}
 	if int64(len(data)) > limit {
 		return withHint(fmt.Errorf("%w (over %d bytes): %s", errTooLarge, limit, req.URL.Path),
-			"no custodian answers this much: check that "+c.peer.flag+" names a custodian appliance")
+			"check that "+c.peer.flag+" names "+c.peer.what+": none answers this much")
 	}
 	if raw, ok := out.(*[]byte); ok {
 		*raw = data
@@ -226,7 +226,7 @@ func (c *apiClient) readAnswer(req *http.Request, resp *http.Response, limit int
 		// The decoder's own text says nothing to the user: name the
 		// request instead.
 		return withHint(fmt.Errorf("%s's answer to %s %s is not the API's JSON (cut short, another format, or fields this version does not know)", c.peer.name, req.Method, req.URL.RequestURI()),
-			"check that "+c.peer.flag+" names a custodian appliance of this version (docs/api.md)")
+			"check that "+c.peer.flag+" names "+c.peer.what+" of this version (docs/api.md)")
 	}
 	return nil
 }

@@ -199,7 +199,7 @@ func (f *reportFlags) read(ctx context.Context, g *globals, raw, key string, b *
 		}
 	})
 	if err != nil {
-		return src.notTheLog(raw, err)
+		return src.tileFailure(raw, err)
 	}
 	if addErr != nil {
 		return addErr
@@ -433,10 +433,10 @@ func dirProblem(raw string, err error) error {
 	return withHint(fmt.Errorf("--ledger %s: %s", raw, de), de.hint)
 }
 
-// notTheLog is a tile or bundle of raw that does not check against its
-// signed checkpoint: the reader's words for export --server (which keeps
-// what it wrote) give way to the report's, which writes nothing.
-func (s ledgerSource) notTheLog(raw string, err error) error {
+// tileFailure says why the tiles of raw could not be read: a file of the
+// directory, the network, or tiles that do not check against the signed
+// checkpoint (the report wrote nothing).
+func (s ledgerSource) tileFailure(raw string, err error) error {
 	if derr := dirProblem(raw, err); derr != nil {
 		return derr
 	}

@@ -162,15 +162,33 @@ func (c *clientTLS) register(cmd *cobra.Command, officer bool) {
 type peer struct {
 	name     string // "the custodian"
 	flag     string // the flag that gave its URL
+	what     string // what the flag must name
 	redirect string // what a redirect means, and what to do
+	https    string // where its https:// address comes from
 }
 
 var (
-	custodianPeer = peer{name: "the custodian", flag: "--server",
-		redirect: "which the custodian API never sends; check --server"}
-	ledgerPeer = peer{name: "the server", flag: "--ledger",
-		redirect: "which the report does not follow: give the URL it leads to"}
+	custodianPeer = peer{name: "the custodian", flag: "--server", what: "a custodian appliance",
+		redirect: "which the custodian API never sends; check --server",
+		https:    "use the https:// address of the custodian (custodian serve requires TLS)"}
+	ledgerPeer = peer{name: "the server", flag: "--ledger", what: "an appliance or a static copy of its ledger",
+		redirect: "which the report does not follow: give the URL it leads to",
+		https:    "use the https:// address of the appliance or of the web server"}
 )
+
+// credentialsInURL refuses a URL that names a user or password before its
+// host: Go would send them with every request, and the URL is printed,
+// kept in --state and published by the report. why says why none is
+// needed, hint what to do instead.
+func credentialsInURL(flag string, u *url.URL, why, hint string) error {
+	if u.User == nil {
+		return nil
+	}
+	shown := *u
+	shown.User = nil
+	return withHint(fmt.Errorf("%s %s names a user or password before the host, %s", flag, shown.String(), why),
+		"give the URL without user:password@; "+hint)
+}
 
 // apiClient returns a client for a custodian's API at server, with TLS
 // 1.3 and the pinned CA, or plain HTTP only when --insecure-http allows it.
@@ -179,12 +197,8 @@ func (g *globals) apiClient(server string, c clientTLS) (*apiClient, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, withHint(fmt.Errorf("bad --server %q", server), "give a URL such as https://custodian-a:8443")
 	}
-	if u.User != nil {
-		// Go would send it on every request; an appliance never asks for one,
-		// and the URL is printed and kept in state files.
-		u.User = nil
-		return nil, withHint(fmt.Errorf("--server %s names a user or password before the host, which no custodian takes", u.Redacted()),
-			"give the URL without user:password@; a court officer proves who they are with --client-cert")
+	if err := credentialsInURL("--server", u, "which no custodian takes", "a court officer proves who they are with --client-cert"); err != nil {
+		return nil, err
 	}
 	return g.client(u, c, custodianPeer)
 }
@@ -200,7 +214,7 @@ func (g *globals) client(u *url.URL, c clientTLS, p peer) (*apiClient, error) {
 	if u.Scheme == "http" {
 		if !c.insecureHTTP {
 			return nil, withHint(fmt.Errorf("refusing plain HTTP to %s: what is sent and answered would cross the network in clear", u.Host),
-				"use the https:// address of "+p.name+" (custodian serve requires TLS)",
+				p.https,
 				"only for a daemon run with --insecure-http on a closed test network: add --insecure-http")
 		}
 		if c.cert != "" {
