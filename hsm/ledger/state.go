@@ -513,7 +513,7 @@ func DigestDir(root string) ([sha256.Size]byte, error) {
 	// WalkDir does not follow a symlinked root: it would digest as empty
 	// while the readers follow it.
 	if info, err := os.Lstat(root); err == nil && !info.IsDir() {
-		return [sha256.Size]byte{}, fmt.Errorf("%s is %s, not a directory; remove it", root, fileKind(info.Mode()))
+		return [sha256.Size]byte{}, fmt.Errorf("%s is %s, not a directory; remove it", root, durable.FileKind(info.Mode()))
 	}
 	var b cryptobyte.Builder
 	b.AddBytes([]byte("custodian directory v1\n"))
@@ -555,7 +555,7 @@ func digestEntry(path string, e fs.DirEntry) (uint8, [sha256.Size]byte, error) {
 		data, err := os.ReadFile(path)
 		return 'f', sha256.Sum256(data), err
 	}
-	return 0, [sha256.Size]byte{}, fmt.Errorf("%s is %s, not a regular file; remove it", path, fileKind(e.Type()))
+	return 0, [sha256.Size]byte{}, fmt.Errorf("%s is %s, not a regular file; remove it", path, durable.FileKind(e.Type()))
 }
 
 // removeTemps removes the temporary files a crash during durable.WriteFile
@@ -621,21 +621,4 @@ func (s *state) loadBound(meta *bolt.Bucket, dirs []BoundDir) error {
 func (s state) clone() state {
 	s.bound = slices.Clone(s.bound)
 	return s
-}
-
-// fileKind names, for a person, a kind of file the appliance never writes.
-func fileKind(m fs.FileMode) string {
-	switch {
-	case m&fs.ModeSymlink != 0:
-		return "a symbolic link"
-	case m&fs.ModeNamedPipe != 0:
-		return "a named pipe"
-	case m&fs.ModeSocket != 0:
-		return "a socket"
-	case m&fs.ModeDevice != 0:
-		return "a device"
-	case m.IsRegular():
-		return "a regular file"
-	}
-	return "a special file"
 }
