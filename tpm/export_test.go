@@ -189,9 +189,7 @@ func NewAKPublicForTest(k *ecdsa.PublicKey) (*AKPublic, error) {
 // SpoilKept replaces every kept private part with one that no TPM loads,
 // as if the TPM behind the transport had changed.
 func SpoilKept() {
-	kept.mu.Lock()
-	defer kept.mu.Unlock()
-	for k := range kept.m {
-		kept.m[k] = tpm2.TPM2BPrivate{Buffer: []byte("not a private part")}
+	for _, k := range kept.Keys() {
+		kept.Add(k, tpm2.TPM2BPrivate{Buffer: []byte("not a private part")})
 	}
 }

@@ -4,10 +4,11 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
+
+	"github.com/custodian-project/custodian/internal/bytecache"
 )
 
 // kept holds, for the life of the process, what TPM2_Import returned for
@@ -25,45 +26,15 @@ import (
 // the TPM; the gate key's, made at sealing and inside the bundle), not an
 // outer wrapper TPM2_Rewrap takes. Keeping it exposes nothing the bundle
 // does not hold. The objects stay stClear.
-var kept = keptPrivates{m: map[[32]byte]tpm2.TPM2BPrivate{}}
-
-// maxKept bounds kept: a device holds a few scoped keys, three objects each.
-const maxKept = 1024
-
-type keptPrivates struct {
-	mu sync.Mutex
-	m  map[[32]byte]tpm2.TPM2BPrivate
-}
+var kept = bytecache.New[tpm2.TPM2BPrivate](1024) // a device holds a few scoped keys, three objects each
 
 // keptKey names w under the parent of that Name.
-func keptKey(parent []byte, w *wrapped) [32]byte {
+func keptKey(parent []byte, w *wrapped) string {
 	h := sha256.New()
 	for _, field := range [][]byte{parent, tpm2.Marshal(w.public), w.duplicate, w.seed} {
 		h.Write(tpm2.Marshal(tpm2.TPM2BData{Buffer: field}))
 	}
-	return [32]byte(h.Sum(nil))
-}
-
-func (c *keptPrivates) get(key [32]byte) (tpm2.TPM2BPrivate, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	p, ok := c.m[key]
-	return p, ok
-}
-
-func (c *keptPrivates) keep(key [32]byte, p tpm2.TPM2BPrivate) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.m) >= maxKept {
-		clear(c.m)
-	}
-	c.m[key] = p
-}
-
-func (c *keptPrivates) forget(key [32]byte) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.m, key)
+	return string(h.Sum(nil))
 }
 
 // errKeptStale means a kept private part did not load because the TPM
@@ -91,7 +62,7 @@ func privateRefused(err error) bool {
 // the command code it is given; what names the object in errors.
 func loadKept(t transport.TPM, parent tpm2.AuthHandle, w *wrapped, pass func(tpm2.TPMCC) error, what string) (*tpm2.LoadResponse, error) {
 	key := keptKey(parent.Name.Buffer, w)
-	if private, ok := kept.get(key); ok {
+	if private, ok := kept.Get(key); ok {
 		if err := pass(tpm2.TPMCCLoad); err != nil {
 			return nil, err
 		}
@@ -118,18 +89,18 @@ func loadKept(t transport.TPM, parent tpm2.AuthHandle, w *wrapped, pass func(tpm
 	if err != nil {
 		return nil, fmt.Errorf("loading %s: %w", what, err)
 	}
-	kept.keep(key, private)
+	kept.Add(key, private)
 	return loaded, nil
 }
 
 // forgetKept forgets the kept private parts of k's three objects.
 func (k *ScopedKey) forgetKept() {
-	kept.forget(keptKey(k.Key.Name(), &k.gateKey))
+	kept.Forget(keptKey(k.Key.Name(), &k.gateKey))
 	gateName, err := tpm2.ObjectName(&k.gateKey.public)
 	if err != nil {
 		return
 	}
 	for _, w := range []*wrapped{&k.zgen, &k.twin} {
-		kept.forget(keptKey(gateName.Buffer, w))
+		kept.Forget(keptKey(gateName.Buffer, w))
 	}
 }

@@ -11,10 +11,11 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
-	"sync"
 
 	"github.com/google/go-tpm/tpm2"
 	"golang.org/x/crypto/cryptobyte"
+
+	"github.com/custodian-project/custodian/internal/bytecache"
 )
 
 // ScopedKey is a share kept as a TPM key that computes with it but never
@@ -401,7 +402,7 @@ func (k *ScopedKey) Marshal() []byte {
 // bundle's key at every release.
 func ParseScopedKey(data []byte) (*ScopedKey, error) {
 	sum := sha256.Sum256(data)
-	if k, ok := parsedScoped.get(sum); ok {
+	if k, ok := parsedScoped.Get(string(sum[:])); ok {
 		return k.clone(), nil
 	}
 	// The parsed key refers into its encoding: parse a copy of it that
@@ -410,37 +411,13 @@ func ParseScopedKey(data []byte) (*ScopedKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformedBlob, err)
 	}
-	parsedScoped.keep(sum, k)
+	parsedScoped.Add(string(sum[:]), k)
 	return k.clone(), nil
 }
 
 // parsedScoped holds the scoped keys this process parsed and checked, by
-// the SHA-256 of their encoding; never more than maxParsed.
-var parsedScoped = parsedKeys{m: map[[32]byte]*ScopedKey{}}
-
-// maxParsed bounds parsedScoped: a device holds a few scoped keys.
-const maxParsed = 64
-
-type parsedKeys struct {
-	mu sync.Mutex
-	m  map[[32]byte]*ScopedKey
-}
-
-func (c *parsedKeys) get(sum [32]byte) (*ScopedKey, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	k, ok := c.m[sum]
-	return k, ok
-}
-
-func (c *parsedKeys) keep(sum [32]byte, k *ScopedKey) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.m) >= maxParsed {
-		clear(c.m)
-	}
-	c.m[sum] = k
-}
+// the SHA-256 of their encoding: a device holds a few scoped keys.
+var parsedScoped = bytecache.New[*ScopedKey](64)
 
 // clone is a copy of k whose exported fields the caller may change
 // without changing k. The import key and the wrapped objects, which

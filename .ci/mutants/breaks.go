@@ -254,12 +254,12 @@ var breaks = []mutant{
 	// kept private part that no longer loads gives way to an import.
 	{
 		name:  "every call imports the scoped key's objects again",
-		edits: []edit{{"tpm/kept.go", "\tif private, ok := kept.get(key); ok {", "\tif private, ok := kept.get(key); ok && false {"}},
+		edits: []edit{{"tpm/kept.go", "\tif private, ok := kept.Get(key); ok {", "\tif private, ok := kept.Get(key); ok && false {"}},
 		pkg:   "./tpm", tests: []string{"TestBatchTPMCommandsPerEnvelope", "TestInvariantScopedKeptObjectsStillPassTheGate"},
 	},
 	{
 		name:  "a kept gate key that no longer loads is not forgotten",
-		edits: []edit{{"tpm/kept.go", "\tkept.forget(keptKey(k.Key.Name(), &k.gateKey))\n", ""}},
+		edits: []edit{{"tpm/kept.go", "\tkept.Forget(keptKey(k.Key.Name(), &k.gateKey))\n", ""}},
 		pkg:   "./tpm", tests: []string{"TestInvariantScopedKeptObjectsStillPassTheGate"},
 	},
 	{

@@ -27,7 +27,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/custodian-project/custodian/hsm/internal/bytecache"
+	"github.com/custodian-project/custodian/internal/bytecache"
 )
 
 const (

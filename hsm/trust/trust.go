@@ -58,7 +58,7 @@ import (
 
 	"github.com/custodian-project/custodian/hsm/certfile"
 	"github.com/custodian-project/custodian/hsm/durable"
-	"github.com/custodian-project/custodian/hsm/internal/bytecache"
+	"github.com/custodian-project/custodian/internal/bytecache"
 )
 
 // CRL is a verified certificate revocation list.

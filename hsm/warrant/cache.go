@@ -7,7 +7,7 @@ import (
 	"encoding/binary"
 	"time"
 
-	"github.com/custodian-project/custodian/hsm/internal/bytecache"
+	"github.com/custodian-project/custodian/internal/bytecache"
 	"github.com/custodian-project/custodian/hsm/trust"
 )
 

@@ -56,6 +56,26 @@ func (c *Cache[V]) Add(key string, value V) {
 	c.entries[key] = &entry[V]{value: value}
 }
 
+// Forget drops key's value, if any: for a result found to no longer hold
+// (such as an object the TPM stopped loading).
+func (c *Cache[V]) Forget(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.entries, key)
+}
+
+// Keys lists the keys held, in no order (tests use it to reach what was
+// kept).
+func (c *Cache[V]) Keys() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	keys := make([]string, 0, len(c.entries))
+	for k := range c.entries {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
 // Len is the number of entries held (tests use it to see that a result
 // was kept).
 func (c *Cache[V]) Len() int {

@@ -41,3 +41,19 @@ func TestCacheStaysBounded(t *testing.T) {
 		t.Fatalf("%d entries can be found, at most 8 allowed", found)
 	}
 }
+
+func TestForgetDropsOnlyItsKey(t *testing.T) {
+	c := New[int](4)
+	c.Add("a", 1)
+	c.Add("b", 2)
+	c.Forget("a")
+	if _, ok := c.Get("a"); ok {
+		t.Fatal("a forgotten key is still returned")
+	}
+	if v, ok := c.Get("b"); !ok || v != 2 {
+		t.Fatalf("Get(b) after forgetting a = %v, %v; want 2, true", v, ok)
+	}
+	if keys := c.Keys(); len(keys) != 1 || keys[0] != "b" {
+		t.Fatalf("Keys() = %q; want [b]", keys)
+	}
+}
