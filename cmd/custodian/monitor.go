@@ -338,7 +338,7 @@ func (m *monitorFlags) follower(g *globals, raw, keyFlag string, out *entryLog, 
 	if err != nil {
 		return nil, err
 	}
-	c, err := g.apiClient(base, m.network)
+	c, err := g.client(base, m.network, appliancePeer)
 	if err != nil {
 		return nil, err
 	}
@@ -351,23 +351,23 @@ func (m *monitorFlags) follower(g *globals, raw, keyFlag string, out *entryLog, 
 	return f, err
 }
 
-// tlogURL splits a log's URL, given with --flag, into the server and the
-// log's path on it: /v1/tlog/ for an appliance's address, the path itself
-// for a static copy.
-func tlogURL(flag, raw string) (base, prefix string, err error) {
+// tlogURL splits a log's URL, given with --flag, into the server (its
+// scheme and host) and the log's path on it: /v1/tlog/ for an appliance's
+// address, the path itself for a static copy.
+func tlogURL(flag, raw string) (base *url.URL, prefix string, err error) {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-		return "", "", withHint(fmt.Errorf("bad --%s %q", flag, raw), "give an address such as https://custodian-a:8443, or a static copy's URL ending in /")
+		return nil, "", withHint(fmt.Errorf("bad --%s %q", flag, raw), "give an address such as https://custodian-a:8443, or a static copy's URL ending in /")
 	}
 	if err := credentialsInURL("--"+flag, u, "which is never sent: a ledger is public", "serve a static copy without a password"); err != nil {
-		return "", "", err
+		return nil, "", err
 	}
 	prefix = u.Path
 	switch {
 	case prefix == "" || prefix == "/":
 		prefix = release.TlogPrefix
 	case !strings.HasSuffix(prefix, "/"):
-		return "", "", withHint(fmt.Errorf("--%s %s: a static copy's URL ends in /", flag, raw), "give the directory that holds checkpoint and tile/")
+		return nil, "", withHint(fmt.Errorf("--%s %s: a static copy's URL ends in /", flag, raw), "give the directory that holds checkpoint and tile/")
 	}
-	return u.Scheme + "://" + u.Host, prefix, nil
+	return &url.URL{Scheme: u.Scheme, Host: u.Host}, prefix, nil
 }

@@ -189,6 +189,22 @@ func TestMonitorFlags(t *testing.T) {
 	}
 }
 
+// TestMonitorClientSpeaksOfItsAppliance: the monitor's client names
+// --appliance, the appliance, and what plain HTTP risks for a public log
+// (not warrants: the monitor sends none).
+func TestMonitorClientSpeaksOfItsAppliance(t *testing.T) {
+	m := newMemLog(t, 1)
+	code, _, errOut := runMonitor("--appliance", "http://127.0.0.1:1/", "--verifier-key", m.vkey, "--state", t.TempDir())
+	for _, want := range []string{"what --appliance serves", "(127.0.0.1:1)", "cannot reach the appliance at 127.0.0.1:1"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("exit %d, no %q in:\n%s", code, want, errOut)
+		}
+	}
+	if strings.Contains(errOut, "warrants") || strings.Contains(errOut, "--server") || strings.Contains(errOut, "the custodian") {
+		t.Errorf("the monitor speaks of a custodian's API:\n%s", errOut)
+	}
+}
+
 // TestMonitorStateBelongsToItsKey: a state kept for one key is not
 // followed with another key of the same name (a new ledger, or a swapped
 // key): the monitor stops and says so, and the state stays as it was.

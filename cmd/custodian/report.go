@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net/http"
 	"net/url"
@@ -307,9 +306,10 @@ func eachEntry(src *remoteTiles, size int64, add func(index int64, raw []byte, e
 // ledgerSource is where one --ledger is read: a server and the log's path
 // on it, or an exported directory on this machine.
 type ledgerSource struct {
-	base, prefix string // a URL's server and path
-	dir          string // or a directory
-	shown        string // --ledger as given
+	base   *url.URL // a URL's server (scheme and host)
+	prefix string   // and its path
+	dir    string   // or a directory
+	shown  string   // --ledger as given
 }
 
 // reportRetryFor caps how long one request of the report waits on a
@@ -336,20 +336,10 @@ func parseLedgerSource(raw string) (ledgerSource, error) {
 // directory, one whose requests are answered from its files, inside it
 // only (an os.Root: no way out by .. or a symbolic link).
 func (s ledgerSource) client(g *globals, network clientTLS) (*apiClient, func(), error) {
-	if s.dir == "" {
-		quiet := *g
-		quiet.stderr = io.Discard // its warning speaks of warrants; the report's follows
-		var c *apiClient
-		u, err := url.Parse(s.base) // tlogURL's: it parses
-		if err == nil {
-			c, err = quiet.client(u, network, ledgerPeer)
-		}
+	if s.base != nil {
+		c, err := g.client(s.base, network, ledgerPeer)
 		if err != nil {
 			return nil, nil, err
-		}
-		if c.base.Scheme == "http" {
-			fmt.Fprintln(g.stderr, "warning: plain HTTP (--insecure-http): anyone on the path can change or withhold what --ledger "+s.shown+
-				" serves; every entry is still checked against --verifier-key, but an old copy cannot be told from a current one")
 		}
 		if s.prefix == release.TlogPrefix {
 			// An appliance: below its per-client rate, which it shares

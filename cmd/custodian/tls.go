@@ -28,8 +28,8 @@ import (
 // client refuses plain HTTP unless --insecure-http says the person meant
 // it. This file is the one place both ends set up their transport.
 
-// plainHTTPWarning is what the daemon logs and shows, and what a client
-// prints, when a connection is not protected.
+// plainHTTPWarning is what the daemon logs and shows, and what a client of
+// its API prints, when a connection is not protected.
 const plainHTTPWarning = "plain HTTP (--insecure-http): warrants, summaries and packages cross the network in clear and anyone on the path can read or change them"
 
 // serverTLS are serve's transport flags.
@@ -157,23 +157,40 @@ func (c *clientTLS) register(cmd *cobra.Command, officer bool) {
 }
 
 // peer is how a client's messages name the server it talks to: a
-// custodian's API behind --server, or, for the report, any web server
-// serving a ledger behind --ledger.
+// custodian's API behind --server, the monitor's appliance behind
+// --appliance, or, for the report, any web server serving a ledger behind
+// --ledger.
 type peer struct {
 	name     string // "the custodian"
 	flag     string // the flag that gave its URL
 	what     string // what the flag must name
 	redirect string // what a redirect means, and what to do
 	https    string // where its https:// address comes from
+	// plainHTTP is what a client warns of over plain HTTP: what is at
+	// stake on the way to this peer.
+	plainHTTP string
+}
+
+// publicLogOverHTTP is the plain-HTTP warning of a reader of a public log,
+// given with flag.
+func publicLogOverHTTP(flag string) string {
+	return "plain HTTP (--insecure-http): anyone on the path can change or withhold what " + flag +
+		" serves; every entry is still checked against --verifier-key, but an old copy cannot be told from a current one"
 }
 
 var (
 	custodianPeer = peer{name: "the custodian", flag: "--server", what: "a custodian appliance",
-		redirect: "which the custodian API never sends; check --server",
-		https:    "use the https:// address of the custodian (custodian serve requires TLS)"}
+		redirect:  "which the custodian API never sends; check --server",
+		https:     "use the https:// address of the custodian (custodian serve requires TLS)",
+		plainHTTP: plainHTTPWarning}
+	appliancePeer = peer{name: "the appliance", flag: "--appliance", what: "a custodian appliance",
+		redirect:  "which the custodian API never sends; check --appliance",
+		https:     "use the https:// address of the appliance (custodian serve requires TLS)",
+		plainHTTP: publicLogOverHTTP("--appliance")}
 	ledgerPeer = peer{name: "the server", flag: "--ledger", what: "an appliance or a static copy of its ledger",
-		redirect: "which the report does not follow: give the URL it leads to",
-		https:    "use the https:// address of the appliance or of the web server"}
+		redirect:  "which the report does not follow: give the URL it leads to",
+		https:     "use the https:// address of the appliance or of the web server",
+		plainHTTP: publicLogOverHTTP("--ledger")}
 )
 
 // credentialsInURL refuses a URL that names a user or password before its
@@ -220,7 +237,7 @@ func (g *globals) client(u *url.URL, c clientTLS, p peer) (*apiClient, error) {
 		if c.cert != "" {
 			return nil, withHint(errors.New("--client-cert needs an https:// --server"), "use the custodian's https:// address")
 		}
-		fmt.Fprintln(g.stderr, "warning: "+plainHTTPWarning)
+		fmt.Fprintf(g.stderr, "warning: %s (%s)\n", p.plainHTTP, u.Host)
 		return &apiClient{base: u, http: newHTTPClient(tr, p), peer: p}, nil
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS13}
