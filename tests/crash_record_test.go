@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -26,26 +25,19 @@ import (
 // intent, and the release is logged as failed (interrupted), so the
 // ledger never says "release ok" alone for a share that never left. The
 // state is made here from a kill right after the entry (hook "entry"):
-// the record the entry's transaction wrote is moved out of the ledger
-// into the old layout, with the intent in place of "first_entry".
+// the record the entry's transaction wrote is unbound (as the old version
+// wrote it) and moved out of the ledger into the old layout, with the
+// intent in place of "first_entry".
 func TestInvariantKillAfterFirstEntryLogsInterrupted(t *testing.T) {
 	now := time.Now().UTC()
 	d, c := readyDevice(t, now, "2026-11")
 	agency, _ := recipient.Generate("")
-	socket := filepath.Join(d.data, button.SimSocket)
 	p7s := c.sign(t, "W-kill-window", agency.Public(), []string{"court-a"}, []string{"2026-11"}, now)
 
-	child, cl := startChild(t, d, "entry")
-	status, st, eb := cl.submit(t, p7s)
-	if status != http.StatusAccepted {
-		t.Fatalf("submit %d %+v", status, eb)
-	}
-	_ = button.Press(context.Background(), socket, 100*time.Millisecond)
-	child.Wait()
-	if ws, ok := child.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
-		t.Fatalf("the daemon was not killed: %v", child.ProcessState)
-	}
+	st := submitUntilKilled(t, d, "entry", p7s, nil)
+
 	var rec map[string]any
+	unbindRecord(t, d, st.ID)
 	editNote(t, d.data, requestNote+st.ID, func(old []byte) []byte {
 		if err := json.Unmarshal(old, &rec); err != nil {
 			t.Fatalf("record: %v", err)

@@ -31,6 +31,25 @@ import (
 const childStartLimit = 60 * time.Second
 
 // startChild runs the test binary as a daemon that kills itself at crashAt.
+// submitUntilKilled submits p7s (with its envelope list, or nil) to a
+// daemon started to be killed at a stage, presses the button, and waits
+// for the kill; it returns the submitted request's status.
+func submitUntilKilled(t *testing.T, d *device, stage string, p7s, list []byte) release.Status {
+	t.Helper()
+	child, cl := startChild(t, d, stage)
+	status, st, eb := cl.submitWithList(t, p7s, list)
+	if status != http.StatusAccepted {
+		t.Fatalf("%s: submit %d %+v", stage, status, eb)
+	}
+	// The daemon may die while the button is still down: no answer then.
+	_ = button.Press(context.Background(), filepath.Join(d.data, button.SimSocket), 100*time.Millisecond)
+	err := child.Wait()
+	if ws, ok := child.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("%s: the daemon was not killed: %v", stage, err)
+	}
+	return st
+}
+
 func startChild(t *testing.T, d *device, crashAt string) (*exec.Cmd, *client) {
 	t.Helper()
 	s := newSite(t)
@@ -88,7 +107,6 @@ func TestKillNineBetweenLedgerEntryAndResponse(t *testing.T) {
 	now := time.Now().UTC()
 	d, c := readyDevice(t, now, "2026-11")
 	agency, _ := recipient.Generate("")
-	socket := filepath.Join(d.data, button.SimSocket)
 
 	var running *exec.Cmd // the restarted daemon; swtpm serves one client
 	stopRunning := func() {
@@ -101,17 +119,8 @@ func TestKillNineBetweenLedgerEntryAndResponse(t *testing.T) {
 	crash := func(stage, serial string) (release.Status, *client, []byte) {
 		stopRunning()
 		p7s := c.sign(t, serial, agency.Public(), []string{"court-a"}, []string{"2026-11"}, time.Now().UTC())
-		child, cl := startChild(t, d, stage)
-		status, st, eb := cl.submit(t, p7s)
-		if status != http.StatusAccepted {
-			t.Fatalf("%s: submit %d %+v", stage, status, eb)
-		}
-		// The daemon may die while the button is still down: no answer then.
-		_ = button.Press(context.Background(), socket, 100*time.Millisecond)
-		err := child.Wait()
-		if ws, ok := child.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-			t.Fatalf("%s: the daemon was not killed: %v", stage, err)
-		}
+		st := submitUntilKilled(t, d, stage, p7s, nil)
+		var cl *client
 		running, cl = startChild(t, d, "")
 		var after release.Status
 		cl.getJSON(t, "/v1/requests/"+st.ID, &after)
@@ -193,7 +202,6 @@ func TestKillNineWhileTheTPMComputesAListsPartials(t *testing.T) {
 	d, c := readyDevice(t, now, "2026-11")
 	pub := provisionScoped(t, d, "2026-12")
 	agency, _ := recipient.Generate("")
-	socket := filepath.Join(d.data, button.SimSocket)
 	_, refs := sealEnvelopes(t, pub, "alice@example.org", 300)
 	list, err := warrant.ListOf(refs)
 	if err != nil {
@@ -207,16 +215,7 @@ func TestKillNineWhileTheTPMComputesAListsPartials(t *testing.T) {
 	w.EnvelopeList = &digest
 	p7s := c.signDocument(t, w, time.Now())
 
-	child, cl := startChild(t, d, "partials")
-	status, st, eb := cl.submitWithList(t, p7s, file.Bytes())
-	if status != http.StatusAccepted {
-		t.Fatalf("submit %d %+v", status, eb)
-	}
-	_ = button.Press(context.Background(), socket, 100*time.Millisecond)
-	child.Wait()
-	if ws, ok := child.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-		t.Fatal("the daemon was not killed while computing partials")
-	}
+	st := submitUntilKilled(t, d, "partials", p7s, file.Bytes())
 	running, cl := startChild(t, d, "")
 	defer func() { running.Process.Kill(); running.Wait() }()
 	var after release.Status

@@ -2,16 +2,13 @@ package tests
 
 import (
 	"bytes"
-	"context"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/custodian-project/custodian/firmware/button"
 	"github.com/custodian-project/custodian/hsm/appliance"
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/hsm/recipient"
@@ -20,33 +17,37 @@ import (
 )
 
 // TestInvariantKillAtASecondKeyIDsEntryKeepsTheFirstAndLogsTheSecond: the
-// request record is written once before the first release entry (with the
-// intent) and once when the request is done. A kill right after the
-// second key ID's release entry leaves a record that names neither entry
-// nor the first key ID's package. After the restart the first key ID's
-// package is served, the second is logged as interrupted, the warrant is
-// spent, and no key ID is released twice.
+// request record is written with each release entry and each package. A
+// kill right after the second key ID's release entry leaves a record that
+// names both entries and the first key ID's package. After the restart
+// the first key ID's package is served, the second is logged as
+// interrupted (a failure after its release entry), the warrant is spent,
+// and no key ID is released twice.
 func TestInvariantKillAtASecondKeyIDsEntryKeepsTheFirstAndLogsTheSecond(t *testing.T) {
-	killTwoKeyIDs(t, "entry@2026-12", []string{"2026-11"}, 2, 1)
+	killTwoKeyIDs(t, "entry@2026-12", []string{"2026-11"}, 2, 1, 0)
 }
 
 // TestInvariantKillBetweenTwoKeyIDsLogsTheSecond: killed after the first
-// key ID's package is stored, before the second key ID was begun.
+// key ID's package is stored, before the second key ID was begun: the
+// second, never released, is logged as an interrupted refusal, not as a
+// failure, which would stand after no release entry of this request.
 func TestInvariantKillBetweenTwoKeyIDsLogsTheSecond(t *testing.T) {
-	killTwoKeyIDs(t, "stored@2026-11", []string{"2026-11"}, 1, 1)
+	killTwoKeyIDs(t, "stored@2026-11", []string{"2026-11"}, 1, 0, 1)
 }
 
 // TestInvariantKillAtTheFirstOfTwoKeyIDsLogsBoth: killed right after the
-// first release entry, with nothing sealed.
+// first release entry, with nothing sealed: the first is a failure after
+// its entry, the second a refusal.
 func TestInvariantKillAtTheFirstOfTwoKeyIDsLogsBoth(t *testing.T) {
-	killTwoKeyIDs(t, "entry@2026-11", nil, 1, 2)
+	killTwoKeyIDs(t, "entry@2026-11", nil, 1, 1, 1)
 }
 
 // killTwoKeyIDs kills the daemon at crashAt during a release of key IDs
 // 2026-11 and 2026-12 and checks, after a restart, the packages served,
 // every other key ID logged as interrupted, the warrant spent, and the
-// ledger's release and failure entries.
-func killTwoKeyIDs(t *testing.T, crashAt string, packages []string, releases, failures int) {
+// ledger's release and failure entries and its refusals for key IDs never
+// released (interrupted).
+func killTwoKeyIDs(t *testing.T, crashAt string, packages []string, releases, failures, neverReleased int) {
 	now := time.Now().UTC()
 	d, c := readyDevice(t, now, "2026-11")
 	conn, err := tpm.Open(d.sw.Spec())
@@ -62,18 +63,8 @@ func killTwoKeyIDs(t *testing.T, crashAt string, packages []string, releases, fa
 	conn.Close()
 
 	agency, _ := recipient.Generate("")
-	socket := filepath.Join(d.data, button.SimSocket)
 	p7s := c.sign(t, "W-kill-two", agency.Public(), []string{"court-a"}, []string{"2026-11", "2026-12"}, now)
-	child, cl := startChild(t, d, crashAt)
-	status, st, eb := cl.submit(t, p7s)
-	if status != http.StatusAccepted {
-		t.Fatalf("submit %d %+v", status, eb)
-	}
-	_ = button.Press(context.Background(), socket, 100*time.Millisecond)
-	child.Wait()
-	if ws, ok := child.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
-		t.Fatalf("the daemon was not killed: %v", child.ProcessState)
-	}
+	st := submitUntilKilled(t, d, crashAt, p7s, nil)
 
 	running, cl := startChild(t, d, "")
 	defer func() { running.Process.Kill(); running.Wait() }()
@@ -101,11 +92,16 @@ func killTwoKeyIDs(t *testing.T, crashAt string, packages []string, releases, fa
 	}
 	cl.getJSON(t, "/v1/health", &health)
 	verifier, _ := os.ReadFile(filepath.Join(d.data, "ledger-key.pub"))
-	n := map[ledger.Kind]int{}
+	n, interrupted := map[ledger.Kind]int{}, 0
 	for i := int64(0); i < health.LedgerSize; i++ {
-		n[cl.entryAt(t, i, string(bytes.TrimSpace(verifier))).Kind]++
+		e := cl.entryAt(t, i, string(bytes.TrimSpace(verifier)))
+		n[e.Kind]++
+		if e.Kind == ledger.KindRefusal && e.Reason == string(release.CodeInterrupted) {
+			interrupted++
+		}
 	}
-	if n[ledger.KindRelease] != releases || n[ledger.KindFailure] != failures {
-		t.Fatalf("ledger kinds after a kill at %s: %v (want %d release entries, %d failures)", crashAt, n, releases, failures)
+	if n[ledger.KindRelease] != releases || n[ledger.KindFailure] != failures || interrupted != neverReleased {
+		t.Fatalf("ledger kinds after a kill at %s: %v, %d interrupted refusals (want %d release entries, %d failures, %d interrupted refusals)",
+			crashAt, n, interrupted, releases, failures, neverReleased)
 	}
 }

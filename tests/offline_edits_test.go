@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-tpm/tpm2/transport"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/custodian-project/custodian/hsm/appliance"
@@ -92,6 +93,22 @@ func editNote(t *testing.T, dir, key string, edit func(old []byte) []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// unbindRecord writes request id's record note again unbound, as the
+// approved image does (the ledger's state is bound anew): the state an
+// older version, which bound no record, left.
+func unbindRecord(t *testing.T, d *device, id string) {
+	t.Helper()
+	onDevice(t, d, func(a *appliance.Appliance, _ transport.TPM) {
+		rec, err := a.Ledger.GetNote([]byte(requestNote+id), 1<<20)
+		if err == nil {
+			err = a.Ledger.PutNotes(ledger.Note{Key: []byte(requestNote + id), Value: rec})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 // readNote reads, offline, the note under key (nil: none).

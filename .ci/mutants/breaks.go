@@ -392,10 +392,10 @@ var breaks = []mutant{
 		pkg: "./tests", tests: []string{"TestBusyRefusedBeforeSealProofsAreChecked"},
 	},
 	{
-		name: "the request record is not written in its first release entry's transaction",
+		name: "the request record is not written in its release entry's transaction",
 		edits: []edit{{"hsm/release/store.go",
-			"\tif rec.FirstEntry == nil {\n\t\tnotes = func(index int64) ([]ledger.Note, error) {",
-			"\tif false && rec.FirstEntry == nil {\n\t\tnotes = func(index int64) ([]ledger.Note, error) {"}},
+			"d.appendEntryNoted(ledger.KindRelease, ledger.OutcomeOK, \"\", keyID, subject, replay, notes)",
+			"d.appendEntryNoted(ledger.KindRelease, ledger.OutcomeOK, \"\", keyID, subject, replay, nil); _ = notes"}},
 		pkg: "./tests", tests: []string{"TestKillNineBetweenLedgerEntryAndResponse"},
 	},
 	{
@@ -607,6 +607,23 @@ var breaks = []mutant{
 			"\tcase !ValidID(id) || !ok || r.status.State != StateAwaitingWitnesses:",
 			"\tcase !ValidID(id) || !ok:"}},
 		pkg: "./tests", tests: []string{"TestInvariantWitnessTimeoutAfterTheEntryReleasesOnceOnResume"},
+	},
+	// Only a request the ledger binds as in flight is finished after a
+	// restart, and a key ID never released is not logged as a failure.
+	{
+		name:  "an unfinished record is acted on without its binding",
+		edits: []edit{{"hsm/release/store.go", "	if err == nil && !legacy {\n\t\terr = d.inFlight(rec)\n\t}\n", ""}},
+		pkg:   "./tests", tests: []string{"TestInvariantOnlyRequestsLeftInFlightAreFinished"},
+	},
+	{
+		name:  "bound notes are not checked at open",
+		edits: []edit{{"hsm/ledger/state.go", "\tif err := checkBoundNotes(tx); err != nil {", "\tif err := checkBoundNotes(tx); err != nil && false {"}},
+		pkg:   "./hsm/ledger", tests: []string{"TestInvariantBoundNotesAreCheckedLikeEntries"},
+	},
+	{
+		name:  "a key ID never released is logged as a failure",
+		edits: []edit{{"hsm/release/store.go", "\t\t\tkind = ledger.KindRefusal\n", "\t\t\tkind = ledger.KindFailure\n"}},
+		pkg:   "./tests", tests: []string{"TestInvariantKillBetweenTwoKeyIDsLogsTheSecond"},
 	},
 	{
 		name:  "the agency takes packages without the witness quorum",

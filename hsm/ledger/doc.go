@@ -13,8 +13,10 @@
 //     next open finishes the increment.
 //     [Ledger.AppendNoted] adds the caller's notes (a record about the
 //     entry) to that same transaction: one commit for both. Notes are
-//     outside the tree and the state's binding, so the caller checks them
-//     against the entries they name.
+//     outside the tree. A note written Bound (a request in flight) is
+//     bound by the state's HMAC, as the entries are, until it is written
+//     again unbound ([Ledger.NoteBound]); any other is outside the
+//     binding, so the caller checks it against the entries it names.
 //
 //   - Tamper-evident. Entries are the leaves of an RFC 6962 Merkle tree
 //     (golang.org/x/mod/sumdb/tlog). [Ledger.Checkpoint] signs the tree
@@ -58,7 +60,8 @@
 //     on this TPM ([Config.StateKey], derived from the checkpoint key's
 //     seed) covers the origin, the device, size, tree root, counter,
 //     newest time, replay floor, a digest of the replay index, of the
-//     salts and of each bound directory ([Config.Bound]). It is rewritten
+//     salts, of the bound notes and of each bound directory
+//     ([Config.Bound]). It is rewritten
 //     in the same transaction as every append (no TPM command) and checked
 //     at Open before the counter, with everything it stands for
 //     recomputed from the records: the whole tree from every entry's

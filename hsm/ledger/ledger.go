@@ -120,6 +120,7 @@ type state struct {
 	root    tlog.Hash     // the tree hash of size entries
 	replay  [32]byte      // the replay index's digest (replayDigest)
 	salts   [32]byte      // the salts' digest (saltDigest)
+	notes   [32]byte      // the bound notes' digest (boundNotesDigest), zero for none
 	bound   []boundDigest // each bound directory's digest, in Config.Bound order
 	pending string        // the bound directory a Change is under way in, or ""
 }

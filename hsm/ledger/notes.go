@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 
 	bolt "go.etcd.io/bbolt"
@@ -13,17 +14,33 @@ import (
 // exactly when the entry is, at the cost of that one commit, so a state
 // change that needs an entry and a record of it makes one durable write.
 //
-// Notes are outside the tree and outside the state's binding: anyone
-// holding the data directory can plant or edit them offline, so the caller
-// acts on a note only after checking it against the entries it names.
+// Notes are outside the tree: anyone holding the data directory can plant
+// or edit them offline. A note written unbound is outside the state's
+// binding too, so the caller acts on it only after checking it against the
+// entries it names. A note written Bound is bound like the entries until
+// it is written again unbound: Open refuses a ledger whose bound notes are
+// not there as written (ErrRecordsEdited), and a note planted or edited
+// offline is never bound (NoteBound).
 type Note struct {
 	Key, Value []byte
+	// Bound binds the value into the ledger's state: for the few records
+	// whose loss or edit would mislead the caller, such as a request in
+	// flight.
+	Bound bool
 }
 
-var bucketNotes = []byte("notes")
+var (
+	bucketNotes = []byte("notes")
+	// bucketBoundNotes maps each bound note's key to the SHA-256 of its
+	// value. The state binds a digest of it (state.notes).
+	bucketBoundNotes = []byte("bound-notes")
+)
 
-// ErrNoNote: no note is stored under the key.
-var ErrNoNote = errors.New("no such note")
+// Errors of notes.
+var (
+	ErrNoNote    = errors.New("no such note")
+	ErrNoteBound = errors.New("the note is bound to the ledger's state and cannot be moved")
+)
 
 // AppendNoted is Append, with the notes notes returns for the entry's
 // index written in the same transaction: both are stored, or neither.
@@ -40,23 +57,49 @@ func (l *Ledger) AppendNoted(e Entry, subject, replayKey []byte, notes func(inde
 		if err != nil {
 			return nil, err
 		}
-		return subject, putNotes(tx, ns)
+		_, err = putNotes(tx, ns, base)
+		return subject, err
 	})
 }
 
 // PutNotes stores notes in one transaction, replacing any under the same
-// keys, and returns once they are durable.
+// keys, and returns once they are durable. A blocked ledger refuses: its
+// state cannot be bound again until it is resolved.
 func (l *Ledger) PutNotes(notes ...Note) error {
-	return l.db.Update(func(tx *bolt.Tx) error { return putNotes(tx, notes) })
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.blocked != nil {
+		return l.blocked
+	}
+	next := l.state.clone()
+	err := l.db.Update(func(tx *bolt.Tx) error {
+		rebound, err := putNotes(tx, notes, &next)
+		if err != nil || !rebound {
+			return err
+		}
+		return l.putState(tx.Bucket(bucketMeta), &next)
+	})
+	if err == nil {
+		l.state = next
+	}
+	return err
 }
 
 // MoveNote stores the note under from under to instead, in one
-// transaction.
+// transaction. A bound note stays where it is (ErrNoteBound).
 func (l *Ledger) MoveNote(from, to []byte) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.blocked != nil {
+		return l.blocked
+	}
 	return l.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketNotes)
 		if b == nil || b.Get(from) == nil {
 			return ErrNoNote
+		}
+		if bound := tx.Bucket(bucketBoundNotes); bound != nil && (bound.Get(from) != nil || bound.Get(to) != nil) {
+			return ErrNoteBound
 		}
 		v := b.Get(from)
 		if err := b.Put(to, append([]byte(nil), v...)); err != nil {
@@ -66,20 +109,100 @@ func (l *Ledger) MoveNote(from, to []byte) error {
 	})
 }
 
-func putNotes(tx *bolt.Tx, notes []Note) error {
+// putNotes stores notes in tx, binding or unbinding each as it says. It
+// reports whether the bound notes changed, with s.notes then their new
+// digest: the caller stores s in the same transaction.
+func putNotes(tx *bolt.Tx, notes []Note, s *state) (rebound bool, err error) {
 	if len(notes) == 0 {
-		return nil
+		return false, nil
 	}
 	b, err := tx.CreateBucketIfNotExists(bucketNotes)
 	if err != nil {
-		return err
+		return false, err
+	}
+	bound, err := tx.CreateBucketIfNotExists(bucketBoundNotes)
+	if err != nil {
+		return false, err
 	}
 	for _, n := range notes {
 		if err := b.Put(n.Key, n.Value); err != nil {
-			return err
+			return false, err
+		}
+		switch {
+		case n.Bound:
+			sum := sha256.Sum256(n.Value)
+			err = bound.Put(n.Key, sum[:])
+			rebound = true
+		case bound.Get(n.Key) != nil:
+			err = bound.Delete(n.Key)
+			rebound = true
+		}
+		if err != nil {
+			return false, err
+		}
+	}
+	if rebound {
+		s.notes, err = boundNotesDigest(tx)
+	}
+	return rebound, err
+}
+
+// boundNotesDigest is the digest the state binds: SHA-256 over each bound
+// note's key and value digest, in key order; zero when none is bound.
+func boundNotesDigest(tx *bolt.Tx) ([sha256.Size]byte, error) {
+	var d [sha256.Size]byte
+	b := tx.Bucket(bucketBoundNotes)
+	if b == nil {
+		return d, nil
+	}
+	h, n := sha256.New(), 0
+	c := b.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if len(v) != sha256.Size {
+			return d, recordsEdited("the digest kept for bound note %q is damaged", k)
+		}
+		h.Write(u64(uint64(len(k))))
+		h.Write(k)
+		h.Write(v)
+		n++
+	}
+	if n > 0 {
+		d = [sha256.Size]byte(h.Sum(nil))
+	}
+	return d, nil
+}
+
+// checkBoundNotes reports a bound note that is not stored as it was
+// written: removed, or another value.
+func checkBoundNotes(tx *bolt.Tx) error {
+	bound := tx.Bucket(bucketBoundNotes)
+	if bound == nil {
+		return nil
+	}
+	notes := tx.Bucket(bucketNotes)
+	c := bound.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		var value []byte
+		if notes != nil {
+			value = notes.Get(k)
+		}
+		if sum := sha256.Sum256(value); value == nil || !bytes.Equal(sum[:], v) {
+			return recordsEdited("bound note %q was removed or edited", k)
 		}
 	}
 	return nil
+}
+
+// NoteBound reports whether the note under key is bound: written Bound by
+// this ledger and not written unbound since. Open checked its value.
+func (l *Ledger) NoteBound(key []byte) (bool, error) {
+	var bound bool
+	err := l.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketBoundNotes)
+		bound = b != nil && b.Get(key) != nil
+		return nil
+	})
+	return bound, err
 }
 
 // ErrNoteTooLarge: the note under the key is longer than the caller's

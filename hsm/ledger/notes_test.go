@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/tpm/tpmtest"
@@ -122,4 +125,97 @@ func TestInvariantOversizedNoteIsRefusedBeforeItIsCopied(t *testing.T) {
 	if v, err := l.GetNote(key, 4096); err != nil || len(v) != 4096 {
 		t.Fatalf("GetNote at its limit = %d bytes, %v", len(v), err)
 	}
+}
+
+// TestInvariantBoundNotesAreCheckedLikeEntries: a note written Bound (a
+// request in flight) is bound to the ledger's state: edited, removed, or
+// its binding dropped offline, the ledger opens blocked with
+// ErrRecordsEdited, which resolve cannot accept; a binding planted for a
+// note the ledger never bound blocks too. An unbound note edited offline
+// changes nothing. A note written again unbound is free, and a bound
+// note cannot be moved aside.
+func TestInvariantBoundNotesAreCheckedLikeEntries(t *testing.T) {
+	conn := tpmtest.StartSwtpm(t).Open(t)
+	d := newDevice(t, conn)
+	inFlight, loose := []byte("request/a"), []byte("request/b")
+	setup := func(t *testing.T) string {
+		dir := t.TempDir()
+		l := create(t, d, dir)
+		e := ledger.Entry{Time: t0, Kind: ledger.KindRelease, Outcome: ledger.OutcomeOK}
+		if _, err := l.AppendNoted(e, []byte("warrant"), nil, func(int64) ([]ledger.Note, error) {
+			return []ledger.Note{{Key: inFlight, Value: []byte("unfinished"), Bound: true}}, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.PutNotes(ledger.Note{Key: loose, Value: []byte("done")}); err != nil {
+			t.Fatal(err)
+		}
+		if bound, err := l.NoteBound(inFlight); err != nil || !bound {
+			t.Fatalf("NoteBound(in flight) = %v, %v", bound, err)
+		}
+		if err := l.MoveNote(inFlight, []byte("unmatched/a")); !errors.Is(err, ledger.ErrNoteBound) {
+			t.Fatalf("moving a bound note: %v; want ErrNoteBound", err)
+		}
+		l.Close()
+		return dir
+	}
+	put := func(k, v []byte) func(*bolt.Bucket) error { return func(b *bolt.Bucket) error { return b.Put(k, v) } }
+	del := func(k []byte) func(*bolt.Bucket) error { return func(b *bolt.Bucket) error { return b.Delete(k) } }
+	for name, c := range map[string]struct {
+		bucket  string
+		edit    func(*bolt.Bucket) error
+		blocked bool
+	}{
+		"bound note edited":         {"notes", put(inFlight, []byte("done")), true},
+		"bound note removed":        {"notes", del(inFlight), true},
+		"binding dropped":           {"bound-notes", del(inFlight), true},
+		"binding planted":           {"bound-notes", put(loose, make([]byte, 32)), true},
+		"unbound note edited":       {"notes", put(loose, []byte("unfinished")), false},
+		"unbound note planted":      {"notes", put([]byte("request/c"), []byte("unfinished")), false},
+		"nothing changed (control)": {"notes", func(*bolt.Bucket) error { return nil }, false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := setup(t)
+			editBucket(t, dir, c.bucket, c.edit)
+			l := open(t, d, dir)
+			defer l.Close()
+			err := l.Blocked()
+			if !c.blocked {
+				if err != nil {
+					t.Fatalf("blocked: %v", err)
+				}
+				if bound, _ := l.NoteBound([]byte("request/c")); bound {
+					t.Fatal("a planted note reads as bound")
+				}
+				return
+			}
+			if !errors.Is(err, ledger.ErrRecordsEdited) {
+				t.Fatalf("Blocked() = %v; want ErrRecordsEdited", err)
+			}
+			if _, err := l.ResolveRollback(t0.Add(time.Hour)); !errors.Is(err, ledger.ErrRecordsEdited) {
+				t.Fatalf("resolve accepted edited bound notes: %v", err)
+			}
+			if err := l.PutNotes(ledger.Note{Key: inFlight, Value: []byte("x")}); err == nil {
+				t.Fatal("a blocked ledger took a note")
+			}
+		})
+	}
+
+	t.Run("written again unbound", func(t *testing.T) {
+		dir := setup(t)
+		l := open(t, d, dir)
+		if err := l.PutNotes(ledger.Note{Key: inFlight, Value: []byte("done")}); err != nil {
+			t.Fatal(err)
+		}
+		if bound, err := l.NoteBound(inFlight); err != nil || bound {
+			t.Fatalf("NoteBound after an unbound write = %v, %v", bound, err)
+		}
+		l.Close()
+		editBucket(t, dir, "notes", put(inFlight, []byte("edited")))
+		l = open(t, d, dir)
+		defer l.Close()
+		if err := l.Blocked(); err != nil {
+			t.Fatalf("an unbound note's edit blocked: %v", err)
+		}
+	})
 }

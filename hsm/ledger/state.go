@@ -70,17 +70,26 @@ var (
 	metaSalts   = []byte("salt-digest")
 	metaPending = []byte("pending-change")
 	metaMAC     = []byte("state-mac")
+	metaNotes   = []byte("notes-digest")
 	boundPrefix = "bound/"
 )
 
 // stateEncoding heads the canonical encoding of the state. v2 added the
-// salts' digest.
-const stateEncoding = "custodian state v2\n"
+// salts' digest; v3 the bound notes' digest, and is used only while a note
+// is bound, so that a ledger that never bound one keeps its v2 HMAC.
+const (
+	stateEncoding      = "custodian state v2\n"
+	stateEncodingNotes = "custodian state v3\n"
+)
 
 // encodeState is the canonical encoding the HMAC covers.
 func (l *Ledger) encodeState(s *state) []byte {
 	var b cryptobyte.Builder
-	b.AddBytes([]byte(stateEncoding))
+	if s.notes == ([sha256.Size]byte{}) {
+		b.AddBytes([]byte(stateEncoding))
+	} else {
+		b.AddBytes([]byte(stateEncodingNotes))
+	}
 	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(l.cfg.Origin)) })
 	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(l.cfg.Device) })
 	b.AddUint64(uint64(s.size))
@@ -96,6 +105,9 @@ func (l *Ledger) encodeState(s *state) []byte {
 		b.AddBytes(d.digest[:])
 	}
 	b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(s.pending)) })
+	if s.notes != ([sha256.Size]byte{}) {
+		b.AddBytes(s.notes[:])
+	}
 	return b.BytesOrPanic()
 }
 
@@ -242,6 +254,7 @@ func (l *Ledger) recordMismatches(tx *bolt.Tx) (mismatches, error) {
 		{!got.last.Equal(l.state.last), "the newest entry's time is not the recorded one"},
 		{got.salts != l.state.salts, "the commitments' salts are not the recorded ones"},
 		{got.replay != l.state.replay, "the replay index is not the recorded one (keys removed or added)"},
+		{got.notes != l.state.notes, "the bound notes (requests in flight) are not the recorded ones"},
 	} {
 		if c.differs {
 			found = append(found, &mismatch{ErrRecordsEdited, c.detail})
@@ -251,7 +264,7 @@ func (l *Ledger) recordMismatches(tx *bolt.Tx) (mismatches, error) {
 }
 
 // recomputeRecords sets s's size, root, newest time and the digests of the
-// salts and the replay index from the buckets (s.size is only a hint). The entries must be dense
+// salts, the replay index and the bound notes from the buckets (s.size is only a hint). The entries must be dense
 // from 0; each entry's Merkle hashes are computed from its bytes and must
 // be the stored ones, and no other hash may be stored.
 func recomputeRecords(tx *bolt.Tx, s *state) error {
@@ -262,7 +275,13 @@ func recomputeRecords(tx *bolt.Tx, s *state) error {
 	if s.salts, err = saltDigest(tx, s.size); err != nil {
 		return err
 	}
-	s.replay, err = replayDigest(tx)
+	if s.replay, err = replayDigest(tx); err != nil {
+		return err
+	}
+	if err := checkBoundNotes(tx); err != nil {
+		return err
+	}
+	s.notes, err = boundNotesDigest(tx)
 	return err
 }
 
@@ -585,7 +604,8 @@ func (s *state) storeBound(meta *bolt.Bucket) error {
 			return err
 		}
 	}
-	for k, v := range map[string][]byte{string(metaRoot): s.root[:], string(metaReplay): s.replay[:], string(metaSalts): s.salts[:], string(metaPending): []byte(s.pending)} {
+	for k, v := range map[string][]byte{string(metaRoot): s.root[:], string(metaReplay): s.replay[:], string(metaSalts): s.salts[:],
+		string(metaPending): []byte(s.pending), string(metaNotes): s.notes[:]} {
 		if err := meta.Put([]byte(k), v); err != nil {
 			return err
 		}
@@ -613,6 +633,9 @@ func (s *state) loadBound(meta *bolt.Bucket, dirs []BoundDir) error {
 	}
 	if v := meta.Get(metaSalts); len(v) == sha256.Size {
 		s.salts = [sha256.Size]byte(v)
+	}
+	if v := meta.Get(metaNotes); len(v) == sha256.Size {
+		s.notes = [sha256.Size]byte(v)
 	}
 	s.pending = string(meta.Get(metaPending))
 	return nil

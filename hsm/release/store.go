@@ -24,18 +24,20 @@ import (
 )
 
 // record is a request's durable state, kept as a note in the ledger's
-// database (ledger.Note, under requestKey). It is first written in the
-// transaction of the request's first release entry, naming that entry,
+// database (ledger.Note, under requestKey). It is written in the
+// transaction of each of the request's release entries, naming the entry,
 // with the key IDs approved and what a restart needs (the warrant, the
 // submitter): a kill leaves both or neither, so nothing was released
 // without a record, and no record names an entry that is not there. Each
 // package is written in one transaction with the record naming it, which
 // says Done once every key ID has its package or its failure; a request
 // that ends otherwise (a failure, a refusal of a later key ID) writes its
-// record once more at the end. One durable write per state change. A
-// restart acts only on an unfinished record whose first release entry is
-// in the checked ledger and commits to the record's warrant, so that a
-// record planted or edited offline makes nothing happen.
+// record once more at the end. One durable write per state change. While
+// the request is in flight its record is bound to the ledger's state
+// (ledger.Note.Bound), and written unbound once Done: a restart acts only
+// on a bound record (checked at Open as the entries are) whose first
+// release entry commits to its warrant, so that a record planted, copied
+// or edited offline makes nothing happen.
 //
 // Data directories written before records moved into the ledger keep them
 // as releases/<id>/request.json, with the packages beside them (legacy):
@@ -145,10 +147,12 @@ func (d *Daemon) packagePath(id, keyID string) string {
 	return filepath.Join(d.requestDir(id), keyID+".release.json")
 }
 
-// recordNote is rec as the note that stores it.
+// recordNote is rec as the note that stores it: bound to the ledger's
+// state while the request is in flight.
 func recordNote(rec *record) (ledger.Note, error) {
-	data, err := json.Marshal(rec.stored())
-	return ledger.Note{Key: requestKey(rec.ID), Value: data}, err
+	stored := rec.stored()
+	data, err := json.Marshal(stored)
+	return ledger.Note{Key: requestKey(rec.ID), Value: data, Bound: !stored.Done}, err
 }
 
 // writeRecord stores rec durably where it was read from.
@@ -424,21 +428,26 @@ func partialSubject(p7s, enc []byte) []byte {
 	return append(append(append([]byte{}, p7s...), "\x00envelope\x00"...), enc...)
 }
 
-// appendRelease appends a release entry for keyID of rec's request. The
-// first of a request carries the replay key, and rec naming it (with the
-// list it commits to) in the entry's own transaction: a kill leaves both
-// or neither. An entry stored but not counted returns its index with
-// ledger_failed: it is named in rec, and keyID is unlogged.
+// appendRelease appends a release entry for keyID of rec's request, with
+// rec naming it in the entry's own transaction: a kill leaves both or
+// neither, so the record knows every key ID that has an entry. The first
+// entry of a request carries the replay key, and rec then names it as the
+// first (with the list it commits to). An entry stored but not counted
+// returns its index with ledger_failed: it is named in rec, and keyID is
+// unlogged.
 func (d *Daemon) appendRelease(rec *record, keyID string, subject, replay []byte, list *warrant.ListDigest) (int64, Code, error) {
-	var notes func(int64) ([]ledger.Note, error)
-	if rec.FirstEntry == nil {
-		notes = func(index int64) ([]ledger.Note, error) {
-			first := *rec
-			first.FirstEntry, first.FirstList = &index, list
-			first.LedgerIndices = map[string]int64{keyID: index}
-			n, err := recordNote(&first)
-			return []ledger.Note{n}, err
+	notes := func(index int64) ([]ledger.Note, error) {
+		next := *rec
+		if next.FirstEntry == nil {
+			next.FirstEntry, next.FirstList = &index, list
 		}
+		next.LedgerIndices = maps.Clone(rec.LedgerIndices)
+		if next.LedgerIndices == nil {
+			next.LedgerIndices = map[string]int64{}
+		}
+		next.LedgerIndices[keyID] = index
+		n, err := recordNote(&next)
+		return []ledger.Note{n}, err
 	}
 	index, err := d.appendEntryNoted(ledger.KindRelease, ledger.OutcomeOK, "", keyID, subject, replay, notes)
 	switch {
@@ -659,6 +668,9 @@ func (d *Daemon) recoverID(id string, legacy bool) {
 	if err == nil && rec.Done {
 		return
 	}
+	if err == nil && !legacy {
+		err = d.inFlight(rec)
+	}
 	if err == nil {
 		err = d.matchRecord(rec)
 	}
@@ -673,6 +685,22 @@ func (d *Daemon) recoverID(id string, legacy bool) {
 
 // errUnmatched wraps why a record is not one this appliance wrote.
 var errUnmatched = errors.New("the request record does not match the ledger")
+
+// inFlight accepts an unfinished record from the notes only if the ledger
+// binds it: the appliance wrote it as in flight, and Open found it as
+// written. A record planted, copied under another ID, or marked unfinished
+// again offline is not bound; nor is one an older version left (records
+// were not bound then: its request is logged as set aside, not finished).
+func (d *Daemon) inFlight(rec *record) error {
+	bound, err := d.cfg.Appliance.Ledger.NoteBound(requestKey(rec.ID))
+	switch {
+	case err != nil:
+		return err
+	case !bound:
+		return fmt.Errorf("%w: it is unfinished but not bound to the ledger's state (planted or edited offline, or written by an older version)", errUnmatched)
+	}
+	return nil
+}
 
 // matchRecord accepts an unfinished record only if the appliance wrote it:
 // its first release entry is in the ledger (checked at Open) and commits,
@@ -767,29 +795,47 @@ func (d *Daemon) setAside(id string, legacy bool, cause error) {
 	d.cfg.Log.Error("ignored a request record that does not match the ledger", "request", id, "cause", cause, "moved_to", aside, "move_err", err)
 }
 
+// recoverOne ends an interrupted request: each key ID without its package
+// or failure gets one entry, once. One whose release entry the record
+// names was released and not delivered: a failure entry (interrupted)
+// after it. One without a release entry was approved and never released:
+// a refusal (interrupted), so that no failure entry stands without its
+// release entry. A bound record's packages are the ones it names (each was
+// written with it); a legacy record's are looked for beside it.
 func (d *Daemon) recoverOne(rec *record) error {
 	if rec.Failed == nil {
 		rec.Failed = map[string]Code{}
 	}
-	rec.Packages = nil
+	if rec.legacy {
+		rec.Packages = nil
+	}
 	for _, k := range rec.KeyIDs {
-		stored, err := d.packageStored(rec, k)
-		if err != nil {
-			return err
+		stored := slices.Contains(rec.Packages, k)
+		if rec.legacy {
+			var err error
+			if stored, err = d.packageStored(rec, k); err != nil {
+				return err
+			}
 		}
 		if stored {
-			rec.Packages = append(rec.Packages, k)
+			if rec.legacy {
+				rec.Packages = append(rec.Packages, k)
+			}
 			continue
 		}
 		if _, ok := rec.Failed[k]; ok {
 			continue
 		}
-		logged, err := d.failureLogged(rec, k)
+		kind := ledger.KindFailure
+		if _, entered := rec.LedgerIndices[k]; !entered && !rec.legacy {
+			kind = ledger.KindRefusal
+		}
+		logged, err := d.interruptionLogged(rec, k, kind)
 		if err != nil {
 			return err
 		}
 		if !logged {
-			if _, err := d.appendEntry(ledger.KindFailure, ledger.OutcomeRefused, CodeInterrupted, k, rec.Warrant, nil); err != nil {
+			if _, err := d.appendEntry(kind, ledger.OutcomeRefused, CodeInterrupted, k, rec.Warrant, nil); err != nil {
 				return fmt.Errorf("logging interrupted release %s/%s: %w", rec.ID, k, err)
 			}
 		}
@@ -800,17 +846,17 @@ func (d *Daemon) recoverOne(rec *record) error {
 	return d.writeRecord(rec)
 }
 
-// failureLogged reports whether a failure entry for keyID of rec's warrant
-// follows its first entry: a record marked unfinished again offline is
-// not logged twice.
-func (d *Daemon) failureLogged(rec *record, keyID string) (bool, error) {
+// interruptionLogged reports whether an entry of kind for keyID of rec's
+// warrant follows its first entry: a start killed after that entry and
+// before the record said so does not log it twice.
+func (d *Daemon) interruptionLogged(rec *record, keyID string, kind ledger.Kind) (bool, error) {
 	l := d.cfg.Appliance.Ledger
 	for i := *rec.FirstEntry + 1; i < l.Size(); i++ {
 		e, salt, err := entryAt(l, i)
 		if err != nil {
 			return false, err
 		}
-		if e.Kind == ledger.KindFailure && e.KeyID == keyID && bytes.Equal(e.Commitment, ledger.Commit(salt, rec.Warrant)) {
+		if e.Kind == kind && e.KeyID == keyID && bytes.Equal(e.Commitment, ledger.Commit(salt, rec.Warrant)) {
 			return true, nil
 		}
 	}

@@ -7,8 +7,8 @@ import (
 	"encoding/binary"
 	"time"
 
-	"github.com/custodian-project/custodian/internal/bytecache"
 	"github.com/custodian-project/custodian/hsm/trust"
+	"github.com/custodian-project/custodian/internal/bytecache"
 )
 
 // What a verifier learns from bytes alone is kept between warrants: a court
