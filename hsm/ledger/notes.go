@@ -35,7 +35,7 @@ func (l *Ledger) AppendNoted(e Entry, subject, replayKey []byte, notes func(inde
 	if l.blocked != nil {
 		return 0, l.blocked
 	}
-	return l.appendWith(l.state, e, replayKey, func(tx *bolt.Tx, base *state) ([]byte, error) {
+	return l.appendWith(l.state, e, replayKey, func(tx *wtx, base *state) ([]byte, error) {
 		ns, err := notes(base.size)
 		if err != nil {
 			return nil, err
@@ -47,35 +47,34 @@ func (l *Ledger) AppendNoted(e Entry, subject, replayKey []byte, notes func(inde
 // PutNotes stores notes in one transaction, replacing any under the same
 // keys, and returns once they are durable.
 func (l *Ledger) PutNotes(notes ...Note) error {
-	return l.db.Update(func(tx *bolt.Tx) error { return putNotes(tx, notes) })
+	return l.update(func(tx *wtx) error { return putNotes(tx, notes) })
 }
 
 // MoveNote stores the note under from under to instead, in one
 // transaction.
 func (l *Ledger) MoveNote(from, to []byte) error {
-	return l.db.Update(func(tx *bolt.Tx) error {
+	return l.update(func(tx *wtx) error {
 		b := tx.Bucket(bucketNotes)
 		if b == nil || b.Get(from) == nil {
 			return ErrNoNote
 		}
 		v := b.Get(from)
-		if err := b.Put(to, append([]byte(nil), v...)); err != nil {
+		if err := tx.put(bucketNotes, to, append([]byte(nil), v...)); err != nil {
 			return err
 		}
-		return b.Delete(from)
+		return tx.delete(bucketNotes, from)
 	})
 }
 
-func putNotes(tx *bolt.Tx, notes []Note) error {
+func putNotes(tx *wtx, notes []Note) error {
 	if len(notes) == 0 {
 		return nil
 	}
-	b, err := tx.CreateBucketIfNotExists(bucketNotes)
-	if err != nil {
+	if err := tx.createBucket(bucketNotes); err != nil {
 		return err
 	}
 	for _, n := range notes {
-		if err := b.Put(n.Key, n.Value); err != nil {
+		if err := tx.put(bucketNotes, n.Key, n.Value); err != nil {
 			return err
 		}
 	}

@@ -359,22 +359,22 @@ func (l *Ledger) checkDir(d BoundDir, want [sha256.Size]byte, trusted bool) (*mi
 
 // storeState writes s with its HMAC in its own transaction.
 func (l *Ledger) storeState(s state) error {
-	err := l.db.Update(func(tx *bolt.Tx) error { return l.putState(tx.Bucket(bucketMeta), &s) })
+	err := l.update(func(tx *wtx) error { return l.putState(tx, &s) })
 	if err == nil {
 		l.state = s
 	}
 	return err
 }
 
-// putState stores s and its HMAC in meta.
-func (l *Ledger) putState(meta *bolt.Bucket, s *state) error {
-	if err := s.store(meta); err != nil {
+// putState stores s and its HMAC in the meta bucket.
+func (l *Ledger) putState(tx *wtx, s *state) error {
+	if err := s.store(tx); err != nil {
 		return err
 	}
 	if len(l.cfg.StateKey) != StateKeySize {
 		return ErrStateUnauthenticated
 	}
-	return meta.Put(metaMAC, l.stateMAC(s))
+	return tx.put(bucketMeta, metaMAC, l.stateMAC(s))
 }
 
 // Change runs apply, which changes the bound directory named name, and
@@ -579,14 +579,14 @@ func removeTemps(root string) error {
 
 // storeBound and loadBound keep the bound digests and the pending change
 // in meta.
-func (s *state) storeBound(meta *bolt.Bucket) error {
+func (s *state) storeBound(tx *wtx) error {
 	for _, d := range s.bound {
-		if err := meta.Put([]byte(boundPrefix+d.name), d.digest[:]); err != nil {
+		if err := tx.put(bucketMeta, []byte(boundPrefix+d.name), d.digest[:]); err != nil {
 			return err
 		}
 	}
 	for k, v := range map[string][]byte{string(metaRoot): s.root[:], string(metaReplay): s.replay[:], string(metaSalts): s.salts[:], string(metaPending): []byte(s.pending)} {
-		if err := meta.Put([]byte(k), v); err != nil {
+		if err := tx.put(bucketMeta, []byte(k), v); err != nil {
 			return err
 		}
 	}
