@@ -78,13 +78,15 @@ func (o op) size() int {
 	return n
 }
 
-func field(b []byte) int { return binary.PutUvarint(make([]byte, binary.MaxVarintLen64), uint64(len(b))) + len(b) }
+func field(b []byte) int {
+	return binary.PutUvarint(make([]byte, binary.MaxVarintLen64), uint64(len(b))) + len(b)
+}
 
 // record is one journal record, parsed.
 type record struct {
 	kind byte
 	seq  uint64
-	ops  []op  // kindTx
+	ops  []op   // kindTx
 	held uint64 // kindClean: the transaction record the index holds
 }
 

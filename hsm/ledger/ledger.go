@@ -105,8 +105,8 @@ var (
 // Ledger is an open ledger. Its methods are safe for concurrent use.
 type Ledger struct {
 	cfg Config
-	db  *bolt.DB  // the index: derived from the journal, written without syncs
-	j   *journal  // the durable truth, locked for the ledger's life
+	db  *bolt.DB // the index: derived from the journal, written without syncs
+	j   *journal // the durable truth, locked for the ledger's life
 	dir string
 
 	mu      sync.Mutex
@@ -294,7 +294,6 @@ func (l *Ledger) Blocked() error {
 	defer l.mu.Unlock()
 	return l.blocked
 }
-
 
 // Size is the number of entries.
 func (l *Ledger) Size() int64 {
