@@ -30,3 +30,7 @@ func JournalFromIndex(dir string) error {
 
 // SyncJournal is the journal's sync, for a test that leaves it out.
 var SyncJournal = &syncJournal
+
+// BeforeIndexCommit runs between the journal's sync and the index's
+// commit, when set.
+var BeforeIndexCommit = &beforeIndexCommit

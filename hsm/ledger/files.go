@@ -112,13 +112,15 @@ func (l *Ledger) openIndex(dbPath string) error {
 		}
 		return l.migrate(dbPath)
 	}
-	if dbErr == nil {
+	// An index not closed cleanly may be torn (bbolt may not even open
+	// it): it is not opened at all, only rebuilt.
+	if dbErr == nil && l.j.clean {
 		db, err := openDB(dbPath)
 		if errors.Is(err, ErrInUse) {
 			return err
 		}
 		if err == nil {
-			if held, err := heldSeq(db); err == nil && l.j.clean && held == l.j.held {
+			if held, err := heldSeq(db); err == nil && held == l.j.held {
 				l.db = db
 				return nil
 			}

@@ -421,6 +421,10 @@ func (j *journal) append(r record) error {
 	return nil
 }
 
+// beforeIndexCommit, when set, runs between the journal's sync and the
+// index's commit: a test kills the process there.
+var beforeIndexCommit func()
+
 // syncJournal makes the journal's new record durable. A variable so that
 // a deliberate break can leave it out.
 var syncJournal = func(f *os.File) error { return unix.Fdatasync(int(f.Fd())) }
@@ -531,6 +535,9 @@ func (l *Ledger) update(fn func(*wtx) error) error {
 	if err := l.j.append(record{kind: kindTx, ops: w.ops}); err != nil {
 		tx.Rollback()
 		return err
+	}
+	if beforeIndexCommit != nil {
+		beforeIndexCommit()
 	}
 	if err := tx.Commit(); err != nil {
 		err = fmt.Errorf("%w (%v)", errIndexBehind, err)
