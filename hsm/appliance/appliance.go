@@ -147,8 +147,8 @@ func refuseAnchored(t transport.TPM, dir string) error {
 }
 
 func hasLedger(dir string) bool {
-	_, err := os.Stat(filepath.Join(dir, ledger.FileName))
-	return err == nil
+	exists, err := ledger.Exists(dir)
+	return exists || err != nil
 }
 
 // newLedger makes a checkpoint key, stores it and creates the ledger.
