@@ -190,7 +190,7 @@ var breaks = []mutant{
 		pkg: "./hsm/ledger", tests: []string{"TestInvariantResolveAcceptsOnlyRecordsTheDeviceWrote"},
 	},
 	{
-		name: "ledger init replaces a lost ledger.db on an anchored TPM",
+		name: "ledger init replaces a lost ledger on an anchored TPM",
 		edits: []edit{{"hsm/appliance/appliance.go",
 			"\tcase err == nil:\n\t\treturn ErrLedgerCreated",
 			"\tcase err == nil:\n\t\treturn nil"}},

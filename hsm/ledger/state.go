@@ -118,7 +118,7 @@ func (l *Ledger) stateMAC(s *state) []byte {
 // records. A copy the device wrote (an older one: a rollback) carries a
 // valid HMAC over records that match it; only an edit makes them differ,
 // so resolve-rollback never accepts this.
-var ErrRecordsEdited = fmt.Errorf("%w: the ledger's own records were edited: restore %s from a copy the device wrote; resolve cannot accept them", ErrStateMismatch, FileName)
+var ErrRecordsEdited = fmt.Errorf("%w: the ledger's own records were edited: restore %s and %s from a copy the device wrote; resolve cannot accept them", ErrStateMismatch, JournalName, FileName)
 
 // mismatch is one part of the data directory that is not the recorded
 // state: what, and which error it is (ErrRecordsEdited, ErrStateMismatch
