@@ -145,8 +145,8 @@ func cutField(b []byte) (f, rest []byte, err error) {
 }
 
 // writeRecord writes r's frame to w, streaming its operations' values so
-// that a large note is not copied.
-func writeRecord(w io.Writer, r record) error {
+// that a large note is not copied, and returns how many bytes it wrote.
+func writeRecord(w io.Writer, r record) (int64, error) {
 	size := 9
 	if r.kind == kindClean {
 		size += 8
@@ -155,10 +155,10 @@ func writeRecord(w io.Writer, r record) error {
 		size += o.size()
 	}
 	if size > maxRecord {
-		return fmt.Errorf("a ledger transaction of %d bytes is larger than the journal takes (%d)", size, maxRecord)
+		return 0, fmt.Errorf("a ledger transaction of %d bytes is larger than the journal takes (%d)", size, maxRecord)
 	}
 	h := sha256.New()
-	bw := bufio.NewWriterSize(io.MultiWriter(w, h), 64<<10)
+	bw := bufio.NewWriterSize(io.MultiWriter(w, h), min(frameHeader+size, 64<<10))
 	bw.WriteString(journalMagic)
 	bw.Write(binary.BigEndian.AppendUint64(nil, uint64(size)))
 	bw.WriteByte(r.kind)
@@ -177,10 +177,10 @@ func writeRecord(w io.Writer, r record) error {
 		}
 	}
 	if err := bw.Flush(); err != nil {
-		return err
+		return 0, err
 	}
 	_, err := w.Write(h.Sum(nil))
-	return err
+	return int64(frameHeader + size + sha256.Size), err
 }
 
 func writeField(w *bufio.Writer, b []byte) {
@@ -303,13 +303,12 @@ func (s *scanner) wholeRecordAfter() bool {
 type journal struct {
 	f *os.File
 
-	mu      sync.Mutex // guards the fields below; writes also hold bbolt's writer lock
-	size    int64      // the length of its whole records
-	seq     uint64     // the newest record's sequence number
-	held    uint64     // the newest transaction record's sequence number
-	clean   bool       // the newest record is a clean marker for held
-	written bool       // a record was appended since Open
-	broken  error      // non-nil: nothing more may be appended
+	mu     sync.Mutex // guards the fields below; writes also hold bbolt's writer lock
+	size   int64      // the length of its whole records
+	seq    uint64     // the newest record's sequence number
+	held   uint64     // the newest transaction record's sequence number
+	clean  bool       // the newest record is a clean marker for held
+	broken error      // non-nil: nothing more may be appended
 }
 
 // openJournal opens (creating if create) and locks the journal at path,
@@ -398,7 +397,7 @@ func (j *journal) append(r record) error {
 		return j.broken
 	}
 	r.seq = j.seq + 1
-	err := writeRecord(io.NewOffsetWriter(j.f, j.size), r)
+	n, err := writeRecord(io.NewOffsetWriter(j.f, j.size), r)
 	if err == nil {
 		err = syncJournal(j.f)
 	}
@@ -408,12 +407,7 @@ func (j *journal) append(r record) error {
 		}
 		return fmt.Errorf("writing the ledger journal: %w", err)
 	}
-	info, err := j.f.Stat()
-	if err != nil {
-		j.broken = fmt.Errorf("%w: the ledger journal's size cannot be read: %v", ErrBlocked, err)
-		return j.broken
-	}
-	j.size, j.seq, j.written = info.Size(), r.seq, true
+	j.size, j.seq = j.size+n, r.seq
 	j.clean = r.kind == kindClean
 	if r.kind == kindTx {
 		j.held = r.seq

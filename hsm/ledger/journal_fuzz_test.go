@@ -18,7 +18,7 @@ func FuzzJournal(f *testing.F) {
 		{kind: kindTx, seq: 2, ops: []op{{code: opDelete, bucket: bucketMeta, key: []byte("k")}}},
 		{kind: kindClean, seq: 3, held: 2},
 	} {
-		if err := writeRecord(&seed, r); err != nil {
+		if _, err := writeRecord(&seed, r); err != nil {
 			f.Fatal(err)
 		}
 	}
@@ -39,7 +39,7 @@ func FuzzJournal(f *testing.F) {
 				return
 			}
 			var again bytes.Buffer
-			if err := writeRecord(&again, r); err != nil {
+			if _, err := writeRecord(&again, r); err != nil {
 				t.Fatal(err)
 			}
 			back := &scanner{f: bytes.NewReader(again.Bytes()), end: int64(again.Len()), last: r.seq - 1}
