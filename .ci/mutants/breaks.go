@@ -75,6 +75,13 @@ var breaks = []mutant{
 		pkg: "./hsm/ledger", tests: []string{"TestInvariantUncleanIndexIsRebuiltFromJournal"},
 	},
 	{
+		name: "a ledger write that bypasses the journal",
+		edits: []edit{{"hsm/ledger/notes.go",
+			"if err := tx.put(bucketNotes, to, append([]byte(nil), v...)); err != nil {",
+			"if err := tx.Bucket(bucketNotes).Put(to, append([]byte(nil), v...)); err != nil {"}},
+		pkg: "./hsm/ledger", tests: []string{"TestRebuiltIndexIsTheIndex"},
+	},
+	{
 		name: "a damaged journal record taken for a torn tail and cut away",
 		edits: []edit{{"hsm/ledger/journal.go",
 			"\t\tif s.wholeRecordAfter() {",
