@@ -294,23 +294,9 @@ func checkCleanForReading(dir string, db *bolt.DB) (release func(), err error) {
 		return nil, ErrInUse
 	}
 	j := &journal{f: f}
-	s := &scanner{f: f}
-	if info, err := f.Stat(); err == nil {
-		s.end = info.Size()
-	}
-	for {
-		r, err := s.next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			f.Close()
-			return nil, ErrIndexUnclean
-		}
-		j.clean = r.kind == kindClean && r.held == j.held
-		if r.kind == kindTx {
-			j.held = r.seq
-		}
+	if err := j.walk(nil); !errors.Is(err, io.EOF) {
+		f.Close()
+		return nil, ErrIndexUnclean
 	}
 	held, err := heldSeq(db)
 	if err != nil || !j.clean || held != j.held {

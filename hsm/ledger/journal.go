@@ -345,6 +345,23 @@ func lockFile(f *os.File, how int) error {
 // cuts a torn last record away, durably. each, when not nil, sees every
 // transaction record in order.
 func (j *journal) scan(each func(record) error) error {
+	err := j.walk(each)
+	switch {
+	case errors.Is(err, io.EOF):
+		return nil
+	case errors.Is(err, errTorn) && each == nil:
+		return j.cut(j.size)
+	case errors.Is(err, errTorn): // a second pass: the first one cut it
+		return nil
+	}
+	return err
+}
+
+// walk reads every record in order, keeping the journal's size (of its
+// whole records), newest sequence number, held record and clean state,
+// and returns io.EOF at its end, errTorn before a torn tail, or what
+// damaged it.
+func (j *journal) walk(each func(record) error) error {
 	info, err := j.f.Stat()
 	if err != nil {
 		return err
@@ -353,27 +370,19 @@ func (j *journal) scan(each func(record) error) error {
 	j.seq, j.held, j.clean = 0, 0, false
 	for {
 		r, err := s.next()
-		switch {
-		case errors.Is(err, io.EOF):
+		if err != nil {
 			j.size = s.off
-			return nil
-		case errors.Is(err, errTorn):
-			j.size = s.off
-			if each != nil { // a second pass: the first one cut it
-				return nil
-			}
-			return j.cut(s.off)
-		case err != nil:
 			return err
 		}
 		j.seq = r.seq
 		j.clean = r.kind == kindClean && r.held == j.held
-		if r.kind == kindTx {
-			j.held = r.seq
-			if each != nil {
-				if err := each(r); err != nil {
-					return err
-				}
+		if r.kind != kindTx {
+			continue
+		}
+		j.held = r.seq
+		if each != nil {
+			if err := each(r); err != nil {
+				return err
 			}
 		}
 	}
