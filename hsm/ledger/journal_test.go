@@ -380,3 +380,42 @@ func dumpIndex(t *testing.T, dir string) string {
 	}
 	return out.String()
 }
+
+// TestFailedJournalSyncWritesNothing: when the journal's sync fails, the
+// append fails, the journal is cut back to where it was and ledger.db
+// does not commit: the ledger neither holds the entry nor blocks, and the
+// next append takes its place.
+func TestFailedJournalSyncWritesNothing(t *testing.T) {
+	d := newDevice(t, tpmtest.StartSwtpm(t).Open(t))
+	dir := t.TempDir()
+	l := create(t, d, dir)
+	appendN(t, l, 1)
+	before, err := os.ReadFile(filepath.Join(dir, ledger.JournalName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sync := *ledger.SyncJournal
+	*ledger.SyncJournal = func(*os.File) error { return errors.New("I/O error") }
+	e := ledger.Entry{Time: t0.Add(time.Hour), Kind: ledger.KindRelease, Outcome: ledger.OutcomeOK}
+	_, err = l.Append(e, []byte("w"), []byte("court-a/W-1"))
+	*ledger.SyncJournal = sync
+	if err == nil || errors.Is(err, ledger.ErrUncounted) {
+		t.Fatalf("an append whose journal sync failed: %v; want a plain failure", err)
+	}
+	if after, _ := os.ReadFile(filepath.Join(dir, ledger.JournalName)); !bytes.Equal(after, before) {
+		t.Fatalf("the journal is %d bytes after a failed sync; want the %d before it", len(after), len(before))
+	}
+	if err := l.Blocked(); err != nil || l.Size() != 2 {
+		t.Fatalf("after a failed sync: %d entries, blocked %v; want 2, unblocked", l.Size(), err)
+	}
+	if _, seen, _ := l.Seen([]byte("court-a/W-1")); seen {
+		t.Fatal("ledger.db committed the replay key of an append that failed")
+	}
+	if i, err := l.Append(e, []byte("w"), []byte("court-a/W-1")); err != nil || i != 2 {
+		t.Fatalf("the next append: %d, %v; want entry 2", i, err)
+	}
+	l.Close()
+	if l := open(t, d, dir); l.Blocked() != nil || l.Size() != 3 {
+		t.Fatalf("reopened: %d entries, blocked %v", l.Size(), l.Blocked())
+	}
+}
