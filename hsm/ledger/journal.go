@@ -519,33 +519,48 @@ var errIndexBehind = fmt.Errorf("%w: the change is in the ledger journal but led
 // the journal's write fails, nothing was written. An error wrapping
 // errIndexBehind means the transaction is durable and the ledger blocks.
 func (l *Ledger) update(fn func(*wtx) error) error {
-	if err := l.j.err(); err != nil {
+	indexed, err := l.commit(fn)
+	if err != nil {
 		return err
+	}
+	return indexed()
+}
+
+// commit is update that returns once the transaction is durable (its
+// journal record synced), with the index's commit under way: indexed
+// waits for it. An append increments the TPM counter meanwhile.
+func (l *Ledger) commit(fn func(*wtx) error) (indexed func() error, err error) {
+	if err := l.j.err(); err != nil {
+		return nil, err
 	}
 	tx, err := l.db.Begin(true)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	w := &wtx{Tx: tx}
 	if err := fn(w); err != nil {
 		tx.Rollback()
-		return err
+		return nil, err
 	}
 	if err := w.put(bucketMeta, metaJournalSeq, u64(l.j.nextSeq())); err != nil {
 		tx.Rollback()
-		return err
+		return nil, err
 	}
 	if err := l.j.append(record{kind: kindTx, ops: w.ops}); err != nil {
 		tx.Rollback()
-		return err
+		return nil, err
 	}
 	if beforeIndexCommit != nil {
 		beforeIndexCommit()
 	}
-	if err := tx.Commit(); err != nil {
-		err = fmt.Errorf("%w (%v)", errIndexBehind, err)
-		l.j.block(err)
-		return err
-	}
-	return nil
+	done := make(chan error, 1)
+	go func() { done <- tx.Commit() }()
+	return func() error {
+		if err := <-done; err != nil {
+			err = fmt.Errorf("%w (%v)", errIndexBehind, err)
+			l.j.block(err)
+			return err
+		}
+		return nil
+	}, nil
 }

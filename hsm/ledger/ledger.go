@@ -74,7 +74,8 @@ var (
 	ErrNoLedger     = errors.New("no ledger in the data directory")
 	// ErrUncounted: the entry was committed, and the append returns its
 	// index with this error, but the TPM counter was not incremented after
-	// it (refused, a bus error, or moved by someone else). The entry
+	// it (refused, a bus error, or moved by someone else), or ledger.db
+	// could not be updated after its journal record was synced. The entry
 	// stands (the next Open finishes the increment or blocks), so the
 	// caller accounts for it as appended; the ledger blocks until then.
 	ErrUncounted     = errors.New("the entry is stored but the TPM counter was not incremented after it")
@@ -375,7 +376,7 @@ func (l *Ledger) appendWith(base state, e Entry, replayKey []byte, prepare func(
 		return 0, err
 	}
 	var next state
-	err := l.update(func(tx *wtx) error {
+	indexed, err := l.commit(func(tx *wtx) error {
 		subject, err := prepare(tx, &base)
 		if err != nil {
 			return err
@@ -397,16 +398,18 @@ func (l *Ledger) appendWith(base state, e Entry, replayKey []byte, prepare func(
 		next.last = e.Time
 		return l.writeEntry(tx, base.size, data, salt, replayKey, &next)
 	})
-	if errors.Is(err, errIndexBehind) { // durable, but neither indexed nor counted
-		l.blocked = err
-		return next.size - 1, fmt.Errorf("%w (entry %d): %w", ErrUncounted, next.size-1, err)
-	}
 	if err != nil {
 		return 0, err
 	}
+	// Durable: the counter is incremented while the index commits.
 	l.state = next
-	if err := l.countEntry(next.counter, replayKey != nil); err != nil {
-		return next.size - 1, fmt.Errorf("%w (entry %d): %w", ErrUncounted, next.size-1, err)
+	countErr := l.countEntry(next.counter, replayKey != nil)
+	if err := indexed(); err != nil { // the next Open rebuilds the index
+		l.blocked = err
+		countErr = err
+	}
+	if countErr != nil {
+		return next.size - 1, fmt.Errorf("%w (entry %d): %w", ErrUncounted, next.size-1, countErr)
 	}
 	return next.size - 1, nil
 }
