@@ -43,6 +43,7 @@ func TestInvariantOnlyRequestsLeftInFlightAreFinished(t *testing.T) {
 	}
 	child.Process.Kill()
 	child.Wait()
+	settleLedger(t, d)
 
 	unfinished := func(old []byte) []byte {
 		var rec map[string]any
@@ -83,6 +84,7 @@ func TestInvariantOnlyRequestsLeftInFlightAreFinished(t *testing.T) {
 	// A release killed after its entry, with a package planted for it.
 	p7s = c.sign(t, "W-bound-killed", agency.Public(), []string{"court-a"}, []string{"2026-11"}, now)
 	killed := submitUntilKilled(t, d, "entry", p7s, nil)
+	settleLedger(t, d)
 
 	planted := readNote(t, d.data, packageNote+done.ID+"/2026-11")
 	if planted == nil {

@@ -108,6 +108,7 @@ func TestLegacyRequestDirectoryIsServed(t *testing.T) {
 	}
 	child.Process.Kill()
 	child.Wait()
+	settleLedger(t, d)
 
 	take := func(key string) (v []byte) {
 		editNote(t, d.data, key, func(old []byte) []byte { v = bytes.Clone(old); return nil })

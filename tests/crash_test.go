@@ -157,6 +157,7 @@ func TestKillNineBetweenLedgerEntryAndResponse(t *testing.T) {
 	}
 	// Its record marked unfinished again offline is not logged twice.
 	stopRunning()
+	settleLedger(t, d)
 	editNote(t, d.data, requestNote+st.ID, func(old []byte) []byte {
 		var rec map[string]any
 		if err := json.Unmarshal(old, &rec); err != nil || rec["first_entry"] == nil {

@@ -75,6 +75,7 @@ const (
 // edit returns its new value from the old one (nil when there is none).
 func editNote(t *testing.T, dir, key string, edit func(old []byte) []byte) {
 	t.Helper()
+	requireCurrentIndex(t, dir)
 	db, err := bolt.Open(filepath.Join(dir, ledger.FileName), 0o600, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -109,6 +110,24 @@ func unbindRecord(t *testing.T, d *device, id string) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// requireCurrentIndex fails the test unless ledger.db is the journal's
+// index as last closed: an edit of a ledger.db that is not would be
+// undone by the rebuild at the next open (settleLedger first).
+func requireCurrentIndex(t *testing.T, dir string) {
+	t.Helper()
+	if _, err := ledger.SeenIn(dir, []byte("none")); errors.Is(err, ledger.ErrIndexUnclean) {
+		t.Fatal("ledger.db is not current (the daemon was killed): settle the ledger before editing it")
+	}
+}
+
+// settleLedger opens d's ledger and closes it, as the device's next start
+// would, without running the daemon (nothing is recovered): ledger.db is
+// then the journal's current index.
+func settleLedger(t *testing.T, d *device) {
+	t.Helper()
+	onDevice(t, d, func(*appliance.Appliance, transport.TPM) {})
 }
 
 // readNote reads, offline, the note under key (nil: none).

@@ -78,9 +78,12 @@ func TestInvariantWarrantVerifyOnDeviceNeverVerifiesWhatTheDaemonRefuses(t *test
 		t.Errorf("an unused warrant, daemon stopped:\n%s", out)
 	}
 
-	// A damaged ledger: the daemon refuses everything; verify checks nothing of it.
-	if err := os.WriteFile(filepath.Join(d.data, ledger.FileName), make([]byte, 4096), 0o600); err != nil {
-		t.Fatal(err)
+	// A damaged ledger (its journal and ledger.db): the daemon refuses
+	// everything; verify checks nothing of it.
+	for _, name := range ledger.Files {
+		if err := os.WriteFile(filepath.Join(d.data, name), make([]byte, 4096), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	code, stdout, stderr = cli(t, d.args("warrant", "verify", "--in", fresh)...)
 	if code != 3 || strings.Contains(stdout, "VERIFIED") || !strings.Contains(stderr, "the ledger file is damaged or is not a ledger") ||

@@ -59,11 +59,34 @@ var breaks = []mutant{
 	},
 	// Nothing is lost on power loss.
 	{
-		name: "bbolt opened with NoSync",
-		edits: []edit{{"hsm/ledger/ledger.go",
-			"&bolt.Options{Timeout: 2 * time.Second}",
-			"&bolt.Options{Timeout: 2 * time.Second, NoSync: true}"}},
-		pkg: "./hsm/ledger", tests: []string{"TestInvariantAcknowledgedEntryIsOnDisk"},
+		name: "journal not synced before the index commits and the ack",
+		edits: []edit{{"hsm/ledger/journal.go",
+			"\tif err == nil {\n\t\terr = syncJournal(j.f)\n\t}\n",
+			""}},
+		pkg: "./hsm/ledger", tests: []string{"TestInvariantAcknowledgedEntryIsOnDisk", "TestInvariantOneSyncPerAppend"},
+	},
+	{
+		name: "an index not closed cleanly used as it is",
+		edits: []edit{{"hsm/ledger/files.go",
+			"\tif dbErr == nil && l.j.clean {",
+			"\tif dbErr == nil {"}, {"hsm/ledger/files.go",
+			"if held, err := heldSeq(db); err == nil && held == l.j.held {",
+			"if _, err := heldSeq(db); err == nil {"}},
+		pkg: "./hsm/ledger", tests: []string{"TestInvariantUncleanIndexIsRebuiltFromJournal"},
+	},
+	{
+		name: "a ledger write that bypasses the journal",
+		edits: []edit{{"hsm/ledger/notes.go",
+			"if err := tx.put(bucketNotes, to, append([]byte(nil), v...)); err != nil {",
+			"if err := tx.Bucket(bucketNotes).Put(to, append([]byte(nil), v...)); err != nil {"}},
+		pkg: "./hsm/ledger", tests: []string{"TestRebuiltIndexIsTheIndex"},
+	},
+	{
+		name: "a damaged journal record taken for a torn tail and cut away",
+		edits: []edit{{"hsm/ledger/journal.go",
+			"\t\tif s.wholeRecordAfter() {",
+			"\t\tif false {"}},
+		pkg: "./hsm/ledger", tests: []string{"TestInvariantDamagedJournalRecordBlocks"},
 	},
 	{
 		name: "durable files written without fsync",
@@ -154,7 +177,7 @@ var breaks = []mutant{
 	{
 		name: "replay key not checked",
 		edits: []edit{{"hsm/ledger/ledger.go",
-			"if replay.Get(replayKey) != nil {",
+			"if tx.Bucket(bucketReplay).Get(replayKey) != nil {",
 			"if false {"}},
 		pkg: "./hsm/ledger", tests: []string{"TestInvariantReplayKeyIsAcceptedOnce"},
 	},
@@ -174,7 +197,7 @@ var breaks = []mutant{
 		pkg: "./hsm/ledger", tests: []string{"TestInvariantResolveAcceptsOnlyRecordsTheDeviceWrote"},
 	},
 	{
-		name: "ledger init replaces a lost ledger.db on an anchored TPM",
+		name: "ledger init replaces a lost ledger on an anchored TPM",
 		edits: []edit{{"hsm/appliance/appliance.go",
 			"\tcase err == nil:\n\t\treturn ErrLedgerCreated",
 			"\tcase err == nil:\n\t\treturn nil"}},

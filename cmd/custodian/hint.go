@@ -185,11 +185,11 @@ func initHint(err error) error {
 	switch {
 	case errors.Is(err, appliance.ErrLedgerCreated), errors.Is(err, tpm.ErrAnchorTaken):
 		return withHint(err, "ledger init runs once per TPM, and this TPM's ran: "+
-			"restore the data directory (ledger.db, ledger-key.blob, ledger-key.pub) from its newest backup; "+
+			"restore the data directory (ledger.journal with ledger.db, or the journal alone; ledger-key.blob, ledger-key.pub) from its newest backup; "+
 			"a new ledger would forget every warrant already used")
 	case errors.Is(err, appliance.ErrUnfinishedInit):
 		return withHint(err, "an interrupted ledger init is finished only over the ledger it left; "+
-			"this TPM anchored no key, so nothing can have used this one: keep a copy of ledger.db, remove it, and run custodian ledger init again")
+			"this TPM anchored no key, so nothing can have used this one: keep a copy of ledger.journal and ledger.db, remove them, and run custodian ledger init again")
 	case errors.Is(err, ledger.ErrLedgerExists):
 		return withHint(err, "this device already has its ledger: custodian ledger verify checks it")
 	}
@@ -208,7 +208,9 @@ func blockedHint(err error) error {
 	case errors.Is(err, ledger.ErrStateUnauthenticated):
 		return withHint(err, "boot the approved image: only it can check and bind the data directory")
 	case errors.Is(err, ledger.ErrRecordsEdited):
-		return withHint(err, "ledger.db was edited: restore it (with trust/ and bundles/) from the newest backup the device wrote; resolve-rollback cannot accept edited records")
+		return withHint(err, "ledger.db or its journal was edited: restore them (with trust/ and bundles/) from the newest backup the device wrote; resolve-rollback cannot accept edited records")
+	case errors.Is(err, ledger.ErrJournalDamaged):
+		return withHint(err, "keep the damaged ledger.journal as evidence, then restore the data directory's newest backup (ledger.journal with ledger.db, or the journal alone); resolve-rollback cannot repair a journal")
 	case errors.Is(err, ledger.ErrStateMismatch), errors.Is(err, ledger.ErrChangeInterrupted):
 		return withHint(err, "restore the data directory from its newest state if you can; otherwise check trust/ and bundles/ (custodian trust list), accept them with custodian ledger resolve-rollback (logged), then set the current CRL and roots again")
 	case errors.Is(err, ledger.ErrBlocked):

@@ -159,8 +159,10 @@ func TestInvariantStartupStateIsBoundToTPMLedgerVerifyRefusesPaddedCopy(t *testi
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Remove(filepath.Join(d.data, ledger.FileName)); err != nil {
-		t.Fatal(err)
+	for _, name := range ledger.Files {
+		if err := os.Remove(filepath.Join(d.data, name)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	fake := &forgerCounter{}
 	l, err := ledger.Create(d.data, ledger.Config{Origin: "custodian/court-a", Device: ek.Name(), Counter: fake,
@@ -176,11 +178,11 @@ func TestInvariantStartupStateIsBoundToTPMLedgerVerifyRefusesPaddedCopy(t *testi
 	l.Close()
 
 	code, _, errOut := custodian(t, d.args("ledger", "verify")...)
-	if code == 0 || !strings.Contains(errOut, "not the state this TPM recorded") || !strings.Contains(errOut, "hint: ledger.db was edited") {
+	if code == 0 || !strings.Contains(errOut, "not the state this TPM recorded") || !strings.Contains(errOut, "hint: ledger.db or its journal was edited") {
 		t.Fatalf("ledger verify on a padded copy: exit %d, %q", code, errOut)
 	}
 	code, _, errOut = custodian(t, d.args("ledger", "resolve-rollback")...)
-	if code == 0 || !strings.Contains(errOut, "resolve cannot accept them") || !strings.Contains(errOut, "hint: ledger.db was edited") {
+	if code == 0 || !strings.Contains(errOut, "resolve cannot accept them") || !strings.Contains(errOut, "hint: ledger.db or its journal was edited") {
 		t.Fatalf("resolve-rollback on a padded copy: exit %d, %q", code, errOut)
 	}
 	// The copy the device wrote, put back, is only older: the operator

@@ -4,7 +4,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -125,7 +124,7 @@ func newTrustSetPolicyCommand(g *globals) *cobra.Command {
 // binds the new store to the TPM: what the appliance trusts is part of its
 // public record. A blocked ledger refuses the change.
 func (g *globals) logTrustChange(subject []byte, apply func() error) error {
-	if _, err := os.Stat(filepath.Join(g.dataDir, ledger.FileName)); err != nil {
+	if exists, err := ledger.Exists(g.dataDir); err == nil && !exists {
 		return apply() // before ledger init: setting up; init binds the store
 	}
 	return g.withAppliance(func(a *appliance.Appliance, _ transport.TPM) error {

@@ -426,12 +426,16 @@ func (d *deviceVerdict) checkLedger(dataDir string, res *warrant.Verified) {
 		d.skip(what, "another custodian process holds the ledger (custodian serve, as on a running device)",
 			"stop custodian serve for a moment and verify again, or submit the warrant: the daemon refuses a used one (replayed) or one signed before its replay floor (signed_before_floor)")
 		return
+	case errors.Is(err, ledger.ErrIndexUnclean):
+		d.skip(what, "the ledger's index ("+filepath.Join(dataDir, ledger.FileName)+") was not closed cleanly, so it may be behind its journal",
+			"start custodian serve, or run custodian ledger verify: either rebuilds it from the journal; then verify again")
+		return
 	case errors.Is(err, fs.ErrPermission):
 		d.skip(what, "this user may not read the ledger ("+filepath.Join(dataDir, ledger.FileName)+")",
 			"run as root (the data directory's owner), e.g. sudo custodian warrant verify ...")
 		return
 	case err != nil:
-		d.skip(what, "the ledger file is damaged or is not a ledger ("+filepath.Join(dataDir, ledger.FileName)+"); the daemon refuses every warrant on a damaged ledger",
+		d.skip(what, "the ledger file is damaged or is not a ledger ("+filepath.Join(dataDir, ledger.FileName)+"); the daemon rebuilds it from its journal if that is whole, and refuses every warrant otherwise",
 			"custodian ledger verify checks the ledger (stop custodian serve first); docs/operator.md tells how to restore it")
 		return
 	}

@@ -206,12 +206,32 @@ func copyFile(t *testing.T, from, to string) {
 	}
 }
 
-// TestInvariantLostLedgerIsNeverReplaced: ledger.db deleted offline (the
+// copyLedger copies the ledger's files (its journal and ledger.db) from
+// one directory to another, as a backup and its restore do.
+func copyLedger(t *testing.T, from, to string) {
+	t.Helper()
+	for _, name := range ledger.Files {
+		copyFile(t, filepath.Join(from, name), filepath.Join(to, name))
+	}
+}
+
+// removeLedger deletes the ledger's files.
+func removeLedger(t *testing.T, dir string) {
+	t.Helper()
+	for _, name := range ledger.Files {
+		if err := os.Remove(filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestInvariantLostLedgerIsNeverReplaced: the ledger deleted offline (the
 // key files kept, a file dropped into trust/) is not made again by ledger
 // init on the approved image, though the anchor names the directory's own
 // key: a new ledger would forget the history and the replay index under
 // the same verifier key. Init refuses and changes nothing; the device's
-// ledger.db put back opens as it was.
+// ledger put back opens as it was. ledger.db deleted alone is rebuilt from
+// the journal, never made afresh.
 func TestInvariantLostLedgerIsNeverReplaced(t *testing.T) {
 	b := bootAppliance(t)
 	b.provision(t, "2026-11")
@@ -221,30 +241,40 @@ func TestInvariantLostLedgerIsNeverReplaced(t *testing.T) {
 	}
 	size := b.a.Ledger.Size()
 	b.a.Close()
-	backup := filepath.Join(t.TempDir(), ledger.FileName)
-	copyFile(t, filepath.Join(b.dir, ledger.FileName), backup)
+	backup := t.TempDir()
+	copyLedger(t, b.dir, backup)
 
-	if err := os.Remove(filepath.Join(b.dir, ledger.FileName)); err != nil {
-		t.Fatal(err)
-	}
+	removeLedger(t, b.dir)
 	if _, err := appliance.Open(b.dir, b.conn); !errors.Is(err, ledger.ErrNoLedger) {
-		t.Fatalf("open without ledger.db: %v; want ErrNoLedger", err)
+		t.Fatalf("open without a ledger: %v; want ErrNoLedger", err)
 	}
 	_, err := appliance.Init(b.dir, b.conn, b.spec.PCRs(), time.Now())
 	if !errors.Is(err, appliance.ErrLedgerCreated) || !strings.Contains(err.Error(), "restore it from a backup") {
-		t.Fatalf("ledger init without ledger.db on an anchored TPM: %v; want ErrLedgerCreated", err)
+		t.Fatalf("ledger init without a ledger on an anchored TPM: %v; want ErrLedgerCreated", err)
 	}
-	if _, err := os.Stat(filepath.Join(b.dir, ledger.FileName)); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("the refused init left a ledger.db: %v", err)
+	if exists, err := ledger.Exists(b.dir); exists || err != nil {
+		t.Fatalf("the refused init left a ledger file (%v)", err)
 	}
 
-	copyFile(t, backup, filepath.Join(b.dir, ledger.FileName))
+	copyLedger(t, backup, b.dir)
 	b.reopen(t)
 	if err := b.a.Ledger.Blocked(); err != nil || b.a.Ledger.Size() != size {
 		t.Fatalf("the backup put back: blocked %v, size %d (was %d)", err, b.a.Ledger.Size(), size)
 	}
 	if _, seen, _ := b.a.Ledger.Seen([]byte("court-a/W-1")); !seen {
 		t.Fatal("the backup lost the release's replay key")
+	}
+
+	b.a.Close()
+	if err := os.Remove(filepath.Join(b.dir, ledger.FileName)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := appliance.Init(b.dir, b.conn, b.spec.PCRs(), time.Now()); !errors.Is(err, ledger.ErrLedgerExists) && !errors.Is(err, appliance.ErrLedgerCreated) {
+		t.Fatalf("ledger init beside a journal without ledger.db: %v; want a refusal", err)
+	}
+	b.reopen(t)
+	if err := b.a.Ledger.Blocked(); err != nil || b.a.Ledger.Size() != size {
+		t.Fatalf("ledger.db rebuilt from the journal: blocked %v, size %d (was %d)", err, b.a.Ledger.Size(), size)
 	}
 }
 
@@ -283,8 +313,8 @@ func TestInvariantInitInterruptedBeforeAnchorFinishesOnlyItsOwnLedger(t *testing
 	}
 	b.wantForeign(t, "has no ledger key anchor")
 	b.a.Close()
-	left := filepath.Join(t.TempDir(), ledger.FileName)
-	copyFile(t, filepath.Join(b.dir, ledger.FileName), left)
+	left := t.TempDir()
+	copyLedger(t, b.dir, left)
 
 	// An entry appended to the unanchored ledger, with the key unsealed
 	// as only Init may.
@@ -316,16 +346,14 @@ func TestInvariantInitInterruptedBeforeAnchorFinishesOnlyItsOwnLedger(t *testing
 	}
 
 	// The ledger Init left, put back: its counter is now one behind.
-	copyFile(t, left, filepath.Join(b.dir, ledger.FileName))
+	copyLedger(t, left, b.dir)
 	if _, err := appliance.Init(b.dir, b.conn, b.spec.PCRs(), time.Now()); !errors.Is(err, appliance.ErrUnfinishedInit) || !errors.Is(err, ledger.ErrRolledBack) {
 		t.Fatalf("finishing init over an older ledger: %v; want ErrUnfinishedInit (rolled back)", err)
 	}
 
 	// Interrupted again, from the start: the ledger it leaves is at the
 	// TPM's counter and holds its init entry alone, so Init finishes it.
-	if err := os.Remove(filepath.Join(b.dir, ledger.FileName)); err != nil {
-		t.Fatal(err)
-	}
+	removeLedger(t, b.dir)
 	if _, err := (tpm2.NVDefineSpace{AuthHandle: owner, PublicInfo: tpm2.New2B(squatter)}).Execute(b.conn); err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,8 @@
 // The data directory holds:
 //
 //	enrollment.json   the device's identity, from custodian enroll
-//	ledger.db         the ledger (package ledger)
+//	ledger.journal    the ledger (package ledger): its journal, the durable truth
+//	ledger.db         the ledger's index, rebuilt from the journal when needed
 //	ledger-key.blob   the checkpoint signing key, sealed to the import key, PCRs and a security version
 //	ledger-key.pub    its public verifier key (C2SP signed-note format)
 //	trust/            the court trust store (package trust)
@@ -20,7 +21,7 @@
 // accepts only that key: a data directory under any other opens blocked
 // with ledger.ErrForeignLedgerKey. A TPM holds one ledger key and one
 // ledger: Init on a TPM that anchored a key is refused, whichever key, so
-// a lost ledger.db is restored from a backup, never made again; Reseal,
+// a lost ledger is restored from a backup, never made again; Reseal,
 // FinishReseal and RaiseFloor seal the same seed again, so the key stays
 // anchored.
 //
@@ -85,10 +86,10 @@ var (
 	// locked: Init locks it last, so this TPM's ledger was made, and a new
 	// one would forget its history and its replay index under the same
 	// verifier key.
-	ErrLedgerCreated = errors.New("this TPM's ledger was created before; a lost ledger.db cannot be replaced: restore it from a backup")
+	ErrLedgerCreated = errors.New("this TPM's ledger was created before; a lost ledger (ledger.journal, ledger.db) cannot be replaced: restore it from a backup")
 	// ErrUnfinishedInit refuses to finish an init whose ledger is not just
 	// that init's own.
-	ErrUnfinishedInit = errors.New("ledger.db is not the ledger an interrupted ledger init left (only its init entry, under this directory's key, at the TPM's counter)")
+	ErrUnfinishedInit = errors.New("the ledger found is not the one an interrupted ledger init left (only its init entry, under this directory's key, at the TPM's counter)")
 )
 
 // Init creates the ledger of an enrolled device: a checkpoint key sealed to
@@ -97,7 +98,7 @@ var (
 //
 // Init runs once per TPM: on a TPM whose anchor is locked it is refused,
 // always (ErrLedgerCreated, or ledger.ErrLedgerExists over a ledger), even
-// if the anchor names the key in dir, since a lost ledger.db can only be
+// if the anchor names the key in dir, since a lost ledger can only be
 // restored. An Init interrupted before the anchor was locked is run
 // again: without a ledger it starts over with a new key (the files it
 // left bind nothing); with one, it finishes only if the ledger holds just
@@ -147,8 +148,8 @@ func refuseAnchored(t transport.TPM, dir string) error {
 }
 
 func hasLedger(dir string) bool {
-	_, err := os.Stat(filepath.Join(dir, ledger.FileName))
-	return err == nil
+	exists, err := ledger.Exists(dir)
+	return exists || err != nil
 }
 
 // newLedger makes a checkpoint key, stores it and creates the ledger.

@@ -15,9 +15,9 @@ import (
 	"github.com/custodian-project/custodian/tpm/tpmtest"
 )
 
-// BenchmarkAppend measures a durable append on swtpm: the bbolt commit
-// (two fdatasyncs: its pages, then its meta page), the state binding
-// (HMAC, no TPM command) and the NV counter increment, beside the
+// BenchmarkAppend measures a durable append on swtpm: its journal record
+// (one fdatasync), the state binding (HMAC, no TPM command), ledger.db's
+// commit (no sync) and the NV counter increment, beside the
 // increment alone and beside the floor: one fsync of an entry-sized
 // record and one TPM2_NV_Increment (of a second counter, so the ledger's
 // stays its own). ratio runs an append and the floor in turn, in alternating order, and reports

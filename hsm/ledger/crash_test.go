@@ -34,7 +34,9 @@ func TestMain(m *testing.M) {
 }
 
 // appendUntilKilled appends entries forever (or CRASH_APPENDS of them),
-// printing "acked N" after Append returns for entry N.
+// printing "acked N" after Append returns for entry N. With
+// CRASH_BEFORE_INDEX_COMMIT set it kills itself in the second append,
+// between the journal's sync and the index's commit.
 func appendUntilKilled(dir, spec string) int {
 	conn, err := tpm.Open(spec)
 	if err != nil {
@@ -79,6 +81,11 @@ func appendUntilKilled(dir, spec string) int {
 			return 4
 		}
 		fmt.Println("acked", i)
+		if os.Getenv("CRASH_BEFORE_INDEX_COMMIT") != "" {
+			// The next commit dies once its journal record is synced,
+			// before ledger.db commits and the TPM counts it.
+			*ledger.BeforeIndexCommit = func() { syscall.Kill(os.Getpid(), syscall.SIGKILL) }
+		}
 		if stop--; stop == 0 {
 			return 0
 		}

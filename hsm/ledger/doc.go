@@ -5,9 +5,24 @@
 // Promises:
 //
 //   - Durable before done. [Ledger.Append] returns only after the entry,
-//     its Merkle hashes, its salt and its anti-replay key are committed in
-//     one fsynced bbolt transaction and the TPM NV counter is incremented.
-//     A power cut at any point leaves either the whole entry or none of it.
+//     its Merkle hashes, its salt and its anti-replay key are one record of
+//     the ledger's journal ([JournalName]), written and fdatasynced, and
+//     the TPM NV counter is incremented. A power cut at any point leaves
+//     either the whole entry or none of it: a record cut short is the
+//     journal's last, never acknowledged, and is dropped at Open; a
+//     damaged record before the last refuses to open
+//     ([ErrJournalDamaged]). Every ledger commit (notes, changes, resolve)
+//     is one record and one sync.
+//
+//   - ledger.db ([FileName]) is an index of the journal: every read uses
+//     it, and it is written in the same step without syncs of its own.
+//     It is used as it is only when the journal ends with the clean marker
+//     [Ledger.Close] writes naming the record it holds; otherwise (a crash,
+//     a missing or damaged file) Open rebuilds it from the journal, then
+//     checks it as it always did, so nothing trusts the journal more than
+//     it trusted ledger.db. A data directory with ledger.db alone (the
+//     format before the journal) is migrated at Open. The journal is
+//     locked for the ledger's life: a second opener gets [ErrInUse].
 //     An entry committed whose increment the TPM then refuses stands: its
 //     index comes back with [ErrUncounted], the ledger blocks, and the
 //     next open finishes the increment.

@@ -74,7 +74,8 @@ var (
 	ErrNoLedger     = errors.New("no ledger in the data directory")
 	// ErrUncounted: the entry was committed, and the append returns its
 	// index with this error, but the TPM counter was not incremented after
-	// it (refused, a bus error, or moved by someone else). The entry
+	// it (refused, a bus error, or moved by someone else), or ledger.db
+	// could not be updated after its journal record was synced. The entry
 	// stands (the next Open finishes the increment or blocks), so the
 	// caller accounts for it as appended; the ledger blocks until then.
 	ErrUncounted     = errors.New("the entry is stored but the TPM counter was not incremented after it")
@@ -82,7 +83,9 @@ var (
 	errNotResolvable = errors.New("the ledger is not blocked; nothing to resolve")
 )
 
-// FileName is the ledger's database inside the data directory.
+// FileName is the ledger's index inside the data directory: a bbolt
+// database derived from the journal ([JournalName]), which is rebuilt
+// from it when it is missing or was not closed cleanly.
 const FileName = "ledger.db"
 
 var (
@@ -103,7 +106,9 @@ var (
 // Ledger is an open ledger. Its methods are safe for concurrent use.
 type Ledger struct {
 	cfg Config
-	db  *bolt.DB
+	db  *bolt.DB // the index: derived from the journal, written without syncs
+	j   *journal // the durable truth, locked for the ledger's life
+	dir string
 
 	mu      sync.Mutex
 	blocked error // non-nil: releases and appends are refused
@@ -129,47 +134,46 @@ type state struct {
 // exists: a missing ledger is never silently recreated, since that would
 // forget every warrant already used.
 func Create(dir string, cfg Config, now time.Time) (*Ledger, error) {
-	path := filepath.Join(dir, FileName)
-	if _, err := os.Stat(path); err == nil {
-		return nil, ErrLedgerExists
+	if exists, err := Exists(dir); err != nil || exists {
+		if err == nil {
+			err = ErrLedgerExists
+		}
+		return nil, err
 	}
-	db, err := openDB(path)
+	l, err := createFiles(dir, cfg)
 	if err != nil {
 		return nil, err
 	}
-	l := &Ledger{cfg: cfg, db: db}
 	counter, err := startCounter(cfg.Counter)
 	if err != nil {
-		db.Close()
-		os.Remove(path)
+		l.abandon()
 		return nil, err
 	}
 	now = now.UTC().Truncate(time.Second)
-	err = db.Update(func(tx *bolt.Tx) error {
+	err = l.update(func(tx *wtx) error {
 		for _, b := range [][]byte{bucketMeta, bucketEntries, bucketHashes, bucketSalts, bucketReplay} {
-			if _, err := tx.CreateBucket(b); err != nil {
+			if err := tx.createBucket(b); err != nil {
 				return err
 			}
 		}
-		meta := tx.Bucket(bucketMeta)
 		l.state = state{counter: counter, floor: now}
-		if err := meta.Put(metaOrigin, []byte(cfg.Origin)); err != nil {
+		if err := tx.put(bucketMeta, metaOrigin, []byte(cfg.Origin)); err != nil {
 			return err
 		}
-		if err := meta.Put(metaDevice, cfg.Device); err != nil {
+		if err := tx.put(bucketMeta, metaDevice, cfg.Device); err != nil {
 			return err
 		}
-		if err := l.bindCurrent(tx, &l.state); err != nil {
+		if err := l.bindCurrent(tx.Tx, &l.state); err != nil {
 			return err
 		}
-		return l.putState(meta, &l.state)
+		return l.putState(tx, &l.state)
 	})
 	if err != nil {
-		db.Close()
+		l.abandon()
 		return nil, err
 	}
 	if _, err := l.Append(Entry{Time: now, Kind: KindInit, Outcome: OutcomeOK}, nil, nil); err != nil {
-		db.Close()
+		l.Close()
 		return nil, err
 	}
 	return l, nil
@@ -191,17 +195,12 @@ func startCounter(c Counter) (uint64, error) {
 // ledger opens (so it can be read, proved and resolved) but refuses
 // appends; Blocked says why.
 func Open(dir string, cfg Config) (*Ledger, error) {
-	path := filepath.Join(dir, FileName)
-	if _, err := os.Stat(path); err != nil {
-		return nil, fmt.Errorf("%w (%s): %v", ErrNoLedger, path, err)
-	}
-	db, err := openDB(path)
+	l, err := openFiles(dir, cfg)
 	if err != nil {
 		return nil, err
 	}
-	l := &Ledger{cfg: cfg, db: db}
-	if err := db.View(func(tx *bolt.Tx) error { return l.load(tx) }); err != nil {
-		db.Close()
+	if err := l.db.View(func(tx *bolt.Tx) error { return l.load(tx) }); err != nil {
+		l.Close()
 		return nil, err
 	}
 	l.blocked = l.check()
@@ -230,8 +229,10 @@ func (l *Ledger) check() error {
 	return l.reconcile()
 }
 
+// openDB opens the index. It is written without syncs: the journal,
+// synced first, is what makes a commit durable.
 func openDB(path string) (*bolt.DB, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, NoSync: true, NoGrowSync: true})
 	if errors.Is(err, bolt.ErrTimeout) {
 		return nil, fmt.Errorf("%w (%s stayed locked for 2 seconds)", ErrInUse, path)
 	}
@@ -293,11 +294,11 @@ func (l *Ledger) reconcile() error {
 func (l *Ledger) Blocked() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.blocked == nil && l.j != nil {
+		return l.j.err() // a commit of notes found the journal or the index failing
+	}
 	return l.blocked
 }
-
-// Close closes the database.
-func (l *Ledger) Close() error { return l.db.Close() }
 
 // Size is the number of entries.
 func (l *Ledger) Size() int64 {
@@ -362,7 +363,7 @@ const saltSize = 32
 // appendFrom appends e on top of base, which is l.state or l.state with a
 // bound directory's new digest.
 func (l *Ledger) appendFrom(base state, e Entry, subject, replayKey []byte) (int64, error) {
-	return l.appendWith(base, e, replayKey, func(*bolt.Tx, *state) ([]byte, error) { return subject, nil })
+	return l.appendWith(base, e, replayKey, func(*wtx, *state) ([]byte, error) { return subject, nil })
 }
 
 // appendWith appends e on top of base in one transaction with prepare,
@@ -370,13 +371,13 @@ func (l *Ledger) appendFrom(base state, e Entry, subject, replayKey []byte) (int
 // commits to (nil: nothing). If any step before the commit fails, nothing
 // is written; if only the count after it fails, the entry's index comes
 // with ErrUncounted.
-func (l *Ledger) appendWith(base state, e Entry, replayKey []byte, prepare func(*bolt.Tx, *state) ([]byte, error)) (int64, error) {
+func (l *Ledger) appendWith(base state, e Entry, replayKey []byte, prepare func(*wtx, *state) ([]byte, error)) (int64, error) {
 	salt := make([]byte, saltSize)
 	if _, err := rand.Read(salt); err != nil {
 		return 0, err
 	}
 	var next state
-	err := l.db.Update(func(tx *bolt.Tx) error {
+	indexed, err := l.commit(func(tx *wtx) error {
 		subject, err := prepare(tx, &base)
 		if err != nil {
 			return err
@@ -401,9 +402,15 @@ func (l *Ledger) appendWith(base state, e Entry, replayKey []byte, prepare func(
 	if err != nil {
 		return 0, err
 	}
+	// Durable: the counter is incremented while the index commits.
 	l.state = next
-	if err := l.countEntry(next.counter, replayKey != nil); err != nil {
-		return next.size - 1, fmt.Errorf("%w (entry %d): %w", ErrUncounted, next.size-1, err)
+	countErr := l.countEntry(next.counter, replayKey != nil)
+	if err := indexed(); err != nil { // the next Open rebuilds the index
+		l.blocked = err
+		countErr = err
+	}
+	if countErr != nil {
+		return next.size - 1, fmt.Errorf("%w (entry %d): %w", ErrUncounted, next.size-1, countErr)
 	}
 	return next.size - 1, nil
 }
@@ -432,47 +439,37 @@ func (l *Ledger) countEntry(want uint64, checked bool) error {
 
 // writeEntry stores entry n and everything that depends on it in tx,
 // and binds next (the state after it).
-func (l *Ledger) writeEntry(tx *bolt.Tx, n int64, data, salt, replayKey []byte, next *state) error {
+func (l *Ledger) writeEntry(tx *wtx, n int64, data, salt, replayKey []byte, next *state) error {
 	if replayKey != nil {
-		replay := tx.Bucket(bucketReplay)
-		if replay.Get(replayKey) != nil {
+		if tx.Bucket(bucketReplay).Get(replayKey) != nil {
 			return ErrReplay
 		}
-		if err := replay.Put(replayKey, u64(uint64(n))); err != nil {
+		if err := tx.put(bucketReplay, replayKey, u64(uint64(n))); err != nil {
 			return err
 		}
 		next.replay = extendReplay(next.replay, uint64(n), replayKey)
 	}
-	hashes, err := tlog.StoredHashes(n, data, txHashReader{tx})
+	hashes, err := tlog.StoredHashes(n, data, txHashReader{tx.Tx})
 	if err != nil {
 		return err
 	}
-	hb := appendOnly(tx, bucketHashes)
 	first := tlog.StoredHashIndex(0, n)
 	for i, h := range hashes {
-		if err := hb.Put(u64(uint64(first+int64(i))), h[:]); err != nil {
+		if err := tx.put(bucketHashes, u64(uint64(first+int64(i))), h[:]); err != nil {
 			return err
 		}
 	}
-	if err := appendOnly(tx, bucketEntries).Put(u64(uint64(n)), data); err != nil {
+	if err := tx.put(bucketEntries, u64(uint64(n)), data); err != nil {
 		return err
 	}
-	if err := appendOnly(tx, bucketSalts).Put(u64(uint64(n)), salt); err != nil {
+	if err := tx.put(bucketSalts, u64(uint64(n)), salt); err != nil {
 		return err
 	}
 	next.salts = extendSalts(next.salts, uint64(n), salt)
-	if next.root, err = tlog.TreeHash(next.size, txHashReader{tx}); err != nil {
+	if next.root, err = tlog.TreeHash(next.size, txHashReader{tx.Tx}); err != nil {
 		return err
 	}
-	return l.putState(tx.Bucket(bucketMeta), next)
-}
-
-// appendOnly returns a bucket whose keys only ever grow, filled densely:
-// bbolt's default leaves pages half empty for inserts that never come.
-func appendOnly(tx *bolt.Tx, name []byte) *bolt.Bucket {
-	b := tx.Bucket(name)
-	b.FillPercent = 0.95
-	return b
+	return l.putState(tx, next)
 }
 
 // Seen reports whether replayKey was used, and by which entry.
@@ -550,18 +547,18 @@ func (l *Ledger) ResolveRollback(now time.Time) (int64, error) {
 	}
 	now = now.UTC().Truncate(time.Second)
 	e := Entry{Time: now, Kind: KindResolve, Outcome: OutcomeOK, Reason: reason}
-	index, err := l.appendWith(l.state.clone(), e, nil, func(tx *bolt.Tx, s *state) ([]byte, error) {
+	index, err := l.appendWith(l.state.clone(), e, nil, func(tx *wtx, s *state) ([]byte, error) {
 		if !equal(tx.Bucket(bucketMeta).Get(metaDevice), l.cfg.Device) {
 			return nil, fmt.Errorf("%w; it cannot be adopted: set this device up afresh (custodian enroll, then custodian ledger init in an empty data directory)", ErrOtherDevice)
 		}
-		edited, err := l.recordMismatches(tx)
+		edited, err := l.recordMismatches(tx.Tx)
 		if err != nil {
 			return nil, err
 		}
 		if len(edited) > 0 {
 			return nil, edited
 		}
-		if err := l.bindCurrent(tx, s); err != nil {
+		if err := l.bindCurrent(tx.Tx, s); err != nil {
 			return nil, err
 		}
 		if err := checkClock(now, s.last); err != nil {
@@ -578,18 +575,18 @@ func (l *Ledger) ResolveRollback(now time.Time) (int64, error) {
 	return index, nil
 }
 
-func (s *state) store(meta *bolt.Bucket) error {
+func (s *state) store(tx *wtx) error {
 	for k, v := range map[string][]byte{
 		string(metaSize):    u64(uint64(s.size)),
 		string(metaCounter): u64(s.counter),
 		string(metaLast):    u64(uint64(s.last.Unix())),
 		string(metaFloor):   u64(uint64(s.floor.Unix())),
 	} {
-		if err := meta.Put([]byte(k), v); err != nil {
+		if err := tx.put(bucketMeta, []byte(k), v); err != nil {
 			return err
 		}
 	}
-	return s.storeBound(meta)
+	return s.storeBound(tx)
 }
 
 func (s *state) load(meta *bolt.Bucket) error {
@@ -644,7 +641,8 @@ type Recorded struct {
 
 // SeenIn reports whether the ledger in dir recorded replayKey, and by
 // which entry, with the replay floor read in the same transaction,
-// reading ledger.db without the TPM. It is for telling a person that a
+// reading ledger.db without the TPM, and only when the journal ends by
+// saying ledger.db was closed cleanly ([ErrIndexUnclean] otherwise). It is for telling a person that a
 // warrant was used; it trusts the file as it is (a copy restored from
 // before a release reads as unused), so only an opened ledger decides a
 // release. ErrNoLedger: dir has none; ErrInUse: a process holds it;
@@ -654,6 +652,9 @@ func SeenIn(dir string, replayKey []byte) (Recorded, error) {
 	var r Recorded
 	path := filepath.Join(dir, FileName)
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		if exists, _ := Exists(dir); exists { // the journal alone
+			return r, ErrIndexUnclean
+		}
 		return r, fmt.Errorf("%w (%s)", ErrNoLedger, path)
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
@@ -666,6 +667,11 @@ func SeenIn(dir string, replayKey []byte) (Recorded, error) {
 		return r, fmt.Errorf("%w (%s)", ErrUnreadable, path)
 	}
 	defer db.Close()
+	release, err := checkCleanForReading(dir, db)
+	if err != nil {
+		return r, err
+	}
+	defer release()
 	err = db.View(func(tx *bolt.Tx) error {
 		b, meta := tx.Bucket(bucketReplay), tx.Bucket(bucketMeta)
 		if b == nil || meta == nil {

@@ -52,7 +52,7 @@ func (l *Ledger) AppendNoted(e Entry, subject, replayKey []byte, notes func(inde
 	if l.blocked != nil {
 		return 0, l.blocked
 	}
-	return l.appendWith(l.state, e, replayKey, func(tx *bolt.Tx, base *state) ([]byte, error) {
+	return l.appendWith(l.state, e, replayKey, func(tx *wtx, base *state) ([]byte, error) {
 		ns, err := notes(base.size)
 		if err != nil {
 			return nil, err
@@ -72,12 +72,12 @@ func (l *Ledger) PutNotes(notes ...Note) error {
 		return l.blocked
 	}
 	next := l.state.clone()
-	err := l.db.Update(func(tx *bolt.Tx) error {
+	err := l.update(func(tx *wtx) error {
 		rebound, err := putNotes(tx, notes, &next)
 		if err != nil || !rebound {
 			return err
 		}
-		return l.putState(tx.Bucket(bucketMeta), &next)
+		return l.putState(tx, &next)
 	})
 	if err == nil {
 		l.state = next
@@ -93,7 +93,7 @@ func (l *Ledger) MoveNote(from, to []byte) error {
 	if l.blocked != nil {
 		return l.blocked
 	}
-	return l.db.Update(func(tx *bolt.Tx) error {
+	return l.update(func(tx *wtx) error {
 		b := tx.Bucket(bucketNotes)
 		if b == nil || b.Get(from) == nil {
 			return ErrNoNote
@@ -102,39 +102,37 @@ func (l *Ledger) MoveNote(from, to []byte) error {
 			return ErrNoteBound
 		}
 		v := b.Get(from)
-		if err := b.Put(to, append([]byte(nil), v...)); err != nil {
+		if err := tx.put(bucketNotes, to, append([]byte(nil), v...)); err != nil {
 			return err
 		}
-		return b.Delete(from)
+		return tx.delete(bucketNotes, from)
 	})
 }
 
 // putNotes stores notes in tx, binding or unbinding each as it says. It
 // reports whether the bound notes changed, with s.notes then their new
 // digest: the caller stores s in the same transaction.
-func putNotes(tx *bolt.Tx, notes []Note, s *state) (rebound bool, err error) {
+func putNotes(tx *wtx, notes []Note, s *state) (rebound bool, err error) {
 	if len(notes) == 0 {
 		return false, nil
 	}
-	b, err := tx.CreateBucketIfNotExists(bucketNotes)
-	if err != nil {
-		return false, err
+	for _, b := range [][]byte{bucketNotes, bucketBoundNotes} {
+		if err := tx.createBucket(b); err != nil {
+			return false, err
+		}
 	}
-	bound, err := tx.CreateBucketIfNotExists(bucketBoundNotes)
-	if err != nil {
-		return false, err
-	}
+	bound := tx.Bucket(bucketBoundNotes)
 	for _, n := range notes {
-		if err := b.Put(n.Key, n.Value); err != nil {
+		if err := tx.put(bucketNotes, n.Key, n.Value); err != nil {
 			return false, err
 		}
 		switch {
 		case n.Bound:
 			sum := sha256.Sum256(n.Value)
-			err = bound.Put(n.Key, sum[:])
+			err = tx.put(bucketBoundNotes, n.Key, sum[:])
 			rebound = true
 		case bound.Get(n.Key) != nil:
-			err = bound.Delete(n.Key)
+			err = tx.delete(bucketBoundNotes, n.Key)
 			rebound = true
 		}
 		if err != nil {
@@ -142,7 +140,7 @@ func putNotes(tx *bolt.Tx, notes []Note, s *state) (rebound bool, err error) {
 		}
 	}
 	if rebound {
-		s.notes, err = boundNotesDigest(tx)
+		s.notes, err = boundNotesDigest(tx.Tx)
 	}
 	return rebound, err
 }

@@ -57,7 +57,8 @@ func flipByte(i uint64) func(*bolt.Bucket) error {
 }
 
 // TestInvariantStartupStateIsBoundToTPMEntriesSaltsAndHashesAreChecked:
-// an offline edit of any record the state stands for — an entry's bytes
+// an offline edit, of ledger.db or of the journal (which Open then
+// rebuilds ledger.db from), of any record the state stands for — an entry's bytes
 // (the newest one's time set to 2070, which would become the clock's
 // floor), a salt (which opens a commitment for a court), a Merkle hash
 // that no tree hash reads, an extra record — blocks at Open with
@@ -94,24 +95,38 @@ func TestInvariantStartupStateIsBoundToTPMEntriesSaltsAndHashesAreChecked(t *tes
 		}
 	})
 	for _, c := range edits {
-		t.Run(c.name, func(t *testing.T) {
-			copyTree(t, pristine, dir)
-			editBucket(t, dir, c.bucket, c.edit)
-			l := open(t, d, dir)
-			if err := l.Blocked(); !errors.Is(err, ledger.ErrStateMismatch) {
-				t.Fatalf("Blocked() = %v, want ErrStateMismatch", err)
-			}
-			if err := l.CheckClock(t0.Add(time.Hour)); c.name == "newest entry's time" && err != nil {
-				t.Fatalf("the edited time reached the clock check: %v", err)
-			}
-			_, err := l.ResolveRollback(t0.Add(2 * time.Hour))
-			if !errors.Is(err, ledger.ErrRecordsEdited) || !strings.Contains(err.Error(), "restore") {
-				t.Fatalf("resolve accepted edited entries: %v", err)
-			}
-			if l.Blocked() == nil {
-				t.Fatal("a refused resolve unblocked the ledger")
-			}
-		})
+		for _, where := range []string{ledger.FileName, ledger.JournalName} {
+			t.Run(c.name+" in "+where, func(t *testing.T) {
+				copyTree(t, pristine, dir)
+				editBucket(t, dir, c.bucket, c.edit)
+				if where == ledger.JournalName {
+					if err := ledger.JournalFromIndex(dir); err != nil {
+						t.Fatal(err)
+					}
+				}
+				checkEditRefused(t, d, dir, c.name)
+			})
+		}
+	}
+}
+
+// checkEditRefused opens a ledger edited offline: it is blocked, and
+// resolve does not accept the edit.
+func checkEditRefused(t *testing.T, d *device, dir, name string) {
+	t.Helper()
+	l := open(t, d, dir)
+	if err := l.Blocked(); !errors.Is(err, ledger.ErrStateMismatch) {
+		t.Fatalf("Blocked() = %v, want ErrStateMismatch", err)
+	}
+	if err := l.CheckClock(t0.Add(time.Hour)); name == "newest entry's time" && err != nil {
+		t.Fatalf("the edited time reached the clock check: %v", err)
+	}
+	_, err := l.ResolveRollback(t0.Add(2 * time.Hour))
+	if !errors.Is(err, ledger.ErrRecordsEdited) || !strings.Contains(err.Error(), "restore") {
+		t.Fatalf("resolve accepted edited entries: %v", err)
+	}
+	if l.Blocked() == nil {
+		t.Fatal("a refused resolve unblocked the ledger")
 	}
 }
 

@@ -130,7 +130,7 @@ func (l *Ledger) stateMAC(s *state) []byte {
 // records. A copy the device wrote (an older one: a rollback) carries a
 // valid HMAC over records that match it; only an edit makes them differ,
 // so resolve-rollback never accepts this.
-var ErrRecordsEdited = fmt.Errorf("%w: the ledger's own records were edited: restore %s from a copy the device wrote; resolve cannot accept them", ErrStateMismatch, FileName)
+var ErrRecordsEdited = fmt.Errorf("%w: the ledger's own records were edited: restore %s and %s from a copy the device wrote; resolve cannot accept them", ErrStateMismatch, JournalName, FileName)
 
 // mismatch is one part of the data directory that is not the recorded
 // state: what, and which error it is (ErrRecordsEdited, ErrStateMismatch
@@ -378,22 +378,22 @@ func (l *Ledger) checkDir(d BoundDir, want [sha256.Size]byte, trusted bool) (*mi
 
 // storeState writes s with its HMAC in its own transaction.
 func (l *Ledger) storeState(s state) error {
-	err := l.db.Update(func(tx *bolt.Tx) error { return l.putState(tx.Bucket(bucketMeta), &s) })
+	err := l.update(func(tx *wtx) error { return l.putState(tx, &s) })
 	if err == nil {
 		l.state = s
 	}
 	return err
 }
 
-// putState stores s and its HMAC in meta.
-func (l *Ledger) putState(meta *bolt.Bucket, s *state) error {
-	if err := s.store(meta); err != nil {
+// putState stores s and its HMAC in the meta bucket.
+func (l *Ledger) putState(tx *wtx, s *state) error {
+	if err := s.store(tx); err != nil {
 		return err
 	}
 	if len(l.cfg.StateKey) != StateKeySize {
 		return ErrStateUnauthenticated
 	}
-	return meta.Put(metaMAC, l.stateMAC(s))
+	return tx.put(bucketMeta, metaMAC, l.stateMAC(s))
 }
 
 // Change runs apply, which changes the bound directory named name, and
@@ -598,15 +598,15 @@ func removeTemps(root string) error {
 
 // storeBound and loadBound keep the bound digests and the pending change
 // in meta.
-func (s *state) storeBound(meta *bolt.Bucket) error {
+func (s *state) storeBound(tx *wtx) error {
 	for _, d := range s.bound {
-		if err := meta.Put([]byte(boundPrefix+d.name), d.digest[:]); err != nil {
+		if err := tx.put(bucketMeta, []byte(boundPrefix+d.name), d.digest[:]); err != nil {
 			return err
 		}
 	}
 	for k, v := range map[string][]byte{string(metaRoot): s.root[:], string(metaReplay): s.replay[:], string(metaSalts): s.salts[:],
 		string(metaPending): []byte(s.pending), string(metaNotes): s.notes[:]} {
-		if err := meta.Put([]byte(k), v); err != nil {
+		if err := tx.put(bucketMeta, []byte(k), v); err != nil {
 			return err
 		}
 	}

@@ -91,8 +91,10 @@ func TestInvariantStartupStateIsBoundToTPMPaddedCopyIsBlocked(t *testing.T) {
 
 	// The forger: any state key (not the device's), a counter that obeys.
 	copyTree(t, snapshot, dir)
-	if err := os.Remove(filepath.Join(dir, ledger.FileName)); err != nil {
-		t.Fatal(err)
+	for _, name := range ledger.Files {
+		if err := os.Remove(filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	forged := d.config(t)
 	forged.StateKey = make([]byte, ledger.StateKeySize)

@@ -8,6 +8,8 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,7 +71,11 @@ func ForgeLedgerKey(t testing.TB, conn transport.TPM, dir string) *Forged {
 
 	target, err := (tpm.Counter{Index: tpm.DefaultCounterIndex}).Read(conn)
 	must(t, err)
-	must(t, os.Remove(filepath.Join(dir, ledger.FileName)))
+	for _, name := range ledger.Files {
+		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal(err)
+		}
+	}
 	fake := &forgerCounter{v: target - 2} // Create's init entry and one made-up entry reach target
 	l, err := ledger.Create(dir, ledger.Config{
 		Origin: origin, Device: ek.Name(), Counter: fake, Signer: signer, StateKey: stateKey,

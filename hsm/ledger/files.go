@@ -1,0 +1,307 @@
+package ledger
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
+
+	"github.com/custodian-project/custodian/hsm/durable"
+)
+
+// Files are the ledger's files in the data directory: the journal (the
+// durable truth) and the index derived from it. A backup holds both, or
+// the journal alone: Open rebuilds the index from it.
+var Files = []string{JournalName, FileName}
+
+// Exists reports whether dir holds a ledger: its journal, its index, or
+// both. A ledger with either missing is opened (and rebuilt or migrated),
+// never created afresh.
+func Exists(dir string) (bool, error) {
+	for _, name := range Files {
+		_, err := os.Lstat(filepath.Join(dir, name))
+		if err == nil {
+			return true, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return false, err
+		}
+	}
+	return false, nil
+}
+
+// createFiles makes a new ledger's journal (its directory entry synced)
+// and index, the journal locked.
+func createFiles(dir string, cfg Config) (*Ledger, error) {
+	j, err := openJournal(filepath.Join(dir, JournalName), true)
+	if err != nil {
+		return nil, err
+	}
+	if err := durable.SyncDir(dir); err != nil {
+		j.close()
+		return nil, err
+	}
+	db, err := openDB(filepath.Join(dir, FileName))
+	if err != nil {
+		j.close()
+		return nil, err
+	}
+	return &Ledger{cfg: cfg, db: db, j: j, dir: dir}, nil
+}
+
+// abandon closes a ledger whose creation failed before anything was
+// committed and removes its files.
+func (l *Ledger) abandon() {
+	l.db.Close()
+	l.j.close()
+	for _, name := range Files {
+		os.Remove(filepath.Join(l.dir, name))
+	}
+}
+
+// openFiles locks the journal, checks it, and opens the index: as it is
+// when it was closed cleanly at the journal's last record, rebuilt from
+// the journal otherwise. A ledger.db without a journal (every commit
+// synced in its own file) is migrated: its contents become the journal's
+// first record.
+func openFiles(dir string, cfg Config) (*Ledger, error) {
+	dbPath, jPath := filepath.Join(dir, FileName), filepath.Join(dir, JournalName)
+	exists, err := Exists(dir)
+	if err != nil {
+		return nil, err
+	}
+	if !exists {
+		return nil, fmt.Errorf("%w (%s): neither %s nor %s is there", ErrNoLedger, dir, JournalName, FileName)
+	}
+	_, jErr := os.Lstat(jPath)
+	j, err := openJournal(jPath, errors.Is(jErr, fs.ErrNotExist))
+	if errors.Is(err, fs.ErrExist) { // another process is migrating it
+		j, err = openJournal(jPath, false)
+	}
+	if err != nil {
+		return nil, err
+	}
+	l := &Ledger{cfg: cfg, j: j, dir: dir}
+	if err := l.openIndex(dbPath); err != nil {
+		if l.db != nil {
+			l.db.Close()
+		}
+		j.close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// openIndex checks the journal and opens ledger.db as l.db: used as it
+// is, migrated, or rebuilt.
+func (l *Ledger) openIndex(dbPath string) error {
+	if err := l.j.scan(nil); err != nil {
+		return err
+	}
+	_, dbErr := os.Lstat(dbPath)
+	if l.j.seq == 0 { // no record: a ledger.db of the format before the journal
+		if dbErr != nil {
+			return fmt.Errorf("%w (%s: its journal is empty and there is no %s)", ErrNoLedger, l.dir, FileName)
+		}
+		return l.migrate(dbPath)
+	}
+	// An index not closed cleanly may be torn (bbolt may not even open
+	// it): it is not opened at all, only rebuilt.
+	if dbErr == nil && l.j.clean {
+		db, err := openDB(dbPath)
+		if errors.Is(err, ErrInUse) {
+			return err
+		}
+		if err == nil {
+			if held, err := heldSeq(db); err == nil && held == l.j.held {
+				l.db = db
+				return nil
+			}
+			db.Close()
+		}
+	}
+	if err := rebuild(l.j, l.dir); err != nil {
+		return err
+	}
+	db, err := openDB(dbPath)
+	l.db = db
+	return err
+}
+
+// heldSeq is the journal record the index holds (0: none).
+func heldSeq(db *bolt.DB) (uint64, error) {
+	var held uint64
+	err := db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			return ErrUnreadable
+		}
+		if v := meta.Get(metaJournalSeq); len(v) == 8 {
+			held = binary.BigEndian.Uint64(v)
+		}
+		return nil
+	})
+	return held, err
+}
+
+// migrate writes every bucket of a ledger.db made before the journal as
+// the journal's first record, synced, then marks the index clean.
+func (l *Ledger) migrate(dbPath string) error {
+	db, err := openDB(dbPath)
+	if err != nil {
+		return err
+	}
+	l.db = db
+	seq := l.j.nextSeq()
+	err = db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketMeta) == nil {
+			return fmt.Errorf("%w: the database has no ledger", ErrNoLedger)
+		}
+		var ops []op // they refer to the database's pages while tx is open
+		err := tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			ops = append(ops, op{code: opBucket, bucket: name})
+			return b.ForEach(func(k, v []byte) error {
+				if v == nil {
+					return fmt.Errorf("%w (%s holds a nested bucket)", ErrUnreadable, name)
+				}
+				ops = append(ops, op{code: opPut, bucket: name, key: k, val: v})
+				return nil
+			})
+		})
+		if err != nil {
+			return err
+		}
+		ops = append(ops, op{code: opPut, bucket: bucketMeta, key: metaJournalSeq, val: u64(seq)})
+		return l.j.append(record{kind: kindTx, ops: ops})
+	})
+	if err != nil {
+		return err
+	}
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(metaJournalSeq, u64(seq)) }); err != nil {
+		return err
+	}
+	return l.markClean()
+}
+
+// rebuild replays the journal into a new index beside ledger.db, syncs
+// it once and renames it over ledger.db.
+func rebuild(j *journal, dir string) error {
+	path := filepath.Join(dir, FileName)
+	tmp := path + ".rebuild"
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	db, err := bolt.Open(tmp, 0o600, &bolt.Options{NoSync: true, NoGrowSync: true, Timeout: 2 * time.Second})
+	if err != nil {
+		return fmt.Errorf("rebuilding %s: %w", FileName, err)
+	}
+	defer os.Remove(tmp) // a no-op after the rename
+	err = j.scan(func(r record) error {
+		return db.Update(func(tx *bolt.Tx) error {
+			for _, o := range r.ops {
+				if err := applyOp(tx, o); err != nil {
+					return fmt.Errorf("%w (record %d cannot be replayed: %v)", ErrJournalDamaged, r.seq, err)
+				}
+			}
+			return nil
+		})
+	})
+	if err == nil {
+		err = db.Sync()
+	}
+	if closeErr := db.Close(); err == nil {
+		err = closeErr
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return durable.SyncDir(dir)
+}
+
+// markClean syncs the index and appends a clean marker naming the
+// journal record it holds, unless the journal already ends with one.
+func (l *Ledger) markClean() error {
+	if l.j.err() != nil || l.j.isClean() {
+		return nil
+	}
+	if err := l.db.Sync(); err != nil {
+		return err
+	}
+	return l.j.append(record{kind: kindClean, held: l.j.heldSeq()})
+}
+
+// Close syncs the index, marks it clean in the journal, closes it and
+// lets go of the journal. An index that is behind the journal (its commit
+// failed) is not marked: the next Open rebuilds it.
+func (l *Ledger) Close() error {
+	if l.j == nil {
+		return l.db.Close()
+	}
+	err := l.markClean()
+	if closeErr := l.db.Close(); err == nil {
+		err = closeErr
+	}
+	if closeErr := l.j.close(); err == nil {
+		err = closeErr
+	}
+	return err
+}
+
+func (j *journal) close() error { return j.f.Close() } // the lock goes with it
+
+func (j *journal) isClean() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.clean
+}
+
+func (j *journal) heldSeq() uint64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.held
+}
+
+// ErrIndexUnclean: ledger.db is not the journal's index as closed
+// cleanly, so it may be torn or behind: a process holds the ledger, or
+// one stopped without closing it.
+var ErrIndexUnclean = errors.New("ledger.db was not closed cleanly (custodian serve holds the ledger, or it stopped without closing it); start custodian serve, or run custodian ledger verify, to rebuild it from the journal")
+
+// checkCleanForReading tells whether ledger.db in dir may be read without
+// the journal's lock holder: the journal (shared-locked while this runs)
+// ends with a clean marker naming the record db holds. A directory
+// without a journal is of the format before it, where every commit was
+// synced.
+func checkCleanForReading(dir string, db *bolt.DB) (release func(), err error) {
+	f, err := os.Open(filepath.Join(dir, JournalName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return func() {}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, ErrInUse
+	}
+	j := &journal{f: f}
+	if err := j.walk(nil); !errors.Is(err, io.EOF) {
+		f.Close()
+		return nil, ErrIndexUnclean
+	}
+	held, err := heldSeq(db)
+	if err != nil || !j.clean || held != j.held {
+		f.Close()
+		return nil, ErrIndexUnclean
+	}
+	return func() { f.Close() }, nil
+}

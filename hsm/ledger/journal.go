@@ -1,0 +1,566 @@
+package ledger
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
+)
+
+// The journal is the ledger's durable truth; ledger.db is an index derived
+// from it. Every ledger transaction is one journal record, appended and
+// fdatasynced before the index commits (without syncs of its own), so a
+// commit costs one sync. Close syncs the index and appends a clean marker
+// naming the record the index holds; at Open an index without that marker
+// is rebuilt from the journal.
+//
+// A record on disk is
+//
+//	magic "CLJ1" | payload length (8 bytes, big-endian) | payload | SHA-256(magic, length, payload)
+//
+// and its payload is a kind byte, the record's sequence number (8 bytes;
+// the first record is 1, each next one adds 1) and, for a transaction
+// record, its operations in order: 'b' bucket (create a bucket), 'p' bucket
+// key value (put), 'd' bucket key (delete), each field a uvarint length
+// and its bytes. A clean marker's body is the sequence number of the
+// transaction record the index holds.
+
+// JournalName is the ledger's journal inside the data directory.
+const JournalName = "ledger.journal"
+
+const (
+	journalMagic = "CLJ1"
+	frameHeader  = len(journalMagic) + 8
+	// maxRecord bounds a record's payload: the largest note (a package)
+	// is well below it, and a damaged length cannot make Open allocate
+	// more.
+	maxRecord = 1 << 30
+
+	kindTx    = 'T'
+	kindClean = 'C'
+
+	opBucket = 'b'
+	opPut    = 'p'
+	opDelete = 'd'
+)
+
+// metaJournalSeq is the sequence number of the journal record the index
+// holds, written inside every transaction.
+var metaJournalSeq = []byte("journal-seq")
+
+// ErrJournalDamaged: a journal record before the last one is not what
+// was written. Nothing after it can be trusted to be in order.
+var ErrJournalDamaged = fmt.Errorf("%w: the ledger journal (%s) is damaged before its end; restore the data directory's newest backup (the journal and ledger.db together, or the journal alone)", ErrBlocked, JournalName)
+
+// op is one physical change a transaction made.
+type op struct {
+	code             byte
+	bucket, key, val []byte
+}
+
+func (o op) size() int {
+	n := 1 + field(o.bucket)
+	if o.code != opBucket {
+		n += field(o.key)
+	}
+	if o.code == opPut {
+		n += field(o.val)
+	}
+	return n
+}
+
+func field(b []byte) int {
+	return binary.PutUvarint(make([]byte, binary.MaxVarintLen64), uint64(len(b))) + len(b)
+}
+
+// record is one journal record, parsed.
+type record struct {
+	kind byte
+	seq  uint64
+	ops  []op   // kindTx
+	held uint64 // kindClean: the transaction record the index holds
+}
+
+// parseRecord parses a record's payload. Its operations refer to payload.
+func parseRecord(payload []byte) (record, error) {
+	var r record
+	if len(payload) < 9 {
+		return r, errors.New("a record shorter than its header")
+	}
+	r.kind, r.seq = payload[0], binary.BigEndian.Uint64(payload[1:9])
+	body := payload[9:]
+	switch r.kind {
+	case kindClean:
+		if len(body) != 8 {
+			return r, errors.New("a clean marker of the wrong length")
+		}
+		r.held = binary.BigEndian.Uint64(body)
+		return r, nil
+	case kindTx:
+	default:
+		return r, fmt.Errorf("a record of unknown kind %d", r.kind)
+	}
+	for len(body) > 0 {
+		o := op{code: body[0]}
+		body = body[1:]
+		var err error
+		fields := []*[]byte{&o.bucket}
+		switch o.code {
+		case opBucket:
+		case opPut:
+			fields = append(fields, &o.key, &o.val)
+		case opDelete:
+			fields = append(fields, &o.key)
+		default:
+			return r, fmt.Errorf("an operation of unknown kind %d", o.code)
+		}
+		for _, f := range fields {
+			if *f, body, err = cutField(body); err != nil {
+				return r, err
+			}
+		}
+		if len(o.bucket) == 0 || (o.code != opBucket && len(o.key) == 0) {
+			return r, errors.New("an operation without a bucket or key")
+		}
+		r.ops = append(r.ops, o)
+	}
+	return r, nil
+}
+
+func cutField(b []byte) (f, rest []byte, err error) {
+	n, k := binary.Uvarint(b)
+	if k <= 0 || n > uint64(len(b)-k) {
+		return nil, nil, errors.New("a field longer than its record")
+	}
+	return b[k : k+int(n)], b[k+int(n):], nil
+}
+
+// writeRecord writes r's frame to w, streaming its operations' values so
+// that a large note is not copied, and returns how many bytes it wrote.
+func writeRecord(w io.Writer, r record) (int64, error) {
+	size := 9
+	if r.kind == kindClean {
+		size += 8
+	}
+	for _, o := range r.ops {
+		size += o.size()
+	}
+	if size > maxRecord {
+		return 0, fmt.Errorf("a ledger transaction of %d bytes is larger than the journal takes (%d)", size, maxRecord)
+	}
+	h := sha256.New()
+	bw := bufio.NewWriterSize(io.MultiWriter(w, h), min(frameHeader+size, 64<<10))
+	bw.WriteString(journalMagic)
+	bw.Write(binary.BigEndian.AppendUint64(nil, uint64(size)))
+	bw.WriteByte(r.kind)
+	bw.Write(binary.BigEndian.AppendUint64(nil, r.seq))
+	if r.kind == kindClean {
+		bw.Write(binary.BigEndian.AppendUint64(nil, r.held))
+	}
+	for _, o := range r.ops {
+		bw.WriteByte(o.code)
+		writeField(bw, o.bucket)
+		if o.code != opBucket {
+			writeField(bw, o.key)
+		}
+		if o.code == opPut {
+			writeField(bw, o.val)
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		return 0, err
+	}
+	_, err := w.Write(h.Sum(nil))
+	return int64(frameHeader + size + sha256.Size), err
+}
+
+func writeField(w *bufio.Writer, b []byte) {
+	w.Write(binary.AppendUvarint(nil, uint64(len(b))))
+	w.Write(b)
+}
+
+// scanner reads a journal's records in order.
+type scanner struct {
+	f    io.ReaderAt
+	end  int64 // the file's size
+	off  int64 // where the next record starts
+	buf  []byte
+	last uint64 // the previous record's sequence number
+}
+
+// errTorn: the journal ends in a record that was never finished (a crash
+// during its write, before its sync and so before anything acknowledged
+// it).
+var errTorn = errors.New("torn journal tail")
+
+// next returns the next record, io.EOF at the journal's end, errTorn for
+// an unfinished last record, or an error wrapping ErrJournalDamaged. The
+// record's operations are valid until the next call.
+//
+// A record that is not whole (short, zeros where its bytes never came, a
+// hash that does not match) is the torn tail when no whole record follows
+// it: a record is written only after the one before it was synced.
+func (s *scanner) next() (record, error) {
+	if s.off == s.end {
+		return record{}, io.EOF
+	}
+	payload, total, bad := s.frame()
+	if bad != "" {
+		if s.wholeRecordAfter() {
+			return record{}, fmt.Errorf("%w (record at byte %d: %s)", ErrJournalDamaged, s.off, bad)
+		}
+		return record{}, errTorn
+	}
+	r, err := parseRecord(payload)
+	if err == nil && r.seq != s.last+1 {
+		err = fmt.Errorf("sequence number %d after %d", r.seq, s.last)
+	}
+	if err != nil {
+		return record{}, fmt.Errorf("%w (record at byte %d: %v)", ErrJournalDamaged, s.off, err)
+	}
+	s.last = r.seq
+	s.off += total
+	return r, nil
+}
+
+// frame reads the record at s.off and checks its framing and hash. bad
+// says what is wrong, or is empty.
+func (s *scanner) frame() (payload []byte, total int64, bad string) {
+	payload, total, bad = readFrame(io.NewSectionReader(s.f, s.off, s.end-s.off), s.buf)
+	s.buf = payload[:0]
+	return payload, total, bad
+}
+
+// readFrame reads one framed record from r into buf.
+func readFrame(r *io.SectionReader, buf []byte) (payload []byte, total int64, bad string) {
+	var head [frameHeader]byte
+	if _, err := io.ReadFull(r, head[:]); err != nil {
+		return buf[:0], 0, "shorter than a record's header"
+	}
+	if string(head[:len(journalMagic)]) != journalMagic {
+		return buf[:0], 0, "no record starts there"
+	}
+	size := binary.BigEndian.Uint64(head[len(journalMagic):])
+	if size > maxRecord || size+sha256.Size > uint64(r.Size()-int64(frameHeader)) {
+		return buf[:0], 0, "its length runs past the journal's end"
+	}
+	if uint64(cap(buf)) < size+sha256.Size {
+		buf = make([]byte, size+sha256.Size)
+	}
+	buf = buf[:size+sha256.Size]
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return buf[:0], 0, "it cannot be read: " + err.Error()
+	}
+	h := sha256.New()
+	h.Write(head[:])
+	h.Write(buf[:size])
+	if !bytes.Equal(h.Sum(nil), buf[size:]) {
+		return buf[:0], 0, "its SHA-256 does not match"
+	}
+	return buf[:size], int64(frameHeader) + int64(size) + sha256.Size, ""
+}
+
+// wholeRecordAfter reports whether a whole record (magic, length and
+// hash) starts anywhere after s.off: then the bad record at s.off is not
+// a torn tail but damage.
+func (s *scanner) wholeRecordAfter() bool {
+	br := bufio.NewReaderSize(io.NewSectionReader(s.f, s.off+1, s.end-s.off-1), 64<<10)
+	var buf []byte
+	matched := 0
+	for pos := s.off + 1; ; pos++ {
+		c, err := br.ReadByte()
+		if err != nil {
+			return false
+		}
+		if c != journalMagic[matched] {
+			matched = 0
+		}
+		if c != journalMagic[matched] {
+			continue
+		}
+		if matched++; matched < len(journalMagic) {
+			continue
+		}
+		matched = 0
+		start := pos - int64(len(journalMagic)) + 1
+		var bad string
+		if buf, _, bad = readFrame(io.NewSectionReader(s.f, start, s.end-start), buf); bad == "" {
+			return true
+		}
+	}
+}
+
+// journal is the open journal file of a ledger, locked for its life.
+type journal struct {
+	f *os.File
+
+	mu     sync.Mutex // guards the fields below; writes also hold bbolt's writer lock
+	size   int64      // the length of its whole records
+	seq    uint64     // the newest record's sequence number
+	held   uint64     // the newest transaction record's sequence number
+	clean  bool       // the newest record is a clean marker for held
+	broken error      // non-nil: nothing more may be appended
+}
+
+// openJournal opens (creating if create) and locks the journal at path,
+// waiting up to 2 seconds for another process to let go of it.
+func openJournal(path string, create bool) (*journal, error) {
+	flags := os.O_RDWR
+	if create {
+		flags |= os.O_CREATE | os.O_EXCL
+	}
+	f, err := os.OpenFile(path, flags, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("opening the ledger journal: %w", err)
+	}
+	if err := lockFile(f, unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%w (%s stayed locked for 2 seconds)", ErrInUse, path)
+	}
+	return &journal{f: f}, nil
+}
+
+// lockFile takes a flock of kind how on f, trying for 2 seconds.
+func lockFile(f *os.File, how int) error {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
+		if err == nil || !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// scan checks every record of the journal (framing, hash, sequence) and
+// cuts a torn last record away, durably. each, when not nil, sees every
+// transaction record in order.
+func (j *journal) scan(each func(record) error) error {
+	err := j.walk(each)
+	switch {
+	case errors.Is(err, io.EOF):
+		return nil
+	case errors.Is(err, errTorn) && each == nil:
+		return j.cut(j.size)
+	case errors.Is(err, errTorn): // a second pass: the first one cut it
+		return nil
+	}
+	return err
+}
+
+// walk reads every record in order, keeping the journal's size (of its
+// whole records), newest sequence number, held record and clean state,
+// and returns io.EOF at its end, errTorn before a torn tail, or what
+// damaged it.
+func (j *journal) walk(each func(record) error) error {
+	info, err := j.f.Stat()
+	if err != nil {
+		return err
+	}
+	s := &scanner{f: j.f, end: info.Size()}
+	j.seq, j.held, j.clean = 0, 0, false
+	for {
+		r, err := s.next()
+		if err != nil {
+			j.size = s.off
+			return err
+		}
+		j.seq = r.seq
+		j.clean = r.kind == kindClean && r.held == j.held
+		if r.kind != kindTx {
+			continue
+		}
+		j.held = r.seq
+		if each != nil {
+			if err := each(r); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// cut truncates the journal to size and syncs it.
+func (j *journal) cut(size int64) error {
+	if err := j.f.Truncate(size); err != nil {
+		return err
+	}
+	return unix.Fdatasync(int(j.f.Fd()))
+}
+
+// append writes r as the next record and syncs it: the one durable step
+// of a ledger commit. On failure the journal is cut back to where it was;
+// if even that fails it is broken, and nothing more is appended.
+func (j *journal) append(r record) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.broken != nil {
+		return j.broken
+	}
+	r.seq = j.seq + 1
+	n, err := writeRecord(io.NewOffsetWriter(j.f, j.size), r)
+	if err == nil {
+		err = syncJournal(j.f)
+	}
+	if err != nil {
+		if cutErr := j.cut(j.size); cutErr != nil {
+			j.broken = fmt.Errorf("%w: writing the ledger journal failed (%v) and it could not be cut back (%v); restart custodian to recover it", ErrBlocked, err, cutErr)
+		}
+		return fmt.Errorf("writing the ledger journal: %w", err)
+	}
+	j.size, j.seq = j.size+n, r.seq
+	j.clean = r.kind == kindClean
+	if r.kind == kindTx {
+		j.held = r.seq
+	}
+	return nil
+}
+
+// beforeIndexCommit, when set, runs between the journal's sync and the
+// index's commit: a test kills the process there.
+var beforeIndexCommit func()
+
+// syncJournal makes the journal's new record durable. A variable so that
+// a deliberate break can leave it out.
+var syncJournal = func(f *os.File) error { return unix.Fdatasync(int(f.Fd())) }
+
+// nextSeq is the sequence number the next record gets.
+func (j *journal) nextSeq() uint64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.seq + 1
+}
+
+// block makes the journal refuse every further append with err.
+func (j *journal) block(err error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.broken == nil {
+		j.broken = err
+	}
+}
+
+func (j *journal) err() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.broken
+}
+
+// wtx is a ledger write transaction. Every change goes through it, so
+// that the journal record lists them all; reads use the bbolt
+// transaction.
+type wtx struct {
+	*bolt.Tx
+	ops []op
+}
+
+// appendOnlyBuckets have keys that only ever grow, filled densely:
+// bbolt's default leaves pages half empty for inserts that never come.
+var appendOnlyBuckets = map[string]bool{string(bucketEntries): true, string(bucketHashes): true, string(bucketSalts): true}
+
+func (w *wtx) put(bucket, key, val []byte) error {
+	return w.apply(op{code: opPut, bucket: bucket, key: key, val: val})
+}
+
+func (w *wtx) delete(bucket, key []byte) error {
+	return w.apply(op{code: opDelete, bucket: bucket, key: key})
+}
+
+// createBucket creates bucket unless it exists.
+func (w *wtx) createBucket(bucket []byte) error {
+	if w.Bucket(bucket) != nil {
+		return nil
+	}
+	return w.apply(op{code: opBucket, bucket: bucket})
+}
+
+// apply makes o in the bbolt transaction and records it.
+func (w *wtx) apply(o op) error {
+	if err := applyOp(w.Tx, o); err != nil {
+		return err
+	}
+	w.ops = append(w.ops, o)
+	return nil
+}
+
+// applyOp makes o in tx: for a commit and for a replay alike.
+func applyOp(tx *bolt.Tx, o op) error {
+	if o.code == opBucket {
+		_, err := tx.CreateBucket(o.bucket)
+		return err
+	}
+	b := tx.Bucket(o.bucket)
+	if b == nil {
+		return fmt.Errorf("the ledger has no %s bucket", o.bucket)
+	}
+	if appendOnlyBuckets[string(o.bucket)] {
+		b.FillPercent = 0.95
+	}
+	if o.code == opDelete {
+		return b.Delete(o.key)
+	}
+	return b.Put(o.key, o.val)
+}
+
+// errIndexBehind: a transaction is durable in the journal but its index
+// commit failed. It stands; the next Open rebuilds the index.
+var errIndexBehind = fmt.Errorf("%w: the change is in the ledger journal but ledger.db could not be updated; restart custodian to rebuild ledger.db from the journal", ErrBlocked)
+
+// update runs fn in one ledger transaction: its operations become one
+// journal record, appended and synced, then the index commits. If fn or
+// the journal's write fails, nothing was written. An error wrapping
+// errIndexBehind means the transaction is durable and the ledger blocks.
+func (l *Ledger) update(fn func(*wtx) error) error {
+	indexed, err := l.commit(fn)
+	if err != nil {
+		return err
+	}
+	return indexed()
+}
+
+// commit is update that returns once the transaction is durable (its
+// journal record synced), with the index's commit under way: indexed
+// waits for it. An append increments the TPM counter meanwhile.
+func (l *Ledger) commit(fn func(*wtx) error) (indexed func() error, err error) {
+	if err := l.j.err(); err != nil {
+		return nil, err
+	}
+	tx, err := l.db.Begin(true)
+	if err != nil {
+		return nil, err
+	}
+	w := &wtx{Tx: tx}
+	if err := fn(w); err != nil {
+		tx.Rollback()
+		return nil, err
+	}
+	if err := w.put(bucketMeta, metaJournalSeq, u64(l.j.nextSeq())); err != nil {
+		tx.Rollback()
+		return nil, err
+	}
+	if err := l.j.append(record{kind: kindTx, ops: w.ops}); err != nil {
+		tx.Rollback()
+		return nil, err
+	}
+	if beforeIndexCommit != nil {
+		beforeIndexCommit()
+	}
+	done := make(chan error, 1)
+	go func() { done <- tx.Commit() }()
+	return func() error {
+		if err := <-done; err != nil {
+			err = fmt.Errorf("%w (%v)", errIndexBehind, err)
+			l.j.block(err)
+			return err
+		}
+		return nil
+	}, nil
+}
