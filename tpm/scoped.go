@@ -6,12 +6,10 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"math/big"
-	"sync"
 
 	"github.com/google/go-tpm/tpm2"
 	"golang.org/x/crypto/cryptobyte"
@@ -400,47 +398,15 @@ func (k *ScopedKey) Marshal() []byte {
 // are a function of the bytes alone, and a device parses the same
 // bundle's key at every release.
 func ParseScopedKey(data []byte) (*ScopedKey, error) {
-	sum := sha256.Sum256(data)
-	if k, ok := parsedScoped.get(sum); ok {
-		return k.clone(), nil
-	}
-	// The parsed key refers into its encoding: parse a copy of it that
-	// no caller holds.
-	k, err := parseScopedKey(bytes.Clone(data))
+	k, err := parsedScoped.parse(data, parseScopedKey)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformedBlob, err)
 	}
-	parsedScoped.keep(sum, k)
 	return k.clone(), nil
 }
 
-// parsedScoped holds the scoped keys this process parsed and checked, by
-// the SHA-256 of their encoding; never more than maxParsed.
-var parsedScoped = parsedKeys{m: map[[32]byte]*ScopedKey{}}
-
-// maxParsed bounds parsedScoped: a device holds a few scoped keys.
-const maxParsed = 64
-
-type parsedKeys struct {
-	mu sync.Mutex
-	m  map[[32]byte]*ScopedKey
-}
-
-func (c *parsedKeys) get(sum [32]byte) (*ScopedKey, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	k, ok := c.m[sum]
-	return k, ok
-}
-
-func (c *parsedKeys) keep(sum [32]byte, k *ScopedKey) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.m) >= maxParsed {
-		clear(c.m)
-	}
-	c.m[sum] = k
-}
+// parsedScoped holds the scoped keys this process parsed and checked.
+var parsedScoped = newParsed[*ScopedKey]()
 
 // clone is a copy of k whose exported fields the caller may change
 // without changing k. The import key and the wrapped objects, which

@@ -267,12 +267,17 @@ var breaks = []mutant{
 		edits: []edit{{"tpm/kept.go", "\t\tif privateRefused(err) {", "\t\tif err != nil {"}},
 		pkg:   "./tpm", tests: []string{"TestKeptPartsSurviveAFullTPM"},
 	},
-	// A scoped key parsed once is not checked again, and each caller gets
-	// a key of its own.
+	// A scoped key or blob parsed once is not checked again, and each
+	// caller gets one of its own.
 	{
 		name:  "parsed scoped keys shared between callers",
-		edits: []edit{{"tpm/scoped.go", "\t\treturn k.clone(), nil\n", "\t\treturn k, nil\n"}},
+		edits: []edit{{"tpm/scoped.go", "\treturn k.clone(), nil\n", "\treturn k, nil\n"}},
 		pkg:   "./tpm", tests: []string{"TestParsedScopedKeysAreIndependentCopies"},
+	},
+	{
+		name:  "parsed blobs shared between callers",
+		edits: []edit{{"tpm/blob.go", "\treturn b.clone(), nil\n", "\treturn b, nil\n"}},
+		pkg:   "./tpm", tests: []string{"TestParsedBlobsAreIndependentCopies"},
 	},
 	// At the agency, a wrong batch names its custodian; a wrong partial of
 	// a version 1 package, for its envelope.
