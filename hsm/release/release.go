@@ -26,7 +26,8 @@
 //  5. After the press, the witnesses are asked again (refused as in step
 //     4), then the whole verification of steps 1–2 runs again — the
 //     trust store read again from disk, CRL freshness, the warrant's
-//     window, addressing and key IDs, the replay index, the PCRs — so a
+//     window, addressing and key IDs, the replay index, the PCRs and the
+//     floor (asked of the TPM while the warrant verifies: readAhead) — so a
 //     judge revoked, a window closed or a warrant used elsewhere while
 //     the device waited refuses the release ("changed_after_approval",
 //     with the cause). Before each later key ID's entry the checks that
