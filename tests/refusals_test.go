@@ -232,6 +232,13 @@ func (r *rig) expectRefusalWithList(t testing.TB, p7s, list []byte, code release
 // releaseOK submits, presses and returns the package.
 func (r *rig) releaseOK(t testing.TB, p7s []byte) (*release.Status, *escrow.Release) {
 	t.Helper()
+	return r.releaseOKAfter(t, p7s, func() {})
+}
+
+// releaseOKAfter is releaseOK with meanwhile run while the device waits
+// for the press.
+func (r *rig) releaseOKAfter(t testing.TB, p7s []byte, meanwhile func()) (*release.Status, *escrow.Release) {
+	t.Helper()
 	status, st, eb := r.c.submit(t, p7s)
 	if status != http.StatusAccepted {
 		t.Fatalf("submit: %d %+v", status, eb)
@@ -239,6 +246,7 @@ func (r *rig) releaseOK(t testing.TB, p7s []byte) (*release.Status, *escrow.Rele
 	if st.State != release.StateAwaitingPress || st.Summary == "" {
 		t.Fatalf("submit: %+v", st)
 	}
+	meanwhile()
 	time.Sleep(20 * time.Millisecond)
 	r.press()
 	st = r.c.wait(t, st.ID)

@@ -71,12 +71,27 @@ func (b *Blob) Marshal() []byte {
 // ParseBlob decodes and checks a blob: canonical encoding, a template
 // import key,
 // a usable PCR policy, and a sealed object bound to exactly that policy.
+//
+// A blob already parsed in this process is not checked again (as for
+// ParseScopedKey): the checks are a function of the bytes alone.
 func ParseBlob(data []byte) (*Blob, error) {
-	b, err := parseBlob(data)
+	b, err := parsedBlobs.parse(data, parseBlob)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformedBlob, err)
 	}
-	return b, nil
+	return b.clone(), nil
+}
+
+// parsedBlobs holds the blobs this process parsed and checked.
+var parsedBlobs = newParsed[*Blob]()
+
+// clone is a copy of b whose exported fields the caller may change
+// without changing b. The import key and the sealed object, which
+// nothing changes, are shared.
+func (b *Blob) clone() *Blob {
+	c := *b
+	c.PCRs = b.PCRs.Clone()
+	return &c
 }
 
 func parseBlob(data []byte) (*Blob, error) {

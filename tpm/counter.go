@@ -1,9 +1,11 @@
 package tpm
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
@@ -89,13 +91,30 @@ func (c Counter) handle(t transport.TPM) (tpm2.AuthHandle, error) {
 
 // name is the index's Name before or after its first write.
 func (c Counter) name(written bool) (tpm2.TPM2BName, error) {
+	key := counterName{c.Index, written}
+	if name, ok := counterNames.Load(key); ok {
+		return tpm2.TPM2BName{Buffer: bytes.Clone(name.([]byte))}, nil
+	}
 	public := c.public()
 	public.Attributes.Written = written
 	name, err := tpm2.NVName(&public)
 	if err != nil {
 		return tpm2.TPM2BName{}, err
 	}
+	counterNames.Store(key, bytes.Clone(name.Buffer))
 	return *name, nil
+}
+
+// counterNames keeps the Names name computed: a counter's public area is
+// the fixed template at its index, so its Name is a function of the index
+// and the written bit alone, and go-tpm computes it by reflection, at a
+// cost near a TPM command's (every ReadFloor checks the index against
+// both Names). A process uses a few indices.
+var counterNames sync.Map // counterName → []byte
+
+type counterName struct {
+	index   tpm2.TPMHandle
+	written bool
 }
 
 // Read returns the counter's value.

@@ -109,19 +109,15 @@ func RaiseFloor(t transport.TPM, to uint64) (uint64, error) {
 }
 
 // floorName is the Name of the floor index after its first increment,
-// computed from the template, never read from the TPM. The template is
-// fixed, so it is computed once.
+// computed from the template (once: Counter.name), never read from the
+// TPM.
 func floorName() tpm2.TPM2BName {
-	return tpm2.TPM2BName{Buffer: bytes.Clone(floorNameOnce())}
-}
-
-var floorNameOnce = sync.OnceValue(func() []byte {
 	name, err := floorCounter.name(true)
 	if err != nil {
 		panic("tpm: naming the floor template: " + err.Error())
 	}
-	return name.Buffer
-})
+	return name
+}
 
 // policyFloor is the policy term that admits a secret of version v only
 // while the floor is at most v.

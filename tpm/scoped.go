@@ -6,7 +6,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -14,8 +13,6 @@ import (
 
 	"github.com/google/go-tpm/tpm2"
 	"golang.org/x/crypto/cryptobyte"
-
-	"github.com/custodian-project/custodian/internal/bytecache"
 )
 
 // ScopedKey is a share kept as a TPM key that computes with it but never
@@ -401,23 +398,15 @@ func (k *ScopedKey) Marshal() []byte {
 // are a function of the bytes alone, and a device parses the same
 // bundle's key at every release.
 func ParseScopedKey(data []byte) (*ScopedKey, error) {
-	sum := sha256.Sum256(data)
-	if k, ok := parsedScoped.Get(string(sum[:])); ok {
-		return k.clone(), nil
-	}
-	// The parsed key refers into its encoding: parse a copy of it that
-	// no caller holds.
-	k, err := parseScopedKey(bytes.Clone(data))
+	k, err := parsedScoped.parse(data, parseScopedKey)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformedBlob, err)
 	}
-	parsedScoped.Add(string(sum[:]), k)
 	return k.clone(), nil
 }
 
-// parsedScoped holds the scoped keys this process parsed and checked, by
-// the SHA-256 of their encoding: a device holds a few scoped keys.
-var parsedScoped = bytecache.New[*ScopedKey](64)
+// parsedScoped holds the scoped keys this process parsed and checked.
+var parsedScoped = newParsed[*ScopedKey]()
 
 // clone is a copy of k whose exported fields the caller may change
 // without changing k. The import key and the wrapped objects, which

@@ -299,6 +299,72 @@ func TestParseBlobRefusesDamage(t *testing.T) {
 	}
 }
 
+// TestParsedBlobsAreIndependentCopies: ParseBlob remembers what it
+// checked, by the encoding's hash (a device parses the same bundle's blob
+// at every release). Each caller still gets its own blob (changing one's
+// PCRs or version changes no other's), a blob no longer depends on the
+// caller's buffer, the next parse gives the blob of its own bytes, and
+// bytes edited after a good parse are refused.
+func TestParsedBlobsAreIndependentCopies(t *testing.T) {
+	ek := tpmtest.RandomImportKey(t)
+	pcrs := tpm.PCRValues{8: bytes.Repeat([]byte{1}, 32)}
+	blob, err := tpm.Seal(ek, pcrs, testVersion, []byte("share"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := blob.Marshal()
+	buf := bytes.Clone(data)
+	first, err := tpm.ParseBlob(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clear(buf)
+	// The first caller's blob, then one from the memory, are changed.
+	for _, b := range []*tpm.Blob{first, nil} {
+		if b == nil {
+			if b, err = tpm.ParseBlob(data); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b.PCRs[8][0] = 2
+		b.PCRs[9] = make([]byte, 32)
+		b.Version++
+		switch key := b.Key.PublicKey().(type) {
+		case *rsa.PublicKey:
+			key.E = 3
+		case *ecdsa.PublicKey:
+			key.X.SetInt64(1)
+		}
+	}
+	third, err := tpm.ParseBlob(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !third.PCRs.Equal(pcrs) || third.Version != testVersion || !bytes.Equal(third.Marshal(), data) {
+		t.Fatal("a parsed blob changed with another caller's copy or with the caller's buffer")
+	}
+	if !bytes.Equal(third.Key.MarshalPKIX(), ek.MarshalPKIX()) {
+		t.Fatal("the import key changed with another caller's copy")
+	}
+	// Other bytes, other blob: sealed at another version.
+	other, err := tpm.Seal(ek, pcrs, testVersion-1, []byte("share"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := tpm.ParseBlob(other.Marshal()); err != nil || got.Version != testVersion-1 {
+		t.Fatalf("another blob after a good parse: version %v, %v", got, err)
+	}
+	for what, edited := range map[string][]byte{
+		"magic":     append([]byte("X"), data[1:]...),
+		"truncated": data[:len(data)-1],
+		"trailing":  append(bytes.Clone(data), 0),
+	} {
+		if _, err := tpm.ParseBlob(edited); !errors.Is(err, tpm.ErrMalformedBlob) {
+			t.Errorf("%s, after a good parse: %v, want ErrMalformedBlob", what, err)
+		}
+	}
+}
+
 func FuzzParseBlob(f *testing.F) {
 	good := make([]byte, 32)
 	good[0] = 7

@@ -290,12 +290,17 @@ var breaks = []mutant{
 		edits: []edit{{"tpm/kept.go", "\t\tif privateRefused(err) {", "\t\tif err != nil {"}},
 		pkg:   "./tpm", tests: []string{"TestKeptPartsSurviveAFullTPM"},
 	},
-	// A scoped key parsed once is not checked again, and each caller gets
-	// a key of its own.
+	// A scoped key or blob parsed once is not checked again, and each
+	// caller gets one of its own.
 	{
 		name:  "parsed scoped keys shared between callers",
-		edits: []edit{{"tpm/scoped.go", "\t\treturn k.clone(), nil\n", "\t\treturn k, nil\n"}},
+		edits: []edit{{"tpm/scoped.go", "\treturn k.clone(), nil\n", "\treturn k, nil\n"}},
 		pkg:   "./tpm", tests: []string{"TestParsedScopedKeysAreIndependentCopies"},
+	},
+	{
+		name:  "parsed blobs shared between callers",
+		edits: []edit{{"tpm/blob.go", "\treturn b.clone(), nil\n", "\treturn b, nil\n"}},
+		pkg:   "./tpm", tests: []string{"TestParsedBlobsAreIndependentCopies"},
 	},
 	// At the agency, a wrong batch names its custodian; a wrong partial of
 	// a version 1 package, for its envelope.
@@ -375,9 +380,21 @@ var breaks = []mutant{
 	{
 		name: "no verification after the press",
 		edits: []edit{{"hsm/release/release.go",
-			"\tv, list, _, code, err := d.vet(r.p7s, r.detached, false, bundles)",
+			"\tv, list, _, code, err := d.vet(r.p7s, r.detached, false, bundles, state)",
 			"\tv, list, code, err := r.v, r.list, Code(\"\"), error(nil)\n\tfor _, k := range r.v.Warrant.KeyIDs {\n\t\tbundles[k], _ = d.cfg.Appliance.Bundle(k)\n\t}"}},
 		pkg: "./tests", tests: []string{"TestInvariantVerificationRunsAgainRightBeforeTheFirstReleaseEntry"},
+	},
+	{
+		name: "the TPM's state for the recheck read before the press",
+		edits: []edit{
+			{"hsm/release/release.go", "\tahead := startReadAhead(d.cfg.TPM, r.bundles)\n", ""},
+			{"hsm/release/release.go", "\terr := d.cfg.Button.Await(ctx, d.cfg.Window, ready)\n", "\tahead := startReadAhead(d.cfg.TPM, r.bundles)\n\terr := d.cfg.Button.Await(ctx, d.cfg.Window, ready)\n"}},
+		pkg: "./tests", tests: []string{"TestInvariantShareMustStillOpenAfterThePress"},
+	},
+	{
+		name:  "the recheck takes PCRs the read-ahead did not read",
+		edits: []edit{{"hsm/release/ahead.go", "\t\t\tif !ok {\n\t\t\t\treturn a.ask.pcrs(indices)\n", "\t\t\tif !ok {\n\t\t\t\tcontinue\n"}},
+		pkg:   "./tests", tests: []string{"TestInvariantVerificationRunsAgainRightBeforeTheFirstReleaseEntry"},
 	},
 	{
 		name: "no recheck before a later key ID's entry",

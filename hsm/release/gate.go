@@ -3,6 +3,7 @@ package release
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/google/go-tpm/tpm2"
@@ -51,6 +52,13 @@ var errNoRoom = errors.New("the TPM has no room for the release")
 // release entry spends the warrant, so a release that can already see it
 // would fail afterwards must not write it.
 func checkRoom(t transport.TPM) error {
+	// One command: both counts are in the TPM_PT_VAR group, sessions
+	// (TPM_PT_HR_LOADED_AVAIL) four properties before transient objects
+	// (TPM_PT_HR_TRANSIENT_AVAIL).
+	free, err := tpmProperties(t, tpm2.TPMPTHRLoadedAvail, tpm2.TPMPTHRTransientAvail)
+	if err != nil {
+		return fmt.Errorf("asking the TPM for its free object and session slots: %w", err)
+	}
 	for _, need := range []struct {
 		what string
 		pt   tpm2.TPMPT
@@ -59,31 +67,58 @@ func checkRoom(t transport.TPM) error {
 		{"transient object", tpm2.TPMPTHRTransientAvail, releaseObjects},
 		{"session", tpm2.TPMPTHRLoadedAvail, releaseSessions},
 	} {
-		free, err := tpmProperty(t, need.pt)
-		if err != nil {
-			return fmt.Errorf("asking the TPM for free %s slots: %w", need.what, err)
-		}
-		if free < need.n {
+		if free[need.pt] < need.n {
 			return fmt.Errorf("%w: %d free %s slot(s), %d needed; another program holds the TPM's slots, or a process died while it held them",
-				errNoRoom, free, need.what, need.n)
+				errNoRoom, free[need.pt], need.what, need.n)
 		}
 	}
 	return nil
 }
 
-func tpmProperty(t transport.TPM, pt tpm2.TPMPT) (uint32, error) {
-	rsp, err := tpm2.GetCapability{Capability: tpm2.TPMCapTPMProperties, Property: uint32(pt), PropertyCount: 1}.Execute(t)
+// tpmProperties reads the TPM properties want (TPM_PT values of one
+// group) with one TPM2_GetCapability over the range they span. A TPM may
+// answer with fewer properties than asked (TPM 2.0 Part 3,
+// GetCapability: moreData): one of want missing is asked for alone, and
+// one the TPM does not report then is an error.
+func tpmProperties(t transport.TPM, want ...tpm2.TPMPT) (map[tpm2.TPMPT]uint32, error) {
+	first, last := slices.Min(want), slices.Max(want)
+	got, err := getProperties(t, first, uint32(last-first)+1)
 	if err != nil {
-		return 0, err
+		return nil, err
+	}
+	for _, pt := range want {
+		if _, ok := got[pt]; ok {
+			continue
+		}
+		alone, err := getProperties(t, pt, 1)
+		if err != nil {
+			return nil, err
+		}
+		v, ok := alone[pt]
+		if !ok {
+			return nil, fmt.Errorf("the TPM does not report property %#x", uint32(pt))
+		}
+		got[pt] = v
+	}
+	return got, nil
+}
+
+// getProperties runs one TPM2_GetCapability for count TPM properties from
+// first on, and returns those the TPM reported.
+func getProperties(t transport.TPM, first tpm2.TPMPT, count uint32) (map[tpm2.TPMPT]uint32, error) {
+	rsp, err := tpm2.GetCapability{Capability: tpm2.TPMCapTPMProperties, Property: uint32(first), PropertyCount: count}.Execute(t)
+	if err != nil {
+		return nil, err
 	}
 	props, err := rsp.CapabilityData.Data.TPMProperties()
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	if len(props.TPMProperty) == 0 || props.TPMProperty[0].Property != pt {
-		return 0, fmt.Errorf("the TPM does not report property %#x", uint32(pt))
+	got := make(map[tpm2.TPMPT]uint32, len(props.TPMProperty))
+	for _, p := range props.TPMProperty {
+		got[p.Property] = p.Value
 	}
-	return props.TPMProperty[0].Value, nil
+	return got, nil
 }
 
 var errAttestBusy = errors.New("the TPM is busy (a release, or another attestation); try again in a moment")

@@ -26,7 +26,8 @@
 //  5. After the press, the witnesses are asked again (refused as in step
 //     4), then the whole verification of steps 1–2 runs again — the
 //     trust store read again from disk, CRL freshness, the warrant's
-//     window, addressing and key IDs, the replay index, the PCRs — so a
+//     window, addressing and key IDs, the replay index, the PCRs and the
+//     floor (asked of the TPM while the warrant verifies: readAhead) — so a
 //     judge revoked, a window closed or a warrant used elsewhere while
 //     the device waited refuses the release ("changed_after_approval",
 //     with the cause). Before each later key ID's entry the checks that
@@ -381,7 +382,7 @@ func (d *Daemon) SubmitFrom(officer string, p7s []byte, list *warrant.EnvelopeLi
 // check runs every refusal before the summary, and logs or counts it. The
 // bundles checked go into keep.
 func (d *Daemon) check(p7s []byte, detached *warrant.EnvelopeList, keep map[string]*escrow.Bundle) (*warrant.Verified, *warrant.EnvelopeList, *Refusal) {
-	v, list, signed, code, err := d.vet(p7s, detached, true, keep)
+	v, list, signed, code, err := d.vet(p7s, detached, true, keep, askTPM{d.cfg.TPM})
 	switch {
 	case err == nil:
 		return v, list, nil
@@ -402,8 +403,9 @@ func (d *Daemon) check(p7s []byte, detached *warrant.EnvelopeList, keep map[stri
 // verified warrant with its envelopes as one checked list (nil: none).
 // signed reports whether someone accountable stands behind the warrant —
 // its signatures verified against the trust store — whatever refused it
-// then. The bundles checked go into keep, unless it is nil.
-func (d *Daemon) vet(p7s []byte, detached *warrant.EnvelopeList, fresh bool, keep map[string]*escrow.Bundle) (v *warrant.Verified, list *warrant.EnvelopeList, signed bool, code Code, err error) {
+// then. The bundles checked go into keep, unless it is nil. state
+// answers what is asked of the TPM's state.
+func (d *Daemon) vet(p7s []byte, detached *warrant.EnvelopeList, fresh bool, keep map[string]*escrow.Bundle, state tpmState) (v *warrant.Verified, list *warrant.EnvelopeList, signed bool, code Code, err error) {
 	a := d.cfg.Appliance
 	if err := a.Ledger.Blocked(); err != nil {
 		if errors.Is(a.SignerErr, tpm.ErrDowngrade) {
@@ -433,11 +435,12 @@ func (d *Daemon) vet(p7s []byte, detached *warrant.EnvelopeList, fresh bool, kee
 		return nil, nil, signed, CodeBusy, errBusy
 	}
 	// The list is the warrant's (tree hash, count, key IDs, targets)
-	// before anything else is asked of it, and before the TPM is.
+	// before anything else is asked of it, and, for a submission, before
+	// the TPM is (after the press, readAhead reads its state meanwhile).
 	if list, err = v.Warrant.List(detached); err != nil {
 		return nil, nil, true, codeOf(err), err
 	}
-	if code, err := d.checkBundles(v.Warrant, list, keep); err != nil {
+	if code, err := d.checkBundles(v.Warrant, list, keep, state); err != nil {
 		return nil, nil, true, code, err
 	}
 	return v, list, true, "", nil
@@ -548,8 +551,8 @@ func signaturesVerified(code Code) bool {
 // warrant names, so it needs at least one; a share-mode key ID releases
 // the whole share, so naming envelopes for it would misstate the release —
 // or an envelope without its sealer's valid proof. The envelopes are all
-// checked before the TPM is asked anything.
-func (d *Daemon) checkBundles(w *warrant.Warrant, list *warrant.EnvelopeList, keep map[string]*escrow.Bundle) (Code, error) {
+// checked before the TPM's answers are taken.
+func (d *Daemon) checkBundles(w *warrant.Warrant, list *warrant.EnvelopeList, keep map[string]*escrow.Bundle, state tpmState) (Code, error) {
 	bundles := make([]*escrow.Bundle, 0, len(w.KeyIDs))
 	for _, k := range w.KeyIDs {
 		b, err := d.cfg.Appliance.Bundle(k)
@@ -562,7 +565,7 @@ func (d *Daemon) checkBundles(w *warrant.Warrant, list *warrant.EnvelopeList, ke
 		bundles = append(bundles, b)
 	}
 	for _, b := range bundles {
-		if code, err := d.checkOpens(b); err != nil {
+		if code, err := checkOpens(state, b); err != nil {
 			return code, err
 		}
 	}
@@ -574,17 +577,18 @@ func (d *Daemon) checkBundles(w *warrant.Warrant, list *warrant.EnvelopeList, ke
 	return "", nil
 }
 
-// checkOpens refuses a share the TPM would not open now: the PCRs are not
-// the ones it is sealed to, or the version floor rose above its image.
-func (d *Daemon) checkOpens(b *escrow.Bundle) (Code, error) {
-	now, err := tpm.ReadPCRs(d.cfg.TPM, b.Escrow.PCRs.Indices()...)
+// checkOpens refuses a share the TPM (its state as state answers) would
+// not open now: the PCRs are not the ones it is sealed to, or the version
+// floor rose above its image.
+func checkOpens(state tpmState, b *escrow.Bundle) (Code, error) {
+	now, err := state.pcrs(b.Escrow.PCRs.Indices())
 	if err != nil {
 		return CodeInternal, fmt.Errorf("reading PCRs: %w", err)
 	}
 	if !now.Equal(b.Escrow.PCRs) {
 		return CodePCRMismatch, fmt.Errorf("%w (key ID %s): the device did not boot the approved image", tpm.ErrPCRMismatch, b.Escrow.KeyID)
 	}
-	if err := belowFloor(d, b); err != nil {
+	if err := belowFloor(state, b); err != nil {
 		return CodeDowngrade, fmt.Errorf("key ID %s: %w", b.Escrow.KeyID, err)
 	}
 	return "", nil
@@ -724,11 +728,13 @@ func (d *Daemon) await(r *request, ready func()) {
 	unlock := d.gate.release()
 	defer unlock()
 	t0 := time.Now()
-	cause, err := d.recheck(r)
+	ahead := startReadAhead(d.cfg.TPM, r.bundles)
+	cause, err := d.recheck(r, ahead)
 	var full error
 	if err == nil {
-		full = checkRoom(d.cfg.TPM)
+		full = ahead.room()
 	}
+	ahead.wait()
 	d.update(r, func(s *Status) { s.Timings.RecheckMS += ms(time.Since(t0)) })
 	if err != nil {
 		d.refused(r, CodeChangedAfterApproval, cause, err)
@@ -747,11 +753,11 @@ func (d *Daemon) await(r *request, ready func()) {
 // recheck runs the whole verification again right before the first
 // release entry: the warrant approved minutes ago must still verify now
 // (trust store read again, CRL fresh, not revoked, window open, addressed
-// here, key IDs held, replay key unused, PCRs). It returns the code that
-// refused it.
-func (d *Daemon) recheck(r *request) (Code, error) {
+// here, key IDs held, replay key unused, PCRs, floor), the TPM's state
+// answered by state. It returns the code that refused it.
+func (d *Daemon) recheck(r *request, state tpmState) (Code, error) {
 	bundles := map[string]*escrow.Bundle{}
-	v, list, _, code, err := d.vet(r.p7s, r.detached, false, bundles)
+	v, list, _, code, err := d.vet(r.p7s, r.detached, false, bundles, state)
 	if err != nil {
 		return code, fmt.Errorf("the warrant no longer verifies after the press (%s): %w; nothing was released", code, err)
 	}
@@ -787,7 +793,7 @@ func (d *Daemon) recheckKeyID(r *request, keyID string, first int64) (Code, erro
 	if err != nil {
 		return fail(CodeNoShare, err)
 	}
-	if code, err := d.checkOpens(b); err != nil {
+	if code, err := checkOpens(askTPM{d.cfg.TPM}, b); err != nil {
 		return fail(code, err)
 	}
 	r.bundles[keyID] = b

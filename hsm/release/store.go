@@ -877,8 +877,8 @@ func tpmCode(err error, otherwise Code) Code {
 
 // belowFloor refuses, before the summary, a share whose image the TPM's
 // version floor no longer admits: the TPM would refuse it after the entry.
-func belowFloor(d *Daemon, b *escrow.Bundle) error {
-	floor, err := tpm.ReadFloor(d.cfg.TPM)
+func belowFloor(state tpmState, b *escrow.Bundle) error {
+	floor, err := state.floor()
 	if err != nil {
 		return err
 	}
