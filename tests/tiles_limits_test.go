@@ -41,6 +41,7 @@ func (c *tileCounter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // following docs/ledger.md reads every entry (it fetches 50 bundles at
 // once).
 func TestTilesFollowedUnderServeDefaultLimits(t *testing.T) {
+	t.Parallel() // shares nothing with the other tests, and takes long
 	r := newRig(t)
 	defer r.stop()
 	const n = 30 * 256
