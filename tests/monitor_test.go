@@ -269,6 +269,7 @@ func TestMonitorReportsARollbackAsStale(t *testing.T) {
 // saw (same size, another root) or longer (no consistency proof), and
 // keeps both signed checkpoints.
 func TestMonitorDetectsSplitView(t *testing.T) {
+	t.Parallel() // shares nothing with the other tests, and takes long
 	for _, c := range []struct {
 		name  string
 		extra int64 // entries the other history has beyond the seen one's size

@@ -278,6 +278,7 @@ func TestTileRoutesRefuseBadPaths(t *testing.T) {
 // export; a server that alters an entry bundle or a hash tile is refused,
 // and no checkpoint is written for it.
 func TestInvariantServerExportWritesOnlyWhatTheCheckpointSigns(t *testing.T) {
+	t.Parallel() // shares nothing with the other tests, and takes long
 	r := newRig(t)
 	defer r.stop()
 	growLedger(t, r, 300)
