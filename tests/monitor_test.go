@@ -304,6 +304,7 @@ func TestMonitorDetectsSplitView(t *testing.T) {
 // one altered on the way, is refused with exit 5 and moves no state; a
 // server that does not answer is exit 3, not an alarm about the log.
 func TestMonitorDetectsBadSignature(t *testing.T) {
+	t.Parallel() // shares nothing with the other tests
 	w := newWatched(t)
 	growLedger(t, w.r, 3)
 	if code, out, errOut := w.monitor(t); code != 0 {
@@ -349,6 +350,7 @@ func TestMonitorDetectsBadSignature(t *testing.T) {
 // the rolled-back copy is resolved and grows into another history it
 // exits 7 with its report.
 func TestMonitorServiceWarnsOnRollbackAndStopsOnSplitView(t *testing.T) {
+	t.Parallel() // shares nothing with the other tests
 	w := newWatched(t)
 	growLedger(t, w.r, 4)
 	old := w.snapshot(t)
