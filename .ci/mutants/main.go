@@ -181,7 +181,8 @@ func runTests(work string, m mutant) (string, error) {
 	pattern := "^(" + strings.Join(m.tests, "|") + ")$"
 	// No -trimpath: the standard library and the modules then come from
 	// the build cache `go test ./...` filled; only this tree's packages
-	// build again in the copy.
+	// build again in the copy. -failfast: the first failing named test
+	// catches the break; the rest need not run.
 	cmd := exec.Command("go", "test", "-count=1", "-failfast", "-json", "-run", pattern, m.pkg)
 	cmd.Dir = work
 	var stderr bytes.Buffer
