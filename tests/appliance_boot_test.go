@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -61,16 +63,16 @@ const (
 // -tags appliance; README's "The emulated boot" says what only a real Pi
 // shows.
 func TestApplianceBootsMeasuresAndReleases(t *testing.T) {
+	t.Parallel() // shares nothing with the other tests, and takes long
 	k := qemutest.RequireKernel(t)
 	tpmtest.RequireSwtpm(t)
 	dir := t.TempDir()
 	p := func(name string) string { return filepath.Join(dir, name) }
 	now := time.Now().UTC()
-	root := trusttest.NewRoot(t, "Test Court Root", now)
+	policy, root := qemuImage(t, k, dir)
 	judgeKey := trusttest.ECKeyP256(t)
 	judge := root.Judge(t, "Judge Ada", judgeKey.Public(), now)
 
-	policy := buildQEMUImage(t, k, dir, trusttest.PEM(root.Cert))
 	// The daemon's TLS files go onto the data partition from the build
 	// host, as docs/operator.md has the operator do before the first boot.
 	site := newSite(t)
@@ -183,6 +185,45 @@ func TestApplianceBootsMeasuresAndReleases(t *testing.T) {
 	}
 }
 
+// sharedQEMUImage is the QEMU example's image, built once for the tests
+// that boot it: building it takes longer than booting it. Each test boots
+// its own copy (qemuImage), since a boot writes to the image.
+var sharedQEMUImage struct {
+	once   sync.Once
+	built  bool
+	dir    string
+	root   *trusttest.CA
+	policy *bootpolicy.Policy
+}
+
+// qemuFiles are the files of the built image that a boot uses.
+var qemuFiles = []string{"custodian.img", "kernel8.img", "initramfs.img", "policy.json"}
+
+// qemuImage copies the QEMU example's image, built once with its court's
+// root, into dir (dir/custodian.img, kernel8.img, initramfs.img and
+// policy.json), and returns its policy and the court's root.
+func qemuImage(t *testing.T, k qemutest.Kernel, dir string) (*bootpolicy.Policy, *trusttest.CA) {
+	t.Helper()
+	img := &sharedQEMUImage
+	img.once.Do(func() {
+		// Beside the test binary's custodian, which TestMain removes.
+		img.dir = filepath.Join(filepath.Dir(binary), "qemu-image")
+		img.root = trusttest.NewRoot(t, "Test Court Root", time.Now().UTC())
+		img.policy = buildQEMUImage(t, k, img.dir, trusttest.PEM(img.root.Cert))
+		img.built = true
+	})
+	if !img.built {
+		t.Fatal("the QEMU image did not build: see the first test that built it")
+	}
+	for _, name := range qemuFiles {
+		// --sparse keeps the copy of the disk image as small as the built one.
+		if out, err := exec.Command("cp", "--sparse=always", filepath.Join(img.dir, name), filepath.Join(dir, name)).CombinedOutput(); err != nil {
+			t.Fatalf("copying the QEMU image's %s: %v\n%s", name, err, out)
+		}
+	}
+	return img.policy, img.root
+}
+
 // buildQEMUImage writes the QEMU example's manifest and a root into
 // dir/image, builds the image (dir/custodian.img, with copies of its
 // kernel and initramfs for QEMU) and returns custodian image measure's
@@ -251,12 +292,12 @@ func ceremonyWithHostCustodians(t *testing.T, dir string, m *qemutest.Machine, p
 // early init refuses it before the kernel parses any of its bytes, says
 // so on the console, and halts without measuring or mounting anything.
 func TestInvariantChangedRootIsNotMounted(t *testing.T) {
+	t.Parallel() // shares nothing with the other tests, and takes long
 	k := qemutest.RequireKernel(t)
 	tpmtest.RequireSwtpm(t)
 	dir := t.TempDir()
 	p := func(name string) string { return filepath.Join(dir, name) }
-	root := trusttest.NewRoot(t, "Test Court Root", time.Now())
-	buildQEMUImage(t, k, dir, trusttest.PEM(root.Cert))
+	qemuImage(t, k, dir)
 	qemutest.FlipByte(t, p("custodian.img"), layout.SlotA.RootPartition(), 1<<20)
 
 	m := qemutest.Boot(t, qemutest.Config{

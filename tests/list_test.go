@@ -197,6 +197,7 @@ func partialEncs(t testing.TB, r *rig, p7s []byte, pkg *escrow.Release) map[stri
 // the agency opens named ones (first, middle, last), and an envelope of
 // the same target and key ID that the list leaves out stays closed.
 func TestEnvelopeListOf10000OpensExactlyTheNamedEnvelopes2of3(t *testing.T) {
+	t.Parallel() // shares nothing with the other tests, and takes long
 	if testing.Short() {
 		t.Skip("20,000 partials on swtpm")
 	}

@@ -269,6 +269,7 @@ func TestMonitorReportsARollbackAsStale(t *testing.T) {
 // saw (same size, another root) or longer (no consistency proof), and
 // keeps both signed checkpoints.
 func TestMonitorDetectsSplitView(t *testing.T) {
+	t.Parallel() // shares nothing with the other tests, and takes long
 	for _, c := range []struct {
 		name  string
 		extra int64 // entries the other history has beyond the seen one's size
@@ -303,6 +304,7 @@ func TestMonitorDetectsSplitView(t *testing.T) {
 // one altered on the way, is refused with exit 5 and moves no state; a
 // server that does not answer is exit 3, not an alarm about the log.
 func TestMonitorDetectsBadSignature(t *testing.T) {
+	t.Parallel() // shares nothing with the other tests
 	w := newWatched(t)
 	growLedger(t, w.r, 3)
 	if code, out, errOut := w.monitor(t); code != 0 {
@@ -348,6 +350,7 @@ func TestMonitorDetectsBadSignature(t *testing.T) {
 // the rolled-back copy is resolved and grows into another history it
 // exits 7 with its report.
 func TestMonitorServiceWarnsOnRollbackAndStopsOnSplitView(t *testing.T) {
+	t.Parallel() // shares nothing with the other tests
 	w := newWatched(t)
 	growLedger(t, w.r, 4)
 	old := w.snapshot(t)

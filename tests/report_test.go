@@ -240,6 +240,7 @@ func artifactDir(t testing.TB) string {
 // network and no script, and every number its tables show equals the
 // ledgers' own count; the JSON says the same. The screenshot is kept.
 func TestReportPageInChromium(t *testing.T) {
+	t.Parallel() // shares nothing with the other tests, and takes long
 	need.Command(t, "chromium", "chromium")
 	a, b := newRigAs(t, "court-a"), newRigAs(t, "court-b")
 	defer a.stop()
@@ -314,6 +315,7 @@ func TestReportPageInChromium(t *testing.T) {
 // given twice stops the report with a message that names the cause, and
 // no page is written: nothing unchecked or counted twice is published.
 func TestInvariantReportCountsOnlyVerifiedEntries(t *testing.T) {
+	t.Parallel() // shares nothing with the other tests, and takes long
 	a, b := newRigAs(t, "court-a"), newRigAs(t, "court-b")
 	defer a.stop()
 	defer b.stop()

@@ -48,6 +48,7 @@ type strictFormat struct {
 // name, an unknown name, and the name repeated, plainly or escaped. An
 // escaped spelling of the exact name is the same name and parses.
 func TestInvariantEveryStrictFormatMatchesFieldNamesExactly(t *testing.T) {
+	t.Parallel() // shares nothing with the other tests, and takes long
 	tpmtest.RequireSwtpm(t)
 	dir := filepath.Join(t.TempDir(), "demo")
 	mustCLI(t, "demo", "--keep", dir)

@@ -41,6 +41,7 @@ func (c *tileCounter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // following docs/ledger.md reads every entry (it fetches 50 bundles at
 // once).
 func TestTilesFollowedUnderServeDefaultLimits(t *testing.T) {
+	t.Parallel() // shares nothing with the other tests, and takes long
 	r := newRig(t)
 	defer r.stop()
 	const n = 30 * 256
@@ -118,6 +119,7 @@ func TestInvariantLedgerReadsNeverUseTheOfficerBucket(t *testing.T) {
 // TestExportWaitsOutRetryAfter: export --server waits as a 429 or 503
 // with Retry-After says and carries on.
 func TestExportWaitsOutRetryAfter(t *testing.T) {
+	t.Parallel() // shares nothing with the other tests
 	r := newRig(t)
 	defer r.stop()
 	growLedger(t, r, 300)
@@ -166,6 +168,7 @@ func TestInvariantTileHasOneURL(t *testing.T) {
 // every tile with 120 MiB is refused after the few KiB a tile can hold,
 // and export --server stays small.
 func TestInvariantExportServerHoldsOnlyWhatATileCanBe(t *testing.T) {
+	t.Parallel() // shares nothing with the other tests
 	r := newRig(t)
 	defer r.stop()
 	growLedger(t, r, 300)
@@ -216,6 +219,7 @@ func TestInvariantExportServerHoldsOnlyWhatATileCanBe(t *testing.T) {
 // refused as the same log gone back, and the mirror is told to keep its
 // directory as evidence, not to start over.
 func TestExportOfAShrunkLogKeepsTheMirror(t *testing.T) {
+	t.Parallel() // shares nothing with the other tests
 	r := newRig(t)
 	defer r.stop()
 	growLedger(t, r, 100)
@@ -248,6 +252,7 @@ func TestExportOfAShrunkLogKeepsTheMirror(t *testing.T) {
 // another key signs gets a message in the product's terms with a next
 // step, not the signature library's text.
 func TestExportServerMessagesNameCauseAndNextStep(t *testing.T) {
+	t.Parallel() // shares nothing with the other tests
 	r := newRig(t)
 	defer r.stop()
 	growLedger(t, r, 10)
@@ -268,6 +273,7 @@ func TestExportServerMessagesNameCauseAndNextStep(t *testing.T) {
 // just the same: an altered hash tile or bundle in DIR is refused, and the
 // directory keeps its checkpoint.
 func TestInvariantServerExportChecksTilesAlreadyInDIR(t *testing.T) {
+	t.Parallel() // shares nothing with the other tests
 	r := newRig(t)
 	defer r.stop()
 	growLedger(t, r, 300)

@@ -67,6 +67,7 @@ func followCheckpoint(t *testing.T, f *torchwood.TileFetcher, vkey string) torch
 // signed tree), and proves the tree of a later checkpoint consistent with
 // the earlier one across a full tile. None of this project's code checks.
 func TestTilesFollowedByIndependentClient(t *testing.T) {
+	t.Parallel() // shares nothing with the other tests
 	r := newRig(t)
 	defer r.stop()
 	auditor := r.srv.Client() // trusts the server; presents no certificate
@@ -151,6 +152,7 @@ func TestTilesFollowedByIndependentClient(t *testing.T) {
 // TestTilesExportIsWhatIsServed: ledger export writes, file for file, the
 // bytes the daemon serves at the same paths under /v1/tlog/.
 func TestTilesExportIsWhatIsServed(t *testing.T) {
+	t.Parallel() // shares nothing with the other tests
 	r := newRig(t)
 	defer r.stop()
 	growLedger(t, r, 260)
@@ -211,6 +213,7 @@ func TestTilesExportIsWhatIsServed(t *testing.T) {
 // request, a tile past the tree is not found, each with its code and a
 // message; none reads more than a tile or changes the ledger.
 func TestTileRoutesRefuseBadPaths(t *testing.T) {
+	t.Parallel() // shares nothing with the other tests
 	r := newRig(t)
 	defer r.stop()
 	growLedger(t, r, 10)
@@ -278,6 +281,7 @@ func TestTileRoutesRefuseBadPaths(t *testing.T) {
 // export; a server that alters an entry bundle or a hash tile is refused,
 // and no checkpoint is written for it.
 func TestInvariantServerExportWritesOnlyWhatTheCheckpointSigns(t *testing.T) {
+	t.Parallel() // shares nothing with the other tests, and takes long
 	r := newRig(t)
 	defer r.stop()
 	growLedger(t, r, 300)

@@ -6,10 +6,12 @@
 // when a fragment is no longer in the source (a refactor changed the code:
 // update the break with it, so the property stays guarded).
 //
-//	go run ./.ci/mutants [-run REGEXP] [-keep]
+//	go run ./.ci/mutants [-run REGEXP] [-j N] [-keep]
 //
-// The working tree is never changed. It prints one line per break and
-// ends with "mutants: N caught, M survived".
+// The working tree is never changed. Breaks run on N workers at once
+// (default 2), each in its own copy of the tree. It prints one line per
+// break, in the list's order, and ends with "mutants: N caught, M
+// survived".
 package main
 
 import (
@@ -43,47 +45,102 @@ type mutant struct {
 
 func main() {
 	run := flag.String("run", "", "only the breaks whose name matches this regular expression")
-	keep := flag.Bool("keep", false, "keep the copy of the tree")
+	keep := flag.Bool("keep", false, "keep the copies of the tree")
+	workers := flag.Int("j", 2, "breaks tried at once, each in its own copy of the tree")
 	flag.Parse()
 	filter, err := regexp.Compile(*run)
 	if err != nil {
 		fail(err)
 	}
+	if *workers < 1 {
+		fail(fmt.Errorf("-j %d: at least one break must run at a time", *workers))
+	}
 	root, err := gitOutput("rev-parse", "--show-toplevel")
 	if err != nil {
 		fail(err)
 	}
-	work, err := os.MkdirTemp("", "custodian-mutants-")
-	if err != nil {
-		fail(err)
-	}
-	if *keep {
-		fmt.Println("copy of the tree:", work)
-	} else {
-		defer os.RemoveAll(work)
-	}
-	if err := copyTree(strings.TrimSpace(root), work); err != nil {
-		fail(err)
+	var chosen []mutant
+	for _, m := range breaks {
+		if filter.MatchString(m.name) {
+			chosen = append(chosen, m)
+		}
 	}
 	caught, survived := 0, 0
-	for _, m := range breaks {
-		if !filter.MatchString(m.name) {
-			continue
-		}
-		start := time.Now()
-		verdict, err := try(work, m)
-		if err == nil {
+	for r := range tryAll(strings.TrimSpace(root), chosen, min(*workers, max(len(chosen), 1)), *keep) {
+		if r.err == nil {
 			caught++
-			fmt.Printf("caught    %-60s %s (%s)\n", m.name, verdict, time.Since(start).Round(time.Second))
+			fmt.Printf("caught    %-60s %s (%s)\n", r.name, r.verdict, r.took.Round(time.Second))
 			continue
 		}
 		survived++
-		fmt.Printf("SURVIVED  %-60s %v\n", m.name, err)
+		fmt.Printf("SURVIVED  %-60s %v\n", r.name, r.err)
 	}
 	fmt.Printf("mutants: %d caught, %d survived\n", caught, survived)
 	if survived > 0 {
 		os.Exit(1)
 	}
+}
+
+// result is one break's verdict.
+type result struct {
+	name    string
+	verdict string
+	err     error
+	took    time.Duration
+}
+
+// tryAll tries the breaks on n workers, each with its own copy of the
+// tree (so two breaks of one package can run at once), and sends the
+// results in the order of breaks, each as soon as it and those before it
+// are done.
+func tryAll(root string, breaks []mutant, n int, keep bool) <-chan result {
+	works := make([]string, n)
+	for i := range works {
+		work, err := os.MkdirTemp("", "custodian-mutants-")
+		if err != nil {
+			fail(err)
+		}
+		if keep {
+			fmt.Println("copy of the tree:", work)
+		}
+		if err := copyTree(root, work); err != nil {
+			fail(err)
+		}
+		works[i] = work
+	}
+	done := make([]chan result, len(breaks))
+	for i := range done {
+		done[i] = make(chan result, 1)
+	}
+	next := make(chan int)
+	go func() {
+		for i := range breaks {
+			next <- i
+		}
+		close(next)
+	}()
+	for _, work := range works {
+		go func() {
+			for i := range next {
+				start := time.Now()
+				verdict, err := try(work, breaks[i])
+				done[i] <- result{breaks[i].name, verdict, err, time.Since(start)}
+			}
+		}()
+	}
+	ordered := make(chan result)
+	go func() {
+		defer close(ordered)
+		for _, d := range done {
+			ordered <- <-d
+		}
+		if !keep {
+			for _, work := range works {
+				os.RemoveAll(work)
+			}
+		}
+	}()
+	return ordered
 }
 
 // try applies m to the copy in work, runs its tests, and undoes it. It
@@ -124,8 +181,9 @@ func runTests(work string, m mutant) (string, error) {
 	pattern := "^(" + strings.Join(m.tests, "|") + ")$"
 	// No -trimpath: the standard library and the modules then come from
 	// the build cache `go test ./...` filled; only this tree's packages
-	// build again in the copy.
-	cmd := exec.Command("go", "test", "-count=1", "-json", "-run", pattern, m.pkg)
+	// build again in the copy. -failfast: the first failing named test
+	// catches the break; the rest need not run.
+	cmd := exec.Command("go", "test", "-count=1", "-failfast", "-json", "-run", pattern, m.pkg)
 	cmd.Dir = work
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
