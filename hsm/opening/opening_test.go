@@ -465,3 +465,27 @@ func TestSaltsFileRefusesAnUppercaseDigest(t *testing.T) {
 		t.Fatalf("the same file in lowercase: %v", err)
 	}
 }
+
+// TestBreakInterruptedRefusalAfterTheWindowOpens: a restart logs a key ID
+// approved and never released as a refusal with code interrupted
+// (hsm/release, recoverOne), written at the restart, which may come after
+// the warrant's window closed, as an interrupted release's failure entry
+// may. Both are entries about a warrant the appliance accepted inside its
+// window: opening either must not call the court unverified because of
+// the window.
+func TestBreakInterruptedRefusalAfterTheWindowOpens(t *testing.T) {
+	m, c := newLog(t), newCourt(t, "court-a")
+	late := testNow.Add(8 * 24 * time.Hour)
+	if _, err := c.store.SetCRL(c.root.CRL(t, late.Add(-time.Hour), late.Add(24*time.Hour)), late); err != nil {
+		t.Fatal(err)
+	}
+	m.at = late
+	failure := m.add(t, ledger.KindFailure, "2026-11", "interrupted", c.p7s)
+	if got, err := Check(New(m.prove(t, failure), m.salts[failure], c.p7s, nil), m.verifier, c.store); err != nil || !got.CourtVerified {
+		t.Fatalf("an interrupted failure after the window (control): %+v %v", got, err)
+	}
+	refusal := m.add(t, ledger.KindRefusal, "2026-11", "interrupted", c.p7s)
+	if got, err := Check(New(m.prove(t, refusal), m.salts[refusal], c.p7s, nil), m.verifier, c.store); err != nil || !got.CourtVerified {
+		t.Fatalf("an interrupted refusal (a key ID never released, logged at a restart after the window) does not open: %+v %v", got, err)
+	}
+}
