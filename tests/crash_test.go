@@ -31,6 +31,34 @@ import (
 const childStartLimit = 60 * time.Second
 
 // startChild runs the test binary as a daemon that kills itself at crashAt.
+// servedEntries reads every entry of d's ledger through its running
+// daemon's API (cl), each checked against the ledger's verifier key.
+func servedEntries(t *testing.T, d *device, cl *client) []*ledger.Entry {
+	t.Helper()
+	var health struct {
+		LedgerSize int64 `json:"ledger_size"`
+	}
+	cl.getJSON(t, "/v1/health", &health)
+	verifier, err := os.ReadFile(filepath.Join(d.data, "ledger-key.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]*ledger.Entry, health.LedgerSize)
+	for i := range out {
+		out[i] = cl.entryAt(t, int64(i), string(bytes.TrimSpace(verifier)))
+	}
+	return out
+}
+
+// kindsOf counts entries by kind.
+func kindsOf(entries []*ledger.Entry) map[ledger.Kind]int {
+	n := map[ledger.Kind]int{}
+	for _, e := range entries {
+		n[e.Kind]++
+	}
+	return n
+}
+
 // submitUntilKilled submits p7s (with its envelope list, or nil) to a
 // daemon started to be killed at a stage, presses the button, and waits
 // for the kill; it returns the submitted request's status.
@@ -127,18 +155,7 @@ func TestKillNineBetweenLedgerEntryAndResponse(t *testing.T) {
 		return after, cl, p7s
 	}
 
-	countKinds := func(cl *client) map[ledger.Kind]int {
-		n := map[ledger.Kind]int{}
-		var health struct {
-			LedgerSize int64 `json:"ledger_size"`
-		}
-		cl.getJSON(t, "/v1/health", &health)
-		verifier, _ := os.ReadFile(filepath.Join(d.data, "ledger-key.pub"))
-		for i := int64(0); i < health.LedgerSize; i++ {
-			n[cl.entryAt(t, i, string(bytes.TrimSpace(verifier))).Kind]++
-		}
-		return n
-	}
+	countKinds := func(cl *client) map[ledger.Kind]int { return kindsOf(servedEntries(t, d, cl)) }
 
 	// Killed after the entry, before the share was sealed: logged as failed.
 	st, cl, p7s := crash("entry", "W-kill-1")
@@ -230,15 +247,7 @@ func TestKillNineWhileTheTPMComputesAListsPartials(t *testing.T) {
 	if _, _, eb := cl.submitWithList(t, p7s, file.Bytes()); eb.Error.Code != release.CodeReplayed {
 		t.Fatalf("resubmitted after the kill: %+v", eb)
 	}
-	var health struct {
-		LedgerSize int64 `json:"ledger_size"`
-	}
-	cl.getJSON(t, "/v1/health", &health)
-	verifier, _ := os.ReadFile(filepath.Join(d.data, "ledger-key.pub"))
-	kinds := map[ledger.Kind]int{}
-	for i := int64(0); i < health.LedgerSize; i++ {
-		kinds[cl.entryAt(t, i, string(bytes.TrimSpace(verifier))).Kind]++
-	}
+	kinds := kindsOf(servedEntries(t, d, cl))
 	if kinds[ledger.KindRelease] != 1 || kinds[ledger.KindFailure] != 1 {
 		t.Fatalf("ledger after the kill: %v (want one release entry for 300 envelopes and its failure)", kinds)
 	}

@@ -1,10 +1,7 @@
 package tests
 
 import (
-	"bytes"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -87,15 +84,9 @@ func killTwoKeyIDs(t *testing.T, crashAt string, packages []string, releases, fa
 	if _, _, eb := cl.submit(t, p7s); eb.Error.Code != release.CodeReplayed {
 		t.Fatalf("resubmitted after the kill: %+v", eb)
 	}
-	var health struct {
-		LedgerSize int64 `json:"ledger_size"`
-	}
-	cl.getJSON(t, "/v1/health", &health)
-	verifier, _ := os.ReadFile(filepath.Join(d.data, "ledger-key.pub"))
-	n, interrupted := map[ledger.Kind]int{}, 0
-	for i := int64(0); i < health.LedgerSize; i++ {
-		e := cl.entryAt(t, i, string(bytes.TrimSpace(verifier)))
-		n[e.Kind]++
+	entries := servedEntries(t, d, cl)
+	n, interrupted := kindsOf(entries), 0
+	for _, e := range entries {
 		if e.Kind == ledger.KindRefusal && e.Reason == string(release.CodeInterrupted) {
 			interrupted++
 		}

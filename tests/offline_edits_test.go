@@ -69,6 +69,8 @@ const (
 	requestNote = "request/"
 	packageNote = "package/"
 	asideNote   = "unmatched/"
+	// recordsBoundNote, bound, says the version that binds records ran.
+	recordsBoundNote = "records/bound"
 )
 
 // editNote edits, offline, the note under key in the ledger's database:
@@ -96,15 +98,17 @@ func editNote(t *testing.T, dir, key string, edit func(old []byte) []byte) {
 	}
 }
 
-// unbindRecord writes request id's record note again unbound, as the
-// approved image does (the ledger's state is bound anew): the state an
-// older version, which bound no record, left.
-func unbindRecord(t *testing.T, d *device, id string) {
+// asLeftByTheOlderVersion writes request id's record note again unbound,
+// and the note that says this version ran unbound too, as the approved
+// image does (the ledger's state is bound anew): the state a version that
+// bound no record left, updated before its next start.
+func asLeftByTheOlderVersion(t *testing.T, d *device, id string) {
 	t.Helper()
 	onDevice(t, d, func(a *appliance.Appliance, _ transport.TPM) {
 		rec, err := a.Ledger.GetNote([]byte(requestNote+id), 1<<20)
 		if err == nil {
-			err = a.Ledger.PutNotes(ledger.Note{Key: []byte(requestNote + id), Value: rec})
+			err = a.Ledger.PutNotes(ledger.Note{Key: []byte(requestNote + id), Value: rec},
+				ledger.Note{Key: []byte(recordsBoundNote), Value: []byte("unbound")})
 		}
 		if err != nil {
 			t.Fatal(err)

@@ -652,8 +652,23 @@ var breaks = []mutant{
 	// restart, and a key ID never released is not logged as a failure.
 	{
 		name:  "an unfinished record is acted on without its binding",
-		edits: []edit{{"hsm/release/store.go", "	if err == nil && !legacy {\n\t\terr = d.inFlight(rec)\n\t}\n", ""}},
-		pkg:   "./tests", tests: []string{"TestInvariantOnlyRequestsLeftInFlightAreFinished"},
+		edits: []edit{{"hsm/release/store.go", "\tif !rec.bound && binding {", "\tif !rec.bound && binding && false {"}},
+		pkg:   "./tests", tests: []string{"TestInvariantOnlyRequestsLeftInFlightAreFinished", "TestInvariantOldLayoutRecordsAreFinishedOnlyAtTheFirstStart"},
+	},
+	{
+		name:  "records an older version left are not finished at the first start",
+		edits: []edit{{"hsm/release/store.go", "\tif !rec.bound && binding {", "\tif !rec.bound {"}},
+		pkg:   "./tests", tests: []string{"TestInvariantUpdateBetweenAKillAndTheRestartLogsTheInterruption"},
+	},
+	{
+		name:  "a package its record does not name is served",
+		edits: []edit{{"hsm/release/release.go", "\tcase err != nil || !slices.Contains(rec.Packages, keyID):", "\tcase err != nil:"}},
+		pkg:   "./tests", tests: []string{"TestInvariantOnlyPackagesTheRecordNamesAreServed"},
+	},
+	{
+		name:  "a share is unsealed after the ledger blocked",
+		edits: []edit{{"hsm/release/store.go", "\tif err := d.cfg.Appliance.Ledger.Blocked(); err != nil {\n\t\t// Blocked since the entry", "\tif err := d.cfg.Appliance.Ledger.Blocked(); err != nil && false {\n\t\t// Blocked since the entry"}},
+		pkg:   "./tests", tests: []string{"TestInvariantNothingIsUnsealedOnceTheLedgerBlocks"},
 	},
 	{
 		name:  "bound notes are not checked at open",

@@ -338,6 +338,10 @@ func courtChecked(verified bool) string {
 // A refusal's salt goes to whoever submitted the warrant's bytes, who need
 // not be its court (docs/threat-model.md, "Salts").
 func openingShows(o *opening.Opened) string {
+	if o.Entry.Kind == ledger.KindRefusal && o.Entry.Reason == ledger.ReasonInterrupted {
+		return fmt.Sprintf("it shows that custodian %s approved this warrant with the officer's press and stopped before releasing key ID %s: the refusal was logged at its next start, %s",
+			o.Custodian(), o.Entry.KeyID, o.Entry.Time.Format(time.RFC3339))
+	}
 	if o.Entry.Kind == ledger.KindRefusal {
 		return fmt.Sprintf("it shows only that a copy of this warrant was submitted to custodian %s and refused at %s: whoever submitted it held a copy, not necessarily the court, and the opening does not show that the court submitted or published it",
 			o.Custodian(), o.Entry.Time.Format(time.RFC3339))

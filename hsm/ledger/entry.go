@@ -68,6 +68,12 @@ const (
 	OutcomeRefused = "refused"
 )
 
+// ReasonInterrupted is the reason of what a restart logs for a request
+// the appliance stopped in: a failure after a key ID's release entry, or a
+// refusal of a key ID approved and never released. Either may be written
+// after the warrant's window closed.
+const ReasonInterrupted = "interrupted"
+
 // The entry encoding is a fixed sequence of "name value" lines; "-" stands
 // for an empty value. It is readable by people and has one canonical form:
 //

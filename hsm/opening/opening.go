@@ -289,9 +289,10 @@ func checkNames(out *Opened) error {
 // checkCourt verifies the warrant against courts as of the entry's time,
 // when the appliance acted on it. A refusal entry for the warrant's
 // window (not yet valid, expired) records exactly that failure, and a
-// failure entry may be written after the window closed (an interrupted
-// release is logged at the next start): for those two kinds the window
-// is no reason to refuse the opening; every other check still holds.
+// failure entry, or a refusal for an interruption, may be written after
+// the window closed (a restart logs the requests it stopped in): for
+// those the window is no reason to refuse the opening; every other check
+// still holds.
 func checkCourt(p7s []byte, e *ledger.Entry, courts *trust.Store) error {
 	v := &warrant.Verifier{Trust: courts, Now: func() time.Time { return e.Time }}
 	_, err := v.VerifySignatures(p7s)
@@ -300,7 +301,8 @@ func checkCourt(p7s []byte, e *ledger.Entry, courts *trust.Store) error {
 	}
 	r := warrant.ReasonOf(err)
 	window := r == warrant.ReasonExpired || r == warrant.ReasonNotYetValid
-	if window && (e.Kind == ledger.KindFailure || e.Kind == ledger.KindRefusal && string(r) == e.Reason) {
+	loggedLater := e.Kind == ledger.KindFailure || e.Kind == ledger.KindRefusal && e.Reason == ledger.ReasonInterrupted
+	if window && (loggedLater || e.Kind == ledger.KindRefusal && string(r) == e.Reason) {
 		return nil
 	}
 	return fmt.Errorf("%w as of the entry's time %s: %w", ErrCourtUnverified, e.Time.Format(time.RFC3339), err)

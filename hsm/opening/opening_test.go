@@ -466,14 +466,14 @@ func TestSaltsFileRefusesAnUppercaseDigest(t *testing.T) {
 	}
 }
 
-// TestBreakInterruptedRefusalAfterTheWindowOpens: a restart logs a key ID
+// TestInterruptedRefusalAfterTheWindowOpens: a restart logs a key ID
 // approved and never released as a refusal with code interrupted
 // (hsm/release, recoverOne), written at the restart, which may come after
 // the warrant's window closed, as an interrupted release's failure entry
 // may. Both are entries about a warrant the appliance accepted inside its
 // window: opening either must not call the court unverified because of
 // the window.
-func TestBreakInterruptedRefusalAfterTheWindowOpens(t *testing.T) {
+func TestInterruptedRefusalAfterTheWindowOpens(t *testing.T) {
 	m, c := newLog(t), newCourt(t, "court-a")
 	late := testNow.Add(8 * 24 * time.Hour)
 	if _, err := c.store.SetCRL(c.root.CRL(t, late.Add(-time.Hour), late.Add(24*time.Hour)), late); err != nil {

@@ -38,20 +38,20 @@ const (
 	CodeBadRequest       Code = "bad_request"
 	CodeUnavailable      Code = "unavailable" // e.g. attestation not configured
 	CodeShuttingDown     Code = "shutting_down"
-	CodeAttestBusy       Code = "attest_busy"          // an attestation or a release holds the TPM
-	CodeAttestFailed     Code = "attest_failed"        // the TPM could not quote (details in the daemon's log)
-	CodeTPMFull          Code = "tpm_full"             // after the press, before any entry: the TPM's slots are taken
-	CodeUnsealFailed     Code = "unseal_failed"        // failure after the ledger entry
-	CodeSealFailed       Code = "seal_failed"          // failure after the ledger entry
-	CodeStoreFailed      Code = "store_failed"         // failure after the ledger entry
-	CodeInterrupted      Code = "interrupted"          // the daemon stopped after the entry
-	CodeLedgerFailed     Code = "ledger_failed"        // the release entry could not be appended
-	CodeInternal         Code = "internal"             // a bug or an I/O error before any entry
-	CodeNotVerified      Code = "not_verified"         // a warrant error without a reason (never expected)
-	CodeNoShare          Code = "no_share"             // a key ID with no readable bundle
-	CodeNoEnvelopes      Code = "no_envelopes"         // a scoped key ID the warrant names no envelope of
-	CodeNotScoped        Code = "envelopes_not_scoped" // envelopes named for a share-mode key ID
-	CodePartialFailed    Code = "partial_failed"       // failure after the ledger entry (scoped mode)
+	CodeAttestBusy       Code = "attest_busy"            // an attestation or a release holds the TPM
+	CodeAttestFailed     Code = "attest_failed"          // the TPM could not quote (details in the daemon's log)
+	CodeTPMFull          Code = "tpm_full"               // after the press, before any entry: the TPM's slots are taken
+	CodeUnsealFailed     Code = "unseal_failed"          // failure after the ledger entry
+	CodeSealFailed       Code = "seal_failed"            // failure after the ledger entry
+	CodeStoreFailed      Code = "store_failed"           // failure after the ledger entry
+	CodeInterrupted      Code = ledger.ReasonInterrupted // the daemon stopped in the request (failure after an entry, refusal before one)
+	CodeLedgerFailed     Code = "ledger_failed"          // the release entry could not be appended
+	CodeInternal         Code = "internal"               // a bug or an I/O error before any entry
+	CodeNotVerified      Code = "not_verified"           // a warrant error without a reason (never expected)
+	CodeNoShare          Code = "no_share"               // a key ID with no readable bundle
+	CodeNoEnvelopes      Code = "no_envelopes"           // a scoped key ID the warrant names no envelope of
+	CodeNotScoped        Code = "envelopes_not_scoped"   // envelopes named for a share-mode key ID
+	CodePartialFailed    Code = "partial_failed"         // failure after the ledger entry (scoped mode)
 	// CodeUnprovenEnvelope: an envelope the warrant names lacks its
 	// sealer's valid proof of knowledge of its ephemeral key (a version 1
 	// envelope, or one made from another envelope's key); nothing is

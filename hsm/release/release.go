@@ -111,7 +111,8 @@ import (
 // DefaultWindow is how long the officer has to press the button.
 const DefaultWindow = 120 * time.Second
 
-// Dir holds request records and packages inside the data directory.
+// Dir held request records and packages inside the data directory before
+// they moved into the ledger (the old layout, still read and finished).
 const Dir = "releases"
 
 // States of a request.
@@ -205,10 +206,6 @@ func New(cfg Config) (*Daemon, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Daemon{cfg: cfg, requests: map[string]*request{}, ctx: ctx, cancel: cancel, tally: newTally(cfg.Now()), cosigner: cosigner, appended: make(chan struct{}, 1)}
-	if err := durable.MkdirAll(filepath.Join(cfg.Appliance.Dir, Dir), 0o700); err != nil {
-		cancel()
-		return nil, err
-	}
 	if err := d.recover(); err != nil {
 		cancel()
 		return nil, err
@@ -946,9 +943,17 @@ func (d *Daemon) Package(id, keyID string) ([]byte, error) {
 	if !ValidID(id) {
 		return nil, &Refusal{Code: CodeNotFound, Err: errors.New("no such request"), LedgerIndex: -1}
 	}
-	data, err := d.cfg.Appliance.Ledger.GetNote(packageKey(id, keyID), escrow.MaxReleaseSize)
-	if errors.Is(err, ledger.ErrNoNote) { // a request of a legacy data directory
+	// Only a package the request's record names: one planted beside it
+	// offline, for a key ID that failed, is not the request's.
+	rec, err := d.readRecord(id)
+	var data []byte
+	switch {
+	case err != nil || !slices.Contains(rec.Packages, keyID):
+		err = errors.New("not named by its record")
+	case rec.legacy:
 		data, err = durable.ReadRegular(d.packagePath(id, keyID), escrow.MaxReleaseSize)
+	default:
+		data, err = d.cfg.Appliance.Ledger.GetNote(packageKey(id, keyID), escrow.MaxReleaseSize)
 	}
 	if err != nil {
 		return nil, &Refusal{Code: CodeNotFound, Err: fmt.Errorf("no package for key ID %q in request %s", keyID, id), LedgerIndex: -1}

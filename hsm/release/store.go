@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -75,6 +76,9 @@ type record struct {
 	// legacy: the record was read from releases/<id>/request.json, and
 	// is written back there.
 	legacy bool
+	// bound: the ledger binds the record (read from the notes, in flight):
+	// it names every release entry and package of its request.
+	bound bool
 	// unlogged are the key IDs whose release entry is in the ledger
 	// without their package or a failure entry after it: the ledger
 	// refused the failure entry, or did not count the release entry and
@@ -374,6 +378,14 @@ func (d *Daemon) afterEntry(r *request, rec *record, b *escrow.Bundle, index int
 		d.logFailure(r.p7s, rec, keyID, code)
 		return code, err
 	}
+	if err := d.cfg.Appliance.Ledger.Blocked(); err != nil {
+		// Blocked since the entry (another append the TPM did not
+		// count): neither a package nor a failure entry could be
+		// stored, so nothing is unsealed; the key ID stays unlogged and
+		// the next start logs it interrupted.
+		rec.unlogged = append(rec.unlogged, keyID)
+		return CodeLedgerFailed, fmt.Errorf("the ledger blocked after key ID %s's release entry; nothing was unsealed: %w", keyID, err)
+	}
 	cosigned, code, err := d.witnessed(b, index, tm)
 	if code == CodeWitnessTimeout {
 		return code, fmt.Errorf("%w: %w", errAwaitingWitnesses, err)
@@ -634,7 +646,7 @@ func (d *Daemon) prove(index int64, cosigned *witnessedCheckpoint) (*ledger.Incl
 // ledger is blocked nothing can be checked or logged: records wait.
 func (d *Daemon) recover() error {
 	entries, err := os.ReadDir(filepath.Join(d.cfg.Appliance.Dir, Dir))
-	if err != nil {
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
 	l := d.cfg.Appliance.Ledger
@@ -642,24 +654,40 @@ func (d *Daemon) recover() error {
 		d.cfg.Log.Warn("interrupted requests are not checked while the ledger is blocked", "err", err)
 		return nil
 	}
+	binding, err := l.NoteBound(recordsBoundKey)
+	if err != nil {
+		return err
+	}
 	keys, err := l.NoteKeys([]byte(requestPrefix))
 	if err != nil {
 		return err
 	}
 	for _, k := range keys {
-		d.recoverID(strings.TrimPrefix(string(k), requestPrefix), false)
+		d.recoverID(strings.TrimPrefix(string(k), requestPrefix), false, binding)
 	}
 	for _, e := range entries {
 		if ValidID(e.Name()) {
-			d.recoverID(e.Name(), true)
+			d.recoverID(e.Name(), true, binding)
 		}
 	}
-	return nil
+	if binding {
+		return nil
+	}
+	return l.PutNotes(ledger.Note{Key: recordsBoundKey, Value: []byte("request records in flight are bound from here on"), Bound: true})
 }
 
+// recordsBoundKey is the note, bound for the ledger's life, that says this
+// version has run on it: every record it leaves in flight is bound. Until
+// it is there (the first start after an update), unfinished records an
+// older version left — unbound notes, or files of the old layout — are
+// finished under that version's checks; from then on, only bound records
+// are.
+var recordsBoundKey = []byte("records/bound")
+
 // recoverID finishes request id's record, from the notes or the legacy
-// directory, unless it is done.
-func (d *Daemon) recoverID(id string, legacy bool) {
+// directory, unless it is done. binding says that every record left in
+// flight since this ledger last started is bound (recordsBoundKey).
+func (d *Daemon) recoverID(id string, legacy, binding bool) {
 	var rec *record
 	err := errors.New("not a request ID")
 	if ValidID(id) {
@@ -668,8 +696,8 @@ func (d *Daemon) recoverID(id string, legacy bool) {
 	if err == nil && rec.Done {
 		return
 	}
-	if err == nil && !legacy {
-		err = d.inFlight(rec)
+	if err == nil {
+		err = d.inFlight(rec, binding)
 	}
 	if err == nil {
 		err = d.matchRecord(rec)
@@ -686,18 +714,22 @@ func (d *Daemon) recoverID(id string, legacy bool) {
 // errUnmatched wraps why a record is not one this appliance wrote.
 var errUnmatched = errors.New("the request record does not match the ledger")
 
-// inFlight accepts an unfinished record from the notes only if the ledger
-// binds it: the appliance wrote it as in flight, and Open found it as
-// written. A record planted, copied under another ID, or marked unfinished
-// again offline is not bound; nor is one an older version left (records
-// were not bound then: its request is logged as set aside, not finished).
-func (d *Daemon) inFlight(rec *record) error {
-	bound, err := d.cfg.Appliance.Ledger.NoteBound(requestKey(rec.ID))
-	switch {
-	case err != nil:
-		return err
-	case !bound:
-		return fmt.Errorf("%w: it is unfinished but not bound to the ledger's state (planted or edited offline, or written by an older version)", errUnmatched)
+// inFlight accepts an unfinished record only if the appliance left it in
+// flight: bound by the ledger (written so by this version, and found as
+// written at Open: rec.bound), or, at the first start of this version
+// (!binding), a record an older version left unbound or in the old file
+// layout, under that version's checks. A record planted, copied under
+// another ID, or marked unfinished again offline is never bound.
+func (d *Daemon) inFlight(rec *record, binding bool) error {
+	if !rec.legacy {
+		bound, err := d.cfg.Appliance.Ledger.NoteBound(requestKey(rec.ID))
+		if err != nil {
+			return err
+		}
+		rec.bound = bound
+	}
+	if !rec.bound && binding {
+		return fmt.Errorf("%w: it is unfinished but not bound to the ledger's state (planted, copied or edited offline)", errUnmatched)
 	}
 	return nil
 }
@@ -796,38 +828,40 @@ func (d *Daemon) setAside(id string, legacy bool, cause error) {
 }
 
 // recoverOne ends an interrupted request: each key ID without its package
-// or failure gets one entry, once. One whose release entry the record
-// names was released and not delivered: a failure entry (interrupted)
-// after it. One without a release entry was approved and never released:
-// a refusal (interrupted), so that no failure entry stands without its
-// release entry. A bound record's packages are the ones it names (each was
-// written with it); a legacy record's are looked for beside it.
+// or failure gets one entry, once. A bound record names every release
+// entry and package of its request (each was written with it): a key ID
+// whose entry it names was released and not delivered, a failure entry
+// (interrupted) follows that entry; one without an entry was approved and
+// never released, a refusal (interrupted), so that no failure entry stands
+// without its release entry. A record an older version left names only
+// its first entry: its packages are looked for, and each key ID without
+// one gets a failure entry, as that version did.
 func (d *Daemon) recoverOne(rec *record) error {
 	if rec.Failed == nil {
 		rec.Failed = map[string]Code{}
 	}
-	if rec.legacy {
+	if !rec.bound {
 		rec.Packages = nil
 	}
 	for _, k := range rec.KeyIDs {
 		stored := slices.Contains(rec.Packages, k)
-		if rec.legacy {
+		if !rec.bound {
 			var err error
 			if stored, err = d.packageStored(rec, k); err != nil {
 				return err
 			}
-		}
-		if stored {
-			if rec.legacy {
+			if stored {
 				rec.Packages = append(rec.Packages, k)
 			}
+		}
+		if stored {
 			continue
 		}
 		if _, ok := rec.Failed[k]; ok {
 			continue
 		}
 		kind := ledger.KindFailure
-		if _, entered := rec.LedgerIndices[k]; !entered && !rec.legacy {
+		if _, entered := rec.LedgerIndices[k]; !entered && rec.bound {
 			kind = ledger.KindRefusal
 		}
 		logged, err := d.interruptionLogged(rec, k, kind)

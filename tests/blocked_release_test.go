@@ -12,15 +12,13 @@ import (
 	"github.com/custodian-project/custodian/hsm/release"
 )
 
-// TestBreakLedgerBlockedAfterTheEntryUnsealsForNothing: notes are refused
+// TestInvariantNothingIsUnsealedOnceTheLedgerBlocks: notes are refused
 // while the ledger is blocked. Another append (a refusal the API logs for
 // another client's submission, a tally) whose counter increment the TPM
 // refuses blocks the ledger between a key ID's release entry and its
-// package. The daemon then still unseals the share and seals it to the
-// recipient, and throws the package away, since the package note is
-// refused: the share left the TPM for nothing. Either nothing is unsealed
-// once the ledger is blocked, or what was sealed is stored and served.
-func TestBreakLedgerBlockedAfterTheEntryUnsealsForNothing(t *testing.T) {
+// package. No package could then be stored, so the share is not unsealed:
+// it never leaves the TPM for nothing.
+func TestInvariantNothingIsUnsealedOnceTheLedgerBlocks(t *testing.T) {
 	var refuse *incrementRefused
 	r := newIdleRigVia(t, "court-a", func(tp transport.TPM) transport.TPM {
 		refuse = &incrementRefused{TPM: tp}
@@ -52,8 +50,7 @@ func TestBreakLedgerBlockedAfterTheEntryUnsealsForNothing(t *testing.T) {
 	r.press()
 	st = r.c.wait(t, st.ID)
 	unsealed, _ := r.rec.EncryptedResponses(tpm2.TPMCCUnseal, 1)
-	code, _ := r.c.get(t, "/v1/requests/"+st.ID+"/packages/2026-11")
-	if unsealed > 0 && code != http.StatusOK {
-		t.Fatalf("the share was unsealed (%d) after the ledger blocked, and its package is not kept (GET %d; request %s %v)", unsealed, code, st.State, st.Failed)
+	if unsealed > 0 || st.State != release.StateFailed || st.Failed["2026-11"] != release.CodeLedgerFailed {
+		t.Fatalf("after the ledger blocked between the entry and the unseal: %d unseal(s), request %s %v; want none, failed with ledger_failed", unsealed, st.State, st.Failed)
 	}
 }
