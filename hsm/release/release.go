@@ -27,7 +27,7 @@
 //     4), then the whole verification of steps 1–2 runs again — the
 //     trust store read again from disk, CRL freshness, the warrant's
 //     window, addressing and key IDs, the replay index, the PCRs and the
-//     floor (asked of the TPM while the warrant verifies: readAhead) — so a
+//     floor (asked of the TPM after the warrant verified again) — so a
 //     judge revoked, a window closed or a warrant used elsewhere while
 //     the device waited refuses the release ("changed_after_approval",
 //     with the cause). Before each later key ID's entry the checks that
@@ -379,7 +379,7 @@ func (d *Daemon) SubmitFrom(officer string, p7s []byte, list *warrant.EnvelopeLi
 // check runs every refusal before the summary, and logs or counts it. The
 // bundles checked go into keep.
 func (d *Daemon) check(p7s []byte, detached *warrant.EnvelopeList, keep map[string]*escrow.Bundle) (*warrant.Verified, *warrant.EnvelopeList, *Refusal) {
-	v, list, signed, code, err := d.vet(p7s, detached, true, keep, askTPM{d.cfg.TPM})
+	v, list, signed, code, err := d.vet(p7s, detached, true, keep, tpmState{d.cfg.TPM})
 	switch {
 	case err == nil:
 		return v, list, nil
@@ -433,7 +433,7 @@ func (d *Daemon) vet(p7s []byte, detached *warrant.EnvelopeList, fresh bool, kee
 	}
 	// The list is the warrant's (tree hash, count, key IDs, targets)
 	// before anything else is asked of it, and, for a submission, before
-	// the TPM is (after the press, readAhead reads its state meanwhile).
+	// the TPM is.
 	if list, err = v.Warrant.List(detached); err != nil {
 		return nil, nil, true, codeOf(err), err
 	}
@@ -725,13 +725,12 @@ func (d *Daemon) await(r *request, ready func()) {
 	unlock := d.gate.release()
 	defer unlock()
 	t0 := time.Now()
-	ahead := startReadAhead(d.cfg.TPM, r.bundles)
-	cause, err := d.recheck(r, ahead)
+	state := tpmState{d.cfg.TPM}
+	cause, err := d.recheck(r, state)
 	var full error
 	if err == nil {
-		full = ahead.room()
+		full = state.room()
 	}
-	ahead.wait()
 	d.update(r, func(s *Status) { s.Timings.RecheckMS += ms(time.Since(t0)) })
 	if err != nil {
 		d.refused(r, CodeChangedAfterApproval, cause, err)
@@ -790,7 +789,7 @@ func (d *Daemon) recheckKeyID(r *request, keyID string, first int64) (Code, erro
 	if err != nil {
 		return fail(CodeNoShare, err)
 	}
-	if code, err := checkOpens(askTPM{d.cfg.TPM}, b); err != nil {
+	if code, err := checkOpens(tpmState{d.cfg.TPM}, b); err != nil {
 		return fail(code, err)
 	}
 	r.bundles[keyID] = b
