@@ -47,6 +47,8 @@ type rig struct {
 	agency *recipient.Identity
 	skew   atomic.Int64 // added to the daemon's clock
 	hook   atomic.Pointer[func(stage, keyID string)]
+	// nowHook, when set, runs at each reading of the daemon's clock.
+	nowHook atomic.Pointer[func()]
 	// tally is the daemon's TallyInterval; 0: far longer than any test,
 	// so counted refusals are written only when the daemon stops.
 	tally  time.Duration
@@ -114,6 +116,9 @@ func (r *rig) open(t testing.TB) {
 }
 
 func (r *rig) now() time.Time {
+	if h := r.nowHook.Load(); h != nil {
+		(*h)()
+	}
 	return time.Now().Add(time.Duration(r.skew.Load()))
 }
 
