@@ -129,6 +129,19 @@ func TestInvariantTPMStateChangedWhileTheWarrantVerifiesAgainIsSeen(t *testing.T
 			if n := r.releaseEntries(t); n != releasesBefore {
 				t.Errorf("%d release entries written (ledger %d → %d): the warrant was spent on a release the TPM refused", n-releasesBefore, size, r.a.Ledger.Size())
 			}
+			// Whatever happened, the release left no session or object.
+			undo()
+			undo = func() {}
+			for _, pt := range []tpm2.TPMPT{tpm2.TPMPTHRLoadedAvail, tpm2.TPMPTHRTransientAvail} {
+				rsp, err := tpm2.GetCapability{Capability: tpm2.TPMCapTPMProperties, Property: uint32(pt), PropertyCount: 1}.Execute(r.tpm)
+				if err != nil {
+					t.Fatal(err)
+				}
+				props, err := rsp.CapabilityData.Data.TPMProperties()
+				if err != nil || len(props.TPMProperty) == 0 || props.TPMProperty[0].Property != pt || props.TPMProperty[0].Value != 3 {
+					t.Errorf("after the request, TPM property %#x: %+v %v, want 3 free", uint32(pt), props, err)
+				}
+			}
 		})
 	}
 }
