@@ -145,3 +145,49 @@ func TestInvariantTPMStateChangedWhileTheWarrantVerifiesAgainIsSeen(t *testing.T
 		})
 	}
 }
+
+// slotsUnanswered passes commands to the TPM, but once armed answers a
+// TPM2_GetCapability of TPM properties with TPM_RC_FAILURE: the TPM did
+// not say how many slots are free.
+type slotsUnanswered struct {
+	transport.TPM
+	armed atomic.Bool
+}
+
+func (s *slotsUnanswered) Send(cmd []byte) ([]byte, error) {
+	if s.armed.Load() && len(cmd) == 22 && tpm2.TPMCC(be.BigEndian.Uint32(cmd[6:])) == tpm2.TPMCCGetCapability &&
+		tpm2.TPMCap(be.BigEndian.Uint32(cmd[10:])) == tpm2.TPMCapTPMProperties {
+		rsp := be.BigEndian.AppendUint16(nil, uint16(tpm2.TPMSTNoSessions))
+		rsp = be.BigEndian.AppendUint32(rsp, 10)
+		return be.BigEndian.AppendUint32(rsp, uint32(tpm2.TPMRCFailure)), nil
+	}
+	return s.TPM.Send(cmd)
+}
+
+// TestTPMFailingToCountItsSlotsIsNotTPMFull: after the press, a TPM that
+// fails the question of its free slots refuses the release before any
+// entry — but not as tpm_full, whose advice (a power cycle empties the
+// slots) answers slots held elsewhere, not a TPM that does not answer.
+func TestTPMFailingToCountItsSlotsIsNotTPMFull(t *testing.T) {
+	via := &slotsUnanswered{}
+	r := newIdleRigVia(t, "court-a", func(conn transport.TPM) transport.TPM { via.TPM = conn; return via })
+	r.escrow = provisionLocal(t, r.a, r.tpm, "2026-11")
+	r.start(t)
+	defer r.stop()
+	r.court.install(t, r.a, time.Now().UTC())
+	status, st, eb := r.c.submit(t, r.warrant(t, "W-uncounted", "court-a"))
+	if status != http.StatusAccepted {
+		t.Fatalf("submit: %d %+v", status, eb)
+	}
+	releasesBefore := r.releaseEntries(t)
+	via.armed.Store(true)
+	r.press()
+	st = r.c.wait(t, st.ID)
+	via.armed.Store(false)
+	if st.State != release.StateRefused || r.releaseEntries(t) != releasesBefore {
+		t.Fatalf("want a refusal before any entry, got %+v", st)
+	}
+	if st.Code == release.CodeTPMFull {
+		t.Errorf("a TPM that did not answer is refused as %s: %s", st.Code, st.Message)
+	}
+}
