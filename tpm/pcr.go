@@ -173,7 +173,14 @@ func ReadPCRs(t transport.TPM, indices ...int) (PCRValues, error) {
 		if len(got) == 0 || len(got) != len(rsp.PCRValues.Digests) {
 			return nil, errors.New("reading PCRs: the TPM has no SHA-256 bank for them")
 		}
+		// A TPM answers a prefix of what was asked (TPM2_PCR_Read reads
+		// up to eight digests): an answer for a PCR not pending, or one
+		// that reads none of them, is not the TPM's to give, and would
+		// make this loop ask forever.
 		for k, i := range got {
+			if !slices.Contains(pending, i) {
+				return nil, fmt.Errorf("reading PCRs: the TPM answered for PCR %d, which was not asked", i)
+			}
 			out[i] = rsp.PCRValues.Digests[k].Buffer
 		}
 		pending = slices.DeleteFunc(pending, func(i int) bool { return out[i] != nil })

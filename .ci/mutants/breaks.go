@@ -385,16 +385,21 @@ var breaks = []mutant{
 		pkg: "./tests", tests: []string{"TestInvariantVerificationRunsAgainRightBeforeTheFirstReleaseEntry"},
 	},
 	{
-		name: "the TPM's state for the recheck read before the press",
-		edits: []edit{
-			{"hsm/release/release.go", "\tahead := startReadAhead(d.cfg.TPM, r.bundles)\n", ""},
-			{"hsm/release/release.go", "\terr := d.cfg.Button.Await(ctx, d.cfg.Window, ready)\n", "\tahead := startReadAhead(d.cfg.TPM, r.bundles)\n\terr := d.cfg.Button.Await(ctx, d.cfg.Window, ready)\n"}},
-		pkg: "./tests", tests: []string{"TestInvariantShareMustStillOpenAfterThePress"},
+		name: "the TPM's free slots read before the warrant verifies again",
+		edits: []edit{{"hsm/release/release.go",
+			"\tstate := tpmState{d.cfg.TPM}\n\tcause, err := d.recheck(r, state)\n\tvar full error\n\tif err == nil {\n\t\tfull = state.room()\n\t}\n",
+			"\tstate := tpmState{d.cfg.TPM}\n\tfull := state.room()\n\tcause, err := d.recheck(r, state)\n"}},
+		pkg: "./tests", tests: []string{"TestInvariantTPMStateChangedWhileTheWarrantVerifiesAgainIsSeen"},
 	},
 	{
-		name:  "the recheck takes PCRs the read-ahead did not read",
-		edits: []edit{{"hsm/release/ahead.go", "\t\t\tif !ok {\n\t\t\t\treturn a.ask.pcrs(indices)\n", "\t\t\tif !ok {\n\t\t\t\tcontinue\n"}},
-		pkg:   "./tests", tests: []string{"TestInvariantVerificationRunsAgainRightBeforeTheFirstReleaseEntry"},
+		name:  "a TPM that cannot count its slots is called full",
+		edits: []edit{{"hsm/release/release.go", "\t\tif errors.Is(err, errNoRoom) {", "\t\tif true {"}},
+		pkg:   "./tests", tests: []string{"TestTPMFailingToCountItsSlotsIsNotTPMFull"},
+	},
+	{
+		name:  "ReadPCRs takes an answer for PCRs it did not ask",
+		edits: []edit{{"tpm/pcr.go", "\t\t\tif !slices.Contains(pending, i) {", "\t\t\tif false {"}},
+		pkg:   "./tpm", tests: []string{"TestReadPCRsRefusesAnAnswerForOtherPCRs"},
 	},
 	{
 		name: "no recheck before a later key ID's entry",

@@ -47,6 +47,7 @@ func main() {
 	run := flag.String("run", "", "only the breaks whose name matches this regular expression")
 	keep := flag.Bool("keep", false, "keep the copies of the tree")
 	workers := flag.Int("j", 2, "breaks tried at once, each in its own copy of the tree")
+	check := flag.Bool("check", false, "only check that every break's fragments occur once in the tree, without running tests")
 	flag.Parse()
 	filter, err := regexp.Compile(*run)
 	if err != nil {
@@ -64,6 +65,10 @@ func main() {
 		if filter.MatchString(m.name) {
 			chosen = append(chosen, m)
 		}
+	}
+	if *check {
+		checkFragments(strings.TrimSpace(root), chosen)
+		return
 	}
 	caught, survived := 0, 0
 	for r := range tryAll(strings.TrimSpace(root), chosen, min(*workers, max(len(chosen), 1)), *keep) {
@@ -296,4 +301,24 @@ func gitOutput(args ...string) (string, error) {
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "mutants:", err)
 	os.Exit(2)
+}
+
+// checkFragments reports every break whose fragment is not exactly once in
+// its file of the working tree: a change that moved the code a break names
+// shows in seconds, before any test runs.
+func checkFragments(root string, ms []mutant) {
+	bad := 0
+	for _, m := range ms {
+		for _, e := range m.edits {
+			data, err := os.ReadFile(filepath.Join(root, e.file))
+			if n := bytes.Count(data, []byte(e.from)); err != nil || n != 1 {
+				bad++
+				fmt.Printf("STALE     %-60s %s: the fragment occurs %d times (%v)\n", m.name, e.file, n, err)
+			}
+		}
+	}
+	fmt.Printf("mutants: %d breaks checked, %d with a stale fragment\n", len(ms), bad)
+	if bad > 0 {
+		os.Exit(1)
+	}
 }

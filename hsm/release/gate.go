@@ -107,12 +107,18 @@ func tpmProperties(t transport.TPM, want ...tpm2.TPMPT) (map[tpm2.TPMPT]uint32, 
 // first on, and returns those the TPM reported.
 func getProperties(t transport.TPM, first tpm2.TPMPT, count uint32) (map[tpm2.TPMPT]uint32, error) {
 	rsp, err := tpm2.GetCapability{Capability: tpm2.TPMCapTPMProperties, Property: uint32(first), PropertyCount: count}.Execute(t)
-	if err != nil {
-		return nil, err
+	var rc tpm2.TPMRC
+	var f1 tpm2.TPMFmt1Error
+	switch {
+	case err == nil:
+	case errors.As(err, &rc), errors.As(err, &f1):
+		return nil, err // the TPM's own refusal, by its code
+	default: // the transport, or an answer that does not decode
+		return nil, errors.New("the TPM's answer about its properties is damaged or did not arrive")
 	}
 	props, err := rsp.CapabilityData.Data.TPMProperties()
 	if err != nil {
-		return nil, err
+		return nil, errors.New("the TPM's answer about its properties is damaged")
 	}
 	got := make(map[tpm2.TPMPT]uint32, len(props.TPMProperty))
 	for _, p := range props.TPMProperty {

@@ -737,9 +737,17 @@ func (d *Daemon) await(r *request, ready func()) {
 		return
 	}
 	if err := full; err != nil {
-		// Before any entry: a restart costs nothing here.
-		err = fmt.Errorf("%w (restart the appliance: a power cycle empties them); nothing was released and the warrant can be submitted again", err)
-		d.refused(r, CodeTPMFull, "", err)
+		// Before any entry: a restart costs nothing here. Only a count
+		// of free slots is tpm_full; a TPM that could not count them
+		// failed.
+		code := CodeTPMFull
+		if errors.Is(err, errNoRoom) {
+			err = fmt.Errorf("%w (restart the appliance: a power cycle empties them); nothing was released and the warrant can be submitted again", err)
+		} else {
+			code = CodeInternal
+			err = fmt.Errorf("%w; nothing was released and the warrant can be submitted again (the daemon's log has the TPM's error)", err)
+		}
+		d.refused(r, code, "", err)
 		return
 	}
 	d.update(r, func(s *Status) { s.State = StateReleasing })
