@@ -393,7 +393,7 @@ var breaks = []mutant{
 	},
 	{
 		name:  "a TPM that cannot count its slots is called full",
-		edits: []edit{{"hsm/release/release.go", "\t\tif errors.Is(err, errNoRoom) {", "\t\tif true {"}},
+		edits: []edit{{"hsm/release/gate.go", "\tif errors.Is(err, errNoRoom) {\n\t\treturn CodeTPMFull", "\tif true {\n\t\treturn CodeTPMFull"}},
 		pkg:   "./tests", tests: []string{"TestTPMFailingToCountItsSlotsIsNotTPMFull"},
 	},
 	{
@@ -657,12 +657,12 @@ var breaks = []mutant{
 	// restart, and a key ID never released is not logged as a failure.
 	{
 		name:  "an unfinished record is acted on without its binding",
-		edits: []edit{{"hsm/release/store.go", "\tif !rec.bound && binding {", "\tif !rec.bound && binding && false {"}},
+		edits: []edit{{"hsm/release/store.go", "\tif !rec.bound && recordsBound {", "\tif !rec.bound && recordsBound && false {"}},
 		pkg:   "./tests", tests: []string{"TestInvariantOnlyRequestsLeftInFlightAreFinished", "TestInvariantOldLayoutRecordsAreFinishedOnlyAtTheFirstStart"},
 	},
 	{
 		name:  "records an older version left are not finished at the first start",
-		edits: []edit{{"hsm/release/store.go", "\tif !rec.bound && binding {", "\tif !rec.bound {"}},
+		edits: []edit{{"hsm/release/store.go", "\tif !rec.bound && recordsBound {", "\tif !rec.bound {"}},
 		pkg:   "./tests", tests: []string{"TestInvariantUpdateBetweenAKillAndTheRestartLogsTheInterruption"},
 	},
 	{
@@ -672,13 +672,35 @@ var breaks = []mutant{
 	},
 	{
 		name:  "a share is unsealed after the ledger blocked",
-		edits: []edit{{"hsm/release/store.go", "\tif err := d.cfg.Appliance.Ledger.Blocked(); err != nil {\n\t\t// Blocked since the entry", "\tif err := d.cfg.Appliance.Ledger.Blocked(); err != nil && false {\n\t\t// Blocked since the entry"}},
+		edits: []edit{{"hsm/release/store.go", "\tif err := d.cfg.Appliance.Ledger.Blocked(); err != nil {\n\t\trec.unlogged = append(rec.unlogged, keyID)", "\tif err := d.cfg.Appliance.Ledger.Blocked(); err != nil && false {\n\t\trec.unlogged = append(rec.unlogged, keyID)"}},
 		pkg:   "./tests", tests: []string{"TestInvariantNothingIsUnsealedOnceTheLedgerBlocks"},
 	},
 	{
 		name:  "bound notes are not checked at open",
 		edits: []edit{{"hsm/ledger/state.go", "\tif err := checkBoundNotes(tx); err != nil {", "\tif err := checkBoundNotes(tx); err != nil && false {"}},
 		pkg:   "./hsm/ledger", tests: []string{"TestInvariantBoundNotesAreCheckedLikeEntries"},
+	},
+	{
+		name: "the state's HMAC does not cover the bound notes",
+		edits: []edit{
+			{"hsm/ledger/state.go", "\tif s.notes == ([sha256.Size]byte{}) {\n\t\tb.AddBytes([]byte(stateEncoding))", "\tif true {\n\t\tb.AddBytes([]byte(stateEncoding))"},
+			{"hsm/ledger/state.go", "\t\tb.AddBytes(s.notes[:])\n", ""}},
+		pkg: "./hsm/ledger", tests: []string{"TestInvariantBoundNotesAreCheckedLikeEntries"},
+	},
+	{
+		name:  "a bound note can be moved aside",
+		edits: []edit{{"hsm/ledger/notes.go", "\t\t\treturn ErrNoteBound\n", ""}},
+		pkg:   "./hsm/ledger", tests: []string{"TestInvariantBoundNotesAreCheckedLikeEntries"},
+	},
+	{
+		name:  "a blocked ledger takes notes",
+		edits: []edit{{"hsm/ledger/notes.go", "func (l *Ledger) PutNotes(notes ...Note) error {\n\tl.mu.Lock()\n\tdefer l.mu.Unlock()\n\tif l.blocked != nil {", "func (l *Ledger) PutNotes(notes ...Note) error {\n\tl.mu.Lock()\n\tdefer l.mu.Unlock()\n\tif l.blocked != nil && false {"}},
+		pkg:   "./hsm/ledger", tests: []string{"TestInvariantBoundNotesAreCheckedLikeEntries"},
+	},
+	{
+		name:  "the record does not name a later key ID's release entry",
+		edits: []edit{{"hsm/release/store.go", "\t\tnext.LedgerIndices[keyID] = index\n", ""}},
+		pkg:   "./tests", tests: []string{"TestInvariantKillAtASecondKeyIDsEntryKeepsTheFirstAndLogsTheSecond"},
 	},
 	{
 		name:  "a key ID never released is logged as a failure",

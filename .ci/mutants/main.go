@@ -6,7 +6,7 @@
 // when a fragment is no longer in the source (a refactor changed the code:
 // update the break with it, so the property stays guarded).
 //
-//	go run ./.ci/mutants [-run REGEXP] [-j N] [-keep]
+//	go run ./.ci/mutants [-run REGEXP] [-j N] [-keep] [-check]
 //
 // The working tree is never changed. Breaks run on N workers at once
 // (default 2), each in its own copy of the tree. It prints one line per
@@ -317,7 +317,7 @@ func checkFragments(root string, ms []mutant) {
 			}
 		}
 	}
-	fmt.Printf("mutants: %d breaks checked, %d with a stale fragment\n", len(ms), bad)
+	fmt.Printf("mutants: %d breaks checked, %d stale fragments\n", len(ms), bad)
 	if bad > 0 {
 		os.Exit(1)
 	}

@@ -30,7 +30,7 @@ import (
 // image (derived from the sealed checkpoint key's seed): the origin, the
 // device, the ledger's size, tree root and counter, its newest time and
 // replay floor, a digest of the replay index, and a digest of each bound
-// directory. The HMAC is rewritten in the same bbolt transaction as every
+// directory. The HMAC is rewritten in the same ledger transaction as every
 // append and checked at Open; it costs no TPM command.
 
 // Errors of the state binding. Each blocks releases (wraps ErrBlocked).
@@ -75,8 +75,11 @@ var (
 )
 
 // stateEncoding heads the canonical encoding of the state. v2 added the
-// salts' digest; v3 the bound notes' digest, and is used only while a note
-// is bound, so that a ledger that never bound one keeps its v2 HMAC.
+// salts' digest; v3 the bound notes' digest, used once a note is bound,
+// so that a ledger that never bound one keeps its v2 HMAC. (A release
+// daemon binds one for the ledger's life at its first start: from then on
+// the state is v3, which an older version cannot check; updates only move
+// forward, behind the version floor.)
 const (
 	stateEncoding      = "custodian state v2\n"
 	stateEncodingNotes = "custodian state v3\n"

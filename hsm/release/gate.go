@@ -48,12 +48,22 @@ const (
 // a resource manager, or another program using the same TPM.
 var errNoRoom = errors.New("the TPM has no room for the release")
 
+// roomRefusal is the code of a checkRoom error: tpm_full only for a count
+// of free slots too low; a TPM that could not give the count failed
+// (internal).
+func roomRefusal(err error) Code {
+	if errors.Is(err, errNoRoom) {
+		return CodeTPMFull
+	}
+	return CodeInternal
+}
+
 // checkRoom makes sure the release's TPM work will find its slots: the
 // release entry spends the warrant, so a release that can already see it
 // would fail afterwards must not write it.
 func checkRoom(t transport.TPM) error {
 	// One command: both counts are in the TPM_PT_VAR group, sessions
-	// (TPM_PT_HR_LOADED_AVAIL) four properties before transient objects
+	// (TPM_PT_HR_LOADED_AVAIL) three properties before transient objects
 	// (TPM_PT_HR_TRANSIENT_AVAIL).
 	free, err := tpmProperties(t, tpm2.TPMPTHRLoadedAvail, tpm2.TPMPTHRTransientAvail)
 	if err != nil {
@@ -96,7 +106,7 @@ func tpmProperties(t transport.TPM, want ...tpm2.TPMPT) (map[tpm2.TPMPT]uint32, 
 		}
 		v, ok := alone[pt]
 		if !ok {
-			return nil, fmt.Errorf("the TPM does not report property %#x", uint32(pt))
+			return nil, errors.New("the TPM does not report how many slots it has free")
 		}
 		got[pt] = v
 	}

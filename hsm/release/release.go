@@ -737,17 +737,12 @@ func (d *Daemon) await(r *request, ready func()) {
 		return
 	}
 	if err := full; err != nil {
-		// Before any entry: a restart costs nothing here. Only a count
-		// of free slots is tpm_full; a TPM that could not count them
-		// failed.
-		code := CodeTPMFull
-		if errors.Is(err, errNoRoom) {
-			err = fmt.Errorf("%w (restart the appliance: a power cycle empties them); nothing was released and the warrant can be submitted again", err)
-		} else {
-			code = CodeInternal
-			err = fmt.Errorf("%w; nothing was released and the warrant can be submitted again (the daemon's log has the TPM's error)", err)
+		// Before any entry: a restart costs nothing here.
+		code := roomRefusal(err)
+		if code == CodeTPMFull {
+			err = fmt.Errorf("%w (restart the appliance: a power cycle empties them)", err)
 		}
-		d.refused(r, code, "", err)
+		d.refused(r, code, "", fmt.Errorf("%w; nothing was released and the warrant can be submitted again", err))
 		return
 	}
 	d.update(r, func(s *Status) { s.State = StateReleasing })

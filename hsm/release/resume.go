@@ -66,7 +66,8 @@ var errNotParked = &Refusal{Code: CodeNotFound, Err: errors.New("no request of y
 
 // ParkedFix says, for the code a request awaiting its witnesses parked
 // on, what is fixed before the officer tries again; "" for a code that
-// never parks one. Besides the witness timeout and a TPM without room,
+// never parks one. Besides the witness timeout and a TPM without room (or
+// one that could not count its slots),
 // only causes that the custodian's operator fixes without a restart, and
 // that say nothing against the warrant or the device, park a request
 // again (canPark): a stale CRL (the next try checks revocation against
@@ -78,6 +79,8 @@ func ParkedFix(code Code) string {
 		return "its witnesses did not cosign the release entry in time: wait until the custodian's operator says they answer"
 	case CodeTPMFull:
 		return "the TPM has no room for the release: wait until the custodian's operator says its slots are free"
+	case CodeInternal:
+		return "the TPM could not say whether it has room for the release: wait until the custodian's operator says it answers"
 	case Code(warrant.ReasonCRLStale):
 		return "the court's revocation list on the custodian is out of date: wait until the trust admin installs a fresh one"
 	case CodeClockBehind:
@@ -148,7 +151,7 @@ func (d *Daemon) resume(r *request, done chan struct{}) {
 	}
 	if err == nil {
 		if err = checkRoom(d.cfg.TPM); err != nil {
-			d.park(r, rec, pos, index, CodeTPMFull, err)
+			d.park(r, rec, pos, index, roomRefusal(err), err)
 			return
 		}
 		var code Code

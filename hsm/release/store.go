@@ -378,20 +378,21 @@ func (d *Daemon) afterEntry(r *request, rec *record, b *escrow.Bundle, index int
 		d.logFailure(r.p7s, rec, keyID, code)
 		return code, err
 	}
-	if err := d.cfg.Appliance.Ledger.Blocked(); err != nil {
-		// Blocked since the entry (another append the TPM did not
-		// count): neither a package nor a failure entry could be
-		// stored, so nothing is unsealed; the key ID stays unlogged and
-		// the next start logs it interrupted.
-		rec.unlogged = append(rec.unlogged, keyID)
-		return CodeLedgerFailed, fmt.Errorf("the ledger blocked after key ID %s's release entry; nothing was unsealed: %w", keyID, err)
-	}
 	cosigned, code, err := d.witnessed(b, index, tm)
 	if code == CodeWitnessTimeout {
 		return code, fmt.Errorf("%w: %w", errAwaitingWitnesses, err)
 	}
 	if err != nil {
 		return fail(code, err)
+	}
+	// Right before the unseal (the witness wait may have been long):
+	// blocked since the entry (another append the TPM did not count),
+	// neither a package nor a failure entry could be stored, so nothing
+	// is unsealed; the key ID stays unlogged and the next start logs it
+	// interrupted.
+	if err := d.cfg.Appliance.Ledger.Blocked(); err != nil {
+		rec.unlogged = append(rec.unlogged, keyID)
+		return CodeLedgerFailed, fmt.Errorf("the ledger blocked after key ID %s's release entry; nothing was unsealed: %w", keyID, err)
 	}
 	var named []warrant.EnvelopeRef
 	if b.Escrow.Mode == escrow.ModeScoped && r.list != nil {
@@ -638,12 +639,15 @@ func (d *Daemon) prove(index int64, cosigned *witnessedCheckpoint) (*ledger.Incl
 
 // recover finishes requests a previous run left between their first entry
 // and their last package: key IDs with a stored package are served; every
-// other approved key ID is logged as failed, since its release entry may
-// already be in the ledger and its share must not be sealed a second time.
-// It acts only on a record that matches the checked ledger (matchRecord);
-// any other is logged and set aside, and never stops the daemon. Records
-// in the ledger's notes come first, then legacy ones under Dir. While the
-// ledger is blocked nothing can be checked or logged: records wait.
+// other approved key ID is logged once (recoverOne) — its share is never
+// sealed a second time. It acts only on a record the appliance left in
+// flight (inFlight: bound by the ledger, or one an older version left,
+// at the first start of this one) that matches the checked ledger
+// (matchRecord); any other is logged and set aside, and never stops the
+// daemon. Records in the ledger's notes come first, then legacy ones
+// under Dir; then, at the first start, the note recordsBoundKey is
+// written. While the ledger is blocked nothing can be checked or logged:
+// records wait.
 func (d *Daemon) recover() error {
 	entries, err := os.ReadDir(filepath.Join(d.cfg.Appliance.Dir, Dir))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -654,7 +658,7 @@ func (d *Daemon) recover() error {
 		d.cfg.Log.Warn("interrupted requests are not checked while the ledger is blocked", "err", err)
 		return nil
 	}
-	binding, err := l.NoteBound(recordsBoundKey)
+	recordsBound, err := l.NoteBound(recordsBoundKey)
 	if err != nil {
 		return err
 	}
@@ -663,14 +667,14 @@ func (d *Daemon) recover() error {
 		return err
 	}
 	for _, k := range keys {
-		d.recoverID(strings.TrimPrefix(string(k), requestPrefix), false, binding)
+		d.recoverID(strings.TrimPrefix(string(k), requestPrefix), false, recordsBound)
 	}
 	for _, e := range entries {
 		if ValidID(e.Name()) {
-			d.recoverID(e.Name(), true, binding)
+			d.recoverID(e.Name(), true, recordsBound)
 		}
 	}
-	if binding {
+	if recordsBound {
 		return nil
 	}
 	return l.PutNotes(ledger.Note{Key: recordsBoundKey, Value: []byte("request records in flight are bound from here on"), Bound: true})
@@ -685,9 +689,9 @@ func (d *Daemon) recover() error {
 var recordsBoundKey = []byte("records/bound")
 
 // recoverID finishes request id's record, from the notes or the legacy
-// directory, unless it is done. binding says that every record left in
-// flight since this ledger last started is bound (recordsBoundKey).
-func (d *Daemon) recoverID(id string, legacy, binding bool) {
+// directory, unless it is done. recordsBound says that every record left
+// in flight since this ledger last started is bound (recordsBoundKey).
+func (d *Daemon) recoverID(id string, legacy, recordsBound bool) {
 	var rec *record
 	err := errors.New("not a request ID")
 	if ValidID(id) {
@@ -697,7 +701,7 @@ func (d *Daemon) recoverID(id string, legacy, binding bool) {
 		return
 	}
 	if err == nil {
-		err = d.inFlight(rec, binding)
+		err = d.inFlight(rec, recordsBound)
 	}
 	if err == nil {
 		err = d.matchRecord(rec)
@@ -717,10 +721,10 @@ var errUnmatched = errors.New("the request record does not match the ledger")
 // inFlight accepts an unfinished record only if the appliance left it in
 // flight: bound by the ledger (written so by this version, and found as
 // written at Open: rec.bound), or, at the first start of this version
-// (!binding), a record an older version left unbound or in the old file
+// (!recordsBound), a record an older version left unbound or in the old file
 // layout, under that version's checks. A record planted, copied under
 // another ID, or marked unfinished again offline is never bound.
-func (d *Daemon) inFlight(rec *record, binding bool) error {
+func (d *Daemon) inFlight(rec *record, recordsBound bool) error {
 	if !rec.legacy {
 		bound, err := d.cfg.Appliance.Ledger.NoteBound(requestKey(rec.ID))
 		if err != nil {
@@ -728,7 +732,7 @@ func (d *Daemon) inFlight(rec *record, binding bool) error {
 		}
 		rec.bound = bound
 	}
-	if !rec.bound && binding {
+	if !rec.bound && recordsBound {
 		return fmt.Errorf("%w: it is unfinished but not bound to the ledger's state (planted, copied or edited offline)", errUnmatched)
 	}
 	return nil
@@ -870,7 +874,7 @@ func (d *Daemon) recoverOne(rec *record) error {
 		}
 		if !logged {
 			if _, err := d.appendEntry(kind, ledger.OutcomeRefused, CodeInterrupted, k, rec.Warrant, nil); err != nil {
-				return fmt.Errorf("logging interrupted release %s/%s: %w", rec.ID, k, err)
+				return fmt.Errorf("logging the interrupted request %s, key ID %s: %w", rec.ID, k, err)
 			}
 		}
 		rec.Failed[k] = CodeInterrupted
