@@ -1,9 +1,11 @@
 package ledger_test
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/tpm/tpmtest"
@@ -67,5 +69,49 @@ func TestInvariantSeenInNeverReadsAnUncleanIndex(t *testing.T) {
 	})
 	if !errors.Is(err, ledger.ErrIndexUnclean) {
 		t.Fatalf("SeenIn of a torn index not closed cleanly: %v; want ErrIndexUnclean", err)
+	}
+}
+
+// TestInvariantCraftedJournalTailDoesNotHangOpen: a journal whose tail
+// after its last whole record is 4 MiB of fake record headers, each with
+// a length that runs exactly to the file's end and a wrong hash, is the
+// torn tail of nothing: Open must decide so (cut it, or refuse it) in
+// about the time it takes to read 4 MiB, not hash the rest of the file
+// once per header (quadratic: hundreds of gigabytes). A deadline far
+// beyond a linear scan's time stands for "it does not hang".
+func TestInvariantCraftedJournalTailDoesNotHangOpen(t *testing.T) {
+	d := newDevice(t, tpmtest.StartSwtpm(t).Open(t))
+	dir := t.TempDir()
+	l := create(t, d, dir)
+	l.Close()
+	data, _ := journalRecords(t, dir)
+	const tail = 4 << 20
+	end := len(data) + tail
+	crafted := append(data, 'X') // the bad record where the tail starts
+	for len(crafted)+16 <= end {
+		p := len(crafted)
+		crafted = append(crafted, "CLJ1"...)
+		crafted = binary.BigEndian.AppendUint64(crafted, uint64(end-p-12-32))
+		crafted = append(crafted, "pad!"...)
+	}
+	crafted = append(crafted, make([]byte, end-len(crafted))...)
+	writeJournal(t, dir, crafted)
+
+	done := make(chan error, 1)
+	go func() {
+		err := noPanic(func() error {
+			l, err := ledger.Open(dir, d.config(t))
+			if err == nil {
+				l.Close()
+			}
+			return err
+		})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Logf("Open of the crafted tail: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("Open of a journal with a 4 MiB crafted tail did not return within 60 s (a linear scan takes milliseconds)")
 	}
 }
