@@ -1,9 +1,13 @@
 package ledger_test
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -113,5 +117,58 @@ func TestInvariantCraftedJournalTailDoesNotHangOpen(t *testing.T) {
 		t.Logf("Open of the crafted tail: %v", err)
 	case <-time.After(60 * time.Second):
 		t.Fatal("Open of a journal with a 4 MiB crafted tail did not return within 60 s (a linear scan takes milliseconds)")
+	}
+}
+
+// TestInvariantRebuildKeepsTheIndexItReplaces: a damaged journal says
+// "restore the newest backup (the journal and ledger.db together, or the
+// journal alone)". An operator who follows it with the journal alone puts
+// an older journal beside a ledger.db that was closed cleanly and holds
+// every acknowledged entry. Open then rebuilds ledger.db from the older
+// journal and renames it over the newer one: the only copy of the entries
+// after the backup is gone, before anyone looked at it. Whatever Open
+// does, the ledger.db it found must still be in the data directory.
+func TestInvariantRebuildKeepsTheIndexItReplaces(t *testing.T) {
+	d := newDevice(t, tpmtest.StartSwtpm(t).Open(t))
+	dir := t.TempDir()
+	l := create(t, d, dir)
+	appendN(t, l, 2)
+	l.Close()
+	backup, _ := journalRecords(t, dir) // the journal alone, backed up
+	l = open(t, d, dir)
+	appendN(t, l, 3) // acknowledged: entries 3, 4 and 5
+	l.Close()
+	index, err := os.ReadFile(filepath.Join(dir, ledger.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A bad block in the journal's middle; ledger.db is whole.
+	data, starts := journalRecords(t, dir)
+	data[starts[2]+40] ^= 1
+	writeJournal(t, dir, data)
+	_, err = ledger.Open(dir, d.config(t))
+	if !errors.Is(err, ledger.ErrJournalDamaged) || !strings.Contains(err.Error(), "or the journal alone") {
+		t.Fatalf("Open of a damaged journal: %v; want ErrJournalDamaged offering the journal alone", err)
+	}
+
+	// The runbook: restore the journal alone from the newest backup.
+	writeJournal(t, dir, backup)
+	l2, err := ledger.Open(dir, d.config(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("after the restore: %d entries, blocked: %v", l2.Size(), l2.Blocked())
+	l2.Close()
+
+	kept := false
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if b, err := os.ReadFile(filepath.Join(dir, e.Name())); err == nil && bytes.Equal(b, index) {
+			kept = true
+		}
+	}
+	if !kept {
+		t.Fatal("Open replaced a cleanly closed ledger.db holding entries 3-5 with one rebuilt from an older journal: the only copy of three acknowledged entries is destroyed")
 	}
 }
