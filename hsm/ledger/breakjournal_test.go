@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/tpm/tpmtest"
@@ -171,4 +174,48 @@ func TestInvariantRebuildKeepsTheIndexItReplaces(t *testing.T) {
 	if !kept {
 		t.Fatal("Open replaced a cleanly closed ledger.db holding entries 3-5 with one rebuilt from an older journal: the only copy of three acknowledged entries is destroyed")
 	}
+}
+
+// TestInvariantMigratedJournalIsInTheDirectoryBeforeAnAck: migrating a
+// data directory of the format before the journal creates ledger.journal
+// and, from then on, writes ledger.db without syncs. Until the data
+// directory is fsynced after that creation, a power cut may lose the
+// journal's name (its records synced in a file no directory names),
+// leaving a ledger.db alone whose commits were never synced. No append
+// may be acknowledged before the directory is synced after the journal's
+// creation.
+func TestInvariantMigratedJournalIsInTheDirectoryBeforeAnAck(t *testing.T) {
+	needStrace(t)
+	dir, spec := tracedLedger(t, false)
+	if err := os.Remove(filepath.Join(dir, ledger.JournalName)); err != nil {
+		t.Fatal(err)
+	}
+	editBucket(t, dir, "meta", func(b *bolt.Bucket) error { return b.Delete([]byte("journal-seq")) })
+
+	log := filepath.Join(t.TempDir(), "strace.log")
+	cmd := exec.Command("strace", "-f", "-qq", "-y", "-s", "64", "-o", log,
+		"-e", "trace=openat,write,fsync,fdatasync", os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "CRASH_LEDGER_DIR="+dir, "CRASH_TPM="+spec, "CRASH_APPENDS=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("appender under strace: %v\n%s", err, out)
+	}
+	trace, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created, dirSynced := false, false
+	for _, line := range strings.Split(string(trace), "\n") {
+		switch {
+		case strings.Contains(line, "openat(") && strings.Contains(line, ledger.JournalName+`"`) && strings.Contains(line, "O_CREAT"):
+			created = true
+		case created && (strings.Contains(line, "fsync(") || strings.Contains(line, "fdatasync(")) && strings.Contains(line, "<"+dir+">"):
+			dirSynced = true
+		case created && strings.Contains(line, `"acked `):
+			if !dirSynced {
+				t.Fatal("an append was acknowledged after the migration created ledger.journal and before the data directory was synced: a power cut can lose the journal's name")
+			}
+			return
+		}
+	}
+	t.Fatalf("the trace shows no creation of the journal followed by an acknowledgement (created %v):\n%s", created, trace)
 }
