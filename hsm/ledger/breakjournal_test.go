@@ -2,6 +2,7 @@ package ledger_test
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -218,4 +219,59 @@ func TestInvariantMigratedJournalIsInTheDirectoryBeforeAnAck(t *testing.T) {
 		}
 	}
 	t.Fatalf("the trace shows no creation of the journal followed by an acknowledgement (created %v):\n%s", created, trace)
+}
+
+// rehash recomputes the SHA-256 of the journal record at start in data,
+// as anyone who edits it can (the format is public and unkeyed).
+func rehash(data []byte, start int) {
+	size := int(binary.BigEndian.Uint64(data[start+4:]))
+	end := start + 12 + size
+	sum := sha256.Sum256(data[start:end])
+	copy(data[end:], sum[:])
+}
+
+// TestInvariantJournalEditUnderCleanMarkerIsNoticed: docs/ledger.md says
+// "An offline edit of either file ends in the same ledger.db (used as it
+// is, or rebuilt from the edited journal), which the state binding
+// refuses." An entry edited in the journal (its hash recomputed) under an
+// intact clean marker is not seen at Open: ledger.db is used as it is,
+// the ledger opens unblocked and appends on top of the edit, and every
+// backup from then on carries it. Only the next crash (a rebuild) shows
+// it, as ErrRecordsEdited, weeks later. The edit must be refused at the
+// first Open after it.
+func TestInvariantJournalEditUnderCleanMarkerIsNoticed(t *testing.T) {
+	d := newDevice(t, tpmtest.StartSwtpm(t).Open(t))
+	dir := t.TempDir()
+	l := create(t, d, dir)
+	appendN(t, l, 2)
+	l.Close()
+
+	data, starts := journalRecords(t, dir)
+	rec := starts[len(starts)-2] // the last append (the clean marker follows)
+	i := bytes.Index(data[rec:], []byte("no-press"))
+	if i < 0 {
+		t.Fatal("the last append's record does not hold its reason")
+	}
+	copy(data[rec+i:], "no-prexx")
+	rehash(data, rec)
+	writeJournal(t, dir, data)
+
+	l2, err := ledger.Open(dir, d.config(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocked := l2.Blocked()
+	l2.Close()
+	if !errors.Is(blocked, ledger.ErrStateMismatch) {
+		// Show that the edit was there all along: a crash (no clean
+		// marker) makes the next Open rebuild from it.
+		data, starts = journalRecords(t, dir)
+		writeJournal(t, dir, data[:starts[len(starts)-1]])
+		l3, err := ledger.Open(dir, d.config(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l3.Close()
+		t.Fatalf("an entry edited in the journal under its clean marker opened unblocked (%v); after a crash the same journal blocks with: %v", blocked, l3.Blocked())
+	}
 }
