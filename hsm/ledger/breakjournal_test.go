@@ -9,11 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
 
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/tpm/tpmtest"
@@ -273,5 +275,68 @@ func TestInvariantJournalEditUnderCleanMarkerIsNoticed(t *testing.T) {
 		}
 		defer l3.Close()
 		t.Fatalf("an entry edited in the journal under its clean marker opened unblocked (%v); after a crash the same journal blocks with: %v", blocked, l3.Blocked())
+	}
+}
+
+// smallFS mounts a tmpfs of size bytes for the test, or skips saying why.
+func smallFS(t *testing.T, size int) string {
+	t.Helper()
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+strconv.Itoa(size), "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("a full disk needs a small file system, and mounting a tmpfs is not permitted here: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	return dir
+}
+
+// fillFS leaves about free bytes free on the file system of dir.
+func fillFS(t *testing.T, dir string, free int64) {
+	t.Helper()
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	avail := int64(st.Bavail) * st.Bsize
+	if avail <= free {
+		t.Fatalf("only %d bytes free, want more than %d", avail, free)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "filler"), make([]byte, avail-free), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestInvariantCrashOnANearlyFullDiskStillOpens: a data directory that
+// opens and runs with little space left must still open after a power
+// cut. The rebuild writes a whole second ledger.db (ledger.db.rebuild)
+// beside the unclean one it replaces, which it never reads: with less
+// free space than ledger.db's size, an honest crash leaves a device that
+// cannot start, and the error names neither the cause nor a next step.
+func TestInvariantCrashOnANearlyFullDiskStillOpens(t *testing.T) {
+	d := newDevice(t, tpmtest.StartSwtpm(t).Open(t))
+	dir := smallFS(t, 8<<20)
+	l := create(t, d, dir)
+	for i := range 3 { // packages: notes of a few hundred kilobytes
+		if err := l.PutNotes(ledger.Note{Key: []byte("package/" + strconv.Itoa(i)), Value: bytes.Repeat([]byte{'p'}, 400<<10)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appendN(t, l, 1)
+	l.Close()
+	info, err := os.Stat(filepath.Join(dir, ledger.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fillFS(t, dir, 256<<10)
+	open(t, d, dir).Close() // runs on the full disk: clean, nothing to write
+
+	data, starts := journalRecords(t, dir)
+	writeJournal(t, dir, data[:starts[len(starts)-1]]) // a power cut: no clean marker
+	l2, err := ledger.Open(dir, d.config(t))
+	if err != nil {
+		t.Fatalf("after a power cut with 256 KiB free (ledger.db is %d bytes), Open fails: %v", info.Size(), err)
+	}
+	defer l2.Close()
+	if err := l2.Blocked(); err != nil || l2.Size() != 2 {
+		t.Fatalf("after the rebuild: %d entries, blocked %v; want 2, unblocked", l2.Size(), err)
 	}
 }
