@@ -340,3 +340,36 @@ func TestInvariantCrashOnANearlyFullDiskStillOpens(t *testing.T) {
 		t.Fatalf("after the rebuild: %d entries, blocked %v; want 2, unblocked", l2.Size(), err)
 	}
 }
+
+// TestInvariantDamageOfTheLastTwoRecordsIsNotATornTail: a power cut tears
+// only the record being written, the last one; a record followed by the
+// header of another was synced before it, so its bytes cannot be torn.
+// Damage to an acknowledged append and to the clean marker after it (a
+// bad block across both, or an edit) is read as a torn tail: both are cut
+// away, durably, the evidence is gone, and the ledger opens as a plain
+// rollback ("restored from a copy?"), which resolve-rollback accepts,
+// instead of ErrJournalDamaged, which it does not.
+func TestInvariantDamageOfTheLastTwoRecordsIsNotATornTail(t *testing.T) {
+	d := newDevice(t, tpmtest.StartSwtpm(t).Open(t))
+	dir := t.TempDir()
+	l := create(t, d, dir)
+	appendN(t, l, 2)
+	l.Close()
+	data, starts := journalRecords(t, dir)
+	last := starts[len(starts)-2]
+	data[last+40] ^= 1     // the acknowledged append
+	data[len(data)-1] ^= 1 // the clean marker's hash; its header is whole
+	writeJournal(t, dir, data)
+
+	l2, err := ledger.Open(dir, d.config(t))
+	if err == nil {
+		t.Logf("opened: %d entries, blocked: %v", l2.Size(), l2.Blocked())
+		l2.Close()
+	}
+	if after, _ := journalRecords(t, dir); !bytes.Equal(after, data) {
+		t.Errorf("Open cut %d bytes of a damaged journal (an acknowledged append and the marker after it): the evidence is gone", len(data)-len(after))
+	}
+	if !errors.Is(err, ledger.ErrJournalDamaged) {
+		t.Errorf("Open of a journal whose last two records are damaged: %v; want ErrJournalDamaged", err)
+	}
+}
