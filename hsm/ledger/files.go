@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -113,18 +114,13 @@ func (l *Ledger) openIndex(dbPath string) error {
 		return l.migrate(dbPath)
 	}
 	// An index not closed cleanly may be torn (bbolt may not even open
-	// it): it is not opened at all, only rebuilt.
+	// it): it is not used, only rebuilt. A clean one is checked whole
+	// first: a damaged one is rebuilt too, never a crash.
 	if dbErr == nil && l.j.clean {
-		db, err := openDB(dbPath)
-		if errors.Is(err, ErrInUse) {
+		db, err := openClean(dbPath, l.j.held)
+		if err == nil || errors.Is(err, ErrInUse) {
+			l.db = db
 			return err
-		}
-		if err == nil {
-			if held, err := heldSeq(db); err == nil && held == l.j.held {
-				l.db = db
-				return nil
-			}
-			db.Close()
 		}
 	}
 	if err := rebuild(l.j, l.dir); err != nil {
@@ -133,6 +129,69 @@ func (l *Ledger) openIndex(dbPath string) error {
 	db, err := openDB(dbPath)
 	l.db = db
 	return err
+}
+
+// openClean opens ledger.db as the index the journal's clean marker
+// names: it holds record held, and bbolt finds every page of it whole
+// (tx.Check). A damaged file is ErrUnreadable, whatever bbolt does with
+// it.
+func openClean(dbPath string, held uint64) (*bolt.DB, error) {
+	var db *bolt.DB
+	err := guarded(func() (err error) {
+		if db, err = openDB(dbPath); err != nil {
+			return err
+		}
+		got, err := heldSeq(db)
+		if err == nil && got != held {
+			err = fmt.Errorf("%w (%s holds journal record %d, not %d)", ErrUnreadable, FileName, got, held)
+		}
+		if err != nil {
+			return err
+		}
+		return checkPages(db)
+	})
+	if err != nil && db != nil {
+		guarded(db.Close)
+		db = nil
+	}
+	return db, err
+}
+
+// checkPages reads every bucket and key of db in this goroutine (where a
+// fault reading the memory map is a panic that guarded catches), then
+// has bbolt check its pages and free list.
+func checkPages(db *bolt.DB) error {
+	return db.View(func(tx *bolt.Tx) error {
+		err := tx.ForEach(func(_ []byte, b *bolt.Bucket) error {
+			return b.ForEach(func(_, _ []byte) error { return nil })
+		})
+		if err != nil {
+			return err
+		}
+		bad := 0
+		for range tx.Check() { // drained: it stops only when read to its end
+			bad++
+		}
+		if bad > 0 {
+			return fmt.Errorf("%w (%s: %d of its pages do not check)", ErrUnreadable, FileName, bad)
+		}
+		return nil
+	})
+}
+
+// guarded runs fn, which reads ledger.db, turning a panic into
+// ErrUnreadable: bbolt panics on a damaged page, and with
+// SetPanicOnFault a fault reading its memory map (a bad block) is a
+// panic too. ledger.db is an index: a damaged one is rebuilt or refused,
+// never a crash.
+func guarded(fn func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w (%s: a page of it is damaged)", ErrUnreadable, FileName)
+		}
+	}()
+	return fn()
 }
 
 // heldSeq is the journal record the index holds (0: none).
@@ -276,32 +335,28 @@ func (j *journal) heldSeq() uint64 {
 // one stopped without closing it.
 var ErrIndexUnclean = errors.New("ledger.db was not closed cleanly (custodian serve holds the ledger, or it stopped without closing it); start custodian serve, or run custodian ledger verify, to rebuild it from the journal")
 
-// checkCleanForReading tells whether ledger.db in dir may be read without
-// the journal's lock holder: the journal (shared-locked while this runs)
-// ends with a clean marker naming the record db holds. A directory
-// without a journal is of the format before it, where every commit was
-// synced.
-func checkCleanForReading(dir string, db *bolt.DB) (release func(), err error) {
+// lockCleanJournal tells whether ledger.db in dir may be read without
+// the journal's lock holder: the journal, shared-locked until release,
+// ends with a clean marker, naming the record held that ledger.db must
+// hold. It is decided before ledger.db is opened: an index not closed
+// cleanly may be torn. A directory without a journal is of the format
+// before it, where every commit was synced (held 0: not compared).
+func lockCleanJournal(dir string) (held uint64, release func(), err error) {
 	f, err := os.Open(filepath.Join(dir, JournalName))
 	if errors.Is(err, fs.ErrNotExist) {
-		return func() {}, nil
+		return 0, func() {}, nil
 	}
 	if err != nil {
-		return nil, err
+		return 0, nil, err
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
 		f.Close()
-		return nil, ErrInUse
+		return 0, nil, ErrInUse
 	}
 	j := &journal{f: f}
-	if err := j.walk(nil); !errors.Is(err, io.EOF) {
+	if err := j.walk(nil); !errors.Is(err, io.EOF) || !j.clean {
 		f.Close()
-		return nil, ErrIndexUnclean
+		return 0, nil, ErrIndexUnclean
 	}
-	held, err := heldSeq(db)
-	if err != nil || !j.clean || held != j.held {
-		f.Close()
-		return nil, ErrIndexUnclean
-	}
-	return func() { f.Close() }, nil
+	return j.held, func() { f.Close() }, nil
 }
