@@ -84,7 +84,7 @@ var breaks = []mutant{
 	{
 		name: "a damaged journal record taken for a torn tail and cut away",
 		edits: []edit{{"hsm/ledger/journal.go",
-			"\t\tif s.wholeRecordAfter() {",
+			"\t\tif why := s.notTorn(); why != \"\" {",
 			"\t\tif false {"}},
 		pkg: "./hsm/ledger", tests: []string{"TestInvariantDamagedJournalRecordBlocks"},
 	},

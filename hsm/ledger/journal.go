@@ -207,16 +207,16 @@ var errTorn = errors.New("torn journal tail")
 // record's operations are valid until the next call.
 //
 // A record that is not whole (short, zeros where its bytes never came, a
-// hash that does not match) is the torn tail when no whole record follows
-// it: a record is written only after the one before it was synced.
+// hash that does not match) is the torn tail only when nothing shows it
+// was synced (notTorn).
 func (s *scanner) next() (record, error) {
 	if s.off == s.end {
 		return record{}, io.EOF
 	}
 	payload, total, bad := s.frame()
 	if bad != "" {
-		if s.wholeRecordAfter() {
-			return record{}, fmt.Errorf("%w (record at byte %d: %s)", ErrJournalDamaged, s.off, bad)
+		if why := s.notTorn(); why != "" {
+			return record{}, fmt.Errorf("%w (record at byte %d: %s; %s)", ErrJournalDamaged, s.off, bad, why)
 		}
 		return record{}, errTorn
 	}
@@ -269,17 +269,29 @@ func readFrame(r *io.SectionReader, buf []byte) (payload []byte, total int64, ba
 	return buf[:size], int64(frameHeader) + int64(size) + sha256.Size, ""
 }
 
-// wholeRecordAfter reports whether a whole record (magic, length and
-// hash) starts anywhere after s.off: then the bad record at s.off is not
-// a torn tail but damage.
-func (s *scanner) wholeRecordAfter() bool {
+// maxTailHeaders bounds the record headers (magic and a length that fits
+// the file) looked at after a bad record. A torn write leaves at most the
+// one record being written, whose bytes hold none in practice (notes are
+// JSON, which never holds the raw NUL bytes of a length): more is
+// damage, and the bound keeps the work linear in the file's size.
+const maxTailHeaders = 64
+
+// notTorn says why the bad record at s.off is damage rather than the torn
+// tail of a crash, or returns "". A record is written only after the one
+// before it was synced, so a torn record is the journal's last: one
+// followed by another record's header at its declared end, or by a whole
+// record anywhere, was synced and then damaged.
+func (s *scanner) notTorn() string {
+	if end, ok := s.declaredEnd(s.off); ok && end < s.end && s.headerAt(end) {
+		return fmt.Sprintf("the record after it starts at byte %d, so it was written whole", end)
+	}
 	br := bufio.NewReaderSize(io.NewSectionReader(s.f, s.off+1, s.end-s.off-1), 64<<10)
 	var buf []byte
-	matched := 0
+	headers, matched := 0, 0
 	for pos := s.off + 1; ; pos++ {
 		c, err := br.ReadByte()
 		if err != nil {
-			return false
+			return ""
 		}
 		if c != journalMagic[matched] {
 			matched = 0
@@ -292,11 +304,58 @@ func (s *scanner) wholeRecordAfter() bool {
 		}
 		matched = 0
 		start := pos - int64(len(journalMagic)) + 1
+		length, _ := br.Peek(8)
+		end, ok := frameEnd(start, length, s.end)
+		if !ok {
+			continue
+		}
+		if headers++; headers > maxTailHeaders {
+			return fmt.Sprintf("more than %d record headers follow it", maxTailHeaders)
+		}
+		// A whole record ends at the file's end or where another starts:
+		// only those are worth hashing.
+		if end != s.end && !s.headerAt(end) {
+			continue
+		}
 		var bad string
 		if buf, _, bad = readFrame(io.NewSectionReader(s.f, start, s.end-start), buf); bad == "" {
-			return true
+			return fmt.Sprintf("a whole record follows it at byte %d", start)
 		}
 	}
+}
+
+// declaredEnd is where the record whose header is at off ends, if its
+// header is whole and its length fits the file.
+func (s *scanner) declaredEnd(off int64) (int64, bool) {
+	var head [frameHeader]byte
+	if _, err := s.f.ReadAt(head[:], off); err != nil || string(head[:len(journalMagic)]) != journalMagic {
+		return 0, false
+	}
+	return frameEnd(off, head[len(journalMagic):], s.end)
+}
+
+// frameEnd is where a record starting at start with the 8 length bytes
+// length ends, if that is within a file of size bytes.
+func frameEnd(start int64, length []byte, size int64) (int64, bool) {
+	if len(length) < 8 {
+		return 0, false
+	}
+	n := binary.BigEndian.Uint64(length)
+	if n > maxRecord || int64(n)+int64(frameHeader+sha256.Size) > size-start {
+		return 0, false
+	}
+	return start + int64(frameHeader) + int64(n) + sha256.Size, true
+}
+
+// headerAt reports whether a record's magic starts at off (as much of it
+// as the file holds).
+func (s *scanner) headerAt(off int64) bool {
+	b := make([]byte, min(int64(len(journalMagic)), s.end-off))
+	if len(b) == 0 {
+		return false
+	}
+	_, err := s.f.ReadAt(b, off)
+	return err == nil && journalMagic[:len(b)] == string(b)
 }
 
 // journal is the open journal file of a ledger, locked for its life.
