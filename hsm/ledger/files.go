@@ -82,12 +82,23 @@ func openFiles(dir string, cfg Config) (*Ledger, error) {
 		return nil, fmt.Errorf("%w (%s): neither %s nor %s is there", ErrNoLedger, dir, JournalName, FileName)
 	}
 	_, jErr := os.Lstat(jPath)
-	j, err := openJournal(jPath, errors.Is(jErr, fs.ErrNotExist))
+	created := errors.Is(jErr, fs.ErrNotExist)
+	j, err := openJournal(jPath, created)
 	if errors.Is(err, fs.ErrExist) { // another process is migrating it
+		created = false
 		j, err = openJournal(jPath, false)
 	}
 	if err != nil {
 		return nil, err
+	}
+	// A migration creates the journal; from then on ledger.db is written
+	// without syncs, so the journal's name must be durable before any of
+	// its records is acknowledged.
+	if created {
+		if err := durable.SyncDir(dir); err != nil {
+			j.close()
+			return nil, err
+		}
 	}
 	l := &Ledger{cfg: cfg, j: j, dir: dir}
 	if err := l.openIndex(dbPath); err != nil {
