@@ -154,28 +154,54 @@ func TestInvariantRebuildKeepsTheIndexItReplaces(t *testing.T) {
 	data[starts[2]+40] ^= 1
 	writeJournal(t, dir, data)
 	_, err = ledger.Open(dir, d.config(t))
-	if !errors.Is(err, ledger.ErrJournalDamaged) || !strings.Contains(err.Error(), "or the journal alone") {
-		t.Fatalf("Open of a damaged journal: %v; want ErrJournalDamaged offering the journal alone", err)
+	if !errors.Is(err, ledger.ErrJournalDamaged) || strings.Contains(err.Error(), "or the journal alone") {
+		t.Fatalf("Open of a damaged journal: %v; want ErrJournalDamaged, not offering the journal alone", err)
 	}
 
-	// The runbook: restore the journal alone from the newest backup.
+	// What the message once offered: the journal alone from the newest
+	// backup.
 	writeJournal(t, dir, backup)
 	l2, err := ledger.Open(dir, d.config(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("after the restore: %d entries, blocked: %v", l2.Size(), l2.Blocked())
+	blocked := l2.Blocked()
 	l2.Close()
+	if !errors.Is(blocked, ledger.ErrIndexKept) {
+		t.Errorf("after the journal alone was restored beside a newer ledger.db: blocked %v; want ErrIndexKept", blocked)
+	}
+	l3, err := ledger.Open(dir, d.config(t)) // and at every start after it
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l3.ResolveRollback(time.Now()); !errors.Is(l3.Blocked(), ledger.ErrIndexKept) || err == nil {
+		t.Errorf("the next start: blocked %v, resolve %v; want ErrIndexKept, which resolve refuses", l3.Blocked(), err)
+	}
+	l3.Close()
 
-	kept := false
+	kept := ""
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
 		if b, err := os.ReadFile(filepath.Join(dir, e.Name())); err == nil && bytes.Equal(b, index) {
-			kept = true
+			kept = e.Name()
 		}
 	}
-	if !kept {
+	if kept == "" {
 		t.Fatal("Open replaced a cleanly closed ledger.db holding entries 3-5 with one rebuilt from an older journal: the only copy of three acknowledged entries is destroyed")
+	}
+
+	// The operator guide's way back: the journal moved aside, the kept
+	// ledger.db put back alone, migrated into a new journal.
+	if err := os.Rename(filepath.Join(dir, ledger.JournalName), filepath.Join(dir, ledger.JournalName+".old")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, kept), filepath.Join(dir, ledger.FileName)); err != nil {
+		t.Fatal(err)
+	}
+	l4 := open(t, d, dir)
+	defer l4.Close()
+	if err := l4.Blocked(); err != nil || l4.Size() != 6 {
+		t.Fatalf("the kept ledger.db put back alone: %d entries, blocked %v; want 6, unblocked", l4.Size(), err)
 	}
 }
 

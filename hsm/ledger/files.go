@@ -127,10 +127,23 @@ func (l *Ledger) openIndex(dbPath string) error {
 	// An index not closed cleanly may be torn (bbolt may not even open
 	// it): it is not used, only rebuilt. A clean one is checked whole
 	// first: a damaged one is rebuilt too, never a crash.
-	if dbErr == nil && l.j.clean {
-		db, err := openClean(dbPath, l.j.held)
-		if err == nil || errors.Is(err, ErrInUse) {
-			l.db = db
+	if dbErr == nil {
+		var held uint64
+		var err error
+		if l.j.clean {
+			var db *bolt.DB
+			db, held, err = openClean(dbPath, l.j.held)
+			if err == nil || errors.Is(err, ErrInUse) {
+				l.db = db
+				return err
+			}
+		} else {
+			held, err = peekHeld(dbPath)
+		}
+		if errors.Is(err, ErrInUse) {
+			return err
+		}
+		if err := l.setAside(dbPath, held); err != nil {
 			return err
 		}
 	}
@@ -142,22 +155,83 @@ func (l *Ledger) openIndex(dbPath string) error {
 	return err
 }
 
-// openClean opens ledger.db as the index the journal's clean marker
-// names: it holds record held, and bbolt finds every page of it whole
-// (tx.Check). A damaged file is ErrUnreadable, whatever bbolt does with
-// it.
-func openClean(dbPath string, held uint64) (*bolt.DB, error) {
-	var db *bolt.DB
-	err := guarded(func() (err error) {
-		if db, err = openDB(dbPath); err != nil {
+// ErrIndexKept: a ledger.db the journal disagrees with was kept aside
+// (ledger.db.<record>.kept) rather than replaced: it may hold the only
+// copy of acknowledged entries. The ledger stays blocked while a kept
+// file is in the data directory.
+var ErrIndexKept = fmt.Errorf("%w: ledger.db held records the ledger journal (%s) does not have (the journal was restored alone from an older backup?); it was kept aside and ledger.db rebuilt from the journal. Do not resolve: stop custodian and follow \"A kept ledger.db\" in the operator guide", ErrBlocked, JournalName)
+
+// setAside moves ledger.db out of the rebuild's way. One that holds a
+// record newer than the journal's last (the journal is older) is kept,
+// renamed to ledger.db.<record>.kept, and the ledger blocks. Any other
+// (torn by a crash, behind, damaged) is removed first, so that a rebuild
+// needs no more room than ledger.db took.
+// held is the record it holds, 0 when unreadable.
+func (l *Ledger) setAside(dbPath string, held uint64) error {
+	if held <= l.j.held {
+		if err := os.Remove(dbPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
-		got, err := heldSeq(db)
-		if err == nil && got != held {
-			err = fmt.Errorf("%w (%s holds journal record %d, not %d)", ErrUnreadable, FileName, got, held)
+		return nil
+	}
+	kept := fmt.Sprintf("%s.%d.kept", dbPath, held)
+	if _, err := os.Lstat(kept); err == nil {
+		kept = fmt.Sprintf("%s.%d.kept.%d", dbPath, held, time.Now().Unix())
+	}
+	if err := os.Rename(dbPath, kept); err != nil {
+		return err
+	}
+	if err := durable.SyncDir(l.dir); err != nil {
+		return err
+	}
+	l.blocked = fmt.Errorf("%w (%s held journal record %d, the journal ends at %d: kept as %s)", ErrIndexKept, FileName, held, l.j.held, filepath.Base(kept))
+	return nil
+}
+
+// peekHeld reads which journal record ledger.db holds, without trusting
+// it to be whole: it may be torn, and is only looked at.
+func peekHeld(dbPath string) (held uint64, err error) {
+	err = guarded(func() error {
+		db, err := bolt.Open(dbPath, 0o600, &bolt.Options{ReadOnly: true, Timeout: 2 * time.Second})
+		if errors.Is(err, bolt.ErrTimeout) {
+			return fmt.Errorf("%w (%s stayed locked for 2 seconds)", ErrInUse, dbPath)
 		}
 		if err != nil {
 			return err
+		}
+		defer db.Close()
+		held, err = heldSeq(db)
+		return err
+	})
+	return held, err
+}
+
+// keptIndexes blocks the ledger while a ledger.db kept aside is in dir:
+// what it holds is for an operator to decide, never for a resolve.
+func keptIndexes(dir string) error {
+	kept, err := filepath.Glob(filepath.Join(dir, FileName+".*.kept*"))
+	if err != nil || len(kept) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w (kept: %s)", ErrIndexKept, filepath.Base(kept[0]))
+}
+
+// openClean opens ledger.db as the index the journal's clean marker
+// names: it holds record held, and bbolt finds every page of it whole
+// (tx.Check). A damaged file is ErrUnreadable, whatever bbolt does with
+// it (a panic inside bolt.Open leaves its file open: once, at start).
+// got is the record it holds, 0 if that could not be read.
+func openClean(dbPath string, held uint64) (db *bolt.DB, got uint64, err error) {
+	err = guarded(func() (err error) {
+		if db, err = openDB(dbPath); err != nil {
+			return err
+		}
+		if got, err = heldSeq(db); err != nil {
+			got = 0
+			return err
+		}
+		if got != held {
+			return fmt.Errorf("%w (%s holds journal record %d, not %d)", ErrUnreadable, FileName, got, held)
 		}
 		return checkPages(db)
 	})
@@ -165,7 +239,7 @@ func openClean(dbPath string, held uint64) (*bolt.DB, error) {
 		guarded(db.Close)
 		db = nil
 	}
-	return db, err
+	return db, got, err
 }
 
 // checkPages reads every bucket and key of db in this goroutine (where a

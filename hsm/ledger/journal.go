@@ -58,8 +58,10 @@ const (
 var metaJournalSeq = []byte("journal-seq")
 
 // ErrJournalDamaged: a journal record before the last one is not what
-// was written. Nothing after it can be trusted to be in order.
-var ErrJournalDamaged = fmt.Errorf("%w: the ledger journal (%s) is damaged before its end; restore the data directory's newest backup (the journal and ledger.db together, or the journal alone)", ErrBlocked, JournalName)
+// was written. Nothing after it can be trusted to be in order. A journal
+// restored alone may be older than ledger.db, which may then hold the
+// only copy of acknowledged entries: the message does not offer it.
+var ErrJournalDamaged = fmt.Errorf("%w: the ledger journal (%s) is damaged before its end; keep a copy of the data directory, then restore the newest backup of the journal and ledger.db together, or follow \"A damaged journal\" in the operator guide", ErrBlocked, JournalName)
 
 // op is one physical change a transaction made.
 type op struct {

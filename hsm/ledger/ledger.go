@@ -203,6 +203,9 @@ func Open(dir string, cfg Config) (*Ledger, error) {
 		l.Close()
 		return nil, err
 	}
+	if l.blocked == nil {
+		l.blocked = keptIndexes(dir)
+	}
 	l.blocked = l.check()
 	return l, nil
 }
@@ -527,6 +530,9 @@ func (l *Ledger) ResolveRollback(now time.Time) (int64, error) {
 	defer l.mu.Unlock()
 	if l.blocked == nil {
 		return 0, errNotResolvable
+	}
+	if errors.Is(l.blocked, ErrIndexKept) {
+		return 0, fmt.Errorf("%w; this cannot be resolved", l.blocked)
 	}
 	if l.cfg.DeviceErr != nil {
 		return 0, fmt.Errorf("%w; this cannot be resolved", l.blocked)
