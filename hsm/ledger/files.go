@@ -148,11 +148,24 @@ func (l *Ledger) openIndex(dbPath string) error {
 		}
 	}
 	if err := rebuild(l.j, l.dir); err != nil {
-		return err
+		return diskFull(l.dir, err)
 	}
 	db, err := openDB(dbPath)
 	l.db = db
 	return err
+}
+
+// diskFull says so when err is the data partition running out of space,
+// which a raw error from deep in a write does not make plain.
+func diskFull(dir string, err error) error {
+	if !errors.Is(err, unix.ENOSPC) {
+		return err
+	}
+	return fmt.Errorf("%w: rebuilding ledger.db from the journal: %s", ErrBlocked, fullAdvice(dir))
+}
+
+func fullAdvice(dir string) string {
+	return fmt.Sprintf("the data partition (%s) is full: free space on it (a ledger.db kept aside, once copied off; old exports), then start custodian again", dir)
 }
 
 // ErrIndexKept: a ledger.db the journal disagrees with was kept aside

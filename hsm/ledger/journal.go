@@ -618,7 +618,11 @@ func (l *Ledger) commit(fn func(*wtx) error) (indexed func() error, err error) {
 	go func() { done <- tx.Commit() }()
 	return func() error {
 		if err := <-done; err != nil {
-			err = fmt.Errorf("%w (%v)", errIndexBehind, err)
+			if errors.Is(err, unix.ENOSPC) {
+				err = fmt.Errorf("%w: the change is in the ledger journal but ledger.db could not be updated: %s", ErrBlocked, fullAdvice(l.dir))
+			} else {
+				err = fmt.Errorf("%w (%v)", errIndexBehind, err)
+			}
 			l.j.block(err)
 			return err
 		}
