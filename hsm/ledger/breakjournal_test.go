@@ -273,6 +273,10 @@ func TestInvariantJournalEditUnderCleanMarkerIsNoticed(t *testing.T) {
 	l := create(t, d, dir)
 	appendN(t, l, 2)
 	l.Close()
+	index, err := os.ReadFile(filepath.Join(dir, ledger.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	data, starts := journalRecords(t, dir)
 	rec := starts[len(starts)-2] // the last append (the clean marker follows)
@@ -301,6 +305,14 @@ func TestInvariantJournalEditUnderCleanMarkerIsNoticed(t *testing.T) {
 		}
 		defer l3.Close()
 		t.Fatalf("an entry edited in the journal under its clean marker opened unblocked (%v); after a crash the same journal blocks with: %v", blocked, l3.Blocked())
+	}
+	if !strings.Contains(blocked.Error(), "clean marker") {
+		t.Errorf("blocked %v; want it to say the journal was edited under its clean marker", blocked)
+	}
+	kept, err := os.ReadFile(filepath.Join(dir, ledger.FileName+".4.kept"))
+	if err != nil || !bytes.Equal(kept, index) {
+		entries, _ := os.ReadDir(dir)
+		t.Fatalf("the ledger.db the edited journal disagrees with is not kept as it was (%v): %v", err, entries)
 	}
 }
 

@@ -49,12 +49,22 @@ func createFiles(dir string, cfg Config) (*Ledger, error) {
 		j.close()
 		return nil, err
 	}
+	j.key = markerKey(cfg)
 	db, err := openDB(filepath.Join(dir, FileName))
 	if err != nil {
 		j.close()
 		return nil, err
 	}
 	return &Ledger{cfg: cfg, db: db, j: j, dir: dir}, nil
+}
+
+// markerKey is the key that signs the journal's clean markers: the state
+// key, when the approved image unsealed it.
+func markerKey(cfg Config) []byte {
+	if len(cfg.StateKey) != StateKeySize {
+		return nil
+	}
+	return cfg.StateKey
 }
 
 // abandon closes a ledger whose creation failed before anything was
@@ -100,6 +110,7 @@ func openFiles(dir string, cfg Config) (*Ledger, error) {
 			return nil, err
 		}
 	}
+	j.key = markerKey(cfg)
 	l := &Ledger{cfg: cfg, j: j, dir: dir}
 	if err := l.openIndex(dbPath); err != nil {
 		if l.db != nil {
@@ -143,7 +154,7 @@ func (l *Ledger) openIndex(dbPath string) error {
 		if errors.Is(err, ErrInUse) {
 			return err
 		}
-		if err := l.setAside(dbPath, held); err != nil {
+		if err := l.setAside(dbPath, held, l.j.edited()); err != nil {
 			return err
 		}
 	}
@@ -174,30 +185,44 @@ func fullAdvice(dir string) string {
 // file is in the data directory.
 var ErrIndexKept = fmt.Errorf("%w: ledger.db held records the ledger journal (%s) does not have (the journal was restored alone from an older backup?); it was kept aside and ledger.db rebuilt from the journal. Do not resolve: stop custodian and follow \"A kept ledger.db\" in the operator guide", ErrBlocked, JournalName)
 
-// setAside moves ledger.db out of the rebuild's way. One that holds a
-// record newer than the journal's last (the journal is older) is kept,
-// renamed to ledger.db.<record>.kept, and the ledger blocks. Any other
+// setAside moves ledger.db out of the rebuild's way. One the journal
+// disagrees with is kept, renamed to ledger.db.<record>.kept, and the
+// ledger blocks: one that holds a record newer than the journal's last
+// (the journal is older), or any when the journal's records were edited
+// under its clean marker (ledger.db is then the true copy). Any other
 // (torn by a crash, behind, damaged) is removed first, so that a rebuild
-// needs no more room than ledger.db took.
-// held is the record it holds, 0 when unreadable.
-func (l *Ledger) setAside(dbPath string, held uint64) error {
-	if held <= l.j.held {
-		if err := os.Remove(dbPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+// needs no more room than ledger.db took. held is the record it holds,
+// 0 when unreadable.
+func (l *Ledger) setAside(dbPath string, held uint64, edited bool) error {
+	kept := fmt.Sprintf("%s.%d.kept", dbPath, held)
+	_, keptErr := os.Lstat(kept)
+	switch {
+	case held <= l.j.held && !edited:
+		return removeIndex(dbPath)
+	case keptErr == nil: // kept at an earlier start; this one was rebuilt since
+		if err := removeIndex(dbPath); err != nil {
 			return err
 		}
-		return nil
+	default:
+		if err := os.Rename(dbPath, kept); err != nil {
+			return err
+		}
+		if err := durable.SyncDir(l.dir); err != nil {
+			return err
+		}
 	}
-	kept := fmt.Sprintf("%s.%d.kept", dbPath, held)
-	if _, err := os.Lstat(kept); err == nil {
-		kept = fmt.Sprintf("%s.%d.kept.%d", dbPath, held, time.Now().Unix())
+	if edited {
+		l.blocked = fmt.Errorf("%w (the journal's records are not the ones its clean marker was written over; %s is kept as %s)", ErrRecordsEdited, FileName, filepath.Base(kept))
+	} else {
+		l.blocked = fmt.Errorf("%w (%s held journal record %d, the journal ends at %d: kept as %s)", ErrIndexKept, FileName, held, l.j.held, filepath.Base(kept))
 	}
-	if err := os.Rename(dbPath, kept); err != nil {
+	return nil
+}
+
+func removeIndex(dbPath string) error {
+	if err := os.Remove(dbPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	if err := durable.SyncDir(l.dir); err != nil {
-		return err
-	}
-	l.blocked = fmt.Errorf("%w (%s held journal record %d, the journal ends at %d: kept as %s)", ErrIndexKept, FileName, held, l.j.held, filepath.Base(kept))
 	return nil
 }
 

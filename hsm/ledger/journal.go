@@ -3,6 +3,7 @@ package ledger
 import (
 	"bufio"
 	"bytes"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -32,7 +33,13 @@ import (
 // record, its operations in order: 'b' bucket (create a bucket), 'p' bucket
 // key value (put), 'd' bucket key (delete), each field a uvarint length
 // and its bytes. A clean marker's body is the sequence number of the
-// transaction record the index holds.
+// transaction record the index holds, the chain of the records before it
+// (chain = SHA-256(chain, a record's SHA-256), from 32 zero bytes) and an
+// HMAC-SHA256 under the state key over both: an edit of the journal under
+// the marker (its hashes recomputed, as anyone can) breaks the chain, and
+// a marker made afresh lacks the key. A marker of 8 bytes (the held
+// record alone, written before the chain) is not trusted: the index is
+// rebuilt.
 
 // JournalName is the ledger's journal inside the data directory.
 const JournalName = "ledger.journal"
@@ -47,6 +54,9 @@ const (
 
 	kindTx    = 'T'
 	kindClean = 'C'
+
+	legacyMarker = 8                             // held
+	keyedMarker  = 8 + sha256.Size + sha256.Size // held, chain, HMAC
 
 	opBucket = 'b'
 	opPut    = 'p'
@@ -90,6 +100,12 @@ type record struct {
 	seq  uint64
 	ops  []op   // kindTx
 	held uint64 // kindClean: the transaction record the index holds
+
+	// kindClean, keyed: the chain of the records before the marker and
+	// the HMAC over held and chain.
+	chain, mac []byte
+
+	before [sha256.Size]byte // as read: the chain of the records before it
 }
 
 // parseRecord parses a record's payload. Its operations refer to payload.
@@ -102,10 +118,13 @@ func parseRecord(payload []byte) (record, error) {
 	body := payload[9:]
 	switch r.kind {
 	case kindClean:
-		if len(body) != 8 {
+		if len(body) != legacyMarker && len(body) != keyedMarker {
 			return r, errors.New("a clean marker of the wrong length")
 		}
 		r.held = binary.BigEndian.Uint64(body)
+		if len(body) == keyedMarker {
+			r.chain, r.mac = body[8:8+sha256.Size], body[8+sha256.Size:]
+		}
 		return r, nil
 	case kindTx:
 	default:
@@ -147,17 +166,18 @@ func cutField(b []byte) (f, rest []byte, err error) {
 }
 
 // writeRecord writes r's frame to w, streaming its operations' values so
-// that a large note is not copied, and returns how many bytes it wrote.
-func writeRecord(w io.Writer, r record) (int64, error) {
+// that a large note is not copied, and returns how many bytes it wrote and
+// the frame's SHA-256.
+func writeRecord(w io.Writer, r record) (n int64, sum [sha256.Size]byte, err error) {
 	size := 9
 	if r.kind == kindClean {
-		size += 8
+		size += 8 + len(r.chain) + len(r.mac)
 	}
 	for _, o := range r.ops {
 		size += o.size()
 	}
 	if size > maxRecord {
-		return 0, fmt.Errorf("a ledger transaction of %d bytes is larger than the journal takes (%d)", size, maxRecord)
+		return 0, sum, fmt.Errorf("a ledger transaction of %d bytes is larger than the journal takes (%d)", size, maxRecord)
 	}
 	h := sha256.New()
 	bw := bufio.NewWriterSize(io.MultiWriter(w, h), min(frameHeader+size, 64<<10))
@@ -167,6 +187,8 @@ func writeRecord(w io.Writer, r record) (int64, error) {
 	bw.Write(binary.BigEndian.AppendUint64(nil, r.seq))
 	if r.kind == kindClean {
 		bw.Write(binary.BigEndian.AppendUint64(nil, r.held))
+		bw.Write(r.chain)
+		bw.Write(r.mac)
 	}
 	for _, o := range r.ops {
 		bw.WriteByte(o.code)
@@ -179,10 +201,31 @@ func writeRecord(w io.Writer, r record) (int64, error) {
 		}
 	}
 	if err := bw.Flush(); err != nil {
-		return 0, err
+		return 0, sum, err
 	}
-	_, err := w.Write(h.Sum(nil))
-	return int64(frameHeader + size + sha256.Size), err
+	h.Sum(sum[:0])
+	_, err = w.Write(sum[:])
+	return int64(frameHeader + size + sha256.Size), sum, err
+}
+
+// chainNext is the chain after a record whose frame's SHA-256 is sum.
+func chainNext(chain [sha256.Size]byte, sum []byte) [sha256.Size]byte {
+	h := sha256.New()
+	h.Write(chain[:])
+	h.Write(sum)
+	var next [sha256.Size]byte
+	h.Sum(next[:0])
+	return next
+}
+
+// markerMAC binds a clean marker to the state key: the record the index
+// holds and the chain of every record before the marker.
+func markerMAC(key []byte, held uint64, chain []byte) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("custodian ledger journal clean marker\x00"))
+	m.Write(binary.BigEndian.AppendUint64(nil, held))
+	m.Write(chain)
+	return m.Sum(nil)
 }
 
 func writeField(w *bufio.Writer, b []byte) {
@@ -192,11 +235,12 @@ func writeField(w *bufio.Writer, b []byte) {
 
 // scanner reads a journal's records in order.
 type scanner struct {
-	f    io.ReaderAt
-	end  int64 // the file's size
-	off  int64 // where the next record starts
-	buf  []byte
-	last uint64 // the previous record's sequence number
+	f     io.ReaderAt
+	end   int64 // the file's size
+	off   int64 // where the next record starts
+	buf   []byte
+	last  uint64            // the previous record's sequence number
+	chain [sha256.Size]byte // the chain of the records read
 }
 
 // errTorn: the journal ends in a record that was never finished (a crash
@@ -229,6 +273,8 @@ func (s *scanner) next() (record, error) {
 	if err != nil {
 		return record{}, fmt.Errorf("%w (record at byte %d: %v)", ErrJournalDamaged, s.off, err)
 	}
+	r.before = s.chain
+	s.chain = chainNext(s.chain, payload[len(payload):len(payload)+sha256.Size])
 	s.last = r.seq
 	s.off += total
 	return r, nil
@@ -364,12 +410,18 @@ func (s *scanner) headerAt(off int64) bool {
 type journal struct {
 	f *os.File
 
-	mu     sync.Mutex // guards the fields below; writes also hold bbolt's writer lock
-	size   int64      // the length of its whole records
-	seq    uint64     // the newest record's sequence number
-	held   uint64     // the newest transaction record's sequence number
-	clean  bool       // the newest record is a clean marker for held
-	broken error      // non-nil: nothing more may be appended
+	// key is the state key that signs clean markers; without one (the
+	// ledger blocks anyway) a marker is written and read unkeyed.
+	key []byte
+
+	mu     sync.Mutex        // guards the fields below; writes also hold bbolt's writer lock
+	size   int64             // the length of its whole records
+	seq    uint64            // the newest record's sequence number
+	held   uint64            // the newest transaction record's sequence number
+	chain  [sha256.Size]byte // the chain of every record
+	marked bool              // the newest record is a keyed clean marker for held
+	clean  bool              // ... and it verifies (or there is no key to check it)
+	broken error             // non-nil: nothing more may be appended
 }
 
 // openJournal opens (creating if create) and locks the journal at path,
@@ -428,15 +480,16 @@ func (j *journal) walk(each func(record) error) error {
 		return err
 	}
 	s := &scanner{f: j.f, end: info.Size()}
-	j.seq, j.held, j.clean = 0, 0, false
+	j.seq, j.held, j.marked, j.clean = 0, 0, false, false
 	for {
 		r, err := s.next()
 		if err != nil {
-			j.size = s.off
+			j.size, j.chain = s.off, s.chain
 			return err
 		}
 		j.seq = r.seq
-		j.clean = r.kind == kindClean && r.held == j.held
+		j.marked = r.kind == kindClean && r.held == j.held && r.mac != nil
+		j.clean = j.marked && j.markerHolds(r)
 		if r.kind != kindTx {
 			continue
 		}
@@ -447,6 +500,25 @@ func (j *journal) walk(each func(record) error) error {
 			}
 		}
 	}
+}
+
+// markerHolds reports whether the clean marker r was written by this
+// ledger over the records before it: its chain is theirs and its HMAC
+// verifies under the state key. Without a key nothing can be checked, and
+// the marker is taken as it is (the ledger blocks anyway).
+func (j *journal) markerHolds(r record) bool {
+	if len(j.key) == 0 {
+		return true
+	}
+	return hmac.Equal(r.chain, r.before[:]) && hmac.Equal(r.mac, markerMAC(j.key, r.held, r.chain))
+}
+
+// edited reports whether the journal ends with a keyed clean marker that
+// does not hold: records under it were changed after it was written.
+func (j *journal) edited() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.marked && !j.clean
 }
 
 // cut truncates the journal to size and syncs it.
@@ -467,7 +539,11 @@ func (j *journal) append(r record) error {
 		return j.broken
 	}
 	r.seq = j.seq + 1
-	n, err := writeRecord(io.NewOffsetWriter(j.f, j.size), r)
+	if r.kind == kindClean && len(j.key) > 0 {
+		r.chain = j.chain[:]
+		r.mac = markerMAC(j.key, r.held, r.chain)
+	}
+	n, sum, err := writeRecord(io.NewOffsetWriter(j.f, j.size), r)
 	if err == nil {
 		err = syncJournal(j.f)
 	}
@@ -478,6 +554,8 @@ func (j *journal) append(r record) error {
 		return fmt.Errorf("writing the ledger journal: %w", err)
 	}
 	j.size, j.seq = j.size+n, r.seq
+	j.chain = chainNext(j.chain, sum[:])
+	j.marked = r.kind == kindClean && r.mac != nil
 	j.clean = r.kind == kindClean
 	if r.kind == kindTx {
 		j.held = r.seq

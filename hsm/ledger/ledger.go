@@ -531,8 +531,8 @@ func (l *Ledger) ResolveRollback(now time.Time) (int64, error) {
 	if l.blocked == nil {
 		return 0, errNotResolvable
 	}
-	if errors.Is(l.blocked, ErrIndexKept) {
-		return 0, fmt.Errorf("%w; this cannot be resolved", l.blocked)
+	if err := keptIndexes(l.dir); err != nil {
+		return 0, fmt.Errorf("%w; this cannot be resolved", err)
 	}
 	if l.cfg.DeviceErr != nil {
 		return 0, fmt.Errorf("%w; this cannot be resolved", l.blocked)
