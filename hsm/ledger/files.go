@@ -411,9 +411,10 @@ func rebuild(j *journal, dir string) error {
 }
 
 // markClean syncs the index and appends a clean marker naming the
-// journal record it holds, unless the journal already ends with one.
+// journal record it holds, unless the journal already ends with one, or
+// with one its records no longer match: a new marker would sign the edit.
 func (l *Ledger) markClean() error {
-	if l.j.err() != nil || l.j.isClean() {
+	if l.j.err() != nil || l.j.isClean() || l.j.edited() {
 		return nil
 	}
 	if err := l.db.Sync(); err != nil {

@@ -309,6 +309,15 @@ func TestInvariantJournalEditUnderCleanMarkerIsNoticed(t *testing.T) {
 	if !strings.Contains(blocked.Error(), "clean marker") {
 		t.Errorf("blocked %v; want it to say the journal was edited under its clean marker", blocked)
 	}
+	l3, err := ledger.Open(dir, d.config(t)) // the Close did not sign the edit
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := l3.Blocked()
+	l3.Close()
+	if !errors.Is(again, ledger.ErrStateMismatch) {
+		t.Errorf("the start after the edit was noticed: blocked %v; want it refused as edited again", again)
+	}
 	kept, err := os.ReadFile(filepath.Join(dir, ledger.FileName+".4.kept"))
 	if err != nil || !bytes.Equal(kept, index) {
 		entries, _ := os.ReadDir(dir)
