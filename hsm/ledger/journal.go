@@ -333,13 +333,31 @@ func (s *scanner) notTorn() string {
 	if end, ok := s.declaredEnd(s.off); ok && end < s.end && s.headerAt(end) {
 		return fmt.Sprintf("the record after it starts at byte %d, so it was written whole", end)
 	}
-	br := bufio.NewReaderSize(io.NewSectionReader(s.f, s.off+1, s.end-s.off-1), 64<<10)
+	candidates, why := s.headersAfter()
+	if why != "" {
+		return why
+	}
 	var buf []byte
+	for _, start := range candidates {
+		var bad string
+		if buf, _, bad = readFrame(io.NewSectionReader(s.f, start, s.end-start), buf); bad == "" {
+			return fmt.Sprintf("a whole record follows it at byte %d", start)
+		}
+	}
+	return ""
+}
+
+// headersAfter reads the file after s.off once and returns where record
+// headers start whose record would end at the file's end or where another
+// starts (a whole record ends so: only those are worth hashing), or why
+// there are too many headers for a torn write, before hashing anything.
+func (s *scanner) headersAfter() (candidates []int64, why string) {
+	br := bufio.NewReaderSize(io.NewSectionReader(s.f, s.off+1, s.end-s.off-1), 64<<10)
 	headers, matched := 0, 0
 	for pos := s.off + 1; ; pos++ {
 		c, err := br.ReadByte()
 		if err != nil {
-			return ""
+			return candidates, ""
 		}
 		if c != journalMagic[matched] {
 			matched = 0
@@ -358,16 +376,10 @@ func (s *scanner) notTorn() string {
 			continue
 		}
 		if headers++; headers > maxTailHeaders {
-			return fmt.Sprintf("more than %d record headers follow it", maxTailHeaders)
+			return nil, fmt.Sprintf("more than %d record headers follow it", maxTailHeaders)
 		}
-		// A whole record ends at the file's end or where another starts:
-		// only those are worth hashing.
-		if end != s.end && !s.headerAt(end) {
-			continue
-		}
-		var bad string
-		if buf, _, bad = readFrame(io.NewSectionReader(s.f, start, s.end-start), buf); bad == "" {
-			return fmt.Sprintf("a whole record follows it at byte %d", start)
+		if end == s.end || s.headerAt(end) {
+			candidates = append(candidates, start)
 		}
 	}
 }
