@@ -198,9 +198,14 @@ var breaks = []mutant{
 	// Start-up state is bound to the TPM.
 	{
 		name: "the ledger state's HMAC not checked",
+		// The journal's clean marker, under the same key, catches a forged
+		// directory first: it is broken too, so that the state's HMAC is
+		// what the tests must catch.
 		edits: []edit{{"hsm/ledger/state.go",
 			"case !hmac.Equal(mac, l.stateMAC(&l.state)):",
-			"case !hmac.Equal(mac, mac):"}},
+			"case !hmac.Equal(mac, mac):"}, {"hsm/ledger/journal.go",
+			"\treturn hmac.Equal(r.chain, r.before[:]) && hmac.Equal(r.mac, markerMAC(j.key, r.held, r.chain))",
+			"\treturn true"}},
 		pkg: "./hsm/ledger", tests: []string{"TestInvariantStartupStateIsBoundToTPMPaddedCopyIsBlocked", "TestInvariantRollbackOfDataDirBlocksUntilResolved"},
 	},
 	{
