@@ -68,11 +68,25 @@ var breaks = []mutant{
 	{
 		name: "an index not closed cleanly used as it is",
 		edits: []edit{{"hsm/ledger/files.go",
-			"\tif dbErr == nil && l.j.clean {",
-			"\tif dbErr == nil {"}, {"hsm/ledger/files.go",
-			"if held, err := heldSeq(db); err == nil && held == l.j.held {",
-			"if _, err := heldSeq(db); err == nil {"}},
+			"\t\tif l.j.clean {",
+			"\t\tif true {"}, {"hsm/ledger/files.go",
+			"\t\tif got != held {",
+			"\t\tif false {"}},
 		pkg: "./hsm/ledger", tests: []string{"TestInvariantUncleanIndexIsRebuiltFromJournal"},
+	},
+	{
+		name: "a journal edited under its clean marker taken as clean",
+		edits: []edit{{"hsm/ledger/journal.go",
+			"\treturn hmac.Equal(r.chain, r.before[:]) && hmac.Equal(r.mac, markerMAC(j.key, r.held, r.chain))",
+			"\treturn true"}},
+		pkg: "./hsm/ledger", tests: []string{"TestInvariantJournalEditUnderCleanMarkerIsNoticed"},
+	},
+	{
+		name: "a ledger.db newer than its journal rebuilt over",
+		edits: []edit{{"hsm/ledger/files.go",
+			"\tcase held <= l.j.held && !edited:",
+			"\tcase !edited:"}},
+		pkg: "./hsm/ledger", tests: []string{"TestInvariantRebuildKeepsTheIndexItReplaces"},
 	},
 	{
 		name: "a ledger write that bypasses the journal",
@@ -84,8 +98,8 @@ var breaks = []mutant{
 	{
 		name: "a damaged journal record taken for a torn tail and cut away",
 		edits: []edit{{"hsm/ledger/journal.go",
-			"\t\tif s.wholeRecordAfter() {",
-			"\t\tif false {"}},
+			"\t\tif why := s.notTorn(); why != \"\" {",
+			"\t\tif why := s.notTorn(); false && why != \"\" {"}},
 		pkg: "./hsm/ledger", tests: []string{"TestInvariantDamagedJournalRecordBlocks"},
 	},
 	{
@@ -184,9 +198,14 @@ var breaks = []mutant{
 	// Start-up state is bound to the TPM.
 	{
 		name: "the ledger state's HMAC not checked",
+		// The journal's clean marker, under the same key, catches a forged
+		// directory first: it is broken too, so that the state's HMAC is
+		// what the tests must catch.
 		edits: []edit{{"hsm/ledger/state.go",
 			"case !hmac.Equal(mac, l.stateMAC(&l.state)):",
-			"case !hmac.Equal(mac, mac):"}},
+			"case !hmac.Equal(mac, mac):"}, {"hsm/ledger/journal.go",
+			"\treturn hmac.Equal(r.chain, r.before[:]) && hmac.Equal(r.mac, markerMAC(j.key, r.held, r.chain))",
+			"\treturn true"}},
 		pkg: "./hsm/ledger", tests: []string{"TestInvariantStartupStateIsBoundToTPMPaddedCopyIsBlocked", "TestInvariantRollbackOfDataDirBlocksUntilResolved"},
 	},
 	{

@@ -210,7 +210,9 @@ func blockedHint(err error) error {
 	case errors.Is(err, ledger.ErrRecordsEdited):
 		return withHint(err, "ledger.db or its journal was edited: restore them (with trust/ and bundles/) from the newest backup the device wrote; resolve-rollback cannot accept edited records")
 	case errors.Is(err, ledger.ErrJournalDamaged):
-		return withHint(err, "keep the damaged ledger.journal as evidence, then restore the data directory's newest backup (ledger.journal with ledger.db, or the journal alone); resolve-rollback cannot repair a journal")
+		return withHint(err, "keep a copy of the data directory as evidence, then restore the newest backup of ledger.journal and ledger.db together, or start with ledger.db alone (docs/operator.md, \"A damaged journal\"); never the journal alone beside a newer ledger.db; resolve-rollback cannot repair a journal")
+	case errors.Is(err, ledger.ErrIndexKept):
+		return withHint(err, "the kept ledger.db holds entries the journal lacks: go back to it as docs/operator.md says (\"A kept ledger.db\"); resolve-rollback cannot accept this")
 	case errors.Is(err, ledger.ErrStateMismatch), errors.Is(err, ledger.ErrChangeInterrupted):
 		return withHint(err, "restore the data directory from its newest state if you can; otherwise check trust/ and bundles/ (custodian trust list), accept them with custodian ledger resolve-rollback (logged), then set the current CRL and roots again")
 	case errors.Is(err, ledger.ErrBlocked):

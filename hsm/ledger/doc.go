@@ -17,10 +17,15 @@
 //   - ledger.db ([FileName]) is an index of the journal: every read uses
 //     it, and it is written in the same step without syncs of its own.
 //     It is used as it is only when the journal ends with the clean marker
-//     [Ledger.Close] writes naming the record it holds; otherwise (a crash,
-//     a missing or damaged file) Open rebuilds it from the journal, then
-//     checks it as it always did, so nothing trusts the journal more than
-//     it trusted ledger.db. A data directory with ledger.db alone (the
+//     [Ledger.Close] writes naming the record it holds (with an HMAC under
+//     [Config.StateKey] over a hash chain of every record before it) and
+//     every page of it checks; otherwise (a crash, a missing or damaged
+//     file; a panic in bbolt is caught) Open rebuilds it from the journal,
+//     then checks it as it always did, so nothing trusts the journal more
+//     than it trusted ledger.db. A ledger.db the journal disagrees with
+//     (newer than it, or the journal edited under its marker) is never
+//     replaced but kept aside, and the ledger blocks ([ErrIndexKept],
+//     [ErrRecordsEdited]). A data directory with ledger.db alone (the
 //     format before the journal) is migrated at Open. The journal is
 //     locked for the ledger's life: a second opener gets [ErrInUse].
 //     An entry committed whose increment the TPM then refuses stands: its

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -48,12 +49,22 @@ func createFiles(dir string, cfg Config) (*Ledger, error) {
 		j.close()
 		return nil, err
 	}
+	j.key = markerKey(cfg)
 	db, err := openDB(filepath.Join(dir, FileName))
 	if err != nil {
 		j.close()
 		return nil, err
 	}
 	return &Ledger{cfg: cfg, db: db, j: j, dir: dir}, nil
+}
+
+// markerKey is the key that signs the journal's clean markers: the state
+// key, when the approved image unsealed it.
+func markerKey(cfg Config) []byte {
+	if len(cfg.StateKey) != StateKeySize {
+		return nil
+	}
+	return cfg.StateKey
 }
 
 // abandon closes a ledger whose creation failed before anything was
@@ -81,13 +92,25 @@ func openFiles(dir string, cfg Config) (*Ledger, error) {
 		return nil, fmt.Errorf("%w (%s): neither %s nor %s is there", ErrNoLedger, dir, JournalName, FileName)
 	}
 	_, jErr := os.Lstat(jPath)
-	j, err := openJournal(jPath, errors.Is(jErr, fs.ErrNotExist))
+	created := errors.Is(jErr, fs.ErrNotExist)
+	j, err := openJournal(jPath, created)
 	if errors.Is(err, fs.ErrExist) { // another process is migrating it
+		created = false
 		j, err = openJournal(jPath, false)
 	}
 	if err != nil {
 		return nil, err
 	}
+	// A migration creates the journal; from then on ledger.db is written
+	// without syncs, so the journal's name must be durable before any of
+	// its records is acknowledged.
+	if created {
+		if err := durable.SyncDir(dir); err != nil {
+			j.close()
+			return nil, err
+		}
+	}
+	j.key = markerKey(cfg)
 	l := &Ledger{cfg: cfg, j: j, dir: dir}
 	if err := l.openIndex(dbPath); err != nil {
 		if l.db != nil {
@@ -113,26 +136,185 @@ func (l *Ledger) openIndex(dbPath string) error {
 		return l.migrate(dbPath)
 	}
 	// An index not closed cleanly may be torn (bbolt may not even open
-	// it): it is not opened at all, only rebuilt.
-	if dbErr == nil && l.j.clean {
-		db, err := openDB(dbPath)
+	// it): it is not used, only rebuilt. A clean one is checked whole
+	// first: a damaged one is rebuilt too, never a crash.
+	if dbErr == nil {
+		var held uint64
+		var err error
+		if l.j.clean {
+			var db *bolt.DB
+			db, held, err = openClean(dbPath, l.j.held)
+			if err == nil || errors.Is(err, ErrInUse) {
+				l.db = db
+				return err
+			}
+		} else {
+			held, err = peekHeld(dbPath)
+		}
 		if errors.Is(err, ErrInUse) {
 			return err
 		}
-		if err == nil {
-			if held, err := heldSeq(db); err == nil && held == l.j.held {
-				l.db = db
-				return nil
-			}
-			db.Close()
+		if err := l.setAside(dbPath, held, l.j.edited()); err != nil {
+			return err
 		}
 	}
 	if err := rebuild(l.j, l.dir); err != nil {
-		return err
+		return diskFull(l.dir, err)
 	}
 	db, err := openDB(dbPath)
 	l.db = db
 	return err
+}
+
+// diskFull says so when err is the data partition running out of space,
+// which a raw error from deep in a write does not make plain.
+func diskFull(dir string, err error) error {
+	if !errors.Is(err, unix.ENOSPC) {
+		return err
+	}
+	return fmt.Errorf("%w: rebuilding ledger.db from the journal: %s", ErrBlocked, fullAdvice(dir))
+}
+
+func fullAdvice(dir string) string {
+	return fmt.Sprintf("the data partition (%s) is full: free space on it (a ledger.db kept aside, once copied off; old exports), then start custodian again", dir)
+}
+
+// ErrIndexKept: a ledger.db the journal disagrees with was kept aside
+// (ledger.db.<record>.kept) rather than replaced: it may hold the only
+// copy of acknowledged entries. The ledger stays blocked while a kept
+// file is in the data directory.
+var ErrIndexKept = fmt.Errorf("%w: ledger.db held records the ledger journal (%s) does not have (the journal was restored alone from an older backup?); it was kept aside and ledger.db rebuilt from the journal. Do not resolve: stop custodian and follow \"A kept ledger.db\" in the operator guide", ErrBlocked, JournalName)
+
+// setAside moves ledger.db out of the rebuild's way. One the journal
+// disagrees with is kept, renamed to ledger.db.<record>.kept, and the
+// ledger blocks: one that holds a record newer than the journal's last
+// (the journal is older), or any when the journal's records were edited
+// under its clean marker (ledger.db is then the true copy). Any other
+// (torn by a crash, behind, damaged) is removed first, so that a rebuild
+// needs no more room than ledger.db took. held is the record it holds,
+// 0 when unreadable.
+func (l *Ledger) setAside(dbPath string, held uint64, edited bool) error {
+	kept := fmt.Sprintf("%s.%d.kept", dbPath, held)
+	_, keptErr := os.Lstat(kept)
+	switch {
+	case held <= l.j.held && !edited:
+		return removeIndex(dbPath)
+	case keptErr == nil: // kept at an earlier start; this one was rebuilt since
+		if err := removeIndex(dbPath); err != nil {
+			return err
+		}
+	default:
+		if err := os.Rename(dbPath, kept); err != nil {
+			return err
+		}
+		if err := durable.SyncDir(l.dir); err != nil {
+			return err
+		}
+	}
+	if edited {
+		l.blocked = fmt.Errorf("%w (the journal's records are not the ones its clean marker was written over; %s is kept as %s)", ErrRecordsEdited, FileName, filepath.Base(kept))
+	} else {
+		l.blocked = fmt.Errorf("%w (%s held journal record %d, the journal ends at %d: kept as %s)", ErrIndexKept, FileName, held, l.j.held, filepath.Base(kept))
+	}
+	return nil
+}
+
+func removeIndex(dbPath string) error {
+	if err := os.Remove(dbPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// peekHeld reads which journal record ledger.db holds, without trusting
+// it to be whole: it may be torn, and is only looked at.
+func peekHeld(dbPath string) (held uint64, err error) {
+	err = guarded(func() error {
+		db, err := bolt.Open(dbPath, 0o600, &bolt.Options{ReadOnly: true, Timeout: 2 * time.Second})
+		if errors.Is(err, bolt.ErrTimeout) {
+			return fmt.Errorf("%w (%s stayed locked for 2 seconds)", ErrInUse, dbPath)
+		}
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		held, err = heldSeq(db)
+		return err
+	})
+	return held, err
+}
+
+// keptIndexes blocks the ledger while a ledger.db kept aside is in dir:
+// what it holds is for an operator to decide, never for a resolve.
+func keptIndexes(dir string) error {
+	kept, err := filepath.Glob(filepath.Join(dir, FileName+".*.kept*"))
+	if err != nil || len(kept) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w (kept: %s)", ErrIndexKept, filepath.Base(kept[0]))
+}
+
+// openClean opens ledger.db as the index the journal's clean marker
+// names: it holds record held, and bbolt finds every page of it whole
+// (tx.Check). A damaged file is ErrUnreadable, whatever bbolt does with
+// it (a panic inside bolt.Open leaves its file open: once, at start).
+// got is the record it holds, 0 if that could not be read.
+func openClean(dbPath string, held uint64) (db *bolt.DB, got uint64, err error) {
+	err = guarded(func() (err error) {
+		if db, err = openDB(dbPath); err != nil {
+			return err
+		}
+		if got, err = heldSeq(db); err != nil {
+			got = 0
+			return err
+		}
+		if got != held {
+			return fmt.Errorf("%w (%s holds journal record %d, not %d)", ErrUnreadable, FileName, got, held)
+		}
+		return checkPages(db)
+	})
+	if err != nil && db != nil {
+		guarded(db.Close)
+		db = nil
+	}
+	return db, got, err
+}
+
+// checkPages reads every bucket and key of db in this goroutine (where a
+// fault reading the memory map is a panic that guarded catches), then
+// has bbolt check its pages and free list.
+func checkPages(db *bolt.DB) error {
+	return db.View(func(tx *bolt.Tx) error {
+		err := tx.ForEach(func(_ []byte, b *bolt.Bucket) error {
+			return b.ForEach(func(_, _ []byte) error { return nil })
+		})
+		if err != nil {
+			return err
+		}
+		bad := 0
+		for range tx.Check() { // drained: it stops only when read to its end
+			bad++
+		}
+		if bad > 0 {
+			return fmt.Errorf("%w (%s: %d of its pages do not check)", ErrUnreadable, FileName, bad)
+		}
+		return nil
+	})
+}
+
+// guarded runs fn, which reads ledger.db, turning a panic into
+// ErrUnreadable: bbolt panics on a damaged page, and with
+// SetPanicOnFault a fault reading its memory map (a bad block) is a
+// panic too. ledger.db is an index: a damaged one is rebuilt or refused,
+// never a crash.
+func guarded(fn func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w (%s: a page of it is damaged)", ErrUnreadable, FileName)
+		}
+	}()
+	return fn()
 }
 
 // heldSeq is the journal record the index holds (0: none).
@@ -229,9 +411,10 @@ func rebuild(j *journal, dir string) error {
 }
 
 // markClean syncs the index and appends a clean marker naming the
-// journal record it holds, unless the journal already ends with one.
+// journal record it holds, unless the journal already ends with one, or
+// with one its records no longer match: a new marker would sign the edit.
 func (l *Ledger) markClean() error {
-	if l.j.err() != nil || l.j.isClean() {
+	if l.j.err() != nil || l.j.isClean() || l.j.edited() {
 		return nil
 	}
 	if err := l.db.Sync(); err != nil {
@@ -276,32 +459,28 @@ func (j *journal) heldSeq() uint64 {
 // one stopped without closing it.
 var ErrIndexUnclean = errors.New("ledger.db was not closed cleanly (custodian serve holds the ledger, or it stopped without closing it); start custodian serve, or run custodian ledger verify, to rebuild it from the journal")
 
-// checkCleanForReading tells whether ledger.db in dir may be read without
-// the journal's lock holder: the journal (shared-locked while this runs)
-// ends with a clean marker naming the record db holds. A directory
-// without a journal is of the format before it, where every commit was
-// synced.
-func checkCleanForReading(dir string, db *bolt.DB) (release func(), err error) {
+// lockCleanJournal tells whether ledger.db in dir may be read without
+// the journal's lock holder: the journal, shared-locked until release,
+// ends with a clean marker, naming the record held that ledger.db must
+// hold. It is decided before ledger.db is opened: an index not closed
+// cleanly may be torn. A directory without a journal is of the format
+// before it, where every commit was synced (held 0: not compared).
+func lockCleanJournal(dir string) (held uint64, release func(), err error) {
 	f, err := os.Open(filepath.Join(dir, JournalName))
 	if errors.Is(err, fs.ErrNotExist) {
-		return func() {}, nil
+		return 0, func() {}, nil
 	}
 	if err != nil {
-		return nil, err
+		return 0, nil, err
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
 		f.Close()
-		return nil, ErrInUse
+		return 0, nil, ErrInUse
 	}
 	j := &journal{f: f}
-	if err := j.walk(nil); !errors.Is(err, io.EOF) {
+	if err := j.walk(nil); !errors.Is(err, io.EOF) || !j.clean {
 		f.Close()
-		return nil, ErrIndexUnclean
+		return 0, nil, ErrIndexUnclean
 	}
-	held, err := heldSeq(db)
-	if err != nil || !j.clean || held != j.held {
-		f.Close()
-		return nil, ErrIndexUnclean
-	}
-	return func() { f.Close() }, nil
+	return j.held, func() { f.Close() }, nil
 }

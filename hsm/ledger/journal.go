@@ -3,6 +3,7 @@ package ledger
 import (
 	"bufio"
 	"bytes"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -32,7 +33,13 @@ import (
 // record, its operations in order: 'b' bucket (create a bucket), 'p' bucket
 // key value (put), 'd' bucket key (delete), each field a uvarint length
 // and its bytes. A clean marker's body is the sequence number of the
-// transaction record the index holds.
+// transaction record the index holds, the chain of the records before it
+// (chain = SHA-256(chain, a record's SHA-256), from 32 zero bytes) and an
+// HMAC-SHA256 under the state key over both: an edit of the journal under
+// the marker (its hashes recomputed, as anyone can) breaks the chain, and
+// a marker made afresh lacks the key. A marker of 8 bytes (the held
+// record alone, written before the chain) is not trusted: the index is
+// rebuilt.
 
 // JournalName is the ledger's journal inside the data directory.
 const JournalName = "ledger.journal"
@@ -48,6 +55,9 @@ const (
 	kindTx    = 'T'
 	kindClean = 'C'
 
+	legacyMarker = 8                             // held
+	keyedMarker  = 8 + sha256.Size + sha256.Size // held, chain, HMAC
+
 	opBucket = 'b'
 	opPut    = 'p'
 	opDelete = 'd'
@@ -58,8 +68,10 @@ const (
 var metaJournalSeq = []byte("journal-seq")
 
 // ErrJournalDamaged: a journal record before the last one is not what
-// was written. Nothing after it can be trusted to be in order.
-var ErrJournalDamaged = fmt.Errorf("%w: the ledger journal (%s) is damaged before its end; restore the data directory's newest backup (the journal and ledger.db together, or the journal alone)", ErrBlocked, JournalName)
+// was written. Nothing after it can be trusted to be in order. A journal
+// restored alone may be older than ledger.db, which may then hold the
+// only copy of acknowledged entries: the message does not offer it.
+var ErrJournalDamaged = fmt.Errorf("%w: the ledger journal (%s) is damaged before its end; keep a copy of the data directory, then restore the newest backup of the journal and ledger.db together, or follow \"A damaged journal\" in the operator guide", ErrBlocked, JournalName)
 
 // op is one physical change a transaction made.
 type op struct {
@@ -88,6 +100,12 @@ type record struct {
 	seq  uint64
 	ops  []op   // kindTx
 	held uint64 // kindClean: the transaction record the index holds
+
+	// kindClean, keyed: the chain of the records before the marker and
+	// the HMAC over held and chain.
+	chain, mac []byte
+
+	before [sha256.Size]byte // as read: the chain of the records before it
 }
 
 // parseRecord parses a record's payload. Its operations refer to payload.
@@ -100,10 +118,13 @@ func parseRecord(payload []byte) (record, error) {
 	body := payload[9:]
 	switch r.kind {
 	case kindClean:
-		if len(body) != 8 {
+		if len(body) != legacyMarker && len(body) != keyedMarker {
 			return r, errors.New("a clean marker of the wrong length")
 		}
 		r.held = binary.BigEndian.Uint64(body)
+		if len(body) == keyedMarker {
+			r.chain, r.mac = body[8:8+sha256.Size], body[8+sha256.Size:]
+		}
 		return r, nil
 	case kindTx:
 	default:
@@ -145,17 +166,18 @@ func cutField(b []byte) (f, rest []byte, err error) {
 }
 
 // writeRecord writes r's frame to w, streaming its operations' values so
-// that a large note is not copied, and returns how many bytes it wrote.
-func writeRecord(w io.Writer, r record) (int64, error) {
+// that a large note is not copied, and returns how many bytes it wrote and
+// the frame's SHA-256.
+func writeRecord(w io.Writer, r record) (n int64, sum [sha256.Size]byte, err error) {
 	size := 9
 	if r.kind == kindClean {
-		size += 8
+		size += 8 + len(r.chain) + len(r.mac)
 	}
 	for _, o := range r.ops {
 		size += o.size()
 	}
 	if size > maxRecord {
-		return 0, fmt.Errorf("a ledger transaction of %d bytes is larger than the journal takes (%d)", size, maxRecord)
+		return 0, sum, fmt.Errorf("a ledger transaction of %d bytes is larger than the journal takes (%d)", size, maxRecord)
 	}
 	h := sha256.New()
 	bw := bufio.NewWriterSize(io.MultiWriter(w, h), min(frameHeader+size, 64<<10))
@@ -165,6 +187,8 @@ func writeRecord(w io.Writer, r record) (int64, error) {
 	bw.Write(binary.BigEndian.AppendUint64(nil, r.seq))
 	if r.kind == kindClean {
 		bw.Write(binary.BigEndian.AppendUint64(nil, r.held))
+		bw.Write(r.chain)
+		bw.Write(r.mac)
 	}
 	for _, o := range r.ops {
 		bw.WriteByte(o.code)
@@ -177,10 +201,31 @@ func writeRecord(w io.Writer, r record) (int64, error) {
 		}
 	}
 	if err := bw.Flush(); err != nil {
-		return 0, err
+		return 0, sum, err
 	}
-	_, err := w.Write(h.Sum(nil))
-	return int64(frameHeader + size + sha256.Size), err
+	h.Sum(sum[:0])
+	_, err = w.Write(sum[:])
+	return int64(frameHeader + size + sha256.Size), sum, err
+}
+
+// chainNext is the chain after a record whose frame's SHA-256 is sum.
+func chainNext(chain [sha256.Size]byte, sum []byte) [sha256.Size]byte {
+	h := sha256.New()
+	h.Write(chain[:])
+	h.Write(sum)
+	var next [sha256.Size]byte
+	h.Sum(next[:0])
+	return next
+}
+
+// markerMAC binds a clean marker to the state key: the record the index
+// holds and the chain of every record before the marker.
+func markerMAC(key []byte, held uint64, chain []byte) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("custodian ledger journal clean marker\x00"))
+	m.Write(binary.BigEndian.AppendUint64(nil, held))
+	m.Write(chain)
+	return m.Sum(nil)
 }
 
 func writeField(w *bufio.Writer, b []byte) {
@@ -190,11 +235,12 @@ func writeField(w *bufio.Writer, b []byte) {
 
 // scanner reads a journal's records in order.
 type scanner struct {
-	f    io.ReaderAt
-	end  int64 // the file's size
-	off  int64 // where the next record starts
-	buf  []byte
-	last uint64 // the previous record's sequence number
+	f     io.ReaderAt
+	end   int64 // the file's size
+	off   int64 // where the next record starts
+	buf   []byte
+	last  uint64            // the previous record's sequence number
+	chain [sha256.Size]byte // the chain of the records read
 }
 
 // errTorn: the journal ends in a record that was never finished (a crash
@@ -207,16 +253,16 @@ var errTorn = errors.New("torn journal tail")
 // record's operations are valid until the next call.
 //
 // A record that is not whole (short, zeros where its bytes never came, a
-// hash that does not match) is the torn tail when no whole record follows
-// it: a record is written only after the one before it was synced.
+// hash that does not match) is the torn tail only when nothing shows it
+// was synced (notTorn).
 func (s *scanner) next() (record, error) {
 	if s.off == s.end {
 		return record{}, io.EOF
 	}
 	payload, total, bad := s.frame()
 	if bad != "" {
-		if s.wholeRecordAfter() {
-			return record{}, fmt.Errorf("%w (record at byte %d: %s)", ErrJournalDamaged, s.off, bad)
+		if why := s.notTorn(); why != "" {
+			return record{}, fmt.Errorf("%w (record at byte %d: %s; %s)", ErrJournalDamaged, s.off, bad, why)
 		}
 		return record{}, errTorn
 	}
@@ -227,6 +273,8 @@ func (s *scanner) next() (record, error) {
 	if err != nil {
 		return record{}, fmt.Errorf("%w (record at byte %d: %v)", ErrJournalDamaged, s.off, err)
 	}
+	r.before = s.chain
+	s.chain = chainNext(s.chain, payload[len(payload):len(payload)+sha256.Size])
 	s.last = r.seq
 	s.off += total
 	return r, nil
@@ -269,17 +317,47 @@ func readFrame(r *io.SectionReader, buf []byte) (payload []byte, total int64, ba
 	return buf[:size], int64(frameHeader) + int64(size) + sha256.Size, ""
 }
 
-// wholeRecordAfter reports whether a whole record (magic, length and
-// hash) starts anywhere after s.off: then the bad record at s.off is not
-// a torn tail but damage.
-func (s *scanner) wholeRecordAfter() bool {
-	br := bufio.NewReaderSize(io.NewSectionReader(s.f, s.off+1, s.end-s.off-1), 64<<10)
+// maxTailHeaders bounds the record headers (magic and a length that fits
+// the file) looked at after a bad record. A torn write leaves at most the
+// one record being written, whose bytes hold none in practice (notes are
+// JSON, which never holds the raw NUL bytes of a length): more is
+// damage, and the bound keeps the work linear in the file's size.
+const maxTailHeaders = 64
+
+// notTorn says why the bad record at s.off is damage rather than the torn
+// tail of a crash, or returns "". A record is written only after the one
+// before it was synced, so a torn record is the journal's last: one
+// followed by another record's header at its declared end, or by a whole
+// record anywhere, was synced and then damaged.
+func (s *scanner) notTorn() string {
+	if end, ok := s.declaredEnd(s.off); ok && end < s.end && s.headerAt(end) {
+		return fmt.Sprintf("the record after it starts at byte %d, so it was written whole", end)
+	}
+	candidates, why := s.headersAfter()
+	if why != "" {
+		return why
+	}
 	var buf []byte
-	matched := 0
+	for _, start := range candidates {
+		var bad string
+		if buf, _, bad = readFrame(io.NewSectionReader(s.f, start, s.end-start), buf); bad == "" {
+			return fmt.Sprintf("a whole record follows it at byte %d", start)
+		}
+	}
+	return ""
+}
+
+// headersAfter reads the file after s.off once and returns where record
+// headers start whose record would end at the file's end or where another
+// starts (a whole record ends so: only those are worth hashing), or why
+// there are too many headers for a torn write, before hashing anything.
+func (s *scanner) headersAfter() (candidates []int64, why string) {
+	br := bufio.NewReaderSize(io.NewSectionReader(s.f, s.off+1, s.end-s.off-1), 64<<10)
+	headers, matched := 0, 0
 	for pos := s.off + 1; ; pos++ {
 		c, err := br.ReadByte()
 		if err != nil {
-			return false
+			return candidates, ""
 		}
 		if c != journalMagic[matched] {
 			matched = 0
@@ -292,23 +370,70 @@ func (s *scanner) wholeRecordAfter() bool {
 		}
 		matched = 0
 		start := pos - int64(len(journalMagic)) + 1
-		var bad string
-		if buf, _, bad = readFrame(io.NewSectionReader(s.f, start, s.end-start), buf); bad == "" {
-			return true
+		length, _ := br.Peek(8)
+		end, ok := frameEnd(start, length, s.end)
+		if !ok {
+			continue
+		}
+		if headers++; headers > maxTailHeaders {
+			return nil, fmt.Sprintf("more than %d record headers follow it", maxTailHeaders)
+		}
+		if end == s.end || s.headerAt(end) {
+			candidates = append(candidates, start)
 		}
 	}
+}
+
+// declaredEnd is where the record whose header is at off ends, if its
+// header is whole and its length fits the file.
+func (s *scanner) declaredEnd(off int64) (int64, bool) {
+	var head [frameHeader]byte
+	if _, err := s.f.ReadAt(head[:], off); err != nil || string(head[:len(journalMagic)]) != journalMagic {
+		return 0, false
+	}
+	return frameEnd(off, head[len(journalMagic):], s.end)
+}
+
+// frameEnd is where a record starting at start with the 8 length bytes
+// length ends, if that is within a file of size bytes.
+func frameEnd(start int64, length []byte, size int64) (int64, bool) {
+	if len(length) < 8 {
+		return 0, false
+	}
+	n := binary.BigEndian.Uint64(length)
+	if n > maxRecord || int64(n)+int64(frameHeader+sha256.Size) > size-start {
+		return 0, false
+	}
+	return start + int64(frameHeader) + int64(n) + sha256.Size, true
+}
+
+// headerAt reports whether a record's magic starts at off (as much of it
+// as the file holds).
+func (s *scanner) headerAt(off int64) bool {
+	b := make([]byte, min(int64(len(journalMagic)), s.end-off))
+	if len(b) == 0 {
+		return false
+	}
+	_, err := s.f.ReadAt(b, off)
+	return err == nil && journalMagic[:len(b)] == string(b)
 }
 
 // journal is the open journal file of a ledger, locked for its life.
 type journal struct {
 	f *os.File
 
-	mu     sync.Mutex // guards the fields below; writes also hold bbolt's writer lock
-	size   int64      // the length of its whole records
-	seq    uint64     // the newest record's sequence number
-	held   uint64     // the newest transaction record's sequence number
-	clean  bool       // the newest record is a clean marker for held
-	broken error      // non-nil: nothing more may be appended
+	// key is the state key that signs clean markers; without one (the
+	// ledger blocks anyway) a marker is written and read unkeyed.
+	key []byte
+
+	mu     sync.Mutex        // guards the fields below; writes also hold bbolt's writer lock
+	size   int64             // the length of its whole records
+	seq    uint64            // the newest record's sequence number
+	held   uint64            // the newest transaction record's sequence number
+	chain  [sha256.Size]byte // the chain of every record
+	marked bool              // the newest record is a keyed clean marker for held
+	clean  bool              // ... and it verifies (or there is no key to check it)
+	broken error             // non-nil: nothing more may be appended
 }
 
 // openJournal opens (creating if create) and locks the journal at path,
@@ -367,15 +492,16 @@ func (j *journal) walk(each func(record) error) error {
 		return err
 	}
 	s := &scanner{f: j.f, end: info.Size()}
-	j.seq, j.held, j.clean = 0, 0, false
+	j.seq, j.held, j.marked, j.clean = 0, 0, false, false
 	for {
 		r, err := s.next()
 		if err != nil {
-			j.size = s.off
+			j.size, j.chain = s.off, s.chain
 			return err
 		}
 		j.seq = r.seq
-		j.clean = r.kind == kindClean && r.held == j.held
+		j.marked = r.kind == kindClean && r.held == j.held && r.mac != nil
+		j.clean = j.marked && j.markerHolds(r)
 		if r.kind != kindTx {
 			continue
 		}
@@ -386,6 +512,25 @@ func (j *journal) walk(each func(record) error) error {
 			}
 		}
 	}
+}
+
+// markerHolds reports whether the clean marker r was written by this
+// ledger over the records before it: its chain is theirs and its HMAC
+// verifies under the state key. Without a key nothing can be checked, and
+// the marker is taken as it is (the ledger blocks anyway).
+func (j *journal) markerHolds(r record) bool {
+	if len(j.key) == 0 {
+		return true
+	}
+	return hmac.Equal(r.chain, r.before[:]) && hmac.Equal(r.mac, markerMAC(j.key, r.held, r.chain))
+}
+
+// edited reports whether the journal ends with a keyed clean marker that
+// does not hold: records under it were changed after it was written.
+func (j *journal) edited() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.marked && !j.clean
 }
 
 // cut truncates the journal to size and syncs it.
@@ -406,7 +551,11 @@ func (j *journal) append(r record) error {
 		return j.broken
 	}
 	r.seq = j.seq + 1
-	n, err := writeRecord(io.NewOffsetWriter(j.f, j.size), r)
+	if r.kind == kindClean && len(j.key) > 0 {
+		r.chain = j.chain[:]
+		r.mac = markerMAC(j.key, r.held, r.chain)
+	}
+	n, sum, err := writeRecord(io.NewOffsetWriter(j.f, j.size), r)
 	if err == nil {
 		err = syncJournal(j.f)
 	}
@@ -417,6 +566,8 @@ func (j *journal) append(r record) error {
 		return fmt.Errorf("writing the ledger journal: %w", err)
 	}
 	j.size, j.seq = j.size+n, r.seq
+	j.chain = chainNext(j.chain, sum[:])
+	j.marked = r.kind == kindClean && r.mac != nil
 	j.clean = r.kind == kindClean
 	if r.kind == kindTx {
 		j.held = r.seq
@@ -557,7 +708,11 @@ func (l *Ledger) commit(fn func(*wtx) error) (indexed func() error, err error) {
 	go func() { done <- tx.Commit() }()
 	return func() error {
 		if err := <-done; err != nil {
-			err = fmt.Errorf("%w (%v)", errIndexBehind, err)
+			if errors.Is(err, unix.ENOSPC) {
+				err = fmt.Errorf("%w: the change is in the ledger journal but ledger.db could not be updated: %s", ErrBlocked, fullAdvice(l.dir))
+			} else {
+				err = fmt.Errorf("%w (%v)", errIndexBehind, err)
+			}
 			l.j.block(err)
 			return err
 		}

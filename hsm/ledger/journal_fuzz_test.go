@@ -18,7 +18,7 @@ func FuzzJournal(f *testing.F) {
 		{kind: kindTx, seq: 2, ops: []op{{code: opDelete, bucket: bucketMeta, key: []byte("k")}}},
 		{kind: kindClean, seq: 3, held: 2},
 	} {
-		if _, err := writeRecord(&seed, r); err != nil {
+		if _, _, err := writeRecord(&seed, r); err != nil {
 			f.Fatal(err)
 		}
 	}
@@ -39,7 +39,7 @@ func FuzzJournal(f *testing.F) {
 				return
 			}
 			var again bytes.Buffer
-			if _, err := writeRecord(&again, r); err != nil {
+			if _, _, err := writeRecord(&again, r); err != nil {
 				t.Fatal(err)
 			}
 			back := &scanner{f: bytes.NewReader(again.Bytes()), end: int64(again.Len()), last: r.seq - 1}
@@ -61,5 +61,7 @@ func normal(r record) record {
 		ops[i] = op{o.code, append([]byte{}, o.bucket...), append([]byte{}, o.key...), append([]byte{}, o.val...)}
 	}
 	r.ops = ops
+	r.chain, r.mac = append([]byte{}, r.chain...), append([]byte{}, r.mac...)
+	r.before = [32]byte{} // where it was read, not what it holds
 	return r
 }

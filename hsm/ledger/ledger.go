@@ -203,6 +203,9 @@ func Open(dir string, cfg Config) (*Ledger, error) {
 		l.Close()
 		return nil, err
 	}
+	if l.blocked == nil {
+		l.blocked = keptIndexes(dir)
+	}
 	l.blocked = l.check()
 	return l, nil
 }
@@ -528,6 +531,9 @@ func (l *Ledger) ResolveRollback(now time.Time) (int64, error) {
 	if l.blocked == nil {
 		return 0, errNotResolvable
 	}
+	if err := keptIndexes(l.dir); err != nil {
+		return 0, fmt.Errorf("%w; this cannot be resolved", err)
+	}
 	if l.cfg.DeviceErr != nil {
 		return 0, fmt.Errorf("%w; this cannot be resolved", l.blocked)
 	}
@@ -657,35 +663,46 @@ func SeenIn(dir string, replayKey []byte) (Recorded, error) {
 		}
 		return r, fmt.Errorf("%w (%s)", ErrNoLedger, path)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	held, release, err := lockCleanJournal(dir)
+	if err != nil {
+		return r, err
+	}
+	defer release()
+	var db *bolt.DB
+	err = guarded(func() (err error) {
+		db, err = bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+		return err
+	})
 	switch {
 	case errors.Is(err, bolt.ErrTimeout):
 		return r, ErrInUse
+	case errors.Is(err, ErrUnreadable):
+		return r, err
 	case errors.Is(err, fs.ErrPermission):
 		return r, err // this user may not read it: not a damaged ledger
 	case err != nil:
 		return r, fmt.Errorf("%w (%s)", ErrUnreadable, path)
 	}
-	defer db.Close()
-	release, err := checkCleanForReading(dir, db)
-	if err != nil {
-		return r, err
-	}
-	defer release()
-	err = db.View(func(tx *bolt.Tx) error {
-		b, meta := tx.Bucket(bucketReplay), tx.Bucket(bucketMeta)
-		if b == nil || meta == nil {
-			return fmt.Errorf("%w (%s: no replay index)", ErrUnreadable, path)
+	defer guarded(db.Close)
+	err = guarded(func() error {
+		if got, err := heldSeq(db); held != 0 && (err != nil || got != held) {
+			return ErrIndexUnclean
 		}
-		var s state
-		if err := s.load(meta); err != nil {
-			return fmt.Errorf("%w (%s: %w)", ErrUnreadable, path, err)
-		}
-		r.Floor = s.floor
-		if v := b.Get(replayKey); len(v) == 8 {
-			r.Index, r.Seen = int64(binary.BigEndian.Uint64(v)), true
-		}
-		return nil
+		return db.View(func(tx *bolt.Tx) error {
+			b, meta := tx.Bucket(bucketReplay), tx.Bucket(bucketMeta)
+			if b == nil || meta == nil {
+				return fmt.Errorf("%w (%s: no replay index)", ErrUnreadable, path)
+			}
+			var s state
+			if err := s.load(meta); err != nil {
+				return fmt.Errorf("%w (%s: %w)", ErrUnreadable, path, err)
+			}
+			r.Floor = s.floor
+			if v := b.Get(replayKey); len(v) == 8 {
+				r.Index, r.Seen = int64(binary.BigEndian.Uint64(v)), true
+			}
+			return nil
+		})
 	})
 	return r, err
 }
