@@ -78,7 +78,7 @@ var (
 	// could not be updated after its journal record was synced. The entry
 	// stands (the next Open finishes the increment or blocks), so the
 	// caller accounts for it as appended; the ledger blocks until then.
-	ErrUncounted     = errors.New("the entry is stored but the TPM counter was not incremented after it")
+	ErrUncounted     = errors.New("the entry is stored but the ledger could not finish it (the TPM counter's increment, or its index)")
 	ErrLedgerExists  = errors.New("a ledger already exists in the data directory")
 	errNotResolvable = errors.New("the ledger is not blocked; nothing to resolve")
 )
@@ -410,7 +410,7 @@ func (l *Ledger) appendWith(base state, e Entry, replayKey []byte, prepare func(
 	countErr := l.countEntry(next.counter, replayKey != nil)
 	if err := indexed(); err != nil { // the next Open rebuilds the index
 		l.blocked = err
-		countErr = err
+		countErr = errors.Join(countErr, err)
 	}
 	if countErr != nil {
 		return next.size - 1, fmt.Errorf("%w (entry %d): %w", ErrUncounted, next.size-1, countErr)
