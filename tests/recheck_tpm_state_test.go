@@ -14,6 +14,7 @@ import (
 
 	"github.com/custodian-project/custodian/hsm/release"
 	"github.com/custodian-project/custodian/tpm"
+	"github.com/custodian-project/custodian/tpm/tpmtest"
 )
 
 // slotsAsked passes commands to the TPM and closes asked once the TPM has
@@ -29,10 +30,7 @@ type slotsAsked struct {
 
 func (s *slotsAsked) Send(cmd []byte) ([]byte, error) {
 	rsp, err := s.TPM.Send(cmd)
-	// tag(2) size(4) commandCode(4) capability(4) property(4) propertyCount(4)
-	if s.armed.Load() && len(cmd) == 22 && tpm2.TPMCC(be.BigEndian.Uint32(cmd[6:])) == tpm2.TPMCCGetCapability &&
-		tpm2.TPMCap(be.BigEndian.Uint32(cmd[10:])) == tpm2.TPMCapTPMProperties &&
-		tpm2.TPMPT(be.BigEndian.Uint32(cmd[14:])) == tpm2.TPMPTHRLoadedAvail {
+	if first, ok := tpmtest.PropertiesAsked(cmd); s.armed.Load() && ok && first == tpm2.TPMPTHRLoadedAvail {
 		s.once.Do(func() { close(s.asked) })
 	}
 	return rsp, err
@@ -156,8 +154,7 @@ type slotsUnanswered struct {
 }
 
 func (s *slotsUnanswered) Send(cmd []byte) ([]byte, error) {
-	if s.armed.Load() && len(cmd) == 22 && tpm2.TPMCC(be.BigEndian.Uint32(cmd[6:])) == tpm2.TPMCCGetCapability &&
-		tpm2.TPMCap(be.BigEndian.Uint32(cmd[10:])) == tpm2.TPMCapTPMProperties {
+	if _, ok := tpmtest.PropertiesAsked(cmd); s.armed.Load() && ok {
 		rsp := be.BigEndian.AppendUint16(nil, uint16(tpm2.TPMSTNoSessions))
 		rsp = be.BigEndian.AppendUint32(rsp, 10)
 		return be.BigEndian.AppendUint32(rsp, uint32(tpm2.TPMRCFailure)), nil

@@ -22,8 +22,7 @@ type propertiesAnswer struct {
 }
 
 func (p propertiesAnswer) Send(cmd []byte) ([]byte, error) {
-	if len(cmd) == 22 && tpm2.TPMCC(binary.BigEndian.Uint32(cmd[6:])) == tpm2.TPMCCGetCapability &&
-		tpm2.TPMCap(binary.BigEndian.Uint32(cmd[10:])) == tpm2.TPMCapTPMProperties {
+	if _, ok := tpmtest.PropertiesAsked(cmd); ok {
 		rsp := binary.BigEndian.AppendUint16(nil, uint16(tpm2.TPMSTNoSessions))
 		rsp = binary.BigEndian.AppendUint32(rsp, uint32(10+1+4+len(p.body)))
 		rsp = binary.BigEndian.AppendUint32(rsp, 0) // TPM_RC_SUCCESS

@@ -18,10 +18,8 @@ import (
 type onePropertyAtATime struct{ transport.TPM }
 
 func (o onePropertyAtATime) Send(cmd []byte) ([]byte, error) {
-	// tag(2) size(4) commandCode(4) capability(4) property(4) propertyCount(4)
-	if len(cmd) == 22 && tpm2.TPMCC(binary.BigEndian.Uint32(cmd[6:])) == tpm2.TPMCCGetCapability &&
-		tpm2.TPMCap(binary.BigEndian.Uint32(cmd[10:])) == tpm2.TPMCapTPMProperties {
-		binary.BigEndian.PutUint32(cmd[18:], 1)
+	if _, ok := tpmtest.PropertiesAsked(cmd); ok {
+		binary.BigEndian.PutUint32(cmd[tpmtest.PropertyCountAt:], 1)
 	}
 	return o.TPM.Send(cmd)
 }
