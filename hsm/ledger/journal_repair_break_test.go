@@ -2,8 +2,10 @@ package ledger_test
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
@@ -144,5 +146,61 @@ func TestInvariantIndexAheadUnderCleanMarkerIsNotTrusted(t *testing.T) {
 	if first == nil && (l3.Blocked() != nil || l3.Size() != acked) {
 		t.Fatalf("ledger.db ahead of its journal was used as clean and opened unblocked; after the next power cut: %d entries of %d acknowledged, blocked %v",
 			l3.Size(), acked, l3.Blocked())
+	}
+}
+
+// TestInvariantEditedJournalRunbookEndsUnblocked: a journal edited under
+// its clean marker keeps the true ledger.db aside and blocks as records
+// edited. The operator guide's "A kept ledger.db", followed literally
+// (journal renamed to ledger.journal.old, the rebuilt ledger.db deleted,
+// the kept file renamed to ledger.db, start), must end unblocked with
+// every acknowledged entry and none of the edit.
+func TestInvariantEditedJournalRunbookEndsUnblocked(t *testing.T) {
+	d := newDevice(t, tpmtest.StartSwtpm(t).Open(t))
+	dir := t.TempDir()
+	l := create(t, d, dir)
+	appendN(t, l, 3)
+	size := l.Size()
+	l.Close()
+	data, starts := journalRecords(t, dir)
+	rec := starts[len(starts)-2]
+	i := bytes.Index(data[rec:], []byte("no-press"))
+	if i < 0 {
+		t.Fatal("the last append's record does not hold its reason")
+	}
+	copy(data[rec+i:], "no-prexx")
+	rehash(data, rec)
+	writeJournal(t, dir, data)
+
+	l2, err := ledger.Open(dir, d.config(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocked := l2.Blocked()
+	l2.Close()
+	if !errors.Is(blocked, ledger.ErrRecordsEdited) {
+		t.Fatalf("the edited journal: blocked %v; want records edited", blocked)
+	}
+	kept, _ := filepath.Glob(filepath.Join(dir, ledger.FileName+".*.kept"))
+	if len(kept) != 1 || !strings.Contains(blocked.Error(), filepath.Base(kept[0])) {
+		t.Fatalf("kept %v; the message %q must name the one kept file", kept, blocked)
+	}
+	jPath := filepath.Join(dir, ledger.JournalName)
+	if err := os.Rename(jPath, jPath+".old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, ledger.FileName)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(kept[0], filepath.Join(dir, ledger.FileName)); err != nil {
+		t.Fatal(err)
+	}
+	l3 := open(t, d, dir)
+	if err := l3.Blocked(); err != nil || l3.Size() != size {
+		t.Fatalf("after the runbook: %d entries (want %d), blocked %v", l3.Size(), size, err)
+	}
+	e, err := l3.Entry(size - 1)
+	if err != nil || bytes.Contains(e, []byte("no-prexx")) {
+		t.Fatalf("the newest entry after the runbook (%v) holds the edit: %s", err, e)
 	}
 }
