@@ -204,3 +204,55 @@ func TestInvariantEditedJournalRunbookEndsUnblocked(t *testing.T) {
 		t.Fatalf("the newest entry after the runbook (%v) holds the edit: %s", err, e)
 	}
 }
+
+// TestInvariantEditUnderCleanMarkerWithoutIndexIsRefused: docs/ledger.md
+// says a journal whose records were changed under its clean marker blocks
+// as records edited. With ledger.db deleted as well (anyone holding the
+// card can), the edited journal is rebuilt from and the ledger opens
+// unblocked; its first append then ends the journal in a record, not the
+// broken marker, and the next Close signs the edit with a fresh marker.
+// Here the edit is an unbound note (which the state does not bind): the
+// device adopts it as the ledger's own.
+func TestInvariantEditUnderCleanMarkerWithoutIndexIsRefused(t *testing.T) {
+	d := newDevice(t, tpmtest.StartSwtpm(t).Open(t))
+	dir := t.TempDir()
+	l := create(t, d, dir)
+	if err := l.PutNotes(ledger.Note{Key: []byte("request/r1"), Value: []byte(`{"state":"pending"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, l, 1)
+	l.Close()
+
+	data, starts := journalRecords(t, dir)
+	at := bytes.Index(data, []byte(`"pending"`))
+	if at < 0 {
+		t.Fatal("the journal does not hold the note")
+	}
+	copy(data[at:], `"granted"`)
+	rec := 0
+	for _, s := range starts {
+		if s < at {
+			rec = s
+		}
+	}
+	rehash(data, rec)
+	writeJournal(t, dir, data)
+	if err := os.Remove(filepath.Join(dir, ledger.FileName)); err != nil {
+		t.Fatal(err)
+	}
+
+	l2, err := ledger.Open(dir, d.config(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocked := l2.Blocked()
+	if blocked == nil {
+		appendN(t, l2, 1)
+	}
+	l2.Close()
+	l3 := open(t, d, dir)
+	note, _ := l3.GetNote([]byte("request/r1"), 1<<10)
+	if blocked == nil && l3.Blocked() == nil {
+		t.Fatalf("a journal edited under its clean marker, ledger.db deleted: opened unblocked, and after one append and a Close the edit is signed and adopted (note now %s)", note)
+	}
+}
