@@ -2,9 +2,11 @@ package ledger_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -254,5 +256,96 @@ func TestInvariantEditUnderCleanMarkerWithoutIndexIsRefused(t *testing.T) {
 	note, _ := l3.GetNote([]byte("request/r1"), 1<<10)
 	if blocked == nil && l3.Blocked() == nil {
 		t.Fatalf("a journal edited under its clean marker, ledger.db deleted: opened unblocked, and after one append and a Close the edit is signed and adopted (note now %s)", note)
+	}
+}
+
+// ledgerFDs lists the files named ledger.db* this process holds open.
+func ledgerFDs(t *testing.T) []string {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("open files are listed only under /proc/self/fd: %v", err)
+	}
+	var out []string
+	for _, fd := range fds {
+		if p, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil && strings.Contains(filepath.Base(p), ledger.FileName) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// damageFreelists breaks the free-list page each bbolt meta page of
+// ledger.db names (its count, as a bad block might), leaving the metas'
+// checksums whole: bbolt panics reading it inside bolt.Open.
+func damageFreelists(t *testing.T, dir string) {
+	t.Helper()
+	path := filepath.Join(dir, ledger.FileName)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pageSize := int(binary.LittleEndian.Uint32(data[16+8:]))
+	for m := 0; m < 2; m++ {
+		free := int(binary.LittleEndian.Uint64(data[m*pageSize+16+32:]))
+		binary.LittleEndian.PutUint16(data[free*pageSize+10:], 0xfffe)
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestInvariantDamagedIndexLeavesNoOpenFile: a clean ledger.db whose
+// free list is damaged makes bbolt panic inside bolt.Open, which the
+// guard turns into a rebuild. The file bbolt opened (and flocked, and
+// may have mapped) must not stay open: the daemon would hold a deleted
+// ledger.db for its whole life, its blocks still taken on the data
+// partition, which the rebuild beside it needs.
+func TestInvariantDamagedIndexLeavesNoOpenFile(t *testing.T) {
+	d := newDevice(t, tpmtest.StartSwtpm(t).Open(t))
+	dir := t.TempDir()
+	l := create(t, d, dir)
+	appendN(t, l, 3)
+	l.Close()
+	damageFreelists(t, dir)
+	before := ledgerFDs(t)
+	l2, err := ledger.Open(dir, d.config(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l2.Blocked(); err != nil || l2.Size() != 4 {
+		t.Fatalf("after the rebuild: %d entries, blocked %v; want 4, unblocked", l2.Size(), err)
+	}
+	l2.Close()
+	if after := ledgerFDs(t); len(after) > len(before) {
+		t.Fatalf("after Open and Close of a ledger.db bbolt panicked on, this process still holds %v open", after)
+	}
+}
+
+// TestInvariantDamagedIndexOnANearlyFullDiskOpens: with the free space
+// of a nearly full data partition, a power cut's rebuild opens (the
+// unclean ledger.db is removed first). A bad block in a clean ledger.db's
+// free list must open the same way, not fail as "the data partition is
+// full" because the removed ledger.db is still held open.
+func TestInvariantDamagedIndexOnANearlyFullDiskOpens(t *testing.T) {
+	d := newDevice(t, tpmtest.StartSwtpm(t).Open(t))
+	dir := smallFS(t, 8<<20)
+	l := create(t, d, dir)
+	for i := range 3 { // packages: notes of a few hundred kilobytes
+		if err := l.PutNotes(ledger.Note{Key: []byte("package/" + strconv.Itoa(i)), Value: bytes.Repeat([]byte{'p'}, 400<<10)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appendN(t, l, 1)
+	l.Close()
+	fillFS(t, dir, 256<<10)
+	damageFreelists(t, dir)
+	l2, err := ledger.Open(dir, d.config(t))
+	if err != nil {
+		t.Fatalf("Open of a clean ledger.db with a damaged free list, 256 KiB free: %v; want it rebuilt in the room it took", err)
+	}
+	defer l2.Close()
+	if err := l2.Blocked(); err != nil || l2.Size() != 2 {
+		t.Fatalf("after the rebuild: %d entries, blocked %v; want 2, unblocked", l2.Size(), err)
 	}
 }
