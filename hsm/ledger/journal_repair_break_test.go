@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -385,4 +386,60 @@ func TestInvariantRunbookMigrationOfATornIndexDoesNotCrash(t *testing.T) {
 		t.Fatalf("the runbook's start with a torn ledger.db alone crashes the process: %v", err)
 	}
 	t.Logf("Open: %v", err)
+}
+
+// TestInvariantFullDiskAdviceKeepsAcknowledgedEntries: the operator
+// guide's row for "the data partition (…) is full" says to copy off and
+// remove what is not the ledger ("a kept ledger.db, old exports"), since
+// "nothing acknowledged is lost, it is in the journal". A ledger.db is
+// kept exactly when it holds entries the journal lacks. Followed
+// literally on a device whose journal was restored alone, the row removes
+// the only copy of acknowledged entries on the device, and the ledger
+// then opens as a plain rollback that resolve-rollback accepts.
+func TestInvariantFullDiskAdviceKeepsAcknowledgedEntries(t *testing.T) {
+	d := newDevice(t, tpmtest.StartSwtpm(t).Open(t))
+	dir := smallFS(t, 8<<20)
+	l := create(t, d, dir)
+	for i := range 3 { // packages: notes of a few hundred kilobytes
+		if err := l.PutNotes(ledger.Note{Key: []byte("package/" + strconv.Itoa(i)), Value: bytes.Repeat([]byte{'p'}, 400<<10)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Close()
+	jPath := filepath.Join(dir, ledger.JournalName)
+	backup, err := os.ReadFile(jPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l = open(t, d, dir)
+	appendN(t, l, 3)
+	acked := l.Size()
+	l.Close()
+	if err := os.WriteFile(jPath, backup, 0o600); err != nil { // the journal alone, older
+		t.Fatal(err)
+	}
+	fillFS(t, dir, 256<<10)
+
+	_, err = ledger.Open(dir, d.config(t))
+	if err == nil || !strings.Contains(err.Error(), "is full") {
+		t.Skipf("the partition did not fill at the rebuild: %v", err)
+	}
+	// The row, literally: a kept ledger.db copied off, then removed.
+	kept, _ := filepath.Glob(filepath.Join(dir, ledger.FileName+".*.kept"))
+	for _, k := range kept {
+		if err := os.Remove(k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l2, err := ledger.Open(dir, d.config(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	if l2.Size() < acked {
+		blocked := l2.Blocked()
+		_, resolveErr := l2.ResolveRollback(time.Now())
+		t.Fatalf("the full-disk row followed: %d of %d acknowledged entries on the device (removed kept %v), blocked %v; resolve-rollback then accepts it (error %v)",
+			l2.Size(), acked, kept, blocked, resolveErr)
+	}
 }
