@@ -157,6 +157,8 @@ func (l *Ledger) openIndex(dbPath string) error {
 		if err := l.setAside(dbPath, held, l.j.edited()); err != nil {
 			return err
 		}
+	} else if l.j.edited() { // no ledger.db to keep: the edit blocks all the same
+		l.blocked = fmt.Errorf("%w (the journal's records are not the ones its clean marker was written over; there is no %s beside it: restore the newest backup of both files)", ErrRecordsEdited, FileName)
 	}
 	if err := rebuild(l.j, l.dir); err != nil {
 		return diskFull(l.dir, err)

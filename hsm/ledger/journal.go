@@ -433,6 +433,7 @@ type journal struct {
 	chain  [sha256.Size]byte // the chain of every record
 	marked bool              // the newest record is a keyed clean marker for held
 	clean  bool              // ... and it verifies (or there is no key to check it)
+	edit   bool              // a marker that did not verify was seen in this process: none may be signed again
 	broken error             // non-nil: nothing more may be appended
 }
 
@@ -502,6 +503,7 @@ func (j *journal) walk(each func(record) error) error {
 		j.seq = r.seq
 		j.marked = r.kind == kindClean && r.held == j.held && r.mac != nil
 		j.clean = j.marked && j.markerHolds(r)
+		j.edit = j.edit || (j.marked && !j.clean)
 		if r.kind != kindTx {
 			continue
 		}
@@ -525,12 +527,14 @@ func (j *journal) markerHolds(r record) bool {
 	return hmac.Equal(r.chain, r.before[:]) && hmac.Equal(r.mac, markerMAC(j.key, r.held, r.chain))
 }
 
-// edited reports whether the journal ends with a keyed clean marker that
-// does not hold: records under it were changed after it was written.
+// edited reports whether the journal ended, when this process read it,
+// with a keyed clean marker that does not hold: records under it were
+// changed after it was written. It stays true after later appends, so
+// that no later marker signs the edit.
 func (j *journal) edited() bool {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return j.marked && !j.clean
+	return j.edit || (j.marked && !j.clean)
 }
 
 // cut truncates the journal to size and syncs it.
