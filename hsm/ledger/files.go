@@ -199,7 +199,9 @@ func (l *Ledger) setAside(dbPath string, held uint64, edited bool) error {
 	kept := fmt.Sprintf("%s.%d.kept", dbPath, held)
 	_, keptErr := os.Lstat(kept)
 	switch {
-	case held <= l.j.held && !edited:
+	case (held <= l.j.held || held == l.j.source) && !edited:
+		// held == source: the journal holds only the migration of this
+		// very ledger.db (a power cut before its index was updated).
 		return removeIndex(dbPath)
 	case keptErr == nil: // kept at an earlier start; this one was rebuilt since
 		if err := removeIndex(dbPath); err != nil {
@@ -338,13 +340,33 @@ func heldSeq(db *bolt.DB) (uint64, error) {
 // migrate writes every bucket of a ledger.db made before the journal as
 // the journal's first record, synced, then marks the index clean.
 func (l *Ledger) migrate(dbPath string) error {
-	db, err := openDB(dbPath)
+	seq := l.j.nextSeq()
+	err := guarded(func() (err error) {
+		if l.db, err = openDB(dbPath); err != nil {
+			return err
+		}
+		return l.copyToJournal(seq)
+	})
+	if errors.Is(err, ErrUnreadable) {
+		if l.db != nil {
+			guarded(l.db.Close)
+			l.db = nil
+		}
+		return fmt.Errorf("%w: %s, migrated alone, was not closed cleanly and is damaged: stop custodian and restore the newest backup of both %s and %s", ErrBlocked, FileName, FileName, JournalName)
+	}
 	if err != nil {
 		return err
 	}
-	l.db = db
-	seq := l.j.nextSeq()
-	err = db.View(func(tx *bolt.Tx) error {
+	db := l.db
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(metaJournalSeq, u64(seq)) }); err != nil {
+		return err
+	}
+	return l.markClean()
+}
+
+// copyToJournal appends every bucket of l.db as journal record seq.
+func (l *Ledger) copyToJournal(seq uint64) error {
+	return l.db.View(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketMeta) == nil {
 			return fmt.Errorf("%w: the database has no ledger", ErrNoLedger)
 		}
@@ -365,13 +387,6 @@ func (l *Ledger) migrate(dbPath string) error {
 		ops = append(ops, op{code: opPut, bucket: bucketMeta, key: metaJournalSeq, val: u64(seq)})
 		return l.j.append(record{kind: kindTx, ops: ops})
 	})
-	if err != nil {
-		return err
-	}
-	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(metaJournalSeq, u64(seq)) }); err != nil {
-		return err
-	}
-	return l.markClean()
 }
 
 // rebuild replays the journal into a new index beside ledger.db, syncs

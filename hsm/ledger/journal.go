@@ -433,6 +433,7 @@ type journal struct {
 	chain  [sha256.Size]byte // the chain of every record
 	marked bool              // the newest record is a keyed clean marker for held
 	clean  bool              // ... and it verifies (or there is no key to check it)
+	source uint64            // the journal record a migrated ledger.db held, named in record 1 (0: none)
 	edit   bool              // a marker that did not verify was seen in this process: none may be signed again
 	broken error             // non-nil: nothing more may be appended
 }
@@ -508,12 +509,27 @@ func (j *journal) walk(each func(record) error) error {
 			continue
 		}
 		j.held = r.seq
+		if r.seq == 1 {
+			j.source = migratedFrom(r)
+		}
 		if each != nil {
 			if err := each(r); err != nil {
 				return err
 			}
 		}
 	}
+}
+
+// migratedFrom is the journal record held by the ledger.db that record 1
+// migrated: it copies that ledger.db's meta bucket, journal-seq included,
+// before the put that sets it to 1. 0 when r is no such migration.
+func migratedFrom(r record) uint64 {
+	for i, o := range r.ops {
+		if o.code == opPut && bytes.Equal(o.bucket, bucketMeta) && bytes.Equal(o.key, metaJournalSeq) && len(o.val) == 8 && i < len(r.ops)-1 {
+			return binary.BigEndian.Uint64(o.val)
+		}
+	}
+	return 0
 }
 
 // markerHolds reports whether the clean marker r was written by this
