@@ -84,7 +84,7 @@ var breaks = []mutant{
 	{
 		name: "a ledger.db newer than its journal rebuilt over",
 		edits: []edit{{"hsm/ledger/files.go",
-			"\tcase held <= l.j.held && !edited:",
+			"\tcase (held <= l.j.held || held == l.j.source) && !edited:",
 			"\tcase !edited:"}},
 		pkg: "./hsm/ledger", tests: []string{"TestInvariantRebuildKeepsTheIndexItReplaces"},
 	},
