@@ -178,7 +178,7 @@ func diskFull(dir string, err error) error {
 }
 
 func fullAdvice(dir string) string {
-	return fmt.Sprintf("the data partition (%s) is full: free space on it (a ledger.db kept aside, once copied off; old exports), then start custodian again", dir)
+	return fmt.Sprintf("the data partition (%s) is full: copy off and remove old exports, never a kept ledger.db (ledger.db.N.kept holds acknowledged entries the journal may lack: see \"A kept ledger.db\" in the operator guide), then start custodian again", dir)
 }
 
 // ErrIndexKept: a ledger.db the journal disagrees with was kept aside
