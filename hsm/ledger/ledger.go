@@ -531,6 +531,11 @@ func (l *Ledger) ResolveRollback(now time.Time) (int64, error) {
 	if l.blocked == nil {
 		return 0, errNotResolvable
 	}
+	if errors.Is(l.blocked, ErrRecordsEdited) {
+		// Found edited at Open (the journal under its clean marker):
+		// that, not a ledger.db kept aside because of it, is the reason.
+		return 0, l.blocked
+	}
 	if err := keptIndexes(l.dir); err != nil {
 		return 0, fmt.Errorf("%w; this cannot be resolved", err)
 	}
