@@ -126,14 +126,11 @@ func TestInvariantCraftedJournalTailDoesNotHangOpen(t *testing.T) {
 	}
 }
 
-// TestInvariantRebuildKeepsTheIndexItReplaces: a damaged journal says
-// "restore the newest backup (the journal and ledger.db together, or the
-// journal alone)". An operator who follows it with the journal alone puts
-// an older journal beside a ledger.db that was closed cleanly and holds
-// every acknowledged entry. Open then rebuilds ledger.db from the older
-// journal and renames it over the newer one: the only copy of the entries
-// after the backup is gone, before anyone looked at it. Whatever Open
-// does, the ledger.db it found must still be in the data directory.
+// TestInvariantRebuildKeepsTheIndexItReplaces: an operator who restores
+// an older journal alone beside a ledger.db that was closed cleanly and
+// holds every acknowledged entry does not lose them: Open never replaces
+// a ledger.db the journal disagrees with, it keeps it aside (and blocks),
+// so the entries after the backup are still in the data directory.
 func TestInvariantRebuildKeepsTheIndexItReplaces(t *testing.T) {
 	d := newDevice(t, tpmtest.StartSwtpm(t).Open(t))
 	dir := t.TempDir()
@@ -258,15 +255,11 @@ func rehash(data []byte, start int) {
 	copy(data[end:], sum[:])
 }
 
-// TestInvariantJournalEditUnderCleanMarkerIsNoticed: docs/ledger.md says
-// "An offline edit of either file ends in the same ledger.db (used as it
-// is, or rebuilt from the edited journal), which the state binding
-// refuses." An entry edited in the journal (its hash recomputed) under an
-// intact clean marker is not seen at Open: ledger.db is used as it is,
-// the ledger opens unblocked and appends on top of the edit, and every
-// backup from then on carries it. Only the next crash (a rebuild) shows
-// it, as ErrRecordsEdited, weeks later. The edit must be refused at the
-// first Open after it.
+// TestInvariantJournalEditUnderCleanMarkerIsNoticed: an entry edited in
+// the journal (its record's hash recomputed) under an intact clean marker
+// is refused at the first Open after it, as records edited, not weeks
+// later at the next rebuild: the marker carries a chain of every record's
+// hash under an HMAC only this device's approved image makes.
 func TestInvariantJournalEditUnderCleanMarkerIsNoticed(t *testing.T) {
 	d := newDevice(t, tpmtest.StartSwtpm(t).Open(t))
 	dir := t.TempDir()
@@ -353,11 +346,9 @@ func fillFS(t *testing.T, dir string, free int64) {
 }
 
 // TestInvariantCrashOnANearlyFullDiskStillOpens: a data directory that
-// opens and runs with little space left must still open after a power
-// cut. The rebuild writes a whole second ledger.db (ledger.db.rebuild)
-// beside the unclean one it replaces, which it never reads: with less
-// free space than ledger.db's size, an honest crash leaves a device that
-// cannot start, and the error names neither the cause nor a next step.
+// opens and runs with little space left still opens after a power cut:
+// the rebuild removes the unclean ledger.db it never reads before it
+// writes the new one, so it needs no more room than ledger.db took.
 func TestInvariantCrashOnANearlyFullDiskStillOpens(t *testing.T) {
 	d := newDevice(t, tpmtest.StartSwtpm(t).Open(t))
 	dir := smallFS(t, 8<<20)
@@ -392,10 +383,8 @@ func TestInvariantCrashOnANearlyFullDiskStillOpens(t *testing.T) {
 // only the record being written, the last one; a record followed by the
 // header of another was synced before it, so its bytes cannot be torn.
 // Damage to an acknowledged append and to the clean marker after it (a
-// bad block across both, or an edit) is read as a torn tail: both are cut
-// away, durably, the evidence is gone, and the ledger opens as a plain
-// rollback ("restored from a copy?"), which resolve-rollback accepts,
-// instead of ErrJournalDamaged, which it does not.
+// bad block across both, or an edit) is refused as ErrJournalDamaged,
+// which resolve-rollback cannot accept, and nothing is cut away.
 func TestInvariantDamageOfTheLastTwoRecordsIsNotATornTail(t *testing.T) {
 	d := newDevice(t, tpmtest.StartSwtpm(t).Open(t))
 	dir := t.TempDir()

@@ -75,17 +75,13 @@ func TestInvariantPowerCutDuringRunbookMigrationDoesNotKeep(t *testing.T) {
 }
 
 // TestInvariantIndexAheadUnderCleanMarkerIsNotTrusted: an image of the
-// format before the journal reads and writes ledger.db alone, every commit
-// synced in it, and never touches ledger.journal nor ledger.db's
-// journal-seq. The A/B update runs the new image once (tryboot), which
-// migrates the ledger and closes it with a clean marker; a failed trial
-// boots the old image, which appends entries (releases, refusals) to
-// ledger.db alone; the retried update starts the new image again. Its
-// journal ends with a clean marker naming the record ledger.db still
-// names, so ledger.db, which holds entries the journal lacks, is used as
-// it is. Every acknowledged entry must survive the next power cut (a
-// rebuild from the journal), not vanish and block the ledger as rolled
-// back.
+// format before the journal reads and writes ledger.db alone and never
+// touches ledger.journal nor ledger.db's journal-seq. An A/B update that
+// runs the new image once (tryboot: it migrates the ledger and closes it
+// cleanly), falls back to the old image (which appends to ledger.db
+// alone) and then starts the new image again must keep every
+// acknowledged entry across the next power cut: a ledger.db that moved
+// past its journal's clean marker is not used as it is.
 func TestInvariantIndexAheadUnderCleanMarkerIsNotTrusted(t *testing.T) {
 	t.Skip("not fixed yet: the clean marker names only the journal record ledger.db holds, not bbolt's transaction ID or a hash of its trees, so a ledger.db written past its marker by an older image is not detected")
 	d := newDevice(t, tpmtest.StartSwtpm(t).Open(t))
@@ -208,14 +204,11 @@ func TestInvariantEditedJournalRunbookEndsUnblocked(t *testing.T) {
 	}
 }
 
-// TestInvariantEditUnderCleanMarkerWithoutIndexIsRefused: docs/ledger.md
-// says a journal whose records were changed under its clean marker blocks
-// as records edited. With ledger.db deleted as well (anyone holding the
-// card can), the edited journal is rebuilt from and the ledger opens
-// unblocked; its first append then ends the journal in a record, not the
-// broken marker, and the next Close signs the edit with a fresh marker.
-// Here the edit is an unbound note (which the state does not bind): the
-// device adopts it as the ledger's own.
+// TestInvariantEditUnderCleanMarkerWithoutIndexIsRefused: a journal whose
+// records were changed under its clean marker blocks as records edited
+// even with ledger.db deleted as well (anyone holding the card can), and
+// no later Close signs the edit with a fresh marker. Here the edit is an
+// unbound note, which the state does not bind: only the marker tells it.
 func TestInvariantEditUnderCleanMarkerWithoutIndexIsRefused(t *testing.T) {
 	d := newDevice(t, tpmtest.StartSwtpm(t).Open(t))
 	dir := t.TempDir()
