@@ -210,9 +210,9 @@ var breaks = []mutant{
 	},
 	{
 		name: "resolve accepts records the device did not write",
-		edits: []edit{{"hsm/ledger/ledger.go",
-			"\t\tif len(edited) > 0 {",
-			"\t\tif false {"}},
+		edits: []edit{
+			{"hsm/ledger/ledger.go", "\t\tif len(edited) > 0 {", "\t\tif false {"},
+			{"hsm/ledger/ledger.go", "\tif errors.Is(l.blocked, ErrRecordsEdited) {\n\t\t// Found edited at Open", "\tif false {\n\t\t// Found edited at Open"}},
 		pkg: "./hsm/ledger", tests: []string{"TestInvariantResolveAcceptsOnlyRecordsTheDeviceWrote"},
 	},
 	{
