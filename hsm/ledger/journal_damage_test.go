@@ -350,14 +350,7 @@ func fillFS(t *testing.T, dir string, free int64) {
 // the rebuild removes the unclean ledger.db it never reads before it
 // writes the new one, so it needs no more room than ledger.db took.
 func TestInvariantCrashOnANearlyFullDiskStillOpens(t *testing.T) {
-	d := newDevice(t, tpmtest.StartSwtpm(t).Open(t))
-	dir := smallFS(t, 8<<20)
-	l := create(t, d, dir)
-	for i := range 3 { // packages: notes of a few hundred kilobytes
-		if err := l.PutNotes(ledger.Note{Key: []byte("package/" + strconv.Itoa(i)), Value: bytes.Repeat([]byte{'p'}, 400<<10)}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	d, dir, l := ledgerOnASmallPartition(t)
 	appendN(t, l, 1)
 	l.Close()
 	info, err := os.Stat(filepath.Join(dir, ledger.FileName))
@@ -408,4 +401,20 @@ func TestInvariantDamageOfTheLastTwoRecordsIsNotATornTail(t *testing.T) {
 	if !errors.Is(err, ledger.ErrJournalDamaged) {
 		t.Errorf("Open of a journal whose last two records are damaged: %v; want ErrJournalDamaged", err)
 	}
+}
+
+// ledgerOnASmallPartition creates a ledger on an 8 MiB partition of its
+// own, holding three packages of a few hundred kilobytes (notes) beside
+// its init entry: a data directory that fills up quickly.
+func ledgerOnASmallPartition(t *testing.T) (*device, string, *ledger.Ledger) {
+	t.Helper()
+	d := newDevice(t, tpmtest.StartSwtpm(t).Open(t))
+	dir := smallFS(t, 8<<20)
+	l := create(t, d, dir)
+	for i := range 3 {
+		if err := l.PutNotes(ledger.Note{Key: []byte("package/" + strconv.Itoa(i)), Value: bytes.Repeat([]byte{'p'}, 400<<10)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return d, dir, l
 }

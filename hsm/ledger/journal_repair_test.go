@@ -6,7 +6,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -323,14 +322,7 @@ func TestInvariantDamagedIndexLeavesNoOpenFile(t *testing.T) {
 // free list must open the same way, not fail as "the data partition is
 // full" because the removed ledger.db is still held open.
 func TestInvariantDamagedIndexOnANearlyFullDiskOpens(t *testing.T) {
-	d := newDevice(t, tpmtest.StartSwtpm(t).Open(t))
-	dir := smallFS(t, 8<<20)
-	l := create(t, d, dir)
-	for i := range 3 { // packages: notes of a few hundred kilobytes
-		if err := l.PutNotes(ledger.Note{Key: []byte("package/" + strconv.Itoa(i)), Value: bytes.Repeat([]byte{'p'}, 400<<10)}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	d, dir, l := ledgerOnASmallPartition(t)
 	appendN(t, l, 1)
 	l.Close()
 	fillFS(t, dir, 256<<10)
@@ -391,14 +383,7 @@ func TestInvariantRunbookMigrationOfATornIndexDoesNotCrash(t *testing.T) {
 // the only copy of acknowledged entries on the device, and the ledger
 // then opens as a plain rollback that resolve-rollback accepts.
 func TestInvariantFullDiskAdviceKeepsAcknowledgedEntries(t *testing.T) {
-	d := newDevice(t, tpmtest.StartSwtpm(t).Open(t))
-	dir := smallFS(t, 8<<20)
-	l := create(t, d, dir)
-	for i := range 3 { // packages: notes of a few hundred kilobytes
-		if err := l.PutNotes(ledger.Note{Key: []byte("package/" + strconv.Itoa(i)), Value: bytes.Repeat([]byte{'p'}, 400<<10)}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	d, dir, l := ledgerOnASmallPartition(t)
 	l.Close()
 	jPath := filepath.Join(dir, ledger.JournalName)
 	backup, err := os.ReadFile(jPath)
