@@ -26,21 +26,11 @@ var (
 // /dev/zero, a FIFO without a writer or a huge file costs one open, not
 // the process.
 func ReadRegular(path string, limit int64) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
-	if errors.Is(err, syscall.ELOOP) {
-		return nil, fmt.Errorf("%s is %w but a symbolic link", path, ErrNotRegular)
-	}
+	f, err := OpenRegular(path, os.O_RDONLY)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !info.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is %w but %s", path, ErrNotRegular, FileKind(info.Mode()))
-	}
 	data, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
 		return nil, err
@@ -49,6 +39,33 @@ func ReadRegular(path string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s is %w (over %d bytes)", path, ErrTooLarge, limit)
 	}
 	return data, nil
+}
+
+// OpenRegular opens path with flag (os.O_RDONLY or os.O_RDWR, with
+// os.O_CREATE and os.O_EXCL to create it) only if it is a regular file: a
+// symbolic link is not followed (O_NOFOLLOW), a FIFO or device neither
+// blocks the open (O_NONBLOCK, cleared once the file is checked) nor
+// passes the open file's own fstat. ErrNotRegular names what it is.
+func OpenRegular(path string, flag int) (*os.File, error) {
+	f, err := os.OpenFile(path, flag|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0o600)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("%s is %w but a symbolic link", path, ErrNotRegular)
+	}
+	if err != nil {
+		return nil, err
+	}
+	info, err := f.Stat()
+	if err == nil && !info.Mode().IsRegular() {
+		err = fmt.Errorf("%s is %w but %s", path, ErrNotRegular, FileKind(info.Mode()))
+	}
+	if err == nil {
+		err = syscall.SetNonblock(int(f.Fd()), false)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // FileKind names, for a person, the kind of a file that is not what the

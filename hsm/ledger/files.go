@@ -483,7 +483,7 @@ var ErrIndexUnclean = errors.New("ledger.db was not closed cleanly (custodian se
 // cleanly may be torn. A directory without a journal is of the format
 // before it, where every commit was synced (held 0: not compared).
 func lockCleanJournal(dir string) (held uint64, release func(), err error) {
-	f, err := os.Open(filepath.Join(dir, JournalName))
+	f, err := durable.OpenRegular(filepath.Join(dir, JournalName), os.O_RDONLY)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, func() {}, nil
 	}
@@ -492,12 +492,19 @@ func lockCleanJournal(dir string) (held uint64, release func(), err error) {
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
 		f.Close()
-		return 0, nil, ErrInUse
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return 0, nil, ErrInUse
+		}
+		return 0, nil, err
 	}
 	j := &journal{f: f}
-	if err := j.walk(nil); !errors.Is(err, io.EOF) || !j.clean {
-		f.Close()
-		return 0, nil, ErrIndexUnclean
+	err = j.walk(nil)
+	switch {
+	case errors.Is(err, io.EOF) && j.clean:
+		return j.held, func() { f.Close() }, nil
+	case errors.Is(err, io.EOF), errors.Is(err, errTorn):
+		err = ErrIndexUnclean
 	}
-	return j.held, func() { f.Close() }, nil
+	f.Close()
+	return 0, nil, err
 }

@@ -15,6 +15,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
+
+	"github.com/custodian-project/custodian/hsm/durable"
 )
 
 // The journal is the ledger's durable truth; ledger.db is an index derived
@@ -445,7 +447,9 @@ func openJournal(path string, create bool) (*journal, error) {
 	if create {
 		flags |= os.O_CREATE | os.O_EXCL
 	}
-	f, err := os.OpenFile(path, flags, 0o600)
+	// Never through a link planted at its name: scan cuts a torn tail,
+	// which would truncate the link's target.
+	f, err := durable.OpenRegular(path, flags)
 	if err != nil {
 		return nil, fmt.Errorf("opening the ledger journal: %w", err)
 	}

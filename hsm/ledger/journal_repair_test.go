@@ -7,10 +7,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/custodian-project/custodian/hsm/durable"
 	"github.com/custodian-project/custodian/hsm/ledger"
 	"github.com/custodian-project/custodian/tpm/tpmtest"
 )
@@ -422,5 +424,58 @@ func TestInvariantFullDiskAdviceKeepsAcknowledgedEntries(t *testing.T) {
 	if !errors.Is(l2.Blocked(), ledger.ErrIndexKept) || len(kept) != 1 {
 		t.Fatalf("the full-disk row followed: %d of %d acknowledged entries on the device, kept %v, blocked %v; want blocked with the kept ledger.db",
 			l2.Size(), acked, kept, l2.Blocked())
+	}
+}
+
+// TestInvariantPlantedJournalIsNeverFollowed: someone holding the card
+// replaces ledger.journal with a symbolic link to another file, or with a
+// named pipe. Open refuses it, naming what it is, and never writes
+// through the link (a torn tail is cut: that would empty the link's
+// target); SeenIn (custodian warrant verify) refuses it too, without
+// waiting on the pipe.
+func TestInvariantPlantedJournalIsNeverFollowed(t *testing.T) {
+	d := newDevice(t, tpmtest.StartSwtpm(t).Open(t))
+	for _, plant := range []struct {
+		name string
+		make func(t *testing.T, path string)
+		kind string
+	}{
+		{"link to another file", func(t *testing.T, path string) {
+			victim := filepath.Join(t.TempDir(), "victim")
+			if err := os.WriteFile(victim, []byte("not a journal, and not the ledger's to cut"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(victim, path); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				if data, _ := os.ReadFile(victim); string(data) != "not a journal, and not the ledger's to cut" {
+					t.Errorf("the link's target was changed through the journal: %q", data)
+				}
+			})
+		}, "a symbolic link"},
+		{"named pipe", func(t *testing.T, path string) {
+			if err := syscall.Mkfifo(path, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, "a named pipe"},
+	} {
+		t.Run(plant.name, func(t *testing.T) {
+			dir := t.TempDir()
+			l := create(t, d, dir)
+			appendN(t, l, 1)
+			l.Close()
+			path := filepath.Join(dir, ledger.JournalName)
+			if err := os.Remove(path); err != nil {
+				t.Fatal(err)
+			}
+			plant.make(t, path)
+			if _, err := ledger.Open(dir, d.config(t)); !errors.Is(err, durable.ErrNotRegular) || !strings.Contains(err.Error(), plant.kind) {
+				t.Errorf("Open with %s as the journal: %v; want it refused as %s", plant.name, err, plant.kind)
+			}
+			if _, err := ledger.SeenIn(dir, []byte("k")); !errors.Is(err, durable.ErrNotRegular) {
+				t.Errorf("SeenIn with %s as the journal: %v; want it refused", plant.name, err)
+			}
+		})
 	}
 }
