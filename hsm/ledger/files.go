@@ -444,9 +444,6 @@ func (l *Ledger) markClean() error {
 // lets go of the journal. An index that is behind the journal (its commit
 // failed) is not marked: the next Open rebuilds it.
 func (l *Ledger) Close() error {
-	if l.j == nil {
-		return l.db.Close()
-	}
 	err := l.markClean()
 	if closeErr := l.db.Close(); err == nil {
 		err = closeErr

@@ -674,7 +674,7 @@ func applyOp(tx *bolt.Tx, o op) error {
 	}
 	b := tx.Bucket(o.bucket)
 	if b == nil {
-		return fmt.Errorf("the ledger has no %s bucket", o.bucket)
+		return fmt.Errorf("the ledger has no %q bucket", o.bucket)
 	}
 	if appendOnlyBuckets[string(o.bucket)] {
 		b.FillPercent = 0.95

@@ -297,7 +297,7 @@ func (l *Ledger) reconcile() error {
 func (l *Ledger) Blocked() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.blocked == nil && l.j != nil {
+	if l.blocked == nil {
 		return l.j.err() // a commit of notes found the journal or the index failing
 	}
 	return l.blocked
