@@ -535,33 +535,35 @@ var ErrIndexUnclean = errors.New("ledger.db was not closed cleanly (custodian se
 // lockCleanJournal tells whether ledger.db in dir may be read without
 // the journal's lock holder: the journal, shared-locked until release,
 // ends with a clean marker, naming the record held that ledger.db must
-// hold and its bbolt transaction txid (0: not named). It is decided
-// before ledger.db is opened: an index not closed cleanly may be torn. A
-// directory without a journal is of the format before it, where every
-// commit was synced (held 0: not compared).
-func lockCleanJournal(dir string) (held, txid uint64, release func(), err error) {
+// hold. It is decided before ledger.db is opened: an index not closed
+// cleanly may be torn. A directory without a journal is of the format
+// before it, where every commit was synced (held 0: not compared). A
+// ledger.db committed to after the marker (by an image of that format)
+// is whole all the same, and holds at least what the journal does: its
+// transaction is not compared.
+func lockCleanJournal(dir string) (held uint64, release func(), err error) {
 	f, err := durable.OpenRegular(filepath.Join(dir, JournalName), os.O_RDONLY)
 	if errors.Is(err, fs.ErrNotExist) {
-		return 0, 0, func() {}, nil
+		return 0, func() {}, nil
 	}
 	if err != nil {
-		return 0, 0, nil, err
+		return 0, nil, err
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			return 0, 0, nil, ErrInUse
+			return 0, nil, ErrInUse
 		}
-		return 0, 0, nil, err
+		return 0, nil, err
 	}
 	j := &journal{f: f}
 	err = j.walk(nil)
 	switch {
 	case errors.Is(err, io.EOF) && j.clean:
-		return j.held, j.txid, func() { f.Close() }, nil
+		return j.held, func() { f.Close() }, nil
 	case errors.Is(err, io.EOF), errors.Is(err, errTorn):
 		err = ErrIndexUnclean
 	}
 	f.Close()
-	return 0, 0, nil, err
+	return 0, nil, err
 }

@@ -673,7 +673,7 @@ func SeenIn(dir string, replayKey []byte) (Recorded, error) {
 		}
 		return r, fmt.Errorf("%w (%s)", ErrNoLedger, path)
 	}
-	held, txid, release, err := lockCleanJournal(dir)
+	held, release, err := lockCleanJournal(dir)
 	if err != nil {
 		return r, err
 	}
@@ -695,8 +695,7 @@ func SeenIn(dir string, replayKey []byte) (Recorded, error) {
 	}
 	defer guarded(db.Close)
 	err = guarded(func() error {
-		got, gotTx, err := heldSeq(db)
-		if held != 0 && (err != nil || got != held || (txid != 0 && gotTx != txid)) {
+		if got, _, err := heldSeq(db); held != 0 && (err != nil || got != held) {
 			return ErrIndexUnclean
 		}
 		return db.View(func(tx *bolt.Tx) error {
