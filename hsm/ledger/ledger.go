@@ -110,6 +110,8 @@ type Ledger struct {
 	j   *journal // the durable truth, locked for the ledger's life
 	dir string
 
+	moved error // set at Open: ledger.db was committed to after the journal's clean marker (adoptMoved)
+
 	mu      sync.Mutex
 	blocked error // non-nil: releases and appends are refused
 	state   state
@@ -207,6 +209,9 @@ func Open(dir string, cfg Config) (*Ledger, error) {
 		l.blocked = keptIndexes(dir)
 	}
 	l.blocked = l.check()
+	if l.moved != nil {
+		l.adoptMoved()
+	}
 	return l, nil
 }
 
@@ -690,7 +695,7 @@ func SeenIn(dir string, replayKey []byte) (Recorded, error) {
 	}
 	defer guarded(db.Close)
 	err = guarded(func() error {
-		if got, err := heldSeq(db); held != 0 && (err != nil || got != held) {
+		if got, _, err := heldSeq(db); held != 0 && (err != nil || got != held) {
 			return ErrIndexUnclean
 		}
 		return db.View(func(tx *bolt.Tx) error {
