@@ -366,7 +366,7 @@ func (l *Ledger) migrate(dbPath string) error {
 
 // copyToJournal appends every bucket of l.db as journal record seq.
 func (l *Ledger) copyToJournal(seq uint64) error {
-	return l.db.View(func(tx *bolt.Tx) error {
+	return l.view(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketMeta) == nil {
 			return fmt.Errorf("%w: the database has no ledger", ErrNoLedger)
 		}
@@ -431,6 +431,7 @@ func rebuild(j *journal, dir string) error {
 // journal record it holds, unless the journal already ends with one, or
 // with one its records no longer match: a new marker would sign the edit.
 func (l *Ledger) markClean() error {
+	l.indexing.wait()
 	if l.j.err() != nil || l.j.isClean() || l.j.edited() {
 		return nil
 	}
