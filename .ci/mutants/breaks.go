@@ -66,6 +66,13 @@ var breaks = []mutant{
 		pkg: "./hsm/ledger", tests: []string{"TestInvariantAcknowledgedEntryIsOnDisk", "TestInvariantOneSyncPerAppend"},
 	},
 	{
+		name: "reads of ledger.db do not wait for its commit after an acknowledged write",
+		edits: []edit{{"hsm/ledger/journal.go",
+			"func (l *Ledger) view(fn func(*bolt.Tx) error) error {\n\tl.indexing.wait()\n",
+			"func (l *Ledger) view(fn func(*bolt.Tx) error) error {\n"}},
+		pkg: "./hsm/ledger", tests: []string{"TestInvariantAcknowledgedWriteIsReadAtOnce"},
+	},
+	{
 		name: "an index not closed cleanly used as it is",
 		edits: []edit{{"hsm/ledger/files.go",
 			"\t\tif l.j.clean {",

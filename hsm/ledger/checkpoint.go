@@ -40,7 +40,7 @@ func (l *Ledger) signedCheckpoint() ([]byte, *log.Checkpoint, error) {
 		return nil, nil, fmt.Errorf("%w: the signing key did not unseal", ErrNoSigner)
 	}
 	var cp log.Checkpoint
-	err := l.db.View(func(tx *bolt.Tx) error {
+	err := l.view(func(tx *bolt.Tx) error {
 		n := l.sizeIn(tx)
 		h, err := tlog.TreeHash(n, txHashReader{tx})
 		cp = log.Checkpoint{Origin: l.cfg.Origin, Size: uint64(n), Hash: h[:]}
@@ -69,7 +69,7 @@ func (l *Ledger) sizeIn(tx *bolt.Tx) int64 {
 // InclusionProof proves that entry i is in the tree of the given size.
 func (l *Ledger) InclusionProof(i, size int64) (tlog.RecordProof, error) {
 	var p tlog.RecordProof
-	err := l.db.View(func(tx *bolt.Tx) error {
+	err := l.view(func(tx *bolt.Tx) error {
 		if err := checkRange(i, size, l.sizeIn(tx)); err != nil {
 			return err
 		}
@@ -84,7 +84,7 @@ func (l *Ledger) InclusionProof(i, size int64) (tlog.RecordProof, error) {
 // tree of size size.
 func (l *Ledger) ConsistencyProof(old, size int64) (tlog.TreeProof, error) {
 	var p tlog.TreeProof
-	err := l.db.View(func(tx *bolt.Tx) error {
+	err := l.view(func(tx *bolt.Tx) error {
 		if old < 1 {
 			return errors.New("a consistency proof needs an older tree of at least one entry")
 		}

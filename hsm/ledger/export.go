@@ -457,7 +457,7 @@ func (s ledgerTiles) Tile(t tlog.Tile) ([]byte, error)             { return s.l.
 
 func (s ledgerTiles) TreeHash(n int64) (tlog.Hash, error) {
 	var root tlog.Hash
-	err := s.l.db.View(func(tx *bolt.Tx) error {
+	err := s.l.view(func(tx *bolt.Tx) error {
 		var err error
 		root, err = tlog.TreeHash(n, txHashReader{tx})
 		return err

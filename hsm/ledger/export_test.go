@@ -34,3 +34,6 @@ var SyncJournal = &syncJournal
 // BeforeIndexCommit runs between the journal's sync and the index's
 // commit, when set.
 var BeforeIndexCommit = &beforeIndexCommit
+
+// WaitIndexed returns once ledger.db holds the newest transaction.
+func (l *Ledger) WaitIndexed() { l.indexing.wait() }

@@ -388,7 +388,7 @@ func (l *Ledger) migrate(dbPath string) error {
 
 // copyToJournal appends every bucket of l.db as journal record seq.
 func (l *Ledger) copyToJournal(seq uint64) error {
-	return l.db.View(func(tx *bolt.Tx) error {
+	return l.view(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketMeta) == nil {
 			return fmt.Errorf("%w: the database has no ledger", ErrNoLedger)
 		}
@@ -482,6 +482,7 @@ func replay(j *journal, path string) (*bolt.DB, error) {
 // already ends with one, or with one its records no longer match: a new
 // marker would sign the edit.
 func (l *Ledger) markClean() error {
+	l.indexing.wait()
 	// bbolt's writer lock, held until the marker is written: no commit
 	// comes between the transaction the marker names and the marker.
 	tx, err := l.db.Begin(true)

@@ -722,21 +722,25 @@ func applyOp(tx *bolt.Tx, o op) error {
 var errIndexBehind = fmt.Errorf("%w: the change is in the ledger journal but ledger.db could not be updated; restart custodian to rebuild ledger.db from the journal", ErrBlocked)
 
 // update runs fn in one ledger transaction: its operations become one
-// journal record, appended and synced, then the index commits. If fn or
-// the journal's write fails, nothing was written. An error wrapping
-// errIndexBehind means the transaction is durable and the ledger blocks.
+// journal record, appended and synced; then ledger.db commits in the
+// background (indexing). If fn or the journal's write fails, nothing was
+// written. If the index's commit fails, the transaction stands and the
+// journal refuses every further one (Blocked says why) until the next
+// Open rebuilds the index.
 func (l *Ledger) update(fn func(*wtx) error) error {
-	indexed, err := l.commit(fn)
-	if err != nil {
-		return err
+	index, err := l.commit(fn)
+	if err == nil {
+		index()
 	}
-	return indexed()
+	return err
 }
 
 // commit is update that returns once the transaction is durable (its
-// journal record synced), with the index's commit under way: indexed
-// waits for it. An append increments the TPM counter meanwhile.
-func (l *Ledger) commit(fn func(*wtx) error) (indexed func() error, err error) {
+// journal record synced), leaving the index's commit to the caller: it
+// must call index, once, before anything else uses the ledger (the index
+// holds bbolt's writer lock until then).
+func (l *Ledger) commit(fn func(*wtx) error) (index func(), err error) {
+	l.indexing.wait()
 	if err := l.j.err(); err != nil {
 		return nil, err
 	}
@@ -760,18 +764,60 @@ func (l *Ledger) commit(fn func(*wtx) error) (indexed func() error, err error) {
 	if beforeIndexCommit != nil {
 		beforeIndexCommit()
 	}
-	done := make(chan error, 1)
-	go func() { done <- tx.Commit() }()
-	return func() error {
-		if err := <-done; err != nil {
-			if errors.Is(err, unix.ENOSPC) {
-				err = fmt.Errorf("%w: the change is in the ledger journal but ledger.db could not be updated: %s", ErrBlocked, fullAdvice(l.dir))
-			} else {
-				err = fmt.Errorf("%w (%v)", errIndexBehind, err)
+	return func() {
+		l.indexing.start(func() {
+			if err := tx.Commit(); err != nil {
+				l.j.block(l.indexFailure(err))
 			}
-			l.j.block(err)
-			return err
-		}
-		return nil
+		})
 	}, nil
+}
+
+// indexFailure is why the ledger blocks after ledger.db failed to commit
+// a transaction the journal holds.
+func (l *Ledger) indexFailure(err error) error {
+	if errors.Is(err, unix.ENOSPC) {
+		return fmt.Errorf("%w: the change is in the ledger journal but ledger.db could not be updated: %s", ErrBlocked, fullAdvice(l.dir))
+	}
+	return fmt.Errorf("%w (%v)", errIndexBehind, err)
+}
+
+// indexing is ledger.db's commit of the newest transaction, which runs
+// once the journal holds it (and an entry's TPM count is done) while the
+// caller goes on: a release unseals meanwhile. Whatever reads or writes
+// ledger.db waits for it first (Ledger.view, Ledger.update), so nothing
+// acknowledged is ever missing from a read.
+type indexing struct {
+	mu   sync.Mutex
+	done chan struct{} // closed when the newest commit has finished; nil before the first
+}
+
+// start runs commit in the background. Transactions are serialized (each
+// waits for the one before), so at most one commit runs at a time.
+func (ix *indexing) start(commit func()) {
+	done := make(chan struct{})
+	ix.mu.Lock()
+	ix.done = done
+	ix.mu.Unlock()
+	go func() {
+		defer close(done)
+		commit()
+	}()
+}
+
+// wait returns once the newest commit has finished.
+func (ix *indexing) wait() {
+	ix.mu.Lock()
+	done := ix.done
+	ix.mu.Unlock()
+	if done != nil {
+		<-done
+	}
+}
+
+// view runs fn in a read transaction of ledger.db, after its newest
+// commit.
+func (l *Ledger) view(fn func(*bolt.Tx) error) error {
+	l.indexing.wait()
+	return l.db.View(fn)
 }

@@ -419,3 +419,41 @@ func TestFailedJournalSyncWritesNothing(t *testing.T) {
 		t.Fatalf("reopened: %d entries, blocked %v", l.Size(), l.Blocked())
 	}
 }
+
+// TestInvariantAcknowledgedWriteIsReadAtOnce: ledger.db commits after an
+// append or a note's write returns; every read waits for that commit, so
+// what was acknowledged (the entry, its proof, its replay key, a note) is
+// there the moment the call returns, in the same goroutine or another.
+func TestInvariantAcknowledgedWriteIsReadAtOnce(t *testing.T) {
+	d := newDevice(t, tpmtest.StartSwtpm(t).Open(t))
+	l := create(t, d, t.TempDir())
+	for i := range 30 {
+		key := fmt.Appendf(nil, "court-a/W-%d", i)
+		e := ledger.Entry{Time: t0.Add(time.Duration(i) * time.Second), Kind: ledger.KindRelease, Outcome: ledger.OutcomeOK}
+		n, err := l.Append(e, []byte("w"), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.Entry(n); err != nil {
+			t.Fatalf("entry %d, read right after its append: %v", n, err)
+		}
+		if _, err := l.Prove(n); err != nil {
+			t.Fatalf("entry %d's proof, read right after its append: %v", n, err)
+		}
+		if _, seen, err := l.Seen(key); err != nil || !seen {
+			t.Fatalf("replay key of entry %d, read right after its append: seen %v, %v", n, seen, err)
+		}
+		note := ledger.Note{Key: fmt.Appendf(nil, "records/%d", i), Value: []byte("{}")}
+		if err := l.PutNotes(note); err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan error)
+		go func() {
+			_, err := l.GetNote(note.Key, 1<<10)
+			got <- err
+		}()
+		if err := <-got; err != nil {
+			t.Fatalf("note %q, read right after it was written: %v", note.Key, err)
+		}
+	}
+}

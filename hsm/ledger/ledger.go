@@ -74,11 +74,12 @@ var (
 	ErrNoLedger     = errors.New("no ledger in the data directory")
 	// ErrUncounted: the entry was committed, and the append returns its
 	// index with this error, but the TPM counter was not incremented after
-	// it (refused, a bus error, or moved by someone else), or ledger.db
-	// could not be updated after its journal record was synced. The entry
+	// it (refused, a bus error, or moved by someone else). The entry
 	// stands (the next Open finishes the increment or blocks), so the
 	// caller accounts for it as appended; the ledger blocks until then.
-	ErrUncounted     = errors.New("the entry is stored but the ledger could not finish it (the TPM counter's increment, or its index)")
+	// (A ledger.db commit that fails after the journal's sync blocks the
+	// ledger too, from the next call on: Blocked says why.)
+	ErrUncounted     = errors.New("the entry is stored but the ledger could not finish it (the TPM counter's increment)")
 	ErrLedgerExists  = errors.New("a ledger already exists in the data directory")
 	errNotResolvable = errors.New("the ledger is not blocked; nothing to resolve")
 )
@@ -110,7 +111,8 @@ type Ledger struct {
 	j   *journal // the durable truth, locked for the ledger's life
 	dir string
 
-	moved error // set at Open: ledger.db was committed to after the journal's clean marker (adoptMoved)
+	moved    error    // set at Open: ledger.db was committed to after the journal's clean marker (adoptMoved)
+	indexing indexing // ledger.db's commit of the newest transaction
 
 	mu      sync.Mutex
 	blocked error // non-nil: releases and appends are refused
@@ -201,7 +203,7 @@ func Open(dir string, cfg Config) (*Ledger, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := l.db.View(func(tx *bolt.Tx) error { return l.load(tx) }); err != nil {
+	if err := l.view(func(tx *bolt.Tx) error { return l.load(tx) }); err != nil {
 		l.Close()
 		return nil, err
 	}
@@ -385,7 +387,7 @@ func (l *Ledger) appendWith(base state, e Entry, replayKey []byte, prepare func(
 		return 0, err
 	}
 	var next state
-	indexed, err := l.commit(func(tx *wtx) error {
+	index, err := l.commit(func(tx *wtx) error {
 		subject, err := prepare(tx, &base)
 		if err != nil {
 			return err
@@ -410,15 +412,16 @@ func (l *Ledger) appendWith(base state, e Entry, replayKey []byte, prepare func(
 	if err != nil {
 		return 0, err
 	}
-	// Durable: the counter is incremented while the index commits.
+	// Durable: the TPM counts it, then ledger.db commits (not beside the
+	// count: the two would share the CPU with the TPM), even if counting
+	// panics, since bbolt's writer lock goes with the commit.
 	l.state = next
-	countErr := l.countEntry(next.counter, replayKey != nil)
-	if err := indexed(); err != nil { // the next Open rebuilds the index
-		l.blocked = err
-		countErr = errors.Join(countErr, err)
-	}
-	if countErr != nil {
-		return next.size - 1, fmt.Errorf("%w (entry %d): %w", ErrUncounted, next.size-1, countErr)
+	err = func() error {
+		defer index()
+		return l.countEntry(next.counter, replayKey != nil)
+	}()
+	if err != nil {
+		return next.size - 1, fmt.Errorf("%w (entry %d): %w", ErrUncounted, next.size-1, err)
 	}
 	return next.size - 1, nil
 }
@@ -482,7 +485,7 @@ func (l *Ledger) writeEntry(tx *wtx, n int64, data, salt, replayKey []byte, next
 
 // Seen reports whether replayKey was used, and by which entry.
 func (l *Ledger) Seen(replayKey []byte) (index int64, seen bool, err error) {
-	err = l.db.View(func(tx *bolt.Tx) error {
+	err = l.view(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bucketReplay).Get(replayKey); v != nil {
 			index, seen = int64(binary.BigEndian.Uint64(v)), true
 		}
@@ -504,7 +507,7 @@ func (l *Ledger) Salt(i int64) ([]byte, error) {
 
 func (l *Ledger) get(bucket []byte, i int64) ([]byte, error) {
 	var out []byte
-	err := l.db.View(func(tx *bolt.Tx) error {
+	err := l.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucket).Get(u64(uint64(i)))
 		if v == nil {
 			return fmt.Errorf("no ledger entry %d", i)

@@ -195,7 +195,7 @@ func checkBoundNotes(tx *bolt.Tx) error {
 // this ledger and not written unbound since. Open checked its value.
 func (l *Ledger) NoteBound(key []byte) (bool, error) {
 	var bound bool
-	err := l.db.View(func(tx *bolt.Tx) error {
+	err := l.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketBoundNotes)
 		bound = b != nil && b.Get(key) != nil
 		return nil
@@ -211,7 +211,7 @@ var ErrNoteTooLarge = errors.New("the note is larger than such a note can be")
 // if it is longer than limit bytes (checked before it is copied).
 func (l *Ledger) GetNote(key []byte, limit int) ([]byte, error) {
 	var out []byte
-	err := l.db.View(func(tx *bolt.Tx) error {
+	err := l.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketNotes)
 		if b == nil {
 			return ErrNoNote
@@ -233,7 +233,7 @@ func (l *Ledger) GetNote(key []byte, limit int) ([]byte, error) {
 // order.
 func (l *Ledger) NoteKeys(prefix []byte) ([][]byte, error) {
 	var keys [][]byte
-	err := l.db.View(func(tx *bolt.Tx) error {
+	err := l.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketNotes)
 		if b == nil {
 			return nil

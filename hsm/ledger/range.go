@@ -70,7 +70,7 @@ func (l *Ledger) ProveRange(from, to int64) (*RangeProof, error) {
 	rp := &RangeProof{Checkpoint: string(signed)}
 	// One snapshot for every proof; the tree of the checkpoint's size is
 	// a prefix of whatever the ledger holds now.
-	err = l.db.View(func(tx *bolt.Tx) error {
+	err = l.view(func(tx *bolt.Tx) error {
 		entries := tx.Bucket(bucketEntries)
 		for i := from; i <= to; i++ {
 			data := entries.Get(u64(uint64(i)))

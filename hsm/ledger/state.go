@@ -188,7 +188,7 @@ func (l *Ledger) checkState() error {
 		return ErrStateUnauthenticated
 	}
 	var found mismatches
-	err := l.db.View(func(tx *bolt.Tx) error {
+	err := l.view(func(tx *bolt.Tx) error {
 		var err error
 		found, err = l.recordMismatches(tx)
 		return err

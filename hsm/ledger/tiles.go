@@ -76,7 +76,7 @@ func (l *Ledger) Tile(t tlog.Tile) ([]byte, error) {
 		return nil, errBadTilePath
 	}
 	var out []byte
-	err := l.db.View(func(tx *bolt.Tx) error {
+	err := l.view(func(tx *bolt.Tx) error {
 		if !holds(l.sizeIn(tx), t) {
 			return fmt.Errorf("%w: %s", ErrTileBeyondTree, TilePath(t))
 		}

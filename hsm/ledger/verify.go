@@ -13,7 +13,7 @@ import (
 // older than its predecessor, and hashes to the stored Merkle tree. It
 // catches entries edited, removed or reordered in the database.
 func (l *Ledger) Verify() error {
-	return l.db.View(func(tx *bolt.Tx) error {
+	return l.view(func(tx *bolt.Tx) error {
 		size := l.sizeIn(tx)
 		entries := tx.Bucket(bucketEntries)
 		if got := int64(entries.Stats().KeyN); got != size {
