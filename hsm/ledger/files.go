@@ -246,7 +246,7 @@ func peekHeld(dbPath string) (held uint64, err error) {
 			return err
 		}
 		defer db.Close()
-		held, _, err = heldSeq(db)
+		held, _, err = indexPosition(db)
 		return err
 	})
 	return held, err
@@ -286,7 +286,7 @@ func openClean(dbPath string, held, txid uint64) (db *bolt.DB, got uint64, moved
 			return err
 		}
 		var gotTx uint64
-		if got, gotTx, err = heldSeq(db); err != nil {
+		if got, gotTx, err = indexPosition(db); err != nil {
 			got = 0
 			return err
 		}
@@ -342,9 +342,9 @@ func guarded(fn func() error) (err error) {
 	return fn()
 }
 
-// heldSeq is the journal record the index holds (0: none), and its
+// indexPosition is the journal record the index holds (0: none), and its
 // bbolt transaction ID.
-func heldSeq(db *bolt.DB) (held, txid uint64, err error) {
+func indexPosition(db *bolt.DB) (held, txid uint64, err error) {
 	err = db.View(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if meta == nil {
@@ -429,7 +429,7 @@ func rebuild(j *journal, dir string) error {
 	var txid uint64
 	err = db.Sync()
 	if err == nil {
-		_, txid, err = heldSeq(db)
+		_, txid, err = indexPosition(db)
 	}
 	if closeErr := db.Close(); err == nil {
 		err = closeErr

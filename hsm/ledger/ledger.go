@@ -698,7 +698,7 @@ func SeenIn(dir string, replayKey []byte) (Recorded, error) {
 	}
 	defer guarded(db.Close)
 	err = guarded(func() error {
-		if got, _, err := heldSeq(db); held != 0 && (err != nil || got != held) {
+		if got, _, err := indexPosition(db); held != 0 && (err != nil || got != held) {
 			return ErrIndexUnclean
 		}
 		return db.View(func(tx *bolt.Tx) error {
