@@ -218,7 +218,7 @@ func (l *Ledger) setAside(dbPath string, held uint64, edited bool, moved error) 
 	}
 	switch {
 	case edited:
-		l.blocked = fmt.Errorf("%w (the journal's records are not the ones its clean marker was written over; %s is kept as %s)", ErrRecordsEdited, FileName, filepath.Base(kept))
+		l.blocked = fmt.Errorf("%w (the journal's records are not the ones its clean marker was written over; %s, the copy the device wrote, is kept as %s: follow \"A kept ledger.db\" in the operator guide to go back to it)", ErrRecordsEdited, FileName, filepath.Base(kept))
 	case moved != nil:
 		l.blocked = fmt.Errorf("%w (%v: kept as %s)", ErrIndexKept, moved, filepath.Base(kept))
 	default:
