@@ -140,12 +140,12 @@ func (l *Ledger) openIndex(dbPath string) error {
 	// first: a damaged one is rebuilt too, never a crash.
 	if dbErr == nil {
 		var held uint64
-		var moved, err error
+		var err error
 		if l.j.clean {
 			var db *bolt.DB
-			db, held, moved, err = openClean(dbPath, l.j.held, l.j.txid)
+			db, held, err = openClean(dbPath, l.j.held)
 			if err == nil || errors.Is(err, ErrInUse) {
-				l.db, l.moved = db, moved
+				l.db = db
 				return err
 			}
 		} else {
@@ -154,7 +154,7 @@ func (l *Ledger) openIndex(dbPath string) error {
 		if errors.Is(err, ErrInUse) {
 			return err
 		}
-		if err := l.setAside(dbPath, held, l.j.edited(), moved); err != nil {
+		if err := l.setAside(dbPath, held, l.j.edited()); err != nil {
 			return err
 		}
 	} else if l.j.edited() { // no ledger.db to keep: the edit blocks all the same
@@ -190,17 +190,16 @@ var ErrIndexKept = fmt.Errorf("%w: ledger.db held records the ledger journal (%s
 // setAside moves ledger.db out of the rebuild's way. One the journal
 // disagrees with is kept, renamed to ledger.db.<record>.kept, and the
 // ledger blocks: one that holds a record newer than the journal's last
-// (the journal is older), a damaged one committed to after the journal's
-// clean marker (moved says how), or any when the journal's records were edited
+// (the journal is older), or any when the journal's records were edited
 // under its clean marker (ledger.db is then the true copy). Any other
 // (torn by a crash, behind, damaged) is removed first, so that a rebuild
 // needs no more room than ledger.db took. held is the record it holds,
 // 0 when unreadable.
-func (l *Ledger) setAside(dbPath string, held uint64, edited bool, moved error) error {
+func (l *Ledger) setAside(dbPath string, held uint64, edited bool) error {
 	kept := fmt.Sprintf("%s.%d.kept", dbPath, held)
 	_, keptErr := os.Lstat(kept)
 	switch {
-	case (held <= l.j.held || held == l.j.source) && !edited && moved == nil:
+	case (held <= l.j.held || held == l.j.source) && !edited:
 		// held == source: the journal holds only the migration of this
 		// very ledger.db (a power cut before its index was updated).
 		return removeIndex(dbPath)
@@ -216,12 +215,9 @@ func (l *Ledger) setAside(dbPath string, held uint64, edited bool, moved error) 
 			return err
 		}
 	}
-	switch {
-	case edited:
+	if edited {
 		l.blocked = fmt.Errorf("%w (the journal's records are not the ones its clean marker was written over; %s, the copy the device wrote, is kept as %s: follow \"A kept ledger.db\" in the operator guide to go back to it)", ErrRecordsEdited, FileName, filepath.Base(kept))
-	case moved != nil:
-		l.blocked = fmt.Errorf("%w (%v: kept as %s)", ErrIndexKept, moved, filepath.Base(kept))
-	default:
+	} else {
 		l.blocked = fmt.Errorf("%w (%s held journal record %d, the journal ends at %d: kept as %s)", ErrIndexKept, FileName, held, l.j.held, filepath.Base(kept))
 	}
 	return nil
@@ -246,7 +242,7 @@ func peekHeld(dbPath string) (held uint64, err error) {
 			return err
 		}
 		defer db.Close()
-		held, _, err = indexPosition(db)
+		held, err = indexHeld(db)
 		return err
 	})
 	return held, err
@@ -262,39 +258,26 @@ func keptIndexes(dir string) error {
 	return fmt.Errorf("%w (kept: %s)", ErrIndexKept, filepath.Base(kept[0]))
 }
 
-// errIndexMoved: ledger.db holds the record the journal's clean marker
-// names but is not at the bbolt transaction it names: something committed
-// to it after the marker, such as an image of the format before the
-// journal (which writes ledger.db alone, leaving its journal-seq as it
-// was). What it wrote is in ledger.db alone, not in the journal.
-var errIndexMoved = errors.New("ledger.db was written after the journal's clean marker (by an image older than the journal, or edited)")
-
 // openClean opens ledger.db as the index the journal's clean marker
 // names: it holds record held, and bbolt finds every page of it whole
 // (tx.Check). A damaged file is ErrUnreadable, whatever bbolt does with
 // it: the pages bolt.Open reads are read plainly first (checkIndexFile),
-// so that it never panics holding the file. moved, wrapping
-// errIndexMoved, says it is not at bbolt transaction txid, which the
-// marker names (0: not named, in a marker written before it was). got is
-// the record it holds, 0 if that could not be read.
-func openClean(dbPath string, held, txid uint64) (db *bolt.DB, got uint64, moved, err error) {
-	if err := checkIndexFile(dbPath); err != nil {
-		return nil, 0, nil, err
-	}
+// so that it never panics holding the file. got is the record it holds,
+// 0 if that could not be read.
+func openClean(dbPath string, held uint64) (db *bolt.DB, got uint64, err error) {
 	err = guarded(func() (err error) {
+		if err := checkIndexFile(dbPath); err != nil {
+			return err
+		}
 		if db, err = openDB(dbPath); err != nil {
 			return err
 		}
-		var gotTx uint64
-		if got, gotTx, err = indexPosition(db); err != nil {
+		if got, err = indexHeld(db); err != nil {
 			got = 0
 			return err
 		}
 		if got != held {
 			return fmt.Errorf("%w (%s holds journal record %d, not %d)", ErrUnreadable, FileName, got, held)
-		}
-		if txid != 0 && gotTx != txid {
-			moved = fmt.Errorf("%w: it is at bbolt transaction %d, the marker names %d", errIndexMoved, gotTx, txid)
 		}
 		return checkPages(db)
 	})
@@ -302,7 +285,7 @@ func openClean(dbPath string, held, txid uint64) (db *bolt.DB, got uint64, moved
 		guarded(db.Close)
 		db = nil
 	}
-	return db, got, moved, err
+	return db, got, err
 }
 
 // checkPages reads every bucket and key of db in this goroutine (where a
@@ -342,10 +325,10 @@ func guarded(fn func() error) (err error) {
 	return fn()
 }
 
-// indexPosition is the journal record the index holds (0: none), and its
-// bbolt transaction ID.
-func indexPosition(db *bolt.DB) (held, txid uint64, err error) {
-	err = db.View(func(tx *bolt.Tx) error {
+// indexHeld is the journal record the index holds (0: none).
+func indexHeld(db *bolt.DB) (uint64, error) {
+	var held uint64
+	err := db.View(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if meta == nil {
 			return ErrUnreadable
@@ -353,10 +336,9 @@ func indexPosition(db *bolt.DB) (held, txid uint64, err error) {
 		if v := meta.Get(metaJournalSeq); len(v) == 8 {
 			held = binary.BigEndian.Uint64(v)
 		}
-		txid = uint64(tx.ID())
 		return nil
 	})
-	return held, txid, err
+	return held, err
 }
 
 // migrate writes every bucket of a ledger.db made before the journal as
@@ -412,53 +394,18 @@ func (l *Ledger) copyToJournal(seq uint64) error {
 }
 
 // rebuild replays the journal into a new index beside ledger.db, syncs
-// it once, marks it clean and renames it over ledger.db. The new index is
-// at a bbolt transaction of its own, so the marker comes before the
-// rename, and after ledger.db was set aside durably: no start finds the
-// old marker beside the new index, nor the new marker beside the old
-// index, and takes either as written after its marker. No marker over a
-// journal edited under its marker: it would sign the edit.
+// it once and renames it over ledger.db.
 func rebuild(j *journal, dir string) error {
 	path := filepath.Join(dir, FileName)
 	tmp := path + ".rebuild"
-	db, err := replay(j, tmp)
-	if err != nil {
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
+	}
+	db, err := bolt.Open(tmp, 0o600, &bolt.Options{NoSync: true, NoGrowSync: true, Timeout: 2 * time.Second})
+	if err != nil {
+		return fmt.Errorf("rebuilding %s: %w", FileName, err)
 	}
 	defer os.Remove(tmp) // a no-op after the rename
-	var txid uint64
-	err = db.Sync()
-	if err == nil {
-		_, txid, err = indexPosition(db)
-	}
-	if closeErr := db.Close(); err == nil {
-		err = closeErr
-	}
-	if err == nil {
-		err = durable.SyncDir(dir)
-	}
-	if err == nil && !j.edited() {
-		err = j.append(record{kind: kindClean, held: j.heldSeq(), txid: txid})
-	}
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return durable.SyncDir(dir)
-}
-
-// replay writes every transaction of the journal into a new bbolt file
-// at path, unsynced.
-func replay(j *journal, path string) (*bolt.DB, error) {
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, err
-	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{NoSync: true, NoGrowSync: true, Timeout: 2 * time.Second})
-	if err != nil {
-		return nil, fmt.Errorf("rebuilding %s: %w", FileName, err)
-	}
 	err = j.scan(func(r record) error {
 		return db.Update(func(tx *bolt.Tx) error {
 			for _, o := range r.ops {
@@ -469,35 +416,32 @@ func replay(j *journal, path string) (*bolt.DB, error) {
 			return nil
 		})
 	})
-	if err != nil {
-		db.Close()
-		os.Remove(path)
-		return nil, err
+	if err == nil {
+		err = db.Sync()
 	}
-	return db, nil
-}
-
-// markClean syncs the index and appends a clean marker naming the
-// journal record it holds and its bbolt transaction, unless the journal
-// already ends with one, or with one its records no longer match: a new
-// marker would sign the edit.
-func (l *Ledger) markClean() error {
-	l.indexing.wait()
-	// bbolt's writer lock, held until the marker is written: no commit
-	// comes between the transaction the marker names and the marker.
-	tx, err := l.db.Begin(true)
+	if closeErr := db.Close(); err == nil {
+		err = closeErr
+	}
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback()
-	if l.j.err() != nil || l.j.isClean() || l.j.edited() {
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return durable.SyncDir(dir)
+}
+
+// markClean syncs the index and appends a clean marker naming the
+// journal record it holds, unless the journal already ends with one, or
+// with one its records no longer match: a new marker would sign the edit.
+func (l *Ledger) markClean() error {
+	if l.indexing.wait() != nil || l.j.err() != nil || l.j.isClean() || l.j.edited() {
 		return nil
 	}
 	if err := l.db.Sync(); err != nil {
 		return err
 	}
-	// A writable transaction's ID is the committed one's plus 1.
-	return l.j.append(record{kind: kindClean, held: l.j.heldSeq(), txid: uint64(tx.ID()) - 1})
+	return l.j.append(record{kind: kindClean, held: l.j.heldSeq()})
 }
 
 // Close syncs the index, marks it clean in the journal, closes it and
@@ -538,10 +482,7 @@ var ErrIndexUnclean = errors.New("ledger.db was not closed cleanly (custodian se
 // ends with a clean marker, naming the record held that ledger.db must
 // hold. It is decided before ledger.db is opened: an index not closed
 // cleanly may be torn. A directory without a journal is of the format
-// before it, where every commit was synced (held 0: not compared). A
-// ledger.db committed to after the marker (by an image of that format)
-// is whole all the same, and holds at least what the journal does: its
-// transaction is not compared.
+// before it, where every commit was synced (held 0: not compared).
 func lockCleanJournal(dir string) (held uint64, release func(), err error) {
 	f, err := durable.OpenRegular(filepath.Join(dir, JournalName), os.O_RDONLY)
 	if errors.Is(err, fs.ErrNotExist) {

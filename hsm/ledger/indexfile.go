@@ -38,9 +38,11 @@ type boltMeta struct{ pageSize, freelist, high, txid uint64 }
 // (its meta pages and free list) with plain reads, and refuses a damaged
 // one (ErrUnreadable) before bbolt maps it: bbolt panics on a damaged free
 // list inside bolt.Open, and the file it opened, locked and mapped would
-// then stay open, its blocks taken, for the process's life. It is stricter
-// than bbolt (page 0 must check; the free list must be synced, as this
-// package always writes it): a clean index it refuses is only rebuilt.
+// then stay open, its blocks taken, for the process's life. It reads the
+// meta page bbolt would use (the valid one of the higher transaction; the
+// second at the system's page size when the first does not check), and
+// is stricter than bbolt only in requiring a synced free list, as this
+// package always writes it: a clean index it refuses is only rebuilt.
 // What it does not catch, guarded still recovers from.
 func checkIndexFile(path string) error {
 	f, err := durable.OpenRegular(path, os.O_RDONLY)
@@ -66,11 +68,15 @@ func checkIndexFile(path string) error {
 // of the bbolt file f of size bytes, or returns "".
 func checkBoltPages(f io.ReaderAt, size uint64) string {
 	m, ok := readBoltMeta(f, 0)
-	if !ok || m.pageSize < 1024 || m.pageSize > boltMaxPageSize {
-		return "its first meta page does not check"
+	pageSize := m.pageSize
+	if !ok {
+		pageSize = uint64(os.Getpagesize())
 	}
-	if m1, ok := readBoltMeta(f, m.pageSize); ok && m1.txid > m.txid {
-		m = m1
+	if m1, ok1 := readBoltMeta(f, pageSize); ok1 && m1.pageSize == pageSize && (!ok || m1.txid > m.txid) {
+		m, ok = m1, true
+	}
+	if !ok {
+		return "neither of its meta pages checks"
 	}
 	if m.freelist < 2 || m.freelist >= m.high || m.freelist >= size/m.pageSize {
 		return "its meta page names no free-list page of it"
@@ -116,5 +122,6 @@ func readBoltMeta(f io.ReaderAt, off uint64) (m boltMeta, ok bool) {
 		return m, false
 	}
 	m.pageSize, m.freelist, m.high, m.txid = uint64(ne.Uint32(meta[8:])), ne.Uint64(meta[32:]), ne.Uint64(meta[40:]), ne.Uint64(meta[48:])
-	return m, true
+	// A page size bbolt could have written: a power of two it looks for.
+	return m, m.pageSize >= 1024 && m.pageSize <= boltMaxPageSize && m.pageSize&(m.pageSize-1) == 0
 }

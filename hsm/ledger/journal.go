@@ -3,6 +3,7 @@ package ledger
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
@@ -35,17 +36,13 @@ import (
 // record, its operations in order: 'b' bucket (create a bucket), 'p' bucket
 // key value (put), 'd' bucket key (delete), each field a uvarint length
 // and its bytes. A clean marker's body is the sequence number of the
-// transaction record the index holds, bbolt's transaction ID of the index
-// as closed (8 bytes), the chain of the records before it (chain =
-// SHA-256(chain, a record's SHA-256), from 32 zero bytes) and an
-// HMAC-SHA256 under the state key over the three: an edit of the journal
-// under the marker (its hashes recomputed, as anyone can) breaks the
-// chain, a marker made afresh lacks the key, and a ledger.db committed to
-// after the marker (by an image of the format before the journal, which
-// writes ledger.db alone) is at another transaction ID. A marker of 8
-// bytes (the held record alone, written before the chain) is not trusted:
-// the index is rebuilt. One of 72 bytes (held, chain and HMAC: written
-// before the transaction ID) is trusted as it was.
+// transaction record the index holds, the chain of the records before it
+// (chain = SHA-256(chain, a record's SHA-256), from 32 zero bytes) and an
+// HMAC-SHA256 under the state key over both: an edit of the journal under
+// the marker (its hashes recomputed, as anyone can) breaks the chain, and
+// a marker made afresh lacks the key. A marker of 8 bytes (the held
+// record alone, written before the chain) is not trusted: the index is
+// rebuilt.
 
 // JournalName is the ledger's journal inside the data directory.
 const JournalName = "ledger.journal"
@@ -61,9 +58,8 @@ const (
 	kindTx    = 'T'
 	kindClean = 'C'
 
-	legacyMarker  = 8                                 // held
-	keyedMarker   = 8 + sha256.Size + sha256.Size     // held, chain, HMAC
-	indexedMarker = 8 + 8 + sha256.Size + sha256.Size // held, txid, chain, HMAC
+	legacyMarker = 8                             // held
+	keyedMarker  = 8 + sha256.Size + sha256.Size // held, chain, HMAC
 
 	opBucket = 'b'
 	opPut    = 'p'
@@ -108,11 +104,8 @@ type record struct {
 	ops  []op   // kindTx
 	held uint64 // kindClean: the transaction record the index holds
 
-	// kindClean, keyed: bbolt's transaction ID of the index the marker
-	// closed (0 in a marker written before it was named: bbolt's first is
-	// 1), the chain of the records before the marker and the HMAC over
-	// held, txid and chain.
-	txid       uint64
+	// kindClean, keyed: the chain of the records before the marker and
+	// the HMAC over held and chain.
 	chain, mac []byte
 
 	before [sha256.Size]byte // as read: the chain of the records before it
@@ -128,15 +121,12 @@ func parseRecord(payload []byte) (record, error) {
 	body := payload[9:]
 	switch r.kind {
 	case kindClean:
-		if len(body) != legacyMarker && len(body) != keyedMarker && len(body) != indexedMarker {
+		if len(body) != legacyMarker && len(body) != keyedMarker {
 			return r, errors.New("a clean marker of the wrong length")
 		}
-		r.held, body = binary.BigEndian.Uint64(body), body[8:]
-		if len(body) == indexedMarker-8 {
-			r.txid, body = binary.BigEndian.Uint64(body), body[8:]
-		}
-		if len(body) > 0 {
-			r.chain, r.mac = body[:sha256.Size], body[sha256.Size:]
+		r.held = binary.BigEndian.Uint64(body)
+		if len(body) == keyedMarker {
+			r.chain, r.mac = body[8:8+sha256.Size], body[8+sha256.Size:]
 		}
 		return r, nil
 	case kindTx:
@@ -184,7 +174,7 @@ func cutField(b []byte) (f, rest []byte, err error) {
 func writeRecord(w io.Writer, r record) (n int64, sum [sha256.Size]byte, err error) {
 	size := 9
 	if r.kind == kindClean {
-		size += len(markerBody(r))
+		size += 8 + len(r.chain) + len(r.mac)
 	}
 	for _, o := range r.ops {
 		size += o.size()
@@ -199,7 +189,9 @@ func writeRecord(w io.Writer, r record) (n int64, sum [sha256.Size]byte, err err
 	bw.WriteByte(r.kind)
 	bw.Write(binary.BigEndian.AppendUint64(nil, r.seq))
 	if r.kind == kindClean {
-		bw.Write(markerBody(r))
+		bw.Write(binary.BigEndian.AppendUint64(nil, r.held))
+		bw.Write(r.chain)
+		bw.Write(r.mac)
 	}
 	for _, o := range r.ops {
 		bw.WriteByte(o.code)
@@ -219,19 +211,6 @@ func writeRecord(w io.Writer, r record) (n int64, sum [sha256.Size]byte, err err
 	return int64(frameHeader + size + sha256.Size), sum, err
 }
 
-// markerBody is a clean marker's body: held, then, in a keyed marker,
-// txid (unless 0), chain and HMAC.
-func markerBody(r record) []byte {
-	b := binary.BigEndian.AppendUint64(nil, r.held)
-	if r.mac == nil {
-		return b
-	}
-	if r.txid != 0 {
-		b = binary.BigEndian.AppendUint64(b, r.txid)
-	}
-	return append(append(b, r.chain...), r.mac...)
-}
-
 // chainNext is the chain after a record whose frame's SHA-256 is sum.
 func chainNext(chain [sha256.Size]byte, sum []byte) [sha256.Size]byte {
 	h := sha256.New()
@@ -243,17 +222,10 @@ func chainNext(chain [sha256.Size]byte, sum []byte) [sha256.Size]byte {
 }
 
 // markerMAC binds a clean marker to the state key: the record the index
-// holds, the index's bbolt transaction ID (unless 0: a marker written
-// before it was named, checked as it was written) and the chain of every
-// record before the marker.
-func markerMAC(key []byte, held, txid uint64, chain []byte) []byte {
+// holds and the chain of every record before the marker.
+func markerMAC(key []byte, held uint64, chain []byte) []byte {
 	m := hmac.New(sha256.New, key)
-	if txid == 0 {
-		m.Write([]byte("custodian ledger journal clean marker\x00"))
-	} else {
-		m.Write([]byte("custodian ledger journal clean marker v2\x00"))
-		m.Write(binary.BigEndian.AppendUint64(nil, txid))
-	}
+	m.Write([]byte("custodian ledger journal clean marker\x00"))
 	m.Write(binary.BigEndian.AppendUint64(nil, held))
 	m.Write(chain)
 	return m.Sum(nil)
@@ -461,7 +433,6 @@ type journal struct {
 	size   int64             // the length of its whole records
 	seq    uint64            // the newest record's sequence number
 	held   uint64            // the newest transaction record's sequence number
-	txid   uint64            // when clean: the index's bbolt transaction ID its marker names (0: none)
 	chain  [sha256.Size]byte // the chain of every record
 	marked bool              // the newest record is a keyed clean marker for held
 	clean  bool              // ... and it verifies (or there is no key to check it)
@@ -528,14 +499,14 @@ func (j *journal) walk(each func(record) error) error {
 		return err
 	}
 	s := &scanner{f: j.f, end: info.Size()}
-	j.seq, j.held, j.txid, j.marked, j.clean = 0, 0, 0, false, false
+	j.seq, j.held, j.marked, j.clean = 0, 0, false, false
 	for {
 		r, err := s.next()
 		if err != nil {
 			j.size, j.chain = s.off, s.chain
 			return err
 		}
-		j.seq, j.txid = r.seq, r.txid
+		j.seq = r.seq
 		j.marked = r.kind == kindClean && r.held == j.held && r.mac != nil
 		j.clean = j.marked && j.markerHolds(r)
 		j.edit = j.edit || (j.marked && !j.clean)
@@ -574,7 +545,7 @@ func (j *journal) markerHolds(r record) bool {
 	if len(j.key) == 0 {
 		return true
 	}
-	return hmac.Equal(r.chain, r.before[:]) && hmac.Equal(r.mac, markerMAC(j.key, r.held, r.txid, r.chain))
+	return hmac.Equal(r.chain, r.before[:]) && hmac.Equal(r.mac, markerMAC(j.key, r.held, r.chain))
 }
 
 // edited reports whether the journal ended, when this process read it,
@@ -607,9 +578,7 @@ func (j *journal) append(r record) error {
 	r.seq = j.seq + 1
 	if r.kind == kindClean && len(j.key) > 0 {
 		r.chain = j.chain[:]
-		r.mac = markerMAC(j.key, r.held, r.txid, r.chain)
-	} else {
-		r.txid = 0 // an unkeyed marker holds held alone
+		r.mac = markerMAC(j.key, r.held, r.chain)
 	}
 	n, sum, err := writeRecord(io.NewOffsetWriter(j.f, j.size), r)
 	if err == nil {
@@ -621,7 +590,7 @@ func (j *journal) append(r record) error {
 		}
 		return fmt.Errorf("writing the ledger journal: %w", err)
 	}
-	j.size, j.seq, j.txid = j.size+n, r.seq, r.txid
+	j.size, j.seq = j.size+n, r.seq
 	j.chain = chainNext(j.chain, sum[:])
 	j.marked = r.kind == kindClean && r.mac != nil
 	j.clean = r.kind == kindClean
@@ -740,7 +709,9 @@ func (l *Ledger) update(fn func(*wtx) error) error {
 // must call index, once, before anything else uses the ledger (the index
 // holds bbolt's writer lock until then).
 func (l *Ledger) commit(fn func(*wtx) error) (index func(), err error) {
-	l.indexing.wait()
+	if err := l.indexing.wait(); err != nil {
+		return nil, err
+	}
 	if err := l.j.err(); err != nil {
 		return nil, err
 	}
@@ -765,10 +736,13 @@ func (l *Ledger) commit(fn func(*wtx) error) (index func(), err error) {
 		beforeIndexCommit()
 	}
 	return func() {
-		l.indexing.start(func() {
+		l.indexing.start(func() error {
 			if err := tx.Commit(); err != nil {
-				l.j.block(l.indexFailure(err))
+				err = l.indexFailure(err)
+				l.j.block(err)
+				return err
 			}
+			return nil
 		})
 	}, nil
 }
@@ -785,39 +759,52 @@ func (l *Ledger) indexFailure(err error) error {
 // indexing is ledger.db's commit of the newest transaction, which runs
 // once the journal holds it (and an entry's TPM count is done) while the
 // caller goes on: a release unseals meanwhile. Whatever reads or writes
-// ledger.db waits for it first (Ledger.view, Ledger.update), so nothing
-// acknowledged is ever missing from a read.
+// ledger.db waits for it first (Ledger.view, Ledger.commit, Blocked), so
+// nothing acknowledged is ever missing from a read: after a commit that
+// failed, every read and write is refused with its error, never answered
+// from the index without it.
 type indexing struct {
 	mu   sync.Mutex
 	done chan struct{} // closed when the newest commit has finished; nil before the first
+	err  error         // why a commit failed: the index is behind the journal until the next Open
 }
 
 // start runs commit in the background. Transactions are serialized (each
 // waits for the one before), so at most one commit runs at a time.
-func (ix *indexing) start(commit func()) {
+func (ix *indexing) start(commit func() error) {
 	done := make(chan struct{})
 	ix.mu.Lock()
 	ix.done = done
 	ix.mu.Unlock()
 	go func() {
 		defer close(done)
-		commit()
+		if err := commit(); err != nil {
+			ix.mu.Lock()
+			ix.err = cmp.Or(ix.err, err)
+			ix.mu.Unlock()
+		}
 	}()
 }
 
-// wait returns once the newest commit has finished.
-func (ix *indexing) wait() {
+// wait returns once the newest commit has finished, with why a commit
+// failed, if one did.
+func (ix *indexing) wait() error {
 	ix.mu.Lock()
 	done := ix.done
 	ix.mu.Unlock()
 	if done != nil {
 		<-done
 	}
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	return ix.err
 }
 
 // view runs fn in a read transaction of ledger.db, after its newest
 // commit.
 func (l *Ledger) view(fn func(*bolt.Tx) error) error {
-	l.indexing.wait()
+	if err := l.indexing.wait(); err != nil {
+		return err
+	}
 	return l.db.View(fn)
 }

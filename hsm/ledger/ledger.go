@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -111,7 +112,6 @@ type Ledger struct {
 	j   *journal // the durable truth, locked for the ledger's life
 	dir string
 
-	moved    error    // set at Open: ledger.db was committed to after the journal's clean marker (adoptMoved)
 	indexing indexing // ledger.db's commit of the newest transaction
 
 	mu      sync.Mutex
@@ -211,9 +211,6 @@ func Open(dir string, cfg Config) (*Ledger, error) {
 		l.blocked = keptIndexes(dir)
 	}
 	l.blocked = l.check()
-	if l.moved != nil {
-		l.adoptMoved()
-	}
 	return l, nil
 }
 
@@ -302,10 +299,11 @@ func (l *Ledger) reconcile() error {
 
 // Blocked returns why the ledger refuses appends, or nil.
 func (l *Ledger) Blocked() error {
+	indexErr := l.indexing.wait() // the newest commit of ledger.db may yet fail
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.blocked == nil {
-		return l.j.err() // a commit of notes found the journal or the index failing
+		return cmp.Or(indexErr, l.j.err()) // a commit found the index or the journal failing
 	}
 	return l.blocked
 }
@@ -698,7 +696,7 @@ func SeenIn(dir string, replayKey []byte) (Recorded, error) {
 	}
 	defer guarded(db.Close)
 	err = guarded(func() error {
-		if got, _, err := indexPosition(db); held != 0 && (err != nil || got != held) {
+		if got, err := indexHeld(db); held != 0 && (err != nil || got != held) {
 			return ErrIndexUnclean
 		}
 		return db.View(func(tx *bolt.Tx) error {
