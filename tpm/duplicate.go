@@ -6,6 +6,7 @@ import (
 	"crypto/cipher"
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -25,15 +26,15 @@ import (
 // the AES-CFB key (zero IV) that encrypts the size-prefixed sensitive
 // area, KDFa ("INTEGRITY") for the HMAC key of the encrypted area and
 // name; the wrapper is the HMAC, size-prefixed, then the encrypted area.
-// KDFa and the HMAC are this file's (kdfa, appendHMAC), held to go-tpm's
-// and crypto/hmac's bytes by their tests. It refuses what go-tpm refuses, a parent
-// whose symmetric algorithm is not AES in CFB mode, before encapsulating
-// anything, and a wrapper too long for the 2-byte size of the TPM2B that
-// carries it, which go-tpm would encode modulo 65536
-// (TestDuplicateIsTheLibrarys compares both). The seed and the two keys
-// derived from it are cleared on return, and hmacSHA256 clears its
-// padded keys; the AES key schedule lives inside the standard library's
-// value, out of reach.
+// KDFa, the HMAC and CFB are this file's (kdfa, appendHMAC, encryptCFB),
+// without the allocations of go-tpm's and the standard library's. It
+// refuses what go-tpm refuses, a parent whose symmetric algorithm is not
+// AES in CFB mode, before encapsulating anything, and a wrapper too long
+// for the 2-byte size of the TPM2B that carries it, which go-tpm would
+// encode modulo 65536 (TestDuplicateIsTheLibrarys compares both). The
+// seed, the two keys derived from it, the padded HMAC keys and the key
+// stream are cleared on return; the AES key schedule lives inside the
+// standard library's value, out of reach.
 func createDuplicate(rand io.Reader, parent tpm2.LabeledEncapsulationKey, name, sensitive []byte) (duplicate, encSecret []byte, err error) {
 	sym := parent.SymmetricParameters()
 	if sym.Algorithm != tpm2.TPMAlgAES {
@@ -75,11 +76,30 @@ func createDuplicate(rand io.Reader, parent tpm2.LabeledEncapsulationKey, name, 
 	dupSensitive := duplicate[2+size:]
 	binary.BigEndian.PutUint16(dupSensitive, uint16(len(sensitive)))
 	copy(dupSensitive[2:], sensitive)
-	cipher.NewCFBEncrypter(block, make([]byte, block.BlockSize())).XORKeyStream(dupSensitive, dupSensitive)
+	encryptCFB(block, dupSensitive)
 	integrityKey := kdfa(hash, seed, "INTEGRITY", nil, size*8)
 	defer clear(integrityKey)
 	appendHMAC(duplicate[2:2], hash, integrityKey, dupSensitive, name)
 	return duplicate, encSecret, nil
+}
+
+// encryptCFB encrypts data in place in CFB mode with a zero IV, as
+// cipher.NewCFBEncrypter's stream does (go-tpm's way): each block is
+// XORed with the encryption of the ciphertext block before it, the first
+// with the encryption of the IV. The standard library's stream, which it
+// marks deprecated, takes three allocations and XORs a byte at a time.
+func encryptCFB(block cipher.Block, data []byte) {
+	size := block.BlockSize()
+	stream := make([]byte, size) // the IV, then each block's key stream
+	for at := 0; at < len(data); at += size {
+		if at == 0 {
+			block.Encrypt(stream, stream)
+		} else {
+			block.Encrypt(stream, data[at-size:at])
+		}
+		subtle.XORBytes(data[at:], data[at:], stream)
+	}
+	clear(stream) // the last key stream block is that block's plaintext XOR its ciphertext
 }
 
 // kdfa is tpm2.KDFa(hash, key, label, contextU, nil, bits): SP 800-108
