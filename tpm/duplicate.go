@@ -162,20 +162,20 @@ func hmacSHA256(key []byte, parts ...[]byte) [sha256.Size]byte {
 		size += len(part)
 	}
 	var buf [256]byte
-	in := buf[:0]
+	in := buf[:sha256.BlockSize]
 	if size > len(buf) {
-		in = make([]byte, 0, size)
+		in = make([]byte, sha256.BlockSize, size)
 	}
-	for _, b := range k {
-		in = append(in, b^0x36)
+	for i, b := range k {
+		in[i] = b ^ 0x36
 	}
 	for _, part := range parts {
 		in = append(in, part...)
 	}
 	inner := sha256.Sum256(in)
-	in = in[:0]
-	for _, b := range k {
-		in = append(in, b^0x5c)
+	in = in[:sha256.BlockSize]
+	for i, b := range k {
+		in[i] = b ^ 0x5c
 	}
 	mac := sha256.Sum256(append(in, inner[:]...))
 	clear(k[:])
