@@ -5,7 +5,6 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -192,46 +191,5 @@ func TestDuplicateRefusesWrappersNoTPM2BCanHold(t *testing.T) {
 	ours := newFixedSeed(t, parent)
 	if _, _, err := createDuplicate(rand.Reader, ours, make([]byte, 34), make([]byte, largest+1)); err == nil || len(ours.labels) != 0 {
 		t.Errorf("a %d-byte area: err %v, %d encapsulations; want a refusal before any", largest+1, err, len(ours.labels))
-	}
-}
-
-// TestKDFaIsTheLibrarys: kdfa derives go-tpm's bytes, under SHA-256 and
-// SHA-384, for lengths of one block or several, whole bytes or not, with
-// no context, a short one and one longer than kdfa's buffer.
-func TestKDFaIsTheLibrarys(t *testing.T) {
-	key := make([]byte, 32)
-	rand.Read(key)
-	for _, hash := range []crypto.Hash{crypto.SHA256, crypto.SHA384} {
-		for _, bits := range []int{1, 7, 8, 128, 255, 256, 257, 512, 1000} {
-			for _, context := range [][]byte{nil, []byte("name"), make([]byte, 100)} {
-				got := kdfa(hash, key, "STORAGE", context, bits)
-				if want := tpm2.KDFa(hash, key, "STORAGE", context, nil, bits); !bytes.Equal(got, want) {
-					t.Errorf("%v, %d bits, %d-byte context: %x, want %x", hash, bits, len(context), got, want)
-				}
-			}
-		}
-	}
-}
-
-// TestHMACIsTheLibrarys: appendHMAC is crypto/hmac's MAC, through
-// hmacSHA256 and through crypto/hmac itself, for keys shorter and longer
-// than a block and messages in one part or several, longer than the
-// stack buffer too, appended after what dst holds.
-func TestHMACIsTheLibrarys(t *testing.T) {
-	for _, hash := range []crypto.Hash{crypto.SHA256, crypto.SHA384} {
-		for _, keyLen := range []int{0, 16, 32, 63, 64, 65, 200} {
-			for _, msgLen := range []int{0, 1, 50, 191, 192, 193, 1000} {
-				key, msg := make([]byte, keyLen), make([]byte, msgLen)
-				rand.Read(key)
-				rand.Read(msg)
-				want := hmac.New(hash.New, key)
-				want.Write(msg)
-				cut := msgLen / 3
-				got := appendHMAC([]byte("dst"), hash, key, msg[:cut], msg[cut:])
-				if !bytes.Equal(got, want.Sum([]byte("dst"))) {
-					t.Errorf("%v, %d-byte key, %d-byte message: %x, want %x", hash, keyLen, msgLen, got, want.Sum([]byte("dst")))
-				}
-			}
-		}
 	}
 }

@@ -46,7 +46,7 @@ var breaks = []mutant{
 	// A sealed share's wrapper is go-tpm's: its HMAC binds the object's Name.
 	{
 		name:  "the duplication wrapper's HMAC leaves out the sealed object's Name",
-		edits: []edit{{"tpm/duplicate.go", "integrityKey, dupSensitive, name)", "integrityKey, dupSensitive)"}},
+		edits: []edit{{"tpm/duplicate.go", "\tmac.Write(dupSensitive)\n\tmac.Write(name)\n", "\tmac.Write(dupSensitive)\n"}},
 		pkg:   "./tpm", tests: []string{"TestDuplicateIsTheLibrarys", "TestDuplicateReadsRandomAsTheLibraryDoes"},
 	},
 	// A share leaves only after its ledger entry is durable.
