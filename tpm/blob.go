@@ -2,8 +2,10 @@ package tpm
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 
 	"github.com/google/go-tpm/tpm2"
@@ -53,19 +55,18 @@ func (b *Blob) Marshal() []byte {
 	if public == nil {
 		public = tpm2.Marshal(b.public)
 	}
-	fields := [][]byte{public, b.duplicate, b.seed}
-	// Sized once: a ceremony encodes a blob per custodian, and a builder
-	// left to grow copies the import key and the fields several times.
+	fields := [...][]byte{public, b.duplicate, b.seed}
+	// Sized once and appended to: a ceremony encodes a blob per custodian,
+	// and a cryptobyte builder allocates for each length-prefixed field.
 	size := headerSize(blobMagic, b.Key, b.PCRs)
 	for _, field := range fields {
 		size += 2 + len(field)
 	}
-	out := cryptobyte.NewBuilder(make([]byte, 0, size))
-	addHeader(out, blobMagic, blobVersion, b.Key, b.PCRs, b.Version)
+	out := appendHeader(make([]byte, 0, size), blobMagic, blobVersion, b.Key, b.PCRs, b.Version)
 	for _, field := range fields {
-		out.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) { c.AddBytes(field) })
+		out = appendUint16Prefixed(out, field)
 	}
-	return out.BytesOrPanic()
+	return out
 }
 
 // ParseBlob decodes and checks a blob: canonical encoding, a template
@@ -113,21 +114,33 @@ func parseBlob(data []byte) (*Blob, error) {
 	return &Blob{Key: key, PCRs: pcrs, Version: version, wrapped: *w}, nil
 }
 
-// addHeader writes what both blob formats start with: magic, format
+// appendHeader appends what both blob formats start with: magic, format
 // version, import key, PCR values and security version.
-func addHeader(out *cryptobyte.Builder, magic string, version uint8, key *ImportKey, pcrs PCRValues, security uint64) {
-	out.AddBytes([]byte(magic))
-	out.AddUint8(version)
-	out.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) { c.AddBytes(key.der) })
-	out.AddUint8(uint8(len(pcrs)))
-	for _, i := range pcrs.Indices() {
-		out.AddUint8(uint8(i))
-		out.AddBytes(pcrs[i])
+func appendHeader(out []byte, magic string, version uint8, key *ImportKey, pcrs PCRValues, security uint64) []byte {
+	out = append(out, magic...)
+	out = append(out, version)
+	out = appendUint16Prefixed(out, key.der)
+	out = append(out, uint8(len(pcrs)))
+	var indices [maxPCR + 1]int
+	for _, i := range pcrs.appendIndices(indices[:0]) {
+		out = append(out, uint8(i))
+		out = append(out, pcrs[i]...)
 	}
-	out.AddUint32(uint32(security))
+	return binary.BigEndian.AppendUint32(out, uint32(security))
 }
 
-// headerSize is the length of what addHeader writes.
+// appendUint16Prefixed appends field after its length in 2 bytes. As a
+// cryptobyte builder's BytesOrPanic would, it panics on a field too long
+// for that; nothing this package seals or parses has one.
+func appendUint16Prefixed(out, field []byte) []byte {
+	if len(field) > math.MaxUint16 {
+		panic(fmt.Sprintf("tpm: a field of %d bytes does not fit a 2-byte length", len(field)))
+	}
+	out = binary.BigEndian.AppendUint16(out, uint16(len(field)))
+	return append(out, field...)
+}
+
+// headerSize is the length of what appendHeader appends.
 func headerSize(magic string, key *ImportKey, pcrs PCRValues) int {
 	size := len(magic) + 1 + 2 + len(key.der) + 1 + 4
 	for _, v := range pcrs {
@@ -136,7 +149,7 @@ func headerSize(magic string, key *ImportKey, pcrs PCRValues) int {
 	return size
 }
 
-// readHeader reads what addHeader wrote, for the format with this magic,
+// readHeader reads what appendHeader wrote, for the format with this magic,
 // in one of the versions given.
 func readHeader(s *cryptobyte.String, magic, what string, versions ...uint8) (*ImportKey, PCRValues, uint64, uint8, error) {
 	var got []byte

@@ -156,7 +156,11 @@ func ScopedWrapped(k *ScopedKey) (gatePub tpm2.TPMTPublic, gateDup, gateSeed []b
 // WrapFor duplicates an object of public area pub and sensitive area
 // sens for import under parent, as the ceremony does.
 func WrapFor(parent *tpm2.TPMTPublic, pub tpm2.TPMTPublic, sens tpm2.TPMTSensitive) (dup, seed []byte, err error) {
-	w, err := wrap(parent, pub, sens)
+	encap, err := tpm2.ImportEncapsulationKey(parent)
+	if err != nil {
+		return nil, nil, err
+	}
+	w, err := wrap(encap, pub, sens)
 	if err != nil {
 		return nil, nil, err
 	}

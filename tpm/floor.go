@@ -2,6 +2,7 @@ package tpm
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -163,7 +164,8 @@ func ImagePolicyDigest(pcrs PCRValues, version uint64) ([]byte, error) {
 	if err := CheckSecurityVersion(version); err != nil {
 		return nil, err
 	}
-	key := policyKey(pcrs, version)
+	var buf [8 + (maxPCR+1)*(1+sha256.Size)]byte
+	key := appendPolicyKey(buf[:0], pcrs, version)
 	if digest, ok := lastPolicy.get(key); ok {
 		return digest, nil
 	}
@@ -174,7 +176,7 @@ func ImagePolicyDigest(pcrs PCRValues, version uint64) ([]byte, error) {
 	if err := imageSteps(calc, pcrs, version); err != nil {
 		return nil, err
 	}
-	lastPolicy.set(key, calc.Hash().Digest)
+	lastPolicy.set(string(key), calc.Hash().Digest)
 	return calc.Hash().Digest, nil
 }
 
@@ -189,10 +191,10 @@ type policyMemo struct {
 	digest []byte
 }
 
-func (m *policyMemo) get(key string) ([]byte, bool) {
+func (m *policyMemo) get(key []byte) ([]byte, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.digest == nil || m.key != key {
+	if m.digest == nil || m.key != string(key) {
 		return nil, false
 	}
 	return bytes.Clone(m.digest), true
@@ -204,16 +206,18 @@ func (m *policyMemo) set(key string, digest []byte) {
 	m.key, m.digest = key, bytes.Clone(digest)
 }
 
-// policyKey is every input of an image policy: the version, then each
-// selected PCR's index and value in index order (values are SHA-256 sized,
-// checked).
-func policyKey(pcrs PCRValues, version uint64) string {
-	b := binary.BigEndian.AppendUint64(nil, version)
-	for _, i := range pcrs.Indices() {
+// appendPolicyKey appends every input of an image policy: the version,
+// then each selected PCR's index and value in index order (values are
+// SHA-256 sized, checked). ImagePolicyDigest appends to an array of its
+// own, which holds the key of any usable policy.
+func appendPolicyKey(b []byte, pcrs PCRValues, version uint64) []byte {
+	b = binary.BigEndian.AppendUint64(b, version)
+	var indices [maxPCR + 1]int
+	for _, i := range pcrs.appendIndices(indices[:0]) {
 		b = append(b, byte(i))
 		b = append(b, pcrs[i]...)
 	}
-	return string(b)
+	return b
 }
 
 func imageSteps(calc *tpm2.PolicyCalculator, pcrs PCRValues, version uint64) error {

@@ -39,8 +39,9 @@ const (
 type ImportKey struct {
 	kind   EKKind
 	public tpm2.TPMTPublic
-	name   []byte // Name of public, computed once
-	der    []byte // SubjectPublicKeyInfo of key, encoded once: every blob holds it
+	name   []byte                       // Name of public, computed once
+	der    []byte                       // SubjectPublicKeyInfo of key, encoded once: every blob holds it
+	encap  tpm2.LabeledEncapsulationKey // public as go-tpm wraps for it, made once: every seal uses it
 }
 
 // importCommands are the only commands the import key's policy allows.
@@ -94,7 +95,11 @@ func NewImportKey(pub crypto.PublicKey) (*ImportKey, error) {
 	}
 	public := ek.kind.importTemplate()
 	public.Unique = ek.public.Unique
-	return &ImportKey{kind: ek.kind, public: public, name: objectName(&public), der: ek.MarshalPKIX()}, nil
+	encap, err := tpm2.ImportEncapsulationKey(&public)
+	if err != nil {
+		return nil, fmt.Errorf("the import key cannot wrap imports: %w", err)
+	}
+	return &ImportKey{kind: ek.kind, public: public, name: objectName(&public), der: ek.MarshalPKIX(), encap: encap}, nil
 }
 
 // ParseImportKey reads an import key from its PKIX DER encoding.

@@ -33,12 +33,19 @@ var (
 
 // Indices returns the selected PCR indices in ascending order.
 func (v PCRValues) Indices() []int {
-	idx := make([]int, 0, len(v))
+	return v.appendIndices(make([]int, 0, len(v)))
+}
+
+// appendIndices appends the selected indices to dst in ascending order:
+// a caller that only reads them passes an array of its own (a usable
+// policy has at most maxPCR+1), so that sealing allocates none.
+func (v PCRValues) appendIndices(dst []int) []int {
+	start := len(dst)
 	for i := range v {
-		idx = append(idx, i)
+		dst = append(dst, i)
 	}
-	slices.Sort(idx)
-	return idx
+	slices.Sort(dst[start:])
+	return dst
 }
 
 // Check reports whether v is usable as a sealing policy: non-empty, indices
@@ -47,7 +54,8 @@ func (v PCRValues) Check() error {
 	if len(v) == 0 {
 		return ErrEmptySelection
 	}
-	for _, i := range v.Indices() {
+	var indices [maxPCR + 1]int
+	for _, i := range v.appendIndices(indices[:0]) {
 		if err := checkIndex(i); err != nil {
 			return err
 		}
@@ -71,11 +79,24 @@ func checkIndex(i int) error {
 	return nil
 }
 
-// Clone returns a deep copy of v.
+// Clone returns a deep copy of v. The values share one array (each
+// capped at its length, so that appending to one copies it): every blob
+// a ceremony seals holds a copy.
 func (v PCRValues) Clone() PCRValues {
+	size := 0
+	for _, val := range v {
+		size += len(val)
+	}
+	values := make([]byte, 0, size)
 	out := make(PCRValues, len(v))
 	for i, val := range v {
-		out[i] = slices.Clone(val)
+		if val == nil {
+			out[i] = nil
+			continue
+		}
+		start := len(values)
+		values = append(values, val...)
+		out[i] = values[start:len(values):len(values)]
 	}
 	return out
 }

@@ -87,7 +87,10 @@ func SealScoped(key *ImportKey, pcrs PCRValues, version uint64, share []byte, ap
 		return nil, err
 	}
 	k.gateKey = *w
-	parent := &k.gateKey.public
+	parent, err := tpm2.ImportEncapsulationKey(&k.gateKey.public)
+	if err != nil {
+		return nil, fmt.Errorf("the gate key cannot wrap imports: %w", err)
+	}
 	for _, role := range []scopedRole{roleZGen, roleTwin} {
 		public, err := k.objectPublic(role, priv.PublicKey().Bytes())
 		if err != nil {
@@ -125,7 +128,7 @@ func newGateKey(key *ImportKey, gates []gate) (*wrapped, error) {
 	if _, err := rand.Read(seed); err != nil {
 		return nil, err
 	}
-	return wrap(&key.public, public, tpm2.TPMTSensitive{
+	return wrap(key.encap, public, tpm2.TPMTSensitive{
 		SensitiveType: tpm2.TPMAlgECC,
 		SeedValue:     tpm2.TPM2BDigest{Buffer: seed},
 		Sensitive:     tpm2.NewTPMUSensitiveComposite(tpm2.TPMAlgECC, &tpm2.TPM2BECCParameter{Buffer: priv.Bytes()}),
@@ -157,18 +160,14 @@ func gateKeyPublic(gates []gate, point []byte) (tpm2.TPMTPublic, error) {
 
 // wrap duplicates an object for import under parent (an import key or a
 // gate key).
-func wrap(parent *tpm2.TPMTPublic, public tpm2.TPMTPublic, sensitive tpm2.TPMTSensitive) (*wrapped, error) {
+func wrap(parent tpm2.LabeledEncapsulationKey, public tpm2.TPMTPublic, sensitive tpm2.TPMTSensitive) (*wrapped, error) {
 	name, err := tpm2.ObjectName(&public)
 	if err != nil {
 		return nil, err
 	}
-	encap, err := tpm2.ImportEncapsulationKey(parent)
-	if err != nil {
-		return nil, fmt.Errorf("the parent key cannot wrap imports: %w", err)
-	}
 	inner := tpm2.Marshal(sensitive)
 	defer clear(inner)
-	duplicate, seed, err := createDuplicate(rand.Reader, encap, name.Buffer, inner)
+	duplicate, seed, err := createDuplicate(rand.Reader, parent, name.Buffer, inner)
 	if err != nil {
 		return nil, fmt.Errorf("wrapping for the parent key: %w", err)
 	}
@@ -371,8 +370,7 @@ const scopedMagic = "CUSTSCOP"
 
 // Marshal encodes the key.
 func (k *ScopedKey) Marshal() []byte {
-	var out cryptobyte.Builder
-	addHeader(&out, scopedMagic, scopedFormat, k.Key, k.PCRs, k.Version)
+	out := cryptobyte.NewBuilder(appendHeader(nil, scopedMagic, scopedFormat, k.Key, k.PCRs, k.Version))
 	out.AddUint16LengthPrefixed(func(c *cryptobyte.Builder) {
 		if k.Approver != nil {
 			der, err := x509.MarshalPKIXPublicKey(k.Approver)

@@ -44,13 +44,9 @@ func Seal(key *ImportKey, pcrs PCRValues, version uint64, secret []byte) (*Blob,
 	// (wrap names it from the structure, encoding it again).
 	encoded := encodeSealedPublic(&public)
 	name := sealedName(encoded)
-	encap, err := tpm2.ImportEncapsulationKey(&key.public)
-	if err != nil {
-		return nil, fmt.Errorf("the import key cannot wrap imports: %w", err)
-	}
 	inner := encodeSealedSensitive(&sensitive)
 	defer clear(inner)
-	duplicate, seed, err := createDuplicate(rand.Reader, encap, name, inner)
+	duplicate, seed, err := createDuplicate(rand.Reader, key.encap, name, inner)
 	if err != nil {
 		return nil, fmt.Errorf("wrapping for the import key: %w", err)
 	}
@@ -84,7 +80,8 @@ func encodeSealedPublic(public *tpm2.TPMTPublic) []byte {
 		sealedPrefix.policy = bytes.Clone(public.AuthPolicy.Buffer)
 		sealedPrefix.prefix = encoded[:cut]
 	}
-	return append(bytes.Clone(sealedPrefix.prefix), unique.Buffer...)
+	out := make([]byte, 0, len(sealedPrefix.prefix)+len(unique.Buffer))
+	return append(append(out, sealedPrefix.prefix...), unique.Buffer...)
 }
 
 // encodeSealedSensitive is tpm2.Marshal(sensitive) for a sensitive area
@@ -172,7 +169,9 @@ func sealedObject(policy, secret []byte) (tpm2.TPMTPublic, tpm2.TPMTSensitive, e
 	if _, err := rand.Read(seed); err != nil {
 		return tpm2.TPMTPublic{}, tpm2.TPMTSensitive{}, err
 	}
-	unique := sha256.Sum256(append(append([]byte{}, seed...), secret...))
+	var buf [sha256.Size + MaxSecret]byte // seed || secret, hashed in place
+	unique := sha256.Sum256(append(append(buf[:0], seed...), secret...))
+	clear(buf[:])
 	public := tpm2.TPMTPublic{
 		Type:    tpm2.TPMAlgKeyedHash,
 		NameAlg: tpm2.TPMAlgSHA256,

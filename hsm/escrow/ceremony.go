@@ -29,7 +29,8 @@ type Member struct {
 // sealed data.
 // The key and the shares never leave this function unsealed.
 func Ceremony(keyID string, threshold int, pcrs tpm.PCRValues, members []Member, opts ...Option) (*Public, []*Bundle, error) {
-	if err := checkCeremony(keyID, threshold, pcrs, members); err != nil {
+	custodians, err := checkCeremony(keyID, threshold, pcrs, members)
+	if err != nil {
 		return nil, nil, err
 	}
 	secret := g.RandomScalar(rand.Reader)
@@ -49,6 +50,7 @@ func Ceremony(keyID string, threshold int, pcrs tpm.PCRValues, members []Member,
 	if pub.Mode == ModeScoped && pub.UpdateKey != "" && pub.ApprovalKey == nil {
 		return nil, nil, ErrNoApprovalKey
 	}
+	pub.Commitments = make([][]byte, 0, threshold)
 	for _, c := range ss.CommitSecret() {
 		b, err := c.MarshalBinary()
 		if err != nil {
@@ -57,10 +59,10 @@ func Ceremony(keyID string, threshold int, pcrs tpm.PCRValues, members []Member,
 		pub.Commitments = append(pub.Commitments, b)
 	}
 	pub.PublicKey = pub.Commitments[0]
+	pub.Custodians = custodians // as checkCeremony named them: index i+1 for members[i]
 	bundles := make([]*Bundle, len(members))
 	for i, m := range members {
 		index := i + 1 // circl numbers shares 1..n in order
-		pub.Custodians = append(pub.Custodians, Custodian{ID: m.ID, Index: index, EKName: m.EK.Name(), ImportKeyName: m.ImportKey.Name()})
 		value, err := shares[i].Value.MarshalBinary()
 		if err != nil {
 			return nil, nil, err
@@ -136,25 +138,29 @@ func WithUpdateKey(verifier string, approvalKey []byte) Option {
 
 // checkCeremony refuses what would make a weak or ambiguous key: fewer
 // than two needed shares, more needed than exist, a custodian or TPM
-// twice, or a PCR policy that protects nothing.
-func checkCeremony(keyID string, threshold int, pcrs tpm.PCRValues, members []Member) error {
+// twice, or a PCR policy that protects nothing. It returns the members
+// as the escrow file lists them, without proof keys.
+func checkCeremony(keyID string, threshold int, pcrs tpm.PCRValues, members []Member) ([]Custodian, error) {
 	if err := ids.CheckKeyID(keyID); err != nil {
-		return err
+		return nil, err
 	}
 	if err := checkThreshold(threshold, len(members)); err != nil {
-		return err
+		return nil, err
 	}
 	if err := pcrs.Check(); err != nil {
-		return err
+		return nil, err
 	}
 	custodians := make([]Custodian, len(members))
 	for i, m := range members {
 		if m.EK == nil || m.ImportKey == nil {
-			return fmt.Errorf("custodian %s has no endorsement or import key: verify its enrollment (enroll it again if it is of version 1)", m.ID)
+			return nil, fmt.Errorf("custodian %s has no endorsement or import key: verify its enrollment (enroll it again if it is of version 1)", m.ID)
 		}
 		custodians[i] = Custodian{ID: m.ID, Index: i + 1, EKName: m.EK.Name(), ImportKeyName: m.ImportKey.Name()}
 	}
-	return checkCustodians(custodians)
+	if err := checkCustodians(custodians); err != nil {
+		return nil, err
+	}
+	return custodians, nil
 }
 
 // Marshal encodes the escrow file as indented JSON.

@@ -217,7 +217,8 @@ func checkThreshold(t, n int) error {
 }
 
 func checkCustodians(cs []Custodian) error {
-	seenID, seenIndex, seenEK := map[string]bool{}, map[int]bool{}, map[string]bool{}
+	n := len(cs)
+	seenID, seenIndex, seenEK := make(map[string]bool, n), make(map[int]bool, n), make(map[string]bool, n)
 	for _, c := range cs {
 		if err := ids.CheckCustodian(c.ID); err != nil {
 			return err
