@@ -102,6 +102,15 @@ func NewImportKey(pub crypto.PublicKey) (*ImportKey, error) {
 	return &ImportKey{kind: ek.kind, public: public, name: objectName(&public), der: ek.MarshalPKIX(), encap: encap}, nil
 }
 
+// encapsulation is the key a seal wraps for: an ImportKey not made by
+// NewImportKey (or read back by this package) has none.
+func (k *ImportKey) encapsulation() (tpm2.LabeledEncapsulationKey, error) {
+	if k.encap == nil {
+		return nil, errors.New("the import key has no public key to wrap for (not made by NewImportKey)")
+	}
+	return k.encap, nil
+}
+
 // ParseImportKey reads an import key from its PKIX DER encoding.
 func ParseImportKey(der []byte) (*ImportKey, error) {
 	ek, err := ParseEK(der)

@@ -128,7 +128,11 @@ func newGateKey(key *ImportKey, gates []gate) (*wrapped, error) {
 	if _, err := rand.Read(seed); err != nil {
 		return nil, err
 	}
-	return wrap(key.encap, public, tpm2.TPMTSensitive{
+	encap, err := key.encapsulation()
+	if err != nil {
+		return nil, err
+	}
+	return wrap(encap, public, tpm2.TPMTSensitive{
 		SensitiveType: tpm2.TPMAlgECC,
 		SeedValue:     tpm2.TPM2BDigest{Buffer: seed},
 		Sensitive:     tpm2.NewTPMUSensitiveComposite(tpm2.TPMAlgECC, &tpm2.TPM2BECCParameter{Buffer: priv.Bytes()}),

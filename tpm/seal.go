@@ -46,7 +46,11 @@ func Seal(key *ImportKey, pcrs PCRValues, version uint64, secret []byte) (*Blob,
 	name := sealedName(encoded)
 	inner := encodeSealedSensitive(&sensitive)
 	defer clear(inner)
-	duplicate, seed, err := createDuplicate(rand.Reader, key.encap, name, inner)
+	encap, err := key.encapsulation()
+	if err != nil {
+		return nil, err
+	}
+	duplicate, seed, err := createDuplicate(rand.Reader, encap, name, inner)
 	if err != nil {
 		return nil, fmt.Errorf("wrapping for the import key: %w", err)
 	}

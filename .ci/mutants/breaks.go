@@ -73,6 +73,22 @@ var breaks = []mutant{
 		pkg: "./hsm/ledger", tests: []string{"TestInvariantAcknowledgedWriteIsReadAtOnce", "TestInvariantAcknowledgedAppendIsNeverReadAsAbsent"},
 	},
 	{
+		name: "the journal's room of zeros left after its records at rest",
+		edits: []edit{{"hsm/ledger/journal.go",
+			"\t} else if err := j.trim(); err != nil { // a clean marker ends the file",
+			"\t} else if err := error(nil); err != nil {"}, {"hsm/ledger/files.go",
+			"\ttrimmed := j.trim()\n",
+			"\tvar trimmed error\n"}},
+		pkg: "./hsm/ledger", tests: []string{"TestJournalKeepsRoomWhileOpenAndNoneAtRest"},
+	},
+	{
+		name: "no room: each append's sync commits the journal's new size",
+		edits: []edit{{"hsm/ledger/journal.go",
+			"\tif r.kind == kindTx {\n\t\tj.reserve(r.frameSize())\n",
+			"\tif false {\n"}},
+		pkg: "./hsm/ledger", tests: []string{"TestJournalKeepsRoomWhileOpenAndNoneAtRest"},
+	},
+	{
 		name: "an index not closed cleanly used as it is",
 		edits: []edit{{"hsm/ledger/files.go",
 			"\t\tif l.j.clean {",

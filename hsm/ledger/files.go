@@ -458,7 +458,17 @@ func (l *Ledger) Close() error {
 	return err
 }
 
-func (j *journal) close() error { return j.f.Close() } // the lock goes with it
+// close cuts the zeros after the records away and closes the journal;
+// its lock goes with it.
+func (j *journal) close() error {
+	j.mu.Lock()
+	trimmed := j.trim()
+	j.mu.Unlock()
+	if err := j.f.Close(); err != nil {
+		return err
+	}
+	return trimmed
+}
 
 func (j *journal) isClean() bool {
 	j.mu.Lock()

@@ -30,6 +30,9 @@ func journalRecords(t *testing.T, dir string) (data []byte, starts []int) {
 		t.Fatal(err)
 	}
 	for off := 0; off < len(data); {
+		if len(bytes.Trim(data[off:], "\x00")) == 0 {
+			return data[:off], starts // a ledger open, or killed, keeps zeros after its records
+		}
 		starts = append(starts, off)
 		off += 12 + int(binary.BigEndian.Uint64(data[off+4:])) + 32
 	}
@@ -390,20 +393,17 @@ func TestFailedJournalSyncWritesNothing(t *testing.T) {
 	dir := t.TempDir()
 	l := create(t, d, dir)
 	appendN(t, l, 1)
-	before, err := os.ReadFile(filepath.Join(dir, ledger.JournalName))
-	if err != nil {
-		t.Fatal(err)
-	}
+	before, _ := journalRecords(t, dir)
 	sync := *ledger.SyncJournal
 	*ledger.SyncJournal = func(*os.File) error { return errors.New("I/O error") }
 	e := ledger.Entry{Time: t0.Add(time.Hour), Kind: ledger.KindRelease, Outcome: ledger.OutcomeOK}
-	_, err = l.Append(e, []byte("w"), []byte("court-a/W-1"))
+	_, err := l.Append(e, []byte("w"), []byte("court-a/W-1"))
 	*ledger.SyncJournal = sync
 	if err == nil || errors.Is(err, ledger.ErrUncounted) {
 		t.Fatalf("an append whose journal sync failed: %v; want a plain failure", err)
 	}
-	if after, _ := os.ReadFile(filepath.Join(dir, ledger.JournalName)); !bytes.Equal(after, before) {
-		t.Fatalf("the journal is %d bytes after a failed sync; want the %d before it", len(after), len(before))
+	if after, _ := journalRecords(t, dir); !bytes.Equal(after, before) {
+		t.Fatalf("the journal's records are %d bytes after a failed sync; want the %d before it", len(after), len(before))
 	}
 	if err := l.Blocked(); err != nil || l.Size() != 2 {
 		t.Fatalf("after a failed sync: %d entries, blocked %v; want 2, unblocked", l.Size(), err)
