@@ -783,7 +783,7 @@ func (l *Ledger) commit(fn func(*wtx) error) (index func(), err error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &wtx{Tx: tx}
+	w := &wtx{Tx: tx, ops: make([]op, 0, 16)} // an append makes about ten
 	if err := fn(w); err != nil {
 		tx.Rollback()
 		return nil, err
