@@ -42,7 +42,8 @@ import (
 // the marker (its hashes recomputed, as anyone can) breaks the chain, and
 // a marker made afresh lacks the key. A marker of 8 bytes (the held
 // record alone, written before the chain) is not trusted: the index is
-// rebuilt.
+// rebuilt. While the ledger is open, and after a crash, the file may end
+// in zeros after its last record (journalRoom).
 
 // JournalName is the ledger's journal inside the data directory.
 const JournalName = "ledger.journal"
@@ -625,9 +626,9 @@ func (j *journal) append(r record) error {
 // size does not change and ext4 needs no commit of its inode (an append
 // fell from about 1.3 to 1.15 times its floor of one fsync and one
 // NV_Increment: BenchmarkAppend). A crash leaves the zeros after the last
-// record, which Open cuts as it cuts a torn tail; a clean marker is
-// written after them are cut, so that a journal at rest ends with its
-// last record, as every reader of the format expects.
+// record, which Open cuts as it cuts a torn tail; they are cut before a
+// clean marker is written, so that a journal at rest ends with its last
+// record, as every reader of the format expects.
 const journalRoom = 1 << 20
 
 // reserve makes sure the need bytes after the records are zeros the file
