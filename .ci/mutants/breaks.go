@@ -89,6 +89,13 @@ var breaks = []mutant{
 		pkg: "./hsm/ledger", tests: []string{"TestJournalKeepsRoomWhileOpenAndNoneAtRest"},
 	},
 	{
+		name: "the journal's room taken on a nearly full partition",
+		edits: []edit{{"hsm/ledger/journal.go",
+			"int64(fs.Bavail)*fs.Bsize < to-from+roomMargin",
+			"int64(fs.Bavail)*fs.Bsize < to-from"}},
+		pkg: "./hsm/ledger", tests: []string{"TestInvariantRoomLeavesLedgerDbTheSpaceANoteNeeds", "TestInvariantFullPartitionBlocksOnlyWhenItIsFull"},
+	},
+	{
 		name: "an index not closed cleanly used as it is",
 		edits: []edit{{"hsm/ledger/files.go",
 			"\t\tif l.j.clean {",

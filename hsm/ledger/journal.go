@@ -631,14 +631,24 @@ func (j *journal) append(r record) error {
 // record, as every reader of the format expects.
 const journalRoom = 1 << 20
 
+// roomMargin is the free space a reservation leaves on the partition:
+// below it, ledger.db's commits need the space more than the journal's
+// syncs need room.
+const roomMargin = 4 << 20
+
 // reserve makes sure the need bytes after the records are zeros the file
-// already holds. When it cannot (a full partition), the file is left as
-// it was and the record is written past its end, as without room.
+// already holds. On a partition with less than roomMargin free after
+// them, or when writing them fails, the file is left as it was and the
+// record is written past its end, as without room.
 func (j *journal) reserve(need int64) {
 	if j.size+need < j.room {
 		return
 	}
 	from, to := max(j.room, j.size), j.size+need+journalRoom
+	var fs unix.Statfs_t
+	if unix.Fstatfs(int(j.f.Fd()), &fs) != nil || int64(fs.Bavail)*fs.Bsize < to-from+roomMargin {
+		return
+	}
 	if err := writeZeros(j.f, from, to); err != nil || unix.Fdatasync(int(j.f.Fd())) != nil {
 		j.f.Truncate(from)
 		return
