@@ -264,7 +264,7 @@ type Status struct {
 type Timings struct {
 	VerifyMS    float64 `json:"verify_ms"`    // before the summary (not after the press)
 	RecheckMS   float64 `json:"recheck_ms"`   // the checks run again after the press and before later key IDs, and the TPM's room
-	LedgerMS    float64 `json:"ledger_ms"`    // release entries with the request record (one commit + NV increment)
+	LedgerMS    float64 `json:"ledger_ms"`    // release entries with the request record (one journal sync + NV increment, then ledger.db's commit)
 	TPMMS       float64 `json:"tpm_ms"`       // unseal
 	HPKEMS      float64 `json:"hpke_ms"`      // seal to the recipient
 	ProofMS     float64 `json:"proof_ms"`     // inclusion proof and signed checkpoint

@@ -390,9 +390,13 @@ func (d *Daemon) afterEntry(r *request, rec *record, b *escrow.Bundle, index int
 	// neither a package nor a failure entry could be stored, so nothing
 	// is unsealed; the key ID stays unlogged and the next start logs it
 	// interrupted.
-	if err := d.cfg.Appliance.Ledger.Blocked(); err != nil {
+	// Blocked waits for ledger.db's commit of the entry: the ledger's time.
+	t0 := time.Now()
+	blocked := d.cfg.Appliance.Ledger.Blocked()
+	tm.LedgerMS += ms(time.Since(t0))
+	if blocked != nil {
 		rec.unlogged = append(rec.unlogged, keyID)
-		return CodeLedgerFailed, fmt.Errorf("the ledger blocked after key ID %s's release entry; nothing was unsealed: %w", keyID, err)
+		return CodeLedgerFailed, fmt.Errorf("the ledger blocked after key ID %s's release entry; nothing was unsealed: %w", keyID, blocked)
 	}
 	var named []warrant.EnvelopeRef
 	if b.Escrow.Mode == escrow.ModeScoped && r.list != nil {
