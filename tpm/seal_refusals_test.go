@@ -20,11 +20,10 @@ func sealWithoutPanic(seal func() error) (err error) {
 	return seal()
 }
 
-// TestInvariantSealRefusesAnImportKeyItCannotWrapFor: an ImportKey that
+// TestSealRefusesAnImportKeyItCannotWrapFor: an ImportKey that
 // NewImportKey did not make (the zero value of the exported type) has no
-// key to wrap for. Sealing to it is an error, as it was when each seal
-// converted the key, and never a panic of the ceremony.
-func TestInvariantSealRefusesAnImportKeyItCannotWrapFor(t *testing.T) {
+// key to wrap for. Sealing to it is an error, never a panic.
+func TestSealRefusesAnImportKeyItCannotWrapFor(t *testing.T) {
 	pcr := sha256.Sum256([]byte("image"))
 	pcrs := tpm.PCRValues{8: pcr[:]}
 	share := bytes.Repeat([]byte{7}, 32)

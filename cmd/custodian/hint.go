@@ -208,7 +208,7 @@ func blockedHint(err error) error {
 	case errors.Is(err, ledger.ErrStateUnauthenticated):
 		return withHint(err, "boot the approved image: only it can check and bind the data directory")
 	case errors.Is(err, ledger.ErrRecordsEdited):
-		return withHint(err, "ledger.db or its journal was edited: restore them (with trust/ and bundles/) from the newest backup the device wrote; resolve-rollback cannot accept edited records")
+		return withHint(err, "ledger.db or its journal was edited: if the data directory holds a kept ledger.db (ledger.db.N.kept), go back to it as docs/operator.md says (\"A kept ledger.db\"); otherwise restore them (with trust/ and bundles/) from the newest backup the device wrote; resolve-rollback cannot accept edited records")
 	case errors.Is(err, ledger.ErrJournalDamaged):
 		return withHint(err, "keep a copy of the data directory as evidence, then restore the newest backup of ledger.journal and ledger.db together, or start with ledger.db alone (docs/operator.md, \"A damaged journal\"); never the journal alone beside a newer ledger.db; resolve-rollback cannot repair a journal")
 	case errors.Is(err, ledger.ErrIndexKept):

@@ -90,7 +90,7 @@ func BenchmarkAppend(b *testing.B) {
 			f(b)
 			*into += time.Since(start)
 		}
-		appendOne := func(b *testing.B) {
+		appendThenIndex := func(b *testing.B) {
 			timed(appendOne, &app)
 			start := time.Now()
 			l.WaitIndexed()
@@ -101,11 +101,11 @@ func BenchmarkAppend(b *testing.B) {
 			// The two swap places each time, so that neither always
 			// runs on a disk or TPM the other just left busy.
 			if appendFirst {
-				appendOne(b)
+				appendThenIndex(b)
 				timed(floor, &fl)
 			} else {
 				timed(floor, &fl)
-				appendOne(b)
+				appendThenIndex(b)
 			}
 			appendFirst = !appendFirst
 		}

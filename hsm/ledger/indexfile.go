@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
@@ -39,11 +40,14 @@ type boltMeta struct{ pageSize, freelist, high, txid uint64 }
 // one (ErrUnreadable) before bbolt maps it: bbolt panics on a damaged free
 // list inside bolt.Open, and the file it opened, locked and mapped would
 // then stay open, its blocks taken, for the process's life. It reads the
-// meta page bbolt would use (the valid one of the higher transaction; the
-// second at the system's page size when the first does not check), and
-// is stricter than bbolt only in requiring a synced free list, as this
-// package always writes it: a clean index it refuses is only rebuilt.
-// What it does not catch, guarded still recovers from.
+// meta page bbolt would use (of the two whose checksum holds, the one of
+// the higher transaction; the second at the system's page size when the
+// first does not check) and the free list it names, and it is stricter
+// than bbolt: a meta page naming a page size bbolt does not write, a
+// second meta page of another page size, a free list not synced (this
+// package always syncs it), out of order or naming pages past the data
+// are refused. A clean index it refuses is only rebuilt. What it does not
+// catch, guarded still recovers from.
 func checkIndexFile(path string) error {
 	f, err := durable.OpenRegular(path, os.O_RDONLY)
 	if err != nil {
@@ -51,8 +55,10 @@ func checkIndexFile(path string) error {
 	}
 	defer f.Close()
 	// Shared, as bbolt's own read-only open: a writer holds it exclusively.
-	if err := lockFile(f, unix.LOCK_SH); err != nil {
+	if err := lockFile(f, unix.LOCK_SH); errors.Is(err, unix.EWOULDBLOCK) {
 		return fmt.Errorf("%w (%s stayed locked for 2 seconds)", ErrInUse, path)
+	} else if err != nil {
+		return err
 	}
 	info, err := f.Stat()
 	if err != nil {
@@ -67,13 +73,23 @@ func checkIndexFile(path string) error {
 // checkBoltPages says what is wrong with the meta pages or the free list
 // of the bbolt file f of size bytes, or returns "".
 func checkBoltPages(f io.ReaderAt, size uint64) string {
+	// bbolt takes a meta page whose checksum holds, whatever its page
+	// size says, and the one of the higher transaction: one it would take
+	// that names a page size it cannot have written is refused here.
 	m, ok := readBoltMeta(f, 0)
 	pageSize := m.pageSize
 	if !ok {
 		pageSize = uint64(os.Getpagesize())
+	} else if !plausiblePageSize(pageSize) {
+		return "its first meta page names a page size bbolt does not write"
 	}
-	if m1, ok1 := readBoltMeta(f, pageSize); ok1 && m1.pageSize == pageSize && (!ok || m1.txid > m.txid) {
-		m, ok = m1, true
+	if m1, ok1 := readBoltMeta(f, pageSize); ok1 {
+		if m1.pageSize != pageSize {
+			return "its second meta page names another page size"
+		}
+		if !ok || m1.txid > m.txid {
+			m, ok = m1, true
+		}
 	}
 	if !ok {
 		return "neither of its meta pages checks"
@@ -122,6 +138,11 @@ func readBoltMeta(f io.ReaderAt, off uint64) (m boltMeta, ok bool) {
 		return m, false
 	}
 	m.pageSize, m.freelist, m.high, m.txid = uint64(ne.Uint32(meta[8:])), ne.Uint64(meta[32:]), ne.Uint64(meta[40:]), ne.Uint64(meta[48:])
-	// A page size bbolt could have written: a power of two it looks for.
-	return m, m.pageSize >= 1024 && m.pageSize <= boltMaxPageSize && m.pageSize&(m.pageSize-1) == 0
+	return m, true
+}
+
+// plausiblePageSize: a page size bbolt could have written, a power of two
+// of those it looks for.
+func plausiblePageSize(size uint64) bool {
+	return size >= 1024 && size <= boltMaxPageSize && size&(size-1) == 0
 }

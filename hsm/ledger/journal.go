@@ -443,7 +443,7 @@ type journal struct {
 
 	mu     sync.Mutex        // guards the fields below; writes also hold bbolt's writer lock
 	size   int64             // the length of its whole records
-	room   int64             // the file's length: size, and zeros after it (reserve)
+	room   int64             // the end of the zeros this process wrote after the records (≥ size; reserve)
 	seq    uint64            // the newest record's sequence number
 	held   uint64            // the newest transaction record's sequence number
 	chain  [sha256.Size]byte // the chain of every record
@@ -772,18 +772,19 @@ var errIndexBehind = fmt.Errorf("%w: the change is in the ledger journal but led
 // journal refuses every further one (Blocked says why) until the next
 // Open rebuilds the index.
 func (l *Ledger) update(fn func(*wtx) error) error {
-	index, err := l.commit(fn)
+	startIndexCommit, err := l.commit(fn)
 	if err == nil {
-		index()
+		startIndexCommit()
 	}
 	return err
 }
 
 // commit is update that returns once the transaction is durable (its
-// journal record synced), leaving the index's commit to the caller: it
-// must call index, once, before anything else uses the ledger (the index
-// holds bbolt's writer lock until then).
-func (l *Ledger) commit(fn func(*wtx) error) (index func(), err error) {
+// journal record synced), leaving ledger.db's commit to the caller: it
+// must call startIndexCommit, once, before anything else uses the ledger
+// (the uncommitted bbolt transaction holds bbolt's writer lock until
+// then).
+func (l *Ledger) commit(fn func(*wtx) error) (startIndexCommit func(), err error) {
 	if err := l.indexing.wait(); err != nil {
 		return nil, err
 	}

@@ -281,7 +281,8 @@ func ledgerFDs(t *testing.T) []string {
 
 // damageFreelists breaks the free-list page each bbolt meta page of
 // ledger.db names (its count, as a bad block might), leaving the metas'
-// checksums whole: bbolt panics reading it inside bolt.Open.
+// checksums whole: bbolt would panic reading it inside bolt.Open; the
+// plain check before it refuses the file first.
 func damageFreelists(t *testing.T, dir string) {
 	t.Helper()
 	path := filepath.Join(dir, ledger.FileName)
@@ -289,9 +290,9 @@ func damageFreelists(t *testing.T, dir string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pageSize := int(binary.LittleEndian.Uint32(data[16+8:]))
+	pageSize := int(binary.LittleEndian.Uint32(data[metaPageSize:]))
 	for m := 0; m < 2; m++ {
-		free := int(binary.LittleEndian.Uint64(data[m*pageSize+16+32:]))
+		free := int(binary.LittleEndian.Uint64(data[m*pageSize+metaFreelist:]))
 		binary.LittleEndian.PutUint16(data[free*pageSize+10:], 0xfffe)
 	}
 	if err := os.WriteFile(path, data, 0o600); err != nil {
@@ -300,9 +301,9 @@ func damageFreelists(t *testing.T, dir string) {
 }
 
 // TestInvariantDamagedIndexLeavesNoOpenFile: a clean ledger.db whose
-// free list is damaged makes bbolt panic inside bolt.Open, which the
-// guard turns into a rebuild. The file bbolt opened (and flocked, and
-// may have mapped) must not stay open: the daemon would hold a deleted
+// free list is damaged would make bbolt panic inside bolt.Open; the plain
+// check before it refuses the file and it is rebuilt. The file must not
+// stay open: the daemon would hold a deleted
 // ledger.db for its whole life, its blocks still taken on the data
 // partition, which the rebuild beside it needs.
 func TestInvariantDamagedIndexLeavesNoOpenFile(t *testing.T) {

@@ -36,7 +36,7 @@ func TestInvariantRoomLeavesLedgerDbTheSpaceANoteNeeds(t *testing.T) {
 }
 
 // TestInvariantFullPartitionBlocksOnlyWhenItIsFull: appends on a
-// partition that fills up end, as before the room, when the partition is
+// partition that fills up end, as without the room, when the partition is
 // full; never while the journal holds zeros of its own that ledger.db's
 // commit could have had. A block for want of space with room held is
 // space the ledger took from itself: a restart gives it back, and the
@@ -53,8 +53,8 @@ func TestInvariantFullPartitionBlocksOnlyWhenItIsFull(t *testing.T) {
 			if errors.Is(err, ledger.ErrBlocked) {
 				break
 			}
-			t.Logf("append %d refused: %v", i, err)
-			return // the journal found the partition full first: nothing held
+			// The journal found the partition full first: no room held.
+			t.Skipf("append %d refused before any block, so nothing shows whether room was held: %v", i, err)
 		}
 	}
 	blocked := l.Blocked()

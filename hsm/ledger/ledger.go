@@ -80,7 +80,7 @@ var (
 	// caller accounts for it as appended; the ledger blocks until then.
 	// (A ledger.db commit that fails after the journal's sync blocks the
 	// ledger too, from the next call on: Blocked says why.)
-	ErrUncounted     = errors.New("the entry is stored but the ledger could not finish it (the TPM counter's increment)")
+	ErrUncounted     = errors.New("the entry is stored but the TPM counter was not incremented after it; restart custodian to finish the increment")
 	ErrLedgerExists  = errors.New("a ledger already exists in the data directory")
 	errNotResolvable = errors.New("the ledger is not blocked; nothing to resolve")
 )
@@ -297,7 +297,8 @@ func (l *Ledger) reconcile() error {
 	}
 }
 
-// Blocked returns why the ledger refuses appends, or nil.
+// Blocked returns why the ledger refuses appends, or nil. It first waits
+// for ledger.db's commit of the newest transaction, which may yet fail.
 func (l *Ledger) Blocked() error {
 	indexErr := l.indexing.wait() // the newest commit of ledger.db may yet fail
 	l.mu.Lock()
@@ -385,7 +386,7 @@ func (l *Ledger) appendWith(base state, e Entry, replayKey []byte, prepare func(
 		return 0, err
 	}
 	var next state
-	index, err := l.commit(func(tx *wtx) error {
+	startIndexCommit, err := l.commit(func(tx *wtx) error {
 		subject, err := prepare(tx, &base)
 		if err != nil {
 			return err
@@ -411,11 +412,11 @@ func (l *Ledger) appendWith(base state, e Entry, replayKey []byte, prepare func(
 		return 0, err
 	}
 	// Durable: the TPM counts it, then ledger.db commits (not beside the
-	// count: the two would share the CPU with the TPM), even if counting
-	// panics, since bbolt's writer lock goes with the commit.
+	// count: on swtpm the two shared the CPU), even if counting panics,
+	// since bbolt's writer lock goes with the commit.
 	l.state = next
 	err = func() error {
-		defer index()
+		defer startIndexCommit()
 		return l.countEntry(next.counter, replayKey != nil)
 	}()
 	if err != nil {

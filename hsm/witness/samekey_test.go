@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -53,5 +54,31 @@ func TestInvariantOneWitnessKeyCountsOnce(t *testing.T) {
 	p.Quorum = 1
 	if _, names, err := witness.VerifyQuorum(forged, p); err != nil || len(names) != 1 {
 		t.Errorf("the one witness's cosignature: names %v, err %v; want it counted once", names, err)
+	}
+}
+
+// TestDistinctKeysWhoseBase64HoldsAPlusAreNotTheSameKey: a verifier key's
+// base64 may hold '+'; two witnesses whose keys end alike after one are
+// distinct witnesses, never refused as one key listed twice.
+func TestDistinctKeysWhoseBase64HoldsAPlusAreNotTheSameKey(t *testing.T) {
+	var p witness.Policy
+	tails := map[string]bool{}
+	for i := 0; len(p.Witnesses) < 2 && i < 1<<16; i++ {
+		s := cosignatureSigner(t, fmt.Sprintf("witness.test/%d", i))
+		vkey := s.Verifier().String()
+		j := strings.LastIndexByte(vkey, '+')
+		tail := vkey[j:]
+		if len(tail) != 2 || (len(p.Witnesses) == 1 && !tails[tail]) {
+			continue // wanted: a '+' second to last in the base64, and the same last character twice
+		}
+		tails[tail] = true
+		p.Witnesses = append(p.Witnesses, witness.Witness{Key: vkey, URL: "http://w.example"})
+	}
+	if len(p.Witnesses) < 2 {
+		t.Fatal("no two keys with a '+' at the same place near the end of their base64 in 65536 tries")
+	}
+	p.Quorum = 2
+	if err := p.Check(); err != nil {
+		t.Fatalf("two distinct witness keys, %s and %s: %v", p.Witnesses[0].Key, p.Witnesses[1].Key, err)
 	}
 }

@@ -103,10 +103,13 @@ func (p Policy) Check() error {
 	return nil
 }
 
-// publicKey is the key part of a verifier key NewVerifier accepted.
+// publicKey is the key part of a verifier key NewVerifier accepted:
+// what follows the name and the key hash. A name holds no '+', but the
+// key's base64 may, so the cut is after the second '+', not the last.
 func publicKey(vkey string) string {
-	i := strings.LastIndexByte(vkey, '+')
-	return vkey[i+1:]
+	_, rest, _ := strings.Cut(vkey, "+")
+	_, key, _ := strings.Cut(rest, "+")
+	return key
 }
 
 func checkURL(raw string) error {
