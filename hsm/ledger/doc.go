@@ -23,9 +23,11 @@
 //     file; a panic in bbolt is caught) Open rebuilds it from the journal,
 //     then checks it as it always did, so nothing trusts the journal more
 //     than it trusted ledger.db. A ledger.db the journal disagrees with
-//     (newer than it, or the journal edited under its marker) is never
-//     replaced but kept aside, and the ledger blocks ([ErrIndexKept],
-//     [ErrRecordsEdited]). A data directory with ledger.db alone (the
+//     (holding a record newer than the journal's, or the journal edited
+//     under its marker) is never replaced but kept aside, and the ledger
+//     blocks ([ErrIndexKept], [ErrRecordsEdited]); one that an image older
+//     than the journal wrote after a clean marker (its record unchanged)
+//     is not told apart, and is used as it is. A data directory with ledger.db alone (the
 //     format before the journal) is migrated at Open. The journal is
 //     locked for the ledger's life: a second opener gets [ErrInUse].
 //     An entry committed whose increment the TPM then refuses stands: its
