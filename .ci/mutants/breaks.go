@@ -91,8 +91,8 @@ var breaks = []mutant{
 	{
 		name: "the journal's room taken on a nearly full partition",
 		edits: []edit{{"hsm/ledger/journal.go",
-			"int64(fs.Bavail)*fs.Bsize < to-from+roomMargin",
-			"int64(fs.Bavail)*fs.Bsize < to-from"}},
+			"int64(fs.Bavail)*int64(fs.Bsize) < to-from+roomMargin",
+			"int64(fs.Bavail)*int64(fs.Bsize) < to-from"}},
 		pkg: "./hsm/ledger", tests: []string{"TestInvariantRoomLeavesLedgerDbTheSpaceANoteNeeds", "TestInvariantFullPartitionBlocksOnlyWhenItIsFull"},
 	},
 	{

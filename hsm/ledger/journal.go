@@ -646,7 +646,7 @@ func (j *journal) reserve(need int64) {
 	}
 	from, to := max(j.room, j.size), j.size+need+journalRoom
 	var fs unix.Statfs_t
-	if unix.Fstatfs(int(j.f.Fd()), &fs) != nil || int64(fs.Bavail)*fs.Bsize < to-from+roomMargin {
+	if unix.Fstatfs(int(j.f.Fd()), &fs) != nil || int64(fs.Bavail)*int64(fs.Bsize) < to-from+roomMargin {
 		return
 	}
 	if err := writeZeros(j.f, from, to); err != nil || unix.Fdatasync(int(j.f.Fd())) != nil {
