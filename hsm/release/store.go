@@ -390,7 +390,8 @@ func (d *Daemon) afterEntry(r *request, rec *record, b *escrow.Bundle, index int
 	// neither a package nor a failure entry could be stored, so nothing
 	// is unsealed; the key ID stays unlogged and the next start logs it
 	// interrupted.
-	// Blocked waits for ledger.db's commit of the entry: the ledger's time.
+	// Blocked waits for ledger.db's commit of the entry (unless reading
+	// the witnesses' checkpoint already did): the ledger's time.
 	t0 := time.Now()
 	blocked := d.cfg.Appliance.Ledger.Blocked()
 	tm.LedgerMS += ms(time.Since(t0))
