@@ -73,6 +73,20 @@ var breaks = []mutant{
 		pkg: "./hsm/ledger", tests: []string{"TestInvariantAcknowledgedWriteIsReadAtOnce", "TestInvariantAcknowledgedAppendIsNeverReadAsAbsent"},
 	},
 	{
+		name: "a transaction's reads miss its own recorded changes",
+		edits: []edit{{"hsm/ledger/wtx.go",
+			"\tfor i := len(w.ops) - 1; i >= 0; i-- {",
+			"\tfor i := -1; i >= 0; i-- {"}},
+		pkg: "./hsm/ledger", tests: []string{"TestTransactionReadsItsOwnChanges"},
+	},
+	{
+		name: "a change ledger.db refuses recorded in the journal",
+		edits: []edit{{"hsm/ledger/wtx.go",
+			"\tcase len(o.key) > bolt.MaxKeySize:",
+			"\tcase false:"}},
+		pkg: "./hsm/ledger", tests: []string{"TestInvariantTransactionRefusesWhatLedgerDbWould", "TestInvariantNoteLedgerDbCannotStoreIsRefusedBeforeTheJournal"},
+	},
+	{
 		name: "the journal's room of zeros left after its records at rest",
 		edits: []edit{{"hsm/ledger/journal.go",
 			"\t} else if err := j.trim(); err != nil { // a clean marker ends the file",
@@ -228,7 +242,7 @@ var breaks = []mutant{
 	{
 		name: "replay key not checked",
 		edits: []edit{{"hsm/ledger/ledger.go",
-			"if tx.Bucket(bucketReplay).Get(replayKey) != nil {",
+			"if tx.get(bucketReplay, replayKey) != nil {",
 			"if false {"}},
 		pkg: "./hsm/ledger", tests: []string{"TestInvariantReplayKeyIsAcceptedOnce"},
 	},

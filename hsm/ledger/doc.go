@@ -15,7 +15,10 @@
 //     is one record and one sync.
 //
 //   - ledger.db ([FileName]) is an index of the journal: every read uses
-//     it, and it is written in the same step without syncs of its own.
+//     it. A transaction records its changes (reading its own as it goes)
+//     and refuses any ledger.db would; once the journal holds them,
+//     ledger.db makes them in the background, without syncs of its own;
+//     every read and the next transaction wait for that commit.
 //     It is used as it is only when the journal ends with the clean marker
 //     [Ledger.Close] writes naming the record it holds (with an HMAC under
 //     [Config.StateKey] over a hash chain of every record before it) and

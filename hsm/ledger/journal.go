@@ -23,7 +23,9 @@ import (
 // The journal is the ledger's durable truth; ledger.db is an index derived
 // from it. Every ledger transaction is one journal record, appended and
 // fdatasynced before the index commits (without syncs of its own), so a
-// commit costs one sync. Close syncs the index and appends a clean marker
+// commit costs one sync. The transaction (wtx) records its changes rather
+// than holding bbolt's write transaction, so the index commit runs beside
+// the caller's next step (the TPM increment) rather than before it. Close syncs the index and appends a clean marker
 // naming the record the index holds; at Open an index without that marker
 // is rebuilt from the journal.
 //
@@ -188,39 +190,54 @@ func (r record) frameSize() int64 {
 
 // writeRecord writes r's frame to w, streaming its operations' values so
 // that a large note is not copied, and returns how many bytes it wrote and
-// the frame's SHA-256.
+// the frame's SHA-256. A frame of up to 64 KiB is one write.
 func writeRecord(w io.Writer, r record) (n int64, sum [sha256.Size]byte, err error) {
 	size := r.payloadSize()
 	if size > maxRecord {
 		return 0, sum, fmt.Errorf("a ledger transaction of %d bytes is larger than the journal takes (%d)", size, maxRecord)
 	}
+	bw := bufio.NewWriterSize(w, min(frameHeader+size+sha256.Size, 64<<10))
 	h := sha256.New()
-	bw := bufio.NewWriterSize(io.MultiWriter(w, h), min(frameHeader+size, 64<<10))
-	bw.WriteString(journalMagic)
-	bw.Write(binary.BigEndian.AppendUint64(nil, uint64(size)))
-	bw.WriteByte(r.kind)
-	bw.Write(binary.BigEndian.AppendUint64(nil, r.seq))
+	hashed := io.MultiWriter(bw, h)
+	head := make([]byte, 0, 2*binary.MaxVarintLen64+1+8+8)
+	head = append(head, journalMagic...)
+	head = binary.BigEndian.AppendUint64(head, uint64(size))
+	head = append(head, r.kind)
+	head = binary.BigEndian.AppendUint64(head, r.seq)
 	if r.kind == kindClean {
-		bw.Write(binary.BigEndian.AppendUint64(nil, r.held))
-		bw.Write(r.chain)
-		bw.Write(r.mac)
+		head = binary.BigEndian.AppendUint64(head, r.held)
+	}
+	hashed.Write(head)
+	if r.kind == kindClean {
+		hashed.Write(r.chain)
+		hashed.Write(r.mac)
 	}
 	for _, o := range r.ops {
-		bw.WriteByte(o.code)
-		writeField(bw, o.bucket)
-		if o.code != opBucket {
-			writeField(bw, o.key)
-		}
-		if o.code == opPut {
-			writeField(bw, o.val)
-		}
+		writeOp(hashed, head[:0], o)
 	}
+	h.Sum(sum[:0])
+	bw.Write(sum[:])
 	if err := bw.Flush(); err != nil {
 		return 0, sum, err
 	}
-	h.Sum(sum[:0])
-	_, err = w.Write(sum[:])
-	return int64(frameHeader + size + sha256.Size), sum, err
+	return int64(frameHeader + size + sha256.Size), sum, nil
+}
+
+// writeOp writes o's encoding to w, with scratch for its small fields.
+func writeOp(w io.Writer, scratch []byte, o op) {
+	scratch = append(scratch, o.code)
+	scratch = binary.AppendUvarint(scratch, uint64(len(o.bucket)))
+	w.Write(scratch)
+	w.Write(o.bucket)
+	if o.code == opBucket {
+		return
+	}
+	w.Write(binary.AppendUvarint(scratch[:0], uint64(len(o.key))))
+	w.Write(o.key)
+	if o.code == opPut {
+		w.Write(binary.AppendUvarint(scratch[:0], uint64(len(o.val))))
+		w.Write(o.val)
+	}
 }
 
 // chainNext is the chain after a record whose frame's SHA-256 is sum.
@@ -241,11 +258,6 @@ func markerMAC(key []byte, held uint64, chain []byte) []byte {
 	m.Write(binary.BigEndian.AppendUint64(nil, held))
 	m.Write(chain)
 	return m.Sum(nil)
-}
-
-func writeField(w *bufio.Writer, b []byte) {
-	w.Write(binary.AppendUvarint(nil, uint64(len(b))))
-	w.Write(b)
 }
 
 // scanner reads a journal's records in order.
@@ -705,62 +717,6 @@ func (j *journal) err() error {
 	return j.broken
 }
 
-// wtx is a ledger write transaction. Every change goes through it, so
-// that the journal record lists them all; reads use the bbolt
-// transaction.
-type wtx struct {
-	*bolt.Tx
-	ops []op
-}
-
-// appendOnlyBuckets have keys that only ever grow, filled densely:
-// bbolt's default leaves pages half empty for inserts that never come.
-var appendOnlyBuckets = map[string]bool{string(bucketEntries): true, string(bucketHashes): true, string(bucketSalts): true}
-
-func (w *wtx) put(bucket, key, val []byte) error {
-	return w.apply(op{code: opPut, bucket: bucket, key: key, val: val})
-}
-
-func (w *wtx) delete(bucket, key []byte) error {
-	return w.apply(op{code: opDelete, bucket: bucket, key: key})
-}
-
-// createBucket creates bucket unless it exists.
-func (w *wtx) createBucket(bucket []byte) error {
-	if w.Bucket(bucket) != nil {
-		return nil
-	}
-	return w.apply(op{code: opBucket, bucket: bucket})
-}
-
-// apply makes o in the bbolt transaction and records it.
-func (w *wtx) apply(o op) error {
-	if err := applyOp(w.Tx, o); err != nil {
-		return err
-	}
-	w.ops = append(w.ops, o)
-	return nil
-}
-
-// applyOp makes o in tx: for a commit and for a replay alike.
-func applyOp(tx *bolt.Tx, o op) error {
-	if o.code == opBucket {
-		_, err := tx.CreateBucket(o.bucket)
-		return err
-	}
-	b := tx.Bucket(o.bucket)
-	if b == nil {
-		return fmt.Errorf("the ledger has no %q bucket", o.bucket)
-	}
-	if appendOnlyBuckets[string(o.bucket)] {
-		b.FillPercent = 0.95
-	}
-	if o.code == opDelete {
-		return b.Delete(o.key)
-	}
-	return b.Put(o.key, o.val)
-}
-
 // errIndexBehind: a transaction is durable in the journal but its index
 // commit failed. It stands; the next Open rebuilds the index.
 var errIndexBehind = fmt.Errorf("%w: the change is in the ledger journal but ledger.db could not be updated; restart custodian to rebuild ledger.db from the journal", ErrBlocked)
@@ -782,8 +738,8 @@ func (l *Ledger) update(fn func(*wtx) error) error {
 // commit is update that returns once the transaction is durable (its
 // journal record synced), leaving ledger.db's commit to the caller: it
 // must call startIndexCommit, once, before anything else uses the ledger
-// (the uncommitted bbolt transaction holds bbolt's writer lock until
-// then).
+// (a transaction that needed the whole bbolt transaction holds bbolt's
+// writer lock until then).
 func (l *Ledger) commit(fn func(*wtx) error) (startIndexCommit func(), err error) {
 	if err := l.indexing.wait(); err != nil {
 		return nil, err
@@ -791,21 +747,21 @@ func (l *Ledger) commit(fn func(*wtx) error) (startIndexCommit func(), err error
 	if err := l.j.err(); err != nil {
 		return nil, err
 	}
-	tx, err := l.db.Begin(true)
+	w, err := beginTx(l.db)
 	if err != nil {
 		return nil, err
 	}
-	w := &wtx{Tx: tx, ops: make([]op, 0, 16)} // an append makes about ten
 	if err := fn(w); err != nil {
-		tx.Rollback()
+		w.rollback()
 		return nil, err
 	}
 	if err := w.put(bucketMeta, metaJournalSeq, u64(l.j.nextSeq())); err != nil {
-		tx.Rollback()
+		w.rollback()
 		return nil, err
 	}
+	w.endRead()
 	if err := l.j.append(record{kind: kindTx, ops: w.ops}); err != nil {
-		tx.Rollback()
+		w.rollback()
 		return nil, err
 	}
 	if beforeIndexCommit != nil {
@@ -813,7 +769,7 @@ func (l *Ledger) commit(fn func(*wtx) error) (startIndexCommit func(), err error
 	}
 	return func() {
 		l.indexing.start(func() error {
-			if err := tx.Commit(); err != nil {
+			if err := w.commitIndex(); err != nil {
 				err = l.indexFailure(err)
 				l.j.block(err)
 				return err

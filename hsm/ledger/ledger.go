@@ -167,7 +167,11 @@ func Create(dir string, cfg Config, now time.Time) (*Ledger, error) {
 		if err := tx.put(bucketMeta, metaDevice, cfg.Device); err != nil {
 			return err
 		}
-		if err := l.bindCurrent(tx.Tx, &l.state); err != nil {
+		full, err := tx.full() // bindCurrent reads the buckets just made
+		if err != nil {
+			return err
+		}
+		if err := l.bindCurrent(full, &l.state); err != nil {
 			return err
 		}
 		return l.putState(tx, &l.state)
@@ -451,7 +455,7 @@ func (l *Ledger) countEntry(want uint64, checked bool) error {
 // and binds next (the state after it).
 func (l *Ledger) writeEntry(tx *wtx, n int64, data, salt, replayKey []byte, next *state) error {
 	if replayKey != nil {
-		if tx.Bucket(bucketReplay).Get(replayKey) != nil {
+		if tx.get(bucketReplay, replayKey) != nil {
 			return ErrReplay
 		}
 		if err := tx.put(bucketReplay, replayKey, u64(uint64(n))); err != nil {
@@ -459,7 +463,7 @@ func (l *Ledger) writeEntry(tx *wtx, n int64, data, salt, replayKey []byte, next
 		}
 		next.replay = extendReplay(next.replay, uint64(n), replayKey)
 	}
-	hashes, err := tlog.StoredHashes(n, data, txHashReader{tx.Tx})
+	hashes, err := tlog.StoredHashes(n, data, tx)
 	if err != nil {
 		return err
 	}
@@ -476,7 +480,7 @@ func (l *Ledger) writeEntry(tx *wtx, n int64, data, salt, replayKey []byte, next
 		return err
 	}
 	next.salts = extendSalts(next.salts, uint64(n), salt)
-	if next.root, err = tlog.TreeHash(next.size, txHashReader{tx.Tx}); err != nil {
+	if next.root, err = tlog.TreeHash(next.size, tx); err != nil {
 		return err
 	}
 	return l.putState(tx, next)
@@ -566,17 +570,21 @@ func (l *Ledger) ResolveRollback(now time.Time) (int64, error) {
 	now = now.UTC().Truncate(time.Second)
 	e := Entry{Time: now, Kind: KindResolve, Outcome: OutcomeOK, Reason: reason}
 	index, err := l.appendWith(l.state.clone(), e, nil, func(tx *wtx, s *state) ([]byte, error) {
-		if !equal(tx.Bucket(bucketMeta).Get(metaDevice), l.cfg.Device) {
+		if !equal(tx.get(bucketMeta, metaDevice), l.cfg.Device) {
 			return nil, fmt.Errorf("%w; it cannot be adopted: set this device up afresh (custodian enroll, then custodian ledger init in an empty data directory)", ErrOtherDevice)
 		}
-		edited, err := l.recordMismatches(tx.Tx)
+		full, err := tx.full() // the checks Open runs, on the same bbolt transaction
+		if err != nil {
+			return nil, err
+		}
+		edited, err := l.recordMismatches(full)
 		if err != nil {
 			return nil, err
 		}
 		if len(edited) > 0 {
 			return nil, edited
 		}
-		if err := l.bindCurrent(tx.Tx, s); err != nil {
+		if err := l.bindCurrent(full, s); err != nil {
 			return nil, err
 		}
 		if err := checkClock(now, s.last); err != nil {
@@ -626,14 +634,18 @@ func (s *state) load(meta *bolt.Bucket) error {
 
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
-// txHashReader reads stored Merkle hashes inside a transaction.
+// txHashReader reads stored Merkle hashes inside a read transaction.
 type txHashReader struct{ tx *bolt.Tx }
 
 func (r txHashReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
-	b := r.tx.Bucket(bucketHashes)
+	return readHashes(indexes, r.tx.Bucket(bucketHashes).Get)
+}
+
+// readHashes reads the stored Merkle hashes at indexes with get.
+func readHashes(indexes []int64, get func(key []byte) []byte) ([]tlog.Hash, error) {
 	out := make([]tlog.Hash, len(indexes))
 	for i, idx := range indexes {
-		v := b.Get(u64(uint64(idx)))
+		v := get(u64(uint64(idx)))
 		if len(v) != tlog.HashSize {
 			return nil, fmt.Errorf("ledger hash %d is missing", idx)
 		}

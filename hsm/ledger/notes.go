@@ -94,14 +94,13 @@ func (l *Ledger) MoveNote(from, to []byte) error {
 		return l.blocked
 	}
 	return l.update(func(tx *wtx) error {
-		b := tx.Bucket(bucketNotes)
-		if b == nil || b.Get(from) == nil {
+		v := tx.get(bucketNotes, from)
+		if v == nil {
 			return ErrNoNote
 		}
-		if bound := tx.Bucket(bucketBoundNotes); bound != nil && (bound.Get(from) != nil || bound.Get(to) != nil) {
+		if tx.get(bucketBoundNotes, from) != nil || tx.get(bucketBoundNotes, to) != nil {
 			return ErrNoteBound
 		}
-		v := b.Get(from)
 		if err := tx.put(bucketNotes, to, append([]byte(nil), v...)); err != nil {
 			return err
 		}
@@ -121,7 +120,6 @@ func putNotes(tx *wtx, notes []Note, s *state) (rebound bool, err error) {
 			return false, err
 		}
 	}
-	bound := tx.Bucket(bucketBoundNotes)
 	for _, n := range notes {
 		if err := tx.put(bucketNotes, n.Key, n.Value); err != nil {
 			return false, err
@@ -131,7 +129,7 @@ func putNotes(tx *wtx, notes []Note, s *state) (rebound bool, err error) {
 			sum := sha256.Sum256(n.Value)
 			err = tx.put(bucketBoundNotes, n.Key, sum[:])
 			rebound = true
-		case bound.Get(n.Key) != nil:
+		case tx.get(bucketBoundNotes, n.Key) != nil:
 			err = tx.delete(bucketBoundNotes, n.Key)
 			rebound = true
 		}
@@ -139,10 +137,15 @@ func putNotes(tx *wtx, notes []Note, s *state) (rebound bool, err error) {
 			return false, err
 		}
 	}
-	if rebound {
-		s.notes, err = boundNotesDigest(tx.Tx)
+	if !rebound {
+		return false, nil
 	}
-	return rebound, err
+	full, err := tx.full() // a cursor over the bound notes just written
+	if err != nil {
+		return false, err
+	}
+	s.notes, err = boundNotesDigest(full)
+	return true, err
 }
 
 // boundNotesDigest is the digest the state binds: SHA-256 over each bound

@@ -226,3 +226,38 @@ func TestInvariantBoundNotesAreCheckedLikeEntries(t *testing.T) {
 		}
 	})
 }
+
+// TestInvariantNoteLedgerDbCannotStoreIsRefusedBeforeTheJournal: a note
+// whose key ledger.db cannot hold (none, or longer than bbolt takes),
+// alone or with an entry, is refused before anything is written: the
+// journal is unchanged, no entry is appended, and the ledger stays open
+// for the next append, which holds after a reopen.
+func TestInvariantNoteLedgerDbCannotStoreIsRefusedBeforeTheJournal(t *testing.T) {
+	d := newDevice(t, tpmtest.StartSwtpm(t).Open(t))
+	dir := t.TempDir()
+	l := create(t, d, dir)
+	before, _ := journalRecords(t, dir)
+	e := ledger.Entry{Time: t0, Kind: ledger.KindRefusal, Outcome: ledger.OutcomeRefused}
+	for name, key := range map[string][]byte{"no key": nil, "too long a key": make([]byte, bolt.MaxKeySize+1)} {
+		if err := l.PutNotes(ledger.Note{Key: key, Value: []byte("v")}); err == nil {
+			t.Errorf("a note with %s was stored", name)
+		}
+		_, err := l.AppendNoted(e, nil, nil, func(int64) ([]ledger.Note, error) {
+			return []ledger.Note{{Key: key, Value: []byte("v")}}, nil
+		})
+		if err == nil {
+			t.Errorf("an entry with a note with %s was appended", name)
+		}
+	}
+	if after, _ := journalRecords(t, dir); !bytes.Equal(after, before) {
+		t.Fatalf("refused notes changed the journal (%d bytes of records, was %d)", len(after), len(before))
+	}
+	if err := l.Blocked(); err != nil {
+		t.Fatalf("refused notes blocked the ledger: %v", err)
+	}
+	appendN(t, l, 1)
+	l.Close()
+	if l = open(t, d, dir); l.Blocked() != nil || l.Size() != 2 {
+		t.Fatalf("after a reopen: %d entries, blocked: %v; want 2, open", l.Size(), l.Blocked())
+	}
+}
