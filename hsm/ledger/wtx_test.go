@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
@@ -164,6 +165,7 @@ func TestInvariantTransactionRefusesWhatLedgerDbWould(t *testing.T) {
 		{"a new bucket", op{code: opBucket, bucket: []byte("new")}, true},
 		{"a put of the longest key", op{code: opPut, bucket: a, key: make([]byte, bolt.MaxKeySize), val: v}, true},
 		{"a put of an empty value", op{code: opPut, bucket: a, key: k}, true},
+		{"a put of a value longer than the record's buffer", op{code: opPut, bucket: a, key: k, val: bytes.Repeat([]byte("v"), 1<<20)}, true},
 		{"a delete of a missing key", op{code: opDelete, bucket: a, key: k}, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -191,8 +193,12 @@ func TestInvariantTransactionRefusesWhatLedgerDbWould(t *testing.T) {
 				t.Fatal(err)
 			}
 			payload := frame.Bytes()[frameHeader : frame.Len()-32]
-			if _, err := parseRecord(payload); err != nil {
+			back, err := parseRecord(payload)
+			if err != nil {
 				t.Fatalf("accepted, but the journal cannot read it back: %v", err)
+			}
+			if got := normal(back).ops; len(got) != 1 || !reflect.DeepEqual(got[0], normal(record{ops: []op{c.o}}).ops[0]) {
+				t.Fatalf("accepted, but the journal reads back %+v", got)
 			}
 		})
 	}
