@@ -80,6 +80,13 @@ var breaks = []mutant{
 		pkg: "./hsm/ledger", tests: []string{"TestTransactionReadsItsOwnChanges"},
 	},
 	{
+		name: "a transaction keeps the caller's buffers, not a copy",
+		edits: []edit{{"hsm/ledger/wtx.go",
+			"\to.key, o.val = kv[:n:n], kv[n:]",
+			"\t_ = kv[:n:n]"}},
+		pkg: "./hsm/ledger", tests: []string{"TestInvariantCallerBuffersReusedAfterReturnChangeNothing"},
+	},
+	{
 		name: "a change ledger.db refuses recorded in the journal",
 		edits: []edit{{"hsm/ledger/wtx.go",
 			"\tcase len(o.key) > bolt.MaxKeySize:",

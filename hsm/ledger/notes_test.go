@@ -261,3 +261,38 @@ func TestInvariantNoteLedgerDbCannotStoreIsRefusedBeforeTheJournal(t *testing.T)
 		t.Fatalf("after a reopen: %d entries, blocked: %v; want 2, open", l.Size(), l.Blocked())
 	}
 }
+
+// TestInvariantCallerBuffersReusedAfterReturnChangeNothing: once a call
+// returns, the ledger holds what the caller passed, though ledger.db
+// commits afterwards: a caller that reuses its buffers at once (a replay
+// key, a note's key and value) changes neither the stored note nor the
+// replay index, then or after a reopen.
+func TestInvariantCallerBuffersReusedAfterReturnChangeNothing(t *testing.T) {
+	d := newDevice(t, tpmtest.StartSwtpm(t).Open(t))
+	dir := t.TempDir()
+	l := create(t, d, dir)
+	replayKey, key, value := []byte("replay-1"), []byte("request/1"), []byte("package")
+	e := ledger.Entry{Time: t0, Kind: ledger.KindRefusal, Outcome: ledger.OutcomeRefused}
+	if _, err := l.AppendNoted(e, nil, replayKey, func(int64) ([]ledger.Note, error) {
+		return []ledger.Note{{Key: key, Value: value}}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range [][]byte{replayKey, key, value} {
+		copy(b, bytes.Repeat([]byte("X"), len(b)))
+	}
+	check := func(when string) {
+		t.Helper()
+		if got, err := l.GetNote([]byte("request/1"), 100); err != nil || string(got) != "package" {
+			t.Fatalf("%s: the note reads %q (%v), was stored as %q", when, got, err, "package")
+		}
+		if _, seen, err := l.Seen([]byte("replay-1")); err != nil || !seen {
+			t.Fatalf("%s: the replay key is not seen (%v)", when, err)
+		}
+	}
+	check("right after the call")
+	l.Close()
+	l = open(t, d, dir)
+	defer l.Close()
+	check("after a reopen")
+}

@@ -27,8 +27,8 @@ type wtx struct {
 	ops  []op
 }
 
-// beginTx starts a write transaction. The caller ends it with end, after
-// which no value it read may be used.
+// beginTx starts a write transaction. The caller ends it with rollback or
+// commitIndex, after which no value it read may be used.
 func beginTx(db *bolt.DB) (*wtx, error) {
 	read, err := db.Begin(false)
 	if err != nil {
@@ -58,9 +58,14 @@ func (w *wtx) createBucket(bucket []byte) error {
 }
 
 // record adds o to the transaction: made in the write transaction once
-// there is one, checked otherwise. Its slices must stay unchanged until
-// ledger.db has committed.
+// there is one, checked otherwise. The transaction keeps its own copy of
+// the key and value, since ledger.db commits after the caller, who may
+// reuse its buffers, has gone on. (Bucket names are the package's.)
 func (w *wtx) record(o op) error {
+	kv := make([]byte, len(o.key)+len(o.val))
+	n := copy(kv, o.key)
+	copy(kv[n:], o.val)
+	o.key, o.val = kv[:n:n], kv[n:]
 	var err error
 	if w.tx != nil {
 		err = applyOp(w.tx, o)
