@@ -87,6 +87,20 @@ var breaks = []mutant{
 		pkg: "./hsm/ledger", tests: []string{"TestInvariantCallerBuffersReusedAfterReturnChangeNothing"},
 	},
 	{
+		name: "a rebuild takes ledger.db's buckets as the journal made them",
+		edits: []edit{{"hsm/ledger/files.go",
+			"if err := replayOp(tx, o); err != nil {",
+			"if err := applyOp(tx, o); err != nil {"}},
+		pkg: "./hsm/ledger", tests: []string{"TestInvariantJournalRebuildsAfterIndexBucketsWereChanged"},
+	},
+	{
+		name: "a note moved onto its own key deleted",
+		edits: []edit{{"hsm/ledger/notes.go",
+			"\t\tif bytes.Equal(from, to) {",
+			"\t\tif false {"}},
+		pkg: "./hsm/ledger", tests: []string{"TestMoveNoteOntoItselfKeepsIt"},
+	},
+	{
 		name: "a change ledger.db refuses recorded in the journal",
 		edits: []edit{{"hsm/ledger/wtx.go",
 			"\tcase len(o.key) > bolt.MaxKeySize:",

@@ -409,7 +409,7 @@ func rebuild(j *journal, dir string) error {
 	err = j.scan(func(r record) error {
 		return db.Update(func(tx *bolt.Tx) error {
 			for _, o := range r.ops {
-				if err := applyOp(tx, o); err != nil {
+				if err := replayOp(tx, o); err != nil {
 					return fmt.Errorf("%w (record %d cannot be replayed: %v)", ErrJournalDamaged, r.seq, err)
 				}
 			}

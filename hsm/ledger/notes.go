@@ -101,6 +101,9 @@ func (l *Ledger) MoveNote(from, to []byte) error {
 		if tx.get(bucketBoundNotes, from) != nil || tx.get(bucketBoundNotes, to) != nil {
 			return ErrNoteBound
 		}
+		if bytes.Equal(from, to) {
+			return nil // the note is already there
+		}
 		if err := tx.put(bucketNotes, to, append([]byte(nil), v...)); err != nil {
 			return err
 		}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -295,4 +297,86 @@ func TestInvariantCallerBuffersReusedAfterReturnChangeNothing(t *testing.T) {
 	l = open(t, d, dir)
 	defer l.Close()
 	check("after a reopen")
+}
+
+// TestInvariantJournalRebuildsAfterIndexBucketsWereChanged: notes
+// buckets added to or taken from a cleanly closed ledger.db (the clean
+// marker binds neither) change which buckets the next transactions
+// create, and so what their journal records hold; the journal alone must
+// still rebuild the ledger with every acknowledged entry and note.
+func TestInvariantJournalRebuildsAfterIndexBucketsWereChanged(t *testing.T) {
+	for name, edit := range map[string]func(*bolt.Tx) error{
+		"buckets planted": func(tx *bolt.Tx) error {
+			for _, b := range []string{"notes", "bound-notes"} {
+				if _, err := tx.CreateBucketIfNotExists([]byte(b)); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+		"the notes bucket taken away": func(tx *bolt.Tx) error { return tx.DeleteBucket([]byte("notes")) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			d := newDevice(t, tpmtest.StartSwtpm(t).Open(t))
+			dir := t.TempDir()
+			l := create(t, d, dir)
+			if err := l.PutNotes(ledger.Note{Key: []byte("before"), Value: []byte("v")}); err != nil {
+				t.Fatal(err)
+			}
+			l.Close()
+			editIndex(t, dir, edit)
+			l = open(t, d, dir)
+			if err := l.Blocked(); err != nil {
+				t.Fatalf("the edit is noticed at open, which this test does not cover: %v", err)
+			}
+			if err := l.PutNotes(ledger.Note{Key: []byte("after"), Value: []byte("v")}); err != nil {
+				t.Fatal(err)
+			}
+			appendN(t, l, 1)
+			l.Close()
+
+			if err := os.Remove(filepath.Join(dir, ledger.FileName)); err != nil {
+				t.Fatal(err)
+			}
+			l, err := ledger.Open(dir, d.config(t))
+			if err != nil {
+				t.Fatalf("the journal alone does not rebuild the ledger: %v", err)
+			}
+			defer l.Close()
+			if l.Blocked() != nil || l.Size() != 2 {
+				t.Fatalf("rebuilt from the journal: %d entries, blocked: %v; want 2, open", l.Size(), l.Blocked())
+			}
+			if got, err := l.GetNote([]byte("after"), 10); err != nil || string(got) != "v" {
+				t.Fatalf("the note acknowledged after the edit reads %q (%v)", got, err)
+			}
+		})
+	}
+}
+
+// editIndex changes ledger.db as someone with the data directory could.
+func editIndex(t *testing.T, dir string, edit func(*bolt.Tx) error) {
+	t.Helper()
+	db, err := bolt.Open(filepath.Join(dir, ledger.FileName), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Update(edit); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestMoveNoteOntoItselfKeepsIt: a note moved to the key it is under
+// stays there.
+func TestMoveNoteOntoItselfKeepsIt(t *testing.T) {
+	l := create(t, newDevice(t, tpmtest.StartSwtpm(t).Open(t)), t.TempDir())
+	if err := l.PutNotes(ledger.Note{Key: []byte("k"), Value: []byte("v")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.MoveNote([]byte("k"), []byte("k")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := l.GetNote([]byte("k"), 10); err != nil || string(got) != "v" {
+		t.Fatalf("after a move onto itself the note reads %q (%v)", got, err)
+	}
 }

@@ -205,7 +205,20 @@ func (w *wtx) commitIndex() error {
 	return tx.Commit()
 }
 
-// applyOp makes o in tx: for a commit and for a replay alike.
+// replayOp makes o in tx as a rebuild from the journal does: a bucket is
+// made if the record takes it for granted, and left if it already
+// exists. A transaction sees buckets through ledger.db, which an intruder
+// with the data directory may have given extra buckets or taken some
+// from, under a clean marker that binds neither; the records written
+// after that must still replay on their own.
+func replayOp(tx *bolt.Tx, o op) error {
+	if _, err := tx.CreateBucketIfNotExists(o.bucket); err != nil || o.code == opBucket {
+		return err
+	}
+	return applyOp(tx, o)
+}
+
+// applyOp makes o in tx: for a commit, and after replayOp for a replay.
 func applyOp(tx *bolt.Tx, o op) error {
 	if o.code == opBucket {
 		_, err := tx.CreateBucket(o.bucket)
