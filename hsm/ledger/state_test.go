@@ -169,14 +169,7 @@ func TestInvariantStartupStateIsBoundToTPMReplayIndexIsBound(t *testing.T) {
 
 func editReplay(t *testing.T, dir string, edit func(*bolt.Bucket) error) {
 	t.Helper()
-	db, err := bolt.Open(filepath.Join(dir, ledger.FileName), 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := db.Update(func(tx *bolt.Tx) error { return edit(tx.Bucket([]byte("replay"))) }); err != nil {
-		t.Fatal(err)
-	}
+	editIndex(t, dir, func(tx *bolt.Tx) error { return edit(tx.Bucket([]byte("replay"))) })
 }
 
 // TestInvariantStartupStateIsBoundToTPMBoundDirectoryIsBound: each way of
