@@ -101,6 +101,13 @@ var breaks = []mutant{
 		pkg: "./hsm/ledger", tests: []string{"TestMoveNoteOntoItselfKeepsIt"},
 	},
 	{
+		name: "a transaction whose caller panicked left open",
+		edits: []edit{{"hsm/ledger/journal.go",
+			"\t\tif startIndexCommit == nil { // an error, or a panic in fn",
+			"\t\tif false { // an error, or a panic in fn"}},
+		pkg: "./hsm/ledger", tests: []string{"TestLedgerOutlivesAPanickingNotesCallback"},
+	},
+	{
 		name: "a change ledger.db refuses recorded in the journal",
 		edits: []edit{{"hsm/ledger/wtx.go",
 			"\tcase len(o.key) > bolt.MaxKeySize:",

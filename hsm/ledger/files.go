@@ -446,8 +446,12 @@ func (l *Ledger) markClean() error {
 
 // Close syncs the index, marks it clean in the journal, closes it and
 // lets go of the journal. An index that is behind the journal (its commit
-// failed) is not marked: the next Open rebuilds it.
+// failed) is not marked: the next Open rebuilds it. A call in flight
+// finishes first, so its record and ledger.db's commit of it come before
+// the marker, never between the index's sync and the marker.
 func (l *Ledger) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	err := l.markClean()
 	if closeErr := l.db.Close(); err == nil {
 		err = closeErr

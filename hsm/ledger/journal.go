@@ -751,17 +751,19 @@ func (l *Ledger) commit(fn func(*wtx) error) (startIndexCommit func(), err error
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		if startIndexCommit == nil { // an error, or a panic in fn: bbolt's transactions must still end
+			w.rollback()
+		}
+	}()
 	if err := fn(w); err != nil {
-		w.rollback()
 		return nil, err
 	}
 	if err := w.put(bucketMeta, metaJournalSeq, u64(l.j.nextSeq())); err != nil {
-		w.rollback()
 		return nil, err
 	}
 	w.endRead()
 	if err := l.j.append(record{kind: kindTx, ops: w.ops}); err != nil {
-		w.rollback()
 		return nil, err
 	}
 	if beforeIndexCommit != nil {

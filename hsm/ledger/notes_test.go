@@ -380,3 +380,45 @@ func TestMoveNoteOntoItselfKeepsIt(t *testing.T) {
 		t.Fatalf("after a move onto itself the note reads %q (%v)", got, err)
 	}
 }
+
+// TestLedgerOutlivesAPanickingNotesCallback: a notes callback that
+// panics, and a caller that recovers (as net/http recovers a handler),
+// leave nothing of the transaction behind: later notes that make
+// ledger.db grow, and reads, still finish, and the entry is not there.
+func TestLedgerOutlivesAPanickingNotesCallback(t *testing.T) {
+	d := newDevice(t, tpmtest.StartSwtpm(t).Open(t))
+	l, err := ledger.Create(t.TempDir(), d.config(t), t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Closed only if nothing hangs: Close would wait for the stuck call.
+	e := ledger.Entry{Time: t0, Kind: ledger.KindRefusal, Outcome: ledger.OutcomeRefused}
+	func() {
+		defer func() { recover() }()
+		l.AppendNoted(e, nil, nil, func(int64) ([]ledger.Note, error) { panic("a bug in the caller") })
+	}()
+	done := make(chan error, 1)
+	go func() {
+		big := bytes.Repeat([]byte("x"), 256<<10) // ledger.db grows, so its commit remaps the file
+		for i := range 4 {
+			if err := l.PutNotes(ledger.Note{Key: []byte{'n', byte(i)}, Value: big}); err != nil {
+				done <- err
+				return
+			}
+		}
+		_, err := l.GetNote([]byte{'n', 3}, 1<<20)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the ledger hangs: the panicking transaction still holds ledger.db")
+	}
+	defer l.Close()
+	if l.Size() != 1 {
+		t.Fatalf("the ledger holds %d entries after the panic, want 1 (its creation)", l.Size())
+	}
+}
