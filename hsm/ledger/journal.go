@@ -24,10 +24,11 @@ import (
 // from it. Every ledger transaction is one journal record, appended and
 // fdatasynced before the index commits (without syncs of its own), so a
 // commit costs one sync. The transaction (wtx) records its changes rather
-// than holding bbolt's write transaction, so the index commit runs beside
-// the caller's next step (the TPM increment) rather than before it. Close syncs the index and appends a clean marker
-// naming the record the index holds; at Open an index without that marker
-// is rebuilt from the journal.
+// than holding bbolt's write transaction, so the index's puts and commit
+// run after the caller's next step (the TPM increment), not before it.
+// Close syncs the index and appends a clean marker naming the record the
+// index holds; at Open an index without that marker is rebuilt from the
+// journal.
 //
 // A record on disk is
 //
@@ -199,7 +200,7 @@ func writeRecord(w io.Writer, r record) (n int64, sum [sha256.Size]byte, err err
 	bw := bufio.NewWriterSize(w, min(frameHeader+size+sha256.Size, 64<<10))
 	h := sha256.New()
 	hashed := io.MultiWriter(bw, h)
-	head := make([]byte, 0, 2*binary.MaxVarintLen64+1+8+8)
+	head := make([]byte, 0, frameHeader+1+8+8) // then scratch for an op's kind and a length
 	head = append(head, journalMagic...)
 	head = binary.BigEndian.AppendUint64(head, uint64(size))
 	head = append(head, r.kind)

@@ -104,7 +104,7 @@ func (l *Ledger) MoveNote(from, to []byte) error {
 		if bytes.Equal(from, to) {
 			return nil // the note is already there
 		}
-		if err := tx.put(bucketNotes, to, append([]byte(nil), v...)); err != nil {
+		if err := tx.put(bucketNotes, to, v); err != nil {
 			return err
 		}
 		return tx.delete(bucketNotes, from)

@@ -105,8 +105,8 @@ func (w *wtx) check(o op) error {
 }
 
 // get returns bucket's value under key as the transaction has it so far,
-// or nil. It may refer to ledger.db's pages: it is not to be put, and not
-// used after the transaction ends.
+// or nil. It may refer to ledger.db's pages: it is not kept after the
+// transaction ends (record copies what is put).
 func (w *wtx) get(bucket, key []byte) []byte {
 	if w.tx != nil {
 		return getIn(w.tx, bucket, key)
