@@ -448,7 +448,9 @@ func (l *Ledger) markClean() error {
 // lets go of the journal. An index that is behind the journal (its commit
 // failed) is not marked: the next Open rebuilds it. A call in flight
 // finishes first, so its record and ledger.db's commit of it come before
-// the marker, never between the index's sync and the marker.
+// the marker, never between the index's sync and the marker: so Close is
+// not to be called from a callback the ledger runs (a notes callback,
+// Change's apply), which would wait for itself. Calls after Close fail.
 func (l *Ledger) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()

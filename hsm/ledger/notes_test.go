@@ -422,3 +422,71 @@ func TestLedgerOutlivesAPanickingNotesCallback(t *testing.T) {
 		t.Fatalf("the ledger holds %d entries after the panic, want 1 (its creation)", l.Size())
 	}
 }
+
+// TestMovedNoteSurvivesARebuild: a moved note's value, read from
+// ledger.db's pages, is what the journal holds, though later commits
+// rewrite those pages: a rebuild from the journal gives both notes back.
+func TestMovedNoteSurvivesARebuild(t *testing.T) {
+	d := newDevice(t, tpmtest.StartSwtpm(t).Open(t))
+	dir := t.TempDir()
+	l := create(t, d, dir)
+	want := []byte("the value of the note, long enough to sit on its own in a page")
+	if err := l.PutNotes(ledger.Note{Key: []byte("from"), Value: want}, ledger.Note{Key: []byte("other"), Value: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.MoveNote([]byte("from"), []byte("to")); err != nil {
+		t.Fatal(err)
+	}
+	// Changes that rewrite the pages the moved value was read from.
+	if err := l.PutNotes(ledger.Note{Key: []byte("from2"), Value: make([]byte, 8192)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.MoveNote([]byte("from2"), []byte("from")); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	if err := os.Remove(filepath.Join(dir, ledger.FileName)); err != nil {
+		t.Fatal(err)
+	}
+	l = open(t, d, dir)
+	if err := l.Blocked(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := l.GetNote([]byte("to"), 1<<20); err != nil || string(got) != string(want) {
+		t.Fatalf("moved note reads %q (%v) after a rebuild", got, err)
+	}
+	if got, err := l.GetNote([]byte("from"), 1<<20); err != nil || len(got) != 8192 {
+		t.Fatalf("note moved onto the old key reads %d bytes (%v) after a rebuild", len(got), err)
+	}
+}
+
+// TestEmptyBoundNoteReopensUnblocked: a bound note with an empty value,
+// acknowledged, reads back and leaves a ledger that reopens unblocked,
+// as it is and rebuilt from the journal.
+func TestEmptyBoundNoteReopensUnblocked(t *testing.T) {
+	d := newDevice(t, tpmtest.StartSwtpm(t).Open(t))
+	dir := t.TempDir()
+	l := create(t, d, dir)
+	if err := l.PutNotes(ledger.Note{Key: []byte("empty"), Value: nil, Bound: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.MoveNote([]byte("empty"), []byte("elsewhere")); !errors.Is(err, ledger.ErrNoteBound) {
+		t.Fatalf("moving a bound empty note: %v, want ErrNoteBound", err)
+	}
+	l.Close()
+	for _, rebuild := range []bool{false, true} {
+		if rebuild {
+			if err := os.Remove(filepath.Join(dir, ledger.FileName)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		l = open(t, d, dir)
+		if err := l.Blocked(); err != nil {
+			t.Fatalf("rebuilt %v: a ledger with an acknowledged empty bound note opens blocked: %v", rebuild, err)
+		}
+		if _, err := l.GetNote([]byte("empty"), 10); err != nil {
+			t.Fatalf("rebuilt %v: the empty note reads %v", rebuild, err)
+		}
+		l.Close()
+	}
+}
